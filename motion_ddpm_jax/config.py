@@ -1,0 +1,35 @@
+"""The base configuration every file in `configs/` starts from: one ConfigDict, every number in it.
+
+Sections: `data`, `diffusion`, `loss` (later issues add `model`, `optim`, `train`, `sample`). The
+defaults are the original trainer's (REFERENCE.md): 1000 linear-schedule steps, epsilon prediction,
+velocity 0.1, acceleration 0.05, geometric 0.01.
+"""
+
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    config.seed = 0
+
+    config.data = ml_collections.ConfigDict()
+    config.data.representation = "positions"  # positions | axis_angle | humanml3d
+    config.data.fps = 60
+    config.data.max_motion_length = 360
+
+    config.diffusion = ml_collections.ConfigDict()
+    config.diffusion.steps = 1000
+    config.diffusion.schedule = "linear"  # linear | cosine
+    config.diffusion.prediction = "epsilon"  # epsilon | x0 | v
+    config.diffusion.clip_x0 = 0.0  # 0 = no clipping of the x0 estimate while sampling
+
+    config.loss = ml_collections.ConfigDict()
+    config.loss.use_velocity_loss = True
+    config.loss.velocity_weight = 0.1
+    config.loss.use_acceleration_loss = True
+    config.loss.acceleration_weight = 0.05
+    config.loss.use_geometric_loss = True
+    config.loss.geometric_weight = 0.01
+    # Per-example weights of the x0-space terms: auto | none | truncated_snr (see losses.auxiliary_weights).
+    config.loss.aux_weighting = "auto"
+    return config

@@ -1,0 +1,1 @@
+"""Readers of raw motion formats, dataset preparation and the input pipeline."""

@@ -1,0 +1,323 @@
+"""Gaussian diffusion maths: schedules, forward noising, prediction conversions, DDPM and DDIM sampling.
+
+Pure functions of float32 arrays. Conventions (Ho et al. 2020; Nichol & Dhariwal 2021; Song et al. 2021):
+  x_t = sqrt(abar_t) * x0 + sqrt(1 - abar_t) * eps,   t in [0, num_steps), abar_t = prod_{s<=t} (1 - beta_s)
+  v   = sqrt(abar_t) * eps - sqrt(1 - abar_t) * x0
+Data have any rank `[B, ...]` (motion is `[B, T, D]`); timesteps are `t: i32[B]`, one per example.
+The model predicts one of PREDICTION_KINDS; every sampler converts it to an x0 estimate first.
+"""
+
+from collections.abc import Callable
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+SCHEDULE_NAMES = ("linear", "cosine")
+PREDICTION_KINDS = ("epsilon", "x0", "v")
+
+DenoiseFn = Callable[[jax.Array, jax.Array], jax.Array]  # (x_t: [B, ...], t: i32[B]) -> model output [B, ...]
+
+
+@flax.struct.dataclass
+class Schedule:
+    """Per-step diffusion coefficients, each f32[num_steps] (improved-diffusion names)."""
+
+    betas: jax.Array
+    alphas_cumprod: jax.Array
+    alphas_cumprod_prev: jax.Array
+    sqrt_alphas_cumprod: jax.Array
+    sqrt_one_minus_alphas_cumprod: jax.Array
+    sqrt_recip_alphas_cumprod: jax.Array
+    sqrt_recipm1_alphas_cumprod: jax.Array
+    posterior_variance: jax.Array
+    posterior_log_variance_clipped: jax.Array
+    posterior_mean_coef1: jax.Array
+    posterior_mean_coef2: jax.Array
+
+    @property
+    def num_steps(self) -> int:
+        return self.betas.shape[0]
+
+
+def _linear_betas(num_steps: int) -> np.ndarray:
+    """improved-diffusion's linear schedule, rescaled so any num_steps spans the same noise range as 1000."""
+    scale = 1000.0 / num_steps
+    return np.linspace(scale * 1e-4, scale * 0.02, num_steps, dtype=np.float64)
+
+
+def _cosine_betas(num_steps: int, s: float = 0.008, max_beta: float = 0.999) -> np.ndarray:
+    def alpha_bar(fraction):
+        return np.cos((fraction + s) / (1 + s) * np.pi / 2) ** 2
+
+    steps = np.arange(num_steps, dtype=np.float64)
+    betas = 1.0 - alpha_bar((steps + 1) / num_steps) / alpha_bar(steps / num_steps)
+    return np.minimum(betas, max_beta)
+
+
+def make_schedule(name: str, num_steps: int) -> Schedule:
+    """Schedule `name` in SCHEDULE_NAMES over `num_steps` (>= 2) steps; computed in float64, stored f32."""
+    if name not in SCHEDULE_NAMES:
+        raise ValueError(f"Unknown noise schedule {name!r}; expected one of {SCHEDULE_NAMES}.")
+    if num_steps < 2:
+        raise ValueError(f"A diffusion schedule needs num_steps >= 2, got {num_steps}.")
+    betas = _linear_betas(num_steps) if name == "linear" else _cosine_betas(num_steps)
+    if not np.all((betas > 0) & (betas < 1)):
+        raise ValueError(
+            f"The {name!r} schedule with num_steps={num_steps} gives betas outside (0, 1) "
+            f"(max {betas.max():.3g}); the linear schedule needs num_steps > 20."
+        )
+    alphas = 1.0 - betas
+    alphas_cumprod = np.cumprod(alphas)
+    alphas_cumprod_prev = np.append(1.0, alphas_cumprod[:-1])
+    posterior_variance = betas * (1.0 - alphas_cumprod_prev) / (1.0 - alphas_cumprod)
+    fields = dict(
+        betas=betas,
+        alphas_cumprod=alphas_cumprod,
+        alphas_cumprod_prev=alphas_cumprod_prev,
+        sqrt_alphas_cumprod=np.sqrt(alphas_cumprod),
+        sqrt_one_minus_alphas_cumprod=np.sqrt(1.0 - alphas_cumprod),
+        sqrt_recip_alphas_cumprod=np.sqrt(1.0 / alphas_cumprod),
+        sqrt_recipm1_alphas_cumprod=np.sqrt(1.0 / alphas_cumprod - 1.0),
+        posterior_variance=posterior_variance,
+        # posterior_variance[0] is 0; its log is clipped to the next step's, as in improved-diffusion.
+        posterior_log_variance_clipped=np.log(np.append(posterior_variance[1], posterior_variance[1:])),
+        posterior_mean_coef1=betas * np.sqrt(alphas_cumprod_prev) / (1.0 - alphas_cumprod),
+        posterior_mean_coef2=(1.0 - alphas_cumprod_prev) * np.sqrt(alphas) / (1.0 - alphas_cumprod),
+    )
+    return Schedule(**{key: jnp.asarray(value, dtype=jnp.float32) for key, value in fields.items()})
+
+
+def _per_example(values: jax.Array, x: jax.Array) -> jax.Array:
+    """values: [B], x: [B, ...] -> values shaped [B, 1, ...] to broadcast with x."""
+    return values.reshape((-1,) + (1,) * (x.ndim - 1))
+
+
+def _at(coefficients: jax.Array, t: jax.Array, x: jax.Array) -> jax.Array:
+    """coefficients: f32[N], t: i32[B], x: [B, ...] -> coefficients[t] shaped [B, 1, ...]."""
+    return _per_example(coefficients[t], x)
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in PREDICTION_KINDS:
+        raise ValueError(f"Unknown prediction kind {kind!r}; expected one of {PREDICTION_KINDS}.")
+
+
+def _f32(x) -> jax.Array:
+    return jnp.asarray(x, dtype=jnp.float32)
+
+
+def _scales(schedule: Schedule, t: jax.Array, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(sqrt(abar_t), sqrt(1 - abar_t)), each [B, 1, ...]: the signal and noise scales of x_t."""
+    return _at(schedule.sqrt_alphas_cumprod, t, x), _at(schedule.sqrt_one_minus_alphas_cumprod, t, x)
+
+
+def q_sample(schedule: Schedule, x0: jax.Array, t: jax.Array, noise: jax.Array) -> jax.Array:
+    """Draw x_t ~ q(x_t | x0). x0, noise: [B, ...]; t: i32[B] -> f32[B, ...]."""
+    x0, noise = _f32(x0), _f32(noise)
+    signal_scale, noise_scale = _scales(schedule, t, x0)
+    return signal_scale * x0 + noise_scale * noise
+
+
+def q_posterior_mean_variance(
+    schedule: Schedule, x0: jax.Array, x_t: jax.Array, t: jax.Array
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """q(x_{t-1} | x_t, x0). x0, x_t: [B, ...]; t: i32[B].
+
+    Returns (mean, variance, clipped log variance), each f32[B, ...] (variances repeat along the data axes).
+    """
+    x0, x_t = _f32(x0), _f32(x_t)
+    mean = _at(schedule.posterior_mean_coef1, t, x_t) * x0 + _at(schedule.posterior_mean_coef2, t, x_t) * x_t
+    variance = jnp.broadcast_to(_at(schedule.posterior_variance, t, x_t), x_t.shape)
+    log_variance = jnp.broadcast_to(_at(schedule.posterior_log_variance_clipped, t, x_t), x_t.shape)
+    return mean, variance, log_variance
+
+
+def training_target(schedule: Schedule, x0, noise, t: jax.Array, kind: str) -> jax.Array:
+    """What a `kind` model should output for x_t = q_sample(x0, t, noise). x0, noise: [B, ...]; t: i32[B]."""
+    _check_kind(kind)
+    x0, noise = _f32(x0), _f32(noise)
+    if kind == "epsilon":
+        return noise
+    if kind == "x0":
+        return x0
+    signal_scale, noise_scale = _scales(schedule, t, x0)
+    return signal_scale * noise - noise_scale * x0
+
+
+def _eps_from_x0(schedule: Schedule, x_t: jax.Array, t: jax.Array, x0: jax.Array) -> jax.Array:
+    signal_scale, noise_scale = _scales(schedule, t, x_t)
+    return (x_t - signal_scale * x0) / noise_scale
+
+
+def predict_x0(schedule: Schedule, x_t, t: jax.Array, model_output, kind: str) -> jax.Array:
+    """x0 estimate from a `kind` prediction. x_t, model_output: [B, ...] (any float); t: i32[B] -> f32."""
+    _check_kind(kind)
+    x_t, model_output = _f32(x_t), _f32(model_output)
+    if kind == "x0":
+        return model_output
+    if kind == "epsilon":
+        sqrt_recip = _at(schedule.sqrt_recip_alphas_cumprod, t, x_t)
+        sqrt_recipm1 = _at(schedule.sqrt_recipm1_alphas_cumprod, t, x_t)
+        return sqrt_recip * x_t - sqrt_recipm1 * model_output
+    signal_scale, noise_scale = _scales(schedule, t, x_t)
+    return signal_scale * x_t - noise_scale * model_output
+
+
+def predict_eps(schedule: Schedule, x_t, t: jax.Array, model_output, kind: str) -> jax.Array:
+    """Noise estimate from a `kind` prediction. x_t, model_output: [B, ...] (any float); t: i32[B] -> f32."""
+    _check_kind(kind)
+    x_t, model_output = _f32(x_t), _f32(model_output)
+    if kind == "epsilon":
+        return model_output
+    if kind == "x0":
+        return _eps_from_x0(schedule, x_t, t, model_output)
+    signal_scale, noise_scale = _scales(schedule, t, x_t)
+    return signal_scale * model_output + noise_scale * x_t
+
+
+def _x0_hat(schedule, x_t, t, model_output, kind, clip_x0: float | None) -> jax.Array:
+    x0_hat = predict_x0(schedule, x_t, t, model_output, kind)
+    return x0_hat if clip_x0 is None else jnp.clip(x0_hat, -clip_x0, clip_x0)
+
+
+def ddpm_step(
+    schedule: Schedule,
+    x_t: jax.Array,
+    t: jax.Array,
+    model_output: jax.Array,
+    noise: jax.Array,
+    kind: str,
+    clip_x0: float | None = None,
+) -> tuple[jax.Array, jax.Array]:
+    """One ancestral step x_t -> x_{t-1} with the fixed-small variance (posterior variance).
+
+    x_t, model_output, noise: [B, ...]; t: i32[B]. clip_x0: None, or c to clip the x0 estimate to [-c, c].
+    Examples with t == 0 get no noise: x_{-1} is the posterior mean, which equals the x0 estimate.
+    Returns (x_prev f32[B, ...], x0_hat f32[B, ...]).
+    """
+    x_t = _f32(x_t)
+    x0_hat = _x0_hat(schedule, x_t, t, model_output, kind, clip_x0)
+    mean, _, log_variance = q_posterior_mean_variance(schedule, x0_hat, x_t, t)
+    noise_scale = jnp.where(_per_example(t, x_t) > 0, jnp.exp(0.5 * log_variance), 0.0)
+    return mean + noise_scale * _f32(noise), x0_hat
+
+
+def ddim_step(
+    schedule: Schedule,
+    x_t: jax.Array,
+    t: jax.Array,
+    t_prev: jax.Array,
+    model_output: jax.Array,
+    noise: jax.Array,
+    kind: str,
+    eta: float | jax.Array = 0.0,
+    clip_x0: float | None = None,
+) -> tuple[jax.Array, jax.Array]:
+    """One DDIM step x_t -> x_{t_prev} (Song et al. 2021, eq. 12).
+
+    x_t, model_output, noise: [B, ...]; t, t_prev: i32[B] with t_prev < t; t_prev < 0 marks the final step
+    (abar_prev = 1, so x_prev = x0_hat). eta in [0, 1] (may be traced): 0 is deterministic DDIM, 1 matches
+    the DDPM posterior variance. clip_x0: None, or c to clip the x0 estimate to [-c, c] (the noise estimate
+    is then recomputed from the clipped x0). Returns (x_prev f32[B, ...], x0_hat f32[B, ...]).
+    """
+    x_t = _f32(x_t)
+    x0_hat = _x0_hat(schedule, x_t, t, model_output, kind, clip_x0)
+    if clip_x0 is None:
+        eps_hat = predict_eps(schedule, x_t, t, model_output, kind)
+    else:
+        eps_hat = _eps_from_x0(schedule, x_t, t, x0_hat)
+    abar = _at(schedule.alphas_cumprod, t, x_t)
+    abar_prev = jnp.where(
+        _per_example(t_prev, x_t) >= 0,
+        _at(schedule.alphas_cumprod, jnp.maximum(t_prev, 0), x_t),
+        1.0,
+    )
+    sigma = eta * jnp.sqrt((1.0 - abar_prev) / (1.0 - abar)) * jnp.sqrt(1.0 - abar / abar_prev)
+    direction_scale = jnp.sqrt(jnp.maximum(1.0 - abar_prev - sigma**2, 0.0))
+    x_prev = jnp.sqrt(abar_prev) * x0_hat + direction_scale * eps_hat + sigma * _f32(noise)
+    return x_prev, x0_hat
+
+
+def ddim_timesteps(num_steps: int, num_sample_steps: int) -> np.ndarray:
+    """DDIM's uniform sub-sequence: floor(i * num_steps / num_sample_steps), i < num_sample_steps, descending.
+
+    -> i32[num_sample_steps], distinct values in [0, num_steps) ending at 0. When num_steps is a multiple
+    of num_sample_steps this is range(0, num_steps, num_steps // num_sample_steps) reversed.
+    """
+    if not 1 <= num_sample_steps <= num_steps:
+        raise ValueError(
+            f"num_sample_steps must be in [1, {num_steps}] (the schedule length), got {num_sample_steps}."
+        )
+    ascending = np.arange(num_sample_steps, dtype=np.int64) * num_steps // num_sample_steps
+    return ascending[::-1].astype(np.int32)
+
+
+def _step_noise(rng: jax.Array, step: jax.Array, like: jax.Array) -> jax.Array:
+    return jax.random.normal(jax.random.fold_in(rng, step), like.shape, jnp.float32)
+
+
+def ddpm_sample_loop(
+    schedule: Schedule,
+    denoise_fn: DenoiseFn,
+    x_T: jax.Array,
+    rng: jax.Array,
+    kind: str,
+    clip_x0: float | None = None,
+) -> jax.Array:
+    """Ancestral sampling from t = num_steps - 1 down to 0 in one `lax.scan`.
+
+    x_T: [B, ...] starting noise (the caller draws it). The i-th step (i = 0 first) uses the noise
+    normal(fold_in(rng, i)). Returns the x0 sample f32[B, ...].
+    """
+    _check_kind(kind)
+    x_T = _f32(x_T)
+    batch = x_T.shape[0]
+
+    def step(x_t, i_and_t):
+        i, t = i_and_t
+        t_batch = jnp.full((batch,), t, jnp.int32)
+        model_output = denoise_fn(x_t, t_batch)
+        x_prev, _ = ddpm_step(schedule, x_t, t_batch, model_output, _step_noise(rng, i, x_t), kind, clip_x0)
+        return x_prev, None
+
+    timesteps = jnp.arange(schedule.num_steps - 1, -1, -1, dtype=jnp.int32)
+    indices = jnp.arange(schedule.num_steps, dtype=jnp.int32)
+    x0, _ = jax.lax.scan(step, x_T, (indices, timesteps))
+    return x0
+
+
+def ddim_sample_loop(
+    schedule: Schedule,
+    denoise_fn: DenoiseFn,
+    x_T: jax.Array,
+    rng: jax.Array,
+    kind: str,
+    num_sample_steps: int,
+    eta: float | jax.Array = 0.0,
+    clip_x0: float | None = None,
+) -> jax.Array:
+    """DDIM sampling over ddim_timesteps(num_steps, num_sample_steps) in one `lax.scan`.
+
+    x_T: [B, ...] starting noise (the caller draws it); num_sample_steps: static int. The i-th step uses
+    the noise normal(fold_in(rng, i)), scaled by a sigma that is 0 when eta == 0 (for a Python 0 it is
+    not drawn at all). Returns the x0 sample f32[B, ...].
+    """
+    _check_kind(kind)
+    x_T = _f32(x_T)
+    batch = x_T.shape[0]
+    timesteps = ddim_timesteps(schedule.num_steps, num_sample_steps)
+    previous = np.append(timesteps[1:], -1).astype(np.int32)
+    deterministic = isinstance(eta, int | float) and eta == 0  # a static zero: skip drawing unused noise
+
+    def step(x_t, i_t_prev):
+        i, t, t_prev = i_t_prev
+        t_batch, t_prev_batch = jnp.full((batch,), t, jnp.int32), jnp.full((batch,), t_prev, jnp.int32)
+        model_output = denoise_fn(x_t, t_batch)
+        noise = jnp.zeros_like(x_t) if deterministic else _step_noise(rng, i, x_t)
+        x_prev, _ = ddim_step(schedule, x_t, t_batch, t_prev_batch, model_output, noise, kind, eta, clip_x0)
+        return x_prev, None
+
+    x0, _ = jax.lax.scan(step, x_T, (np.arange(num_sample_steps, dtype=np.int32), timesteps, previous))
+    return x0

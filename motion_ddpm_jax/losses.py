@@ -1,0 +1,246 @@
+"""Loss terms of the motion diffusion objective (pure, jit-able, float32 results).
+
+Every term takes standardized `pred` and `target` motion `[B, T, D]` and a frame mask `bool[B, T]`
+(True = real frame) and returns a float32 scalar: a masked mean that is exactly zero when
+`pred == target` and does not depend on the values in padded frames. Means are taken over all valid
+frames (pairs, triples) of the batch, as MotionDiffuse does: sum of per-frame errors / number of valid
+frames.
+
+Geometric terms work in physical units: they de-standardize with the dataset statistics, so their
+value does not depend on the normalisation. The feature layouts are in `representation.py`.
+"""
+
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from motion_ddpm_jax import diffusion, kinematics
+from motion_ddpm_jax.representation import REPRESENTATIONS, relative_fk, relative_positions
+from motion_ddpm_jax.skeleton import Skeleton
+
+
+def _masked_frame_mean(per_frame: jax.Array, mask: jax.Array, weights: jax.Array | None) -> jax.Array:
+    """Mean of `per_frame [B, T']` over the entries where `mask [B, T']` is True (0 if there are none).
+
+    weights: optional f32[B], multiplies each example's frames (the count of frames stays unweighted).
+    """
+    mask = jnp.asarray(mask, bool)
+    if weights is not None:
+        per_frame = per_frame * jnp.asarray(weights, jnp.float32)[:, None]
+    total = jnp.sum(jnp.where(mask, per_frame, 0.0))
+    return total / jnp.maximum(jnp.sum(mask.astype(jnp.float32)), 1.0)
+
+
+def _consecutive_valid(mask: jax.Array, span: int) -> jax.Array:
+    """bool[B, T - span + 1]: True where frames i..i+span-1 are all valid."""
+    length = mask.shape[1] - span + 1
+    valid = mask[:, :length]
+    for k in range(1, span):
+        valid = valid & mask[:, k : k + length]
+    return valid
+
+
+def _as_f32(*arrays: jax.Array) -> tuple[jax.Array, ...]:
+    return tuple(jnp.asarray(a, jnp.float32) for a in arrays)
+
+
+def masked_mse(
+    pred: jax.Array, target: jax.Array, mask: jax.Array, weights: jax.Array | None = None
+) -> jax.Array:
+    """Mean over valid frames of the per-frame mean squared error. pred, target: [B, T, D]."""
+    pred, target = _as_f32(pred, target)
+    return _masked_frame_mean(jnp.mean(jnp.square(pred - target), axis=-1), mask, weights)
+
+
+def _difference_loss(pred, target, mask, weights, order: int) -> jax.Array:
+    pred, target = _as_f32(pred, target)
+    if pred.shape[1] <= order:
+        return jnp.zeros((), jnp.float32)
+    error = jnp.diff(pred - target, n=order, axis=1)
+    valid = _consecutive_valid(jnp.asarray(mask, bool), order + 1)
+    return _masked_frame_mean(jnp.mean(jnp.square(error), axis=-1), valid, weights)
+
+
+def velocity_loss(
+    pred: jax.Array, target: jax.Array, mask: jax.Array, weights: jax.Array | None = None
+) -> jax.Array:
+    """MSE of first differences over pairs of consecutive valid frames. pred, target: [B, T, D]."""
+    return _difference_loss(pred, target, mask, weights, order=1)
+
+
+def acceleration_loss(
+    pred: jax.Array, target: jax.Array, mask: jax.Array, weights: jax.Array | None = None
+) -> jax.Array:
+    """MSE of second differences over triples of consecutive valid frames. pred, target: [B, T, D]."""
+    return _difference_loss(pred, target, mask, weights, order=2)
+
+
+def _destandardize(x: jax.Array, mean: jax.Array, std: jax.Array) -> jax.Array:
+    return x * jnp.asarray(std, jnp.float32) + jnp.asarray(mean, jnp.float32)
+
+
+def bone_length_loss(
+    pred: jax.Array,
+    target: jax.Array,
+    mask: jax.Array,
+    mean: jax.Array,
+    std: jax.Array,
+    skeleton: Skeleton,
+    weights: jax.Array | None = None,
+) -> jax.Array:
+    """Squared error of bone lengths (physical units^2), mean over bones and valid frames.
+
+    pred, target: standardized `positions` features [B, T, J*3]; mean, std: [J*3].
+    """
+    pred, target = _as_f32(pred, target)
+    lengths = [
+        kinematics.bone_lengths(relative_positions(_destandardize(x, mean, std), skeleton), skeleton.parents)
+        for x in (pred, target)
+    ]
+    return _masked_frame_mean(jnp.mean(jnp.square(lengths[0] - lengths[1]), axis=-1), mask, weights)
+
+
+def fk_position_loss(
+    pred: jax.Array,
+    target: jax.Array,
+    mask: jax.Array,
+    mean: jax.Array,
+    std: jax.Array,
+    skeleton: Skeleton,
+    weights: jax.Array | None = None,
+) -> jax.Array:
+    """Squared error of root-relative joint positions after forward kinematics (physical units^2).
+
+    Mean over the J*3 coordinates and the valid frames. The root trajectory is left out: it is already
+    in the feature-space reconstruction term, and integrating its deltas would weigh early frames more.
+    pred, target: standardized `axis_angle` features [B, T, 3+3K]; mean, std: [3+3K].
+    """
+    pred, target = _as_f32(pred, target)
+    positions = [relative_fk(_destandardize(x, mean, std), skeleton) for x in (pred, target)]
+    per_frame = jnp.mean(jnp.square(positions[0] - positions[1]), axis=(-2, -1))
+    return _masked_frame_mean(per_frame, mask, weights)
+
+
+@struct.dataclass
+class Geometry:
+    """What the geometric loss needs besides the motion: dataset statistics and skeleton.
+
+    mean, std: float32 [D] (the normalisation of the features); representation: `positions` or
+    `axis_angle`; skeleton: the dataset's skeleton (static: it shapes the computation).
+    """
+
+    mean: jax.Array
+    std: jax.Array
+    skeleton: Skeleton = struct.field(pytree_node=False)
+    representation: str = struct.field(pytree_node=False, default="positions")
+
+    def __post_init__(self):
+        if self.representation not in REPRESENTATIONS:
+            raise ValueError(
+                f"geometric loss: representation {self.representation!r} has no geometric term; "
+                f"expected one of {REPRESENTATIONS}"
+            )
+
+
+def geometric_loss(
+    pred: jax.Array, target: jax.Array, mask: jax.Array, geometry: Geometry, weights: jax.Array | None = None
+) -> jax.Array:
+    """Bone-length loss for `positions` data, FK position loss for `axis_angle` data."""
+    size = pred.shape[-1]
+    if np.shape(geometry.mean) != (size,) or np.shape(geometry.std) != (size,):
+        raise ValueError(
+            f"geometric loss: mean and std must have shape ({size},) like the features, got "
+            f"{np.shape(geometry.mean)} and {np.shape(geometry.std)}"
+        )
+    term = bone_length_loss if geometry.representation == "positions" else fk_position_loss
+    return term(pred, target, mask, geometry.mean, geometry.std, geometry.skeleton, weights)
+
+
+AUX_WEIGHTINGS = ("auto", "none", "truncated_snr")
+
+
+def auxiliary_weights(schedule: diffusion.Schedule, t: jax.Array, weighting: str, prediction: str):
+    """Per-example weights f32[B] of the auxiliary (x0-space) terms, or None for plain means.
+
+    `truncated_snr` weighs example b by min(SNR(t_b), 1), SNR = abar / (1 - abar). With epsilon
+    prediction an error e in the noise becomes an error e / sqrt(SNR) in the x0 estimate, so at high
+    noise the x0-space terms would grow without bound and swamp the reconstruction term; the weight
+    caps them at the size of the noise error. `auto` = `truncated_snr` for epsilon prediction and
+    `none` for x0 and v (whose x0 estimates are bounded).
+    """
+    if weighting not in AUX_WEIGHTINGS:
+        raise ValueError(f"loss.aux_weighting is {weighting!r}; expected one of {AUX_WEIGHTINGS}")
+    if weighting == "auto":
+        weighting = "truncated_snr" if prediction == "epsilon" else "none"
+    if weighting == "none":
+        return None
+    abar = schedule.alphas_cumprod[t]
+    return jnp.minimum(abar / (1.0 - abar), 1.0)
+
+
+def _field(config: Any, name: str, default: Any = None) -> Any:
+    if isinstance(config, Mapping):
+        value = config.get(name, default)
+    else:
+        value = getattr(config, name, default)
+    if value is None:
+        raise KeyError(f"loss config has no field {name!r}")
+    return value
+
+
+def compute_losses(
+    schedule: diffusion.Schedule,
+    model_output: jax.Array,
+    x_t: jax.Array,
+    x0: jax.Array,
+    noise: jax.Array,
+    t: jax.Array,
+    mask: jax.Array,
+    config: Any,
+    prediction: str = "epsilon",
+    geometry: Geometry | None = None,
+) -> dict[str, jax.Array]:
+    """The weighted training loss and each of its terms (float32 scalars), by name.
+
+    model_output: [B, T, D] the network's output for `x_t: [B, T, D]` at `t: i32[B]`, a prediction of
+    `prediction` (`epsilon`, `x0` or `v`); x0, noise: [B, T, D] the clean standardized motion and the
+    noise that made x_t; mask: bool[B, T]. config: the `loss` section (ConfigDict or mapping) with
+    use_velocity_loss, velocity_weight, use_acceleration_loss, acceleration_weight, use_geometric_loss,
+    geometric_weight and optionally aux_weighting (see `auxiliary_weights`; default `auto`).
+
+    `loss_mot_rec` compares the output with its own training target (MotionDiffuse's term); the
+    auxiliary terms compare the x0 estimate with x0, whatever the prediction target. Keys: `loss`,
+    `loss_mot_rec`, and `loss_vel`, `loss_acc`, `loss_geom` for the terms that are switched on.
+    """
+    model_output = jnp.asarray(model_output, jnp.float32)
+    target = diffusion.training_target(schedule, x0, noise, t, prediction)
+    terms = {"loss_mot_rec": masked_mse(model_output, target, mask)}
+    total = terms["loss_mot_rec"]
+    auxiliary = [
+        ("loss_vel", "use_velocity_loss", "velocity_weight"),
+        ("loss_acc", "use_acceleration_loss", "acceleration_weight"),
+        ("loss_geom", "use_geometric_loss", "geometric_weight"),
+    ]
+    enabled = [(name, _field(config, weight)) for name, switch, weight in auxiliary if _field(config, switch)]
+    if not enabled:
+        return {"loss": total, **terms}
+    if "loss_geom" in dict(enabled) and geometry is None:
+        raise ValueError(
+            "loss.use_geometric_loss is True but no geometry (dataset mean/std and skeleton) was given; "
+            "it needs a `positions` or `axis_angle` dataset"
+        )
+    x0_pred = diffusion.predict_x0(schedule, x_t, t, model_output, prediction)
+    weights = auxiliary_weights(schedule, t, _field(config, "aux_weighting", "auto"), prediction)
+    compute = {
+        "loss_vel": lambda: velocity_loss(x0_pred, x0, mask, weights),
+        "loss_acc": lambda: acceleration_loss(x0_pred, x0, mask, weights),
+        "loss_geom": lambda: geometric_loss(x0_pred, x0, mask, geometry, weights),
+    }
+    for name, weight in enabled:
+        terms[name] = compute[name]()
+        total = total + float(weight) * terms[name]
+    return {"loss": total, **terms}

@@ -1,0 +1,575 @@
+"""Tests of motion_ddpm_jax.diffusion against float64 numpy transcriptions of the published formulas."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from motion_ddpm_jax import diffusion
+
+KINDS = ("epsilon", "x0", "v")
+SCHEDULE_FIELDS = (
+    "betas",
+    "alphas_cumprod",
+    "alphas_cumprod_prev",
+    "sqrt_alphas_cumprod",
+    "sqrt_one_minus_alphas_cumprod",
+    "sqrt_recip_alphas_cumprod",
+    "sqrt_recipm1_alphas_cumprod",
+    "posterior_variance",
+    "posterior_log_variance_clipped",
+    "posterior_mean_coef1",
+    "posterior_mean_coef2",
+)
+
+
+def reference_schedule(name: str, num_steps: int) -> dict[str, np.ndarray]:
+    """Float64 numpy transcription of the linear (Ho et al., rescaled as in improved-diffusion) and cosine
+    (Nichol & Dhariwal) schedules and the derived posterior coefficients."""
+    if name == "linear":
+        scale = 1000 / num_steps
+        betas = np.linspace(scale * 1e-4, scale * 0.02, num_steps)
+    else:
+
+        def alpha_bar(u):
+            return np.cos((u + 0.008) / 1.008 * np.pi / 2) ** 2
+
+        betas = np.array(
+            [
+                min(1 - alpha_bar((i + 1) / num_steps) / alpha_bar(i / num_steps), 0.999)
+                for i in range(num_steps)
+            ]
+        )
+    alphas = 1 - betas
+    abar = np.cumprod(alphas)
+    abar_prev = np.concatenate([[1.0], abar[:-1]])
+    posterior_variance = betas * (1 - abar_prev) / (1 - abar)
+    return {
+        "betas": betas,
+        "alphas": alphas,
+        "alphas_cumprod": abar,
+        "alphas_cumprod_prev": abar_prev,
+        "sqrt_alphas_cumprod": np.sqrt(abar),
+        "sqrt_one_minus_alphas_cumprod": np.sqrt(1 - abar),
+        "sqrt_recip_alphas_cumprod": 1 / np.sqrt(abar),
+        "sqrt_recipm1_alphas_cumprod": np.sqrt((1 - abar) / abar),
+        "posterior_variance": posterior_variance,
+        "posterior_log_variance_clipped": np.log(
+            np.concatenate([posterior_variance[1:2], posterior_variance[1:]])
+        ),
+        "posterior_mean_coef1": betas * np.sqrt(abar_prev) / (1 - abar),
+        "posterior_mean_coef2": (1 - abar_prev) * np.sqrt(alphas) / (1 - abar),
+    }
+
+
+def per_example(values: np.ndarray, x: np.ndarray) -> np.ndarray:
+    return np.asarray(values).reshape((-1,) + (1,) * (np.ndim(x) - 1))
+
+
+def reference_target(ref, x0, eps, t, kind):
+    """The model output the definitions ask for: eps, x0, or v = sqrt(abar) eps - sqrt(1 - abar) x0."""
+    if kind == "epsilon":
+        return eps
+    if kind == "x0":
+        return x0
+    abar = per_example(ref["alphas_cumprod"][t], x0)
+    return np.sqrt(abar) * eps - np.sqrt(1 - abar) * x0
+
+
+def make_oracle(name: str, num_steps: int, x0: jax.Array, kind: str):
+    """A denoiser that knows x0: it reads the noise implied by x_t and returns the exact `kind` target."""
+    abar_table = jnp.asarray(reference_schedule(name, num_steps)["alphas_cumprod"], jnp.float32)
+
+    def oracle(x_t, t):
+        abar = abar_table[t][:, None, None]
+        eps = (x_t - jnp.sqrt(abar) * x0) / jnp.sqrt(1 - abar)
+        if kind == "epsilon":
+            return eps
+        if kind == "x0":
+            return x0
+        return jnp.sqrt(abar) * eps - jnp.sqrt(1 - abar) * x0
+
+    return oracle
+
+
+def normal(seed: int, shape) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+# --- schedules ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("num_steps", [50, 100, 1000])
+@pytest.mark.parametrize("name", ["linear", "cosine"])
+def test_schedule_fields_match_float64_reference(name, num_steps):
+    schedule = diffusion.make_schedule(name, num_steps)
+    ref = reference_schedule(name, num_steps)
+    assert schedule.num_steps == num_steps
+    for field in SCHEDULE_FIELDS:
+        value = getattr(schedule, field)
+        assert value.dtype == jnp.float32 and value.shape == (num_steps,), field
+        np.testing.assert_allclose(np.asarray(value), ref[field], rtol=1e-5, atol=1e-12, err_msg=field)
+
+
+@pytest.mark.parametrize("num_steps", [50, 1000])
+@pytest.mark.parametrize("name", ["linear", "cosine"])
+def test_schedule_betas_in_range_and_alphas_cumprod_strictly_decreasing(name, num_steps):
+    schedule = diffusion.make_schedule(name, num_steps)
+    betas = np.asarray(schedule.betas)
+    assert np.all(betas > 0) and np.all(betas <= 0.999)
+    assert np.all(np.diff(np.asarray(schedule.alphas_cumprod)) < 0)
+    assert schedule.posterior_variance[0] == 0
+
+
+def test_linear_schedule_at_1000_steps_runs_from_1e_4_to_0_02():
+    betas = np.asarray(diffusion.make_schedule("linear", 1000).betas)
+    np.testing.assert_allclose([betas[0], betas[-1]], [1e-4, 0.02], rtol=1e-6)
+
+
+def test_schedule_is_a_pytree_that_passes_through_jit():
+    schedule = diffusion.make_schedule("cosine", 50)
+    assert len(jax.tree_util.tree_leaves(schedule)) == len(SCHEDULE_FIELDS)
+    doubled = jax.jit(lambda s: jax.tree_util.tree_map(lambda a: 2 * a, s))(schedule)
+    np.testing.assert_allclose(doubled.betas, 2 * np.asarray(schedule.betas))
+
+
+def test_unknown_schedule_name_raises_and_names_the_choices():
+    with pytest.raises(ValueError, match=r"'quadratic'.*linear.*cosine"):
+        diffusion.make_schedule("quadratic", 100)
+
+
+@pytest.mark.parametrize("num_steps", [1, 10])
+def test_degenerate_linear_schedule_raises(num_steps):
+    with pytest.raises(ValueError, match="num_steps"):
+        diffusion.make_schedule("linear", num_steps)
+
+
+# --- forward process and posterior ------------------------------------------------------------------
+
+
+def test_q_sample_moments_match_the_marginal():
+    schedule, ref = diffusion.make_schedule("linear", 100), reference_schedule("linear", 100)
+    n, t_value = 40_000, 30
+    x0 = np.broadcast_to(np.array([1.5, -0.7, 0.0], np.float32), (n, 3))
+    t = np.full(n, t_value, np.int32)
+    noise = jax.random.normal(jax.random.key(0), x0.shape)
+    x_t = np.asarray(diffusion.q_sample(schedule, x0, t, noise), np.float64)
+    abar = ref["alphas_cumprod"][t_value]
+    tolerance = 5 * np.sqrt((1 - abar) / n)
+    np.testing.assert_allclose(x_t.mean(0), np.sqrt(abar) * x0[0], atol=tolerance)
+    np.testing.assert_allclose(x_t.var(0), np.full(3, 1 - abar), rtol=5 * np.sqrt(2 / n))
+
+
+@pytest.mark.parametrize("name", ["linear", "cosine"])
+def test_q_posterior_matches_numpy_formulas(name):
+    schedule, ref = diffusion.make_schedule(name, 200), reference_schedule(name, 200)
+    t = np.random.default_rng(1).integers(0, 200, size=16).astype(np.int32)
+    x0, x_t = normal(2, (16, 5, 3)), normal(3, (16, 5, 3))
+    mean, var, log_var = diffusion.q_posterior_mean_variance(schedule, x0, x_t, t)
+    coef1, coef2 = (
+        per_example(ref["posterior_mean_coef1"][t], x0),
+        per_example(ref["posterior_mean_coef2"][t], x0),
+    )
+    np.testing.assert_allclose(mean, coef1 * x0 + coef2 * x_t, rtol=1e-5, atol=1e-6)
+    assert mean.shape == var.shape == log_var.shape == x0.shape
+    expected_var = np.broadcast_to(per_example(ref["posterior_variance"][t], x0), x0.shape)
+    expected_log_var = np.broadcast_to(per_example(ref["posterior_log_variance_clipped"][t], x0), x0.shape)
+    np.testing.assert_allclose(var, expected_var, rtol=1e-5, atol=1e-12)
+    np.testing.assert_allclose(log_var, expected_log_var, rtol=1e-5)
+
+
+def test_q_posterior_is_the_bayes_product_of_prior_and_one_step_likelihood():
+    # q(x_{t-1} | x0) = N(sqrt(abar_{t-1}) x0, 1 - abar_{t-1}) times q(x_t | x_{t-1}) as a function of
+    # x_{t-1} = N(x_t / sqrt(alpha_t), beta_t / alpha_t): precisions add, means are precision-weighted.
+    schedule, ref = diffusion.make_schedule("cosine", 100), reference_schedule("cosine", 100)
+    t = np.random.default_rng(4).integers(1, 100, size=32).astype(np.int32)
+    x0, x_t = normal(5, (32, 4)), normal(6, (32, 4))
+    abar_prev = per_example(ref["alphas_cumprod"][t - 1], x0)
+    alpha, beta = per_example(ref["alphas"][t], x0), per_example(ref["betas"][t], x0)
+    precision = 1 / (1 - abar_prev) + alpha / beta
+    expected_mean = (np.sqrt(abar_prev) * x0 / (1 - abar_prev) + np.sqrt(alpha) * x_t / beta) / precision
+    mean, var, _ = diffusion.q_posterior_mean_variance(schedule, x0, x_t, t)
+    np.testing.assert_allclose(mean, expected_mean, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(var, np.broadcast_to(1 / precision, x0.shape), rtol=1e-4)
+
+
+def test_q_posterior_at_t_zero_is_a_point_mass_at_x0():
+    schedule = diffusion.make_schedule("linear", 100)
+    x0, x_t = normal(7, (3, 2)), normal(8, (3, 2))
+    mean, var, _ = diffusion.q_posterior_mean_variance(schedule, x0, x_t, np.zeros(3, np.int32))
+    np.testing.assert_allclose(mean, x0, atol=1e-6)
+    np.testing.assert_array_equal(var, 0)
+
+
+def test_q_posterior_mean_is_the_conditional_expectation_of_the_forward_chain():
+    # Draw x_{t-1} with q_sample, then x_t with one forward step: the residual x_{t-1} - mean(x0, x_t) must
+    # have zero mean, the posterior variance, and no correlation with x_t.
+    schedule, ref = diffusion.make_schedule("linear", 100), reference_schedule("linear", 100)
+    n, t_value = 40_000, 20
+    x0 = np.broadcast_to(np.array([0.8, -1.2], np.float32), (n, 2))
+    key_prev, key_step = jax.random.split(jax.random.key(9))
+    x_prev = diffusion.q_sample(
+        schedule, x0, np.full(n, t_value - 1, np.int32), jax.random.normal(key_prev, x0.shape)
+    )
+    step_noise = np.asarray(jax.random.normal(key_step, x0.shape), np.float64)
+    x_prev = np.asarray(x_prev, np.float64)
+    x_t = np.sqrt(ref["alphas"][t_value]) * x_prev + np.sqrt(ref["betas"][t_value]) * step_noise
+    mean, _, _ = diffusion.q_posterior_mean_variance(
+        schedule, x0, x_t.astype(np.float32), np.full(n, t_value, np.int32)
+    )
+    residual = x_prev - np.asarray(mean, np.float64)
+    posterior_variance = ref["posterior_variance"][t_value]
+    np.testing.assert_allclose(residual.mean(0), 0, atol=5 * np.sqrt(posterior_variance / n))
+    np.testing.assert_allclose(residual.var(0), posterior_variance, rtol=5 * np.sqrt(2 / n))
+    for d in range(2):
+        assert abs(np.corrcoef(residual[:, d], x_t[:, d])[0, 1]) < 5 / np.sqrt(n)
+
+
+# --- prediction kinds -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_training_target_matches_its_definition(kind):
+    schedule, ref = diffusion.make_schedule("cosine", 100), reference_schedule("cosine", 100)
+    t = np.random.default_rng(10).integers(0, 100, size=8).astype(np.int32)
+    x0, eps = normal(11, (8, 6, 3)), normal(12, (8, 6, 3))
+    target = diffusion.training_target(schedule, x0, eps, t, kind)
+    np.testing.assert_allclose(target, reference_target(ref, x0, eps, t, kind), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["linear", "cosine"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_predict_x0_and_eps_invert_the_training_target(kind, name):
+    schedule, ref = diffusion.make_schedule(name, 1000), reference_schedule(name, 1000)
+    # Mid-range t only: near t = T - 1, recovering x0 from eps is ill-conditioned in any float32 code.
+    t = np.concatenate([[0, 1, 500], np.random.default_rng(13).integers(0, 900, size=13)]).astype(np.int32)
+    x0, eps = normal(14, (16, 5, 4)), normal(15, (16, 5, 4))
+    abar = per_example(ref["alphas_cumprod"][t], x0)
+    x_t = (np.sqrt(abar) * x0 + np.sqrt(1 - abar) * eps).astype(np.float32)
+    output = reference_target(ref, x0, eps, t, kind).astype(np.float32)
+    np.testing.assert_allclose(diffusion.predict_x0(schedule, x_t, t, output, kind), x0, atol=2e-4)
+    np.testing.assert_allclose(diffusion.predict_eps(schedule, x_t, t, output, kind), eps, atol=2e-4)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_bfloat16_model_output_gives_float32_estimates(kind):
+    schedule = diffusion.make_schedule("cosine", 100)
+    t = np.arange(0, 100, 25, dtype=np.int32)
+    x_t, output = normal(16, (4, 3, 2)), normal(17, (4, 3, 2))
+    output_bf16 = jnp.asarray(output, jnp.bfloat16)
+    rounded = np.asarray(output_bf16.astype(jnp.float32))
+    for convert in (diffusion.predict_x0, diffusion.predict_eps):
+        estimate = convert(schedule, x_t, t, output_bf16, kind)
+        assert estimate.dtype == jnp.float32
+        np.testing.assert_allclose(estimate, convert(schedule, x_t, t, rounded, kind), rtol=1e-6, atol=1e-6)
+    x_prev, x0_hat = diffusion.ddpm_step(schedule, x_t, t, output_bf16, output, kind)
+    assert x_prev.dtype == x0_hat.dtype == jnp.float32
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda s, x, t: diffusion.training_target(s, x, x, t, "eps"),
+        lambda s, x, t: diffusion.predict_x0(s, x, t, x, "eps"),
+        lambda s, x, t: diffusion.predict_eps(s, x, t, x, "eps"),
+        lambda s, x, t: diffusion.ddpm_step(s, x, t, x, x, "eps"),
+        lambda s, x, t: diffusion.ddim_step(s, x, t, t - 1, x, x, "eps"),
+    ],
+)
+def test_unknown_prediction_kind_raises_and_names_the_choices(call):
+    schedule = diffusion.make_schedule("linear", 100)
+    with pytest.raises(ValueError, match=r"'eps'.*epsilon.*x0.*v"):
+        call(schedule, np.zeros((2, 3), np.float32), np.ones(2, np.int32))
+
+
+# --- single reverse steps ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("t_value", [1, 37, 99])
+def test_ddpm_step_samples_have_posterior_mean_and_variance(t_value):
+    schedule, ref = diffusion.make_schedule("cosine", 100), reference_schedule("cosine", 100)
+    n = 40_000
+    x0 = np.broadcast_to(np.array([0.3, -1.1, 2.0], np.float32), (n, 3))
+    x_t = np.broadcast_to(np.array([1.0, 0.5, -0.4], np.float32), (n, 3))
+    noise = jax.random.normal(jax.random.key(18), x0.shape)
+    x_prev, x0_hat = diffusion.ddpm_step(schedule, x_t, np.full(n, t_value, np.int32), x0, noise, "x0")
+    np.testing.assert_array_equal(x0_hat, x0)
+    x_prev = np.asarray(x_prev, np.float64)
+    expected_mean = (
+        ref["posterior_mean_coef1"][t_value] * x0[0] + ref["posterior_mean_coef2"][t_value] * x_t[0]
+    )
+    expected_variance = ref["posterior_variance"][t_value]
+    np.testing.assert_allclose(x_prev.mean(0), expected_mean, atol=5 * np.sqrt(expected_variance / n) + 1e-6)
+    np.testing.assert_allclose(x_prev.var(0), np.full(3, expected_variance), rtol=5 * np.sqrt(2 / n))
+
+
+def test_ddpm_step_adds_no_noise_where_t_is_zero():
+    schedule = diffusion.make_schedule("linear", 100)
+    t = np.array([0, 5, 0, 99], np.int32)
+    x_t, output = normal(19, (4, 6, 3)), normal(20, (4, 6, 3))
+    first, x0_hat = diffusion.ddpm_step(schedule, x_t, t, output, normal(21, (4, 6, 3)), "epsilon")
+    second, _ = diffusion.ddpm_step(schedule, x_t, t, output, normal(22, (4, 6, 3)), "epsilon")
+    at_zero = t == 0
+    np.testing.assert_array_equal(np.asarray(first)[at_zero], np.asarray(second)[at_zero])
+    np.testing.assert_allclose(np.asarray(first)[at_zero], np.asarray(x0_hat)[at_zero], atol=1e-6)
+    assert np.all(np.abs(np.asarray(first)[~at_zero] - np.asarray(second)[~at_zero]) > 0)
+
+
+@pytest.mark.parametrize("eta", [0.0, 0.5, 1.0])
+def test_ddim_step_matches_numpy_reference(eta):
+    schedule, ref = diffusion.make_schedule("linear", 100), reference_schedule("linear", 100)
+    rng = np.random.default_rng(23)
+    t = rng.integers(1, 100, size=12).astype(np.int32)
+    t_prev = (
+        np.where(np.arange(12) % 4 == 0, -1, t - rng.integers(1, 10, size=12)).clip(min=-1).astype(np.int32)
+    )
+    x_t, eps, noise = normal(24, (12, 5, 2)), normal(25, (12, 5, 2)), normal(26, (12, 5, 2))
+    abar = per_example(ref["alphas_cumprod"][t], x_t)
+    abar_prev = per_example(np.where(t_prev >= 0, ref["alphas_cumprod"][np.maximum(t_prev, 0)], 1.0), x_t)
+    x0 = (x_t - np.sqrt(1 - abar) * eps) / np.sqrt(abar)
+    sigma = eta * np.sqrt((1 - abar_prev) / (1 - abar) * (1 - abar / abar_prev))
+    expected = np.sqrt(abar_prev) * x0 + np.sqrt(1 - abar_prev - sigma**2) * eps + sigma * noise
+    x_prev, x0_hat = diffusion.ddim_step(schedule, x_t, t, t_prev, eps, noise, "epsilon", eta=eta)
+    np.testing.assert_allclose(x0_hat, x0, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(x_prev, expected, rtol=1e-4, atol=1e-4)
+    final = t_prev < 0
+    np.testing.assert_array_equal(np.asarray(x_prev)[final], np.asarray(x0_hat)[final])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_clip_x0_bounds_the_x0_estimate_in_both_samplers(kind):
+    schedule = diffusion.make_schedule("cosine", 100)
+    t = np.array([10, 50, 90], np.int32)
+    x_t, output, noise = 3 * normal(27, (3, 4, 2)), 3 * normal(28, (3, 4, 2)), normal(29, (3, 4, 2))
+    unclipped = np.asarray(diffusion.predict_x0(schedule, x_t, t, output, kind))
+    _, ddpm_x0 = diffusion.ddpm_step(schedule, x_t, t, output, noise, kind, clip_x0=1.0)
+    x_prev, ddim_x0 = diffusion.ddim_step(schedule, x_t, t, t - 10, output, noise, kind, clip_x0=1.0)
+    np.testing.assert_allclose(ddpm_x0, np.clip(unclipped, -1, 1), rtol=1e-6)
+    np.testing.assert_allclose(ddim_x0, np.clip(unclipped, -1, 1), rtol=1e-6)
+    # DDIM's direction term uses the noise consistent with the clipped x0 (as in improved-diffusion).
+    ref = reference_schedule("cosine", 100)
+    abar, abar_prev = (
+        per_example(ref["alphas_cumprod"][t], x_t),
+        per_example(ref["alphas_cumprod"][t - 10], x_t),
+    )
+    x0_clipped = np.clip(unclipped, -1, 1)
+    eps = (x_t - np.sqrt(abar) * x0_clipped) / np.sqrt(1 - abar)
+    np.testing.assert_allclose(
+        x_prev, np.sqrt(abar_prev) * x0_clipped + np.sqrt(1 - abar_prev) * eps, atol=1e-4
+    )
+    no_clip, _ = diffusion.ddpm_step(schedule, x_t, t, output, noise, kind)
+    assert no_clip.shape == x_t.shape
+
+
+# --- DDIM timesteps ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("num_steps", "num_sample_steps"), [(1000, 50), (1000, 30), (1000, 1000), (100, 7), (50, 1)]
+)
+def test_ddim_timesteps_are_distinct_descending_in_range_and_end_at_zero(num_steps, num_sample_steps):
+    steps = diffusion.ddim_timesteps(num_steps, num_sample_steps)
+    assert steps.dtype == np.int32 and steps.shape == (num_sample_steps,)
+    assert np.all(np.diff(steps) < 0)
+    assert steps[-1] == 0 and steps[0] < num_steps
+
+
+def test_ddim_timesteps_use_uniform_spacing_when_the_count_divides():
+    np.testing.assert_array_equal(diffusion.ddim_timesteps(1000, 50), np.arange(0, 1000, 20)[::-1])
+
+
+@pytest.mark.parametrize("num_sample_steps", [0, 101])
+def test_ddim_timesteps_reject_counts_outside_the_schedule(num_sample_steps):
+    with pytest.raises(ValueError, match="num_sample_steps"):
+        diffusion.ddim_timesteps(100, num_sample_steps)
+
+
+# --- sampling loops ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("num_sample_steps", [10, 50])
+@pytest.mark.parametrize("kind", KINDS)
+def test_ddim_loop_with_oracle_denoiser_returns_x0(kind, num_sample_steps):
+    schedule = diffusion.make_schedule("cosine", 1000)
+    x0 = jnp.asarray(normal(30, (3, 8, 4)))
+    oracle = make_oracle("cosine", 1000, x0, kind)
+    x_T = jax.random.normal(jax.random.key(31), x0.shape)
+    sample = jax.jit(lambda x, r: diffusion.ddim_sample_loop(schedule, oracle, x, r, kind, num_sample_steps))(
+        x_T, jax.random.key(32)
+    )
+    assert sample.dtype == jnp.float32
+    np.testing.assert_allclose(sample, x0, atol=1e-5)
+
+
+def test_ddim_loop_with_eta_one_and_oracle_denoiser_returns_x0():
+    kind = "v"  # eta = 1 only changes the step, not the conversions, which the eta = 0 test covers per kind
+    schedule = diffusion.make_schedule("linear", 1000)
+    x0 = jnp.asarray(normal(33, (2, 6, 3)))
+    oracle = make_oracle("linear", 1000, x0, kind)
+    x_T = jax.random.normal(jax.random.key(34), x0.shape)
+    sample = diffusion.ddim_sample_loop(schedule, oracle, x_T, jax.random.key(35), kind, 25, eta=1.0)
+    np.testing.assert_allclose(sample, x0, atol=1e-5)
+
+
+@pytest.mark.parametrize(("kind", "name"), [("epsilon", "linear"), ("x0", "cosine"), ("v", "cosine")])
+def test_ddpm_loop_with_oracle_denoiser_returns_x0(kind, name):
+    # The last step (t = 0) adds no noise and its posterior mean is exactly the x0 estimate
+    # (coef1[0] = 1, coef2[0] = 0), so with an oracle the sample equals x0 up to float32 rounding.
+    schedule = diffusion.make_schedule(name, 200)
+    x0 = jnp.asarray(normal(36, (2, 6, 3)))
+    oracle = make_oracle(name, 200, x0, kind)
+    x_T = jax.random.normal(jax.random.key(37), x0.shape)
+    sample = jax.jit(lambda x, r: diffusion.ddpm_sample_loop(schedule, oracle, x, r, kind))(
+        x_T, jax.random.key(38)
+    )
+    assert sample.dtype == jnp.float32
+    np.testing.assert_allclose(sample, x0, atol=1e-5)
+
+
+def shrink(x_t, t):
+    return 0.5 * x_t + 0.01 * t[:, None, None].astype(jnp.float32)
+
+
+def zero_denoiser(x_t, t):
+    return jnp.zeros_like(x_t)
+
+
+def test_ddim_with_eta_zero_does_not_depend_on_rng():
+    schedule = diffusion.make_schedule("cosine", 100)
+    x_T = jax.random.normal(jax.random.key(39), (2, 5, 3))
+
+    def loop(rng, eta):
+        return diffusion.ddim_sample_loop(schedule, shrink, x_T, rng, "epsilon", 20, eta=eta)
+
+    traced_eta_loop = jax.jit(loop)  # eta traced: the noise is drawn and multiplied by sigma = 0
+    assert traced_eta_loop(jax.random.key(1), 0.3).dtype == jnp.float32
+    np.testing.assert_array_equal(
+        traced_eta_loop(jax.random.key(1), 0.0), traced_eta_loop(jax.random.key(2), 0.0)
+    )
+    np.testing.assert_array_equal(loop(jax.random.key(1), 0.0), loop(jax.random.key(2), 0.0))
+    np.testing.assert_allclose(
+        loop(jax.random.key(1), 0.0), traced_eta_loop(jax.random.key(1), 0.0), atol=1e-6
+    )
+    assert not np.allclose(traced_eta_loop(jax.random.key(1), 1.0), traced_eta_loop(jax.random.key(2), 1.0))
+
+
+def test_ddpm_loop_noise_is_a_function_of_rng():
+    schedule = diffusion.make_schedule("linear", 50)
+    x_T = jax.random.normal(jax.random.key(40), (2, 5, 3))
+    loop = jax.jit(lambda r: diffusion.ddpm_sample_loop(schedule, shrink, x_T, r, "x0"))
+    np.testing.assert_array_equal(loop(jax.random.key(1)), loop(jax.random.key(1)))
+    assert not np.allclose(loop(jax.random.key(1)), loop(jax.random.key(2)))
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
+def test_sampling_loop_draws_fresh_noise_at_every_step(sampler):
+    # With a denoiser that predicts eps = 0, every step is linear: x_prev = m * x_t + s * z. From x_T = 0
+    # the sample's variance is the recursion v <- m^2 v + s^2 only if each step's z is a new draw.
+    name, num_steps, n = "cosine", 50, 20_000
+    schedule, ref = diffusion.make_schedule(name, num_steps), reference_schedule(name, num_steps)
+    abar = ref["alphas_cumprod"]
+    if sampler == "ddpm":
+        steps = np.arange(num_steps)[::-1]
+        multipliers = (
+            ref["posterior_mean_coef1"][steps] / np.sqrt(abar[steps]) + ref["posterior_mean_coef2"][steps]
+        )
+        scales = np.where(steps > 0, np.exp(0.5 * ref["posterior_log_variance_clipped"][steps]), 0.0)
+        loop = jax.jit(lambda x, r: diffusion.ddpm_sample_loop(schedule, zero_denoiser, x, r, "epsilon"))
+    else:
+        steps = np.arange(0, num_steps, 5)[::-1]
+        abar_prev = np.append(abar[steps[1:]], 1.0)
+        multipliers = np.sqrt(abar_prev / abar[steps])
+        scales = np.sqrt((1 - abar_prev) / (1 - abar[steps]) * (1 - abar[steps] / abar_prev))  # eta = 1
+        loop = jax.jit(
+            lambda x, r: diffusion.ddim_sample_loop(schedule, zero_denoiser, x, r, "epsilon", 10, eta=1.0)
+        )
+    variance = 0.0
+    for multiplier, scale in zip(multipliers, scales, strict=True):
+        variance = multiplier**2 * variance + scale**2
+    sample = np.asarray(loop(jnp.zeros((n, 1, 1)), jax.random.key(42)), np.float64)
+    assert abs(sample.mean()) < 5 * np.sqrt(variance / n)
+    np.testing.assert_allclose(sample.var(), variance, rtol=5 * np.sqrt(2 / n))
+
+
+def primitive_names(jaxpr):
+    """Every primitive in a (closed) jaxpr, including those inside sub-jaxprs (jit, scan, cond bodies)."""
+    jaxpr = getattr(jaxpr, "jaxpr", jaxpr)
+    for eqn in jaxpr.eqns:
+        yield eqn.primitive.name
+        for param in eqn.params.values():
+            for sub in param if isinstance(param, tuple | list) else (param,):
+                if hasattr(sub, "eqns") or hasattr(getattr(sub, "jaxpr", None), "eqns"):
+                    yield from primitive_names(sub)
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
+def test_sampling_loop_is_one_scan_that_traces_the_denoiser_once(sampler):
+    calls = []
+
+    def counting_denoiser(x_t, t):
+        calls.append(t.shape)
+        return shrink(x_t, t)
+
+    def loop(schedule, num_sample_steps):
+        def sample(x_T, rng):
+            if sampler == "ddpm":
+                return diffusion.ddpm_sample_loop(schedule, counting_denoiser, x_T, rng, "v")
+            return diffusion.ddim_sample_loop(
+                schedule, counting_denoiser, x_T, rng, "v", num_sample_steps, eta=0.5
+            )
+
+        return sample
+
+    x_T, rng = jnp.zeros((2, 4, 3)), jax.random.key(0)
+    short = jax.make_jaxpr(jax.jit(loop(diffusion.make_schedule("cosine", 20), 10)))(x_T, rng)
+    assert calls == [(2,)]
+    long = jax.make_jaxpr(jax.jit(loop(diffusion.make_schedule("cosine", 1000), 500)))(x_T, rng)
+    assert len(calls) == 2
+    short_names, long_names = list(primitive_names(short)), list(primitive_names(long))
+    assert short_names.count("scan") == 1 and "while" not in short_names
+    assert len(short_names) == len(long_names), "the traced program must not grow with the number of steps"
+
+
+# --- properties -------------------------------------------------------------------------------------
+
+PROPERTY_SCHEDULE = diffusion.make_schedule("cosine", 50)
+
+
+@functools.partial(jax.jit, static_argnames="kind")
+def every_step(x0, noise, output, t, t_prev, eta, kind):
+    """All public per-step functions at once (one compile per shape keeps the property test fast)."""
+    s = PROPERTY_SCHEDULE
+    x_t = diffusion.q_sample(s, x0, t, noise)
+    return [
+        x_t,
+        diffusion.training_target(s, x0, noise, t, kind),
+        diffusion.predict_x0(s, x_t, t, output, kind),
+        diffusion.predict_eps(s, x_t, t, output, kind),
+        *diffusion.q_posterior_mean_variance(s, x0, x_t, t),
+        *diffusion.ddpm_step(s, x_t, t, output, noise, kind),
+        *diffusion.ddim_step(s, x_t, t, t_prev, output, noise, kind, eta=eta),
+    ]
+
+
+@settings(max_examples=10, deadline=None)
+@given(
+    batch=st.integers(1, 3),
+    frames=st.integers(1, 6),
+    features=st.integers(1, 4),
+    kind=st.sampled_from(KINDS),
+    eta=st.floats(0.0, 1.0),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_every_step_keeps_the_shape_and_stays_finite(batch, frames, features, kind, eta, seed):
+    rng = np.random.default_rng(seed)
+    shape = (batch, frames, features)
+    x0, noise, output = (rng.standard_normal(shape).astype(np.float32) for _ in range(3))
+    t = rng.integers(0, PROPERTY_SCHEDULE.num_steps, size=batch).astype(np.int32)
+    t_prev = (t - rng.integers(1, 10, size=batch)).clip(min=-1).astype(np.int32)
+    for value in every_step(x0, noise, output, t, t_prev, eta, kind):
+        assert value.shape == shape and value.dtype == jnp.float32
+        assert np.all(np.isfinite(value))
