@@ -13,9 +13,18 @@ def base_config() -> ml_collections.ConfigDict:
     config.seed = 0
 
     config.data = ml_collections.ConfigDict()
+    config.data.source = "beat"  # beat (raw BEAT under raw_root) | synthetic (the demo set) | prepared
+    config.data.raw_root = ""  # raw BEAT release folder (BVH + TextGrid per recording)
+    config.data.root = ""  # the prepared dataset (a cache written by --mode prepare), or a HumanML3D folder
     config.data.representation = "positions"  # positions | axis_angle | humanml3d
-    config.data.fps = 60
+    config.data.fps = 60.0
     config.data.max_motion_length = 360
+    config.data.min_pause_s = 0.5  # sentence clips are cut at silences at least this long
+    config.data.min_clip_s = 0.5  # shorter sentence clips are dropped (and counted)
+    config.data.val_fraction = 0.1  # of the recordings
+    config.data.test_fraction = 0.1
+    config.data.split_seed = 0
+    config.data.std_floor = 1e-2
 
     config.diffusion = ml_collections.ConfigDict()
     config.diffusion.steps = 1000

@@ -30,7 +30,8 @@ def feature_size(skeleton: Skeleton, representation: str) -> int:
     raise ValueError(f"unknown representation {representation!r}; expected one of {REPRESENTATIONS}")
 
 
-def _check_size(features: jax.Array, skeleton: Skeleton, representation: str) -> None:
+def _check_size(features: jax.Array, skeleton: Skeleton, representation: str) -> jax.Array:
+    """`features` as a jax array, after checking its size against the skeleton."""
     expected = feature_size(skeleton, representation)
     if features.shape[-1] != expected:
         layout = (
@@ -43,6 +44,7 @@ def _check_size(features: jax.Array, skeleton: Skeleton, representation: str) ->
             f"{skeleton.num_joints} joints ({len(skeleton.rotation_joints)} rotation joints) and needs "
             f"{expected} ({layout})"
         )
+    return jnp.asarray(features)
 
 
 def translation_deltas(root: jax.Array) -> jax.Array:
@@ -69,13 +71,14 @@ def encode_positions(positions: jax.Array, skeleton: Skeleton) -> jax.Array:
 
 def relative_positions(features: jax.Array, skeleton: Skeleton) -> jax.Array:
     """`positions` features [..., J*3] -> root-relative joint positions [..., J, 3] (root at the origin)."""
-    _check_size(features, skeleton, "positions")
-    positions = jnp.reshape(features, (*features.shape[:-1], skeleton.num_joints, 3))
+    features = _check_size(features, skeleton, "positions")
+    positions = features.reshape(*features.shape[:-1], skeleton.num_joints, 3)
     return positions.at[..., skeleton.root, :].set(0.0)
 
 
 def decode_positions(features: jax.Array, skeleton: Skeleton) -> jax.Array:
     """`positions` features [..., T, J*3] -> global joint positions [..., T, J, 3]."""
+    features = _check_size(features, skeleton, "positions")
     root = integrate_deltas(features[..., 3 * skeleton.root : 3 * skeleton.root + 3])
     return relative_positions(features, skeleton) + root[..., None, :]
 
@@ -95,7 +98,7 @@ def encode_axis_angle(
 
 def local_rotations(features: jax.Array, skeleton: Skeleton) -> jax.Array:
     """`axis_angle` features [..., 3+3K] -> local rotation matrices [..., J, 3, 3] (identity at end sites)."""
-    _check_size(features, skeleton, "axis_angle")
+    features = _check_size(features, skeleton, "axis_angle")
     rotating = skeleton.rotation_joints
     lead = features.shape[:-1]
     rotations = kinematics.axis_angle_to_matrix(features[..., 3:].reshape(*lead, len(rotating), 3))
@@ -114,12 +117,14 @@ def _fk(features: jax.Array, skeleton: Skeleton, root_translation: jax.Array) ->
 
 def relative_fk(features: jax.Array, skeleton: Skeleton) -> jax.Array:
     """`axis_angle` features [..., 3+3K] -> joint positions [..., J, 3] with the root at the origin."""
+    features = _check_size(features, skeleton, "axis_angle")
     root_offset = jnp.asarray(skeleton.offsets[skeleton.root], features.dtype)
     return _fk(features, skeleton, jnp.broadcast_to(-root_offset, (*features.shape[:-1], 3)))
 
 
 def decode_axis_angle(features: jax.Array, skeleton: Skeleton) -> jax.Array:
     """`axis_angle` features [..., T, 3+3K] -> global joint positions [..., T, J, 3] (forward kinematics)."""
+    features = _check_size(features, skeleton, "axis_angle")
     return _fk(features, skeleton, integrate_deltas(features[..., :3]))
 
 
@@ -127,5 +132,5 @@ def decode(features: jax.Array, skeleton: Skeleton, representation: str) -> jax.
     """Features [..., T, D] of either representation -> global joint positions [..., T, J, 3]."""
     if representation == "positions":
         return decode_positions(features, skeleton)
-    _check_size(features, skeleton, representation)
+    feature_size(skeleton, representation)  # names the accepted representations
     return decode_axis_angle(features, skeleton)

@@ -1,0 +1,262 @@
+"""Raw BEAT (BVH + TextGrid per recording) -> the prepared motion-text layout, cached.
+
+Each recording's motion is resampled to the output frame rate and encoded whole in the chosen
+representation; its transcript is cut into sentences at pauses of at least `min_pause_s`, and each
+sentence becomes a clip whose caption is its words. Recordings (never clips) are assigned to
+train/val/test by a seeded hash of their name, so no recording straddles two splits. Statistics come
+from the training clips only. The output folder is a cache: re-running with the same inputs and
+options is a no-op, and a folder made from other inputs or options is never overwritten.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from motion_ddpm_jax import representation
+from motion_ddpm_jax.data import bvh, motion_text, textgrid
+from motion_ddpm_jax.skeleton import Skeleton
+
+FRAME_BUCKET = 1024  # encode recordings padded to a multiple of this many frames: one compile per bucket
+
+
+@dataclasses.dataclass(frozen=True)
+class PrepareOptions:
+    """Everything that decides the prepared output besides the input files."""
+
+    representation: str = "positions"
+    fps: float = 60.0
+    min_pause_s: float = 0.5
+    min_clip_s: float = 0.5
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    split_seed: int = 0
+    std_floor: float = 1e-2
+
+    def __post_init__(self):
+        if self.representation not in representation.REPRESENTATIONS:
+            raise ValueError(
+                f"data.representation is {self.representation!r}; raw BEAT can be prepared as one of "
+                f"{representation.REPRESENTATIONS}"
+            )
+        if not (
+            self.val_fraction >= 0 and self.test_fraction >= 0 and self.val_fraction + self.test_fraction < 1
+        ):
+            raise ValueError("data.val_fraction and data.test_fraction must be >= 0 and sum to less than 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class Sentence:
+    start_s: float
+    end_s: float
+    words: tuple[str, ...]
+
+
+def find_recordings(raw_root: Path) -> list[tuple[Path, Path]]:
+    """(bvh, TextGrid) pairs under `raw_root` (any depth), sorted; a BVH without its TextGrid is an error."""
+    if not raw_root.is_dir():
+        raise FileNotFoundError(
+            f"data.raw_root: {raw_root} is not a folder (expected the BEAT release layout)"
+        )
+    pairs = []
+    for motion_path in sorted(raw_root.rglob("*.bvh")):
+        text_path = motion_path.with_suffix(".TextGrid")
+        if not text_path.is_file():
+            raise FileNotFoundError(
+                f"{motion_path}: no transcript beside it (expected {text_path.name}); every BEAT recording "
+                f"needs its word alignment"
+            )
+        pairs.append((motion_path, text_path))
+    if not pairs:
+        raise FileNotFoundError(f"data.raw_root: no .bvh files under {raw_root}")
+    return pairs
+
+
+def sentences(words: list[tuple[float, float, str]], min_pause_s: float) -> list[Sentence]:
+    """Group time-ordered words into sentences, cutting wherever the silence between two is >= min_pause_s."""
+    groups: list[list[tuple[float, float, str]]] = []
+    for word in words:
+        if groups and word[0] - groups[-1][-1][1] < min_pause_s:
+            groups[-1].append(word)
+        else:
+            groups.append([word])
+    return [Sentence(g[0][0], g[-1][1], tuple(w for _, _, w in g)) for g in groups]
+
+
+def split_of(recording: str, names: list[str], options: PrepareOptions) -> str:
+    """train | val | test for `recording`, among all recording `names`, by a seeded hash order."""
+    order = sorted(names, key=lambda n: hashlib.sha256(f"{options.split_seed}:{n}".encode()).hexdigest())
+    count = len(names)
+    n_val, n_test = (round(count * f) for f in (options.val_fraction, options.test_fraction))
+    if count >= 3:  # a small set still gets one recording in each requested split
+        n_val = max(n_val, 1 if options.val_fraction > 0 else 0)
+        n_test = max(n_test, 1 if options.test_fraction > 0 else 0)
+    rank = order.index(recording)
+    return "val" if rank < n_val else "test" if rank < n_val + n_test else "train"
+
+
+@functools.cache
+def _encoder(kind: str, structure: Skeleton):
+    """A compiled encoder per representation and joint structure (offsets play no part in encoding)."""
+    if kind == "positions":
+        return jax.jit(lambda positions: representation.encode_positions(positions, structure))
+    return jax.jit(lambda rotations, root: representation.encode_axis_angle(rotations, root, structure))
+
+
+def _pad_to_bucket(x: np.ndarray) -> np.ndarray:
+    frames = -(-len(x) // FRAME_BUCKET) * FRAME_BUCKET
+    return np.concatenate([x, np.repeat(x[-1:], frames - len(x), axis=0)]) if frames > len(x) else x
+
+
+def encode_recording(motion: bvh.BvhMotion, options: PrepareOptions) -> np.ndarray:
+    """One recording's features [T, D] at `options.fps` (padding frames at the end do not change them)."""
+    motion = motion.resampled(options.fps)
+    if options.representation == "positions":
+        inputs = (motion.positions(),)
+    else:
+        inputs = (motion.local_rotations, motion.root_translation)
+    # Speakers differ in bone lengths only: zero offsets let them all share one compiled encoder.
+    structure = dataclasses.replace(motion.skeleton, offsets=np.zeros_like(motion.skeleton.offsets))
+    encode = _encoder(options.representation, structure)
+    return np.asarray(encode(*[_pad_to_bucket(x) for x in inputs]))[: motion.num_frames]
+
+
+def _fingerprint_inputs(pairs: list[tuple[Path, Path]], raw_root: Path) -> dict[str, list[int]]:
+    return {
+        str(p.relative_to(raw_root)): [p.stat().st_size, p.stat().st_mtime_ns] for pair in pairs for p in pair
+    }
+
+
+def _common_skeleton(skeletons: dict[str, Skeleton]) -> tuple[Skeleton, float]:
+    """The dataset's skeleton (mean offsets over recordings) and the largest relative offset deviation."""
+    first_name, first = next(iter(skeletons.items()))
+    for name, skeleton in skeletons.items():
+        if skeleton.names != first.names or not np.array_equal(skeleton.parents, first.parents):
+            raise ValueError(
+                f"{name}: its joint hierarchy differs from {first_name}'s; all recordings of one dataset "
+                f"must share the skeleton's joints and parents"
+            )
+    offsets = np.stack([s.offsets for s in skeletons.values()])
+    mean = offsets.mean(0)
+    scale = np.maximum(np.linalg.norm(mean, axis=-1), 1e-6)
+    deviation = float((np.linalg.norm(offsets - mean, axis=-1) / scale).max())
+    return dataclasses.replace(first, offsets=mean.astype(np.float32)), deviation
+
+
+def prepare_beat(
+    raw_root: str | os.PathLike, out_root: str | os.PathLike, options: PrepareOptions, log=print
+) -> motion_text.MotionTextDataset:
+    """Prepare raw BEAT under `raw_root` into `out_root` (a cache folder owned by this function).
+
+    Re-running with the same inputs and options returns the cached dataset. If `out_root` holds a
+    dataset made from other inputs or options, or anything else, it is left alone and an error says
+    what differs.
+    """
+    raw_root, out_root = Path(raw_root), Path(out_root)
+    pairs = find_recordings(raw_root)
+    fingerprint = {"options": dataclasses.asdict(options), "inputs": _fingerprint_inputs(pairs, raw_root)}
+    if out_root.exists() and (not out_root.is_dir() or any(out_root.iterdir())):
+        return _reuse(out_root, fingerprint)
+
+    start = time.perf_counter()
+    names = [motion_path.stem for motion_path, _ in pairs]
+    min_frames = int(round(options.min_clip_s * options.fps))
+    clips: dict[str, list[tuple[str, np.ndarray, tuple[str, ...]]]] = {s: [] for s in motion_text.SPLITS}
+    skeletons: dict[str, Skeleton] = {}
+    dropped = 0
+    for motion_path, text_path in pairs:
+        motion = bvh.load_bvh(motion_path)
+        skeletons[str(motion_path)] = motion.skeleton
+        features = encode_recording(motion, options)
+        split = split_of(motion_path.stem, names, options)
+        words = textgrid.load_words(text_path)
+        for k, sentence in enumerate(sentences(words, options.min_pause_s)):
+            first = max(int(np.floor(sentence.start_s * options.fps)), 0)
+            last = min(int(np.ceil(sentence.end_s * options.fps)), len(features))
+            if last - first < min_frames:
+                dropped += 1
+                continue
+            clips[split].append(
+                (f"{motion_path.stem}_{k:03d}", features[first:last], (" ".join(sentence.words),))
+            )
+    skeleton, deviation = _common_skeleton(skeletons)
+    splits = {
+        name: motion_text.Split(
+            name, tuple(c[0] for c in items), tuple(c[1] for c in items), tuple(c[2] for c in items)
+        )
+        for name, items in clips.items()
+    }
+    if not splits["train"].ids:
+        raise ValueError(
+            f"{raw_root}: no training clips (all {dropped} sentences shorter than data.min_clip_s?)"
+        )
+    info: dict[str, Any] = {
+        "source": "beat",
+        "representation": options.representation,
+        "fps": options.fps,
+        "recordings": len(pairs),
+        "dropped_short_clips": dropped,
+        "skeleton_offset_max_relative_deviation": deviation,
+        "fingerprint": fingerprint,
+    }
+    dataset = motion_text.write_dataset(out_root, splits, info, skeleton, options.std_floor)
+    counts = dataset.info["counts"]
+    log(
+        f"prepared {len(pairs)} recordings into {out_root} in {time.perf_counter() - start:.1f}s: "
+        f"{counts['train']} train / {counts['val']} val / {counts['test']} test clips, "
+        f"{dropped} shorter than {options.min_clip_s}s dropped, {dataset.feature_size} features at "
+        f"{options.fps:g} fps"
+    )
+    return dataset
+
+
+def _reuse(out_root: Path, fingerprint: dict[str, Any]) -> motion_text.MotionTextDataset:
+    info_path = out_root / "dataset.json"
+    if not info_path.is_file():
+        raise FileExistsError(
+            f"{out_root} exists but is not a prepared dataset; refusing to write into it. Point data.root at "
+            f"a new folder"
+        )
+    previous = json.loads(info_path.read_text(encoding="utf-8")).get("fingerprint", {})
+    if previous == json.loads(json.dumps(fingerprint)):
+        return motion_text.open_dataset(out_root)
+    changed_options = sorted(
+        k for k in fingerprint["options"] if previous.get("options", {}).get(k) != fingerprint["options"][k]
+    )
+    old_inputs, new_inputs = previous.get("inputs", {}), fingerprint["inputs"]
+    changed_inputs = sorted(
+        k for k in set(old_inputs) | set(new_inputs) if old_inputs.get(k) != new_inputs.get(k)
+    )
+    what = []
+    if changed_options:
+        what.append("options " + ", ".join(f"data.{k}" for k in changed_options))
+    if changed_inputs:
+        what.append(f"{len(changed_inputs)} input files (e.g. {changed_inputs[0]})")
+    raise FileExistsError(
+        f"{out_root} holds a dataset prepared from other {' and '.join(what)}; it is left as it is. Point "
+        f"data.root at a new folder to prepare again, or delete that folder yourself"
+    )
+
+
+def options_from_config(data_config) -> PrepareOptions:
+    """PrepareOptions from the config's `data` section."""
+    return PrepareOptions(
+        **{field.name: data_config[field.name] for field in dataclasses.fields(PrepareOptions)}
+    )
+
+
+def prepare_from_config(data_config, log=print) -> motion_text.MotionTextDataset:
+    """`launch.py --mode prepare`: raw BEAT at data.raw_root -> the prepared cache at data.root."""
+    for field in ("raw_root", "root"):
+        if not data_config[field]:
+            raise ValueError(f"data.{field} is empty; set --config.data.{field}=<folder>")
+    return prepare_beat(data_config.raw_root, data_config.root, options_from_config(data_config), log=log)

@@ -1,0 +1,229 @@
+"""Raw BEAT preparation on a small raw folder written here (BVH and TextGrid as text), checked in numpy."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation
+
+from motion_ddpm_jax import representation
+from motion_ddpm_jax.data import beat, motion_text
+
+FPS_IN = 120
+SECONDS = 8.0
+# name, parent, offset, rotation channels ('' = end site); the root also has 3 position channels.
+JOINTS = [
+    ("Hips", -1, (0, 0, 0), "ZXY"),
+    ("Spine", 0, (0, 10, 0), "ZXY"),
+    ("Head", 1, (0, 10, 1), "XYZ"),
+    ("Head_Nub", 2, (0, 5, 0), ""),
+    ("Arm", 1, (8, 5, 0), "ZXY"),
+    ("Arm_Nub", 4, (10, 0, 0), ""),
+]
+ROTATING = [j for j, joint in enumerate(JOINTS) if joint[3]]
+# (start, end, word): sentences separated by >= 0.8 s, the third one too short to keep (0.2 s < 0.5 s).
+WORDS = [
+    (0.5, 0.9, "look"), (1.0, 1.5, "here"),
+    (2.3, 3.0, "wave"), (3.1, 3.6, "now"),
+    (4.5, 4.7, "uh"),
+    (5.5, 6.2, "point"), (6.25, 7.0, "there"),
+]  # fmt: skip
+
+
+def angles_and_root(seed):
+    rng = np.random.default_rng(seed)
+    frames = int(SECONDS * FPS_IN)
+    time_s = np.arange(frames) / FPS_IN
+    freq = rng.uniform(0.2, 1.0, (len(ROTATING), 3))
+    angles = 40 * np.sin(
+        2 * np.pi * freq[None] * time_s[:, None, None] + rng.uniform(0, 6, (len(ROTATING), 3))
+    )
+    root = np.stack([np.sin(time_s), 90 + 0.5 * np.cos(3 * time_s), 0.2 * time_s], -1) * [5, 1, 1]
+    return np.round(angles, 4), np.round(root, 4)
+
+
+def bvh_text(angles, root):
+    lines = ["HIERARCHY"]
+
+    def write(j, depth):
+        name, _, (x, y, z), order = JOINTS[j]
+        pad = "  " * depth
+        if not order:
+            lines.extend([f"{pad}End Site", f"{pad}{{", f"{pad}  OFFSET {x} {y} {z}", f"{pad}}}"])
+            return
+        rotations = " ".join(f"{axis}rotation" for axis in order)
+        channels = (
+            f"CHANNELS 6 Xposition Yposition Zposition {rotations}" if j == 0 else f"CHANNELS 3 {rotations}"
+        )
+        head = "ROOT" if j == 0 else "JOINT"
+        lines.extend([f"{pad}{head} {name}", f"{pad}{{", f"{pad}  OFFSET {x} {y} {z}", f"{pad}  {channels}"])
+        for child, joint in enumerate(JOINTS):
+            if joint[1] == j:
+                write(child, depth + 1)
+        lines.append(f"{pad}}}")
+
+    write(0, 0)
+    frames = np.concatenate([root, angles.reshape(len(root), -1)], axis=1)
+    lines += ["MOTION", f"Frames: {len(frames)}", f"Frame Time: {1 / FPS_IN:.8f}"]
+    lines += [" ".join(f"{v:.4f}" for v in row) for row in frames]
+    return "\n".join(lines) + "\n"
+
+
+def textgrid_text(words, xmax):
+    intervals, cursor = [], 0.0
+    for start, end, word in words:
+        if start > cursor:
+            intervals.append((cursor, start, ""))
+        intervals.append((start, end, word))
+        cursor = end
+    intervals.append((cursor, xmax, ""))
+    out = [
+        'File type = "ooTextFile"\nObject class = "TextGrid"\n',
+        f"xmin = 0\nxmax = {xmax}\ntiers? <exists>\nsize = 1\nitem []:\n    item [1]:",
+        f'        class = "IntervalTier"\n        name = "words"\n        xmin = 0\n        xmax = {xmax}',
+        f"        intervals: size = {len(intervals)}",
+    ]
+    for i, (start, end, text) in enumerate(intervals, 1):
+        out.append(f"        intervals [{i}]:\n            xmin = {start}\n            xmax = {end}")
+        out.append(f'            text = "{text}"')
+    return "\n".join(out) + "\n"
+
+
+def make_raw(root, recordings=5):
+    truth = {}
+    for r in range(recordings):
+        speaker = root / f"{r % 2 + 1}"
+        speaker.mkdir(parents=True, exist_ok=True)
+        stem = f"{r % 2 + 1}_spk{r % 2}_0_{r + 1}_{r + 1}"
+        angles, trajectory = angles_and_root(r)
+        (speaker / f"{stem}.bvh").write_text(bvh_text(angles, trajectory))
+        (speaker / f"{stem}.TextGrid").write_text(textgrid_text(WORDS, SECONDS))
+        truth[stem] = (angles, trajectory)
+    return truth
+
+
+def numpy_positions(angles, root):
+    """Global positions [T, J, 3] in float64 by a plain per-joint loop."""
+    frames = len(root)
+    local = np.tile(np.eye(3), (frames, len(JOINTS), 1, 1))
+    for slot, j in enumerate(ROTATING):
+        local[:, j] = Rotation.from_euler(JOINTS[j][3], angles[:, slot], degrees=True).as_matrix()
+    world_rot = np.zeros_like(local)
+    pos = np.zeros((frames, len(JOINTS), 3))
+    for j, (_, parent, offset, _) in enumerate(JOINTS):
+        if parent < 0:
+            world_rot[:, j], pos[:, j] = local[:, j], root
+        else:
+            world_rot[:, j] = world_rot[:, parent] @ local[:, j]
+            pos[:, j] = pos[:, parent] + world_rot[:, parent] @ np.asarray(offset, float)
+    return pos
+
+
+def clip_frames(start, end, fps=60):
+    return int(np.floor(start * fps)), int(np.ceil(end * fps))
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    raw = tmp_path_factory.mktemp("raw")
+    truth = make_raw(raw)
+    out = tmp_path_factory.mktemp("prepared") / "beat_positions"
+    dataset = beat.prepare_beat(raw, out, beat.PrepareOptions(), log=lambda *_: None)
+    return raw, truth, out, dataset
+
+
+def test_sentences_cut_at_pauses():
+    got = beat.sentences(WORDS, 0.5)
+    assert [s.words for s in got] == [("look", "here"), ("wave", "now"), ("uh",), ("point", "there")]
+    assert (got[1].start_s, got[1].end_s) == (2.3, 3.6)
+    assert len(beat.sentences(WORDS, 2.0)) == 1
+
+
+def test_splits_are_by_recording_with_every_clip_accounted_for(prepared):
+    _, truth, _, dataset = prepared
+    owner = {}
+    for name in motion_text.SPLITS:
+        for clip_id in dataset.split(name).ids:
+            recording = clip_id.rsplit("_", 1)[0]
+            assert owner.setdefault(recording, name) == name, f"{recording} straddles splits"
+    assert set(owner) == set(truth)
+    assert sorted(owner.values()).count("val") == 1 and sorted(owner.values()).count("test") == 1
+    counts = dataset.info["counts"]
+    assert sum(counts.values()) == 3 * len(truth)  # 3 sentences kept per recording
+    assert dataset.info["dropped_short_clips"] == len(truth)  # the 0.2 s "uh"
+
+
+def test_clips_hold_the_sentence_motion_and_words(prepared):
+    _, truth, _, dataset = prepared
+    kept = [s for s in beat.sentences(WORDS, 0.5) if s.words != ("uh",)]
+    for name in motion_text.SPLITS:
+        split = dataset.split(name)
+        for clip_id, motion, captions in zip(split.ids, split.motions, split.captions, strict=True):
+            recording, k = clip_id.rsplit("_", 1)
+            sentence = beat.sentences(WORDS, 0.5)[int(k)]
+            assert sentence in kept
+            assert captions == (" ".join(sentence.words),)
+            angles, root = truth[recording]
+            positions = numpy_positions(angles, root)[::2]  # 120 -> 60 fps
+            relative = positions - positions[:, :1]
+            relative[:, 0] = np.concatenate([[[0, 0, 0]], np.diff(positions[:, 0], axis=0)])
+            first, last = clip_frames(sentence.start_s, sentence.end_s)
+            np.testing.assert_allclose(motion, relative[first:last].reshape(last - first, -1), atol=2e-3)
+
+
+def test_statistics_come_from_the_training_clips_only(prepared):
+    _, _, _, dataset = prepared
+    frames = np.concatenate(dataset.split("train").motions).astype(np.float64)
+    np.testing.assert_allclose(dataset.mean, frames.mean(0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dataset.std, np.maximum(frames.std(0), 1e-2), rtol=1e-4)
+    everything = np.concatenate([m for s in motion_text.SPLITS for m in dataset.split(s).motions])
+    assert not np.allclose(dataset.mean, everything.mean(0), atol=1e-4)
+
+
+def test_rerun_reuses_the_cache_and_changes_are_detected(prepared):
+    raw, _, out, _ = prepared
+    stamp = (out / "dataset.json").stat().st_mtime_ns
+    again = beat.prepare_beat(raw, out, beat.PrepareOptions(), log=lambda *_: None)
+    assert again.info["counts"] == json.loads((out / "dataset.json").read_text())["counts"]
+    assert (out / "dataset.json").stat().st_mtime_ns == stamp
+    with pytest.raises(FileExistsError, match="data.fps"):
+        beat.prepare_beat(raw, out, beat.PrepareOptions(fps=30), log=lambda *_: None)
+    text = next(raw.rglob("*.TextGrid"))
+    os.utime(text, ns=(text.stat().st_atime_ns, text.stat().st_mtime_ns + 10**9))
+    with pytest.raises(FileExistsError, match="input files"):
+        beat.prepare_beat(raw, out, beat.PrepareOptions(), log=lambda *_: None)
+    assert (out / "dataset.json").stat().st_mtime_ns == stamp
+
+
+def test_axis_angle_rebuilds_the_same_positions(prepared, tmp_path):
+    raw, _, _, positions_dataset = prepared
+    dataset = beat.prepare_beat(
+        raw, tmp_path / "rot", beat.PrepareOptions(representation="axis_angle"), log=lambda *_: None
+    )
+    assert dataset.feature_size == 3 + 3 * len(ROTATING)
+    assert positions_dataset.feature_size == 3 * len(JOINTS)
+    assert dataset.skeleton.names == tuple(j[0] for j in JOINTS)
+    a, b = dataset.split("train"), positions_dataset.split("train")
+    assert a.ids == b.ids
+    for rot, pos in zip(a.motions, b.motions, strict=True):
+        from_rot = np.asarray(representation.decode(rot, dataset.skeleton, "axis_angle"))
+        from_pos = np.asarray(representation.decode(pos, positions_dataset.skeleton, "positions"))
+        # Both integrate the root from the origin; the rotation decode adds the root's offset (0 here).
+        np.testing.assert_allclose(from_rot - from_rot[:1, :1], from_pos - from_pos[:1, :1], atol=5e-3)
+
+
+def test_missing_transcript_and_foreign_output_folder_are_clear_errors(tmp_path):
+    raw = tmp_path / "raw"
+    make_raw(raw, recordings=1)
+    next(raw.rglob("*.TextGrid")).unlink()
+    with pytest.raises(FileNotFoundError, match=r"no transcript beside it \(expected .*\.TextGrid\)"):
+        beat.prepare_beat(raw, tmp_path / "out", beat.PrepareOptions())
+    raw2 = tmp_path / "raw2"
+    make_raw(raw2, recordings=1)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("precious")
+    with pytest.raises(FileExistsError, match="not a prepared dataset"):
+        beat.prepare_beat(raw2, mine, beat.PrepareOptions())
+    assert (mine / "thesis.tex").read_text() == "precious"

@@ -1,0 +1,139 @@
+"""The prepared layout and the HumanML3D layout: round trips, statistics, sub-clips, errors."""
+
+import json
+
+import numpy as np
+import pytest
+
+from motion_ddpm_jax.data import motion_text
+from motion_ddpm_jax.data.motion_text import DatasetError, Split
+from motion_ddpm_jax.skeleton import beat_skeleton
+
+
+def make_splits(rng, size=6):
+    def split(name, n, offset):
+        motions = tuple(
+            rng.normal(offset, 1.0, (int(rng.integers(5, 30)), size)).astype(np.float32) for _ in range(n)
+        )
+        ids = tuple(f"{name}_{i:02d}" for i in range(n))
+        captions = tuple((f"caption {name} {i}", f"other {i}") if i % 2 else ("",) for i in range(n))
+        return Split(name, ids, motions, captions)
+
+    # val/test are shifted so that statistics over them would differ visibly from train's.
+    return {"train": split("train", 5, 0.0), "val": split("val", 2, 10.0), "test": split("test", 2, -10.0)}
+
+
+def test_write_then_open_round_trips_and_takes_stats_from_train_only(tmp_path):
+    rng = np.random.default_rng(0)
+    splits = make_splits(rng)
+    written = motion_text.write_dataset(
+        tmp_path / "ds", splits, {"representation": "positions", "fps": 60.0}, beat_skeleton()
+    )
+    dataset = motion_text.open_dataset(tmp_path / "ds")
+    assert dataset.feature_size == 6 and dataset.fps == 60.0 and dataset.representation == "positions"
+    assert dataset.skeleton == beat_skeleton()
+    assert dataset.info["counts"] == {"train": 5, "val": 2, "test": 2} == written.info["counts"]
+    for name, split in splits.items():
+        loaded = dataset.split(name)
+        assert loaded.ids == split.ids
+        assert loaded.captions == split.captions
+        for a, b in zip(loaded.motions, split.motions, strict=True):
+            np.testing.assert_array_equal(a, b)
+    frames = np.concatenate(splits["train"].motions).astype(np.float64)
+    np.testing.assert_allclose(dataset.mean, frames.mean(0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(dataset.std, np.maximum(frames.std(0), 1e-2), rtol=1e-5)
+    assert not any(p.name.startswith(".") for p in tmp_path.iterdir()), "no staging folder left behind"
+
+
+def test_std_is_floored_for_constant_features(tmp_path):
+    motions = (np.ones((10, 3), np.float32), np.ones((7, 3), np.float32))
+    splits = {"train": Split("train", ("a", "b"), motions, (("x",), ("y",)))}
+    dataset = motion_text.write_dataset(tmp_path / "ds", splits, {"representation": "positions", "fps": 30})
+    np.testing.assert_array_equal(dataset.std, np.full(3, 1e-2, np.float32))
+
+
+def test_writing_over_a_non_empty_folder_is_refused_and_leaves_it_alone(tmp_path):
+    target = tmp_path / "mine"
+    target.mkdir()
+    (target / "notes.txt").write_text("my work")
+    with pytest.raises(DatasetError, match="not empty"):
+        motion_text.write_dataset(
+            target, make_splits(np.random.default_rng(1)), {"representation": "x", "fps": 1}
+        )
+    assert [p.name for p in target.iterdir()] == ["notes.txt"]
+    assert (target / "notes.txt").read_text() == "my work"
+
+
+def test_broken_files_give_errors_naming_the_file(tmp_path):
+    root = tmp_path / "ds"
+    motion_text.write_dataset(
+        root, make_splits(np.random.default_rng(2)), {"representation": "positions", "fps": 60}
+    )
+    (root / "texts" / "train_01.txt").unlink()
+    with pytest.raises(DatasetError, match=r"train_01\.txt: caption file missing"):
+        motion_text.open_dataset(root).split("train")
+    np.save(root / "motions" / "val_00.npy", np.zeros((4, 5), np.float32))
+    with pytest.raises(DatasetError, match=r"val_00\.npy: motion has shape \(4, 5\); expected \[frames, 6\]"):
+        motion_text.open_dataset(root).split("val")
+    (root / "motions" / "test_00.npy").write_bytes(b"not numpy")
+    with pytest.raises(DatasetError, match=r"test_00\.npy: not a readable \.npy"):
+        motion_text.open_dataset(root).split("test")
+    info = json.loads((root / "dataset.json").read_text())
+    del info["feature_size"]
+    (root / "dataset.json").write_text(json.dumps(info))
+    with pytest.raises(DatasetError, match="missing field 'feature_size'"):
+        motion_text.open_dataset(root)
+
+
+def test_configured_feature_size_mismatch_is_a_clear_error(tmp_path):
+    dataset = motion_text.write_dataset(
+        tmp_path / "ds", make_splits(np.random.default_rng(3)), {"representation": "positions", "fps": 60}
+    )
+    dataset.check_feature_size(6)
+    with pytest.raises(DatasetError, match=r"model.input_feats is 264 .* has 6 features"):
+        dataset.check_feature_size(264)
+
+
+def test_unknown_folder_says_how_to_prepare(tmp_path):
+    with pytest.raises(DatasetError, match="--mode prepare"):
+        motion_text.open_dataset(tmp_path)
+    with pytest.raises(DatasetError, match="not found"):
+        motion_text.open_dataset(tmp_path / "nope")
+
+
+def write_humanml3d(root, rng):
+    (root / "new_joint_vecs").mkdir(parents=True)
+    (root / "texts").mkdir()
+    motions = {"000001": rng.normal(size=(100, 263)), "000002": rng.normal(size=(30, 263))}
+    for clip_id, motion in motions.items():
+        np.save(root / "new_joint_vecs" / f"{clip_id}.npy", motion.astype(np.float32))
+    (root / "texts" / "000001.txt").write_text(
+        "a person walks forward.#a/DET person/NOUN walk/VERB forward/ADV#0.0#0.0\n"
+        "a person waves.#a/DET person/NOUN wave/VERB#1.0#3.5\n"
+        "someone strides ahead#someone/PRON stride/VERB ahead/ADV#0.0#0.0\n"
+    )
+    (root / "texts" / "000002.txt").write_text("too short to keep#too/ADV#0.0#0.0\n")
+    (root / "train.txt").write_text("000001\n000002\n000404\n")
+    np.save(root / "Mean.npy", np.zeros(263, np.float32))
+    np.save(root / "Std.npy", np.full(263, 1e-4, np.float32))
+    return motions
+
+
+def test_humanml3d_layout_reads_sub_clips_and_length_limits(tmp_path):
+    motions = write_humanml3d(tmp_path, np.random.default_rng(4))
+    dataset = motion_text.open_dataset(tmp_path, fps=20, min_length=40, max_length=200)
+    assert dataset.feature_size == 263 and dataset.representation == "humanml3d"
+    np.testing.assert_array_equal(dataset.std, np.full(263, 1e-2, np.float32))  # floored
+    split = dataset.split("train")
+    # 000002 (30 frames) is below min_length; 000404 has no motion file (dropped by HumanML3D's processing).
+    assert split.ids == ("000001#1-3.5", "000001")
+    np.testing.assert_array_equal(split.motions[0], motions["000001"][20:70].astype(np.float32))
+    assert split.captions[0] == ("a person waves.",)
+    assert split.captions[1] == ("a person walks forward.", "someone strides ahead")
+
+
+def test_humanml3d_malformed_caption_line_names_file_and_line(tmp_path):
+    write_humanml3d(tmp_path, np.random.default_rng(5))
+    (tmp_path / "texts" / "000001.txt").write_text("fine#tokens#0#0\nbroken#only-two\n")
+    with pytest.raises(DatasetError, match=r"000001\.txt:2: expected 'caption#tokens#from#to'"):
+        motion_text.open_dataset(tmp_path).split("train")
