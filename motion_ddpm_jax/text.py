@@ -1,0 +1,240 @@
+"""Word-level caption tokenizer with a byte fallback: offline, deterministic, saved with data and checkpoints.
+
+Normalisation: Unicode NFKC, lowercase, then split into words (`\\w+`, with inner apostrophes kept:
+"don't") and single punctuation/symbol characters; whitespace only separates. `normalize(text)` is the
+words joined by single spaces, and `decode(encode(text))` gives exactly that when nothing was truncated.
+
+Token ids (fixed by `FORMAT_VERSION`):
+    0 pad, 1 bos, 2 eos, 3 unk, 4 spell, 5..260 the bytes 0x00..0xff, 261.. the vocabulary words
+    (most frequent first; equal counts in alphabetical order, so the vocabulary does not depend on the
+    order of the captions).
+An unseen word is spelled as `spell, b_1, ..., b_n`: the marker starts a word and its UTF-8 bytes follow,
+so the model sees a word boundary, two unseen words in a row stay apart, similar spellings get similar
+inputs, and the exact word comes back from `decode`. `unk` stands for an unseen word only in a tokenizer
+built with `byte_fallback=False`.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import os
+import re
+import unicodedata
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+PAD_ID = 0
+BOS_ID = 1
+EOS_ID = 2
+UNK_ID = 3
+SPELL_ID = 4
+BYTE_OFFSET = 5
+NUM_RESERVED = BYTE_OFFSET + 256  # the first word id
+FORMAT = "motion_ddpm_jax.text.Tokenizer"
+FORMAT_VERSION = 1
+_REQUIRED_KEYS = ("format", "version", "words", "byte_fallback")
+_SPECIAL_NAMES = {PAD_ID: "<pad>", BOS_ID: "<bos>", EOS_ID: "<eos>", UNK_ID: "<unk>"}
+_WORD_PATTERN = re.compile(r"\w+(?:'\w+)*|[^\w\s]")
+
+
+def split_words(text: str) -> list[str]:
+    """The normalised words and punctuation marks of `text`, in order."""
+    normalized = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).lower())
+    return _WORD_PATTERN.findall(normalized)
+
+
+def normalize(text: str) -> str:
+    """`text` as the tokenizer sees it: its words and punctuation marks joined by single spaces."""
+    return " ".join(split_words(text))
+
+
+def _utf8(word: str) -> bytes:
+    return word.encode("utf-8", errors="surrogatepass")  # a lone surrogate is spelled, never an error
+
+
+def _from_utf8(data: bytes) -> str:
+    try:
+        return data.decode("utf-8", errors="surrogatepass")
+    except UnicodeDecodeError:  # bytes cut by truncation or invented by a model
+        return data.decode("utf-8", errors="replace")
+
+
+@dataclasses.dataclass(frozen=True)
+class Tokenizer:
+    """Vocabulary words (id = NUM_RESERVED + position) and whether unseen words are spelled in bytes.
+
+    Equal and hashable by content; build one with `Tokenizer.build`.
+    """
+
+    words: tuple[str, ...]
+    byte_fallback: bool = True
+    _ids: dict[str, int] = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        if isinstance(self.words, str) or not all(isinstance(word, str) for word in self.words):
+            raise ValueError(f"words must be a sequence of strings, got {self.words!r:.200}")
+        words = tuple(self.words)
+        ids: dict[str, int] = {}
+        for position, word in enumerate(words):
+            if split_words(word) != [word]:
+                raise ValueError(f"vocabulary entry {position} ({word!r}) is not one normalised word")
+            if word in ids:
+                raise ValueError(
+                    f"vocabulary entry {word!r} appears twice (positions {ids[word]} and {position})"
+                )
+            ids[word] = position
+        object.__setattr__(self, "words", words)
+        object.__setattr__(self, "byte_fallback", bool(self.byte_fallback))
+        object.__setattr__(self, "_ids", {word: NUM_RESERVED + p for word, p in ids.items()})
+
+    @classmethod
+    def build(
+        cls, captions: Iterable[str], max_words: int = 8000, min_count: int = 1, byte_fallback: bool = True
+    ) -> Tokenizer:
+        """The `max_words` most frequent words seen at least `min_count` times in `captions`."""
+        if isinstance(captions, str):
+            raise TypeError("captions must be an iterable of strings, not one string")
+        if max_words < 0 or min_count < 1:
+            raise ValueError(f"need max_words >= 0 and min_count >= 1, got {max_words} and {min_count}")
+        counts = collections.Counter(word for caption in captions for word in split_words(caption))
+        ranked = sorted(
+            (word for word, count in counts.items() if count >= min_count), key=lambda w: (-counts[w], w)
+        )
+        return cls(tuple(ranked[:max_words]), byte_fallback)
+
+    @property
+    def vocab_size(self) -> int:
+        return NUM_RESERVED + len(self.words)
+
+    def ids(self, text: str) -> list[int]:
+        """The ids of `text` without bos/eos, padding or truncation."""
+        out: list[int] = []
+        for word in split_words(text):
+            word_id = self._ids.get(word)
+            if word_id is not None:
+                out.append(word_id)
+            elif self.byte_fallback:
+                out.append(SPELL_ID)
+                out.extend(BYTE_OFFSET + byte for byte in _utf8(word))
+            else:
+                out.append(UNK_ID)
+        return out
+
+    def encode(self, texts: Sequence[str], max_length: int) -> tuple[np.ndarray, np.ndarray]:
+        """tokens int32 [N, max_length] and mask bool [N, max_length] (True on bos..eos).
+
+        Each row is bos, ids, eos, then pad. A long text loses its last ids and keeps its eos; "" gives
+        bos, eos (the unconditional input of classifier-free guidance).
+        """
+        if isinstance(texts, str):
+            raise TypeError("encode takes a sequence of strings; wrap a single text as [text]")
+        if max_length < 2:
+            raise ValueError(f"max_length must be at least 2 (room for bos and eos), got {max_length}")
+        tokens = np.full((len(texts), max_length), PAD_ID, dtype=np.int32)
+        for row, text in enumerate(texts):
+            body = self.ids(text)[: max_length - 2]
+            tokens[row, : len(body) + 2] = [BOS_ID, *body, EOS_ID]
+        return tokens, tokens != PAD_ID
+
+    def decode(self, tokens: Sequence[int] | np.ndarray) -> str | list[str]:
+        """Ids [L] -> the normalised text (up to the first eos; pad and bos skipped); [N, L] -> N texts."""
+        tokens = np.asarray(tokens)
+        if tokens.ndim == 2:
+            return [self.decode(row) for row in tokens]
+        if tokens.ndim != 1 or not (tokens.size == 0 or np.issubdtype(tokens.dtype, np.integer)):
+            raise ValueError(f"decode takes integer ids [L] or [N, L], got {tokens.dtype} {tokens.shape}")
+        bad = tokens[(tokens < 0) | (tokens >= self.vocab_size)]
+        if bad.size:
+            raise ValueError(f"id {int(bad[0])} is outside the vocabulary [0, {self.vocab_size})")
+        pieces: list[str] = []
+        spelled: bytearray | None = None
+        for token in tokens.tolist():
+            if BYTE_OFFSET <= token < NUM_RESERVED:
+                if spelled is None:
+                    spelled = bytearray()
+                spelled.append(token - BYTE_OFFSET)
+                continue
+            if spelled is not None:
+                pieces.append(_from_utf8(bytes(spelled)))
+                spelled = None
+            if token == EOS_ID:
+                break
+            if token == SPELL_ID:
+                spelled = bytearray()
+            elif token == UNK_ID:
+                pieces.append(_SPECIAL_NAMES[UNK_ID])
+            elif token >= NUM_RESERVED:
+                pieces.append(self.words[token - NUM_RESERVED])
+        if spelled is not None:
+            pieces.append(_from_utf8(bytes(spelled)))
+        return " ".join(piece for piece in pieces if piece)
+
+    # ------------------------------------------------------------------------------ (de)serialisation
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "words": list(self.words),
+            "byte_fallback": self.byte_fallback,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], source: str = "tokenizer dict") -> Tokenizer:
+        """Inverse of `to_dict`; `source` (e.g. a file path) prefixes every error message."""
+        if not isinstance(d, Mapping):
+            raise ValueError(
+                f"{source}: expected a mapping with keys {', '.join(_REQUIRED_KEYS)}, got {type(d)}"
+            )
+        missing = [key for key in _REQUIRED_KEYS if key not in d]
+        if missing:
+            raise ValueError(
+                f"{source}: missing key(s) {missing}; a tokenizer dict has {list(_REQUIRED_KEYS)}"
+            )
+        if d["format"] != FORMAT or d["version"] != FORMAT_VERSION:
+            raise ValueError(
+                f"{source}: format {d['format']!r} version {d['version']!r} is not {FORMAT!r} "
+                f"version {FORMAT_VERSION}"
+            )
+        words = d["words"]
+        if isinstance(words, str) or not isinstance(words, Sequence):
+            raise ValueError(f"{source}: 'words' must be a list of strings")
+        if not isinstance(d["byte_fallback"], bool):
+            raise ValueError(f"{source}: 'byte_fallback' must be true or false, got {d['byte_fallback']!r}")
+        try:
+            return cls(tuple(words), d["byte_fallback"])
+        except ValueError as error:
+            raise ValueError(f"{source}: {error}") from error
+
+    def save(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
+        """Write `to_dict()` as JSON. An existing file holding an equal tokenizer is left as is; one holding
+        anything else raises FileExistsError unless `overwrite`. Returns the path."""
+        path = Path(path)
+        if path.exists() and not overwrite:
+            try:
+                same = Tokenizer.load(path) == self
+            except (ValueError, OSError):
+                same = False
+            if same:
+                return path
+            raise FileExistsError(
+                f"{path} exists and does not hold this tokenizer; pass overwrite=True to replace it"
+            )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        temporary.write_text(json.dumps(self.to_dict(), indent=0) + "\n", encoding="utf-8")
+        os.replace(temporary, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Tokenizer:
+        path = Path(path)
+        try:
+            d = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ValueError(f"{path}: not a valid JSON tokenizer file ({error})") from None
+        return cls.from_dict(d, source=str(path))

@@ -1,0 +1,204 @@
+"""Tokenizer: vocabulary, encoding layout, byte fallback, (de)serialisation."""
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from motion_ddpm_jax import text
+from motion_ddpm_jax.text import (
+    BOS_ID,
+    BYTE_OFFSET,
+    EOS_ID,
+    NUM_RESERVED,
+    PAD_ID,
+    SPELL_ID,
+    UNK_ID,
+    Tokenizer,
+)
+
+CAPTIONS = [
+    "A person waves with the right hand.",
+    "The person waves, then sits down.",
+    "someone sits and waves",
+    "The man claps.",
+]
+
+
+def test_normalisation_lowercases_applies_nfkc_and_splits_punctuation():
+    assert text.split_words("Don't  WAVE,\tnow!") == ["don't", "wave", ",", "now", "!"]
+    assert text.split_words("ﬁne Ｈello") == ["fine", "hello"]  # NFKC: ligature and full-width letters
+    assert text.normalize("  Hello,   world. ") == "hello , world ."
+    assert text.split_words("") == []
+
+
+def test_vocabulary_is_ordered_by_count_then_alphabetically():
+    tokenizer = Tokenizer.build(["b a c", "c b", "c d"])
+    assert tokenizer.words == ("c", "b", "a", "d")
+    assert tokenizer.vocab_size == NUM_RESERVED + 4
+
+
+def test_build_is_deterministic_and_independent_of_caption_order():
+    forward = Tokenizer.build(CAPTIONS)
+    backward = Tokenizer.build(list(reversed(CAPTIONS)))
+    assert forward == backward
+    assert forward.words == backward.words
+    assert hash(forward) == hash(backward)
+
+
+def test_build_respects_max_words_and_min_count():
+    tokenizer = Tokenizer.build(["a a a b b c"], max_words=2)
+    assert tokenizer.words == ("a", "b")
+    tokenizer = Tokenizer.build(["a a a b b c"], min_count=2)
+    assert tokenizer.words == ("a", "b")
+    with pytest.raises(TypeError, match="not one string"):
+        Tokenizer.build("a caption")
+
+
+def test_encode_decode_round_trip_of_seen_words():
+    tokenizer = Tokenizer.build(CAPTIONS)
+    tokens, mask = tokenizer.encode(CAPTIONS, max_length=16)
+    assert tokens.dtype == np.int32 and mask.dtype == np.bool_ and tokens.shape == (4, 16)
+    assert tokenizer.decode(tokens) == [text.normalize(caption) for caption in CAPTIONS]
+    assert np.all(tokens[mask] != PAD_ID) and np.all(tokens[~mask] == PAD_ID)
+    assert not np.any((tokens >= BYTE_OFFSET) & (tokens < NUM_RESERVED))  # no word needed spelling
+
+
+def test_unseen_word_is_spelled_in_bytes_and_decodes_back():
+    tokenizer = Tokenizer.build(CAPTIONS)
+    tokens, _ = tokenizer.encode(["the person juggles", "naïve"], max_length=16)
+    juggles = [SPELL_ID, *(BYTE_OFFSET + byte for byte in b"juggles")]
+    assert tokens[0, :12].tolist() == [
+        BOS_ID,
+        tokenizer.ids("the")[0],
+        tokenizer.ids("person")[0],
+        *juggles,
+        EOS_ID,
+    ]
+    assert tokenizer.decode(tokens[0]) == "the person juggles"
+    assert tokenizer.decode(tokens[1]) == "naïve"  # multi-byte UTF-8
+
+
+def test_unseen_words_in_a_row_stay_apart_and_differ():
+    tokenizer = Tokenizer.build(CAPTIONS)
+    assert tokenizer.decode(tokenizer.encode(["jump hop"], 32)[0][0]) == "jump hop"
+    assert tokenizer.ids("jump") != tokenizer.ids("hop")
+
+
+def test_without_byte_fallback_unseen_words_are_unk():
+    tokenizer = Tokenizer.build(CAPTIONS, byte_fallback=False)
+    assert tokenizer.ids("the juggler") == [tokenizer.ids("the")[0], UNK_ID]
+    assert tokenizer.decode(tokenizer.encode(["the juggler"], 8)[0][0]) == "the <unk>"
+
+
+def test_empty_caption_is_bos_eos():
+    tokenizer = Tokenizer.build(CAPTIONS)
+    tokens, mask = tokenizer.encode(["", "   "], max_length=5)
+    assert tokens.tolist() == [[BOS_ID, EOS_ID, PAD_ID, PAD_ID, PAD_ID]] * 2
+    assert mask.tolist() == [[True, True, False, False, False]] * 2
+    assert tokenizer.decode(tokens[0]) == ""
+
+
+def test_truncation_keeps_eos_at_the_end():
+    tokenizer = Tokenizer.build(CAPTIONS)
+    tokens, mask = tokenizer.encode(["the person waves with the right hand"], max_length=4)
+    assert tokens[0].tolist() == [BOS_ID, *tokenizer.ids("the person"), EOS_ID]
+    assert mask.all()
+    assert tokenizer.decode(tokens[0]) == "the person"
+    with pytest.raises(ValueError, match="at least 2"):
+        tokenizer.encode(["x"], max_length=1)
+
+
+def test_encode_rejects_a_bare_string_and_decode_rejects_foreign_ids():
+    tokenizer = Tokenizer.build(CAPTIONS)
+    with pytest.raises(TypeError, match="wrap a single text"):
+        tokenizer.encode("the person", 8)
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        tokenizer.decode([BOS_ID, tokenizer.vocab_size])
+
+
+def test_decode_stops_at_eos_and_survives_cut_spellings():
+    tokenizer = Tokenizer.build(CAPTIONS)
+    the = tokenizer.ids("the")[0]
+    assert tokenizer.decode([BOS_ID, the, EOS_ID, the, PAD_ID]) == "the"
+    cut = [BOS_ID, SPELL_ID, BYTE_OFFSET + 0xC3, EOS_ID]  # the first byte of a two-byte character
+    assert tokenizer.decode(cut) == "\ufffd"
+    assert tokenizer.encode(["x"], 2)[0].tolist() == [[BOS_ID, EOS_ID]]
+    assert tokenizer.decode(np.zeros((0,), np.int32)) == ""
+
+
+def test_control_characters_and_lone_surrogates_are_spelled_and_come_back():
+    tokenizer = Tokenizer.build(CAPTIONS)
+    odd = "wave \x00 \ud800 ok"
+    tokens, _ = tokenizer.encode([odd], 32)
+    assert tokenizer.decode(tokens[0]) == text.normalize(odd) == "wave \x00 \ud800 ok"
+
+
+def test_dict_round_trip_and_equality_by_content():
+    tokenizer = Tokenizer.build(CAPTIONS)
+    d = json.loads(json.dumps(tokenizer.to_dict()))
+    assert Tokenizer.from_dict(d) == tokenizer
+    assert Tokenizer.build(CAPTIONS[:2]) != tokenizer
+    assert Tokenizer(tokenizer.words, byte_fallback=False) != tokenizer
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda d: d.pop("words"), r"missing key\(s\) \['words'\]"),
+        (lambda d: d.update(version=99), "version 99"),
+        (lambda d: d.update(words="abc"), "'words' must be a list"),
+        (lambda d: d.update(words=["a", "a"]), "appears twice"),
+        (lambda d: d.update(words=["Two Words"]), "not one normalised word"),
+        (lambda d: d.update(byte_fallback="yes"), "'byte_fallback' must be true or false"),
+    ],
+)
+def test_from_dict_names_what_is_wrong_and_the_source(change, message):
+    d = Tokenizer.build(CAPTIONS).to_dict()
+    change(d)
+    with pytest.raises(ValueError, match=message) as info:
+        Tokenizer.from_dict(d, source="ckpt/tokenizer.json")
+    assert str(info.value).startswith("ckpt/tokenizer.json: ")
+    with pytest.raises(ValueError, match="expected a mapping"):
+        Tokenizer.from_dict(["not", "a", "dict"])
+
+
+def test_save_load_round_trip_and_overwrite_protection(tmp_path):
+    tokenizer = Tokenizer.build([*CAPTIONS, "naïve café"])
+    path = tokenizer.save(tmp_path / "sub" / "tokenizer.json")
+    assert Tokenizer.load(path) == tokenizer
+    before = path.stat().st_mtime_ns
+    assert tokenizer.save(path) == path  # identical content: a no-op
+    assert path.stat().st_mtime_ns == before
+
+    other = Tokenizer.build(CAPTIONS[:1])
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        other.save(path)
+    assert Tokenizer.load(path) == tokenizer
+    other.save(path, overwrite=True)
+    assert Tokenizer.load(path) == other
+
+    garbage = tmp_path / "garbage.json"
+    garbage.write_text("{not json")
+    with pytest.raises(FileExistsError):
+        tokenizer.save(garbage)
+    with pytest.raises(ValueError, match="garbage.json: not a valid JSON"):
+        Tokenizer.load(garbage)
+
+
+@settings(max_examples=200, deadline=None)
+@given(texts=st.lists(st.text(max_size=40), max_size=6), max_length=st.integers(2, 24))
+def test_encode_never_fails_and_keeps_its_invariants(texts, max_length):
+    tokenizer = Tokenizer.build(CAPTIONS)
+    tokens, mask = tokenizer.encode(texts, max_length)
+    assert tokens.shape == mask.shape == (len(texts), max_length)
+    assert np.all((tokens >= 0) & (tokens < tokenizer.vocab_size))
+    np.testing.assert_array_equal(mask, tokens != PAD_ID)
+    lengths = mask.sum(1)
+    assert np.all(mask == (np.arange(max_length) < lengths[:, None]))  # real tokens first, then padding
+    assert np.all(tokens[:, 0] == BOS_ID) and np.all(tokens[np.arange(len(texts)), lengths - 1] == EOS_ID)
+    for row, original in zip(tokens, texts, strict=True):
+        if len(tokenizer.ids(original)) <= max_length - 2:
+            assert tokenizer.decode(row) == text.normalize(original)
