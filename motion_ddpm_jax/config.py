@@ -41,4 +41,17 @@ def base_config() -> ml_collections.ConfigDict:
     config.loss.geometric_weight = 0.01
     # Per-example weights of the x0-space terms: auto | none | truncated_snr (see losses.auxiliary_weights).
     config.loss.aux_weighting = "auto"
+
+    config.optim = ml_collections.ConfigDict()
+    config.optim.lr = 1e-4
+    config.optim.min_lr = 1e-6  # the cosine ends here at the last step
+    config.optim.warmup_steps = -1  # linear from 0.1 * lr to lr; -1 = min(500, steps per epoch)
+    config.optim.warmup_start_factor = 0.1
+    config.optim.clip_norm = 0.5  # global gradient norm
+    config.optim.weight_decay = 0.0  # AdamW's decoupled decay on kernels/embeddings (0 = Adam, as MotionDiffuse)
+    config.optim.b1 = 0.9
+    config.optim.b2 = 0.999
+    config.optim.eps = 1e-8
+    config.optim.ema_decay = 0.9999
+    config.optim.ema_every = 1
     return config

@@ -1,0 +1,170 @@
+"""The optimizer chain, the learning-rate schedule and the parameter EMA against closed forms."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from motion_ddpm_jax import train
+from motion_ddpm_jax.config import base_config
+
+
+def optim(**overrides):
+    config = base_config().optim
+    config.update(overrides)
+    return config
+
+
+def reference_lr(step, lr, min_lr, warmup, total, start=0.1):
+    """torch's SequentialLR(LinearLR(start, 1, warmup), CosineAnnealingLR(total - warmup, min_lr))."""
+    if step < warmup:
+        return lr * (start + (1 - start) * step / warmup)
+    progress = min(step - warmup, total - warmup) / (total - warmup)
+    return min_lr + (lr - min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+@pytest.mark.parametrize("total,warmup", [(10_000, 500), (2_000, 37)])
+def test_learning_rate_follows_warmup_then_cosine(total, warmup):
+    config = optim()
+    schedule = train.learning_rate_schedule(config, total, warmup)
+    for step in [0, 1, warmup // 2, warmup, warmup + 1, (warmup + total) // 2, total - 1, total, total + 50]:
+        want = reference_lr(step, 1e-4, 1e-6, warmup, total)
+        np.testing.assert_allclose(train.learning_rate_at(schedule, step), want, rtol=2e-5, err_msg=str(step))
+    assert float(train.learning_rate_at(schedule, 0)) == pytest.approx(1e-5)
+    assert float(train.learning_rate_at(schedule, total)) == pytest.approx(1e-6)
+
+
+def test_default_warmup_is_min_of_500_and_an_epoch():
+    config = optim()
+    assert train.warmup_steps(config, 120) == 120
+    assert train.warmup_steps(config, 5000) == 500
+    config.warmup_steps = 42
+    assert train.warmup_steps(config, 5000) == 42
+
+
+def toy_params():
+    rng = np.random.default_rng(0)
+    return {
+        "dense": {
+            "kernel": jnp.asarray(rng.normal(size=(4, 3)), jnp.float32),
+            "bias": jnp.ones(3, jnp.float32),
+        },
+        "norm": {"scale": jnp.ones(3, jnp.float32)},
+    }
+
+
+def setup(**overrides):
+    config = optim(**overrides)
+    schedule = train.learning_rate_schedule(config, 100, 10)
+    optimizer, ema = train.make_optimizer(config, schedule), train.make_ema(config)
+    return config, optimizer, ema, train.create_train_state(toy_params(), optimizer, ema, seed=0)
+
+
+def test_clipping_bounds_the_gradient_that_reaches_adam():
+    _, optimizer, ema, state = setup(b1=0.5)
+    grads = jax.tree.map(lambda p: 10.0 * jnp.ones_like(p), state.params)
+    state = train.apply_gradients(state, grads, optimizer, ema)
+    adam_state = state.opt_state.inner_state[1][0]
+    # Adam's first moment after one step is (1 - b1) * (the clipped gradient).
+    clipped_norm = float(train.global_norm(adam_state.mu)) / 0.5
+    assert clipped_norm == pytest.approx(0.5, rel=1e-5)
+    direction = jax.tree.map(lambda m: m / 0.5, adam_state.mu)
+    expected = 0.5 / math.sqrt(10.0**2 * (12 + 3 + 3))
+    np.testing.assert_allclose(np.asarray(direction["dense"]["kernel"]), 10.0 * expected, rtol=1e-5)
+
+
+def test_weight_decay_spares_biases_and_norm_scales():
+    _, optimizer, ema, state = setup(weight_decay=0.1)
+    zero = jax.tree.map(jnp.zeros_like, state.params)
+    new = train.apply_gradients(state, zero, optimizer, ema)
+    lr0 = 1e-5
+    np.testing.assert_allclose(
+        new.params["dense"]["kernel"], state.params["dense"]["kernel"] * (1 - lr0 * 0.1), rtol=1e-6
+    )
+    np.testing.assert_array_equal(new.params["dense"]["bias"], state.params["dense"]["bias"])
+    np.testing.assert_array_equal(new.params["norm"]["scale"], state.params["norm"]["scale"])
+
+
+def test_ema_is_the_debiased_average_of_the_fed_parameters():
+    config = optim(ema_decay=0.9)
+    ema = train.make_ema(config)
+    rng = np.random.default_rng(1)
+    sequence = [rng.normal(size=(5,)) for _ in range(7)]
+    state = ema.init(jnp.zeros(5, jnp.float32))
+    for p in sequence:
+        _, state = ema.update(jnp.asarray(p, jnp.float32), state)
+    d, n = 0.9, len(sequence)
+    want = sum((1 - d) * d ** (n - 1 - k) * p for k, p in enumerate(sequence)) / (1 - d**n)
+    np.testing.assert_allclose(np.asarray(train.ema_params(state, config)), want, rtol=1e-5, atol=1e-6)
+
+
+def test_ema_with_the_default_decay_keeps_float32_precision():
+    """0.9999 as a float32 array: a constant parameter stays constant to float32 precision after debiasing."""
+    config = optim()
+    ema = train.make_ema(config)
+    state = ema.init(jnp.zeros(3, jnp.float32))
+    for _ in range(20):
+        _, state = ema.update(jnp.full(3, 2.0, jnp.float32), state)
+    np.testing.assert_allclose(np.asarray(train.ema_params(state, config)), 2.0, rtol=1e-5)
+
+
+def test_ema_is_fed_the_new_parameters_and_does_not_touch_training():
+    _, optimizer, ema, state = setup(ema_decay=0.5)
+    rng = np.random.default_rng(2)
+    plain = state
+    history = []
+    step = jax.jit(lambda s, g: train.apply_gradients(s, g, optimizer, ema))
+    for _ in range(4):
+        grads = jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape), jnp.float32), state.params)
+        state = step(state, grads)
+        updates, opt_state = optimizer.update(grads, plain.opt_state, plain.params)
+        plain = plain.replace(
+            params=jax.tree.map(lambda p, u: p + u, plain.params, updates), opt_state=opt_state
+        )
+        history.append(state.params)
+    # Training with the EMA gives bit-identical raw parameters to training without it.
+    jax.tree.map(np.testing.assert_array_equal, state.params, plain.params)
+    d = 0.5
+    want = jax.tree.map(
+        lambda *ps: sum((1 - d) * d ** (3 - k) * np.asarray(p) for k, p in enumerate(ps)) / (1 - d**4),
+        *history,
+    )
+    got = train.ema_params(state.ema_state, optim(ema_decay=0.5))
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), got, want)
+
+
+def test_non_finite_gradients_skip_the_update_and_the_ema():
+    config, optimizer, ema, state = setup()
+    good = jax.tree.map(jnp.ones_like, state.params)
+    state = train.apply_gradients(state, good, optimizer, ema)
+    bad = jax.tree.map(lambda p: p.at[0].set(jnp.nan), good)
+    after = train.apply_gradients(state, bad, optimizer, ema)
+    jax.tree.map(np.testing.assert_array_equal, after.params, state.params)
+    jax.tree.map(np.testing.assert_array_equal, after.ema_state.ema, state.ema_state.ema)
+    assert int(after.step) == int(state.step) + 1
+    consecutive, total = train.nonfinite_counts(after.opt_state)
+    assert (int(consecutive), int(total)) == (1, 1)
+    resumed = train.apply_gradients(after, good, optimizer, ema)
+    assert int(train.nonfinite_counts(resumed.opt_state)[0]) == 0
+    assert not np.array_equal(resumed.params["dense"]["bias"], state.params["dense"]["bias"])
+
+
+def test_ema_every_feeds_only_every_nth_step():
+    _, optimizer, ema, state = setup(ema_decay=0.5)
+    grads = jax.tree.map(jnp.ones_like, state.params)
+    counts = []
+    for _ in range(6):
+        state = train.apply_gradients(state, grads, optimizer, ema, ema_every=3)
+        counts.append(int(state.ema_state.count))
+    assert counts == [0, 0, 1, 1, 1, 2]
+
+
+def test_state_is_float32_whatever_the_input():
+    _, optimizer, ema, _ = setup()
+    params = jax.tree.map(lambda p: p.astype(jnp.bfloat16), toy_params())
+    state = train.create_train_state(params, optimizer, ema, seed=3)
+    for leaf in jax.tree.leaves((state.params, state.ema_state.ema)):
+        assert leaf.dtype == jnp.float32
+    assert state.rng.dtype == jnp.uint32
