@@ -1,11 +1,35 @@
-"""Tiny CPU-sized demo on BEAT's skeleton: runs in seconds on 2 cores."""
+"""The demo: the synthetic BEAT-format gesture set, a small model, trains on 2 CPU cores in minutes.
+
+The first run writes the raw synthetic recordings to data/demo/raw and prepares them into data/demo/prepared.
+"""
 
 from motion_ddpm_jax.config import base_config
 
 
 def get_config():
     config = base_config()
+    config.data.source = "synthetic"
+    config.data.raw_root = "data/demo/raw"
+    config.data.root = "data/demo/prepared_positions_30fps"
     config.data.fps = 30.0
-    config.data.max_motion_length = 60
+    config.data.max_motion_length = 96
+
+    config.model.latent_dim = 128
+    config.model.num_layers = 3
+    config.model.ff_size = 256
+    config.model.num_heads = 4
+    config.model.text_max_length = 12
+    config.model.text_latent_dim = 64
+    config.model.text_num_layers = 1
+    config.model.text_num_heads = 2
+    config.model.text_ff_size = 128
+
     config.diffusion.steps = 100
+    config.optim.lr = 1e-3
+    config.optim.ema_decay = 0.999
+    config.train.batch_size = 32
+    config.train.num_steps = 2000
+    config.train.log_every = 100
+    config.train.save_every_steps = 500
+    config.train.save_every_epochs = 0
     return config

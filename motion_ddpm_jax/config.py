@@ -48,10 +48,38 @@ def base_config() -> ml_collections.ConfigDict:
     config.optim.warmup_steps = -1  # linear from 0.1 * lr to lr; -1 = min(500, steps per epoch)
     config.optim.warmup_start_factor = 0.1
     config.optim.clip_norm = 0.5  # global gradient norm
-    config.optim.weight_decay = 0.0  # AdamW's decoupled decay on kernels/embeddings (0 = Adam, as MotionDiffuse)
+    config.optim.weight_decay = 0.0  # AdamW's decay of kernels/embeddings (0 = Adam, as MotionDiffuse)
     config.optim.b1 = 0.9
     config.optim.b2 = 0.999
     config.optim.eps = 1e-8
     config.optim.ema_decay = 0.9999
     config.optim.ema_every = 1
+
+    config.model = ml_collections.ConfigDict()  # MotionDiffuse's sizes (REFERENCE.md); see model.py
+    config.model.input_feats = 0  # 0 = the data's feature count (264 for BEAT positions)
+    config.model.latent_dim = 512
+    config.model.num_layers = 8
+    config.model.ff_size = 1024
+    config.model.num_heads = 8
+    config.model.dropout = 0.0
+    config.model.text_vocab_size = 0  # 0 = the tokenizer's vocabulary size
+    config.model.text_max_length = 77
+    config.model.text_latent_dim = 256
+    config.model.text_num_layers = 4
+    config.model.text_num_heads = 4
+    config.model.text_ff_size = 2048
+    config.model.attention = "efficient"  # efficient (MotionDiffuse's linear attention) | softmax
+    config.model.compute_dtype = "auto"  # auto (bfloat16 on GPU/TPU, float32 on CPU) | bfloat16 | float32
+    config.model.remat = False  # recompute each layer in the backward pass (memory for long sequences)
+    config.model.cond_drop_prob = 0.1  # per-sample caption dropout for classifier-free guidance
+
+    config.train = ml_collections.ConfigDict()
+    config.train.batch_size = 32  # global, over all devices and hosts
+    config.train.num_epochs = 100
+    config.train.num_steps = 0  # > 0 overrides num_epochs
+    config.train.log_every = 50
+    config.train.save_every_steps = 0  # 0 = off
+    config.train.save_every_epochs = 10
+    config.train.max_to_keep = 3
+    config.train.max_consecutive_nonfinite = 20  # stop when this many steps in a row had non-finite gradients
     return config

@@ -23,16 +23,24 @@ from motion_ddpm_jax.representation import REPRESENTATIONS, relative_fk, relativ
 from motion_ddpm_jax.skeleton import Skeleton
 
 
-def _masked_frame_mean(per_frame: jax.Array, mask: jax.Array, weights: jax.Array | None) -> jax.Array:
+def _masked_frame_mean(
+    per_frame: jax.Array, mask: jax.Array, weights: jax.Array | None, axis_name: str | None
+) -> jax.Array:
     """Mean of `per_frame [B, T']` over the entries where `mask [B, T']` is True (0 if there are none).
 
     weights: optional f32[B], multiplies each example's frames (the count of frames stays unweighted).
+    axis_name: inside `pmap`/`shard_map`, the device axis: the count is summed over devices, so this
+    device's value is its share of the mean over the *global* batch, and the psum of the shares (and of
+    their gradients) is exactly the single-device result on the whole batch.
     """
     mask = jnp.asarray(mask, bool)
     if weights is not None:
         per_frame = per_frame * jnp.asarray(weights, jnp.float32)[:, None]
     total = jnp.sum(jnp.where(mask, per_frame, 0.0))
-    return total / jnp.maximum(jnp.sum(mask.astype(jnp.float32)), 1.0)
+    count = jnp.sum(mask.astype(jnp.float32))
+    if axis_name is not None:
+        count = jax.lax.psum(count, axis_name)
+    return total / jnp.maximum(count, 1.0)
 
 
 def _consecutive_valid(mask: jax.Array, span: int) -> jax.Array:
@@ -49,34 +57,49 @@ def _as_f32(*arrays: jax.Array) -> tuple[jax.Array, ...]:
 
 
 def masked_mse(
-    pred: jax.Array, target: jax.Array, mask: jax.Array, weights: jax.Array | None = None
+    pred: jax.Array,
+    target: jax.Array,
+    mask: jax.Array,
+    weights: jax.Array | None = None,
+    *,
+    axis_name: str | None = None,
 ) -> jax.Array:
     """Mean over valid frames of the per-frame mean squared error. pred, target: [B, T, D]."""
     pred, target = _as_f32(pred, target)
-    return _masked_frame_mean(jnp.mean(jnp.square(pred - target), axis=-1), mask, weights)
+    return _masked_frame_mean(jnp.mean(jnp.square(pred - target), axis=-1), mask, weights, axis_name)
 
 
-def _difference_loss(pred, target, mask, weights, order: int) -> jax.Array:
+def _difference_loss(pred, target, mask, weights, axis_name, order: int) -> jax.Array:
     pred, target = _as_f32(pred, target)
     if pred.shape[1] <= order:
         return jnp.zeros((), jnp.float32)
     error = jnp.diff(pred - target, n=order, axis=1)
     valid = _consecutive_valid(jnp.asarray(mask, bool), order + 1)
-    return _masked_frame_mean(jnp.mean(jnp.square(error), axis=-1), valid, weights)
+    return _masked_frame_mean(jnp.mean(jnp.square(error), axis=-1), valid, weights, axis_name)
 
 
 def velocity_loss(
-    pred: jax.Array, target: jax.Array, mask: jax.Array, weights: jax.Array | None = None
+    pred: jax.Array,
+    target: jax.Array,
+    mask: jax.Array,
+    weights: jax.Array | None = None,
+    *,
+    axis_name: str | None = None,
 ) -> jax.Array:
     """MSE of first differences over pairs of consecutive valid frames. pred, target: [B, T, D]."""
-    return _difference_loss(pred, target, mask, weights, order=1)
+    return _difference_loss(pred, target, mask, weights, axis_name, order=1)
 
 
 def acceleration_loss(
-    pred: jax.Array, target: jax.Array, mask: jax.Array, weights: jax.Array | None = None
+    pred: jax.Array,
+    target: jax.Array,
+    mask: jax.Array,
+    weights: jax.Array | None = None,
+    *,
+    axis_name: str | None = None,
 ) -> jax.Array:
     """MSE of second differences over triples of consecutive valid frames. pred, target: [B, T, D]."""
-    return _difference_loss(pred, target, mask, weights, order=2)
+    return _difference_loss(pred, target, mask, weights, axis_name, order=2)
 
 
 def _destandardize(x: jax.Array, mean: jax.Array, std: jax.Array) -> jax.Array:
@@ -91,6 +114,8 @@ def bone_length_loss(
     std: jax.Array,
     skeleton: Skeleton,
     weights: jax.Array | None = None,
+    *,
+    axis_name: str | None = None,
 ) -> jax.Array:
     """Squared error of bone lengths (physical units^2), mean over bones and valid frames.
 
@@ -101,7 +126,8 @@ def bone_length_loss(
         kinematics.bone_lengths(relative_positions(_destandardize(x, mean, std), skeleton), skeleton.parents)
         for x in (pred, target)
     ]
-    return _masked_frame_mean(jnp.mean(jnp.square(lengths[0] - lengths[1]), axis=-1), mask, weights)
+    per_frame = jnp.mean(jnp.square(lengths[0] - lengths[1]), axis=-1)
+    return _masked_frame_mean(per_frame, mask, weights, axis_name)
 
 
 def fk_position_loss(
@@ -112,6 +138,8 @@ def fk_position_loss(
     std: jax.Array,
     skeleton: Skeleton,
     weights: jax.Array | None = None,
+    *,
+    axis_name: str | None = None,
 ) -> jax.Array:
     """Squared error of root-relative joint positions after forward kinematics (physical units^2).
 
@@ -122,7 +150,7 @@ def fk_position_loss(
     pred, target = _as_f32(pred, target)
     positions = [relative_fk(_destandardize(x, mean, std), skeleton) for x in (pred, target)]
     per_frame = jnp.mean(jnp.square(positions[0] - positions[1]), axis=(-2, -1))
-    return _masked_frame_mean(per_frame, mask, weights)
+    return _masked_frame_mean(per_frame, mask, weights, axis_name)
 
 
 @struct.dataclass
@@ -147,7 +175,13 @@ class Geometry:
 
 
 def geometric_loss(
-    pred: jax.Array, target: jax.Array, mask: jax.Array, geometry: Geometry, weights: jax.Array | None = None
+    pred: jax.Array,
+    target: jax.Array,
+    mask: jax.Array,
+    geometry: Geometry,
+    weights: jax.Array | None = None,
+    *,
+    axis_name: str | None = None,
 ) -> jax.Array:
     """Bone-length loss for `positions` data, FK position loss for `axis_angle` data."""
     size = pred.shape[-1]
@@ -157,7 +191,9 @@ def geometric_loss(
             f"{np.shape(geometry.mean)} and {np.shape(geometry.std)}"
         )
     term = bone_length_loss if geometry.representation == "positions" else fk_position_loss
-    return term(pred, target, mask, geometry.mean, geometry.std, geometry.skeleton, weights)
+    return term(
+        pred, target, mask, geometry.mean, geometry.std, geometry.skeleton, weights, axis_name=axis_name
+    )
 
 
 AUX_WEIGHTINGS = ("auto", "none", "truncated_snr")
@@ -203,6 +239,8 @@ def compute_losses(
     config: Any,
     prediction: str = "epsilon",
     geometry: Geometry | None = None,
+    *,
+    axis_name: str | None = None,
 ) -> dict[str, jax.Array]:
     """The weighted training loss and each of its terms (float32 scalars), by name.
 
@@ -211,6 +249,8 @@ def compute_losses(
     noise that made x_t; mask: bool[B, T]. config: the `loss` section (ConfigDict or mapping) with
     use_velocity_loss, velocity_weight, use_acceleration_loss, acceleration_weight, use_geometric_loss,
     geometric_weight and optionally aux_weighting (see `auxiliary_weights`; default `auto`).
+    axis_name: the device axis inside `pmap`: every value is then this device's share of the
+    global-batch value (see `_masked_frame_mean`); psum them, and their gradients, over the axis.
 
     `loss_mot_rec` compares the output with its own training target (MotionDiffuse's term); the
     auxiliary terms compare the x0 estimate with x0, whatever the prediction target. Keys: `loss`,
@@ -218,7 +258,7 @@ def compute_losses(
     """
     model_output = jnp.asarray(model_output, jnp.float32)
     target = diffusion.training_target(schedule, x0, noise, t, prediction)
-    terms = {"loss_mot_rec": masked_mse(model_output, target, mask)}
+    terms = {"loss_mot_rec": masked_mse(model_output, target, mask, axis_name=axis_name)}
     total = terms["loss_mot_rec"]
     auxiliary = [
         ("loss_vel", "use_velocity_loss", "velocity_weight"),
@@ -236,9 +276,9 @@ def compute_losses(
     x0_pred = diffusion.predict_x0(schedule, x_t, t, model_output, prediction)
     weights = auxiliary_weights(schedule, t, _field(config, "aux_weighting", "auto"), prediction)
     compute = {
-        "loss_vel": lambda: velocity_loss(x0_pred, x0, mask, weights),
-        "loss_acc": lambda: acceleration_loss(x0_pred, x0, mask, weights),
-        "loss_geom": lambda: geometric_loss(x0_pred, x0, mask, geometry, weights),
+        "loss_vel": lambda: velocity_loss(x0_pred, x0, mask, weights, axis_name=axis_name),
+        "loss_acc": lambda: acceleration_loss(x0_pred, x0, mask, weights, axis_name=axis_name),
+        "loss_geom": lambda: geometric_loss(x0_pred, x0, mask, geometry, weights, axis_name=axis_name),
     }
     for name, weight in enabled:
         terms[name] = compute[name]()

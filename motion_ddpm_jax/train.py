@@ -8,6 +8,10 @@ applied update (never placed in the gradient chain, where it would smooth the up
 
 from __future__ import annotations
 
+import json
+import os
+import time
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -15,6 +19,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import struct
+
+from motion_ddpm_jax import checkpoint, diffusion, losses, text
+from motion_ddpm_jax import model as model_lib
+from motion_ddpm_jax.data import beat, pipeline
 
 # optax.apply_if_finite applies an update anyway after this many consecutive non-finite steps; we never
 # want that (the host loop stops the run long before), so the limit is out of reach.
@@ -128,6 +136,11 @@ def apply_gradients(
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state, ema_state=ema_state)
 
 
+def replicate(tree, devices: int):
+    """A leading device axis of size `devices` on every leaf (host copies; pmap places them)."""
+    return jax.tree.map(lambda x: np.broadcast_to(np.asarray(x), (devices, *np.shape(x))), tree)
+
+
 def global_norm(tree) -> jax.Array:
     return optax.tree.norm(tree).astype(jnp.float32)
 
@@ -135,3 +148,307 @@ def global_norm(tree) -> jax.Array:
 def learning_rate_at(schedule: optax.Schedule, step) -> np.ndarray:
     """The schedule's value at `step` as float32 (for logs and tests)."""
     return np.asarray(schedule(step), np.float32)
+
+
+def _per_example_keys(
+    base_key: jax.Array, step: jax.Array, batch_size: int, axis_name: str | None
+) -> jax.Array:
+    """One key per example, from (base key, step, the example's index in the global batch).
+
+    Keyed by the global index, the draws do not depend on how the batch is split over devices or hosts:
+    a run on 4 devices draws exactly what a run on 1 device draws for the same global batch.
+    """
+    first = 0 if axis_name is None else jax.lax.axis_index(axis_name) * batch_size
+    step_key = jax.random.fold_in(base_key, step)
+    return jax.vmap(lambda i: jax.random.fold_in(step_key, i))(first + jnp.arange(batch_size))
+
+
+def make_train_step(
+    model,
+    config,
+    schedule,
+    lr_schedule: optax.Schedule,
+    optimizer: optax.GradientTransformation,
+    ema,
+    empty_text: tuple[np.ndarray, np.ndarray],
+    geometry=None,
+    axis_name: str | None = "batch",
+):
+    """The pure step `train_step(state, batch, rng) -> (state, metrics)`.
+
+    batch: this device's `motion f32[b, T, D]` (standardized), `mask bool[b, T]`, `tokens i32[b, L]`,
+    `text_mask bool[b, L]`; rng: the run's base key data (uint32[2]). Per example: t uniform in
+    [0, diffusion steps), noise, and, with probability `model.cond_drop_prob`, the caption replaced by the
+    empty caption `empty_text` (tokens i32[L], mask bool[L]) for classifier-free guidance. Gradients and
+    losses are summed over `axis_name` (each device computes its share of the global-batch mean).
+    Metrics: every loss term, `grad_norm`, `lr`, `skipped` (1 if this step's gradients were non-finite
+    and the update was skipped), `nonfinite_total`.
+    """
+    prediction = config.diffusion.prediction
+    drop_prob = float(config.model.cond_drop_prob)
+    empty_tokens, empty_mask = (jnp.asarray(a) for a in empty_text)
+
+    def train_step(state: TrainState, batch, rng):
+        x0, mask = batch["motion"].astype(jnp.float32), batch["mask"]
+        size = x0.shape[0]
+        keys = _per_example_keys(jax.random.wrap_key_data(rng), state.step, size, axis_name)
+        draws = jax.vmap(lambda k: jax.random.split(k, 4))(keys)
+        t = jax.vmap(lambda k: jax.random.randint(k, (), 0, schedule.num_steps))(draws[:, 0])
+        noise = jax.vmap(lambda k: jax.random.normal(k, x0.shape[1:]))(draws[:, 1])
+        drop = jax.vmap(lambda k: jax.random.bernoulli(k, drop_prob))(draws[:, 2])
+        tokens = jnp.where(drop[:, None], empty_tokens[None], batch["tokens"])
+        text_mask = jnp.where(drop[:, None], empty_mask[None], batch["text_mask"])
+        dropout_key = draws[0, 3]  # one per device: dropout (0 by default) is the one draw tied to the split
+        x_t = diffusion.q_sample(schedule, x0, t, noise)
+
+        def loss_fn(params):
+            output = model.apply(
+                {"params": params},
+                x_t,
+                t,
+                tokens,
+                text_mask,
+                mask,
+                deterministic=False,
+                rngs={"dropout": dropout_key},
+            )
+            terms = losses.compute_losses(
+                schedule,
+                output,
+                x_t,
+                x0,
+                noise,
+                t,
+                mask,
+                config.loss,
+                prediction,
+                geometry,
+                axis_name=axis_name,
+            )
+            return terms["loss"], terms
+
+        grads, terms = jax.grad(loss_fn, has_aux=True)(state.params)
+        if axis_name is not None:
+            grads, terms = jax.lax.psum((grads, terms), axis_name)
+        new_state = apply_gradients(state, grads, optimizer, ema, config.optim.ema_every)
+        metrics = {
+            **terms,
+            "grad_norm": global_norm(grads),
+            # Skipped steps do not advance the optimizer's schedule: it has seen step - skipped updates.
+            "lr": jnp.asarray(lr_schedule(state.step - nonfinite_counts(state.opt_state)[1]), jnp.float32),
+            "skipped": 1.0 - last_step_was_finite(new_state.opt_state).astype(jnp.float32),
+            "nonfinite_total": nonfinite_counts(new_state.opt_state)[1].astype(jnp.float32),
+        }
+        return new_state, metrics
+
+    return train_step
+
+
+# ---------------------------------------------------------------- the training loop (I/O lives here)
+
+# Config fields that may change between a run and its resumption (everything else must match).
+RESUMABLE_CHANGES = ("train.", "sample.", "data.root", "data.raw_root")
+
+
+def flatten_config(config) -> dict[str, Any]:
+    out = {}
+
+    def walk(prefix, node):
+        for key, value in node.items():
+            if isinstance(value, dict):
+                walk(f"{prefix}{key}.", value)
+            else:
+                out[f"{prefix}{key}"] = value
+
+    walk("", config.to_dict() if hasattr(config, "to_dict") else config)
+    return out
+
+
+def incompatible_fields(saved: dict[str, Any], current) -> list[str]:
+    """Config fields whose values differ between a checkpoint's run and this one, and matter for resuming."""
+    old, new = flatten_config(saved), flatten_config(current)
+    return sorted(
+        key
+        for key in set(old) | set(new)
+        if old.get(key) != new.get(key) and not key.startswith(RESUMABLE_CHANGES)
+    )
+
+
+def total_steps(train_config, steps_per_epoch: int) -> int:
+    """train.num_steps when > 0, else train.num_epochs epochs."""
+    if train_config.num_steps > 0:
+        return int(train_config.num_steps)
+    return int(train_config.num_epochs * steps_per_epoch)
+
+
+class MetricsLog:
+    """Appends one JSON object per logged step to <workdir>/metrics.jsonl and prints a progress line."""
+
+    def __init__(self, workdir: Path, total: int, enabled: bool):
+        self.path, self.total, self.enabled = workdir / "metrics.jsonl", total, enabled
+
+    def write(self, step: int, values: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps({"step": step, **values}) + "\n")
+        width = len(str(self.total))
+        bar = "#" * int(20 * step / max(self.total, 1))
+        terms = " ".join(f"{k}={v:.4g}" for k, v in values.items() if k.startswith("loss"))
+        print(
+            f"[{bar:<20}] step {step:>{width}}/{self.total} {terms} lr={values['lr']:.3g} "
+            f"grad_norm={values['grad_norm']:.3g} skipped={values['skipped_steps']:.0f} "
+            f"{values['steps_per_s']:.2f} steps/s {values['samples_per_s']:.1f} samples/s",
+            flush=True,
+        )
+
+
+def run(config, workdir: str | os.PathLike, log=print) -> dict[str, Any]:
+    """Train `config` in `workdir` (resuming from its latest checkpoint); returns a summary.
+
+    Data-parallel over the local devices with `jax.pmap`; every process of a multi-host run feeds its
+    own shard of the global batch, and only process 0 writes logs.
+    """
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    is_main = jax.process_index() == 0
+    ckpt = checkpoint.Checkpointer(workdir, max_to_keep=config.train.max_to_keep)
+    resume_step = ckpt.latest_step()
+    saved = ckpt.restore_metadata(resume_step) if resume_step is not None else None
+    if saved is not None:
+        changed = incompatible_fields(saved["config"], config)
+        if changed:
+            raise checkpoint.CheckpointError(
+                f"{workdir} holds checkpoints of a run whose config differs in {', '.join(changed[:8])}; "
+                f"resuming would mix two experiments. Use a new --workdir, or the same config"
+            )
+
+    dataset = beat.dataset_from_config(config, log=log)
+    split = dataset.split("train")
+    if saved is not None:
+        tokenizer = text.Tokenizer.from_dict(saved["tokenizer"], source=f"{workdir} checkpoint metadata")
+    else:
+        tokenizer = text.Tokenizer.build(c for captions in split.captions for c in captions)
+    if config.model.input_feats:
+        dataset.check_feature_size(config.model.input_feats)
+
+    devices = jax.local_device_count()
+    global_batch = int(config.train.batch_size)
+    if global_batch % (devices * jax.process_count()):
+        raise ValueError(
+            f"train.batch_size={global_batch} must be divisible by the number of devices, "
+            f"{devices * jax.process_count()}"
+        )
+    source = pipeline.BatchSource(
+        split,
+        dataset.mean,
+        dataset.std,
+        tokenizer,
+        global_batch_size=global_batch,
+        max_motion_length=config.data.max_motion_length,
+        max_text_length=config.model.text_max_length,
+        seed=config.seed,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+    )
+    steps = total_steps(config.train, source.steps_per_epoch)
+    warmup = warmup_steps(config.optim, source.steps_per_epoch)
+    lr_schedule = learning_rate_schedule(config.optim, steps, warmup)
+    optimizer, ema = make_optimizer(config.optim, lr_schedule), make_ema(config.optim)
+    model = model_lib.model_from_config(
+        config, input_feats=dataset.feature_size, text_vocab_size=tokenizer.vocab_size
+    )
+    params = model_lib.init_params(model, jax.random.key(config.seed))
+    state = create_train_state(params, optimizer, ema, config.seed)
+    if resume_step is not None:
+        like = {"params": state.params, "train_state": state.replace(params=None)}
+        _, restored = ckpt.restore_run(resume_step, like)
+        state = restored["train_state"].replace(params=restored["params"])
+        log(f"resumed from {ckpt.directory}/{resume_step} (step {int(state.step)} of {steps})")
+        if saved.get("total_steps") != steps:
+            log(
+                f"the run's length changed from {saved.get('total_steps')} to {steps} steps: the learning"
+                f"-rate schedule is recomputed for the new length"
+            )
+
+    geometry = None
+    if config.loss.use_geometric_loss:
+        if dataset.skeleton is None or dataset.representation not in losses.REPRESENTATIONS:
+            raise ValueError(
+                f"loss.use_geometric_loss needs a skeleton and positions/axis_angle data; {dataset.root} is "
+                f"{dataset.representation}. Set --config.loss.use_geometric_loss=False"
+            )
+        geometry = losses.Geometry(
+            mean=jnp.asarray(dataset.mean),
+            std=jnp.asarray(dataset.std),
+            skeleton=dataset.skeleton,
+            representation=dataset.representation,
+        )
+    schedule = diffusion.make_schedule(config.diffusion.schedule, config.diffusion.steps)
+    empty = tuple(a[0] for a in tokenizer.encode([""], config.model.text_max_length))
+    step_fn = make_train_step(model, config, schedule, lr_schedule, optimizer, ema, empty, geometry)
+    p_step = jax.pmap(step_fn, axis_name="batch", donate_argnums=(0,))
+
+    metadata = {
+        "config": config.to_dict(),
+        "total_steps": steps,
+        "steps_per_epoch": source.steps_per_epoch,
+        "tokenizer": tokenizer.to_dict(),
+        "mean": dataset.mean.tolist(),
+        "std": dataset.std.tolist(),
+        "skeleton": None if dataset.skeleton is None else dataset.skeleton.to_dict(),
+        "dataset": {k: v for k, v in dataset.info.items() if k != "fingerprint"},
+        "representation": dataset.representation,
+        "feature_size": dataset.feature_size,
+        "fps": dataset.fps,
+    }
+
+    def save(step_state):
+        host_state = jax.tree.map(lambda x: x[0], step_state)
+        ckpt.save(
+            int(host_state.step),
+            host_state.params,
+            ema_params(host_state.ema_state, config.optim),
+            host_state.replace(params=None),
+            metadata,
+        )
+
+    replicated = replicate(state, devices)
+    base_rng = replicate(state.rng, devices)
+    metrics_log = MetricsLog(workdir, steps, is_main)
+    save_every = int(config.train.save_every_steps)
+    save_epochs = int(config.train.save_every_epochs) * source.steps_per_epoch
+    first = int(state.step)
+    last_log_time, last_log_step = time.perf_counter(), first
+    pending = None
+    for step in range(first, steps):
+        batch = pipeline.shard_for_devices(source.batch(step), devices)
+        batch = {k: batch[k] for k in ("motion", "mask", "tokens", "text_mask")}
+        replicated, metrics = p_step(replicated, batch, base_rng)
+        done = step + 1
+        if done % config.train.log_every == 0 or done == steps:
+            pending = jax.device_get(jax.tree.map(lambda m: m[0], metrics))
+            now = time.perf_counter()
+            rate = (done - last_log_step) / max(now - last_log_time, 1e-9)
+            last_log_time, last_log_step = now, done
+            consecutive = int(jax.device_get(replicated.opt_state.notfinite_count[0]))
+            values = {k: float(v) for k, v in pending.items() if k not in ("skipped", "nonfinite_total")}
+            values.update(
+                skipped_steps=float(pending["nonfinite_total"]),
+                steps_per_s=rate,
+                samples_per_s=rate * global_batch,
+            )
+            metrics_log.write(done, values)
+            if consecutive >= config.train.max_consecutive_nonfinite:
+                raise FloatingPointError(
+                    f"step {done}: the last {consecutive} steps had non-finite gradients and were skipped; "
+                    f"stopping. The last good checkpoint in {ckpt.directory} is intact (lower optim.lr?)"
+                )
+        if (
+            (save_every and done % save_every == 0)
+            or (save_epochs and done % save_epochs == 0)
+            or done == steps
+        ):
+            save(replicated)
+    ckpt.close()
+    return {"steps": steps, "final_metrics": pending, "workdir": str(workdir)}

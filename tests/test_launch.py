@@ -1,5 +1,6 @@
 """launch.py end to end, as a user runs it: a subprocess from the repository root."""
 
+import json
 import re
 import subprocess
 import sys
@@ -27,7 +28,7 @@ def table(stdout):
     ids=["positions-epsilon", "axis_angle-v"],
 )
 def test_demo_smoke_runs_the_core_end_to_end(overrides):
-    result = launch("--config", "configs/demo.py", *overrides)
+    result = launch("--mode", "smoke", "--config", "configs/demo.py", *overrides)
     assert result.returncode == 0, result.stderr[-3000:]
     values = table(result.stdout)
     assert values["oracle loss (should be ~0)"] < 1e-6
@@ -38,6 +39,27 @@ def test_demo_smoke_runs_the_core_end_to_end(overrides):
 
 
 def test_unknown_config_field_is_refused():
-    result = launch("--config", "configs/demo.py", "--config.loss.velocity_wieght=1.0")
+    result = launch("--mode", "smoke", "--config", "configs/demo.py", "--config.loss.velocity_wieght=1.0")
     assert result.returncode != 0
     assert "velocity_wieght" in result.stderr
+
+
+def test_prepare_mode_prepares_raw_beat_and_reports_bad_input(tmp_path):
+    from motion_ddpm_jax.data import synthetic
+
+    synthetic.write_demo_dataset(
+        tmp_path / "raw", num_speakers=3, recordings_per_speaker=1, sentences_per_recording=3
+    )
+    args = ["--mode", "prepare", "--config", "configs/beat.py", f"--config.data.raw_root={tmp_path / 'raw'}"]
+    result = launch(*args, f"--config.data.root={tmp_path / 'prepared'}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    info = json.loads((tmp_path / "prepared" / "dataset.json").read_text())
+    assert info["feature_size"] == 264 and info["representation"] == "positions"
+    assert sum(info["counts"].values()) == 9
+
+    again = launch(*args, f"--config.data.root={tmp_path / 'prepared'}", "--config.data.fps=30")
+    assert again.returncode != 0 and "data.fps" in again.stderr
+    missing = launch(
+        "--mode", "prepare", "--config", "configs/beat.py", f"--config.data.raw_root={tmp_path / 'x'}"
+    )
+    assert missing.returncode != 0 and "data.raw_root" in missing.stderr and "Traceback" not in missing.stderr

@@ -441,3 +441,32 @@ def test_terms_are_finite_nonnegative_scalars_for_any_mask(batch, frames, featur
         assert value.shape == () and value.dtype == jnp.float32, name
         assert np.isfinite(float(value)) and float(value) >= 0.0, name
         np.testing.assert_allclose(float(value), reference(pred, target, mask), rtol=1e-5, atol=1e-7)
+
+
+def test_device_shares_sum_to_the_global_batch_value_and_gradient():
+    """Split over 4 'devices' (vmap with an axis name): shares sum to the whole-batch value, even though the
+    devices hold different numbers of valid frames."""
+    rng = np.random.default_rng(15)
+    x0, noise, t, x_t, mask, geo = diffusion_batch(rng, "positions", batch=8, frames=6)
+    output = rng.normal(size=x0.shape).astype(np.float32)
+    config = loss_config(aux_weighting="truncated_snr")
+
+    def whole(out):
+        return losses.compute_losses(SCHEDULE, out, x_t, x0, noise, t, mask, config, "epsilon", geo)
+
+    def shares(out):
+        split = lambda a: jnp.reshape(a, (4, 2, *a.shape[1:]))  # noqa: E731
+
+        def one(o, xt, x, n, tt, m):
+            return losses.compute_losses(SCHEDULE, o, xt, x, n, tt, m, config, "epsilon", geo, axis_name="d")
+
+        per_device = jax.vmap(one, axis_name="d")(*map(split, (out, x_t, x0, noise, t, jnp.asarray(mask))))
+        return jax.tree.map(lambda v: jnp.sum(v, axis=0), per_device)
+
+    want, got = whole(output), shares(output)
+    assert set(want) == set(got)
+    for name in want:
+        np.testing.assert_allclose(float(got[name]), float(want[name]), rtol=1e-5, err_msg=name)
+    grad_whole = jax.grad(lambda o: whole(o)["loss"])(output)
+    grad_shares = jax.grad(lambda o: shares(o)["loss"])(output)
+    np.testing.assert_allclose(np.asarray(grad_shares), np.asarray(grad_whole), rtol=1e-4, atol=1e-9)

@@ -260,3 +260,31 @@ def prepare_from_config(data_config, log=print) -> motion_text.MotionTextDataset
         if not data_config[field]:
             raise ValueError(f"data.{field} is empty; set --config.data.{field}=<folder>")
     return prepare_beat(data_config.raw_root, data_config.root, options_from_config(data_config), log=log)
+
+
+def dataset_from_config(config, log=print) -> motion_text.MotionTextDataset:
+    """The dataset a run trains on, preparing it first where the config says how.
+
+    data.source: `synthetic` writes the demo's raw BEAT-format set into data.raw_root (once) and prepares
+    it; `beat` prepares data.raw_root if data.root is not prepared yet; `prepared` opens data.root as it
+    is (our layout, or a HumanML3D-layout folder).
+    """
+    data = config.data
+    if not data.root:
+        raise ValueError("data.root is empty; set --config.data.root=<prepared dataset folder>")
+    prepared = (Path(data.root) / "dataset.json").is_file()
+    if data.source == "synthetic" and not prepared:
+        from motion_ddpm_jax.data import synthetic
+
+        synthetic.write_demo_dataset(data.raw_root, seed=data.split_seed)
+    if data.source in ("synthetic", "beat") and not prepared:
+        if data.source == "beat" and not (data.raw_root and Path(data.raw_root).is_dir()):
+            raise FileNotFoundError(
+                f"data.root {data.root} is not prepared and data.raw_root {data.raw_root!r} is not a folder; "
+                f"download BEAT and run `python launch.py --mode prepare --config <config> "
+                f"--config.data.raw_root=<BEAT folder>`"
+            )
+        prepare_from_config(data, log=log)
+    elif data.source not in ("synthetic", "beat", "prepared"):
+        raise ValueError(f"data.source is {data.source!r}; expected synthetic, beat or prepared")
+    return motion_text.open_dataset(data.root, fps=data.fps)

@@ -37,6 +37,7 @@ import jax
 import numpy as np
 
 from motion_ddpm_jax import kinematics
+from motion_ddpm_jax.data.files import write_text_file
 from motion_ddpm_jax.skeleton import Skeleton
 
 END_SITE_SUFFIX = "_Nub"
@@ -625,3 +626,175 @@ def load_bvh(path: str | os.PathLike) -> BvhMotion:
     except UnicodeDecodeError:
         text = raw.decode("latin-1")
     return parse_bvh(text, source=os.fspath(path))
+
+
+# -------------------------------------------------------------------------------------------------- writing
+def format_bvh(
+    skeleton: Skeleton,
+    euler_degrees: np.ndarray,
+    root_translation: np.ndarray,
+    frame_time: float,
+    order: str = "ZXY",
+    root_offset: np.ndarray | None = None,
+    decimals: int = 6,
+) -> str:
+    """The text of a BVH file that `parse_bvh` reads back as the same skeleton and motion.
+
+    skeleton: J joints in a depth-first order (each joint followed by its whole subtree) in which an end
+      site, if any, is the last child of its parent and is named `<parent>_Nub`, as `parse_bvh` returns
+      them (BEAT's order). End sites are written as `End Site`; every other joint gets three rotation
+      channels in `order` (the root also Xposition Yposition Zposition before them).
+    euler_degrees: [T, R, 3], R = the joints that are not end sites, in skeleton order; the angles of
+      each joint in `order` (intrinsic, degrees, the convention of `parse_bvh`).
+    root_translation: [T, 3], the translation given to forward kinematics; the root's position channels
+      hold root_translation + skeleton.offsets[root] (its global position), so the file gives the same
+      global positions (the reader then sets the root's offset to 0).
+    frame_time: seconds per frame, written with full precision (1/120 -> 0.008333333333333333).
+    root_offset: [3], the root's OFFSET as written (informative only: its channels replace it); by
+      default skeleton.offsets[root].
+    decimals: digits after the point of the channel values ('%.6f'); offsets are written with the
+      shortest digits that give back the same float32.
+    """
+    num_joints, root = skeleton.num_joints, 0
+    _check_depth_first(skeleton)
+    if order not in kinematics.EULER_ORDERS:
+        raise ValueError(
+            f"unknown rotation order {order!r}; expected one of {', '.join(kinematics.EULER_ORDERS)}"
+        )
+    if not (isinstance(decimals, numbers.Integral) and 0 <= decimals <= 15):
+        raise ValueError(f"decimals must be an integer in [0, 15], got {decimals!r}")
+    if not (isinstance(frame_time, numbers.Real) and math.isfinite(frame_time) and frame_time > 0):
+        raise ValueError(f"frame_time must be a positive number of seconds, got {frame_time!r}")
+    rotating = int(num_joints - skeleton.end_sites.sum())
+    euler = np.asarray(euler_degrees, dtype=np.float64)
+    if euler.ndim != 3 or euler.shape[1:] != (rotating, 3):
+        raise ValueError(
+            f"euler_degrees has shape {euler.shape}, expected [T, {rotating}, 3]: one angle triple per joint "
+            f"that is not an end site ({rotating} of {num_joints}), in skeleton order"
+        )
+    translation = np.asarray(root_translation, dtype=np.float64)
+    if translation.shape != (euler.shape[0], 3):
+        raise ValueError(f"root_translation has shape {translation.shape}, expected [{euler.shape[0]}, 3]")
+    offset = skeleton.offsets[root] if root_offset is None else np.asarray(root_offset, dtype=np.float32)
+    if offset.shape != (3,) or not np.all(np.isfinite(offset)):
+        raise ValueError(f"root_offset must be 3 finite numbers, got {root_offset!r}")
+
+    values = np.concatenate(
+        [
+            translation + skeleton.offsets[root].astype(np.float64),
+            euler.reshape(euler.shape[0], rotating * 3),
+        ],
+        axis=1,
+    )
+    bad = np.argwhere(~(np.abs(values) <= _FLOAT32_MAX))  # NaN, inf and float32 overflow
+    if bad.size:
+        frame, column = (int(i) for i in bad[0])
+        if column < 3:
+            what = "root_translation"
+        else:
+            slot = (column - 3) // 3
+            what = f"euler_degrees[{frame}, {slot}] ({skeleton.names[skeleton.rotation_joints[slot]]!r})"
+        raise ValueError(f"frame {frame}: {what} holds {values[frame, column]}; expected finite float32")
+
+    rotation_channels = " ".join(f"{axis}rotation" for axis in order)
+    lines = ["HIERARCHY"]
+    open_joints: list[int] = []
+    for joint in range(num_joints):
+        parent = int(skeleton.parents[joint])
+        while open_joints and open_joints[-1] != parent:
+            open_joints.pop()
+            lines.append("\t" * len(open_joints) + "}")
+        indent = "\t" * len(open_joints)
+        if joint == root:
+            lines.append(f"ROOT {skeleton.names[joint]}")
+        elif skeleton.end_sites[joint]:
+            lines.append(f"{indent}End Site")
+        else:
+            lines.append(f"{indent}JOINT {skeleton.names[joint]}")
+        joint_offset = offset if joint == root else skeleton.offsets[joint]
+        lines += [f"{indent}{{", f"{indent}\tOFFSET {' '.join(_shortest_float32(v) for v in joint_offset)}"]
+        if joint == root:
+            lines.append(f"{indent}\tCHANNELS 6 Xposition Yposition Zposition {rotation_channels}")
+        elif not skeleton.end_sites[joint]:
+            lines.append(f"{indent}\tCHANNELS 3 {rotation_channels}")
+        open_joints.append(joint)
+    while open_joints:
+        open_joints.pop()
+        lines.append("\t" * len(open_joints) + "}")
+    lines += ["MOTION", f"Frames: {values.shape[0]}", f"Frame Time: {np.format_float_positional(frame_time)}"]
+
+    buffer = io.StringIO()
+    buffer.write("\n".join(lines) + "\n")
+    # Rounding first turns tiny negatives into 0.0 (+ 0.0 clears the sign), so no '-0.000000' is written.
+    np.savetxt(buffer, np.round(values, decimals) + 0.0, fmt=f"%.{decimals}f", delimiter=" ")
+    return buffer.getvalue()
+
+
+def write_bvh(
+    path: str | os.PathLike,
+    skeleton: Skeleton,
+    euler_degrees: np.ndarray,
+    root_translation: np.ndarray,
+    frame_time: float,
+    order: str = "ZXY",
+    root_offset: np.ndarray | None = None,
+    decimals: int = 6,
+    overwrite: bool = False,
+) -> str:
+    """Write `format_bvh(...)` to `path` (UTF-8, '\\n' line ends) and return the path as a string.
+
+    An existing file raises FileExistsError unless `overwrite` (then it is replaced atomically).
+    """
+    text = format_bvh(skeleton, euler_degrees, root_translation, frame_time, order, root_offset, decimals)
+    return write_text_file(path, text, overwrite)
+
+
+def _shortest_float32(value) -> str:
+    """The shortest positional decimal that reads back as the same float32 ('6.269896', '0')."""
+    return np.format_float_positional(np.float32(value), unique=True, trim="-")
+
+
+def _check_depth_first(skeleton: Skeleton) -> None:
+    """ValueError unless the joints are in an order a BVH file can list, with writable names."""
+    names, parents = skeleton.names, skeleton.parents.tolist()
+    if parents[0] != -1 or parents.count(-1) != 1:
+        raise ValueError(
+            f"a BVH file holds one skeleton whose root comes first; this one has roots at "
+            f"{[j for j, p in enumerate(parents) if p == -1]}"
+        )
+    if skeleton.end_sites[0]:
+        raise ValueError(f"the root {names[0]!r} is marked as an end site; a BVH root must have channels")
+    children: list[list[int]] = [[] for _ in names]
+    for joint, parent in enumerate(parents[1:], start=1):
+        children[parent].append(joint)
+    visit, order = [0], []
+    while visit:
+        joint = visit.pop()
+        order.append(joint)
+        visit.extend(reversed(children[joint]))
+    for position, joint in enumerate(order):
+        if joint != position:
+            raise ValueError(
+                f"joint {position} ({names[position]!r}) is not where a depth-first listing puts it (joint "
+                f"{joint}, {names[joint]!r}, belongs there); a BVH file lists each joint right after its "
+                "parent's previous subtree: reorder the skeleton depth-first"
+            )
+    for joint, kids in enumerate(children):
+        sites = [kid for kid in kids if skeleton.end_sites[kid]]
+        if sites and (len(sites) > 1 or sites[0] != kids[-1]):
+            raise ValueError(
+                f"joint {joint} ({names[joint]!r}) must have at most one end site, as its last child; "
+                f"its children are {[names[kid] for kid in kids]}"
+            )
+        if sites and names[sites[0]] != names[joint] + END_SITE_SUFFIX:
+            raise ValueError(
+                f"end site {sites[0]} is named {names[sites[0]]!r}, but a BVH file gives end sites no "
+                f"name and parse_bvh calls it {names[joint] + END_SITE_SUFFIX!r}; rename it so the file "
+                "reads back as the same skeleton"
+            )
+    for joint, name in enumerate(names):
+        if not skeleton.end_sites[joint] and (" ".join(name.split()) != name or set(name) & set("{}")):
+            raise ValueError(
+                f"joint {joint}'s name {name!r} cannot be written to a BVH file; expected no braces, no "
+                "leading, trailing or repeated whitespace and no line breaks"
+            )

@@ -21,6 +21,8 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
+from motion_ddpm_jax.data.files import write_text_file
+
 OVERLAP_TOLERANCE_S = 1e-6
 _TIER_CLASSES = ("IntervalTier", "TextTier")
 _TOKEN = re.compile(
@@ -387,3 +389,119 @@ def pauses(
     if cursor is not None and end is not None and end - cursor >= min_duration:
         spans.append((cursor, end))
     return spans
+
+
+# --------------------------------------------------------------------------------------------------- writing
+_GAP_SNAP_S = 1e-9  # gaps and overlaps up to this size join the neighbours instead of making an interval
+
+
+def format_textgrid(
+    intervals: Iterable[Sequence],
+    xmin: float,
+    xmax: float,
+    tier_name: str = "words",
+) -> str:
+    """The long text form of a Praat TextGrid ("ooTextFile") with one IntervalTier, laid out as Praat
+    writes it (less Praat's trailing spaces).
+
+    intervals: (start_s, end_s, text) items in time order, each start < end, inside [xmin, xmax], not
+      overlapping (by more than 1e-9 s, which is snapped). The gaps between them (and to xmin/xmax) are
+      filled with empty intervals, as Praat requires a tier to cover its whole span. Quotes in texts are
+      doubled. Times are written with the shortest digits that read back as the same float.
+    """
+    xmin, xmax = _checked_time(xmin, "xmin"), _checked_time(xmax, "xmax")
+    if not xmin < xmax:
+        raise ValueError(f"xmin ({xmin}) must be before xmax ({xmax})")
+    filled: list[tuple[float, float, str]] = []
+    cursor = xmin
+    for n, item in enumerate(intervals):
+        try:
+            start, end, text = item
+        except (TypeError, ValueError):
+            raise ValueError(f"interval {n}: expected (start, end, text), got {item!r}") from None
+        start, end = _checked_time(start, f"interval {n} start"), _checked_time(end, f"interval {n} end")
+        if not isinstance(text, str):
+            raise ValueError(f"interval {n}: text must be a string, got {text!r}")
+        if not start < end:
+            raise ValueError(f"interval {n} ({text!r}): start {start} s is not before its end {end} s")
+        if start < cursor - _GAP_SNAP_S:
+            before = "xmin" if not filled else "the previous interval's end"
+            raise ValueError(
+                f"interval {n} ({text!r}) starts at {start} s, before {before} ({cursor} s); expected "
+                "intervals in time order, not overlapping"
+            )
+        if end > xmax + _GAP_SNAP_S:
+            raise ValueError(f"interval {n} ({text!r}) ends at {end} s, after xmax ({xmax} s)")
+        if start > cursor + _GAP_SNAP_S:
+            filled.append((cursor, start, ""))
+        else:
+            start = cursor
+        end = min(end, xmax)
+        if not start < end:
+            raise ValueError(f"interval {n} ({text!r}) is empty after joining it to its neighbour")
+        filled.append((start, end, text))
+        cursor = filled[-1][1]
+    if xmax > cursor + _GAP_SNAP_S or not filled:
+        filled.append((cursor, xmax, ""))
+    elif filled[-1][1] != xmax:
+        filled[-1] = (filled[-1][0], xmax, filled[-1][2])
+
+    lines = [
+        'File type = "ooTextFile"',
+        'Object class = "TextGrid"',
+        "",
+        f"xmin = {_format_time(xmin)}",
+        f"xmax = {_format_time(xmax)}",
+        "tiers? <exists>",
+        "size = 1",
+        "item []:",
+        "    item [1]:",
+        '        class = "IntervalTier"',
+        f"        name = {_quoted(tier_name)}",
+        f"        xmin = {_format_time(xmin)}",
+        f"        xmax = {_format_time(xmax)}",
+        f"        intervals: size = {len(filled)}",
+    ]
+    for n, (start, end, text) in enumerate(filled, start=1):
+        lines += [
+            f"        intervals [{n}]:",
+            f"            xmin = {_format_time(start)}",
+            f"            xmax = {_format_time(end)}",
+            f"            text = {_quoted(text)}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def write_textgrid(
+    path: str | os.PathLike,
+    intervals: Iterable[Sequence],
+    xmin: float,
+    xmax: float,
+    tier_name: str = "words",
+    overwrite: bool = False,
+) -> str:
+    """Write `format_textgrid(...)` to `path` (UTF-8) and return the path as a string.
+
+    An existing file raises FileExistsError unless `overwrite` (then it is replaced atomically).
+    """
+    return write_text_file(path, format_textgrid(intervals, xmin, xmax, tier_name), overwrite)
+
+
+def _checked_time(value, what: str) -> float:
+    try:
+        time = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be a number of seconds, got {value!r}") from None
+    if not math.isfinite(time):
+        raise ValueError(f"{what} must be finite, got {value!r}")
+    return time
+
+
+def _format_time(seconds: float) -> str:
+    """The shortest digits that read back as the same float, as Praat writes them: 0 -> '0', 0.5 -> '0.5'."""
+    text = repr(float(seconds))
+    return text[:-2] if text.endswith(".0") else text
+
+
+def _quoted(text: str) -> str:
+    return '"' + text.replace('"', '""') + '"'

@@ -1,0 +1,118 @@
+"""Orbax checkpoints: save and resume a run, and restore what sampling needs from a checkpoint folder alone.
+
+Layout: `<workdir>/checkpoints/<step>/` with four items, so that each reader restores only its part:
+- `params`: the raw parameters;
+- `ema_params`: the debiased EMA parameters (what sampling uses by default);
+- `train_state`: step, optimizer state, EMA state and RNG key data (what resuming adds);
+- `metadata`: JSON with the config, normalisation statistics, skeleton, tokenizer and dataset facts.
+Arrays are saved unreplicated as host arrays, so a checkpoint restores on any number of devices. Orbax
+writes each step under a temporary name and renames it when complete: a run killed while saving leaves
+the previous checkpoint usable, and the partial one is removed when the folder is next opened.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+ITEMS = ("params", "ema_params", "train_state", "metadata")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint folder is missing, empty, incomplete or from an incompatible run."""
+
+
+def checkpoint_dir(workdir: str | os.PathLike) -> Path:
+    return Path(workdir) / "checkpoints"
+
+
+def _host(tree) -> Any:
+    return jax.tree.map(lambda x: np.asarray(jax.device_get(x)), tree)
+
+
+def _abstract(tree) -> Any:
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype), tree)
+
+
+class Checkpointer:
+    """Saves and restores the checkpoints of one run folder (only process 0 should call `save` logic that
+    writes files; Orbax coordinates the processes of a multi-host run itself)."""
+
+    def __init__(self, workdir: str | os.PathLike, max_to_keep: int | None = 3, read_only: bool = False):
+        self.directory = checkpoint_dir(workdir)
+        if read_only and not self.directory.is_dir():
+            raise CheckpointError(
+                f"{self.directory}: no checkpoint folder (train a model into this workdir first)"
+            )
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=max_to_keep,
+            create=not read_only,
+            read_only=read_only,
+            enable_async_checkpointing=False,
+        )
+        self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=ITEMS)
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def all_steps(self) -> list[int]:
+        return list(self.manager.all_steps())
+
+    def save(self, step: int, params, ema_params, train_state, metadata: dict[str, Any]) -> None:
+        """Write checkpoint `step` (host copies of unreplicated trees) and wait until it is on disk."""
+        args = ocp.args.Composite(
+            params=ocp.args.StandardSave(_host(params)),
+            ema_params=ocp.args.StandardSave(_host(ema_params)),
+            train_state=ocp.args.StandardSave(_host(train_state)),
+            metadata=ocp.args.JsonSave(metadata),
+        )
+        self.manager.save(int(step), args=args, force=True)
+        self.manager.wait_until_finished()
+
+    def _step(self, step: int | None) -> int:
+        steps = self.all_steps()
+        if not steps:
+            raise CheckpointError(f"{self.directory}: holds no complete checkpoint")
+        if step is None:
+            return max(steps)
+        if step not in steps:
+            raise CheckpointError(
+                f"{self.directory}: no checkpoint at step {step}; available: {sorted(steps)}"
+            )
+        return step
+
+    def restore_metadata(self, step: int | None = None) -> dict[str, Any]:
+        step = self._step(step)
+        return self.manager.restore(step, args=ocp.args.Composite(metadata=ocp.args.JsonRestore())).metadata
+
+    def restore_params(self, step: int | None = None, use_ema: bool = True) -> tuple[Any, dict[str, Any]]:
+        """(parameters as host arrays, metadata) for sampling: the EMA parameters unless use_ema=False."""
+        step = self._step(step)
+        item = "ema_params" if use_ema else "params"
+        restored = self.manager.restore(
+            step,
+            args=ocp.args.Composite(**{item: ocp.args.StandardRestore(), "metadata": ocp.args.JsonRestore()}),
+        )
+        return restored[item], restored.metadata
+
+    def restore_run(self, step: int | None, like: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """(step, {item: tree}) for resuming: every array item restored into the structure of `like`
+        (a dict with params, ema_params and train_state trees of the right shapes and dtypes)."""
+        step = self._step(step)
+        args = {name: ocp.args.StandardRestore(_abstract(tree)) for name, tree in like.items()}
+        try:
+            restored = self.manager.restore(step, args=ocp.args.Composite(**args))
+        except (ValueError, KeyError, TypeError) as error:
+            raise CheckpointError(
+                f"{self.directory}/{step}: does not match this run's model or optimizer ({error}); was it "
+                f"written by another config? Use a new --workdir"
+            ) from None
+        return step, {name: restored[name] for name in like}
+
+    def close(self) -> None:
+        self.manager.close()

@@ -1,0 +1,503 @@
+"""MotionTransformer: the MotionDiffuse denoiser (text-conditioned, linear-attention transformer) in Flax.
+
+Shapes: B batch, T frames, D motion features, L text tokens, C = latent_dim, W = text_latent_dim,
+E = 4 * latent_dim (the width of the time/text embedding that styles every block).
+
+    emb  = MLP(sinusoid(t)) + Dense(text[b, last valid token])             [B, E]
+    h    = Dense(x) + positions[:T]                                        [B, T, C]
+    per layer: h += Style(SelfAttention(LN(h)), emb)
+               h += Style(CrossAttention(LN(h), LN(text)), emb)
+               h += Style(FFN(h), emb)
+    out  = Dense_zero(h)                                                   [B, T, D], float32
+
+Every block ends in a zero-initialised Dense, so a freshly initialised network outputs exactly 0.
+Precision: parameters float32; Dense matmuls in `dtype` (the compute dtype); LayerNorm statistics and
+every softmax in float32; the residual stream and the output float32. Pure: reads no file, flag or clock.
+
+Build one with `model_from_config(config, input_feats=D, text_vocab_size=V)` and its parameters with
+`init_params(model, rng)` (host-side, seconds; `model.init` works too but compiles for ~15 s on a CPU).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import traverse_util
+
+ATTENTION_KINDS = ("efficient", "softmax")
+COMPUTE_DTYPES = ("auto", "bfloat16", "float32")
+_MASKED_LOGIT = -1e6  # what MotionDiffuse adds to padded keys before their softmax
+
+
+@dataclasses.dataclass(frozen=True)
+class Initializer:
+    """A parameter initializer that Flax can call (jax.random) and `init_params` can sample on the host.
+
+    kind: 'zeros', 'ones', 'normal' (N(0, std^2)) or 'fan_in_uniform' (U(-1/sqrt(fan_in), 1/sqrt(fan_in)),
+    fan_in = prod(shape[:-1]): torch.nn.Linear's default weight init).
+    """
+
+    kind: str
+    std: float = 1.0
+
+    def __call__(self, key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+        if self.kind == "zeros":
+            return jnp.zeros(shape, dtype)
+        if self.kind == "ones":
+            return jnp.ones(shape, dtype)
+        if self.kind == "normal":
+            return self.std * jax.random.normal(key, shape, dtype)
+        bound = 1.0 / math.sqrt(math.prod(shape[:-1]))
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    def sample(self, rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+        """The same distribution drawn with numpy, float32."""
+        if self.kind == "zeros":
+            return np.zeros(shape, np.float32)
+        if self.kind == "ones":
+            return np.ones(shape, np.float32)
+        if self.kind == "normal":
+            return np.float32(self.std) * rng.standard_normal(shape, dtype=np.float32)
+        bound = np.float32(1.0 / math.sqrt(math.prod(shape[:-1])))
+        return bound * (2 * rng.random(shape, dtype=np.float32) - 1)
+
+
+ZEROS = Initializer("zeros")
+ONES = Initializer("ones")
+LINEAR_INIT = Initializer("fan_in_uniform")  # weights; biases start at zero
+TOKEN_INIT = Initializer("normal", 0.02)  # token and text-position embeddings
+MOTION_POSITION_INIT = Initializer("normal", 1.0)  # MotionDiffuse's sequence_embedding: torch.randn
+
+
+def _dense(features: int, dtype: Any, name: str, zero_init: bool = False) -> nn.Dense:
+    return nn.Dense(
+        features,
+        dtype=dtype,
+        param_dtype=jnp.float32,
+        kernel_init=ZEROS if zero_init else LINEAR_INIT,
+        bias_init=ZEROS,
+        name=name,
+    )
+
+
+def _layer_norm(name: str) -> nn.LayerNorm:
+    """LayerNorm in float32 (statistics and output), torch's epsilon."""
+    return nn.LayerNorm(
+        epsilon=1e-5, dtype=jnp.float32, param_dtype=jnp.float32, scale_init=ONES, bias_init=ZEROS, name=name
+    )
+
+
+def _embed(num_embeddings: int, features: int, init: Initializer, name: str) -> nn.Embed:
+    return nn.Embed(
+        num_embeddings, features, dtype=jnp.float32, param_dtype=jnp.float32, embedding_init=init, name=name
+    )
+
+
+def timestep_embedding(t: jax.Array, dim: int, max_period: float = 10000.0) -> jax.Array:
+    """Sinusoidal embedding of integer steps: t [B] -> float32 [B, dim] = [cos(t f), sin(t f)].
+
+    f_i = max_period^(-i / half), i < half = dim // 2; an odd `dim` gets a final zero column.
+    """
+    half = dim // 2
+    freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / half)
+    args = jnp.asarray(t, jnp.float32)[:, None] * freqs[None, :]
+    embedding = jnp.concatenate([jnp.cos(args), jnp.sin(args)], axis=-1)
+    if dim % 2:
+        embedding = jnp.pad(embedding, ((0, 0), (0, 1)))
+    return embedding
+
+
+def _split_heads(x: jax.Array, num_heads: int) -> jax.Array:
+    """[B, S, C] -> [B, S, num_heads, C // num_heads]."""
+    return x.reshape(*x.shape[:-1], num_heads, x.shape[-1] // num_heads)
+
+
+def efficient_attention(
+    q: jax.Array, k: jax.Array, v: jax.Array, key_mask: jax.Array, num_heads: int
+) -> jax.Array:
+    """MotionDiffuse's linear attention: q [B, T, C], k and v [B, S, C], key_mask bool [B, S] -> [B, T, C].
+
+    Per head (C / num_heads wide): the query is softmaxed over its features, the key over the S positions
+    (masked positions set to -1e6 first), the value is zeroed at masked positions; context = key^T value
+    ([H, H] per head) and the output is query . context. No 1/sqrt(d) scale. Softmaxes in float32, the
+    two contractions in q's dtype, which is also the output's.
+    """
+    dtype = q.dtype
+    keep = key_mask[:, :, None, None]
+    q = jax.nn.softmax(_split_heads(q, num_heads).astype(jnp.float32), axis=-1).astype(dtype)
+    k = _split_heads(k, num_heads).astype(jnp.float32)
+    k = jax.nn.softmax(jnp.where(keep, k, _MASKED_LOGIT), axis=1).astype(dtype)
+    v = jnp.where(keep, _split_heads(v, num_heads), 0).astype(dtype)
+    context = jnp.einsum("bshd,bshe->bhde", k, v)
+    out = jnp.einsum("bthd,bhde->bthe", q, context)
+    return out.reshape(*out.shape[:2], -1)
+
+
+def softmax_attention(
+    q: jax.Array, k: jax.Array, v: jax.Array, key_mask: jax.Array, num_heads: int
+) -> jax.Array:
+    """Standard scaled dot-product attention, same interface as `efficient_attention`.
+
+    Runs `jax.nn.dot_product_attention` (layout [B, S, heads, H]; logits and softmax in float32; the
+    implementation is left to JAX). Values at masked positions are zeroed too, so a row whose keys are all
+    masked gives 0, as in `efficient_attention`.
+    """
+    v = jnp.where(key_mask[:, :, None, None], _split_heads(v, num_heads), 0).astype(q.dtype)
+    out = jax.nn.dot_product_attention(
+        _split_heads(q, num_heads),
+        _split_heads(k, num_heads),
+        v,
+        mask=key_mask[:, None, None, :],
+    )
+    return out.reshape(*out.shape[:2], -1)
+
+
+_ATTENTION_FUNCTIONS = {"efficient": efficient_attention, "softmax": softmax_attention}
+
+
+class StylizationBlock(nn.Module):
+    """h [B, T, C], emb [B, E] -> Dense_zero(dropout(SiLU(LN(h) * (1 + scale) + shift))) [B, T, C]."""
+
+    latent_dim: int
+    dropout: float
+    deterministic: bool
+    dtype: Any
+
+    @nn.compact
+    def __call__(self, h: jax.Array, emb: jax.Array) -> jax.Array:
+        style = _dense(2 * self.latent_dim, self.dtype, "emb")(nn.silu(emb)).astype(jnp.float32)
+        scale, shift = jnp.split(style[:, None, :], 2, axis=-1)
+        y = nn.silu(_layer_norm("norm")(h) * (1.0 + scale) + shift)
+        y = nn.Dropout(self.dropout)(y, deterministic=self.deterministic)
+        return _dense(self.latent_dim, self.dtype, "out", zero_init=True)(y).astype(jnp.float32)
+
+
+class TemporalAttention(nn.Module):
+    """Self-attention over frames (no `context`) or cross-attention to the text, styled, plus residual.
+
+    h [B, T, C] float32, emb [B, E], mask bool [B, T]; context [B, L, W] with context_mask bool [B, L].
+    """
+
+    latent_dim: int
+    num_heads: int
+    attention: str
+    dropout: float
+    deterministic: bool
+    dtype: Any
+
+    @nn.compact
+    def __call__(self, h, emb, mask, context=None, context_mask=None):
+        x = _layer_norm("norm")(h)
+        if context is None:
+            source, source_mask = x, mask
+        else:
+            source, source_mask = _layer_norm("text_norm")(context), context_mask
+        q = _dense(self.latent_dim, self.dtype, "query")(x)
+        k = _dense(self.latent_dim, self.dtype, "key")(source)
+        v = _dense(self.latent_dim, self.dtype, "value")(source)
+        y = _ATTENTION_FUNCTIONS[self.attention](q, k, v, source_mask, self.num_heads)
+        style = StylizationBlock(self.latent_dim, self.dropout, self.deterministic, self.dtype, name="style")
+        return h + style(y, emb)
+
+
+class FeedForward(nn.Module):
+    """h + Style(Dense_zero(dropout(GELU(Dense(h)))), emb); h [B, T, C] float32 (no pre-norm)."""
+
+    latent_dim: int
+    ff_size: int
+    dropout: float
+    deterministic: bool
+    dtype: Any
+
+    @nn.compact
+    def __call__(self, h, emb):
+        y = nn.gelu(_dense(self.ff_size, self.dtype, "linear1")(h), approximate=False)
+        y = nn.Dropout(self.dropout)(y, deterministic=self.deterministic)
+        y = _dense(self.latent_dim, self.dtype, "linear2", zero_init=True)(y)
+        style = StylizationBlock(self.latent_dim, self.dropout, self.deterministic, self.dtype, name="style")
+        return h + style(y, emb)
+
+
+class DecoderLayer(nn.Module):
+    """One MotionDiffuse layer: frame self-attention, cross-attention to the text, feed-forward."""
+
+    latent_dim: int
+    num_heads: int
+    ff_size: int
+    attention: str
+    dropout: float
+    deterministic: bool
+    dtype: Any
+
+    @nn.compact
+    def __call__(self, h, emb, mask, text, text_mask):
+        attention_fields = (self.latent_dim, self.num_heads, self.attention, self.dropout)
+        common = (self.deterministic, self.dtype)
+        h = TemporalAttention(*attention_fields, *common, name="self_attention")(h, emb, mask)
+        h = TemporalAttention(*attention_fields, *common, name="cross_attention")(
+            h, emb, mask, text, text_mask
+        )
+        return FeedForward(self.latent_dim, self.ff_size, self.dropout, *common, name="ffn")(h, emb)
+
+
+class TextEncoderLayer(nn.Module):
+    """Post-norm transformer encoder layer (torch.nn.TransformerEncoderLayer, GELU): x [B, L, W] f32."""
+
+    num_heads: int
+    ff_size: int
+    dropout: float
+    deterministic: bool
+    dtype: Any
+
+    @nn.compact
+    def __call__(self, x, text_mask):
+        width = x.shape[-1]
+        q, k, v = (_dense(width, self.dtype, name)(x) for name in ("query", "key", "value"))
+        a = _dense(width, self.dtype, "attention_out")(softmax_attention(q, k, v, text_mask, self.num_heads))
+        a = nn.Dropout(self.dropout)(a, deterministic=self.deterministic)
+        x = _layer_norm("norm1")(x + a.astype(jnp.float32))
+        f = nn.gelu(_dense(self.ff_size, self.dtype, "linear1")(x), approximate=False)
+        f = nn.Dropout(self.dropout)(f, deterministic=self.deterministic)
+        f = _dense(width, self.dtype, "linear2")(f)
+        f = nn.Dropout(self.dropout)(f, deterministic=self.deterministic)
+        return _layer_norm("norm2")(x + f.astype(jnp.float32))
+
+
+class TextEncoder(nn.Module):
+    """Tokens i32 [B, L] (or features f32 [B, L, F]) and text_mask bool [B, L] -> float32 [B, L, W].
+
+    Tokens: embedding + learned positions. Features (e.g. frozen CLIP token features, which carry their
+    own positions): Dense(F -> W), as MotionDiffuse's `text_pre_proj`. Then post-norm encoder layers that
+    attend only to valid tokens, and a final LayerNorm.
+    """
+
+    vocab_size: int
+    max_length: int
+    width: int
+    num_layers: int
+    num_heads: int
+    ff_size: int
+    dropout: float
+    deterministic: bool
+    dtype: Any
+
+    @nn.compact
+    def __call__(self, tokens, text_features, text_mask):
+        if text_features is None:
+            x = _embed(self.vocab_size, self.width, TOKEN_INIT, "token_embedding")(tokens)
+            x = x + _embed(self.max_length, self.width, TOKEN_INIT, "positions")(jnp.arange(tokens.shape[1]))
+        else:
+            x = _dense(self.width, self.dtype, "feature_proj")(text_features).astype(jnp.float32)
+        for i in range(self.num_layers):
+            layer = TextEncoderLayer(
+                self.num_heads, self.ff_size, self.dropout, self.deterministic, self.dtype, name=f"layers_{i}"
+            )
+            x = layer(x, text_mask)
+        return _layer_norm("norm")(x)
+
+
+class MotionTransformer(nn.Module):
+    """The MotionDiffuse denoiser. Build it with `model_from_config`; `dtype` is the concrete compute dtype.
+
+    `attention`: 'efficient' (MotionDiffuse's linear attention) or 'softmax' (standard scaled
+    dot-product attention in the same blocks). `remat` recomputes each layer's activations in the
+    backward pass (less memory for long sequences, ~1/3 more compute).
+    """
+
+    input_feats: int
+    max_motion_length: int = 196
+    latent_dim: int = 512
+    num_layers: int = 8
+    ff_size: int = 1024
+    num_heads: int = 8
+    dropout: float = 0.0
+    text_vocab_size: int = 49408
+    text_max_length: int = 77
+    text_latent_dim: int = 256
+    text_num_layers: int = 4
+    text_num_heads: int = 4
+    text_ff_size: int = 2048
+    attention: str = "efficient"
+    dtype: Any = jnp.float32
+    remat: bool = False
+
+    @nn.compact
+    def __call__(
+        self,
+        x: jax.Array,
+        t: jax.Array,
+        tokens: jax.Array | None,
+        text_mask: jax.Array,
+        mask: jax.Array,
+        *,
+        text_features: jax.Array | None = None,
+        deterministic: bool = True,
+    ) -> jax.Array:
+        """x f32 [B, T, D] (noisy, standardized), t i32 [B], tokens i32 [B, L] or None with text_features
+        f32 [B, L, F], text_mask bool [B, L] (True on real tokens), mask bool [B, T] (True on real frames)
+        -> float32 [B, T, D]. Dropout (training, `deterministic=False`) draws from the 'dropout' rng.
+        """
+        self._check_inputs(x, tokens, text_features)
+        text_mask = jnp.asarray(text_mask, bool)
+        mask = jnp.asarray(mask, bool)
+        time_width = 4 * self.latent_dim
+
+        emb = timestep_embedding(t, self.latent_dim)
+        emb = _dense(time_width, self.dtype, "time_embed_1")(emb)
+        emb = _dense(time_width, self.dtype, "time_embed_2")(nn.silu(emb))
+
+        text = TextEncoder(
+            self.text_vocab_size,
+            self.text_max_length,
+            self.text_latent_dim,
+            self.text_num_layers,
+            self.text_num_heads,
+            self.text_ff_size,
+            self.dropout,
+            deterministic,
+            self.dtype,
+            name="text_encoder",
+        )(tokens, text_features, text_mask)
+        last_token = jnp.maximum(jnp.sum(text_mask, axis=1) - 1, 0)  # the end-of-text token
+        pooled = jnp.take_along_axis(text, last_token[:, None, None], axis=1)[:, 0]
+        text_emb = _dense(time_width, self.dtype, "text_proj")(pooled)
+        emb = emb.astype(jnp.float32) + text_emb.astype(jnp.float32)  # [B, E]
+
+        positions = _embed(self.max_motion_length, self.latent_dim, MOTION_POSITION_INIT, "motion_positions")
+        h = _dense(self.latent_dim, self.dtype, "joint_embed")(x).astype(jnp.float32)
+        h = h + positions(jnp.arange(x.shape[1]))
+        layer_class = nn.remat(DecoderLayer) if self.remat else DecoderLayer
+        for i in range(self.num_layers):
+            layer = layer_class(
+                self.latent_dim,
+                self.num_heads,
+                self.ff_size,
+                self.attention,
+                self.dropout,
+                deterministic,
+                self.dtype,
+                name=f"layers_{i}",
+            )
+            h = layer(h, emb, mask, text, text_mask)
+        return _dense(self.input_feats, self.dtype, "out", zero_init=True)(h).astype(jnp.float32)
+
+    def _check_inputs(self, x, tokens, text_features):
+        if self.attention not in ATTENTION_KINDS:
+            raise ValueError(f"attention must be one of {ATTENTION_KINDS}, got {self.attention!r}")
+        if (tokens is None) == (text_features is None):
+            raise ValueError("pass exactly one of tokens [B, L] and text_features [B, L, F]")
+        if x.ndim != 3 or x.shape[-1] != self.input_feats:
+            raise ValueError(f"x must be [B, T, {self.input_feats}], got shape {x.shape}")
+        if x.shape[1] > self.max_motion_length:
+            raise ValueError(
+                f"{x.shape[1]} frames exceed the positional table: max_motion_length={self.max_motion_length}"
+            )
+        if tokens is not None and tokens.shape[1] > self.text_max_length:
+            raise ValueError(f"{tokens.shape[1]} tokens exceed text_max_length={self.text_max_length}")
+
+
+def resolve_compute_dtype(name: str) -> Any:
+    """'auto' -> bfloat16 on GPU/TPU, float32 elsewhere; 'bfloat16' / 'float32' as named."""
+    if name not in COMPUTE_DTYPES:
+        raise ValueError(f"model.compute_dtype must be one of {COMPUTE_DTYPES}, got {name!r}")
+    if name == "auto":
+        return jnp.bfloat16 if jax.default_backend() in ("gpu", "tpu") else jnp.float32
+    return jnp.bfloat16 if name == "bfloat16" else jnp.float32
+
+
+def model_from_config(
+    config, *, input_feats: int | None = None, text_vocab_size: int | None = None
+) -> MotionTransformer:
+    """The MotionTransformer that `config.model` (and `config.data.max_motion_length`) describes.
+
+    `model.input_feats` and `model.text_vocab_size` may be 0 in the config, meaning "taken from the data":
+    then pass the motion feature count and the tokenizer's vocabulary size here. A value given here that
+    disagrees with a non-zero config value is an error.
+    """
+    m = config.model
+    if m.attention not in ATTENTION_KINDS:
+        raise ValueError(f"model.attention must be one of {ATTENTION_KINDS}, got {m.attention!r}")
+    dtype = resolve_compute_dtype(m.compute_dtype)
+    sizes = {}
+    for field, given in (("input_feats", input_feats), ("text_vocab_size", text_vocab_size)):
+        configured = int(m[field])
+        if given is not None and configured and given != configured:
+            raise ValueError(f"model.{field}={configured} in the config, but the data gives {given}")
+        sizes[field] = int(given) if given is not None else configured
+        if sizes[field] <= 0:
+            raise ValueError(f"model.{field} is {configured} (taken from the data): pass {field}=... too")
+    for heads, width in (("num_heads", "latent_dim"), ("text_num_heads", "text_latent_dim")):
+        if m[width] % m[heads]:
+            raise ValueError(f"model.{width}={m[width]} must be divisible by model.{heads}={m[heads]}")
+    return MotionTransformer(
+        input_feats=sizes["input_feats"],
+        max_motion_length=config.data.max_motion_length,
+        latent_dim=m.latent_dim,
+        num_layers=m.num_layers,
+        ff_size=m.ff_size,
+        num_heads=m.num_heads,
+        dropout=m.dropout,
+        text_vocab_size=sizes["text_vocab_size"],
+        text_max_length=m.text_max_length,
+        text_latent_dim=m.text_latent_dim,
+        text_num_layers=m.text_num_layers,
+        text_num_heads=m.text_num_heads,
+        text_ff_size=m.text_ff_size,
+        attention=m.attention,
+        dtype=dtype,
+        remat=m.remat,
+    )
+
+
+def _dummy_inputs(model: MotionTransformer, text_feature_dim: int | None):
+    """B=1, 2 frames, 2 tokens: parameter shapes depend on the fields, not on B, T or L."""
+    x = jnp.zeros((1, 2, model.input_feats), jnp.float32)
+    t = jnp.zeros((1,), jnp.int32)
+    text_mask = jnp.ones((1, 2), bool)
+    mask = jnp.ones((1, 2), bool)
+    if text_feature_dim is None:
+        return (x, t, jnp.zeros((1, 2), jnp.int32), text_mask, mask), {}
+    return (x, t, None, text_mask, mask), {"text_features": jnp.zeros((1, 2, text_feature_dim), jnp.float32)}
+
+
+def init_params(model: MotionTransformer, rng: jax.Array, text_feature_dim: int | None = None):
+    """Fresh float32 parameters for `model`, drawn on the host (call it outside jit): ~100M in ~3 s.
+
+    The parameter tree comes from `jax.eval_shape(model.init)` on tiny B=1 inputs (shapes depend on the
+    fields, not on B, T or L); each parameter is then sampled with numpy from the `Initializer` its module
+    declares, seeded by (rng, parameter index). The values differ from `model.init(rng, ...)` but follow
+    the same distributions: a jitted `model.init` compiles one XLA random-number program per parameter,
+    which costs ~0.5 s each on a CPU (~15 s at full size). The text arrives as tokens unless
+    `text_feature_dim` F is given (then a Dense F -> text_latent_dim replaces the embeddings).
+    """
+    args, kwargs = _dummy_inputs(model, text_feature_dim)
+    modules = {}
+
+    def record_module(next_fun, call_args, call_kwargs, context):
+        modules[context.module.path] = context.module
+        return next_fun(*call_args, **call_kwargs)
+
+    with nn.intercept_methods(record_module):
+        shapes = jax.eval_shape(lambda: model.init({"params": jax.random.key(0)}, *args, **kwargs)["params"])
+    key_data = jax.random.key_data(rng) if jnp.issubdtype(rng.dtype, jax.dtypes.prng_key) else rng
+    seed = [int(word) for word in np.asarray(key_data, np.uint32).ravel()]
+    params = {}
+    for index, (path, leaf) in enumerate(sorted(traverse_util.flatten_dict(shapes).items())):
+        initializer = getattr(modules[path[:-1]], f"{path[-1]}_init", None)
+        if not isinstance(initializer, Initializer):
+            raise TypeError(f"parameter {'/'.join(path)} has no model.Initializer ({initializer!r})")
+        value = initializer.sample(np.random.default_rng([*seed, index]), leaf.shape)
+        params[path] = jnp.asarray(value, leaf.dtype)
+    return traverse_util.unflatten_dict(params)
+
+
+def param_shapes(model: MotionTransformer, text_feature_dim: int | None = None):
+    """The parameters' shapes and dtypes (a pytree of jax.ShapeDtypeStruct), computing nothing."""
+    args, kwargs = _dummy_inputs(model, text_feature_dim)
+    return jax.eval_shape(lambda: model.init({"params": jax.random.key(0)}, *args, **kwargs)["params"])

@@ -1,0 +1,448 @@
+"""MotionTransformer: shapes, zero init, masking, float64 numpy references of its blocks, sizes, precision."""
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from motion_ddpm_jax import model as model_lib
+from motion_ddpm_jax.config import base_config
+
+B, T, L, D = 3, 12, 8, 7
+SMALL = dict(
+    input_feats=D,
+    max_motion_length=16,
+    latent_dim=32,
+    num_layers=2,
+    ff_size=64,
+    num_heads=4,
+    text_vocab_size=50,
+    text_max_length=L,
+    text_latent_dim=16,
+    text_num_layers=1,
+    text_num_heads=4,
+    text_ff_size=32,
+)
+KINDS = ("efficient", "softmax")
+
+
+def small_model(**overrides) -> model_lib.MotionTransformer:
+    return model_lib.MotionTransformer(**{**SMALL, **overrides})
+
+
+def make_batch(seed=0):
+    """Noisy motion, steps, tokens with prefix text masks (lengths 8, 5, 2) and a random frame mask."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((B, T, D)).astype(np.float32)
+    t = np.array([0, 17, 999], np.int32)
+    tokens = rng.integers(1, SMALL["text_vocab_size"], (B, L)).astype(np.int32)
+    text_mask = np.arange(L)[None] < np.array([L, 5, 2])[:, None]
+    tokens[~text_mask] = 0
+    mask = rng.random((B, T)) < 0.6
+    mask[:, 0] = True
+    mask[0] = True
+    return x, t, tokens, text_mask, mask
+
+
+@functools.cache
+def forward(model):
+    return jax.jit(lambda params, *inputs: model.apply({"params": params}, *inputs))
+
+
+@functools.cache
+def params_of(model, perturb=True):
+    """init_params, with every leaf moved by N(0, 0.1^2) when `perturb` (so no block is zero)."""
+    params = model_lib.init_params(model, jax.random.key(0))
+    if not perturb:
+        return params
+    rng = np.random.default_rng(1)
+    return jax.tree.map(lambda a: a + 0.1 * rng.standard_normal(a.shape).astype(np.float32), params)
+
+
+# ---------------------------------------------------------------- float64 numpy references
+
+
+def ref_softmax(z, axis):
+    z = z - z.max(axis=axis, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def ref_efficient_attention(q, k, v, key_mask, num_heads):
+    """Head by head, batch by batch: softmax(q) over features, softmax(k) over positions, k^T v."""
+    q, k, v = (np.asarray(a, np.float64) for a in (q, k, v))
+    batch, frames, width = q.shape
+    size = width // num_heads
+    out = np.zeros((batch, frames, width))
+    for b in range(batch):
+        valid = np.asarray(key_mask[b])
+        for h in range(num_heads):
+            cols = slice(h * size, (h + 1) * size)
+            qh = ref_softmax(q[b, :, cols], axis=-1)
+            kh = ref_softmax(np.where(valid[:, None], k[b, :, cols], -1e6), axis=0)
+            vh = v[b, :, cols] * valid[:, None]
+            out[b, :, cols] = qh @ (kh.T @ vh)
+    return out
+
+
+def ref_softmax_attention(q, k, v, key_mask, num_heads):
+    """Scaled dot-product attention over the valid keys; a row with none attends to nothing (0)."""
+    q, k, v = (np.asarray(a, np.float64) for a in (q, k, v))
+    batch, frames, width = q.shape
+    size = width // num_heads
+    out = np.zeros((batch, frames, width))
+    for b in range(batch):
+        valid = np.asarray(key_mask[b])
+        for h in range(num_heads if valid.any() else 0):
+            cols = slice(h * size, (h + 1) * size)
+            logits = q[b, :, cols] @ k[b, :, cols].T / math.sqrt(size)
+            weights = ref_softmax(np.where(valid[None, :], logits, -np.inf), axis=-1)
+            out[b, :, cols] = weights @ v[b, :, cols]
+    return out
+
+
+def ref_dense(p, x):
+    return x @ np.asarray(p["kernel"], np.float64) + np.asarray(p["bias"], np.float64)
+
+
+def ref_layer_norm(p, x, eps=1e-5):
+    x = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + eps)
+    return x * np.asarray(p["scale"], np.float64) + np.asarray(p["bias"], np.float64)
+
+
+def ref_silu(x):
+    return x / (1 + np.exp(-x))
+
+
+def ref_gelu(x):
+    return 0.5 * x * (1 + np.vectorize(math.erf)(x / math.sqrt(2)))
+
+
+def ref_stylization(p, h, emb):
+    scale, shift = np.split(ref_dense(p["emb"], ref_silu(emb))[:, None, :], 2, axis=-1)
+    return ref_dense(p["out"], ref_silu(ref_layer_norm(p["norm"], h) * (1 + scale) + shift))
+
+
+def ref_block(kind, p, h, emb, mask, text, text_mask, num_heads):
+    if kind == "ffn":
+        return h + ref_stylization(
+            p["style"], ref_dense(p["linear2"], ref_gelu(ref_dense(p["linear1"], h))), emb
+        )
+    x, text = ref_layer_norm(p["norm"], h), np.asarray(text, np.float64)
+    source, source_mask = (x, mask) if kind == "self" else (ref_layer_norm(p["text_norm"], text), text_mask)
+    y = ref_efficient_attention(
+        ref_dense(p["query"], x),
+        ref_dense(p["key"], source),
+        ref_dense(p["value"], source),
+        source_mask,
+        num_heads,
+    )
+    return h + ref_stylization(p["style"], y, emb)
+
+
+# ---------------------------------------------------------------- the network
+
+
+def test_output_is_float32_and_exactly_zero_at_init():
+    model = small_model()
+    out = forward(model)(params_of(model, perturb=False), *make_batch())
+    assert out.shape == (B, T, D) and out.dtype == jnp.float32
+    np.testing.assert_array_equal(np.asarray(out), 0.0)
+
+
+def test_perturbed_output_is_nonzero_and_finite():
+    model = small_model()
+    out = np.asarray(forward(model)(params_of(model), *make_batch()))
+    assert np.all(np.isfinite(out)) and np.all(np.abs(out).max(axis=-1) > 1e-3)
+
+
+@pytest.mark.parametrize("attention", KINDS)
+def test_padded_frames_do_not_change_the_output_at_valid_frames(attention):
+    model = small_model(attention=attention)
+    x, t, tokens, text_mask, mask = make_batch()
+    changed = np.where(mask[..., None], x, 100.0 * np.random.default_rng(5).standard_normal(x.shape))
+    before = np.asarray(forward(model)(params_of(model), x, t, tokens, text_mask, mask))
+    after = np.asarray(
+        forward(model)(params_of(model), changed.astype(np.float32), t, tokens, text_mask, mask)
+    )
+    np.testing.assert_allclose(after[mask], before[mask], rtol=1e-6, atol=1e-6)
+    assert not np.allclose(after[~mask], before[~mask])  # the padded frames themselves did change
+
+
+@pytest.mark.parametrize("attention", KINDS)
+def test_padded_tokens_do_not_change_the_output(attention):
+    model = small_model(attention=attention)
+    x, t, tokens, text_mask, mask = make_batch()
+    changed = np.where(text_mask, tokens, 49).astype(np.int32)
+    before = forward(model)(params_of(model), x, t, tokens, text_mask, mask)
+    after = forward(model)(params_of(model), x, t, changed, text_mask, mask)
+    np.testing.assert_array_equal(np.asarray(after), np.asarray(before))
+
+
+def test_the_pooled_text_feature_is_the_last_valid_token():
+    """No text layers (per-token features) and no cross-attention values: only the pooled token remains."""
+    model = small_model(text_num_layers=0)
+    params = jax.tree.map(lambda a: a, params_of(model))
+    for i in range(model.num_layers):
+        value = params[f"layers_{i}"]["cross_attention"]["value"]
+        value.update(kernel=jnp.zeros_like(value["kernel"]), bias=jnp.zeros_like(value["bias"]))
+    x, t, tokens, text_mask, mask = make_batch()
+    run = functools.partial(forward(model), params, x, t)
+    before = np.asarray(run(tokens, text_mask, mask))
+    last = text_mask.sum(1) - 1
+    for position in range(L):
+        changed = tokens.copy()
+        changed[:, position] = (changed[:, position] + 1) % SMALL["text_vocab_size"]
+        after = np.asarray(run(changed, text_mask, mask))
+        for b in range(B):
+            differs = not np.allclose(after[b], before[b], rtol=0, atol=1e-6)
+            assert differs == (position == last[b]), (b, position)
+
+
+def test_text_features_replace_the_token_embedding():
+    model = small_model(num_layers=1, text_num_layers=0)
+    params = params_of(model, perturb=False)
+    feature_params = model_lib.init_params(model, jax.random.key(0), text_feature_dim=12)
+    assert "token_embedding" in params["text_encoder"] and "feature_proj" not in params["text_encoder"]
+    assert set(feature_params["text_encoder"]) == set(params["text_encoder"]) - {
+        "token_embedding",
+        "positions",
+    } | {"feature_proj"}
+    assert feature_params["text_encoder"]["feature_proj"]["kernel"].shape == (12, SMALL["text_latent_dim"])
+    x, t, _, text_mask, mask = make_batch()
+    features = np.random.default_rng(3).standard_normal((B, L, 12)).astype(np.float32)
+    run = jax.jit(lambda p, f: model.apply({"params": p}, x, t, None, text_mask, mask, text_features=f))
+    np.testing.assert_array_equal(np.asarray(run(feature_params, features)), 0.0)
+    moved = jax.tree.map(lambda a: a + 0.1, feature_params)
+    out = np.asarray(run(moved, features))
+    assert out.shape == (B, T, D) and np.all(np.isfinite(out)) and np.abs(out).max() > 1e-3
+    padded = np.where(text_mask[..., None], features, 7.0).astype(np.float32)
+    np.testing.assert_array_equal(np.asarray(run(moved, padded)), out)
+    with pytest.raises(ValueError, match="exactly one of tokens"):
+        model.apply({"params": moved}, x, t, make_batch()[2], text_mask, mask, text_features=features)
+
+
+def test_inputs_longer_than_the_tables_are_rejected():
+    model = small_model()
+    x, t, tokens, text_mask, mask = make_batch()
+    long_x = np.zeros((B, SMALL["max_motion_length"] + 1, D), np.float32)
+    with pytest.raises(ValueError, match="max_motion_length=16"):
+        model.apply(
+            {"params": params_of(model)}, long_x, t, tokens, text_mask, np.ones(long_x.shape[:2], bool)
+        )
+    with pytest.raises(ValueError, match=r"x must be \[B, T, 7\]"):
+        model.apply({"params": params_of(model)}, x[..., :5], t, tokens, text_mask, mask)
+
+
+# ---------------------------------------------------------------- blocks against float64 numpy
+
+
+def test_timestep_embedding_is_cos_then_sin():
+    t = np.array([0, 1, 17, 999])
+    dim = 10
+    freqs = np.exp(-np.log(10000.0) * np.arange(5) / 5)
+    expected = np.concatenate([np.cos(t[:, None] * freqs), np.sin(t[:, None] * freqs)], axis=1)
+    np.testing.assert_allclose(np.asarray(model_lib.timestep_embedding(t, dim)), expected, atol=2e-4)
+    odd = np.asarray(model_lib.timestep_embedding(t, 11))
+    np.testing.assert_allclose(odd[:, :10], expected, atol=2e-4)
+    np.testing.assert_array_equal(odd[:, 10], 0.0)
+
+
+@pytest.mark.parametrize("attention", KINDS)
+def test_attention_matches_a_float64_reference(attention):
+    rng = np.random.default_rng(0)
+    q = rng.standard_normal((3, 5, 12)).astype(np.float32)
+    k, v = (3 * rng.standard_normal((3, 7, 12)).astype(np.float32) for _ in range(2))
+    key_mask = np.array([[1, 1, 0, 1, 0, 0, 1], [1, 1, 1, 1, 1, 1, 1], [0, 0, 0, 0, 0, 0, 0]], bool)
+    function = {"efficient": model_lib.efficient_attention, "softmax": model_lib.softmax_attention}[attention]
+    reference = {"efficient": ref_efficient_attention, "softmax": ref_softmax_attention}[attention]
+    out = function(jnp.asarray(q), jnp.asarray(k), jnp.asarray(v), jnp.asarray(key_mask), 3)
+    np.testing.assert_allclose(np.asarray(out), reference(q, k, v, key_mask, 3), rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(out[2]), 0.0)  # no valid key: attends to nothing
+
+
+@pytest.mark.parametrize("block", ["self", "cross", "ffn"])
+def test_one_layer_block_matches_a_float64_reference(block):
+    """Each sub-block of a DecoderLayer, run alone with the perturbed parameters of layer 0."""
+    model = small_model()
+    layer = params_of(model)["layers_0"]
+    rng = np.random.default_rng(2)
+    h = rng.standard_normal((B, T, SMALL["latent_dim"])).astype(np.float32)
+    emb = rng.standard_normal((B, 4 * SMALL["latent_dim"])).astype(np.float32)
+    text = rng.standard_normal((B, L, SMALL["text_latent_dim"])).astype(np.float32)
+    _, _, _, text_mask, mask = make_batch()
+    common = dict(dropout=0.0, deterministic=True, dtype=jnp.float32)
+    if block == "ffn":
+        module = model_lib.FeedForward(SMALL["latent_dim"], SMALL["ff_size"], **common)
+        params, args = layer["ffn"], (h, emb)
+    else:
+        module = model_lib.TemporalAttention(SMALL["latent_dim"], SMALL["num_heads"], "efficient", **common)
+        params = layer["self_attention" if block == "self" else "cross_attention"]
+        args = (h, emb, mask) if block == "self" else (h, emb, mask, text, text_mask)
+    out = module.apply({"params": params}, *args)
+    expected = ref_block(block, params, *(a.astype(np.float64) for a in (h, emb)), mask, text, text_mask, 4)
+    np.testing.assert_allclose(np.asarray(out), expected, rtol=1e-4, atol=1e-4)
+
+
+# ---------------------------------------------------------------- size, init, precision, gradients
+
+
+def analytic_parameter_count(
+    D, latent, layers, ff, vocab, text_width, text_layers, text_ff, text_length, frames, text_feature_dim=None
+):
+    """Counted from the architecture: Dense = in*out + out, LayerNorm = 2*width."""
+    dense = lambda i, o: i * o + o  # noqa: E731
+    E = 4 * latent
+    time = dense(latent, E) + dense(E, E)
+    if text_feature_dim is None:
+        text_input = vocab * text_width + text_length * text_width
+    else:
+        text_input = dense(text_feature_dim, text_width)
+    text_layer = 4 * dense(text_width, text_width) + dense(text_width, text_ff) + dense(text_ff, text_width)
+    text = (
+        text_input + text_layers * (text_layer + 2 * 2 * text_width) + 2 * text_width + dense(text_width, E)
+    )
+    style = dense(E, 2 * latent) + 2 * latent + dense(latent, latent)
+    self_attention = 2 * latent + 3 * dense(latent, latent) + style
+    cross_attention = (
+        2 * latent + 2 * text_width + dense(latent, latent) + 2 * dense(text_width, latent) + style
+    )
+    ffn = dense(latent, ff) + dense(ff, latent) + style
+    motion = dense(D, latent) + frames * latent + layers * (self_attention + cross_attention + ffn)
+    return time + text + motion + dense(latent, D)
+
+
+def test_parameter_count_at_the_motiondiffuse_size():
+    sizes = dict(latent=512, layers=8, ff=1024, text_width=256, text_layers=4, text_ff=2048, text_length=77)
+    model = model_lib.MotionTransformer(
+        input_feats=263, max_motion_length=196, text_vocab_size=49408, text_max_length=77
+    )
+    count = lambda tree: sum(leaf.size for leaf in jax.tree.leaves(tree))  # noqa: E731
+    tokens = count(model_lib.param_shapes(model))
+    clip = count(model_lib.param_shapes(model, text_feature_dim=512))
+    print(f"\nMotionTransformer, HumanML3D size: {tokens:,} parameters with a 49408-token embedding; "
+          f"{clip:,} with 512-wide CLIP features (MotionDiffuse: 87.2M)")  # fmt: skip
+    assert tokens == analytic_parameter_count(263, vocab=49408, frames=196, **sizes)
+    assert clip == analytic_parameter_count(263, vocab=0, frames=196, text_feature_dim=512, **sizes)
+    assert round(clip / 1e6, 1) == 87.2
+
+
+def test_init_params_builds_every_parameter_from_its_initializer():
+    model = small_model(remat=True)
+    params = model_lib.init_params(model, jax.random.key(0))
+    shapes = model_lib.param_shapes(model)
+    assert jax.tree.structure(params) == jax.tree.structure(shapes)
+    for value, shape in zip(jax.tree.leaves(params), jax.tree.leaves(shapes), strict=True):
+        assert value.shape == shape.shape and value.dtype == shape.dtype == jnp.float32
+    layer = params["layers_1"]
+    np.testing.assert_array_equal(np.asarray(layer["ffn"]["linear2"]["kernel"]), 0.0)  # zero-initialised
+    np.testing.assert_array_equal(np.asarray(layer["ffn"]["style"]["norm"]["scale"]), 1.0)
+    bound = 1 / math.sqrt(SMALL["latent_dim"])
+    query = np.asarray(layer["self_attention"]["query"]["kernel"])
+    assert np.abs(query).max() <= bound and query.std() > 0.8 * bound / math.sqrt(3)
+    positions = np.asarray(params["motion_positions"]["embedding"])
+    assert 0.8 < positions.std() < 1.2  # N(0, 1), as MotionDiffuse's sequence embedding
+    again = model_lib.init_params(model, jax.random.key(0))
+    other = model_lib.init_params(model, jax.random.key(1))
+    kernel = lambda p, i: np.asarray(p[f"layers_{i}"]["self_attention"]["query"]["kernel"])  # noqa: E731
+    np.testing.assert_array_equal(kernel(again, 0), kernel(params, 0))
+    assert not np.array_equal(kernel(other, 0), kernel(params, 0))
+    assert not np.array_equal(kernel(params, 1), kernel(params, 0))
+
+
+@pytest.mark.parametrize("kind, std", [("fan_in_uniform", 1 / math.sqrt(3 * 256)), ("normal", 0.02)])
+def test_host_and_jax_initializers_draw_the_same_distribution(kind, std):
+    initializer = model_lib.Initializer(kind, std=0.02)
+    host = initializer.sample(np.random.default_rng(0), (256, 512))
+    device = np.asarray(initializer(jax.random.key(0), (256, 512)))
+    for sample in (host, device):
+        assert sample.dtype == np.float32
+        assert abs(sample.mean()) < 0.01 * std and abs(sample.std() / std - 1) < 0.01
+    if kind == "fan_in_uniform":
+        assert np.abs(host).max() <= 1 / 16 and np.abs(device).max() <= 1 / 16
+
+
+def test_bfloat16_compute_keeps_float32_parameters_and_output():
+    model = small_model(text_num_layers=0)
+    bf16 = small_model(text_num_layers=0, dtype=jnp.bfloat16)
+    params = params_of(model)
+    assert {leaf.dtype for leaf in jax.tree.leaves(model_lib.param_shapes(bf16))} == {jnp.dtype(jnp.float32)}
+    reference = np.asarray(forward(model)(params, *make_batch()))
+    out = forward(bf16)(params, *make_batch())
+    assert out.dtype == jnp.float32 and np.all(np.isfinite(np.asarray(out)))
+    error = np.abs(np.asarray(out) - reference).max()
+    assert 0 < error < 0.05 * np.abs(reference).max(), (error, np.abs(reference).max())
+
+
+@pytest.mark.parametrize("attention, text_layers", [("efficient", 1), ("softmax", 0)])
+def test_gradients_are_finite(attention, text_layers):
+    """One motion layer; the text encoder (the same for both kinds) is differentiated once."""
+    model = small_model(attention=attention, num_layers=1, text_num_layers=text_layers)
+    batch = make_batch()
+
+    def loss(params):
+        out = model.apply({"params": params}, *batch)
+        return jnp.mean(jnp.where(batch[-1][..., None], out, 0.0) ** 2)
+
+    grads = jax.tree.map(np.asarray, jax.jit(jax.grad(loss))(params_of(model)))
+    assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
+    assert all(np.any(g != 0) for g in jax.tree.leaves(grads["layers_0"]))
+    text_grad = grads["text_encoder"]["token_embedding"]["embedding"]
+    np.testing.assert_array_equal(text_grad[0], 0.0)  # the padding id is only at padded positions
+
+
+def test_dropout_draws_from_the_dropout_rng():
+    model = small_model(dropout=0.5, num_layers=1, text_num_layers=0)
+    params, batch = params_of(model), make_batch()
+    run = jax.jit(
+        lambda key: model.apply({"params": params}, *batch, deterministic=False, rngs={"dropout": key})
+    )
+    first, second = np.asarray(run(jax.random.key(0))), np.asarray(run(jax.random.key(1)))
+    assert np.all(np.isfinite(first)) and not np.allclose(first, second)
+    np.testing.assert_array_equal(np.asarray(run(jax.random.key(0))), first)
+
+
+# ---------------------------------------------------------------- model_from_config
+
+
+def small_config(**model_fields):
+    config = base_config()
+    config.data.max_motion_length = 16
+    config.model.update(
+        {k: v for k, v in SMALL.items() if k not in ("input_feats", "max_motion_length", "text_vocab_size")}
+    )
+    config.model.update(model_fields)
+    return config
+
+
+def test_model_from_config_resolves_auto_to_float32_on_cpu():
+    model = model_lib.model_from_config(small_config(), input_feats=D, text_vocab_size=50)
+    assert model == small_model()  # float32, efficient attention, sizes from the config
+    assert model_lib.model_from_config(small_config(compute_dtype="bfloat16"), input_feats=D,
+                                       text_vocab_size=50).dtype == jnp.bfloat16  # fmt: skip
+    fixed = small_config(input_feats=D, text_vocab_size=50)
+    assert model_lib.model_from_config(fixed) == small_model()
+
+
+@pytest.mark.parametrize(
+    "fields, kwargs, message",
+    [
+        (dict(attention="linear"), {}, r"model.attention must be one of \('efficient', 'softmax'\)"),
+        (
+            dict(compute_dtype="fp16"),
+            {},
+            r"model.compute_dtype must be one of \('auto', 'bfloat16', 'float32'\)",
+        ),
+        (dict(num_heads=5), {}, "model.latent_dim=32 must be divisible by model.num_heads=5"),
+        (dict(), dict(input_feats=None), r"model.input_feats is 0 \(taken from the data\)"),
+        (dict(input_feats=9), {}, "model.input_feats=9 in the config, but the data gives 7"),
+    ],
+)
+def test_model_from_config_rejects_bad_fields(fields, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        model_lib.model_from_config(
+            small_config(**fields), **{"input_feats": D, "text_vocab_size": 50, **kwargs}
+        )

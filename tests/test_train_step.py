@@ -1,0 +1,177 @@
+"""The train step: 4 devices equal 1, a tiny model overfits, bf16 keeps fp32 state; training via launch.py."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from motion_ddpm_jax import diffusion, train
+from motion_ddpm_jax import model as model_lib
+from motion_ddpm_jax.config import base_config
+
+ROOT = Path(__file__).resolve().parents[1]
+D, T, L, VOCAB = 6, 10, 5, 40
+
+
+def tiny_config(**sections):
+    config = base_config()
+    config.data.max_motion_length = T
+    config.model.update(
+        dict(latent_dim=16, num_layers=1, ff_size=32, num_heads=2, text_max_length=L, text_latent_dim=8)
+    )
+    config.model.update(dict(text_num_layers=1, text_num_heads=2, text_ff_size=16))
+    config.diffusion.steps = 50
+    config.loss.use_geometric_loss = False
+    config.optim.warmup_steps = 2
+    for section, values in sections.items():
+        config[section].update(values)
+    return config
+
+
+def random_batch(seed, batch):
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(3, T + 1, batch)
+    mask = np.arange(T)[None] < lengths[:, None]
+    text_lengths = rng.integers(2, L + 1, batch)
+    return {
+        "motion": (rng.normal(size=(batch, T, D)) * mask[..., None]).astype(np.float32),
+        "mask": mask,
+        "tokens": rng.integers(5, VOCAB, (batch, L)).astype(np.int32),
+        "text_mask": np.arange(L)[None] < text_lengths[:, None],
+    }
+
+
+def build(config, total=100, axis_name="batch"):
+    model = model_lib.model_from_config(config, input_feats=D, text_vocab_size=VOCAB)
+    lr = train.learning_rate_schedule(config.optim, total, train.warmup_steps(config.optim, 10))
+    optimizer, ema = train.make_optimizer(config.optim, lr), train.make_ema(config.optim)
+    state = train.create_train_state(model_lib.init_params(model, jax.random.key(0)), optimizer, ema, seed=1)
+    schedule = diffusion.make_schedule(config.diffusion.schedule, config.diffusion.steps)
+    empty = (np.array([1, 2, 0, 0, 0], np.int32), np.array([True, True, False, False, False]))
+    step = train.make_train_step(model, config, schedule, lr, optimizer, ema, empty, axis_name=axis_name)
+    return state, step
+
+
+def test_pmap_on_four_devices_equals_one_device_on_the_same_global_batch(tmp_path):
+    """Runs in a subprocess: the fake device count must be set before jax starts."""
+    script = textwrap.dedent(
+        f"""
+        import os, sys
+        os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+        os.environ["JAX_PLATFORMS"] = "cpu"
+        sys.path.insert(0, {str(ROOT / "tests")!r})
+        import jax, numpy as np
+        from test_train_step import build, random_batch, tiny_config
+        from motion_ddpm_jax import train
+        assert jax.local_device_count() == 4
+        config = tiny_config(model=dict(cond_drop_prob=0.3))
+        state, step = build(config)
+        results = {{}}
+        for devices in (1, 4):
+            p_step = jax.pmap(step, axis_name="batch", devices=jax.local_devices()[:devices])
+            s, rng = train.replicate(state, devices), train.replicate(state.rng, devices)
+            for k in range(3):
+                batch = random_batch(k, 8)
+                batch = {{key: v.reshape(devices, 8 // devices, *v.shape[1:]) for key, v in batch.items()}}
+                s, metrics = p_step(s, batch, rng)
+            results[devices] = (jax.tree.map(lambda x: np.asarray(x[0]), s.params), float(metrics["loss"][0]))
+        (one, loss1), (four, loss4) = results[1], results[4]
+        np.testing.assert_allclose(loss4, loss1, rtol=1e-5)
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), four, one)
+        pairs = zip(jax.tree.leaves(one), jax.tree.leaves(state.params))
+        moved = max(float(np.abs(a - b).max()) for a, b in pairs)
+        assert moved > 1e-4, moved
+        print("OK", loss1, loss4)
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=600, cwd=ROOT
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    assert "OK" in result.stdout
+
+
+def test_a_tiny_model_overfits_one_batch():
+    config = tiny_config(
+        diffusion=dict(prediction="x0"),
+        loss=dict(use_velocity_loss=False, use_acceleration_loss=False),
+        optim=dict(lr=3e-3, ema_decay=0.9),
+        model=dict(cond_drop_prob=0.0, latent_dim=32, ff_size=64),
+    )
+    state, raw_step = build(config, total=400, axis_name=None)
+    jit_step = jax.jit(lambda s, b, r: raw_step(s, b, r))
+    batch = random_batch(0, 4)
+    losses = []
+    for _ in range(400):
+        state, metrics = jit_step(state, batch, state.rng)
+        losses.append(float(metrics["loss"]))
+    first, last = np.mean(losses[:10]), np.mean(losses[-10:])
+    assert last < first / 10, (first, last)
+
+
+def test_bfloat16_compute_keeps_float32_state_and_loss():
+    config = tiny_config(model=dict(compute_dtype="bfloat16"), loss=dict(use_velocity_loss=True))
+    state, raw_step = build(config, axis_name=None)
+    state, metrics = jax.jit(lambda s, b, r: raw_step(s, b, r))(state, random_batch(1, 4), state.rng)
+    for leaf in jax.tree.leaves((state.params, state.opt_state, state.ema_state)):
+        if jnp.issubdtype(leaf.dtype, jnp.floating):
+            assert leaf.dtype == jnp.float32
+    for name, value in metrics.items():
+        assert value.dtype == jnp.float32 and np.isfinite(float(value)), name
+
+
+def test_metrics_report_the_schedule_and_a_skipped_step():
+    config = tiny_config()
+    state, raw_step = build(config, total=100, axis_name=None)
+    jit_step = jax.jit(lambda s, b, r: raw_step(s, b, r))
+    batch = random_batch(2, 4)
+    state, metrics = jit_step(state, batch, state.rng)
+    assert float(metrics["lr"]) == pytest.approx(1e-5) and float(metrics["skipped"]) == 0.0
+    bad = dict(batch, motion=np.where(batch["mask"][..., None], np.nan, batch["motion"]).astype(np.float32))
+    after, metrics = jit_step(state, bad, state.rng)
+    assert float(metrics["skipped"]) == 1.0 and float(metrics["nonfinite_total"]) == 1.0
+    jax.tree.map(np.testing.assert_array_equal, after.params, state.params)
+
+
+@pytest.mark.skipif(os.environ.get("MOTION_DDPM_SKIP_SLOW") == "1", reason="slow end-to-end run")
+def test_demo_trains_through_launch_writes_a_checkpoint_and_resumes(tmp_path):
+    def launch(steps):
+        args = [
+            sys.executable, "launch.py", "--config", "configs/demo.py", "--workdir", str(tmp_path / "run"),
+            f"--config.data.raw_root={tmp_path / 'raw'}", f"--config.data.root={tmp_path / 'prepared'}",
+            f"--config.train.num_steps={steps}", "--config.train.log_every=2",
+            "--config.train.save_every_steps=2",
+            "--config.model.latent_dim=32", "--config.model.num_layers=1", "--config.model.ff_size=64",
+        ]  # fmt: skip
+        return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=900)
+
+    first = launch(4)
+    assert first.returncode == 0, first.stderr[-4000:]
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [2, 4]
+    assert all(np.isfinite(r["loss"]) and r["lr"] > 0 for r in rows)
+    assert sorted(int(p.name) for p in (tmp_path / "run" / "checkpoints").iterdir() if p.name.isdigit()) == [
+        2,
+        4,
+    ]
+
+    second = launch(6)
+    assert second.returncode == 0, second.stderr[-4000:]
+    assert "resumed from" in second.stdout + second.stderr
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [2, 4, 6]
+
+    changed = subprocess.run(
+        [sys.executable, "launch.py", "--config", "configs/demo.py", "--workdir", str(tmp_path / "run"),
+         f"--config.data.root={tmp_path / 'prepared'}", "--config.model.latent_dim=64"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert changed.returncode != 0
+    assert "model.latent_dim" in changed.stderr
