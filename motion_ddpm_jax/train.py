@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import struct
+from tensorboardX import SummaryWriter
 
 from motion_ddpm_jax import checkpoint, diffusion, losses, text
 from motion_ddpm_jax import model as model_lib
@@ -282,16 +283,21 @@ def total_steps(train_config, steps_per_epoch: int) -> int:
 
 
 class MetricsLog:
-    """Appends one JSON object per logged step to <workdir>/metrics.jsonl and prints a progress line."""
+    """Every `log_every` steps: one JSON object per row in <workdir>/metrics.jsonl, TensorBoard scalars in
+    <workdir>/tensorboard, and a progress line on the console. Silent on processes other than 0."""
 
     def __init__(self, workdir: Path, total: int, enabled: bool):
         self.path, self.total, self.enabled = workdir / "metrics.jsonl", total, enabled
+        self.writer = SummaryWriter(str(workdir / "tensorboard")) if enabled else None
 
     def write(self, step: int, values: dict[str, float]) -> None:
         if not self.enabled:
             return
         with self.path.open("a", encoding="utf-8") as f:
             f.write(json.dumps({"step": step, **values}) + "\n")
+        for name, value in values.items():
+            self.writer.add_scalar(name, value, step)
+        self.writer.flush()
         width = len(str(self.total))
         bar = "#" * int(20 * step / max(self.total, 1))
         terms = " ".join(f"{k}={v:.4g}" for k, v in values.items() if k.startswith("loss"))
@@ -301,6 +307,54 @@ class MetricsLog:
             f"{values['steps_per_s']:.2f} steps/s {values['samples_per_s']:.1f} samples/s",
             flush=True,
         )
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def check_resumable(saved: dict[str, Any], config, workdir: Path) -> None:
+    """Refuse to resume a run whose checkpoints came from a config that differs where it matters."""
+    changed = incompatible_fields(saved["config"], config)
+    if changed:
+        raise checkpoint.CheckpointError(
+            f"{workdir} holds checkpoints of a run whose config differs in {', '.join(changed[:8])}; "
+            f"resuming would mix two experiments. Use a new --workdir, or the same config"
+        )
+
+
+def make_geometry(config, dataset) -> losses.Geometry | None:
+    """What the geometric loss needs (statistics, skeleton, representation), or None when it is off."""
+    if not config.loss.use_geometric_loss:
+        return None
+    if dataset.skeleton is None or dataset.representation not in losses.REPRESENTATIONS:
+        raise ValueError(
+            f"loss.use_geometric_loss needs a skeleton and positions/axis_angle data; {dataset.root} is "
+            f"{dataset.representation}. Set --config.loss.use_geometric_loss=False"
+        )
+    return losses.Geometry(
+        mean=jnp.asarray(dataset.mean),
+        std=jnp.asarray(dataset.std),
+        skeleton=dataset.skeleton,
+        representation=dataset.representation,
+    )
+
+
+def run_metadata(config, dataset, tokenizer, steps: int, steps_per_epoch: int) -> dict[str, Any]:
+    """Everything sampling needs besides the parameters: a checkpoint folder alone is enough."""
+    return {
+        "config": config.to_dict(),
+        "total_steps": steps,
+        "steps_per_epoch": steps_per_epoch,
+        "tokenizer": tokenizer.to_dict(),
+        "mean": dataset.mean.tolist(),
+        "std": dataset.std.tolist(),
+        "skeleton": None if dataset.skeleton is None else dataset.skeleton.to_dict(),
+        "dataset": {k: v for k, v in dataset.info.items() if k != "fingerprint"},
+        "representation": dataset.representation,
+        "feature_size": dataset.feature_size,
+        "fps": dataset.fps,
+    }
 
 
 def run(config, workdir: str | os.PathLike, log=print) -> dict[str, Any]:
@@ -316,12 +370,7 @@ def run(config, workdir: str | os.PathLike, log=print) -> dict[str, Any]:
     resume_step = ckpt.latest_step()
     saved = ckpt.restore_metadata(resume_step) if resume_step is not None else None
     if saved is not None:
-        changed = incompatible_fields(saved["config"], config)
-        if changed:
-            raise checkpoint.CheckpointError(
-                f"{workdir} holds checkpoints of a run whose config differs in {', '.join(changed[:8])}; "
-                f"resuming would mix two experiments. Use a new --workdir, or the same config"
-            )
+        check_resumable(saved, config, workdir)
 
     dataset = beat.dataset_from_config(config, log=log)
     split = dataset.split("train")
@@ -371,37 +420,13 @@ def run(config, workdir: str | os.PathLike, log=print) -> dict[str, Any]:
                 f"-rate schedule is recomputed for the new length"
             )
 
-    geometry = None
-    if config.loss.use_geometric_loss:
-        if dataset.skeleton is None or dataset.representation not in losses.REPRESENTATIONS:
-            raise ValueError(
-                f"loss.use_geometric_loss needs a skeleton and positions/axis_angle data; {dataset.root} is "
-                f"{dataset.representation}. Set --config.loss.use_geometric_loss=False"
-            )
-        geometry = losses.Geometry(
-            mean=jnp.asarray(dataset.mean),
-            std=jnp.asarray(dataset.std),
-            skeleton=dataset.skeleton,
-            representation=dataset.representation,
-        )
+    geometry = make_geometry(config, dataset)
     schedule = diffusion.make_schedule(config.diffusion.schedule, config.diffusion.steps)
     empty = tuple(a[0] for a in tokenizer.encode([""], config.model.text_max_length))
     step_fn = make_train_step(model, config, schedule, lr_schedule, optimizer, ema, empty, geometry)
     p_step = jax.pmap(step_fn, axis_name="batch", donate_argnums=(0,))
 
-    metadata = {
-        "config": config.to_dict(),
-        "total_steps": steps,
-        "steps_per_epoch": source.steps_per_epoch,
-        "tokenizer": tokenizer.to_dict(),
-        "mean": dataset.mean.tolist(),
-        "std": dataset.std.tolist(),
-        "skeleton": None if dataset.skeleton is None else dataset.skeleton.to_dict(),
-        "dataset": {k: v for k, v in dataset.info.items() if k != "fingerprint"},
-        "representation": dataset.representation,
-        "feature_size": dataset.feature_size,
-        "fps": dataset.fps,
-    }
+    metadata = run_metadata(config, dataset, tokenizer, steps, source.steps_per_epoch)
 
     def save(step_state):
         host_state = jax.tree.map(lambda x: x[0], step_state)
@@ -451,4 +476,5 @@ def run(config, workdir: str | os.PathLike, log=print) -> dict[str, Any]:
         ):
             save(replicated)
     ckpt.close()
+    metrics_log.close()
     return {"steps": steps, "final_metrics": pending, "workdir": str(workdir)}

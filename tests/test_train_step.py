@@ -157,6 +157,7 @@ def test_demo_trains_through_launch_writes_a_checkpoint_and_resumes(tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [2, 4]
     assert all(np.isfinite(r["loss"]) and r["lr"] > 0 for r in rows)
+    assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents*"))
     assert sorted(int(p.name) for p in (tmp_path / "run" / "checkpoints").iterdir() if p.name.isdigit()) == [
         2,
         4,
