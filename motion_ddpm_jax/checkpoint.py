@@ -28,7 +28,8 @@ class CheckpointError(ValueError):
 
 
 def checkpoint_dir(workdir: str | os.PathLike) -> Path:
-    return Path(workdir) / "checkpoints"
+    """<workdir>/checkpoints as an absolute path (Orbax requires one)."""
+    return Path(workdir).resolve() / "checkpoints"
 
 
 def _host(tree) -> Any:
@@ -112,7 +113,22 @@ class Checkpointer:
                 f"{self.directory}/{step}: does not match this run's model or optimizer ({error}); was it "
                 f"written by another config? Use a new --workdir"
             ) from None
-        return step, {name: restored[name] for name in like}
+        out = {name: restored[name] for name in like}
+        for name, tree in like.items():
+            mismatched = [
+                f"{jax.tree_util.keystr(path)}: saved {np.shape(got)} {np.asarray(got).dtype}, "
+                f"expected {np.shape(want)} {np.asarray(want).dtype}"
+                for (path, want), got in zip(
+                    jax.tree_util.tree_flatten_with_path(tree)[0], jax.tree.leaves(out[name]), strict=True
+                )
+                if np.shape(got) != np.shape(want) or np.asarray(got).dtype != np.asarray(want).dtype
+            ]
+            if mismatched:
+                raise CheckpointError(
+                    f"{self.directory}/{step}: its {name} does not match this run's model or optimizer "
+                    f"({'; '.join(mismatched[:3])}); was it written by another config? Use a new --workdir"
+                )
+        return step, out
 
     def close(self) -> None:
         self.manager.close()

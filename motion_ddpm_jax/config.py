@@ -18,7 +18,11 @@ def base_config() -> ml_collections.ConfigDict:
     config.data.root = ""  # the prepared dataset (a cache written by --mode prepare), or a HumanML3D folder
     config.data.representation = "positions"  # positions | axis_angle | humanml3d
     config.data.fps = 60.0
-    config.data.max_motion_length = 360
+    config.data.max_motion_length = 360  # training window (frames); also the positional table's size
+    config.data.min_motion_length = 1  # clips shorter than this are left out of training
+    config.data.max_clip_length = (
+        0  # HumanML3D layout: clips of this many frames or more are dropped; 0 = keep
+    )
     config.data.min_pause_s = 0.5  # sentence clips are cut at silences at least this long
     config.data.min_clip_s = 0.5  # shorter sentence clips are dropped (and counted)
     config.data.val_fraction = 0.1  # of the recordings

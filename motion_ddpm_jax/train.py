@@ -399,6 +399,7 @@ def run(config, workdir: str | os.PathLike, log=print) -> dict[str, Any]:
         seed=config.seed,
         process_index=jax.process_index(),
         process_count=jax.process_count(),
+        min_motion_length=config.data.min_motion_length,
     )
     steps = total_steps(config.train, source.steps_per_epoch)
     warmup = warmup_steps(config.optim, source.steps_per_epoch)

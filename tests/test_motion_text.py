@@ -137,3 +137,23 @@ def test_humanml3d_malformed_caption_line_names_file_and_line(tmp_path):
     (tmp_path / "texts" / "000001.txt").write_text("fine#tokens#0#0\nbroken#only-two\n")
     with pytest.raises(DatasetError, match=r"000001\.txt:2: expected 'caption#tokens#from#to'"):
         motion_text.open_dataset(tmp_path).split("train")
+
+
+def test_humanml3d_config_reads_the_layout_with_motiondiffuse_length_limits(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    from motion_ddpm_jax.data import beat
+
+    path = Path(__file__).resolve().parents[1] / "configs" / "humanml3d.py"
+    spec = importlib.util.spec_from_file_location("humanml3d_config", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config()
+    config.data.root = str(tmp_path)
+    write_humanml3d(tmp_path, np.random.default_rng(6))
+    dataset = beat.dataset_from_config(config)
+    assert dataset.fps == 20.0 and dataset.feature_size == 263
+    split = dataset.split("train")
+    assert split.ids == ("000001#1-3.5", "000001")  # 30 frames: under 40, dropped
+    assert all(40 <= len(m) < 200 for m in split.motions)

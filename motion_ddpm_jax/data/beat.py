@@ -287,4 +287,9 @@ def dataset_from_config(config, log=print) -> motion_text.MotionTextDataset:
         prepare_from_config(data, log=log)
     elif data.source not in ("synthetic", "beat", "prepared"):
         raise ValueError(f"data.source is {data.source!r}; expected synthetic, beat or prepared")
-    return motion_text.open_dataset(data.root, fps=data.fps)
+    return motion_text.open_dataset(
+        data.root,
+        fps=data.fps,
+        min_length=data.min_motion_length,
+        max_length=data.max_clip_length or None,
+    )
