@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from motion_ddpm_jax import kinematics
+from motion_ddpm_jax.files import save_json_once
 
 _REQUIRED_KEYS = ("names", "parents", "offsets")
 
@@ -241,23 +242,8 @@ class Skeleton:
     def save_json(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
         """Write `to_dict()` as JSON. An existing file holding an equal skeleton is left as is; one holding
         anything else raises FileExistsError unless `overwrite`. Returns the path."""
-        path = Path(path)
-        text = json.dumps(self.to_dict(), indent=1) + "\n"
-        if path.exists() and not overwrite:
-            try:
-                same = Skeleton.load_json(path) == self
-            except (ValueError, OSError):
-                same = False
-            if same:
-                return path
-            raise FileExistsError(
-                f"{path} exists and does not hold this skeleton; pass overwrite=True to replace it"
-            )
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        temporary.write_text(text)
-        os.replace(temporary, path)
-        return path
+        same = lambda p: Skeleton.load_json(p) == self  # noqa: E731
+        return save_json_once(path, self.to_dict(), same, "skeleton", overwrite)
 
     @classmethod
     def load_json(cls, path: str | os.PathLike) -> Skeleton:

@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from motion_ddpm_jax.files import save_json_once
+
 PAD_ID = 0
 BOS_ID = 1
 EOS_ID = 2
@@ -213,22 +215,8 @@ class Tokenizer:
     def save(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
         """Write `to_dict()` as JSON. An existing file holding an equal tokenizer is left as is; one holding
         anything else raises FileExistsError unless `overwrite`. Returns the path."""
-        path = Path(path)
-        if path.exists() and not overwrite:
-            try:
-                same = Tokenizer.load(path) == self
-            except (ValueError, OSError):
-                same = False
-            if same:
-                return path
-            raise FileExistsError(
-                f"{path} exists and does not hold this tokenizer; pass overwrite=True to replace it"
-            )
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        temporary.write_text(json.dumps(self.to_dict(), indent=0) + "\n", encoding="utf-8")
-        os.replace(temporary, path)
-        return path
+        same = lambda p: Tokenizer.load(p) == self  # noqa: E731
+        return save_json_once(path, self.to_dict(), same, "tokenizer", overwrite)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Tokenizer:

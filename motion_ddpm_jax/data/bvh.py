@@ -37,7 +37,7 @@ import jax
 import numpy as np
 
 from motion_ddpm_jax import kinematics
-from motion_ddpm_jax.data.files import write_text_file
+from motion_ddpm_jax.files import write_text_file
 from motion_ddpm_jax.skeleton import Skeleton
 
 END_SITE_SUFFIX = "_Nub"

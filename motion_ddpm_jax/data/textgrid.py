@@ -21,7 +21,7 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
-from motion_ddpm_jax.data.files import write_text_file
+from motion_ddpm_jax.files import write_text_file
 
 OVERLAP_TOLERANCE_S = 1e-6
 _TIER_CLASSES = ("IntervalTier", "TextTier")

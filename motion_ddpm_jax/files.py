@@ -1,6 +1,10 @@
 """Small file helpers shared by the writers: never overwrite a user's file by accident."""
 
+import json
 import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 
 def write_text_file(path: str | os.PathLike, text: str, overwrite: bool) -> str:
@@ -26,4 +30,29 @@ def write_text_file(path: str | os.PathLike, text: str, overwrite: bool) -> str:
     except BaseException:
         os.remove(path)  # the file we just created, never a user's
         raise
+    return path
+
+
+def save_json_once(
+    path: str | os.PathLike,
+    payload: Any,
+    holds_it: Callable[[Path], bool],
+    what: str,
+    overwrite: bool = False,
+) -> Path:
+    """Write `payload` as JSON to `path` (atomically). An existing file for which `holds_it(path)` is True
+    is left as it is; any other existing file raises FileExistsError unless `overwrite`."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        try:
+            same = holds_it(path)
+        except (ValueError, OSError):
+            same = False
+        if same:
+            return path
+        raise FileExistsError(f"{path} exists and does not hold this {what}; pass overwrite=True to replace")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    temporary.write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
+    os.replace(temporary, path)
     return path
