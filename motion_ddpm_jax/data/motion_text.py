@@ -194,8 +194,8 @@ def _open_humanml3d(root: Path, fps, min_length, max_length, std_floor) -> Motio
     mean_path, std_path = root / "Mean.npy", root / "Std.npy"
     if not mean_path.is_file():
         raise DatasetError(f"{mean_path}: HumanML3D layout needs Mean.npy and Std.npy")
-    mean = np.load(mean_path, allow_pickle=False).astype(np.float32)
-    feature_size = int(mean.shape[0])
+    feature_size = int(np.load(mean_path, mmap_mode="r", allow_pickle=False).shape[-1])
+    mean = _load_stats(mean_path, feature_size)
     std = np.maximum(_load_stats(std_path, feature_size), std_floor)
     return MotionTextDataset(
         root=root,
@@ -203,7 +203,7 @@ def _open_humanml3d(root: Path, fps, min_length, max_length, std_floor) -> Motio
         representation="humanml3d",
         fps=20.0 if fps is None else float(fps),
         feature_size=feature_size,
-        mean=_load_stats(mean_path, feature_size),
+        mean=mean,
         std=std.astype(np.float32),
         skeleton=None,
         info={"format": "humanml3d", "feature_size": feature_size},
