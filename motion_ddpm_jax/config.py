@@ -1,6 +1,6 @@
 """The base configuration every file in `configs/` starts from: one ConfigDict, every number in it.
 
-Sections: `data`, `diffusion`, `loss` (later issues add `model`, `optim`, `train`, `sample`). The
+Sections: `data`, `diffusion`, `loss`, `optim`, `model`, `train`, `sample`, `eval`, `distributed`. The
 defaults are the original trainer's (REFERENCE.md): 1000 linear-schedule steps, epsilon prediction,
 velocity 0.1, acceleration 0.05, geometric 0.01.
 """
@@ -86,4 +86,39 @@ def base_config() -> ml_collections.ConfigDict:
     config.train.save_every_epochs = 10
     config.train.max_to_keep = 3
     config.train.max_consecutive_nonfinite = 20  # stop when this many steps in a row had non-finite gradients
+    config.train.sample_every = 0  # every this many steps render a few samples to <workdir>/progress; 0 off
+    config.train.sample_captions = ""  # '|'-separated captions for those; empty = the first few of val
+
+    config.sample = ml_collections.ConfigDict()  # launch.py --mode sample (and the defaults of --mode eval)
+    config.sample.text = ""  # captions separated by '|'
+    config.sample.text_file = ""  # or a file with one caption per line
+    config.sample.num_frames = 60  # per caption, at most data.max_motion_length
+    config.sample.num_samples = 1  # per caption
+    config.sample.sampler = "ddim"  # ddpm (ancestral, all diffusion.steps) | ddim
+    config.sample.steps = 50  # DDIM steps (ddpm always takes diffusion.steps)
+    config.sample.eta = 0.0  # DDIM: 0 deterministic, 1 = DDPM's noise level
+    config.sample.guidance_scale = 1.0  # classifier-free guidance; 1 = off
+    config.sample.use_ema = True  # sample with the EMA parameters (False: the raw ones)
+    config.sample.seed = 0
+    config.sample.checkpoint_step = -1  # -1 = the latest checkpoint
+    config.sample.batch_size = 64  # samples per compiled sampler call (over all local devices)
+    config.sample.output_dir = ""  # default <workdir>/samples
+    config.sample.render = True  # write an animation of the samples (GIF; MP4 too where ffmpeg exists)
+    config.sample.write_bvh = True  # write .bvh files where the representation has rotations
+
+    config.eval = ml_collections.ConfigDict()  # launch.py --mode eval: generated vs real motion
+    config.eval.split = "val"
+    config.eval.num_clips = 256  # real clips (and as many generated) compared; 0 = the whole split
+    config.eval.output = ""  # default <workdir>/eval/metrics_<step>.json
+    config.eval.autoencoder_dir = ""  # the FGD motion autoencoder; default <data.root>/fgd_autoencoder
+    config.eval.autoencoder_steps = 3000  # --mode train_autoencoder
+    config.eval.autoencoder_latent = 32
+
+    config.distributed = ml_collections.ConfigDict()  # several hosts: jax.distributed.initialize
+    config.distributed.enabled = "auto"  # auto (when the environment names a coordinator) | true | false
+    config.distributed.coordinator_address = ""  # host:port of process 0; empty = from the environment
+    config.distributed.num_processes = 0  # 0 = from the environment
+    config.distributed.process_id = -1  # -1 = from the environment
+    config.distributed.local_device_ids = ""  # e.g. "0,1"; empty = all local devices
+    config.distributed.initialization_timeout_s = 300
     return config

@@ -337,13 +337,21 @@ class MotionTransformer(nn.Module):
         mask: jax.Array,
         *,
         text_features: jax.Array | None = None,
+        encoded_text: jax.Array | None = None,
         deterministic: bool = True,
     ) -> jax.Array:
         """x f32 [B, T, D] (noisy, standardized), t i32 [B], tokens i32 [B, L] or None with text_features
         f32 [B, L, F], text_mask bool [B, L] (True on real tokens), mask bool [B, T] (True on real frames)
         -> float32 [B, T, D]. Dropout (training, `deterministic=False`) draws from the 'dropout' rng.
+
+        `encoded_text` [B, L, text_latent_dim]: the text encoder's output for these captions, computed once
+        with `encode_text` (a sampler calls the model hundreds of times with the same captions); then
+        `tokens` and `text_features` are ignored and may be None.
         """
-        self._check_inputs(x, tokens, text_features)
+        if encoded_text is None:
+            self._check_inputs(x, tokens, text_features)
+        else:
+            self._check_inputs(x, jnp.zeros(encoded_text.shape[:2], jnp.int32), None)
         text_mask = jnp.asarray(text_mask, bool)
         mask = jnp.asarray(mask, bool)
         time_width = 4 * self.latent_dim
@@ -352,18 +360,10 @@ class MotionTransformer(nn.Module):
         emb = _dense(time_width, self.dtype, "time_embed_1")(emb)
         emb = _dense(time_width, self.dtype, "time_embed_2")(nn.silu(emb))
 
-        text = TextEncoder(
-            self.text_vocab_size,
-            self.text_max_length,
-            self.text_latent_dim,
-            self.text_num_layers,
-            self.text_num_heads,
-            self.text_ff_size,
-            self.dropout,
-            deterministic,
-            self.dtype,
-            name="text_encoder",
-        )(tokens, text_features, text_mask)
+        if encoded_text is None:
+            text = _text_encoder(self, deterministic, name="text_encoder")(tokens, text_features, text_mask)
+        else:
+            text = encoded_text
         last_token = jnp.maximum(jnp.sum(text_mask, axis=1) - 1, 0)  # the end-of-text token
         pooled = jnp.take_along_axis(text, last_token[:, None, None], axis=1)[:, 0]
         text_emb = _dense(time_width, self.dtype, "text_proj")(pooled)
@@ -400,6 +400,36 @@ class MotionTransformer(nn.Module):
             )
         if tokens is not None and tokens.shape[1] > self.text_max_length:
             raise ValueError(f"{tokens.shape[1]} tokens exceed text_max_length={self.text_max_length}")
+
+
+def _text_encoder(model: MotionTransformer, deterministic: bool, **kwargs) -> TextEncoder:
+    """The model's text encoder (inside `model`'s __call__ pass name=...; outside it, parent=None)."""
+    return TextEncoder(
+        model.text_vocab_size,
+        model.text_max_length,
+        model.text_latent_dim,
+        model.text_num_layers,
+        model.text_num_heads,
+        model.text_ff_size,
+        model.dropout,
+        deterministic,
+        model.dtype,
+        **kwargs,
+    )
+
+
+def encode_text(
+    model: MotionTransformer,
+    params,
+    tokens: jax.Array | None,
+    text_mask: jax.Array,
+    text_features: jax.Array | None = None,
+) -> jax.Array:
+    """The text encoder's output [B, L, text_latent_dim] for `model.apply(..., encoded_text=...)`."""
+    encoder = _text_encoder(model, True, parent=None)
+    return encoder.apply(
+        {"params": params["text_encoder"]}, tokens, text_features, jnp.asarray(text_mask, bool)
+    )
 
 
 def resolve_compute_dtype(name: str) -> Any:

@@ -248,7 +248,7 @@ def make_train_step(
 # ---------------------------------------------------------------- the training loop (I/O lives here)
 
 # Config fields that may change between a run and its resumption (everything else must match).
-RESUMABLE_CHANGES = ("train.", "sample.", "data.root", "data.raw_root")
+RESUMABLE_CHANGES = ("train.", "sample.", "eval.", "distributed.", "data.root", "data.raw_root")
 
 
 def flatten_config(config) -> dict[str, Any]:

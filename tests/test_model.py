@@ -446,3 +446,34 @@ def test_model_from_config_rejects_bad_fields(fields, kwargs, message):
         model_lib.model_from_config(
             small_config(**fields), **{"input_feats": D, "text_vocab_size": 50, **kwargs}
         )
+
+
+def test_encoded_text_path_equals_tokens_path():
+    """A sampler encodes the captions once: the model given encode_text's output equals the token path."""
+    m = model_lib.MotionTransformer(
+        input_feats=6,
+        max_motion_length=8,
+        latent_dim=16,
+        num_layers=1,
+        ff_size=32,
+        num_heads=2,
+        text_vocab_size=20,
+        text_max_length=5,
+        text_latent_dim=8,
+        text_num_layers=1,
+        text_num_heads=2,
+        text_ff_size=16,
+    )
+    params = model_lib.init_params(m, jax.random.key(0))
+    rng = np.random.default_rng(0)
+    params = jax.tree.map(lambda a: a + 0.1 * rng.standard_normal(a.shape).astype(np.float32), params)
+    x = jnp.asarray(rng.standard_normal((2, 8, 6)), jnp.float32)
+    t = jnp.array([1, 5])
+    tokens = jnp.array([[1, 7, 2, 0, 0], [1, 9, 9, 2, 0]])
+    text_mask, mask = tokens > 0, jnp.arange(8)[None] < jnp.array([[8], [5]])
+    direct = m.apply({"params": params}, x, t, tokens, text_mask, mask)
+    encoded = model_lib.encode_text(m, params, tokens, text_mask)
+    assert encoded.shape == (2, 5, 8)
+    hoisted = m.apply({"params": params}, x, t, None, text_mask, mask, encoded_text=encoded)
+    assert float(jnp.abs(direct).max()) > 0.1  # the perturbed zero-init output is not trivially 0
+    np.testing.assert_allclose(np.asarray(hoisted), np.asarray(direct), rtol=1e-6, atol=1e-6)
