@@ -20,10 +20,12 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from motion_ddpm_jax.errors import UserError
+
 ITEMS = ("params", "ema_params", "train_state", "metadata")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A checkpoint folder is missing, empty, incomplete or from an incompatible run."""
 
 
