@@ -1,8 +1,15 @@
 """Entry point: python launch.py --config configs/<name>.py [--config.a.b=value] [--workdir DIR] [--mode M].
 
-Modes: `train` (the default: train, resuming from the workdir's latest checkpoint), `prepare` (raw BEAT
-at data.raw_root -> the prepared dataset cache at data.root), `smoke` (a quick end-to-end check of the
-pure core). The workdir defaults to runs/<config file name>.
+Modes:
+- `train` (the default): train, resuming from the workdir's latest checkpoint;
+- `sample`: generate motion from the workdir's checkpoint (`--config.sample.*`; the model, data statistics
+  and tokenizer come from the checkpoint, so `--config` may be left out);
+- `eval`: metrics of generated vs real motion (`--config.eval.*`, sampler settings from `sample.*`);
+- `train_autoencoder`: train the motion autoencoder that eval's FGD uses, saved beside the dataset;
+- `prepare`: raw BEAT at data.raw_root -> the prepared dataset cache at data.root;
+- `smoke`: a quick end-to-end check of the pure core.
+The workdir defaults to runs/<config file name>. Several hosts join through `jax.distributed` when the
+config (`distributed.*`) or the environment asks for it (see README, "Training on a cluster").
 """
 
 import sys
@@ -11,33 +18,67 @@ from pathlib import Path
 from absl import app, flags
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "A config file (configs/*.py).", lock_config=True)
+_BASE_CONFIG = str(Path(__file__).resolve().parent / "configs" / "base.py")
+MODES = ["train", "sample", "eval", "train_autoencoder", "prepare", "smoke"]
+CHECKPOINT_MODES = ("sample", "eval")  # the config comes from the checkpoint: --config is optional
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", _BASE_CONFIG, "A config file (configs/*.py).", lock_config=True
+)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder (checkpoints, logs); default runs/<config name>.")
-_MODE = flags.DEFINE_enum("mode", "train", ["train", "prepare", "smoke"], "What to do.")
-flags.mark_flags_as_required(["config"])
+_MODE = flags.DEFINE_enum("mode", "train", MODES, "What to do.")
+
+
+def _workdir(config_given: bool) -> str:
+    if _WORKDIR.value:
+        return _WORKDIR.value
+    if not config_given:
+        raise app.UsageError(f"--mode {_MODE.value} needs --workdir (the run folder) or --config")
+    return str(Path("runs") / Path(config_flags.get_config_filename(flags.FLAGS["config"])).stem)
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    mode = _MODE.value
+    config_given = flags.FLAGS["config"].present
+    if not config_given and mode not in CHECKPOINT_MODES:
+        raise app.UsageError(f"--mode {mode} needs --config configs/<name>.py")
     config = _CONFIG.value
-    config_name = Path(config_flags.get_config_filename(flags.FLAGS["config"])).stem
-    workdir = _WORKDIR.value or str(Path("runs") / config_name)
+
+    from motion_ddpm_jax import config as config_lib
+    from motion_ddpm_jax.errors import UserError
+
     try:
-        if _MODE.value == "smoke":
+        config_lib.validate(config)
+        if mode == "smoke":
             from motion_ddpm_jax import smoke
 
             smoke.run(config)
-        elif _MODE.value == "prepare":
+        elif mode == "prepare":
             from motion_ddpm_jax.data import beat
 
             beat.prepare_from_config(config.data)
-        else:
-            from motion_ddpm_jax import train
+        elif mode == "sample":
+            from motion_ddpm_jax import sampling
 
-            train.run(config, workdir)
-    except (ValueError, OSError, FloatingPointError) as error:  # user-facing errors name the file or field
-        sys.exit(f"launch.py --mode {_MODE.value}: {error}")
+            sampling.run(config, _workdir(config_given))
+        elif mode == "eval":
+            from motion_ddpm_jax import evaluate
+
+            evaluate.run(config, _workdir(config_given))
+        elif mode == "train_autoencoder":
+            from motion_ddpm_jax import evaluate
+
+            evaluate.train_autoencoder(config)
+        else:
+            from motion_ddpm_jax import distributed, train
+
+            distributed.initialize(config.distributed)
+            train.run(config, _workdir(config_given))
+    # Errors a user can act on carry a complete message (file, field or flag, and what was expected).
+    except (UserError, OSError, FloatingPointError) as error:
+        sys.exit(f"launch.py --mode {mode}: {error}")
 
 
 if __name__ == "__main__":

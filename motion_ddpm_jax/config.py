@@ -122,3 +122,73 @@ def base_config() -> ml_collections.ConfigDict:
     config.distributed.local_device_ids = ""  # e.g. "0,1"; empty = all local devices
     config.distributed.initialization_timeout_s = 300
     return config
+
+
+# Fields with a fixed set of values, and numeric fields with their lower bounds (inclusive): checked by
+# `validate` before any work starts, so a typo on the command line fails in a second, naming the field.
+CHOICES = {
+    "data.source": ("beat", "synthetic", "prepared"),
+    "data.representation": ("positions", "axis_angle", "humanml3d"),
+    "diffusion.schedule": ("linear", "cosine"),
+    "diffusion.prediction": ("epsilon", "x0", "v"),
+    "loss.aux_weighting": ("auto", "none", "truncated_snr"),
+    "model.attention": ("efficient", "softmax"),
+    "model.compute_dtype": ("auto", "bfloat16", "float32"),
+    "sample.sampler": ("ddpm", "ddim"),
+    "eval.split": ("train", "val", "test"),
+    "distributed.enabled": ("auto", "true", "false"),
+}
+MINIMUM = {
+    "data.fps": 1e-6,
+    "data.max_motion_length": 1,
+    "diffusion.steps": 2,
+    "optim.lr": 0.0,
+    "optim.clip_norm": 1e-12,
+    "optim.ema_decay": 0.0,
+    "optim.ema_every": 1,
+    "model.num_layers": 1,
+    "model.latent_dim": 1,
+    "model.num_heads": 1,
+    "model.text_max_length": 2,
+    "train.batch_size": 1,
+    "train.log_every": 1,
+    "train.max_to_keep": 1,
+    "sample.num_frames": 1,
+    "sample.num_samples": 1,
+    "sample.steps": 1,
+    "sample.eta": 0.0,
+    "sample.guidance_scale": 0.0,
+    "sample.batch_size": 1,
+}
+RANGES = {"model.cond_drop_prob": (0.0, 1.0), "optim.ema_decay": (0.0, 1.0), "sample.eta": (0.0, 1.0)}
+
+
+def _field(config, dotted: str):
+    node = config
+    for part in dotted.split("."):
+        if part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def validate(config) -> None:
+    """Raise errors.UserError naming the first config field whose value is not allowed."""
+    from motion_ddpm_jax.errors import UserError
+
+    for name, allowed in CHOICES.items():
+        value = _field(config, name)
+        if value is not None and value not in allowed:
+            raise UserError(f"config field {name} is {value!r}; expected one of {', '.join(allowed)}")
+    for name, low in MINIMUM.items():
+        value = _field(config, name)
+        if value is not None and not value >= low:
+            raise UserError(f"config field {name} is {value!r}; expected a number >= {low}")
+    for name, (low, high) in RANGES.items():
+        value = _field(config, name)
+        if value is not None and not low <= value <= high:
+            raise UserError(f"config field {name} is {value!r}; expected a number in [{low}, {high}]")
+    model = config.model
+    for heads, width in (("num_heads", "latent_dim"), ("text_num_heads", "text_latent_dim")):
+        if model[width] % model[heads]:
+            raise UserError(f"model.{width}={model[width]} must be divisible by model.{heads}={model[heads]}")

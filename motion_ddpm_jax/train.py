@@ -357,6 +357,20 @@ def run_metadata(config, dataset, tokenizer, steps: int, steps_per_epoch: int) -
     }
 
 
+def _dataset_once_per_run(config, log):
+    """The dataset; in a multi-process run, process 0 prepares a missing cache while the others wait."""
+    if jax.process_count() == 1:
+        return beat.dataset_from_config(config, log=log)
+    from jax.experimental import multihost_utils
+
+    if jax.process_index() == 0:
+        dataset = beat.dataset_from_config(config, log=log)
+        multihost_utils.sync_global_devices("motion_ddpm_jax: dataset ready")
+        return dataset
+    multihost_utils.sync_global_devices("motion_ddpm_jax: dataset ready")
+    return beat.dataset_from_config(config, log=lambda *_: None)
+
+
 def run(config, workdir: str | os.PathLike, log=print) -> dict[str, Any]:
     """Train `config` in `workdir` (resuming from its latest checkpoint); returns a summary.
 
@@ -372,7 +386,7 @@ def run(config, workdir: str | os.PathLike, log=print) -> dict[str, Any]:
     if saved is not None:
         check_resumable(saved, config, workdir)
 
-    dataset = beat.dataset_from_config(config, log=log)
+    dataset = _dataset_once_per_run(config, log)
     split = dataset.split("train")
     if saved is not None:
         tokenizer = text.Tokenizer.from_dict(saved["tokenizer"], source=f"{workdir} checkpoint metadata")

@@ -1,0 +1,130 @@
+"""Joining several processes (hosts) into one run with `jax.distributed.initialize`.
+
+Call `initialize(config.distributed)` before anything touches a jax device. Where the settings come from,
+first found wins, per field:
+- the config: `distributed.coordinator_address`, `num_processes`, `process_id`, `local_device_ids`;
+- the environment: `JAX_COORDINATOR_ADDRESS` (host:port of process 0), `JAX_NUM_PROCESSES`,
+  `JAX_PROCESS_ID`, `JAX_LOCAL_DEVICE_IDS` (e.g. "0,1");
+- a cluster manager that jax detects by itself (SLURM's `srun`, Open MPI's `mpirun`): then nothing needs to
+  be set.
+`distributed.enabled`: `auto` joins when a coordinator address is given or a multi-process SLURM / Open MPI
+launch is detected, and otherwise trains as one process; `true` always joins (an error when no setting says
+how); `false` never does.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from motion_ddpm_jax.errors import UserError
+
+ENABLED_VALUES = ("auto", "true", "false")
+
+
+def _cluster_launch(environ: Mapping[str, str]) -> str | None:
+    """The cluster manager that launched several processes of this run, if any (jax reads its variables)."""
+    try:
+        if int(environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in environ:
+            return "SLURM"
+        if int(environ.get("OMPI_COMM_WORLD_SIZE", "1")) > 1:
+            return "Open MPI"
+    except ValueError:
+        return None
+    return None
+
+
+def _int_setting(configured: int, unset: int, env_name: str, environ) -> int | None:
+    if int(configured) != unset:
+        return int(configured)
+    if env_name in environ:
+        try:
+            return int(environ[env_name])
+        except ValueError:
+            raise UserError(
+                f"environment variable {env_name}={environ[env_name]!r} is not an integer"
+            ) from None
+    return None
+
+
+def initialize_arguments(dist_config, environ: Mapping[str, str] | None = None) -> dict[str, Any] | None:
+    """The keyword arguments for `jax.distributed.initialize`, or None when this run is one process.
+
+    Pure (reads `environ`, default os.environ): raises UserError naming the field or variable when the
+    settings are incomplete or malformed.
+    """
+    environ = os.environ if environ is None else environ
+    enabled = str(dist_config.enabled).lower()
+    if enabled not in ENABLED_VALUES:
+        raise UserError(f"distributed.enabled must be one of {ENABLED_VALUES}, got {dist_config.enabled!r}")
+    if enabled == "false":
+        return None
+    address = str(dist_config.coordinator_address) or environ.get("JAX_COORDINATOR_ADDRESS", "")
+    num_processes = _int_setting(dist_config.num_processes, 0, "JAX_NUM_PROCESSES", environ)
+    process_id = _int_setting(dist_config.process_id, -1, "JAX_PROCESS_ID", environ)
+    device_ids = str(dist_config.local_device_ids) or environ.get("JAX_LOCAL_DEVICE_IDS", "")
+    cluster = _cluster_launch(environ)
+    if enabled == "auto" and not address and cluster is None:
+        return None
+    if cluster is None:
+        missing = [
+            name
+            for name, value in (
+                ("distributed.coordinator_address or JAX_COORDINATOR_ADDRESS", address),
+                ("distributed.num_processes or JAX_NUM_PROCESSES", num_processes),
+                ("distributed.process_id or JAX_PROCESS_ID", process_id),
+            )
+            if value in ("", None)
+        ]
+        if missing:
+            raise UserError(
+                "a multi-process run needs the coordinator's host:port, the number of processes and this "
+                "process's id, and no cluster manager (SLURM, Open MPI) was detected: set "
+                f"{', '.join(missing)}"
+            )
+    if address and ":" not in address:
+        raise UserError(f"the coordinator address {address!r} must be host:port (e.g. 10.0.0.1:1234)")
+    if num_processes is not None and num_processes < 1:
+        raise UserError(f"distributed.num_processes must be >= 1, got {num_processes}")
+    if process_id is not None and num_processes is not None and not 0 <= process_id < num_processes:
+        raise UserError(f"distributed.process_id={process_id} must be in [0, num_processes={num_processes})")
+    arguments: dict[str, Any] = {"initialization_timeout": int(dist_config.initialization_timeout_s)}
+    if address:
+        arguments["coordinator_address"] = address
+    if num_processes is not None:
+        arguments["num_processes"] = num_processes
+    if process_id is not None:
+        arguments["process_id"] = process_id
+    if device_ids:
+        try:
+            arguments["local_device_ids"] = [int(part) for part in device_ids.split(",") if part.strip()]
+        except ValueError:
+            raise UserError(
+                f"distributed.local_device_ids / JAX_LOCAL_DEVICE_IDS must be comma-separated integers, "
+                f"got {device_ids!r}"
+            ) from None
+    return arguments
+
+
+def initialize(dist_config, log=print) -> bool:
+    """Join the run's processes when the settings ask for it (see the module doc); True if it did.
+
+    Call it before any jax computation. Joining twice is harmless.
+    """
+    arguments = initialize_arguments(dist_config)
+    if arguments is None:
+        return False
+    import jax
+
+    if jax.distributed.is_initialized():
+        return True
+    try:
+        jax.distributed.initialize(**arguments)
+    except (RuntimeError, ValueError) as error:
+        raise UserError(f"jax.distributed.initialize({arguments}) failed: {error}") from None
+    log(
+        f"process {jax.process_index()} of {jax.process_count()} joined "
+        f"({jax.local_device_count()} local / {jax.device_count()} global devices)"
+    )
+    return True

@@ -1,0 +1,500 @@
+"""Stick-figure animations (GIF, or MP4 where ffmpeg exists) of joint positions, and training-curve plots.
+
+Everything draws with matplotlib's object-oriented API on an Agg canvas: no screen, no pyplot, no global
+backend switch. Nothing here overwrites a file by accident: an animation never replaces an existing file,
+and a curve plot does so only when asked (`overwrite=True`).
+
+Plot coordinates: matplotlib's 3D axes keep their vertical axis on z, so data whose up axis is y (BEAT) are
+turned by a proper rotation, (x, y, z) -> (x, -z, y); a BEAT character facing +Z then faces the camera.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import textwrap
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from matplotlib.animation import FFMpegWriter, PillowWriter
+from matplotlib.artist import Artist
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.text import Text
+from mpl_toolkits.mplot3d.art3d import Line3D, Poly3DCollection
+from PIL import Image
+
+from motion_ddpm_jax.errors import UserError
+
+UP_AXES = ("x", "y", "z")
+# Rows of the rotation taking data coordinates to plot coordinates (z up); each has determinant +1.
+_TO_PLOT = {
+    "x": np.array([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0]]),
+    "y": np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]]),
+    "z": np.eye(3),
+}
+VIEW_ELEVATION, VIEW_AZIMUTH = 15.0, -70.0  # degrees; the camera sits in front of a BEAT character
+PANEL_INCHES, TITLE_INCHES, CLOCK_INCHES, DPI = 3.0, 0.5, 0.2, 100  # even pixel sizes for MP4
+TITLE_FONT_SIZE, TITLE_MAX_LINES = 9.0, 3
+GROUND_CELLS = 8
+BONE_COLOR, JOINT_COLOR, GROUND_COLOR, GROUND_FILL = "#1f4e8c", "#c0392b", "#9aa5b1", "#eef1f4"
+ANIMATION_SUFFIXES = (".gif", ".mp4")
+
+
+# ------------------------------------------------------------------------------------------ geometry
+def to_plot_coordinates(points: np.ndarray, up_axis: str = "y") -> np.ndarray:
+    """[..., 3] data coordinates -> [..., 3] plot coordinates, whose third axis is `up_axis`."""
+    if up_axis not in _TO_PLOT:
+        raise ValueError(f"up_axis must be one of {UP_AXES}, got {up_axis!r}")
+    return np.asarray(points, dtype=np.float64) @ _TO_PLOT[up_axis].T
+
+
+def scene_bounds(
+    positions: Sequence[np.ndarray], up_axis: str = "y", margin: float = 0.05
+) -> tuple[np.ndarray, np.ndarray]:
+    """The axis limits shared by every panel: a cube in plot coordinates.
+
+    positions: arrays [..., 3] in data coordinates (e.g. [T_i, J, 3] per sample).
+    Returns (lo [3], hi [3]): a cube centred on the bounding box of all points, its side the longest
+    extent times (1 + 2 * margin) (1 when every point coincides), so equal limits give equal aspect.
+    """
+    points = np.concatenate([to_plot_coordinates(p, up_axis).reshape(-1, 3) for p in positions])
+    low, high = points.min(axis=0), points.max(axis=0)
+    extent = float(np.max(high - low))
+    side = extent * (1.0 + 2.0 * margin) if extent > 0 else 1.0
+    centre = (low + high) / 2.0
+    return centre - side / 2.0, centre + side / 2.0
+
+
+def bone_polyline(points: np.ndarray, parents: np.ndarray) -> np.ndarray:
+    """[..., J, 3] joint positions -> [..., 3 * B, 3]: for each bone (joint j with parents[j] >= 0, in joint
+    order) the points child, parent, NaN; the NaN breaks the line between bones, so one line draws all."""
+    children = np.nonzero(parents >= 0)[0]
+    child, parent = points[..., children, :], points[..., parents[children], :]
+    gap = np.full_like(child, np.nan)
+    stacked = np.stack([child, parent, gap], axis=-2)  # [..., B, 3, 3]
+    return stacked.reshape(*points.shape[:-2], 3 * len(children), 3)
+
+
+def wrap_title(text: str, width: int, max_lines: int = TITLE_MAX_LINES) -> str:
+    """`text` wrapped to lines of at most `width` characters, cut to `max_lines` (ending in '...')."""
+    lines = textwrap.wrap(" ".join(str(text).split()), width=width) or [""]
+    if len(lines) > max_lines:
+        lines = lines[:max_lines]
+        lines[-1] = lines[-1][: width - 3].rstrip() + "..."
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------- validation
+def _check_positions(positions) -> list[np.ndarray]:
+    """A list of float64 [T_i, J, 3] arrays (one J for all), or ValueError naming `positions`."""
+    if isinstance(positions, np.ndarray) or hasattr(positions, "__array__"):
+        array = np.asarray(positions)
+        if array.ndim != 4:
+            raise ValueError(
+                f"positions must be a list of [T_i, J, 3] arrays or one [N, T, J, 3] array, got an array of "
+                f"shape {array.shape} (wrap a single [T, J, 3] sample in a list)"
+            )
+        positions = list(array)
+    if not isinstance(positions, Sequence) or len(positions) == 0:
+        raise ValueError(f"positions must be a non-empty list of [T_i, J, 3] arrays, got {positions!r:.100}")
+    checked = []
+    for i, sample in enumerate(positions):
+        array = np.asarray(sample)
+        if array.ndim != 3 or array.shape[-1] != 3 or array.shape[0] == 0 or array.shape[1] == 0:
+            raise ValueError(f"positions[{i}] must have shape [T, J, 3] with T, J >= 1, got {array.shape}")
+        if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
+            raise ValueError(f"positions[{i}] must hold numbers, got dtype {array.dtype}")
+        if checked and array.shape[1] != checked[0].shape[1]:
+            raise ValueError(
+                f"positions[{i}] has {array.shape[1]} joints but positions[0] has {checked[0].shape[1]}; "
+                f"all samples must share one skeleton"
+            )
+        bad = np.argwhere(~np.isfinite(array))
+        if bad.size:
+            t, j, _ = bad[0]
+            raise ValueError(
+                f"positions[{i}] has {len(bad)} non-finite values, the first at frame {t}, joint {j}: "
+                f"{array[t, j].tolist()}"
+            )
+        checked.append(array.astype(np.float64))
+    return checked
+
+
+def _check_parents(parents, num_joints: int) -> np.ndarray:
+    array = np.asarray(parents)
+    if array.shape != (num_joints,) or not np.issubdtype(array.dtype, np.integer):
+        raise ValueError(
+            f"parents must be {num_joints} integers (one per joint of positions, -1 for a root), got "
+            f"{array.dtype} of shape {array.shape}"
+        )
+    bad = np.nonzero((array < -1) | (array >= num_joints) | (array == np.arange(num_joints)))[0]
+    if bad.size:
+        j = int(bad[0])
+        raise ValueError(
+            f"parents[{j}] = {int(array[j])}; expected -1 or another joint index in [0, {num_joints})"
+        )
+    return array.astype(np.int64)
+
+
+def _check_options(fps, titles, num_samples: int, up_axis: str, max_columns) -> list[str]:
+    if isinstance(fps, bool) or not isinstance(fps, int | float) or not math.isfinite(fps) or fps <= 0:
+        raise ValueError(f"fps must be a positive number, got {fps!r}")
+    if up_axis not in UP_AXES:
+        raise ValueError(f"up_axis must be one of {UP_AXES}, got {up_axis!r}")
+    if isinstance(max_columns, bool) or not isinstance(max_columns, int) or max_columns < 1:
+        raise ValueError(f"max_columns must be a positive integer, got {max_columns!r}")
+    if titles is None:
+        return [""] * num_samples
+    if isinstance(titles, str) or len(titles) != num_samples:
+        raise ValueError(
+            f"titles must be a list of {num_samples} strings (one per sample), got {titles!r:.200}"
+        )
+    return [str(title) for title in titles]
+
+
+# ------------------------------------------------------------------------------------------- scene
+@dataclasses.dataclass
+class SkeletonScene:
+    """N stick figures on one figure, one 3D panel each, ready to show any frame.
+
+    samples: plot coordinates, [T_i, J, 3] each; a sample shorter than `num_frames` holds its last frame.
+    Drawing a frame redraws only what moves (bones, joints, clock) over a cached image of the rest (panels,
+    titles, ground): the same pixels as a full draw, several times faster.
+    """
+
+    figure: Figure
+    axes: list
+    bones: list[Line3D]
+    joints: list[Line3D]
+    ground: list[Line3D]
+    clock: Text
+    samples: list[np.ndarray]
+    parents: np.ndarray
+    fps: float
+    _background: object = dataclasses.field(default=None, init=False, repr=False)
+
+    @property
+    def num_frames(self) -> int:
+        return max(len(sample) for sample in self.samples)
+
+    @property
+    def moving_artists(self) -> list[Artist]:
+        return [*self.bones, *self.joints, self.clock]
+
+    def show_frame(self, t: int) -> None:
+        """Move every artist to frame `t` (samples that ended hold their last frame); nothing is drawn."""
+        for sample, bones, joints in zip(self.samples, self.bones, self.joints, strict=True):
+            frame = sample[min(t, len(sample) - 1)]
+            bones.set_data_3d(*bone_polyline(frame, self.parents).T)
+            joints.set_data_3d(*frame.T)
+        self.clock.set_text(f"{t / self.fps:6.2f} s  ({t + 1}/{self.num_frames})")
+
+    def draw(self) -> np.ndarray:
+        """The frame shown now as an image, uint8 [H, W, 4] (RGBA, row 0 at the top)."""
+        canvas = self.figure.canvas
+        if self._background is None:
+            for artist in self.moving_artists:
+                artist.set_visible(False)
+            canvas.draw()  # also fixes each panel's projection, which the moving artists reuse
+            self._background = canvas.copy_from_bbox(self.figure.bbox)
+            for artist in self.moving_artists:
+                artist.set_visible(True)
+        canvas.restore_region(self._background)
+        for artist in self.moving_artists:
+            (artist.axes or self.figure).draw_artist(artist)
+        return np.array(canvas.buffer_rgba())
+
+    def render(self, t: int) -> np.ndarray:
+        """Frame `t` as an image, uint8 [H, W, 4] (RGBA, row 0 at the top)."""
+        self.show_frame(t)
+        return self.draw()
+
+
+def skeleton_scene(
+    positions,
+    parents,
+    *,
+    fps: float,
+    titles: Sequence[str] | None = None,
+    up_axis: str = "y",
+    max_columns: int = 4,
+) -> SkeletonScene:
+    """Lay out `positions` (a list of [T_i, J, 3] arrays, or one [N, T, J, 3] array; data coordinates with
+    `up_axis` up) as stick figures in a grid of at most `max_columns` panels a row, each titled with its
+    entry of `titles`, all seen from the same angle within the same cube (`scene_bounds`), over a ground
+    grid at the lowest point of all samples and frames. Shows frame 0."""
+    samples = _check_positions(positions)
+    parents = _check_parents(parents, samples[0].shape[1])
+    titles = _check_options(fps, titles, len(samples), up_axis, max_columns)
+    samples = [to_plot_coordinates(sample, up_axis) for sample in samples]
+    lo, hi = scene_bounds(samples, up_axis="z")
+    ground_height = min(float(sample[..., 2].min()) for sample in samples)
+
+    columns = min(len(samples), max_columns)
+    rows = math.ceil(len(samples) / columns)
+    width, height = columns * PANEL_INCHES, rows * (PANEL_INCHES + TITLE_INCHES) + CLOCK_INCHES
+    figure = Figure(figsize=(width, height), dpi=DPI, facecolor="white")
+    FigureCanvasAgg(figure)
+    panels = []
+    for i, title in enumerate(titles):  # each row: a title band above a square panel; the clock below all
+        row, column = divmod(i, columns)
+        bottom = CLOCK_INCHES + (rows - 1 - row) * (PANEL_INCHES + TITLE_INCHES)
+        rect = (column / columns, bottom / height, 1.0 / columns, PANEL_INCHES / height)
+        panels.append(_add_panel(figure, rect, title, lo, hi, ground_height))
+    axes, bones, joints, ground = (list(artists) for artists in zip(*panels, strict=True))
+    clock = figure.text(
+        0.995, CLOCK_INCHES / 2 / height, "", ha="right", va="center", fontsize=7, color="#555"
+    )
+    scene = SkeletonScene(figure, axes, bones, joints, ground, clock, samples, parents, float(fps))
+    scene.show_frame(0)
+    return scene
+
+
+def _add_panel(figure: Figure, rect, title: str, lo: np.ndarray, hi: np.ndarray, ground_height: float):
+    """One 3D panel at `rect` (figure fractions) with limits [lo, hi], the common camera, its title, the
+    ground (a shaded square and a grid at z = ground_height) and empty bone and joint lines.
+    Returns (axes, bones, joints, ground grid)."""
+    ax = figure.add_axes(rect, projection="3d", computed_zorder=False)
+    ax.set_proj_type("persp")
+    ax.view_init(elev=VIEW_ELEVATION, azim=VIEW_AZIMUTH)
+    ax.set_xlim3d(lo[0], hi[0])
+    ax.set_ylim3d(lo[1], hi[1])
+    ax.set_zlim3d(lo[2], hi[2])
+    ax.set_box_aspect((1.0, 1.0, 1.0), zoom=1.25)
+    ax.set_axis_off()
+    # An explicit y keeps matplotlib from re-measuring the (hidden) axes for the title on every frame.
+    title_width = max(10, int(PANEL_INCHES * 72 / (0.55 * TITLE_FONT_SIZE)))
+    ax.set_title(wrap_title(title, title_width), fontsize=TITLE_FONT_SIZE, y=1.0, pad=0.0)
+    corners = [(lo[0], lo[1]), (hi[0], lo[1]), (hi[0], hi[1]), (lo[0], hi[1])]
+    quad = Poly3DCollection([[(x, y, ground_height) for x, y in corners]], facecolor=GROUND_FILL, zorder=0)
+    ax.add_collection3d(quad)
+    (ground,) = ax.plot(*_ground_polyline(lo, hi, ground_height).T, color=GROUND_COLOR, lw=0.6, zorder=1)
+    (bones,) = ax.plot([], [], [], color=BONE_COLOR, linewidth=2.0, solid_capstyle="round", zorder=2)
+    (joints,) = ax.plot([], [], [], linestyle="none", marker="o", markersize=2.5, color=JOINT_COLOR, zorder=3)
+    return ax, bones, joints, ground
+
+
+def _ground_polyline(lo: np.ndarray, hi: np.ndarray, height: float) -> np.ndarray:
+    """[P, 3] grid lines over the square [lo, hi] (x, y) at z = height, NaN between lines."""
+    points = []
+    for s in np.linspace(0.0, 1.0, GROUND_CELLS + 1):
+        x = lo[0] + s * (hi[0] - lo[0])
+        y = lo[1] + s * (hi[1] - lo[1])
+        points += [(x, lo[1]), (x, hi[1]), (np.nan, np.nan), (lo[0], y), (hi[0], y), (np.nan, np.nan)]
+    xy = np.array(points)
+    return np.column_stack([xy, np.where(np.isnan(xy[:, 0]), np.nan, height)])
+
+
+# ------------------------------------------------------------------------------------------ writing
+def _claim_path(path, suffixes: Sequence[str], overwrite: bool) -> Path:
+    """`path` as a Path after checking its suffix and (unless `overwrite`) that it does not exist yet."""
+    path = Path(path)
+    if path.suffix.lower() not in suffixes:
+        raise UserError(
+            f"{path}: unsupported file type {path.suffix!r}; expected one of {', '.join(suffixes)}"
+        )
+    if not overwrite and path.exists():
+        raise FileExistsError(f"{path} exists; choose another path (or remove it) instead of overwriting it")
+    return path
+
+
+def _temporary_twin(path: Path) -> Path:
+    """A hidden file beside `path` with its suffix (writers choose the format from it); makes the folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+
+
+def _publish(temporary: Path, path: Path, overwrite: bool) -> None:
+    """Move a finished `temporary` to `path` atomically; replace an existing file only if `overwrite`."""
+    try:
+        if overwrite:
+            os.replace(temporary, path)
+            return
+        try:
+            os.link(temporary, path)  # fails if path exists, even if it appeared while we rendered
+        except FileExistsError:
+            raise FileExistsError(f"{path} appeared while it was being written; left it as it is") from None
+        except OSError:  # a file system without hard links
+            if path.exists():
+                raise FileExistsError(
+                    f"{path} appeared while it was being written; left it as it is"
+                ) from None
+            os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+class _SharedPaletteGifWriter(PillowWriter):
+    """PillowWriter for a SkeletonScene. Its frames share one palette, taken from the first, middle and last
+    frames: mapping each frame to it is ~30x faster than Pillow's per-frame median cut, and a stick figure's
+    few colours survive it. (Pillow merges a frame identical to the one before; the scene's clock keeps every
+    frame distinct, so the GIF has one frame per time step.)"""
+
+    def __init__(self, scene: SkeletonScene, fps: float):
+        super().__init__(fps=fps)
+        self.scene = scene
+
+    def grab_frame(self, **savefig_kwargs):
+        """Take the frame the scene shows now (drawn by the scene, faster than a full savefig)."""
+        self._frames.append(Image.fromarray(self.scene.draw()[..., :3]))
+
+    def finish(self):
+        picks = [self._frames[i] for i in sorted({0, len(self._frames) // 2, len(self._frames) - 1})]
+        strip = Image.new("RGB", (picks[0].width, picks[0].height * len(picks)))
+        for i, frame in enumerate(picks):
+            strip.paste(frame, (0, i * frame.height))
+        palette = strip.quantize(colors=256, method=Image.Quantize.FASTOCTREE)
+        self._frames = [frame.quantize(palette=palette, dither=Image.Dither.NONE) for frame in self._frames]
+        super().finish()
+
+
+def animate_skeletons(
+    positions,
+    parents,
+    path: str | os.PathLike,
+    *,
+    fps: float,
+    titles: Sequence[str] | None = None,
+    up_axis: str = "y",
+    max_columns: int = 4,
+) -> Path:
+    """Write an animation of N stick figures side by side to `path` (.gif, or .mp4 where ffmpeg exists).
+
+    positions: a list of [T_i, J, 3] arrays or one [N, T, J, 3] array, data coordinates with `up_axis` up.
+    parents: int [J], parent of each joint, -1 for a root; a bone is drawn from each joint to its parent.
+    titles: N captions (wrapped to fit above their panels), or None.
+    The animation has max_i T_i frames at `fps` (a GIF stores whole hundredths of a second per frame);
+    shorter samples hold their last frame. Never overwrites: an existing `path` raises FileExistsError.
+    """
+    path = _claim_path(path, ANIMATION_SUFFIXES, overwrite=False)
+    if path.suffix.lower() == ".mp4" and shutil.which("ffmpeg") is None:
+        raise UserError(
+            f"{path}: writing MP4 needs ffmpeg on the PATH, and there is none; ask for a .gif instead"
+        )
+    scene = skeleton_scene(
+        positions, parents, fps=fps, titles=titles, up_axis=up_axis, max_columns=max_columns
+    )
+    writer = (
+        _SharedPaletteGifWriter(scene, fps=fps)
+        if path.suffix.lower() == ".gif"
+        else FFMpegWriter(fps=fps, codec="libx264")
+    )
+    temporary = _temporary_twin(path)
+    try:
+        with writer.saving(scene.figure, str(temporary), dpi=DPI):
+            for t in range(scene.num_frames):
+                scene.show_frame(t)
+                writer.grab_frame()
+        _publish(temporary, path, overwrite=False)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return path
+
+
+# --------------------------------------------------------------------------------- training curves
+def read_metrics(metrics_path: str | os.PathLike) -> list[dict]:
+    """The rows of a metrics.jsonl (one JSON object per line, each with a numeric "step"; blank lines are
+    skipped). A malformed line raises ValueError naming the file and the line number."""
+    metrics_path = Path(metrics_path)
+    rows = []
+    with metrics_path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{metrics_path}, line {number}: not valid JSON ({error.msg})") from None
+            if not isinstance(row, dict) or not _is_number(row.get("step")):
+                raise ValueError(
+                    f"{metrics_path}, line {number}: expected a JSON object with a numeric 'step', "
+                    f"got {line.strip()!r:.120}"
+                )
+            rows.append(row)
+    return rows
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _series(rows: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, values) of the rows holding a finite number under `key`."""
+    pairs = [(row["step"], row[key]) for row in rows if _is_number(row.get(key)) and math.isfinite(row[key])]
+    steps, values = zip(*pairs, strict=True) if pairs else ((), ())
+    return np.asarray(steps, dtype=np.float64), np.asarray(values, dtype=np.float64)
+
+
+def training_curves_figure(
+    metrics_path: str | os.PathLike,
+    *,
+    keys: Sequence[str] | None = None,
+    figsize: tuple[float, float] = (10.0, 4.0),
+    dpi: int = DPI,
+) -> Figure:
+    """The figure of `plot_training_curves` (Agg canvas): panels (losses, learning rate)."""
+    metrics_path = Path(metrics_path)
+    rows = read_metrics(metrics_path)
+    if not rows:
+        raise ValueError(f"{metrics_path} holds no metrics rows yet; nothing to plot")
+    present = list(dict.fromkeys(key for row in rows for key, value in row.items() if _is_number(value)))
+    if keys is None:
+        keys = [key for key in present if key.startswith("loss")]
+    elif isinstance(keys, str) or [key for key in keys if key not in present]:
+        raise ValueError(
+            f"keys must be a list of numeric metrics of {metrics_path}, one of {present}; got {keys!r}"
+        )
+
+    figure = Figure(figsize=figsize, dpi=dpi, facecolor="white")
+    FigureCanvasAgg(figure)
+    losses_ax, lr_ax = figure.subplots(1, 2, width_ratios=(2, 1))
+    all_positive = True
+    for key in keys:
+        steps, values = _series(rows, key)
+        losses_ax.plot(steps, values, linewidth=1.0, label=key)
+        all_positive = all_positive and bool(np.all(values > 0))
+    if keys and all_positive:
+        losses_ax.set_yscale("log")
+    if keys:
+        losses_ax.legend(fontsize=7)
+    losses_ax.set(xlabel="step", title="losses")
+    steps, values = _series(rows, "lr")
+    lr_ax.plot(steps, values, color="C3", linewidth=1.0)
+    lr_ax.set(xlabel="step", title="learning rate" if len(values) else "learning rate (not logged)")
+    for ax in (losses_ax, lr_ax):
+        ax.grid(alpha=0.3)
+    figure.suptitle(str(metrics_path), fontsize=8)
+    figure.tight_layout()
+    return figure
+
+
+def plot_training_curves(
+    metrics_path: str | os.PathLike,
+    png_path: str | os.PathLike,
+    *,
+    keys: Sequence[str] | None = None,
+    overwrite: bool = False,
+    figsize: tuple[float, float] = (10.0, 4.0),
+    dpi: int = DPI,
+) -> Path:
+    """Plot a metrics.jsonl (rows {"step": ..., "loss": ..., "lr": ..., ...}) to a PNG of figsize * dpi
+    pixels: the loss terms against step on the left (log y where every value is positive), lr on the right.
+
+    keys: the terms of the left panel; default every numeric key starting with "loss", in order of first
+    appearance. An existing `png_path` raises FileExistsError unless `overwrite` (then it is replaced
+    atomically, so a viewer never sees half a file).
+    """
+    png_path = _claim_path(png_path, (".png",), overwrite)
+    figure = training_curves_figure(metrics_path, keys=keys, figsize=figsize, dpi=dpi)
+    temporary = _temporary_twin(png_path)
+    try:
+        figure.savefig(temporary, dpi=dpi)
+        _publish(temporary, png_path, overwrite)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return png_path

@@ -1,0 +1,59 @@
+"""config.validate: every shipped config passes; a bad value fails naming the field."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from motion_ddpm_jax.config import CHOICES, MINIMUM, base_config, validate
+from motion_ddpm_jax.errors import UserError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load(path):
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.py")), ids=lambda p: p.stem)
+def test_every_shipped_config_is_valid(path):
+    validate(load(path))
+
+
+def set_field(config, dotted, value):
+    *sections, leaf = dotted.split(".")
+    node = config
+    for section in sections:
+        node = node[section]
+    node[leaf] = value
+
+
+@pytest.mark.parametrize("field", sorted(CHOICES))
+def test_a_value_outside_the_choices_names_the_field_and_the_choices(field):
+    config = base_config()
+    set_field(config, field, "no_such_value")
+    with pytest.raises(UserError, match=rf"{field} is 'no_such_value'; expected one of {CHOICES[field][0]}"):
+        validate(config)
+
+
+@pytest.mark.parametrize("field", sorted(MINIMUM))
+def test_a_number_below_its_minimum_names_the_field(field):
+    config = base_config()
+    value = type(MINIMUM[field])(MINIMUM[field] - 1)
+    set_field(config, field, value)
+    with pytest.raises(UserError, match=rf"{field} is"):
+        validate(config)
+
+
+def test_ranges_and_head_divisibility():
+    config = base_config()
+    config.model.cond_drop_prob = 1.5
+    with pytest.raises(UserError, match="model.cond_drop_prob is 1.5; expected a number in"):
+        validate(config)
+    config = base_config()
+    config.model.num_heads = 3
+    with pytest.raises(UserError, match="latent_dim=512 must be divisible by model.num_heads=3"):
+        validate(config)

@@ -1,0 +1,199 @@
+"""Multi-host training on the real jax.distributed runtime: 2 processes x 2 CPU devices == 1 process x 4.
+
+The two processes join through `jax.distributed.initialize` on 127.0.0.1 (gloo collectives on CPU), read
+their settings from the environment (JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID), each feed
+their half of every global batch, and write one checkpoint into the shared workdir. The reference is one
+process with 4 devices on the same global batches. Their checkpoints then restore in this process.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ml_collections import ConfigDict
+
+from motion_ddpm_jax import checkpoint, distributed
+from motion_ddpm_jax.config import base_config
+from motion_ddpm_jax.data import synthetic
+from motion_ddpm_jax.errors import UserError
+
+ROOT = Path(__file__).resolve().parents[1]
+STEPS = 3
+
+TINY = [
+    "--config.model.latent_dim=32",
+    "--config.model.num_layers=1",
+    "--config.model.ff_size=64",
+    "--config.model.num_heads=2",
+    "--config.model.text_latent_dim=16",
+    "--config.model.text_ff_size=32",
+    "--config.model.cond_drop_prob=0.3",
+    "--config.data.max_motion_length=24",
+    "--config.train.batch_size=8",
+    f"--config.train.num_steps={STEPS}",
+    "--config.train.log_every=1",
+    "--config.optim.warmup_steps=1",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(workdir, data_args, devices, extra_env=None):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "SLURM_", "OMPI_"))}
+    env.update(
+        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+        JAX_PLATFORMS="cpu",
+        **(extra_env or {}),
+    )
+    args = [sys.executable, "launch.py", "--config", "configs/demo.py", f"--workdir={workdir}"]
+    return subprocess.Popen(
+        [*args, *TINY, *data_args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def finish(process, timeout=600):
+    out, _ = process.communicate(timeout=timeout)
+    assert process.returncode == 0, out[-4000:]
+    return out
+
+
+def test_two_processes_with_two_devices_each_equal_one_process_with_four(tmp_path):
+    synthetic.write_demo_dataset(
+        tmp_path / "raw", num_speakers=2, recordings_per_speaker=2, sentences_per_recording=4, fps=30
+    )
+    # data.source=beat: process 0 prepares the raw recordings while process 1 waits at a barrier.
+    data = [
+        "--config.data.source=beat",
+        f"--config.data.raw_root={tmp_path / 'raw'}",
+        f"--config.data.root={tmp_path / 'prepared'}",
+    ]
+    port = free_port()
+    joined = [
+        launch(
+            tmp_path / "multi",
+            data,
+            devices=2,
+            extra_env=dict(
+                JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(rank)
+            ),
+        )
+        for rank in (0, 1)
+    ]
+    outputs = [finish(p) for p in joined]
+    assert "process 0 of 2 joined (2 local / 4 global devices)" in outputs[0]
+    assert "process 1 of 2 joined (2 local / 4 global devices)" in outputs[1]
+    # Only process 0 logs metrics.
+    assert (tmp_path / "multi" / "metrics.jsonl").is_file()
+    assert "loss" not in outputs[1].split("joined", 1)[1]
+
+    finish(launch(tmp_path / "single", data, devices=4))
+
+    # Both checkpoints restore here, in one process with however many devices this test runs on.
+    multi = checkpoint.Checkpointer(tmp_path / "multi", read_only=True)
+    single = checkpoint.Checkpointer(tmp_path / "single", read_only=True)
+    assert multi.all_steps() == single.all_steps() == [STEPS]
+    for use_ema in (False, True):
+        got, meta = multi.restore_params(use_ema=use_ema)
+        want, _ = single.restore_params(use_ema=use_ema)
+        flat_got = {k: np.asarray(v) for k, v in _flatten(got)}
+        flat_want = {k: np.asarray(v) for k, v in _flatten(want)}
+        assert flat_got.keys() == flat_want.keys()
+        for key in flat_want:
+            np.testing.assert_allclose(flat_got[key], flat_want[key], rtol=1e-4, atol=1e-6, err_msg=key)
+    assert meta["total_steps"] == STEPS
+    # The steps really changed the parameters (the comparison is not between two initialisations).
+    init_like, _ = multi.restore_params(use_ema=False)
+    assert any(np.abs(np.asarray(v)).sum() > 0 for _, v in _flatten(init_like["out"]))
+
+
+def _flatten(tree, prefix=""):
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            yield from _flatten(value, f"{prefix}{key}/")
+        else:
+            yield f"{prefix}{key}", value
+
+
+# ------------------------------------------------------------------ the settings, without processes
+
+
+def dist(**values):
+    config = base_config().distributed
+    config.update(values)
+    return config
+
+
+def test_single_process_unless_something_asks_for_more():
+    assert distributed.initialize_arguments(dist(), environ={}) is None
+    assert (
+        distributed.initialize_arguments(dist(enabled="false"), environ={"JAX_COORDINATOR_ADDRESS": "a:1"})
+        is None
+    )
+    assert (
+        distributed.initialize_arguments(dist(), environ={"SLURM_NTASKS": "1", "SLURM_PROCID": "0"}) is None
+    )
+
+
+def test_settings_come_from_the_environment_or_the_config_first():
+    env = {"JAX_COORDINATOR_ADDRESS": "10.0.0.1:1234", "JAX_NUM_PROCESSES": "4", "JAX_PROCESS_ID": "3"}
+    args = distributed.initialize_arguments(dist(), environ=env)
+    assert args == {
+        "coordinator_address": "10.0.0.1:1234",
+        "num_processes": 4,
+        "process_id": 3,
+        "initialization_timeout": 300,
+    }
+    args = distributed.initialize_arguments(
+        dist(coordinator_address="h:9", num_processes=2, process_id=0, local_device_ids="0,1"), environ=env
+    )
+    assert args["coordinator_address"] == "h:9" and args["num_processes"] == 2 and args["process_id"] == 0
+    assert args["local_device_ids"] == [0, 1]
+
+
+def test_a_cluster_manager_launch_needs_no_settings():
+    slurm = {"SLURM_NTASKS": "8", "SLURM_PROCID": "5"}
+    assert distributed.initialize_arguments(dist(), environ=slurm) == {"initialization_timeout": 300}
+    assert distributed.initialize_arguments(dist(), environ={"OMPI_COMM_WORLD_SIZE": "2"}) is not None
+
+
+@pytest.mark.parametrize(
+    "config,environ,named",
+    [
+        (dict(enabled="yes"), {}, "distributed.enabled"),
+        (dict(enabled="true"), {}, "JAX_COORDINATOR_ADDRESS"),
+        (dict(coordinator_address="h:1"), {}, "JAX_NUM_PROCESSES"),
+        (dict(coordinator_address="h:1", num_processes=2), {}, "JAX_PROCESS_ID"),
+        (dict(coordinator_address="nohostport", num_processes=2, process_id=0), {}, "host:port"),
+        (dict(coordinator_address="h:1", num_processes=2, process_id=2), {}, "process_id=2"),
+        (
+            dict(coordinator_address="h:1"),
+            {"JAX_NUM_PROCESSES": "two", "JAX_PROCESS_ID": "0"},
+            "JAX_NUM_PROCESSES",
+        ),
+        (
+            dict(coordinator_address="h:1", num_processes=2, process_id=0, local_device_ids="0;1"),
+            {},
+            "local_device",
+        ),
+    ],
+)
+def test_incomplete_or_malformed_settings_name_what_is_missing(config, environ, named):
+    with pytest.raises(UserError, match=named):
+        distributed.initialize_arguments(dist(**config), environ=environ)
+
+
+def test_the_config_section_is_complete():
+    assert isinstance(base_config().distributed, ConfigDict)

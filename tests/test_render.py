@@ -1,0 +1,310 @@
+"""Tests of render.py: stick-figure animations and training-curve plots, on tiny skeletons and few frames."""
+
+import json
+import re
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from motion_ddpm_jax import render
+
+# A tiny Y-up figure: root (hips), spine, head, and one arm off the spine.
+PARENTS = np.array([-1, 0, 1, 1])
+REST = np.array([[0.0, 90.0, 0.0], [0.0, 140.0, 0.0], [0.0, 170.0, 0.0], [-40.0, 130.0, 5.0]])
+
+
+def walking(num_frames: int, speed: float = 3.0) -> np.ndarray:
+    """[T, 4, 3]: the rest pose moving along +x and swinging its arm."""
+    t = np.arange(num_frames, dtype=np.float64)
+    positions = np.repeat(REST[None], num_frames, axis=0)
+    positions[:, :, 0] += speed * t[:, None]
+    positions[:, 3, 1] += 20.0 * np.sin(t)
+    return positions
+
+
+def standing(num_frames: int) -> np.ndarray:
+    return np.repeat(REST[None], num_frames, axis=0) + np.array([100.0, -5.0, 30.0])
+
+
+def y_up_to_z_up(points: np.ndarray) -> np.ndarray:
+    """(x, y, z) -> (x, -z, y), written out by hand."""
+    x, y, z = points[..., 0], points[..., 1], points[..., 2]
+    return np.stack([x, -z, y], axis=-1)
+
+
+def crop(image: np.ndarray, ax) -> np.ndarray:
+    """The pixels of `image` [H, W, 4] inside the axes `ax` (display coordinates start bottom-left)."""
+    box = ax.get_window_extent()
+    height = image.shape[0]
+    return image[height - int(box.y1) : height - int(box.y0), int(box.x0) : int(box.x1)]
+
+
+# ------------------------------------------------------------------------------------------ geometry
+def test_to_plot_coordinates_puts_the_up_axis_on_z():
+    point = np.array([1.0, 2.0, 3.0])
+    np.testing.assert_array_equal(render.to_plot_coordinates(point, "y"), [1.0, -3.0, 2.0])
+    np.testing.assert_array_equal(render.to_plot_coordinates(point, "x"), [2.0, 3.0, 1.0])
+    np.testing.assert_array_equal(render.to_plot_coordinates(point, "z"), [1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match="up_axis"):
+        render.to_plot_coordinates(point, "w")
+
+
+def test_scene_bounds_is_a_cube_centred_on_all_points():
+    rng = np.random.default_rng(0)
+    samples = [rng.normal(size=(5, 4, 3)) * [10.0, 50.0, 3.0], rng.normal(size=(2, 4, 3)) + 40.0]
+    lo, hi = render.scene_bounds(samples, up_axis="y", margin=0.1)
+
+    points = np.concatenate([y_up_to_z_up(s).reshape(-1, 3) for s in samples])
+    low, high = points.min(axis=0), points.max(axis=0)
+    side = (high - low).max() * 1.2
+    np.testing.assert_allclose(hi - lo, [side] * 3)
+    np.testing.assert_allclose((lo + hi) / 2, (low + high) / 2)
+    assert np.all(lo <= low) and np.all(high <= hi)
+
+
+def test_scene_bounds_of_one_point_is_a_unit_cube():
+    lo, hi = render.scene_bounds([np.full((1, 1, 3), 7.0)], up_axis="z")
+    np.testing.assert_allclose(lo, [6.5] * 3)
+    np.testing.assert_allclose(hi, [7.5] * 3)
+
+
+def test_bone_polyline_draws_each_bone_child_to_parent_with_gaps():
+    line = render.bone_polyline(REST, PARENTS)
+    expected = []
+    for child in range(len(PARENTS)):
+        if PARENTS[child] >= 0:
+            expected += [REST[child], REST[PARENTS[child]], [np.nan] * 3]
+    np.testing.assert_array_equal(line, np.array(expected))
+
+
+def test_wrap_title_keeps_every_word_within_width_and_cuts_long_captions():
+    caption = "a person raises both hands above the head and then waves them slowly from side to side"
+    wrapped = render.wrap_title(caption, width=20, max_lines=10)
+    assert all(len(line) <= 20 for line in wrapped.split("\n"))
+    assert wrapped.replace("\n", " ") == caption
+    cut = render.wrap_title(caption, width=20, max_lines=2).split("\n")
+    assert len(cut) == 2 and cut[-1].endswith("...") and len(cut[-1]) <= 20
+
+
+# --------------------------------------------------------------------------------------------- scene
+def test_scene_has_one_panel_per_sample_titled_with_its_caption():
+    captions = ["walk", "stand still", "wave", "walk again", "the fifth one"]
+    samples = [walking(3), standing(2), walking(4), walking(2), standing(3)]
+    scene = render.skeleton_scene(samples, PARENTS, fps=10, titles=captions, max_columns=2)
+
+    assert len(scene.axes) == len(scene.figure.axes) == 5
+    assert [ax.get_title().replace("\n", " ") for ax in scene.axes] == captions
+    lefts = sorted({round(ax.get_position().x0, 6) for ax in scene.axes})
+    bottoms = sorted({round(ax.get_position().y0, 6) for ax in scene.axes})
+    assert len(lefts) == 2 and len(bottoms) == 3  # a grid of 2 columns, 3 rows
+    assert scene.num_frames == 4
+
+
+def test_panels_share_one_camera_and_limits_that_hold_every_point():
+    samples = [walking(6), standing(3) * 2.0]
+    scene = render.skeleton_scene(samples, PARENTS, fps=10, up_axis="y")
+
+    points = np.concatenate([y_up_to_z_up(s).reshape(-1, 3) for s in samples])
+    limits = [np.array([ax.get_xlim3d(), ax.get_ylim3d(), ax.get_zlim3d()]) for ax in scene.axes]
+    for other, ax in zip(limits[1:], scene.axes[1:], strict=True):
+        np.testing.assert_array_equal(other, limits[0])
+        assert (ax.elev, ax.azim) == (scene.axes[0].elev, scene.axes[0].azim)
+    lo, hi = limits[0][:, 0], limits[0][:, 1]
+    assert np.all(lo <= points.min(axis=0)) and np.all(points.max(axis=0) <= hi)
+    np.testing.assert_allclose(hi - lo, [(hi - lo)[0]] * 3)  # a cube...
+    for ax in scene.axes:
+        np.testing.assert_allclose(ax.get_box_aspect(), [ax.get_box_aspect()[0]] * 3)  # ...drawn as one
+
+
+def test_ground_grid_lies_at_the_lowest_point_of_all_samples():
+    low = standing(2)
+    low[1, 0, 1] = -12.5  # one joint of one frame of the second sample dips lowest
+    scene = render.skeleton_scene([walking(3), low], PARENTS, fps=10, up_axis="y")
+    for ground in scene.ground:
+        heights = np.asarray(ground.get_data_3d()[2], dtype=np.float64)
+        heights = heights[np.isfinite(heights)]
+        assert heights.size > 0
+        np.testing.assert_array_equal(heights, -12.5)
+
+
+def test_each_frame_draws_its_bones_and_short_samples_hold_their_last_frame():
+    long, short = walking(5), walking(2, speed=-1.0)
+    scene = render.skeleton_scene([long, short], PARENTS, fps=10, up_axis="z")
+    for t in (0, 1, 4):
+        scene.show_frame(t)
+        for sample, bones in zip((long, short), scene.bones, strict=True):
+            frame = sample[min(t, len(sample) - 1)]
+            drawn = np.stack(bones.get_data_3d(), axis=-1)
+            finite = drawn[np.isfinite(drawn[:, 0])]
+            expected = [frame[j] if k == 0 else frame[PARENTS[j]] for j in (1, 2, 3) for k in (0, 1)]
+            np.testing.assert_allclose(finite, expected)
+
+
+def test_moving_figure_changes_pixels_and_a_static_one_does_not():
+    scene = render.skeleton_scene([walking(4), standing(4)], PARENTS, fps=10)
+    first, later = scene.render(0), scene.render(3)
+    moving_ax, static_ax = scene.axes
+    assert np.any(crop(first, moving_ax) != crop(later, moving_ax))
+    np.testing.assert_array_equal(crop(first, static_ax), crop(later, static_ax))
+    assert crop(first, static_ax).min() < 128  # and something was drawn there
+
+
+def test_fast_frame_drawing_matches_a_full_redraw():
+    scene = render.skeleton_scene([walking(4), standing(2)], PARENTS, fps=10, titles=["a", "b"])
+    fast = scene.render(2)
+    scene.figure.canvas.draw()
+    np.testing.assert_array_equal(fast, np.asarray(scene.figure.canvas.buffer_rgba()))
+
+
+# ----------------------------------------------------------------------------------------- animation
+def test_gif_has_one_frame_per_step_of_the_longest_sample(tmp_path):
+    path = tmp_path / "out" / "samples.gif"
+    samples = [walking(5), standing(2), walking(3)]
+    assert render.animate_skeletons(samples, PARENTS, path, fps=10, titles=["a", "b", "c"]) == path
+
+    scene = render.skeleton_scene(samples, PARENTS, fps=10, titles=["a", "b", "c"])
+    with Image.open(path) as gif:
+        assert gif.format == "GIF" and gif.n_frames == 5
+        assert gif.size == scene.figure.canvas.get_width_height()
+        frames = []
+        for i in range(gif.n_frames):
+            gif.seek(i)
+            frames.append(np.asarray(gif.convert("RGB")))
+    moving_ax = scene.axes[0]
+    for t in range(1, 5):
+        assert np.any(crop(frames[t - 1], moving_ax) != crop(frames[t], moving_ax))
+    assert not list(tmp_path.glob("out/.*"))  # no temporary left behind
+
+
+def test_gif_keeps_every_frame_even_when_nothing_moves(tmp_path):
+    # Pillow merges a GIF frame identical to the one before; the clock keeps each frame distinct.
+    path = render.animate_skeletons([standing(4)], PARENTS, tmp_path / "still.gif", fps=10)
+    with Image.open(path) as gif:
+        assert gif.n_frames == 4
+
+
+def test_stacked_array_of_samples_is_accepted(tmp_path):
+    stacked = np.stack([walking(3), standing(3)])
+    path = render.animate_skeletons(stacked, PARENTS, tmp_path / "a.gif", fps=5)
+    with Image.open(path) as gif:
+        assert gif.n_frames == 3
+
+
+def test_animation_never_overwrites(tmp_path):
+    path = tmp_path / "taken.gif"
+    path.write_bytes(b"mine")
+    with pytest.raises(FileExistsError, match=re.escape(str(path))):
+        render.animate_skeletons([walking(2)], PARENTS, path, fps=10)
+    assert path.read_bytes() == b"mine"
+
+
+def test_mp4_without_ffmpeg_suggests_gif(tmp_path, monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    path = tmp_path / "a.mp4"
+    with pytest.raises(ValueError, match=r"ffmpeg.*\.gif"):
+        render.animate_skeletons([walking(2)], PARENTS, path, fps=10)
+    assert not path.exists()
+
+
+@pytest.mark.parametrize(
+    ("positions", "parents", "options", "named"),
+    [
+        ([walking(3)[..., :2]], PARENTS, {}, r"positions\[0\]"),
+        ([walking(3), walking(3)[:, :3]], PARENTS, {}, r"positions\[1\]"),
+        (walking(3), PARENTS, {}, "positions"),
+        ([], PARENTS, {}, "positions"),
+        (
+            [np.where(np.arange(3)[:, None, None] == 1, np.nan, walking(3))],
+            PARENTS,
+            {},
+            r"positions\[0\].*frame 1",
+        ),
+        ([walking(3)], PARENTS[:3], {}, "parents"),
+        ([walking(3)], np.array([-1, 0, 1, 9]), {}, r"parents\[3\]"),
+        ([walking(3)], PARENTS, {"titles": ["one", "two"]}, "titles"),
+        ([walking(3)], PARENTS, {"up_axis": "up"}, "up_axis"),
+        ([walking(3)], PARENTS, {"fps": 0}, "fps"),
+        ([walking(3)], PARENTS, {"max_columns": 0}, "max_columns"),
+    ],
+)
+def test_bad_input_raises_value_error_naming_the_argument(tmp_path, positions, parents, options, named):
+    path = tmp_path / "bad.gif"
+    with pytest.raises(ValueError, match=named):
+        render.animate_skeletons(positions, parents, path, **{"fps": 10, **options})
+    assert not path.exists()
+
+
+def test_unknown_animation_suffix_is_refused(tmp_path):
+    with pytest.raises(ValueError, match=r"\.avi.*\.gif"):
+        render.animate_skeletons([walking(2)], PARENTS, tmp_path / "a.avi", fps=10)
+
+
+# ---------------------------------------------------------------------------------- training curves
+def write_metrics(path, rows, extra_lines=()):
+    lines = [json.dumps(row) for row in rows] + list(extra_lines)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def metrics_rows(losses_positive=True):
+    sign = 1.0 if losses_positive else -1.0
+    return [
+        {"step": s, "loss": 1.0 / s, "loss_mot_rec": sign * 0.5 / s, "lr": 1e-4 * s, "grad_norm": 2.0}
+        for s in range(1, 6)
+    ]
+
+
+def test_training_curves_png_has_the_requested_size(tmp_path):
+    metrics = write_metrics(tmp_path / "metrics.jsonl", metrics_rows(), extra_lines=["", "  "])
+    png = render.plot_training_curves(metrics, tmp_path / "curves.png", figsize=(6.0, 3.0), dpi=50)
+    with Image.open(png) as image:
+        assert image.format == "PNG" and image.size == (300, 150)
+
+
+def test_training_curves_plot_each_loss_term_and_lr_against_step(tmp_path):
+    rows = metrics_rows()
+    figure = render.training_curves_figure(write_metrics(tmp_path / "metrics.jsonl", rows))
+    losses_ax, lr_ax = figure.axes
+    assert [line.get_label() for line in losses_ax.get_lines()] == ["loss", "loss_mot_rec"]
+    np.testing.assert_allclose(
+        losses_ax.get_lines()[1].get_xydata(), [[r["step"], r["loss_mot_rec"]] for r in rows]
+    )
+    np.testing.assert_allclose(lr_ax.get_lines()[0].get_xydata(), [[r["step"], r["lr"]] for r in rows])
+    assert losses_ax.get_yscale() == "log"
+
+    chosen = render.training_curves_figure(tmp_path / "metrics.jsonl", keys=["grad_norm"])
+    assert [line.get_label() for line in chosen.axes[0].get_lines()] == ["grad_norm"]
+
+
+def test_training_curves_use_a_linear_scale_when_a_loss_is_not_positive(tmp_path):
+    metrics = write_metrics(tmp_path / "metrics.jsonl", metrics_rows(losses_positive=False))
+    assert render.training_curves_figure(metrics).axes[0].get_yscale() == "linear"
+
+
+def test_malformed_metrics_line_is_reported_with_its_number(tmp_path):
+    metrics = write_metrics(
+        tmp_path / "metrics.jsonl", metrics_rows()[:2], extra_lines=["", '{"step": 3, "loss"']
+    )
+    with pytest.raises(ValueError, match=re.escape(f"{metrics}, line 4")):
+        render.plot_training_curves(metrics, tmp_path / "curves.png")
+    assert not (tmp_path / "curves.png").exists()
+
+
+def test_unknown_metric_key_is_refused(tmp_path):
+    metrics = write_metrics(tmp_path / "metrics.jsonl", metrics_rows())
+    with pytest.raises(ValueError, match="keys.*loss_geo"):
+        render.plot_training_curves(metrics, tmp_path / "curves.png", keys=["loss_geo"])
+
+
+def test_training_curves_overwrite_only_when_asked(tmp_path):
+    metrics = write_metrics(tmp_path / "metrics.jsonl", metrics_rows())
+    png = tmp_path / "curves.png"
+    png.write_bytes(b"not a plot")
+    with pytest.raises(FileExistsError, match=re.escape(str(png))):
+        render.plot_training_curves(metrics, png)
+    assert png.read_bytes() == b"not a plot"
+    render.plot_training_curves(metrics, png, overwrite=True)
+    with Image.open(png) as image:
+        assert image.format == "PNG"
