@@ -6,6 +6,11 @@ sentence becomes a clip whose caption is its words. Recordings (never clips) are
 train/val/test by a seeded hash of their name, so no recording straddles two splits. Statistics come
 from the training clips only. The output folder is a cache: re-running with the same inputs and
 options is a no-op, and a folder made from other inputs or options is never overwritten.
+
+Errors: every problem with the raw files, the output folder or the `data` fields raises a `UserError`
+naming the file or field (a malformed BVH or TextGrid: `BvhError` / `TextGridError` with its line; a
+missing input: `MissingInputError`, also a FileNotFoundError; an output folder that is not our cache:
+`OccupiedFolderError`, also a FileExistsError; a damaged cache or inconsistent recordings: `DatasetError`).
 """
 
 from __future__ import annotations
@@ -24,9 +29,19 @@ import numpy as np
 
 from motion_ddpm_jax import representation
 from motion_ddpm_jax.data import bvh, motion_text, textgrid
+from motion_ddpm_jax.data.motion_text import DatasetError
+from motion_ddpm_jax.errors import UserError
 from motion_ddpm_jax.skeleton import Skeleton
 
 FRAME_BUCKET = 1024  # encode recordings padded to a multiple of this many frames: one compile per bucket
+
+
+class MissingInputError(UserError, FileNotFoundError):
+    """A raw input folder or file that preparation needs is not there."""
+
+
+class OccupiedFolderError(UserError, FileExistsError):
+    """The output folder holds something other than this cache; it is left alone."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,14 +59,17 @@ class PrepareOptions:
 
     def __post_init__(self):
         if self.representation not in representation.REPRESENTATIONS:
-            raise ValueError(
+            raise UserError(
                 f"data.representation is {self.representation!r}; raw BEAT can be prepared as one of "
                 f"{representation.REPRESENTATIONS}"
             )
         if not (
             self.val_fraction >= 0 and self.test_fraction >= 0 and self.val_fraction + self.test_fraction < 1
         ):
-            raise ValueError("data.val_fraction and data.test_fraction must be >= 0 and sum to less than 1")
+            raise UserError(
+                f"data.val_fraction ({self.val_fraction}) and data.test_fraction ({self.test_fraction}) "
+                "must be >= 0 and sum to less than 1"
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,20 +82,22 @@ class Sentence:
 def find_recordings(raw_root: Path) -> list[tuple[Path, Path]]:
     """(bvh, TextGrid) pairs under `raw_root` (any depth), sorted; a BVH without its TextGrid is an error."""
     if not raw_root.is_dir():
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"data.raw_root: {raw_root} is not a folder (expected the BEAT release layout)"
         )
     pairs = []
     for motion_path in sorted(raw_root.rglob("*.bvh")):
         text_path = motion_path.with_suffix(".TextGrid")
         if not text_path.is_file():
-            raise FileNotFoundError(
+            raise MissingInputError(
                 f"{motion_path}: no transcript beside it (expected {text_path.name}); every BEAT recording "
                 f"needs its word alignment"
             )
         pairs.append((motion_path, text_path))
     if not pairs:
-        raise FileNotFoundError(f"data.raw_root: no .bvh files under {raw_root}")
+        raise MissingInputError(
+            f"data.raw_root: no .bvh files under {raw_root} (expected the BEAT release layout)"
+        )
     return pairs
 
 
@@ -118,8 +138,19 @@ def _pad_to_bucket(x: np.ndarray) -> np.ndarray:
 
 
 def encode_recording(motion: bvh.BvhMotion, options: PrepareOptions) -> np.ndarray:
-    """One recording's features [T, D] at `options.fps` (padding frames at the end do not change them)."""
-    motion = motion.resampled(options.fps)
+    """One recording's features [T, D] at `options.fps` (padding frames at the end do not change them).
+
+    Raises BvhError for a recording without frames or whose features are not finite in float32, and
+    UserError when data.fps does not divide the recording's frame rate.
+    """
+    if motion.num_frames == 0:
+        raise bvh.BvhError(
+            motion.source, 0, "'Frames: 0': the recording has no motion; expected at least one frame"
+        )
+    try:
+        motion = motion.resampled(options.fps)
+    except ValueError as error:
+        raise UserError(f"{error} (data.fps is {options.fps:g})") from None
     if options.representation == "positions":
         inputs = (motion.positions(),)
     else:
@@ -127,7 +158,18 @@ def encode_recording(motion: bvh.BvhMotion, options: PrepareOptions) -> np.ndarr
     # Speakers differ in bone lengths only: zero offsets let them all share one compiled encoder.
     structure = dataclasses.replace(motion.skeleton, offsets=np.zeros_like(motion.skeleton.offsets))
     encode = _encoder(options.representation, structure)
-    return np.asarray(encode(*[_pad_to_bucket(x) for x in inputs]))[: motion.num_frames]
+    features = np.asarray(encode(*[_pad_to_bucket(x) for x in inputs]))[: motion.num_frames]
+    bad = ~np.isfinite(features)
+    if bad.any():
+        frame = int(np.argwhere(bad)[0, 0])
+        raise bvh.BvhError(
+            motion.source,
+            0,
+            f"its {options.representation} features are not finite at frame {frame} (of {len(features)} at "
+            f"{options.fps:g} fps): channel values or offsets too large for float32; expected a motion "
+            "whose joint positions fit in float32",
+        )
+    return features
 
 
 def _fingerprint_inputs(pairs: list[tuple[Path, Path]], raw_root: Path) -> dict[str, list[int]]:
@@ -141,7 +183,7 @@ def _common_skeleton(skeletons: dict[str, Skeleton]) -> tuple[Skeleton, float]:
     first_name, first = next(iter(skeletons.items()))
     for name, skeleton in skeletons.items():
         if skeleton.names != first.names or not np.array_equal(skeleton.parents, first.parents):
-            raise ValueError(
+            raise DatasetError(
                 f"{name}: its joint hierarchy differs from {first_name}'s; all recordings of one dataset "
                 f"must share the skeleton's joints and parents"
             )
@@ -196,7 +238,7 @@ def prepare_beat(
         for name, items in clips.items()
     }
     if not splits["train"].ids:
-        raise ValueError(
+        raise DatasetError(
             f"{raw_root}: no training clips (all {dropped} sentences shorter than data.min_clip_s?)"
         )
     info: dict[str, Any] = {
@@ -222,17 +264,24 @@ def prepare_beat(
 def _reuse(out_root: Path, fingerprint: dict[str, Any]) -> motion_text.MotionTextDataset:
     info_path = out_root / "dataset.json"
     if not info_path.is_file():
-        raise FileExistsError(
+        raise OccupiedFolderError(
             f"{out_root} exists but is not a prepared dataset; refusing to write into it. Point data.root at "
             f"a new folder"
         )
-    previous = json.loads(info_path.read_text(encoding="utf-8")).get("fingerprint", {})
-    if previous == json.loads(json.dumps(fingerprint)):
-        return motion_text.open_dataset(out_root)
+    try:
+        previous = _mapping(motion_text.read_dataset_info(info_path).get("fingerprint"))
+        if previous == json.loads(json.dumps(fingerprint)):
+            return motion_text.open_dataset(out_root)
+    except DatasetError as error:
+        raise DatasetError(
+            f"{error}. {out_root} is a damaged prepared cache and is left as it is: delete it to prepare "
+            "again, or point data.root at a new folder"
+        ) from None
+    previous_options = _mapping(previous.get("options"))
     changed_options = sorted(
-        k for k in fingerprint["options"] if previous.get("options", {}).get(k) != fingerprint["options"][k]
+        k for k in fingerprint["options"] if previous_options.get(k) != fingerprint["options"][k]
     )
-    old_inputs, new_inputs = previous.get("inputs", {}), fingerprint["inputs"]
+    old_inputs, new_inputs = _mapping(previous.get("inputs")), fingerprint["inputs"]
     changed_inputs = sorted(
         k for k in set(old_inputs) | set(new_inputs) if old_inputs.get(k) != new_inputs.get(k)
     )
@@ -241,10 +290,15 @@ def _reuse(out_root: Path, fingerprint: dict[str, Any]) -> motion_text.MotionTex
         what.append("options " + ", ".join(f"data.{k}" for k in changed_options))
     if changed_inputs:
         what.append(f"{len(changed_inputs)} input files (e.g. {changed_inputs[0]})")
-    raise FileExistsError(
-        f"{out_root} holds a dataset prepared from other {' and '.join(what)}; it is left as it is. Point "
-        f"data.root at a new folder to prepare again, or delete that folder yourself"
+    raise OccupiedFolderError(
+        f"{out_root} holds a dataset prepared from other {' and '.join(what) or 'inputs'}; it is left as it "
+        "is. Point data.root at a new folder to prepare again, or delete that folder yourself"
     )
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    """`value` if it is a dict (as a well-formed cache record holds), else {} (it then matches nothing)."""
+    return value if isinstance(value, dict) else {}
 
 
 def options_from_config(data_config) -> PrepareOptions:
@@ -258,7 +312,7 @@ def prepare_from_config(data_config, log=print) -> motion_text.MotionTextDataset
     """`launch.py --mode prepare`: raw BEAT at data.raw_root -> the prepared cache at data.root."""
     for field in ("raw_root", "root"):
         if not data_config[field]:
-            raise ValueError(f"data.{field} is empty; set --config.data.{field}=<folder>")
+            raise UserError(f"data.{field} is empty; set --config.data.{field}=<folder>")
     return prepare_beat(data_config.raw_root, data_config.root, options_from_config(data_config), log=log)
 
 
@@ -271,7 +325,7 @@ def dataset_from_config(config, log=print) -> motion_text.MotionTextDataset:
     """
     data = config.data
     if not data.root:
-        raise ValueError("data.root is empty; set --config.data.root=<prepared dataset folder>")
+        raise UserError("data.root is empty; set --config.data.root=<prepared dataset folder>")
     prepared = (Path(data.root) / "dataset.json").is_file()
     if data.source == "synthetic" and not prepared:
         from motion_ddpm_jax.data import synthetic
@@ -279,14 +333,14 @@ def dataset_from_config(config, log=print) -> motion_text.MotionTextDataset:
         synthetic.write_demo_dataset(data.raw_root, seed=data.split_seed)
     if data.source in ("synthetic", "beat") and not prepared:
         if data.source == "beat" and not (data.raw_root and Path(data.raw_root).is_dir()):
-            raise FileNotFoundError(
+            raise MissingInputError(
                 f"data.root {data.root} is not prepared and data.raw_root {data.raw_root!r} is not a folder; "
                 f"download BEAT and run `python launch.py --mode prepare --config <config> "
                 f"--config.data.raw_root=<BEAT folder>`"
             )
         prepare_from_config(data, log=log)
     elif data.source not in ("synthetic", "beat", "prepared"):
-        raise ValueError(f"data.source is {data.source!r}; expected synthetic, beat or prepared")
+        raise UserError(f"data.source is {data.source!r}; expected synthetic, beat or prepared")
     return motion_text.open_dataset(
         data.root,
         fps=data.fps,

@@ -16,9 +16,10 @@ Conventions (what a `BvhMotion` holds)
 - Arrays are float32 (parsed in float64). `fps` is 1 / frame_time, snapped to the nearest integer when within
   1e-4 relative (files print 0.008333 for 120 fps).
 
-Errors: every malformed input raises `BvhError` (a ValueError) whose message starts `<file>:<line>:` and
-says what was expected. The MOTION block is parsed by `np.loadtxt` at C speed; only when that fails, or its
-shape disagrees with the header, is the block scanned line by line to name the offending line.
+Errors: every malformed input raises `BvhError` (a `UserError`, hence a ValueError) whose message starts
+`<file>:<line>:` and says what was expected. The MOTION block is parsed by `np.loadtxt` at C speed; only
+when that fails, or its shape disagrees with the header, is the block scanned line by line to name the
+offending line.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import jax
 import numpy as np
 
 from motion_ddpm_jax import kinematics
+from motion_ddpm_jax.errors import UserError
 from motion_ddpm_jax.files import write_text_file
 from motion_ddpm_jax.skeleton import Skeleton
 
@@ -51,7 +53,7 @@ _FLOAT32_MAX = float(np.finfo(np.float32).max)
 _RESAMPLE_TOLERANCE = 1e-3  # relative mismatch allowed between the rate ratio and an integer stride
 
 
-class BvhError(ValueError):
+class BvhError(UserError):
     """A malformed BVH file. `source` and `line` (1-based; 0 when not tied to a line) say where."""
 
     def __init__(self, source: str, line: int, message: str):
@@ -156,10 +158,11 @@ def resample(motion: BvhMotion, target_fps: float) -> BvhMotion:
     ratio = source_fps / target_fps
     stride = round(ratio)
     if stride < 1 or abs(ratio - stride) > _RESAMPLE_TOLERANCE * ratio:
+        rate = motion.fps  # as the file means it: 0.008333 s is 120 fps, not 120.0048
         raise ValueError(
-            f"{motion.source}: cannot resample {source_fps:g} fps to {target_fps:g} fps by dropping frames; "
-            f"the target must divide the source rate (e.g. {source_fps / 2:g}, {source_fps / 3:g}, "
-            f"{source_fps / 4:g} fps); interpolation is not supported"
+            f"{motion.source}: cannot resample {rate:g} fps to {target_fps:g} fps by dropping frames; "
+            f"the target must divide the source rate (e.g. {rate / 2:g}, {rate / 3:g}, {rate / 4:g} fps); "
+            "interpolation is not supported"
         )
     if stride == 1:
         return motion
@@ -445,7 +448,8 @@ class _Header:
         time_line = self._next_line("'Frame Time: <seconds>'")
         match = re.fullmatch(r"\s*frame\s+time\s*:\s*(\S+)\s*", time_line[1], re.IGNORECASE)
         frame_time = _to_float(match.group(1)) if match else None
-        if frame_time is None or frame_time <= 0:
+        # 1 / frame_time must be finite too: a subnormal time (1e-320) would give an infinite frame rate.
+        if frame_time is None or frame_time <= 0 or not math.isfinite(1.0 / frame_time):
             raise self.error(
                 time_line[0],
                 f"expected 'Frame Time: <seconds>' with a positive time, found {time_line[1].strip()!r}",
@@ -531,9 +535,9 @@ def _locate_bad_frame(data: str, first_line: int, num_frames: int, num_channels:
                     f"frame {frame}, value {column + 1}: expected a finite (float32) number, found {token!r}",
                 )
     if frame < num_frames:
-        raise BvhError(
+        raise BvhError(  # at the file's last line (the Frame Time line when no frame line follows it)
             source,
-            max(last_line, first_line),
+            last_line,
             f"file truncated: 'Frames: {num_frames}' declared but only {frame} frame lines found",
         )
 
@@ -618,9 +622,20 @@ def parse_bvh(text: str, source: str = "<string>") -> BvhMotion:
 
 
 def load_bvh(path: str | os.PathLike) -> BvhMotion:
-    """Read and parse a BVH file (UTF-8, or Latin-1 where it is not valid UTF-8)."""
+    """Read and parse a BVH file (UTF-8, or Latin-1 where it is not valid UTF-8).
+
+    A NUL byte (UTF-16 text, a binary file, or a file zero-filled by a crash) raises BvhError at its line.
+    """
     with open(path, "rb") as handle:
         raw = handle.read()
+    nul = raw.find(b"\0")
+    if nul >= 0:
+        raise BvhError(
+            os.fspath(path),
+            raw.count(b"\n", 0, nul) + 1,
+            f"a NUL byte at byte {nul}: this is not BVH text (UTF-16, or binary data?); expected a text file "
+            "in UTF-8 or Latin-1",
+        )
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:

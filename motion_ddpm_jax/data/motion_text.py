@@ -12,26 +12,36 @@ Our layout (written by `write_dataset`, read by `open_dataset`):
 The HumanML3D layout (`new_joint_vecs/<id>.npy`, `texts/<id>.txt` with lines
 `caption#word/POS ...#from#to`, `Mean.npy`, `Std.npy`, `train.txt` ...) is read as it is: a caption
 with non-zero `from`/`to` (seconds) makes a sub-clip of its own, as MotionDiffuse does.
+
+Errors: a missing, unreadable, malformed or inconsistent file raises `DatasetError` (a `UserError`) naming
+the file (and line, where there is one) and what was expected. Arrays are read with `allow_pickle=False`:
+an object array or a pickle is refused, never unpickled (unpickling can run code).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import numbers
 import os
+import tokenize
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from motion_ddpm_jax.errors import UserError
 from motion_ddpm_jax.skeleton import Skeleton
 
 FORMAT = "motion-ddpm-jax/1"
 SPLITS = ("train", "val", "test")
+_NPY_MAGIC = b"\x93NUMPY"
+_ZIP_MAGIC = b"PK\x03\x04"
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError):
     """A dataset folder or one of its files is missing, malformed or inconsistent."""
 
 
@@ -73,11 +83,18 @@ class MotionTextDataset:
             raise ValueError(f"unknown split {name!r}; expected one of {SPLITS}")
         if self.layout == "humanml3d":
             return _load_humanml3d_split(self, name)
-        ids = _read_ids(self.root / f"{name}.txt")
+        path = self.root / f"{name}.txt"
+        ids = _read_ids(path)
+        if not ids:
+            hint = "" if name == "train" else f" (a non-zero data.{name}_fraction gives it recordings)"
+            raise DatasetError(
+                f"{path}: the {name} split lists no clips; expected one clip id per line. Prepare the "
+                f"dataset again{hint}"
+            )
         motions, captions = [], []
         for clip_id in ids:
             motions.append(_load_motion(self.root / "motions" / f"{clip_id}.npy", self.feature_size))
-            captions.append(_read_captions(self.root / "texts" / f"{clip_id}.txt"))
+            captions.append(_read_captions(self.root / "texts" / f"{clip_id}.txt", clip_id))
         return Split(name, tuple(ids), tuple(motions), tuple(captions))
 
     def check_feature_size(self, expected: int, field: str = "model.input_feats") -> None:
@@ -93,45 +110,147 @@ class MotionTextDataset:
 # ---------------------------------------------------------------- small readers
 
 
+def _read_text(path: Path, what: str) -> str:
+    """The UTF-8 text of `path`; DatasetError naming the file if it cannot be read or decoded."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise DatasetError(
+            f"{path}: not UTF-8 text (byte {error.start}: {error.reason}); expected {what} in UTF-8"
+        ) from None
+    except OSError as error:
+        raise DatasetError(f"{path}: cannot read {what} ({error.strerror or error})") from None
+
+
 def _read_ids(path: Path) -> list[str]:
     if not path.is_file():
         raise DatasetError(f"{path}: split file missing (expected one clip id per line)")
-    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [line.strip() for line in _read_text(path, "the split file").splitlines() if line.strip()]
 
 
-def _read_captions(path: Path) -> tuple[str, ...]:
+def _read_captions(path: Path, clip_id: str) -> tuple[str, ...]:
     if not path.is_file():
         raise DatasetError(
-            f"{path}: caption file missing for clip {path.stem!r} (expected one caption a line)"
+            f"{path}: caption file missing for clip {clip_id!r} (expected this file, one caption a line)"
         )
-    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    lines = [line.strip() for line in _read_text(path, f"the captions of clip {clip_id!r}").splitlines()]
     captions = tuple(line for line in lines if line)
     return captions or ("",)
+
+
+def _load_array(path: Path, what: str) -> np.ndarray:
+    """One array from a .npy file, never unpickling: DatasetError names the file and what is wrong.
+
+    The header is read and checked first (signature, version, dtype, and that the data fill exactly the
+    bytes its shape needs), so a damaged file gives a message here instead of whatever numpy's header
+    parser or allocator would raise (TokenError, OverflowError, MemoryError for a garbled shape, ...).
+    """
+    try:
+        with open(path, "rb") as handle:
+            magic = handle.read(len(_NPY_MAGIC))
+            if magic == _NPY_MAGIC:
+                handle.seek(0)
+                shape, dtype, data_bytes = _read_npy_header(handle)
+    except OSError as error:
+        raise DatasetError(f"{path}: cannot read {what} ({error.strerror or error})") from None
+    except _HEADER_ERRORS as error:
+        raise DatasetError(
+            f"{path}: not a readable .npy array (damaged header: {error}); expected {what} saved by "
+            "numpy.save"
+        ) from None
+    if magic.startswith(_ZIP_MAGIC):
+        raise DatasetError(
+            f"{path}: an .npz archive, not a .npy array; expected {what} saved by numpy.save (not savez)"
+        )
+    if magic != _NPY_MAGIC:
+        if not magic:
+            found = "the file is empty"
+        elif magic[:1] == b"\x80":
+            found = "it looks like a Python pickle, never loaded here: unpickling can run code"
+        else:
+            found = "it lacks the .npy signature"
+        raise DatasetError(
+            f"{path}: not a readable .npy array ({found}); expected {what} saved by numpy.save"
+        )
+    if dtype.hasobject:
+        raise DatasetError(
+            f"{path}: holds an array of Python objects (dtype {dtype}), which only unpickling could read; "
+            f"arrays are loaded with allow_pickle=False (unpickling can run code). Expected {what} as a "
+            "numeric array: save it with numpy.save(path, array.astype(numpy.float32))"
+        )
+    needed = math.prod(shape) * dtype.itemsize if all(n >= 0 for n in shape) else -1
+    if needed != data_bytes:
+        problem = "truncated" if 0 <= data_bytes < needed else "damaged"
+        raise DatasetError(
+            f"{path}: not a readable .npy array (its header says shape {shape} of {dtype}, {needed} bytes of "
+            f"data, but the file holds {data_bytes}: it looks {problem}); expected {what} saved by numpy.save"
+        )
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as error:  # not expected after the checks above
+        raise DatasetError(f"{path}: not a readable .npy array ({error}); the file looks damaged") from None
+
+
+# What numpy's .npy header reader raises on garbled bytes (it parses the header as a Python literal).
+_HEADER_ERRORS = (ValueError, TypeError, SyntaxError, OverflowError, EOFError, tokenize.TokenError)
+
+
+def _read_npy_header(handle) -> tuple[tuple[int, ...], np.dtype, int]:
+    """(shape, dtype, bytes of data after the header) of the .npy file open in `handle`."""
+    version = np.lib.format.read_magic(handle)
+    if version == (1, 0):
+        shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
+    elif version == (2, 0):
+        shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
+    else:
+        raise ValueError(f"format version {version}, expected 1.0 or 2.0")
+    return tuple(shape), dtype, os.fstat(handle.fileno()).st_size - handle.tell()
+
+
+def _finite_float32(path: Path, values: np.ndarray, what: str, expected: str) -> np.ndarray:
+    """`values` as float32, or DatasetError naming the first non-finite entry (NaN, inf, float32 overflow)."""
+    if not np.issubdtype(values.dtype, np.floating):
+        raise DatasetError(f"{path}: {what} has dtype {values.dtype}; expected floating-point {expected}")
+    with np.errstate(over="ignore"):
+        result = values.astype(np.float32)
+    bad = ~np.isfinite(result)
+    if bad.any():
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        where = f"frame {first[0]}, feature {first[1]}" if len(first) == 2 else f"feature {first[0]}"
+        raise DatasetError(
+            f"{path}: {what} has {int(bad.sum())} non-finite values (NaN, inf or beyond float32), the first "
+            f"at {where} ({values[first]}); expected finite {expected}"
+        )
+    return result
 
 
 def _load_motion(path: Path, feature_size: int) -> np.ndarray:
     if not path.is_file():
         raise DatasetError(f"{path}: motion file missing")
-    try:
-        motion = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as error:
-        raise DatasetError(f"{path}: not a readable .npy array ({error})") from None
+    motion = _load_array(path, f"a motion [frames, {feature_size}]")
     if motion.ndim != 2 or motion.shape[1] != feature_size:
         raise DatasetError(
             f"{path}: motion has shape {motion.shape}; expected [frames, {feature_size}] as dataset.json says"
         )
-    if not np.issubdtype(motion.dtype, np.floating) or not np.all(np.isfinite(motion)):
-        raise DatasetError(f"{path}: motion must be finite floating-point values (dtype {motion.dtype})")
-    return motion.astype(np.float32, copy=False)
+    return _finite_float32(path, motion, "motion", f"values [frames, {feature_size}]")
 
 
-def _load_stats(path: Path, feature_size: int) -> np.ndarray:
+def _load_stats(path: Path, feature_size: int, positive: bool = False) -> np.ndarray:
     if not path.is_file():
         raise DatasetError(f"{path}: normalisation statistics missing")
-    values = np.load(path, allow_pickle=False)
-    if values.shape != (feature_size,) or not np.all(np.isfinite(values)):
-        raise DatasetError(f"{path}: expected {feature_size} finite values, got shape {values.shape}")
-    return values.astype(np.float32)
+    values = _load_array(path, f"{feature_size} normalisation statistics")
+    if values.shape != (feature_size,):
+        raise DatasetError(
+            f"{path}: expected {feature_size} values (shape [{feature_size}]), got shape {values.shape}"
+        )
+    values = _finite_float32(path, values, "the statistics", f"values [{feature_size}]")
+    if positive and not np.all(values > 0):
+        feature = int(np.argmin(values > 0))
+        raise DatasetError(
+            f"{path}: standard deviation {values[feature]} at feature {feature}; expected positive values "
+            "(write_dataset floors them at data.std_floor)"
+        )
+    return values
 
 
 # ---------------------------------------------------------------- opening
@@ -162,21 +281,44 @@ def open_dataset(
     )
 
 
-def _open_prepared(root: Path) -> MotionTextDataset:
-    path = root / "dataset.json"
+def read_dataset_info(path: Path) -> dict[str, Any]:
+    """The record of a prepared dataset (`dataset.json`), with format, representation, fps and feature_size
+    checked; DatasetError names the file and the field."""
     try:
-        info = json.loads(path.read_text(encoding="utf-8"))
+        info = json.loads(_read_text(path, "the dataset record"))
     except json.JSONDecodeError as error:
-        raise DatasetError(f"{path}: not valid JSON ({error})") from None
+        raise DatasetError(f"{path}: not valid JSON ({error}); the prepared dataset looks damaged") from None
+    if not isinstance(info, dict):
+        raise DatasetError(f"{path}: expected a JSON object of dataset fields, found a {type(info).__name__}")
     for key in ("format", "representation", "fps", "feature_size"):
         if key not in info:
             raise DatasetError(f"{path}: missing field {key!r}")
     if info["format"] != FORMAT:
         raise DatasetError(f"{path}: format {info['format']!r}, expected {FORMAT!r}")
-    feature_size = int(info["feature_size"])
+    if not isinstance(info["representation"], str):
+        raise DatasetError(f"{path}: field 'representation' is {info['representation']!r}; expected a name")
+    fps, feature_size = info["fps"], info["feature_size"]
+    if isinstance(fps, bool) or not isinstance(fps, numbers.Real) or not (math.isfinite(fps) and fps > 0):
+        raise DatasetError(f"{path}: field 'fps' is {fps!r}; expected a positive number of frames per second")
+    if isinstance(feature_size, bool) or not isinstance(feature_size, int) or feature_size < 1:
+        raise DatasetError(f"{path}: field 'feature_size' is {feature_size!r}; expected a positive integer")
+    return info
+
+
+def _open_prepared(root: Path) -> MotionTextDataset:
+    info = read_dataset_info(root / "dataset.json")
+    feature_size = info["feature_size"]
     skeleton = None
-    if (root / "skeleton.json").is_file():
-        skeleton = Skeleton.load_json(root / "skeleton.json")
+    skeleton_path = root / "skeleton.json"
+    if skeleton_path.is_file():
+        try:
+            skeleton = Skeleton.load_json(skeleton_path)
+        except (ValueError, OSError) as error:
+            message = str(error)
+            prefix = "" if message.startswith(str(skeleton_path)) else f"{skeleton_path}: "
+            raise DatasetError(
+                f"{prefix}{message} (expected the skeleton written with the dataset)"
+            ) from None
     return MotionTextDataset(
         root=root,
         layout="prepared",
@@ -184,7 +326,7 @@ def _open_prepared(root: Path) -> MotionTextDataset:
         fps=float(info["fps"]),
         feature_size=feature_size,
         mean=_load_stats(root / "mean.npy", feature_size),
-        std=_load_stats(root / "std.npy", feature_size),
+        std=_load_stats(root / "std.npy", feature_size, positive=True),
         skeleton=skeleton,
         info=info,
     )
@@ -194,8 +336,11 @@ def _open_humanml3d(root: Path, fps, min_length, max_length, std_floor) -> Motio
     mean_path, std_path = root / "Mean.npy", root / "Std.npy"
     if not mean_path.is_file():
         raise DatasetError(f"{mean_path}: HumanML3D layout needs Mean.npy and Std.npy")
-    feature_size = int(np.load(mean_path, mmap_mode="r", allow_pickle=False).shape[-1])
-    mean = _load_stats(mean_path, feature_size)
+    mean = _load_array(mean_path, "the feature means [D]")
+    if mean.ndim != 1 or mean.size == 0:
+        raise DatasetError(f"{mean_path}: shape {mean.shape}; expected the feature means, shape [D]")
+    feature_size = int(mean.size)
+    mean = _finite_float32(mean_path, mean, "the statistics", f"values [{feature_size}]")
     std = np.maximum(_load_stats(std_path, feature_size), std_floor)
     return MotionTextDataset(
         root=root,
@@ -222,9 +367,11 @@ def _parse_humanml3d_caption(line: str, path: Path, number: int) -> tuple[str, f
     try:
         start, end = (0.0 if not p.strip() or p.strip() == "nan" else float(p) for p in parts[2:])
     except ValueError:
+        start = end = math.nan
+    if not (0 <= start < math.inf and 0 <= end < math.inf):
         raise DatasetError(
-            f"{path}:{number}: from/to must be numbers of seconds, found {line!r:.120}"
-        ) from None
+            f"{path}:{number}: from/to must be finite, non-negative numbers of seconds, found {line!r:.120}"
+        )
     return parts[0].strip(), start, end
 
 
@@ -237,16 +384,23 @@ def _load_humanml3d_split(dataset: MotionTextDataset, name: str) -> Split:
             dataset.max_length is None or len(motion) < dataset.max_length
         )
 
-    for clip_id in _read_ids(root / f"{name}.txt"):
+    split_path = root / f"{name}.txt"
+    listed = _read_ids(split_path)
+    without_motion = 0
+    for clip_id in listed:
         motion_path = root / "new_joint_vecs" / f"{clip_id}.npy"
         if not motion_path.is_file():
+            without_motion += 1
             continue  # the published split lists clips that the processing dropped
         motion = _load_motion(motion_path, dataset.feature_size)
         text_path = root / "texts" / f"{clip_id}.txt"
         if not text_path.is_file():
-            raise DatasetError(f"{text_path}: caption file missing for clip {clip_id!r}")
+            raise DatasetError(
+                f"{text_path}: caption file missing for clip {clip_id!r} (expected this file, one "
+                "'caption#tokens#from#to' a line)"
+            )
         whole = []
-        lines = text_path.read_text(encoding="utf-8").splitlines()
+        lines = _read_text(text_path, f"the captions of clip {clip_id!r}").splitlines()
         for number, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
@@ -263,6 +417,14 @@ def _load_humanml3d_split(dataset: MotionTextDataset, name: str) -> Split:
             ids.append(clip_id)
             motions.append(motion)
             captions.append(tuple(whole))
+    if not ids:
+        limit = "" if dataset.max_length is None else f" and fewer than {dataset.max_length}"
+        raise DatasetError(
+            f"{split_path}: the {name} split has no clips: of the {len(listed)} it lists, {without_motion} "
+            f"have no motion in {root / 'new_joint_vecs'} and none of the others gives a captioned clip of "
+            f"at least {dataset.min_length}{limit} frames; expected at least one clip (check the folder and "
+            "data.min_motion_length / data.max_clip_length)"
+        )
     return Split(name, tuple(ids), tuple(motions), tuple(captions))
 
 

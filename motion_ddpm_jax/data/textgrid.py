@@ -7,8 +7,9 @@ checks that each value follows its label and each interval its index. Encoding: 
 byte-order mark decides; without one, UTF-16 is recognised by its zero bytes, otherwise UTF-8 (Latin-1
 where the bytes are not valid UTF-8).
 
-Errors: every malformed input raises `TextGridError` (a ValueError) whose message starts `<file>:<line>:`
-and says what was expected. Intervals of a tier must not overlap (tolerance 1e-6 s); gaps are allowed.
+Errors: every malformed input raises `TextGridError` (a `UserError`, hence a ValueError) whose message
+starts `<file>:<line>:` and says what was expected. Intervals of a tier must be in time order and not
+overlap (tolerance 1e-6 s); gaps are allowed.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
+from motion_ddpm_jax.errors import UserError
 from motion_ddpm_jax.files import write_text_file
 
 OVERLAP_TOLERANCE_S = 1e-6
@@ -39,7 +41,7 @@ _TOKEN = re.compile(
 _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 
 
-class TextGridError(ValueError):
+class TextGridError(UserError):
     """A malformed TextGrid. `source` and `line` (1-based; 0 when not tied to a line) say where."""
 
     def __init__(self, source: str, line: int, message: str):
