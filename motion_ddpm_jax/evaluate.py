@@ -1,0 +1,1047 @@
+"""Metrics of generated motion against real motion: `launch.py --mode eval` and `--mode train_autoencoder`.
+
+The metric functions are pure numpy (float64 inside). Those on joint positions take `positions [N, T, J, 3]`
+(global, the data's unit: BEAT centimetres) and `lengths [N]`; frames at and past a clip's length are
+ignored, so padded batches can be passed as they are.
+
+- `jitter`: mean acceleration and jerk magnitude (finite differences, units/s^2 and units/s^3).
+- `bone_length_error`: per bone the mean relative deviation from a reference length; mean and worst bone.
+- `effector_speed`: mean and 95th percentile speed of end effectors (`end_effectors` picks them by name).
+- `diversity`: mean pairwise distance of fixed-length, root-relative pose sequences.
+- `fit_classifier` / `LinearClassifier.accuracy`: text-conditioning accuracy of a ridge classifier trained
+  on real clips' `motion_features`, for datasets whose captions name one of a finite set of classes.
+- `frechet_distance`: between Gaussians fitted to real and generated features; `fgd` is the Fréchet
+  Gesture Distance (as BEAT's) on the latents of a small convolutional motion autoencoder.
+
+`run(config, workdir)` restores a checkpoint, generates one sample per real clip of `config.eval.split`
+(its caption, its length) and writes the table of metrics (real | generated) as JSON.
+`train_autoencoder(config)` trains the FGD autoencoder on the training split and saves it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import os
+import re
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from motion_ddpm_jax import kinematics
+from motion_ddpm_jax import representation as layouts
+from motion_ddpm_jax.errors import UserError
+from motion_ddpm_jax.skeleton import Skeleton
+
+HAND_NAMES = re.compile(r"hand|wrist|finger|thumb|pinky", re.IGNORECASE)
+FOOT_NAMES = re.compile(r"foot|toe|ankle|heel", re.IGNORECASE)
+DIVERSITY_FRAMES = 32  # every clip is resampled to this many frames before pairwise distances
+MAX_PAIRS = 20_000  # diversity: beyond this many pairs, a deterministic random subset of pairs
+MAX_CLASSES = 64  # captions as classes only when there are at most this many distinct ones
+FEATURE_CHUNK = 64  # clips decoded and summarised at a time (bounds memory on large splits)
+
+AUTOENCODER_FORMAT = "motion-ddpm-jax/fgd-autoencoder/1"
+AUTOENCODER_WINDOW_S = 1.0  # window length in seconds (rounded down to a multiple of 4 frames)
+AUTOENCODER_HIDDEN = 64
+AUTOENCODER_BATCH = 32
+AUTOENCODER_LR = 1e-3
+
+
+class EvaluationError(UserError):
+    """An evaluation input (checkpoint, dataset, autoencoder folder, config.eval field) is unusable."""
+
+
+# ------------------------------------------------------------------------------------------ helpers
+def _batch(positions, lengths) -> tuple[np.ndarray, np.ndarray]:
+    """Checked float64 positions [N, T, J, 3] and int lengths [N]."""
+    positions = np.asarray(positions, dtype=np.float64)
+    if positions.ndim != 4 or positions.shape[-1] != 3:
+        raise ValueError(f"positions must be [N, T, J, 3], got shape {positions.shape}")
+    lengths = np.asarray(lengths)
+    if lengths.shape != positions.shape[:1] or not np.issubdtype(lengths.dtype, np.integer):
+        raise ValueError(
+            f"lengths must be {positions.shape[0]} integers, got {lengths.dtype} {lengths.shape}"
+        )
+    if np.any(lengths < 0) or np.any(lengths > positions.shape[1]):
+        raise ValueError(f"lengths must lie in [0, {positions.shape[1]}], got {lengths.tolist()[:8]}...")
+    return positions, lengths.astype(np.int64)
+
+
+def _valid(lengths: np.ndarray, num: int, order: int) -> np.ndarray:
+    """bool [N, num]: entry t of an order-`order` difference is valid when frames t..t+order all are."""
+    return np.arange(num)[None, :] < (lengths - order)[:, None]
+
+
+def _masked_mean(values: np.ndarray, mask: np.ndarray) -> float:
+    """Mean of values [N, T', ...] over the entries where mask [N, T'] holds (nan when none does)."""
+    selected = values[mask]
+    return float(selected.mean()) if selected.size else float("nan")
+
+
+# ------------------------------------------------------------------------------------------ metrics
+def jitter(positions, lengths, fps: float) -> dict[str, float]:
+    """Mean magnitude of joint acceleration (units/s^2) and jerk (units/s^3) over joints and valid frames.
+
+    positions: [N, T, J, 3]; acceleration = second difference * fps^2, jerk = third difference * fps^3.
+    """
+    p, lengths = _batch(positions, lengths)
+    out = {}
+    for name, order in (("acceleration", 2), ("jerk", 3)):
+        magnitude = np.linalg.norm(np.diff(p, n=order, axis=1), axis=-1) * float(fps) ** order
+        out[name] = _masked_mean(magnitude, _valid(lengths, magnitude.shape[1], order))
+    return out
+
+
+def _bones(skeleton: Skeleton) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    children = kinematics.bone_children(skeleton.parents)
+    parents = skeleton.parents[children]
+    names = [f"{skeleton.names[p]}->{skeleton.names[c]}" for p, c in zip(parents, children, strict=True)]
+    return parents, children, names
+
+
+def frame_bone_lengths(positions, skeleton: Skeleton) -> np.ndarray:
+    """Bone lengths [..., B] of positions [..., J, 3], bones in `skeleton.bones` order (float64)."""
+    parents, children, _ = _bones(skeleton)
+    p = np.asarray(positions, dtype=np.float64)
+    return np.linalg.norm(p[..., children, :] - p[..., parents, :], axis=-1)
+
+
+def mean_bone_lengths(positions, lengths, skeleton: Skeleton) -> np.ndarray:
+    """Mean length of every bone [B] over the valid frames of positions [N, T, J, 3] (a data reference)."""
+    p, lengths = _batch(positions, lengths)
+    return frame_bone_lengths(p, skeleton)[_valid(lengths, p.shape[1], 0)].mean(axis=0)
+
+
+def bone_length_error(positions, lengths, skeleton: Skeleton, reference=None) -> dict[str, Any]:
+    """Relative bone-length error: per bone the mean over valid frames of |length - ref| / ref.
+
+    reference: [B] lengths in `skeleton.bones` order; default the skeleton's offsets (`bone_lengths()`).
+    Bones whose reference length is ~0 (below 1e-6 of the longest) have no relative error and are left out.
+    Returns mean (over bones), worst (the largest), worst_bone ('Parent->Child') and per_bone {name: error}.
+    """
+    p, lengths = _batch(positions, lengths)
+    _, _, names = _bones(skeleton)
+    reference = np.asarray(skeleton.bone_lengths() if reference is None else reference, dtype=np.float64)
+    if reference.shape != (len(names),):
+        raise ValueError(f"reference must hold {len(names)} bone lengths, got shape {reference.shape}")
+    kept = reference > 1e-6 * reference.max()
+    deviation = np.abs(frame_bone_lengths(p, skeleton)[..., kept] / reference[kept] - 1.0)
+    mask = _valid(lengths, p.shape[1], 0)
+    if not mask.any():
+        return {"mean": float("nan"), "worst": float("nan"), "worst_bone": None, "per_bone": {}}
+    per_bone = deviation[mask].mean(axis=0)
+    kept_names = [name for name, keep in zip(names, kept, strict=True) if keep]
+    worst = int(np.argmax(per_bone))
+    return {
+        "mean": float(per_bone.mean()),
+        "worst": float(per_bone[worst]),
+        "worst_bone": kept_names[worst],
+        "per_bone": dict(zip(kept_names, per_bone.tolist(), strict=True)),
+    }
+
+
+def end_effectors(names: Sequence[str], parents) -> dict[str, np.ndarray]:
+    """Joint indices of the end effectors by group: `hands` (names with hand/wrist/finger/thumb/pinky) and
+    `feet` (foot/toe/ankle/heel); the leaf joints as `leaves` when no name matches either."""
+    groups = {
+        "hands": [j for j, name in enumerate(names) if HAND_NAMES.search(name)],
+        "feet": [j for j, name in enumerate(names) if FOOT_NAMES.search(name)],
+    }
+    found = {group: np.asarray(joints) for group, joints in groups.items() if joints}
+    if found:
+        return found
+    parents = np.asarray(parents)
+    return {"leaves": np.setdiff1d(np.arange(len(names)), parents[parents >= 0])}
+
+
+def effector_speed(positions, lengths, fps: float, joints) -> dict[str, float]:
+    """Speed (units/s) of `joints` between consecutive valid frames: its mean and 95th percentile, pooled
+    over clips, frames and joints. positions: [N, T, J, 3]."""
+    p, lengths = _batch(positions, lengths)
+    joints = np.asarray(joints, dtype=np.int64)
+    speed = np.linalg.norm(np.diff(p[:, :, joints], axis=1), axis=-1) * float(fps)  # [N, T-1, K]
+    pooled = speed[_valid(lengths, speed.shape[1], 1)].ravel()
+    if not pooled.size:
+        return {"mean": float("nan"), "p95": float("nan")}
+    return {"mean": float(pooled.mean()), "p95": float(np.percentile(pooled, 95))}
+
+
+def resampled_poses(positions, lengths, root: int = 0, num_frames: int = DIVERSITY_FRAMES) -> np.ndarray:
+    """Root-relative poses [N, num_frames, J, 3]: each clip's valid frames linearly resampled."""
+    p, lengths = _batch(positions, lengths)
+    if np.any(lengths < 1):
+        raise ValueError("every clip needs at least one frame")
+    out = np.empty((p.shape[0], num_frames, p.shape[2], 3))
+    for i, (clip, length) in enumerate(zip(p, lengths, strict=True)):
+        times = np.linspace(0.0, length - 1, num_frames)
+        lower = np.floor(times).astype(np.int64)
+        upper = np.minimum(lower + 1, length - 1)
+        weight = (times - lower)[:, None, None]
+        frames = (1.0 - weight) * clip[lower] + weight * clip[upper]
+        out[i] = frames - frames[:, root : root + 1]
+    return out
+
+
+def _pairs(count: int, max_pairs: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """All pairs i < j, or `max_pairs` random ordered pairs i != j drawn with `seed` when there are more."""
+    if count * (count - 1) // 2 <= max_pairs:
+        return np.triu_indices(count, k=1)
+    rng = np.random.default_rng(seed)
+    first = rng.integers(count, size=max_pairs)
+    return first, (first + rng.integers(1, count, size=max_pairs)) % count
+
+
+def diversity(
+    positions,
+    lengths,
+    root: int = 0,
+    num_frames: int = DIVERSITY_FRAMES,
+    max_pairs: int = MAX_PAIRS,
+    seed: int = 0,
+) -> float:
+    """Mean pairwise distance between clips: the RMS over time of the distance between root-relative
+    poses (the Euclidean norm over joints and coordinates), after resampling each clip to `num_frames`.
+    Units of the positions; nan for fewer than two clips."""
+    poses = resampled_poses(positions, lengths, root, num_frames).reshape(len(lengths), -1)
+    if len(poses) < 2:
+        return float("nan")
+    first, second = _pairs(len(poses), max_pairs, seed)
+    return float(np.mean(np.linalg.norm(poses[first] - poses[second], axis=-1)) / np.sqrt(num_frames))
+
+
+def summary_features(values, lengths, fps: float) -> np.ndarray:
+    """Per-channel mean and std over valid frames of values [N, T, ...] and of their velocity (units/s):
+    [N, 4 * C] with C the channels after the time axis (zeros where a clip has too few frames)."""
+    values = np.asarray(values, dtype=np.float64)
+    values = values.reshape(*values.shape[:2], -1)
+    lengths = np.asarray(lengths, dtype=np.int64)
+    parts = []
+    for series, order in ((values, 0), (np.diff(values, axis=1) * float(fps), 1)):
+        mask = _valid(lengths, series.shape[1], order)[..., None]
+        count = np.maximum(mask.sum(axis=1), 1)
+        mean = np.where(mask, series, 0.0).sum(axis=1) / count
+        var = np.where(mask, np.square(series - mean[:, None]), 0.0).sum(axis=1) / count
+        parts += [mean, np.sqrt(var)]
+    return np.concatenate(parts, axis=-1)
+
+
+def motion_features(positions, lengths, fps: float, root: int = 0) -> np.ndarray:
+    """Summary features [N, 4 * 3 * (J + 1)] of a clip's motion: `summary_features` of the root-relative
+    joint positions and of the root's trajectory (relative to its first frame)."""
+    p, lengths = _batch(positions, lengths)
+    relative = p - p[:, :, root : root + 1]
+    trajectory = p[:, :, root : root + 1] - p[:, :1, root : root + 1]
+    return summary_features(np.concatenate([relative, trajectory], axis=2), lengths, fps)
+
+
+# ------------------------------------------------------------------------------------------ classifier
+@dataclasses.dataclass(frozen=True)
+class LinearClassifier:
+    """A ridge (least-squares one-vs-rest) classifier on standardized features.
+
+    classes: K names; mean, scale: [F] standardization; weights: [F, K]; bias: [K].
+    """
+
+    classes: tuple[str, ...]
+    mean: np.ndarray
+    scale: np.ndarray
+    weights: np.ndarray
+    bias: np.ndarray
+
+    def predict(self, features) -> np.ndarray:
+        """Class names [N] of features [N, F]."""
+        z = (np.asarray(features, dtype=np.float64) - self.mean) / self.scale
+        return np.asarray(self.classes, dtype=object)[np.argmax(z @ self.weights + self.bias, axis=-1)]
+
+    def accuracy(self, features, labels: Sequence[str]) -> float:
+        """Fraction of features [N, F] predicted as their label (nan for none)."""
+        if len(labels) == 0:
+            return float("nan")
+        return float(np.mean(self.predict(features) == np.asarray(labels, dtype=object)))
+
+
+def fit_classifier(features, labels: Sequence[str], ridge: float = 0.1) -> LinearClassifier:
+    """Fit a `LinearClassifier` to features [N, F] with string labels [N].
+
+    Least squares onto centred one-hot targets with an L2 penalty of `ridge * N` (the standardized features
+    have unit variance, so the penalty is relative to the average eigenvalue of their covariance); solved
+    in the smaller of the primal and dual forms.
+    """
+    x = np.asarray(features, dtype=np.float64)
+    classes = tuple(sorted(set(labels)))
+    if x.ndim != 2 or x.shape[0] != len(labels):
+        raise ValueError(f"features must be [{len(labels)}, F], got shape {x.shape}")
+    if len(classes) < 2:
+        raise ValueError(f"a classifier needs at least two classes, got {classes}")
+    mean = x.mean(axis=0)
+    std = x.std(axis=0)
+    scale = np.where(std > 1e-8 * max(float(std.max()), 1e-300), std, 1.0)
+    z = (x - mean) / scale
+    targets = (np.asarray(labels, dtype=object)[:, None] == np.asarray(classes, dtype=object)[None]).astype(
+        np.float64
+    )
+    bias = targets.mean(axis=0)
+    targets = targets - bias
+    penalty = ridge * len(z)
+    if z.shape[1] <= z.shape[0]:
+        weights = np.linalg.solve(z.T @ z + penalty * np.eye(z.shape[1]), z.T @ targets)
+    else:
+        weights = z.T @ np.linalg.solve(z @ z.T + penalty * np.eye(z.shape[0]), targets)
+    return LinearClassifier(classes, mean, scale, weights, bias)
+
+
+def label_function(train_captions: Sequence[str]) -> tuple[Callable[[str], str | None], str] | None:
+    """How a caption names its class, for the conditioning accuracy, decided from the training captions.
+
+    The demo's gesture word when every training caption names exactly one gesture; else the caption
+    itself when there are at most MAX_CLASSES distinct ones; None for free text (no finite set of classes).
+    Returns (caption -> class or None, a description).
+    """
+    from motion_ddpm_jax.data.synthetic import GESTURES
+
+    def gesture(caption: str) -> str | None:
+        named = {word for word in re.findall(r"[a-z]+", caption.lower()) if word in GESTURES}
+        return named.pop() if len(named) == 1 else None
+
+    if train_captions and all(gesture(c) is not None for c in train_captions):
+        return gesture, "the gesture word in the caption"
+    distinct = {c.strip().lower() for c in train_captions}
+    if 2 <= len(distinct) <= MAX_CLASSES:
+        return (lambda c: c.strip().lower() if c.strip().lower() in distinct else None), "the caption"
+    return None
+
+
+# ------------------------------------------------------------------------------------------ Fréchet
+def sqrtm_psd(matrix) -> np.ndarray:
+    """Square root of a symmetric positive semi-definite matrix (eigendecomposition; negative rounding
+    errors in the eigenvalues are clipped to 0)."""
+    matrix = np.asarray(matrix, dtype=np.float64)
+    values, vectors = np.linalg.eigh((matrix + matrix.T) / 2.0)
+    return (vectors * np.sqrt(np.clip(values, 0.0, None))) @ vectors.T
+
+
+def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
+    """Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2):
+    |mu1 - mu2|^2 + tr(sigma1 + sigma2 - 2 (sigma1^1/2 sigma2 sigma1^1/2)^1/2)."""
+    mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
+    sigma1, sigma2 = (
+        np.atleast_2d(np.asarray(sigma1, np.float64)),
+        np.atleast_2d(np.asarray(sigma2, np.float64)),
+    )
+    root = sqrtm_psd(sigma1)
+    middle = root @ sigma2 @ root
+    cross = np.sqrt(np.clip(np.linalg.eigvalsh((middle + middle.T) / 2.0), 0.0, None)).sum()
+    value = np.sum(np.square(mu1 - mu2)) + np.trace(sigma1) + np.trace(sigma2) - 2.0 * cross
+    return float(max(value, 0.0))
+
+
+def frechet_distance_of(features_a, features_b) -> float:
+    """Fréchet distance between Gaussians fitted to features_a [N, F] and features_b [M, F] (nan when
+    either has fewer than two rows)."""
+    a, b = np.asarray(features_a, np.float64), np.asarray(features_b, np.float64)
+    if len(a) < 2 or len(b) < 2:
+        return float("nan")
+    return frechet_distance(a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False))
+
+
+# ------------------------------------------------------------------------------------------ FGD autoencoder
+def _leaky(x):
+    return nn.leaky_relu(x, 0.2)
+
+
+class TemporalConv(nn.Module):
+    """1-D convolution over time [B, W, C] -> [B, ceil(W / stride), features], 'same' zero padding, written
+    as one matmul over stacked shifted frames (XLA:CPU runs that about twice as fast as its convolution)."""
+
+    features: int
+    kernel: int = 3
+    stride: int = 1
+
+    @nn.compact
+    def __call__(self, x):
+        length = x.shape[1]
+        x = jnp.pad(x, ((0, 0), ((self.kernel - 1) // 2, self.kernel // 2), (0, 0)))
+        patches = [x[:, i : i + length : self.stride] for i in range(self.kernel)]
+        return nn.Dense(self.features)(jnp.concatenate(patches, axis=-1))
+
+
+class Upsample(nn.Module):
+    """Twice the frames: [B, W, C] -> [B, 2W, features] (a kernel-3 convolution to 2 * features, each
+    output frame split into two)."""
+
+    features: int
+
+    @nn.compact
+    def __call__(self, x):
+        batch, length, _ = x.shape
+        return TemporalConv(2 * self.features)(x).reshape(batch, 2 * length, self.features)
+
+
+class ConvEncoder(nn.Module):
+    """Windows [B, W, F] (standardized) -> latents [B, W / 4, latent]."""
+
+    hidden: int
+    latent: int
+
+    @nn.compact
+    def __call__(self, x):
+        x = _leaky(nn.Dense(self.hidden)(x))
+        x = _leaky(TemporalConv(self.hidden)(x))
+        x = _leaky(TemporalConv(self.hidden, 4, 2)(x))
+        x = _leaky(TemporalConv(2 * self.hidden, 4, 2)(x))
+        return TemporalConv(self.latent)(x)
+
+
+class ConvDecoder(nn.Module):
+    """Latents [B, W / 4, latent] -> windows [B, W, F]."""
+
+    hidden: int
+    features: int
+
+    @nn.compact
+    def __call__(self, z):
+        x = _leaky(TemporalConv(2 * self.hidden)(z))
+        x = _leaky(Upsample(self.hidden)(x))
+        x = _leaky(Upsample(self.hidden)(x))
+        x = _leaky(TemporalConv(self.hidden)(x))
+        return nn.Dense(self.features)(x)
+
+
+class MotionAutoencoder(nn.Module):
+    """The FGD motion autoencoder (as BEAT's): per-frame projections and 1-D temporal convolutions, time
+    downsampled by 4 in the latent. Windows [B, W, F], W a multiple of 4."""
+
+    features: int
+    hidden: int = AUTOENCODER_HIDDEN
+    latent: int = 32
+
+    def setup(self):
+        self.encoder = ConvEncoder(self.hidden, self.latent)
+        self.decoder = ConvDecoder(self.hidden, self.features)
+
+    def __call__(self, x):
+        return self.decoder(self.encoder(x))
+
+    def encode(self, x):
+        return self.encoder(x)
+
+
+def window_frames(fps: float) -> int:
+    """Autoencoder window: AUTOENCODER_WINDOW_S at `fps`, rounded down to a multiple of 4 (at least 4)."""
+    return max(4, 4 * int(fps * AUTOENCODER_WINDOW_S // 4))
+
+
+def motion_windows(motions: Sequence[np.ndarray], window: int, stride: int | None = None) -> np.ndarray:
+    """Windows [M, window, D] cut from clips [T_i, D] every `stride` frames (default window // 2); clips
+    shorter than `window` give none."""
+    stride = stride or max(window // 2, 1)
+    windows = [
+        motion[start : start + window]
+        for motion in motions
+        for start in range(0, len(motion) - window + 1, stride)
+    ]
+    if not windows:
+        depth = motions[0].shape[-1] if len(motions) else 0
+        return np.zeros((0, window, depth), np.float32)
+    return np.stack(windows).astype(np.float32)
+
+
+@functools.partial(jax.jit, static_argnames="model")
+def _latent_means(params, windows, model: MotionAutoencoder):
+    return model.apply({"params": params}, windows, method=MotionAutoencoder.encode).mean(axis=1)
+
+
+class FgdEncoder:
+    """A trained FGD autoencoder: `encode` maps physical feature windows [N, W, D] to latent means [N, L]."""
+
+    def __init__(self, params, mean: np.ndarray, std: np.ndarray, settings: dict[str, Any]):
+        self.params = params
+        self.mean = np.asarray(mean, np.float32)
+        self.std = np.asarray(std, np.float32)
+        self.settings = dict(settings)
+        self.model = MotionAutoencoder(
+            int(settings["feature_size"]), int(settings["hidden"]), int(settings["latent"])
+        )
+
+    @property
+    def window(self) -> int:
+        return int(self.settings["window"])
+
+    def encode(self, windows, chunk: int = 256) -> np.ndarray:
+        """Latent means (over time) [N, latent], float64, of windows [N, W, D] of physical features."""
+        windows = np.asarray(windows, np.float32)
+        if windows.ndim != 3 or windows.shape[1:] != (self.window, self.mean.size):
+            raise ValueError(
+                f"windows must be [N, {self.window}, {self.mean.size}] for this autoencoder, "
+                f"got {windows.shape}"
+            )
+        out = np.zeros((len(windows), self.model.latent))
+        for i in range(0, len(windows), chunk):  # chunks of one shape: one compilation
+            part = (windows[i : i + chunk] - self.mean) / self.std
+            part = np.pad(part, ((0, chunk - len(part)), (0, 0), (0, 0)))
+            out[i : i + chunk] = np.asarray(_latent_means(self.params, part, self.model))[: len(windows) - i]
+        return out
+
+
+def fgd(encoder: FgdEncoder, real_windows, generated_windows) -> float:
+    """Fréchet Gesture Distance: the Fréchet distance between the autoencoder's latent means of real and
+    generated windows [N, W, D] (physical features)."""
+    return frechet_distance_of(encoder.encode(real_windows), encoder.encode(generated_windows))
+
+
+def init_autoencoder(model: MotionAutoencoder, window: int, seed: int) -> dict[str, Any]:
+    """Parameters of `model` drawn with numpy (LeCun-normal kernels, zero biases): compiling flax's
+    initialisers would cost more than the whole default training on a CPU."""
+    example = jnp.zeros((1, window, model.features))
+    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), example))["params"]
+    rng = np.random.default_rng(seed)
+
+    def draw(path, leaf):
+        if path[-1].key == "kernel":
+            return (rng.normal(size=leaf.shape) / np.sqrt(leaf.shape[0])).astype(np.float32)
+        return np.zeros(leaf.shape, np.float32)
+
+    return jax.tree_util.tree_map_with_path(draw, shapes)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "learning_rate"))
+def _autoencoder_step(params, opt_state, batch, model: MotionAutoencoder, learning_rate: float):
+    """One Adam step on the reconstruction MSE of batch [B, W, F] (standardized)."""
+
+    def loss_fn(p):
+        return jnp.mean(jnp.square(model.apply({"params": p}, batch) - batch))
+
+    loss, grads = jax.value_and_grad(loss_fn)(params)
+    updates, opt_state = optax.adam(learning_rate).update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss
+
+
+def fit_autoencoder(
+    motions: Sequence[np.ndarray],
+    mean,
+    std,
+    *,
+    window: int,
+    latent: int,
+    steps: int,
+    hidden: int = AUTOENCODER_HIDDEN,
+    batch_size: int = AUTOENCODER_BATCH,
+    learning_rate: float = AUTOENCODER_LR,
+    seed: int = 0,
+    log=print,
+) -> tuple[Any, np.ndarray]:
+    """Train a `MotionAutoencoder` on random windows of clips [T_i, D] (standardized with mean/std) by
+    reconstruction MSE with Adam. Returns (params, the loss of every step [steps])."""
+    mean, std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
+    clips = [(np.asarray(m, np.float32) - mean) / std for m in motions if len(m) >= window]
+    if not clips:
+        raise EvaluationError(f"no training clip is at least {window} frames long (the autoencoder's window)")
+    starts = np.array([len(c) - window + 1 for c in clips])
+    model = MotionAutoencoder(int(mean.size), hidden, latent)
+    params = init_autoencoder(model, window, seed)
+    opt_state = optax.adam(learning_rate).init(params)
+    rng = np.random.default_rng(seed)
+    losses = np.zeros(steps)
+    log_every = max(steps // 10, 1)
+    for step in range(steps):
+        which = rng.choice(len(clips), size=batch_size, p=starts / starts.sum())
+        offsets = (rng.random(batch_size) * starts[which]).astype(np.int64)
+        batch = np.stack([clips[c][o : o + window] for c, o in zip(which, offsets, strict=True)])
+        params, opt_state, loss = _autoencoder_step(params, opt_state, batch, model, learning_rate)
+        losses[step] = float(loss)
+        if (step + 1) % log_every == 0 or step + 1 == steps:
+            log(f"autoencoder step {step + 1}/{steps}: reconstruction MSE {losses[step]:.4f}")
+    return jax.device_get(params), losses
+
+
+def dataset_fingerprint(dataset) -> str:
+    """A short hash of a dataset's record (dataset.json or its equivalent) and statistics."""
+    digest = hashlib.sha256(json.dumps(dict(dataset.info), sort_keys=True, default=str).encode())
+    digest.update(np.asarray(dataset.mean, np.float32).tobytes())
+    digest.update(np.asarray(dataset.std, np.float32).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def autoencoder_dir(config) -> Path:
+    """config.eval.autoencoder_dir, or <data.root>/fgd_autoencoder."""
+    if config.eval.autoencoder_dir:
+        return Path(config.eval.autoencoder_dir)
+    if not config.data.root:
+        raise EvaluationError("eval.autoencoder_dir and data.root are both empty; set one of them")
+    return Path(config.data.root) / "fgd_autoencoder"
+
+
+def autoencoder_settings(config, dataset) -> dict[str, Any]:
+    """What decides an autoencoder: identical settings mean an identical autoencoder."""
+    return {
+        "format": AUTOENCODER_FORMAT,
+        "feature_size": int(dataset.feature_size),
+        "window": window_frames(dataset.fps),
+        "hidden": AUTOENCODER_HIDDEN,
+        "latent": int(config.eval.autoencoder_latent),
+        "steps": int(config.eval.autoencoder_steps),
+        "batch_size": AUTOENCODER_BATCH,
+        "learning_rate": AUTOENCODER_LR,
+        "seed": int(config.seed),
+        "dataset_fingerprint": dataset_fingerprint(dataset),
+        "representation": dataset.representation,
+        "fps": float(dataset.fps),
+    }
+
+
+def _flatten(params) -> dict[str, np.ndarray]:
+    leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+    return {"/".join(k.key for k in path): np.asarray(leaf) for path, leaf in leaves}
+
+
+def _unflatten(flat: dict[str, np.ndarray]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for key, value in flat.items():
+        *outer, last = key.split("/")
+        node = tree
+        for part in outer:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return tree
+
+
+def _read_settings(directory: Path) -> dict[str, Any]:
+    path = directory / "autoencoder.json"
+    if not path.is_file():
+        raise EvaluationError(
+            f"{directory}: not an FGD autoencoder folder (no autoencoder.json); train one with "
+            f"`python launch.py --mode train_autoencoder --config <config>`, or set eval.autoencoder_dir"
+        )
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise EvaluationError(f"{path}: not valid JSON ({error})") from None
+    if record.get("settings", {}).get("format") != AUTOENCODER_FORMAT:
+        raise EvaluationError(f"{path}: format is not {AUTOENCODER_FORMAT!r}")
+    return record
+
+
+def save_autoencoder(directory, params, mean, std, settings: dict[str, Any], trained: dict[str, Any]) -> Path:
+    """Write `autoencoder.npz` (params, mean, std) and `autoencoder.json` (settings, training summary) into
+    `directory`, which must not exist or be empty (written under a temporary name, then renamed)."""
+    directory = Path(directory)
+    if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
+        raise EvaluationError(
+            f"{directory}: exists and is not empty; refusing to write an autoencoder over it"
+        )
+    staging = directory.with_name(f".{directory.name}.partial-{os.getpid()}")
+    staging.mkdir(parents=True)
+    arrays = {f"params/{k}": v for k, v in _flatten(params).items()}
+    np.savez(
+        staging / "autoencoder.npz",
+        mean=np.asarray(mean, np.float32),
+        std=np.asarray(std, np.float32),
+        **arrays,
+    )
+    record = {"settings": settings, "trained": trained}
+    (staging / "autoencoder.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    if directory.exists():
+        directory.rmdir()  # empty, checked above
+    staging.rename(directory)
+    return directory
+
+
+def load_autoencoder(directory) -> FgdEncoder:
+    """The FgdEncoder saved in `directory` by `save_autoencoder`."""
+    directory = Path(directory)
+    record = _read_settings(directory)
+    with np.load(directory / "autoencoder.npz", allow_pickle=False) as data:
+        flat = {key[len("params/") :]: data[key] for key in data.files if key.startswith("params/")}
+        mean, std = data["mean"], data["std"]
+    return FgdEncoder(_unflatten(flat), mean, std, record["settings"])
+
+
+def train_autoencoder(config, log=print) -> Path:
+    """`launch.py --mode train_autoencoder`: train the FGD autoencoder on the training split for
+    eval.autoencoder_steps steps and save it to `autoencoder_dir(config)`. An existing folder is never
+    overwritten: with identical settings there is nothing to do, otherwise an error names it."""
+    from motion_ddpm_jax.data import beat
+
+    dataset = beat.dataset_from_config(config, log=log)
+    directory = autoencoder_dir(config)
+    settings = autoencoder_settings(config, dataset)
+    if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
+        saved = _read_settings(directory)["settings"]
+        if saved == json.loads(json.dumps(settings)):
+            log(f"{directory}: an FGD autoencoder with these settings exists already; nothing to do")
+            return directory
+        changed = sorted(k for k in set(saved) | set(settings) if saved.get(k) != settings.get(k))
+        raise EvaluationError(
+            f"{directory} holds an FGD autoencoder with other settings ({', '.join(changed)}); it is left as "
+            f"it is. Set eval.autoencoder_dir to a new folder, or delete that one yourself"
+        )
+    if settings["steps"] < 1:
+        raise EvaluationError(f"eval.autoencoder_steps must be >= 1, got {settings['steps']}")
+    start = time.perf_counter()
+    motions = dataset.split("train").motions
+    log(
+        f"training the FGD autoencoder on {len(motions)} clips ({settings['window']}-frame windows, "
+        f"latent {settings['latent']}) for {settings['steps']} steps"
+    )
+    params, losses = fit_autoencoder(
+        motions,
+        dataset.mean,
+        dataset.std,
+        window=settings["window"],
+        latent=settings["latent"],
+        steps=settings["steps"],
+        hidden=settings["hidden"],
+        batch_size=settings["batch_size"],
+        learning_rate=settings["learning_rate"],
+        seed=settings["seed"],
+        log=log,
+    )
+    seconds = time.perf_counter() - start
+    tail = max(len(losses) // 20, 1)
+    trained = {
+        "initial_loss": float(losses[:tail].mean()),
+        "final_loss": float(losses[-tail:].mean()),
+        "seconds": round(seconds, 2),
+        "dataset_root": str(dataset.root),
+        "train_clips": len(motions),
+    }
+    save_autoencoder(directory, params, dataset.mean, dataset.std, settings, trained)
+    log(f"saved the FGD autoencoder to {directory} ({seconds:.1f}s, final MSE {trained['final_loss']:.4f})")
+    return directory
+
+
+# ------------------------------------------------------------------------------------------ --mode eval
+@dataclasses.dataclass(frozen=True)
+class Clips:
+    """Clips of one side of the comparison.
+
+    motion: [N, T, D] physical features, zero past each length; lengths: [N]; captions: N;
+    positions: [N, T, J, 3] global joint positions, or None where the data has no skeleton.
+    """
+
+    motion: np.ndarray
+    lengths: np.ndarray
+    captions: tuple[str, ...]
+    positions: np.ndarray | None
+
+    def clip_motions(self) -> list[np.ndarray]:
+        return [m[:n] for m, n in zip(self.motion, self.lengths, strict=True)]
+
+
+def _pad(motions: Sequence[np.ndarray], rows: int = 0, multiple: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Clips [T_i, D] -> zero-padded [max(N, rows), T, D] with T the longest rounded up to `multiple`,
+    and lengths [N]."""
+    lengths = np.array([len(m) for m in motions], np.int64)
+    frames = -(-int(lengths.max(initial=1)) // multiple) * multiple
+    out = np.zeros((max(len(motions), rows), frames, motions[0].shape[-1]), np.float32)
+    for i, m in enumerate(motions):
+        out[i, : len(m)] = m
+    return out, lengths
+
+
+@functools.partial(jax.jit, static_argnames=("skeleton", "representation"))
+def _decode(motion, skeleton: Skeleton, representation: str):
+    return layouts.decode(motion, skeleton, representation)
+
+
+def decode_positions(motion, skeleton: Skeleton | None, representation: str) -> np.ndarray | None:
+    """Global joint positions [N, T, J, 3] of physical features [N, T, D], or None without a skeleton."""
+    if skeleton is None or representation not in layouts.REPRESENTATIONS:
+        return None
+    return np.asarray(_decode(jnp.asarray(motion, jnp.float32), skeleton, representation))
+
+
+def choose_clips(split, num_clips: int, max_length: int) -> tuple[list[np.ndarray], list[str]]:
+    """`num_clips` clips of `split` (0 or more than it has: all) evenly spaced through it, each cut to its
+    first `max_length` frames, with its first caption."""
+    count = len(split)
+    if count == 0:
+        raise EvaluationError(f"the {split.name} split has no clips; set eval.split to a split with clips")
+    if num_clips < 0:
+        raise EvaluationError(f"eval.num_clips must be >= 0 (0 = the whole split), got {num_clips}")
+    take = count if num_clips == 0 or num_clips >= count else num_clips
+    indices = np.unique(np.linspace(0, count - 1, take).round().astype(np.int64))
+    return [split.motions[i][:max_length] for i in indices], [split.captions[i][0] for i in indices]
+
+
+def _metrics_of(clips: Clips, skeleton, fps: float, effectors) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if clips.positions is None:
+        return out
+    p, n = clips.positions, clips.lengths
+    for name, value in jitter(p, n, fps).items():
+        out[f"jitter/{name}"] = value
+    bones = bone_length_error(p, n, skeleton)
+    out["bone_error/mean"], out["bone_error/worst"] = bones["mean"], bones["worst"]
+    out["bone_error/worst_bone"] = bones["worst_bone"]
+    for group, joints in effectors.items():
+        speed = effector_speed(p, n, fps, joints)
+        out[f"speed/{group}_mean"], out[f"speed/{group}_p95"] = speed["mean"], speed["p95"]
+    out["diversity"] = diversity(p, n, root=skeleton.root)
+    return out
+
+
+def _features(motions: Sequence[np.ndarray], skeleton, representation: str, fps: float) -> np.ndarray:
+    """`motion_features` (or, without a skeleton, `summary_features` of the raw features) of clips
+    [T_i, D], decoded a chunk at a time."""
+    parts = []
+    for i in range(0, len(motions), FEATURE_CHUNK):
+        chunk = motions[i : i + FEATURE_CHUNK]
+        motion, lengths = _pad(chunk, rows=FEATURE_CHUNK, multiple=32)  # few shapes: few compilations
+        positions = decode_positions(motion, skeleton, representation)
+        if positions is None:
+            parts.append(summary_features(motion[: len(chunk)], lengths, fps))
+        else:
+            parts.append(motion_features(positions[: len(chunk)], lengths, fps, skeleton.root))
+    return np.concatenate(parts)
+
+
+def compare(
+    real: Clips,
+    generated: Clips,
+    train_motions: Sequence[np.ndarray],
+    train_captions: Sequence[str],
+    *,
+    skeleton: Skeleton | None,
+    representation: str,
+    fps: float,
+    encoder: FgdEncoder | None = None,
+) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """Every metric of real and generated clips: ({metric: {"real": v, "generated": v}}, notes).
+
+    The classifier is trained on the training clips; its accuracy on the real clips is the ceiling the
+    generated ones are measured against. The Fréchet distances compare each side with the real clips; their
+    real column compares an equally large set of training clips with the real clips (a floor).
+    """
+    notes: list[str] = []
+    effectors = end_effectors(skeleton.names, skeleton.parents) if skeleton is not None else {}
+    sides = {
+        side: _metrics_of(clips, skeleton, fps, effectors)
+        for side, clips in (("real", real), ("generated", generated))
+    }
+    if skeleton is None or real.positions is None:
+        notes.append(
+            f"no skeleton for {representation} data: position metrics (jitter, bones, speed) skipped"
+        )
+
+    features = {
+        "real": _features(real.clip_motions(), skeleton, representation, fps),
+        "generated": _features(generated.clip_motions(), skeleton, representation, fps),
+    }
+    reference = np.unique(np.linspace(0, len(train_motions) - 1, len(real.lengths)).round().astype(np.int64))
+    train_features = _features(list(train_motions), skeleton, representation, fps)
+    sides["real"]["frechet/features"] = frechet_distance_of(features["real"], train_features[reference])
+    sides["generated"]["frechet/features"] = frechet_distance_of(features["real"], features["generated"])
+    notes.append(
+        "frechet/features and fgd: generated = real vs generated clips; real = real vs as many training "
+        "clips (what two sets of real motion differ by at this sample size)"
+    )
+
+    labels = label_function(list(train_captions))
+    if labels is None:
+        notes.append("captions are free text (no finite set of classes): conditioning accuracy skipped")
+    else:
+        to_class, how = labels
+        train_labels = [to_class(c) for c in train_captions]
+        keep = [i for i, label in enumerate(train_labels) if label is not None]
+        if len({train_labels[i] for i in keep}) < 2:
+            notes.append(
+                "fewer than two caption classes in the training split: conditioning accuracy skipped"
+            )
+        else:
+            classifier = fit_classifier(train_features[keep], [train_labels[i] for i in keep])
+            for side, clips in (("real", real), ("generated", generated)):
+                classes = [to_class(c) for c in clips.captions]
+                known = [i for i, label in enumerate(classes) if label in classifier.classes]
+                sides[side]["conditioning_accuracy"] = classifier.accuracy(
+                    features[side][known], [classes[i] for i in known]
+                )
+            notes.append(
+                f"conditioning accuracy: a ridge classifier of motion features trained on {len(keep)} "
+                f"training clips, class = {how} ({len(classifier.classes)} classes, chance "
+                f"{1 / len(classifier.classes):.3f})"
+            )
+
+    if encoder is not None:
+        real_windows = motion_windows(real.clip_motions(), encoder.window)
+        train_windows = motion_windows([train_motions[i] for i in reference], encoder.window)
+        generated_windows = motion_windows(generated.clip_motions(), encoder.window)
+        sides["real"]["fgd"] = fgd(encoder, real_windows, train_windows)
+        sides["generated"]["fgd"] = fgd(encoder, real_windows, generated_windows)
+        notes.append(f"FGD on {len(real_windows)} real / {len(generated_windows)} generated windows")
+    names = list(dict.fromkeys([*sides["real"], *sides["generated"]]))
+    table = {name: {side: sides[side].get(name) for side in sides} for name in names}
+    return table, notes
+
+
+def format_table(table: dict[str, dict[str, Any]]) -> str:
+    """The metrics as an aligned text table: metric | real | generated."""
+
+    def cell(value) -> str:
+        if value is None:
+            return "-"
+        if isinstance(value, str):
+            return value
+        return f"{value:.4g}"
+
+    rows = [("metric", "real", "generated")] + [
+        (name, cell(v.get("real")), cell(v.get("generated"))) for name, v in table.items()
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    lines = [" | ".join(text.ljust(width) for text, width in zip(row, widths, strict=True)) for row in rows]
+    lines.insert(1, "-+-".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def _json_safe(value):
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    if isinstance(value, np.generic):
+        return _json_safe(value.item())
+    return value
+
+
+def write_new_json(path: Path, payload: Any) -> Path:
+    """Write `payload` to `path`, or to `<stem>_1<suffix>`, `_2`, ... when that exists (never overwrite)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(_json_safe(payload), indent=1, allow_nan=False) + "\n"
+    for attempt in range(10_000):
+        candidate = path if attempt == 0 else path.with_name(f"{path.stem}_{attempt}{path.suffix}")
+        try:
+            with open(candidate, "x", encoding="utf-8") as handle:
+                handle.write(text)
+            return candidate
+        except FileExistsError:
+            continue
+    raise EvaluationError(f"{path}: too many files of this name already; set eval.output to a new file")
+
+
+def _fgd_encoder(config, dataset) -> tuple[FgdEncoder | None, list[str]]:
+    """The FGD autoencoder trained on `dataset`, or None and a note that says why not."""
+    directory = autoencoder_dir(config)
+    if not (directory / "autoencoder.json").is_file():
+        return None, [
+            f"FGD skipped: no autoencoder in {directory}; train one with `python launch.py --mode "
+            f"train_autoencoder --config <config>` (eval.autoencoder_steps steps)"
+        ]
+    encoder = load_autoencoder(directory)
+    if encoder.settings.get("dataset_fingerprint") != dataset_fingerprint(dataset):
+        return None, [f"FGD skipped: the autoencoder in {directory} was trained on another dataset"]
+    return encoder, []
+
+
+def run(config, workdir: str | os.PathLike, log=print) -> dict[str, Any]:
+    """`launch.py --mode eval`: metrics of a checkpoint's samples against real clips of eval.split.
+
+    One sample per chosen real clip, with its first caption and its length (capped at the model's
+    max_motion_length), sampled with config.sample.*. Prints the table and writes it as JSON to
+    eval.output (default <workdir>/eval/metrics_step<step>.json; never overwritten: a suffix is added).
+    """
+    from motion_ddpm_jax import sampling
+    from motion_ddpm_jax.data import beat
+
+    if config.eval.split not in ("train", "val", "test"):
+        raise EvaluationError(f"eval.split is {config.eval.split!r}; expected train, val or test")
+    step = int(config.sample.checkpoint_step)
+    loaded = sampling.load_model(workdir, step=None if step < 0 else step, use_ema=config.sample.use_ema)
+    dataset = beat.dataset_from_config(config, log=log)
+    if dataset.feature_size != np.asarray(loaded.mean).size:
+        raise EvaluationError(
+            f"the checkpoint in {workdir} has {np.asarray(loaded.mean).size} features per frame but the "
+            f"dataset at data.root={dataset.root} has {dataset.feature_size}; point data.root at the data "
+            f"it was trained on"
+        )
+    motions, captions = choose_clips(
+        dataset.split(config.eval.split), int(config.eval.num_clips), int(loaded.max_motion_length)
+    )
+    lengths = [len(m) for m in motions]
+    log(
+        f"evaluating step {loaded.step}: {len(motions)} {config.eval.split} clips, one sample each "
+        f"({config.sample.sampler}, {config.sample.steps} steps, guidance {config.sample.guidance_scale})"
+    )
+    start = time.perf_counter()
+    out = sampling.generate(
+        loaded,
+        captions,
+        lengths,
+        num_samples=1,
+        sampler=config.sample.sampler,
+        steps=int(config.sample.steps),
+        eta=float(config.sample.eta),
+        guidance_scale=float(config.sample.guidance_scale),
+        seed=int(config.sample.seed),
+        batch_size=int(config.sample.batch_size),
+    )
+    sample_seconds = time.perf_counter() - start
+    generated_lengths = np.asarray(out["lengths"], np.int64)
+    if not np.array_equal(generated_lengths, lengths):
+        raise RuntimeError(
+            f"sampling returned lengths {generated_lengths[:8]}..., asked for {lengths[:8]}..."
+        )
+    real_motion, real_lengths = _pad(motions)
+    real = Clips(
+        real_motion,
+        real_lengths,
+        tuple(captions),
+        decode_positions(real_motion, dataset.skeleton, dataset.representation),
+    )
+    generated_motion = np.asarray(out["motion"], np.float32)
+    generated_positions = out.get("positions")
+    generated = Clips(
+        generated_motion,
+        generated_lengths,
+        tuple(captions),
+        None if real.positions is None or generated_positions is None else np.asarray(generated_positions),
+    )
+    train = dataset.split("train")
+    encoder, notes = _fgd_encoder(config, dataset)
+    table, compare_notes = compare(
+        real,
+        generated,
+        [m[: int(loaded.max_motion_length)] for m in train.motions],
+        [c[0] for c in train.captions],
+        skeleton=dataset.skeleton,
+        representation=dataset.representation,
+        fps=float(dataset.fps),
+        encoder=encoder,
+    )
+    notes += compare_notes
+    log(format_table(table))
+    for note in notes:
+        log(f"note: {note}")
+    output = (
+        Path(config.eval.output)
+        if config.eval.output
+        else Path(workdir) / "eval" / f"metrics_step{loaded.step}.json"
+    )
+    record = {
+        "step": int(loaded.step),
+        "workdir": str(workdir),
+        "split": config.eval.split,
+        "num_clips": len(motions),
+        "fps": float(dataset.fps),
+        "units": "positions in the data's unit; speeds per second; bone errors relative",
+        "metrics": table,
+        "notes": notes,
+        "sample": config.sample.to_dict(),
+        "eval": config.eval.to_dict(),
+        "sample_seconds": round(sample_seconds, 2),
+    }
+    if jax.process_index() != 0:
+        return record
+    written = write_new_json(output, record)
+    log(f"wrote {written}")
+    return {**record, "output": str(written)}

@@ -1,0 +1,542 @@
+"""Sampling: a checkpoint folder -> motion for captions, with classifier-free guidance and DDPM or DDIM.
+
+`load_model(workdir)` rebuilds the model from the checkpoint alone (config, statistics, tokenizer and
+skeleton travel in its metadata); `generate(loaded, captions, ...)` runs the sampler as one compiled
+`lax.scan` per batch, spread over the local devices; `run(config, workdir)` is `launch.py --mode sample`:
+it reads `config.sample` and writes `.npy`, `.bvh` and an animation under a fresh output folder.
+
+Determinism: sample i (caption-major: caption c, draw k is i = c * num_samples + k) draws everything from
+key_i = fold_in(key(seed), i): its starting noise x_T = normal(fold_in(key_i, 0), [T, D]) and its step
+noises from the loop key fold_in(key_i, 1). T is the longest requested length. So a sample does not
+depend on the batch size or on the number of devices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import importlib
+import json
+import math
+import numbers
+import os
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from motion_ddpm_jax import checkpoint, diffusion, representation, text
+from motion_ddpm_jax import model as model_lib
+from motion_ddpm_jax.data import bvh, pipeline
+from motion_ddpm_jax.errors import UserError
+from motion_ddpm_jax.skeleton import Skeleton
+
+SAMPLERS = ("ddpm", "ddim")
+BVH_ORDER = "ZXY"  # the Euler channel order of BEAT's BVH files (and of the synthetic demo set)
+_METADATA_KEYS = ("config", "tokenizer", "mean", "std", "representation", "feature_size", "fps")
+
+
+class SampleError(UserError):
+    """A bad sampling request: names the `sample.*` field and what it accepts."""
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class LoadedModel:
+    """Everything sampling needs, restored from one checkpoint.
+
+    mean, std: f32[D] normalisation statistics; skeleton: None when the data have none (HumanML3D);
+    schedule: the training run's diffusion schedule; step: the checkpoint's step.
+    """
+
+    model: model_lib.MotionTransformer
+    params: Any
+    metadata: dict[str, Any]
+    tokenizer: text.Tokenizer
+    mean: np.ndarray
+    std: np.ndarray
+    skeleton: Skeleton | None
+    representation: str
+    fps: float
+    schedule: diffusion.Schedule
+    prediction: str
+    clip_x0: float | None
+    max_motion_length: int
+    text_max_length: int
+    step: int
+    # Device copies of the parameters; init=False: dataclasses.replace starts a fresh one.
+    _cache: dict = dataclasses.field(default_factory=dict, init=False, repr=False)
+
+    @property
+    def config(self) -> ml_collections.ConfigDict:
+        return ml_collections.ConfigDict(self.metadata["config"])
+
+
+def load_model(workdir: str | os.PathLike, step: int | None = None, use_ema: bool = True) -> LoadedModel:
+    """Restore checkpoint `step` (None: the latest) of `workdir` for sampling.
+
+    CheckpointError (naming the folder) when the folder is missing, empty, incomplete, or does not hold a
+    model this code can rebuild.
+    """
+    reader = checkpoint.Checkpointer(workdir, read_only=True)
+    try:
+        step = reader.latest_step() if step is None else int(step)
+        if step is None:
+            raise checkpoint.CheckpointError(f"{reader.directory}: holds no complete checkpoint")
+        try:
+            params, metadata = reader.restore_params(step, use_ema=use_ema)
+        except checkpoint.CheckpointError:
+            raise
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise checkpoint.CheckpointError(
+                f"{reader.directory}/{step}: cannot be restored for sampling ({type(error).__name__}: "
+                f"{str(error)[:300]}); is the checkpoint complete?"
+            ) from None
+    finally:
+        reader.close()
+    where = f"{reader.directory}/{step}"
+    return _loaded_from(params, metadata, step, where)
+
+
+def _loaded_from(params, metadata: Any, step: int, where: str) -> LoadedModel:
+    if not isinstance(metadata, dict):
+        raise checkpoint.CheckpointError(f"{where}: its metadata is not a JSON object")
+    missing = [key for key in _METADATA_KEYS if key not in metadata]
+    if missing:
+        raise checkpoint.CheckpointError(
+            f"{where}: its metadata lacks {', '.join(missing)}; it was not written by train.run"
+        )
+    try:
+        config = ml_collections.ConfigDict(metadata["config"])
+        tokenizer = text.Tokenizer.from_dict(metadata["tokenizer"], source=f"{where} metadata tokenizer")
+        skeleton = metadata.get("skeleton")
+        skeleton = None if skeleton is None else Skeleton.from_dict(skeleton, f"{where} metadata skeleton")
+        feature_size = int(metadata["feature_size"])
+        mean = np.asarray(metadata["mean"], np.float32)
+        std = np.asarray(metadata["std"], np.float32)
+        pipeline.destandardize(np.zeros((1, feature_size), np.float32), mean, std)  # checks the statistics
+        model = model_lib.model_from_config(
+            config, input_feats=feature_size, text_vocab_size=tokenizer.vocab_size
+        )
+        schedule = diffusion.make_schedule(config.diffusion.schedule, config.diffusion.steps)
+        prediction = str(config.diffusion.prediction)
+        if prediction not in diffusion.PREDICTION_KINDS:
+            raise ValueError(
+                f"diffusion.prediction {prediction!r} is not one of {diffusion.PREDICTION_KINDS}"
+            )
+        expected = model_lib.param_shapes(model)
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise checkpoint.CheckpointError(f"{where}: cannot rebuild its model ({error})") from None
+    got_structure, want_structure = jax.tree.structure(params), jax.tree.structure(expected)
+    mismatched = [
+        f"{jax.tree_util.keystr(path)}: saved {np.shape(got)}, the config gives {want.shape}"
+        for (path, want), got in zip(
+            jax.tree_util.tree_flatten_with_path(expected)[0], jax.tree.leaves(params), strict=False
+        )
+        if np.shape(got) != want.shape
+    ]
+    if got_structure != want_structure or mismatched:
+        raise checkpoint.CheckpointError(
+            f"{where}: its parameters do not match the model its own config describes "
+            f"({'; '.join(mismatched[:3]) or 'different parameter names'})"
+        )
+    clip_x0 = float(config.diffusion.clip_x0)
+    return LoadedModel(
+        model=model,
+        params=jax.tree.map(lambda p: np.asarray(p, np.float32), params),
+        metadata=metadata,
+        tokenizer=tokenizer,
+        mean=mean,
+        std=std,
+        skeleton=skeleton,
+        representation=str(metadata["representation"]),
+        fps=float(metadata["fps"]),
+        schedule=schedule,
+        prediction=prediction,
+        clip_x0=clip_x0 if clip_x0 > 0 else None,
+        max_motion_length=int(config.data.max_motion_length),
+        text_max_length=int(config.model.text_max_length),
+        step=int(step),
+    )
+
+
+# ------------------------------------------------------------------------------------------ generation
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _frame_counts(num_frames, num_captions: int, max_length: int) -> list[int]:
+    """num_frames (an int, or one int per caption) -> one length per caption, validated."""
+    counts = [num_frames] * num_captions if _is_int(num_frames) else num_frames
+    if isinstance(counts, str) or not isinstance(counts, Sequence) or not all(_is_int(n) for n in counts):
+        raise SampleError(
+            f"sample.num_frames must be an integer or one integer per caption, got {num_frames!r}"
+        )
+    if len(counts) != num_captions:
+        raise SampleError(
+            f"sample.num_frames gives {len(counts)} lengths for {num_captions} captions; give one per caption"
+        )
+    bad = [int(n) for n in counts if not 1 <= n <= max_length]
+    if bad:
+        raise SampleError(
+            f"sample.num_frames must be in [1, {max_length}] (data.max_motion_length of the checkpoint's "
+            f"run), got {bad[0]}"
+        )
+    return [int(n) for n in counts]
+
+
+def _check_request(
+    loaded: LoadedModel, captions, num_samples, sampler, steps, eta, guidance_scale, seed, batch
+):
+    if isinstance(captions, str) or not isinstance(captions, Sequence) or not captions:
+        raise SampleError(
+            f"captions must be a non-empty list of strings (sample.text), got {captions!r:.100}"
+        )
+    if not all(isinstance(c, str) for c in captions):
+        raise SampleError("captions must be strings (sample.text)")
+    if not (_is_int(num_samples) and num_samples >= 1):
+        raise SampleError(f"sample.num_samples must be an integer >= 1, got {num_samples!r}")
+    if sampler not in SAMPLERS:
+        raise SampleError(f"sample.sampler must be one of {SAMPLERS}, got {sampler!r}")
+    if sampler == "ddim" and not (_is_int(steps) and 1 <= steps <= loaded.schedule.num_steps):
+        raise SampleError(
+            f"sample.steps must be an integer in [1, {loaded.schedule.num_steps}] (diffusion.steps of the "
+            f"checkpoint's run), got {steps!r}"
+        )
+    if not (isinstance(eta, numbers.Real) and 0 <= eta <= 1):
+        raise SampleError(f"sample.eta must be a number in [0, 1], got {eta!r}")
+    if not (isinstance(guidance_scale, numbers.Real) and math.isfinite(guidance_scale)):
+        raise SampleError(f"sample.guidance_scale must be a finite number, got {guidance_scale!r}")
+    if not (_is_int(seed) and 0 <= seed < 2**32):
+        raise SampleError(f"sample.seed must be an integer in [0, 2**32), got {seed!r}")
+    if not (_is_int(batch) and batch >= 1):
+        raise SampleError(f"sample.batch_size must be an integer >= 1, got {batch!r}")
+
+
+@functools.lru_cache(maxsize=32)
+def _sample_function(
+    model: model_lib.MotionTransformer,
+    kind: str,
+    clip_x0: float | None,
+    sampler: str,
+    steps: int,
+    eta: float,
+    guided: bool,
+) -> Callable:
+    """The compiled sampler of one configuration, shared by every checkpoint of the same architecture
+    (it then compiles once per input shape).
+
+    Returns pmap(vmap(sample_one)) of (params, schedule, seed, index, frame_mask, caption, caption_mask,
+    empty, empty_mask, scale): index and the three after it are [devices, per_device, ...], the others
+    shared. Output: x0 f32[devices, per_device, T, D], standardized.
+    """
+
+    def sample_one(
+        params, schedule, seed, index, frame_mask, caption, caption_mask, empty, empty_mask, scale
+    ):
+        """Sample `index`: seed u32[], index i32[], frame_mask bool[T], caption f32[L, W] (encoded) and
+        caption_mask bool[L], the empty caption's encoding and mask, scale f32[] -> x0 f32[T, D]."""
+        sample_key = jax.random.fold_in(jax.random.key(seed), index)
+        x_T = jax.random.normal(jax.random.fold_in(sample_key, 0), (frame_mask.shape[0], model.input_feats))
+        x_T, mask = x_T[None], frame_mask[None]  # a batch of one: [1, T, D], [1, T]
+        loop_rng = jax.random.fold_in(sample_key, 1)
+        if guided:  # one forward pass of [conditional; unconditional]
+            encoded, text_mask = jnp.stack([caption, empty]), jnp.stack([caption_mask, empty_mask])
+            mask = jnp.concatenate([mask, mask])
+        else:
+            encoded, text_mask = caption[None], caption_mask[None]
+
+        def denoise(x_t, t):
+            if guided:
+                x_t, t = jnp.concatenate([x_t, x_t]), jnp.concatenate([t, t])
+            out = model.apply({"params": params}, x_t, t, None, text_mask, mask, encoded_text=encoded)
+            if guided:
+                conditional, unconditional = out[:1], out[1:]
+                return unconditional + scale * (conditional - unconditional)
+            return out
+
+        if sampler == "ddpm":
+            x0 = diffusion.ddpm_sample_loop(schedule, denoise, x_T, loop_rng, kind, clip_x0)
+        else:
+            x0 = diffusion.ddim_sample_loop(schedule, denoise, x_T, loop_rng, kind, steps, eta, clip_x0)
+        return x0[0]
+
+    per_sample = (None, None, None, 0, 0, 0, 0, None, None, None)
+    return jax.pmap(jax.vmap(sample_one, in_axes=per_sample), in_axes=per_sample)
+
+
+def _replicated(loaded: LoadedModel, name: str, make: Callable[[], Any]) -> Any:
+    """`make()` placed once on every local device, cached on `loaded` (no copy per sampler call)."""
+    key = ("replicated", name, jax.local_device_count())
+    if key not in loaded._cache:
+        mesh = jax.sharding.Mesh(np.array(jax.local_devices()), ("devices",))
+        replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+        loaded._cache[key] = jax.device_put(make(), replicated)
+    return loaded._cache[key]
+
+
+@functools.lru_cache(maxsize=8)
+def _encoder(model: model_lib.MotionTransformer) -> Callable:
+    """(params, tokens i32[C, L], mask bool[C, L]) -> the text encoder's output f32[C, L, W], compiled."""
+    return jax.jit(lambda params, tokens, mask: model_lib.encode_text(model, params, tokens, mask))
+
+
+@functools.lru_cache(maxsize=8)
+def _decoder(skeleton: Skeleton, kind: str) -> Callable:
+    """features f32[N, T, D] -> global joint positions f32[N, T, J, 3], compiled."""
+    return jax.jit(lambda features: representation.decode(features, skeleton, kind))
+
+
+def generate(
+    loaded: LoadedModel,
+    captions: Sequence[str],
+    num_frames: int | Sequence[int] = 60,
+    *,
+    num_samples: int = 1,
+    sampler: str = "ddim",
+    steps: int = 50,
+    eta: float = 0.0,
+    guidance_scale: float = 1.0,
+    seed: int = 0,
+    batch_size: int = 64,
+) -> dict[str, Any]:
+    """Sample `num_samples` motions per caption.
+
+    num_frames: one length for all captions, or one per caption, each in [1, max_motion_length].
+    sampler: 'ddpm' (ancestral over every diffusion step; `steps` and `eta` unused) or 'ddim' (`steps`
+    steps, noise level `eta`). guidance_scale s: classifier-free guidance, output = u + s * (c - u) with
+    u the model's output for the empty caption; s == 1 runs the conditional model alone. batch_size:
+    samples per compiled call over all local devices.
+
+    Returns (N = len(captions) * num_samples, caption-major; T = the longest length):
+      motion f32[N, T, D] de-standardized features, zero past each sample's length;
+      positions f32[N, T, J, 3] global joint positions, zero past the length (None without a skeleton);
+      lengths i32[N]; captions list[str] of length N.
+    """
+    _check_request(loaded, captions, num_samples, sampler, steps, eta, guidance_scale, seed, batch_size)
+    lengths_per_caption = _frame_counts(num_frames, len(captions), loaded.max_motion_length)
+    captions = list(captions)
+    total = len(captions) * num_samples
+    caption_of = np.repeat(np.arange(len(captions)), num_samples)  # sample -> caption, caption-major
+    lengths = np.asarray(lengths_per_caption, np.int32)[caption_of]
+    frames = int(lengths.max())
+
+    tokens, token_mask = loaded.tokenizer.encode(captions + [""], loaded.text_max_length)
+    encoded = np.asarray(_encoder(loaded.model)(loaded.params, tokens, token_mask))  # [C + 1, L, W]
+
+    devices = jax.local_device_count()
+    per_device = -(-min(batch_size, total) // devices)
+    chunk = per_device * devices
+    guided = float(guidance_scale) != 1.0
+    if sampler == "ddpm":
+        steps, eta = 0, 0.0  # unused: one compiled DDPM loop whatever they are
+    function = _sample_function(
+        loaded.model, loaded.prediction, loaded.clip_x0, sampler, int(steps), float(eta), guided
+    )
+    params = _replicated(loaded, "params", lambda: loaded.params)
+    schedule = _replicated(loaded, "schedule", lambda: loaded.schedule)
+
+    shared = (np.uint32(seed), encoded[-1], token_mask[-1], np.float32(guidance_scale))
+    outputs = []
+    for start in range(0, total, chunk):
+        index = np.minimum(np.arange(start, start + chunk), total - 1)  # a short last chunk repeats a sample
+        per_sample = (
+            index.astype(np.int32),
+            np.arange(frames)[None] < lengths[index][:, None],  # frame masks [chunk, T]
+            encoded[caption_of[index]],
+            token_mask[caption_of[index]],
+        )
+        per_sample = [a.reshape(devices, per_device, *a.shape[1:]) for a in per_sample]
+        x0 = function(params, schedule, shared[0], *per_sample, *shared[1:])
+        outputs.append(np.asarray(x0).reshape(chunk, frames, -1))
+    standardized = np.concatenate(outputs)[:total]
+
+    valid = np.arange(frames)[None, :] < lengths[:, None]  # [N, T]
+    motion = np.where(valid[..., None], pipeline.destandardize(standardized, loaded.mean, loaded.std), 0.0)
+    motion = motion.astype(np.float32)
+    positions = None
+    if loaded.skeleton is not None and loaded.representation in representation.REPRESENTATIONS:
+        decoded = np.asarray(_decoder(loaded.skeleton, loaded.representation)(motion))
+        positions = np.where(valid[..., None, None], decoded, 0.0).astype(np.float32)
+    return {
+        "motion": motion,
+        "positions": positions,
+        "lengths": lengths,
+        "captions": [captions[c] for c in caption_of],
+    }
+
+
+# ------------------------------------------------------------------------------------------ BVH output
+def matrix_to_euler(matrix: np.ndarray, order: str) -> np.ndarray:
+    """Rotation matrices [..., 3, 3] -> intrinsic Euler angles in degrees [..., 3] in `order` ('ZXY', ...).
+
+    The inverse of `kinematics.euler_to_matrix` (R = R_{order[0]}(a0) @ R_{order[1]}(a1) @ R_{order[2]}(a2)):
+    a1 in [-90, 90], a0 and a2 in (-180, 180]. At gimbal lock (|a1| = 90) a2 is set to 0.
+    """
+    if order not in ("XYZ", "XZY", "YXZ", "YZX", "ZXY", "ZYX"):
+        raise ValueError(f"unknown rotation order {order!r}; expected three distinct axes of XYZ, e.g. 'ZXY'")
+    m = np.asarray(matrix, np.float64)
+    i, j, k = ("XYZ".index(axis) for axis in order)
+    sign = 1.0 if (j - i) % 3 == 1 else -1.0  # +1 for the cyclic orders XYZ, YZX, ZXY
+    sin_middle = np.clip(sign * m[..., i, k], -1.0, 1.0)
+    middle = np.arcsin(sin_middle)
+    cos_middle = np.sqrt(np.maximum(1.0 - sin_middle**2, 0.0))
+    locked = cos_middle < 1e-6
+    first = np.where(
+        locked,
+        np.arctan2(sign * m[..., k, j], m[..., j, j]),
+        np.arctan2(-sign * m[..., j, k], m[..., k, k]),
+    )
+    last = np.where(locked, 0.0, np.arctan2(-sign * m[..., i, j], m[..., i, i]))
+    return np.degrees(np.stack([first, middle, last], axis=-1))
+
+
+def bvh_channels(features: np.ndarray, skeleton: Skeleton, order: str = BVH_ORDER):
+    """`axis_angle` features [T, D] -> (Euler degrees [T, R, 3] of the rotation joints, root translation
+    [T, 3]) as `data.bvh.format_bvh` takes them."""
+    rotations = np.asarray(representation.local_rotations(features, skeleton))[:, skeleton.rotation_joints]
+    translation = np.cumsum(np.asarray(features, np.float64)[:, :3], axis=0)
+    return matrix_to_euler(rotations, order), translation
+
+
+# ------------------------------------------------------------------------------------ launch.py --mode sample
+def _slug(caption: str, width: int = 40) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "_", text.normalize(caption).encode("ascii", "ignore").decode()).strip("_")
+    return slug[:width].rstrip("_") or "empty"
+
+
+def read_captions(sample_config) -> list[str]:
+    """The captions of `sample.text` ('|'-separated) or `sample.text_file` (one per line)."""
+    given, path = str(sample_config.text), str(sample_config.text_file)
+    if given.strip() and path:
+        raise SampleError("set one of sample.text and sample.text_file, not both")
+    if path:
+        try:
+            lines = Path(path).read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as error:
+            raise SampleError(f"sample.text_file {path!r} cannot be read ({error})") from None
+        captions = [line.strip() for line in lines if line.strip()]
+        if not captions:
+            raise SampleError(f"sample.text_file {path!r} holds no caption (one per line)")
+        return captions
+    captions = [piece.strip() for piece in given.split("|") if piece.strip()]
+    if not captions:
+        raise SampleError(
+            "nothing to sample: set sample.text ('caption one|caption two') or sample.text_file (one caption "
+            "per line)"
+        )
+    return captions
+
+
+def fresh_output_dir(wanted: Path) -> Path:
+    """`wanted` if it is missing or empty, else the first missing or empty sibling `<name>_2`, `_3`, ..."""
+    candidate, number = wanted, 1
+    while candidate.exists() and (not candidate.is_dir() or any(candidate.iterdir())):
+        number += 1
+        candidate = wanted.with_name(f"{wanted.name}_{number}")
+    candidate.mkdir(parents=True, exist_ok=True)
+    return candidate
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with path.open("xb") as handle:  # never replaces a file
+        np.save(handle, array)
+
+
+def run(config, workdir: str | os.PathLike, log=print) -> dict[str, Any]:
+    """`launch.py --mode sample`: sample `config.sample.*` from the checkpoint in `workdir`, write files.
+
+    Everything but `config.sample` comes from the checkpoint. Writes under sample.output_dir (default
+    <workdir>/samples/step_<step>; a folder that already holds files is left alone for a fresh sibling):
+    per sample `<caption index>_<slug>_<draw>.npy` (features [T_i, D]), `..._positions.npy` ([T_i, J, 3]),
+    `.bvh` for axis_angle data when sample.write_bvh, `index.json`, and `samples.gif` when sample.render.
+    Returns {"output_dir", "files", "step", "num_samples"}.
+    """
+    s = config.sample
+    captions = read_captions(s)
+    step = None if int(s.checkpoint_step) < 0 else int(s.checkpoint_step)
+    loaded = load_model(workdir, step, use_ema=bool(s.use_ema))
+    num_frames = s.num_frames if _is_int(s.num_frames) else list(s.num_frames)
+    settings = {
+        "checkpoint_step": loaded.step,
+        "use_ema": bool(s.use_ema),
+        "sampler": str(s.sampler),
+        "steps": int(s.steps) if s.sampler == "ddim" else loaded.schedule.num_steps,
+        "eta": float(s.eta) if s.sampler == "ddim" else 1.0,
+        "guidance_scale": float(s.guidance_scale),
+        "seed": int(s.seed),
+        "num_samples": int(s.num_samples),
+        "representation": loaded.representation,
+        "fps": loaded.fps,
+    }
+    log(
+        f"sampling {len(captions)} caption(s) x {s.num_samples} from {checkpoint.checkpoint_dir(workdir)}/"
+        f"{loaded.step} ({settings['sampler']}, {settings['steps']} steps, guidance {s.guidance_scale:g})"
+    )
+    result = generate(
+        loaded,
+        captions,
+        num_frames,
+        num_samples=s.num_samples,
+        sampler=s.sampler,
+        steps=s.steps,
+        eta=s.eta,
+        guidance_scale=s.guidance_scale,
+        seed=s.seed,
+        batch_size=s.batch_size,
+    )
+
+    wanted = Path(s.output_dir) if s.output_dir else Path(workdir) / "samples" / f"step_{loaded.step}"
+    out = fresh_output_dir(wanted)
+    if out != wanted:
+        log(f"{wanted} already holds files; writing to {out} instead")
+    write_bvh = bool(s.write_bvh) and loaded.representation == "axis_angle" and loaded.skeleton is not None
+    if s.write_bvh and not write_bvh:
+        log(f"no .bvh files: the {loaded.representation} representation has no joint rotations")
+    files, entries = [], {}
+    for i, (caption, length) in enumerate(zip(result["captions"], result["lengths"], strict=True)):
+        caption_index, draw = divmod(i, int(s.num_samples))
+        stem = f"{caption_index:03d}_{_slug(caption)}_{draw}"
+        entry = {"caption": caption, "length": int(length), "caption_index": caption_index, "sample": draw}
+        _save_npy(out / f"{stem}.npy", result["motion"][i, :length])
+        names = {"motion": f"{stem}.npy"}
+        if result["positions"] is not None:
+            _save_npy(out / f"{stem}_positions.npy", result["positions"][i, :length])
+            names["positions"] = f"{stem}_positions.npy"
+        if write_bvh:
+            euler, translation = bvh_channels(result["motion"][i, :length], loaded.skeleton)
+            bvh.write_bvh(
+                out / f"{stem}.bvh", loaded.skeleton, euler, translation, 1.0 / loaded.fps, BVH_ORDER
+            )
+            names["bvh"] = f"{stem}.bvh"
+        entries[names["motion"]] = {**entry, "files": names}
+        files += names.values()
+    if s.render:
+        if result["positions"] is None:
+            log("no animation: the checkpoint's data have no skeleton to draw")
+        else:
+            render = importlib.import_module("motion_ddpm_jax.render")
+            positions = [p[:n] for p, n in zip(result["positions"], result["lengths"], strict=True)]
+            path = render.animate_skeletons(
+                positions,
+                loaded.skeleton.parents,
+                out / "samples.gif",
+                fps=loaded.fps,
+                titles=result["captions"],
+            )
+            files.append(Path(path).name)
+    index = {"settings": settings, "samples": entries}
+    with (out / "index.json").open("x", encoding="utf-8") as handle:
+        json.dump(index, handle, indent=1)
+    files.append("index.json")
+    log(f"wrote {len(result['captions'])} samples to {out}")
+    return {
+        "output_dir": str(out),
+        "files": files,
+        "step": loaded.step,
+        "num_samples": len(result["captions"]),
+    }

@@ -1,0 +1,530 @@
+"""Evaluation metrics against analytic answers and scipy, the FGD autoencoder, and --mode eval end to end
+with a stand-in for the sampler."""
+
+import json
+import sys
+import types
+
+import numpy as np
+import pytest
+import scipy.linalg
+
+import motion_ddpm_jax
+from motion_ddpm_jax import evaluate
+from motion_ddpm_jax.config import base_config
+from motion_ddpm_jax.data import motion_text
+from motion_ddpm_jax.errors import UserError
+from motion_ddpm_jax.skeleton import Skeleton, beat_skeleton
+
+FPS = 30.0
+NAMES = ("Hips", "Spine", "Head", "RightHand", "LeftHand", "RightFoot")
+PARENTS = (-1, 0, 1, 1, 1, 0)
+OFFSETS = ((0, 0, 0), (0, 10, 0), (0, 8, 0), (-12, 0, 0), (12, 0, 0), (0, -15, 0))
+
+
+def toy_skeleton() -> Skeleton:
+    return Skeleton(NAMES, np.array(PARENTS), np.array(OFFSETS, np.float32))
+
+
+def rest_pose(skeleton: Skeleton) -> np.ndarray:
+    """Global rest positions [J, 3] by summing offsets down the hierarchy (parents listed first)."""
+    pose = np.zeros((skeleton.num_joints, 3))
+    for joint, parent in enumerate(skeleton.parents):
+        pose[joint] = skeleton.offsets[joint] + (pose[parent] if parent >= 0 else 0.0)
+    return pose
+
+
+def padded(clips, garbage=1e6):
+    """Clips [T_i, J, 3] -> [N, T, J, 3] padded with huge values (which every metric must ignore)."""
+    lengths = np.array([len(c) for c in clips])
+    out = np.full((len(clips), lengths.max(), *clips[0].shape[1:]), garbage)
+    for i, clip in enumerate(clips):
+        out[i, : len(clip)] = clip
+    return out, lengths
+
+
+def rotation_z(angle):
+    c, s = np.cos(angle), np.sin(angle)
+    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+
+
+def rotation_x(angle):
+    c, s = np.cos(angle), np.sin(angle)
+    return np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
+
+
+# ------------------------------------------------------------------------------------------ jitter
+def polynomial_clips(coefficients, lengths, fps=FPS, seed=0):
+    """Clips whose every joint follows p0 + sum_k c_k t^k / k! (t in seconds). coefficients: [K, J, 3]."""
+    rng = np.random.default_rng(seed)
+    clips = []
+    for length in lengths:
+        t = np.arange(length)[:, None, None] / fps
+        start = rng.normal(size=coefficients.shape[1:]) * 10.0
+        clips.append(
+            start + sum(c * t ** (k + 1) / np.prod(np.arange(1, k + 2)) for k, c in enumerate(coefficients))
+        )
+    return padded(clips)
+
+
+def test_jitter_of_constant_velocity_motion_is_zero():
+    velocity = np.random.default_rng(1).normal(size=(1, 4, 3)) * 50.0
+    positions, lengths = polynomial_clips(velocity, [12, 7, 20])
+    result = evaluate.jitter(positions, lengths, FPS)
+    assert result["acceleration"] == pytest.approx(0.0, abs=1e-6)
+    assert result["jerk"] == pytest.approx(0.0, abs=1e-4)
+
+
+def test_jitter_of_a_quadratic_trajectory_is_its_acceleration():
+    rng = np.random.default_rng(2)
+    velocity, acceleration = rng.normal(size=(2, 1, 5, 3)) * 20.0
+    positions, lengths = polynomial_clips(np.concatenate([velocity, acceleration]), [9, 15, 4])
+    result = evaluate.jitter(positions, lengths, FPS)
+    assert result["acceleration"] == pytest.approx(np.linalg.norm(acceleration[0], axis=-1).mean(), rel=1e-7)
+    assert result["jerk"] == pytest.approx(0.0, abs=1e-3)
+
+
+def test_jitter_of_a_cubic_trajectory_has_its_constant_jerk():
+    rng = np.random.default_rng(3)
+    coefficients = np.concatenate([np.zeros((2, 3, 3)), rng.normal(size=(1, 3, 3)) * 100.0])
+    positions, lengths = polynomial_clips(coefficients, [10, 6], fps=60.0)
+    result = evaluate.jitter(positions, lengths, 60.0)
+    assert result["jerk"] == pytest.approx(np.linalg.norm(coefficients[2], axis=-1).mean(), rel=1e-6)
+
+
+def test_jitter_of_clips_too_short_for_a_difference_is_nan():
+    positions, lengths = padded([np.zeros((2, 3, 3))])
+    assert np.isnan(evaluate.jitter(positions, lengths, FPS)["acceleration"])
+
+
+# ------------------------------------------------------------------------------------------ bones
+def rigid_motion(pose, frames, seed):
+    """[frames, J, 3]: `pose` turned by a random rotation and moved by a random translation per frame."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(frames):
+        q, r = np.linalg.qr(rng.normal(size=(3, 3)))
+        rotation = q * np.sign(np.diag(r))
+        rotation *= np.linalg.det(rotation)  # a proper rotation
+        out.append(pose @ rotation.T + rng.normal(size=3) * 30.0)
+    return np.stack(out)
+
+
+def test_bone_error_of_a_rigidly_moved_skeleton_is_zero():
+    skeleton = toy_skeleton()
+    positions, lengths = padded([rigid_motion(rest_pose(skeleton), n, n) for n in (5, 9)])
+    result = evaluate.bone_length_error(positions, lengths, skeleton)
+    assert result["mean"] == pytest.approx(0.0, abs=1e-12)
+    assert result["worst"] == pytest.approx(0.0, abs=1e-12)
+    assert len(result["per_bone"]) == 5
+
+
+def test_bone_error_of_a_scaled_skeleton_is_the_scale_minus_one():
+    skeleton = toy_skeleton()
+    positions, lengths = padded([1.25 * rigid_motion(rest_pose(skeleton), 6, 0)])
+    result = evaluate.bone_length_error(positions, lengths, skeleton)
+    assert result["mean"] == pytest.approx(0.25, rel=1e-9)
+    assert list(result["per_bone"].values()) == pytest.approx([0.25] * 5, rel=1e-9)
+    reference = evaluate.mean_bone_lengths(positions, lengths, skeleton)
+    assert reference == pytest.approx(1.25 * np.linalg.norm(np.array(OFFSETS[1:]), axis=-1))
+    assert evaluate.bone_length_error(positions, lengths, skeleton, reference)["mean"] == pytest.approx(0.0)
+
+
+def test_bone_error_names_the_worst_bone():
+    skeleton = toy_skeleton()
+    pose = rest_pose(skeleton)
+    pose[NAMES.index("RightHand")] += [-3.6, 0.0, 0.0]  # Spine->RightHand 30% longer
+    positions, lengths = padded([rigid_motion(pose, 4, 1)])
+    result = evaluate.bone_length_error(positions, lengths, skeleton)
+    assert result["worst_bone"] == "Spine->RightHand"
+    assert result["worst"] == pytest.approx(0.3, rel=1e-9)
+    assert result["mean"] == pytest.approx(0.3 / 5, rel=1e-9)
+
+
+def test_bone_error_leaves_out_zero_length_bones():
+    skeleton = Skeleton(("a", "b", "c"), np.array([-1, 0, 1]), np.array([[0, 0, 0], [0, 0, 0], [1, 0, 0.0]]))
+    positions, lengths = padded([np.tile(rest_pose(skeleton), (3, 1, 1)) * 2.0])
+    result = evaluate.bone_length_error(positions, lengths, skeleton)
+    assert list(result["per_bone"]) == ["b->c"] and result["mean"] == pytest.approx(1.0)
+
+
+# ------------------------------------------------------------------------------------------ end effectors
+def test_end_effectors_are_chosen_by_name_else_the_leaves():
+    groups = evaluate.end_effectors(NAMES, PARENTS)
+    assert {k: v.tolist() for k, v in groups.items()} == {"hands": [3, 4], "feet": [5]}
+    beat = beat_skeleton()
+    groups = evaluate.end_effectors(beat.names, beat.parents)
+    hands = {beat.names[j] for j in groups["hands"]}
+    feet = {beat.names[j] for j in groups["feet"]}
+    assert {"RightHand", "LeftHand", "RightHandIndex4_Nub", "LeftHandThumb1"} <= hands
+    assert {"RightFoot", "LeftToeBase"} <= feet and not hands & feet
+    assert "Head" not in hands | feet and "RightForeArm" not in hands
+    leaves = evaluate.end_effectors(("root", "a", "b", "c"), (-1, 0, 1, 0))
+    assert list(leaves) == ["leaves"] and leaves["leaves"].tolist() == [2, 3]
+
+
+def test_effector_speed_of_circular_motion():
+    radius, omega, fps = 20.0, 3.0, 25.0
+    t = np.arange(50) / fps
+    circle = np.stack([radius * np.cos(omega * t), radius * np.sin(omega * t), np.zeros_like(t)], axis=-1)
+    clip = np.stack([circle, np.full_like(circle, 5.0)], axis=1)  # joint 0 circles, joint 1 rests
+    positions, lengths = padded([clip, clip[:20]])
+    chord_speed = 2.0 * radius * np.sin(omega / (2.0 * fps)) * fps  # exact for consecutive frames
+    assert chord_speed == pytest.approx(radius * omega, rel=1e-3)
+    moving = evaluate.effector_speed(positions, lengths, fps, [0])
+    assert moving["mean"] == pytest.approx(chord_speed, rel=1e-9)
+    assert moving["p95"] == pytest.approx(chord_speed, rel=1e-9)
+    both = evaluate.effector_speed(positions, lengths, fps, [0, 1])
+    assert both["mean"] == pytest.approx(chord_speed / 2.0, rel=1e-9)
+    assert both["p95"] == pytest.approx(chord_speed, rel=1e-9)
+
+
+# ------------------------------------------------------------------------------------------ diversity
+def test_diversity_of_identical_samples_is_zero_whatever_the_root_path():
+    rng = np.random.default_rng(4)
+    clip = rng.normal(size=(20, 4, 3))
+    moved = clip + rng.normal(size=(20, 1, 3)) * 100.0  # another root trajectory, same relative poses
+    positions, lengths = padded([clip, moved, clip])
+    assert evaluate.diversity(positions, lengths, root=0) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_diversity_of_known_samples_is_their_pose_distance():
+    rng = np.random.default_rng(5)
+    clip = rng.normal(size=(16, 4, 3))
+    shift_b, shift_c = np.zeros((4, 3)), np.zeros((4, 3))
+    shift_b[2] = [3.0, 4.0, 0.0]  # distance 5 from clip at every frame
+    shift_c[1] = [0.0, 0.0, 12.0]  # 12 from clip; from b: sqrt(5^2 + 12^2) = 13
+    positions, lengths = padded([clip, clip + shift_b])
+    assert evaluate.diversity(positions, lengths) == pytest.approx(5.0, rel=1e-9)
+    positions, lengths = padded([clip, clip + shift_b, clip + shift_c])
+    assert evaluate.diversity(positions, lengths) == pytest.approx((5.0 + 12.0 + 13.0) / 3.0, rel=1e-9)
+
+
+def test_diversity_resamples_clips_of_other_lengths():
+    t_short, t_long = np.linspace(0.0, 1.0, 11), np.linspace(0.0, 1.0, 41)
+    ramp = lambda t: np.stack([np.zeros_like(t), 10.0 * t, np.zeros_like(t)], -1)[:, None]  # noqa: E731
+    short = np.concatenate([np.zeros((11, 1, 3)), ramp(t_short)], axis=1)
+    long = np.concatenate([np.zeros((41, 1, 3)), ramp(t_long)], axis=1)
+    positions, lengths = padded([short, long])
+    assert evaluate.diversity(positions, lengths) == pytest.approx(0.0, abs=1e-9)  # the same linear ramp
+
+
+def test_diversity_subsamples_pairs_deterministically():
+    rng = np.random.default_rng(6)
+    positions, lengths = padded([rng.normal(size=(8, 3, 3)) for _ in range(120)])
+    full = evaluate.diversity(positions, lengths, max_pairs=10**6)
+    first = evaluate.diversity(positions, lengths, max_pairs=2000, seed=3)
+    assert first == evaluate.diversity(positions, lengths, max_pairs=2000, seed=3)
+    assert first != evaluate.diversity(positions, lengths, max_pairs=2000, seed=4)
+    assert first == pytest.approx(full, rel=0.02)
+
+
+def test_summary_features_of_linear_motion():
+    a, b = np.array([1.0, -2.0]), np.array([3.0, 0.5])  # per channel: x(t) = a + b * frame
+    clips = [a + b * np.arange(n)[:, None] for n in (5, 8)]
+    values, lengths = padded(clips)
+    features = evaluate.summary_features(values, lengths, fps=10.0)
+    for row, n in zip(features, (5, 8), strict=True):
+        frames = np.arange(n)
+        expected = [a + b * frames.mean(), np.abs(b) * frames.std(), b * 10.0, np.zeros(2)]
+        np.testing.assert_allclose(row, np.concatenate(expected), atol=1e-9)
+
+
+# ------------------------------------------------------------------------------------------ classifier
+def clusters(count, seed, dims=40, classes=("a", "b", "c", "d"), spread=8.0):
+    rng = np.random.default_rng(seed)
+    centres = np.random.default_rng(99).normal(size=(len(classes), dims)) * spread
+    labels = rng.integers(len(classes), size=count)
+    return centres[labels] + rng.normal(size=(count, dims)), [classes[i] for i in labels]
+
+
+def test_classifier_is_exact_on_well_separated_classes():
+    features, labels = clusters(200, 0)
+    classifier = evaluate.fit_classifier(features, labels)
+    assert classifier.classes == ("a", "b", "c", "d")
+    test_features, test_labels = clusters(500, 1)
+    assert classifier.accuracy(test_features, test_labels) == 1.0
+
+
+def test_classifier_is_at_chance_on_shuffled_labels():
+    features, labels = clusters(200, 0)
+    classifier = evaluate.fit_classifier(features, labels)
+    test_features, test_labels = clusters(4000, 2)
+    shuffled = list(np.random.default_rng(3).permutation(np.array(test_labels, dtype=object)))
+    assert classifier.accuracy(test_features, shuffled) == pytest.approx(0.25, abs=0.04)
+
+
+def test_classifier_with_more_features_than_clips_uses_the_dual_form():
+    features, labels = clusters(30, 0, dims=500, spread=3.0)
+    classifier = evaluate.fit_classifier(features, labels)
+    test_features, test_labels = clusters(300, 1, dims=500, spread=3.0)
+    assert classifier.accuracy(test_features, test_labels) == 1.0
+
+
+def test_label_function_reads_gesture_words_or_finite_captions():
+    to_class, _ = evaluate.label_function(["so wave okay", "nod", "and bow there"])
+    assert [to_class(c) for c in ("now wave", "clap right", "hello")] == ["wave", "clap", None]
+    to_class, how = evaluate.label_function(["walk", "run", "Walk "])
+    assert how == "the caption" and to_class(" RUN") == "run" and to_class("jump") is None
+    assert evaluate.label_function([f"free text number {i}" for i in range(100)]) is None
+
+
+# ------------------------------------------------------------------------------------------ Fréchet
+def random_spd(rng, dims):
+    a = rng.normal(size=(dims, dims))
+    return a @ a.T + 0.1 * np.eye(dims)
+
+
+def test_frechet_distance_matches_scipy():
+    rng = np.random.default_rng(7)
+    for dims in (1, 3, 8):
+        mu1, mu2 = rng.normal(size=(2, dims))
+        s1, s2 = random_spd(rng, dims), random_spd(rng, dims)
+        reference = np.sum((mu1 - mu2) ** 2) + np.trace(s1 + s2 - 2.0 * scipy.linalg.sqrtm(s1 @ s2).real)
+        assert evaluate.frechet_distance(mu1, s1, mu2, s2) == pytest.approx(reference, rel=1e-8)
+        assert evaluate.sqrtm_psd(s1) == pytest.approx(scipy.linalg.sqrtm(s1).real, rel=1e-8, abs=1e-10)
+
+
+def test_frechet_distance_in_one_dimension():
+    # N(m1, v1) vs N(m2, v2): (m1 - m2)^2 + (sqrt v1 - sqrt v2)^2
+    assert evaluate.frechet_distance(1.0, 4.0, 3.0, 9.0) == pytest.approx(4.0 + 1.0)
+    assert evaluate.frechet_distance([0.5], [[2.25]], [0.5], [[2.25]]) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_frechet_distance_of_fitted_features():
+    features = np.random.default_rng(8).normal(size=(300, 5))
+    assert evaluate.frechet_distance_of(features, features) == pytest.approx(0.0, abs=1e-9)
+    shifted = features + np.array([3.0, 0, 0, 0, 0])
+    assert evaluate.frechet_distance_of(features, shifted) == pytest.approx(9.0, rel=1e-9)
+    assert np.isnan(evaluate.frechet_distance_of(features[:1], features))
+
+
+# ------------------------------------------------------------------------------------------ dataset + run
+GESTURE_JOINTS = {"wave": "RightHand", "nod": "Head", "bow": "Spine"}
+
+
+def toy_clip(word, length, rng):
+    """Global positions [T, J, 3] of the toy skeleton doing `word`; bone lengths kept exactly."""
+    skeleton = toy_skeleton()
+    t = np.arange(length) / FPS
+    amplitude = rng.uniform(0.6, 1.0)
+    angle = amplitude * np.sin(np.pi * t / t[-1]) ** 2
+    root = np.stack([rng.normal() * np.ones_like(t), 92.0 + np.sin(t), 0.3 * t], axis=-1)
+    out = np.zeros((length, skeleton.num_joints, 3))
+    for f in range(length):
+        spine = rotation_x(angle[f] if word == "bow" else 0.0)
+        head = spine @ rotation_x(angle[f] if word == "nod" else 0.0)
+        hand = spine @ rotation_z(-1.5 * angle[f] if word == "wave" else 0.0)
+        out[f, 0] = root[f]
+        out[f, 1] = root[f] + spine @ OFFSETS[1]
+        out[f, 2] = out[f, 1] + head @ OFFSETS[2]
+        out[f, 3] = out[f, 1] + hand @ OFFSETS[3]
+        out[f, 4] = out[f, 1] + spine @ OFFSETS[4]
+        out[f, 5] = root[f] + np.asarray(OFFSETS[5], float)
+    return out
+
+
+@pytest.fixture(scope="module")
+def toy_dataset(tmp_path_factory):
+    rng = np.random.default_rng(10)
+    skeleton = toy_skeleton()
+    splits = {}
+    for name, per_word in (("train", 6), ("val", 3), ("test", 1)):
+        ids, motions, captions = [], [], []
+        for i in range(per_word):
+            for word in GESTURE_JOINTS:
+                clip = toy_clip(word, int(rng.integers(30, 50)), rng)
+                features = clip - clip[:, :1]  # root-relative joints; the root slot: translation deltas
+                features[1:, 0] = np.diff(clip[:, 0], axis=0)
+                ids.append(f"{name}_{word}_{i}")
+                motions.append(features.reshape(len(clip), -1).astype(np.float32))
+                captions.append((f"so {word} number {i} of {name}",))
+        splits[name] = motion_text.Split(name, tuple(ids), tuple(motions), tuple(captions))
+    root = tmp_path_factory.mktemp("data") / "toy"
+    info = {"representation": "positions", "fps": FPS, "source": "test"}
+    return motion_text.write_dataset(root, splits, info, skeleton)
+
+
+def toy_config(dataset, tmp_path):
+    config = base_config()
+    config.data.source = "prepared"
+    config.data.root = str(dataset.root)
+    config.eval.autoencoder_dir = str(tmp_path / "fgd")
+    config.eval.autoencoder_steps = 150
+    config.eval.autoencoder_latent = 8
+    config.eval.num_clips = 6
+    return config
+
+
+# ------------------------------------------------------------------------------------------ autoencoder
+@pytest.fixture(scope="module")
+def toy_autoencoder(toy_dataset, tmp_path_factory):
+    """(config, folder) of an FGD autoencoder trained on the toy dataset by `train_autoencoder`."""
+    config = toy_config(toy_dataset, tmp_path_factory.mktemp("ae"))
+    return config, evaluate.train_autoencoder(config, log=lambda _: None)
+
+
+def test_train_autoencoder_reconstruction_error_falls(toy_autoencoder, toy_dataset):
+    config, directory = toy_autoencoder
+    record = json.loads((directory / "autoencoder.json").read_text())
+    settings, trained = record["settings"], record["trained"]
+    assert settings["window"] == 28 and settings["latent"] == 8 and settings["feature_size"] == 18
+    assert settings["steps"] == config.eval.autoencoder_steps and trained["train_clips"] == 18
+    assert settings["dataset_fingerprint"] == evaluate.dataset_fingerprint(toy_dataset)
+    assert trained["final_loss"] < 0.2 * trained["initial_loss"]
+
+
+def test_train_autoencoder_never_overwrites(toy_autoencoder):
+    config, directory = toy_autoencoder
+    before = (directory / "autoencoder.npz").stat().st_mtime_ns
+    messages = []
+    assert evaluate.train_autoencoder(config, log=messages.append) == directory
+    assert any("exists already" in m for m in messages)
+    assert (directory / "autoencoder.npz").stat().st_mtime_ns == before
+    other = config.copy_and_resolve_references()
+    other.eval.autoencoder_latent = 16
+    with pytest.raises(UserError, match=f"{directory}.*latent"):
+        evaluate.train_autoencoder(other, log=messages.append)
+    assert (directory / "autoencoder.npz").stat().st_mtime_ns == before
+
+
+def test_autoencoder_saves_and_reloads_to_the_same_encodings(toy_autoencoder, toy_dataset, tmp_path):
+    encoder = evaluate.load_autoencoder(toy_autoencoder[1])
+    copy = evaluate.save_autoencoder(
+        tmp_path / "copy", encoder.params, encoder.mean, encoder.std, encoder.settings, {}
+    )
+    reloaded = evaluate.load_autoencoder(copy)
+    motions = toy_dataset.split("val").motions
+    windows = evaluate.motion_windows(motions, 28)
+    assert len(windows) == sum((len(m) - 28) // 14 + 1 for m in motions)
+    np.testing.assert_array_equal(windows[0], motions[0][:28])
+    encodings = reloaded.encode(windows, chunk=4)
+    assert encodings.shape == (len(windows), 8) and np.all(np.isfinite(encodings))
+    np.testing.assert_allclose(encodings, encoder.encode(windows), rtol=1e-6, atol=1e-6)
+    assert np.ptp(encodings, axis=0).min() > 0.0  # not a constant map
+    with pytest.raises(evaluate.EvaluationError, match="not empty"):
+        evaluate.save_autoencoder(copy, encoder.params, encoder.mean, encoder.std, encoder.settings, {})
+
+
+def test_fgd_of_real_against_itself_is_zero_and_grows_with_a_shift(toy_autoencoder, toy_dataset):
+    encoder = evaluate.load_autoencoder(toy_autoencoder[1])
+    real = evaluate.motion_windows(toy_dataset.split("train").motions, 28)
+    assert evaluate.fgd(encoder, real, real) == pytest.approx(0.0, abs=1e-6)
+    distances = [evaluate.fgd(encoder, real, real + shift * encoder.std) for shift in (0.25, 0.5, 1.0, 2.0)]
+    assert distances[0] > 1e-3
+    assert all(a < b for a, b in zip(distances, distances[1:], strict=False))
+
+
+class FakeSampling:
+    """Stands in for motion_ddpm_jax.sampling: 'generates' the real clip whose caption it is given, plus
+    optional noise, so every generated metric has a known relation to the real one."""
+
+    def __init__(self, dataset, noise=0.0, max_motion_length=40):
+        self.dataset, self.noise, self.max_motion_length = dataset, noise, max_motion_length
+        split = dataset.split("val")
+        self.by_caption = {c[0]: m for c, m in zip(split.captions, split.motions, strict=True)}
+        self.calls = []
+
+    def load_model(self, workdir, step=None, use_ema=True):
+        self.calls.append(("load_model", str(workdir), step, use_ema))
+        return types.SimpleNamespace(
+            mean=self.dataset.mean,
+            std=self.dataset.std,
+            skeleton=self.dataset.skeleton,
+            representation="positions",
+            fps=FPS,
+            max_motion_length=self.max_motion_length,
+            step=7,
+        )
+
+    def generate(self, loaded, captions, num_frames, **options):
+        self.calls.append(("generate", list(captions), list(num_frames), options))
+        motions = [self.by_caption[c][:n].copy() for c, n in zip(captions, num_frames, strict=True)]
+        rng = np.random.default_rng(0)
+        for m in motions:
+            m[:, 3:] += self.noise * rng.normal(size=m[:, 3:].shape)  # joints, not the root deltas
+        motion, lengths = evaluate._pad(motions)
+        positions = evaluate.decode_positions(motion, loaded.skeleton, "positions")
+        return {"motion": motion, "positions": positions, "lengths": lengths, "captions": list(captions)}
+
+
+def install(monkeypatch, fake):
+    module = types.ModuleType("motion_ddpm_jax.sampling")
+    module.load_model, module.generate = fake.load_model, fake.generate
+    monkeypatch.setitem(sys.modules, "motion_ddpm_jax.sampling", module)
+    monkeypatch.setattr(motion_ddpm_jax, "sampling", module, raising=False)
+
+
+def test_run_of_a_perfect_generator_matches_the_real_clips(toy_dataset, tmp_path, monkeypatch):
+    config = toy_config(toy_dataset, tmp_path)
+    fake = FakeSampling(toy_dataset)
+    install(monkeypatch, fake)
+    messages = []
+    result = evaluate.run(config, tmp_path / "run", log=messages.append)
+
+    assert fake.calls[0] == ("load_model", str(tmp_path / "run"), None, True)
+    _, captions, frames, options = fake.calls[1]
+    val = toy_dataset.split("val")
+    chosen = [0, 2, 3, 5, 6, 8]  # 6 of 9, evenly spaced (rounded 0, 1.6, 3.2, 4.8, 6.4, 8)
+    assert captions == [val.captions[i][0] for i in chosen]
+    assert frames == [min(len(val.motions[i]), 40) for i in chosen]
+    assert options["sampler"] == "ddim" and options["steps"] == 50 and options["num_samples"] == 1
+
+    path = tmp_path / "run" / "eval" / "metrics_step7.json"
+    assert result["output"] == str(path)
+    record = json.loads(path.read_text())
+    metrics = record["metrics"]
+    for name in (
+        "jitter/acceleration",
+        "jitter/jerk",
+        "bone_error/mean",
+        "speed/hands_mean",
+        "speed/feet_p95",
+        "diversity",
+        "conditioning_accuracy",
+    ):
+        assert metrics[name]["generated"] == pytest.approx(metrics[name]["real"], rel=1e-5, abs=1e-6), name
+    assert metrics["bone_error/mean"]["real"] == pytest.approx(0.0, abs=1e-5)
+    assert metrics["conditioning_accuracy"]["real"] == 1.0
+    assert metrics["frechet/features"]["generated"] == pytest.approx(0.0, abs=1e-6)
+    assert metrics["frechet/features"]["real"] > 0.0
+    assert "fgd" not in metrics and any("train_autoencoder" in n for n in record["notes"])
+    assert any("metric" in m and "generated" in m for m in messages)  # the printed table
+
+    evaluate.run(config, tmp_path / "run", log=messages.append)  # never overwrites: a suffix
+    assert (tmp_path / "run" / "eval" / "metrics_step7_1.json").is_file()
+
+
+def test_run_of_a_noisy_generator_reports_the_noise(toy_dataset, toy_autoencoder, tmp_path, monkeypatch):
+    config = toy_autoencoder[0].copy_and_resolve_references()
+    config.eval.output = str(tmp_path / "noisy.json")
+    install(monkeypatch, FakeSampling(toy_dataset, noise=0.5))
+    metrics = evaluate.run(config, tmp_path / "run", log=lambda _: None)["metrics"]
+    assert json.loads((tmp_path / "noisy.json").read_text())["metrics"] == metrics
+    assert metrics["jitter/acceleration"]["generated"] > 5 * metrics["jitter/acceleration"]["real"]
+    assert metrics["bone_error/mean"]["generated"] > 0.01
+    assert metrics["fgd"]["generated"] > 0.0 and metrics["fgd"]["real"] > 0.0
+
+
+def test_run_rejects_a_dataset_of_another_feature_size(toy_dataset, tmp_path, monkeypatch):
+    config = toy_config(toy_dataset, tmp_path)
+    fake = FakeSampling(toy_dataset)
+    original = fake.load_model
+    fake.load_model = lambda *a, **k: types.SimpleNamespace(
+        **{**vars(original(*a, **k)), "mean": np.zeros(7)}
+    )
+    install(monkeypatch, fake)
+    with pytest.raises(UserError, match="7 features.*data.root"):
+        evaluate.run(config, tmp_path / "run", log=lambda _: None)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"), [("split", "dev", "eval.split"), ("num_clips", -1, "eval.num_clips")]
+)
+def test_run_names_a_bad_eval_field(toy_dataset, tmp_path, monkeypatch, field, value, message):
+    config = toy_config(toy_dataset, tmp_path)
+    config.eval[field] = value
+    install(monkeypatch, FakeSampling(toy_dataset))
+    with pytest.raises(UserError, match=message):
+        evaluate.run(config, tmp_path / "run", log=lambda _: None)
+    assert not (tmp_path / "run" / "eval").exists()

@@ -1,0 +1,498 @@
+"""sampling: checkpoint -> motion. Each result is checked against a reference computed another way:
+numpy DDIM over separate model calls, the analytic answer of a model that outputs 0, scipy's Euler angles,
+the BVH reader, and a 1-device run against a 2-device one in a fresh process."""
+
+import dataclasses
+import functools
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import types
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation
+
+from motion_ddpm_jax import checkpoint, sampling, text
+from motion_ddpm_jax import model as model_lib
+from motion_ddpm_jax.config import base_config
+from motion_ddpm_jax.data import bvh
+from motion_ddpm_jax.errors import UserError
+from motion_ddpm_jax.skeleton import Skeleton
+
+ROOT = Path(__file__).resolve().parents[1]
+STEPS = 12  # diffusion steps of the tiny models
+MAX_FRAMES = 16
+CAPTIONS = ["wave hello", "point left"]
+
+# Depth-first, end sites last and named <parent>_Nub, as a BVH file lists them; a non-zero root offset.
+SKELETON = Skeleton(
+    names=("Hips", "Spine", "Head", "Head_Nub", "Arm", "Arm_Nub"),
+    parents=np.array([-1, 0, 1, 2, 1, 4]),
+    offsets=np.array([[1, 2, 3], [0, 10, 0], [0, 8, 1], [0, 5, 0], [6, 1, 0], [9, 0, 0]], np.float32),
+    end_sites=np.array([False, False, False, True, False, True]),
+)
+FEATURES = {"positions": 3 * SKELETON.num_joints, "axis_angle": 3 + 3 * len(SKELETON.rotation_joints)}
+
+
+def tiny_config(prediction="epsilon"):
+    config = base_config()
+    config.data.max_motion_length = MAX_FRAMES
+    m = config.model
+    m.latent_dim, m.num_layers, m.ff_size, m.num_heads = 16, 1, 32, 2
+    m.text_max_length, m.text_latent_dim, m.text_num_layers, m.text_num_heads, m.text_ff_size = (
+        8,
+        16,
+        1,
+        2,
+        32,
+    )
+    m.compute_dtype = "float32"
+    config.diffusion.steps, config.diffusion.schedule, config.diffusion.prediction = (
+        STEPS,
+        "cosine",
+        prediction,
+    )
+    config.sample.render = False
+    return config
+
+
+def write_checkpoint(workdir, representation="positions", zero_output=False, step=3, prediction="epsilon"):
+    """A checkpoint as train.run writes it, of an untrained tiny model (no training: fast)."""
+    config = tiny_config(prediction)
+    tokenizer = text.Tokenizer.build(CAPTIONS)
+    size = FEATURES[representation]
+    model = model_lib.model_from_config(config, input_feats=size, text_vocab_size=tokenizer.vocab_size)
+    raw = model_lib.init_params(model, jax.random.key(1))
+    ema = model_lib.init_params(model, jax.random.key(2))
+    if not zero_output:  # a fresh network outputs exactly 0: give its output layer weights
+        rng = np.random.default_rng(3)
+        ema["out"]["kernel"] = jnp.asarray(rng.normal(0, 0.3, ema["out"]["kernel"].shape), jnp.float32)
+        ema["out"]["bias"] = jnp.asarray(rng.normal(0, 0.1, ema["out"]["bias"].shape), jnp.float32)
+    rng = np.random.default_rng(4)
+    metadata = {
+        "config": config.to_dict(),
+        "total_steps": step,
+        "steps_per_epoch": 1,
+        "tokenizer": tokenizer.to_dict(),
+        "mean": rng.normal(0, 2, size).tolist(),
+        "std": rng.uniform(0.5, 3, size).tolist(),
+        "skeleton": SKELETON.to_dict(),
+        "dataset": {},
+        "representation": representation,
+        "feature_size": size,
+        "fps": 30.0,
+    }
+    ckpt = checkpoint.Checkpointer(workdir)
+    ckpt.save(step, raw, ema, {"step": np.int32(step)}, metadata)
+    ckpt.close()
+    return raw, ema, metadata
+
+
+@pytest.fixture(scope="module")
+def workdirs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("checkpoints")
+    out = {
+        "positions": root / "positions",
+        "axis_angle": root / "axis_angle",
+        "zero": root / "zero",
+    }
+    write_checkpoint(out["positions"])
+    write_checkpoint(out["axis_angle"], "axis_angle")
+    write_checkpoint(out["zero"], zero_output=True)
+    return out
+
+
+@pytest.fixture(scope="module")
+def loaded(workdirs):
+    return sampling.load_model(workdirs["positions"])
+
+
+def decode_positions_np(features, skeleton):
+    """Reference decoder of the positions layout: root slot = translation delta, others root-relative."""
+    per_joint = features.reshape(*features.shape[:-1], skeleton.num_joints, 3).astype(np.float64)
+    root = np.cumsum(per_joint[..., 0, :], axis=-2)
+    positions = per_joint + root[..., None, :]
+    positions[..., 0, :] = root
+    return positions
+
+
+# ------------------------------------------------------------------------------------------ load_model
+def test_load_model_restores_ema_or_raw_parameters_and_everything_sampling_needs(tmp_path):
+    raw, ema, metadata = write_checkpoint(tmp_path / "run", step=7)
+    loaded = sampling.load_model(tmp_path / "run")
+    assert loaded.step == 7 and loaded.representation == "positions" and loaded.fps == 30.0
+    np.testing.assert_array_equal(loaded.params["out"]["kernel"], ema["out"]["kernel"])
+    np.testing.assert_array_equal(loaded.mean, np.float32(metadata["mean"]))
+    np.testing.assert_array_equal(loaded.std, np.float32(metadata["std"]))
+    assert loaded.skeleton == SKELETON and loaded.tokenizer == text.Tokenizer.build(CAPTIONS)
+    assert loaded.model.input_feats == 18 and loaded.model.latent_dim == 16 and loaded.max_motion_length == 16
+    assert loaded.schedule.num_steps == STEPS and loaded.prediction == "epsilon" and loaded.clip_x0 is None
+    raw_loaded = sampling.load_model(tmp_path / "run", step=7, use_ema=False)
+    np.testing.assert_array_equal(raw_loaded.params["text_proj"]["kernel"], raw["text_proj"]["kernel"])
+    assert not np.array_equal(raw_loaded.params["text_proj"]["kernel"], ema["text_proj"]["kernel"])
+
+
+def test_missing_empty_or_incomplete_checkpoints_are_checkpoint_errors(tmp_path):
+    with pytest.raises(checkpoint.CheckpointError, match="nowhere"):
+        sampling.load_model(tmp_path / "nowhere")
+    (tmp_path / "empty" / "checkpoints").mkdir(parents=True)
+    with pytest.raises(checkpoint.CheckpointError, match="no complete checkpoint"):
+        sampling.load_model(tmp_path / "empty")
+
+    write_checkpoint(tmp_path / "run", step=5)
+    with pytest.raises(checkpoint.CheckpointError, match="no checkpoint at step 4"):
+        sampling.load_model(tmp_path / "run", step=4)
+
+    _, ema, metadata = write_checkpoint(tmp_path / "old", step=5)
+    ckpt = checkpoint.Checkpointer(tmp_path / "old")
+    partial = {k: v for k, v in metadata.items() if k != "tokenizer"}
+    ckpt.save(6, ema, ema, {"step": np.int32(6)}, partial)
+    ckpt.close()
+    with pytest.raises(checkpoint.CheckpointError, match="lacks tokenizer"):
+        sampling.load_model(tmp_path / "old")
+
+    other = dict(
+        metadata, config={**metadata["config"], "model": {**metadata["config"]["model"], "ff_size": 8}}
+    )
+    ckpt = checkpoint.Checkpointer(tmp_path / "old")
+    ckpt.save(7, ema, ema, {"step": np.int32(7)}, other)
+    ckpt.close()
+    with pytest.raises(checkpoint.CheckpointError, match="do not match"):
+        sampling.load_model(tmp_path / "old")
+
+    broken = checkpoint.checkpoint_dir(tmp_path / "run") / "5"
+    for item in (broken / "ema_params").iterdir():
+        if item.is_file():
+            item.unlink()
+    with pytest.raises(checkpoint.CheckpointError, match=str(broken.parent)):
+        sampling.load_model(tmp_path / "run")
+
+
+# ------------------------------------------------------------------------------------------ generate
+def test_zero_output_model_gives_the_analytic_ddim_sample_destandardized_and_masked(workdirs):
+    """Epsilon prediction 0: every DDIM (eta 0) step scales x_t by sqrt(abar_prev / abar_t), so the sample
+    is x_T / sqrt(abar at the first step); x_T of sample i is normal(fold_in(fold_in(key(seed), i), 0))."""
+    loaded = sampling.load_model(workdirs["zero"])
+    steps, seed = 3, 11  # frames and steps as in the guidance tests: the compiled sampler is shared
+    out = sampling.generate(loaded, CAPTIONS, [6, 10], steps=steps, seed=seed)
+
+    assert out["captions"] == CAPTIONS
+    np.testing.assert_array_equal(out["lengths"], [6, 10])
+    assert out["motion"].shape == (2, 10, 18) and out["motion"].dtype == np.float32
+    assert out["positions"].shape == (2, 10, 6, 3)
+    first_t = (steps - 1) * STEPS // steps
+    abar = np.cumprod(1 - np.asarray(loaded.schedule.betas, np.float64))[first_t]
+    mean, std = np.asarray(loaded.metadata["mean"]), np.asarray(loaded.metadata["std"])
+    for i, length in enumerate(out["lengths"]):
+        key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), i), 0)
+        x_T = np.asarray(jax.random.normal(key, (10, 18)), np.float64)
+        expected = x_T[:length] / np.sqrt(abar) * std + mean
+        np.testing.assert_allclose(out["motion"][i, :length], expected, rtol=1e-5, atol=1e-4)
+        assert not out["motion"][i, length:].any() and not out["positions"][i, length:].any()
+        np.testing.assert_allclose(
+            out["positions"][i, :length], decode_positions_np(expected, SKELETON), rtol=1e-5, atol=1e-3
+        )
+
+
+@functools.cache
+def jitted_apply(model):
+    return jax.jit(model.apply)
+
+
+def reference_ddim(loaded, caption, length, frames, seed, index, steps, scale):
+    """Deterministic DDIM in numpy from separate conditional / unconditional model calls (tokens in,
+    no encode_text), guidance u + s (c - u) by hand. -> de-standardized features [length, D]."""
+    tokens, token_mask = loaded.tokenizer.encode([caption, ""], loaded.text_max_length)
+    mask = (np.arange(frames) < length)[None]
+    key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), index), 0)
+    x = np.asarray(jax.random.normal(key, (frames, loaded.model.input_feats)), np.float64)[None]
+    abar = np.cumprod(1 - np.asarray(loaded.schedule.betas, np.float64))
+    times = [int(np.floor(i * STEPS / steps)) for i in reversed(range(steps))]
+    apply = jitted_apply(loaded.model)
+    for t, t_prev in zip(times, times[1:] + [-1], strict=True):
+
+        def output(row, x=x, t=t):
+            return np.asarray(
+                apply(
+                    {"params": loaded.params},
+                    jnp.asarray(x, jnp.float32),
+                    jnp.array([t]),
+                    tokens[row : row + 1],
+                    token_mask[row : row + 1],
+                    mask,
+                ),
+                np.float64,
+            )
+
+        eps = output(0) if scale == 1 else output(1) + scale * (output(0) - output(1))
+        x0 = (x - np.sqrt(1 - abar[t]) * eps) / np.sqrt(abar[t])
+        a_prev = abar[t_prev] if t_prev >= 0 else 1.0
+        x = np.sqrt(a_prev) * x0 + np.sqrt(1 - a_prev) * eps
+    return x[0, :length] * loaded.std + loaded.mean
+
+
+@pytest.mark.parametrize("scale", [1.0, 2.5, 0.0])
+def test_guided_ddim_matches_numpy_ddim_over_separate_conditional_and_unconditional_passes(loaded, scale):
+    out = sampling.generate(loaded, CAPTIONS, [6, 10], steps=3, guidance_scale=scale, seed=5)
+    for i, (caption, length) in enumerate(zip(out["captions"], out["lengths"], strict=True)):
+        expected = reference_ddim(loaded, caption, length, 10, 5, i, 3, scale)
+        np.testing.assert_allclose(out["motion"][i, :length], expected, rtol=1e-4, atol=1e-4)
+
+
+class Traced(Exception):
+    """Raised by RecordingModel once it has seen the first model call: tracing stops, nothing compiles."""
+
+
+class RecordingModel:
+    """The model, recording the batch size of the first traced `apply`."""
+
+    def __init__(self, model):
+        self.model, self.batches = model, []
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+    def apply(self, variables, x, *args, **kwargs):
+        self.batches.append(x.shape[0])
+        raise Traced
+
+
+def test_guidance_scale_one_is_the_conditional_model_alone(loaded, monkeypatch):
+    model = RecordingModel(loaded.model)
+    encoder = sampling._encoder(loaded.model)  # compiled already: the text encoder is not under test here
+    monkeypatch.setattr(sampling, "_encoder", lambda _: encoder)
+    fresh = dataclasses.replace(loaded, model=model)
+    with pytest.raises(Traced):
+        sampling.generate(fresh, CAPTIONS[:1], 4, steps=2, guidance_scale=1.0)
+    assert model.batches == [1]  # one example per (vmapped) sample: no unconditional half
+    with pytest.raises(Traced):
+        sampling.generate(fresh, CAPTIONS[:1], 4, steps=2, guidance_scale=3.0)
+    assert model.batches == [1, 2]  # guided: [conditional; unconditional] in one call
+
+
+def test_ddim_with_every_step_and_eta_one_follows_the_ddpm_rule(loaded):
+    ddpm = sampling.generate(loaded, CAPTIONS, 8, sampler="ddpm", seed=3)
+    ddim = sampling.generate(loaded, CAPTIONS, 8, sampler="ddim", steps=STEPS, eta=1.0, seed=3)
+    np.testing.assert_allclose(ddim["motion"], ddpm["motion"], rtol=1e-4, atol=1e-4)
+    other_seed = sampling.generate(loaded, CAPTIONS, 8, sampler="ddpm", seed=4)
+    assert np.all(np.abs(other_seed["motion"] - ddpm["motion"]).max(axis=(1, 2)) > 1e-2)
+
+
+def test_ddim_eta_zero_is_deterministic_per_seed_and_differs_across_seeds(loaded):
+    first = sampling.generate(loaded, CAPTIONS, [6, 10], steps=3, seed=1)
+    again = sampling.generate(loaded, CAPTIONS, [6, 10], steps=3, seed=1)
+    other = sampling.generate(loaded, CAPTIONS, [6, 10], steps=3, seed=2)
+    np.testing.assert_array_equal(first["motion"], again["motion"])
+    assert np.all(np.abs(first["motion"] - other["motion"]).max(axis=(1, 2)) > 1e-2)
+
+
+def test_samples_do_not_depend_on_the_batch_size_and_chunks_share_one_compilation(loaded, monkeypatch):
+    traces = []
+    real_loop = sampling.diffusion.ddpm_sample_loop
+
+    def counting_loop(*args, **kwargs):
+        traces.append(1)
+        return real_loop(*args, **kwargs)
+
+    monkeypatch.setattr(sampling.diffusion, "ddpm_sample_loop", counting_loop)
+    settings = dict(sampler="ddpm", seed=3)  # as in the DDPM test above: its compiled sampler is reused
+    whole = sampling.generate(loaded, CAPTIONS, [8, 5], batch_size=64, **settings)
+    traces.clear()
+    chunked = sampling.generate(loaded, CAPTIONS, [8, 5], batch_size=1, **settings)  # two calls of one
+    assert len(traces) <= 1  # one trace for the new batch shape (none if compiled before), not one per call
+    np.testing.assert_allclose(chunked["motion"], whole["motion"], rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(chunked["lengths"], [8, 5])
+    assert not whole["motion"][1, 5:].any() and whole["motion"][1, :5].all()
+
+
+@pytest.mark.parametrize(
+    "kwargs, field",
+    [
+        ({"num_frames": 0}, "sample.num_frames"),
+        ({"num_frames": MAX_FRAMES + 1}, "sample.num_frames"),
+        ({"num_frames": [4]}, "sample.num_frames"),
+        ({"num_frames": 4.5}, "sample.num_frames"),
+        ({"sampler": "euler"}, "sample.sampler"),
+        ({"steps": STEPS + 1}, "sample.steps"),
+        ({"num_samples": 0}, "sample.num_samples"),
+        ({"eta": -1.0}, "sample.eta"),
+        ({"batch_size": 0}, "sample.batch_size"),
+        ({"guidance_scale": float("nan")}, "sample.guidance_scale"),
+    ],
+)
+def test_bad_requests_are_user_errors_naming_the_field(loaded, kwargs, field):
+    with pytest.raises(UserError, match=field.replace(".", r"\.")):
+        sampling.generate(loaded, CAPTIONS, **{"num_frames": 4, "steps": 3, **kwargs})
+
+
+# ------------------------------------------------------------------------------------------ Euler, BVH
+@pytest.mark.parametrize("order", ["XYZ", "XZY", "YXZ", "YZX", "ZXY", "ZYX"])
+def test_matrix_to_euler_matches_scipy_and_survives_gimbal_lock(order):
+    rotations = Rotation.random(200, random_state=0)
+    angles = sampling.matrix_to_euler(rotations.as_matrix(), order)
+    np.testing.assert_allclose(angles, rotations.as_euler(order, degrees=True), atol=1e-6)
+    locked = Rotation.from_euler(order, [[30, 90, 40], [-70, -90, 10]], degrees=True).as_matrix()
+    back = Rotation.from_euler(order, sampling.matrix_to_euler(locked, order), degrees=True).as_matrix()
+    np.testing.assert_allclose(back, locked, atol=1e-6)
+
+
+def run_config(**sample):
+    """Frames, steps and captions as in the guidance tests above, whose compiled samplers are reused."""
+    config = tiny_config()
+    config.sample.update({"text": "|".join(CAPTIONS), "num_frames": 10, "steps": 3, **sample})
+    return config
+
+
+def test_run_writes_axis_angle_bvh_files_that_read_back_as_the_sampled_positions(workdirs, tmp_path):
+    summary = sampling.run(
+        run_config(num_samples=2, output_dir=str(tmp_path / "out")), workdirs["axis_angle"]
+    )
+    out = Path(summary["output_dir"])
+    index = json.loads((out / "index.json").read_text())
+    bvh_files = sorted(out.glob("*.bvh"))
+    assert [p.name for p in bvh_files] == [
+        "000_wave_hello_0.bvh",
+        "000_wave_hello_1.bvh",
+        "001_point_left_0.bvh",
+        "001_point_left_1.bvh",
+    ]
+    for path in bvh_files:
+        motion = bvh.load_bvh(path)
+        assert motion.fps == 30.0 and motion.skeleton.names == SKELETON.names
+        positions = np.load(out / f"{path.stem}_positions.npy")
+        assert positions.shape == (10, 6, 3)
+        np.testing.assert_allclose(motion.positions(), positions, atol=2e-3)
+        assert index["samples"][f"{path.stem}.npy"]["files"]["bvh"] == path.name
+
+
+def test_run_writes_npy_and_index_and_never_overwrites(workdirs, monkeypatch):
+    calls = []
+
+    def animate_skeletons(positions, parents, path, *, fps, titles=None):
+        calls.append((positions, parents, fps, titles))
+        Path(path).write_bytes(b"GIF89a")
+        return Path(path)
+
+    monkeypatch.setitem(
+        sys.modules, "motion_ddpm_jax.render", types.SimpleNamespace(animate_skeletons=animate_skeletons)
+    )
+    logs = []
+    config = run_config(seed=4, guidance_scale=2.0, render=True)
+    first = sampling.run(config, workdirs["positions"], log=logs.append)
+    out = Path(first["output_dir"])
+    assert out == workdirs["positions"] / "samples" / "step_3"
+    assert any("no .bvh" in line for line in logs)
+    expected = sampling.generate(
+        sampling.load_model(workdirs["positions"]), CAPTIONS, 10, steps=3, seed=4, guidance_scale=2.0
+    )
+    index = json.loads((out / "index.json").read_text())
+    assert (
+        index["settings"] | {"sampler": "ddim", "steps": 3, "seed": 4, "checkpoint_step": 3}
+        == index["settings"]
+    )
+    assert index["settings"]["guidance_scale"] == 2.0
+    for i, name in enumerate(["000_wave_hello_0.npy", "001_point_left_0.npy"]):
+        assert index["samples"][name]["caption"] == CAPTIONS[i] and index["samples"][name]["length"] == 10
+        np.testing.assert_array_equal(np.load(out / name), expected["motion"][i])
+        np.testing.assert_array_equal(
+            np.load(out / name.replace(".npy", "_positions.npy")), expected["positions"][i]
+        )
+    assert sorted(first["files"]) == sorted(p.name for p in out.iterdir())
+    [(positions, parents, fps, titles)] = calls
+    assert [p.shape for p in positions] == [(10, 6, 3)] * 2 and list(parents) == list(SKELETON.parents)
+    assert fps == 30.0 and titles == CAPTIONS
+
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    second = sampling.run(run_config(render=False), workdirs["positions"], log=logs.append)
+    assert Path(second["output_dir"]) == out.with_name("step_3_2")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert any("step_3_2" in line for line in logs)
+
+
+def test_run_reads_text_file_and_needs_some_caption(workdirs, tmp_path):
+    with pytest.raises(UserError, match=r"sample\.text.*sample\.text_file"):
+        sampling.run(run_config(text=" | "), workdirs["positions"])
+    (tmp_path / "captions.txt").write_text("wave hello\n\nnod\n", encoding="utf-8")
+    summary = sampling.run(
+        run_config(text="", text_file=str(tmp_path / "captions.txt"), output_dir=str(tmp_path / "o")),
+        workdirs["positions"],
+    )
+    index = json.loads((Path(summary["output_dir"]) / "index.json").read_text())
+    assert [e["caption"] for e in index["samples"].values()] == ["wave hello", "nod"]
+    with pytest.raises(UserError, match=r"sample\.text_file"):
+        sampling.run(run_config(text="", text_file=str(tmp_path / "missing.txt")), workdirs["positions"])
+
+
+# ------------------------------------------------------------------------------------------ end to end
+SAMPLE_SCRIPT = """
+import json, sys
+import jax, numpy as np
+from motion_ddpm_jax import sampling
+from motion_ddpm_jax.config import base_config
+config = base_config()
+config.sample.update(json.loads(sys.argv[2]))
+summary = sampling.run(config, sys.argv[1])
+print(json.dumps({"devices": jax.local_device_count(), **summary}))
+"""
+
+
+def test_a_trained_checkpoint_samples_in_a_fresh_process_the_same_on_two_devices_as_on_one(tmp_path):
+    from motion_ddpm_jax import train
+    from motion_ddpm_jax.data import synthetic
+
+    spec = importlib.util.spec_from_file_location("demo_config", ROOT / "configs" / "demo.py")
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    config = demo.get_config()
+    synthetic.write_demo_dataset(
+        tmp_path / "raw", num_speakers=2, recordings_per_speaker=1, sentences_per_recording=3
+    )
+    config.data.source, config.data.raw_root, config.data.root = (
+        "beat",
+        str(tmp_path / "raw"),
+        str(tmp_path / "prep"),
+    )
+    config.data.representation, config.data.max_motion_length = "axis_angle", 32
+    config.data.val_fraction = config.data.test_fraction = 0.0
+    m = config.model
+    m.latent_dim, m.num_layers, m.ff_size, m.num_heads = 16, 1, 32, 2
+    m.text_latent_dim, m.text_num_layers, m.text_num_heads, m.text_ff_size = 16, 1, 2, 32
+    config.loss.use_geometric_loss = False
+    config.diffusion.steps, config.diffusion.schedule = 20, "cosine"
+    config.train.batch_size, config.train.num_steps, config.train.log_every = 4, 2, 1
+    config.train.save_every_steps = 0
+    train.run(config, tmp_path / "run", log=lambda *_: None)
+
+    captions = ["wave", "point at the sky", "nod"]
+    sample = {"text": "|".join(captions), "num_frames": 12, "num_samples": 2, "steps": 4, "seed": 7}
+    sample.update(eta=0.3, guidance_scale=2.0, render=False, output_dir=str(tmp_path / "two"))
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(SAMPLE_SCRIPT), str(tmp_path / "run"), json.dumps(sample)],
+        cwd=tmp_path,
+        env=dict(env, PYTHONPATH=str(ROOT)),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["devices"] == 2 and summary["step"] == 2 and jax.local_device_count() == 1
+    out = Path(summary["output_dir"])
+    index = json.loads((out / "index.json").read_text())
+    assert [e["caption"] for e in index["samples"].values()] == [c for c in captions for _ in range(2)]
+    assert len(list(out.glob("*.bvh"))) == 6
+
+    del sample["output_dir"], sample["text"], sample["render"]
+    one_device = sampling.generate(sampling.load_model(tmp_path / "run"), captions, **sample)
+    for i, (name, entry) in enumerate(index["samples"].items()):
+        motion = np.load(out / name)
+        assert entry["length"] == 12 and motion.shape == (12, 228) and np.all(np.isfinite(motion))
+        np.testing.assert_allclose(motion, one_device["motion"][i], rtol=1e-5, atol=1e-4)
