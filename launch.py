@@ -15,7 +15,7 @@ config (`distributed.*`) or the environment asks for it (see README, "Training o
 import sys
 from pathlib import Path
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 _BASE_CONFIG = str(Path(__file__).resolve().parent / "configs" / "base.py")
@@ -41,6 +41,8 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     mode = _MODE.value
+    if not flags.FLAGS["verbosity"].present:  # the libraries' INFO logs drown the run's own lines
+        logging.set_verbosity(logging.WARNING)
     config_given = flags.FLAGS["config"].present
     if not config_given and mode not in CHECKPOINT_MODES:
         raise app.UsageError(f"--mode {mode} needs --config configs/<name>.py")
@@ -50,6 +52,10 @@ def main(argv):
     from motion_ddpm_jax.errors import UserError
 
     try:
+        if mode == "train":  # jax.distributed must start before anything touches a jax backend
+            from motion_ddpm_jax import distributed
+
+            distributed.initialize(config.distributed)
         config_lib.validate(config)
         if mode == "smoke":
             from motion_ddpm_jax import smoke
@@ -72,9 +78,8 @@ def main(argv):
 
             evaluate.train_autoencoder(config)
         else:
-            from motion_ddpm_jax import distributed, train
+            from motion_ddpm_jax import train
 
-            distributed.initialize(config.distributed)
             train.run(config, _workdir(config_given))
     # Errors a user can act on carry a complete message (file, field or flag, and what was expected).
     except (UserError, OSError, FloatingPointError) as error:

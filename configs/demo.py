@@ -32,4 +32,7 @@ def get_config():
     config.train.log_every = 100
     config.train.save_every_steps = 500
     config.train.save_every_epochs = 0
+    config.train.sample_every = 500  # progress GIFs + curves in runs/demo/progress
+    config.eval.num_clips = 0  # the whole validation split
+    config.eval.autoencoder_steps = 2000
     return config

@@ -57,6 +57,9 @@ class Checkpointer:
             create=not read_only,
             read_only=read_only,
             enable_async_checkpointing=False,
+            # A checkpoint killed mid-write stays under a temporary name (Orbax renames it when complete):
+            # the next writer removes it. Readers leave it alone.
+            cleanup_tmp_directories=not read_only,
         )
         self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=ITEMS)
 

@@ -188,6 +188,12 @@ def validate(config) -> None:
         value = _field(config, name)
         if value is not None and not low <= value <= high:
             raise UserError(f"config field {name} is {value!r}; expected a number in [{low}, {high}]")
+    from motion_ddpm_jax import diffusion
+
+    try:
+        diffusion.make_schedule(config.diffusion.schedule, config.diffusion.steps)
+    except ValueError as error:
+        raise UserError(f"config fields diffusion.schedule / diffusion.steps: {error}") from None
     model = config.model
     for heads, width in (("num_heads", "latent_dim"), ("text_num_heads", "text_latent_dim")):
         if model[width] % model[heads]:

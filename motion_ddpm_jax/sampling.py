@@ -99,10 +99,10 @@ def load_model(workdir: str | os.PathLike, step: int | None = None, use_ema: boo
     finally:
         reader.close()
     where = f"{reader.directory}/{step}"
-    return _loaded_from(params, metadata, step, where)
+    return loaded_from_params(params, metadata, step, where)
 
 
-def _loaded_from(params, metadata: Any, step: int, where: str) -> LoadedModel:
+def loaded_from_params(params, metadata: Any, step: int, where: str) -> LoadedModel:
     if not isinstance(metadata, dict):
         raise checkpoint.CheckpointError(f"{where}: its metadata is not a JSON object")
     missing = [key for key in _METADATA_KEYS if key not in metadata]

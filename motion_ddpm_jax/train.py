@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -47,7 +49,8 @@ def learning_rate_schedule(optim_config, total_steps: int, warmup: int) -> optax
         raise ValueError(
             f"the run has {total_steps} training steps; train.num_steps or num_epochs must give >= 1"
         )
-    warmup = min(warmup, total_steps)
+    # A run shorter than its warmup still ends with (at least) one cosine step at min_lr.
+    warmup = max(min(warmup, total_steps - 1), 0)
     return optax.warmup_cosine_decay_schedule(
         init_value=optim_config.warmup_start_factor * optim_config.lr,
         peak_value=optim_config.lr,
@@ -140,6 +143,18 @@ def apply_gradients(
 def replicate(tree, devices: int):
     """A leading device axis of size `devices` on every leaf (host copies; pmap places them)."""
     return jax.tree.map(lambda x: np.broadcast_to(np.asarray(x), (devices, *np.shape(x))), tree)
+
+
+def first_replica(tree):
+    """Host (numpy) copy of device 0's replica of every leaf of a pmapped tree, without compiling an
+    indexing program per leaf (as `x[0]` on a device array would)."""
+
+    def one(x):
+        if isinstance(x, jax.Array):
+            return np.asarray(x.addressable_shards[0].data).reshape(x.shape[1:])
+        return np.asarray(x)[0]
+
+    return jax.tree.map(one, tree)
 
 
 def global_norm(tree) -> jax.Array:
@@ -286,9 +301,33 @@ class MetricsLog:
     """Every `log_every` steps: one JSON object per row in <workdir>/metrics.jsonl, TensorBoard scalars in
     <workdir>/tensorboard, and a progress line on the console. Silent on processes other than 0."""
 
-    def __init__(self, workdir: Path, total: int, enabled: bool):
+    def __init__(self, workdir: Path, total: int, enabled: bool, first_step: int = 0):
+        """`first_step`: the step the run starts (or resumes) from. Rows logged after it by an earlier,
+        interrupted attempt (and a line cut short by a kill) are dropped: the resumed run logs them again."""
         self.path, self.total, self.enabled = workdir / "metrics.jsonl", total, enabled
-        self.writer = SummaryWriter(str(workdir / "tensorboard")) if enabled else None
+        self.writer = None
+        if enabled:
+            self._truncate(first_step)
+            self.writer = SummaryWriter(str(workdir / "tensorboard"), purge_step=first_step + 1)
+
+    def _truncate(self, first_step: int) -> None:
+        if not self.path.is_file():
+            return
+        kept, dropped = [], 0
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                row = json.loads(line)
+                keep = int(row["step"]) <= first_step
+            except (ValueError, KeyError, TypeError):
+                keep = False
+            if keep:
+                kept.append(line)
+            elif line.strip():
+                dropped += 1
+        if dropped:
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            tmp.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
+            os.replace(tmp, self.path)
 
     def write(self, step: int, values: dict[str, float]) -> None:
         if not self.enabled:
@@ -355,6 +394,95 @@ def run_metadata(config, dataset, tokenizer, steps: int, steps_per_epoch: int) -
         "feature_size": dataset.feature_size,
         "fps": dataset.fps,
     }
+
+
+def progress_captions(config, dataset, count: int = 4) -> list[str]:
+    """train.sample_captions split on '|', or the first `count` distinct validation captions."""
+    if config.train.sample_captions:
+        return [c.strip() for c in str(config.train.sample_captions).split("|") if c.strip()]
+    try:
+        split = dataset.split("val")
+    except (ValueError, KeyError):
+        split = dataset.split("train")
+    captions: list[str] = []
+    for options in split.captions:
+        for caption in options[:1]:
+            if caption not in captions:
+                captions.append(caption)
+    return captions[:count]
+
+
+class ProgressRenderer:
+    """Every `train.sample_every` steps: a few samples from the current EMA parameters, rendered to
+    <workdir>/progress/step_<step>.gif, and the training curves to <workdir>/progress/curves.png, so a
+    user watching the run sees it learn. A failure here is logged and never stops the training."""
+
+    def __init__(self, config, workdir: Path, metadata: dict[str, Any], captions: list[str], log=print):
+        self.config, self.metadata, self.captions, self.log = config, metadata, captions, log
+        self.folder = workdir / "progress"
+        self.metrics = workdir / "metrics.jsonl"
+
+    def __call__(self, step: int, ema: Any) -> None:
+        from motion_ddpm_jax import render, sampling
+
+        gif = self.folder / f"step_{step:07d}.gif"
+        try:
+            self.folder.mkdir(exist_ok=True)
+            if self.metrics.is_file():
+                render.plot_training_curves(self.metrics, self.folder / "curves.png", overwrite=True)
+            if gif.exists() or self.metadata.get("skeleton") is None or not self.captions:
+                return  # rendered before this run was resumed, or nothing to draw
+            loaded = sampling.loaded_from_params(ema, self.metadata, step, "the training run's EMA")
+            sample = self.config.sample
+            frames = min(int(sample.num_frames), loaded.max_motion_length)
+            out = sampling.generate(
+                loaded,
+                self.captions,
+                frames,
+                sampler=sample.sampler,
+                steps=int(sample.steps),
+                eta=float(sample.eta),
+                guidance_scale=float(sample.guidance_scale),
+                seed=int(sample.seed),
+            )
+            positions = [p[:n] for p, n in zip(out["positions"], out["lengths"], strict=True)]
+            render.animate_skeletons(
+                positions, loaded.skeleton.parents, gif, fps=loaded.fps, titles=self.captions
+            )
+        except Exception as error:  # noqa: BLE001 -- a picture must never cost a run
+            self.log(f"step {step}: rendering progress samples failed ({type(error).__name__}: {error})")
+
+
+class _PreemptionFlag:
+    """SIGTERM (a scheduler preempting the job) sets a flag; the loop saves a checkpoint and returns.
+
+    With several processes they must stop at the same step: the flag is then compared across processes
+    (an all-gather) every `log_every` steps, where the host synchronises anyway; one process alone checks
+    it every step.
+    """
+
+    def __init__(self):
+        self.raised = False
+        self.previous = None
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum, frame):
+        self.raised = True
+
+    def agreed(self, step: int, every: int) -> bool:
+        if jax.process_count() == 1:
+            return self.raised
+        if step % max(int(every), 1):
+            return False
+        from jax.experimental import multihost_utils
+
+        return bool(np.any(multihost_utils.process_allgather(np.array(self.raised))))
+
+    def restore(self) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+            self.previous = None
 
 
 def _dataset_once_per_run(config, log):
@@ -442,9 +570,15 @@ def run(config, workdir: str | os.PathLike, log=print) -> dict[str, Any]:
     p_step = jax.pmap(step_fn, axis_name="batch", donate_argnums=(0,))
 
     metadata = run_metadata(config, dataset, tokenizer, steps, source.steps_per_epoch)
+    sample_every = int(config.train.sample_every)
+    progress = None
+    if sample_every and is_main and jax.process_count() == 1:
+        progress = ProgressRenderer(config, workdir, metadata, progress_captions(config, dataset), log)
+    elif sample_every and jax.process_count() > 1:
+        log("train.sample_every: progress samples are rendered only in single-process runs")
 
     def save(step_state):
-        host_state = jax.tree.map(lambda x: x[0], step_state)
+        host_state = first_replica(step_state)
         ckpt.save(
             int(host_state.step),
             host_state.params,
@@ -453,43 +587,64 @@ def run(config, workdir: str | os.PathLike, log=print) -> dict[str, Any]:
             metadata,
         )
 
-    replicated = replicate(state, devices)
+    # Placed on the devices the way the step returns it, so that the step compiles once (called first with
+    # host arrays and then with its own outputs, it would compile twice).
+    replicated = jax.pmap(lambda tree: tree, axis_name="batch")(replicate(state, devices))
     base_rng = replicate(state.rng, devices)
-    metrics_log = MetricsLog(workdir, steps, is_main)
+    first = int(state.step)
+    metrics_log = MetricsLog(workdir, steps, is_main, first_step=first)
     save_every = int(config.train.save_every_steps)
     save_epochs = int(config.train.save_every_epochs) * source.steps_per_epoch
-    first = int(state.step)
     last_log_time, last_log_step = time.perf_counter(), first
+    last_saved = resume_step
     pending = None
-    for step in range(first, steps):
-        batch = pipeline.shard_for_devices(source.batch(step), devices)
-        batch = {k: batch[k] for k in ("motion", "mask", "tokens", "text_mask")}
-        replicated, metrics = p_step(replicated, batch, base_rng)
-        done = step + 1
-        if done % config.train.log_every == 0 or done == steps:
-            pending = jax.device_get(jax.tree.map(lambda m: m[0], metrics))
-            now = time.perf_counter()
-            rate = (done - last_log_step) / max(now - last_log_time, 1e-9)
-            last_log_time, last_log_step = now, done
-            consecutive = int(jax.device_get(replicated.opt_state.notfinite_count[0]))
-            values = {k: float(v) for k, v in pending.items() if k not in ("skipped", "nonfinite_total")}
-            values.update(
-                skipped_steps=float(pending["nonfinite_total"]),
-                steps_per_s=rate,
-                samples_per_s=rate * global_batch,
-            )
-            metrics_log.write(done, values)
-            if consecutive >= config.train.max_consecutive_nonfinite:
-                raise FloatingPointError(
-                    f"step {done}: the last {consecutive} steps had non-finite gradients and were skipped; "
-                    f"stopping. The last good checkpoint in {ckpt.directory} is intact (lower optim.lr?)"
+    stop = _PreemptionFlag()
+    try:
+        for step in range(first, steps):
+            if stop.agreed(step, config.train.log_every):
+                if last_saved != step:
+                    save(replicated)
+                log(
+                    f"stopped by SIGTERM at step {step} of {steps}: "
+                    f"checkpoint saved in {ckpt.directory}/{step}"
                 )
-        if (
-            (save_every and done % save_every == 0)
-            or (save_epochs and done % save_epochs == 0)
-            or done == steps
-        ):
-            save(replicated)
-    ckpt.close()
-    metrics_log.close()
-    return {"steps": steps, "final_metrics": pending, "workdir": str(workdir)}
+                ckpt.close()
+                metrics_log.close()
+                return {"steps": steps, "stopped_at": step, "final_metrics": pending, "workdir": str(workdir)}
+            batch = pipeline.shard_for_devices(source.batch(step), devices)
+            batch = {k: batch[k] for k in ("motion", "mask", "tokens", "text_mask")}
+            replicated, metrics = p_step(replicated, batch, base_rng)
+            done = step + 1
+            if done % config.train.log_every == 0 or done == steps:
+                pending = first_replica(metrics)
+                now = time.perf_counter()
+                rate = (done - last_log_step) / max(now - last_log_time, 1e-9)
+                last_log_time, last_log_step = now, done
+                consecutive = int(first_replica(replicated.opt_state.notfinite_count))
+                values = {k: float(v) for k, v in pending.items() if k not in ("skipped", "nonfinite_total")}
+                values.update(
+                    skipped_steps=float(pending["nonfinite_total"]),
+                    steps_per_s=rate,
+                    samples_per_s=rate * global_batch,
+                )
+                metrics_log.write(done, values)
+                if consecutive >= config.train.max_consecutive_nonfinite:
+                    raise FloatingPointError(
+                        f"step {done}: the last {consecutive} steps had non-finite gradients and were "
+                        f"skipped; stopping. The last good checkpoint in {ckpt.directory} is intact "
+                        f"(lower optim.lr?)"
+                    )
+            if (
+                (save_every and done % save_every == 0)
+                or (save_epochs and done % save_epochs == 0)
+                or done == steps
+            ):
+                save(replicated)
+                last_saved = done
+            if progress is not None and (done % sample_every == 0 or done == steps):
+                progress(done, ema_params(first_replica(replicated.ema_state), config.optim))
+        ckpt.close()
+        metrics_log.close()
+    finally:
+        stop.restore()
+    return {"steps": steps, "stopped_at": None, "final_metrics": pending, "workdir": str(workdir)}

@@ -57,3 +57,10 @@ def test_ranges_and_head_divisibility():
     config.model.num_heads = 3
     with pytest.raises(UserError, match="latent_dim=512 must be divisible by model.num_heads=3"):
         validate(config)
+
+
+def test_a_schedule_the_step_count_cannot_support_is_refused():
+    config = base_config()
+    config.diffusion.steps = 20
+    with pytest.raises(UserError, match="diffusion.steps: The 'linear' schedule with num_steps=20"):
+        validate(config)

@@ -54,18 +54,19 @@ def launch(workdir, data_args, devices, extra_env=None):
         **(extra_env or {}),
     )
     args = [sys.executable, "launch.py", "--config", "configs/demo.py", f"--workdir={workdir}"]
-    return subprocess.Popen(
-        [*args, *TINY, *data_args],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    # Output to a file: a pipe that is not read while another process is awaited could fill and block.
+    log_path = Path(f"{workdir}.{devices}.{(extra_env or {}).get('JAX_PROCESS_ID', 'single')}.log")
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [*args, *TINY, *data_args], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    process.log_path = log_path
+    return process
 
 
 def finish(process, timeout=600):
-    out, _ = process.communicate(timeout=timeout)
+    process.wait(timeout=timeout)
+    out = process.log_path.read_text()
     assert process.returncode == 0, out[-4000:]
     return out
 

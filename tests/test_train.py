@@ -168,3 +168,13 @@ def test_state_is_float32_whatever_the_input():
     for leaf in jax.tree.leaves((state.params, state.ema_state.ema)):
         assert leaf.dtype == jnp.float32
     assert state.rng.dtype == jnp.uint32
+
+
+@pytest.mark.parametrize("total", [1, 2, 4])
+def test_a_run_shorter_than_its_warmup_still_has_a_schedule(total):
+    config = optim(lr=1e-3, min_lr=1e-6)
+    schedule = train.learning_rate_schedule(config, total, warmup=10)
+    values = [float(train.learning_rate_at(schedule, s)) for s in range(total + 1)]
+    assert all(np.isfinite(values))
+    assert values[total] == pytest.approx(1e-6, rel=1e-5)
+    assert values[0] == pytest.approx(1e-4 if total > 1 else 1e-3, rel=1e-5)

@@ -1,0 +1,262 @@
+"""Reliability of a training run (issue 7): exact resume after SIGKILL, SIGTERM preemption, a checkpoint
+killed mid-write, non-finite batches. Runs go through launch.py in subprocesses, as a user's would."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from motion_ddpm_jax import checkpoint, train
+from motion_ddpm_jax.data import pipeline, synthetic
+
+ROOT = Path(__file__).resolve().parents[1]
+STEPS = 120
+
+TINY = [
+    "--config.model.latent_dim=16",
+    "--config.model.num_layers=1",
+    "--config.model.ff_size=32",
+    "--config.model.num_heads=2",
+    "--config.model.text_latent_dim=8",
+    "--config.model.text_ff_size=16",
+    "--config.model.text_num_heads=2",
+    "--config.data.max_motion_length=16",
+    "--config.diffusion.steps=50",
+    "--config.train.batch_size=4",
+    f"--config.train.num_steps={STEPS}",
+    "--config.train.log_every=5",
+    "--config.train.save_every_steps=40",
+    "--config.optim.warmup_steps=10",
+]
+
+
+@pytest.fixture(scope="module")
+def data_args(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    synthetic.write_demo_dataset(
+        root / "raw", num_speakers=2, recordings_per_speaker=2, sentences_per_recording=4, fps=30
+    )
+    args = [
+        "--config.data.source=beat",
+        f"--config.data.raw_root={root / 'raw'}",
+        f"--config.data.root={root / 'prepared'}",
+    ]
+    # Prepare once, here, so that the runs below only read the cache.
+    subprocess.run(
+        [sys.executable, "launch.py", "--mode", "prepare", "--config", "configs/demo.py", *args],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+    return args
+
+
+def start(workdir, data_args, *extra):
+    """launch.py in the background, its output to a file beside the workdir (a pipe nobody reads while the
+    test waits would fill up and block the run)."""
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    args = [sys.executable, "launch.py", "--config", "configs/demo.py", f"--workdir={workdir}"]
+    log_path = Path(f"{workdir}.launch-{time.monotonic_ns()}.log")
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [*args, *TINY, *data_args, *extra], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    process.log_path = log_path
+    return process
+
+
+def output(process):
+    return process.log_path.read_text()
+
+
+def finish(process, timeout=600):
+    process.wait(timeout=timeout)
+    out = output(process)
+    assert process.returncode == 0, out[-4000:]
+    return out
+
+
+def wait_for_step(workdir, step, process, timeout=300):
+    """Block until metrics.jsonl has a row at `step` or later (the run is past it)."""
+    path = Path(workdir) / "metrics.jsonl"
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert process.poll() is None, output(process)[-3000:]
+        if path.is_file():
+            rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip().endswith("}")]
+            if rows and rows[-1]["step"] >= step:
+                return rows[-1]["step"]
+        time.sleep(0.05)
+    raise AssertionError(f"{workdir} did not reach step {step} in {timeout} s")
+
+
+def saved_items(workdir, step=None):
+    """Every array of the checkpoint (params, EMA, optimizer and train state) as a flat dict of numpy."""
+    ckpt = checkpoint.Checkpointer(workdir, read_only=True)
+    step = ckpt.latest_step() if step is None else step
+    names = ("params", "ema_params", "train_state")
+    restored = ckpt.manager.restore(
+        step, args=ocp.args.Composite(**{n: ocp.args.StandardRestore() for n in names})
+    )
+    flat = {}
+    for name in names:
+        for path, leaf in _flatten(restored[name], name):
+            flat[path] = np.asarray(leaf)
+    return step, flat
+
+
+def _flatten(tree, prefix):
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            yield from _flatten(value, f"{prefix}/{key}")
+    elif isinstance(tree, list | tuple):
+        for index, value in enumerate(tree):
+            yield from _flatten(value, f"{prefix}/{index}")
+    else:
+        yield prefix, tree
+
+
+def assert_bitwise_equal(a, b):
+    assert a.keys() == b.keys()
+    different = [k for k in a if a[k].dtype != b[k].dtype or not np.array_equal(a[k], b[k])]
+    assert not different, f"not bitwise equal: {different[:5]}"
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, data_args):
+    workdir = tmp_path_factory.mktemp("reference")
+    finish(start(workdir, data_args))
+    step, items = saved_items(workdir)
+    assert step == STEPS
+    return workdir, items
+
+
+def test_sigkill_then_restart_equals_an_uninterrupted_run_bitwise(tmp_path, data_args, reference):
+    ref_dir, ref_items = reference
+    # Saving every few steps, a kill may land inside a checkpoint write.
+    process = start(tmp_path, data_args, "--config.train.save_every_steps=3")
+    wait_for_step(tmp_path, 70, process)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    ckpt_dir = tmp_path / "checkpoints"
+    # Whether or not the kill hit a write, leave a half-written checkpoint for the restart to clean up.
+    latest = checkpoint.Checkpointer(tmp_path, read_only=True).latest_step()
+    partial = ckpt_dir / f"{latest + 1}.orbax-checkpoint-tmp"
+    if not partial.exists():
+        shutil.copytree(ckpt_dir / str(latest), partial)
+        shutil.rmtree(partial / "train_state")
+    out = finish(start(tmp_path, data_args, "--config.train.save_every_steps=3"))
+    assert f"resumed from {ckpt_dir}/" in out
+    assert not [p for p in ckpt_dir.iterdir() if "tmp" in p.name], sorted(os.listdir(ckpt_dir))
+    step, items = saved_items(tmp_path)
+    assert step == STEPS
+    assert_bitwise_equal(items, ref_items)
+    # The log reads like one run: every step once, in order (rows after the resumed step were re-logged).
+    steps = [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(5, STEPS + 1, 5))
+    ref_rows = [json.loads(line) for line in (ref_dir / "metrics.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["loss"] for r in rows] == [r["loss"] for r in ref_rows]
+
+
+def test_sigterm_saves_the_current_step_exits_0_and_the_restart_continues(tmp_path, data_args, reference):
+    _, ref_items = reference
+    process = start(tmp_path, data_args)
+    reached = wait_for_step(tmp_path, 45, process)
+    sent = time.time()
+    process.send_signal(signal.SIGTERM)
+    out = finish(process, timeout=60)
+    assert time.time() - sent < 30
+    stopped = checkpoint.Checkpointer(tmp_path, read_only=True).latest_step()
+    assert reached <= stopped < STEPS, (stopped, reached)
+    assert f"stopped by SIGTERM at step {stopped} of {STEPS}" in out
+    out = finish(start(tmp_path, data_args))
+    assert f"resumed from {tmp_path.resolve() / 'checkpoints'}/{stopped} (step {stopped} of {STEPS})" in out
+    step, items = saved_items(tmp_path)
+    assert step == STEPS
+    assert_bitwise_equal(items, ref_items)
+
+
+def test_raising_num_steps_on_a_finished_run_continues_it(tmp_path, data_args, reference):
+    ref_dir, _ = reference
+    workdir = tmp_path / "run"
+    shutil.copytree(ref_dir, workdir)
+    out = finish(start(workdir, data_args, f"--config.train.num_steps={STEPS + 20}"))
+    assert f"the run's length changed from {STEPS} to {STEPS + 20} steps" in out
+    assert checkpoint.Checkpointer(workdir, read_only=True).latest_step() == STEPS + 20
+
+
+# ------------------------------------------------------------------ non-finite batches, in process
+
+
+def tiny_config(tmp_path, data_args, **train_fields):
+    from motion_ddpm_jax.config import base_config
+
+    config = base_config()
+    for arg in [*TINY, *data_args]:
+        key, value = arg.removeprefix("--config.").split("=", 1)
+        section, field = key.split(".")
+        current = config[section][field]
+        config[section][field] = type(current)(value) if not isinstance(current, str) else value
+    config.data.fps = 30.0
+    config.train.update(train_fields)
+    return config
+
+
+def test_nan_batches_are_skipped_and_a_diverging_run_stops_with_its_last_checkpoint_intact(
+    tmp_path, data_args, monkeypatch
+):
+    real_batch = pipeline.BatchSource.batch
+    poisoned = {7} | set(range(40, 10_000))
+
+    def batch(self, step):
+        out = real_batch(self, step)
+        if step in poisoned:
+            out = {**out, "motion": np.full_like(out["motion"], np.nan)}
+        return out
+
+    monkeypatch.setattr(pipeline.BatchSource, "batch", batch)
+    config = tiny_config(
+        tmp_path, data_args, num_steps=200, save_every_steps=20, max_consecutive_nonfinite=10
+    )
+    with pytest.raises(FloatingPointError, match=r"step 50: the last 10 steps had non-finite gradients"):
+        train.run(config, tmp_path, log=lambda *_: None)
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    by_step = {r["step"]: r for r in rows}
+    assert by_step[5]["skipped_steps"] == 0 and by_step[10]["skipped_steps"] == 1  # step 7's batch
+    assert all(np.isfinite(r["loss_mot_rec"]) for r in rows if r["step"] <= 40)
+    # Checkpoints 20 and 40 hold good (finite) parameters; the first poisoned step was 41 (index 40).
+    ckpt = checkpoint.Checkpointer(tmp_path, read_only=True)
+    assert ckpt.all_steps() == [20, 40]
+    _, items = saved_items(tmp_path)
+    assert all(np.isfinite(v).all() for v in items.values() if v.dtype.kind == "f")
+
+
+def test_progress_samples_and_curves_are_rendered_during_training(tmp_path, data_args):
+    from PIL import Image
+
+    config = tiny_config(tmp_path, data_args, num_steps=4, sample_every=2, save_every_steps=0, log_every=1)
+    config.train.sample_captions = "wave both hands|point to the left"
+    config.sample.num_frames = 12
+    config.sample.steps = 5
+    logged = []
+    train.run(config, tmp_path, log=logged.append)
+    assert not [line for line in logged if "rendering progress samples failed" in line], logged
+    progress = tmp_path / "progress"
+    assert sorted(p.name for p in progress.iterdir()) == [
+        "curves.png",
+        "step_0000002.gif",
+        "step_0000004.gif",
+    ]
+    with Image.open(progress / "step_0000004.gif") as gif:
+        assert gif.n_frames == 12
+    with Image.open(progress / "curves.png") as png:
+        assert png.format == "PNG"
