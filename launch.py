@@ -42,7 +42,7 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     mode = _MODE.value
     if not flags.FLAGS["verbosity"].present:  # the libraries' INFO logs drown the run's own lines
-        logging.set_verbosity(logging.WARNING)
+        logging.set_verbosity(logging.ERROR)
     config_given = flags.FLAGS["config"].present
     if not config_given and mode not in CHECKPOINT_MODES:
         raise app.UsageError(f"--mode {mode} needs --config configs/<name>.py")
