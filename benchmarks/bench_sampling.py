@@ -1,0 +1,228 @@
+"""Sampling time: our compiled sampler loop vs the PyTorch twin's Python loop, side by side.
+
+    .venv/bin/python benchmarks/bench_sampling.py [--sizes 4x60,32x196] [--samplers ddpm,ddim]
+        [--ddpm-steps 1000] [--ddim-steps 50] [--impls jax-fp32,torch-fp32] [--repeats 3] [--json out.json]
+
+Ours: `diffusion.ddpm_sample_loop` / `ddim_sample_loop` (one `lax.scan`) inside one jitted function that
+first encodes the captions once (`model.encode_text`) and then calls the model with `encoded_text=`;
+compiled ahead of time (compile time reported apart). The twin: `torch_twin.ddpm_sample` /
+`ddim_sample`, a Python loop over the steps under inference mode, captions encoded once too, after a
+two-step warm-up. Same weights (ours, copied), same sizes, epsilon prediction, no guidance, DDIM eta 0.
+Repeats are interleaved (round r runs every implementation once, starting at a rotating one).
+
+`--ddpm-steps N < 1000` times a cosine schedule of N steps instead (the same work per step) and the
+table adds the per-step time times 1000 as an estimate of the full sampler; the JSON says which.
+Implementations: jax-fp32, jax-bf16 (compute dtype), torch-fp32, torch-bf16 (autocast). Defaults:
+jax-fp32,torch-fp32 on a CPU; jax-bf16,torch-bf16,jax-fp32,torch-fp32 on a GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import common  # noqa: I001 - first: sets the allocator before jax starts
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from motion_ddpm_jax import diffusion
+from motion_ddpm_jax import model as model_lib
+
+IMPLS = ("jax-fp32", "jax-bf16", "torch-fp32", "torch-bf16")
+_DTYPES = {"fp32": "float32", "bf16": "bfloat16"}
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def sampler_inputs(batch: int, frames: int, features: int, args, seed: int = 0):
+    """Starting noise [B, T, D], tokens, text mask and frame mask (every sample `frames` long)."""
+    host = common.random_batch(batch, frames, features, args.text_length, args.vocab, seed)
+    noise = np.random.default_rng(seed + 1).standard_normal((batch, frames, features)).astype(np.float32)
+    return noise, host["tokens"], host["text_mask"], np.ones((batch, frames), bool)
+
+
+class Ours:
+    def __init__(self, args, features: int, params, dtype: str):
+        config = common.bench_config(args, args.max_frames, dtype)
+        self.model = model_lib.model_from_config(config, input_feats=features, text_vocab_size=args.vocab)
+        self.params = params
+
+    def compile(self, sampler: str, schedule, num_steps: int, inputs):
+        model = self.model
+
+        def sample(params, x_T, tokens, text_mask, mask, rng):
+            encoded = model_lib.encode_text(model, params, tokens, text_mask)
+
+            def denoise(x_t, t):
+                return model.apply({"params": params}, x_t, t, None, text_mask, mask, encoded_text=encoded)
+
+            if sampler == "ddpm":
+                return diffusion.ddpm_sample_loop(schedule, denoise, x_T, rng, "epsilon")
+            return diffusion.ddim_sample_loop(schedule, denoise, x_T, rng, "epsilon", num_steps)
+
+        arrays = [jnp.asarray(a) for a in inputs]
+        rng = jax.random.key(0)
+        start = time.perf_counter()
+        compiled = jax.jit(sample).lower(self.params, *arrays, rng).compile()
+        compile_s = time.perf_counter() - start
+        return (lambda: compiled(self.params, *arrays, rng).block_until_ready()), compile_s
+
+
+class Twin:
+    def __init__(self, args, features: int, flax_model, host_params, device):
+        import torch_twin
+
+        self.torch_twin, self.device = torch_twin, device
+        self.model = torch_twin.twin_of(flax_model, device=device).eval()
+        torch_twin.load_flax_params(self.model, host_params)
+
+    def runner(self, sampler: str, schedule, num_steps: int, inputs, dtype: str):
+        import torch
+
+        tt = self.torch_twin
+        twin_schedule = tt.Schedule(schedule, self.device)
+        x_T, tokens, text_mask, mask = (tt.to_torch({"a": a}, self.device)["a"] for a in inputs)
+        autocast = torch.bfloat16 if dtype == "bfloat16" else None
+        generator = torch.Generator(self.device).manual_seed(0)
+        timesteps = diffusion.ddim_timesteps(schedule.num_steps, num_steps)
+
+        def run(steps=None):
+            if sampler == "ddpm":
+                out = tt.ddpm_sample(
+                    self.model, twin_schedule, x_T, tokens, text_mask, mask, generator, autocast, steps
+                )
+            else:
+                chosen = timesteps if steps is None else timesteps[:steps]
+                out = tt.ddim_sample(
+                    self.model, twin_schedule, x_T, tokens, text_mask, mask, chosen, autocast
+                )
+            common.torch_sync(self.device)
+            return out
+
+        return run
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--sizes", default="4x60,32x196", help="comma-separated BATCHxFRAMES")
+    parser.add_argument("--samplers", default="ddpm,ddim")
+    parser.add_argument("--ddpm-steps", type=int, default=1000, help="< 1000: time a shorter schedule")
+    parser.add_argument("--ddim-steps", type=int, default=50)
+    parser.add_argument("--features", type=int, default=264)
+    parser.add_argument("--impls", default="", help=f"comma-separated, of {', '.join(IMPLS)}")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--torch-threads", type=int, default=0, help="torch's CPU threads (0: its default)")
+    parser.add_argument("--torch-device", default="auto")
+    parser.add_argument("--json", type=Path, default=None)
+    common.add_model_flags(parser)
+    args = parser.parse_args(argv)
+
+    on_accelerator = jax.default_backend() != "cpu"
+    default = "jax-bf16,torch-bf16,jax-fp32,torch-fp32" if on_accelerator else "jax-fp32,torch-fp32"
+    impls = (args.impls or default).split(",")
+    if set(impls) - set(IMPLS):
+        raise SystemExit(f"unknown --impls {sorted(set(impls) - set(IMPLS))}; choose from {IMPLS}")
+    sizes = [tuple(int(v) for v in size.split("x")) for size in args.sizes.split(",")]
+    args.max_frames = max(frames for _, frames in sizes)
+    uses_torch = any(i.startswith("torch") for i in impls)
+    device = common.torch_device(args.torch_device, args.torch_threads) if uses_torch else None
+    machine = common.machine_info(device)
+
+    config = common.bench_config(args, args.max_frames)
+    base = model_lib.model_from_config(config, input_feats=args.features, text_vocab_size=args.vocab)
+    params = model_lib.init_params(base, jax.random.key(0))
+    ours = {
+        i: Ours(args, args.features, params, _DTYPES[i.split("-")[1]]) for i in impls if i.startswith("jax")
+    }
+    twin = Twin(args, args.features, base, jax.device_get(params), device) if uses_torch else None
+
+    rows = []
+    for batch, frames in sizes:
+        inputs = sampler_inputs(batch, frames, args.features, args)
+        for sampler in args.samplers.split(","):
+            steps = args.ddpm_steps if sampler == "ddpm" else args.ddim_steps
+            if sampler == "ddpm" and args.ddpm_steps < 1000:  # cosine: defined for any length, same work
+                schedule = diffusion.make_schedule("cosine", args.ddpm_steps)
+            else:
+                schedule = diffusion.make_schedule("linear", 1000)
+            runs, info = {}, {}
+            for impl in impls:
+                log(f"preparing {impl} {sampler} {batch}x{frames}")
+                if impl.startswith("jax"):
+                    runs[impl], compile_s = ours[impl].compile(sampler, schedule, steps, inputs)
+                    info[impl] = {"compile_s": compile_s}
+                else:
+                    run = twin.runner(sampler, schedule, steps, inputs, _DTYPES[impl.split("-")[1]])
+                    run(2)  # warm-up: two denoising steps
+                    runs[impl], info[impl] = run, {}
+            seconds = {impl: [] for impl in impls}
+            for r in range(args.repeats):
+                log(f"{sampler} {batch}x{frames}: round {r + 1} of {args.repeats}")
+                for impl in impls[r % len(impls) :] + impls[: r % len(impls)]:
+                    start = time.perf_counter()
+                    runs[impl]()
+                    seconds[impl].append(time.perf_counter() - start)
+            flops = common.model_flops(
+                batch, frames, args.features, args.text_length, config.model, encode_text=False
+            )
+            for impl in impls:
+                median = statistics.median(seconds[impl])
+                rows.append(
+                    {
+                        "impl": impl,
+                        "sampler": sampler,
+                        "batch": batch,
+                        "frames": frames,
+                        "steps": steps,
+                        "median_s": median,
+                        "seconds": seconds[impl],
+                        "per_step_ms": 1e3 * median / steps,
+                        "estimated_1000_step_s": median / steps * 1000 if sampler == "ddpm" else None,
+                        "achieved_flops_per_s": flops["forward"] * steps / median,
+                        **info[impl],
+                    }
+                )
+    reference = {(r["sampler"], r["batch"], r["frames"], r["impl"]): r["median_s"] for r in rows}
+    for row in rows:
+        precision = row["impl"].split("-")[1]
+        twin_s = reference.get((row["sampler"], row["batch"], row["frames"], f"torch-{precision}"))
+        if twin_s:
+            row["speedup_vs_twin_same_precision"] = twin_s / row["median_s"]
+
+    print(
+        f"\nsampling: D={args.features}, {args.layers} layers x {args.latent}, L={args.text_length}; "
+        f"median of {args.repeats} interleaved repeats; "
+        f"{machine['host_cpus']} CPUs ({machine['processor']}), "
+        f"{machine.get('torch_device_name') or machine['jax_device']}, load {machine['load_average_1m']:.1f}"
+    )
+    print(
+        f"{'impl':<12}{'sampler':<8}{'BxT':>8}{'steps':>7}{'s':>9}{'ms/step':>9}{'est 1000':>10}"
+        f"{'x twin':>8}{'FLOP/s':>10}{'compile':>9}"
+    )
+    for row in rows:
+        estimate = row["estimated_1000_step_s"]
+        speedup = row.get("speedup_vs_twin_same_precision")
+        print(
+            f"{row['impl']:<12}{row['sampler']:<8}{str(row['batch']) + 'x' + str(row['frames']):>8}"
+            f"{row['steps']:>7}{row['median_s']:>9.2f}{row['per_step_ms']:>9.1f}"
+            f"{'-' if estimate is None else format(estimate, '.1f'):>10}"
+            f"{'-' if speedup is None else format(speedup, '.2f'):>8}"
+            f"{common.human(row['achieved_flops_per_s']):>10}"
+            f"{'-' if 'compile_s' not in row else format(row['compile_s'], '.1f'):>9}"
+        )
+    common.write_json(
+        args.json,
+        {"benchmark": "sampling", "args": vars(args), "machine": machine, "rows": rows},
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,468 @@
+"""Train-step time: our jitted step vs the PyTorch twin (benchmarks/torch_twin.py), side by side.
+
+    .venv/bin/python benchmarks/bench_train_step.py [--batch 32] [--frames 196] [--features 263,264]
+        [--impls jax-fp32,torch-fp32,torch-bf16] [--geometric off|on|both] [--repeats 5] [--warmup 2]
+        [--memory main|all|none] [--json out.json]
+
+Implementations (--impls): `jax-fp32`, `jax-bf16` (our `train.make_train_step`, jitted, the state donated,
+compute dtype float32 / bfloat16), `torch-fp32` (the twin, eager), `torch-bf16` (eager under bf16
+autocast), `torch-compile-fp32`, `torch-compile-bf16` (the twin's model + loss under torch.compile).
+Defaults: jax-fp32,torch-fp32,torch-bf16 on a CPU; jax-fp32,jax-bf16,torch-fp32,torch-bf16 on a GPU.
+
+For each feature size, one train state serves all our variants and one twin serves all the torch ones
+(same initial weights: ours copied into the twin). Every case is compiled (time reported apart) and warmed
+up, then the repeats are interleaved: round r runs every case once, starting at a rotating case, so a
+change of load hits all of them alike; the table shows medians. The losses are the base config's (MSE +
+velocity 0.1 + acceleration 0.05); `--geometric on|both` adds the bone-length term (0.01) where the
+features are BEAT positions (264 = 88 joints x 3), and the table then gives its overhead. FLOP/s use the
+analytic count of `common.model_flops` (checked against XLA's cost analysis, printed), and each is
+compared with one large matmul of the same framework and dtype measured in the same run (the floor).
+Peak host memory comes from one subprocess per case (`--memory main`: the cases without the geometric
+term; `all`; `none`): its resident high-water mark while it runs two steps after compiling and warming
+up (see `memory_worker`), and the accelerator's peak where there is one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import gc
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import common  # noqa: I001 - first: sets the allocator before jax starts
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from motion_ddpm_jax import diffusion, losses, train
+from motion_ddpm_jax import model as model_lib
+from motion_ddpm_jax.skeleton import beat_skeleton
+
+IMPLS = ("jax-fp32", "jax-bf16", "torch-fp32", "torch-bf16", "torch-compile-fp32", "torch-compile-bf16")
+_DTYPES = {"fp32": "float32", "bf16": "bfloat16"}
+_RESULT_TAG = "WORKER_RESULT "
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    impl: str
+    features: int
+    geometric: bool
+
+    @property
+    def name(self) -> str:
+        return f"{self.impl} D{self.features}{' +geom' if self.geometric else ''}"
+
+    @property
+    def framework(self) -> str:
+        return self.impl.split("-")[0]
+
+    @property
+    def dtype(self) -> str:
+        return _DTYPES[self.impl.rsplit("-", 1)[1]]
+
+
+def geometry_for(features: int) -> losses.Geometry:
+    """The bone-length term's data for BEAT positions: the BEAT skeleton and made-up statistics (cm)."""
+    skeleton = beat_skeleton()
+    if features != 3 * skeleton.num_joints:
+        raise ValueError(f"the geometric term needs BEAT positions ({3 * skeleton.num_joints} features)")
+    rng = np.random.default_rng(1)
+    mean = (10 * rng.standard_normal(features)).astype(np.float32)
+    std = rng.uniform(1.0, 20.0, features).astype(np.float32)
+    return losses.Geometry(mean=jnp.asarray(mean), std=jnp.asarray(std), skeleton=skeleton)
+
+
+class OurStep:
+    """Our step for one feature size: one train state (float32, shared by every variant) on the default
+    device, and a compiled step per (compute dtype, geometric term)."""
+
+    def __init__(self, args, features: int, seed: int = 0):
+        self.args, self.features = args, features
+        self.config = common.bench_config(args, args.frames)
+        self.model = model_lib.model_from_config(
+            self.config, input_feats=features, text_vocab_size=args.vocab
+        )
+        start = time.perf_counter()
+        params = model_lib.init_params(self.model, jax.random.key(seed))
+        self.init_s = time.perf_counter() - start
+        self.num_params = sum(p.size for p in jax.tree.leaves(params))
+        self.lr = train.learning_rate_schedule(self.config.optim, 10_000, 500)
+        self.optimizer, self.ema = (
+            train.make_optimizer(self.config.optim, self.lr),
+            train.make_ema(self.config.optim),
+        )
+        self.state = train.create_train_state(params, self.optimizer, self.ema, seed)
+        self.rng = jnp.array(self.state.rng)  # a copy: the state is donated
+        self.schedule = diffusion.make_schedule("linear", self.config.diffusion.steps)
+        host = common.random_batch(args.batch, args.frames, features, args.text_length, args.vocab, seed)
+        self.batch = jax.device_put(host)
+
+    def compile(self, dtype: str, geometric: bool):
+        """(compiled step, compile seconds, XLA's FLOP count or None)."""
+        config = common.bench_config(self.args, self.args.frames, dtype)
+        config.loss.use_geometric_loss = geometric
+        model = model_lib.model_from_config(
+            config, input_feats=self.features, text_vocab_size=self.args.vocab
+        )
+        empty = common.empty_caption(self.args.text_length)
+        geometry = geometry_for(self.features) if geometric else None
+        step = train.make_train_step(
+            model, config, self.schedule, self.lr, self.optimizer, self.ema, empty, geometry, axis_name=None
+        )
+        start = time.perf_counter()
+        compiled = jax.jit(step, donate_argnums=0).lower(self.state, self.batch, self.rng).compile()
+        return compiled, time.perf_counter() - start, common.xla_flops(compiled)
+
+    def runner(self, compiled):
+        def run():
+            self.state, metrics = compiled(self.state, self.batch, self.rng)
+            jax.block_until_ready((self.state, metrics))
+            return float(metrics["loss"])
+
+        return run
+
+
+class TwinStep:
+    """The PyTorch twin for one feature size: one model and trainer shared by every torch variant."""
+
+    def __init__(self, args, features: int, device, flax_model, params=None, seed: int = 0):
+        import torch_twin
+
+        self.torch_twin, self.device = torch_twin, device
+        self.config = common.bench_config(args, args.frames)
+        self.config.loss.use_geometric_loss = False
+        twin = torch_twin.twin_of(flax_model, device=device)
+        if params is not None:
+            torch_twin.load_flax_params(twin, params)
+        self.num_params = torch_twin.parameter_count(twin)
+        has_skeleton = features == 3 * beat_skeleton().num_joints
+        self.trainer = torch_twin.Trainer(
+            twin.train(),
+            self.config,
+            diffusion.make_schedule("linear", self.config.diffusion.steps),
+            common.empty_caption(args.text_length),
+            geometry=geometry_for(features) if has_skeleton else None,
+            seed=seed,
+        )
+        host = common.random_batch(args.batch, args.frames, features, args.text_length, args.vocab, seed)
+        self.batch = torch_twin.to_torch(host, device)
+
+    def runner(self, case: Case):
+        import torch
+
+        autocast = torch.bfloat16 if case.dtype == "bfloat16" else None
+        compiled = case.impl.startswith("torch-compile")
+
+        def run():
+            metrics = self.trainer.step(self.batch, autocast, compiled=compiled, geometric=case.geometric)
+            common.torch_sync(self.device)
+            return float(metrics["loss"])
+
+        return run
+
+
+def prepare(args, features: int, cases: list[Case], device, with_params: bool = True):
+    """{case: (run, info)} for one feature size, every case compiled and warmed up."""
+    ours = twin = None
+    if any(c.framework == "jax" for c in cases) or with_params:
+        ours = OurStep(args, features)
+    if any(c.framework == "torch" for c in cases):
+        if ours is None:  # a torch-only memory worker: torch's own init, no jax parameters in memory
+            config = common.bench_config(args, args.frames)
+            flax_model = model_lib.model_from_config(config, input_feats=features, text_vocab_size=args.vocab)
+            twin = TwinStep(args, features, device, flax_model)
+        else:
+            host_params = jax.device_get(ours.state.params)
+            twin = TwinStep(args, features, device, ours.model, host_params)
+            del host_params
+        if ours is not None and not any(c.framework == "jax" for c in cases):
+            ours = None
+    prepared = {}
+    for case in cases:
+        log(f"preparing {case.name}")
+        info = {"num_params": (ours or twin).num_params}
+        if case.framework == "jax":
+            compiled, info["compile_s"], info["xla_flops"] = ours.compile(case.dtype, case.geometric)
+            run = ours.runner(compiled)
+        else:
+            run = twin.runner(case)
+        start = time.perf_counter()
+        info["first_loss"] = run()
+        info["first_call_s"] = time.perf_counter() - start  # torch.compile compiles here
+        if case.impl.startswith("torch-compile"):
+            info["compile_s"] = info["first_call_s"]
+        for _ in range(args.warmup):
+            run()
+        prepared[case] = (run, info)
+    return prepared
+
+
+def interleaved(prepared: dict, repeats: int) -> dict[Case, list[float]]:
+    """Round r times every case once, starting at case r mod n: seconds per case."""
+    cases = list(prepared)
+    seconds = {case: [] for case in cases}
+    for r in range(repeats):
+        log(f"round {r + 1} of {repeats}")
+        for case in cases[r % len(cases) :] + cases[: r % len(cases)]:
+            run, info = prepared[case]
+            start = time.perf_counter()
+            info["last_loss"] = run()
+            seconds[case].append(time.perf_counter() - start)
+    return seconds
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- memory: one subprocess per case
+
+
+def memory_worker(args) -> None:
+    """Run one case (--worker IMPL:D:GEOM) and print its peak memory as a tagged JSON line.
+
+    Peaks are VmHWM (this process's resident high-water mark): ru_maxrss would not do, Linux carries the
+    parent's peak into a child through fork + exec. The mark is reset (/proc/self/clear_refs) after
+    the set-up (init, compilation, first steps), so `peak_rss_mb` is the peak while two more steps run
+    and `setup_peak_rss_mb` the peak before, compiler included.
+    """
+    impl, features, geometric = args.worker.split(":")
+    case = Case(impl, int(features), geometric == "1")
+    device = common.torch_device(args.torch_device, args.torch_threads) if case.framework == "torch" else None
+    start_rss = common.current_rss_mb()
+    prepared = prepare(args, case.features, [case], device, with_params=False)
+    run, info = prepared[case]
+    setup_peak = common.rss_high_water_mb()
+    reset = common.reset_rss_high_water()
+    before_steps = common.current_rss_mb()
+    run()
+    run()
+    result = {
+        "peak_rss_mb": common.rss_high_water_mb() if reset else None,
+        "setup_peak_rss_mb": setup_peak,
+        "rss_before_steps_mb": before_steps,
+        "rss_at_start_mb": start_rss,
+        "compile_s": info.get("compile_s"),
+    }
+    if case.framework == "jax" and jax.default_backend() != "cpu":
+        stats = jax.devices()[0].memory_stats() or {}
+        result["device_peak_mb"] = stats.get("peak_bytes_in_use", 0) / 1e6 or None
+    if device is not None and device.type == "cuda":
+        import torch
+
+        result["device_peak_mb"] = torch.cuda.max_memory_allocated(device) / 1e6
+    print(_RESULT_TAG + json.dumps(result), flush=True)
+
+
+def measure_memory(args, case: Case) -> dict:
+    log(f"peak memory of {case.name} (a subprocess)")
+    command = [sys.executable, __file__, "--worker", f"{case.impl}:{case.features}:{int(case.geometric)}"]
+    for flag in (
+        "batch",
+        "frames",
+        "warmup",
+        "torch_device",
+        "torch_threads",
+        *common.MODEL_SIZE_FLAGS,
+        "text_length",
+        "vocab",
+    ):
+        command += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=args.memory_timeout)
+    for line in done.stdout.splitlines():
+        if line.startswith(_RESULT_TAG):
+            return json.loads(line[len(_RESULT_TAG) :])
+    return {"error": (done.stderr or done.stdout).strip().splitlines()[-1:] or [f"exit {done.returncode}"]}
+
+
+# ---------------------------------------------------------------- the table
+
+
+def gigabytes(megabytes: float | None) -> str:
+    return "-" if not megabytes else f"{megabytes / 1e3:.2f} GB"
+
+
+def floor_key(case: Case) -> str:
+    return f"{case.framework}_{case.dtype}"
+
+
+def build_rows(args, results: dict[Case, dict], floors: dict[str, float]) -> list[dict]:
+    rows = []
+    for case, r in results.items():
+        median = statistics.median(r["seconds"])
+        flops = r["flops"]["train_step"]
+        row = {
+            "case": case.name,
+            **dataclasses.asdict(case),
+            "median_s": median,
+            "seconds": r["seconds"],
+            "samples_per_s": args.batch / median,
+            "flops_per_step": flops,
+            "achieved_flops_per_s": flops / median,
+            "floor_flops_per_s": floors.get(floor_key(case)),
+            **{k: v for k, v in r.items() if k not in ("seconds", "flops")},
+        }
+        if row["floor_flops_per_s"]:
+            row["fraction_of_floor"] = row["achieved_flops_per_s"] / row["floor_flops_per_s"]
+        if r.get("xla_flops"):
+            row["xla_flops_over_analytic"] = r["xla_flops"] / flops
+        rows.append(row)
+    by_key = {(row["impl"], row["features"], row["geometric"]): row for row in rows}
+    for row in rows:
+        for reference in ("torch-fp32", "torch-bf16"):
+            other = by_key.get((reference, row["features"], row["geometric"]))
+            if other:
+                row[f"speedup_vs_{reference}"] = other["median_s"] / row["median_s"]
+        if row["geometric"]:
+            off = by_key.get((row["impl"], row["features"], False))
+            if off:
+                row["geometric_overhead"] = row["median_s"] / off["median_s"] - 1
+    return rows
+
+
+def print_table(args, rows: list[dict], floors: dict[str, float], machine: dict) -> None:
+    print(
+        f"\ntrain step: B={args.batch} T={args.frames} L={args.text_length}, {args.layers} layers x "
+        f"{args.latent}, {rows[0]['num_params'] / 1e6:.1f}M params (vocab {args.vocab}); median of "
+        f"{args.repeats} interleaved repeats after {args.warmup} warm-up steps"
+    )
+    device = machine.get("torch_device_name") or machine["jax_device"]
+    print(
+        f"machine: {machine['host_cpus']} CPUs ({machine['processor']}), {device}, jax {machine['jax']}"
+        f"{', torch ' + machine['torch'] if 'torch' in machine else ''}; "
+        f"load {machine['load_average_1m']:.1f}"
+    )
+    print(
+        "matmul floor: "
+        + ", ".join(
+            f"{k} {common.human(v, 'FLOP/s')} (n={floors[k + '_n']})"
+            for k, v in floors.items()
+            if not k.endswith("_n")
+        )
+    )
+    header = (
+        f"{'case':<28}{'s/step':>9}{'samples/s':>10}{'x twin32':>9}{'x twin16':>9}{'FLOP/s':>12}"
+        f"{'%floor':>7}{'compile':>9}{'peak RSS':>10}{'dev peak':>10}"
+    )
+    print(header)
+    for row in rows:
+        memory = row.get("memory") or {}
+
+        def fmt(value, pattern):
+            return "-" if value is None else format(value, pattern)
+
+        compile_s = row.get("compile_s")
+        print(
+            f"{row['case']:<28}{row['median_s']:>9.3f}{row['samples_per_s']:>10.1f}"
+            f"{fmt(row.get('speedup_vs_torch-fp32'), '.2f'):>9}"
+            f"{fmt(row.get('speedup_vs_torch-bf16'), '.2f'):>9}"
+            f"{common.human(row['achieved_flops_per_s']):>12}"
+            f"{fmt(100 * row['fraction_of_floor'] if 'fraction_of_floor' in row else None, '.0f'):>7}"
+            f"{fmt(compile_s, '.1f'):>9}"
+            f"{gigabytes(memory.get('peak_rss_mb')):>10}{gigabytes(memory.get('device_peak_mb')):>10}"
+        )
+    for row in rows:
+        if "geometric_overhead" in row:
+            print(
+                f"geometric term overhead, {row['impl']} D{row['features']}: "
+                f"{100 * row['geometric_overhead']:+.1f}%"
+            )
+    for row in rows:
+        if "xla_flops_over_analytic" in row:
+            print(
+                f"XLA cost analysis / analytic FLOPs, {row['case']}: {row['xla_flops_over_analytic']:.3f} "
+                f"({common.human(row['xla_flops'])} vs {common.human(row['flops_per_step'])})"
+            )
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--frames", type=int, default=196, help="T (also the positional table's size)")
+    parser.add_argument("--features", default="263,264", help="comma-separated D values")
+    parser.add_argument("--impls", default="", help=f"comma-separated, of {', '.join(IMPLS)}")
+    parser.add_argument("--geometric", choices=("off", "on", "both"), default="both",
+                        help="the bone-length term (only where D = 264)")  # fmt: skip
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=2, help="steps after the first call, untimed")
+    parser.add_argument(
+        "--memory",
+        default="main",
+        help="peak memory subprocesses: main (cases without the geometric term), all, none, or a "
+        "comma-separated list of impls (their cases without the geometric term)",
+    )
+    parser.add_argument("--memory-timeout", type=float, default=900)
+    parser.add_argument("--matmul-size", type=int, default=0, help="floor matmul n (0: 4096 CPU, 8192 GPU)")
+    parser.add_argument("--torch-threads", type=int, default=0, help="torch's CPU threads (0: its default)")
+    parser.add_argument("--torch-device", default="auto", help="auto (cuda when available), cpu or cuda")
+    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--worker", default="", help=argparse.SUPPRESS)
+    common.add_model_flags(parser)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    if args.worker:
+        memory_worker(args)
+        return
+    on_accelerator = jax.default_backend() != "cpu"
+    default = (
+        "jax-fp32,jax-bf16,torch-fp32,torch-bf16" if on_accelerator else "jax-fp32,torch-fp32,torch-bf16"
+    )
+    impls = (args.impls or default).split(",")
+    unknown = sorted(set(impls) - set(IMPLS))
+    if unknown:
+        raise SystemExit(f"unknown --impls {unknown}; choose from {IMPLS}")
+    uses_torch = any(i.startswith("torch") for i in impls)
+    device = common.torch_device(args.torch_device, args.torch_threads) if uses_torch else None
+    machine = common.machine_info(device)
+    size = args.matmul_size or (8192 if on_accelerator else 4096)
+    floors = common.matmul_floor(
+        size, 20 if on_accelerator else 3, {"torch"} if uses_torch else set(), device
+    )
+    skeleton_features = 3 * beat_skeleton().num_joints
+    results: dict[Case, dict] = {}
+    for features in (int(d) for d in args.features.split(",")):
+        geometric = {"off": [False], "on": [True], "both": [False, True]}[args.geometric]
+        if features != skeleton_features:
+            geometric = [False]
+        cases = [Case(impl, features, g) for g in geometric for impl in impls]
+        prepared = prepare(args, features, cases, device)
+        seconds = interleaved(prepared, args.repeats)
+        config = common.bench_config(args, args.frames)
+        flops = common.model_flops(args.batch, args.frames, features, args.text_length, config.model)
+        for case in cases:
+            results[case] = {**prepared[case][1], "seconds": seconds[case], "flops": flops}
+        del prepared
+        gc.collect()
+    if args.memory != "none":
+        chosen = None if args.memory in ("main", "all") else set(args.memory.split(","))
+        for case in results:
+            if (args.memory == "all" or not case.geometric) and (chosen is None or case.impl in chosen):
+                results[case]["memory"] = measure_memory(args, case)
+    rows = build_rows(args, results, floors)
+    print_table(args, rows, floors, machine)
+    common.write_json(
+        args.json,
+        {
+            "benchmark": "train_step",
+            "args": {k: v for k, v in vars(args).items() if k != "worker"},
+            "machine": machine,
+            "matmul_floor_flops_per_s": floors,
+            "matmul_size": size,
+            "rows": rows,
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
