@@ -25,6 +25,10 @@ def get_config():
     config.model.text_ff_size = 128
 
     config.diffusion.steps = 100
+    # x0 prediction (as MDM): the small model's 128-wide latent cannot carry the 264-dim noise that epsilon
+    # prediction must reproduce (its loss stalls near (264 - 128) / 264 and sampling diverges), while x0,
+    # smooth motion, is low-dimensional.
+    config.diffusion.prediction = "x0"
     config.optim.lr = 1e-3
     config.optim.ema_decay = 0.999
     config.train.batch_size = 32

@@ -485,6 +485,21 @@ class _PreemptionFlag:
             self.previous = None
 
 
+def bottleneck_warning(config, feature_size: int) -> str | None:
+    """A warning when the model's width cannot carry what it must predict: with epsilon or v prediction
+    the network has to reproduce D-dimensional noise through a `latent_dim`-wide residual stream, which it
+    cannot when latent_dim < D (the loss stalls near (D - latent_dim) / D and sampling diverges)."""
+    latent = int(config.model.latent_dim)
+    if config.diffusion.prediction in ("epsilon", "v") and latent < feature_size:
+        return (
+            f"warning: model.latent_dim={latent} is below the {feature_size} motion features, so "
+            f"diffusion.prediction={config.diffusion.prediction} cannot reproduce the noise (the loss will "
+            f"stall near {(feature_size - latent) / feature_size:.2f} and samples diverge); use "
+            f"latent_dim >= {feature_size} or diffusion.prediction=x0"
+        )
+    return None
+
+
 def _dataset_once_per_run(config, log):
     """The dataset; in a multi-process run, process 0 prepares a missing cache while the others wait."""
     if jax.process_count() == 1:
@@ -550,6 +565,9 @@ def run(config, workdir: str | os.PathLike, log=print) -> dict[str, Any]:
     model = model_lib.model_from_config(
         config, input_feats=dataset.feature_size, text_vocab_size=tokenizer.vocab_size
     )
+    warning = bottleneck_warning(config, dataset.feature_size)
+    if warning:
+        log(warning)
     params = model_lib.init_params(model, jax.random.key(config.seed))
     state = create_train_state(params, optimizer, ema, config.seed)
     if resume_step is not None:

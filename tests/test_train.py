@@ -178,3 +178,20 @@ def test_a_run_shorter_than_its_warmup_still_has_a_schedule(total):
     assert all(np.isfinite(values))
     assert values[total] == pytest.approx(1e-6, rel=1e-5)
     assert values[0] == pytest.approx(1e-4 if total > 1 else 1e-3, rel=1e-5)
+
+
+def test_a_model_too_narrow_for_epsilon_prediction_is_warned_about():
+    """Measured on the demo: latent 128 < 264 features with epsilon prediction stalled at loss ~0.54
+    (= 136/264) and sampled motion ~500 std units off; x0 prediction is fine at the same width."""
+    from motion_ddpm_jax.config import base_config
+
+    config = base_config()
+    config.model.latent_dim = 128
+    message = train.bottleneck_warning(config, 264)
+    assert "latent_dim=128" in message and "0.52" in message and "diffusion.prediction=x0" in message
+    config.diffusion.prediction = "x0"
+    assert train.bottleneck_warning(config, 264) is None
+    config.diffusion.prediction = "v"
+    assert train.bottleneck_warning(config, 264) is not None
+    config.model.latent_dim = 512
+    assert train.bottleneck_warning(config, 264) is None
