@@ -978,12 +978,7 @@ def run(config, workdir: str | os.PathLike, log=print) -> dict[str, Any]:
         captions,
         lengths,
         num_samples=1,
-        sampler=config.sample.sampler,
-        steps=int(config.sample.steps),
-        eta=float(config.sample.eta),
-        guidance_scale=float(config.sample.guidance_scale),
-        seed=int(config.sample.seed),
-        batch_size=int(config.sample.batch_size),
+        **sampling.sampler_settings(config.sample),
     )
     sample_seconds = time.perf_counter() - start
     generated_lengths = np.asarray(out["lengths"], np.int64)

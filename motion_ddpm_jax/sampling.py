@@ -291,6 +291,18 @@ def _decoder(skeleton: Skeleton, kind: str) -> Callable:
     return jax.jit(lambda features: representation.decode(features, skeleton, kind))
 
 
+def sampler_settings(sample_config) -> dict[str, Any]:
+    """generate()'s sampler keywords from a config's `sample` section (one place for every caller)."""
+    return {
+        "sampler": str(sample_config.sampler),
+        "steps": int(sample_config.steps),
+        "eta": float(sample_config.eta),
+        "guidance_scale": float(sample_config.guidance_scale),
+        "seed": int(sample_config.seed),
+        "batch_size": int(sample_config.batch_size),
+    }
+
+
 def generate(
     loaded: LoadedModel,
     captions: Sequence[str],
@@ -477,18 +489,7 @@ def run(config, workdir: str | os.PathLike, log=print) -> dict[str, Any]:
         f"sampling {len(captions)} caption(s) x {s.num_samples} from {checkpoint.checkpoint_dir(workdir)}/"
         f"{loaded.step} ({settings['sampler']}, {settings['steps']} steps, guidance {s.guidance_scale:g})"
     )
-    result = generate(
-        loaded,
-        captions,
-        num_frames,
-        num_samples=s.num_samples,
-        sampler=s.sampler,
-        steps=s.steps,
-        eta=s.eta,
-        guidance_scale=s.guidance_scale,
-        seed=s.seed,
-        batch_size=s.batch_size,
-    )
+    result = generate(loaded, captions, num_frames, num_samples=s.num_samples, **sampler_settings(s))
 
     wanted = Path(s.output_dir) if s.output_dir else Path(workdir) / "samples" / f"step_{loaded.step}"
     out = fresh_output_dir(wanted)

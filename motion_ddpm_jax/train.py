@@ -435,16 +435,7 @@ class ProgressRenderer:
             loaded = sampling.loaded_from_params(ema, self.metadata, step, "the training run's EMA")
             sample = self.config.sample
             frames = min(int(sample.num_frames), loaded.max_motion_length)
-            out = sampling.generate(
-                loaded,
-                self.captions,
-                frames,
-                sampler=sample.sampler,
-                steps=int(sample.steps),
-                eta=float(sample.eta),
-                guidance_scale=float(sample.guidance_scale),
-                seed=int(sample.seed),
-            )
+            out = sampling.generate(loaded, self.captions, frames, **sampling.sampler_settings(sample))
             positions = [p[:n] for p, n in zip(out["positions"], out["lengths"], strict=True)]
             render.animate_skeletons(
                 positions, loaded.skeleton.parents, gif, fps=loaded.fps, titles=self.captions

@@ -449,8 +449,11 @@ class FakeSampling:
 
 
 def install(monkeypatch, fake):
+    from motion_ddpm_jax.sampling import sampler_settings
+
     module = types.ModuleType("motion_ddpm_jax.sampling")
     module.load_model, module.generate = fake.load_model, fake.generate
+    module.sampler_settings = sampler_settings  # the real config -> keywords mapping
     monkeypatch.setitem(sys.modules, "motion_ddpm_jax.sampling", module)
     monkeypatch.setattr(motion_ddpm_jax, "sampling", module, raising=False)
 
