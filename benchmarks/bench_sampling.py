@@ -1,7 +1,8 @@
 """Sampling time: our compiled sampler loop vs the PyTorch twin's Python loop, side by side.
 
     .venv/bin/python benchmarks/bench_sampling.py [--sizes 4x60,32x196] [--samplers ddpm,ddim]
-        [--ddpm-steps 1000] [--ddim-steps 50] [--impls jax-fp32,torch-fp32] [--repeats 3] [--json out.json]
+        [--cases ddpm:4x60,ddim:32x196] [--ddpm-steps 1000] [--ddim-steps 50]
+        [--impls jax-fp32,torch-fp32] [--repeats 3] [--warmup 0] [--json out.json]
 
 Ours: `diffusion.ddpm_sample_loop` / `ddim_sample_loop` (one `lax.scan`) inside one jitted function that
 first encodes the captions once (`model.encode_text`) and then calls the model with `encoded_text=`;
@@ -9,6 +10,12 @@ compiled ahead of time (compile time reported apart). The twin: `torch_twin.ddpm
 `ddim_sample`, a Python loop over the steps under inference mode, captions encoded once too, after a
 two-step warm-up. Same weights (ours, copied), same sizes, epsilon prediction, no guidance, DDIM eta 0.
 Repeats are interleaved (round r runs every implementation once, starting at a rotating one).
+The cases run in order (--cases, else every size with every sampler); each case's rows are printed as
+soon as its repeats are done and the JSON is rewritten after every case, so a run cut short keeps the
+cases it finished (each timed call is logged to stderr too); the full table is printed again at the end.
+Columns: `s` the median steady-state time of the whole sampler (captions encoded once included),
+`compile` ours' ahead-of-time compilation, `1st call` compile + the first execution (with --warmup >= 1,
+which also keeps that first execution out of the timed repeats).
 
 `--ddpm-steps N < 1000` times a cosine schedule of N steps instead (the same work per step) and the
 table adds the per-step time times 1000 as an estimate of the full sampler; the JSON says which.
@@ -108,17 +115,71 @@ class Twin:
         return run
 
 
+def parse_cases(args) -> list[tuple[str, int, int]]:
+    """(sampler, batch, frames) in the order they run: --cases, else every size with every sampler."""
+    if args.cases:
+        cases = []
+        for item in args.cases.split(","):
+            sampler, _, size = item.partition(":")
+            batch, _, frames = size.partition("x")
+            cases.append((sampler, int(batch), int(frames)))
+    else:
+        sizes = [tuple(int(v) for v in size.split("x")) for size in args.sizes.split(",")]
+        cases = [(sampler, b, t) for b, t in sizes for sampler in args.samplers.split(",")]
+    unknown = sorted({sampler for sampler, _, _ in cases} - {"ddpm", "ddim"})
+    if unknown:
+        raise SystemExit(f"unknown samplers {unknown}; choose from ddpm, ddim")
+    return cases
+
+
+def describe(args, machine: dict) -> str:
+    return (
+        f"sampling: D={args.features}, {args.layers} layers x {args.latent}, L={args.text_length}; "
+        f"median of {args.repeats} interleaved repeats after {args.warmup} untimed calls of ours; "
+        f"{machine['host_cpus']} CPUs ({machine['processor']}), "
+        f"{machine.get('torch_device_name') or machine['jax_device']}, jax {machine['jax']}"
+        f"{', torch ' + machine['torch'] if 'torch' in machine else ''}, "
+        f"load {machine['load_average_1m']:.1f}"
+    )
+
+
+HEADER = (
+    f"{'impl':<12}{'sampler':<8}{'BxT':>8}{'steps':>7}{'s':>9}{'ms/step':>9}{'est 1000':>10}"
+    f"{'x twin':>8}{'FLOP/s':>10}{'compile':>9}{'1st call':>9}"
+)
+
+
+def format_row(row: dict) -> str:
+    return (
+        f"{row['impl']:<12}{row['sampler']:<8}{str(row['batch']) + 'x' + str(row['frames']):>8}"
+        f"{row['steps']:>7}{row['median_s']:>9.3f}{row['per_step_ms']:>9.1f}"
+        f"{common.fmt(row['estimated_1000_step_s'], '.1f'):>10}"
+        f"{common.fmt(row.get('speedup_vs_twin_same_precision'), '.2f'):>8}"
+        f"{common.human(row['achieved_flops_per_s']):>10}"
+        f"{common.fmt(row.get('compile_s'), '.1f'):>9}{common.fmt(row.get('first_call_s'), '.1f'):>9}"
+    )
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--sizes", default="4x60,32x196", help="comma-separated BATCHxFRAMES")
     parser.add_argument("--samplers", default="ddpm,ddim")
+    parser.add_argument(
+        "--cases",
+        default="",
+        help="comma-separated SAMPLER:BATCHxFRAMES (e.g. ddpm:4x60,ddim:32x196), run in this order; "
+        "overrides --sizes and --samplers",
+    )
     parser.add_argument("--ddpm-steps", type=int, default=1000, help="< 1000: time a shorter schedule")
     parser.add_argument("--ddim-steps", type=int, default=50)
     parser.add_argument("--features", type=int, default=264)
     parser.add_argument("--impls", default="", help=f"comma-separated, of {', '.join(IMPLS)}")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--warmup", type=int, default=0, help="untimed full calls of ours after compiling (the twin: 2 steps)"
+    )
     parser.add_argument("--torch-threads", type=int, default=0, help="torch's CPU threads (0: its default)")
     parser.add_argument("--torch-device", default="auto")
     parser.add_argument("--json", type=Path, default=None)
@@ -130,11 +191,13 @@ def main(argv=None) -> None:
     impls = (args.impls or default).split(",")
     if set(impls) - set(IMPLS):
         raise SystemExit(f"unknown --impls {sorted(set(impls) - set(IMPLS))}; choose from {IMPLS}")
-    sizes = [tuple(int(v) for v in size.split("x")) for size in args.sizes.split(",")]
-    args.max_frames = max(frames for _, frames in sizes)
+    cases = parse_cases(args)
+    args.max_frames = max(frames for _, _, frames in cases)
     uses_torch = any(i.startswith("torch") for i in impls)
     device = common.torch_device(args.torch_device, args.torch_threads) if uses_torch else None
     machine = common.machine_info(device)
+    print(describe(args, machine), flush=True)
+    print(HEADER, flush=True)
 
     config = common.bench_config(args, args.max_frames)
     base = model_lib.model_from_config(config, input_feats=args.features, text_vocab_size=args.vocab)
@@ -145,83 +208,76 @@ def main(argv=None) -> None:
     twin = Twin(args, args.features, base, jax.device_get(params), device) if uses_torch else None
 
     rows = []
-    for batch, frames in sizes:
+    record = {"benchmark": "sampling", "complete": False, "args": vars(args), "machine": machine}
+    record["rows"] = rows
+    for sampler, batch, frames in cases:
         inputs = sampler_inputs(batch, frames, args.features, args)
-        for sampler in args.samplers.split(","):
-            steps = args.ddpm_steps if sampler == "ddpm" else args.ddim_steps
-            if sampler == "ddpm" and args.ddpm_steps < 1000:  # cosine: defined for any length, same work
-                schedule = diffusion.make_schedule("cosine", args.ddpm_steps)
-            else:
-                schedule = diffusion.make_schedule("linear", 1000)
-            runs, info = {}, {}
-            for impl in impls:
-                log(f"preparing {impl} {sampler} {batch}x{frames}")
-                if impl.startswith("jax"):
-                    runs[impl], compile_s = ours[impl].compile(sampler, schedule, steps, inputs)
-                    info[impl] = {"compile_s": compile_s}
-                else:
-                    run = twin.runner(sampler, schedule, steps, inputs, _DTYPES[impl.split("-")[1]])
-                    run(2)  # warm-up: two denoising steps
-                    runs[impl], info[impl] = run, {}
-            seconds = {impl: [] for impl in impls}
-            for r in range(args.repeats):
-                log(f"{sampler} {batch}x{frames}: round {r + 1} of {args.repeats}")
-                for impl in impls[r % len(impls) :] + impls[: r % len(impls)]:
+        steps = args.ddpm_steps if sampler == "ddpm" else args.ddim_steps
+        if sampler == "ddpm" and args.ddpm_steps < 1000:  # cosine: defined for any length, same work
+            schedule = diffusion.make_schedule("cosine", args.ddpm_steps)
+        else:
+            schedule = diffusion.make_schedule("linear", 1000)
+        label = f"{sampler} {batch}x{frames}"
+        runs, info = {}, {}
+        for impl in impls:
+            log(f"preparing {impl} {label}")
+            if impl.startswith("jax"):
+                runs[impl], compile_s = ours[impl].compile(sampler, schedule, steps, inputs)
+                info[impl] = {"compile_s": compile_s}
+                log(f"{impl} {label}: compiled in {compile_s:.1f} s")
+                for w in range(args.warmup):
                     start = time.perf_counter()
                     runs[impl]()
-                    seconds[impl].append(time.perf_counter() - start)
-            flops = common.model_flops(
-                batch, frames, args.features, args.text_length, config.model, encode_text=False
-            )
-            for impl in impls:
-                median = statistics.median(seconds[impl])
-                rows.append(
-                    {
-                        "impl": impl,
-                        "sampler": sampler,
-                        "batch": batch,
-                        "frames": frames,
-                        "steps": steps,
-                        "median_s": median,
-                        "seconds": seconds[impl],
-                        "per_step_ms": 1e3 * median / steps,
-                        "estimated_1000_step_s": median / steps * 1000 if sampler == "ddpm" else None,
-                        "achieved_flops_per_s": flops["forward"] * steps / median,
-                        **info[impl],
-                    }
-                )
-    reference = {(r["sampler"], r["batch"], r["frames"], r["impl"]): r["median_s"] for r in rows}
-    for row in rows:
-        precision = row["impl"].split("-")[1]
-        twin_s = reference.get((row["sampler"], row["batch"], row["frames"], f"torch-{precision}"))
-        if twin_s:
-            row["speedup_vs_twin_same_precision"] = twin_s / row["median_s"]
-
-    print(
-        f"\nsampling: D={args.features}, {args.layers} layers x {args.latent}, L={args.text_length}; "
-        f"median of {args.repeats} interleaved repeats; "
-        f"{machine['host_cpus']} CPUs ({machine['processor']}), "
-        f"{machine.get('torch_device_name') or machine['jax_device']}, load {machine['load_average_1m']:.1f}"
-    )
-    print(
-        f"{'impl':<12}{'sampler':<8}{'BxT':>8}{'steps':>7}{'s':>9}{'ms/step':>9}{'est 1000':>10}"
-        f"{'x twin':>8}{'FLOP/s':>10}{'compile':>9}"
-    )
-    for row in rows:
-        estimate = row["estimated_1000_step_s"]
-        speedup = row.get("speedup_vs_twin_same_precision")
-        print(
-            f"{row['impl']:<12}{row['sampler']:<8}{str(row['batch']) + 'x' + str(row['frames']):>8}"
-            f"{row['steps']:>7}{row['median_s']:>9.2f}{row['per_step_ms']:>9.1f}"
-            f"{'-' if estimate is None else format(estimate, '.1f'):>10}"
-            f"{'-' if speedup is None else format(speedup, '.2f'):>8}"
-            f"{common.human(row['achieved_flops_per_s']):>10}"
-            f"{'-' if 'compile_s' not in row else format(row['compile_s'], '.1f'):>9}"
+                    if w == 0:  # the first execution, and what a user waits for: compile + first run
+                        info[impl]["first_run_s"] = time.perf_counter() - start
+                        info[impl]["first_call_s"] = compile_s + info[impl]["first_run_s"]
+                        log(f"{impl} {label}: first run {info[impl]['first_run_s']:.2f} s")
+            else:
+                run = twin.runner(sampler, schedule, steps, inputs, _DTYPES[impl.split("-")[1]])
+                run(2)  # warm-up: two denoising steps
+                runs[impl], info[impl] = run, {}
+        seconds = {impl: [] for impl in impls}
+        for r in range(args.repeats):
+            for impl in impls[r % len(impls) :] + impls[: r % len(impls)]:
+                start = time.perf_counter()
+                runs[impl]()
+                seconds[impl].append(time.perf_counter() - start)
+                log(f"{impl} {label} round {r + 1} of {args.repeats}: {seconds[impl][-1]:.3f} s")
+        flops = common.model_flops(
+            batch, frames, args.features, args.text_length, config.model, encode_text=False
         )
-    common.write_json(
-        args.json,
-        {"benchmark": "sampling", "args": vars(args), "machine": machine, "rows": rows},
-    )
+        group = []
+        for impl in impls:
+            median = statistics.median(seconds[impl])
+            group.append(
+                {
+                    "impl": impl,
+                    "sampler": sampler,
+                    "batch": batch,
+                    "frames": frames,
+                    "steps": steps,
+                    "median_s": median,
+                    "seconds": seconds[impl],
+                    "per_step_ms": 1e3 * median / steps,
+                    "estimated_1000_step_s": median / steps * 1000 if sampler == "ddpm" else None,
+                    "achieved_flops_per_s": flops["forward"] * steps / median,
+                    **info[impl],
+                }
+            )
+        twin_s = {row["impl"]: row["median_s"] for row in group if row["impl"].startswith("torch")}
+        for row in group:
+            reference = twin_s.get(f"torch-{row['impl'].split('-')[1]}")
+            if reference:
+                row["speedup_vs_twin_same_precision"] = reference / row["median_s"]
+            print(format_row(row), flush=True)
+        rows.extend(group)
+        common.write_json(args.json, record, quiet=True)  # after every case: a killed run keeps its rows
+
+    print(f"\n{describe(args, machine)}\n{HEADER}")
+    for row in rows:
+        print(format_row(row))
+    record["complete"] = True
+    common.write_json(args.json, record)
 
 
 if __name__ == "__main__":

@@ -16,10 +16,17 @@ change of load hits all of them alike; the table shows medians. The losses are t
 velocity 0.1 + acceleration 0.05); `--geometric on|both` adds the bone-length term (0.01) where the
 features are BEAT positions (264 = 88 joints x 3), and the table then gives its overhead. FLOP/s use the
 analytic count of `common.model_flops` (checked against XLA's cost analysis, printed), and each is
-compared with one large matmul of the same framework and dtype measured in the same run (the floor).
+compared with one large matmul of the same framework and dtype measured in the same run (the floor,
+`%floor`), and with the card's bf16 matmul rate, the faster of the two bf16 floors (jax's, torch's; on a
+CPU the fastest floor): `MFU%`, the model FLOP utilisation.
 Peak host memory comes from one subprocess per case (`--memory main`: the cases without the geometric
 term; `all`; `none`): its resident high-water mark while it runs two steps after compiling and warming
 up (see `memory_worker`), and the accelerator's peak where there is one.
+
+Output streams: the machine and the floor first, each case's compile time and every round's times in the
+log (stderr), each feature size's rows as soon as its repeats are done, each peak memory as measured; the
+JSON (`complete: false` until the end) is rewritten at each of those points, so a run cut short keeps
+what it finished. The full table comes again at the end.
 """
 
 from __future__ import annotations
@@ -197,6 +204,11 @@ def prepare(args, features: int, cases: list[Case], device, with_params: bool = 
         info["first_call_s"] = time.perf_counter() - start  # torch.compile compiles here
         if case.impl.startswith("torch-compile"):
             info["compile_s"] = info["first_call_s"]
+        log(
+            f"{case.name}: "
+            + (f"compiled in {info['compile_s']:.1f} s, " if "compile_s" in info else "")
+            + f"first call {info['first_call_s']:.2f} s, loss {info['first_loss']:.4f}"
+        )
         for _ in range(args.warmup):
             run()
         prepared[case] = (run, info)
@@ -208,12 +220,12 @@ def interleaved(prepared: dict, repeats: int) -> dict[Case, list[float]]:
     cases = list(prepared)
     seconds = {case: [] for case in cases}
     for r in range(repeats):
-        log(f"round {r + 1} of {repeats}")
         for case in cases[r % len(cases) :] + cases[: r % len(cases)]:
             run, info = prepared[case]
             start = time.perf_counter()
             info["last_loss"] = run()
             seconds[case].append(time.perf_counter() - start)
+        log(f"round {r + 1} of {repeats}: " + ", ".join(f"{c.name} {seconds[c][-1]:.4f} s" for c in cases))
     return seconds
 
 
@@ -292,8 +304,22 @@ def floor_key(case: Case) -> str:
     return f"{case.framework}_{case.dtype}"
 
 
+def card_rate(floors: dict[str, float]) -> tuple[str | None, float | None]:
+    """The reference of the model FLOP utilisation (key, FLOP/s): on an accelerator the card's bf16 matmul
+    rate, the faster of the bf16 floors measured in this run (jax's, torch's); on a CPU (often without
+    bf16 units) the fastest floor of any dtype."""
+    rates = {k: v for k, v in floors.items() if not k.endswith("_n")}
+    if jax.default_backend() != "cpu":
+        rates = {k: v for k, v in rates.items() if k.endswith("bfloat16")}
+    if not rates:
+        return None, None
+    key = max(rates, key=rates.get)
+    return key, rates[key]
+
+
 def build_rows(args, results: dict[Case, dict], floors: dict[str, float]) -> list[dict]:
     rows = []
+    card_key, card_flops = card_rate(floors)
     for case, r in results.items():
         median = statistics.median(r["seconds"])
         flops = r["flops"]["train_step"]
@@ -310,6 +336,9 @@ def build_rows(args, results: dict[Case, dict], floors: dict[str, float]) -> lis
         }
         if row["floor_flops_per_s"]:
             row["fraction_of_floor"] = row["achieved_flops_per_s"] / row["floor_flops_per_s"]
+        if card_flops:
+            row["mfu"] = row["achieved_flops_per_s"] / card_flops
+            row["mfu_reference"] = card_key
         if r.get("xla_flops"):
             row["xla_flops_over_analytic"] = r["xla_flops"] / flops
         rows.append(row)
@@ -326,47 +355,57 @@ def build_rows(args, results: dict[Case, dict], floors: dict[str, float]) -> lis
     return rows
 
 
-def print_table(args, rows: list[dict], floors: dict[str, float], machine: dict) -> None:
-    print(
-        f"\ntrain step: B={args.batch} T={args.frames} L={args.text_length}, {args.layers} layers x "
-        f"{args.latent}, {rows[0]['num_params'] / 1e6:.1f}M params (vocab {args.vocab}); median of "
-        f"{args.repeats} interleaved repeats after {args.warmup} warm-up steps"
-    )
+def describe(args, machine: dict) -> str:
     device = machine.get("torch_device_name") or machine["jax_device"]
-    print(
+    return (
+        f"train step: B={args.batch} T={args.frames} L={args.text_length}, {args.layers} layers x "
+        f"{args.latent} (vocab {args.vocab}); median of {args.repeats} interleaved repeats after "
+        f"{args.warmup} warm-up steps\n"
         f"machine: {machine['host_cpus']} CPUs ({machine['processor']}), {device}, jax {machine['jax']}"
         f"{', torch ' + machine['torch'] if 'torch' in machine else ''}; "
         f"load {machine['load_average_1m']:.1f}"
     )
-    print(
+
+
+def describe_floors(floors: dict[str, float]) -> str:
+    card_key, card_flops = card_rate(floors)
+    return (
         "matmul floor: "
         + ", ".join(
             f"{k} {common.human(v, 'FLOP/s')} (n={floors[k + '_n']})"
             for k, v in floors.items()
             if not k.endswith("_n")
         )
+        + f"\nMFU% = analytic FLOPs / s / {common.human(card_flops, 'FLOP/s')} ({card_key}: "
+        "on an accelerator the faster bf16 floor, on a CPU the fastest)"
     )
-    header = (
-        f"{'case':<28}{'s/step':>9}{'samples/s':>10}{'x twin32':>9}{'x twin16':>9}{'FLOP/s':>12}"
-        f"{'%floor':>7}{'compile':>9}{'peak RSS':>10}{'dev peak':>10}"
+
+
+HEADER = (
+    f"{'case':<28}{'s/step':>9}{'samples/s':>10}{'x twin32':>9}{'x twin16':>9}{'FLOP/s':>12}"
+    f"{'%floor':>7}{'MFU%':>6}{'compile':>9}{'peak RSS':>10}{'dev peak':>10}"
+)
+
+
+def format_row(row: dict) -> str:
+    memory = row.get("memory") or {}
+
+    return (
+        f"{row['case']:<28}{row['median_s']:>9.3f}{row['samples_per_s']:>10.1f}"
+        f"{common.fmt(row.get('speedup_vs_torch-fp32'), '.2f'):>9}"
+        f"{common.fmt(row.get('speedup_vs_torch-bf16'), '.2f'):>9}"
+        f"{common.human(row['achieved_flops_per_s']):>12}"
+        f"{common.fmt(100 * row['fraction_of_floor'] if 'fraction_of_floor' in row else None, '.0f'):>7}"
+        f"{common.fmt(100 * row['mfu'] if 'mfu' in row else None, '.1f'):>6}"
+        f"{common.fmt(row.get('compile_s'), '.1f'):>9}"
+        f"{gigabytes(memory.get('peak_rss_mb')):>10}{gigabytes(memory.get('device_peak_mb')):>10}"
     )
-    print(header)
+
+
+def print_rows(rows: list[dict]) -> None:
+    print(HEADER)
     for row in rows:
-        memory = row.get("memory") or {}
-
-        def fmt(value, pattern):
-            return "-" if value is None else format(value, pattern)
-
-        compile_s = row.get("compile_s")
-        print(
-            f"{row['case']:<28}{row['median_s']:>9.3f}{row['samples_per_s']:>10.1f}"
-            f"{fmt(row.get('speedup_vs_torch-fp32'), '.2f'):>9}"
-            f"{fmt(row.get('speedup_vs_torch-bf16'), '.2f'):>9}"
-            f"{common.human(row['achieved_flops_per_s']):>12}"
-            f"{fmt(100 * row['fraction_of_floor'] if 'fraction_of_floor' in row else None, '.0f'):>7}"
-            f"{fmt(compile_s, '.1f'):>9}"
-            f"{gigabytes(memory.get('peak_rss_mb')):>10}{gigabytes(memory.get('device_peak_mb')):>10}"
-        )
+        print(format_row(row))
     for row in rows:
         if "geometric_overhead" in row:
             print(
@@ -379,6 +418,7 @@ def print_table(args, rows: list[dict], floors: dict[str, float], machine: dict)
                 f"XLA cost analysis / analytic FLOPs, {row['case']}: {row['xla_flops_over_analytic']:.3f} "
                 f"({common.human(row['xla_flops'])} vs {common.human(row['flops_per_step'])})"
             )
+    sys.stdout.flush()
 
 
 def parse_args(argv=None):
@@ -425,12 +465,24 @@ def main(argv=None) -> None:
     uses_torch = any(i.startswith("torch") for i in impls)
     device = common.torch_device(args.torch_device, args.torch_threads) if uses_torch else None
     machine = common.machine_info(device)
+    print(describe(args, machine), flush=True)
     size = args.matmul_size or (8192 if on_accelerator else 4096)
     floors = common.matmul_floor(
         size, 20 if on_accelerator else 3, {"torch"} if uses_torch else set(), device
     )
+    print(describe_floors(floors), flush=True)
     skeleton_features = 3 * beat_skeleton().num_joints
     results: dict[Case, dict] = {}
+    record = {
+        "benchmark": "train_step",
+        "complete": False,
+        "args": {k: v for k, v in vars(args).items() if k != "worker"},
+        "machine": machine,
+        "matmul_floor_flops_per_s": floors,
+        "matmul_size": size,
+        "rows": [],
+    }
+    common.write_json(args.json, record, quiet=True)  # rewritten as results come in: a killed run keeps them
     for features in (int(d) for d in args.features.split(",")):
         geometric = {"off": [False], "on": [True], "both": [False, True]}[args.geometric]
         if features != skeleton_features:
@@ -444,24 +496,29 @@ def main(argv=None) -> None:
             results[case] = {**prepared[case][1], "seconds": seconds[case], "flops": flops}
         del prepared
         gc.collect()
+        record["rows"] = rows = build_rows(args, results, floors)
+        print(f"\nD={features}: {rows[-1]['num_params'] / 1e6:.1f}M params", flush=True)
+        print_rows([row for row in rows if row["features"] == features])
+        common.write_json(args.json, record, quiet=True)
     if args.memory != "none":
         chosen = None if args.memory in ("main", "all") else set(args.memory.split(","))
         for case in results:
             if (args.memory == "all" or not case.geometric) and (chosen is None or case.impl in chosen):
-                results[case]["memory"] = measure_memory(args, case)
-    rows = build_rows(args, results, floors)
-    print_table(args, rows, floors, machine)
-    common.write_json(
-        args.json,
-        {
-            "benchmark": "train_step",
-            "args": {k: v for k, v in vars(args).items() if k != "worker"},
-            "machine": machine,
-            "matmul_floor_flops_per_s": floors,
-            "matmul_size": size,
-            "rows": rows,
-        },
-    )
+                memory = results[case]["memory"] = measure_memory(args, case)
+                print(
+                    f"peak memory, {case.name}: host {gigabytes(memory.get('peak_rss_mb'))}, "
+                    f"device {gigabytes(memory.get('device_peak_mb'))}"
+                    f"{'; ' + str(memory['error']) if 'error' in memory else ''}",
+                    flush=True,
+                )
+                record["rows"] = build_rows(args, results, floors)
+                common.write_json(args.json, record, quiet=True)
+    record["rows"] = rows = build_rows(args, results, floors)
+    record["complete"] = True
+    print(f"\n{describe(args, machine)}\n{describe_floors(floors)}")
+    print(f"{rows[0]['num_params'] / 1e6:.1f}M params")
+    print_rows(rows)
+    common.write_json(args.json, record)
 
 
 if __name__ == "__main__":

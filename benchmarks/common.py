@@ -287,12 +287,17 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def write_json(path: Path | None, record: dict) -> None:
+def write_json(path: Path | None, record: dict, quiet: bool = False) -> None:
+    """Write `record` to `path` (None: nothing) through a temporary file and a rename, so that a run killed
+    while writing leaves the previous version whole (the benchmarks rewrite it as results come in)."""
     if path is None:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=1, default=str) + "\n")
-    print(f"wrote {path}")
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(record, indent=1, default=str) + "\n")
+    partial.replace(path)
+    if not quiet:
+        print(f"wrote {path}", flush=True)
 
 
 def human(value: float | None, unit: str = "") -> str:
@@ -303,3 +308,8 @@ def human(value: float | None, unit: str = "") -> str:
         if abs(value) >= scale:
             return f"{value / scale:.3g} {prefix}{unit}"
     return f"{value:.3g} {unit}"
+
+
+def fmt(value, pattern: str) -> str:
+    """`value` formatted with `pattern`, or "-" for None (a table cell with nothing measured)."""
+    return "-" if value is None else format(value, pattern)

@@ -1,56 +1,101 @@
 #!/usr/bin/env bash
-# One GPU check for issue 6, run from anywhere on a machine with one GPU, jax (CUDA), torch (CUDA),
-# flax, optax and ml_collections importable (PYTHONPATH set up; nothing is installed here):
+# One GPU check for issue 6, sized for one call of about 7 minutes on an H100. Run it from the repository
+# root (or anywhere) on a machine with one GPU where jax (CUDA), torch (CUDA), flax, optax and
+# ml_collections import (PYTHONPATH set by the caller; nothing is installed here):
 #
-#     OUT=/some/dir bash benchmarks/gpu_check.sh        # PYTHON=... to pick the interpreter
+#     OUT=/tmp/results PYTHON=python3 BUDGET_S=400 bash benchmarks/gpu_check.sh
 #
-# Writes under $OUT: env.txt (versions, nvidia-smi), one .log (the printed table) and one .json per run,
-# and summary.txt (each run's exit status and seconds). The runs, most important first; each is skipped
-# when what is left of the overall budget (BUDGET_S, default 450 s) is below its own limit:
-#   1. train_step      B=32 T=196 D=264: ours fp32 + bf16 vs the twin fp32 + bf16 autocast, with
-#                      peak memory (host and device) of ours bf16 and the twin bf16
-#   2. sampling        DDPM 1000 steps and DDIM 50 steps, 4x60 and 32x196, ours vs the twin, bf16 and fp32
-#   3. geometric       B=32 D=264: ours bf16 with and without the bone-length term (its overhead)
-#   4. big_batch       B=128: ours bf16 vs the twin bf16 autocast (model FLOP utilisation at a fuller card)
-#   5. torch_compile   B=32: the twin bf16 under torch.compile
+# Environment: OUT (default /tmp/gpu_check), PYTHON (default python), BUDGET_S (default 400: the whole
+# check, start-up included, stays within about BUDGET_S + 10 s), BIG_BATCH (default 256), CASES (which
+# cases, in which order; default all, as listed below).
+#
+# Writes under $OUT: env.txt (versions, nvidia-smi), per case NAME.log (its whole output, written as it
+# comes) and NAME.json (rewritten by the benchmark after every finished row, so a case cut short keeps
+# its finished rows; "complete": false until it ends), summary.txt (each case's exit status and seconds)
+# and report.txt (the final summary, benchmarks/gpu_summary.py). The console gets each case's rows as they
+# come, without the per-round log lines (those stay in the .log), then the summary.
+#
+# The cases, most important first. Each has its own time limit; a case runs with the smaller of its limit
+# and what is left of the budget, and is skipped when that is below its minimum (124 = cut at the limit):
+#   train_step     B=32 T=196 D=264: ours jax-bf16 + jax-fp32 vs the twin torch-bf16 (autocast) +
+#                  torch-fp32, 10 interleaved repeats after 3 warm-up steps, with the matmul floor
+#   big_batch      B=$BIG_BATCH: ours bf16 vs the twin bf16 autocast; model FLOP utilisation (MFU% =
+#                  analytic FLOPs / s / the card's bf16 matmul rate measured in the same run); the goals:
+#                  >= 3x the twin's AMP throughput, >= 40% MFU
+#   geometric      B=32: ours bf16 with and without the bone-length term (its overhead); the step without
+#                  it is train_step's jax-bf16, loaded from this check's compilation cache
+#   sampling       DDPM 1000 steps and DDIM 50 steps at 4x60 and 32x196 (DDPM first), ours bf16 vs the
+#                  twin's Python loop under bf16 autocast, one repeat; the goal: >= 3x at DDPM 1000
+#   torch_compile  B=32: the twin bf16 under torch.compile, if time is left
 set -u
 OUT=${OUT:-/tmp/gpu_check}
 PYTHON=${PYTHON:-python}
-BUDGET_S=${BUDGET_S:-450}
+BUDGET_S=${BUDGET_S:-400}
+BIG_BATCH=${BIG_BATCH:-256}
+CASES=${CASES:-train_step,big_batch,geometric,sampling,torch_compile}
 mkdir -p "$OUT"
 cd "$(dirname "$0")/.." || exit 1
-export PYTHONWARNINGS=ignore
+export PYTHONWARNINGS=ignore PYTHONUNBUFFERED=1
+# A compilation cache private to this check (removed at the end): geometric reuses train_step's jax-bf16
+# step. Exact hits only: XLA's per-fusion autotuning cache stays off, so no other compile time changes.
+CACHE=$(mktemp -d /tmp/gpu_check_jax_cache.XXXXXX)
+export JAX_COMPILATION_CACHE_DIR=$CACHE JAX_PERSISTENT_CACHE_ENABLE_XLA_CACHES=none
+trap 'rm -rf "$CACHE"' EXIT
+: > "$OUT/summary.txt"
 
 {
   date -u
-  nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,power.limit --format=csv 2>&1
-  "$PYTHON" -c "import jax, torch, flax, optax; print('jax', jax.__version__, jax.devices()); \
+  echo "budget ${BUDGET_S} s, cases $CASES, big batch $BIG_BATCH"
+  nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,power.limit,driver_version --format=csv 2>&1
+  timeout 90 "$PYTHON" -c "import jax, torch, flax, optax; print('jax', jax.__version__, jax.devices()); \
 print('torch', torch.__version__, torch.cuda.get_device_name(0), 'cuda', torch.version.cuda); \
 print('flax', flax.__version__, 'optax', optax.__version__)" 2>&1
 } > "$OUT/env.txt"
 cat "$OUT/env.txt"
 
-run() {  # run NAME LIMIT_S ARGS...: one benchmark, within its limit and the overall budget
-  local name=$1 limit=$2 start=$SECONDS
-  shift 2
-  if (( BUDGET_S - SECONDS < limit )); then
-    echo "$name: skipped ($((BUDGET_S - SECONDS)) s of the budget left, needs $limit)" | tee -a "$OUT/summary.txt"
+run() {  # run NAME LIMIT_S MIN_S ARGS...: one benchmark within min(its limit, what is left of the budget)
+  local name=$1 limit=$2 minimum=$3 start=$SECONDS
+  shift 3
+  local left=$((BUDGET_S - SECONDS))
+  if ((left < minimum)); then
+    echo "$name: skipped (${left} s of the budget left, needs ${minimum})" | tee -a "$OUT/summary.txt"
     return
   fi
-  timeout "$limit" "$PYTHON" "$@" --json "$OUT/$name.json" > "$OUT/$name.log" 2>&1
-  local status=$?
-  echo "$name: exit $status after $((SECONDS - start)) s" | tee -a "$OUT/summary.txt"
-  grep -v '^\[' "$OUT/$name.log" | tail -n 25
+  local seconds=$((left < limit ? left : limit))
+  echo "=== $name (limit ${seconds} s; ${left} s of the budget left)"
+  # The console: the rows and each compile time; the .log: everything.
+  timeout -k 5 "$seconds" "$PYTHON" "$@" --json "$OUT/$name.json" 2>&1 | tee "$OUT/$name.log" \
+    | grep --line-buffered -v -E '^\[.*\] (round |preparing |peak memory of )|^[WI][0-9]{4} '
+  local status=${PIPESTATUS[0]}
+  echo "$name: exit $status after $((SECONDS - start)) s$( ((status == 124 || status == 137)) && echo ' (cut at its limit)')" \
+    | tee -a "$OUT/summary.txt"
+  if ((status != 0 && status != 124 && status != 137)); then
+    tail -n 15 "$OUT/$name.log"
+  fi
 }
 
-run train_step 170 benchmarks/bench_train_step.py --features 264 --geometric off \
-  --impls jax-fp32,jax-bf16,torch-fp32,torch-bf16 --repeats 10 --warmup 3 --memory jax-bf16,torch-bf16
-run sampling 150 benchmarks/bench_sampling.py --sizes 4x60,32x196 --samplers ddpm,ddim \
-  --impls jax-bf16,torch-bf16,jax-fp32,torch-fp32 --repeats 2
-run geometric 60 benchmarks/bench_train_step.py --features 264 --geometric both --impls jax-bf16 \
-  --repeats 10 --warmup 3 --memory none
-run big_batch 60 benchmarks/bench_train_step.py --batch 128 --features 264 --geometric off \
-  --impls jax-bf16,torch-bf16 --repeats 5 --warmup 2 --memory none
-run torch_compile 60 benchmarks/bench_train_step.py --features 264 --geometric off \
-  --impls torch-compile-bf16 --repeats 10 --warmup 3 --memory none
-echo "total $SECONDS s; results in $OUT"
+train=(benchmarks/bench_train_step.py --features 264 --frames 196 --memory none)
+for case in ${CASES//,/ }; do
+  case $case in
+    train_step)
+      run train_step 160 100 "${train[@]}" --batch 32 --geometric off \
+        --impls jax-bf16,jax-fp32,torch-bf16,torch-fp32 --repeats 10 --warmup 3 ;;
+    big_batch)
+      run big_batch 120 70 "${train[@]}" --batch "$BIG_BATCH" --geometric off \
+        --impls jax-bf16,torch-bf16 --repeats 5 --warmup 2 ;;
+    geometric)
+      run geometric 90 60 "${train[@]}" --batch 32 --geometric both --impls jax-bf16 --repeats 10 --warmup 3 ;;
+    sampling)
+      run sampling 160 60 benchmarks/bench_sampling.py --features 264 \
+        --cases ddpm:4x60,ddpm:32x196,ddim:4x60,ddim:32x196 --impls jax-bf16,torch-bf16 --repeats 1 \
+        --warmup 1 ;;
+    torch_compile)
+      run torch_compile 150 90 "${train[@]}" --batch 32 --geometric off --impls torch-compile-bf16 \
+        --repeats 10 --warmup 3 ;;
+    *) echo "unknown case $case (known: train_step big_batch geometric sampling torch_compile)" ;;
+  esac
+done
+
+echo "=== summary (total ${SECONDS} s; results in $OUT)"
+timeout 30 "$PYTHON" benchmarks/gpu_summary.py "$OUT" 2>&1 | tee "$OUT/report.txt"
+cat "$OUT/summary.txt"

@@ -103,7 +103,9 @@ def base_config() -> ml_collections.ConfigDict:
     config.sample.checkpoint_step = -1  # -1 = the latest checkpoint
     config.sample.batch_size = 64  # samples per compiled sampler call (over all local devices)
     config.sample.output_dir = ""  # default <workdir>/samples
-    config.sample.render = True  # write an animation of the samples (GIF; MP4 too where ffmpeg exists)
+    config.sample.render = True  # write an animation of the samples, samples.<render_format>
+    # gif | mp4 (mp4 needs ffmpeg: on the PATH, or the bundled one of `pip install imageio-ffmpeg`)
+    config.sample.render_format = "gif"
     config.sample.write_bvh = True  # write .bvh files where the representation has rotations
 
     config.eval = ml_collections.ConfigDict()  # launch.py --mode eval: generated vs real motion
@@ -135,6 +137,7 @@ CHOICES = {
     "model.attention": ("efficient", "softmax"),
     "model.compute_dtype": ("auto", "bfloat16", "float32"),
     "sample.sampler": ("ddpm", "ddim"),
+    "sample.render_format": ("gif", "mp4"),
     "eval.split": ("train", "val", "test"),
     "distributed.enabled": ("auto", "true", "false"),
 }

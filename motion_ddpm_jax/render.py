@@ -1,5 +1,8 @@
 """Stick-figure animations (GIF, or MP4 where ffmpeg exists) of joint positions, and training-curve plots.
 
+MP4 is H.264 written by ffmpeg: the `ffmpeg` on the PATH, else the static binary bundled with the optional
+`imageio-ffmpeg` package (`pip install imageio-ffmpeg`, part of the `video` and `test` extras).
+
 Everything draws with matplotlib's object-oriented API on an Agg canvas: no screen, no pyplot, no global
 backend switch. Nothing here overwrites a file by accident: an animation never replaces an existing file,
 and a curve plot does so only when asked (`overwrite=True`).
@@ -15,10 +18,12 @@ import json
 import math
 import os
 import shutil
+import subprocess
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
+import matplotlib as mpl
 import numpy as np
 from matplotlib.animation import FFMpegWriter, PillowWriter
 from matplotlib.artist import Artist
@@ -353,6 +358,46 @@ class _SharedPaletteGifWriter(PillowWriter):
         super().finish()
 
 
+class _SceneMp4Writer(FFMpegWriter):
+    """FFMpegWriter for a SkeletonScene: H.264 in yuv420p (codec "h264" makes matplotlib ask for yuv420p, the
+    pixel format browsers and phones play; ffmpeg picks its H.264 encoder, libx264 where it has one). Frames
+    go down the pipe as the raw RGBA the scene draws, faster than a savefig per frame. The ffmpeg executable
+    is matplotlib's rcParams["animation.ffmpeg_path"] when `saving` starts."""
+
+    def __init__(self, scene: SkeletonScene, fps: float):
+        super().__init__(fps=fps, codec="h264")
+        self.scene = scene
+
+    def grab_frame(self, **savefig_kwargs):
+        """Send the frame the scene shows now to ffmpeg."""
+        frame = self.scene.draw()
+        if frame.shape[1::-1] != tuple(self.frame_size):
+            raise RuntimeError(f"frame of {frame.shape[1::-1]} pixels, ffmpeg expects {self.frame_size}")
+        self._proc.stdin.write(frame.tobytes())
+
+
+def find_ffmpeg() -> str | None:
+    """The ffmpeg executable MP4 files are written with: `ffmpeg` on the PATH, else the static binary bundled
+    with the `imageio-ffmpeg` package where that is installed (it also honours IMAGEIO_FFMPEG_EXE); None
+    when there is neither."""
+    on_path = shutil.which("ffmpeg")
+    if on_path is not None:
+        return on_path
+    try:
+        import imageio_ffmpeg
+    except ImportError:
+        return None
+    try:
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except RuntimeError:  # installed without a binary for this platform
+        return None
+
+
+def _tail(text, lines: int = 5) -> str:
+    text = text.decode(errors="replace") if isinstance(text, bytes) else (text or "")
+    return " | ".join(line.strip() for line in text.strip().splitlines()[-lines:] if line.strip())
+
+
 def animate_skeletons(
     positions,
     parents,
@@ -363,33 +408,43 @@ def animate_skeletons(
     up_axis: str = "y",
     max_columns: int = 4,
 ) -> Path:
-    """Write an animation of N stick figures side by side to `path` (.gif, or .mp4 where ffmpeg exists).
+    """Write an animation of N stick figures side by side to `path` (.gif, or .mp4 where ffmpeg exists:
+    see `find_ffmpeg`).
 
     positions: a list of [T_i, J, 3] arrays or one [N, T, J, 3] array, data coordinates with `up_axis` up.
     parents: int [J], parent of each joint, -1 for a root; a bone is drawn from each joint to its parent.
     titles: N captions (wrapped to fit above their panels), or None.
     The animation has max_i T_i frames at `fps` (a GIF stores whole hundredths of a second per frame);
     shorter samples hold their last frame. Never overwrites: an existing `path` raises FileExistsError.
+    MP4 without any ffmpeg, or one that fails, raises UserError naming `path`.
     """
     path = _claim_path(path, ANIMATION_SUFFIXES, overwrite=False)
-    if path.suffix.lower() == ".mp4" and shutil.which("ffmpeg") is None:
+    mp4 = path.suffix.lower() == ".mp4"
+    ffmpeg = find_ffmpeg() if mp4 else None
+    if mp4 and ffmpeg is None:
         raise UserError(
-            f"{path}: writing MP4 needs ffmpeg on the PATH, and there is none; ask for a .gif instead"
+            f"{path}: writing MP4 needs ffmpeg, and there is none: install ffmpeg (on the PATH) or the "
+            "Python package that bundles it (pip install imageio-ffmpeg), or ask for a .gif instead"
         )
     scene = skeleton_scene(
         positions, parents, fps=fps, titles=titles, up_axis=up_axis, max_columns=max_columns
     )
-    writer = (
-        _SharedPaletteGifWriter(scene, fps=fps)
-        if path.suffix.lower() == ".gif"
-        else FFMpegWriter(fps=fps, codec="libx264")
-    )
+    writer = _SceneMp4Writer(scene, fps=fps) if mp4 else _SharedPaletteGifWriter(scene, fps=fps)
     temporary = _temporary_twin(path)
     try:
-        with writer.saving(scene.figure, str(temporary), dpi=DPI):
-            for t in range(scene.num_frames):
-                scene.show_frame(t)
-                writer.grab_frame()
+        try:
+            with (
+                mpl.rc_context({"animation.ffmpeg_path": ffmpeg} if mp4 else {}),
+                writer.saving(scene.figure, str(temporary), dpi=DPI),
+            ):
+                for t in range(scene.num_frames):
+                    scene.show_frame(t)
+                    writer.grab_frame()
+        except subprocess.CalledProcessError as error:  # only the MP4 writer runs a process
+            raise UserError(
+                f"{path}: {ffmpeg} failed (exit status {error.returncode}) writing the MP4: "
+                f"{_tail(error.stderr) or 'it said nothing'}; ask for a .gif instead"
+            ) from error
         _publish(temporary, path, overwrite=False)
     finally:
         temporary.unlink(missing_ok=True)

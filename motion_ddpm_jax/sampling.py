@@ -465,7 +465,8 @@ def run(config, workdir: str | os.PathLike, log=print) -> dict[str, Any]:
     Everything but `config.sample` comes from the checkpoint. Writes under sample.output_dir (default
     <workdir>/samples/step_<step>; a folder that already holds files is left alone for a fresh sibling):
     per sample `<caption index>_<slug>_<draw>.npy` (features [T_i, D]), `..._positions.npy` ([T_i, J, 3]),
-    `.bvh` for axis_angle data when sample.write_bvh, `index.json`, and `samples.gif` when sample.render.
+    `.bvh` for axis_angle data when sample.write_bvh, `index.json`, and `samples.gif`
+    (`.mp4`: sample.render_format) when sample.render.
     Returns {"output_dir", "files", "step", "num_samples"}.
     """
     s = config.sample
@@ -525,7 +526,7 @@ def run(config, workdir: str | os.PathLike, log=print) -> dict[str, Any]:
             path = render.animate_skeletons(
                 positions,
                 loaded.skeleton.parents,
-                out / "samples.gif",
+                out / f"samples.{s.render_format}",
                 fps=loaded.fps,
                 titles=result["captions"],
             )

@@ -26,6 +26,7 @@ from tensorboardX import SummaryWriter
 from motion_ddpm_jax import checkpoint, diffusion, losses, text
 from motion_ddpm_jax import model as model_lib
 from motion_ddpm_jax.data import beat, pipeline
+from motion_ddpm_jax.errors import UserError
 
 # optax.apply_if_finite applies an update anyway after this many consecutive non-finite steps; we never
 # want that (the host loop stops the run long before), so the limit is out of reach.
@@ -362,6 +363,69 @@ def check_resumable(saved: dict[str, Any], config, workdir: Path) -> None:
         )
 
 
+RUN_RECORD = "run.json"  # written into a workdir by the run that owns it
+
+
+class WorkdirError(UserError):
+    """A --workdir that belongs to something else: another run's config, or files no run wrote."""
+
+
+def _complete_checkpoint_steps(workdir: Path) -> list[int]:
+    folder = workdir / "checkpoints"
+    if not folder.is_dir():
+        return []
+    return sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def claim_workdir(workdir: Path, config) -> bool:
+    """Make sure `workdir` is this run's before anything is written into it; True when it still needs
+    its run record (`write_run_record`).
+
+    A workdir is this run's when it is missing or empty, when its run record (run.json) names a config
+    that differs from this one only where resuming allows (`RESUMABLE_CHANGES`), or when it holds
+    checkpoints (of a run from before run records; their metadata is checked by `check_resumable`).
+    Anything else -- a folder of the user's, or another run that never reached its first checkpoint --
+    raises WorkdirError naming what was found: a workdir is never silently reused.
+    """
+    record = workdir / RUN_RECORD
+    if record.is_file():
+        try:
+            saved = json.loads(record.read_text(encoding="utf-8"))
+            saved_config = saved["config"]
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise WorkdirError(
+                f"{record}: unreadable run record ({type(error).__name__}: {error}); it should hold the "
+                f"JSON written when this workdir's run started. Use a new --workdir"
+            ) from None
+        changed = incompatible_fields(saved_config, config)
+        if changed:
+            raise WorkdirError(
+                f"{workdir} belongs to a run whose config differs in {', '.join(changed[:8])} "
+                f"(see {record}); continuing it would mix two experiments. Use a new --workdir, or the "
+                f"same config"
+            )
+        return False
+    if workdir.is_dir():
+        entries = sorted(p.name for p in workdir.iterdir())
+        if entries and not _complete_checkpoint_steps(workdir):
+            shown = ", ".join(entries[:6]) + (f" and {len(entries) - 6} more" if len(entries) > 6 else "")
+            raise WorkdirError(
+                f"--workdir {workdir} is not empty ({shown}) and holds no run record ({RUN_RECORD}) or "
+                f"checkpoint of a training run; training would write into someone else's folder. Use a "
+                f"new or empty --workdir"
+            )
+    return True
+
+
+def write_run_record(workdir: Path, config) -> None:
+    """<workdir>/run.json: the config this workdir's run started with (see `claim_workdir`)."""
+    record = workdir / RUN_RECORD
+    payload = {"config": config.to_dict(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    tmp = record.with_name(f".{RUN_RECORD}.tmp")
+    tmp.write_text(json.dumps(payload, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, record)
+
+
 def make_geometry(config, dataset) -> losses.Geometry | None:
     """What the geometric loss needs (statistics, skeleton, representation), or None when it is off."""
     if not config.loss.use_geometric_loss:
@@ -512,13 +576,16 @@ def run(config, workdir: str | os.PathLike, log=print) -> dict[str, Any]:
     own shard of the global batch, and only process 0 writes logs.
     """
     workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
     is_main = jax.process_index() == 0
+    needs_record = claim_workdir(workdir, config)
+    workdir.mkdir(parents=True, exist_ok=True)
     ckpt = checkpoint.Checkpointer(workdir, max_to_keep=config.train.max_to_keep)
     resume_step = ckpt.latest_step()
     saved = ckpt.restore_metadata(resume_step) if resume_step is not None else None
     if saved is not None:
         check_resumable(saved, config, workdir)
+    if is_main and needs_record:
+        write_run_record(workdir, config)
 
     dataset = _dataset_once_per_run(config, log)
     split = dataset.split("train")

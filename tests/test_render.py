@@ -3,6 +3,8 @@
 import json
 import re
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -200,12 +202,127 @@ def test_animation_never_overwrites(tmp_path):
     assert path.read_bytes() == b"mine"
 
 
-def test_mp4_without_ffmpeg_suggests_gif(tmp_path, monkeypatch):
+# MP4 is checked by ffmpeg itself, found here without render.py: on the PATH, else imageio-ffmpeg's binary.
+def independent_ffmpeg() -> str | None:
+    try:
+        import imageio_ffmpeg
+
+        bundled = imageio_ffmpeg.get_ffmpeg_exe()
+    except ImportError:
+        bundled = None
+    return shutil.which("ffmpeg") or bundled
+
+
+FFMPEG = independent_ffmpeg()
+needs_ffmpeg = pytest.mark.skipif(
+    FFMPEG is None, reason="MP4 needs ffmpeg on the PATH or imageio-ffmpeg (pip install -e '.[test]')"
+)
+MP4_FPS = 8
+MP4_SAMPLES = (walking(10), standing(6))
+
+
+def ffmpeg_report(path) -> str:
+    """What ffmpeg says about `path` while copying its video stream: the stream line and `frame=N`."""
+    copy_to_nothing = ["-map", "0:v:0", "-c", "copy", "-f", "null", "-"]
+    command = [FFMPEG, "-hide_banner", "-nostdin", "-i", str(path), *copy_to_nothing]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stderr
+
+
+def frames_counted(report: str) -> int:
+    """The last `frame=N` of an ffmpeg report: the number of frames it copied."""
+    counts = re.findall(r"frame=\s*(\d+)", report)
+    assert counts, report
+    return int(counts[-1])
+
+
+def decoded_frames(path, width: int, height: int) -> np.ndarray:
+    """[T, H, W, 3] uint8: every frame of `path` decoded by ffmpeg."""
+    command = [FFMPEG, "-v", "error", "-nostdin", "-i", str(path), "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
+    done = subprocess.run(command, capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    assert len(done.stdout) % (width * height * 3) == 0, "decoded frames are not of the figure's size"
+    return np.frombuffer(done.stdout, np.uint8).reshape(-1, height, width, 3)
+
+
+@pytest.fixture(scope="module")
+def mp4_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("mp4") / "out" / "samples.mp4"
+    assert render.animate_skeletons(MP4_SAMPLES, PARENTS, path, fps=MP4_FPS, titles=["a", "b"]) == path
+    return path
+
+
+@needs_ffmpeg
+def test_mp4_is_h264_with_one_frame_per_step_at_fps(mp4_path):
+    report = ffmpeg_report(mp4_path)
+    scene = render.skeleton_scene(MP4_SAMPLES, PARENTS, fps=MP4_FPS, titles=["a", "b"])
+    width, height = scene.figure.canvas.get_width_height()
+    stream = re.search(r"Stream #0:0.*Video: (\w+).*", report)
+    assert stream is not None, report
+    assert stream.group(1) == "h264"
+    assert "yuv420p" in stream.group(0)  # what browsers and phones play (not libx264's default yuv444p)
+    assert f" {width}x{height}" in stream.group(0)
+    assert re.search(rf"\b{MP4_FPS} fps\b", stream.group(0)), stream.group(0)
+    assert frames_counted(report) == 10
+    duration = re.search(r"Duration: (\d+):(\d+):([\d.]+)", report)
+    assert duration is not None, report
+    hours, minutes, seconds = (float(part) for part in duration.groups())
+    assert 3600 * hours + 60 * minutes + seconds == pytest.approx(10 / MP4_FPS, abs=0.01)
+    assert not list(mp4_path.parent.glob(".*"))  # no temporary left behind
+
+
+@needs_ffmpeg
+def test_mp4_frame_t_shows_the_scene_at_step_t(mp4_path):
+    scene = render.skeleton_scene(MP4_SAMPLES, PARENTS, fps=MP4_FPS, titles=["a", "b"])
+    width, height = scene.figure.canvas.get_width_height()
+    frames = decoded_frames(mp4_path, width, height).astype(np.float64)
+    assert len(frames) == 10
+    drawn = [scene.render(t)[..., :3].astype(np.float64) for t in range(10)]
+    for t, frame in enumerate(frames):
+        errors = [np.abs(frame - image).mean() for image in drawn]
+        assert np.argmin(errors) == t, errors
+        assert errors[t] < 1.0, errors  # lossy, but close to the drawn frame (out of 255)
+
+
+@needs_ffmpeg
+def test_mp4_uses_imageio_ffmpeg_when_the_path_has_no_ffmpeg(tmp_path, monkeypatch):
+    imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg")
     monkeypatch.setattr(shutil, "which", lambda name: None)
+    assert render.find_ffmpeg() == imageio_ffmpeg.get_ffmpeg_exe()
+    path = render.animate_skeletons([walking(3)], PARENTS, tmp_path / "a.mp4", fps=10)
+    monkeypatch.undo()
+    assert frames_counted(ffmpeg_report(path)) == 3
+
+
+def test_find_ffmpeg_prefers_the_one_on_the_path(monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda name: f"/opt/video/bin/{name}")
+    assert render.find_ffmpeg() == "/opt/video/bin/ffmpeg"
+
+
+def test_mp4_without_ffmpeg_names_the_file_and_both_remedies(tmp_path, monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.setitem(sys.modules, "imageio_ffmpeg", None)  # makes `import imageio_ffmpeg` fail
+    assert render.find_ffmpeg() is None
     path = tmp_path / "a.mp4"
-    with pytest.raises(ValueError, match=r"ffmpeg.*\.gif"):
+    with pytest.raises(ValueError, match=re.escape(str(path))) as raised:
         render.animate_skeletons([walking(2)], PARENTS, path, fps=10)
-    assert not path.exists()
+    message = str(raised.value)
+    assert "install ffmpeg" in message and "pip install imageio-ffmpeg" in message and ".gif" in message
+    assert not list(tmp_path.iterdir())
+
+
+def test_mp4_when_ffmpeg_fails_reports_what_it_said(tmp_path, monkeypatch):
+    fake = tmp_path / "bin" / "ffmpeg"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\necho \"Unknown encoder 'h264'\" >&2\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", str(fake.parent))
+    path = tmp_path / "out" / "a.mp4"
+    with pytest.raises(ValueError, match=re.escape(str(path))) as raised:
+        render.animate_skeletons([walking(3)], PARENTS, path, fps=10)
+    assert "Unknown encoder 'h264'" in str(raised.value) and str(fake) in str(raised.value)
+    assert not list(path.parent.iterdir())  # neither the file nor a temporary
 
 
 @pytest.mark.parametrize(

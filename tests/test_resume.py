@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+from tiny_run import TINY_MODEL
 
 from motion_ddpm_jax import checkpoint, train
 from motion_ddpm_jax.data import pipeline, synthetic
@@ -21,16 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 STEPS = 120
 
 TINY = [
-    "--config.model.latent_dim=16",
-    "--config.model.num_layers=1",
-    "--config.model.ff_size=32",
-    "--config.model.num_heads=2",
-    "--config.model.text_latent_dim=8",
-    "--config.model.text_ff_size=16",
-    "--config.model.text_num_heads=2",
-    "--config.data.max_motion_length=16",
-    "--config.diffusion.steps=50",
-    "--config.train.batch_size=4",
+    *TINY_MODEL,
     f"--config.train.num_steps={STEPS}",
     "--config.train.log_every=5",
     "--config.train.save_every_steps=40",

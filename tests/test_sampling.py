@@ -7,6 +7,7 @@ import functools
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -21,6 +22,7 @@ from scipy.spatial.transform import Rotation
 
 from motion_ddpm_jax import checkpoint, sampling, text
 from motion_ddpm_jax import model as model_lib
+from motion_ddpm_jax import render as render_lib
 from motion_ddpm_jax.config import base_config
 from motion_ddpm_jax.data import bvh
 from motion_ddpm_jax.errors import UserError
@@ -370,6 +372,21 @@ def test_run_writes_axis_angle_bvh_files_that_read_back_as_the_sampled_positions
         assert positions.shape == (10, 6, 3)
         np.testing.assert_allclose(motion.positions(), positions, atol=2e-3)
         assert index["samples"][f"{path.stem}.npy"]["files"]["bvh"] == path.name
+
+
+@pytest.mark.skipif(render_lib.find_ffmpeg() is None, reason="no ffmpeg (pip install imageio-ffmpeg)")
+def test_run_renders_an_mp4_when_asked(workdirs, tmp_path):
+    summary = sampling.run(
+        run_config(render=True, render_format="mp4", output_dir=str(tmp_path / "out")), workdirs["positions"]
+    )
+    video = Path(summary["output_dir"]) / "samples.mp4"
+    assert "samples.mp4" in summary["files"] and video.stat().st_size > 0
+    probe = subprocess.run(
+        [render_lib.find_ffmpeg(), "-i", str(video), "-map", "0:v:0", "-c", "copy", "-f", "null", "-"],
+        capture_output=True,
+        text=True,
+    )
+    assert re.findall(r"frame=\s*(\d+)", probe.stderr)[-1] == "10", probe.stderr[-1000:]
 
 
 def test_run_writes_npy_and_index_and_never_overwrites(workdirs, monkeypatch):

@@ -1,0 +1,162 @@
+"""The summary of one benchmarks/gpu_check.sh run: the key numbers of the JSON records it left in a folder,
+set against the issue's goals. Works on partial records (a case cut at its time limit) and missing ones.
+
+    python benchmarks/gpu_summary.py OUT_DIR
+
+Reads only the standard library (no jax, no torch): it runs in a second, after everything else.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+GOAL_SPEEDUP = 3.0  # ours vs the twin's AMP (bf16 autocast) train step, and vs its DDPM-1000 loop
+GOAL_MFU = 0.40  # at the large batch
+TWIN_AMP = "speedup_vs_torch-bf16"
+
+
+def load(folder: Path, name: str) -> dict | None:
+    path = folder / f"{name}.json"
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return record if record.get("rows") else None
+
+
+def tflops(value) -> str:
+    return "-" if value is None else f"{value / 1e12:.1f}"
+
+
+def fmt(value, pattern: str, scale: float = 1.0) -> str:
+    return "-" if value is None else format(scale * value, pattern)
+
+
+def status(record: dict) -> str:
+    return "" if record.get("complete", True) else "  [PARTIAL: cut short, finished rows only]"
+
+
+def verdict(value, goal: float) -> str:
+    if value is None:
+        return "-"
+    return f"{'meets' if value >= goal else 'BELOW'} the goal (>= {goal:g})"
+
+
+def train_table(record: dict, title: str) -> None:
+    args = record["args"]
+    rows = record["rows"]
+    print(
+        f"\n{title}: B={args['batch']} T={args['frames']} D={rows[0]['features']}, "
+        f"{rows[0].get('num_params', 0) / 1e6:.1f}M params, median of {args['repeats']}{status(record)}"
+    )
+    print(
+        f"  {'case':<26}{'s/step':>8}{'samples/s':>10}{'x twin32':>9}{'x twin16':>9}{'TFLOP/s':>9}"
+        f"{'MFU%':>6}{'compile s':>10}"
+    )
+    for row in rows:
+        print(
+            f"  {row['case']:<26}{row['median_s']:>8.4f}{row['samples_per_s']:>10.1f}"
+            f"{fmt(row.get('speedup_vs_torch-fp32'), '.2f'):>9}"
+            f"{fmt(row.get('speedup_vs_torch-bf16'), '.2f'):>9}"
+            f"{tflops(row['achieved_flops_per_s']):>9}{fmt(row.get('mfu'), '.1f', 100):>6}"
+            f"{fmt(row.get('compile_s'), '.1f'):>10}"
+        )
+
+
+def row_of(record: dict | None, impl: str, geometric: bool = False) -> dict | None:
+    for row in (record or {}).get("rows", []):
+        if row["impl"] == impl and row["geometric"] == geometric:
+            return row
+    return None
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1:
+        print(__doc__)
+        return 2
+    folder = Path(argv[0])
+    records = {
+        name: load(folder, name)
+        for name in ("train_step", "big_batch", "geometric", "sampling", "torch_compile")
+    }
+    first = next((r for r in records.values() if r), None)
+    if first is None:
+        print(f"no results in {folder}")
+        return 1
+    machine = first["machine"]
+    print(
+        f"{machine.get('torch_device_name') or machine['jax_device']}; jax {machine['jax']}, "
+        f"torch {machine.get('torch', '-')}; {machine['date']}"
+    )
+    floors = next(
+        (r["matmul_floor_flops_per_s"] for r in records.values() if r and "matmul_floor_flops_per_s" in r), {}
+    )
+    if floors:
+        print(
+            "matmul floor (TFLOP/s): "
+            + ", ".join(
+                f"{k} {v / 1e12:.3g} (n={floors[k + '_n']})" for k, v in floors.items() if "_n" not in k
+            )
+        )
+
+    if records["train_step"]:
+        train_table(records["train_step"], "train step")
+        ours = row_of(records["train_step"], "jax-bf16")
+        if ours:
+            print(f"  ours bf16 vs twin bf16 autocast: {verdict(ours.get(TWIN_AMP), GOAL_SPEEDUP)}")
+    if records["big_batch"]:
+        train_table(records["big_batch"], "big batch")
+        ours, twin = row_of(records["big_batch"], "jax-bf16"), row_of(records["big_batch"], "torch-bf16")
+        if ours:
+            print(f"  ours bf16 vs twin bf16 autocast: {verdict(ours.get(TWIN_AMP), GOAL_SPEEDUP)}")
+            print(
+                f"  MFU ours bf16 {fmt(ours.get('mfu'), '.1f', 100)}% "
+                f"({verdict(ours.get('mfu'), GOAL_MFU)}); "
+                f"twin {fmt((twin or {}).get('mfu'), '.1f', 100)}%; reference {ours.get('mfu_reference')}"
+            )
+    if records["geometric"]:
+        train_table(records["geometric"], "geometric term")
+        on = row_of(records["geometric"], "jax-bf16", True)
+        if on and "geometric_overhead" in on:
+            print(f"  bone-length term overhead, ours bf16: {100 * on['geometric_overhead']:+.1f}%")
+        print("  (gpu_check.sh: the step without the term comes from train_step's compilation, cached)")
+    if records["sampling"]:
+        record = records["sampling"]
+        print(
+            f"\nsampling: D={record['args']['features']}, "
+            f"median of {record['args']['repeats']}{status(record)}"
+        )
+        print(
+            f"  {'impl':<12}{'sampler':<8}{'BxT':>8}{'steps':>6}{'s':>9}{'ms/step':>9}{'x twin':>8}"
+            f"{'compile s':>10}{'1st call s':>11}"
+        )
+        for row in record["rows"]:
+            speedup = row.get("speedup_vs_twin_same_precision")
+            goal = (
+                f"  {verdict(speedup, GOAL_SPEEDUP)}"
+                if row["sampler"] == "ddpm" and row["steps"] == 1000 and speedup
+                else ""
+            )
+            print(
+                f"  {row['impl']:<12}{row['sampler']:<8}{str(row['batch']) + 'x' + str(row['frames']):>8}"
+                f"{row['steps']:>6}{row['median_s']:>9.3f}{row['per_step_ms']:>9.2f}{fmt(speedup, '.2f'):>8}"
+                f"{fmt(row.get('compile_s'), '.1f'):>10}{fmt(row.get('first_call_s'), '.1f'):>11}{goal}"
+            )
+    if records["torch_compile"]:
+        train_table(records["torch_compile"], "torch.compile")
+        compiled = row_of(records["torch_compile"], "torch-compile-bf16")
+        eager, ours = row_of(records["train_step"], "torch-bf16"), row_of(records["train_step"], "jax-bf16")
+        if compiled and eager:
+            print(f"  torch.compile bf16 vs twin eager bf16: {eager['median_s'] / compiled['median_s']:.2f}x")
+        if compiled and ours:
+            print(f"  ours bf16 vs torch.compile bf16: {compiled['median_s'] / ours['median_s']:.2f}x")
+    missing = [name for name, record in records.items() if record is None]
+    if missing:
+        print(f"\nno rows from: {', '.join(missing)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,167 @@
+"""Nothing a user made is lost: a workdir is never silently reused, and preparing data, training, sampling
+and evaluating write only inside the folders they own (data.root and the workdir)."""
+
+import copy
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tiny_run import TINY_MODEL
+
+from motion_ddpm_jax import train
+from motion_ddpm_jax.config import base_config
+from motion_ddpm_jax.data import synthetic
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TINY = [
+    *TINY_MODEL,
+    "--config.train.num_steps=6",
+    "--config.train.log_every=3",
+    "--config.train.save_every_steps=3",
+    "--config.optim.warmup_steps=2",
+    "--config.sample.num_frames=12",
+    "--config.sample.steps=4",
+    "--config.eval.num_clips=3",
+]
+
+
+def test_a_fresh_workdir_is_claimed_with_a_run_record(tmp_path):
+    config, workdir = base_config(), tmp_path / "run"
+    assert train.claim_workdir(workdir, config) is True
+    assert not workdir.exists()  # the check writes nothing
+    workdir.mkdir()
+    train.write_run_record(workdir, config)
+    assert json.loads((workdir / train.RUN_RECORD).read_text())["config"] == config.to_dict()
+    assert train.claim_workdir(workdir, config) is False  # the same run, restarted
+
+
+def test_a_folder_of_the_users_is_refused_before_anything_is_written(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(train.WorkdirError, match=r"notes\.txt"):
+        train.run(base_config(), tmp_path)
+    assert os.listdir(tmp_path) == ["notes.txt"]
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_another_runs_workdir_is_refused_even_before_its_first_checkpoint(tmp_path):
+    config = base_config()
+    train.write_run_record(tmp_path, config)
+    (tmp_path / "metrics.jsonl").write_text('{"step": 50}\n')
+    other = copy.deepcopy(config)
+    other.model.latent_dim = 256
+    with pytest.raises(train.WorkdirError, match=r"model\.latent_dim"):
+        train.claim_workdir(tmp_path, other)
+    longer = copy.deepcopy(config)
+    longer.train.num_steps = 10 * config.train.num_steps + 1  # a change a resumed run may make
+    assert train.claim_workdir(tmp_path, longer) is False
+
+
+def test_an_unreadable_run_record_is_refused(tmp_path):
+    (tmp_path / train.RUN_RECORD).write_text("{")
+    with pytest.raises(train.WorkdirError, match=r"run\.json"):
+        train.claim_workdir(tmp_path, base_config())
+
+
+def test_checkpoints_from_before_run_records_are_still_resumable(tmp_path):
+    (tmp_path / "checkpoints" / "40").mkdir(parents=True)
+    assert train.claim_workdir(tmp_path, base_config()) is True
+    (tmp_path / "checkpoints" / "40").rmdir()
+    (tmp_path / "checkpoints" / "40.orbax-checkpoint-tmp").mkdir()  # no complete checkpoint: not a run's
+    with pytest.raises(train.WorkdirError, match="checkpoints"):
+        train.claim_workdir(tmp_path, base_config())
+
+
+def snapshot(root: Path) -> dict[str, tuple]:
+    """Every file under root: (size, mtime_ns, sha256)."""
+    found = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            stat = path.stat()
+            found[str(path.relative_to(root))] = (
+                stat.st_size,
+                stat.st_mtime_ns,
+                hashlib.sha256(path.read_bytes()).hexdigest(),
+            )
+    return found
+
+
+def launch(*args):
+    result = subprocess.run(
+        [sys.executable, "launch.py", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+    )
+    return result
+
+
+def test_no_mode_touches_files_outside_the_folders_it_owns(tmp_path):
+    home = tmp_path / "home"
+    raw = home / "raw"  # the user's recordings: read, never written
+    synthetic.write_demo_dataset(
+        raw, num_speakers=2, recordings_per_speaker=2, sentences_per_recording=4, fps=30
+    )
+    (home / "notes.txt").write_text("my notes")
+    shutil.copy(ROOT / "configs" / "demo.py", home / "my_config.py")
+    (home / "data").mkdir()
+    np.save(home / "data" / "another_dataset.npy", np.arange(5.0))
+    (home / "runs").mkdir()
+    (home / "runs" / "keep.txt").write_text("an older run's notes")
+    prepared, workdir = home / "data" / "prepared", home / "runs" / "mine"
+    common = [
+        "--config",
+        str(home / "my_config.py"),
+        f"--config.data.raw_root={raw}",
+        f"--config.data.root={prepared}",
+        *TINY,
+    ]
+    before, repo_configs = snapshot(home), snapshot(ROOT / "configs")
+
+    steps = [
+        ("prepare", ["--mode", "prepare", *common]),
+        ("train", ["--workdir", str(workdir), *common]),
+        ("train again (complete: nothing to do)", ["--workdir", str(workdir), *common]),
+        (
+            "sample",
+            ["--mode", "sample", "--workdir", str(workdir), *common, "--config.sample.text=wave|clap"],
+        ),
+        (
+            "sample again",
+            ["--mode", "sample", "--workdir", str(workdir), *common, "--config.sample.text=wave"],
+        ),
+        ("eval", ["--mode", "eval", "--workdir", str(workdir), *common]),
+    ]
+    for name, args in steps:
+        result = launch(*args)
+        assert result.returncode == 0, f"{name}: {result.stderr[-3000:]}"
+    after = snapshot(home)
+    changed = [path for path, signature in before.items() if after.get(path) != signature]
+    assert not changed, f"files the user had were changed or removed: {changed}"
+    owned = (prepared, workdir)
+    outside = [
+        path for path in set(after) - set(before) if not any((home / path).is_relative_to(o) for o in owned)
+    ]
+    assert not outside, f"written outside data.root and the workdir: {sorted(outside)}"
+    assert snapshot(ROOT / "configs") == repo_configs
+    samples = sorted(p.name for p in (workdir / "samples").iterdir())
+    assert samples == ["step_6", "step_6_2"], samples  # the second sampling run did not replace the first
+    assert (workdir / train.RUN_RECORD).is_file() and (workdir / "eval" / "metrics_step6.json").is_file()
+
+    # Another experiment pointed at this workdir is refused and changes nothing.
+    result = launch("--workdir", str(workdir), *common, "--config.model.latent_dim=32")
+    assert result.returncode != 0
+    assert "model.latent_dim" in result.stderr and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert snapshot(home) == after
+    # So is a folder of the user's that no run made.
+    result = launch("--workdir", str(home / "runs"), *common)
+    assert result.returncode != 0 and "keep.txt" in result.stderr, result.stderr[-2000:]
+    assert snapshot(home) == after
