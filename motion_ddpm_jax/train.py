@@ -578,6 +578,10 @@ def run(config, workdir: str | os.PathLike, log=print) -> dict[str, Any]:
     workdir = Path(workdir)
     is_main = jax.process_index() == 0
     needs_record = claim_workdir(workdir, config)
+    if jax.process_count() > 1:  # every process has checked the workdir before any of them writes to it
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("motion_ddpm_jax: workdir checked")
     workdir.mkdir(parents=True, exist_ok=True)
     ckpt = checkpoint.Checkpointer(workdir, max_to_keep=config.train.max_to_keep)
     resume_step = ckpt.latest_step()
