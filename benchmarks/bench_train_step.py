@@ -389,7 +389,6 @@ HEADER = (
 
 def format_row(row: dict) -> str:
     memory = row.get("memory") or {}
-
     return (
         f"{row['case']:<28}{row['median_s']:>9.3f}{row['samples_per_s']:>10.1f}"
         f"{common.fmt(row.get('speedup_vs_torch-fp32'), '.2f'):>9}"

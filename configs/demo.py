@@ -31,8 +31,8 @@ def get_config():
     config.diffusion.prediction = "x0"
     # Velocity and acceleration terms strong enough to keep the x0 estimate smooth: with the original's
     # weights (0.1, 0.05) the samples' mean joint acceleration was 3.1x real motion's, with (1, 1) 1.3x,
-    # with (4, 8) 1.03x (2000 steps each; eval on the 12 validation clips, DDIM-50, EMA), at the same
-    # reconstruction loss and conditioning accuracy (1.0).
+    # with (4, 8) 1.03x (2000 steps each; eval on the 12 validation clips, DDIM-50, EMA), with conditioning
+    # accuracy 1.0 throughout and a final reconstruction loss of 0.030 (0.022 with the original's weights).
     config.loss.velocity_weight = 4.0
     config.loss.acceleration_weight = 8.0
     config.optim.lr = 1e-3

@@ -370,11 +370,10 @@ class WorkdirError(UserError):
     """A --workdir that belongs to something else: another run's config, or files no run wrote."""
 
 
-def _complete_checkpoint_steps(workdir: Path) -> list[int]:
-    folder = workdir / "checkpoints"
-    if not folder.is_dir():
-        return []
-    return sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit())
+def _holds_a_checkpoint(workdir: Path) -> bool:
+    """Whether the checkpoint folder has a complete step (Orbax names it by its step once it is complete)."""
+    folder = checkpoint.checkpoint_dir(workdir)
+    return folder.is_dir() and any(p.is_dir() and p.name.isdigit() for p in folder.iterdir())
 
 
 def claim_workdir(workdir: Path, config) -> bool:
@@ -407,7 +406,7 @@ def claim_workdir(workdir: Path, config) -> bool:
         return False
     if workdir.is_dir():
         entries = sorted(p.name for p in workdir.iterdir())
-        if entries and not _complete_checkpoint_steps(workdir):
+        if entries and not _holds_a_checkpoint(workdir):
             shown = ", ".join(entries[:6]) + (f" and {len(entries) - 6} more" if len(entries) > 6 else "")
             raise WorkdirError(
                 f"--workdir {workdir} is not empty ({shown}) and holds no run record ({RUN_RECORD}) or "
