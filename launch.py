@@ -87,4 +87,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    from motion_ddpm_jax import host_malloc
+
+    host_malloc.tune()  # before jax starts its threads: see motion_ddpm_jax/host_malloc.py
     app.run(main)

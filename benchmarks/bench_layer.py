@@ -123,7 +123,7 @@ def main() -> None:
     layer = sum(r["seconds"] for r in rows[:3])
     print(
         f"one decoder layer, B={b} T={t} C={c} FF={ff} heads={heads} L={length}, {args.dtype}; "
-        f"{jax.devices()[0].device_kind}"
+        f"{jax.devices()[0].device_kind}; host malloc: {common.host_malloc.describe()}"
     )
     print(f"{'part':<26}{'ms':>9}{'GFLOP/s':>10}{'% layer':>9}")
     for row in rows:

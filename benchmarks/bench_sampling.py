@@ -139,7 +139,7 @@ def describe(args, machine: dict) -> str:
         f"{machine['host_cpus']} CPUs ({machine['processor']}), "
         f"{machine.get('torch_device_name') or machine['jax_device']}, jax {machine['jax']}"
         f"{', torch ' + machine['torch'] if 'torch' in machine else ''}, "
-        f"load {machine['load_average_1m']:.1f}"
+        f"load {machine['load_average_1m']:.1f}; host malloc: {machine['host_malloc']}"
     )
 
 

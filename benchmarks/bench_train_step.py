@@ -363,7 +363,7 @@ def describe(args, machine: dict) -> str:
         f"{args.warmup} warm-up steps\n"
         f"machine: {machine['host_cpus']} CPUs ({machine['processor']}), {device}, jax {machine['jax']}"
         f"{', torch ' + machine['torch'] if 'torch' in machine else ''}; "
-        f"load {machine['load_average_1m']:.1f}"
+        f"load {machine['load_average_1m']:.1f}; host malloc: {machine['host_malloc']}"
     )
 
 

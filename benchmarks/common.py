@@ -26,6 +26,12 @@ for _path in (REPO, REPO / "benchmarks"):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
+from motion_ddpm_jax import host_malloc  # noqa: E402
+
+# As launch.py does, before jax starts its threads; MOTION_DDPM_JAX_MALLOC=default measures without it.
+# Both frameworks of a side-by-side run share the setting (one process).
+host_malloc.tune()
+
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
@@ -264,6 +270,7 @@ def machine_info(torch_device_=None) -> dict:
         "jax_device": str(jax.devices()[0].device_kind),
         "jax_default_matmul_precision": str(jax.config.jax_default_matmul_precision),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "host_malloc": host_malloc.describe(),
     }
     if torch_device_ is not None:
         import torch

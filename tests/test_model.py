@@ -287,6 +287,59 @@ def test_one_layer_block_matches_a_float64_reference(block):
     np.testing.assert_allclose(np.asarray(out), expected, rtol=1e-4, atol=1e-4)
 
 
+def ref_layer(p, h, emb, mask, text, text_mask, num_heads):
+    h = ref_block("self", p["self_attention"], h, emb, mask, text, text_mask, num_heads)
+    h = ref_block("cross", p["cross_attention"], h, emb, mask, text, text_mask, num_heads)
+    return ref_block("ffn", p["ffn"], h, emb, mask, text, text_mask, num_heads)
+
+
+def test_layer_gradients_match_float64_finite_differences():
+    """The gradient of our float32 layer (as jit compiles it for this backend) of sum(layer(...) * R),
+    against central differences of the float64 numpy reference: one random direction per parameter and
+    per input, so each leaf's gradient is checked on its own. One sample has no valid caption token (the
+    key softmax of that row is empty), padded frames are present."""
+    model = small_model()
+    params = jax.tree.map(np.asarray, params_of(model)["layers_0"])
+    rng = np.random.default_rng(3)
+    h = rng.standard_normal((B, T, SMALL["latent_dim"]))
+    emb = rng.standard_normal((B, 4 * SMALL["latent_dim"]))
+    text = rng.standard_normal((B, L, SMALL["text_latent_dim"]))
+    _, _, _, text_mask, mask = make_batch()
+    text_mask = text_mask.copy()
+    text_mask[2] = False
+    weights = rng.standard_normal((B, T, SMALL["latent_dim"]))
+    layer = model_lib.DecoderLayer(
+        SMALL["latent_dim"], SMALL["num_heads"], SMALL["ff_size"], "efficient", 0.0, True, jnp.float32
+    )
+    point = {"params": params, "h": h, "emb": emb, "text": text}
+
+    def loss32(x):
+        out = layer.apply({"params": x["params"]}, x["h"], x["emb"], mask, x["text"], text_mask)
+        return jnp.sum(out * weights.astype(np.float32))
+
+    def loss64(x):
+        out = ref_layer(x["params"], x["h"], x["emb"], mask, x["text"], text_mask, SMALL["num_heads"])
+        return float(np.sum(out * weights))
+
+    grads = jax.jit(jax.grad(loss32))(jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), point))
+    paths = [jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_flatten_with_path(point)[0]]
+    leaves, treedef = jax.tree.flatten(point)
+    grad_leaves = [np.asarray(g, np.float64) for g in jax.tree.leaves(grads)]
+    scale = max(np.abs(g).max() for g in grad_leaves)
+    eps = 1e-5
+    for i, (leaf, grad) in enumerate(zip(leaves, grad_leaves, strict=True)):
+        direction = rng.standard_normal(leaf.shape)
+
+        def moved(step, i=i, direction=direction):
+            shifted = [a + step * direction if j == i else a for j, a in enumerate(leaves)]
+            return jax.tree.unflatten(treedef, shifted)
+
+        numeric = (loss64(moved(eps)) - loss64(moved(-eps))) / (2 * eps)
+        analytic = float(np.sum(grad * direction))
+        tolerance = 1e-4 * abs(numeric) + 1e-6 * scale * np.sqrt(leaf.size)
+        assert abs(analytic - numeric) <= tolerance, (paths[i], analytic, numeric)
+
+
 # ---------------------------------------------------------------- size, init, precision, gradients
 
 
