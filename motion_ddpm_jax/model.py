@@ -147,7 +147,7 @@ def efficient_attention(
     context = jnp.einsum("bhsd,bhse->bhde", weight.astype(dtype), _heads_first(v, num_heads).astype(dtype))
     context = context.astype(jnp.float32) / jnp.where(total > 0, total, 1.0)[..., None]
     out = jnp.einsum("bhtd,bhde->bhte", q, context.astype(dtype))
-    return out.transpose(0, 2, 1, 3).reshape(*out.shape[:1], out.shape[2], -1)
+    return out.transpose(0, 2, 1, 3).reshape(out.shape[0], out.shape[2], -1)
 
 
 def softmax_attention(
@@ -179,13 +179,13 @@ class _DenseParams(nn.Module):
     features_in: int
     features: int
 
-    kernel_init = property(lambda self: LINEAR_INIT)  # read by init_params
+    kernel_init = property(lambda self: LINEAR_INIT)  # also read by init_params
     bias_init = property(lambda self: ZEROS)
 
     @nn.compact
     def __call__(self) -> tuple[jax.Array, jax.Array]:
-        kernel = self.param("kernel", LINEAR_INIT, (self.features_in, self.features))
-        return kernel, self.param("bias", ZEROS, (self.features,))
+        kernel = self.param("kernel", self.kernel_init, (self.features_in, self.features))
+        return kernel, self.param("bias", self.bias_init, (self.features,))
 
 
 class _LayerNormParams(nn.Module):
@@ -193,12 +193,13 @@ class _LayerNormParams(nn.Module):
 
     width: int
 
-    scale_init = property(lambda self: ONES)  # read by init_params
+    scale_init = property(lambda self: ONES)  # also read by init_params
     bias_init = property(lambda self: ZEROS)
 
     @nn.compact
     def __call__(self) -> tuple[jax.Array, jax.Array]:
-        return self.param("scale", ONES, (self.width,)), self.param("bias", ZEROS, (self.width,))
+        shape = (self.width,)
+        return self.param("scale", self.scale_init, shape), self.param("bias", self.bias_init, shape)
 
 
 def _standardize(x: jax.Array, epsilon: float = 1e-5) -> jax.Array:
