@@ -7,7 +7,9 @@ Data have any rank `[B, ...]` (motion is `[B, T, D]`); timesteps are `t: i32[B]`
 The model predicts one of PREDICTION_KINDS; every sampler converts it to an x0 estimate first.
 """
 
+import dataclasses
 from collections.abc import Callable
+from typing import Any
 
 import flax.struct
 import jax
@@ -18,6 +20,77 @@ SCHEDULE_NAMES = ("linear", "cosine")
 PREDICTION_KINDS = ("epsilon", "x0", "v")
 
 DenoiseFn = Callable[[jax.Array, jax.Array], jax.Array]  # (x_t: [B, ...], t: i32[B]) -> model output [B, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class PreparedDenoiser:
+    """A denoiser split by what its work depends on, for the sample loops (they accept it for a DenoiseFn).
+
+    prepare(timesteps i32[K]) -> a pytree whose leaves have leading axis K: everything that depends on
+    the step but not on x_t, for K steps at once (for the MotionTransformer, the time embedding and every
+    block's (scale, shift): a few large matmuls instead of K weight-bound ones).
+    apply(x_t [B, ...], t i32[B], prepared) -> the model output, `prepared` being one step's slice.
+    The loops call `prepare` once per `chunk` consecutive steps (the last chunk may hold up to
+    chunks - 1 padding steps after the final one, skipped with `lax.cond`), then `apply` every step;
+    the result is the same as with the DenoiseFn x_t, t -> apply(x_t, t, prepare(t[:1]) sliced).
+    """
+
+    prepare: Callable[[jax.Array], Any]
+    apply: Callable[[jax.Array, jax.Array, Any], jax.Array]
+    chunk: int = 50
+
+    def __call__(self, x_t: jax.Array, t: jax.Array) -> jax.Array:
+        """As a plain DenoiseFn (t must be one step for the whole batch: its first entry is used)."""
+        prepared = self.prepare(t[:1])
+        return self.apply(x_t, t, jax.tree.map(lambda leaf: leaf[0], prepared))
+
+
+def _chunking(num_steps: int, chunk: int) -> tuple[int, int]:
+    """(chunks, size): the fewest chunks of at most `chunk` steps, as equal as possible."""
+    chunks = -(-num_steps // max(1, int(chunk)))
+    return chunks, -(-num_steps // chunks)
+
+
+def _run_steps(denoise_fn, update, x_T: jax.Array, per_step: tuple[np.ndarray, ...]) -> jax.Array:
+    """x <- update(x, model_output, *inputs_i) over the steps i, in `lax.scan`s.
+
+    per_step: numpy arrays [N] (the step index, the timestep, then whatever `update` takes); the model
+    output is denoise_fn(x, full(B, timestep)). A PreparedDenoiser runs as an outer scan over chunks
+    (`prepare` on each chunk's timesteps) around an inner scan over the chunk's steps.
+    """
+    batch = x_T.shape[0]
+
+    def timestep(inputs):
+        return jnp.full((batch,), inputs[1], jnp.int32)
+
+    if not isinstance(denoise_fn, PreparedDenoiser):
+
+        def step(x, inputs):
+            return update(x, denoise_fn(x, timestep(inputs)), *inputs), None
+
+        return jax.lax.scan(step, x_T, per_step)[0]
+
+    num_steps = len(per_step[0])
+    chunks, size = _chunking(num_steps, denoise_fn.chunk)
+    padding = chunks * size - num_steps
+    chunked = tuple(np.concatenate([a, np.repeat(a[-1:], padding)]).reshape(chunks, size) for a in per_step)
+    real = (np.arange(chunks * size) < num_steps).reshape(chunks, size)
+
+    def chunk_step(x, chunk_inputs):
+        inputs, real_steps = chunk_inputs
+        prepared = denoise_fn.prepare(jnp.asarray(inputs[1], jnp.int32))
+
+        def step(x, step_inputs):
+            inputs, is_real, this = step_inputs
+
+            def run(x):
+                return update(x, denoise_fn.apply(x, timestep(inputs), this), *inputs)
+
+            return (jax.lax.cond(is_real, run, lambda x: x, x) if padding else run(x)), None
+
+        return jax.lax.scan(step, x, (inputs, real_steps, prepared))[0], None
+
+    return jax.lax.scan(chunk_step, x_T, (chunked, real))[0]
 
 
 @flax.struct.dataclass
@@ -260,37 +333,33 @@ def _step_noise(rng: jax.Array, step: jax.Array, like: jax.Array) -> jax.Array:
 
 def ddpm_sample_loop(
     schedule: Schedule,
-    denoise_fn: DenoiseFn,
+    denoise_fn: DenoiseFn | PreparedDenoiser,
     x_T: jax.Array,
     rng: jax.Array,
     kind: str,
     clip_x0: float | None = None,
 ) -> jax.Array:
-    """Ancestral sampling from t = num_steps - 1 down to 0 in one `lax.scan`.
+    """Ancestral sampling from t = num_steps - 1 down to 0 in one `lax.scan` (a PreparedDenoiser: two).
 
     x_T: [B, ...] starting noise (the caller draws it). The i-th step (i = 0 first) uses the noise
     normal(fold_in(rng, i)). Returns the x0 sample f32[B, ...].
     """
     _check_kind(kind)
     x_T = _f32(x_T)
-    batch = x_T.shape[0]
 
-    def step(x_t, i_and_t):
-        i, t = i_and_t
-        t_batch = jnp.full((batch,), t, jnp.int32)
-        model_output = denoise_fn(x_t, t_batch)
-        x_prev, _ = ddpm_step(schedule, x_t, t_batch, model_output, _step_noise(rng, i, x_t), kind, clip_x0)
-        return x_prev, None
+    def update(x_t, model_output, i, t):
+        t_batch = jnp.full((x_t.shape[0],), t, jnp.int32)
+        noise = _step_noise(rng, i, x_t)
+        return ddpm_step(schedule, x_t, t_batch, model_output, noise, kind, clip_x0)[0]
 
-    timesteps = jnp.arange(schedule.num_steps - 1, -1, -1, dtype=jnp.int32)
-    indices = jnp.arange(schedule.num_steps, dtype=jnp.int32)
-    x0, _ = jax.lax.scan(step, x_T, (indices, timesteps))
-    return x0
+    timesteps = np.arange(schedule.num_steps - 1, -1, -1, dtype=np.int32)
+    indices = np.arange(schedule.num_steps, dtype=np.int32)
+    return _run_steps(denoise_fn, update, x_T, (indices, timesteps))
 
 
 def ddim_sample_loop(
     schedule: Schedule,
-    denoise_fn: DenoiseFn,
+    denoise_fn: DenoiseFn | PreparedDenoiser,
     x_T: jax.Array,
     rng: jax.Array,
     kind: str,
@@ -298,7 +367,8 @@ def ddim_sample_loop(
     eta: float | jax.Array = 0.0,
     clip_x0: float | None = None,
 ) -> jax.Array:
-    """DDIM sampling over ddim_timesteps(num_steps, num_sample_steps) in one `lax.scan`.
+    """DDIM sampling over ddim_timesteps(num_steps, num_sample_steps) in one `lax.scan` (two for a
+    PreparedDenoiser).
 
     x_T: [B, ...] starting noise (the caller draws it); num_sample_steps: static int. The i-th step uses
     the noise normal(fold_in(rng, i)), scaled by a sigma that is 0 when eta == 0 (for a Python 0 it is
@@ -306,18 +376,15 @@ def ddim_sample_loop(
     """
     _check_kind(kind)
     x_T = _f32(x_T)
-    batch = x_T.shape[0]
     timesteps = ddim_timesteps(schedule.num_steps, num_sample_steps)
     previous = np.append(timesteps[1:], -1).astype(np.int32)
     deterministic = isinstance(eta, int | float) and eta == 0  # a static zero: skip drawing unused noise
 
-    def step(x_t, i_t_prev):
-        i, t, t_prev = i_t_prev
+    def update(x_t, model_output, i, t, t_prev):
+        batch = x_t.shape[0]
         t_batch, t_prev_batch = jnp.full((batch,), t, jnp.int32), jnp.full((batch,), t_prev, jnp.int32)
-        model_output = denoise_fn(x_t, t_batch)
         noise = jnp.zeros_like(x_t) if deterministic else _step_noise(rng, i, x_t)
-        x_prev, _ = ddim_step(schedule, x_t, t_batch, t_prev_batch, model_output, noise, kind, eta, clip_x0)
-        return x_prev, None
+        return ddim_step(schedule, x_t, t_batch, t_prev_batch, model_output, noise, kind, eta, clip_x0)[0]
 
-    x0, _ = jax.lax.scan(step, x_T, (np.arange(num_sample_steps, dtype=np.int32), timesteps, previous))
-    return x0
+    indices = np.arange(num_sample_steps, dtype=np.int32)
+    return _run_steps(denoise_fn, update, x_T, (indices, timesteps, previous))

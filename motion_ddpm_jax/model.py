@@ -74,7 +74,8 @@ TOKEN_INIT = Initializer("normal", 0.02)  # token and text-position embeddings
 MOTION_POSITION_INIT = Initializer("normal", 1.0)  # MotionDiffuse's sequence_embedding: torch.randn
 
 
-def _dense(features: int, dtype: Any, name: str, zero_init: bool = False) -> nn.Dense:
+def _dense(features: int, dtype: Any, name: str | None = None, zero_init: bool = False) -> nn.Dense:
+    """Dense, float32 parameters, its matmul in `dtype`; name=None inside `setup` (the attribute names it)."""
     return nn.Dense(
         features,
         dtype=dtype,
@@ -85,14 +86,14 @@ def _dense(features: int, dtype: Any, name: str, zero_init: bool = False) -> nn.
     )
 
 
-def _layer_norm(name: str) -> nn.LayerNorm:
+def _layer_norm(name: str | None = None) -> nn.LayerNorm:
     """LayerNorm in float32 (statistics and output), torch's epsilon."""
     return nn.LayerNorm(
         epsilon=1e-5, dtype=jnp.float32, param_dtype=jnp.float32, scale_init=ONES, bias_init=ZEROS, name=name
     )
 
 
-def _embed(num_embeddings: int, features: int, init: Initializer, name: str) -> nn.Embed:
+def _embed(num_embeddings: int, features: int, init: Initializer, name: str | None = None) -> nn.Embed:
     return nn.Embed(
         num_embeddings, features, dtype=jnp.float32, param_dtype=jnp.float32, embedding_init=init, name=name
     )
@@ -137,15 +138,28 @@ def efficient_attention(
     are plain batched matmuls), and the key softmax's division applied to the small [H, H] context
     instead of the [S, H] keys.
     """
-    dtype = q.dtype
+    return linear_attention_read(q, linear_attention_context(k, v, key_mask, num_heads, q.dtype), num_heads)
+
+
+def linear_attention_context(
+    k: jax.Array, v: jax.Array, key_mask: jax.Array, num_heads: int, dtype: Any
+) -> jax.Array:
+    """`efficient_attention`'s context, softmax_S(key)^T value per head: k, v [B, S, C] -> [B, heads, H, H]
+    in `dtype`. It depends on the keys and values only: for cross-attention, on the caption alone."""
     keep = key_mask[:, None, :, None]
-    q = jax.nn.softmax(_heads_first(q, num_heads).astype(jnp.float32), axis=-1).astype(dtype)
     k = _heads_first(k, num_heads).astype(jnp.float32)
     peak = jax.lax.stop_gradient(jnp.max(jnp.where(keep, k, -jnp.inf), axis=2, keepdims=True))
     weight = jnp.exp(jnp.where(keep, k - peak, -jnp.inf))  # masked keys: exp(-inf) = 0, gradient 0
     total = jnp.sum(weight, axis=2)  # [B, heads, H]; 0 where a row has no valid key
     context = jnp.einsum("bhsd,bhse->bhde", weight.astype(dtype), _heads_first(v, num_heads).astype(dtype))
     context = context.astype(jnp.float32) / jnp.where(total > 0, total, 1.0)[..., None]
+    return context.astype(dtype)
+
+
+def linear_attention_read(q: jax.Array, context: jax.Array, num_heads: int) -> jax.Array:
+    """softmax_features(query) . context per head: q [B, T, C], context [B, heads, H, H] -> [B, T, C]."""
+    dtype = q.dtype
+    q = jax.nn.softmax(_heads_first(q, num_heads).astype(jnp.float32), axis=-1).astype(dtype)
     out = jnp.einsum("bhtd,bhde->bhte", q, context.astype(dtype))
     return out.transpose(0, 2, 1, 3).reshape(out.shape[0], out.shape[2], -1)
 
@@ -167,9 +181,6 @@ def softmax_attention(
         mask=key_mask[:, None, None, :],
     )
     return out.reshape(*out.shape[:2], -1)
-
-
-_ATTENTION_FUNCTIONS = {"efficient": efficient_attention, "softmax": softmax_attention}
 
 
 class _DenseParams(nn.Module):
@@ -219,107 +230,158 @@ def _norm_then_dense(standardized, norm, dense, dtype):
     return jnp.dot(standardized.astype(dtype), folded_kernel.astype(dtype)) + folded_bias.astype(dtype)
 
 
-class StylizationBlock(nn.Module):
-    """h [B, T, C], emb [B, E] -> Dense_zero(dropout(SiLU(LN(h) * (1 + scale) + shift))) [B, T, C].
+def gelu(x: jax.Array) -> jax.Array:
+    """Exact GELU as torch.nn.GELU computes it: 0.5 x (1 + erf(x / sqrt 2)) (erf: cheaper than erfc)."""
+    return 0.5 * x * (1.0 + jax.lax.erf(x * (1 / math.sqrt(2))))
 
+
+class StylizationBlock(nn.Module):
+    """h [B, T, C] and a modulation [B, 2C] -> Dense_zero(dropout(SiLU(LN(h) * (1 + scale) + shift))).
+
+    The modulation (scale, shift) = Dense(SiLU(emb)) depends on the step and the caption only, not on h:
+    `modulation(emb)` computes it, so a sampler can compute it for many steps at once, before its loop.
     The LayerNorm's affine part and the modulation make one per-sample affine map of the standardized h:
     LN(h) * (1 + scale) + shift = z * (gamma (1 + scale)) + (beta (1 + scale) + shift).
     """
 
     latent_dim: int
     dropout: float
-    deterministic: bool
     dtype: Any
 
-    @nn.compact
-    def __call__(self, h: jax.Array, emb: jax.Array) -> jax.Array:
-        style = _dense(2 * self.latent_dim, self.dtype, "emb")(nn.silu(emb)).astype(jnp.float32)
-        scale, shift = jnp.split(style, 2, axis=-1)
-        gamma, beta = _LayerNormParams(self.latent_dim, name="norm")()
+    def setup(self):
+        self.emb = _dense(2 * self.latent_dim, self.dtype)
+        self.norm = _LayerNormParams(self.latent_dim)
+        self.out = _dense(self.latent_dim, self.dtype, zero_init=True)
+        self.drop = nn.Dropout(self.dropout)
+
+    def modulation(self, emb: jax.Array) -> jax.Array:
+        """emb [N, E] -> (scale, shift) concatenated, float32 [N, 2C]."""
+        return self.emb(nn.silu(emb)).astype(jnp.float32)
+
+    def __call__(self, h: jax.Array, modulation: jax.Array, deterministic: bool = True) -> jax.Array:
+        scale, shift = jnp.split(modulation, 2, axis=-1)
+        gamma, beta = self.norm()
         multiplier, offset = gamma * (1.0 + scale), beta * (1.0 + scale) + shift  # [B, C]
         y = nn.silu(_standardize(h) * multiplier[:, None, :] + offset[:, None, :])
-        y = nn.Dropout(self.dropout)(y, deterministic=self.deterministic)
-        return _dense(self.latent_dim, self.dtype, "out", zero_init=True)(y).astype(jnp.float32)
+        y = self.drop(y, deterministic=deterministic)
+        return self.out(y).astype(jnp.float32)
 
 
 class TemporalAttention(nn.Module):
-    """Self-attention over frames (no `context`) or cross-attention to the text, styled, plus residual.
+    """Self-attention over frames (`context_width` 0) or cross-attention to the text, styled, plus residual.
 
-    h [B, T, C] float32, emb [B, E], mask bool [B, T]; context [B, L, W] with context_mask bool [B, L].
-    q, k and v are Dense layers of LayerNorm(h) (of LayerNorm(context) for k, v of cross-attention),
-    computed with the norms folded into them (`_norm_then_dense`).
+    `__call__(h, mask, modulation, source=None)`: h [B, T, C] float32, mask bool [B, T], modulation [B, 2C]
+    (`modulation(emb)`); cross-attention takes `source = text_source(text, text_mask)`, which depends on
+    the caption only (a sampler computes it once). q, k and v are Dense layers of
+    LayerNorm(h) (of LayerNorm(text) for k, v of cross-attention), computed with the norms folded into
+    them (`_norm_then_dense`).
     """
 
     latent_dim: int
     num_heads: int
     attention: str
     dropout: float
-    deterministic: bool
     dtype: Any
+    context_width: int = 0
 
-    @nn.compact
-    def __call__(self, h, emb, mask, context=None, context_mask=None):
+    def setup(self):
         width = self.latent_dim
-        norm = _LayerNormParams(width, name="norm")()
+        source_width = self.context_width or width
+        self.norm = _LayerNormParams(width)
+        if self.context_width:
+            self.text_norm = _LayerNormParams(self.context_width)
+        self.query = _DenseParams(width, width)
+        self.key = _DenseParams(source_width, width)
+        self.value = _DenseParams(source_width, width)
+        self.style = StylizationBlock(self.latent_dim, self.dropout, self.dtype)
+
+    def modulation(self, emb: jax.Array) -> jax.Array:
+        return self.style.modulation(emb)
+
+    def _source(self, standardized, norm, mask) -> dict[str, jax.Array]:
+        """What the queries attend to: the linear attention's context, else the keys, values and mask."""
+        k, v = (_norm_then_dense(standardized, norm, dense(), self.dtype) for dense in (self.key, self.value))
+        if self.attention == "efficient":
+            return {"context": linear_attention_context(k, v, mask, self.num_heads, self.dtype)}
+        return {"key": k, "value": v, "mask": mask}
+
+    def text_source(self, text: jax.Array, text_mask: jax.Array) -> dict[str, jax.Array]:
+        """Cross-attention: text [B, L, W], text_mask bool [B, L] -> what the queries attend to, which
+        depends on the caption alone: the linear attention's context [B, heads, H, H] ('efficient'), the
+        keys and values [B, L, C] and the mask ('softmax')."""
+        return self._source(_standardize(text), self.text_norm(), jnp.asarray(text_mask, bool))
+
+    def __call__(self, h, mask, modulation, source=None, deterministic: bool = True):
+        norm = self.norm()
         x = _standardize(h)
-        if context is None:
-            source, source_norm, source_mask = x, norm, mask
+        if source is None:
+            source = self._source(x, norm, mask)
+        q = _norm_then_dense(x, norm, self.query(), self.dtype)
+        if "context" in source:
+            y = linear_attention_read(q, source["context"], self.num_heads)
         else:
-            source_norm = _LayerNormParams(context.shape[-1], name="text_norm")()
-            source, source_mask = _standardize(context), context_mask
-        q = _norm_then_dense(x, norm, _DenseParams(width, width, name="query")(), self.dtype)
-        k, v = (
-            _norm_then_dense(source, source_norm, _DenseParams(source.shape[-1], width, name=n)(), self.dtype)
-            for n in ("key", "value")
-        )
-        y = _ATTENTION_FUNCTIONS[self.attention](q, k, v, source_mask, self.num_heads)
-        style = StylizationBlock(self.latent_dim, self.dropout, self.deterministic, self.dtype, name="style")
-        return h + style(y, emb)
-
-
-def gelu(x: jax.Array) -> jax.Array:
-    """Exact GELU as torch.nn.GELU computes it: 0.5 x (1 + erf(x / sqrt 2)) (erf: cheaper than erfc)."""
-    return 0.5 * x * (1.0 + jax.lax.erf(x * (1 / math.sqrt(2))))
+            y = softmax_attention(q, source["key"], source["value"], source["mask"], self.num_heads)
+        return h + self.style(y, modulation, deterministic)
 
 
 class FeedForward(nn.Module):
-    """h + Style(Dense_zero(dropout(GELU(Dense(h)))), emb); h [B, T, C] float32 (no pre-norm)."""
+    """h + Style(Dense_zero(dropout(GELU(Dense(h)))), modulation); h [B, T, C] float32 (no pre-norm)."""
 
     latent_dim: int
     ff_size: int
     dropout: float
-    deterministic: bool
     dtype: Any
 
-    @nn.compact
-    def __call__(self, h, emb):
-        y = gelu(_dense(self.ff_size, self.dtype, "linear1")(h))
-        y = nn.Dropout(self.dropout)(y, deterministic=self.deterministic)
-        y = _dense(self.latent_dim, self.dtype, "linear2", zero_init=True)(y)
-        style = StylizationBlock(self.latent_dim, self.dropout, self.deterministic, self.dtype, name="style")
-        return h + style(y, emb)
+    def setup(self):
+        self.linear1 = _dense(self.ff_size, self.dtype)
+        self.linear2 = _dense(self.latent_dim, self.dtype, zero_init=True)
+        self.drop = nn.Dropout(self.dropout)
+        self.style = StylizationBlock(self.latent_dim, self.dropout, self.dtype)
+
+    def modulation(self, emb: jax.Array) -> jax.Array:
+        return self.style.modulation(emb)
+
+    def __call__(self, h, modulation, deterministic: bool = True):
+        y = gelu(self.linear1(h))
+        y = self.drop(y, deterministic=deterministic)
+        y = self.linear2(y)
+        return h + self.style(y, modulation, deterministic)
+
+
+BLOCKS = ("self_attention", "cross_attention", "ffn")
 
 
 class DecoderLayer(nn.Module):
-    """One MotionDiffuse layer: frame self-attention, cross-attention to the text, feed-forward."""
+    """One MotionDiffuse layer: frame self-attention, cross-attention to the text, feed-forward.
+
+    What does not depend on the motion is split off: `text_source(text, text_mask)` (what the
+    cross-attention attends to) and `modulations(emb)` (each block's (scale, shift), {block: [N, 2C]}).
+    """
 
     latent_dim: int
     num_heads: int
     ff_size: int
     attention: str
     dropout: float
-    deterministic: bool
     dtype: Any
+    text_width: int
 
-    @nn.compact
-    def __call__(self, h, emb, mask, text, text_mask):
-        attention_fields = (self.latent_dim, self.num_heads, self.attention, self.dropout)
-        common = (self.deterministic, self.dtype)
-        h = TemporalAttention(*attention_fields, *common, name="self_attention")(h, emb, mask)
-        h = TemporalAttention(*attention_fields, *common, name="cross_attention")(
-            h, emb, mask, text, text_mask
-        )
-        return FeedForward(self.latent_dim, self.ff_size, self.dropout, *common, name="ffn")(h, emb)
+    def setup(self):
+        fields = (self.latent_dim, self.num_heads, self.attention, self.dropout, self.dtype)
+        self.self_attention = TemporalAttention(*fields)
+        self.cross_attention = TemporalAttention(*fields, context_width=self.text_width)
+        self.ffn = FeedForward(self.latent_dim, self.ff_size, self.dropout, self.dtype)
+
+    def text_source(self, text, text_mask):
+        return self.cross_attention.text_source(text, text_mask)
+
+    def modulations(self, emb) -> dict[str, jax.Array]:
+        return {name: getattr(self, name).modulation(emb) for name in BLOCKS}
+
+    def __call__(self, h, mask, text_source, modulations, deterministic: bool = True):
+        h = self.self_attention(h, mask, modulations["self_attention"], None, deterministic)
+        h = self.cross_attention(h, mask, modulations["cross_attention"], text_source, deterministic)
+        return self.ffn(h, modulations["ffn"], deterministic)
 
 
 class TextEncoderLayer(nn.Module):
@@ -360,11 +422,10 @@ class TextEncoder(nn.Module):
     num_heads: int
     ff_size: int
     dropout: float
-    deterministic: bool
     dtype: Any
 
     @nn.compact
-    def __call__(self, tokens, text_features, text_mask):
+    def __call__(self, tokens, text_features, text_mask, deterministic: bool = True):
         if text_features is None:
             x = _embed(self.vocab_size, self.width, TOKEN_INIT, "token_embedding")(tokens)
             x = x + _embed(self.max_length, self.width, TOKEN_INIT, "positions")(jnp.arange(tokens.shape[1]))
@@ -372,7 +433,7 @@ class TextEncoder(nn.Module):
             x = _dense(self.width, self.dtype, "feature_proj")(text_features).astype(jnp.float32)
         for i in range(self.num_layers):
             layer = TextEncoderLayer(
-                self.num_heads, self.ff_size, self.dropout, self.deterministic, self.dtype, name=f"layers_{i}"
+                self.num_heads, self.ff_size, self.dropout, deterministic, self.dtype, name=f"layers_{i}"
             )
             x = layer(x, text_mask)
         return _layer_norm("norm")(x)
@@ -384,6 +445,15 @@ class MotionTransformer(nn.Module):
     `attention`: 'efficient' (MotionDiffuse's linear attention) or 'softmax' (standard scaled
     dot-product attention in the same blocks). `remat` recomputes each layer's activations in the
     backward pass (less memory for long sequences, ~1/3 more compute).
+
+    `__call__` is the whole network. A sampler calls it hundreds of times with the same captions, so its
+    parts are methods too (`model.apply(..., method=...)`), split by what they depend on:
+      encode_text(tokens, text_mask)          the caption                 -> text [B, L, W]
+      condition_on_text(text, text_mask)      the caption                 -> TextCondition
+      modulations(t, condition["emb"])        the caption and the step    -> every block's (scale, shift)
+      denoise(x, mask, condition, modulations) the motion                  -> output [B, T, D]
+    `__call__(x, t, tokens, text_mask, mask)` = denoise(x, mask, c, modulations(t, c["emb"])) with
+    c = condition_on_text(encode_text(tokens, text_mask), text_mask): one code path, not a copy.
     """
 
     input_feats: int
@@ -403,7 +473,20 @@ class MotionTransformer(nn.Module):
     dtype: Any = jnp.float32
     remat: bool = False
 
-    @nn.compact
+    def setup(self):
+        time_width = 4 * self.latent_dim
+        self.time_embed_1 = _dense(time_width, self.dtype)
+        self.time_embed_2 = _dense(time_width, self.dtype)
+        self.text_encoder = _text_encoder(self)
+        self.text_proj = _dense(time_width, self.dtype)
+        self.motion_positions = _embed(self.max_motion_length, self.latent_dim, MOTION_POSITION_INIT)
+        self.joint_embed = _dense(self.latent_dim, self.dtype)
+        # static_argnums counts self: (self, h, mask, text_source, modulations, deterministic)
+        layer_class = nn.remat(DecoderLayer, static_argnums=(5,)) if self.remat else DecoderLayer
+        fields = (self.latent_dim, self.num_heads, self.ff_size, self.attention, self.dropout, self.dtype)
+        self.layers = [layer_class(*fields, self.text_latent_dim) for _ in range(self.num_layers)]
+        self.out = _dense(self.input_feats, self.dtype, zero_init=True)
+
     def __call__(
         self,
         x: jax.Array,
@@ -426,42 +509,43 @@ class MotionTransformer(nn.Module):
         """
         if encoded_text is None:
             self._check_inputs(x, tokens, text_features)
+            encoded_text = self.encode_text(tokens, text_mask, text_features, deterministic)
         else:
             self._check_inputs(x, jnp.zeros(encoded_text.shape[:2], jnp.int32), None)
+        condition = self.condition_on_text(encoded_text, text_mask)
+        return self.denoise(x, mask, condition, self.modulations(t, condition["emb"]), deterministic)
+
+    def encode_text(self, tokens, text_mask, text_features=None, deterministic: bool = True) -> jax.Array:
+        """The text encoder: tokens i32 [B, L] (or text_features f32 [B, L, F]) -> float32 [B, L, W]."""
+        return self.text_encoder(tokens, text_features, jnp.asarray(text_mask, bool), deterministic)
+
+    def condition_on_text(self, text: jax.Array, text_mask: jax.Array) -> dict[str, Any]:
+        """What the denoiser needs from encoded captions text [B, L, W], text_mask bool [B, L]:
+        {"emb": Dense(text at the last valid token) f32 [B, E] (added to the step embedding),
+         "layers": per layer what its cross-attention attends to (`TemporalAttention.text_source`)}."""
         text_mask = jnp.asarray(text_mask, bool)
-        mask = jnp.asarray(mask, bool)
-        time_width = 4 * self.latent_dim
-
-        emb = timestep_embedding(t, self.latent_dim)
-        emb = _dense(time_width, self.dtype, "time_embed_1")(emb)
-        emb = _dense(time_width, self.dtype, "time_embed_2")(nn.silu(emb))
-
-        if encoded_text is None:
-            text = _text_encoder(self, deterministic, name="text_encoder")(tokens, text_features, text_mask)
-        else:
-            text = encoded_text
         last_token = jnp.maximum(jnp.sum(text_mask, axis=1) - 1, 0)  # the end-of-text token
         pooled = jnp.take_along_axis(text, last_token[:, None, None], axis=1)[:, 0]
-        text_emb = _dense(time_width, self.dtype, "text_proj")(pooled)
-        emb = emb.astype(jnp.float32) + text_emb.astype(jnp.float32)  # [B, E]
+        emb = self.text_proj(pooled).astype(jnp.float32)
+        return {"emb": emb, "layers": tuple(layer.text_source(text, text_mask) for layer in self.layers)}
 
-        positions = _embed(self.max_motion_length, self.latent_dim, MOTION_POSITION_INIT, "motion_positions")
-        h = _dense(self.latent_dim, self.dtype, "joint_embed")(x).astype(jnp.float32)
-        h = h + positions(jnp.arange(x.shape[1]))
-        layer_class = nn.remat(DecoderLayer) if self.remat else DecoderLayer
-        for i in range(self.num_layers):
-            layer = layer_class(
-                self.latent_dim,
-                self.num_heads,
-                self.ff_size,
-                self.attention,
-                self.dropout,
-                deterministic,
-                self.dtype,
-                name=f"layers_{i}",
-            )
-            h = layer(h, emb, mask, text, text_mask)
-        return _dense(self.input_feats, self.dtype, "out", zero_init=True)(h).astype(jnp.float32)
+    def modulations(self, t: jax.Array, text_emb: jax.Array) -> tuple[dict[str, jax.Array], ...]:
+        """Steps t i32 [N] and `condition_on_text(...)["emb"]` rows f32 [N, E] -> per layer
+        {block: (scale, shift) f32 [N, 2C]}. Rows are independent: N may cover many steps at once."""
+        emb = timestep_embedding(t, self.latent_dim)
+        emb = self.time_embed_2(nn.silu(self.time_embed_1(emb)))
+        emb = emb.astype(jnp.float32) + text_emb  # [N, E]
+        return tuple(layer.modulations(emb) for layer in self.layers)
+
+    def denoise(self, x, mask, condition, modulations, deterministic: bool = True) -> jax.Array:
+        """x f32 [B, T, D], mask bool [B, T], `condition_on_text(...)` and `modulations(...)` of B rows
+        -> float32 [B, T, D]."""
+        mask = jnp.asarray(mask, bool)
+        h = self.joint_embed(x).astype(jnp.float32)
+        h = h + self.motion_positions(jnp.arange(x.shape[1]))
+        for layer, source, modulation in zip(self.layers, condition["layers"], modulations, strict=True):
+            h = layer(h, mask, source, modulation, deterministic)
+        return self.out(h).astype(jnp.float32)
 
     def _check_inputs(self, x, tokens, text_features):
         if self.attention not in ATTENTION_KINDS:
@@ -478,8 +562,7 @@ class MotionTransformer(nn.Module):
             raise ValueError(f"{tokens.shape[1]} tokens exceed text_max_length={self.text_max_length}")
 
 
-def _text_encoder(model: MotionTransformer, deterministic: bool, **kwargs) -> TextEncoder:
-    """The model's text encoder (inside `model`'s __call__ pass name=...; outside it, parent=None)."""
+def _text_encoder(model: MotionTransformer) -> TextEncoder:
     return TextEncoder(
         model.text_vocab_size,
         model.text_max_length,
@@ -488,9 +571,7 @@ def _text_encoder(model: MotionTransformer, deterministic: bool, **kwargs) -> Te
         model.text_num_heads,
         model.text_ff_size,
         model.dropout,
-        deterministic,
         model.dtype,
-        **kwargs,
     )
 
 
@@ -502,9 +583,8 @@ def encode_text(
     text_features: jax.Array | None = None,
 ) -> jax.Array:
     """The text encoder's output [B, L, text_latent_dim] for `model.apply(..., encoded_text=...)`."""
-    encoder = _text_encoder(model, True, parent=None)
-    return encoder.apply(
-        {"params": params["text_encoder"]}, tokens, text_features, jnp.asarray(text_mask, bool)
+    return model.apply(
+        {"params": params}, tokens, text_mask, text_features, method=MotionTransformer.encode_text
     )
 
 

@@ -246,18 +246,9 @@ def _sample_function(
         loop_rng = jax.random.fold_in(sample_key, 1)
         if guided:  # one forward pass of [conditional; unconditional]
             encoded, text_mask = jnp.stack([caption, empty]), jnp.stack([caption_mask, empty_mask])
-            mask = jnp.concatenate([mask, mask])
         else:
             encoded, text_mask = caption[None], caption_mask[None]
-
-        def denoise(x_t, t):
-            if guided:
-                x_t, t = jnp.concatenate([x_t, x_t]), jnp.concatenate([t, t])
-            out = model.apply({"params": params}, x_t, t, None, text_mask, mask, encoded_text=encoded)
-            if guided:
-                conditional, unconditional = out[:1], out[1:]
-                return unconditional + scale * (conditional - unconditional)
-            return out
+        denoise = conditioned_denoiser(model, params, encoded, text_mask, mask, scale if guided else None)
 
         if sampler == "ddpm":
             x0 = diffusion.ddpm_sample_loop(schedule, denoise, x_T, loop_rng, kind, clip_x0)
@@ -267,6 +258,56 @@ def _sample_function(
 
     per_sample = (None, None, None, 0, 0, 0, 0, None, None, None)
     return jax.pmap(jax.vmap(sample_one, in_axes=per_sample), in_axes=per_sample)
+
+
+MODULATION_CHUNK = 50  # steps whose block modulations are computed together (memory ~ 100 KB x rows x chunk)
+
+
+def conditioned_denoiser(
+    model: model_lib.MotionTransformer,
+    params,
+    text: jax.Array,
+    text_mask: jax.Array,
+    mask: jax.Array,
+    guidance_scale: jax.Array | float | None = None,
+    chunk: int | None = None,
+) -> diffusion.PreparedDenoiser:
+    """The model as the sample loops' denoiser for captions encoded once (`model_lib.encode_text`).
+
+    text f32[R, L, W] and text_mask bool[R, L]: R = B rows, one per sample of x_t [B, T, D]; with
+    `guidance_scale` s, R = 2B: the B conditional rows, then the B unconditional (empty caption) rows,
+    and the output is u + s (c - u) from one pass over the 2B rows. mask bool[B, T] marks real frames.
+    Hoisted out of the steps: the captions' pooled embedding and every cross-attention's keys and values
+    (once), the step embeddings and every block's (scale, shift) (once per `chunk` steps, as [chunk * R]
+    rows; chunk None: MODULATION_CHUNK); a step then runs `MotionTransformer.denoise` alone. Same function
+    as calling the model.
+    """
+    variables = {"params": params}
+    condition = model.apply(variables, text, text_mask, method=model_lib.MotionTransformer.condition_on_text)
+    rows = text.shape[0]
+    guided = guidance_scale is not None
+    frame_mask = jnp.concatenate([mask, mask]) if guided else mask
+
+    def prepare(timesteps):
+        steps = timesteps.shape[0]
+        emb = jnp.tile(condition["emb"], (steps, 1))  # row r of step k at k * rows + r
+        modulations = model.apply(
+            variables, jnp.repeat(timesteps, rows), emb, method=model_lib.MotionTransformer.modulations
+        )
+        return jax.tree.map(lambda a: a.reshape(steps, rows, *a.shape[1:]), modulations)
+
+    def apply(x_t, t, modulations):
+        del t  # the modulations carry the step
+        x = jnp.concatenate([x_t, x_t]) if guided else x_t
+        out = model.apply(
+            variables, x, frame_mask, condition, modulations, method=model_lib.MotionTransformer.denoise
+        )
+        if not guided:
+            return out
+        conditional, unconditional = jnp.split(out, 2)
+        return unconditional + guidance_scale * (conditional - unconditional)
+
+    return diffusion.PreparedDenoiser(prepare, apply, MODULATION_CHUNK if chunk is None else chunk)
 
 
 def _replicated(loaded: LoadedModel, name: str, make: Callable[[], Any]) -> Any:

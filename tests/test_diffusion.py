@@ -534,6 +534,38 @@ def test_sampling_loop_is_one_scan_that_traces_the_denoiser_once(sampler):
     assert len(short_names) == len(long_names), "the traced program must not grow with the number of steps"
 
 
+@pytest.mark.parametrize("sampler, steps, chunk", [("ddpm", 23, 5), ("ddpm", 23, 23), ("ddim", 7, 3)])
+def test_prepared_denoiser_in_padded_chunks_equals_the_plain_denoiser(sampler, steps, chunk):
+    """The step-only work moved to `prepare` (one call per chunk of timesteps) gives the same samples as
+    the plain DenoiseFn: 23 DDPM steps in chunks of 5 (the last padded with 2 steps that must be
+    skipped), in one chunk, and 7 of 50 DDIM steps in chunks of 3 (1 padding step), eta 1 (noise used)."""
+    schedule = diffusion.make_schedule("cosine", steps if sampler == "ddpm" else 50)
+    prepared_calls = []
+
+    def prepare(timesteps):
+        prepared_calls.append(timesteps.shape)
+        return {"offset": 0.01 * timesteps.astype(jnp.float32)}  # what `shrink` adds, from t alone
+
+    def apply(x_t, t, prepared):
+        return 0.5 * x_t + prepared["offset"]  # ignores t: only the prepared slice says which step it is
+
+    prepared = diffusion.PreparedDenoiser(prepare, apply, chunk)
+    x_T, rng = jax.random.normal(jax.random.key(3), (2, 4, 3)), jax.random.key(4)
+    if sampler == "ddpm":
+        run = lambda denoise: diffusion.ddpm_sample_loop(schedule, denoise, x_T, rng, "epsilon")  # noqa: E731
+    else:
+        run = lambda denoise: diffusion.ddim_sample_loop(  # noqa: E731
+            schedule, denoise, x_T, rng, "epsilon", steps, eta=1.0
+        )
+    expected = np.asarray(jax.jit(lambda: run(shrink))())
+    got = np.asarray(jax.jit(lambda: run(prepared))())
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
+    chunks = -(-steps // chunk)
+    assert prepared_calls == [(-(-steps // chunks),)]  # traced once, for one chunk's timesteps
+    nine = jnp.full((2,), 9)  # used as a plain DenoiseFn: prepare on the one step, then apply
+    np.testing.assert_allclose(np.asarray(prepared(x_T, nine)), np.asarray(shrink(x_T, nine)), atol=1e-6)
+
+
 # --- properties -------------------------------------------------------------------------------------
 
 PROPERTY_SCHEDULE = diffusion.make_schedule("cosine", 50)

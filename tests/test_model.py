@@ -274,15 +274,20 @@ def test_one_layer_block_matches_a_float64_reference(block):
     emb = rng.standard_normal((B, 4 * SMALL["latent_dim"])).astype(np.float32)
     text = rng.standard_normal((B, L, SMALL["text_latent_dim"])).astype(np.float32)
     _, _, _, text_mask, mask = make_batch()
-    common = dict(dropout=0.0, deterministic=True, dtype=jnp.float32)
+    common = dict(dropout=0.0, dtype=jnp.float32)
     if block == "ffn":
         module = model_lib.FeedForward(SMALL["latent_dim"], SMALL["ff_size"], **common)
-        params, args = layer["ffn"], (h, emb)
+        params = layer["ffn"]
+        run = lambda m: m(h, m.modulation(emb))  # noqa: E731
     else:
-        module = model_lib.TemporalAttention(SMALL["latent_dim"], SMALL["num_heads"], "efficient", **common)
+        width = SMALL["text_latent_dim"] if block == "cross" else 0
+        module = model_lib.TemporalAttention(
+            SMALL["latent_dim"], SMALL["num_heads"], "efficient", **common, context_width=width
+        )
         params = layer["self_attention" if block == "self" else "cross_attention"]
-        args = (h, emb, mask) if block == "self" else (h, emb, mask, text, text_mask)
-    out = module.apply({"params": params}, *args)
+        source = (lambda m: m.text_source(text, text_mask)) if block == "cross" else (lambda m: None)
+        run = lambda m: m(h, mask, m.modulation(emb), source(m))  # noqa: E731
+    out = module.apply({"params": params}, method=run)
     expected = ref_block(block, params, *(a.astype(np.float64) for a in (h, emb)), mask, text, text_mask, 4)
     np.testing.assert_allclose(np.asarray(out), expected, rtol=1e-4, atol=1e-4)
 
@@ -309,12 +314,21 @@ def test_layer_gradients_match_float64_finite_differences():
     text_mask[2] = False
     weights = rng.standard_normal((B, T, SMALL["latent_dim"]))
     layer = model_lib.DecoderLayer(
-        SMALL["latent_dim"], SMALL["num_heads"], SMALL["ff_size"], "efficient", 0.0, True, jnp.float32
+        SMALL["latent_dim"],
+        SMALL["num_heads"],
+        SMALL["ff_size"],
+        "efficient",
+        0.0,
+        jnp.float32,
+        SMALL["text_latent_dim"],
     )
     point = {"params": params, "h": h, "emb": emb, "text": text}
 
     def loss32(x):
-        out = layer.apply({"params": x["params"]}, x["h"], x["emb"], mask, x["text"], text_mask)
+        def run(m):
+            return m(x["h"], mask, m.text_source(x["text"], text_mask), m.modulations(x["emb"]))
+
+        out = layer.apply({"params": x["params"]}, method=run)
         return jnp.sum(out * weights.astype(np.float32))
 
     def loss64(x):

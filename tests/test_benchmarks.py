@@ -1,0 +1,83 @@
+"""The benchmark scripts run end to end at a tiny model size and write their JSON (the torch twin's rows
+too where torch is installed: `pip install -e '.[bench]'`). Timings are not checked, only that every case
+ran and reported a time; the functions the benchmarks time are tested against references elsewhere."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+TINY = [
+    *("--latent", "16", "--layers", "2", "--ff", "32", "--heads", "2", "--text-width", "8"),
+    *("--text-layers", "1", "--text-heads", "2", "--text-ff", "16", "--text-length", "5", "--vocab", "40"),
+]
+HAVE_TORCH = importlib.util.find_spec("torch") is not None
+
+
+def run_benchmark(script: str, tmp_path: Path, *args: str) -> tuple[dict, str]:
+    out = tmp_path / f"{Path(script).stem}.json"
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / script), *args, "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+    )
+    assert result.returncode == 0, f"{script} failed:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
+    return json.loads(out.read_text()), result.stdout
+
+
+def test_sampling_benchmark_runs_every_case(tmp_path):
+    impls = ["jax-fp32", "jax-fp32-stepwise"] + (["torch-fp32"] if HAVE_TORCH else [])
+    record, stdout = run_benchmark(
+        "bench_sampling.py",
+        tmp_path,
+        *("--cases", "ddpm:2x6,ddim:2x6", "--ddpm-steps", "7", "--ddim-steps", "3", "--features", "6"),
+        *("--impls", ",".join(impls), "--repeats", "1", "--warmup", "1", *TINY),
+    )
+    assert record["complete"]
+    got = {(row["impl"], row["sampler"], row["steps"]) for row in record["rows"]}
+    assert got == {(impl, sampler, n) for impl in impls for sampler, n in (("ddpm", 7), ("ddim", 3))}
+    assert all(row["median_s"] > 0 and row["per_step_ms"] > 0 for row in record["rows"])
+    assert "jax-fp32-stepwise" in stdout
+
+
+def test_train_step_benchmark_runs_every_case(tmp_path):
+    impls = ["jax-fp32"] + (["torch-fp32"] if HAVE_TORCH else [])
+    record, _ = run_benchmark(
+        "bench_train_step.py",
+        tmp_path,
+        *("--batch", "2", "--frames", "6", "--features", "12", "--impls", ",".join(impls)),
+        *("--geometric", "off", "--repeats", "1", "--warmup", "0", "--memory", "none"),
+        *("--matmul-size", "64", *TINY),
+    )
+    assert record["complete"]
+    rows = record["rows"]
+    assert sorted(row["impl"] for row in rows) == sorted(impls)
+    assert all(row["median_s"] > 0 and row["features"] == 12 for row in rows)
+
+
+def test_layer_benchmark_times_every_part(tmp_path):
+    record, stdout = run_benchmark(
+        "bench_layer.py",
+        tmp_path,
+        *("--batch", "2", "--frames", "6", "--latent", "16", "--ff", "32", "--heads", "2"),
+        *("--text-length", "5", "--text-width", "8", "--repeats", "1"),
+    )
+    parts = [row["part"] for row in record["rows"]]
+    assert parts[:3] == ["feed-forward", "self-attention", "cross-attention"]
+    assert all(row["seconds"] > 0 for row in record["rows"])
+    assert "layer (the three blocks)" in stdout
+
+
+@pytest.mark.parametrize("script", ["bench_sampling.py", "bench_train_step.py", "bench_layer.py"])
+def test_benchmark_help_describes_it(script):
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / script), "--help"], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0 and "usage" in result.stdout.lower()
