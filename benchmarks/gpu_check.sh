@@ -87,7 +87,8 @@ for case in ${CASES//,/ }; do
       run geometric 90 60 "${train[@]}" --batch 32 --geometric both --impls jax-bf16 --repeats 10 --warmup 3 ;;
     sampling)
       run sampling 160 60 benchmarks/bench_sampling.py --features 264 \
-        --cases ddpm:4x60,ddpm:32x196,ddim:4x60,ddim:32x196 --impls jax-bf16,torch-bf16 --repeats 1 \
+        --cases ddpm:4x60,ddpm:32x196,ddim:4x60,ddim:32x196 --impls jax-bf16,jax-bf16-stepwise,torch-bf16 \
+        --repeats 1 \
         --warmup 1 ;;
     torch_compile)
       run torch_compile 150 90 "${train[@]}" --batch 32 --geometric off --impls torch-compile-bf16 \
