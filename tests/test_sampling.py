@@ -529,3 +529,56 @@ def test_a_trained_checkpoint_samples_in_a_fresh_process_the_same_on_two_devices
         motion = np.load(out / name)
         assert entry["length"] == 12 and motion.shape == (12, 228) and np.all(np.isfinite(motion))
         np.testing.assert_allclose(motion, one_device["motion"][i], rtol=1e-5, atol=1e-4)
+
+
+def _scan_bodies(jaxpr):
+    """The body jaxprs of every scan in a (closed) jaxpr, outermost first."""
+    jaxpr = getattr(jaxpr, "jaxpr", jaxpr)
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "scan":
+            yield eqn.params["jaxpr"]
+        for param in eqn.params.values():
+            for sub in param if isinstance(param, tuple | list) else (param,):
+                if hasattr(sub, "eqns") or hasattr(getattr(sub, "jaxpr", None), "eqns"):
+                    yield from _scan_bodies(sub)
+
+
+def _dot_operand_sizes(jaxpr) -> set[int]:
+    """Every dimension size of every dot_general operand in a jaxpr and its sub-jaxprs."""
+    jaxpr = getattr(jaxpr, "jaxpr", jaxpr)
+    sizes = set()
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "dot_general":
+            sizes.update(d for var in eqn.invars for d in var.aval.shape)
+        for param in eqn.params.values():
+            for sub in param if isinstance(param, tuple | list) else (param,):
+                if hasattr(sub, "eqns") or hasattr(getattr(sub, "jaxpr", None), "eqns"):
+                    sizes |= _dot_operand_sizes(sub)
+    return sizes
+
+
+def test_a_sampler_step_runs_no_caption_or_step_embedding_matmul():
+    """The per-step (inner) scan holds none of the products whose inputs are the caption or the step alone:
+    no matmul there touches the embedding width E = 48 (time MLP, stylization projections: those run in
+    the chunk (outer) scan) or the text width 10 (cross-attention keys and values: computed once, before
+    both scans)."""
+    model = model_lib.MotionTransformer(
+        input_feats=6, max_motion_length=7, latent_dim=12, num_layers=2, ff_size=20, num_heads=2,
+        text_vocab_size=30, text_max_length=3, text_latent_dim=10, text_num_layers=1, text_num_heads=2,
+        text_ff_size=14,
+    )  # fmt: skip
+    params = model_lib.init_params(model, jax.random.key(0))
+    schedule = sampling.diffusion.make_schedule("cosine", 8)
+    text, text_mask = jnp.zeros((2, 3, 10)), jnp.ones((2, 3), bool)
+
+    def sample(params, x_T):
+        denoise = sampling.conditioned_denoiser(
+            model, params, text, text_mask, jnp.ones((1, 7), bool), guidance_scale=2.0, chunk=4
+        )
+        return sampling.diffusion.ddpm_sample_loop(schedule, denoise, x_T, jax.random.key(1), "epsilon")
+
+    jaxpr = jax.make_jaxpr(sample)(params, jnp.zeros((1, 7, 6)))
+    outer, inner = list(_scan_bodies(jaxpr))[:2]
+    assert 10 in _dot_operand_sizes(jaxpr)
+    assert 48 in _dot_operand_sizes(outer) and 10 not in _dot_operand_sizes(outer)
+    assert not {48, 10} & _dot_operand_sizes(inner), _dot_operand_sizes(inner)
