@@ -272,9 +272,9 @@ class TemporalAttention(nn.Module):
 
     `__call__(h, mask, modulation, source=None)`: h [B, T, C] float32, mask bool [B, T], modulation [B, 2C]
     (`modulation(emb)`); cross-attention takes `source = text_source(text, text_mask)`, which depends on
-    the caption only (a sampler computes it once). q, k and v are Dense layers of
-    LayerNorm(h) (of LayerNorm(text) for k, v of cross-attention), computed with the norms folded into
-    them (`_norm_then_dense`).
+    the caption only (a sampler computes it once). q, k and v are Dense layers of LayerNorm(h) (of
+    LayerNorm(text) for k, v of cross-attention), computed with the norms folded into them
+    (`_norm_then_dense`).
     """
 
     latent_dim: int
@@ -285,6 +285,8 @@ class TemporalAttention(nn.Module):
     context_width: int = 0
 
     def setup(self):
+        if self.attention not in ATTENTION_KINDS:
+            raise ValueError(f"attention must be one of {ATTENTION_KINDS}, got {self.attention!r}")
         width = self.latent_dim
         source_width = self.context_width or width
         self.norm = _LayerNormParams(width)
@@ -548,8 +550,6 @@ class MotionTransformer(nn.Module):
         return self.out(h).astype(jnp.float32)
 
     def _check_inputs(self, x, tokens, text_features):
-        if self.attention not in ATTENTION_KINDS:
-            raise ValueError(f"attention must be one of {ATTENTION_KINDS}, got {self.attention!r}")
         if (tokens is None) == (text_features is None):
             raise ValueError("pass exactly one of tokens [B, L] and text_features [B, L, F]")
         if x.ndim != 3 or x.shape[-1] != self.input_feats:

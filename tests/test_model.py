@@ -240,6 +240,17 @@ def test_inputs_longer_than_the_tables_are_rejected():
 # ---------------------------------------------------------------- blocks against float64 numpy
 
 
+def test_an_unknown_attention_kind_is_refused_on_every_path():
+    model = small_model(attention="linear", num_layers=1, text_num_layers=0)
+    params = params_of(small_model(num_layers=1, text_num_layers=0))
+    x, t, tokens, text_mask, mask = make_batch()
+    with pytest.raises(ValueError, match="attention must be one of"):
+        model.apply({"params": params}, x, t, tokens, text_mask, mask)
+    text = jnp.zeros((B, L, SMALL["text_latent_dim"]))
+    with pytest.raises(ValueError, match="attention must be one of"):
+        model.apply({"params": params}, text, text_mask, method=model_lib.MotionTransformer.condition_on_text)
+
+
 def test_timestep_embedding_is_cos_then_sin():
     t = np.array([0, 1, 17, 999])
     dim = 10
