@@ -15,19 +15,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 from pathlib import Path
 
+import common  # noqa: I001 - first: sets the allocator before jax starts (and puts the repository on sys.path)
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import common  # noqa: E402
-
-from motion_ddpm_jax import model as model_lib  # noqa: E402
+from motion_ddpm_jax import model as model_lib
 
 
 def timed(fn, args, repeats: int) -> float:
