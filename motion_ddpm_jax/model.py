@@ -319,7 +319,7 @@ class TemporalAttention(nn.Module):
         if source is None:
             source = self._source(x, norm, mask)
         q = _norm_then_dense(x, norm, self.query(), self.dtype)
-        if "context" in source:
+        if self.attention == "efficient":
             y = linear_attention_read(q, source["context"], self.num_heads)
         else:
             y = softmax_attention(q, source["key"], source["value"], source["mask"], self.num_heads)
@@ -451,7 +451,7 @@ class MotionTransformer(nn.Module):
     `__call__` is the whole network. A sampler calls it hundreds of times with the same captions, so its
     parts are methods too (`model.apply(..., method=...)`), split by what they depend on:
       encode_text(tokens, text_mask)          the caption                 -> text [B, L, W]
-      condition_on_text(text, text_mask)      the caption                 -> TextCondition
+      condition_on_text(text, text_mask)      the caption                 -> {"emb", "layers"}
       modulations(t, condition["emb"])        the caption and the step    -> every block's (scale, shift)
       denoise(x, mask, condition, modulations) the motion                  -> output [B, T, D]
     `__call__(x, t, tokens, text_mask, mask)` = denoise(x, mask, c, modulations(t, c["emb"])) with
@@ -510,10 +510,8 @@ class MotionTransformer(nn.Module):
         `tokens` and `text_features` are ignored and may be None.
         """
         if encoded_text is None:
-            self._check_inputs(x, tokens, text_features)
+            self._check_text(tokens, text_features)
             encoded_text = self.encode_text(tokens, text_mask, text_features, deterministic)
-        else:
-            self._check_inputs(x, jnp.zeros(encoded_text.shape[:2], jnp.int32), None)
         condition = self.condition_on_text(encoded_text, text_mask)
         return self.denoise(x, mask, condition, self.modulations(t, condition["emb"]), deterministic)
 
@@ -542,6 +540,7 @@ class MotionTransformer(nn.Module):
     def denoise(self, x, mask, condition, modulations, deterministic: bool = True) -> jax.Array:
         """x f32 [B, T, D], mask bool [B, T], `condition_on_text(...)` and `modulations(...)` of B rows
         -> float32 [B, T, D]."""
+        self._check_motion(x)
         mask = jnp.asarray(mask, bool)
         h = self.joint_embed(x).astype(jnp.float32)
         h = h + self.motion_positions(jnp.arange(x.shape[1]))
@@ -549,17 +548,19 @@ class MotionTransformer(nn.Module):
             h = layer(h, mask, source, modulation, deterministic)
         return self.out(h).astype(jnp.float32)
 
-    def _check_inputs(self, x, tokens, text_features):
+    def _check_text(self, tokens, text_features):
         if (tokens is None) == (text_features is None):
             raise ValueError("pass exactly one of tokens [B, L] and text_features [B, L, F]")
+        if tokens is not None and tokens.shape[1] > self.text_max_length:
+            raise ValueError(f"{tokens.shape[1]} tokens exceed text_max_length={self.text_max_length}")
+
+    def _check_motion(self, x):
         if x.ndim != 3 or x.shape[-1] != self.input_feats:
             raise ValueError(f"x must be [B, T, {self.input_feats}], got shape {x.shape}")
         if x.shape[1] > self.max_motion_length:
             raise ValueError(
                 f"{x.shape[1]} frames exceed the positional table: max_motion_length={self.max_motion_length}"
             )
-        if tokens is not None and tokens.shape[1] > self.text_max_length:
-            raise ValueError(f"{tokens.shape[1]} tokens exceed text_max_length={self.text_max_length}")
 
 
 def _text_encoder(model: MotionTransformer) -> TextEncoder:

@@ -277,7 +277,7 @@ def conditioned_denoiser(
     text f32[R, L, W] and text_mask bool[R, L]: R = B rows, one per sample of x_t [B, T, D]; with
     `guidance_scale` s, R = 2B: the B conditional rows, then the B unconditional (empty caption) rows,
     and the output is u + s (c - u) from one pass over the 2B rows. mask bool[B, T] marks real frames.
-    Hoisted out of the steps: the captions' pooled embedding and every cross-attention's keys and values
+    Hoisted out of the steps: the captions' pooled embedding and what every cross-attention attends to
     (once), the step embeddings and every block's (scale, shift) (once per `chunk` steps, as [chunk * R]
     rows; chunk None: MODULATION_CHUNK); a step then runs `MotionTransformer.denoise` alone. Same function
     as calling the model.

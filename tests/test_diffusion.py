@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from jaxpr_walk import equations
 
 from motion_ddpm_jax import diffusion
 
@@ -497,13 +498,7 @@ def test_sampling_loop_draws_fresh_noise_at_every_step(sampler):
 
 def primitive_names(jaxpr):
     """Every primitive in a (closed) jaxpr, including those inside sub-jaxprs (jit, scan, cond bodies)."""
-    jaxpr = getattr(jaxpr, "jaxpr", jaxpr)
-    for eqn in jaxpr.eqns:
-        yield eqn.primitive.name
-        for param in eqn.params.values():
-            for sub in param if isinstance(param, tuple | list) else (param,):
-                if hasattr(sub, "eqns") or hasattr(getattr(sub, "jaxpr", None), "eqns"):
-                    yield from primitive_names(sub)
+    return [eqn.primitive.name for eqn in equations(jaxpr)]
 
 
 @pytest.mark.parametrize("sampler", ["ddpm", "ddim"])

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jaxpr_walk import equations
 from scipy.spatial.transform import Rotation
 
 from motion_ddpm_jax import checkpoint, sampling, text
@@ -533,28 +534,13 @@ def test_a_trained_checkpoint_samples_in_a_fresh_process_the_same_on_two_devices
 
 def _scan_bodies(jaxpr):
     """The body jaxprs of every scan in a (closed) jaxpr, outermost first."""
-    jaxpr = getattr(jaxpr, "jaxpr", jaxpr)
-    for eqn in jaxpr.eqns:
-        if eqn.primitive.name == "scan":
-            yield eqn.params["jaxpr"]
-        for param in eqn.params.values():
-            for sub in param if isinstance(param, tuple | list) else (param,):
-                if hasattr(sub, "eqns") or hasattr(getattr(sub, "jaxpr", None), "eqns"):
-                    yield from _scan_bodies(sub)
+    return [eqn.params["jaxpr"] for eqn in equations(jaxpr) if eqn.primitive.name == "scan"]
 
 
 def _dot_operand_sizes(jaxpr) -> set[int]:
     """Every dimension size of every dot_general operand in a jaxpr and its sub-jaxprs."""
-    jaxpr = getattr(jaxpr, "jaxpr", jaxpr)
-    sizes = set()
-    for eqn in jaxpr.eqns:
-        if eqn.primitive.name == "dot_general":
-            sizes.update(d for var in eqn.invars for d in var.aval.shape)
-        for param in eqn.params.values():
-            for sub in param if isinstance(param, tuple | list) else (param,):
-                if hasattr(sub, "eqns") or hasattr(getattr(sub, "jaxpr", None), "eqns"):
-                    sizes |= _dot_operand_sizes(sub)
-    return sizes
+    dots = (eqn for eqn in equations(jaxpr) if eqn.primitive.name == "dot_general")
+    return {size for eqn in dots for var in eqn.invars for size in var.aval.shape}
 
 
 def test_a_sampler_step_runs_no_caption_or_step_embedding_matmul():
@@ -578,7 +564,7 @@ def test_a_sampler_step_runs_no_caption_or_step_embedding_matmul():
         return sampling.diffusion.ddpm_sample_loop(schedule, denoise, x_T, jax.random.key(1), "epsilon")
 
     jaxpr = jax.make_jaxpr(sample)(params, jnp.zeros((1, 7, 6)))
-    outer, inner = list(_scan_bodies(jaxpr))[:2]
+    outer, inner = _scan_bodies(jaxpr)[:2]
     assert 10 in _dot_operand_sizes(jaxpr)
     assert 48 in _dot_operand_sizes(outer) and 10 not in _dot_operand_sizes(outer)
     assert not {48, 10} & _dot_operand_sizes(inner), _dot_operand_sizes(inner)
