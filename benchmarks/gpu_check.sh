@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# One GPU check for issue 6, sized for one call of about 7 minutes on an H100. Run it from the repository
+# One GPU check for issue 6, sized for one call of about 7-8 minutes on an H100. Run it from the repository
 # root (or anywhere) on a machine with one GPU where jax (CUDA), torch (CUDA), flax, optax and
 # ml_collections import (PYTHONPATH set by the caller; nothing is installed here):
 #
-#     OUT=/tmp/results PYTHON=python3 BUDGET_S=400 bash benchmarks/gpu_check.sh
+#     OUT=/tmp/results PYTHON=python3 BUDGET_S=450 bash benchmarks/gpu_check.sh
 #
-# Environment: OUT (default /tmp/gpu_check), PYTHON (default python), BUDGET_S (default 400: the whole
+# Environment: OUT (default /tmp/gpu_check), PYTHON (default python), BUDGET_S (default 450: the whole
 # check, start-up included, stays within about BUDGET_S + 10 s), BIG_BATCH (default 256), CASES (which
 # cases, in which order; default all, as listed below).
 #
@@ -22,17 +22,20 @@
 #   big_batch      B=$BIG_BATCH: ours bf16 vs the twin bf16 autocast; model FLOP utilisation (MFU% =
 #                  analytic FLOPs / s / the card's bf16 matmul rate measured in the same run); the goals:
 #                  >= 3x the twin's AMP throughput, >= 40% MFU
-#   geometric      B=32: ours bf16 with and without the bone-length term (its overhead); the step without
-#                  it is train_step's jax-bf16, loaded from this check's compilation cache
 #   sampling       DDPM 1000 steps and DDIM 50 steps at 4x60 and 32x196 (DDPM first), ours bf16 vs the
 #                  twin's Python loop under bf16 autocast, one repeat; the goal: >= 3x at DDPM 1000
+#   profile        B=$BIG_BATCH: where ours bf16's step time goes (benchmarks/profile_step.py: per kind of
+#                  op and the top ops, from a jax.profiler trace); the raw trace and the compiled program's
+#                  text stay in $OUT/profile_trace (open the trace in https://ui.perfetto.dev)
+#   geometric      B=32: ours bf16 with and without the bone-length term (its overhead); the step without
+#                  it is train_step's jax-bf16, loaded from this check's compilation cache
 #   torch_compile  B=32: the twin bf16 under torch.compile, if time is left
 set -u
 OUT=${OUT:-/tmp/gpu_check}
 PYTHON=${PYTHON:-python}
-BUDGET_S=${BUDGET_S:-400}
+BUDGET_S=${BUDGET_S:-450}
 BIG_BATCH=${BIG_BATCH:-256}
-CASES=${CASES:-train_step,big_batch,geometric,sampling,torch_compile}
+CASES=${CASES:-train_step,big_batch,sampling,profile,geometric,torch_compile}
 mkdir -p "$OUT"
 cd "$(dirname "$0")/.." || exit 1
 export PYTHONWARNINGS=ignore PYTHONUNBUFFERED=1
@@ -83,6 +86,9 @@ for case in ${CASES//,/ }; do
     big_batch)
       run big_batch 120 70 "${train[@]}" --batch "$BIG_BATCH" --geometric off \
         --impls jax-bf16,torch-bf16 --repeats 5 --warmup 2 ;;
+    profile)  # the step of big_batch's jax-bf16: compiled from this check's cache when big_batch ran
+      run profile 100 60 benchmarks/profile_step.py --features 264 --frames 196 --batch "$BIG_BATCH" \
+        --dtype bfloat16 --steps 3 --warmup 2 --top 40 --trace-dir "$OUT/profile_trace" ;;
     geometric)
       run geometric 90 60 "${train[@]}" --batch 32 --geometric both --impls jax-bf16 --repeats 10 --warmup 3 ;;
     sampling)
@@ -93,7 +99,7 @@ for case in ${CASES//,/ }; do
     torch_compile)
       run torch_compile 150 90 "${train[@]}" --batch 32 --geometric off --impls torch-compile-bf16 \
         --repeats 10 --warmup 3 ;;
-    *) echo "unknown case $case (known: train_step big_batch geometric sampling torch_compile)" ;;
+    *) echo "unknown case $case (known: train_step big_batch profile geometric sampling torch_compile)" ;;
   esac
 done
 

@@ -65,6 +65,36 @@ def train_table(record: dict, title: str) -> None:
         )
 
 
+def load_profile(folder: Path) -> dict | None:
+    try:
+        record = json.loads((folder / "profile.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return record if record.get("complete") else None
+
+
+def profile_table(record: dict, top: int = 12) -> None:
+    """Where the profiled step's time went (benchmarks/profile_step.py): per kind of op, the top ops."""
+    args = record["args"]
+    wall_ms = 1e3 * record["wall_median_s"]
+    print(
+        f"\nprofile: B={args['batch']} {record['dtype']}, wall {wall_ms:.1f} ms/step, op time "
+        f"{record['op_ms_per_step']:.1f} ms/step ({record['op_ms_per_step'] / wall_ms:.0%} of wall); "
+        f"dots {fmt(record.get('program_gflop_per_step'), '.0f')} GFLOP/step "
+        f"(analytic {fmt(record.get('analytic_gflop_per_step'), '.0f')})"
+    )
+    print(f"  {'kind':<16}{'ms/step':>9}{'share':>8}{'ops':>6}{'TFLOP/s':>9}")
+    for row in record["kinds"]:
+        share = "-" if row["kind"] == "control" else f"{row['share']:.1%}"
+        gflop = row.get("gflop_per_step")
+        rate = gflop / row["ms_per_step"] if gflop and row["ms_per_step"] else None
+        print(f"  {row['kind']:<16}{row['ms_per_step']:>9.2f}{share:>8}{row['ops']:>6}{fmt(rate, '.1f'):>9}")
+    print(f"  top {top} ops:")
+    for row in record["ops"][:top]:
+        source = row.get("source", "")[-60:]
+        print(f"    {row['ms_per_step']:8.3f} ms  {row['kind']:<15}{row['op']:<28}{source}")
+
+
 def row_of(record: dict | None, impl: str, geometric: bool = False) -> dict | None:
     for row in (record or {}).get("rows", []):
         if row["impl"] == impl and row["geometric"] == geometric:
@@ -152,7 +182,12 @@ def main(argv: list[str]) -> int:
             print(f"  torch.compile bf16 vs twin eager bf16: {eager['median_s'] / compiled['median_s']:.2f}x")
         if compiled and ours:
             print(f"  ours bf16 vs torch.compile bf16: {compiled['median_s'] / ours['median_s']:.2f}x")
+    profile = load_profile(folder)
+    if profile:
+        profile_table(profile)
     missing = [name for name, record in records.items() if record is None]
+    if not profile:
+        missing.append("profile")
     if missing:
         print(f"\nno rows from: {', '.join(missing)}")
     return 0

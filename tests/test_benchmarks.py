@@ -75,9 +75,29 @@ def test_layer_benchmark_times_every_part(tmp_path):
     assert "layer (the three blocks)" in stdout
 
 
-@pytest.mark.parametrize("script", ["bench_sampling.py", "bench_train_step.py", "bench_layer.py"])
+@pytest.mark.parametrize(
+    "script", ["bench_sampling.py", "bench_train_step.py", "bench_layer.py", "profile_step.py"]
+)
 def test_benchmark_help_describes_it(script):
     result = subprocess.run(
         [sys.executable, str(BENCHMARKS / script), "--help"], capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0 and "usage" in result.stdout.lower()
+
+
+def test_profile_step_splits_the_step_by_kind_of_op(tmp_path):
+    trace = tmp_path / "trace"
+    record, stdout = run_benchmark(
+        "profile_step.py",
+        tmp_path,
+        *("--batch", "2", "--frames", "6", "--features", "12", "--dtype", "float32", "--steps", "1"),
+        *("--warmup", "0", "--trace-dir", str(trace), *TINY),
+    )
+    assert record["complete"] and record["module"] == "jit_train_step"
+    kinds = {row["kind"]: row for row in record["kinds"]}
+    assert {"matmul", "elementwise", "reduction"} <= set(kinds)
+    assert record["op_ms_per_step"] > 0 and record["matched_ops"] == len(record["ops"])
+    # The program's dots do the work the analytic count says (the count leaves out the loss's few).
+    assert record["program_gflop_per_step"] == pytest.approx(record["analytic_gflop_per_step"], rel=0.1)
+    assert (trace / "train_step.hlo.txt").is_file() and list(trace.rglob("perfetto_trace.json.gz"))
+    assert "| kind | ms/step |" in stdout

@@ -1,0 +1,462 @@
+"""Where our train step's time goes: a profiled run of the jitted step, summarised per XLA op and per kind.
+
+    .venv/bin/python benchmarks/profile_step.py [--batch 32] [--frames 196] [--features 264]
+        [--dtype bfloat16|float32] [--steps 3] [--warmup 2] [--top 25] [--trace-dir DIR] [--json out.json]
+
+The step is the one `bench_train_step.py` times (`train.make_train_step`, jitted with the state donated,
+no bone-length term), so on a card the compilation comes from the same cache. After compiling and
+`--warmup` steps it times `--steps` steps without the profiler (the wall time per step), then runs
+`--steps` more under `jax.profiler.trace` and reads the Perfetto trace that jax writes (a gzipped Chrome
+trace JSON: nothing beyond jax is needed to read it).
+
+Every op event that names its XLA op (`args.hlo_op`) and belongs to the step's module is summed per op and
+divided by the profiled steps; each op gets a kind from the compiled program's text (`compiled.as_text()`):
+matmul (a dot or convolution, a fusion around one, a gemm custom call), reduction, transpose/copy,
+elementwise, collective, control flow (while/conditional/call bodies are counted through their own ops),
+other. Tables: per kind (ms/step, share of the op time, op count) and the top `--top` ops (ms/step,
+share, kind, result shape), and where the trace has them, the device's kernels by name. "op time / wall"
+compares the summed op time with the step's wall time: on a GPU, below 100% means the device waited
+(launch overhead, host work); on a CPU, ops run on several threads at once and XLA:CPU hides the Eigen
+dots' work in other events (see RESULTS.md), so read CPU tables as a rough split only.
+
+`--trace-dir DIR` keeps the raw trace there (for https://ui.perfetto.dev) with the compiled program's
+text (`train_step.hlo.txt`); by default the trace goes to a temporary directory that is removed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import dataclasses
+import gzip
+import json
+import re
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import bench_train_step  # noqa: I001 - first: it imports common, which sets the allocator before jax
+import common
+import jax
+
+KINDS = ("matmul", "reduction", "transpose/copy", "elementwise", "collective", "control", "other")
+_COLLECTIVES = (
+    "all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute", "send", "recv",
+    "all-reduce-start", "all-reduce-done", "all-gather-start", "all-gather-done",
+    "collective-permute-start", "collective-permute-done",
+)  # fmt: skip
+_MATMUL_OPCODES = ("dot", "convolution", "ragged-dot", "scaled-dot")
+_ELEMENTWISE_OPCODES = (
+    "add", "subtract", "multiply", "divide", "maximum", "minimum", "exponential", "log", "tanh", "sqrt",
+    "rsqrt", "negate", "abs", "select", "compare", "convert", "broadcast", "power", "erf", "logistic",
+    "and", "or", "not", "xor", "clamp", "sine", "cosine", "iota", "constant", "exponential-minus-one",
+    "log-plus-one", "sign", "floor", "ceil", "round-nearest-even", "is-finite", "bitcast-convert",
+    "shift-left", "shift-right-logical", "shift-right-arithmetic", "remainder", "atan2",
+)  # fmt: skip
+
+_TRANSCENDENTAL = {"exponential", "tanh", "log", "erf", "logistic"}
+_COMPUTATION = re.compile(r"^(?:ENTRY\s+)?%?(?P<name>[\w.\-]+)\s*\(.*\)\s*->\s*.*\{\s*$")
+_INSTRUCTION = re.compile(
+    r"^\s*(?:ROOT\s+)?%?(?P<name>[\w.\-]+)\s*=\s*(?P<shape>.+?)\s+(?P<opcode>[a-z][a-z0-9\-]*)\((?P<rest>.*)$"
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class HloOp:
+    """One instruction of the compiled program: its opcode, result shape, the computation it sits in, the
+    computations it calls, its fusion kind and custom-call target ('' where none)."""
+
+    name: str
+    opcode: str
+    shape: str
+    computation: str
+    calls: tuple[str, ...]
+    fusion_kind: str
+    target: str
+    operands: tuple[str, ...] = ()
+    source: str = ""  # the jax op it came from (metadata op_name): "jit(train_step)/.../query/dot_general"
+    contracting: tuple[int, ...] = ()  # a dot's lhs contracting dimensions
+
+
+def dims(shape: str) -> tuple[int, ...]:
+    """The dimensions of an array shape as HLO prints it ("f32[32,196,512]{2,1,0}" -> (32, 196, 512))."""
+    match = re.match(r"\s*\w+\[([\d,]*)\]", shape)
+    if not match:
+        return ()
+    return tuple(int(d) for d in match[1].split(",") if d)
+
+
+def _operand_names(rest: str) -> tuple[str, ...]:
+    """The operand names of an instruction, from the text after its opcode's opening parenthesis."""
+    depth, end = 1, len(rest)
+    for i, char in enumerate(rest):
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if depth == 0:
+            end = i
+            break
+    return tuple(re.findall(r"%([\w.\-]+)", rest[:end]))
+
+
+def parse_hlo(text: str) -> dict[str, HloOp]:
+    """Every instruction of an HLO module's text (`compiled.as_text()`), by name."""
+    ops: dict[str, HloOp] = {}
+    computation = ""
+    for line in text.splitlines():
+        header = _COMPUTATION.match(line)
+        if header and "=" not in line.split("(", 1)[0]:
+            computation = header["name"]
+            continue
+        match = _INSTRUCTION.match(line)
+        if not match:
+            continue
+        rest = match["rest"]
+        calls = re.findall(r"(?:calls|to_apply|body|condition|branch_computations)=\{?%?([\w.\-]+)", rest)
+        calls += re.findall(r"branch_computations=\{([^}]*)\}", rest)
+        names = tuple(c.strip().lstrip("%") for group in calls for c in group.split(",") if c.strip())
+        kind = re.search(r"kind=(k\w+)", rest)
+        target = re.search(r'custom_call_target="([^"]+)"', rest)
+        source = re.search(r'op_name="([^"]*)"', rest)
+        contracting = re.search(r"lhs_contracting_dims=\{([\d,]*)\}", rest)
+        ops[match["name"]] = HloOp(
+            name=match["name"],
+            opcode=match["opcode"],
+            shape=match["shape"].strip(),
+            computation=computation,
+            calls=names,
+            fusion_kind=kind[1] if kind else "",
+            target=target[1] if target else "",
+            operands=_operand_names(rest),
+            source=source[1] if source else "",
+            contracting=tuple(int(d) for d in contracting[1].split(",") if d) if contracting else (),
+        )
+    return ops
+
+
+def dot_flops(op: HloOp, ops: dict[str, HloOp]) -> float:
+    """2 x (output elements) x (contracted size) of a dot; 0 where an operand's shape is unknown."""
+    lhs = ops.get(op.operands[0]) if op.operands else None
+    if lhs is None:
+        return 0.0
+    lhs_dims = dims(lhs.shape)
+    contracted = 1
+    for d in op.contracting:
+        contracted *= lhs_dims[d] if d < len(lhs_dims) else 1
+    out = 1
+    for d in dims(op.shape):
+        out *= d
+    return 2.0 * out * contracted
+
+
+def matmul_flops(ops: dict[str, HloOp]) -> dict[str, float]:
+    """Each instruction's dot FLOPs: its own if it is a dot, else those of the dots in what it calls."""
+    by_computation: dict[str, list[HloOp]] = collections.defaultdict(list)
+    for op in ops.values():
+        by_computation[op.computation].append(op)
+    memo: dict[str, float] = {}
+
+    def computation_flops(name: str, seen: frozenset) -> float:
+        if name in memo:
+            return memo[name]
+        total = sum(instruction_flops(op, seen | {name}) for op in by_computation.get(name, ()))
+        memo[name] = total
+        return total
+
+    def instruction_flops(op: HloOp, seen: frozenset) -> float:
+        if op.opcode == "dot":
+            return dot_flops(op, ops)
+        if op.opcode == "fusion" or op.target:
+            return sum(computation_flops(c, seen) for c in op.calls if c not in seen)
+        return 0.0
+
+    return {name: instruction_flops(op, frozenset()) for name, op in ops.items()}
+
+
+def _opcodes_by_computation(ops: dict[str, HloOp]) -> dict[str, set[str]]:
+    """Each computation's opcodes, including those of the computations it calls (fusion bodies)."""
+    direct: dict[str, set[str]] = collections.defaultdict(set)
+    calls: dict[str, set[str]] = collections.defaultdict(set)
+    for op in ops.values():
+        direct[op.computation].add(op.opcode)
+        calls[op.computation].update(op.calls)
+    closed: dict[str, set[str]] = {}
+
+    def close(name: str, seen: frozenset = frozenset()) -> set[str]:
+        if name in closed:
+            return closed[name]
+        found = set(direct.get(name, ()))
+        for callee in calls.get(name, ()):
+            if callee not in seen:
+                found |= close(callee, seen | {name})
+        closed[name] = found
+        return found
+
+    for name in list(direct):
+        close(name)
+    return closed
+
+
+def op_kind(op: HloOp | None, event_name: str, inner: dict[str, set[str]]) -> str:
+    """The kind of op (one of KINDS) of an event: from the compiled program where the op is known, else from
+    the event's name (XLA names fusions after their content: loop_add_fusion, input_reduce_fusion, ...)."""
+    if op is not None:
+        opcodes = {op.opcode}
+        for callee in op.calls:
+            opcodes |= inner.get(callee, set())
+        target = op.target.lower()
+        if op.opcode in ("while", "conditional", "call") and op.fusion_kind == "":
+            return "control"
+        if opcodes & set(_MATMUL_OPCODES) or any(k in target for k in ("gemm", "matmul", "cublas", "dot")):
+            return "matmul"
+        if op.opcode in _COLLECTIVES or opcodes & set(_COLLECTIVES):
+            return "collective"
+        if opcodes & {"reduce", "reduce-window", "scatter", "select-and-scatter", "sort"}:
+            return "reduction"
+        if op.opcode in ("copy", "transpose", "copy-start", "copy-done") or (
+            op.opcode == "fusion" and opcodes & {"transpose", "copy"} and not opcodes & _TRANSCENDENTAL
+        ):
+            return "transpose/copy"
+        if op.opcode == "fusion" or op.opcode in _ELEMENTWISE_OPCODES:
+            return "elementwise"
+        return "other"
+    name = event_name.lower()
+    for kind, keys in (
+        ("matmul", ("gemm", "dot", "matmul", "cublas", "cutlass", "xmma", "conv")),
+        ("collective", ("all-reduce", "all_reduce", "allreduce", "nccl", "all-gather")),
+        ("reduction", ("reduce", "scatter")),
+        ("transpose/copy", ("transpose", "copy")),
+        ("elementwise", ("fusion", "loop_")),
+    ):
+        if any(key in name for key in keys):
+            return kind
+    return "other"
+
+
+def short_source(op_name: str) -> str:
+    """A jax op name made short: "jit(train_step)/transpose(jvp(MotionTransformer))/MotionTransformer.denoise/
+    layers_3/ffn/linear1/dot_general" -> "bwd denoise/layers_3/ffn/linear1/dot_general"."""
+    parts = [p for p in op_name.split("/") if p]
+    if parts and parts[0].startswith("jit("):
+        parts = parts[1:]
+    direction = ""
+    if parts and parts[0].startswith(("transpose(", "jvp(")):
+        direction = "bwd" if parts[0].startswith("transpose(") else "fwd"
+        parts = parts[1:]
+    parts = [p.split(".", 1)[1] if p.startswith("MotionTransformer.") else p for p in parts]
+    return " ".join(x for x in (direction, "/".join(parts)) if x)
+
+
+def load_trace(trace_dir: Path) -> list[dict]:
+    """The events of the newest Perfetto trace jax wrote under trace_dir."""
+    paths = sorted(trace_dir.rglob("perfetto_trace.json.gz"), key=lambda p: p.stat().st_mtime)
+    if not paths:
+        raise FileNotFoundError(f"no perfetto_trace.json.gz under {trace_dir} (jax.profiler wrote none)")
+    with gzip.open(paths[-1], "rt") as handle:
+        data = json.load(handle)
+    return data["traceEvents"] if isinstance(data, dict) else data
+
+
+def summarize(events: list[dict], ops: dict[str, HloOp], steps: int, module_hint: str = "") -> dict:
+    """Op time per op, per kind and per device kernel, in ms per step, from a trace's complete events.
+
+    Op events are those with `args.hlo_op` (where none has one: the device's events, by name, each op
+    then classified by its name); of the modules they name, the one whose name contains
+    `module_hint` (else the one with the most time) is the step. Where the trace has a thread named
+    "XLA Ops" (a GPU's per-op line beside its per-stream kernels), only that thread is counted, so that a
+    kernel is not counted twice."""
+    names = {}
+    threads = {}
+    for event in events:
+        if event.get("ph") == "M" and event.get("name") == "process_name":
+            names[event["pid"]] = event.get("args", {}).get("name", "")
+        if event.get("ph") == "M" and event.get("name") == "thread_name":
+            threads[(event["pid"], event["tid"])] = event.get("args", {}).get("name", "")
+    complete = [e for e in events if e.get("ph") == "X" and "dur" in e]
+    device_pids = {pid for pid, name in names.items() if "gpu" in name.lower() or "/device:" in name.lower()}
+    tagged = [e for e in complete if e.get("args", {}).get("hlo_op")]
+    if not tagged:  # a trace whose kernels do not name their ops: the device's kernels, by name
+        tagged = [
+            {**e, "args": {**e.get("args", {}), "hlo_op": e["name"], "hlo_module": ""}}
+            for e in complete
+            if e["pid"] in device_pids
+        ]
+    op_threads = {key for key, name in threads.items() if name.strip().lower() == "xla ops"}
+    if op_threads and any((e["pid"], e["tid"]) in op_threads for e in tagged):
+        tagged = [e for e in tagged if (e["pid"], e["tid"]) in op_threads]
+    per_module: dict[str, float] = collections.Counter()
+    for event in tagged:
+        per_module[event["args"].get("hlo_module", "")] += float(event["dur"])
+    if not per_module:
+        raise ValueError("the trace has no op events (no event carries args.hlo_op) and no device events")
+    hinted = [m for m in per_module if module_hint and module_hint in m]
+    module = max(hinted or per_module, key=per_module.get)
+    inner = _opcodes_by_computation(ops)
+    flops = matmul_flops(ops)
+    per_op: dict[str, dict] = {}
+    for event in tagged:
+        if event["args"].get("hlo_module", "") != module:
+            continue
+        name = event["args"]["hlo_op"]
+        entry = per_op.setdefault(name, {"op": name, "us": 0.0, "events": 0})
+        entry["us"] += float(event["dur"])
+        entry["events"] += 1
+    kinds_of = {name: op_kind(ops.get(name), name, inner) for name in per_op}
+    # A while/conditional/call event spans its body's ops, which have events of their own.
+    total_us = sum(entry["us"] for name, entry in per_op.items() if kinds_of[name] != "control")
+    rows = []
+    for name, entry in per_op.items():
+        op = ops.get(name)
+        rows.append(
+            {
+                "op": name,
+                "kind": kinds_of[name],
+                "ms_per_step": entry["us"] / 1e3 / steps,
+                "share": entry["us"] / total_us if total_us and kinds_of[name] != "control" else 0.0,
+                "events_per_step": entry["events"] / steps,
+                "opcode": op.opcode if op else "",
+                "shape": op.shape if op else "",
+                "source": short_source(op.source) if op else "",
+                "gflop": flops.get(name, 0.0) / 1e9,
+            }
+        )
+    rows.sort(key=lambda row: -row["ms_per_step"])
+    kinds = []
+    for kind in KINDS:
+        members = [row for row in rows if row["kind"] == kind]
+        if members:
+            kinds.append(
+                {
+                    "kind": kind,
+                    "ms_per_step": sum(row["ms_per_step"] for row in members),
+                    "share": sum(row["share"] for row in members),
+                    "ops": len(members),
+                    "gflop_per_step": sum(row["gflop"] * row["events_per_step"] for row in members),
+                }
+            )
+    kernels: dict[str, float] = collections.Counter()
+    for event in complete:
+        if event["pid"] in device_pids and (event["pid"], event["tid"]) not in op_threads:
+            if "stream" in threads.get((event["pid"], event["tid"]), "").lower():
+                kernels[event["name"]] += float(event["dur"])
+    kernel_rows = [{"kernel": name, "ms_per_step": us / 1e3 / steps} for name, us in kernels.most_common()]
+    return {
+        "module": module,
+        "modules_us": dict(per_module),
+        "op_ms_per_step": total_us / 1e3 / steps,
+        "ops": rows,
+        "kinds": kinds,
+        "kernels": kernel_rows,
+        "matched_ops": sum(1 for row in rows if row["opcode"]),
+    }
+
+
+def print_summary(summary: dict, wall_s: float, top: int) -> None:
+    op_ms = summary["op_ms_per_step"]
+    print(
+        f"module {summary['module']}: wall {wall_s * 1e3:.1f} ms/step, op time {op_ms:.1f} ms/step "
+        f"(op time / wall {op_ms / (wall_s * 1e3):.0%}), {len(summary['ops'])} ops "
+        f"({summary['matched_ops']} found in the compiled program)"
+    )
+    print("\n| kind | ms/step | share of op time | ops | GFLOP/step | GFLOP/s |\n|---|---|---|---|---|---|")
+    for row in summary["kinds"]:
+        share = f"{row['share']:.1%}" if row["kind"] != "control" else "(spans its bodies' ops; not summed)"
+        gflop = row["gflop_per_step"]
+        rate = f"{gflop / (row['ms_per_step'] / 1e3):.1f}" if gflop and row["ms_per_step"] else ""
+        print(
+            f"| {row['kind']} | {row['ms_per_step']:.2f} | {share} | {row['ops']} | {gflop:.1f} | {rate} |"
+            if gflop
+            else f"| {row['kind']} | {row['ms_per_step']:.2f} | {share} | {row['ops']} | | |"
+        )
+    print(f"\n| top {top} ops | kind | ms/step | share | GFLOP/s | shape | from |")
+    print("|---|---|---|---|---|---|---|")
+    for row in summary["ops"][:top]:
+        shape = row["shape"] if len(row["shape"]) <= 40 else row["shape"][:37] + "..."
+        ms = row["ms_per_step"] / max(row["events_per_step"], 1e-9)
+        rate = f"{row['gflop'] / (ms / 1e3):.1f}" if row["gflop"] and ms else ""
+        events = f" ({row['events_per_step']:g}x)" if row["events_per_step"] != 1 else ""
+        print(
+            f"| {row['op']}{events} | {row['kind']} | {row['ms_per_step']:.3f} | {row['share']:.1%} | "
+            f"{rate} | {shape} | {row['source'][-70:]} |"
+        )
+    if summary["kernels"]:
+        print(f"\n| top {top} device kernels | ms/step |\n|---|---|")
+        for row in summary["kernels"][:top]:
+            name = row["kernel"] if len(row["kernel"]) <= 90 else row["kernel"][:87] + "..."
+            print(f"| {name} | {row['ms_per_step']:.3f} |")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--frames", type=int, default=196)
+    parser.add_argument("--features", type=int, default=264)
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="",
+                        help="compute dtype (default: bfloat16 on a GPU, float32 on a CPU)")  # fmt: skip
+    parser.add_argument("--steps", type=int, default=3, help="steps timed, then as many profiled")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps after compiling")
+    parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--trace-dir", type=Path, default=None, help="keep the raw trace here")
+    parser.add_argument("--json", type=Path, default=None)
+    common.add_model_flags(parser)
+    args = parser.parse_args(argv)
+    if args.steps < 1:
+        parser.error(f"--steps must be at least 1, got {args.steps}")
+    if args.trace_dir is not None and args.trace_dir.exists() and any(args.trace_dir.iterdir()):
+        parser.error(f"--trace-dir {args.trace_dir} is not empty: give a new or empty directory")
+    return args
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    dtype = args.dtype or ("float32" if jax.default_backend() == "cpu" else "bfloat16")
+    machine = common.machine_info()
+    record = {"benchmark": "profile_step", "machine": machine, "args": vars(args) | {"dtype": dtype},
+              "complete": False}  # fmt: skip
+    record["args"] = {k: str(v) if isinstance(v, Path) else v for k, v in record["args"].items()}
+    step = bench_train_step.OurStep(args, args.features)
+    compiled, compile_s, _ = step.compile(dtype, geometric=False)
+    print(f"compiled in {compile_s:.1f} s on {jax.devices()[0].device_kind}", file=sys.stderr)
+    run = step.runner(compiled)
+    for _ in range(args.warmup + 1):
+        run()
+    wall = common.time_repeats(run, args.steps)
+    wall_s = statistics.median(wall)
+    hlo = compiled.as_text()
+    ops = parse_hlo(hlo)
+    if args.trace_dir is not None:
+        args.trace_dir.mkdir(parents=True, exist_ok=True)
+        (args.trace_dir / "train_step.hlo.txt").write_text(hlo)
+    with tempfile.TemporaryDirectory(prefix="profile_step_") as scratch:
+        trace_dir = args.trace_dir or Path(scratch)
+        start = time.perf_counter()
+        with jax.profiler.trace(str(trace_dir), create_perfetto_trace=True):
+            for _ in range(args.steps):
+                run()
+        profiled_s = (time.perf_counter() - start) / args.steps
+        summary = summarize(load_trace(trace_dir), ops, args.steps, module_hint="train_step")
+    analytic = common.model_flops(args.batch, args.frames, args.features, args.text_length, step.config.model)
+    program = sum(row["gflop"] * row["events_per_step"] for row in summary["ops"])
+    print(
+        f"matmul work: {program:.2f} GFLOP/step in the program's dots, {analytic['train_step'] / 1e9:.2f} "
+        "by the analytic count (common.model_flops)"
+    )
+    print_summary(summary, wall_s, args.top)
+    record.update(
+        complete=True,
+        dtype=dtype,
+        compile_s=compile_s,
+        wall_s=wall,
+        wall_median_s=wall_s,
+        profiled_s_per_step=profiled_s,
+        program_gflop_per_step=program,
+        analytic_gflop_per_step=analytic["train_step"] / 1e9,
+        **summary,
+    )
+    common.write_json(args.json, record)
+
+
+if __name__ == "__main__":
+    main()

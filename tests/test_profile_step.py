@@ -1,0 +1,188 @@
+"""benchmarks/profile_step.py's reading of XLA programs and profiler traces: op kinds, dot FLOPs against the
+analytic count, per-op sums from a trace (one module, each op once, control flow not summed)."""
+
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import profile_step  # noqa: E402
+
+# An HLO module as XLA prints it (the text of `compiled.as_text()`), cut down: a dot fused with a tanh, a
+# batched dot, a transposing fusion, a reduction with its reducer, a while loop and the entry's tuple.
+HLO = """HloModule jit_train_step, entry_computation_layout={(f32[64,32]{1,0})->f32[]}
+
+%fused_computation (param_0: f32[64,32], param_1: f32[32,16]) -> f32[64,16] {
+  %param_0 = f32[64,32]{1,0} parameter(0)
+  %param_1 = f32[32,16]{1,0} parameter(1)
+  %dot.1 = f32[64,16]{1,0} dot(%param_0, %param_1), lhs_contracting_dims={1}, rhs_contracting_dims={0}
+  ROOT %tanh.1 = f32[64,16]{1,0} tanh(%dot.1)
+}
+
+%fused_transpose (param_0.1: f32[16,64]) -> f32[64,16] {
+  %param_0.1 = f32[16,64]{1,0} parameter(0)
+  ROOT %transpose.1 = f32[64,16]{0,1} transpose(%param_0.1), dimensions={1,0}
+}
+
+%region_add (a: f32[], b: f32[]) -> f32[] {
+  %a = f32[] parameter(0)
+  %b = f32[] parameter(1)
+  ROOT %add.9 = f32[] add(%a, %b)
+}
+
+%body (carry: (s32[], f32[4,8,5])) -> (s32[], f32[4,8,5]) {
+  %carry = (s32[], f32[4,8,5]{2,1,0}) parameter(0)
+  %i = s32[] get-tuple-element(%carry), index=0
+  %x = f32[4,8,5]{2,1,0} get-tuple-element(%carry), index=1
+  ROOT %next = (s32[], f32[4,8,5]{2,1,0}) tuple(%i, %x)
+}
+
+%cond (carry.1: (s32[], f32[4,8,5])) -> pred[] {
+  %carry.1 = (s32[], f32[4,8,5]{2,1,0}) parameter(0)
+  ROOT %done = pred[] constant(false)
+}
+
+ENTRY %main.5 (p0: f32[64,32], p1: f32[32,16], p2: f32[16,64], x: f32[4,8,5], y: f32[4,5,8]) -> f32[] {
+  %p0 = f32[64,32]{1,0} parameter(0)
+  %p1 = f32[32,16]{1,0} parameter(1)
+  %p2 = f32[16,64]{1,0} parameter(2)
+  %x.1 = f32[4,8,5]{2,1,0} parameter(3)
+  %y.1 = f32[4,5,8]{2,1,0} parameter(4)
+  %ynn_fusion.3 = f32[64,16]{1,0} fusion(%p0, %p1), kind=kCustom, calls=%fused_computation, BWD_META, YNN
+  %batched = f32[4,8,8]{2,1,0} dot(%x.1, %y.1), lhs_batch_dims={0}, lhs_contracting_dims={2}, BATCHED
+  %copy_fusion = f32[64,16]{1,0} fusion(%p2), kind=kLoop, calls=%fused_transpose
+  %c0 = f32[] constant(0)
+  %reduce.2 = f32[] reduce(%copy_fusion, %c0), dimensions={0,1}, to_apply=%region_add
+  %loop = (s32[], f32[4,8,5]{2,1,0}) while(%carry.2), condition=%cond, body=%body
+  %sum = f32[] add(%reduce.2, %reduce.2)
+  ROOT %tuple = (f32[64,16]{1,0}, f32[]) tuple(%ynn_fusion.3, %sum)
+}
+"""
+HLO = (
+    HLO.replace(
+        "BWD_META",
+        'metadata={op_name="jit(train_step)/transpose(jvp(MotionTransformer))/MotionTransformer.denoise/'
+        'layers_0/ffn/linear1/dot_general" stack_frame_id=3}',
+    )
+    .replace("YNN", 'backend_config={"fusion_config":{"kind":"__ynn_fusion"}}')
+    .replace(
+        "BATCHED",
+        "rhs_batch_dims={0}, rhs_contracting_dims={1}, metadata={op_name="
+        '"jit(train_step)/jvp(MotionTransformer)/MotionTransformer.denoise/layers_0/self_attention/dot_general"}',
+    )
+)
+
+
+@pytest.fixture(scope="module")
+def ops():
+    return profile_step.parse_hlo(HLO)
+
+
+def test_parse_hlo_reads_opcodes_shapes_calls_and_sources(ops):
+    fused = ops["ynn_fusion.3"]
+    assert (fused.opcode, fused.fusion_kind, fused.calls) == ("fusion", "kCustom", ("fused_computation",))
+    assert fused.computation == "main.5" and fused.operands == ("p0", "p1")
+    assert profile_step.dims(fused.shape) == (64, 16)
+    assert ops["dot.1"].computation == "fused_computation" and ops["dot.1"].contracting == (1,)
+    assert ops["loop"].calls == ("cond", "body") and ops["reduce.2"].calls == ("region_add",)
+    assert profile_step.short_source(fused.source) == "bwd denoise/layers_0/ffn/linear1/dot_general"
+    assert profile_step.short_source(ops["batched"].source).startswith("fwd denoise/layers_0/self_attention")
+
+
+def test_dot_flops_are_two_times_outputs_times_contracted_size(ops):
+    flops = profile_step.matmul_flops(ops)
+    assert flops["ynn_fusion.3"] == 2 * 64 * 16 * 32  # through the fusion's body
+    assert flops["batched"] == 2 * (4 * 8 * 8) * 5  # batch dims are output dims, K = 5
+    assert flops["copy_fusion"] == 0 and flops["reduce.2"] == 0 and flops["sum"] == 0
+
+
+def test_op_kinds(ops):
+    inner = profile_step._opcodes_by_computation(ops)
+    kind = {
+        name: profile_step.op_kind(op, name, inner) for name, op in ops.items() if op.computation == "main.5"
+    }
+    assert kind["ynn_fusion.3"] == "matmul" and kind["batched"] == "matmul"
+    assert kind["copy_fusion"] == "transpose/copy"
+    assert kind["reduce.2"] == "reduction"
+    assert kind["loop"] == "control"
+    assert kind["sum"] == "elementwise"
+    # Events of ops the program does not name are classified by their (kernel) names.
+    assert profile_step.op_kind(None, "sm90_xmma_gemm_bf16bf16", inner) == "matmul"
+    assert profile_step.op_kind(None, "input_reduce_fusion_3", inner) == "reduction"
+    assert profile_step.op_kind(None, "loop_add_fusion", inner) == "elementwise"
+
+
+def _event(name, dur, pid=1, tid=1, module="jit_train_step", ts=0.0):
+    return {"ph": "X", "pid": pid, "tid": tid, "ts": ts, "dur": dur, "name": name,
+            "args": {"hlo_op": name, "hlo_module": module}}  # fmt: skip
+
+
+def test_summarize_counts_each_op_once_per_step_in_the_step_module(ops):
+    events = [
+        {"ph": "M", "name": "process_name", "pid": 1, "args": {"name": "/device:GPU:0"}},
+        {"ph": "M", "name": "thread_name", "pid": 1, "tid": 1, "args": {"name": "XLA Ops"}},
+        {"ph": "M", "name": "thread_name", "pid": 1, "tid": 2, "args": {"name": "Stream #7(Compute)"}},
+        # two profiled steps on the per-op line
+        _event("ynn_fusion.3", 300.0), _event("ynn_fusion.3", 500.0),
+        _event("copy_fusion", 100.0), _event("copy_fusion", 100.0),
+        _event("loop", 1000.0), _event("loop", 1000.0),
+        # the same work seen as kernels on a stream: not counted again as ops, listed as kernels
+        {**_event("ynn_fusion.3", 800.0, tid=2), "name": "sm90_gemm_kernel"},
+        # another program (e.g. the benchmark's copies): not the step
+        _event("copy_fusion", 5000.0, module="jit_copy"),
+    ]  # fmt: skip
+    summary = profile_step.summarize(events, ops, steps=2, module_hint="train_step")
+    assert summary["module"] == "jit_train_step"
+    rows = {row["op"]: row for row in summary["ops"]}
+    assert rows["ynn_fusion.3"]["ms_per_step"] == pytest.approx(0.4)
+    assert rows["copy_fusion"]["ms_per_step"] == pytest.approx(0.1)
+    assert summary["op_ms_per_step"] == pytest.approx(0.5)  # the loop spans ops of its own: not summed
+    assert rows["ynn_fusion.3"]["share"] == pytest.approx(0.8) and rows["loop"]["share"] == 0.0
+    kinds = {row["kind"]: row for row in summary["kinds"]}
+    assert kinds["matmul"]["gflop_per_step"] == pytest.approx(2 * 64 * 16 * 32 / 1e9)
+    assert summary["kernels"] == [{"kernel": "sm90_gemm_kernel", "ms_per_step": pytest.approx(0.4)}]
+
+
+def test_summarize_falls_back_to_device_kernels_by_name(ops):
+    events = [
+        {"ph": "M", "name": "process_name", "pid": 3, "args": {"name": "/device:GPU:0"}},
+        {"ph": "M", "name": "thread_name", "pid": 3, "tid": 1, "args": {"name": "Stream #7(Compute)"}},
+        {"ph": "X", "pid": 3, "tid": 1, "ts": 0, "dur": 600.0, "name": "sm90_xmma_gemm_bf16", "args": {}},
+        {"ph": "X", "pid": 3, "tid": 1, "ts": 0, "dur": 200.0, "name": "loop_add_fusion", "args": {}},
+        {"ph": "X", "pid": 9, "tid": 1, "ts": 0, "dur": 9e6, "name": "PjitFunction(f)", "args": {}},  # host
+    ]
+    summary = profile_step.summarize(events, ops, steps=1)
+    assert {row["op"]: row["kind"] for row in summary["ops"]} == {
+        "sm90_xmma_gemm_bf16": "matmul",
+        "loop_add_fusion": "elementwise",
+    }
+    assert summary["op_ms_per_step"] == pytest.approx(0.8)
+
+
+def test_summarize_refuses_a_trace_without_op_events(ops):
+    with pytest.raises(ValueError, match="hlo_op"):
+        profile_step.summarize([{"ph": "X", "pid": 1, "tid": 1, "dur": 5.0, "name": "x"}], ops, 1)
+
+
+def test_parse_hlo_reads_this_jax_programs_and_counts_their_dot_flops():
+    """The installed XLA's own text: a matmul + tanh and a batched contraction, against the analytic count."""
+
+    def f(a, b, c, d):
+        return jnp.tanh(a @ b).sum() + jnp.einsum("bij,bjk->bik", c, d).sum()
+
+    shapes = [(48, 40), (40, 24), (3, 8, 5), (3, 5, 7)]
+    compiled = jax.jit(f).lower(*(jnp.ones(s) for s in shapes)).compile()
+    ops = profile_step.parse_hlo(compiled.as_text())
+    flops = profile_step.matmul_flops(ops)
+    inner = profile_step._opcodes_by_computation(ops)
+    # Count each dot once: the ops the runtime launches (not the dots inside their fusion bodies).
+    called = {c for op in ops.values() for c in op.calls}
+    launched = [
+        op for op in ops.values()
+        if op.computation not in called and profile_step.op_kind(op, op.name, inner) == "matmul"
+    ]  # fmt: skip
+    assert launched, "no matmul op found in the program's entry computation"
+    assert sum(flops[op.name] for op in launched) == 2 * 48 * 40 * 24 + 2 * 3 * 8 * 5 * 7
