@@ -79,7 +79,8 @@ def profile_table(record: dict, top: int = 12) -> None:
     wall_ms = 1e3 * record["wall_median_s"]
     print(
         f"\nprofile: B={args['batch']} {record['dtype']}, wall {wall_ms:.1f} ms/step, op time "
-        f"{record['op_ms_per_step']:.1f} ms/step ({record['op_ms_per_step'] / wall_ms:.0%} of wall); "
+        f"{record['op_ms_per_step']:.1f} ms/step ({record['op_ms_per_step'] / wall_ms:.0%} of wall), busy "
+        f"{fmt(record.get('busy_ms_per_step'), '.1f')} ms/step; "
         f"dots {fmt(record.get('program_gflop_per_step'), '.0f')} GFLOP/step "
         f"(analytic {fmt(record.get('analytic_gflop_per_step'), '.0f')})"
     )

@@ -14,10 +14,12 @@ divided by the profiled steps; each op gets a kind from the compiled program's t
 matmul (a dot or convolution, a fusion around one, a gemm custom call), reduction, transpose/copy,
 elementwise, collective, control flow (while/conditional/call bodies are counted through their own ops),
 other. Tables: per kind (ms/step, share of the op time, op count) and the top `--top` ops (ms/step,
-share, kind, result shape), and where the trace has them, the device's kernels by name. "op time / wall"
-compares the summed op time with the step's wall time: on a GPU, below 100% means the device waited
-(launch overhead, host work); on a CPU, ops run on several threads at once and XLA:CPU hides the Eigen
-dots' work in other events (see RESULTS.md), so read CPU tables as a rough split only.
+share, kind, result shape, GFLOP/s of the dots, the jax op it came from), and where the trace has them,
+the device's kernels by name. "op time / wall" compares the summed op time with the step's wall time,
+"busy" is the time at least one op was running (the union of their intervals): on a GPU, busy below
+100% of wall means the device waited (launch overhead, host work); on a CPU, ops run on several threads
+at once (op time above busy) and each op's time includes waiting for cores, so read CPU tables as a
+rough split only.
 
 `--trace-dir DIR` keeps the raw trace there (for https://ui.perfetto.dev) with the compiled program's
 text (`train_step.hlo.txt`); by default the trace goes to a temporary directory that is removed.
@@ -233,6 +235,16 @@ def op_kind(op: HloOp | None, event_name: str, inner: dict[str, set[str]]) -> st
     return "other"
 
 
+def busy_us(intervals: list[tuple[float, float]]) -> float:
+    """The length of the union of (start, end) intervals: the time at least one op was running."""
+    total, end = 0.0, float("-inf")
+    for start, stop in sorted(intervals):
+        if stop > end:
+            total += stop - max(start, end)
+            end = stop
+    return total
+
+
 def short_source(op_name: str) -> str:
     """A jax op name made short: "jit(train_step)/transpose(jvp(MotionTransformer))/MotionTransformer.denoise/
     layers_3/ffn/linear1/dot_general" -> "bwd denoise/layers_3/ffn/linear1/dot_general"."""
@@ -294,6 +306,7 @@ def summarize(events: list[dict], ops: dict[str, HloOp], steps: int, module_hint
     inner = _opcodes_by_computation(ops)
     flops = matmul_flops(ops)
     per_op: dict[str, dict] = {}
+    intervals = []
     for event in tagged:
         if event["args"].get("hlo_module", "") != module:
             continue
@@ -301,6 +314,7 @@ def summarize(events: list[dict], ops: dict[str, HloOp], steps: int, module_hint
         entry = per_op.setdefault(name, {"op": name, "us": 0.0, "events": 0})
         entry["us"] += float(event["dur"])
         entry["events"] += 1
+        intervals.append((float(event.get("ts", 0.0)), float(event.get("ts", 0.0)) + float(event["dur"])))
     kinds_of = {name: op_kind(ops.get(name), name, inner) for name in per_op}
     # A while/conditional/call event spans its body's ops, which have events of their own.
     total_us = sum(entry["us"] for name, entry in per_op.items() if kinds_of[name] != "control")
@@ -344,6 +358,7 @@ def summarize(events: list[dict], ops: dict[str, HloOp], steps: int, module_hint
         "module": module,
         "modules_us": dict(per_module),
         "op_ms_per_step": total_us / 1e3 / steps,
+        "busy_ms_per_step": busy_us(intervals) / 1e3 / steps,
         "ops": rows,
         "kinds": kinds,
         "kernels": kernel_rows,
@@ -352,10 +367,11 @@ def summarize(events: list[dict], ops: dict[str, HloOp], steps: int, module_hint
 
 
 def print_summary(summary: dict, wall_s: float, top: int) -> None:
-    op_ms = summary["op_ms_per_step"]
+    op_ms, busy_ms, wall_ms = summary["op_ms_per_step"], summary["busy_ms_per_step"], wall_s * 1e3
     print(
-        f"module {summary['module']}: wall {wall_s * 1e3:.1f} ms/step, op time {op_ms:.1f} ms/step "
-        f"(op time / wall {op_ms / (wall_s * 1e3):.0%}), {len(summary['ops'])} ops "
+        f"module {summary['module']}: wall {wall_ms:.1f} ms/step, op time {op_ms:.1f} ms/step "
+        f"(op time / wall {op_ms / wall_ms:.0%}), busy {busy_ms:.1f} ms/step (some op running: "
+        f"{busy_ms / wall_ms:.0%} of wall), {len(summary['ops'])} ops "
         f"({summary['matched_ops']} found in the compiled program)"
     )
     print("\n| kind | ms/step | share of op time | ops | GFLOP/step | GFLOP/s |\n|---|---|---|---|---|---|")

@@ -140,10 +140,16 @@ def test_summarize_counts_each_op_once_per_step_in_the_step_module(ops):
     assert rows["ynn_fusion.3"]["ms_per_step"] == pytest.approx(0.4)
     assert rows["copy_fusion"]["ms_per_step"] == pytest.approx(0.1)
     assert summary["op_ms_per_step"] == pytest.approx(0.5)  # the loop spans ops of its own: not summed
+    assert summary["busy_ms_per_step"] == pytest.approx(0.5)  # all start at 0: the longest, 1 ms / 2 steps
     assert rows["ynn_fusion.3"]["share"] == pytest.approx(0.8) and rows["loop"]["share"] == 0.0
     kinds = {row["kind"]: row for row in summary["kinds"]}
     assert kinds["matmul"]["gflop_per_step"] == pytest.approx(2 * 64 * 16 * 32 / 1e9)
     assert summary["kernels"] == [{"kernel": "sm90_gemm_kernel", "ms_per_step": pytest.approx(0.4)}]
+
+
+def test_busy_time_is_the_union_of_the_intervals():
+    assert profile_step.busy_us([(0, 10), (5, 12), (20, 25), (21, 22)]) == 17
+    assert profile_step.busy_us([(3, 4)]) == 1 and profile_step.busy_us([]) == 0
 
 
 def test_summarize_falls_back_to_device_kernels_by_name(ops):
