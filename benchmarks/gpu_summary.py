@@ -17,13 +17,14 @@ GOAL_MFU = 0.40  # at the large batch
 TWIN_AMP = "speedup_vs_torch-bf16"
 
 
-def load(folder: Path, name: str) -> dict | None:
+def load(folder: Path, name: str, field: str = "rows") -> dict | None:
+    """NAME.json's record where it has `field` (a benchmark's rows; the profile's "complete"), else None."""
     path = folder / f"{name}.json"
     try:
         record = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    return record if record.get("rows") else None
+    return record if record.get(field) else None
 
 
 def tflops(value) -> str:
@@ -63,14 +64,6 @@ def train_table(record: dict, title: str) -> None:
             f"{tflops(row['achieved_flops_per_s']):>9}{fmt(row.get('mfu'), '.1f', 100):>6}"
             f"{fmt(row.get('compile_s'), '.1f'):>10}"
         )
-
-
-def load_profile(folder: Path) -> dict | None:
-    try:
-        record = json.loads((folder / "profile.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return record if record.get("complete") else None
 
 
 def profile_table(record: dict, top: int = 12) -> None:
@@ -183,7 +176,7 @@ def main(argv: list[str]) -> int:
             print(f"  torch.compile bf16 vs twin eager bf16: {eager['median_s'] / compiled['median_s']:.2f}x")
         if compiled and ours:
             print(f"  ours bf16 vs torch.compile bf16: {compiled['median_s'] / ours['median_s']:.2f}x")
-    profile = load_profile(folder)
+    profile = load(folder, "profile", "complete")
     if profile:
         profile_table(profile)
     missing = [name for name, record in records.items() if record is None]

@@ -436,9 +436,7 @@ def main(argv=None) -> None:
     compiled, compile_s, _ = step.compile(dtype, geometric=False)
     print(f"compiled in {compile_s:.1f} s on {jax.devices()[0].device_kind}", file=sys.stderr)
     run = step.runner(compiled)
-    for _ in range(args.warmup + 1):
-        run()
-    wall = common.time_repeats(run, args.steps)
+    wall = common.time_repeats(run, args.steps, warmup=args.warmup + 1)
     wall_s = statistics.median(wall)
     hlo = compiled.as_text()
     ops = parse_hlo(hlo)
@@ -454,7 +452,7 @@ def main(argv=None) -> None:
         profiled_s = (time.perf_counter() - start) / args.steps
         summary = summarize(load_trace(trace_dir), ops, args.steps, module_hint="train_step")
     analytic = common.model_flops(args.batch, args.frames, args.features, args.text_length, step.config.model)
-    program = sum(row["gflop"] * row["events_per_step"] for row in summary["ops"])
+    program = sum(row["gflop_per_step"] for row in summary["kinds"])
     print(
         f"matmul work: {program:.2f} GFLOP/step in the program's dots, {analytic['train_step'] / 1e9:.2f} "
         "by the analytic count (common.model_flops)"
