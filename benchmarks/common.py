@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
 import os
 import platform
@@ -176,8 +177,10 @@ def matmul_floor(size: int, repeats: int, impls: set[str], device=None, budget_s
     """FLOP/s of one n x n x n matmul per framework and dtype (median of `repeats` after a warm-up): the
     machine's floor that a step's FLOP/s are compared with. n starts at `size` and is halved while one
     product takes longer than `budget_s` (bf16 without hardware support can be 100x slower than fp32).
-    Keys: jax_float32, jax_bfloat16, and with 'torch' in `impls` torch_float32, torch_bfloat16 (torch's
-    F.linear, x @ W^T, the op its Linear layers run); each with a companion `<key>_n`."""
+    Keys: jax_float32, jax_bfloat16 (jax's product accumulates into a float32 result, the form our bf16
+    Dense layers use: XLA:CPU runs bf16 at its AMX / AVX512-BF16 rate only so, a bf16 result goes through
+    float32), and with 'torch' in `impls` torch_float32, torch_bfloat16 (torch's F.linear, x @ W^T, the
+    op its Linear layers run); each with a companion `<key>_n`."""
     out = {}
     rng = np.random.default_rng(0)
     host = rng.standard_normal((2, size, size)).astype(np.float32)
@@ -198,7 +201,8 @@ def matmul_floor(size: int, repeats: int, impls: set[str], device=None, budget_s
 
         def jax_call(n, dtype=dtype):
             a, b = (jnp.asarray(x[:n, :n], dtype) for x in host)
-            matmul = jax.jit(jnp.matmul).lower(a, b).compile()
+            product = functools.partial(jnp.matmul, preferred_element_type=jnp.float32)
+            matmul = jax.jit(product).lower(a, b).compile()
             return lambda: matmul(a, b).block_until_ready()
 
         measure(f"jax_{dtype}", jax_call)

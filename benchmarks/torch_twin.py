@@ -308,7 +308,7 @@ class Schedule:
     def __init__(self, schedule, device):
         self.num_steps = int(schedule.num_steps)
         self.host = {
-            name: np.asarray(getattr(schedule, name), np.float32)
+            name: np.array(getattr(schedule, name), np.float32)  # a writable copy for torch.from_numpy
             for name in schedule.__dataclass_fields__  # flax.struct dataclass
         }
         self.tensors = {name: torch.from_numpy(v).to(device) for name, v in self.host.items()}
@@ -337,8 +337,8 @@ class Geometry:
         parents = np.asarray(skeleton.parents)
         children = np.nonzero(parents >= 0)[0]
         return cls(
-            mean=torch.as_tensor(np.asarray(geometry.mean, np.float32), device=device),
-            std=torch.as_tensor(np.asarray(geometry.std, np.float32), device=device),
+            mean=torch.as_tensor(np.array(geometry.mean, np.float32), device=device),  # writable copies
+            std=torch.as_tensor(np.array(geometry.std, np.float32), device=device),
             children=torch.as_tensor(children, device=device),
             parents=torch.as_tensor(parents[children], device=device),
             root=int(skeleton.root),
@@ -585,7 +585,7 @@ def to_torch(batch: Mapping[str, Any], device) -> dict[str, torch.Tensor]:
     out = {}
     for key, value in batch.items():
         array = np.asarray(value)
-        tensor = torch.from_numpy(np.ascontiguousarray(array))
+        tensor = torch.from_numpy(np.array(array, order="C"))  # a writable copy (jax's arrays are read-only)
         if tensor.dtype == torch.int32:
             tensor = tensor.long()
         out[key] = tensor.to(device)

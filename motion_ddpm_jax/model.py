@@ -74,16 +74,82 @@ TOKEN_INIT = Initializer("normal", 0.02)  # token and text-position embeddings
 MOTION_POSITION_INIT = Initializer("normal", 1.0)  # MotionDiffuse's sequence_embedding: torch.randn
 
 
-def _dense(features: int, dtype: Any, name: str | None = None, zero_init: bool = False) -> nn.Dense:
+def _dot_f32(a: jax.Array, b: jax.Array, contracting: tuple[tuple[int], tuple[int]]) -> jax.Array:
+    """A 2-D product accumulated and returned in float32, whatever the operands' dtype."""
+    return jax.lax.dot_general(a, b, (contracting, ((), ())), preferred_element_type=jnp.float32)
+
+
+@jax.custom_vjp
+def low_precision_affine(x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
+    """x [M, K] @ kernel [K, N] + bias [N]; x and kernel in one low-precision dtype (bfloat16), bias
+    float32: the product accumulated in float32, the bias added in float32, the sum rounded once to x's
+    dtype (as a bf16 GPU matmul with its bias epilogue, or torch's autocast addmm). The gradient takes
+    the same form: the cotangent in the low dtype, both products accumulated in float32 (each rounded to
+    its operand's dtype at the end), the bias gradient summed in float32.
+
+    Why spelled out: XLA:CPU runs a bf16 x bf16 product at the AMX / AVX512-BF16 rate only when it
+    accumulates into float32 (YNNPACK); a bf16 result or a float32 cotangent sends it to a float32
+    product instead (6x slower on such a CPU), and autodiff of the plain form gives both. Autodiff of a
+    bf16 bias add also sums the bias gradient with bf16 rounding after every addition, in a slow
+    reduce-window: a quarter of the bf16 step's time before this function.
+    """
+    return (_dot_f32(x, kernel, ((1,), (0,))) + bias.astype(jnp.float32)).astype(x.dtype)
+
+
+def _low_precision_affine_fwd(x, kernel, bias):
+    return low_precision_affine(x, kernel, bias), (x, kernel, bias)
+
+
+def _low_precision_affine_bwd(residuals, cotangent):
+    x, kernel, bias = residuals
+    dbias = jnp.sum(cotangent.astype(jnp.float32), axis=0).astype(bias.dtype)
+    cotangent = cotangent.astype(x.dtype)
+    dx = _dot_f32(cotangent, kernel, ((1,), (1,))).astype(x.dtype)
+    dkernel = _dot_f32(x, cotangent, ((0,), (0,))).astype(kernel.dtype)
+    return dx, dkernel, dbias
+
+
+low_precision_affine.defvjp(_low_precision_affine_fwd, _low_precision_affine_bwd)
+
+
+def dense(x: jax.Array, kernel: jax.Array, bias: jax.Array, dtype: Any) -> jax.Array:
+    """x [..., K] @ kernel [K, N] + bias [N] computed in `dtype` -> [..., N] in `dtype` (as nn.Dense).
+
+    The product runs on x's 2-D view [-1, K] (a free reshape) and is reshaped back: the kernel's gradient
+    is then one product over the rows. From a [B, T, K] input, XLA contracts over B and T by first
+    transposing the input in a fused copy that, on the CPU, ran several times slower than the product
+    itself (benchmarks/RESULTS.md). On the CPU, bfloat16 goes through `low_precision_affine` (float32
+    accumulation and bias, forward and backward); other backends keep XLA's own bf16 product (a GPU
+    accumulates in float32 anyway) and a bias added in `dtype`, as nn.Dense does.
+    """
+    rows = x.reshape(-1, x.shape[-1]).astype(dtype)
+    kernel = kernel.astype(dtype)
+    if jnp.dtype(dtype) == jnp.bfloat16 and jax.default_backend() == "cpu":
+        out = low_precision_affine(rows, kernel, bias)
+    else:
+        out = jnp.dot(rows, kernel) + bias.astype(dtype)
+    return out.reshape(*x.shape[:-1], kernel.shape[-1])
+
+
+class Dense(nn.Module):
+    """nn.Dense's parameters (kernel [in, out], bias [out], float32) and function, computed by `dense`."""
+
+    features: int
+    dtype: Any
+    zero_init: bool = False
+
+    kernel_init = property(lambda self: ZEROS if self.zero_init else LINEAR_INIT)  # also read by init_params
+    bias_init = property(lambda self: ZEROS)
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel = self.param("kernel", self.kernel_init, (x.shape[-1], self.features))
+        return dense(x, kernel, self.param("bias", self.bias_init, (self.features,)), self.dtype)
+
+
+def _dense(features: int, dtype: Any, name: str | None = None, zero_init: bool = False) -> Dense:
     """Dense, float32 parameters, its matmul in `dtype`; name=None inside `setup` (the attribute names it)."""
-    return nn.Dense(
-        features,
-        dtype=dtype,
-        param_dtype=jnp.float32,
-        kernel_init=ZEROS if zero_init else LINEAR_INIT,
-        bias_init=ZEROS,
-        name=name,
-    )
+    return Dense(features, dtype, zero_init, name=name)
 
 
 def _layer_norm(name: str | None = None) -> nn.LayerNorm:
@@ -220,14 +286,13 @@ def _standardize(x: jax.Array, epsilon: float = 1e-5) -> jax.Array:
     return centered * jax.lax.rsqrt(jnp.mean(jnp.square(centered), axis=-1, keepdims=True) + epsilon)
 
 
-def _norm_then_dense(standardized, norm, dense, dtype):
+def _norm_then_dense(standardized, norm, dense_params, dtype):
     """Dense(LayerNorm(x)) from x's standardized form, the norm's (scale, bias) folded into the Dense:
     (z * scale + shift) @ W + b = z @ (scale[:, None] * W) + (shift @ W + b). Same function, one
     [tokens, width] pass fewer forward and backward."""
     scale, shift = norm
-    kernel, bias = dense
-    folded_kernel, folded_bias = scale[:, None] * kernel, shift @ kernel + bias
-    return jnp.dot(standardized.astype(dtype), folded_kernel.astype(dtype)) + folded_bias.astype(dtype)
+    kernel, bias = dense_params
+    return dense(standardized, scale[:, None] * kernel, shift @ kernel + bias, dtype)
 
 
 def gelu(x: jax.Array) -> jax.Array:
@@ -302,7 +367,7 @@ class TemporalAttention(nn.Module):
 
     def _source(self, standardized, norm, mask) -> dict[str, jax.Array]:
         """What the queries attend to: the linear attention's context, else the keys, values and mask."""
-        k, v = (_norm_then_dense(standardized, norm, dense(), self.dtype) for dense in (self.key, self.value))
+        k, v = (_norm_then_dense(standardized, norm, p(), self.dtype) for p in (self.key, self.value))
         if self.attention == "efficient":
             return {"context": linear_attention_context(k, v, mask, self.num_heads, self.dtype)}
         return {"key": k, "value": v, "mask": mask}

@@ -7,6 +7,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import linen as nn
+from jaxpr_walk import equations
 
 from motion_ddpm_jax import model as model_lib
 from motion_ddpm_jax.config import base_config
@@ -555,3 +557,110 @@ def test_encoded_text_path_equals_tokens_path():
     hoisted = m.apply({"params": params}, x, t, None, text_mask, mask, encoded_text=encoded)
     assert float(jnp.abs(direct).max()) > 0.1  # the perturbed zero-init output is not trivially 0
     np.testing.assert_allclose(np.asarray(hoisted), np.asarray(direct), rtol=1e-6, atol=1e-6)
+
+
+# ---------------------------------------------------------------- the Dense layers' product
+
+
+def _dot_generals(jaxpr) -> list:
+    """Every dot_general equation of a traced program, sub-jaxprs (custom_vjp, pjit) included."""
+    return [eqn for eqn in equations(jaxpr) if eqn.primitive.name == "dot_general"]
+
+
+def _dense_and_gradients(dtype, x, kernel, bias, cotangent):
+    """model.dense(x, kernel, bias) in `dtype` (bias float32, as the parameter is) and the VJP of
+    `cotangent` through it, as float64 numpy."""
+    out, vjp = jax.vjp(
+        lambda a, w, b: model_lib.dense(a, w, b, dtype),
+        jnp.asarray(x, dtype),
+        jnp.asarray(kernel, dtype),
+        jnp.asarray(bias, jnp.float32),
+    )
+    grads = vjp(jnp.asarray(cotangent, out.dtype))
+    return [np.asarray(v, np.float64) for v in (out, *grads)]
+
+
+def test_dense_computes_the_affine_map_and_its_gradients_in_float32():
+    rng = np.random.default_rng(0)
+    x, kernel, bias = rng.standard_normal((2, 3, 5, 24)), rng.standard_normal((24, 7)), rng.standard_normal(7)
+    cotangent = rng.standard_normal((2, 3, 5, 7))
+    out, dx, dkernel, dbias = _dense_and_gradients(jnp.float32, x, kernel, bias, cotangent)
+    f32 = lambda a: a.astype(np.float32).astype(np.float64)  # noqa: E731  the inputs as the test gives them
+    x, kernel, bias, cotangent = f32(x), f32(kernel), f32(bias), f32(cotangent)
+    np.testing.assert_allclose(out, np.einsum("abck,kn->abcn", x, kernel) + bias, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dx, np.einsum("abcn,kn->abck", cotangent, kernel), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dkernel, np.einsum("abck,abcn->kn", x, cotangent), rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(dbias, cotangent.sum(axis=(0, 1, 2)), rtol=1e-5, atol=1e-5)
+
+
+def test_dense_module_is_nn_dense():
+    """Same parameter names and shapes, same function (float32) as flax's nn.Dense."""
+    x = jnp.asarray(np.random.default_rng(3).standard_normal((2, 5, 6)), jnp.float32)
+    ours, flax_dense = model_lib.Dense(4, jnp.float32), nn.Dense(4)
+    params = flax_dense.init(jax.random.key(0), x)
+    shapes = jax.eval_shape(ours.init, jax.random.key(0), x)
+    assert jax.tree.map(jnp.shape, params) == jax.tree.map(jnp.shape, shapes)
+    params = jax.tree.map(lambda p: p + 0.5, params)  # a nonzero bias
+    np.testing.assert_allclose(ours.apply(params, x), flax_dense.apply(params, x), rtol=1e-6, atol=1e-6)
+
+
+def test_dense_kernel_gradients_are_single_axis_products():
+    """What makes the CPU step fast: from a [B, T, K] input, every product of a Dense layer's forward and
+    backward pass (the kernel's gradient included) is a 2-D product with one contracting axis."""
+    model = small_model(text_num_layers=0, num_layers=1)
+    params, batch = params_of(model), make_batch()
+    loss = lambda p: jnp.sum(model.apply({"params": p}, *batch) ** 2)  # noqa: E731
+    dots = _dot_generals(jax.make_jaxpr(jax.grad(loss))(params).jaxpr)
+    # no batch axes, two matrices (a folded LayerNorm's bias, shift [C] @ kernel, has a vector)
+    dense_dots = [
+        eqn
+        for eqn in dots
+        if not eqn.params["dimension_numbers"][1][0] and min(v.aval.ndim for v in eqn.invars) == 2
+    ]
+    assert len(dense_dots) >= 3 * 8, len(dense_dots)  # forward + 2 gradients of >= 8 kernels
+    for eqn in dense_dots:
+        (lhs_contract, rhs_contract), _ = eqn.params["dimension_numbers"]
+        assert [v.aval.ndim for v in eqn.invars] == [2, 2], eqn
+        assert len(lhs_contract) == len(rhs_contract) == 1, eqn
+
+
+def _bf16(a: np.ndarray) -> np.ndarray:
+    return np.asarray(jnp.asarray(a, jnp.bfloat16), np.float64)
+
+
+def _assert_bf16_rounding_of(value, exact):
+    """`value` is `exact` rounded to bfloat16 (8 significant bits): within half a bf16 step plus the
+    float32 accumulation's own error, far below what accumulating in bf16 would give at this length."""
+    assert value.shape == exact.shape
+    np.testing.assert_array_less(np.abs(value - exact), 2.0**-8 * np.abs(exact) + 1e-3)
+
+
+def test_low_precision_affine_accumulates_in_float32_forward_and_backward():
+    """bf16 operands, K = 2048: the result and the three gradients are the exact (float64) values from
+    the bf16 operands, rounded once; the backward pass takes its cotangent in bf16 (as autocast does)
+    and the bias gradient sums it in float32."""
+    rng = np.random.default_rng(2)
+    x, kernel = _bf16(rng.random((16, 2048))), _bf16(rng.random((2048, 24)))
+    bias, cotangent = rng.standard_normal(24).astype(np.float32).astype(np.float64), rng.random((16, 24))
+    out, dx, dkernel, dbias = _dense_and_gradients(jnp.bfloat16, x[None], kernel, bias, cotangent[None])
+    cotangent = _bf16(cotangent)
+    _assert_bf16_rounding_of(out[0], x @ kernel + bias)
+    _assert_bf16_rounding_of(dx[0], cotangent @ kernel.T)
+    _assert_bf16_rounding_of(dkernel, x.T @ cotangent)
+    np.testing.assert_allclose(dbias, cotangent.sum(axis=0), rtol=1e-6)  # float32, not bf16, rounding
+    # a bf16 running sum of 2048 positive terms of ~0.25 stalls far below the true ~512
+    assert np.all(out > 0.9 * (x @ kernel + bias))
+
+
+def test_bfloat16_products_on_the_cpu_accumulate_in_float32_in_both_passes():
+    """On the CPU, a Dense product in bf16 and both its gradient products take bf16 operands and give a
+    float32 result: the only form XLA:CPU runs at the bf16 rate (AMX / AVX512-BF16)."""
+    if jax.default_backend() != "cpu":
+        pytest.skip("the bf16 product is XLA's own on other backends")
+    x, kernel, bias = jnp.ones((2, 3, 8)), jnp.ones((8, 4)), jnp.ones(4)
+    loss = lambda *a: jnp.sum(model_lib.dense(*a, jnp.bfloat16).astype(jnp.float32))  # noqa: E731
+    dots = _dot_generals(jax.make_jaxpr(jax.grad(loss, argnums=(0, 1, 2)))(x, kernel, bias).jaxpr)
+    assert len(dots) == 3
+    for eqn in dots:
+        assert [v.aval.dtype for v in eqn.invars] == [jnp.bfloat16] * 2, eqn
+        assert eqn.outvars[0].aval.dtype == jnp.float32, eqn
