@@ -21,6 +21,7 @@ Build one with `model_from_config(config, input_feats=D, text_vocab_size=V)` and
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any
 
@@ -79,64 +80,79 @@ def _dot_f32(a: jax.Array, b: jax.Array, contracting: tuple[tuple[int], tuple[in
     return jax.lax.dot_general(a, b, (contracting, ((), ())), preferred_element_type=jnp.float32)
 
 
-@jax.custom_vjp
-def low_precision_affine(x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
-    """x [M, K] @ kernel [K, N] + bias [N]; x and kernel in one low-precision dtype (bfloat16), bias
-    float32: the product accumulated in float32, the bias added in float32, the sum rounded once to x's
-    dtype (as a bf16 GPU matmul with its bias epilogue, or torch's autocast addmm). The gradient takes
-    the same form: the cotangent in the low dtype, both products accumulated in float32 (each rounded to
-    its operand's dtype at the end), the bias gradient summed in float32.
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def low_precision_affine(x: jax.Array, kernel: jax.Array, bias: jax.Array, out_dtype: Any) -> jax.Array:
+    """x [M, K] @ kernel [K, N] + bias [N] -> [M, N] in `out_dtype`; x and kernel in one low-precision
+    dtype (bfloat16), bias float32: the product accumulated in float32, the bias added in float32, the
+    sum rounded once to `out_dtype` (as a bf16 GPU matmul with its bias epilogue, or torch's autocast
+    addmm, with a float32 output where the next op wants one). The gradient takes the same form: the
+    cotangent rounded to the low dtype, both products accumulated in float32 (each rounded to its
+    operand's dtype at the end), the bias gradient summed in float32.
 
     Why spelled out: XLA:CPU runs a bf16 x bf16 product at the AMX / AVX512-BF16 rate only when it
-    accumulates into float32 (YNNPACK); a bf16 result or a float32 cotangent sends it to a float32
-    product instead (6x slower on such a CPU), and autodiff of the plain form gives both. Autodiff of a
-    bf16 bias add also sums the bias gradient with bf16 rounding after every addition, in a slow
-    reduce-window: a quarter of the bf16 step's time before this function.
+    accumulates into float32 (YNNPACK) and its left operand is contracted along its last axis; a bf16
+    result or a float32 cotangent sends it to a float32 product instead (6x slower on such a CPU), and
+    autodiff of the plain form gives both. Autodiff of a bf16 bias add also sums the bias gradient with
+    bf16 rounding after every addition, in a slow reduce-window (a quarter of the bf16 step's time).
     """
-    return (_dot_f32(x, kernel, ((1,), (0,))) + bias.astype(jnp.float32)).astype(x.dtype)
+    return (_dot_f32(x, kernel, ((1,), (0,))) + bias.astype(jnp.float32)).astype(out_dtype)
 
 
-def _low_precision_affine_fwd(x, kernel, bias):
-    return low_precision_affine(x, kernel, bias), (x, kernel, bias)
+def _low_precision_affine_fwd(x, kernel, bias, out_dtype):
+    return low_precision_affine(x, kernel, bias, out_dtype), (x, kernel, bias)
 
 
-def _low_precision_affine_bwd(residuals, cotangent):
+def _rows_last(x: jax.Array) -> jax.Array:
+    """x [M, K] -> x^T [K, M] as a real copy. Built from two halves so that XLA cannot fold the transpose
+    into the next product's dimension numbers: the kernel gradient x^T g then contracts its left operand
+    along its last axis, the form XLA:CPU runs in bf16 (the folded form runs in float32: 1.07x slower
+    train step, measured on an AMX Xeon). Same values either way."""
+    half = x.shape[0] // 2
+    return jnp.concatenate([x[:half].T, x[half:].T], axis=1)
+
+
+def _low_precision_affine_bwd(out_dtype, residuals, cotangent):
     x, kernel, bias = residuals
     dbias = jnp.sum(cotangent.astype(jnp.float32), axis=0).astype(bias.dtype)
     cotangent = cotangent.astype(x.dtype)
     dx = _dot_f32(cotangent, kernel, ((1,), (1,))).astype(x.dtype)
-    dkernel = _dot_f32(x, cotangent, ((0,), (0,))).astype(kernel.dtype)
+    dkernel = _dot_f32(_rows_last(x), cotangent, ((1,), (0,))).astype(kernel.dtype)
     return dx, dkernel, dbias
 
 
 low_precision_affine.defvjp(_low_precision_affine_fwd, _low_precision_affine_bwd)
 
 
-def dense(x: jax.Array, kernel: jax.Array, bias: jax.Array, dtype: Any) -> jax.Array:
-    """x [..., K] @ kernel [K, N] + bias [N] computed in `dtype` -> [..., N] in `dtype` (as nn.Dense).
+def dense(x: jax.Array, kernel: jax.Array, bias: jax.Array, dtype: Any, out_dtype: Any = None) -> jax.Array:
+    """x [..., K] @ kernel [K, N] + bias [N] computed in `dtype` -> [..., N] in `out_dtype` (default
+    `dtype`): nn.Dense, followed by a cast to `out_dtype`.
 
     The product runs on x's 2-D view [-1, K] (a free reshape) and is reshaped back: the kernel's gradient
     is then one product over the rows. From a [B, T, K] input, XLA contracts over B and T by first
     transposing the input in a fused copy that, on the CPU, ran several times slower than the product
     itself (benchmarks/RESULTS.md). On the CPU, bfloat16 goes through `low_precision_affine` (float32
-    accumulation and bias, forward and backward); other backends keep XLA's own bf16 product (a GPU
-    accumulates in float32 anyway) and a bias added in `dtype`, as nn.Dense does.
+    accumulation and bias, forward and backward; a float32 `out_dtype` is then never rounded to bf16);
+    other backends keep XLA's own bf16 product (a GPU accumulates in float32 anyway) and a bias added in
+    `dtype`, as nn.Dense does.
     """
+    out_dtype = dtype if out_dtype is None else out_dtype
     rows = x.reshape(-1, x.shape[-1]).astype(dtype)
     kernel = kernel.astype(dtype)
     if jnp.dtype(dtype) == jnp.bfloat16 and jax.default_backend() == "cpu":
-        out = low_precision_affine(rows, kernel, bias)
+        out = low_precision_affine(rows, kernel, bias, jnp.dtype(out_dtype))
     else:
-        out = jnp.dot(rows, kernel) + bias.astype(dtype)
+        out = (jnp.dot(rows, kernel) + bias.astype(dtype)).astype(out_dtype)
     return out.reshape(*x.shape[:-1], kernel.shape[-1])
 
 
 class Dense(nn.Module):
-    """nn.Dense's parameters (kernel [in, out], bias [out], float32) and function, computed by `dense`."""
+    """nn.Dense's parameters (kernel [in, out], bias [out], float32) and function, computed by `dense`;
+    the result in `out_dtype` (default: `dtype`)."""
 
     features: int
     dtype: Any
     zero_init: bool = False
+    out_dtype: Any = None
 
     kernel_init = property(lambda self: ZEROS if self.zero_init else LINEAR_INIT)  # also read by init_params
     bias_init = property(lambda self: ZEROS)
@@ -144,12 +160,14 @@ class Dense(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         kernel = self.param("kernel", self.kernel_init, (x.shape[-1], self.features))
-        return dense(x, kernel, self.param("bias", self.bias_init, (self.features,)), self.dtype)
+        bias = self.param("bias", self.bias_init, (self.features,))
+        return dense(x, kernel, bias, self.dtype, self.out_dtype)
 
 
-def _dense(features: int, dtype: Any, name: str | None = None, zero_init: bool = False) -> Dense:
-    """Dense, float32 parameters, its matmul in `dtype`; name=None inside `setup` (the attribute names it)."""
-    return Dense(features, dtype, zero_init, name=name)
+def _dense(features: int, dtype: Any, name: str | None = None, zero_init: bool = False, out_dtype=None):
+    """Dense, float32 parameters, its matmul in `dtype`, its result in `out_dtype` (default `dtype`);
+    name=None inside `setup` (the attribute names it)."""
+    return Dense(features, dtype, zero_init, out_dtype, name=name)
 
 
 def _layer_norm(name: str | None = None) -> nn.LayerNorm:
@@ -286,13 +304,13 @@ def _standardize(x: jax.Array, epsilon: float = 1e-5) -> jax.Array:
     return centered * jax.lax.rsqrt(jnp.mean(jnp.square(centered), axis=-1, keepdims=True) + epsilon)
 
 
-def _norm_then_dense(standardized, norm, dense_params, dtype):
+def _norm_then_dense(standardized, norm, dense_params, dtype, out_dtype=None):
     """Dense(LayerNorm(x)) from x's standardized form, the norm's (scale, bias) folded into the Dense:
     (z * scale + shift) @ W + b = z @ (scale[:, None] * W) + (shift @ W + b). Same function, one
     [tokens, width] pass fewer forward and backward."""
     scale, shift = norm
     kernel, bias = dense_params
-    return dense(standardized, scale[:, None] * kernel, shift @ kernel + bias, dtype)
+    return dense(standardized, scale[:, None] * kernel, shift @ kernel + bias, dtype, out_dtype)
 
 
 def gelu(x: jax.Array) -> jax.Array:
@@ -314,14 +332,14 @@ class StylizationBlock(nn.Module):
     dtype: Any
 
     def setup(self):
-        self.emb = _dense(2 * self.latent_dim, self.dtype)
+        self.emb = _dense(2 * self.latent_dim, self.dtype, out_dtype=jnp.float32)
         self.norm = _LayerNormParams(self.latent_dim)
-        self.out = _dense(self.latent_dim, self.dtype, zero_init=True)
+        self.out = _dense(self.latent_dim, self.dtype, zero_init=True, out_dtype=jnp.float32)
         self.drop = nn.Dropout(self.dropout)
 
     def modulation(self, emb: jax.Array) -> jax.Array:
         """emb [N, E] -> (scale, shift) concatenated, float32 [N, 2C]."""
-        return self.emb(nn.silu(emb)).astype(jnp.float32)
+        return self.emb(nn.silu(emb))
 
     def __call__(self, h: jax.Array, modulation: jax.Array, deterministic: bool = True) -> jax.Array:
         scale, shift = jnp.split(modulation, 2, axis=-1)
@@ -329,7 +347,7 @@ class StylizationBlock(nn.Module):
         multiplier, offset = gamma * (1.0 + scale), beta * (1.0 + scale) + shift  # [B, C]
         y = nn.silu(_standardize(h) * multiplier[:, None, :] + offset[:, None, :])
         y = self.drop(y, deterministic=deterministic)
-        return self.out(y).astype(jnp.float32)
+        return self.out(y)
 
 
 class TemporalAttention(nn.Module):
@@ -401,7 +419,7 @@ class FeedForward(nn.Module):
 
     def setup(self):
         self.linear1 = _dense(self.ff_size, self.dtype)
-        self.linear2 = _dense(self.latent_dim, self.dtype, zero_init=True)
+        self.linear2 = _dense(self.latent_dim, self.dtype, zero_init=True, out_dtype=jnp.float32)
         self.drop = nn.Dropout(self.dropout)
         self.style = StylizationBlock(self.latent_dim, self.dropout, self.dtype)
 
@@ -464,14 +482,15 @@ class TextEncoderLayer(nn.Module):
     def __call__(self, x, text_mask):
         width = x.shape[-1]
         q, k, v = (_dense(width, self.dtype, name)(x) for name in ("query", "key", "value"))
-        a = _dense(width, self.dtype, "attention_out")(softmax_attention(q, k, v, text_mask, self.num_heads))
+        attended = softmax_attention(q, k, v, text_mask, self.num_heads)
+        a = _dense(width, self.dtype, "attention_out", out_dtype=jnp.float32)(attended)
         a = nn.Dropout(self.dropout)(a, deterministic=self.deterministic)
-        x = _layer_norm("norm1")(x + a.astype(jnp.float32))
+        x = _layer_norm("norm1")(x + a)
         f = gelu(_dense(self.ff_size, self.dtype, "linear1")(x))
         f = nn.Dropout(self.dropout)(f, deterministic=self.deterministic)
-        f = _dense(width, self.dtype, "linear2")(f)
+        f = _dense(width, self.dtype, "linear2", out_dtype=jnp.float32)(f)
         f = nn.Dropout(self.dropout)(f, deterministic=self.deterministic)
-        return _layer_norm("norm2")(x + f.astype(jnp.float32))
+        return _layer_norm("norm2")(x + f)
 
 
 class TextEncoder(nn.Module):
@@ -497,7 +516,7 @@ class TextEncoder(nn.Module):
             x = _embed(self.vocab_size, self.width, TOKEN_INIT, "token_embedding")(tokens)
             x = x + _embed(self.max_length, self.width, TOKEN_INIT, "positions")(jnp.arange(tokens.shape[1]))
         else:
-            x = _dense(self.width, self.dtype, "feature_proj")(text_features).astype(jnp.float32)
+            x = _dense(self.width, self.dtype, "feature_proj", out_dtype=jnp.float32)(text_features)
         for i in range(self.num_layers):
             layer = TextEncoderLayer(
                 self.num_heads, self.ff_size, self.dropout, deterministic, self.dtype, name=f"layers_{i}"
@@ -543,16 +562,16 @@ class MotionTransformer(nn.Module):
     def setup(self):
         time_width = 4 * self.latent_dim
         self.time_embed_1 = _dense(time_width, self.dtype)
-        self.time_embed_2 = _dense(time_width, self.dtype)
+        self.time_embed_2 = _dense(time_width, self.dtype, out_dtype=jnp.float32)
         self.text_encoder = _text_encoder(self)
-        self.text_proj = _dense(time_width, self.dtype)
+        self.text_proj = _dense(time_width, self.dtype, out_dtype=jnp.float32)
         self.motion_positions = _embed(self.max_motion_length, self.latent_dim, MOTION_POSITION_INIT)
-        self.joint_embed = _dense(self.latent_dim, self.dtype)
+        self.joint_embed = _dense(self.latent_dim, self.dtype, out_dtype=jnp.float32)
         # static_argnums counts self: (self, h, mask, text_source, modulations, deterministic)
         layer_class = nn.remat(DecoderLayer, static_argnums=(5,)) if self.remat else DecoderLayer
         fields = (self.latent_dim, self.num_heads, self.ff_size, self.attention, self.dropout, self.dtype)
         self.layers = [layer_class(*fields, self.text_latent_dim) for _ in range(self.num_layers)]
-        self.out = _dense(self.input_feats, self.dtype, zero_init=True)
+        self.out = _dense(self.input_feats, self.dtype, zero_init=True, out_dtype=jnp.float32)
 
     def __call__(
         self,
@@ -591,7 +610,7 @@ class MotionTransformer(nn.Module):
         text_mask = jnp.asarray(text_mask, bool)
         last_token = jnp.maximum(jnp.sum(text_mask, axis=1) - 1, 0)  # the end-of-text token
         pooled = jnp.take_along_axis(text, last_token[:, None, None], axis=1)[:, 0]
-        emb = self.text_proj(pooled).astype(jnp.float32)
+        emb = self.text_proj(pooled)
         return {"emb": emb, "layers": tuple(layer.text_source(text, text_mask) for layer in self.layers)}
 
     def modulations(self, t: jax.Array, text_emb: jax.Array) -> tuple[dict[str, jax.Array], ...]:
@@ -599,7 +618,7 @@ class MotionTransformer(nn.Module):
         {block: (scale, shift) f32 [N, 2C]}. Rows are independent: N may cover many steps at once."""
         emb = timestep_embedding(t, self.latent_dim)
         emb = self.time_embed_2(nn.silu(self.time_embed_1(emb)))
-        emb = emb.astype(jnp.float32) + text_emb  # [N, E]
+        emb = emb + text_emb  # [N, E]
         return tuple(layer.modulations(emb) for layer in self.layers)
 
     def denoise(self, x, mask, condition, modulations, deterministic: bool = True) -> jax.Array:
@@ -607,11 +626,11 @@ class MotionTransformer(nn.Module):
         -> float32 [B, T, D]."""
         self._check_motion(x)
         mask = jnp.asarray(mask, bool)
-        h = self.joint_embed(x).astype(jnp.float32)
+        h = self.joint_embed(x)
         h = h + self.motion_positions(jnp.arange(x.shape[1]))
         for layer, source, modulation in zip(self.layers, condition["layers"], modulations, strict=True):
             h = layer(h, mask, source, modulation, deterministic)
-        return self.out(h).astype(jnp.float32)
+        return self.out(h)
 
     def _check_text(self, tokens, text_features):
         if (tokens is None) == (text_features is None):

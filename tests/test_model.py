@@ -567,11 +567,11 @@ def _dot_generals(jaxpr) -> list:
     return [eqn for eqn in equations(jaxpr) if eqn.primitive.name == "dot_general"]
 
 
-def _dense_and_gradients(dtype, x, kernel, bias, cotangent):
+def _dense_and_gradients(dtype, x, kernel, bias, cotangent, out_dtype=None):
     """model.dense(x, kernel, bias) in `dtype` (bias float32, as the parameter is) and the VJP of
     `cotangent` through it, as float64 numpy."""
     out, vjp = jax.vjp(
-        lambda a, w, b: model_lib.dense(a, w, b, dtype),
+        lambda a, w, b: model_lib.dense(a, w, b, dtype, out_dtype),
         jnp.asarray(x, dtype),
         jnp.asarray(kernel, dtype),
         jnp.asarray(bias, jnp.float32),
@@ -650,6 +650,14 @@ def test_low_precision_affine_accumulates_in_float32_forward_and_backward():
     np.testing.assert_allclose(dbias, cotangent.sum(axis=0), rtol=1e-6)  # float32, not bf16, rounding
     # a bf16 running sum of 2048 positive terms of ~0.25 stalls far below the true ~512
     assert np.all(out > 0.9 * (x @ kernel + bias))
+
+
+def test_a_float32_result_of_a_bfloat16_dense_is_not_rounded_to_bfloat16():
+    rng = np.random.default_rng(4)
+    x, kernel, bias = _bf16(rng.standard_normal((6, 64))), _bf16(rng.standard_normal((64, 9))), np.zeros(9)
+    out, *_ = _dense_and_gradients(jnp.bfloat16, x, kernel, bias, np.ones((6, 9)), out_dtype=jnp.float32)
+    np.testing.assert_allclose(out, x @ kernel, rtol=1e-5, atol=1e-5)  # bf16 rounding would be ~4e-3
+    assert np.abs(out - _bf16(x @ kernel)).max() > 1e-3  # ... as the test's own check of its scale
 
 
 def test_bfloat16_products_on_the_cpu_accumulate_in_float32_in_both_passes():
