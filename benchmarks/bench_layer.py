@@ -96,7 +96,7 @@ def main() -> None:
             "matmul_flops": None,
         }
     )
-    dense = model_lib._dense(c, dtype, "dense")
+    dense = model_lib.Dense(c, dtype, name="dense")
     dense_params = dense.init(jax.random.key(0), h)
     dense_step = jax.jit(jax.grad(lambda p: jnp.sum(jnp.sin(dense.apply(p, h)))))
     rows.append(
