@@ -86,11 +86,33 @@ def _run_steps(denoise_fn, update, x_T: jax.Array, per_step: tuple[np.ndarray, .
             def run(x):
                 return update(x, denoise_fn.apply(x, timestep(inputs), this), *inputs)
 
-            return (jax.lax.cond(is_real, run, lambda x: x, x) if padding else run(x)), None
+            return jax.lax.cond(is_real, run, lambda x: x, x) if padding else run(x)
 
-        return jax.lax.scan(step, x, (inputs, real_steps, prepared))[0], None
+        return _scan_slices_ahead(step, x, (inputs, real_steps, prepared)), None
 
     return jax.lax.scan(chunk_step, x_T, (chunked, real))[0]
+
+
+def _scan_slices_ahead(body: Callable[[Any, Any], Any], carry: Any, xs: Any) -> Any:
+    """The final carry of carry <- body(carry, xs[k]) over k, as `lax.scan` (without outputs), where step
+    k's slice of xs reaches the body through the loop's carry: each step slices the next step's.
+
+    Same result as scanning over xs. Why: a slice taken at the loop's dynamic index is fused by XLA:CPU
+    into every elementwise pass that reads it, which then runs several times slower (a [240, 512]
+    modulation pass of the sampler: 0.43 ms instead of 0.07 ms, 10 of a 43 ms step in bf16); a slice
+    that leaves the step in its carry is computed once, on its own.
+    """
+    length = jax.tree.leaves(xs)[0].shape[0]
+
+    def slice_at(k):
+        return jax.tree.map(lambda a: jax.lax.dynamic_index_in_dim(jnp.asarray(a), k, keepdims=False), xs)
+
+    def step(state, k):
+        carry, this = state
+        return (body(carry, this), slice_at(jnp.minimum(k + 1, length - 1))), None
+
+    first = jax.tree.map(lambda a: jnp.asarray(a)[0], xs)
+    return jax.lax.scan(step, (carry, first), jnp.arange(length, dtype=jnp.int32))[0][0]
 
 
 @flax.struct.dataclass

@@ -104,12 +104,16 @@ def _low_precision_affine_fwd(x, kernel, bias, out_dtype):
 
 
 def _rows_last(x: jax.Array) -> jax.Array:
-    """x [M, K] -> x^T [K, M] as a real copy. Built from two halves so that XLA cannot fold the transpose
-    into the next product's dimension numbers: the kernel gradient x^T g then contracts its left operand
-    along its last axis, the form XLA:CPU runs in bf16 (the folded form runs in float32: a 1.04-1.07x
-    slower train step, measured on an AMX Xeon). Same values either way."""
-    half = x.shape[0] // 2
-    return jnp.concatenate([x[:half].T, x[half:].T], axis=1)
+    """x [M, K] -> x^T [K, M] as a real copy, so that the kernel gradient x^T g contracts its left operand
+    along its last axis, the form XLA:CPU runs in bf16 (a transpose left to XLA is folded into the
+    product, which then runs in float32, ~4x slower on an AMX Xeon). Spelled as a 3-D transpose of x's
+    two halves of rows, which XLA runs as one plain transpose and does not fold; an earlier spelling,
+    the two halves transposed and concatenated, became a float32 loop fusion ~13x slower than this
+    (benchmarks/RESULTS.md). Same values either way; an odd M is left to XLA."""
+    rows, features = x.shape
+    if rows % 2:
+        return x.T
+    return x.reshape(2, rows // 2, features).transpose(2, 0, 1).reshape(features, rows)
 
 
 def _low_precision_affine_bwd(out_dtype, residuals, cotangent):

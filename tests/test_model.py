@@ -635,13 +635,15 @@ def _assert_bf16_rounding_of(value, exact):
     np.testing.assert_array_less(np.abs(value - exact), 2.0**-8 * np.abs(exact) + 1e-3)
 
 
-def test_low_precision_affine_accumulates_in_float32_forward_and_backward():
+@pytest.mark.parametrize("rows", [16, 15])
+def test_low_precision_affine_accumulates_in_float32_forward_and_backward(rows):
     """bf16 operands, K = 2048: the result and the three gradients are the exact (float64) values from
     the bf16 operands, rounded once; the backward pass takes its cotangent in bf16 (as autocast does)
-    and the bias gradient sums it in float32."""
+    and the bias gradient sums it in float32. An even and an odd number of rows (the kernel gradient's
+    transposed copy of x is built from two halves of its rows when they split evenly)."""
     rng = np.random.default_rng(2)
-    x, kernel = _bf16(rng.random((16, 2048))), _bf16(rng.random((2048, 24)))
-    bias, cotangent = rng.standard_normal(24).astype(np.float32).astype(np.float64), rng.random((16, 24))
+    x, kernel = _bf16(rng.random((rows, 2048))), _bf16(rng.random((2048, 24)))
+    bias, cotangent = rng.standard_normal(24).astype(np.float32).astype(np.float64), rng.random((rows, 24))
     out, dx, dkernel, dbias = _dense_and_gradients(jnp.bfloat16, x[None], kernel, bias, cotangent[None])
     cotangent = _bf16(cotangent)
     _assert_bf16_rounding_of(out[0], x @ kernel + bias)
