@@ -77,8 +77,10 @@ MOTION_POSITION_INIT = Initializer("normal", 1.0)  # MotionDiffuse's sequence_em
 
 
 def _dot_f32(a: jax.Array, b: jax.Array, contracting: tuple[tuple[int], tuple[int]]) -> jax.Array:
-    """A 2-D product accumulated and returned in float32, whatever the operands' dtype."""
-    return jax.lax.dot_general(a, b, (contracting, ((), ())), preferred_element_type=jnp.float32)
+    """A product of matrices (or of stacks of them: the leading axes of a and b are batch axes, the last
+    two the matrices') accumulated and returned in float32, whatever the operands' dtype."""
+    batch = tuple(range(a.ndim - 2))
+    return jax.lax.dot_general(a, b, (contracting, (batch, batch)), preferred_element_type=jnp.float32)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
@@ -104,16 +106,18 @@ def _low_precision_affine_fwd(x, kernel, bias, out_dtype):
 
 
 def _rows_last(x: jax.Array) -> jax.Array:
-    """x [M, K] -> x^T [K, M] as a real copy, so that the kernel gradient x^T g contracts its left operand
-    along its last axis, the form XLA:CPU runs in bf16 (a transpose left to XLA is folded into the
-    product, which then runs in float32, ~4x slower on an AMX Xeon). Spelled as a 3-D transpose of x's
-    two halves of rows, which XLA runs as one plain transpose and does not fold; an earlier spelling,
+    """x [..., M, K] -> its transpose [..., K, M] as a real copy, so that a product with x^T contracts its
+    left operand along its last axis, the form XLA:CPU runs in bf16 (a transpose left to XLA is folded
+    into the product, which then runs in float32, ~4x slower on an AMX Xeon). Spelled as a transpose of
+    x's two halves of rows, which XLA runs as one plain transpose and does not fold; an earlier spelling,
     the two halves transposed and concatenated, became a float32 loop fusion ~13x slower than this
     (benchmarks/RESULTS.md). Same values either way; an odd M is left to XLA."""
-    rows, features = x.shape
+    *batch, rows, features = x.shape
     if rows % 2:
-        return x.T
-    return x.reshape(2, rows // 2, features).transpose(2, 0, 1).reshape(features, rows)
+        return jnp.swapaxes(x, -1, -2)
+    axes = len(batch)
+    halves = x.reshape(*batch, 2, rows // 2, features).transpose(*range(axes), axes + 2, axes, axes + 1)
+    return halves.reshape(*batch, features, rows)
 
 
 def _low_precision_affine_bwd(out_dtype, residuals, cotangent):
@@ -126,6 +130,61 @@ def _low_precision_affine_bwd(out_dtype, residuals, cotangent):
 
 
 low_precision_affine.defvjp(_low_precision_affine_fwd, _low_precision_affine_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def low_precision_matmul(a: jax.Array, b: jax.Array, out_dtype: Any) -> jax.Array:
+    """Stacks of products a [..., M, K] @ b [..., K, N] -> [..., M, N] in `out_dtype`, a and b in one
+    low-precision dtype, accumulated in float32; the gradient products too, from the cotangent rounded
+    to that dtype. `low_precision_affine`'s batched kin (the attention's per-head products), in the
+    forms XLA:CPU runs at the bf16 rate: every left operand contracted along its last axis (the
+    gradient of b takes a transposed copy of a)."""
+    return _dot_f32(a, b, ((a.ndim - 1,), (b.ndim - 2,))).astype(out_dtype)
+
+
+def _low_precision_matmul_fwd(a, b, out_dtype):
+    return low_precision_matmul(a, b, out_dtype), (a, b)
+
+
+def _low_precision_matmul_bwd(out_dtype, residuals, cotangent):
+    a, b = residuals
+    g = cotangent.astype(a.dtype)
+    last = a.ndim - 1
+    da = _dot_f32(g, b, ((last,), (last,))).astype(a.dtype)  # g b^T
+    db = _dot_f32(_rows_last(a), g, ((last,), (last - 1,))).astype(b.dtype)  # a^T g
+    return da, db
+
+
+low_precision_matmul.defvjp(_low_precision_matmul_fwd, _low_precision_matmul_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def low_precision_matmul_tn(a: jax.Array, b: jax.Array, out_dtype: Any) -> jax.Array:
+    """a [..., S, D], b [..., S, E] -> a^T b [..., D, E] (a contraction over S), as
+    `low_precision_matmul`: the forward product takes a transposed copy of a, the gradients none."""
+    last = a.ndim - 1
+    return _dot_f32(_rows_last(a), b, ((last,), (last - 1,))).astype(out_dtype)
+
+
+def _low_precision_matmul_tn_fwd(a, b, out_dtype):
+    return low_precision_matmul_tn(a, b, out_dtype), (a, b)
+
+
+def _low_precision_matmul_tn_bwd(out_dtype, residuals, cotangent):
+    a, b = residuals
+    g = cotangent.astype(a.dtype)
+    last = a.ndim - 1
+    da = _dot_f32(b, g, ((last,), (last,))).astype(a.dtype)  # b g^T: [S, E] x [D, E] -> [S, D]
+    db = _dot_f32(a, g, ((last,), (last - 1,))).astype(b.dtype)  # a g: [S, D] x [D, E] -> [S, E]
+    return da, db
+
+
+low_precision_matmul_tn.defvjp(_low_precision_matmul_tn_fwd, _low_precision_matmul_tn_bwd)
+
+
+def _cpu_low_precision(dtype: Any) -> bool:
+    """Whether products in `dtype` take the spelled-out float32-accumulating forms (bf16 on the CPU)."""
+    return jnp.dtype(dtype) == jnp.bfloat16 and jax.default_backend() == "cpu"
 
 
 def dense(x: jax.Array, kernel: jax.Array, bias: jax.Array, dtype: Any, out_dtype: Any = None) -> jax.Array:
@@ -143,7 +202,7 @@ def dense(x: jax.Array, kernel: jax.Array, bias: jax.Array, dtype: Any, out_dtyp
     out_dtype = dtype if out_dtype is None else out_dtype
     rows = x.reshape(-1, x.shape[-1]).astype(dtype)
     kernel = kernel.astype(dtype)
-    if jnp.dtype(dtype) == jnp.bfloat16 and jax.default_backend() == "cpu":
+    if _cpu_low_precision(dtype):
         out = low_precision_affine(rows, kernel, bias, jnp.dtype(out_dtype))
     else:
         out = (jnp.dot(rows, kernel) + bias.astype(dtype)).astype(out_dtype)
@@ -240,7 +299,11 @@ def linear_attention_context(
     peak = jax.lax.stop_gradient(jnp.max(jnp.where(keep, k, -jnp.inf), axis=2, keepdims=True))
     weight = jnp.exp(jnp.where(keep, k - peak, -jnp.inf))  # masked keys: exp(-inf) = 0, gradient 0
     total = jnp.sum(weight, axis=2)  # [B, heads, H]; 0 where a row has no valid key
-    context = jnp.einsum("bhsd,bhse->bhde", weight.astype(dtype), _heads_first(v, num_heads).astype(dtype))
+    weight, v = weight.astype(dtype), _heads_first(v, num_heads).astype(dtype)
+    if _cpu_low_precision(dtype):
+        context = low_precision_matmul_tn(weight, v, jnp.float32)
+    else:
+        context = jnp.einsum("bhsd,bhse->bhde", weight, v)
     context = context.astype(jnp.float32) / jnp.where(total > 0, total, 1.0)[..., None]
     return context.astype(dtype)
 
@@ -249,7 +312,10 @@ def linear_attention_read(q: jax.Array, context: jax.Array, num_heads: int) -> j
     """softmax_features(query) . context per head: q [B, T, C], context [B, heads, H, H] -> [B, T, C]."""
     dtype = q.dtype
     q = jax.nn.softmax(_heads_first(q, num_heads).astype(jnp.float32), axis=-1).astype(dtype)
-    out = jnp.einsum("bhtd,bhde->bhte", q, context.astype(dtype))
+    if _cpu_low_precision(dtype):
+        out = low_precision_matmul(q, context.astype(dtype), dtype)
+    else:
+        out = jnp.einsum("bhtd,bhde->bhte", q, context.astype(dtype))
     return out.transpose(0, 2, 1, 3).reshape(out.shape[0], out.shape[2], -1)
 
 

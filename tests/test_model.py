@@ -654,6 +654,57 @@ def test_low_precision_affine_accumulates_in_float32_forward_and_backward(rows):
     assert np.all(out > 0.9 * (x @ kernel + bias))
 
 
+@pytest.mark.parametrize("form", ["nn", "tn"])
+@pytest.mark.parametrize("rows", [512, 511])
+def test_low_precision_batched_products_accumulate_in_float32_forward_and_backward(form, rows):
+    """The attention's per-head products in bf16 (stacks [2, 3] of matrices): `low_precision_matmul`
+    a @ b and `low_precision_matmul_tn` a^T b, and both gradients, are the exact (float64) products of
+    the bf16 operands and the bf16-rounded cotangent, rounded once to their dtype. The contracted length
+    (512 or 511 rows) is where a bf16 accumulation would drift; an odd one takes the transpose XLA folds."""
+    rng = np.random.default_rng(5)
+    a = _bf16(rng.random((2, 3, rows, 8) if form == "tn" else (2, 3, 8, rows)))
+    b = _bf16(rng.random((2, 3, rows, 6)))
+    function = {"nn": model_lib.low_precision_matmul, "tn": model_lib.low_precision_matmul_tn}[form]
+    out, vjp = jax.vjp(
+        lambda x, y: function(x, y, jnp.float32), jnp.asarray(a, jnp.bfloat16), b.astype(jnp.bfloat16)
+    )
+    cotangent = rng.random(out.shape)
+    da, db = (np.asarray(g, np.float64) for g in vjp(jnp.asarray(cotangent, jnp.float32)))
+    g = _bf16(cotangent)
+    swap = lambda m: np.swapaxes(m, -1, -2)  # noqa: E731
+    if form == "nn":  # a [8, rows] @ b [rows, 6]
+        exact, exact_da, exact_db = a @ b, g @ swap(b), swap(a) @ g
+    else:  # a [rows, 8]^T @ b [rows, 6]
+        exact, exact_da, exact_db = swap(a) @ b, b @ swap(g), a @ g
+    np.testing.assert_allclose(np.asarray(out, np.float64), exact, rtol=1e-5)  # float32 out: not rounded
+    _assert_bf16_rounding_of(da, exact_da)
+    _assert_bf16_rounding_of(db, exact_db)
+    assert da.dtype == db.dtype == np.float64 and out.dtype == jnp.float32
+
+
+def test_bfloat16_attention_products_on_the_cpu_take_the_fast_form():
+    """On the CPU, every product of the bf16 linear attention, forward and backward, takes bf16 operands,
+    gives a float32 result and contracts its left operand along its last axis (what XLA:CPU runs at the
+    bf16 rate); and the attention still matches its float64 reference to bf16 precision."""
+    if jax.default_backend() != "cpu":
+        pytest.skip("the bf16 products are XLA's own on other backends")
+    rng = np.random.default_rng(6)
+    q, k, v = (rng.standard_normal((2, 6, 16)) for _ in range(3))
+    mask = np.array([[True] * 6, [True] * 4 + [False] * 2])
+    loss = lambda *a: jnp.sum(jnp.sin(model_lib.efficient_attention(*a, mask, 2).astype(jnp.float32)))  # noqa: E731
+    args = [jnp.asarray(a, jnp.bfloat16) for a in (q, k, v)]
+    dots = _dot_generals(jax.make_jaxpr(jax.grad(loss, argnums=(0, 1, 2)))(*args).jaxpr)
+    assert len(dots) == 6  # context and read, forward and two gradients each
+    for eqn in dots:
+        (lhs_contract, _), _ = eqn.params["dimension_numbers"]
+        assert [v.aval.dtype for v in eqn.invars] == [jnp.bfloat16] * 2, eqn
+        assert eqn.outvars[0].aval.dtype == jnp.float32, eqn
+        assert tuple(lhs_contract) == (eqn.invars[0].aval.ndim - 1,), eqn
+    got = np.asarray(model_lib.efficient_attention(*args, mask, 2), np.float64)
+    expected = ref_efficient_attention(*(_bf16(a) for a in (q, k, v)), mask, 2)
+    np.testing.assert_allclose(got, expected, atol=3e-2)
+
+
 def test_a_float32_result_of_a_bfloat16_dense_is_not_rounded_to_bfloat16():
     rng = np.random.default_rng(4)
     x, kernel, bias = _bf16(rng.standard_normal((6, 64))), _bf16(rng.standard_normal((64, 9))), np.zeros(9)
