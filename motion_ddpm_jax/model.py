@@ -142,8 +142,9 @@ def low_precision_matmul(a: jax.Array, b: jax.Array, out_dtype: Any) -> jax.Arra
     return _dot_f32(a, b, ((a.ndim - 1,), (b.ndim - 2,))).astype(out_dtype)
 
 
-def _low_precision_matmul_fwd(a, b, out_dtype):
-    return low_precision_matmul(a, b, out_dtype), (a, b)
+def _saving_operands(function):
+    """The forward rule of a custom-VJP product f(a, b, out_dtype): its value, with a and b saved."""
+    return lambda a, b, out_dtype: (function(a, b, out_dtype), (a, b))
 
 
 def _low_precision_matmul_bwd(out_dtype, residuals, cotangent):
@@ -155,7 +156,7 @@ def _low_precision_matmul_bwd(out_dtype, residuals, cotangent):
     return da, db
 
 
-low_precision_matmul.defvjp(_low_precision_matmul_fwd, _low_precision_matmul_bwd)
+low_precision_matmul.defvjp(_saving_operands(low_precision_matmul), _low_precision_matmul_bwd)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
@@ -164,10 +165,6 @@ def low_precision_matmul_tn(a: jax.Array, b: jax.Array, out_dtype: Any) -> jax.A
     `low_precision_matmul`: the forward product takes a transposed copy of a, the gradients none."""
     last = a.ndim - 1
     return _dot_f32(_rows_last(a), b, ((last,), (last - 1,))).astype(out_dtype)
-
-
-def _low_precision_matmul_tn_fwd(a, b, out_dtype):
-    return low_precision_matmul_tn(a, b, out_dtype), (a, b)
 
 
 def _low_precision_matmul_tn_bwd(out_dtype, residuals, cotangent):
@@ -179,7 +176,7 @@ def _low_precision_matmul_tn_bwd(out_dtype, residuals, cotangent):
     return da, db
 
 
-low_precision_matmul_tn.defvjp(_low_precision_matmul_tn_fwd, _low_precision_matmul_tn_bwd)
+low_precision_matmul_tn.defvjp(_saving_operands(low_precision_matmul_tn), _low_precision_matmul_tn_bwd)
 
 
 def _cpu_low_precision(dtype: Any) -> bool:
