@@ -624,6 +624,10 @@ def test_dense_kernel_gradients_are_single_axis_products():
         assert len(lhs_contract) == len(rhs_contract) == 1, eqn
 
 
+def _round(a: np.ndarray, dtype) -> np.ndarray:
+    return np.asarray(jnp.asarray(a, dtype), np.float64)
+
+
 def _bf16(a: np.ndarray) -> np.ndarray:
     return np.asarray(jnp.asarray(a, jnp.bfloat16), np.float64)
 
@@ -633,6 +637,19 @@ def _assert_bf16_rounding_of(value, exact):
     float32 accumulation's own error, far below what accumulating in bf16 would give at this length."""
     assert value.shape == exact.shape
     np.testing.assert_array_less(np.abs(value - exact), 2.0**-8 * np.abs(exact) + 1e-3)
+
+
+@pytest.mark.parametrize(
+    "shape", [(64, 24), (48, 6), (40, 10), (30, 8), (15, 4), (2, 3, 30, 8), (2, 3, 15, 4)], ids=str
+)
+@pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
+def test_rows_last_is_the_transpose(shape, dtype):
+    """The kernel gradient's transposed copy of x, in each of its spellings (blocks of 32, 16 and 8
+    rows; two halves; odd; stacks of matrices; 2- and 4-byte elements), is exactly x^T."""
+    x = np.random.default_rng(7).standard_normal(shape)
+    got = jax.jit(model_lib._rows_last)(jnp.asarray(x, dtype))
+    assert got.dtype == jnp.dtype(dtype)
+    np.testing.assert_array_equal(np.asarray(got, np.float64), np.swapaxes(_round(x, dtype), -1, -2))
 
 
 @pytest.mark.parametrize("rows", [16, 15])
