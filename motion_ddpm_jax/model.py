@@ -12,7 +12,8 @@ E = 4 * latent_dim (the width of the time/text embedding that styles every block
 
 Every block ends in a zero-initialised Dense, so a freshly initialised network outputs exactly 0.
 Precision: parameters float32; Dense matmuls in `dtype` (the compute dtype; in bfloat16 on the CPU with
-float32 accumulation and bias, `low_precision_affine`); LayerNorm statistics and every softmax in float32;
+float32 accumulation and bias, `low_precision_affine`, and so are the linear attention's per-head
+products, `low_precision_matmul(_tn)`); LayerNorm statistics and every softmax in float32;
 the residual stream and the output float32. Pure: reads no file, flag or clock.
 
 Build one with `model_from_config(config, input_feats=D, text_vocab_size=V)` and its parameters with

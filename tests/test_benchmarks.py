@@ -75,8 +75,28 @@ def test_layer_benchmark_times_every_part(tmp_path):
     assert "layer (the three blocks)" in stdout
 
 
+def test_variants_benchmark_pairs_the_variants_and_checks_their_results(tmp_path):
+    """Two variants that compute the same step (same bits) and the transposes' cost probe, which does
+    not: the parameter check must tell them apart."""
+    variants = ["current", "transpose=plain", "transpose=none"]
+    record, stdout = run_benchmark(
+        "bench_variants.py",
+        tmp_path,
+        *("--variants", ",".join(variants), "--dtype", "bfloat16", "--batch", "2", "--frames", "8"),
+        *("--features", "12", "--rounds", "1", *TINY),
+    )
+    rows = {row["variant"]: row for row in record["rows"]}
+    assert list(rows) == variants and all(len(row["seconds"]) == 1 for row in rows.values())
+    assert rows["current"]["max_param_difference"] == 0 == rows["transpose=plain"]["max_param_difference"]
+    assert rows["transpose=plain"]["grad_norm_relative_difference"] == 0
+    assert rows["transpose=none"]["max_param_difference"] > 0
+    assert rows["transpose=none"]["grad_norm_relative_difference"] > 0
+    assert "vs current" in stdout
+
+
 @pytest.mark.parametrize(
-    "script", ["bench_sampling.py", "bench_train_step.py", "bench_layer.py", "profile_step.py"]
+    "script",
+    ["bench_sampling.py", "bench_train_step.py", "bench_layer.py", "profile_step.py", "bench_variants.py"],
 )
 def test_benchmark_help_describes_it(script):
     result = subprocess.run(
