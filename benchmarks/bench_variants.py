@@ -62,15 +62,6 @@ def _halves(x):
     return jnp.concatenate([jnp.swapaxes(first, -1, -2), jnp.swapaxes(second, -1, -2)], axis=-1)
 
 
-def _plain(x):
-    *batch, rows, features = x.shape
-    if rows % 2:
-        return jnp.swapaxes(x, -1, -2)
-    axes = len(batch)
-    halves = x.reshape(*batch, 2, rows // 2, features).transpose(*range(axes), axes + 2, axes, axes + 1)
-    return halves.reshape(*batch, features, rows)
-
-
 def _no_transpose(x):
     return x.reshape(*x.shape[:-2], x.shape[-1], x.shape[-2])
 
@@ -83,7 +74,7 @@ VARIANTS = {
     "current": contextlib.nullcontext,
     "transpose=fold": lambda: _replaced("_rows_last", lambda x: jnp.swapaxes(x, -1, -2)),
     "transpose=halves": lambda: _replaced("_rows_last", _halves),
-    "transpose=plain": lambda: _replaced("_rows_last", _plain),
+    "transpose=plain": lambda: _replaced("_rows_last", model_lib._plain_transpose),
     "transpose=none": lambda: _replaced("_rows_last", _no_transpose),
 }
 

@@ -102,8 +102,9 @@ def low_precision_affine(x: jax.Array, kernel: jax.Array, bias: jax.Array, out_d
     return (_dot_f32(x, kernel, ((1,), (0,))) + bias.astype(jnp.float32)).astype(out_dtype)
 
 
-def _low_precision_affine_fwd(x, kernel, bias, out_dtype):
-    return low_precision_affine(x, kernel, bias, out_dtype), (x, kernel, bias)
+def _saving_operands(function):
+    """The forward rule of a custom-VJP product f(*operands, out_dtype): its value, the operands saved."""
+    return lambda *args: (function(*args), args[:-1])
 
 
 def _rows_last(x: jax.Array) -> jax.Array:
@@ -112,16 +113,21 @@ def _rows_last(x: jax.Array) -> jax.Array:
     into the product, which then runs in float32, ~4x slower on an AMX Xeon). Same values in any case.
 
     A matrix of 2-byte elements whose rows split into blocks of 32, 16 or 8 is moved in two
-    cache-friendly passes (`_blocked_transpose`); otherwise the copy is one transpose of x's two halves
-    of rows, which XLA runs as a plain transpose and does not fold (an odd M is left to XLA). Measured on
+    cache-friendly passes (`_blocked_transpose`); otherwise the copy is `_plain_transpose`. Measured on
     the train step (benchmarks/RESULTS.md): the plain transpose of a [6272, 512] activation read long
     after it was written, beside running products, took ~13 ms; in blocks the bf16 step ran 1.12x faster.
     """
-    *batch, rows, features = x.shape
-    if not batch and x.dtype.itemsize == 2:
-        block = next((b for b in (32, 16, 8) if rows % b == 0), None)
+    if x.ndim == 2 and x.dtype.itemsize == 2:
+        block = next((b for b in (32, 16, 8) if x.shape[0] % b == 0), None)
         if block:
             return _blocked_transpose(x, block)
+    return _plain_transpose(x)
+
+
+def _plain_transpose(x: jax.Array) -> jax.Array:
+    """x [..., M, K] -> [..., K, M] as one transpose of x's two halves of rows ([..., 2, M/2, K]), which
+    XLA runs as a plain transpose and does not fold into a product; an odd M is left to XLA."""
+    *batch, rows, features = x.shape
     if rows % 2:
         return jnp.swapaxes(x, -1, -2)
     axes = len(batch)
@@ -149,7 +155,7 @@ def _low_precision_affine_bwd(out_dtype, residuals, cotangent):
     return dx, dkernel, dbias
 
 
-low_precision_affine.defvjp(_low_precision_affine_fwd, _low_precision_affine_bwd)
+low_precision_affine.defvjp(_saving_operands(low_precision_affine), _low_precision_affine_bwd)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
@@ -160,11 +166,6 @@ def low_precision_matmul(a: jax.Array, b: jax.Array, out_dtype: Any) -> jax.Arra
     forms XLA:CPU runs at the bf16 rate: every left operand contracted along its last axis (the
     gradient of b takes a transposed copy of a)."""
     return _dot_f32(a, b, ((a.ndim - 1,), (b.ndim - 2,))).astype(out_dtype)
-
-
-def _saving_operands(function):
-    """The forward rule of a custom-VJP product f(a, b, out_dtype): its value, with a and b saved."""
-    return lambda a, b, out_dtype: (function(a, b, out_dtype), (a, b))
 
 
 def _low_precision_matmul_bwd(out_dtype, residuals, cotangent):

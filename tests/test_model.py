@@ -629,7 +629,7 @@ def _round(a: np.ndarray, dtype) -> np.ndarray:
 
 
 def _bf16(a: np.ndarray) -> np.ndarray:
-    return np.asarray(jnp.asarray(a, jnp.bfloat16), np.float64)
+    return _round(a, jnp.bfloat16)
 
 
 def _assert_bf16_rounding_of(value, exact):
@@ -656,8 +656,8 @@ def test_rows_last_is_the_transpose(shape, dtype):
 def test_low_precision_affine_accumulates_in_float32_forward_and_backward(rows):
     """bf16 operands, K = 2048: the result and the three gradients are the exact (float64) values from
     the bf16 operands, rounded once; the backward pass takes its cotangent in bf16 (as autocast does)
-    and the bias gradient sums it in float32. An even and an odd number of rows (the kernel gradient's
-    transposed copy of x is built from two halves of its rows when they split evenly)."""
+    and the bias gradient sums it in float32. 16 and 15 rows: the kernel gradient's transposed copy of x
+    is then built in blocks, and left to XLA."""
     rng = np.random.default_rng(2)
     x, kernel = _bf16(rng.random((rows, 2048))), _bf16(rng.random((2048, 24)))
     bias, cotangent = rng.standard_normal(24).astype(np.float32).astype(np.float64), rng.random((rows, 24))
