@@ -23,6 +23,8 @@ Dense layer's input for its bf16 kernel gradient on the CPU; they change nothing
   transpose=halves    the two halves of rows transposed and concatenated (session 7's spelling)
   transpose=plain     one transpose of the two halves of rows (not folded, not blocked)
   transpose=none      a reshape in place of the transpose: WRONG values, the transposes' cost
+  standardize=twopass LayerNorm statistics in two passes (the variance of the centred input; before
+                      session 9's one-pass `model._standardize`)
   attention=einsum    the linear attention's per-head products by autodiff of XLA's einsums (bf16
                       results; before the custom-VJP products of `model.low_precision_matmul(_tn)`)
 """
@@ -76,6 +78,7 @@ VARIANTS = {
     "transpose=halves": lambda: _replaced("_rows_last", _halves),
     "transpose=plain": lambda: _replaced("_rows_last", model_lib._plain_transpose),
     "transpose=none": lambda: _replaced("_rows_last", _no_transpose),
+    "standardize=twopass": lambda: _replaced("_standardize", model_lib._standardize_two_pass),
 }
 
 

@@ -288,19 +288,34 @@ def conditioned_denoiser(
     guided = guidance_scale is not None
     frame_mask = jnp.concatenate([mask, mask]) if guided else mask
 
-    def prepare(timesteps):
+    def modulations(timesteps):
         steps = timesteps.shape[0]
         emb = jnp.tile(condition["emb"], (steps, 1))  # row r of step k at k * rows + r
-        modulations = model.apply(
+        return model.apply(
             variables, jnp.repeat(timesteps, rows), emb, method=model_lib.MotionTransformer.modulations
         )
-        return jax.tree.map(lambda a: a.reshape(steps, rows, *a.shape[1:]), modulations)
 
-    def apply(x_t, t, modulations):
+    # Every block's (scale, shift) packed side by side into one array [steps, rows, sum of widths]: the
+    # loops then carry and slice one array per step instead of one per block (3 x layers).
+    shapes = jax.eval_shape(modulations, jnp.zeros((1,), jnp.int32))
+    leaves, structure = jax.tree.flatten(shapes)
+    bounds = np.cumsum([0] + [leaf.shape[-1] for leaf in leaves])
+
+    def prepare(timesteps):
+        packed = jnp.concatenate(jax.tree.leaves(modulations(timesteps)), axis=-1)
+        return packed.reshape(timesteps.shape[0], rows, -1)
+
+    def apply(x_t, t, packed):
         del t  # the modulations carry the step
+        unpacked = [packed[:, start:end] for start, end in zip(bounds[:-1], bounds[1:], strict=True)]
         x = jnp.concatenate([x_t, x_t]) if guided else x_t
         out = model.apply(
-            variables, x, frame_mask, condition, modulations, method=model_lib.MotionTransformer.denoise
+            variables,
+            x,
+            frame_mask,
+            condition,
+            jax.tree.unflatten(structure, unpacked),
+            method=model_lib.MotionTransformer.denoise,
         )
         if not guided:
             return out

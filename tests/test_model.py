@@ -742,3 +742,62 @@ def test_bfloat16_products_on_the_cpu_accumulate_in_float32_in_both_passes():
     for eqn in dots:
         assert [v.aval.dtype for v in eqn.invars] == [jnp.bfloat16] * 2, eqn
         assert eqn.outvars[0].aval.dtype == jnp.float32, eqn
+
+
+def _standardized64(x: np.ndarray, epsilon: float = 1e-5) -> np.ndarray:
+    centered = x - x.mean(axis=-1, keepdims=True)
+    return centered / np.sqrt(np.mean(centered**2, axis=-1, keepdims=True) + epsilon)
+
+
+@pytest.mark.parametrize("offset", [0.0, 3.0, 10.0])
+def test_standardize_matches_float64_evaluated_and_differentiated(offset):
+    """LayerNorm's standardization: evaluated (one pass for both statistics) and under differentiation
+    (two passes) it is the float64 value to float32 rounding, for rows whose mean is 0, 3 and 10 times
+    their spread; its gradient is the float64 one: the chain rule through the float64 standardization,
+    checked against central differences of it."""
+    rng = np.random.default_rng(11)
+    x = offset + rng.standard_normal((6, 512))
+    cotangent = rng.standard_normal((6, 512))
+    expected = _standardized64(x)
+    evaluated = jax.jit(model_lib._standardize)(jnp.asarray(x, jnp.float32))
+    value, vjp = jax.vjp(model_lib._standardize, jnp.asarray(x, jnp.float32))
+    tolerance = 1e-6 * (1 + offset**2)  # one pass: var's error grows with mean^2
+    np.testing.assert_allclose(np.asarray(evaluated, np.float64), expected, atol=tolerance, rtol=0)
+    np.testing.assert_allclose(np.asarray(value, np.float64), expected, atol=2e-6, rtol=0)
+    z, r = expected, 1 / np.sqrt(np.var(x, axis=-1, keepdims=True) + 1e-5)
+    projection = z * np.mean(cotangent * z, -1, keepdims=True)
+    gradient = r * (cotangent - cotangent.mean(-1, keepdims=True) - projection)
+    (got,) = vjp(jnp.asarray(cotangent, jnp.float32))
+    np.testing.assert_allclose(np.asarray(got, np.float64), gradient, atol=1e-5, rtol=0)
+    step, row, column = 1e-5, 2, 7
+    plus, minus = x.copy(), x.copy()
+    plus[row, column] += step
+    minus[row, column] -= step
+    numeric = np.sum(cotangent * (_standardized64(plus) - _standardized64(minus))) / (2 * step)
+    assert abs(gradient[row, column] - numeric) < 1e-6
+
+
+def test_standardize_is_one_pass_evaluated_and_two_passes_differentiated():
+    """Evaluated, the statistics are reductions of x and of x^2 (one pass over x); under
+    differentiation the variance reduces the square of the centred x (x - mean)."""
+
+    def reduced_inputs(jaxpr):
+        """For each reduce_sum: its input's producer, and for a square, the square's input's producer."""
+        producers = {out: eqn for eqn in equations(jaxpr) for out in eqn.outvars}
+
+        def name(var):
+            return producers[var].primitive.name if var in producers else "input"
+
+        chains = []
+        for eqn in equations(jaxpr):
+            if eqn.primitive.name == "reduce_sum":
+                first = name(eqn.invars[0])
+                second = name(producers[eqn.invars[0]].invars[0]) if first == "square" else ""
+                chains.append(f"{first}({second})" if second else first)
+        return sorted(chains)
+
+    x = jnp.ones((4, 16), jnp.float32)
+    evaluated = reduced_inputs(jax.make_jaxpr(model_lib._standardize)(x))
+    differentiated = reduced_inputs(jax.make_jaxpr(lambda x: jax.vjp(model_lib._standardize, x)[0])(x))
+    assert evaluated == ["input", "square(input)"], evaluated
+    assert differentiated == ["input", "square(sub)"], differentiated

@@ -543,16 +543,21 @@ def _dot_operand_sizes(jaxpr) -> set[int]:
     return {size for eqn in dots for var in eqn.invars for size in var.aval.shape}
 
 
+def _tiny_model() -> model_lib.MotionTransformer:
+    """2 layers of width 12 (E = 48), text width 10, 6 motion features."""
+    return model_lib.MotionTransformer(
+        input_feats=6, max_motion_length=7, latent_dim=12, num_layers=2, ff_size=20, num_heads=2,
+        text_vocab_size=30, text_max_length=3, text_latent_dim=10, text_num_layers=1, text_num_heads=2,
+        text_ff_size=14,
+    )  # fmt: skip
+
+
 def test_a_sampler_step_runs_no_caption_or_step_embedding_matmul():
     """The per-step (inner) scan holds none of the products whose inputs are the caption or the step alone:
     no matmul there touches the embedding width E = 48 (time MLP, stylization projections: those run in
     the chunk (outer) scan) or the text width 10 (cross-attention keys and values: computed once, before
     both scans)."""
-    model = model_lib.MotionTransformer(
-        input_feats=6, max_motion_length=7, latent_dim=12, num_layers=2, ff_size=20, num_heads=2,
-        text_vocab_size=30, text_max_length=3, text_latent_dim=10, text_num_layers=1, text_num_heads=2,
-        text_ff_size=14,
-    )  # fmt: skip
+    model = _tiny_model()
     params = model_lib.init_params(model, jax.random.key(0))
     schedule = sampling.diffusion.make_schedule("cosine", 8)
     text, text_mask = jnp.zeros((2, 3, 10)), jnp.ones((2, 3), bool)
@@ -568,3 +573,23 @@ def test_a_sampler_step_runs_no_caption_or_step_embedding_matmul():
     assert 10 in _dot_operand_sizes(jaxpr)
     assert 48 in _dot_operand_sizes(outer) and 10 not in _dot_operand_sizes(outer)
     assert not {48, 10} & _dot_operand_sizes(inner), _dot_operand_sizes(inner)
+
+
+def test_prepared_modulations_are_one_array_of_every_block_side_by_side():
+    """`prepare` packs every block's (scale, shift) into one array [steps, rows, 3 x layers x 2C], in the
+    order of the model's modulations tree: the loops carry and slice one array per step."""
+    model = _tiny_model()
+    params = model_lib.init_params(model, jax.random.key(0))
+    params = jax.tree.map(lambda a: a + jax.random.normal(jax.random.key(a.size), a.shape), params)
+    text, text_mask = jax.random.normal(jax.random.key(2), (2, 3, 10)), jnp.ones((2, 3), bool)
+    denoise = sampling.conditioned_denoiser(model, params, text, text_mask, jnp.ones((2, 7), bool))
+    timesteps = jnp.array([5, 0, 3])
+    packed = denoise.prepare(timesteps)
+    assert packed.shape == (3, 2, 3 * 2 * 24)
+    condition = model.apply({"params": params}, text, text_mask, method=model.condition_on_text)
+    expected = model.apply(
+        {"params": params}, jnp.repeat(timesteps, 2), jnp.tile(condition["emb"], (3, 1)),
+        method=model.modulations,
+    )  # fmt: skip
+    expected = np.concatenate([np.asarray(a).reshape(3, 2, -1) for a in jax.tree.leaves(expected)], axis=-1)
+    np.testing.assert_allclose(np.asarray(packed), expected, rtol=1e-6, atol=1e-6)
