@@ -26,7 +26,7 @@ Dense layer's input for its bf16 kernel gradient on the CPU; they change nothing
   standardize=twopass LayerNorm statistics in two passes (the variance of the centred input; before
                       session 9's one-pass `model._standardize`)
   attention=einsum    the linear attention's per-head products by autodiff of XLA's einsums (bf16
-                      results; before the custom-VJP products of `model.low_precision_matmul(_tn)`)
+                      results; before the custom-VJP product `model.low_precision_matmul`)
 """
 
 from __future__ import annotations
@@ -82,14 +82,7 @@ VARIANTS = {
 }
 
 
-@contextlib.contextmanager
-def _einsum_attention():
-    with _replaced("low_precision_matmul", _einsum("bhtd,bhde->bhte")):
-        with _replaced("low_precision_matmul_tn", _einsum("bhsd,bhse->bhde")):
-            yield
-
-
-VARIANTS["attention=einsum"] = _einsum_attention
+VARIANTS["attention=einsum"] = lambda: _replaced("low_precision_matmul", _einsum("...mk,...kn->...mn"))
 
 
 def parse_args(argv=None):

@@ -671,28 +671,25 @@ def test_low_precision_affine_accumulates_in_float32_forward_and_backward(rows):
     assert np.all(out > 0.9 * (x @ kernel + bias))
 
 
-@pytest.mark.parametrize("form", ["nn", "tn"])
 @pytest.mark.parametrize("rows", [512, 511])
-def test_low_precision_batched_products_accumulate_in_float32_forward_and_backward(form, rows):
+def test_low_precision_batched_products_accumulate_in_float32_forward_and_backward(rows):
     """The attention's per-head products in bf16 (stacks [2, 3] of matrices): `low_precision_matmul`
-    a @ b and `low_precision_matmul_tn` a^T b, and both gradients, are the exact (float64) products of
-    the bf16 operands and the bf16-rounded cotangent, rounded once to their dtype. The contracted length
-    (512 or 511 rows) is where a bf16 accumulation would drift; an odd one takes the transpose XLA folds."""
+    a @ b and both gradients are the exact (float64) products of the bf16 operands and the bf16-rounded
+    cotangent, rounded once to their dtype. The contracted length (512 or 511 rows) is where a bf16
+    accumulation would drift; an odd one takes the transpose XLA folds."""
     rng = np.random.default_rng(5)
-    a = _bf16(rng.random((2, 3, rows, 8) if form == "tn" else (2, 3, 8, rows)))
+    a = _bf16(rng.random((2, 3, 8, rows)))
     b = _bf16(rng.random((2, 3, rows, 6)))
-    function = {"nn": model_lib.low_precision_matmul, "tn": model_lib.low_precision_matmul_tn}[form]
     out, vjp = jax.vjp(
-        lambda x, y: function(x, y, jnp.float32), jnp.asarray(a, jnp.bfloat16), b.astype(jnp.bfloat16)
+        lambda x, y: model_lib.low_precision_matmul(x, y, jnp.float32),
+        jnp.asarray(a, jnp.bfloat16),
+        b.astype(jnp.bfloat16),
     )
     cotangent = rng.random(out.shape)
     da, db = (np.asarray(g, np.float64) for g in vjp(jnp.asarray(cotangent, jnp.float32)))
     g = _bf16(cotangent)
     swap = lambda m: np.swapaxes(m, -1, -2)  # noqa: E731
-    if form == "nn":  # a [8, rows] @ b [rows, 6]
-        exact, exact_da, exact_db = a @ b, g @ swap(b), swap(a) @ g
-    else:  # a [rows, 8]^T @ b [rows, 6]
-        exact, exact_da, exact_db = swap(a) @ b, b @ swap(g), a @ g
+    exact, exact_da, exact_db = a @ b, g @ swap(b), swap(a) @ g
     np.testing.assert_allclose(np.asarray(out, np.float64), exact, rtol=1e-5)  # float32 out: not rounded
     _assert_bf16_rounding_of(da, exact_da)
     _assert_bf16_rounding_of(db, exact_db)
