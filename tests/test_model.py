@@ -798,3 +798,49 @@ def test_standardize_is_one_pass_evaluated_and_two_passes_differentiated():
     differentiated = reduced_inputs(jax.make_jaxpr(lambda x: jax.vjp(model_lib._standardize, x)[0])(x))
     assert evaluated == ["input", "square(input)"], evaluated
     assert differentiated == ["input", "square(sub)"], differentiated
+
+
+@pytest.mark.parametrize("frames", [512, 5])
+def test_attention_read_matches_float64_evaluated_and_differentiated(frames):
+    """The linear attention with 2 x 512 query rows (at the threshold: evaluated on the CPU, the queries
+    are softmaxed before the heads split) and with 2 x 5 (after it), float32: its value evaluated and
+    under differentiation is the float64 reference, and so is its gradient (central differences of the
+    reference, for a few entries of q, k and v)."""
+    rng = np.random.default_rng(12)
+    q, k, v = (rng.standard_normal((2, frames, 8)) for _ in range(3))
+    if frames == 512:
+        assert 2 * frames >= model_lib.READ_SOFTMAX_BEFORE_SPLIT_ROWS
+    mask = np.ones((2, frames), bool)
+    mask[1, frames // 2 :] = False
+    weights = rng.standard_normal((2, frames, 8))
+    args = [jnp.asarray(a, jnp.float32) for a in (q, k, v)]
+
+    def loss(q, k, v):
+        return jnp.sum(weights * model_lib.efficient_attention(q, k, v, jnp.asarray(mask), 2))
+
+    expected = ref_efficient_attention(q, k, v, mask, 2)
+    evaluated = jax.jit(model_lib.efficient_attention, static_argnums=4)(*args, jnp.asarray(mask), 2)
+    value, vjp = jax.vjp(lambda *a: model_lib.efficient_attention(*a, jnp.asarray(mask), 2), *args)
+    np.testing.assert_allclose(np.asarray(evaluated, np.float64), expected, atol=2e-6, rtol=0)
+    np.testing.assert_allclose(np.asarray(value, np.float64), expected, atol=2e-6, rtol=0)
+    gradients = jax.grad(loss, argnums=(0, 1, 2))(*args)
+
+    def query_max_shapes(jaxpr):  # the query softmax's max: over the last axis, 4 wide
+        maxima = (eqn for eqn in equations(jaxpr) if eqn.primitive.name == "reduce_max")
+        return {eqn.invars[0].aval.shape for eqn in maxima if eqn.params["axes"] == (3,)}
+
+    attention = lambda *a: model_lib.efficient_attention(*a, jnp.asarray(mask), 2)  # noqa: E731
+    before_split, heads_first = {(2, frames, 2, 4)}, {(2, 2, frames, 4)}
+    assert query_max_shapes(jax.make_jaxpr(attention)(*args)) == (
+        before_split if frames == 512 else heads_first
+    )
+    assert query_max_shapes(jax.make_jaxpr(jax.grad(loss, argnums=(0, 1, 2)))(*args)) == heads_first
+    step = 1e-6
+    for which, (b, t, c) in [(0, (0, 3, 1)), (0, (1, 2, 6)), (1, (0, 4, 5)), (1, (1, 0, 2)), (2, (1, 1, 7))]:
+        plus, minus = [np.copy(a) for a in (q, k, v)], [np.copy(a) for a in (q, k, v)]
+        plus[which][b, t, c] += step
+        minus[which][b, t, c] -= step
+        numeric = np.sum(
+            weights * (ref_efficient_attention(*plus, mask, 2) - ref_efficient_attention(*minus, mask, 2))
+        )
+        assert abs(float(gradients[which][b, t, c]) - numeric / (2 * step)) < 1e-4, (which, b, t, c)
