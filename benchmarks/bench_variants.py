@@ -1,8 +1,9 @@
-"""Paired train-step timing of code variants in one process: which spelling of the step is faster, and does
-it compute the same thing.
+"""Paired timing of code variants in one process: which spelling of the train step (or of the sampler)
+is faster, and does it compute the same thing.
 
     .venv/bin/python benchmarks/bench_variants.py --variants current,transpose=halves \\
         [--dtype bfloat16] [--batch 32] [--frames 196] [--features 264] [--rounds 4] [--json out.json]
+        [--sampler-steps N]
 
 Each variant swaps one function of the model for another spelling (VARIANTS below), while the step is
 traced and compiled; `current` swaps nothing. All variants share one train state and batch
@@ -16,6 +17,12 @@ updates only the zero-initialised output layers, and Adam's first update is near
 so one step would hide most differences). `transpose=none` is a cost probe that computes a wrong
 gradient on purpose, so it differs.
 
+`--sampler-steps N` times our DDPM sampler instead (`bench_sampling.Ours`: captions encoded once, a
+cosine schedule of N steps, --batch x --frames, the model evaluated, never differentiated), with
+parameters perturbed away from their zero-initialised output layers; the check is `max |dout|`, the
+largest difference of one denoiser call's output (at step N / 2) from the first variant's, relative to
+its largest value. The table then gives ms per sampler step.
+
 Variants (those named `transpose=` change how `model._rows_last` builds the transposed copy of a
 Dense layer's input for its bf16 kernel gradient on the CPU; they change nothing in float32):
   current             the code as it is
@@ -27,6 +34,10 @@ Dense layer's input for its bf16 kernel gradient on the CPU; they change nothing
                       session 9's one-pass `model._standardize`)
   attention=einsum    the linear attention's per-head products by autodiff of XLA's einsums (bf16
                       results; before the custom-VJP product `model.low_precision_matmul`)
+  read=heads-first    the attention read always softmaxes the queries after the heads split (evaluated
+                      too; before session 9, and what the train step runs)
+  context=heads-first the key softmax after the heads split, its weights transposed again for the
+                      product (before session 9; its gradient now takes one more transpose)
 """
 
 from __future__ import annotations
@@ -83,6 +94,26 @@ VARIANTS = {
 
 
 VARIANTS["attention=einsum"] = lambda: _replaced("low_precision_matmul", _einsum("...mk,...kn->...mn"))
+VARIANTS["read=heads-first"] = lambda: _replaced("linear_attention_read", model_lib._read_heads_first)
+
+
+def _context_heads_first(k, v, key_mask, num_heads, dtype):
+    """`model.linear_attention_context` as it was spelled before session 9 (same function)."""
+    keep = key_mask[:, None, :, None]
+    k = model_lib._heads_first(k, num_heads).astype(jnp.float32)
+    peak = jax.lax.stop_gradient(jnp.max(jnp.where(keep, k, -jnp.inf), axis=2, keepdims=True))
+    weight = jnp.exp(jnp.where(keep, k - peak, -jnp.inf))
+    total = jnp.sum(weight, axis=2)
+    weight, v = weight.astype(dtype), model_lib._heads_first(v, num_heads).astype(dtype)
+    if model_lib._cpu_low_precision(dtype):
+        context = model_lib.low_precision_matmul(model_lib._rows_last(weight), v, jnp.float32)
+    else:
+        context = jnp.einsum("bhsd,bhse->bhde", weight, v)
+    context = context.astype(jnp.float32) / jnp.where(total > 0, total, 1.0)[..., None]
+    return context.astype(dtype)
+
+
+VARIANTS["context=heads-first"] = lambda: _replaced("linear_attention_context", _context_heads_first)
 
 
 def parse_args(argv=None):
@@ -95,6 +126,9 @@ def parse_args(argv=None):
     parser.add_argument("--frames", type=int, default=196)
     parser.add_argument("--features", type=int, default=264)
     parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument(
+        "--sampler-steps", type=int, default=0, help="> 0: time the DDPM sampler of this many steps instead"
+    )
     parser.add_argument("--json", type=Path, default=None)
     common.add_model_flags(parser)
     args = parser.parse_args(argv)
@@ -107,20 +141,80 @@ def parse_args(argv=None):
     return args
 
 
-def main(argv=None) -> None:
-    args = parse_args(argv)
+def _train_step_variants(args):
+    """Per variant: a timed call (one train step), compile seconds, and (params, grad norm) after two
+    steps from the same initial state."""
     step = bench_train_step.OurStep(args, args.features)
     initial = jax.tree.map(jnp.copy, step.state)
-    compiled, runs, compile_s, after_two = {}, {}, {}, {}
+    runs, compile_s, checks = {}, {}, {}
     for name in args.variants:
         with VARIANTS[name]():
-            compiled[name], compile_s[name], _ = step.compile(args.dtype, geometric=False)
-        state, _ = compiled[name](jax.tree.map(jnp.copy, initial), step.batch, step.rng)
-        state, metrics = compiled[name](state, step.batch, step.rng)
-        after_two[name] = (jax.tree.map(np.asarray, state.params), float(metrics["grad_norm"]))
-        runs[name] = step.runner(compiled[name])
+            compiled, compile_s[name], _ = step.compile(args.dtype, geometric=False)
+        state, _ = compiled(jax.tree.map(jnp.copy, initial), step.batch, step.rng)
+        state, metrics = compiled(state, step.batch, step.rng)
+        checks[name] = (jax.tree.map(np.asarray, state.params), float(metrics["grad_norm"]))
+        runs[name] = step.runner(compiled)
         runs[name]()  # untimed
         print(f"[{time.strftime('%H:%M:%S')}] {name}: compiled in {compile_s[name]:.1f} s", file=sys.stderr)
+    return runs, compile_s, checks
+
+
+def _train_step_checks(checks, first):
+    first_params, first_grad_norm = checks[first]
+    for name, (params, grad_norm) in checks.items():
+        differences = jax.tree.map(lambda a, b: float(np.max(np.abs(a - b))), params, first_params)
+        yield (
+            name,
+            {
+                "max_param_difference": max(jax.tree.leaves(differences)),
+                "grad_norm_relative_difference": abs(grad_norm - first_grad_norm) / first_grad_norm,
+            },
+        )
+
+
+def _sampler_variants(args):
+    """Per variant: a timed call (the whole DDPM sampler), compile seconds, and one denoiser output."""
+    import bench_sampling
+
+    from motion_ddpm_jax import diffusion, sampling
+
+    args.max_frames = args.frames
+    config = common.bench_config(args, args.frames)
+    base = model_lib.model_from_config(config, input_feats=args.features, text_vocab_size=args.vocab)
+    params = model_lib.init_params(base, jax.random.key(0))
+    noise = jax.tree.map(lambda a: jax.random.normal(jax.random.key(a.size), a.shape), params)
+    params = jax.tree.map(lambda a, n: a + 0.02 * n, params, noise)  # zero-initialised layers: nonzero
+    schedule = diffusion.make_schedule("cosine", args.sampler_steps)
+    inputs = bench_sampling.sampler_inputs(args.batch, args.frames, args.features, args)
+    x_T, tokens, text_mask, mask = (jnp.asarray(a) for a in inputs)
+    runs, compile_s, checks = {}, {}, {}
+    for name in args.variants:
+        with VARIANTS[name]():
+            ours = bench_sampling.Ours(args, args.features, params, args.dtype)
+            runs[name], compile_s[name] = ours.compile("ddpm", schedule, args.sampler_steps, inputs)
+
+            @jax.jit
+            def denoise_once(params, model=ours.model):
+                encoded = model_lib.encode_text(model, params, tokens, text_mask)
+                denoise = sampling.conditioned_denoiser(model, params, encoded, text_mask, mask)
+                return denoise(x_T, jnp.full((args.batch,), args.sampler_steps // 2, jnp.int32))
+
+            checks[name] = np.asarray(denoise_once(params), np.float64)
+        runs[name]()  # untimed
+        print(f"[{time.strftime('%H:%M:%S')}] {name}: compiled in {compile_s[name]:.1f} s", file=sys.stderr)
+    return runs, compile_s, checks
+
+
+def _sampler_checks(checks, first):
+    scale = np.max(np.abs(checks[first]))
+    for name, out in checks.items():
+        yield name, {"max_output_relative_difference": float(np.max(np.abs(out - checks[first])) / scale)}
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    sampler = args.sampler_steps > 0
+    runs, compile_s, checks = (_sampler_variants if sampler else _train_step_variants)(args)
     first = args.variants[0]
     seconds = {name: [] for name in args.variants}
     for r in range(args.rounds):
@@ -128,35 +222,30 @@ def main(argv=None) -> None:
             start = time.perf_counter()
             runs[name]()
             seconds[name].append(time.perf_counter() - start)
+    differences = dict((_sampler_checks if sampler else _train_step_checks)(checks, first))
     rows = []
-    first_params, first_grad_norm = after_two[first]
     for name in args.variants:
-        params, grad_norm = after_two[name]
-        differences = jax.tree.map(lambda a, b: float(np.max(np.abs(a - b))), params, first_params)
-        rows.append(
-            {
-                "variant": name,
-                "median_s": statistics.median(seconds[name]),
-                "seconds": seconds[name],
-                "compile_s": compile_s[name],
-                "max_param_difference": max(jax.tree.leaves(differences)),
-                "grad_norm_relative_difference": abs(grad_norm - first_grad_norm) / first_grad_norm,
-            }
-        )
+        row = {"variant": name, "median_s": statistics.median(seconds[name]), "seconds": seconds[name]}
+        rows.append({**row, "compile_s": compile_s[name], **differences[name]})
     base = rows[0]["median_s"]
     machine = common.machine_info()
+    what = f"DDPM sampler of {args.sampler_steps} steps" if sampler else "train step"
     print(
-        f"train step, {args.dtype}, B={args.batch} T={args.frames} D={args.features}: medians of "
+        f"{what}, {args.dtype}, B={args.batch} T={args.frames} D={args.features}: medians of "
         f"{args.rounds} interleaved rounds; {machine['host_cpus']} CPUs ({machine['processor']}), "
         f"{machine['jax_backend']}, jax {machine['jax']}"
     )
-    print(f"{'variant':<20}{'s/step':>9}{'vs ' + first:>22}{'max |dparam|':>14}{'d grad_norm':>13}  rounds")
+    unit, per = ("ms/step", 1e3 / args.sampler_steps) if sampler else ("s/step", 1.0)
+    check_header = f"{'max |dout|':>14}" if sampler else f"{'max |dparam|':>14}{'d grad_norm':>13}"
+    print(f"{'variant':<20}{unit:>9}{'vs ' + first:>22}{check_header}  rounds (s)")
     for row in rows:
         rounds = " ".join(f"{s:.2f}" for s in row["seconds"])
-        print(
-            f"{row['variant']:<20}{row['median_s']:>9.3f}{base / row['median_s']:>21.3f}x"
-            f"{row['max_param_difference']:>14.3g}{row['grad_norm_relative_difference']:>13.2g}  {rounds}"
-        )
+        if sampler:
+            check = f"{row['max_output_relative_difference']:>14.3g}"
+        else:
+            check = f"{row['max_param_difference']:>14.3g}{row['grad_norm_relative_difference']:>13.2g}"
+        speed = f"{row['median_s'] * per:>9.3f}{base / row['median_s']:>21.3f}x"
+        print(f"{row['variant']:<20}{speed}{check}  {rounds}")
     args_record = {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()}
     common.write_json(
         args.json, {"benchmark": "bench_variants", "machine": machine, "args": args_record, "rows": rows}

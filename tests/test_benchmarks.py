@@ -94,6 +94,25 @@ def test_variants_benchmark_pairs_the_variants_and_checks_their_results(tmp_path
     assert "vs current" in stdout
 
 
+def test_variants_benchmark_times_the_sampler_and_compares_a_denoiser_output(tmp_path):
+    """--sampler-steps: the evaluated spellings of the model give the same denoiser output to float32
+    rounding, and the check sees the rounding of the two-pass statistics (not a constant 0). 2 x 512
+    frames: enough query rows for the read's evaluated spelling to differ from the heads-first one."""
+    variants = ["current", "standardize=twopass", "read=heads-first", "context=heads-first"]
+    record, stdout = run_benchmark(
+        "bench_variants.py",
+        tmp_path,
+        *("--variants", ",".join(variants), "--dtype", "float32", "--batch", "2", "--frames", "512"),
+        *("--features", "12", "--rounds", "1", "--sampler-steps", "3", *TINY),
+    )
+    rows = {row["variant"]: row for row in record["rows"]}
+    assert list(rows) == variants and all(len(row["seconds"]) == 1 for row in rows.values())
+    assert rows["current"]["max_output_relative_difference"] == 0
+    assert 0 < rows["standardize=twopass"]["max_output_relative_difference"] < 1e-5
+    assert all(row["max_output_relative_difference"] < 1e-5 for row in rows.values())
+    assert "DDPM sampler of 3 steps" in stdout and "ms/step" in stdout
+
+
 @pytest.mark.parametrize(
     "script",
     ["bench_sampling.py", "bench_train_step.py", "bench_layer.py", "profile_step.py", "bench_variants.py"],
