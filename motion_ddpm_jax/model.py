@@ -310,8 +310,9 @@ def linear_attention_context(
     The key softmax runs in k's own layout [B, S, C] (its statistics are per feature column, so heads
     need not be split for them), and its weights go in one transpose to [B, heads, H, S], the left
     operand of the product contracted along its last axis. Measured against softmaxing in the
-    heads-first layout and transposing twice: same values, 1.02x on the sampler's 4 x 60 step, 1.05x
-    on a 32 x 196 forward pass, 1.016x on the bf16 train step (benchmarks/RESULTS.md, session 9).
+    heads-first layout and transposing twice: same values, 1.01-1.02x on the sampler's 4 x 60 step,
+    1.01-1.05x on a 32 x 196 forward pass, 1.016x on the bf16 train step (benchmarks/RESULTS.md,
+    session 9).
     """
     keep = key_mask[:, :, None]
     k = k.astype(jnp.float32)
@@ -333,7 +334,8 @@ def linear_attention_context(
 
 # Evaluated on the CPU with at least this many query rows (B x T), the read softmaxes the queries
 # before splitting them into heads; measured crossover (forward passes, bf16, session 9): 0.89x at 4 x 60
-# rows, 1.00x at 8 x 120, 1.07x at 16 x 196 and 32 x 196 against the heads-first softmax.
+# rows, 1.00x at 8 x 120, 1.07x at 16 x 196, 1.02-1.08x at 32 x 196 against the heads-first softmax
+# (float32 at 32 x 196: 1.00x).
 READ_SOFTMAX_BEFORE_SPLIT_ROWS = 1024
 
 
@@ -433,9 +435,10 @@ def _standardize(x: jax.Array, epsilon: float = 1e-5) -> jax.Array:
     - evaluated (the samplers, evaluation): one pass over x for both statistics, var = mean(x^2) -
       mean^2 clamped at 0, as nn.LayerNorm computes them by default (`use_fast_variance`); the two-pass
       form materialises the centred x between two reductions, and the sampler's 4 x 60 bf16 step ran
-      1.10x faster without it. Its price: var's error grows as ~1e-7 mean^2 when a row's mean is large
-      against its spread (largest error against float64 with a mean of 10x the spread: ~5e-5, 100x:
-      2.5e-3; two passes: 1e-6 and 1.2e-5).
+      1.08-1.11x faster without it (used on every backend, where it is nn.LayerNorm's default too).
+      Its price: var's error grows as ~1e-7 mean^2 when a row's mean is large against its spread
+      (largest error against float64 with a mean of 10x the spread: ~5e-5, 100x: 2.5e-3; two passes:
+      1e-6 and 1.2e-5).
     - differentiated (training): the two-pass form (the variance of the centred x) and its autodiff,
       which ran the bf16 train step 1.03-1.10x faster than the one-pass form, with autodiff or with a
       hand-written backward.
