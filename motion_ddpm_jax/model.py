@@ -347,7 +347,10 @@ def linear_attention_read(q: jax.Array, context: jax.Array, num_heads: int) -> j
     (training; and evaluated with few query rows or off the CPU), the queries are split into heads
     ([B, heads, T, H]) and softmaxed there (`_read_heads_first`); evaluated on the CPU with at least
     READ_SOFTMAX_BEFORE_SPLIT_ROWS query rows, they are softmaxed in their own layout first
-    (`_read_softmax_first`; in the train step that spelling ran 0.96x).
+    (`_read_softmax_first`; in the train step that spelling ran 0.96x). The rows are those of the
+    traced q: under `jax.vmap`, one example's. `sampling.generate` vmaps over samples of one row each,
+    so it runs the heads-first spelling; a sampler loop called on a whole batch (as
+    `benchmarks/bench_sampling.py` does) takes the switch.
     """
     rows = q.shape[0] * q.shape[1]
     if jax.default_backend() == "cpu" and rows >= READ_SOFTMAX_BEFORE_SPLIT_ROWS:
