@@ -83,20 +83,6 @@ def _einsum(spec):
     return lambda a, b, out_dtype: jnp.einsum(spec, a, b).astype(out_dtype)
 
 
-VARIANTS = {
-    "current": contextlib.nullcontext,
-    "transpose=fold": lambda: _replaced("_rows_last", lambda x: jnp.swapaxes(x, -1, -2)),
-    "transpose=halves": lambda: _replaced("_rows_last", _halves),
-    "transpose=plain": lambda: _replaced("_rows_last", model_lib._plain_transpose),
-    "transpose=none": lambda: _replaced("_rows_last", _no_transpose),
-    "standardize=twopass": lambda: _replaced("_standardize", model_lib._standardize_two_pass),
-}
-
-
-VARIANTS["attention=einsum"] = lambda: _replaced("low_precision_matmul", _einsum("...mk,...kn->...mn"))
-VARIANTS["read=heads-first"] = lambda: _replaced("linear_attention_read", model_lib._read_heads_first)
-
-
 def _context_heads_first(k, v, key_mask, num_heads, dtype):
     """`model.linear_attention_context` as it was spelled before session 9 (same function)."""
     keep = key_mask[:, None, :, None]
@@ -113,7 +99,17 @@ def _context_heads_first(k, v, key_mask, num_heads, dtype):
     return context.astype(dtype)
 
 
-VARIANTS["context=heads-first"] = lambda: _replaced("linear_attention_context", _context_heads_first)
+VARIANTS = {
+    "current": contextlib.nullcontext,
+    "transpose=fold": lambda: _replaced("_rows_last", lambda x: jnp.swapaxes(x, -1, -2)),
+    "transpose=halves": lambda: _replaced("_rows_last", _halves),
+    "transpose=plain": lambda: _replaced("_rows_last", model_lib._plain_transpose),
+    "transpose=none": lambda: _replaced("_rows_last", _no_transpose),
+    "standardize=twopass": lambda: _replaced("_standardize", model_lib._standardize_two_pass),
+    "attention=einsum": lambda: _replaced("low_precision_matmul", _einsum("...mk,...kn->...mn")),
+    "read=heads-first": lambda: _replaced("linear_attention_read", model_lib._read_heads_first),
+    "context=heads-first": lambda: _replaced("linear_attention_context", _context_heads_first),
+}
 
 
 def parse_args(argv=None):
