@@ -38,12 +38,15 @@ Dense layer's input for its bf16 kernel gradient on the CPU; they change nothing
                       too; before session 9, and what the train step runs)
   context=heads-first the key softmax after the heads split, its weights transposed again for the
                       product (before session 9; its gradient now takes one more transpose)
+  matmul=batch-axes   the attention's per-head products over [B, heads] batch axes (before session
+                      10; XLA:CPU then runs those with a transposed operand in float32)
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import statistics
 import sys
 import time
@@ -99,6 +102,24 @@ def _context_heads_first(k, v, key_mask, num_heads, dtype):
     return context.astype(dtype)
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _matmul_batch_axes(a, b, out_dtype):
+    """`model.low_precision_matmul` as it was spelled before session 10: the products over the stacks'
+    own batch axes ([B, heads]), which XLA:CPU runs in float32 where an operand is a transpose."""
+    return model_lib._dot_f32(a, b, ((a.ndim - 1,), (b.ndim - 2,))).astype(out_dtype)
+
+
+def _matmul_batch_axes_bwd(out_dtype, residuals, cotangent):
+    a, b = residuals
+    g, last = cotangent.astype(a.dtype), a.ndim - 1
+    da = model_lib._dot_f32(g, b, ((last,), (last,))).astype(a.dtype)
+    db = model_lib._dot_f32(model_lib._rows_last(a), g, ((last,), (last - 1,))).astype(b.dtype)
+    return da, db
+
+
+_matmul_batch_axes.defvjp(model_lib._saving_operands(_matmul_batch_axes), _matmul_batch_axes_bwd)
+
+
 VARIANTS = {
     "current": contextlib.nullcontext,
     "transpose=fold": lambda: _replaced("_rows_last", lambda x: jnp.swapaxes(x, -1, -2)),
@@ -109,6 +130,7 @@ VARIANTS = {
     "attention=einsum": lambda: _replaced("low_precision_matmul", _einsum("...mk,...kn->...mn")),
     "read=heads-first": lambda: _replaced("linear_attention_read", model_lib._read_heads_first),
     "context=heads-first": lambda: _replaced("linear_attention_context", _context_heads_first),
+    "matmul=batch-axes": lambda: _replaced("low_precision_matmul", _matmul_batch_axes),
 }
 
 
