@@ -40,6 +40,7 @@ Dense layer's input for its bf16 kernel gradient on the CPU; they change nothing
                       product (before session 9; its gradient now takes one more transpose)
   matmul=batch-axes   the attention's per-head products over [B, heads] batch axes (before session
                       10; XLA:CPU then runs those with a transposed operand in float32)
+  gelu=autodiff       GELU in its input's dtype and differentiated by autodiff (before session 10)
 """
 
 from __future__ import annotations
@@ -131,6 +132,7 @@ VARIANTS = {
     "read=heads-first": lambda: _replaced("linear_attention_read", model_lib._read_heads_first),
     "context=heads-first": lambda: _replaced("linear_attention_context", _context_heads_first),
     "matmul=batch-axes": lambda: _replaced("low_precision_matmul", _matmul_batch_axes),
+    "gelu=autodiff": lambda: _replaced("gelu", lambda x: 0.5 * x * (1.0 + jax.lax.erf(x * (1 / 2**0.5)))),
 }
 
 

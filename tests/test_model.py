@@ -772,6 +772,28 @@ def _standardized64(x: np.ndarray, epsilon: float = 1e-5) -> np.ndarray:
     return centered / np.sqrt(np.mean(centered**2, axis=-1, keepdims=True) + epsilon)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_gelu_and_its_gradient_match_float64(dtype):
+    """GELU in `dtype` is the float64 value to float32 precision (bf16: one rounding of it); its
+    hand-written gradient is the float64 chain rule g * (Phi(x) + x phi(x)) to the same precision, and
+    that derivative agrees with central differences of the float64 function. Absolute 1e-6: where
+    1 + erf(x) cancels (x < -5), float32 leaves ~1e-7 of a ~1e-8 value."""
+    x64 = np.linspace(-6.0, 6.0, 2001)
+    x64 = _round(x64, dtype)  # exactly representable inputs
+    cotangent = _round(np.random.default_rng(12).standard_normal(x64.shape), dtype)
+    value, vjp = jax.vjp(model_lib.gelu, jnp.asarray(x64, dtype))
+    (grad,) = vjp(jnp.asarray(cotangent, dtype))
+    assert value.dtype == grad.dtype == jnp.dtype(dtype)
+    slope = 0.5 * (1 + np.vectorize(math.erf)(x64 / math.sqrt(2))) + x64 * np.exp(-0.5 * x64**2) / math.sqrt(
+        2 * math.pi
+    )
+    h = 1e-6
+    np.testing.assert_allclose(slope, (ref_gelu(x64 + h) - ref_gelu(x64 - h)) / (2 * h), atol=1e-8)
+    rtol = {"float32": 1e-6, "bfloat16": 2**-8}[dtype]  # bf16: a relative half-ulp is 2^-9
+    for got, exact in ((value, ref_gelu(x64)), (grad, cotangent * slope)):
+        np.testing.assert_allclose(np.asarray(got, np.float64), exact, rtol=rtol, atol=1e-6)
+
+
 @pytest.mark.parametrize("offset", [0.0, 3.0, 10.0])
 def test_standardize_matches_float64_evaluated_and_differentiated(offset):
     """LayerNorm's standardization: evaluated (one pass for both statistics) and under differentiation
