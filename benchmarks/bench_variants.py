@@ -41,6 +41,9 @@ Dense layer's input for its bf16 kernel gradient on the CPU; they change nothing
   matmul=batch-axes   the attention's per-head products over [B, heads] batch axes (before session
                       10; XLA:CPU then runs those with a transposed operand in float32)
   gelu=autodiff       GELU in its input's dtype and differentiated by autodiff (before session 10)
+  optimizer=optax     the optimizer as optax spells it: optax.clip_by_global_norm (a division) in
+                      optax.apply_if_finite (its own lax.cond), then optax.apply_updates and the EMA
+                      update outside it (before session 11; train step only)
 """
 
 from __future__ import annotations
@@ -58,19 +61,26 @@ import common
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from motion_ddpm_jax import model as model_lib
+from motion_ddpm_jax import train
 
 
 @contextlib.contextmanager
-def _replaced(name: str, value):
-    """model_lib.<name> = value while the step is traced."""
-    original = getattr(model_lib, name)
-    setattr(model_lib, name, value)
+def _replaced_in(module, name: str, value):
+    """module.<name> = value while the step is traced."""
+    original = getattr(module, name)
+    setattr(module, name, value)
     try:
         yield
     finally:
-        setattr(model_lib, name, original)
+        setattr(module, name, original)
+
+
+def _replaced(name: str, value):
+    """model_lib.<name> = value while the step is traced."""
+    return _replaced_in(model_lib, name, value)
 
 
 def _halves(x):
@@ -121,6 +131,33 @@ def _matmul_batch_axes_bwd(out_dtype, residuals, cotangent):
 _matmul_batch_axes.defvjp(model_lib._saving_operands(_matmul_batch_axes), _matmul_batch_axes_bwd)
 
 
+def optax_spelled_optimizer(optim_config, schedule):
+    """`train.make_optimizer` as it was spelled before session 11: optax's own clipping and
+    apply_if_finite (the same state structure as `train.skip_nonfinite`'s)."""
+    chain = optax.chain(
+        optax.clip_by_global_norm(optim_config.clip_norm), train.make_adamw(optim_config, schedule)
+    )
+    return optax.apply_if_finite(chain, max_consecutive_errors=2**30)
+
+
+def optax_spelled_apply_gradients(state, grads, optimizer, ema, ema_every: int = 1):
+    """`train.apply_gradients` before session 11: the optimizer's update (with its own cond), then the
+    parameter update and the EMA's, each leaf's EMA selected by whether the step was finite."""
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    _, new_ema_state = ema.update(params, state.ema_state)
+    feed = opt_state.last_finite & ((state.step + 1) % ema_every == 0)
+    ema_state = jax.tree.map(lambda new, old: jnp.where(feed, new, old), new_ema_state, state.ema_state)
+    return state.replace(step=state.step + 1, params=params, opt_state=opt_state, ema_state=ema_state)
+
+
+@contextlib.contextmanager
+def _optax_spelled():
+    with _replaced_in(train, "make_optimizer", optax_spelled_optimizer):
+        with _replaced_in(train, "apply_gradients", optax_spelled_apply_gradients):
+            yield
+
+
 VARIANTS = {
     "current": contextlib.nullcontext,
     "transpose=fold": lambda: _replaced("_rows_last", lambda x: jnp.swapaxes(x, -1, -2)),
@@ -133,6 +170,7 @@ VARIANTS = {
     "context=heads-first": lambda: _replaced("linear_attention_context", _context_heads_first),
     "matmul=batch-axes": lambda: _replaced("low_precision_matmul", _matmul_batch_axes),
     "gelu=autodiff": lambda: _replaced("gelu", lambda x: 0.5 * x * (1.0 + jax.lax.erf(x * (1 / 2**0.5)))),
+    "optimizer=optax": _optax_spelled,
 }
 
 
@@ -169,6 +207,7 @@ def _train_step_variants(args):
     runs, compile_s, checks = {}, {}, {}
     for name in args.variants:
         with VARIANTS[name]():
+            step.optimizer = train.make_optimizer(step.config.optim, step.lr)  # a variant may respell it
             compiled, compile_s[name], _ = step.compile(args.dtype, geometric=False)
         state, _ = compiled(jax.tree.map(jnp.copy, initial), step.batch, step.rng)
         state, metrics = compiled(state, step.batch, step.rng)

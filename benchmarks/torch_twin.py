@@ -521,6 +521,12 @@ class Trainer:
         loss_fn = self._compiled_loss if compiled else self.loss
         loss, terms = loss_fn(x0, mask, tokens, text_mask, t, noise, autocast, geometric)
         loss.backward()
+        grad_norm = self.apply_gradients()
+        return {**{k: v.detach() for k, v in terms.items()}, "grad_norm": grad_norm}
+
+    def apply_gradients(self):
+        """The update from the parameters' .grad (ours: train.apply_gradients): clip to the global norm,
+        AdamW, advance the schedule, clear the gradients, feed the EMA. Returns the norm before clipping."""
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.clip_norm, foreach=True)
         # Ours skips a step with non-finite gradients; checking here would sync the device every step.
         self.optimizer.step()
@@ -528,7 +534,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         with torch.no_grad():
             torch._foreach_lerp_(self.ema, self.params, 1.0 - self.ema_decay)
-        return {**{k: v.detach() for k, v in terms.items()}, "grad_norm": grad_norm}
+        return grad_norm
 
 
 # ---------------------------------------------------------------- samplers (Python loops, as the original's)

@@ -1,9 +1,11 @@
 """Training: the optax chain, parameter EMA, the train state, and the train step.
 
-The optimizer is `clip_by_global_norm(clip_norm)` then AdamW under a warmup-cosine schedule, wrapped
-in `optax.apply_if_finite` so a step with non-finite gradients changes nothing and is counted. The EMA
-of the parameters is `optax.ema` kept beside the optimizer and fed the *new parameters* after each
-applied update (never placed in the gradient chain, where it would smooth the updates instead).
+The optimizer is an optax chain, `clip_by_global_norm(clip_norm)` then AdamW under a warmup-cosine
+schedule, wrapped in `skip_nonfinite` so a step with non-finite gradients changes nothing and is counted
+(optax.apply_if_finite's state and counts). The EMA of the parameters is `optax.ema` kept beside the
+optimizer and fed the *new parameters* after each applied update (never placed in the gradient chain,
+where it would smooth the updates instead). `apply_gradients` runs the optimizer's update, the
+parameter update and the EMA's in one conditional on the gradients being finite.
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -27,10 +30,6 @@ from motion_ddpm_jax import checkpoint, diffusion, losses, text
 from motion_ddpm_jax import model as model_lib
 from motion_ddpm_jax.data import beat, pipeline
 from motion_ddpm_jax.errors import UserError
-
-# optax.apply_if_finite applies an update anyway after this many consecutive non-finite steps; we never
-# want that (the host loop stops the run long before), so the limit is out of reach.
-_NEVER_APPLY_NONFINITE = 2**30
 
 
 def warmup_steps(optim_config, steps_per_epoch: int) -> int:
@@ -66,20 +65,94 @@ def decay_mask(params) -> Any:
     return jax.tree.map(lambda p: p.ndim >= 2, params)
 
 
-def make_optimizer(optim_config, schedule: optax.Schedule) -> optax.GradientTransformation:
-    """clip_by_global_norm then AdamW with `schedule`, skipping (and counting) non-finite steps."""
-    chain = optax.chain(
-        optax.clip_by_global_norm(optim_config.clip_norm),
-        optax.adamw(
-            learning_rate=schedule,
-            b1=optim_config.b1,
-            b2=optim_config.b2,
-            eps=optim_config.eps,
-            weight_decay=optim_config.weight_decay,
-            mask=decay_mask,
-        ),
+def clip_by_global_norm(max_norm: float) -> optax.GradientTransformation:
+    """Scales the updates by min(1, max_norm / ||g||), ||g|| their global L2 norm: optax's
+    `clip_by_global_norm`, spelled as one multiplication by a scalar.
+
+    Why not optax's own: it divides every gradient by the norm, and XLA (which will not compute a
+    division twice) then writes the clipped gradients out in a pass of their own before Adam's two
+    moments read them; a multiplication it fuses into both. That alone made the optimizer's update of
+    the model's 87M parameters 1.13x faster (benchmarks/RESULTS.md, session 11). The values differ
+    from optax's in the last bit (g * (c / n) against (g / n) * c).
+    """
+
+    def update(updates, state, params=None):
+        del params
+        norm = optax.tree.norm(updates)
+        factor = jnp.where(norm < max_norm, 1.0, max_norm / norm)
+        return jax.tree.map(lambda g: g * factor.astype(g.dtype), updates), state
+
+    return optax.GradientTransformation(optax.init_empty_state, update)
+
+
+def gradients_are_finite(grads) -> jax.Array:
+    """Whether the global norm of `grads` is finite: no NaN or inf in any gradient, and a norm within
+    float32's range (below ~1.8e19; beyond it, clipping would scale the gradients to 0 anyway). One
+    reduction over the gradients, the one that clipping and the logged `grad_norm` take (XLA computes
+    it once)."""
+    return jnp.isfinite(optax.tree.norm(grads))
+
+
+class SkipNonfinite(NamedTuple):
+    """An optax GradientTransformation (`init`, `update`) that applies `inner` where
+    `gradients_are_finite`, and otherwise returns zero updates and leaves `inner`'s state as it was.
+    Its state is optax.apply_if_finite's (`optax.ApplyIfFiniteState`: the consecutive and total counts
+    of skipped steps, whether the last step was finite, and `inner`'s state); unlike apply_if_finite it
+    never gives up and applies a non-finite update (the host loop stops a run that keeps producing
+    them). `inner` is kept for `apply_gradients`."""
+
+    init: Callable
+    update: Callable
+    inner: optax.GradientTransformation
+
+
+def _counted(state: optax.ApplyIfFiniteState, finite: jax.Array, inner_state) -> optax.ApplyIfFiniteState:
+    one = jnp.ones([], jnp.int32)
+    return optax.ApplyIfFiniteState(
+        notfinite_count=jnp.where(finite, 0, state.notfinite_count + one),
+        last_finite=finite,
+        total_notfinite=jnp.where(finite, state.total_notfinite, state.total_notfinite + one),
+        inner_state=inner_state,
     )
-    return optax.apply_if_finite(chain, max_consecutive_errors=_NEVER_APPLY_NONFINITE)
+
+
+def skip_nonfinite(inner: optax.GradientTransformation) -> SkipNonfinite:
+    def init(params):
+        return optax.ApplyIfFiniteState(
+            notfinite_count=jnp.zeros([], jnp.int32),
+            last_finite=jnp.array(True),
+            total_notfinite=jnp.zeros([], jnp.int32),
+            inner_state=inner.init(params),
+        )
+
+    def update(updates, state, params=None):
+        finite = gradients_are_finite(updates)
+        new_updates, inner_state = jax.lax.cond(
+            finite,
+            lambda: inner.update(updates, state.inner_state, params),
+            lambda: (jax.tree.map(jnp.zeros_like, updates), state.inner_state),
+        )
+        return new_updates, _counted(state, finite, inner_state)
+
+    return SkipNonfinite(init, update, inner)
+
+
+def make_adamw(optim_config, schedule: optax.Schedule) -> optax.GradientTransformation:
+    """optax.adamw with the config's betas, eps and weight decay (of kernels and embeddings only)."""
+    return optax.adamw(
+        learning_rate=schedule,
+        b1=optim_config.b1,
+        b2=optim_config.b2,
+        eps=optim_config.eps,
+        weight_decay=optim_config.weight_decay,
+        mask=decay_mask,
+    )
+
+
+def make_optimizer(optim_config, schedule: optax.Schedule) -> SkipNonfinite:
+    """clip_by_global_norm then AdamW with `schedule`, skipping (and counting) non-finite steps."""
+    chain = optax.chain(clip_by_global_norm(optim_config.clip_norm), make_adamw(optim_config, schedule))
+    return skip_nonfinite(chain)
 
 
 def make_ema(optim_config) -> optax.GradientTransformation:
@@ -129,15 +202,38 @@ def create_train_state(params, optimizer: optax.GradientTransformation, ema, see
 
 
 def apply_gradients(
-    state: TrainState, grads, optimizer: optax.GradientTransformation, ema, ema_every: int = 1
+    state: TrainState, grads, optimizer: SkipNonfinite, ema, ema_every: int = 1
 ) -> TrainState:
     """One optimizer step; the EMA is fed the new parameters every `ema_every` steps, and not at all when
-    the step was skipped for non-finite gradients (then nothing changes but the step and the counts)."""
-    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    _, new_ema_state = ema.update(params, state.ema_state)
-    feed = last_step_was_finite(opt_state) & ((state.step + 1) % ema_every == 0)
-    ema_state = jax.tree.map(lambda new, old: jnp.where(feed, new, old), new_ema_state, state.ema_state)
+    the step was skipped for non-finite gradients (then nothing changes but the step and the counts).
+
+    The same values as `optimizer.update`, `optax.apply_updates` and `ema.update` applied one after the
+    other, up to the last bit (XLA may contract a multiply-add into a fused one differently): the three
+    run inside one `lax.cond` on the gradients being finite, so that XLA fuses each parameter's Adam
+    moments, its update and its EMA into four passes over memory, with no update array written out in
+    between. With `clip_by_global_norm`'s multiplication and one norm for clipping and the finiteness
+    check, the update of the model's 87M parameters took 172 ms against 253 ms as optax spells it
+    (`benchmarks/bench_optimizer.py`; the twin's torch AdamW: 255 ms), and the bf16 train step ran
+    1.06x faster (`bench_variants.py --variants current,optimizer=optax`; benchmarks/RESULTS.md,
+    session 11).
+    """
+    if not isinstance(optimizer, SkipNonfinite):
+        kind = type(optimizer).__name__
+        raise TypeError(f"apply_gradients needs make_optimizer's optimizer (a SkipNonfinite), got a {kind}")
+    feed = (state.step + 1) % ema_every == 0
+
+    def apply():
+        updates, inner_state = optimizer.inner.update(grads, state.opt_state.inner_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        _, fed = ema.update(params, state.ema_state)
+        ema_state = jax.tree.map(lambda new, old: jnp.where(feed, new, old), fed, state.ema_state)
+        return params, inner_state, ema_state
+
+    finite = gradients_are_finite(grads)
+    params, inner_state, ema_state = jax.lax.cond(
+        finite, apply, lambda: (state.params, state.opt_state.inner_state, state.ema_state)
+    )
+    opt_state = _counted(state.opt_state, finite, inner_state)
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state, ema_state=ema_state)
 
 

@@ -5,6 +5,7 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from motion_ddpm_jax import train
@@ -73,6 +74,70 @@ def test_clipping_bounds_the_gradient_that_reaches_adam():
     direction = jax.tree.map(lambda m: m / 0.5, adam_state.mu)
     expected = 0.5 / math.sqrt(10.0**2 * (12 + 3 + 3))
     np.testing.assert_allclose(np.asarray(direction["dense"]["kernel"]), 10.0 * expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("scale", [10.0, 0.01])
+def test_clip_by_global_norm_scales_to_the_norm_in_float64(scale):
+    """Gradients above the limit come out with global norm exactly clip_norm and their direction
+    unchanged; below it they pass untouched (float64 reference), as optax.clip_by_global_norm's do."""
+    rng = np.random.default_rng(4)
+    grads = {"a": rng.normal(size=(6, 5)) * scale, "b": rng.normal(size=7) * scale}
+    norm = math.sqrt(sum(float(np.sum(g**2)) for g in grads.values()))
+    factor = min(1.0, 0.5 / norm)
+    clip = train.clip_by_global_norm(0.5)
+    f32 = jax.tree.map(lambda g: jnp.asarray(g, jnp.float32), grads)
+    got, _ = jax.jit(clip.update)(f32, clip.init(f32))
+    theirs, _ = optax.clip_by_global_norm(0.5).update(f32, optax.EmptyState())
+    for name, g in grads.items():
+        want = g.astype(np.float32).astype(np.float64) * factor
+        np.testing.assert_allclose(np.asarray(got[name], np.float64), want, rtol=2e-7, atol=0)
+        np.testing.assert_allclose(got[name], theirs[name], rtol=2e-7, atol=0)
+    if scale < 1:  # below the limit: the very same values
+        jax.tree.map(np.testing.assert_array_equal, got, f32)
+
+
+def test_apply_gradients_equals_the_optimizer_update_then_the_parameter_update():
+    """The fused step (update, parameters and EMA in one conditional) gives the values of the plain
+    optax sequence: `optimizer.update`, `optax.apply_updates`, `ema.update`."""
+    _, optimizer, ema, state = setup(ema_decay=0.9)
+    rng = np.random.default_rng(8)
+    plain = state
+    step = jax.jit(lambda s, g: train.apply_gradients(s, g, optimizer, ema))
+    for _ in range(3):
+        grads = jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape), jnp.float32), state.params)
+        state = step(state, grads)
+        updates, opt_state = optimizer.update(grads, plain.opt_state, plain.params)
+        params = optax.apply_updates(plain.params, updates)
+        _, ema_state = ema.update(params, plain.ema_state)
+        plain = plain.replace(params=params, opt_state=opt_state, ema_state=ema_state)
+    close = lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)  # noqa: E731
+    jax.tree.map(close, state.params, plain.params)
+    jax.tree.map(close, state.ema_state.ema, plain.ema_state.ema)
+    jax.tree.map(close, state.opt_state.inner_state, plain.opt_state.inner_state)
+    assert int(state.ema_state.count) == int(plain.ema_state.count) == 3
+
+
+def test_a_gradient_norm_beyond_float32_is_skipped_as_non_finite():
+    """Every gradient finite but their squared norm beyond float32's range: the norm is inf, clipping
+    would scale the step to 0, and the step is skipped and counted instead (by the optimizer alone and
+    by apply_gradients alike)."""
+    _, optimizer, ema, state = setup()
+    huge = jax.tree.map(lambda p: jnp.full_like(p, 3e19), state.params)
+    assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(huge))
+    assert not bool(train.gradients_are_finite(huge))
+    after = train.apply_gradients(state, huge, optimizer, ema)
+    jax.tree.map(np.testing.assert_array_equal, after.params, state.params)
+    assert tuple(int(c) for c in train.nonfinite_counts(after.opt_state)) == (1, 1)
+    updates, opt_state = optimizer.update(huge, state.opt_state, state.params)
+    assert all(not np.any(np.asarray(u)) for u in jax.tree.leaves(updates))
+    assert not bool(train.last_step_was_finite(opt_state))
+
+
+def test_apply_gradients_names_the_optimizer_it_needs():
+    _, _, ema, state = setup()
+    plain = optax.adam(1e-3)
+    with pytest.raises(TypeError, match="make_optimizer"):
+        train.apply_gradients(state, state.params, plain, ema)
 
 
 def test_weight_decay_spares_biases_and_norm_scales():
