@@ -65,9 +65,10 @@ def decay_mask(params) -> Any:
     return jax.tree.map(lambda p: p.ndim >= 2, params)
 
 
-def clip_by_global_norm(max_norm: float) -> optax.GradientTransformation:
+def clip_by_global_norm(max_norm: float) -> optax.GradientTransformationExtraArgs:
     """Scales the updates by min(1, max_norm / ||g||), ||g|| their global L2 norm: optax's
-    `clip_by_global_norm`, spelled as one multiplication by a scalar.
+    `clip_by_global_norm`, spelled as one multiplication by a scalar. `update` takes the norm as the
+    extra argument `global_norm` where the caller has it already (`apply_gradients`), else computes it.
 
     Why not optax's own: it divides every gradient by the norm, and XLA (which will not compute a
     division twice) then writes the clipped gradients out in a pass of their own before Adam's two
@@ -76,21 +77,21 @@ def clip_by_global_norm(max_norm: float) -> optax.GradientTransformation:
     from optax's in the last bit (g * (c / n) against (g / n) * c).
     """
 
-    def update(updates, state, params=None):
-        del params
-        norm = optax.tree.norm(updates)
+    def update(updates, state, params=None, *, global_norm=None, **extra_args):
+        del params, extra_args
+        norm = optax.tree.norm(updates) if global_norm is None else global_norm
         factor = jnp.where(norm < max_norm, 1.0, max_norm / norm)
         return jax.tree.map(lambda g: g * factor.astype(g.dtype), updates), state
 
-    return optax.GradientTransformation(optax.init_empty_state, update)
+    return optax.GradientTransformationExtraArgs(optax.init_empty_state, update)
 
 
-def gradients_are_finite(grads) -> jax.Array:
-    """Whether the global norm of `grads` is finite: no NaN or inf in any gradient, and a norm within
-    float32's range (below ~1.8e19; beyond it, clipping would scale the gradients to 0 anyway). One
-    reduction over the gradients, the one that clipping and the logged `grad_norm` take (XLA computes
-    it once)."""
-    return jnp.isfinite(optax.tree.norm(grads))
+def gradients_are_finite(grads, norm: jax.Array | None = None) -> jax.Array:
+    """Whether the global norm of `grads` (or `norm`, that norm computed already) is finite: no NaN or
+    inf in any gradient, and a norm within float32's range (below ~1.8e19; beyond it, clipping would
+    scale the gradients to 0 anyway). One reduction over the gradients, the one that clipping and the
+    logged `grad_norm` take too."""
+    return jnp.isfinite(optax.tree.norm(grads) if norm is None else norm)
 
 
 class SkipNonfinite(NamedTuple):
@@ -117,6 +118,8 @@ def _counted(state: optax.ApplyIfFiniteState, finite: jax.Array, inner_state) ->
 
 
 def skip_nonfinite(inner: optax.GradientTransformation) -> SkipNonfinite:
+    inner = optax.with_extra_args_support(inner)  # it gets the norm as `global_norm`
+
     def init(params):
         return optax.ApplyIfFiniteState(
             notfinite_count=jnp.zeros([], jnp.int32),
@@ -125,11 +128,12 @@ def skip_nonfinite(inner: optax.GradientTransformation) -> SkipNonfinite:
             inner_state=inner.init(params),
         )
 
-    def update(updates, state, params=None):
-        finite = gradients_are_finite(updates)
+    def update(updates, state, params=None, **extra_args):
+        norm = optax.tree.norm(updates)
+        finite = gradients_are_finite(updates, norm)
         new_updates, inner_state = jax.lax.cond(
             finite,
-            lambda: inner.update(updates, state.inner_state, params),
+            lambda: inner.update(updates, state.inner_state, params, global_norm=norm, **extra_args),
             lambda: (jax.tree.map(jnp.zeros_like, updates), state.inner_state),
         )
         return new_updates, _counted(state, finite, inner_state)
@@ -212,24 +216,26 @@ def apply_gradients(
     run inside one `lax.cond` on the gradients being finite, so that XLA fuses each parameter's Adam
     moments, its update and its EMA into four passes over memory, with no update array written out in
     between. With `clip_by_global_norm`'s multiplication and one norm for clipping and the finiteness
-    check, the update of the model's 87M parameters took 172 ms against 253 ms as optax spells it
-    (`benchmarks/bench_optimizer.py`; the twin's torch AdamW: 255 ms), and the bf16 train step ran
-    1.06x faster (`bench_variants.py --variants current,optimizer=optax`; benchmarks/RESULTS.md,
-    session 11).
+    check, the update of the model's 87M parameters takes 0.63-0.66 of the time it takes as optax
+    spells it (158-182 ms against 250-274 ms in two runs of `benchmarks/bench_optimizer.py`; the
+    twin's torch AdamW: 254-284 ms), and the bf16 train step ran 1.03-1.06x faster (`bench_variants.py
+    --variants current,optimizer=optax`; benchmarks/RESULTS.md, session 11).
     """
     if not isinstance(optimizer, SkipNonfinite):
         kind = type(optimizer).__name__
         raise TypeError(f"apply_gradients needs make_optimizer's optimizer (a SkipNonfinite), got a {kind}")
     feed = (state.step + 1) % ema_every == 0
+    norm = optax.tree.norm(grads)  # one pass over the gradients: the finiteness check and the clipping
 
     def apply():
-        updates, inner_state = optimizer.inner.update(grads, state.opt_state.inner_state, state.params)
+        inner_state = state.opt_state.inner_state
+        updates, inner_state = optimizer.inner.update(grads, inner_state, state.params, global_norm=norm)
         params = optax.apply_updates(state.params, updates)
         _, fed = ema.update(params, state.ema_state)
         ema_state = jax.tree.map(lambda new, old: jnp.where(feed, new, old), fed, state.ema_state)
         return params, inner_state, ema_state
 
-    finite = gradients_are_finite(grads)
+    finite = gradients_are_finite(grads, norm)
     params, inner_state, ema_state = jax.lax.cond(
         finite, apply, lambda: (state.params, state.opt_state.inner_state, state.ema_state)
     )
