@@ -118,7 +118,10 @@ def _counted(state: optax.ApplyIfFiniteState, finite: jax.Array, inner_state) ->
 
 
 def skip_nonfinite(inner: optax.GradientTransformation) -> SkipNonfinite:
-    inner = optax.with_extra_args_support(inner)  # it gets the norm as `global_norm`
+    """`inner` applied only to finite gradients (`SkipNonfinite`). `update` computes the global norm
+    once and passes it to `inner` as the extra argument `global_norm` (`clip_by_global_norm` takes it;
+    transformations without extra arguments are not given it)."""
+    inner = optax.with_extra_args_support(inner)
 
     def init(params):
         return optax.ApplyIfFiniteState(
