@@ -9,7 +9,10 @@ the captions once (`model.encode_text`) and then runs the sampler's denoiser
 (`sampling.conditioned_denoiser`: the captions' cross-attention keys/values once, the step embeddings
 and block modulations once per 50 steps, `denoise` per step); compiled ahead of time (compile time
 reported apart). `jax-*-stepwise` rows call the whole model (`encoded_text=`) at every step instead: the
-same function without the hoisting, to show what it buys. The twin: `torch_twin.ddpm_sample` /
+same function without the hoisting, to show what it buys. `jax-*-split` rows run the same sampler under
+`jax.pmap` with the batch split over the local devices, as `sampling.generate` does; on a CPU that takes
+host devices, one per core: `XLA_FLAGS=--xla_force_host_platform_device_count=2` (set before starting;
+their compile column is the first call's time, compile included). The twin: `torch_twin.ddpm_sample` /
 `ddim_sample`, a Python loop over the steps under inference mode, captions encoded once too, after a
 two-step warm-up. Same weights (ours, copied), same sizes, epsilon prediction, no guidance, DDIM eta 0.
 Repeats are interleaved (round r runs every implementation once, starting at a rotating one).
@@ -42,7 +45,10 @@ import numpy as np
 from motion_ddpm_jax import diffusion, sampling
 from motion_ddpm_jax import model as model_lib
 
-IMPLS = ("jax-fp32", "jax-bf16", "jax-fp32-stepwise", "jax-bf16-stepwise", "torch-fp32", "torch-bf16")
+IMPLS = (
+    "jax-fp32", "jax-bf16", "jax-fp32-stepwise", "jax-bf16-stepwise", "jax-fp32-split", "jax-bf16-split",
+    "torch-fp32", "torch-bf16",
+)  # fmt: skip
 _DTYPES = {"fp32": "float32", "bf16": "bfloat16"}
 
 
@@ -58,12 +64,13 @@ def sampler_inputs(batch: int, frames: int, features: int, args, seed: int = 0):
 
 
 class Ours:
-    def __init__(self, args, features: int, params, dtype: str, stepwise: bool = False):
+    def __init__(self, args, features: int, params, dtype: str, stepwise: bool = False, split: bool = False):
         config = common.bench_config(args, args.max_frames, dtype)
         self.model = model_lib.model_from_config(config, input_feats=features, text_vocab_size=args.vocab)
-        self.params, self.stepwise = params, stepwise
+        self.params, self.stepwise, self.split = params, stepwise, split
 
-    def compile(self, sampler: str, schedule, num_steps: int, inputs):
+    def _sample(self, sampler: str, schedule, num_steps: int):
+        """The sampler as a function of (params, x_T, tokens, text_mask, mask, rng): captions encoded once."""
         model, stepwise = self.model, self.stepwise
 
         def sample(params, x_T, tokens, text_mask, mask, rng):
@@ -81,12 +88,36 @@ class Ours:
                 return diffusion.ddpm_sample_loop(schedule, denoise, x_T, rng, "epsilon")
             return diffusion.ddim_sample_loop(schedule, denoise, x_T, rng, "epsilon", num_steps)
 
-        arrays = [jnp.asarray(a) for a in inputs]
+        return sample
+
+    def compile(self, sampler: str, schedule, num_steps: int, inputs):
+        sample = self._sample(sampler, schedule, num_steps)
         rng = jax.random.key(0)
+        if self.split:
+            return self._compile_split(sample, inputs, rng)
+        arrays = [jnp.asarray(a) for a in inputs]
         start = time.perf_counter()
         compiled = jax.jit(sample).lower(self.params, *arrays, rng).compile()
         compile_s = time.perf_counter() - start
         return (lambda: compiled(self.params, *arrays, rng).block_until_ready()), compile_s
+
+    def _compile_split(self, sample, inputs, rng):
+        """`sample` under `jax.pmap`, the batch split evenly over the local devices (on a CPU, the host
+        devices that XLA_FLAGS=--xla_force_host_platform_device_count=N makes), as `sampling.generate`
+        splits its samples. Compile time: the first call's (pmap compiles lazily)."""
+        devices = jax.local_device_count()
+        batch = inputs[0].shape[0]
+        if devices < 2 or batch % devices:
+            raise SystemExit(
+                f"-split impls need >= 2 local devices dividing the batch ({batch}); jax sees {devices}: "
+                "on a CPU set XLA_FLAGS=--xla_force_host_platform_device_count=<cores> before starting"
+            )
+        split = [np.asarray(a).reshape(devices, -1, *np.shape(a)[1:]) for a in inputs]
+        mapped = jax.pmap(sample, in_axes=(None, 0, 0, 0, 0, None))
+        start = time.perf_counter()
+        mapped(self.params, *split, rng).block_until_ready()
+        compile_s = time.perf_counter() - start
+        return (lambda: mapped(self.params, *split, rng).block_until_ready()), compile_s
 
 
 class Twin:
@@ -211,7 +242,14 @@ def main(argv=None) -> None:
     base = model_lib.model_from_config(config, input_feats=args.features, text_vocab_size=args.vocab)
     params = model_lib.init_params(base, jax.random.key(0))
     ours = {
-        i: Ours(args, args.features, params, _DTYPES[i.split("-")[1]], i.endswith("-stepwise"))
+        i: Ours(
+            args,
+            args.features,
+            params,
+            _DTYPES[i.split("-")[1]],
+            i.endswith("-stepwise"),
+            i.endswith("-split"),
+        )
         for i in impls
         if i.startswith("jax")
     }
