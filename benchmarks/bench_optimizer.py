@@ -138,7 +138,7 @@ def main(argv=None) -> None:
     )
     print(f"{'impl':<12}{'ms':>9}{'vs ' + impls[0]:>12}{'GB/s':>8}{'max |dparam|':>15}")
     rows, base = [], statistics.median(seconds[impls[0]])
-    reference = firsts.get(impls[0]) if impls[0] != "torch" else None
+    reference = firsts.get(impls[0])  # None when the first row is torch's
     for name in impls:
         median = statistics.median(seconds[name])
         difference = None

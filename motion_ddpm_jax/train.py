@@ -86,12 +86,16 @@ def clip_by_global_norm(max_norm: float) -> optax.GradientTransformationExtraArg
     return optax.GradientTransformationExtraArgs(optax.init_empty_state, update)
 
 
-def gradients_are_finite(grads, norm: jax.Array | None = None) -> jax.Array:
-    """Whether the global norm of `grads` (or `norm`, that norm computed already) is finite: no NaN or
-    inf in any gradient, and a norm within float32's range (below ~1.8e19; beyond it, clipping would
-    scale the gradients to 0 anyway). One reduction over the gradients, the one that clipping and the
-    logged `grad_norm` take too."""
-    return jnp.isfinite(optax.tree.norm(grads) if norm is None else norm)
+def gradients_are_finite(grads) -> jax.Array:
+    """Whether the global norm of `grads` is finite: no NaN or inf in any gradient, and a norm within
+    float32's range (below ~1.8e19; beyond it, clipping would scale the gradients to 0 anyway). One
+    reduction over the gradients, the one that clipping and the logged `grad_norm` take too."""
+    return _norm_and_finiteness(grads)[1]
+
+
+def _norm_and_finiteness(grads) -> tuple[jax.Array, jax.Array]:
+    norm = optax.tree.norm(grads)
+    return norm, jnp.isfinite(norm)
 
 
 class SkipNonfinite(NamedTuple):
@@ -132,8 +136,7 @@ def skip_nonfinite(inner: optax.GradientTransformation) -> SkipNonfinite:
         )
 
     def update(updates, state, params=None, **extra_args):
-        norm = optax.tree.norm(updates)
-        finite = gradients_are_finite(updates, norm)
+        norm, finite = _norm_and_finiteness(updates)
         new_updates, inner_state = jax.lax.cond(
             finite,
             lambda: inner.update(updates, state.inner_state, params, global_norm=norm, **extra_args),
@@ -228,7 +231,7 @@ def apply_gradients(
         kind = type(optimizer).__name__
         raise TypeError(f"apply_gradients needs make_optimizer's optimizer (a SkipNonfinite), got a {kind}")
     feed = (state.step + 1) % ema_every == 0
-    norm = optax.tree.norm(grads)  # one pass over the gradients: the finiteness check and the clipping
+    norm, finite = _norm_and_finiteness(grads)  # one pass over the gradients: the check and the clipping
 
     def apply():
         inner_state = state.opt_state.inner_state
@@ -238,7 +241,6 @@ def apply_gradients(
         ema_state = jax.tree.map(lambda new, old: jnp.where(feed, new, old), fed, state.ema_state)
         return params, inner_state, ema_state
 
-    finite = gradients_are_finite(grads, norm)
     params, inner_state, ema_state = jax.lax.cond(
         finite, apply, lambda: (state.params, state.opt_state.inner_state, state.ema_state)
     )
