@@ -27,6 +27,12 @@ _CONFIG = config_flags.DEFINE_config_file(
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder (checkpoints, logs); default runs/<config name>.")
 _MODE = flags.DEFINE_enum("mode", "train", MODES, "What to do.")
+_HOST_DEVICES = flags.DEFINE_integer(
+    "host_devices",
+    None,
+    "CPU devices this process exposes; default: one per core (at most 8) for --mode sample and eval, whose "
+    "samples split over them, and 1 otherwise. Unused where a GPU runs the program.",
+)
 
 
 def _workdir(config_given: bool) -> str:
@@ -52,9 +58,13 @@ def main(argv):
     from motion_ddpm_jax.errors import UserError
 
     try:
-        if mode == "train":  # jax.distributed must start before anything touches a jax backend
-            from motion_ddpm_jax import distributed
+        from motion_ddpm_jax import distributed
 
+        # Both before anything touches a jax backend.
+        distributed.use_host_devices(
+            distributed.host_device_count(mode, _HOST_DEVICES.value, distributed.usable_cores())
+        )
+        if mode == "train":
             distributed.initialize(config.distributed)
         config_lib.validate(config)
         if mode == "smoke":

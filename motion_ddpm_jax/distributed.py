@@ -128,3 +128,55 @@ def initialize(dist_config, log=print) -> bool:
         f"({jax.local_device_count()} local / {jax.device_count()} global devices)"
     )
     return True
+
+
+# ------------------------------------------------------------------------------ host (CPU) devices
+HOST_DEVICE_MODES = ("sample", "eval")  # launch.py modes that split over one host device per core
+MAX_AUTO_HOST_DEVICES = 8  # each holds its own copy of the parameters
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS tells it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def host_device_count(
+    mode: str, requested: int | None, cores: int, environ: Mapping[str, str] | None = None
+) -> int | None:
+    """How many CPU devices this process exposes (jax's `jax_num_cpu_devices`); None leaves jax's default.
+
+    XLA:CPU gains little from a second core on a sampler step's small operations (a 4 x 60 DDPM step:
+    38-40 ms pinned to one core, 32-34 ms on two), so sampling on a CPU is faster with its samples split
+    over one host device per core (`sampling.generate` splits over the local devices;
+    benchmarks/RESULTS.md, session 12). Training over host devices was slower, so only `sample` and
+    `eval` get them by default: min(cores, MAX_AUTO_HOST_DEVICES). `requested` (launch.py's
+    `--host_devices`) overrides that for any mode; a count already set in the environment
+    (`XLA_FLAGS=--xla_force_host_platform_device_count=N` or `JAX_NUM_CPU_DEVICES`) is left as it is.
+    Where a GPU runs the program, the host devices go unused.
+    """
+    environ = os.environ if environ is None else environ
+    forced = "xla_force_host_platform_device_count" in environ.get("XLA_FLAGS", "")
+    if requested is not None:
+        if isinstance(requested, bool) or not isinstance(requested, int) or requested < 1:
+            raise UserError(f"--host_devices must be an integer >= 1, got {requested!r}")
+        if forced:
+            raise UserError(
+                "--host_devices and XLA_FLAGS=--xla_force_host_platform_device_count both set the number "
+                "of host devices: give one of them"
+            )
+        return requested
+    if forced or environ.get("JAX_NUM_CPU_DEVICES", "").strip() or mode not in HOST_DEVICE_MODES:
+        return None
+    return max(1, min(int(cores), MAX_AUTO_HOST_DEVICES))
+
+
+def use_host_devices(count: int | None) -> None:
+    """Expose `count` CPU devices (None: leave jax's default). Call it before anything starts a backend."""
+    if count is None:
+        return
+    import jax
+
+    jax.config.update("jax_num_cpu_devices", int(count))

@@ -325,11 +325,12 @@ def conditioned_denoiser(
     return diffusion.PreparedDenoiser(prepare, apply, MODULATION_CHUNK if chunk is None else chunk)
 
 
-def _replicated(loaded: LoadedModel, name: str, make: Callable[[], Any]) -> Any:
-    """`make()` placed once on every local device, cached on `loaded` (no copy per sampler call)."""
-    key = ("replicated", name, jax.local_device_count())
+def _replicated(loaded: LoadedModel, name: str, make: Callable[[], Any], devices: int) -> Any:
+    """`make()` placed once on each of the first `devices` local devices (those a pmap over `devices`
+    runs on), cached on `loaded` (no copy per sampler call)."""
+    key = ("replicated", name, devices)
     if key not in loaded._cache:
-        mesh = jax.sharding.Mesh(np.array(jax.local_devices()), ("devices",))
+        mesh = jax.sharding.Mesh(np.array(jax.local_devices()[:devices]), ("devices",))
         replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
         loaded._cache[key] = jax.device_put(make(), replicated)
     return loaded._cache[key]
@@ -345,6 +346,12 @@ def _encoder(model: model_lib.MotionTransformer) -> Callable:
 def _decoder(skeleton: Skeleton, kind: str) -> Callable:
     """features f32[N, T, D] -> global joint positions f32[N, T, J, 3], compiled."""
     return jax.jit(lambda features: representation.decode(features, skeleton, kind))
+
+
+def devices_for(samples: int) -> int:
+    """How many local devices `generate` splits `samples` over: all, but no more than one per sample (no
+    device then computes a padded copy of a lone sample)."""
+    return max(1, min(jax.local_device_count(), int(samples)))
 
 
 def sampler_settings(sample_config) -> dict[str, Any]:
@@ -378,7 +385,8 @@ def generate(
     sampler: 'ddpm' (ancestral over every diffusion step; `steps` and `eta` unused) or 'ddim' (`steps`
     steps, noise level `eta`). guidance_scale s: classifier-free guidance, output = u + s * (c - u) with
     u the model's output for the empty caption; s == 1 runs the conditional model alone. batch_size:
-    samples per compiled call over all local devices.
+    samples per compiled call, split over min(local devices, samples) devices (on a CPU, launch.py's
+    `--host_devices` makes one device per core: see README, "Performance").
 
     Returns (N = len(captions) * num_samples, caption-major; T = the longest length):
       motion f32[N, T, D] de-standardized features, zero past each sample's length;
@@ -396,7 +404,7 @@ def generate(
     tokens, token_mask = loaded.tokenizer.encode(captions + [""], loaded.text_max_length)
     encoded = np.asarray(_encoder(loaded.model)(loaded.params, tokens, token_mask))  # [C + 1, L, W]
 
-    devices = jax.local_device_count()
+    devices = devices_for(total)
     per_device = -(-min(batch_size, total) // devices)
     chunk = per_device * devices
     guided = float(guidance_scale) != 1.0
@@ -405,8 +413,8 @@ def generate(
     function = _sample_function(
         loaded.model, loaded.prediction, loaded.clip_x0, sampler, int(steps), float(eta), guided
     )
-    params = _replicated(loaded, "params", lambda: loaded.params)
-    schedule = _replicated(loaded, "schedule", lambda: loaded.schedule)
+    params = _replicated(loaded, "params", lambda: loaded.params, devices)
+    schedule = _replicated(loaded, "schedule", lambda: loaded.schedule, devices)
 
     shared = (np.uint32(seed), encoded[-1], token_mask[-1], np.float32(guidance_scale))
     outputs = []
@@ -544,7 +552,8 @@ def run(config, workdir: str | os.PathLike, log=print) -> dict[str, Any]:
     }
     log(
         f"sampling {len(captions)} caption(s) x {s.num_samples} from {checkpoint.checkpoint_dir(workdir)}/"
-        f"{loaded.step} ({settings['sampler']}, {settings['steps']} steps, guidance {s.guidance_scale:g})"
+        f"{loaded.step} ({settings['sampler']}, {settings['steps']} steps, guidance {s.guidance_scale:g}) "
+        f"on {devices_for(len(captions) * s.num_samples)} {jax.default_backend()} device(s)"
     )
     result = generate(loaded, captions, num_frames, num_samples=s.num_samples, **sampler_settings(s))
 

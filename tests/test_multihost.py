@@ -198,3 +198,53 @@ def test_incomplete_or_malformed_settings_name_what_is_missing(config, environ, 
 
 def test_the_config_section_is_complete():
     assert isinstance(base_config().distributed, ConfigDict)
+
+
+# ------------------------------------------------------------------------------ host (CPU) devices
+@pytest.mark.parametrize(
+    "mode, requested, cores, environ, expected",
+    [
+        ("sample", None, 2, {}, 2),  # one per core where samples split over them
+        ("eval", None, 6, {}, 6),
+        ("sample", None, 64, {}, distributed.MAX_AUTO_HOST_DEVICES),  # each holds a copy of the params
+        ("sample", None, 1, {}, 1),
+        ("train", None, 8, {}, None),  # training over host devices was slower: jax's default (1)
+        ("smoke", None, 8, {}, None),
+        ("train", 4, 2, {}, 4),  # asked for: any mode, any count
+        ("sample", 1, 8, {}, 1),
+        ("sample", None, 8, {"XLA_FLAGS": "--xla_force_host_platform_device_count=3"}, None),  # left as set
+        ("sample", None, 8, {"JAX_NUM_CPU_DEVICES": "3"}, None),
+        ("sample", None, 8, {"XLA_FLAGS": "--xla_cpu_use_thunk_runtime=true"}, 8),  # another flag
+    ],
+)
+def test_host_devices_split_sampling_by_default_and_follow_what_is_asked(
+    mode, requested, cores, environ, expected
+):
+    assert distributed.host_device_count(mode, requested, cores, environ) == expected
+
+
+@pytest.mark.parametrize("requested", [0, -2, True, 1.5])
+def test_a_bad_host_device_count_names_the_flag(requested):
+    with pytest.raises(UserError, match=r"--host_devices must be an integer >= 1"):
+        distributed.host_device_count("sample", requested, 2, {})
+
+
+def test_host_devices_asked_twice_is_refused():
+    environ = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    with pytest.raises(
+        UserError, match=r"--host_devices and XLA_FLAGS=--xla_force_host_platform_device_count"
+    ):
+        distributed.host_device_count("sample", 2, 2, environ)
+
+
+def test_launch_refuses_a_bad_host_device_count_before_starting():
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    result = subprocess.run(
+        [sys.executable, "launch.py", "--mode", "smoke", "--config", "configs/demo.py", "--host_devices=0"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode != 0 and "--host_devices must be an integer >= 1, got 0" in result.stderr

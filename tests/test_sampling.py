@@ -10,7 +10,6 @@ import os
 import re
 import subprocess
 import sys
-import textwrap
 import types
 from pathlib import Path
 
@@ -465,19 +464,9 @@ def test_run_reads_text_file_and_needs_some_caption(workdirs, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ end to end
-SAMPLE_SCRIPT = """
-import json, sys
-import jax, numpy as np
-from motion_ddpm_jax import sampling
-from motion_ddpm_jax.config import base_config
-config = base_config()
-config.sample.update(json.loads(sys.argv[2]))
-summary = sampling.run(config, sys.argv[1])
-print(json.dumps({"devices": jax.local_device_count(), **summary}))
-"""
-
-
-def test_a_trained_checkpoint_samples_in_a_fresh_process_the_same_on_two_devices_as_on_one(tmp_path):
+def test_a_trained_checkpoint_samples_through_launch_on_host_devices_the_same_as_on_one(tmp_path):
+    """`launch.py --mode sample` in a fresh process splits its samples over one host device per core (here
+    two, asked for), a lone sample over one device, and writes what one device computes here."""
     from motion_ddpm_jax import train
     from motion_ddpm_jax.data import synthetic
 
@@ -503,33 +492,37 @@ def test_a_trained_checkpoint_samples_in_a_fresh_process_the_same_on_two_devices
     config.train.batch_size, config.train.num_steps, config.train.log_every = 4, 2, 1
     config.train.save_every_steps = 0
     train.run(config, tmp_path / "run", log=lambda *_: None)
+    loaded = sampling.load_model(tmp_path / "run")
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_NUM_CPU_DEVICES")}
+    settings = {"num_frames": 12, "steps": 4, "seed": 7, "eta": 0.3, "guidance_scale": 2.0}
 
-    captions = ["wave", "point at the sky", "nod"]
-    sample = {"text": "|".join(captions), "num_frames": 12, "num_samples": 2, "steps": 4, "seed": 7}
-    sample.update(eta=0.3, guidance_scale=2.0, render=False, output_dir=str(tmp_path / "two"))
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
-    result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(SAMPLE_SCRIPT), str(tmp_path / "run"), json.dumps(sample)],
-        cwd=tmp_path,
-        env=dict(env, PYTHONPATH=str(ROOT)),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    summary = json.loads(result.stdout.strip().splitlines()[-1])
-    assert summary["devices"] == 2 and summary["step"] == 2 and jax.local_device_count() == 1
-    out = Path(summary["output_dir"])
-    index = json.loads((out / "index.json").read_text())
-    assert [e["caption"] for e in index["samples"].values()] == [c for c in captions for _ in range(2)]
-    assert len(list(out.glob("*.bvh"))) == 6
+    for captions, num_samples, devices in ((["wave", "point at the sky", "nod"], 2, 2), (["nod"], 1, 1)):
+        out = tmp_path / f"samples_{len(captions)}"
+        sample = dict(settings, text="|".join(captions), num_samples=num_samples, render=False)
+        result = subprocess.run(
+            [sys.executable, str(ROOT / "launch.py"), "--mode", "sample", "--workdir", str(tmp_path / "run")]
+            + [f"--config.sample.{key}={value}" for key, value in sample.items()]
+            + [f"--config.sample.output_dir={out}", "--host_devices=2"],
+            cwd=tmp_path,
+            env=dict(env, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT)),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert f"on {devices} cpu device(s)" in result.stdout, result.stdout
+        index = json.loads((out / "index.json").read_text())
+        assert [e["caption"] for e in index["samples"].values()] == [
+            c for c in captions for _ in range(num_samples)
+        ]
+        assert len(list(out.glob("*.bvh"))) == len(captions) * num_samples
 
-    del sample["output_dir"], sample["text"], sample["render"]
-    one_device = sampling.generate(sampling.load_model(tmp_path / "run"), captions, **sample)
-    for i, (name, entry) in enumerate(index["samples"].items()):
-        motion = np.load(out / name)
-        assert entry["length"] == 12 and motion.shape == (12, 228) and np.all(np.isfinite(motion))
-        np.testing.assert_allclose(motion, one_device["motion"][i], rtol=1e-5, atol=1e-4)
+        one_device = sampling.generate(loaded, captions, num_samples=num_samples, **settings)
+        for i, (name, entry) in enumerate(index["samples"].items()):
+            motion = np.load(out / name)
+            assert entry["length"] == 12 and motion.shape == (12, 228) and np.all(np.isfinite(motion))
+            np.testing.assert_allclose(motion, one_device["motion"][i], rtol=1e-5, atol=1e-4)
+    assert jax.local_device_count() == 1
 
 
 def _scan_bodies(jaxpr):
