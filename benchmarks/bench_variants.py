@@ -44,6 +44,8 @@ Dense layer's input for its bf16 kernel gradient on the CPU; they change nothing
   optimizer=optax     the optimizer as optax spells it: optax.clip_by_global_norm (a division) in
                       optax.apply_if_finite (its own lax.cond), then optax.apply_updates and the EMA
                       update outside it (before session 11; train step only)
+  softmax=autodiff    the read's query softmax differentiated by autodiff of jax.nn.softmax's
+                      default spelling (before session 12; now `model.softmax_features`)
 """
 
 from __future__ import annotations
@@ -171,6 +173,7 @@ VARIANTS = {
     "matmul=batch-axes": lambda: _replaced("low_precision_matmul", _matmul_batch_axes),
     "gelu=autodiff": lambda: _replaced("gelu", lambda x: 0.5 * x * (1.0 + jax.lax.erf(x * (1 / 2**0.5)))),
     "optimizer=optax": _optax_spelled,
+    "softmax=autodiff": lambda: _replaced("softmax_features", lambda x: jax.nn.softmax(x, axis=-1)),
 }
 
 

@@ -373,13 +373,30 @@ def linear_attention_read(q: jax.Array, context: jax.Array, num_heads: int) -> j
     return _read_heads_first(q, context, num_heads)
 
 
+@jax.custom_vjp
+def softmax_features(x: jax.Array) -> jax.Array:
+    """jax.nn.softmax over the last axis, with its gradient written as y (g - sum(g y)) from the output y
+    alone (the form of jax's `jax_softmax_custom_jvp`, off by default in jax 0.10). Autodiff of jax's
+    default spelling keeps the exponentials and their sums for the backward pass and differentiates the
+    division: more inputs and more work in the one XLA:CPU fusion that also holds the read's product
+    (benchmarks/RESULTS.md, session 12)."""
+    return jax.nn.softmax(x, axis=-1)
+
+
+def _softmax_features_bwd(y: jax.Array, cotangent: jax.Array) -> tuple[jax.Array]:
+    return (y * (cotangent - jnp.sum(cotangent * y, axis=-1, keepdims=True)),)
+
+
+softmax_features.defvjp(lambda x: (softmax_features(x),) * 2, _softmax_features_bwd)
+
+
 def _read_softmax_first(q: jax.Array, context: jax.Array, num_heads: int) -> jax.Array:
-    weights = jax.nn.softmax(_split_heads(q, num_heads).astype(jnp.float32), axis=-1)
+    weights = softmax_features(_split_heads(q, num_heads).astype(jnp.float32))
     return _read_product(weights.astype(q.dtype).transpose(0, 2, 1, 3), context)
 
 
 def _read_heads_first(q: jax.Array, context: jax.Array, num_heads: int) -> jax.Array:
-    weights = jax.nn.softmax(_heads_first(q, num_heads).astype(jnp.float32), axis=-1)
+    weights = softmax_features(_heads_first(q, num_heads).astype(jnp.float32))
     return _read_product(weights.astype(q.dtype), context)
 
 

@@ -794,6 +794,38 @@ def test_gelu_and_its_gradient_match_float64(dtype):
         np.testing.assert_allclose(np.asarray(got, np.float64), exact, rtol=rtol, atol=1e-6)
 
 
+@pytest.mark.parametrize("scale", [1.0, 30.0])
+def test_softmax_features_and_its_gradient_match_float64(scale):
+    """The read's query softmax over the last axis: its value is the float64 softmax to float32 rounding
+    (logits up to +-30 x 4 sigma, where exp would overflow without the max shift), and its written-out
+    gradient y (g - sum(g y)) is the float64 Jacobian-vector product, which central differences of the
+    float64 softmax confirm; the backward pass keeps the output alone (one residual)."""
+    rng = np.random.default_rng(5)
+    x64 = scale * rng.standard_normal((3, 2, 7, 16))
+    x64 = np.asarray(np.float32(x64), np.float64)
+    cotangent = rng.standard_normal(x64.shape)
+
+    def softmax64(x):
+        e = np.exp(x - x.max(axis=-1, keepdims=True))
+        return e / e.sum(axis=-1, keepdims=True)
+
+    y64 = softmax64(x64)
+    value, vjp = jax.vjp(model_lib.softmax_features, jnp.asarray(x64, jnp.float32))
+    (grad,) = vjp(jnp.asarray(cotangent, jnp.float32))
+    jacobian_product = y64 * (cotangent - np.sum(cotangent * y64, axis=-1, keepdims=True))
+    h = 1e-6
+    for index in [(0, 0, 0, 0), (2, 1, 6, 15), (1, 0, 3, 7)]:
+        plus, minus = np.copy(x64), np.copy(x64)
+        plus[index] += h
+        minus[index] -= h
+        numeric = np.sum(cotangent * (softmax64(plus) - softmax64(minus))) / (2 * h)
+        assert abs(jacobian_product[index] - numeric) < 1e-6 * max(1.0, abs(numeric))
+    np.testing.assert_allclose(np.asarray(value, np.float64), y64, rtol=2e-6, atol=1e-7)
+    np.testing.assert_allclose(np.asarray(grad, np.float64), jacobian_product, rtol=0, atol=2e-6)
+    residuals = jax.tree.leaves(jax.vjp(model_lib.softmax_features, jnp.asarray(x64, jnp.float32))[1])
+    assert [r.shape for r in residuals if hasattr(r, "shape")] == [x64.shape]
+
+
 @pytest.mark.parametrize("offset", [0.0, 3.0, 10.0])
 def test_standardize_matches_float64_evaluated_and_differentiated(offset):
     """LayerNorm's standardization: evaluated (one pass for both statistics) and under differentiation
