@@ -327,9 +327,12 @@ def conditioned_denoiser(
 
 def _replicated(loaded: LoadedModel, name: str, make: Callable[[], Any], devices: int) -> Any:
     """`make()` placed once on each of the first `devices` local devices (those a pmap over `devices`
-    runs on), cached on `loaded` (no copy per sampler call)."""
+    runs on), cached on `loaded` (no copy per sampler call). One placement per name is kept: a call
+    with another device count replaces it, so the copies never outnumber the devices."""
     key = ("replicated", name, devices)
     if key not in loaded._cache:
+        for stale in [k for k in loaded._cache if k[:2] == ("replicated", name)]:
+            del loaded._cache[stale]
         mesh = jax.sharding.Mesh(np.array(jax.local_devices()[:devices]), ("devices",))
         replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
         loaded._cache[key] = jax.device_put(make(), replicated)

@@ -525,6 +525,49 @@ def test_a_trained_checkpoint_samples_through_launch_on_host_devices_the_same_as
     assert jax.local_device_count() == 1
 
 
+PLACEMENT_SCRIPT = """
+import json, sys
+import jax, numpy as np
+from motion_ddpm_jax import distributed, sampling
+distributed.use_host_devices(2)
+loaded = sampling.load_model(sys.argv[1])
+motions, kept = [], []
+for samples in (1, 3, 1):
+    result = sampling.generate(loaded, ["wave hello"], 10, num_samples=samples, steps=3, seed=4)
+    motions.append(result["motion"].tolist())
+    kept.append(sorted(str(key) for key in loaded._cache if key[0] == "replicated"))
+print(json.dumps({"devices": jax.local_device_count(), "motions": motions, "kept": kept}))
+"""
+
+
+def test_the_parameters_are_placed_once_per_device_count_and_replaced_when_it_changes(workdirs, loaded):
+    """On two host devices, one sample runs on one device and three on two (the parameters and schedule
+    placed on as many devices as the samples use), keeping one placement of each, not one per count
+    ever used; the motion equals one device's."""
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_NUM_CPU_DEVICES")}
+    result = subprocess.run(
+        [sys.executable, "-c", PLACEMENT_SCRIPT, str(workdirs["positions"])],
+        env=dict(env, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT)),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["devices"] == 2
+    one, two = (
+        ["('replicated', 'params', 1)", "('replicated', 'schedule', 1)"],
+        [
+            "('replicated', 'params', 2)",
+            "('replicated', 'schedule', 2)",
+        ],
+    )
+    assert out["kept"] == [one, two, one]
+    for samples, motion in zip((1, 3, 1), out["motions"], strict=True):
+        expected = sampling.generate(loaded, ["wave hello"], 10, num_samples=samples, steps=3, seed=4)
+        np.testing.assert_allclose(np.asarray(motion), expected["motion"], rtol=1e-5, atol=1e-4)
+
+
 def _scan_bodies(jaxpr):
     """The body jaxprs of every scan in a (closed) jaxpr, outermost first."""
     return [eqn.params["jaxpr"] for eqn in equations(jaxpr) if eqn.primitive.name == "scan"]
