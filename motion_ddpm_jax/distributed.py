@@ -173,10 +173,16 @@ def host_device_count(
     return max(1, min(int(cores), MAX_AUTO_HOST_DEVICES))
 
 
-def use_host_devices(count: int | None) -> None:
-    """Expose `count` CPU devices (None: leave jax's default). Call it before anything starts a backend."""
+def use_host_devices(count: int | None, log=print) -> bool:
+    """Expose `count` CPU devices (None: leave jax's default); True if it did. Call it before anything
+    starts a backend. A jax without the `jax_num_cpu_devices` option keeps one device, and says so."""
     if count is None:
-        return
+        return False
     import jax
 
-    jax.config.update("jax_num_cpu_devices", int(count))
+    try:
+        jax.config.update("jax_num_cpu_devices", int(count))
+    except AttributeError:  # an option this jax does not know
+        log(f"this jax ({jax.__version__}) cannot set the number of host devices; using its default")
+        return False
+    return True

@@ -248,3 +248,16 @@ def test_launch_refuses_a_bad_host_device_count_before_starting():
         timeout=300,
     )
     assert result.returncode != 0 and "--host_devices must be an integer >= 1, got 0" in result.stderr
+
+
+def test_a_jax_without_the_host_device_option_keeps_its_default_and_says_so(monkeypatch):
+    import jax
+
+    def unknown(name, value):
+        raise AttributeError(f"Unrecognized config option: {name}")
+
+    monkeypatch.setattr(jax.config, "update", unknown)
+    lines = []
+    assert distributed.use_host_devices(2, log=lines.append) is False
+    assert len(lines) == 1 and "cannot set the number of host devices" in lines[0]
+    assert distributed.use_host_devices(None, log=lines.append) is False and len(lines) == 1
