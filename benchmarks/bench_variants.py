@@ -46,6 +46,9 @@ Dense layer's input for its bf16 kernel gradient on the CPU; they change nothing
                       update outside it (before session 11; train step only)
   softmax=autodiff    the read's query softmax differentiated by autodiff of jax.nn.softmax's
                       default spelling (before session 12; now `model.softmax_features`)
+  backward=fused      the LayerNorm standardization's cotangent passed on as it is, not through
+                      `model._apart_from_products`: XLA:CPU then fuses the LayerNorm backward into the
+                      product fusion that computes its cotangent (before session 13; train step only)
 """
 
 from __future__ import annotations
@@ -160,6 +163,9 @@ def _optax_spelled():
             yield
 
 
+_standardize_fused = jax.custom_vjp(model_lib._standardize.fun, nondiff_argnums=(1,))
+_standardize_fused.defvjp(*model_lib._differentiated_as(model_lib._standardize_two_pass))
+
 VARIANTS = {
     "current": contextlib.nullcontext,
     "transpose=fold": lambda: _replaced("_rows_last", lambda x: jnp.swapaxes(x, -1, -2)),
@@ -174,6 +180,7 @@ VARIANTS = {
     "gelu=autodiff": lambda: _replaced("gelu", lambda x: 0.5 * x * (1.0 + jax.lax.erf(x * (1 / 2**0.5)))),
     "optimizer=optax": _optax_spelled,
     "softmax=autodiff": lambda: _replaced("softmax_features", lambda x: jax.nn.softmax(x, axis=-1)),
+    "backward=fused": lambda: _replaced("_standardize", _standardize_fused),
 }
 
 

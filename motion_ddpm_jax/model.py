@@ -476,7 +476,7 @@ def _standardize(x: jax.Array, epsilon: float = 1e-5) -> jax.Array:
       1e-6 and 1.2e-5).
     - differentiated (training): the two-pass form (the variance of the centred x) and its autodiff,
       which ran the bf16 train step 1.03-1.10x faster than the one-pass form, with autodiff or with a
-      hand-written backward.
+      hand-written backward. On the CPU its cotangent arrives through `_apart_from_products`.
     """
     x = x.astype(jnp.float32)
     mean = jnp.mean(x, axis=-1, keepdims=True)
@@ -491,7 +491,29 @@ def _standardize_two_pass(x: jax.Array, epsilon: float = 1e-5) -> jax.Array:
     return centered * jax.lax.rsqrt(jnp.mean(jnp.square(centered), axis=-1, keepdims=True) + epsilon)
 
 
-_standardize.defvjp(*_differentiated_as(_standardize_two_pass))
+def _apart_from_products(cotangent: jax.Array) -> jax.Array:
+    """The cotangent unchanged, through an op that keeps XLA:CPU from fusing what consumes it into the
+    product fusion that computed it: a reduce-precision to the cotangent's own exponent and mantissa
+    bits (exact: every value, infinity and NaN comes out as it went in), which XLA keeps and YNNPACK's
+    fusions do not take in. Other backends get the cotangent as it is.
+
+    Why: the gradient of a LayerNorm's output sums the input gradients of the products that read it
+    (q, k and v of the self-attention: three [tokens, 512] x [512, 512] products), and XLA:CPU fused
+    those products, their sum and the whole LayerNorm backward (two row reductions and the elementwise
+    passes) into one YNNPACK fusion, which ran them slower than apart. Split there, the bf16 train step
+    ran 1.04-1.06x faster, the same bits (benchmarks/RESULTS.md, session 13).
+    """
+    if jax.default_backend() != "cpu":
+        return cotangent
+    bits = jnp.finfo(cotangent.dtype)
+    return jax.lax.reduce_precision(cotangent, exponent_bits=bits.nexp, mantissa_bits=bits.nmant)
+
+
+def _standardize_backward(epsilon, vjp, cotangent):
+    return vjp(_apart_from_products(cotangent))
+
+
+_standardize.defvjp(_differentiated_as(_standardize_two_pass)[0], _standardize_backward)
 
 
 def _norm_then_dense(standardized, norm, dense_params, dtype, out_dtype=None):

@@ -854,6 +854,44 @@ def test_standardize_matches_float64_evaluated_and_differentiated(offset):
     assert abs(gradient[row, column] - numeric) < 1e-6
 
 
+@pytest.mark.parametrize("dtype, bits", [("float32", np.uint32), ("bfloat16", np.uint16)])
+def test_apart_from_products_returns_every_value_bit_for_bit(dtype, bits):
+    """The op that keeps the LayerNorm backward out of the products' fusion is the identity, compiled
+    and eager: every bit pattern (random ones: normals, subnormals, both zeros, infinities, the largest
+    values) comes back unchanged, and a NaN stays a NaN."""
+    rng = np.random.default_rng(21)
+    width = np.dtype(bits).itemsize * 8
+    patterns = rng.integers(0, 2**width, size=20000, dtype=np.uint64).astype(bits)
+    top = {np.uint32: (0x7F800000, 0x007FFFFF), np.uint16: (0x7F80, 0x007F)}[bits]  # exponent, mantissa
+    specials = [0, top[0], top[1], 1, top[0] - 1, top[0] | 1 << (width - 1), 1 << (width - 1)]
+    patterns = np.concatenate(
+        [patterns, np.asarray(specials, bits), np.asarray(specials, bits) | (1 << (width - 1))]
+    )
+    values = jnp.asarray(patterns.view(jnp.dtype(dtype)))
+    is_nan = np.isnan(np.asarray(values, np.float32))
+    assert is_nan.any() and (~is_nan).sum() > 10000
+    for apart in (model_lib._apart_from_products, jax.jit(model_lib._apart_from_products)):
+        out = np.asarray(apart(values))
+        assert out.dtype == jnp.dtype(dtype)
+        np.testing.assert_array_equal(out.view(bits)[~is_nan], patterns[~is_nan])
+        assert np.isnan(np.asarray(out, np.float32)[is_nan]).all()
+
+
+def test_layer_norm_backward_keeps_its_split_from_the_products_when_compiled():
+    """On the CPU the standardization's cotangent passes through a reduce-precision that XLA's optimiser
+    keeps in the compiled gradient (were it folded away, the LayerNorm backward would fuse into the
+    products again: no error, only a slower train step); other backends compile no such op."""
+    x = jnp.ones((4, 64), jnp.float32)
+    kernel = jnp.ones((64, 64), jnp.bfloat16)
+
+    def loss(x):
+        z = model_lib._standardize(x)
+        return jnp.sum(model_lib.dense(z, kernel, jnp.zeros(64), jnp.bfloat16).astype(jnp.float32))
+
+    text = jax.jit(jax.grad(loss)).lower(x).compile().as_text()
+    assert ("reduce-precision" in text) == (jax.default_backend() == "cpu")
+
+
 def test_standardize_is_one_pass_evaluated_and_two_passes_differentiated():
     """Evaluated, the statistics are reductions of x and of x^2 (one pass over x); under
     differentiation the variance reduces the square of the centred x (x - mean)."""
