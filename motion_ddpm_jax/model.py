@@ -494,8 +494,8 @@ def _standardize_two_pass(x: jax.Array, epsilon: float = 1e-5) -> jax.Array:
 def _apart_from_products(cotangent: jax.Array) -> jax.Array:
     """The cotangent unchanged, through an op that keeps XLA:CPU from fusing what consumes it into the
     product fusion that computed it: a reduce-precision to the cotangent's own exponent and mantissa
-    bits (exact: every value, infinity and NaN comes out as it went in), which XLA keeps and YNNPACK's
-    fusions do not take in. Other backends get the cotangent as it is.
+    bits (exact: every number and infinity comes out bit for bit as it went in, a NaN as a NaN), which
+    XLA keeps and YNNPACK's fusions do not take in. Other backends get the cotangent as it is.
 
     Why: the gradient of a LayerNorm's output sums the input gradients of the products that read it
     (q, k and v of the self-attention: three [tokens, 512] x [512, 512] products), and XLA:CPU fused
