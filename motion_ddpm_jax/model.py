@@ -107,16 +107,17 @@ def _saving_operands(function):
     return lambda *args: (function(*args), args[:-1])
 
 
-def _differentiated_as(spelling):
+def _differentiated_as(spelling, cotangent_through=lambda cotangent: cotangent):
     """The (fwd, bwd) rules of a custom VJP whose last argument is static: the value and the autodiff of
-    `spelling`, another spelling of the same function (the one that runs faster under differentiation)."""
+    `spelling`, another spelling of the same function (the one that runs faster under differentiation),
+    applied to `cotangent_through(cotangent)` (the same values, e.g. `_apart_from_products`)."""
 
     def forward(*args):
         *arrays, static = args
         return jax.vjp(lambda *arrays: spelling(*arrays, static), *arrays)
 
     def backward(static, vjp, cotangent):
-        return vjp(cotangent)
+        return vjp(cotangent_through(cotangent))
 
     return forward, backward
 
@@ -509,11 +510,7 @@ def _apart_from_products(cotangent: jax.Array) -> jax.Array:
     return jax.lax.reduce_precision(cotangent, exponent_bits=bits.nexp, mantissa_bits=bits.nmant)
 
 
-def _standardize_backward(epsilon, vjp, cotangent):
-    return vjp(_apart_from_products(cotangent))
-
-
-_standardize.defvjp(_differentiated_as(_standardize_two_pass)[0], _standardize_backward)
+_standardize.defvjp(*_differentiated_as(_standardize_two_pass, _apart_from_products))
 
 
 def _norm_then_dense(standardized, norm, dense_params, dtype, out_dtype=None):
