@@ -7,7 +7,11 @@
 #
 # Environment: OUT (default /tmp/gpu_check), PYTHON (default python), BUDGET_S (default 450: the whole
 # check, start-up included, stays within about BUDGET_S + 10 s), BIG_BATCH (default 256), CASES (which
-# cases, in which order; default all, as listed below).
+# cases, in which order; default all, as listed below), MODEL_ARGS (default empty: extra arguments for
+# every benchmark) and BENCH_ARGS (default empty: for the train-step cases only). With a small model and
+# matmul floor they make a dry run of the whole check on a CPU (tests/test_benchmarks.py runs one):
+#     MODEL_ARGS="--latent 64 --layers 2 --ff 128 --heads 4 --text-width 32 --text-layers 1 --text-heads 2
+#     --text-ff 64" BENCH_ARGS="--matmul-size 256" BUDGET_S=900 bash benchmarks/gpu_check.sh
 #
 # Writes under $OUT: env.txt (versions, nvidia-smi), per case NAME.log (its whole output, written as it
 # comes) and NAME.json (rewritten by the benchmark after every finished row, so a case cut short keeps
@@ -35,6 +39,8 @@ OUT=${OUT:-/tmp/gpu_check}
 PYTHON=${PYTHON:-python}
 BUDGET_S=${BUDGET_S:-450}
 BIG_BATCH=${BIG_BATCH:-256}
+read -r -a MODEL <<< "${MODEL_ARGS:-}"
+read -r -a BENCH <<< "${BENCH_ARGS:-}"
 CASES=${CASES:-train_step,big_batch,sampling,profile,geometric,torch_compile}
 mkdir -p "$OUT"
 cd "$(dirname "$0")/.." || exit 1
@@ -77,7 +83,7 @@ run() {  # run NAME LIMIT_S MIN_S ARGS...: one benchmark within min(its limit, w
   fi
 }
 
-train=(benchmarks/bench_train_step.py --features 264 --frames 196 --memory none)
+train=(benchmarks/bench_train_step.py --features 264 --frames 196 --memory none "${MODEL[@]}" "${BENCH[@]}")
 for case in ${CASES//,/ }; do
   case $case in
     train_step)
@@ -88,14 +94,13 @@ for case in ${CASES//,/ }; do
         --impls jax-bf16,torch-bf16 --repeats 5 --warmup 2 ;;
     profile)  # the step of big_batch's jax-bf16: compiled from this check's cache when big_batch ran
       run profile 100 60 benchmarks/profile_step.py --features 264 --frames 196 --batch "$BIG_BATCH" \
-        --dtype bfloat16 --steps 3 --warmup 2 --top 40 --trace-dir "$OUT/profile_trace" ;;
+        --dtype bfloat16 --steps 3 --warmup 2 --top 40 --trace-dir "$OUT/profile_trace" "${MODEL[@]}" ;;
     geometric)
       run geometric 90 60 "${train[@]}" --batch 32 --geometric both --impls jax-bf16 --repeats 10 --warmup 3 ;;
     sampling)
       run sampling 160 60 benchmarks/bench_sampling.py --features 264 \
         --cases ddpm:4x60,ddpm:32x196,ddim:4x60,ddim:32x196 --impls jax-bf16,jax-bf16-stepwise,torch-bf16 \
-        --repeats 1 \
-        --warmup 1 ;;
+        --repeats 1 --warmup 1 "${MODEL[@]}" ;;
     torch_compile)
       run torch_compile 150 90 "${train[@]}" --batch 32 --geometric off --impls torch-compile-bf16 \
         --repeats 10 --warmup 3 ;;

@@ -140,3 +140,39 @@ def test_profile_step_splits_the_step_by_kind_of_op(tmp_path):
     assert record["program_gflop_per_step"] == pytest.approx(record["analytic_gflop_per_step"], rel=0.1)
     assert (trace / "train_step.hlo.txt").is_file() and list(trace.rglob("perfetto_trace.json.gz"))
     assert "| kind | ms/step |" in stdout
+
+
+@pytest.mark.skipif(not HAVE_TORCH, reason="the GPU check times the torch twin: pip install -e '.[bench]'")
+def test_gpu_check_runs_its_cases_and_summarises_them(tmp_path):
+    """benchmarks/gpu_check.sh, the one prepared call for a lent GPU, as a dry run on the CPU with a tiny
+    model: its benchmark command lines still parse and run, and its summary reads what they wrote
+    (GPU time is rare: a flag renamed in a benchmark must not be found there)."""
+    out = tmp_path / "out"
+    env = {
+        **os.environ,
+        "JAX_PLATFORMS": "cpu",
+        "OUT": str(out),
+        "PYTHON": sys.executable,
+        "BUDGET_S": "500",
+        "BIG_BATCH": "4",
+        "CASES": "train_step,big_batch,profile,geometric",
+        "MODEL_ARGS": " ".join(TINY),
+        "BENCH_ARGS": "--matmul-size 64",
+    }
+    result = subprocess.run(
+        ["bash", str(BENCHMARKS / "gpu_check.sh")], capture_output=True, text=True, timeout=600, env=env
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    summary = (out / "summary.txt").read_text()
+    for case in ("train_step", "big_batch", "profile", "geometric"):
+        assert f"{case}: exit 0" in summary, summary
+    train = json.loads((out / "train_step.json").read_text())
+    assert train["complete"] and {row["impl"] for row in train["rows"]} == {
+        "jax-bf16",
+        "jax-fp32",
+        "torch-bf16",
+        "torch-fp32",
+    }
+    report = (out / "report.txt").read_text()
+    assert "ours bf16 vs twin bf16 autocast" in report and "MFU ours bf16" in report
+    assert (out / "profile_trace" / "train_step.hlo.txt").is_file()
