@@ -6,7 +6,9 @@ The split holds `--clips` clips of 60-400 frames with 264 features and 1-3 capti
 construction of the BatchSource (tokenizer build, standardization and tokenization of everything) and
 batches per second for `batch(step)` on one process, on one of 4 processes (a quarter of the batch), and
 through the background prefetcher; each rate is the median of `--repeats` runs of `--batches` batches
-after a warm-up run.
+after a warm-up run. Host memory is managed as in training (`host_malloc.tune()`, which launch.py applies;
+MOTION_DDPM_JAX_MALLOC=default measures glibc's defaults): a batch of 50 MB (B=256) is then no fresh
+`mmap` whose pages fault in at every call.
 """
 
 from __future__ import annotations
@@ -24,6 +26,10 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from motion_ddpm_jax import host_malloc  # noqa: E402
+
+host_malloc.tune()  # before the big allocations, as launch.py does
 
 from motion_ddpm_jax.data import pipeline  # noqa: E402
 from motion_ddpm_jax.data.motion_text import Split  # noqa: E402
@@ -98,7 +104,8 @@ def main() -> None:
     print(
         f"input pipeline: {args.clips} clips ({num_frames} frames x {args.features} features), "
         f"batch {args.batch} x {args.frames} frames, text {args.text_length}, {batch_mb:.1f} MB per batch; "
-        f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, numpy {np.__version__}"
+        f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, numpy {np.__version__}; "
+        f"host memory: {host_malloc.describe()}"
     )
     print(f"construction: {construction_s:.2f} s")
     print(f"{'':<32}{'batches/s':>12}{'ms/batch':>10}")
@@ -113,6 +120,7 @@ def main() -> None:
             "max_text_length": args.text_length,
             "cpus": os.cpu_count(),
             "numpy": np.__version__,
+            "host_malloc": host_malloc.describe(),
             "construction_s": construction_s,
             "batches_per_s": rows,
         }

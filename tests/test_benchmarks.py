@@ -115,13 +115,68 @@ def test_variants_benchmark_times_the_sampler_and_compares_a_denoiser_output(tmp
 
 @pytest.mark.parametrize(
     "script",
-    ["bench_sampling.py", "bench_train_step.py", "bench_layer.py", "profile_step.py", "bench_variants.py"],
+    [
+        "bench_sampling.py",
+        "bench_train_step.py",
+        "bench_layer.py",
+        "profile_step.py",
+        "bench_variants.py",
+        "bench_pipeline.py",
+        "bench_bvh.py",
+    ],
 )
 def test_benchmark_help_describes_it(script):
     result = subprocess.run(
         [sys.executable, str(BENCHMARKS / script), "--help"], capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0 and "usage" in result.stdout.lower()
+
+
+def test_pipeline_benchmark_times_every_way_of_batching(tmp_path):
+    record, stdout = run_benchmark(
+        "bench_pipeline.py",
+        tmp_path,
+        *("--clips", "40", "--features", "6", "--batch", "8", "--frames", "20", "--batches", "3"),
+        *("--repeats", "1"),
+    )
+    assert set(record["batches_per_s"]) == {
+        "batch(step), 1 process",
+        "batch(step), process 1 of 4",
+        "prefetch(depth=2), 1 process",
+    }
+    assert all(rate > 0 for rate in record["batches_per_s"].values())
+    # Measured under the allocator settings training uses (launch.py tunes them on glibc).
+    assert record["host_malloc"] in stdout
+
+
+def test_bvh_benchmark_times_reading_and_kinematics(tmp_path):
+    out = tmp_path / "bvh.json"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(BENCHMARKS / "bench_bvh.py"),
+            "--seconds",
+            "1",
+            "--repeats",
+            "1",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    record = json.loads(out.read_text())
+    assert record["frames"] == 120 and record["joints"] == 88
+    assert set(record["seconds"]) == {
+        "np.loadtxt of frames",
+        "parse (load_bvh)",
+        "positions()",
+        "parse + positions",
+    }
+    assert all(times["median"] > 0 for times in record["seconds"].values())
 
 
 def test_profile_step_splits_the_step_by_kind_of_op(tmp_path):
