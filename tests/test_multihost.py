@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from ml_collections import ConfigDict
+from tiny_run import finish, start_launch
 
 from motion_ddpm_jax import checkpoint, distributed
 from motion_ddpm_jax.config import base_config
@@ -53,22 +54,7 @@ def launch(workdir, data_args, devices, extra_env=None):
         JAX_PLATFORMS="cpu",
         **(extra_env or {}),
     )
-    args = [sys.executable, "launch.py", "--config", "configs/demo.py", f"--workdir={workdir}"]
-    # Output to a file: a pipe that is not read while another process is awaited could fill and block.
-    log_path = Path(f"{workdir}.{devices}.{(extra_env or {}).get('JAX_PROCESS_ID', 'single')}.log")
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [*args, *TINY, *data_args], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
-        )
-    process.log_path = log_path
-    return process
-
-
-def finish(process, timeout=600):
-    process.wait(timeout=timeout)
-    out = process.log_path.read_text()
-    assert process.returncode == 0, out[-4000:]
-    return out
+    return start_launch(workdir, [*TINY, *data_args], env)
 
 
 def test_two_processes_with_two_devices_each_equal_one_process_with_four(tmp_path):

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-from tiny_run import TINY_MODEL
+from tiny_run import TINY_MODEL, finish, output, start_launch
 
 from motion_ddpm_jax import checkpoint, train
 from motion_ddpm_jax.data import pipeline, synthetic
@@ -52,28 +52,8 @@ def data_args(tmp_path_factory):
 
 
 def start(workdir, data_args, *extra):
-    """launch.py in the background, its output to a file beside the workdir (a pipe nobody reads while the
-    test waits would fill up and block the run)."""
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    args = [sys.executable, "launch.py", "--config", "configs/demo.py", f"--workdir={workdir}"]
-    log_path = Path(f"{workdir}.launch-{time.monotonic_ns()}.log")
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [*args, *TINY, *data_args, *extra], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
-        )
-    process.log_path = log_path
-    return process
-
-
-def output(process):
-    return process.log_path.read_text()
-
-
-def finish(process, timeout=600):
-    process.wait(timeout=timeout)
-    out = output(process)
-    assert process.returncode == 0, out[-4000:]
-    return out
+    """launch.py on the tiny model in the background (`tiny_run.start_launch`)."""
+    return start_launch(workdir, [*TINY, *data_args, *extra], {**os.environ, "JAX_PLATFORMS": "cpu"})
 
 
 def wait_for_step(workdir, step, process, timeout=300):
