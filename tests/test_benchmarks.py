@@ -150,25 +150,7 @@ def test_pipeline_benchmark_times_every_way_of_batching(tmp_path):
 
 
 def test_bvh_benchmark_times_reading_and_kinematics(tmp_path):
-    out = tmp_path / "bvh.json"
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(BENCHMARKS / "bench_bvh.py"),
-            "--seconds",
-            "1",
-            "--repeats",
-            "1",
-            "--json",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "JAX_PLATFORMS": "cpu"},
-    )
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    record = json.loads(out.read_text())
+    record, _ = run_benchmark("bench_bvh.py", tmp_path, "--seconds", "1", "--repeats", "1")
     assert record["frames"] == 120 and record["joints"] == 88
     assert set(record["seconds"]) == {
         "np.loadtxt of frames",
