@@ -7,7 +7,7 @@ construction of the BatchSource (tokenizer build, standardization and tokenizati
 batches per second for `batch(step)` on one process, on one of 4 processes (a quarter of the batch), and
 through the background prefetcher; each rate is the median of `--repeats` runs of `--batches` batches
 after a warm-up run. Host memory is managed as in training (`host_malloc.tune()`, which launch.py applies;
-MOTION_DDPM_JAX_MALLOC=default measures glibc's defaults): a batch of 50 MB (B=256) is then no fresh
+MOTION_DDPM_JAX_MALLOC=default measures glibc's defaults): a batch of 53 MB (B=256) is then no fresh
 `mmap` whose pages fault in at every call.
 """
 

@@ -10,19 +10,17 @@ import os
 import socket
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 from ml_collections import ConfigDict
-from tiny_run import finish, start_launch
+from tiny_run import ROOT, finish, start_launch
 
 from motion_ddpm_jax import checkpoint, distributed
 from motion_ddpm_jax.config import base_config
 from motion_ddpm_jax.data import synthetic
 from motion_ddpm_jax.errors import UserError
 
-ROOT = Path(__file__).resolve().parents[1]
 STEPS = 3
 
 TINY = [

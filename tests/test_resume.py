@@ -13,12 +13,11 @@ from pathlib import Path
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-from tiny_run import TINY_MODEL, finish, output, start_launch
+from tiny_run import ROOT, TINY_MODEL, finish, output, start_launch
 
 from motion_ddpm_jax import checkpoint, train
 from motion_ddpm_jax.data import pipeline, synthetic
 
-ROOT = Path(__file__).resolve().parents[1]
 STEPS = 120
 
 TINY = [

@@ -12,13 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tiny_run import TINY_MODEL
+from tiny_run import ROOT, TINY_MODEL
 
 from motion_ddpm_jax import train
 from motion_ddpm_jax.config import base_config
 from motion_ddpm_jax.data import synthetic
-
-ROOT = Path(__file__).resolve().parents[1]
 
 TINY = [
     *TINY_MODEL,
