@@ -10,9 +10,11 @@ autocast), `torch-compile-fp32`, `torch-compile-bf16` (the twin's model + loss u
 Defaults: jax-fp32,torch-fp32,torch-bf16 on a CPU; jax-fp32,jax-bf16,torch-fp32,torch-bf16 on a GPU.
 
 For each feature size, one train state serves all our variants and one twin serves all the torch ones
-(same initial weights: ours copied into the twin). Every case is compiled (time reported apart) and warmed
-up, then the repeats are interleaved: round r runs every case once, starting at a rotating case, so a
-change of load hits all of them alike; the table shows medians. The losses are the base config's (MSE +
+(same initial weights: ours copied into the twin). Every case is compiled (time reported apart) and
+called once; then, all cases prepared, the --warmup rounds (untimed) and the repeats are interleaved:
+round r runs every case once, starting at a rotating case, so a change of load hits all of them alike; the
+table shows medians. Each timed call's minor page faults go to the log and the JSON (`minor_page_faults`):
+a step that still faults memory in has not reached its steady state. The losses are the base config's (MSE +
 velocity 0.1 + acceleration 0.05); `--geometric on|both` adds the bone-length term (0.01) where the
 features are BEAT positions (264 = 88 joints x 3), and the table then gives its overhead. FLOP/s use the
 analytic count of `common.model_flops` (checked against XLA's cost analysis, printed), and each is
@@ -175,7 +177,7 @@ class TwinStep:
 
 
 def prepare(args, features: int, cases: list[Case], device, with_params: bool = True):
-    """{case: (run, info)} for one feature size, every case compiled and warmed up."""
+    """{case: (run, info)} for one feature size, every case compiled and called once."""
     ours = twin = None
     if any(c.framework == "jax" for c in cases) or with_params:
         ours = OurStep(args, features)
@@ -209,23 +211,42 @@ def prepare(args, features: int, cases: list[Case], device, with_params: bool = 
             + (f"compiled in {info['compile_s']:.1f} s, " if "compile_s" in info else "")
             + f"first call {info['first_call_s']:.2f} s, loss {info['first_loss']:.4f}"
         )
-        for _ in range(args.warmup):
-            run()
         prepared[case] = (run, info)
     return prepared
 
 
-def interleaved(prepared: dict, repeats: int) -> dict[Case, list[float]]:
-    """Round r times every case once, starting at case r mod n: seconds per case."""
+def interleaved(prepared: dict, repeats: int, warmup: int = 0) -> dict[Case, list[float]]:
+    """`warmup` untimed rounds, then `repeats` timed ones; round r runs every case once, starting at case
+    r mod n: seconds per case. Each case's minor page faults per timed call go into its info
+    (`minor_page_faults`): a step that still faults its memory in is not yet in its steady state.
+
+    The warm-up rounds come after every case has been prepared, not right after each case's own first
+    call: preparing the next cases (the twin, its weights, torch.compile) changes the shared heap, and a
+    case warmed up before that could page-fault new memory in its first timed round (seen: 3.5 against
+    2.6 s, or 6.8 against 5.1 s, for ours beside the twin)."""
     cases = list(prepared)
     seconds = {case: [] for case in cases}
-    for r in range(repeats):
+    for info in (prepared[case][1] for case in cases):
+        info["minor_page_faults"] = []
+    for r in range(warmup + repeats):
+        timed = r >= warmup
         for case in cases[r % len(cases) :] + cases[: r % len(cases)]:
             run, info = prepared[case]
+            faults = common.minor_page_faults()
             start = time.perf_counter()
             info["last_loss"] = run()
-            seconds[case].append(time.perf_counter() - start)
-        log(f"round {r + 1} of {repeats}: " + ", ".join(f"{c.name} {seconds[c][-1]:.4f} s" for c in cases))
+            elapsed = time.perf_counter() - start
+            if timed:
+                seconds[case].append(elapsed)
+                info["minor_page_faults"].append(common.minor_page_faults() - faults)
+        if timed:
+            log(
+                f"round {r - warmup + 1} of {repeats}: "
+                + ", ".join(
+                    f"{c.name} {seconds[c][-1]:.4f} s ({prepared[c][1]['minor_page_faults'][-1]} page faults)"
+                    for c in cases
+                )
+            )
     return seconds
 
 
@@ -250,6 +271,8 @@ def memory_worker(args) -> None:
     start_rss = common.current_rss_mb()
     prepared = prepare(args, case.features, [case], device, with_params=False)
     run, info = prepared[case]
+    for _ in range(args.warmup):
+        run()
     setup_peak = common.rss_high_water_mb()
     reset = common.reset_rss_high_water()
     before_steps = common.current_rss_mb()
@@ -431,7 +454,9 @@ def parse_args(argv=None):
     parser.add_argument("--geometric", choices=("off", "on", "both"), default="both",
                         help="the bone-length term (only where D = 264)")  # fmt: skip
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--warmup", type=int, default=2, help="steps after the first call, untimed")
+    parser.add_argument(
+        "--warmup", type=int, default=2, help="untimed rounds of every case, after all are prepared"
+    )
     parser.add_argument(
         "--memory",
         default="main",
@@ -488,7 +513,7 @@ def main(argv=None) -> None:
             geometric = [False]
         cases = [Case(impl, features, g) for g in geometric for impl in impls]
         prepared = prepare(args, features, cases, device)
-        seconds = interleaved(prepared, args.repeats)
+        seconds = interleaved(prepared, args.repeats, args.warmup)
         config = common.bench_config(args, args.frames)
         flops = common.model_flops(args.batch, args.frames, features, args.text_length, config.model)
         for case in cases:

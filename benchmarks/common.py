@@ -257,6 +257,12 @@ def reset_rss_high_water() -> bool:
         return False
 
 
+def minor_page_faults() -> int:
+    """This process's minor page faults so far (getrusage): memory touched for the first time, or given
+    back to the system and mapped again."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def current_rss_mb() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6

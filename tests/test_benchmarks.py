@@ -4,6 +4,7 @@ ran and reported a time; the functions the benchmarks time are tested against re
 
 import importlib.util
 import json
+import mmap
 import os
 import subprocess
 import sys
@@ -53,13 +54,42 @@ def test_train_step_benchmark_runs_every_case(tmp_path):
         "bench_train_step.py",
         tmp_path,
         *("--batch", "2", "--frames", "6", "--features", "12", "--impls", ",".join(impls)),
-        *("--geometric", "off", "--repeats", "1", "--warmup", "0", "--memory", "none"),
+        *("--geometric", "off", "--repeats", "2", "--warmup", "1", "--memory", "none"),
         *("--matmul-size", "64", *TINY),
     )
     assert record["complete"]
     rows = record["rows"]
     assert sorted(row["impl"] for row in rows) == sorted(impls)
     assert all(row["median_s"] > 0 and row["features"] == 12 for row in rows)
+    assert all(len(row["seconds"]) == len(row["minor_page_faults"]) == 2 for row in rows)
+
+
+def test_train_step_benchmark_warms_every_case_up_before_it_times_any_and_counts_page_faults():
+    sys.path.insert(0, str(BENCHMARKS))
+    import bench_train_step
+
+    class Case(str):
+        name = property(str.__str__)
+
+    calls, size = [], 8 * 2**20
+    pages = size // mmap.PAGESIZE
+
+    def run(case):
+        calls.append(case)
+        if case == "fresh memory":  # a new anonymous mapping in small pages, every page written: a fault each
+            with mmap.mmap(-1, size) as memory:
+                if hasattr(mmap, "MADV_NOHUGEPAGE"):
+                    memory.madvise(mmap.MADV_NOHUGEPAGE)
+                memory.write(b"\x01" * size)
+        return 0.0
+
+    prepared = {Case(c): (lambda c=c: run(c), {}) for c in ("a", "b", "fresh memory")}
+    seconds = bench_train_step.interleaved(prepared, repeats=2, warmup=1)
+    # Round r starts at case r mod 3; the warm-up round is round 0 and comes before every timed call.
+    assert calls == ["a", "b", "fresh memory", "b", "fresh memory", "a", "fresh memory", "a", "b"]
+    assert {case: len(s) for case, s in seconds.items()} == {"a": 2, "b": 2, "fresh memory": 2}
+    faults = prepared["fresh memory"][1]["minor_page_faults"]
+    assert len(faults) == 2 and all(f >= pages for f in faults), (faults, pages)
 
 
 def test_layer_benchmark_times_every_part(tmp_path):
