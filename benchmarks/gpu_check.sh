@@ -33,6 +33,8 @@
 #                  text stay in $OUT/profile_trace (open the trace in https://ui.perfetto.dev)
 #   geometric      B=32: ours bf16 with and without the bone-length term (its overhead); the step without
 #                  it is train_step's jax-bf16, loaded from this check's compilation cache
+#   beat_window    B=32 T=360 (configs/beat.py's training window, data.max_motion_length): ours bf16 vs
+#                  the twin bf16 autocast (on the 2-core CPU the ratio fell from 0.99x at T=196 to 0.81x)
 #   torch_compile  B=32: the twin bf16 under torch.compile, if time is left
 set -u
 OUT=${OUT:-/tmp/gpu_check}
@@ -41,7 +43,7 @@ BUDGET_S=${BUDGET_S:-450}
 BIG_BATCH=${BIG_BATCH:-256}
 read -r -a MODEL <<< "${MODEL_ARGS:-}"
 read -r -a BENCH <<< "${BENCH_ARGS:-}"
-CASES=${CASES:-train_step,big_batch,sampling,profile,geometric,torch_compile}
+CASES=${CASES:-train_step,big_batch,sampling,profile,geometric,beat_window,torch_compile}
 mkdir -p "$OUT"
 cd "$(dirname "$0")/.." || exit 1
 export PYTHONWARNINGS=ignore PYTHONUNBUFFERED=1
@@ -84,6 +86,7 @@ run() {  # run NAME LIMIT_S MIN_S ARGS...: one benchmark within min(its limit, w
 }
 
 train=(benchmarks/bench_train_step.py --features 264 --frames 196 --memory none "${MODEL[@]}" "${BENCH[@]}")
+beat=(benchmarks/bench_train_step.py --features 264 --frames 360 --memory none "${MODEL[@]}" "${BENCH[@]}")
 for case in ${CASES//,/ }; do
   case $case in
     train_step)
@@ -97,6 +100,9 @@ for case in ${CASES//,/ }; do
         --dtype bfloat16 --steps 3 --warmup 2 --top 40 --trace-dir "$OUT/profile_trace" "${MODEL[@]}" ;;
     geometric)
       run geometric 90 60 "${train[@]}" --batch 32 --geometric both --impls jax-bf16 --repeats 10 --warmup 3 ;;
+    beat_window)
+      run beat_window 100 60 "${beat[@]}" --batch 32 --geometric off --impls jax-bf16,torch-bf16 \
+        --repeats 5 --warmup 2 ;;
     sampling)
       run sampling 160 60 benchmarks/bench_sampling.py --features 264 \
         --cases ddpm:4x60,ddpm:32x196,ddim:4x60,ddim:32x196 --impls jax-bf16,jax-bf16-stepwise,torch-bf16 \
@@ -104,7 +110,7 @@ for case in ${CASES//,/ }; do
     torch_compile)
       run torch_compile 150 90 "${train[@]}" --batch 32 --geometric off --impls torch-compile-bf16 \
         --repeats 10 --warmup 3 ;;
-    *) echo "unknown case $case (known: train_step big_batch profile geometric sampling torch_compile)" ;;
+    *) echo "unknown case $case (known: train_step big_batch profile geometric beat_window sampling torch_compile)" ;;
   esac
 done
 

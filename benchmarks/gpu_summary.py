@@ -103,7 +103,7 @@ def main(argv: list[str]) -> int:
     folder = Path(argv[0])
     records = {
         name: load(folder, name)
-        for name in ("train_step", "big_batch", "geometric", "sampling", "torch_compile")
+        for name in ("train_step", "big_batch", "geometric", "beat_window", "sampling", "torch_compile")
     }
     first = next((r for r in records.values() if r), None)
     if first is None:
@@ -146,6 +146,11 @@ def main(argv: list[str]) -> int:
         if on and "geometric_overhead" in on:
             print(f"  bone-length term overhead, ours bf16: {100 * on['geometric_overhead']:+.1f}%")
         print("  (gpu_check.sh: the step without the term comes from train_step's compilation, cached)")
+    if records["beat_window"]:
+        train_table(records["beat_window"], "BEAT's training window (configs/beat.py)")
+        ours = row_of(records["beat_window"], "jax-bf16")
+        if ours:
+            print(f"  ours bf16 vs twin bf16 autocast: {verdict(ours.get(TWIN_AMP), GOAL_SPEEDUP)}")
     if records["sampling"]:
         record = records["sampling"]
         print(

@@ -222,7 +222,7 @@ def test_gpu_check_runs_its_cases_and_summarises_them(tmp_path):
         "PYTHON": sys.executable,
         "BUDGET_S": "500",
         "BIG_BATCH": "4",
-        "CASES": "train_step,big_batch,profile,geometric",
+        "CASES": "train_step,big_batch,profile,geometric,beat_window",
         "MODEL_ARGS": " ".join(TINY),
         "BENCH_ARGS": "--matmul-size 64",
     }
@@ -231,8 +231,11 @@ def test_gpu_check_runs_its_cases_and_summarises_them(tmp_path):
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     summary = (out / "summary.txt").read_text()
-    for case in ("train_step", "big_batch", "profile", "geometric"):
+    for case in ("train_step", "big_batch", "profile", "geometric", "beat_window"):
         assert f"{case}: exit 0" in summary, summary
+    beat = json.loads((out / "beat_window.json").read_text())
+    assert beat["complete"] and beat["args"]["frames"] == 360
+    assert {row["impl"] for row in beat["rows"]} == {"jax-bf16", "torch-bf16"}
     train = json.loads((out / "train_step.json").read_text())
     assert train["complete"] and {row["impl"] for row in train["rows"]} == {
         "jax-bf16",
@@ -242,4 +245,5 @@ def test_gpu_check_runs_its_cases_and_summarises_them(tmp_path):
     }
     report = (out / "report.txt").read_text()
     assert "ours bf16 vs twin bf16 autocast" in report and "MFU ours bf16" in report
+    assert "BEAT's training window" in report
     assert (out / "profile_trace" / "train_step.hlo.txt").is_file()
