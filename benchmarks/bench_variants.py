@@ -49,6 +49,8 @@ Dense layer's input for its bf16 kernel gradient on the CPU; they change nothing
   backward=fused      the LayerNorm standardization's cotangent passed on as it is, not through
                       `model._apart_from_products`: XLA:CPU then fuses the LayerNorm backward into the
                       product fusion that computes its cotangent (before session 13; train step only)
+  positions=autodiff  the learned positions added by a plain broadcast, their gradient by autodiff: a
+                      reduction over the batch axis (before session 15; train step only)
 """
 
 from __future__ import annotations
@@ -181,6 +183,7 @@ VARIANTS = {
     "optimizer=optax": _optax_spelled,
     "softmax=autodiff": lambda: _replaced("softmax_features", lambda x: jax.nn.softmax(x, axis=-1)),
     "backward=fused": lambda: _replaced("_standardize", _standardize_fused),
+    "positions=autodiff": lambda: _replaced("add_positions", lambda x, positions: x + positions),
 }
 
 

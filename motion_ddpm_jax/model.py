@@ -275,6 +275,38 @@ def _embed(num_embeddings: int, features: int, init: Initializer, name: str | No
     )
 
 
+@jax.custom_vjp
+def add_positions(x: jax.Array, positions: jax.Array) -> jax.Array:
+    """x [B, S, C] + positions [S, C] (one row per position, the same for every sequence of the batch).
+
+    The gradient of the positions, the cotangent summed over the batch, is taken as a pairwise sum of
+    its [S, C] slices (`_sum_leading`), the same sum in another order. Autodiff of the broadcast gives a
+    reduction over the leading axis, which XLA:CPU runs slowly when it keeps this many elements: 50 ms
+    for [32, 360, 512] alone (46 ms in the train step at BEAT's T = 360), against 2.7 ms for the pairwise
+    sum (benchmarks/RESULTS.md, session 15). x and positions share one dtype."""
+    if x.dtype != positions.dtype:
+        raise TypeError(
+            f"add_positions: x is {x.dtype} but positions are {positions.dtype}; expected one dtype"
+        )
+    return x + positions
+
+
+def _sum_leading(x: jax.Array) -> jax.Array:
+    """x [N, ...] summed over its leading axis by halves (a pairwise sum: elementwise adds, which XLA
+    fuses into one pass), in x's dtype."""
+    while x.shape[0] > 1:
+        half = x.shape[0] // 2
+        pairs = x[:half] + x[half : 2 * half]
+        x = jnp.concatenate([pairs, x[2 * half :]]) if x.shape[0] % 2 else pairs
+    return x[0]
+
+
+add_positions.defvjp(
+    lambda x, positions: (add_positions(x, positions), None),
+    lambda _, cotangent: (cotangent, _sum_leading(cotangent)),
+)
+
+
 def timestep_embedding(t: jax.Array, dim: int, max_period: float = 10000.0) -> jax.Array:
     """Sinusoidal embedding of integer steps: t [B] -> float32 [B, dim] = [cos(t f), sin(t f)].
 
@@ -750,7 +782,9 @@ class TextEncoder(nn.Module):
     def __call__(self, tokens, text_features, text_mask, deterministic: bool = True):
         if text_features is None:
             x = _embed(self.vocab_size, self.width, TOKEN_INIT, "token_embedding")(tokens)
-            x = x + _embed(self.max_length, self.width, TOKEN_INIT, "positions")(jnp.arange(tokens.shape[1]))
+            x = add_positions(
+                x, _embed(self.max_length, self.width, TOKEN_INIT, "positions")(jnp.arange(tokens.shape[1]))
+            )
         else:
             x = Dense(self.width, self.dtype, name="feature_proj", out_dtype=jnp.float32)(text_features)
         for i in range(self.num_layers):
@@ -863,7 +897,7 @@ class MotionTransformer(nn.Module):
         self._check_motion(x)
         mask = jnp.asarray(mask, bool)
         h = self.joint_embed(x)
-        h = h + self.motion_positions(jnp.arange(x.shape[1]))
+        h = add_positions(h, self.motion_positions(jnp.arange(x.shape[1])))
         for layer, source, modulation in zip(self.layers, condition["layers"], modulations, strict=True):
             h = layer(h, mask, source, modulation, deterministic)
         return self.out(h)

@@ -794,6 +794,28 @@ def test_gelu_and_its_gradient_match_float64(dtype):
         np.testing.assert_allclose(np.asarray(got, np.float64), exact, rtol=rtol, atol=1e-6)
 
 
+@pytest.mark.parametrize("batch", [1, 2, 5, 32])
+def test_add_positions_and_its_gradients_match_float64(batch):
+    """x + positions broadcast over the batch; the positions' gradient is the cotangent summed over the
+    batch (float64 reference, float32 rounding of a sum of `batch` terms), x's the cotangent itself,
+    under jit and for batch sizes whose halving leaves odd remainders (5 -> 2 + 1 -> ...)."""
+    rng = np.random.default_rng(batch)
+    x, positions, cotangent = (rng.standard_normal(shape) for shape in ((batch, 7, 3), (7, 3), (batch, 7, 3)))
+    value, vjp = jax.jit(lambda x, p: jax.vjp(model_lib.add_positions, x, p))(
+        jnp.asarray(x, jnp.float32), jnp.asarray(positions, jnp.float32)
+    )
+    dx, dpositions = jax.jit(vjp)(jnp.asarray(cotangent, jnp.float32))
+    assert dpositions.shape == positions.shape and dpositions.dtype == jnp.float32
+    np.testing.assert_allclose(np.asarray(value, np.float64), x + positions, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(dx, np.float64), cotangent, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(dpositions, np.float64), cotangent.sum(0), rtol=1e-5, atol=1e-5)
+
+
+def test_add_positions_refuses_mixed_dtypes():
+    with pytest.raises(TypeError, match="x is bfloat16 but positions are float32"):
+        model_lib.add_positions(jnp.zeros((2, 3, 4), jnp.bfloat16), jnp.zeros((3, 4), jnp.float32))
+
+
 @pytest.mark.parametrize("scale", [1.0, 30.0])
 def test_softmax_features_and_its_gradient_match_float64(scale):
     """The read's query softmax over the last axis: its value is the float64 softmax to float32 rounding
