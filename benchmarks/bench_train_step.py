@@ -222,8 +222,8 @@ def interleaved(prepared: dict, repeats: int, warmup: int = 0) -> dict[Case, lis
 
     The warm-up rounds come after every case has been prepared, not right after each case's own first
     call: preparing the next cases (the twin, its weights, torch.compile) changes the shared heap, and a
-    case warmed up before that could page-fault new memory in its first timed round (seen: 3.5 against
-    2.6 s, or 6.8 against 5.1 s, for ours beside the twin)."""
+    case warmed up before that could page-fault new memory in its first timed round (ours beside the
+    twin: 4.4 against 2.6 s in bf16, 6.1 against 5.1 s in fp32; benchmarks/RESULTS.md, session 15)."""
     cases = list(prepared)
     seconds = {case: [] for case in cases}
     for info in (prepared[case][1] for case in cases):

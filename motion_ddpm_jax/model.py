@@ -281,12 +281,16 @@ def add_positions(x: jax.Array, positions: jax.Array) -> jax.Array:
 
     The gradient of the positions, the cotangent summed over the batch, is taken as a pairwise sum of
     its [S, C] slices (`_sum_leading`), the same sum in another order. Autodiff of the broadcast gives a
-    reduction over the leading axis, which XLA:CPU runs slowly when it keeps this many elements: 50 ms
-    for [32, 360, 512] alone (46 ms in the train step at BEAT's T = 360), against 2.7 ms for the pairwise
+    reduction over the leading axis, which XLA:CPU runs slowly when it keeps this many elements: 22-50 ms
+    for [32, 360, 512] alone (46 ms in the train step at BEAT's T = 360), against 1-3 ms for the pairwise
     sum (benchmarks/RESULTS.md, session 15). x and positions share one dtype."""
     if x.dtype != positions.dtype:
         raise TypeError(
             f"add_positions: x is {x.dtype} but positions are {positions.dtype}; expected one dtype"
+        )
+    if x.ndim != positions.ndim + 1 or x.shape[1:] != positions.shape:
+        raise ValueError(
+            f"add_positions: x {x.shape} must be [batch, *positions.shape] with positions {positions.shape}"
         )
     return x + positions
 

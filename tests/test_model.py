@@ -811,9 +811,12 @@ def test_add_positions_and_its_gradients_match_float64(batch):
     np.testing.assert_allclose(np.asarray(dpositions, np.float64), cotangent.sum(0), rtol=1e-5, atol=1e-5)
 
 
-def test_add_positions_refuses_mixed_dtypes():
+def test_add_positions_refuses_mixed_dtypes_and_shapes_without_one_batch_axis():
     with pytest.raises(TypeError, match="x is bfloat16 but positions are float32"):
         model_lib.add_positions(jnp.zeros((2, 3, 4), jnp.bfloat16), jnp.zeros((3, 4), jnp.float32))
+    for shape in ((3, 4), (2, 2, 3, 4), (2, 5, 4)):
+        with pytest.raises(ValueError, match=r"must be \[batch, \*positions.shape\]"):
+            model_lib.add_positions(jnp.zeros(shape), jnp.zeros((3, 4)))
 
 
 @pytest.mark.parametrize("scale", [1.0, 30.0])
