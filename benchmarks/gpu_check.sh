@@ -1,49 +1,63 @@
 #!/usr/bin/env bash
-# One GPU check for issue 6, sized for one call of about 7-8 minutes on an H100. Run it from the repository
+# One GPU check for issue 6, sized for one call of about 9-10 minutes on an H100. Run it from the repository
 # root (or anywhere) on a machine with one GPU where jax (CUDA), torch (CUDA), flax, optax and
 # ml_collections import (PYTHONPATH set by the caller; nothing is installed here):
 #
-#     OUT=/tmp/results PYTHON=python3 BUDGET_S=450 bash benchmarks/gpu_check.sh
+#     OUT=/tmp/results PYTHON=python3 BUDGET_S=540 bash benchmarks/gpu_check.sh
 #
-# Environment: OUT (default /tmp/gpu_check), PYTHON (default python), BUDGET_S (default 450: the whole
+# Environment: OUT (default /tmp/gpu_check), PYTHON (default python), BUDGET_S (default 540: the whole
 # check, start-up included, stays within about BUDGET_S + 10 s), BIG_BATCH (default 256), CASES (which
 # cases, in which order; default all, as listed below), MODEL_ARGS (default empty: extra arguments for
-# every benchmark) and BENCH_ARGS (default empty: for the train-step cases only). With a small model and
-# matmul floor they make a dry run of the whole check on a CPU (tests/test_benchmarks.py runs one):
+# every benchmark), BENCH_ARGS (default empty: for the train-step cases only) and BUNDLE_DIR (default
+# unset: a folder other than $OUT where to leave results.tgz, everything under $OUT but the raw trace,
+# trace.tgz, the raw trace, and report.txt: three files, for a caller that can fetch only a few, such as
+# the device tool: `R=$OUT; OUT=/tmp/results BUNDLE_DIR=$R ... bash benchmarks/gpu_check.sh`; note that
+# `OUT=/tmp/results BUNDLE_DIR=$OUT` would give both the new value). With a small model and matmul floor
+# they make a dry run of the whole check on a CPU (tests/test_benchmarks.py runs one):
 #     MODEL_ARGS="--latent 64 --layers 2 --ff 128 --heads 4 --text-width 32 --text-layers 1 --text-heads 2
 #     --text-ff 64" BENCH_ARGS="--matmul-size 256" BUDGET_S=900 bash benchmarks/gpu_check.sh
 #
 # Writes under $OUT: env.txt (versions, nvidia-smi), per case NAME.log (its whole output, written as it
 # comes) and NAME.json (rewritten by the benchmark after every finished row, so a case cut short keeps
 # its finished rows; "complete": false until it ends), summary.txt (each case's exit status and seconds)
-# and report.txt (the final summary, benchmarks/gpu_summary.py). The console gets each case's rows as they
-# come, without the per-round log lines (those stay in the .log), then the summary.
+# and report.txt (the final summary, benchmarks/gpu_summary.py). The console gets each case's rows and
+# compile times as they come, without the per-round log lines (those stay in the .log), then the summary.
 #
-# The cases, most important first. Each has its own time limit; a case runs with the smaller of its limit
-# and what is left of the budget, and is skipped when that is below its minimum (124 = cut at the limit):
-#   train_step     B=32 T=196 D=264: ours jax-bf16 + jax-fp32 vs the twin torch-bf16 (autocast) +
-#                  torch-fp32, 10 interleaved repeats after 3 warm-up steps, with the matmul floor
+# Compiling one train step took XLA:GPU 104.6 s on an H100 machine (jax 0.11.2, 2026-11-28; 43 s on
+# 2026-11-26 with the code of that date), so every case that compiles a new step is given ~230 s and the
+# default budget fits the first three cases. A second call can run the rest, e.g.
+# CASES=compile_flags,fp32 BUDGET_S=400. The cases, most important first. Each has its own time limit;
+# a case runs with the smaller of its limit and what is left of the budget, and is skipped when that is
+# below its minimum (124 = cut at the limit):
+#   train_step     B=32 T=196 D=264: ours jax-bf16 vs the twin torch-bf16 (autocast) + torch-fp32, 10
+#                  interleaved repeats after 3 warm-up steps, with the matmul floor
 #   big_batch      B=$BIG_BATCH: ours bf16 vs the twin bf16 autocast; model FLOP utilisation (MFU% =
 #                  analytic FLOPs / s / the card's bf16 matmul rate measured in the same run); the goals:
 #                  >= 3x the twin's AMP throughput, >= 40% MFU
-#   sampling       DDPM 1000 steps and DDIM 50 steps at 4x60 and 32x196 (DDPM first), ours bf16 vs the
-#                  twin's Python loop under bf16 autocast, one repeat; the goal: >= 3x at DDPM 1000
 #   profile        B=$BIG_BATCH: where ours bf16's step time goes (benchmarks/profile_step.py: per kind of
 #                  op and the top ops, from a jax.profiler trace); the raw trace and the compiled program's
-#                  text stay in $OUT/profile_trace (open the trace in https://ui.perfetto.dev)
+#                  text stay in $OUT/profile_trace (open the trace in https://ui.perfetto.dev); the step
+#                  comes from big_batch's compilation, cached
+#   compile_flags  B=32: ours bf16 compiled with XLA_FLAGS=--xla_gpu_enable_triton_gemm=false (every
+#                  product through cuBLAS): its compile time and step time against train_step's, to see
+#                  whether autotuning Triton products is where the compile time goes
+#   fp32           B=32: ours fp32 (TF32 products) vs the twin fp32 eager and bf16 autocast
+#   sampling       DDPM 1000 steps and DDIM 50 steps at 4x60 and 32x196 (DDPM first), ours bf16 vs the
+#                  twin's Python loop under bf16 autocast, one repeat; the goal: >= 3x at DDPM 1000
 #   geometric      B=32: ours bf16 with and without the bone-length term (its overhead); the step without
 #                  it is train_step's jax-bf16, loaded from this check's compilation cache
 #   beat_window    B=32 T=360 (configs/beat.py's training window, data.max_motion_length): ours bf16 vs
 #                  the twin bf16 autocast (on the 2-core CPU the ratio fell from 0.99x at T=196 to 0.81x)
+#   autotune_off   B=32: ours bf16 with XLA_FLAGS=--xla_gpu_autotune_level=0 (no autotuning at all)
 #   torch_compile  B=32: the twin bf16 under torch.compile, if time is left
 set -u
 OUT=${OUT:-/tmp/gpu_check}
 PYTHON=${PYTHON:-python}
-BUDGET_S=${BUDGET_S:-450}
+BUDGET_S=${BUDGET_S:-540}
 BIG_BATCH=${BIG_BATCH:-256}
 read -r -a MODEL <<< "${MODEL_ARGS:-}"
 read -r -a BENCH <<< "${BENCH_ARGS:-}"
-CASES=${CASES:-train_step,big_batch,sampling,profile,geometric,beat_window,torch_compile}
+CASES=${CASES:-train_step,big_batch,profile,compile_flags,fp32,sampling,geometric,beat_window,autotune_off,torch_compile}
 mkdir -p "$OUT"
 cd "$(dirname "$0")/.." || exit 1
 export PYTHONWARNINGS=ignore PYTHONUNBUFFERED=1
@@ -64,7 +78,8 @@ print('flax', flax.__version__, 'optax', optax.__version__)" 2>&1
 } > "$OUT/env.txt"
 cat "$OUT/env.txt"
 
-run() {  # run NAME LIMIT_S MIN_S ARGS...: one benchmark within min(its limit, what is left of the budget)
+run() {  # run NAME LIMIT_S MIN_S ARGS...: one benchmark within min(its limit, what is left of the budget),
+  # with CASE_XLA_FLAGS (when set) added to XLA_FLAGS for this case alone
   local name=$1 limit=$2 minimum=$3 start=$SECONDS
   shift 3
   local left=$((BUDGET_S - SECONDS))
@@ -75,7 +90,10 @@ run() {  # run NAME LIMIT_S MIN_S ARGS...: one benchmark within min(its limit, w
   local seconds=$((left < limit ? left : limit))
   echo "=== $name (limit ${seconds} s; ${left} s of the budget left)"
   # The console: the rows and each compile time; the .log: everything.
-  timeout -k 5 "$seconds" "$PYTHON" "$@" --json "$OUT/$name.json" 2>&1 | tee "$OUT/$name.log" \
+  local flags="${XLA_FLAGS:-} ${CASE_XLA_FLAGS:-}"
+  [[ -n ${CASE_XLA_FLAGS:-} ]] && echo "XLA_FLAGS=${flags# }"
+  XLA_FLAGS="${flags# }" timeout -k 5 "$seconds" "$PYTHON" "$@" --json "$OUT/$name.json" 2>&1 \
+    | tee "$OUT/$name.log" \
     | grep --line-buffered -v -E '^\[.*\] (round |preparing |peak memory of )|^[WI][0-9]{4} '
   local status=${PIPESTATUS[0]}
   echo "$name: exit $status after $((SECONDS - start)) s$( ((status == 124 || status == 137)) && echo ' (cut at its limit)')" \
@@ -90,30 +108,50 @@ beat=(benchmarks/bench_train_step.py --features 264 --frames 360 --memory none "
 for case in ${CASES//,/ }; do
   case $case in
     train_step)
-      run train_step 160 100 "${train[@]}" --batch 32 --geometric off \
-        --impls jax-bf16,jax-fp32,torch-bf16,torch-fp32 --repeats 10 --warmup 3 ;;
+      run train_step 230 150 "${train[@]}" --batch 32 --geometric off \
+        --impls jax-bf16,torch-bf16,torch-fp32 --repeats 10 --warmup 3 ;;
     big_batch)
-      run big_batch 120 70 "${train[@]}" --batch "$BIG_BATCH" --geometric off \
+      run big_batch 230 150 "${train[@]}" --batch "$BIG_BATCH" --geometric off \
         --impls jax-bf16,torch-bf16 --repeats 5 --warmup 2 ;;
     profile)  # the step of big_batch's jax-bf16: compiled from this check's cache when big_batch ran
-      run profile 100 60 benchmarks/profile_step.py --features 264 --frames 196 --batch "$BIG_BATCH" \
+      run profile 90 45 benchmarks/profile_step.py --features 264 --frames 196 --batch "$BIG_BATCH" \
         --dtype bfloat16 --steps 3 --warmup 2 --top 40 --trace-dir "$OUT/profile_trace" "${MODEL[@]}" ;;
+    compile_flags)
+      CASE_XLA_FLAGS=--xla_gpu_enable_triton_gemm=false run compile_flags 200 120 "${train[@]}" --batch 32 \
+        --geometric off --impls jax-bf16 --repeats 10 --warmup 3 ;;
+    fp32)
+      run fp32 230 150 "${train[@]}" --batch 32 --geometric off --impls jax-fp32,torch-fp32,torch-bf16 \
+        --repeats 10 --warmup 3 ;;
+    autotune_off)
+      CASE_XLA_FLAGS=--xla_gpu_autotune_level=0 run autotune_off 200 120 "${train[@]}" --batch 32 \
+        --geometric off --impls jax-bf16 --repeats 10 --warmup 3 ;;
     geometric)
-      run geometric 90 60 "${train[@]}" --batch 32 --geometric both --impls jax-bf16 --repeats 10 --warmup 3 ;;
+      run geometric 230 150 "${train[@]}" --batch 32 --geometric both --impls jax-bf16 --repeats 10 --warmup 3 ;;
     beat_window)
-      run beat_window 100 60 "${beat[@]}" --batch 32 --geometric off --impls jax-bf16,torch-bf16 \
+      run beat_window 230 150 "${beat[@]}" --batch 32 --geometric off --impls jax-bf16,torch-bf16 \
         --repeats 5 --warmup 2 ;;
     sampling)
-      run sampling 160 60 benchmarks/bench_sampling.py --features 264 \
+      run sampling 230 120 benchmarks/bench_sampling.py --features 264 \
         --cases ddpm:4x60,ddpm:32x196,ddim:4x60,ddim:32x196 --impls jax-bf16,jax-bf16-stepwise,torch-bf16 \
         --repeats 1 --warmup 1 "${MODEL[@]}" ;;
     torch_compile)
       run torch_compile 150 90 "${train[@]}" --batch 32 --geometric off --impls torch-compile-bf16 \
         --repeats 10 --warmup 3 ;;
-    *) echo "unknown case $case (known: train_step big_batch profile geometric beat_window sampling torch_compile)" ;;
+    *) echo "unknown case $case (known: train_step big_batch profile compile_flags fp32 sampling geometric" \
+      "beat_window autotune_off torch_compile)" ;;
   esac
 done
 
 echo "=== summary (total ${SECONDS} s; results in $OUT)"
 timeout 30 "$PYTHON" benchmarks/gpu_summary.py "$OUT" 2>&1 | tee "$OUT/report.txt"
 cat "$OUT/summary.txt"
+if [[ -n ${BUNDLE_DIR:-} ]] && mkdir -p "$BUNDLE_DIR" \
+  && [[ $(realpath "$BUNDLE_DIR") == "$(realpath "$OUT")" ]]; then
+  echo "BUNDLE_DIR is OUT ($OUT): no bundle (it would hold itself); give it a folder of its own"
+elif [[ -n ${BUNDLE_DIR:-} ]]; then  # three files for a caller that fetches only a few
+  tar czf "$BUNDLE_DIR/results.tgz" -C "$(dirname "$OUT")" --exclude="$(basename "$OUT")/profile_trace" \
+    "$(basename "$OUT")"
+  [[ -d $OUT/profile_trace ]] && tar czf "$BUNDLE_DIR/trace.tgz" -C "$OUT" profile_trace
+  cp "$OUT/report.txt" "$BUNDLE_DIR/report.txt" 2>/dev/null
+  ls -l "$BUNDLE_DIR"
+fi

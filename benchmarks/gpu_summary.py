@@ -15,6 +15,10 @@ from pathlib import Path
 GOAL_SPEEDUP = 3.0  # ours vs the twin's AMP (bf16 autocast) train step, and vs its DDPM-1000 loop
 GOAL_MFU = 0.40  # at the large batch
 TWIN_AMP = "speedup_vs_torch-bf16"
+CASES = (  # gpu_check.sh's benchmark cases with rows (the profile is read on its own)
+    "train_step", "big_batch", "compile_flags", "fp32", "geometric", "beat_window", "sampling",
+    "autotune_off", "torch_compile",
+)  # fmt: skip
 
 
 def load(folder: Path, name: str, field: str = "rows") -> dict | None:
@@ -101,10 +105,7 @@ def main(argv: list[str]) -> int:
         print(__doc__)
         return 2
     folder = Path(argv[0])
-    records = {
-        name: load(folder, name)
-        for name in ("train_step", "big_batch", "geometric", "beat_window", "sampling", "torch_compile")
-    }
+    records = {name: load(folder, name) for name in CASES}
     first = next((r for r in records.values() if r), None)
     if first is None:
         print(f"no results in {folder}")
@@ -140,6 +141,21 @@ def main(argv: list[str]) -> int:
                 f"({verdict(ours.get('mfu'), GOAL_MFU)}); "
                 f"twin {fmt((twin or {}).get('mfu'), '.1f', 100)}%; reference {ours.get('mfu_reference')}"
             )
+    for name, flag in (
+        ("compile_flags", "--xla_gpu_enable_triton_gemm=false"),
+        ("autotune_off", "--xla_gpu_autotune_level=0"),
+    ):
+        if records[name]:
+            train_table(records[name], f"XLA_FLAGS={flag}")
+            flagged, plain = row_of(records[name], "jax-bf16"), row_of(records["train_step"], "jax-bf16")
+            if flagged and plain:
+                print(
+                    f"  ours bf16 with the flag / without (train_step): step time "
+                    f"{flagged['median_s'] / plain['median_s']:.2f}x, compile "
+                    f"{fmt(flagged.get('compile_s'), '.1f')} s vs {fmt(plain.get('compile_s'), '.1f')} s"
+                )
+    if records["fp32"]:
+        train_table(records["fp32"], "float32 (TF32 products)")
     if records["geometric"]:
         train_table(records["geometric"], "geometric term")
         on = row_of(records["geometric"], "jax-bf16", True)

@@ -8,6 +8,7 @@ import mmap
 import os
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -216,22 +217,23 @@ def test_gpu_check_runs_its_cases_and_summarises_them(tmp_path):
     (GPU time is rare: a flag renamed in a benchmark must not be found there)."""
     out = tmp_path / "out"
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if k != "XLA_FLAGS"},
         "JAX_PLATFORMS": "cpu",
         "OUT": str(out),
         "PYTHON": sys.executable,
         "BUDGET_S": "500",
         "BIG_BATCH": "4",
-        "CASES": "train_step,big_batch,profile,geometric,beat_window",
+        "CASES": "train_step,big_batch,profile,compile_flags,fp32,geometric,beat_window",
         "MODEL_ARGS": " ".join(TINY),
         "BENCH_ARGS": "--matmul-size 64",
+        "BUNDLE_DIR": str(tmp_path / "bundle"),
     }
     result = subprocess.run(
         ["bash", str(BENCHMARKS / "gpu_check.sh")], capture_output=True, text=True, timeout=600, env=env
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     summary = (out / "summary.txt").read_text()
-    for case in ("train_step", "big_batch", "profile", "geometric", "beat_window"):
+    for case in ("train_step", "big_batch", "profile", "compile_flags", "fp32", "geometric", "beat_window"):
         assert f"{case}: exit 0" in summary, summary
     beat = json.loads((out / "beat_window.json").read_text())
     assert beat["complete"] and beat["args"]["frames"] == 360
@@ -239,11 +241,26 @@ def test_gpu_check_runs_its_cases_and_summarises_them(tmp_path):
     train = json.loads((out / "train_step.json").read_text())
     assert train["complete"] and {row["impl"] for row in train["rows"]} == {
         "jax-bf16",
-        "jax-fp32",
         "torch-bf16",
         "torch-fp32",
     }
+    fp32 = json.loads((out / "fp32.json").read_text())
+    assert {row["impl"] for row in fp32["rows"]} == {"jax-fp32", "torch-fp32", "torch-bf16"}
+    # The flag reaches that case alone, added to the caller's XLA_FLAGS.
+    flagged = json.loads((out / "compile_flags.json").read_text())
+    assert flagged["machine"]["xla_flags"] == "--xla_gpu_enable_triton_gemm=false"
+    assert train["machine"]["xla_flags"] == ""
     report = (out / "report.txt").read_text()
     assert "ours bf16 vs twin bf16 autocast" in report and "MFU ours bf16" in report
-    assert "BEAT's training window" in report
+    assert "BEAT's training window" in report and "float32 (TF32 products)" in report
+    assert "ours bf16 with the flag / without (train_step)" in report
     assert (out / "profile_trace" / "train_step.hlo.txt").is_file()
+    # The bundle: three files that hold everything.
+    bundle = tmp_path / "bundle"
+    assert sorted(p.name for p in bundle.iterdir()) == ["report.txt", "results.tgz", "trace.tgz"]
+    with tarfile.open(bundle / "results.tgz") as results:
+        names = results.getnames()
+    assert "out/summary.txt" in names and "out/fp32.json" in names
+    assert not any("profile_trace" in name for name in names)
+    with tarfile.open(bundle / "trace.tgz") as trace:
+        assert "profile_trace/train_step.hlo.txt" in trace.getnames()

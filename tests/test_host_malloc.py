@@ -54,8 +54,12 @@ SCRIPT = textwrap.dedent(
 
 
 def run(**env_overrides) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "MOTION_DDPM_JAX_MALLOC")}
+    """SCRIPT's result in a fresh interpreter; JAX_PLATFORMS=cpu unless overridden (None: unset), so that
+    the outcome does not depend on whether this machine has an accelerator."""
+    ours = ("GLIBC_TUNABLES", "MOTION_DDPM_JAX_MALLOC", "JAX_PLATFORMS")
+    env = {k: v for k, v in os.environ.items() if k not in ours} | {"JAX_PLATFORMS": "cpu"}
     env.update(env_overrides)
+    env = {k: v for k, v in env.items() if v is not None}
     result = subprocess.run(
         [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=120, check=True
     )
@@ -80,3 +84,77 @@ def test_the_users_own_tunables_win():
     own = run(GLIBC_TUNABLES="glibc.malloc.tcache_count=0")
     assert own["state"] == "the user's GLIBC_TUNABLES (glibc.malloc.tcache_count=0)"
     assert own["faults"][1] >= 0.9 * PAGES[1], own  # nothing of ours was applied
+
+
+def test_an_accelerator_run_keeps_glibc_defaults():
+    """Where jax runs on an accelerator nothing is applied: one arena slowed XLA:GPU's threaded compiler."""
+    gpu = run(JAX_PLATFORMS="cuda")
+    assert gpu["state"] == "glibc defaults (jax runs on an accelerator: JAX_PLATFORMS=cuda)", gpu
+    assert gpu["described"] == gpu["state"]
+    assert gpu["faults"][1] >= 0.9 * PAGES[1], gpu  # nothing of ours was applied
+    cpu = run(JAX_PLATFORMS="cpu")
+    assert cpu["state"].startswith("tuned") and cpu["faults"][1] < 0.02 * PAGES[1], cpu
+
+
+def _fake_plugins(tmp_path: Path, *names: str) -> Path:
+    """A `jax_plugins` namespace package holding empty plugin modules, plus an unrelated one."""
+    package = tmp_path / "jax_plugins"
+    package.mkdir()
+    for name in (*names, "my_profiler_hooks"):
+        (package / f"{name}.py").write_text("")
+    return tmp_path
+
+
+def test_installed_plugins_lists_accelerator_plugins_without_importing_them(tmp_path):
+    from motion_ddpm_jax import host_malloc
+
+    root = _fake_plugins(tmp_path, "xla_cuda13", "xla_rocm")
+    code = (
+        f"import sys; sys.path.insert(0, {str(root)!r}); sys.path.insert(0, {str(ROOT)!r}); "
+        "from motion_ddpm_jax import host_malloc; print(host_malloc.installed_plugins()); "
+        "print(sorted(m for m in sys.modules if m.startswith('jax')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    listed, imported = out.stdout.strip().splitlines()
+    assert listed == "['jax_plugins.xla_cuda13', 'jax_plugins.xla_rocm']"
+    assert imported == "[]"  # neither jax nor a plugin was imported
+    assert host_malloc.installed_plugins() == []  # this environment: CPU jax only
+
+
+def test_a_plugin_alone_does_not_mean_an_accelerator(tmp_path):
+    """A GPU plugin on a machine without the device: jax runs on the CPU, the settings apply."""
+    from motion_ddpm_jax import host_malloc
+
+    if any(os.path.exists(node) for node in host_malloc.ACCELERATOR_NODES):
+        pytest.skip("this machine has an accelerator's device node")
+    root = _fake_plugins(tmp_path, "xla_cuda13")
+    tuned = run(PYTHONPATH=str(root), JAX_PLATFORMS=None)
+    assert tuned["state"].startswith("tuned"), tuned
+
+
+@pytest.mark.parametrize(
+    ("environ", "nodes", "plugins", "expected"),
+    [
+        ({}, [], [], None),
+        ({}, ["/dev/nvidiactl"], [], None),  # the device, but jax has no plugin for it: the CPU
+        ({}, [], ["jax_plugins.xla_cuda13"], None),  # a plugin, but no device
+        ({}, ["/dev/nvidiactl"], ["jax_plugins.xla_cuda13"], "/dev/nvidiactl with jax_plugins.xla_cuda13"),
+        ({}, ["/dev/kfd"], ["jax_plugins.xla_rocm"], "/dev/kfd with jax_plugins.xla_rocm"),
+        ({}, ["/dev/accel0", "/dev/vfio/0"], ["libtpu"], "/dev/accel0, /dev/vfio/0 with libtpu"),
+        ({"JAX_PLATFORMS": "cpu"}, ["/dev/nvidiactl"], ["jax_plugins.xla_cuda13"], None),
+        ({"JAX_PLATFORMS": " CPU ,cuda"}, ["/dev/nvidiactl"], ["jax_plugins.xla_cuda13"], None),
+        ({"JAX_PLATFORMS": "cuda,cpu"}, [], [], "JAX_PLATFORMS=cuda,cpu"),
+        ({"JAX_PLATFORMS": "tpu"}, [], [], "JAX_PLATFORMS=tpu"),
+        (
+            {"JAX_PLATFORMS": ""},
+            ["/dev/nvidiactl"],
+            ["jax_plugins.xla_cuda12"],
+            "/dev/nvidiactl with jax_plugins.xla_cuda12",
+        ),
+    ],
+)
+def test_accelerator_in_use(environ, nodes, plugins, expected):
+    from motion_ddpm_jax import host_malloc
+
+    assert set(nodes) <= set(host_malloc.ACCELERATOR_NODES)
+    assert host_malloc.accelerator_in_use(environ, lambda path: path in nodes, plugins) == expected
