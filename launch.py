@@ -34,6 +34,14 @@ _HOST_DEVICES = flags.DEFINE_integer(
     "samples split over them, and 1 otherwise. Unused where a GPU runs the program.",
 )
 
+_COMPILE_CACHE = flags.DEFINE_string(
+    "compile_cache",
+    "auto",
+    "Where compiled programs are kept for later runs: auto (JAX_COMPILATION_CACHE_DIR if set, else "
+    "$XDG_CACHE_HOME/motion_ddpm_jax/jax, i.e. ~/.cache/...), off, or a folder "
+    "(motion_ddpm_jax/compile_cache.py).",
+)
+
 
 def _workdir(config_given: bool) -> str:
     if _WORKDIR.value:
@@ -66,6 +74,9 @@ def main(argv):
         )
         if mode == "train":
             distributed.initialize(config.distributed)
+        from motion_ddpm_jax import compile_cache
+
+        compile_cache.enable(_COMPILE_CACHE.value)
         config_lib.validate(config)
         if mode == "smoke":
             from motion_ddpm_jax import smoke
@@ -91,6 +102,11 @@ def main(argv):
             from motion_ddpm_jax import train
 
             train.run(config, _workdir(config_given))
+        if (line := compile_cache.summary()) is not None:
+            import jax
+
+            if jax.process_index() == 0:
+                print(line)
     # Errors a user can act on carry a complete message (file, field or flag, and what was expected).
     except (UserError, OSError, FloatingPointError) as error:
         sys.exit(f"launch.py --mode {mode}: {error}")

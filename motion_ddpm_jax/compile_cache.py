@@ -1,0 +1,133 @@
+"""jax's persistent compilation cache for launch.py: a program compiled once is loaded from disk by every
+later run that compiles the same program (resuming a run, sampling from it, evaluating it).
+
+Why: compiling the full-size train step took XLA:GPU 104.6 s on an H100 (benchmarks/RESULTS.md,
+2026-11-28) and XLA:CPU 16.7 s on the 2-core CPU (bf16 or float32), and every launch compiled it again.
+A cached program is the same executable: a run that loads it computes the same bits as one that
+compiles it (tested).
+
+`--compile_cache` picks the folder:
+- `auto` (the default): the user's own JAX_COMPILATION_CACHE_DIR where set, else
+  `$XDG_CACHE_HOME/motion_ddpm_jax/jax` (XDG_CACHE_HOME defaults to ~/.cache). Where that folder cannot be
+  made (a read-only home), the run goes on without a cache and says so.
+- `off`: no persistent cache.
+- a path: that folder, made if missing. A path that is a file, or a folder that cannot be made, is an
+  error that names the flag.
+In our own folder (`auto` without JAX_COMPILATION_CACHE_DIR) the cache keeps at most MAX_BYTES, unless
+JAX_COMPILATION_CACHE_MAX_SIZE says otherwise: jax evicts the least recently used programs beyond that,
+under a file lock (filelock), so that several processes can share the folder. A folder of the user's
+keeps jax's own setting (unbounded by default): eviction there could delete what others stored.
+Only programs that took at least `jax_persistent_cache_min_compile_time_secs` (jax's default, 1 s) to
+compile are stored. On a GPU, jax also keeps XLA's per-fusion autotuning results there, which new
+programs with the same fusions reuse.
+"""
+
+from __future__ import annotations
+
+import collections
+import importlib.util
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from motion_ddpm_jax.errors import UserError
+
+FLAG = "--compile_cache"
+MAX_BYTES = 4 * 2**30
+_HIT = "/jax/compilation_cache/cache_hits"
+_STORED = "/jax/compilation_cache/cache_misses"  # jax records it when it writes a new entry
+_SAVED = "/jax/compilation_cache/compile_time_saved_sec"
+_COMPILED = "/jax/core/compile/backend_compile_duration"
+
+
+def default_dir(environ: Mapping[str, str] = os.environ) -> Path:
+    """$XDG_CACHE_HOME/motion_ddpm_jax/jax, XDG_CACHE_HOME defaulting to ~/.cache."""
+    base = environ.get("XDG_CACHE_HOME") or str(Path("~").expanduser() / ".cache")
+    return Path(base) / "motion_ddpm_jax" / "jax"
+
+
+def resolve(value: str, environ: Mapping[str, str] = os.environ) -> tuple[Path | None, str]:
+    """(the folder to use or None, where it comes from in words) for a `--compile_cache` value."""
+    value = value.strip()
+    if not value:
+        raise UserError(f"{FLAG} is empty: expected auto, off or a folder")
+    if value == "off":
+        return None, f"{FLAG}=off"
+    if value == "auto":
+        if environ.get("JAX_COMPILATION_CACHE_DIR"):
+            return Path(environ["JAX_COMPILATION_CACHE_DIR"]), "JAX_COMPILATION_CACHE_DIR"
+        return default_dir(environ), f"{FLAG}=auto"
+    return Path(value).expanduser(), FLAG
+
+
+class Counts:
+    """What the cache did in this process, from jax's monitoring events (listeners stay registered for the
+    process's life; `enable` registers them once)."""
+
+    def __init__(self):
+        self.events = collections.Counter()
+        self.seconds = collections.Counter()
+
+    def on_event(self, event: str, **_) -> None:
+        if event in (_HIT, _STORED):
+            self.events[event] += 1
+
+    def on_duration(self, event: str, duration: float, **_) -> None:
+        if event in (_SAVED, _COMPILED):
+            self.seconds[event] += duration
+            self.events[event] += 1
+
+
+_counts: Counts | None = None
+_folder: Path | None = None
+_source = ""
+
+
+def enable(value: str, environ: Mapping[str, str] = os.environ) -> str:
+    """Point jax's persistent cache at the folder `value` resolves to (before the first compilation) and
+    start counting hits; returns what is in effect, in words."""
+    global _counts, _folder, _source
+    import jax
+
+    folder, source = resolve(value, environ)
+    if folder is not None:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            if source == FLAG:
+                raise UserError(
+                    f"{FLAG}={value}: cannot use {folder} as the cache folder: {error}"
+                ) from error
+            folder, source = None, f"none: {folder} cannot be made ({error.strerror or error})"
+    jax.config.update("jax_compilation_cache_dir", None if folder is None else str(folder))
+    if folder is not None and source == f"{FLAG}=auto" and "JAX_COMPILATION_CACHE_MAX_SIZE" not in environ:
+        if importlib.util.find_spec("filelock") is not None:  # jax needs it to evict
+            jax.config.update("jax_compilation_cache_max_size", MAX_BYTES)
+        else:
+            source += "; unbounded: filelock is not installed"
+    if _counts is None:
+        _counts = Counts()
+        jax.monitoring.register_event_listener(_counts.on_event)
+        jax.monitoring.register_event_duration_secs_listener(_counts.on_duration)
+    _folder, _source = folder, source
+    return describe()
+
+
+def describe() -> str:
+    if _folder is None:
+        return f"compilation cache: none ({_source or 'not enabled'})"
+    return f"compilation cache: {_folder} ({_source})"
+
+
+def summary() -> str | None:
+    """One line: the folder, programs loaded from it and stored in it, and compile time spent and saved;
+    None where this process compiled and loaded nothing (or `enable` was not called)."""
+    if _counts is None:
+        return None
+    events, seconds = _counts.events, _counts.seconds
+    if not (events[_HIT] or events[_COMPILED]):
+        return None
+    return (
+        f"{describe()}: {events[_HIT]} program(s) loaded ({seconds[_SAVED]:.1f} s of compiling saved), "
+        f"{events[_STORED]} stored; {seconds[_COMPILED]:.1f} s spent compiling"
+    )
