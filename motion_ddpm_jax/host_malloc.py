@@ -36,6 +36,7 @@ import importlib.util
 import os
 import pkgutil
 import platform
+import re
 from collections.abc import Callable, Iterable, Mapping
 
 OPT_OUT_VARIABLE = "MOTION_DDPM_JAX_MALLOC"
@@ -61,17 +62,19 @@ def describe() -> str:
 
 
 def installed_plugins() -> list[str]:
-    """jax's accelerator plugins that are installed (`jax_plugins.*` with cuda, rocm or tpu in the name, and
-    `libtpu`), found without importing jax or them."""
+    """jax's accelerator plugins that are installed, found without importing jax or them: the PJRT plugins
+    (`jax_plugins.*` with cuda, rocm or tpu in the name, e.g. jax-cuda13-pjrt's `jax_plugins.xla_cuda13`),
+    their kernel packages (`jax_cuda13_plugin`, `jax_rocm7_plugin`, ...) and `libtpu`."""
     found = []
     spec = importlib.util.find_spec("jax_plugins")
     if spec is not None and spec.submodule_search_locations:
         for module in pkgutil.iter_modules(spec.submodule_search_locations):
             if any(word in module.name.lower() for word in _PLUGIN_WORDS):
                 found.append(f"jax_plugins.{module.name}")
-    if importlib.util.find_spec("libtpu") is not None:
-        found.append("libtpu")
-    return sorted(found)
+    for module in pkgutil.iter_modules():
+        if module.name == "libtpu" or re.fullmatch(r"jax_(cuda|rocm)\d*_plugin", module.name):
+            found.append(module.name)
+    return sorted(set(found))
 
 
 def accelerator_in_use(

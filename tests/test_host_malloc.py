@@ -96,19 +96,23 @@ def test_an_accelerator_run_keeps_glibc_defaults():
     assert cpu["state"].startswith("tuned") and cpu["faults"][1] < 0.02 * PAGES[1], cpu
 
 
-def _fake_plugins(tmp_path: Path, *names: str) -> Path:
-    """A `jax_plugins` namespace package holding empty plugin modules, plus an unrelated one."""
+def _fake_plugins(tmp_path: Path, *names: str, top_level: tuple[str, ...] = ()) -> Path:
+    """A `jax_plugins` namespace package holding empty plugin modules, plus an unrelated one, and empty
+    top-level packages `top_level`, plus unrelated ones."""
     package = tmp_path / "jax_plugins"
     package.mkdir()
     for name in (*names, "my_profiler_hooks"):
         (package / f"{name}.py").write_text("")
+    for name in (*top_level, "jax_cuda_tools", "my_cuda13_plugin"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "__init__.py").write_text("")
     return tmp_path
 
 
 def test_installed_plugins_lists_accelerator_plugins_without_importing_them(tmp_path):
     from motion_ddpm_jax import host_malloc
 
-    root = _fake_plugins(tmp_path, "xla_cuda13", "xla_rocm")
+    root = _fake_plugins(tmp_path, "xla_cuda13", "xla_rocm", top_level=("jax_cuda13_plugin", "libtpu"))
     code = (
         f"import sys; sys.path.insert(0, {str(root)!r}); sys.path.insert(0, {str(ROOT)!r}); "
         "from motion_ddpm_jax import host_malloc; print(host_malloc.installed_plugins()); "
@@ -116,7 +120,7 @@ def test_installed_plugins_lists_accelerator_plugins_without_importing_them(tmp_
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     listed, imported = out.stdout.strip().splitlines()
-    assert listed == "['jax_plugins.xla_cuda13', 'jax_plugins.xla_rocm']"
+    assert listed == "['jax_cuda13_plugin', 'jax_plugins.xla_cuda13', 'jax_plugins.xla_rocm', 'libtpu']"
     assert imported == "[]"  # neither jax nor a plugin was imported
     assert host_malloc.installed_plugins() == []  # this environment: CPU jax only
 
