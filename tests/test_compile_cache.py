@@ -94,7 +94,9 @@ def test_a_second_run_loads_the_programs_and_computes_the_same_bits(tmp_path):
         lines.append(next(line for line in out.splitlines() if line.startswith("compilation cache: ")))
     counts = [re.search(r"(\d+) program\(s\) loaded .*, (\d+) stored", line).groups() for line in lines]
     assert counts[0][0] == "0" and int(counts[0][1]) > 0, lines  # the first run compiles and stores
-    assert int(counts[1][0]) >= int(counts[0][1]) and counts[1][1] == "0", lines  # the second loads them all
+    # The second loads every program it runs (none is new to store). It may run fewer than the first:
+    # on a fresh checkout the first also prepared the demo dataset.
+    assert int(counts[1][0]) > 0 and counts[1][1] == "0", lines
     assert f"compilation cache: {cache} (--compile_cache)" in lines[1]
     assert any(cache.iterdir())
     first, second = _metrics(tmp_path / "first"), _metrics(tmp_path / "second")
