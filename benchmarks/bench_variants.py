@@ -51,6 +51,10 @@ Dense layer's input for its bf16 kernel gradient on the CPU; they change nothing
                       product fusion that computes its cotangent (before session 13; train step only)
   positions=autodiff  the learned positions added by a plain broadcast, their gradient by autodiff: a
                       reduction over the batch axis (before session 15; train step only)
+  residual=transposed the bf16 Dense layers save the transposed copy of their input for the kernel
+                      gradient, made in the forward pass (session 17's try, not kept; train step only)
+  residual=transposed-barrier  the same, the copy tied to the product's value by an optimization
+                      barrier, so that it is made while the input is fresh (not kept either)
 """
 
 from __future__ import annotations
@@ -138,6 +142,36 @@ def _matmul_batch_axes_bwd(out_dtype, residuals, cotangent):
 _matmul_batch_axes.defvjp(model_lib._saving_operands(_matmul_batch_axes), _matmul_batch_axes_bwd)
 
 
+def _affine_saving_transpose(barrier: bool):
+    """`model.low_precision_affine` whose forward rule saves the transposed copy of x (`_rows_last(x)`)
+    in place of x, so that the copy is made while x is fresh rather than in the backward pass; with
+    `barrier`, an optimization barrier ties the copy to the product's value (made before the value is
+    used)."""
+    original = model_lib.low_precision_affine
+
+    @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+    def affine(x, kernel, bias, out_dtype):
+        return original(x, kernel, bias, out_dtype)
+
+    def forward(x, kernel, bias, out_dtype):
+        out = original(x, kernel, bias, out_dtype)
+        x_t = model_lib._rows_last(x)
+        if barrier:
+            out, x_t = jax.lax.optimization_barrier((out, x_t))
+        return out, (x_t, kernel, bias)
+
+    def backward(out_dtype, residuals, cotangent):
+        x_t, kernel, bias = residuals
+        dbias = jnp.sum(cotangent.astype(jnp.float32), axis=0).astype(bias.dtype)
+        cotangent = cotangent.astype(x_t.dtype)
+        dx = model_lib._dot_f32(cotangent, kernel, ((1,), (1,))).astype(x_t.dtype)
+        dkernel = model_lib._dot_f32(x_t, cotangent, ((1,), (0,))).astype(kernel.dtype)
+        return dx, dkernel, dbias
+
+    affine.defvjp(forward, backward)
+    return affine
+
+
 def optax_spelled_optimizer(optim_config, schedule):
     """`train.make_optimizer` as it was spelled before session 11: optax's own clipping and
     apply_if_finite (the same state structure as `train.skip_nonfinite`'s)."""
@@ -184,6 +218,8 @@ VARIANTS = {
     "softmax=autodiff": lambda: _replaced("softmax_features", lambda x: jax.nn.softmax(x, axis=-1)),
     "backward=fused": lambda: _replaced("_standardize", _standardize_fused),
     "positions=autodiff": lambda: _replaced("add_positions", lambda x, positions: x + positions),
+    "residual=transposed": lambda: _replaced("low_precision_affine", _affine_saving_transpose(False)),
+    "residual=transposed-barrier": lambda: _replaced("low_precision_affine", _affine_saving_transpose(True)),
 }
 
 

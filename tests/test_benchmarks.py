@@ -107,9 +107,15 @@ def test_layer_benchmark_times_every_part(tmp_path):
 
 
 def test_variants_benchmark_pairs_the_variants_and_checks_their_results(tmp_path):
-    """Three variants that compute the same step (same bits) and the transposes' cost probe, which does
+    """Four variants that compute the same step (same bits) and the transposes' cost probe, which does
     not: the parameter check must tell them apart."""
-    variants = ["current", "transpose=plain", "backward=fused", "transpose=none"]
+    variants = [
+        "current",
+        "transpose=plain",
+        "backward=fused",
+        "residual=transposed-barrier",
+        "transpose=none",
+    ]
     record, stdout = run_benchmark(
         "bench_variants.py",
         tmp_path,
@@ -118,7 +124,7 @@ def test_variants_benchmark_pairs_the_variants_and_checks_their_results(tmp_path
     )
     rows = {row["variant"]: row for row in record["rows"]}
     assert list(rows) == variants and all(len(row["seconds"]) == 1 for row in rows.values())
-    for same in ("current", "transpose=plain", "backward=fused"):  # the same function, the same bits
+    for same in variants[:-1]:  # the same function, the same bits
         assert rows[same]["max_param_difference"] == 0 == rows[same]["grad_norm_relative_difference"]
     assert rows["transpose=none"]["max_param_difference"] > 0
     assert rows["transpose=none"]["grad_norm_relative_difference"] > 0
