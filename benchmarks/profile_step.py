@@ -19,7 +19,9 @@ the device's kernels by name. "op time / wall" compares the summed op time with 
 "busy" is the time at least one op was running (the union of their intervals): on a GPU, busy below
 100% of wall means the device waited (launch overhead, host work); on a CPU, ops run on several threads
 at once (op time above busy) and each op's time includes waiting for cores, so read CPU tables as a
-rough split only.
+rough split only. A plain `dot` op on a CPU (Eigen's float32 product) ends its event before its work is
+done: it shows an impossible rate and the ops beside it a low one. A note after the tables says so
+where it happens (`early_ending_dots`).
 
 `--trace-dir DIR` keeps the raw trace there (for https://ui.perfetto.dev) with the compiled program's
 text (`train_step.hlo.txt`); by default the trace goes to a temporary directory that is removed.
@@ -366,6 +368,32 @@ def summarize(events: list[dict], ops: dict[str, HloOp], steps: int, module_hint
     }
 
 
+def early_ending_dots(summary: dict, factor: float = 3.0) -> str | None:
+    """A note when the profile's plain `dot` ops (not fusions) claim a matmul rate above `factor` times
+    that of the profile's matmul ops as a whole: XLA:CPU hands such a dot (Eigen's product) to its
+    thread pool and ends the op's event before the work is done, so the work lands in the ops that run
+    beside it. Seen in float32 steps on the CPU (benchmarks/RESULTS.md, AMD EPYC section): kernel
+    gradients at ~1 ms and 1-36 TFLOP/s, the input gradients beside them at half their rate."""
+    dots = [
+        row for row in summary["ops"] if row["opcode"] == "dot" and row["gflop"] > 0 and row["ms_per_step"]
+    ]
+    matmul = next((row for row in summary["kinds"] if row["kind"] == "matmul"), None)
+    if not dots or not matmul or not matmul["ms_per_step"]:
+        return None
+    dot_ms = sum(row["ms_per_step"] for row in dots)
+    dot_gflop = sum(row["gflop"] * row["events_per_step"] for row in dots)
+    overall = matmul["gflop_per_step"] / (matmul["ms_per_step"] / 1e3)
+    claimed = dot_gflop / (dot_ms / 1e3)
+    if claimed <= factor * overall:
+        return None
+    return (
+        f"note: the {len(dots)} plain `dot` ops claim {dot_gflop:.1f} GFLOP/step in {dot_ms:.1f} ms/step "
+        f"({claimed:.0f} GFLOP/s, {claimed / overall:.1f}x the matmul kind's {overall:.0f}): their events "
+        "end before their work does (on a CPU, Eigen's product runs on the thread pool), so that work is "
+        "counted in the ops beside them. Read per-op rates in pairs; the kind's total rate stands."
+    )
+
+
 def print_summary(summary: dict, wall_s: float, top: int) -> None:
     op_ms, busy_ms, wall_ms = summary["op_ms_per_step"], summary["busy_ms_per_step"], wall_s * 1e3
     print(
@@ -395,6 +423,9 @@ def print_summary(summary: dict, wall_s: float, top: int) -> None:
             f"| {row['op']}{events} | {row['kind']} | {row['ms_per_step']:.3f} | {row['share']:.1%} | "
             f"{rate} | {shape} | {row['source'][-70:]} |"
         )
+    note = early_ending_dots(summary)
+    if note:
+        print(f"\n{note}")
     if summary["kernels"]:
         print(f"\n| top {top} device kernels | ms/step |\n|---|---|")
         for row in summary["kernels"][:top]:

@@ -192,3 +192,28 @@ def test_parse_hlo_reads_this_jax_programs_and_counts_their_dot_flops():
     ]  # fmt: skip
     assert launched, "no matmul op found in the program's entry computation"
     assert sum(flops[op.name] for op in launched) == 2 * 48 * 40 * 24 + 2 * 3 * 8 * 5 * 7
+
+
+def test_early_ending_dots_are_named_only_where_their_rate_is_implausible():
+    """Plain `dot` ops whose events end before their work (XLA:CPU's Eigen products) claim a rate far
+    above the matmul kind's; the note says so, with the sums, and stays silent for plausible rates."""
+
+    def summary(dot_ms):
+        ops = [
+            {"op": "fusion.1", "opcode": "fusion", "kind": "matmul", "gflop": 6.0, "ms_per_step": 60.0,
+             "events_per_step": 1.0},
+            {"op": "dot.2", "opcode": "dot", "kind": "matmul", "gflop": 6.0, "ms_per_step": dot_ms,
+             "events_per_step": 1.0},
+            {"op": "add.3", "opcode": "add", "kind": "elementwise", "gflop": 0.0, "ms_per_step": 5.0,
+             "events_per_step": 1.0},
+        ]  # fmt: skip
+        kinds = [{"kind": "matmul", "ms_per_step": 60.0 + dot_ms, "gflop_per_step": 12.0}]
+        return {"ops": ops, "kinds": kinds}
+
+    # the dot at 1 ms: 6,000 GFLOP/s against the kind's 12 GFLOP / 61 ms = 197 GFLOP/s
+    note = profile_step.early_ending_dots(summary(1.0))
+    assert note is not None and "the 1 plain `dot` ops claim 6.0 GFLOP/step in 1.0 ms/step" in note
+    assert "(6000 GFLOP/s, 30.5x the matmul kind's 197)" in note
+    # the dot at 30 ms: 200 GFLOP/s against 133 for the kind: plausible, no note
+    assert profile_step.early_ending_dots(summary(30.0)) is None
+    assert profile_step.early_ending_dots({"ops": [], "kinds": []}) is None
