@@ -13,7 +13,13 @@ For each feature size, one train state serves all our variants and one twin serv
 (same initial weights: ours copied into the twin). Every case is compiled (time reported apart) and
 called once; then, all cases prepared, the --warmup rounds (untimed) and the repeats are interleaved:
 round r runs every case once, starting at a rotating case, so a change of load hits all of them alike; the
-table shows medians. Each timed call's minor page faults go to the log and the JSON (`minor_page_faults`):
+table shows medians. `--processes separate` (the default on a CPU) runs ours and the twin each in a worker
+process of its own, which prepares its cases (the twin from its own initial weights: same shapes, same
+work) and times each step it is asked for, while the other waits on a pipe: the two share no heap and no
+thread pool, as when a user runs either. On a 2-core EPYC the ratios came out within 3% of those measured
+in one process (benchmarks/RESULTS.md). `shared` (the default on an accelerator, where two processes would
+both claim its memory) runs every case in this process, the twin from our initial weights.
+Each timed call's minor page faults go to the log and the JSON (`minor_page_faults`):
 a step that still faults memory in has not reached its steady state. The losses are the base config's (MSE +
 velocity 0.1 + acceleration 0.05); `--geometric on|both` adds the bone-length term (0.01) where the
 features are BEAT positions (264 = 88 joints x 3), and the table then gives its overhead. FLOP/s use the
@@ -37,6 +43,7 @@ import argparse
 import dataclasses
 import gc
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -195,7 +202,7 @@ def prepare(args, features: int, cases: list[Case], device, with_params: bool = 
     prepared = {}
     for case in cases:
         log(f"preparing {case.name}")
-        info = {"num_params": (ours or twin).num_params}
+        info = {"num_params": (ours or twin).num_params, "process_id": os.getpid()}
         if case.framework == "jax":
             compiled, info["compile_s"], info["xla_flops"] = ours.compile(case.dtype, case.geometric)
             run = ours.runner(compiled)
@@ -234,11 +241,14 @@ def interleaved(prepared: dict, repeats: int, warmup: int = 0) -> dict[Case, lis
             run, info = prepared[case]
             faults = common.minor_page_faults()
             start = time.perf_counter()
-            info["last_loss"] = run()
-            elapsed = time.perf_counter() - start
+            result = run()
+            elapsed, faults = time.perf_counter() - start, common.minor_page_faults() - faults
+            if isinstance(result, Timed):  # a step in a worker process, timed there
+                result, elapsed, faults = result
+            info["last_loss"] = result
             if timed:
                 seconds[case].append(elapsed)
-                info["minor_page_faults"].append(common.minor_page_faults() - faults)
+                info["minor_page_faults"].append(faults)
         if timed:
             log(
                 f"round {r - warmup + 1} of {repeats}: "
@@ -248,6 +258,87 @@ def interleaved(prepared: dict, repeats: int, warmup: int = 0) -> dict[Case, lis
                 )
             )
     return seconds
+
+
+class Timed(tuple):
+    """(loss, seconds, minor page faults) of one step, as a worker process measured it."""
+
+
+def serve_worker(args) -> None:
+    """A worker process (--serve): prepare the cases given as JSON [[impl, features, geometric], ...]
+    (one framework's), report their infos as a tagged JSON line, then run one step per `run I` line on
+    stdin and answer each with its loss, seconds and minor page faults (all measured here), until EOF.
+
+    Between its steps the process waits on a read, so the other framework's steps run alone on the
+    machine; the two share no heap and no thread pool."""
+    cases = [
+        Case(impl, int(features), bool(geometric)) for impl, features, geometric in json.loads(args.serve)
+    ]
+    uses_torch = any(case.framework == "torch" for case in cases)
+    device = common.torch_device(args.torch_device, args.torch_threads) if uses_torch else None
+    prepared = prepare(args, cases[0].features, cases, device, with_params=False)
+    print(_RESULT_TAG + json.dumps([prepared[case][1] for case in cases]), flush=True)
+    for line in sys.stdin:
+        run = prepared[cases[int(line.split()[1])]][0]
+        faults = common.minor_page_faults()
+        start = time.perf_counter()
+        loss = run()
+        elapsed = time.perf_counter() - start
+        reply = {"loss": loss, "seconds": elapsed, "faults": common.minor_page_faults() - faults}
+        print(_RESULT_TAG + json.dumps(reply), flush=True)
+
+
+class Worker:
+    """The parent's end of a `serve_worker` process."""
+
+    def __init__(self, args, cases: list[Case]):
+        command = [
+            sys.executable,
+            __file__,
+            "--serve",
+            json.dumps([[c.impl, c.features, c.geometric] for c in cases]),
+        ]
+        command += worker_flags(args)
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.infos = self._reply()
+
+    def _reply(self):
+        for line in self.process.stdout:
+            if line.startswith(_RESULT_TAG):
+                return json.loads(line[len(_RESULT_TAG) :])
+        code = self.process.wait()
+        raise RuntimeError(
+            f"a benchmark worker process ended (exit {code}) before it answered; its log is above"
+        )
+
+    def runner(self, index: int):
+        def run():
+            self.process.stdin.write(f"run {index}\n")
+            self.process.stdin.flush()
+            reply = self._reply()
+            return Timed((reply["loss"], reply["seconds"], reply["faults"]))
+
+        return run
+
+    def close(self) -> None:
+        if self.process.stdin:
+            self.process.stdin.close()
+        self.process.wait(timeout=120)
+
+
+def prepare_in_processes(args, cases: list[Case]) -> tuple[dict, list[Worker]]:
+    """{case: (run, info)} like `prepare`, each framework's cases prepared and run in a worker process of
+    their own (`serve_worker`); the workers, to close when done. The twin then starts from its own
+    initial weights, not ours: the same shapes and work, other values."""
+    prepared, workers = {}, []
+    for framework in dict.fromkeys(case.framework for case in cases):
+        members = [case for case in cases if case.framework == framework]
+        log(f"starting a worker process for {', '.join(case.name for case in members)}")
+        worker = Worker(args, members)
+        workers.append(worker)
+        for index, (case, info) in enumerate(zip(members, worker.infos, strict=True)):
+            prepared[case] = (worker.runner(index), info)
+    return prepared, workers
 
 
 def log(message: str) -> None:
@@ -295,20 +386,19 @@ def memory_worker(args) -> None:
     print(_RESULT_TAG + json.dumps(result), flush=True)
 
 
+def worker_flags(args) -> list[str]:
+    """The flags a worker process needs to build the same cases."""
+    flags = []
+    for flag in ("batch", "frames", "warmup", "torch_device", "torch_threads", *common.MODEL_SIZE_FLAGS,
+                 "text_length", "vocab"):  # fmt: skip
+        flags += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+    return flags
+
+
 def measure_memory(args, case: Case) -> dict:
     log(f"peak memory of {case.name} (a subprocess)")
     command = [sys.executable, __file__, "--worker", f"{case.impl}:{case.features}:{int(case.geometric)}"]
-    for flag in (
-        "batch",
-        "frames",
-        "warmup",
-        "torch_device",
-        "torch_threads",
-        *common.MODEL_SIZE_FLAGS,
-        "text_length",
-        "vocab",
-    ):
-        command += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+    command += worker_flags(args)
     done = subprocess.run(command, capture_output=True, text=True, timeout=args.memory_timeout)
     for line in done.stdout.splitlines():
         if line.startswith(_RESULT_TAG):
@@ -383,7 +473,9 @@ def describe(args, machine: dict) -> str:
     return (
         f"train step: B={args.batch} T={args.frames} L={args.text_length}, {args.layers} layers x "
         f"{args.latent} (vocab {args.vocab}); median of {args.repeats} interleaved repeats after "
-        f"{args.warmup} warm-up steps\n"
+        f"{args.warmup} warm-up steps, "
+        + ("each framework in a process of its own" if args.processes == "separate" else "all in one process")
+        + "\n"
         f"machine: {machine['host_cpus']} CPUs ({machine['processor']}), {device}, jax {machine['jax']}"
         f"{', torch ' + machine['torch'] if 'torch' in machine else ''}; "
         f"load {machine['load_average_1m']:.1f}; host malloc: {machine['host_malloc']}"
@@ -468,7 +560,15 @@ def parse_args(argv=None):
     parser.add_argument("--torch-threads", type=int, default=0, help="torch's CPU threads (0: its default)")
     parser.add_argument("--torch-device", default="auto", help="auto (cuda when available), cpu or cuda")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument(
+        "--processes",
+        choices=("auto", "shared", "separate"),
+        default="auto",
+        help="separate: ours and the twin each in a worker process of its own; shared: both in this one; "
+        "auto: separate on a CPU, shared on an accelerator (two processes would both claim its memory)",
+    )
     parser.add_argument("--worker", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--serve", default="", help=argparse.SUPPRESS)
     common.add_model_flags(parser)
     return parser.parse_args(argv)
 
@@ -478,7 +578,12 @@ def main(argv=None) -> None:
     if args.worker:
         memory_worker(args)
         return
+    if args.serve:
+        serve_worker(args)
+        return
     on_accelerator = jax.default_backend() != "cpu"
+    if args.processes == "auto":
+        args.processes = "shared" if on_accelerator else "separate"
     default = (
         "jax-fp32,jax-bf16,torch-fp32,torch-bf16" if on_accelerator else "jax-fp32,torch-fp32,torch-bf16"
     )
@@ -500,7 +605,7 @@ def main(argv=None) -> None:
     record = {
         "benchmark": "train_step",
         "complete": False,
-        "args": {k: v for k, v in vars(args).items() if k != "worker"},
+        "args": {k: v for k, v in vars(args).items() if k not in ("worker", "serve")},
         "machine": machine,
         "matmul_floor_flops_per_s": floors,
         "matmul_size": size,
@@ -512,8 +617,14 @@ def main(argv=None) -> None:
         if features != skeleton_features:
             geometric = [False]
         cases = [Case(impl, features, g) for g in geometric for impl in impls]
-        prepared = prepare(args, features, cases, device)
+        workers = []
+        if args.processes == "separate":
+            prepared, workers = prepare_in_processes(args, cases)
+        else:
+            prepared = prepare(args, features, cases, device)
         seconds = interleaved(prepared, args.repeats, args.warmup)
+        for worker in workers:
+            worker.close()
         config = common.bench_config(args, args.frames)
         flops = common.model_flops(args.batch, args.frames, features, args.text_length, config.model)
         for case in cases:

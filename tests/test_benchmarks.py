@@ -49,20 +49,28 @@ def test_sampling_benchmark_runs_every_case(tmp_path):
     assert "jax-fp32-stepwise" in stdout
 
 
-def test_train_step_benchmark_runs_every_case(tmp_path):
-    impls = ["jax-fp32"] + (["torch-fp32"] if HAVE_TORCH else [])
-    record, _ = run_benchmark(
+@pytest.mark.parametrize("processes", ["shared", "separate"])
+def test_train_step_benchmark_runs_every_case(tmp_path, processes):
+    """In one process, or each framework in a worker process of its own (the default on a CPU): every
+    case is timed in every round, and the log says where the steps ran."""
+    impls = ["jax-fp32", "jax-bf16"] + (["torch-fp32"] if HAVE_TORCH else [])
+    record, stdout = run_benchmark(
         "bench_train_step.py",
         tmp_path,
         *("--batch", "2", "--frames", "6", "--features", "12", "--impls", ",".join(impls)),
         *("--geometric", "off", "--repeats", "2", "--warmup", "1", "--memory", "none"),
-        *("--matmul-size", "64", *TINY),
+        *("--matmul-size", "64", "--processes", processes, *TINY),
     )
-    assert record["complete"]
+    assert record["complete"] and record["args"]["processes"] == processes
     rows = record["rows"]
     assert sorted(row["impl"] for row in rows) == sorted(impls)
     assert all(row["median_s"] > 0 and row["features"] == 12 for row in rows)
     assert all(len(row["seconds"]) == len(row["minor_page_faults"]) == 2 for row in rows)
+    assert all(row["compile_s"] > 0 for row in rows if row["impl"].startswith("jax"))
+    where = "each framework in a process of its own" if processes == "separate" else "all in one process"
+    assert where in stdout
+    process = {row["impl"].split("-")[0]: row["process_id"] for row in rows}  # the same within a framework
+    assert len({row["process_id"] for row in rows}) == (len(process) if processes == "separate" else 1)
 
 
 def test_train_step_benchmark_warms_every_case_up_before_it_times_any_and_counts_page_faults():
