@@ -13,12 +13,14 @@ For each feature size, one train state serves all our variants and one twin serv
 (same initial weights: ours copied into the twin). Every case is compiled (time reported apart) and
 called once; then, all cases prepared, the --warmup rounds (untimed) and the repeats are interleaved:
 round r runs every case once, starting at a rotating case, so a change of load hits all of them alike; the
-table shows medians. `--processes separate` (the default on a CPU) runs ours and the twin each in a worker
-process of its own, which prepares its cases (the twin from its own initial weights: same shapes, same
-work) and times each step it is asked for, while the other waits on a pipe: the two share no heap and no
-thread pool, as when a user runs either. On a 2-core EPYC the ratios came out within 3% of those measured
-in one process (benchmarks/RESULTS.md). `shared` (the default on an accelerator, where two processes would
-both claim its memory) runs every case in this process, the twin from our initial weights.
+table shows medians. By default (`--processes shared`) every case runs in this process.
+`--processes separate` runs ours and the twin each in a worker process of its own, which prepares its
+cases (the twin from its own initial weights: same shapes, same work) and times each step it is asked
+for, while the other waits on a pipe: the two share no heap and no thread pool, as when a user runs
+either. On a 2-core EPYC the ratios came out within 3% of those measured in one process
+(benchmarks/RESULTS.md), and the two processes together needed more memory than one: each keeps its own
+peak (at T = 360, 15.4 + 8.2 GB, past that machine's 24 GB). Not on an accelerator: two processes would
+both claim its memory.
 Each timed call's minor page faults go to the log and the JSON (`minor_page_faults`):
 a step that still faults memory in has not reached its steady state. The losses are the base config's (MSE +
 velocity 0.1 + acceleration 0.05); `--geometric on|both` adds the bone-length term (0.01) where the
@@ -307,14 +309,23 @@ class Worker:
             if line.startswith(_RESULT_TAG):
                 return json.loads(line[len(_RESULT_TAG) :])
         code = self.process.wait()
-        raise RuntimeError(
-            f"a benchmark worker process ended (exit {code}) before it answered; its log is above"
+        how = f"killed by signal {-code}" if code < 0 else f"exit {code}"
+        hint = (
+            " (signal 9 is often the kernel's out-of-memory killer: try --processes shared)"
+            if code == -9
+            else ""
+        )
+        raise SystemExit(
+            f"a benchmark worker process ended ({how}) before it answered{hint}; its log is above"
         )
 
     def runner(self, index: int):
         def run():
-            self.process.stdin.write(f"run {index}\n")
-            self.process.stdin.flush()
+            try:
+                self.process.stdin.write(f"run {index}\n")
+                self.process.stdin.flush()
+            except BrokenPipeError:
+                pass  # it has ended: _reply says how
             reply = self._reply()
             return Timed((reply["loss"], reply["seconds"], reply["faults"]))
 
@@ -562,10 +573,10 @@ def parse_args(argv=None):
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument(
         "--processes",
-        choices=("auto", "shared", "separate"),
-        default="auto",
-        help="separate: ours and the twin each in a worker process of its own; shared: both in this one; "
-        "auto: separate on a CPU, shared on an accelerator (two processes would both claim its memory)",
+        choices=("shared", "separate"),
+        default="shared",
+        help="shared: every case in this process; separate: ours and the twin each in a worker process "
+        "of its own (more memory: each keeps its own peak; not on an accelerator)",
     )
     parser.add_argument("--worker", default="", help=argparse.SUPPRESS)
     parser.add_argument("--serve", default="", help=argparse.SUPPRESS)
@@ -582,8 +593,10 @@ def main(argv=None) -> None:
         serve_worker(args)
         return
     on_accelerator = jax.default_backend() != "cpu"
-    if args.processes == "auto":
-        args.processes = "shared" if on_accelerator else "separate"
+    if args.processes == "separate" and on_accelerator:
+        raise SystemExit(
+            "--processes separate: not on an accelerator (two processes would both claim its memory)"
+        )
     default = (
         "jax-fp32,jax-bf16,torch-fp32,torch-bf16" if on_accelerator else "jax-fp32,torch-fp32,torch-bf16"
     )

@@ -101,6 +101,24 @@ def test_train_step_benchmark_warms_every_case_up_before_it_times_any_and_counts
     assert len(faults) == 2 and all(f >= pages for f in faults), (faults, pages)
 
 
+def test_train_step_benchmark_names_how_a_worker_process_ended():
+    """A worker that ends before it answers (here killed by signal 9, as the out-of-memory killer does)
+    stops the benchmark with its exit and a hint, not a broken pipe."""
+    sys.path.insert(0, str(BENCHMARKS))
+    import bench_train_step
+
+    worker = bench_train_step.Worker.__new__(bench_train_step.Worker)
+    worker.process = subprocess.Popen(
+        [sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    worker.process.wait(timeout=60)
+    with pytest.raises(SystemExit, match=r"killed by signal 9\) before it answered \(.*--processes shared"):
+        worker.runner(0)()
+
+
 def test_layer_benchmark_times_every_part(tmp_path):
     record, stdout = run_benchmark(
         "bench_layer.py",
