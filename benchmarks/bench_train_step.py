@@ -19,7 +19,7 @@ cases (the twin from its own initial weights: same shapes, same work) and times 
 for, while the other waits on a pipe: the two share no heap and no thread pool, as when a user runs
 either. On a 2-core EPYC the ratios came out within 3% of those measured in one process
 (benchmarks/RESULTS.md), and the two processes together needed more memory than one: each keeps its own
-peak (at T = 360, 15.4 + 8.2 GB, past that machine's 24 GB). Not on an accelerator: two processes would
+peak (at T = 360, 15.7 + 8.4 GB, past that machine's 24 GB). Not on an accelerator: two processes would
 both claim its memory.
 Each timed call's minor page faults go to the log and the JSON (`minor_page_faults`):
 a step that still faults memory in has not reached its steady state. The losses are the base config's (MSE +
@@ -241,13 +241,7 @@ def interleaved(prepared: dict, repeats: int, warmup: int = 0) -> dict[Case, lis
         timed = r >= warmup
         for case in cases[r % len(cases) :] + cases[: r % len(cases)]:
             run, info = prepared[case]
-            faults = common.minor_page_faults()
-            start = time.perf_counter()
-            result = run()
-            elapsed, faults = time.perf_counter() - start, common.minor_page_faults() - faults
-            if isinstance(result, Timed):  # a step in a worker process, timed there
-                result, elapsed, faults = result
-            info["last_loss"] = result
+            info["last_loss"], elapsed, faults = timed_call(run)
             if timed:
                 seconds[case].append(elapsed)
                 info["minor_page_faults"].append(faults)
@@ -263,7 +257,16 @@ def interleaved(prepared: dict, repeats: int, warmup: int = 0) -> dict[Case, lis
 
 
 class Timed(tuple):
-    """(loss, seconds, minor page faults) of one step, as a worker process measured it."""
+    """(loss, seconds, minor page faults) of one step."""
+
+
+def timed_call(run) -> Timed:
+    """Run one step and time it here, unless it was timed where it ran (a worker's step returns Timed)."""
+    faults = common.minor_page_faults()
+    start = time.perf_counter()
+    result = run()
+    elapsed, faults = time.perf_counter() - start, common.minor_page_faults() - faults
+    return result if isinstance(result, Timed) else Timed((result, elapsed, faults))
 
 
 def serve_worker(args) -> None:
@@ -281,13 +284,8 @@ def serve_worker(args) -> None:
     prepared = prepare(args, cases[0].features, cases, device, with_params=False)
     print(_RESULT_TAG + json.dumps([prepared[case][1] for case in cases]), flush=True)
     for line in sys.stdin:
-        run = prepared[cases[int(line.split()[1])]][0]
-        faults = common.minor_page_faults()
-        start = time.perf_counter()
-        loss = run()
-        elapsed = time.perf_counter() - start
-        reply = {"loss": loss, "seconds": elapsed, "faults": common.minor_page_faults() - faults}
-        print(_RESULT_TAG + json.dumps(reply), flush=True)
+        loss, seconds, faults = timed_call(prepared[cases[int(line.split()[1])]][0])
+        print(_RESULT_TAG + json.dumps({"loss": loss, "seconds": seconds, "faults": faults}), flush=True)
 
 
 class Worker:

@@ -103,9 +103,8 @@ run() {  # run NAME LIMIT_S MIN_S ARGS...: one benchmark within min(its limit, w
   fi
 }
 
-# --processes shared: on a card, two processes would both claim its memory (and the dry run on a CPU stays as it was)
-train=(benchmarks/bench_train_step.py --features 264 --frames 196 --memory none --processes shared "${MODEL[@]}" "${BENCH[@]}")
-beat=(benchmarks/bench_train_step.py --features 264 --frames 360 --memory none --processes shared "${MODEL[@]}" "${BENCH[@]}")
+train=(benchmarks/bench_train_step.py --features 264 --frames 196 --memory none "${MODEL[@]}" "${BENCH[@]}")
+beat=(benchmarks/bench_train_step.py --features 264 --frames 360 --memory none "${MODEL[@]}" "${BENCH[@]}")
 for case in ${CASES//,/ }; do
   case $case in
     train_step)

@@ -51,7 +51,7 @@ def test_sampling_benchmark_runs_every_case(tmp_path):
 
 @pytest.mark.parametrize("processes", ["shared", "separate"])
 def test_train_step_benchmark_runs_every_case(tmp_path, processes):
-    """In one process, or each framework in a worker process of its own (the default on a CPU): every
+    """In one process (the default), or each framework in a worker process of its own: every
     case is timed in every round, and the log says where the steps ran."""
     impls = ["jax-fp32", "jax-bf16"] + (["torch-fp32"] if HAVE_TORCH else [])
     record, stdout = run_benchmark(
