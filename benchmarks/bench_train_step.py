@@ -121,8 +121,8 @@ class OurStep:
         host = common.random_batch(args.batch, args.frames, features, args.text_length, args.vocab, seed)
         self.batch = jax.device_put(host)
 
-    def compile(self, dtype: str, geometric: bool):
-        """(compiled step, compile seconds, XLA's FLOP count or None)."""
+    def step_function(self, dtype: str, geometric: bool):
+        """The train step (not jitted) in compute dtype `dtype`, with or without the bone-length term."""
         config = common.bench_config(self.args, self.args.frames, dtype)
         config.loss.use_geometric_loss = geometric
         model = model_lib.model_from_config(
@@ -130,9 +130,13 @@ class OurStep:
         )
         empty = common.empty_caption(self.args.text_length)
         geometry = geometry_for(self.features) if geometric else None
-        step = train.make_train_step(
+        return train.make_train_step(
             model, config, self.schedule, self.lr, self.optimizer, self.ema, empty, geometry, axis_name=None
         )
+
+    def compile(self, dtype: str, geometric: bool):
+        """(compiled step, compile seconds, XLA's FLOP count or None)."""
+        step = self.step_function(dtype, geometric)
         start = time.perf_counter()
         compiled = jax.jit(step, donate_argnums=0).lower(self.state, self.batch, self.rng).compile()
         return compiled, time.perf_counter() - start, common.xla_flops(compiled)

@@ -52,6 +52,17 @@ MODEL_SIZE_FLAGS = {
 }
 
 
+def step_parser(description: str | None) -> argparse.ArgumentParser:
+    """A benchmark's parser with the one-step sizes: --batch 32, --frames 196, --features 264."""
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--frames", type=int, default=196)
+    parser.add_argument("--features", type=int, default=264)
+    return parser
+
+
 def add_model_flags(parser: argparse.ArgumentParser) -> None:
     """--latent, --layers, ... (defaults: MotionDiffuse's sizes), --text-length and --vocab."""
     group = parser.add_argument_group("model size (defaults: MotionDiffuse)")

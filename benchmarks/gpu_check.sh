@@ -42,6 +42,9 @@
 #                  product through cuBLAS): its compile time and step time against train_step's, to see
 #                  whether autotuning Triton products is where the compile time goes
 #   fp32           B=32: ours fp32 (TF32 products) vs the twin fp32 eager and bf16 autocast
+#   products       B=$BIG_BATCH: every product of ours bf16's step timed alone in jax and in torch
+#                  (benchmarks/bench_products.py; no step compiled): the step's matmul time at each
+#                  library's own rate, against big_batch's step times (the rest is not matmul)
 #   sampling       DDPM 1000 steps and DDIM 50 steps at 4x60 and 32x196 (DDPM first), ours bf16 vs the
 #                  twin's Python loop under bf16 autocast, one repeat; the goal: >= 3x at DDPM 1000
 #   geometric      B=32: ours bf16 with and without the bone-length term (its overhead); the step without
@@ -57,7 +60,7 @@ BUDGET_S=${BUDGET_S:-540}
 BIG_BATCH=${BIG_BATCH:-256}
 read -r -a MODEL <<< "${MODEL_ARGS:-}"
 read -r -a BENCH <<< "${BENCH_ARGS:-}"
-CASES=${CASES:-train_step,big_batch,profile,compile_flags,fp32,sampling,geometric,beat_window,autotune_off,torch_compile}
+CASES=${CASES:-train_step,big_batch,profile,compile_flags,fp32,products,sampling,geometric,beat_window,autotune_off,torch_compile}
 mkdir -p "$OUT"
 cd "$(dirname "$0")/.." || exit 1
 export PYTHONWARNINGS=ignore PYTHONUNBUFFERED=1
@@ -122,6 +125,9 @@ for case in ${CASES//,/ }; do
     fp32)
       run fp32 230 150 "${train[@]}" --batch 32 --geometric off --impls jax-fp32,torch-fp32,torch-bf16 \
         --repeats 10 --warmup 3 ;;
+    products)
+      run products 150 60 benchmarks/bench_products.py --features 264 --frames 196 --batch "$BIG_BATCH" \
+        --dtype bfloat16 --impls jax,torch --repeats 10 --budget 1 --step-repeats 0 "${MODEL[@]}" ;;
     autotune_off)
       CASE_XLA_FLAGS=--xla_gpu_autotune_level=0 run autotune_off 200 120 "${train[@]}" --batch 32 \
         --geometric off --impls jax-bf16 --repeats 10 --warmup 3 ;;
@@ -137,7 +143,7 @@ for case in ${CASES//,/ }; do
     torch_compile)
       run torch_compile 150 90 "${train[@]}" --batch 32 --geometric off --impls torch-compile-bf16 \
         --repeats 10 --warmup 3 ;;
-    *) echo "unknown case $case (known: train_step big_batch profile compile_flags fp32 sampling geometric" \
+    *) echo "unknown case $case (known: train_step big_batch profile compile_flags fp32 products sampling geometric" \
       "beat_window autotune_off torch_compile)" ;;
   esac
 done

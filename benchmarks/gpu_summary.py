@@ -17,7 +17,7 @@ GOAL_MFU = 0.40  # at the large batch
 TWIN_AMP = "speedup_vs_torch-bf16"
 CASES = (  # gpu_check.sh's benchmark cases with rows (the profile is read on its own)
     "train_step", "big_batch", "compile_flags", "fp32", "geometric", "beat_window", "sampling",
-    "autotune_off", "torch_compile",
+    "autotune_off", "torch_compile", "products",
 )  # fmt: skip
 
 
@@ -91,6 +91,30 @@ def profile_table(record: dict, top: int = 12) -> None:
     for row in record["ops"][:top]:
         source = row.get("source", "")[-60:]
         print(f"    {row['ms_per_step']:8.3f} ms  {row['kind']:<15}{row['op']:<28}{source}")
+
+
+def products_table(record: dict, steps: dict[str, float], top: int = 8) -> None:
+    """The step's products timed alone (benchmarks/bench_products.py), against whole steps of the same
+    size: `steps` {framework: seconds} from the record itself or from big_batch."""
+    args = record["args"]
+    print(
+        f"\nproducts alone: B={args['batch']} T={args['frames']} {args['dtype']}, "
+        f"{record['products_per_step']} products of {len(record['rows'])} signatures timed, "
+        f"{record['gflop_per_step']:.0f} GFLOP/step{status(record)}"
+    )
+    for impl, seconds in record.get("products_alone_s_per_step", {}).items():
+        line = (
+            f"  {impl}: {1e3 * seconds:.2f} ms/step at {record['gflop_per_step'] / seconds / 1e3:.1f} TFLOP/s"
+        )
+        if steps.get(impl):
+            share = seconds / steps[impl]
+            line += f"; its whole step {1e3 * steps[impl]:.2f} ms: the products alone are {share:.0%}"
+        print(line)
+    impls = [impl for impl in ("jax", "torch") if f"{impl}_s" in record["rows"][0]]
+    print(f"  {'product':<64}{'count':>6}" + "".join(f"{impl + ' ms':>10}" for impl in impls))
+    for row in sorted(record["rows"], key=lambda r: -r["jax_s"] * r["count"])[:top]:
+        cells = "".join(f"{1e3 * row[f'{impl}_s']:>10.3f}" for impl in impls)
+        print(f"  {row['product'][:63]:<64}{row['count']:>6}{cells}")
 
 
 def row_of(record: dict | None, impl: str, geometric: bool = False) -> dict | None:
@@ -197,6 +221,16 @@ def main(argv: list[str]) -> int:
             print(f"  torch.compile bf16 vs twin eager bf16: {eager['median_s'] / compiled['median_s']:.2f}x")
         if compiled and ours:
             print(f"  ours bf16 vs torch.compile bf16: {compiled['median_s'] / ours['median_s']:.2f}x")
+    if records["products"]:
+        record = records["products"]
+        steps = dict(record.get("step_s") or {})
+        big = records["big_batch"]
+        if not steps and big and big["args"]["batch"] == record["args"]["batch"]:
+            for framework in ("jax", "torch"):
+                row = row_of(big, f"{framework}-bf16")
+                if row:
+                    steps[framework] = row["median_s"]
+        products_table(record, steps)
     profile = load(folder, "profile", "complete")
     if profile:
         profile_table(profile)

@@ -29,7 +29,6 @@ text (`train_step.hlo.txt`); by default the trace goes to a temporary directory 
 
 from __future__ import annotations
 
-import argparse
 import collections
 import dataclasses
 import gzip
@@ -434,12 +433,7 @@ def print_summary(summary: dict, wall_s: float, top: int) -> None:
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--frames", type=int, default=196)
-    parser.add_argument("--features", type=int, default=264)
+    parser = common.step_parser(__doc__)
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="",
                         help="compute dtype (default: bfloat16 on a GPU, float32 on a CPU)")  # fmt: skip
     parser.add_argument("--steps", type=int, default=3, help="steps timed, then as many profiled")
