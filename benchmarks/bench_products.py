@@ -13,8 +13,10 @@ operands with the contracted axes last / first (a transposed view goes to its li
 batch axes move to the front). torch returns the operands' dtype: a bf16 product returns bf16, as under
 the twin's autocast, where ours may accumulate into float32 (`model.low_precision_affine`); operands of
 two dtypes go to torch in the narrower, as autocast would cast them. Each time is the median of
-`--repeats` calls, each waited for: on a GPU that includes a dispatch (tens of microseconds), which
-only the small products notice.
+`--repeats` calls. On a CPU each call is one product, waited for. On an accelerator one launch and wait
+costs tens of microseconds, more than most of the step's products take there, so each call launches the
+product `--launches` times back to back (default ACCELERATOR_LAUNCHES) and waits once; the time is per
+product. A product shorter than its launch still shows the launch rate.
 
 The first table lists the signatures by jax's time per step (count x time per call); the second sums
 them by kind (`kind_of`: over the B*T motion tokens, over the B*L text tokens, batched (the attention's
@@ -182,8 +184,9 @@ def operands(product: Product, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     )
 
 
-def jax_product(product: Product, seed: int = 0):
-    """(call, result): the product as the program runs it, compiled alone."""
+def jax_product(product: Product, seed: int = 0, launches: int = 1):
+    """(call, result): the product as the program runs it, compiled alone; `call` launches it `launches`
+    times back to back and then waits for the last."""
     lhs, rhs = (
         jnp.asarray(x, dtype)
         for x, dtype in zip(operands(product, seed), (product.lhs_dtype, product.rhs_dtype), strict=True)
@@ -197,13 +200,16 @@ def jax_product(product: Product, seed: int = 0):
     )
 
     def call():
+        for _ in range(launches - 1):
+            compiled(lhs, rhs)
         return compiled(lhs, rhs).block_until_ready()
 
     return call, lambda: np.asarray(compiled(lhs, rhs), np.float64)
 
 
-def torch_product(product: Product, device, seed: int = 0):
-    """(call, result): the same product through `torch.matmul` in the operands' dtype."""
+def torch_product(product: Product, device, seed: int = 0, launches: int = 1):
+    """(call, result): the same product through `torch.matmul` in the operands' dtype; `call` launches it
+    `launches` times back to back, then synchronises."""
     import torch
 
     dtype = getattr(torch, product.torch_dtype)
@@ -218,7 +224,8 @@ def torch_product(product: Product, device, seed: int = 0):
 
     def call():
         with torch.no_grad():
-            compute()
+            for _ in range(launches):
+                compute()
         common.torch_sync(device)
 
     def result():
@@ -260,6 +267,13 @@ def by_kind(rows: list[dict], impls: list[str], batch: int, frames: int, text_le
     return [kinds[kind] for kind in KINDS if kind in kinds]
 
 
+# On an accelerator a product launched and waited for alone costs the launch and the wait (tens of us,
+# more than most of the step's products take on the card: on an H200, 2026-12-04, jax's products timed
+# that way summed to 116 ms against a 65 ms step whose profile showed 15 ms of products), so there each
+# product is launched this many times back to back and waited for once (--launches).
+ACCELERATOR_LAUNCHES = 50
+
+
 def time_call(call, repeats: int, budget_s: float) -> list[float]:
     """One untimed call, then up to `repeats` timed ones, fewer where they would take past `budget_s`."""
     start = time.perf_counter()
@@ -281,6 +295,10 @@ def parse_args(argv=None):
     parser.add_argument("--impls", default="jax,torch", help=f"comma-separated, of {', '.join(IMPLS)}")
     parser.add_argument("--repeats", type=int, default=7, help="timed calls of each product (median)")
     parser.add_argument("--budget", type=float, default=2.0, help="seconds at most per product and library")
+    parser.add_argument("--launches", type=int, default=0,
+                        help="launches per timed call, waited for once (default 0: 1 on a CPU, "
+                        f"{ACCELERATOR_LAUNCHES} on an accelerator, where a wait costs more than most "
+                        "products)")  # fmt: skip
     parser.add_argument("--step-repeats", type=int, default=3,
                         help="interleaved rounds of the two whole steps (0: none)")  # fmt: skip
     parser.add_argument("--top", type=int, default=20, help="rows of the table (the totals count all)")
@@ -295,6 +313,8 @@ def parse_args(argv=None):
             f"--impls: a comma-separated list of {', '.join(IMPLS)} with jax in it, got {args.impls!r}"
         )
     args.impls = impls
+    if args.launches < 0:
+        parser.error(f"--launches must be 0 (automatic) or more, got {args.launches}")
     for flag in ("repeats", "top"):
         if getattr(args, flag) < 1:
             parser.error(f"--{flag} must be at least 1, got {getattr(args, flag)}")
@@ -326,6 +346,10 @@ def main(argv=None) -> None:
         f"{machine['jax_device']}" + (f", torch {machine['torch']} on {device}" if uses_torch else ""),
         flush=True,
     )
+    launches = args.launches or (1 if jax.default_backend() == "cpu" else ACCELERATOR_LAUNCHES)
+    record["launches"] = launches
+    if launches > 1:
+        print(f"each product timed over {launches} launches back to back, one wait at the end", flush=True)
     step = bench_train_step.OurStep(args, args.features)
     counts, notes = collect_products(traced_step(step, args.dtype))
     analytic = common.model_flops(args.batch, args.frames, args.features, args.text_length, step.config.model)
@@ -345,9 +369,13 @@ def main(argv=None) -> None:
         row = {"product": product.describe(), "count": count, "gflop": product.flops / 1e9}
         row.update(zip(("batch", "m", "k", "n"), product.sizes(), strict=True))
         for impl in args.impls:
-            call = (jax_product(product) if impl == "jax" else torch_product(product, device))[0]
+            call = (
+                jax_product(product, launches=launches)
+                if impl == "jax"
+                else torch_product(product, device, launches=launches)
+            )[0]
             seconds = time_call(call, args.repeats, args.budget)
-            row[f"{impl}_s"] = statistics.median(seconds)
+            row[f"{impl}_s"] = statistics.median(seconds) / launches
             row[f"{impl}_gflops"] = product.flops / row[f"{impl}_s"] / 1e9
         print(
             f"{row['product']}: x{count}, "

@@ -21,6 +21,11 @@ either. On a 2-core EPYC the ratios came out within 3% of those measured in one 
 (benchmarks/RESULTS.md), and the two processes together needed more memory than one: each keeps its own
 peak (at T = 360, 15.7 + 8.4 GB, past that machine's 24 GB). Not on an accelerator: two processes would
 both claim its memory.
+`--pipeline K` makes each timed call K steps dispatched back to back and waited for once (ours: K calls
+of the compiled step, then one wait; the twin: K steps, then one synchronize), the time per step being the
+call's over K. With 1 (the default) every step is waited for, so on an accelerator its time includes the
+host's work between steps (dispatch, the wait, reading the loss), which a training loop that waits only
+at each log (launch.py's) overlaps with the device's work.
 Each timed call's minor page faults go to the log and the JSON (`minor_page_faults`):
 a step that still faults memory in has not reached its steady state. The losses are the base config's (MSE +
 velocity 0.1 + acceleration 0.05); `--geometric on|both` adds the bone-length term (0.01) where the
@@ -141,9 +146,12 @@ class OurStep:
         compiled = jax.jit(step, donate_argnums=0).lower(self.state, self.batch, self.rng).compile()
         return compiled, time.perf_counter() - start, common.xla_flops(compiled)
 
-    def runner(self, compiled):
+    def runner(self, compiled, steps: int = 1):
+        """One call: `steps` steps dispatched back to back, then one wait for the last (and its loss)."""
+
         def run():
-            self.state, metrics = compiled(self.state, self.batch, self.rng)
+            for _ in range(steps):
+                self.state, metrics = compiled(self.state, self.batch, self.rng)
             jax.block_until_ready((self.state, metrics))
             return float(metrics["loss"])
 
@@ -175,14 +183,15 @@ class TwinStep:
         host = common.random_batch(args.batch, args.frames, features, args.text_length, args.vocab, seed)
         self.batch = torch_twin.to_torch(host, device)
 
-    def runner(self, case: Case):
+    def runner(self, case: Case, steps: int = 1):
         import torch
 
         autocast = torch.bfloat16 if case.dtype == "bfloat16" else None
         compiled = case.impl.startswith("torch-compile")
 
         def run():
-            metrics = self.trainer.step(self.batch, autocast, compiled=compiled, geometric=case.geometric)
+            for _ in range(steps):
+                metrics = self.trainer.step(self.batch, autocast, compiled=compiled, geometric=case.geometric)
             common.torch_sync(self.device)
             return float(metrics["loss"])
 
@@ -208,12 +217,13 @@ def prepare(args, features: int, cases: list[Case], device, with_params: bool = 
     prepared = {}
     for case in cases:
         log(f"preparing {case.name}")
-        info = {"num_params": (ours or twin).num_params, "process_id": os.getpid()}
+        steps = getattr(args, "pipeline", 1)
+        info = {"num_params": (ours or twin).num_params, "process_id": os.getpid(), "steps_per_call": steps}
         if case.framework == "jax":
             compiled, info["compile_s"], info["xla_flops"] = ours.compile(case.dtype, case.geometric)
-            run = ours.runner(compiled)
+            run = ours.runner(compiled, steps)
         else:
-            run = twin.runner(case)
+            run = twin.runner(case, steps)
         start = time.perf_counter()
         info["first_loss"] = run()
         info["first_call_s"] = time.perf_counter() - start  # torch.compile compiles here
@@ -230,8 +240,9 @@ def prepare(args, features: int, cases: list[Case], device, with_params: bool = 
 
 def interleaved(prepared: dict, repeats: int, warmup: int = 0) -> dict[Case, list[float]]:
     """`warmup` untimed rounds, then `repeats` timed ones; round r runs every case once, starting at case
-    r mod n: seconds per case. Each case's minor page faults per timed call go into its info
-    (`minor_page_faults`): a step that still faults its memory in is not yet in its steady state.
+    r mod n: seconds per step of each case (a call's time over its info's `steps_per_call`). Each case's
+    minor page faults per timed call go into its info (`minor_page_faults`): a step that still faults its
+    memory in is not yet in its steady state.
 
     The warm-up rounds come after every case has been prepared, not right after each case's own first
     call: preparing the next cases (the twin, its weights, torch.compile) changes the shared heap, and a
@@ -247,7 +258,7 @@ def interleaved(prepared: dict, repeats: int, warmup: int = 0) -> dict[Case, lis
             run, info = prepared[case]
             info["last_loss"], elapsed, faults = timed_call(run)
             if timed:
-                seconds[case].append(elapsed)
+                seconds[case].append(elapsed / info.get("steps_per_call", 1))
                 info["minor_page_faults"].append(faults)
         if timed:
             log(
@@ -402,8 +413,8 @@ def memory_worker(args) -> None:
 def worker_flags(args) -> list[str]:
     """The flags a worker process needs to build the same cases."""
     flags = []
-    for flag in ("batch", "frames", "warmup", "torch_device", "torch_threads", *common.MODEL_SIZE_FLAGS,
-                 "text_length", "vocab"):  # fmt: skip
+    for flag in ("batch", "frames", "warmup", "pipeline", "torch_device", "torch_threads",
+                 *common.MODEL_SIZE_FLAGS, "text_length", "vocab"):  # fmt: skip
         flags += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
     return flags
 
@@ -487,6 +498,7 @@ def describe(args, machine: dict) -> str:
         f"train step: B={args.batch} T={args.frames} L={args.text_length}, {args.layers} layers x "
         f"{args.latent} (vocab {args.vocab}); median of {args.repeats} interleaved repeats after "
         f"{args.warmup} warm-up steps, "
+        + (f"{args.pipeline} steps per timed call (waited for once), " if args.pipeline > 1 else "")
         + ("each framework in a process of its own" if args.processes == "separate" else "all in one process")
         + "\n"
         f"machine: {machine['host_cpus']} CPUs ({machine['processor']}), {device}, jax {machine['jax']}"
@@ -560,6 +572,13 @@ def parse_args(argv=None):
                         help="the bone-length term (only where D = 264)")  # fmt: skip
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument(
+        "--pipeline",
+        type=int,
+        default=1,
+        help="steps per timed call, dispatched back to back and waited for once, as launch.py's loop "
+        "waits only at each log (the time per step is the call's over this); 1: each step waited for",
+    )
+    parser.add_argument(
         "--warmup", type=int, default=2, help="untimed rounds of every case, after all are prepared"
     )
     parser.add_argument(
@@ -583,7 +602,10 @@ def parse_args(argv=None):
     parser.add_argument("--worker", default="", help=argparse.SUPPRESS)
     parser.add_argument("--serve", default="", help=argparse.SUPPRESS)
     common.add_model_flags(parser)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.pipeline < 1:
+        parser.error(f"--pipeline must be at least 1, got {args.pipeline}")
+    return args
 
 
 def main(argv=None) -> None:

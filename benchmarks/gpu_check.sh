@@ -24,9 +24,10 @@
 # compile times as they come, without the per-round log lines (those stay in the .log), then the summary.
 #
 # Compiling one train step took XLA:GPU 104.6 s on an H100 machine (jax 0.11.2, 2026-11-28; 43 s on
-# 2026-11-26 with the code of that date), so every case that compiles a new step is given ~230 s and the
-# default budget fits the first three cases. A second call can run the rest, e.g.
-# CASES=compile_flags,fp32 BUDGET_S=400. The cases, most important first. Each has its own time limit;
+# 2026-11-26 with the code of that date) and 85 s at B=32, 174 s at B=256 on an H200 (2026-12-04), so every
+# case that compiles a new step is given ~230-280 s and the default budget fits the first four cases
+# (train_step, big_batch, profile and pipelined: about 400 s on that H200). A second call can run the
+# rest, e.g. CASES=compile_flags,fp32 BUDGET_S=400. The cases, most important first. Each has its own time limit;
 # a case runs with the smaller of its limit and what is left of the budget, and is skipped when that is
 # below its minimum (124 = cut at the limit):
 #   train_step     B=32 T=196 D=264: ours jax-bf16 vs the twin torch-bf16 (autocast) + torch-fp32, 10
@@ -38,6 +39,11 @@
 #                  op and the top ops, from a jax.profiler trace); the raw trace and the compiled program's
 #                  text stay in $OUT/profile_trace (open the trace in https://ui.perfetto.dev); the step
 #                  comes from big_batch's compilation, cached
+#   pipelined      B=$BIG_BATCH: ours bf16 vs the twin bf16 autocast, 8 steps per timed call dispatched back
+#                  to back and waited for once (bench_train_step.py --pipeline 8), as launch.py's loop waits
+#                  only at each log: the throughput a training run gets, its MFU against big_batch's
+#                  (which waits for every step: on the H200 a quarter of that step's wall time was the
+#                  device waiting for the host); ours comes from big_batch's compilation, cached
 #   compile_flags  B=32: ours bf16 compiled with XLA_FLAGS=--xla_gpu_enable_triton_gemm=false (every
 #                  product through cuBLAS): its compile time and step time against train_step's, to see
 #                  whether autotuning Triton products is where the compile time goes
@@ -60,7 +66,7 @@ BUDGET_S=${BUDGET_S:-540}
 BIG_BATCH=${BIG_BATCH:-256}
 read -r -a MODEL <<< "${MODEL_ARGS:-}"
 read -r -a BENCH <<< "${BENCH_ARGS:-}"
-CASES=${CASES:-train_step,big_batch,profile,compile_flags,fp32,products,sampling,geometric,beat_window,autotune_off,torch_compile}
+CASES=${CASES:-train_step,big_batch,profile,pipelined,compile_flags,fp32,products,sampling,geometric,beat_window,autotune_off,torch_compile}
 mkdir -p "$OUT"
 cd "$(dirname "$0")/.." || exit 1
 export PYTHONWARNINGS=ignore PYTHONUNBUFFERED=1
@@ -114,11 +120,14 @@ for case in ${CASES//,/ }; do
       run train_step 230 150 "${train[@]}" --batch 32 --geometric off \
         --impls jax-bf16,torch-bf16,torch-fp32 --repeats 10 --warmup 3 ;;
     big_batch)
-      run big_batch 230 150 "${train[@]}" --batch "$BIG_BATCH" --geometric off \
+      run big_batch 280 150 "${train[@]}" --batch "$BIG_BATCH" --geometric off \
         --impls jax-bf16,torch-bf16 --repeats 5 --warmup 2 ;;
     profile)  # the step of big_batch's jax-bf16: compiled from this check's cache when big_batch ran
       run profile 90 45 benchmarks/profile_step.py --features 264 --frames 196 --batch "$BIG_BATCH" \
         --dtype bfloat16 --steps 3 --warmup 2 --top 40 --trace-dir "$OUT/profile_trace" "${MODEL[@]}" ;;
+    pipelined)  # ours: big_batch's step, from this check's cache
+      run pipelined 150 60 "${train[@]}" --batch "$BIG_BATCH" --geometric off --impls jax-bf16,torch-bf16 \
+        --pipeline 8 --repeats 3 --warmup 1 ;;
     compile_flags)
       CASE_XLA_FLAGS=--xla_gpu_enable_triton_gemm=false run compile_flags 200 120 "${train[@]}" --batch 32 \
         --geometric off --impls jax-bf16 --repeats 10 --warmup 3 ;;
@@ -143,8 +152,8 @@ for case in ${CASES//,/ }; do
     torch_compile)
       run torch_compile 150 90 "${train[@]}" --batch 32 --geometric off --impls torch-compile-bf16 \
         --repeats 10 --warmup 3 ;;
-    *) echo "unknown case $case (known: train_step big_batch profile compile_flags fp32 products sampling geometric" \
-      "beat_window autotune_off torch_compile)" ;;
+    *) echo "unknown case $case (known: train_step big_batch profile pipelined compile_flags fp32 products sampling" \
+      "geometric beat_window autotune_off torch_compile)" ;;
   esac
 done
 

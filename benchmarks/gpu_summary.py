@@ -16,7 +16,7 @@ GOAL_SPEEDUP = 3.0  # ours vs the twin's AMP (bf16 autocast) train step, and vs 
 GOAL_MFU = 0.40  # at the large batch
 TWIN_AMP = "speedup_vs_torch-bf16"
 CASES = (  # gpu_check.sh's benchmark cases with rows (the profile is read on its own)
-    "train_step", "big_batch", "compile_flags", "fp32", "geometric", "beat_window", "sampling",
+    "train_step", "big_batch", "pipelined", "compile_flags", "fp32", "geometric", "beat_window", "sampling",
     "autotune_off", "torch_compile", "products",
 )  # fmt: skip
 
@@ -78,7 +78,7 @@ def profile_table(record: dict, top: int = 12) -> None:
         f"\nprofile: B={args['batch']} {record['dtype']}, wall {wall_ms:.1f} ms/step, op time "
         f"{record['op_ms_per_step']:.1f} ms/step ({record['op_ms_per_step'] / wall_ms:.0%} of wall), busy "
         f"{fmt(record.get('busy_ms_per_step'), '.1f')} ms/step; "
-        f"dots {fmt(record.get('program_gflop_per_step'), '.0f')} GFLOP/step "
+        f"products {fmt(record.get('program_gflop_per_step'), '.0f')} GFLOP/step "
         f"(analytic {fmt(record.get('analytic_gflop_per_step'), '.0f')})"
     )
     print(f"  {'kind':<16}{'ms/step':>9}{'share':>8}{'ops':>6}{'TFLOP/s':>9}")
@@ -101,6 +101,11 @@ def products_table(record: dict, steps: dict[str, float], top: int = 8) -> None:
         f"\nproducts alone: B={args['batch']} T={args['frames']} {args['dtype']}, "
         f"{record['products_per_step']} products of {len(record['rows'])} signatures timed, "
         f"{record['gflop_per_step']:.0f} GFLOP/step{status(record)}"
+    )
+    launches = record.get("launches")  # absent before 2026-12-04: one launch and one wait per product
+    print(
+        f"  each timing: {launches or 1} launch(es) back to back, one wait"
+        + ("" if launches and launches > 1 else " (on a GPU the launch and the wait dominate small products)")
     )
     for impl, seconds in record.get("products_alone_s_per_step", {}).items():
         line = (
@@ -164,6 +169,23 @@ def main(argv: list[str]) -> int:
                 f"  MFU ours bf16 {fmt(ours.get('mfu'), '.1f', 100)}% "
                 f"({verdict(ours.get('mfu'), GOAL_MFU)}); "
                 f"twin {fmt((twin or {}).get('mfu'), '.1f', 100)}%; reference {ours.get('mfu_reference')}"
+            )
+    if records["pipelined"]:
+        record = records["pipelined"]
+        steps = record["args"].get("pipeline", 1)
+        train_table(record, f"pipelined: {steps} steps per timed call, waited for once (as launch.py)")
+        ours, twin = row_of(record, "jax-bf16"), row_of(record, "torch-bf16")
+        waited = row_of(records["big_batch"], "jax-bf16") if records["big_batch"] else None
+        if ours:
+            print(f"  ours bf16 vs twin bf16 autocast: {verdict(ours.get(TWIN_AMP), GOAL_SPEEDUP)}")
+            print(
+                f"  MFU ours bf16 {fmt(ours.get('mfu'), '.1f', 100)}% "
+                f"({verdict(ours.get('mfu'), GOAL_MFU)}); twin {fmt((twin or {}).get('mfu'), '.1f', 100)}%"
+            )
+        if ours and waited and waited["features"] == ours["features"]:
+            print(
+                f"  ours bf16 per step, waited for each step (big_batch) / pipelined: "
+                f"{waited['median_s'] / ours['median_s']:.2f}x"
             )
     for name, flag in (
         ("compile_flags", "--xla_gpu_enable_triton_gemm=false"),

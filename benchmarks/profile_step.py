@@ -10,12 +10,15 @@ no bone-length term), so on a card the compilation comes from the same cache. Af
 trace JSON: nothing beyond jax is needed to read it).
 
 Every op event that names its XLA op (`args.hlo_op`) and belongs to the step's module is summed per op and
-divided by the profiled steps; each op gets a kind from the compiled program's text (`compiled.as_text()`):
-matmul (a dot or convolution, a fusion around one, a gemm custom call), reduction, transpose/copy,
-elementwise, collective, control flow (while/conditional/call bodies are counted through their own ops),
-other. Tables: per kind (ms/step, share of the op time, op count) and the top `--top` ops (ms/step,
-share, kind, result shape, GFLOP/s of the dots, the jax op it came from), and where the trace has them,
-the device's kernels by name. "op time / wall" compares the summed op time with the step's wall time,
+divided by the profiled steps (an op's runs counted once each: a cuBLAS call's memset and product are one
+run; kernels that XLA:GPU ran inside a command buffer, a CUDA graph, get their own op back by kernel
+name, the cuBLAS products among them one row that gets the FLOPs of the program's gemm calls); each op
+gets a kind from the compiled program's text (`compiled.as_text()`): matmul (a dot or convolution, a
+fusion around one, a gemm custom call), reduction, transpose/copy, elementwise, collective, control flow
+(while/conditional/call bodies are counted through their own ops), other. Tables: per kind (ms/step,
+share of the op time, op count) and the top `--top` ops (ms/step, share, kind, result shape, GFLOP/s
+of the products, the jax op it came from), and where the trace has them, the device's kernels by name.
+"op time / wall" compares the summed op time with the step's wall time,
 "busy" is the time at least one op was running (the union of their intervals): on a GPU, busy below
 100% of wall means the device waited (launch overhead, host work); on a CPU, ops run on several threads
 at once (op time above busy) and each op's time includes waiting for cores, so read CPU tables as a
@@ -84,8 +87,9 @@ class HloOp:
 
 
 def dims(shape: str) -> tuple[int, ...]:
-    """The dimensions of an array shape as HLO prints it ("f32[32,196,512]{2,1,0}" -> (32, 196, 512))."""
-    match = re.match(r"\s*\w+\[([\d,]*)\]", shape)
+    """The dimensions of an array shape as HLO prints it ("f32[32,196,512]{2,1,0}" -> (32, 196, 512)); of a
+    tuple, its first array's (a cuBLAS call's "(bf16[768,256]{1,0}, s8[33554432]{0})": the product)."""
+    match = re.match(r"\s*\(?\s*\w+\[([\d,]*)\]", shape)
     if not match:
         return ()
     return tuple(int(d) for d in match[1].split(",") if d)
@@ -121,7 +125,9 @@ def parse_hlo(text: str) -> dict[str, HloOp]:
         kind = re.search(r"kind=(k\w+)", rest)
         target = re.search(r'custom_call_target="([^"]+)"', rest)
         source = re.search(r'op_name="([^"]*)"', rest)
-        contracting = re.search(r"lhs_contracting_dims=\{([\d,]*)\}", rest)
+        contracting = re.search(r"lhs_contracting_dims=\{([\d,]*)\}", rest) or re.search(
+            r'"lhs_contracting_dimensions":\[([\d",]*)\]', rest
+        )  # a dot's own, else a gemm custom call's (its backend_config: "lhs_contracting_dimensions":["1"])
         ops[match["name"]] = HloOp(
             name=match["name"],
             opcode=match["opcode"],
@@ -132,7 +138,9 @@ def parse_hlo(text: str) -> dict[str, HloOp]:
             target=target[1] if target else "",
             operands=_operand_names(rest),
             source=source[1] if source else "",
-            contracting=tuple(int(d) for d in contracting[1].split(",") if d) if contracting else (),
+            contracting=tuple(int(d.strip('"')) for d in contracting[1].split(",") if d.strip('"'))
+            if contracting
+            else (),
         )
     return ops
 
@@ -152,6 +160,11 @@ def dot_flops(op: HloOp, ops: dict[str, HloOp]) -> float:
     return 2.0 * out * contracted
 
 
+def is_gemm_call(op: HloOp) -> bool:
+    """A custom call to a library product (XLA:GPU's "__cublas$gemm", "__cublas$lt$matmul", ...)."""
+    return op.opcode == "custom-call" and any(k in op.target.lower() for k in ("gemm", "matmul"))
+
+
 def matmul_flops(ops: dict[str, HloOp]) -> dict[str, float]:
     """Each instruction's dot FLOPs: its own if it is a dot, else those of the dots in what it calls."""
     by_computation: dict[str, list[HloOp]] = collections.defaultdict(list)
@@ -167,7 +180,7 @@ def matmul_flops(ops: dict[str, HloOp]) -> dict[str, float]:
         return total
 
     def instruction_flops(op: HloOp, seen: frozenset) -> float:
-        if op.opcode == "dot":
+        if op.opcode == "dot" or is_gemm_call(op):
             return dot_flops(op, ops)
         if op.opcode == "fusion" or op.target:
             return sum(computation_flops(c, seen) for c in op.calls if c not in seen)
@@ -270,6 +283,29 @@ def load_trace(trace_dir: Path) -> list[dict]:
     return data["traceEvents"] if isinstance(data, dict) else data
 
 
+LIBRARY_PRODUCTS = "cuBLAS products (in command buffers)"
+_LIBRARY_KERNELS = ("nvjet", "gemm", "cutlass", "xmma", "cublas", "gemv", "matmul")
+
+
+def through_command_buffer(event: dict, ops: dict[str, HloOp]) -> dict:
+    """The event with its own op. XLA:GPU runs stretches of the program as CUDA graphs ("command
+    buffers", on by default): their kernels' events name the buffer (args.hlo_op "command_buffer_1",
+    which is not in the program's text) and each kernel by its op's name with "_" for the last "."
+    (fusion.7718 runs as kernel fusion_7718). Such an event gets that op back where the program has it; a
+    library product's kernel (cuBLAS: nvjet_*, sm90_xmma_*, ...) is named LIBRARY_PRODUCTS; any other
+    kernel keeps its own name (and is classified by it)."""
+    op_name = event["args"]["hlo_op"]
+    if op_name in ops or not op_name.startswith("command_buffer"):
+        return event
+    kernel = event.get("name", "")
+    for name in (re.sub(r"_(\d+)$", r".\1", kernel), kernel):
+        if name in ops:
+            break
+    else:
+        name = LIBRARY_PRODUCTS if any(k in kernel.lower() for k in _LIBRARY_KERNELS) else kernel
+    return {**event, "args": {**event["args"], "hlo_op": name, "in_command_buffer": True}}
+
+
 def summarize(events: list[dict], ops: dict[str, HloOp], steps: int, module_hint: str = "") -> dict:
     """Op time per op, per kind and per device kernel, in ms per step, from a trace's complete events.
 
@@ -277,7 +313,10 @@ def summarize(events: list[dict], ops: dict[str, HloOp], steps: int, module_hint
     then classified by its name); of the modules they name, the one whose name contains
     `module_hint` (else the one with the most time) is the step. Where the trace has a thread named
     "XLA Ops" (a GPU's per-op line beside its per-stream kernels), only that thread is counted, so that a
-    kernel is not counted twice."""
+    kernel is not counted twice. Kernels run inside command buffers get their ops back by name
+    (`through_command_buffer`); the library products among them, whose kernels name no op, make one row,
+    LIBRARY_PRODUCTS, credited with the FLOPs of the program's gemm calls that have no events of their
+    own (each counted once per step)."""
     names = {}
     threads = {}
     for event in events:
@@ -297,6 +336,7 @@ def summarize(events: list[dict], ops: dict[str, HloOp], steps: int, module_hint
     op_threads = {key for key, name in threads.items() if name.strip().lower() == "xla ops"}
     if op_threads and any((e["pid"], e["tid"]) in op_threads for e in tagged):
         tagged = [e for e in tagged if (e["pid"], e["tid"]) in op_threads]
+    tagged = [through_command_buffer(e, ops) for e in tagged]
     per_module: dict[str, float] = collections.Counter()
     for event in tagged:
         per_module[event["args"].get("hlo_module", "")] += float(event["dur"])
@@ -312,10 +352,19 @@ def summarize(events: list[dict], ops: dict[str, HloOp], steps: int, module_hint
         if event["args"].get("hlo_module", "") != module:
             continue
         name = event["args"]["hlo_op"]
-        entry = per_op.setdefault(name, {"op": name, "us": 0.0, "events": 0})
+        entry = per_op.setdefault(name, {"op": name, "us": 0.0, "runs": set()})
         entry["us"] += float(event["dur"])
-        entry["events"] += 1
+        # One run of an op may launch several kernels (a cuBLAS call: a memset and the product), which
+        # share the run's scope_range_id; inside a command buffer the scope is the buffer's: each kernel
+        # is a run there.
+        scope = event["args"].get("scope_range_id")
+        entry["runs"].add(scope if scope and not event["args"].get("in_command_buffer") else len(intervals))
         intervals.append((float(event.get("ts", 0.0)), float(event.get("ts", 0.0)) + float(event["dur"])))
+    if LIBRARY_PRODUCTS in per_op:  # the gemm calls that ran inside command buffers, once per step each
+        hidden = [name for name, op in ops.items() if is_gemm_call(op) and name not in per_op]
+        flops[LIBRARY_PRODUCTS] = (
+            sum(flops[name] for name in hidden) * steps / len(per_op[LIBRARY_PRODUCTS]["runs"])
+        )
     kinds_of = {name: op_kind(ops.get(name), name, inner) for name in per_op}
     # A while/conditional/call event spans its body's ops, which have events of their own.
     total_us = sum(entry["us"] for name, entry in per_op.items() if kinds_of[name] != "control")
@@ -328,7 +377,7 @@ def summarize(events: list[dict], ops: dict[str, HloOp], steps: int, module_hint
                 "kind": kinds_of[name],
                 "ms_per_step": entry["us"] / 1e3 / steps,
                 "share": entry["us"] / total_us if total_us and kinds_of[name] != "control" else 0.0,
-                "events_per_step": entry["events"] / steps,
+                "runs_per_step": len(entry["runs"]) / steps,
                 "opcode": op.opcode if op else "",
                 "shape": op.shape if op else "",
                 "source": short_source(op.source) if op else "",
@@ -346,7 +395,7 @@ def summarize(events: list[dict], ops: dict[str, HloOp], steps: int, module_hint
                     "ms_per_step": sum(row["ms_per_step"] for row in members),
                     "share": sum(row["share"] for row in members),
                     "ops": len(members),
-                    "gflop_per_step": sum(row["gflop"] * row["events_per_step"] for row in members),
+                    "gflop_per_step": sum(row["gflop"] * row["runs_per_step"] for row in members),
                 }
             )
     kernels: dict[str, float] = collections.Counter()
@@ -380,7 +429,7 @@ def early_ending_dots(summary: dict, factor: float = 3.0) -> str | None:
     if not dots or not matmul or not matmul["ms_per_step"]:
         return None
     dot_ms = sum(row["ms_per_step"] for row in dots)
-    dot_gflop = sum(row["gflop"] * row["events_per_step"] for row in dots)
+    dot_gflop = sum(row["gflop"] * row["runs_per_step"] for row in dots)
     overall = matmul["gflop_per_step"] / (matmul["ms_per_step"] / 1e3)
     claimed = dot_gflop / (dot_ms / 1e3)
     if claimed <= factor * overall:
@@ -415,9 +464,9 @@ def print_summary(summary: dict, wall_s: float, top: int) -> None:
     print("|---|---|---|---|---|---|---|")
     for row in summary["ops"][:top]:
         shape = row["shape"] if len(row["shape"]) <= 40 else row["shape"][:37] + "..."
-        ms = row["ms_per_step"] / max(row["events_per_step"], 1e-9)
+        ms = row["ms_per_step"] / max(row["runs_per_step"], 1e-9)
         rate = f"{row['gflop'] / (ms / 1e3):.1f}" if row["gflop"] and ms else ""
-        events = f" ({row['events_per_step']:g}x)" if row["events_per_step"] != 1 else ""
+        events = f" ({row['runs_per_step']:g}x)" if row["runs_per_step"] != 1 else ""
         print(
             f"| {row['op']}{events} | {row['kind']} | {row['ms_per_step']:.3f} | {row['share']:.1%} | "
             f"{rate} | {shape} | {row['source'][-70:]} |"
@@ -479,8 +528,8 @@ def main(argv=None) -> None:
     analytic = common.model_flops(args.batch, args.frames, args.features, args.text_length, step.config.model)
     program = sum(row["gflop_per_step"] for row in summary["kinds"])
     print(
-        f"matmul work: {program:.2f} GFLOP/step in the program's dots, {analytic['train_step'] / 1e9:.2f} "
-        "by the analytic count (common.model_flops)"
+        f"matmul work: {program:.2f} GFLOP/step in the program's products (dots, their fusions, gemm "
+        f"calls), {analytic['train_step'] / 1e9:.2f} by the analytic count (common.model_flops)"
     )
     print_summary(summary, wall_s, args.top)
     record.update(

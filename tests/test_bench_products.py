@@ -123,3 +123,42 @@ def test_mixed_operand_dtypes_are_timed_in_torch_in_the_narrower():
     assert product.describe() == "[4, 3]·(1) f32 x [3, 2]·(0) bf16 -> f32"
     _, result = bench_products.jax_product(product)
     np.testing.assert_allclose(result(), reference(product, "mk,kn->mn"), rtol=1e-5, atol=1e-5)
+
+
+def test_a_timed_call_launches_the_product_as_often_as_asked(monkeypatch):
+    """On an accelerator one call launches the product --launches times and waits once (main divides)."""
+    product = bench_products.Product((4, 3), (3, 2), "float32", "float32", "float32", ((1,), (0,)), ((), ()))
+    launched = []
+    real_jit = bench_products.jax.jit
+
+    def counting_jit(function):
+        compiled = real_jit(function)
+
+        class Lowered:
+            def compile(self):
+                def run(*operands):
+                    launched.append("jax")
+                    return compiled(*operands)
+
+                return run
+
+        return type("Jitted", (), {"lower": lambda self, *operands: Lowered()})()
+
+    monkeypatch.setattr(bench_products.jax, "jit", counting_jit)
+    call, _ = bench_products.jax_product(product, launches=5)
+    call()
+    assert launched == ["jax"] * 5
+    if HAVE_TORCH:
+        import torch
+
+        real_matmul = torch.matmul
+        monkeypatch.setattr(torch, "matmul", lambda a, b: launched.append("torch") or real_matmul(a, b))
+        call, _ = bench_products.torch_product(product, torch.device("cpu"), launches=3)
+        call()
+        assert launched == ["jax"] * 5 + ["torch"] * 3
+
+
+def test_launches_are_one_on_a_cpu_unless_asked():
+    assert bench_products.parse_args([]).launches == 0  # automatic: 1 here, ACCELERATOR_LAUNCHES on a card
+    with pytest.raises(SystemExit):
+        bench_products.parse_args(["--launches", "-1"])

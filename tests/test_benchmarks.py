@@ -101,6 +101,28 @@ def test_train_step_benchmark_warms_every_case_up_before_it_times_any_and_counts
     assert len(faults) == 2 and all(f >= pages for f in faults), (faults, pages)
 
 
+def test_train_step_benchmark_pipelines_steps_and_reports_time_per_step(monkeypatch):
+    """--pipeline K: one timed call runs K steps (ours: the state advances by K) and waits once; the
+    seconds per step are the call's over K."""
+    sys.path.insert(0, str(BENCHMARKS))
+    import bench_train_step
+
+    args = bench_train_step.parse_args(["--batch", "2", "--frames", "6", "--pipeline", "3", *TINY])
+    ours = bench_train_step.OurStep(args, 12)
+    compiled, _, _ = ours.compile("float32", geometric=False)
+    ours.runner(compiled, steps=3)()
+    assert int(ours.state.step) == 3
+    ours.runner(compiled)()
+    assert int(ours.state.step) == 4
+    case = bench_train_step.Case("jax-fp32", 12, False)
+    prepared = bench_train_step.prepare(args, 12, [case], None)
+    assert prepared[case][1]["steps_per_call"] == 3
+    monkeypatch.setattr(bench_train_step, "timed_call", lambda run: bench_train_step.Timed((0.5, 1.5, 0)))
+    assert bench_train_step.interleaved(prepared, repeats=2)[case] == [0.5, 0.5]
+    with pytest.raises(SystemExit):
+        bench_train_step.parse_args(["--pipeline", "0"])
+
+
 def test_train_step_benchmark_names_how_a_worker_process_ended():
     """A worker that ends before it answers (here killed by signal 9, as the out-of-memory killer does)
     stops the benchmark with its exit and a hint, not a broken pipe."""
@@ -204,7 +226,7 @@ def test_products_benchmark_times_every_product_of_the_step_and_both_steps(tmp_p
         *("--batch", "2", "--frames", "6", "--features", "12", "--dtype", "bfloat16"),
         *("--impls", ",".join(impls), "--repeats", "1", "--step-repeats", "1", "--top", "5", *TINY),
     )
-    assert record["complete"]
+    assert record["complete"] and record["launches"] == 1  # a CPU waits for each product
     rows = record["rows"]
     # Every product of the traced step, counted once per call: the analytic count of the model's matmul
     # work (common.model_flops, a formula of the sizes) matches the products' sum, less small products
@@ -292,7 +314,7 @@ def test_gpu_check_runs_its_cases_and_summarises_them(tmp_path):
         "PYTHON": sys.executable,
         "BUDGET_S": "500",
         "BIG_BATCH": "4",
-        "CASES": "train_step,big_batch,profile,compile_flags,fp32,products,geometric,beat_window",
+        "CASES": "train_step,big_batch,profile,pipelined,compile_flags,fp32,products,geometric,beat_window",
         "MODEL_ARGS": " ".join(TINY),
         "BENCH_ARGS": "--matmul-size 64",
         "BUNDLE_DIR": str(tmp_path / "bundle"),
@@ -306,6 +328,7 @@ def test_gpu_check_runs_its_cases_and_summarises_them(tmp_path):
         "train_step",
         "big_batch",
         "profile",
+        "pipelined",
         "compile_flags",
         "fp32",
         "products",
@@ -322,6 +345,9 @@ def test_gpu_check_runs_its_cases_and_summarises_them(tmp_path):
         "torch-bf16",
         "torch-fp32",
     }
+    pipelined = json.loads((out / "pipelined.json").read_text())
+    assert pipelined["args"]["pipeline"] == 8 and pipelined["args"]["batch"] == 4
+    assert all(row["steps_per_call"] == 8 for row in pipelined["rows"])
     fp32 = json.loads((out / "fp32.json").read_text())
     assert {row["impl"] for row in fp32["rows"]} == {"jax-fp32", "torch-fp32", "torch-bf16"}
     # The flag reaches that case alone, added to the caller's XLA_FLAGS.
@@ -332,6 +358,10 @@ def test_gpu_check_runs_its_cases_and_summarises_them(tmp_path):
     assert "ours bf16 vs twin bf16 autocast" in report and "MFU ours bf16" in report
     assert "BEAT's training window" in report and "float32 (TF32 products)" in report
     assert "ours bf16 with the flag / without (train_step)" in report
+    assert (
+        "pipelined: 8 steps per timed call" in report
+        and "waited for each step (big_batch) / pipelined" in report
+    )
     # The products alone, set against big_batch's steps of the same batch.
     assert "products alone: B=4" in report and "its whole step" in report
     assert (out / "profile_trace" / "train_step.hlo.txt").is_file()

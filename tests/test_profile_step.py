@@ -201,11 +201,11 @@ def test_early_ending_dots_are_named_only_where_their_rate_is_implausible():
     def summary(dot_ms):
         ops = [
             {"op": "fusion.1", "opcode": "fusion", "kind": "matmul", "gflop": 6.0, "ms_per_step": 60.0,
-             "events_per_step": 1.0},
+             "runs_per_step": 1.0},
             {"op": "dot.2", "opcode": "dot", "kind": "matmul", "gflop": 6.0, "ms_per_step": dot_ms,
-             "events_per_step": 1.0},
+             "runs_per_step": 1.0},
             {"op": "add.3", "opcode": "add", "kind": "elementwise", "gflop": 0.0, "ms_per_step": 5.0,
-             "events_per_step": 1.0},
+             "runs_per_step": 1.0},
         ]  # fmt: skip
         kinds = [{"kind": "matmul", "ms_per_step": 60.0 + dot_ms, "gflop_per_step": 12.0}]
         return {"ops": ops, "kinds": kinds}
@@ -217,3 +217,104 @@ def test_early_ending_dots_are_named_only_where_their_rate_is_implausible():
     # the dot at 30 ms: 200 GFLOP/s against 133 for the kind: plausible, no note
     assert profile_step.early_ending_dots(summary(30.0)) is None
     assert profile_step.early_ending_dots({"ops": [], "kinds": []}) is None
+
+
+# XLA:GPU's program as `compiled.as_text()` prints it, cut down: two cuBLAS calls (a product and its tuple
+# with the workspace; the contracting dimensions in the backend_config) and a Triton-fused reduction.
+GPU_HLO = """HloModule jit_train_step, entry_computation_layout={(bf16[96,64]{1,0})->f32[96]}
+
+%fused_reduce (param_0: bf16[96,32]) -> f32[96] {
+  %param_0 = bf16[96,32]{1,0} parameter(0)
+  %convert.1 = f32[96,32]{1,0} convert(%param_0)
+  %c = f32[] constant(0)
+  ROOT %reduce.1 = f32[96]{0} reduce(%convert.1, %c), dimensions={1}, to_apply=%region_add
+}
+
+ENTRY %main.1 (x: bf16[96,64], w: bf16[32,64], v: bf16[32,48]) -> f32[96] {
+  %x = bf16[96,64]{1,0} parameter(0)
+  %w = bf16[32,64]{1,0} parameter(1)
+  %v = bf16[32,48]{1,0} parameter(2)
+  %custom-call.7 = (bf16[96,32]{1,0}, s8[4]{0}) custom-call(%x, %w), LT_MATMUL, GEMM_1
+  %get-tuple-element.1 = bf16[96,32]{1,0} get-tuple-element(%custom-call.7), index=0
+  %custom-call.8 = (bf16[64,48]{1,0}, s8[4]{0}) custom-call(%w, %v), GEMM, GEMM_0
+  ROOT %input_reduce_fusion.12 = f32[96]{0} fusion(%get-tuple-element.1), kind=kInput, calls=%fused_reduce
+}
+"""
+_GEMM = (
+    'backend_config={"gemm_backend_config":{"dot_dimension_numbers":{"lhs_batch_dimensions":[],'
+    '"lhs_contracting_dimensions":["K"],"rhs_batch_dimensions":[],"rhs_contracting_dimensions":["K"]}}}'
+)
+GPU_HLO = (
+    GPU_HLO.replace("GEMM_1", _GEMM.replace("K", "1"))
+    .replace("GEMM_0", _GEMM.replace("K", "0"))
+    .replace("LT_MATMUL", 'custom_call_target="__cublas$lt$matmul"')
+    .replace("GEMM,", 'custom_call_target="__cublas$gemm",')
+)
+
+
+def test_gemm_calls_count_their_flops_from_the_backend_config():
+    ops = profile_step.parse_hlo(GPU_HLO)
+    call = ops["custom-call.7"]
+    assert profile_step.is_gemm_call(call) and profile_step.is_gemm_call(ops["custom-call.8"])
+    assert not profile_step.is_gemm_call(ops["input_reduce_fusion.12"])
+    assert profile_step.dims(call.shape) == (96, 32)  # the product, not the workspace
+    assert call.contracting == (1,) and ops["custom-call.8"].contracting == (0,)
+    flops = profile_step.matmul_flops(ops)
+    assert flops["custom-call.7"] == 2 * 96 * 32 * 64
+    assert flops["custom-call.8"] == 2 * 64 * 48 * 32  # contracted over w's rows (32)
+    assert flops["input_reduce_fusion.12"] == 0
+
+
+def _kernel(name, dur, op, ts, scope):
+    return {"ph": "X", "pid": 1, "tid": 2, "ts": ts, "dur": dur, "name": name,
+            "args": {"hlo_op": op, "hlo_module": "jit_train_step", "scope_range_id": scope}}  # fmt: skip
+
+
+def test_summarize_counts_a_cublas_call_once_though_it_launches_a_memset_too():
+    ops = profile_step.parse_hlo(GPU_HLO)
+    events = [
+        {"ph": "M", "name": "process_name", "pid": 1, "args": {"name": "/device:GPU:0"}},
+        {"ph": "M", "name": "thread_name", "pid": 1, "tid": 2, "args": {"name": "Stream #14(Compute)"}},
+    ]
+    for step in range(2):  # per step: the call's memset and product (one scope), then the reduction
+        t = 1000.0 * step
+        events += [
+            _kernel("Memset 3", 1.0, "custom-call.7", t, f"s{step}a"),
+            _kernel("nvjet_sm90_tst_128x160", 99.0, "custom-call.7", t + 1, f"s{step}a"),
+            _kernel("input_reduce_fusion_12", 20.0, "input_reduce_fusion.12", t + 100, f"s{step}b"),
+        ]
+    summary = profile_step.summarize(events, ops, steps=2, module_hint="train_step")
+    rows = {row["op"]: row for row in summary["ops"]}
+    assert rows["custom-call.7"]["runs_per_step"] == 1 and rows["custom-call.7"]["ms_per_step"] == 0.1
+    kinds = {row["kind"]: row for row in summary["kinds"]}
+    assert kinds["matmul"]["gflop_per_step"] == pytest.approx(2 * 96 * 32 * 64 / 1e9)
+    assert kinds["reduction"]["ms_per_step"] == pytest.approx(0.02)
+
+
+def test_summarize_gives_command_buffer_kernels_their_ops_back():
+    """With command buffers (CUDA graphs) every kernel's hlo_op names the buffer; the kernel's name is its
+    op's with "_" for the last "." and cuBLAS kernels name no op: they become one row with the FLOPs of
+    the program's gemm calls, once per step."""
+    ops = profile_step.parse_hlo(GPU_HLO)
+    events = [
+        {"ph": "M", "name": "process_name", "pid": 1, "args": {"name": "/device:GPU:0"}},
+        {"ph": "M", "name": "thread_name", "pid": 1, "tid": 2, "args": {"name": "Stream #14(Compute)"}},
+    ]
+    for step in range(3):  # one buffer run per step: both products' kernels and the reduction
+        t, scope = 1000.0 * step, f"buffer{step}"
+        events += [
+            _kernel("nvjet_sm90_tst_128x160", 60.0, "command_buffer_1", t, scope),
+            _kernel("sm90_xmma_gemm_bf16", 40.0, "command_buffer_1", t + 60, scope),
+            _kernel("input_reduce_fusion_12", 30.0, "command_buffer_1", t + 100, scope),
+        ]
+    summary = profile_step.summarize(events, ops, steps=3, module_hint="train_step")
+    rows = {row["op"]: row for row in summary["ops"]}
+    assert set(rows) == {profile_step.LIBRARY_PRODUCTS, "input_reduce_fusion.12"}
+    assert rows["input_reduce_fusion.12"]["kind"] == "reduction"
+    assert rows["input_reduce_fusion.12"]["shape"] == "f32[96]{0}"  # found in the program
+    products = rows[profile_step.LIBRARY_PRODUCTS]
+    assert products["kind"] == "matmul" and products["ms_per_step"] == pytest.approx(0.1)
+    kinds = {row["kind"]: row for row in summary["kinds"]}
+    expected = (2 * 96 * 32 * 64 + 2 * 64 * 48 * 32) / 1e9
+    assert kinds["matmul"]["gflop_per_step"] == pytest.approx(expected)
+    assert summary["op_ms_per_step"] == pytest.approx(0.13)
