@@ -59,6 +59,10 @@
 #                  the twin bf16 autocast (on the 2-core CPU the ratio fell from 0.99x at T=196 to 0.81x)
 #   autotune_off   B=32: ours bf16 with XLA_FLAGS=--xla_gpu_autotune_level=0 (no autotuning at all)
 #   torch_compile  B=32: the twin bf16 under torch.compile, if time is left
+#   variants       B=$BIG_BATCH, 2 layers (a quarter of the compile): the spellings chosen for XLA:CPU
+#                  against the earlier, plainer ones on the card (benchmarks/bench_variants.py: paired
+#                  rounds, each checked to compute the same step): the learned positions' gradient, the
+#                  query softmax's VJP, LayerNorm statistics in one pass
 set -u
 OUT=${OUT:-/tmp/gpu_check}
 PYTHON=${PYTHON:-python}
@@ -66,7 +70,7 @@ BUDGET_S=${BUDGET_S:-540}
 BIG_BATCH=${BIG_BATCH:-256}
 read -r -a MODEL <<< "${MODEL_ARGS:-}"
 read -r -a BENCH <<< "${BENCH_ARGS:-}"
-CASES=${CASES:-train_step,big_batch,profile,pipelined,compile_flags,fp32,products,sampling,geometric,beat_window,autotune_off,torch_compile}
+CASES=${CASES:-train_step,big_batch,profile,pipelined,compile_flags,fp32,products,sampling,geometric,beat_window,autotune_off,torch_compile,variants}
 mkdir -p "$OUT"
 cd "$(dirname "$0")/.." || exit 1
 export PYTHONWARNINGS=ignore PYTHONUNBUFFERED=1
@@ -149,11 +153,15 @@ for case in ${CASES//,/ }; do
       run sampling 230 120 benchmarks/bench_sampling.py --features 264 \
         --cases ddpm:4x60,ddpm:32x196,ddim:4x60,ddim:32x196 --impls jax-bf16,jax-bf16-stepwise,torch-bf16 \
         --repeats 1 --warmup 1 "${MODEL[@]}" ;;
+    variants)
+      run variants 280 180 benchmarks/bench_variants.py --features 264 --frames 196 --batch "$BIG_BATCH" \
+        --dtype bfloat16 --rounds 5 --variants current,positions=autodiff,softmax=autodiff,standardize=twopass \
+        "${MODEL[@]}" --layers 2 ;;
     torch_compile)
       run torch_compile 150 90 "${train[@]}" --batch 32 --geometric off --impls torch-compile-bf16 \
         --repeats 10 --warmup 3 ;;
     *) echo "unknown case $case (known: train_step big_batch profile pipelined compile_flags fp32 products sampling" \
-      "geometric beat_window autotune_off torch_compile)" ;;
+      "geometric beat_window autotune_off torch_compile variants)" ;;
   esac
 done
 

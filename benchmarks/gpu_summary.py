@@ -17,7 +17,7 @@ GOAL_MFU = 0.40  # at the large batch
 TWIN_AMP = "speedup_vs_torch-bf16"
 CASES = (  # gpu_check.sh's benchmark cases with rows (the profile is read on its own)
     "train_step", "big_batch", "pipelined", "compile_flags", "fp32", "geometric", "beat_window", "sampling",
-    "autotune_off", "torch_compile", "products",
+    "autotune_off", "torch_compile", "products", "variants",
 )  # fmt: skip
 
 
@@ -253,6 +253,23 @@ def main(argv: list[str]) -> int:
                 if row:
                     steps[framework] = row["median_s"]
         products_table(record, steps)
+    if records["variants"]:
+        record = records["variants"]
+        args = record["args"]
+        print(
+            f"\nvariants: B={args['batch']} {args['dtype']}, {args['layers']} layers, median of "
+            f"{args['rounds']} paired rounds"
+        )
+        base = record["rows"][0]
+        print(
+            f"  {'variant':<22}{'s/step':>9}{'vs ' + base['variant']:>14}{'max |dparam|':>14}"
+            f"{'compile s':>10}"
+        )
+        for row in record["rows"]:
+            print(
+                f"  {row['variant']:<22}{row['median_s']:>9.4f}{base['median_s'] / row['median_s']:>13.3f}x"
+                f"{fmt(row.get('max_param_difference'), '.3g'):>14}{fmt(row.get('compile_s'), '.1f'):>10}"
+            )
     profile = load(folder, "profile", "complete")
     if profile:
         profile_table(profile)

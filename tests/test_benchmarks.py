@@ -314,7 +314,8 @@ def test_gpu_check_runs_its_cases_and_summarises_them(tmp_path):
         "PYTHON": sys.executable,
         "BUDGET_S": "500",
         "BIG_BATCH": "4",
-        "CASES": "train_step,big_batch,profile,pipelined,compile_flags,fp32,products,geometric,beat_window",
+        "CASES": "train_step,big_batch,profile,pipelined,compile_flags,fp32,products,geometric,beat_window,"
+        "variants",
         "MODEL_ARGS": " ".join(TINY),
         "BENCH_ARGS": "--matmul-size 64",
         "BUNDLE_DIR": str(tmp_path / "bundle"),
@@ -334,6 +335,7 @@ def test_gpu_check_runs_its_cases_and_summarises_them(tmp_path):
         "products",
         "geometric",
         "beat_window",
+        "variants",
     ):
         assert f"{case}: exit 0" in summary, summary
     beat = json.loads((out / "beat_window.json").read_text())
@@ -348,6 +350,14 @@ def test_gpu_check_runs_its_cases_and_summarises_them(tmp_path):
     pipelined = json.loads((out / "pipelined.json").read_text())
     assert pipelined["args"]["pipeline"] == 8 and pipelined["args"]["batch"] == 4
     assert all(row["steps_per_call"] == 8 for row in pipelined["rows"])
+    variants = json.loads((out / "variants.json").read_text())
+    assert [row["variant"] for row in variants["rows"]] == [
+        "current",
+        "positions=autodiff",
+        "softmax=autodiff",
+        "standardize=twopass",
+    ]
+    assert variants["args"]["layers"] == 2 and variants["args"]["batch"] == 4
     fp32 = json.loads((out / "fp32.json").read_text())
     assert {row["impl"] for row in fp32["rows"]} == {"jax-fp32", "torch-fp32", "torch-bf16"}
     # The flag reaches that case alone, added to the caller's XLA_FLAGS.
@@ -358,6 +368,7 @@ def test_gpu_check_runs_its_cases_and_summarises_them(tmp_path):
     assert "ours bf16 vs twin bf16 autocast" in report and "MFU ours bf16" in report
     assert "BEAT's training window" in report and "float32 (TF32 products)" in report
     assert "ours bf16 with the flag / without (train_step)" in report
+    assert "variants: B=4 bfloat16, 2 layers" in report
     assert (
         "pipelined: 8 steps per timed call" in report
         and "waited for each step (big_batch) / pipelined" in report
