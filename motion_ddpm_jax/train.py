@@ -799,7 +799,15 @@ def run(config, workdir: str | os.PathLike, log=print) -> dict[str, Any]:
                 return {"steps": steps, "stopped_at": step, "final_metrics": pending, "workdir": str(workdir)}
             batch = pipeline.shard_for_devices(source.batch(step), devices)
             batch = {k: batch[k] for k in ("motion", "mask", "tokens", "text_mask")}
+            if step == first:  # the call returns once the step is compiled; it runs asynchronously
+                log(
+                    f"preparing the train step for {devices} {jax.default_backend()} device(s): compiled "
+                    "(minutes on a GPU) or loaded from the compilation cache"
+                )
+                started = time.perf_counter()
             replicated, metrics = p_step(replicated, batch, base_rng)
+            if step == first:
+                log(f"train step ready in {time.perf_counter() - started:.1f} s")
             done = step + 1
             if done % config.train.log_every == 0 or done == steps:
                 pending = first_replica(metrics)

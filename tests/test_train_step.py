@@ -166,6 +166,7 @@ def test_demo_trains_through_launch_writes_a_checkpoint_and_resumes(tmp_path):
         4,
     ]
 
+    assert "train step ready in" in first.stdout + first.stderr  # its compile time, logged once
     second = launch(6)
     assert second.returncode == 0, second.stderr[-4000:]
     assert "resumed from" in second.stdout + second.stderr
