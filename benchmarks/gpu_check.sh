@@ -26,9 +26,9 @@
 # Compiling one train step took XLA:GPU 104.6 s on an H100 machine (jax 0.11.2, 2026-11-28; 43 s on
 # 2026-11-26 with the code of that date) and 85 s at B=32, 174 s at B=256 on an H200 (2026-12-04), so every
 # case that compiles a new step is given ~230-280 s and the default budget fits the first four cases
-# (train_step, big_batch, profile and pipelined: about 400 s on that H200). A second call can run the
-# rest, e.g. CASES=compile_flags,fp32 BUDGET_S=400. The cases, most important first. Each has its own time limit;
-# a case runs with the smaller of its limit and what is left of the budget, and is skipped when that is
+# (train_step, big_batch, profile and pipelined: about 400 s by that H200's times, pipelined's estimated).
+# A second call can run the rest, e.g. CASES=compile_flags,fp32 BUDGET_S=400. The cases, most important
+# first. Each has its own time limit; a case runs with the smaller of its limit and what is left of the budget, and is skipped when that is
 # below its minimum (124 = cut at the limit):
 #   train_step     B=32 T=196 D=264: ours jax-bf16 vs the twin torch-bf16 (autocast) + torch-fp32, 10
 #                  interleaved repeats after 3 warm-up steps, with the matmul floor

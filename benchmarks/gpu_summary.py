@@ -129,6 +129,19 @@ def row_of(record: dict | None, impl: str, geometric: bool = False) -> dict | No
     return None
 
 
+def large_batch_goals(record: dict) -> dict | None:
+    """Print ours bf16 against both goals (the twin's AMP step, MFU); returns our row (None if absent)."""
+    ours, twin = row_of(record, "jax-bf16"), row_of(record, "torch-bf16")
+    if ours:
+        print(f"  ours bf16 vs twin bf16 autocast: {verdict(ours.get(TWIN_AMP), GOAL_SPEEDUP)}")
+        print(
+            f"  MFU ours bf16 {fmt(ours.get('mfu'), '.1f', 100)}% "
+            f"({verdict(ours.get('mfu'), GOAL_MFU)}); "
+            f"twin {fmt((twin or {}).get('mfu'), '.1f', 100)}%; reference {ours.get('mfu_reference')}"
+        )
+    return ours
+
+
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
         print(__doc__)
@@ -162,26 +175,13 @@ def main(argv: list[str]) -> int:
             print(f"  ours bf16 vs twin bf16 autocast: {verdict(ours.get(TWIN_AMP), GOAL_SPEEDUP)}")
     if records["big_batch"]:
         train_table(records["big_batch"], "big batch")
-        ours, twin = row_of(records["big_batch"], "jax-bf16"), row_of(records["big_batch"], "torch-bf16")
-        if ours:
-            print(f"  ours bf16 vs twin bf16 autocast: {verdict(ours.get(TWIN_AMP), GOAL_SPEEDUP)}")
-            print(
-                f"  MFU ours bf16 {fmt(ours.get('mfu'), '.1f', 100)}% "
-                f"({verdict(ours.get('mfu'), GOAL_MFU)}); "
-                f"twin {fmt((twin or {}).get('mfu'), '.1f', 100)}%; reference {ours.get('mfu_reference')}"
-            )
+        large_batch_goals(records["big_batch"])
     if records["pipelined"]:
         record = records["pipelined"]
         steps = record["args"].get("pipeline", 1)
         train_table(record, f"pipelined: {steps} steps per timed call, waited for once (as launch.py)")
-        ours, twin = row_of(record, "jax-bf16"), row_of(record, "torch-bf16")
+        ours = large_batch_goals(record)
         waited = row_of(records["big_batch"], "jax-bf16") if records["big_batch"] else None
-        if ours:
-            print(f"  ours bf16 vs twin bf16 autocast: {verdict(ours.get(TWIN_AMP), GOAL_SPEEDUP)}")
-            print(
-                f"  MFU ours bf16 {fmt(ours.get('mfu'), '.1f', 100)}% "
-                f"({verdict(ours.get('mfu'), GOAL_MFU)}); twin {fmt((twin or {}).get('mfu'), '.1f', 100)}%"
-            )
         if ours and waited and waited["features"] == ours["features"]:
             print(
                 f"  ours bf16 per step, waited for each step (big_batch) / pipelined: "
