@@ -139,11 +139,15 @@ class OurStep:
             model, config, self.schedule, self.lr, self.optimizer, self.ema, empty, geometry, axis_name=None
         )
 
-    def compile(self, dtype: str, geometric: bool):
-        """(compiled step, compile seconds, XLA's FLOP count or None)."""
+    def compile(self, dtype: str, geometric: bool, compiler_options: dict | None = None):
+        """(compiled step, compile seconds, XLA's FLOP count or None); `compiler_options`: XLA options for
+        this compilation alone (as XLA_FLAGS names them, without the dashes)."""
         step = self.step_function(dtype, geometric)
         start = time.perf_counter()
-        compiled = jax.jit(step, donate_argnums=0).lower(self.state, self.batch, self.rng).compile()
+        lowered = jax.jit(step, donate_argnums=0).lower(self.state, self.batch, self.rng)
+        compiled = (
+            lowered.compile(compiler_options=compiler_options) if compiler_options else lowered.compile()
+        )
         return compiled, time.perf_counter() - start, common.xla_flops(compiled)
 
     def runner(self, compiled, steps: int = 1):

@@ -57,6 +57,22 @@ Dense layer's input for its bf16 kernel gradient on the CPU; they change nothing
                       gradient, made in the forward pass (session 17's try, not kept; train step only)
   residual=transposed-barrier  the same, the copy tied to the product's value by an optimization
                       barrier, so that it is made while the input is fresh (not kept either)
+  attention=tokens-major  the linear attention's context and read with no transpose spelled out: the
+                      softmaxes in the projections' own [B, S, heads, H] layout, the per-head products as
+                      einsums over those views, differentiated by autodiff (a candidate for the GPU, where
+                      the heads-first spelling left XLA fusions that read the queries transposed, at
+                      ~0.8-1.2 TB/s: benchmarks/RESULTS.md, H200 bytes per op)
+  standardize=saved-statistics  LayerNorm's standardization differentiated by a written-out backward
+                      pass from statistics saved in the forward one (mean, 1/std per row): two row
+                      reductions in the backward pass, where autodiff of the two-pass form recomputes the
+                      statistics beside them (on the H200 the fusion holding two LayerNorms' backward
+                      passes ran at ~1.3 TB/s; a candidate for the GPU)
+  xla:NAME=VALUE[+NAME=VALUE...]  the current step compiled with these XLA options (as XLA_FLAGS names
+                      them, without the dashes; `jax.jit(...).lower(...).compile(compiler_options=...)`),
+                      so several settings are timed in one process, e.g.
+                      `xla:xla_disable_hlo_passes=triton-softmax-rewriter`. An option this XLA does not
+                      know fails that variant alone: it is reported ("did not compile", `failed` in the
+                      JSON) and the others are timed (the first variant must compile). Train step only.
 """
 
 from __future__ import annotations
@@ -137,6 +153,37 @@ def _context_heads_first(k, v, key_mask, num_heads, dtype):
     return context.astype(dtype)
 
 
+def _context_tokens_major(k, v, key_mask, num_heads, dtype):
+    """`model.linear_attention_context` with no transpose spelled out: the key softmax in k's layout
+    [B, S, C], then one einsum over the [B, S, heads, H] views (XLA places the heads where its product
+    wants them)."""
+    keep = key_mask[:, :, None]
+    k = k.astype(jnp.float32)
+    peak = jax.lax.stop_gradient(jnp.max(jnp.where(keep, k, -jnp.inf), axis=1, keepdims=True))
+    weight = jnp.exp(jnp.where(keep, k - peak, -jnp.inf))
+    total = jnp.sum(weight, axis=1)
+    weight = model_lib._split_heads(weight.astype(dtype), num_heads)
+    context = jnp.einsum("bshd,bshe->bhde", weight, model_lib._split_heads(v.astype(dtype), num_heads))
+    total = total.reshape(total.shape[0], num_heads, -1)
+    return (context.astype(jnp.float32) / jnp.where(total > 0, total, 1.0)[..., None]).astype(dtype)
+
+
+def _read_tokens_major(q, context, num_heads):
+    """`model.linear_attention_read` with no transpose spelled out, differentiated by autodiff: the
+    queries' softmax over each head's features in q's own layout [B, T, heads, H] (a reduction over the
+    minor axis), then one einsum with the context."""
+    weights = model_lib.softmax_features(model_lib._split_heads(q, num_heads).astype(jnp.float32))
+    out = jnp.einsum("bthd,bhde->bthe", weights.astype(q.dtype), context.astype(q.dtype))
+    return out.reshape(*q.shape)
+
+
+@contextlib.contextmanager
+def _tokens_major():
+    with _replaced("linear_attention_context", _context_tokens_major):
+        with _replaced("linear_attention_read", _read_tokens_major):
+            yield
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def _matmul_batch_axes(a, b, out_dtype):
     """`model.low_precision_matmul` as it was spelled before session 10: the products over the stacks'
@@ -215,6 +262,29 @@ def _optax_spelled():
 _standardize_fused = jax.custom_vjp(model_lib._standardize.fun, nondiff_argnums=(1,))
 _standardize_fused.defvjp(*model_lib._differentiated_as(model_lib._standardize_two_pass))
 
+_standardize_saved_statistics = jax.custom_vjp(model_lib._standardize_two_pass, nondiff_argnums=(1,))
+
+
+def _standardize_saved_forward(x, epsilon):
+    """The two-pass statistics, kept for the backward pass (mean and 1/std: [..., 1] each)."""
+    x32 = x.astype(jnp.float32)
+    mean = jnp.mean(x32, axis=-1, keepdims=True)
+    rstd = jax.lax.rsqrt(jnp.mean(jnp.square(x32 - mean), axis=-1, keepdims=True) + epsilon)
+    return (x32 - mean) * rstd, (x, mean, rstd)
+
+
+def _standardize_saved_backward(epsilon, residuals, cotangent):
+    """d/dx of z = (x - mean) / std: (g - mean(g) - z mean(g z)) / std, z recomputed from the saved
+    statistics (two row reductions, where autodiff of the two-pass form recomputes the statistics too)."""
+    x, mean, rstd = residuals
+    z = (x.astype(jnp.float32) - mean) * rstd
+    g = cotangent.astype(jnp.float32)
+    dx = rstd * (g - jnp.mean(g, axis=-1, keepdims=True) - z * jnp.mean(g * z, axis=-1, keepdims=True))
+    return (dx.astype(x.dtype),)
+
+
+_standardize_saved_statistics.defvjp(_standardize_saved_forward, _standardize_saved_backward)
+
 VARIANTS = {
     "current": contextlib.nullcontext,
     "transpose=fold": lambda: _replaced("_rows_last", lambda x: jnp.swapaxes(x, -1, -2)),
@@ -234,7 +304,39 @@ VARIANTS = {
     "positions=autodiff": lambda: _replaced("add_positions", lambda x, positions: x + positions),
     "residual=transposed": lambda: _replaced("low_precision_affine", _affine_saving_transpose(False)),
     "residual=transposed-barrier": lambda: _replaced("low_precision_affine", _affine_saving_transpose(True)),
+    "attention=tokens-major": _tokens_major,
+    "standardize=saved-statistics": lambda: _replaced("_standardize", _standardize_saved_statistics),
 }
+XLA_PREFIX = "xla:"
+
+
+def compiler_options(name: str) -> dict:
+    """The XLA options of a variant named "xla:NAME=VALUE[+NAME=VALUE...]" (as XLA_FLAGS names them, without
+    the dashes; VALUE true/false, an integer, a number or a string), {} for any other variant."""
+    if not name.startswith(XLA_PREFIX):
+        return {}
+    options = {}
+    for item in name[len(XLA_PREFIX) :].split("+"):
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"variant {name!r}: expected xla:NAME=VALUE[+NAME=VALUE...], got {item!r}")
+        value: object = text
+        if text.lower() in ("true", "false"):
+            value = text.lower() == "true"
+        else:
+            for kind in (int, float):
+                try:
+                    value = kind(text)
+                    break
+                except ValueError:
+                    pass
+        options[key.strip()] = value
+    return options
+
+
+def variant_context(name: str):
+    """The swap of a spelling variant (VARIANTS), none for an `xla:` one (its options go to the compiler)."""
+    return contextlib.nullcontext() if name.startswith(XLA_PREFIX) else VARIANTS[name]()
 
 
 def parse_args(argv=None):
@@ -254,9 +356,18 @@ def parse_args(argv=None):
     common.add_model_flags(parser)
     args = parser.parse_args(argv)
     args.variants = args.variants.split(",")
-    unknown = sorted(set(args.variants) - set(VARIANTS))
+    unknown = sorted(v for v in set(args.variants) - set(VARIANTS) if not v.startswith(XLA_PREFIX))
     if unknown:
-        parser.error(f"unknown --variants {unknown}; choose from {', '.join(VARIANTS)}")
+        parser.error(
+            f"unknown --variants {unknown}; choose from {', '.join(VARIANTS)}, or {XLA_PREFIX}NAME=VALUE"
+        )
+    for name in args.variants:
+        try:
+            options = compiler_options(name)
+        except ValueError as error:
+            parser.error(f"--variants: {error}")
+        if options and args.sampler_steps:
+            parser.error(f"--variants {name}: XLA options are for the train step, not --sampler-steps")
     if len(set(args.variants)) != len(args.variants) or args.rounds < 1:
         parser.error("--variants must not repeat a name, and --rounds must be at least 1")
     return args
@@ -269,9 +380,16 @@ def _train_step_variants(args):
     initial = jax.tree.map(jnp.copy, step.state)
     runs, compile_s, checks = {}, {}, {}
     for name in args.variants:
-        with VARIANTS[name]():
+        with variant_context(name):
             step.optimizer = train.make_optimizer(step.config.optim, step.lr)  # a variant may respell it
-            compiled, compile_s[name], _ = step.compile(args.dtype, geometric=False)
+            try:
+                compiled, compile_s[name], _ = step.compile(args.dtype, False, compiler_options(name))
+            except Exception as error:  # noqa: BLE001 - e.g. an XLA option this jax does not know
+                if name == args.variants[0]:
+                    raise
+                args.failed[name] = f"{type(error).__name__}: {str(error).splitlines()[0][:300]}"
+                print(f"[{time.strftime('%H:%M:%S')}] {name}: FAILED, {args.failed[name]}", file=sys.stderr)
+                continue
         state, _ = compiled(jax.tree.map(jnp.copy, initial), step.batch, step.rng)
         state, metrics = compiled(state, step.batch, step.rng)
         checks[name] = (jax.tree.map(np.asarray, state.params), float(metrics["grad_norm"]))
@@ -311,7 +429,7 @@ def _sampler_variants(args):
     x_T, tokens, text_mask, mask = (jnp.asarray(a) for a in inputs)
     runs, compile_s, checks = {}, {}, {}
     for name in args.variants:
-        with VARIANTS[name]():
+        with variant_context(name):
             ours = bench_sampling.Ours(args, args.features, params, args.dtype)
             runs[name], compile_s[name] = ours.compile("ddpm", schedule, args.sampler_steps, inputs)
 
@@ -335,18 +453,20 @@ def _sampler_checks(checks, first):
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    args.failed = {}  # variant -> why it did not compile (the first variant must)
     sampler = args.sampler_steps > 0
     runs, compile_s, checks = (_sampler_variants if sampler else _train_step_variants)(args)
     first = args.variants[0]
-    seconds = {name: [] for name in args.variants}
+    timed = [name for name in args.variants if name in runs]
+    seconds = {name: [] for name in timed}
     for r in range(args.rounds):
-        for name in args.variants[r % len(args.variants) :] + args.variants[: r % len(args.variants)]:
+        for name in timed[r % len(timed) :] + timed[: r % len(timed)]:
             start = time.perf_counter()
             runs[name]()
             seconds[name].append(time.perf_counter() - start)
     differences = dict((_sampler_checks if sampler else _train_step_checks)(checks, first))
     rows = []
-    for name in args.variants:
+    for name in timed:
         row = {"variant": name, "median_s": statistics.median(seconds[name]), "seconds": seconds[name]}
         rows.append({**row, "compile_s": compile_s[name], **differences[name]})
     base = rows[0]["median_s"]
@@ -359,7 +479,8 @@ def main(argv=None) -> None:
     )
     unit, per = ("ms/step", 1e3 / args.sampler_steps) if sampler else ("s/step", 1.0)
     check_header = f"{'max |dout|':>14}" if sampler else f"{'max |dparam|':>14}{'d grad_norm':>13}"
-    print(f"{'variant':<20}{unit:>9}{'vs ' + first:>22}{check_header}  rounds (s)")
+    width = max(20, *(len(name) + 1 for name in args.variants))
+    print(f"{'variant':<{width}}{unit:>9}{'vs ' + first:>22}{check_header}  rounds (s)")
     for row in rows:
         rounds = " ".join(f"{s:.2f}" for s in row["seconds"])
         if sampler:
@@ -367,11 +488,12 @@ def main(argv=None) -> None:
         else:
             check = f"{row['max_param_difference']:>14.3g}{row['grad_norm_relative_difference']:>13.2g}"
         speed = f"{row['median_s'] * per:>9.3f}{base / row['median_s']:>21.3f}x"
-        print(f"{row['variant']:<20}{speed}{check}  {rounds}")
+        print(f"{row['variant']:<{width}}{speed}{check}  {rounds}")
+    for name, why in args.failed.items():
+        print(f"{name:<{width}}  did not compile: {why}")
     args_record = {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()}
-    common.write_json(
-        args.json, {"benchmark": "bench_variants", "machine": machine, "args": args_record, "rows": rows}
-    )
+    record = {"benchmark": "bench_variants", "machine": machine, "args": args_record, "rows": rows}
+    common.write_json(args.json, record | {"failed": args.failed})
 
 
 if __name__ == "__main__":

@@ -59,15 +59,24 @@
 #                  the twin bf16 autocast (on the 2-core CPU the ratio fell from 0.99x at T=196 to 0.81x)
 #   autotune_off   B=32: ours bf16 with XLA_FLAGS=--xla_gpu_autotune_level=0 (no autotuning at all)
 #   torch_compile  B=32: the twin bf16 under torch.compile, if time is left
-#   variants       B=$BIG_BATCH, 2 layers (a quarter of the compile): the spellings chosen for XLA:CPU
-#                  against the earlier, plainer ones on the card (benchmarks/bench_variants.py: paired
-#                  rounds, each checked to compute the same step): the learned positions' gradient, the
-#                  query softmax's VJP, LayerNorm statistics in one pass
+#   variants       B=$BIG_BATCH, 2 layers (fewer products to autotune): spellings and XLA options aimed at
+#                  the memory-bound fusions that ran far below the card's bandwidth in the H200's B=256
+#                  profile (benchmarks/bench_variants.py: paired rounds, each checked to compute the same
+#                  step; benchmarks/RESULTS.md, "read for bytes"). $GPU_VARIANTS, by default: current;
+#                  attention=tokens-major (the linear attention with no transposes spelled out: the query
+#                  softmaxes, fused with the move of the heads, ran at 0.8-1.2 TB/s);
+#                  standardize=saved-statistics (LayerNorm's backward pass from saved statistics: the
+#                  fusion of two LayerNorm backward passes ran at 1.3 TB/s);
+#                  xla:xla_disable_hlo_passes=triton-softmax-rewriter (those slow fusions are all Triton
+#                  block-level ones, made by that pass: XLA's own reduction emitters instead). An option
+#                  this jax's XLA does not know is reported and skipped. The CPU-chosen spellings can be
+#                  timed the same way: GPU_VARIANTS=current,positions=autodiff,softmax=autodiff,standardize=twopass
 set -u
 OUT=${OUT:-/tmp/gpu_check}
 PYTHON=${PYTHON:-python}
 BUDGET_S=${BUDGET_S:-540}
 BIG_BATCH=${BIG_BATCH:-256}
+GPU_VARIANTS=${GPU_VARIANTS:-current,attention=tokens-major,standardize=saved-statistics,xla:xla_disable_hlo_passes=triton-softmax-rewriter}
 read -r -a MODEL <<< "${MODEL_ARGS:-}"
 read -r -a BENCH <<< "${BENCH_ARGS:-}"
 CASES=${CASES:-train_step,big_batch,profile,pipelined,compile_flags,fp32,products,sampling,geometric,beat_window,autotune_off,torch_compile,variants}
@@ -154,9 +163,8 @@ for case in ${CASES//,/ }; do
         --cases ddpm:4x60,ddpm:32x196,ddim:4x60,ddim:32x196 --impls jax-bf16,jax-bf16-stepwise,torch-bf16 \
         --repeats 1 --warmup 1 "${MODEL[@]}" ;;
     variants)
-      run variants 280 180 benchmarks/bench_variants.py --features 264 --frames 196 --batch "$BIG_BATCH" \
-        --dtype bfloat16 --rounds 5 --variants current,positions=autodiff,softmax=autodiff,standardize=twopass \
-        "${MODEL[@]}" --layers 2 ;;
+      run variants 340 200 benchmarks/bench_variants.py --features 264 --frames 196 --batch "$BIG_BATCH" \
+        --dtype bfloat16 --rounds 5 --variants "$GPU_VARIANTS" "${MODEL[@]}" --layers 2 ;;
     torch_compile)
       run torch_compile 150 90 "${train[@]}" --batch 32 --geometric off --impls torch-compile-bf16 \
         --repeats 10 --warmup 3 ;;

@@ -261,15 +261,19 @@ def main(argv: list[str]) -> int:
             f"{args['rounds']} paired rounds"
         )
         base = record["rows"][0]
+        width = max(22, *(len(row["variant"]) + 2 for row in record["rows"]))
         print(
-            f"  {'variant':<22}{'s/step':>9}{'vs ' + base['variant']:>14}{'max |dparam|':>14}"
+            f"  {'variant':<{width}}{'s/step':>9}{'vs ' + base['variant']:>14}{'max |dparam|':>14}"
             f"{'compile s':>10}"
         )
         for row in record["rows"]:
             print(
-                f"  {row['variant']:<22}{row['median_s']:>9.4f}{base['median_s'] / row['median_s']:>13.3f}x"
+                f"  {row['variant']:<{width}}{row['median_s']:>9.4f}"
+                f"{base['median_s'] / row['median_s']:>13.3f}x"
                 f"{fmt(row.get('max_param_difference'), '.3g'):>14}{fmt(row.get('compile_s'), '.1f'):>10}"
             )
+        for name, why in record.get("failed", {}).items():
+            print(f"  {name}: did not compile ({why})")
     profile = load(folder, "profile", "complete")
     if profile:
         profile_table(profile)

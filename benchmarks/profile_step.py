@@ -95,6 +95,37 @@ def dims(shape: str) -> tuple[int, ...]:
     return tuple(int(d) for d in match[1].split(",") if d)
 
 
+# Bytes per element of HLO's array types (an f8 type: 1 byte; s4/u4: half).
+_ITEM_BYTES = {
+    "pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2, "s32": 4, "u32": 4, "f32": 4,
+    "s64": 8, "u64": 8, "f64": 8, "c64": 8, "c128": 16, "s4": 0.5, "u4": 0.5,
+}  # fmt: skip
+
+
+def shape_bytes(shape: str) -> float:
+    """The bytes of every array in an HLO shape ("f32[256,196,512]{2,1,0}": 4 x 256 x 196 x 512; a tuple's
+    arrays summed; "f32[]": 4)."""
+    total = 0.0
+    for dtype, numbers in re.findall(r"\b([a-z]+\d*[a-z0-9]*)\[([\d,]*)\]", shape):
+        size = 1
+        for d in numbers.split(","):
+            size *= int(d) if d else 1
+        total += size * _ITEM_BYTES.get(dtype, 1.0 if dtype.startswith("f8") else 4.0)
+    return total
+
+
+def op_bytes(op: HloOp, ops: dict[str, HloOp]) -> float:
+    """The bytes an op's run reads and writes at most: its distinct operands' arrays and its result's.
+    An upper bound for the memory traffic of one run (a fusion may read only a slice or broadcast of an
+    operand, and an in-place update writes less than its result); the floor below which an op that reads
+    every operand and writes its result cannot go is the same count at the card's bandwidth."""
+    operands = {name for name in op.operands if name in ops}
+    # A library product's result is a tuple of the product and its scratch space, which it need not touch.
+    first = re.search(r"\w+\[[\d,]*\]", op.shape)
+    result = shape_bytes(first[0] if first and is_gemm_call(op) else op.shape)
+    return result + sum(shape_bytes(ops[name].shape) for name in operands)
+
+
 def _operand_names(rest: str) -> tuple[str, ...]:
     """The operand names of an instruction, from the text after its opcode's opening parenthesis."""
     depth, end = 1, len(rest)
@@ -382,6 +413,7 @@ def summarize(events: list[dict], ops: dict[str, HloOp], steps: int, module_hint
                 "shape": op.shape if op else "",
                 "source": short_source(op.source) if op else "",
                 "gflop": flops.get(name, 0.0) / 1e9,
+                "gbytes": op_bytes(op, ops) / 1e9 if op else 0.0,
             }
         )
     rows.sort(key=lambda row: -row["ms_per_step"])
@@ -396,6 +428,7 @@ def summarize(events: list[dict], ops: dict[str, HloOp], steps: int, module_hint
                     "share": sum(row["share"] for row in members),
                     "ops": len(members),
                     "gflop_per_step": sum(row["gflop"] * row["runs_per_step"] for row in members),
+                    "gbytes_per_step": sum(row["gbytes"] * row["runs_per_step"] for row in members),
                 }
             )
     kernels: dict[str, float] = collections.Counter()
@@ -442,34 +475,52 @@ def early_ending_dots(summary: dict, factor: float = 3.0) -> str | None:
     )
 
 
-def print_summary(summary: dict, wall_s: float, top: int) -> None:
-    op_ms, busy_ms, wall_ms = summary["op_ms_per_step"], summary["busy_ms_per_step"], wall_s * 1e3
+def print_summary(summary: dict, wall_s: float | None, top: int) -> None:
+    """The tables; `wall_s` (the step's wall time) None where unknown (`--reread` without `--wall-ms`)."""
+    op_ms, busy_ms = summary["op_ms_per_step"], summary["busy_ms_per_step"]
+    if wall_s:
+        wall_ms = wall_s * 1e3
+        times = (
+            f"wall {wall_ms:.1f} ms/step, op time {op_ms:.1f} ms/step (op time / wall "
+            f"{op_ms / wall_ms:.0%}), busy {busy_ms:.1f} ms/step (some op running: "
+            f"{busy_ms / wall_ms:.0%} of wall)"
+        )
+    else:
+        times = f"op time {op_ms:.1f} ms/step, busy {busy_ms:.1f} ms/step"
     print(
-        f"module {summary['module']}: wall {wall_ms:.1f} ms/step, op time {op_ms:.1f} ms/step "
-        f"(op time / wall {op_ms / wall_ms:.0%}), busy {busy_ms:.1f} ms/step (some op running: "
-        f"{busy_ms / wall_ms:.0%} of wall), {len(summary['ops'])} ops "
+        f"module {summary['module']}: {times}, {len(summary['ops'])} ops "
         f"({summary['matched_ops']} found in the compiled program)"
     )
-    print("\n| kind | ms/step | share of op time | ops | GFLOP/step | GFLOP/s |\n|---|---|---|---|---|---|")
+    print(
+        "\n| kind | ms/step | share of op time | ops | GFLOP/step | GFLOP/s | GB/step | GB/s |"
+        "\n|---|---|---|---|---|---|---|---|"
+    )
     for row in summary["kinds"]:
         share = f"{row['share']:.1%}" if row["kind"] != "control" else "(spans its bodies' ops; not summed)"
-        gflop = row["gflop_per_step"]
-        rate = f"{gflop / (row['ms_per_step'] / 1e3):.1f}" if gflop and row["ms_per_step"] else ""
-        print(
-            f"| {row['kind']} | {row['ms_per_step']:.2f} | {share} | {row['ops']} | {gflop:.1f} | {rate} |"
-            if gflop
-            else f"| {row['kind']} | {row['ms_per_step']:.2f} | {share} | {row['ops']} | | |"
+        seconds = row["ms_per_step"] / 1e3
+        gflop, gbytes = row["gflop_per_step"], row.get("gbytes_per_step", 0.0)
+        rate = f"{gflop:.1f} | {gflop / seconds:.1f}" if gflop and seconds else " | "
+        traffic = (
+            f"{gbytes:.2f} | {gbytes / seconds:.0f}"
+            if gbytes and seconds and row["kind"] != "control"
+            else " | "
         )
-    print(f"\n| top {top} ops | kind | ms/step | share | GFLOP/s | shape | from |")
-    print("|---|---|---|---|---|---|---|")
+        print(f"| {row['kind']} | {row['ms_per_step']:.2f} | {share} | {row['ops']} | {rate} | {traffic} |")
+    print(
+        "(GB: each op's operands and result at most, per run; GB/s: those bytes over the op's time, where "
+        "XLA's fusion is memory-bound the rate to set against the device's bandwidth)"
+    )
+    print(f"\n| top {top} ops | kind | ms/step | share | GFLOP/s | GB/s | shape | from |")
+    print("|---|---|---|---|---|---|---|---|")
     for row in summary["ops"][:top]:
         shape = row["shape"] if len(row["shape"]) <= 40 else row["shape"][:37] + "..."
         ms = row["ms_per_step"] / max(row["runs_per_step"], 1e-9)
         rate = f"{row['gflop'] / (ms / 1e3):.1f}" if row["gflop"] and ms else ""
+        traffic = f"{row.get('gbytes', 0.0) / (ms / 1e3):.0f}" if row.get("gbytes") and ms else ""
         events = f" ({row['runs_per_step']:g}x)" if row["runs_per_step"] != 1 else ""
         print(
             f"| {row['op']}{events} | {row['kind']} | {row['ms_per_step']:.3f} | {row['share']:.1%} | "
-            f"{rate} | {shape} | {row['source'][-70:]} |"
+            f"{rate} | {traffic} | {shape} | {row['source'][-70:]} |"
         )
     note = early_ending_dots(summary)
     if note:
@@ -490,17 +541,43 @@ def parse_args(argv=None):
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--trace-dir", type=Path, default=None, help="keep the raw trace here")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--reread", type=Path, default=None,
+                        help="summarise a kept --trace-dir (its trace and train_step.hlo.txt) without "
+                        "running anything; --steps: the steps it profiled")  # fmt: skip
+    parser.add_argument("--wall-ms", type=float, default=0.0, help="with --reread: the step's wall time")
     common.add_model_flags(parser)
     args = parser.parse_args(argv)
     if args.steps < 1:
         parser.error(f"--steps must be at least 1, got {args.steps}")
+    if args.reread is not None:
+        if not (args.reread / "train_step.hlo.txt").is_file():
+            parser.error(
+                f"--reread {args.reread}: no train_step.hlo.txt there (a --trace-dir of this script)"
+            )
+        return args
     if args.trace_dir is not None and args.trace_dir.exists() and any(args.trace_dir.iterdir()):
         parser.error(f"--trace-dir {args.trace_dir} is not empty: give a new or empty directory")
     return args
 
 
+def reread(args) -> None:
+    """The tables of a kept trace (`--trace-dir` of an earlier run), read again by this version."""
+    ops = parse_hlo((args.reread / "train_step.hlo.txt").read_text())
+    summary = summarize(load_trace(args.reread), ops, args.steps, module_hint="train_step")
+    program = sum(row["gflop_per_step"] for row in summary["kinds"])
+    print(f"{args.reread}: {args.steps} profiled steps; matmul work {program:.1f} GFLOP/step")
+    wall_s = args.wall_ms / 1e3 or None
+    print_summary(summary, wall_s, args.top)
+    record = {"benchmark": "profile_step", "reread": str(args.reread), "steps": args.steps,
+              "wall_median_s": wall_s, "program_gflop_per_step": program, "complete": True}  # fmt: skip
+    record.update(summary)
+    common.write_json(args.json, record)
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
+    if args.reread is not None:
+        return reread(args)
     dtype = args.dtype or ("float32" if jax.default_backend() == "cpu" else "bfloat16")
     machine = common.machine_info()
     record = {"benchmark": "profile_step", "machine": machine, "args": vars(args) | {"dtype": dtype},

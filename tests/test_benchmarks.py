@@ -154,6 +154,17 @@ def test_layer_benchmark_times_every_part(tmp_path):
     assert "layer (the three blocks)" in stdout
 
 
+def run_variants(tmp_path, variants, dtype, frames="8", *extra):
+    """bench_variants.py on the tiny model at B=2: (record, its rows by variant, stdout)."""
+    record, stdout = run_benchmark(
+        "bench_variants.py",
+        tmp_path,
+        *("--variants", ",".join(variants), "--dtype", dtype, "--batch", "2", "--frames", frames),
+        *("--features", "12", "--rounds", "1", *extra, *TINY),
+    )
+    return record, {row["variant"]: row for row in record["rows"]}, stdout
+
+
 def test_variants_benchmark_pairs_the_variants_and_checks_their_results(tmp_path):
     """Four variants that compute the same step (same bits) and the transposes' cost probe, which does
     not: the parameter check must tell them apart."""
@@ -164,13 +175,7 @@ def test_variants_benchmark_pairs_the_variants_and_checks_their_results(tmp_path
         "residual=transposed-barrier",
         "transpose=none",
     ]
-    record, stdout = run_benchmark(
-        "bench_variants.py",
-        tmp_path,
-        *("--variants", ",".join(variants), "--dtype", "bfloat16", "--batch", "2", "--frames", "8"),
-        *("--features", "12", "--rounds", "1", *TINY),
-    )
-    rows = {row["variant"]: row for row in record["rows"]}
+    record, rows, stdout = run_variants(tmp_path, variants, "bfloat16")
     assert list(rows) == variants and all(len(row["seconds"]) == 1 for row in rows.values())
     for same in variants[:-1]:  # the same function, the same bits
         assert rows[same]["max_param_difference"] == 0 == rows[same]["grad_norm_relative_difference"]
@@ -179,18 +184,77 @@ def test_variants_benchmark_pairs_the_variants_and_checks_their_results(tmp_path
     assert "vs current" in stdout
 
 
+def test_variants_benchmark_takes_gpu_spellings_and_xla_options(tmp_path):
+    """The spellings that are candidates for the GPU compute the current step to float32 rounding; an
+    `xla:` variant compiles the current step with an XLA option (a GPU one: ignored on the CPU, so the
+    same bits); one this XLA does not know is reported, and the others are still timed."""
+    variants = [
+        "current",
+        "attention=tokens-major",
+        "standardize=saved-statistics",
+        "xla:xla_gpu_dot_merger_threshold_mb=0",
+        "xla:xla_no_such_option=1",
+    ]
+    record, rows, stdout = run_variants(tmp_path, variants, "float32")
+    assert list(rows) == variants[:4]
+    for spelling in ("attention=tokens-major", "standardize=saved-statistics"):
+        assert rows[spelling]["max_param_difference"] < 1e-6
+        assert rows[spelling]["grad_norm_relative_difference"] < 1e-6
+    assert rows["xla:xla_gpu_dot_merger_threshold_mb=0"]["max_param_difference"] == 0
+    assert "No such compile option" in record["failed"]["xla:xla_no_such_option=1"]
+    assert "xla:xla_no_such_option=1" in stdout and "did not compile" in stdout
+
+
+def test_saved_statistics_standardization_has_the_float64_gradient():
+    """bench_variants' LayerNorm standardization with a written-out backward pass: its value and its
+    vector-Jacobian product against central differences of a float64 numpy standardization (rows with a
+    large mean against their spread, where a careless formula loses digits)."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    sys.path.insert(0, str(BENCHMARKS))
+    import bench_variants
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(4, 24)) * rng.uniform(0.5, 3.0, size=(4, 1)) + [[0.0], [5.0], [-20.0], [100.0]]
+    g = rng.normal(size=x.shape)
+
+    def standardize(rows):
+        centered = rows - rows.mean(axis=-1, keepdims=True)
+        return centered / np.sqrt((centered**2).mean(axis=-1, keepdims=True) + 1e-5)
+
+    h = 1e-6
+    expected = np.zeros_like(x)
+    for index in np.ndindex(*x.shape):
+        step = np.zeros_like(x)
+        step[index] = h
+        expected[index] = np.sum(g * (standardize(x + step) - standardize(x - step))) / (2 * h)
+    value, vjp = jax.vjp(bench_variants._standardize_saved_statistics, jnp.asarray(x, jnp.float32))
+    (grad,) = vjp(jnp.asarray(g, jnp.float32))
+    np.testing.assert_allclose(np.asarray(value), standardize(x), atol=2e-5)
+    np.testing.assert_allclose(np.asarray(grad), expected, atol=1e-5 * np.abs(expected).max())
+
+
+def test_variants_benchmark_parses_xla_options():
+    sys.path.insert(0, str(BENCHMARKS))
+    import bench_variants
+
+    parsed = bench_variants.compiler_options("xla:a_flag=false+b_flag=32+c_flag=0.5+d_flag=name")
+    assert parsed == {"a_flag": False, "b_flag": 32, "c_flag": 0.5, "d_flag": "name"}
+    assert bench_variants.compiler_options("current") == {}
+    with pytest.raises(ValueError, match="NAME=VALUE"):
+        bench_variants.compiler_options("xla:no_value")
+    with pytest.raises(SystemExit):
+        bench_variants.parse_args(["--variants", "current,xla:a=1", "--sampler-steps", "3"])
+
+
 def test_variants_benchmark_times_the_sampler_and_compares_a_denoiser_output(tmp_path):
     """--sampler-steps: the evaluated spellings of the model give the same denoiser output to float32
     rounding, and the check sees the rounding of the two-pass statistics (not a constant 0). 2 x 512
     frames: enough query rows for the read's evaluated spelling to differ from the heads-first one."""
     variants = ["current", "standardize=twopass", "read=heads-first", "context=heads-first"]
-    record, stdout = run_benchmark(
-        "bench_variants.py",
-        tmp_path,
-        *("--variants", ",".join(variants), "--dtype", "float32", "--batch", "2", "--frames", "512"),
-        *("--features", "12", "--rounds", "1", "--sampler-steps", "3", *TINY),
-    )
-    rows = {row["variant"]: row for row in record["rows"]}
+    record, rows, stdout = run_variants(tmp_path, variants, "float32", "512", "--sampler-steps", "3")
     assert list(rows) == variants and all(len(row["seconds"]) == 1 for row in rows.values())
     assert rows["current"]["max_output_relative_difference"] == 0
     assert 0 < rows["standardize=twopass"]["max_output_relative_difference"] < 1e-5
@@ -353,9 +417,9 @@ def test_gpu_check_runs_its_cases_and_summarises_them(tmp_path):
     variants = json.loads((out / "variants.json").read_text())
     assert [row["variant"] for row in variants["rows"]] == [
         "current",
-        "positions=autodiff",
-        "softmax=autodiff",
-        "standardize=twopass",
+        "attention=tokens-major",
+        "standardize=saved-statistics",
+        "xla:xla_disable_hlo_passes=triton-softmax-rewriter",
     ]
     assert variants["args"]["layers"] == 2 and variants["args"]["batch"] == 4
     fp32 = json.loads((out / "fp32.json").read_text())

@@ -318,3 +318,97 @@ def test_summarize_gives_command_buffer_kernels_their_ops_back():
     expected = (2 * 96 * 32 * 64 + 2 * 64 * 48 * 32) / 1e9
     assert kinds["matmul"]["gflop_per_step"] == pytest.approx(expected)
     assert summary["op_ms_per_step"] == pytest.approx(0.13)
+
+
+def test_shape_bytes_count_every_array_of_a_shape():
+    assert profile_step.shape_bytes("f32[256,196,512]{2,1,0}") == 4 * 256 * 196 * 512
+    assert profile_step.shape_bytes("bf16[8,3]{1,0}") == 2 * 24
+    assert profile_step.shape_bytes("(bf16[96,32]{1,0}, s8[4]{0}, f32[])") == 2 * 96 * 32 + 4 + 4
+    assert profile_step.shape_bytes("pred[10]{0}") == 10 and profile_step.shape_bytes("s4[6]{0}") == 3
+
+
+def test_op_bytes_are_the_distinct_operands_and_the_result():
+    ops = profile_step.parse_hlo(GPU_HLO)
+    # the reduction reads its bf16 [96, 32] operand and writes f32 [96]
+    assert profile_step.op_bytes(ops["input_reduce_fusion.12"], ops) == 2 * 96 * 32 + 4 * 96
+    # a cuBLAS call: its operands and its product, not its scratch space (the s8 tuple element)
+    assert profile_step.op_bytes(ops["custom-call.7"], ops) == 2 * (96 * 64 + 32 * 64 + 96 * 32)
+    cpu = profile_step.parse_hlo(HLO)
+    assert cpu["sum"].operands == ("reduce.2", "reduce.2")
+    assert profile_step.op_bytes(cpu["sum"], cpu) == 4 + 4  # an operand used twice is read once
+
+
+def test_summarize_reports_bytes_per_op_and_kind():
+    ops = profile_step.parse_hlo(GPU_HLO)
+    events = [
+        {"ph": "M", "name": "process_name", "pid": 1, "args": {"name": "/device:GPU:0"}},
+        {"ph": "M", "name": "thread_name", "pid": 1, "tid": 2, "args": {"name": "Stream #14(Compute)"}},
+    ]
+    for step in range(2):  # the reduction runs twice per step
+        for k in range(2):
+            start = 100.0 * (2 * step + k)
+            events.append(
+                _kernel("input_reduce_fusion_12", 10.0, "input_reduce_fusion.12", start, f"s{step}{k}")
+            )
+    summary = profile_step.summarize(events, ops, steps=2, module_hint="train_step")
+    row = summary["ops"][0]
+    assert row["runs_per_step"] == 2 and row["gbytes"] == pytest.approx((2 * 96 * 32 + 4 * 96) / 1e9)
+    kinds = {k["kind"]: k for k in summary["kinds"]}
+    assert kinds["reduction"]["gbytes_per_step"] == pytest.approx(2 * (2 * 96 * 32 + 4 * 96) / 1e9)
+
+
+def test_reread_summarises_a_kept_trace_without_running(tmp_path, capsys):
+    """--reread reads a --trace-dir's program text and its newest Perfetto trace, prints the tables
+    (GB/s beside the times) and writes the JSON."""
+    import gzip
+    import json
+
+    (tmp_path / "train_step.hlo.txt").write_text(GPU_HLO)
+    events = [
+        {"ph": "M", "name": "process_name", "pid": 1, "args": {"name": "/device:GPU:0"}},
+        {"ph": "M", "name": "thread_name", "pid": 1, "tid": 2, "args": {"name": "Stream #14(Compute)"}},
+        _kernel("input_reduce_fusion_12", 1.0, "input_reduce_fusion.12", 0.0, "a"),
+        _kernel("nvjet_sm90_tst", 4.0, "custom-call.7", 2.0, "b"),
+    ]
+    trace = tmp_path / "plugins" / "profile" / "run"
+    trace.mkdir(parents=True)
+    with gzip.open(trace / "perfetto_trace.json.gz", "wt") as handle:
+        json.dump({"traceEvents": events}, handle)
+    out = tmp_path / "reread.json"
+    profile_step.main(["--reread", str(tmp_path), "--steps", "1", "--wall-ms", "0.01", "--json", str(out)])
+    printed = capsys.readouterr().out
+    assert "wall 0.0 ms/step" in printed and "| GB/step | GB/s |" in printed
+    # 6528 bytes read and written in 1 us: 6.5 GB/s in the reduction's row
+    assert "| input_reduce_fusion.12 | reduction | 0.001 | 20.0% |  | 7 |" in printed
+    record = json.loads(out.read_text())
+    assert record["complete"] and record["steps"] == 1
+    # the one gemm call with an event of its own (no command buffer: the other has none, so it is not counted)
+    assert record["program_gflop_per_step"] == pytest.approx(2 * 96 * 32 * 64 / 1e9)
+    with pytest.raises(SystemExit):
+        profile_step.parse_args(["--reread", str(tmp_path / "plugins")])  # no program text there
+
+
+def test_the_h200_profile_kept_in_the_repository_reads_as_measured(tmp_path):
+    """The B=256 bf16 profile of 2026-12-04 (an H200; benchmarks/results/h200-2026-12-04/), its trace and
+    compiled program kept compressed: read again, its products do the analytic count's FLOPs
+    (common.model_flops, independent of the trace) and the totals are those RESULTS.md quotes."""
+    import tarfile
+
+    import common
+
+    from motion_ddpm_jax import config as config_lib
+
+    archive = Path(__file__).resolve().parents[1] / "benchmarks/results/h200-2026-12-04/profile_trace.tar.xz"
+    with tarfile.open(archive) as tar:
+        tar.extractall(tmp_path, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
+    folder = tmp_path / "profile_trace"
+    ops = profile_step.parse_hlo((folder / "train_step.hlo.txt").read_text())
+    summary = profile_step.summarize(profile_step.load_trace(folder), ops, steps=3, module_hint="train_step")
+    kinds = {row["kind"]: row for row in summary["kinds"]}
+    model = config_lib.base_config().model
+    analytic = common.model_flops(256, 196, 264, 77, model)["train_step"] / 1e9
+    assert kinds["matmul"]["gflop_per_step"] == pytest.approx(analytic, rel=1e-3)
+    assert summary["busy_ms_per_step"] == pytest.approx(49.3, abs=0.05)
+    memory_bound = [kinds[k] for k in ("reduction", "elementwise", "transpose/copy")]
+    assert sum(k["gbytes_per_step"] for k in memory_bound) == pytest.approx(83.9, abs=0.05)
+    assert sum(k["ms_per_step"] for k in memory_bound) == pytest.approx(34.8, abs=0.05)
