@@ -23,6 +23,9 @@ parameters perturbed away from their zero-initialised output layers; the check i
 largest difference of one denoiser call's output (at step N / 2) from the first variant's, relative to
 its largest value. The table then gives ms per sampler step.
 
+Spellings joined by "+" make one variant with all their swaps (e.g.
+`attention=tokens-major+style=written-backward`).
+
 Variants (those named `transpose=` change how `model._rows_last` builds the transposed copy of a
 Dense layer's input for its bf16 kernel gradient on the CPU; they change nothing in float32):
   current             the code as it is
@@ -67,6 +70,10 @@ Dense layer's input for its bf16 kernel gradient on the CPU; they change nothing
                       reductions in the backward pass, where autodiff of the two-pass form recomputes the
                       statistics beside them (on the H200 the fusion holding two LayerNorms' backward
                       passes ran at ~1.3 TB/s; a candidate for the GPU)
+  style=written-backward  the stylization's SiLU(LayerNorm(h) * multiplier + offset) with its whole
+                      backward pass written out from h, its saved row statistics and the modulation (the
+                      stylization blocks' backward passes moved ~26 GB per B=256 step on the H200, ~2x
+                      what reading h and the cotangent a few times needs; a candidate for the GPU)
   xla:NAME=VALUE[+NAME=VALUE...]  the current step compiled with these XLA options (as XLA_FLAGS names
                       them, without the dashes; `jax.jit(...).lower(...).compile(compiler_options=...)`),
                       so several settings are timed in one process, e.g.
@@ -285,6 +292,40 @@ def _standardize_saved_backward(epsilon, residuals, cotangent):
 
 _standardize_saved_statistics.defvjp(_standardize_saved_forward, _standardize_saved_backward)
 
+
+@jax.custom_vjp
+def _modulated_silu_written(h, multiplier, offset):
+    """`model.modulated_silu` with its whole backward pass written out (`style=written-backward`)."""
+    return _modulated_silu_forward(h, multiplier, offset)[0]
+
+
+def _modulated_silu_forward(h, multiplier, offset):
+    """The value (the two-pass statistics, as under differentiation) and what the backward pass needs:
+    h, its row statistics (mean, 1/std: [B, T, 1]) and the modulation."""
+    x = h.astype(jnp.float32)
+    mean = jnp.mean(x, axis=-1, keepdims=True)
+    rstd = jax.lax.rsqrt(jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True) + 1e-5)
+    pre = (x - mean) * rstd * multiplier[:, None, :] + offset[:, None, :]
+    return jax.nn.silu(pre), (h, mean, rstd, multiplier, offset)
+
+
+def _modulated_silu_backward(residuals, cotangent):
+    """With z = (h - mean) / std and a = z m + o: da = g silu'(a) = g s (1 + a (1 - s)), s = sigmoid(a);
+    dm = sum over frames of da z, do = sum over frames of da; dz = da m, and dh is LayerNorm's
+    (dz - mean(dz) - z mean(dz z)) / std. Every [B, T, C] term from h and g alone: two row reductions,
+    two column ones."""
+    h, mean, rstd, multiplier, offset = residuals
+    z = (h.astype(jnp.float32) - mean) * rstd
+    pre = z * multiplier[:, None, :] + offset[:, None, :]
+    sigmoid = jax.nn.sigmoid(pre)
+    dpre = cotangent.astype(jnp.float32) * sigmoid * (1.0 + pre * (1.0 - sigmoid))
+    dz = dpre * multiplier[:, None, :]
+    dh = rstd * (dz - jnp.mean(dz, axis=-1, keepdims=True) - z * jnp.mean(dz * z, axis=-1, keepdims=True))
+    return dh.astype(h.dtype), jnp.sum(dpre * z, axis=1), jnp.sum(dpre, axis=1)
+
+
+_modulated_silu_written.defvjp(_modulated_silu_forward, _modulated_silu_backward)
+
 VARIANTS = {
     "current": contextlib.nullcontext,
     "transpose=fold": lambda: _replaced("_rows_last", lambda x: jnp.swapaxes(x, -1, -2)),
@@ -306,6 +347,7 @@ VARIANTS = {
     "residual=transposed-barrier": lambda: _replaced("low_precision_affine", _affine_saving_transpose(True)),
     "attention=tokens-major": _tokens_major,
     "standardize=saved-statistics": lambda: _replaced("_standardize", _standardize_saved_statistics),
+    "style=written-backward": lambda: _replaced("modulated_silu", _modulated_silu_written),
 }
 XLA_PREFIX = "xla:"
 
@@ -334,9 +376,20 @@ def compiler_options(name: str) -> dict:
     return options
 
 
+def spellings(name: str) -> list[str]:
+    """The VARIANTS a variant name joins with "+" ("attention=tokens-major+style=written-backward": both
+    swaps at once); [] for an `xla:` variant."""
+    return [] if name.startswith(XLA_PREFIX) else name.split("+")
+
+
+@contextlib.contextmanager
 def variant_context(name: str):
-    """The swap of a spelling variant (VARIANTS), none for an `xla:` one (its options go to the compiler)."""
-    return contextlib.nullcontext() if name.startswith(XLA_PREFIX) else VARIANTS[name]()
+    """The swaps of a spelling variant (one of VARIANTS, or several joined by "+"), none for an `xla:`
+    one (its options go to the compiler)."""
+    with contextlib.ExitStack() as stack:
+        for spelling in spellings(name):
+            stack.enter_context(VARIANTS[spelling]())
+        yield
 
 
 def parse_args(argv=None):
@@ -356,10 +409,11 @@ def parse_args(argv=None):
     common.add_model_flags(parser)
     args = parser.parse_args(argv)
     args.variants = args.variants.split(",")
-    unknown = sorted(v for v in set(args.variants) - set(VARIANTS) if not v.startswith(XLA_PREFIX))
+    unknown = sorted({part for name in args.variants for part in spellings(name)} - set(VARIANTS))
     if unknown:
         parser.error(
-            f"unknown --variants {unknown}; choose from {', '.join(VARIANTS)}, or {XLA_PREFIX}NAME=VALUE"
+            f"unknown --variants {unknown}; choose from {', '.join(VARIANTS)} (several joined by '+'), "
+            f"or {XLA_PREFIX}NAME=VALUE"
         )
     for name in args.variants:
         try:

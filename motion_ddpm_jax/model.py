@@ -590,6 +590,12 @@ def _gelu_bwd(x: jax.Array, cotangent: jax.Array) -> tuple[jax.Array]:
 gelu.defvjp(lambda x: (gelu(x), x), _gelu_bwd)
 
 
+def modulated_silu(h: jax.Array, multiplier: jax.Array, offset: jax.Array) -> jax.Array:
+    """SiLU(standardize(h) * multiplier + offset) per sample: h [B, T, C], multiplier and offset [B, C]
+    (float32) -> [B, T, C] float32; the stylization's normalized, modulated activation."""
+    return nn.silu(_standardize(h) * multiplier[:, None, :] + offset[:, None, :])
+
+
 class StylizationBlock(nn.Module):
     """h [B, T, C] and a modulation [B, 2C] -> Dense_zero(dropout(SiLU(LN(h) * (1 + scale) + shift))).
 
@@ -617,7 +623,7 @@ class StylizationBlock(nn.Module):
         scale, shift = jnp.split(modulation, 2, axis=-1)
         gamma, beta = self.norm()
         multiplier, offset = gamma * (1.0 + scale), beta * (1.0 + scale) + shift  # [B, C]
-        y = nn.silu(_standardize(h) * multiplier[:, None, :] + offset[:, None, :])
+        y = modulated_silu(h, multiplier, offset)
         y = self.drop(y, deterministic=deterministic)
         return self.out(y)
 

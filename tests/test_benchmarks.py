@@ -11,6 +11,9 @@ import sys
 import tarfile
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -192,12 +195,14 @@ def test_variants_benchmark_takes_gpu_spellings_and_xla_options(tmp_path):
         "current",
         "attention=tokens-major",
         "standardize=saved-statistics",
+        "style=written-backward",
+        "attention=tokens-major+style=written-backward",
         "xla:xla_gpu_dot_merger_threshold_mb=0",
         "xla:xla_no_such_option=1",
     ]
     record, rows, stdout = run_variants(tmp_path, variants, "float32")
-    assert list(rows) == variants[:4]
-    for spelling in ("attention=tokens-major", "standardize=saved-statistics"):
+    assert list(rows) == variants[:6]
+    for spelling in variants[1:5]:
         assert rows[spelling]["max_param_difference"] < 1e-6
         assert rows[spelling]["grad_norm_relative_difference"] < 1e-6
     assert rows["xla:xla_gpu_dot_merger_threshold_mb=0"]["max_param_difference"] == 0
@@ -205,35 +210,62 @@ def test_variants_benchmark_takes_gpu_spellings_and_xla_options(tmp_path):
     assert "xla:xla_no_such_option=1" in stdout and "did not compile" in stdout
 
 
-def test_saved_statistics_standardization_has_the_float64_gradient():
-    """bench_variants' LayerNorm standardization with a written-out backward pass: its value and its
-    vector-Jacobian product against central differences of a float64 numpy standardization (rows with a
-    large mean against their spread, where a careless formula loses digits)."""
-    import jax
-    import jax.numpy as jnp
-    import numpy as np
+def _standardize64(rows):
+    centered = rows - rows.mean(axis=-1, keepdims=True)
+    return centered / np.sqrt((centered**2).mean(axis=-1, keepdims=True) + 1e-5)
 
+
+def _checked_against_central_differences(function, reference, args, cotangent, step=1e-6):
+    """`function` (jax, float32) against `reference` (numpy, float64) at `args`: its value, and its
+    vector-Jacobian product for `cotangent` against central differences of the reference, argument by
+    argument, element by element."""
+    value, vjp = jax.vjp(function, *(jnp.asarray(a, jnp.float32) for a in args))
+    grads = vjp(jnp.asarray(cotangent, jnp.float32))
+    np.testing.assert_allclose(
+        np.asarray(value), reference(*args), atol=2e-5 * np.abs(reference(*args)).max()
+    )
+    for position, (arg, grad) in enumerate(zip(args, grads, strict=True)):
+        expected = np.zeros_like(arg)
+        for index in np.ndindex(*arg.shape):
+            shifted = [list(args), list(args)]
+            for sign, values in zip((1, -1), shifted, strict=True):
+                values[position] = arg.copy()
+                values[position][index] += sign * step
+            difference = reference(*shifted[0]) - reference(*shifted[1])
+            expected[index] = np.sum(cotangent * difference) / (2 * step)
+        np.testing.assert_allclose(np.asarray(grad), expected, atol=1e-5 * np.abs(expected).max())
+
+
+def test_saved_statistics_standardization_has_the_float64_gradient():
+    """bench_variants' LayerNorm standardization with a written-out backward pass, against central
+    differences of a float64 numpy standardization (rows with a large mean against their spread, where a
+    careless formula loses digits)."""
     sys.path.insert(0, str(BENCHMARKS))
     import bench_variants
 
     rng = np.random.default_rng(3)
     x = rng.normal(size=(4, 24)) * rng.uniform(0.5, 3.0, size=(4, 1)) + [[0.0], [5.0], [-20.0], [100.0]]
     g = rng.normal(size=x.shape)
+    _checked_against_central_differences(bench_variants._standardize_saved_statistics, _standardize64, [x], g)
 
-    def standardize(rows):
-        centered = rows - rows.mean(axis=-1, keepdims=True)
-        return centered / np.sqrt((centered**2).mean(axis=-1, keepdims=True) + 1e-5)
 
-    h = 1e-6
-    expected = np.zeros_like(x)
-    for index in np.ndindex(*x.shape):
-        step = np.zeros_like(x)
-        step[index] = h
-        expected[index] = np.sum(g * (standardize(x + step) - standardize(x - step))) / (2 * h)
-    value, vjp = jax.vjp(bench_variants._standardize_saved_statistics, jnp.asarray(x, jnp.float32))
-    (grad,) = vjp(jnp.asarray(g, jnp.float32))
-    np.testing.assert_allclose(np.asarray(value), standardize(x), atol=2e-5)
-    np.testing.assert_allclose(np.asarray(grad), expected, atol=1e-5 * np.abs(expected).max())
+def test_written_backward_of_the_stylization_has_the_float64_gradient():
+    """bench_variants' SiLU(standardize(h) * multiplier + offset) with its backward pass written out:
+    the gradients of h, the multiplier and the offset against central differences in float64."""
+    sys.path.insert(0, str(BENCHMARKS))
+    import bench_variants
+
+    rng = np.random.default_rng(4)
+    h = rng.normal(size=(2, 5, 16)) * 2.0 + rng.normal(size=(2, 5, 1)) * 3.0
+    multiplier, offset = rng.normal(size=(2, 16)), rng.normal(size=(2, 16))
+    g = rng.normal(size=h.shape)
+
+    def reference(h, multiplier, offset):
+        pre = _standardize64(h) * multiplier[:, None, :] + offset[:, None, :]
+        return pre / (1.0 + np.exp(-pre))
+
+    args = [h, multiplier, offset]
+    _checked_against_central_differences(bench_variants._modulated_silu_written, reference, args, g)
 
 
 def test_variants_benchmark_parses_xla_options():
@@ -247,6 +279,9 @@ def test_variants_benchmark_parses_xla_options():
         bench_variants.compiler_options("xla:no_value")
     with pytest.raises(SystemExit):
         bench_variants.parse_args(["--variants", "current,xla:a=1", "--sampler-steps", "3"])
+    with pytest.raises(SystemExit):
+        bench_variants.parse_args(["--variants", "current,attention=tokens-major+no=such"])
+    assert bench_variants.parse_args(["--variants", "current,attention=tokens-major+style=written-backward"])
 
 
 def test_variants_benchmark_times_the_sampler_and_compares_a_denoiser_output(tmp_path):
@@ -419,6 +454,7 @@ def test_gpu_check_runs_its_cases_and_summarises_them(tmp_path):
         "current",
         "attention=tokens-major",
         "standardize=saved-statistics",
+        "style=written-backward",
         "xla:xla_disable_hlo_passes=triton-softmax-rewriter",
     ]
     assert variants["args"]["layers"] == 2 and variants["args"]["batch"] == 4
