@@ -65,6 +65,11 @@ Dense layer's input for its bf16 kernel gradient on the CPU; they change nothing
                       einsums over those views, differentiated by autodiff (a candidate for the GPU, where
                       the heads-first spelling left XLA fusions that read the queries transposed, at
                       ~0.8-1.2 TB/s: benchmarks/RESULTS.md, H200 bytes per op)
+  attention=block-diagonal  the linear attention's context as one block-diagonal [C, C] matrix per
+                      sample (all heads in one product, the cross-head blocks zeroed) and the read as one
+                      [T, C] x [C, C] product: no transposes and no per-head products, for 8x those
+                      products' FLOPs (+1.9 TFLOP, +23% of the B=256 step's 8.25; a candidate for the
+                      GPU, where the per-head products ran at ~200 TFLOP/s beside their transposes)
   standardize=saved-statistics  LayerNorm's standardization differentiated by a written-out backward
                       pass from statistics saved in the forward one (mean, 1/std per row): two row
                       reductions in the backward pass, where autodiff of the two-pass form recomputes the
@@ -182,6 +187,36 @@ def _read_tokens_major(q, context, num_heads):
     weights = model_lib.softmax_features(model_lib._split_heads(q, num_heads).astype(jnp.float32))
     out = jnp.einsum("bthd,bhde->bthe", weights.astype(q.dtype), context.astype(q.dtype))
     return out.reshape(*q.shape)
+
+
+def _context_block_diagonal(k, v, key_mask, num_heads, dtype):
+    """`model.linear_attention_context` as one [C, C] matrix per sample, block diagonal: every key feature
+    against every value feature in one product (heads x the per-head FLOPs), the blocks across heads
+    zeroed. No transposes and no per-head products; the read takes it whole."""
+    keep = key_mask[:, :, None]
+    k = k.astype(jnp.float32)
+    peak = jax.lax.stop_gradient(jnp.max(jnp.where(keep, k, -jnp.inf), axis=1, keepdims=True))
+    weight = jnp.exp(jnp.where(keep, k - peak, -jnp.inf))
+    total = jnp.sum(weight, axis=1)  # [B, C]
+    full = jnp.einsum("bsc,bse->bce", weight.astype(dtype), v.astype(dtype))
+    width = full.shape[-1]
+    blocks = np.kron(np.eye(num_heads), np.ones((width // num_heads,) * 2)).astype(np.float32)
+    context = full.astype(jnp.float32) / jnp.where(total > 0, total, 1.0)[:, :, None] * blocks
+    return context.astype(dtype)
+
+
+def _read_block_diagonal(q, context, num_heads):
+    """`model.linear_attention_read` against `_context_block_diagonal`'s [B, C, C] matrix: the queries'
+    softmax per head in their own layout, then one [T, C] x [C, C] product per sample."""
+    weights = model_lib.softmax_features(model_lib._split_heads(q, num_heads).astype(jnp.float32))
+    return jnp.einsum("btc,bce->bte", weights.reshape(q.shape).astype(q.dtype), context.astype(q.dtype))
+
+
+@contextlib.contextmanager
+def _block_diagonal():
+    with _replaced("linear_attention_context", _context_block_diagonal):
+        with _replaced("linear_attention_read", _read_block_diagonal):
+            yield
 
 
 @contextlib.contextmanager
@@ -348,6 +383,7 @@ VARIANTS = {
     "attention=tokens-major": _tokens_major,
     "standardize=saved-statistics": lambda: _replaced("_standardize", _standardize_saved_statistics),
     "style=written-backward": lambda: _replaced("modulated_silu", _modulated_silu_written),
+    "attention=block-diagonal": _block_diagonal,
 }
 XLA_PREFIX = "xla:"
 

@@ -68,6 +68,8 @@
 #                  standardize=saved-statistics (LayerNorm's backward pass from saved statistics: the
 #                  fusion of two LayerNorm backward passes ran at 1.3 TB/s); style=written-backward (the
 #                  stylization's whole backward pass written out: those passes moved ~26 GB per step);
+#                  attention=block-diagonal (all heads in one [C, C] product per sample: no transposes, no
+#                  per-head products, 23% more FLOPs);
 #                  xla:xla_disable_hlo_passes=triton-softmax-rewriter (those slow fusions are all Triton
 #                  block-level ones, made by that pass: XLA's own reduction emitters instead). An option
 #                  this jax's XLA does not know is reported and skipped. The CPU-chosen spellings can be
@@ -77,7 +79,7 @@ OUT=${OUT:-/tmp/gpu_check}
 PYTHON=${PYTHON:-python}
 BUDGET_S=${BUDGET_S:-540}
 BIG_BATCH=${BIG_BATCH:-256}
-GPU_VARIANTS=${GPU_VARIANTS:-current,attention=tokens-major,standardize=saved-statistics,style=written-backward,xla:xla_disable_hlo_passes=triton-softmax-rewriter}
+GPU_VARIANTS=${GPU_VARIANTS:-current,attention=tokens-major,standardize=saved-statistics,style=written-backward,attention=block-diagonal,xla:xla_disable_hlo_passes=triton-softmax-rewriter}
 read -r -a MODEL <<< "${MODEL_ARGS:-}"
 read -r -a BENCH <<< "${BENCH_ARGS:-}"
 CASES=${CASES:-train_step,big_batch,profile,pipelined,compile_flags,fp32,products,sampling,geometric,beat_window,autotune_off,torch_compile,variants}
@@ -164,7 +166,7 @@ for case in ${CASES//,/ }; do
         --cases ddpm:4x60,ddpm:32x196,ddim:4x60,ddim:32x196 --impls jax-bf16,jax-bf16-stepwise,torch-bf16 \
         --repeats 1 --warmup 1 "${MODEL[@]}" ;;
     variants)
-      run variants 420 200 benchmarks/bench_variants.py --features 264 --frames 196 --batch "$BIG_BATCH" \
+      run variants 480 200 benchmarks/bench_variants.py --features 264 --frames 196 --batch "$BIG_BATCH" \
         --dtype bfloat16 --rounds 5 --variants "$GPU_VARIANTS" "${MODEL[@]}" --layers 2 ;;
     torch_compile)
       run torch_compile 150 90 "${train[@]}" --batch 32 --geometric off --impls torch-compile-bf16 \

@@ -196,13 +196,14 @@ def test_variants_benchmark_takes_gpu_spellings_and_xla_options(tmp_path):
         "attention=tokens-major",
         "standardize=saved-statistics",
         "style=written-backward",
+        "attention=block-diagonal",
         "attention=tokens-major+style=written-backward",
         "xla:xla_gpu_dot_merger_threshold_mb=0",
         "xla:xla_no_such_option=1",
     ]
     record, rows, stdout = run_variants(tmp_path, variants, "float32")
-    assert list(rows) == variants[:6]
-    for spelling in variants[1:5]:
+    assert list(rows) == variants[:7]
+    for spelling in variants[1:6]:
         assert rows[spelling]["max_param_difference"] < 1e-6
         assert rows[spelling]["grad_norm_relative_difference"] < 1e-6
     assert rows["xla:xla_gpu_dot_merger_threshold_mb=0"]["max_param_difference"] == 0
@@ -455,6 +456,7 @@ def test_gpu_check_runs_its_cases_and_summarises_them(tmp_path):
         "attention=tokens-major",
         "standardize=saved-statistics",
         "style=written-backward",
+        "attention=block-diagonal",
         "xla:xla_disable_hlo_passes=triton-softmax-rewriter",
     ]
     assert variants["args"]["layers"] == 2 and variants["args"]["batch"] == 4
