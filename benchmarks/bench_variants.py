@@ -418,6 +418,17 @@ def spellings(name: str) -> list[str]:
     return [] if name.startswith(XLA_PREFIX) else name.split("+")
 
 
+def check_variant(name: str) -> dict:
+    """A variant name's XLA options ({} for a spelling); ValueError naming what is wrong with it."""
+    unknown = sorted(set(spellings(name)) - set(VARIANTS))
+    if unknown:
+        raise ValueError(
+            f"unknown variant {', '.join(unknown)} in {name!r}; choose from {', '.join(VARIANTS)} (several "
+            f"joined by '+'), or {XLA_PREFIX}NAME=VALUE"
+        )
+    return compiler_options(name)
+
+
 @contextlib.contextmanager
 def variant_context(name: str):
     """The swaps of a spelling variant (one of VARIANTS, or several joined by "+"), none for an `xla:`
@@ -445,15 +456,9 @@ def parse_args(argv=None):
     common.add_model_flags(parser)
     args = parser.parse_args(argv)
     args.variants = args.variants.split(",")
-    unknown = sorted({part for name in args.variants for part in spellings(name)} - set(VARIANTS))
-    if unknown:
-        parser.error(
-            f"unknown --variants {unknown}; choose from {', '.join(VARIANTS)} (several joined by '+'), "
-            f"or {XLA_PREFIX}NAME=VALUE"
-        )
     for name in args.variants:
         try:
-            options = compiler_options(name)
+            options = check_variant(name)
         except ValueError as error:
             parser.error(f"--variants: {error}")
         if options and args.sampler_steps:

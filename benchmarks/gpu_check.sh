@@ -74,11 +74,15 @@
 #                  block-level ones, made by that pass: XLA's own reduction emitters instead). An option
 #                  this jax's XLA does not know is reported and skipped. The CPU-chosen spellings can be
 #                  timed the same way: GPU_VARIANTS=current,positions=autodiff,softmax=autodiff,standardize=twopass
+#   profile_variant  (only when named in CASES) B=$BIG_BATCH, 2 layers: profile_step.py of $PROFILE_VARIANT
+#                  (a variant of bench_variants.py; default current), its trace in $OUT/profile_variant_trace
+#                  (bundled with profile's in trace.tgz): where a variant's time and bytes went
 set -u
 OUT=${OUT:-/tmp/gpu_check}
 PYTHON=${PYTHON:-python}
 BUDGET_S=${BUDGET_S:-540}
 BIG_BATCH=${BIG_BATCH:-256}
+PROFILE_VARIANT=${PROFILE_VARIANT:-current}
 GPU_VARIANTS=${GPU_VARIANTS:-current,attention=tokens-major,standardize=saved-statistics,style=written-backward,attention=block-diagonal,xla:xla_disable_hlo_passes=triton-softmax-rewriter}
 read -r -a MODEL <<< "${MODEL_ARGS:-}"
 read -r -a BENCH <<< "${BENCH_ARGS:-}"
@@ -141,6 +145,10 @@ for case in ${CASES//,/ }; do
     profile)  # the step of big_batch's jax-bf16: compiled from this check's cache when big_batch ran
       run profile 90 45 benchmarks/profile_step.py --features 264 --frames 196 --batch "$BIG_BATCH" \
         --dtype bfloat16 --steps 3 --warmup 2 --top 40 --trace-dir "$OUT/profile_trace" "${MODEL[@]}" ;;
+    profile_variant)  # not in the default CASES: a variant's program, 2 layers, e.g. the variants case's best
+      run profile_variant 200 90 benchmarks/profile_step.py --features 264 --frames 196 --batch "$BIG_BATCH" \
+        --dtype bfloat16 --steps 3 --warmup 2 --top 40 --trace-dir "$OUT/profile_variant_trace" \
+        --variant "$PROFILE_VARIANT" "${MODEL[@]}" --layers 2 ;;
     pipelined)  # ours: big_batch's step, from this check's cache
       run pipelined 150 60 "${train[@]}" --batch "$BIG_BATCH" --geometric off --impls jax-bf16,torch-bf16 \
         --pipeline 8 --repeats 3 --warmup 1 ;;
@@ -172,7 +180,7 @@ for case in ${CASES//,/ }; do
       run torch_compile 150 90 "${train[@]}" --batch 32 --geometric off --impls torch-compile-bf16 \
         --repeats 10 --warmup 3 ;;
     *) echo "unknown case $case (known: train_step big_batch profile pipelined compile_flags fp32 products sampling" \
-      "geometric beat_window autotune_off torch_compile variants)" ;;
+      "geometric beat_window autotune_off torch_compile variants profile_variant)" ;;
   esac
 done
 
@@ -184,8 +192,10 @@ if [[ -n ${BUNDLE_DIR:-} ]] && mkdir -p "$BUNDLE_DIR" \
   echo "BUNDLE_DIR is OUT ($OUT): no bundle (it would hold itself); give it a folder of its own"
 elif [[ -n ${BUNDLE_DIR:-} ]]; then  # three files for a caller that fetches only a few
   tar czf "$BUNDLE_DIR/results.tgz" -C "$(dirname "$OUT")" --exclude="$(basename "$OUT")/profile_trace" \
-    "$(basename "$OUT")"
-  [[ -d $OUT/profile_trace ]] && tar czf "$BUNDLE_DIR/trace.tgz" -C "$OUT" profile_trace
+    --exclude="$(basename "$OUT")/profile_variant_trace" "$(basename "$OUT")"
+  traces=()
+  for trace in profile_trace profile_variant_trace; do [[ -d $OUT/$trace ]] && traces+=("$trace"); done
+  ((${#traces[@]})) && tar czf "$BUNDLE_DIR/trace.tgz" -C "$OUT" "${traces[@]}"
   cp "$OUT/report.txt" "$BUNDLE_DIR/report.txt" 2>/dev/null
   ls -l "$BUNDLE_DIR"
 fi

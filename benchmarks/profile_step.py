@@ -2,6 +2,8 @@
 
     .venv/bin/python benchmarks/profile_step.py [--batch 32] [--frames 196] [--features 264]
         [--dtype bfloat16|float32] [--steps 3] [--warmup 2] [--top 25] [--trace-dir DIR] [--json out.json]
+        [--variant NAME]
+    .venv/bin/python benchmarks/profile_step.py --reread DIR --steps N [--wall-ms MS] [--top 25]
 
 The step is the one `bench_train_step.py` times (`train.make_train_step`, jitted with the state donated,
 no bone-length term), so on a card the compilation comes from the same cache. After compiling and
@@ -26,6 +28,11 @@ rough split only. A plain `dot` op on a CPU (Eigen's float32 product) ends its e
 done: it shows an impossible rate and the ops beside it a low one. A note after the tables says so
 where it happens (`early_ending_dots`).
 
+`--variant NAME` profiles a variant of `bench_variants.py` (a respelling of the model or XLA options,
+e.g. `--variant attention=tokens-major --layers 2`) in place of the current step. `--reread DIR` prints
+the tables of a trace kept earlier (`--trace-dir`), nothing run. Beside each op's time: its bytes (its
+operands and result as the compiled program declares them, an upper bound per run) and GB/s.
+
 `--trace-dir DIR` keeps the raw trace there (for https://ui.perfetto.dev) with the compiled program's
 text (`train_step.hlo.txt`); by default the trace goes to a temporary directory that is removed.
 """
@@ -46,6 +53,8 @@ from pathlib import Path
 import bench_train_step  # noqa: I001 - first: it imports common, which sets the allocator before jax
 import common
 import jax
+
+from motion_ddpm_jax import train
 
 KINDS = ("matmul", "reduction", "transpose/copy", "elementwise", "collective", "control", "other")
 _COLLECTIVES = (
@@ -545,10 +554,20 @@ def parse_args(argv=None):
                         help="summarise a kept --trace-dir (its trace and train_step.hlo.txt) without "
                         "running anything; --steps: the steps it profiled")  # fmt: skip
     parser.add_argument("--wall-ms", type=float, default=0.0, help="with --reread: the step's wall time")
+    parser.add_argument("--variant", default="current",
+                        help="profile this variant of bench_variants.py (a spelling, several joined by '+', "
+                        "or xla:NAME=VALUE) instead of the current step")  # fmt: skip
     common.add_model_flags(parser)
     args = parser.parse_args(argv)
     if args.steps < 1:
         parser.error(f"--steps must be at least 1, got {args.steps}")
+    if args.variant != "current":
+        import bench_variants
+
+        try:
+            bench_variants.check_variant(args.variant)
+        except ValueError as error:
+            parser.error(f"--variant: {error}")
     if args.reread is not None:
         if not (args.reread / "train_step.hlo.txt").is_file():
             parser.error(
@@ -584,7 +603,12 @@ def main(argv=None) -> None:
               "complete": False}  # fmt: skip
     record["args"] = {k: str(v) if isinstance(v, Path) else v for k, v in record["args"].items()}
     step = bench_train_step.OurStep(args, args.features)
-    compiled, compile_s, _ = step.compile(dtype, geometric=False)
+    import bench_variants  # here: it is not needed to --reread
+
+    with bench_variants.variant_context(args.variant):
+        step.optimizer = train.make_optimizer(step.config.optim, step.lr)  # a variant may respell it
+        options = bench_variants.compiler_options(args.variant)
+        compiled, compile_s, _ = step.compile(dtype, False, options)
     print(f"compiled in {compile_s:.1f} s on {jax.devices()[0].device_kind}", file=sys.stderr)
     run = step.runner(compiled)
     wall = common.time_repeats(run, args.steps, warmup=args.warmup + 1)

@@ -401,6 +401,29 @@ def test_profile_step_splits_the_step_by_kind_of_op(tmp_path):
     assert "| kind | ms/step |" in stdout
 
 
+def test_profile_step_profiles_a_variant(tmp_path):
+    """--variant attention=block-diagonal reaches the profiled program: its products do the analytic
+    count's FLOPs plus the block-diagonal ones' extra, (1 - 1/heads) x 2 B C^2 per frame, key and text token
+    of each layer's context and read products, three times (forward and two gradients)."""
+    batch, frames, text, width, heads, layers = 2, 6, 5, 16, 8, 2
+    record, _ = run_benchmark(
+        "profile_step.py",
+        tmp_path,
+        *("--batch", str(batch), "--frames", str(frames), "--features", "12", "--dtype", "float32"),
+        *("--steps", "1", "--warmup", "0", "--variant", "attention=block-diagonal", *TINY),
+        *("--heads", str(heads)),
+    )
+    extra = 3 * (1 - 1 / heads) * 2 * batch * width**2 * (3 * frames + text) * layers / 1e9
+    expected = record["analytic_gflop_per_step"] + extra
+    assert record["program_gflop_per_step"] == pytest.approx(expected, rel=0.02)
+    assert record["args"]["variant"] == "attention=block-diagonal"
+    bad = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "profile_step.py"), "--variant", "attention=nope"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "unknown variant attention=nope" in bad.stderr
+
+
 @pytest.mark.skipif(not HAVE_TORCH, reason="the GPU check times the torch twin: pip install -e '.[bench]'")
 def test_gpu_check_runs_its_cases_and_summarises_them(tmp_path):
     """benchmarks/gpu_check.sh, the one prepared call for a lent GPU, as a dry run on the CPU with a tiny
@@ -415,7 +438,8 @@ def test_gpu_check_runs_its_cases_and_summarises_them(tmp_path):
         "BUDGET_S": "500",
         "BIG_BATCH": "4",
         "CASES": "train_step,big_batch,profile,pipelined,compile_flags,fp32,products,geometric,beat_window,"
-        "variants",
+        "variants,profile_variant",
+        "PROFILE_VARIANT": "attention=tokens-major",
         "MODEL_ARGS": " ".join(TINY),
         "BENCH_ARGS": "--matmul-size 64",
         "BUNDLE_DIR": str(tmp_path / "bundle"),
@@ -436,6 +460,7 @@ def test_gpu_check_runs_its_cases_and_summarises_them(tmp_path):
         "geometric",
         "beat_window",
         "variants",
+        "profile_variant",
     ):
         assert f"{case}: exit 0" in summary, summary
     beat = json.loads((out / "beat_window.json").read_text())
@@ -484,6 +509,10 @@ def test_gpu_check_runs_its_cases_and_summarises_them(tmp_path):
     with tarfile.open(bundle / "results.tgz") as results:
         names = results.getnames()
     assert "out/summary.txt" in names and "out/fp32.json" in names
-    assert not any("profile_trace" in name for name in names)
+    assert not any("profile_trace" in name or "profile_variant_trace" in name for name in names)
     with tarfile.open(bundle / "trace.tgz") as trace:
-        assert "profile_trace/train_step.hlo.txt" in trace.getnames()
+        assert {"profile_trace/train_step.hlo.txt", "profile_variant_trace/train_step.hlo.txt"} <= set(
+            trace.getnames()
+        )
+    variant = json.loads((out / "profile_variant.json").read_text())
+    assert variant["args"]["variant"] == "attention=tokens-major" and variant["args"]["layers"] == 2
