@@ -63,8 +63,8 @@ Dense layer's input for its bf16 kernel gradient on the CPU; they change nothing
   attention=tokens-major  the linear attention's context and read with no transpose spelled out: the
                       softmaxes in the projections' own [B, S, heads, H] layout, the per-head products as
                       einsums over those views, differentiated by autodiff (a candidate for the GPU, where
-                      the heads-first spelling left XLA fusions that read the queries transposed, at
-                      ~0.8-1.2 TB/s: benchmarks/RESULTS.md, H200 bytes per op)
+                      the query softmaxes, fused with the move of the heads in front, ran at ~0.8-1.2
+                      TB/s: benchmarks/RESULTS.md, the H200 profile read for bytes)
   attention=block-diagonal  the linear attention's context as one block-diagonal [C, C] matrix per
                       sample (all heads in one product, the cross-head blocks zeroed) and the read as one
                       [T, C] x [C, C] product: no transposes and no per-head products, for 8x those
