@@ -169,11 +169,7 @@ def _context_tokens_major(k, v, key_mask, num_heads, dtype):
     """`model.linear_attention_context` with no transpose spelled out: the key softmax in k's layout
     [B, S, C], then one einsum over the [B, S, heads, H] views (XLA places the heads where its product
     wants them)."""
-    keep = key_mask[:, :, None]
-    k = k.astype(jnp.float32)
-    peak = jax.lax.stop_gradient(jnp.max(jnp.where(keep, k, -jnp.inf), axis=1, keepdims=True))
-    weight = jnp.exp(jnp.where(keep, k - peak, -jnp.inf))
-    total = jnp.sum(weight, axis=1)
+    weight, total = model_lib.key_exponentials(k, key_mask)
     weight = model_lib._split_heads(weight.astype(dtype), num_heads)
     context = jnp.einsum("bshd,bshe->bhde", weight, model_lib._split_heads(v.astype(dtype), num_heads))
     total = total.reshape(total.shape[0], num_heads, -1)
@@ -193,11 +189,7 @@ def _context_block_diagonal(k, v, key_mask, num_heads, dtype):
     """`model.linear_attention_context` as one [C, C] matrix per sample, block diagonal: every key feature
     against every value feature in one product (heads x the per-head FLOPs), the blocks across heads
     zeroed. No transposes and no per-head products; the read takes it whole."""
-    keep = key_mask[:, :, None]
-    k = k.astype(jnp.float32)
-    peak = jax.lax.stop_gradient(jnp.max(jnp.where(keep, k, -jnp.inf), axis=1, keepdims=True))
-    weight = jnp.exp(jnp.where(keep, k - peak, -jnp.inf))
-    total = jnp.sum(weight, axis=1)  # [B, C]
+    weight, total = model_lib.key_exponentials(k, key_mask)  # [B, S, C], [B, C]
     full = jnp.einsum("bsc,bse->bce", weight.astype(dtype), v.astype(dtype))
     width = full.shape[-1]
     blocks = np.kron(np.eye(num_heads), np.ones((width // num_heads,) * 2)).astype(np.float32)
@@ -315,13 +307,20 @@ def _standardize_saved_forward(x, epsilon):
     return (x32 - mean) * rstd, (x, mean, rstd)
 
 
+def _standardized_again(x, mean, rstd):
+    """z = (x - mean) / std from the saved statistics, float32."""
+    return (x.astype(jnp.float32) - mean) * rstd
+
+
+def _through_standardize(z, rstd, g):
+    """d/dx of z = (x - mean) / std applied to g (float32): (g - mean(g) - z mean(g z)) / std, two row
+    reductions (autodiff of the two-pass form recomputes the statistics beside them)."""
+    return rstd * (g - jnp.mean(g, axis=-1, keepdims=True) - z * jnp.mean(g * z, axis=-1, keepdims=True))
+
+
 def _standardize_saved_backward(epsilon, residuals, cotangent):
-    """d/dx of z = (x - mean) / std: (g - mean(g) - z mean(g z)) / std, z recomputed from the saved
-    statistics (two row reductions, where autodiff of the two-pass form recomputes the statistics too)."""
     x, mean, rstd = residuals
-    z = (x.astype(jnp.float32) - mean) * rstd
-    g = cotangent.astype(jnp.float32)
-    dx = rstd * (g - jnp.mean(g, axis=-1, keepdims=True) - z * jnp.mean(g * z, axis=-1, keepdims=True))
+    dx = _through_standardize(_standardized_again(x, mean, rstd), rstd, cotangent.astype(jnp.float32))
     return (dx.astype(x.dtype),)
 
 
@@ -337,11 +336,8 @@ def _modulated_silu_written(h, multiplier, offset):
 def _modulated_silu_forward(h, multiplier, offset):
     """The value (the two-pass statistics, as under differentiation) and what the backward pass needs:
     h, its row statistics (mean, 1/std: [B, T, 1]) and the modulation."""
-    x = h.astype(jnp.float32)
-    mean = jnp.mean(x, axis=-1, keepdims=True)
-    rstd = jax.lax.rsqrt(jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True) + 1e-5)
-    pre = (x - mean) * rstd * multiplier[:, None, :] + offset[:, None, :]
-    return jax.nn.silu(pre), (h, mean, rstd, multiplier, offset)
+    z, saved = _standardize_saved_forward(h, 1e-5)
+    return jax.nn.silu(z * multiplier[:, None, :] + offset[:, None, :]), (*saved, multiplier, offset)
 
 
 def _modulated_silu_backward(residuals, cotangent):
@@ -350,12 +346,11 @@ def _modulated_silu_backward(residuals, cotangent):
     (dz - mean(dz) - z mean(dz z)) / std. Every [B, T, C] term from h and g alone: two row reductions,
     two column ones."""
     h, mean, rstd, multiplier, offset = residuals
-    z = (h.astype(jnp.float32) - mean) * rstd
+    z = _standardized_again(h, mean, rstd)
     pre = z * multiplier[:, None, :] + offset[:, None, :]
     sigmoid = jax.nn.sigmoid(pre)
     dpre = cotangent.astype(jnp.float32) * sigmoid * (1.0 + pre * (1.0 - sigmoid))
-    dz = dpre * multiplier[:, None, :]
-    dh = rstd * (dz - jnp.mean(dz, axis=-1, keepdims=True) - z * jnp.mean(dz * z, axis=-1, keepdims=True))
+    dh = _through_standardize(z, rstd, dpre * multiplier[:, None, :])
     return dh.astype(h.dtype), jnp.sum(dpre * z, axis=1), jnp.sum(dpre, axis=1)
 
 
@@ -439,6 +434,15 @@ def variant_context(name: str):
         yield
 
 
+def compile_variant(step: bench_train_step.OurStep, name: str, dtype: str):
+    """(compiled train step, compile seconds) of variant `name`: traced with its swaps (the optimizer
+    made again inside them, as a variant may respell it), compiled with its XLA options."""
+    with variant_context(name):
+        step.optimizer = train.make_optimizer(step.config.optim, step.lr)
+        compiled, seconds, _ = step.compile(dtype, False, compiler_options(name))
+    return compiled, seconds
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -470,28 +474,27 @@ def parse_args(argv=None):
 
 def _train_step_variants(args):
     """Per variant: a timed call (one train step), compile seconds, and (params, grad norm) after two
-    steps from the same initial state."""
+    steps from the same initial state; and, for the variants that did not compile, why (the first one
+    must compile)."""
     step = bench_train_step.OurStep(args, args.features)
     initial = jax.tree.map(jnp.copy, step.state)
-    runs, compile_s, checks = {}, {}, {}
+    runs, compile_s, checks, failed = {}, {}, {}, {}
     for name in args.variants:
-        with variant_context(name):
-            step.optimizer = train.make_optimizer(step.config.optim, step.lr)  # a variant may respell it
-            try:
-                compiled, compile_s[name], _ = step.compile(args.dtype, False, compiler_options(name))
-            except Exception as error:  # noqa: BLE001 - e.g. an XLA option this jax does not know
-                if name == args.variants[0]:
-                    raise
-                args.failed[name] = f"{type(error).__name__}: {str(error).splitlines()[0][:300]}"
-                print(f"[{time.strftime('%H:%M:%S')}] {name}: FAILED, {args.failed[name]}", file=sys.stderr)
-                continue
+        try:
+            compiled, compile_s[name] = compile_variant(step, name, args.dtype)
+        except Exception as error:  # noqa: BLE001 - e.g. an XLA option this jax does not know
+            if name == args.variants[0]:
+                raise
+            failed[name] = f"{type(error).__name__}: {str(error).splitlines()[0][:300]}"
+            print(f"[{time.strftime('%H:%M:%S')}] {name}: FAILED, {failed[name]}", file=sys.stderr)
+            continue
         state, _ = compiled(jax.tree.map(jnp.copy, initial), step.batch, step.rng)
         state, metrics = compiled(state, step.batch, step.rng)
         checks[name] = (jax.tree.map(np.asarray, state.params), float(metrics["grad_norm"]))
         runs[name] = step.runner(compiled)
         runs[name]()  # untimed
         print(f"[{time.strftime('%H:%M:%S')}] {name}: compiled in {compile_s[name]:.1f} s", file=sys.stderr)
-    return runs, compile_s, checks
+    return runs, compile_s, checks, failed
 
 
 def _train_step_checks(checks, first):
@@ -508,7 +511,8 @@ def _train_step_checks(checks, first):
 
 
 def _sampler_variants(args):
-    """Per variant: a timed call (the whole DDPM sampler), compile seconds, and one denoiser output."""
+    """Per variant: a timed call (the whole DDPM sampler), compile seconds, and one denoiser output; no
+    failures (its variants are spellings, which compile or stop the run)."""
     import bench_sampling
 
     from motion_ddpm_jax import diffusion, sampling
@@ -537,7 +541,7 @@ def _sampler_variants(args):
             checks[name] = np.asarray(denoise_once(params), np.float64)
         runs[name]()  # untimed
         print(f"[{time.strftime('%H:%M:%S')}] {name}: compiled in {compile_s[name]:.1f} s", file=sys.stderr)
-    return runs, compile_s, checks
+    return runs, compile_s, checks, {}
 
 
 def _sampler_checks(checks, first):
@@ -548,9 +552,8 @@ def _sampler_checks(checks, first):
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    args.failed = {}  # variant -> why it did not compile (the first variant must)
     sampler = args.sampler_steps > 0
-    runs, compile_s, checks = (_sampler_variants if sampler else _train_step_variants)(args)
+    runs, compile_s, checks, failed = (_sampler_variants if sampler else _train_step_variants)(args)
     first = args.variants[0]
     timed = [name for name in args.variants if name in runs]
     seconds = {name: [] for name in timed}
@@ -584,11 +587,11 @@ def main(argv=None) -> None:
             check = f"{row['max_param_difference']:>14.3g}{row['grad_norm_relative_difference']:>13.2g}"
         speed = f"{row['median_s'] * per:>9.3f}{base / row['median_s']:>21.3f}x"
         print(f"{row['variant']:<{width}}{speed}{check}  {rounds}")
-    for name, why in args.failed.items():
+    for name, why in failed.items():
         print(f"{name:<{width}}  did not compile: {why}")
     args_record = {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()}
     record = {"benchmark": "bench_variants", "machine": machine, "args": args_record, "rows": rows}
-    common.write_json(args.json, record | {"failed": args.failed})
+    common.write_json(args.json, record | {"failed": failed})
 
 
 if __name__ == "__main__":

@@ -54,8 +54,6 @@ import bench_train_step  # noqa: I001 - first: it imports common, which sets the
 import common
 import jax
 
-from motion_ddpm_jax import train
-
 KINDS = ("matmul", "reduction", "transpose/copy", "elementwise", "collective", "control", "other")
 _COLLECTIVES = (
     "all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute", "send", "recv",
@@ -605,10 +603,7 @@ def main(argv=None) -> None:
     step = bench_train_step.OurStep(args, args.features)
     import bench_variants  # here: it is not needed to --reread
 
-    with bench_variants.variant_context(args.variant):
-        step.optimizer = train.make_optimizer(step.config.optim, step.lr)  # a variant may respell it
-        options = bench_variants.compiler_options(args.variant)
-        compiled, compile_s, _ = step.compile(dtype, False, options)
+    compiled, compile_s = bench_variants.compile_variant(step, args.variant, dtype)
     print(f"compiled in {compile_s:.1f} s on {jax.devices()[0].device_kind}", file=sys.stderr)
     run = step.runner(compiled)
     wall = common.time_repeats(run, args.steps, warmup=args.warmup + 1)

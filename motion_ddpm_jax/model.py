@@ -353,6 +353,17 @@ def efficient_attention(
     return linear_attention_read(q, linear_attention_context(k, v, key_mask, num_heads, q.dtype), num_heads)
 
 
+def key_exponentials(k: jax.Array, key_mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The key softmax over the S positions before its division, per feature column: k [B, S, C], key_mask
+    bool [B, S] -> (exp(k - max) float32 [B, S, C], 0 at masked keys with gradient 0; their sums [B, C],
+    0 where a row has no valid key)."""
+    keep = key_mask[:, :, None]
+    k = k.astype(jnp.float32)
+    peak = jax.lax.stop_gradient(jnp.max(jnp.where(keep, k, -jnp.inf), axis=1, keepdims=True))
+    weight = jnp.exp(jnp.where(keep, k - peak, -jnp.inf))  # masked keys: exp(-inf) = 0, gradient 0
+    return weight, jnp.sum(weight, axis=1)
+
+
 def linear_attention_context(
     k: jax.Array, v: jax.Array, key_mask: jax.Array, num_heads: int, dtype: Any
 ) -> jax.Array:
@@ -366,11 +377,7 @@ def linear_attention_context(
     1.01-1.05x on a 32 x 196 forward pass, 1.016x on the bf16 train step (benchmarks/RESULTS.md,
     session 9).
     """
-    keep = key_mask[:, :, None]
-    k = k.astype(jnp.float32)
-    peak = jax.lax.stop_gradient(jnp.max(jnp.where(keep, k, -jnp.inf), axis=1, keepdims=True))
-    weight = jnp.exp(jnp.where(keep, k - peak, -jnp.inf))  # masked keys: exp(-inf) = 0, gradient 0
-    total = jnp.sum(weight, axis=1)  # [B, C]; 0 where a row has no valid key
+    weight, total = key_exponentials(k, key_mask)
     batch, length, width = weight.shape
     heads_rows_last = (batch, length, num_heads, width // num_heads)
     weight = weight.astype(dtype).reshape(heads_rows_last).transpose(0, 2, 3, 1)  # [B, heads, H, S]
