@@ -79,6 +79,11 @@ Dense layer's input for its bf16 kernel gradient on the CPU; they change nothing
                       backward pass written out from h, its saved row statistics and the modulation (the
                       stylization blocks' backward passes moved ~26 GB per B=256 step on the H200, ~2x
                       what reading h and the cotangent a few times needs; a candidate for the GPU)
+  style=pallas        the stylization's backward pass as one Pallas (Triton) kernel,
+                      `kernels.modulated_silu`: h and the cotangent read once, dh written once (in the
+                      attention read's heads-first layout, where h came from it), the modulation's
+                      gradients summed per tile (interpreted on a CPU: slow there, for the check only;
+                      where C or its heads are not powers of two, the current spelling)
   xla:NAME=VALUE[+NAME=VALUE...]  the current step compiled with these XLA options (as XLA_FLAGS names
                       them, without the dashes; `jax.jit(...).lower(...).compile(compiler_options=...)`),
                       so several settings are timed in one process, e.g.
@@ -104,8 +109,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from motion_ddpm_jax import kernels, train
 from motion_ddpm_jax import model as model_lib
-from motion_ddpm_jax import train
 
 
 @contextlib.contextmanager
@@ -356,6 +361,22 @@ def _modulated_silu_backward(residuals, cotangent):
 
 _modulated_silu_written.defvjp(_modulated_silu_forward, _modulated_silu_backward)
 
+
+def _modulated_silu_written_as(h, multiplier, offset, out_dtype=jnp.float32, heads=1):
+    return _modulated_silu_written(h, multiplier, offset).astype(out_dtype)
+
+
+_MODULATED_SILU = model_lib.modulated_silu  # the current spelling, kept: `style=pallas` falls back to it
+
+
+def _modulated_silu_pallas(h, multiplier, offset, out_dtype=jnp.float32, heads=1):
+    """`kernels.modulated_silu` (its backward one Pallas kernel, h and dh in the layout h was made in),
+    interpreted on a CPU; the current spelling where the kernel does not take the shape (`style=pallas`)."""
+    if not kernels.fused_available(h, heads):
+        return _MODULATED_SILU(h, multiplier, offset, out_dtype, heads)
+    return kernels.modulated_silu(h, multiplier, offset, out_dtype, heads, jax.default_backend() == "cpu")
+
+
 VARIANTS = {
     "current": contextlib.nullcontext,
     "transpose=fold": lambda: _replaced("_rows_last", lambda x: jnp.swapaxes(x, -1, -2)),
@@ -377,7 +398,8 @@ VARIANTS = {
     "residual=transposed-barrier": lambda: _replaced("low_precision_affine", _affine_saving_transpose(True)),
     "attention=tokens-major": _tokens_major,
     "standardize=saved-statistics": lambda: _replaced("_standardize", _standardize_saved_statistics),
-    "style=written-backward": lambda: _replaced("modulated_silu", _modulated_silu_written),
+    "style=written-backward": lambda: _replaced("modulated_silu", _modulated_silu_written_as),
+    "style=pallas": lambda: _replaced("modulated_silu", _modulated_silu_pallas),
     "attention=block-diagonal": _block_diagonal,
 }
 XLA_PREFIX = "xla:"

@@ -63,17 +63,19 @@
 #                  the memory-bound fusions that ran far below the card's bandwidth in the H200's B=256
 #                  profile (benchmarks/bench_variants.py: paired rounds, each checked to compute the same
 #                  step; benchmarks/RESULTS.md, "read for bytes"). $GPU_VARIANTS, by default: current;
-#                  attention=tokens-major (the linear attention with no transposes spelled out: the query
-#                  softmaxes, fused with the move of the heads, ran at 0.8-1.2 TB/s);
-#                  standardize=saved-statistics (LayerNorm's backward pass from saved statistics: the
-#                  fusion of two LayerNorm backward passes ran at 1.3 TB/s); style=written-backward (the
-#                  stylization's whole backward pass written out: those passes moved ~26 GB per step);
-#                  attention=block-diagonal (all heads in one [C, C] product per sample: no transposes, no
-#                  per-head products, 23% more FLOPs);
+#                  style=pallas (the stylization's backward pass as one Pallas kernel,
+#                  motion_ddpm_jax/kernels.py: 9% fewer bytes beside the products by gpu_program.py's
+#                  deviceless count); style=written-backward (the same backward pass written out in jax:
+#                  those passes moved ~26 GB per step); standardize=saved-statistics (LayerNorm's backward
+#                  pass from saved statistics: the fusion of two LayerNorm backward passes ran at 1.3
+#                  TB/s); attention=tokens-major (the linear attention with no transposes spelled out: the
+#                  query softmaxes, fused with the move of the heads, ran at 0.8-1.2 TB/s);
 #                  xla:xla_disable_hlo_passes=triton-softmax-rewriter (those slow fusions are all Triton
 #                  block-level ones, made by that pass: XLA's own reduction emitters instead). An option
-#                  this jax's XLA does not know is reported and skipped. The CPU-chosen spellings can be
-#                  timed the same way: GPU_VARIANTS=current,positions=autodiff,softmax=autodiff,standardize=twopass
+#                  this jax's XLA does not know is reported and skipped. attention=block-diagonal (23% more
+#                  FLOPs, 12% more bytes by the deviceless count) is no longer in the default. The
+#                  CPU-chosen spellings can be timed the same way:
+#                  GPU_VARIANTS=current,positions=autodiff,softmax=autodiff,standardize=twopass
 #   profile_variant  (only when named in CASES) B=$BIG_BATCH, 2 layers: profile_step.py of $PROFILE_VARIANT
 #                  (a variant of bench_variants.py; default current), its trace in $OUT/profile_variant_trace
 #                  (bundled with profile's in trace.tgz): where a variant's time and bytes went
@@ -83,7 +85,7 @@ PYTHON=${PYTHON:-python}
 BUDGET_S=${BUDGET_S:-540}
 BIG_BATCH=${BIG_BATCH:-256}
 PROFILE_VARIANT=${PROFILE_VARIANT:-current}
-GPU_VARIANTS=${GPU_VARIANTS:-current,attention=tokens-major,standardize=saved-statistics,style=written-backward,attention=block-diagonal,xla:xla_disable_hlo_passes=triton-softmax-rewriter}
+GPU_VARIANTS=${GPU_VARIANTS:-current,style=pallas,style=written-backward,standardize=saved-statistics,attention=tokens-major,xla:xla_disable_hlo_passes=triton-softmax-rewriter}
 read -r -a MODEL <<< "${MODEL_ARGS:-}"
 read -r -a BENCH <<< "${BENCH_ARGS:-}"
 CASES=${CASES:-train_step,big_batch,profile,pipelined,compile_flags,fp32,products,sampling,geometric,beat_window,autotune_off,torch_compile,variants}

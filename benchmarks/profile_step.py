@@ -16,8 +16,9 @@ divided by the profiled steps (an op's runs counted once each: a cuBLAS call's m
 run; kernels that XLA:GPU ran inside a command buffer, a CUDA graph, get their own op back by kernel
 name, the cuBLAS products among them one row that gets the FLOPs of the program's gemm calls); each op
 gets a kind from the compiled program's text (`compiled.as_text()`): matmul (a dot or convolution, a
-fusion around one, a gemm custom call), reduction, transpose/copy, elementwise, collective, control flow
-(while/conditional/call bodies are counted through their own ops), other. Tables: per kind (ms/step,
+fusion around one, a gemm custom call), kernel (a hand-written one: Pallas), reduction, transpose/copy,
+elementwise, collective, control flow (while/conditional/call bodies are counted through their own
+ops), other. Tables: per kind (ms/step,
 share of the op time, op count) and the top `--top` ops (ms/step, share, kind, result shape, GFLOP/s
 of the products, the jax op it came from), and where the trace has them, the device's kernels by name.
 "op time / wall" compares the summed op time with the step's wall time,
@@ -54,7 +55,7 @@ import bench_train_step  # noqa: I001 - first: it imports common, which sets the
 import common
 import jax
 
-KINDS = ("matmul", "reduction", "transpose/copy", "elementwise", "collective", "control", "other")
+KINDS = ("matmul", "kernel", "reduction", "transpose/copy", "elementwise", "collective", "control", "other")
 _COLLECTIVES = (
     "all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute", "send", "recv",
     "all-reduce-start", "all-reduce-done", "all-gather-start", "all-gather-done",
@@ -91,6 +92,7 @@ class HloOp:
     operands: tuple[str, ...] = ()
     source: str = ""  # the jax op it came from (metadata op_name): "jit(train_step)/.../query/dot_general"
     contracting: tuple[int, ...] = ()  # a dot's lhs contracting dimensions
+    backend_kind: str = ""  # a GPU fusion's emitter: "__triton" (a block-level fusion), ... ('' where none)
 
 
 def dims(shape: str) -> tuple[int, ...]:
@@ -157,12 +159,17 @@ def parse_hlo(text: str) -> dict[str, HloOp]:
         if not match:
             continue
         rest = match["rest"]
-        calls = re.findall(r"(?:calls|to_apply|body|condition|branch_computations)=\{?%?([\w.\-]+)", rest)
+        calls = re.findall(
+            r"(?:calls|to_apply|body|condition|branch_computations|true_computation|false_computation)"
+            r"=\{?%?([\w.\-]+)",
+            rest,
+        )
         calls += re.findall(r"branch_computations=\{([^}]*)\}", rest)
         names = tuple(c.strip().lstrip("%") for group in calls for c in group.split(",") if c.strip())
         kind = re.search(r"kind=(k\w+)", rest)
         target = re.search(r'custom_call_target="([^"]+)"', rest)
         source = re.search(r'op_name="([^"]*)"', rest)
+        backend_kind = re.search(r'"kind":"(__\w+)"', rest)
         contracting = re.search(r"lhs_contracting_dims=\{([\d,]*)\}", rest) or re.search(
             r'"lhs_contracting_dimensions":\[([\d",]*)\]', rest
         )  # a dot's own, else a gemm custom call's (its backend_config: "lhs_contracting_dimensions":["1"])
@@ -179,6 +186,7 @@ def parse_hlo(text: str) -> dict[str, HloOp]:
             contracting=tuple(int(d.strip('"')) for d in contracting[1].split(",") if d.strip('"'))
             if contracting
             else (),
+            backend_kind=backend_kind[1] if backend_kind else "",
         )
     return ops
 
@@ -263,6 +271,8 @@ def op_kind(op: HloOp | None, event_name: str, inner: dict[str, set[str]]) -> st
             return "control"
         if opcodes & set(_MATMUL_OPCODES) or any(k in target for k in ("gemm", "matmul", "cublas", "dot")):
             return "matmul"
+        if op.opcode == "custom-call" and any(k in target for k in ("triton", "pallas", "mosaic")):
+            return "kernel"  # a hand-written kernel (Pallas): what it does is not in the program's text
         if op.opcode in _COLLECTIVES or opcodes & set(_COLLECTIVES):
             return "collective"
         if opcodes & {"reduce", "reduce-window", "scatter", "select-and-scatter", "sort"}:
@@ -285,6 +295,69 @@ def op_kind(op: HloOp | None, event_name: str, inner: dict[str, set[str]]) -> st
         if any(key in name for key in keys):
             return kind
     return "other"
+
+
+_BOOKKEEPING = {"parameter", "get-tuple-element", "tuple", "constant", "bitcast", "after-all", "partition-id",
+                "replica-id"}  # fmt: skip
+MEMORY_BOUND = ("reduction", "transpose/copy", "elementwise")
+
+
+def program_bytes(text: str, ops: dict[str, HloOp] | None = None) -> dict:
+    """The bytes each op of a compiled program (`compiled.as_text()`) reads and writes at most (`op_bytes`),
+    summed per kind with the program run once: no trace needed, so it reads a program compiled for a
+    device this machine does not have (gpu_program.py).
+
+    The ENTRY computation's ops, and those of the computations its control flow calls: of a conditional,
+    the branch that moves the most (the optimizer's update, not its skip); a while loop's body once (its
+    trip count is not in the text). Bookkeeping ops (parameters, tuples, bitcasts) move nothing. Returns
+    {"kinds": {kind: {"ops": n, "gbytes": GB}}, "gflop": the products' work, "memory_bound_gbytes": the
+    reductions', transposes' and elementwise ops' sum, "triton": {"ops", "gbytes"} of those that XLA:GPU
+    emits as Triton block-level fusions (backend kind "__triton"), "ops": [per op, most bytes first:
+    op, kind, gbytes, gflop, shape, source, backend_kind]}."""
+    ops = parse_hlo(text) if ops is None else ops
+    entry = re.search(r"^ENTRY\s+%?([\w.\-]+)", text, re.M)
+    if entry is None:
+        raise ValueError("the program has no ENTRY computation: not the text of a compiled HLO module")
+    inner = _opcodes_by_computation(ops)
+    flops = matmul_flops(ops)
+    by_computation: dict[str, list[HloOp]] = collections.defaultdict(list)
+    for op in ops.values():
+        by_computation[op.computation].append(op)
+
+    def walk(computation: str, seen: frozenset) -> list[dict]:
+        rows = []
+        for op in by_computation.get(computation, ()):
+            if op.opcode in _BOOKKEEPING:
+                continue
+            if op.opcode in ("while", "conditional", "call") and op.fusion_kind == "":
+                branches = [walk(c, seen | {computation}) for c in op.calls if c not in seen]
+                if op.opcode == "conditional" and branches:
+                    rows += max(branches, key=lambda b: sum(row["gbytes"] for row in b))
+                else:
+                    rows += [row for branch in branches for row in branch]
+                continue
+            rows.append(
+                {"op": op.name, "kind": op_kind(op, op.name, inner), "gbytes": op_bytes(op, ops) / 1e9,
+                 "gflop": flops[op.name] / 1e9, "shape": op.shape, "source": short_source(op.source),
+                 "backend_kind": op.backend_kind}
+            )  # fmt: skip
+        return rows
+
+    rows = walk(entry[1], frozenset())
+    kinds = {}
+    for kind in KINDS:
+        members = [row for row in rows if row["kind"] == kind]
+        if members:
+            kinds[kind] = {"ops": len(members), "gbytes": sum(row["gbytes"] for row in members)}
+    bound = [row for row in rows if row["kind"] in MEMORY_BOUND]
+    triton = [row for row in bound if row["backend_kind"] == "__triton"]
+    return {
+        "kinds": kinds,
+        "gflop": sum(row["gflop"] for row in rows),
+        "memory_bound_gbytes": sum(row["gbytes"] for row in bound),
+        "triton": {"ops": len(triton), "gbytes": sum(row["gbytes"] for row in triton)},
+        "ops": sorted(rows, key=lambda row: -row["gbytes"]),
+    }
 
 
 def busy_us(intervals: list[tuple[float, float]]) -> float:

@@ -597,10 +597,13 @@ def _gelu_bwd(x: jax.Array, cotangent: jax.Array) -> tuple[jax.Array]:
 gelu.defvjp(lambda x: (gelu(x), x), _gelu_bwd)
 
 
-def modulated_silu(h: jax.Array, multiplier: jax.Array, offset: jax.Array) -> jax.Array:
+def modulated_silu(h, multiplier, offset, out_dtype: Any = jnp.float32, heads: int = 1) -> jax.Array:
     """SiLU(standardize(h) * multiplier + offset) per sample: h [B, T, C], multiplier and offset [B, C]
-    (float32) -> [B, T, C] float32; the stylization's normalized, modulated activation."""
-    return nn.silu(_standardize(h) * multiplier[:, None, :] + offset[:, None, :])
+    (float32) -> [B, T, C], computed in float32, returned in `out_dtype`; the stylization's normalized,
+    modulated activation. `heads`: h was made as [B, heads, T, C / heads] and moved to [B, T, C] (a
+    hint for a fused backward pass, `kernels.modulated_silu`; the value does not depend on it)."""
+    del heads
+    return nn.silu(_standardize(h) * multiplier[:, None, :] + offset[:, None, :]).astype(out_dtype)
 
 
 class StylizationBlock(nn.Module):
@@ -615,6 +618,7 @@ class StylizationBlock(nn.Module):
     latent_dim: int
     dropout: float
     dtype: Any
+    heads: int = 1  # h was made as [B, heads, T, C / heads] (the linear attention's read): `modulated_silu`
 
     def setup(self):
         self.emb = Dense(2 * self.latent_dim, self.dtype, out_dtype=jnp.float32)
@@ -630,7 +634,10 @@ class StylizationBlock(nn.Module):
         scale, shift = jnp.split(modulation, 2, axis=-1)
         gamma, beta = self.norm()
         multiplier, offset = gamma * (1.0 + scale), beta * (1.0 + scale) + shift  # [B, C]
-        y = modulated_silu(h, multiplier, offset)
+        # The output Dense rounds y to the compute dtype; with no dropout between them y is rounded here,
+        # the same values, and its cotangent comes back in that dtype (half the bytes in bfloat16).
+        rounded = deterministic or self.dropout == 0
+        y = modulated_silu(h, multiplier, offset, self.dtype if rounded else jnp.float32, self.heads)
         y = self.drop(y, deterministic=deterministic)
         return self.out(y)
 
@@ -663,7 +670,8 @@ class TemporalAttention(nn.Module):
         self.query = _DenseParams(width, width)
         self.key = _DenseParams(source_width, width)
         self.value = _DenseParams(source_width, width)
-        self.style = StylizationBlock(self.latent_dim, self.dropout, self.dtype)
+        read_heads = self.num_heads if self.attention == "efficient" else 1
+        self.style = StylizationBlock(self.latent_dim, self.dropout, self.dtype, read_heads)
 
     def modulation(self, emb: jax.Array) -> jax.Array:
         return self.style.modulation(emb)

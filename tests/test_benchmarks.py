@@ -11,10 +11,9 @@ import sys
 import tarfile
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
+from central_differences import checked_against_central_differences, standardize64
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 TINY = [
@@ -198,43 +197,18 @@ def test_variants_benchmark_takes_gpu_spellings_and_xla_options(tmp_path):
         "style=written-backward",
         "attention=block-diagonal",
         "attention=tokens-major+style=written-backward",
+        "style=pallas",
         "xla:xla_gpu_dot_merger_threshold_mb=0",
         "xla:xla_no_such_option=1",
     ]
     record, rows, stdout = run_variants(tmp_path, variants, "float32")
-    assert list(rows) == variants[:7]
-    for spelling in variants[1:6]:
+    assert list(rows) == variants[:8]
+    for spelling in variants[1:7]:
         assert rows[spelling]["max_param_difference"] < 1e-6
         assert rows[spelling]["grad_norm_relative_difference"] < 1e-6
     assert rows["xla:xla_gpu_dot_merger_threshold_mb=0"]["max_param_difference"] == 0
     assert "No such compile option" in record["failed"]["xla:xla_no_such_option=1"]
     assert "xla:xla_no_such_option=1" in stdout and "did not compile" in stdout
-
-
-def _standardize64(rows):
-    centered = rows - rows.mean(axis=-1, keepdims=True)
-    return centered / np.sqrt((centered**2).mean(axis=-1, keepdims=True) + 1e-5)
-
-
-def _checked_against_central_differences(function, reference, args, cotangent, step=1e-6):
-    """`function` (jax, float32) against `reference` (numpy, float64) at `args`: its value, and its
-    vector-Jacobian product for `cotangent` against central differences of the reference, argument by
-    argument, element by element."""
-    value, vjp = jax.vjp(function, *(jnp.asarray(a, jnp.float32) for a in args))
-    grads = vjp(jnp.asarray(cotangent, jnp.float32))
-    np.testing.assert_allclose(
-        np.asarray(value), reference(*args), atol=2e-5 * np.abs(reference(*args)).max()
-    )
-    for position, (arg, grad) in enumerate(zip(args, grads, strict=True)):
-        expected = np.zeros_like(arg)
-        for index in np.ndindex(*arg.shape):
-            shifted = [list(args), list(args)]
-            for sign, values in zip((1, -1), shifted, strict=True):
-                values[position] = arg.copy()
-                values[position][index] += sign * step
-            difference = reference(*shifted[0]) - reference(*shifted[1])
-            expected[index] = np.sum(cotangent * difference) / (2 * step)
-        np.testing.assert_allclose(np.asarray(grad), expected, atol=1e-5 * np.abs(expected).max())
 
 
 def test_saved_statistics_standardization_has_the_float64_gradient():
@@ -247,7 +221,7 @@ def test_saved_statistics_standardization_has_the_float64_gradient():
     rng = np.random.default_rng(3)
     x = rng.normal(size=(4, 24)) * rng.uniform(0.5, 3.0, size=(4, 1)) + [[0.0], [5.0], [-20.0], [100.0]]
     g = rng.normal(size=x.shape)
-    _checked_against_central_differences(bench_variants._standardize_saved_statistics, _standardize64, [x], g)
+    checked_against_central_differences(bench_variants._standardize_saved_statistics, standardize64, [x], g)
 
 
 def test_written_backward_of_the_stylization_has_the_float64_gradient():
@@ -262,11 +236,11 @@ def test_written_backward_of_the_stylization_has_the_float64_gradient():
     g = rng.normal(size=h.shape)
 
     def reference(h, multiplier, offset):
-        pre = _standardize64(h) * multiplier[:, None, :] + offset[:, None, :]
+        pre = standardize64(h) * multiplier[:, None, :] + offset[:, None, :]
         return pre / (1.0 + np.exp(-pre))
 
     args = [h, multiplier, offset]
-    _checked_against_central_differences(bench_variants._modulated_silu_written, reference, args, g)
+    checked_against_central_differences(bench_variants._modulated_silu_written, reference, args, g)
 
 
 def test_variants_benchmark_parses_xla_options():
@@ -478,10 +452,10 @@ def test_gpu_check_runs_its_cases_and_summarises_them(tmp_path):
     variants = json.loads((out / "variants.json").read_text())
     assert [row["variant"] for row in variants["rows"]] == [
         "current",
-        "attention=tokens-major",
-        "standardize=saved-statistics",
+        "style=pallas",
         "style=written-backward",
-        "attention=block-diagonal",
+        "standardize=saved-statistics",
+        "attention=tokens-major",
         "xla:xla_disable_hlo_passes=triton-softmax-rewriter",
     ]
     assert variants["args"]["layers"] == 2 and variants["args"]["batch"] == 4

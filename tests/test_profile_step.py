@@ -265,6 +265,72 @@ def test_gemm_calls_count_their_flops_from_the_backend_config():
     assert flops["input_reduce_fusion.12"] == 0
 
 
+# A program with control flow: a Triton block-level fusion, then a conditional whose branches move different
+# bytes (XLA:GPU prints true_computation= / false_computation= for a boolean one).
+COND_HLO = """HloModule jit_train_step, entry_computation_layout={(f32[1024,64]{1,0})->f32[1024,64]}
+
+%fused_softmax (param_0: f32[1024,64]) -> bf16[1024,64] {
+  %param_0 = f32[1024,64]{1,0} parameter(0)
+  ROOT %convert.2 = bf16[1024,64]{1,0} convert(%param_0)
+}
+
+%fused_scale (param_0.2: f32[1024,64]) -> f32[1024,64] {
+  %param_0.2 = f32[1024,64]{1,0} parameter(0)
+  ROOT %multiply.3 = f32[1024,64]{1,0} multiply(%param_0.2, %param_0.2)
+}
+
+%apply (t: (f32[1024,64], f32[64])) -> f32[1024,64] {
+  %t = (f32[1024,64]{1,0}, f32[64]{0}) parameter(0)
+  %a = f32[1024,64]{1,0} get-tuple-element(%t), index=0
+  %loop_multiply_fusion = f32[1024,64]{1,0} fusion(%a), kind=kLoop, calls=%fused_scale
+  ROOT %copy.4 = f32[1024,64]{1,0} copy(%loop_multiply_fusion)
+}
+
+%skip (t.1: (f32[1024,64], f32[64])) -> f32[1024,64] {
+  %t.1 = (f32[1024,64]{1,0}, f32[64]{0}) parameter(0)
+  ROOT %b = f32[1024,64]{1,0} get-tuple-element(%t.1), index=0
+}
+
+ENTRY %main.7 (x: f32[1024,64], g: f32[64], ok: pred[]) -> f32[1024,64] {
+  %x = f32[1024,64]{1,0} parameter(0)
+  %g = f32[64]{0} parameter(1)
+  %ok = pred[] parameter(2)
+  %fusion.5 = bf16[1024,64]{1,0} fusion(%x), kind=kCustom, calls=%fused_softmax, TRITON
+  %tuple.1 = (f32[1024,64]{1,0}, f32[64]{0}) tuple(%x, %g)
+  ROOT %cond.1 = f32[1024,64]{1,0} conditional(%ok, %tuple.1, %tuple.1), true_computation=%apply, \
+false_computation=%skip
+}
+""".replace(
+    "TRITON",
+    'backend_config={"fusion_backend_config":{"block_level_fusion_config":{"num_warps":"8","output_tiles":'
+    '[{"sizes":["32","64"]}]},"kind":"__triton"}}',
+).replace("\\\n", "")
+
+
+def test_program_bytes_count_each_op_once_and_a_conditional_by_its_larger_branch():
+    ops = profile_step.parse_hlo(COND_HLO)
+    assert ops["cond.1"].calls == ("apply", "skip")
+    assert ops["fusion.5"].backend_kind == "__triton" and ops["copy.4"].backend_kind == ""
+    counted = profile_step.program_bytes(COND_HLO)
+    f32, bf16 = 4 * 1024 * 64, 2 * 1024 * 64
+    # the Triton fusion reads x (f32) and writes bf16; the taken branch squares x (read + write) and
+    # copies it (read + write); the skip branch moves nothing; parameters and tuples move nothing
+    assert counted["kinds"]["elementwise"]["gbytes"] == pytest.approx((f32 + bf16 + 2 * f32) / 1e9)
+    assert counted["kinds"]["transpose/copy"]["gbytes"] == pytest.approx(2 * f32 / 1e9)
+    assert counted["memory_bound_gbytes"] == pytest.approx((f32 + bf16 + 4 * f32) / 1e9)
+    assert counted["triton"] == {"ops": 1, "gbytes": pytest.approx((f32 + bf16) / 1e9)}
+    assert [row["op"] for row in counted["ops"]] == ["loop_multiply_fusion", "copy.4", "fusion.5"]
+    with pytest.raises(ValueError, match="no ENTRY computation"):
+        profile_step.program_bytes(COND_HLO.replace("ENTRY ", ""))
+
+
+def test_program_bytes_of_a_gpu_program_count_its_gemm_calls_flops():
+    counted = profile_step.program_bytes(GPU_HLO)
+    assert counted["gflop"] == pytest.approx((2 * 96 * 32 * 64 + 2 * 64 * 48 * 32) / 1e9)
+    assert counted["kinds"]["matmul"]["ops"] == 2
+    assert counted["memory_bound_gbytes"] == pytest.approx((2 * 96 * 32 + 4 * 96) / 1e9)
+
+
 def _kernel(name, dur, op, ts, scope):
     return {"ph": "X", "pid": 1, "tid": 2, "ts": ts, "dur": dur, "name": name,
             "args": {"hlo_op": op, "hlo_module": "jit_train_step", "scope_range_id": scope}}  # fmt: skip
@@ -412,3 +478,9 @@ def test_the_h200_profile_kept_in_the_repository_reads_as_measured(tmp_path):
     memory_bound = [kinds[k] for k in ("reduction", "elementwise", "transpose/copy")]
     assert sum(k["gbytes_per_step"] for k in memory_bound) == pytest.approx(83.9, abs=0.05)
     assert sum(k["ms_per_step"] for k in memory_bound) == pytest.approx(34.8, abs=0.05)
+    # Every op of that program ran once per step: the program read alone (gpu_program.py's count, no trace)
+    # moves the same bytes, per kind, and its products do the analytic count's work.
+    counted = profile_step.program_bytes((folder / "train_step.hlo.txt").read_text(), ops)
+    for kind in ("reduction", "elementwise", "transpose/copy"):
+        assert counted["kinds"][kind]["gbytes"] == pytest.approx(kinds[kind]["gbytes_per_step"], rel=1e-6)
+    assert counted["gflop"] == pytest.approx(analytic, rel=1e-3)
