@@ -17,8 +17,9 @@ cannot autotune: a few emitter choices differ from a compilation on the card). T
 bone-length term, bfloat16 compute by default), traced as on a GPU (the model's CPU-only spellings
 off), each variant with `bench_variants.py`'s swaps and XLA options (`xla:NAME=VALUE`).
 
-For each variant: compile seconds (on this CPU), the products' GFLOP per step, and the bytes per step
-(`profile_step.program_bytes`: each op's operands and result, the program run once) of all its ops
+For each variant: compile seconds (on this CPU), the device memory the program holds at once (XLA's
+buffer assignment: arguments, outputs and temporaries), the products' GFLOP per step, and the bytes
+per step (`profile_step.program_bytes`: each op's operands and result, the program run once) of all its ops
 beside the products (and that total's ratio to the first variant's), of its reductions,
 transposes/copies and elementwise ops (the memory-bound ops that bounded session 19's H200 step, where
 they moved 83.9 GB in 34.8 ms), of hand-written (Pallas) kernels, and the part of the memory-bound
@@ -133,6 +134,18 @@ def compile_for_gpu(step: bench_train_step.OurStep, variant: str, dtype: str, sh
         return bench_variants.compile_variant(step, variant, dtype)
 
 
+def _device_memory_gb(compiled) -> float | None:
+    """What the program holds on the card at once by XLA's buffer assignment: its arguments (the train
+    state, donated, and the batch), outputs not aliased to them, and its temporaries, in GB (None where
+    this jax does not say)."""
+    try:
+        stats = compiled.memory_analysis()
+        held = stats.argument_size_in_bytes + stats.output_size_in_bytes - stats.alias_size_in_bytes
+        return (held + stats.temp_size_in_bytes) / 1e9
+    except Exception:  # memory_analysis is not in every jax, nor filled by every backend
+        return None
+
+
 def file_name(variant: str) -> str:
     """A file name for a variant's program: its name with every character outside [A-Za-z0-9._-] as '_'."""
     return re.sub(r"[^A-Za-z0-9._-]", "_", variant) + ".hlo.txt"
@@ -164,14 +177,14 @@ def parse_args(argv=None):
 def print_table(gpu: str, rows: list[dict]) -> None:
     print(f"\ncompiled for {GPUS[gpu]['name']} (deviceless); GB per step: operands and results, each op once")
     print(
-        "| variant | compile s | GFLOP | GB beside products | vs first | memory-bound GB | reductions | "
-        "transposes/copies | elementwise | Pallas kernels | Triton block-level fusions GB (ops) |"
+        "| variant | compile s | device memory GB | GFLOP | GB beside products | vs first | memory-bound "
+        "GB | reductions | transposes/copies | elementwise | Pallas kernels | Triton block-level GB (ops) |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     first = rows[0].get("beside_products_gbytes") if rows else None
     for row in rows:
         if "failed" in row:
-            print(f"| {row['variant']} | did not compile: {row['failed'][:100]} |||||||||")
+            print(f"| {row['variant']} | did not compile: {row['failed'][:100]} ||||||||||")
             continue
         kinds = row["kinds"]
         gbytes = {
@@ -179,9 +192,10 @@ def print_table(gpu: str, rows: list[dict]) -> None:
         }
         per_kind = " | ".join(f"{gbytes[kind]:.2f}" for kind in profile_step.MEMORY_BOUND)
         beside = row["beside_products_gbytes"]
+        memory = f"{row['device_memory_gb']:.1f}" if row.get("device_memory_gb") is not None else "?"
         print(
-            f"| {row['variant']} | {row['compile_s']:.0f} | {row['program_gflop']:.1f} | {beside:.2f} | "
-            f"{beside / first:.3f} | {row['memory_bound_gbytes']:.2f} | {per_kind} | "
+            f"| {row['variant']} | {row['compile_s']:.0f} | {memory} | {row['program_gflop']:.1f} | "
+            f"{beside:.2f} | {beside / first:.3f} | {row['memory_bound_gbytes']:.2f} | {per_kind} | "
             f"{gbytes['kernel']:.2f} | {row['triton']['gbytes']:.2f} ({row['triton']['ops']}) |"
         )
 
@@ -211,6 +225,7 @@ def main(argv=None) -> None:
             "variant": variant,
             "compile_s": seconds,
             "program_gflop": counted["gflop"],
+            "device_memory_gb": _device_memory_gb(compiled),
             "kinds": counted["kinds"],
             "memory_bound_gbytes": counted["memory_bound_gbytes"],
             "beside_products_gbytes": sum(v["gbytes"] for k, v in counted["kinds"].items() if k != "matmul"),

@@ -72,6 +72,7 @@ def test_compiles_the_train_step_for_an_h200_without_one(tmp_path):
     extra = 3 * (1 - 1 / 4) * 2 * args.batch * 32**2 * (3 * args.frames + args.text_length) * 2 / 1e9
     assert block["program_gflop"] == pytest.approx(current["program_gflop"] + extra, rel=0.02)
     assert current["memory_bound_gbytes"] > 0 and current["kinds"]["reduction"]["ops"] > 0
+    assert current["device_memory_gb"] > 0
     program = (kept / "current.hlo.txt").read_text()
     assert ("__cublas" in program or "__triton" in program) and "__ynn" not in program
     assert (kept / "attention_block-diagonal.hlo.txt").is_file()
