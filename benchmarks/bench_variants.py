@@ -84,6 +84,8 @@ Dense layer's input for its bf16 kernel gradient on the CPU; they change nothing
                       attention read's heads-first layout, where h came from it), the modulation's
                       gradients summed per tile (interpreted on a CPU: slow there, for the check only;
                       where C or its heads are not powers of two, the current spelling)
+  style=pallas-rows8, style=pallas-rows32  the same kernel with 8 frames per program on 2 warps, or 32 on
+                      8 (the default: 16 on 4), for tuning it on a card
   xla:NAME=VALUE[+NAME=VALUE...]  the current step compiled with these XLA options (as XLA_FLAGS names
                       them, without the dashes; `jax.jit(...).lower(...).compile(compiler_options=...)`),
                       so several settings are timed in one process, e.g.
@@ -366,6 +368,17 @@ def _modulated_silu_written_as(h, multiplier, offset, out_dtype=jnp.float32, hea
     return _modulated_silu_written(h, multiplier, offset).astype(out_dtype)
 
 
+@contextlib.contextmanager
+def _pallas_tiles(rows: int, warps: int):
+    """`style=pallas` with `rows` frames per kernel program run by `warps` warps (16 and 4 by default)."""
+    with (
+        _replaced("modulated_silu", _modulated_silu_pallas),
+        _replaced_in(kernels, "ROWS_PER_PROGRAM", rows),
+        _replaced_in(kernels, "NUM_WARPS", warps),
+    ):
+        yield
+
+
 _MODULATED_SILU = model_lib.modulated_silu  # the current spelling, kept: `style=pallas` falls back to it
 
 
@@ -400,6 +413,8 @@ VARIANTS = {
     "standardize=saved-statistics": lambda: _replaced("_standardize", _standardize_saved_statistics),
     "style=written-backward": lambda: _replaced("modulated_silu", _modulated_silu_written_as),
     "style=pallas": lambda: _replaced("modulated_silu", _modulated_silu_pallas),
+    "style=pallas-rows8": lambda: _pallas_tiles(8, 2),
+    "style=pallas-rows32": lambda: _pallas_tiles(32, 8),
     "attention=block-diagonal": _block_diagonal,
 }
 XLA_PREFIX = "xla:"

@@ -74,7 +74,8 @@
 #                  block-level ones, made by that pass: XLA's own reduction emitters instead). An option
 #                  this jax's XLA does not know is reported and skipped. attention=block-diagonal (23% more
 #                  FLOPs, 12% more bytes by the deviceless count) is no longer in the default. The
-#                  CPU-chosen spellings can be timed the same way:
+#                  kernel's tile sizes: GPU_VARIANTS=current,style=pallas,style=pallas-rows8,style=pallas-rows32.
+#                  The CPU-chosen spellings can be timed the same way:
 #                  GPU_VARIANTS=current,positions=autodiff,softmax=autodiff,standardize=twopass
 #   profile_variant  (only when named in CASES) B=$BIG_BATCH, 2 layers: profile_step.py of $PROFILE_VARIANT
 #                  (a variant of bench_variants.py; default current), its trace in $OUT/profile_variant_trace

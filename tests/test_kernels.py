@@ -23,9 +23,13 @@ def _inputs(seed, batch, frames, channels):
     return h, rng.normal(size=(batch, channels)), rng.normal(size=(batch, channels)), rng.normal(size=h.shape)
 
 
-# frames: under one tile, exactly one, three with a ragged last; heads: h's layout (1: [B, T, C] itself)
-@pytest.mark.parametrize("frames, heads", [(5, 1), (16, 2), (37, 4)])
-def test_the_kernel_backward_has_the_float64_gradient(frames, heads):
+# frames: under one tile, exactly one, three with a ragged last; heads: h's layout (1: [B, T, C] itself);
+# rows: frames per program (bench_variants' style=pallas-rows8 / -rows32)
+@pytest.mark.parametrize(
+    "frames, heads, rows", [(5, 1, 16), (16, 2, 16), (37, 4, 16), (37, 2, 8), (37, 1, 32)]
+)
+def test_the_kernel_backward_has_the_float64_gradient(frames, heads, rows, monkeypatch):
+    monkeypatch.setattr(kernels, "ROWS_PER_PROGRAM", rows)
     h, multiplier, offset, g = _inputs(frames, 2, frames, 16)
     fused = jax.jit(lambda h, m, o: kernels.modulated_silu(h, m, o, jnp.float32, heads, True))
     checked_against_central_differences(fused, _modulated_silu64, [h, multiplier, offset], g)
