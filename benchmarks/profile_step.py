@@ -18,9 +18,9 @@ name, the cuBLAS products among them one row that gets the FLOPs of the program'
 gets a kind from the compiled program's text (`compiled.as_text()`): matmul (a dot or convolution, a
 fusion around one, a gemm custom call), kernel (a hand-written one: Pallas), reduction, transpose/copy,
 elementwise, collective, control flow (while/conditional/call bodies are counted through their own
-ops), other. Tables: per kind (ms/step,
-share of the op time, op count) and the top `--top` ops (ms/step, share, kind, result shape, GFLOP/s
-of the products, the jax op it came from), and where the trace has them, the device's kernels by name.
+ops), other. Tables: per kind (ms/step, share of the op time, op count) and the top `--top` ops
+(ms/step, share, kind, result shape, GFLOP/s of the products, the jax op it came from), and where the
+trace has them, the device's kernels by name.
 "op time / wall" compares the summed op time with the step's wall time,
 "busy" is the time at least one op was running (the union of their intervals): on a GPU, busy below
 100% of wall means the device waited (launch overhead, host work); on a CPU, ops run on several threads

@@ -634,8 +634,9 @@ class StylizationBlock(nn.Module):
         scale, shift = jnp.split(modulation, 2, axis=-1)
         gamma, beta = self.norm()
         multiplier, offset = gamma * (1.0 + scale), beta * (1.0 + scale) + shift  # [B, C]
-        # The output Dense rounds y to the compute dtype; with no dropout between them y is rounded here,
-        # the same values, and its cotangent comes back in that dtype (half the bytes in bfloat16).
+        # The output Dense rounds y to the compute dtype; with no dropout between them y is rounded here
+        # (the same values), so that a fused backward pass (kernels.modulated_silu) gets its cotangent in
+        # that dtype.
         rounded = deterministic or self.dropout == 0
         y = modulated_silu(h, multiplier, offset, self.dtype if rounded else jnp.float32, self.heads)
         y = self.drop(y, deterministic=deterministic)
