@@ -64,8 +64,8 @@
 #                  profile (benchmarks/bench_variants.py: paired rounds, each checked to compute the same
 #                  step; benchmarks/RESULTS.md, "read for bytes"). $GPU_VARIANTS, by default: current;
 #                  style=pallas (the stylization's backward pass as one Pallas kernel,
-#                  motion_ddpm_jax/kernels.py: 9% fewer bytes beside the products by gpu_program.py's
-#                  deviceless count); style=written-backward (the same backward pass written out in jax:
+#                  motion_ddpm_jax/kernels.py: 18% fewer bytes beside the products at B=256 by
+#                  gpu_program.py's deviceless count); style=written-backward (the same backward pass written out in jax:
 #                  those passes moved ~26 GB per step); standardize=saved-statistics (LayerNorm's backward
 #                  pass from saved statistics: the fusion of two LayerNorm backward passes ran at 1.3
 #                  TB/s); attention=tokens-major (the linear attention with no transposes spelled out: the

@@ -127,8 +127,8 @@ def abstract_on(tree, sharding):
 
 
 def compile_for_gpu(step: bench_train_step.OurStep, variant: str, dtype: str, sharding):
-    """(compiled program of `variant`'s train step for the card of `sharding`, compile seconds)."""
-    step.state, step.batch, step.rng = (abstract_on(t, sharding) for t in (step.state, step.batch, step.rng))
+    """(compiled program of `variant`'s train step for the card of `sharding`, compile seconds); the
+    step's state, batch and rng already placed there (`abstract_on`)."""
     # The abstract mesh names the card to Pallas's Triton lowering, which otherwise asks the local device.
     with traced_as_gpu(), jax.sharding.use_abstract_mesh(sharding.mesh.abstract_mesh):
         return bench_variants.compile_variant(step, variant, dtype)
@@ -210,6 +210,7 @@ def main(argv=None) -> None:
     record = {"benchmark": "gpu_program", "gpu": args.gpu, "jax": jax.__version__, "complete": False,
               "args": flags, "variants": []}  # fmt: skip
     step = bench_train_step.OurStep(args, args.features)
+    step.state, step.batch, step.rng = (abstract_on(t, sharding) for t in (step.state, step.batch, step.rng))
     for index, variant in enumerate(args.variants):
         try:
             compiled, seconds = compile_for_gpu(step, variant, args.dtype, sharding)

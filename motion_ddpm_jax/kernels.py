@@ -15,7 +15,8 @@ copying.
 Why: XLA's own backward pass of this function writes the SiLU's float32 input gradient and reads it
 back three times; by the deviceless count of the B=256 step compiled for an H200
 (`benchmarks/gpu_program.py`, benchmarks/RESULTS.md session 21) the kernel takes the bytes beside the
-products from 80.2 to 70.8 GB per step with h in [B, T, C] (copies of h and dh made it less).
+products from 80.2 to 66.0 GB per step (with h taken as [B, T, C] instead, copies of h and dh left
+70.8).
 
 The kernel runs where Pallas's Triton backend does (a CUDA GPU; jax 0.11 marks that backend deprecated
 in favour of Mosaic GPU) and, with `interpret=True`, anywhere (the tests run it so on the CPU);
@@ -39,12 +40,11 @@ NUM_WARPS = 4
 
 def modulated_silu_reference(h: jax.Array, multiplier: jax.Array, offset: jax.Array) -> jax.Array:
     """SiLU(standardize(h) * multiplier + offset) in float32, jax.numpy: the function the kernel computes
-    (two-pass statistics: the variance of the centred h)."""
-    x = h.astype(jnp.float32)
-    centred = x - jnp.mean(x, axis=-1, keepdims=True)
-    z = centred * jax.lax.rsqrt(jnp.mean(jnp.square(centred), axis=-1, keepdims=True) + EPSILON)
-    u = z * multiplier[:, None, :] + offset[:, None, :]
-    return u * jax.nn.sigmoid(u)
+    (the model's two-pass statistics, the variance of the centred h, as under differentiation)."""
+    from motion_ddpm_jax import model  # here: the model module is the kernels' user, not their dependency
+
+    z = model._standardize_two_pass(h, EPSILON)
+    return jax.nn.silu(z * multiplier[:, None, :] + offset[:, None, :])
 
 
 def fused_available(h: jax.Array, heads: int = 1) -> bool:
