@@ -86,6 +86,14 @@ Dense layer's input for its bf16 kernel gradient on the CPU; they change nothing
                       where C or its heads are not powers of two, the current spelling)
   style=pallas-rows8, style=pallas-rows32  the same kernel with 8 frames per program on 2 warps, or 32 on
                       8 (the default: 16 on 4), for tuning it on a card
+  read=pallas         the attention blocks' linear-attention read and the stylization after it as Pallas
+                      (Triton) kernels, `kernels.stylized_read`: forward, one kernel reads q in its own
+                      [B, T, C] layout and writes the stylized output (no heads-first copies, no read
+                      output between them); backward, two kernels read q and the cotangent twice and
+                      write dq, d context and the modulation's gradients (on the H200 the queries'
+                      softmax fusions alone took ~4.8 ms of the B=256 step; interpreted on a CPU; the
+                      current spelling where the shapes do not suit the kernels). The feed-forward
+                      blocks' stylization is left as it is: `read=pallas+style=pallas` swaps both
   xla:NAME=VALUE[+NAME=VALUE...]  the current step compiled with these XLA options (as XLA_FLAGS names
                       them, without the dashes; `jax.jit(...).lower(...).compile(compiler_options=...)`),
                       so several settings are timed in one process, e.g.
@@ -390,6 +398,17 @@ def _modulated_silu_pallas(h, multiplier, offset, out_dtype=jnp.float32, heads=1
     return kernels.modulated_silu(h, multiplier, offset, out_dtype, heads, jax.default_backend() == "cpu")
 
 
+_STYLIZED_READ = model_lib.stylized_read  # the current spelling, kept: `read=pallas` falls back to it
+
+
+def _stylized_read_pallas(q, context, multiplier, offset, out_dtype, num_heads):
+    """`kernels.stylized_read` (the read and its stylization as Pallas kernels), interpreted on a CPU; the
+    current spelling where the kernels do not take the shapes (`read=pallas`)."""
+    if not kernels.read_fused_available(q, context, num_heads):
+        return _STYLIZED_READ(q, context, multiplier, offset, out_dtype, num_heads)
+    return kernels.stylized_read(q, context, multiplier, offset, out_dtype, jax.default_backend() == "cpu")
+
+
 VARIANTS = {
     "current": contextlib.nullcontext,
     "transpose=fold": lambda: _replaced("_rows_last", lambda x: jnp.swapaxes(x, -1, -2)),
@@ -415,6 +434,7 @@ VARIANTS = {
     "style=pallas": lambda: _replaced("modulated_silu", _modulated_silu_pallas),
     "style=pallas-rows8": lambda: _pallas_tiles(8, 2),
     "style=pallas-rows32": lambda: _pallas_tiles(32, 8),
+    "read=pallas": lambda: _replaced("stylized_read", _stylized_read_pallas),
     "attention=block-diagonal": _block_diagonal,
 }
 XLA_PREFIX = "xla:"

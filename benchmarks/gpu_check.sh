@@ -65,16 +65,20 @@
 #                  step; benchmarks/RESULTS.md, "read for bytes"). $GPU_VARIANTS, by default: current;
 #                  style=pallas (the stylization's backward pass as one Pallas kernel,
 #                  motion_ddpm_jax/kernels.py: 18% fewer bytes beside the products at B=256 by
-#                  gpu_program.py's deviceless count); style=written-backward (the same backward pass written out in jax:
-#                  those passes moved ~26 GB per step); standardize=saved-statistics (LayerNorm's backward
-#                  pass from saved statistics: the fusion of two LayerNorm backward passes ran at 1.3
-#                  TB/s); attention=tokens-major (the linear attention with no transposes spelled out: the
-#                  query softmaxes, fused with the move of the heads, ran at 0.8-1.2 TB/s);
+#                  gpu_program.py's deviceless count); read=pallas+style=pallas (besides, the attention
+#                  blocks' read and stylization as three Pallas kernels, no heads-first copies: 20% fewer
+#                  bytes beside the products, 18% fewer in all); standardize=saved-statistics (LayerNorm's
+#                  backward pass from saved statistics: the fusion of two LayerNorm backward passes ran at
+#                  1.3 TB/s); attention=tokens-major (the linear attention with no transposes spelled out:
+#                  the query softmaxes, fused with the move of the heads, ran at 0.8-1.2 TB/s);
 #                  xla:xla_disable_hlo_passes=triton-softmax-rewriter (those slow fusions are all Triton
 #                  block-level ones, made by that pass: XLA's own reduction emitters instead). An option
-#                  this jax's XLA does not know is reported and skipped. attention=block-diagonal (23% more
-#                  FLOPs, 12% more bytes by the deviceless count) is no longer in the default. The
-#                  kernel's tile sizes: GPU_VARIANTS=current,style=pallas,style=pallas-rows8,style=pallas-rows32.
+#                  this jax's XLA does not know is reported and skipped. Out of the default:
+#                  attention=block-diagonal (23% more FLOPs, 12% more bytes by the deviceless count) and
+#                  style=written-backward (style=pallas's backward written out in jax: 2.4% fewer bytes).
+#                  The kernels' tile sizes: GPU_VARIANTS=current,style=pallas,style=pallas-rows8,
+#                  style=pallas-rows32 (read=pallas+style=pallas-rows32: the read kernels' tiles too; 16
+#                  frames at the least).
 #                  The CPU-chosen spellings can be timed the same way:
 #                  GPU_VARIANTS=current,positions=autodiff,softmax=autodiff,standardize=twopass
 #   profile_variant  (only when named in CASES) B=$BIG_BATCH, 2 layers: profile_step.py of $PROFILE_VARIANT
@@ -86,7 +90,7 @@ PYTHON=${PYTHON:-python}
 BUDGET_S=${BUDGET_S:-540}
 BIG_BATCH=${BIG_BATCH:-256}
 PROFILE_VARIANT=${PROFILE_VARIANT:-current}
-GPU_VARIANTS=${GPU_VARIANTS:-current,style=pallas,style=written-backward,standardize=saved-statistics,attention=tokens-major,xla:xla_disable_hlo_passes=triton-softmax-rewriter}
+GPU_VARIANTS=${GPU_VARIANTS:-current,style=pallas,read=pallas+style=pallas,standardize=saved-statistics,attention=tokens-major,xla:xla_disable_hlo_passes=triton-softmax-rewriter}
 read -r -a MODEL <<< "${MODEL_ARGS:-}"
 read -r -a BENCH <<< "${BENCH_ARGS:-}"
 CASES=${CASES:-train_step,big_batch,profile,pipelined,compile_flags,fp32,products,sampling,geometric,beat_window,autotune_off,torch_compile,variants}

@@ -1,5 +1,5 @@
 """Hand-fused GPU kernels (Pallas, Triton backend) for passes that XLA:GPU splits into several memory-bound
-fusions, each beside the plain jax.numpy spelling it must equal.
+fusions, each beside the plain jax.numpy spelling it must equal (`*_reference`).
 
 `modulated_silu(h, multiplier, offset, out_dtype, heads)`: the stylization's SiLU(standardize(h) *
 multiplier + offset) per sample (h [B, T, C]; multiplier, offset [B, C] float32), the LayerNorm
@@ -18,11 +18,23 @@ back three times; by the deviceless count of the B=256 step compiled for an H200
 products from 80.2 to 66.0 GB per step (with h taken as [B, T, C] instead, copies of h and dh left
 70.8).
 
-The kernel runs where Pallas's Triton backend does (a CUDA GPU; jax 0.11 marks that backend deprecated
-in favour of Mosaic GPU) and, with `interpret=True`, anywhere (the tests run it so on the CPU);
-`fused_available(h, heads)` says whether a shape suits it (heads and C / heads powers of two, as
-Triton's tiles must be). Not the model's default: benchmarks/bench_variants.py's `style=pallas` swaps
-it in, to be timed on a card against XLA's fusions.
+`stylized_read(q, context, multiplier, offset, out_dtype)`: the linear attention's read (each head's
+softmaxed query features through its [H, H] context) and the stylization after it, `model.stylized_read`,
+as three kernels. Forward, per sample and tile of frames: q read once in its own [B, T, C] layout, every
+head's read kept in registers for the frame's LayerNorm statistics, the stylized output written in
+[B, T, C]: no heads-first copy of q or of the read, and no read output in memory at all. Backward, per
+sample and tile, the LayerNorm backward's two means over a frame's features; then per sample and head,
+over the frames, dq and that head's sums d context, d multiplier, d offset (no partial sums in memory).
+With `style=pallas` for the feed-forward blocks, the deviceless count of the B=256 step goes from 66.0 to
+64.1 GB beside the products and from 106.8 to 99.2 GB in all (the read's products move into the
+kernels; the current step: 80.2 and 121.0); the device memory from 13.8 to 12.3 GB.
+
+The kernels run where Pallas's Triton backend does (a CUDA GPU; jax 0.11 marks that backend deprecated
+in favour of Mosaic GPU) and, with `interpret=True`, anywhere (the tests run them so on the CPU);
+`fused_available(h, heads)` and `read_fused_available(q, context, heads)` say whether shapes suit them
+(heads and widths powers of two, as Triton's tiles must be). Not the model's default:
+benchmarks/bench_variants.py's `style=pallas` and `read=pallas` swap them in, to be timed on a card
+against XLA's fusions.
 """
 
 from __future__ import annotations
@@ -166,3 +178,275 @@ def _backward(out_dtype, interpret, residuals, cotangent):
 
 
 _modulated_silu_heads_first.defvjp(_forward, _backward)
+
+
+# The linear attention's read and the stylization that follows it, as one forward and two backward kernels.
+
+
+def stylized_read_reference(q: jax.Array, context: jax.Array, multiplier: jax.Array, offset: jax.Array):
+    """`modulated_silu_reference` of the linear attention's read, in float32, jax.numpy: the function
+    `stylized_read`'s kernels compute. q [B, T, C] is softmaxed over each head's H features in float32,
+    the weights rounded to context's dtype and read through context [B, heads, H, H] (accumulated in
+    float32, rounded to q's dtype: the model's off-CPU spelling, `model._read_heads_first`); the read's
+    output is then standardized, modulated and SiLU'd as `modulated_silu_reference` does."""
+    heads = context.shape[1]
+    weights = jax.nn.softmax(_heads_first(q, heads).astype(jnp.float32), axis=-1).astype(context.dtype)
+    read = jnp.einsum("bhtd,bhde->bhte", weights, context, preferred_element_type=jnp.float32)
+    return modulated_silu_reference(_frames_first(read.astype(q.dtype)), multiplier, offset)
+
+
+def read_fused_available(q: jax.Array, context: jax.Array, num_heads: int) -> bool:
+    """Whether `stylized_read`'s kernels take q [B, T, C] and context [B, num_heads, H, H]: heads and H
+    powers of two, H at least 16 (Triton's smallest product tile), C at most 4096."""
+    if q.ndim != 3 or context.shape[:2] != (q.shape[0], num_heads) or context.ndim != 4:
+        return False
+    heads, width = context.shape[1], context.shape[2]
+    powers = all(n > 0 and n & (n - 1) == 0 for n in (heads, width))
+    return powers and context.shape[3] == width and heads * width == q.shape[2] <= 4096 and width >= 16
+
+
+def _dot(a, b, contracting=((1,), (0,))):
+    """A tile product accumulated in float32 (float32 operands at full precision, not TF32)."""
+    precision = jax.lax.Precision.HIGHEST if a.dtype == jnp.float32 else None
+    dimensions = (contracting, ((), ()))
+    return jax.lax.dot_general(a, b, dimensions, precision=precision, preferred_element_type=jnp.float32)
+
+
+def _softmax_rows(q):
+    """Softmax over the last axis of a float32 tile, as jax.nn.softmax."""
+    exponentials = jnp.exp(q - jnp.max(q, axis=1, keepdims=True))
+    return exponentials / jnp.sum(exponentials, axis=1, keepdims=True)
+
+
+def _silu_and_slope(u):
+    """SiLU(u) and d SiLU(u) / du = s (1 + u (1 - s)), s the sigmoid."""
+    sigmoid = 1.0 / (1.0 + jnp.exp(-u))
+    return u * sigmoid, sigmoid * (1.0 + u * (1.0 - sigmoid))
+
+
+def _frame_window(axis: int, frames: int, rows: int, tile=None):
+    from jax.experimental import pallas as pl
+
+    first = (pl.program_id(axis) if tile is None else tile) * rows
+    return pl.ds(first, rows), (first + jnp.arange(rows)) < frames
+
+
+def _index(head: int) -> jax.Array:
+    """A head's index into a ref as an int32 scalar (a Python int there fails Pallas's interpreter)."""
+    return jnp.asarray(head, jnp.int32)
+
+
+def _read_heads(q_ref, context_ref, window, valid):
+    """Every head's read of a tile of frames: q_ref [T, heads, H], context_ref [heads, H, H] -> per head,
+    the read's output (rounded to q's dtype) as float32 [rows, H]."""
+    from jax.experimental.pallas import triton as plgpu
+
+    reads = []
+    for head in map(_index, range(context_ref.shape[0])):
+        q = plgpu.load(q_ref.at[window, head, :], mask=valid[:, None], other=0.0).astype(jnp.float32)
+        read = _dot(_softmax_rows(q).astype(context_ref.dtype), context_ref[head])
+        reads.append(read.astype(q_ref.dtype).astype(jnp.float32))
+    return reads
+
+
+def _standardized_heads(reads):
+    """The read's frames standardized over all heads' features (two passes): (z per head, mean, rstd)."""
+    width = len(reads) * reads[0].shape[1]
+    mean = functools.reduce(jnp.add, [jnp.sum(r, axis=1) for r in reads]) * (1.0 / width)
+    centred = [r - mean[:, None] for r in reads]
+    variance = functools.reduce(jnp.add, [jnp.sum(c * c, axis=1) for c in centred]) * (1.0 / width)
+    rstd = jax.lax.rsqrt(variance + EPSILON)
+    return [c * rstd[:, None] for c in centred], mean, rstd
+
+
+def _stylized_read_kernel(q_ref, context_ref, multiplier_ref, offset_ref, out_ref, *, frames, rows):
+    """Forward, one program per (sample, tile of frames): the read of every head, its statistics over the
+    frame's C features, and SiLU(z * multiplier + offset), written in out_ref's dtype ([T, heads, H])."""
+    from jax.experimental.pallas import triton as plgpu
+
+    window, valid = _frame_window(1, frames, rows)
+    zs, _, _ = _standardized_heads(_read_heads(q_ref, context_ref, window, valid))
+    for head, z in enumerate(zs):
+        out, _ = _silu_and_slope(z * multiplier_ref[head][None, :] + offset_ref[head][None, :])
+        plgpu.store(out_ref.at[window, _index(head), :], out.astype(out_ref.dtype), mask=valid[:, None])
+
+
+def _read_statistics_kernel(
+    q_ref, context_ref, multiplier_ref, offset_ref, g_ref, stats_ref, *, frames, rows
+):
+    """Backward, first pass, one program per (sample, tile of frames): what the LayerNorm's backward needs
+    from all of a frame's features, stats_ref [4, T] = (mean, rstd, mean(dz), mean(dz z)) with dz the
+    cotangent of the standardized read z (g_ref [T, heads, H] the cotangent of the output)."""
+    from jax.experimental.pallas import triton as plgpu
+
+    window, valid = _frame_window(1, frames, rows)
+    zs, mean, rstd = _standardized_heads(_read_heads(q_ref, context_ref, window, valid))
+    sums = [jnp.zeros_like(mean), jnp.zeros_like(mean)]
+    for head, z in enumerate(zs):
+        multiplier = multiplier_ref[head][None, :]
+        _, slope = _silu_and_slope(z * multiplier + offset_ref[head][None, :])
+        g = plgpu.load(g_ref.at[window, _index(head), :], mask=valid[:, None], other=0.0).astype(jnp.float32)
+        dz = g * slope * multiplier
+        sums = [sums[0] + jnp.sum(dz, axis=1), sums[1] + jnp.sum(dz * z, axis=1)]
+    scale = 1.0 / (len(zs) * zs[0].shape[1])
+    for row, value in enumerate((mean, rstd, sums[0] * scale, sums[1] * scale)):
+        plgpu.store(stats_ref.at[_index(row), window], value, mask=valid)
+
+
+def _read_backward_kernel(
+    q_ref, context_ref, multiplier_ref, offset_ref, g_ref, stats_ref, dq_ref, dcontext_ref, dmul_ref,
+    doff_ref, *, frames, rows,
+):  # fmt: skip
+    """Backward, second pass, one program per (sample, head), over the frames tile by tile: the head's
+    dq (rounded to q's dtype), and its sums over frames, d context [H, H] and d multiplier, d offset [H].
+    q_ref and g_ref [T, H] (the head's columns), stats_ref [4, T] from `_read_statistics_kernel`.
+    Rounded where the model's autodiff rounds: the read's cotangent to q's dtype, the weights' to
+    context's."""
+    from jax.experimental.pallas import triton as plgpu
+
+    context = context_ref[...]
+    multiplier, offset = multiplier_ref[...][None, :], offset_ref[...][None, :]
+
+    def tile(index, sums):
+        window, valid = _frame_window(None, frames, rows, index)
+        q = plgpu.load(q_ref.at[window, :], mask=valid[:, None], other=0.0).astype(jnp.float32)
+        weights = _softmax_rows(q)
+        read = _dot(weights.astype(context.dtype), context).astype(q_ref.dtype).astype(jnp.float32)
+        mean, rstd, dz_mean, dzz_mean = (
+            plgpu.load(stats_ref.at[_index(row), window], mask=valid, other=0.0)[:, None] for row in range(4)
+        )
+        z = (read - mean) * rstd  # masked frames: rstd 0, so z, du and dread are 0
+        _, slope = _silu_and_slope(z * multiplier + offset)
+        du = plgpu.load(g_ref.at[window, :], mask=valid[:, None], other=0.0).astype(jnp.float32) * slope
+        dread = (rstd * (du * multiplier - dz_mean - z * dzz_mean)).astype(q_ref.dtype)
+        dcontext = sums[0] + _dot(weights.astype(context.dtype), dread.astype(context.dtype), ((0,), (0,)))
+        dweights = _dot(dread.astype(context.dtype), context, ((1,), (1,))).astype(context.dtype)
+        dweights = dweights.astype(jnp.float32)
+        dq = weights * (dweights - jnp.sum(dweights * weights, axis=1, keepdims=True))
+        plgpu.store(dq_ref.at[window, :], dq.astype(dq_ref.dtype), mask=valid[:, None])
+        return dcontext, sums[1] + jnp.sum(du * z, axis=0), sums[2] + jnp.sum(du, axis=0)
+
+    width = context.shape[0]
+    start = (
+        jnp.zeros((width, width), jnp.float32),
+        jnp.zeros((width,), jnp.float32),
+        jnp.zeros((width,), jnp.float32),
+    )
+    dcontext, dmul, doff = jax.lax.fori_loop(0, -(-frames // rows), tile, start)
+    dcontext_ref[...] = dcontext.astype(dcontext_ref.dtype)
+    dmul_ref[...] = dmul
+    doff_ref[...] = doff
+
+
+def _read_specs(batch, frames, heads, width, per_head: bool):
+    """BlockSpecs of q or g [B, T, heads, H], context [B, heads, H, H] and the modulation [B, heads, H],
+    for a grid of (sample, tile) (per_head False: a program sees every head) or (sample, head)."""
+    from jax.experimental import pallas as pl
+
+    if per_head:
+        return (
+            pl.BlockSpec((None, frames, None, width), lambda b, h: (b, 0, h, 0)),
+            pl.BlockSpec((None, None, width, width), lambda b, h: (b, h, 0, 0)),
+            pl.BlockSpec((None, None, width), lambda b, h: (b, h, 0)),
+        )
+    return (
+        pl.BlockSpec((None, frames, heads, width), lambda b, t: (b, 0, 0, 0)),
+        pl.BlockSpec((None, heads, width, width), lambda b, t: (b, 0, 0, 0)),
+        pl.BlockSpec((None, heads, width), lambda b, t: (b, 0, 0)),
+    )
+
+
+def _read_rows() -> int:
+    """Frames per tile of the read kernels: ROWS_PER_PROGRAM, at least 16 (a Triton product's rows)."""
+    return max(ROWS_PER_PROGRAM, 16)
+
+
+def _read_call(kernel, name, grid, in_specs, out_specs, out_shape, interpret, frames):
+    from jax.experimental import pallas as pl
+    from jax.experimental.pallas import triton as plgpu
+
+    return pl.pallas_call(
+        functools.partial(kernel, frames=frames, rows=_read_rows()),
+        out_shape=out_shape,
+        grid=grid,
+        in_specs=in_specs,
+        out_specs=out_specs,
+        compiler_params=plgpu.CompilerParams(num_warps=NUM_WARPS, num_stages=1),
+        interpret=interpret,
+        name=name,
+    )
+
+
+def _split_inputs(q, context, multiplier, offset):
+    batch, frames, channels = q.shape
+    heads, width = context.shape[1], context.shape[2]
+    split = (batch, heads, width)
+    modulation = (multiplier.astype(jnp.float32).reshape(split), offset.astype(jnp.float32).reshape(split))
+    return (batch, frames, heads, width), q.reshape(batch, frames, heads, width), modulation
+
+
+def stylized_read(
+    q, context, multiplier, offset, out_dtype: Any = jnp.float32, interpret: bool = False
+) -> jax.Array:
+    """`stylized_read_reference(q, context, multiplier, offset)` rounded to `out_dtype`: q [B, T, C],
+    context [B, heads, H, H] (C = heads x H), multiplier and offset [B, C] -> [B, T, C]. One Pallas
+    kernel forward (a program per sample and tile of frames reads q's tile in its own layout, softmaxes
+    and reads every head, standardizes over the frame's C features and writes the output in [B, T, C]:
+    no heads-first copy of q or of the read); two backward (per sample and tile: the LayerNorm backward's
+    two means over a frame's features; per sample and head, over the frames: dq, and the head's sums
+    d context, d multiplier, d offset). `interpret=True` runs them without a GPU."""
+    return _stylized_read(q, context, multiplier, offset, out_dtype, interpret)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
+def _stylized_read(q, context, multiplier, offset, out_dtype, interpret):
+    (batch, frames, heads, width), q4, modulation = _split_inputs(q, context, multiplier, offset)
+    rows, contexts, channels = _read_specs(batch, frames, heads, width, per_head=False)
+    out = _read_call(
+        _stylized_read_kernel, "stylized_read", (batch, -(-frames // _read_rows())),
+        [rows, contexts, channels, channels], rows,
+        jax.ShapeDtypeStruct(q4.shape, out_dtype), interpret, frames,
+    )(q4, context, *modulation)  # fmt: skip
+    return out.reshape(q.shape)
+
+
+def _stylized_read_forward(q, context, multiplier, offset, out_dtype, interpret):
+    return _stylized_read(q, context, multiplier, offset, out_dtype, interpret), (
+        q,
+        context,
+        multiplier,
+        offset,
+    )
+
+
+def _stylized_read_backward(out_dtype, interpret, residuals, cotangent):
+    from jax.experimental import pallas as pl
+
+    q, context, multiplier, offset = residuals
+    (batch, frames, heads, width), q4, modulation = _split_inputs(q, context, multiplier, offset)
+    g4 = cotangent.reshape(q4.shape)
+    rows, contexts, channels = _read_specs(batch, frames, heads, width, per_head=False)
+    per_sample_stats = pl.BlockSpec((None, 4, frames), lambda b, t: (b, 0, 0))
+    stats = _read_call(
+        _read_statistics_kernel, "stylized_read_statistics", (batch, -(-frames // _read_rows())),
+        [rows, contexts, channels, channels, rows], per_sample_stats,
+        jax.ShapeDtypeStruct((batch, 4, frames), jnp.float32), interpret, frames,
+    )(q4, context, *modulation, g4)  # fmt: skip
+    rows, contexts, channels = _read_specs(batch, frames, heads, width, per_head=True)
+    head_stats = pl.BlockSpec((None, 4, frames), lambda b, h: (b, 0, 0))
+    sums = jax.ShapeDtypeStruct((batch, heads, width), jnp.float32)
+    gradients = (jax.ShapeDtypeStruct(q4.shape, q.dtype), jax.ShapeDtypeStruct(context.shape, context.dtype))
+    dq, dcontext, dmul, doff = _read_call(
+        _read_backward_kernel, "stylized_read_backward", (batch, heads),
+        [rows, contexts, channels, channels, rows, head_stats], (rows, contexts, channels, channels),
+        (*gradients, sums, sums), interpret, frames,
+    )(q4, context, *modulation, g4, stats)  # fmt: skip
+    return (
+        dq.reshape(q.shape),
+        dcontext,
+        dmul.reshape(multiplier.shape).astype(multiplier.dtype),
+        doff.reshape(offset.shape).astype(offset.dtype),
+    )
+
+
+_stylized_read.defvjp(_stylized_read_forward, _stylized_read_backward)

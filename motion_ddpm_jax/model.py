@@ -606,6 +606,15 @@ def modulated_silu(h, multiplier, offset, out_dtype: Any = jnp.float32, heads: i
     return nn.silu(_standardize(h) * multiplier[:, None, :] + offset[:, None, :]).astype(out_dtype)
 
 
+def stylized_read(q, context, multiplier, offset, out_dtype: Any, num_heads: int) -> jax.Array:
+    """`modulated_silu` of the linear attention's read: q [B, T, C], context [B, heads, H, H] (C = heads
+    x H), multiplier and offset [B, C] -> [B, T, C] in `out_dtype`. One function for the two, so that a
+    fused kernel can take both (`kernels.stylized_read`, to be timed on a GPU: benchmarks/bench_variants.py
+    `read=pallas`)."""
+    read = linear_attention_read(q, context, num_heads)
+    return modulated_silu(read, multiplier, offset, out_dtype, num_heads)
+
+
 class StylizationBlock(nn.Module):
     """h [B, T, C] and a modulation [B, 2C] -> Dense_zero(dropout(SiLU(LN(h) * (1 + scale) + shift))).
 
@@ -618,7 +627,6 @@ class StylizationBlock(nn.Module):
     latent_dim: int
     dropout: float
     dtype: Any
-    heads: int = 1  # h was made as [B, heads, T, C / heads] (the linear attention's read): `modulated_silu`
 
     def setup(self):
         self.emb = Dense(2 * self.latent_dim, self.dtype, out_dtype=jnp.float32)
@@ -631,16 +639,33 @@ class StylizationBlock(nn.Module):
         return self.emb(nn.silu(emb))
 
     def __call__(self, h: jax.Array, modulation: jax.Array, deterministic: bool = True) -> jax.Array:
+        multiplier, offset = self._affine(modulation)
+        y = modulated_silu(h, multiplier, offset, self._activation_dtype(deterministic))
+        return self._output(y, deterministic)
+
+    def read(self, q, context, modulation, num_heads: int, deterministic: bool = True) -> jax.Array:
+        """`self(linear_attention_read(q, context, num_heads), modulation)` as one function of q and
+        context (`stylized_read`, which a fused kernel can take), for `TemporalAttention`'s efficient
+        attention."""
+        multiplier, offset = self._affine(modulation)
+        dtype = self._activation_dtype(deterministic)
+        y = stylized_read(q, context, multiplier, offset, dtype, num_heads)
+        return self._output(y, deterministic)
+
+    def _affine(self, modulation: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """(multiplier, offset) [B, C] of the standardized h, from the modulation and the LayerNorm."""
         scale, shift = jnp.split(modulation, 2, axis=-1)
         gamma, beta = self.norm()
-        multiplier, offset = gamma * (1.0 + scale), beta * (1.0 + scale) + shift  # [B, C]
-        # The output Dense rounds y to the compute dtype; with no dropout between them y is rounded here
-        # (the same values), so that a fused backward pass (kernels.modulated_silu) gets its cotangent in
-        # that dtype.
-        rounded = deterministic or self.dropout == 0
-        y = modulated_silu(h, multiplier, offset, self.dtype if rounded else jnp.float32, self.heads)
-        y = self.drop(y, deterministic=deterministic)
-        return self.out(y)
+        return gamma * (1.0 + scale), beta * (1.0 + scale) + shift
+
+    def _activation_dtype(self, deterministic: bool) -> Any:
+        """The output Dense rounds y to the compute dtype; with no dropout between them y is rounded
+        when it is made (the same values), so that a fused backward pass (kernels.modulated_silu) gets
+        its cotangent in that dtype."""
+        return self.dtype if deterministic or self.dropout == 0 else jnp.float32
+
+    def _output(self, y: jax.Array, deterministic: bool) -> jax.Array:
+        return self.out(self.drop(y, deterministic=deterministic))
 
 
 class TemporalAttention(nn.Module):
@@ -671,8 +696,7 @@ class TemporalAttention(nn.Module):
         self.query = _DenseParams(width, width)
         self.key = _DenseParams(source_width, width)
         self.value = _DenseParams(source_width, width)
-        read_heads = self.num_heads if self.attention == "efficient" else 1
-        self.style = StylizationBlock(self.latent_dim, self.dropout, self.dtype, read_heads)
+        self.style = StylizationBlock(self.latent_dim, self.dropout, self.dtype)
 
     def modulation(self, emb: jax.Array) -> jax.Array:
         return self.style.modulation(emb)
@@ -697,9 +721,8 @@ class TemporalAttention(nn.Module):
             source = self._source(x, norm, mask)
         q = _norm_then_dense(x, norm, self.query(), self.dtype)
         if self.attention == "efficient":
-            y = linear_attention_read(q, source["context"], self.num_heads)
-        else:
-            y = softmax_attention(q, source["key"], source["value"], source["mask"], self.num_heads)
+            return h + self.style.read(q, source["context"], modulation, self.num_heads, deterministic)
+        y = softmax_attention(q, source["key"], source["value"], source["mask"], self.num_heads)
         return h + self.style(y, modulation, deterministic)
 
 

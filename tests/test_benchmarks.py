@@ -162,7 +162,7 @@ def run_variants(tmp_path, variants, dtype, frames="8", *extra):
         "bench_variants.py",
         tmp_path,
         *("--variants", ",".join(variants), "--dtype", dtype, "--batch", "2", "--frames", frames),
-        *("--features", "12", "--rounds", "1", *extra, *TINY),
+        *("--features", "12", "--rounds", "1", *TINY, *extra),
     )
     return record, {row["variant"]: row for row in record["rows"]}, stdout
 
@@ -209,6 +209,21 @@ def test_variants_benchmark_takes_gpu_spellings_and_xla_options(tmp_path):
     assert rows["xla:xla_gpu_dot_merger_threshold_mb=0"]["max_param_difference"] == 0
     assert "No such compile option" in record["failed"]["xla:xla_no_such_option=1"]
     assert "xla:xla_no_such_option=1" in stdout and "did not compile" in stdout
+
+
+def test_variants_benchmark_runs_the_read_kernels_in_the_train_step(tmp_path):
+    """`read=pallas` (the attention's read and stylization as Pallas kernels, interpreted) and with
+    `style=pallas` for the feed-forward blocks: the current step to float32 rounding. A latent width of
+    32 in 2 heads of 16, the kernels' smallest head (with TINY's heads of 8 the variant falls back)."""
+    from motion_ddpm_jax import kernels
+
+    assert kernels.read_fused_available(np.zeros((2, 8, 32)), np.zeros((2, 2, 16, 16)), 2)
+    variants = ["current", "read=pallas", "read=pallas+style=pallas"]
+    record, rows, stdout = run_variants(tmp_path, variants, "float32", "8", "--latent", "32")
+    assert list(rows) == variants
+    for spelling in variants[1:]:
+        assert rows[spelling]["max_param_difference"] < 1e-6
+        assert rows[spelling]["grad_norm_relative_difference"] < 1e-6
 
 
 def test_saved_statistics_standardization_has_the_float64_gradient():
@@ -453,7 +468,7 @@ def test_gpu_check_runs_its_cases_and_summarises_them(tmp_path):
     assert [row["variant"] for row in variants["rows"]] == [
         "current",
         "style=pallas",
-        "style=written-backward",
+        "read=pallas+style=pallas",
         "standardize=saved-statistics",
         "attention=tokens-major",
         "xla:xla_disable_hlo_passes=triton-softmax-rewriter",

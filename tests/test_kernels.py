@@ -72,3 +72,76 @@ def test_fused_available_only_for_power_of_two_channels():
     assert kernels.fused_available(jnp.zeros((2, 196, 512)), heads=8)
     assert not kernels.fused_available(jnp.zeros((2, 196, 512)), heads=3)  # 512 / 3 is no width
     assert not kernels.fused_available(jnp.zeros((2, 196, 384)), heads=6)  # 6 heads of 64: not a power
+
+
+def _stylized_read64(q, context, multiplier, offset):
+    """float64 numpy: per head, softmax(q) over its features read through the context, then the
+    stylization's SiLU(standardize(read) * multiplier + offset) over all features."""
+    batch, frames, channels = q.shape
+    heads, width = context.shape[1], context.shape[2]
+    split = q.reshape(batch, frames, heads, width)
+    weights = np.exp(split - split.max(axis=-1, keepdims=True))
+    weights /= weights.sum(axis=-1, keepdims=True)
+    read = np.einsum("bthd,bhde->bthe", weights, context).reshape(q.shape)
+    return _modulated_silu64(read, multiplier, offset)
+
+
+def _read_inputs(seed, batch, frames, heads, width):
+    rng = np.random.default_rng(seed)
+    channels = heads * width
+    q = rng.normal(size=(batch, frames, channels)) * 1.5
+    # a context whose reads have a mean large against their spread (the LayerNorm's hard case)
+    context = rng.normal(size=(batch, heads, width, width)) * 0.5 + 2.0
+    modulation = rng.normal(size=(batch, channels)), rng.normal(size=(batch, channels))
+    return q, context, *modulation, rng.normal(size=q.shape)
+
+
+# frames: under one tile, exactly one, three with a ragged last; rows: frames per program (8: the read
+# kernels take 16, a Triton product's fewest)
+@pytest.mark.parametrize(
+    "frames, heads, rows", [(5, 1, 16), (16, 2, 16), (37, 4, 16), (37, 2, 32), (21, 2, 8)]
+)
+def test_the_read_kernels_have_the_float64_gradient(frames, heads, rows, monkeypatch):
+    """kernels.stylized_read (forward kernel, two backward kernels) interpreted, float32: its value and
+    the gradients of q, the context and the modulation against central differences in float64."""
+    monkeypatch.setattr(kernels, "ROWS_PER_PROGRAM", rows)
+    q, context, multiplier, offset, g = _read_inputs(frames + heads, 2, frames, heads, 16)
+    fused = jax.jit(lambda *args: kernels.stylized_read(*args, jnp.float32, True))
+    checked_against_central_differences(fused, _stylized_read64, [q, context, multiplier, offset], g)
+
+
+def test_the_read_kernels_in_bfloat16_equal_the_models_spelling_to_its_rounding():
+    """q and the context in bfloat16 (the attention blocks on a GPU): the kernels' output and dq, d context
+    come back in bfloat16 and equal the model's spelling (`model.stylized_read`: the read, then
+    modulated_silu, under autodiff) to bf16's rounding; the modulation's gradients to float32's."""
+    q, context, multiplier, offset, g = _read_inputs(11, 3, 21, 2, 16)
+    q16, context16, g16 = (jnp.asarray(x, jnp.bfloat16) for x in (q, context, g))
+    m, o = jnp.asarray(multiplier, jnp.float32), jnp.asarray(offset, jnp.float32)
+
+    def through(function):
+        value, vjp = jax.vjp(function, q16, context16, m, o)
+        return value, vjp(g16)
+
+    fused_value, fused = through(lambda *args: kernels.stylized_read(*args, jnp.bfloat16, True))
+    model_value, model = through(lambda *args: model_lib.stylized_read(*args, jnp.bfloat16, 2))
+    assert fused_value.dtype == fused[0].dtype == fused[1].dtype == jnp.bfloat16
+    np.testing.assert_allclose(
+        np.asarray(fused_value, np.float32), np.asarray(model_value, np.float32), atol=0.02
+    )
+    for ours, theirs in zip(fused, model, strict=True):
+        scale = float(jnp.max(jnp.abs(theirs.astype(jnp.float32))))
+        tolerance = 2**-6 * scale if theirs.dtype == jnp.bfloat16 else 1e-3 * scale
+        np.testing.assert_allclose(
+            np.asarray(ours, np.float32), np.asarray(theirs, np.float32), atol=tolerance
+        )
+
+
+def test_read_fused_available_for_power_of_two_heads_of_at_least_16():
+    q = jnp.zeros((2, 196, 512))
+    assert kernels.read_fused_available(q, jnp.zeros((2, 8, 64, 64)), 8)
+    assert kernels.read_fused_available(jnp.zeros((1, 3, 16)), jnp.zeros((1, 1, 16, 16)), 1)
+    assert not kernels.read_fused_available(q, jnp.zeros((2, 8, 64, 64)), 4)  # heads as given
+    assert not kernels.read_fused_available(q, jnp.zeros((2, 512, 512)), 8)  # one [C, C] context
+    assert not kernels.read_fused_available(q, jnp.zeros((2, 64, 8, 8)), 64)  # heads of 8: too narrow
+    assert not kernels.read_fused_available(jnp.zeros((2, 196, 384)), jnp.zeros((2, 6, 64, 64)), 6)
+    assert not kernels.read_fused_available(q, jnp.zeros((3, 8, 64, 64)), 8)  # another batch
