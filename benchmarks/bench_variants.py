@@ -401,12 +401,13 @@ def _modulated_silu_pallas(h, multiplier, offset, out_dtype=jnp.float32, heads=1
 _STYLIZED_READ = model_lib.stylized_read  # the current spelling, kept: `read=pallas` falls back to it
 
 
-def _stylized_read_pallas(q, context, multiplier, offset, out_dtype, num_heads):
-    """`kernels.stylized_read` (the read and its stylization as Pallas kernels), interpreted on a CPU; the
-    current spelling where the kernels do not take the shapes (`read=pallas`)."""
+def _stylized_read_pallas(q, context, multiplier, offset, out_dtype, num_heads, q_bias=None):
+    """`kernels.stylized_read` (the query's bias, the read and its stylization as Pallas kernels),
+    interpreted on a CPU; the current spelling where the kernels do not take the shapes (`read=pallas`)."""
     if not kernels.read_fused_available(q, context, num_heads):
-        return _STYLIZED_READ(q, context, multiplier, offset, out_dtype, num_heads)
-    return kernels.stylized_read(q, context, multiplier, offset, out_dtype, jax.default_backend() == "cpu")
+        return _STYLIZED_READ(q, context, multiplier, offset, out_dtype, num_heads, q_bias)
+    interpret = jax.default_backend() == "cpu"
+    return kernels.stylized_read(q, context, multiplier, offset, out_dtype, interpret, q_bias)
 
 
 VARIANTS = {

@@ -66,11 +66,12 @@
 #                  style=pallas (the stylization's backward pass as one Pallas kernel,
 #                  motion_ddpm_jax/kernels.py: 18% fewer bytes beside the products at B=256 by
 #                  gpu_program.py's deviceless count); read=pallas+style=pallas (besides, the attention
-#                  blocks' read and stylization as three Pallas kernels, no heads-first copies: 20% fewer
-#                  bytes beside the products, 18% fewer in all); standardize=saved-statistics (LayerNorm's
-#                  backward pass from saved statistics: the fusion of two LayerNorm backward passes ran at
-#                  1.3 TB/s); attention=tokens-major (the linear attention with no transposes spelled out:
-#                  the query softmaxes, fused with the move of the heads, ran at 0.8-1.2 TB/s);
+#                  blocks' query bias, read and stylization as three Pallas kernels, no heads-first
+#                  copies: 22% fewer bytes beside the products, 19% in all);
+#                  standardize=saved-statistics (LayerNorm's backward pass from saved statistics: the
+#                  fusion of two LayerNorm backward passes ran at 1.3 TB/s); attention=tokens-major (the
+#                  linear attention with no transposes spelled out: the query softmaxes, fused with the
+#                  move of the heads, ran at 0.8-1.2 TB/s);
 #                  xla:xla_disable_hlo_passes=triton-softmax-rewriter (those slow fusions are all Triton
 #                  block-level ones, made by that pass: XLA's own reduction emitters instead). An option
 #                  this jax's XLA does not know is reported and skipped. Out of the default:

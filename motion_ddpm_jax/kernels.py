@@ -18,16 +18,17 @@ back three times; by the deviceless count of the B=256 step compiled for an H200
 products from 80.2 to 66.0 GB per step (with h taken as [B, T, C] instead, copies of h and dh left
 70.8).
 
-`stylized_read(q, context, multiplier, offset, out_dtype)`: the linear attention's read (each head's
-softmaxed query features through its [H, H] context) and the stylization after it, `model.stylized_read`,
-as three kernels. Forward, per sample and tile of frames: q read once in its own [B, T, C] layout, every
-head's read kept in registers for the frame's LayerNorm statistics, the stylized output written in
-[B, T, C]: no heads-first copy of q or of the read, and no read output in memory at all. Backward, per
+`stylized_read(q, context, multiplier, offset, out_dtype, q_bias=...)`: the query's bias, the linear
+attention's read (each head's softmaxed query features through its [H, H] context) and the stylization
+after it, `model.stylized_read`, as three kernels. Forward, per sample and tile of frames: q (the
+query's product) read once in its own [B, T, C] layout and its bias added, every head's read kept in
+registers for the frame's LayerNorm statistics, the stylized output written in [B, T, C]: no
+heads-first copy of q or of the read, and no biased q or read output in memory at all. Backward, per
 sample and tile, the LayerNorm backward's two means over a frame's features; then per sample and head,
 over the frames, dq and that head's sums d context, d multiplier, d offset (no partial sums in memory).
-With `style=pallas` for the feed-forward blocks, the deviceless count of the B=256 step goes from 66.0 to
-64.1 GB beside the products and from 106.8 to 99.2 GB in all (the read's products move into the
-kernels; the current step: 80.2 and 121.0); the device memory from 13.8 to 12.3 GB.
+With `style=pallas` for the feed-forward blocks, the deviceless count of the B=256 step goes from 80.2
+to 62.5 GB beside the products and from 121.0 to 97.5 GB in all (the read's products move into the
+kernels), the device memory from 13.6 to 12.3 GB.
 
 The kernels run where Pallas's Triton backend does (a CUDA GPU; jax 0.11 marks that backend deprecated
 in favour of Mosaic GPU) and, with `interpret=True`, anywhere (the tests run them so on the CPU);
@@ -183,13 +184,15 @@ _modulated_silu_heads_first.defvjp(_forward, _backward)
 # The linear attention's read and the stylization that follows it, as one forward and two backward kernels.
 
 
-def stylized_read_reference(q: jax.Array, context: jax.Array, multiplier: jax.Array, offset: jax.Array):
+def stylized_read_reference(q, context, multiplier, offset, q_bias=None) -> jax.Array:
     """`modulated_silu_reference` of the linear attention's read, in float32, jax.numpy: the function
-    `stylized_read`'s kernels compute. q [B, T, C] is softmaxed over each head's H features in float32,
-    the weights rounded to context's dtype and read through context [B, heads, H, H] (accumulated in
-    float32, rounded to q's dtype: the model's off-CPU spelling, `model._read_heads_first`); the read's
-    output is then standardized, modulated and SiLU'd as `modulated_silu_reference` does."""
+    `stylized_read`'s kernels compute. q [B, T, C] (plus q_bias [C], in q's dtype) is softmaxed over each
+    head's H features in float32, the weights rounded to context's dtype and read through context
+    [B, heads, H, H] (accumulated in float32, rounded to q's dtype: the model's off-CPU spelling,
+    `model._read_heads_first`); the read's output is then standardized, modulated and SiLU'd as
+    `modulated_silu_reference` does."""
     heads = context.shape[1]
+    q = q if q_bias is None else q + q_bias.astype(q.dtype)
     weights = jax.nn.softmax(_heads_first(q, heads).astype(jnp.float32), axis=-1).astype(context.dtype)
     read = jnp.einsum("bhtd,bhde->bhte", weights, context, preferred_element_type=jnp.float32)
     return modulated_silu_reference(_frames_first(read.astype(q.dtype)), multiplier, offset)
@@ -236,14 +239,21 @@ def _index(head: int) -> jax.Array:
     return jnp.asarray(head, jnp.int32)
 
 
-def _read_heads(q_ref, context_ref, window, valid):
-    """Every head's read of a tile of frames: q_ref [T, heads, H], context_ref [heads, H, H] -> per head,
-    the read's output (rounded to q's dtype) as float32 [rows, H]."""
+def _query(tile, bias, valid):
+    """A tile of the query: `tile` (a view of q's ref, [rows, H]: the product) plus the bias [1, H],
+    added in float32 and rounded to q's dtype (a low-precision add, as XLA computes one), as float32."""
     from jax.experimental.pallas import triton as plgpu
 
+    q = plgpu.load(tile, mask=valid[:, None], other=0.0).astype(jnp.float32)
+    return (q + bias.astype(jnp.float32)).astype(tile.dtype).astype(jnp.float32)
+
+
+def _read_heads(q_ref, bias_ref, context_ref, window, valid):
+    """Every head's read of a tile of frames: q_ref [T, heads, H] and bias_ref [heads, H] (the query),
+    context_ref [heads, H, H] -> per head, the read's output (rounded to q's dtype) as float32 [rows, H]."""
     reads = []
     for head in map(_index, range(context_ref.shape[0])):
-        q = plgpu.load(q_ref.at[window, head, :], mask=valid[:, None], other=0.0).astype(jnp.float32)
+        q = _query(q_ref.at[window, head, :], bias_ref[head][None, :], valid)
         read = _dot(_softmax_rows(q).astype(context_ref.dtype), context_ref[head])
         reads.append(read.astype(q_ref.dtype).astype(jnp.float32))
     return reads
@@ -259,28 +269,30 @@ def _standardized_heads(reads):
     return [c * rstd[:, None] for c in centred], mean, rstd
 
 
-def _stylized_read_kernel(q_ref, context_ref, multiplier_ref, offset_ref, out_ref, *, frames, rows):
+def _stylized_read_kernel(
+    q_ref, bias_ref, context_ref, multiplier_ref, offset_ref, out_ref, *, frames, rows
+):  # fmt: skip
     """Forward, one program per (sample, tile of frames): the read of every head, its statistics over the
     frame's C features, and SiLU(z * multiplier + offset), written in out_ref's dtype ([T, heads, H])."""
     from jax.experimental.pallas import triton as plgpu
 
     window, valid = _frame_window(1, frames, rows)
-    zs, _, _ = _standardized_heads(_read_heads(q_ref, context_ref, window, valid))
+    zs, _, _ = _standardized_heads(_read_heads(q_ref, bias_ref, context_ref, window, valid))
     for head, z in enumerate(zs):
         out, _ = _silu_and_slope(z * multiplier_ref[head][None, :] + offset_ref[head][None, :])
         plgpu.store(out_ref.at[window, _index(head), :], out.astype(out_ref.dtype), mask=valid[:, None])
 
 
 def _read_statistics_kernel(
-    q_ref, context_ref, multiplier_ref, offset_ref, g_ref, stats_ref, *, frames, rows
-):
+    q_ref, bias_ref, context_ref, multiplier_ref, offset_ref, g_ref, stats_ref, *, frames, rows
+):  # fmt: skip
     """Backward, first pass, one program per (sample, tile of frames): what the LayerNorm's backward needs
     from all of a frame's features, stats_ref [4, T] = (mean, rstd, mean(dz), mean(dz z)) with dz the
     cotangent of the standardized read z (g_ref [T, heads, H] the cotangent of the output)."""
     from jax.experimental.pallas import triton as plgpu
 
     window, valid = _frame_window(1, frames, rows)
-    zs, mean, rstd = _standardized_heads(_read_heads(q_ref, context_ref, window, valid))
+    zs, mean, rstd = _standardized_heads(_read_heads(q_ref, bias_ref, context_ref, window, valid))
     sums = [jnp.zeros_like(mean), jnp.zeros_like(mean)]
     for head, z in enumerate(zs):
         multiplier = multiplier_ref[head][None, :]
@@ -294,23 +306,23 @@ def _read_statistics_kernel(
 
 
 def _read_backward_kernel(
-    q_ref, context_ref, multiplier_ref, offset_ref, g_ref, stats_ref, dq_ref, dcontext_ref, dmul_ref,
-    doff_ref, *, frames, rows,
+    q_ref, bias_ref, context_ref, multiplier_ref, offset_ref, g_ref, stats_ref, dq_ref, dcontext_ref,
+    dmul_ref, doff_ref, *, frames, rows,
 ):  # fmt: skip
     """Backward, second pass, one program per (sample, head), over the frames tile by tile: the head's
     dq (rounded to q's dtype), and its sums over frames, d context [H, H] and d multiplier, d offset [H].
-    q_ref and g_ref [T, H] (the head's columns), stats_ref [4, T] from `_read_statistics_kernel`.
+    q_ref and g_ref [T, H] (the head's columns), bias_ref [H], stats_ref [4, T] from
+    `_read_statistics_kernel`.
     Rounded where the model's autodiff rounds: the read's cotangent to q's dtype, the weights' to
     context's."""
     from jax.experimental.pallas import triton as plgpu
 
-    context = context_ref[...]
+    context, bias = context_ref[...], bias_ref[...][None, :]
     multiplier, offset = multiplier_ref[...][None, :], offset_ref[...][None, :]
 
     def tile(index, sums):
         window, valid = _frame_window(None, frames, rows, index)
-        q = plgpu.load(q_ref.at[window, :], mask=valid[:, None], other=0.0).astype(jnp.float32)
-        weights = _softmax_rows(q)
+        weights = _softmax_rows(_query(q_ref.at[window, :], bias, valid))
         read = _dot(weights.astype(context.dtype), context).astype(q_ref.dtype).astype(jnp.float32)
         mean, rstd, dz_mean, dzz_mean = (
             plgpu.load(stats_ref.at[_index(row), window], mask=valid, other=0.0)[:, None] for row in range(4)
@@ -339,18 +351,21 @@ def _read_backward_kernel(
 
 
 def _read_specs(batch, frames, heads, width, per_head: bool):
-    """BlockSpecs of q or g [B, T, heads, H], context [B, heads, H, H] and the modulation [B, heads, H],
+    """BlockSpecs of q or g [B, T, heads, H], q's bias [heads, H], context [B, heads, H, H] and the
+    modulation [B, heads, H],
     for a grid of (sample, tile) (per_head False: a program sees every head) or (sample, head)."""
     from jax.experimental import pallas as pl
 
     if per_head:
         return (
             pl.BlockSpec((None, frames, None, width), lambda b, h: (b, 0, h, 0)),
+            pl.BlockSpec((None, width), lambda b, h: (h, 0)),
             pl.BlockSpec((None, None, width, width), lambda b, h: (b, h, 0, 0)),
             pl.BlockSpec((None, None, width), lambda b, h: (b, h, 0)),
         )
     return (
         pl.BlockSpec((None, frames, heads, width), lambda b, t: (b, 0, 0, 0)),
+        pl.BlockSpec((heads, width), lambda b, t: (0, 0)),
         pl.BlockSpec((None, heads, width, width), lambda b, t: (b, 0, 0, 0)),
         pl.BlockSpec((None, heads, width), lambda b, t: (b, 0, 0)),
     )
@@ -377,72 +392,73 @@ def _read_call(kernel, name, grid, in_specs, out_specs, out_shape, interpret, fr
     )
 
 
-def _split_inputs(q, context, multiplier, offset):
+def _split_inputs(q, bias, context, multiplier, offset):
     batch, frames, channels = q.shape
     heads, width = context.shape[1], context.shape[2]
     split = (batch, heads, width)
     modulation = (multiplier.astype(jnp.float32).reshape(split), offset.astype(jnp.float32).reshape(split))
-    return (batch, frames, heads, width), q.reshape(batch, frames, heads, width), modulation
+    inputs = (q.reshape(batch, frames, heads, width), bias.reshape(heads, width), context, *modulation)
+    return (batch, frames, heads, width), inputs
 
 
 def stylized_read(
-    q, context, multiplier, offset, out_dtype: Any = jnp.float32, interpret: bool = False
+    q, context, multiplier, offset, out_dtype: Any = jnp.float32, interpret: bool = False, q_bias=None
 ) -> jax.Array:
-    """`stylized_read_reference(q, context, multiplier, offset)` rounded to `out_dtype`: q [B, T, C],
-    context [B, heads, H, H] (C = heads x H), multiplier and offset [B, C] -> [B, T, C]. One Pallas
-    kernel forward (a program per sample and tile of frames reads q's tile in its own layout, softmaxes
-    and reads every head, standardizes over the frame's C features and writes the output in [B, T, C]:
-    no heads-first copy of q or of the read); two backward (per sample and tile: the LayerNorm backward's
-    two means over a frame's features; per sample and head, over the frames: dq, and the head's sums
-    d context, d multiplier, d offset). `interpret=True` runs them without a GPU."""
-    return _stylized_read(q, context, multiplier, offset, out_dtype, interpret)
+    """`stylized_read_reference(q + q_bias, context, multiplier, offset)` rounded to `out_dtype`: q
+    [B, T, C] (q_bias [C], added in q's dtype; None: q alone), context [B, heads, H, H] (C = heads x H),
+    multiplier and offset [B, C] -> [B, T, C]. One Pallas kernel forward (a program per sample and tile
+    of frames reads q's tile in its own layout, adds the bias, softmaxes and reads every head,
+    standardizes over the frame's C features and writes the output in [B, T, C]: no heads-first copy of
+    q or of the read); two backward (per sample and tile: the LayerNorm backward's two means over a
+    frame's features; per sample and head, over the frames: dq, and the head's sums d context,
+    d multiplier, d offset; d q_bias is dq summed by XLA). `interpret=True` runs them without a GPU."""
+    bias = jnp.zeros(q.shape[-1], q.dtype) if q_bias is None else q_bias.astype(q.dtype)
+    return _stylized_read(q, bias, context, multiplier, offset, out_dtype, interpret)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
-def _stylized_read(q, context, multiplier, offset, out_dtype, interpret):
-    (batch, frames, heads, width), q4, modulation = _split_inputs(q, context, multiplier, offset)
-    rows, contexts, channels = _read_specs(batch, frames, heads, width, per_head=False)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6))
+def _stylized_read(q, bias, context, multiplier, offset, out_dtype, interpret):
+    (batch, frames, heads, width), inputs = _split_inputs(q, bias, context, multiplier, offset)
+    rows, biases, contexts, channels = _read_specs(batch, frames, heads, width, per_head=False)
     out = _read_call(
         _stylized_read_kernel, "stylized_read", (batch, -(-frames // _read_rows())),
-        [rows, contexts, channels, channels], rows,
-        jax.ShapeDtypeStruct(q4.shape, out_dtype), interpret, frames,
-    )(q4, context, *modulation)  # fmt: skip
+        [rows, biases, contexts, channels, channels], rows,
+        jax.ShapeDtypeStruct(inputs[0].shape, out_dtype), interpret, frames,
+    )(*inputs)  # fmt: skip
     return out.reshape(q.shape)
 
 
-def _stylized_read_forward(q, context, multiplier, offset, out_dtype, interpret):
-    return _stylized_read(q, context, multiplier, offset, out_dtype, interpret), (
-        q,
-        context,
-        multiplier,
-        offset,
-    )
+def _stylized_read_forward(q, bias, context, multiplier, offset, out_dtype, interpret):
+    residuals = (q, bias, context, multiplier, offset)
+    return _stylized_read(*residuals, out_dtype, interpret), residuals
 
 
 def _stylized_read_backward(out_dtype, interpret, residuals, cotangent):
     from jax.experimental import pallas as pl
 
-    q, context, multiplier, offset = residuals
-    (batch, frames, heads, width), q4, modulation = _split_inputs(q, context, multiplier, offset)
-    g4 = cotangent.reshape(q4.shape)
-    rows, contexts, channels = _read_specs(batch, frames, heads, width, per_head=False)
+    q, bias, context, multiplier, offset = residuals
+    (batch, frames, heads, width), inputs = _split_inputs(q, bias, context, multiplier, offset)
+    g4 = cotangent.reshape(inputs[0].shape)
+    rows, biases, contexts, channels = _read_specs(batch, frames, heads, width, per_head=False)
     per_sample_stats = pl.BlockSpec((None, 4, frames), lambda b, t: (b, 0, 0))
     stats = _read_call(
         _read_statistics_kernel, "stylized_read_statistics", (batch, -(-frames // _read_rows())),
-        [rows, contexts, channels, channels, rows], per_sample_stats,
+        [rows, biases, contexts, channels, channels, rows], per_sample_stats,
         jax.ShapeDtypeStruct((batch, 4, frames), jnp.float32), interpret, frames,
-    )(q4, context, *modulation, g4)  # fmt: skip
-    rows, contexts, channels = _read_specs(batch, frames, heads, width, per_head=True)
+    )(*inputs, g4)  # fmt: skip
+    rows, biases, contexts, channels = _read_specs(batch, frames, heads, width, per_head=True)
     head_stats = pl.BlockSpec((None, 4, frames), lambda b, h: (b, 0, 0))
     sums = jax.ShapeDtypeStruct((batch, heads, width), jnp.float32)
-    gradients = (jax.ShapeDtypeStruct(q4.shape, q.dtype), jax.ShapeDtypeStruct(context.shape, context.dtype))
+    gradients = (jax.ShapeDtypeStruct(g4.shape, q.dtype), jax.ShapeDtypeStruct(context.shape, context.dtype))
     dq, dcontext, dmul, doff = _read_call(
         _read_backward_kernel, "stylized_read_backward", (batch, heads),
-        [rows, contexts, channels, channels, rows, head_stats], (rows, contexts, channels, channels),
+        [rows, biases, contexts, channels, channels, rows, head_stats], (rows, contexts, channels, channels),
         (*gradients, sums, sums), interpret, frames,
-    )(q4, context, *modulation, g4, stats)  # fmt: skip
+    )(*inputs, g4, stats)  # fmt: skip
+    dq = dq.reshape(q.shape)
     return (
-        dq.reshape(q.shape),
+        dq,
+        jnp.sum(dq, axis=(0, 1)).astype(bias.dtype),
         dcontext,
         dmul.reshape(multiplier.shape).astype(multiplier.dtype),
         doff.reshape(offset.shape).astype(offset.dtype),

@@ -215,7 +215,9 @@ def _cpu_low_precision(dtype: Any) -> bool:
     return jnp.dtype(dtype) == jnp.bfloat16 and jax.default_backend() == "cpu"
 
 
-def dense(x: jax.Array, kernel: jax.Array, bias: jax.Array, dtype: Any, out_dtype: Any = None) -> jax.Array:
+def dense(
+    x: jax.Array, kernel: jax.Array, bias: jax.Array | None, dtype: Any, out_dtype: Any = None
+) -> jax.Array:
     """x [..., K] @ kernel [K, N] + bias [N] computed in `dtype` -> [..., N] in `out_dtype` (default
     `dtype`): nn.Dense, followed by a cast to `out_dtype`.
 
@@ -225,15 +227,17 @@ def dense(x: jax.Array, kernel: jax.Array, bias: jax.Array, dtype: Any, out_dtyp
     itself (benchmarks/RESULTS.md). On the CPU, bfloat16 goes through `low_precision_affine` (float32
     accumulation and bias, forward and backward; a float32 `out_dtype` is then never rounded to bf16);
     other backends keep XLA's own bf16 product (a GPU accumulates in float32 anyway) and a bias added in
-    `dtype`, as nn.Dense does.
+    `dtype`, as nn.Dense does. `bias` None: the product alone (on the CPU's bf16 path, a zero bias).
     """
     out_dtype = dtype if out_dtype is None else out_dtype
     rows = x.reshape(-1, x.shape[-1]).astype(dtype)
     kernel = kernel.astype(dtype)
     if _cpu_low_precision(dtype):
+        bias = jnp.zeros(kernel.shape[-1], jnp.float32) if bias is None else bias
         out = low_precision_affine(rows, kernel, bias, jnp.dtype(out_dtype))
     else:
-        out = (jnp.dot(rows, kernel) + bias.astype(dtype)).astype(out_dtype)
+        out = jnp.dot(rows, kernel) if bias is None else jnp.dot(rows, kernel) + bias.astype(dtype)
+        out = out.astype(out_dtype)
     return out.reshape(*x.shape[:-1], kernel.shape[-1])
 
 
@@ -565,6 +569,18 @@ def _norm_then_dense(standardized, norm, dense_params, dtype, out_dtype=None):
     return dense(standardized, scale[:, None] * kernel, shift @ kernel + bias, dtype, out_dtype)
 
 
+def _norm_then_product(standardized, norm, dense_params, dtype) -> tuple[jax.Array, jax.Array | None]:
+    """`_norm_then_dense` as (its product, its bias in `dtype`), for the caller to add the bias as `dense`
+    does off the CPU, where a fused kernel reading the product can add it (no pass of its own); on the
+    CPU the whole Dense and None (XLA:CPU's programs stay as they were measured: in float32 the bias
+    added apart changed its fusions, and in bf16 product and bias are one float32 affine map)."""
+    if jax.default_backend() == "cpu":
+        return _norm_then_dense(standardized, norm, dense_params, dtype), None
+    scale, shift = norm
+    kernel, bias = dense_params
+    return dense(standardized, scale[:, None] * kernel, None, dtype), (shift @ kernel + bias).astype(dtype)
+
+
 @jax.custom_vjp
 def gelu(x: jax.Array) -> jax.Array:
     """Exact GELU as torch.nn.GELU computes it: 0.5 x (1 + erf(x / sqrt 2)) (erf: cheaper than erfc),
@@ -606,11 +622,14 @@ def modulated_silu(h, multiplier, offset, out_dtype: Any = jnp.float32, heads: i
     return nn.silu(_standardize(h) * multiplier[:, None, :] + offset[:, None, :]).astype(out_dtype)
 
 
-def stylized_read(q, context, multiplier, offset, out_dtype: Any, num_heads: int) -> jax.Array:
+def stylized_read(q, context, multiplier, offset, out_dtype: Any, num_heads: int, q_bias=None) -> jax.Array:
     """`modulated_silu` of the linear attention's read: q [B, T, C], context [B, heads, H, H] (C = heads
-    x H), multiplier and offset [B, C] -> [B, T, C] in `out_dtype`. One function for the two, so that a
-    fused kernel can take both (`kernels.stylized_read`, to be timed on a GPU: benchmarks/bench_variants.py
-    `read=pallas`)."""
+    x H), multiplier and offset [B, C] -> [B, T, C] in `out_dtype`; `q_bias` [C], where given, is added
+    to q first, in q's dtype (q is then the query's product without its bias: `_norm_then_product`).
+    One function for all three, so that a fused kernel can take them (`kernels.stylized_read`, to be
+    timed on a GPU: benchmarks/bench_variants.py `read=pallas`)."""
+    if q_bias is not None:  # added to the product's rows, as `dense` adds it (XLA:GPU fuses it as before)
+        q = (q.reshape(-1, q.shape[-1]) + q_bias.astype(q.dtype)).reshape(q.shape)
     read = linear_attention_read(q, context, num_heads)
     return modulated_silu(read, multiplier, offset, out_dtype, num_heads)
 
@@ -643,13 +662,13 @@ class StylizationBlock(nn.Module):
         y = modulated_silu(h, multiplier, offset, self._activation_dtype(deterministic))
         return self._output(y, deterministic)
 
-    def read(self, q, context, modulation, num_heads: int, deterministic: bool = True) -> jax.Array:
-        """`self(linear_attention_read(q, context, num_heads), modulation)` as one function of q and
-        context (`stylized_read`, which a fused kernel can take), for `TemporalAttention`'s efficient
-        attention."""
+    def read(self, q, q_bias, context, modulation, num_heads: int, deterministic: bool = True) -> jax.Array:
+        """`self(linear_attention_read(q + q_bias, context, num_heads), modulation)` (q_bias None: q
+        alone) as one function of q, its bias and the context (`stylized_read`, which a fused kernel can
+        take), for `TemporalAttention`'s efficient attention."""
         multiplier, offset = self._affine(modulation)
         dtype = self._activation_dtype(deterministic)
-        y = stylized_read(q, context, multiplier, offset, dtype, num_heads)
+        y = stylized_read(q, context, multiplier, offset, dtype, num_heads, q_bias)
         return self._output(y, deterministic)
 
     def _affine(self, modulation: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -719,9 +738,10 @@ class TemporalAttention(nn.Module):
         x = _standardize(h)
         if source is None:
             source = self._source(x, norm, mask)
-        q = _norm_then_dense(x, norm, self.query(), self.dtype)
         if self.attention == "efficient":
-            return h + self.style.read(q, source["context"], modulation, self.num_heads, deterministic)
+            q, bias = _norm_then_product(x, norm, self.query(), self.dtype)
+            return h + self.style.read(q, bias, source["context"], modulation, self.num_heads, deterministic)
+        q = _norm_then_dense(x, norm, self.query(), self.dtype)
         y = softmax_attention(q, source["key"], source["value"], source["mask"], self.num_heads)
         return h + self.style(y, modulation, deterministic)
 

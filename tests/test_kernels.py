@@ -74,12 +74,12 @@ def test_fused_available_only_for_power_of_two_channels():
     assert not kernels.fused_available(jnp.zeros((2, 196, 384)), heads=6)  # 6 heads of 64: not a power
 
 
-def _stylized_read64(q, context, multiplier, offset):
-    """float64 numpy: per head, softmax(q) over its features read through the context, then the
+def _stylized_read64(q, context, multiplier, offset, bias):
+    """float64 numpy: per head, softmax(q + bias) over its features read through the context, then the
     stylization's SiLU(standardize(read) * multiplier + offset) over all features."""
     batch, frames, channels = q.shape
     heads, width = context.shape[1], context.shape[2]
-    split = q.reshape(batch, frames, heads, width)
+    split = (q + bias).reshape(batch, frames, heads, width)
     weights = np.exp(split - split.max(axis=-1, keepdims=True))
     weights /= weights.sum(axis=-1, keepdims=True)
     read = np.einsum("bthd,bhde->bthe", weights, context).reshape(q.shape)
@@ -93,7 +93,7 @@ def _read_inputs(seed, batch, frames, heads, width):
     # a context whose reads have a mean large against their spread (the LayerNorm's hard case)
     context = rng.normal(size=(batch, heads, width, width)) * 0.5 + 2.0
     modulation = rng.normal(size=(batch, channels)), rng.normal(size=(batch, channels))
-    return q, context, *modulation, rng.normal(size=q.shape)
+    return q, context, *modulation, rng.normal(size=channels), rng.normal(size=q.shape)
 
 
 # frames: under one tile, exactly one, three with a ragged last; rows: frames per program (8: the read
@@ -103,28 +103,48 @@ def _read_inputs(seed, batch, frames, heads, width):
 )
 def test_the_read_kernels_have_the_float64_gradient(frames, heads, rows, monkeypatch):
     """kernels.stylized_read (forward kernel, two backward kernels) interpreted, float32: its value and
-    the gradients of q, the context and the modulation against central differences in float64."""
+    the gradients of q, its bias, the context and the modulation against central differences in
+    float64."""
     monkeypatch.setattr(kernels, "ROWS_PER_PROGRAM", rows)
-    q, context, multiplier, offset, g = _read_inputs(frames + heads, 2, frames, heads, 16)
-    fused = jax.jit(lambda *args: kernels.stylized_read(*args, jnp.float32, True))
-    checked_against_central_differences(fused, _stylized_read64, [q, context, multiplier, offset], g)
+    *inputs, g = _read_inputs(frames + heads, 2, frames, heads, 16)
+    fused = jax.jit(lambda q, c, m, o, b: kernels.stylized_read(q, c, m, o, jnp.float32, True, b))
+    checked_against_central_differences(fused, _stylized_read64, inputs, g)
+
+
+def test_the_read_kernels_without_a_bias_read_q_itself():
+    """q_bias None: the kernels' value and gradients are the reference's of q alone."""
+    q, context, multiplier, offset, _, g = _read_inputs(5, 2, 9, 2, 16)
+    args = [jnp.asarray(x, jnp.float32) for x in (q, context, multiplier, offset)]
+    value, vjp = jax.vjp(lambda *a: kernels.stylized_read(*a, jnp.float32, True), *args)
+    expected, expected_vjp = jax.vjp(kernels.stylized_read_reference, *args)
+    np.testing.assert_allclose(np.asarray(value), np.asarray(expected), atol=1e-5)
+    cotangent = jnp.asarray(g, jnp.float32)
+    for ours, theirs in zip(vjp(cotangent), expected_vjp(cotangent), strict=True):
+        np.testing.assert_allclose(
+            np.asarray(ours), np.asarray(theirs), atol=1e-4 * float(jnp.max(jnp.abs(theirs)))
+        )
 
 
 def test_the_read_kernels_in_bfloat16_equal_the_models_spelling_to_its_rounding():
-    """q and the context in bfloat16 (the attention blocks on a GPU): the kernels' output and dq, d context
-    come back in bfloat16 and equal the model's spelling (`model.stylized_read`: the read, then
-    modulated_silu, under autodiff) to bf16's rounding; the modulation's gradients to float32's."""
-    q, context, multiplier, offset, g = _read_inputs(11, 3, 21, 2, 16)
-    q16, context16, g16 = (jnp.asarray(x, jnp.bfloat16) for x in (q, context, g))
+    """q, its bias and the context in bfloat16 (the attention blocks on a GPU): the kernels' output and
+    dq, d context, d bias come back in bfloat16 and equal the model's spelling (`model.stylized_read`:
+    the bias, the read, then modulated_silu, under autodiff) to bf16's rounding; the modulation's
+    gradients to float32's."""
+    q, context, multiplier, offset, bias, g = _read_inputs(11, 3, 21, 2, 16)
+    q16, context16, bias16, g16 = (jnp.asarray(x, jnp.bfloat16) for x in (q, context, bias, g))
     m, o = jnp.asarray(multiplier, jnp.float32), jnp.asarray(offset, jnp.float32)
 
     def through(function):
-        value, vjp = jax.vjp(function, q16, context16, m, o)
+        value, vjp = jax.vjp(function, q16, context16, m, o, bias16)
         return value, vjp(g16)
 
-    fused_value, fused = through(lambda *args: kernels.stylized_read(*args, jnp.bfloat16, True))
-    model_value, model = through(lambda *args: model_lib.stylized_read(*args, jnp.bfloat16, 2))
-    assert fused_value.dtype == fused[0].dtype == fused[1].dtype == jnp.bfloat16
+    fused_value, fused = through(
+        lambda q, c, m, o, b: kernels.stylized_read(q, c, m, o, jnp.bfloat16, True, b)
+    )
+    model_value, model = through(
+        lambda q, c, m, o, b: model_lib.stylized_read(q, c, m, o, jnp.bfloat16, 2, b)
+    )
+    assert fused_value.dtype == fused[0].dtype == fused[1].dtype == fused[4].dtype == jnp.bfloat16
     np.testing.assert_allclose(
         np.asarray(fused_value, np.float32), np.asarray(model_value, np.float32), atol=0.02
     )

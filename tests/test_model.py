@@ -3,6 +3,8 @@
 import functools
 import math
 import re
+from contextlib import nullcontext
+from unittest import mock
 
 import jax
 import jax.numpy as jnp
@@ -278,9 +280,17 @@ def test_attention_matches_a_float64_reference(attention):
     np.testing.assert_array_equal(np.asarray(out[2]), 0.0)  # no valid key: attends to nothing
 
 
+@pytest.mark.parametrize("spelling", ["this backend", "gpu"])
 @pytest.mark.parametrize("block", ["self", "cross", "ffn"])
-def test_one_layer_block_matches_a_float64_reference(block):
-    """Each sub-block of a DecoderLayer, run alone with the perturbed parameters of layer 0."""
+def test_one_layer_block_matches_a_float64_reference(block, spelling):
+    """Each sub-block of a DecoderLayer, run alone with the perturbed parameters of layer 0; also as
+    traced for a GPU (`jax.default_backend` answering "gpu": the spellings the model picks off the CPU,
+    e.g. the query's bias added apart from its product, `_norm_then_product`)."""
+    with mock.patch.object(jax, "default_backend", lambda: "gpu") if spelling == "gpu" else nullcontext():
+        _one_layer_block_matches_a_float64_reference(block)
+
+
+def _one_layer_block_matches_a_float64_reference(block):
     model = small_model()
     layer = params_of(model)["layers_0"]
     rng = np.random.default_rng(2)
