@@ -227,7 +227,9 @@ def _silu_and_slope(u):
     return u * sigmoid, sigmoid * (1.0 + u * (1.0 - sigmoid))
 
 
-def _frame_window(axis: int, frames: int, rows: int, tile=None):
+def _frame_window(axis, frames: int, rows: int, tile=None):
+    """(the frames of a tile as a slice, which of them exist): the tile is the program's index along
+    `axis`, or `tile` where given (a loop over tiles)."""
     from jax.experimental import pallas as pl
 
     first = (pl.program_id(axis) if tile is None else tile) * rows
@@ -312,9 +314,8 @@ def _read_backward_kernel(
     """Backward, second pass, one program per (sample, head), over the frames tile by tile: the head's
     dq (rounded to q's dtype), and its sums over frames, d context [H, H] and d multiplier, d offset [H].
     q_ref and g_ref [T, H] (the head's columns), bias_ref [H], stats_ref [4, T] from
-    `_read_statistics_kernel`.
-    Rounded where the model's autodiff rounds: the read's cotangent to q's dtype, the weights' to
-    context's."""
+    `_read_statistics_kernel`. Rounded where the model's autodiff rounds: the read's cotangent to q's
+    dtype, the weights' to context's."""
     from jax.experimental.pallas import triton as plgpu
 
     context, bias = context_ref[...], bias_ref[...][None, :]
@@ -352,8 +353,8 @@ def _read_backward_kernel(
 
 def _read_specs(batch, frames, heads, width, per_head: bool):
     """BlockSpecs of q or g [B, T, heads, H], q's bias [heads, H], context [B, heads, H, H] and the
-    modulation [B, heads, H],
-    for a grid of (sample, tile) (per_head False: a program sees every head) or (sample, head)."""
+    modulation [B, heads, H], for a grid of (sample, tile) (per_head False: a program sees every head)
+    or of (sample, head)."""
     from jax.experimental import pallas as pl
 
     if per_head:
