@@ -69,16 +69,28 @@ def fused_available(h: jax.Array, heads: int = 1) -> bool:
     return h.ndim == 3 and powers and 16 <= channels <= 4096
 
 
+def _silu_and_slope(u):
+    """SiLU(u) and d SiLU(u) / du = s (1 + u (1 - s)), s the sigmoid."""
+    sigmoid = 1.0 / (1.0 + jnp.exp(-u))
+    return u * sigmoid, sigmoid * (1.0 + u * (1.0 - sigmoid))
+
+
+def _frame_window(axis, frames: int, rows: int, tile=None):
+    """(the frames of a tile as a slice, which of them exist): the tile is the program's index along
+    `axis`, or `tile` where given (a loop over tiles)."""
+    from jax.experimental import pallas as pl
+
+    first = (pl.program_id(axis) if tile is None else tile) * rows
+    return pl.ds(first, rows), (first + jnp.arange(rows)) < frames
+
+
 def _backward_kernel(h_ref, multiplier_ref, offset_ref, g_ref, dh_ref, dmul_ref, doff_ref, *, frames, rows):
     """One program: frames [tile * rows, (tile + 1) * rows) of one sample (rows past `frames` masked).
     h and dh [heads, T, H] (heads first), the cotangent [T, heads, H] (the output's layout), the
     modulation [heads, H]; the tile's sums over its frames go to dmul, doff [heads, H]."""
-    from jax.experimental import pallas as pl
     from jax.experimental.pallas import triton as plgpu
 
-    first = pl.program_id(1) * rows
-    valid = (first + jnp.arange(rows)) < frames
-    window = pl.ds(first, rows)
+    window, valid = _frame_window(1, frames, rows)
     h = plgpu.load(h_ref.at[:, window, :], mask=valid[None, :, None], other=0.0).astype(jnp.float32)
     g = plgpu.load(g_ref.at[window, :, :], mask=valid[:, None, None], other=0.0).astype(jnp.float32)
     g = jnp.transpose(g, (1, 0, 2))  # [heads, rows, H], as h
@@ -93,9 +105,7 @@ def _backward_kernel(h_ref, multiplier_ref, offset_ref, g_ref, dh_ref, dmul_ref,
     centred = h - row_mean(h)
     rstd = jax.lax.rsqrt(row_mean(centred * centred) + EPSILON)
     z = centred * rstd
-    u = z * multiplier + offset
-    sigmoid = 1.0 / (1.0 + jnp.exp(-u))
-    gu = g * sigmoid * (1.0 + u * (1.0 - sigmoid))  # d SiLU(u) / du = s (1 + u (1 - s)); 0 on masked rows
+    gu = g * _silu_and_slope(z * multiplier + offset)[1]  # 0 on masked rows
     dmul_ref[...] = jnp.sum(gu * z, axis=1)
     doff_ref[...] = jnp.sum(gu, axis=1)
     dz = gu * multiplier
@@ -108,7 +118,6 @@ def modulated_silu_backward(h, multiplier, offset, cotangent, interpret: bool = 
     Pallas kernel, with h given heads first: h [B, heads, T, H], multiplier and offset [B, C], the
     cotangent [B, T, C] (C = heads x H) -> dh [B, heads, T, H] in h's dtype, the others [B, C] float32."""
     from jax.experimental import pallas as pl
-    from jax.experimental.pallas import triton as plgpu
 
     batch, heads, frames, width = h.shape
     tiles = -(-frames // ROWS_PER_PROGRAM)
@@ -118,15 +127,16 @@ def modulated_silu_backward(h, multiplier, offset, cotangent, interpret: bool = 
     per_tile = pl.BlockSpec((None, None, heads, width), lambda b, t: (b, t, 0, 0))
     split = (batch, heads, width)
     partial_sums = jax.ShapeDtypeStruct((batch, tiles, heads, width), jnp.float32)
-    dh, dmul, doff = pl.pallas_call(
-        functools.partial(_backward_kernel, frames=frames, rows=ROWS_PER_PROGRAM),
-        out_shape=(jax.ShapeDtypeStruct(h.shape, h.dtype), partial_sums, partial_sums),
-        grid=(batch, tiles),
-        in_specs=[per_sample, per_channel, per_channel, per_frame],
-        out_specs=(per_sample, per_tile, per_tile),
-        compiler_params=plgpu.CompilerParams(num_warps=NUM_WARPS, num_stages=1),
-        interpret=interpret,
-        name="modulated_silu_backward",
+    dh, dmul, doff = _pallas_call(
+        _backward_kernel,
+        "modulated_silu_backward",
+        (batch, tiles),
+        [per_sample, per_channel, per_channel, per_frame],
+        (per_sample, per_tile, per_tile),
+        (jax.ShapeDtypeStruct(h.shape, h.dtype), partial_sums, partial_sums),
+        interpret,
+        frames,
+        ROWS_PER_PROGRAM,
     )(
         h,
         multiplier.astype(jnp.float32).reshape(split),
@@ -219,21 +229,6 @@ def _softmax_rows(q):
     """Softmax over the last axis of a float32 tile, as jax.nn.softmax."""
     exponentials = jnp.exp(q - jnp.max(q, axis=1, keepdims=True))
     return exponentials / jnp.sum(exponentials, axis=1, keepdims=True)
-
-
-def _silu_and_slope(u):
-    """SiLU(u) and d SiLU(u) / du = s (1 + u (1 - s)), s the sigmoid."""
-    sigmoid = 1.0 / (1.0 + jnp.exp(-u))
-    return u * sigmoid, sigmoid * (1.0 + u * (1.0 - sigmoid))
-
-
-def _frame_window(axis, frames: int, rows: int, tile=None):
-    """(the frames of a tile as a slice, which of them exist): the tile is the program's index along
-    `axis`, or `tile` where given (a loop over tiles)."""
-    from jax.experimental import pallas as pl
-
-    first = (pl.program_id(axis) if tile is None else tile) * rows
-    return pl.ds(first, rows), (first + jnp.arange(rows)) < frames
 
 
 def _index(head: int) -> jax.Array:
@@ -378,11 +373,17 @@ def _read_rows() -> int:
 
 
 def _read_call(kernel, name, grid, in_specs, out_specs, out_shape, interpret, frames):
+    return _pallas_call(kernel, name, grid, in_specs, out_specs, out_shape, interpret, frames, _read_rows())
+
+
+def _pallas_call(kernel, name, grid, in_specs, out_specs, out_shape, interpret, frames, rows):
+    """pl.pallas_call of `kernel` (given `frames` and `rows`, its frames per tile) on the Triton backend,
+    NUM_WARPS warps per program."""
     from jax.experimental import pallas as pl
     from jax.experimental.pallas import triton as plgpu
 
     return pl.pallas_call(
-        functools.partial(kernel, frames=frames, rows=_read_rows()),
+        functools.partial(kernel, frames=frames, rows=rows),
         out_shape=out_shape,
         grid=grid,
         in_specs=in_specs,
