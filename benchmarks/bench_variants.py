@@ -94,6 +94,14 @@ Dense layer's input for its bf16 kernel gradient on the CPU; they change nothing
                       softmax fusions alone took ~4.8 ms of the B=256 step; interpreted on a CPU; the
                       current spelling where the shapes do not suit the kernels). The feed-forward
                       blocks' stylization is left as it is: `read=pallas+style=pallas` swaps both
+  context=pallas      the attention blocks' linear-attention context as Pallas (Triton) kernels,
+                      `kernels.key_value_context`: the keys and values made as one product of both
+                      Dense kernels side by side ([B, S, 2C]), then per sample and head one kernel adds
+                      their biases, softmaxes the keys over the positions and sums K^T V, reading that
+                      product in its own layout (no biased, transposed keys and values in memory);
+                      backward, one kernel writes dk and dv side by side (the product's cotangent) and
+                      the biases' gradients per sample and head (interpreted on a CPU; the current
+                      spelling where the shapes do not suit the kernels)
   xla:NAME=VALUE[+NAME=VALUE...]  the current step compiled with these XLA options (as XLA_FLAGS names
                       them, without the dashes; `jax.jit(...).lower(...).compile(compiler_options=...)`),
                       so several settings are timed in one process, e.g.
@@ -410,6 +418,28 @@ def _stylized_read_pallas(q, context, multiplier, offset, out_dtype, num_heads, 
     return kernels.stylized_read(q, context, multiplier, offset, out_dtype, interpret, q_bias)
 
 
+_KEY_VALUE_CONTEXT = (
+    model_lib.key_value_context
+)  # the current spelling, kept: `context=pallas` falls back to it
+
+
+def _key_value_context_pallas(standardized, norm, key, value, key_mask, num_heads, dtype):
+    """`kernels.key_value_context` (the keys' and values' biases, the key softmax and K^T V as Pallas
+    kernels) of the keys and values made as one product of both kernels side by side, interpreted on a
+    CPU; the current spelling where the kernels do not take the shapes (`context=pallas`)."""
+    (k_kernel, k_bias), (v_kernel, v_bias) = key, value
+    side_by_side = (jnp.concatenate([k_kernel, v_kernel], 1), jnp.concatenate([k_bias, v_bias]))
+    product = jax.ShapeDtypeStruct((*standardized.shape[:-1], 2 * k_kernel.shape[1]), dtype)
+    if not kernels.context_fused_available(product, key_mask, num_heads):
+        return _KEY_VALUE_CONTEXT(standardized, norm, key, value, key_mask, num_heads, dtype)
+    # the barrier (on the product's input as it reads it) keeps XLA from merging this product with the
+    # query's (the same input) and then copying each out of the merged one for the kernels: 0.46 GB per
+    # layer at B=256 (gpu_program.py)
+    rows = jax.lax.optimization_barrier(standardized.astype(dtype))
+    kv, bias = model_lib._norm_then_product(rows, norm, side_by_side, dtype)
+    return kernels.key_value_context(kv, key_mask, num_heads, jax.default_backend() == "cpu", bias)
+
+
 VARIANTS = {
     "current": contextlib.nullcontext,
     "transpose=fold": lambda: _replaced("_rows_last", lambda x: jnp.swapaxes(x, -1, -2)),
@@ -436,6 +466,7 @@ VARIANTS = {
     "style=pallas-rows8": lambda: _pallas_tiles(8, 2),
     "style=pallas-rows32": lambda: _pallas_tiles(32, 8),
     "read=pallas": lambda: _replaced("stylized_read", _stylized_read_pallas),
+    "context=pallas": lambda: _replaced("key_value_context", _key_value_context_pallas),
     "attention=block-diagonal": _block_diagonal,
 }
 XLA_PREFIX = "xla:"

@@ -63,11 +63,12 @@
 #                  the memory-bound fusions that ran far below the card's bandwidth in the H200's B=256
 #                  profile (benchmarks/bench_variants.py: paired rounds, each checked to compute the same
 #                  step; benchmarks/RESULTS.md, "read for bytes"). $GPU_VARIANTS, by default: current;
-#                  style=pallas (the stylization's backward pass as one Pallas kernel,
-#                  motion_ddpm_jax/kernels.py: 18% fewer bytes beside the products at B=256 by
-#                  gpu_program.py's deviceless count); read=pallas+style=pallas (besides, the attention
-#                  blocks' query bias, read and stylization as three Pallas kernels, no heads-first
-#                  copies: 22% fewer bytes beside the products, 19% in all);
+#                  read=pallas+style=pallas (the feed-forward stylization's backward pass as one Pallas
+#                  kernel, the attention blocks' query bias, read and stylization as three,
+#                  motion_ddpm_jax/kernels.py: 22% fewer bytes beside the products at B=256 by
+#                  gpu_program.py's deviceless count, 19% in all); context=pallas+read=pallas+style=pallas
+#                  (besides, the attention's keys and values as one product and their context, key
+#                  softmax and K^T V, as two kernels: 31% fewer beside the products, 29% in all);
 #                  standardize=saved-statistics (LayerNorm's backward pass from saved statistics: the
 #                  fusion of two LayerNorm backward passes ran at 1.3 TB/s); attention=tokens-major (the
 #                  linear attention with no transposes spelled out: the query softmaxes, fused with the
@@ -75,11 +76,12 @@
 #                  xla:xla_disable_hlo_passes=triton-softmax-rewriter (those slow fusions are all Triton
 #                  block-level ones, made by that pass: XLA's own reduction emitters instead). An option
 #                  this jax's XLA does not know is reported and skipped. Out of the default:
-#                  attention=block-diagonal (23% more FLOPs, 12% more bytes by the deviceless count) and
-#                  style=written-backward (style=pallas's backward written out in jax: 2.4% fewer bytes).
+#                  attention=block-diagonal (23% more FLOPs, 12% more bytes by the deviceless count),
+#                  style=written-backward (style=pallas's backward written out in jax: 2.4% fewer bytes)
+#                  and style=pallas alone (18% fewer bytes beside the products).
 #                  The kernels' tile sizes: GPU_VARIANTS=current,style=pallas,style=pallas-rows8,
-#                  style=pallas-rows32 (read=pallas+style=pallas-rows32: the read kernels' tiles too; 16
-#                  frames at the least).
+#                  style=pallas-rows32 (context=pallas+read=pallas+style=pallas-rows32: the read's and the
+#                  context's kernels' tiles too; 16 frames at the least).
 #                  The CPU-chosen spellings can be timed the same way:
 #                  GPU_VARIANTS=current,positions=autodiff,softmax=autodiff,standardize=twopass
 #   profile_variant  (only when named in CASES) B=$BIG_BATCH, 2 layers: profile_step.py of $PROFILE_VARIANT
@@ -91,7 +93,7 @@ PYTHON=${PYTHON:-python}
 BUDGET_S=${BUDGET_S:-540}
 BIG_BATCH=${BIG_BATCH:-256}
 PROFILE_VARIANT=${PROFILE_VARIANT:-current}
-GPU_VARIANTS=${GPU_VARIANTS:-current,style=pallas,read=pallas+style=pallas,standardize=saved-statistics,attention=tokens-major,xla:xla_disable_hlo_passes=triton-softmax-rewriter}
+GPU_VARIANTS=${GPU_VARIANTS:-current,read=pallas+style=pallas,context=pallas+read=pallas+style=pallas,standardize=saved-statistics,attention=tokens-major,xla:xla_disable_hlo_passes=triton-softmax-rewriter}
 read -r -a MODEL <<< "${MODEL_ARGS:-}"
 read -r -a BENCH <<< "${BENCH_ARGS:-}"
 CASES=${CASES:-train_step,big_batch,profile,pipelined,compile_flags,fp32,products,sampling,geometric,beat_window,autotune_off,torch_compile,variants}

@@ -30,12 +30,25 @@ With `style=pallas` for the feed-forward blocks, the deviceless count of the B=2
 to 62.5 GB beside the products and from 121.0 to 97.5 GB in all (the read's products move into the
 kernels), the device memory from 13.6 to 12.3 GB.
 
+`key_value_context(kv, key_mask, num_heads, kv_bias=...)`: the linear attention's context from its keys
+and values made as one product of both Dense kernels side by side (kv [B, S, 2C]), `model.key_value_context`,
+as two kernels, one program per sample and head. Forward: kv's head columns read in their own layout,
+the biases added, the keys' maxima over the valid positions, then their softmax weights, sums and
+K^T V accumulated over tiles of positions; backward: dk and dv written side by side into the product's
+cotangent, the biases' gradients summed per program. No biased, transposed keys and values in memory
+(XLA writes them as [B, C, S] for its batched product, and the cotangents back). With the read's and
+the stylization's kernels, and the keys' and values' product kept apart from the query's (XLA merges
+products of one input, then copies each out for the kernels), the B=256 step's count goes to 55.6 GB
+beside the products (62.5 without these two kernels, 80.2 for XLA's own) and 86.0 GB in all (97.5,
+121.0), the device memory to 11.9 GB.
+
 The kernels run where Pallas's Triton backend does (a CUDA GPU; jax 0.11 marks that backend deprecated
 in favour of Mosaic GPU) and, with `interpret=True`, anywhere (the tests run them so on the CPU);
-`fused_available(h, heads)` and `read_fused_available(q, context, heads)` say whether shapes suit them
-(heads and widths powers of two, as Triton's tiles must be). Not the model's default:
-benchmarks/bench_variants.py's `style=pallas` and `read=pallas` swap them in, to be timed on a card
-against XLA's fusions.
+`fused_available(h, heads)`, `read_fused_available(q, context, heads)` and
+`context_fused_available(kv, key_mask, heads)` say whether shapes suit them (heads' widths, and where
+a program holds every head their number, powers of two, as Triton's tiles must be). Not the model's
+default: benchmarks/bench_variants.py's `style=pallas`, `read=pallas` and `context=pallas` swap them
+in, to be timed on a card against XLA's fusions.
 """
 
 from __future__ import annotations
@@ -236,9 +249,10 @@ def _index(head: int) -> jax.Array:
     return jnp.asarray(head, jnp.int32)
 
 
-def _query(tile, bias, valid):
-    """A tile of the query: `tile` (a view of q's ref, [rows, H]: the product) plus the bias [1, H],
-    added in float32 and rounded to q's dtype (a low-precision add, as XLA computes one), as float32."""
+def _biased(tile, bias, valid):
+    """A tile of a Dense layer's output from its product: `tile` (a view of the product's ref, [rows, H];
+    rows not `valid` read as 0) plus the bias [1, H], added in float32 and rounded to the product's dtype
+    (a low-precision add, as XLA computes one), as float32."""
     from jax.experimental.pallas import triton as plgpu
 
     q = plgpu.load(tile, mask=valid[:, None], other=0.0).astype(jnp.float32)
@@ -250,7 +264,7 @@ def _read_heads(q_ref, bias_ref, context_ref, window, valid):
     context_ref [heads, H, H] -> per head, the read's output (rounded to q's dtype) as float32 [rows, H]."""
     reads = []
     for head in map(_index, range(context_ref.shape[0])):
-        q = _query(q_ref.at[window, head, :], bias_ref[head][None, :], valid)
+        q = _biased(q_ref.at[window, head, :], bias_ref[head][None, :], valid)
         read = _dot(_softmax_rows(q).astype(context_ref.dtype), context_ref[head])
         reads.append(read.astype(q_ref.dtype).astype(jnp.float32))
     return reads
@@ -318,7 +332,7 @@ def _read_backward_kernel(
 
     def tile(index, sums):
         window, valid = _frame_window(None, frames, rows, index)
-        weights = _softmax_rows(_query(q_ref.at[window, :], bias, valid))
+        weights = _softmax_rows(_biased(q_ref.at[window, :], bias, valid))
         read = _dot(weights.astype(context.dtype), context).astype(q_ref.dtype).astype(jnp.float32)
         mean, rstd, dz_mean, dzz_mean = (
             plgpu.load(stats_ref.at[_index(row), window], mask=valid, other=0.0)[:, None] for row in range(4)
@@ -468,3 +482,186 @@ def _stylized_read_backward(out_dtype, interpret, residuals, cotangent):
 
 
 _stylized_read.defvjp(_stylized_read_forward, _stylized_read_backward)
+
+
+# The linear attention's context from its keys and values: the key softmax over positions and K^T V.
+
+
+def key_value_context_reference(kv, key_mask, num_heads: int, kv_bias=None) -> jax.Array:
+    """`model.linear_attention_context` of the keys and values held side by side, jax.numpy: the function
+    `key_value_context`'s kernels compute. kv [B, S, 2C] (keys then values; plus kv_bias [2C], added in
+    kv's dtype), key_mask bool [B, S] -> context [B, heads, H, H] in kv's dtype (C = heads x H)."""
+    from motion_ddpm_jax import model  # here: the model module is the kernels' user, not their dependency
+
+    kv = kv if kv_bias is None else kv + kv_bias.astype(kv.dtype)
+    k, v = jnp.split(kv, 2, axis=-1)
+    return model.linear_attention_context(k, v, key_mask, num_heads, kv.dtype)
+
+
+def context_fused_available(kv: jax.Array, key_mask: jax.Array, num_heads: int) -> bool:
+    """Whether `key_value_context`'s kernels take kv [B, S, 2C] and key_mask [B, S] split into `num_heads`
+    heads: each head's width H a power of two of at least 16 (Triton's smallest product tile)."""
+    if kv.ndim != 3 or key_mask.shape != kv.shape[:2] or num_heads <= 0 or kv.shape[2] % (2 * num_heads):
+        return False
+    width = kv.shape[2] // (2 * num_heads)
+    return width >= 16 and width & (width - 1) == 0
+
+
+def _key_and_value(kv_ref, bias_ref, mask_ref, frames, rows, index):
+    """A tile of one head's keys and values, as float32 [rows, H] each (their products plus biases,
+    rounded to kv's dtype; 0 past the frames), and which of its rows are valid keys (in the frames and
+    the key mask). kv_ref [S, 2, H], bias_ref [2, H], mask_ref [S] (1 valid, 0 masked)."""
+    from jax.experimental.pallas import triton as plgpu
+
+    window, valid = _frame_window(None, frames, rows, index)
+    keep = valid & (plgpu.load(mask_ref.at[window], mask=valid, other=0.0) > 0)
+    k, v = (_biased(kv_ref.at[window, _index(i), :], bias_ref[_index(i)][None, :], valid) for i in (0, 1))
+    return window, valid, keep[:, None], k, v
+
+
+def _key_weights(keep, k, peak):
+    """exp(k - peak) at the valid keys, 0 at the others (the key softmax before its division)."""
+    return jnp.where(keep, jnp.exp(k - peak[None, :]), 0.0)
+
+
+def _context_kernel(
+    kv_ref, bias_ref, mask_ref, context_ref, product_ref, peak_ref, total_ref, *, frames, rows
+):  # fmt: skip
+    """Forward, one program per (sample, head), two loops over the tiles of positions: the keys' maxima
+    per feature, then the weights exp(k - max), their sums and K^T V [H, H] (the weights rounded to
+    kv's dtype, accumulated in float32). Writes the context (K^T V rounded to kv's dtype, divided by the
+    sums, rounded again: the model's spelling) and, for the backward pass, the rounded K^T V, the maxima
+    and the sums."""
+    tiles = -(-frames // rows)
+    width = context_ref.shape[0]
+    dtype = product_ref.dtype
+
+    def maxima(index, peak):
+        _, _, keep, k, _ = _key_and_value(kv_ref, bias_ref, mask_ref, frames, rows, index)
+        return jnp.maximum(peak, jnp.max(jnp.where(keep, k, -jnp.inf), axis=0))
+
+    peak = jax.lax.fori_loop(0, tiles, maxima, jnp.full((width,), -jnp.inf, jnp.float32))
+
+    def accumulate(index, sums):
+        _, _, keep, k, v = _key_and_value(kv_ref, bias_ref, mask_ref, frames, rows, index)
+        weights = _key_weights(keep, k, peak)
+        product = sums[0] + _dot(weights.astype(dtype), v.astype(dtype), ((0,), (0,)))
+        return product, sums[1] + jnp.sum(weights, axis=0)
+
+    start = (jnp.zeros((width, width), jnp.float32), jnp.zeros((width,), jnp.float32))
+    product, total = jax.lax.fori_loop(0, tiles, accumulate, start)
+    product = product.astype(dtype)
+    context = product.astype(jnp.float32) / jnp.where(total > 0, total, 1.0)[:, None]
+    context_ref[...] = context.astype(context_ref.dtype)
+    product_ref[...] = product
+    peak_ref[...] = peak
+    total_ref[...] = total
+
+
+def _context_backward_kernel(
+    kv_ref, bias_ref, mask_ref, product_ref, peak_ref, total_ref, g_ref, dkv_ref, dkb_ref, dvb_ref, *,
+    frames, rows,
+):  # fmt: skip
+    """Backward, one program per (sample, head), one loop over the tiles of positions: dk and dv (kv's
+    dtype, written into dkv_ref [S, 2, H]) and their sums over positions (the biases' gradients,
+    float32 [H] each), from the context's cotangent g_ref [H, H] and the forward's saved K^T V, maxima
+    and sums. Rounded where the model's autodiff rounds: K^T V's cotangent and the weights' to kv's
+    dtype."""
+    from jax.experimental.pallas import triton as plgpu
+
+    dtype = product_ref.dtype
+    g, total, peak = g_ref[...].astype(jnp.float32), total_ref[...], peak_ref[...]
+    positive = total > 0
+    safe = jnp.where(positive, total, 1.0)
+    dproduct = (g / safe[:, None]).astype(dtype)
+    dtotal = -jnp.sum(g * product_ref[...].astype(jnp.float32), axis=1) / (safe * safe)
+    dtotal = jnp.where(positive, dtotal, 0.0)[None, :]
+
+    def tile(index, sums):
+        window, valid, keep, k, v = _key_and_value(kv_ref, bias_ref, mask_ref, frames, rows, index)
+        weights = _key_weights(keep, k, peak)
+        dweights = _dot(v.astype(dtype), dproduct, ((1,), (1,))).astype(dtype).astype(jnp.float32) + dtotal
+        dk = (weights * dweights).astype(dkv_ref.dtype)
+        dv = _dot(weights.astype(dtype), dproduct).astype(dkv_ref.dtype)
+        for i, gradient in enumerate((dk, dv)):
+            plgpu.store(dkv_ref.at[window, _index(i), :], gradient, mask=valid[:, None])
+        return sums[0] + jnp.sum(dk.astype(jnp.float32), 0), sums[1] + jnp.sum(dv.astype(jnp.float32), 0)
+
+    width = g.shape[0]
+    start = (jnp.zeros((width,), jnp.float32), jnp.zeros((width,), jnp.float32))
+    dkb_ref[...], dvb_ref[...] = jax.lax.fori_loop(0, -(-frames // rows), tile, start)
+
+
+def _context_specs(frames, width):
+    """BlockSpecs for a grid of (sample, head): kv [B, S, 2, heads, H], its bias [2, heads, H], the mask
+    [B, S], a per-head vector [B, heads, H] and a per-head [B, heads, H, H]."""
+    from jax.experimental import pallas as pl
+
+    return (
+        pl.BlockSpec((None, frames, 2, None, width), lambda b, h: (b, 0, 0, h, 0)),
+        pl.BlockSpec((2, None, width), lambda b, h: (0, h, 0)),
+        pl.BlockSpec((None, frames), lambda b, h: (b, 0)),
+        pl.BlockSpec((None, None, width), lambda b, h: (b, h, 0)),
+        pl.BlockSpec((None, None, width, width), lambda b, h: (b, h, 0, 0)),
+    )
+
+
+def key_value_context(kv, key_mask, num_heads: int, interpret: bool = False, kv_bias=None) -> jax.Array:
+    """`key_value_context_reference(kv, key_mask, num_heads, kv_bias)`: kv [B, S, 2C] (the keys' and the
+    values' products side by side, as one Dense product of both kernels computes them; kv_bias [2C]
+    added in kv's dtype, None: none), key_mask bool [B, S] -> the linear attention's context
+    [B, heads, H, H] in kv's dtype. One Pallas kernel forward, per sample and head (the bias added,
+    the key softmax's maxima, weights and sums, and K^T V, reading kv in its own layout: no transposed
+    or biased keys and values in memory), one backward (dk and dv written side by side, as the Dense
+    product's cotangent; the biases' gradients summed per sample and head). `interpret=True` runs them
+    without a GPU."""
+    bias = jnp.zeros(kv.shape[-1], kv.dtype) if kv_bias is None else kv_bias.astype(kv.dtype)
+    mask = jnp.asarray(key_mask, bool).astype(jnp.float32)
+    return _key_value_context(kv, bias, mask, num_heads, interpret)[0]
+
+
+def _split_key_values(kv, bias, num_heads):
+    batch, frames, channels = kv.shape
+    width = channels // (2 * num_heads)
+    return (
+        (batch, frames, width),
+        kv.reshape(batch, frames, 2, num_heads, width),
+        bias.reshape(2, num_heads, width),
+    )
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def _key_value_context(kv, bias, mask, num_heads, interpret):
+    """(context, and for the backward pass: K^T V rounded, the key maxima, the weights' sums)."""
+    (batch, frames, width), kv5, bias3 = _split_key_values(kv, bias, num_heads)
+    pairs, biases, masks, vectors, squares = _context_specs(frames, width)
+    squared = jax.ShapeDtypeStruct((batch, num_heads, width, width), kv.dtype)
+    vector = jax.ShapeDtypeStruct((batch, num_heads, width), jnp.float32)
+    return tuple(
+        _read_call(
+            _context_kernel, "key_value_context", (batch, num_heads), [pairs, biases, masks],
+            (squares, squares, vectors, vectors), (squared, squared, vector, vector), interpret, frames,
+        )(kv5, bias3, mask)
+    )  # fmt: skip
+
+
+def _key_value_context_forward(kv, bias, mask, num_heads, interpret):
+    outputs = _key_value_context(kv, bias, mask, num_heads, interpret)
+    return outputs, (kv, bias, mask, *outputs[1:])
+
+
+def _key_value_context_backward(num_heads, interpret, residuals, cotangents):
+    kv, bias, mask, product, peak, total = residuals
+    (batch, frames, width), kv5, bias3 = _split_key_values(kv, bias, num_heads)
+    pairs, biases, masks, vectors, squares = _context_specs(frames, width)
+    vector = jax.ShapeDtypeStruct((batch, num_heads, width), jnp.float32)
+    dkv, dkb, dvb = _read_call(
+        _context_backward_kernel, "key_value_context_backward", (batch, num_heads),
+        [pairs, biases, masks, squares, vectors, vectors, squares], (pairs, vectors, vectors),
+        (jax.ShapeDtypeStruct(kv5.shape, kv.dtype), vector, vector), interpret, frames,
+    )(kv5, bias3, mask, product, peak, total, cotangents[0].astype(kv.dtype))  # fmt: skip
+    dbias = jnp.concatenate([jnp.sum(dkb, axis=0).reshape(-1), jnp.sum(dvb, axis=0).reshape(-1)])
+    return dkv.reshape(kv.shape), dbias.astype(bias.dtype), jnp.zeros_like(mask)
+
+
+_key_value_context.defvjp(_key_value_context_forward, _key_value_context_backward)

@@ -395,6 +395,20 @@ def linear_attention_context(
     return context.astype(dtype)
 
 
+def key_value_context(standardized, norm, key, value, key_mask, num_heads: int, dtype: Any) -> jax.Array:
+    """The linear attention's context from its source's standardized rows: keys and values the Dense
+    layers `key` and `value` ((kernel, bias) each) of the LayerNorm `norm` ((scale, shift)) of
+    `standardized` [B, S, W], key_mask bool [B, S] -> `linear_attention_context` [B, heads, H, H] in
+    `dtype`. One function of the source and both layers, so that a fused kernel can take them, with the
+    keys and values made as one product of both kernels side by side (`kernels.key_value_context`, to
+    be timed on a GPU: benchmarks/bench_variants.py `context=pallas`); here two Dense layers, as XLA
+    was measured on (made side by side in the model, XLA:GPU merged the query's product into theirs and
+    copied the keys' and values' cotangents into one: 0.5 GB more per layer at B=256, by
+    `benchmarks/gpu_program.py`)."""
+    k, v = (_norm_then_dense(standardized, norm, layer, dtype) for layer in (key, value))
+    return linear_attention_context(k, v, key_mask, num_heads, dtype)
+
+
 # Evaluated on the CPU with at least this many query rows (B x T), the read softmaxes the queries
 # before splitting them into heads; measured crossover (forward passes, bf16, session 9): 0.89x at 4 x 60
 # rows, 1.00x at 8 x 120, 1.07x at 16 x 196, 1.02-1.08x at 32 x 196 against the heads-first softmax
@@ -722,9 +736,12 @@ class TemporalAttention(nn.Module):
 
     def _source(self, standardized, norm, mask) -> dict[str, jax.Array]:
         """What the queries attend to: the linear attention's context, else the keys, values and mask."""
-        k, v = (_norm_then_dense(standardized, norm, p(), self.dtype) for p in (self.key, self.value))
         if self.attention == "efficient":
-            return {"context": linear_attention_context(k, v, mask, self.num_heads, self.dtype)}
+            context = key_value_context(
+                standardized, norm, self.key(), self.value(), mask, self.num_heads, self.dtype
+            )
+            return {"context": context}
+        k, v = (_norm_then_dense(standardized, norm, p(), self.dtype) for p in (self.key, self.value))
         return {"key": k, "value": v, "mask": mask}
 
     def text_source(self, text: jax.Array, text_mask: jax.Array) -> dict[str, jax.Array]:

@@ -211,19 +211,62 @@ def test_variants_benchmark_takes_gpu_spellings_and_xla_options(tmp_path):
     assert "xla:xla_no_such_option=1" in stdout and "did not compile" in stdout
 
 
-def test_variants_benchmark_runs_the_read_kernels_in_the_train_step(tmp_path):
-    """`read=pallas` (the attention's read and stylization as Pallas kernels, interpreted) and with
+def test_variants_benchmark_runs_the_kernels_in_the_train_step(tmp_path):
+    """`read=pallas` (the attention's read and stylization as Pallas kernels, interpreted), and with
+    `context=pallas` (the keys and values as one product, their context as Pallas kernels) and
     `style=pallas` for the feed-forward blocks: the current step to float32 rounding. A latent width of
-    32 in 2 heads of 16, the kernels' smallest head (with TINY's heads of 8 the variant falls back)."""
+    32 in 2 heads of 16, the kernels' smallest head (with TINY's heads of 8 the variants fall back)."""
     from motion_ddpm_jax import kernels
 
     assert kernels.read_fused_available(np.zeros((2, 8, 32)), np.zeros((2, 2, 16, 16)), 2)
-    variants = ["current", "read=pallas", "read=pallas+style=pallas"]
+    assert kernels.context_fused_available(np.zeros((2, 8, 64)), np.ones((2, 8), bool), 2)
+    variants = ["current", "read=pallas", "context=pallas+read=pallas+style=pallas"]
     record, rows, stdout = run_variants(tmp_path, variants, "float32", "8", "--latent", "32")
     assert list(rows) == variants
     for spelling in variants[1:]:
         assert rows[spelling]["max_param_difference"] < 1e-6
         assert rows[spelling]["grad_norm_relative_difference"] < 1e-6
+
+
+@pytest.mark.parametrize("source", ["motion", "text"])
+def test_the_context_kernels_variant_is_the_models_context(source):
+    """bench_variants' `context=pallas` spelling of `model.key_value_context` (both Dense kernels side by
+    side, the LayerNorm folded in, the kernels interpreted): the model's value and gradients (of the
+    source, the norm and both layers) in float32, for self-attention's source (width C) and for a text
+    of another width, with padded positions."""
+    sys.path.insert(0, str(BENCHMARKS))
+    import bench_variants
+    import jax
+    import jax.numpy as jnp
+
+    from motion_ddpm_jax import model as model_lib
+
+    rng = np.random.default_rng(5)
+    batch, length, heads, width = 2, 11, 2, 16
+    source_width = heads * width if source == "motion" else 24
+    f32 = lambda *shape: jnp.asarray(rng.normal(size=shape), jnp.float32)  # noqa: E731
+    standardized = f32(batch, length, source_width)
+    norm = (f32(source_width), f32(source_width))
+    key = (f32(source_width, heads * width) * 0.3, f32(heads * width))
+    value = (f32(source_width, heads * width) * 0.3, f32(heads * width))
+    mask = np.arange(length)[None, :] < np.array([[length], [7]])
+    g = f32(batch, heads, width, width)
+
+    def through(function):
+        value_, vjp = jax.vjp(
+            lambda *a: function(*a, mask, heads, jnp.float32), standardized, norm, key, value
+        )
+        return value_, jax.tree.leaves(vjp(g))
+
+    ours, our_grads = through(bench_variants._key_value_context_pallas)
+    theirs, their_grads = through(model_lib.key_value_context)
+    np.testing.assert_allclose(np.asarray(ours), np.asarray(theirs), atol=1e-5)
+    assert len(our_grads) == len(their_grads) == 7
+    # to float32's rounding of the largest gradient (the keys' bias has none: the key softmax over
+    # positions does not change when a feature's keys all move together)
+    scale = max(float(jnp.max(jnp.abs(b))) for b in their_grads)
+    for a, b in zip(our_grads, their_grads, strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5 * scale)
 
 
 def test_saved_statistics_standardization_has_the_float64_gradient():
@@ -467,8 +510,8 @@ def test_gpu_check_runs_its_cases_and_summarises_them(tmp_path):
     variants = json.loads((out / "variants.json").read_text())
     assert [row["variant"] for row in variants["rows"]] == [
         "current",
-        "style=pallas",
         "read=pallas+style=pallas",
+        "context=pallas+read=pallas+style=pallas",
         "standardize=saved-statistics",
         "attention=tokens-major",
         "xla:xla_disable_hlo_passes=triton-softmax-rewriter",

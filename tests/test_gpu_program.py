@@ -83,11 +83,12 @@ def test_compiles_the_train_step_for_an_h200_without_one(tmp_path):
 
 @pytest.mark.skipif(not HAVE_CUDA_PLUGIN, reason="needs jax's CUDA plugin (see benchmarks/gpu_program.py)")
 def test_compiles_the_pallas_kernels_for_an_h200(tmp_path):
-    """`read=pallas+style=pallas`: the attention's read and stylization (three kernels) and the
-    feed-forward stylization's backward (one) lowered by Pallas's Triton backend and compiled by ptxas
-    for sm_90, in heads of 16 (the kernels' smallest); the read's per-head products leave XLA's count."""
+    """`context=pallas+read=pallas+style=pallas`: the attention's context (two kernels), read and
+    stylization (three) and the feed-forward stylization's backward (one) lowered by Pallas's Triton
+    backend and compiled by ptxas for sm_90, in heads of 16 (the kernels' smallest); the context's and
+    the read's per-head products leave XLA's count."""
     out, kept = tmp_path / "gpu_program.json", tmp_path / "hlo"
-    variants = "current,read=pallas+style=pallas"
+    variants = "current,context=pallas+read=pallas+style=pallas"
     result = _run(
         *TINY, "--heads", "2", "--variants", variants, "--keep-hlo", str(kept), "--json", str(out),
         tmp_path=tmp_path,
@@ -95,8 +96,11 @@ def test_compiles_the_pallas_kernels_for_an_h200(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     current, fused = json.loads(out.read_text())["variants"]
     assert fused["kinds"]["kernel"]["ops"] > 0 and "kernel" not in current["kinds"]
-    program = (kept / "read_pallas_style_pallas.hlo.txt").read_text()
-    names = ("stylized_read", "stylized_read_statistics", "stylized_read_backward", "modulated_silu_backward")
+    program = (kept / "context_pallas_read_pallas_style_pallas.hlo.txt").read_text()
+    names = (
+        "key_value_context", "key_value_context_backward", "stylized_read", "stylized_read_statistics",
+        "stylized_read_backward", "modulated_silu_backward",
+    )  # fmt: skip
     for name in names:
         assert f'name = "{name}"' in program, name  # the kernels' names in the program's Triton calls
     assert fused["program_gflop"] < current["program_gflop"]

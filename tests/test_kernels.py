@@ -165,3 +165,90 @@ def test_read_fused_available_for_power_of_two_heads_of_at_least_16():
     assert not kernels.read_fused_available(q, jnp.zeros((2, 64, 8, 8)), 64)  # heads of 8: too narrow
     assert not kernels.read_fused_available(jnp.zeros((2, 196, 384)), jnp.zeros((2, 6, 64, 64)), 6)
     assert not kernels.read_fused_available(q, jnp.zeros((3, 8, 64, 64)), 8)  # another batch
+
+
+def _context64(kv, bias, mask, heads):
+    """float64 numpy: per head, the keys (kv's first half, plus its bias) softmaxed over the valid
+    positions, times the values (the second half): [B, heads, H, H]; 0 where a sample has no valid key."""
+    batch, frames, channels = kv.shape
+    split = (kv + bias).reshape(batch, frames, 2, heads, channels // (2 * heads))
+    k, v = split[:, :, 0], split[:, :, 1]
+    keep = mask[:, :, None, None]
+    peak = np.where(keep, k, -np.inf).max(axis=1, keepdims=True)
+    weights = np.where(keep, np.exp(k - np.where(np.isfinite(peak), peak, 0.0)), 0.0)
+    total = weights.sum(axis=1)[..., None]  # [B, heads, H, 1]
+    return np.einsum("bshd,bshe->bhde", weights, v) / np.where(total > 0, total, 1.0)
+
+
+def _context_inputs(seed, batch, frames, heads, width):
+    rng = np.random.default_rng(seed)
+    kv = rng.normal(size=(batch, frames, 2 * heads * width)) * 1.5
+    mask = np.ones((batch, frames), bool)
+    mask[0, frames // 2 :] = False  # a sample's last frames are padding
+    if batch > 2:
+        mask[2] = False  # a sample with no valid key: its context is 0
+    g = rng.normal(size=(batch, heads, width, width))
+    return kv, rng.normal(size=2 * heads * width), mask, g
+
+
+# frames: under one tile, exactly one, three with a ragged last; rows: positions per tile
+@pytest.mark.parametrize(
+    "frames, heads, rows", [(5, 1, 16), (16, 2, 16), (37, 2, 16), (37, 1, 32), (21, 2, 8)]
+)
+def test_the_context_kernels_have_the_float64_gradient(frames, heads, rows, monkeypatch):
+    """kernels.key_value_context (forward and backward kernel) interpreted, float32: the context and
+    the gradients of kv and its bias against central differences in float64, with padded positions and
+    a sample whose keys are all masked."""
+    monkeypatch.setattr(kernels, "ROWS_PER_PROGRAM", rows)
+    kv, bias, mask, g = _context_inputs(frames + heads, 3, frames, heads, 16)
+    fused = jax.jit(lambda kv, b: kernels.key_value_context(kv, mask, heads, True, b))
+    checked_against_central_differences(fused, lambda kv, b: _context64(kv, b, mask, heads), [kv, bias], g)
+
+
+def test_the_context_kernels_without_a_bias_read_kv_itself():
+    kv, _, mask, g = _context_inputs(3, 2, 19, 2, 16)
+    kv32 = jnp.asarray(kv, jnp.float32)
+    value, vjp = jax.vjp(lambda kv: kernels.key_value_context(kv, mask, 2, True), kv32)
+    expected, expected_vjp = jax.vjp(lambda kv: kernels.key_value_context_reference(kv, mask, 2), kv32)
+    np.testing.assert_allclose(np.asarray(value), np.asarray(expected), atol=1e-5)
+    (ours,), (theirs,) = vjp(jnp.asarray(g, jnp.float32)), expected_vjp(jnp.asarray(g, jnp.float32))
+    np.testing.assert_allclose(
+        np.asarray(ours), np.asarray(theirs), atol=1e-5 * float(jnp.max(jnp.abs(theirs)))
+    )
+
+
+def test_the_context_kernels_in_bfloat16_equal_the_models_spelling_to_its_rounding():
+    """kv, its bias and the cotangent in bfloat16 (the attention blocks on a GPU): the context, d kv and
+    d bias come back in bfloat16 and equal the model's spelling (the bias added as `model.dense` adds
+    it, then `model.linear_attention_context`, under autodiff) to bf16's rounding."""
+    kv, bias, mask, g = _context_inputs(13, 3, 29, 2, 16)
+    kv16, bias16, g16 = (jnp.asarray(x, jnp.bfloat16) for x in (kv, bias, g))
+
+    def through(function):
+        value, vjp = jax.vjp(function, kv16, bias16)
+        return value, vjp(g16)
+
+    fused_value, fused = through(lambda kv, b: kernels.key_value_context(kv, mask, 2, True, b))
+    model_value, model = through(lambda kv, b: kernels.key_value_context_reference(kv, mask, 2, b))
+    assert fused_value.dtype == fused[0].dtype == fused[1].dtype == jnp.bfloat16
+    scale = float(jnp.max(jnp.abs(model_value.astype(jnp.float32))))
+    np.testing.assert_allclose(
+        np.asarray(fused_value, np.float32), np.asarray(model_value, np.float32), atol=2**-7 * scale
+    )
+    for ours, theirs in zip(fused, model, strict=True):
+        scale = float(jnp.max(jnp.abs(theirs.astype(jnp.float32))))
+        np.testing.assert_allclose(
+            np.asarray(ours, np.float32), np.asarray(theirs, np.float32), atol=2**-6 * scale
+        )
+
+
+def test_context_fused_available_for_heads_of_at_least_16_as_powers_of_two():
+    kv, mask = jnp.zeros((2, 196, 1024)), jnp.ones((2, 196), bool)
+    assert kernels.context_fused_available(kv, mask, 8)
+    assert kernels.context_fused_available(jnp.zeros((1, 3, 32)), jnp.ones((1, 3), bool), 1)
+    assert kernels.context_fused_available(kv, mask, 4)  # heads of 128
+    assert not kernels.context_fused_available(kv, mask, 64)  # heads of 8: too narrow
+    assert not kernels.context_fused_available(kv, mask, 3)  # 1024 / 6 is no width
+    assert not kernels.context_fused_available(jnp.zeros((2, 196, 768)), mask, 4)  # heads of 96
+    assert not kernels.context_fused_available(kv, jnp.ones((2, 195), bool), 8)  # another length
+    assert not kernels.context_fused_available(jnp.zeros((196, 1024)), mask, 8)  # [B, S, 2C] only
