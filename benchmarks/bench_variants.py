@@ -79,6 +79,8 @@ Dense layer's input for its bf16 kernel gradient on the CPU; they change nothing
                       backward pass written out from h, its saved row statistics and the modulation (the
                       stylization blocks' backward passes moved ~26 GB per B=256 step on the H200, ~2x
                       what reading h and the cotangent a few times needs; a candidate for the GPU)
+  The next three are the parts that `model.kernels = "pallas"` runs as Pallas kernels on a GPU, one by
+  one (swapped in whatever the config says; `context=pallas+read=pallas+style=pallas` is all of them):
   style=pallas        the stylization's backward pass as one Pallas (Triton) kernel,
                       `kernels.modulated_silu`: h and the cotangent read once, dh written once (in the
                       attention read's heads-first layout, where h came from it), the modulation's
@@ -102,6 +104,10 @@ Dense layer's input for its bf16 kernel gradient on the CPU; they change nothing
                       backward, one kernel writes dk and dv side by side (the product's cotangent) and
                       the biases' gradients per sample and head (interpreted on a CPU; the current
                       spelling where the shapes do not suit the kernels)
+  ffn=compute-dtype-output  the feed-forward blocks' linear2 output (their stylization's input) in the
+                      compute dtype instead of float32, rounded as torch's autocast rounds it (not the
+                      same bits in bf16: the LayerNorm reads rounded sums); by the deviceless count 0.26
+                      GB fewer per layer at B=256 (the stylization's kernel reads h and writes dh in bf16)
   xla:NAME=VALUE[+NAME=VALUE...]  the current step compiled with these XLA options (as XLA_FLAGS names
                       them, without the dashes; `jax.jit(...).lower(...).compile(compiler_options=...)`),
                       so several settings are timed in one process, e.g.
@@ -380,64 +386,30 @@ def _modulated_silu_backward(residuals, cotangent):
 _modulated_silu_written.defvjp(_modulated_silu_forward, _modulated_silu_backward)
 
 
-def _modulated_silu_written_as(h, multiplier, offset, out_dtype=jnp.float32, heads=1):
+def _modulated_silu_written_as(h, multiplier, offset, out_dtype=jnp.float32, heads=1, kernels="xla"):
+    """`model.modulated_silu`'s signature (heads and kernels ignored) for `style=written-backward`."""
     return _modulated_silu_written(h, multiplier, offset).astype(out_dtype)
 
 
 @contextlib.contextmanager
+def _pallas_parts(*parts: str):
+    """These parts of the blocks ("style", "read", "context": `model._pallas`) as Pallas kernels, whatever
+    the config's `model.kernels` and the backend (interpreted on a CPU). Nested, the parts add up."""
+    previous = model_lib._pallas
+    with _replaced("_pallas", lambda kernels, part: part in parts or previous(kernels, part)):
+        yield
+
+
+@contextlib.contextmanager
 def _pallas_tiles(rows: int, warps: int):
-    """`style=pallas` with `rows` frames per kernel program run by `warps` warps (16 and 4 by default)."""
+    """`style=pallas` with `rows` frames per kernel program run by `warps` warps (16 and 4 by default;
+    the read's and the context's kernels, where swapped in too, take the rows, 16 at the least)."""
     with (
-        _replaced("modulated_silu", _modulated_silu_pallas),
+        _pallas_parts("style"),
         _replaced_in(kernels, "ROWS_PER_PROGRAM", rows),
         _replaced_in(kernels, "NUM_WARPS", warps),
     ):
         yield
-
-
-_MODULATED_SILU = model_lib.modulated_silu  # the current spelling, kept: `style=pallas` falls back to it
-
-
-def _modulated_silu_pallas(h, multiplier, offset, out_dtype=jnp.float32, heads=1):
-    """`kernels.modulated_silu` (its backward one Pallas kernel, h and dh in the layout h was made in),
-    interpreted on a CPU; the current spelling where the kernel does not take the shape (`style=pallas`)."""
-    if not kernels.fused_available(h, heads):
-        return _MODULATED_SILU(h, multiplier, offset, out_dtype, heads)
-    return kernels.modulated_silu(h, multiplier, offset, out_dtype, heads, jax.default_backend() == "cpu")
-
-
-_STYLIZED_READ = model_lib.stylized_read  # the current spelling, kept: `read=pallas` falls back to it
-
-
-def _stylized_read_pallas(q, context, multiplier, offset, out_dtype, num_heads, q_bias=None):
-    """`kernels.stylized_read` (the query's bias, the read and its stylization as Pallas kernels),
-    interpreted on a CPU; the current spelling where the kernels do not take the shapes (`read=pallas`)."""
-    if not kernels.read_fused_available(q, context, num_heads):
-        return _STYLIZED_READ(q, context, multiplier, offset, out_dtype, num_heads, q_bias)
-    interpret = jax.default_backend() == "cpu"
-    return kernels.stylized_read(q, context, multiplier, offset, out_dtype, interpret, q_bias)
-
-
-_KEY_VALUE_CONTEXT = (
-    model_lib.key_value_context
-)  # the current spelling, kept: `context=pallas` falls back to it
-
-
-def _key_value_context_pallas(standardized, norm, key, value, key_mask, num_heads, dtype):
-    """`kernels.key_value_context` (the keys' and values' biases, the key softmax and K^T V as Pallas
-    kernels) of the keys and values made as one product of both kernels side by side, interpreted on a
-    CPU; the current spelling where the kernels do not take the shapes (`context=pallas`)."""
-    (k_kernel, k_bias), (v_kernel, v_bias) = key, value
-    side_by_side = (jnp.concatenate([k_kernel, v_kernel], 1), jnp.concatenate([k_bias, v_bias]))
-    product = jax.ShapeDtypeStruct((*standardized.shape[:-1], 2 * k_kernel.shape[1]), dtype)
-    if not kernels.context_fused_available(product, key_mask, num_heads):
-        return _KEY_VALUE_CONTEXT(standardized, norm, key, value, key_mask, num_heads, dtype)
-    # the barrier (on the product's input as it reads it) keeps XLA from merging this product with the
-    # query's (the same input) and then copying each out of the merged one for the kernels: 0.46 GB per
-    # layer at B=256 (gpu_program.py)
-    rows = jax.lax.optimization_barrier(standardized.astype(dtype))
-    kv, bias = model_lib._norm_then_product(rows, norm, side_by_side, dtype)
-    return kernels.key_value_context(kv, key_mask, num_heads, jax.default_backend() == "cpu", bias)
 
 
 VARIANTS = {
@@ -462,11 +434,12 @@ VARIANTS = {
     "attention=tokens-major": _tokens_major,
     "standardize=saved-statistics": lambda: _replaced("_standardize", _standardize_saved_statistics),
     "style=written-backward": lambda: _replaced("modulated_silu", _modulated_silu_written_as),
-    "style=pallas": lambda: _replaced("modulated_silu", _modulated_silu_pallas),
+    "style=pallas": lambda: _pallas_parts("style"),
     "style=pallas-rows8": lambda: _pallas_tiles(8, 2),
     "style=pallas-rows32": lambda: _pallas_tiles(32, 8),
-    "read=pallas": lambda: _replaced("stylized_read", _stylized_read_pallas),
-    "context=pallas": lambda: _replaced("key_value_context", _key_value_context_pallas),
+    "read=pallas": lambda: _pallas_parts("read"),
+    "context=pallas": lambda: _pallas_parts("context"),
+    "ffn=compute-dtype-output": lambda: _replaced("_feed_forward_output_dtype", lambda dtype: dtype),
     "attention=block-diagonal": _block_diagonal,
 }
 XLA_PREFIX = "xla:"

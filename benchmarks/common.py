@@ -76,16 +76,25 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
         help="token vocabulary (our train step takes tokens; MotionDiffuse took CLIP features, whose "
         "512 -> 256 projection the token table replaces; no matmul FLOPs either way)",
     )
+    group.add_argument(
+        "--kernels",
+        choices=("xla", "pallas"),
+        default="xla",
+        help="model.kernels (pallas: on a CUDA GPU, the stylization and the linear attention's read and "
+        "context as Pallas kernels; as xla elsewhere)",
+    )
 
 
 def bench_config(args: argparse.Namespace, frames: int, compute_dtype: str = "float32"):
-    """The base config with the flags' model sizes, `frames` as max_motion_length, and `compute_dtype`."""
+    """The base config with the flags' model sizes and kernels, `frames` as max_motion_length, and
+    `compute_dtype`."""
     config = base_config()
     config.data.max_motion_length = frames
     for flag, (field, _) in MODEL_SIZE_FLAGS.items():
         config.model[field] = getattr(args, flag)
     config.model.text_max_length = args.text_length
     config.model.compute_dtype = compute_dtype
+    config.model.kernels = getattr(args, "kernels", "xla")
     return config
 
 

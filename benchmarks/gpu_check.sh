@@ -16,6 +16,8 @@
 # they make a dry run of the whole check on a CPU (tests/test_benchmarks.py runs one):
 #     MODEL_ARGS="--latent 64 --layers 2 --ff 128 --heads 4 --text-width 32 --text-layers 1 --text-heads 2
 #     --text-ff 64" BENCH_ARGS="--matmul-size 256" BUDGET_S=900 bash benchmarks/gpu_check.sh
+# MODEL_ARGS="--kernels pallas" runs every case with the model's Pallas kernels (model.kernels), the
+# sampler's too.
 #
 # Writes under $OUT: env.txt (versions, nvidia-smi), per case NAME.log (its whole output, written as it
 # comes) and NAME.json (rewritten by the benchmark after every finished row, so a case cut short keeps
@@ -77,8 +79,9 @@
 #                  block-level ones, made by that pass: XLA's own reduction emitters instead). An option
 #                  this jax's XLA does not know is reported and skipped. Out of the default:
 #                  attention=block-diagonal (23% more FLOPs, 12% more bytes by the deviceless count),
-#                  style=written-backward (style=pallas's backward written out in jax: 2.4% fewer bytes)
-#                  and style=pallas alone (18% fewer bytes beside the products).
+#                  style=written-backward (style=pallas's backward written out in jax: 2.4% fewer bytes),
+#                  style=pallas alone (18% fewer bytes beside the products) and ffn=compute-dtype-output
+#                  (the feed-forward output in bf16, as autocast rounds it: another 0.26 GB per layer).
 #                  The kernels' tile sizes: GPU_VARIANTS=current,style=pallas,style=pallas-rows8,
 #                  style=pallas-rows32 (context=pallas+read=pallas+style=pallas-rows32: the read's and the
 #                  context's kernels' tiles too; 16 frames at the least).

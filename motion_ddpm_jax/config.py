@@ -75,6 +75,10 @@ def base_config() -> ml_collections.ConfigDict:
     config.model.attention = "efficient"  # efficient (MotionDiffuse's linear attention) | softmax
     config.model.compute_dtype = "auto"  # auto (bfloat16 on GPU/TPU, float32 on CPU) | bfloat16 | float32
     config.model.remat = False  # recompute each layer in the backward pass (memory for long sequences)
+    # xla | pallas: on a CUDA GPU, the stylization and the linear attention's read and context as Pallas
+    # kernels (motion_ddpm_jax/kernels.py; the same function, fewer bytes: benchmarks/RESULTS.md); as
+    # xla elsewhere
+    config.model.kernels = "xla"
     config.model.cond_drop_prob = 0.1  # per-sample caption dropout for classifier-free guidance
 
     config.train = ml_collections.ConfigDict()
@@ -136,6 +140,7 @@ CHOICES = {
     "loss.aux_weighting": ("auto", "none", "truncated_snr"),
     "model.attention": ("efficient", "softmax"),
     "model.compute_dtype": ("auto", "bfloat16", "float32"),
+    "model.kernels": ("xla", "pallas"),
     "sample.sampler": ("ddpm", "ddim"),
     "sample.render_format": ("gif", "mp4"),
     "eval.split": ("train", "val", "test"),

@@ -46,9 +46,10 @@ The kernels run where Pallas's Triton backend does (a CUDA GPU; jax 0.11 marks t
 in favour of Mosaic GPU) and, with `interpret=True`, anywhere (the tests run them so on the CPU);
 `fused_available(h, heads)`, `read_fused_available(q, context, heads)` and
 `context_fused_available(kv, key_mask, heads)` say whether shapes suit them (heads' widths, and where
-a program holds every head their number, powers of two, as Triton's tiles must be). Not the model's
-default: benchmarks/bench_variants.py's `style=pallas`, `read=pallas` and `context=pallas` swap them
-in, to be timed on a card against XLA's fusions.
+a program holds every head their number, powers of two, as Triton's tiles must be). The model runs
+them with `kernels="pallas"` (config.model.kernels; on a CUDA GPU, where shapes suit them), not by
+default until a card has timed them against XLA's fusions: benchmarks/bench_variants.py's
+`style=pallas`, `read=pallas` and `context=pallas` swap them in part by part for that.
 """
 
 from __future__ import annotations

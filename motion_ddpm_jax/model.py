@@ -395,18 +395,60 @@ def linear_attention_context(
     return context.astype(dtype)
 
 
-def key_value_context(standardized, norm, key, value, key_mask, num_heads: int, dtype: Any) -> jax.Array:
+# `kernels="pallas"` (config.model.kernels) runs parts of the blocks as Pallas kernels
+# (motion_ddpm_jax/kernels.py) where the backend is one of these: a CUDA GPU, Pallas's Triton backend.
+# Elsewhere, and where the shapes do not suit the kernels, the same functions in XLA's spelling. (The
+# tests add "cpu": the kernels then run in Pallas's interpreter.)
+KERNELS = ("xla", "pallas")
+PALLAS_BACKENDS = ("gpu",)
+
+
+def _pallas(kernels: str, part: str) -> bool:
+    """Whether `part` of the blocks ("style": the stylization; "read": the linear attention's read and
+    its stylization; "context": the linear attention's context) runs as Pallas kernels: where `kernels`
+    is "pallas" and the backend is one of PALLAS_BACKENDS (benchmarks/bench_variants.py swaps this
+    function to time the parts one by one)."""
+    del part
+    return kernels == "pallas" and jax.default_backend() in PALLAS_BACKENDS
+
+
+def _interpret() -> bool:
+    """The Pallas kernels run compiled on a GPU, in Pallas's interpreter elsewhere."""
+    return jax.default_backend() != "gpu"
+
+
+def key_value_context(
+    standardized, norm, key, value, key_mask, num_heads: int, dtype: Any, kernels: str = "xla"
+) -> jax.Array:
     """The linear attention's context from its source's standardized rows: keys and values the Dense
     layers `key` and `value` ((kernel, bias) each) of the LayerNorm `norm` ((scale, shift)) of
     `standardized` [B, S, W], key_mask bool [B, S] -> `linear_attention_context` [B, heads, H, H] in
-    `dtype`. One function of the source and both layers, so that a fused kernel can take them, with the
-    keys and values made as one product of both kernels side by side (`kernels.key_value_context`, to
-    be timed on a GPU: benchmarks/bench_variants.py `context=pallas`); here two Dense layers, as XLA
-    was measured on (made side by side in the model, XLA:GPU merged the query's product into theirs and
-    copied the keys' and values' cotangents into one: 0.5 GB more per layer at B=256, by
-    `benchmarks/gpu_program.py`)."""
+    `dtype`: two Dense layers, as XLA was measured on. With `kernels` "pallas" (`_pallas`): the keys
+    and values made as one product of both kernels side by side, then `kernels.key_value_context`."""
+    if _pallas(kernels, "context"):
+        context = _key_value_context_pallas(standardized, norm, key, value, key_mask, num_heads, dtype)
+        if context is not None:
+            return context
     k, v = (_norm_then_dense(standardized, norm, layer, dtype) for layer in (key, value))
     return linear_attention_context(k, v, key_mask, num_heads, dtype)
+
+
+def _key_value_context_pallas(standardized, norm, key, value, key_mask, num_heads, dtype):
+    """`key_value_context` by `kernels.key_value_context`, None where the shapes do not suit it."""
+    from motion_ddpm_jax import kernels as pallas
+
+    (k_kernel, k_bias), (v_kernel, v_bias) = key, value
+    product = jax.ShapeDtypeStruct((*standardized.shape[:-1], 2 * k_kernel.shape[1]), dtype)
+    if not pallas.context_fused_available(product, key_mask, num_heads):
+        return None
+    side_by_side = (jnp.concatenate([k_kernel, v_kernel], 1), jnp.concatenate([k_bias, v_bias]))
+    # The barrier, on the product's input as it reads it, keeps XLA from merging this product with the
+    # query's (the same input) and copying each out of the merged one for the kernels: 0.46 GB per layer
+    # at B=256 by benchmarks/gpu_program.py's count. (Made side by side without the kernels, XLA:GPU did
+    # the same: 0.5 GB more per layer than two Dense layers.)
+    rows = jax.lax.optimization_barrier(standardized.astype(dtype))
+    kv, bias = _norm_then_product(rows, norm, side_by_side, dtype)
+    return pallas.key_value_context(kv, key_mask, num_heads, _interpret(), bias)
 
 
 # Evaluated on the CPU with at least this many query rows (B x T), the read softmaxes the queries
@@ -627,25 +669,39 @@ def _gelu_bwd(x: jax.Array, cotangent: jax.Array) -> tuple[jax.Array]:
 gelu.defvjp(lambda x: (gelu(x), x), _gelu_bwd)
 
 
-def modulated_silu(h, multiplier, offset, out_dtype: Any = jnp.float32, heads: int = 1) -> jax.Array:
+def modulated_silu(
+    h, multiplier, offset, out_dtype: Any = jnp.float32, heads: int = 1, kernels: str = "xla"
+) -> jax.Array:
     """SiLU(standardize(h) * multiplier + offset) per sample: h [B, T, C], multiplier and offset [B, C]
     (float32) -> [B, T, C], computed in float32, returned in `out_dtype`; the stylization's normalized,
     modulated activation. `heads`: h was made as [B, heads, T, C / heads] and moved to [B, T, C] (a
-    hint for a fused backward pass, `kernels.modulated_silu`; the value does not depend on it)."""
-    del heads
+    hint for a fused backward pass; the value does not depend on it). With `kernels` "pallas"
+    (`_pallas`): differentiated by `kernels.modulated_silu`'s backward kernel."""
+    if _pallas(kernels, "style"):
+        from motion_ddpm_jax import kernels as pallas
+
+        if pallas.fused_available(h, heads):
+            return pallas.modulated_silu(h, multiplier, offset, out_dtype, heads, _interpret())
     return nn.silu(_standardize(h) * multiplier[:, None, :] + offset[:, None, :]).astype(out_dtype)
 
 
-def stylized_read(q, context, multiplier, offset, out_dtype: Any, num_heads: int, q_bias=None) -> jax.Array:
+def stylized_read(
+    q, context, multiplier, offset, out_dtype: Any, num_heads: int, q_bias=None, kernels: str = "xla"
+) -> jax.Array:
     """`modulated_silu` of the linear attention's read: q [B, T, C], context [B, heads, H, H] (C = heads
     x H), multiplier and offset [B, C] -> [B, T, C] in `out_dtype`; `q_bias` [C], where given, is added
     to q first, in q's dtype (q is then the query's product without its bias: `_norm_then_product`).
-    One function for all three, so that a fused kernel can take them (`kernels.stylized_read`, to be
-    timed on a GPU: benchmarks/bench_variants.py `read=pallas`)."""
+    One function for all three, so that fused kernels can take them: with `kernels` "pallas"
+    (`_pallas`), `kernels.stylized_read`."""
+    if _pallas(kernels, "read"):
+        from motion_ddpm_jax import kernels as pallas
+
+        if pallas.read_fused_available(q, context, num_heads):
+            return pallas.stylized_read(q, context, multiplier, offset, out_dtype, _interpret(), q_bias)
     if q_bias is not None:  # added to the product's rows, as `dense` adds it (XLA:GPU fuses it as before)
         q = (q.reshape(-1, q.shape[-1]) + q_bias.astype(q.dtype)).reshape(q.shape)
     read = linear_attention_read(q, context, num_heads)
-    return modulated_silu(read, multiplier, offset, out_dtype, num_heads)
+    return modulated_silu(read, multiplier, offset, out_dtype, num_heads, kernels)
 
 
 class StylizationBlock(nn.Module):
@@ -660,6 +716,7 @@ class StylizationBlock(nn.Module):
     latent_dim: int
     dropout: float
     dtype: Any
+    kernels: str = "xla"
 
     def setup(self):
         self.emb = Dense(2 * self.latent_dim, self.dtype, out_dtype=jnp.float32)
@@ -673,7 +730,7 @@ class StylizationBlock(nn.Module):
 
     def __call__(self, h: jax.Array, modulation: jax.Array, deterministic: bool = True) -> jax.Array:
         multiplier, offset = self._affine(modulation)
-        y = modulated_silu(h, multiplier, offset, self._activation_dtype(deterministic))
+        y = modulated_silu(h, multiplier, offset, self._activation_dtype(deterministic), 1, self.kernels)
         return self._output(y, deterministic)
 
     def read(self, q, q_bias, context, modulation, num_heads: int, deterministic: bool = True) -> jax.Array:
@@ -682,7 +739,7 @@ class StylizationBlock(nn.Module):
         take), for `TemporalAttention`'s efficient attention."""
         multiplier, offset = self._affine(modulation)
         dtype = self._activation_dtype(deterministic)
-        y = stylized_read(q, context, multiplier, offset, dtype, num_heads, q_bias)
+        y = stylized_read(q, context, multiplier, offset, dtype, num_heads, q_bias, self.kernels)
         return self._output(y, deterministic)
 
     def _affine(self, modulation: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -717,6 +774,7 @@ class TemporalAttention(nn.Module):
     dropout: float
     dtype: Any
     context_width: int = 0
+    kernels: str = "xla"
 
     def setup(self):
         if self.attention not in ATTENTION_KINDS:
@@ -729,7 +787,7 @@ class TemporalAttention(nn.Module):
         self.query = _DenseParams(width, width)
         self.key = _DenseParams(source_width, width)
         self.value = _DenseParams(source_width, width)
-        self.style = StylizationBlock(self.latent_dim, self.dropout, self.dtype)
+        self.style = StylizationBlock(self.latent_dim, self.dropout, self.dtype, self.kernels)
 
     def modulation(self, emb: jax.Array) -> jax.Array:
         return self.style.modulation(emb)
@@ -737,8 +795,9 @@ class TemporalAttention(nn.Module):
     def _source(self, standardized, norm, mask) -> dict[str, jax.Array]:
         """What the queries attend to: the linear attention's context, else the keys, values and mask."""
         if self.attention == "efficient":
+            layers = (self.key(), self.value())
             context = key_value_context(
-                standardized, norm, self.key(), self.value(), mask, self.num_heads, self.dtype
+                standardized, norm, *layers, mask, self.num_heads, self.dtype, self.kernels
             )
             return {"context": context}
         k, v = (_norm_then_dense(standardized, norm, p(), self.dtype) for p in (self.key, self.value))
@@ -763,6 +822,15 @@ class TemporalAttention(nn.Module):
         return h + self.style(y, modulation, deterministic)
 
 
+def _feed_forward_output_dtype(dtype: Any) -> Any:
+    """The dtype of the feed-forward block's linear2 output, its stylization's input: float32 whatever the
+    compute dtype (its LayerNorm then reads unrounded sums; torch's autocast would round them to bf16).
+    A hook for benchmarks/bench_variants.py's `ffn=compute-dtype-output`, which counts what bf16 would
+    save off the CPU."""
+    del dtype
+    return jnp.float32
+
+
 class FeedForward(nn.Module):
     """h + Style(Dense_zero(dropout(GELU(Dense(h)))), modulation); h [B, T, C] float32 (no pre-norm)."""
 
@@ -770,12 +838,14 @@ class FeedForward(nn.Module):
     ff_size: int
     dropout: float
     dtype: Any
+    kernels: str = "xla"
 
     def setup(self):
         self.linear1 = Dense(self.ff_size, self.dtype)
-        self.linear2 = Dense(self.latent_dim, self.dtype, zero_init=True, out_dtype=jnp.float32)
+        output_dtype = _feed_forward_output_dtype(self.dtype)
+        self.linear2 = Dense(self.latent_dim, self.dtype, zero_init=True, out_dtype=output_dtype)
         self.drop = nn.Dropout(self.dropout)
-        self.style = StylizationBlock(self.latent_dim, self.dropout, self.dtype)
+        self.style = StylizationBlock(self.latent_dim, self.dropout, self.dtype, self.kernels)
 
     def modulation(self, emb: jax.Array) -> jax.Array:
         return self.style.modulation(emb)
@@ -804,12 +874,13 @@ class DecoderLayer(nn.Module):
     dropout: float
     dtype: Any
     text_width: int
+    kernels: str = "xla"
 
     def setup(self):
         fields = (self.latent_dim, self.num_heads, self.attention, self.dropout, self.dtype)
-        self.self_attention = TemporalAttention(*fields)
-        self.cross_attention = TemporalAttention(*fields, context_width=self.text_width)
-        self.ffn = FeedForward(self.latent_dim, self.ff_size, self.dropout, self.dtype)
+        self.self_attention = TemporalAttention(*fields, kernels=self.kernels)
+        self.cross_attention = TemporalAttention(*fields, context_width=self.text_width, kernels=self.kernels)
+        self.ffn = FeedForward(self.latent_dim, self.ff_size, self.dropout, self.dtype, self.kernels)
 
     def text_source(self, text, text_mask):
         return self.cross_attention.text_source(text, text_mask)
@@ -886,7 +957,10 @@ class MotionTransformer(nn.Module):
 
     `attention`: 'efficient' (MotionDiffuse's linear attention) or 'softmax' (standard scaled
     dot-product attention in the same blocks). `remat` recomputes each layer's activations in the
-    backward pass (less memory for long sequences, ~1/3 more compute).
+    backward pass (less memory for long sequences, ~1/3 more compute). `kernels`: 'xla' (XLA's fusions
+    everywhere) or 'pallas' (on a CUDA GPU, the stylization, the linear attention's read and its
+    context as Pallas kernels, motion_ddpm_jax/kernels.py: the same functions, fewer bytes moved;
+    elsewhere as 'xla').
 
     `__call__` is the whole network. A sampler calls it hundreds of times with the same captions, so its
     parts are methods too (`model.apply(..., method=...)`), split by what they depend on:
@@ -914,8 +988,11 @@ class MotionTransformer(nn.Module):
     attention: str = "efficient"
     dtype: Any = jnp.float32
     remat: bool = False
+    kernels: str = "xla"
 
     def setup(self):
+        if self.kernels not in KERNELS:
+            raise ValueError(f"kernels must be one of {KERNELS}, got {self.kernels!r}")
         time_width = 4 * self.latent_dim
         self.time_embed_1 = Dense(time_width, self.dtype)
         self.time_embed_2 = Dense(time_width, self.dtype, out_dtype=jnp.float32)
@@ -926,7 +1003,8 @@ class MotionTransformer(nn.Module):
         # static_argnums counts self: (self, h, mask, text_source, modulations, deterministic)
         layer_class = nn.remat(DecoderLayer, static_argnums=(5,)) if self.remat else DecoderLayer
         fields = (self.latent_dim, self.num_heads, self.ff_size, self.attention, self.dropout, self.dtype)
-        self.layers = [layer_class(*fields, self.text_latent_dim) for _ in range(self.num_layers)]
+        layer = functools.partial(layer_class, *fields, self.text_latent_dim, kernels=self.kernels)
+        self.layers = [layer() for _ in range(self.num_layers)]
         self.out = Dense(self.input_feats, self.dtype, zero_init=True, out_dtype=jnp.float32)
 
     def __call__(
@@ -1051,6 +1129,9 @@ def model_from_config(
     if m.attention not in ATTENTION_KINDS:
         raise ValueError(f"model.attention must be one of {ATTENTION_KINDS}, got {m.attention!r}")
     dtype = resolve_compute_dtype(m.compute_dtype)
+    kernels = str(m.get("kernels", "xla"))  # configs saved before the field existed: XLA's fusions
+    if kernels not in KERNELS:
+        raise ValueError(f"model.kernels must be one of {KERNELS}, got {kernels!r}")
     sizes = {}
     for field, given in (("input_feats", input_feats), ("text_vocab_size", text_vocab_size)):
         configured = int(m[field])
@@ -1079,6 +1160,7 @@ def model_from_config(
         attention=m.attention,
         dtype=dtype,
         remat=m.remat,
+        kernels=kernels,
     )
 
 

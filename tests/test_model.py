@@ -997,3 +997,111 @@ def test_attention_read_matches_float64_evaluated_and_differentiated(frames):
             weights * (ref_efficient_attention(*plus, mask, 2) - ref_efficient_attention(*minus, mask, 2))
         )
         assert abs(float(gradients[which][b, t, c]) - numeric / (2 * step)) < 1e-4, (which, b, t, c)
+
+
+# ---------------------------------------------------------------- kernels="pallas"
+
+
+def _pallas_calls(function, *args):
+    """The names of the Pallas kernels in `function`'s program (differentiated: its backward's too)."""
+    jaxpr = jax.make_jaxpr(function)(*args)
+    return sorted(
+        {str(eqn.params.get("name", "")) for eqn in equations(jaxpr) if eqn.primitive.name == "pallas_call"}
+    )
+
+
+def test_pallas_kernels_compute_the_models_function(monkeypatch):
+    """kernels="pallas", the kernels run (here in Pallas's interpreter: "cpu" added to the backends that
+    take them): the whole model's output and the gradients of all its parameters equal XLA's to
+    float32's rounding. Heads of 16, the kernels' smallest (the text's cross-attention too)."""
+    monkeypatch.setattr(model_lib, "PALLAS_BACKENDS", ("gpu", "cpu"))
+    xla, pallas = small_model(num_heads=2), small_model(num_heads=2, kernels="pallas")
+    params = params_of(xla)
+    inputs = make_batch()
+    weights = np.random.default_rng(4).standard_normal((B, T, D)).astype(np.float32)
+
+    def loss(model):
+        return lambda p: jnp.sum(model.apply({"params": p}, *inputs) * weights)
+
+    names = _pallas_calls(jax.grad(loss(pallas)), params)
+    assert names == sorted([
+        "key_value_context", "key_value_context_backward", "stylized_read", "stylized_read_statistics",
+        "stylized_read_backward", "modulated_silu_backward",
+    ])  # fmt: skip
+    assert _pallas_calls(jax.grad(loss(xla)), params) == []
+    theirs, their_grads = jax.jit(jax.value_and_grad(loss(xla)))(params)
+    ours, our_grads = jax.jit(jax.value_and_grad(loss(pallas)))(params)
+    np.testing.assert_allclose(float(ours), float(theirs), rtol=1e-5)
+    out = np.asarray(jax.jit(lambda p: pallas.apply({"params": p}, *inputs))(params))
+    np.testing.assert_allclose(out, np.asarray(forward(xla)(params, *inputs)), atol=1e-5)
+    leaves = jax.tree_util.tree_leaves_with_path(their_grads)
+    scale = max(float(jnp.max(jnp.abs(g))) for _, g in leaves)
+    for (path, theirs_), ours_ in zip(leaves, jax.tree.leaves(our_grads), strict=True):
+        np.testing.assert_allclose(
+            np.asarray(ours_), np.asarray(theirs_), atol=1e-5 * scale, err_msg=jax.tree_util.keystr(path)
+        )
+
+
+def test_pallas_kernels_are_xla_off_a_gpu():
+    """kernels="pallas" on a backend without Pallas's Triton kernels (this CPU): XLA's program, no kernel
+    in it, the same output."""
+    pallas = small_model(num_heads=2, kernels="pallas")
+    params = params_of(pallas)
+    inputs = make_batch()
+    assert _pallas_calls(lambda p: pallas.apply({"params": p}, *inputs), params) == []
+    np.testing.assert_array_equal(
+        np.asarray(forward(pallas)(params, *inputs)),
+        np.asarray(forward(small_model(num_heads=2))(params, *inputs)),
+    )
+
+
+@pytest.mark.parametrize("source", ["motion", "text"])
+def test_the_context_kernels_compute_the_models_context(source, monkeypatch):
+    """`key_value_context` with kernels="pallas" (both Dense kernels side by side, the LayerNorm folded
+    in, the kernels interpreted) against XLA's: the value and the gradients of the source, the norm and
+    both layers in float32, for self-attention's source (width C) and for a text of another width, with
+    padded positions."""
+    monkeypatch.setattr(model_lib, "PALLAS_BACKENDS", ("gpu", "cpu"))
+    rng = np.random.default_rng(5)
+    batch, length, heads, width = 2, 11, 2, 16
+    source_width = heads * width if source == "motion" else 24
+    f32 = lambda *shape: jnp.asarray(rng.normal(size=shape), jnp.float32)  # noqa: E731
+    standardized = f32(batch, length, source_width)
+    norm = (f32(source_width), f32(source_width))
+    key = (f32(source_width, heads * width) * 0.3, f32(heads * width))
+    value = (f32(source_width, heads * width) * 0.3, f32(heads * width))
+    mask = np.arange(length)[None, :] < np.array([[length], [7]])
+    g = f32(batch, heads, width, width)
+
+    def through(kernels):
+        function = functools.partial(model_lib.key_value_context, kernels=kernels)
+        value_, vjp = jax.vjp(
+            lambda *a: function(*a, mask, heads, jnp.float32), standardized, norm, key, value
+        )
+        return value_, jax.tree.leaves(vjp(g))
+
+    ours, our_grads = through("pallas")
+    theirs, their_grads = through("xla")
+    np.testing.assert_allclose(np.asarray(ours), np.asarray(theirs), atol=1e-5)
+    assert len(our_grads) == len(their_grads) == 7
+    # to float32's rounding of the largest gradient (the keys' bias has none: the key softmax over
+    # positions does not change when a feature's keys all move together)
+    scale = max(float(jnp.max(jnp.abs(b))) for b in their_grads)
+    for a, b in zip(our_grads, their_grads, strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5 * scale)
+
+
+def test_kernels_must_be_xla_or_pallas_and_old_configs_take_xla():
+    with pytest.raises(ValueError, match="kernels must be one of"):
+        small_model(kernels="triton").init(jax.random.key(0), *make_batch())
+    config = base_config()
+    config.model.input_feats, config.model.text_vocab_size = D, 50
+    assert config.model.kernels == "xla" and model_lib.model_from_config(config).kernels == "xla"
+    config.model.kernels = "triton"
+    with pytest.raises(ValueError, match=r"model.kernels must be one of \('xla', 'pallas'\)"):
+        model_lib.model_from_config(config)
+    saved = config.to_dict()  # a checkpoint's config from before the field
+    del saved["model"]["kernels"]
+    import ml_collections
+
+    assert model_lib.model_from_config(ml_collections.ConfigDict(saved)).kernels == "xla"

@@ -65,9 +65,12 @@ def tiny_config(prediction="epsilon"):
     return config
 
 
-def write_checkpoint(workdir, representation="positions", zero_output=False, step=3, prediction="epsilon"):
+def write_checkpoint(
+    workdir, representation="positions", zero_output=False, step=3, prediction="epsilon", latent_dim=16
+):
     """A checkpoint as train.run writes it, of an untrained tiny model (no training: fast)."""
     config = tiny_config(prediction)
+    config.model.latent_dim = latent_dim
     tokenizer = text.Tokenizer.build(CAPTIONS)
     size = FEATURES[representation]
     model = model_lib.model_from_config(config, input_feats=size, text_vocab_size=tokenizer.vocab_size)
@@ -293,6 +296,36 @@ def test_guidance_scale_one_is_the_conditional_model_alone(loaded, monkeypatch):
     with pytest.raises(Traced):
         sampling.generate(fresh, CAPTIONS[:1], 4, steps=2, guidance_scale=3.0)
     assert model.batches == [1, 2]  # guided: [conditional; unconditional] in one call
+
+
+def test_the_pallas_kernels_sample_what_xla_samples(tmp_path, monkeypatch):
+    """The same checkpoint with model.kernels "pallas" (heads of 16, the kernels' smallest; here run in
+    Pallas's interpreter: "cpu" added to the backends that take them): the guided DDIM sampler, vmapped
+    over samples and scanned over steps, calls the read's and the context's kernels and samples what
+    XLA's spelling samples."""
+    from motion_ddpm_jax import kernels
+
+    monkeypatch.setattr(model_lib, "PALLAS_BACKENDS", ("gpu", "cpu"))
+    calls = []
+
+    def counted(name, function):
+        def call(*args, **kwargs):
+            calls.append(name)
+            return function(*args, **kwargs)
+
+        return call
+
+    for name in ("stylized_read", "key_value_context"):
+        monkeypatch.setattr(kernels, name, counted(name, getattr(kernels, name)))
+    write_checkpoint(tmp_path / "run", latent_dim=32)
+    xla = sampling.load_model(tmp_path / "run")
+    assert xla.model.kernels == "xla" and xla.model.num_heads == 2
+    pallas = dataclasses.replace(xla, model=xla.model.clone(kernels="pallas"))
+    theirs = sampling.generate(xla, CAPTIONS, [6, 10], steps=3, guidance_scale=2.0, seed=5)
+    assert calls == []
+    ours = sampling.generate(pallas, CAPTIONS, [6, 10], steps=3, guidance_scale=2.0, seed=5)
+    assert {"stylized_read", "key_value_context"} <= set(calls)
+    np.testing.assert_allclose(ours["motion"], theirs["motion"], rtol=1e-4, atol=1e-4)
 
 
 def test_ddim_with_every_step_and_eta_one_follows_the_ddpm_rule(loaded):
