@@ -70,7 +70,7 @@
 #                  motion_ddpm_jax/kernels.py: 22% fewer bytes beside the products at B=256 by
 #                  gpu_program.py's deviceless count, 19% in all); context=pallas+read=pallas+style=pallas
 #                  (besides, the attention's keys and values as one product and their context, key
-#                  softmax and K^T V, as two kernels: 31% fewer beside the products, 29% in all);
+#                  softmax and K^T V, as two kernels: 32% fewer beside the products, 30% in all);
 #                  standardize=saved-statistics (LayerNorm's backward pass from saved statistics: the
 #                  fusion of two LayerNorm backward passes ran at 1.3 TB/s); attention=tokens-major (the
 #                  linear attention with no transposes spelled out: the query softmaxes, fused with the

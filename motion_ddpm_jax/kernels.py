@@ -25,7 +25,8 @@ query's product) read once in its own [B, T, C] layout and its bias added, every
 registers for the frame's LayerNorm statistics, the stylized output written in [B, T, C]: no
 heads-first copy of q or of the read, and no biased q or read output in memory at all. Backward, per
 sample and tile, the LayerNorm backward's two means over a frame's features; then per sample and head,
-over the frames, dq and that head's sums d context, d multiplier, d offset (no partial sums in memory).
+over the frames, dq and that head's sums d context, d multiplier, d offset, d bias (no partial sums over
+frames in memory).
 With `style=pallas` for the feed-forward blocks, the deviceless count of the B=256 step goes from 80.2
 to 62.5 GB beside the products and from 121.0 to 97.5 GB in all (the read's products move into the
 kernels), the device memory from 13.6 to 12.3 GB.
@@ -38,9 +39,9 @@ K^T V accumulated over tiles of positions; backward: dk and dv written side by s
 cotangent, the biases' gradients summed per program. No biased, transposed keys and values in memory
 (XLA writes them as [B, C, S] for its batched product, and the cotangents back). With the read's and
 the stylization's kernels, and the keys' and values' product kept apart from the query's (XLA merges
-products of one input, then copies each out for the kernels), the B=256 step's count goes to 55.6 GB
-beside the products (62.5 without these two kernels, 80.2 for XLA's own) and 86.0 GB in all (97.5,
-121.0), the device memory to 11.9 GB.
+products of one input, then copies each out for the kernels), the B=256 step's count goes to 54.8 GB
+beside the products (62.5 without these two kernels, 80.2 for XLA's own) and 85.2 GB in all (97.5,
+121.0), the device memory to 11.8 GB.
 
 The kernels run where Pallas's Triton backend does (a CUDA GPU; jax 0.11 marks that backend deprecated
 in favour of Mosaic GPU) and, with `interpret=True`, anywhere (the tests run them so on the CPU);
@@ -319,10 +320,11 @@ def _read_statistics_kernel(
 
 def _read_backward_kernel(
     q_ref, bias_ref, context_ref, multiplier_ref, offset_ref, g_ref, stats_ref, dq_ref, dcontext_ref,
-    dmul_ref, doff_ref, *, frames, rows,
+    dmul_ref, doff_ref, dbias_ref, *, frames, rows,
 ):  # fmt: skip
     """Backward, second pass, one program per (sample, head), over the frames tile by tile: the head's
-    dq (rounded to q's dtype), and its sums over frames, d context [H, H] and d multiplier, d offset [H].
+    dq (rounded to q's dtype), and its sums over frames, d context [H, H], d multiplier, d offset and
+    d bias [H] (the rounded dq's sum).
     q_ref and g_ref [T, H] (the head's columns), bias_ref [H], stats_ref [4, T] from
     `_read_statistics_kernel`. Rounded where the model's autodiff rounds: the read's cotangent to q's
     dtype, the weights' to context's."""
@@ -346,19 +348,19 @@ def _read_backward_kernel(
         dweights = _dot(dread.astype(context.dtype), context, ((1,), (1,))).astype(context.dtype)
         dweights = dweights.astype(jnp.float32)
         dq = weights * (dweights - jnp.sum(dweights * weights, axis=1, keepdims=True))
-        plgpu.store(dq_ref.at[window, :], dq.astype(dq_ref.dtype), mask=valid[:, None])
-        return dcontext, sums[1] + jnp.sum(du * z, axis=0), sums[2] + jnp.sum(du, axis=0)
+        dq = dq.astype(dq_ref.dtype)
+        plgpu.store(dq_ref.at[window, :], dq, mask=valid[:, None])
+        dbias = sums[3] + jnp.sum(dq.astype(jnp.float32), axis=0)  # 0 on masked frames: du is 0 there
+        return dcontext, sums[1] + jnp.sum(du * z, axis=0), sums[2] + jnp.sum(du, axis=0), dbias
 
     width = context.shape[0]
-    start = (
-        jnp.zeros((width, width), jnp.float32),
-        jnp.zeros((width,), jnp.float32),
-        jnp.zeros((width,), jnp.float32),
-    )
-    dcontext, dmul, doff = jax.lax.fori_loop(0, -(-frames // rows), tile, start)
+    vector = jnp.zeros((width,), jnp.float32)
+    start = (jnp.zeros((width, width), jnp.float32), vector, vector, vector)
+    dcontext, dmul, doff, dbias = jax.lax.fori_loop(0, -(-frames // rows), tile, start)
     dcontext_ref[...] = dcontext.astype(dcontext_ref.dtype)
     dmul_ref[...] = dmul
     doff_ref[...] = doff
+    dbias_ref[...] = dbias
 
 
 def _read_specs(batch, frames, heads, width, per_head: bool):
@@ -428,7 +430,8 @@ def stylized_read(
     standardizes over the frame's C features and writes the output in [B, T, C]: no heads-first copy of
     q or of the read); two backward (per sample and tile: the LayerNorm backward's two means over a
     frame's features; per sample and head, over the frames: dq, and the head's sums d context,
-    d multiplier, d offset; d q_bias is dq summed by XLA). `interpret=True` runs them without a GPU."""
+    d multiplier, d offset and d q_bias; XLA sums the last over the batch). `interpret=True` runs them
+    without a GPU."""
     bias = jnp.zeros(q.shape[-1], q.dtype) if q_bias is None else q_bias.astype(q.dtype)
     return _stylized_read(q, bias, context, multiplier, offset, out_dtype, interpret)
 
@@ -467,15 +470,14 @@ def _stylized_read_backward(out_dtype, interpret, residuals, cotangent):
     head_stats = pl.BlockSpec((None, 4, frames), lambda b, h: (b, 0, 0))
     sums = jax.ShapeDtypeStruct((batch, heads, width), jnp.float32)
     gradients = (jax.ShapeDtypeStruct(g4.shape, q.dtype), jax.ShapeDtypeStruct(context.shape, context.dtype))
-    dq, dcontext, dmul, doff = _read_call(
+    dq, dcontext, dmul, doff, dbias = _read_call(
         _read_backward_kernel, "stylized_read_backward", (batch, heads),
-        [rows, biases, contexts, channels, channels, rows, head_stats], (rows, contexts, channels, channels),
-        (*gradients, sums, sums), interpret, frames,
+        [rows, biases, contexts, channels, channels, rows, head_stats],
+        (rows, contexts, channels, channels, channels), (*gradients, sums, sums, sums), interpret, frames,
     )(*inputs, g4, stats)  # fmt: skip
-    dq = dq.reshape(q.shape)
     return (
-        dq,
-        jnp.sum(dq, axis=(0, 1)).astype(bias.dtype),
+        dq.reshape(q.shape),
+        jnp.sum(dbias, axis=0).reshape(bias.shape).astype(bias.dtype),
         dcontext,
         dmul.reshape(multiplier.shape).astype(multiplier.dtype),
         doff.reshape(offset.shape).astype(offset.dtype),

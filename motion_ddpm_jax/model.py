@@ -701,7 +701,7 @@ def stylized_read(
     if q_bias is not None:  # added to the product's rows, as `dense` adds it (XLA:GPU fuses it as before)
         q = (q.reshape(-1, q.shape[-1]) + q_bias.astype(q.dtype)).reshape(q.shape)
     read = linear_attention_read(q, context, num_heads)
-    return modulated_silu(read, multiplier, offset, out_dtype, num_heads, kernels)
+    return modulated_silu(read, multiplier, offset, out_dtype, num_heads, kernels=kernels)
 
 
 class StylizationBlock(nn.Module):
@@ -730,7 +730,8 @@ class StylizationBlock(nn.Module):
 
     def __call__(self, h: jax.Array, modulation: jax.Array, deterministic: bool = True) -> jax.Array:
         multiplier, offset = self._affine(modulation)
-        y = modulated_silu(h, multiplier, offset, self._activation_dtype(deterministic), 1, self.kernels)
+        dtype = self._activation_dtype(deterministic)
+        y = modulated_silu(h, multiplier, offset, dtype, kernels=self.kernels)
         return self._output(y, deterministic)
 
     def read(self, q, q_bias, context, modulation, num_heads: int, deterministic: bool = True) -> jax.Array:
@@ -739,7 +740,7 @@ class StylizationBlock(nn.Module):
         take), for `TemporalAttention`'s efficient attention."""
         multiplier, offset = self._affine(modulation)
         dtype = self._activation_dtype(deterministic)
-        y = stylized_read(q, context, multiplier, offset, dtype, num_heads, q_bias, self.kernels)
+        y = stylized_read(q, context, multiplier, offset, dtype, num_heads, q_bias, kernels=self.kernels)
         return self._output(y, deterministic)
 
     def _affine(self, modulation: jax.Array) -> tuple[jax.Array, jax.Array]:
