@@ -75,12 +75,17 @@ def modulated_silu_reference(h: jax.Array, multiplier: jax.Array, offset: jax.Ar
     return jax.nn.silu(z * multiplier[:, None, :] + offset[:, None, :])
 
 
+def _power_of_two(n: int) -> bool:
+    """Whether n is a power of two (Triton's tile sides must be)."""
+    return n > 0 and n & (n - 1) == 0
+
+
 def fused_available(h: jax.Array, heads: int = 1) -> bool:
     """Whether `modulated_silu`'s kernel takes h [B, T, C] split into `heads`: heads and C / heads powers
     of two (Triton's tiles), C at most 4096 (a tile of rows in registers)."""
     channels = h.shape[-1]
     width = channels // heads if heads > 0 and channels % heads == 0 else 0
-    powers = all(n > 0 and n & (n - 1) == 0 for n in (heads, width))
+    powers = all(map(_power_of_two, (heads, width)))
     return h.ndim == 3 and powers and 16 <= channels <= 4096
 
 
@@ -229,7 +234,7 @@ def read_fused_available(q: jax.Array, context: jax.Array, num_heads: int) -> bo
     if q.ndim != 3 or context.shape[:2] != (q.shape[0], num_heads) or context.ndim != 4:
         return False
     heads, width = context.shape[1], context.shape[2]
-    powers = all(n > 0 and n & (n - 1) == 0 for n in (heads, width))
+    powers = all(map(_power_of_two, (heads, width)))
     return powers and context.shape[3] == width and heads * width == q.shape[2] <= 4096 and width >= 16
 
 
@@ -507,7 +512,7 @@ def context_fused_available(kv: jax.Array, key_mask: jax.Array, num_heads: int) 
     if kv.ndim != 3 or key_mask.shape != kv.shape[:2] or num_heads <= 0 or kv.shape[2] % (2 * num_heads):
         return False
     width = kv.shape[2] // (2 * num_heads)
-    return width >= 16 and width & (width - 1) == 0
+    return width >= 16 and _power_of_two(width)
 
 
 def _key_and_value(kv_ref, bias_ref, mask_ref, frames, rows, index):

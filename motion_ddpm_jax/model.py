@@ -33,6 +33,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
+from motion_ddpm_jax import kernels as pallas  # loads no Pallas until a kernel runs
+
 ATTENTION_KINDS = ("efficient", "softmax")
 COMPUTE_DTYPES = ("auto", "bfloat16", "float32")
 
@@ -435,8 +437,6 @@ def key_value_context(
 
 def _key_value_context_pallas(standardized, norm, key, value, key_mask, num_heads, dtype):
     """`key_value_context` by `kernels.key_value_context`, None where the shapes do not suit it."""
-    from motion_ddpm_jax import kernels as pallas
-
     (k_kernel, k_bias), (v_kernel, v_bias) = key, value
     product = jax.ShapeDtypeStruct((*standardized.shape[:-1], 2 * k_kernel.shape[1]), dtype)
     if not pallas.context_fused_available(product, key_mask, num_heads):
@@ -677,11 +677,8 @@ def modulated_silu(
     modulated activation. `heads`: h was made as [B, heads, T, C / heads] and moved to [B, T, C] (a
     hint for a fused backward pass; the value does not depend on it). With `kernels` "pallas"
     (`_pallas`): differentiated by `kernels.modulated_silu`'s backward kernel."""
-    if _pallas(kernels, "style"):
-        from motion_ddpm_jax import kernels as pallas
-
-        if pallas.fused_available(h, heads):
-            return pallas.modulated_silu(h, multiplier, offset, out_dtype, heads, _interpret())
+    if _pallas(kernels, "style") and pallas.fused_available(h, heads):
+        return pallas.modulated_silu(h, multiplier, offset, out_dtype, heads, _interpret())
     return nn.silu(_standardize(h) * multiplier[:, None, :] + offset[:, None, :]).astype(out_dtype)
 
 
@@ -693,11 +690,8 @@ def stylized_read(
     to q first, in q's dtype (q is then the query's product without its bias: `_norm_then_product`).
     One function for all three, so that fused kernels can take them: with `kernels` "pallas"
     (`_pallas`), `kernels.stylized_read`."""
-    if _pallas(kernels, "read"):
-        from motion_ddpm_jax import kernels as pallas
-
-        if pallas.read_fused_available(q, context, num_heads):
-            return pallas.stylized_read(q, context, multiplier, offset, out_dtype, _interpret(), q_bias)
+    if _pallas(kernels, "read") and pallas.read_fused_available(q, context, num_heads):
+        return pallas.stylized_read(q, context, multiplier, offset, out_dtype, _interpret(), q_bias)
     if q_bias is not None:  # added to the product's rows, as `dense` adds it (XLA:GPU fuses it as before)
         q = (q.reshape(-1, q.shape[-1]) + q_bias.astype(q.dtype)).reshape(q.shape)
     read = linear_attention_read(q, context, num_heads)
