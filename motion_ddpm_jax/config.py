@@ -152,7 +152,6 @@ MINIMUM = {
     "diffusion.steps": 2,
     "optim.lr": 0.0,
     "optim.clip_norm": 1e-12,
-    "optim.ema_decay": 0.0,
     "optim.ema_every": 1,
     "model.num_layers": 1,
     "model.latent_dim": 1,
@@ -168,7 +167,10 @@ MINIMUM = {
     "sample.guidance_scale": 0.0,
     "sample.batch_size": 1,
 }
-RANGES = {"model.cond_drop_prob": (0.0, 1.0), "optim.ema_decay": (0.0, 1.0), "sample.eta": (0.0, 1.0)}
+RANGES = {"model.cond_drop_prob": (0.0, 1.0), "sample.eta": (0.0, 1.0)}  # both bounds inclusive
+# Numeric fields in [low, high): optim.ema_decay = 1 would never move the average, and its debiasing
+# divides by 1 - decay ** count = 0 (NaN parameters, which sampling reads by default).
+BELOW = {"optim.ema_decay": (0.0, 1.0)}
 
 
 def _field(config, dotted: str):
@@ -196,6 +198,16 @@ def validate(config) -> None:
         value = _field(config, name)
         if value is not None and not low <= value <= high:
             raise UserError(f"config field {name} is {value!r}; expected a number in [{low}, {high}]")
+    for name, (low, high) in BELOW.items():
+        value = _field(config, name)
+        if value is not None and not low <= value < high:
+            raise UserError(f"config field {name} is {value!r}; expected a number in [{low}, {high})")
+    if not (config.train.num_steps > 0 or config.train.num_epochs > 0):
+        raise UserError(
+            f"config fields train.num_steps ({config.train.num_steps}) and train.num_epochs "
+            f"({config.train.num_epochs}) give a run of no steps; set one of them > 0 (num_steps > 0 "
+            "overrides num_epochs)"
+        )
     from motion_ddpm_jax import diffusion
 
     try:

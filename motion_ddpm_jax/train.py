@@ -27,6 +27,7 @@ from flax import struct
 from tensorboardX import SummaryWriter
 
 from motion_ddpm_jax import checkpoint, diffusion, losses, text
+from motion_ddpm_jax import config as config_lib
 from motion_ddpm_jax import model as model_lib
 from motion_ddpm_jax.data import beat, pipeline
 from motion_ddpm_jax.errors import UserError
@@ -46,8 +47,8 @@ def learning_rate_schedule(optim_config, total_steps: int, warmup: int) -> optax
     iteration (REFERENCE.md); after total_steps it stays at min_lr.
     """
     if total_steps < 1:
-        raise ValueError(
-            f"the run has {total_steps} training steps; train.num_steps or num_epochs must give >= 1"
+        raise UserError(
+            f"the run has {total_steps} training steps; train.num_steps or train.num_epochs must give >= 1"
         )
     # A run shorter than its warmup still ends with (at least) one cosine step at min_lr.
     warmup = max(min(warmup, total_steps - 1), 0)
@@ -171,10 +172,15 @@ def make_ema(optim_config) -> optax.GradientTransformation:
     return optax.ema(decay=jnp.asarray(optim_config.ema_decay, jnp.float32), debias=True)
 
 
-def ema_params(ema_state: optax.EmaState, optim_config) -> Any:
-    """The debiased EMA of the parameters (what sampling uses), from the EMA's state."""
+def ema_params(ema_state: optax.EmaState, optim_config, params: Any) -> Any:
+    """The debiased EMA of the parameters (what sampling uses), from the EMA's state; `params` (the
+    current parameters) where the average has not been fed yet (its count is 0: a checkpoint saved
+    before the first step, on a SIGTERM during the set-up, or while every step so far was skipped or
+    came before the first of `optim.ema_every`), where the debiasing would divide by 1 - decay ** 0 = 0."""
     decay = jnp.asarray(optim_config.ema_decay, jnp.float32)
-    return optax.tree.bias_correction(ema_state.ema, decay, ema_state.count)
+    debiased = optax.tree.bias_correction(ema_state.ema, decay, ema_state.count)
+    fed = ema_state.count > 0
+    return jax.tree.map(lambda average, current: jnp.where(fed, average, current), debiased, params)
 
 
 def nonfinite_counts(opt_state) -> tuple[jax.Array, jax.Array]:
@@ -389,8 +395,13 @@ def flatten_config(config) -> dict[str, Any]:
 
 
 def incompatible_fields(saved: dict[str, Any], current) -> list[str]:
-    """Config fields whose values differ between a checkpoint's run and this one, and matter for resuming."""
-    old, new = flatten_config(saved), flatten_config(current)
+    """Config fields whose values differ between a checkpoint's run and this one, and matter for resuming.
+
+    A field the saved config lacks was added to the config after that run started: it counts as its
+    default (`config.base_config`), which keeps the behaviour of before (`model.kernels`, say, is read
+    as "xla" from such a config by `model.model_from_config` too)."""
+    old = {**flatten_config(config_lib.base_config()), **flatten_config(saved)}
+    new = flatten_config(current)
     return sorted(
         key
         for key in set(old) | set(new)
@@ -505,10 +516,16 @@ def claim_workdir(workdir: Path, config) -> bool:
             ) from None
         changed = incompatible_fields(saved_config, config)
         if changed:
+            stopped = (
+                ""
+                if _holds_a_checkpoint(workdir)
+                else f". It holds no checkpoint yet: if that run has stopped, deleting {record} frees the "
+                "workdir for this config"
+            )
             raise WorkdirError(
                 f"{workdir} belongs to a run whose config differs in {', '.join(changed[:8])} "
                 f"(see {record}); continuing it would mix two experiments. Use a new --workdir, or the "
-                f"same config"
+                f"same config{stopped}"
             )
         return False
     if workdir.is_dir():
@@ -537,7 +554,7 @@ def make_geometry(config, dataset) -> losses.Geometry | None:
     if not config.loss.use_geometric_loss:
         return None
     if dataset.skeleton is None or dataset.representation not in losses.REPRESENTATIONS:
-        raise ValueError(
+        raise UserError(
             f"loss.use_geometric_loss needs a skeleton and positions/axis_angle data; {dataset.root} is "
             f"{dataset.representation}. Set --config.loss.use_geometric_loss=False"
         )
@@ -688,6 +705,23 @@ def run(config, workdir: str | os.PathLike, log=print) -> dict[str, Any]:
         from jax.experimental import multihost_utils
 
         multihost_utils.sync_global_devices("motion_ddpm_jax: workdir checked")
+
+    # What the config can get wrong against the data and the machine is checked before the workdir is
+    # written to: its run record would otherwise tie the workdir to a config that never trained a step,
+    # and refuse the corrected one (`claim_workdir`).
+    dataset = _dataset_once_per_run(config, log)
+    split = dataset.split("train")
+    if config.model.input_feats:
+        dataset.check_feature_size(config.model.input_feats)
+    devices = jax.local_device_count()
+    global_batch = int(config.train.batch_size)
+    if global_batch % (devices * jax.process_count()):
+        raise UserError(
+            f"train.batch_size={global_batch} must be divisible by the number of devices, "
+            f"{devices * jax.process_count()}; set --config.train.batch_size to a multiple of it"
+        )
+    geometry = make_geometry(config, dataset)
+
     workdir.mkdir(parents=True, exist_ok=True)
     ckpt = checkpoint.Checkpointer(workdir, max_to_keep=config.train.max_to_keep)
     resume_step = ckpt.latest_step()
@@ -697,22 +731,10 @@ def run(config, workdir: str | os.PathLike, log=print) -> dict[str, Any]:
     if is_main and needs_record:
         write_run_record(workdir, config)
 
-    dataset = _dataset_once_per_run(config, log)
-    split = dataset.split("train")
     if saved is not None:
         tokenizer = text.Tokenizer.from_dict(saved["tokenizer"], source=f"{workdir} checkpoint metadata")
     else:
         tokenizer = text.Tokenizer.build(c for captions in split.captions for c in captions)
-    if config.model.input_feats:
-        dataset.check_feature_size(config.model.input_feats)
-
-    devices = jax.local_device_count()
-    global_batch = int(config.train.batch_size)
-    if global_batch % (devices * jax.process_count()):
-        raise ValueError(
-            f"train.batch_size={global_batch} must be divisible by the number of devices, "
-            f"{devices * jax.process_count()}"
-        )
     source = pipeline.BatchSource(
         split,
         dataset.mean,
@@ -749,7 +771,6 @@ def run(config, workdir: str | os.PathLike, log=print) -> dict[str, Any]:
                 f"-rate schedule is recomputed for the new length"
             )
 
-    geometry = make_geometry(config, dataset)
     schedule = diffusion.make_schedule(config.diffusion.schedule, config.diffusion.steps)
     empty = tuple(a[0] for a in tokenizer.encode([""], config.model.text_max_length))
     step_fn = make_train_step(model, config, schedule, lr_schedule, optimizer, ema, empty, geometry)
@@ -768,7 +789,7 @@ def run(config, workdir: str | os.PathLike, log=print) -> dict[str, Any]:
         ckpt.save(
             int(host_state.step),
             host_state.params,
-            ema_params(host_state.ema_state, config.optim),
+            ema_params(host_state.ema_state, config.optim, host_state.params),
             host_state.replace(params=None),
             metadata,
         )
@@ -836,7 +857,8 @@ def run(config, workdir: str | os.PathLike, log=print) -> dict[str, Any]:
                 save(replicated)
                 last_saved = done
             if progress is not None and (done % sample_every == 0 or done == steps):
-                progress(done, ema_params(first_replica(replicated.ema_state), config.optim))
+                ema_state, params = first_replica((replicated.ema_state, replicated.params))
+                progress(done, ema_params(ema_state, config.optim, params))
         ckpt.close()
         metrics_log.close()
     finally:

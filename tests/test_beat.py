@@ -8,6 +8,7 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from motion_ddpm_jax import representation
+from motion_ddpm_jax.config import base_config
 from motion_ddpm_jax.data import beat, motion_text
 
 FPS_IN = 120
@@ -194,6 +195,30 @@ def test_rerun_reuses_the_cache_and_changes_are_detected(prepared):
     with pytest.raises(FileExistsError, match="input files"):
         beat.prepare_beat(raw, out, beat.PrepareOptions(), log=lambda *_: None)
     assert (out / "dataset.json").stat().st_mtime_ns == stamp
+
+
+def test_training_refuses_a_cache_prepared_with_other_options(prepared):
+    """A run (dataset_from_config, as train and eval call it) on a prepared data.root with other data.*
+    options than its config's is refused, naming each field with both values, and the cache is left as
+    it is; with the options it was prepared with, the cache is opened as it is."""
+    raw, _, out, _ = prepared
+    config = base_config()
+    config.data.raw_root, config.data.root = str(raw), str(out)
+    record = (out / "dataset.json").read_bytes()
+    assert beat.dataset_from_config(config, log=lambda *_: None).fps == 60.0
+    config.data.fps, config.data.min_pause_s = 30.0, 2.0
+    with pytest.raises(beat.OccupiedFolderError) as refused:
+        beat.dataset_from_config(config, log=lambda *_: None)
+    assert "data.fps 60.0 (the config: 30.0)" in str(refused.value)
+    assert "data.min_pause_s 0.5 (the config: 2.0)" in str(refused.value)
+    assert "representation" not in str(refused.value)
+    assert (out / "dataset.json").read_bytes() == record
+    config.data.fps, config.data.min_pause_s, config.data.source = 60.0, 0.5, "synthetic"
+    config.data.std_floor = 1e-3  # the statistics were floored at 1e-2
+    with pytest.raises(beat.OccupiedFolderError, match="data.std_floor"):
+        beat.dataset_from_config(config, log=lambda *_: None)
+    config.data.source = "prepared"  # opened as it is, whatever the options say
+    assert beat.dataset_from_config(config, log=lambda *_: None).fps == 60.0
 
 
 def test_axis_angle_rebuilds_the_same_positions(prepared, tmp_path):

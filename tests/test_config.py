@@ -59,6 +59,23 @@ def test_ranges_and_head_divisibility():
         validate(config)
 
 
+def test_an_ema_decay_of_one_and_a_run_of_no_steps_are_refused():
+    """optim.ema_decay = 1 would leave the average at its start and divide its debiasing by zero (NaN
+    parameters); train.num_steps = num_epochs = 0 is a run of no steps."""
+    config = base_config()
+    config.optim.ema_decay = 0.0
+    validate(config)  # no average: the parameters themselves
+    config.optim.ema_decay = 1.0
+    with pytest.raises(UserError, match=r"optim.ema_decay is 1.0; expected a number in \[0.0, 1.0\)"):
+        validate(config)
+    config = base_config()
+    config.train.num_steps, config.train.num_epochs = 0, 0
+    with pytest.raises(
+        UserError, match="train.num_steps .0. and train.num_epochs .0. give a run of no steps"
+    ):
+        validate(config)
+
+
 def test_a_schedule_the_step_count_cannot_support_is_refused():
     config = base_config()
     config.diffusion.steps = 20

@@ -157,3 +157,21 @@ def test_humanml3d_config_reads_the_layout_with_motiondiffuse_length_limits(tmp_
     split = dataset.split("train")
     assert split.ids == ("000001#1-3.5", "000001")  # 30 frames: under 40, dropped
     assert all(40 <= len(m) < 200 for m in split.motions)
+
+
+def test_humanml3d_std_is_floored_at_the_configs_data_std_floor(tmp_path):
+    """data.std_floor reaches a HumanML3D-layout folder's Std.npy (it once stayed at 1e-2 whatever the
+    config said): a published std of 0.004 is kept under a floor of 1e-4 and raised to 0.01 under 1e-2."""
+    from motion_ddpm_jax.config import base_config
+    from motion_ddpm_jax.data import beat
+
+    write_humanml3d(tmp_path, np.random.default_rng(6))
+    std = np.load(tmp_path / "Std.npy")
+    std[0], std[1] = 0.004, 0.5
+    np.save(tmp_path / "Std.npy", std.astype(np.float32))
+    config = base_config()
+    config.data.source, config.data.root, config.data.fps = "prepared", str(tmp_path), 20.0
+    for floor, expected in ((1e-4, 0.004), (1e-2, 0.01)):
+        config.data.std_floor = floor
+        got = beat.dataset_from_config(config, log=lambda *_: None).std
+        np.testing.assert_allclose(got[:2], [expected, 0.5], rtol=1e-6)

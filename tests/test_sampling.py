@@ -206,6 +206,36 @@ def test_zero_output_model_gives_the_analytic_ddim_sample_destandardized_and_mas
         )
 
 
+def test_zero_output_model_gives_the_numpy_ddpm_chain_with_each_samples_own_step_noise(workdirs):
+    """Epsilon prediction 0 through every DDPM step, against a float64 numpy chain of the posterior
+    (mean coefficients and fixed-small variance from the betas; no noise at t = 0): sample i starts at
+    normal(fold_in(key_i, 0)) and its step j adds normal(fold_in(fold_in(key_i, 1), j)), key_i =
+    fold_in(key(seed), i). Two samples of one caption: each must get its own step noises."""
+    loaded = sampling.load_model(workdirs["zero"])
+    seed, captions = 5, [CAPTIONS[0], CAPTIONS[0]]
+    out = sampling.generate(loaded, captions, [6, 10], sampler="ddpm", seed=seed)
+    betas = np.asarray(loaded.schedule.betas, np.float64)
+    abar = np.cumprod(1 - betas)
+    mean, std = np.asarray(loaded.metadata["mean"]), np.asarray(loaded.metadata["std"])
+    for i, length in enumerate(out["lengths"]):
+        key_i = jax.random.fold_in(jax.random.key(seed), i)
+        x = np.asarray(jax.random.normal(jax.random.fold_in(key_i, 0), (10, 18)), np.float64)
+        loop_key = jax.random.fold_in(key_i, 1)
+        for j, t in enumerate(range(STEPS - 1, -1, -1)):
+            abar_prev = abar[t - 1] if t > 0 else 1.0
+            x0 = x / np.sqrt(abar[t])
+            x = (
+                betas[t] * np.sqrt(abar_prev) / (1 - abar[t]) * x0
+                + (1 - abar_prev) * np.sqrt(1 - betas[t]) / (1 - abar[t]) * x
+            )
+            if t > 0:
+                variance = betas[t] * (1 - abar_prev) / (1 - abar[t])
+                noise = np.asarray(jax.random.normal(jax.random.fold_in(loop_key, j), (10, 18)), np.float64)
+                x = x + np.sqrt(variance) * noise
+        expected = x[:length] * std + mean
+        np.testing.assert_allclose(out["motion"][i, :length], expected, rtol=1e-4, atol=1e-3)
+
+
 @functools.cache
 def jitted_apply(model):
     return jax.jit(model.apply)

@@ -162,7 +162,8 @@ def test_ema_is_the_debiased_average_of_the_fed_parameters():
         _, state = ema.update(jnp.asarray(p, jnp.float32), state)
     d, n = 0.9, len(sequence)
     want = sum((1 - d) * d ** (n - 1 - k) * p for k, p in enumerate(sequence)) / (1 - d**n)
-    np.testing.assert_allclose(np.asarray(train.ema_params(state, config)), want, rtol=1e-5, atol=1e-6)
+    got = train.ema_params(state, config, jnp.zeros(5, jnp.float32))
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-6)
 
 
 def test_ema_with_the_default_decay_keeps_float32_precision():
@@ -172,7 +173,21 @@ def test_ema_with_the_default_decay_keeps_float32_precision():
     state = ema.init(jnp.zeros(3, jnp.float32))
     for _ in range(20):
         _, state = ema.update(jnp.full(3, 2.0, jnp.float32), state)
-    np.testing.assert_allclose(np.asarray(train.ema_params(state, config)), 2.0, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(train.ema_params(state, config, jnp.zeros(3))), 2.0, rtol=1e-5)
+
+
+def test_an_ema_not_yet_fed_gives_the_parameters_themselves():
+    """Count 0 (a checkpoint before the first step, or only skipped steps so far): the debiasing would
+    divide by 1 - decay ** 0 = 0; the parameters stand in for the average. Once fed, the average."""
+    config = optim(ema_decay=0.9)
+    ema = train.make_ema(config)
+    params = jnp.asarray([1.0, -2.0, 3.0], jnp.float32)
+    state = ema.init(params)
+    np.testing.assert_array_equal(np.asarray(train.ema_params(state, config, params)), [1.0, -2.0, 3.0])
+    _, state = ema.update(params + 1.0, state)
+    np.testing.assert_allclose(
+        np.asarray(train.ema_params(state, config, params)), [2.0, -1.0, 4.0], rtol=1e-6
+    )
 
 
 def test_ema_is_fed_the_new_parameters_and_does_not_touch_training():
@@ -196,7 +211,7 @@ def test_ema_is_fed_the_new_parameters_and_does_not_touch_training():
         lambda *ps: sum((1 - d) * d ** (3 - k) * np.asarray(p) for k, p in enumerate(ps)) / (1 - d**4),
         *history,
     )
-    got = train.ema_params(state.ema_state, optim(ema_decay=0.5))
+    got = train.ema_params(state.ema_state, optim(ema_decay=0.5), state.params)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), got, want)
 
 

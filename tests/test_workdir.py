@@ -12,11 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_motion_text import write_humanml3d
 from tiny_run import ROOT, TINY_MODEL
 
 from motion_ddpm_jax import train
 from motion_ddpm_jax.config import base_config
 from motion_ddpm_jax.data import synthetic
+from motion_ddpm_jax.errors import UserError
 
 TINY = [
     *TINY_MODEL,
@@ -54,11 +56,50 @@ def test_another_runs_workdir_is_refused_even_before_its_first_checkpoint(tmp_pa
     (tmp_path / "metrics.jsonl").write_text('{"step": 50}\n')
     other = copy.deepcopy(config)
     other.model.latent_dim = 256
-    with pytest.raises(train.WorkdirError, match=r"model\.latent_dim"):
+    with pytest.raises(
+        train.WorkdirError, match=r"model\.latent_dim.*no checkpoint yet.*deleting .*run\.json"
+    ):
         train.claim_workdir(tmp_path, other)
     longer = copy.deepcopy(config)
     longer.train.num_steps = 10 * config.train.num_steps + 1  # a change a resumed run may make
     assert train.claim_workdir(tmp_path, longer) is False
+
+
+def test_a_field_added_to_the_config_after_a_run_started_counts_as_its_default(tmp_path):
+    """A run record (or checkpoint) written before a config field existed names no value for it: it
+    counts as the field's default, which keeps the behaviour of before, so the run stays resumable;
+    a value other than the default is still a change."""
+    saved = base_config().to_dict()
+    del saved["model"]["kernels"]  # added in session 23, default "xla"
+    assert train.incompatible_fields(saved, base_config()) == []
+    (tmp_path / train.RUN_RECORD).write_text(json.dumps({"config": saved}))
+    assert train.claim_workdir(tmp_path, base_config()) is False
+    pallas = base_config()
+    pallas.model.kernels = "pallas"
+    assert train.incompatible_fields(saved, pallas) == ["model.kernels"]
+
+
+def test_a_config_refused_at_startup_leaves_the_workdir_unclaimed(tmp_path):
+    """The checks of the config against the data (feature size, the geometric loss's skeleton) run
+    before anything is written into the workdir: the corrected config may then use the same workdir."""
+    raw, prepared, workdir = tmp_path / "raw", tmp_path / "prepared", tmp_path / "run"
+    synthetic.write_demo_dataset(
+        raw, num_speakers=2, recordings_per_speaker=2, sentences_per_recording=2, fps=30
+    )
+    config = base_config()
+    config.data.raw_root, config.data.root, config.data.fps = str(raw), str(prepared), 30.0
+    config.model.input_feats = 7
+    with pytest.raises(UserError, match="model.input_feats is 7"):
+        train.run(config, workdir, log=lambda *_: None)
+    assert not workdir.exists()
+    humanml3d = tmp_path / "humanml3d"
+    write_humanml3d(humanml3d, np.random.default_rng(0))
+    config.data.source, config.data.root, config.model.input_feats = "prepared", str(humanml3d), 0
+    with pytest.raises(UserError, match="use_geometric_loss"):
+        train.run(config, workdir, log=lambda *_: None)
+    assert not workdir.exists()
+    config.loss.use_geometric_loss = False
+    assert train.claim_workdir(workdir, config) is True
 
 
 def test_an_unreadable_run_record_is_refused(tmp_path):

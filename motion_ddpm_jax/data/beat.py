@@ -339,11 +339,33 @@ def dataset_from_config(config, log=print) -> motion_text.MotionTextDataset:
                 f"--config.data.raw_root=<BEAT folder>`"
             )
         prepare_from_config(data, log=log)
-    elif data.source not in ("synthetic", "beat", "prepared"):
+    elif data.source in ("synthetic", "beat"):
+        _check_prepared_options(Path(data.root), options_from_config(data))
+    elif data.source != "prepared":
         raise UserError(f"data.source is {data.source!r}; expected synthetic, beat or prepared")
     return motion_text.open_dataset(
         data.root,
         fps=data.fps,
         min_length=data.min_motion_length,
         max_length=data.max_clip_length or None,
+        std_floor=data.std_floor,
     )
+
+
+def _check_prepared_options(root: Path, options: PrepareOptions) -> None:
+    """Refuse a prepared cache made with other `data.*` options than the config's (its fps,
+    representation, sentence split, dataset split or statistics would not be the ones the config names).
+    A cache whose record holds no options (not made by `prepare_beat`) is taken as it is."""
+    info = motion_text.read_dataset_info(root / "dataset.json")  # a damaged record: DatasetError names it
+    recorded = _mapping(_mapping(info.get("fingerprint")).get("options"))
+    if not recorded:
+        return
+    wanted = json.loads(json.dumps(dataclasses.asdict(options)))
+    changed = [k for k in wanted if recorded.get(k) != wanted[k]]
+    if changed:
+        shown = ", ".join(f"data.{k} {recorded.get(k)!r} (the config: {wanted[k]!r})" for k in changed)
+        raise OccupiedFolderError(
+            f"data.root {root} holds a dataset prepared with other options: {shown}; it is left as it is. "
+            "Set those fields to the prepared values, or point data.root at a new folder to prepare the "
+            "data again with these"
+        )
