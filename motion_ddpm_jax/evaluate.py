@@ -24,6 +24,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import math
 import os
 import re
 import time
@@ -963,6 +964,12 @@ def run(config, workdir: str | os.PathLike, log=print) -> dict[str, Any]:
             f"the checkpoint in {workdir} has {np.asarray(loaded.mean).size} features per frame but the "
             f"dataset at data.root={dataset.root} has {dataset.feature_size}; point data.root at the data "
             f"it was trained on"
+        )
+    if not math.isclose(float(loaded.fps), float(dataset.fps), rel_tol=1e-6):
+        raise EvaluationError(
+            f"the checkpoint in {workdir} was trained on motion at {float(loaded.fps):g} fps but the dataset "
+            f"at data.root={dataset.root} is at {float(dataset.fps):g} fps (every per-second metric would be "
+            f"scaled by the wrong rate); point data.root at the data it was trained on"
         )
     motions, captions = choose_clips(
         dataset.split(config.eval.split), int(config.eval.num_clips), int(loaded.max_motion_length)

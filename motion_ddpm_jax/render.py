@@ -334,15 +334,38 @@ def _publish(temporary: Path, path: Path, overwrite: bool) -> None:
         temporary.unlink(missing_ok=True)
 
 
+# A GIF stores each frame's delay in whole hundredths of a second, and players do not honour delays under
+# two: browsers show them as 10 hundredths, others as fast as they can.
+GIF_MIN_DELAY_CS = 2
+
+
+def gif_timing(num_frames: int, fps: float) -> tuple[int, list[int]]:
+    """How a GIF shows `num_frames` time steps at `fps`: (step, delays), the frames of every `step`-th
+    time step (the fewest steps apart whose time is at least GIF_MIN_DELAY_CS hundredths of a second: 1
+    up to 50 fps, 2 at BEAT's 60 fps) and each kept frame's delay in milliseconds, whole hundredths of a
+    second rounded so that the k-th frame starts at the hundredth nearest its time step's time. The
+    delays add up to the kept frames' span, step x (kept frames) / fps, within half a hundredth.
+
+    (matplotlib's PillowWriter gives every frame int(1000 / fps) ms, which Pillow truncates to hundredths:
+    at 60 fps 1 hundredth per frame, played 1.7x too fast or, in a browser, 6x too slow.)"""
+    hundredths_per_step = 100.0 / fps
+    step = max(1, math.ceil(GIF_MIN_DELAY_CS / hundredths_per_step - 1e-9))
+    kept = len(range(0, num_frames, step))
+    starts = [math.floor(k * step * hundredths_per_step + 0.5) for k in range(kept + 1)]
+    return step, [10 * (b - a) for a, b in zip(starts[:-1], starts[1:], strict=True)]
+
+
 class _SharedPaletteGifWriter(PillowWriter):
-    """PillowWriter for a SkeletonScene. Its frames share one palette, taken from the first, middle and last
-    frames: mapping each frame to it is ~30x faster than Pillow's per-frame median cut, and a stick figure's
-    few colours survive it. (Pillow merges a frame identical to the one before; the scene's clock keeps every
-    frame distinct, so the GIF has one frame per time step.)"""
+    """PillowWriter for a SkeletonScene, showing the time steps `gif_timing` picks at its delays. Its frames
+    share one palette, taken from the first, middle and last frames: mapping each frame to it is ~30x faster
+    than Pillow's per-frame median cut, and a stick figure's few colours survive it. (Pillow merges a frame
+    identical to the one before; the scene's clock keeps every frame distinct, so the GIF has one frame per
+    time step it shows.)"""
 
     def __init__(self, scene: SkeletonScene, fps: float):
         super().__init__(fps=fps)
         self.scene = scene
+        self.step, self.delays_ms = gif_timing(scene.num_frames, fps)
 
     def grab_frame(self, **savefig_kwargs):
         """Take the frame the scene shows now (drawn by the scene, faster than a full savefig)."""
@@ -354,8 +377,10 @@ class _SharedPaletteGifWriter(PillowWriter):
         for i, frame in enumerate(picks):
             strip.paste(frame, (0, i * frame.height))
         palette = strip.quantize(colors=256, method=Image.Quantize.FASTOCTREE)
-        self._frames = [frame.quantize(palette=palette, dither=Image.Dither.NONE) for frame in self._frames]
-        super().finish()
+        frames = [frame.quantize(palette=palette, dither=Image.Dither.NONE) for frame in self._frames]
+        if len(frames) != len(self.delays_ms):
+            raise RuntimeError(f"{len(frames)} frames grabbed for {len(self.delays_ms)} delays")
+        frames[0].save(self.outfile, save_all=True, append_images=frames[1:], duration=self.delays_ms, loop=0)
 
 
 class _SceneMp4Writer(FFMpegWriter):
@@ -414,9 +439,10 @@ def animate_skeletons(
     positions: a list of [T_i, J, 3] arrays or one [N, T, J, 3] array, data coordinates with `up_axis` up.
     parents: int [J], parent of each joint, -1 for a root; a bone is drawn from each joint to its parent.
     titles: N captions (wrapped to fit above their panels), or None.
-    The animation has max_i T_i frames at `fps` (a GIF stores whole hundredths of a second per frame);
-    shorter samples hold their last frame. Never overwrites: an existing `path` raises FileExistsError.
-    MP4 without any ffmpeg, or one that fails, raises UserError naming `path`.
+    The animation has max_i T_i frames at `fps` (a GIF: every frame up to 50 fps, above that every
+    `gif_timing` step-th, since a GIF stores whole hundredths of a second per frame and players honour no
+    delay under 2); shorter samples hold their last frame. Never overwrites: an existing `path` raises
+    FileExistsError. MP4 without any ffmpeg, or one that fails, raises UserError naming `path`.
     """
     path = _claim_path(path, ANIMATION_SUFFIXES, overwrite=False)
     mp4 = path.suffix.lower() == ".mp4"
@@ -430,6 +456,7 @@ def animate_skeletons(
         positions, parents, fps=fps, titles=titles, up_axis=up_axis, max_columns=max_columns
     )
     writer = _SceneMp4Writer(scene, fps=fps) if mp4 else _SharedPaletteGifWriter(scene, fps=fps)
+    step = 1 if mp4 else writer.step
     temporary = _temporary_twin(path)
     try:
         try:
@@ -437,7 +464,7 @@ def animate_skeletons(
                 mpl.rc_context({"animation.ffmpeg_path": ffmpeg} if mp4 else {}),
                 writer.saving(scene.figure, str(temporary), dpi=DPI),
             ):
-                for t in range(scene.num_frames):
+                for t in range(0, scene.num_frames, step):
                     scene.show_frame(t)
                     writer.grab_frame()
         except subprocess.CalledProcessError as error:  # only the MP4 writer runs a process

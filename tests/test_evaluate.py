@@ -521,6 +521,20 @@ def test_run_rejects_a_dataset_of_another_feature_size(toy_dataset, tmp_path, mo
         evaluate.run(config, tmp_path / "run", log=lambda _: None)
 
 
+def test_run_rejects_a_dataset_at_another_frame_rate(toy_dataset, tmp_path, monkeypatch):
+    """Same features, another rate (BEAT positions at 30 and at 60 fps are both 264 wide): every per-second
+    metric would be scaled by the dataset's rate, not the checkpoint's; refused, naming both, nothing
+    written."""
+    config = toy_config(toy_dataset, tmp_path)
+    fake = FakeSampling(toy_dataset)
+    original = fake.load_model
+    fake.load_model = lambda *a, **k: types.SimpleNamespace(**{**vars(original(*a, **k)), "fps": 2 * FPS})
+    install(monkeypatch, fake)
+    with pytest.raises(UserError, match=rf"at {2 * FPS:g} fps but the dataset .* at {FPS:g} fps"):
+        evaluate.run(config, tmp_path / "run", log=lambda _: None)
+    assert not (tmp_path / "run" / "eval").exists()
+
+
 @pytest.mark.parametrize(
     ("field", "value", "message"), [("split", "dev", "eval.split"), ("num_clips", -1, "eval.num_clips")]
 )

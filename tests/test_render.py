@@ -180,6 +180,39 @@ def test_gif_has_one_frame_per_step_of_the_longest_sample(tmp_path):
     assert not list(tmp_path.glob("out/.*"))  # no temporary left behind
 
 
+@pytest.mark.parametrize(
+    ("fps", "frames", "step", "delays_cs"),
+    [
+        (10, 4, 1, [10, 10, 10, 10]),
+        (20, 3, 1, [5, 5, 5]),
+        (30, 6, 1, [3, 4, 3, 3, 4, 3]),  # frame k starts at the hundredth nearest k * 3.33
+        (60, 12, 2, [3, 4, 3, 3, 4, 3]),  # BEAT: every other frame, at 30 fps
+        (60, 5, 2, [3, 4, 3]),  # time steps 0, 2, 4
+        (120, 6, 3, [3, 2]),  # every third, 2.5 hundredths each
+        (50, 3, 1, [2, 2, 2]),
+    ],
+)
+def test_gif_timing_keeps_delays_a_player_honours_and_the_real_duration(fps, frames, step, delays_cs):
+    got_step, delays_ms = render.gif_timing(frames, fps)
+    assert (got_step, delays_ms) == (step, [10 * d for d in delays_cs])
+    kept = len(range(0, frames, step))
+    assert abs(sum(delays_ms) / 1000 - kept * step / fps) <= 0.005 + 1e-12
+    assert min(delays_ms) >= 20
+
+
+def test_a_60_fps_gif_plays_at_the_motions_own_speed(tmp_path):
+    """BEAT's 60 fps: Pillow reads back every other time step, each shown for 30 or 40 ms, 1 s in all for
+    60 time steps (matplotlib's writer stored 10 ms a frame: 1.7x too fast, or 6x too slow in a browser)."""
+    path = render.animate_skeletons([walking(60)], PARENTS, tmp_path / "beat.gif", fps=60)
+    with Image.open(path) as gif:
+        assert gif.n_frames == 30
+        delays = []
+        for i in range(gif.n_frames):
+            gif.seek(i)
+            delays.append(gif.info["duration"])
+    assert set(delays) <= {30, 40} and sum(delays) == 1000
+
+
 def test_gif_keeps_every_frame_even_when_nothing_moves(tmp_path):
     # Pillow merges a GIF frame identical to the one before; the clock keeps each frame distinct.
     path = render.animate_skeletons([standing(4)], PARENTS, tmp_path / "still.gif", fps=10)
