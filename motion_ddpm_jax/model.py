@@ -14,7 +14,8 @@ Every block ends in a zero-initialised Dense, so a freshly initialised network o
 Precision: parameters float32; Dense matmuls in `dtype` (the compute dtype; in bfloat16 on the CPU with
 float32 accumulation and bias, `low_precision_affine`, and so are the linear attention's per-head
 products, `low_precision_matmul`); LayerNorm statistics and every softmax in float32;
-the residual stream and the output float32. Pure: reads no file, flag or clock.
+the residual stream and the output float32 (off the CPU, a Dense layer with a float32 output casts
+its bf16 product, as torch's autocast rounds it). Pure: reads no file, flag or clock.
 
 Build one with `model_from_config(config, input_feats=D, text_vocab_size=V)` and its parameters with
 `init_params(model, rng)` (host-side, seconds; `model.init` works too but compiles for ~15 s on a CPU).
@@ -819,9 +820,10 @@ class TemporalAttention(nn.Module):
 
 def _feed_forward_output_dtype(dtype: Any) -> Any:
     """The dtype of the feed-forward block's linear2 output, its stylization's input: float32 whatever the
-    compute dtype (its LayerNorm then reads unrounded sums; torch's autocast would round them to bf16).
-    A hook for benchmarks/bench_variants.py's `ffn=compute-dtype-output`, which counts what bf16 would
-    save off the CPU."""
+    compute dtype (on the CPU its LayerNorm then reads unrounded sums, `low_precision_affine`; off the CPU
+    `dense` casts the bf16 product, the values torch's autocast gives). A hook for
+    benchmarks/bench_variants.py's `ffn=compute-dtype-output`, which counts what bf16 would save off the
+    CPU."""
     del dtype
     return jnp.float32
 

@@ -101,6 +101,41 @@ def test_pmap_on_four_devices_equals_one_device_on_the_same_global_batch(tmp_pat
     assert "OK" in result.stdout
 
 
+def test_captions_are_dropped_per_example_and_replaced_by_the_empty_caption():
+    """Classifier-free guidance's training: at model.cond_drop_prob = 0.5 the loss is the loss (at 0) of
+    the batch with exactly one subset of its captions replaced by the empty caption, neither none nor all
+    (the original trainer blanked whole batches); every subset gives another loss. Parameters perturbed:
+    at initialisation the output does not depend on the caption. The same draws (t, noise) in every call:
+    they come from the run's key and the step alone."""
+    batch = random_batch(3, 4)
+    empty_tokens, empty_mask = (
+        np.array([1, 2, 0, 0, 0], np.int32),
+        np.array([True, True, False, False, False]),
+    )
+
+    def loss_at(drop_prob):
+        state, step = build(tiny_config(model=dict(cond_drop_prob=drop_prob)), axis_name=None)
+        leaves, tree = jax.tree.flatten(state.params)
+        keys = jax.random.split(jax.random.key(7), len(leaves))
+        noisy = [p + 0.3 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys, strict=True)]
+        state = state.replace(params=jax.tree.unflatten(tree, noisy))
+        step = jax.jit(step)
+        return lambda b: float(step(state, b, state.rng)[1]["loss"])
+
+    def replaced(rows):
+        out = {k: v.copy() for k, v in batch.items()}
+        out["tokens"][rows], out["text_mask"][rows] = empty_tokens, empty_mask
+        return out
+
+    kept, half = loss_at(0.0), loss_at(0.5)
+    target = half(batch)
+    subsets = [np.array([(n >> i) & 1 for i in range(4)], bool) for n in range(16)]
+    errors = sorted((abs(kept(replaced(rows)) - target) / abs(target), n) for n, rows in enumerate(subsets))
+    (best, chosen), (second, _) = errors[:2]
+    assert best < 1e-6 and second > 1e-4, errors[:3]
+    assert 0 < subsets[chosen].sum() < 4, subsets[chosen]
+
+
 def test_a_tiny_model_overfits_one_batch():
     config = tiny_config(
         diffusion=dict(prediction="x0"),
