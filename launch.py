@@ -4,7 +4,8 @@ Modes:
 - `train` (the default): train, resuming from the workdir's latest checkpoint;
 - `sample`: generate motion from the workdir's checkpoint (`--config.sample.*`; the model, data statistics
   and tokenizer come from the checkpoint, so `--config` may be left out);
-- `eval`: metrics of generated vs real motion (`--config.eval.*`, sampler settings from `sample.*`);
+- `eval`: metrics of generated vs real motion (`--config.eval.*`, sampler settings from `sample.*`; the
+  model from the checkpoint, the real motion from the config's `data.*`, so `--config` is needed);
 - `train_autoencoder`: train the motion autoencoder that eval's FGD uses, saved beside the dataset;
 - `prepare`: raw BEAT at data.raw_root -> the prepared dataset cache at data.root;
 - `smoke`: a quick end-to-end check of the pure core.
@@ -20,7 +21,7 @@ from ml_collections import config_flags
 
 _BASE_CONFIG = str(Path(__file__).resolve().parent / "configs" / "base.py")
 MODES = ["train", "sample", "eval", "train_autoencoder", "prepare", "smoke"]
-CHECKPOINT_MODES = ("sample", "eval")  # the config comes from the checkpoint: --config is optional
+CHECKPOINT_MODES = ("sample",)  # everything comes from the checkpoint: --config is optional
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", _BASE_CONFIG, "A config file (configs/*.py).", lock_config=True
@@ -85,7 +86,10 @@ def main(argv):
         elif mode == "prepare":
             from motion_ddpm_jax.data import beat
 
-            beat.prepare_from_config(config.data)
+            if config.data.source == "synthetic":  # the demo set is written first, as training does
+                beat.dataset_from_config(config)
+            else:
+                beat.prepare_from_config(config.data)
         elif mode == "sample":
             from motion_ddpm_jax import sampling
 

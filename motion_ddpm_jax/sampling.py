@@ -495,7 +495,7 @@ def read_captions(sample_config) -> list[str]:
         raise SampleError("set one of sample.text and sample.text_file, not both")
     if path:
         try:
-            lines = Path(path).read_text(encoding="utf-8").splitlines()
+            lines = Path(path).read_text(encoding="utf-8-sig").splitlines()  # a BOM is not a caption
         except (OSError, UnicodeDecodeError) as error:
             raise SampleError(f"sample.text_file {path!r} cannot be read ({error})") from None
         captions = [line.strip() for line in lines if line.strip()]

@@ -14,6 +14,7 @@ import ml_collections
 import numpy as np
 
 from motion_ddpm_jax import diffusion, kinematics, losses, representation
+from motion_ddpm_jax.errors import UserError
 from motion_ddpm_jax.skeleton import beat_skeleton
 
 
@@ -37,6 +38,11 @@ def run(config: ml_collections.ConfigDict) -> dict[str, float]:
     start = time.perf_counter()
     skeleton = beat_skeleton()
     kind = config.data.representation
+    if kind not in losses.REPRESENTATIONS:
+        raise UserError(
+            f"--mode smoke checks the loss terms on a skeleton's {' or '.join(losses.REPRESENTATIONS)} "
+            f"features; data.representation is {kind!r} (set --config.data.representation=positions)"
+        )
     frames = int(config.data.max_motion_length)
     rotations, root = procedural_motion(skeleton, 4, frames, config.data.fps, config.seed)
     positions = kinematics.forward_kinematics(rotations, skeleton.offsets, skeleton.parents, root)

@@ -159,6 +159,22 @@ def test_humanml3d_config_reads_the_layout_with_motiondiffuse_length_limits(tmp_
     assert all(40 <= len(m) < 200 for m in split.motions)
 
 
+def test_humanml3d_text_files_saved_with_a_byte_order_mark_read_the_same(tmp_path):
+    """Split and caption files written by Windows tools start with a BOM: it is neither part of the first
+    clip id nor of the first caption."""
+    plain, marked = tmp_path / "plain", tmp_path / "marked"
+    for root in (plain, marked):
+        write_humanml3d(root, np.random.default_rng(4))
+    for name in ("train.txt", "texts/000001.txt"):
+        (marked / name).write_bytes(b"\xef\xbb\xbf" + (marked / name).read_bytes())
+    a, b = (
+        motion_text.open_dataset(r, fps=20, min_length=40, max_length=200).split("train")
+        for r in (plain, marked)
+    )
+    assert b.ids == a.ids and b.captions == a.captions
+    assert any("a person walks forward." in captions for captions in b.captions)
+
+
 def test_humanml3d_std_is_floored_at_the_configs_data_std_floor(tmp_path):
     """data.std_floor reaches a HumanML3D-layout folder's Std.npy (it once stayed at 1e-2 whatever the
     config said): a published std of 0.004 is kept under a floor of 1e-4 and raised to 0.01 under 1e-2."""

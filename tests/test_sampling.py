@@ -515,7 +515,7 @@ def test_run_writes_npy_and_index_and_never_overwrites(workdirs, monkeypatch):
 def test_run_reads_text_file_and_needs_some_caption(workdirs, tmp_path):
     with pytest.raises(UserError, match=r"sample\.text.*sample\.text_file"):
         sampling.run(run_config(text=" | "), workdirs["positions"])
-    (tmp_path / "captions.txt").write_text("wave hello\n\nnod\n", encoding="utf-8")
+    (tmp_path / "captions.txt").write_text("wave hello\n\nnod\n", encoding="utf-8-sig")  # a BOM, as Notepad
     summary = sampling.run(
         run_config(text="", text_file=str(tmp_path / "captions.txt"), output_dir=str(tmp_path / "o")),
         workdirs["positions"],

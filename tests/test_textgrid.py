@@ -129,6 +129,20 @@ def test_short_form_gives_the_same_words(tmp_path):
     assert load_words(write(tmp_path, SHORT)) == WORDS
 
 
+def test_the_old_short_form_with_a_bare_object_class_gives_the_same_grid(tmp_path):
+    """`File type = "ooTextFile short"` followed by a bare "TextGrid" line (older Praat, p2fa, FAVE)."""
+    old = SHORT.replace(
+        'File type = "ooTextFile"\nObject class = "TextGrid"', 'File type = "ooTextFile short"\n"TextGrid"'
+    )
+    assert old != SHORT
+    assert parse_textgrid(old) == parse_textgrid(SHORT)
+    assert load_words(write(tmp_path, old)) == WORDS
+    labelled = SHORT.replace('"ooTextFile"', '"ooTextFile short"')  # the same header with its label
+    assert parse_textgrid(labelled) == parse_textgrid(SHORT)
+    with pytest.raises(TextGridError, match="Object class"):  # the modern header's label stays required
+        parse_textgrid(SHORT.replace('Object class = "TextGrid"', '"TextGrid"'))
+
+
 def test_textgrid_keeps_all_tiers_and_empty_intervals(tmp_path):
     grid = load_textgrid(write(tmp_path, SHORT))
     assert (grid.xmin, grid.xmax) == (0.0, 3.5)

@@ -111,9 +111,10 @@ class MotionTextDataset:
 
 
 def _read_text(path: Path, what: str) -> str:
-    """The UTF-8 text of `path`; DatasetError naming the file if it cannot be read or decoded."""
+    """The UTF-8 text of `path` (without a byte-order mark); DatasetError naming the file if it cannot be
+    read or decoded."""
     try:
-        return path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as error:
         raise DatasetError(
             f"{path}: not UTF-8 text (byte {error.start}: {error.reason}); expected {what} in UTF-8"

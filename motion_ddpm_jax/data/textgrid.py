@@ -256,6 +256,10 @@ def parse_textgrid(text: str, source: str = "<string>") -> TextGrid:
         raise reader.error(
             file_type.line, f'expected File type = "ooTextFile" (a Praat text file), found {file_type.text}'
         )
+    # The old short form (`File type = "ooTextFile short"`, as p2fa and FAVE write it) gives the object
+    # class as a bare string on the next line.
+    bare = reader.position < len(reader.tokens) and reader.tokens[reader.position].kind != "label"
+    reader.long = not (file_type.value == "ooTextFile short" and bare)
     object_class = reader.value("string", 'the object class "TextGrid"', "Object class =")
     if object_class.value != "TextGrid":
         raise reader.error(
