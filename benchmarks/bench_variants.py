@@ -10,12 +10,14 @@ traced and compiled; `current` swaps nothing. All variants share one train state
 (`bench_train_step.OurStep`), run after one untimed call each, and take turns: round r runs every variant
 once, starting at a rotating one, so a change of the machine's speed hits all of them alike. The table
 gives each variant's median time and its speed relative to the first variant (> 1: faster). Before
-timing, every variant takes two steps from the same copy of the initial state: `max |dparam|` is the
-largest difference of the parameters after them from the first variant's (0: the same bits), and
-`d grad_norm` the relative difference of the second step's gradient norm (two steps: the first
-updates only the zero-initialised output layers, and Adam's first update is nearly the gradient's sign,
-so one step would hide most differences). `transpose=none` is a cost probe that computes a wrong
-gradient on purpose, so it differs.
+timing, every variant takes two steps from the same copy of the initial state with its parameters
+perturbed (+0.02 x normal noise: from the initial state's zero output layers no gradient reaches most of
+the network): `max |dparam|` is the largest difference of the parameters after them from the first
+variant's (0: the same bits), `d grad_norm` the relative difference of the second step's gradient
+norm, and `rel dgrad` the largest relative difference, over the parameter leaves, of Adam's first
+moment after the first step (0.1 x the clipped gradient: each leaf's gradient, which the parameters
+hide, Adam's first update being nearly the gradient's sign; see GRADIENT_FLOOR). `transpose=none` is
+a cost probe that computes a wrong gradient on purpose, so it differs.
 
 `--sampler-steps N` times our DDPM sampler instead (`bench_sampling.Ours`: captions encoded once, a
 cosine schedule of N steps, --batch x --frames, the model evaluated, never differentiated), with
@@ -540,6 +542,8 @@ def _train_step_variants(args):
     must compile)."""
     step = bench_train_step.OurStep(args, args.features)
     initial = jax.tree.map(jnp.copy, step.state)
+    noise = jax.tree.map(lambda a: jax.random.normal(jax.random.key(a.size), a.shape), initial.params)
+    initial = initial.replace(params=jax.tree.map(lambda a, n: a + 0.02 * n, initial.params, noise))
     runs, compile_s, checks, failed = {}, {}, {}, {}
     for name in args.variants:
         try:
@@ -551,23 +555,48 @@ def _train_step_variants(args):
             print(f"[{time.strftime('%H:%M:%S')}] {name}: FAILED, {failed[name]}", file=sys.stderr)
             continue
         state, _ = compiled(jax.tree.map(jnp.copy, initial), step.batch, step.rng)
+        moments = _first_moments(state.opt_state)
         state, metrics = compiled(state, step.batch, step.rng)
-        checks[name] = (jax.tree.map(np.asarray, state.params), float(metrics["grad_norm"]))
+        checks[name] = (jax.tree.map(np.asarray, state.params), float(metrics["grad_norm"]), moments)
         runs[name] = step.runner(compiled)
         runs[name]()  # untimed
         print(f"[{time.strftime('%H:%M:%S')}] {name}: compiled in {compile_s[name]:.1f} s", file=sys.stderr)
     return runs, compile_s, checks, failed
 
 
+# `rel dgrad` measures each leaf's difference against its own largest gradient, or against this fraction
+# of the largest over all leaves where that is more: a gradient that is 0 analytically (the keys' bias,
+# under a softmax over the keys) holds only rounding noise, which would otherwise count as a difference.
+GRADIENT_FLOOR = 1e-3
+
+
+def _first_moments(opt_state) -> list[np.ndarray]:
+    """Adam's first moments (`mu`, one per parameter leaf) in the optimizer's state, as host arrays."""
+
+    def adam(node):
+        return hasattr(node, "mu") and hasattr(node, "nu")
+
+    states = [node for node in jax.tree.leaves(opt_state, is_leaf=adam) if adam(node)]
+    if not states:
+        raise RuntimeError("no Adam state (mu, nu) in the optimizer's state")
+    return [np.asarray(leaf) for state in states for leaf in jax.tree.leaves(state.mu)]
+
+
 def _train_step_checks(checks, first):
-    first_params, first_grad_norm = checks[first]
-    for name, (params, grad_norm) in checks.items():
+    first_params, first_grad_norm, first_moments = checks[first]
+    for name, (params, grad_norm, moments) in checks.items():
         differences = jax.tree.map(lambda a, b: float(np.max(np.abs(a - b))), params, first_params)
+        scale = max(float(np.max(np.abs(b))) for b in first_moments)
+        relative = [
+            float(np.max(np.abs(a - b)) / max(float(np.max(np.abs(b))), GRADIENT_FLOOR * scale, 1e-30))
+            for a, b in zip(moments, first_moments, strict=True)
+        ]
         yield (
             name,
             {
                 "max_param_difference": max(jax.tree.leaves(differences)),
                 "grad_norm_relative_difference": abs(grad_norm - first_grad_norm) / first_grad_norm,
+                "gradient_relative_difference": max(relative),
             },
         )
 
@@ -638,7 +667,9 @@ def main(argv=None) -> None:
         f"{machine['jax_backend']}, jax {machine['jax']}"
     )
     unit, per = ("ms/step", 1e3 / args.sampler_steps) if sampler else ("s/step", 1.0)
-    check_header = f"{'max |dout|':>14}" if sampler else f"{'max |dparam|':>14}{'d grad_norm':>13}"
+    check_header = (
+        f"{'max |dout|':>14}" if sampler else f"{'max |dparam|':>14}{'d grad_norm':>13}{'rel dgrad':>11}"
+    )
     width = max(20, *(len(name) + 1 for name in args.variants))
     print(f"{'variant':<{width}}{unit:>9}{'vs ' + first:>22}{check_header}  rounds (s)")
     for row in rows:
@@ -646,7 +677,10 @@ def main(argv=None) -> None:
         if sampler:
             check = f"{row['max_output_relative_difference']:>14.3g}"
         else:
-            check = f"{row['max_param_difference']:>14.3g}{row['grad_norm_relative_difference']:>13.2g}"
+            check = (
+                f"{row['max_param_difference']:>14.3g}{row['grad_norm_relative_difference']:>13.2g}"
+                f"{row['gradient_relative_difference']:>11.2g}"
+            )
         speed = f"{row['median_s'] * per:>9.3f}{base / row['median_s']:>21.3f}x"
         print(f"{row['variant']:<{width}}{speed}{check}  {rounds}")
     for name, why in failed.items():

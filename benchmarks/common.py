@@ -130,6 +130,7 @@ def model_flops(
     *,
     text_feature_dim: int | None = None,
     encode_text: bool = True,
+    hoisted: bool = False,
 ) -> dict[str, int]:
     """Matmul FLOPs (2 per multiply-add) of one forward pass of our MotionTransformer, and of a training
     step (forward + backward). Elementwise work (softmax, norms, activations, losses, optimizer) is left
@@ -141,7 +142,10 @@ def model_flops(
     projections 3 E 2C (E = 4C). The backward pass costs twice the forward, less the input gradients of
     the first layers (the motion input, the sinusoid and the text features need none).
     `model_config`: the `model` section (latent_dim, ff_size, ...); `encode_text=False` leaves out
-    the text encoder (samplers encode the captions once).
+    the text encoder (samplers encode the captions once). `hoisted=True` (with `encode_text=False`): a
+    sampler step of ours, which computes the caption's cross-attention keys, values and context and its
+    projection into the conditioning once per call (`sampling.conditioned_denoiser`): "forward" leaves
+    them out and "once" counts them.
     """
     m = model_config
     c, e, w, ff = m.latent_dim, 4 * m.latent_dim, m.text_latent_dim, m.ff_size
@@ -155,11 +159,16 @@ def model_flops(
         attention = 2 * text_length * w  # scores and weighted values, all heads
         text = m.text_num_layers * (4 * w * w + 2 * w * m.text_ff_size + attention)
         text += text_feature_dim * w if text_feature_dim else 0
+    if hoisted and encode_text:
+        raise ValueError("hoisted counts a sampler step, whose captions are encoded once: encode_text=False")
+    once = batch * w * e + text_tokens * per_text_token if hoisted else 0
     macs = batch * per_example + motion_tokens * per_motion_token + text_tokens * (per_text_token + text)
+    macs -= once
     no_input_grad = motion_tokens * features * c + batch * c * e
     if encode_text and text_feature_dim:
         no_input_grad += text_tokens * text_feature_dim * w
-    return {"forward": 2 * macs, "train_step": 2 * (3 * macs - no_input_grad)}
+    counts = {"forward": 2 * macs, "train_step": 2 * (3 * macs - no_input_grad)}
+    return counts | {"once": 2 * once} if hoisted else counts
 
 
 def xla_flops(compiled) -> float | None:

@@ -181,10 +181,13 @@ def test_variants_benchmark_pairs_the_variants_and_checks_their_results(tmp_path
     ]
     record, rows, stdout = run_variants(tmp_path, variants, "bfloat16")
     assert list(rows) == variants and all(len(row["seconds"]) == 1 for row in rows.values())
-    for same in variants[:-2]:  # the same function, the same bits
+    for same in variants[:-2]:  # the same function, the same bits (from perturbed parameters: every
+        # gradient of the network is in play, not only those of the zero-initialised output layers)
         assert rows[same]["max_param_difference"] == 0 == rows[same]["grad_norm_relative_difference"]
+        assert rows[same]["gradient_relative_difference"] == 0
     assert rows["transpose=none"]["max_param_difference"] > 0
     assert rows["transpose=none"]["grad_norm_relative_difference"] > 0
+    assert rows["transpose=none"]["gradient_relative_difference"] > 0.1
     # the feed-forward output rounded to bf16: another rounding of the same function (the same bits in
     # the first steps here: linear2 starts at zero, and its output's cotangent is rounded to bf16 anyway)
     assert rows["ffn=compute-dtype-output"]["grad_norm_relative_difference"] < 0.02
@@ -211,6 +214,7 @@ def test_variants_benchmark_takes_gpu_spellings_and_xla_options(tmp_path):
     for spelling in variants[1:7]:
         assert rows[spelling]["max_param_difference"] < 1e-6
         assert rows[spelling]["grad_norm_relative_difference"] < 1e-6
+        assert rows[spelling]["gradient_relative_difference"] < 1e-4
     assert rows["xla:xla_gpu_dot_merger_threshold_mb=0"]["max_param_difference"] == 0
     assert "No such compile option" in record["failed"]["xla:xla_no_such_option=1"]
     assert "xla:xla_no_such_option=1" in stdout and "did not compile" in stdout
@@ -231,6 +235,33 @@ def test_variants_benchmark_runs_the_kernels_in_the_train_step(tmp_path):
     for spelling in variants[1:]:
         assert rows[spelling]["max_param_difference"] < 1e-6
         assert rows[spelling]["grad_norm_relative_difference"] < 1e-6
+        assert rows[spelling]["gradient_relative_difference"] < 1e-4
+
+
+def test_the_variants_gradient_check_reads_every_leaf_of_adams_first_moment():
+    """`rel dgrad`: Adam's first moments found in a nested optimizer state (a chain inside a wrapper),
+    each leaf's difference relative to its own largest value, floored at GRADIENT_FLOOR of the largest
+    over all leaves (a leaf that is 0 analytically holds rounding noise)."""
+    sys.path.insert(0, str(BENCHMARKS))
+    import bench_variants
+    import jax.numpy as jnp
+    import optax
+
+    params = {"big": jnp.ones(3), "small": jnp.full(2, 1e-2), "noise": jnp.full(2, 1e-9)}
+    optimizer = optax.chain(optax.clip_by_global_norm(1e6), optax.adam(1e-3))
+    wrapped = {"inner": optimizer.init(params), "count": jnp.zeros(())}
+
+    def moments(grads):
+        _, state = optimizer.update(grads, optimizer.init(params))
+        return bench_variants._first_moments({"inner": state, "count": jnp.zeros(())})
+
+    assert len(bench_variants._first_moments(wrapped)) == 3
+    reference = moments(params)
+    changed = moments({**params, "small": params["small"] * 1.1, "noise": params["noise"] * 3})
+    checks = {"a": (params, 1.0, reference), "b": (params, 1.0, changed)}
+    rows = dict(bench_variants._train_step_checks(checks, "a"))
+    np.testing.assert_allclose(rows["b"]["gradient_relative_difference"], 0.1, rtol=1e-4)  # not 2.0
+    assert rows["a"]["gradient_relative_difference"] == 0
 
 
 def test_the_model_flags_take_the_kernels_into_the_config():
@@ -364,6 +395,35 @@ def test_products_benchmark_times_every_product_of_the_step_and_both_steps(tmp_p
         all(row["batch"] > 1 for row in rows if row["product"].count("b(") == 2)
         and kinds["batched"]["count"] > 0
     )
+
+
+def test_a_hoisted_sampler_step_is_counted_without_the_captions_once_per_call_work():
+    """MotionDiffuse's size at 4 x 60 frames and 77 text tokens, by hand: our sampler computes each
+    layer's cross-attention keys and values (2 W C per text token) and context (C h), and the caption's
+    projection into the conditioning (W E per example), once per call; a step does the rest."""
+    sys.path.insert(0, str(BENCHMARKS))
+    import common
+
+    from motion_ddpm_jax.config import base_config
+
+    model = base_config().model
+    b, frames, d, text = 4, 60, 264, 77
+    c, w, e, layers, heads, ff = 512, 256, 2048, 8, 8, 1024
+    assert (model.latent_dim, model.text_latent_dim, model.num_layers, model.num_heads) == (
+        c,
+        w,
+        layers,
+        heads,
+    )
+    assert model.ff_size == ff
+    once = 2 * (b * w * e + b * text * layers * (2 * w * c + c * (c // heads)))
+    full = common.model_flops(b, frames, d, text, model, encode_text=False)
+    hoisted = common.model_flops(b, frames, d, text, model, encode_text=False, hoisted=True)
+    assert hoisted["once"] == once == 1_457_520_640
+    assert hoisted["forward"] == full["forward"] - once
+    assert hoisted["forward"] / full["forward"] == pytest.approx(12.02 / 13.48, abs=1e-3)
+    with pytest.raises(ValueError, match="encode_text=False"):
+        common.model_flops(b, frames, d, text, model, hoisted=True)
 
 
 def test_pipeline_benchmark_times_every_way_of_batching(tmp_path):
