@@ -474,12 +474,40 @@ def matrix_to_euler(matrix: np.ndarray, order: str) -> np.ndarray:
     return np.degrees(np.stack([first, middle, last], axis=-1))
 
 
+def unwrap_euler(angles: np.ndarray) -> np.ndarray:
+    """Euler angles in degrees [T, ..., 3] (three distinct axes) made continuous over the frames (axis 0):
+    each frame takes, of the triples naming its rotation -- (a0, a1, a2) and (a0 + 180, 180 - a1,
+    a2 + 180), each angle shifted by whole turns -- the one nearest the frame before. The same rotations:
+    a tool that interpolates or filters the channels (or reads them as features) sees no 180 or 360
+    degree jumps where a rotation passes a1 = +-90 or a0, a2 = +-180 (`matrix_to_euler`'s ranges)."""
+    out = np.array(angles, np.float64)
+    flip = np.array([180.0, 180.0, 180.0])
+    mirror = np.array([1.0, -1.0, 1.0])
+    for t in range(1, len(out)):
+        before = out[t - 1]
+        candidates = []
+        for triple in (out[t], out[t] * mirror + flip):
+            candidates.append(triple + 360.0 * np.round((before - triple) / 360.0))
+        distances = [np.sum((c - before) ** 2, axis=-1, keepdims=True) for c in candidates]
+        out[t] = np.where(distances[1] < distances[0], candidates[1], candidates[0])
+    return out
+
+
 def bvh_channels(features: np.ndarray, skeleton: Skeleton, order: str = BVH_ORDER):
-    """`axis_angle` features [T, D] -> (Euler degrees [T, R, 3] of the rotation joints, root translation
-    [T, 3]) as `data.bvh.format_bvh` takes them."""
+    """`axis_angle` features [T, D] -> (Euler degrees [T, R, 3] of the rotation joints, continuous over
+    the frames (`unwrap_euler`), root translation [T, 3]) as `data.bvh.format_bvh` takes them. The root
+    starts at the origin: the features keep its motion, not its place (`place_on_ground`)."""
     rotations = np.asarray(representation.local_rotations(features, skeleton))[:, skeleton.rotation_joints]
     translation = np.cumsum(np.asarray(features, np.float64)[:, :3], axis=0)
-    return matrix_to_euler(rotations, order), translation
+    return unwrap_euler(matrix_to_euler(rotations, order)), translation
+
+
+def ground_offset(positions: np.ndarray) -> np.ndarray:
+    """The shift [3] that stands a sample on the ground: its lowest joint of the first frame at height 0
+    on the Y axis (up in BVH files and in BEAT), nothing across. positions: [T, J, 3]. The features keep
+    the root's motion, not its height, so a decoded sample starts with its root at the origin, half
+    under the floor in a tool that shows one."""
+    return np.array([0.0, -float(np.min(positions[0, :, 1])), 0.0])
 
 
 # ------------------------------------------------------------------------------------ launch.py --mode sample
@@ -574,13 +602,17 @@ def run(config, workdir: str | os.PathLike, log=print) -> dict[str, Any]:
         entry = {"caption": caption, "length": int(length), "caption_index": caption_index, "sample": draw}
         _save_npy(out / f"{stem}.npy", result["motion"][i, :length])
         names = {"motion": f"{stem}.npy"}
+        lift = np.zeros(3)
         if result["positions"] is not None:
-            _save_npy(out / f"{stem}_positions.npy", result["positions"][i, :length])
+            lift = ground_offset(result["positions"][i, :length])
+            _save_npy(
+                out / f"{stem}_positions.npy", (result["positions"][i, :length] + lift).astype(np.float32)
+            )
             names["positions"] = f"{stem}_positions.npy"
         if write_bvh:
             euler, translation = bvh_channels(result["motion"][i, :length], loaded.skeleton)
             bvh.write_bvh(
-                out / f"{stem}.bvh", loaded.skeleton, euler, translation, 1.0 / loaded.fps, BVH_ORDER
+                out / f"{stem}.bvh", loaded.skeleton, euler, translation + lift, 1.0 / loaded.fps, BVH_ORDER
             )
             names["bvh"] = f"{stem}.bvh"
         entries[names["motion"]] = {**entry, "files": names}

@@ -424,6 +424,23 @@ def test_matrix_to_euler_matches_scipy_and_survives_gimbal_lock(order):
     np.testing.assert_allclose(back, locked, atol=1e-6)
 
 
+@pytest.mark.parametrize("order", ["ZXY", "XYZ", "ZYX"])
+def test_bvh_euler_channels_are_continuous_over_frames_and_the_same_rotations(order):
+    """A smooth path whose first angle turns past 180 degrees and whose middle one passes 90: frame by
+    frame, `matrix_to_euler` jumps (by ~180 or 360 degrees); unwrapped, every frame-to-frame step is as
+    small as the path's own (<= 4 degrees here), and each frame is still the same rotation (scipy)."""
+    t = np.linspace(0.0, 1.0, 60)
+    path = np.stack([150.0 + 100.0 * t, 70.0 + 40.0 * t, 10.0 - 30.0 * t], axis=-1)[:, None]  # [T, 1, 3]
+    matrices = Rotation.from_euler(order, path[:, 0], degrees=True).as_matrix()[:, None]
+    wrapped = sampling.matrix_to_euler(matrices, order)
+    assert np.abs(np.diff(wrapped, axis=0)).max() > 100  # the jumps unwrapping removes
+    unwrapped = sampling.unwrap_euler(wrapped)
+    assert np.abs(np.diff(unwrapped, axis=0)).max() < 4.0
+    back = Rotation.from_euler(order, unwrapped[:, 0], degrees=True).as_matrix()
+    np.testing.assert_allclose(back, matrices[:, 0], atol=1e-9)
+    np.testing.assert_allclose(unwrapped[0], wrapped[0])  # the first frame as matrix_to_euler gives it
+
+
 def run_config(**sample):
     """Frames, steps and captions as in the guidance tests above, whose compiled samplers are reused."""
     config = tiny_config()
@@ -497,9 +514,12 @@ def test_run_writes_npy_and_index_and_never_overwrites(workdirs, monkeypatch):
     for i, name in enumerate(["000_wave_hello_0.npy", "001_point_left_0.npy"]):
         assert index["samples"][name]["caption"] == CAPTIONS[i] and index["samples"][name]["length"] == 10
         np.testing.assert_array_equal(np.load(out / name), expected["motion"][i])
-        np.testing.assert_array_equal(
-            np.load(out / name.replace(".npy", "_positions.npy")), expected["positions"][i]
-        )
+        # stood on the ground: the lowest joint of the first frame at height 0 (Y up), nothing across
+        reference = expected["positions"][i].astype(np.float64)
+        reference[..., 1] -= reference[0, :, 1].min()
+        written = np.load(out / name.replace(".npy", "_positions.npy"))
+        np.testing.assert_allclose(written, reference, rtol=0, atol=1e-5)
+        assert written[0, :, 1].min() == 0.0
     assert sorted(first["files"]) == sorted(p.name for p in out.iterdir())
     [(positions, parents, fps, titles)] = calls
     assert [p.shape for p in positions] == [(10, 6, 3)] * 2 and list(parents) == list(SKELETON.parents)
