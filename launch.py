@@ -86,8 +86,9 @@ def main(argv):
         elif mode == "prepare":
             from motion_ddpm_jax.data import beat
 
-            if config.data.source == "synthetic":  # the demo set is written first, as training does
-                beat.dataset_from_config(config)
+            raw = config.data.raw_root
+            if config.data.source == "synthetic" and not (raw and Path(raw).is_dir()):
+                beat.dataset_from_config(config)  # the demo set is written first, as training does
             else:
                 beat.prepare_from_config(config.data)
         elif mode == "sample":
