@@ -584,12 +584,13 @@ def _first_moments(opt_state) -> list[np.ndarray]:
 
 def _train_step_checks(checks, first):
     first_params, first_grad_norm, first_moments = checks[first]
+    largest = [float(np.max(np.abs(b))) for b in first_moments]
+    floors = [max(leaf, GRADIENT_FLOOR * max(largest), 1e-30) for leaf in largest]
     for name, (params, grad_norm, moments) in checks.items():
         differences = jax.tree.map(lambda a, b: float(np.max(np.abs(a - b))), params, first_params)
-        scale = max(float(np.max(np.abs(b))) for b in first_moments)
         relative = [
-            float(np.max(np.abs(a - b)) / max(float(np.max(np.abs(b))), GRADIENT_FLOOR * scale, 1e-30))
-            for a, b in zip(moments, first_moments, strict=True)
+            float(np.max(np.abs(a - b))) / floor
+            for a, b, floor in zip(moments, first_moments, floors, strict=True)
         ]
         yield (
             name,

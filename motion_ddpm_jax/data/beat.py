@@ -277,10 +277,7 @@ def _reuse(out_root: Path, fingerprint: dict[str, Any]) -> motion_text.MotionTex
             f"{error}. {out_root} is a damaged prepared cache and is left as it is: delete it to prepare "
             "again, or point data.root at a new folder"
         ) from None
-    previous_options = _mapping(previous.get("options"))
-    changed_options = sorted(
-        k for k in fingerprint["options"] if previous_options.get(k) != fingerprint["options"][k]
-    )
+    changed_options = sorted(_changed_options(_mapping(previous.get("options")), fingerprint["options"]))
     old_inputs, new_inputs = _mapping(previous.get("inputs")), fingerprint["inputs"]
     changed_inputs = sorted(
         k for k in set(old_inputs) | set(new_inputs) if old_inputs.get(k) != new_inputs.get(k)
@@ -294,6 +291,13 @@ def _reuse(out_root: Path, fingerprint: dict[str, Any]) -> motion_text.MotionTex
         f"{out_root} holds a dataset prepared from other {' and '.join(what) or 'inputs'}; it is left as it "
         "is. Point data.root at a new folder to prepare again, or delete that folder yourself"
     )
+
+
+def _changed_options(recorded: dict[str, Any], options: dict[str, Any]) -> list[str]:
+    """The fields of `options` (PrepareOptions as a dict) whose values differ from a cache's `recorded`
+    ones (read back from its JSON record)."""
+    wanted = json.loads(json.dumps(options))
+    return [k for k in wanted if recorded.get(k) != wanted[k]]
 
 
 def _mapping(value: Any) -> dict[str, Any]:
@@ -360,8 +364,8 @@ def _check_prepared_options(root: Path, options: PrepareOptions) -> None:
     recorded = _mapping(_mapping(info.get("fingerprint")).get("options"))
     if not recorded:
         return
-    wanted = json.loads(json.dumps(dataclasses.asdict(options)))
-    changed = [k for k in wanted if recorded.get(k) != wanted[k]]
+    wanted = dataclasses.asdict(options)
+    changed = _changed_options(recorded, wanted)
     if changed:
         shown = ", ".join(f"data.{k} {recorded.get(k)!r} (the config: {wanted[k]!r})" for k in changed)
         raise OccupiedFolderError(
