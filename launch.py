@@ -5,7 +5,8 @@ Modes:
 - `sample`: generate motion from the workdir's checkpoint (`--config.sample.*`; the model, data statistics
   and tokenizer come from the checkpoint, so `--config` may be left out);
 - `eval`: metrics of generated vs real motion (`--config.eval.*`, sampler settings from `sample.*`; the
-  model from the checkpoint, the real motion from the config's `data.*`, so `--config` is needed);
+  model from the checkpoint, the real motion from the config's `data.*`, or without `--config` from the
+  data the checkpoint's run trained on, less the `--config.data.*` given);
 - `train_autoencoder`: train the motion autoencoder that eval's FGD uses, saved beside the dataset;
 - `prepare`: raw BEAT at data.raw_root -> the prepared dataset cache at data.root;
 - `smoke`: a quick end-to-end check of the pure core.
@@ -21,7 +22,7 @@ from ml_collections import config_flags
 
 _BASE_CONFIG = str(Path(__file__).resolve().parent / "configs" / "base.py")
 MODES = ["train", "sample", "eval", "train_autoencoder", "prepare", "smoke"]
-CHECKPOINT_MODES = ("sample",)  # everything comes from the checkpoint: --config is optional
+CHECKPOINT_MODES = ("sample", "eval")  # the checkpoint stands in for the config: --config is optional
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", _BASE_CONFIG, "A config file (configs/*.py).", lock_config=True
@@ -98,7 +99,13 @@ def main(argv):
         elif mode == "eval":
             from motion_ddpm_jax import evaluate
 
-            evaluate.run(config, _workdir(config_given))
+            overrides = config_flags.get_override_values(flags.FLAGS["config"])
+            evaluate.run(
+                config,
+                _workdir(config_given),
+                data_from_checkpoint=not config_given,
+                data_set=[name.split(".", 1)[1] for name in overrides if name.startswith("data.")],
+            )
         elif mode == "train_autoencoder":
             from motion_ddpm_jax import evaluate
 

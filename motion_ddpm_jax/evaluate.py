@@ -28,7 +28,7 @@ import math
 import os
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -944,12 +944,37 @@ def _fgd_encoder(config, dataset) -> tuple[FgdEncoder | None, list[str]]:
     return encoder, []
 
 
-def run(config, workdir: str | os.PathLike, log=print) -> dict[str, Any]:
+def with_checkpoint_data(config, saved: dict[str, Any], keep: Collection[str] = ()):
+    """A copy of `config` whose data.* are those the checkpoint's run trained on (`saved`: its config, as
+    the checkpoint's metadata holds it), but for the data fields named in `keep` (those a user set on the
+    command line: config's values stay). A data field the saved config lacks was added to the config
+    after that run started: it counts as its default, as when the run resumes."""
+    import ml_collections
+
+    from motion_ddpm_jax import config as config_lib
+
+    data = {**config_lib.base_config().data.to_dict(), **saved.get("data", {})}
+    data.update({name: config.data[name] for name in keep})
+    out = ml_collections.ConfigDict(config.to_dict())
+    out.data = ml_collections.ConfigDict(data)
+    return out
+
+
+def run(
+    config,
+    workdir: str | os.PathLike,
+    log=print,
+    data_from_checkpoint: bool = False,
+    data_set: Collection[str] = (),
+) -> dict[str, Any]:
     """`launch.py --mode eval`: metrics of a checkpoint's samples against real clips of eval.split.
 
     One sample per chosen real clip, with its first caption and its length (capped at the model's
     max_motion_length), sampled with config.sample.*. Prints the table and writes it as JSON to
     eval.output (default <workdir>/eval/metrics_step<step>.json; never overwritten: a suffix is added).
+    The real clips come from config.data.*, or with `data_from_checkpoint` (launch.py without --config)
+    from the data the checkpoint's run trained on, but for the data fields named in `data_set` (set on
+    the command line: `with_checkpoint_data`).
     """
     from motion_ddpm_jax import sampling
     from motion_ddpm_jax.data import beat
@@ -958,6 +983,9 @@ def run(config, workdir: str | os.PathLike, log=print) -> dict[str, Any]:
         raise EvaluationError(f"eval.split is {config.eval.split!r}; expected train, val or test")
     step = int(config.sample.checkpoint_step)
     loaded = sampling.load_model(workdir, step=None if step < 0 else step, use_ema=config.sample.use_ema)
+    if data_from_checkpoint:
+        config = with_checkpoint_data(config, loaded.metadata["config"], data_set)
+        log(f"real clips from the data the checkpoint's run trained on: data.root={config.data.root}")
     dataset = beat.dataset_from_config(config, log=log)
     if dataset.feature_size != np.asarray(loaded.mean).size:
         raise EvaluationError(
@@ -1032,6 +1060,7 @@ def run(config, workdir: str | os.PathLike, log=print) -> dict[str, Any]:
     record = {
         "step": int(loaded.step),
         "workdir": str(workdir),
+        "data_root": str(dataset.root),
         "split": config.eval.split,
         "num_clips": len(motions),
         "fps": float(dataset.fps),

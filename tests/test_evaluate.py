@@ -545,3 +545,38 @@ def test_run_names_a_bad_eval_field(toy_dataset, tmp_path, monkeypatch, field, v
     with pytest.raises(UserError, match=message):
         evaluate.run(config, tmp_path / "run", log=lambda _: None)
     assert not (tmp_path / "run" / "eval").exists()
+
+
+def test_run_without_a_config_reads_the_data_the_checkpoint_was_trained_on(
+    toy_dataset, tmp_path, monkeypatch
+):
+    """launch.py --mode eval without --config: the real clips come from the checkpoint's run's data.*
+    (here the toy set, while the config at hand points at a folder that does not exist), a data field
+    the saved config lacks counts as its default, and a data field set on the command line stays the
+    user's. The metrics equal those of the run given the toy config."""
+    config = toy_config(toy_dataset, tmp_path)
+    fake = FakeSampling(toy_dataset)
+    saved = config.data.to_dict()
+    del saved["std_floor"]  # a field added after the run started
+    original = fake.load_model
+    fake.load_model = lambda *a, **k: types.SimpleNamespace(
+        **vars(original(*a, **k)), metadata={"config": {"data": saved, "model": {"latent_dim": 3}}}
+    )
+    install(monkeypatch, fake)
+    expected = evaluate.run(config, tmp_path / "given", log=lambda _: None)["metrics"]
+
+    elsewhere = toy_config(toy_dataset, tmp_path)
+    elsewhere.data.root, elsewhere.data.source = str(tmp_path / "no_such_data"), "beat"
+    messages = []
+    result = evaluate.run(elsewhere, tmp_path / "run", log=messages.append, data_from_checkpoint=True)
+    assert result["metrics"] == expected
+    assert any(f"data.root={toy_dataset.root}" in m for m in messages)
+    merged = evaluate.with_checkpoint_data(elsewhere, {"data": saved})
+    assert merged.data.std_floor == base_config().data.std_floor and merged.data.root == str(toy_dataset.root)
+    assert merged.eval.num_clips == 6 and elsewhere.data.root == str(tmp_path / "no_such_data")  # a copy
+    kept = evaluate.with_checkpoint_data(elsewhere, {"data": saved}, keep=["root"])
+    assert kept.data.root == str(tmp_path / "no_such_data") and kept.data.source == "prepared"
+    with pytest.raises(UserError, match="no_such_data"):
+        evaluate.run(
+            elsewhere, tmp_path / "run", log=lambda _: None, data_from_checkpoint=True, data_set=["root"]
+        )

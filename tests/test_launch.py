@@ -45,11 +45,15 @@ def test_unknown_config_field_is_refused():
 
 
 def test_user_mistakes_in_the_mode_and_config_are_one_clean_message(tmp_path):
-    """--mode eval names its real motion by the config's data.*: without --config it asks for one; the
-    smoke check on a config whose representation has no skeleton (HumanML3D's) says what it needs."""
-    no_config = launch("--mode", "eval", "--workdir", str(tmp_path / "run"))
+    """--mode train without --config asks for one; --mode eval without one reads the checkpoint's, and
+    where the workdir has none says so; the smoke check on a config whose representation has no skeleton
+    (HumanML3D's) says what it needs."""
+    no_config = launch("--mode", "train", "--workdir", str(tmp_path / "run"))
     assert no_config.returncode != 0 and "needs --config" in no_config.stderr
     assert "Traceback" not in no_config.stderr
+    no_checkpoint = launch("--mode", "eval", "--workdir", str(tmp_path / "run"))
+    assert no_checkpoint.returncode != 0 and "no checkpoint folder" in no_checkpoint.stderr
+    assert "Traceback" not in no_checkpoint.stderr and not (tmp_path / "run").exists()
     smoke = launch("--mode", "smoke", "--config", "configs/humanml3d.py")
     assert smoke.returncode != 0 and "data.representation is 'humanml3d'" in smoke.stderr
     assert "Traceback" not in smoke.stderr

@@ -143,6 +143,10 @@ def launch(*args):
     return result
 
 
+EVAL_RECORDS = ("metrics_step6.json", "metrics_step6_1.json")  # the second never overwrites the first
+EVAL_SETTINGS = [flag for flag in TINY if flag.startswith(("--config.eval.", "--config.sample."))]
+
+
 def test_no_mode_touches_files_outside_the_folders_it_owns(tmp_path):
     home = tmp_path / "home"
     raw = home / "raw"  # the user's recordings: read, never written
@@ -178,6 +182,9 @@ def test_no_mode_touches_files_outside_the_folders_it_owns(tmp_path):
             ["--mode", "sample", "--workdir", str(workdir), *common, "--config.sample.text=wave"],
         ),
         ("eval", ["--mode", "eval", "--workdir", str(workdir), *common]),
+        # without --config: the data the checkpoint's run trained on (data.root above); eval.* and
+        # sample.* as given
+        ("eval without --config", ["--mode", "eval", "--workdir", str(workdir), *EVAL_SETTINGS]),
     ]
     for name, args in steps:
         result = launch(*args)
@@ -193,7 +200,10 @@ def test_no_mode_touches_files_outside_the_folders_it_owns(tmp_path):
     assert snapshot(ROOT / "configs") == repo_configs
     samples = sorted(p.name for p in (workdir / "samples").iterdir())
     assert samples == ["step_6", "step_6_2"], samples  # the second sampling run did not replace the first
-    assert (workdir / train.RUN_RECORD).is_file() and (workdir / "eval" / "metrics_step6.json").is_file()
+    assert (workdir / train.RUN_RECORD).is_file()
+    with_config, without = (json.loads((workdir / "eval" / n).read_text()) for n in EVAL_RECORDS)
+    assert with_config["data_root"] == without["data_root"] == str(prepared)
+    assert without["metrics"] == with_config["metrics"]  # the same clips, checkpoint and sampler settings
 
     # Another experiment pointed at this workdir is refused and changes nothing.
     result = launch("--workdir", str(workdir), *common, "--config.model.latent_dim=32")
