@@ -173,6 +173,21 @@ RANGES = {"model.cond_drop_prob": (0.0, 1.0), "sample.eta": (0.0, 1.0)}  # both 
 BELOW = {"optim.ema_decay": (0.0, 1.0)}
 
 
+def with_defaults(saved: dict) -> dict:
+    """A saved run's config (a checkpoint's or run record's dict) with every field it lacks at its default
+    (`base_config`): such a field was added to the config after that run started, and its default keeps
+    the behaviour of before (`model.kernels`, say, is read as "xla" by `model.model_from_config` too)."""
+
+    def merge(defaults: dict, values: dict) -> dict:
+        out = dict(defaults)
+        for key, value in values.items():
+            both = isinstance(value, dict) and isinstance(defaults.get(key), dict)
+            out[key] = merge(defaults[key], value) if both else value
+        return out
+
+    return merge(base_config().to_dict(), saved)
+
+
 def _field(config, dotted: str):
     node = config
     for part in dotted.split("."):

@@ -947,13 +947,13 @@ def _fgd_encoder(config, dataset) -> tuple[FgdEncoder | None, list[str]]:
 def with_checkpoint_data(config, saved: dict[str, Any], keep: Collection[str] = ()):
     """A copy of `config` whose data.* are those the checkpoint's run trained on (`saved`: its config, as
     the checkpoint's metadata holds it), but for the data fields named in `keep` (those a user set on the
-    command line: config's values stay). A data field the saved config lacks was added to the config
-    after that run started: it counts as its default, as when the run resumes."""
+    command line: config's values stay). A data field the saved config lacks counts as its default, as
+    when the run resumes (`config.with_defaults`)."""
     import ml_collections
 
     from motion_ddpm_jax import config as config_lib
 
-    data = {**config_lib.base_config().data.to_dict(), **saved.get("data", {})}
+    data = config_lib.with_defaults(saved)["data"]
     data.update({name: config.data[name] for name in keep})
     out = ml_collections.ConfigDict(config.to_dict())
     out.data = ml_collections.ConfigDict(data)

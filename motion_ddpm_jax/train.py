@@ -396,12 +396,8 @@ def flatten_config(config) -> dict[str, Any]:
 
 def incompatible_fields(saved: dict[str, Any], current) -> list[str]:
     """Config fields whose values differ between a checkpoint's run and this one, and matter for resuming.
-
-    A field the saved config lacks was added to the config after that run started: it counts as its
-    default (`config.base_config`), which keeps the behaviour of before (`model.kernels`, say, is read
-    as "xla" from such a config by `model.model_from_config` too)."""
-    old = {**flatten_config(config_lib.base_config()), **flatten_config(saved)}
-    new = flatten_config(current)
+    A field the saved config lacks counts as its default (`config.with_defaults`)."""
+    old, new = flatten_config(config_lib.with_defaults(saved)), flatten_config(current)
     return sorted(
         key
         for key in set(old) | set(new)
