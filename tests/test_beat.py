@@ -104,15 +104,15 @@ def make_raw(root, recordings=5):
     return truth
 
 
-def numpy_positions(angles, root):
+def numpy_positions(angles, root, joints=JOINTS):
     """Global positions [T, J, 3] in float64 by a plain per-joint loop."""
     frames = len(root)
-    local = np.tile(np.eye(3), (frames, len(JOINTS), 1, 1))
+    local = np.tile(np.eye(3), (frames, len(joints), 1, 1))
     for slot, j in enumerate(ROTATING):
-        local[:, j] = Rotation.from_euler(JOINTS[j][3], angles[:, slot], degrees=True).as_matrix()
+        local[:, j] = Rotation.from_euler(joints[j][3], angles[:, slot], degrees=True).as_matrix()
     world_rot = np.zeros_like(local)
-    pos = np.zeros((frames, len(JOINTS), 3))
-    for j, (_, parent, offset, _) in enumerate(JOINTS):
+    pos = np.zeros((frames, len(joints), 3))
+    for j, (_, parent, offset, _) in enumerate(joints):
         if parent < 0:
             world_rot[:, j], pos[:, j] = local[:, j], root
         else:
@@ -139,6 +139,10 @@ def test_sentences_cut_at_pauses():
     assert [s.words for s in got] == [("look", "here"), ("wave", "now"), ("uh",), ("point", "there")]
     assert (got[1].start_s, got[1].end_s) == (2.3, 3.6)
     assert len(beat.sentences(WORDS, 2.0)) == 1
+    # A pause written as exactly the minimum cuts, whatever its floating-point difference (0.57 - 0.07 < 0.5).
+    assert 0.57 - 0.07 < 0.5
+    assert len(beat.sentences([(0.0, 0.07, "a"), (0.57, 0.9, "b")], 0.5)) == 2
+    assert len(beat.sentences([(0.0, 0.07, "a"), (0.56, 0.9, "b")], 0.5)) == 1
 
 
 def test_splits_are_by_recording_with_every_clip_accounted_for(prepared):
@@ -236,6 +240,55 @@ def test_axis_angle_rebuilds_the_same_positions(prepared, tmp_path):
         from_pos = np.asarray(representation.decode(pos, positions_dataset.skeleton, "positions"))
         # Both integrate the root from the origin; the rotation decode adds the root's offset (0 here).
         np.testing.assert_allclose(from_rot - from_rot[:1, :1], from_pos - from_pos[:1, :1], atol=5e-3)
+
+
+def with_spine_positions(text, spine_xyz):
+    """The BVH text with three position channels on Spine (before its rotations), per frame spine_xyz[t]."""
+    head, frames = text.split("Frame Time:")
+    lines = head.splitlines()
+    spine = next(i for i, line in enumerate(lines) if line.strip() == "JOINT Spine")
+    channels = spine + 3  # JOINT, {, OFFSET, CHANNELS
+    lines[channels] = lines[channels].replace("CHANNELS 3", "CHANNELS 6 Xposition Yposition Zposition")
+    time_line, *rows = frames.strip("\n").split("\n")
+    rows = [
+        " ".join([*row.split()[:6], *(f"{v:.4f}" for v in xyz), *row.split()[6:]])
+        for row, xyz in zip(rows, spine_xyz, strict=True)
+    ]
+    return "\n".join(lines) + "\nFrame Time:" + "\n".join([time_line, *rows]) + "\n"
+
+
+def test_axis_angle_folds_still_joint_position_channels_and_refuses_moving_ones(tmp_path):
+    """A non-root joint with position channels (exporters that write six channels on every joint): held
+    still, its values become the dataset skeleton's offset and the clips decode to the file's positions;
+    moving, the recording is refused (rotations cannot hold it) and nothing is written."""
+    raw = tmp_path / "raw"
+    truth = make_raw(raw, recordings=3)
+    spine = (0.5, 12.0, -1.0)  # not the OFFSET (0, 10, 0) the header says
+    frames = int(SECONDS * FPS_IN)
+    for path in raw.rglob("*.bvh"):
+        path.write_text(with_spine_positions(path.read_text(), np.tile(spine, (frames, 1))))
+    dataset = beat.prepare_beat(
+        raw, tmp_path / "rot", beat.PrepareOptions(representation="axis_angle"), log=lambda *_: None
+    )
+    np.testing.assert_allclose(dataset.skeleton.offsets[1], spine)
+    joints = [*JOINTS[:1], ("Spine", 0, spine, "ZXY"), *JOINTS[2:]]
+    sentences = beat.sentences(WORDS, 0.5)
+    for split in motion_text.SPLITS:
+        for clip_id, clip in zip(dataset.split(split).ids, dataset.split(split).motions, strict=True):
+            recording, k = clip_id.rsplit("_", 1)
+            positions = numpy_positions(*truth[recording], joints)[::2]  # float64, 120 -> 60 fps
+            first, last = clip_frames(sentences[int(k)].start_s, sentences[int(k)].end_s)
+            expected = positions[first:last] - positions[first, 0]
+            decoded = np.asarray(representation.decode(clip, dataset.skeleton, "axis_angle"))
+            np.testing.assert_allclose(decoded - decoded[:1, :1], expected, atol=5e-3)
+    moving = next(raw.rglob("*.bvh"))
+    drift = np.tile(spine, (frames, 1)) + np.linspace(0, 2, frames)[:, None] * [1, 0, 0]
+    moving.write_text(with_spine_positions(bvh_text(*truth[moving.stem]), drift))
+    with pytest.raises(
+        beat.bvh.BvhError, match=rf"{moving.name}.*Spine.*move.*data.representation=positions"
+    ):
+        beat.prepare_beat(raw, tmp_path / "moving", beat.PrepareOptions(representation="axis_angle"))
+    assert not (tmp_path / "moving").exists()
 
 
 def test_missing_transcript_and_foreign_output_folder_are_clear_errors(tmp_path):

@@ -177,6 +177,36 @@ def test_position_channels_of_a_non_root_joint_replace_its_offset_per_frame():
     np.testing.assert_allclose(motion.positions(), expected, atol=1e-4)
 
 
+SPINE_WITH_POSITIONS = HIERARCHY.replace(
+    "\t\tCHANNELS 3 Xrotation Yrotation Zrotation",
+    "\t\tCHANNELS 5 Xrotation Yrotation Zrotation Yposition Xposition",
+)
+
+
+def test_still_position_channels_of_a_non_root_joint_fold_into_its_offset():
+    """Exporters that write position channels on every joint: constant values become the joint's OFFSET
+    (rotations-only representations keep them), and FK of the folded skeleton gives the file's positions."""
+    still = np.tile([[12.0, 0.75]], (4, 1))  # (Y, X) of Spine, the same in every frame
+    values = np.concatenate([VALUES[:, :9], still, VALUES[:, 9:]], axis=1)
+    motion = parse_bvh(bvh_text(values, hierarchy=SPINE_WITH_POSITIONS))
+    folded = motion.with_static_offsets()
+    assert folded.translated_joints.shape == (0,) and folded.joint_translations.shape == (4, 0, 3)
+    np.testing.assert_array_equal(folded.skeleton.offsets[1], [0.75, 12.0, 0.5])  # Z keeps the OFFSET
+    np.testing.assert_array_equal(folded.skeleton.offsets[2:], motion.skeleton.offsets[2:])
+    expected = reference_positions(VALUES, _spine_offset(FILE_OFFSETS, np.array([0.75, 12.0, 0.5])))
+    np.testing.assert_allclose(folded.positions(), expected, atol=1e-4)
+    plain = parse_bvh(VALID)
+    assert plain.with_static_offsets() is plain
+
+
+def test_moving_position_channels_of_a_non_root_joint_cannot_be_folded():
+    extra = np.array([[10.5, 0.25], [11.0, 0.5], [11.5, 0.75], [12.0, 1.0]])
+    values = np.concatenate([VALUES[:, :9], extra, VALUES[:, 9:]], axis=1)
+    motion = parse_bvh(bvh_text(values, hierarchy=SPINE_WITH_POSITIONS), source="take.bvh")
+    with pytest.raises(BvhError, match=r"take\.bvh.*Spine.*move.*by up to 1\.5.*axis_angle.*positions"):
+        motion.with_static_offsets()
+
+
 def _spine_offset(offsets: np.ndarray, spine: np.ndarray) -> np.ndarray:
     offsets = offsets.copy()
     offsets[1] = spine
@@ -197,6 +227,16 @@ def test_crlf_bom_and_blank_lines_parse_the_same():
     a, b = parse_bvh(VALID), parse_bvh(messy)
     np.testing.assert_array_equal(a.local_rotations, b.local_rotations)
     assert a.skeleton == b.skeleton
+
+
+def test_lone_carriage_returns_end_lines_as_newlines_do(tmp_path):
+    """Classic Mac OS exporters end lines with a lone CR: the same motion as with LF, from a file too."""
+    path = tmp_path / "mac.bvh"
+    path.write_bytes(VALID.replace("\n", "\r").encode())
+    a, b = parse_bvh(VALID), load_bvh(path)
+    np.testing.assert_array_equal(a.euler_degrees, b.euler_degrees)
+    np.testing.assert_array_equal(a.root_translation, b.root_translation)
+    assert a.skeleton == b.skeleton and a.num_frames == b.num_frames == 4
 
 
 def test_load_bvh_reads_a_file(tmp_path):

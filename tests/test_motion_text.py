@@ -52,6 +52,19 @@ def test_std_is_floored_for_constant_features(tmp_path):
     np.testing.assert_array_equal(dataset.std, np.full(3, 1e-2, np.float32))
 
 
+@pytest.mark.parametrize("brk", ["\n", "\r", "\u2028"])
+def test_a_caption_with_a_line_break_is_refused_before_anything_is_written(tmp_path, brk):
+    """Captions are stored one a line and read back by lines: one holding a break would come back as two."""
+    splits = make_splits(np.random.default_rng(2))
+    train = splits["train"]
+    splits["train"] = Split(
+        "train", train.ids, train.motions, (("good", f"morning{brk}friend"), *train.captions[1:])
+    )
+    with pytest.raises(DatasetError, match=r"clip 'train_00'.*line break"):
+        motion_text.write_dataset(tmp_path / "ds", splits, {"representation": "positions", "fps": 60.0})
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_writing_over_a_non_empty_folder_is_refused_and_leaves_it_alone(tmp_path):
     target = tmp_path / "mine"
     target.mkdir()

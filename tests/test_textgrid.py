@@ -223,6 +223,14 @@ def test_a_string_may_span_lines_and_line_numbers_stay_right():
         parse_textgrid(bad)
 
 
+def test_load_words_turns_a_line_break_inside_a_label_into_a_space(tmp_path):
+    """A prepared dataset keeps one caption a line: a word label spanning lines is one word of one line."""
+    path = tmp_path / "take.TextGrid"
+    path.write_text(SHORT.replace('"so"', '"so\n  then"'))
+    texts = [word for _, _, word in load_words(path)]
+    assert "so then" in texts and not any("\n" in word for word in texts)
+
+
 def test_no_tiers():
     grid = parse_textgrid('File type = "ooTextFile"\nObject class = "TextGrid"\n\n0\n1\n<absent>\n')
     assert grid.tiers == ()
@@ -238,6 +246,18 @@ def test_pauses_from_all_intervals_include_leading_empty_interval():
 def test_pauses_from_words_are_the_gaps_and_the_bounds_when_given():
     assert pauses(WORDS, min_duration=0.5) == [(1.75, 2.4)]
     assert pauses(WORDS, min_duration=0.5, start=0.0, end=4.5) == [(0.0, 0.62), (1.75, 2.4), (3.5, 4.5)]
+
+
+def test_a_pause_written_as_exactly_the_minimum_is_one_whatever_the_rounding():
+    """Gaps written with two decimals as 0.50 s: in floating point some fall short of 0.5 (0.57 - 0.07 =
+    0.49999999999999994); every one of them is a pause of at least 0.5 s, and 0.49 s gaps are none."""
+    starts = [k / 100 for k in range(1000)]
+    short = [s for s in starts if (s + 0.5) - s < 0.5]
+    assert short, "the rounding case this test is about"
+    for gap, expected in ((0.5, True), (0.49, False)):
+        for s in starts:
+            words = [(s - 0.05, s, "a"), (round(s + gap, 2), round(s + gap, 2) + 0.1, "b")]
+            assert bool(pauses(words, min_duration=0.5)) == expected, (s, gap)
 
 
 def test_pauses_merge_adjacent_empty_intervals_and_gaps():

@@ -102,10 +102,11 @@ def find_recordings(raw_root: Path) -> list[tuple[Path, Path]]:
 
 
 def sentences(words: list[tuple[float, float, str]], min_pause_s: float) -> list[Sentence]:
-    """Group time-ordered words into sentences, cutting wherever the silence between two is >= min_pause_s."""
+    """Group time-ordered words into sentences, cutting wherever the silence between two is >= min_pause_s
+    (to `textgrid.PAUSE_TOLERANCE_S`: a pause written as 0.07 -> 0.57 is one of 0.5 s)."""
     groups: list[list[tuple[float, float, str]]] = []
     for word in words:
-        if groups and word[0] - groups[-1][-1][1] < min_pause_s:
+        if groups and word[0] - groups[-1][-1][1] < min_pause_s - textgrid.PAUSE_TOLERANCE_S:
             groups[-1].append(word)
         else:
             groups.append([word])
@@ -140,8 +141,9 @@ def _pad_to_bucket(x: np.ndarray) -> np.ndarray:
 def encode_recording(motion: bvh.BvhMotion, options: PrepareOptions) -> np.ndarray:
     """One recording's features [T, D] at `options.fps` (padding frames at the end do not change them).
 
-    Raises BvhError for a recording without frames or whose features are not finite in float32, and
-    UserError when data.fps does not divide the recording's frame rate.
+    Raises BvhError for a recording without frames, whose features are not finite in float32, or (axis_angle)
+    with position channels on a non-root joint that move (`BvhMotion.with_static_offsets`), and UserError
+    when data.fps does not divide the recording's frame rate.
     """
     if motion.num_frames == 0:
         raise bvh.BvhError(
@@ -153,7 +155,8 @@ def encode_recording(motion: bvh.BvhMotion, options: PrepareOptions) -> np.ndarr
         raise UserError(f"{error} (data.fps is {options.fps:g})") from None
     if options.representation == "positions":
         inputs = (motion.positions(),)
-    else:
+    else:  # rotations only: refuses non-root joints whose position channels move
+        motion = motion.with_static_offsets()
         inputs = (motion.local_rotations, motion.root_translation)
     # Speakers differ in bone lengths only: zero offsets let them all share one compiled encoder.
     structure = dataclasses.replace(motion.skeleton, offsets=np.zeros_like(motion.skeleton.offsets))
@@ -217,6 +220,8 @@ def prepare_beat(
     dropped = 0
     for motion_path, text_path in pairs:
         motion = bvh.load_bvh(motion_path)
+        if options.representation != "positions":  # still position channels become the joints' offsets
+            motion = motion.with_static_offsets()
         skeletons[str(motion_path)] = motion.skeleton
         features = encode_recording(motion, options)
         split = split_of(motion_path.stem, names, options)

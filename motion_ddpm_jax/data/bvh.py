@@ -50,6 +50,8 @@ _CHANNEL_KINDS = {
 _FPS_SNAP_TOLERANCE = 1e-4  # relative; frame times are usually printed with 6 decimals
 FK_CHUNK_FRAMES = 1024  # frames per jitted forward-kinematics call (one compile serves every file length)
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
+# Non-root position channels that move less than this (relative to the skeleton's size) count as still.
+STATIC_OFFSET_TOLERANCE = 1e-5
 _RESAMPLE_TOLERANCE = 1e-3  # relative mismatch allowed between the rate ratio and an integer stride
 
 
@@ -114,6 +116,44 @@ class BvhMotion:
         ).copy()
         offsets[:, self.translated_joints] = self.joint_translations
         return offsets
+
+    def with_static_offsets(self) -> BvhMotion:
+        """This motion with the position channels of its non-root joints folded into the skeleton's offsets,
+        for a representation that keeps each joint's rotation only (axis_angle).
+
+        Channels that hold still over the frames (exporters that write six channels for every joint) become
+        those joints' OFFSETs, so forward kinematics of the rotations with the new skeleton gives the same
+        positions. Channels that move cannot be kept by rotations: BvhError names the joints and how far
+        they move. Returns the motion itself where no non-root joint has position channels.
+        """
+        if self.translated_joints.size == 0:
+            return self
+        translations = self.joint_translations.astype(np.float64)
+        if self.num_frames == 0:
+            values = self.skeleton.offsets[self.translated_joints]
+        else:
+            values = translations[0]
+            travel = np.abs(translations - values).max(axis=(0, 2))
+            scale = max(1.0, float(np.abs(translations).max()), float(np.abs(self.skeleton.offsets).max()))
+            moving = np.flatnonzero(travel > STATIC_OFFSET_TOLERANCE * scale)
+            if moving.size:
+                names = [self.skeleton.names[self.translated_joints[k]] for k in moving]
+                raise BvhError(
+                    self.source,
+                    0,
+                    f"joint(s) {', '.join(names)} have position channels that move over the frames (by up "
+                    f"to {float(travel[moving].max()):g} file units); the axis_angle representation keeps "
+                    "each joint's rotation only and would drop that motion; expected position channels on "
+                    "the root alone (or constant on the other joints), or data.representation=positions",
+                )
+        offsets = self.skeleton.offsets.copy()
+        offsets[self.translated_joints] = values
+        return dataclasses.replace(
+            self,
+            skeleton=dataclasses.replace(self.skeleton, offsets=offsets.astype(self.skeleton.offsets.dtype)),
+            translated_joints=np.zeros(0, np.int32),
+            joint_translations=np.zeros((self.num_frames, 0, 3), np.float32),
+        )
 
     def positions(self, chunk_frames: int = FK_CHUNK_FRAMES) -> np.ndarray:
         """Global joint positions [T, J, 3] float32 by `kinematics.forward_kinematics`.
@@ -513,10 +553,6 @@ def _locate_bad_frame(data: str, first_line: int, num_frames: int, num_channels:
         if not tokens:
             continue
         frame += 1
-        if "\r" in line.rstrip("\r"):
-            raise BvhError(
-                source, number, "a carriage return inside a frame line; expected one frame per line"
-            )
         if frame > num_frames:
             raise BvhError(source, number, f"more frame lines than 'Frames: {num_frames}' declares")
         if len(tokens) != num_channels:
@@ -544,8 +580,13 @@ def _locate_bad_frame(data: str, first_line: int, num_frames: int, num_channels:
 
 # -------------------------------------------------------------------------------------------------- API
 def parse_bvh(text: str, source: str = "<string>") -> BvhMotion:
-    """Parse the text of a BVH file. Raises BvhError naming `source` and the line on malformed input."""
+    """Parse the text of a BVH file. Raises BvhError naming `source` and the line on malformed input.
+
+    Lines may end in LF, CRLF or a lone CR (classic Mac OS exporters).
+    """
     text = text.lstrip("\ufeff")
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
     header = _Header(text, source)
     names, parents, offsets, channels, channel_lines, end_sites, num_frames, frame_time = header.parse()
     num_joints = len(names)

@@ -460,6 +460,14 @@ def write_dataset(
     root = Path(root)
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise DatasetError(f"{root}: already exists and is not empty; refusing to write a dataset over it")
+    for split in splits.values():  # one caption a line: a line break inside one would split it on reading
+        for clip_id, captions in zip(split.ids, split.captions, strict=True):
+            broken = [c for c in captions if len(c.splitlines()) > 1]
+            if broken:
+                raise DatasetError(
+                    f"clip {clip_id!r}: caption {broken[0]!r} holds a line break; expected one line per "
+                    "caption (join its lines with spaces)"
+                )
     feature_sizes = {m.shape[1] for split in splits.values() for m in split.motions}
     if len(feature_sizes) != 1:
         raise DatasetError(f"clips disagree on the feature size: {sorted(feature_sizes)}")

@@ -26,6 +26,9 @@ from motion_ddpm_jax.errors import UserError
 from motion_ddpm_jax.files import write_text_file
 
 OVERLAP_TOLERANCE_S = 1e-6
+# A silence this much shorter than a minimum still reaches it: times written with a few decimals differ
+# in floating point (0.57 - 0.07 < 0.5).
+PAUSE_TOLERANCE_S = 1e-6
 _TIER_CLASSES = ("IntervalTier", "TextTier")
 _TOKEN = re.compile(
     r"""
@@ -352,7 +355,8 @@ def load_words(path: str | os.PathLike, tier: str | int | None = None) -> list[t
     """(start_s, end_s, word) of every non-empty interval of the word tier, in time order.
 
     tier: a name or index; by default the IntervalTier named 'words' (any case), else the first one.
-    Words are stripped of surrounding whitespace; intervals whose text is blank are pauses and left out.
+    Words are stripped of surrounding whitespace, and whitespace inside one (a line break in a label) becomes
+    a single space; intervals whose text is blank are pauses and left out.
     """
     grid = load_textgrid(path)
     try:
@@ -363,7 +367,7 @@ def load_words(path: str | os.PathLike, tier: str | int | None = None) -> list[t
         raise TextGridError(
             grid.source, 0, f"tier {chosen.name!r} is a {chosen.kind}, expected an IntervalTier"
         )
-    return [(i.start, i.end, i.text.strip()) for i in chosen.intervals if i.text.strip()]
+    return [(i.start, i.end, " ".join(i.text.split())) for i in chosen.intervals if i.text.strip()]
 
 
 def pauses(
@@ -372,7 +376,8 @@ def pauses(
     start: float | None = None,
     end: float | None = None,
 ) -> list[tuple[float, float]]:
-    """Silent spans of at least `min_duration` seconds between words, as (start_s, end_s), in time order.
+    """Silent spans of at least `min_duration` seconds (less `PAUSE_TOLERANCE_S`) between words, as
+    (start_s, end_s), in time order.
 
     intervals: (start, end, text) items, e.g. a tier's `intervals` (empty texts are pauses) or the
       output of `load_words` (the gaps between words are pauses). Items with blank text are ignored, so
@@ -389,10 +394,10 @@ def pauses(
     spans = []
     cursor = start
     for word_start, word_end in words:
-        if word_start - cursor >= min_duration:
+        if word_start - cursor >= min_duration - PAUSE_TOLERANCE_S:
             spans.append((cursor, word_start))
         cursor = max(cursor, word_end)
-    if cursor is not None and end is not None and end - cursor >= min_duration:
+    if cursor is not None and end is not None and end - cursor >= min_duration - PAUSE_TOLERANCE_S:
         spans.append((cursor, end))
     return spans
 
