@@ -18,10 +18,15 @@ The price: the process keeps its peak heap until it exits (what a training or sa
 and that peak is higher, because a freed block is not always reusable for the next call's block of the
 same size (a small allocation can take the alignment slack beside it): the full-size CPU train step
 (B=32, T=196) settles at 11.8 GB resident from its third call on, against a 7.4 GB peak with glibc's
-defaults; one decoder layer's program at 2.3 GB for a 0.7 GB buffer.
+defaults; one decoder layer's program at 2.3 GB for a 0.7 GB buffer. Other allocators that keep freed
+memory do no better (jemalloc without decay and tcmalloc, preloaded: 10.4 GB where these settings hold
+9.9 GB; benchmarks/RESULTS.md, session 27); jemalloc with its defaults gives the memory back and faults
+it in again every call.
 Call it before jax starts its threads (before the first jax computation; launch.py, the benchmarks and
-the tests do it first thing). It does nothing where the C library is not glibc, where the user's own
-GLIBC_TUNABLES already set glibc.malloc.* (theirs win), with MOTION_DDPM_JAX_MALLOC=default, or where jax
+the tests do it first thing). It does nothing where the C library is not glibc, where the process's malloc
+is not glibc's (an allocator preloaded with LD_PRELOAD, e.g. jemalloc or tcmalloc: the settings would
+reach an allocator nobody uses), where the user's own GLIBC_TUNABLES already set glibc.malloc.* (theirs
+win), with MOTION_DDPM_JAX_MALLOC=default, or where jax
 will run on an accelerator (`accelerator_in_use`). There the big buffers live on the device, and the
 host's heap serves XLA's compiler, which runs on many threads: one arena serialises them. On an H100
 machine with 16 cores our bf16 train step had not finished compiling after 156 s with these settings, and
@@ -97,6 +102,12 @@ def accelerator_in_use(
     return None
 
 
+def malloc_is_glibcs(libc: ctypes.CDLL) -> bool:
+    """Whether `malloc` as the process resolves it is glibc's own (not an interposed allocator's)."""
+    address = ctypes.cast(ctypes.CDLL(None).malloc, ctypes.c_void_p).value
+    return address == ctypes.cast(libc.malloc, ctypes.c_void_p).value
+
+
 def _apply() -> str:
     if os.environ.get(OPT_OUT_VARIABLE, "").strip().lower() == "default":
         return f"glibc defaults ({OPT_OUT_VARIABLE}=default)"
@@ -111,6 +122,9 @@ def _apply() -> str:
         libc = ctypes.CDLL("libc.so.6")
     except OSError as error:
         return f"glibc defaults (libc.so.6 not loadable: {error})"
+    if not malloc_is_glibcs(libc):
+        preload = os.environ.get("LD_PRELOAD", "")
+        return "the process's own malloc, not glibc's" + (f" (LD_PRELOAD={preload})" if preload else "")
     if not all(libc.mallopt(param, value) == 1 for param, value in _SETTINGS):
         return "glibc defaults (mallopt refused a setting)"
     return "tuned: one arena, no mmap, no trim (motion_ddpm_jax.host_malloc)"

@@ -8,6 +8,7 @@ import importlib.util
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -85,6 +86,30 @@ def test_the_users_own_tunables_win():
     own = run(GLIBC_TUNABLES="glibc.malloc.tcache_count=0")
     assert own["state"] == "the user's GLIBC_TUNABLES (glibc.malloc.tcache_count=0)"
     assert own["faults"][1] >= 0.9 * PAGES[1], own  # nothing of ours was applied
+
+
+INTERPOSER = textwrap.dedent(
+    """
+    #include <stddef.h>
+    extern void *__libc_malloc(size_t);
+    void *malloc(size_t n) { return __libc_malloc(n); }
+    """
+)
+
+
+def test_a_preloaded_allocator_is_left_alone(tmp_path):
+    """With malloc interposed (LD_PRELOAD of jemalloc, tcmalloc, ...) the settings would tune an allocator the
+    process does not use: nothing is applied and the state says so. The interposer here is a one-line
+    malloc of our own, built with the C compiler (glibc's exports __libc_malloc)."""
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        pytest.skip("no C compiler to build a malloc interposer")
+    source, library = tmp_path / "interpose.c", tmp_path / "libinterpose.so"
+    source.write_text(INTERPOSER)
+    subprocess.run([compiler, "-shared", "-fPIC", "-o", str(library), str(source)], check=True, timeout=60)
+    preloaded = run(LD_PRELOAD=str(library))
+    assert preloaded["state"] == f"the process's own malloc, not glibc's (LD_PRELOAD={library})", preloaded
+    assert preloaded["faults"][1] >= 0.9 * PAGES[1], preloaded  # nothing of ours was applied
 
 
 def test_an_accelerator_run_keeps_glibc_defaults():
