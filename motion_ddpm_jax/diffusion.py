@@ -323,14 +323,20 @@ def ddim_step(
         eps_hat = predict_eps(schedule, x_t, t, model_output, kind)
     else:
         eps_hat = _eps_from_x0(schedule, x_t, t, x0_hat)
+    # 1 - abar from the float64-derived sqrt(1 - abar), not from float32 abar: near t = 0 abar is within
+    # 1e-4 of 1, and 1 - abar in float32 would keep only ~3 significant digits.
+    has_prev = _per_example(t_prev, x_t) >= 0
+    prev = jnp.maximum(t_prev, 0)
+    noise_var = _at(schedule.sqrt_one_minus_alphas_cumprod, t, x_t) ** 2  # 1 - abar
+    noise_var_prev = jnp.where(has_prev, _at(schedule.sqrt_one_minus_alphas_cumprod, prev, x_t) ** 2, 0.0)
+    abar_prev = jnp.where(has_prev, _at(schedule.alphas_cumprod, prev, x_t), 1.0)
+    # sigma^2 = eta^2 (1 - abar_prev) / (1 - abar) * (1 - abar / abar_prev). Where abar_prev is near 1 the
+    # last factor is written as ((1 - abar) - (1 - abar_prev)) / abar_prev, which keeps its digits there;
+    # elsewhere 1 - abar / abar_prev does (the noise variances are then both near 1).
     abar = _at(schedule.alphas_cumprod, t, x_t)
-    abar_prev = jnp.where(
-        _per_example(t_prev, x_t) >= 0,
-        _at(schedule.alphas_cumprod, jnp.maximum(t_prev, 0), x_t),
-        1.0,
-    )
-    sigma = eta * jnp.sqrt((1.0 - abar_prev) / (1.0 - abar)) * jnp.sqrt(1.0 - abar / abar_prev)
-    direction_scale = jnp.sqrt(jnp.maximum(1.0 - abar_prev - sigma**2, 0.0))
+    signal_loss = jnp.where(abar_prev > 0.5, (noise_var - noise_var_prev) / abar_prev, 1.0 - abar / abar_prev)
+    sigma = eta * jnp.sqrt(noise_var_prev / noise_var * signal_loss)
+    direction_scale = jnp.sqrt(jnp.maximum(noise_var_prev - sigma**2, 0.0))
     x_prev = jnp.sqrt(abar_prev) * x0_hat + direction_scale * eps_hat + sigma * _f32(noise)
     return x_prev, x0_hat
 

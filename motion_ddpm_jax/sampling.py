@@ -170,8 +170,11 @@ def _is_int(value) -> bool:
 
 
 def _frame_counts(num_frames, num_captions: int, max_length: int) -> list[int]:
-    """num_frames (an int, or one int per caption) -> one length per caption, validated."""
+    """num_frames (an int, or one int per caption: a sequence or 1-D integer array) -> one length per
+    caption, validated."""
     counts = [num_frames] * num_captions if _is_int(num_frames) else num_frames
+    if isinstance(counts, np.ndarray) and counts.ndim == 1:
+        counts = counts.tolist()  # numpy integers become ints, floats stay floats (refused below)
     if isinstance(counts, str) or not isinstance(counts, Sequence) or not all(_is_int(n) for n in counts):
         raise SampleError(
             f"sample.num_frames must be an integer or one integer per caption, got {num_frames!r}"
@@ -384,7 +387,8 @@ def generate(
 ) -> dict[str, Any]:
     """Sample `num_samples` motions per caption.
 
-    num_frames: one length for all captions, or one per caption, each in [1, max_motion_length].
+    num_frames: one length for all captions, or one per caption (a sequence or a 1-D integer array), each
+      in [1, max_motion_length].
     sampler: 'ddpm' (ancestral over every diffusion step; `steps` and `eta` unused) or 'ddim' (`steps`
     steps, noise level `eta`). guidance_scale s: classifier-free guidance, output = u + s * (c - u) with
     u the model's output for the empty caption; s == 1 runs the conditional model alone. batch_size:
@@ -568,7 +572,6 @@ def run(config, workdir: str | os.PathLike, log=print) -> dict[str, Any]:
     captions = read_captions(s)
     step = None if int(s.checkpoint_step) < 0 else int(s.checkpoint_step)
     loaded = load_model(workdir, step, use_ema=bool(s.use_ema))
-    num_frames = s.num_frames if _is_int(s.num_frames) else list(s.num_frames)
     settings = {
         "checkpoint_step": loaded.step,
         "use_ema": bool(s.use_ema),
@@ -586,7 +589,7 @@ def run(config, workdir: str | os.PathLike, log=print) -> dict[str, Any]:
         f"{loaded.step} ({settings['sampler']}, {settings['steps']} steps, guidance {s.guidance_scale:g}) "
         f"on {devices_for(len(captions) * s.num_samples)} {jax.default_backend()} device(s)"
     )
-    result = generate(loaded, captions, num_frames, num_samples=s.num_samples, **sampler_settings(s))
+    result = generate(loaded, captions, s.num_frames, num_samples=s.num_samples, **sampler_settings(s))
 
     wanted = Path(s.output_dir) if s.output_dir else Path(workdir) / "samples" / f"step_{loaded.step}"
     out = fresh_output_dir(wanted)

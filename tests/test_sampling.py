@@ -391,6 +391,8 @@ def test_samples_do_not_depend_on_the_batch_size_and_chunks_share_one_compilatio
     np.testing.assert_allclose(chunked["motion"], whole["motion"], rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(chunked["lengths"], [8, 5])
     assert not whole["motion"][1, 5:].any() and whole["motion"][1, :5].all()
+    as_array = sampling.generate(loaded, CAPTIONS, np.array([8, 5]), batch_size=64, **settings)
+    np.testing.assert_array_equal(as_array["motion"], whole["motion"])  # lengths as a numpy array
 
 
 @pytest.mark.parametrize(
@@ -400,6 +402,8 @@ def test_samples_do_not_depend_on_the_batch_size_and_chunks_share_one_compilatio
         ({"num_frames": MAX_FRAMES + 1}, "sample.num_frames"),
         ({"num_frames": [4]}, "sample.num_frames"),
         ({"num_frames": 4.5}, "sample.num_frames"),
+        ({"num_frames": np.array([4.0, 5.0])}, "sample.num_frames"),
+        ({"num_frames": np.array([[4, 5]])}, "sample.num_frames"),
         ({"sampler": "euler"}, "sample.sampler"),
         ({"steps": STEPS + 1}, "sample.steps"),
         ({"num_samples": 0}, "sample.num_samples"),
