@@ -92,9 +92,33 @@ class Checkpointer:
             )
         return step
 
+    def damaged(self, step: int, error: Exception, what: str = "cannot be read") -> CheckpointError:
+        """The error for checkpoint `step` that fails to restore: what failed, and the way back to an earlier
+        checkpoint (nothing is deleted here; the user moves the damaged folder away)."""
+        earlier = sorted(s for s in self.all_steps() if s < step)
+        way_back = (
+            f"the earlier checkpoints {earlier} are untouched: move {self.directory / str(step)} out of "
+            f"{self.directory} to resume from step {earlier[-1]}"
+            if earlier
+            else "there is no earlier checkpoint to go back to: use a new --workdir"
+        )
+        return CheckpointError(
+            f"{self.directory / str(step)}: {what} ({type(error).__name__}: {str(error)[:300]}); it is "
+            f"damaged or incomplete (a copy cut short?), or was written by another program; {way_back}"
+        )
+
     def restore_metadata(self, step: int | None = None) -> dict[str, Any]:
         step = self._step(step)
-        return self.manager.restore(step, args=ocp.args.Composite(metadata=ocp.args.JsonRestore())).metadata
+        try:
+            args = ocp.args.Composite(metadata=ocp.args.JsonRestore())
+            metadata = self.manager.restore(step, args=args).metadata
+        except Exception as error:  # noqa: BLE001 -- orbax and the JSON reader raise many kinds
+            raise self.damaged(step, error, "its metadata cannot be read") from None
+        if not isinstance(metadata, dict):
+            raise self.damaged(
+                step, TypeError(f"metadata is {type(metadata).__name__}, expected a JSON object")
+            )
+        return metadata
 
     def restore_params(self, step: int | None = None, use_ema: bool = True) -> tuple[Any, dict[str, Any]]:
         """(parameters as host arrays, metadata) for sampling: the EMA parameters unless use_ema=False."""
@@ -113,11 +137,10 @@ class Checkpointer:
         args = {name: ocp.args.StandardRestore(_abstract(tree)) for name, tree in like.items()}
         try:
             restored = self.manager.restore(step, args=ocp.args.Composite(**args))
-        except (ValueError, KeyError, TypeError) as error:
-            raise CheckpointError(
-                f"{self.directory}/{step}: does not match this run's model or optimizer ({error}); was it "
-                f"written by another config? Use a new --workdir"
-            ) from None
+        except Exception as error:  # noqa: BLE001 -- orbax and tensorstore raise many kinds
+            # The caller has checked the checkpoint's config against this run's (train.check_resumable), so
+            # a failure here is a damaged or incomplete checkpoint rather than another model.
+            raise self.damaged(step, error, "its arrays cannot be restored into this run's model") from None
         out = {name: restored[name] for name in like}
         for name, tree in like.items():
             mismatched = [

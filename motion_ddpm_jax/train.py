@@ -477,6 +477,33 @@ def check_resumable(saved: dict[str, Any], config, workdir: Path) -> None:
         )
 
 
+def check_same_data(saved: dict[str, Any], dataset, workdir: Path) -> None:
+    """Refuse to resume on other data than the run trained on: data.root and data.raw_root may move (a
+    dataset copied or prepared again elsewhere), but the normalisation statistics the parameters were
+    trained under must be the same, to float rounding (1e-4 of a feature's std)."""
+    mean, std = np.asarray(saved["mean"], np.float64), np.asarray(saved["std"], np.float64)
+    if mean.shape != dataset.mean.shape:
+        raise checkpoint.CheckpointError(
+            f"{workdir} holds checkpoints of a run trained on {mean.shape[-1]} features per frame; the "
+            f"dataset at {dataset.root} has {dataset.feature_size}. Point data.root at the data the run "
+            "trained on, or use a new --workdir"
+        )
+    mean_shift = float(np.max(np.abs(dataset.mean - mean) / std))
+    std_change = float(np.max(np.abs(dataset.std / std - 1.0)))
+    if mean_shift > 1e-4 or std_change > 1e-4:
+        counts = saved.get("dataset", {}).get("counts", {}).get("train")
+        clips = (
+            "" if counts is None else f" (train clips: {counts} then, {len(dataset.split('train').ids)} now)"
+        )
+        raise checkpoint.CheckpointError(
+            f"{workdir} holds checkpoints of a run trained on other data than the dataset at {dataset.root}"
+            f"{clips}: its normalisation statistics differ (means by up to {mean_shift:.3g} std, stds by up "
+            f"to {100 * std_change:.3g}%), and resuming would go on training the parameters under other "
+            "statistics. Point data.root (and data.raw_root) at the data the run trained on, or use a new "
+            "--workdir"
+        )
+
+
 RUN_RECORD = "run.json"  # written into a workdir by the run that owns it
 
 
@@ -500,6 +527,8 @@ def claim_workdir(workdir: Path, config) -> bool:
     Anything else -- a folder of the user's, or another run that never reached its first checkpoint --
     raises WorkdirError naming what was found: a workdir is never silently reused.
     """
+    if workdir.exists() and not workdir.is_dir():
+        raise WorkdirError(f"--workdir {workdir} is a file, not a folder; use a new --workdir")
     record = workdir / RUN_RECORD
     if record.is_file():
         try:
@@ -515,8 +544,8 @@ def claim_workdir(workdir: Path, config) -> bool:
             stopped = (
                 ""
                 if _holds_a_checkpoint(workdir)
-                else f". It holds no checkpoint yet: if that run has stopped, deleting {record} frees the "
-                "workdir for this config"
+                else ". It holds no checkpoint: if that run has stopped, it left nothing to resume; move "
+                f"{workdir} away (or delete it) to train this config there"
             )
             raise WorkdirError(
                 f"{workdir} belongs to a run whose config differs in {', '.join(changed[:8])} "
@@ -694,7 +723,14 @@ def run(config, workdir: str | os.PathLike, log=print) -> dict[str, Any]:
     Data-parallel over the local devices with `jax.pmap`; every process of a multi-host run feeds its
     own shard of the global batch, and only process 0 writes logs.
     """
-    workdir = Path(workdir)
+    stop = _PreemptionFlag()  # from the start: a SIGTERM during set-up stops at the first step boundary
+    try:
+        return _run(config, Path(workdir), stop, log)
+    finally:
+        stop.restore()
+
+
+def _run(config, workdir: Path, stop: _PreemptionFlag, log) -> dict[str, Any]:
     is_main = jax.process_index() == 0
     needs_record = claim_workdir(workdir, config)
     if jax.process_count() > 1:  # every process has checked the workdir before any of them writes to it
@@ -724,6 +760,7 @@ def run(config, workdir: str | os.PathLike, log=print) -> dict[str, Any]:
     saved = ckpt.restore_metadata(resume_step) if resume_step is not None else None
     if saved is not None:
         check_resumable(saved, config, workdir)
+        check_same_data(saved, dataset, workdir)
     if is_main and needs_record:
         write_run_record(workdir, config)
 
@@ -766,6 +803,20 @@ def run(config, workdir: str | os.PathLike, log=print) -> dict[str, Any]:
                 f"the run's length changed from {saved.get('total_steps')} to {steps} steps: the learning"
                 f"-rate schedule is recomputed for the new length"
             )
+        saved_warmup = warmup_steps(config.optim, int(saved.get("steps_per_epoch", source.steps_per_epoch)))
+        if saved_warmup != warmup:
+            log(
+                f"the warmup changed from {saved_warmup} to {warmup} steps: optim.warmup_steps=-1 follows "
+                f"the epoch's length, {saved.get('steps_per_epoch')} steps then and {source.steps_per_epoch} "
+                "now (train.batch_size or the data changed)"
+            )
+        if int(state.step) >= steps:
+            log(
+                f"the run is already at step {int(state.step)}, at or past its {steps} steps: nothing to "
+                "train (raise --config.train.num_steps or num_epochs to continue it)"
+            )
+            ckpt.close()
+            return {"steps": steps, "stopped_at": None, "final_metrics": None, "workdir": str(workdir)}
 
     schedule = diffusion.make_schedule(config.diffusion.schedule, config.diffusion.steps)
     empty = tuple(a[0] for a in tokenizer.encode([""], config.model.text_max_length))
@@ -801,62 +852,59 @@ def run(config, workdir: str | os.PathLike, log=print) -> dict[str, Any]:
     last_log_time, last_log_step = time.perf_counter(), first
     last_saved = resume_step
     pending = None
-    stop = _PreemptionFlag()
-    try:
-        for step in range(first, steps):
-            if stop.agreed(step, config.train.log_every):
-                if last_saved != step:
-                    save(replicated)
-                log(
-                    f"stopped by SIGTERM at step {step} of {steps}: "
-                    f"checkpoint saved in {ckpt.directory}/{step}"
-                )
-                ckpt.close()
-                metrics_log.close()
-                return {"steps": steps, "stopped_at": step, "final_metrics": pending, "workdir": str(workdir)}
-            batch = pipeline.shard_for_devices(source.batch(step), devices)
-            batch = {k: batch[k] for k in ("motion", "mask", "tokens", "text_mask")}
-            if step == first:  # the call returns once the step is compiled; it runs asynchronously
-                log(
-                    f"preparing the train step for {devices} {jax.default_backend()} device(s): compiled "
-                    "(minutes on a GPU) or loaded from the compilation cache"
-                )
-                started = time.perf_counter()
-            replicated, metrics = p_step(replicated, batch, base_rng)
-            if step == first:
-                log(f"train step ready in {time.perf_counter() - started:.1f} s")
-            done = step + 1
-            if done % config.train.log_every == 0 or done == steps:
-                pending = first_replica(metrics)
-                now = time.perf_counter()
-                rate = (done - last_log_step) / max(now - last_log_time, 1e-9)
-                last_log_time, last_log_step = now, done
-                consecutive = int(first_replica(replicated.opt_state.notfinite_count))
-                values = {k: float(v) for k, v in pending.items() if k not in ("skipped", "nonfinite_total")}
-                values.update(
-                    skipped_steps=float(pending["nonfinite_total"]),
-                    steps_per_s=rate,
-                    samples_per_s=rate * global_batch,
-                )
-                metrics_log.write(done, values)
-                if consecutive >= config.train.max_consecutive_nonfinite:
-                    raise FloatingPointError(
-                        f"step {done}: the last {consecutive} steps had non-finite gradients and were "
-                        f"skipped; stopping. The last good checkpoint in {ckpt.directory} is intact "
-                        f"(lower optim.lr?)"
-                    )
-            if (
-                (save_every and done % save_every == 0)
-                or (save_epochs and done % save_epochs == 0)
-                or done == steps
-            ):
+    for step in range(first, steps):
+        if stop.agreed(step, config.train.log_every):
+            if last_saved != step:
                 save(replicated)
-                last_saved = done
-            if progress is not None and (done % sample_every == 0 or done == steps):
-                ema_state, params = first_replica((replicated.ema_state, replicated.params))
-                progress(done, ema_params(ema_state, config.optim, params))
-        ckpt.close()
-        metrics_log.close()
-    finally:
-        stop.restore()
+            log(f"stopped by SIGTERM at step {step} of {steps}: checkpoint saved in {ckpt.directory}/{step}")
+            ckpt.close()
+            metrics_log.close()
+            return {"steps": steps, "stopped_at": step, "final_metrics": pending, "workdir": str(workdir)}
+        batch = pipeline.shard_for_devices(source.batch(step), devices)
+        batch = {k: batch[k] for k in ("motion", "mask", "tokens", "text_mask")}
+        if step == first:  # the call returns once the step is compiled; it runs asynchronously
+            log(
+                f"preparing the train step for {devices} {jax.default_backend()} device(s): compiled "
+                "(minutes on a GPU) or loaded from the compilation cache"
+            )
+            started = time.perf_counter()
+        replicated, metrics = p_step(replicated, batch, base_rng)
+        if step == first:
+            log(f"train step ready in {time.perf_counter() - started:.1f} s")
+        done = step + 1
+        if done % config.train.log_every == 0 or done == steps:
+            pending = first_replica(metrics)
+            now = time.perf_counter()
+            rate = (done - last_log_step) / max(now - last_log_time, 1e-9)
+            last_log_time, last_log_step = now, done
+            consecutive = int(first_replica(replicated.opt_state.notfinite_count))
+            values = {k: float(v) for k, v in pending.items() if k not in ("skipped", "nonfinite_total")}
+            values.update(
+                skipped_steps=float(pending["nonfinite_total"]),
+                steps_per_s=rate,
+                samples_per_s=rate * global_batch,
+            )
+            metrics_log.write(done, values)
+            if consecutive >= config.train.max_consecutive_nonfinite:
+                kept = (
+                    "no checkpoint was saved before them"
+                    if last_saved is None
+                    else f"the checkpoint of step {last_saved} in {ckpt.directory} is intact"
+                )
+                raise FloatingPointError(
+                    f"step {done}: the last {consecutive} steps had non-finite gradients and were "
+                    f"skipped; stopping ({kept}). A lower optim.lr is a new run: use a new --workdir"
+                )
+        if (
+            (save_every and done % save_every == 0)
+            or (save_epochs and done % save_epochs == 0)
+            or done == steps
+        ):
+            save(replicated)
+            last_saved = done
+        if progress is not None and (done % sample_every == 0 or done == steps):
+            ema_state, params = first_replica((replicated.ema_state, replicated.params))
+            progress(done, ema_params(ema_state, config.optim, params))
+    ckpt.close()
+    metrics_log.close()
     return {"steps": steps, "stopped_at": None, "final_metrics": pending, "workdir": str(workdir)}

@@ -1,5 +1,8 @@
 """Orbax checkpoints: round trips, sampling's partial restore, relative workdirs, clear errors."""
 
+import re
+import shutil
+
 import numpy as np
 import pytest
 
@@ -68,3 +71,55 @@ def test_unknown_step_and_mismatched_structure_are_clear_errors(tmp_path):
     wrong = {"params": {"dense": {"kernel": np.zeros((4, 2), np.float32), "bias": np.zeros(2, np.float32)}}}
     with pytest.raises(checkpoint.CheckpointError, match="does not match this run"):
         ckpt.restore_run(3, wrong)
+
+
+def _damage(folder, how):
+    if how == "broken metadata JSON":
+        (folder / "metadata" / "metadata").write_text('{"config": ')
+    elif how == "metadata removed":
+        shutil.rmtree(folder / "metadata")
+    elif how == "an empty step folder":  # what an interrupted `cp -r` of a later step leaves
+        folder.mkdir()
+    elif how == "train_state removed":
+        shutil.rmtree(folder / "train_state")
+    else:  # every data file of the parameters cut to half its size
+        for path in (folder / "params").rglob("*"):
+            if path.is_file() and path.stat().st_size > 64 and "json" not in path.name:
+                path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+@pytest.mark.parametrize(
+    "how",
+    ["broken metadata JSON", "metadata removed", "an empty step folder", "train_state removed", "params cut"],
+)
+def test_a_damaged_latest_checkpoint_is_named_with_the_way_back_to_an_earlier_one(tmp_path, how):
+    """Resuming from a damaged checkpoint: an error naming the step folder as damaged or incomplete and the
+    earlier checkpoints to go back to (moving the damaged one away), not a traceback nor a config
+    mismatch; nothing is deleted."""
+    params, ema, state = trees(2)
+    ckpt = checkpoint.Checkpointer(tmp_path, max_to_keep=None)
+    for step in (10, 20):
+        ckpt.save(step, params, ema, state, {"step": step})
+    ckpt.close()
+    damaged = 30 if how == "an empty step folder" else 20
+    _damage(tmp_path / "checkpoints" / str(damaged), how)
+    before = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+    ckpt = checkpoint.Checkpointer(tmp_path, max_to_keep=None)
+    assert ckpt.latest_step() == damaged
+    earlier = "[10]" if damaged == 20 else "[10, 20]"
+    expected = rf"checkpoints/{damaged}: .*damaged or incomplete.*earlier checkpoints {re.escape(earlier)}"
+    with pytest.raises(checkpoint.CheckpointError, match=expected):
+        metadata = ckpt.restore_metadata(damaged)
+        ckpt.restore_run(damaged, {"params": params, "ema_params": ema, "train_state": state})
+        raise AssertionError(f"restored {metadata}")
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == before
+    assert ckpt.restore_metadata(10) == {"step": 10}  # the way back works
+
+
+def test_a_damaged_only_checkpoint_says_there_is_no_earlier_one(tmp_path):
+    params, ema, state = trees(3)
+    ckpt = checkpoint.Checkpointer(tmp_path)
+    ckpt.save(5, params, ema, state, {"step": 5})
+    _damage(tmp_path / "checkpoints" / "5", "broken metadata JSON")
+    with pytest.raises(checkpoint.CheckpointError, match="no earlier checkpoint to go back to"):
+        ckpt.restore_metadata()

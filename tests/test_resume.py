@@ -198,7 +198,11 @@ def test_nan_batches_are_skipped_and_a_diverging_run_stops_with_its_last_checkpo
     config = tiny_config(
         tmp_path, data_args, num_steps=200, save_every_steps=20, max_consecutive_nonfinite=10
     )
-    with pytest.raises(FloatingPointError, match=r"step 50: the last 10 steps had non-finite gradients"):
+    with pytest.raises(
+        FloatingPointError,
+        match=r"step 50: the last 10 steps had non-finite gradients.*\(the checkpoint of step 40 in .* is "
+        r"intact\)\. A lower optim\.lr is a new run",
+    ):
         train.run(config, tmp_path, log=lambda *_: None)
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     by_step = {r["step"]: r for r in rows}
@@ -209,6 +213,97 @@ def test_nan_batches_are_skipped_and_a_diverging_run_stops_with_its_last_checkpo
     assert ckpt.all_steps() == [20, 40]
     _, items = saved_items(tmp_path)
     assert all(np.isfinite(v).all() for v in items.values() if v.dtype.kind == "f")
+
+
+def test_a_run_diverging_before_its_first_checkpoint_says_there_is_none(tmp_path, data_args, monkeypatch):
+    real_batch = pipeline.BatchSource.batch
+    monkeypatch.setattr(
+        pipeline.BatchSource,
+        "batch",
+        lambda self, step: {**real_batch(self, step), "motion": np.full((4, 16, 264), np.nan, np.float32)},
+    )
+    config = tiny_config(tmp_path, data_args, num_steps=50, save_every_steps=20, max_consecutive_nonfinite=3)
+    with pytest.raises(FloatingPointError, match=r"step 5: .*\(no checkpoint was saved before them\)"):
+        train.run(config, tmp_path, log=lambda *_: None)
+    assert checkpoint.Checkpointer(tmp_path, read_only=True).all_steps() == []
+
+
+def test_resuming_checks_the_data_and_says_what_changed(tmp_path, data_args):
+    """A run resumes on its own data wherever it lies now (a moved copy of the prepared folder), refuses
+    other data behind the same fields (its parameters were trained under the first data's statistics),
+    says when the warmup follows a new epoch length, and trains nothing past its end."""
+    workdir, lines = tmp_path / "run", []
+    config = tiny_config(tmp_path, data_args, num_steps=10, save_every_steps=10)
+    config.optim.warmup_steps = -1  # min(500, steps per epoch): the batch size decides it
+    train.run(config, workdir, log=lines.append)
+    assert checkpoint.Checkpointer(workdir, read_only=True).all_steps() == [10]
+    record, metrics = (workdir / train.RUN_RECORD).read_bytes(), (workdir / "metrics.jsonl").read_bytes()
+
+    other_raw = tmp_path / "other_raw"
+    synthetic.write_demo_dataset(
+        other_raw, num_speakers=2, recordings_per_speaker=2, sentences_per_recording=4, fps=30, seed=5
+    )
+    other = tiny_config(tmp_path, data_args, num_steps=12, save_every_steps=10)
+    other.optim.warmup_steps = -1
+    other.data.raw_root, other.data.root = str(other_raw), str(tmp_path / "other_prepared")
+    with pytest.raises(checkpoint.CheckpointError, match=r"trained on other data.*normalisation statistics"):
+        train.run(other, workdir, log=lambda *_: None)
+    assert (workdir / train.RUN_RECORD).read_bytes() == record
+    assert (workdir / "metrics.jsonl").read_bytes() == metrics
+
+    moved = tmp_path / "moved_prepared"
+    shutil.copytree(config.data.root, moved)
+    again = tiny_config(tmp_path, data_args, num_steps=12, save_every_steps=10, batch_size=2)
+    again.optim.warmup_steps = -1
+    again.data.root, again.data.raw_root = str(moved), str(tmp_path / "raw_gone")
+    lines.clear()
+    train.run(again, workdir, log=lines.append)
+    assert checkpoint.Checkpointer(workdir, read_only=True).all_steps() == [10, 12]
+    assert any(line.startswith("the warmup changed from ") for line in lines), lines
+
+    lines.clear()
+    metrics = (workdir / "metrics.jsonl").read_bytes()
+    again.train.num_steps = 8
+    summary = train.run(again, workdir, log=lines.append)
+    assert any("already at step 12, at or past its 8 steps: nothing to train" in line for line in lines), (
+        lines
+    )
+    assert summary["final_metrics"] is None
+    assert (workdir / "metrics.jsonl").read_bytes() == metrics
+    assert checkpoint.Checkpointer(workdir, read_only=True).all_steps() == [10, 12]
+
+
+SIGTERM_IN_SETUP = """
+import os, signal, sys
+sys.path.insert(0, {root!r})
+from motion_ddpm_jax import train
+real = train._dataset_once_per_run
+def dataset_after_a_sigterm(config, log):
+    os.kill(os.getpid(), signal.SIGTERM)  # the scheduler preempts the job while it loads its data
+    return real(config, log)
+train._dataset_once_per_run = dataset_after_a_sigterm
+sys.path.insert(0, {tests!r})
+import test_resume
+config = test_resume.tiny_config(None, {data_args!r}, num_steps=10, save_every_steps=10)
+summary = train.run(config, {workdir!r})
+print("SUMMARY", summary["stopped_at"])
+"""
+
+
+def test_a_sigterm_during_set_up_stops_cleanly_at_step_0(tmp_path, data_args):
+    """Preempted before its first step (while loading data, restoring or compiling), a run stops at the
+    first step boundary with a checkpoint of step 0 and exit status 0, as later on; not killed by the
+    signal with status 143."""
+    script = SIGTERM_IN_SETUP.format(
+        root=str(ROOT), tests=str(ROOT / "tests"), data_args=data_args, workdir=str(tmp_path / "run")
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"}, cwd=ROOT,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "stopped by SIGTERM at step 0 of 10" in done.stdout and "SUMMARY 0" in done.stdout, done.stdout
+    assert checkpoint.Checkpointer(tmp_path / "run", read_only=True).all_steps() == [0]
 
 
 def test_progress_samples_and_curves_are_rendered_during_training(tmp_path, data_args):

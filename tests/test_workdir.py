@@ -42,6 +42,13 @@ def test_a_fresh_workdir_is_claimed_with_a_run_record(tmp_path):
     assert train.claim_workdir(workdir, config) is False  # the same run, restarted
 
 
+def test_a_workdir_that_is_a_file_is_refused_and_left_alone(tmp_path):
+    (tmp_path / "run").write_text("mine")
+    with pytest.raises(train.WorkdirError, match=r"--workdir .*run is a file, not a folder"):
+        train.claim_workdir(tmp_path / "run", base_config())
+    assert (tmp_path / "run").read_text() == "mine"
+
+
 def test_a_folder_of_the_users_is_refused_before_anything_is_written(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(train.WorkdirError, match=r"notes\.txt"):
@@ -57,7 +64,8 @@ def test_another_runs_workdir_is_refused_even_before_its_first_checkpoint(tmp_pa
     other = copy.deepcopy(config)
     other.model.latent_dim = 256
     with pytest.raises(
-        train.WorkdirError, match=r"model\.latent_dim.*no checkpoint yet.*deleting .*run\.json"
+        train.WorkdirError,
+        match=r"model\.latent_dim.*holds no checkpoint.*left nothing to resume; move .* away",
     ):
         train.claim_workdir(tmp_path, other)
     longer = copy.deepcopy(config)
