@@ -10,9 +10,11 @@ parameter update and the EMA's in one conditional on the gradients being finite.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -554,7 +556,7 @@ def claim_workdir(workdir: Path, config) -> bool:
             )
         return False
     if workdir.is_dir():
-        entries = sorted(p.name for p in workdir.iterdir())
+        entries = sorted(p.name for p in workdir.iterdir() if p.name != LOCK)
         if entries and not _holds_a_checkpoint(workdir):
             shown = ", ".join(entries[:6]) + (f" and {len(entries) - 6} more" if len(entries) > 6 else "")
             raise WorkdirError(
@@ -563,6 +565,43 @@ def claim_workdir(workdir: Path, config) -> bool:
                 f"new or empty --workdir"
             )
     return True
+
+
+LOCK = ".train.lock"  # held (flock) by the process that trains in a workdir, released when it exits
+
+
+@contextlib.contextmanager
+def workdir_lock(workdir: Path):
+    """Hold `workdir`'s lock while training: a second training process started in the same workdir would
+    write the same checkpoints and remove the first one's checkpoint in progress, so it is refused, naming
+    the process that holds it. The kernel releases the lock when that process ends, killed or not. Where
+    the file system cannot lock (some network mounts) nothing is held."""
+    try:
+        import fcntl
+    except ImportError:  # not a POSIX system
+        yield
+        return
+    with open(workdir / LOCK, "a+", encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise WorkdirError(
+                f"{workdir} is in use by another training process ({holder}); wait for it to end, or use "
+                "another --workdir"
+            ) from None
+        except OSError:  # no locking on this file system
+            yield
+            return
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def write_run_record(workdir: Path, config) -> None:
@@ -725,12 +764,13 @@ def run(config, workdir: str | os.PathLike, log=print) -> dict[str, Any]:
     """
     stop = _PreemptionFlag()  # from the start: a SIGTERM during set-up stops at the first step boundary
     try:
-        return _run(config, Path(workdir), stop, log)
+        with contextlib.ExitStack() as held:
+            return _run(config, Path(workdir), stop, held, log)
     finally:
         stop.restore()
 
 
-def _run(config, workdir: Path, stop: _PreemptionFlag, log) -> dict[str, Any]:
+def _run(config, workdir: Path, stop: _PreemptionFlag, held: contextlib.ExitStack, log) -> dict[str, Any]:
     is_main = jax.process_index() == 0
     needs_record = claim_workdir(workdir, config)
     if jax.process_count() > 1:  # every process has checked the workdir before any of them writes to it
@@ -755,6 +795,8 @@ def _run(config, workdir: Path, stop: _PreemptionFlag, log) -> dict[str, Any]:
     geometry = make_geometry(config, dataset)
 
     workdir.mkdir(parents=True, exist_ok=True)
+    if is_main:  # before the checkpointer, which removes unfinished checkpoints when it opens the folder
+        held.enter_context(workdir_lock(workdir))
     ckpt = checkpoint.Checkpointer(workdir, max_to_keep=config.train.max_to_keep)
     resume_step = ckpt.latest_step()
     saved = ckpt.restore_metadata(resume_step) if resume_step is not None else None

@@ -273,6 +273,40 @@ def test_resuming_checks_the_data_and_says_what_changed(tmp_path, data_args):
     assert checkpoint.Checkpointer(workdir, read_only=True).all_steps() == [10, 12]
 
 
+HOLD_LOCK = """
+import fcntl, sys, time
+handle = open(sys.argv[1], "a+")
+handle.write("pid 4242 on the-other-host\\n")
+handle.flush()
+fcntl.flock(handle, fcntl.LOCK_EX)
+print("held", flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_second_training_process_in_the_same_workdir_is_refused_until_the_first_ends(tmp_path, data_args):
+    """Two runs in one workdir would write the same checkpoints (and the second would remove the first's
+    checkpoint in progress): while a process holds the workdir's lock, training there is refused, naming
+    it; once that process is gone (here killed: the kernel releases its lock), training proceeds."""
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(workdir / train.LOCK)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        config = tiny_config(tmp_path, data_args, num_steps=2, save_every_steps=2)
+        with pytest.raises(train.WorkdirError, match=r"in use by another training process \(pid 4242 on"):
+            train.run(config, workdir, log=lambda *_: None)
+        assert sorted(p.name for p in workdir.iterdir()) == [train.LOCK]  # nothing else written
+    finally:
+        holder.kill()
+        holder.wait()
+    train.run(config, workdir, log=lambda *_: None)
+    assert checkpoint.Checkpointer(workdir, read_only=True).all_steps() == [2]
+    assert (workdir / train.LOCK).read_text().startswith(f"pid {os.getpid()} on ")
+
+
 SIGTERM_IN_SETUP = """
 import os, signal, sys
 sys.path.insert(0, {root!r})
