@@ -944,16 +944,24 @@ def _fgd_encoder(config, dataset) -> tuple[FgdEncoder | None, list[str]]:
     return encoder, []
 
 
-def with_checkpoint_data(config, saved: dict[str, Any], keep: Collection[str] = ()):
+def with_checkpoint_data(
+    config, saved: dict[str, Any], keep: Collection[str] = (), trained_root: str | None = None
+):
     """A copy of `config` whose data.* are those the checkpoint's run trained on (`saved`: its config, as
     the checkpoint's metadata holds it), but for the data fields named in `keep` (those a user set on the
     command line: config's values stay). A data field the saved config lacks counts as its default, as
-    when the run resumes (`config.with_defaults`)."""
+    when the run resumes (`config.with_defaults`). A relative data.root that does not exist from the
+    current folder becomes `trained_root` (the absolute folder the run trained on, as its checkpoint
+    records it) where that exists: evaluating from another folder reads the run's data, rather than
+    preparing it anew there."""
     import ml_collections
 
     from motion_ddpm_jax import config as config_lib
 
     data = config_lib.with_defaults(saved)["data"]
+    root = Path(str(data["root"]))
+    if trained_root and not root.is_absolute() and not root.exists() and Path(trained_root).is_dir():
+        data["root"] = str(trained_root)
     data.update({name: config.data[name] for name in keep})
     out = ml_collections.ConfigDict(config.to_dict())
     out.data = ml_collections.ConfigDict(data)
@@ -984,7 +992,8 @@ def run(
     step = int(config.sample.checkpoint_step)
     loaded = sampling.load_model(workdir, step=None if step < 0 else step, use_ema=config.sample.use_ema)
     if data_from_checkpoint:
-        config = with_checkpoint_data(config, loaded.metadata["config"], data_set)
+        trained_root = loaded.metadata.get("data_root")
+        config = with_checkpoint_data(config, loaded.metadata["config"], data_set, trained_root)
         log(f"real clips from the data the checkpoint's run trained on: data.root={config.data.root}")
     dataset = beat.dataset_from_config(config, log=log)
     if dataset.feature_size != np.asarray(loaded.mean).size:

@@ -641,6 +641,7 @@ def run_metadata(config, dataset, tokenizer, steps: int, steps_per_epoch: int) -
         "std": dataset.std.tolist(),
         "skeleton": None if dataset.skeleton is None else dataset.skeleton.to_dict(),
         "dataset": {k: v for k, v in dataset.info.items() if k != "fingerprint"},
+        "data_root": str(Path(dataset.root).resolve()),  # where it was, for an eval given no config
         "representation": dataset.representation,
         "feature_size": dataset.feature_size,
         "fps": dataset.fps,

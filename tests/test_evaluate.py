@@ -580,3 +580,25 @@ def test_run_without_a_config_reads_the_data_the_checkpoint_was_trained_on(
         evaluate.run(
             elsewhere, tmp_path / "run", log=lambda _: None, data_from_checkpoint=True, data_set=["root"]
         )
+
+
+def test_a_relative_data_root_missing_from_here_is_the_folder_the_run_trained_on(tmp_path, monkeypatch):
+    """Evaluating without a config from another folder: the checkpoint's relative data.root does not exist
+    there, so the absolute folder the run recorded is read (not a new dataset prepared in the current
+    folder); where the relative one exists it is the one read, and a data.root given on the command line
+    stays the user's."""
+    trained = tmp_path / "project" / "data" / "demo"
+    trained.mkdir(parents=True)
+    saved = {"data": {**base_config().data.to_dict(), "root": "data/demo"}}
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    config = base_config()
+    assert evaluate.with_checkpoint_data(config, saved, (), str(trained)).data.root == str(trained)
+    assert evaluate.with_checkpoint_data(config, saved).data.root == "data/demo"  # an older checkpoint
+    gone = str(tmp_path / "gone")
+    assert evaluate.with_checkpoint_data(config, saved, (), gone).data.root == "data/demo"
+    config.data.root = "mine"
+    assert evaluate.with_checkpoint_data(config, saved, ["root"], str(trained)).data.root == "mine"
+    monkeypatch.chdir(tmp_path / "project")
+    assert evaluate.with_checkpoint_data(base_config(), saved, (), str(trained)).data.root == "data/demo"

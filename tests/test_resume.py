@@ -237,6 +237,8 @@ def test_resuming_checks_the_data_and_says_what_changed(tmp_path, data_args):
     config.optim.warmup_steps = -1  # min(500, steps per epoch): the batch size decides it
     train.run(config, workdir, log=lines.append)
     assert checkpoint.Checkpointer(workdir, read_only=True).all_steps() == [10]
+    metadata = checkpoint.Checkpointer(workdir, read_only=True).restore_metadata()
+    assert metadata["data_root"] == str(Path(config.data.root).resolve())  # for an eval given no config
     record, metrics = (workdir / train.RUN_RECORD).read_bytes(), (workdir / "metrics.jsonl").read_bytes()
 
     other_raw = tmp_path / "other_raw"
