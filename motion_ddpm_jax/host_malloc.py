@@ -15,13 +15,14 @@ memory comes from changes.
 - M_MMAP_MAX = 0: no allocation gets its own `mmap`;
 - M_TRIM_THRESHOLD = max: freed memory is never handed back to the system.
 The price: the process keeps its peak heap until it exits (what a training or sampling process wants),
-and that peak is higher, because a freed block is not always reusable for the next call's block of the
-same size (a small allocation can take the alignment slack beside it): the full-size CPU train step
-(B=32, T=196) settles at 11.8 GB resident from its third call on, against a 7.4 GB peak with glibc's
+and that peak is higher: the second call does not get the first call's freed buffer back, faults in a
+second one and keeps both (glibc 2.36's posix_memalign does not reuse a freed block of exactly the size
+asked for once a small allocation lands beside it): the full-size CPU train step (B=32, T=196) settles
+at 9.9-11.8 GB resident from its second or third call on, against a 6.5-7.4 GB peak with glibc's
 defaults; one decoder layer's program at 2.3 GB for a 0.7 GB buffer. Other allocators that keep freed
-memory do no better (jemalloc without decay and tcmalloc, preloaded: 10.4 GB where these settings hold
-9.9 GB; benchmarks/RESULTS.md, session 27); jemalloc with its defaults gives the memory back and faults
-it in again every call.
+memory do the same (jemalloc without decay and tcmalloc, preloaded: 10.4 GB where these settings hold
+9.9 GB in the same runs; benchmarks/RESULTS.md, session 27); jemalloc with its defaults gives the memory
+back and faults it in again every call, as glibc's defaults do.
 Call it before jax starts its threads (before the first jax computation; launch.py, the benchmarks and
 the tests do it first thing). It does nothing where the C library is not glibc, where the process's malloc
 is not glibc's (an allocator preloaded with LD_PRELOAD, e.g. jemalloc or tcmalloc: the settings would
