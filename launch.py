@@ -124,8 +124,19 @@ def main(argv):
         sys.exit(f"launch.py --mode {mode}: {error}")
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing, with a one-line message for an override of a config field that does not exist
+    (ml_collections raises AttributeError / KeyError there, not a flags error, which absl would print as a
+    traceback)."""
+    try:
+        return app.parse_flags_with_usage(argv)
+    except (AttributeError, KeyError, TypeError, ValueError) as error:
+        message = str(error).replace("\\n", " ").replace("\\", "").replace("'", "")
+        sys.exit(f"launch.py: a --config override could not be applied: {' '.join(message.split())}")
+
+
 if __name__ == "__main__":
     from motion_ddpm_jax import host_malloc
 
     host_malloc.tune()  # before jax starts its threads: see motion_ddpm_jax/host_malloc.py
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

@@ -25,6 +25,11 @@ parameters perturbed away from their zero-initialised output layers; the check i
 largest difference of one denoiser call's output (at step N / 2) from the first variant's, relative to
 its largest value. The table then gives ms per sampler step.
 
+`--deadline-s S` (default: $CASE_LIMIT_S, which gpu_check.sh sets to the case's time limit): a variant is
+compiled only while its compile (1.5x the slowest so far) and the timed rounds still end S seconds after
+the start, less a margin; the rest are named as skipped. The JSON is written after every compile
+("complete": false, compile times only), so a run cut short keeps them.
+
 Spellings joined by "+" make one variant with all their swaps (e.g.
 `attention=tokens-major+style=written-backward`).
 
@@ -123,6 +128,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import os
 import statistics
 import sys
 import time
@@ -521,6 +527,14 @@ def parse_args(argv=None):
         "--sampler-steps", type=int, default=0, help="> 0: time the DDPM sampler of this many steps instead"
     )
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument(
+        "--deadline-s",
+        type=float,
+        default=float(os.environ.get("CASE_LIMIT_S") or 0),
+        help="seconds from start by which the table must be written (0: none; default: $CASE_LIMIT_S, "
+        "which gpu_check.sh sets to the case's time limit): a variant is compiled only while its compile "
+        "(1.5x the slowest so far) and the timed rounds still fit; the others are reported as skipped",
+    )
     common.add_model_flags(parser)
     args = parser.parse_args(argv)
     args.variants = args.variants.split(",")
@@ -536,16 +550,75 @@ def parse_args(argv=None):
     return args
 
 
-def _train_step_variants(args):
+STARTED = time.perf_counter()  # the deadline counts from here (about when the process started)
+DEADLINE_MARGIN_S = 15.0  # kept free at the end: the checks, the table and the JSON
+
+
+class Progress:
+    """What the compiles have given so far, written to --json after each one (a run cut at its time limit
+    keeps its compile times; "complete": false), and the deadline's rule for compiling one more."""
+
+    def __init__(self, args):
+        self.args, self.compile_s, self.failed, self.skipped, self.call_s = args, {}, {}, {}, 0.0
+
+    def fits(self, name: str) -> bool:
+        """Whether compiling `name` (1.5x the slowest compile so far) and then the timed rounds of every
+        variant compiled by then (at the slowest untimed call so far) still end before the deadline."""
+        if not self.args.deadline_s or not self.compile_s:
+            return True
+        elapsed = time.perf_counter() - STARTED
+        compile_next = 1.5 * max(self.compile_s.values())
+        rounds = self.args.rounds * (len(self.compile_s) + 1) * self.call_s
+        if elapsed + compile_next + rounds + DEADLINE_MARGIN_S <= self.args.deadline_s:
+            return True
+        self.skipped[name] = (
+            f"not compiled: at {elapsed:.0f} s, another compile (~{compile_next:.0f} s) and the rounds "
+            f"(~{rounds:.0f} s) would pass the deadline of {self.args.deadline_s:.0f} s"
+        )
+        print(f"[{time.strftime('%H:%M:%S')}] {name}: SKIPPED, {self.skipped[name]}", file=sys.stderr)
+        self.write()
+        return False
+
+    def compiled(self, name: str, seconds: float, call_s: float) -> None:
+        self.compile_s[name], self.call_s = seconds, max(self.call_s, call_s)
+        self.write()
+
+    def write(self) -> None:
+        rows = [{"variant": name, "compile_s": s} for name, s in self.compile_s.items()]
+        common.write_json(self.args.json, self.record(rows) | {"complete": False}, quiet=True)
+
+    def record(self, rows: list[dict]) -> dict:
+        args = {
+            key: str(value) if isinstance(value, Path) else value for key, value in vars(self.args).items()
+        }
+        return {
+            "benchmark": "bench_variants",
+            "machine": common.machine_info(),
+            "args": args,
+            "rows": rows,
+            "failed": self.failed,
+            "skipped": self.skipped,
+        }
+
+
+def _untimed_call(run) -> float:
+    start = time.perf_counter()
+    run()
+    return time.perf_counter() - start
+
+
+def _train_step_variants(args, progress: Progress):
     """Per variant: a timed call (one train step), compile seconds, and (params, grad norm) after two
-    steps from the same initial state; and, for the variants that did not compile, why (the first one
-    must compile)."""
+    steps from the same initial state; the variants that did not compile (and why) go to
+    `progress.failed` (the first one must compile), those the deadline left out to `progress.skipped`."""
     step = bench_train_step.OurStep(args, args.features)
     initial = jax.tree.map(jnp.copy, step.state)
     noise = jax.tree.map(lambda a: jax.random.normal(jax.random.key(a.size), a.shape), initial.params)
     initial = initial.replace(params=jax.tree.map(lambda a, n: a + 0.02 * n, initial.params, noise))
-    runs, compile_s, checks, failed = {}, {}, {}, {}
+    runs, compile_s, checks, failed = {}, {}, {}, progress.failed
     for name in args.variants:
+        if not progress.fits(name):
+            continue
         try:
             compiled, compile_s[name] = compile_variant(step, name, args.dtype)
         except Exception as error:  # noqa: BLE001 - e.g. an XLA option this jax does not know
@@ -559,9 +632,9 @@ def _train_step_variants(args):
         state, metrics = compiled(state, step.batch, step.rng)
         checks[name] = (jax.tree.map(np.asarray, state.params), float(metrics["grad_norm"]), moments)
         runs[name] = step.runner(compiled)
-        runs[name]()  # untimed
+        progress.compiled(name, compile_s[name], _untimed_call(runs[name]))
         print(f"[{time.strftime('%H:%M:%S')}] {name}: compiled in {compile_s[name]:.1f} s", file=sys.stderr)
-    return runs, compile_s, checks, failed
+    return runs, compile_s, checks
 
 
 # `rel dgrad` measures each leaf's difference against its own largest gradient, or against this fraction
@@ -602,7 +675,7 @@ def _train_step_checks(checks, first):
         )
 
 
-def _sampler_variants(args):
+def _sampler_variants(args, progress: Progress):
     """Per variant: a timed call (the whole DDPM sampler), compile seconds, and one denoiser output; no
     failures (its variants are spellings, which compile or stop the run)."""
     import bench_sampling
@@ -620,6 +693,8 @@ def _sampler_variants(args):
     x_T, tokens, text_mask, mask = (jnp.asarray(a) for a in inputs)
     runs, compile_s, checks = {}, {}, {}
     for name in args.variants:
+        if not progress.fits(name):
+            continue
         with variant_context(name):
             ours = bench_sampling.Ours(args, args.features, params, args.dtype)
             runs[name], compile_s[name] = ours.compile("ddpm", schedule, args.sampler_steps, inputs)
@@ -631,9 +706,9 @@ def _sampler_variants(args):
                 return denoise(x_T, jnp.full((args.batch,), args.sampler_steps // 2, jnp.int32))
 
             checks[name] = np.asarray(denoise_once(params), np.float64)
-        runs[name]()  # untimed
+        progress.compiled(name, compile_s[name], _untimed_call(runs[name]))
         print(f"[{time.strftime('%H:%M:%S')}] {name}: compiled in {compile_s[name]:.1f} s", file=sys.stderr)
-    return runs, compile_s, checks, {}
+    return runs, compile_s, checks
 
 
 def _sampler_checks(checks, first):
@@ -645,7 +720,9 @@ def _sampler_checks(checks, first):
 def main(argv=None) -> None:
     args = parse_args(argv)
     sampler = args.sampler_steps > 0
-    runs, compile_s, checks, failed = (_sampler_variants if sampler else _train_step_variants)(args)
+    progress = Progress(args)
+    runs, compile_s, checks = (_sampler_variants if sampler else _train_step_variants)(args, progress)
+    failed = progress.failed
     first = args.variants[0]
     timed = [name for name in args.variants if name in runs]
     seconds = {name: [] for name in timed}
@@ -686,9 +763,9 @@ def main(argv=None) -> None:
         print(f"{row['variant']:<{width}}{speed}{check}  {rounds}")
     for name, why in failed.items():
         print(f"{name:<{width}}  did not compile: {why}")
-    args_record = {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()}
-    record = {"benchmark": "bench_variants", "machine": machine, "args": args_record, "rows": rows}
-    common.write_json(args.json, record | {"failed": failed})
+    for name, why in progress.skipped.items():
+        print(f"{name:<{width}}  {why}")
+    common.write_json(args.json, progress.record(rows) | {"machine": machine, "complete": True})
 
 
 if __name__ == "__main__":

@@ -5,14 +5,20 @@
 #
 #     OUT=/tmp/results PYTHON=python3 BUDGET_S=540 bash benchmarks/gpu_check.sh
 #
-# Environment: OUT (default /tmp/gpu_check), PYTHON (default python), BUDGET_S (default 540: the whole
+# Set CASES and the other variables on this script's own command (`OUT=... CASES=... bash gpu_check.sh`) or
+# export them first: a prefix of another command before it (`CASES=x pip install ... && bash ...`) does not
+# reach it, and the default cases run instead.
+#
+# Environment: OUT (default /tmp/gpu_check; a non-empty OUT left by an earlier run is moved aside to
+# OUT.previous-TIME first), PYTHON (default python), BUDGET_S (default 540: the whole
 # check, start-up included, stays within about BUDGET_S + 10 s), BIG_BATCH (default 256), CASES (which
 # cases, in which order; default all, as listed below), MODEL_ARGS (default empty: extra arguments for
 # every benchmark), BENCH_ARGS (default empty: for the train-step cases only) and BUNDLE_DIR (default
 # unset: a folder other than $OUT where to leave results.tgz, everything under $OUT but the raw trace,
 # trace.tgz, the raw trace, and report.txt: three files, for a caller that can fetch only a few, such as
 # the device tool: `R=$OUT; OUT=/tmp/results BUNDLE_DIR=$R ... bash benchmarks/gpu_check.sh`; note that
-# `OUT=/tmp/results BUNDLE_DIR=$OUT` would give both the new value). With a small model and matmul floor
+# `OUT=/tmp/results BUNDLE_DIR=$OUT` would give both the new value; the bundle is made again after every
+# case, so a command killed at its limit still leaves the cases it finished). With a small model and matmul floor
 # they make a dry run of the whole check on a CPU (tests/test_benchmarks.py runs one):
 #     MODEL_ARGS="--latent 64 --layers 2 --ff 128 --heads 4 --text-width 32 --text-layers 1 --text-heads 2
 #     --text-ff 64" BENCH_ARGS="--matmul-size 256" BUDGET_S=900 bash benchmarks/gpu_check.sh
@@ -77,7 +83,11 @@
 #                  move of the heads, ran at 0.8-1.2 TB/s);
 #                  xla:xla_disable_hlo_passes=triton-softmax-rewriter (those slow fusions are all Triton
 #                  block-level ones, made by that pass: XLA's own reduction emitters instead). An option
-#                  this jax's XLA does not know is reported and skipped. Out of the default:
+#                  this jax's XLA does not know is reported and skipped. Each variant compiles a new
+#                  step (~90 s at B=256, 2 layers, on an H200-class CPU's count): bench_variants.py
+#                  compiles one more only while it and the rounds fit the case's limit (CASE_LIMIT_S,
+#                  passed by run) and names those it left out, so list the variants wanted most first.
+#                  Out of the default:
 #                  attention=block-diagonal (23% more FLOPs, 12% more bytes by the deviceless count),
 #                  style=written-backward (style=pallas's backward written out in jax: 2.4% fewer bytes),
 #                  style=pallas alone (18% fewer bytes beside the products) and ffn=compute-dtype-output
@@ -100,6 +110,10 @@ GPU_VARIANTS=${GPU_VARIANTS:-current,read=pallas+style=pallas,context=pallas+rea
 read -r -a MODEL <<< "${MODEL_ARGS:-}"
 read -r -a BENCH <<< "${BENCH_ARGS:-}"
 CASES=${CASES:-train_step,big_batch,profile,pipelined,compile_flags,fp32,products,sampling,geometric,beat_window,autotune_off,torch_compile,variants}
+if [[ -d $OUT ]] && [[ -n $(ls -A "$OUT") ]]; then  # an earlier run's results: kept, out of this run's way
+  previous="$OUT.previous-$(date -u +%Y%m%dT%H%M%S)"
+  mv "$OUT" "$previous" && echo "moved the earlier results in $OUT to $previous"
+fi
 mkdir -p "$OUT"
 cd "$(dirname "$0")/.." || exit 1
 export PYTHONWARNINGS=ignore PYTHONUNBUFFERED=1
@@ -134,7 +148,7 @@ run() {  # run NAME LIMIT_S MIN_S ARGS...: one benchmark within min(its limit, w
   # The console: the rows and each compile time; the .log: everything.
   local flags="${XLA_FLAGS:-} ${CASE_XLA_FLAGS:-}"
   [[ -n ${CASE_XLA_FLAGS:-} ]] && echo "XLA_FLAGS=${flags# }"
-  XLA_FLAGS="${flags# }" timeout -k 5 "$seconds" "$PYTHON" "$@" --json "$OUT/$name.json" 2>&1 \
+  XLA_FLAGS="${flags# }" CASE_LIMIT_S=$seconds timeout -k 5 "$seconds" "$PYTHON" "$@" --json "$OUT/$name.json" 2>&1 \
     | tee "$OUT/$name.log" \
     | grep --line-buffered -v -E '^\[.*\] (round |preparing |peak memory of )|^[WI][0-9]{4} '
   local status=${PIPESTATUS[0]}
@@ -143,6 +157,23 @@ run() {  # run NAME LIMIT_S MIN_S ARGS...: one benchmark within min(its limit, w
   if ((status != 0 && status != 124 && status != 137)); then
     tail -n 15 "$OUT/$name.log"
   fi
+  bundle > /dev/null
+}
+
+bundle() {  # report.txt, and with BUNDLE_DIR the three files there: after every case and at the end
+  timeout 30 "$PYTHON" benchmarks/gpu_summary.py "$OUT" --cases "$CASES" > "$OUT/report.txt" 2>&1
+  [[ -n ${BUNDLE_DIR:-} ]] || return 0
+  if mkdir -p "$BUNDLE_DIR" && [[ $(realpath "$BUNDLE_DIR") == "$(realpath "$OUT")" ]]; then
+    echo "BUNDLE_DIR is OUT ($OUT): no bundle (it would hold itself); give it a folder of its own"
+    return 0
+  fi
+  tar czf "$BUNDLE_DIR/results.tgz" -C "$(dirname "$OUT")" --exclude="$(basename "$OUT")/profile_trace" \
+    --exclude="$(basename "$OUT")/profile_variant_trace" "$(basename "$OUT")"
+  local traces=() trace
+  for trace in profile_trace profile_variant_trace; do [[ -d $OUT/$trace ]] && traces+=("$trace"); done
+  ((${#traces[@]})) && tar czf "$BUNDLE_DIR/trace.tgz" -C "$OUT" "${traces[@]}"
+  cp "$OUT/report.txt" "$BUNDLE_DIR/report.txt" 2>/dev/null
+  ls -l "$BUNDLE_DIR"
 }
 
 train=(benchmarks/bench_train_step.py --features 264 --frames 196 --memory none "${MODEL[@]}" "${BENCH[@]}")
@@ -158,8 +189,10 @@ for case in ${CASES//,/ }; do
     profile)  # the step of big_batch's jax-bf16: compiled from this check's cache when big_batch ran
       run profile 90 45 benchmarks/profile_step.py --features 264 --frames 196 --batch "$BIG_BATCH" \
         --dtype bfloat16 --steps 3 --warmup 2 --top 40 --trace-dir "$OUT/profile_trace" "${MODEL[@]}" ;;
-    profile_variant)  # not in the default CASES: a variant's program, 2 layers, e.g. the variants case's best
-      run profile_variant 200 90 benchmarks/profile_step.py --features 264 --frames 196 --batch "$BIG_BATCH" \
+    profile_variant)  # not in the default CASES: a variant's program, 2 layers, e.g. the variants case's best.
+      # Without command buffers (CUDA graphs), so that every kernel's event names its op: inside them a
+      # Pallas kernel's event carries only the kernel's own name, which profile_step.py cannot place.
+      CASE_XLA_FLAGS=--xla_gpu_enable_command_buffer= run profile_variant 200 90 benchmarks/profile_step.py --features 264 --frames 196 --batch "$BIG_BATCH" \
         --dtype bfloat16 --steps 3 --warmup 2 --top 40 --trace-dir "$OUT/profile_variant_trace" \
         --variant "$PROFILE_VARIANT" "${MODEL[@]}" --layers 2 ;;
     pipelined)  # ours: big_batch's step, from this check's cache
@@ -198,17 +231,6 @@ for case in ${CASES//,/ }; do
 done
 
 echo "=== summary (total ${SECONDS} s; results in $OUT)"
-timeout 30 "$PYTHON" benchmarks/gpu_summary.py "$OUT" 2>&1 | tee "$OUT/report.txt"
+bundle
+cat "$OUT/report.txt"
 cat "$OUT/summary.txt"
-if [[ -n ${BUNDLE_DIR:-} ]] && mkdir -p "$BUNDLE_DIR" \
-  && [[ $(realpath "$BUNDLE_DIR") == "$(realpath "$OUT")" ]]; then
-  echo "BUNDLE_DIR is OUT ($OUT): no bundle (it would hold itself); give it a folder of its own"
-elif [[ -n ${BUNDLE_DIR:-} ]]; then  # three files for a caller that fetches only a few
-  tar czf "$BUNDLE_DIR/results.tgz" -C "$(dirname "$OUT")" --exclude="$(basename "$OUT")/profile_trace" \
-    --exclude="$(basename "$OUT")/profile_variant_trace" "$(basename "$OUT")"
-  traces=()
-  for trace in profile_trace profile_variant_trace; do [[ -d $OUT/$trace ]] && traces+=("$trace"); done
-  ((${#traces[@]})) && tar czf "$BUNDLE_DIR/trace.tgz" -C "$OUT" "${traces[@]}"
-  cp "$OUT/report.txt" "$BUNDLE_DIR/report.txt" 2>/dev/null
-  ls -l "$BUNDLE_DIR"
-fi

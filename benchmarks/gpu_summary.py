@@ -1,7 +1,10 @@
 """The summary of one benchmarks/gpu_check.sh run: the key numbers of the JSON records it left in a folder,
 set against the issue's goals. Works on partial records (a case cut at its time limit) and missing ones.
 
-    python benchmarks/gpu_summary.py OUT_DIR
+    python benchmarks/gpu_summary.py OUT_DIR [--cases NAME,NAME,...]
+
+--cases: the cases the check was asked to run (gpu_check.sh passes its CASES): only those are listed as
+missing when they left no rows.
 
 Reads only the standard library (no jax, no torch): it runs in a second, after everything else.
 """
@@ -19,6 +22,9 @@ CASES = (  # gpu_check.sh's benchmark cases with rows (the profile is read on it
     "train_step", "big_batch", "pipelined", "compile_flags", "fp32", "geometric", "beat_window", "sampling",
     "autotune_off", "torch_compile", "products", "variants",
 )  # fmt: skip
+
+
+PROFILES = ("profile", "profile_variant")  # gpu_check.sh's profile_step.py cases
 
 
 def load(folder: Path, name: str, field: str = "rows") -> dict | None:
@@ -70,14 +76,16 @@ def train_table(record: dict, title: str) -> None:
         )
 
 
-def profile_table(record: dict, top: int = 12) -> None:
+def profile_table(record: dict, top: int = 12, title: str = "profile") -> None:
     """Where the profiled step's time went (benchmarks/profile_step.py): per kind of op, the top ops."""
     args = record["args"]
     wall_ms = 1e3 * record["wall_median_s"]
+    variant = f" {args['variant']}," if args.get("variant") and args["variant"] != "current" else ""
+    layers = f" {args['layers']} layers," if args.get("layers") else ""
     print(
-        f"\nprofile: B={args['batch']} {record['dtype']}, wall {wall_ms:.1f} ms/step, op time "
-        f"{record['op_ms_per_step']:.1f} ms/step ({record['op_ms_per_step'] / wall_ms:.0%} of wall), busy "
-        f"{fmt(record.get('busy_ms_per_step'), '.1f')} ms/step; "
+        f"\n{title}:{variant}{layers} B={args['batch']} {record['dtype']}, wall {wall_ms:.1f} ms/step, "
+        f"op time {record['op_ms_per_step']:.1f} ms/step ({record['op_ms_per_step'] / wall_ms:.0%} of wall), "
+        f"busy {fmt(record.get('busy_ms_per_step'), '.1f')} ms/step; "
         f"products {fmt(record.get('program_gflop_per_step'), '.0f')} GFLOP/step "
         f"(analytic {fmt(record.get('analytic_gflop_per_step'), '.0f')})"
     )
@@ -143,12 +151,17 @@ def large_batch_goals(record: dict) -> dict | None:
 
 
 def main(argv: list[str]) -> int:
+    asked = None
+    if len(argv) == 3 and argv[1] == "--cases":
+        asked = {name for name in argv[2].split(",") if name}
+        argv = argv[:1]
     if len(argv) != 1:
         print(__doc__)
         return 2
     folder = Path(argv[0])
     records = {name: load(folder, name) for name in CASES}
-    first = next((r for r in records.values() if r), None)
+    profiled = (load(folder, name, "complete") for name in PROFILES)
+    first = next((r for r in [*records.values(), *profiled] if r), None)
     if first is None:
         print(f"no results in {folder}")
         return 1
@@ -254,35 +267,47 @@ def main(argv: list[str]) -> int:
                     steps[framework] = row["median_s"]
         products_table(record, steps)
     if records["variants"]:
-        record = records["variants"]
-        args = record["args"]
-        print(
-            f"\nvariants: B={args['batch']} {args['dtype']}, {args['layers']} layers, median of "
-            f"{args['rounds']} paired rounds"
-        )
-        base = record["rows"][0]
-        width = max(22, *(len(row["variant"]) + 2 for row in record["rows"]))
-        print(
-            f"  {'variant':<{width}}{'s/step':>9}{'vs ' + base['variant']:>14}{'max |dparam|':>14}"
-            f"{'compile s':>10}"
-        )
-        for row in record["rows"]:
-            print(
-                f"  {row['variant']:<{width}}{row['median_s']:>9.4f}"
-                f"{base['median_s'] / row['median_s']:>13.3f}x"
-                f"{fmt(row.get('max_param_difference'), '.3g'):>14}{fmt(row.get('compile_s'), '.1f'):>10}"
-            )
-        for name, why in record.get("failed", {}).items():
-            print(f"  {name}: did not compile ({why})")
-    profile = load(folder, "profile", "complete")
-    if profile:
-        profile_table(profile)
-    missing = [name for name, record in records.items() if record is None]
-    if not profile:
-        missing.append("profile")
+        variants_table(records["variants"])
+    profiles = {name: load(folder, name, "complete") for name in PROFILES}
+    for name, profile in profiles.items():
+        if profile:
+            profile_table(profile, title=name)
+    missing = [name for name, record in {**records, **profiles}.items() if record is None]
+    if asked is not None:
+        missing = [name for name in missing if name in asked]
     if missing:
         print(f"\nno rows from: {', '.join(missing)}")
     return 0
+
+
+def variants_table(record: dict) -> None:
+    """bench_variants.py's rows: each variant's step time against the first's, whether it computes the same
+    step (max |dparam|, d grad_norm, rel dgrad: bench_variants' docstring), its compile time; a record cut
+    short holds compile times only."""
+    args = record["args"]
+    print(
+        f"\nvariants: B={args['batch']} {args['dtype']}, {args['layers']} layers, median of "
+        f"{args['rounds']} paired rounds{status(record)}"
+    )
+    base = record["rows"][0]
+    width = max(22, *(len(row["variant"]) + 2 for row in record["rows"]))
+    print(
+        f"  {'variant':<{width}}{'s/step':>9}{'vs ' + base['variant']:>14}{'max |dparam|':>14}"
+        f"{'d grad_norm':>12}{'rel dgrad':>10}{'compile s':>10}"
+    )
+    for row in record["rows"]:
+        timed = row.get("median_s") is not None and base.get("median_s") is not None
+        speed = f"{base['median_s'] / row['median_s']:>13.3f}x" if timed else f"{'-':>14}"
+        print(
+            f"  {row['variant']:<{width}}{fmt(row.get('median_s'), '.4f'):>9}{speed}"
+            f"{fmt(row.get('max_param_difference'), '.3g'):>14}"
+            f"{fmt(row.get('grad_norm_relative_difference'), '.2g'):>12}"
+            f"{fmt(row.get('gradient_relative_difference'), '.2g'):>10}{fmt(row.get('compile_s'), '.1f'):>10}"
+        )
+    for name, why in record.get("failed", {}).items():
+        print(f"  {name}: did not compile ({why})")
+    for name, why in record.get("skipped", {}).items():
+        print(f"  {name}: {why}")
 
 
 if __name__ == "__main__":

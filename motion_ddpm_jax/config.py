@@ -5,6 +5,9 @@ defaults are the original trainer's (REFERENCE.md): 1000 linear-schedule steps, 
 velocity 0.1, acceleration 0.05, geometric 0.01.
 """
 
+import difflib
+import math
+
 import ml_collections
 
 
@@ -151,12 +154,16 @@ MINIMUM = {
     "data.max_motion_length": 1,
     "diffusion.steps": 2,
     "optim.lr": 0.0,
+    "optim.min_lr": 0.0,
+    "optim.weight_decay": 0.0,
     "optim.clip_norm": 1e-12,
     "optim.ema_every": 1,
     "model.num_layers": 1,
     "model.latent_dim": 1,
     "model.num_heads": 1,
     "model.text_max_length": 2,
+    "data.split_seed": 0,
+    "eval.autoencoder_latent": 1,
     "train.batch_size": 1,
     "train.log_every": 1,
     "train.max_to_keep": 1,
@@ -170,7 +177,15 @@ MINIMUM = {
 RANGES = {"model.cond_drop_prob": (0.0, 1.0), "sample.eta": (0.0, 1.0)}  # both bounds inclusive
 # Numeric fields in [low, high): optim.ema_decay = 1 would never move the average, and its debiasing
 # divides by 1 - decay ** count = 0 (NaN parameters, which sampling reads by default).
-BELOW = {"optim.ema_decay": (0.0, 1.0)}
+BELOW = {
+    "optim.ema_decay": (0.0, 1.0),
+    "optim.b1": (0.0, 1.0),  # Adam's moment decays: 1 would divide by 1 - b ** count = 0 (NaN parameters)
+    "optim.b2": (0.0, 1.0),
+    "model.dropout": (0.0, 1.0),
+}
+ABOVE = {
+    "optim.eps": 0.0
+}  # numeric fields > their bound: Adam's eps = 0 divides 0 by 0 where a gradient is 0
 
 
 def with_defaults(saved: dict) -> dict:
@@ -197,6 +212,17 @@ def _field(config, dotted: str):
     return node
 
 
+def _leaves(tree: dict, prefix: str = "") -> dict:
+    """{dotted name: value} of every field of a config's dict."""
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_leaves(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def validate(config) -> None:
     """Raise errors.UserError naming the first config field whose value is not allowed."""
     from motion_ddpm_jax.errors import UserError
@@ -205,10 +231,26 @@ def validate(config) -> None:
         value = _field(config, name)
         if value is not None and value not in allowed:
             raise UserError(f"config field {name} is {value!r}; expected one of {', '.join(allowed)}")
+    unknown = sorted(set(_leaves(config.to_dict())) - set(_leaves(base_config().to_dict())))
+    if unknown:
+        known = _leaves(base_config().to_dict())
+        hints = [f"{name} (did you mean {', '.join(close)}?)" if (close := difflib.get_close_matches(
+            name, known, n=1)) else name for name in unknown]  # fmt: skip
+        raise UserError(
+            f"config field(s) {', '.join(hints)} not known; a config sets only the fields of "
+            "motion_ddpm_jax/config.py's base_config"
+        )
+    for name, value in _leaves(config.to_dict()).items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UserError(f"config field {name} is {value!r}; expected a finite number")
     for name, low in MINIMUM.items():
         value = _field(config, name)
         if value is not None and not value >= low:
             raise UserError(f"config field {name} is {value!r}; expected a number >= {low}")
+    for name, low in ABOVE.items():
+        value = _field(config, name)
+        if value is not None and not value > low:
+            raise UserError(f"config field {name} is {value!r}; expected a number > {low}")
     for name, (low, high) in RANGES.items():
         value = _field(config, name)
         if value is not None and not low <= value <= high:

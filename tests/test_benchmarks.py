@@ -6,6 +6,7 @@ import importlib.util
 import json
 import mmap
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -244,6 +245,43 @@ def test_variants_benchmark_runs_the_kernels_in_the_train_step(tmp_path):
         assert rows[spelling]["max_param_difference"] < 1e-6
         assert rows[spelling]["grad_norm_relative_difference"] < 1e-6
         assert rows[spelling]["gradient_relative_difference"] < 1e-4
+
+
+def test_variants_benchmark_stops_compiling_at_its_deadline(tmp_path):
+    """--deadline-s (gpu_check.sh passes each case's time limit): once another compile and the rounds would
+    pass it, the remaining variants are skipped and named, and the variants compiled by then are timed
+    and written, rather than the whole case cut at its limit with nothing written."""
+    variants = ["current", "transpose=plain", "attention=einsum"]
+    record, rows, stdout = run_variants(tmp_path, variants, "float32", "8", "--deadline-s", "1")
+    assert list(rows) == ["current"] and rows["current"]["median_s"] > 0 and record["complete"]
+    assert set(record["skipped"]) == {"transpose=plain", "attention=einsum"}
+    assert all("would pass the deadline of 1 s" in why for why in record["skipped"].values())
+    assert re.search(r"transpose=plain +not compiled", stdout), stdout
+
+
+def test_gpu_summary_reads_a_cut_variants_case_and_a_profiled_variant(tmp_path, capsys):
+    """The GPU check's report: a variants record cut short (compile times only, as bench_variants writes
+    them after each compile) is shown as partial, with the check columns; only the cases asked for are
+    listed as missing."""
+    sys.path.insert(0, str(BENCHMARKS))
+    import gpu_summary
+
+    machine = {"jax_device": "NVIDIA H100", "jax": "0.11.2", "date": "2026-12-05"}
+    args = {"batch": 256, "dtype": "bfloat16", "layers": 2, "rounds": 5}
+    partial = {
+        "machine": machine,
+        "args": args,
+        "complete": False,
+        "rows": [{"variant": "current", "compile_s": 91.0}, {"variant": "read=pallas", "compile_s": 88.5}],
+        "skipped": {"attention=tokens-major": "not compiled: ..."},
+    }
+    (tmp_path / "variants.json").write_text(json.dumps(partial))
+    assert gpu_summary.main([str(tmp_path), "--cases", "variants,profile_variant"]) == 0
+    report = capsys.readouterr().out
+    assert "NVIDIA H100; jax 0.11.2" in report and "[PARTIAL" in report
+    assert "rel dgrad" in report and "d grad_norm" in report and "88.5" in report
+    assert "attention=tokens-major: not compiled" in report
+    assert "no rows from: profile_variant" in report and "train_step" not in report
 
 
 def test_the_variants_gradient_check_reads_every_leaf_of_adams_first_moment():
@@ -596,3 +634,43 @@ def test_gpu_check_runs_its_cases_and_summarises_them(tmp_path):
         )
     variant = json.loads((out / "profile_variant.json").read_text())
     assert variant["args"]["variant"] == "attention=tokens-major" and variant["args"]["layers"] == 2
+    assert "profile_variant: attention=tokens-major, 2 layers" in report and "rel dgrad" in report
+    # Without command buffers, so that a Pallas kernel's events name its op.
+    assert variant["machine"]["xla_flags"] == "--xla_gpu_enable_command_buffer="
+
+
+def test_gpu_check_moves_an_earlier_runs_results_aside_and_bundles_as_it_goes(tmp_path):
+    """A second call on a warm machine finds the first call's OUT: its files are kept under
+    OUT.previous-TIME, and this call's report reads only its own results; the bundle holds them."""
+    out, bundle = tmp_path / "out", tmp_path / "bundle"
+    (out / "profile_variant_trace").mkdir(parents=True)
+    (out / "variants.json").write_text('{"rows": [{"variant": "from the first call"}]}')
+    env = {
+        **os.environ,
+        "JAX_PLATFORMS": "cpu",
+        "XLA_FLAGS": FAST_COMPILE,
+        "OUT": str(out),
+        "PYTHON": sys.executable,
+        "BUDGET_S": "400",
+        "BIG_BATCH": "2",
+        "CASES": "variants",
+        "GPU_VARIANTS": "current,transpose=plain",
+        "MODEL_ARGS": " ".join(TINY),
+        "BUNDLE_DIR": str(bundle),
+    }
+    result = subprocess.run(
+        ["bash", str(BENCHMARKS / "gpu_check.sh")], capture_output=True, text=True, timeout=600, env=env
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    previous = [p for p in tmp_path.iterdir() if p.name.startswith("out.previous-")]
+    assert len(previous) == 1 and "from the first call" in (previous[0] / "variants.json").read_text()
+    assert (previous[0] / "profile_variant_trace").is_dir()
+    variants = json.loads((out / "variants.json").read_text())
+    assert variants["complete"] and [row["variant"] for row in variants["rows"]] == [
+        "current",
+        "transpose=plain",
+    ]
+    report = (bundle / "report.txt").read_text()
+    assert "variants: B=2" in report and "from the first call" not in report
+    assert "no rows from" not in report  # only the case asked for
+    assert sorted(p.name for p in bundle.iterdir()) == ["report.txt", "results.tgz"]

@@ -81,3 +81,36 @@ def test_a_schedule_the_step_count_cannot_support_is_refused():
     config.diffusion.steps = 20
     with pytest.raises(UserError, match="diffusion.steps: The 'linear' schedule with num_steps=20"):
         validate(config)
+
+
+@pytest.mark.parametrize(
+    "field, value, expected",
+    [
+        ("optim.b1", 1.0, r"optim.b1 is 1.0; expected a number in \[0.0, 1.0\)"),
+        ("optim.b2", 1.0, r"optim.b2 is 1.0; expected a number in \[0.0, 1.0\)"),
+        ("optim.b1", -0.5, r"optim.b1 is -0.5"),
+        ("optim.eps", 0.0, r"optim.eps is 0.0; expected a number > 0.0"),
+        ("optim.lr", float("inf"), r"optim.lr is inf; expected a finite number"),
+        ("loss.velocity_weight", float("nan"), r"loss.velocity_weight is nan; expected a finite number"),
+        ("optim.min_lr", -1.0, r"optim.min_lr is -1.0; expected a number >= 0.0"),
+        ("model.dropout", 1.5, r"model.dropout is 1.5; expected a number in \[0.0, 1.0\)"),
+        ("data.split_seed", -3, r"data.split_seed is -3"),
+        ("eval.autoencoder_latent", 0, r"eval.autoencoder_latent is 0"),
+    ],
+)
+def test_values_that_would_train_nan_or_upside_down_are_refused(field, value, expected):
+    """Adam's b1 or b2 = 1 (or eps = 0) fills the parameters with NaN at the first update from finite
+    gradients; an infinite lr does too; a negative min_lr climbs the loss at the end of the cosine."""
+    config = base_config()
+    set_field(config, field, value)
+    with pytest.raises(UserError, match=expected):
+        validate(config)
+
+
+def test_a_field_misspelt_in_a_config_file_is_refused_with_the_name_meant():
+    """A config file's assignment to a field base_config lacks adds it silently (ml_collections allows it):
+    the run would train with the default of the field meant."""
+    config = base_config()
+    config.loss.velocity_wieght = 1.0
+    with pytest.raises(UserError, match=r"loss.velocity_wieght \(did you mean loss.velocity_weight\?\)"):
+        validate(config)
