@@ -305,3 +305,27 @@ def test_missing_transcript_and_foreign_output_folder_are_clear_errors(tmp_path)
     with pytest.raises(FileExistsError, match="not a prepared dataset"):
         beat.prepare_beat(raw2, mine, beat.PrepareOptions())
     assert (mine / "thesis.tex").read_text() == "precious"
+
+
+def test_speaker_folders_linked_in_are_found(tmp_path):
+    """A raw root whose speaker folders are symlinks to elsewhere (a dataset assembled without copying):
+    every recording is prepared, not only those in real folders."""
+    store, raw = tmp_path / "store", tmp_path / "raw"
+    make_raw(store, recordings=4)  # speakers 1 and 2
+    raw.mkdir()
+    (raw / "1").symlink_to(store / "1", target_is_directory=True)
+    (raw / "2").symlink_to(store / "2", target_is_directory=True)
+    pairs = beat.find_recordings(raw)
+    assert len(pairs) == 4 and all(text.suffix == ".TextGrid" for _, text in pairs)
+    dataset = beat.prepare_beat(raw, tmp_path / "out", beat.PrepareOptions(), log=lambda *_: None)
+    assert dataset.info["recordings"] == 4
+
+
+def test_an_empty_raw_root_is_refused_before_anything_is_written(tmp_path, monkeypatch):
+    """data.raw_root = "" with data.source=synthetic would write the demo set into the current folder."""
+    monkeypatch.chdir(tmp_path)
+    config = base_config()
+    config.data.source, config.data.raw_root, config.data.root = "synthetic", "", str(tmp_path / "prep")
+    with pytest.raises(beat.MissingInputError, match=r"data.raw_root is empty"):
+        beat.dataset_from_config(config, log=lambda *_: None)
+    assert list(tmp_path.iterdir()) == []

@@ -117,7 +117,11 @@ def test_unknown_folder_says_how_to_prepare(tmp_path):
 def write_humanml3d(root, rng):
     (root / "new_joint_vecs").mkdir(parents=True)
     (root / "texts").mkdir()
-    motions = {"000001": rng.normal(size=(100, 263)), "000002": rng.normal(size=(30, 263))}
+    motions = {
+        "000001": rng.normal(size=(100, 263)),
+        "000002": rng.normal(size=(30, 263)),
+        "000003": rng.normal(size=(250, 263)),
+    }
     for clip_id, motion in motions.items():
         np.save(root / "new_joint_vecs" / f"{clip_id}.npy", motion.astype(np.float32))
     (root / "texts" / "000001.txt").write_text(
@@ -126,7 +130,10 @@ def write_humanml3d(root, rng):
         "someone strides ahead#someone/PRON stride/VERB ahead/ADV#0.0#0.0\n"
     )
     (root / "texts" / "000002.txt").write_text("too short to keep#too/ADV#0.0#0.0\n")
-    (root / "train.txt").write_text("000001\n000002\n000404\n")
+    (root / "texts" / "000003.txt").write_text(  # too long: MotionDiffuse drops its sub-clips with it
+        "a long walk#a/DET long/ADJ walk/NOUN#0.0#0.0\na person jumps.#a/DET person/NOUN#1.0#4.0\n"
+    )
+    (root / "train.txt").write_text("000001\n000002\n000003\n000404\n")
     np.save(root / "Mean.npy", np.zeros(263, np.float32))
     np.save(root / "Std.npy", np.full(263, 1e-4, np.float32))
     return motions
@@ -138,7 +145,9 @@ def test_humanml3d_layout_reads_sub_clips_and_length_limits(tmp_path):
     assert dataset.feature_size == 263 and dataset.representation == "humanml3d"
     np.testing.assert_array_equal(dataset.std, np.full(263, 1e-2, np.float32))  # floored
     split = dataset.split("train")
-    # 000002 (30 frames) is below min_length; 000404 has no motion file (dropped by HumanML3D's processing).
+    # 000002 (30 frames) is below min_length; 000003 (250 frames) is not below max_length, and its 60-frame
+    # sub-clip goes with it, as in MotionDiffuse's loader; 000404 has no motion file (dropped by
+    # HumanML3D's processing).
     assert split.ids == ("000001#1-3.5", "000001")
     np.testing.assert_array_equal(split.motions[0], motions["000001"][20:70].astype(np.float32))
     assert split.captions[0] == ("a person waves.",)

@@ -86,7 +86,13 @@ def find_recordings(raw_root: Path) -> list[tuple[Path, Path]]:
             f"data.raw_root: {raw_root} is not a folder (expected the BEAT release layout)"
         )
     pairs = []
-    for motion_path in sorted(raw_root.rglob("*.bvh")):
+    found = (  # os.walk follows symlinked folders (a speaker linked in from elsewhere); rglob does not
+        Path(folder) / name
+        for folder, _, names in os.walk(raw_root, followlinks=True)
+        for name in names
+        if name.endswith(".bvh")
+    )
+    for motion_path in sorted(found):
         text_path = motion_path.with_suffix(".TextGrid")
         if not text_path.is_file():
             raise MissingInputError(
@@ -336,6 +342,11 @@ def dataset_from_config(config, log=print) -> motion_text.MotionTextDataset:
     if not data.root:
         raise UserError("data.root is empty; set --config.data.root=<prepared dataset folder>")
     prepared = (Path(data.root) / "dataset.json").is_file()
+    if data.source in ("synthetic", "beat") and not prepared and not str(data.raw_root).strip():
+        raise MissingInputError(
+            f"data.raw_root is empty and data.root {data.root} is not prepared; set --config.data.raw_root "
+            "to the folder of the raw recordings (for data.source=synthetic: where the demo set is written)"
+        )
     if data.source == "synthetic" and not prepared:
         from motion_ddpm_jax.data import synthetic
 

@@ -394,6 +394,8 @@ def _load_humanml3d_split(dataset: MotionTextDataset, name: str) -> Split:
             without_motion += 1
             continue  # the published split lists clips that the processing dropped
         motion = _load_motion(motion_path, dataset.feature_size)
+        if not keep(motion):  # as MotionDiffuse: a motion outside the limits goes with its sub-clips
+            continue
         text_path = root / "texts" / f"{clip_id}.txt"
         if not text_path.is_file():
             raise DatasetError(
@@ -414,7 +416,7 @@ def _load_humanml3d_split(dataset: MotionTextDataset, name: str) -> Split:
                 ids.append(f"{clip_id}#{start:g}-{end:g}")
                 motions.append(sub)
                 captions.append((caption,))
-        if whole and keep(motion):
+        if whole:
             ids.append(clip_id)
             motions.append(motion)
             captions.append(tuple(whole))
