@@ -519,6 +519,14 @@ def _holds_a_checkpoint(workdir: Path) -> bool:
     return folder.is_dir() and any(p.is_dir() and p.name.isdigit() for p in folder.iterdir())
 
 
+def _left_by_a_refused_start(path: Path) -> bool:
+    """What a run refused before its run record leaves in a new workdir: the lock file and an empty
+    checkpoint folder (nothing of a user's)."""
+    if path.name == LOCK and path.is_file():
+        return True
+    return path.name == "checkpoints" and path.is_dir() and not any(path.iterdir())
+
+
 def claim_workdir(workdir: Path, config) -> bool:
     """Make sure `workdir` is this run's before anything is written into it; True when it still needs
     its run record (`write_run_record`).
@@ -556,7 +564,7 @@ def claim_workdir(workdir: Path, config) -> bool:
             )
         return False
     if workdir.is_dir():
-        entries = sorted(p.name for p in workdir.iterdir() if p.name != LOCK)
+        entries = sorted(p.name for p in workdir.iterdir() if not _left_by_a_refused_start(p))
         if entries and not _holds_a_checkpoint(workdir):
             shown = ", ".join(entries[:6]) + (f" and {len(entries) - 6} more" if len(entries) > 6 else "")
             raise WorkdirError(
@@ -804,33 +812,35 @@ def _run(config, workdir: Path, stop: _PreemptionFlag, held: contextlib.ExitStac
     if saved is not None:
         check_resumable(saved, config, workdir)
         check_same_data(saved, dataset, workdir)
-    if is_main and needs_record:
-        write_run_record(workdir, config)
-
     if saved is not None:
         tokenizer = text.Tokenizer.from_dict(saved["tokenizer"], source=f"{workdir} checkpoint metadata")
     else:
         tokenizer = text.Tokenizer.build(c for captions in split.captions for c in captions)
-    source = pipeline.BatchSource(
-        split,
-        dataset.mean,
-        dataset.std,
-        tokenizer,
-        global_batch_size=global_batch,
-        max_motion_length=config.data.max_motion_length,
-        max_text_length=config.model.text_max_length,
-        seed=config.seed,
-        process_index=jax.process_index(),
-        process_count=jax.process_count(),
-        min_motion_length=config.data.min_motion_length,
-    )
+    try:  # the config against the data: refused here, before the run record ties the workdir to it
+        source = pipeline.BatchSource(
+            split,
+            dataset.mean,
+            dataset.std,
+            tokenizer,
+            global_batch_size=global_batch,
+            max_motion_length=config.data.max_motion_length,
+            max_text_length=config.model.text_max_length,
+            seed=config.seed,
+            process_index=jax.process_index(),
+            process_count=jax.process_count(),
+            min_motion_length=config.data.min_motion_length,
+        )
+        model = model_lib.model_from_config(
+            config, input_feats=dataset.feature_size, text_vocab_size=tokenizer.vocab_size
+        )
+    except ValueError as error:
+        raise UserError(f"the config does not fit the data at {dataset.root}: {error}") from None
+    if is_main and needs_record:
+        write_run_record(workdir, config)
     steps = total_steps(config.train, source.steps_per_epoch)
     warmup = warmup_steps(config.optim, source.steps_per_epoch)
     lr_schedule = learning_rate_schedule(config.optim, steps, warmup)
     optimizer, ema = make_optimizer(config.optim, lr_schedule), make_ema(config.optim)
-    model = model_lib.model_from_config(
-        config, input_feats=dataset.feature_size, text_vocab_size=tokenizer.vocab_size
-    )
     warning = bottleneck_warning(config, dataset.feature_size)
     if warning:
         log(warning)

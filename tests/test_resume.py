@@ -17,6 +17,7 @@ from tiny_run import ROOT, TINY_MODEL, finish, output, start_launch
 
 from motion_ddpm_jax import checkpoint, train
 from motion_ddpm_jax.data import pipeline, synthetic
+from motion_ddpm_jax.errors import UserError
 
 STEPS = 120
 
@@ -273,6 +274,26 @@ def test_resuming_checks_the_data_and_says_what_changed(tmp_path, data_args):
     assert summary["final_metrics"] is None
     assert (workdir / "metrics.jsonl").read_bytes() == metrics
     assert checkpoint.Checkpointer(workdir, read_only=True).all_steps() == [10, 12]
+
+
+@pytest.mark.parametrize(
+    "field, value", [("data.min_motion_length", 100_000), ("model.text_vocab_size", 300)]
+)
+def test_a_config_refused_against_the_data_leaves_the_workdir_to_the_corrected_one(
+    tmp_path, data_args, field, value
+):
+    """A config the data refuses (no clip long enough, a vocabulary the captions do not give) is one
+    clear error, and writes no run record: the corrected config then trains in the same workdir."""
+    workdir = tmp_path / "run"
+    config = tiny_config(tmp_path, data_args, num_steps=2, save_every_steps=2)
+    section, name = field.split(".")
+    wrong = tiny_config(tmp_path, data_args, num_steps=2, save_every_steps=2)
+    wrong[section][name] = value
+    with pytest.raises(UserError, match=rf"the config does not fit the data at .*{name}"):
+        train.run(wrong, workdir, log=lambda *_: None)
+    assert not (workdir / train.RUN_RECORD).exists()
+    train.run(config, workdir, log=lambda *_: None)
+    assert checkpoint.Checkpointer(workdir, read_only=True).all_steps() == [2]
 
 
 HOLD_LOCK = """
