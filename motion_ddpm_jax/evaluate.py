@@ -917,6 +917,9 @@ def _json_safe(value):
 
 def write_new_json(path: Path, payload: Any) -> Path:
     """Write `payload` to `path`, or to `<stem>_1<suffix>`, `_2`, ... when that exists (never overwrite)."""
+    path = Path(os.path.abspath(path))
+    if path.is_dir():
+        raise EvaluationError(f"{path} is a folder; eval.output names the metrics file to write (a .json)")
     path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(_json_safe(payload), indent=1, allow_nan=False) + "\n"
     for attempt in range(10_000):
@@ -989,6 +992,10 @@ def run(
 
     if config.eval.split not in ("train", "val", "test"):
         raise EvaluationError(f"eval.split is {config.eval.split!r}; expected train, val or test")
+    if config.eval.output and Path(config.eval.output).is_dir():  # before the sampling, not after it
+        raise EvaluationError(
+            f"eval.output {config.eval.output} is a folder; expected the metrics file to write (a .json)"
+        )
     step = int(config.sample.checkpoint_step)
     loaded = sampling.load_model(workdir, step=None if step < 0 else step, use_ema=config.sample.use_ema)
     if data_from_checkpoint:
@@ -1012,9 +1019,10 @@ def run(
         dataset.split(config.eval.split), int(config.eval.num_clips), int(loaded.max_motion_length)
     )
     lengths = [len(m) for m in motions]
+    steps = config.sample.steps if config.sample.sampler == "ddim" else loaded.schedule.num_steps
     log(
         f"evaluating step {loaded.step}: {len(motions)} {config.eval.split} clips, one sample each "
-        f"({config.sample.sampler}, {config.sample.steps} steps, guidance {config.sample.guidance_scale})"
+        f"({config.sample.sampler}, {steps} steps, guidance {config.sample.guidance_scale})"
     )
     start = time.perf_counter()
     out = sampling.generate(
@@ -1025,6 +1033,7 @@ def run(
         **sampling.sampler_settings(config.sample),
     )
     sample_seconds = time.perf_counter() - start
+    sampling.check_finite(out, loaded, workdir)
     generated_lengths = np.asarray(out["lengths"], np.int64)
     if not np.array_equal(generated_lengths, lengths):
         raise RuntimeError(

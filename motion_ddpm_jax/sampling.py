@@ -543,8 +543,24 @@ def read_captions(sample_config) -> list[str]:
     return captions
 
 
+def check_finite(result: dict[str, Any], loaded: LoadedModel, workdir) -> None:
+    """SampleError when `generate`'s motion is not finite within its samples' lengths: the checkpoint's
+    parameters have diverged (a run whose loss went to NaN or inf), and nothing of it should be written."""
+    bad = [i for i, n in enumerate(result["lengths"]) if not np.isfinite(result["motion"][i, :n]).all()]
+    if bad:
+        steps = checkpoint.Checkpointer(workdir, read_only=True).all_steps()
+        raise SampleError(
+            f"the checkpoint of step {loaded.step} in {workdir} generates motion that is not finite "
+            f"({len(bad)} of {len(result['lengths'])} samples): its parameters have diverged (did its "
+            f"training loss go to NaN or inf?); nothing was written. Checkpoints there: {steps}; choose one "
+            "with --config.sample.checkpoint_step"
+        )
+
+
 def fresh_output_dir(wanted: Path) -> Path:
-    """`wanted` if it is missing or empty, else the first missing or empty sibling `<name>_2`, `_3`, ..."""
+    """`wanted` if it is missing or empty, else the first missing or empty sibling `<name>_2`, `_3`, ...
+    (`.` and `..` are first made absolute: they have no name to number)."""
+    wanted = Path(os.path.abspath(wanted))
     candidate, number = wanted, 1
     while candidate.exists() and (not candidate.is_dir() or any(candidate.iterdir())):
         number += 1
@@ -590,6 +606,7 @@ def run(config, workdir: str | os.PathLike, log=print) -> dict[str, Any]:
         f"on {devices_for(len(captions) * s.num_samples)} {jax.default_backend()} device(s)"
     )
     result = generate(loaded, captions, s.num_frames, num_samples=s.num_samples, **sampler_settings(s))
+    check_finite(result, loaded, workdir)
 
     wanted = Path(s.output_dir) if s.output_dir else Path(workdir) / "samples" / f"step_{loaded.step}"
     out = fresh_output_dir(wanted)

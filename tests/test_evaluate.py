@@ -4,6 +4,7 @@ with a stand-in for the sampler."""
 import json
 import sys
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -449,11 +450,12 @@ class FakeSampling:
 
 
 def install(monkeypatch, fake):
-    from motion_ddpm_jax.sampling import sampler_settings
+    from motion_ddpm_jax.sampling import check_finite, sampler_settings
 
     module = types.ModuleType("motion_ddpm_jax.sampling")
     module.load_model, module.generate = fake.load_model, fake.generate
     module.sampler_settings = sampler_settings  # the real config -> keywords mapping
+    module.check_finite = check_finite  # the real check of the generated motion
     monkeypatch.setitem(sys.modules, "motion_ddpm_jax.sampling", module)
     monkeypatch.setattr(motion_ddpm_jax, "sampling", module, raising=False)
 
@@ -602,3 +604,18 @@ def test_a_relative_data_root_missing_from_here_is_the_folder_the_run_trained_on
     assert evaluate.with_checkpoint_data(config, saved, ["root"], str(trained)).data.root == "mine"
     monkeypatch.chdir(tmp_path / "project")
     assert evaluate.with_checkpoint_data(base_config(), saved, (), str(trained)).data.root == "data/demo"
+
+
+def test_an_eval_output_that_is_a_folder_is_refused(tmp_path, monkeypatch):
+    """eval.output names a file: a folder is refused (at the start of a run, before its sampling), and
+    '.' or '..' never become a file named '_1' beside the folder."""
+    with pytest.raises(evaluate.EvaluationError, match=r"is a folder; eval.output names the metrics file"):
+        evaluate.write_new_json(tmp_path, {"a": 1})
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(evaluate.EvaluationError, match="is a folder"):
+        evaluate.write_new_json(Path("."), {"a": 1})
+    config = base_config()
+    config.eval.output = str(tmp_path)
+    with pytest.raises(evaluate.EvaluationError, match=r"eval.output .* is a folder"):
+        evaluate.run(config, tmp_path / "no_run", log=lambda _: None)
+    assert list(tmp_path.iterdir()) == []

@@ -66,7 +66,13 @@ def tiny_config(prediction="epsilon"):
 
 
 def write_checkpoint(
-    workdir, representation="positions", zero_output=False, step=3, prediction="epsilon", latent_dim=16
+    workdir,
+    representation="positions",
+    zero_output=False,
+    step=3,
+    prediction="epsilon",
+    latent_dim=16,
+    diverged=False,
 ):
     """A checkpoint as train.run writes it, of an untrained tiny model (no training: fast)."""
     config = tiny_config(prediction)
@@ -80,6 +86,8 @@ def write_checkpoint(
         rng = np.random.default_rng(3)
         ema["out"]["kernel"] = jnp.asarray(rng.normal(0, 0.3, ema["out"]["kernel"].shape), jnp.float32)
         ema["out"]["bias"] = jnp.asarray(rng.normal(0, 0.1, ema["out"]["bias"].shape), jnp.float32)
+    if diverged:  # what a run whose loss went to NaN leaves
+        ema["out"]["bias"] = jnp.full_like(ema["out"]["bias"], jnp.nan)
     rng = np.random.default_rng(4)
     metadata = {
         "config": config.to_dict(),
@@ -534,6 +542,25 @@ def test_run_writes_npy_and_index_and_never_overwrites(workdirs, monkeypatch):
     assert Path(second["output_dir"]) == out.with_name("step_3_2")
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert any("step_3_2" in line for line in logs)
+
+
+def test_a_diverged_checkpoint_is_refused_before_anything_is_written(tmp_path):
+    write_checkpoint(tmp_path / "nan", diverged=True)
+    with pytest.raises(UserError, match=r"step 3 .* not finite \(2 of 2 samples\).*Checkpoints there: \[3\]"):
+        sampling.run(run_config(), tmp_path / "nan")
+    assert not (tmp_path / "nan" / "samples").exists()
+
+
+def test_an_output_dir_of_dot_in_a_folder_with_files_writes_beside_it(workdirs, tmp_path, monkeypatch):
+    """sample.output_dir='.' where the current folder holds files: a new sibling folder, as for any
+    output_dir that is not empty; nothing in the current folder is touched."""
+    here = tmp_path / "here"
+    here.mkdir()
+    (here / "notes.txt").write_text("mine")
+    monkeypatch.chdir(here)
+    summary = sampling.run(run_config(render=False, output_dir="."), workdirs["positions"])
+    assert Path(summary["output_dir"]) == tmp_path / "here_2"
+    assert sorted(p.name for p in here.iterdir()) == ["notes.txt"]
 
 
 def test_run_reads_text_file_and_needs_some_caption(workdirs, tmp_path):
