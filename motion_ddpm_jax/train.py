@@ -52,7 +52,8 @@ def learning_rate_schedule(optim_config, total_steps: int, warmup: int) -> optax
         raise UserError(
             f"the run has {total_steps} training steps; train.num_steps or train.num_epochs must give >= 1"
         )
-    # A run shorter than its warmup still ends with (at least) one cosine step at min_lr.
+    # A run no longer than its warmup gets a warmup of total_steps - 1 steps: its updates climb to lr
+    # (schedule(total_steps), never used by an update, is min_lr).
     warmup = max(min(warmup, total_steps - 1), 0)
     return optax.warmup_cosine_decay_schedule(
         init_value=optim_config.warmup_start_factor * optim_config.lr,
@@ -180,7 +181,11 @@ def ema_params(ema_state: optax.EmaState, optim_config, params: Any) -> Any:
     before the first step, on a SIGTERM during the set-up, or while every step so far was skipped or
     came before the first of `optim.ema_every`), where the debiasing would divide by 1 - decay ** 0 = 0."""
     decay = jnp.asarray(optim_config.ema_decay, jnp.float32)
-    debiased = optax.tree.bias_correction(ema_state.ema, decay, ema_state.count)
+    # 1 - decay ** count, the weight the average has gathered, as -expm1(count * log1p(-(1 - decay))): in
+    # float32 1 - decay ** count cancels near decay = 1 (0.9999: up to 1e-4 relative in the first steps,
+    # which optax.tree.bias_correction keeps); 1 - decay itself is exact in float32 for decay >= 0.5.
+    gathered = -jnp.expm1(ema_state.count.astype(jnp.float32) * jnp.log1p(-(1.0 - decay)))
+    debiased = jax.tree.map(lambda average: average / gathered.astype(average.dtype), ema_state.ema)
     fed = ema_state.count > 0
     return jax.tree.map(lambda average, current: jnp.where(fed, average, current), debiased, params)
 
