@@ -118,7 +118,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.eval = ml_collections.ConfigDict()  # launch.py --mode eval: generated vs real motion
     config.eval.split = "val"
     config.eval.num_clips = 256  # real clips (and as many generated) compared; 0 = the whole split
-    config.eval.output = ""  # default <workdir>/eval/metrics_<step>.json
+    config.eval.output = ""  # default <workdir>/eval/metrics_step<step>.json
     config.eval.autoencoder_dir = ""  # the FGD motion autoencoder; default <data.root>/fgd_autoencoder
     config.eval.autoencoder_steps = 3000  # --mode train_autoencoder
     config.eval.autoencoder_latent = 32
