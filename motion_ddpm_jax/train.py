@@ -817,7 +817,6 @@ def _run(config, workdir: Path, stop: _PreemptionFlag, held: contextlib.ExitStac
     if saved is not None:
         check_resumable(saved, config, workdir)
         check_same_data(saved, dataset, workdir)
-    if saved is not None:
         tokenizer = text.Tokenizer.from_dict(saved["tokenizer"], source=f"{workdir} checkpoint metadata")
     else:
         tokenizer = text.Tokenizer.build(c for captions in split.captions for c in captions)
