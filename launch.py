@@ -89,9 +89,15 @@ def main(argv):
 
             raw = config.data.raw_root
             if config.data.source == "synthetic" and not (raw and Path(raw).is_dir()):
-                beat.dataset_from_config(config)  # the demo set is written first, as training does
+                dataset = beat.dataset_from_config(config)  # the demo set is written first, as training does
             else:
-                beat.prepare_from_config(config.data)
+                dataset = beat.prepare_from_config(config.data)
+            counts = dataset.info.get("counts", {})
+            clips = " / ".join(f"{counts.get(split)} {split}" for split in ("train", "val", "test"))
+            print(
+                f"{dataset.root}: {clips} clips, {dataset.feature_size} {dataset.representation} features "
+                f"at {dataset.fps:g} fps"
+            )
         elif mode == "sample":
             from motion_ddpm_jax import sampling
 

@@ -879,6 +879,13 @@ def compare(
         sides["real"]["fgd"] = fgd(encoder, real_windows, train_windows)
         sides["generated"]["fgd"] = fgd(encoder, real_windows, generated_windows)
         notes.append(f"FGD on {len(real_windows)} real / {len(generated_windows)} generated windows")
+        if not len(real_windows) or not len(generated_windows):
+            longest = max((len(m) for m in real.clip_motions()), default=0)
+            notes.append(
+                f"FGD is NaN: its autoencoder reads windows of {encoder.window} frames, and the compared "
+                f"clips are shorter (the longest real clip here: {longest} frames; clips are capped at the "
+                "model's data.max_motion_length)"
+            )
     names = list(dict.fromkeys([*sides["real"], *sides["generated"]]))
     table = {name: {side: sides[side].get(name) for side in sides} for name in names}
     return table, notes

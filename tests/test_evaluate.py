@@ -511,6 +511,20 @@ def test_run_of_a_noisy_generator_reports_the_noise(toy_dataset, toy_autoencoder
     assert metrics["fgd"]["generated"] > 0.0 and metrics["fgd"]["real"] > 0.0
 
 
+def test_fgd_of_clips_shorter_than_its_window_says_why_it_is_nan(
+    toy_dataset, toy_autoencoder, tmp_path, monkeypatch
+):
+    """A model whose max_motion_length is below the autoencoder's window: no window to compare, FGD NaN,
+    and a note saying why (it said only "0 windows")."""
+    config = toy_autoencoder[0].copy_and_resolve_references()
+    config.eval.output = str(tmp_path / "short.json")
+    install(monkeypatch, FakeSampling(toy_dataset, max_motion_length=10))
+    result = evaluate.run(config, tmp_path / "run", log=lambda _: None)
+    assert np.isnan(result["metrics"]["fgd"]["generated"])
+    window = evaluate.load_autoencoder(toy_autoencoder[1]).window
+    assert any(f"FGD is NaN: its autoencoder reads windows of {window} frames" in n for n in result["notes"])
+
+
 def test_run_rejects_a_dataset_of_another_feature_size(toy_dataset, tmp_path, monkeypatch):
     config = toy_config(toy_dataset, tmp_path)
     fake = FakeSampling(toy_dataset)

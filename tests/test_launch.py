@@ -72,6 +72,9 @@ def test_prepare_mode_writes_and_prepares_the_synthetic_demo_set(tmp_path):
     again = launch(*args, f"--config.data.root={prepared}")
     assert again.returncode == 0, again.stderr[-3000:]
     assert (prepared / "dataset.json").read_bytes() == record
+    counts = json.loads(record)["counts"]
+    summary = f"{prepared}: {counts['train']} train / {counts['val']} val / {counts['test']} test clips"
+    assert summary in result.stdout and summary in again.stdout  # run again, it says what is there
 
 
 def test_prepare_mode_prepares_raw_beat_and_reports_bad_input(tmp_path):
