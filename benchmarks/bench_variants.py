@@ -581,6 +581,7 @@ class Progress:
 
     def compiled(self, name: str, seconds: float, call_s: float) -> None:
         self.compile_s[name], self.call_s = seconds, max(self.call_s, call_s)
+        print(f"[{time.strftime('%H:%M:%S')}] {name}: compiled in {seconds:.1f} s", file=sys.stderr)
         self.write()
 
     def write(self) -> None:
@@ -608,19 +609,19 @@ def _untimed_call(run) -> float:
 
 
 def _train_step_variants(args, progress: Progress):
-    """Per variant: a timed call (one train step), compile seconds, and (params, grad norm) after two
-    steps from the same initial state; the variants that did not compile (and why) go to
-    `progress.failed` (the first one must compile), those the deadline left out to `progress.skipped`."""
+    """Per variant: a timed call (one train step) and (params, grad norm) after two steps from the same
+    initial state; compile seconds go to `progress`, as do the variants that did not compile and why
+    (`failed`; the first one must compile) and those the deadline left out (`skipped`)."""
     step = bench_train_step.OurStep(args, args.features)
     initial = jax.tree.map(jnp.copy, step.state)
     noise = jax.tree.map(lambda a: jax.random.normal(jax.random.key(a.size), a.shape), initial.params)
     initial = initial.replace(params=jax.tree.map(lambda a, n: a + 0.02 * n, initial.params, noise))
-    runs, compile_s, checks, failed = {}, {}, {}, progress.failed
+    runs, checks, failed = {}, {}, progress.failed
     for name in args.variants:
         if not progress.fits(name):
             continue
         try:
-            compiled, compile_s[name] = compile_variant(step, name, args.dtype)
+            compiled, seconds = compile_variant(step, name, args.dtype)
         except Exception as error:  # noqa: BLE001 - e.g. an XLA option this jax does not know
             if name == args.variants[0]:
                 raise
@@ -632,9 +633,8 @@ def _train_step_variants(args, progress: Progress):
         state, metrics = compiled(state, step.batch, step.rng)
         checks[name] = (jax.tree.map(np.asarray, state.params), float(metrics["grad_norm"]), moments)
         runs[name] = step.runner(compiled)
-        progress.compiled(name, compile_s[name], _untimed_call(runs[name]))
-        print(f"[{time.strftime('%H:%M:%S')}] {name}: compiled in {compile_s[name]:.1f} s", file=sys.stderr)
-    return runs, compile_s, checks
+        progress.compiled(name, seconds, _untimed_call(runs[name]))
+    return runs, checks
 
 
 # `rel dgrad` measures each leaf's difference against its own largest gradient, or against this fraction
@@ -676,8 +676,8 @@ def _train_step_checks(checks, first):
 
 
 def _sampler_variants(args, progress: Progress):
-    """Per variant: a timed call (the whole DDPM sampler), compile seconds, and one denoiser output; no
-    failures (its variants are spellings, which compile or stop the run)."""
+    """Per variant: a timed call (the whole DDPM sampler) and one denoiser output, compile seconds to
+    `progress`; no failures (its variants are spellings, which compile or stop the run)."""
     import bench_sampling
 
     from motion_ddpm_jax import diffusion, sampling
@@ -691,13 +691,13 @@ def _sampler_variants(args, progress: Progress):
     schedule = diffusion.make_schedule("cosine", args.sampler_steps)
     inputs = bench_sampling.sampler_inputs(args.batch, args.frames, args.features, args)
     x_T, tokens, text_mask, mask = (jnp.asarray(a) for a in inputs)
-    runs, compile_s, checks = {}, {}, {}
+    runs, checks = {}, {}
     for name in args.variants:
         if not progress.fits(name):
             continue
         with variant_context(name):
             ours = bench_sampling.Ours(args, args.features, params, args.dtype)
-            runs[name], compile_s[name] = ours.compile("ddpm", schedule, args.sampler_steps, inputs)
+            runs[name], seconds = ours.compile("ddpm", schedule, args.sampler_steps, inputs)
 
             @jax.jit
             def denoise_once(params, model=ours.model):
@@ -706,9 +706,8 @@ def _sampler_variants(args, progress: Progress):
                 return denoise(x_T, jnp.full((args.batch,), args.sampler_steps // 2, jnp.int32))
 
             checks[name] = np.asarray(denoise_once(params), np.float64)
-        progress.compiled(name, compile_s[name], _untimed_call(runs[name]))
-        print(f"[{time.strftime('%H:%M:%S')}] {name}: compiled in {compile_s[name]:.1f} s", file=sys.stderr)
-    return runs, compile_s, checks
+        progress.compiled(name, seconds, _untimed_call(runs[name]))
+    return runs, checks
 
 
 def _sampler_checks(checks, first):
@@ -721,7 +720,7 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     sampler = args.sampler_steps > 0
     progress = Progress(args)
-    runs, compile_s, checks = (_sampler_variants if sampler else _train_step_variants)(args, progress)
+    runs, checks = (_sampler_variants if sampler else _train_step_variants)(args, progress)
     failed = progress.failed
     first = args.variants[0]
     timed = [name for name in args.variants if name in runs]
@@ -735,7 +734,7 @@ def main(argv=None) -> None:
     rows = []
     for name in timed:
         row = {"variant": name, "median_s": statistics.median(seconds[name]), "seconds": seconds[name]}
-        rows.append({**row, "compile_s": compile_s[name], **differences[name]})
+        rows.append({**row, "compile_s": progress.compile_s[name], **differences[name]})
     base = rows[0]["median_s"]
     machine = common.machine_info()
     what = f"DDPM sampler of {args.sampler_steps} steps" if sampler else "train step"

@@ -183,9 +183,8 @@ BELOW = {
     "optim.b2": (0.0, 1.0),
     "model.dropout": (0.0, 1.0),
 }
-ABOVE = {
-    "optim.eps": 0.0
-}  # numeric fields > their bound: Adam's eps = 0 divides 0 by 0 where a gradient is 0
+# Numeric fields > their bound: Adam's eps = 0 divides 0 by 0 where a gradient is 0.
+ABOVE = {"optim.eps": 0.0}
 
 
 def with_defaults(saved: dict) -> dict:
@@ -212,14 +211,18 @@ def _field(config, dotted: str):
     return node
 
 
-def _leaves(tree: dict, prefix: str = "") -> dict:
-    """{dotted name: value} of every field of a config's dict."""
+def flatten(config) -> dict:
+    """{dotted name: value} of every field of a config (a ConfigDict or its dict)."""
     out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(_leaves(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
+
+    def walk(prefix, node):
+        for key, value in node.items():
+            if isinstance(value, dict):
+                walk(f"{prefix}{key}.", value)
+            else:
+                out[f"{prefix}{key}"] = value
+
+    walk("", config.to_dict() if hasattr(config, "to_dict") else config)
     return out
 
 
@@ -231,16 +234,16 @@ def validate(config) -> None:
         value = _field(config, name)
         if value is not None and value not in allowed:
             raise UserError(f"config field {name} is {value!r}; expected one of {', '.join(allowed)}")
-    unknown = sorted(set(_leaves(config.to_dict())) - set(_leaves(base_config().to_dict())))
+    fields, known = flatten(config), flatten(base_config())
+    unknown = sorted(set(fields) - set(known))
     if unknown:
-        known = _leaves(base_config().to_dict())
         hints = [f"{name} (did you mean {', '.join(close)}?)" if (close := difflib.get_close_matches(
             name, known, n=1)) else name for name in unknown]  # fmt: skip
         raise UserError(
             f"config field(s) {', '.join(hints)} not known; a config sets only the fields of "
             "motion_ddpm_jax/config.py's base_config"
         )
-    for name, value in _leaves(config.to_dict()).items():
+    for name, value in fields.items():
         if isinstance(value, float) and not math.isfinite(value):
             raise UserError(f"config field {name} is {value!r}; expected a finite number")
     for name, low in MINIMUM.items():

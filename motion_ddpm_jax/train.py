@@ -387,24 +387,10 @@ def make_train_step(
 RESUMABLE_CHANGES = ("train.", "sample.", "eval.", "distributed.", "data.root", "data.raw_root")
 
 
-def flatten_config(config) -> dict[str, Any]:
-    out = {}
-
-    def walk(prefix, node):
-        for key, value in node.items():
-            if isinstance(value, dict):
-                walk(f"{prefix}{key}.", value)
-            else:
-                out[f"{prefix}{key}"] = value
-
-    walk("", config.to_dict() if hasattr(config, "to_dict") else config)
-    return out
-
-
 def incompatible_fields(saved: dict[str, Any], current) -> list[str]:
     """Config fields whose values differ between a checkpoint's run and this one, and matter for resuming.
     A field the saved config lacks counts as its default (`config.with_defaults`)."""
-    old, new = flatten_config(config_lib.with_defaults(saved)), flatten_config(current)
+    old, new = config_lib.flatten(config_lib.with_defaults(saved)), config_lib.flatten(current)
     return sorted(
         key
         for key in set(old) | set(new)
