@@ -8,7 +8,8 @@ Modes:
   model from the checkpoint, the real motion from the config's `data.*`, or without `--config` from the
   data the checkpoint's run trained on, less the `--config.data.*` given);
 - `train_autoencoder`: train the motion autoencoder that eval's FGD uses, saved beside the dataset;
-- `prepare`: raw BEAT at data.raw_root -> the prepared dataset cache at data.root;
+- `prepare`: raw BEAT at data.raw_root -> the prepared dataset cache at data.root (data.source=prepared:
+  data.root is checked and summarised as it is);
 - `smoke`: a quick end-to-end check of the pure core.
 The workdir defaults to runs/<config file name>. Several hosts join through `jax.distributed` when the
 config (`distributed.*`) or the environment asks for it (see README, "Training on a cluster").
@@ -87,13 +88,12 @@ def main(argv):
         elif mode == "prepare":
             from motion_ddpm_jax.data import beat
 
-            raw = config.data.raw_root
-            if config.data.source == "synthetic" and not (raw and Path(raw).is_dir()):
-                dataset = beat.dataset_from_config(config)  # the demo set is written first, as training does
-            else:
+            source, raw = config.data.source, config.data.raw_root
+            if source == "beat" or (source == "synthetic" and raw and Path(raw).is_dir()):
                 dataset = beat.prepare_from_config(config.data)
-            counts = dataset.info.get("counts", {})
-            clips = " / ".join(f"{counts.get(split)} {split}" for split in ("train", "val", "test"))
+            else:  # as training does: the demo set is written first; a prepared (HumanML3D) folder is read
+                dataset = beat.dataset_from_config(config)
+            clips = " / ".join(f"{count} {split}" for split, count in _clip_counts(dataset).items())
             print(
                 f"{dataset.root}: {clips} clips, {dataset.feature_size} {dataset.representation} features "
                 f"at {dataset.fps:g} fps"
@@ -128,6 +128,21 @@ def main(argv):
     # Errors a user can act on carry a complete message (file, field or flag, and what was expected).
     except (UserError, OSError, FloatingPointError) as error:
         sys.exit(f"launch.py --mode {mode}: {error}")
+
+
+def _clip_counts(dataset) -> dict[str, object]:
+    """Clips per split: as the prepared record counts them, or (a HumanML3D layout, which records none)
+    as its split files list them once loaded with the config's length limits; "no" for a missing split."""
+    recorded = dataset.info.get("counts", {})
+    counts = {}
+    for split in ("train", "val", "test"):
+        if split in recorded:
+            counts[split] = recorded[split]
+        elif (dataset.root / f"{split}.txt").is_file():
+            counts[split] = len(dataset.split(split))
+        else:
+            counts[split] = "no"
+    return counts
 
 
 def parse_flags(argv: list[str]) -> list[str]:

@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from motion_ddpm_jax import kinematics
+from motion_ddpm_jax import files, kinematics
 from motion_ddpm_jax import representation as layouts
 from motion_ddpm_jax.errors import UserError
 from motion_ddpm_jax.skeleton import Skeleton
@@ -676,6 +676,12 @@ def train_autoencoder(config, log=print) -> Path:
     directory = autoencoder_dir(config)
     settings = autoencoder_settings(config, dataset)
     if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
+        if not (directory / "autoencoder.json").is_file():  # someone else's folder, or a file
+            what = "a folder of other files" if directory.is_dir() else "a file"
+            raise EvaluationError(
+                f"{directory} is {what} (no autoencoder.json: not an FGD autoencoder); it is left as it is. "
+                "Set eval.autoencoder_dir to a new or empty folder for the autoencoder"
+            )
         saved = _read_settings(directory)["settings"]
         if saved == json.loads(json.dumps(settings)):
             log(f"{directory}: an FGD autoencoder with these settings exists already; nothing to do")
@@ -910,25 +916,13 @@ def format_table(table: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _json_safe(value):
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    if isinstance(value, np.generic):
-        return _json_safe(value.item())
-    return value
-
-
 def write_new_json(path: Path, payload: Any) -> Path:
     """Write `payload` to `path`, or to `<stem>_1<suffix>`, `_2`, ... when that exists (never overwrite)."""
     path = Path(os.path.abspath(path))
     if path.is_dir():
         raise EvaluationError(f"{path} is a folder; eval.output names the metrics file to write (a .json)")
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(_json_safe(payload), indent=1, allow_nan=False) + "\n"
+    text = json.dumps(files.json_safe(payload), indent=1, allow_nan=False) + "\n"
     for attempt in range(10_000):
         candidate = path if attempt == 0 else path.with_name(f"{path.stem}_{attempt}{path.suffix}")
         try:

@@ -1,6 +1,7 @@
 """Small file helpers shared by the writers: never overwrite a user's file by accident."""
 
 import json
+import math
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -56,3 +57,18 @@ def save_json_once(
     temporary.write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
     os.replace(temporary, path)
     return path
+
+
+def json_safe(value: Any) -> Any:
+    """`value` with every non-finite float as None and numpy scalars as Python numbers, for
+    `json.dumps(..., allow_nan=False)`: JSON has no NaN or Infinity (Python writes them as tokens that
+    strict readers, jq or JavaScript, refuse), so a diverged number is written as null."""
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(item) for item in value]
+    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:  # numpy / jax scalars
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

@@ -28,7 +28,7 @@ import optax
 from flax import struct
 from tensorboardX import SummaryWriter
 
-from motion_ddpm_jax import checkpoint, diffusion, losses, text
+from motion_ddpm_jax import checkpoint, diffusion, files, losses, text
 from motion_ddpm_jax import config as config_lib
 from motion_ddpm_jax import model as model_lib
 from motion_ddpm_jax.data import beat, pipeline
@@ -406,8 +406,9 @@ def total_steps(train_config, steps_per_epoch: int) -> int:
 
 
 class MetricsLog:
-    """Every `log_every` steps: one JSON object per row in <workdir>/metrics.jsonl, TensorBoard scalars in
-    <workdir>/tensorboard, and a progress line on the console. Silent on processes other than 0."""
+    """Every `log_every` steps: one JSON object per row in <workdir>/metrics.jsonl (a non-finite value as
+    null: strict JSON), TensorBoard scalars in <workdir>/tensorboard, and a progress line on the console.
+    Silent on processes other than 0."""
 
     def __init__(self, workdir: Path, total: int, enabled: bool, first_step: int = 0):
         """`first_step`: the step the run starts (or resumes) from. Rows logged after it by an earlier,
@@ -441,7 +442,7 @@ class MetricsLog:
         if not self.enabled:
             return
         with self.path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps({"step": step, **values}) + "\n")
+            f.write(json.dumps(files.json_safe({"step": step, **values}), allow_nan=False) + "\n")
         for name, value in values.items():
             self.writer.add_scalar(name, value, step)
         self.writer.flush()

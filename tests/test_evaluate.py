@@ -348,7 +348,7 @@ def toy_dataset(tmp_path_factory):
 
 def toy_config(dataset, tmp_path):
     config = base_config()
-    config.data.source = "prepared"
+    config.data.source, config.data.fps = "prepared", FPS
     config.data.root = str(dataset.root)
     config.eval.autoencoder_dir = str(tmp_path / "fgd")
     config.eval.autoencoder_steps = 150
@@ -387,6 +387,27 @@ def test_train_autoencoder_never_overwrites(toy_autoencoder):
     with pytest.raises(UserError, match=f"{directory}.*latent"):
         evaluate.train_autoencoder(other, log=messages.append)
     assert (directory / "autoencoder.npz").stat().st_mtime_ns == before
+
+
+def test_train_autoencoder_into_someone_elses_folder_is_refused_with_no_circular_hint(toy_dataset, tmp_path):
+    """A non-empty folder (or a file) without autoencoder.json: the error names it and asks for a new or
+    empty folder (it said "train one with --mode train_autoencoder", the command just run); nothing in it
+    is touched, and no training starts."""
+    config = toy_config(toy_dataset, tmp_path)
+    (tmp_path / "fgd").mkdir()
+    (tmp_path / "fgd" / "notes.txt").write_text("mine")
+    (tmp_path / "a_file").write_text("mine too")
+    for target, what in ((tmp_path / "fgd", "a folder of other files"), (tmp_path / "a_file", "a file")):
+        config.eval.autoencoder_dir = str(target)
+        messages = []
+        with pytest.raises(UserError) as refused:
+            evaluate.train_autoencoder(config, log=messages.append)
+        assert f"{target} is {what}" in str(refused.value) and "new or empty folder" in str(refused.value)
+        assert "--mode train_autoencoder" not in str(refused.value)
+        assert not any("training the FGD autoencoder" in m for m in messages)
+    assert [p.name for p in (tmp_path / "fgd").iterdir()] == ["notes.txt"]
+    assert (tmp_path / "fgd" / "notes.txt").read_text() == "mine"
+    assert (tmp_path / "a_file").read_text() == "mine too"
 
 
 def test_autoencoder_saves_and_reloads_to_the_same_encodings(toy_autoencoder, toy_dataset, tmp_path):

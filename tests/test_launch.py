@@ -96,3 +96,35 @@ def test_prepare_mode_prepares_raw_beat_and_reports_bad_input(tmp_path):
         "--mode", "prepare", "--config", "configs/beat.py", f"--config.data.raw_root={tmp_path / 'x'}"
     )
     assert missing.returncode != 0 and "data.raw_root" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_prepare_mode_reads_a_prepared_or_humanml3d_folder_as_it_is(tmp_path):
+    """data.source=prepared: `--mode prepare` asks for no raw data; it opens data.root (our layout or
+    HumanML3D's), says what it holds, and refuses a config whose representation or fps is not the data's."""
+    import numpy as np
+    from test_motion_text import write_humanml3d
+
+    humanml3d = tmp_path / "HumanML3D"
+    write_humanml3d(humanml3d, np.random.default_rng(0))
+    before = sorted(p.relative_to(humanml3d) for p in humanml3d.rglob("*"))
+    args = ["--mode", "prepare", "--config", "configs/humanml3d.py", f"--config.data.root={humanml3d}"]
+    result = launch(*args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    # train.txt: 000001 (100 frames) and its 50-frame sub-clip; 30 and 250 frames are outside [40, 200)
+    assert f"{humanml3d}: 2 train / no val / no test clips, 263 humanml3d features at 20 fps" in result.stdout
+    assert sorted(p.relative_to(humanml3d) for p in humanml3d.rglob("*")) == before  # nothing written
+    wrong = launch(*args, "--config.data.representation=positions")
+    assert wrong.returncode != 0 and "Traceback" not in wrong.stderr
+    assert "data.representation is 'positions', the data 'humanml3d'" in wrong.stderr
+
+    from motion_ddpm_jax.data import synthetic
+
+    raw, prepared = tmp_path / "raw", tmp_path / "prepared"
+    synthetic.write_demo_dataset(raw, num_speakers=2, recordings_per_speaker=1, sentences_per_recording=2)
+    beat_args = ["--mode", "prepare", "--config", "configs/beat.py", f"--config.data.root={prepared}"]
+    assert launch(*beat_args, f"--config.data.raw_root={raw}").returncode == 0
+    as_is = launch(*beat_args, "--config.data.source=prepared")  # no raw_root: none is needed
+    assert as_is.returncode == 0, as_is.stderr[-3000:]
+    assert f"{prepared}: " in as_is.stdout and "264 positions features at 60 fps" in as_is.stdout
+    other = launch(*beat_args, "--config.data.source=prepared", "--config.data.fps=30")
+    assert other.returncode != 0 and "data.fps is 30, the data 60" in other.stderr

@@ -209,6 +209,7 @@ def test_humanml3d_std_is_floored_at_the_configs_data_std_floor(tmp_path):
     np.save(tmp_path / "Std.npy", std.astype(np.float32))
     config = base_config()
     config.data.source, config.data.root, config.data.fps = "prepared", str(tmp_path), 20.0
+    config.data.representation = "humanml3d"
     for floor, expected in ((1e-4, 0.004), (1e-2, 0.01)):
         config.data.std_floor = floor
         got = beat.dataset_from_config(config, log=lambda *_: None).std

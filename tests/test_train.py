@@ -1,5 +1,6 @@
 """The optimizer chain, the learning-rate schedule and the parameter EMA against closed forms."""
 
+import json
 import math
 
 import jax
@@ -277,3 +278,30 @@ def test_a_model_too_narrow_for_epsilon_prediction_is_warned_about():
     assert train.bottleneck_warning(config, 264) is not None
     config.model.latent_dim = 512
     assert train.bottleneck_warning(config, 264) is None
+
+
+def test_metrics_log_writes_strict_json_with_non_finite_values_as_null(tmp_path, capsys):
+    """metrics.jsonl is strict JSON (no NaN / Infinity tokens, which jq and JavaScript refuse): a diverged
+    value is null, the finite ones and numpy scalars as their numbers; the training curves still plot it."""
+    from motion_ddpm_jax import render
+
+    log = train.MetricsLog(tmp_path, total=100, enabled=True)
+    values = {"loss": float("nan"), "loss_geom": np.float32(0.25), "lr": 1e-4, "grad_norm": float("inf")}
+    values |= {"skipped_steps": 1.0, "steps_per_s": 2.0, "samples_per_s": -float("inf")}
+    log.write(50, values)
+    log.write(100, {**values, "loss": 0.5})
+    log.close()
+
+    def refuse(token):
+        raise AssertionError(f"{token} is not JSON")
+
+    lines = (tmp_path / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+    rows = [json.loads(line, parse_constant=refuse) for line in lines]
+    assert rows[0] == {
+        "step": 50, "loss": None, "loss_geom": 0.25, "lr": 1e-4, "grad_norm": None,
+        "skipped_steps": 1.0, "steps_per_s": 2.0, "samples_per_s": None,
+    }  # fmt: skip
+    assert rows[1]["loss"] == 0.5 and "nan" in capsys.readouterr().out  # the console still says what it was
+    figure = render.training_curves_figure(tmp_path / "metrics.jsonl")
+    points = {line.get_label(): list(line.get_xdata()) for line in figure.axes[0].get_lines()}
+    assert points == {"loss": [100], "loss_geom": [50, 100]}  # loss: its one finite row

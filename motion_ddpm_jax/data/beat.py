@@ -363,13 +363,32 @@ def dataset_from_config(config, log=print) -> motion_text.MotionTextDataset:
         _check_prepared_options(Path(data.root), options_from_config(data))
     elif data.source != "prepared":
         raise UserError(f"data.source is {data.source!r}; expected synthetic, beat or prepared")
-    return motion_text.open_dataset(
+    dataset = motion_text.open_dataset(
         data.root,
         fps=data.fps,
         min_length=data.min_motion_length,
         max_length=data.max_clip_length or None,
         std_floor=data.std_floor,
     )
+    _check_config_describes(dataset, data)
+    return dataset
+
+
+def _check_config_describes(dataset: motion_text.MotionTextDataset, data) -> None:
+    """Refuse a config whose data.representation or data.fps is not what data.root holds (for
+    data.source=prepared nothing else compares them: the run would train on the folder's features while its
+    config, saved with every checkpoint, named others)."""
+    wrong = []
+    if dataset.representation != data.representation:
+        wrong.append(f"data.representation is {data.representation!r}, the data {dataset.representation!r}")
+    if not np.isclose(float(dataset.fps), float(data.fps), rtol=1e-6, atol=0.0):
+        wrong.append(f"data.fps is {float(data.fps):g}, the data {float(dataset.fps):g}")
+    if wrong:
+        record = "dataset.json" if dataset.layout == "prepared" else f"a {dataset.layout} layout"
+        raise UserError(
+            f"data.root {dataset.root} ({record}) does not hold what the config names: {'; '.join(wrong)}. "
+            "Set those fields to the data's values, or point data.root at the data the config describes"
+        )
 
 
 def _check_prepared_options(root: Path, options: PrepareOptions) -> None:
