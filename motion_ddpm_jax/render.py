@@ -19,8 +19,7 @@ import math
 import os
 import shutil
 import subprocess
-import textwrap
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import matplotlib as mpl
@@ -44,7 +43,8 @@ _TO_PLOT = {
 }
 VIEW_ELEVATION, VIEW_AZIMUTH = 15.0, -70.0  # degrees; the camera sits in front of a BEAT character
 PANEL_INCHES, TITLE_INCHES, CLOCK_INCHES, DPI = 3.0, 0.5, 0.2, 100  # even pixel sizes for MP4
-TITLE_FONT_SIZE, TITLE_MAX_LINES = 9.0, 3
+TITLE_FONT_SIZE, TITLE_MIN_FONT_SIZE, TITLE_MAX_LINES = 9.0, 7.0, 3
+TITLE_SIDE_INCHES = 0.04  # kept clear at each side of a title, so neighbouring titles never touch
 GROUND_CELLS = 8
 BONE_COLOR, JOINT_COLOR, GROUND_COLOR, GROUND_FILL = "#1f4e8c", "#c0392b", "#9aa5b1", "#eef1f4"
 ANIMATION_SUFFIXES = (".gif", ".mp4")
@@ -85,13 +85,53 @@ def bone_polyline(points: np.ndarray, parents: np.ndarray) -> np.ndarray:
     return stacked.reshape(*points.shape[:-2], 3 * len(children), 3)
 
 
-def wrap_title(text: str, width: int, max_lines: int = TITLE_MAX_LINES) -> str:
-    """`text` wrapped to lines of at most `width` characters, cut to `max_lines` (ending in '...')."""
-    lines = textwrap.wrap(" ".join(str(text).split()), width=width) or [""]
-    if len(lines) > max_lines:
-        lines = lines[:max_lines]
-        lines[-1] = lines[-1][: width - 3].rstrip() + "..."
-    return "\n".join(lines)
+def wrap_title(
+    text: str, width: float, max_lines: int = TITLE_MAX_LINES, measure: Callable[[str], float] = len
+) -> str:
+    """`text` wrapped to lines at most `width` wide, cut to `max_lines` (the last ending in '...').
+
+    Widths are `measure(line)`: characters by default, or a renderer's pixels (`_fit_title`), which is what
+    keeps wide letters (W, m, CJK) inside a panel. A word wider than a line is broken across lines."""
+    return "\n".join(_cut_lines(_wrap_lines(text, width, measure, max_lines), max_lines, width, measure))
+
+
+def _wrap_lines(text: str, width: float, measure: Callable[[str], float], max_lines: int) -> list[str]:
+    """The lines of `text` (words split at whitespace) at most `width` wide, each holding as many words as
+    fit, a word wider than a line broken across lines; [""] for a blank `text`. Stops after max_lines + 1
+    lines: those past max_lines are only ever cut."""
+    words, lines = str(text).split(), []
+    while words and len(lines) <= max_lines:
+        count = _longest_fit(len(words), lambda n: measure(" ".join(words[:n])) <= width)
+        if count == 0:  # a line of part of the first word: at least one character, so that wrapping ends
+            count = max(1, _longest_fit(len(words[0]), lambda n: measure(words[0][:n]) <= width))
+            lines.append(words[0][:count])
+            words[0] = words[0][count:]
+        else:
+            lines.append(" ".join(words[:count]))
+            del words[:count]
+    return lines or [""]
+
+
+def _longest_fit(count: int, fits: Callable[[int], bool]) -> int:
+    """The largest n <= count with fits(n), 0 if not even fits(1), for `fits` true up to some n and false
+    past it. Found by doubling n, then halving the gap: few measurements, none much longer than a line."""
+    low, high = 0, 1  # fits(low), or low == 0
+    while high <= count and fits(high):
+        low, high = high, 2 * high
+    high = min(high, count + 1)  # fits(high) fails, or high is past count
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (middle, high) if fits(middle) else (low, middle)
+    return low
+
+
+def _cut_lines(lines: list[str], max_lines: int, width: float, measure: Callable[[str], float]) -> list[str]:
+    """`lines`, or where there are more than `max_lines` the first ones, the last cut to end in '...'."""
+    if len(lines) <= max_lines:
+        return lines
+    last = lines[max_lines - 1]
+    kept = _longest_fit(len(last), lambda n: measure(last[:n] + "...") <= width)
+    return [*lines[: max_lines - 1], last[:kept].rstrip() + "..."]
 
 
 # ------------------------------------------------------------------------------------- validation
@@ -272,9 +312,14 @@ def _add_panel(figure: Figure, rect, title: str, lo: np.ndarray, hi: np.ndarray,
     ax.set_zlim3d(lo[2], hi[2])
     ax.set_box_aspect((1.0, 1.0, 1.0), zoom=1.25)
     ax.set_axis_off()
-    # An explicit y keeps matplotlib from re-measuring the (hidden) axes for the title on every frame.
-    title_width = max(10, int(PANEL_INCHES * 72 / (0.55 * TITLE_FONT_SIZE)))
-    ax.set_title(wrap_title(title, title_width), fontsize=TITLE_FONT_SIZE, y=1.0, pad=0.0)
+    # The title sits in the band above the panel, its bottom on the panel's top edge: an explicit y keeps
+    # matplotlib from re-measuring the (hidden) axes for it on every frame, and set_y undoes the 0.92 that
+    # 3D axes apply to a title's y (which pushed titles ~28 px into the panel). Captions are free text: a
+    # '$' must not start mathtext, which would also be measured differently (or fail to parse).
+    ax.set_title("", y=1.0, pad=0.0, va="bottom", parse_math=False, usetex=False)
+    ax.title.set_y(1.0)
+    width = (PANEL_INCHES - 2 * TITLE_SIDE_INCHES) * figure.dpi
+    _fit_title(ax.title, title, figure.canvas.get_renderer(), width, TITLE_INCHES * figure.dpi)
     corners = [(lo[0], lo[1]), (hi[0], lo[1]), (hi[0], hi[1]), (lo[0], hi[1])]
     quad = Poly3DCollection([[(x, y, ground_height) for x, y in corners]], facecolor=GROUND_FILL, zorder=0)
     ax.add_collection3d(quad)
@@ -282,6 +327,44 @@ def _add_panel(figure: Figure, rect, title: str, lo: np.ndarray, hi: np.ndarray,
     (bones,) = ax.plot([], [], [], color=BONE_COLOR, linewidth=2.0, solid_capstyle="round", zorder=2)
     (joints,) = ax.plot([], [], [], linestyle="none", marker="o", markersize=2.5, color=JOINT_COLOR, zorder=3)
     return ax, bones, joints, ground
+
+
+def _fit_title(title: Text, caption: str, renderer, width: float, height: float) -> None:
+    """Set `title` to `caption`, wrapped by its rendered width to at most TITLE_MAX_LINES lines in a block at
+    most `width` x `height` pixels: at TITLE_FONT_SIZE, else at the largest size down to TITLE_MIN_FONT_SIZE
+    (in half points) that shows all of it, else at that size cut to the lines that fit, ending in '...'.
+    Runs once, when the scene is built (a few dozen measurements of ~1 ms); frames reuse the result."""
+
+    def fit(size: float) -> tuple[str, bool]:
+        """The title's text at `size`, and whether it shows the whole caption."""
+        title.set_fontsize(size)
+        font = title.get_fontproperties()
+
+        def measure(text: str) -> float:
+            return renderer.get_text_width_height_descent(text, font, ismath=False)[0]
+
+        lines = _wrap_lines(caption, width, measure, TITLE_MAX_LINES)
+        for count in range(min(len(lines), TITLE_MAX_LINES), 0, -1):  # fewer lines where glyphs are tall
+            title.set_text("\n".join(_cut_lines(lines, count, width, measure)))
+            fits = title.get_window_extent(renderer).height <= height
+            if fits:
+                break
+        return title.get_text(), fits and count == len(lines)
+
+    sizes = np.arange(TITLE_FONT_SIZE, TITLE_MIN_FONT_SIZE - 0.25, -0.5).tolist()
+    if fit(sizes[0])[1]:
+        return
+    texts = {}
+    large, small = 0, len(sizes) - 1  # bisect: the whole caption fits at sizes[small], not at sizes[large]
+    texts[small], whole = fit(sizes[small])
+    if not whole:
+        return  # cut, at the smallest size
+    while small - large > 1:
+        middle = (large + small) // 2
+        texts[middle], whole = fit(sizes[middle])
+        large, small = (large, middle) if whole else (middle, small)
+    title.set_fontsize(sizes[small])
+    title.set_text(texts[small])
 
 
 def _ground_polyline(lo: np.ndarray, hi: np.ndarray, height: float) -> np.ndarray:
@@ -438,7 +521,8 @@ def animate_skeletons(
 
     positions: a list of [T_i, J, 3] arrays or one [N, T, J, 3] array, data coordinates with `up_axis` up.
     parents: int [J], parent of each joint, -1 for a root; a bone is drawn from each joint to its parent.
-    titles: N captions (wrapped to fit above their panels), or None.
+    titles: N captions (wrapped to fit above their panels, in a smaller font or cut with '...' where too
+        long), or None.
     The animation has max_i T_i frames at `fps` (a GIF: every frame up to 50 fps, above that every
     `gif_timing` step-th, since a GIF stores whole hundredths of a second per frame and players honour no
     delay under 2); shorter samples hold their last frame. Never overwrites: an existing `path` raises

@@ -1,13 +1,17 @@
 """Tests of render.py: stick-figure animations and training-curve plots, on tiny skeletons and few frames."""
 
 import json
+import math
 import re
 import shutil
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 from PIL import Image
 
 from motion_ddpm_jax import render
@@ -90,6 +94,17 @@ def test_wrap_title_keeps_every_word_within_width_and_cuts_long_captions():
     assert len(cut) == 2 and cut[-1].endswith("...") and len(cut[-1]) <= 20
 
 
+def test_wrap_title_by_measured_width_breaks_words_wider_than_a_line():
+    def measure(text):  # capitals twice as wide as other characters
+        return sum(2 if c.isupper() else 1 for c in text)
+
+    wrapped = render.wrap_title("ab " + "W" * 9 + " cd efg", width=6, max_lines=10, measure=measure)
+    assert wrapped.split("\n") == ["ab", "WWW", "WWW", "WWW", "cd efg"]
+    cut = render.wrap_title("W" * 20, width=6, max_lines=2, measure=measure).split("\n")
+    assert cut == ["WWW", "W..."]
+    assert render.wrap_title("  ", width=6, measure=measure) == ""
+
+
 # --------------------------------------------------------------------------------------------- scene
 def test_scene_has_one_panel_per_sample_titled_with_its_caption():
     captions = ["walk", "stand still", "wave", "walk again", "the fifth one"]
@@ -158,6 +173,97 @@ def test_fast_frame_drawing_matches_a_full_redraw():
     fast = scene.render(2)
     scene.figure.canvas.draw()
     np.testing.assert_array_equal(fast, np.asarray(scene.figure.canvas.buffer_rgba()))
+
+
+# Captions that once ran out of their title band: into the neighbouring title, the panel, or the row above.
+HOSTILE_CAPTIONS = {
+    "long sentence": (
+        "a person walks forward slowly, then turns around to the left, raises both arms high above the head, "
+        "waves them from side to side, sits down on a chair, crosses the legs and finally stands up again"
+    ),
+    "200 W": "W" * 200,
+    "one 120-character word": "mw" * 60,
+    "upper case": "THE PERSON MOVES WIDELY, WOBBLING WITH MOMENTUM: A WARM-UP WORKOUT AT MAXIMUM WIDTH " * 2,
+    "cyrillic": "Человек широко шагает вперёд, машет обеими руками и приседает: ЩЖШЮЫ МЫШЬ " * 2,
+    "cjk": "一个人向前走了几步，然后转身举起双手在头顶上方挥动" * 3,
+    "dollar signs": r"costs $5 or $6, a $\oops$ step, a $\frac{1}{2}$ turn",  # free text, not mathtext
+    "empty": "",
+}
+
+
+def font_draws(text: str) -> bool:
+    """Whether matplotlib's default font (or a fallback of it) has a glyph for every character of `text`."""
+    figure = Figure()
+    FigureCanvasAgg(figure)
+    figure.text(0.0, 0.0, text, parse_math=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        figure.canvas.draw()
+    return not any("missing from font" in str(warning.message) for warning in caught)
+
+
+def layout_bounds(num_panels: int, columns: int):
+    """For each panel, in pixels from the figure's bottom left: its column (x0, x1) and its title band
+    (y0, y1), from the layout's constants: rows of a title band over a square panel, a clock strip below."""
+    panel, band, clock = (
+        inches * render.DPI for inches in (render.PANEL_INCHES, render.TITLE_INCHES, render.CLOCK_INCHES)
+    )
+    rows = math.ceil(num_panels / columns)
+    size = (columns * panel, rows * (panel + band) + clock)
+    bounds = []
+    for i in range(num_panels):
+        row, column = divmod(i, columns)
+        band_bottom = clock + (rows - 1 - row) * (panel + band) + panel
+        bounds.append(((column * panel, (column + 1) * panel), (band_bottom, band_bottom + band)))
+    return size, bounds
+
+
+def assert_titles_inside_their_bands(captions: list[str], columns: int) -> None:
+    """Draw a scene titled `captions`; each title must lie in its column and title band, clear of the others,
+    and show the start of its caption (all of it, or cut with '...') at a legible size."""
+    samples = [walking(2) if i % 2 else standing(2) for i in range(len(captions))]
+    scene = render.skeleton_scene(samples, PARENTS, fps=10, titles=captions, max_columns=columns)
+    scene.render(1)
+    size, bounds = layout_bounds(len(captions), columns)
+    assert scene.figure.canvas.get_width_height() == size
+    renderer = scene.figure.canvas.get_renderer()
+    boxes = []
+    for caption, ax, ((left, right), (bottom, top)) in zip(captions, scene.axes, bounds, strict=True):
+        title = ax.title
+        shown, words = re.sub(r"\s", "", title.get_text()), re.sub(r"\s", "", caption)
+        assert shown == words or (shown.endswith("...") and words.startswith(shown[:-3])), title.get_text()
+        if not caption:
+            continue  # nothing drawn (an empty Text's extent is a unit box at the origin)
+        assert shown != "..." and title.get_fontsize() >= 7.0
+        box = title.get_window_extent(renderer)
+        overflow = (left - box.x0, box.x1 - right, bottom - box.y0, box.y1 - top)
+        assert max(overflow) <= 1e-6, (
+            f"{caption[:30]!r} overflows (left, right, below, above) by {overflow} px"
+        )
+        boxes.append(box)
+    for i, box in enumerate(boxes):
+        for other in boxes[i + 1 :]:
+            assert not box.overlaps(other)
+
+
+@pytest.mark.parametrize("name", HOSTILE_CAPTIONS)
+def test_every_title_stays_in_its_column_and_title_band(name):
+    caption = HOSTILE_CAPTIONS[name]
+    if not font_draws(caption):
+        pytest.skip(f"matplotlib's fonts here lack glyphs of the {name} caption")
+    assert_titles_inside_their_bands([caption] * 3, columns=2)  # two side by side, one below
+
+
+def test_titles_of_all_kinds_side_by_side_stay_apart():
+    captions = [caption for caption in HOSTILE_CAPTIONS.values() if font_draws(caption)]
+    assert_titles_inside_their_bands(captions, columns=3)
+
+
+def test_an_ordinary_caption_is_shown_whole_at_the_title_font_size():
+    caption = "a person walks forward, turns around to the left and then walks back to where they started"
+    scene = render.skeleton_scene([walking(2)], PARENTS, fps=10, titles=[caption])
+    assert scene.axes[0].get_title().replace("\n", " ") == caption
+    assert scene.axes[0].title.get_fontsize() == render.TITLE_FONT_SIZE
 
 
 # ----------------------------------------------------------------------------------------- animation
