@@ -39,7 +39,7 @@ import numpy as np  # noqa: E402
 
 from motion_ddpm_jax.config import base_config  # noqa: E402
 
-# MotionDiffuse's sizes (REFERENCE.md), which are also our config's defaults.
+# MotionDiffuse's sizes, which are also our config's defaults.
 MODEL_SIZE_FLAGS = {
     "latent": ("latent_dim", 512),
     "layers": ("num_layers", 8),

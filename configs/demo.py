@@ -1,6 +1,7 @@
 """The demo: the synthetic BEAT-format gesture set, a small model, trains on 2 CPU cores in minutes.
 
-The first run writes the raw synthetic recordings to data/demo/raw and prepares them into data/demo/prepared.
+The first run writes the raw synthetic recordings to data/demo/raw and prepares them into
+data/demo/prepared_positions_30fps.
 """
 
 from motion_ddpm_jax.config import base_config

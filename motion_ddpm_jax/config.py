@@ -1,8 +1,8 @@
 """The base configuration every file in `configs/` starts from: one ConfigDict, every number in it.
 
 Sections: `data`, `diffusion`, `loss`, `optim`, `model`, `train`, `sample`, `eval`, `distributed`. The
-defaults are the original trainer's (REFERENCE.md): 1000 linear-schedule steps, epsilon prediction,
-velocity 0.1, acceleration 0.05, geometric 0.01.
+defaults are the original PyTorch trainer's: 1000 linear-schedule steps, epsilon prediction, velocity
+0.1, acceleration 0.05, geometric 0.01.
 """
 
 import difflib
@@ -62,7 +62,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.optim.ema_decay = 0.9999
     config.optim.ema_every = 1
 
-    config.model = ml_collections.ConfigDict()  # MotionDiffuse's sizes (REFERENCE.md); see model.py
+    config.model = ml_collections.ConfigDict()  # MotionDiffuse's sizes; see model.py
     config.model.input_feats = 0  # 0 = the data's feature count (264 for BEAT positions)
     config.model.latent_dim = 512
     config.model.num_layers = 8

@@ -1,4 +1,4 @@
-"""The motion feature layouts of DESIGN.md, both directions (pure, jit-able).
+"""The motion feature layouts, both directions (pure, jit-able).
 
 - `positions`:  J * 3 features per frame, one 3-slot per joint in skeleton order. The root's slot holds
   the root translation delta (root[t] - root[t-1], zero at the first frame); every other slot holds

@@ -45,8 +45,8 @@ def warmup_steps(optim_config, steps_per_epoch: int) -> int:
 def learning_rate_schedule(optim_config, total_steps: int, warmup: int) -> optax.Schedule:
     """Linear from warmup_start_factor * lr to lr over `warmup` steps, then cosine to min_lr at total_steps.
 
-    Equals the original's torch SequentialLR(LinearLR, CosineAnnealingLR(eta_min=min_lr)) stepped per
-    iteration (REFERENCE.md); after total_steps it stays at min_lr.
+    Equals the original trainer's torch SequentialLR(LinearLR, CosineAnnealingLR(eta_min=min_lr)) stepped
+    per iteration; after total_steps it stays at min_lr.
     """
     if total_steps < 1:
         raise UserError(
@@ -666,8 +666,8 @@ def progress_captions(config, dataset, count: int = 4) -> list[str]:
 
 class ProgressRenderer:
     """Every `train.sample_every` steps: a few samples from the current EMA parameters, rendered to
-    <workdir>/progress/step_<step>.gif, and the training curves to <workdir>/progress/curves.png, so a
-    user watching the run sees it learn. A failure here is logged and never stops the training."""
+    <workdir>/progress/step_<step, 7 digits>.gif, and the training curves to <workdir>/progress/curves.png,
+    so a user watching the run sees it learn. A failure here is logged and never stops the training."""
 
     def __init__(self, config, workdir: Path, metadata: dict[str, Any], captions: list[str], log=print):
         self.config, self.metadata, self.captions, self.log = config, metadata, captions, log
