@@ -13,7 +13,8 @@ compiles it (tested).
   made (a read-only home), the run goes on without a cache and says so.
 - `off`: no persistent cache.
 - a path: that folder, made if missing. A path that is a file, or a folder that cannot be made, is an
-  error that names the flag.
+  error that names the flag. A remote address (`gs://bucket/jax-cache`, here or in
+  JAX_COMPILATION_CACHE_DIR) is passed to jax as written.
 In our own folder (`auto` without JAX_COMPILATION_CACHE_DIR) the cache keeps at most MAX_BYTES, unless
 JAX_COMPILATION_CACHE_MAX_SIZE says otherwise: jax evicts the least recently used programs beyond that,
 under a file lock (filelock), so that several processes can share the folder. A folder of the user's
@@ -42,23 +43,33 @@ _COMPILED = "/jax/core/compile/backend_compile_duration"
 
 
 def default_dir(environ: Mapping[str, str] = os.environ) -> Path:
-    """$XDG_CACHE_HOME/motion_ddpm_jax/jax, XDG_CACHE_HOME defaulting to ~/.cache."""
-    base = environ.get("XDG_CACHE_HOME") or str(Path("~").expanduser() / ".cache")
+    """$XDG_CACHE_HOME/motion_ddpm_jax/jax, XDG_CACHE_HOME defaulting to ~/.cache (also where it is
+    relative: the XDG specification says to ignore such a value, which would put the cache in the cwd)."""
+    base = environ.get("XDG_CACHE_HOME", "")
+    if not os.path.isabs(base):
+        base = str(Path("~").expanduser() / ".cache")
     return Path(base) / "motion_ddpm_jax" / "jax"
 
 
-def resolve(value: str, environ: Mapping[str, str] = os.environ) -> tuple[Path | None, str]:
-    """(the folder to use or None, where it comes from in words) for a `--compile_cache` value."""
+def is_remote(location: str | Path) -> bool:
+    """A cache address that is not a local path (gs://bucket/..., which jax opens through etils): kept as
+    written (a Path would turn `gs://b` into a local folder `gs:/b`) and never made here."""
+    return isinstance(location, str) and "://" in location
+
+
+def resolve(value: str, environ: Mapping[str, str] = os.environ) -> tuple[Path | str | None, str]:
+    """(the folder to use, a remote address as written, or None; where it comes from in words) for a
+    `--compile_cache` value."""
     value = value.strip()
     if not value:
         raise UserError(f"{FLAG} is empty: expected auto, off or a folder")
     if value == "off":
         return None, f"{FLAG}=off"
     if value == "auto":
-        if environ.get("JAX_COMPILATION_CACHE_DIR"):
-            return Path(environ["JAX_COMPILATION_CACHE_DIR"]), "JAX_COMPILATION_CACHE_DIR"
+        if location := environ.get("JAX_COMPILATION_CACHE_DIR", "").strip():
+            return location if is_remote(location) else Path(location), "JAX_COMPILATION_CACHE_DIR"
         return default_dir(environ), f"{FLAG}=auto"
-    return Path(value).expanduser(), FLAG
+    return value if is_remote(value) else Path(value).expanduser(), FLAG
 
 
 class Counts:
@@ -80,7 +91,7 @@ class Counts:
 
 
 _counts: Counts | None = None
-_folder: Path | None = None
+_folder: Path | str | None = None
 _source = ""
 
 
@@ -91,7 +102,7 @@ def enable(value: str, environ: Mapping[str, str] = os.environ) -> str:
     import jax
 
     folder, source = resolve(value, environ)
-    if folder is not None:
+    if folder is not None and not is_remote(folder):
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as error:

@@ -41,6 +41,16 @@ from motion_ddpm_jax.errors import UserError
         ("off", {"JAX_COMPILATION_CACHE_DIR": "/j"}, None, "--compile_cache=off"),
         (" /some/where ", {}, Path("/some/where"), "--compile_cache"),
         ("~/cc", {}, Path("~").expanduser() / "cc", "--compile_cache"),
+        # A relative XDG_CACHE_HOME is ignored, as the XDG specification says (it put the cache in the cwd).
+        (
+            "auto",
+            {"XDG_CACHE_HOME": "rel"},
+            Path("~").expanduser() / ".cache/motion_ddpm_jax/jax",
+            "--compile_cache=auto",
+        ),
+        # Remote addresses stay as written (a Path made gs://b/c a local folder gs:/b/c).
+        ("auto", {"JAX_COMPILATION_CACHE_DIR": "gs://b/c"}, "gs://b/c", "JAX_COMPILATION_CACHE_DIR"),
+        ("gs://bucket/jax", {}, "gs://bucket/jax", "--compile_cache"),
     ],
 )
 def test_resolve(value, environ, expected, source):
@@ -58,6 +68,22 @@ def test_a_folder_that_cannot_be_made_is_an_error_naming_the_flag(tmp_path):
     with pytest.raises(UserError, match=r"--compile_cache=.*a_file/cache: cannot use .* as the cache folder"):
         compile_cache.enable(str(blocker / "cache"))
     assert blocker.read_text() == "mine"
+
+
+@pytest.mark.parametrize(
+    "value,environ",
+    [("gs://bucket/jax-cache", {}), ("auto", {"JAX_COMPILATION_CACHE_DIR": "gs://bucket/jax-cache"})],
+)
+def test_a_remote_cache_address_reaches_jax_as_written_and_makes_no_local_folder(
+    tmp_path, monkeypatch, value, environ
+):
+    monkeypatch.chdir(tmp_path)
+    updates = {}
+    monkeypatch.setattr(jax.config, "update", lambda name, v: updates.__setitem__(name, v))
+    described = compile_cache.enable(value, environ)
+    assert updates["jax_compilation_cache_dir"] == "gs://bucket/jax-cache"
+    assert described.startswith("compilation cache: gs://bucket/jax-cache (")
+    assert list(tmp_path.iterdir()) == []  # no ./gs:/bucket/jax-cache
 
 
 def test_auto_goes_on_without_a_cache_where_its_folder_cannot_be_made(tmp_path, monkeypatch):

@@ -148,10 +148,36 @@ def test_settings_come_from_the_environment_or_the_config_first():
     assert args["local_device_ids"] == [0, 1]
 
 
+SRUN = {  # what srun sets, the variables jax's own SLURM detection reads
+    "SLURM_JOB_ID": "77", "SLURM_STEP_NODELIST": "node[001-002]", "SLURM_NTASKS": "8", "SLURM_PROCID": "5",
+    "SLURM_LOCALID": "1",
+}  # fmt: skip
+MPIRUN_4 = {"OMPI_MCA_orte_hnp_uri": "1531576320.0;tcp://10.96.0.1:34911", "OMPI_COMM_WORLD_SIZE": "2"}
+
+
 def test_a_cluster_manager_launch_needs_no_settings():
-    slurm = {"SLURM_NTASKS": "8", "SLURM_PROCID": "5"}
-    assert distributed.initialize_arguments(dist(), environ=slurm) == {"initialization_timeout": 300}
-    assert distributed.initialize_arguments(dist(), environ={"OMPI_COMM_WORLD_SIZE": "2"}) is not None
+    assert distributed.initialize_arguments(dist(), environ=SRUN) == {"initialization_timeout": 300}
+    assert distributed.initialize_arguments(dist(), environ=MPIRUN_4) == {"initialization_timeout": 300}
+
+
+@pytest.mark.parametrize(
+    "environ,named",
+    [
+        ({"OMPI_COMM_WORLD_SIZE": "4", "OMPI_COMM_WORLD_RANK": "1"}, "Open MPI launch without"),
+        ({"SLURM_NTASKS": "8", "SLURM_PROCID": "5"}, "without SLURM_JOB_ID, SLURM_STEP_NODELIST"),
+    ],
+    ids=["open-mpi-5", "slurm-partial"],
+)
+def test_a_launch_of_several_processes_jax_cannot_detect_is_refused_with_what_to_set(environ, named):
+    """jax detects Open MPI only by OMPI_MCA_orte_hnp_uri (which Open MPI 5 no longer sets) and SLURM only
+    with all five of its variables: such a launch was handed to jax, whose error named none of our settings;
+    `auto` must not train it as several unrelated single-process runs either."""
+    with pytest.raises(UserError) as refused:
+        distributed.initialize_arguments(dist(), environ=environ)
+    assert named in str(refused.value) and "JAX_COORDINATOR_ADDRESS" in str(refused.value)
+    given = {"JAX_COORDINATOR_ADDRESS": "h:1", "JAX_NUM_PROCESSES": "4", "JAX_PROCESS_ID": "1"}
+    assert distributed.initialize_arguments(dist(), environ={**environ, **given})["num_processes"] == 4
+    assert distributed.initialize_arguments(dist(enabled="false"), environ=environ) is None
 
 
 @pytest.mark.parametrize(
