@@ -1025,13 +1025,13 @@ class MotionTransformer(nn.Module):
         `tokens` and `text_features` are ignored and may be None.
         """
         if encoded_text is None:
-            self._check_text(tokens, text_features)
             encoded_text = self.encode_text(tokens, text_mask, text_features, deterministic)
         condition = self.condition_on_text(encoded_text, text_mask)
         return self.denoise(x, mask, condition, self.modulations(t, condition["emb"]), deterministic)
 
     def encode_text(self, tokens, text_mask, text_features=None, deterministic: bool = True) -> jax.Array:
         """The text encoder: tokens i32 [B, L] (or text_features f32 [B, L, F]) -> float32 [B, L, W]."""
+        self._check_text(tokens, text_features)  # past text_max_length the position table would give NaN
         return self.text_encoder(tokens, text_features, jnp.asarray(text_mask, bool), deterministic)
 
     def condition_on_text(self, text: jax.Array, text_mask: jax.Array) -> dict[str, Any]:

@@ -214,6 +214,14 @@ def _check_request(
         raise SampleError(f"sample.eta must be a number in [0, 1], got {eta!r}")
     if not (isinstance(guidance_scale, numbers.Real) and math.isfinite(guidance_scale)):
         raise SampleError(f"sample.guidance_scale must be a finite number, got {guidance_scale!r}")
+    dropped = loaded.metadata["config"].get("model", {}).get("cond_drop_prob")  # None: not recorded
+    if guidance_scale != 1 and dropped is not None and not dropped > 0:
+        raise SampleError(
+            f"sample.guidance_scale is {guidance_scale:g} but the checkpoint's run trained with "
+            f"model.cond_drop_prob={dropped}: the model never learned the unconditional prediction that "
+            "guidance extrapolates from. Sample with sample.guidance_scale=1, or train with "
+            "model.cond_drop_prob > 0 (0.1 is the default)"
+        )
     if not (_is_int(seed) and 0 <= seed < 2**32):
         raise SampleError(f"sample.seed must be an integer in [0, 2**32), got {seed!r}")
     if not (_is_int(batch) and batch >= 1):

@@ -240,6 +240,13 @@ def test_inputs_longer_than_the_tables_are_rejected():
         )
     with pytest.raises(ValueError, match=r"x must be \[B, T, 7\]"):
         model.apply({"params": params_of(model)}, x[..., :5], t, tokens, text_mask, mask)
+    long_tokens = np.ones((B, SMALL["text_max_length"] + 1), np.int32)
+    long_mask = np.ones(long_tokens.shape, bool)
+    with pytest.raises(ValueError, match=f"exceed text_max_length={SMALL['text_max_length']}"):
+        model.apply({"params": params_of(model)}, x, t, long_tokens, long_mask, mask)
+    # The text encoder alone (what a sampler calls once) checks too: it gave NaN rows past the table.
+    with pytest.raises(ValueError, match=f"exceed text_max_length={SMALL['text_max_length']}"):
+        model_lib.encode_text(model, params_of(model), long_tokens, long_mask)
 
 
 # ---------------------------------------------------------------- blocks against float64 numpy

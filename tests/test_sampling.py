@@ -425,6 +425,17 @@ def test_bad_requests_are_user_errors_naming_the_field(loaded, kwargs, field):
         sampling.generate(loaded, CAPTIONS, **{"num_frames": 4, "steps": 3, **kwargs})
 
 
+def test_guidance_from_a_model_never_trained_unconditionally_is_refused(loaded):
+    """model.cond_drop_prob = 0: the empty caption's prediction was never trained, so u + s(c - u) would
+    extrapolate from an untrained branch; guidance is refused naming both fields, scale 1 samples."""
+    metadata = {**loaded.metadata, "config": {**loaded.metadata["config"]}}
+    metadata["config"]["model"] = {**metadata["config"]["model"], "cond_drop_prob": 0.0}
+    never = dataclasses.replace(loaded, metadata=metadata)
+    with pytest.raises(UserError, match=r"guidance_scale is 2\.5 .* model\.cond_drop_prob=0\.0"):
+        sampling.generate(never, CAPTIONS[:1], 4, steps=2, guidance_scale=2.5)
+    assert sampling.generate(never, CAPTIONS[:1], 4, steps=2, guidance_scale=1.0)["motion"].shape[0] == 1
+
+
 # ------------------------------------------------------------------------------------------ Euler, BVH
 @pytest.mark.parametrize("order", ["XYZ", "XZY", "YXZ", "YZX", "ZXY", "ZYX"])
 def test_matrix_to_euler_matches_scipy_and_survives_gimbal_lock(order):
