@@ -28,6 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from motion_ddpm_jax import host_malloc  # noqa: E402
+from motion_ddpm_jax.config import base_config  # noqa: E402
 
 host_malloc.tune()  # before the big allocations, as launch.py does
 
@@ -72,6 +73,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32, help="global batch size")
     parser.add_argument("--frames", type=int, default=196, help="max_motion_length")
     parser.add_argument("--text-length", type=int, default=32, help="max_text_length")
+    parser.add_argument(
+        "--spell-prob",
+        type=float,
+        default=base_config().data.spell_prob,
+        help="data.spell_prob (words in bytes)",
+    )
     parser.add_argument("--batches", type=int, default=200, help="batches per timed run")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs after the warm-up")
     parser.add_argument("--json", type=Path, default=None, help="write the numbers to this JSON file")
@@ -86,7 +93,7 @@ def main() -> None:
         tokenizer = Tokenizer.build(c for group in split.captions for c in group)
         return pipeline.BatchSource(
             split, mean, std, tokenizer, args.batch, args.frames, args.text_length, seed=0,
-            process_index=process_index, process_count=process_count,
+            process_index=process_index, process_count=process_count, spell_prob=args.spell_prob,
         )  # fmt: skip
 
     start = time.perf_counter()
@@ -103,7 +110,8 @@ def main() -> None:
     num_frames = sum(map(len, split.motions))
     print(
         f"input pipeline: {args.clips} clips ({num_frames} frames x {args.features} features), "
-        f"batch {args.batch} x {args.frames} frames, text {args.text_length}, {batch_mb:.1f} MB per batch; "
+        f"batch {args.batch} x {args.frames} frames, text {args.text_length} (words spelled at "
+        f"{args.spell_prob:g}), {batch_mb:.1f} MB per batch; "
         f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, numpy {np.__version__}; "
         f"host memory: {host_malloc.describe()}"
     )
@@ -118,6 +126,7 @@ def main() -> None:
             "global_batch": args.batch,
             "max_motion_length": args.frames,
             "max_text_length": args.text_length,
+            "spell_prob": args.spell_prob,
             "cpus": os.cpu_count(),
             "numpy": np.__version__,
             "host_malloc": host_malloc.describe(),

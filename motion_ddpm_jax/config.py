@@ -32,6 +32,9 @@ def base_config() -> ml_collections.ConfigDict:
     config.data.test_fraction = 0.1
     config.data.split_seed = 0
     config.data.std_floor = 1e-2
+    # Per word of a training caption: the chance it is given spelled in bytes, as a word the vocabulary
+    # lacks is at sampling, so that the byte fallback is trained (at 0 those embeddings stay as initialised).
+    config.data.spell_prob = 0.05
 
     config.diffusion = ml_collections.ConfigDict()
     config.diffusion.steps = 1000
@@ -174,7 +177,11 @@ MINIMUM = {
     "sample.guidance_scale": 0.0,
     "sample.batch_size": 1,
 }
-RANGES = {"model.cond_drop_prob": (0.0, 1.0), "sample.eta": (0.0, 1.0)}  # both bounds inclusive
+RANGES = {  # both bounds inclusive
+    "model.cond_drop_prob": (0.0, 1.0),
+    "sample.eta": (0.0, 1.0),
+    "data.spell_prob": (0.0, 1.0),
+}
 # Numeric fields in [low, high): optim.ema_decay = 1 would never move the average, and its debiasing
 # divides by 1 - decay ** count = 0 (NaN parameters, which sampling reads by default).
 BELOW = {

@@ -582,6 +582,16 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
         np.save(handle, array)
 
 
+def _unseen_note(loaded: LoadedModel) -> str:
+    """How the model reads words its vocabulary lacks, and whether its training prepared it for them."""
+    if not loaded.tokenizer.byte_fallback:
+        return "the model reads each as <unk>"
+    spelled = loaded.config.data.get("spell_prob")  # None: a run from before data.spell_prob
+    if spelled:
+        return f"the model reads them spelled in bytes, as it read {spelled:g} of its training words"
+    return "the model reads them spelled in bytes, which its training never showed it (data.spell_prob 0)"
+
+
 def run(config, workdir: str | os.PathLike, log=print) -> dict[str, Any]:
     """`launch.py --mode sample`: sample `config.sample.*` from the checkpoint in `workdir`, write files.
 
@@ -613,6 +623,9 @@ def run(config, workdir: str | os.PathLike, log=print) -> dict[str, Any]:
         f"{loaded.step} ({settings['sampler']}, {settings['steps']} steps, guidance {s.guidance_scale:g}) "
         f"on {devices_for(len(captions) * s.num_samples)} {jax.default_backend()} device(s)"
     )
+    unseen = [word for caption in captions for word in loaded.tokenizer.unseen_words(caption)]
+    if unseen:
+        log(f"words no training caption held: {', '.join(dict.fromkeys(unseen))}; {_unseen_note(loaded)}")
     result = generate(loaded, captions, s.num_frames, num_samples=s.num_samples, **sampler_settings(s))
     check_finite(result, loaded, workdir)
 

@@ -113,11 +113,20 @@ class Tokenizer:
     def vocab_size(self) -> int:
         return NUM_RESERVED + len(self.words)
 
-    def ids(self, text: str) -> list[int]:
-        """The ids of `text` without bos/eos, padding or truncation."""
+    def ids(self, text: str, spell: Sequence[bool] | np.ndarray | None = None) -> list[int]:
+        """The ids of `text` without bos/eos, padding or truncation.
+
+        spell: per word of `split_words(text)` (missing entries: False), True to spell that word in bytes
+        even where the vocabulary has it: training shows the model spelled words this way, so that the
+        byte fallback an unseen word takes at sampling is trained (`BatchSource`'s spell_prob).
+        """
+        words = split_words(text)
+        forced = np.zeros(len(words), bool) if spell is None else np.asarray(spell, bool)[: len(words)]
+        if forced.any() and not self.byte_fallback:
+            raise ValueError("spelling words in bytes needs a tokenizer with byte_fallback=True")
         out: list[int] = []
-        for word in split_words(text):
-            word_id = self._ids.get(word)
+        for position, word in enumerate(words):
+            word_id = None if position < len(forced) and forced[position] else self._ids.get(word)
             if word_id is not None:
                 out.append(word_id)
             elif self.byte_fallback:
@@ -127,19 +136,27 @@ class Tokenizer:
                 out.append(UNK_ID)
         return out
 
-    def encode(self, texts: Sequence[str], max_length: int) -> tuple[np.ndarray, np.ndarray]:
+    def unseen_words(self, text: str) -> list[str]:
+        """The words of `text` that the vocabulary lacks (spelled in bytes, or unk), each once, in order."""
+        return list(dict.fromkeys(word for word in split_words(text) if word not in self._ids))
+
+    def encode(
+        self, texts: Sequence[str], max_length: int, spell: Sequence[Sequence[bool] | None] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """tokens int32 [N, max_length] and mask bool [N, max_length] (True on bos..eos).
 
         Each row is bos, ids, eos, then pad. A long text loses its last ids and keeps its eos; "" gives
-        bos, eos (the unconditional input of classifier-free guidance).
+        bos, eos (the unconditional input of classifier-free guidance). `spell`: per text, `ids`'s.
         """
+        if spell is not None and len(spell) != len(texts):
+            raise ValueError(f"spell must hold one entry per text ({len(texts)}), got {len(spell)}")
         if isinstance(texts, str):
             raise TypeError("encode takes a sequence of strings; wrap a single text as [text]")
         if max_length < 2:
             raise ValueError(f"max_length must be at least 2 (room for bos and eos), got {max_length}")
         tokens = np.full((len(texts), max_length), PAD_ID, dtype=np.int32)
         for row, text in enumerate(texts):
-            body = self.ids(text)[: max_length - 2]
+            body = self.ids(text, None if spell is None else spell[row])[: max_length - 2]
             tokens[row, : len(body) + 2] = [BOS_ID, *body, EOS_ID]
         return tokens, tokens != PAD_ID
 

@@ -820,6 +820,7 @@ def _run(config, workdir: Path, stop: _PreemptionFlag, held: contextlib.ExitStac
             process_index=jax.process_index(),
             process_count=jax.process_count(),
             min_motion_length=config.data.min_motion_length,
+            spell_prob=config.data.spell_prob,
         )
         model = model_lib.model_from_config(
             config, input_feats=dataset.feature_size, text_vocab_size=tokenizer.vocab_size

@@ -553,7 +553,7 @@ def test_gpu_check_runs_its_cases_and_summarises_them(tmp_path):
         "JAX_PLATFORMS": "cpu",
         "OUT": str(out),
         "PYTHON": sys.executable,
-        "BUDGET_S": "500",
+        "BUDGET_S": "2400",  # a busy machine ran the cases past 500 s and the last was skipped for time
         "BIG_BATCH": "4",
         "CASES": "train_step,big_batch,profile,pipelined,compile_flags,fp32,products,geometric,beat_window,"
         "variants,profile_variant",
@@ -563,7 +563,7 @@ def test_gpu_check_runs_its_cases_and_summarises_them(tmp_path):
         "BUNDLE_DIR": str(tmp_path / "bundle"),
     }
     result = subprocess.run(
-        ["bash", str(BENCHMARKS / "gpu_check.sh")], capture_output=True, text=True, timeout=600, env=env
+        ["bash", str(BENCHMARKS / "gpu_check.sh")], capture_output=True, text=True, timeout=2700, env=env
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     summary = (out / "summary.txt").read_text()

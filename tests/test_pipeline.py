@@ -314,3 +314,53 @@ def test_masks_lengths_and_shapes_hold_for_any_clips(
     single = make_source(split, global_batch_size=global_batch, max_motion_length=max_motion_length)
     joined = np.concatenate([part["clip_index"] for part in parts])
     np.testing.assert_array_equal(joined, single.batch(step)["clip_index"])
+
+
+def test_spelled_words_are_drawn_at_spell_prob_and_decode_to_the_caption():
+    """spell_prob: each caption word is given in bytes with that probability (a binomial count over 6,400
+    words, within 4 standard deviations), every row still decodes to one of its clip's captions, and the
+    byte ids, which no training batch held before, now appear; at 0 no word is spelled."""
+    split = make_split(LENGTHS)  # captions "clip i caption j": four vocabulary words each
+    tokenizer = Tokenizer.build(c for group in split.captions for c in group)
+    plain = make_source(split, max_text_length=32)
+    spelled = make_source(split, max_text_length=32, spell_prob=0.3)
+    words = hits = 0
+    for step in range(200):
+        batch, reference = spelled.batch(step), plain.batch(step)
+        for key in ("motion", "mask", "length", "clip_index"):  # spelling draws from a stream of its own
+            np.testing.assert_array_equal(batch[key], reference[key])
+        assert not np.any(reference["tokens"] == text.SPELL_ID)
+        np.testing.assert_array_equal(batch["text_mask"], batch["tokens"] != text.PAD_ID)
+        for tokens, clip in zip(batch["tokens"], batch["clip_index"], strict=True):
+            assert tokenizer.decode(tokens) in {text.normalize(c) for c in split.captions[clip]}
+            words, hits = words + 4, hits + int(np.sum(tokens == text.SPELL_ID))
+    p, spread = 0.3, 4 * np.sqrt(words * 0.3 * 0.7)
+    assert abs(hits - p * words) < spread, (hits, words)
+
+
+@pytest.mark.parametrize("process_count", [2, 4])
+def test_spelled_words_are_a_function_of_the_global_slot_and_step(process_count):
+    """The processes' shares of a batch with spelled words join into the single-process batch, and a step
+    gives the same batch in any order (a resumed run sees the same spellings)."""
+    split = make_split(LENGTHS)
+    single = make_source(split, spell_prob=0.5)
+    for step in [3, 0, 2]:
+        parts = [
+            make_source(split, spell_prob=0.5, process_index=p, process_count=process_count).batch(step)
+            for p in range(process_count)
+        ]
+        joined = {key: np.concatenate([part[key] for part in parts]) for key in KEYS}
+        assert_batches_equal(joined, single.batch(step))
+    assert np.any(single.batch(0)["tokens"] == text.SPELL_ID)
+
+
+def test_spell_prob_outside_0_1_or_without_byte_fallback_is_refused():
+    split = make_split(LENGTHS)
+    with pytest.raises(ValueError, match=r"data\.spell_prob"):
+        make_source(split, spell_prob=1.5)
+    mean, std = stats(split)
+    words = Tokenizer.build(c for group in split.captions for c in group).words
+    with pytest.raises(ValueError, match="byte fallback"):
+        BatchSource(
+            split, mean, std, Tokenizer(words, byte_fallback=False), 8, 20, 12, seed=3, spell_prob=0.1
+        )

@@ -754,3 +754,26 @@ def test_prepared_modulations_are_one_array_of_every_block_side_by_side():
     )  # fmt: skip
     expected = np.concatenate([np.asarray(a).reshape(3, 2, -1) for a in jax.tree.leaves(expected)], axis=-1)
     np.testing.assert_allclose(np.asarray(packed), expected, rtol=1e-6, atol=1e-6)
+
+
+def test_run_names_the_words_no_training_caption_held(workdirs, loaded, tmp_path):
+    """A caption word outside the vocabulary is named once, with how the model reads it (spelled in bytes,
+    as data.spell_prob of the training words were); captions of vocabulary words alone say nothing."""
+    known = loaded.tokenizer.words[0]
+    messages = []
+    sampling.run(
+        run_config(text=f"{known} zzqx|Zzqx {known} blorp", output_dir=str(tmp_path / "a")),
+        workdirs["positions"],
+        log=messages.append,
+    )
+    named = [m for m in messages if m.startswith("words no training caption held")]
+    spelled = loaded.config.data.spell_prob
+    assert named == [
+        f"words no training caption held: zzqx, blorp; the model reads them spelled in bytes, as it read "
+        f"{spelled:g} of its training words"
+    ]
+    messages.clear()
+    sampling.run(
+        run_config(text=known, output_dir=str(tmp_path / "b")), workdirs["positions"], log=messages.append
+    )
+    assert not [m for m in messages if "no training caption" in m]

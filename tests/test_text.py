@@ -66,6 +66,29 @@ def test_encode_decode_round_trip_of_seen_words():
     assert not np.any((tokens >= BYTE_OFFSET) & (tokens < NUM_RESERVED))  # no word needed spelling
 
 
+def test_a_vocabulary_word_asked_to_be_spelled_takes_the_unseen_words_bytes():
+    """`spell` (training's spelling of words, so that the byte fallback is trained): the chosen words come
+    out exactly as an unseen word of the same letters would, the others as their ids; decoding is the same."""
+    tokenizer = Tokenizer.build(CAPTIONS)
+    waves = [SPELL_ID, *(BYTE_OFFSET + byte for byte in b"waves")]
+    assert tokenizer.ids("the person waves", spell=[False, False, True]) == [
+        tokenizer.ids("the")[0], tokenizer.ids("person")[0], *waves
+    ]  # fmt: skip
+    the = [SPELL_ID, *(BYTE_OFFSET + byte for byte in b"the")]
+    assert tokenizer.ids("the person waves", spell=[True]) == [
+        *the,
+        *tokenizer.ids("person waves"),
+    ]  # one entry
+    tokens, mask = tokenizer.encode(["the man claps .", "someone sits"], 24, spell=[[1, 0, 1, 1], None])
+    assert tokenizer.decode(tokens) == ["the man claps .", "someone sits"]
+    assert (tokens[0] == SPELL_ID).sum() == 3 and (tokens[1] == SPELL_ID).sum() == 0
+    np.testing.assert_array_equal(mask, tokens != PAD_ID)
+    with pytest.raises(ValueError, match="one entry per text"):
+        tokenizer.encode(["a", "b"], 8, spell=[None])
+    with pytest.raises(ValueError, match="byte_fallback=True"):
+        Tokenizer(tokenizer.words, byte_fallback=False).ids("the person", spell=[True])
+
+
 def test_unseen_word_is_spelled_in_bytes_and_decodes_back():
     tokenizer = Tokenizer.build(CAPTIONS)
     tokens, _ = tokenizer.encode(["the person juggles", "naïve"], max_length=16)

@@ -23,13 +23,14 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from motion_ddpm_jax.text import Tokenizer
+from motion_ddpm_jax.text import Tokenizer, split_words
 
 if TYPE_CHECKING:
     from motion_ddpm_jax.data.motion_text import Split
 
 _PERMUTATION_STREAM = 0  # SeedSequence([seed, stream, epoch or step]): independent streams per purpose
 _EXAMPLE_STREAM = 1
+_SPELL_STREAM = 2
 
 
 def _check_stats(mean: np.ndarray, std: np.ndarray, num_features: int) -> tuple[np.ndarray, np.ndarray]:
@@ -74,7 +75,10 @@ class BatchSource:
         clip_index i32[b]    index of the clip in `split`
 
     A clip longer than T gives a window with a uniformly random start; a shorter one is taken whole.
-    Clips with fewer than `min_motion_length` frames are left out.
+    Clips with fewer than `min_motion_length` frames are left out. With `spell_prob` > 0 each word of a
+    drawn caption is, with that probability, given spelled in bytes (`Tokenizer.ids`'s spell) rather than
+    as its vocabulary id: an unseen word at sampling is spelled so, and without this the byte ids would
+    never reach a training batch and their embeddings would stay as initialised.
     """
 
     def __init__(
@@ -90,6 +94,7 @@ class BatchSource:
         process_index: int = 0,
         process_count: int = 1,
         min_motion_length: int = 1,
+        spell_prob: float = 0.0,
     ):
         if global_batch_size < 1 or process_count < 1 or not 0 <= process_index < process_count:
             raise ValueError(
@@ -108,6 +113,11 @@ class BatchSource:
             )
         if int(seed) != seed or seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        if not 0.0 <= spell_prob <= 1.0 or (spell_prob > 0 and not tokenizer.byte_fallback):
+            raise ValueError(
+                f"spell_prob (data.spell_prob) must be in [0, 1], and 0 for a tokenizer without byte "
+                f"fallback; got {spell_prob!r}"
+            )
         name = getattr(split, "name", "split")
         if not len(split.ids) == len(split.motions) == len(split.captions):
             raise ValueError(
@@ -151,7 +161,8 @@ class BatchSource:
 
         caption_groups = [tuple(split.captions[i]) for i in kept]
         caption_counts = np.array([len(group) for group in caption_groups], dtype=np.int64)
-        tokens, text_mask = tokenizer.encode([c for group in caption_groups for c in group], max_text_length)
+        captions = [c for group in caption_groups for c in group]
+        tokens, text_mask = tokenizer.encode(captions, max_text_length)
 
         self.global_batch_size = int(global_batch_size)
         self.local_batch_size = self.global_batch_size // process_count
@@ -168,6 +179,9 @@ class BatchSource:
         self._caption_counts = caption_counts
         self._tokens = tokens
         self._text_mask = text_mask
+        self.spell_prob = float(spell_prob)
+        self._tokenizer, self._captions = tokenizer, captions
+        self._caption_words = np.array([len(split_words(c)) for c in captions], dtype=np.int64)
         self._permutation = functools.lru_cache(maxsize=4)(self._draw_permutation)
 
     @property
@@ -213,14 +227,33 @@ class BatchSource:
 
         counts = self._caption_counts[clips]
         caption = self._caption_offsets[clips] + np.minimum((caption_u * counts).astype(np.int64), counts - 1)
+        tokens, text_mask = self._tokens[caption], self._text_mask[caption]  # copies
+        if self.spell_prob > 0:
+            self._spell_some_words(step, first, caption, tokens, text_mask)
         return {
             "motion": np.take(self._frames, rows, axis=0),
             "mask": mask,
             "length": length.astype(np.int32),
-            "tokens": self._tokens[caption],
-            "text_mask": self._text_mask[caption],
+            "tokens": tokens,
+            "text_mask": text_mask,
             "clip_index": self.clip_indices[clips],
         }
+
+    def _spell_some_words(self, step: int, first: int, caption, tokens, text_mask) -> None:
+        """Re-encode in place the rows whose caption has words drawn for spelling: word w of global slot j
+        is spelled where uniform [j, w] of (seed, step) is below spell_prob (words past the token length,
+        which truncation drops anyway, draw nothing)."""
+        width = tokens.shape[1]
+        draws = np.random.default_rng([self.seed, _SPELL_STREAM, step]).random(
+            (self.global_batch_size, width)
+        )
+        words = np.arange(width) < self._caption_words[caption][:, None]
+        spelled = (draws[first : first + len(caption)] < self.spell_prob) & words
+        for row in np.nonzero(spelled.any(axis=1))[0].tolist():
+            row_tokens, row_mask = self._tokenizer.encode(
+                [self._captions[caption[row]]], width, [spelled[row]]
+            )
+            tokens[row], text_mask[row] = row_tokens[0], row_mask[0]
 
     def iterate(self, start_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
         """batch(start_step), batch(start_step + 1), ... without end."""
