@@ -629,9 +629,9 @@ def run(config, workdir: str | os.PathLike, log=print) -> dict[str, Any]:
     result = generate(loaded, captions, s.num_frames, num_samples=s.num_samples, **sampler_settings(s))
     check_finite(result, loaded, workdir)
 
-    wanted = Path(s.output_dir) if s.output_dir else Path(workdir) / "samples" / f"step_{loaded.step}"
+    wanted = Path(os.path.abspath(s.output_dir or Path(workdir) / "samples" / f"step_{loaded.step}"))
     out = fresh_output_dir(wanted)
-    if out != wanted:
+    if out != wanted:  # both absolute: a relative workdir said "holds files" of its own empty folder
         log(f"{wanted} already holds files; writing to {out} instead")
     write_bvh = bool(s.write_bvh) and loaded.representation == "axis_angle" and loaded.skeleton is not None
     if s.write_bvh and not write_bvh:

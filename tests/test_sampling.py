@@ -8,6 +8,7 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import types
@@ -777,3 +778,26 @@ def test_run_names_the_words_no_training_caption_held(workdirs, loaded, tmp_path
         run_config(text=known, output_dir=str(tmp_path / "b")), workdirs["positions"], log=messages.append
     )
     assert not [m for m in messages if "no training caption" in m]
+
+
+def test_a_relative_workdir_samples_into_its_folder_without_a_false_already_holds_files(
+    workdirs, tmp_path, monkeypatch
+):
+    """`--mode sample --workdir runs/demo` (relative, as the README's command): the first sampling writes
+    into samples/step_<step> and says nothing of other files (it said the folder "already holds files"
+    and named the same folder, absolute); a second one goes to a sibling and says so."""
+    shutil.copytree(
+        workdirs["positions"], tmp_path / "runs" / "demo", ignore=shutil.ignore_patterns("samples")
+    )
+    monkeypatch.chdir(tmp_path)
+    messages = []
+    first = sampling.run(run_config(), "runs/demo", log=messages.append)
+    step = sampling.load_model("runs/demo").step
+    assert Path(first["output_dir"]) == tmp_path / "runs" / "demo" / "samples" / f"step_{step}"
+    assert not [m for m in messages if "already holds files" in m]
+    second = sampling.run(run_config(), "runs/demo", log=messages.append)
+    assert Path(second["output_dir"]).name == f"step_{step}_2"
+    assert [m for m in messages if "already holds files" in m] == [
+        f"{tmp_path}/runs/demo/samples/step_{step} already holds files; writing to "
+        f"{second['output_dir']} instead"
+    ]
