@@ -588,7 +588,9 @@ def _unseen_note(loaded: LoadedModel) -> str:
         return "the model reads each as <unk>"
     spelled = loaded.config.data.get("spell_prob")  # None: a run from before data.spell_prob
     if spelled:
-        return f"the model reads them spelled in bytes, as it read {spelled:g} of its training words"
+        return (
+            f"the model reads them spelled in bytes, as training gave it {spelled:.0%} of its caption words"
+        )
     return "the model reads them spelled in bytes, which its training never showed it (data.spell_prob 0)"
 
 

@@ -770,8 +770,8 @@ def test_run_names_the_words_no_training_caption_held(workdirs, loaded, tmp_path
     named = [m for m in messages if m.startswith("words no training caption held")]
     spelled = loaded.config.data.spell_prob
     assert named == [
-        f"words no training caption held: zzqx, blorp; the model reads them spelled in bytes, as it read "
-        f"{spelled:g} of its training words"
+        f"words no training caption held: zzqx, blorp; the model reads them spelled in bytes, as training "
+        f"gave it {spelled:.0%} of its caption words"
     ]
     messages.clear()
     sampling.run(
