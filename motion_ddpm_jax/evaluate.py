@@ -14,12 +14,14 @@ ignored, so padded batches can be passed as they are.
   Gesture Distance (as BEAT's) on the latents of a small convolutional motion autoencoder.
 
 `run(config, workdir)` restores a checkpoint, generates one sample per real clip of `config.eval.split`
-(its caption, its length) and writes the table of metrics (real | generated) as JSON.
+(its caption, its length) and writes the table of metrics (real | generated) as JSON; the real column of
+the Fréchet distances compares training clips of the real clips' classes and lengths with them.
 `train_autoencoder(config)` trains the FGD autoencoder on the training split and saves it.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import hashlib
@@ -780,6 +782,35 @@ def choose_clips(split, num_clips: int, max_length: int) -> tuple[list[np.ndarra
     return [split.motions[i][:max_length] for i in indices], [split.captions[i][0] for i in indices]
 
 
+def matched_reference(
+    real_lengths: Sequence[int],
+    real_classes: Sequence[str | None],
+    train_lengths: Sequence[int],
+    train_classes: Sequence[str | None],
+) -> np.ndarray:
+    """Indices of training clips that stand in for the real clips in the real column of the Fréchet
+    distances: for each real clip in turn, an unused training clip of its class (where it has one and
+    such a clip is left) nearest to its length, the lowest index on ties. The generated clips copy the
+    real clips' captions and lengths, so a reference drawn without regard to them (as this once was:
+    evenly through the training split) compared another mix of classes and lengths and overstated the
+    floor. Once every training clip is used, they are used again."""
+    train_lengths = np.asarray(train_lengths, np.int64)
+    codes: dict[str, int] = {}
+    train_codes = np.array([-1 if c is None else codes.setdefault(c, len(codes)) for c in train_classes])
+    unused = np.ones(len(train_lengths), bool)
+    chosen = []
+    for length, label in zip(real_lengths, real_classes, strict=True):
+        if not unused.any():
+            unused[:] = True
+        same = unused & (train_codes == codes.get(label, -2))  # no class (None) or an unseen one: none
+        pool = same if same.any() else unused
+        distance = np.where(pool, np.abs(train_lengths - int(length)), np.iinfo(np.int64).max)
+        index = int(np.argmin(distance))
+        unused[index] = False
+        chosen.append(index)
+    return np.asarray(chosen, np.int64)
+
+
 def _metrics_of(clips: Clips, skeleton, fps: float, effectors) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if clips.positions is None:
@@ -827,7 +858,8 @@ def compare(
 
     The classifier is trained on the training clips; its accuracy on the real clips is the ceiling the
     generated ones are measured against. The Fréchet distances compare each side with the real clips; their
-    real column compares an equally large set of training clips with the real clips (a floor).
+    real column compares as many training clips, matched to the real clips' classes and lengths
+    (`matched_reference`), with the real clips: what other real motion of the same kind scores.
     """
     notes: list[str] = []
     effectors = end_effectors(skeleton.names, skeleton.parents) if skeleton is not None else {}
@@ -837,28 +869,35 @@ def compare(
     }
     if skeleton is None or real.positions is None:
         notes.append(
-            f"no skeleton for {representation} data: position metrics (jitter, bones, speed) skipped"
+            f"no skeleton for {representation} data: position metrics (jitter, bones, speed, diversity) "
+            "skipped"
         )
 
+    labels = label_function(list(train_captions))
+    to_class = labels[0] if labels is not None else (lambda caption: None)
+    train_labels = [to_class(c) for c in train_captions]
     features = {
         "real": _features(real.clip_motions(), skeleton, representation, fps),
         "generated": _features(generated.clip_motions(), skeleton, representation, fps),
     }
-    reference = np.unique(np.linspace(0, len(train_motions) - 1, len(real.lengths)).round().astype(np.int64))
+    reference = matched_reference(
+        real.lengths, [to_class(c) for c in real.captions], [len(m) for m in train_motions], train_labels
+    )
     train_features = _features(list(train_motions), skeleton, representation, fps)
     sides["real"]["frechet/features"] = frechet_distance_of(features["real"], train_features[reference])
     sides["generated"]["frechet/features"] = frechet_distance_of(features["real"], features["generated"])
+    matched = (
+        "of its real clip's class and nearest its length" if labels else "nearest its real clip's length"
+    )
     notes.append(
         "frechet/features and fgd: generated = real vs generated clips; real = real vs as many training "
-        "clips (what two sets of real motion differ by at this sample size)"
+        f"clips, each {matched} (what two sets of real motion differ by at this sample size)"
     )
 
-    labels = label_function(list(train_captions))
     if labels is None:
         notes.append("captions are free text (no finite set of classes): conditioning accuracy skipped")
     else:
-        to_class, how = labels
-        train_labels = [to_class(c) for c in train_captions]
+        how = labels[1]
         keep = [i for i, label in enumerate(train_labels) if label is not None]
         if len({train_labels[i] for i in keep}) < 2:
             notes.append(
@@ -872,10 +911,13 @@ def compare(
                 sides[side]["conditioning_accuracy"] = classifier.accuracy(
                     features[side][known], [classes[i] for i in known]
                 )
+            compared = [label for label in map(to_class, real.captions) if label in classifier.classes]
+            majority = max(collections.Counter(compared).values(), default=0) / max(len(compared), 1)
             notes.append(
                 f"conditioning accuracy: a ridge classifier of motion features trained on {len(keep)} "
                 f"training clips, class = {how} ({len(classifier.classes)} classes, chance "
-                f"{1 / len(classifier.classes):.3f})"
+                f"{1 / len(classifier.classes):.3f}; naming the most frequent class of the compared clips "
+                f"scores {majority:.3f})"
             )
 
     if encoder is not None:

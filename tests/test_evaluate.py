@@ -521,6 +521,37 @@ def test_run_of_a_perfect_generator_matches_the_real_clips(toy_dataset, tmp_path
     assert (tmp_path / "run" / "eval" / "metrics_step7_1.json").is_file()
 
 
+def test_the_real_columns_reference_clips_match_each_real_clips_class_then_length():
+    """matched_reference: per real clip in turn, an unused training clip of its class nearest its length
+    (lowest index on ties); a class with none left, or no class, takes the nearest unused clip of any
+    class; all used, they are used again. Worked by hand."""
+    train_lengths = [48, 70, 52, 61, 59]
+    train_classes = ["wave", "clap", "wave", "bow", "clap"]
+    picks = evaluate.matched_reference(
+        [50, 60, 55, 56, 65, 40, 66],
+        ["wave", "clap", "wave", "wave", None, "shrug", "bow"],
+        train_lengths,
+        train_classes,
+    )
+    # 50 wave: 48 and 52 tie -> 0; 60 clap: 59 -> 4; 55 wave: 52 -> 2; 56 wave: none left -> 61 (bow) -> 3;
+    # 65 no class: 70 -> 1; then all are used: 40 shrug -> 48 -> 0; 66 bow: 61 -> 3.
+    assert picks.tolist() == [0, 4, 2, 3, 1, 0, 3]
+
+
+def test_the_real_column_compares_like_with_like(toy_dataset, tmp_path, monkeypatch):
+    """evaluate.run's real column of the Fréchet distances: the training clips it takes share each real
+    clip's class (the toy captions name their gesture), and the note says how they were chosen."""
+    config = toy_config(toy_dataset, tmp_path)
+    install(monkeypatch, FakeSampling(toy_dataset))
+    taken = []
+    original = evaluate.matched_reference
+    monkeypatch.setattr(evaluate, "matched_reference", lambda *args: taken.append(args) or original(*args))
+    record = evaluate.run(config, tmp_path / "run", log=lambda _: None)
+    (_, real_classes, _, train_classes), picks = taken[0], original(*taken[0])
+    assert None not in real_classes and [train_classes[i] for i in picks] == list(real_classes)
+    assert any("each of its real clip's class and nearest its length" in note for note in record["notes"])
+
+
 def test_run_of_a_noisy_generator_reports_the_noise(toy_dataset, toy_autoencoder, tmp_path, monkeypatch):
     config = toy_autoencoder[0].copy_and_resolve_references()
     config.eval.output = str(tmp_path / "noisy.json")
