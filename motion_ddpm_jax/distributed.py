@@ -108,6 +108,7 @@ def initialize_arguments(dist_config, environ: Mapping[str, str] | None = None) 
                 "a multi-process run needs the coordinator's host:port, the number of processes and this "
                 f"process's id, and no cluster manager (SLURM, Open MPI) was detected"
                 f"{f' ({undetected})' if undetected else ''}: set {', '.join(missing)}"
+                + ("; or --config.distributed.enabled=false to train as one process" if undetected else "")
             )
     if address and ":" not in address:
         raise UserError(f"the coordinator address {address!r} must be host:port (e.g. 10.0.0.1:1234)")

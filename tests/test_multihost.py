@@ -175,6 +175,7 @@ def test_a_launch_of_several_processes_jax_cannot_detect_is_refused_with_what_to
     with pytest.raises(UserError) as refused:
         distributed.initialize_arguments(dist(), environ=environ)
     assert named in str(refused.value) and "JAX_COORDINATOR_ADDRESS" in str(refused.value)
+    assert "distributed.enabled=false to train as one process" in str(refused.value)
     given = {"JAX_COORDINATOR_ADDRESS": "h:1", "JAX_NUM_PROCESSES": "4", "JAX_PROCESS_ID": "1"}
     assert distributed.initialize_arguments(dist(), environ={**environ, **given})["num_processes"] == 4
     assert distributed.initialize_arguments(dist(enabled="false"), environ=environ) is None
