@@ -184,6 +184,11 @@ class TwinStep:
             geometry=geometry_for(features) if has_skeleton else None,
             seed=seed,
         )
+        self.trainer.compile_mode = args.torch_compile_mode
+        if args.torch_tf32:
+            import torch
+
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
         host = common.random_batch(args.batch, args.frames, features, args.text_length, args.vocab, seed)
         self.batch = torch_twin.to_torch(host, device)
 
@@ -418,9 +423,9 @@ def worker_flags(args) -> list[str]:
     """The flags a worker process needs to build the same cases."""
     flags = []
     for flag in ("batch", "frames", "warmup", "pipeline", "torch_device", "torch_threads",
-                 *common.MODEL_SIZE_FLAGS, "text_length", "vocab"):  # fmt: skip
+                 "torch_compile_mode", *common.MODEL_SIZE_FLAGS, "text_length", "vocab"):  # fmt: skip
         flags += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
-    return flags
+    return flags + (["--torch-tf32"] if args.torch_tf32 else [])
 
 
 def measure_memory(args, case: Case) -> dict:
@@ -485,7 +490,7 @@ def build_rows(args, results: dict[Case, dict], floors: dict[str, float]) -> lis
         rows.append(row)
     by_key = {(row["impl"], row["features"], row["geometric"]): row for row in rows}
     for row in rows:
-        for reference in ("torch-fp32", "torch-bf16"):
+        for reference in ("torch-fp32", "torch-bf16", "torch-compile-bf16"):
             other = by_key.get((reference, row["features"], row["geometric"]))
             if other:
                 row[f"speedup_vs_{reference}"] = other["median_s"] / row["median_s"]
@@ -526,7 +531,7 @@ def describe_floors(floors: dict[str, float]) -> str:
 
 
 HEADER = (
-    f"{'case':<28}{'s/step':>9}{'samples/s':>10}{'x twin32':>9}{'x twin16':>9}{'FLOP/s':>12}"
+    f"{'case':<28}{'s/step':>9}{'samples/s':>10}{'x twin32':>9}{'x twin16':>9}{'x tc16':>8}{'FLOP/s':>12}"
     f"{'%floor':>7}{'MFU%':>6}{'compile':>9}{'peak RSS':>10}{'dev peak':>10}"
 )
 
@@ -537,6 +542,7 @@ def format_row(row: dict) -> str:
         f"{row['case']:<28}{row['median_s']:>9.3f}{row['samples_per_s']:>10.1f}"
         f"{common.fmt(row.get('speedup_vs_torch-fp32'), '.2f'):>9}"
         f"{common.fmt(row.get('speedup_vs_torch-bf16'), '.2f'):>9}"
+        f"{common.fmt(row.get('speedup_vs_torch-compile-bf16'), '.2f'):>8}"
         f"{common.human(row['achieved_flops_per_s']):>12}"
         f"{common.fmt(100 * row['fraction_of_floor'] if 'fraction_of_floor' in row else None, '.0f'):>7}"
         f"{common.fmt(100 * row['mfu'] if 'mfu' in row else None, '.1f'):>6}"
@@ -595,6 +601,17 @@ def parse_args(argv=None):
     parser.add_argument("--matmul-size", type=int, default=0, help="floor matmul n (0: 4096 CPU, 8192 GPU)")
     parser.add_argument("--torch-threads", type=int, default=0, help="torch's CPU threads (0: its default)")
     parser.add_argument("--torch-device", default="auto", help="auto (cuda when available), cpu or cuda")
+    parser.add_argument(
+        "--torch-compile-mode",
+        choices=("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
+        default="default",
+        help="torch.compile's mode for the torch-compile-* impls (reduce-overhead: CUDA graphs on a GPU)",
+    )
+    parser.add_argument(
+        "--torch-tf32",
+        action="store_true",
+        help="let the twin's float32 products use TF32 on a GPU, as jax's default precision does",
+    )
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument(
         "--processes",

@@ -63,14 +63,15 @@ def train_table(record: dict, title: str) -> None:
         f"{rows[0].get('num_params', 0) / 1e6:.1f}M params, median of {args['repeats']}{status(record)}"
     )
     print(
-        f"  {'case':<26}{'s/step':>8}{'samples/s':>10}{'x twin32':>9}{'x twin16':>9}{'TFLOP/s':>9}"
-        f"{'MFU%':>6}{'compile s':>10}"
+        f"  {'case':<26}{'s/step':>8}{'samples/s':>10}{'x twin32':>9}{'x twin16':>9}{'x tc16':>8}"
+        f"{'TFLOP/s':>9}{'MFU%':>6}{'compile s':>10}"
     )
     for row in rows:
         print(
             f"  {row['case']:<26}{row['median_s']:>8.4f}{row['samples_per_s']:>10.1f}"
             f"{fmt(row.get('speedup_vs_torch-fp32'), '.2f'):>9}"
             f"{fmt(row.get('speedup_vs_torch-bf16'), '.2f'):>9}"
+            f"{fmt(row.get('speedup_vs_torch-compile-bf16'), '.2f'):>8}"
             f"{tflops(row['achieved_flops_per_s']):>9}{fmt(row.get('mfu'), '.1f', 100):>6}"
             f"{fmt(row.get('compile_s'), '.1f'):>10}"
         )

@@ -326,7 +326,7 @@ class Geometry:
     std: torch.Tensor
     children: torch.Tensor
     parents: torch.Tensor
-    root: int
+    root: torch.Tensor  # [1], on the device: a host index built every step would wait for a GPU
 
     @classmethod
     def of(cls, geometry, device) -> Geometry:
@@ -341,7 +341,7 @@ class Geometry:
             std=torch.as_tensor(np.array(geometry.std, np.float32), device=device),
             children=torch.as_tensor(children, device=device),
             parents=torch.as_tensor(parents[children], device=device),
-            root=int(skeleton.root),
+            root=torch.as_tensor([int(skeleton.root)], device=device),
         )
 
 
@@ -373,7 +373,7 @@ def bone_length_loss(pred, target, mask, geometry: Geometry, weights):
     lengths = []
     for x in (pred, target):
         positions = (x * geometry.std + geometry.mean).unflatten(-1, (-1, 3))
-        positions = positions.index_fill(-2, torch.tensor([geometry.root], device=x.device), 0.0)
+        positions = positions.index_fill(-2, geometry.root, 0.0)
         lengths.append(_safe_norm(positions[..., geometry.children, :] - positions[..., geometry.parents, :]))
     return _masked_frame_mean((lengths[0] - lengths[1]).square().mean(dim=-1), mask, weights)
 
@@ -469,15 +469,15 @@ class Trainer:
         params = [p for p in model.parameters() if p.requires_grad]
         decay = [p for p in params if p.ndim >= 2]
         no_decay = [p for p in params if p.ndim < 2]
-        self.optimizer = torch.optim.AdamW(
-            [
-                {"params": decay, "weight_decay": optim.weight_decay},
-                {"params": no_decay, "weight_decay": 0.0},
-            ],
-            lr=optim.lr,
-            betas=(optim.b1, optim.b2),
-            eps=optim.eps,
-        )
+        groups = [
+            {"params": decay, "weight_decay": optim.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
+        settings = dict(lr=optim.lr, betas=(optim.b1, optim.b2), eps=optim.eps)
+        try:  # the fused kernel, as a researcher would ask for: on a CPU the default is a per-tensor loop
+            self.optimizer = torch.optim.AdamW(groups, **settings, fused=True)
+        except (RuntimeError, ValueError):  # a device or torch without it
+            self.optimizer = torch.optim.AdamW(groups, **settings, foreach=True)
         self.lr_schedule = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: warmup_cosine(step, optim, total_steps, warmup) / optim.lr
         )
@@ -487,6 +487,7 @@ class Trainer:
         self.clip_norm = float(optim.clip_norm)
         self.generator = torch.Generator(self.device).manual_seed(seed)
         self._compiled_loss = None
+        self.compile_mode = "default"  # torch.compile's mode for step(compiled=True)
 
     def loss(self, x0, mask, tokens, text_mask, t, noise, autocast=None, geometric: bool | None = None):
         """(loss, terms) of the twin's objective for given draws t [B] and noise [B, T, D].
@@ -517,7 +518,7 @@ class Trainer:
         tokens = torch.where(drop[:, None], self.empty_tokens[None], batch["tokens"])
         text_mask = torch.where(drop[:, None], self.empty_mask[None], batch["text_mask"])
         if compiled and self._compiled_loss is None:
-            self._compiled_loss = torch.compile(self.loss)
+            self._compiled_loss = torch.compile(self.loss, mode=self.compile_mode)
         loss_fn = self._compiled_loss if compiled else self.loss
         loss, terms = loss_fn(x0, mask, tokens, text_mask, t, noise, autocast, geometric)
         loss.backward()
