@@ -5,9 +5,9 @@ first found wins, per field:
 - the config: `distributed.coordinator_address`, `num_processes`, `process_id`, `local_device_ids`;
 - the environment: `JAX_COORDINATOR_ADDRESS` (host:port of process 0), `JAX_NUM_PROCESSES`,
   `JAX_PROCESS_ID`, `JAX_LOCAL_DEVICE_IDS` (e.g. "0,1");
-- a cluster manager that jax detects by itself (SLURM's `srun`, Open MPI's `mpirun` up to version 4): then
-  nothing needs to be set. A launch of several processes that jax cannot detect (Open MPI 5) is refused
-  with the settings it needs named, never trained as several unrelated single-process runs.
+- a cluster manager that jax detects by itself (SLURM's `srun`, Open MPI's `mpirun`): then nothing needs to
+  be set. Where the installed jax cannot configure such a launch (Open MPI 5 needs a recent jax and
+  mpi4py), the error names the settings to give instead.
 `distributed.enabled`: `auto` joins when a coordinator address is given or a multi-process SLURM / Open MPI
 launch is detected, and otherwise trains as one process; `true` always joins (an error when no setting says
 how); `false` never does.
@@ -24,40 +24,17 @@ from motion_ddpm_jax.errors import UserError
 ENABLED_VALUES = ("auto", "true", "false")
 
 
-# The variables by which jax itself detects a cluster manager (jax/_src/clusters/slurm_cluster.py and
-# ompi_cluster.py; the same in jax 0.10 to 0.12): a launch it cannot detect must be given the settings.
-SLURM_VARIABLES = ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS", "SLURM_PROCID", "SLURM_LOCALID")
-OPEN_MPI_URI = "OMPI_MCA_orte_hnp_uri"  # set by Open MPI's mpirun up to version 4, no longer by 5
-
-
 def _cluster_launch(environ: Mapping[str, str]) -> str | None:
-    """The cluster manager that launched several processes of this run, if jax can read it, else None."""
+    """The cluster manager that launched several processes of this run, if any: jax reads its variables
+    (which ones depends on the jax release: Open MPI 5, for one, needs a recent jax and mpi4py)."""
     try:
-        if all(name in environ for name in SLURM_VARIABLES) and int(environ["SLURM_NTASKS"]) > 1:
+        if int(environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in environ:
             return "SLURM"
-        if OPEN_MPI_URI in environ and int(environ.get("OMPI_COMM_WORLD_SIZE", "1")) > 1:
+        if int(environ.get("OMPI_COMM_WORLD_SIZE", "1")) > 1:
             return "Open MPI"
     except ValueError:
         return None
     return None
-
-
-def _undetected_launch(environ: Mapping[str, str]) -> str:
-    """Words on a launch of several processes that jax cannot detect (its variables incomplete), else ""."""
-
-    def count(name: str) -> int:
-        try:
-            return int(environ.get(name, "1"))
-        except ValueError:
-            return 1
-
-    if OPEN_MPI_URI not in environ and count("OMPI_COMM_WORLD_SIZE") > 1:
-        return f"an Open MPI launch without {OPEN_MPI_URI} (Open MPI 5 sets none), which jax does not detect"
-    if "SLURM_PROCID" in environ and count("SLURM_NTASKS") > 1:
-        absent = [name for name in SLURM_VARIABLES if name not in environ]
-        if absent:
-            return f"a SLURM launch without {', '.join(absent)}, which jax needs to detect it"
-    return ""
 
 
 def _int_setting(configured: int, unset: int, env_name: str, environ) -> int | None:
@@ -90,8 +67,7 @@ def initialize_arguments(dist_config, environ: Mapping[str, str] | None = None) 
     process_id = _int_setting(dist_config.process_id, -1, "JAX_PROCESS_ID", environ)
     device_ids = str(dist_config.local_device_ids) or environ.get("JAX_LOCAL_DEVICE_IDS", "")
     cluster = _cluster_launch(environ)
-    undetected = "" if cluster is not None else _undetected_launch(environ)
-    if enabled == "auto" and not address and cluster is None and not undetected:
+    if enabled == "auto" and not address and cluster is None:
         return None
     if cluster is None:
         missing = [
@@ -106,9 +82,8 @@ def initialize_arguments(dist_config, environ: Mapping[str, str] | None = None) 
         if missing:
             raise UserError(
                 "a multi-process run needs the coordinator's host:port, the number of processes and this "
-                f"process's id, and no cluster manager (SLURM, Open MPI) was detected"
-                f"{f' ({undetected})' if undetected else ''}: set {', '.join(missing)}"
-                + ("; or --config.distributed.enabled=false to train as one process" if undetected else "")
+                "process's id, and no cluster manager (SLURM, Open MPI) was detected: set "
+                f"{', '.join(missing)}"
             )
     if address and ":" not in address:
         raise UserError(f"the coordinator address {address!r} must be host:port (e.g. 10.0.0.1:1234)")
@@ -149,7 +124,17 @@ def initialize(dist_config, log=print) -> bool:
     try:
         jax.distributed.initialize(**arguments)
     except (RuntimeError, ValueError) as error:
-        raise UserError(f"jax.distributed.initialize({arguments}) failed: {error}") from None
+        cluster = _cluster_launch(os.environ)
+        hint = (
+            f". This jax could not configure the {cluster} launch by itself (e.g. Open MPI 5 without "
+            "mpi4py, or SLURM processes not started by srun): set distributed.coordinator_address or "
+            "JAX_COORDINATOR_ADDRESS, distributed.num_processes or JAX_NUM_PROCESSES and "
+            "distributed.process_id or JAX_PROCESS_ID, or --config.distributed.enabled=false to train as "
+            "one process"
+            if cluster is not None and "coordinator_address" not in arguments
+            else ""
+        )
+        raise UserError(f"jax.distributed.initialize({arguments}) failed: {error}{hint}") from None
     log(
         f"process {jax.process_index()} of {jax.process_count()} joined "
         f"({jax.local_device_count()} local / {jax.device_count()} global devices)"
