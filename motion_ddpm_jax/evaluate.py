@@ -876,13 +876,12 @@ def compare(
     labels = label_function(list(train_captions))
     to_class = labels[0] if labels is not None else (lambda caption: None)
     train_labels = [to_class(c) for c in train_captions]
+    real_labels = [to_class(c) for c in real.captions]  # the generated clips share these captions
     features = {
         "real": _features(real.clip_motions(), skeleton, representation, fps),
         "generated": _features(generated.clip_motions(), skeleton, representation, fps),
     }
-    reference = matched_reference(
-        real.lengths, [to_class(c) for c in real.captions], [len(m) for m in train_motions], train_labels
-    )
+    reference = matched_reference(real.lengths, real_labels, [len(m) for m in train_motions], train_labels)
     train_features = _features(list(train_motions), skeleton, representation, fps)
     sides["real"]["frechet/features"] = frechet_distance_of(features["real"], train_features[reference])
     sides["generated"]["frechet/features"] = frechet_distance_of(features["real"], features["generated"])
@@ -911,7 +910,7 @@ def compare(
                 sides[side]["conditioning_accuracy"] = classifier.accuracy(
                     features[side][known], [classes[i] for i in known]
                 )
-            compared = [label for label in map(to_class, real.captions) if label in classifier.classes]
+            compared = [label for label in real_labels if label in classifier.classes]
             majority = max(collections.Counter(compared).values(), default=0) / max(len(compared), 1)
             notes.append(
                 f"conditioning accuracy: a ridge classifier of motion features trained on {len(keep)} "
@@ -958,11 +957,15 @@ def format_table(table: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _refuse_a_folder(path: Path) -> None:
+    if path.is_dir():
+        raise EvaluationError(f"eval.output {path} is a folder; eval.output names the metrics file (a .json)")
+
+
 def write_new_json(path: Path, payload: Any) -> Path:
     """Write `payload` to `path`, or to `<stem>_1<suffix>`, `_2`, ... when that exists (never overwrite)."""
     path = Path(os.path.abspath(path))
-    if path.is_dir():
-        raise EvaluationError(f"{path} is a folder; eval.output names the metrics file to write (a .json)")
+    _refuse_a_folder(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(files.json_safe(payload), indent=1, allow_nan=False) + "\n"
     for attempt in range(10_000):
@@ -1035,10 +1038,8 @@ def run(
 
     if config.eval.split not in ("train", "val", "test"):
         raise EvaluationError(f"eval.split is {config.eval.split!r}; expected train, val or test")
-    if config.eval.output and Path(config.eval.output).is_dir():  # before the sampling, not after it
-        raise EvaluationError(
-            f"eval.output {config.eval.output} is a folder; expected the metrics file to write (a .json)"
-        )
+    if config.eval.output:
+        _refuse_a_folder(Path(config.eval.output))  # before the sampling, not after it
     step = int(config.sample.checkpoint_step)
     loaded = sampling.load_model(workdir, step=None if step < 0 else step, use_ema=config.sample.use_ema)
     if data_from_checkpoint:

@@ -214,7 +214,7 @@ def _check_request(
         raise SampleError(f"sample.eta must be a number in [0, 1], got {eta!r}")
     if not (isinstance(guidance_scale, numbers.Real) and math.isfinite(guidance_scale)):
         raise SampleError(f"sample.guidance_scale must be a finite number, got {guidance_scale!r}")
-    dropped = loaded.metadata["config"].get("model", {}).get("cond_drop_prob")  # None: not recorded
+    dropped = loaded.config.model.get("cond_drop_prob")  # None: not recorded
     if guidance_scale != 1 and dropped is not None and not dropped > 0:
         raise SampleError(
             f"sample.guidance_scale is {guidance_scale:g} but the checkpoint's run trained with "
