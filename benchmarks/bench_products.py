@@ -327,7 +327,8 @@ def step_times(args, device) -> dict[str, float]:
     """Median seconds of our compiled step and the twin's, interleaved in this process."""
     tag = {"float32": "fp32", "bfloat16": "bf16"}[args.dtype]
     impls = [f"{framework}-{tag}" for framework in args.impls]
-    step_args = argparse.Namespace(**vars(args))
+    # bench_train_step's twin options at their defaults (eager, no TF32), then ours.
+    step_args = argparse.Namespace(**{"torch_compile_mode": "default", "torch_tf32": False, **vars(args)})
     cases = [bench_train_step.Case(impl, args.features, False) for impl in impls]
     prepared = bench_train_step.prepare(step_args, args.features, cases, device)
     seconds = bench_train_step.interleaved(prepared, args.step_repeats, warmup=1)

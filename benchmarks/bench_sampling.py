@@ -14,7 +14,12 @@ same function without the hoisting, to show what it buys. `jax-*-split` rows run
 host devices, one per core: `XLA_FLAGS=--xla_force_host_platform_device_count=2` (set before starting;
 their compile column is the first call's time, compile included). The twin: `torch_twin.ddpm_sample` /
 `ddim_sample`, a Python loop over the steps under inference mode, captions encoded once too, after a
-two-step warm-up. Same weights (ours, copied), same sizes, epsilon prediction, no guidance, DDIM eta 0.
+two-step warm-up. `torch-*-hoisted` rows: the twin's loop with what ours hoists hoisted the same way
+(the captions' context and pooled embedding once, the step embeddings and block modulations 50 steps at
+a time, `denoise` per step; `torch_twin._denoiser`), and under bf16 its Linear weights cast to bf16 once
+(autocast casts them at every call): the like-for-like comparison, in the `x hoisted` column, where
+`x twin` also counts what the hoisting buys. Same weights (ours, copied), same sizes, epsilon
+prediction, no guidance, DDIM eta 0.
 Repeats are interleaved (round r runs every implementation once, starting at a rotating one).
 The cases run in order (--cases, else every size with every sampler); each case's rows are printed as
 soon as its repeats are done and the JSON is rewritten after every case, so a run cut short keeps the
@@ -25,7 +30,8 @@ which also keeps that first execution out of the timed repeats).
 
 `--ddpm-steps N < 1000` times a cosine schedule of N steps instead (the same work per step) and the
 table adds the per-step time times 1000 as an estimate of the full sampler; the JSON says which.
-Implementations: jax-fp32, jax-bf16 (compute dtype), torch-fp32, torch-bf16 (autocast). Defaults:
+Implementations: jax-fp32, jax-bf16 (compute dtype), torch-fp32, torch-bf16 (autocast), and the
+variants above. Defaults:
 jax-fp32,torch-fp32 on a CPU; jax-bf16,torch-bf16,jax-fp32,torch-fp32 on a GPU.
 """
 
@@ -47,7 +53,7 @@ from motion_ddpm_jax import model as model_lib
 
 IMPLS = (
     "jax-fp32", "jax-bf16", "jax-fp32-stepwise", "jax-bf16-stepwise", "jax-fp32-split", "jax-bf16-split",
-    "torch-fp32", "torch-bf16",
+    "torch-fp32", "torch-bf16", "torch-fp32-hoisted", "torch-bf16-hoisted",
 )  # fmt: skip
 _DTYPES = {"fp32": "float32", "bf16": "bfloat16"}
 
@@ -127,11 +133,23 @@ class Twin:
         self.torch_twin, self.device = torch_twin, device
         self.model = torch_twin.twin_of(flax_model, device=device).eval()
         torch_twin.load_flax_params(self.model, host_params)
+        self._cast = {}
 
-    def runner(self, sampler: str, schedule, num_steps: int, inputs, dtype: str):
+    def _model(self, dtype: str, hoisted: bool):
+        """The twin; hoisted under bf16: a copy with its Linear weights in bf16 (cast once, kept)."""
+        if not (hoisted and dtype == "bfloat16"):
+            return self.model
+        if dtype not in self._cast:
+            import torch
+
+            self._cast[dtype] = self.torch_twin.linear_weights_in(self.model, torch.bfloat16)
+        return self._cast[dtype]
+
+    def runner(self, sampler: str, schedule, num_steps: int, inputs, dtype: str, hoisted: bool = False):
         import torch
 
         tt = self.torch_twin
+        model = self._model(dtype, hoisted)
         twin_schedule = tt.Schedule(schedule, self.device)
         x_T, tokens, text_mask, mask = (tt.to_torch({"a": a}, self.device)["a"] for a in inputs)
         autocast = torch.bfloat16 if dtype == "bfloat16" else None
@@ -141,12 +159,12 @@ class Twin:
         def run(steps=None):
             if sampler == "ddpm":
                 out = tt.ddpm_sample(
-                    self.model, twin_schedule, x_T, tokens, text_mask, mask, generator, autocast, steps
+                    model, twin_schedule, x_T, tokens, text_mask, mask, generator, autocast, steps, hoisted
                 )
             else:
                 chosen = timesteps if steps is None else timesteps[:steps]
                 out = tt.ddim_sample(
-                    self.model, twin_schedule, x_T, tokens, text_mask, mask, chosen, autocast
+                    model, twin_schedule, x_T, tokens, text_mask, mask, chosen, autocast, hoisted
                 )
             common.torch_sync(self.device)
             return out
@@ -184,7 +202,7 @@ def describe(args, machine: dict) -> str:
 
 HEADER = (
     f"{'impl':<19}{'sampler':<8}{'BxT':>8}{'steps':>7}{'s':>9}{'ms/step':>9}{'est 1000':>10}"
-    f"{'x twin':>8}{'FLOP/s':>10}{'compile':>9}{'1st call':>9}"
+    f"{'x twin':>8}{'x hoisted':>10}{'FLOP/s':>10}{'compile':>9}{'1st call':>9}"
 )
 
 
@@ -194,6 +212,7 @@ def format_row(row: dict) -> str:
         f"{row['steps']:>7}{row['median_s']:>9.3f}{row['per_step_ms']:>9.1f}"
         f"{common.fmt(row['estimated_1000_step_s'], '.1f'):>10}"
         f"{common.fmt(row.get('speedup_vs_twin_same_precision'), '.2f'):>8}"
+        f"{common.fmt(row.get('speedup_vs_hoisted_twin_same_precision'), '.2f'):>10}"
         f"{common.human(row['achieved_flops_per_s']):>10}"
         f"{common.fmt(row.get('compile_s'), '.1f'):>9}{common.fmt(row.get('first_call_s'), '.1f'):>9}"
     )
@@ -284,7 +303,8 @@ def main(argv=None) -> None:
                         info[impl]["first_call_s"] = compile_s + info[impl]["first_run_s"]
                         log(f"{impl} {label}: first run {info[impl]['first_run_s']:.2f} s")
             else:
-                run = twin.runner(sampler, schedule, steps, inputs, _DTYPES[impl.split("-")[1]])
+                dtype = _DTYPES[impl.split("-")[1]]
+                run = twin.runner(sampler, schedule, steps, inputs, dtype, impl.endswith("-hoisted"))
                 run(2)  # warm-up: two denoising steps
                 runs[impl], info[impl] = run, {}
         seconds = {impl: [] for impl in impls}
@@ -301,10 +321,10 @@ def main(argv=None) -> None:
         group = []
         for impl in impls:
             median = statistics.median(seconds[impl])
-            # Ours computes the caption's keys, values and context once per call; the stepwise rows and
-            # the twin at every step.
-            ours_hoisted = impl.startswith("jax") and not impl.endswith("-stepwise")
-            work = hoisted["forward"] * steps + hoisted["once"] if ours_hoisted else per_step * steps
+            # Ours and the hoisted twin compute the caption's keys, values and context once per call;
+            # the stepwise rows and the twin at every step.
+            once = impl.endswith("-hoisted") or (impl.startswith("jax") and not impl.endswith("-stepwise"))
+            work = hoisted["forward"] * steps + hoisted["once"] if once else per_step * steps
             group.append(
                 {
                     "impl": impl,
@@ -322,9 +342,13 @@ def main(argv=None) -> None:
             )
         twin_s = {row["impl"]: row["median_s"] for row in group if row["impl"].startswith("torch")}
         for row in group:
-            reference = twin_s.get(f"torch-{row['impl'].split('-')[1]}")
-            if reference:
-                row["speedup_vs_twin_same_precision"] = reference / row["median_s"]
+            precision = row["impl"].split("-")[1]
+            for key, reference in (
+                ("speedup_vs_twin_same_precision", twin_s.get(f"torch-{precision}")),
+                ("speedup_vs_hoisted_twin_same_precision", twin_s.get(f"torch-{precision}-hoisted")),
+            ):
+                if reference:
+                    row[key] = reference / row["median_s"]
             print(format_row(row), flush=True)
         rows.extend(group)
         common.write_json(args.json, record, quiet=True)  # after every case: a killed run keeps its rows

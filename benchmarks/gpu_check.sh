@@ -61,7 +61,8 @@
 #                  (benchmarks/bench_products.py; no step compiled): the step's matmul time at each
 #                  library's own rate, against big_batch's step times (the rest is not matmul)
 #   sampling       DDPM 1000 steps and DDIM 50 steps at 4x60 and 32x196 (DDPM first), ours bf16 vs the
-#                  twin's Python loop under bf16 autocast, one repeat; the goal: >= 3x at DDPM 1000
+#                  twin's Python loop under bf16 autocast, as is and hoisting what ours hoists (weights
+#                  cast to bf16 once), one repeat; the goal: >= 3x at DDPM 1000
 #   geometric      B=32: ours bf16 with and without the bone-length term (its overhead); the step without
 #                  it is train_step's jax-bf16, loaded from this check's compilation cache
 #   beat_window    B=32 T=360 (configs/beat.py's training window, data.max_motion_length): ours bf16 vs
@@ -218,8 +219,9 @@ for case in ${CASES//,/ }; do
       run beat_window 230 150 "${beat[@]}" --batch 32 --geometric off --impls jax-bf16,torch-bf16 \
         --repeats 5 --warmup 2 ;;
     sampling)
-      run sampling 230 120 benchmarks/bench_sampling.py --features 264 \
-        --cases ddpm:4x60,ddpm:32x196,ddim:4x60,ddim:32x196 --impls jax-bf16,jax-bf16-stepwise,torch-bf16 \
+      run sampling 270 120 benchmarks/bench_sampling.py --features 264 \
+        --cases ddpm:4x60,ddpm:32x196,ddim:4x60,ddim:32x196 \
+        --impls jax-bf16,jax-bf16-stepwise,torch-bf16,torch-bf16-hoisted \
         --repeats 1 --warmup 1 "${MODEL[@]}" ;;
     variants)
       run variants 480 200 benchmarks/bench_variants.py --features 264 --frames 196 --batch "$BIG_BATCH" \

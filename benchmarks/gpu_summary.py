@@ -235,7 +235,7 @@ def main(argv: list[str]) -> int:
         )
         print(
             f"  {'impl':<19}{'sampler':<8}{'BxT':>8}{'steps':>6}{'s':>9}{'ms/step':>9}{'x twin':>8}"
-            f"{'compile s':>10}{'1st call s':>11}"
+            f"{'x hoisted':>10}{'compile s':>10}{'1st call s':>11}"
         )
         for row in record["rows"]:
             speedup = row.get("speedup_vs_twin_same_precision")
@@ -247,6 +247,7 @@ def main(argv: list[str]) -> int:
             print(
                 f"  {row['impl']:<19}{row['sampler']:<8}{str(row['batch']) + 'x' + str(row['frames']):>8}"
                 f"{row['steps']:>6}{row['median_s']:>9.3f}{row['per_step_ms']:>9.2f}{fmt(speedup, '.2f'):>8}"
+                f"{fmt(row.get('speedup_vs_hoisted_twin_same_precision'), '.2f'):>10}"
                 f"{fmt(row.get('compile_s'), '.1f'):>10}{fmt(row.get('first_call_s'), '.1f'):>11}{goal}"
             )
     if records["torch_compile"]:

@@ -10,7 +10,9 @@ global-norm clipping, AdamW under the warmup-cosine schedule, and the parameter 
 
 Two differences, both in the twin's favour and both documented where they happen: the twin always
 applies the update (ours skips non-finite steps, which would cost torch a device sync per step), and
-its samplers read the schedule's coefficients as Python floats.
+its samplers read the schedule's coefficients as Python floats. The samplers' loops are the original's
+(the whole model at every step); `hoisted=True` hoists out of them what ours hoists, for a like-for-like
+comparison (`bench_sampling.py`'s `torch-*-hoisted` rows).
 
 torch is the optional `bench` extra (`pip install -e '.[bench]'`), never a dependency of the package.
 """
@@ -18,6 +20,7 @@ torch is the optional `bench` extra (`pip install -e '.[bench]'`), never a depen
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import math
 import re
@@ -43,15 +46,26 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -
 
 def efficient_attention(q, k, v, key_mask, num_heads: int) -> torch.Tensor:
     """Linear attention: q [B, T, C], k and v [B, S, C], key_mask bool [B, S] -> [B, T, C] (see model.py)."""
-    batch, frames, width = q.shape
-    sources, head = k.shape[1], width // num_heads
-    dtype = q.dtype
+    return efficient_read(q, efficient_context(k, v, key_mask, num_heads, q.dtype), num_heads)
+
+
+def efficient_context(k, v, key_mask, num_heads: int, dtype: torch.dtype) -> torch.Tensor:
+    """The linear attention's context [B, heads, H, H] of keys and values [B, S, C] over valid keys: all
+    it reads of them (a cross-attention's depends on the caption alone)."""
+    batch, sources, width = k.shape
+    head = width // num_heads
     drop = ~key_mask[:, :, None, None]
-    q = torch.softmax(q.view(batch, frames, num_heads, head).float(), dim=-1).to(dtype)
     k = k.view(batch, sources, num_heads, head).float().masked_fill(drop, _MASKED_LOGIT)
     k = torch.softmax(k, dim=1).to(dtype)
     v = v.view(batch, sources, num_heads, head).masked_fill(drop, 0).to(dtype)
-    context = torch.einsum("bshd,bshe->bhde", k, v)
+    return torch.einsum("bshd,bshe->bhde", k, v)
+
+
+def efficient_read(q, context, num_heads: int) -> torch.Tensor:
+    """q [B, T, C] read through `efficient_context(...)` -> [B, T, C]."""
+    batch, frames, width = q.shape
+    dtype = q.dtype
+    q = torch.softmax(q.view(batch, frames, num_heads, width // num_heads).float(), dim=-1).to(dtype)
     out = torch.einsum("bthd,bhde->bthe", q, context)
     return out.reshape(batch, frames, width)
 
@@ -81,10 +95,17 @@ class StylizationBlock(nn.Module):
         self.out = nn.Linear(latent_dim, latent_dim)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, h, emb):
-        scale, shift = self.emb(F.silu(emb)).float()[:, None, :].chunk(2, dim=-1)
+    def modulation(self, emb) -> torch.Tensor:
+        """emb [N, E] -> (scale, shift) side by side, float32 [N, 2C]: what the block reads of emb."""
+        return self.emb(F.silu(emb)).float()
+
+    def styled(self, h, modulation) -> torch.Tensor:
+        scale, shift = modulation[:, None, :].chunk(2, dim=-1)
         y = F.silu(self.norm(h.float()) * (1.0 + scale) + shift)
         return self.out(self.dropout(y)).float()
+
+    def forward(self, h, emb):
+        return self.styled(h, self.modulation(emb))
 
 
 class TemporalAttention(nn.Module):
@@ -103,14 +124,31 @@ class TemporalAttention(nn.Module):
         self.style = StylizationBlock(latent_dim, emb_dim, dropout)
 
     def forward(self, h, emb, mask, context=None, context_mask=None):
+        source = None if context is None else self.text_source(context, context_mask)
+        return self.attend(h, mask, self.style.modulation(emb), source)
+
+    def text_source(self, context, context_mask) -> dict[str, torch.Tensor]:
+        """Cross-attention: what the queries attend to, which depends on the caption alone."""
+        return self._source(self.text_norm(context.float()), context_mask)
+
+    def _source(self, source, source_mask) -> dict[str, torch.Tensor]:
+        k, v = self.key(source), self.value(source)
+        if self.attention == "efficient":
+            return {"context": efficient_context(k, v, source_mask, self.num_heads, k.dtype)}
+        return {"key": k, "value": v, "mask": source_mask}
+
+    def attend(self, h, mask, modulation, source=None):
+        """The block given its modulation (`style.modulation(emb)`) and, for a cross-attention, its
+        `text_source` (None: self-attention over the frames)."""
         x = self.norm(h)
-        if context is None:
-            source, source_mask = x, mask
+        if source is None:
+            source = self._source(x, mask)
+        q = self.query(x)
+        if self.attention == "efficient":
+            y = efficient_read(q, source["context"], self.num_heads)
         else:
-            source, source_mask = self.text_norm(context.float()), context_mask
-        attend = efficient_attention if self.attention == "efficient" else softmax_attention
-        y = attend(self.query(x), self.key(source), self.value(source), source_mask, self.num_heads)
-        return h + self.style(y, emb)
+            y = softmax_attention(q, source["key"], source["value"], source["mask"], self.num_heads)
+        return h + self.style.styled(y, modulation)
 
 
 class FeedForward(nn.Module):
@@ -122,8 +160,11 @@ class FeedForward(nn.Module):
         self.style = StylizationBlock(latent_dim, emb_dim, dropout)
 
     def forward(self, h, emb):
+        return self.styled(h, self.style.modulation(emb))
+
+    def styled(self, h, modulation):
         y = self.linear2(self.dropout(F.gelu(self.linear1(h))))
-        return h + self.style(y, emb)
+        return h + self.style.styled(y, modulation)
 
 
 class DecoderLayer(nn.Module):
@@ -138,6 +179,19 @@ class DecoderLayer(nn.Module):
         h = self.self_attention(h, emb, mask)
         h = self.cross_attention(h, emb, mask, text, text_mask)
         return self.ffn(h, emb)
+
+    def modulations(self, emb) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Each block's (scale, shift) [N, 2C]: self-attention, cross-attention, feed-forward."""
+        return tuple(block.style.modulation(emb) for block in self.blocks())
+
+    def blocks(self):
+        return self.self_attention, self.cross_attention, self.ffn
+
+    def denoise(self, h, mask, text_source, modulations):
+        """`forward` given the cross-attention's `text_source` and the blocks' `modulations`."""
+        h = self.self_attention.attend(h, mask, modulations[0])
+        h = self.cross_attention.attend(h, mask, modulations[1], text_source)
+        return self.ffn.styled(h, modulations[2])
 
 
 class TextEncoderLayer(nn.Module):
@@ -239,15 +293,44 @@ class MotionTransformer(nn.Module):
         return self.text_encoder(tokens, text_features, text_mask)
 
     def forward(self, x, t, tokens, text_mask, mask, text_features=None, encoded_text=None):
-        emb = timestep_embedding(t, self.sizes.latent_dim)
-        emb = self.time_embed_2(F.silu(self.time_embed_1(emb)))
         text = self.encode_text(tokens, text_mask, text_features) if encoded_text is None else encoded_text
-        last_token = (text_mask.sum(dim=1) - 1).clamp(min=0)
-        pooled = text[torch.arange(text.shape[0], device=text.device), last_token]
-        emb = emb.float() + self.text_proj(pooled).float()
+        emb = self._step_embedding(t) + self._text_embedding(text, text_mask)
         h = self.joint_embed(x).float() + self.motion_positions.weight[: x.shape[1]]
         for layer in self.layers:
             h = layer(h, emb, mask, text, text_mask)
+        return self.out(h).float()
+
+    def _step_embedding(self, t):
+        emb = timestep_embedding(t, self.sizes.latent_dim)
+        return self.time_embed_2(F.silu(self.time_embed_1(emb))).float()
+
+    def _text_embedding(self, text, text_mask):
+        last_token = (text_mask.sum(dim=1) - 1).clamp(min=0)
+        pooled = text[torch.arange(text.shape[0], device=text.device), last_token]
+        return self.text_proj(pooled).float()
+
+    # What a sampler can compute outside its loop over the steps, as ours does (model.MotionTransformer's
+    # condition_on_text / modulations / denoise): forward(x, t, ...) equals
+    # denoise(x, mask, c, modulations(t, c["emb"])) with c = condition_on_text(text, text_mask).
+
+    def condition_on_text(self, text, text_mask) -> dict[str, Any]:
+        """Encoded captions [B, L, W] -> {"emb": their pooled embedding f32 [B, E], "layers": per layer
+        what its cross-attention attends to}."""
+        return {
+            "emb": self._text_embedding(text, text_mask),
+            "layers": [layer.cross_attention.text_source(text, text_mask) for layer in self.layers],
+        }
+
+    def modulations(self, t, text_emb) -> list[tuple[torch.Tensor, ...]]:
+        """Steps t [N] and caption embeddings [N, E] (rows independent) -> per layer each block's
+        (scale, shift) [N, 2C]."""
+        emb = self._step_embedding(t) + text_emb
+        return [layer.modulations(emb) for layer in self.layers]
+
+    def denoise(self, x, mask, condition, modulations) -> torch.Tensor:
+        h = self.joint_embed(x).float() + self.motion_positions.weight[: x.shape[1]]
+        for layer, source, mods in zip(self.layers, condition["layers"], modulations, strict=True):
+            h = layer.denoise(h, mask, source, mods)
         return self.out(h).float()
 
 
@@ -540,22 +623,78 @@ class Trainer:
 
 # ---------------------------------------------------------------- samplers (Python loops, as the original's)
 
+MODULATION_CHUNK = 50  # as sampling.MODULATION_CHUNK
+
+
+def _denoiser(model, text, text_mask, mask, timesteps, hoisted: bool, chunk: int = MODULATION_CHUNK):
+    """denoise(x, i) -> epsilon at step timesteps[i], called in the order of `timesteps`.
+
+    hoisted False: the whole model at every step (the captions encoded once), as the original's loop.
+    hoisted True: what ours' sampler hoists (`sampling.conditioned_denoiser`), hoisted here too: the
+    pooled caption embedding and every cross-attention's context once, the step embeddings and every
+    block's (scale, shift) for `chunk` steps at once, and `denoise` per step. Same function.
+    """
+    rows, device = text.shape[0], text.device
+    if not hoisted:
+
+        def whole_model(x, i):
+            t = torch.full((rows,), int(timesteps[i]), device=device, dtype=torch.long)
+            return model(x, t, None, text_mask, mask, encoded_text=text)
+
+        return whole_model
+    condition = model.condition_on_text(text, text_mask)
+    steps = torch.as_tensor(np.asarray(timesteps, np.int64), device=device)
+    held = {}
+
+    def hoisted_model(x, i):
+        first = i - i % chunk
+        if held.get("first") != first:  # the next chunk's modulations: [chunk * rows, 2C] per block
+            t = steps[first : first + chunk].repeat_interleave(rows)
+            emb = condition["emb"].repeat(t.shape[0] // rows, 1)  # row r of step k at k * rows + r
+            held.update(first=first, modulations=model.modulations(t, emb))
+        at = slice((i - first) * rows, (i - first + 1) * rows)
+        modulations = [[m[at] for m in layer] for layer in held["modulations"]]
+        return model.denoise(x, mask, condition, modulations)
+
+    return hoisted_model
+
+
+def linear_weights_in(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """A copy of `model` whose Linear layers hold their weights and biases in `dtype`, cast once: under
+    autocast to that dtype it computes bit for bit what `model` does (autocast casts a float32 weight at
+    every call, in inference mode without a cache), for a sampler that should not pay that per step."""
+    cast = copy.deepcopy(model)
+    for module in cast.modules():
+        if isinstance(module, nn.Linear):
+            module.to(dtype)
+    return cast
+
 
 @torch.inference_mode()
 def ddpm_sample(
-    model, schedule: Schedule, x_T, tokens, text_mask, mask, generator, autocast=None, max_steps=None
+    model,
+    schedule: Schedule,
+    x_T,
+    tokens,
+    text_mask,
+    mask,
+    generator,
+    autocast=None,
+    max_steps=None,
+    hoisted: bool = False,
 ):
     """Ancestral sampling, all schedule steps (the first `max_steps` only, for a warm-up), epsilon
-    prediction, fixed-small variance; the captions encoded once."""
+    prediction, fixed-small variance; the captions encoded once (hoisted: see `_denoiser`)."""
     c = schedule.host
     device = x_T.device
+    timesteps = list(range(schedule.num_steps - 1, -1, -1))[:max_steps]
     with _autocast(device, autocast):
         text = model.encode_text(tokens, text_mask)
+        denoise = _denoiser(model, text, text_mask, mask, timesteps, hoisted)
     x = x_T.float()
-    for t in range(schedule.num_steps - 1, -1, -1)[:max_steps]:
-        t_batch = torch.full((x.shape[0],), t, device=device, dtype=torch.long)
+    for i, t in enumerate(timesteps):
         with _autocast(device, autocast):
-            eps = model(x, t_batch, None, text_mask, mask, encoded_text=text).float()
+            eps = denoise(x, i).float()
         x0_hat = (
             float(c["sqrt_recip_alphas_cumprod"][t]) * x - float(c["sqrt_recipm1_alphas_cumprod"][t]) * eps
         )
@@ -569,18 +708,21 @@ def ddpm_sample(
 
 
 @torch.inference_mode()
-def ddim_sample(model, schedule: Schedule, x_T, tokens, text_mask, mask, timesteps, autocast=None):
-    """Deterministic DDIM (eta = 0) over `timesteps` (descending, ending at 0); text encoded once."""
+def ddim_sample(
+    model, schedule: Schedule, x_T, tokens, text_mask, mask, timesteps, autocast=None, hoisted: bool = False
+):
+    """Deterministic DDIM (eta = 0) over `timesteps` (descending, ending at 0); text encoded once
+    (hoisted: see `_denoiser`)."""
     abar = schedule.host["alphas_cumprod"]
     device = x_T.device
+    timesteps = [int(t) for t in timesteps]
     with _autocast(device, autocast):
         text = model.encode_text(tokens, text_mask)
+        denoise = _denoiser(model, text, text_mask, mask, timesteps, hoisted)
     x = x_T.float()
-    timesteps = [int(t) for t in timesteps]
-    for t, t_prev in zip(timesteps, [*timesteps[1:], -1], strict=True):
-        t_batch = torch.full((x.shape[0],), t, device=device, dtype=torch.long)
+    for i, (t, t_prev) in enumerate(zip(timesteps, [*timesteps[1:], -1], strict=True)):
         with _autocast(device, autocast):
-            eps = model(x, t_batch, None, text_mask, mask, encoded_text=text).float()
+            eps = denoise(x, i).float()
         a, a_prev = float(abar[t]), (float(abar[t_prev]) if t_prev >= 0 else 1.0)
         x0_hat = math.sqrt(1.0 / a) * x - math.sqrt(1.0 / a - 1.0) * eps
         x = math.sqrt(a_prev) * x0_hat + math.sqrt(1.0 - a_prev) * eps

@@ -45,8 +45,8 @@ def run_benchmark(script: str, tmp_path: Path, *args: str) -> tuple[dict, str]:
     return json.loads(out.read_text()), result.stdout
 
 
-def test_sampling_benchmark_runs_every_case(tmp_path):
-    impls = ["jax-fp32", "jax-fp32-stepwise"] + (["torch-fp32"] if HAVE_TORCH else [])
+def test_sampling_benchmark_runs_every_case(tmp_path, capsys):
+    impls = ["jax-fp32", "jax-fp32-stepwise"] + (["torch-fp32", "torch-bf16-hoisted"] if HAVE_TORCH else [])
     record, stdout = run_benchmark(
         "bench_sampling.py",
         tmp_path,
@@ -58,6 +58,24 @@ def test_sampling_benchmark_runs_every_case(tmp_path):
     assert got == {(impl, sampler, n) for impl in impls for sampler, n in (("ddpm", 7), ("ddim", 3))}
     assert all(row["median_s"] > 0 and row["per_step_ms"] > 0 for row in record["rows"])
     assert "jax-fp32-stepwise" in stdout
+    if HAVE_TORCH:  # the plain twin is its own reference; ours has no bf16 hoisted twin beside it
+        plain = {row["sampler"]: row for row in record["rows"] if row["impl"] == "torch-fp32"}
+        assert all(row["speedup_vs_twin_same_precision"] == 1.0 for row in plain.values())
+        ours = [row for row in record["rows"] if row["impl"] == "jax-fp32"]
+        assert all("speedup_vs_hoisted_twin_same_precision" not in row for row in ours)
+        hoisted = [row for row in record["rows"] if row["impl"] == "torch-bf16-hoisted"]
+        assert all(row["speedup_vs_hoisted_twin_same_precision"] == 1.0 for row in hoisted)
+        # The GPU check's report shows both ratios of its sampling case.
+        sys.path.insert(0, str(BENCHMARKS))
+        import gpu_summary
+
+        folder = tmp_path / "gpu"
+        folder.mkdir()
+        (folder / "sampling.json").write_text(json.dumps(record))
+        assert gpu_summary.main([str(folder), "--cases", "sampling"]) == 0
+        report = capsys.readouterr().out
+        assert "x hoisted" in report
+        assert re.search(r"torch-bf16-hoisted +ddpm +2x6 +7 +[0-9.]+ +[0-9.]+ +- +1\.00", report), report
 
 
 @pytest.mark.parametrize("processes", ["shared", "separate"])

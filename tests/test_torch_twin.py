@@ -223,7 +223,7 @@ def test_twin_train_step_runs_and_moves_the_parameters_and_the_ema():
     assert any(not torch.equal(a, b) for a, b in zip(before, trainer.ema, strict=True))
 
 
-def test_twin_ddim_equals_ours_and_ddpm_returns_finite_motion():
+def test_twin_ddim_equals_ours_ddpm_returns_finite_motion_and_the_hoisted_loops_agree():
     model = model_lib.MotionTransformer(input_feats=D, **TINY)
     params = jax.tree.map(lambda p: 0.5 * p, random_params(model, seed=8))
     jax_schedule = diffusion.make_schedule("linear", 30)
@@ -247,3 +247,50 @@ def test_twin_ddim_equals_ours_and_ddpm_returns_finite_motion():
 
     ours = diffusion.ddim_sample_loop(jax_schedule, denoise, x_T.numpy(), jax.random.key(0), "epsilon", 5)
     np.testing.assert_allclose(ddim.numpy(), np.asarray(ours), rtol=1e-3, atol=1e-3)
+    hoisted = torch_twin.ddim_sample(
+        twin, schedule, x_T, i["tokens"], i["text_mask"], i["mask"], timesteps, hoisted=True
+    )
+    np.testing.assert_allclose(hoisted.numpy(), np.asarray(ours), rtol=1e-3, atol=1e-3)
+    generator.manual_seed(0)
+    x_T = torch.randn(B, T, D, generator=generator)
+    hoisted = torch_twin.ddpm_sample(
+        twin, schedule, x_T, i["tokens"], i["text_mask"], i["mask"], generator, hoisted=True
+    )
+    np.testing.assert_allclose(hoisted.numpy(), ddpm.numpy(), rtol=1e-4, atol=1e-4)  # the same draws
+
+
+@pytest.mark.parametrize("attention", ["efficient", "softmax"])
+def test_twin_hoisted_denoiser_equals_the_whole_model_at_every_step(attention):
+    """The like-for-like sampling rows hoist what ours hoists (the captions' context once, the block
+    modulations `chunk` steps at a time): at every step, across chunk boundaries and a short last chunk,
+    the same epsilon as the whole model."""
+    model = model_lib.MotionTransformer(input_feats=D, attention=attention, **TINY)
+    twin = twin_with(model, jax.tree.map(lambda p: 0.5 * p, random_params(model, seed=5)))
+    i = as_torch(random_inputs())
+    with torch.no_grad():
+        text = twin.encode_text(i["tokens"], i["text_mask"])
+        timesteps = [990, 700, 512, 300, 17, 3, 0]
+        args = (twin, text, i["text_mask"], i["mask"], timesteps)
+        whole = torch_twin._denoiser(*args, hoisted=False)
+        hoisted = torch_twin._denoiser(*args, hoisted=True, chunk=3)
+        for step in range(len(timesteps)):
+            x = torch.randn(B, T, D, generator=torch.Generator().manual_seed(step))
+            expected = whole(x, step).numpy()
+            assert np.abs(expected).mean() > 0.1
+            np.testing.assert_allclose(hoisted(x, step).numpy(), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_twin_with_linear_weights_cast_once_computes_what_autocast_does():
+    """Under bf16 autocast the copy with bf16 Linear weights gives the same bits as the float32 twin
+    (autocast rounds each weight to bf16 at every call); the original twin keeps float32 weights."""
+    model = model_lib.MotionTransformer(input_feats=D, **TINY)
+    twin = twin_with(model, random_params(model, seed=6))
+    cast = torch_twin.linear_weights_in(twin, torch.bfloat16)
+    assert cast.out.weight.dtype == torch.bfloat16 and twin.out.weight.dtype == torch.float32
+    assert cast.motion_positions.weight.dtype == torch.float32  # not a Linear: kept
+    i = as_torch(random_inputs())
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = twin(i["x"], i["t"], i["tokens"], i["text_mask"], i["mask"])
+        got = cast(i["x"], i["t"], i["tokens"], i["text_mask"], i["mask"])
+    assert np.abs(expected.numpy()).mean() > 0.1
+    assert torch.equal(got, expected)
