@@ -17,7 +17,7 @@ def base_config() -> ml_collections.ConfigDict:
 
     config.data = ml_collections.ConfigDict()
     config.data.source = "beat"  # beat (raw BEAT under raw_root) | synthetic (the demo set) | prepared
-    config.data.raw_root = ""  # raw BEAT release folder (BVH + TextGrid per recording)
+    config.data.raw_root = ""  # raw recordings: BEAT's release, or any skeleton's BVH + TextGrid pairs
     config.data.root = ""  # the prepared dataset (a cache written by --mode prepare), or a HumanML3D folder
     config.data.representation = "positions"  # positions | axis_angle | humanml3d
     config.data.fps = 60.0
@@ -28,6 +28,8 @@ def base_config() -> ml_collections.ConfigDict:
     )
     config.data.min_pause_s = 0.5  # sentence clips are cut at silences at least this long
     config.data.min_clip_s = 0.5  # shorter sentence clips are dropped (and counted)
+    config.data.pause_labels = ""  # TextGrid labels that are pauses besides blank ones: "sil,sp" (any case)
+    config.data.textgrid_tier = ""  # the words' TextGrid tier; "" = the IntervalTier 'words', else the first
     config.data.val_fraction = 0.1  # of the recordings
     config.data.test_fraction = 0.1
     config.data.split_seed = 0

@@ -1,7 +1,9 @@
 """Raw BEAT preparation on a small raw folder written here (BVH and TextGrid as text), checked in numpy."""
 
+import dataclasses
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -71,23 +73,29 @@ def bvh_text(angles, root):
     return "\n".join(lines) + "\n"
 
 
-def textgrid_text(words, xmax):
-    intervals, cursor = [], 0.0
-    for start, end, word in words:
-        if start > cursor:
-            intervals.append((cursor, start, ""))
-        intervals.append((start, end, word))
-        cursor = end
-    intervals.append((cursor, xmax, ""))
+def textgrid_text(words, xmax, fill="", tiers=None):
+    """A long-form TextGrid of one 'words' tier (or `tiers`: (name, words) pairs), the silences between
+    words as intervals labelled `fill`."""
+    tiers = tiers or [("words", words)]
     out = [
         'File type = "ooTextFile"\nObject class = "TextGrid"\n',
-        f"xmin = 0\nxmax = {xmax}\ntiers? <exists>\nsize = 1\nitem []:\n    item [1]:",
-        f'        class = "IntervalTier"\n        name = "words"\n        xmin = 0\n        xmax = {xmax}',
-        f"        intervals: size = {len(intervals)}",
+        f"xmin = 0\nxmax = {xmax}\ntiers? <exists>\nsize = {len(tiers)}\nitem []:",
     ]
-    for i, (start, end, text) in enumerate(intervals, 1):
-        out.append(f"        intervals [{i}]:\n            xmin = {start}\n            xmax = {end}")
-        out.append(f'            text = "{text}"')
+    for n, (name, tier_words) in enumerate(tiers, 1):
+        intervals, cursor = [], 0.0
+        for start, end, word in tier_words:
+            if start > cursor:
+                intervals.append((cursor, start, fill))
+            intervals.append((start, end, word))
+            cursor = end
+        intervals.append((cursor, xmax, fill))
+        out += [
+            f'    item [{n}]:\n        class = "IntervalTier"\n        name = "{name}"',
+            f"        xmin = 0\n        xmax = {xmax}\n        intervals: size = {len(intervals)}",
+        ]
+        for i, (start, end, text) in enumerate(intervals, 1):
+            out.append(f"        intervals [{i}]:\n            xmin = {start}\n            xmax = {end}")
+            out.append(f'            text = "{text}"')
     return "\n".join(out) + "\n"
 
 
@@ -190,14 +198,14 @@ def test_rerun_reuses_the_cache_and_changes_are_detected(prepared):
     raw, _, out, _ = prepared
     stamp = (out / "dataset.json").stat().st_mtime_ns
     again = beat.prepare_beat(raw, out, beat.PrepareOptions(), log=lambda *_: None)
-    assert again.info["counts"] == json.loads((out / "dataset.json").read_text())["counts"]
+    counts = json.loads((out / "dataset.json").read_text())["counts"]
+    assert again.info["counts"] == counts
     assert (out / "dataset.json").stat().st_mtime_ns == stamp
     with pytest.raises(FileExistsError, match="data.fps"):
         beat.prepare_beat(raw, out, beat.PrepareOptions(fps=30), log=lambda *_: None)
     text = next(raw.rglob("*.TextGrid"))
-    os.utime(text, ns=(text.stat().st_atime_ns, text.stat().st_mtime_ns + 10**9))
-    with pytest.raises(FileExistsError, match="input files"):
-        beat.prepare_beat(raw, out, beat.PrepareOptions(), log=lambda *_: None)
+    os.utime(text, ns=(text.stat().st_atime_ns, text.stat().st_mtime_ns + 10**9))  # content unchanged
+    assert beat.prepare_beat(raw, out, beat.PrepareOptions(), log=lambda *_: None).info["counts"] == counts
     assert (out / "dataset.json").stat().st_mtime_ns == stamp
 
 
@@ -329,3 +337,205 @@ def test_an_empty_raw_root_is_refused_before_anything_is_written(tmp_path, monke
     with pytest.raises(beat.MissingInputError, match=r"data.raw_root is empty"):
         beat.dataset_from_config(config, log=lambda *_: None)
     assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------------------------ a researcher's own recordings
+ONE_RECORDING = "1/1_spk0_0_1_1"  # make_raw's first recording, relative to the raw root
+ALONE = beat.PrepareOptions(val_fraction=0.0, test_fraction=0.0)  # every recording in train
+WORD_CAPTIONS = {"look here", "wave now", "point there"}  # WORDS' sentences but the 0.2 s "uh"
+
+
+def captions_of(dataset):
+    return {c for (c,) in dataset.split("train").captions}
+
+
+def warnings_in(logged):
+    return [line for line in logged if line.startswith("warning: ")]
+
+
+def test_recordings_of_one_name_in_two_folders_are_refused(tmp_path):
+    """alice/take1.bvh and bob/take1.bvh would share clip ids (take1_000, ...): one would overwrite the
+    other's clips. Both paths are named and nothing is written."""
+    raw = tmp_path / "raw"
+    for speaker in ("alice", "bob"):
+        (raw / speaker).mkdir(parents=True)
+        (raw / speaker / "take1.bvh").write_text(bvh_text(*angles_and_root(0)))
+        (raw / speaker / "take1.TextGrid").write_text(textgrid_text(WORDS, SECONDS))
+    with pytest.raises(beat.DatasetError) as refused:
+        beat.prepare_beat(raw, tmp_path / "out", ALONE, log=lambda *_: None)
+    message = str(refused.value)
+    assert str(raw / "alice" / "take1.bvh") in message and str(raw / "bob" / "take1.bvh") in message
+    assert "must be unique across data.raw_root" in message and "prefix the speaker" in message
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("fill", ["sil", "SIL"])
+def test_silence_labels_are_pauses_when_named_and_warned_of_otherwise(tmp_path, fill):
+    """A transcript whose silences are labelled (as MFA/Kaldi write 'sil') instead of blank: by default the
+    labels are words (a one-sentence caption 'sil look sil here ...') and a warning names the label, its
+    count and the setting; with data.pause_labels naming it (any case) the sentences are the words'."""
+    raw = tmp_path / "raw"
+    make_raw(raw, recordings=1)
+    (raw / f"{ONE_RECORDING}.TextGrid").write_text(textgrid_text(WORDS, SECONDS, fill=fill))
+    logged = []
+    as_words = beat.prepare_beat(raw, tmp_path / "default", ALONE, log=logged.append)
+    assert len(captions_of(as_words)) == 1 and next(iter(captions_of(as_words))).startswith(f"{fill} look")
+    # 8 silences: before 'look', 7 gaps between sentences or words, after 'there'
+    (warning,) = warnings_in(logged)
+    assert f"{fill!r} (8 intervals)" in warning and f"--config.data.pause_labels={fill}" in warning
+    logged = []
+    options = dataclasses.replace(ALONE, pause_labels=" sil , sp")
+    as_pauses = beat.prepare_beat(raw, tmp_path / "named", options, log=logged.append)
+    assert captions_of(as_pauses) == WORD_CAPTIONS
+    assert warnings_in(logged) == []
+
+
+def phones(words):
+    """Each word's letters as phones splitting its span evenly (a MAUS-like phone tier)."""
+    out = []
+    for start, end, word in words:
+        step = (end - start) / len(word)
+        out += [(start + i * step, start + (i + 1) * step, letter) for i, letter in enumerate(word)]
+    return out
+
+
+def test_the_word_tier_is_chosen_by_textgrid_tier_and_a_fallback_is_warned_of(tmp_path):
+    """BAS WebMAUS writes the phones ('MAU') before the words ('ORT-MAU'): the default rule reads the first
+    interval tier, says which in the summary and warns naming the tiers and data.textgrid_tier; with
+    data.textgrid_tier the words come from that tier."""
+    raw = tmp_path / "raw"
+    make_raw(raw, recordings=1)
+    text_path = raw / f"{ONE_RECORDING}.TextGrid"
+    text_path.write_text(textgrid_text(None, SECONDS, tiers=[("MAU", phones(WORDS)), ("ORT-MAU", WORDS)]))
+    logged = []
+    from_phones = beat.prepare_beat(raw, tmp_path / "default", ALONE, log=logged.append)
+    assert captions_of(from_phones) == {" ".join(c.replace(" ", "")) for c in WORD_CAPTIONS}  # 'l o o k ...'
+    assert "words from tier 'MAU'" in logged[0]
+    (warning,) = warnings_in(logged)
+    assert f"{text_path}: 'MAU', 'ORT-MAU'" in warning and "--config.data.textgrid_tier=" in warning
+    logged = []
+    options = dataclasses.replace(ALONE, textgrid_tier="ORT-MAU")
+    assert captions_of(beat.prepare_beat(raw, tmp_path / "ort", options, log=logged.append)) == WORD_CAPTIONS
+    assert "words from tier 'ORT-MAU'" in logged[0] and warnings_in(logged) == []
+    with pytest.raises(
+        beat.textgrid.TextGridError,
+        match=rf"^{re.escape(str(text_path))}:0: data.textgrid_tier: no tier named 'ORT'; tiers are "
+        r"\['MAU', 'ORT-MAU'\]$",
+    ):
+        beat.prepare_beat(raw, tmp_path / "ort2", dataclasses.replace(ALONE, textgrid_tier="ORT"))
+
+
+def test_a_cache_recorded_before_the_textgrid_options_existed_is_reused_at_their_defaults(tmp_path):
+    """A dataset.json written before data.pause_labels / data.textgrid_tier (and the inputs' sha256)
+    existed: prepare and training accept it with those fields at their defaults, refuse it with others, and
+    a touched input is refused as before (no hash to compare)."""
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    make_raw(raw, recordings=1)
+    beat.prepare_beat(raw, out, ALONE, log=lambda *_: None)
+    record = json.loads((out / "dataset.json").read_text())
+    assert {"pause_labels": "", "textgrid_tier": ""}.items() <= record["fingerprint"]["options"].items()
+    for key in ("pause_labels", "textgrid_tier"):
+        del record["fingerprint"]["options"][key]
+    del record["fingerprint"]["sha256"]
+    (out / "dataset.json").write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
+    old = (out / "dataset.json").read_bytes()
+    assert beat.prepare_beat(raw, out, ALONE, log=lambda *_: None).info["recordings"] == 1
+    config = base_config()
+    config.data.raw_root, config.data.root = str(raw), str(out)
+    config.data.val_fraction = config.data.test_fraction = 0.0
+    assert beat.dataset_from_config(config, log=lambda *_: None).info["recordings"] == 1
+    config.data.pause_labels = "sil"
+    with pytest.raises(beat.OccupiedFolderError, match=r"data.pause_labels '' \(the config: 'sil'\)"):
+        beat.dataset_from_config(config, log=lambda *_: None)
+    with pytest.raises(beat.OccupiedFolderError, match=r"options data.textgrid_tier differ"):
+        beat.prepare_beat(raw, out, dataclasses.replace(ALONE, textgrid_tier="ORT-MAU"))
+    text = raw / f"{ONE_RECORDING}.TextGrid"
+    os.utime(text, ns=(text.stat().st_atime_ns, text.stat().st_mtime_ns + 10**9))
+    with pytest.raises(beat.OccupiedFolderError, match="1 input file changed since it was prepared"):
+        beat.prepare_beat(raw, out, ALONE)
+    assert (out / "dataset.json").read_bytes() == old
+
+
+def test_a_touched_input_is_compared_by_content(tmp_path, monkeypatch):
+    """Inputs copied or cloned (new mtimes, same bytes) reuse the cache, hashing only the files whose mtime
+    moved; a change of content of the same size, an added and a removed recording are refused, each named."""
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    make_raw(raw, recordings=2)
+    beat.prepare_beat(raw, out, ALONE, log=lambda *_: None)
+    record = (out / "dataset.json").read_bytes()
+    hashed = []
+    sha256 = beat._sha256
+    monkeypatch.setattr(beat, "_sha256", lambda path: hashed.append(path) or sha256(path))
+    beat.prepare_beat(raw, out, ALONE, log=lambda *_: None)
+    assert hashed == []  # nothing touched, nothing read
+    text, motion = raw / f"{ONE_RECORDING}.TextGrid", raw / f"{ONE_RECORDING}.bvh"
+    for path in (text, motion):
+        os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    assert beat.prepare_beat(raw, out, ALONE, log=lambda *_: None).info["recordings"] == 2
+    assert sorted(hashed) == sorted([text, motion])
+    original = text.read_text()
+    text.write_text(original.replace('"look"', '"lock"'))  # same size, other words
+    changed = (
+        rf"\(1 input file changed since it was prepared \(size or content; e.g. {ONE_RECORDING}\.TextGrid"
+    )
+    with pytest.raises(beat.OccupiedFolderError, match=changed):
+        beat.prepare_beat(raw, out, ALONE)
+    text.write_text(original)
+    beat.prepare_beat(raw, out, ALONE, log=lambda *_: None)
+    extra = raw / "3" / "3_spk2_0_9_9"
+    extra.parent.mkdir()
+    extra.with_suffix(".bvh").write_text(motion.read_text())
+    extra.with_suffix(".TextGrid").write_text(original)
+    with pytest.raises(
+        beat.OccupiedFolderError, match=r"\(2 input files added \(e.g. 3/3_spk2_0_9_9.TextGrid\)\)"
+    ):
+        beat.prepare_beat(raw, out, ALONE)
+    for path in (*extra.parent.iterdir(), motion):
+        path.unlink()
+    with pytest.raises(
+        beat.OccupiedFolderError, match=rf"\(2 input files removed \(e.g. {ONE_RECORDING}.TextGrid\)\)"
+    ):
+        beat.prepare_beat(raw, out, ALONE)
+    assert (out / "dataset.json").read_bytes() == record
+
+
+def test_sentences_past_the_motion_end_are_counted_apart_and_warned_of(tmp_path):
+    """A transcript running 3.6 s past its 8 s motion: the sentence across the end (0.3 s left, under
+    min_clip_s) and the two after it are counted as past the motion's end, not as short sentences, and a
+    warning names the recording."""
+    raw = tmp_path / "raw"
+    make_raw(raw, recordings=1)
+    text = raw / f"{ONE_RECORDING}.TextGrid"
+    late = [(7.7, 8.6, "across"), (9.2, 9.8, "late"), (11.0, 11.6, "later")]
+    text.write_text(textgrid_text(WORDS + late, 12.0))
+    logged = []
+    dataset = beat.prepare_beat(raw, tmp_path / "out", ALONE, log=logged.append)
+    assert captions_of(dataset) == WORD_CAPTIONS
+    assert (dataset.info["dropped_short_clips"], dataset.info["dropped_past_motion_end"]) == (1, 3)
+    assert "1 shorter than 0.5s, 3 past the motion's end dropped" in logged[0]
+    (warning,) = warnings_in(logged)
+    assert f"{text}: words to 11.60 s, motion 8.00 s" in warning
+
+
+def test_a_requested_split_left_without_recordings_is_warned_of(tmp_path):
+    """Two recordings round val and test fractions of 0.1 to no recording: each split asked for is named;
+    from 3 recordings on each gets one and nothing is warned of."""
+    raw = tmp_path / "raw"
+    make_raw(raw, recordings=2)
+    logged = []
+    options = beat.PrepareOptions(val_fraction=0.1, test_fraction=0.2)
+    dataset = beat.prepare_beat(raw, tmp_path / "two", options, log=logged.append)
+    assert dataset.info["counts"]["val"] == dataset.info["counts"]["test"] == 0
+    val, test = warnings_in(logged)
+    assert "data.val_fraction is 0.1 but the val split got none of the 2 recordings" in val
+    assert "data.test_fraction is 0.2 but the test split got none of the 2 recordings" in test
+    assert "prepare 3 or more recordings" in val
+    logged = []
+    beat.prepare_beat(
+        raw, tmp_path / "no_val", dataclasses.replace(options, val_fraction=0.0), log=logged.append
+    )
+    assert [w.split(" is ")[0] for w in warnings_in(logged)] == ["warning: data.test_fraction"]
+    make_raw(raw, recordings=3)
+    logged = []
+    beat.prepare_beat(raw, tmp_path / "three", options, log=logged.append)
+    assert warnings_in(logged) == []

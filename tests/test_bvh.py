@@ -330,6 +330,15 @@ def test_resample_to_a_rate_that_does_not_divide_raises(fps):
         resample(parse_bvh(VALID), fps)
 
 
+def test_the_refusal_of_a_rate_suggests_the_source_rate_too():
+    """The refusal's examples of a data.fps that works include the recording's own rate (no resampling)."""
+    motion = parse_bvh(bvh_text(frame_time="0.0333333"))  # 30 fps
+    with pytest.raises(
+        ValueError, match=r"cannot resample 30 fps to 60 fps.*\(e\.g\. 30, 15, 10, 7\.5 fps\)"
+    ):
+        resample(motion, 60)
+
+
 # ------------------------------------------------------------------------------------------------ errors
 def _lines(text: str) -> list[str]:
     return text.splitlines(keepends=True)

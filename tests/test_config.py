@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from motion_ddpm_jax.config import CHOICES, MINIMUM, base_config, validate
+from motion_ddpm_jax.config import CHOICES, MINIMUM, base_config, validate, with_defaults
 from motion_ddpm_jax.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -114,3 +114,21 @@ def test_a_field_misspelt_in_a_config_file_is_refused_with_the_name_meant():
     config.loss.velocity_wieght = 1.0
     with pytest.raises(UserError, match=r"loss.velocity_wieght \(did you mean loss.velocity_weight\?\)"):
         validate(config)
+
+
+def test_the_textgrid_fields_reach_prepare_and_default_to_blank_labels_only_and_the_words_tier():
+    """data.pause_labels and data.textgrid_tier feed PrepareOptions; unset (or missing from a run saved
+    before they existed) they are "", which prepares as before."""
+    from motion_ddpm_jax.data import beat
+
+    config = base_config()
+    assert beat.options_from_config(config.data) == beat.PrepareOptions()
+    assert (beat.PrepareOptions().pause_labels, beat.PrepareOptions().textgrid_tier) == ("", "")
+    config.data.pause_labels, config.data.textgrid_tier = "sil,sp", "ORT-MAU"
+    validate(config)
+    options = beat.options_from_config(config.data)
+    assert (options.pause_labels, options.textgrid_tier) == ("sil,sp", "ORT-MAU")
+    assert options.pause_label_set() == {"sil", "sp"}
+    saved = base_config().to_dict()
+    del saved["data"]["pause_labels"], saved["data"]["textgrid_tier"]
+    assert beat.options_from_config(with_defaults(saved)["data"]) == beat.PrepareOptions()

@@ -178,6 +178,28 @@ def test_load_words_with_an_explicit_tier(tmp_path):
         load_words(path, tier="nope")
 
 
+def test_a_missing_tier_names_the_file_once_and_the_tiers_there(tmp_path):
+    path = write(tmp_path, LONG)
+    with pytest.raises(TextGridError) as error:
+        load_words(path, tier="ORT-MAU")
+    assert str(error.value) == f"{path}:0: no tier named 'ORT-MAU'; tiers are ['phones', 'Words']"
+
+
+def test_labels_named_as_pauses_are_left_out_like_blank_ones(tmp_path):
+    """Aligners that label silences ('sil', 'SP', '<p:>') instead of leaving them blank: the labels named
+    are pauses in any case and with surrounding space; other words, and words merely containing one, stay."""
+    text = LONG.replace('text = ""', 'text = "SIL"', 1).replace('text = ""', 'text = " <p:> "', 1)
+    text = text.replace('"so"', '"sp"').replace('"café"', '"sil café"')
+    path = write(tmp_path, text)
+    assert [w for _, _, w in load_words(path)] == ["SIL", "sp", 'he said "hello"', "<p:>", "sil café"]
+    got = load_words(path, pause_labels=["sil", " Sp ", "<P:>"])
+    assert got == [(1.1, 1.75, 'he said "hello"'), (2.4, 3.5, "sil café")]
+    assert [w for _, _, w in load_words(path, pause_labels="sp")][:2] == [
+        "SIL",
+        'he said "hello"',
+    ]  # not s, p
+
+
 def test_load_words_rejects_a_point_tier(tmp_path):
     with pytest.raises(TextGridError, match="'beats' is a TextTier, expected an IntervalTier"):
         load_words(write(tmp_path, SHORT), tier="beats")

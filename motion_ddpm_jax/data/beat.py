@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from motion_ddpm_jax.errors import UserError
 from motion_ddpm_jax.skeleton import Skeleton
 
 FRAME_BUCKET = 1024  # encode recordings padded to a multiple of this many frames: one compile per bucket
+OVERRUN_WARNING_S = 1.0  # warn of a recording whose words run this far past the end of its motion
 
 
 class MissingInputError(UserError, FileNotFoundError):
@@ -56,8 +58,13 @@ class PrepareOptions:
     test_fraction: float = 0.1
     split_seed: int = 0
     std_floor: float = 1e-2
+    pause_labels: str = ""  # labels of pauses besides blank ones, comma-separated, any case: "sil,sp"
+    textgrid_tier: str = ""  # the word tier's name; "" = the IntervalTier named 'words', else the first one
 
     def __post_init__(self):
+        for field in ("pause_labels", "textgrid_tier"):
+            if not isinstance(getattr(self, field), str):
+                raise UserError(f"data.{field} is {getattr(self, field)!r}; expected a string")
         if self.representation not in representation.REPRESENTATIONS:
             raise UserError(
                 f"data.representation is {self.representation!r}; raw BEAT can be prepared as one of "
@@ -71,6 +78,10 @@ class PrepareOptions:
                 "must be >= 0 and sum to less than 1"
             )
 
+    def pause_label_set(self) -> frozenset[str]:
+        """`pause_labels` as lower-case labels."""
+        return frozenset(label.strip().lower() for label in self.pause_labels.split(",") if label.strip())
+
 
 @dataclasses.dataclass(frozen=True)
 class Sentence:
@@ -80,12 +91,14 @@ class Sentence:
 
 
 def find_recordings(raw_root: Path) -> list[tuple[Path, Path]]:
-    """(bvh, TextGrid) pairs under `raw_root` (any depth), sorted; a BVH without its TextGrid is an error."""
+    """(bvh, TextGrid) pairs under `raw_root` (any depth), sorted; a BVH without its TextGrid, or two BVHs
+    of the same name (the recording's name), is an error."""
     if not raw_root.is_dir():
         raise MissingInputError(
             f"data.raw_root: {raw_root} is not a folder (expected the BEAT release layout)"
         )
     pairs = []
+    named: dict[str, Path] = {}
     found = (  # os.walk follows symlinked folders (a speaker linked in from elsewhere); rglob does not
         Path(folder) / name
         for folder, _, names in os.walk(raw_root, followlinks=True)
@@ -93,6 +106,14 @@ def find_recordings(raw_root: Path) -> list[tuple[Path, Path]]:
         if name.endswith(".bvh")
     )
     for motion_path in sorted(found):
+        if motion_path.stem in named:
+            raise DatasetError(
+                f"{named[motion_path.stem]} and {motion_path}: two recordings named {motion_path.stem!r}; "
+                f"recording file names must be unique across data.raw_root {raw_root} (clip ids are "
+                "<name>_<k>): rename them (with their TextGrids), e.g. prefix the speaker "
+                f"({motion_path.parent.name}_{motion_path.name})"
+            )
+        named[motion_path.stem] = motion_path
         text_path = motion_path.with_suffix(".TextGrid")
         if not text_path.is_file():
             raise MissingInputError(
@@ -187,6 +208,11 @@ def _fingerprint_inputs(pairs: list[tuple[Path, Path]], raw_root: Path) -> dict[
     }
 
 
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
 def _common_skeleton(skeletons: dict[str, Skeleton]) -> tuple[Skeleton, float]:
     """The dataset's skeleton (mean offsets over recordings) and the largest relative offset deviation."""
     first_name, first = next(iter(skeletons.items()))
@@ -216,14 +242,18 @@ def prepare_beat(
     pairs = find_recordings(raw_root)
     fingerprint = {"options": dataclasses.asdict(options), "inputs": _fingerprint_inputs(pairs, raw_root)}
     if out_root.exists() and (not out_root.is_dir() or any(out_root.iterdir())):
-        return _reuse(out_root, fingerprint)
+        return _reuse(out_root, fingerprint, raw_root)
 
     start = time.perf_counter()
     names = [motion_path.stem for motion_path, _ in pairs]
     min_frames = int(round(options.min_clip_s * options.fps))
     clips: dict[str, list[tuple[str, np.ndarray, tuple[str, ...]]]] = {s: [] for s in motion_text.SPLITS}
     skeletons: dict[str, Skeleton] = {}
-    dropped = 0
+    hashes: dict[str, str] = {}
+    dropped = past_end = 0
+    used_splits, tiers, markers = set(), Counter(), Counter()
+    first_tier_of: list[tuple[Path, list[str]]] = []  # TextGrids read by the fallback: their interval tiers
+    overruns: list[tuple[Path, float, float]] = []  # recordings whose words run past the motion's end
     for motion_path, text_path in pairs:
         motion = bvh.load_bvh(motion_path)
         if options.representation != "positions":  # still position channels become the joints' offsets
@@ -231,16 +261,31 @@ def prepare_beat(
         skeletons[str(motion_path)] = motion.skeleton
         features = encode_recording(motion, options)
         split = split_of(motion_path.stem, names, options)
-        words = textgrid.load_words(text_path)
+        used_splits.add(split)
+        words, tier, fallback = _read_words(text_path, options)
+        tiers[tier] += 1
+        if fallback:
+            first_tier_of.append((text_path, fallback))
+        markers.update(w for _, _, w in words if w.lower() in textgrid.SILENCE_MARKERS)
+        duration = len(features) / options.fps
+        if words and words[-1][1] > duration + OVERRUN_WARNING_S:
+            overruns.append((text_path, words[-1][1], duration))
         for k, sentence in enumerate(sentences(words, options.min_pause_s)):
             first = max(int(np.floor(sentence.start_s * options.fps)), 0)
-            last = min(int(np.ceil(sentence.end_s * options.fps)), len(features))
-            if last - first < min_frames:
-                dropped += 1
+            end = int(np.ceil(sentence.end_s * options.fps))
+            last = min(end, len(features))
+            if last - first < min_frames:  # cut short by the motion's end, or short as spoken
+                if first >= len(features) or end - first >= min_frames:
+                    past_end += 1
+                else:
+                    dropped += 1
                 continue
             clips[split].append(
                 (f"{motion_path.stem}_{k:03d}", features[first:last], (" ".join(sentence.words),))
             )
+        for path in (motion_path, text_path):
+            hashes[str(path.relative_to(raw_root))] = _sha256(path)
+    fingerprint["sha256"] = hashes
     skeleton, deviation = _common_skeleton(skeletons)
     splits = {
         name: motion_text.Split(
@@ -250,7 +295,8 @@ def prepare_beat(
     }
     if not splits["train"].ids:
         raise DatasetError(
-            f"{raw_root}: no training clips (all {dropped} sentences shorter than data.min_clip_s?)"
+            f"{raw_root}: no training clips ({dropped} sentences shorter than data.min_clip_s, {past_end} "
+            "past the end of their motion)"
         )
     info: dict[str, Any] = {
         "source": "beat",
@@ -258,21 +304,85 @@ def prepare_beat(
         "fps": options.fps,
         "recordings": len(pairs),
         "dropped_short_clips": dropped,
+        "dropped_past_motion_end": past_end,
         "skeleton_offset_max_relative_deviation": deviation,
         "fingerprint": fingerprint,
     }
     dataset = motion_text.write_dataset(out_root, splits, info, skeleton, options.std_floor)
     counts = dataset.info["counts"]
+    past = f", {past_end} past the motion's end" if past_end else ""
     log(
         f"prepared {len(pairs)} recordings into {out_root} in {time.perf_counter() - start:.1f}s: "
         f"{counts['train']} train / {counts['val']} val / {counts['test']} test clips, "
-        f"{dropped} shorter than {options.min_clip_s}s dropped, {dataset.feature_size} features at "
-        f"{options.fps:g} fps"
+        f"{dropped} shorter than {options.min_clip_s}s{past} dropped, {dataset.feature_size} features at "
+        f"{options.fps:g} fps, words from tier "
+        + ", ".join(
+            f"{name!r}" + (f" ({n} recordings)" if len(tiers) > 1 else "") for name, n in tiers.items()
+        )
     )
+    for warning in _warnings(options, len(pairs), used_splits, markers, first_tier_of, overruns, past_end):
+        log(f"warning: {warning}")
     return dataset
 
 
-def _reuse(out_root: Path, fingerprint: dict[str, Any]) -> motion_text.MotionTextDataset:
+def _read_words(
+    text_path: Path, options: PrepareOptions
+) -> tuple[list[tuple[float, float, str]], str, list[str]]:
+    """A recording's words (options.pause_labels left out), the name of the tier they came from, and the
+    TextGrid's interval tiers where the default rule took the first of several ([] otherwise)."""
+    grid = textgrid.load_textgrid(text_path)
+    try:
+        tier = textgrid.word_tier(grid, options.textgrid_tier or None)
+    except textgrid.TextGridError as error:
+        if not options.textgrid_tier:
+            raise
+        raise textgrid.TextGridError(
+            error.source, error.line, f"data.textgrid_tier: {error.detail}"
+        ) from None
+    interval_tiers = [t.name for t in grid.tiers if t.kind == "IntervalTier"]
+    fallback = not options.textgrid_tier and len(interval_tiers) > 1 and tier.name.strip().lower() != "words"
+    words = textgrid.tier_words(tier, options.pause_label_set())
+    return words, tier.name, interval_tiers if fallback else []
+
+
+def _warnings(options, recordings, used_splits, markers, first_tier_of, overruns, past_end) -> list[str]:
+    """What prepare warns of: requested splits left empty, silence markers read as words, word tiers
+    picked by the fallback, transcripts running past their motion."""
+    warnings = []
+    for split, fraction in (("val", options.val_fraction), ("test", options.test_fraction)):
+        if fraction > 0 and split not in used_splits:
+            warnings.append(
+                f"data.{split}_fraction is {fraction:g} but the {split} split got none of the {recordings} "
+                f"recordings (round({recordings} x {fraction:g}) = 0; from 3 recordings on, each requested "
+                f"split gets at least one): prepare 3 or more recordings, or set data.{split}_fraction=0"
+            )
+    if markers:
+        labels = sorted(markers, key=lambda label: (-markers[label], label))
+        named = [label.strip() for label in options.pause_labels.split(",") if label.strip()]
+        warnings.append(
+            "intervals labelled as silence were read as words: "
+            + ", ".join(f"{label!r} ({markers[label]} intervals)" for label in labels)
+            + f"; if they are pauses, set --config.data.pause_labels={','.join(named + labels)}"
+        )
+    if first_tier_of:
+        path, names = first_tier_of[0]
+        warnings.append(
+            f"{len(first_tier_of)} TextGrids have several interval tiers, none named 'words' (e.g. {path}: "
+            f"{', '.join(map(repr, names))}); their words were read from the first, {names[0]!r}. If that is "
+            "not the word tier, set --config.data.textgrid_tier=<its name>"
+        )
+    if overruns:
+        path, words_end, motion_end = overruns[0]
+        warnings.append(
+            f"{len(overruns)} recordings have words more than {OVERRUN_WARNING_S:g} s after their motion "
+            f"ends (e.g. {path}: words to {words_end:.2f} s, motion {motion_end:.2f} s; {past_end} sentences "
+            "past the motion's end dropped in all); is each TextGrid beside its own BVH, and its Frame Time "
+            "right?"
+        )
+    return warnings
+
+
+def _reuse(out_root: Path, fingerprint: dict[str, Any], raw_root: Path) -> motion_text.MotionTextDataset:
     info_path = out_root / "dataset.json"
     if not info_path.is_file():
         raise OccupiedFolderError(
@@ -281,34 +391,66 @@ def _reuse(out_root: Path, fingerprint: dict[str, Any]) -> motion_text.MotionTex
         )
     try:
         previous = _mapping(motion_text.read_dataset_info(info_path).get("fingerprint"))
-        if previous == json.loads(json.dumps(fingerprint)):
+        recorded = _mapping(previous.get("options"))
+        changed_options = (
+            _changed_options(recorded, fingerprint["options"]) if recorded else fingerprint["options"]
+        )
+        what = _changed_inputs(previous, fingerprint["inputs"], raw_root)
+        if changed_options:
+            what.insert(0, "options " + ", ".join(f"data.{k}" for k in sorted(changed_options)) + " differ")
+        if not what:
             return motion_text.open_dataset(out_root)
     except DatasetError as error:
         raise DatasetError(
             f"{error}. {out_root} is a damaged prepared cache and is left as it is: delete it to prepare "
             "again, or point data.root at a new folder"
         ) from None
-    changed_options = sorted(_changed_options(_mapping(previous.get("options")), fingerprint["options"]))
-    old_inputs, new_inputs = _mapping(previous.get("inputs")), fingerprint["inputs"]
-    changed_inputs = sorted(
-        k for k in set(old_inputs) | set(new_inputs) if old_inputs.get(k) != new_inputs.get(k)
-    )
-    what = []
-    if changed_options:
-        what.append("options " + ", ".join(f"data.{k}" for k in changed_options))
-    if changed_inputs:
-        what.append(f"{len(changed_inputs)} input files (e.g. {changed_inputs[0]})")
     raise OccupiedFolderError(
-        f"{out_root} holds a dataset prepared from other {' and '.join(what) or 'inputs'}; it is left as it "
-        "is. Point data.root at a new folder to prepare again, or delete that folder yourself"
+        f"{out_root} holds a dataset prepared from other inputs or options ({'; '.join(what)}); it is left "
+        "as it is. Point data.root at a new folder to prepare again, or delete that folder yourself"
     )
+
+
+def _changed_inputs(previous: dict[str, Any], inputs: dict[str, list[int]], raw_root: Path) -> list[str]:
+    """What differs between the input files a cache was prepared from (`previous`, its fingerprint) and
+    `inputs` ([size, mtime_ns] per file), as phrases; [] if nothing. A file of the recorded size but
+    another mtime (copied, cloned) is unchanged if its content has the recorded sha256."""
+    recorded, hashes = _mapping(previous.get("inputs")), _mapping(previous.get("sha256"))
+
+    def changed(name: str) -> bool:
+        old, new = recorded[name], inputs[name]
+        if old == new:
+            return False
+        same_size = isinstance(old, list) and old[:1] == new[:1]
+        return not (same_size and name in hashes and hashes[name] == _sha256(raw_root / name))
+
+    what = []
+    for names, phrase in (
+        (
+            [k for k in inputs if k in recorded and changed(k)],
+            "changed since it was prepared (size or content; e.g.",
+        ),
+        ([k for k in inputs if k not in recorded], "added (e.g."),
+        ([k for k in recorded if k not in inputs], "removed (e.g."),
+    ):
+        if names:
+            what.append(f"{len(names)} input file{'s' * (len(names) > 1)} {phrase} {min(names)})")
+    return what
+
+
+def _recorded_option(recorded: dict[str, Any], name: str) -> Any:
+    """A cache's recorded value of option `name`; one it lacks (recorded before the option existed) is the
+    option's default, which keeps what was done before."""
+    if name in recorded:
+        return recorded[name]
+    return json.loads(json.dumps(dataclasses.asdict(PrepareOptions())))[name]
 
 
 def _changed_options(recorded: dict[str, Any], options: dict[str, Any]) -> list[str]:
     """The fields of `options` (PrepareOptions as a dict) whose values differ from a cache's `recorded`
-    ones (read back from its JSON record)."""
+    ones (read back from its JSON record; a field it lacks counts as its default)."""
     wanted = json.loads(json.dumps(options))
-    return [k for k in wanted if recorded.get(k) != wanted[k]]
+    return [k for k in wanted if _recorded_option(recorded, k) != wanted[k]]
 
 
 def _mapping(value: Any) -> dict[str, Any]:
@@ -402,7 +544,9 @@ def _check_prepared_options(root: Path, options: PrepareOptions) -> None:
     wanted = dataclasses.asdict(options)
     changed = _changed_options(recorded, wanted)
     if changed:
-        shown = ", ".join(f"data.{k} {recorded.get(k)!r} (the config: {wanted[k]!r})" for k in changed)
+        shown = ", ".join(
+            f"data.{k} {_recorded_option(recorded, k)!r} (the config: {wanted[k]!r})" for k in changed
+        )
         raise OccupiedFolderError(
             f"data.root {root} holds a dataset prepared with other options: {shown}; it is left as it is. "
             "Set those fields to the prepared values, or point data.root at a new folder to prepare the "

@@ -201,8 +201,8 @@ def resample(motion: BvhMotion, target_fps: float) -> BvhMotion:
         rate = motion.fps  # as the file means it: 0.008333 s is 120 fps, not 120.0048
         raise ValueError(
             f"{motion.source}: cannot resample {rate:g} fps to {target_fps:g} fps by dropping frames; "
-            f"the target must divide the source rate (e.g. {rate / 2:g}, {rate / 3:g}, {rate / 4:g} fps); "
-            "interpolation is not supported"
+            f"the target must divide the source rate (e.g. {rate:g}, {rate / 2:g}, {rate / 3:g}, "
+            f"{rate / 4:g} fps); interpolation is not supported"
         )
     if stride == 1:
         return motion

@@ -29,6 +29,11 @@ OVERLAP_TOLERANCE_S = 1e-6
 # A silence this much shorter than a minimum still reaches it: times written with a few decimals differ
 # in floating point (0.57 - 0.07 < 0.5).
 PAUSE_TOLERANCE_S = 1e-6
+# Labels aligners write on silent intervals instead of leaving them blank (Kaldi/MFA/HTK 'sil', 'sp', 'spn';
+# BAS MAUS '<p:>'; Festival 'pau'), compared in lower case: `load_words` takes them as words unless named.
+SILENCE_MARKERS = frozenset(
+    {"sil", "sp", "spn", "pau", "silence", "<sil>", "<sp>", "<spn>", "<p:>", "<p>", "<pau>", "<silence>"}
+)
 _TIER_CLASSES = ("IntervalTier", "TextTier")
 _TOKEN = re.compile(
     r"""
@@ -48,7 +53,7 @@ class TextGridError(UserError):
     """A malformed TextGrid. `source` and `line` (1-based; 0 when not tied to a line) say where."""
 
     def __init__(self, source: str, line: int, message: str):
-        self.source, self.line = source, line
+        self.source, self.line, self.detail = source, line, message
         super().__init__(f"{source}:{line}: {message}")
 
 
@@ -351,23 +356,39 @@ def load_textgrid(path: str | os.PathLike) -> TextGrid:
     return parse_textgrid(decode_textgrid_bytes(raw, source), source=source)
 
 
-def load_words(path: str | os.PathLike, tier: str | int | None = None) -> list[tuple[float, float, str]]:
+def load_words(
+    path: str | os.PathLike, tier: str | int | None = None, pause_labels: Iterable[str] = ()
+) -> list[tuple[float, float, str]]:
     """(start_s, end_s, word) of every non-empty interval of the word tier, in time order.
 
     tier: a name or index; by default the IntervalTier named 'words' (any case), else the first one.
     Words are stripped of surrounding whitespace, and whitespace inside one (a line break in a label) becomes
-    a single space; intervals whose text is blank are pauses and left out.
+    a single space; intervals whose text is blank, or one of `pause_labels` (any case, e.g. 'sil'), are
+    pauses and left out.
     """
-    grid = load_textgrid(path)
+    return tier_words(word_tier(load_textgrid(path), tier), pause_labels)
+
+
+def word_tier(grid: TextGrid, tier: str | int | None = None) -> Tier:
+    """`grid.tier(tier)` if it is an IntervalTier; TextGridError naming the file otherwise."""
     try:
         chosen = grid.tier(tier)
     except KeyError as error:
-        raise TextGridError(grid.source, 0, str(error.args[0])) from None
+        message = str(error.args[0]).removeprefix(f"{grid.source}: ")
+        raise TextGridError(grid.source, 0, message) from None
     if chosen.kind != "IntervalTier":
         raise TextGridError(
             grid.source, 0, f"tier {chosen.name!r} is a {chosen.kind}, expected an IntervalTier"
         )
-    return [(i.start, i.end, " ".join(i.text.split())) for i in chosen.intervals if i.text.strip()]
+    return chosen
+
+
+def tier_words(tier: Tier, pause_labels: Iterable[str] = ()) -> list[tuple[float, float, str]]:
+    """The words of an IntervalTier as `load_words` gives them (`pause_labels`: labels, or one label)."""
+    labels = (pause_labels,) if isinstance(pause_labels, str) else pause_labels
+    pause = {" ".join(label.split()).lower() for label in labels}
+    words = [(i.start, i.end, " ".join(i.text.split())) for i in tier.intervals]
+    return [(s, e, w) for s, e, w in words if w and w.lower() not in pause]
 
 
 def pauses(
