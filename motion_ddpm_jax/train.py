@@ -31,7 +31,7 @@ from tensorboardX import SummaryWriter
 from motion_ddpm_jax import checkpoint, diffusion, files, losses, text
 from motion_ddpm_jax import config as config_lib
 from motion_ddpm_jax import model as model_lib
-from motion_ddpm_jax.data import beat, pipeline
+from motion_ddpm_jax.data import beat, motion_text, pipeline
 from motion_ddpm_jax.errors import UserError
 
 
@@ -784,6 +784,8 @@ def _run(config, workdir: Path, stop: _PreemptionFlag, held: contextlib.ExitStac
     # and refuse the corrected one (`claim_workdir`).
     dataset = _dataset_once_per_run(config, log)
     split = dataset.split("train")
+    if is_main and (left_out := motion_text.describe_dropped(dataset, [split])):
+        log(left_out)
     if config.model.input_feats:
         dataset.check_feature_size(config.model.input_feats)
     devices = jax.local_device_count()

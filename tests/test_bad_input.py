@@ -446,7 +446,8 @@ def test_empty_split_in_the_prepared_layout(prepared):
     (prepared / "val.txt").write_text("\n")
     split_error(
         prepared,
-        rf"^{re.escape(str(prepared / 'val.txt'))}: the val split lists no clips; .*data.val_fraction",
+        rf"^{re.escape(str(prepared / 'val.txt'))}: the val split lists no clips; .*List the ids of its "
+        r"clips in val\.txt.*--config\.eval\.split=train",
         "val",
     )
 

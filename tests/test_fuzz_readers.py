@@ -529,7 +529,7 @@ def dataset_root(tmp_path_factory):
     motion_text.write_dataset(
         root,
         {"train": Split("train", ("clip",), (motion,), (("a caption",),))},
-        {"representation": "x", "fps": 1},
+        {"representation": "positions", "fps": 1},
     )
     return root
 

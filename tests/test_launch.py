@@ -112,7 +112,17 @@ def test_prepare_mode_reads_a_prepared_or_humanml3d_folder_as_it_is(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     # train.txt: 000001 (100 frames) and its 50-frame sub-clip; 30 and 250 frames are outside [40, 200)
     assert f"{humanml3d}: 2 train / no val / no test clips, 263 humanml3d features at 20 fps" in result.stdout
+    assert (  # what was left out, and why
+        "train: 2 clips kept; left out 1 listed id with no motion file in new_joint_vecs/ (000404); 1 clip "
+        "shorter than 40 frames, sub-clips and all (000002); 1 clip of 200 frames or more" in result.stdout
+    )
     assert sorted(p.relative_to(humanml3d) for p in humanml3d.rglob("*")) == before  # nothing written
+    (humanml3d / "val.txt").write_text("\n")  # a split that lists nothing is counted, and said why
+    empty = launch(*args)
+    assert empty.returncode == 0, empty.stderr[-3000:]
+    assert "2 train / 0 val / no test clips" in empty.stdout and "val: " in empty.stdout
+    assert "the val split lists no clips" in empty.stdout
+    (humanml3d / "val.txt").unlink()
     wrong = launch(*args, "--config.data.representation=positions")
     assert wrong.returncode != 0 and "Traceback" not in wrong.stderr
     assert "data.representation is 'positions', the data 'humanml3d'" in wrong.stderr

@@ -1,6 +1,7 @@
 """The prepared layout and the HumanML3D layout: round trips, statistics, sub-clips, errors."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -71,7 +72,7 @@ def test_writing_over_a_non_empty_folder_is_refused_and_leaves_it_alone(tmp_path
     (target / "notes.txt").write_text("my work")
     with pytest.raises(DatasetError, match="not empty"):
         motion_text.write_dataset(
-            target, make_splits(np.random.default_rng(1)), {"representation": "x", "fps": 1}
+            target, make_splits(np.random.default_rng(1)), {"representation": "positions", "fps": 1}
         )
     assert [p.name for p in target.iterdir()] == ["notes.txt"]
     assert (target / "notes.txt").read_text() == "my work"
@@ -214,3 +215,248 @@ def test_humanml3d_std_is_floored_at_the_configs_data_std_floor(tmp_path):
         config.data.std_floor = floor
         got = beat.dataset_from_config(config, log=lambda *_: None).std
         np.testing.assert_allclose(got[:2], [expected, 0.5], rtol=1e-6)
+
+
+# ---------------------------------------------------------------- what loading leaves out, and why
+
+
+def write_humanml3d_with_every_drop(root):
+    """A HumanML3D folder at 20 fps whose train.txt lists a clip for each reason to leave one out (limits
+    40 <= T < 200): 000001 is kept (whole, and its 1-3.5 s sub-clip; its 0.5-1 s sub-clip has 10 frames),
+    000002 has 30 frames, 000003 250, 000005 an empty caption file, 000404 and 000405 no motion file."""
+    (root / "new_joint_vecs").mkdir(parents=True)
+    (root / "texts").mkdir()
+    rng = np.random.default_rng(7)
+    for clip_id, frames in (("000001", 100), ("000002", 30), ("000003", 250), ("000005", 80)):
+        np.save(root / "new_joint_vecs" / f"{clip_id}.npy", rng.normal(size=(frames, 4)).astype(np.float32))
+        (root / "texts" / f"{clip_id}.txt").write_text(f"clip {clip_id}#clip/NOUN#0.0#0.0\n")
+    (root / "texts" / "000001.txt").write_text(
+        "a person walks.#a/DET#0.0#0.0\na person waves.#a/DET#1.0#3.5\na quick nod#a/DET#0.5#1.0\n"
+    )
+    (root / "texts" / "000005.txt").write_text("\n  \n")
+    (root / "train.txt").write_text("000001\n000404\n000002\n000003\n000005\n000405\n")
+    np.save(root / "Mean.npy", np.zeros(4, np.float32))
+    np.save(root / "Std.npy", np.ones(4, np.float32))
+
+
+def test_humanml3d_split_records_each_clip_it_leaves_out_with_the_reason(tmp_path):
+    write_humanml3d_with_every_drop(tmp_path)
+    split = motion_text.open_dataset(tmp_path, fps=20, min_length=40, max_length=200).split("train")
+    assert split.ids == ("000001#1-3.5", "000001")
+    assert dict(split.dropped) == {
+        "no_motion": ("000404", "000405"),
+        "no_captions": ("000005",),
+        "too_short": ("000002",),
+        "too_long": ("000003",),
+        "short_sub_clip": ("000001#0.5-1",),
+    }
+    # every clip the file lists is either loaded (whole or through a sub-clip) or accounted for
+    listed = (tmp_path / "train.txt").read_text().split()
+    accounted = {i.split("#")[0] for i in split.ids} | {i for ids in split.dropped.values() for i in ids}
+    assert set(listed) <= accounted
+
+
+def test_describe_dropped_gives_a_line_per_split_with_counts_reasons_and_examples(tmp_path):
+    write_humanml3d_with_every_drop(tmp_path)
+    dataset = motion_text.open_dataset(tmp_path, fps=20, min_length=40, max_length=200)
+    expected = (
+        "train: 2 clips kept; left out 2 listed ids with no motion file in new_joint_vecs/ (e.g. 000404, "
+        "...); 1 clip with an empty caption file (000005); 1 clip shorter than 40 frames, sub-clips and all "
+        "(000002); 1 clip of 200 frames or more, sub-clips and all (000003); 1 sub-clip shorter than 40 "
+        "frames (000001#0.5-1)"
+    )
+    assert motion_text.describe_dropped(dataset, [dataset.split("train")], examples=1) == expected
+    # without splits: every split the folder lists is loaded (here train only: no val.txt / test.txt)
+    assert motion_text.describe_dropped(dataset, examples=1) == expected
+    (tmp_path / "val.txt").write_text("000001\n000002\n")
+    lines = motion_text.describe_dropped(dataset).splitlines()
+    assert lines[0] == expected.replace("(e.g. 000404, ...)", "(000404, 000405)")
+    assert lines[1] == (
+        "val: 2 clips kept; left out 1 clip shorter than 40 frames, sub-clips and all (000002); 1 sub-clip "
+        "shorter than 40 frames (000001#0.5-1)"
+    )
+    unlimited = motion_text.open_dataset(tmp_path, fps=20)
+    (tmp_path / "val.txt").write_text("000001\n")
+    assert motion_text.describe_dropped(unlimited, [unlimited.split("val")]) == ""
+
+
+def test_describe_dropped_on_a_prepared_folder_names_what_training_leaves_out(tmp_path):
+    """The prepared layout is loaded whole (evaluation sees every clip); training leaves out the clips under
+    data.min_motion_length, and data.max_clip_length does not apply to it: both are said, not silent."""
+    lengths = {"a": 5, "b": 12, "c": 30, "d": 8, "e": 20}
+    motions = tuple(np.zeros((n, 3), np.float32) for n in lengths.values())
+    splits = {"train": Split("train", tuple(lengths), motions, tuple((f"clip {i}",) for i in lengths))}
+    motion_text.write_dataset(tmp_path / "ds", splits, {"representation": "positions", "fps": 30})
+    dataset = motion_text.open_dataset(tmp_path / "ds", min_length=10, max_length=20)
+    split = dataset.split("train")
+    assert split.ids == ("a", "b", "c", "d", "e") and dict(split.dropped) == {}
+    assert motion_text.describe_dropped(dataset) == (
+        "train: of 5 clips, training leaves out 2 shorter than 10 frames (data.min_motion_length: a, d) and "
+        "keeps 2 of 20 frames or more (data.max_clip_length applies to the HumanML3D layout only: c, e)"
+    )
+    assert motion_text.describe_dropped(motion_text.open_dataset(tmp_path / "ds", min_length=6)) == (
+        "train: of 5 clips, training leaves out 1 shorter than 6 frames (data.min_motion_length: a)"
+    )
+    assert motion_text.describe_dropped(motion_text.open_dataset(tmp_path / "ds")) == ""
+
+
+# ---------------------------------------------------------------- an empty split: the hint fits the layout
+
+
+def write_prepared(root, info_extra=None, empty="val"):
+    splits = make_splits(np.random.default_rng(8))
+    splits[empty] = Split(empty, (), (), ())
+    info = {"representation": "positions", "fps": 60.0, **(info_extra or {})}
+    return motion_text.write_dataset(root, splits, info)
+
+
+def empty_split_message(dataset, name="val"):
+    with pytest.raises(DatasetError) as info:
+        dataset.split(name)
+    return str(info.value)
+
+
+def test_empty_split_of_a_written_dataset_says_to_list_ids_or_use_another_split(tmp_path):
+    message = empty_split_message(write_prepared(tmp_path / "ds"))
+    assert message.startswith(f"{tmp_path / 'ds' / 'val.txt'}: the val split lists no clips")
+    assert "List the ids of its clips in val.txt" in message and "motions/<id>.npy" in message
+    assert "--config.eval.split=train" in message
+    assert "val_fraction" not in message  # raw BEAT preparation's option: nothing to do with this folder
+
+
+def test_empty_split_of_a_humanml3d_folder_says_to_list_ids_or_use_another_split(tmp_path):
+    write_humanml3d(tmp_path, np.random.default_rng(9))
+    (tmp_path / "val.txt").write_text("\n")
+    message = empty_split_message(motion_text.open_dataset(tmp_path, fps=20))
+    assert message.startswith(f"{tmp_path / 'val.txt'}: the val split lists no clips")
+    assert "new_joint_vecs/<id>.npy" in message and "--config.eval.split=train" in message
+    assert "val_fraction" not in message and "of the 0 it lists" not in message
+
+
+def test_empty_train_split_does_not_suggest_another_split(tmp_path):
+    splits = make_splits(np.random.default_rng(10))
+    root = tmp_path / "ds"
+    dataset = motion_text.write_dataset(root, splits, {"representation": "positions", "fps": 60.0})
+    (root / "train.txt").write_text("")
+    message = empty_split_message(dataset, "train")
+    assert "List the ids of its clips in train.txt" in message and "eval.split" not in message
+
+
+@pytest.mark.parametrize(
+    "recorded, expected",
+    [
+        ({"recordings": 9, "fingerprint": {"options": {"val_fraction": 0.0}}}, "with data.val_fraction=0"),
+        ({"recordings": 2, "fingerprint": {"options": {"val_fraction": 0.1}}}, "from 2 raw BEAT recording"),
+        ({"recordings": 9, "fingerprint": {"options": {"val_fraction": 0.2}}}, "data.min_clip_s"),
+        ({}, "a non-zero data.val_fraction (at least one from 3 recordings"),
+    ],
+)
+def test_empty_split_of_a_beat_preparation_names_the_option_that_fills_it(tmp_path, recorded, expected):
+    message = empty_split_message(write_prepared(tmp_path / "ds", {"source": "beat", **recorded}))
+    assert expected in message and "--config.eval.split=train" in message, message
+
+
+# ---------------------------------------------------------------- HumanML3D from/to: NaN in any spelling
+
+
+@pytest.mark.parametrize("nan", ["nan", "NaN", "NAN", "-nan", " NaN "])
+def test_humanml3d_nan_from_to_in_any_spelling_reads_as_the_whole_clip(tmp_path, nan):
+    write_humanml3d(tmp_path, np.random.default_rng(11))
+    (tmp_path / "texts" / "000001.txt").write_text(
+        f"a person walks forward.#a/DET#{nan}#{nan}\na person waves.#a/DET#{nan}#3.5\n"
+    )
+    split = motion_text.open_dataset(tmp_path, fps=20, min_length=40, max_length=200).split("train")
+    # NaN reads as 0: the first caption is the whole clip's, the second a sub-clip from 0 s to 3.5 s
+    assert split.ids == ("000001#0-3.5", "000001")
+    assert split.captions == (("a person waves.",), ("a person walks forward.",))
+    assert len(split.motions[0]) == 70 and len(split.motions[1]) == 100
+
+
+@pytest.mark.parametrize("value", ["inf", "-Infinity", "1e400", "-1", "soon", "0x10"])
+def test_humanml3d_infinite_negative_or_garbled_from_to_is_refused(tmp_path, value):
+    write_humanml3d(tmp_path, np.random.default_rng(12))
+    (tmp_path / "texts" / "000001.txt").write_text(f"fine#a/DET#0#0\na person waves.#a/DET#{value}#3.5\n")
+    with pytest.raises(DatasetError, match=r"000001\.txt:2: from/to must be finite, non-negative numbers"):
+        motion_text.open_dataset(tmp_path, fps=20).split("train")
+
+
+# ---------------------------------------------------------------- write_dataset checks before writing
+
+
+@pytest.mark.parametrize("representation", ["features", "Positions", "", None])
+def test_write_dataset_refuses_an_unknown_representation_before_writing(tmp_path, representation):
+    root = tmp_path / "ds"
+    with pytest.raises(DatasetError) as info:
+        motion_text.write_dataset(
+            root, make_splits(np.random.default_rng(13)), {"representation": representation, "fps": 30}
+        )
+    message = str(info.value)
+    assert message.startswith(f"{root}: write_dataset's info field 'representation' is {representation!r}")
+    assert "('positions', 'axis_angle', 'humanml3d')" in message
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_write_dataset_refuses_a_missing_representation_or_fps(tmp_path):
+    for info, field in (({"fps": 30}, "representation"), ({"representation": "positions"}, "fps")):
+        with pytest.raises(DatasetError, match=rf"info field '{field}' lacks it; expected"):
+            motion_text.write_dataset(tmp_path / "ds", make_splits(np.random.default_rng(14)), info)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("representation", ["positions", "axis_angle", "humanml3d"])
+def test_write_dataset_takes_every_known_representation(tmp_path, representation):
+    info = {"representation": representation, "fps": np.float32(20.0)}  # a numpy fps is recorded as a float
+    dataset = motion_text.write_dataset(tmp_path / "ds", make_splits(np.random.default_rng(15)), info)
+    assert dataset.representation == representation and dataset.fps == 20.0
+    assert json.loads((tmp_path / "ds" / "dataset.json").read_text())["fps"] == 20.0
+
+
+@pytest.mark.parametrize("fps", [0, -30, float("nan"), float("inf"), "30", True])
+def test_write_dataset_refuses_an_fps_that_is_not_a_positive_number_before_writing(tmp_path, fps):
+    with pytest.raises(DatasetError) as info:
+        motion_text.write_dataset(
+            tmp_path / "ds",
+            make_splits(np.random.default_rng(16)),
+            {"representation": "positions", "fps": fps},
+        )
+    assert f"write_dataset's info field 'fps' is {fps!r}; expected a positive number" in str(info.value)
+    assert list(tmp_path.iterdir()) == []  # it once wrote the folder, then refused to read it back
+
+
+def test_write_dataset_refuses_info_it_cannot_record_before_writing(tmp_path):
+    splits = make_splits(np.random.default_rng(17))
+    info = {"representation": "positions", "fps": 30, "options": {"seed": np.int64(3)}}
+    with pytest.raises(DatasetError, match=r"info cannot be recorded in dataset\.json .*int64"):
+        motion_text.write_dataset(tmp_path / "ds", splits, info)
+    info = {"representation": "positions", "fps": 30, "format": "other/2"}
+    with pytest.raises(DatasetError, match=r"field 'format' is 'other/2'; leave it out"):
+        motion_text.write_dataset(tmp_path / "ds", splits, info)
+    assert list(tmp_path.iterdir()) == []  # no staging folder left behind either
+
+
+def test_write_dataset_refuses_clips_it_would_lose_before_writing(tmp_path):
+    """A split name it does not write, an id used twice (the second clip's files would replace the first's),
+    or an id that is no plain file name would each lose or misplace clips without a word."""
+    info = {"representation": "positions", "fps": 30}
+    base = make_splits(np.random.default_rng(18))
+    validation = {**base, "validation": base.pop("val")}
+    with pytest.raises(DatasetError, match=r"splits \['validation'\], which would not be written"):
+        motion_text.write_dataset(tmp_path / "ds", validation, info)
+    twice = make_splits(np.random.default_rng(18))
+    val = twice["val"]
+    twice["val"] = Split("val", ("train_01", *val.ids[1:]), val.motions, val.captions)
+    with pytest.raises(DatasetError, match=r"clip id 'train_01' is in the train split and again in the val"):
+        motion_text.write_dataset(tmp_path / "ds", twice, info)
+    for bad in ("sub/clip", " padded", "", ".hidden", "two\nlines"):
+        splits = make_splits(np.random.default_rng(18))
+        train = splits["train"]
+        splits["train"] = Split("train", (bad, *train.ids[1:]), train.motions, train.captions)
+        with pytest.raises(
+            DatasetError, match=rf"the train split's clip id {re.escape(repr(bad))}: expected"
+        ):
+            motion_text.write_dataset(tmp_path / "ds", splits, info)
+    uneven = make_splits(np.random.default_rng(18))
+    uneven["test"] = Split("test", uneven["test"].ids, uneven["test"].motions[:1], uneven["test"].captions)
+    with pytest.raises(DatasetError, match=r"test split has 2 ids, 1 motions and 2 caption groups"):
+        motion_text.write_dataset(tmp_path / "ds", uneven, info)
+    assert list(tmp_path.iterdir()) == []

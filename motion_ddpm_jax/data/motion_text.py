@@ -11,7 +11,10 @@ Our layout (written by `write_dataset`, read by `open_dataset`):
 ```
 The HumanML3D layout (`new_joint_vecs/<id>.npy`, `texts/<id>.txt` with lines
 `caption#word/POS ...#from#to`, `Mean.npy`, `Std.npy`, `train.txt` ...) is read as it is: a caption
-with non-zero `from`/`to` (seconds) makes a sub-clip of its own, as MotionDiffuse does.
+with non-zero `from`/`to` (seconds) makes a sub-clip of its own, as MotionDiffuse does (a NaN `from`/`to`,
+in any spelling, reads as 0). What it leaves out (listed ids without a motion file, clips and sub-clips
+outside the length limits, clips without a caption) is recorded in `Split.dropped`, and `describe_dropped`
+words it for a log.
 
 Errors: a missing, unreadable, malformed or inconsistent file raises `DatasetError` (a `UserError`) naming
 the file (and line, where there is one) and what was expected. Arrays are read with `allow_pickle=False`:
@@ -32,11 +35,23 @@ from typing import Any
 
 import numpy as np
 
+from motion_ddpm_jax import representation as representation_lib
 from motion_ddpm_jax.errors import UserError
 from motion_ddpm_jax.skeleton import Skeleton
 
 FORMAT = "motion-ddpm-jax/1"
 SPLITS = ("train", "val", "test")
+# What a dataset's `representation` may be: the feature layouts of representation.py, and HumanML3D's own.
+REPRESENTATIONS = (*representation_lib.REPRESENTATIONS, "humanml3d")
+# Why the HumanML3D loader leaves out something its split file lists (the keys of `Split.dropped`), with
+# what `describe_dropped` counts and how it words the reason ({min} / {max}: the length limits in frames).
+DROP_REASONS = {
+    "no_motion": ("listed id", "with no motion file in new_joint_vecs/"),
+    "no_captions": ("clip", "with an empty caption file"),
+    "too_short": ("clip", "shorter than {min} frames, sub-clips and all"),
+    "too_long": ("clip", "of {max} frames or more, sub-clips and all"),
+    "short_sub_clip": ("sub-clip", "shorter than {min} frames"),
+}
 _NPY_MAGIC = b"\x93NUMPY"
 _ZIP_MAGIC = b"PK\x03\x04"
 
@@ -50,12 +65,15 @@ class Split:
     """The clips of one split, in memory.
 
     motions: float32 [T_i, D] per clip, physical features; captions: one or more per clip.
+    dropped: what loading left out, reason (a key of DROP_REASONS) -> the ids, in the split file's order
+    (a sub-clip as `<id>#<from>-<to>`); empty where nothing was (the prepared layout is loaded whole).
     """
 
     name: str
     ids: tuple[str, ...]
     motions: tuple[np.ndarray, ...]
     captions: tuple[tuple[str, ...], ...]
+    dropped: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -74,8 +92,8 @@ class MotionTextDataset:
     std: np.ndarray
     skeleton: Skeleton | None
     info: Mapping[str, Any]
-    min_length: int = 1
-    max_length: int | None = None
+    min_length: int = 1  # HumanML3D layout: shorter clips are left out (the prepared layout: by training)
+    max_length: int | None = None  # HumanML3D layout: clips of this many frames or more are left out
 
     def split(self, name: str) -> Split:
         """Load the clips of split `name` (train | val | test)."""
@@ -86,11 +104,7 @@ class MotionTextDataset:
         path = self.root / f"{name}.txt"
         ids = _read_ids(path)
         if not ids:
-            hint = "" if name == "train" else f" (a non-zero data.{name}_fraction gives it recordings)"
-            raise DatasetError(
-                f"{path}: the {name} split lists no clips; expected one clip id per line. Prepare the "
-                f"dataset again{hint}"
-            )
+            raise _empty_split_error(self, path, name)
         motions, captions = [], []
         for clip_id in ids:
             motions.append(_load_motion(self.root / "motions" / f"{clip_id}.npy", self.feature_size))
@@ -105,6 +119,51 @@ class MotionTextDataset:
                 f"frame ({self.representation}); set --config.{field}={self.feature_size} or use the dataset "
                 f"the config was written for"
             )
+
+
+def _empty_split_error(dataset: MotionTextDataset, path: Path, name: str) -> DatasetError:
+    """The error for split file `path` listing no clips, with what fills it for the folder's layout: a
+    raw BEAT preparation's split fractions, or ids to list (a HumanML3D or `write_dataset` folder)."""
+    other = "" if name == "train" else "; or use another split (for --mode eval: --config.eval.split=train)"
+    if dataset.layout == "prepared" and dataset.info.get("source") == "beat":
+        fingerprint = dataset.info.get("fingerprint")
+        options = fingerprint.get("options") if isinstance(fingerprint, dict) else None
+        fraction = options.get(f"{name}_fraction") if isinstance(options, dict) else None
+        recordings = dataset.info.get("recordings")
+        if name == "train":
+            hint = (
+                "Prepared from raw BEAT, the train split is never empty (the file was changed since); "
+                "prepare the dataset again into a new data.root"
+            )
+        elif fraction == 0:
+            hint = (
+                f"It was prepared from raw BEAT with data.{name}_fraction=0: prepare it again into a new "
+                f"data.root with a non-zero data.{name}_fraction"
+            )
+        elif fraction is None or not isinstance(recordings, int):  # a record without its options
+            hint = (
+                f"Prepared from raw BEAT, a split gets whole recordings through a non-zero "
+                f"data.{name}_fraction (at least one from 3 recordings or more): prepare it again into a new "
+                "data.root"
+            )
+        elif recordings < 3:
+            hint = (
+                f"It was prepared from {recordings} raw BEAT recording(s), and a split gets whole "
+                f"recordings: with fewer than 3, data.{name}_fraction may give it none. Prepare it again "
+                "from more recordings"
+            )
+        else:
+            hint = (
+                f"It was prepared from raw BEAT, and the recordings data.{name}_fraction gave this split "
+                "have no sentence of at least data.min_clip_s; prepare it again with another "
+                "data.split_seed or a lower data.min_clip_s"
+            )
+    else:
+        files = "new_joint_vecs/<id>.npy" if dataset.layout == "humanml3d" else "motions/<id>.npy"
+        hint = f"List the ids of its clips in {path.name} (each with {files} and texts/<id>.txt)"
+    return DatasetError(
+        f"{path}: the {name} split lists no clips; expected one clip id per line. {hint}{other}"
+    )
 
 
 # ---------------------------------------------------------------- small readers
@@ -266,14 +325,15 @@ def open_dataset(
 ) -> MotionTextDataset:
     """Open a prepared dataset folder, or a HumanML3D-layout folder as published.
 
-    fps, min_length, max_length: only for the HumanML3D layout, which does not record them
-    (HumanML3D: 20 fps, MotionDiffuse keeps 40 <= T < 200; KIT: 12.5 fps).
+    fps, min_length, max_length: for the HumanML3D layout, which does not record them (HumanML3D: 20 fps,
+    MotionDiffuse keeps 40 <= T < 200; KIT: 12.5 fps). A prepared dataset records its fps and is loaded
+    whole: min_length / max_length are kept only for `describe_dropped` to say what training leaves out.
     """
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"{root}: dataset folder not found")
     if (root / "dataset.json").is_file():
-        return _open_prepared(root)
+        return dataclasses.replace(_open_prepared(root), min_length=min_length, max_length=max_length)
     if (root / "new_joint_vecs").is_dir():
         return _open_humanml3d(root, fps, min_length, max_length, std_floor)
     raise DatasetError(
@@ -359,16 +419,21 @@ def _open_humanml3d(root: Path, fps, min_length, max_length, std_floor) -> Motio
 
 
 def _parse_humanml3d_caption(line: str, path: Path, number: int) -> tuple[str, float, float]:
-    """`caption#tokens#from#to` -> (caption, from_s, to_s); a bare caption has no sub-clip."""
+    """`caption#tokens#from#to` -> (caption, from_s, to_s); a bare caption has no sub-clip.
+
+    An empty or NaN `from` / `to` (any spelling float() reads as NaN: nan, NaN, NAN, ...) is 0, as in
+    MotionDiffuse's loader, which tests the parsed float with isnan.
+    """
     parts = line.split("#")
     if len(parts) == 1:
         return parts[0].strip(), 0.0, 0.0
     if len(parts) != 4:
         raise DatasetError(f"{path}:{number}: expected 'caption#tokens#from#to', found {line!r:.120}")
     try:
-        start, end = (0.0 if not p.strip() or p.strip() == "nan" else float(p) for p in parts[2:])
+        start, end = (float(p) if p.strip() else 0.0 for p in parts[2:])
     except ValueError:
-        start = end = math.nan
+        start = end = -1.0  # refused below
+    start, end = (0.0 if math.isnan(value) else value for value in (start, end))
     if not (0 <= start < math.inf and 0 <= end < math.inf):
         raise DatasetError(
             f"{path}:{number}: from/to must be finite, non-negative numbers of seconds, found {line!r:.120}"
@@ -379,22 +444,27 @@ def _parse_humanml3d_caption(line: str, path: Path, number: int) -> tuple[str, f
 def _load_humanml3d_split(dataset: MotionTextDataset, name: str) -> Split:
     root = dataset.root
     ids, motions, captions = [], [], []
+    dropped: dict[str, list[str]] = {reason: [] for reason in DROP_REASONS}
 
-    def keep(motion: np.ndarray) -> bool:
-        return dataset.min_length <= len(motion) and (
-            dataset.max_length is None or len(motion) < dataset.max_length
-        )
+    def too_long(motion: np.ndarray) -> bool:
+        return dataset.max_length is not None and len(motion) >= dataset.max_length
 
     split_path = root / f"{name}.txt"
     listed = _read_ids(split_path)
-    without_motion = 0
+    if not listed:
+        raise _empty_split_error(dataset, split_path, name)
     for clip_id in listed:
         motion_path = root / "new_joint_vecs" / f"{clip_id}.npy"
         if not motion_path.is_file():
-            without_motion += 1
-            continue  # the published split lists clips that the processing dropped
+            dropped["no_motion"].append(clip_id)  # the published split lists clips the processing dropped
+            continue
         motion = _load_motion(motion_path, dataset.feature_size)
-        if not keep(motion):  # as MotionDiffuse: a motion outside the limits goes with its sub-clips
+        # as MotionDiffuse: a motion outside the limits goes with its sub-clips
+        if len(motion) < dataset.min_length:
+            dropped["too_short"].append(clip_id)
+            continue
+        if too_long(motion):
+            dropped["too_long"].append(clip_id)
             continue
         text_path = root / "texts" / f"{clip_id}.txt"
         if not text_path.is_file():
@@ -404,6 +474,9 @@ def _load_humanml3d_split(dataset: MotionTextDataset, name: str) -> Split:
             )
         whole = []
         lines = _read_text(text_path, f"the captions of clip {clip_id!r}").splitlines()
+        if not any(line.strip() for line in lines):
+            dropped["no_captions"].append(clip_id)
+            continue
         for number, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
@@ -411,27 +484,143 @@ def _load_humanml3d_split(dataset: MotionTextDataset, name: str) -> Split:
             if start == 0.0 and end == 0.0:
                 whole.append(caption)
                 continue
+            sub_id = f"{clip_id}#{start:g}-{end:g}"
             sub = motion[int(start * dataset.fps) : int(end * dataset.fps)]
-            if keep(sub):
-                ids.append(f"{clip_id}#{start:g}-{end:g}")
-                motions.append(sub)
-                captions.append((caption,))
+            if len(sub) < dataset.min_length:  # (never too long: the motion it is cut from is not)
+                dropped["short_sub_clip"].append(sub_id)
+                continue
+            ids.append(sub_id)
+            motions.append(sub)
+            captions.append((caption,))
         if whole:
             ids.append(clip_id)
             motions.append(motion)
             captions.append(tuple(whole))
     if not ids:
         limit = "" if dataset.max_length is None else f" and fewer than {dataset.max_length}"
+        without_motion = len(dropped["no_motion"])
         raise DatasetError(
             f"{split_path}: the {name} split has no clips: of the {len(listed)} it lists, {without_motion} "
             f"have no motion in {root / 'new_joint_vecs'} and none of the others gives a captioned clip of "
             f"at least {dataset.min_length}{limit} frames; expected at least one clip (check the folder and "
             "data.min_motion_length / data.max_clip_length)"
         )
-    return Split(name, tuple(ids), tuple(motions), tuple(captions))
+    left_out = {reason: tuple(clips) for reason, clips in dropped.items() if clips}
+    return Split(name, tuple(ids), tuple(motions), tuple(captions), left_out)
+
+
+def describe_dropped(
+    dataset: MotionTextDataset, splits: Sequence[Split] | None = None, examples: int = 3
+) -> str:
+    """What loading left out of `dataset`'s splits, for a log: one line per split with something to say,
+    "" when none has.
+
+    splits: splits already loaded from `dataset` (nothing is loaded again); None loads every split the
+    folder lists (the prepared layout: the train split only, the one with something to say). The HumanML3D
+    layout reports `Split.dropped`, `examples` ids a reason; the prepared layout is loaded whole, and its
+    train split reports the clips shorter than min_length that training leaves out, and the clips of
+    max_length frames or more that it keeps (that limit is the HumanML3D layout's).
+    """
+    if splits is None:
+        names = SPLITS if dataset.layout == "humanml3d" else ("train",)
+        splits = [dataset.split(n) for n in names if (dataset.root / f"{n}.txt").is_file()]
+
+    def some(clip_ids: Sequence[str]) -> str:
+        shown = ", ".join(clip_ids[:examples])
+        return f"e.g. {shown}, ..." if len(clip_ids) > examples else shown
+
+    def count(n: int, noun: str) -> str:
+        return f"{n} {noun}{'' if n == 1 else 's'}"
+
+    limits = {"min": dataset.min_length, "max": dataset.max_length}
+    lines = []
+    for split in splits:
+        parts = []
+        for reason, clip_ids in split.dropped.items():
+            noun, why = DROP_REASONS[reason]
+            parts.append(f"{count(len(clip_ids), noun)} {why.format(**limits)} ({some(clip_ids)})")
+        if parts:
+            lines.append(f"{split.name}: {count(len(split), 'clip')} kept; left out {'; '.join(parts)}")
+        if dataset.layout != "prepared" or split.name != "train":
+            continue
+        lengths = [len(motion) for motion in split.motions]
+        short = [i for i, n in zip(split.ids, lengths, strict=True) if n < dataset.min_length]
+        long = [
+            i
+            for i, n in zip(split.ids, lengths, strict=True)
+            if dataset.max_length is not None and n >= dataset.max_length
+        ]
+        notes = []
+        if short:
+            notes.append(
+                f"leaves out {len(short)} shorter than {dataset.min_length} frames (data.min_motion_length: "
+                f"{some(short)})"
+            )
+        if long:
+            notes.append(
+                f"keeps {len(long)} of {dataset.max_length} frames or more (data.max_clip_length applies to "
+                f"the HumanML3D layout only: {some(long)})"
+            )
+        if notes:
+            lines.append(f"{split.name}: of {count(len(split), 'clip')}, training {' and '.join(notes)}")
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------- writing
+
+
+def _check_info(root: Path, info: Mapping[str, Any]) -> None:
+    """DatasetError unless `info` gives a known representation and a positive fps (what reading and training
+    check later, once the folder is written), and leaves `format` to write_dataset."""
+    where = f"{root}: write_dataset's info"
+    if info.get("representation") not in REPRESENTATIONS:
+        found = f"is {info['representation']!r}" if "representation" in info else "lacks it"
+        raise DatasetError(
+            f"{where} field 'representation' {found}; expected one of {REPRESENTATIONS} (positions / "
+            "axis_angle: the layouts of motion_ddpm_jax.representation; humanml3d: HumanML3D's "
+            "new_joint_vecs features)"
+        )
+    fps = info.get("fps")
+    if isinstance(fps, bool) or not isinstance(fps, numbers.Real) or not (math.isfinite(fps) and fps > 0):
+        found = f"is {fps!r}" if "fps" in info else "lacks it"
+        raise DatasetError(f"{where} field 'fps' {found}; expected a positive number of frames per second")
+    if info.get("format", FORMAT) != FORMAT:
+        raise DatasetError(
+            f"{where} field 'format' is {info['format']!r}; leave it out (write_dataset records {FORMAT!r})"
+        )
+
+
+def _check_clip_ids(splits: Mapping[str, Split]) -> None:
+    """DatasetError unless every split has one motion and caption group per id, and every id is a plain
+    file name (it names motions/<id>.npy and texts/<id>.txt, and is one line of the split file) used once
+    across the splits (a second clip of the same id would overwrite the first one's files)."""
+    seen: dict[str, str] = {}
+    for name, split in splits.items():
+        if not len(split.ids) == len(split.motions) == len(split.captions):
+            raise DatasetError(
+                f"the {name} split has {len(split.ids)} ids, {len(split.motions)} motions and "
+                f"{len(split.captions)} caption groups; expected one of each per clip"
+            )
+        for clip_id in split.ids:
+            if (
+                not isinstance(clip_id, str)
+                or not clip_id
+                or clip_id != clip_id.strip()
+                or len(clip_id.splitlines()) != 1
+                or any(c in clip_id for c in "/\\")
+                or clip_id.startswith(".")
+            ):
+                raise DatasetError(
+                    f"the {name} split's clip id {clip_id!r}: expected a file name (it names "
+                    "motions/<id>.npy and texts/<id>.txt) without surrounding spaces, line breaks, slashes "
+                    "or a leading dot"
+                )
+            if clip_id in seen:
+                raise DatasetError(
+                    f"clip id {clip_id!r} is in the {seen[clip_id]} split and again in the {name} split; "
+                    "expected each id once (it names the clip's files)"
+                )
+            seen[clip_id] = name
 
 
 def compute_stats(motions: Sequence[np.ndarray], std_floor: float = 1e-2) -> tuple[np.ndarray, np.ndarray]:
@@ -454,14 +643,24 @@ def write_dataset(
 ) -> MotionTextDataset:
     """Write `splits` in our layout into `root`, which must not exist or be empty.
 
-    info: representation, fps and anything else worth recording (options, source fingerprint); the
-    feature size and counts are added here. Statistics come from the `train` split only. The folder is
-    written under a temporary name and renamed into place at the end, so an interrupted write never
-    leaves a half-written dataset where a complete one is expected.
+    splits: by name, among SPLITS; clip ids are unique across them (each names its clip's files).
+    info: representation (one of REPRESENTATIONS), fps (positive) and anything else worth recording
+    (options, source fingerprint), as JSON; the feature size and counts are added here. Statistics come
+    from the `train` split only. Everything is checked before anything is written; the folder is written
+    under a temporary name and renamed into place at the end, so an interrupted write never leaves a
+    half-written dataset where a complete one is expected.
     """
     root = Path(root)
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise DatasetError(f"{root}: already exists and is not empty; refusing to write a dataset over it")
+    unknown = sorted(set(splits) - set(SPLITS))
+    if unknown:
+        raise DatasetError(
+            f"{root}: write_dataset was given splits {unknown}, which would not be written; expected names "
+            f"among {SPLITS}"
+        )
+    _check_info(root, info)
+    _check_clip_ids(splits)
     for split in splits.values():  # one caption a line: a line break inside one would split it on reading
         for clip_id, captions in zip(split.ids, split.captions, strict=True):
             broken = [c for c in captions if len(c.splitlines()) > 1]
@@ -474,6 +673,21 @@ def write_dataset(
     if len(feature_sizes) != 1:
         raise DatasetError(f"clips disagree on the feature size: {sorted(feature_sizes)}")
     mean, std = compute_stats(splits["train"].motions, std_floor)
+    record = {
+        "format": FORMAT,
+        **info,
+        "fps": float(info["fps"]),  # a numpy scalar is not JSON
+        "feature_size": int(feature_sizes.pop()),
+        "std_floor": std_floor,
+        "counts": {name: len(splits.get(name, ())) for name in SPLITS},
+    }
+    try:
+        record_text = json.dumps(record, indent=1, sort_keys=True) + "\n"
+    except (TypeError, ValueError) as error:
+        raise DatasetError(
+            f"{root}: write_dataset's info cannot be recorded in dataset.json ({error}); expected JSON "
+            "values (numbers, strings, lists, dicts with string keys)"
+        ) from None
     staging = root.with_name(f".{root.name}.partial-{os.getpid()}")
     if staging.exists():
         raise DatasetError(f"{staging}: a partial write from this process already exists")
@@ -489,16 +703,7 @@ def write_dataset(
     np.save(staging / "std.npy", std)
     if skeleton is not None:
         skeleton.save_json(staging / "skeleton.json")
-    record = {
-        "format": FORMAT,
-        **info,
-        "feature_size": feature_sizes.pop(),
-        "std_floor": std_floor,
-        "counts": {name: len(splits.get(name, ())) for name in SPLITS},
-    }
-    (staging / "dataset.json").write_text(
-        json.dumps(record, indent=1, sort_keys=True) + "\n", encoding="utf-8"
-    )
+    (staging / "dataset.json").write_text(record_text, encoding="utf-8")
     if root.exists():
         root.rmdir()  # empty, checked above
     staging.rename(root)
