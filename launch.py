@@ -1,15 +1,18 @@
 """Entry point: python launch.py --config configs/<name>.py [--config.a.b=value] [--workdir DIR] [--mode M].
 
 Modes:
-- `train` (the default): train, resuming from the workdir's latest checkpoint;
+- `train` (the default): train, resuming from the workdir's latest checkpoint (without `--config`, a
+  `--workdir` that holds a run goes on with the config that run started with, its run.json, plus the
+  `--config.*` overrides given: e.g. a larger `train.num_steps`);
 - `sample`: generate motion from the workdir's checkpoint (`--config.sample.*`; the model, data statistics
   and tokenizer come from the checkpoint, so `--config` may be left out);
 - `eval`: metrics of generated vs real motion (`--config.eval.*`, sampler settings from `sample.*`; the
   model from the checkpoint, the real motion from the config's `data.*`, or without `--config` from the
   data the checkpoint's run trained on, less the `--config.data.*` given);
 - `train_autoencoder`: train the motion autoencoder that eval's FGD uses, saved beside the dataset;
-- `prepare`: raw BEAT at data.raw_root -> the prepared dataset cache at data.root (data.source=prepared:
-  data.root is checked and summarised as it is);
+- `prepare`: raw BVH + TextGrid recordings (BEAT's, or any skeleton's) at data.raw_root -> the prepared
+  dataset cache at data.root (data.source=prepared: data.root is checked and summarised as it is, with
+  the clips its loading leaves out);
 - `smoke`: a quick end-to-end check of the pure core.
 The workdir defaults to runs/<config file name>. Several hosts join through `jax.distributed` when the
 config (`distributed.*`) or the environment asks for it (see README, "Training on a cluster").
@@ -26,7 +29,12 @@ MODES = ["train", "sample", "eval", "train_autoencoder", "prepare", "smoke"]
 CHECKPOINT_MODES = ("sample", "eval")  # the checkpoint stands in for the config: --config is optional
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", _BASE_CONFIG, "A config file (configs/*.py).", lock_config=True
+    "config",
+    _BASE_CONFIG,
+    "A config file (configs/*.py); --config.a.b=value overrides one field. Needed by every mode but sample "
+    "and eval (which take the checkpoint's), and train resuming a --workdir that holds a run (its run.json); "
+    "the default shown is only where the overrides' types come from.",
+    lock_config=True,
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder (checkpoints, logs); default runs/<config name>.")
 _MODE = flags.DEFINE_enum("mode", "train", MODES, "What to do.")
@@ -61,14 +69,21 @@ def main(argv):
     if not flags.FLAGS["verbosity"].present:  # the libraries' INFO logs drown the run's own lines
         logging.set_verbosity(logging.ERROR)
     config_given = flags.FLAGS["config"].present
-    if not config_given and mode not in CHECKPOINT_MODES:
-        raise app.UsageError(f"--mode {mode} needs --config configs/<name>.py")
+    resumed = _run_to_resume() if not config_given and mode == "train" else None
+    if not config_given and mode not in CHECKPOINT_MODES and resumed is None:
+        raise app.UsageError(
+            f"--mode {mode} needs --config configs/<name>.py"
+            + (" (or --workdir of a run to resume: a folder with its run.json)" if mode == "train" else "")
+        )
     config = _CONFIG.value
 
     from motion_ddpm_jax import config as config_lib
     from motion_ddpm_jax.errors import UserError
 
     try:
+        if resumed is not None:
+            config = _resumed_config(resumed, config_flags.get_override_values(flags.FLAGS["config"]))
+            config_given = True  # the workdir is given
         from motion_ddpm_jax import distributed
 
         # Both before anything touches a jax backend.
@@ -93,11 +108,14 @@ def main(argv):
                 dataset = beat.prepare_from_config(config.data)
             else:  # as training does: the demo set is written first; a prepared (HumanML3D) folder is read
                 dataset = beat.dataset_from_config(config)
-            clips = " / ".join(f"{count} {split}" for split, count in _clip_counts(dataset).items())
+            counts, left_out = _clip_counts(dataset)
+            clips = " / ".join(f"{count} {split}" for split, count in counts.items())
             print(
                 f"{dataset.root}: {clips} clips, {dataset.feature_size} {dataset.representation} features "
                 f"at {dataset.fps:g} fps"
             )
+            if left_out:
+                print(left_out)
         elif mode == "sample":
             from motion_ddpm_jax import sampling
 
@@ -130,19 +148,67 @@ def main(argv):
         sys.exit(f"launch.py --mode {mode}: {error}")
 
 
-def _clip_counts(dataset) -> dict[str, object]:
+def _run_to_resume() -> Path | None:
+    """--workdir's run record when it has one (train without --config goes on with that run)."""
+    if not _WORKDIR.value:
+        return None
+    from motion_ddpm_jax import train
+
+    record = Path(_WORKDIR.value) / train.RUN_RECORD
+    return record if record.is_file() else None
+
+
+def _resumed_config(record: Path, overrides: dict):
+    """The config a run started with (its run record; fields added since at their defaults) with the
+    command line's --config.* overrides applied; printed so the run's log says where it came from."""
+    import json
+
+    import ml_collections
+
+    from motion_ddpm_jax import config as config_lib
+    from motion_ddpm_jax.errors import UserError
+
+    try:
+        saved = json.loads(record.read_text(encoding="utf-8"))["config"]
+        config = ml_collections.ConfigDict(config_lib.with_defaults(saved))
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise UserError(
+            f"{record}: unreadable run record ({type(error).__name__}: {error}); give --config "
+            "configs/<name>.py with the run's overrides instead"
+        ) from None
+    for dotted, value in overrides.items():
+        *parents, name = dotted.split(".")
+        node = config
+        for part in parents:
+            node = node[part]
+        node[name] = value
+    shown = ", ".join(f"{k}={v!r}" for k, v in overrides.items())
+    print(f"config: the one {record} records" + (f", with {shown}" if shown else ""), flush=True)
+    return config
+
+
+def _clip_counts(dataset) -> tuple[dict[str, object], str]:
     """Clips per split: as the prepared record counts them, or (a HumanML3D layout, which records none)
-    as its split files list them once loaded with the config's length limits; "no" for a missing split."""
+    as its split files list them once loaded with the config's length limits; "no" for a missing split,
+    0 for one that lists no clip it can load. And what loading left out, and why (lines; "" if nothing)."""
+    from motion_ddpm_jax.data import motion_text
+
     recorded = dataset.info.get("counts", {})
-    counts = {}
+    counts, loaded, empty = {}, [], []
     for split in ("train", "val", "test"):
         if split in recorded:
             counts[split] = recorded[split]
         elif (dataset.root / f"{split}.txt").is_file():
-            counts[split] = len(dataset.split(split))
+            try:
+                loaded.append(dataset.split(split))
+                counts[split] = len(loaded[-1])
+            except motion_text.DatasetError as error:  # training or eval on it says the same
+                counts[split] = 0
+                empty.append(f"{split}: {error}")
         else:
             counts[split] = "no"
-    return counts
+    lines = [motion_text.describe_dropped(dataset, loaded) if loaded else "", *empty]
+    return counts, "\n".join(line for line in lines if line)
 
 
 def parse_flags(argv: list[str]) -> list[str]:

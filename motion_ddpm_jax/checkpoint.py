@@ -12,6 +12,8 @@ the previous checkpoint usable, and the partial one is removed when the folder i
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -42,6 +44,24 @@ def _abstract(tree) -> Any:
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype), tree)
 
 
+class _DropReadOnlyNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Given directory is read only")
+
+
+@contextlib.contextmanager
+def _quiet_read_only_notice():
+    """Orbax logs 'Given directory is read only=...' as a WARNING for every read-only manager (what
+    sampling and eval open): drop that record alone while one is made."""
+    drop = _DropReadOnlyNotice()
+    logger = logging.getLogger("absl")
+    logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        logger.removeFilter(drop)
+
+
 class Checkpointer:
     """Saves and restores the checkpoints of one run folder (only process 0 should call `save` logic that
     writes files; Orbax coordinates the processes of a multi-host run itself)."""
@@ -53,7 +73,9 @@ class Checkpointer:
                 f"{self.directory}: no checkpoint folder (train a model into this workdir first)"
             )
         options = ocp.CheckpointManagerOptions(
-            max_to_keep=max_to_keep,
+            # A reader keeps and saves nothing (Orbax warns where these say otherwise).
+            max_to_keep=None if read_only else max_to_keep,
+            save_interval_steps=0 if read_only else 1,
             create=not read_only,
             read_only=read_only,
             enable_async_checkpointing=False,
@@ -61,7 +83,8 @@ class Checkpointer:
             # the next writer removes it. Readers leave it alone.
             cleanup_tmp_directories=not read_only,
         )
-        self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=ITEMS)
+        with _quiet_read_only_notice():  # a reader asked for it: not worth a WARNING on the user's console
+            self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=ITEMS)
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()

@@ -582,6 +582,23 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
         np.save(handle, array)
 
 
+def _cut_captions(loaded: LoadedModel, captions: Sequence[str]) -> list[str]:
+    """A note per caption whose tokens do not fit model.text_max_length (the model reads its first
+    tokens only, as training did)."""
+    room = loaded.text_max_length - 2  # bos and eos
+    notes = []
+    for index, caption in enumerate(captions):
+        count = len(loaded.tokenizer.ids(caption))
+        if count > room:
+            shown = f"{caption[:40]!r}{'...' if len(caption) > 40 else ''}"
+            notes.append(
+                f"caption {index} ({shown}) takes {count} tokens; "
+                f"the model reads its first {room} (model.text_max_length {loaded.text_max_length} less "
+                "bos and eos; a word the vocabulary lacks takes one token per byte)"
+            )
+    return notes
+
+
 def _unseen_note(loaded: LoadedModel) -> str:
     """How the model reads words its vocabulary lacks, and whether its training prepared it for them."""
     if not loaded.tokenizer.byte_fallback:
@@ -628,6 +645,8 @@ def run(config, workdir: str | os.PathLike, log=print) -> dict[str, Any]:
     unseen = [word for caption in captions for word in loaded.tokenizer.unseen_words(caption)]
     if unseen:
         log(f"words no training caption held: {', '.join(dict.fromkeys(unseen))}; {_unseen_note(loaded)}")
+    for note in _cut_captions(loaded, captions):
+        log(note)
     result = generate(loaded, captions, s.num_frames, num_samples=s.num_samples, **sampler_settings(s))
     check_finite(result, loaded, workdir)
 

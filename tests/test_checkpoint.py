@@ -53,6 +53,21 @@ def test_save_then_restore_every_item_with_a_relative_workdir(tmp_path, monkeypa
     assert_tree_equal(restored["train_state"], state)
 
 
+def test_a_reader_puts_no_warnings_on_the_console_and_keeps_every_checkpoint(tmp_path, caplog):
+    """Sampling from Python (`sampling.load_model`) opens a read-only checkpointer: Orbax's three
+    WARNINGs about read-only options are not the user's problem; a reader deletes nothing."""
+    params, ema, state = trees(1)
+    writer = checkpoint.Checkpointer(tmp_path, max_to_keep=5)
+    for step in (1, 2, 3):
+        writer.save(step, params, ema, state, {"step": step})
+    writer.close()
+    with caplog.at_level("WARNING"):
+        reader = checkpoint.Checkpointer(tmp_path, read_only=True)
+        reader.restore_params()
+    assert not [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert reader.all_steps() == [1, 2, 3]
+
+
 def test_missing_or_empty_checkpoint_folders_are_clear_errors(tmp_path):
     with pytest.raises(checkpoint.CheckpointError, match="no checkpoint folder"):
         checkpoint.Checkpointer(tmp_path / "nothing", read_only=True)

@@ -166,6 +166,35 @@ def test_raising_num_steps_on_a_finished_run_continues_it(tmp_path, data_args, r
     assert checkpoint.Checkpointer(workdir, read_only=True).latest_step() == STEPS + 20
 
 
+def test_train_without_config_goes_on_with_the_runs_recorded_config(tmp_path, data_args, reference):
+    """`launch.py --workdir RUN --config.train.num_steps=N`, no --config: the run's own config (run.json)
+    with that override, the same training as when every override is given again with --config; a
+    folder that holds no run still asks for --config."""
+    ref_dir, _ = reference
+    again, resumed = tmp_path / "again", tmp_path / "resumed"
+    shutil.copytree(ref_dir, again)
+    shutil.copytree(ref_dir, resumed)
+    finish(start(again, data_args, f"--config.train.num_steps={STEPS + 10}"))
+    command = [sys.executable, "launch.py", f"--workdir={resumed}", f"--config.train.num_steps={STEPS + 10}"]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    record = resumed / "run.json"
+    assert f"config: the one {record} records, with train.num_steps={STEPS + 10}" in result.stdout
+    assert f"the run's length changed from {STEPS} to {STEPS + 10} steps" in result.stdout
+    step, items = saved_items(resumed)
+    assert step == STEPS + 10
+    assert_bitwise_equal(items, saved_items(again)[1])
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    refused = subprocess.run(
+        [sys.executable, "launch.py", f"--workdir={empty}"], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert refused.returncode != 0
+    assert "needs --config configs/<name>.py (or --workdir of a run to resume" in refused.stderr
+
+
 # ------------------------------------------------------------------ non-finite batches, in process
 
 

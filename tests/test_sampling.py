@@ -801,3 +801,19 @@ def test_a_relative_workdir_samples_into_its_folder_without_a_false_already_hold
         f"{tmp_path}/runs/demo/samples/step_{step} already holds files; writing to "
         f"{second['output_dir']} instead"
     ]
+
+
+def test_a_caption_longer_than_the_text_window_is_named_with_its_token_count():
+    """`--mode sample` says which captions the model reads only in part: known words take one token, a
+    word the vocabulary lacks 1 + its UTF-8 bytes (SPELL, then bytes); bos and eos take 2 of the window."""
+    import types
+
+    from motion_ddpm_jax.text import Tokenizer
+
+    tokenizer = Tokenizer.build(["wave the hand", "nod"])
+    loaded = types.SimpleNamespace(tokenizer=tokenizer, text_max_length=8)
+    fits = "wave the hand nod wave the"  # 6 tokens: exactly the 8 - 2 of the window
+    spelled = "wave héllo"  # 1 + (1 + 6 bytes) = 8 tokens
+    notes = sampling._cut_captions(loaded, [fits, "nod", spelled])
+    assert len(notes) == 1
+    assert notes[0].startswith("caption 2 ('wave héllo') takes 8 tokens; the model reads its first 6")
