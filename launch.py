@@ -161,27 +161,25 @@ def _run_to_resume() -> Path | None:
 def _resumed_config(record: Path, overrides: dict):
     """The config a run started with (its run record; fields added since at their defaults) with the
     command line's --config.* overrides applied; printed so the run's log says where it came from."""
-    import json
-
     import ml_collections
 
     from motion_ddpm_jax import config as config_lib
+    from motion_ddpm_jax import train
     from motion_ddpm_jax.errors import UserError
 
-    try:
-        saved = json.loads(record.read_text(encoding="utf-8"))["config"]
-        config = ml_collections.ConfigDict(config_lib.with_defaults(saved))
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise UserError(
-            f"{record}: unreadable run record ({type(error).__name__}: {error}); give --config "
-            "configs/<name>.py with the run's overrides instead"
-        ) from None
+    config = ml_collections.ConfigDict(config_lib.with_defaults(train.read_run_record(record)))
     for dotted, value in overrides.items():
-        *parents, name = dotted.split(".")
-        node = config
-        for part in parents:
-            node = node[part]
-        node[name] = value
+        try:
+            *parents, name = dotted.split(".")
+            node = config
+            for part in parents:
+                node = node[part]
+            node[name] = value
+        except (AttributeError, KeyError, TypeError, ValueError) as error:
+            raise UserError(
+                f"--config.{dotted}={value!r} does not apply to the config {record} records ({error}); give "
+                "--config configs/<name>.py with the run's overrides instead"
+            ) from None
     shown = ", ".join(f"{k}={v!r}" for k, v in overrides.items())
     print(f"config: the one {record} records" + (f", with {shown}" if shown else ""), flush=True)
     return config
@@ -202,7 +200,7 @@ def _clip_counts(dataset) -> tuple[dict[str, object], str]:
             try:
                 loaded.append(dataset.split(split))
                 counts[split] = len(loaded[-1])
-            except motion_text.DatasetError as error:  # training or eval on it says the same
+            except motion_text.EmptySplitError as error:  # training or eval on it says the same
                 counts[split] = 0
                 empty.append(f"{split}: {error}")
         else:

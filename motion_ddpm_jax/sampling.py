@@ -591,10 +591,11 @@ def _cut_captions(loaded: LoadedModel, captions: Sequence[str]) -> list[str]:
         count = len(loaded.tokenizer.ids(caption))
         if count > room:
             shown = f"{caption[:40]!r}{'...' if len(caption) > 40 else ''}"
+            spelled = loaded.tokenizer.byte_fallback and loaded.tokenizer.unseen_words(caption)
             notes.append(
-                f"caption {index} ({shown}) takes {count} tokens; "
-                f"the model reads its first {room} (model.text_max_length {loaded.text_max_length} less "
-                "bos and eos; a word the vocabulary lacks takes one token per byte)"
+                f"caption {index} ({shown}) takes {count} tokens; the model reads its first {room} "
+                f"(model.text_max_length {loaded.text_max_length} less bos and eos)"
+                + ("; each word the vocabulary lacks takes 1 + its UTF-8 bytes" if spelled else "")
             )
     return notes
 

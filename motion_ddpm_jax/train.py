@@ -533,14 +533,7 @@ def claim_workdir(workdir: Path, config) -> bool:
         raise WorkdirError(f"--workdir {workdir} is a file, not a folder; use a new --workdir")
     record = workdir / RUN_RECORD
     if record.is_file():
-        try:
-            saved = json.loads(record.read_text(encoding="utf-8"))
-            saved_config = saved["config"]
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            raise WorkdirError(
-                f"{record}: unreadable run record ({type(error).__name__}: {error}); it should hold the "
-                f"JSON written when this workdir's run started. Use a new --workdir"
-            ) from None
+        saved_config = read_run_record(record)
         changed = incompatible_fields(saved_config, config)
         if changed:
             stopped = (
@@ -602,6 +595,20 @@ def workdir_lock(workdir: Path):
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def read_run_record(record: Path) -> dict[str, Any]:
+    """The config a run record (`write_run_record`) holds, as a dict; WorkdirError if it is unreadable."""
+    try:
+        saved = json.loads(record.read_text(encoding="utf-8"))
+        if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict):
+            raise ValueError("expected a JSON object whose 'config' is an object")
+    except (OSError, ValueError) as error:
+        raise WorkdirError(
+            f"{record}: unreadable run record ({type(error).__name__}: {error}); it should hold the JSON "
+            "written when this workdir's run started. Use a new --workdir"
+        ) from None
+    return saved["config"]
 
 
 def write_run_record(workdir: Path, config) -> None:

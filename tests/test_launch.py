@@ -123,6 +123,12 @@ def test_prepare_mode_reads_a_prepared_or_humanml3d_folder_as_it_is(tmp_path):
     assert "2 train / 0 val / no test clips" in empty.stdout and "val: " in empty.stdout
     assert "the val split lists no clips" in empty.stdout
     (humanml3d / "val.txt").unlink()
+    captions = humanml3d / "texts" / "000001.txt"
+    kept = captions.read_text()
+    captions.write_text("a person waves.#a/DET#soon#3.5\n")  # a malformed file is an error, not "0 clips"
+    damaged = launch(*args)
+    assert damaged.returncode != 0 and "from/to must be finite" in damaged.stderr
+    captions.write_text(kept)
     wrong = launch(*args, "--config.data.representation=positions")
     assert wrong.returncode != 0 and "Traceback" not in wrong.stderr
     assert "data.representation is 'positions', the data 'humanml3d'" in wrong.stderr

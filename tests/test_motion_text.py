@@ -459,4 +459,12 @@ def test_write_dataset_refuses_clips_it_would_lose_before_writing(tmp_path):
     uneven["test"] = Split("test", uneven["test"].ids, uneven["test"].motions[:1], uneven["test"].captions)
     with pytest.raises(DatasetError, match=r"test split has 2 ids, 1 motions and 2 caption groups"):
         motion_text.write_dataset(tmp_path / "ds", uneven, info)
+    # A bare string would be written one caption per letter; an empty group read back as the empty caption.
+    for group in ("wave hi", (), ("wave", 3)):
+        splits = make_splits(np.random.default_rng(18))
+        train = splits["train"]
+        splits["train"] = Split("train", train.ids, train.motions, (group, *train.captions[1:]))
+        refusal = r"the train split's clip 'train_00': captions .*expected a tuple"
+        with pytest.raises(DatasetError, match=refusal):
+            motion_text.write_dataset(tmp_path / "ds", splits, info)
     assert list(tmp_path.iterdir()) == []

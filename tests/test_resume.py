@@ -193,6 +193,12 @@ def test_train_without_config_goes_on_with_the_runs_recorded_config(tmp_path, da
     )
     assert refused.returncode != 0
     assert "needs --config configs/<name>.py (or --workdir of a run to resume" in refused.stderr
+    (empty / "run.json").write_text('{"config": null}')  # damaged: a clear error, not a traceback
+    damaged = subprocess.run(
+        [sys.executable, "launch.py", f"--workdir={empty}"], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert damaged.returncode != 0 and "Traceback" not in damaged.stderr
+    assert f"{empty / 'run.json'}: unreadable run record" in damaged.stderr
 
 
 # ------------------------------------------------------------------ non-finite batches, in process

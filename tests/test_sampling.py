@@ -816,4 +816,12 @@ def test_a_caption_longer_than_the_text_window_is_named_with_its_token_count():
     spelled = "wave héllo"  # 1 + (1 + 6 bytes) = 8 tokens
     notes = sampling._cut_captions(loaded, [fits, "nod", spelled])
     assert len(notes) == 1
-    assert notes[0].startswith("caption 2 ('wave héllo') takes 8 tokens; the model reads its first 6")
+    assert notes[0] == (
+        "caption 2 ('wave héllo') takes 8 tokens; the model reads its first 6 (model.text_max_length 8 less "
+        "bos and eos); each word the vocabulary lacks takes 1 + its UTF-8 bytes"
+    )
+    known = sampling._cut_captions(loaded, [fits + " nod"])  # only known words: no word on spelling
+    assert known == [
+        f"caption 0 ('{fits} nod') takes 7 tokens; the model reads its first 6 (model.text_max_length 8 "
+        "less bos and eos)"
+    ]

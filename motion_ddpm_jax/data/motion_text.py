@@ -60,6 +60,10 @@ class DatasetError(UserError):
     """A dataset folder or one of its files is missing, malformed or inconsistent."""
 
 
+class EmptySplitError(DatasetError):
+    """A well-formed split that holds no clip: its file lists none, or loading left out every one."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Split:
     """The clips of one split, in memory.
@@ -121,7 +125,7 @@ class MotionTextDataset:
             )
 
 
-def _empty_split_error(dataset: MotionTextDataset, path: Path, name: str) -> DatasetError:
+def _empty_split_error(dataset: MotionTextDataset, path: Path, name: str) -> EmptySplitError:
     """The error for split file `path` listing no clips, with what fills it for the folder's layout: a
     raw BEAT preparation's split fractions, or ids to list (a HumanML3D or `write_dataset` folder)."""
     other = "" if name == "train" else "; or use another split (for --mode eval: --config.eval.split=train)"
@@ -161,7 +165,7 @@ def _empty_split_error(dataset: MotionTextDataset, path: Path, name: str) -> Dat
     else:
         files = "new_joint_vecs/<id>.npy" if dataset.layout == "humanml3d" else "motions/<id>.npy"
         hint = f"List the ids of its clips in {path.name} (each with {files} and texts/<id>.txt)"
-    return DatasetError(
+    return EmptySplitError(
         f"{path}: the {name} split lists no clips; expected one clip id per line. {hint}{other}"
     )
 
@@ -499,7 +503,7 @@ def _load_humanml3d_split(dataset: MotionTextDataset, name: str) -> Split:
     if not ids:
         limit = "" if dataset.max_length is None else f" and fewer than {dataset.max_length}"
         without_motion = len(dropped["no_motion"])
-        raise DatasetError(
+        raise EmptySplitError(
             f"{split_path}: the {name} split has no clips: of the {len(listed)} it lists, {without_motion} "
             f"have no motion in {root / 'new_joint_vecs'} and none of the others gives a captioned clip of "
             f"at least {dataset.min_length}{limit} frames; expected at least one clip (check the folder and "
@@ -591,8 +595,9 @@ def _check_info(root: Path, info: Mapping[str, Any]) -> None:
 
 
 def _check_clip_ids(splits: Mapping[str, Split]) -> None:
-    """DatasetError unless every split has one motion and caption group per id, and every id is a plain
-    file name (it names motions/<id>.npy and texts/<id>.txt, and is one line of the split file) used once
+    """DatasetError unless every split has one motion and caption group (a tuple of one or more strings:
+    a bare string would be read as one caption per letter) per id, and every id is a plain file name (it
+    names motions/<id>.npy and texts/<id>.txt, and is one line of the split file) used once
     across the splits (a second clip of the same id would overwrite the first one's files)."""
     seen: dict[str, str] = {}
     for name, split in splits.items():
@@ -601,6 +606,16 @@ def _check_clip_ids(splits: Mapping[str, Split]) -> None:
                 f"the {name} split has {len(split.ids)} ids, {len(split.motions)} motions and "
                 f"{len(split.captions)} caption groups; expected one of each per clip"
             )
+        for clip_id, group in zip(split.ids, split.captions, strict=True):
+            if (
+                isinstance(group, str)
+                or not len(group)
+                or not all(isinstance(caption, str) for caption in group)
+            ):
+                raise DatasetError(
+                    f"the {name} split's clip {clip_id!r}: captions {group!r:.80}; expected a tuple of one "
+                    "or more caption strings, e.g. ('a person waves',)"
+                )
         for clip_id in split.ids:
             if (
                 not isinstance(clip_id, str)
