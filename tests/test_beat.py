@@ -353,18 +353,19 @@ def warnings_in(logged):
     return [line for line in logged if line.startswith("warning: ")]
 
 
-def test_recordings_of_one_name_in_two_folders_are_refused(tmp_path):
+@pytest.mark.parametrize("second", ["take1", "Take1"])
+def test_recordings_of_one_name_in_two_folders_are_refused(tmp_path, second):
     """alice/take1.bvh and bob/take1.bvh would share clip ids (take1_000, ...): one would overwrite the
-    other's clips. Both paths are named and nothing is written."""
+    other's clips (Take1 too, on a case-insensitive file system). Both paths are named, nothing written."""
     raw = tmp_path / "raw"
-    for speaker in ("alice", "bob"):
+    for speaker, name in (("alice", "take1"), ("bob", second)):
         (raw / speaker).mkdir(parents=True)
-        (raw / speaker / "take1.bvh").write_text(bvh_text(*angles_and_root(0)))
-        (raw / speaker / "take1.TextGrid").write_text(textgrid_text(WORDS, SECONDS))
+        (raw / speaker / f"{name}.bvh").write_text(bvh_text(*angles_and_root(0)))
+        (raw / speaker / f"{name}.TextGrid").write_text(textgrid_text(WORDS, SECONDS))
     with pytest.raises(beat.DatasetError) as refused:
         beat.prepare_beat(raw, tmp_path / "out", ALONE, log=lambda *_: None)
     message = str(refused.value)
-    assert str(raw / "alice" / "take1.bvh") in message and str(raw / "bob" / "take1.bvh") in message
+    assert str(raw / "alice" / "take1.bvh") in message and str(raw / "bob" / f"{second}.bvh") in message
     assert "must be unique across data.raw_root" in message and "prefix the speaker" in message
     assert not (tmp_path / "out").exists()
 

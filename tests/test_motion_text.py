@@ -8,7 +8,7 @@ import pytest
 
 from motion_ddpm_jax.data import motion_text
 from motion_ddpm_jax.data.motion_text import DatasetError, Split
-from motion_ddpm_jax.skeleton import beat_skeleton
+from motion_ddpm_jax.skeleton import Skeleton, beat_skeleton
 
 
 def make_splits(rng, size=6):
@@ -27,12 +27,14 @@ def make_splits(rng, size=6):
 def test_write_then_open_round_trips_and_takes_stats_from_train_only(tmp_path):
     rng = np.random.default_rng(0)
     splits = make_splits(rng)
+    beat = beat_skeleton()  # its first two joints: positions of 2 joints are the clips' 6 features
+    two_joints = Skeleton(names=beat.names[:2], parents=beat.parents[:2], offsets=beat.offsets[:2])
     written = motion_text.write_dataset(
-        tmp_path / "ds", splits, {"representation": "positions", "fps": 60.0}, beat_skeleton()
+        tmp_path / "ds", splits, {"representation": "positions", "fps": 60.0}, two_joints
     )
     dataset = motion_text.open_dataset(tmp_path / "ds")
     assert dataset.feature_size == 6 and dataset.fps == 60.0 and dataset.representation == "positions"
-    assert dataset.skeleton == beat_skeleton()
+    assert dataset.skeleton == two_joints
     assert dataset.info["counts"] == {"train": 5, "val": 2, "test": 2} == written.info["counts"]
     for name, split in splits.items():
         loaded = dataset.split(name)
@@ -447,6 +449,11 @@ def test_write_dataset_refuses_clips_it_would_lose_before_writing(tmp_path):
     twice["val"] = Split("val", ("train_01", *val.ids[1:]), val.motions, val.captions)
     with pytest.raises(DatasetError, match=r"clip id 'train_01' is in the train split and again in the val"):
         motion_text.write_dataset(tmp_path / "ds", twice, info)
+    twice["val"] = Split("val", ("TRAIN_01", *val.ids[1:]), val.motions, val.captions)  # one file on macOS
+    with pytest.raises(
+        DatasetError, match=r"'train_01' \(train split\) and 'TRAIN_01' \(val split\) differ only"
+    ):
+        motion_text.write_dataset(tmp_path / "ds", twice, info)
     for bad in ("sub/clip", " padded", "", ".hidden", "two\nlines"):
         splits = make_splits(np.random.default_rng(18))
         train = splits["train"]
@@ -468,3 +475,27 @@ def test_write_dataset_refuses_clips_it_would_lose_before_writing(tmp_path):
         with pytest.raises(DatasetError, match=refusal):
             motion_text.write_dataset(tmp_path / "ds", splits, info)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_write_dataset_refuses_features_not_of_its_skeleton(tmp_path):
+    """Positions on J joints are 3 J features, axis-angle 3 + 3 per rotating joint: clips of another size
+    were written and only failed in training's geometric loss."""
+
+    def skeleton(joints):
+        return Skeleton(
+            names=tuple(f"j{i}" for i in range(joints)),
+            parents=np.arange(joints) - 1,
+            offsets=np.ones((joints, 3), np.float32),
+        )
+
+    splits = make_splits(np.random.default_rng(19), size=6)
+    info = {"representation": "positions", "fps": 30}
+    with pytest.raises(
+        DatasetError,
+        match=r"the clips have 6 features per frame, but positions on the "
+        r"skeleton's 3 joints has 9",
+    ):
+        motion_text.write_dataset(tmp_path / "three", splits, info, skeleton(3))
+    assert not (tmp_path / "three").exists()
+    written = motion_text.write_dataset(tmp_path / "two", splits, info, skeleton(2))  # 2 x 3 = 6
+    assert written.feature_size == 6

@@ -106,14 +106,16 @@ def find_recordings(raw_root: Path) -> list[tuple[Path, Path]]:
         if name.endswith(".bvh")
     )
     for motion_path in sorted(found):
-        if motion_path.stem in named:
+        key = motion_path.stem.casefold()  # clip files of Take1 and take1 are one file on macOS or Windows
+        if key in named:
             raise DatasetError(
-                f"{named[motion_path.stem]} and {motion_path}: two recordings named {motion_path.stem!r}; "
-                f"recording file names must be unique across data.raw_root {raw_root} (clip ids are "
-                "<name>_<k>): rename them (with their TextGrids), e.g. prefix the speaker "
+                f"{named[key]} and {motion_path}: two recordings named {motion_path.stem!r} (names are "
+                "compared regardless of case); recording file names must be unique across data.raw_root "
+                f"{raw_root} (clip ids are <name>_<k>): rename them (with their TextGrids), e.g. prefix the "
+                "speaker "
                 f"({motion_path.parent.name}_{motion_path.name})"
             )
-        named[motion_path.stem] = motion_path
+        named[key] = motion_path
         text_path = motion_path.with_suffix(".TextGrid")
         if not text_path.is_file():
             raise MissingInputError(

@@ -599,7 +599,7 @@ def _check_clip_ids(splits: Mapping[str, Split]) -> None:
     a bare string would be read as one caption per letter) per id, and every id is a plain file name (it
     names motions/<id>.npy and texts/<id>.txt, and is one line of the split file) used once
     across the splits (a second clip of the same id would overwrite the first one's files)."""
-    seen: dict[str, str] = {}
+    seen: dict[str, tuple[str, str]] = {}  # casefolded id -> (id, split)
     for name, split in splits.items():
         if not len(split.ids) == len(split.motions) == len(split.captions):
             raise DatasetError(
@@ -630,12 +630,19 @@ def _check_clip_ids(splits: Mapping[str, Split]) -> None:
                     "motions/<id>.npy and texts/<id>.txt) without surrounding spaces, line breaks, slashes "
                     "or a leading dot"
                 )
-            if clip_id in seen:
+            if clip_id.casefold() in seen:
+                first_id, first_split = seen[clip_id.casefold()]
+                if first_id == clip_id:
+                    raise DatasetError(
+                        f"clip id {clip_id!r} is in the {first_split} split and again in the {name} split; "
+                        "expected each id once (it names the clip's files)"
+                    )
                 raise DatasetError(
-                    f"clip id {clip_id!r} is in the {seen[clip_id]} split and again in the {name} split; "
-                    "expected each id once (it names the clip's files)"
+                    f"clip ids {first_id!r} ({first_split} split) and {clip_id!r} ({name} split) differ only "
+                    "in case; expected ids that differ otherwise too (they name files, which a "
+                    "case-insensitive file system, e.g. macOS's or Windows', would make one)"
                 )
-            seen[clip_id] = name
+            seen[clip_id.casefold()] = (clip_id, name)
 
 
 def compute_stats(motions: Sequence[np.ndarray], std_floor: float = 1e-2) -> tuple[np.ndarray, np.ndarray]:
@@ -687,6 +694,15 @@ def write_dataset(
     feature_sizes = {m.shape[1] for split in splits.values() for m in split.motions}
     if len(feature_sizes) != 1:
         raise DatasetError(f"clips disagree on the feature size: {sorted(feature_sizes)}")
+    kind = info["representation"]
+    if skeleton is not None and kind in representation_lib.REPRESENTATIONS:
+        expected = representation_lib.feature_size(skeleton, kind)
+        if next(iter(feature_sizes)) != expected:
+            raise DatasetError(
+                f"{root}: the clips have {next(iter(feature_sizes))} features per frame, but {kind} on the "
+                f"skeleton's {skeleton.num_joints} joints has {expected}; expected features encoded on that "
+                f"skeleton (representation.encode_{kind if kind == 'positions' else 'axis_angle'})"
+            )
     mean, std = compute_stats(splits["train"].motions, std_floor)
     record = {
         "format": FORMAT,
