@@ -83,7 +83,6 @@ def main(argv):
     try:
         if resumed is not None:
             config = _resumed_config(resumed, config_flags.get_override_values(flags.FLAGS["config"]))
-            config_given = True  # the workdir is given
         from motion_ddpm_jax import distributed
 
         # Both before anything touches a jax backend.

@@ -363,7 +363,7 @@ def read_dataset_info(path: Path) -> dict[str, Any]:
     if not isinstance(info["representation"], str):
         raise DatasetError(f"{path}: field 'representation' is {info['representation']!r}; expected a name")
     fps, feature_size = info["fps"], info["feature_size"]
-    if isinstance(fps, bool) or not isinstance(fps, numbers.Real) or not (math.isfinite(fps) and fps > 0):
+    if not _is_frame_rate(fps):
         raise DatasetError(f"{path}: field 'fps' is {fps!r}; expected a positive number of frames per second")
     if isinstance(feature_size, bool) or not isinstance(feature_size, int) or feature_size < 1:
         raise DatasetError(f"{path}: field 'feature_size' is {feature_size!r}; expected a positive integer")
@@ -573,6 +573,11 @@ def describe_dropped(
 # ---------------------------------------------------------------- writing
 
 
+def _is_frame_rate(fps: Any) -> bool:
+    """A finite, positive real number (not a bool)."""
+    return not isinstance(fps, bool) and isinstance(fps, numbers.Real) and math.isfinite(fps) and fps > 0
+
+
 def _check_info(root: Path, info: Mapping[str, Any]) -> None:
     """DatasetError unless `info` gives a known representation and a positive fps (what reading and training
     check later, once the folder is written), and leaves `format` to write_dataset."""
@@ -585,7 +590,7 @@ def _check_info(root: Path, info: Mapping[str, Any]) -> None:
             "new_joint_vecs features)"
         )
     fps = info.get("fps")
-    if isinstance(fps, bool) or not isinstance(fps, numbers.Real) or not (math.isfinite(fps) and fps > 0):
+    if not _is_frame_rate(fps):
         found = f"is {fps!r}" if "fps" in info else "lacks it"
         raise DatasetError(f"{where} field 'fps' {found}; expected a positive number of frames per second")
     if info.get("format", FORMAT) != FORMAT:
@@ -607,16 +612,6 @@ def _check_clip_ids(splits: Mapping[str, Split]) -> None:
                 f"{len(split.captions)} caption groups; expected one of each per clip"
             )
         for clip_id, group in zip(split.ids, split.captions, strict=True):
-            if (
-                isinstance(group, str)
-                or not len(group)
-                or not all(isinstance(caption, str) for caption in group)
-            ):
-                raise DatasetError(
-                    f"the {name} split's clip {clip_id!r}: captions {group!r:.80}; expected a tuple of one "
-                    "or more caption strings, e.g. ('a person waves',)"
-                )
-        for clip_id in split.ids:
             if (
                 not isinstance(clip_id, str)
                 or not clip_id
@@ -643,6 +638,11 @@ def _check_clip_ids(splits: Mapping[str, Split]) -> None:
                     "case-insensitive file system, e.g. macOS's or Windows', would make one)"
                 )
             seen[clip_id.casefold()] = (clip_id, name)
+            if isinstance(group, str) or not group or not all(isinstance(c, str) for c in group):
+                raise DatasetError(
+                    f"the {name} split's clip {clip_id!r}: captions {group!r:.80}; expected a tuple of one "
+                    "or more caption strings, e.g. ('a person waves',)"
+                )
 
 
 def compute_stats(motions: Sequence[np.ndarray], std_floor: float = 1e-2) -> tuple[np.ndarray, np.ndarray]:
