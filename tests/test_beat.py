@@ -500,6 +500,24 @@ def test_a_touched_input_is_compared_by_content(tmp_path, monkeypatch):
     assert (out / "dataset.json").read_bytes() == record
 
 
+def test_an_input_changed_while_it_is_prepared_is_refused(tmp_path, monkeypatch):
+    """A recording written to while prepare reads it (a copy still running) would be cached under a hash of
+    content it was not prepared from: refused, naming it, with nothing written."""
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    make_raw(raw, recordings=2)
+    text = raw / f"{ONE_RECORDING}.TextGrid"
+    load_bvh = beat.bvh.load_bvh
+
+    def load_then_touch(path):
+        os.utime(text, ns=(text.stat().st_atime_ns, text.stat().st_mtime_ns + 10**9))
+        return load_bvh(path)
+
+    monkeypatch.setattr(beat.bvh, "load_bvh", load_then_touch)
+    with pytest.raises(beat.DatasetError, match=rf"{ONE_RECORDING}\.TextGrid: changed while it was being"):
+        beat.prepare_beat(raw, out, ALONE, log=lambda *_: None)
+    assert not out.exists()
+
+
 def test_sentences_past_the_motion_end_are_counted_apart_and_warned_of(tmp_path):
     """A transcript running 3.6 s past its 8 s motion: the sentence across the end (0.3 s left, under
     min_clip_s) and the two after it are counted as past the motion's end, not as short sentences, and a

@@ -39,6 +39,14 @@ def test_a_value_outside_the_choices_names_the_field_and_the_choices(field):
         validate(config)
 
 
+def test_the_representation_choices_are_the_ones_datasets_know():
+    """config.py keeps its choices as plain tuples (it imports no jax); data.representation's must be the
+    names motion_text reads and writes."""
+    from motion_ddpm_jax.data import motion_text
+
+    assert CHOICES["data.representation"] == motion_text.REPRESENTATIONS
+
+
 @pytest.mark.parametrize("field", sorted(MINIMUM))
 def test_a_number_below_its_minimum_names_the_field(field):
     config = base_config()

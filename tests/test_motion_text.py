@@ -99,6 +99,13 @@ def test_broken_files_give_errors_naming_the_file(tmp_path):
     (root / "dataset.json").write_text(json.dumps(info))
     with pytest.raises(DatasetError, match="missing field 'feature_size'"):
         motion_text.open_dataset(root)
+    # A representation this package does not know is named on reading, not left to training's checks.
+    info["feature_size"], info["representation"] = 6, "rotation_6d"
+    (root / "dataset.json").write_text(json.dumps(info))
+    with pytest.raises(
+        DatasetError, match=r"dataset\.json: field 'representation' is 'rotation_6d'; expected one"
+    ):
+        motion_text.open_dataset(root)
 
 
 def test_configured_feature_size_mismatch_is_a_clear_error(tmp_path):

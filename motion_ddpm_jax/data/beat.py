@@ -79,8 +79,8 @@ class PrepareOptions:
             )
 
     def pause_label_set(self) -> frozenset[str]:
-        """`pause_labels` as lower-case labels."""
-        return frozenset(label.strip().lower() for label in self.pause_labels.split(",") if label.strip())
+        """`pause_labels` as the keys `textgrid.tier_words` compares (blanks collapsed, lower case)."""
+        return frozenset(textgrid.label_key(label) for label in self.pause_labels.split(",") if label.strip())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -257,6 +257,8 @@ def prepare_beat(
     first_tier_of: list[tuple[Path, list[str]]] = []  # TextGrids read by the fallback: their interval tiers
     overruns: list[tuple[Path, float, float]] = []  # recordings whose words run past the motion's end
     for motion_path, text_path in pairs:
+        for path in (motion_path, text_path):  # before reading: the hash is of no later content
+            hashes[str(path.relative_to(raw_root))] = _sha256(path)
         motion = bvh.load_bvh(motion_path)
         if options.representation != "positions":  # still position channels become the joints' offsets
             motion = motion.with_static_offsets()
@@ -285,8 +287,13 @@ def prepare_beat(
             clips[split].append(
                 (f"{motion_path.stem}_{k:03d}", features[first:last], (" ".join(sentence.words),))
             )
-        for path in (motion_path, text_path):
-            hashes[str(path.relative_to(raw_root))] = _sha256(path)
+    now = _fingerprint_inputs(pairs, raw_root)
+    changed = sorted(name for name, stat in now.items() if fingerprint["inputs"][name] != stat)
+    if changed:
+        raise DatasetError(
+            f"{raw_root / changed[0]}: changed while it was being prepared ({len(changed)} file(s) in all); "
+            "run --mode prepare again once the recordings are complete"
+        )
     fingerprint["sha256"] = hashes
     skeleton, deviation = _common_skeleton(skeletons)
     splits = {

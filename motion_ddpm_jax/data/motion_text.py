@@ -360,8 +360,10 @@ def read_dataset_info(path: Path) -> dict[str, Any]:
             raise DatasetError(f"{path}: missing field {key!r}")
     if info["format"] != FORMAT:
         raise DatasetError(f"{path}: format {info['format']!r}, expected {FORMAT!r}")
-    if not isinstance(info["representation"], str):
-        raise DatasetError(f"{path}: field 'representation' is {info['representation']!r}; expected a name")
+    if info["representation"] not in REPRESENTATIONS:
+        raise DatasetError(
+            f"{path}: field 'representation' is {info['representation']!r}; expected one of {REPRESENTATIONS}"
+        )
     fps, feature_size = info["fps"], info["feature_size"]
     if not _is_frame_rate(fps):
         raise DatasetError(f"{path}: field 'fps' is {fps!r}; expected a positive number of frames per second")

@@ -386,9 +386,14 @@ def word_tier(grid: TextGrid, tier: str | int | None = None) -> Tier:
 def tier_words(tier: Tier, pause_labels: Iterable[str] = ()) -> list[tuple[float, float, str]]:
     """The words of an IntervalTier as `load_words` gives them (`pause_labels`: labels, or one label)."""
     labels = (pause_labels,) if isinstance(pause_labels, str) else pause_labels
-    pause = {" ".join(label.split()).lower() for label in labels}
+    pause = {label_key(label) for label in labels}
     words = [(i.start, i.end, " ".join(i.text.split())) for i in tier.intervals]
-    return [(s, e, w) for s, e, w in words if w and w.lower() not in pause]
+    return [(s, e, w) for s, e, w in words if w and label_key(w) not in pause]
+
+
+def label_key(label: str) -> str:
+    """How a pause label is compared with an interval's text: blanks collapsed, any case."""
+    return " ".join(label.split()).lower()
 
 
 def pauses(
