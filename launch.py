@@ -136,6 +136,9 @@ def main(argv):
         else:
             from motion_ddpm_jax import train
 
+            if resumed is not None:
+                overrides = config_flags.get_override_values(flags.FLAGS["config"])
+                config = _latest_data_paths(config, _workdir(config_given), overrides)
             train.run(config, _workdir(config_given))
         if (line := compile_cache.summary()) is not None:
             import jax
@@ -181,6 +184,35 @@ def _resumed_config(record: Path, overrides: dict):
             ) from None
     shown = ", ".join(f"{k}={v!r}" for k, v in overrides.items())
     print(f"config: the one {record} records" + (f", with {shown}" if shown else ""), flush=True)
+    return config
+
+
+def _latest_data_paths(config, workdir: str, overrides: dict):
+    """A run resumed without --config trains on data.root / data.raw_root as its latest checkpoint records
+    them (a resume given new paths moved them; run.json keeps the ones the run started with), but for
+    those given on the command line. Unchanged where no checkpoint can be read (training says why)."""
+    from motion_ddpm_jax import checkpoint
+
+    fields = [name for name in ("root", "raw_root") if f"data.{name}" not in overrides]
+    try:
+        reader = checkpoint.Checkpointer(workdir, read_only=True)
+        try:
+            step = reader.latest_step()
+            saved = reader.restore_metadata(step) if step is not None and fields else {}
+        finally:
+            reader.close()
+    except checkpoint.CheckpointError:
+        return config
+    data = saved.get("config", {}).get("data", {}) if isinstance(saved, dict) else {}
+    moved = {
+        name: data[name]
+        for name in fields
+        if isinstance(data.get(name), str) and data[name] != config.data[name]
+    }
+    if moved:
+        config.data.update(moved)
+        shown = ", ".join(f"data.{name}={value!r}" for name, value in moved.items())
+        print(f"data: where the latest checkpoint (step {step}) trained, {shown}", flush=True)
     return config
 
 

@@ -69,9 +69,14 @@ class Checkpointer:
     def __init__(self, workdir: str | os.PathLike, max_to_keep: int | None = 3, read_only: bool = False):
         self.directory = checkpoint_dir(workdir)
         if read_only and not self.directory.is_dir():
-            raise CheckpointError(
-                f"{self.directory}: no checkpoint folder (train a model into this workdir first)"
+            given = Path(os.path.abspath(workdir))
+            run = next((p.parent for p in (given, given.parent) if p.name == "checkpoints"), None)
+            hint = (
+                f"--workdir names the run folder that holds checkpoints/: {run}"
+                if run is not None and run.is_dir()
+                else "train a model into this workdir first"
             )
+            raise CheckpointError(f"{self.directory}: no checkpoint folder ({hint})")
         options = ocp.CheckpointManagerOptions(
             # A reader keeps and saves nothing (Orbax warns where these say otherwise).
             max_to_keep=None if read_only else max_to_keep,

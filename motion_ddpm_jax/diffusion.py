@@ -31,7 +31,7 @@ class PreparedDenoiser:
     block's (scale, shift): a few large matmuls instead of K weight-bound ones).
     apply(x_t [B, ...], t i32[B], prepared) -> the model output, `prepared` being one step's slice.
     The loops call `prepare` once per `chunk` consecutive steps (the last chunk may hold up to
-    chunks - 1 padding steps after the final one, skipped with `lax.cond`), then `apply` every step;
+    chunk - 1 padding steps after the final one, skipped with `lax.cond`), then `apply` every step;
     the result is the same as with the DenoiseFn x_t, t -> apply(x_t, t, prepare(t[:1]) sliced).
     """
 
@@ -152,7 +152,13 @@ def _cosine_betas(num_steps: int, s: float = 0.008, max_beta: float = 0.999) -> 
 
 
 def make_schedule(name: str, num_steps: int) -> Schedule:
-    """Schedule `name` in SCHEDULE_NAMES over `num_steps` (>= 2) steps; computed in float64, stored f32."""
+    """Schedule `name` in SCHEDULE_NAMES over `num_steps` steps; computed in float64, stored f32.
+
+    linear: betas from 1e-4 to 0.02 (Ho et al.) at 1000 steps, scaled by 1000 / num_steps for other
+    lengths (improved-diffusion's rule: the same noise range at any length; needs num_steps > 20).
+    cosine: abar(u) = cos((u + 0.008) / 1.008 * pi / 2)^2 at u = t / num_steps (Nichol & Dhariwal), betas
+    capped at 0.999; num_steps >= 2.
+    """
     if name not in SCHEDULE_NAMES:
         raise ValueError(f"Unknown noise schedule {name!r}; expected one of {SCHEDULE_NAMES}.")
     if num_steps < 2:
@@ -194,6 +200,35 @@ def _at(coefficients: jax.Array, t: jax.Array, x: jax.Array) -> jax.Array:
     return _per_example(coefficients[t], x)
 
 
+def _concrete(value) -> np.ndarray | None:
+    """`value` as a numpy array where it is known now (not traced inside jit, vmap, grad), else None."""
+    try:
+        return np.asarray(value)
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+        return None
+
+
+def _check_timesteps(
+    schedule: Schedule, t, x: jax.Array, where: str, name: str = "t", low: int = 0
+) -> jax.Array:
+    """`t` as an array, after checking it is one integer timestep per example of x ([B]) and, where it is
+    known (not traced), in [low, num_steps): an index outside would otherwise be clamped silently."""
+    t = jnp.asarray(t)
+    if np.ndim(x) < 1 or t.shape != (np.shape(x)[0],) or not jnp.issubdtype(t.dtype, jnp.integer):
+        raise ValueError(
+            f"{where}: {name} must be integer timesteps i32[B], one per example of the data [B, ...] "
+            f"(B = {np.shape(x)[0] if np.ndim(x) else 'none: the data has no batch axis'}); got "
+            f"{t.dtype}{list(t.shape)}"
+        )
+    values = _concrete(t)
+    if values is not None and values.size and (values.min() < low or values.max() >= schedule.num_steps):
+        raise ValueError(
+            f"{where}: {name} must lie in [{low}, {schedule.num_steps}) (the schedule's steps); got values "
+            f"from {values.min()} to {values.max()}"
+        )
+    return t
+
+
 def _check_kind(kind: str) -> None:
     if kind not in PREDICTION_KINDS:
         raise ValueError(f"Unknown prediction kind {kind!r}; expected one of {PREDICTION_KINDS}.")
@@ -211,6 +246,7 @@ def _scales(schedule: Schedule, t: jax.Array, x: jax.Array) -> tuple[jax.Array, 
 def q_sample(schedule: Schedule, x0: jax.Array, t: jax.Array, noise: jax.Array) -> jax.Array:
     """Draw x_t ~ q(x_t | x0). x0, noise: [B, ...]; t: i32[B] -> f32[B, ...]."""
     x0, noise = _f32(x0), _f32(noise)
+    t = _check_timesteps(schedule, t, x0, "q_sample")
     signal_scale, noise_scale = _scales(schedule, t, x0)
     return signal_scale * x0 + noise_scale * noise
 
@@ -223,6 +259,7 @@ def q_posterior_mean_variance(
     Returns (mean, variance, clipped log variance), each f32[B, ...] (variances repeat along the data axes).
     """
     x0, x_t = _f32(x0), _f32(x_t)
+    t = _check_timesteps(schedule, t, x_t, "q_posterior_mean_variance")
     mean = _at(schedule.posterior_mean_coef1, t, x_t) * x0 + _at(schedule.posterior_mean_coef2, t, x_t) * x_t
     variance = jnp.broadcast_to(_at(schedule.posterior_variance, t, x_t), x_t.shape)
     log_variance = jnp.broadcast_to(_at(schedule.posterior_log_variance_clipped, t, x_t), x_t.shape)
@@ -237,6 +274,7 @@ def training_target(schedule: Schedule, x0, noise, t: jax.Array, kind: str) -> j
         return noise
     if kind == "x0":
         return x0
+    t = _check_timesteps(schedule, t, x0, "training_target")
     signal_scale, noise_scale = _scales(schedule, t, x0)
     return signal_scale * noise - noise_scale * x0
 
@@ -250,6 +288,7 @@ def predict_x0(schedule: Schedule, x_t, t: jax.Array, model_output, kind: str) -
     """x0 estimate from a `kind` prediction. x_t, model_output: [B, ...] (any float); t: i32[B] -> f32."""
     _check_kind(kind)
     x_t, model_output = _f32(x_t), _f32(model_output)
+    t = _check_timesteps(schedule, t, x_t, "predict_x0")
     if kind == "x0":
         return model_output
     if kind == "epsilon":
@@ -264,6 +303,7 @@ def predict_eps(schedule: Schedule, x_t, t: jax.Array, model_output, kind: str) 
     """Noise estimate from a `kind` prediction. x_t, model_output: [B, ...] (any float); t: i32[B] -> f32."""
     _check_kind(kind)
     x_t, model_output = _f32(x_t), _f32(model_output)
+    t = _check_timesteps(schedule, t, x_t, "predict_eps")
     if kind == "epsilon":
         return model_output
     if kind == "x0":
@@ -293,6 +333,7 @@ def ddpm_step(
     Returns (x_prev f32[B, ...], x0_hat f32[B, ...]).
     """
     x_t = _f32(x_t)
+    t = _check_timesteps(schedule, t, x_t, "ddpm_step")
     x0_hat = _x0_hat(schedule, x_t, t, model_output, kind, clip_x0)
     mean, _, log_variance = q_posterior_mean_variance(schedule, x0_hat, x_t, t)
     noise_scale = jnp.where(_per_example(t, x_t) > 0, jnp.exp(0.5 * log_variance), 0.0)
@@ -318,6 +359,14 @@ def ddim_step(
     is then recomputed from the clipped x0). Returns (x_prev f32[B, ...], x0_hat f32[B, ...]).
     """
     x_t = _f32(x_t)
+    t = _check_timesteps(schedule, t, x_t, "ddim_step")
+    t_prev = _check_timesteps(schedule, t_prev, x_t, "ddim_step", "t_prev", low=-1)
+    t_values, prev_values = _concrete(t), _concrete(t_prev)
+    if t_values is not None and prev_values is not None and np.any(prev_values >= t_values):
+        raise ValueError(
+            f"ddim_step: t_prev must be below t for every example; got t {t_values}, t_prev {prev_values}"
+        )
+    _check_eta(eta, "ddim_step")
     x0_hat = _x0_hat(schedule, x_t, t, model_output, kind, clip_x0)
     if clip_x0 is None:
         eps_hat = predict_eps(schedule, x_t, t, model_output, kind)
@@ -339,6 +388,13 @@ def ddim_step(
     direction_scale = jnp.sqrt(jnp.maximum(noise_var_prev - sigma**2, 0.0))
     x_prev = jnp.sqrt(abar_prev) * x0_hat + direction_scale * eps_hat + sigma * _f32(noise)
     return x_prev, x0_hat
+
+
+def _check_eta(eta, where: str) -> None:
+    """eta must be in [0, 1] where it is known (a traced eta is the caller's to check)."""
+    value = _concrete(eta)
+    if value is not None and (value.shape != () or not 0.0 <= float(value) <= 1.0):
+        raise ValueError(f"{where}: eta must be a number in [0, 1] (0: deterministic DDIM); got {eta!r}")
 
 
 def ddim_timesteps(num_steps: int, num_sample_steps: int) -> np.ndarray:
@@ -403,6 +459,7 @@ def ddim_sample_loop(
     not drawn at all). Returns the x0 sample f32[B, ...].
     """
     _check_kind(kind)
+    _check_eta(eta, "ddim_sample_loop")
     x_T = _f32(x_T)
     timesteps = ddim_timesteps(schedule.num_steps, num_sample_steps)
     previous = np.append(timesteps[1:], -1).astype(np.int32)

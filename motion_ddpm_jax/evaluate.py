@@ -962,6 +962,21 @@ def _refuse_a_folder(path: Path) -> None:
         raise EvaluationError(f"eval.output {path} is a folder; eval.output names the metrics file (a .json)")
 
 
+def _check_output(path: Path) -> None:
+    """EvaluationError unless the metrics file can be written at `path` (a folder there, or a folder of
+    it that cannot be made or written: a read-only workdir): checked before the sampling, not after,
+    and without making anything."""
+    _refuse_a_folder(path)
+    folder = Path(os.path.abspath(path)).parent
+    while not folder.exists() and folder != folder.parent:  # the folder that would hold what is made
+        folder = folder.parent
+    if not (folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)):
+        raise EvaluationError(
+            f"{folder}: cannot write the metrics there (permission denied or a read-only file system); set "
+            "--config.eval.output to a .json file in a writable folder"
+        )
+
+
 def write_new_json(path: Path, payload: Any) -> Path:
     """Write `payload` to `path`, or to `<stem>_1<suffix>`, `_2`, ... when that exists (never overwrite)."""
     path = Path(os.path.abspath(path))
@@ -1039,9 +1054,16 @@ def run(
     if config.eval.split not in ("train", "val", "test"):
         raise EvaluationError(f"eval.split is {config.eval.split!r}; expected train, val or test")
     if config.eval.output:
-        _refuse_a_folder(Path(config.eval.output))  # before the sampling, not after it
+        _refuse_a_folder(Path(config.eval.output))  # before loading, as every check of the request
     step = int(config.sample.checkpoint_step)
     loaded = sampling.load_model(workdir, step=None if step < 0 else step, use_ema=config.sample.use_ema)
+    output = (
+        Path(config.eval.output)
+        if config.eval.output
+        else Path(workdir) / "eval" / f"metrics_step{loaded.step}.json"
+    )
+    if jax.process_index() == 0:
+        _check_output(output)  # before the sampling, not after it
     if data_from_checkpoint:
         trained_root = loaded.metadata.get("data_root")
         config = with_checkpoint_data(config, loaded.metadata["config"], data_set, trained_root)
@@ -1114,11 +1136,6 @@ def run(
     log(format_table(table))
     for note in notes:
         log(f"note: {note}")
-    output = (
-        Path(config.eval.output)
-        if config.eval.output
-        else Path(workdir) / "eval" / f"metrics_step{loaded.step}.json"
-    )
     record = {
         "step": int(loaded.step),
         "workdir": str(workdir),

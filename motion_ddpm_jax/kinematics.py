@@ -314,9 +314,21 @@ def forward_kinematics_with_rotations(
         raise ValueError("forward_kinematics: the skeleton has no joints (parents is empty)")
     local_rotations, offsets = jnp.asarray(local_rotations), jnp.asarray(offsets)
     root_translation = jnp.asarray(root_translation)
-    _check_last_dims(local_rotations, (num_joints, 3, 3), "forward_kinematics", "local rotations")
+    joints = f"local rotations (parents has {num_joints} joints)"
+    _check_last_dims(local_rotations, (num_joints, 3, 3), "forward_kinematics", joints)
     _check_last_dims(offsets, (num_joints, 3), "forward_kinematics", "offsets")
     _check_last_dims(root_translation, (3,), "forward_kinematics", "root translation")
+    lead = local_rotations.shape[:-3]
+    try:
+        fits = np.broadcast_shapes(lead, root_translation.shape[:-1], offsets.shape[:-2]) == lead
+    except ValueError:
+        fits = False
+    if not fits:
+        raise ValueError(
+            f"forward_kinematics: root translation {list(root_translation.shape)} and offsets "
+            f"{list(offsets.shape)} must broadcast to the rotations' leading axes {list(lead)} (root "
+            f"translation [..., 3] with the rotations' [...]); got rotations {list(local_rotations.shape)}"
+        )
     return _forward_kinematics(local_rotations, offsets, root_translation, parents=tuple(parents.tolist()))
 
 

@@ -1,10 +1,13 @@
 """Loss terms of the motion diffusion objective (pure, jit-able, float32 results).
 
-Every term takes standardized `pred` and `target` motion `[B, T, D]` and a frame mask `bool[B, T]`
-(True = real frame) and returns a float32 scalar: a masked mean that is exactly zero when
-`pred == target` and does not depend on the values in padded frames. Means are taken over all valid
-frames (pairs, triples) of the batch, as MotionDiffuse does: sum of per-frame errors / number of valid
-frames.
+Every term takes standardized `pred` and `target` motion `[B, T, D]`, a frame mask `bool[B, T]`
+(True = real frame; integer 0/1 is read as bool) and optional per-example `weights` f32[B], and returns
+a float32 scalar: a masked mean that is exactly zero when `pred == target` and whose value and gradient
+do not depend on the values in padded frames (NaN there included). Means are taken over all valid frames
+(pairs, triples) of the batch, as MotionDiffuse does: sum of per-frame errors / number of valid frames;
+with weights, sum over examples of weights[b] x example b's per-frame errors / the same unweighted count
+(so weights below 1 shrink the term, they are not renormalised). With no valid frame (pair, triple) a
+term is 0. Shapes are checked (ValueError naming the term and the argument); values are not.
 
 Geometric terms work in physical units: they de-standardize with the dataset statistics, so their
 value does not depend on the normalisation. The feature layouts are in `representation.py`.
@@ -33,7 +36,6 @@ def _masked_frame_mean(
     device's value is its share of the mean over the *global* batch, and the psum of the shares (and of
     their gradients) is exactly the single-device result on the whole batch.
     """
-    mask = jnp.asarray(mask, bool)
     if weights is not None:
         per_frame = per_frame * jnp.asarray(weights, jnp.float32)[:, None]
     total = jnp.sum(jnp.where(mask, per_frame, 0.0))
@@ -56,6 +58,33 @@ def _as_f32(*arrays: jax.Array) -> tuple[jax.Array, ...]:
     return tuple(jnp.asarray(a, jnp.float32) for a in arrays)
 
 
+def _checked(where: str, pred, target, mask, weights) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(pred, target) as float32 with padded frames set to 0, and the mask as bool, after checking the
+    shapes (pred, target [B, T, D] alike; mask [B, T]; weights [B]). Zeroing the padded frames keeps
+    their values (a NaN sentinel, say) out of the gradient too: a masked-out NaN times a zero cotangent
+    would otherwise still be NaN."""
+    pred, target = _as_f32(pred, target)
+    if pred.ndim != 3 or pred.shape != target.shape:
+        raise ValueError(
+            f"{where}: pred and target must be motion [B, T, D] of one shape; got {list(pred.shape)} and "
+            f"{list(target.shape)}"
+        )
+    mask = jnp.asarray(mask)
+    if mask.shape != pred.shape[:2] or not (mask.dtype == bool or jnp.issubdtype(mask.dtype, jnp.integer)):
+        raise ValueError(
+            f"{where}: mask must be bool[B, T] = bool{list(pred.shape[:2])} (True = real frame) like pred's "
+            f"first two axes; got {mask.dtype}{list(mask.shape)}"
+        )
+    if weights is not None and np.shape(weights) != pred.shape[:1]:
+        raise ValueError(
+            f"{where}: weights must be f32[B] = f32[{pred.shape[0]}], one per example; got shape "
+            f"{list(np.shape(weights))}"
+        )
+    mask = mask.astype(bool)
+    keep = mask[:, :, None]
+    return jnp.where(keep, pred, 0.0), jnp.where(keep, target, 0.0), mask
+
+
 def masked_mse(
     pred: jax.Array,
     target: jax.Array,
@@ -65,16 +94,17 @@ def masked_mse(
     axis_name: str | None = None,
 ) -> jax.Array:
     """Mean over valid frames of the per-frame mean squared error. pred, target: [B, T, D]."""
-    pred, target = _as_f32(pred, target)
+    pred, target, mask = _checked("masked_mse", pred, target, mask, weights)
     return _masked_frame_mean(jnp.mean(jnp.square(pred - target), axis=-1), mask, weights, axis_name)
 
 
 def _difference_loss(pred, target, mask, weights, axis_name, order: int) -> jax.Array:
-    pred, target = _as_f32(pred, target)
+    where = "velocity_loss" if order == 1 else "acceleration_loss"
+    pred, target, mask = _checked(where, pred, target, mask, weights)
     if pred.shape[1] <= order:
         return jnp.zeros((), jnp.float32)
     error = jnp.diff(pred - target, n=order, axis=1)
-    valid = _consecutive_valid(jnp.asarray(mask, bool), order + 1)
+    valid = _consecutive_valid(mask, order + 1)
     return _masked_frame_mean(jnp.mean(jnp.square(error), axis=-1), valid, weights, axis_name)
 
 
@@ -121,7 +151,7 @@ def bone_length_loss(
 
     pred, target: standardized `positions` features [B, T, J*3]; mean, std: [J*3].
     """
-    pred, target = _as_f32(pred, target)
+    pred, target, mask = _checked("bone_length_loss", pred, target, mask, weights)
     lengths = [
         kinematics.bone_lengths(relative_positions(_destandardize(x, mean, std), skeleton), skeleton.parents)
         for x in (pred, target)
@@ -147,7 +177,7 @@ def fk_position_loss(
     in the feature-space reconstruction term, and integrating its deltas would weigh early frames more.
     pred, target: standardized `axis_angle` features [B, T, 3+3K]; mean, std: [3+3K].
     """
-    pred, target = _as_f32(pred, target)
+    pred, target, mask = _checked("fk_position_loss", pred, target, mask, weights)
     positions = [relative_fk(_destandardize(x, mean, std), skeleton) for x in (pred, target)]
     per_frame = jnp.mean(jnp.square(positions[0] - positions[1]), axis=(-2, -1))
     return _masked_frame_mean(per_frame, mask, weights, axis_name)

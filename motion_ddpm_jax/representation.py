@@ -63,6 +63,11 @@ def integrate_deltas(deltas: jax.Array) -> jax.Array:
 def encode_positions(positions: jax.Array, skeleton: Skeleton) -> jax.Array:
     """Global joint positions [..., T, J, 3] -> `positions` features [..., T, J*3]."""
     positions = jnp.asarray(positions)
+    if positions.ndim < 3 or positions.shape[-2:] != (skeleton.num_joints, 3):
+        raise ValueError(
+            f"encode_positions: expected global joint positions [..., T, {skeleton.num_joints}, 3] (the "
+            f"skeleton's {skeleton.num_joints} joints); got {list(positions.shape)}"
+        )
     root = positions[..., skeleton.root, :]
     relative = positions - root[..., None, :]
     relative = relative.at[..., skeleton.root, :].set(translation_deltas(root))

@@ -7,8 +7,9 @@ it reads `config.sample` and writes `.npy`, `.bvh` and an animation under a fres
 
 Determinism: sample i (caption-major: caption c, draw k is i = c * num_samples + k) draws everything from
 key_i = fold_in(key(seed), i): its starting noise x_T = normal(fold_in(key_i, 0), [T, D]) and its step
-noises from the loop key fold_in(key_i, 1). T is the longest requested length. So a sample does not
-depend on the batch size or on the number of devices.
+noises from the loop key fold_in(key_i, 1). T is the longest requested length. So a sample's noise does
+not depend on the batch size or on the number of devices, and the sample itself only to float rounding
+(the products of a batch of another size may sum in another order: ~1e-6 relative).
 """
 
 from __future__ import annotations
@@ -92,9 +93,16 @@ def load_model(workdir: str | os.PathLike, step: int | None = None, use_ema: boo
         except checkpoint.CheckpointError:
             raise
         except (OSError, ValueError, KeyError, TypeError) as error:
+            others = [s for s in reader.all_steps() if s != step]
+            way = (
+                f"; the checkpoints {others} are untouched: sample from one with sample.checkpoint_step "
+                f"(--config.sample.checkpoint_step={others[-1]})"
+                if others
+                else ""
+            )
             raise checkpoint.CheckpointError(
                 f"{reader.directory}/{step}: cannot be restored for sampling ({type(error).__name__}: "
-                f"{str(error)[:300]}); is the checkpoint complete?"
+                f"{str(error)[:300]}); it is damaged or incomplete (a copy cut short?){way}"
             ) from None
     finally:
         reader.close()
@@ -405,7 +413,9 @@ def generate(
 
     Returns (N = len(captions) * num_samples, caption-major; T = the longest length):
       motion f32[N, T, D] de-standardized features, zero past each sample's length;
-      positions f32[N, T, J, 3] global joint positions, zero past the length (None without a skeleton);
+      positions f32[N, T, J, 3] global joint positions, zero past the length (None without a skeleton),
+        as decoded: the root starts at the origin (`ground_offset` gives the shift to stand a sample
+        on the ground, which `run` adds to the files it writes);
       lengths i32[N]; captions list[str] of length N.
     """
     _check_request(loaded, captions, num_samples, sampler, steps, eta, guidance_scale, seed, batch_size)
@@ -568,13 +578,43 @@ def check_finite(result: dict[str, Any], loaded: LoadedModel, workdir) -> None:
 def fresh_output_dir(wanted: Path) -> Path:
     """`wanted` if it is missing or empty, else the first missing or empty sibling `<name>_2`, `_3`, ...
     (`.` and `..` are first made absolute: they have no name to number)."""
+    return _fresh_output_dir(wanted)[0]
+
+
+def _fresh_output_dir(wanted: Path) -> tuple[Path, Path | None]:
+    """(fresh_output_dir(wanted), the outermost folder this call made, or None)."""
     wanted = Path(os.path.abspath(wanted))
     candidate, number = wanted, 1
-    while candidate.exists() and (not candidate.is_dir() or any(candidate.iterdir())):
+    while True:
+        if not candidate.exists():
+            top = candidate
+            while not top.parent.exists():
+                top = top.parent
+            try:
+                candidate.mkdir(parents=True)  # exclusive: a process starting beside this one takes the next
+                return candidate, top
+            except FileExistsError:
+                pass
+        elif candidate.is_dir() and not any(candidate.iterdir()):
+            return candidate, None
         number += 1
         candidate = wanted.with_name(f"{wanted.name}_{number}")
-    candidate.mkdir(parents=True, exist_ok=True)
-    return candidate
+
+
+def _output_folder(wanted: Path) -> tuple[Path, Path | None]:
+    """_fresh_output_dir(wanted), or a SampleError naming sample.output_dir where it cannot be made or
+    written to (a read-only workdir, a colleague's copy)."""
+    try:
+        out, made = _fresh_output_dir(wanted)
+        writable = os.access(out, os.W_OK | os.X_OK)
+    except OSError as error:
+        out, made, writable = Path(error.filename or wanted), None, False
+    if not writable:
+        raise SampleError(
+            f"{out}: cannot write the samples there (permission denied or a read-only file system); set "
+            "--config.sample.output_dir to a writable folder"
+        )
+    return out, made
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
@@ -648,11 +688,19 @@ def run(config, workdir: str | os.PathLike, log=print) -> dict[str, Any]:
         log(f"words no training caption held: {', '.join(dict.fromkeys(unseen))}; {_unseen_note(loaded)}")
     for note in _cut_captions(loaded, captions):
         log(note)
-    result = generate(loaded, captions, s.num_frames, num_samples=s.num_samples, **sampler_settings(s))
-    check_finite(result, loaded, workdir)
-
     wanted = Path(os.path.abspath(s.output_dir or Path(workdir) / "samples" / f"step_{loaded.step}"))
-    out = fresh_output_dir(wanted)
+    # Made before sampling, so that a folder that cannot be written fails in a second, not after the
+    # sampler; removed again (if this call made it) when sampling fails.
+    out, made = _output_folder(wanted)
+    try:
+        result = generate(loaded, captions, s.num_frames, num_samples=s.num_samples, **sampler_settings(s))
+        check_finite(result, loaded, workdir)
+    except BaseException:
+        folder = out
+        while made is not None and folder.is_relative_to(made) and not any(folder.iterdir()):
+            folder.rmdir()  # what this call made for the samples, while empty
+            folder = folder.parent
+        raise
     if out != wanted:  # both absolute: a relative workdir said "holds files" of its own empty folder
         log(f"{wanted} already holds files; writing to {out} instead")
     write_bvh = bool(s.write_bvh) and loaded.representation == "axis_angle" and loaded.skeleton is not None
@@ -698,7 +746,8 @@ def run(config, workdir: str | os.PathLike, log=print) -> dict[str, Any]:
     with (out / "index.json").open("x", encoding="utf-8") as handle:
         json.dump(index, handle, indent=1)
     files.append("index.json")
-    log(f"wrote {len(result['captions'])} samples to {out}")
+    count = len(result["captions"])
+    log(f"wrote {count} sample{'s' if count != 1 else ''} to {out}")
     return {
         "output_dir": str(out),
         "files": files,

@@ -471,6 +471,13 @@ def check_resumable(saved: dict[str, Any], config, workdir: Path) -> None:
         )
 
 
+def _statistics_change(mean_shift: float, std_change: float) -> str:
+    """What differs, in words: only the parts above check_same_data's tolerance."""
+    parts = [f"means by up to {mean_shift:.3g} std"] if mean_shift > 1e-4 else []
+    parts += [f"stds by up to {100 * std_change:.3g}%"] if std_change > 1e-4 else []
+    return ", ".join(parts)
+
+
 def check_same_data(saved: dict[str, Any], dataset, workdir: Path) -> None:
     """Refuse to resume on other data than the run trained on: data.root and data.raw_root may move (a
     dataset copied or prepared again elsewhere), but the normalisation statistics the parameters were
@@ -491,8 +498,8 @@ def check_same_data(saved: dict[str, Any], dataset, workdir: Path) -> None:
         )
         raise checkpoint.CheckpointError(
             f"{workdir} holds checkpoints of a run trained on other data than the dataset at {dataset.root}"
-            f"{clips}: its normalisation statistics differ (means by up to {mean_shift:.3g} std, stds by up "
-            f"to {100 * std_change:.3g}%), and resuming would go on training the parameters under other "
+            f"{clips}: its normalisation statistics differ ({_statistics_change(mean_shift, std_change)}), "
+            "and resuming would go on training the parameters under other "
             "statistics. Point data.root (and data.raw_root) at the data the run trained on, or use a new "
             "--workdir"
         )

@@ -71,7 +71,13 @@ def test_a_reader_puts_no_warnings_on_the_console_and_keeps_every_checkpoint(tmp
 def test_missing_or_empty_checkpoint_folders_are_clear_errors(tmp_path):
     with pytest.raises(checkpoint.CheckpointError, match="no checkpoint folder"):
         checkpoint.Checkpointer(tmp_path / "nothing", read_only=True)
-    (tmp_path / "empty" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "empty" / "checkpoints" / "300").mkdir(parents=True)
+    for given in ("empty/checkpoints/300", "empty/checkpoints"):  # a step's folder, not the run's
+        with pytest.raises(
+            checkpoint.CheckpointError, match=rf"names the run folder .*: {tmp_path / 'empty'}\)"
+        ):
+            checkpoint.Checkpointer(tmp_path / given, read_only=True)
+    (tmp_path / "empty" / "checkpoints" / "300").rmdir()
     reader = checkpoint.Checkpointer(tmp_path / "empty", read_only=True)
     with pytest.raises(checkpoint.CheckpointError, match="holds no complete checkpoint"):
         reader.restore_params()
@@ -138,3 +144,22 @@ def test_a_damaged_only_checkpoint_says_there_is_no_earlier_one(tmp_path):
     _damage(tmp_path / "checkpoints" / "5", "broken metadata JSON")
     with pytest.raises(checkpoint.CheckpointError, match="no earlier checkpoint to go back to"):
         ckpt.restore_metadata()
+
+
+def test_sampling_from_a_damaged_checkpoint_names_the_intact_ones(tmp_path):
+    """Training only reads a checkpoint's EMA parameters when sampling: a copy cut short there was named
+    'is the checkpoint complete?' alone; now the intact steps and sample.checkpoint_step to pick one."""
+    from motion_ddpm_jax import sampling
+
+    params, ema, state = trees(4)
+    ckpt = checkpoint.Checkpointer(tmp_path, max_to_keep=None)
+    for step in (10, 20):
+        ckpt.save(step, params, ema, state, {"step": step})
+    ckpt.close()
+    _damage(tmp_path / "checkpoints" / "20", "params cut")
+    expected = (
+        r"checkpoints/20: cannot be restored for sampling .*damaged or incomplete.*checkpoints \[10\] are "
+        r"untouched.*--config\.sample\.checkpoint_step=10"
+    )
+    with pytest.raises(checkpoint.CheckpointError, match=expected):
+        sampling.load_model(tmp_path, use_ema=False)

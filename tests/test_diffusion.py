@@ -287,6 +287,62 @@ def test_unknown_prediction_kind_raises_and_names_the_choices(call):
         call(schedule, np.zeros((2, 3), np.float32), np.ones(2, np.int32))
 
 
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda s, x, t: diffusion.q_sample(s, x, t, x),
+        lambda s, x, t: diffusion.predict_x0(s, x, t, x, "epsilon"),
+        lambda s, x, t: diffusion.predict_eps(s, x, t, x, "v"),
+        lambda s, x, t: diffusion.training_target(s, x, x, t, "v"),
+        lambda s, x, t: diffusion.q_posterior_mean_variance(s, x, x, t),
+        lambda s, x, t: diffusion.ddpm_step(s, x, t, x, x, "epsilon"),
+        lambda s, x, t: diffusion.ddim_step(s, x, t, jnp.full_like(t, -1), x, x, "epsilon"),
+    ],
+)
+def test_timesteps_outside_the_schedule_or_of_another_shape_are_refused(call):
+    """Indexing a coefficient table clamps: t = N and t = -1 had silently become t = N - 1. Known
+    (concrete) timesteps are checked against [0, N); traced ones cannot be, and still run."""
+    schedule = diffusion.make_schedule("linear", 100)
+    x = np.ones((3, 2, 2), np.float32)
+    for bad in ([99, 100, 0], [-1, 0, 5]):
+        with pytest.raises(ValueError, match=r"t must lie in \[0, 100\).*got values from -?\d+ to \d+"):
+            call(schedule, x, np.array(bad, np.int32))
+    for t, shape in (
+        (np.zeros((2,), np.int32), r"int32\[2\]"),
+        (np.zeros((3,), np.float32), r"float32\[3\]"),
+    ):
+        with pytest.raises(
+            ValueError, match=r"t must be integer timesteps i32\[B\].*\(B = 3\); got " + shape
+        ):
+            call(schedule, x, t)
+    good = np.array([0, 50, 99], np.int32)
+    traced = jax.jit(lambda t: call(schedule, x, t))(good)
+    np.testing.assert_array_equal(
+        np.asarray(jax.tree.leaves(traced)[0]), np.asarray(jax.tree.leaves(call(schedule, x, good))[0])
+    )
+
+
+def test_ddim_step_refuses_a_previous_step_not_below_t_and_eta_outside_0_1():
+    """t_prev > t had given NaN (a negative variance under the square root) and eta = 2 a formula clipped
+    without a word; `generate` refused both already, the step itself now does where they are known."""
+    schedule = diffusion.make_schedule("linear", 100)
+    x = np.ones((1, 2), np.float32)
+    step = functools.partial(diffusion.ddim_step, schedule, x, kind="x0")
+    with pytest.raises(
+        ValueError, match=r"t_prev must be below t for every example; got t \[5\], t_prev \[7\]"
+    ):
+        step(np.array([5]), np.array([7]), x, x)
+    with pytest.raises(ValueError, match=r"t_prev must lie in \[-1, 100\)"):
+        step(np.array([5]), np.array([-2]), x, x)
+    for eta in (2.0, -1.0, np.array([0.5, 0.5])):
+        with pytest.raises(ValueError, match=r"ddim_step: eta must be a number in \[0, 1\]"):
+            step(np.array([5]), np.array([4]), x, x, eta=eta)
+        with pytest.raises(ValueError, match=r"ddim_sample_loop: eta must be a number in \[0, 1\]"):
+            diffusion.ddim_sample_loop(schedule, lambda x, t: x, x, jax.random.key(0), "x0", 10, eta=eta)
+    same = step(np.array([5]), np.array([4]), x, np.zeros_like(x), eta=jnp.float32(1.0))[0]
+    assert np.isfinite(np.asarray(same)).all()
+
+
 # --- single reverse steps ---------------------------------------------------------------------------
 
 

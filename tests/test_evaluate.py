@@ -521,6 +521,19 @@ def test_run_of_a_perfect_generator_matches_the_real_clips(toy_dataset, tmp_path
     assert (tmp_path / "run" / "eval" / "metrics_step7_1.json").is_file()
 
 
+def test_an_eval_output_that_cannot_be_written_fails_before_sampling(toy_dataset, tmp_path, monkeypatch):
+    """A metrics file under a read-only workdir had failed after the sampling and the table, with a bare
+    errno: now before any sampling, naming eval.output."""
+    (tmp_path / "a_file").write_text("mine")
+    config = toy_config(toy_dataset, tmp_path)
+    config.eval.output = str(tmp_path / "a_file" / "metrics.json")
+    fake = FakeSampling(toy_dataset)
+    install(monkeypatch, fake)
+    with pytest.raises(evaluate.EvaluationError, match=r"a_file.*cannot write the metrics.*eval\.output"):
+        evaluate.run(config, tmp_path / "run", log=lambda _: None)
+    assert [call[0] for call in fake.calls] == ["load_model"]
+
+
 def test_the_real_columns_reference_clips_match_each_real_clips_class_then_length():
     """matched_reference: per real clip in turn, an unused training clip of its class nearest its length
     (lowest index on ties); a class with none left, or no class, takes the nearest unused clip of any

@@ -351,8 +351,14 @@ def test_fk_rejects_cycles_and_out_of_range_parents(parents, message):
 def test_fk_rejects_mismatched_shapes():
     with pytest.raises(ValueError, match="offsets"):
         K.forward_kinematics(np.tile(np.eye(3), (3, 1, 1)), np.zeros((4, 3)), [-1, 0, 1], np.zeros(3))
-    with pytest.raises(ValueError, match="local rotations"):
+    with pytest.raises(ValueError, match=r"local rotations \(parents has 3 joints\)"):
         K.forward_kinematics(np.tile(np.eye(3), (2, 1, 1)), np.zeros((3, 3)), [-1, 0, 1], np.zeros(3))
+    # A root translation [T, 1, 3] against rotations [T, J, 3, 3] had broadcast to positions [T, T, J, 3].
+    rotations = np.tile(np.eye(3), (4, 3, 1, 1))
+    for translation in (np.zeros((4, 1, 3)), np.zeros((5, 3))):
+        with pytest.raises(ValueError, match=r"must broadcast to the rotations' leading axes \[4\]"):
+            K.forward_kinematics(rotations, np.zeros((3, 3)), [-1, 0, 1], translation)
+    assert K.forward_kinematics(rotations, np.zeros((3, 3)), [-1, 0, 1], np.zeros((4, 3))).shape == (4, 3, 3)
 
 
 def test_fk_matches_numpy_reference_on_beat_skeleton(beat):

@@ -144,3 +144,37 @@ def test_prepare_mode_reads_a_prepared_or_humanml3d_folder_as_it_is(tmp_path):
     assert f"{prepared}: " in as_is.stdout and "264 positions features at 60 fps" in as_is.stdout
     other = launch(*beat_args, "--config.data.source=prepared", "--config.data.fps=30")
     assert other.returncode != 0 and "data.fps is 30, the data 60" in other.stderr
+
+
+def test_a_resume_without_config_trains_where_the_latest_checkpoint_did(tmp_path, monkeypatch, capsys):
+    """run.json keeps the data paths a run started with; a resume given --config.data.root=<new> records
+    the new one in its checkpoints, and the next resume without it goes on there (it had gone back to
+    the start's, moved away), unless the command line names a path again."""
+    import ml_collections
+    import numpy as np
+
+    monkeypatch.syspath_prepend(str(ROOT))
+    import launch as launch_module
+    from motion_ddpm_jax import checkpoint
+    from motion_ddpm_jax.config import base_config
+
+    workdir = tmp_path / "run"
+    started = base_config()
+    started.data.root, started.data.raw_root = "/old/prepared", "/old/raw"
+    saved = ml_collections.ConfigDict(started.to_dict())
+    saved.data.root = str(tmp_path / "moved")
+    tree = {"w": np.zeros(2, np.float32)}
+    writer = checkpoint.Checkpointer(workdir)
+    writer.save(7, tree, tree, tree, {"config": saved.to_dict()})
+    writer.close()
+
+    resumed = launch_module._latest_data_paths(ml_collections.ConfigDict(started.to_dict()), str(workdir), {})
+    assert (resumed.data.root, resumed.data.raw_root) == (str(tmp_path / "moved"), "/old/raw")
+    assert f"step 7) trained, data.root='{tmp_path / 'moved'}'" in capsys.readouterr().out
+    given = {"data.root": "/mine"}
+    mine = ml_collections.ConfigDict(
+        {**started.to_dict(), "data": {**started.data.to_dict(), "root": "/mine"}}
+    )
+    assert launch_module._latest_data_paths(mine, str(workdir), given).data.root == "/mine"
+    fresh = launch_module._latest_data_paths(ml_collections.ConfigDict(started.to_dict()), str(tmp_path), {})
+    assert fresh.data.root == "/old/prepared"  # no checkpoint: run.json's

@@ -253,6 +253,70 @@ def test_padded_frames_do_not_change_any_term(representation):
 
 
 @pytest.mark.parametrize("representation", ["positions", "axis_angle"])
+def test_nan_in_padded_frames_reaches_neither_value_nor_gradient(representation):
+    """NaN as a padding sentinel, in pred and target: every term's value and gradient (with respect to
+    pred and to target) equal those with zeros there; the velocity and acceleration terms' differences
+    span a valid and a padded frame, which used to carry NaN into the valid frame's gradient."""
+    size, terms = all_terms(representation)
+    rng = np.random.default_rng(16)
+    pred, target = rng.normal(size=(2, 3, 8, size)).astype(np.float32)
+    mask = np.arange(8)[None] < np.array([[8], [5], [3]])
+    pad = ~mask
+    pred[pad], target[pad] = 0.0, 0.0
+    nan_pred, nan_target = pred.copy(), target.copy()
+    nan_pred[pad], nan_target[pad] = np.nan, np.nan
+    for name, term in terms.items():
+        value, grads = jax.value_and_grad(term, argnums=(0, 1))(nan_pred, nan_target, mask)
+        reference, reference_grads = jax.value_and_grad(term, argnums=(0, 1))(pred, target, mask)
+        assert float(value) == float(reference), name
+        for grad, expected in zip(grads, reference_grads, strict=True):
+            assert np.isfinite(np.asarray(grad)).all(), name
+            np.testing.assert_array_equal(np.asarray(grad), np.asarray(expected), err_msg=name)
+            assert not np.asarray(grad)[pad].any(), name
+
+
+@pytest.mark.parametrize(
+    "mask, weights, message",
+    [
+        (np.ones((1, 6), bool), None, r"mask must be bool\[B, T\] = bool\[2, 6\].*got bool\[1, 6\]"),
+        (np.ones(6, bool), None, r"mask must be bool\[B, T\].*got bool\[6\]"),
+        (np.full((2, 6), 0.5, np.float32), None, r"mask must be bool.*got float32\[2, 6\]"),
+        (
+            np.ones((2, 6), bool),
+            np.ones((2, 1), np.float32),
+            r"weights must be f32\[B\] = f32\[2\].*\[2, 1\]",
+        ),
+        (np.ones((2, 6), bool), np.float32(1.0), r"weights must be f32\[B\] = f32\[2\].*got shape \[\]"),
+    ],
+)
+def test_a_mask_or_weights_of_another_shape_is_refused_naming_the_term(mask, weights, message):
+    """Broadcasting had made a [1, T] or [T] mask one example's mask for all, a float mask a bool one, and
+    weights [B, 1] multiply the term by B, all silently."""
+    size, _ = all_terms("positions")
+    x = np.zeros((2, 6, size), np.float32)
+    for term, _ in SIMPLE_TERMS.values():
+        with pytest.raises(ValueError, match=message):
+            term(x, x + 1, mask, weights)
+    with pytest.raises(ValueError, match="bone_length_loss: " + message):
+        losses.geometric_loss(
+            x, x, mask, geometry(*stats(np.random.default_rng(0), size), "positions"), weights
+        )
+
+
+def test_motion_of_another_shape_is_refused_naming_the_term():
+    """[T, B, D] against a [B, T] mask, an unbatched [T, D] motion and pred / target of two shapes."""
+    x = np.zeros((2, 5, 3), np.float32)
+    mask = np.ones((2, 5), bool)
+    with pytest.raises(ValueError, match=r"velocity_loss: mask must be bool\[B, T\] = bool\[5, 2\]"):
+        losses.velocity_loss(x.transpose(1, 0, 2), x.transpose(1, 0, 2), mask)
+    with pytest.raises(ValueError, match=r"masked_mse: pred and target must be motion \[B, T, D\]"):
+        losses.masked_mse(x[0], x[0], mask[0])
+    with pytest.raises(ValueError, match=r"acceleration_loss: .*got \[2, 5, 3\] and \[2, 4, 3\]"):
+        losses.acceleration_loss(x, x[:, :4], mask)
+    assert float(losses.masked_mse(x, x + 1, mask.astype(np.int32))) == 1.0  # 0/1 integers read as bool
+
+
+@pytest.mark.parametrize("representation", ["positions", "axis_angle"])
 def test_geometric_terms_do_not_depend_on_the_normalisation(representation):
     rng = np.random.default_rng(7)
     size = feature_size(representation)

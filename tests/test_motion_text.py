@@ -120,7 +120,7 @@ def test_configured_feature_size_mismatch_is_a_clear_error(tmp_path):
 def test_unknown_folder_says_how_to_prepare(tmp_path):
     with pytest.raises(DatasetError, match="--mode prepare"):
         motion_text.open_dataset(tmp_path)
-    with pytest.raises(DatasetError, match="not found"):
+    with pytest.raises(DatasetError, match=r"nope: dataset folder not found .*--config\.data\.root=<folder>"):
         motion_text.open_dataset(tmp_path / "nope")
 
 

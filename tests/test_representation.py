@@ -99,6 +99,11 @@ def test_end_sites_get_identity_rotations():
 
 
 def test_wrong_feature_size_and_unknown_representation_are_clear_errors():
+    for positions in (np.zeros((4, SMALL.num_joints + 1, 3)), np.zeros((4, 3 * SMALL.num_joints))):
+        with pytest.raises(
+            ValueError, match=rf"encode_positions: expected .*\[\.\.\., T, {SMALL.num_joints}, 3\]"
+        ):
+            representation.encode_positions(positions, SMALL)
     with pytest.raises(ValueError, match="needs 21"):
         representation.relative_positions(np.zeros((2, 20)), SMALL)
     with pytest.raises(ValueError, match="needs 21"):

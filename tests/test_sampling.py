@@ -575,6 +575,26 @@ def test_an_output_dir_of_dot_in_a_folder_with_files_writes_beside_it(workdirs, 
     assert sorted(p.name for p in here.iterdir()) == ["notes.txt"]
 
 
+def test_an_output_folder_that_cannot_be_written_fails_before_sampling(workdirs, tmp_path, monkeypatch):
+    """A read-only workdir (a colleague's copy) had failed only after the whole sampler ran, with a bare
+    errno: now at once, naming sample.output_dir. A folder the run made for a request refused by
+    `generate` is taken away again."""
+    (tmp_path / "a_file").write_text("mine")
+    calls = []
+    monkeypatch.setattr(sampling, "generate", lambda *args, **kwargs: calls.append(args))
+    with pytest.raises(UserError, match=r"a_file.*cannot write the samples there.*sample\.output_dir"):
+        sampling.run(run_config(output_dir=str(tmp_path / "a_file" / "out")), workdirs["positions"])
+    assert calls == [] and (tmp_path / "a_file").read_text() == "mine"
+    monkeypatch.undo()
+    with pytest.raises(UserError, match="sample.num_frames"):
+        sampling.run(run_config(num_frames=10**6, output_dir=str(tmp_path / "o")), workdirs["positions"])
+    assert not (tmp_path / "o").exists()
+    if os.geteuid() != 0:  # root writes into read-only folders
+        (tmp_path / "ro").mkdir(mode=0o555)
+        with pytest.raises(UserError, match=r"ro.*cannot write the samples there"):
+            sampling.run(run_config(output_dir=str(tmp_path / "ro")), workdirs["positions"])
+
+
 def test_run_reads_text_file_and_needs_some_caption(workdirs, tmp_path):
     with pytest.raises(UserError, match=r"sample\.text.*sample\.text_file"):
         sampling.run(run_config(text=" | "), workdirs["positions"])

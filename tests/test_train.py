@@ -305,3 +305,23 @@ def test_metrics_log_writes_strict_json_with_non_finite_values_as_null(tmp_path,
     figure = render.training_curves_figure(tmp_path / "metrics.jsonl")
     points = {line.get_label(): list(line.get_xdata()) for line in figure.axes[0].get_lines()}
     assert points == {"loss": [100], "loss_geom": [50, 100]}  # loss: its one finite row
+
+
+def test_resuming_on_other_statistics_names_only_what_differs(tmp_path):
+    """check_same_data: a dataset whose means moved by 0.5 std (stds equal) is refused saying so, without
+    a 'stds by up to 0%'; one whose stds grew 10% names the stds alone; a change under 1e-4 passes."""
+    from types import SimpleNamespace
+
+    from motion_ddpm_jax import checkpoint
+
+    mean, std = np.array([1.0, 2.0, 3.0]), np.array([2.0, 4.0, 1.0])
+    saved = {"mean": mean.tolist(), "std": std.tolist()}
+
+    def dataset(new_mean, new_std):
+        return SimpleNamespace(root=tmp_path / "data", mean=np.asarray(new_mean), std=np.asarray(new_std))
+
+    with pytest.raises(checkpoint.CheckpointError, match=r"differ \(means by up to 0\.5 std\), and"):
+        train.check_same_data(saved, dataset(mean + [0.0, 2.0, 0.0], std), tmp_path)
+    with pytest.raises(checkpoint.CheckpointError, match=r"differ \(stds by up to 10%\), and"):
+        train.check_same_data(saved, dataset(mean, std * [1.0, 1.1, 1.0]), tmp_path)
+    train.check_same_data(saved, dataset(mean + 1e-6, std * (1 + 1e-6)), tmp_path)

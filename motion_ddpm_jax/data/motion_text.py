@@ -335,7 +335,10 @@ def open_dataset(
     """
     root = Path(root)
     if not root.is_dir():
-        raise DatasetError(f"{root}: dataset folder not found")
+        raise DatasetError(
+            f"{root}: dataset folder not found (data.root); if the data moved, give its new place with "
+            "--config.data.root=<folder>"
+        )
     if (root / "dataset.json").is_file():
         return dataclasses.replace(_open_prepared(root), min_length=min_length, max_length=max_length)
     if (root / "new_joint_vecs").is_dir():
