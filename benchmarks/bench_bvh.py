@@ -28,6 +28,9 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import records  # noqa: E402
 
 from motion_ddpm_jax.data.bvh import load_bvh  # noqa: E402
 
@@ -106,6 +109,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7, help="timed repeats after the first call")
     parser.add_argument("--json", type=Path, default=None, help="write the numbers to this JSON file")
     args = parser.parse_args()
+    records.check_new_json(parser, args.json)
 
     with tempfile.TemporaryDirectory() as directory:
         path = Path(directory) / "synthetic_beat.bvh"
@@ -140,8 +144,7 @@ def main() -> None:
             "cpus": os.cpu_count(),
             "seconds": {name: {"first": first, "median": median} for name, (first, median) in rows.items()},
         }
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(record, indent=1) + "\n")
+        records.write_json(args.json, record)
 
 
 if __name__ == "__main__":

@@ -45,6 +45,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    common.check_new_json(parser, args.json)
     b, t, c, heads, ff = args.batch, args.frames, args.latent, args.heads, args.ff
     length, width, e = args.text_length, args.text_width, 4 * args.latent
     dtype = jnp.bfloat16 if args.dtype == "bfloat16" else jnp.float32

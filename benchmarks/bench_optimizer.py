@@ -102,6 +102,7 @@ def main(argv=None) -> None:
     parser.add_argument("--json", type=Path, default=None)
     common.add_model_flags(parser)
     args = parser.parse_args(argv)
+    common.check_new_json(parser, args.json)
     impls = args.impls.split(",")
     if set(impls) - set(IMPLS) or len(set(impls)) != len(impls) or args.rounds < 1:
         parser.error(f"--impls: distinct names of {IMPLS}; --rounds >= 1")
@@ -134,7 +135,7 @@ def main(argv=None) -> None:
     print(
         f"optimizer update (clip, AdamW, EMA) over {count / 1e6:.1f}M float32 parameters: medians of "
         f"{args.rounds} interleaved rounds; {machine['host_cpus']} CPUs ({machine['processor']}), "
-        f"jax {machine['jax']}"
+        f"jax {machine['jax']}" + common.warning_lines(machine)
     )
     print(f"{'impl':<12}{'ms':>9}{'vs ' + impls[0]:>12}{'GB/s':>8}{'max |dparam|':>15}")
     rows, base = [], statistics.median(seconds[impls[0]])

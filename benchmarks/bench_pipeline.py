@@ -14,7 +14,6 @@ MOTION_DDPM_JAX_MALLOC=default measures glibc's defaults): a batch of 53 MB (B=2
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -26,6 +25,9 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import records  # noqa: E402
 
 from motion_ddpm_jax import host_malloc  # noqa: E402
 from motion_ddpm_jax.config import base_config  # noqa: E402
@@ -83,6 +85,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="timed runs after the warm-up")
     parser.add_argument("--json", type=Path, default=None, help="write the numbers to this JSON file")
     args = parser.parse_args()
+    records.check_new_json(parser, args.json)
 
     split = synthetic_split(args.clips, args.features)
     frames = np.concatenate(split.motions)
@@ -133,8 +136,7 @@ def main() -> None:
             "construction_s": construction_s,
             "batches_per_s": rows,
         }
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(record, indent=1) + "\n")
+        records.write_json(args.json, record)
 
 
 if __name__ == "__main__":

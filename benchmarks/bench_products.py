@@ -307,6 +307,7 @@ def parse_args(argv=None):
     parser.add_argument("--json", type=Path, default=None)
     common.add_model_flags(parser)
     args = parser.parse_args(argv)
+    common.check_new_json(parser, args.json)
     impls = args.impls.split(",")
     if not impls or set(impls) - set(IMPLS) or "jax" not in impls:
         parser.error(
@@ -344,7 +345,9 @@ def main(argv=None) -> None:
     record["args"] = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
     print(
         f"{machine['processor']} ({machine['host_cpus']} CPUs), jax {machine['jax']} on "
-        f"{machine['jax_device']}" + (f", torch {machine['torch']} on {device}" if uses_torch else ""),
+        f"{machine['jax_device']}"
+        + (f", torch {machine['torch']} on {device}" if uses_torch else "")
+        + common.warning_lines(machine),
         flush=True,
     )
     launches = args.launches or (1 if jax.default_backend() == "cpu" else ACCELERATOR_LAUNCHES)
@@ -395,6 +398,7 @@ def main(argv=None) -> None:
     steps = step_times(args, device) if args.step_repeats else {}
     record["step_s"] = steps
     record["complete"] = True
+    common.check_load_at_end(machine)
     print_table(args, rows, record["kinds"], totals, steps, total_flops)
     common.write_json(args.json, record)
 

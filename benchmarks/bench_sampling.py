@@ -24,12 +24,23 @@ Repeats are interleaved (round r runs every implementation once, starting at a r
 The cases run in order (--cases, else every size with every sampler); each case's rows are printed as
 soon as its repeats are done and the JSON is rewritten after every case, so a run cut short keeps the
 cases it finished (each timed call is logged to stderr too); the full table is printed again at the end.
-Columns: `s` the median steady-state time of the whole sampler (captions encoded once included),
-`compile` ours' ahead-of-time compilation, `1st call` compile + the first execution (with --warmup >= 1,
-which also keeps that first execution out of the timed repeats).
+Columns: `impl` the implementation (above), `sampler` ddpm or ddim, `BxT` samples x frames, `steps` the
+denoiser calls of the sampler, `s` the median steady-state time of the whole sampler in seconds (captions
+encoded once included), `ms/step` that over `steps` in milliseconds, `est 1000 s` (DDPM only) the
+per-step time times 1000 in seconds: the full 1000-step sampler's time, measured where --ddpm-steps is
+1000 and estimated where it is less (below), `x twin` the twin's loop of the same precision (torch-fp32
+or torch-bf16) over this row's time (above 1: this row is faster), `x hoisted` the same against the
+hoisted twin (torch-*-hoisted), `FLOP/s` the analytic matmul FLOPs of this row's own sampler call
+(`common.model_flops`: the forward pass at every step, and the captions' cross-attention sources once
+where the row hoists them, every step where it does not) over `s`, `compile` ours' ahead-of-time
+compilation in seconds, `1st call` compile + the first execution in seconds (with --warmup >= 1, which
+also keeps that first execution out of the timed repeats); "-" where a column does not apply. The
+header warns when the machine is busy (the 1-minute load average beside this benchmark's own CPU use
+above the usable cores, at the start or at the end; `busy` and `warnings` in the JSON's machine): on a
+busy machine the times and ratios are not meaningful.
 
-`--ddpm-steps N < 1000` times a cosine schedule of N steps instead (the same work per step) and the
-table adds the per-step time times 1000 as an estimate of the full sampler; the JSON says which.
+`--ddpm-steps N < 1000` times a cosine schedule of N steps instead (the same work per step), and
+`est 1000 s` is then an estimate of the full sampler; the JSON says which.
 Implementations: jax-fp32, jax-bf16 (compute dtype), torch-fp32, torch-bf16 (autocast), and the
 variants above. Defaults:
 jax-fp32,torch-fp32 on a CPU; jax-bf16,torch-bf16,jax-fp32,torch-fp32 on a GPU.
@@ -197,11 +208,12 @@ def describe(args, machine: dict) -> str:
         f"{machine.get('torch_device_name') or machine['jax_device']}, jax {machine['jax']}"
         f"{', torch ' + machine['torch'] if 'torch' in machine else ''}, "
         f"load {machine['load_average_1m']:.1f}; host malloc: {machine['host_malloc']}"
+        + common.warning_lines(machine)
     )
 
 
 HEADER = (
-    f"{'impl':<19}{'sampler':<8}{'BxT':>8}{'steps':>7}{'s':>9}{'ms/step':>9}{'est 1000':>10}"
+    f"{'impl':<19}{'sampler':<8}{'BxT':>8}{'steps':>7}{'s':>9}{'ms/step':>9}{'est 1000 s':>12}"
     f"{'x twin':>8}{'x hoisted':>10}{'FLOP/s':>10}{'compile':>9}{'1st call':>9}"
 )
 
@@ -210,7 +222,7 @@ def format_row(row: dict) -> str:
     return (
         f"{row['impl']:<19}{row['sampler']:<8}{str(row['batch']) + 'x' + str(row['frames']):>8}"
         f"{row['steps']:>7}{row['median_s']:>9.3f}{row['per_step_ms']:>9.1f}"
-        f"{common.fmt(row['estimated_1000_step_s'], '.1f'):>10}"
+        f"{common.fmt(row['estimated_1000_step_s'], '.1f'):>12}"
         f"{common.fmt(row.get('speedup_vs_twin_same_precision'), '.2f'):>8}"
         f"{common.fmt(row.get('speedup_vs_hoisted_twin_same_precision'), '.2f'):>10}"
         f"{common.human(row['achieved_flops_per_s']):>10}"
@@ -246,6 +258,7 @@ def main(argv=None) -> None:
     parser.add_argument("--json", type=Path, default=None)
     common.add_model_flags(parser)
     args = parser.parse_args(argv)
+    common.check_new_json(parser, args.json)
 
     on_accelerator = jax.default_backend() != "cpu"
     default = "jax-bf16,torch-bf16,jax-fp32,torch-fp32" if on_accelerator else "jax-fp32,torch-fp32"
@@ -353,6 +366,7 @@ def main(argv=None) -> None:
         rows.extend(group)
         common.write_json(args.json, record, quiet=True)  # after every case: a killed run keeps its rows
 
+    common.check_load_at_end(machine)
     print(f"\n{describe(args, machine)}\n{HEADER}")
     for row in rows:
         print(format_row(row))

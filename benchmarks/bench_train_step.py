@@ -38,6 +38,21 @@ Peak host memory comes from one subprocess per case (`--memory main`: the cases 
 term; `all`; `none`): its resident high-water mark while it runs two steps after compiling and warming
 up (see `memory_worker`), and the accelerator's peak where there is one.
 
+Columns of the table: `case` the implementation, the feature size D and `+geom` with the bone-length
+term; `s/step` the median seconds per step; `samples/s` the batch over that; `x twin32`, `x twin16` and
+`x tc16` the twin's median time over this row's (above 1: this row is faster) for the twin's float32
+eager step (`torch-fp32`), its eager bf16 autocast step (`torch-bf16`) and its bf16 autocast step under
+torch.compile (`torch-compile-bf16`), where that implementation ran at the same D and term ("-" where
+it did not); `FLOP/s` the analytic count over s/step; `%floor` that over the floor of the row's
+framework and dtype; `MFU%` over the card's bf16 rate (above); `compile` ours' compile seconds (the twin
+under torch.compile: its first call, compilation included); `peak RSS` and `dev peak` the host's
+resident and the accelerator's peak memory (--memory; "-" where not measured). A row ending in
+`(no warm-up)` was timed with --warmup 0: its first timed step may not be at steady state (memory
+still faulted in: see its page faults in the JSON), so take more repeats or a warm-up. The header
+warns when the machine is busy (the 1-minute load average beside this benchmark's own CPU use above
+the usable cores, at the start or at the end; `busy` and `warnings` in the JSON's machine): on a busy
+machine the times and ratios are not meaningful.
+
 Output streams: the machine and the floor first, each case's compile time and every round's times in the
 log (stderr), each feature size's rows as soon as its repeats are done, each peak memory as measured; the
 JSON (`complete: false` until the end) is rewritten at each of those points, so a run cut short keeps
@@ -478,6 +493,7 @@ def build_rows(args, results: dict[Case, dict], floors: dict[str, float]) -> lis
             "flops_per_step": flops,
             "achieved_flops_per_s": flops / median,
             "floor_flops_per_s": floors.get(floor_key(case)),
+            "warmup_rounds": args.warmup,
             **{k: v for k, v in r.items() if k not in ("seconds", "flops")},
         }
         if row["floor_flops_per_s"]:
@@ -513,7 +529,15 @@ def describe(args, machine: dict) -> str:
         f"machine: {machine['host_cpus']} CPUs ({machine['processor']}), {device}, jax {machine['jax']}"
         f"{', torch ' + machine['torch'] if 'torch' in machine else ''}; "
         f"load {machine['load_average_1m']:.1f}; host malloc: {machine['host_malloc']}"
+        + (f"\nnote: --warmup 0: {NO_WARMUP_NOTE}" if args.warmup == 0 else "")
+        + common.warning_lines(machine)
     )
+
+
+NO_WARMUP_NOTE = (
+    "no untimed round before the timed ones, so a case's first timed step may not be at steady state "
+    "(memory still faulted in: see minor_page_faults in the JSON); its rows end in '(no warm-up)'"
+)
 
 
 def describe_floors(floors: dict[str, float]) -> str:
@@ -548,6 +572,7 @@ def format_row(row: dict) -> str:
         f"{common.fmt(100 * row['mfu'] if 'mfu' in row else None, '.1f'):>6}"
         f"{common.fmt(row.get('compile_s'), '.1f'):>9}"
         f"{gigabytes(memory.get('peak_rss_mb')):>10}{gigabytes(memory.get('device_peak_mb')):>10}"
+        + ("  (no warm-up)" if row.get("warmup_rounds") == 0 else "")
     )
 
 
@@ -579,7 +604,8 @@ def parse_args(argv=None):
     parser.add_argument("--features", default="263,264", help="comma-separated D values")
     parser.add_argument("--impls", default="", help=f"comma-separated, of {', '.join(IMPLS)}")
     parser.add_argument("--geometric", choices=("off", "on", "both"), default="both",
-                        help="the bone-length term (only where D = 264)")  # fmt: skip
+                        help="the bone-length term (only where D = 264; default: both, each case with "
+                        "and without it)")  # fmt: skip
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument(
         "--pipeline",
@@ -589,13 +615,17 @@ def parse_args(argv=None):
         "waits only at each log (the time per step is the call's over this); 1: each step waited for",
     )
     parser.add_argument(
-        "--warmup", type=int, default=2, help="untimed rounds of every case, after all are prepared"
+        "--warmup",
+        type=int,
+        default=2,
+        help="untimed rounds of every case, after all are prepared (default: 2; with 0 the first timed "
+        "step of a case may not be at steady state: its rows are marked '(no warm-up)')",
     )
     parser.add_argument(
         "--memory",
         default="main",
         help="peak memory subprocesses: main (cases without the geometric term), all, none, or a "
-        "comma-separated list of impls (their cases without the geometric term)",
+        "comma-separated list of impls (their cases without the geometric term); default: main",
     )
     parser.add_argument("--memory-timeout", type=float, default=900)
     parser.add_argument("--matmul-size", type=int, default=0, help="floor matmul n (0: 4096 CPU, 8192 GPU)")
@@ -626,6 +656,7 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.pipeline < 1:
         parser.error(f"--pipeline must be at least 1, got {args.pipeline}")
+    common.check_new_json(parser, args.json)
     return args
 
 
@@ -708,6 +739,7 @@ def main(argv=None) -> None:
                 common.write_json(args.json, record, quiet=True)
     record["rows"] = rows = build_rows(args, results, floors)
     record["complete"] = True
+    common.check_load_at_end(machine)
     print(f"\n{describe(args, machine)}\n{describe_floors(floors)}")
     print(f"{rows[0]['num_params'] / 1e6:.1f}M params")
     print_rows(rows)

@@ -537,6 +537,7 @@ def parse_args(argv=None):
     )
     common.add_model_flags(parser)
     args = parser.parse_args(argv)
+    common.check_new_json(parser, args.json)
     args.variants = args.variants.split(",")
     for name in args.variants:
         try:
@@ -741,7 +742,7 @@ def main(argv=None) -> None:
     print(
         f"{what}, {args.dtype}, B={args.batch} T={args.frames} D={args.features}: medians of "
         f"{args.rounds} interleaved rounds; {machine['host_cpus']} CPUs ({machine['processor']}), "
-        f"{machine['jax_backend']}, jax {machine['jax']}"
+        f"{machine['jax_backend']}, jax {machine['jax']}" + common.warning_lines(machine)
     )
     unit, per = ("ms/step", 1e3 / args.sampler_steps) if sampler else ("s/step", 1.0)
     check_header = (

@@ -22,6 +22,10 @@
 # they make a dry run of the whole check on a CPU (tests/test_benchmarks.py runs one):
 #     MODEL_ARGS="--latent 64 --layers 2 --ff 128 --heads 4 --text-width 32 --text-layers 1 --text-heads 2
 #     --text-ff 64" BENCH_ARGS="--matmul-size 256" BUDGET_S=900 bash benchmarks/gpu_check.sh
+# Where jax's default backend is not gpu (no GPU visible to jax, or JAX_PLATFORMS=cpu), the check still
+# runs every case, as such a dry run, but says so at the start, in summary.txt and in report.txt ("DRY
+# RUN on cpu, not a GPU"): its ratios and MFU mean nothing, and no goal is judged. Without MODEL_ARGS a
+# dry run times the full-size model on the CPU: minutes per case.
 # MODEL_ARGS="--kernels pallas" runs every case with the model's Pallas kernels (model.kernels), the
 # sampler's too.
 #
@@ -35,9 +39,12 @@
 # 2026-11-26 with the code of that date) and 85 s at B=32, 174 s at B=256 on an H200 (2026-12-04), so every
 # case that compiles a new step is given ~230-280 s and the default budget fits the first four cases
 # (train_step, big_batch, profile and pipelined: about 400 s by that H200's times, pipelined's estimated).
-# A second call can run the rest, e.g. CASES=compile_flags,fp32 BUDGET_S=400. The cases, most important
-# first. Each has its own time limit; a case runs with the smaller of its limit and what is left of the budget, and is skipped when that is
-# below its minimum (124 = cut at the limit):
+# A second call can run the rest, e.g. CASES=compile_flags,fp32 BUDGET_S=400: ~15 s of start-up, then
+# compile_flags for up to its 200-s limit (85 s on that H200), and fp32 runs only with at least its
+# minimum of 150 s left (400 leaves it 185 s or more; with the H200's 85 s its whole 230-s limit); with
+# less, say BUDGET_S=230, fp32 is skipped. A case named twice in CASES runs once. The cases, most
+# important first. Each has its own time limit; a case runs with the smaller of its limit and what is
+# left of the budget, and is skipped when that is below its minimum (124 = cut at the limit):
 #   train_step     B=32 T=196 D=264: ours jax-bf16 vs the twin torch-bf16 (autocast) + torch-fp32, 10
 #                  interleaved repeats after 3 warm-up steps, with the matmul floor
 #   big_batch      B=$BIG_BATCH: ours bf16 vs the twin bf16 autocast; model FLOP utilisation (MFU% =
@@ -104,6 +111,16 @@
 #                  (a variant of bench_variants.py; default current), its trace in $OUT/profile_variant_trace
 #                  (bundled with profile's in trace.tgz): where a variant's time and bytes went
 set -u
+case ${1:-} in
+  -h | --help)  # the header above, without its comment marks: nothing runs
+    sed -n '2,/^set -u$/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'
+    exit 0 ;;
+  "") ;;
+  *)
+    echo "gpu_check.sh: unknown argument '$1': it takes none; its settings are environment variables" \
+      "(OUT, PYTHON, BUDGET_S, CASES, ...): see bash benchmarks/gpu_check.sh --help" >&2
+    exit 2 ;;
+esac
 OUT=${OUT:-/tmp/gpu_check}
 PYTHON=${PYTHON:-python}
 BUDGET_S=${BUDGET_S:-540}
@@ -130,12 +147,29 @@ trap 'rm -rf "$CACHE"' EXIT
 {
   date -u
   echo "budget ${BUDGET_S} s, cases $CASES, big batch $BIG_BATCH"
-  nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,power.limit,driver_version --format=csv 2>&1
-  timeout 90 "$PYTHON" -c "import jax, torch, flax, optax; print('jax', jax.__version__, jax.devices()); \
-print('torch', torch.__version__, torch.cuda.get_device_name(0), 'cuda', torch.version.cuda); \
-print('flax', flax.__version__, 'optax', optax.__version__)" 2>&1
+  if command -v nvidia-smi > /dev/null; then
+    nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,power.limit,driver_version --format=csv 2>&1
+  else
+    echo "nvidia-smi: not found (no NVIDIA driver on this machine)"
+  fi
+  timeout 90 "$PYTHON" -c "import jax; print('jax', jax.__version__, jax.devices()); \
+print('jax backend', jax.default_backend(), flush=True); import torch, flax, optax; \
+print('torch', torch.__version__, torch.cuda.get_device_name(0) if torch.cuda.is_available() else \
+'(no CUDA device)', 'cuda', torch.version.cuda); print('flax', flax.__version__, 'optax', optax.__version__)" 2>&1
 } > "$OUT/env.txt"
 cat "$OUT/env.txt"
+# A GPU or a dry run: jax's default backend, read off env.txt (no second start of Python).
+BACKEND=$(sed -n 's/^jax backend //p' "$OUT/env.txt")
+DRY_RUN=
+if [[ $BACKEND != gpu ]]; then
+  DRY_RUN="DRY RUN on ${BACKEND:-an unknown backend (jax did not start: env.txt)}, not a GPU:"
+  DRY_RUN+=" ratios and MFU mean nothing"
+  echo "$DRY_RUN" | tee -a "$OUT/summary.txt"
+  if [[ -z ${MODEL_ARGS:-} ]]; then
+    echo "no MODEL_ARGS: the cases time the full-size model off a GPU, minutes each (a dry run wants" \
+      "the small model of --help)"
+  fi
+fi
 
 run() {  # run NAME LIMIT_S MIN_S ARGS...: one benchmark within min(its limit, what is left of the budget),
   # with CASE_XLA_FLAGS (when set) added to XLA_FLAGS for this case alone
@@ -181,7 +215,13 @@ bundle() {  # report.txt, and with BUNDLE_DIR the three files there: after every
 
 train=(benchmarks/bench_train_step.py --features 264 --frames 196 --memory none "${MODEL[@]}" "${BENCH[@]}")
 beat=(benchmarks/bench_train_step.py --features 264 --frames 360 --memory none "${MODEL[@]}" "${BENCH[@]}")
+declare -A DONE=()
 for case in ${CASES//,/ }; do
+  if [[ -n ${DONE[$case]:-} ]]; then
+    echo "$case: named again in CASES, run once (its $case.json is kept)" | tee -a "$OUT/summary.txt"
+    continue
+  fi
+  DONE[$case]=1
   case $case in
     train_step)
       run train_step 230 150 "${train[@]}" --batch 32 --geometric off \
@@ -238,3 +278,5 @@ echo "=== summary (total ${SECONDS} s; results in $OUT)"
 bundle
 cat "$OUT/report.txt"
 cat "$OUT/summary.txt"
+[[ -n $DRY_RUN ]] && echo "$DRY_RUN"
+exit 0

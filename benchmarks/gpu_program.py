@@ -161,6 +161,7 @@ def parse_args(argv=None):
     parser.add_argument("--json", type=Path, default=None)
     common.add_model_flags(parser)
     args = parser.parse_args(argv)
+    common.check_new_json(parser, args.json)
     args.variants = args.variants.split(",")
     if len(set(args.variants)) != len(args.variants):
         parser.error(f"--variants must not repeat a name, got {','.join(args.variants)}")

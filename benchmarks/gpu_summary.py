@@ -4,13 +4,36 @@ set against the issue's goals. Works on partial records (a case cut at its time 
     python benchmarks/gpu_summary.py OUT_DIR [--cases NAME,NAME,...]
 
 --cases: the cases the check was asked to run (gpu_check.sh passes its CASES): only those are listed as
-missing when they left no rows.
+missing when they left no rows. A case's record is OUT_DIR/NAME.json; where there is none, a renamed
+one, NAME_SOMETHING.json (e.g. products_launch1.json, a record kept under another name), is read
+instead and the report says so.
+
+A record made off a GPU (its machine's jax backend is not gpu: a dry run of the check on a CPU, such as
+tests/test_benchmarks.py's) is summarised all the same, but the report says so first and judges no goal
+("dry run"): its ratios and MFU say nothing about a GPU. A record taken on a busy machine (the
+benchmark's `busy` warning: the load beside it above the usable cores) is named at the top.
+
+Columns of the train-step tables: `case` the implementation and feature size; `s/step` the median
+seconds per step; `samples/s` the batch over that; `x twin32`, `x twin16` and `x tc16` the twin's median
+time over this row's (above 1: this row is faster) for the twin's float32 eager step, its eager bf16
+autocast step and its bf16 autocast step under torch.compile, where the case ran that twin ("-" where
+not); `TFLOP/s` the analytic matmul FLOPs per second; `MFU%` that over the card's bf16 matmul rate
+measured in the same run; `compile s` ours' compile seconds (torch.compile's: its first call).
+The sampling table: `impl`, `sampler`, `BxT` (samples x frames), `steps` (denoiser calls), `s` (the
+median time of the whole sampler, seconds), `ms/step`, `x twin` and `x hoisted` (the twin's loop of the
+same precision, as is and hoisting what ours hoists, over this row's time), `compile s`, `1st call s`
+(compile + the first execution). The variants table: `s/step`, `vs FIRST` (the first variant's time
+over this one's), `max |dparam|`, `d grad_norm` and `rel dgrad` (how far the variant's step is from the
+first's: bench_variants.py's --help), `compile s`. The profile tables: per kind of op its `ms/step`, its
+`share` of the op time, its `ops` and `TFLOP/s`; then the top ops. The products table: each product's
+`count` per step and its time alone per library (`jax ms`, `torch ms`).
 
 Reads only the standard library (no jax, no torch): it runs in a second, after everything else.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -28,13 +51,28 @@ PROFILES = ("profile", "profile_variant")  # gpu_check.sh's profile_step.py case
 
 
 def load(folder: Path, name: str, field: str = "rows") -> dict | None:
-    """NAME.json's record where it has `field` (a benchmark's rows; the profile's "complete"), else None."""
+    """NAME.json's record where it has `field` (a benchmark's rows; the profile's "complete"), else None.
+    Without NAME.json, the first of NAME_*.json (a record kept under another name, such as
+    products_launch1.json; never another case's, such as profile_variant.json) that has it, its file name
+    in the record's "_read_from"."""
     path = folder / f"{name}.json"
+    if not path.exists():
+        known = set(CASES) | set(PROFILES)
+        renamed = sorted(p for p in folder.glob(f"{name}_*.json") if p.stem not in known)
+        for candidate in renamed:
+            record = read(candidate, field)
+            if record:
+                return record | {"_read_from": candidate.name}
+        return None
+    return read(path, field)
+
+
+def read(path: Path, field: str) -> dict | None:
     try:
         record = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    return record if record.get(field) else None
+    return record if isinstance(record, dict) and record.get(field) else None
 
 
 def tflops(value) -> str:
@@ -49,9 +87,14 @@ def status(record: dict) -> str:
     return "" if record.get("complete", True) else "  [PARTIAL: cut short, finished rows only]"
 
 
+DRY_RUN: str | None = None  # main sets it: the jax backend of a run made off a GPU, else None
+
+
 def verdict(value, goal: float) -> str:
     if value is None:
         return "-"
+    if DRY_RUN:
+        return f"(dry run on {DRY_RUN}: not judged against the goal >= {goal:g})"
     return f"{'meets' if value >= goal else 'BELOW'} the goal (>= {goal:g})"
 
 
@@ -151,26 +194,47 @@ def large_batch_goals(record: dict) -> dict | None:
     return ours
 
 
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="gpu_summary.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("folder", type=Path, help="the OUT folder of a gpu_check.sh run")
+    parser.add_argument(
+        "--cases",
+        default=None,
+        help="comma-separated: the cases the check was asked to run (only those are listed as missing)",
+    )
+    return parser.parse_args(argv)
+
+
 def main(argv: list[str]) -> int:
-    asked = None
-    if len(argv) == 3 and argv[1] == "--cases":
-        asked = {name for name in argv[2].split(",") if name}
-        argv = argv[:1]
-    if len(argv) != 1:
-        print(__doc__)
-        return 2
-    folder = Path(argv[0])
+    global DRY_RUN
+    args = parse_args(argv)
+    asked = None if args.cases is None else {name for name in args.cases.split(",") if name}
+    folder = args.folder
     records = {name: load(folder, name) for name in CASES}
-    profiled = (load(folder, name, "complete") for name in PROFILES)
-    first = next((r for r in [*records.values(), *profiled] if r), None)
-    if first is None:
-        print(f"no results in {folder}")
+    profiles = {name: load(folder, name, "complete") for name in PROFILES}
+    present = [record for record in [*records.values(), *profiles.values()] if record]
+    if not present:
+        print(f"no results in {folder}" + ("" if folder.is_dir() else " (not a folder)"))
         return 1
-    machine = first["machine"]
+    machine = present[0]["machine"]
+    backends = {record["machine"].get("jax_backend") for record in present} - {None}
+    DRY_RUN = ",".join(sorted(backends - {"gpu"})) or None
+    if DRY_RUN:
+        print(f"DRY RUN on {DRY_RUN}, not a GPU: ratios and MFU mean nothing, and no goal is judged")
+    busy = next(
+        (w for r in present for w in r["machine"].get("warnings", []) if r["machine"].get("busy")), None
+    )
+    if busy:
+        print(f"{busy} (in {sum(bool(r['machine'].get('busy')) for r in present)} of the records)")
     print(
         f"{machine.get('torch_device_name') or machine['jax_device']}; jax {machine['jax']}, "
         f"torch {machine.get('torch', '-')}; {machine['date']}"
     )
+    for name, record in {**records, **profiles}.items():
+        if record and "_read_from" in record:
+            print(f"{name}: read from {record['_read_from']} (no {name}.json)")
     floors = next(
         (r["matmul_floor_flops_per_s"] for r in records.values() if r and "matmul_floor_flops_per_s" in r), {}
     )
@@ -270,7 +334,6 @@ def main(argv: list[str]) -> int:
         products_table(record, steps)
     if records["variants"]:
         variants_table(records["variants"])
-    profiles = {name: load(folder, name, "complete") for name in PROFILES}
     for name, profile in profiles.items():
         if profile:
             profile_table(profile, title=name)

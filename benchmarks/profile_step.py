@@ -630,6 +630,7 @@ def parse_args(argv=None):
                         "or xla:NAME=VALUE) instead of the current step")  # fmt: skip
     common.add_model_flags(parser)
     args = parser.parse_args(argv)
+    common.check_new_json(parser, args.json)
     if args.steps < 1:
         parser.error(f"--steps must be at least 1, got {args.steps}")
     if args.variant != "current":

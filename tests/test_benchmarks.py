@@ -2,6 +2,8 @@
 too where torch is installed: `pip install -e '.[bench]'`). Timings are not checked, only that every case
 ran and reported a time; the functions the benchmarks time are tested against references elsewhere."""
 
+import argparse
+import importlib
 import importlib.util
 import json
 import mmap
@@ -416,6 +418,7 @@ def test_variants_benchmark_times_the_sampler_and_compares_a_denoiser_output(tmp
         "bench_pipeline.py",
         "bench_bvh.py",
         "bench_products.py",
+        "gpu_summary.py",
     ],
 )
 def test_benchmark_help_describes_it(script):
@@ -423,6 +426,233 @@ def test_benchmark_help_describes_it(script):
         [sys.executable, str(BENCHMARKS / script), "--help"], capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0 and "usage" in result.stdout.lower()
+    assert "no results in" not in result.stdout  # gpu_summary.py once took --help for its folder
+
+
+# Every column of the tables, as printed (the reviewer found `x twin32`, `x twin16`, `x tc16`, `est 1000`
+# and the sampling FLOP/s explained nowhere).
+TRAIN_COLUMNS = ["case", "s/step", "samples/s", "x twin32", "x twin16", "x tc16", "FLOP/s", "%floor", "MFU%",
+                 "compile", "peak RSS", "dev peak"]  # fmt: skip
+SAMPLING_COLUMNS = ["impl", "sampler", "BxT", "steps", "s", "ms/step", "est 1000 s", "x twin", "x hoisted",
+                    "FLOP/s", "compile", "1st call"]  # fmt: skip
+SUMMARY_COLUMNS = ["case", "s/step", "samples/s", "x twin32", "x twin16", "x tc16", "TFLOP/s", "MFU%",
+                   "compile s", "impl", "sampler", "BxT", "steps", "ms/step", "x twin", "x hoisted",
+                   "1st call s"]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "script, header, columns",
+    [
+        ("bench_train_step", "HEADER", TRAIN_COLUMNS),
+        ("bench_sampling", "HEADER", SAMPLING_COLUMNS),
+        ("gpu_summary", None, SUMMARY_COLUMNS),
+    ],
+)
+def test_the_help_explains_every_column_of_the_tables(script, header, columns):
+    """Each column of a script's printed table is named in its --help (its description, the module's
+    docstring) as `name`, and the table's header prints that name."""
+    sys.path.insert(0, str(BENCHMARKS))
+    module = importlib.import_module(script)
+    described = set(re.findall(r"`([^`]+)`", module.__doc__))
+    assert [name for name in columns if name not in described] == []
+    printed = getattr(module, header) if header else Path(module.__file__).read_text()
+    assert [name for name in columns if f"'{name}'" not in printed and name not in printed] == []
+    if header:  # each name is a column of its own in the header
+        assert [name for name in columns if not re.search(rf"(^| ){re.escape(name)}( |$)", printed)] == []
+
+
+@pytest.fixture
+def quiet_common(monkeypatch):
+    """common, its load check on 2 usable cores and this process's own CPU use left out (0)."""
+    sys.path.insert(0, str(BENCHMARKS))
+    import common
+
+    monkeypatch.setattr(common, "usable_cpus", lambda: 2)
+    monkeypatch.setattr(common, "own_load", lambda: 0.0)
+    monkeypatch.setattr(common, "_warned_busy", False)
+    return common
+
+
+def test_a_busy_machine_is_flagged_in_the_record_the_header_and_stderr(quiet_common, monkeypatch, capsys):
+    """A 1-minute load average of 9 on 2 usable cores: the record's machine says busy, with the warning
+    that the ratios are not meaningful, on stderr and in both benchmarks' headers; at 0.5 none of it."""
+    common = quiet_common
+    import bench_sampling
+    import bench_train_step
+
+    train_args = bench_train_step.parse_args(["--batch", "2"])
+    sampling_args = argparse.Namespace(features=6, layers=2, latent=16, text_length=5, repeats=1, warmup=1)
+    monkeypatch.setattr(os, "getloadavg", lambda: (9.0, 9.0, 9.0))
+    machine = common.machine_info()
+    assert machine["busy"] is True and machine["load_average_1m"] == 9.0 and machine["usable_cpus"] == 2
+    (warning,) = machine["warnings"]
+    assert "busy machine" in warning and "9.0" in warning and "2 usable cores" in warning
+    assert "not meaningful" in warning
+    assert warning in capsys.readouterr().err
+    assert warning in bench_train_step.describe(train_args, machine).splitlines()
+    assert warning in bench_sampling.describe(sampling_args, machine).splitlines()
+
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.5, 0.5, 0.5))
+    machine = common.machine_info()
+    assert machine["busy"] is False and machine["warnings"] == []
+    assert "busy" not in capsys.readouterr().err
+    assert "WARNING" not in bench_train_step.describe(train_args, machine)
+    assert "WARNING" not in bench_sampling.describe(sampling_args, machine)
+
+
+def test_the_load_is_checked_again_at_the_end(quiet_common, monkeypatch, capsys):
+    """Quiet at the start, busy at the end: the end's warning is added to the machine's, and busy set."""
+    common = quiet_common
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.5, 0.5, 0.5))
+    machine = common.machine_info()
+    assert common.check_load_at_end(machine) is None and machine["busy"] is False
+    assert machine["load_average_1m_end"] == 0.5 and machine["warnings"] == []
+    monkeypatch.setattr(os, "getloadavg", lambda: (6.0, 6.0, 6.0))
+    warning = common.check_load_at_end(machine)
+    assert "busy machine at the end" in warning and machine["busy"] is True
+    assert machine["warnings"] == [warning] and machine["load_average_1m_end"] == 6.0
+    assert warning in capsys.readouterr().err
+
+
+def test_the_load_check_leaves_out_the_benchmarks_own_cpu_use(monkeypatch):
+    """After 10 minutes at 2 cores' worth of CPU, a load of 3.5 on 2 cores is 1.5 beside the benchmark:
+    not busy; 5.0 is 3.0 beside it: busy."""
+    sys.path.insert(0, str(BENCHMARKS))
+    import time
+
+    import common
+
+    monkeypatch.setattr(common, "usable_cpus", lambda: 2)
+    monkeypatch.setattr(common, "_STARTED", (time.monotonic() - 600, common.cpu_seconds() - 1200))
+    monkeypatch.setattr(os, "getloadavg", lambda: (3.5, 3.5, 3.5))
+    check = common.load_check()
+    assert check["warning"] is None and check["load_beside_own_1m"] == pytest.approx(1.5, abs=0.05)
+    monkeypatch.setattr(os, "getloadavg", lambda: (5.0, 5.0, 5.0))
+    check = common.load_check()
+    assert check["warning"] and check["load_beside_own_1m"] == pytest.approx(3.0, abs=0.05)
+
+
+def test_a_json_file_that_exists_is_never_overwritten(tmp_path, capsys):
+    """write_json refuses a file it did not write in this process, naming --json and the file, and leaves
+    it as it was; a file it wrote itself it rewrites (a benchmark rewrites its record as results come)."""
+    sys.path.insert(0, str(BENCHMARKS))
+    import common
+
+    mine = tmp_path / "mine.json"
+    common.write_json(mine, {"rows": [1]}, quiet=True)
+    common.write_json(mine, {"rows": [1, 2]}, quiet=True)
+    assert json.loads(mine.read_text()) == {"rows": [1, 2]}
+    theirs = tmp_path / "theirs.json"
+    theirs.write_text("a user's file\n")
+    with pytest.raises(SystemExit, match=rf"--json {re.escape(str(theirs))}: that file exists"):
+        common.write_json(theirs, {"rows": []})
+    assert theirs.read_text() == "a user's file\n"
+    assert not (tmp_path / "theirs.json.partial").exists()
+
+
+def test_a_benchmark_refuses_an_existing_json_file_before_it_runs(tmp_path, capsys):
+    """At argument parsing, before any benchmark time is spent: a usage error (exit 2) naming the flag and
+    the file, which is left as it was (in this process and in a script run on its own)."""
+    sys.path.insert(0, str(BENCHMARKS))
+    import bench_train_step
+
+    existing = tmp_path / "result.json"
+    existing.write_text("{}\n")
+    with pytest.raises(SystemExit) as stopped:
+        bench_train_step.parse_args(["--json", str(existing)])
+    assert stopped.value.code == 2
+    assert f"--json {existing}: that file exists" in capsys.readouterr().err
+    bench_train_step.parse_args(["--json", str(tmp_path / "new.json")])  # a new file is fine
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "bench_bvh.py"), "--seconds", "1", "--json", str(existing)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2 and f"--json {existing}: that file exists" in result.stderr
+    assert "BVH reader" not in result.stdout and existing.read_text() == "{}\n"
+
+
+def test_train_step_rows_without_a_warm_up_are_marked_and_the_help_shows_the_defaults(capsys):
+    """--warmup 0: the header says the first timed steps may not be at steady state and each row ends in
+    `(no warm-up)`; with a warm-up neither. --help gives --geometric's and --memory's defaults."""
+    sys.path.insert(0, str(BENCHMARKS))
+    import bench_train_step
+
+    row = {"case": "jax-fp32 D12", "median_s": 1.0, "samples_per_s": 2.0, "achieved_flops_per_s": 1e9}
+    assert bench_train_step.format_row(row | {"warmup_rounds": 0}).endswith("(no warm-up)")
+    assert "(no warm-up)" not in bench_train_step.format_row(row | {"warmup_rounds": 2})
+    machine = {"host_cpus": 2, "processor": "x", "jax_device": "cpu", "jax": "0", "load_average_1m": 0.1,
+               "host_malloc": "default"}  # fmt: skip
+    unwarmed = bench_train_step.describe(bench_train_step.parse_args(["--warmup", "0"]), machine)
+    assert "note: --warmup 0" in unwarmed and "steady state" in unwarmed
+    assert "note:" not in bench_train_step.describe(bench_train_step.parse_args([]), machine)
+    with pytest.raises(SystemExit):
+        bench_train_step.parse_args(["--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    geometric = shown[shown.index("--geometric {off,on,both} ") :]
+    assert "default: both" in geometric[: geometric.index("--repeats")]
+    memory = shown[shown.index("--memory MEMORY ") :]
+    assert "default: main" in memory[: memory.index("--memory-timeout")]
+
+
+def minimal_train_record(backend: str, busy: bool = False) -> dict:
+    """A train_step.json as bench_train_step.py writes it, cut to what gpu_summary.py reads: ours 3.5x the
+    twin's autocast step."""
+    warnings = ["WARNING: busy machine: 1-minute load average 7.0 ..."] if busy else []
+    machine = {"jax_device": "cpu", "jax": "0.10.2", "date": "2026-12-06", "jax_backend": backend,
+               "busy": busy, "warnings": warnings}  # fmt: skip
+    rows = [
+        {"case": f"{impl} D264", "impl": impl, "geometric": False, "features": 264, "num_params": 1e6,
+         "median_s": seconds, "samples_per_s": 32 / seconds, "achieved_flops_per_s": 1e12 / seconds}
+        for impl, seconds in (("jax-bf16", 1.0), ("torch-bf16", 3.5))
+    ]  # fmt: skip
+    rows[0]["speedup_vs_torch-bf16"] = 3.5
+    return {"machine": machine, "args": {"batch": 32, "frames": 196, "repeats": 3}, "rows": rows}
+
+
+def test_gpu_summary_judges_no_goal_from_a_dry_run_and_names_a_busy_machine(tmp_path, capsys):
+    """A record made on jax's cpu backend: the report says it is a dry run and judges no goal ("meets the
+    goal" would be a claim about a GPU from a CPU); on a GPU the goal is judged. A busy record is named."""
+    sys.path.insert(0, str(BENCHMARKS))
+    import gpu_summary
+
+    for backend, busy in (("cpu", True), ("gpu", False)):
+        folder = tmp_path / backend
+        folder.mkdir()
+        (folder / "train_step.json").write_text(json.dumps(minimal_train_record(backend, busy)))
+        assert gpu_summary.main([str(folder), "--cases", "train_step"]) == 0
+        report = capsys.readouterr().out
+        if backend == "cpu":
+            assert report.startswith("DRY RUN on cpu, not a GPU: ratios and MFU mean nothing")
+            assert (
+                "ours bf16 vs twin bf16 autocast: (dry run on cpu: not judged against the goal >= 3)"
+                in report
+            )
+            assert "meets the goal" not in report and "WARNING: busy machine" in report
+        else:
+            assert "DRY RUN" not in report and "dry run" not in report and "WARNING" not in report
+            assert "ours bf16 vs twin bf16 autocast: meets the goal (>= 3)" in report
+
+
+def test_gpu_summary_reads_a_record_kept_under_another_name(tmp_path, capsys):
+    """The H200 run of 2026-12-04 kept its products case as products_launch1.json: the report reads it and
+    says so, and does not list products as missing. NAME_*.json is never another case's record
+    (profile_variant.json is not profile's)."""
+    sys.path.insert(0, str(BENCHMARKS))
+    import gpu_summary
+
+    h200 = BENCHMARKS / "results" / "h200-2026-12-04"
+    assert not (h200 / "products.json").exists() and (h200 / "products_launch1.json").exists()
+    assert gpu_summary.main([str(h200)]) == 0
+    report = capsys.readouterr().out
+    assert "products: read from products_launch1.json (no products.json)" in report
+    assert "products alone: B=256" in report
+    missing = next(line for line in report.splitlines() if line.startswith("no rows from:"))
+    assert "products" not in missing.split(":", 1)[1].replace(" ", "").split(",")
+    (tmp_path / "profile_variant.json").write_text(json.dumps({"complete": True, "machine": {}}))
+    assert gpu_summary.load(tmp_path, "profile", "complete") is None
+    assert gpu_summary.load(tmp_path, "profile_variant", "complete") == {"complete": True, "machine": {}}
 
 
 def test_products_benchmark_times_every_product_of_the_step_and_both_steps(tmp_path):
@@ -629,6 +859,9 @@ def test_gpu_check_runs_its_cases_and_summarises_them(tmp_path):
     assert train["machine"]["xla_flags"] == ""
     report = (out / "report.txt").read_text()
     assert "ours bf16 vs twin bf16 autocast" in report and "MFU ours bf16" in report
+    # A dry run on the CPU: no goal is claimed from it.
+    assert report.startswith("DRY RUN on cpu, not a GPU") and "meets the goal" not in report
+    assert "(dry run on cpu: not judged against the goal >= 3)" in report
     assert "BEAT's training window" in report and "float32 (TF32 products)" in report
     assert "ours bf16 with the flag / without (train_step)" in report
     assert "variants: B=4 bfloat16, 2 layers" in report
@@ -671,7 +904,7 @@ def test_gpu_check_moves_an_earlier_runs_results_aside_and_bundles_as_it_goes(tm
         "PYTHON": sys.executable,
         "BUDGET_S": "400",
         "BIG_BATCH": "2",
-        "CASES": "variants",
+        "CASES": "variants,variants",  # named twice: run once, its first record kept
         "GPU_VARIANTS": "current,transpose=plain",
         "MODEL_ARGS": " ".join(TINY),
         "BUNDLE_DIR": str(bundle),
@@ -692,3 +925,39 @@ def test_gpu_check_moves_an_earlier_runs_results_aside_and_bundles_as_it_goes(tm
     assert "variants: B=2" in report and "from the first call" not in report
     assert "no rows from" not in report  # only the case asked for
     assert sorted(p.name for p in bundle.iterdir()) == ["report.txt", "results.tgz"]
+    summary = (out / "summary.txt").read_text()
+    assert summary.count("variants: exit 0") == 1 and "variants: named again in CASES, run once" in summary
+    # No GPU here: the check says at its start, in its summary and in its report that this is a dry run.
+    dry = "DRY RUN on cpu, not a GPU: ratios and MFU mean nothing"
+    assert result.stdout.startswith(dry) or f"\n{dry}" in result.stdout
+    assert summary.startswith(dry) and report.startswith(dry)
+    assert "Traceback" not in (out / "env.txt").read_text()
+
+
+def test_gpu_check_answers_help_without_running_anything(tmp_path):
+    """--help (or -h) prints the header's usage, with the environment variables it reads, and runs
+    nothing (no OUT made); another argument is refused, naming it."""
+    out = tmp_path / "out"
+    env = {**os.environ, "OUT": str(out)}
+    for flag in ("--help", "-h"):
+        result = subprocess.run(
+            ["bash", str(BENCHMARKS / "gpu_check.sh"), flag],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+        )
+        assert result.returncode == 0 and result.stderr == ""
+        for variable in ("OUT", "PYTHON", "BUDGET_S", "BIG_BATCH", "CASES", "MODEL_ARGS", "BENCH_ARGS",
+                         "BUNDLE_DIR", "GPU_VARIANTS", "PROFILE_VARIANT"):  # fmt: skip
+            assert variable in result.stdout
+        assert result.stdout.startswith("One GPU check") and "#" not in result.stdout.split("\n", 1)[0]
+        assert not out.exists()
+    refused = subprocess.run(
+        ["bash", str(BENCHMARKS / "gpu_check.sh"), "--budget"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert refused.returncode == 2 and "unknown argument '--budget'" in refused.stderr and not out.exists()
