@@ -187,6 +187,10 @@ def _resumed_config(record: Path, overrides: dict):
     return config
 
 
+def _resolved(path: str) -> str:
+    return str(Path(path).resolve()) if path else ""
+
+
 def _latest_data_paths(config, workdir: str, overrides: dict):
     """A run resumed without --config trains on data.root / data.raw_root as its latest checkpoint records
     them (a resume given new paths moved them; run.json keeps the ones the run started with), but for
@@ -203,11 +207,13 @@ def _latest_data_paths(config, workdir: str, overrides: dict):
             reader.close()
     except checkpoint.CheckpointError:
         return config
-    data = saved.get("config", {}).get("data", {}) if isinstance(saved, dict) else {}
+    data = dict(saved.get("config", {}).get("data", {}))
+    if isinstance(saved.get("data_root"), str):  # absolute, as resolved where that run trained
+        data["root"] = saved["data_root"]
     moved = {
         name: data[name]
         for name in fields
-        if isinstance(data.get(name), str) and data[name] != config.data[name]
+        if isinstance(data.get(name), str) and _resolved(data[name]) != _resolved(config.data[name])
     }
     if moved:
         config.data.update(moved)

@@ -70,10 +70,11 @@ class Checkpointer:
         self.directory = checkpoint_dir(workdir)
         if read_only and not self.directory.is_dir():
             given = Path(os.path.abspath(workdir))
-            run = next((p.parent for p in (given, given.parent) if p.name == "checkpoints"), None)
+            held = next((p for p in (given, given.parent) if p.name == "checkpoints" and p.is_dir()), None)
+            steps = held is not None and any(p.name.isdigit() and p.is_dir() for p in held.iterdir())
             hint = (
-                f"--workdir names the run folder that holds checkpoints/: {run}"
-                if run is not None and run.is_dir()
+                f"--workdir names the run folder that holds checkpoints/: {held.parent}"
+                if steps
                 else "train a model into this workdir first"
             )
             raise CheckpointError(f"{self.directory}: no checkpoint folder ({hint})")

@@ -156,8 +156,8 @@ def make_schedule(name: str, num_steps: int) -> Schedule:
 
     linear: betas from 1e-4 to 0.02 (Ho et al.) at 1000 steps, scaled by 1000 / num_steps for other
     lengths (improved-diffusion's rule: the same noise range at any length; needs num_steps > 20).
-    cosine: abar(u) = cos((u + 0.008) / 1.008 * pi / 2)^2 at u = t / num_steps (Nichol & Dhariwal), betas
-    capped at 0.999; num_steps >= 2.
+    cosine: f(u) = cos((u + 0.008) / 1.008 * pi / 2)^2 (Nichol & Dhariwal), beta_t = 1 - f((t + 1) / N) /
+    f(t / N) capped at 0.999, so abar_t = f((t + 1) / N) / f(0) where no cap acts; num_steps >= 2.
     """
     if name not in SCHEDULE_NAMES:
         raise ValueError(f"Unknown noise schedule {name!r}; expected one of {SCHEDULE_NAMES}.")
@@ -201,26 +201,30 @@ def _at(coefficients: jax.Array, t: jax.Array, x: jax.Array) -> jax.Array:
 
 
 def _concrete(value) -> np.ndarray | None:
-    """`value` as a numpy array where it is known now (not traced inside jit, vmap, grad), else None."""
-    try:
-        return np.asarray(value)
-    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+    """`value` as a numpy array where it is a host value (numpy, Python), else None: a jax.Array is
+    left alone, traced or not (reading it would wait for the device, and fails for one spread over
+    several processes)."""
+    if isinstance(value, jax.Array):
         return None
+    return np.asarray(value)
 
 
 def _check_timesteps(
     schedule: Schedule, t, x: jax.Array, where: str, name: str = "t", low: int = 0
 ) -> jax.Array:
-    """`t` as an array, after checking it is one integer timestep per example of x ([B]) and, where it is
-    known (not traced), in [low, num_steps): an index outside would otherwise be clamped silently."""
+    """`t` as i32[B], after checking it is integer timesteps, one per example of x ([B], or one for all:
+    a scalar is broadcast) and, where given as a host value (numpy, Python), in [low, num_steps): an
+    index outside would otherwise be clamped silently."""
+    values = _concrete(t)
     t = jnp.asarray(t)
-    if np.ndim(x) < 1 or t.shape != (np.shape(x)[0],) or not jnp.issubdtype(t.dtype, jnp.integer):
+    batch = np.shape(x)[0] if np.ndim(x) else None
+    if batch is None or t.shape not in ((), (batch,)) or not jnp.issubdtype(t.dtype, jnp.integer):
         raise ValueError(
             f"{where}: {name} must be integer timesteps i32[B], one per example of the data [B, ...] "
-            f"(B = {np.shape(x)[0] if np.ndim(x) else 'none: the data has no batch axis'}); got "
-            f"{t.dtype}{list(t.shape)}"
+            f"(B = {batch if batch is not None else 'none: the data has no batch axis'}; under vmap the "
+            f"data's leading axis), or one integer for all; got {t.dtype}{list(t.shape)}"
         )
-    values = _concrete(t)
+    t = jnp.broadcast_to(t, (batch,))
     if values is not None and values.size and (values.min() < low or values.max() >= schedule.num_steps):
         raise ValueError(
             f"{where}: {name} must lie in [{low}, {schedule.num_steps}) (the schedule's steps); got values "
@@ -270,11 +274,11 @@ def training_target(schedule: Schedule, x0, noise, t: jax.Array, kind: str) -> j
     """What a `kind` model should output for x_t = q_sample(x0, t, noise). x0, noise: [B, ...]; t: i32[B]."""
     _check_kind(kind)
     x0, noise = _f32(x0), _f32(noise)
+    t = _check_timesteps(schedule, t, x0, "training_target")
     if kind == "epsilon":
         return noise
     if kind == "x0":
         return x0
-    t = _check_timesteps(schedule, t, x0, "training_target")
     signal_scale, noise_scale = _scales(schedule, t, x0)
     return signal_scale * noise - noise_scale * x0
 
@@ -359,9 +363,9 @@ def ddim_step(
     is then recomputed from the clipped x0). Returns (x_prev f32[B, ...], x0_hat f32[B, ...]).
     """
     x_t = _f32(x_t)
+    t_values, prev_values = _concrete(t), _concrete(t_prev)
     t = _check_timesteps(schedule, t, x_t, "ddim_step")
     t_prev = _check_timesteps(schedule, t_prev, x_t, "ddim_step", "t_prev", low=-1)
-    t_values, prev_values = _concrete(t), _concrete(t_prev)
     if t_values is not None and prev_values is not None and np.any(prev_values >= t_values):
         raise ValueError(
             f"ddim_step: t_prev must be below t for every example; got t {t_values}, t_prev {prev_values}"
@@ -391,7 +395,7 @@ def ddim_step(
 
 
 def _check_eta(eta, where: str) -> None:
-    """eta must be in [0, 1] where it is known (a traced eta is the caller's to check)."""
+    """eta must be in [0, 1] where given as a host value (a jax.Array eta is the caller's to check)."""
     value = _concrete(eta)
     if value is not None and (value.shape != () or not 0.0 <= float(value) <= 1.0):
         raise ValueError(f"{where}: eta must be a number in [0, 1] (0: deterministic DDIM); got {eta!r}")

@@ -971,9 +971,10 @@ def _check_output(path: Path) -> None:
     while not folder.exists() and folder != folder.parent:  # the folder that would hold what is made
         folder = folder.parent
     if not (folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)):
+        why = "permission denied or a read-only file system" if folder.is_dir() else "not a folder"
         raise EvaluationError(
-            f"{folder}: cannot write the metrics there (permission denied or a read-only file system); set "
-            "--config.eval.output to a .json file in a writable folder"
+            f"{folder}: cannot write the metrics there ({why}); set --config.eval.output to a .json file in "
+            "a writable folder"
         )
 
 

@@ -15,6 +15,7 @@ not depend on the batch size or on the number of devices, and the sample itself 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import functools
 import importlib
 import json
@@ -575,45 +576,65 @@ def check_finite(result: dict[str, Any], loaded: LoadedModel, workdir) -> None:
         )
 
 
-def fresh_output_dir(wanted: Path) -> Path:
-    """`wanted` if it is missing or empty, else the first missing or empty sibling `<name>_2`, `_3`, ...
-    (`.` and `..` are first made absolute: they have no name to number)."""
-    return _fresh_output_dir(wanted)[0]
+CLAIM = ".sampling"  # in a sample folder from when a process takes it until its index.json is written
 
 
-def _fresh_output_dir(wanted: Path) -> tuple[Path, Path | None]:
-    """(fresh_output_dir(wanted), the outermost folder this call made, or None)."""
+def fresh_output_dir(wanted: Path) -> tuple[Path, Path | None]:
+    """The folder to write samples to: `wanted` if it is missing or empty, else the first missing or empty
+    sibling `<name>_2`, `_3`, ... (`.` and `..` are first made absolute: they have no name to number),
+    claimed by a `CLAIM` file made in it exclusively, so that a process starting beside this one (which
+    sees the folder as in use) takes another; `release_output_dir` removes the claim. Returns (folder, the
+    outermost folder this call made, or None)."""
     wanted = Path(os.path.abspath(wanted))
+    top = wanted.parent
+    while not top.parent.exists() and top != top.parent:
+        top = top.parent
+    made_parent = not wanted.parent.exists()
+    wanted.parent.mkdir(parents=True, exist_ok=True)  # outside the retries: a dangling link fails here
     candidate, number = wanted, 1
     while True:
-        if not candidate.exists():
-            top = candidate
-            while not top.parent.exists():
-                top = top.parent
+        made = False
+        try:
+            candidate.mkdir()
+            made = True
+        except FileExistsError:
+            pass
+        if candidate.is_dir() and (made or not any(candidate.iterdir())):
             try:
-                candidate.mkdir(parents=True)  # exclusive: a process starting beside this one takes the next
-                return candidate, top
-            except FileExistsError:
+                (candidate / CLAIM).open("x").close()
+                return candidate, (top if made_parent else candidate if made else None)
+            except FileExistsError:  # claimed by another process between the two steps
                 pass
-        elif candidate.is_dir() and not any(candidate.iterdir()):
-            return candidate, None
         number += 1
         candidate = wanted.with_name(f"{wanted.name}_{number}")
 
 
-def _output_folder(wanted: Path) -> tuple[Path, Path | None]:
-    """_fresh_output_dir(wanted), or a SampleError naming sample.output_dir where it cannot be made or
-    written to (a read-only workdir, a colleague's copy)."""
+def release_output_dir(out: Path, made: Path | None, failed: bool) -> None:
+    """Remove `out`'s claim; where sampling `failed`, also the folders this call made (`made` and those in
+    it down to `out`) while they are empty. Never raises: a sampler's own error is what a user needs."""
     try:
-        out, made = _fresh_output_dir(wanted)
-        writable = os.access(out, os.W_OK | os.X_OK)
+        (out / CLAIM).unlink(missing_ok=True)
+        folder = out
+        while failed and made is not None and folder.is_relative_to(made) and not any(folder.iterdir()):
+            folder.rmdir()
+            folder = folder.parent
+    except OSError:
+        pass
+
+
+def _output_folder(wanted: Path) -> tuple[Path, Path | None]:
+    """fresh_output_dir(wanted), or a SampleError naming sample.output_dir where it cannot be made or
+    written to (a read-only workdir, a colleague's copy, a file in the path)."""
+    try:
+        out, made = fresh_output_dir(wanted)
+        if not os.access(out, os.W_OK | os.X_OK):
+            release_output_dir(out, made, failed=True)
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(out))
     except OSError as error:
-        out, made, writable = Path(error.filename or wanted), None, False
-    if not writable:
         raise SampleError(
-            f"{out}: cannot write the samples there (permission denied or a read-only file system); set "
+            f"{error.filename or wanted}: cannot write the samples there ({error.strerror}); set "
             "--config.sample.output_dir to a writable folder"
-        )
+        ) from None
     return out, made
 
 
@@ -692,15 +713,19 @@ def run(config, workdir: str | os.PathLike, log=print) -> dict[str, Any]:
     # Made before sampling, so that a folder that cannot be written fails in a second, not after the
     # sampler; removed again (if this call made it) when sampling fails.
     out, made = _output_folder(wanted)
+    failed = True
     try:
-        result = generate(loaded, captions, s.num_frames, num_samples=s.num_samples, **sampler_settings(s))
-        check_finite(result, loaded, workdir)
-    except BaseException:
-        folder = out
-        while made is not None and folder.is_relative_to(made) and not any(folder.iterdir()):
-            folder.rmdir()  # what this call made for the samples, while empty
-            folder = folder.parent
-        raise
+        summary = _sample_into(out, wanted, loaded, captions, settings, workdir, s, log)
+        failed = False
+        return summary
+    finally:
+        release_output_dir(out, made, failed)
+
+
+def _sample_into(out: Path, wanted: Path, loaded, captions, settings, workdir, s, log) -> dict[str, Any]:
+    """`run`'s sampling and writing into the claimed folder `out`."""
+    result = generate(loaded, captions, s.num_frames, num_samples=s.num_samples, **sampler_settings(s))
+    check_finite(result, loaded, workdir)
     if out != wanted:  # both absolute: a relative workdir said "holds files" of its own empty folder
         log(f"{wanted} already holds files; writing to {out} instead")
     write_bvh = bool(s.write_bvh) and loaded.representation == "axis_angle" and loaded.skeleton is not None

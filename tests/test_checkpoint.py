@@ -71,6 +71,9 @@ def test_a_reader_puts_no_warnings_on_the_console_and_keeps_every_checkpoint(tmp
 def test_missing_or_empty_checkpoint_folders_are_clear_errors(tmp_path):
     with pytest.raises(checkpoint.CheckpointError, match="no checkpoint folder"):
         checkpoint.Checkpointer(tmp_path / "nothing", read_only=True)
+    (tmp_path / "mine" / "checkpoints").mkdir(parents=True)  # a folder of that name holding no steps
+    with pytest.raises(checkpoint.CheckpointError, match=r"no checkpoint folder \(train a model into"):
+        checkpoint.Checkpointer(tmp_path / "mine" / "checkpoints", read_only=True)
     (tmp_path / "empty" / "checkpoints" / "300").mkdir(parents=True)
     for given in ("empty/checkpoints/300", "empty/checkpoints"):  # a step's folder, not the run's
         with pytest.raises(
@@ -147,8 +150,9 @@ def test_a_damaged_only_checkpoint_says_there_is_no_earlier_one(tmp_path):
 
 
 def test_sampling_from_a_damaged_checkpoint_names_the_intact_ones(tmp_path):
-    """Training only reads a checkpoint's EMA parameters when sampling: a copy cut short there was named
-    'is the checkpoint complete?' alone; now the intact steps and sample.checkpoint_step to pick one."""
+    """Parameters a resumed training never reads (sampling's EMA ones) or a copy cut short are found when
+    sampling: the error had said 'is the checkpoint complete?' alone; now it names the intact steps and
+    sample.checkpoint_step to pick one (here the raw parameters, cut)."""
     from motion_ddpm_jax import sampling
 
     params, ema, state = trees(4)

@@ -311,15 +311,26 @@ def test_timesteps_outside_the_schedule_or_of_another_shape_are_refused(call):
         (np.zeros((2,), np.int32), r"int32\[2\]"),
         (np.zeros((3,), np.float32), r"float32\[3\]"),
     ):
-        with pytest.raises(
-            ValueError, match=r"t must be integer timesteps i32\[B\].*\(B = 3\); got " + shape
-        ):
+        with pytest.raises(ValueError, match=r"t must be integer timesteps i32\[B\].*\(B = 3;.*got " + shape):
             call(schedule, x, t)
     good = np.array([0, 50, 99], np.int32)
     traced = jax.jit(lambda t: call(schedule, x, t))(good)
     np.testing.assert_array_equal(
         np.asarray(jax.tree.leaves(traced)[0]), np.asarray(jax.tree.leaves(call(schedule, x, good))[0])
     )
+
+
+def test_one_timestep_for_all_and_vmap_over_examples_equal_the_batched_call():
+    """A scalar t is every example's (as before the checks), and so is t under vmap over examples."""
+    schedule = diffusion.make_schedule("cosine", 50)
+    x = np.random.default_rng(0).normal(size=(4, 3, 2)).astype(np.float32)
+    t = np.full(4, 7, np.int32)
+    batched = diffusion.q_sample(schedule, x, t, x)
+    np.testing.assert_array_equal(diffusion.q_sample(schedule, x, 7, x), batched)
+    mapped = jax.vmap(lambda xi, ti: diffusion.q_sample(schedule, xi, ti, xi))(x, t)
+    np.testing.assert_allclose(mapped, batched, rtol=1e-6)
+    abar = np.asarray(schedule.alphas_cumprod, np.float64)[7]
+    np.testing.assert_allclose(batched, (np.sqrt(abar) + np.sqrt(1 - abar)) * x, rtol=1e-5)
 
 
 def test_ddim_step_refuses_a_previous_step_not_below_t_and_eta_outside_0_1():

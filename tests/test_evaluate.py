@@ -529,9 +529,20 @@ def test_an_eval_output_that_cannot_be_written_fails_before_sampling(toy_dataset
     config.eval.output = str(tmp_path / "a_file" / "metrics.json")
     fake = FakeSampling(toy_dataset)
     install(monkeypatch, fake)
-    with pytest.raises(evaluate.EvaluationError, match=r"a_file.*cannot write the metrics.*eval\.output"):
+    with pytest.raises(
+        evaluate.EvaluationError, match=r"a_file: cannot write the metrics there \(not a fold"
+    ):
         evaluate.run(config, tmp_path / "run", log=lambda _: None)
     assert [call[0] for call in fake.calls] == ["load_model"]
+    config.eval.output = str(tmp_path / "run" / "eval" / "metrics.json")
+    monkeypatch.setattr(
+        evaluate.os, "access", lambda *args: False
+    )  # as a read-only folder (root ignores modes)
+    with pytest.raises(
+        evaluate.EvaluationError, match=r": cannot write the metrics there \(permission denied"
+    ):
+        evaluate.run(config, tmp_path / "run", log=lambda _: None)
+    assert not (tmp_path / "run" / "eval").exists()
 
 
 def test_the_real_columns_reference_clips_match_each_real_clips_class_then_length():

@@ -186,6 +186,27 @@ def test_train_without_config_goes_on_with_the_runs_recorded_config(tmp_path, da
     assert step == STEPS + 10
     assert_bitwise_equal(items, saved_items(again)[1])
 
+    # The data moved: a resume given its new place records it in its checkpoints, and the next resume
+    # without --config goes on there, not at run.json's first place.
+    prepared = next(a for a in data_args if a.startswith("--config.data.root=")).split("=", 1)[1]
+    moved = tmp_path / "moved"
+    shutil.copytree(prepared, moved)
+    onward = [*command[:3], f"--config.train.num_steps={STEPS + 11}"]
+    result = subprocess.run(
+        [*onward, f"--config.data.root={moved}"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0 and saved_items(resumed)[0] == STEPS + 11, result.stderr[-2000:]
+    result = subprocess.run(onward, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert (
+        f"data: where the latest checkpoint (step {STEPS + 11}) trained, data.root='{moved}'" in result.stdout
+    )
+
     empty = tmp_path / "empty"
     empty.mkdir()
     refused = subprocess.run(

@@ -595,6 +595,27 @@ def test_an_output_folder_that_cannot_be_written_fails_before_sampling(workdirs,
             sampling.run(run_config(output_dir=str(tmp_path / "ro")), workdirs["positions"])
 
 
+def test_an_output_folder_is_claimed_so_that_two_processes_never_share_one(tmp_path, monkeypatch):
+    """The folder a sampling run takes stays empty while it samples: a second run started meanwhile had
+    taken it too (and one failed after its sampler). A claim file tells it apart; released, an empty
+    folder is free again. A dangling link in the path is an error, not an endless search; a folder that
+    cannot be written (os.access here, as root ignores modes) is refused and removed."""
+    wanted = tmp_path / "samples" / "step_3"
+    first, made = sampling.fresh_output_dir(wanted)
+    second, _ = sampling.fresh_output_dir(wanted)
+    assert (first, made, second) == (wanted, tmp_path / "samples", tmp_path / "samples" / "step_3_2")
+    sampling.release_output_dir(first, made, failed=False)
+    assert list(first.iterdir()) == [] and sampling.fresh_output_dir(wanted)[0] == wanted
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "samples").symlink_to(tmp_path / "not_mounted")
+    with pytest.raises(OSError):
+        sampling.fresh_output_dir(tmp_path / "run" / "samples" / "step_3")
+    monkeypatch.setattr(sampling.os, "access", lambda *args: False)
+    with pytest.raises(UserError, match=r"new/out: cannot write the samples there \(Permission denied\)"):
+        sampling._output_folder(tmp_path / "new" / "out")
+    assert not (tmp_path / "new").exists()
+
+
 def test_run_reads_text_file_and_needs_some_caption(workdirs, tmp_path):
     with pytest.raises(UserError, match=r"sample\.text.*sample\.text_file"):
         sampling.run(run_config(text=" | "), workdirs["positions"])
