@@ -152,10 +152,24 @@ trap 'rm -rf "$CACHE"' EXIT
   else
     echo "nvidia-smi: not found (no NVIDIA driver on this machine)"
   fi
-  timeout 90 "$PYTHON" -c "import jax; print('jax', jax.__version__, jax.devices()); \
-print('jax backend', jax.default_backend(), flush=True); import torch, flax, optax; \
-print('torch', torch.__version__, torch.cuda.get_device_name(0) if torch.cuda.is_available() else \
-'(no CUDA device)', 'cuda', torch.version.cuda); print('flax', flax.__version__, 'optax', optax.__version__)" 2>&1
+  timeout 90 "$PYTHON" - <<'PY' 2>&1
+import importlib.util
+
+import flax
+import jax
+import optax
+
+print("jax", jax.__version__, jax.devices())
+print("jax backend", jax.default_backend(), flush=True)
+print("flax", flax.__version__, "optax", optax.__version__)
+if importlib.util.find_spec("torch") is None:
+    print("torch: not installed (the twin's cases fail: pip install -e '.[bench]')")
+else:
+    import torch
+
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "(no CUDA device)"
+    print("torch", torch.__version__, device, "cuda", torch.version.cuda)
+PY
 } > "$OUT/env.txt"
 cat "$OUT/env.txt"
 # A GPU or a dry run: jax's default backend, read off env.txt (no second start of Python).
