@@ -12,6 +12,7 @@ from scipy.spatial.transform import Rotation
 from motion_ddpm_jax import representation
 from motion_ddpm_jax.config import base_config
 from motion_ddpm_jax.data import beat, motion_text
+from motion_ddpm_jax.errors import UserError
 
 FPS_IN = 120
 SECONDS = 8.0
@@ -498,6 +499,20 @@ def test_a_touched_input_is_compared_by_content(tmp_path, monkeypatch):
     ):
         beat.prepare_beat(raw, out, ALONE)
     assert (out / "dataset.json").read_bytes() == record
+
+
+def test_a_demo_set_that_cannot_be_written_names_the_data_fields(tmp_path):
+    """--mode eval of a demo run away from its data re-creates the demo set at the recorded data.raw_root;
+    where that cannot be written the error had been a bare errno, not saying what was being written."""
+    (tmp_path / "a_file").write_text("mine")
+    config = base_config()
+    config.data.source, config.data.raw_root = "synthetic", str(tmp_path / "a_file" / "raw")
+    config.data.root = str(tmp_path / "prepared")
+    logged = []
+    with pytest.raises(UserError, match=r"a_file.*cannot write the demo set there.*--config\.data\.raw_root"):
+        beat.dataset_from_config(config, log=logged.append)
+    assert "writing the demo set into data.raw_root" in logged[0]
+    assert (tmp_path / "a_file").read_text() == "mine"
 
 
 def test_an_input_changed_while_it_is_prepared_is_refused(tmp_path, monkeypatch):

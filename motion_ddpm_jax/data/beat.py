@@ -501,7 +501,17 @@ def dataset_from_config(config, log=print) -> motion_text.MotionTextDataset:
     if data.source == "synthetic" and not prepared:
         from motion_ddpm_jax.data import synthetic
 
-        synthetic.write_demo_dataset(data.raw_root, seed=data.split_seed)
+        log(f"data.root {data.root} is not prepared: writing the demo set into data.raw_root {data.raw_root}")
+        try:
+            synthetic.write_demo_dataset(data.raw_root, seed=data.split_seed)
+        except OSError as error:
+            if isinstance(error, UserError):  # its own message names the folder already
+                raise
+            raise UserError(
+                f"{error.filename or data.raw_root}: cannot write the demo set there ({error.strerror}); "
+                "point --config.data.raw_root and --config.data.root at writable folders (or data.root at "
+                "the prepared demo set)"
+            ) from None
     if data.source in ("synthetic", "beat") and not prepared:
         if data.source == "beat" and not (data.raw_root and Path(data.raw_root).is_dir()):
             raise MissingInputError(
