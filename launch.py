@@ -76,6 +76,14 @@ def main(argv):
             + (" (or --workdir of a run to resume: a folder with its run.json)" if mode == "train" else "")
         )
     config = _CONFIG.value
+    import ml_collections
+
+    if not isinstance(config, ml_collections.ConfigDict):
+        raise app.UsageError(
+            f"{config_flags.get_config_filename(flags.FLAGS['config'])}: get_config() returned a "
+            f"{type(config).__name__}; it must return an ml_collections.ConfigDict (start from "
+            "motion_ddpm_jax.config.base_config())"
+        )
 
     from motion_ddpm_jax import config as config_lib
     from motion_ddpm_jax.errors import UserError
@@ -252,9 +260,27 @@ def parse_flags(argv: list[str]) -> list[str]:
     traceback)."""
     try:
         return app.parse_flags_with_usage(argv)
+    except SyntaxError as error:
+        sys.exit(
+            f"launch.py: --config {error.filename}, line {error.lineno}: {error.msg} (a Python syntax error)"
+        )
     except (AttributeError, KeyError, TypeError, ValueError) as error:
-        message = str(error).replace("\\n", " ").replace("\\", "").replace("'", "")
-        sys.exit(f"launch.py: a --config override could not be applied: {' '.join(message.split())}")
+        message = " ".join(str(error).replace("\\n", " ").replace("\\", "").replace("'", "").split())
+        file = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+        if file is None and "--config" in argv[:-1]:
+            file = argv[argv.index("--config") + 1]
+        if "has no attribute get_config" in message:
+            sys.exit(f"launch.py: --config {file} defines no get_config() (it returns the ConfigDict)")
+        if isinstance(error, KeyError):  # a section of the config that does not exist
+            sections = ", ".join(base_sections())
+            message = f"no config section or field {message.strip(chr(34))!r}; the sections are {sections}"
+        sys.exit(f"launch.py: a --config override could not be applied: {message}")
+
+
+def base_sections() -> list[str]:
+    from motion_ddpm_jax.config import base_config
+
+    return sorted(key for key, value in base_config().items() if hasattr(value, "items"))
 
 
 if __name__ == "__main__":

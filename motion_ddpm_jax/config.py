@@ -166,7 +166,20 @@ MINIMUM = {
     "model.num_layers": 1,
     "model.latent_dim": 1,
     "model.num_heads": 1,
-    "model.text_max_length": 2,
+    "model.ff_size": 1,
+    "model.text_latent_dim": 1,
+    "model.text_ff_size": 1,
+    "model.text_num_layers": 1,
+    "model.text_num_heads": 1,
+    "model.text_max_length": 3,  # bos, eos and at least one token of the caption
+    "loss.velocity_weight": 0.0,
+    "loss.acceleration_weight": 0.0,
+    "loss.geometric_weight": 0.0,
+    "optim.warmup_steps": -1,  # -1 = min(500, steps per epoch)
+    "train.num_steps": 0,  # 0 = train.num_epochs
+    "train.num_epochs": 0,
+    "train.save_every_steps": 0,  # 0 = off
+    "train.sample_every": 0,  # 0 = off
     "data.split_seed": 0,
     "eval.autoencoder_latent": 1,
     "train.batch_size": 1,
@@ -244,6 +257,13 @@ def validate(config) -> None:
         if value is not None and value not in allowed:
             raise UserError(f"config field {name} is {value!r}; expected one of {', '.join(allowed)}")
     fields, known = flatten(config), flatten(base_config())
+    missing = sorted(set(known) - set(fields))
+    if missing:
+        shown = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
+        raise UserError(
+            f"config lacks field(s) {shown}; a config file starts from motion_ddpm_jax/config.py's "
+            "base_config() and changes its fields, it removes none"
+        )
     unknown = sorted(set(fields) - set(known))
     if unknown:
         hints = [f"{name} (did you mean {', '.join(close)}?)" if (close := difflib.get_close_matches(
@@ -276,6 +296,13 @@ def validate(config) -> None:
             f"config fields train.num_steps ({config.train.num_steps}) and train.num_epochs "
             f"({config.train.num_epochs}) give a run of no steps; set one of them > 0 (num_steps > 0 "
             "overrides num_epochs)"
+        )
+    renders = config.train.sample_every > 0 and config.sample.sampler == "ddim"
+    if renders and config.sample.steps > config.diffusion.steps:
+        raise UserError(
+            f"config field sample.steps is {config.sample.steps}, more than diffusion.steps "
+            f"({config.diffusion.steps}): train.sample_every's progress samples take that many DDIM steps; "
+            f"set --config.sample.steps to at most {config.diffusion.steps}"
         )
     from motion_ddpm_jax import diffusion
 

@@ -78,9 +78,11 @@ def run(config: ml_collections.ConfigDict) -> dict[str, float]:
         )
 
     x_T = jax.random.normal(jax.random.fold_in(rng, 3), x0.shape)
-    sample = jax.jit(lambda x, r: diffusion.ddim_sample_loop(schedule, oracle, x, r, prediction, 50))(
-        x_T, jax.random.fold_in(rng, 4)
-    )
+    sample = jax.jit(
+        lambda x, r: diffusion.ddim_sample_loop(
+            schedule, oracle, x, r, prediction, min(50, schedule.num_steps)
+        )
+    )(x_T, jax.random.fold_in(rng, 4))
     decoded = representation.decode(sample * std + mean, skeleton, kind)
     bone_error = jnp.abs(kinematics.bone_lengths(decoded, skeleton.parents) - skeleton.bone_lengths())
 

@@ -39,6 +39,28 @@ def test_a_value_outside_the_choices_names_the_field_and_the_choices(field):
         validate(config)
 
 
+def test_a_config_lacking_a_field_or_section_is_refused_naming_them():
+    """A field deleted in a config file had failed late: a section after the data loaded, train.log_every
+    after the compile (with the run record written)."""
+    config = base_config()
+    del config.train["log_every"]
+    with pytest.raises(UserError, match=r"config lacks field\(s\) train.log_every; a config file starts"):
+        validate(config)
+    config = base_config()
+    del config["loss"]
+    with pytest.raises(UserError, match=r"lacks field\(s\) loss.acceleration_weight, loss.aux_weighting, "):
+        validate(config)
+
+
+def test_progress_samples_may_not_ask_for_more_ddim_steps_than_the_diffusion_has():
+    config = base_config()
+    config.diffusion.steps, config.train.sample_every = 30, 100
+    with pytest.raises(UserError, match=r"sample.steps is 50, more than diffusion.steps \(30\)"):
+        validate(config)
+    config.train.sample_every = 0  # no progress samples: --mode sample checks against the checkpoint
+    validate(config)
+
+
 def test_the_representation_choices_are_the_ones_datasets_know():
     """config.py keeps its choices as plain tuples (it imports no jax); data.representation's must be the
     names motion_text reads and writes."""

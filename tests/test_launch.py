@@ -24,8 +24,13 @@ def table(stdout):
 
 @pytest.mark.parametrize(
     "overrides",
-    [[], ["--config.data.representation=axis_angle", "--config.diffusion.prediction=v"]],
-    ids=["positions-epsilon", "axis_angle-v"],
+    [
+        [],
+        ["--config.data.representation=axis_angle", "--config.diffusion.prediction=v"],
+        # fewer diffusion steps than the check's 50 DDIM steps (it had asked for 50 of 30)
+        ["--config.diffusion.schedule=cosine", "--config.diffusion.steps=30", "--config.sample.steps=20"],
+    ],
+    ids=["positions-epsilon", "axis_angle-v", "cosine-30-steps"],
 )
 def test_demo_smoke_runs_the_core_end_to_end(overrides):
     result = launch("--mode", "smoke", "--config", "configs/demo.py", *overrides)
@@ -58,6 +63,30 @@ def test_user_mistakes_in_the_mode_and_config_are_one_clean_message(tmp_path):
     smoke = launch("--mode", "smoke", "--config", "configs/humanml3d.py")
     assert smoke.returncode != 0 and "data.representation is 'humanml3d'" in smoke.stderr
     assert "Traceback" not in smoke.stderr
+    # A user's own config file: each mistake one line naming the file (these had been tracebacks or
+    # said "a --config override" where none was given).
+    files = {
+        "syntax.py": "def get_config(:\n    pass\n",
+        "noget.py": "x = 1\n",
+        "dict.py": "from motion_ddpm_jax.config import base_config\n\n\ndef get_config():\n"
+        "    return base_config().to_dict()\n",
+        "nosection.py": "from motion_ddpm_jax.config import base_config\n\n\ndef get_config():\n"
+        "    config = base_config()\n    del config['loss']\n    return config\n",
+    }
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    expected = {
+        "syntax.py": f"--config {tmp_path / 'syntax.py'}, line 1: invalid syntax",
+        "noget.py": f"--config {tmp_path / 'noget.py'} defines no get_config()",
+        "dict.py": f"{tmp_path / 'dict.py'}: get_config() returned a dict; it must return an ml_collections",
+        "nosection.py": "config lacks field(s) loss.acceleration_weight, loss.aux_weighting",
+    }
+    for name, message in expected.items():
+        result = launch("--mode", "smoke", "--config", str(tmp_path / name))
+        assert result.returncode != 0 and message in result.stderr, (name, result.stderr[-2000:])
+        assert "Traceback" not in result.stderr, name
+    section = launch("--mode", "smoke", "--config", "configs/demo.py", "--config.nosuch.field=3")
+    assert "no config section or field 'nosuch'; the sections are data, diffusion" in section.stderr
 
 
 def test_prepare_mode_writes_and_prepares_the_synthetic_demo_set(tmp_path):

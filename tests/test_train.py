@@ -325,3 +325,17 @@ def test_resuming_on_other_statistics_names_only_what_differs(tmp_path):
     with pytest.raises(checkpoint.CheckpointError, match=r"differ \(stds by up to 10%\), and"):
         train.check_same_data(saved, dataset(mean, std * [1.0, 1.1, 1.0]), tmp_path)
     train.check_same_data(saved, dataset(mean + 1e-6, std * (1 + 1e-6)), tmp_path)
+
+
+def test_a_workdir_of_another_config_names_every_differing_field_or_how_many_more(tmp_path):
+    """The refusal listed the first 8 differing fields and dropped the rest without a word."""
+    from motion_ddpm_jax.config import base_config
+
+    started = base_config()
+    train.write_run_record(tmp_path, started)
+    changed = base_config()
+    for field in ("num_layers", "latent_dim", "num_heads", "ff_size", "dropout", "text_latent_dim"):
+        changed.model[field] = changed.model[field] * 2 if field != "dropout" else 0.5
+    changed.optim.lr, changed.seed, changed.diffusion.steps, changed.loss.velocity_weight = 1e-3, 7, 500, 1.0
+    with pytest.raises(train.WorkdirError, match=r"differs in .*model\.num_layers.* and 2 more \(see"):
+        train.claim_workdir(tmp_path, changed)
