@@ -40,7 +40,7 @@ def base_config() -> ml_collections.ConfigDict:
 
     config.diffusion = ml_collections.ConfigDict()
     config.diffusion.steps = 1000
-    config.diffusion.schedule = "linear"  # linear | cosine
+    config.diffusion.schedule = "linear"  # linear (needs steps > 20) | cosine
     config.diffusion.prediction = "epsilon"  # epsilon | x0 | v
     config.diffusion.clip_x0 = 0.0  # 0 = no clipping of the x0 estimate while sampling
 
