@@ -88,9 +88,10 @@ def main(argv):
     from motion_ddpm_jax import config as config_lib
     from motion_ddpm_jax.errors import UserError
 
+    overrides = config_flags.get_override_values(flags.FLAGS["config"])
     try:
         if resumed is not None:
-            config = _resumed_config(resumed, config_flags.get_override_values(flags.FLAGS["config"]))
+            config = _resumed_config(resumed, overrides)
         from motion_ddpm_jax import distributed
 
         # Both before anything touches a jax backend.
@@ -130,7 +131,6 @@ def main(argv):
         elif mode == "eval":
             from motion_ddpm_jax import evaluate
 
-            overrides = config_flags.get_override_values(flags.FLAGS["config"])
             evaluate.run(
                 config,
                 _workdir(config_given),
@@ -145,7 +145,6 @@ def main(argv):
             from motion_ddpm_jax import train
 
             if resumed is not None:
-                overrides = config_flags.get_override_values(flags.FLAGS["config"])
                 config = _latest_data_paths(config, _workdir(config_given), overrides)
             train.run(config, _workdir(config_given))
         if (line := compile_cache.summary()) is not None:

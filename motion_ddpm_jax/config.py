@@ -233,6 +233,11 @@ def _field(config, dotted: str):
     return node
 
 
+def listed(names: list[str], most: int = 8) -> str:
+    """The first `most` names, and how many more there are."""
+    return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
 def flatten(config) -> dict:
     """{dotted name: value} of every field of a config (a ConfigDict or its dict)."""
     out = {}
@@ -259,9 +264,8 @@ def validate(config) -> None:
     fields, known = flatten(config), flatten(base_config())
     missing = sorted(set(known) - set(fields))
     if missing:
-        shown = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
         raise UserError(
-            f"config lacks field(s) {shown}; a config file starts from motion_ddpm_jax/config.py's "
+            f"config lacks field(s) {listed(missing)}; a config file starts from motion_ddpm_jax/config.py's "
             "base_config() and changes its fields, it removes none"
         )
     unknown = sorted(set(fields) - set(known))

@@ -586,10 +586,11 @@ def fresh_output_dir(wanted: Path) -> tuple[Path, Path | None]:
     sees the folder as in use) takes another; `release_output_dir` removes the claim. Returns (folder, the
     outermost folder this call made, or None)."""
     wanted = Path(os.path.abspath(wanted))
-    top = wanted.parent
-    while not top.parent.exists() and top != top.parent:
-        top = top.parent
-    made_parent = not wanted.parent.exists()
+    top = None  # the outermost missing folder above wanted, which the mkdir below makes
+    for folder in wanted.parents:
+        if folder.exists():
+            break
+        top = folder
     wanted.parent.mkdir(parents=True, exist_ok=True)  # outside the retries: a dangling link fails here
     candidate, number = wanted, 1
     while True:
@@ -602,7 +603,7 @@ def fresh_output_dir(wanted: Path) -> tuple[Path, Path | None]:
         if candidate.is_dir() and (made or not any(candidate.iterdir())):
             try:
                 (candidate / CLAIM).open("x").close()
-                return candidate, (top if made_parent else candidate if made else None)
+                return candidate, (top or (candidate if made else None))
             except FileExistsError:  # claimed by another process between the two steps
                 pass
         number += 1

@@ -466,7 +466,7 @@ def check_resumable(saved: dict[str, Any], config, workdir: Path) -> None:
     changed = incompatible_fields(saved["config"], config)
     if changed:
         raise checkpoint.CheckpointError(
-            f"{workdir} holds checkpoints of a run whose config differs in {_listed(changed)}; "
+            f"{workdir} holds checkpoints of a run whose config differs in {config_lib.listed(changed)}; "
             f"resuming would mix two experiments. Use a new --workdir, or the same config"
         )
 
@@ -476,11 +476,6 @@ def _statistics_change(mean_shift: float, std_change: float) -> str:
     parts = [f"means by up to {mean_shift:.3g} std"] if mean_shift > 1e-4 else []
     parts += [f"stds by up to {100 * std_change:.3g}%"] if std_change > 1e-4 else []
     return ", ".join(parts)
-
-
-def _listed(names: list[str], most: int = 8) -> str:
-    """The first `most` names, and how many more there are."""
-    return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
 
 
 def check_same_data(saved: dict[str, Any], dataset, workdir: Path) -> None:
@@ -555,7 +550,7 @@ def claim_workdir(workdir: Path, config) -> bool:
                 f"{workdir} away (or delete it) to train this config there"
             )
             raise WorkdirError(
-                f"{workdir} belongs to a run whose config differs in {_listed(changed)} "
+                f"{workdir} belongs to a run whose config differs in {config_lib.listed(changed)} "
                 f"(see {record}); continuing it would mix two experiments. Use a new --workdir, or the "
                 f"same config{stopped}"
             )
