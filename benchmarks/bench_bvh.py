@@ -30,6 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
+import machine_load  # noqa: E402 - first: this benchmark's own CPU use counts from here
 import records  # noqa: E402
 
 from motion_ddpm_jax.data.bvh import load_bvh  # noqa: E402
@@ -111,6 +112,7 @@ def main() -> None:
     args = parser.parse_args()
     records.check_new_json(parser, args.json)
 
+    machine = machine_load.record_at_start()
     with tempfile.TemporaryDirectory() as directory:
         path = Path(directory) / "synthetic_beat.bvh"
         path.write_text(synthetic_bvh_text(args.seconds))
@@ -131,10 +133,12 @@ def main() -> None:
         f"BVH reader: {num_frames} frames x {num_joints} joints ({len(motion.euler_orders)} rotating, "
         f"{motion.euler_degrees.shape[1] * 3 + 3} values/frame), {size_mb:.1f} MB; "
         f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}"
+        + machine_load.warning_lines(machine)
     )
     print(f"{'step':<24}{'first call (s)':>16}{'median (s)':>14}")
     for name, (first, median) in rows.items():
         print(f"{name:<24}{first:>16.3f}{median:>14.3f}")
+    machine_load.check_load_at_end(machine)
     if args.json:
         record = {
             "frames": int(num_frames),
@@ -143,6 +147,7 @@ def main() -> None:
             "repeats": args.repeats,
             "cpus": os.cpu_count(),
             "seconds": {name: {"first": first, "median": median} for name, (first, median) in rows.items()},
+            "machine": machine,
         }
         records.write_json(args.json, record)
 

@@ -46,6 +46,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     common.check_new_json(parser, args.json)
+    machine = common.machine_info()
     b, t, c, heads, ff = args.batch, args.frames, args.latent, args.heads, args.ff
     length, width, e = args.text_length, args.text_width, 4 * args.latent
     dtype = jnp.bfloat16 if args.dtype == "bfloat16" else jnp.float32
@@ -119,6 +120,7 @@ def main() -> None:
     print(
         f"one decoder layer, B={b} T={t} C={c} FF={ff} heads={heads} L={length}, {args.dtype}; "
         f"{jax.devices()[0].device_kind}; host malloc: {common.host_malloc.describe()}"
+        + common.warning_lines(machine)
     )
     print(f"{'part':<26}{'ms':>9}{'GFLOP/s':>10}{'% layer':>9}")
     for row in rows:
@@ -130,9 +132,8 @@ def main() -> None:
             f"{100 * row['seconds'] / layer:>9.1f}"
         )
     print(f"{'layer (the three blocks)':<26}{1e3 * layer:>9.1f}")
-    common.write_json(
-        args.json, {"benchmark": "layer", "args": vars(args), "machine": common.machine_info(), "rows": rows}
-    )
+    common.check_load_at_end(machine)
+    common.write_json(args.json, {"benchmark": "layer", "args": vars(args), "machine": machine, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
+import machine_load  # noqa: E402 - first: this benchmark's own CPU use counts from here
 import records  # noqa: E402
 
 from motion_ddpm_jax import host_malloc  # noqa: E402
@@ -99,6 +100,7 @@ def main() -> None:
             process_index=process_index, process_count=process_count, spell_prob=args.spell_prob,
         )  # fmt: skip
 
+    machine = machine_load.record_at_start()
     start = time.perf_counter()
     source = make()
     construction_s = time.perf_counter() - start
@@ -116,12 +118,13 @@ def main() -> None:
         f"batch {args.batch} x {args.frames} frames, text {args.text_length} (words spelled at "
         f"{args.spell_prob:g}), {batch_mb:.1f} MB per batch; "
         f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, numpy {np.__version__}; "
-        f"host memory: {host_malloc.describe()}"
+        f"host memory: {host_malloc.describe()}" + machine_load.warning_lines(machine)
     )
     print(f"construction: {construction_s:.2f} s")
     print(f"{'':<32}{'batches/s':>12}{'ms/batch':>10}")
     for name, rate in rows.items():
         print(f"{name:<32}{rate:>12.0f}{1e3 / rate:>10.2f}")
+    machine_load.check_load_at_end(machine)
     if args.json:
         record = {
             "clips": args.clips,
@@ -135,6 +138,7 @@ def main() -> None:
             "host_malloc": host_malloc.describe(),
             "construction_s": construction_s,
             "batches_per_s": rows,
+            "machine": machine,
         }
         records.write_json(args.json, record)
 

@@ -466,9 +466,10 @@ def quiet_common(monkeypatch):
     """common, its load check on 2 usable cores and this process's own CPU use left out (0)."""
     sys.path.insert(0, str(BENCHMARKS))
     import common
+    import machine_load
 
-    monkeypatch.setattr(common, "usable_cpus", lambda: 2)
-    monkeypatch.setattr(common, "own_load", lambda: 0.0)
+    monkeypatch.setattr(machine_load, "usable_cpus", lambda: 2)
+    monkeypatch.setattr(machine_load, "own_load", lambda: 0.0)
     monkeypatch.setattr(common, "_warned_busy", False)
     return common
 
@@ -491,6 +492,11 @@ def test_a_busy_machine_is_flagged_in_the_record_the_header_and_stderr(quiet_com
     assert warning in capsys.readouterr().err
     assert warning in bench_train_step.describe(train_args, machine).splitlines()
     assert warning in bench_sampling.describe(sampling_args, machine).splitlines()
+    import machine_load  # the benchmarks without jax (pipeline, BVH) record the same
+
+    record = machine_load.record_at_start()
+    assert record["busy"] is True and record["warnings"] == [warning]
+    assert warning in capsys.readouterr().err
 
     monkeypatch.setattr(os, "getloadavg", lambda: (0.5, 0.5, 0.5))
     machine = common.machine_info()
@@ -520,15 +526,15 @@ def test_the_load_check_leaves_out_the_benchmarks_own_cpu_use(monkeypatch):
     sys.path.insert(0, str(BENCHMARKS))
     import time
 
-    import common
+    import machine_load
 
-    monkeypatch.setattr(common, "usable_cpus", lambda: 2)
-    monkeypatch.setattr(common, "_STARTED", (time.monotonic() - 600, common.cpu_seconds() - 1200))
+    monkeypatch.setattr(machine_load, "usable_cpus", lambda: 2)
+    monkeypatch.setattr(machine_load, "_STARTED", (time.monotonic() - 600, machine_load.cpu_seconds() - 1200))
     monkeypatch.setattr(os, "getloadavg", lambda: (3.5, 3.5, 3.5))
-    check = common.load_check()
+    check = machine_load.load_check()
     assert check["warning"] is None and check["load_beside_own_1m"] == pytest.approx(1.5, abs=0.05)
     monkeypatch.setattr(os, "getloadavg", lambda: (5.0, 5.0, 5.0))
-    check = common.load_check()
+    check = machine_load.load_check()
     assert check["warning"] and check["load_beside_own_1m"] == pytest.approx(3.0, abs=0.05)
 
 
@@ -733,6 +739,7 @@ def test_pipeline_benchmark_times_every_way_of_batching(tmp_path):
         "prefetch(depth=2), 1 process",
     }
     assert all(rate > 0 for rate in record["batches_per_s"].values())
+    assert {"busy", "warnings", "load_average_1m", "load_average_1m_end"} <= set(record["machine"])
     # Measured under the allocator settings training uses (launch.py tunes them on glibc).
     assert record["host_malloc"] in stdout
 
@@ -747,6 +754,7 @@ def test_bvh_benchmark_times_reading_and_kinematics(tmp_path):
         "parse + positions",
     }
     assert all(times["median"] > 0 for times in record["seconds"].values())
+    assert {"busy", "warnings", "load_average_1m", "load_average_1m_end"} <= set(record["machine"])
 
 
 def test_profile_step_splits_the_step_by_kind_of_op(tmp_path):
