@@ -2,10 +2,12 @@
 
 Modes:
 - `train` (the default): train, resuming from the workdir's latest checkpoint (without `--config`, a
-  `--workdir` that holds a run goes on with the config that run started with, its run.json, plus the
-  `--config.*` overrides given: e.g. a larger `train.num_steps`);
+  `--workdir` that holds a run goes on with the config that run started with, its run.json, with the
+  train.* / sample.* / eval.* and data paths of its latest checkpoint, plus the `--config.*` overrides
+  given: e.g. a larger `train.num_steps`);
 - `sample`: generate motion from the workdir's checkpoint (`--config.sample.*`; the model, data statistics
-  and tokenizer come from the checkpoint, so `--config` may be left out);
+  and tokenizer come from the checkpoint, so `--config` may be left out, and an override of another
+  section that differs from the checkpoint's is refused);
 - `eval`: metrics of generated vs real motion (`--config.eval.*`, sampler settings from `sample.*`; the
   model from the checkpoint, the real motion from the config's `data.*`, or without `--config` from the
   data the checkpoint's run trained on, less the `--config.data.*` given);
@@ -13,7 +15,9 @@ Modes:
 - `prepare`: raw BVH + TextGrid recordings (BEAT's, or any skeleton's) at data.raw_root -> the prepared
   dataset cache at data.root (data.source=prepared: data.root is checked and summarised as it is, with
   the clips its loading leaves out);
-- `smoke`: a quick end-to-end check of the pure core.
+- `smoke`: a quick end-to-end check of the pure core;
+- `config`: print the config as `train` would use it (the file, or a resumed run's record and latest
+  checkpoint, and the overrides), checked, one `section.field = value` per line; writes nothing.
 The workdir defaults to runs/<config file name>. Several hosts join through `jax.distributed` when the
 config (`distributed.*`) or the environment asks for it (see README, "Training on a cluster").
 """
@@ -25,7 +29,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 _BASE_CONFIG = str(Path(__file__).resolve().parent / "configs" / "base.py")
-MODES = ["train", "sample", "eval", "train_autoencoder", "prepare", "smoke"]
+MODES = ["train", "sample", "eval", "train_autoencoder", "prepare", "smoke", "config"]
 CHECKPOINT_MODES = ("sample", "eval")  # the checkpoint stands in for the config: --config is optional
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -69,11 +73,12 @@ def main(argv):
     if not flags.FLAGS["verbosity"].present:  # the libraries' INFO logs drown the run's own lines
         logging.set_verbosity(logging.ERROR)
     config_given = flags.FLAGS["config"].present
-    resumed = _run_to_resume() if not config_given and mode == "train" else None
+    resumable = mode in ("train", "config")
+    resumed = _run_to_resume() if not config_given and resumable else None
     if not config_given and mode not in CHECKPOINT_MODES and resumed is None:
         raise app.UsageError(
             f"--mode {mode} needs --config configs/<name>.py"
-            + (" (or --workdir of a run to resume: a folder with its run.json)" if mode == "train" else "")
+            + (" (or --workdir of a run to resume: a folder with its run.json)" if resumable else "")
         )
     config = _CONFIG.value
     import ml_collections
@@ -92,6 +97,7 @@ def main(argv):
     try:
         if resumed is not None:
             config = _resumed_config(resumed, overrides)
+            config = _latest_settings(config, _workdir(config_given), overrides)
         from motion_ddpm_jax import distributed
 
         # Both before anything touches a jax backend.
@@ -102,9 +108,15 @@ def main(argv):
             distributed.initialize(config.distributed)
         from motion_ddpm_jax import compile_cache
 
-        compile_cache.enable(_COMPILE_CACHE.value)
+        if mode != "config":
+            compile_cache.enable(_COMPILE_CACHE.value)
+        if mode in CHECKPOINT_MODES:
+            _unused_overrides(config, overrides, mode, _workdir(config_given))
         config_lib.validate(config)
-        if mode == "smoke":
+        if mode == "config":
+            for name, value in config_lib.flatten(config).items():
+                print(f"{name} = {value!r}")
+        elif mode == "smoke":
             from motion_ddpm_jax import smoke
 
             smoke.run(config)
@@ -144,8 +156,6 @@ def main(argv):
         else:
             from motion_ddpm_jax import train
 
-            if resumed is not None:
-                config = _latest_data_paths(config, _workdir(config_given), overrides)
             train.run(config, _workdir(config_given))
         if (line := compile_cache.summary()) is not None:
             import jax
@@ -194,39 +204,110 @@ def _resumed_config(record: Path, overrides: dict):
     return config
 
 
+# The config sections --mode sample and eval read; everything else comes from the checkpoint.
+READ_BY = {"sample": ("sample",), "eval": ("sample", "eval", "data")}
+
+
+def _unused_overrides(config, overrides: dict, mode: str, workdir: str) -> None:
+    """--mode sample and eval take the model, the diffusion and the rest from the checkpoint: a command-line
+    override of a field they do not read, with a value other than the checkpoint's, would be ignored, so
+    it is refused, naming the checkpoint's value. One equal to it (a training command line repeated) is
+    accepted, and set back to the config file's value in `config`: validation checks what was given
+    against the file's other fields, and the checkpoint's config passed when it trained."""
+    from motion_ddpm_jax import checkpoint
+    from motion_ddpm_jax import config as config_lib
+    from motion_ddpm_jax.errors import UserError
+
+    unused = [name for name in overrides if name.split(".", 1)[0] not in READ_BY[mode]]
+    if not unused:
+        return
+    step = int(config.sample.checkpoint_step)
+    try:
+        reader = checkpoint.Checkpointer(workdir, read_only=True)
+        try:
+            step = reader.latest_step() if step < 0 else step
+            saved = reader.restore_metadata(step) if step is not None else {}
+        finally:
+            reader.close()
+    except checkpoint.CheckpointError:  # the mode itself says what is wrong with the checkpoint
+        saved = {}
+    if isinstance(saved.get("config"), dict):
+        theirs = config_lib.flatten(config_lib.with_defaults(saved["config"]))
+        differ = [
+            name
+            for name in unused
+            if name in theirs and _comparable(theirs[name]) != _comparable(overrides[name])
+        ]
+        if differ:
+            shown = "; ".join(f"--config.{n}={overrides[n]!r} (it has {theirs[n]!r})" for n in differ)
+            read = ", ".join(f"{section}.*" for section in READ_BY[mode])
+            raise UserError(
+                f"--mode {mode} takes everything but {read} from the checkpoint "
+                f"{checkpoint.checkpoint_dir(workdir)}/{step}, so these overrides would be ignored: {shown}. "
+                "Drop them (a different model or diffusion needs a run trained with it)"
+            )
+    flag = flags.FLAGS["config"]
+    given = flag.parser.parse(flag.config_filename)  # the config file's values, before the overrides
+    for name in unused:
+        section, field = name.split(".", 1) if "." in name else (None, name)
+        node = config if section is None else config[section]
+        node[field] = given[name] if section is None else given[section][field]
+
+
 def _resolved(path: str) -> str:
     return str(Path(path).resolve()) if path else ""
 
 
-def _latest_data_paths(config, workdir: str, overrides: dict):
-    """A run resumed without --config trains on data.root / data.raw_root as its latest checkpoint records
-    them (a resume given new paths moved them; run.json keeps the ones the run started with), but for
-    those given on the command line. Unchanged where no checkpoint can be read (training says why)."""
-    from motion_ddpm_jax import checkpoint
+# What a resume without --config takes from its latest checkpoint rather than from run.json: the fields
+# a resume may change (train.RESUMABLE_CHANGES, but for distributed.*, which belongs to the machine).
+_LATEST = ("train.", "sample.", "eval.", "data.root", "data.raw_root")
 
-    fields = [name for name in ("root", "raw_root") if f"data.{name}" not in overrides]
+
+def _latest_settings(config, workdir: str, overrides: dict):
+    """A run resumed without --config goes on as its latest checkpoint trained: with the train.*, sample.*,
+    eval.* and data paths that checkpoint's config holds (an earlier resume may have changed them, e.g. a
+    longer train.num_steps or a moved data.root, which run.json, written at the start, does not know),
+    but for those given on the command line. Unchanged where no checkpoint can be read (training says
+    why)."""
+    from motion_ddpm_jax import checkpoint
+    from motion_ddpm_jax import config as config_lib
+
     try:
         reader = checkpoint.Checkpointer(workdir, read_only=True)
         try:
             step = reader.latest_step()
-            saved = reader.restore_metadata(step) if step is not None and fields else {}
+            saved = reader.restore_metadata(step) if step is not None else {}
         finally:
             reader.close()
     except checkpoint.CheckpointError:
         return config
-    data = dict(saved.get("config", {}).get("data", {}))
+    if not isinstance(saved.get("config"), dict):
+        return config
+    latest = config_lib.flatten(config_lib.with_defaults(saved["config"]))
     if isinstance(saved.get("data_root"), str):  # absolute, as resolved where that run trained
-        data["root"] = saved["data_root"]
-    moved = {
-        name: data[name]
-        for name in fields
-        if isinstance(data.get(name), str) and _resolved(data[name]) != _resolved(config.data[name])
-    }
-    if moved:
-        config.data.update(moved)
-        shown = ", ".join(f"data.{name}={value!r}" for name, value in moved.items())
-        print(f"data: where the latest checkpoint (step {step}) trained, {shown}", flush=True)
+        latest["data.root"] = saved["data_root"]
+    current = config_lib.flatten(config)
+    changed = {}
+    for name, value in latest.items():
+        if not name.startswith(_LATEST) or name in overrides or name not in current:
+            continue
+        if name in ("data.root", "data.raw_root"):
+            if isinstance(value, str) and _resolved(value) != _resolved(current[name]):
+                changed[name] = value
+        elif _comparable(value) != _comparable(current[name]):
+            changed[name] = tuple(value) if isinstance(current[name], tuple) else value
+    for name, value in changed.items():
+        section, field = name.split(".", 1)
+        config[section][field] = value
+    if changed:
+        shown = ", ".join(f"{name}={value!r}" for name, value in changed.items())
+        print(f"config: as the latest checkpoint (step {step}) trained, {shown}", flush=True)
     return config
+
+
+def _comparable(value):
+    """A config value as JSON gives it back (a tuple is a list there)."""
+    return list(value) if isinstance(value, tuple) else value
 
 
 def _clip_counts(dataset) -> tuple[dict[str, object], str]:

@@ -1,4 +1,8 @@
-"""HumanML3D in the MotionDiffuse layout (263 features, 20 fps), MotionDiffuse's model and diffusion.
+"""HumanML3D in the MotionDiffuse layout (263 features, 20 fps), MotionDiffuse's model sizes and diffusion.
+
+Not MotionDiffuse's text encoder: captions go through the base config's word tokenizer learned from the
+training captions (not frozen CLIP), dropped for 10% of samples (classifier-free guidance); see
+motion_ddpm_jax/config.py's docstring for every other difference from the original trainer.
 
 Point data.root at the folder holding new_joint_vecs/, texts/, Mean.npy, Std.npy and the split files.
 MotionDiffuse trains on the reconstruction term alone; its clips are 40 <= T < 200 frames, windows 196.

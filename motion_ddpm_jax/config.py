@@ -1,8 +1,21 @@
 """The base configuration every file in `configs/` starts from: one ConfigDict, every number in it.
 
 Sections: `data`, `diffusion`, `loss`, `optim`, `model`, `train`, `sample`, `eval`, `distributed`. The
-defaults are the original PyTorch trainer's: 1000 linear-schedule steps, epsilon prediction, velocity
-0.1, acceleration 0.05, geometric 0.01.
+defaults are the original PyTorch trainer's where it had one: 1000 linear-schedule steps, epsilon
+prediction, velocity 0.1, acceleration 0.05, geometric 0.01, lr 1e-4 with warmup 0.1 -> 1 over 500 steps (or
+an epoch, if shorter) then cosine to 1e-6, clipping 0.5, batch 32, EMA 0.9999. Where they differ from it,
+on purpose:
+- the geometric (bone-length) term is on (the original had to disable its own), and under epsilon
+  prediction the velocity, acceleration and geometric terms of each example are weighted by
+  min(SNR(t), 1) (`loss.aux_weighting`; about a third of their nominal weight on average over t);
+- the EMA is optax's, debiased (the decay-weighted mean of the parameters so far), not one started from
+  the initial weights;
+- mixed precision is bfloat16 compute with float32 parameters and losses (on a GPU; float32 on a CPU),
+  not float16 autocast with a loss scaler;
+- captions are read by a word tokenizer learned from the training captions (`data.spell_prob` of words
+  trained spelled in bytes, for words it never saw), dropped for `model.cond_drop_prob` (10%) of
+  training samples for classifier-free guidance;
+- `--mode sample` defaults to DDIM with 50 steps (`sample.sampler=ddpm` for all diffusion steps).
 """
 
 import difflib

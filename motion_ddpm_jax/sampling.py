@@ -553,11 +553,17 @@ def read_captions(sample_config) -> list[str]:
         if not captions:
             raise SampleError(f"sample.text_file {path!r} holds no caption (one per line)")
         return captions
-    captions = [piece.strip() for piece in given.split("|") if piece.strip()]
-    if not captions:
+    captions = [piece.strip() for piece in given.split("|")]
+    if not any(captions):
         raise SampleError(
             "nothing to sample: set sample.text ('caption one|caption two') or sample.text_file (one caption "
             "per line)"
+        )
+    if not all(captions):  # 'a||b' or 'a|': a caption lost, which would shift every later file's index
+        empty = ", ".join(str(i + 1) for i, caption in enumerate(captions) if not caption)
+        raise SampleError(
+            f"sample.text {given!r} holds an empty caption (number {empty} of the {len(captions)} that '|' "
+            "separates); remove the extra '|'"
         )
     return captions
 

@@ -526,6 +526,21 @@ def _left_by_a_refused_start(path: Path) -> bool:
     return path.name == "checkpoints" and path.is_dir() and not any(path.iterdir())
 
 
+def _tidy_a_refused_start(workdir: Path, refused_start: dict[str, bool]) -> None:
+    """After a start refused before its run record (the config against the data, a resume on other data):
+    remove what it left in a workdir that holds no run -- its lock file, an empty checkpoint folder, and
+    the workdir itself where this start made it and nothing else is there."""
+    if refused_start["recorded"]:
+        return
+    if refused_start["locked"]:  # never another process's lock
+        (workdir / LOCK).unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # not empty: a checkpoint (of a run from before run records)
+        checkpoint.checkpoint_dir(workdir).rmdir()
+    if refused_start["made"]:
+        with contextlib.suppress(OSError):
+            workdir.rmdir()
+
+
 def claim_workdir(workdir: Path, config) -> bool:
     """Make sure `workdir` is this run's before anything is written into it; True when it still needs
     its run record (`write_run_record`).
@@ -811,9 +826,12 @@ def _run(config, workdir: Path, stop: _PreemptionFlag, held: contextlib.ExitStac
         )
     geometry = make_geometry(config, dataset)
 
+    refused_start = {"made": not workdir.exists(), "locked": False, "recorded": not needs_record}
     workdir.mkdir(parents=True, exist_ok=True)
     if is_main:  # before the checkpointer, which removes unfinished checkpoints when it opens the folder
+        held.callback(_tidy_a_refused_start, workdir, refused_start)  # runs after the lock is released
         held.enter_context(workdir_lock(workdir))
+        refused_start["locked"] = True
     ckpt = checkpoint.Checkpointer(workdir, max_to_keep=config.train.max_to_keep)
     resume_step = ckpt.latest_step()
     saved = ckpt.restore_metadata(resume_step) if resume_step is not None else None
@@ -843,8 +861,15 @@ def _run(config, workdir: Path, stop: _PreemptionFlag, held: contextlib.ExitStac
         )
     except ValueError as error:
         raise UserError(f"the config does not fit the data at {dataset.root}: {error}") from None
+    if is_main and global_batch > source.num_clips:
+        log(
+            f"train.batch_size={global_batch} is more than the {source.num_clips} clips of the training "
+            f"split: every batch holds each clip about {global_batch / source.num_clips:.2g} times (other "
+            "windows and captions), and an epoch (train.num_epochs) is one step"
+        )
     if is_main and needs_record:
         write_run_record(workdir, config)
+        refused_start["recorded"] = True
     steps = total_steps(config.train, source.steps_per_epoch)
     warmup = warmup_steps(config.optim, source.steps_per_epoch)
     lr_schedule = learning_rate_schedule(config.optim, steps, warmup)

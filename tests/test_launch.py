@@ -1,6 +1,7 @@
 """launch.py end to end, as a user runs it: a subprocess from the repository root."""
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -175,10 +176,11 @@ def test_prepare_mode_reads_a_prepared_or_humanml3d_folder_as_it_is(tmp_path):
     assert other.returncode != 0 and "data.fps is 30, the data 60" in other.stderr
 
 
-def test_a_resume_without_config_trains_where_the_latest_checkpoint_did(tmp_path, monkeypatch, capsys):
-    """run.json keeps the data paths a run started with; a resume given --config.data.root=<new> records
-    the new one in its checkpoints, and the next resume without it goes on there (it had gone back to
-    the start's, moved away), unless the command line names a path again."""
+def test_a_resume_without_config_trains_as_the_latest_checkpoint_did(tmp_path, monkeypatch, capsys):
+    """run.json keeps the config a run started with; a resume given --config.data.root=<new> or
+    --config.train.* records them in its checkpoints, and the next resume without them goes on so (it had
+    gone back to run.json's: the data's first place, moved away, or a shorter train.num_steps), unless
+    the command line names them again. distributed.* belongs to the machine, the rest must not change."""
     import ml_collections
     import numpy as np
 
@@ -192,18 +194,85 @@ def test_a_resume_without_config_trains_where_the_latest_checkpoint_did(tmp_path
     started.data.root, started.data.raw_root = "/old/prepared", "/old/raw"
     saved = ml_collections.ConfigDict(started.to_dict())
     saved.data.root = str(tmp_path / "moved")
+    saved.train.num_steps, saved.train.batch_size, saved.sample.steps = 900, 8, 20
+    saved.distributed.num_processes = 4
     tree = {"w": np.zeros(2, np.float32)}
     writer = checkpoint.Checkpointer(workdir)
     writer.save(7, tree, tree, tree, {"config": saved.to_dict()})
     writer.close()
 
-    resumed = launch_module._latest_data_paths(ml_collections.ConfigDict(started.to_dict()), str(workdir), {})
-    assert (resumed.data.root, resumed.data.raw_root) == (str(tmp_path / "moved"), "/old/raw")
-    assert f"step 7) trained, data.root='{tmp_path / 'moved'}'" in capsys.readouterr().out
-    given = {"data.root": "/mine"}
-    mine = ml_collections.ConfigDict(
-        {**started.to_dict(), "data": {**started.data.to_dict(), "root": "/mine"}}
-    )
-    assert launch_module._latest_data_paths(mine, str(workdir), given).data.root == "/mine"
-    fresh = launch_module._latest_data_paths(ml_collections.ConfigDict(started.to_dict()), str(tmp_path), {})
-    assert fresh.data.root == "/old/prepared"  # no checkpoint: run.json's
+    def resumed(overrides, where=workdir):
+        config = ml_collections.ConfigDict(started.to_dict())
+        for name, value in overrides.items():
+            section, field = name.split(".")
+            config[section][field] = value
+        return launch_module._latest_settings(config, str(where), overrides)
+
+    config = resumed({})
+    assert (config.data.root, config.data.raw_root) == (str(tmp_path / "moved"), "/old/raw")
+    assert (config.train.num_steps, config.train.batch_size, config.sample.steps) == (900, 8, 20)
+    assert config.distributed.num_processes == started.distributed.num_processes
+    out = capsys.readouterr().out
+    assert out.startswith("config: as the latest checkpoint (step 7) trained, ") and out.count("\n") == 1
+    for shown in (f"data.root='{tmp_path / 'moved'}'", "train.num_steps=900", "train.batch_size=8"):
+        assert shown in out
+    given = resumed({"data.root": "/mine", "train.num_steps": 1000})
+    assert (given.data.root, given.train.num_steps, given.train.batch_size) == ("/mine", 1000, 8)
+    fresh = resumed({}, where=tmp_path)  # no checkpoint: run.json's
+    assert (fresh.data.root, fresh.train.num_steps) == ("/old/prepared", started.train.num_steps)
+
+
+def test_sample_and_eval_refuse_overrides_the_checkpoint_overrules(tmp_path):
+    """--mode sample reads only sample.* (eval also eval.* and data.*): an override of the model or the
+    diffusion that differs from the checkpoint's had been ignored silently; now it is refused, naming
+    the checkpoint's value. One equal to it (a training command line repeated) is accepted, and not
+    checked against the defaults' other fields (model.num_heads=6 of a 384-wide model)."""
+    import numpy as np
+
+    sys.path.insert(0, str(ROOT))
+    from motion_ddpm_jax import checkpoint
+    from motion_ddpm_jax.config import base_config
+
+    trained = base_config()
+    trained.model.latent_dim, trained.model.num_heads, trained.diffusion.steps = 384, 6, 100
+    tree = {"w": np.zeros(2, np.float32)}
+    writer = checkpoint.Checkpointer(tmp_path / "run")
+    writer.save(3, tree, tree, tree, {"config": trained.to_dict()})
+    writer.close()
+    run = ["--workdir", str(tmp_path / "run"), "--config.sample.text=wave"]
+    result = launch("--mode", "sample", *run, "--config.diffusion.steps=1000", "--config.model.num_heads=6")
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert (
+        "--mode sample takes everything but sample.* from the checkpoint "
+        f"{tmp_path / 'run' / 'checkpoints'}/3, so these overrides would be ignored: "
+        "--config.diffusion.steps=1000 (it has 100). Drop them"
+    ) in result.stderr
+    result = launch("--mode", "eval", *run, "--config.loss.velocity_weight=2.0", "--config.data.fps=30")
+    assert "--mode eval takes everything but sample.*, eval.*, data.* from the checkpoint" in result.stderr
+    assert "--config.loss.velocity_weight=2.0 (it has 0.1)" in result.stderr
+    assert "data.fps" not in result.stderr
+    same = launch("--mode", "sample", *run, "--config.diffusion.steps=100", "--config.model.num_heads=6")
+    assert same.returncode != 0  # this checkpoint holds no model: what fails is reading it
+    assert "would be ignored" not in same.stderr and "must be divisible" not in same.stderr
+    assert f"{tmp_path / 'run' / 'checkpoints'}/3" in same.stderr, same.stderr[-2000:]
+
+
+def test_mode_config_prints_the_checked_config_and_writes_nothing(tmp_path):
+    """--mode config prints every field as training would use it (the file and the overrides), refuses
+    what validate refuses, and writes nothing: no workdir, no compilation cache."""
+    sys.path.insert(0, str(ROOT))
+    from motion_ddpm_jax.config import base_config, flatten
+
+    home = {"XDG_CACHE_HOME": str(tmp_path / "cache"), "HOME": str(tmp_path)}
+    result = subprocess.run(
+        [sys.executable, "launch.py", "--mode", "config", "--config", "configs/demo.py",
+         "--config.model.latent_dim=64", f"--workdir={tmp_path / 'run'}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, **home},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    assert "model.latent_dim = 64" in lines and "data.source = 'synthetic'" in lines
+    assert {line.split(" = ")[0] for line in lines} == set(flatten(base_config()))
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    refused = launch("--mode", "config", "--config", "configs/demo.py", "--config.model.latent_dim=63")
+    assert refused.returncode != 0 and "model.latent_dim=63 must be divisible" in refused.stderr

@@ -16,7 +16,7 @@ import pytest
 from tiny_run import ROOT, TINY_MODEL, finish, output, start_launch
 
 from motion_ddpm_jax import checkpoint, train
-from motion_ddpm_jax.data import pipeline, synthetic
+from motion_ddpm_jax.data import beat, pipeline, synthetic
 from motion_ddpm_jax.errors import UserError
 
 STEPS = 120
@@ -204,8 +204,13 @@ def test_train_without_config_goes_on_with_the_runs_recorded_config(tmp_path, da
     result = subprocess.run(onward, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert (
-        f"data: where the latest checkpoint (step {STEPS + 11}) trained, data.root='{moved}'" in result.stdout
+        f"config: as the latest checkpoint (step {STEPS + 11}) trained, data.root='{moved}'" in result.stdout
     )
+    # Nothing given: the length the last resume set, not run.json's (which had trained on past its end).
+    result = subprocess.run(command[:3], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert f"data.root='{moved}', train.num_steps={STEPS + 11}" in result.stdout
+    assert f"already at step {STEPS + 11}, at or past its {STEPS + 11} steps" in result.stdout
 
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -347,9 +352,26 @@ def test_a_config_refused_against_the_data_leaves_the_workdir_to_the_corrected_o
     wrong[section][name] = value
     with pytest.raises(UserError, match=rf"the config does not fit the data at .*{name}"):
         train.run(wrong, workdir, log=lambda *_: None)
-    assert not (workdir / train.RUN_RECORD).exists()
-    train.run(config, workdir, log=lambda *_: None)
+    assert not workdir.exists()  # nor its lock file or an empty checkpoint folder
+    workdir.mkdir()
+    (workdir / "checkpoints").mkdir()  # as an older refused start left them
+    (workdir / train.LOCK).touch()
+    with pytest.raises(UserError, match=rf"the config does not fit the data at .*{name}"):
+        train.run(wrong, workdir, log=lambda *_: None)
+    assert sorted(p.name for p in workdir.iterdir()) == []  # a folder it found, kept
+    lines = []
+    train.run(config, workdir, log=lines.append)
     assert checkpoint.Checkpointer(workdir, read_only=True).all_steps() == [2]
+    assert not [line for line in lines if "is more than the" in line]
+    if field != "data.min_motion_length":
+        return
+    clips = len(beat.dataset_from_config(config).split("train").ids)
+    bigger = tiny_config(tmp_path, data_args, num_steps=1, save_every_steps=1, batch_size=4 * clips)
+    train.run(bigger, tmp_path / "bigger", log=lines.append)
+    assert (
+        f"train.batch_size={4 * clips} is more than the {clips} clips of the training split: every batch "
+        "holds each clip about 4 times" in "\n".join(lines)
+    )
 
 
 HOLD_LOCK = """

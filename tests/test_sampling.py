@@ -619,6 +619,9 @@ def test_an_output_folder_is_claimed_so_that_two_processes_never_share_one(tmp_p
 def test_run_reads_text_file_and_needs_some_caption(workdirs, tmp_path):
     with pytest.raises(UserError, match=r"sample\.text.*sample\.text_file"):
         sampling.run(run_config(text=" | "), workdirs["positions"])
+    for given, number in (("wave||nod", "2 of the 3"), ("wave|", "2 of the 2"), ("| nod", "1 of the 2")):
+        with pytest.raises(UserError, match=f"holds an empty caption \\(number {number} that"):
+            sampling.run(run_config(text=given), workdirs["positions"])
     (tmp_path / "captions.txt").write_text("wave hello\n\nnod\n", encoding="utf-8-sig")  # a BOM, as Notepad
     summary = sampling.run(
         run_config(text="", text_file=str(tmp_path / "captions.txt"), output_dir=str(tmp_path / "o")),
