@@ -11,7 +11,8 @@ Modes:
 - `eval`: metrics of generated vs real motion (`--config.eval.*`, sampler settings from `sample.*`; the
   model from the checkpoint, the real motion from the config's `data.*`, or without `--config` from the
   data the checkpoint's run trained on, less the `--config.data.*` given);
-- `train_autoencoder`: train the motion autoencoder that eval's FGD uses, saved beside the dataset;
+- `train_autoencoder`: train the motion autoencoder that eval's FGD uses, saved beside the dataset (without
+  `--config`, `--workdir` of a trained run: the data its checkpoint trained on);
 - `prepare`: raw BVH + TextGrid recordings (BEAT's, or any skeleton's) at data.raw_root -> the prepared
   dataset cache at data.root (data.source=prepared: data.root is checked and summarised as it is, with
   the clips its loading leaves out);
@@ -75,10 +76,12 @@ def main(argv):
     config_given = flags.FLAGS["config"].present
     resumable = mode in ("train", "config")
     resumed = _run_to_resume() if not config_given and resumable else None
-    if not config_given and mode not in CHECKPOINT_MODES and resumed is None:
+    from_run = mode == "train_autoencoder" and bool(_WORKDIR.value)  # the data of that run's checkpoint
+    if not config_given and mode not in CHECKPOINT_MODES and resumed is None and not from_run:
         raise app.UsageError(
             f"--mode {mode} needs --config configs/<name>.py"
             + (" (or --workdir of a run to resume: a folder with its run.json)" if resumable else "")
+            + (" (or --workdir of a trained run)" if mode == "train_autoencoder" else "")
         )
     config = _CONFIG.value
     import ml_collections
@@ -152,6 +155,8 @@ def main(argv):
         elif mode == "train_autoencoder":
             from motion_ddpm_jax import evaluate
 
+            if not config_given:
+                config = _checkpoint_data(config, _workdir(config_given), overrides)
             evaluate.train_autoencoder(config)
         else:
             from motion_ddpm_jax import train
@@ -252,6 +257,28 @@ def _unused_overrides(config, overrides: dict, mode: str, workdir: str) -> None:
         section, field = name.split(".", 1) if "." in name else (None, name)
         node = config if section is None else config[section]
         node[field] = given[name] if section is None else given[section][field]
+
+
+def _checkpoint_data(config, workdir: str, overrides: dict):
+    """`config` with the data.* of the run whose latest checkpoint is in `workdir` (as --mode eval without
+    --config takes them), but for the data.* given on the command line."""
+    from motion_ddpm_jax import checkpoint, evaluate
+
+    reader = checkpoint.Checkpointer(workdir, read_only=True)
+    try:
+        step = reader.latest_step()
+        if step is None:
+            raise checkpoint.CheckpointError(
+                f"{checkpoint.checkpoint_dir(workdir)} holds no checkpoint: --mode train_autoencoder "
+                "--workdir takes the data a trained run's checkpoint names; give --config instead"
+            )
+        saved = reader.restore_metadata(step)
+    finally:
+        reader.close()
+    given = [name.split(".", 1)[1] for name in overrides if name.startswith("data.")]
+    config = evaluate.with_checkpoint_data(config, saved["config"], given, saved.get("data_root"))
+    print(f"data: the one the run in {workdir} trained on, data.root={config.data.root}", flush=True)
+    return config
 
 
 def _resolved(path: str) -> str:

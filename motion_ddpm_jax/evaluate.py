@@ -622,7 +622,8 @@ def _read_settings(directory: Path) -> dict[str, Any]:
     if not path.is_file():
         raise EvaluationError(
             f"{directory}: not an FGD autoencoder folder (no autoencoder.json); train one with "
-            f"`python launch.py --mode train_autoencoder --config <config>`, or set eval.autoencoder_dir"
+            f"`python launch.py --mode train_autoencoder --workdir <run>` (or --config <config>), or set "
+            "eval.autoencoder_dir"
         )
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
@@ -911,6 +912,13 @@ def compare(
                     features[side][known], [classes[i] for i in known]
                 )
             compared = [label for label in real_labels if label in classifier.classes]
+            if not compared:
+                notes.append(
+                    f"conditioning accuracy is NaN: none of the {len(real_labels)} compared clips has a "
+                    f"caption class ({how}) of the training split's {len(classifier.classes)}, so there "
+                    "is nothing to score (captions that are sentences rather than a small set of labels "
+                    "rarely repeat across splits)"
+                )
             majority = max(collections.Counter(compared).values(), default=0) / max(len(compared), 1)
             notes.append(
                 f"conditioning accuracy: a ridge classifier of motion features trained on {len(keep)} "
@@ -1001,7 +1009,7 @@ def _fgd_encoder(config, dataset) -> tuple[FgdEncoder | None, list[str]]:
     if not (directory / "autoencoder.json").is_file():
         return None, [
             f"FGD skipped: no autoencoder in {directory}; train one with `python launch.py --mode "
-            f"train_autoencoder --config <config>` (eval.autoencoder_steps steps)"
+            f"train_autoencoder --workdir <run>` (or --config <config>; eval.autoencoder_steps steps)"
         ]
     encoder = load_autoencoder(directory)
     if encoder.settings.get("dataset_fingerprint") != dataset_fingerprint(dataset):

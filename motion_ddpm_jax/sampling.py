@@ -23,6 +23,7 @@ import math
 import numbers
 import os
 import re
+import unicodedata
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -535,8 +536,26 @@ def ground_offset(positions: np.ndarray) -> np.ndarray:
 
 # ------------------------------------------------------------------------------------ launch.py --mode sample
 def _slug(caption: str, width: int = 40) -> str:
-    slug = re.sub(r"[^a-z0-9]+", "_", text.normalize(caption).encode("ascii", "ignore").decode()).strip("_")
-    return slug[:width].rstrip("_") or "empty"
+    """A file-name piece of `caption`: ASCII words where it has them ('café' -> 'cafe'), else the
+    caption's own letters ('日本語'), else 'caption' (emoji, punctuation)."""
+    ascii_words = unicodedata.normalize("NFKD", text.normalize(caption)).encode("ascii", "ignore").decode()
+    slug = re.sub(r"[^a-z0-9]+", "_", ascii_words.lower()).strip("_")
+    if not slug:
+        slug = re.sub(r"[\W_]+", "_", text.normalize(caption).lower()).strip("_")
+    return slug[:width].rstrip("_") or "caption"
+
+
+def bvh_problem(loaded: LoadedModel) -> str | None:
+    """Why `--mode sample` writes no .bvh files for this checkpoint (None: it writes them)."""
+    if loaded.skeleton is None:
+        return f"the {loaded.representation} data this model trained on have no skeleton (no skeleton.json)"
+    if loaded.representation != "axis_angle":
+        return f"the {loaded.representation} representation has no joint rotations"
+    try:
+        bvh.check_writable(loaded.skeleton)
+    except ValueError as error:
+        return f"its skeleton cannot be written as BVH ({error})"
+    return None
 
 
 def read_captions(sample_config) -> list[str]:
@@ -731,13 +750,14 @@ def run(config, workdir: str | os.PathLike, log=print) -> dict[str, Any]:
 
 def _sample_into(out: Path, wanted: Path, loaded, captions, settings, workdir, s, log) -> dict[str, Any]:
     """`run`'s sampling and writing into the claimed folder `out`."""
+    problem = bvh_problem(loaded) if s.write_bvh else None
+    if problem:  # said before the sampler runs; the other files are written all the same
+        log(f"no .bvh files: {problem}")
+    write_bvh = bool(s.write_bvh) and problem is None
     result = generate(loaded, captions, s.num_frames, num_samples=s.num_samples, **sampler_settings(s))
     check_finite(result, loaded, workdir)
     if out != wanted:  # both absolute: a relative workdir said "holds files" of its own empty folder
         log(f"{wanted} already holds files; writing to {out} instead")
-    write_bvh = bool(s.write_bvh) and loaded.representation == "axis_angle" and loaded.skeleton is not None
-    if s.write_bvh and not write_bvh:
-        log(f"no .bvh files: the {loaded.representation} representation has no joint rotations")
     files, entries = [], {}
     for i, (caption, length) in enumerate(zip(result["captions"], result["lengths"], strict=True)):
         caption_index, draw = divmod(i, int(s.num_samples))

@@ -2,7 +2,10 @@
 
 A Skeleton is immutable, validated on construction, and hashable/comparable by content, so it can be a
 static argument of `jax.jit` or a static field of a flax struct. Joints may be listed in any order
-(`parents_first_order` gives a topological one). Offsets are in the data's own unit (BEAT: centimetres).
+(`parents_first_order` gives a topological one) for everything but BVH files: generated motion is written
+as BVH only for a skeleton listed depth-first whose end sites (at most one per joint, its last child) are
+named `<parent>_Nub`, as BVH files are read back (`data.bvh.check_writable`; `--mode sample` says when it
+writes none). Offsets are in the data's own unit (BEAT: centimetres).
 
 File I/O happens only in the explicit helpers `save_json`, `load_json` and `beat_skeleton`.
 """

@@ -648,8 +648,10 @@ def make_geometry(config, dataset) -> losses.Geometry | None:
         return None
     if dataset.skeleton is None or dataset.representation not in losses.REPRESENTATIONS:
         raise UserError(
-            f"loss.use_geometric_loss needs a skeleton and positions/axis_angle data; {dataset.root} is "
-            f"{dataset.representation}. Set --config.loss.use_geometric_loss=False"
+            f"loss.use_geometric_loss needs a skeleton and positions/axis_angle data; {dataset.root} holds "
+            f"{dataset.representation} data"
+            + (" without a skeleton (no skeleton.json)" if dataset.skeleton is None else "")
+            + ". Set --config.loss.use_geometric_loss=False"
         )
     return losses.Geometry(
         mean=jnp.asarray(dataset.mean),

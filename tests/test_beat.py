@@ -47,11 +47,13 @@ def angles_and_root(seed):
     return np.round(angles, 4), np.round(root, 4)
 
 
-def bvh_text(angles, root):
+def bvh_text(angles, root, joints=JOINTS):
+    """A BVH file of `joints` (listed depth-first, children in list order); angles [T, R, 3] of its rotating
+    joints in list order."""
     lines = ["HIERARCHY"]
 
     def write(j, depth):
-        name, _, (x, y, z), order = JOINTS[j]
+        name, _, (x, y, z), order = joints[j]
         pad = "  " * depth
         if not order:
             lines.extend([f"{pad}End Site", f"{pad}{{", f"{pad}  OFFSET {x} {y} {z}", f"{pad}}}"])
@@ -62,7 +64,7 @@ def bvh_text(angles, root):
         )
         head = "ROOT" if j == 0 else "JOINT"
         lines.extend([f"{pad}{head} {name}", f"{pad}{{", f"{pad}  OFFSET {x} {y} {z}", f"{pad}  {channels}"])
-        for child, joint in enumerate(JOINTS):
+        for child, joint in enumerate(joints):
             if joint[1] == j:
                 write(child, depth + 1)
         lines.append(f"{pad}}}")
@@ -253,15 +255,20 @@ def test_axis_angle_rebuilds_the_same_positions(prepared, tmp_path):
 
 def with_spine_positions(text, spine_xyz):
     """The BVH text with three position channels on Spine (before its rotations), per frame spine_xyz[t]."""
+    return with_joint_positions(text, "Spine", spine_xyz)
+
+
+def with_joint_positions(text, joint, joint_xyz):
+    """The BVH text with three position channels on `joint` (before its rotations), per frame joint_xyz[t]."""
     head, frames = text.split("Frame Time:")
     lines = head.splitlines()
-    spine = next(i for i, line in enumerate(lines) if line.strip() == "JOINT Spine")
-    channels = spine + 3  # JOINT, {, OFFSET, CHANNELS
+    channels = next(i for i, line in enumerate(lines) if line.strip() == f"JOINT {joint}") + 3  # {, OFFSET
+    column = sum(int(line.split()[1]) for line in lines[:channels] if line.strip().startswith("CHANNELS"))
     lines[channels] = lines[channels].replace("CHANNELS 3", "CHANNELS 6 Xposition Yposition Zposition")
     time_line, *rows = frames.strip("\n").split("\n")
     rows = [
-        " ".join([*row.split()[:6], *(f"{v:.4f}" for v in xyz), *row.split()[6:]])
-        for row, xyz in zip(rows, spine_xyz, strict=True)
+        " ".join([*row.split()[:column], *(f"{v:.4f}" for v in xyz), *row.split()[column:]])
+        for row, xyz in zip(rows, joint_xyz, strict=True)
     ]
     return "\n".join(lines) + "\nFrame Time:" + "\n".join([time_line, *rows]) + "\n"
 
@@ -573,3 +580,211 @@ def test_a_requested_split_left_without_recordings_is_warned_of(tmp_path):
     logged = []
     beat.prepare_beat(raw, tmp_path / "three", options, log=logged.append)
     assert warnings_in(logged) == []
+
+
+def case_sensitive(folder):
+    """Whether `folder`'s file system tells names differing in case only apart."""
+    probe = folder / "Probe"
+    probe.write_text("")
+    sensitive = not (folder / "probe").exists()
+    probe.unlink()
+    return sensitive
+
+
+def test_recordings_and_transcripts_are_found_whatever_the_case_of_their_extensions(tmp_path):
+    """Exporters write `.BVH` and aligners `.textgrid`: such a recording was skipped without a word (or
+    refused as without transcript). Found now, each gives the clips (ids and data) it gives under the usual
+    extensions, and the record names the files as they are."""
+    usual, renamed = tmp_path / "usual", tmp_path / "renamed"
+    make_raw(usual, recordings=3)
+    make_raw(renamed, recordings=3)
+    as_written = {
+        "1/1_spk0_0_1_1.bvh": "1/1_spk0_0_1_1.BVH",
+        "1/1_spk0_0_3_3.TextGrid": "1/1_spk0_0_3_3.textgrid",
+        "2/2_spk1_0_2_2.bvh": "2/2_spk1_0_2_2.Bvh",
+        "2/2_spk1_0_2_2.TextGrid": "2/2_spk1_0_2_2.TEXTGRID",
+    }
+    for old, new in as_written.items():
+        (renamed / old).rename(renamed / new)
+    files = sorted(str(path.relative_to(renamed)) for path in renamed.rglob("*") if path.is_file())
+    assert len(files) == 6 and set(as_written.values()) <= set(files)
+    pairs = beat.find_recordings(renamed)
+    assert sorted(str(path.relative_to(renamed)) for pair in pairs for path in pair) == files
+    expected = beat.prepare_beat(usual, tmp_path / "usual_out", beat.PrepareOptions(), log=lambda *_: None)
+    got = beat.prepare_beat(renamed, tmp_path / "renamed_out", beat.PrepareOptions(), log=lambda *_: None)
+    for split in motion_text.SPLITS:
+        a, b = got.split(split), expected.split(split)
+        assert a.ids == b.ids and a.captions == b.captions
+        for motion, reference in zip(a.motions, b.motions, strict=True):
+            np.testing.assert_array_equal(motion, reference)
+    record = json.loads((tmp_path / "renamed_out" / "dataset.json").read_text())
+    assert sorted(record["fingerprint"]["sha256"]) == files
+
+
+def test_two_transcripts_differing_in_case_only_are_refused(tmp_path):
+    """take1.TextGrid and take1.textgrid beside take1.bvh: which is the alignment is not ours to guess."""
+    if not case_sensitive(tmp_path):
+        pytest.skip("the file system does not tell names differing in case only apart")
+    raw = tmp_path / "raw"
+    make_raw(raw, recordings=1)
+    (raw / f"{ONE_RECORDING}.textgrid").write_text(textgrid_text(WORDS[:2], SECONDS))
+    with pytest.raises(beat.DatasetError) as refused:
+        beat.prepare_beat(raw, tmp_path / "out", ALONE, log=lambda *_: None)
+    message = str(refused.value)
+    assert message.startswith(f"{raw / ONE_RECORDING}.bvh: 2 transcripts beside it")
+    assert "1_spk0_0_1_1.TextGrid, 1_spk0_0_1_1.textgrid" in message and "expected one TextGrid" in message
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("transcript", ["blank", "blank_first_tier", "pause_labels_only", "too_short"])
+def test_a_transcript_without_words_and_a_split_left_without_clips_are_warned_of(tmp_path, transcript):
+    """The test split's one recording gives no clip: its TextGrid gives no words (blank intervals; a first
+    tier the fallback read that holds none; labels all named by data.pause_labels), or its one sentence is
+    too short. Prepare had said nothing (eval later blamed data.min_clip_s): it warns naming the TextGrid
+    and its tier, and the split, with why."""
+    raw = tmp_path / "raw"
+    truth = make_raw(raw, recordings=3)
+    options = beat.PrepareOptions(pause_labels="sil")
+    (tested,) = [name for name in truth if beat.split_of(name, list(truth), options) == "test"]
+    text = next(raw.rglob(f"{tested}.TextGrid"))
+    contents, tier, why = {
+        "blank": (textgrid_text([], SECONDS), "words", "blank intervals only"),
+        "blank_first_tier": (
+            textgrid_text(None, SECONDS, tiers=[("MAU", []), ("ORT-MAU", WORDS)]),
+            "MAU",
+            "blank intervals only",
+        ),
+        "pause_labels_only": (
+            textgrid_text([], SECONDS, fill="sil"),
+            "words",
+            "only pauses named by data.pause_labels",
+        ),
+        "too_short": (textgrid_text([(4.5, 4.7, "uh")], SECONDS), "words", None),
+    }[transcript]
+    text.write_text(contents)
+    logged = []
+    dataset = beat.prepare_beat(raw, tmp_path / "out", options, log=logged.append)
+    assert dataset.info["counts"]["test"] == 0 and dataset.info["counts"]["val"] > 0
+    warnings = warnings_in(logged)
+    (empty,) = [w for w in warnings if " split ends with 0 clips" in w]
+    assert empty.startswith(f"warning: the test split ends with 0 clips: its 1 recording(s) ({tested}) gave ")
+    wordless = [w for w in warnings if "give no words, so their recordings give no clips" in w]
+    if why is None:
+        assert "gave 1 sentence(s), all dropped: 1 shorter than data.min_clip_s (0.5 s); lower" in empty
+        assert wordless == []
+    else:
+        assert "gave no sentences: their TextGrids give no words (data.min_clip_s plays no part)" in empty
+        assert wordless == [
+            "warning: 1 TextGrid(s) give no words, so their recordings give no clips: "
+            f"{text} (tier {tier!r}: {why}); is the word tier another one "
+            "(--config.data.textgrid_tier=<its name>), or the alignment missing?"
+        ]
+
+
+def test_no_training_clips_from_transcripts_without_words_says_so(tmp_path):
+    """Every TextGrid blank: the refusal said '0 sentences shorter than data.min_clip_s'; it names the
+    recordings and says that their TextGrids give no words. Where the train split got no recording, it says
+    that instead."""
+    raw = tmp_path / "raw"
+    make_raw(raw, recordings=2)
+    for text in raw.rglob("*.TextGrid"):
+        text.write_text(textgrid_text([], SECONDS))
+    with pytest.raises(beat.DatasetError) as refused:
+        beat.prepare_beat(raw, tmp_path / "out", ALONE, log=lambda *_: None)
+    assert str(refused.value).startswith(
+        f"{raw}: the train split ends with 0 clips, nothing to train on: its 2 recording(s) (1_spk0_0_1_1, "
+        "2_spk1_0_2_2) gave no sentences: their TextGrids give no words (data.min_clip_s plays no part)"
+    )
+    assert not (tmp_path / "out").exists()
+    make_raw(raw, recordings=2)  # with words again; round(2 x 0.3) = 1 recording each to val and test
+    with pytest.raises(beat.DatasetError) as refused:
+        beat.prepare_beat(raw, tmp_path / "out", beat.PrepareOptions(val_fraction=0.3, test_fraction=0.3))
+    assert str(refused.value) == (
+        f"{raw}: the train split ends with 0 clips, nothing to train on: it got none of the 2 recordings "
+        "(data.val_fraction 0.3 and data.test_fraction 0.3 took them all); lower them"
+    )
+
+
+# JOINTS with Spine's children in the other order (Arm's subtree before Head's): the same joints and parents.
+SIBLINGS_SWAPPED = [
+    ("Hips", -1, (0, 0, 0), "ZXY"),
+    ("Spine", 0, (0, 10, 0), "ZXY"),
+    ("Arm", 1, (8, 5, 0), "ZXY"),
+    ("Arm_Nub", 2, (10, 0, 0), ""),
+    ("Head", 1, (0, 10, 1), "XYZ"),
+    ("Head_Nub", 4, (0, 5, 0), ""),
+]
+SWAPPED_SLOTS = [0, 1, 3, 2]  # its rotating joints (Hips, Spine, Arm, Head) as slots of JOINTS' angles
+LATER_RECORDING = "2/2_spk1_0_2_2"  # of make_raw(raw, recordings=3), sorted after ONE_RECORDING
+
+
+@pytest.mark.parametrize("kind", ["positions", "axis_angle"])
+def test_a_recording_listing_sibling_joints_in_another_order_gives_the_same_data(tmp_path, kind):
+    """An exporter that lists a joint's children in another order writes the same hierarchy (joint names
+    and parents): the recording is read in the first recording's joint order, and the prepared data are
+    those of the same motion written in that order (Head has position channels too, held still off its
+    OFFSET, as exporters that write six channels on every joint do)."""
+    listed, swapped = tmp_path / "listed", tmp_path / "swapped"
+    truth = make_raw(listed, recordings=3)
+    make_raw(swapped, recordings=3)
+    angles, root = truth[LATER_RECORDING.split("/")[1]]
+    head = np.tile((0.5, 9.0, 1.5), (len(root), 1))
+    (listed / f"{LATER_RECORDING}.bvh").write_text(with_joint_positions(bvh_text(angles, root), "Head", head))
+    path = swapped / f"{LATER_RECORDING}.bvh"
+    swapped_text = bvh_text(angles[:, SWAPPED_SLOTS], root, SIBLINGS_SWAPPED)
+    path.write_text(with_joint_positions(swapped_text, "Head", head))
+    as_written = beat.bvh.load_bvh(path)
+    assert as_written.skeleton.names == tuple(j[0] for j in SIBLINGS_SWAPPED)
+    assert as_written.translated_joints.tolist() == [4]
+    options = beat.PrepareOptions(representation=kind)
+    expected = beat.prepare_beat(listed, tmp_path / "listed_out", options, log=lambda *_: None)
+    got = beat.prepare_beat(swapped, tmp_path / "swapped_out", options, log=lambda *_: None)
+    assert got.skeleton.names == expected.skeleton.names == tuple(j[0] for j in JOINTS)
+    np.testing.assert_array_equal(got.skeleton.parents, expected.skeleton.parents)
+    np.testing.assert_array_equal(got.skeleton.offsets, expected.skeleton.offsets)
+    np.testing.assert_array_equal(got.skeleton.end_sites, expected.skeleton.end_sites)
+    for split in motion_text.SPLITS:
+        a, b = got.split(split), expected.split(split)
+        assert a.ids == b.ids and a.captions == b.captions
+        for motion, reference in zip(a.motions, b.motions, strict=True):
+            np.testing.assert_array_equal(motion, reference)
+    np.testing.assert_array_equal(got.mean, expected.mean)
+    np.testing.assert_array_equal(got.std, expected.std)
+
+
+@pytest.mark.parametrize(
+    "joints, difference",
+    [
+        (
+            JOINTS[:5],  # no end site under Arm
+            "it has 5 joints, 1_spk0_0_1_1.bvh 6; 1_spk0_0_1_1.bvh's joint 5 'Arm_Nub' is not among its "
+            "joints",
+        ),
+        (
+            [*JOINTS[:2], ("Neck", 1, (0, 10, 1), "XYZ"), *JOINTS[3:]],  # its end site: Neck_Nub
+            "1_spk0_0_1_1.bvh's joint 2 'Head' is not among its joints (2 such joints); its joint 2 'Neck' "
+            "is not among 1_spk0_0_1_1.bvh's (2 such joints)",
+        ),
+        (
+            [*JOINTS[:4], ("Arm", 0, (8, 5, 0), "ZXY"), JOINTS[5]],  # Arm on the hips
+            "its joint 4 'Arm' has parent 'Hips', in 1_spk0_0_1_1.bvh 'Spine'",
+        ),
+    ],
+    ids=["a_joint_missing", "a_joint_renamed", "a_parent_changed"],
+)
+def test_a_recording_of_another_hierarchy_is_refused_naming_the_first_difference(
+    tmp_path, joints, difference
+):
+    """'its joint hierarchy differs' said nothing of what differs: the refusal names it (the joint counts
+    and a joint one file lacks; a joint whose parent differs), and nothing is written."""
+    raw = tmp_path / "raw"
+    truth = make_raw(raw, recordings=3)
+    path = raw / f"{LATER_RECORDING}.bvh"
+    path.write_text(bvh_text(*truth[path.stem], joints))
+    with pytest.raises(beat.DatasetError) as refused:
+        beat.prepare_beat(raw, tmp_path / "out", beat.PrepareOptions(), log=lambda *_: None)
+    assert str(refused.value) == (
+        f"{path}: its joint hierarchy differs from {raw / ONE_RECORDING}.bvh's: {difference}; all recordings "
+        "of one dataset must share the skeleton's joints and parents (siblings may be listed in any order)"
+    )
+    assert not (tmp_path / "out").exists()

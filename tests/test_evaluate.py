@@ -709,3 +709,30 @@ def test_an_eval_output_that_is_a_folder_is_refused(tmp_path, monkeypatch):
     with pytest.raises(evaluate.EvaluationError, match=r"eval.output .* is a folder"):
         evaluate.run(config, tmp_path / "no_run", log=lambda _: None)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_conditioning_accuracy_says_why_it_is_nan_when_no_compared_caption_is_a_training_class():
+    """Captions whose classes the training split never has (sentences rarely repeat across splits): both
+    columns NaN, as before, and now a note that says why (the note had named only the classes and the
+    chance level)."""
+    rng = np.random.default_rng(0)
+    train = [rng.standard_normal((30, 6)).astype(np.float32) for _ in range(12)]
+    captions = ["wave" if i % 2 else "nod" for i in range(12)]
+
+    def clips(names):
+        motion = rng.standard_normal((len(names), 30, 6)).astype(np.float32)
+        return evaluate.Clips(motion, np.full(len(names), 30), tuple(names), None)
+
+    table, notes = evaluate.compare(
+        clips(["clap", "bow"]), clips(["clap", "bow"]), train, captions, skeleton=None,
+        representation="humanml3d", fps=20.0,
+    )  # fmt: skip
+    assert np.isnan(table["conditioning_accuracy"]["real"])
+    assert np.isnan(table["conditioning_accuracy"]["generated"])
+    assert [n for n in notes if n.startswith("conditioning accuracy is NaN: none of the 2 compared clips")]
+    table, notes = evaluate.compare(
+        clips(["wave", "nod"]), clips(["wave", "nod"]), train, captions, skeleton=None,
+        representation="humanml3d", fps=20.0,
+    )  # fmt: skip
+    assert not np.isnan(table["conditioning_accuracy"]["real"])
+    assert not [n for n in notes if "is NaN" in n]

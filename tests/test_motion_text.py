@@ -506,3 +506,26 @@ def test_write_dataset_refuses_features_not_of_its_skeleton(tmp_path):
     assert not (tmp_path / "three").exists()
     written = motion_text.write_dataset(tmp_path / "two", splits, info, skeleton(2))  # 2 x 3 = 6
     assert written.feature_size == 6
+
+
+def test_write_dataset_warns_of_what_a_dataset_will_lack_without_a_usable_skeleton(tmp_path):
+    """Positions or axis-angle features written without a skeleton train, but give no positions, BVH or
+    pictures; an axis-angle skeleton whose end site is not named `<parent>_Nub` trains and samples, but
+    its motion cannot be written as BVH (sampling had crashed there). Each is a warning when it is
+    written; a skeleton that suits is written without one."""
+    import warnings
+
+    rng = np.random.default_rng(23)
+    positions = {"representation": "positions", "fps": 30}
+    with pytest.warns(UserWarning, match=r"positions features without a skeleton: no joint positions"):
+        motion_text.write_dataset(tmp_path / "none", make_splits(rng), positions)
+    chain = dict(parents=np.array([-1, 0, 1]), offsets=np.ones((3, 3), np.float32),
+                 end_sites=np.array([False, False, True]))  # fmt: skip
+    named = Skeleton(names=("root", "neck", "Head_End"), **chain)
+    info = {"representation": "axis_angle", "fps": 30}
+    with pytest.warns(UserWarning, match=r"cannot be written as BVH files: end site 2 is named 'Head_End'"):
+        motion_text.write_dataset(tmp_path / "end", make_splits(rng, size=9), info, named)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        good = Skeleton(names=("root", "neck", "neck_Nub"), **chain)
+        motion_text.write_dataset(tmp_path / "good", make_splits(rng, size=9), info, good)

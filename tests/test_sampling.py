@@ -494,6 +494,45 @@ def test_run_writes_axis_angle_bvh_files_that_read_back_as_the_sampled_positions
         assert index["samples"][f"{path.stem}.npy"]["files"]["bvh"] == path.name
 
 
+def test_a_skeleton_a_bvh_file_cannot_hold_is_said_before_sampling_and_the_rest_is_written(
+    workdirs, tmp_path, monkeypatch
+):
+    """A skeleton given to write_dataset may name an end site otherwise than a BVH file reads it back
+    (`<parent>_Nub`): sampling had crashed with a traceback after the sampler, leaving a folder without
+    its index. Now it says why there are no .bvh files first, and writes everything else."""
+    renamed = Skeleton(
+        names=("Hips", "Spine", "Head", "Head_End", "Arm", "Arm_Nub"),
+        parents=SKELETON.parents,
+        offsets=SKELETON.offsets,
+        end_sites=SKELETON.end_sites,
+    )
+    real_load = sampling.load_model
+    monkeypatch.setattr(
+        sampling, "load_model", lambda *a, **k: dataclasses.replace(real_load(*a, **k), skeleton=renamed)
+    )
+    lines = []
+    summary = sampling.run(
+        run_config(output_dir=str(tmp_path / "out")), workdirs["axis_angle"], log=lines.append
+    )
+    out = Path(summary["output_dir"])
+    (said,) = [i for i, line in enumerate(lines) if line.startswith("no .bvh files: ")]
+    assert "its skeleton cannot be written as BVH (end site 3 is named 'Head_End'" in lines[said]
+    assert said < min(i for i, line in enumerate(lines) if line.startswith("wrote "))
+    assert not list(out.glob("*.bvh")) and (out / "index.json").is_file()
+    assert len(list(out.glob("*_positions.npy"))) == len(CAPTIONS)
+    none = types.SimpleNamespace(skeleton=None, representation="axis_angle")
+    assert "have no skeleton (no skeleton.json)" in sampling.bvh_problem(none)
+
+
+@pytest.mark.parametrize(
+    "caption, slug",
+    [("Wave Hello", "wave_hello"), ("café naïve", "cafe_naive"), ("日本語 テスト", "日本語_テスト"),
+     ("👋", "caption"), ("so, nod  okay!", "so_nod_okay"), ("a" * 60, "a" * 40)],
+)  # fmt: skip
+def test_file_names_keep_a_captions_letters_whatever_its_script(caption, slug):
+    assert sampling._slug(caption) == slug  # 'café' had lost its e, '日本語' and '👋' had read 'empty'
+
+
 @pytest.mark.skipif(render_lib.find_ffmpeg() is None, reason="no ffmpeg (pip install imageio-ffmpeg)")
 def test_run_renders_an_mp4_when_asked(workdirs, tmp_path):
     summary = sampling.run(

@@ -194,6 +194,11 @@ def test_no_mode_touches_files_outside_the_folders_it_owns(tmp_path):
         # without --config: the data the checkpoint's run trained on (data.root above); eval.* and
         # sample.* as given
         ("eval without --config", ["--mode", "eval", "--workdir", str(workdir), *EVAL_SETTINGS]),
+        # the FGD autoencoder of the data the run trained on, beside that data (data.root above)
+        (
+            "train_autoencoder without --config",
+            ["--mode", "train_autoencoder", "--workdir", str(workdir), "--config.eval.autoencoder_steps=2"],
+        ),
     ]
     for name, args in steps:
         result = launch(*args)
@@ -210,6 +215,8 @@ def test_no_mode_touches_files_outside_the_folders_it_owns(tmp_path):
     samples = sorted(p.name for p in (workdir / "samples").iterdir())
     assert samples == ["step_6", "step_6_2"], samples  # the second sampling run did not replace the first
     assert (workdir / train.RUN_RECORD).is_file()
+    autoencoder = json.loads((prepared / "fgd_autoencoder" / "autoencoder.json").read_text())
+    assert autoencoder["settings"]["steps"] == 2
     with_config, without = (json.loads((workdir / "eval" / n).read_text()) for n in EVAL_RECORDS)
     assert with_config["data_root"] == without["data_root"] == str(prepared)
     assert without["metrics"] == with_config["metrics"]  # the same clips, checkpoint and sampler settings

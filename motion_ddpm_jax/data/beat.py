@@ -3,9 +3,11 @@
 Each recording's motion is resampled to the output frame rate and encoded whole in the chosen
 representation; its transcript is cut into sentences at pauses of at least `min_pause_s`, and each
 sentence becomes a clip whose caption is its words. Recordings (never clips) are assigned to
-train/val/test by a seeded hash of their name, so no recording straddles two splits. Statistics come
-from the training clips only. The output folder is a cache: re-running with the same inputs and
-options is a no-op, and a folder made from other inputs or options is never overwritten.
+train/val/test by a seeded hash of their name, so no recording straddles two splits. All recordings share
+the first one's joints and parents; one that lists sibling joints in another order is read in the first
+one's order. Statistics come from the training clips only. The output folder is a cache: re-running with
+the same inputs and options is a no-op, and a folder made from other inputs or options is never
+overwritten.
 
 Errors: every problem with the raw files, the output folder or the `data` fields raises a `UserError`
 naming the file or field (a malformed BVH or TextGrid: `BvhError` / `TextGridError` with its line; a
@@ -29,6 +31,7 @@ import jax
 import numpy as np
 
 from motion_ddpm_jax import representation
+from motion_ddpm_jax.config import listed
 from motion_ddpm_jax.data import bvh, motion_text, textgrid
 from motion_ddpm_jax.data.motion_text import DatasetError
 from motion_ddpm_jax.errors import UserError
@@ -91,20 +94,23 @@ class Sentence:
 
 
 def find_recordings(raw_root: Path) -> list[tuple[Path, Path]]:
-    """(bvh, TextGrid) pairs under `raw_root` (any depth), sorted; a BVH without its TextGrid, or two BVHs
-    of the same name (the recording's name), is an error."""
+    """(bvh, TextGrid) pairs under `raw_root` (any depth), sorted. Extensions are matched in any case
+    (`.bvh`, `.BVH`; `.TextGrid`, `.textgrid`), and a TextGrid's name matches its BVH's in any case, as it
+    does on a case-insensitive file system. A BVH without its TextGrid, with two of them (names differing in
+    case only), or two BVHs of the same name (the recording's name, in any case) is an error."""
     if not raw_root.is_dir():
         raise MissingInputError(
             f"data.raw_root: {raw_root} is not a folder (expected the BEAT release layout)"
         )
+    # The files of each folder; os.walk follows symlinked folders (a speaker linked in), rglob does not.
+    files_in: dict[Path, list[str]] = {
+        Path(folder): names for folder, _, names in os.walk(raw_root, followlinks=True)
+    }
+    found = (
+        folder / name for folder, names in files_in.items() for name in names if name.lower().endswith(".bvh")
+    )
     pairs = []
     named: dict[str, Path] = {}
-    found = (  # os.walk follows symlinked folders (a speaker linked in from elsewhere); rglob does not
-        Path(folder) / name
-        for folder, _, names in os.walk(raw_root, followlinks=True)
-        for name in names
-        if name.endswith(".bvh")
-    )
     for motion_path in sorted(found):
         key = motion_path.stem.casefold()  # clip files of Take1 and take1 are one file on macOS or Windows
         if key in named:
@@ -116,18 +122,35 @@ def find_recordings(raw_root: Path) -> list[tuple[Path, Path]]:
                 f"({motion_path.parent.name}_{motion_path.name})"
             )
         named[key] = motion_path
-        text_path = motion_path.with_suffix(".TextGrid")
-        if not text_path.is_file():
-            raise MissingInputError(
-                f"{motion_path}: no transcript beside it (expected {text_path.name}); every BEAT recording "
-                f"needs its word alignment"
-            )
-        pairs.append((motion_path, text_path))
+        pairs.append((motion_path, _transcript_of(motion_path, files_in[motion_path.parent])))
     if not pairs:
         raise MissingInputError(
-            f"data.raw_root: no .bvh files under {raw_root} (expected the BEAT release layout)"
+            f"data.raw_root: no .bvh files under {raw_root} (the extension in any case; expected the BEAT "
+            "release layout)"
         )
     return pairs
+
+
+def _transcript_of(motion_path: Path, names: list[str]) -> Path:
+    """The TextGrid beside `motion_path` among its folder's file `names`: `<stem>.TextGrid`, in any case."""
+    wanted = f"{motion_path.stem}.TextGrid"
+    found = sorted(
+        motion_path.parent / name
+        for name in names
+        if name.casefold() == wanted.casefold() and (motion_path.parent / name).is_file()
+    )
+    if not found:
+        raise MissingInputError(
+            f"{motion_path}: no transcript beside it (expected {wanted}); every BEAT recording needs its "
+            "word alignment, named as the recording with the extension .TextGrid (in any case)"
+        )
+    if len(found) > 1:
+        raise DatasetError(
+            f"{motion_path}: {len(found)} transcripts beside it whose names differ in case only "
+            f"({', '.join(path.name for path in found)}); expected one TextGrid per recording: remove or "
+            "rename the others"
+        )
+    return found[0]
 
 
 def sentences(words: list[tuple[float, float, str]], min_pause_s: float) -> list[Sentence]:
@@ -215,20 +238,103 @@ def _sha256(path: Path) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
-def _common_skeleton(skeletons: dict[str, Skeleton]) -> tuple[Skeleton, float]:
-    """The dataset's skeleton (mean offsets over recordings) and the largest relative offset deviation."""
-    first_name, first = next(iter(skeletons.items()))
-    for name, skeleton in skeletons.items():
-        if skeleton.names != first.names or not np.array_equal(skeleton.parents, first.parents):
-            raise DatasetError(
-                f"{name}: its joint hierarchy differs from {first_name}'s; all recordings of one dataset "
-                f"must share the skeleton's joints and parents"
+def _hierarchy_difference(skeleton: Skeleton, reference: Skeleton, reference_name: str) -> str | None:
+    """The first way `skeleton`'s joints differ from `reference`'s (read from `reference_name`), as a phrase
+    in which 'its' is `skeleton`'s: a joint count, a joint one of them lacks, a joint's parent or whether it
+    is an end site. None where both hold the same joints with the same parents, in any order."""
+    names, reference_names = set(skeleton.names), set(reference.names)
+    missing = [(j, name) for j, name in enumerate(reference.names) if name not in names]
+    extra = [(j, name) for j, name in enumerate(skeleton.names) if name not in reference_names]
+    parts = []
+    if len(skeleton.names) != len(reference.names):
+        parts.append(f"it has {len(skeleton.names)} joints, {reference_name} {len(reference.names)}")
+    if missing:
+        j, name = missing[0]
+        more = f" ({len(missing)} such joints)" if len(missing) > 1 else ""
+        parts.append(f"{reference_name}'s joint {j} {name!r} is not among its joints{more}")
+    if extra:
+        j, name = extra[0]
+        more = f" ({len(extra)} such joints)" if len(extra) > 1 else ""
+        parts.append(f"its joint {j} {name!r} is not among {reference_name}'s{more}")
+    if parts:
+        return "; ".join(parts)
+    reference_index = {name: k for k, name in enumerate(reference.names)}
+    for j, name in enumerate(skeleton.names):
+        k = reference_index[name]
+        parent, reference_parent = _parent_of(skeleton, j), _parent_of(reference, k)
+        if parent != reference_parent:
+            return f"its joint {j} {name!r} has parent {parent}, in {reference_name} {reference_parent}"
+        if skeleton.end_sites[j] != reference.end_sites[k]:
+            kinds = ("a joint", "an end site")
+            return (
+                f"its joint {j} {name!r} is {kinds[int(skeleton.end_sites[j])]}, in {reference_name} "
+                f"{kinds[int(reference.end_sites[k])]}"
             )
-    offsets = np.stack([s.offsets for s in skeletons.values()])
+    return None
+
+
+def _parent_of(skeleton: Skeleton, joint: int) -> str:
+    parent = int(skeleton.parents[joint])
+    return repr(skeleton.names[parent]) if parent >= 0 else "none (it is the root)"
+
+
+def _in_joint_order(motion: bvh.BvhMotion, names: tuple[str, ...]) -> bvh.BvhMotion:
+    """`motion` with its joints listed in the order `names` (the same joints, parents and end sites as
+    `motion.skeleton`, siblings in another order, as exporters reorder them): every per-joint field is
+    permuted alike, giving the motion the file would hold had it listed its joints that way."""
+    skeleton = motion.skeleton
+    if skeleton.names == names:
+        return motion
+    old_index = {name: j for j, name in enumerate(skeleton.names)}
+    order = np.asarray([old_index[name] for name in names])  # new joint j is old joint order[j]
+    new_index = np.argsort(order)  # old joint i is new joint new_index[i]
+    old_parents = skeleton.parents[order]
+    parents = np.where(old_parents >= 0, new_index[np.maximum(old_parents, 0)], -1)
+    rotating, translated = new_index[motion.rotating_joints], new_index[motion.translated_joints]
+    rotation_slots, translation_slots = np.argsort(rotating), np.argsort(translated)
+    return dataclasses.replace(
+        motion,
+        skeleton=dataclasses.replace(
+            skeleton,
+            names=tuple(names),
+            parents=parents.astype(skeleton.parents.dtype),
+            offsets=skeleton.offsets[order],
+            end_sites=skeleton.end_sites[order],
+        ),
+        channels=tuple(motion.channels[j] for j in order),
+        euler_orders=tuple(motion.euler_orders[slot] for slot in rotation_slots),
+        rotating_joints=rotating[rotation_slots].astype(motion.rotating_joints.dtype),
+        euler_degrees=motion.euler_degrees[:, rotation_slots],
+        local_rotations=motion.local_rotations[:, order],
+        translated_joints=translated[translation_slots].astype(motion.translated_joints.dtype),
+        joint_translations=motion.joint_translations[:, translation_slots],
+    )
+
+
+def _with_joints_of(
+    motion: bvh.BvhMotion, motion_path: Path, reference: Skeleton, reference_path: Path
+) -> bvh.BvhMotion:
+    """`motion` with its joints in the order of `reference` (the skeleton of the dataset's first recording,
+    at `reference_path`); DatasetError naming the first difference where their joints, parents or end sites
+    differ."""
+    difference = _hierarchy_difference(motion.skeleton, reference, reference_path.name)
+    if difference:
+        raise DatasetError(
+            f"{motion_path}: its joint hierarchy differs from {reference_path}'s: {difference}; all "
+            "recordings of one dataset must share the skeleton's joints and parents (siblings may be listed "
+            "in any order)"
+        )
+    return _in_joint_order(motion, reference.names)
+
+
+def _common_skeleton(skeletons: list[Skeleton]) -> tuple[Skeleton, float]:
+    """The dataset's skeleton (mean offsets over recordings whose joints are in one order) and the largest
+    relative offset deviation."""
+    offsets = np.stack([s.offsets for s in skeletons])
     mean = offsets.mean(0)
     scale = np.maximum(np.linalg.norm(mean, axis=-1), 1e-6)
     deviation = float((np.linalg.norm(offsets - mean, axis=-1) / scale).max())
-    return dataclasses.replace(first, offsets=mean.astype(np.float32)), deviation
+    return dataclasses.replace(skeletons[0], offsets=mean.astype(np.float32)), deviation
 
 
 def prepare_beat(
@@ -250,39 +356,47 @@ def prepare_beat(
     names = [motion_path.stem for motion_path, _ in pairs]
     min_frames = int(round(options.min_clip_s * options.fps))
     clips: dict[str, list[tuple[str, np.ndarray, tuple[str, ...]]]] = {s: [] for s in motion_text.SPLITS}
-    skeletons: dict[str, Skeleton] = {}
+    skeletons: list[Skeleton] = []  # each recording's, its joints in the first recording's order
     hashes: dict[str, str] = {}
-    dropped = past_end = 0
-    used_splits, tiers, markers = set(), Counter(), Counter()
+    tallies = {s: _SplitTally() for s in motion_text.SPLITS}
+    tiers, markers = Counter(), Counter()
     first_tier_of: list[tuple[Path, list[str]]] = []  # TextGrids read by the fallback: their interval tiers
     overruns: list[tuple[Path, float, float]] = []  # recordings whose words run past the motion's end
+    wordless: list[tuple[Path, textgrid.Tier]] = []  # TextGrids whose word tier gives no words
     for motion_path, text_path in pairs:
         for path in (motion_path, text_path):  # before reading: the hash is of no later content
             hashes[str(path.relative_to(raw_root))] = _sha256(path)
         motion = bvh.load_bvh(motion_path)
         if options.representation != "positions":  # still position channels become the joints' offsets
             motion = motion.with_static_offsets()
-        skeletons[str(motion_path)] = motion.skeleton
+        if skeletons:
+            motion = _with_joints_of(motion, motion_path, skeletons[0], pairs[0][0])
+        skeletons.append(motion.skeleton)
         features = encode_recording(motion, options)
         split = split_of(motion_path.stem, names, options)
-        used_splits.add(split)
+        tally = tallies[split]
+        tally.recordings.append(motion_path.stem)
         words, tier, fallback = _read_words(text_path, options)
-        tiers[tier] += 1
+        tiers[tier.name] += 1
         if fallback:
             first_tier_of.append((text_path, fallback))
+        if not words:
+            wordless.append((text_path, tier))
         markers.update(w for _, _, w in words if w.lower() in textgrid.SILENCE_MARKERS)
         duration = len(features) / options.fps
         if words and words[-1][1] > duration + OVERRUN_WARNING_S:
             overruns.append((text_path, words[-1][1], duration))
-        for k, sentence in enumerate(sentences(words, options.min_pause_s)):
+        spoken = sentences(words, options.min_pause_s)
+        tally.sentences += len(spoken)
+        for k, sentence in enumerate(spoken):
             first = max(int(np.floor(sentence.start_s * options.fps)), 0)
             end = int(np.ceil(sentence.end_s * options.fps))
             last = min(end, len(features))
             if last - first < min_frames:  # cut short by the motion's end, or short as spoken
                 if first >= len(features) or end - first >= min_frames:
-                    past_end += 1
+                    tally.past_end += 1
                 else:
-                    dropped += 1
+                    tally.short += 1
                 continue
             clips[split].append(
                 (f"{motion_path.stem}_{k:03d}", features[first:last], (" ".join(sentence.words),))
@@ -304,9 +418,10 @@ def prepare_beat(
     }
     if not splits["train"].ids:
         raise DatasetError(
-            f"{raw_root}: no training clips ({dropped} sentences shorter than data.min_clip_s, {past_end} "
-            "past the end of their motion)"
+            f"{raw_root}: the train split ends with 0 clips, nothing to train on: "
+            f"{_no_clips('train', tallies, options)}"
         )
+    dropped, past_end = (sum(getattr(t, field) for t in tallies.values()) for field in ("short", "past_end"))
     info: dict[str, Any] = {
         "source": "beat",
         "representation": options.representation,
@@ -329,16 +444,16 @@ def prepare_beat(
             f"{name!r}" + (f" ({n} recordings)" if len(tiers) > 1 else "") for name, n in tiers.items()
         )
     )
-    for warning in _warnings(options, len(pairs), used_splits, markers, first_tier_of, overruns, past_end):
+    for warning in _warnings(options, tallies, counts, markers, first_tier_of, overruns, wordless):
         log(f"warning: {warning}")
     return dataset
 
 
 def _read_words(
     text_path: Path, options: PrepareOptions
-) -> tuple[list[tuple[float, float, str]], str, list[str]]:
-    """A recording's words (options.pause_labels left out), the name of the tier they came from, and the
-    TextGrid's interval tiers where the default rule took the first of several ([] otherwise)."""
+) -> tuple[list[tuple[float, float, str]], textgrid.Tier, list[str]]:
+    """A recording's words (options.pause_labels left out), the tier they came from, and the TextGrid's
+    interval tiers where the default rule took the first of several ([] otherwise)."""
     grid = textgrid.load_textgrid(text_path)
     try:
         tier = textgrid.word_tier(grid, options.textgrid_tier or None)
@@ -351,20 +466,85 @@ def _read_words(
     interval_tiers = [t.name for t in grid.tiers if t.kind == "IntervalTier"]
     fallback = not options.textgrid_tier and len(interval_tiers) > 1 and tier.name.strip().lower() != "words"
     words = textgrid.tier_words(tier, options.pause_label_set())
-    return words, tier.name, interval_tiers if fallback else []
+    return words, tier, interval_tiers if fallback else []
 
 
-def _warnings(options, recordings, used_splits, markers, first_tier_of, overruns, past_end) -> list[str]:
-    """What prepare warns of: requested splits left empty, silence markers read as words, word tiers
-    picked by the fallback, transcripts running past their motion."""
+@dataclasses.dataclass
+class _SplitTally:
+    """What one split's recordings gave: their names, sentences, and the sentences dropped (too short; past
+    the motion's end)."""
+
+    recordings: list[str] = dataclasses.field(default_factory=list)
+    sentences: int = 0
+    short: int = 0
+    past_end: int = 0
+
+
+def _no_words(text_path: Path, tier: textgrid.Tier) -> str:
+    """A TextGrid whose word tier gives no words, and why, as a phrase."""
+    why = (
+        "only pauses named by data.pause_labels"
+        if any(interval.text.strip() for interval in tier.intervals)
+        else "blank intervals only"
+        if tier.intervals
+        else "no intervals"
+    )
+    return f"{text_path} (tier {tier.name!r}: {why})"
+
+
+def _no_clips(split: str, tallies: dict[str, _SplitTally], options: PrepareOptions) -> str:
+    """Why `split` ended with no clips and what would give it some, as a phrase ('its' = the split's)."""
+    tally = tallies[split]
+    if not tally.recordings:
+        count = sum(len(t.recordings) for t in tallies.values())
+        return (
+            f"it got none of the {count} recordings (data.val_fraction {options.val_fraction:g} and "
+            f"data.test_fraction {options.test_fraction:g} took them all); lower them"
+        )
+    recordings = f"its {len(tally.recordings)} recording(s) ({listed(tally.recordings)})"
+    other_draw = "or prepare with another data.split_seed to draw other recordings for it"
+    if not tally.sentences:
+        return (
+            f"{recordings} gave no sentences: their TextGrids give no words (data.min_clip_s plays no part); "
+            f"give them their word alignments, {other_draw}"
+        )
+    dropped, fixes = [], []
+    if tally.short:
+        dropped.append(f"{tally.short} shorter than data.min_clip_s ({options.min_clip_s:g} s)")
+        fixes.append("lower data.min_clip_s")
+    if tally.past_end:
+        dropped.append(f"{tally.past_end} past the end of their motion")
+        fixes.append("check that each TextGrid is beside its own BVH")
+    return (
+        f"{recordings} gave {tally.sentences} sentence(s), all dropped: {', '.join(dropped)}; "
+        + ", ".join([*fixes, other_draw])
+    )
+
+
+def _warnings(options, tallies, counts, markers, first_tier_of, overruns, wordless) -> list[str]:
+    """What prepare warns of: requested splits left without recordings, TextGrids that give no words,
+    splits left without clips, silence markers read as words, word tiers picked by the fallback,
+    transcripts running past their motion."""
     warnings = []
+    recordings = sum(len(t.recordings) for t in tallies.values())
+    past_end = sum(t.past_end for t in tallies.values())
     for split, fraction in (("val", options.val_fraction), ("test", options.test_fraction)):
-        if fraction > 0 and split not in used_splits:
+        if fraction > 0 and not tallies[split].recordings:
             warnings.append(
                 f"data.{split}_fraction is {fraction:g} but the {split} split got none of the {recordings} "
                 f"recordings (round({recordings} x {fraction:g}) = 0; from 3 recordings on, each requested "
                 f"split gets at least one): prepare 3 or more recordings, or set data.{split}_fraction=0"
             )
+    if wordless:
+        warnings.append(
+            f"{len(wordless)} TextGrid(s) give no words, so their recordings give no clips: "
+            + listed([_no_words(path, tier) for path, tier in wordless])
+            + "; is the word tier another one (--config.data.textgrid_tier=<its name>), or the alignment "
+            "missing?"
+        )
+    for split in ("val", "test"):
+        if tallies[split].recordings and not counts[split]:
+            warnings.append(f"the {split} split ends with 0 clips: {_no_clips(split, tallies, options)}")
     if markers:
         labels = sorted(markers, key=lambda label: (-markers[label], label))
         named = [label.strip() for label in options.pause_labels.split(",") if label.strip()]

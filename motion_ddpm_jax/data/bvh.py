@@ -712,7 +712,7 @@ def format_bvh(
       shortest digits that give back the same float32.
     """
     num_joints, root = skeleton.num_joints, 0
-    _check_depth_first(skeleton)
+    check_writable(skeleton)
     if order not in kinematics.EULER_ORDERS:
         raise ValueError(
             f"unknown rotation order {order!r}; expected one of {', '.join(kinematics.EULER_ORDERS)}"
@@ -810,7 +810,7 @@ def _shortest_float32(value) -> str:
     return np.format_float_positional(np.float32(value), unique=True, trim="-")
 
 
-def _check_depth_first(skeleton: Skeleton) -> None:
+def check_writable(skeleton: Skeleton) -> None:
     """ValueError unless the joints are in an order a BVH file can list, with writable names."""
     names, parents = skeleton.names, skeleton.parents.tolist()
     if parents[0] != -1 or parents.count(-1) != 1:

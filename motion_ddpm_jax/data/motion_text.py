@@ -29,6 +29,7 @@ import math
 import numbers
 import os
 import tokenize
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -661,6 +662,26 @@ def compute_stats(motions: Sequence[np.ndarray], std_floor: float = 1e-2) -> tup
     return mean.astype(np.float32), np.maximum(np.sqrt(var), std_floor).astype(np.float32)
 
 
+def _skeleton_warnings(kind: str, skeleton: Skeleton | None) -> list[str]:
+    """What a dataset written with this skeleton (or none) will lack, though it trains."""
+    if kind not in representation_lib.REPRESENTATIONS:
+        return []
+    if skeleton is None:
+        return [
+            f"{kind} features without a skeleton: no joint positions, pictures, BVH files, position "
+            "metrics or geometric loss (loss.use_geometric_loss=false) for this data; give write_dataset "
+            "the skeleton the features were encoded on"
+        ]
+    if kind == "axis_angle":
+        from motion_ddpm_jax.data import bvh
+
+        try:
+            bvh.check_writable(skeleton)
+        except ValueError as error:
+            return [f"motion generated from this data cannot be written as BVH files: {error}"]
+    return []
+
+
 def write_dataset(
     root: str | os.PathLike,
     splits: Mapping[str, Split],
@@ -708,6 +729,8 @@ def write_dataset(
                 f"skeleton's {skeleton.num_joints} joints has {expected}; expected features encoded on that "
                 f"skeleton (representation.encode_{kind if kind == 'positions' else 'axis_angle'})"
             )
+    for warning in _skeleton_warnings(kind, skeleton):
+        warnings.warn(f"{root}: {warning}", stacklevel=2)
     mean, std = compute_stats(splits["train"].motions, std_floor)
     record = {
         "format": FORMAT,
