@@ -18,7 +18,8 @@ Modes:
   the clips its loading leaves out);
 - `smoke`: a quick end-to-end check of the pure core;
 - `config`: print the config as `train` would use it (the file, or a resumed run's record and latest
-  checkpoint, and the overrides), checked, one `section.field = value` per line; writes nothing.
+  checkpoint, and the overrides), checked as train checks it before loading data (its fields, and
+  against the --workdir's run), one `name = value` per line on stdout; writes nothing.
 The workdir defaults to runs/<config file name>. Several hosts join through `jax.distributed` when the
 config (`distributed.*`) or the environment asks for it (see README, "Training on a cluster").
 """
@@ -37,8 +38,9 @@ _CONFIG = config_flags.DEFINE_config_file(
     "config",
     _BASE_CONFIG,
     "A config file (configs/*.py); --config.a.b=value overrides one field. Needed by every mode but sample "
-    "and eval (which take the checkpoint's), and train resuming a --workdir that holds a run (its run.json); "
-    "the default shown is only where the overrides' types come from.",
+    "and eval (which take the checkpoint's), train and config given a --workdir that holds a run (its "
+    "run.json), and train_autoencoder given a --workdir of a trained run; the default shown is only where "
+    "the overrides' types come from.",
     lock_config=True,
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder (checkpoints, logs); default runs/<config name>.")
@@ -98,9 +100,9 @@ def main(argv):
 
     overrides = config_flags.get_override_values(flags.FLAGS["config"])
     try:
+        note = _to_stderr if mode == "config" else _say  # config's stdout holds the fields alone
         if resumed is not None:
-            config = _resumed_config(resumed, overrides)
-            config = _latest_settings(config, _workdir(config_given), overrides)
+            config = _resumed_config(resumed, overrides, note)
         from motion_ddpm_jax import distributed
 
         # Both before anything touches a jax backend.
@@ -113,10 +115,15 @@ def main(argv):
 
         if mode != "config":
             compile_cache.enable(_COMPILE_CACHE.value)
+        if resumed is not None:  # opens the checkpoint, which starts jax: after the device settings above
+            config = _latest_settings(config, _workdir(config_given), overrides, note)
         if mode in CHECKPOINT_MODES:
             _unused_overrides(config, overrides, mode, _workdir(config_given))
         config_lib.validate(config)
         if mode == "config":
+            from motion_ddpm_jax import train
+
+            train.claim_workdir(Path(_workdir(config_given)), config)  # reads only: what train would refuse
             for name, value in config_lib.flatten(config).items():
                 print(f"{name} = {value!r}")
         elif mode == "smoke":
@@ -182,7 +189,15 @@ def _run_to_resume() -> Path | None:
     return record if record.is_file() else None
 
 
-def _resumed_config(record: Path, overrides: dict):
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _resumed_config(record: Path, overrides: dict, note=_say):
     """The config a run started with (its run record; fields added since at their defaults) with the
     command line's --config.* overrides applied; printed so the run's log says where it came from."""
     import ml_collections
@@ -205,7 +220,7 @@ def _resumed_config(record: Path, overrides: dict):
                 "--config configs/<name>.py with the run's overrides instead"
             ) from None
     shown = ", ".join(f"{k}={v!r}" for k, v in overrides.items())
-    print(f"config: the one {record} records" + (f", with {shown}" if shown else ""), flush=True)
+    note(f"config: the one {record} records" + (f", with {shown}" if shown else ""))
     return config
 
 
@@ -249,7 +264,8 @@ def _unused_overrides(config, overrides: dict, mode: str, workdir: str) -> None:
             raise UserError(
                 f"--mode {mode} takes everything but {read} from the checkpoint "
                 f"{checkpoint.checkpoint_dir(workdir)}/{step}, so these overrides would be ignored: {shown}. "
-                "Drop them (a different model or diffusion needs a run trained with it)"
+                "Drop them: a different model, diffusion or loss needs a run trained with it (and the "
+                "sampling noise's seed is sample.seed)"
             )
     flag = flags.FLAGS["config"]
     given = flag.parser.parse(flag.config_filename)  # the config file's values, before the overrides
@@ -260,9 +276,11 @@ def _unused_overrides(config, overrides: dict, mode: str, workdir: str) -> None:
 
 
 def _checkpoint_data(config, workdir: str, overrides: dict):
-    """`config` with the data.* of the run whose latest checkpoint is in `workdir` (as --mode eval without
-    --config takes them), but for the data.* given on the command line."""
+    """`config` with what the FGD autoencoder depends on -- data.*, eval.autoencoder_* and seed -- as the run
+    whose latest checkpoint is in `workdir` had them (data.* as --mode eval without --config takes them),
+    but for those given on the command line: the same autoencoder as `--config <that run's config>`."""
     from motion_ddpm_jax import checkpoint, evaluate
+    from motion_ddpm_jax import config as config_lib
 
     reader = checkpoint.Checkpointer(workdir, read_only=True)
     try:
@@ -275,8 +293,18 @@ def _checkpoint_data(config, workdir: str, overrides: dict):
         saved = reader.restore_metadata(step)
     finally:
         reader.close()
+    if not isinstance(saved.get("config"), dict):
+        raise checkpoint.CheckpointError(
+            f"{checkpoint.checkpoint_dir(workdir)}/{step}: its metadata holds no config (not written by "
+            "train.run); give --config instead"
+        )
     given = [name.split(".", 1)[1] for name in overrides if name.startswith("data.")]
     config = evaluate.with_checkpoint_data(config, saved["config"], given, saved.get("data_root"))
+    theirs = config_lib.flatten(config_lib.with_defaults(saved["config"]))
+    for name in [n for n in theirs if n.startswith("eval.autoencoder_") or n == "seed"]:
+        if name not in overrides:
+            section, _, field = name.rpartition(".")
+            (config[section] if section else config)[field] = theirs[name]
     print(f"data: the one the run in {workdir} trained on, data.root={config.data.root}", flush=True)
     return config
 
@@ -290,7 +318,7 @@ def _resolved(path: str) -> str:
 _LATEST = ("train.", "sample.", "eval.", "data.root", "data.raw_root")
 
 
-def _latest_settings(config, workdir: str, overrides: dict):
+def _latest_settings(config, workdir: str, overrides: dict, note=_say):
     """A run resumed without --config goes on as its latest checkpoint trained: with the train.*, sample.*,
     eval.* and data paths that checkpoint's config holds (an earlier resume may have changed them, e.g. a
     longer train.num_steps or a moved data.root, which run.json, written at the start, does not know),
@@ -328,7 +356,7 @@ def _latest_settings(config, workdir: str, overrides: dict):
         config[section][field] = value
     if changed:
         shown = ", ".join(f"{name}={value!r}" for name, value in changed.items())
-        print(f"config: as the latest checkpoint (step {step}) trained, {shown}", flush=True)
+        note(f"config: as the latest checkpoint (step {step}) trained, {shown}")
     return config
 
 

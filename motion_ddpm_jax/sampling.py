@@ -537,20 +537,21 @@ def ground_offset(positions: np.ndarray) -> np.ndarray:
 # ------------------------------------------------------------------------------------ launch.py --mode sample
 def _slug(caption: str, width: int = 40) -> str:
     """A file-name piece of `caption`: ASCII words where it has them ('café' -> 'cafe'), else the
-    caption's own letters ('日本語'), else 'caption' (emoji, punctuation)."""
+    caption's own letters ('日本語', 'नमस्ते'), else 'caption' (emoji, punctuation)."""
     ascii_words = unicodedata.normalize("NFKD", text.normalize(caption)).encode("ascii", "ignore").decode()
     slug = re.sub(r"[^a-z0-9]+", "_", ascii_words.lower()).strip("_")
-    if not slug:
-        slug = re.sub(r"[\W_]+", "_", text.normalize(caption).lower()).strip("_")
+    if not slug:  # letters, marks (the vowel signs of Devanagari, say) and digits of any script
+        kept = "".join(c if unicodedata.category(c)[0] in "LMN" else " " for c in caption)
+        slug = "_".join(kept.lower().split())
     return slug[:width].rstrip("_") or "caption"
 
 
 def bvh_problem(loaded: LoadedModel) -> str | None:
     """Why `--mode sample` writes no .bvh files for this checkpoint (None: it writes them)."""
-    if loaded.skeleton is None:
-        return f"the {loaded.representation} data this model trained on have no skeleton (no skeleton.json)"
     if loaded.representation != "axis_angle":
         return f"the {loaded.representation} representation has no joint rotations"
+    if loaded.skeleton is None:
+        return f"the {loaded.representation} data this model trained on have no skeleton (no skeleton.json)"
     try:
         bvh.check_writable(loaded.skeleton)
     except ValueError as error:

@@ -532,8 +532,7 @@ def _tidy_a_refused_start(workdir: Path, refused_start: dict[str, bool]) -> None
     the workdir itself where this start made it and nothing else is there."""
     if refused_start["recorded"]:
         return
-    if refused_start["locked"]:  # never another process's lock
-        (workdir / LOCK).unlink(missing_ok=True)
+    (workdir / LOCK).unlink(missing_ok=True)  # this process's: it holds the lock (`workdir_lock`)
     with contextlib.suppress(OSError):  # not empty: a checkpoint (of a run from before run records)
         checkpoint.checkpoint_dir(workdir).rmdir()
     if refused_start["made"]:
@@ -590,25 +589,40 @@ def workdir_lock(workdir: Path):
     """Hold `workdir`'s lock while training: a second training process started in the same workdir would
     write the same checkpoints and remove the first one's checkpoint in progress, so it is refused, naming
     the process that holds it. The kernel releases the lock when that process ends, killed or not. Where
-    the file system cannot lock (some network mounts) nothing is held."""
+    the file system cannot lock (some network mounts) nothing is held. A lock file removed by its holder
+    (`_tidy_a_refused_start`) between this process's open and lock is opened again: a lock is only held on
+    the file the path names."""
     try:
         import fcntl
     except ImportError:  # not a POSIX system
         yield
         return
-    with open(workdir / LOCK, "a+", encoding="utf-8") as handle:
+    path = workdir / LOCK
+    for _ in range(100):
+        handle = open(path, "a+", encoding="utf-8")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
+            handle.close()
             raise WorkdirError(
                 f"{workdir} is in use by another training process ({holder}); wait for it to end, or use "
                 "another --workdir"
             ) from None
         except OSError:  # no locking on this file system
+            handle.close()
             yield
             return
+        try:
+            if os.path.samestat(os.fstat(handle.fileno()), os.stat(path)):
+                break
+        except FileNotFoundError:
+            pass
+        handle.close()  # locked a file no longer at `path`: its holder removed it meanwhile
+    else:
+        raise WorkdirError(f"{path}: its lock file keeps being replaced; is another process removing it?")
+    with handle:
         handle.seek(0)
         handle.truncate()
         handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
@@ -828,12 +842,11 @@ def _run(config, workdir: Path, stop: _PreemptionFlag, held: contextlib.ExitStac
         )
     geometry = make_geometry(config, dataset)
 
-    refused_start = {"made": not workdir.exists(), "locked": False, "recorded": not needs_record}
+    refused_start = {"made": not workdir.exists(), "recorded": not needs_record}
     workdir.mkdir(parents=True, exist_ok=True)
     if is_main:  # before the checkpointer, which removes unfinished checkpoints when it opens the folder
-        held.callback(_tidy_a_refused_start, workdir, refused_start)  # runs after the lock is released
         held.enter_context(workdir_lock(workdir))
-        refused_start["locked"] = True
+        held.callback(_tidy_a_refused_start, workdir, refused_start)  # runs while the lock is still held
     ckpt = checkpoint.Checkpointer(workdir, max_to_keep=config.train.max_to_keep)
     resume_step = ckpt.latest_step()
     saved = ckpt.restore_metadata(resume_step) if resume_step is not None else None

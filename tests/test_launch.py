@@ -276,3 +276,61 @@ def test_mode_config_prints_the_checked_config_and_writes_nothing(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == []
     refused = launch("--mode", "config", "--config", "configs/demo.py", "--config.model.latent_dim=63")
     assert refused.returncode != 0 and "model.latent_dim=63 must be divisible" in refused.stderr
+
+
+def fake_run(workdir, **changes):
+    """A workdir as a run leaves it: run.json of base_config and a checkpoint (no parameters of a model)
+    whose metadata holds the config with `changes` ({"train.num_steps": 900, ...})."""
+    import numpy as np
+
+    sys.path.insert(0, str(ROOT))
+    from motion_ddpm_jax import checkpoint, train
+    from motion_ddpm_jax.config import base_config
+
+    workdir.mkdir(parents=True)
+    started = base_config()
+    train.write_run_record(workdir, started)
+    saved = base_config()
+    for name, value in changes.items():
+        section, _, field = name.rpartition(".")
+        (saved[section] if section else saved)[field] = value
+    tree = {"w": np.zeros(2, np.float32)}
+    writer = checkpoint.Checkpointer(workdir)
+    writer.save(3, tree, tree, tree, {"config": saved.to_dict()})
+    writer.close()
+
+
+def test_a_resume_reads_its_checkpoint_after_setting_the_host_devices(tmp_path):
+    """Reading the latest checkpoint's settings starts jax: done before --host_devices (or
+    jax.distributed, a multi-host requeue) had set up the devices, it had crashed every resume without
+    --config. --mode config resumes the same way, and prints only fields on stdout."""
+    fake_run(tmp_path / "run", **{"train.num_steps": 900})
+    result = launch("--mode", "config", f"--workdir={tmp_path / 'run'}", "--host_devices=2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "train.num_steps = 900" in result.stdout.splitlines()
+    assert all(" = " in line for line in result.stdout.splitlines())
+    assert "config: as the latest checkpoint (step 3) trained, train.num_steps=900" in result.stderr
+    other = launch("--mode", "config", "--config", "configs/demo.py", f"--workdir={tmp_path / 'run'}")
+    assert other.returncode != 0 and "belongs to a run whose config differs in" in other.stderr
+
+
+def test_train_autoencoder_given_a_run_takes_what_the_autoencoder_depends_on_from_it(tmp_path, monkeypatch):
+    """--mode train_autoencoder --workdir RUN: data.*, eval.autoencoder_* and seed as the run had them (so
+    the same autoencoder as with that run's --config), but for those given on the command line."""
+    import ml_collections
+
+    monkeypatch.syspath_prepend(str(ROOT))
+    import launch as launch_module
+    from motion_ddpm_jax.config import base_config
+
+    changes = {"eval.autoencoder_steps": 2000, "eval.autoencoder_latent": 16, "seed": 3, "data.fps": 20.0}
+    fake_run(tmp_path / "run", **changes)
+    config = launch_module._checkpoint_data(base_config(), str(tmp_path / "run"), {})
+    assert (config.eval.autoencoder_steps, config.eval.autoencoder_latent, config.seed) == (2000, 16, 3)
+    assert config.data.fps == 20.0 and config.eval.num_clips == base_config().eval.num_clips
+    given = ml_collections.ConfigDict(base_config().to_dict())
+    given.eval.autoencoder_steps, given.data.fps = 5, 30.0
+    config = launch_module._checkpoint_data(
+        given, str(tmp_path / "run"), {"eval.autoencoder_steps": 5, "data.fps": 30.0}
+    )
+    assert (config.eval.autoencoder_steps, config.eval.autoencoder_latent, config.data.fps) == (5, 16, 30.0)

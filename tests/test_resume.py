@@ -408,6 +408,28 @@ def test_a_second_training_process_in_the_same_workdir_is_refused_until_the_firs
     assert (workdir / train.LOCK).read_text().startswith(f"pid {os.getpid()} on ")
 
 
+def test_a_lock_file_removed_between_its_open_and_its_lock_is_opened_again(tmp_path, monkeypatch):
+    """A refused start removes its own lock file while it still holds the lock; a process that opened that
+    file just before would otherwise lock the removed file, and a third then the new one: two trainers in
+    one workdir. workdir_lock checks that the file it locked is the one the path names, else opens again."""
+    import fcntl
+
+    real_flock, calls = fcntl.flock, []
+
+    def flock_after_the_holder_left(handle, operation):
+        calls.append(operation)
+        if len(calls) == 1:  # the holder removes the file this process has opened, then lets go
+            (tmp_path / train.LOCK).unlink()
+        return real_flock(handle, operation)
+
+    monkeypatch.setattr(fcntl, "flock", flock_after_the_holder_left)
+    with train.workdir_lock(tmp_path):
+        assert (tmp_path / train.LOCK).read_text().startswith(f"pid {os.getpid()} on ")
+        with open(tmp_path / train.LOCK) as other, pytest.raises(BlockingIOError):
+            real_flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the file at the path is the one held
+    assert len([c for c in calls if c & fcntl.LOCK_EX]) == 2
+
+
 SIGTERM_IN_SETUP = """
 import os, signal, sys
 sys.path.insert(0, {root!r})

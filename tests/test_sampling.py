@@ -522,12 +522,16 @@ def test_a_skeleton_a_bvh_file_cannot_hold_is_said_before_sampling_and_the_rest_
     assert len(list(out.glob("*_positions.npy"))) == len(CAPTIONS)
     none = types.SimpleNamespace(skeleton=None, representation="axis_angle")
     assert "have no skeleton (no skeleton.json)" in sampling.bvh_problem(none)
+    for kind in ("positions", "humanml3d"):  # no rotations: a skeleton would not help
+        flat = types.SimpleNamespace(skeleton=None, representation=kind)
+        assert sampling.bvh_problem(flat) == f"the {kind} representation has no joint rotations"
 
 
 @pytest.mark.parametrize(
     "caption, slug",
     [("Wave Hello", "wave_hello"), ("café naïve", "cafe_naive"), ("日本語 テスト", "日本語_テスト"),
-     ("👋", "caption"), ("so, nod  okay!", "so_nod_okay"), ("a" * 60, "a" * 40)],
+     ("नमस्ते दुनिया", "नमस्ते_दुनिया"), ("👋", "caption"), ("so, nod  okay!", "so_nod_okay"),
+     ("a" * 60, "a" * 40)],
 )  # fmt: skip
 def test_file_names_keep_a_captions_letters_whatever_its_script(caption, slug):
     assert sampling._slug(caption) == slug  # 'café' had lost its e, '日本語' and '👋' had read 'empty'
