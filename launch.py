@@ -339,8 +339,10 @@ def _latest_settings(config, workdir: str, overrides: dict, note=_say):
     if not isinstance(saved.get("config"), dict):
         return config
     latest = config_lib.flatten(config_lib.with_defaults(saved["config"]))
-    if isinstance(saved.get("data_root"), str):  # absolute, as resolved where that run trained
-        latest["data.root"] = saved["data_root"]
+    trained_root = saved.get("data_root")  # absolute, as resolved where that run trained
+    if isinstance(trained_root, str) and not Path(str(latest["data.root"])).is_dir():
+        if Path(trained_root).is_dir() or not latest["data.root"]:  # as --mode eval finds a run's data
+            latest["data.root"] = trained_root
     current = config_lib.flatten(config)
     changed = {}
     for name, value in latest.items():

@@ -221,6 +221,23 @@ def test_a_resume_without_config_trains_as_the_latest_checkpoint_did(tmp_path, m
     fresh = resumed({}, where=tmp_path)  # no checkpoint: run.json's
     assert (fresh.data.root, fresh.train.num_steps) == ("/old/prepared", started.train.num_steps)
 
+    # The absolute folder the run trained in (its metadata's data_root) stands in for a relative data.root
+    # only where that does not exist from here: a project copied elsewhere trains on its own copy.
+    copied = tmp_path / "copied"
+    (copied / "data" / "demo").mkdir(parents=True)
+    (tmp_path / "trained_in").mkdir()
+    relative = ml_collections.ConfigDict(started.to_dict())
+    relative.data.root = "data/demo"
+    for name, trained_root in (("gone", "/no/such/folder"), ("moved", str(tmp_path / "trained_in"))):
+        writer = checkpoint.Checkpointer(tmp_path / name)
+        writer.save(5, tree, tree, tree, {"config": relative.to_dict(), "data_root": trained_root})
+        writer.close()
+    monkeypatch.chdir(copied)
+    assert resumed({}, where=tmp_path / "gone").data.root == "data/demo"
+    assert resumed({}, where=tmp_path / "moved").data.root == "data/demo"  # exists here
+    monkeypatch.chdir(tmp_path)  # no data/demo here: the folder it trained in
+    assert resumed({}, where=tmp_path / "moved").data.root == str(tmp_path / "trained_in")
+
 
 def test_sample_and_eval_refuse_overrides_the_checkpoint_overrules(tmp_path):
     """--mode sample reads only sample.* (eval also eval.* and data.*): an override of the model or the
