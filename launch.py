@@ -24,6 +24,8 @@ The workdir defaults to runs/<config file name>. Several hosts join through `jax
 config (`distributed.*`) or the environment asks for it (see README, "Training on a cluster").
 """
 
+import errno
+import signal
 import sys
 from pathlib import Path
 
@@ -76,6 +78,8 @@ def main(argv):
     if not flags.FLAGS["verbosity"].present:  # the libraries' INFO logs drown the run's own lines
         logging.set_verbosity(logging.ERROR)
     config_given = flags.FLAGS["config"].present
+    if mode != "train":
+        signal.signal(signal.SIGTERM, _interrupt)
     resumable = mode in ("train", "config")
     resumed = _run_to_resume() if not config_given and resumable else None
     from_run = mode == "train_autoencoder" and bool(_WORKDIR.value)  # the data of that run's checkpoint
@@ -176,7 +180,26 @@ def main(argv):
                 print(line)
     # Errors a user can act on carry a complete message (file, field or flag, and what was expected).
     except (UserError, OSError, FloatingPointError) as error:
-        sys.exit(f"launch.py --mode {mode}: {error}")
+        sys.exit(f"launch.py --mode {mode}: {_described(error)}")
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM outside training (`_interrupt`)
+        train_note = "its last checkpoint stays: start it again to resume"
+        done = train_note if mode == "train" else "what it was writing is removed"
+        print(f"launch.py --mode {mode}: interrupted; {done}", file=sys.stderr)
+        sys.exit(130)
+
+
+def _described(error: BaseException) -> str:
+    """An error as one line; a full disk names the file it was writing where the error knows it."""
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        where = f" writing {error.filename}" if error.filename else ""
+        return f"no space left on the device{where} ({error}); free some space and run it again"
+    return str(error)
+
+
+def _interrupt(signum, frame):
+    """SIGTERM outside training (which saves a checkpoint on it): stop as Ctrl-C does, so that what a mode
+    was writing is removed on the way out (sample's files, prepare's staging folder)."""
+    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 def _run_to_resume() -> Path | None:

@@ -14,6 +14,7 @@ not depend on the batch size or on the number of devices, and the sample itself 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import functools
@@ -23,6 +24,7 @@ import math
 import numbers
 import os
 import re
+import socket
 import unicodedata
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -85,29 +87,40 @@ def load_model(workdir: str | os.PathLike, step: int | None = None, use_ema: boo
     CheckpointError (naming the folder) when the folder is missing, empty, incomplete, or does not hold a
     model this code can rebuild.
     """
-    reader = checkpoint.Checkpointer(workdir, read_only=True)
-    try:
-        step = reader.latest_step() if step is None else int(step)
-        if step is None:
-            raise checkpoint.CheckpointError(f"{reader.directory}: holds no complete checkpoint")
+    requested = step
+    for attempt in range(3):
+        reader = checkpoint.Checkpointer(workdir, read_only=True)
         try:
-            params, metadata = reader.restore_params(step, use_ema=use_ema)
-        except checkpoint.CheckpointError:
-            raise
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            others = [s for s in reader.all_steps() if s != step]
-            way = (
-                f"; the checkpoints {others} are untouched: sample from one with sample.checkpoint_step "
-                f"(--config.sample.checkpoint_step={others[-1]})"
-                if others
-                else ""
-            )
-            raise checkpoint.CheckpointError(
-                f"{reader.directory}/{step}: cannot be restored for sampling ({type(error).__name__}: "
-                f"{str(error)[:300]}); it is damaged or incomplete (a copy cut short?){way}"
-            ) from None
-    finally:
-        reader.close()
+            step = reader.latest_step() if requested is None else int(requested)
+            if step is None:
+                raise checkpoint.CheckpointError(f"{reader.directory}: holds no complete checkpoint")
+            try:
+                params, metadata = reader.restore_params(step, use_ema=use_ema)
+                break
+            except checkpoint.CheckpointError:
+                raise
+            except (OSError, ValueError, KeyError, TypeError) as error:
+                if not (reader.directory / str(step)).exists():  # removed while read: a run still training
+                    if requested is None and attempt < 2:
+                        continue  # the latest one now
+                    raise checkpoint.CheckpointError(
+                        f"{reader.directory}/{step} was removed while it was read: the run is still training "
+                        "and keeps only its last train.max_to_keep checkpoints; sample from the latest (no "
+                        "sample.checkpoint_step) or from a copy"
+                    ) from None
+                others = [s for s in reader.all_steps() if s != step]
+                way = (
+                    f"; the checkpoints {others} are untouched: sample from one with sample.checkpoint_step "
+                    f"(--config.sample.checkpoint_step={others[-1]})"
+                    if others
+                    else ""
+                )
+                raise checkpoint.CheckpointError(
+                    f"{reader.directory}/{step}: cannot be restored for sampling ({type(error).__name__}: "
+                    f"{str(error)[:300]}); it is damaged or incomplete (a copy cut short?){way}"
+                ) from None
+        finally:
+            reader.close()
     where = f"{reader.directory}/{step}"
     return loaded_from_params(params, metadata, step, where)
 
@@ -628,7 +641,8 @@ def fresh_output_dir(wanted: Path) -> tuple[Path, Path | None]:
             pass
         if candidate.is_dir() and (made or not any(candidate.iterdir())):
             try:
-                (candidate / CLAIM).open("x").close()
+                with (candidate / CLAIM).open("x") as claim:
+                    claim.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
                 return candidate, (top or (candidate if made else None))
             except FileExistsError:  # claimed by another process between the two steps
                 pass
@@ -663,6 +677,25 @@ def _output_folder(wanted: Path) -> tuple[Path, Path | None]:
             "--config.sample.output_dir to a writable folder"
         ) from None
     return out, made
+
+
+def _unfinished(folder: Path) -> str:
+    """' (...)' where `folder` holds the claim of a sampling process on this host that is gone (killed
+    before it finished: its files are incomplete), else ''."""
+    try:
+        words = (folder / CLAIM).read_text().split()
+        pid, host = int(words[1]), words[3]
+    except (OSError, ValueError, IndexError):
+        return ""
+    if host != socket.gethostname():
+        return ""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return f" (the unfinished files of a sampling killed before it finished, pid {pid}: delete them)"
+    except OSError:
+        pass
+    return ""
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
@@ -740,17 +773,24 @@ def run(config, workdir: str | os.PathLike, log=print) -> dict[str, Any]:
     # Made before sampling, so that a folder that cannot be written fails in a second, not after the
     # sampler; removed again (if this call made it) when sampling fails.
     out, made = _output_folder(wanted)
-    failed = True
+    failed, written = True, []
     try:
-        summary = _sample_into(out, wanted, loaded, captions, settings, workdir, s, log)
+        summary = _sample_into(out, wanted, loaded, captions, settings, workdir, s, log, written)
         failed = False
         return summary
     finally:
+        if failed:  # an error, a full disk, Ctrl-C or SIGTERM: no partial sample stays behind
+            for path in written:
+                with contextlib.suppress(OSError):
+                    path.unlink(missing_ok=True)
         release_output_dir(out, made, failed)
 
 
-def _sample_into(out: Path, wanted: Path, loaded, captions, settings, workdir, s, log) -> dict[str, Any]:
-    """`run`'s sampling and writing into the claimed folder `out`."""
+def _sample_into(
+    out: Path, wanted: Path, loaded, captions, settings, workdir, s, log, written: list[Path]
+) -> dict[str, Any]:
+    """`run`'s sampling and writing into the claimed folder `out`; `written` gets each file's path before
+    the file is written (`run` removes them where this fails)."""
     problem = bvh_problem(loaded) if s.write_bvh else None
     if problem:  # said before the sampler runs; the other files are written all the same
         log(f"no .bvh files: {problem}")
@@ -758,12 +798,13 @@ def _sample_into(out: Path, wanted: Path, loaded, captions, settings, workdir, s
     result = generate(loaded, captions, s.num_frames, num_samples=s.num_samples, **sampler_settings(s))
     check_finite(result, loaded, workdir)
     if out != wanted:  # both absolute: a relative workdir said "holds files" of its own empty folder
-        log(f"{wanted} already holds files; writing to {out} instead")
+        log(f"{wanted} already holds files{_unfinished(wanted)}; writing to {out} instead")
     files, entries = [], {}
     for i, (caption, length) in enumerate(zip(result["captions"], result["lengths"], strict=True)):
         caption_index, draw = divmod(i, int(s.num_samples))
         stem = f"{caption_index:03d}_{_slug(caption)}_{draw}"
         entry = {"caption": caption, "length": int(length), "caption_index": caption_index, "sample": draw}
+        written += [out / f"{stem}{end}" for end in (".npy", "_positions.npy", ".bvh")]
         _save_npy(out / f"{stem}.npy", result["motion"][i, :length])
         names = {"motion": f"{stem}.npy"}
         lift = np.zeros(3)
@@ -786,6 +827,7 @@ def _sample_into(out: Path, wanted: Path, loaded, captions, settings, workdir, s
             log("no animation: the checkpoint's data have no skeleton to draw")
         else:
             render = importlib.import_module("motion_ddpm_jax.render")
+            written.append(out / f"samples.{s.render_format}")
             positions = [p[:n] for p, n in zip(result["positions"], result["lengths"], strict=True)]
             path = render.animate_skeletons(
                 positions,
@@ -796,8 +838,11 @@ def _sample_into(out: Path, wanted: Path, loaded, captions, settings, workdir, s
             )
             files.append(Path(path).name)
     index = {"settings": settings, "samples": entries}
-    with (out / "index.json").open("x", encoding="utf-8") as handle:
-        json.dump(index, handle, indent=1)
+    temporary = out / f".index.json.tmp-{os.getpid()}"
+    written += [temporary, out / "index.json"]
+    temporary.write_text(json.dumps(index, indent=1), encoding="utf-8")
+    os.link(temporary, out / "index.json")  # whole or not at all, and never over a file
+    temporary.unlink()
     files.append("index.json")
     count = len(result["captions"])
     log(f"wrote {count} sample{'s' if count != 1 else ''} to {out}")

@@ -519,9 +519,9 @@ def _holds_a_checkpoint(workdir: Path) -> bool:
 
 
 def _left_by_a_refused_start(path: Path) -> bool:
-    """What a run refused before its run record leaves in a new workdir: the lock file and an empty
-    checkpoint folder (nothing of a user's)."""
-    if path.name == LOCK and path.is_file():
+    """What a run refused or killed before its run record leaves in a new workdir: the lock file, a run
+    record cut short (.run.json.tmp) and an empty checkpoint folder (nothing of a user's)."""
+    if path.name in (LOCK, f".{RUN_RECORD}.tmp") and path.is_file():  # a run record cut short, too
         return True
     return path.name == "checkpoints" and path.is_dir() and not any(path.iterdir())
 
@@ -533,6 +533,7 @@ def _tidy_a_refused_start(workdir: Path, refused_start: dict[str, bool]) -> None
     if refused_start["recorded"]:
         return
     (workdir / LOCK).unlink(missing_ok=True)  # this process's: it holds the lock (`workdir_lock`)
+    (workdir / f".{RUN_RECORD}.tmp").unlink(missing_ok=True)  # a run record cut short (a full disk)
     with contextlib.suppress(OSError):  # not empty: a checkpoint (of a run from before run records)
         checkpoint.checkpoint_dir(workdir).rmdir()
     if refused_start["made"]:
@@ -652,8 +653,12 @@ def write_run_record(workdir: Path, config) -> None:
     record = workdir / RUN_RECORD
     payload = {"config": config.to_dict(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     tmp = record.with_name(f".{RUN_RECORD}.tmp")
-    tmp.write_text(json.dumps(payload, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, record)
+    try:
+        tmp.write_text(json.dumps(payload, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+        os.replace(tmp, record)
+    except OSError as error:  # a full disk: nothing half-written stays (a kill's is ignored on restart)
+        tmp.unlink(missing_ok=True)
+        raise OSError(error.errno, f"writing the run record {record}: {error.strerror}") from None
 
 
 def make_geometry(config, dataset) -> losses.Geometry | None:
@@ -742,7 +747,8 @@ class ProgressRenderer:
 
 
 class _PreemptionFlag:
-    """SIGTERM (a scheduler preempting the job) sets a flag; the loop saves a checkpoint and returns.
+    """SIGTERM (a scheduler preempting the job) or a first Ctrl-C (SIGINT) sets a flag; the loop saves a
+    checkpoint and returns. A second Ctrl-C raises KeyboardInterrupt at once (Python's default).
 
     With several processes they must stop at the same step: the flag is then compared across processes
     (an all-gather) every `log_every` steps, where the host synchronises anyway; one process alone checks
@@ -751,12 +757,21 @@ class _PreemptionFlag:
 
     def __init__(self):
         self.raised = False
-        self.previous = None
+        self.name = None  # of the signal this process got, if any
+        self.previous = {}
         if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGTERM, self._handle)
+            self.previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGTERM, signal.SIGINT)}
 
     def _handle(self, signum, frame):
         self.raised = True
+        self.name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        if signum == signal.SIGINT:  # the next Ctrl-C stops at once, without a checkpoint
+            signal.signal(signal.SIGINT, self.previous.get(signal.SIGINT) or signal.default_int_handler)
+            os.write(
+                2,
+                b"Ctrl-C: stopping at the next step, with a checkpoint of it; Ctrl-C again stops at once "
+                b"(the last checkpoint stays)\n",
+            )
 
     def agreed(self, step: int, every: int) -> bool:
         if jax.process_count() == 1:
@@ -768,9 +783,10 @@ class _PreemptionFlag:
         return bool(np.any(multihost_utils.process_allgather(np.array(self.raised))))
 
     def restore(self) -> None:
-        if self.previous is not None:
-            signal.signal(signal.SIGTERM, self.previous)
-            self.previous = None
+        for sig, previous in self.previous.items():
+            if previous is not None:
+                signal.signal(sig, previous)
+        self.previous = {}
 
 
 def bottleneck_warning(config, feature_size: int) -> str | None:
@@ -957,7 +973,8 @@ def _run(config, workdir: Path, stop: _PreemptionFlag, held: contextlib.ExitStac
         if stop.agreed(step, config.train.log_every):
             if last_saved != step:
                 save(replicated)
-            log(f"stopped by SIGTERM at step {step} of {steps}: checkpoint saved in {ckpt.directory}/{step}")
+            by = stop.name or "another process's SIGTERM or Ctrl-C"
+            log(f"stopped by {by} at step {step} of {steps}: checkpoint saved in {ckpt.directory}/{step}")
             ckpt.close()
             metrics_log.close()
             return {"steps": steps, "stopped_at": step, "final_metrics": pending, "workdir": str(workdir)}

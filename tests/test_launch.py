@@ -351,3 +351,25 @@ def test_train_autoencoder_given_a_run_takes_what_the_autoencoder_depends_on_fro
         given, str(tmp_path / "run"), {"eval.autoencoder_steps": 5, "data.fps": 30.0}
     )
     assert (config.eval.autoencoder_steps, config.eval.autoencoder_latent, config.data.fps) == (5, 16, 30.0)
+
+
+def test_a_full_disk_and_an_interruption_are_one_line(monkeypatch):
+    """'[Errno 28] No space left on device' named no file and said nothing to do; SIGTERM outside training
+    killed a mode without its clean-up (it now raises KeyboardInterrupt, as Ctrl-C, which each mode's
+    clean-up sees)."""
+    import errno
+    import signal
+
+    monkeypatch.syspath_prepend(str(ROOT))
+    import launch as launch_module
+
+    full = OSError(errno.ENOSPC, "No space left on device", "/data/prepared/motions/a.npy")
+    assert launch_module._described(full) == (
+        "no space left on the device writing /data/prepared/motions/a.npy ([Errno 28] No space left on "
+        "device: '/data/prepared/motions/a.npy'); free some space and run it again"
+    )
+    assert launch_module._described(OSError(errno.ENOSPC, "No space left on device")).startswith(
+        "no space left on the device ([Errno 28]"
+    )
+    with pytest.raises(KeyboardInterrupt, match="SIGTERM"):
+        launch_module._interrupt(signal.SIGTERM, None)

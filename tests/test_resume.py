@@ -436,7 +436,7 @@ sys.path.insert(0, {root!r})
 from motion_ddpm_jax import train
 real = train._dataset_once_per_run
 def dataset_after_a_sigterm(config, log):
-    os.kill(os.getpid(), signal.SIGTERM)  # the scheduler preempts the job while it loads its data
+    os.kill(os.getpid(), signal.{signal})  # preempted (or Ctrl-C) while it loads its data
     return real(config, log)
 train._dataset_once_per_run = dataset_after_a_sigterm
 sys.path.insert(0, {tests!r})
@@ -447,19 +447,22 @@ print("SUMMARY", summary["stopped_at"])
 """
 
 
-def test_a_sigterm_during_set_up_stops_cleanly_at_step_0(tmp_path, data_args):
+@pytest.mark.parametrize("signal_name, said", [("SIGTERM", "SIGTERM"), ("SIGINT", "Ctrl-C")])
+def test_a_sigterm_during_set_up_stops_cleanly_at_step_0(tmp_path, data_args, signal_name, said):
     """Preempted before its first step (while loading data, restoring or compiling), a run stops at the
     first step boundary with a checkpoint of step 0 and exit status 0, as later on; not killed by the
-    signal with status 143."""
+    signal with status 143. A first Ctrl-C does the same (it had raised KeyboardInterrupt wherever it
+    came, sometimes inside a callback that swallowed it, and saved nothing)."""
     script = SIGTERM_IN_SETUP.format(
-        root=str(ROOT), tests=str(ROOT / "tests"), data_args=data_args, workdir=str(tmp_path / "run")
-    )
+        root=str(ROOT), tests=str(ROOT / "tests"), data_args=data_args, workdir=str(tmp_path / "run"),
+        signal=signal_name,
+    )  # fmt: skip
     done = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
         env={**os.environ, "JAX_PLATFORMS": "cpu"}, cwd=ROOT,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "stopped by SIGTERM at step 0 of 10" in done.stdout and "SUMMARY 0" in done.stdout, done.stdout
+    assert f"stopped by {said} at step 0 of 10" in done.stdout and "SUMMARY 0" in done.stdout, done.stdout
     assert checkpoint.Checkpointer(tmp_path / "run", read_only=True).all_steps() == [0]
 
 

@@ -9,6 +9,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import types
@@ -527,6 +528,52 @@ def test_a_skeleton_a_bvh_file_cannot_hold_is_said_before_sampling_and_the_rest_
         assert sampling.bvh_problem(flat) == f"the {kind} representation has no joint rotations"
 
 
+@pytest.mark.parametrize("failure", [OSError(28, "No space left on device"), KeyboardInterrupt()])
+def test_sampling_stopped_while_writing_leaves_no_partial_file(workdirs, tmp_path, monkeypatch, failure):
+    """A full disk, Ctrl-C or SIGTERM (launch.py turns it into KeyboardInterrupt) while the files are
+    written: the files this call wrote (and the one cut short) are removed with the folder it made; they
+    had stayed, a 0-byte .npy or index.json among them, looking like a complete sample."""
+    real_save, calls = sampling._save_npy, []
+
+    def save_then_fail(path, array):
+        calls.append(path)
+        if len(calls) == 3:
+            path.write_bytes(b"\x93NUMPY")  # cut short
+            raise failure
+        real_save(path, array)
+
+    monkeypatch.setattr(sampling, "_save_npy", save_then_fail)
+    out = tmp_path / "samples" / "step_3"
+    with pytest.raises(type(failure)):
+        sampling.run(run_config(output_dir=str(out)), workdirs["positions"], log=lambda _: None)
+    assert len(calls) == 3 and not (tmp_path / "samples").exists()
+    (tmp_path / "kept").mkdir()  # an empty folder of the user's: emptied of this call's files, kept
+    calls.clear()
+    with pytest.raises(type(failure)):
+        sampling.run(run_config(output_dir=str(tmp_path / "kept")), workdirs["positions"], log=lambda _: None)
+    assert list((tmp_path / "kept").iterdir()) == []
+
+
+def test_a_folder_left_by_a_killed_sampling_is_named_as_such(workdirs, tmp_path):
+    """A sampling killed (SIGKILL) before it finished leaves its claim and some files; the next one writes
+    beside it and says that folder holds an unfinished sample (it had said only 'already holds files')."""
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    wanted = tmp_path / "out"
+    wanted.mkdir()
+    (wanted / sampling.CLAIM).write_text(f"pid {gone.pid} on {socket.gethostname()}\n")
+    (wanted / "000_wave_hello_0.npy").write_bytes(b"")
+    lines = []
+    summary = sampling.run(run_config(output_dir=str(wanted)), workdirs["positions"], log=lines.append)
+    assert summary["output_dir"] == str(tmp_path / "out_2")
+    assert any(
+        f"already holds files (the unfinished files of a sampling killed before it finished, pid {gone.pid}"
+        in line
+        for line in lines
+    ), lines
+    assert not [p for p in Path(summary["output_dir"]).iterdir() if p.name.startswith(".")]
+
+
 @pytest.mark.parametrize(
     "caption, slug",
     [("Wave Hello", "wave_hello"), ("café naïve", "cafe_naive"), ("日本語 テスト", "日本語_テスト"),
@@ -912,3 +959,25 @@ def test_a_caption_longer_than_the_text_window_is_named_with_its_token_count():
         f"caption 0 ('{fits} nod') takes 7 tokens; the model reads its first 6 (model.text_max_length 8 "
         "less bos and eos)"
     ]
+
+
+def test_a_checkpoint_removed_while_it_is_read_is_not_called_damaged(tmp_path, monkeypatch):
+    """Sampling a run that is still training: its trainer can remove the checkpoint being read
+    (train.max_to_keep). That read had been reported as a damaged checkpoint; now the latest one is read
+    again, and a step asked for by number is said to have been removed."""
+    write_checkpoint(tmp_path / "run", step=5)
+    write_checkpoint(tmp_path / "run", step=7)
+    real_restore, reads = checkpoint.Checkpointer.restore_params, []
+
+    def removed_by_the_trainer(self, step, **kwargs):
+        reads.append(step)
+        if step == 7:
+            shutil.rmtree(self.directory / "7")
+            raise OSError("Truncated Zstd-compressed stream")
+        return real_restore(self, step, **kwargs)
+
+    monkeypatch.setattr(checkpoint.Checkpointer, "restore_params", removed_by_the_trainer)
+    assert sampling.load_model(tmp_path / "run").step == 5 and reads == [7, 5]
+    write_checkpoint(tmp_path / "run", step=7)
+    with pytest.raises(UserError, match=r"/7 was removed while it was read: the run is still training"):
+        sampling.load_model(tmp_path / "run", step=7)

@@ -2,6 +2,7 @@
 
 import json
 import math
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -339,3 +340,33 @@ def test_a_workdir_of_another_config_names_every_differing_field_or_how_many_mor
     changed.optim.lr, changed.seed, changed.diffusion.steps, changed.loss.velocity_weight = 1e-3, 7, 500, 1.0
     with pytest.raises(train.WorkdirError, match=r"differs in .*model\.num_layers.* and 2 more \(see"):
         train.claim_workdir(tmp_path, changed)
+
+
+def test_a_run_record_cut_short_leaves_the_workdir_to_the_rerun(tmp_path, monkeypatch):
+    """A run killed, or out of disk, while writing run.json left .run.json.tmp, and the rerun was refused
+    as someone else's folder. Such a file (and the lock file) counts as nothing of a user's; a failed
+    write removes its own and names the record."""
+    import errno
+
+    from motion_ddpm_jax.config import base_config
+
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    (workdir / ".run.json.tmp").write_text('{"config": {"da')  # cut short
+    (workdir / train.LOCK).write_text("pid 1 on elsewhere\n")
+    assert train.claim_workdir(workdir, base_config()) is True  # it still needs its record
+    (workdir / "notes.txt").write_text("mine")
+    with pytest.raises(train.WorkdirError, match=r"is not empty \(notes\.txt\)"):
+        train.claim_workdir(workdir, base_config())
+
+    real_write = Path.write_text
+
+    def full_disk(self, text, *args, **kwargs):
+        real_write(self, text[:100], *args, **kwargs)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    (tmp_path / "other").mkdir()
+    monkeypatch.setattr(Path, "write_text", full_disk)
+    with pytest.raises(OSError, match=r"writing the run record .*run\.json: No space left on device"):
+        train.write_run_record(tmp_path / "other", base_config())
+    assert list((tmp_path / "other").iterdir()) == []
