@@ -13,6 +13,7 @@ the previous checkpoint usable, and the partial one is removed when the folder i
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 from pathlib import Path
@@ -29,6 +30,19 @@ ITEMS = ("params", "ema_params", "train_state", "metadata")
 
 class CheckpointError(UserError):
     """A checkpoint folder is missing, empty, incomplete or from an incompatible run."""
+
+
+def _out_of_space(error: BaseException) -> bool:
+    """Whether `error`, or an error it came from, is a full disk (ENOSPC, or its message in a wrapper)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+            return True
+        if "No space left on device" in str(error):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def checkpoint_dir(workdir: str | os.PathLike) -> Path:
@@ -106,8 +120,17 @@ class Checkpointer:
             train_state=ocp.args.StandardSave(_host(train_state)),
             metadata=ocp.args.JsonSave(metadata),
         )
-        self.manager.save(int(step), args=args, force=True)
-        self.manager.wait_until_finished()
+        try:
+            self.manager.save(int(step), args=args, force=True)
+            self.manager.wait_until_finished()
+        except Exception as error:  # a full disk comes out of Orbax's writers as many kinds of error
+            if not _out_of_space(error):
+                raise
+            raise CheckpointError(
+                f"{self.directory}/{step}: cannot be written, no space left on the device "
+                f"({type(error).__name__}: {str(error)[:200]}); the checkpoints before it are intact (an "
+                "unfinished one is removed on restart): free some space and start the run again to resume"
+            ) from None
 
     def _step(self, step: int | None) -> int:
         steps = self.all_steps()

@@ -167,3 +167,34 @@ def test_sampling_from_a_damaged_checkpoint_names_the_intact_ones(tmp_path):
     )
     with pytest.raises(checkpoint.CheckpointError, match=expected):
         sampling.load_model(tmp_path, use_ema=False)
+
+
+def test_a_full_disk_while_saving_is_one_error_that_says_the_earlier_checkpoints_are_intact(
+    tmp_path, monkeypatch
+):
+    """A full disk came out of Orbax's writers as a 600-line traceback ending in another error; now a
+    CheckpointError names the step and what to do, whatever error wraps the ENOSPC. Other errors pass."""
+    import errno
+
+    params, ema, state = trees(0)
+    ckpt = checkpoint.Checkpointer(tmp_path / "run")
+    ckpt.save(2, params, ema, state, {"step": 2})
+
+    def full(*args, **kwargs):
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError as disk:
+            raise RuntimeError("Failed to write 22920 bytes to a tensorstore array") from disk
+
+    monkeypatch.setattr(ckpt.manager, "save", full)
+    with pytest.raises(checkpoint.CheckpointError, match=r"/4: cannot be written, no space left on the devi"):
+        ckpt.save(4, params, ema, state, {"step": 4})
+
+    def other(*args, **kwargs):
+        raise RuntimeError("something else")
+
+    monkeypatch.setattr(ckpt.manager, "save", other)
+    with pytest.raises(RuntimeError, match="something else"):
+        ckpt.save(4, params, ema, state, {"step": 4})
+    ckpt.close()
+    assert checkpoint.Checkpointer(tmp_path / "run", read_only=True).all_steps() == [2]
