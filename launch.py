@@ -138,7 +138,8 @@ def main(argv):
             from motion_ddpm_jax.data import beat
 
             source, raw = config.data.source, config.data.raw_root
-            if source == "beat" or (source == "synthetic" and raw and Path(raw).is_dir()):
+            recorded = bool(raw) and Path(raw).is_dir() and any(Path(raw).iterdir())  # else: write the demo
+            if source == "beat" or (source == "synthetic" and recorded):
                 dataset = beat.prepare_from_config(config.data)
             else:  # as training does: the demo set is written first; a prepared (HumanML3D) folder is read
                 dataset = beat.dataset_from_config(config)

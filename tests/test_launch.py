@@ -373,3 +373,15 @@ def test_a_full_disk_and_an_interruption_are_one_line(monkeypatch):
     )
     with pytest.raises(KeyboardInterrupt, match="SIGTERM"):
         launch_module._interrupt(signal.SIGTERM, None)
+
+
+def test_prepare_of_the_demo_writes_its_recordings_into_an_empty_raw_root(tmp_path):
+    """--mode prepare of configs/demo.py with data.raw_root an empty folder said 'no .bvh files under'
+    it, where training in the same state writes the demo set there; now prepare does as training does."""
+    (tmp_path / "raw").mkdir()
+    result = launch(
+        "--mode", "prepare", "--config", "configs/demo.py", f"--config.data.raw_root={tmp_path / 'raw'}",
+        f"--config.data.root={tmp_path / 'prepared'}",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"{tmp_path / 'prepared'}: " in result.stdout and any((tmp_path / "raw").rglob("*.bvh"))
