@@ -636,26 +636,29 @@ def _read_settings(directory: Path) -> dict[str, Any]:
 
 def save_autoencoder(directory, params, mean, std, settings: dict[str, Any], trained: dict[str, Any]) -> Path:
     """Write `autoencoder.npz` (params, mean, std) and `autoencoder.json` (settings, training summary) into
-    `directory`, which must not exist or be empty (written under a temporary name, then renamed)."""
+    `directory`, which must not exist or be empty. They are written into a hidden folder beside it,
+    `.<name>.partial-<host>-<pid>-<random>`, renamed to `directory` when complete; a failed or interrupted
+    write (a full disk: an OSError naming the file; Ctrl-C) removes that folder, and one left by a killed
+    process of this host is removed when `directory` is next written (files.staged_folder)."""
     directory = Path(directory)
     if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
         raise EvaluationError(
             f"{directory}: exists and is not empty; refusing to write an autoencoder over it"
         )
-    staging = directory.with_name(f".{directory.name}.partial-{os.getpid()}")
-    staging.mkdir(parents=True)
     arrays = {f"params/{k}": v for k, v in _flatten(params).items()}
-    np.savez(
-        staging / "autoencoder.npz",
-        mean=np.asarray(mean, np.float32),
-        std=np.asarray(std, np.float32),
-        **arrays,
-    )
     record = {"settings": settings, "trained": trained}
-    (staging / "autoencoder.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
-    if directory.exists():
-        directory.rmdir()  # empty, checked above
-    staging.rename(directory)
+    with files.staged_folder(directory, "partial") as staging, files.writing(directory, staging):
+        with files.writing(staging / "autoencoder.npz"):
+            np.savez(
+                staging / "autoencoder.npz",
+                mean=np.asarray(mean, np.float32),
+                std=np.asarray(std, np.float32),
+                **arrays,
+            )
+        (staging / "autoencoder.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+        if directory.exists():
+            directory.rmdir()  # empty, checked above
+        staging.rename(directory)
     return directory
 
 
@@ -987,19 +990,26 @@ def _check_output(path: Path) -> None:
 
 
 def write_new_json(path: Path, payload: Any) -> Path:
-    """Write `payload` to `path`, or to `<stem>_1<suffix>`, `_2`, ... when that exists (never overwrite)."""
+    """Write `payload` to `path`, or to `<stem>_1<suffix>`, `_2`, ... when that exists (never overwrite).
+
+    The JSON is written to a hidden file beside `path` (`.<name>.tmp-<host>-<pid>-<random>`, removed
+    afterwards, and one left by a killed process of this host at the next write) and then linked to the
+    first free name (files.link_new: a link never replaces a file): a full disk or a kill never leaves a
+    partial file under these names. A failure is an OSError naming `path`."""
     path = Path(os.path.abspath(path))
     _refuse_a_folder(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(files.json_safe(payload), indent=1, allow_nan=False) + "\n"
-    for attempt in range(10_000):
-        candidate = path if attempt == 0 else path.with_name(f"{path.stem}_{attempt}{path.suffix}")
-        try:
-            with open(candidate, "x", encoding="utf-8") as handle:
-                handle.write(text)
-            return candidate
-        except FileExistsError:
-            continue
+    with files.staged_file(path) as temporary, files.writing(path, temporary):
+        with open(temporary, "x", encoding="utf-8") as handle:
+            handle.write(text)
+        for attempt in range(10_000):
+            candidate = path if attempt == 0 else path.with_name(f"{path.stem}_{attempt}{path.suffix}")
+            try:
+                files.link_new(temporary, candidate)
+                return candidate
+            except FileExistsError:
+                continue
     raise EvaluationError(f"{path}: too many files of this name already; set eval.output to a new file")
 
 

@@ -13,13 +13,14 @@ turned by a proper rotation, (x, y, z) -> (x, -z, y); a BEAT character facing +Z
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import os
 import shutil
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import matplotlib as mpl
@@ -32,6 +33,7 @@ from matplotlib.text import Text
 from mpl_toolkits.mplot3d.art3d import Line3D, Poly3DCollection
 from PIL import Image
 
+from motion_ddpm_jax import files
 from motion_ddpm_jax.errors import UserError
 
 UP_AXES = ("x", "y", "z")
@@ -391,10 +393,16 @@ def _claim_path(path, suffixes: Sequence[str], overwrite: bool) -> Path:
     return path
 
 
-def _temporary_twin(path: Path) -> Path:
-    """A hidden file beside `path` with its suffix (writers choose the format from it); makes the folder."""
+@contextlib.contextmanager
+def _temporary_twin(path: Path) -> Iterator[Path]:
+    """A hidden file beside `path` with its suffix (writers choose the format from it),
+    `.<stem>.tmp-<host>-<pid>-<random><suffix>`, removed when the block ends (moved into place, or not:
+    a full disk, Ctrl-C), where an OSError comes out naming `path`. Makes the folder, and first removes
+    the temporary twins of `path` that a killed process of this host left (a run killed while it drew its
+    progress GIF): files.staged_file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    return path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    with files.staged_file(path, "tmp", keep_suffix=True) as temporary, files.writing(path, temporary):
+        yield temporary
 
 
 def _publish(temporary: Path, path: Path, overwrite: bool) -> None:
@@ -541,8 +549,7 @@ def animate_skeletons(
     )
     writer = _SceneMp4Writer(scene, fps=fps) if mp4 else _SharedPaletteGifWriter(scene, fps=fps)
     step = 1 if mp4 else writer.step
-    temporary = _temporary_twin(path)
-    try:
+    with _temporary_twin(path) as temporary:
         try:
             with (
                 mpl.rc_context({"animation.ffmpeg_path": ffmpeg} if mp4 else {}),
@@ -557,8 +564,6 @@ def animate_skeletons(
                 f"{_tail(error.stderr) or 'it said nothing'}; ask for a .gif instead"
             ) from error
         _publish(temporary, path, overwrite=False)
-    finally:
-        temporary.unlink(missing_ok=True)
     return path
 
 
@@ -657,10 +662,7 @@ def plot_training_curves(
     """
     png_path = _claim_path(png_path, (".png",), overwrite)
     figure = training_curves_figure(metrics_path, keys=keys, figsize=figsize, dpi=dpi)
-    temporary = _temporary_twin(png_path)
-    try:
+    with _temporary_twin(png_path) as temporary:
         figure.savefig(temporary, dpi=dpi)
         _publish(temporary, png_path, overwrite)
-    finally:
-        temporary.unlink(missing_ok=True)
     return png_path

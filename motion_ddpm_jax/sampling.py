@@ -36,6 +36,7 @@ import ml_collections
 import numpy as np
 
 from motion_ddpm_jax import checkpoint, diffusion, representation, text
+from motion_ddpm_jax import files as files_lib
 from motion_ddpm_jax import model as model_lib
 from motion_ddpm_jax.data import bvh, pipeline
 from motion_ddpm_jax.errors import UserError
@@ -841,7 +842,7 @@ def _sample_into(
     temporary = out / f".index.json.tmp-{os.getpid()}"
     written += [temporary, out / "index.json"]
     temporary.write_text(json.dumps(index, indent=1), encoding="utf-8")
-    os.link(temporary, out / "index.json")  # whole or not at all, and never over a file
+    files_lib.link_new(temporary, out / "index.json")  # whole or not at all, and never over a file
     temporary.unlink()
     files.append("index.json")
     count = len(result["captions"])

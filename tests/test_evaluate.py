@@ -1,7 +1,11 @@
 """Evaluation metrics against analytic answers and scipy, the FGD autoencoder, and --mode eval end to end
 with a stand-in for the sampler."""
 
+import errno
 import json
+import os
+import signal
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -736,3 +740,106 @@ def test_conditioning_accuracy_says_why_it_is_nan_when_no_compared_caption_is_a_
     )  # fmt: skip
     assert not np.isnan(table["conditioning_accuracy"]["real"])
     assert not [n for n in notes if "is NaN" in n]
+
+
+# ------------------------------------------------------------------------- a full disk, Ctrl-C, a kill
+def test_save_autoencoder_on_a_full_disk_leaves_no_staging_folder_and_names_the_file(
+    toy_autoencoder, tmp_path, monkeypatch
+):
+    from test_files import ENOSPC_TEXT, full_disk
+
+    encoder = evaluate.load_autoencoder(toy_autoencoder[1])
+    saving = (encoder.params, encoder.mean, encoder.std, encoder.settings, {})
+    full_disk(monkeypatch, tmp_path, room=2000)
+    with pytest.raises(OSError) as caught:
+        evaluate.save_autoencoder(tmp_path / "fgd", *saving)
+    assert list(tmp_path.iterdir()) == []
+    assert caught.value.errno == errno.ENOSPC
+    assert str(caught.value).endswith(f"writing {tmp_path / 'fgd' / 'autoencoder.npz'}: {ENOSPC_TEXT}")
+    monkeypatch.undo()
+    evaluate.save_autoencoder(tmp_path / "fgd", *saving)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fgd"]
+
+
+def test_save_autoencoder_removes_the_staging_folder_a_killed_process_left(toy_autoencoder, tmp_path):
+    from test_files import assert_only_the_dead_ones_removed, leftover_names, make_leftovers
+
+    names = leftover_names("fgd", "partial")
+    make_leftovers(tmp_path, names, as_folders=True)
+    encoder = evaluate.load_autoencoder(toy_autoencoder[1])
+    evaluate.save_autoencoder(
+        tmp_path / "fgd", encoder.params, encoder.mean, encoder.std, encoder.settings, {}
+    )
+    assert_only_the_dead_ones_removed(tmp_path, names)
+    assert evaluate.load_autoencoder(tmp_path / "fgd").settings == encoder.settings
+
+
+def test_write_new_json_on_a_full_disk_leaves_no_file_and_the_rerun_takes_the_name(tmp_path, monkeypatch):
+    """It left a 0-byte metrics_step2000.json, and the rerun wrote metrics_step2000_1.json."""
+    from test_files import ENOSPC_TEXT, full_disk
+
+    path = tmp_path / "eval" / "metrics_step2000.json"
+    path.parent.mkdir()
+    full_disk(monkeypatch, path.parent)
+    with pytest.raises(OSError) as caught:
+        evaluate.write_new_json(path, {"fid": 1.5})
+    assert list(path.parent.iterdir()) == []  # no 0-byte file under the name
+    assert caught.value.errno == errno.ENOSPC
+    assert str(caught.value).endswith(f"writing {path}: {ENOSPC_TEXT}")
+    monkeypatch.undo()
+    assert evaluate.write_new_json(path, {"fid": 1.5}) == path
+    assert json.loads(path.read_text()) == {"fid": 1.5}
+
+
+KILLED_WRITE_NEW_JSON = """
+import builtins, io, os, signal, sys
+from pathlib import Path
+from motion_ddpm_jax import evaluate
+
+real_open = builtins.open
+class Killed:
+    def __init__(self, handle): self.handle = handle
+    def __enter__(self): return self
+    def __exit__(self, *args): self.handle.close()
+    def __getattr__(self, name): return getattr(self.handle, name)
+    def write(self, text):  # half of it reaches the disk, then SIGKILL
+        self.handle.write(text[: len(text) // 2])
+        self.handle.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+def opening(file, mode="r", *args, **kwargs):
+    handle = real_open(file, mode, *args, **kwargs)
+    inside = not isinstance(file, int) and Path(file).parent == Path(sys.argv[1]).parent
+    return Killed(handle) if inside and ("w" in mode or "x" in mode) else handle
+builtins.open = io.open = opening
+evaluate.write_new_json(Path(sys.argv[1]), {"fid": 1.5, "notes": ["a"] * 100})
+"""
+
+
+def test_write_new_json_killed_mid_write_leaves_no_partial_file_under_the_name(tmp_path):
+    from test_files import ROOT
+
+    path = tmp_path / "metrics_step2000.json"
+    child = subprocess.run(
+        [sys.executable, "-c", KILLED_WRITE_NEW_JSON, str(path)],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+    )
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    assert not path.exists(), "a half-written file under the canonical name"
+    assert evaluate.write_new_json(path, {"fid": 1.5}) == path  # not metrics_step2000_1.json
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # the killed write's temporary is gone
+
+
+def test_write_new_json_never_overwrites_even_without_hard_links(tmp_path, monkeypatch):
+    def no_links(source, destination):
+        raise PermissionError(errno.EPERM, os.strerror(errno.EPERM), str(source), str(destination))
+
+    path = tmp_path / "metrics.json"
+    path.write_text("a user's")
+    assert evaluate.write_new_json(path, {"a": 1}) == tmp_path / "metrics_1.json"
+    monkeypatch.setattr(os, "link", no_links)
+    assert evaluate.write_new_json(path, {"a": 2}) == tmp_path / "metrics_2.json"
+    assert path.read_text() == "a user's"
+    assert [json.loads((tmp_path / f"metrics_{i}.json").read_text())["a"] for i in (1, 2)] == [1, 2]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json", "metrics_1.json", "metrics_2.json"]

@@ -1,7 +1,12 @@
 """The prepared layout and the HumanML3D layout: round trips, statistics, sub-clips, errors."""
 
+import errno
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -529,3 +534,117 @@ def test_write_dataset_warns_of_what_a_dataset_will_lack_without_a_usable_skelet
         warnings.simplefilter("error")
         good = Skeleton(names=("root", "neck", "neck_Nub"), **chain)
         motion_text.write_dataset(tmp_path / "good", make_splits(rng, size=9), info, good)
+
+
+# ------------------------------------------------------------------------- a full disk, Ctrl-C, a kill
+@pytest.mark.parametrize("room", [0, 3000])  # the first file does not fit; some clips are written first
+def test_write_dataset_on_a_full_disk_leaves_no_staging_folder_and_names_the_file(
+    tmp_path, monkeypatch, room
+):
+    from test_files import ENOSPC_TEXT, full_disk
+
+    splits, info = make_splits(np.random.default_rng(19)), {"representation": "positions", "fps": 30}
+    full_disk(monkeypatch, tmp_path, room)
+    with pytest.raises(OSError) as caught:
+        motion_text.write_dataset(tmp_path / "ds", splits, info)
+    assert list(tmp_path.iterdir()) == []  # the staging folder is gone: a rerun has the space again
+    message = str(caught.value)
+    assert caught.value.errno == errno.ENOSPC and message.endswith(ENOSPC_TEXT)
+    assert re.search(rf"writing {re.escape(str(tmp_path / 'ds'))}\b", message) and ".partial" not in message
+    monkeypatch.undo()
+    assert motion_text.write_dataset(tmp_path / "ds", splits, info).info["counts"]["train"] == 5
+
+
+def test_an_interrupted_write_dataset_leaves_no_staging_folder(tmp_path, monkeypatch):
+    saved = []
+
+    def save(*args, **kwargs):  # Ctrl-C while the third array is written
+        saved.append(args[0])
+        if len(saved) == 3:
+            raise KeyboardInterrupt
+        return real_save(*args, **kwargs)
+
+    real_save = np.save
+    monkeypatch.setattr(np, "save", save)
+    with pytest.raises(KeyboardInterrupt):
+        motion_text.write_dataset(
+            tmp_path / "ds",
+            make_splits(np.random.default_rng(20)),
+            {"representation": "positions", "fps": 30},
+        )
+    assert list(tmp_path.iterdir()) == []
+
+
+KILLED_WRITE_DATASET = """
+import os, signal, sys
+import numpy as np
+from motion_ddpm_jax.data import motion_text
+
+real_save, saved = np.save, []
+def save(*args, **kwargs):  # SIGKILL (the OOM killer, a scheduler) once two clips are written
+    saved.append(1)
+    if len(saved) == 3:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real_save(*args, **kwargs)
+np.save = save
+motions = tuple(np.zeros((20, 6), np.float32) for _ in range(4))
+split = motion_text.Split("train", ("a", "b", "c", "d"), motions, (("x",),) * 4)
+motion_text.write_dataset(sys.argv[1], {"train": split}, {"representation": "positions", "fps": 30})
+"""
+
+
+def test_the_staging_folder_of_a_killed_write_dataset_is_removed_by_the_next(tmp_path):
+    """Only that of the killed process: another host's (a shared file system) and a running process's
+    staging folders of the same dataset, and those of other folders, stay."""
+    from test_files import HOST, ROOT, assert_only_the_dead_ones_removed, leftover_names, make_leftovers
+
+    child = subprocess.Popen(
+        [sys.executable, "-c", KILLED_WRITE_DATASET, str(tmp_path / "ds")],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    _, stderr = child.communicate()
+    assert child.returncode == -signal.SIGKILL, stderr
+    (killed,) = tmp_path.iterdir()
+    assert re.fullmatch(rf"\.ds\.partial-{re.escape(HOST)}-{child.pid}-[0-9a-f]{{8}}", killed.name)
+    assert len(list((killed / "motions").iterdir())) == 2  # two clips written before the kill
+    others = leftover_names("ds", "partial")
+    make_leftovers(tmp_path, others, as_folders=True)
+    motion_text.write_dataset(
+        tmp_path / "ds", make_splits(np.random.default_rng(21)), {"representation": "positions", "fps": 30}
+    )
+    assert not killed.exists()
+    assert_only_the_dead_ones_removed(tmp_path, others)
+
+
+SHORT_WRITE_DATASET = """
+import resource, signal, sys
+import numpy as np
+from motion_ddpm_jax.data import motion_text
+
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit: what fits, then EFBIG
+resource.setrlimit(resource.RLIMIT_FSIZE, (65536, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+split = motion_text.Split("train", ("small", "big"), (np.zeros((5, 6), np.float32),
+                          np.zeros((5000, 6), np.float32)), (("x",), ("y",)))
+try:
+    motion_text.write_dataset(sys.argv[1], {"train": split}, {"representation": "positions", "fps": 30})
+except OSError as error:
+    print(error)
+"""
+
+
+def test_write_dataset_names_the_file_numpy_wrote_short(tmp_path):
+    """numpy says only "120000 requested and 65408 written" when the disk takes part of an array."""
+    from test_files import ROOT
+
+    out = subprocess.run(
+        [sys.executable, "-c", SHORT_WRITE_DATASET, str(tmp_path / "ds")],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    big = tmp_path / "ds" / "motions" / "big.npy"
+    assert re.match(rf"writing {re.escape(str(big))}: \d+ requested and \d+ written", out), out
+    assert list(tmp_path.iterdir()) == []

@@ -1,5 +1,6 @@
 """Tests of render.py: stick-figure animations and training-curve plots, on tiny skeletons and few frames."""
 
+import errno
 import json
 import math
 import re
@@ -564,3 +565,44 @@ def test_training_curves_overwrite_only_when_asked(tmp_path):
     render.plot_training_curves(metrics, png, overwrite=True)
     with Image.open(png) as image:
         assert image.format == "PNG"
+
+
+# ------------------------------------------------------------------------- a full disk, Ctrl-C, a kill
+def draw(kind: str, folder, **options):
+    """Write the picture of `kind` (a GIF of a stick figure, or training curves) into `folder`."""
+    if kind == "gif":
+        return render.animate_skeletons([walking(3)], PARENTS, folder / "step_0001000.gif", fps=10)
+    metrics = write_metrics(folder.parent / "metrics.jsonl", metrics_rows())
+    return render.plot_training_curves(metrics, folder / "curves.png", dpi=30, **options)
+
+
+@pytest.mark.parametrize("kind", ["gif", "png"])
+def test_a_picture_on_a_full_disk_leaves_no_temporary_file_and_names_the_file(tmp_path, monkeypatch, kind):
+    from test_files import ENOSPC_TEXT, full_disk
+
+    (tmp_path / "progress").mkdir()
+    full_disk(monkeypatch, tmp_path / "progress", room=500)
+    with pytest.raises(OSError) as caught:
+        draw(kind, tmp_path / "progress")
+    name = "step_0001000.gif" if kind == "gif" else "curves.png"
+    assert list((tmp_path / "progress").iterdir()) == []
+    assert caught.value.errno == errno.ENOSPC
+    assert str(caught.value).endswith(f"writing {tmp_path / 'progress' / name}: {ENOSPC_TEXT}")
+    monkeypatch.undo()
+    assert draw(kind, tmp_path / "progress").name == name
+
+
+@pytest.mark.parametrize("kind", ["gif", "png"])
+def test_a_picture_removes_the_temporary_file_a_killed_process_left(tmp_path, kind):
+    """A training run killed while it drew its progress GIF or curves leaves a hidden temporary file;
+    the next picture of that name removes it (and no other process's, nor another picture's)."""
+    from test_files import assert_only_the_dead_ones_removed, leftover_names, make_leftovers
+
+    (tmp_path / "progress").mkdir()
+    stem, suffix = ("step_0001000", ".gif") if kind == "gif" else ("curves", ".png")
+    names = leftover_names(stem, "tmp", suffix)
+    make_leftovers(tmp_path / "progress", names, as_folders=False)
+    path = draw(kind, tmp_path / "progress", **({} if kind == "gif" else {"overwrite": True}))
+    assert_only_the_dead_ones_removed(tmp_path / "progress", names)
+    with Image.open(path) as image:
+        assert image.format == kind.upper()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import subprocess
@@ -414,3 +415,27 @@ def test_main_reports_an_unchanged_folder_and_a_refusal(tmp_path, capsys):
     assert exit_info.value.code == 1
     error = capsys.readouterr().err
     assert error.startswith("python -m motion_ddpm_jax.data.synthetic: error: ") and "other options" in error
+
+
+# ------------------------------------------------------------------------- a full disk, Ctrl-C, a kill
+def test_a_full_disk_leaves_no_staging_folder_and_names_the_output(tmp_path, monkeypatch):
+    from test_files import ENOSPC_TEXT, full_disk
+
+    full_disk(monkeypatch, tmp_path, room=20_000)
+    with pytest.raises(OSError) as caught:
+        small(tmp_path / "raw")
+    assert list(tmp_path.iterdir()) == []
+    assert caught.value.errno == errno.ENOSPC and str(caught.value).endswith(ENOSPC_TEXT)
+    assert f"writing {tmp_path / 'raw'}" in str(caught.value) and ".tmp-" not in str(caught.value)
+    assert caught.value.strerror.startswith(f"writing {tmp_path / 'raw'}")  # what beat.py words in
+    monkeypatch.undo()
+    assert small(tmp_path / "raw").created
+
+
+def test_the_staging_folder_a_killed_process_left_is_removed_by_the_next_write(tmp_path):
+    from test_files import assert_only_the_dead_ones_removed, leftover_names, make_leftovers
+
+    names = leftover_names("raw", "tmp")
+    make_leftovers(tmp_path, names, as_folders=True)
+    assert small(tmp_path / "raw").created
+    assert_only_the_dead_ones_removed(tmp_path, names)

@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from motion_ddpm_jax import files
 from motion_ddpm_jax import representation as representation_lib
 from motion_ddpm_jax.errors import UserError
 from motion_ddpm_jax.skeleton import Skeleton
@@ -695,8 +696,10 @@ def write_dataset(
     info: representation (one of REPRESENTATIONS), fps (positive) and anything else worth recording
     (options, source fingerprint), as JSON; the feature size and counts are added here. Statistics come
     from the `train` split only. Everything is checked before anything is written; the folder is written
-    under a temporary name and renamed into place at the end, so an interrupted write never leaves a
-    half-written dataset where a complete one is expected.
+    under a hidden temporary name beside `root` and renamed into place at the end, so an interrupted write
+    never leaves a half-written dataset where a complete one is expected. A failed or interrupted write
+    (a full disk: an OSError naming the file; Ctrl-C) removes that temporary folder, and one left by a
+    killed process of this host is removed at the start of the next write of `root`.
     """
     root = Path(root)
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
@@ -747,23 +750,25 @@ def write_dataset(
             f"{root}: write_dataset's info cannot be recorded in dataset.json ({error}); expected JSON "
             "values (numbers, strings, lists, dicts with string keys)"
         ) from None
-    staging = root.with_name(f".{root.name}.partial-{os.getpid()}")
-    if staging.exists():
-        raise DatasetError(f"{staging}: a partial write from this process already exists")
-    (staging / "motions").mkdir(parents=True)
-    (staging / "texts").mkdir()
-    for name in SPLITS:
-        split = splits.get(name, Split(name, (), (), ()))
-        for clip_id, motion, captions in zip(split.ids, split.motions, split.captions, strict=True):
-            np.save(staging / "motions" / f"{clip_id}.npy", motion.astype(np.float32))
-            (staging / "texts" / f"{clip_id}.txt").write_text("\n".join(captions) + "\n", encoding="utf-8")
-        (staging / f"{name}.txt").write_text("".join(f"{i}\n" for i in split.ids), encoding="utf-8")
-    np.save(staging / "mean.npy", mean)
-    np.save(staging / "std.npy", std)
-    if skeleton is not None:
-        skeleton.save_json(staging / "skeleton.json")
-    (staging / "dataset.json").write_text(record_text, encoding="utf-8")
-    if root.exists():
-        root.rmdir()  # empty, checked above
-    staging.rename(root)
+    # Staged in `.<name>.partial-<host>-<pid>-<random>` beside root (files.staged_folder), removed if the
+    # write fails or is interrupted (a full disk, Ctrl-C); one left by a killed process of this host is
+    # removed when root is next written. An OSError names the file of root that failed.
+    with files.staged_folder(root, "partial") as staging, files.writing(root, staging):
+        (staging / "motions").mkdir()
+        (staging / "texts").mkdir()
+        for name in SPLITS:
+            split = splits.get(name, Split(name, (), (), ()))
+            for clip_id, motion, captions in zip(split.ids, split.motions, split.captions, strict=True):
+                files.save_npy(staging / "motions" / f"{clip_id}.npy", motion.astype(np.float32))
+                text = "\n".join(captions) + "\n"
+                (staging / "texts" / f"{clip_id}.txt").write_text(text, encoding="utf-8")
+            (staging / f"{name}.txt").write_text("".join(f"{i}\n" for i in split.ids), encoding="utf-8")
+        files.save_npy(staging / "mean.npy", mean)
+        files.save_npy(staging / "std.npy", std)
+        if skeleton is not None:
+            skeleton.save_json(staging / "skeleton.json")
+        (staging / "dataset.json").write_text(record_text, encoding="utf-8")
+        if root.exists():
+            root.rmdir()  # empty, checked above
+        staging.rename(root)
     return _open_prepared(root)

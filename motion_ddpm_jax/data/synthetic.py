@@ -22,8 +22,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import secrets
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -32,6 +30,7 @@ import numpy as np
 
 from motion_ddpm_jax.data.bvh import write_bvh
 from motion_ddpm_jax.data.textgrid import write_textgrid
+from motion_ddpm_jax.files import staged_folder, writing
 from motion_ddpm_jax.skeleton import beat_skeleton
 
 GENERATOR_VERSION = 1  # bump whenever the output for given options changes
@@ -391,7 +390,9 @@ def write_demo_dataset(
     `root` must be missing, empty, or a previous output of this function with the same options (then
     nothing is written: created False). Anything else raises FileExistsError and touches nothing. The
     files are written to a temporary sibling folder and then moved into place (see `_publish`), with a
-    manifest `synthetic.json` (options, summary, SHA-256 of every file) that identifies them.
+    manifest `synthetic.json` (options, summary, SHA-256 of every file) that identifies them. A failed or
+    interrupted write (a full disk: an OSError naming the file; Ctrl-C) removes the temporary folder, and
+    one left by a killed process of this host is removed when `root` is next written.
     The gesture words are dealt in shuffled rounds of all of GESTURES, so their counts differ by at most 1.
     fps: frames per second of the BVH files (>= 20; BEAT's is 120).
     """
@@ -422,50 +423,50 @@ def write_demo_dataset(
     dealt = _dealt_words(seed, total)
 
     root.parent.mkdir(parents=True, exist_ok=True)
-    staging = root.parent / f".{root.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
-    staging.mkdir()  # (not tempfile.mkdtemp: its folder would be private to the user once renamed)
-    try:
-        files: dict[str, str] = {}
-        num_frames, duration = 0, 0.0
-        for s in range(num_speakers):
-            speaker = _speaker(s, seed)
-            (staging / str(speaker.id)).mkdir()
-            for r in range(recordings_per_speaker):
-                first = (s * recordings_per_speaker + r) * sentences_per_recording
-                words = dealt[first : first + sentences_per_recording]
-                rng = np.random.default_rng([seed, 2, s, r])
-                recording = _recording(speaker, words, fps, rng, slots, len(rotating))
-                stem = f"{speaker.id}/{speaker.id}_{speaker.name}_0_{r + 1}_{r + 1}"
-                write_bvh(
-                    staging / f"{stem}.bvh",
-                    skeleton,
-                    recording.euler_degrees,
-                    recording.root_translation,
-                    1.0 / fps,
-                    order=EULER_ORDER,
-                )
-                write_textgrid(staging / f"{stem}.TextGrid", recording.words, 0.0, recording.duration_s)
-                for suffix in (".bvh", ".TextGrid"):
-                    files[stem + suffix] = _sha256(staging / (stem + suffix))
-                num_frames += recording.euler_degrees.shape[0]
-                duration += recording.duration_s
-        counts = {word: dealt.count(word) for word in GESTURES}
-        summary = {
-            "num_recordings": num_speakers * recordings_per_speaker,
-            "num_sentences": total,
-            "num_frames": num_frames,
-            "duration_s": round(duration, 6),
-            "gesture_counts": counts,
-        }
-        manifest = {"options": options, "summary": summary, "files": files}
-        (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1) + "\n")
+    # The staging folder, `.<name>.tmp-<host>-<pid>-<random>` beside root, is made by mkdir (not
+    # tempfile.mkdtemp: its folder would be private to the user once renamed) and removed when this ends
+    # without moving it into place (a full disk, Ctrl-C); one a killed process of this host left is removed
+    # first. An OSError while writing names the file of root that failed.
+    with staged_folder(root, "tmp") as staging:
+        with writing(root, staging):
+            files: dict[str, str] = {}
+            num_frames, duration = 0, 0.0
+            for s in range(num_speakers):
+                speaker = _speaker(s, seed)
+                (staging / str(speaker.id)).mkdir()
+                for r in range(recordings_per_speaker):
+                    first = (s * recordings_per_speaker + r) * sentences_per_recording
+                    words = dealt[first : first + sentences_per_recording]
+                    rng = np.random.default_rng([seed, 2, s, r])
+                    recording = _recording(speaker, words, fps, rng, slots, len(rotating))
+                    stem = f"{speaker.id}/{speaker.id}_{speaker.name}_0_{r + 1}_{r + 1}"
+                    write_bvh(
+                        staging / f"{stem}.bvh",
+                        skeleton,
+                        recording.euler_degrees,
+                        recording.root_translation,
+                        1.0 / fps,
+                        order=EULER_ORDER,
+                    )
+                    write_textgrid(staging / f"{stem}.TextGrid", recording.words, 0.0, recording.duration_s)
+                    for suffix in (".bvh", ".TextGrid"):
+                        files[stem + suffix] = _sha256(staging / (stem + suffix))
+                    num_frames += recording.euler_degrees.shape[0]
+                    duration += recording.duration_s
+            counts = {word: dealt.count(word) for word in GESTURES}
+            summary = {
+                "num_recordings": num_speakers * recordings_per_speaker,
+                "num_sentences": total,
+                "num_frames": num_frames,
+                "duration_s": round(duration, 6),
+                "gesture_counts": counts,
+            }
+            manifest = {"options": options, "summary": summary, "files": files}
+            (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1) + "\n")
         try:
             _publish(staging, root)
         except OSError:  # something filled `root` meanwhile: the same output (no-op) or a refusal
             return _previous_output(root, options)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
     return _summary(root, manifest, created=True)
 
 
