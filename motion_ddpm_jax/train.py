@@ -947,6 +947,10 @@ def _run(config, workdir: Path, stop: _PreemptionFlag, held: contextlib.ExitStac
         progress = ProgressRenderer(config, workdir, metadata, progress_captions(config, dataset), log)
     elif sample_every and jax.process_count() > 1:
         log("train.sample_every: progress samples are rendered only in single-process runs")
+    if progress is not None and resume_step and resume_step % sample_every == 0:
+        # Those of the step resumed from, where a kill came while they were drawn (after its checkpoint);
+        # the renderer leaves drawn ones alone.
+        progress(resume_step, ema_params(state.ema_state, config.optim, state.params))
 
     def save(step_state):
         host_state = first_replica(step_state)

@@ -486,3 +486,11 @@ def test_progress_samples_and_curves_are_rendered_during_training(tmp_path, data
         assert gif.n_frames == 12
     with Image.open(progress / "curves.png") as png:
         assert png.format == "PNG"
+    # Killed while drawing step 4's samples (after its checkpoint): resuming from step 4 draws them, and
+    # leaves step 2's as they were.
+    (progress / "step_0000004.gif").unlink()
+    before = (progress / "step_0000002.gif").stat().st_mtime_ns
+    config.train.num_steps = 5
+    train.run(config, tmp_path, log=logged.append)
+    assert (progress / "step_0000004.gif").is_file() and (progress / "step_0000005.gif").is_file()
+    assert (progress / "step_0000002.gif").stat().st_mtime_ns == before
