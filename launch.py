@@ -78,7 +78,10 @@ def main(argv):
     if not flags.FLAGS["verbosity"].present:  # the libraries' INFO logs drown the run's own lines
         logging.set_verbosity(logging.ERROR)
     config_given = flags.FLAGS["config"].present
-    if mode != "train":
+    # prepare and train_autoencoder stop on SIGTERM as on Ctrl-C, removing their staging copies; train
+    # saves a checkpoint on it; sample and eval stop at once (a Python handler would wait for the sampler's
+    # compiled loop to end) and leave their claim, which the next sampling names.
+    if mode in ("prepare", "train_autoencoder") and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _interrupt)
     resumable = mode in ("train", "config")
     resumed = _run_to_resume() if not config_given and resumable else None
@@ -182,11 +185,24 @@ def main(argv):
     # Errors a user can act on carry a complete message (file, field or flag, and what was expected).
     except (UserError, OSError, FloatingPointError) as error:
         sys.exit(f"launch.py --mode {mode}: {_described(error)}")
-    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM outside training (`_interrupt`)
-        train_note = "its last checkpoint stays: start it again to resume"
-        done = train_note if mode == "train" else "what it was writing is removed"
-        print(f"launch.py --mode {mode}: interrupted; {done}", file=sys.stderr)
-        sys.exit(130)
+    except KeyboardInterrupt as interrupt:  # Ctrl-C, or SIGTERM in prepare / train_autoencoder (`_interrupt`)
+        note = _interrupted_note(mode, config_given)
+        print(f"launch.py --mode {mode}: interrupted; {note}", file=sys.stderr)
+        sys.exit(128 + (signal.SIGTERM if interrupt.args == ("SIGTERM",) else signal.SIGINT))
+
+
+def _interrupted_note(mode: str, config_given: bool) -> str:
+    """What an interrupted mode leaves: for train, its checkpoints (read from the folder names alone)."""
+    if mode != "train":
+        return "nothing half-written is left under the names it writes"
+    try:
+        folder = Path(_workdir(config_given)) / "checkpoints"
+        steps = sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit())
+    except (OSError, app.UsageError):
+        steps = []
+    if not steps:
+        return "no checkpoint was written"
+    return f"its checkpoints up to step {steps[-1]} stay in {folder}: start it again to resume"
 
 
 def _described(error: BaseException) -> str:

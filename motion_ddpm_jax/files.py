@@ -12,6 +12,7 @@ are never touched. `writing` rewords an OSError raised meanwhile to name the pat
 
 import contextlib
 import errno
+import hashlib
 import json
 import math
 import os
@@ -95,10 +96,20 @@ def json_safe(value: Any) -> Any:
 
 
 # ------------------------------------------------------------------------------------------ staged writes
-def _host() -> str:
-    """This host's name as it goes into a staging name (characters other than letters, digits, '.', '_'
-    and '-' as '_')."""
-    return re.sub(r"[^A-Za-z0-9._-]", "_", socket.gethostname()) or "host"
+def host_id() -> str:
+    """Where this process's ids mean something, as it goes into a staging name or a claim: the host's name
+    (characters other than letters, digits, '.', '_' and '-' as '_') and a key of this boot and this pid
+    namespace (`<name>.<8 hex>`): containers that share a host name and a volume, each numbering its own
+    processes, must not take each other's running processes for gone."""
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", socket.gethostname()) or "host"
+    parts = []
+    for read in (lambda: Path("/proc/sys/kernel/random/boot_id").read_text().strip(),
+                 lambda: str(os.stat("/proc/self/ns/pid").st_ino)):  # fmt: skip
+        try:
+            parts.append(read())
+        except OSError:  # not Linux: the host's name alone
+            parts.append("")
+    return f"{name}.{hashlib.sha256('|'.join(parts).encode()).hexdigest()[:8]}"
 
 
 def _stem_and_suffix(target: Path, keep_suffix: bool) -> tuple[str, str]:
@@ -112,7 +123,7 @@ def staging_path(target: str | os.PathLike, tag: str = "tmp", keep_suffix: bool 
     `remove_stale_staging` whose it is; the random part keeps two writes of one process apart."""
     target = Path(target)
     stem, suffix = _stem_and_suffix(target, keep_suffix)
-    return target.with_name(f".{stem}.{tag}-{_host()}-{os.getpid()}-{secrets.token_hex(4)}{suffix}")
+    return target.with_name(f".{stem}.{tag}-{host_id()}-{os.getpid()}-{secrets.token_hex(4)}{suffix}")
 
 
 def _process_is_gone(pid: int) -> bool:
@@ -139,7 +150,7 @@ def remove_stale_staging(
     target = Path(target)
     stem, suffix = _stem_and_suffix(target, keep_suffix)
     pattern = re.compile(
-        re.escape(f".{stem}.{tag}-{_host()}-") + r"([0-9]{1,10})-[0-9a-f]{8}" + re.escape(suffix)
+        re.escape(f".{stem}.{tag}-{host_id()}-") + r"([0-9]{1,10})-[0-9a-f]{8}" + re.escape(suffix)
     )
     try:
         with os.scandir(target.parent) as entries:
@@ -222,6 +233,8 @@ def writing(target: str | os.PathLike, staging: str | os.PathLike | None = None)
         else:
             raise
         path, elsewhere = target, None
+        if not isinstance(failed, str | bytes | os.PathLike):  # None, or a file descriptor (os.stat(3))
+            failed = None
         if failed is not None:
             failed = Path(os.fsdecode(failed))
             if staging is not None and failed.is_relative_to(staging):

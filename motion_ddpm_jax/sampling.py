@@ -24,7 +24,6 @@ import math
 import numbers
 import os
 import re
-import socket
 import unicodedata
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -643,7 +642,7 @@ def fresh_output_dir(wanted: Path) -> tuple[Path, Path | None]:
         if candidate.is_dir() and (made or not any(candidate.iterdir())):
             try:
                 with (candidate / CLAIM).open("x") as claim:
-                    claim.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+                    claim.write(f"pid {os.getpid()} on {files_lib.host_id()}\n")
                 return candidate, (top or (candidate if made else None))
             except FileExistsError:  # claimed by another process between the two steps
                 pass
@@ -688,7 +687,7 @@ def _unfinished(folder: Path) -> str:
         pid, host = int(words[1]), words[3]
     except (OSError, ValueError, IndexError):
         return ""
-    if host != socket.gethostname():
+    if host != files_lib.host_id():  # another host's or container's process ids
         return ""
     try:
         os.kill(pid, 0)
@@ -699,8 +698,10 @@ def _unfinished(folder: Path) -> str:
     return ""
 
 
-def _save_npy(path: Path, array: np.ndarray) -> None:
-    with path.open("xb") as handle:  # never replaces a file
+def _save_npy(path: Path, array: np.ndarray, written: list[Path]) -> None:
+    """np.save into a new file `path` (never replacing one), added to `written` once it is created."""
+    with files_lib.writing(path), path.open("xb") as handle:
+        written.append(path)
         np.save(handle, array)
 
 
@@ -805,21 +806,23 @@ def _sample_into(
         caption_index, draw = divmod(i, int(s.num_samples))
         stem = f"{caption_index:03d}_{_slug(caption)}_{draw}"
         entry = {"caption": caption, "length": int(length), "caption_index": caption_index, "sample": draw}
-        written += [out / f"{stem}{end}" for end in (".npy", "_positions.npy", ".bvh")]
-        _save_npy(out / f"{stem}.npy", result["motion"][i, :length])
+        _save_npy(out / f"{stem}.npy", result["motion"][i, :length], written)
         names = {"motion": f"{stem}.npy"}
         lift = np.zeros(3)
         if result["positions"] is not None:
             lift = ground_offset(result["positions"][i, :length])
             _save_npy(
-                out / f"{stem}_positions.npy", (result["positions"][i, :length] + lift).astype(np.float32)
+                out / f"{stem}_positions.npy",
+                (result["positions"][i, :length] + lift).astype(np.float32),
+                written,
             )
             names["positions"] = f"{stem}_positions.npy"
         if write_bvh:
             euler, translation = bvh_channels(result["motion"][i, :length], loaded.skeleton)
-            bvh.write_bvh(
+            bvh.write_bvh(  # exclusively; a failed write removes its own file
                 out / f"{stem}.bvh", loaded.skeleton, euler, translation + lift, 1.0 / loaded.fps, BVH_ORDER
             )
+            written.append(out / f"{stem}.bvh")
             names["bvh"] = f"{stem}.bvh"
         entries[names["motion"]] = {**entry, "files": names}
         files += names.values()
@@ -828,22 +831,26 @@ def _sample_into(
             log("no animation: the checkpoint's data have no skeleton to draw")
         else:
             render = importlib.import_module("motion_ddpm_jax.render")
-            written.append(out / f"samples.{s.render_format}")
             positions = [p[:n] for p, n in zip(result["positions"], result["lengths"], strict=True)]
-            path = render.animate_skeletons(
-                positions,
-                loaded.skeleton.parents,
-                out / f"samples.{s.render_format}",
-                fps=loaded.fps,
-                titles=result["captions"],
-            )
-            files.append(Path(path).name)
+            try:  # the arrays are what was asked for: a picture that fails costs only itself
+                path = render.animate_skeletons(
+                    positions,
+                    loaded.skeleton.parents,
+                    out / f"samples.{s.render_format}",
+                    fps=loaded.fps,
+                    titles=result["captions"],
+                )
+                files.append(Path(path).name)
+                written.append(Path(path))
+            except (UserError, OSError, ValueError) as error:
+                log(f"no animation: {error}")
     index = {"settings": settings, "samples": entries}
     temporary = out / f".index.json.tmp-{os.getpid()}"
-    written += [temporary, out / "index.json"]
+    written.append(temporary)
     temporary.write_text(json.dumps(index, indent=1), encoding="utf-8")
     files_lib.link_new(temporary, out / "index.json")  # whole or not at all, and never over a file
     temporary.unlink()
+    written.clear()  # complete: nothing of it is removed from here on
     files.append("index.json")
     count = len(result["captions"])
     log(f"wrote {count} sample{'s' if count != 1 else ''} to {out}")

@@ -747,8 +747,9 @@ class ProgressRenderer:
 
 
 class _PreemptionFlag:
-    """SIGTERM (a scheduler preempting the job) or a first Ctrl-C (SIGINT) sets a flag; the loop saves a
-    checkpoint and returns. A second Ctrl-C raises KeyboardInterrupt at once (Python's default).
+    """SIGTERM (a scheduler preempting the job) or a first Ctrl-C (SIGINT) once the loop runs sets a flag;
+    the loop saves a checkpoint and returns. A Ctrl-C during the set-up, or a second one, raises
+    KeyboardInterrupt at once (Python's default). A signal ignored where the process started stays so.
 
     With several processes they must stop at the same step: the flag is then compared across processes
     (an all-gather) every `log_every` steps, where the host synchronises anyway; one process alone checks
@@ -758,20 +759,25 @@ class _PreemptionFlag:
     def __init__(self):
         self.raised = False
         self.name = None  # of the signal this process got, if any
+        self.training = False  # set when the loop starts: a Ctrl-C before it stops at once
         self.previous = {}
         if threading.current_thread() is threading.main_thread():
-            self.previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                if signal.getsignal(sig) != signal.SIG_IGN:  # ignored where started (`cmd &`): left so
+                    self.previous[sig] = signal.signal(sig, self._handle)
 
     def _handle(self, signum, frame):
-        self.raised = True
-        self.name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
         if signum == signal.SIGINT:  # the next Ctrl-C stops at once, without a checkpoint
             signal.signal(signal.SIGINT, self.previous.get(signal.SIGINT) or signal.default_int_handler)
+            if not self.training:  # setting up: nothing to save, and a user stopping a wrong start
+                raise KeyboardInterrupt
             os.write(
                 2,
-                b"Ctrl-C: stopping at the next step, with a checkpoint of it; Ctrl-C again stops at once "
-                b"(the last checkpoint stays)\n",
+                b"Ctrl-C: stopping with a checkpoint at the next step the processes agree on; Ctrl-C again "
+                b"stops at once (the last checkpoint stays)\n",
             )
+        self.raised = True
+        self.name = self.name or ("Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name)
 
     def agreed(self, step: int, every: int) -> bool:
         if jax.process_count() == 1:
@@ -973,6 +979,7 @@ def _run(config, workdir: Path, stop: _PreemptionFlag, held: contextlib.ExitStac
     last_log_time, last_log_step = time.perf_counter(), first
     last_saved = resume_step
     pending = None
+    stop.training = True
     for step in range(first, steps):
         if stop.agreed(step, config.train.log_every):
             if last_saved != step:

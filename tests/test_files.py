@@ -12,7 +12,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -25,7 +24,7 @@ from motion_ddpm_jax.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 # The host part of a staging name, as files.py documents it (other characters than these become "_").
-HOST = re.sub(r"[^A-Za-z0-9._-]", "_", socket.gethostname())
+HOST = files.host_id()
 ENOSPC_TEXT = os.strerror(errno.ENOSPC)  # "No space left on device"
 
 
@@ -88,13 +87,16 @@ def dead_pid() -> int:
 
 def leftover_names(name: str, tag: str, suffix: str = "") -> dict[str, str]:
     """Hidden staging names beside a target `name`, by whose they are: a killed process of this host's
-    ("dead": a later write of the target removes it), this running process's, another host's with the same
-    (dead) process id, another target's, and one in the naming used before host names were added."""
+    ("dead": a later write of the target removes it), this running process's, another host's (or another
+    pid namespace's) with the same (dead) process id, another target's, and one in the naming used before
+    host names were added."""
     pid = dead_pid()
     return {
         "dead": f".{name}.{tag}-{HOST}-{pid}-0123abcd{suffix}",
         "running": f".{name}.{tag}-{HOST}-{os.getpid()}-0123abcd{suffix}",
         "other host": f".{name}.{tag}-{HOST}x.cluster-{pid}-0123abcd{suffix}",
+        # the same host name, another boot or pid namespace (a container numbering its own processes)
+        "other namespace": f".{name}.{tag}-{HOST.rsplit('.', 1)[0]}.0000beef-{pid}-0123abcd{suffix}",
         "other target": f".{name}x.{tag}-{HOST}-{pid}-0123abcd{suffix}",
         "old naming": f".{name}.{tag}-{pid}{suffix}",
     }
@@ -303,3 +305,11 @@ def test_the_full_disk_helper_fails_numpy_and_text_writes(tmp_path, monkeypatch)
     with pytest.raises(OSError, match="No space"):
         (tmp_path / "full" / "b.txt").write_text("x" * 1000)
     (tmp_path / "elsewhere.txt").write_text("x" * 1000)  # other folders have room
+
+
+def test_writing_names_the_target_where_the_error_gives_a_descriptor_not_a_path(tmp_path):
+    """An OSError whose filename is a file descriptor (os.stat(999)) came out as a TypeError from the
+    rewording; it keeps its class and names the target."""
+    with pytest.raises(OSError, match=rf"writing {re.escape(str(tmp_path / 'x'))}: Bad file descriptor"):
+        with files.writing(tmp_path / "x"):
+            os.stat(999)

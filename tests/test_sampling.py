@@ -9,7 +9,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import types
@@ -22,7 +21,7 @@ import pytest
 from jaxpr_walk import equations
 from scipy.spatial.transform import Rotation
 
-from motion_ddpm_jax import checkpoint, sampling, text
+from motion_ddpm_jax import checkpoint, files, sampling, text
 from motion_ddpm_jax import model as model_lib
 from motion_ddpm_jax import render as render_lib
 from motion_ddpm_jax.config import base_config
@@ -535,12 +534,13 @@ def test_sampling_stopped_while_writing_leaves_no_partial_file(workdirs, tmp_pat
     had stayed, a 0-byte .npy or index.json among them, looking like a complete sample."""
     real_save, calls = sampling._save_npy, []
 
-    def save_then_fail(path, array):
+    def save_then_fail(path, array, written):
         calls.append(path)
         if len(calls) == 3:
+            written.append(path)
             path.write_bytes(b"\x93NUMPY")  # cut short
             raise failure
-        real_save(path, array)
+        real_save(path, array, written)
 
     monkeypatch.setattr(sampling, "_save_npy", save_then_fail)
     out = tmp_path / "samples" / "step_3"
@@ -561,7 +561,7 @@ def test_a_folder_left_by_a_killed_sampling_is_named_as_such(workdirs, tmp_path)
     gone.wait()
     wanted = tmp_path / "out"
     wanted.mkdir()
-    (wanted / sampling.CLAIM).write_text(f"pid {gone.pid} on {socket.gethostname()}\n")
+    (wanted / sampling.CLAIM).write_text(f"pid {gone.pid} on {files.host_id()}\n")
     (wanted / "000_wave_hello_0.npy").write_bytes(b"")
     lines = []
     summary = sampling.run(run_config(output_dir=str(wanted)), workdirs["positions"], log=lines.append)
@@ -981,3 +981,20 @@ def test_a_checkpoint_removed_while_it_is_read_is_not_called_damaged(tmp_path, m
     write_checkpoint(tmp_path / "run", step=7)
     with pytest.raises(UserError, match=r"/7 was removed while it was read: the run is still training"):
         sampling.load_model(tmp_path / "run", step=7)
+
+
+def test_an_animation_that_fails_costs_only_itself(workdirs, tmp_path, monkeypatch):
+    """An mp4 asked for without ffmpeg failed after every array was written; removing a failed call's
+    files then took the samples too. The arrays and index.json stay, and the log says why there is no
+    animation."""
+    monkeypatch.setattr(render_lib, "find_ffmpeg", lambda: None)
+    lines = []
+    summary = sampling.run(
+        run_config(output_dir=str(tmp_path / "mine"), render=True, render_format="mp4"),
+        workdirs["positions"],
+        log=lines.append,
+    )
+    names = sorted(p.name for p in (tmp_path / "mine").iterdir())
+    assert "index.json" in names and len([n for n in names if n.endswith(".npy")]) == 2 * len(CAPTIONS)
+    assert not [n for n in names if n.endswith(".mp4")] and "samples.mp4" not in summary["files"]
+    assert [line for line in lines if line.startswith("no animation: ")], lines
