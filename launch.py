@@ -12,7 +12,7 @@ Modes:
   model from the checkpoint, the real motion from the config's `data.*`, or without `--config` from the
   data the checkpoint's run trained on, less the `--config.data.*` given);
 - `train_autoencoder`: train the motion autoencoder that eval's FGD uses, saved beside the dataset (without
-  `--config`, `--workdir` of a trained run: the data its checkpoint trained on);
+  `--config`, `--workdir` of a trained run: the data, eval.autoencoder_* and seed its checkpoint holds);
 - `prepare`: raw BVH + TextGrid recordings (BEAT's, or any skeleton's) at data.raw_root -> the prepared
   dataset cache at data.root (data.source=prepared: data.root is checked and summarised as it is, with
   the clips its loading leaves out);
@@ -214,8 +214,8 @@ def _described(error: BaseException) -> str:
 
 
 def _interrupt(signum, frame):
-    """SIGTERM outside training (which saves a checkpoint on it): stop as Ctrl-C does, so that what a mode
-    was writing is removed on the way out (sample's files, prepare's staging folder)."""
+    """SIGTERM in prepare and train_autoencoder: stop as Ctrl-C does, so that what they were writing (their
+    staging copies) is removed on the way out."""
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
@@ -380,9 +380,9 @@ def _latest_settings(config, workdir: str, overrides: dict, note=_say):
         return config
     latest = config_lib.flatten(config_lib.with_defaults(saved["config"]))
     trained_root = saved.get("data_root")  # absolute, as resolved where that run trained
-    if isinstance(trained_root, str) and not Path(str(latest["data.root"])).is_dir():
-        if Path(trained_root).is_dir() or not latest["data.root"]:  # as --mode eval finds a run's data
-            latest["data.root"] = trained_root
+    here = Path(str(latest["data.root"])).is_dir()
+    if isinstance(trained_root, str) and not here and Path(trained_root).is_dir():  # as eval finds it
+        latest["data.root"] = trained_root
     current = config_lib.flatten(config)
     changed = {}
     for name, value in latest.items():

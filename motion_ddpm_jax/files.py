@@ -30,28 +30,20 @@ from motion_ddpm_jax.errors import UserError
 
 
 def write_text_file(path: str | os.PathLike, text: str, overwrite: bool) -> str:
-    """Create `path` holding `text`; FileExistsError if it exists, unless `overwrite` (atomic replace)."""
+    """Create `path` holding `text`; FileExistsError if it exists, unless `overwrite` (atomic replace).
+    Written first under a staging name (`staged_file`) and then linked (or renamed) into place, so `path`
+    never holds part of the text, even after a kill; an OSError names `path` (`writing`)."""
     path = os.fspath(path)
-    if overwrite:
-        temporary = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp-{os.getpid()}")
-        try:
-            with open(temporary, "w", encoding="utf-8", newline="\n") as handle:
-                handle.write(text)
-            os.replace(temporary, path)
-        finally:
-            if os.path.exists(temporary):
-                os.remove(temporary)
-        return path
-    try:
-        handle = open(path, "x", encoding="utf-8", newline="\n")
-    except FileExistsError:
-        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it") from None
-    try:
-        with handle:
+    with staged_file(path) as temporary, writing(path, temporary):
+        with open(temporary, "w", encoding="utf-8", newline="\n") as handle:
             handle.write(text)
-    except BaseException:
-        os.remove(path)  # the file we just created, never a user's
-        raise
+        if overwrite:
+            os.replace(temporary, path)
+        else:
+            try:
+                link_new(temporary, path)
+            except FileExistsError:
+                raise FileExistsError(f"{path} exists; pass overwrite=True to replace it") from None
     return path
 
 

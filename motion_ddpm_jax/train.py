@@ -527,9 +527,10 @@ def _left_by_a_refused_start(path: Path) -> bool:
 
 
 def _tidy_a_refused_start(workdir: Path, refused_start: dict[str, bool]) -> None:
-    """After a start refused before its run record (the config against the data, a resume on other data):
-    remove what it left in a workdir that holds no run -- its lock file, an empty checkpoint folder, and
-    the workdir itself where this start made it and nothing else is there."""
+    """After a start refused or stopped before its run record (the config against the data, a resume on
+    other data, a Ctrl-C, a full disk): remove what it left in a workdir that holds no run -- its lock
+    file, a run record cut short, an empty checkpoint folder, and the workdir itself where this start made
+    it and nothing else is there."""
     if refused_start["recorded"]:
         return
     (workdir / LOCK).unlink(missing_ok=True)  # this process's: it holds the lock (`workdir_lock`)

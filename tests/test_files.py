@@ -313,3 +313,26 @@ def test_writing_names_the_target_where_the_error_gives_a_descriptor_not_a_path(
     with pytest.raises(OSError, match=rf"writing {re.escape(str(tmp_path / 'x'))}: Bad file descriptor"):
         with files.writing(tmp_path / "x"):
             os.stat(999)
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_a_text_file_is_whole_under_its_name_or_absent(tmp_path, monkeypatch, overwrite):
+    """write_text_file (the BVH and TextGrid writers) created its final name first and wrote into it: a
+    kill mid-write could leave part of a file there. It now writes a staging copy and links it into
+    place; on a full disk neither the name nor the copy is left, and the error names the file. An
+    existing file is still refused unless overwrite, and replaced whole with it."""
+    path = tmp_path / "take1.bvh"
+    if overwrite:
+        path.write_text("the earlier file\n")
+    full_disk(monkeypatch, tmp_path, room=10)
+    with pytest.raises(OSError, match=rf"writing {re.escape(str(path))}: No space left on device"):
+        files.write_text_file(path, "HIERARCHY\n" + "x" * 1000, overwrite=overwrite)
+    monkeypatch.undo()
+    assert hidden(tmp_path) == []
+    assert (path.read_text() == "the earlier file\n") if overwrite else not path.exists()
+    files.write_text_file(path, "HIERARCHY\n", overwrite=overwrite)
+    assert path.read_text() == "HIERARCHY\n" and hidden(tmp_path) == []
+    if not overwrite:
+        with pytest.raises(FileExistsError, match=r"take1\.bvh exists; pass overwrite=True"):
+            files.write_text_file(path, "other\n", overwrite=False)
+        assert path.read_text() == "HIERARCHY\n"
