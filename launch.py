@@ -281,16 +281,11 @@ def _unused_overrides(config, overrides: dict, mode: str, workdir: str) -> None:
     unused = [name for name in overrides if name.split(".", 1)[0] not in READ_BY[mode]]
     if not unused:
         return
-    step = int(config.sample.checkpoint_step)
+    wanted = int(config.sample.checkpoint_step)
     try:
-        reader = checkpoint.Checkpointer(workdir, read_only=True)
-        try:
-            step = reader.latest_step() if step < 0 else step
-            saved = reader.restore_metadata(step) if step is not None else {}
-        finally:
-            reader.close()
+        step, saved = _checkpoint_metadata(workdir, None if wanted < 0 else wanted)
     except checkpoint.CheckpointError:  # the mode itself says what is wrong with the checkpoint
-        saved = {}
+        step, saved = wanted, {}
     if isinstance(saved.get("config"), dict):
         theirs = config_lib.flatten(config_lib.with_defaults(saved["config"]))
         differ = [
@@ -322,17 +317,12 @@ def _checkpoint_data(config, workdir: str, overrides: dict):
     from motion_ddpm_jax import checkpoint, evaluate
     from motion_ddpm_jax import config as config_lib
 
-    reader = checkpoint.Checkpointer(workdir, read_only=True)
-    try:
-        step = reader.latest_step()
-        if step is None:
-            raise checkpoint.CheckpointError(
-                f"{checkpoint.checkpoint_dir(workdir)} holds no checkpoint: --mode train_autoencoder "
-                "--workdir takes the data a trained run's checkpoint names; give --config instead"
-            )
-        saved = reader.restore_metadata(step)
-    finally:
-        reader.close()
+    step, saved = _checkpoint_metadata(workdir)
+    if step is None:
+        raise checkpoint.CheckpointError(
+            f"{checkpoint.checkpoint_dir(workdir)} holds no checkpoint: --mode train_autoencoder "
+            "--workdir takes the data a trained run's checkpoint names; give --config instead"
+        )
     if not isinstance(saved.get("config"), dict):
         raise checkpoint.CheckpointError(
             f"{checkpoint.checkpoint_dir(workdir)}/{step}: its metadata holds no config (not written by "
@@ -347,6 +337,19 @@ def _checkpoint_data(config, workdir: str, overrides: dict):
             (config[section] if section else config)[field] = theirs[name]
     print(f"data: the one the run in {workdir} trained on, data.root={config.data.root}", flush=True)
     return config
+
+
+def _checkpoint_metadata(workdir: str, step: int | None = None) -> tuple[int | None, dict]:
+    """(step, metadata) of `workdir`'s checkpoint `step` (None: the latest; ({}) where there is none),
+    read without restoring any array. CheckpointError where the folder or that step cannot be read."""
+    from motion_ddpm_jax import checkpoint
+
+    reader = checkpoint.Checkpointer(workdir, read_only=True)
+    try:
+        step = reader.latest_step() if step is None else step
+        return step, (reader.restore_metadata(step) if step is not None else {})
+    finally:
+        reader.close()
 
 
 def _resolved(path: str) -> str:
@@ -368,12 +371,7 @@ def _latest_settings(config, workdir: str, overrides: dict, note=_say):
     from motion_ddpm_jax import config as config_lib
 
     try:
-        reader = checkpoint.Checkpointer(workdir, read_only=True)
-        try:
-            step = reader.latest_step()
-            saved = reader.restore_metadata(step) if step is not None else {}
-        finally:
-            reader.close()
+        step, saved = _checkpoint_metadata(workdir)
     except checkpoint.CheckpointError:
         return config
     if not isinstance(saved.get("config"), dict):

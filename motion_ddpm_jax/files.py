@@ -118,7 +118,7 @@ def staging_path(target: str | os.PathLike, tag: str = "tmp", keep_suffix: bool 
     return target.with_name(f".{stem}.{tag}-{host_id()}-{os.getpid()}-{secrets.token_hex(4)}{suffix}")
 
 
-def _process_is_gone(pid: int) -> bool:
+def process_is_gone(pid: int) -> bool:
     """True only where this host certainly runs no process `pid` (os.kill(pid, 0): ProcessLookupError)."""
     if os.name != "posix" or pid <= 0:  # (Windows' os.kill would end the process; 0 is a process group)
         return False
@@ -152,7 +152,7 @@ def remove_stale_staging(
     removed = []
     for name in names:
         match = pattern.fullmatch(name)
-        if match is None or not _process_is_gone(int(match.group(1))):
+        if match is None or not process_is_gone(int(match.group(1))):
             continue
         stale = target.parent / name
         _remove(stale)

@@ -687,15 +687,9 @@ def _unfinished(folder: Path) -> str:
         pid, host = int(words[1]), words[3]
     except (OSError, ValueError, IndexError):
         return ""
-    if host != files_lib.host_id():  # another host's or container's process ids
+    if host != files_lib.host_id() or not files_lib.process_is_gone(pid):  # another host's, or running
         return ""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return f" (the unfinished files of a sampling killed before it finished, pid {pid}: delete them)"
-    except OSError:
-        pass
-    return ""
+    return f" (the unfinished files of a sampling killed before it finished, pid {pid}: delete them)"
 
 
 def _save_npy(path: Path, array: np.ndarray, written: list[Path]) -> None:
