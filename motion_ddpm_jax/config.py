@@ -116,7 +116,7 @@ def base_config() -> ml_collections.ConfigDict:
 
     config.sample = ml_collections.ConfigDict()  # launch.py --mode sample (and the defaults of --mode eval)
     config.sample.text = ""  # captions separated by '|'
-    config.sample.text_file = ""  # or a file with one caption per line
+    config.sample.text_file = ""  # or a file with one caption per line (blank lines skipped)
     config.sample.num_frames = 60  # per caption, at most data.max_motion_length
     config.sample.num_samples = 1  # per caption
     config.sample.sampler = "ddim"  # ddpm (ancestral, all diffusion.steps) | ddim
@@ -266,6 +266,21 @@ def flatten(config) -> dict:
     return out
 
 
+def split_captions(value: str, field: str) -> list[str]:
+    """The captions of a '|'-separated config field, stripped; errors.UserError for an empty one ('a||b',
+    'a|'): a dropped caption would shift the index of every later sample."""
+    from motion_ddpm_jax.errors import UserError
+
+    captions = [piece.strip() for piece in str(value).split("|")]
+    if not all(captions):
+        empty = ", ".join(str(i + 1) for i, caption in enumerate(captions) if not caption)
+        raise UserError(
+            f"{field} {value!r} holds an empty caption (number {empty} of the {len(captions)} that '|' "
+            "separates); remove the extra '|'"
+        )
+    return captions
+
+
 def validate(config) -> None:
     """Raise errors.UserError naming the first config field whose value is not allowed."""
     from motion_ddpm_jax.errors import UserError
@@ -314,6 +329,8 @@ def validate(config) -> None:
             f"({config.train.num_epochs}) give a run of no steps; set one of them > 0 (num_steps > 0 "
             "overrides num_epochs)"
         )
+    if str(config.train.sample_captions).strip():
+        split_captions(config.train.sample_captions, "config field train.sample_captions")
     renders = config.train.sample_every > 0 and config.sample.sampler == "ddim"
     if renders and config.sample.steps > config.diffusion.steps:
         raise UserError(

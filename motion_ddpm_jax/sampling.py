@@ -35,6 +35,7 @@ import ml_collections
 import numpy as np
 
 from motion_ddpm_jax import checkpoint, diffusion, representation, text
+from motion_ddpm_jax import config as config_lib
 from motion_ddpm_jax import files as files_lib
 from motion_ddpm_jax import model as model_lib
 from motion_ddpm_jax.data import bvh, pipeline
@@ -586,18 +587,12 @@ def read_captions(sample_config) -> list[str]:
         if not captions:
             raise SampleError(f"sample.text_file {path!r} holds no caption (one per line)")
         return captions
-    captions = [piece.strip() for piece in given.split("|")]
-    if not any(captions):
+    if not given.replace("|", "").strip():
         raise SampleError(
             "nothing to sample: set sample.text ('caption one|caption two') or sample.text_file (one caption "
             "per line)"
         )
-    if not all(captions):  # 'a||b' or 'a|': a caption lost, which would shift every later file's index
-        empty = ", ".join(str(i + 1) for i, caption in enumerate(captions) if not caption)
-        raise SampleError(
-            f"sample.text {given!r} holds an empty caption (number {empty} of the {len(captions)} that '|' "
-            "separates); remove the extra '|'"
-        )
+    captions = config_lib.split_captions(given, "sample.text")
     return captions
 
 
@@ -693,10 +688,14 @@ def _unfinished(folder: Path) -> str:
 
 
 def _save_npy(path: Path, array: np.ndarray, written: list[Path]) -> None:
-    """np.save into a new file `path` (never replacing one), added to `written` once it is created."""
-    with files_lib.writing(path), path.open("xb") as handle:
+    """np.save into a new file `path` (never replacing one), added to `written` once it is there. Written
+    under a staging name and linked into place, so that `path` never holds part of the array, even after
+    a kill."""
+    with files_lib.staged_file(path) as temporary, files_lib.writing(path, temporary):
+        with open(temporary, "xb") as handle:
+            np.save(handle, array)
+        files_lib.link_new(temporary, path)
         written.append(path)
-        np.save(handle, array)
 
 
 def _cut_captions(loaded: LoadedModel, captions: Sequence[str]) -> list[str]:
@@ -839,11 +838,12 @@ def _sample_into(
             except (UserError, OSError, ValueError) as error:
                 log(f"no animation: {error}")
     index = {"settings": settings, "samples": entries}
-    temporary = out / f".index.json.tmp-{os.getpid()}"
-    written.append(temporary)
-    temporary.write_text(json.dumps(index, indent=1), encoding="utf-8")
-    files_lib.link_new(temporary, out / "index.json")  # whole or not at all, and never over a file
-    temporary.unlink()
+    with (
+        files_lib.staged_file(out / "index.json") as temporary,
+        files_lib.writing(out / "index.json", temporary),
+    ):
+        temporary.write_text(json.dumps(index, indent=1), encoding="utf-8")
+        files_lib.link_new(temporary, out / "index.json")  # whole or not at all, and never over a file
     written.clear()  # complete: nothing of it is removed from here on
     files.append("index.json")
     count = len(result["captions"])

@@ -1,7 +1,10 @@
 """Word-level caption tokenizer with a byte fallback: offline, deterministic, saved with data and checkpoints.
 
 Normalisation: Unicode NFKC, lowercase, then split into words (`\\w+`, with inner apostrophes kept:
-"don't") and single punctuation/symbol characters; whitespace only separates. `normalize(text)` is the
+"don't") and single punctuation/symbol characters; whitespace only separates. A combining mark (Unicode
+category M: a Devanagari vowel sign or virama, an Arabic harakat) belongs to the letter or word it follows
+and joins the word after it, so 'नमस्ते' is one word (version 2; version 1, which split words at their
+marks into 'नमस ् त े', is kept for the tokenizers saved with it). `normalize(text)` is the
 words joined by single spaces, and `decode(encode(text))` gives exactly that when nothing was truncated.
 
 Token ids (fixed by `FORMAT_VERSION`):
@@ -38,21 +41,42 @@ SPELL_ID = 4
 BYTE_OFFSET = 5
 NUM_RESERVED = BYTE_OFFSET + 256  # the first word id
 FORMAT = "motion_ddpm_jax.text.Tokenizer"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # of new tokenizers; `load` / `from_dict` read VERSIONS
+VERSIONS = (1, 2)  # 1: words split at combining marks (split_words)
 _REQUIRED_KEYS = ("format", "version", "words", "byte_fallback")
 _SPECIAL_NAMES = {PAD_ID: "<pad>", BOS_ID: "<bos>", EOS_ID: "<eos>", UNK_ID: "<unk>"}
 _WORD_PATTERN = re.compile(r"\w+(?:'\w+)*|[^\w\s]")
+_WORD_START = re.compile(r"\w")
 
 
-def split_words(text: str) -> list[str]:
-    """The normalised words and punctuation marks of `text`, in order."""
+def _is_mark(character: str) -> bool:
+    return unicodedata.category(character).startswith("M")
+
+
+def split_words(text: str, version: int = FORMAT_VERSION) -> list[str]:
+    """The normalised words and punctuation marks of `text`, in order, as tokenizer `version` splits."""
     normalized = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).lower())
-    return _WORD_PATTERN.findall(normalized)
+    if version == 1:
+        return _WORD_PATTERN.findall(normalized)
+    if version not in VERSIONS:
+        raise ValueError(f"tokenizer version {version!r} is not one of {VERSIONS}")
+    pieces: list[str] = []
+    end = -1
+    for match in _WORD_PATTERN.finditer(normalized):
+        piece = match.group()
+        # a mark is no word character (\w) for `re`: glue it to what it follows, and the letters after it
+        touching = bool(pieces) and match.start() == end
+        if touching and (_is_mark(piece[0]) or (_is_mark(pieces[-1][-1]) and _WORD_START.match(piece))):
+            pieces[-1] += piece
+        else:
+            pieces.append(piece)
+        end = match.end()
+    return pieces
 
 
-def normalize(text: str) -> str:
+def normalize(text: str, version: int = FORMAT_VERSION) -> str:
     """`text` as the tokenizer sees it: its words and punctuation marks joined by single spaces."""
-    return " ".join(split_words(text))
+    return " ".join(split_words(text, version))
 
 
 def _utf8(word: str) -> bytes:
@@ -75,15 +99,18 @@ class Tokenizer:
 
     words: tuple[str, ...]
     byte_fallback: bool = True
+    version: int = FORMAT_VERSION  # how text is split into words (split_words)
     _ids: dict[str, int] = dataclasses.field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
         if isinstance(self.words, str) or not all(isinstance(word, str) for word in self.words):
             raise ValueError(f"words must be a sequence of strings, got {self.words!r:.200}")
+        if self.version not in VERSIONS or isinstance(self.version, bool):
+            raise ValueError(f"tokenizer version {self.version!r} is not one of {VERSIONS}")
         words = tuple(self.words)
         ids: dict[str, int] = {}
         for position, word in enumerate(words):
-            if split_words(word) != [word]:
+            if self.split(word) != [word]:
                 raise ValueError(f"vocabulary entry {position} ({word!r}) is not one normalised word")
             if word in ids:
                 raise ValueError(
@@ -94,20 +121,29 @@ class Tokenizer:
         object.__setattr__(self, "byte_fallback", bool(self.byte_fallback))
         object.__setattr__(self, "_ids", {word: NUM_RESERVED + p for word, p in ids.items()})
 
+    def split(self, text: str) -> list[str]:
+        """The words of `text` as this tokenizer splits them (`split_words` of its version)."""
+        return split_words(text, self.version)
+
     @classmethod
     def build(
-        cls, captions: Iterable[str], max_words: int = 8000, min_count: int = 1, byte_fallback: bool = True
+        cls,
+        captions: Iterable[str],
+        max_words: int = 8000,
+        min_count: int = 1,
+        byte_fallback: bool = True,
+        version: int = FORMAT_VERSION,
     ) -> Tokenizer:
         """The `max_words` most frequent words seen at least `min_count` times in `captions`."""
         if isinstance(captions, str):
             raise TypeError("captions must be an iterable of strings, not one string")
         if max_words < 0 or min_count < 1:
             raise ValueError(f"need max_words >= 0 and min_count >= 1, got {max_words} and {min_count}")
-        counts = collections.Counter(word for caption in captions for word in split_words(caption))
+        counts = collections.Counter(word for caption in captions for word in split_words(caption, version))
         ranked = sorted(
             (word for word, count in counts.items() if count >= min_count), key=lambda w: (-counts[w], w)
         )
-        return cls(tuple(ranked[:max_words]), byte_fallback)
+        return cls(tuple(ranked[:max_words]), byte_fallback, version)
 
     @property
     def vocab_size(self) -> int:
@@ -116,11 +152,11 @@ class Tokenizer:
     def ids(self, text: str, spell: Sequence[bool] | np.ndarray | None = None) -> list[int]:
         """The ids of `text` without bos/eos, padding or truncation.
 
-        spell: per word of `split_words(text)` (missing entries: False), True to spell that word in bytes
+        spell: per word of `self.split(text)` (missing entries: False), True to spell that word in bytes
         even where the vocabulary has it: training shows the model spelled words this way, so that the
         byte fallback an unseen word takes at sampling is trained (`BatchSource`'s spell_prob).
         """
-        words = split_words(text)
+        words = self.split(text)
         forced = np.zeros(len(words), bool) if spell is None else np.asarray(spell, bool)[: len(words)]
         if forced.any() and not self.byte_fallback:
             raise ValueError("spelling words in bytes needs a tokenizer with byte_fallback=True")
@@ -138,7 +174,7 @@ class Tokenizer:
 
     def unseen_words(self, text: str) -> list[str]:
         """The words of `text` that the vocabulary lacks (spelled in bytes, or unk), each once, in order."""
-        return list(dict.fromkeys(word for word in split_words(text) if word not in self._ids))
+        return list(dict.fromkeys(word for word in self.split(text) if word not in self._ids))
 
     def encode(
         self, texts: Sequence[str], max_length: int, spell: Sequence[Sequence[bool] | None] | None = None
@@ -197,7 +233,7 @@ class Tokenizer:
     def to_dict(self) -> dict[str, Any]:
         return {
             "format": FORMAT,
-            "version": FORMAT_VERSION,
+            "version": self.version,
             "words": list(self.words),
             "byte_fallback": self.byte_fallback,
         }
@@ -214,10 +250,10 @@ class Tokenizer:
             raise ValueError(
                 f"{source}: missing key(s) {missing}; a tokenizer dict has {list(_REQUIRED_KEYS)}"
             )
-        if d["format"] != FORMAT or d["version"] != FORMAT_VERSION:
+        if d["format"] != FORMAT or d["version"] not in VERSIONS or isinstance(d["version"], bool):
             raise ValueError(
                 f"{source}: format {d['format']!r} version {d['version']!r} is not {FORMAT!r} "
-                f"version {FORMAT_VERSION}"
+                f"version {' or '.join(map(str, VERSIONS))} (a newer motion_ddpm_jax wrote it?)"
             )
         words = d["words"]
         if isinstance(words, str) or not isinstance(words, Sequence):
@@ -225,7 +261,7 @@ class Tokenizer:
         if not isinstance(d["byte_fallback"], bool):
             raise ValueError(f"{source}: 'byte_fallback' must be true or false, got {d['byte_fallback']!r}")
         try:
-            return cls(tuple(words), d["byte_fallback"])
+            return cls(tuple(words), d["byte_fallback"], d["version"])
         except ValueError as error:
             raise ValueError(f"{source}: {error}") from error
 

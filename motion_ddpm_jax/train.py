@@ -701,8 +701,8 @@ def run_metadata(config, dataset, tokenizer, steps: int, steps_per_epoch: int) -
 
 def progress_captions(config, dataset, count: int = 4) -> list[str]:
     """train.sample_captions split on '|', or the first `count` distinct validation captions."""
-    if config.train.sample_captions:
-        return [c.strip() for c in str(config.train.sample_captions).split("|") if c.strip()]
+    if str(config.train.sample_captions).strip():
+        return config_lib.split_captions(config.train.sample_captions, "config field train.sample_captions")
     try:
         split = dataset.split("val")
     except (ValueError, KeyError):

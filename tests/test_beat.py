@@ -1,6 +1,7 @@
 """Raw BEAT preparation on a small raw folder written here (BVH and TextGrid as text), checked in numpy."""
 
 import dataclasses
+import errno
 import json
 import os
 import re
@@ -520,6 +521,29 @@ def test_a_demo_set_that_cannot_be_written_names_the_data_fields(tmp_path):
         beat.dataset_from_config(config, log=logged.append)
     assert "writing the demo set into data.raw_root" in logged[0]
     assert (tmp_path / "a_file").read_text() == "mine"
+
+
+def test_a_full_disk_while_the_demo_set_is_written_names_the_file_once(tmp_path, monkeypatch):
+    """The error that files.writing words names the file already: the message had said the folder, then
+    the same path again inside the parentheses."""
+    from motion_ddpm_jax import files
+    from motion_ddpm_jax.data import synthetic
+
+    raw = tmp_path / "raw"
+
+    def full_disk(root, **unused):
+        staging = tmp_path / ".raw.partial"
+        with files.writing(root, staging):
+            raise OSError(errno.ENOSPC, "No space left on device", str(staging / "a.bvh"))
+
+    monkeypatch.setattr(synthetic, "write_demo_dataset", full_disk)
+    config = base_config()
+    config.data.source, config.data.raw_root, config.data.root = "synthetic", str(raw), str(tmp_path / "p")
+    with pytest.raises(UserError) as caught:
+        beat.dataset_from_config(config, log=lambda line: None)
+    message = str(caught.value)
+    assert f"cannot write the demo set there (writing {raw / 'a.bvh'}: No space left on device)" in message
+    assert message.count(str(raw)) == 1, message
 
 
 def test_an_input_changed_while_it_is_prepared_is_refused(tmp_path, monkeypatch):

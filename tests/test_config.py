@@ -1,6 +1,7 @@
 """config.validate: every shipped config passes; a bad value fails naming the field."""
 
 import importlib.util
+import re
 from pathlib import Path
 
 import pytest
@@ -67,6 +68,19 @@ def test_the_representation_choices_are_the_ones_datasets_know():
     from motion_ddpm_jax.data import motion_text
 
     assert CHOICES["data.representation"] == motion_text.REPRESENTATIONS
+
+
+def test_progress_captions_with_an_empty_one_are_refused_and_blank_means_the_validation_captions():
+    """'wave||nod' had dropped the empty caption silently (as sample.text refuses it)."""
+    config = base_config()
+    for given, number in (("wave||nod", "2 of the 3"), ("wave|", "2 of the 2"), (" | nod", "1 of the 2")):
+        config.train.sample_captions = given
+        expected = rf"train.sample_captions {re.escape(repr(given))} .*caption \(number {number} "
+        with pytest.raises(UserError, match=expected):
+            validate(config)
+    for fine in ("", "  ", " wave | nod "):
+        config.train.sample_captions = fine
+        validate(config)
 
 
 @pytest.mark.parametrize("field", sorted(MINIMUM))

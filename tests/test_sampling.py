@@ -554,6 +554,27 @@ def test_sampling_stopped_while_writing_leaves_no_partial_file(workdirs, tmp_pat
     assert list((tmp_path / "kept").iterdir()) == []
 
 
+def test_a_sample_array_is_never_under_its_name_half_written_nor_over_a_file(tmp_path, monkeypatch):
+    """_save_npy had created the final name and written into it: a SIGKILL mid-write left part of an array
+    under a sample's name. Now nothing is under that name until the whole array is."""
+    real_save, visible = np.save, []
+
+    def watched(handle, array):
+        visible.append([p.name for p in tmp_path.iterdir() if not p.name.startswith(".")])
+        real_save(handle, array)
+
+    monkeypatch.setattr(sampling.np, "save", watched)
+    written, array = [], np.arange(12, dtype=np.float32).reshape(3, 4)
+    sampling._save_npy(tmp_path / "000_wave.npy", array, written)
+    assert visible == [[]] and written == [tmp_path / "000_wave.npy"]
+    np.testing.assert_array_equal(np.load(tmp_path / "000_wave.npy"), array)
+    (tmp_path / "001_mine.npy").write_bytes(b"mine")
+    with pytest.raises(FileExistsError):
+        sampling._save_npy(tmp_path / "001_mine.npy", array, written)
+    assert (tmp_path / "001_mine.npy").read_bytes() == b"mine" and len(written) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["000_wave.npy", "001_mine.npy"]
+
+
 def test_a_folder_left_by_a_killed_sampling_is_named_as_such(workdirs, tmp_path):
     """A sampling killed (SIGKILL) before it finished leaves its claim and some files; the next one writes
     beside it and says that folder holds an unfinished sample (it had said only 'already holds files')."""

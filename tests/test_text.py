@@ -1,6 +1,7 @@
 """Tokenizer: vocabulary, encoding layout, byte fallback, (de)serialisation."""
 
 import json
+import unicodedata
 
 import numpy as np
 import pytest
@@ -32,6 +33,44 @@ def test_normalisation_lowercases_applies_nfkc_and_splits_punctuation():
     assert text.split_words("ﬁne Ｈello") == ["fine", "hello"]  # NFKC: ligature and full-width letters
     assert text.normalize("  Hello,   world. ") == "hello , world ."
     assert text.split_words("") == []
+
+
+@pytest.mark.parametrize(
+    "caption, words",
+    [("नमस्ते दुनिया", ["नमस्ते", "दुनिया"]), ("مَرْحَبًا بِكَ", ["مَرْحَبًا", "بِكَ"]), ("สวัสดี ครับ", ["สวัสดี", "ครับ"]),
+     ("wave नमस्ते!", ["wave", "नमस्ते", "!"]), ("e\u0301t\u0327e", ["\u00e9\u0163e"])],
+)  # fmt: skip
+def test_combining_marks_stay_in_their_word(caption, words):
+    """Version 1 split 'नमस्ते' into 'नमस ् त े' (a mark is no \\w for `re`), so scripts that write vowels
+    and viramas as marks got letter-sized tokens; version 2 keeps each word whole."""
+    assert text.split_words(caption) == words
+    assert all(unicodedata.category(c)[0] in "LMP" for word in words for c in word)
+    tokenizer = Tokenizer.build([caption])
+    assert tokenizer.version == 2 and set(tokenizer.words) == set(words)
+    assert tokenizer.decode(tokenizer.encode([caption], 32)[0][0]) == " ".join(words)
+
+
+def test_a_version_1_tokenizer_splits_and_saves_as_it_did():
+    """Checkpoints written before version 2 keep their tokenization: the ids a model trained on."""
+    old = Tokenizer.from_dict(
+        {"format": text.FORMAT, "version": 1, "words": ["नमस", "wave"], "byte_fallback": True}
+    )
+    assert old.version == 1 and old.split("नमस्ते") == ["नमस", "्", "त", "े"]
+    assert old.ids("wave नमस्ते")[:2] == [NUM_RESERVED + 1, NUM_RESERVED]
+    assert old.to_dict()["version"] == 1 and Tokenizer.from_dict(old.to_dict()) == old
+    assert old != Tokenizer(old.words, version=2)
+    with pytest.raises(ValueError, match="version 3 is not one of"):
+        Tokenizer(("wave",), version=3)
+
+
+@settings(max_examples=300, deadline=None)
+@given(caption=st.text(alphabet=st.characters(categories=["L", "M", "P", "Zs", "Nd"]), max_size=30))
+def test_every_word_of_either_version_is_one_word_of_its_own(caption):
+    """What a tokenizer's vocabulary may hold: each piece splits back to itself (Tokenizer checks it)."""
+    for version in text.VERSIONS:
+        for word in text.split_words(caption, version):
+            assert text.split_words(word, version) == [word]
+        Tokenizer.build([caption], version=version)
 
 
 def test_vocabulary_is_ordered_by_count_then_alphabetically():

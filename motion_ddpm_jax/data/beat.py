@@ -687,8 +687,9 @@ def dataset_from_config(config, log=print) -> motion_text.MotionTextDataset:
         except OSError as error:
             if isinstance(error, UserError):  # its own message names the folder already
                 raise
+            where = "" if hasattr(error, "_written") else f"{error.filename or data.raw_root}: "  # (named)
             raise UserError(
-                f"{error.filename or data.raw_root}: cannot write the demo set there ({error.strerror}); "
+                f"{where}cannot write the demo set there ({error.strerror}); "
                 "point --config.data.raw_root and --config.data.root at writable folders (or data.root at "
                 "the prepared demo set)"
             ) from None

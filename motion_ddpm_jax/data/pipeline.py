@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from motion_ddpm_jax.text import Tokenizer, split_words
+from motion_ddpm_jax.text import Tokenizer
 
 if TYPE_CHECKING:
     from motion_ddpm_jax.data.motion_text import Split
@@ -181,7 +181,7 @@ class BatchSource:
         self._text_mask = text_mask
         self.spell_prob = float(spell_prob)
         self._tokenizer, self._captions = tokenizer, captions
-        self._caption_words = np.array([len(split_words(c)) for c in captions], dtype=np.int64)
+        self._caption_words = np.array([len(tokenizer.split(c)) for c in captions], dtype=np.int64)
         self._permutation = functools.lru_cache(maxsize=4)(self._draw_permutation)
 
     @property
