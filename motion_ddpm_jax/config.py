@@ -122,6 +122,9 @@ def base_config() -> ml_collections.ConfigDict:
     config.sample.sampler = "ddim"  # ddpm (ancestral, all diffusion.steps) | ddim
     config.sample.steps = 50  # DDIM steps (ddpm always takes diffusion.steps)
     config.sample.eta = 0.0  # DDIM: 0 deterministic, 1 = DDPM's noise level
+    # DDIM's steps: leading = the DDIM paper's (and MDM's) 0, k, 2k, ...; trailing = ..., T-1-k, T-1, which
+    # starts from pure noise however few the steps (leading's first step is T - k)
+    config.sample.ddim_spacing = "leading"
     config.sample.guidance_scale = 1.0  # classifier-free guidance; 1 = off
     config.sample.use_ema = True  # sample with the EMA parameters (False: the raw ones)
     config.sample.seed = 0
@@ -163,6 +166,7 @@ CHOICES = {
     "model.compute_dtype": ("auto", "bfloat16", "float32"),
     "model.kernels": ("xla", "pallas"),
     "sample.sampler": ("ddpm", "ddim"),
+    "sample.ddim_spacing": ("leading", "trailing"),
     "sample.render_format": ("gif", "mp4"),
     "eval.split": ("train", "val", "test"),
     "distributed.enabled": ("auto", "true", "false"),

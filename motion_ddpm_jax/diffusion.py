@@ -401,18 +401,31 @@ def _check_eta(eta, where: str) -> None:
         raise ValueError(f"{where}: eta must be a number in [0, 1] (0: deterministic DDIM); got {eta!r}")
 
 
-def ddim_timesteps(num_steps: int, num_sample_steps: int) -> np.ndarray:
-    """DDIM's uniform sub-sequence: floor(i * num_steps / num_sample_steps), i < num_sample_steps, descending.
+DDIM_SPACINGS = ("leading", "trailing")
 
-    -> i32[num_sample_steps], distinct values in [0, num_steps) ending at 0. When num_steps is a multiple
-    of num_sample_steps this is range(0, num_steps, num_steps // num_sample_steps) reversed.
+
+def ddim_timesteps(num_steps: int, num_sample_steps: int, spacing: str = "leading") -> np.ndarray:
+    """DDIM's sub-sequence of the diffusion steps, descending, i32[num_sample_steps] of distinct values in
+    [0, num_steps).
+
+    'leading' (the DDIM paper's uniform spacing, as MDM and MotionDiffuse respace):
+    floor(i * num_steps / num_sample_steps) for i < num_sample_steps, ending at 0; for a multiple, this is
+    range(0, num_steps, num_steps // num_sample_steps) reversed. Its first step is num_steps -
+    num_steps / num_sample_steps, so with few steps the starting noise is read as partly signal (1 step:
+    t = 0, pure noise taken for data).
+    'trailing' (Lin et al. 2024, "Common diffusion noise schedules and sample steps are flawed"):
+    num_steps - 1 - floor(i * num_steps / num_sample_steps), starting at num_steps - 1 whatever the count.
     """
     if not 1 <= num_sample_steps <= num_steps:
         raise ValueError(
             f"num_sample_steps must be in [1, {num_steps}] (the schedule length), got {num_sample_steps}."
         )
-    ascending = np.arange(num_sample_steps, dtype=np.int64) * num_steps // num_sample_steps
-    return ascending[::-1].astype(np.int32)
+    if spacing not in DDIM_SPACINGS:
+        raise ValueError(f"DDIM spacing must be one of {DDIM_SPACINGS}, got {spacing!r}")
+    offsets = np.arange(num_sample_steps, dtype=np.int64) * num_steps // num_sample_steps
+    if spacing == "trailing":
+        return (num_steps - 1 - offsets).astype(np.int32)
+    return offsets[::-1].astype(np.int32)
 
 
 def _step_noise(rng: jax.Array, step: jax.Array, like: jax.Array) -> jax.Array:
@@ -454,9 +467,10 @@ def ddim_sample_loop(
     num_sample_steps: int,
     eta: float | jax.Array = 0.0,
     clip_x0: float | None = None,
+    spacing: str = "leading",
 ) -> jax.Array:
-    """DDIM sampling over ddim_timesteps(num_steps, num_sample_steps) in one `lax.scan` (two for a
-    PreparedDenoiser).
+    """DDIM sampling over ddim_timesteps(num_steps, num_sample_steps, spacing) in one `lax.scan` (two for
+    a PreparedDenoiser).
 
     x_T: [B, ...] starting noise (the caller draws it); num_sample_steps: static int. The i-th step uses
     the noise normal(fold_in(rng, i)), scaled by a sigma that is 0 when eta == 0 (for a Python 0 it is
@@ -465,7 +479,7 @@ def ddim_sample_loop(
     _check_kind(kind)
     _check_eta(eta, "ddim_sample_loop")
     x_T = _f32(x_T)
-    timesteps = ddim_timesteps(schedule.num_steps, num_sample_steps)
+    timesteps = ddim_timesteps(schedule.num_steps, num_sample_steps, spacing)
     previous = np.append(timesteps[1:], -1).astype(np.int32)
     deterministic = isinstance(eta, int | float) and eta == 0  # a static zero: skip drawing unused noise
 

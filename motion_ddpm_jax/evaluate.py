@@ -1109,6 +1109,9 @@ def run(
         f"evaluating step {loaded.step}: {len(motions)} {config.eval.split} clips, one sample each "
         f"({config.sample.sampler}, {steps} steps, guidance {config.sample.guidance_scale})"
     )
+    note = sampling.spacing_note(loaded, sampling.sampler_settings(config.sample))
+    if note:
+        log(note)
     start = time.perf_counter()
     out = sampling.generate(
         loaded,

@@ -189,6 +189,10 @@ def loaded_from_params(params, metadata: Any, step: int, where: str) -> LoadedMo
 
 
 # ------------------------------------------------------------------------------------------ generation
+def _is_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 def _is_int(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
@@ -217,7 +221,7 @@ def _frame_counts(num_frames, num_captions: int, max_length: int) -> list[int]:
 
 
 def _check_request(
-    loaded: LoadedModel, captions, num_samples, sampler, steps, eta, guidance_scale, seed, batch
+    loaded: LoadedModel, captions, num_samples, sampler, steps, eta, spacing, guidance_scale, seed, batch
 ):
     if isinstance(captions, str) or not isinstance(captions, Sequence) or not captions:
         raise SampleError(
@@ -234,10 +238,21 @@ def _check_request(
             f"sample.steps must be an integer in [1, {loaded.schedule.num_steps}] (diffusion.steps of the "
             f"checkpoint's run), got {steps!r}"
         )
-    if not (isinstance(eta, numbers.Real) and 0 <= eta <= 1):
+    if sampler == "ddim" and spacing not in diffusion.DDIM_SPACINGS:
+        raise SampleError(f"sample.ddim_spacing must be one of {diffusion.DDIM_SPACINGS}, got {spacing!r}")
+    if sampler == "ddim" and spacing == "leading" and steps == 1:
+        raise SampleError(
+            "sample.steps=1 with sample.ddim_spacing=leading takes its one DDIM step at t=0: the starting "
+            "noise would be returned as the sample. Take more steps, or sample.ddim_spacing=trailing (its "
+            f"one step is t={loaded.schedule.num_steps - 1})"
+        )
+    if not (_is_number(eta) and 0 <= eta <= 1):
         raise SampleError(f"sample.eta must be a number in [0, 1], got {eta!r}")
-    if not (isinstance(guidance_scale, numbers.Real) and math.isfinite(guidance_scale)):
-        raise SampleError(f"sample.guidance_scale must be a finite number, got {guidance_scale!r}")
+    if not (_is_number(guidance_scale) and math.isfinite(guidance_scale) and guidance_scale >= 0):
+        raise SampleError(
+            f"sample.guidance_scale must be a finite number >= 0 (0: the unconditional model, 1: the "
+            f"conditional one), got {guidance_scale!r}"
+        )
     dropped = loaded.config.model.get("cond_drop_prob")  # None: not recorded
     if guidance_scale != 1 and dropped is not None and not dropped > 0:
         raise SampleError(
@@ -260,6 +275,7 @@ def _sample_function(
     sampler: str,
     steps: int,
     eta: float,
+    spacing: str,
     guided: bool,
 ) -> Callable:
     """The compiled sampler of one configuration, shared by every checkpoint of the same architecture
@@ -287,8 +303,12 @@ def _sample_function(
 
         if sampler == "ddpm":
             x0 = diffusion.ddpm_sample_loop(schedule, denoise, x_T, loop_rng, kind, clip_x0)
-        else:
-            x0 = diffusion.ddim_sample_loop(schedule, denoise, x_T, loop_rng, kind, steps, eta, clip_x0)
+        elif sampler == "ddim":
+            x0 = diffusion.ddim_sample_loop(
+                schedule, denoise, x_T, loop_rng, kind, steps, eta, clip_x0, spacing
+            )
+        else:  # a name added to SAMPLERS without its loop here
+            raise ValueError(f"sampler {sampler!r} has no sampling loop in _sample_function")
         return x0[0]
 
     per_sample = (None, None, None, 0, 0, 0, 0, None, None, None)
@@ -386,10 +406,11 @@ def _decoder(skeleton: Skeleton, kind: str) -> Callable:
     return jax.jit(lambda features: representation.decode(features, skeleton, kind))
 
 
-def devices_for(samples: int) -> int:
-    """How many local devices `generate` splits `samples` over: all, but no more than one per sample (no
-    device then computes a padded copy of a lone sample)."""
-    return max(1, min(jax.local_device_count(), int(samples)))
+def devices_for(samples: int, batch_size: int | None = None) -> int:
+    """How many local devices `generate` splits `samples` over, `batch_size` at a time: all, but no more
+    than one per sample of a call (no device then computes a padded copy of a lone sample)."""
+    per_call = int(samples) if batch_size is None else min(int(samples), int(batch_size))
+    return max(1, min(jax.local_device_count(), per_call))
 
 
 def sampler_settings(sample_config) -> dict[str, Any]:
@@ -398,10 +419,28 @@ def sampler_settings(sample_config) -> dict[str, Any]:
         "sampler": str(sample_config.sampler),
         "steps": int(sample_config.steps),
         "eta": float(sample_config.eta),
+        "spacing": str(sample_config.ddim_spacing),
         "guidance_scale": float(sample_config.guidance_scale),
         "seed": int(sample_config.seed),
         "batch_size": int(sample_config.batch_size),
     }
+
+
+def spacing_note(loaded: LoadedModel, settings: dict[str, Any]) -> str | None:
+    """A note where DDIM's first step (`sampler_settings` keywords) reads the starting noise as more
+    than 10% signal: leading spacing with few steps of a schedule (cosine's, 10 steps: 0.15)."""
+    if settings["sampler"] != "ddim" or settings["spacing"] != "leading":
+        return None
+    num_steps = loaded.schedule.num_steps
+    first = int(diffusion.ddim_timesteps(num_steps, min(max(settings["steps"], 1), num_steps))[0])
+    signal = float(np.sqrt(np.asarray(loaded.schedule.alphas_cumprod, np.float64)[first]))
+    if signal <= 0.1:
+        return None
+    return (
+        f"note: {settings['steps']} DDIM steps with sample.ddim_spacing=leading start at t={first}, which "
+        f"takes the starting noise for {signal:.0%} signal (sqrt of alpha-bar); "
+        f"sample.ddim_spacing=trailing starts at t={num_steps - 1}"
+    )
 
 
 def generate(
@@ -413,6 +452,7 @@ def generate(
     sampler: str = "ddim",
     steps: int = 50,
     eta: float = 0.0,
+    spacing: str = "leading",
     guidance_scale: float = 1.0,
     seed: int = 0,
     batch_size: int = 64,
@@ -422,9 +462,10 @@ def generate(
     num_frames: one length for all captions, or one per caption (a sequence or a 1-D integer array), each
       in [1, max_motion_length].
     sampler: 'ddpm' (ancestral over every diffusion step; `steps` and `eta` unused) or 'ddim' (`steps`
-    steps, noise level `eta`). guidance_scale s: classifier-free guidance, output = u + s * (c - u) with
-    u the model's output for the empty caption; s == 1 runs the conditional model alone. batch_size:
-    samples per compiled call, split over min(local devices, samples) devices (on a CPU, launch.py's
+    steps, noise level `eta`, `spacing` 'leading' or 'trailing': diffusion.ddim_timesteps).
+    guidance_scale s: classifier-free guidance, output = u + s * (c - u) with u the model's output for
+    the empty caption; s == 1 runs the conditional model alone. batch_size: samples per compiled call
+    (at most), split over min(local devices, batch_size, samples) devices (on a CPU, launch.py's
     `--host_devices` makes one device per core: see README, "Performance").
 
     Returns (N = len(captions) * num_samples, caption-major; T = the longest length):
@@ -434,7 +475,9 @@ def generate(
         on the ground, which `run` adds to the files it writes);
       lengths i32[N]; captions list[str] of length N.
     """
-    _check_request(loaded, captions, num_samples, sampler, steps, eta, guidance_scale, seed, batch_size)
+    _check_request(
+        loaded, captions, num_samples, sampler, steps, eta, spacing, guidance_scale, seed, batch_size
+    )
     lengths_per_caption = _frame_counts(num_frames, len(captions), loaded.max_motion_length)
     captions = list(captions)
     total = len(captions) * num_samples
@@ -445,14 +488,14 @@ def generate(
     tokens, token_mask = loaded.tokenizer.encode(captions + [""], loaded.text_max_length)
     encoded = np.asarray(_encoder(loaded.model)(loaded.params, tokens, token_mask))  # [C + 1, L, W]
 
-    devices = devices_for(total)
+    devices = devices_for(total, batch_size)
     per_device = -(-min(batch_size, total) // devices)
     chunk = per_device * devices
     guided = float(guidance_scale) != 1.0
     if sampler == "ddpm":
-        steps, eta = 0, 0.0  # unused: one compiled DDPM loop whatever they are
+        steps, eta, spacing = 0, 0.0, "leading"  # unused: one compiled DDPM loop whatever they are
     function = _sample_function(
-        loaded.model, loaded.prediction, loaded.clip_x0, sampler, int(steps), float(eta), guided
+        loaded.model, loaded.prediction, loaded.clip_x0, sampler, int(steps), float(eta), spacing, guided
     )
     params = _replicated(loaded, "params", lambda: loaded.params, devices)
     schedule = _replicated(loaded, "schedule", lambda: loaded.schedule, devices)
@@ -748,6 +791,7 @@ def run(config, workdir: str | os.PathLike, log=print) -> dict[str, Any]:
         "sampler": str(s.sampler),
         "steps": int(s.steps) if s.sampler == "ddim" else loaded.schedule.num_steps,
         "eta": float(s.eta) if s.sampler == "ddim" else 1.0,
+        "ddim_spacing": str(s.ddim_spacing) if s.sampler == "ddim" else None,
         "guidance_scale": float(s.guidance_scale),
         "seed": int(s.seed),
         "num_samples": int(s.num_samples),
@@ -757,8 +801,11 @@ def run(config, workdir: str | os.PathLike, log=print) -> dict[str, Any]:
     log(
         f"sampling {len(captions)} caption(s) x {s.num_samples} from {checkpoint.checkpoint_dir(workdir)}/"
         f"{loaded.step} ({settings['sampler']}, {settings['steps']} steps, guidance {s.guidance_scale:g}) "
-        f"on {devices_for(len(captions) * s.num_samples)} {jax.default_backend()} device(s)"
+        f"on {devices_for(len(captions) * s.num_samples, s.batch_size)} {jax.default_backend()} device(s)"
     )
+    note = spacing_note(loaded, sampler_settings(s))
+    if note:
+        log(note)
     unseen = [word for caption in captions for word in loaded.tokenizer.unseen_words(caption)]
     if unseen:
         log(f"words no training caption held: {', '.join(dict.fromkeys(unseen))}; {_unseen_note(loaded)}")

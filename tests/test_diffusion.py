@@ -471,6 +471,28 @@ def test_ddim_timesteps_use_uniform_spacing_when_the_count_divides():
     np.testing.assert_array_equal(diffusion.ddim_timesteps(1000, 50), np.arange(0, 1000, 20)[::-1])
 
 
+@pytest.mark.parametrize(
+    ("num_steps", "num_sample_steps"), [(1000, 50), (1000, 30), (1000, 1000), (100, 7), (50, 1)]
+)
+def test_trailing_ddim_timesteps_start_at_the_last_step_and_mirror_the_leading_ones(
+    num_steps, num_sample_steps
+):
+    """Trailing spacing (Lin et al.): the first step is num_steps - 1 whatever the count, the spacing that
+    of leading's, mirrored: t_trailing = num_steps - 1 - t_leading, ascending order reversed."""
+    steps = diffusion.ddim_timesteps(num_steps, num_sample_steps, "trailing")
+    assert steps.dtype == np.int32 and steps.shape == (num_sample_steps,)
+    assert np.all(np.diff(steps) < 0) and steps[0] == num_steps - 1 and steps[-1] >= 0
+    leading = [i * num_steps // num_sample_steps for i in range(num_sample_steps)]
+    np.testing.assert_array_equal(steps, [num_steps - 1 - t for t in leading])
+
+
+def test_trailing_ddim_timesteps_when_the_count_divides_and_an_unknown_spacing():
+    np.testing.assert_array_equal(diffusion.ddim_timesteps(1000, 50, "trailing"), np.arange(999, 0, -20))
+    np.testing.assert_array_equal(diffusion.ddim_timesteps(1000, 1, "trailing"), [999])
+    with pytest.raises(ValueError, match="DDIM spacing must be one of .*'middle'"):
+        diffusion.ddim_timesteps(1000, 10, "middle")
+
+
 @pytest.mark.parametrize("num_sample_steps", [0, 101])
 def test_ddim_timesteps_reject_counts_outside_the_schedule(num_sample_steps):
     with pytest.raises(ValueError, match="num_sample_steps"):

@@ -83,10 +83,14 @@ def write_checkpoint(
     model = model_lib.model_from_config(config, input_feats=size, text_vocab_size=tokenizer.vocab_size)
     raw = model_lib.init_params(model, jax.random.key(1))
     ema = model_lib.init_params(model, jax.random.key(2))
-    if not zero_output:  # a fresh network outputs exactly 0: give its output layer weights
+    if not zero_output:
+        # A fresh network outputs exactly 0, and its blocks' output layers start at 0 too, so that with
+        # only the last layer given weights the output ignored caption and step, and guidance tests could
+        # not tell the conditional row from the unconditional one: every weight is perturbed.
         rng = np.random.default_rng(3)
-        ema["out"]["kernel"] = jnp.asarray(rng.normal(0, 0.3, ema["out"]["kernel"].shape), jnp.float32)
-        ema["out"]["bias"] = jnp.asarray(rng.normal(0, 0.1, ema["out"]["bias"].shape), jnp.float32)
+        ema = jax.tree.map(
+            lambda a: a + jnp.asarray(rng.normal(0, 0.2, a.shape), a.dtype) if a.ndim else a, ema
+        )
     if diverged:  # what a run whose loss went to NaN leaves
         ema["out"]["bias"] = jnp.full_like(ema["out"]["bias"], jnp.nan)
     rng = np.random.default_rng(4)
@@ -250,7 +254,7 @@ def jitted_apply(model):
     return jax.jit(model.apply)
 
 
-def reference_ddim(loaded, caption, length, frames, seed, index, steps, scale):
+def reference_ddim(loaded, caption, length, frames, seed, index, steps, scale, spacing="leading"):
     """Deterministic DDIM in numpy from separate conditional / unconditional model calls (tokens in,
     no encode_text), guidance u + s (c - u) by hand. -> de-standardized features [length, D]."""
     tokens, token_mask = loaded.tokenizer.encode([caption, ""], loaded.text_max_length)
@@ -259,6 +263,8 @@ def reference_ddim(loaded, caption, length, frames, seed, index, steps, scale):
     x = np.asarray(jax.random.normal(key, (frames, loaded.model.input_feats)), np.float64)[None]
     abar = np.cumprod(1 - np.asarray(loaded.schedule.betas, np.float64))
     times = [int(np.floor(i * STEPS / steps)) for i in reversed(range(steps))]
+    if spacing == "trailing":  # the same gaps, from the last step down
+        times = [STEPS - 1 - int(np.floor(i * STEPS / steps)) for i in range(steps)]
     apply = jitted_apply(loaded.model)
     for t, t_prev in zip(times, times[1:] + [-1], strict=True):
 
@@ -288,6 +294,35 @@ def test_guided_ddim_matches_numpy_ddim_over_separate_conditional_and_unconditio
     for i, (caption, length) in enumerate(zip(out["captions"], out["lengths"], strict=True)):
         expected = reference_ddim(loaded, caption, length, 10, 5, i, 3, scale)
         np.testing.assert_allclose(out["motion"][i, :length], expected, rtol=1e-4, atol=1e-4)
+
+
+def test_trailing_ddim_matches_numpy_ddim_from_the_last_step(loaded):
+    out = sampling.generate(
+        loaded, CAPTIONS, [6, 10], steps=3, spacing="trailing", guidance_scale=2.5, seed=5
+    )
+    for i, (caption, length) in enumerate(zip(out["captions"], out["lengths"], strict=True)):
+        expected = reference_ddim(loaded, caption, length, 10, 5, i, 3, 2.5, spacing="trailing")
+        np.testing.assert_allclose(out["motion"][i, :length], expected, rtol=1e-4, atol=1e-4)
+    leading = sampling.generate(loaded, CAPTIONS, [6, 10], steps=3, guidance_scale=2.5, seed=5)
+    assert np.abs(leading["motion"] - out["motion"]).max() > 1e-2  # (the spacing reached the sampler)
+
+
+def test_one_leading_ddim_step_is_refused_and_few_steps_are_noted(loaded):
+    """One leading step is t = 0: the starting noise came back de-standardized as 'the sample'."""
+    with pytest.raises(UserError, match=r"sample\.steps=1 with sample\.ddim_spacing=leading .* t=0"):
+        sampling.generate(loaded, CAPTIONS[:1], 4, steps=1)
+    with pytest.raises(UserError, match=r"sample\.ddim_spacing must be one of"):
+        sampling.generate(loaded, CAPTIONS[:1], 4, steps=2, spacing="middle")
+    abar = np.cumprod(1 - np.asarray(loaded.schedule.betas, np.float64))  # (cosine, STEPS steps)
+    for steps in range(1, STEPS + 1):
+        first = (steps - 1) * STEPS // steps
+        settings = {"sampler": "ddim", "steps": steps, "spacing": "leading"}
+        note = sampling.spacing_note(loaded, settings)
+        assert (note is not None) == (np.sqrt(abar[first]) > 0.1), (steps, note)
+        if note:
+            assert f"start at t={first}, which takes the starting noise for" in note
+        assert sampling.spacing_note(loaded, {**settings, "spacing": "trailing"}) is None
+    assert sampling.spacing_note(loaded, {"sampler": "ddpm", "steps": 1, "spacing": "leading"}) is None
 
 
 def test_step_modulations_computed_in_padded_chunks_give_the_same_samples(loaded, monkeypatch):
@@ -398,6 +433,15 @@ def test_samples_do_not_depend_on_the_batch_size_and_chunks_share_one_compilatio
     chunked = sampling.generate(loaded, CAPTIONS, [8, 5], batch_size=1, **settings)  # two calls of one
     assert len(traces) <= 1  # one trace for the new batch shape (none if compiled before), not one per call
     np.testing.assert_allclose(chunked["motion"], whole["motion"], rtol=1e-5, atol=1e-5)
+    # batch_size below the device count: a call of batch_size samples on as many devices (it had split
+    # ceil(batch / devices) >= 1 sample onto every device, so each call held one sample per device)
+    with monkeypatch.context() as patched:
+        patched.setattr(sampling.jax, "local_device_count", lambda: 4)
+        assert [sampling.devices_for(2, batch) for batch in (1, 2, 64)] == [1, 2, 2]
+    asked, devices_for = [], sampling.devices_for
+    monkeypatch.setattr(sampling, "devices_for", lambda *args: asked.append(args) or devices_for(*args))
+    sampling.generate(loaded, CAPTIONS, [8, 5], batch_size=1, **settings)
+    assert asked == [(2, 1)]
     np.testing.assert_array_equal(chunked["lengths"], [8, 5])
     assert not whole["motion"][1, 5:].any() and whole["motion"][1, :5].all()
     as_array = sampling.generate(loaded, CAPTIONS, np.array([8, 5]), batch_size=64, **settings)
@@ -419,11 +463,21 @@ def test_samples_do_not_depend_on_the_batch_size_and_chunks_share_one_compilatio
         ({"eta": -1.0}, "sample.eta"),
         ({"batch_size": 0}, "sample.batch_size"),
         ({"guidance_scale": float("nan")}, "sample.guidance_scale"),
+        ({"guidance_scale": -0.5}, "sample.guidance_scale"),  # config.validate refuses it too
+        ({"eta": True}, "sample.eta"),
+        ({"guidance_scale": True}, "sample.guidance_scale"),
     ],
 )
 def test_bad_requests_are_user_errors_naming_the_field(loaded, kwargs, field):
     with pytest.raises(UserError, match=field.replace(".", r"\.")):
         sampling.generate(loaded, CAPTIONS, **{"num_frames": 4, "steps": 3, **kwargs})
+
+
+def test_a_sampler_name_without_its_loop_fails_instead_of_running_ddim(loaded, monkeypatch):
+    """Any name but 'ddpm' had run DDIM: a sampler added to SAMPLERS before its loop sampled DDIM."""
+    monkeypatch.setattr(sampling, "SAMPLERS", (*sampling.SAMPLERS, "dpmpp_2m"))
+    with pytest.raises(ValueError, match="sampler 'dpmpp_2m' has no sampling loop"):
+        sampling.generate(loaded, CAPTIONS[:1], 4, sampler="dpmpp_2m", steps=2)
 
 
 def test_guidance_from_a_model_never_trained_unconditionally_is_refused(loaded):
