@@ -189,11 +189,11 @@ def _einsum(spec):
 def _context_heads_first(k, v, key_mask, num_heads, dtype):
     """`model.linear_attention_context` as it was spelled before session 9 (same function)."""
     keep = key_mask[:, None, :, None]
-    k = model_lib._heads_first(k, num_heads).astype(jnp.float32)
+    k = kernels.heads_first(k, num_heads).astype(jnp.float32)
     peak = jax.lax.stop_gradient(jnp.max(jnp.where(keep, k, -jnp.inf), axis=2, keepdims=True))
     weight = jnp.exp(jnp.where(keep, k - peak, -jnp.inf))
     total = jnp.sum(weight, axis=2)
-    weight, v = weight.astype(dtype), model_lib._heads_first(v, num_heads).astype(dtype)
+    weight, v = weight.astype(dtype), kernels.heads_first(v, num_heads).astype(dtype)
     if model_lib._cpu_low_precision(dtype):
         context = model_lib.low_precision_matmul(model_lib._rows_last(weight), v, jnp.float32)
     else:

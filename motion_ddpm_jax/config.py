@@ -130,7 +130,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.sample.seed = 0
     config.sample.checkpoint_step = -1  # -1 = the latest checkpoint
     config.sample.batch_size = 64  # samples per compiled sampler call (over all local devices)
-    config.sample.output_dir = ""  # default <workdir>/samples
+    config.sample.output_dir = ""  # default <workdir>/samples/step_<checkpoint step>
     config.sample.render = True  # write an animation of the samples, samples.<render_format>
     # gif | mp4 (mp4 needs ffmpeg: on the PATH, or the bundled one of `pip install imageio-ffmpeg`)
     config.sample.render_format = "gif"

@@ -30,8 +30,9 @@ class PreparedDenoiser:
     the step but not on x_t, for K steps at once (for the MotionTransformer, the time embedding and every
     block's (scale, shift): a few large matmuls instead of K weight-bound ones).
     apply(x_t [B, ...], t i32[B], prepared) -> the model output, `prepared` being one step's slice.
-    The loops call `prepare` once per `chunk` consecutive steps (the last chunk may hold up to
-    chunk - 1 padding steps after the final one, skipped with `lax.cond`), then `apply` every step;
+    The loops split the steps into the fewest chunks of at most `chunk` steps, as equal as possible
+    (`_chunking`: 51 steps with chunk 50 are 2 chunks of 26, the last holding one padding step after the
+    final one, skipped with `lax.cond`), call `prepare` once per chunk, then `apply` every step;
     the result is the same as with the DenoiseFn x_t, t -> apply(x_t, t, prepare(t[:1]) sliced).
     """
 

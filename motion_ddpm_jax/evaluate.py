@@ -13,9 +13,12 @@ ignored, so padded batches can be passed as they are.
 - `frechet_distance`: between Gaussians fitted to real and generated features; `fgd` is the Fréchet
   Gesture Distance (as BEAT's) on the latents of a small convolutional motion autoencoder.
 
-`run(config, workdir)` restores a checkpoint, generates one sample per real clip of `config.eval.split`
-(its caption, its length) and writes the table of metrics (real | generated) as JSON; the real column of
-the Fréchet distances compares training clips of the real clips' classes and lengths with them.
+`run(config, workdir)` restores a checkpoint, refuses data whose training-split statistics are not the
+checkpoint's (its eval split could hold clips it trained on), generates one sample per real clip of
+`config.eval.split` (its caption, its length) and writes the table of metrics (real | generated) as JSON,
+with what identifies the evaluation: the clips, the sampler settings used, the FGD autoencoder, versions;
+the real column of the Fréchet distances compares training clips of the real clips' classes and lengths
+(never the real clips themselves) with them.
 `train_autoencoder(config)` trains the FGD autoencoder on the training split and saves it.
 """
 
@@ -23,8 +26,10 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import datetime
 import functools
 import hashlib
+import io
 import json
 import math
 import os
@@ -40,7 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from motion_ddpm_jax import files, kinematics
+from motion_ddpm_jax import __version__, files, kinematics
 from motion_ddpm_jax import representation as layouts
 from motion_ddpm_jax.errors import UserError
 from motion_ddpm_jax.skeleton import Skeleton
@@ -466,11 +471,22 @@ def _latent_means(params, windows, model: MotionAutoencoder):
 class FgdEncoder:
     """A trained FGD autoencoder: `encode` maps physical feature windows [N, W, D] to latent means [N, L]."""
 
-    def __init__(self, params, mean: np.ndarray, std: np.ndarray, settings: dict[str, Any]):
+    def __init__(
+        self,
+        params,
+        mean: np.ndarray,
+        std: np.ndarray,
+        settings: dict[str, Any],
+        *,
+        trained: dict[str, Any] | None = None,
+        weights_sha256: str | None = None,
+    ):
         self.params = params
         self.mean = np.asarray(mean, np.float32)
         self.std = np.asarray(std, np.float32)
         self.settings = dict(settings)
+        self.trained = dict(trained or {})  # autoencoder.json's training summary (final_loss, ...)
+        self.weights_sha256 = weights_sha256  # of the autoencoder.npz read, where it was read from a folder
         self.model = MotionAutoencoder(
             int(settings["feature_size"]), int(settings["hidden"]), int(settings["latent"])
         )
@@ -663,13 +679,23 @@ def save_autoencoder(directory, params, mean, std, settings: dict[str, Any], tra
 
 
 def load_autoencoder(directory) -> FgdEncoder:
-    """The FgdEncoder saved in `directory` by `save_autoencoder`."""
+    """The FgdEncoder saved in `directory` by `save_autoencoder`, with its training summary (`trained`)
+    and the sha256 of the very bytes of autoencoder.npz its weights were read from (`weights_sha256`)."""
     directory = Path(directory)
     record = _read_settings(directory)
-    with np.load(directory / "autoencoder.npz", allow_pickle=False) as data:
+    weights = (directory / "autoencoder.npz").read_bytes()
+    with np.load(io.BytesIO(weights), allow_pickle=False) as data:
         flat = {key[len("params/") :]: data[key] for key in data.files if key.startswith("params/")}
         mean, std = data["mean"], data["std"]
-    return FgdEncoder(_unflatten(flat), mean, std, record["settings"])
+    trained = record.get("trained")
+    return FgdEncoder(
+        _unflatten(flat),
+        mean,
+        std,
+        record["settings"],
+        trained=trained if isinstance(trained, dict) else None,
+        weights_sha256=hashlib.sha256(weights).hexdigest(),
+    )
 
 
 def train_autoencoder(config, log=print) -> Path:
@@ -773,17 +799,24 @@ def decode_positions(motion, skeleton: Skeleton | None, representation: str) -> 
     return np.asarray(_decode(jnp.asarray(motion, jnp.float32), skeleton, representation))
 
 
-def choose_clips(split, num_clips: int, max_length: int) -> tuple[list[np.ndarray], list[str]]:
-    """`num_clips` clips of `split` (0 or more than it has: all) evenly spaced through it, each cut to its
-    first `max_length` frames, with its first caption."""
+def chosen_indices(split, num_clips: int) -> np.ndarray:
+    """Indices of `num_clips` clips of `split` (0 or more than it has: all), evenly spaced through it."""
     count = len(split)
     if count == 0:
         raise EvaluationError(f"the {split.name} split has no clips; set eval.split to a split with clips")
     if num_clips < 0:
         raise EvaluationError(f"eval.num_clips must be >= 0 (0 = the whole split), got {num_clips}")
     take = count if num_clips == 0 or num_clips >= count else num_clips
-    indices = np.unique(np.linspace(0, count - 1, take).round().astype(np.int64))
-    return [split.motions[i][:max_length] for i in indices], [split.captions[i][0] for i in indices]
+    return np.unique(np.linspace(0, count - 1, take).round().astype(np.int64))
+
+
+def clips_fingerprint(ids: Sequence[str], lengths: Sequence[int]) -> dict[str, Any]:
+    """What identifies the evaluated clips in the report: their ids and evaluated lengths (frames, after
+    the cut at the model's max_motion_length) in order, and the sha256 of the JSON list of [id, length]
+    pairs (compact separators), equal between two reports exactly when both lists are."""
+    pairs = [[str(i), int(n)] for i, n in zip(ids, lengths, strict=True)]
+    digest = hashlib.sha256(json.dumps(pairs, separators=(",", ":")).encode()).hexdigest()
+    return {"sha256": digest, "ids": [p[0] for p in pairs], "lengths": [p[1] for p in pairs]}
 
 
 def matched_reference(
@@ -847,6 +880,20 @@ def _features(motions: Sequence[np.ndarray], skeleton, representation: str, fps:
     return np.concatenate(parts)
 
 
+def _fit_notes(metric: str, dims: int, counts: dict[str, int], what: str) -> list[str]:
+    """A note where a Fréchet distance fits a Gaussian to no more samples than its dimensions (n <= d:
+    the covariance has rank at most n - 1 < d), naming the metric, the dimension and the counts."""
+    few = {side: n for side, n in counts.items() if 2 <= n <= dims}  # below 2 the value is NaN anyway
+    if not few:
+        return []
+    shown = ", ".join(f"{n} {side}" for side, n in few.items())
+    return [
+        f"{metric}: Gaussians in {dims} dimensions fitted to {shown} {what}, no more samples than "
+        "dimensions (each covariance has rank at most n - 1 < d): the value depends strongly on the "
+        "sample count; compare it only between evaluations of the same number of clips"
+    ]
+
+
 def compare(
     real: Clips,
     generated: Clips,
@@ -857,6 +904,7 @@ def compare(
     representation: str,
     fps: float,
     encoder: FgdEncoder | None = None,
+    reference_pool: Sequence[int] | None = None,
 ) -> tuple[dict[str, dict[str, Any]], list[str]]:
     """Every metric of real and generated clips: ({metric: {"real": v, "generated": v}}, notes).
 
@@ -864,6 +912,8 @@ def compare(
     generated ones are measured against. The Fréchet distances compare each side with the real clips; their
     real column compares as many training clips, matched to the real clips' classes and lengths
     (`matched_reference`), with the real clips: what other real motion of the same kind scores.
+    reference_pool: the indices of the training clips that real column may take (default all; without
+    the real clips themselves when they come from the training split).
     """
     notes: list[str] = []
     effectors = end_effectors(skeleton.names, skeleton.parents) if skeleton is not None else {}
@@ -885,7 +935,17 @@ def compare(
         "real": _features(real.clip_motions(), skeleton, representation, fps),
         "generated": _features(generated.clip_motions(), skeleton, representation, fps),
     }
-    reference = matched_reference(real.lengths, real_labels, [len(m) for m in train_motions], train_labels)
+    pool = (
+        np.arange(len(train_motions), dtype=np.int64)
+        if reference_pool is None
+        else np.unique(np.asarray(list(reference_pool), np.int64))
+    )
+    reference = np.zeros(0, np.int64)
+    if len(pool):
+        picks = matched_reference(
+            real.lengths, real_labels, [len(train_motions[i]) for i in pool], [train_labels[i] for i in pool]
+        )
+        reference = pool[picks]
     train_features = _features(list(train_motions), skeleton, representation, fps)
     sides["real"]["frechet/features"] = frechet_distance_of(features["real"], train_features[reference])
     sides["generated"]["frechet/features"] = frechet_distance_of(features["real"], features["generated"])
@@ -895,6 +955,24 @@ def compare(
     notes.append(
         "frechet/features and fgd: generated = real vs generated clips; real = real vs as many training "
         f"clips, each {matched} (what two sets of real motion differ by at this sample size)"
+    )
+    left_out = len(train_motions) - len(pool)
+    outside = f" outside the {left_out} evaluated ones" if left_out else ""
+    if not len(pool):
+        notes.append(
+            f"the real column of frechet/features and fgd is NaN: no training clip is left{outside} to "
+            "compare the real clips with (evaluate fewer clips with eval.num_clips, or another eval.split)"
+        )
+    elif len(np.unique(reference)) < len(reference):
+        notes.append(
+            f"the real column of frechet/features and fgd reuses training clips: {len(pool)} training clips"
+            f"{outside} stand in for {len(reference)} real clips"
+        )
+    notes += _fit_notes(
+        "frechet/features",
+        features["real"].shape[1],
+        {"real": len(features["real"]), "generated": len(features["generated"]), "reference": len(reference)},
+        "clips",
     )
 
     if labels is None:
@@ -934,9 +1012,15 @@ def compare(
         real_windows = motion_windows(real.clip_motions(), encoder.window)
         train_windows = motion_windows([train_motions[i] for i in reference], encoder.window)
         generated_windows = motion_windows(generated.clip_motions(), encoder.window)
-        sides["real"]["fgd"] = fgd(encoder, real_windows, train_windows)
+        sides["real"]["fgd"] = fgd(encoder, real_windows, train_windows) if len(train_windows) else math.nan
         sides["generated"]["fgd"] = fgd(encoder, real_windows, generated_windows)
         notes.append(f"FGD on {len(real_windows)} real / {len(generated_windows)} generated windows")
+        notes += _fit_notes(
+            "fgd",
+            int(encoder.model.latent),
+            {"real": len(real_windows), "generated": len(generated_windows), "reference": len(train_windows)},
+            "windows",
+        )
         if not len(real_windows) or not len(generated_windows):
             longest = max((len(m) for m in real.clip_motions()), default=0)
             notes.append(
@@ -944,6 +1028,8 @@ def compare(
                 f"clips are shorter (the longest real clip here: {longest} frames; clips are capped at the "
                 "model's data.max_motion_length)"
             )
+    else:  # a row all the same (null in the JSON, '-' in the table), so that every report has the key
+        sides["real"]["fgd"] = sides["generated"]["fgd"] = None
     names = list(dict.fromkeys([*sides["real"], *sides["generated"]]))
     table = {name: {side: sides[side].get(name) for side in sides} for name in names}
     return table, notes
@@ -1027,6 +1113,65 @@ def _fgd_encoder(config, dataset) -> tuple[FgdEncoder | None, list[str]]:
     return encoder, []
 
 
+def autoencoder_record(directory, encoder: FgdEncoder) -> dict[str, Any]:
+    """What identifies the FGD autoencoder a report used: its folder (absolute), the settings and training
+    summary stored with it (seed, steps, latent size, window; final_loss where stored, else None) and the
+    sha256 of its weights file, autoencoder.npz."""
+    return {
+        "directory": os.path.abspath(directory),
+        "settings": dict(encoder.settings),
+        "final_loss": encoder.trained.get("final_loss"),
+        "trained": dict(encoder.trained),
+        "weights_sha256": encoder.weights_sha256,
+    }
+
+
+STATS_TOLERANCE = 1e-5  # relative: the same data gives the same float32 statistics, bit for bit
+
+
+def _split_seed(dataset) -> int | None:
+    """The data.split_seed the dataset was prepared with, as its dataset.json records it (`--mode
+    prepare`); None where it records none (a folder written otherwise: its splits are its own)."""
+    fingerprint = dataset.info.get("fingerprint")
+    options = fingerprint.get("options") if isinstance(fingerprint, dict) else None
+    seed = options.get("split_seed") if isinstance(options, dict) else None
+    return None if seed is None else int(seed)
+
+
+def check_same_statistics(loaded, dataset, config, workdir) -> None:
+    """EvaluationError unless the dataset's training-split statistics (mean / std, as the dataset gives
+    them) are the ones the checkpoint trained with (its metadata's mean / std), to a relative
+    STATS_TOLERANCE. Other statistics mean another training split (another data.root, data.split_seed
+    or dataset), so the clips of eval.split may be clips the checkpoint trained on."""
+    mean_here, std_here = np.asarray(dataset.mean, np.float64), np.asarray(dataset.std, np.float64)
+    mean_run, std_run = np.asarray(loaded.mean, np.float64), np.asarray(loaded.std, np.float64)
+    mean_gap = np.abs(mean_here - mean_run)  # within the tolerance of the std or of the value
+    mean_ok = mean_gap <= STATS_TOLERANCE * np.maximum(std_run, np.abs(mean_run))
+    std_ratio = np.abs(std_here / std_run - 1.0)
+    if mean_ok.all() and (std_ratio <= STATS_TOLERANCE).all():
+        return
+    metadata = getattr(loaded, "metadata", None) or {}
+    saved = metadata.get("config") if isinstance(metadata.get("config"), dict) else {}
+    saved_data = saved.get("data") if isinstance(saved.get("data"), dict) else {}
+    trained_root = metadata.get("data_root") or saved_data.get("root") or "(not recorded)"
+    trained_seed = saved_data.get("split_seed", "(not recorded)")
+    seed_here = _split_seed(dataset)
+    seed_here = (
+        f"{int(config.data.split_seed)} (the config's; the dataset records none)"
+        if seed_here is None
+        else seed_here
+    )
+    raise EvaluationError(
+        f"the checkpoint in {workdir} trained on other data than data.root={dataset.root} holds: that "
+        f"dataset's training-split statistics differ from the checkpoint's (mean by up to "
+        f"{float(mean_gap.max()):.3g}, std by up to {100 * float(std_ratio.max()):.2g}%), so its "
+        f"{config.eval.split} split may hold clips the checkpoint trained on. The checkpoint's run trained "
+        f"on data.root={trained_root} with data.split_seed={trained_seed}; here data.root={dataset.root}, "
+        f"data.split_seed={seed_here}. Evaluate without --config (the data the checkpoint's run trained "
+        f"on), or set --config.data.root (and --config.data.split_seed) to that run's data"
+    )
+
+
 def with_checkpoint_data(
     config, saved: dict[str, Any], keep: Collection[str] = (), trained_root: str | None = None
 ):
@@ -1049,6 +1194,23 @@ def with_checkpoint_data(
     out = ml_collections.ConfigDict(config.to_dict())
     out.data = ml_collections.ConfigDict(data)
     return out
+
+
+def sampler_record(settings: dict[str, Any], loaded, use_ema: bool) -> dict[str, Any]:
+    """The sampler settings a generation used, for the report: `sampling.sampler_settings` keywords as
+    `generate` applies them. DDPM takes every diffusion step whatever sample.steps says, and reads neither
+    eta nor ddim_spacing (None here); the checkpoint step is the one restored."""
+    ddim = settings["sampler"] == "ddim"
+    return {
+        "sampler": settings["sampler"],
+        "steps": int(settings["steps"]) if ddim else int(loaded.schedule.num_steps),
+        "eta": float(settings["eta"]) if ddim else None,
+        "ddim_spacing": str(settings["spacing"]) if ddim else None,
+        "guidance_scale": float(settings["guidance_scale"]),
+        "seed": int(settings["seed"]),
+        "use_ema": bool(use_ema),
+        "checkpoint_step": int(loaded.step),
+    }
 
 
 def run(
@@ -1100,26 +1262,23 @@ def run(
             f"at data.root={dataset.root} is at {float(dataset.fps):g} fps (every per-second metric would be "
             f"scaled by the wrong rate); point data.root at the data it was trained on"
         )
-    motions, captions = choose_clips(
-        dataset.split(config.eval.split), int(config.eval.num_clips), int(loaded.max_motion_length)
-    )
+    check_same_statistics(loaded, dataset, config, workdir)  # before the sampling: other data is refused
+    split = dataset.split(config.eval.split)
+    indices = chosen_indices(split, int(config.eval.num_clips))
+    motions = [split.motions[i][: int(loaded.max_motion_length)] for i in indices]
+    captions = [split.captions[i][0] for i in indices]
     lengths = [len(m) for m in motions]
-    steps = config.sample.steps if config.sample.sampler == "ddim" else loaded.schedule.num_steps
+    settings = sampling.sampler_settings(config.sample)
+    used = sampler_record(settings, loaded, bool(config.sample.use_ema))
     log(
         f"evaluating step {loaded.step}: {len(motions)} {config.eval.split} clips, one sample each "
-        f"({config.sample.sampler}, {steps} steps, guidance {config.sample.guidance_scale})"
+        f"({used['sampler']}, {used['steps']} steps, guidance {used['guidance_scale']:g})"
     )
-    note = sampling.spacing_note(loaded, sampling.sampler_settings(config.sample))
+    note = sampling.spacing_note(loaded, settings)
     if note:
         log(note)
     start = time.perf_counter()
-    out = sampling.generate(
-        loaded,
-        captions,
-        lengths,
-        num_samples=1,
-        **sampling.sampler_settings(config.sample),
-    )
+    out = sampling.generate(loaded, captions, lengths, num_samples=1, **settings)
     sample_seconds = time.perf_counter() - start
     sampling.check_finite(out, loaded, workdir)
     generated_lengths = np.asarray(out["lengths"], np.int64)
@@ -1144,6 +1303,13 @@ def run(
     )
     train = dataset.split("train")
     encoder, notes = _fgd_encoder(config, dataset)
+    pool = None
+    if config.eval.split == "train":  # the real column's reference: training clips other than these
+        pool = np.setdiff1d(np.arange(len(train)), indices)
+        notes.append(
+            "eval.split=train: the conditioning classifier was trained on the training split, these clips "
+            "among them, so the real column's accuracy is its accuracy on its own training clips"
+        )
     table, compare_notes = compare(
         real,
         generated,
@@ -1153,6 +1319,7 @@ def run(
         representation=dataset.representation,
         fps=float(dataset.fps),
         encoder=encoder,
+        reference_pool=pool,
     )
     notes += compare_notes
     log(format_table(table))
@@ -1160,16 +1327,23 @@ def run(
         log(f"note: {note}")
     record = {
         "step": int(loaded.step),
-        "workdir": str(workdir),
-        "data_root": str(dataset.root),
+        "workdir": os.path.abspath(workdir),
+        "data_root": os.path.abspath(dataset.root),
         "split": config.eval.split,
+        "split_seed": _split_seed(dataset),
         "num_clips": len(motions),
+        "clips": clips_fingerprint([split.ids[i] for i in indices], lengths),
         "fps": float(dataset.fps),
         "units": "positions in the data's unit; speeds per second; bone errors relative",
         "metrics": table,
         "notes": notes,
-        "sample": config.sample.to_dict(),
-        "eval": config.eval.to_dict(),
+        "sample": used,
+        "diffusion_steps": int(loaded.schedule.num_steps),
+        "eval": {"split": config.eval.split, "num_clips": int(config.eval.num_clips)},
+        "fgd_autoencoder": None if encoder is None else autoencoder_record(autoencoder_dir(config), encoder),
+        "versions": {"motion_ddpm_jax": __version__, "jax": jax.__version__, "numpy": np.__version__},
+        "device": f"{jax.default_backend()}: {jax.devices()[0].device_kind}",
+        "created_utc": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "sample_seconds": round(sample_seconds, 2),
     }
     if jax.process_index() != 0:

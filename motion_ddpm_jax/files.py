@@ -72,6 +72,12 @@ def save_json_once(
     return path
 
 
+def sha256_of(path: str | os.PathLike) -> str:
+    """The hex sha256 of the file `path`'s bytes (read in blocks)."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
 def json_safe(value: Any) -> Any:
     """`value` with every non-finite float as None and numpy scalars as Python numbers, for
     `json.dumps(..., allow_nan=False)`: JSON has no NaN or Infinity (Python writes them as tokens that

@@ -166,7 +166,7 @@ def modulated_silu_backward(h, multiplier, offset, cotangent, interpret: bool = 
     return dh, jnp.sum(dmul, axis=1).reshape(batch, -1), jnp.sum(doff, axis=1).reshape(batch, -1)
 
 
-def _heads_first(h: jax.Array, heads: int) -> jax.Array:
+def heads_first(h: jax.Array, heads: int) -> jax.Array:
     """[B, T, C] -> [B, heads, T, C / heads]."""
     batch, frames, channels = h.shape
     return h.reshape(batch, frames, heads, channels // heads).transpose(0, 2, 1, 3)
@@ -188,7 +188,7 @@ def modulated_silu(
     attention's read): the kernel reads h and writes dh in that layout, so that XLA cancels the move
     and its own inverse around the kernel instead of copying h and dh (the value does not depend on it).
     """
-    return _modulated_silu_heads_first(_heads_first(h, heads), multiplier, offset, out_dtype, interpret)
+    return _modulated_silu_heads_first(heads_first(h, heads), multiplier, offset, out_dtype, interpret)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
@@ -223,7 +223,7 @@ def stylized_read_reference(q, context, multiplier, offset, q_bias=None) -> jax.
     `modulated_silu_reference` does."""
     heads = context.shape[1]
     q = q if q_bias is None else q + q_bias.astype(q.dtype)
-    weights = jax.nn.softmax(_heads_first(q, heads).astype(jnp.float32), axis=-1).astype(context.dtype)
+    weights = jax.nn.softmax(heads_first(q, heads).astype(jnp.float32), axis=-1).astype(context.dtype)
     read = jnp.einsum("bhtd,bhde->bhte", weights, context, preferred_element_type=jnp.float32)
     return modulated_silu_reference(_frames_first(read.astype(q.dtype)), multiplier, offset)
 

@@ -337,11 +337,6 @@ def _split_heads(x: jax.Array, num_heads: int) -> jax.Array:
     return x.reshape(*x.shape[:-1], num_heads, x.shape[-1] // num_heads)
 
 
-def _heads_first(x: jax.Array, num_heads: int) -> jax.Array:
-    """[B, S, C] -> [B, num_heads, S, C // num_heads]."""
-    return _split_heads(x, num_heads).transpose(0, 2, 1, 3)
-
-
 def efficient_attention(
     q: jax.Array, k: jax.Array, v: jax.Array, key_mask: jax.Array, num_heads: int
 ) -> jax.Array:
@@ -388,7 +383,7 @@ def linear_attention_context(
     batch, length, width = weight.shape
     heads_rows_last = (batch, length, num_heads, width // num_heads)
     weight = weight.astype(dtype).reshape(heads_rows_last).transpose(0, 2, 3, 1)  # [B, heads, H, S]
-    v = _heads_first(v, num_heads).astype(dtype)
+    v = pallas.heads_first(v, num_heads).astype(dtype)
     if _cpu_low_precision(dtype):
         context = low_precision_matmul(weight, v, jnp.float32)
     else:
@@ -501,7 +496,7 @@ def _read_softmax_first(q: jax.Array, context: jax.Array, num_heads: int) -> jax
 
 
 def _read_heads_first(q: jax.Array, context: jax.Array, num_heads: int) -> jax.Array:
-    weights = softmax_features(_heads_first(q, num_heads).astype(jnp.float32))
+    weights = softmax_features(pallas.heads_first(q, num_heads).astype(jnp.float32))
     return _read_product(weights.astype(q.dtype), context)
 
 

@@ -1,9 +1,10 @@
 """Sampling: a checkpoint folder -> motion for captions, with classifier-free guidance and DDPM or DDIM.
 
 `load_model(workdir)` rebuilds the model from the checkpoint alone (config, statistics, tokenizer and
-skeleton travel in its metadata); `generate(loaded, captions, ...)` runs the sampler as one compiled
-`lax.scan` per batch, spread over the local devices; `run(config, workdir)` is `launch.py --mode sample`:
-it reads `config.sample` and writes `.npy`, `.bvh` and an animation under a fresh output folder.
+skeleton travel in its metadata); `generate(loaded, captions, ...)` runs the whole sampling loop as one
+compiled program per batch (`lax.scan`s over chunks of steps, `diffusion.PreparedDenoiser`), spread over
+the local devices; `run(config, workdir)` is `launch.py --mode sample`: it reads `config.sample` and writes
+`.npy`, `.bvh` and an animation under a fresh output folder.
 
 Determinism: sample i (caption-major: caption c, draw k is i = c * num_samples + k) draws everything from
 key_i = fold_in(key(seed), i): its starting noise x_T = normal(fold_in(key_i, 0), [T, D]) and its step
@@ -34,7 +35,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from motion_ddpm_jax import checkpoint, diffusion, representation, text
+from motion_ddpm_jax import checkpoint, diffusion, kinematics, representation, text
 from motion_ddpm_jax import config as config_lib
 from motion_ddpm_jax import files as files_lib
 from motion_ddpm_jax import model as model_lib
@@ -333,9 +334,11 @@ def conditioned_denoiser(
     `guidance_scale` s, R = 2B: the B conditional rows, then the B unconditional (empty caption) rows,
     and the output is u + s (c - u) from one pass over the 2B rows. mask bool[B, T] marks real frames.
     Hoisted out of the steps: the captions' pooled embedding and what every cross-attention attends to
-    (once), the step embeddings and every block's (scale, shift) (once per `chunk` steps, as [chunk * R]
-    rows; chunk None: MODULATION_CHUNK); a step then runs `MotionTransformer.denoise` alone. Same function
-    as calling the model.
+    (once), the step embeddings and every block's (scale, shift) (once per chunk of at most `chunk` steps,
+    as [steps * R] rows; chunk None: MODULATION_CHUNK); a step then runs `MotionTransformer.denoise`
+    alone. Same function as calling the model. Its `apply` does not read the `t` it is given: the
+    prepared slice is the step (a sampler that evaluates the model between its scheduled steps must
+    `prepare` those steps too).
     """
     variables = {"params": params}
     condition = model.apply(variables, text, text_mask, method=model_lib.MotionTransformer.condition_on_text)
@@ -537,8 +540,10 @@ def matrix_to_euler(matrix: np.ndarray, order: str) -> np.ndarray:
     The inverse of `kinematics.euler_to_matrix` (R = R_{order[0]}(a0) @ R_{order[1]}(a1) @ R_{order[2]}(a2)):
     a1 in [-90, 90], a0 and a2 in (-180, 180]. At gimbal lock (|a1| = 90) a2 is set to 0.
     """
-    if order not in ("XYZ", "XZY", "YXZ", "YZX", "ZXY", "ZYX"):
-        raise ValueError(f"unknown rotation order {order!r}; expected three distinct axes of XYZ, e.g. 'ZXY'")
+    if order not in kinematics.EULER_ORDERS:
+        raise ValueError(
+            f"unknown rotation order {order!r}; expected one of {', '.join(kinematics.EULER_ORDERS)}"
+        )
     m = np.asarray(matrix, np.float64)
     i, j, k = ("XYZ".index(axis) for axis in order)
     sign = 1.0 if (j - i) % 3 == 1 else -1.0  # +1 for the cyclic orders XYZ, YZX, ZXY

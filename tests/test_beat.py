@@ -474,8 +474,8 @@ def test_a_touched_input_is_compared_by_content(tmp_path, monkeypatch):
     beat.prepare_beat(raw, out, ALONE, log=lambda *_: None)
     record = (out / "dataset.json").read_bytes()
     hashed = []
-    sha256 = beat._sha256
-    monkeypatch.setattr(beat, "_sha256", lambda path: hashed.append(path) or sha256(path))
+    sha256 = beat.sha256_of
+    monkeypatch.setattr(beat, "sha256_of", lambda path: hashed.append(path) or sha256(path))
     beat.prepare_beat(raw, out, ALONE, log=lambda *_: None)
     assert hashed == []  # nothing touched, nothing read
     text, motion = raw / f"{ONE_RECORDING}.TextGrid", raw / f"{ONE_RECORDING}.bvh"

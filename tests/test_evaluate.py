@@ -1,15 +1,19 @@
 """Evaluation metrics against analytic answers and scipy, the FGD autoencoder, and --mode eval end to end
 with a stand-in for the sampler."""
 
+import datetime
 import errno
+import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import types
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 import scipy.linalg
@@ -441,18 +445,25 @@ def test_fgd_of_real_against_itself_is_zero_and_grows_with_a_shift(toy_autoencod
     assert all(a < b for a, b in zip(distances, distances[1:], strict=False))
 
 
+DIFFUSION_STEPS = 1000  # the fake checkpoint's diffusion.steps
+
+
 class FakeSampling:
     """Stands in for motion_ddpm_jax.sampling: 'generates' the real clip whose caption it is given, plus
-    optional noise, so every generated metric has a known relation to the real one."""
+    optional noise, so every generated metric has a known relation to the real one. Its checkpoint
+    trained on `dataset` (its statistics and data.root), with a DIFFUSION_STEPS-step linear schedule."""
 
-    def __init__(self, dataset, noise=0.0, max_motion_length=40):
+    def __init__(self, dataset, noise=0.0, max_motion_length=40, split="val"):
         self.dataset, self.noise, self.max_motion_length = dataset, noise, max_motion_length
-        split = dataset.split("val")
+        split = dataset.split(split)
         self.by_caption = {c[0]: m for c, m in zip(split.captions, split.motions, strict=True)}
         self.calls = []
 
     def load_model(self, workdir, step=None, use_ema=True):
+        from motion_ddpm_jax import diffusion
+
         self.calls.append(("load_model", str(workdir), step, use_ema))
+        data = {**base_config().data.to_dict(), "root": str(self.dataset.root), "source": "prepared"}
         return types.SimpleNamespace(
             mean=self.dataset.mean,
             std=self.dataset.std,
@@ -461,6 +472,8 @@ class FakeSampling:
             fps=FPS,
             max_motion_length=self.max_motion_length,
             step=7,
+            schedule=diffusion.make_schedule("linear", DIFFUSION_STEPS),
+            metadata={"config": {"data": data}, "data_root": str(self.dataset.root)},
         )
 
     def generate(self, loaded, captions, num_frames, **options):
@@ -475,11 +488,12 @@ class FakeSampling:
 
 
 def install(monkeypatch, fake):
-    from motion_ddpm_jax.sampling import check_finite, sampler_settings
+    from motion_ddpm_jax.sampling import check_finite, sampler_settings, spacing_note
 
     module = types.ModuleType("motion_ddpm_jax.sampling")
     module.load_model, module.generate = fake.load_model, fake.generate
     module.sampler_settings = sampler_settings  # the real config -> keywords mapping
+    module.spacing_note = spacing_note  # the real note on few leading DDIM steps
     module.check_finite = check_finite  # the real check of the generated motion
     monkeypatch.setitem(sys.modules, "motion_ddpm_jax.sampling", module)
     monkeypatch.setattr(motion_ddpm_jax, "sampling", module, raising=False)
@@ -518,7 +532,8 @@ def test_run_of_a_perfect_generator_matches_the_real_clips(toy_dataset, tmp_path
     assert metrics["conditioning_accuracy"]["real"] == 1.0
     assert metrics["frechet/features"]["generated"] == pytest.approx(0.0, abs=1e-6)
     assert metrics["frechet/features"]["real"] > 0.0
-    assert "fgd" not in metrics and any("train_autoencoder" in n for n in record["notes"])
+    assert metrics["fgd"] == {"real": None, "generated": None}  # no autoencoder: said, not left out
+    assert any("train_autoencoder" in n for n in record["notes"]) and record["fgd_autoencoder"] is None
     assert any("metric" in m and "generated" in m for m in messages)  # the printed table
 
     evaluate.run(config, tmp_path / "run", log=messages.append)  # never overwrites: a suffix
@@ -656,7 +671,7 @@ def test_run_without_a_config_reads_the_data_the_checkpoint_was_trained_on(
     del saved["std_floor"]  # a field added after the run started
     original = fake.load_model
     fake.load_model = lambda *a, **k: types.SimpleNamespace(
-        **vars(original(*a, **k)), metadata={"config": {"data": saved, "model": {"latent_dim": 3}}}
+        **{**vars(original(*a, **k)), "metadata": {"config": {"data": saved, "model": {"latent_dim": 3}}}}
     )
     install(monkeypatch, fake)
     expected = evaluate.run(config, tmp_path / "given", log=lambda _: None)["metrics"]
@@ -740,6 +755,257 @@ def test_conditioning_accuracy_says_why_it_is_nan_when_no_compared_caption_is_a_
     )  # fmt: skip
     assert not np.isnan(table["conditioning_accuracy"]["real"])
     assert not [n for n in notes if "is NaN" in n]
+
+
+# ------------------------------------------------------------------------------------------ the report
+def resplit(dataset, root):
+    """`dataset`'s clips split otherwise (as another data.split_seed would): its val clips and the last 9
+    training clips are the training split, its first 9 training clips the val split."""
+    train, val = dataset.split("train"), dataset.split("val")
+
+    def part(name, clips):
+        ids, motions, captions = zip(*clips, strict=True)
+        return motion_text.Split(name, ids, motions, captions)
+
+    def clips(split, chosen):
+        return [(split.ids[i], split.motions[i], split.captions[i]) for i in chosen]
+
+    splits = {
+        "train": part("train", clips(val, range(len(val))) + clips(train, range(9, len(train)))),
+        "val": part("val", clips(train, range(9))),
+    }
+    info = {"representation": "positions", "fps": FPS, "source": "test"}
+    return motion_text.write_dataset(root, splits, info, dataset.skeleton)
+
+
+def float64_stats(motions, std_floor=1e-2):
+    frames = np.concatenate([np.asarray(m, np.float64) for m in motions])
+    return frames.mean(axis=0), np.maximum(frames.std(axis=0), std_floor)
+
+
+def test_run_refuses_a_checkpoint_that_trained_on_other_data(toy_dataset, tmp_path, monkeypatch):
+    """A checkpoint trained on another split of the clips (here its training split holds the first 9
+    training clips of the data eval is pointed at, and its val clips): its statistics are not the data's,
+    so eval.split may hold clips it trained on. Refused before any sampling, naming both data roots and
+    split seeds and how to point at the right data; the gaps it names are those of float64 statistics of
+    the two training splits. Statistics equal to float32 rounding pass."""
+    other = resplit(toy_dataset, tmp_path / "other")
+    fake = FakeSampling(toy_dataset)
+    original = FakeSampling(other).load_model  # its statistics and data.root are the other split's
+
+    def trained_on_other(*args, **kwargs):
+        fake.calls.append(("load_model",))
+        loaded = original(*args, **kwargs)
+        loaded.metadata["config"]["data"]["split_seed"] = 1
+        return loaded
+
+    fake.load_model = trained_on_other
+    install(monkeypatch, fake)
+    config = toy_config(toy_dataset, tmp_path)  # points at the toy data: its val clips trained the run
+    with pytest.raises(UserError) as refused:
+        evaluate.run(config, tmp_path / "run", log=lambda _: None)
+    message = str(refused.value)
+    assert (
+        "trained on other data" in message and "val split may hold clips the checkpoint trained on" in message
+    )
+    assert f"trained on data.root={other.root} with data.split_seed=1" in message
+    assert f"here data.root={toy_dataset.root}, data.split_seed=0 (the config's" in message
+    assert "Evaluate without --config" in message and "--config.data.root" in message
+    mean_here, std_here = float64_stats(toy_dataset.split("train").motions)
+    mean_run, std_run = float64_stats(other.split("train").motions)
+    gap = float(re.search(r"mean by up to ([0-9.e+-]+)", message).group(1))
+    assert gap == pytest.approx(np.abs(mean_here - mean_run).max(), rel=5e-3)
+    percent = float(re.search(r"std by up to ([0-9.e+-]+)%", message).group(1))
+    assert percent == pytest.approx(100 * np.abs(std_here / std_run - 1).max(), rel=5e-2)
+    assert [call[0] for call in fake.calls] == ["load_model"]  # nothing sampled
+    assert not (tmp_path / "run").exists()
+
+    same = FakeSampling(toy_dataset)
+    rounded = same.load_model
+    same.load_model = lambda *a, **k: types.SimpleNamespace(
+        **{
+            **vars(rounded(*a, **k)),
+            "mean": np.nextafter(toy_dataset.mean, np.float32(np.inf)),  # one float32 step up
+            "std": np.nextafter(toy_dataset.std, np.float32(0)),
+        }
+    )
+    install(monkeypatch, same)
+    assert evaluate.run(config, tmp_path / "run", log=lambda _: None)["num_clips"] == 6
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
+def test_the_report_records_the_sampler_settings_used(toy_dataset, tmp_path, monkeypatch, sampler):
+    """The report's `sample` holds the settings the sampling used: DDPM takes every diffusion step (the
+    checkpoint's DIFFUSION_STEPS, not sample.steps) and reads neither eta nor ddim_spacing; num_samples,
+    num_frames and text (unused: one sample per clip at its length) are not recorded; `eval` holds no
+    autoencoder_* fields (the stored autoencoder's settings are in `fgd`)."""
+    config = toy_config(toy_dataset, tmp_path)
+    config.sample.sampler, config.sample.steps, config.sample.eta = sampler, 20, 0.5
+    config.sample.ddim_spacing, config.sample.guidance_scale, config.sample.seed = "trailing", 2.5, 3
+    config.sample.num_samples, config.sample.num_frames, config.sample.text = 5, 99, "never used"
+    fake = FakeSampling(toy_dataset)
+    install(monkeypatch, fake)
+    evaluate.run(config, tmp_path / "run", log=lambda _: None)
+    record = json.loads((tmp_path / "run" / "eval" / "metrics_step7.json").read_text())
+    ddim = sampler == "ddim"
+    assert record["sample"] == {
+        "sampler": sampler,
+        "steps": 20 if ddim else DIFFUSION_STEPS,
+        "eta": 0.5 if ddim else None,
+        "ddim_spacing": "trailing" if ddim else None,
+        "guidance_scale": 2.5,
+        "seed": 3,
+        "use_ema": True,
+        "checkpoint_step": 7,
+    }
+    assert record["diffusion_steps"] == DIFFUSION_STEPS
+    assert record["eval"] == {"split": "val", "num_clips": 6}
+    options = fake.calls[1][3]
+    assert (options["sampler"], options["seed"], options["guidance_scale"]) == (sampler, 3, 2.5)
+    assert options["num_samples"] == 1
+
+
+def test_the_report_identifies_the_fgd_autoencoder(toy_dataset, toy_autoencoder, tmp_path, monkeypatch):
+    """`fgd`: the autoencoder's folder (absolute), the settings and final loss stored with it and the
+    sha256 of its weights file (hashed here from the file's bytes); the Fréchet fits on no more samples
+    than dimensions are noted (84 = 4 * 3 * (6 joints + 1) summary features of 6 clips; 6 one-window clips
+    in the 8-dimensional latent). Without an autoencoder the key is there, null."""
+    config, directory = toy_autoencoder
+    config = config.copy_and_resolve_references()
+    config.eval.output = str(tmp_path / "with_fgd.json")
+    install(monkeypatch, FakeSampling(toy_dataset))
+    evaluate.run(config, tmp_path / "run", log=lambda _: None)
+    record = json.loads((tmp_path / "with_fgd.json").read_text())
+    stored = json.loads((directory / "autoencoder.json").read_text())
+    assert record["fgd_autoencoder"]["directory"] == os.path.abspath(directory)
+    assert (
+        record["fgd_autoencoder"]["weights_sha256"]
+        == hashlib.sha256((directory / "autoencoder.npz").read_bytes()).hexdigest()
+    )
+    settings = record["fgd_autoencoder"]["settings"]
+    assert (settings["seed"], settings["steps"], settings["latent"]) == (config.seed, 150, 8)
+    assert record["fgd_autoencoder"]["final_loss"] == stored["trained"]["final_loss"]
+    assert "autoencoder_steps" not in record["eval"] and "autoencoder_latent" not in record["eval"]
+    notes = record["notes"]
+    assert any(
+        n.startswith(
+            "frechet/features: Gaussians in 84 dimensions fitted to 6 real, 6 generated, 6 reference clips"
+        )
+        for n in notes
+    ), notes
+    assert any(
+        n.startswith("fgd: Gaussians in 8 dimensions fitted to 6 real, 6 generated, 6 reference windows")
+        for n in notes
+    ), notes
+
+    config.eval.autoencoder_dir, config.eval.output = str(tmp_path / "none"), str(tmp_path / "no_fgd.json")
+    record = json.loads(
+        Path(evaluate.run(config, tmp_path / "run", log=lambda _: None)["output"]).read_text()
+    )
+    assert record["fgd_autoencoder"] is None and record["metrics"]["fgd"] == {"real": None, "generated": None}
+    assert any(n.startswith("FGD skipped: no autoencoder in") for n in record["notes"])
+
+
+def test_eval_on_the_train_split_leaves_the_evaluated_clips_out_of_the_real_columns_reference(
+    toy_dataset, toy_autoencoder, tmp_path, monkeypatch
+):
+    """eval.split=train: the training clips the real column compares with are other than the evaluated
+    ones (they had been matched to themselves: class and length equal). Every reference clip's features
+    differ from every evaluated clip's; when fewer clips are left than evaluated a note says they are
+    reused; with none left the real column is NaN and a note says why."""
+    config = toy_autoencoder[0].copy_and_resolve_references()
+    config.eval.split, config.eval.output = "train", str(tmp_path / "train.json")
+    install(monkeypatch, FakeSampling(toy_dataset, split="train"))
+    compared = []
+    original = evaluate.frechet_distance_of
+    monkeypatch.setattr(
+        evaluate, "frechet_distance_of", lambda a, b: compared.append((a, b)) or original(a, b)
+    )
+    record = evaluate.run(config, tmp_path / "run", log=lambda _: None)
+    evaluated, reference = compared[0]  # the real column of frechet/features
+    assert len(evaluated) == len(reference) == 6
+    distances = np.abs(evaluated[:, None] - reference[None]).max(axis=-1)
+    assert distances.min() > 1e-3 * np.abs(evaluated).max()  # no evaluated clip among the reference
+    assert not any("reuses" in n for n in record["notes"])
+    assert any("eval.split=train: the conditioning classifier was trained" in n for n in record["notes"])
+
+    config.eval.num_clips, config.eval.output = 12, str(tmp_path / "twelve.json")
+    record = evaluate.run(config, tmp_path / "run", log=lambda _: None)
+    assert any(
+        "6 training clips outside the 12 evaluated ones stand in for 12 real clips" in n
+        for n in record["notes"]
+    )
+
+    config.eval.num_clips, config.eval.output = 0, str(tmp_path / "all.json")
+    record = evaluate.run(config, tmp_path / "run", log=lambda _: None)
+    assert np.isnan(record["metrics"]["frechet/features"]["real"])
+    assert np.isnan(record["metrics"]["fgd"]["real"])
+    assert record["metrics"]["frechet/features"]["generated"] == pytest.approx(0.0, abs=1e-6)
+    assert any("no training clip is left outside the 18 evaluated ones" in n for n in record["notes"])
+
+
+def test_the_report_records_absolute_paths_the_clips_versions_device_and_time(
+    toy_dataset, tmp_path, monkeypatch
+):
+    """workdir and data_root as absolute paths (given relative here); the evaluated clips' ids, lengths
+    (cut at max_motion_length 40) and sha256 of their [id, length] list; the split seed the data records
+    (none here); package versions, the device and the UTC time."""
+    monkeypatch.chdir(tmp_path)
+    config = toy_config(toy_dataset, tmp_path)
+    config.data.root = os.path.relpath(toy_dataset.root, tmp_path)
+    install(monkeypatch, FakeSampling(toy_dataset))
+    before = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+    evaluate.run(config, "run", log=lambda _: None)
+    after = datetime.datetime.now(datetime.UTC)
+    record = json.loads((tmp_path / "run" / "eval" / "metrics_step7.json").read_text())
+    assert record["workdir"] == str(tmp_path / "run")
+    assert record["data_root"] == str(toy_dataset.root)
+    val, chosen = toy_dataset.split("val"), [0, 2, 3, 5, 6, 8]
+    ids, lengths = [val.ids[i] for i in chosen], [min(len(val.motions[i]), 40) for i in chosen]
+    pairs = json.dumps([[i, n] for i, n in zip(ids, lengths, strict=True)], separators=(",", ":"))
+    assert record["clips"] == {
+        "sha256": hashlib.sha256(pairs.encode()).hexdigest(),
+        "ids": ids,
+        "lengths": lengths,
+    }
+    assert record["split_seed"] is None
+    assert record["versions"] == {
+        "motion_ddpm_jax": motion_ddpm_jax.__version__,
+        "jax": jax.__version__,
+        "numpy": np.__version__,
+    }
+    assert jax.devices()[0].device_kind in record["device"]
+    created = datetime.datetime.strptime(record["created_utc"], "%Y-%m-%dT%H:%M:%SZ")
+    assert before <= created.replace(tzinfo=datetime.UTC) <= after
+
+
+def test_the_split_seed_is_the_one_the_dataset_records():
+    recorded = types.SimpleNamespace(info={"fingerprint": {"options": {"split_seed": 4}}})
+    assert evaluate._split_seed(recorded) == 4
+    assert evaluate._split_seed(types.SimpleNamespace(info={"source": "test"})) is None
+
+
+@pytest.mark.parametrize(("clips", "noted"), [(7, True), (8, True), (9, False)])
+def test_a_frechet_distance_fitted_on_no_more_samples_than_dimensions_is_noted(clips, noted):
+    """Without a skeleton the features are the per-channel mean and std of the values and of their
+    velocity: 4 * 2 = 8 dimensions for 2 channels; n clips give a covariance of rank n - 1, singular for
+    n <= 8."""
+    rng = np.random.default_rng(clips)
+    train = [rng.standard_normal((30, 2)).astype(np.float32) for _ in range(12)]
+
+    def side():
+        return evaluate.Clips(
+            rng.standard_normal((clips, 30, 2)).astype(np.float32), np.full(clips, 30), ("a",) * clips, None
+        )
+
+    _, notes = evaluate.compare(
+        side(), side(), train, ["a"] * 12, skeleton=None, representation="humanml3d", fps=20.0
+    )
+    shown = (
+        f"frechet/features: Gaussians in 8 dimensions fitted to {clips} real, {clips} generated, "
+        f"{clips} reference clips"
+    )
+    assert any(n.startswith(shown) for n in notes) == noted, notes
 
 
 # ------------------------------------------------------------------------- a full disk, Ctrl-C, a kill

@@ -35,6 +35,7 @@ from motion_ddpm_jax.config import listed
 from motion_ddpm_jax.data import bvh, motion_text, textgrid
 from motion_ddpm_jax.data.motion_text import DatasetError
 from motion_ddpm_jax.errors import UserError
+from motion_ddpm_jax.files import sha256_of
 from motion_ddpm_jax.skeleton import Skeleton
 
 FRAME_BUCKET = 1024  # encode recordings padded to a multiple of this many frames: one compile per bucket
@@ -233,11 +234,6 @@ def _fingerprint_inputs(pairs: list[tuple[Path, Path]], raw_root: Path) -> dict[
     }
 
 
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
-
-
 def _hierarchy_difference(skeleton: Skeleton, reference: Skeleton, reference_name: str) -> str | None:
     """The first way `skeleton`'s joints differ from `reference`'s (read from `reference_name`), as a phrase
     in which 'its' is `skeleton`'s: a joint count, a joint one of them lacks, a joint's parent or whether it
@@ -365,7 +361,7 @@ def prepare_beat(
     wordless: list[tuple[Path, textgrid.Tier]] = []  # TextGrids whose word tier gives no words
     for motion_path, text_path in pairs:
         for path in (motion_path, text_path):  # before reading: the hash is of no later content
-            hashes[str(path.relative_to(raw_root))] = _sha256(path)
+            hashes[str(path.relative_to(raw_root))] = sha256_of(path)
         motion = bvh.load_bvh(motion_path)
         if options.representation != "positions":  # still position channels become the joints' offsets
             motion = motion.with_static_offsets()
@@ -611,7 +607,7 @@ def _changed_inputs(previous: dict[str, Any], inputs: dict[str, list[int]], raw_
         if old == new:
             return False
         same_size = isinstance(old, list) and old[:1] == new[:1]
-        return not (same_size and name in hashes and hashes[name] == _sha256(raw_root / name))
+        return not (same_size and name in hashes and hashes[name] == sha256_of(raw_root / name))
 
     what = []
     for names, phrase in (

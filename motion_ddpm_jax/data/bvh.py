@@ -349,16 +349,6 @@ class _Header:
             raise self.error(token.line, f"expected {what} (a finite float32 number), found {token.text!r}")
         return value
 
-    def rest_of_line(self, after: _Token, what: str) -> _Token:
-        """The single token that follows `after` on its line."""
-        if after.last_on_line:
-            raise self.error(after.line, f"expected {what} after {after.text!r} on the same line")
-        token = self.next(what)
-        if not token.last_on_line:
-            extra = self.next("")
-            raise self.error(extra.line, f"unexpected {extra.text!r} after {what} {token.text!r}")
-        return token
-
     # hierarchy ---------------------------------------------------------------------------------------
     def parse(self):
         token = self.next("'HIERARCHY'")

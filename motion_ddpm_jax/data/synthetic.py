@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import os
 import time
@@ -30,7 +29,7 @@ import numpy as np
 
 from motion_ddpm_jax.data.bvh import write_bvh
 from motion_ddpm_jax.data.textgrid import write_textgrid
-from motion_ddpm_jax.files import staged_folder, writing
+from motion_ddpm_jax.files import sha256_of, staged_folder, writing
 from motion_ddpm_jax.skeleton import beat_skeleton
 
 GENERATOR_VERSION = 1  # bump whenever the output for given options changes
@@ -450,7 +449,7 @@ def write_demo_dataset(
                     )
                     write_textgrid(staging / f"{stem}.TextGrid", recording.words, 0.0, recording.duration_s)
                     for suffix in (".bvh", ".TextGrid"):
-                        files[stem + suffix] = _sha256(staging / (stem + suffix))
+                        files[stem + suffix] = sha256_of(staging / (stem + suffix))
                     num_frames += recording.euler_degrees.shape[0]
                     duration += recording.duration_s
             counts = {word: dealt.count(word) for word in GESTURES}
@@ -508,14 +507,6 @@ def _summary(root: Path, manifest: dict, created: bool) -> DemoSummary:
     )
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _previous_output(root: Path, options: dict) -> DemoSummary:
     """The summary of an identical earlier output in `root`, else FileExistsError saying what differs."""
     refuse = (
@@ -545,7 +536,7 @@ def _previous_output(root: Path, options: dict) -> DemoSummary:
         MANIFEST_NAME
     }
     extra, missing = sorted(present - set(files)), sorted(set(files) - present)
-    changed_files = sorted(name for name in set(files) & present if _sha256(root / name) != files[name])
+    changed_files = sorted(name for name in set(files) & present if sha256_of(root / name) != files[name])
     if extra or missing or changed_files:
         raise FileExistsError(
             f"{root} holds demo data with the same options, but not as written: extra files {extra[:5]}, "
