@@ -25,6 +25,7 @@ config (`distributed.*`) or the environment asks for it (see README, "Training o
 """
 
 import errno
+import os
 import signal
 import sys
 from pathlib import Path
@@ -184,11 +185,27 @@ def main(argv):
                 print(line)
     # Errors a user can act on carry a complete message (file, field or flag, and what was expected).
     except (UserError, OSError, FloatingPointError) as error:
-        sys.exit(f"launch.py --mode {mode}: {_described(error)}")
+        message = f"launch.py --mode {mode}: {_described(error)}"
+        if _joined_others():  # sys.exit would wait at jax's shutdown barrier for processes that wait on us
+            print(message, file=sys.stderr, flush=True)
+            sys.stdout.flush()
+            os._exit(1)
+        sys.exit(message)
     except KeyboardInterrupt as interrupt:  # Ctrl-C, or SIGTERM in prepare / train_autoencoder (`_interrupt`)
         note = _interrupted_note(mode, config_given)
         print(f"launch.py --mode {mode}: interrupted; {note}", file=sys.stderr)
         sys.exit(128 + (signal.SIGTERM if interrupt.args == ("SIGTERM",) else signal.SIGINT))
+
+
+def _joined_others() -> bool:
+    """Whether this process joined other processes (jax.distributed) that may wait on it in a collective:
+    an error of this one alone (its data missing) then leaves them waiting, and a normal exit waits at
+    jax's shutdown barrier for them, until initialization_timeout_s (300 s) ends both in a SIGABRT."""
+    jax = sys.modules.get("jax")
+    try:
+        return jax is not None and jax.distributed.is_initialized() and jax.process_count() > 1
+    except Exception:  # noqa: BLE001 - a jax that cannot say: exit as usual
+        return False
 
 
 def _interrupted_note(mode: str, config_given: bool) -> str:
@@ -238,8 +255,9 @@ def _to_stderr(line: str) -> None:
 
 
 def _resumed_config(record: Path, overrides: dict, note=_say):
-    """The config a run started with (its run record; fields added since at their defaults) with the
-    command line's --config.* overrides applied; printed so the run's log says where it came from."""
+    """The config a run started with (its run record; fields added since at their defaults; distributed.*
+    at its defaults) with the command line's --config.* overrides applied; printed so the run's log says
+    where it came from."""
     import ml_collections
 
     from motion_ddpm_jax import config as config_lib
@@ -247,6 +265,10 @@ def _resumed_config(record: Path, overrides: dict, note=_say):
     from motion_ddpm_jax.errors import UserError
 
     config = ml_collections.ConfigDict(config_lib.with_defaults(train.read_run_record(record)))
+    # distributed.* belongs to the machine and the process: the record holds process 0's (its process_id
+    # and coordinator), which every process of a requeue would otherwise take. The defaults, then this
+    # command line and the environment (JAX_*, SLURM) say it, as for a fresh start.
+    config.distributed = config_lib.base_config().distributed
     for dotted, value in overrides.items():
         try:
             *parents, name = dotted.split(".")

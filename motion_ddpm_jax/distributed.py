@@ -109,10 +109,44 @@ def initialize_arguments(dist_config, environ: Mapping[str, str] | None = None) 
     return arguments
 
 
+def _slurm_tasks_on_this_node(environ: Mapping[str, str]) -> int | None:
+    """How many tasks of this SLURM job step run on this node: SLURM_STEP_TASKS_PER_NODE (or
+    SLURM_TASKS_PER_NODE), e.g. '2(x3),1' for 2, 2, 2 and 1 on nodes 0-3, at SLURM_NODEID; None where
+    they are not set or not understood."""
+    listing = environ.get("SLURM_STEP_TASKS_PER_NODE") or environ.get("SLURM_TASKS_PER_NODE")
+    if not listing:
+        return None
+    counts: list[int] = []
+    try:
+        for part in listing.split(","):
+            count, _, repeat = part.strip().partition("(x")
+            counts += [int(count)] * (int(repeat.rstrip(")")) if repeat else 1)
+        node = int(environ.get("SLURM_NODEID", "0"))
+    except ValueError:
+        return None
+    return counts[node] if 0 <= node < len(counts) else None
+
+
+def _joining_note(arguments: dict[str, Any], cluster: str | None) -> str:
+    """What this process is about to join, said before the join waits for the others."""
+    given = {k: arguments.get(k) for k in ("coordinator_address", "num_processes", "process_id")}
+    shown = ", ".join(f"{k}={v}" for k, v in given.items() if v is not None)
+    if cluster and None in given.values():
+        shown = f"{shown}; the rest from {cluster}" if shown else cluster
+    return (
+        f"joining the run's processes ({shown}); waiting up to "
+        f"{arguments['initialization_timeout']} s (distributed.initialization_timeout_s) for all of them: "
+        "where it ends in DEADLINE_EXCEEDED, check that every process has the same coordinator address "
+        "and number of processes, a process id of its own, and started"
+    )
+
+
 def initialize(dist_config, log=print) -> bool:
     """Join the run's processes when the settings ask for it (see the module doc); True if it did.
 
-    Call it before any jax computation. Joining twice is harmless.
+    Call it before any jax computation. Joining twice is harmless. Under SLURM with one task on this node
+    and no local_device_ids given, the process keeps every GPU of the node (jax would give it the one
+    numbered SLURM_LOCALID, as for one task per GPU).
     """
     arguments = initialize_arguments(dist_config)
     if arguments is None:
@@ -121,6 +155,8 @@ def initialize(dist_config, log=print) -> bool:
 
     if jax.distributed.is_initialized():
         return True
+    cluster = _cluster_launch(os.environ)
+    log(_joining_note(arguments, cluster))
     try:
         jax.distributed.initialize(**arguments)
     except (RuntimeError, ValueError) as error:
@@ -135,6 +171,16 @@ def initialize(dist_config, log=print) -> bool:
             else ""
         )
         raise UserError(f"jax.distributed.initialize({arguments}) failed: {error}{hint}") from None
+    if (
+        cluster == "SLURM"
+        and "local_device_ids" not in arguments
+        and _slurm_tasks_on_this_node(os.environ) == 1
+    ):
+        for option in ("jax_cuda_visible_devices", "jax_rocm_visible_devices"):  # before any backend starts
+            try:
+                jax.config.update(option, "all")
+            except AttributeError:  # an option this jax does not have
+                pass
     log(
         f"process {jax.process_index()} of {jax.process_count()} joined "
         f"({jax.local_device_count()} local / {jax.device_count()} global devices)"

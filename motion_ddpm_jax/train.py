@@ -811,6 +811,71 @@ def bottleneck_warning(config, feature_size: int) -> str | None:
     return None
 
 
+def _broadcast_text(text: str) -> str:
+    """Process 0's `text` on every process (a collective: every process calls it)."""
+    from jax.experimental import multihost_utils
+
+    payload = np.frombuffer(text.encode(), np.uint8) if jax.process_index() == 0 else np.zeros(0, np.uint8)
+    length = int(multihost_utils.broadcast_one_to_all(np.int32(len(payload))))
+    buffer = payload if jax.process_index() == 0 else np.zeros(length, np.uint8)
+    return bytes(np.asarray(multihost_utils.broadcast_one_to_all(buffer), np.uint8)).decode()
+
+
+def check_processes_agree(config, workdir: Path) -> None:
+    """In a multi-process run (a collective: every process calls it, before any of them writes): UserError
+    unless every process was given process 0's config (distributed.* aside, which is each machine's own),
+    naming the fields that differ; WorkdirError unless `workdir` is one folder that every process sees,
+    checked by a file process 0 writes in it (or, before it exists, in its nearest existing parent).
+    Either had gone unnoticed: the processes trained different models under one checkpoint, or wrote
+    checkpoints nobody else could read (a requeue then took them for damaged)."""
+    if jax.process_count() == 1:
+        return
+    from jax.experimental import multihost_utils
+
+    mine = {k: repr(v) for k, v in config_lib.flatten(config).items() if not k.startswith("distributed.")}
+    theirs = json.loads(_broadcast_text(json.dumps(mine, sort_keys=True)))
+    differ = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+    folder = next(p for p in (workdir.absolute(), *workdir.absolute().parents) if p.is_dir())
+    missing = str(workdir.absolute().relative_to(folder))  # '.' where the workdir exists
+    token = _broadcast_text(f".shared-check-{os.getpid()}-{time.time_ns()}")  # process 0's name
+    same_place = _broadcast_text(missing) == missing  # (else another folder under a shared parent)
+    written = True
+    if jax.process_index() == 0:
+        try:
+            (folder / token).write_bytes(b"")
+        except OSError:  # a folder process 0 cannot write in: nothing to compare
+            written = False
+    multihost_utils.sync_global_devices("motion_ddpm_jax: shared-folder check written")
+    seen = (folder / token).is_file() and same_place
+    flags = np.asarray(multihost_utils.process_allgather(np.array([bool(differ), seen, written], np.int32)))
+    multihost_utils.sync_global_devices("motion_ddpm_jax: shared-folder check read")
+    if jax.process_index() == 0 and written:
+        (folder / token).unlink(missing_ok=True)
+    flags = flags.reshape(jax.process_count(), 3)
+    others = [int(p) for p in np.flatnonzero(flags[:, 0])]
+    if others:
+        mine_shown = (
+            "; ".join(
+                f"{k}: {theirs.get(k, '(none)')} on process 0, {mine.get(k, '(none)')} here"
+                for k in differ[:8]
+            )
+            if differ
+            else "their logs name the fields"
+        )
+        raise UserError(
+            f"process(es) {', '.join(map(str, others))} of this run were given another config than process 0 "
+            f"({mine_shown}); start every process with the same --config and --config.* overrides (only "
+            "distributed.* may differ)"
+        )
+    blind = [int(p) for p in np.flatnonzero(flags[:, 1] == 0)]
+    if flags[0, 2] and blind:
+        raise WorkdirError(
+            f"--workdir {workdir} is not one folder shared by the run's processes: process(es) "
+            f"{', '.join(map(str, blind))} do not see the file process 0 wrote in {folder}. Every process "
+            "reads and writes the same checkpoints: put the workdir on a file system all hosts mount"
+        )
+
+
 def _dataset_once_per_run(config, log):
     """The dataset; in a multi-process run, process 0 prepares a missing cache while the others wait."""
     if jax.process_count() == 1:
@@ -846,6 +911,7 @@ def _run(config, workdir: Path, stop: _PreemptionFlag, held: contextlib.ExitStac
         from jax.experimental import multihost_utils
 
         multihost_utils.sync_global_devices("motion_ddpm_jax: workdir checked")
+        check_processes_agree(config, workdir)
 
     # What the config can get wrong against the data and the machine is checked before the workdir is
     # written to: its run record would otherwise tie the workdir to a config that never trained a step,

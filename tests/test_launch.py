@@ -176,6 +176,28 @@ def test_prepare_mode_reads_a_prepared_or_humanml3d_folder_as_it_is(tmp_path):
     assert other.returncode != 0 and "data.fps is 30, the data 60" in other.stderr
 
 
+def test_a_resume_without_config_takes_distributed_from_this_process_not_the_record(tmp_path, monkeypatch):
+    """run.json holds process 0's distributed.* (its process_id, its coordinator): a requeue without
+    --config had every process join as process 0, and a lone resume waited for a coordinator that was
+    gone; the defaults, the command line and the environment say it now, as for a fresh start."""
+    monkeypatch.syspath_prepend(str(ROOT))
+    import launch as launch_module
+    from motion_ddpm_jax import train
+    from motion_ddpm_jax.config import base_config
+
+    started = base_config()
+    started.distributed.coordinator_address, started.distributed.num_processes = "10.0.0.1:1234", 2
+    started.distributed.process_id, started.train.num_steps = 0, 77
+    train.write_run_record(tmp_path, started)
+    resumed = launch_module._resumed_config(tmp_path / train.RUN_RECORD, {}, note=lambda _: None)
+    assert resumed.distributed.to_dict() == base_config().distributed.to_dict()
+    assert resumed.train.num_steps == 77  # the rest as recorded
+    given = launch_module._resumed_config(
+        tmp_path / train.RUN_RECORD, {"distributed.process_id": 1}, note=lambda _: None
+    )
+    assert given.distributed.process_id == 1 and given.distributed.coordinator_address == ""
+
+
 def test_a_resume_without_config_trains_as_the_latest_checkpoint_did(tmp_path, monkeypatch, capsys):
     """run.json keeps the config a run started with; a resume given --config.data.root=<new> or
     --config.train.* records them in its checkpoints, and the next resume without them goes on so (it had

@@ -14,7 +14,7 @@ import sys
 import numpy as np
 import pytest
 from ml_collections import ConfigDict
-from tiny_run import ROOT, finish, start_launch
+from tiny_run import ROOT, finish, output, start_launch
 
 from motion_ddpm_jax import checkpoint, distributed
 from motion_ddpm_jax.config import base_config
@@ -45,6 +45,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def joining(port: int, rank: int, count: int = 2) -> dict[str, str]:
+    """The environment of process `rank` of `count` joining at 127.0.0.1:`port`."""
+    return dict(
+        JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES=str(count), JAX_PROCESS_ID=str(rank)
+    )
+
+
 def launch(workdir, data_args, devices, extra_env=None):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "SLURM_", "OMPI_"))}
     env.update(
@@ -66,17 +73,7 @@ def test_two_processes_with_two_devices_each_equal_one_process_with_four(tmp_pat
         f"--config.data.root={tmp_path / 'prepared'}",
     ]
     port = free_port()
-    joined = [
-        launch(
-            tmp_path / "multi",
-            data,
-            devices=2,
-            extra_env=dict(
-                JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(rank)
-            ),
-        )
-        for rank in (0, 1)
-    ]
+    joined = [launch(tmp_path / "multi", data, devices=2, extra_env=joining(port, rank)) for rank in (0, 1)]
     outputs = [finish(p) for p in joined]
     assert "process 0 of 2 joined (2 local / 4 global devices)" in outputs[0]
     assert "process 1 of 2 joined (2 local / 4 global devices)" in outputs[1]
@@ -102,6 +99,61 @@ def test_two_processes_with_two_devices_each_equal_one_process_with_four(tmp_pat
     # The steps really changed the parameters (the comparison is not between two initialisations).
     init_like, _ = multi.restore_params(use_ema=False)
     assert any(np.abs(np.asarray(v)).sum() > 0 for _, v in _flatten(init_like["out"]))
+
+
+def test_a_set_up_error_of_one_process_ends_that_process_at_once(tmp_path):
+    """Process 1 given a data.root that does not exist said so at once, then waited at jax's shutdown
+    barrier for process 0, which waited for it in a collective, until both aborted after 5 minutes."""
+    synthetic.write_demo_dataset(
+        tmp_path / "raw", num_speakers=2, recordings_per_speaker=1, sentences_per_recording=2, fps=30
+    )
+    good = ["--config.data.source=beat", f"--config.data.raw_root={tmp_path / 'raw'}"]
+    good.append(f"--config.data.root={tmp_path / 'prepared'}")
+    bad = ["--config.data.source=prepared", f"--config.data.root={tmp_path / 'nowhere'}"]
+    port = free_port()
+    processes = [
+        launch(tmp_path / "run", data, devices=1, extra_env=joining(port, rank))
+        for rank, data in ((0, good), (1, bad))
+    ]
+    try:
+        processes[1].wait(timeout=120)  # (the join itself takes seconds; the barrier had waited 300 s)
+        said = output(processes[1])
+        assert processes[1].returncode == 1, said[-3000:]
+        assert "nowhere" in said and "launch.py --mode train:" in said
+    finally:
+        for process in processes:
+            process.kill()
+            process.wait()
+
+
+@pytest.mark.parametrize("case", ["another config", "unshared workdir"])
+def test_processes_given_another_config_or_workdir_are_refused_before_training(tmp_path, case):
+    """A process started with another --config.seed trained a different model beside process 0's, and
+    workdirs that were not one shared folder left process 1's checkpoints nowhere (a requeue then called
+    process 0's damaged): both are refused by every process at start, naming the field or the folder."""
+    data = ["--config.data.source=prepared", f"--config.data.root={tmp_path / 'data'}"]
+    port = free_port()
+    processes = []
+    for rank in (0, 1):
+        workdir = tmp_path / (f"w{rank}" if case == "unshared workdir" else "w")
+        extra = ["--config.seed=1"] if case == "another config" and rank == 1 else []
+        processes.append(launch(workdir, [*data, *extra], devices=1, extra_env=joining(port, rank)))
+    try:
+        for process in processes:
+            process.wait(timeout=120)
+        said = [output(p) for p in processes]
+        assert [p.returncode for p in processes] == [1, 1], said
+        if case == "another config":
+            assert "process(es) 1 of this run were given another config than process 0" in said[0]
+            assert "seed: 0 on process 0, 1 here" in said[1]
+        else:
+            assert "is not one folder shared by the run's processes: process(es) 1 do not see" in said[0]
+        assert not any((tmp_path / name).exists() for name in ("w", "w0", "w1", "data"))
+        assert not list(tmp_path.glob(".shared-check-*"))
+    finally:
+        for process in processes:
+            process.kill()
+            process.wait()
 
 
 def _flatten(tree, prefix=""):
@@ -183,6 +235,56 @@ def test_a_cluster_launch_jax_cannot_configure_names_the_settings_to_give(enviro
     assert "coordinator_address should be defined" in message
     assert f"could not configure the {cluster} launch" in message and "JAX_COORDINATOR_ADDRESS" in message
     assert "--config.distributed.enabled=false to train as one process" in message
+
+
+@pytest.mark.parametrize(
+    "listing, node, expected",
+    [("1(x4)", "2", 1), ("2(x3),1", "3", 1), ("2(x3),1", "0", 2), ("8", "0", 8), ("2(x2)", "5", None),
+     ("", "0", None), ("two", "0", None)],
+)  # fmt: skip
+def test_the_slurm_tasks_of_this_node_are_read_from_the_step_listing(listing, node, expected):
+    environ = {"SLURM_STEP_TASKS_PER_NODE": listing, "SLURM_NODEID": node} if listing else {}
+    assert distributed._slurm_tasks_on_this_node(environ) == expected
+
+
+@pytest.mark.parametrize("tasks_per_node, visible", [("1(x2)", "all"), ("4(x2)", "2")])
+def test_one_srun_task_per_node_keeps_every_gpu_of_the_node(tasks_per_node, visible, monkeypatch):
+    """jax's SLURM detection sets local_device_ids = [SLURM_LOCALID], one GPU per task: with one task per
+    node (the README's srun line) every process drove GPU 0 alone. One task per GPU keeps jax's choice."""
+    import jax
+
+    def as_jax_does(**_):  # what jax.distributed.initialize does under SLURM without local_device_ids
+        jax.config.update("jax_cuda_visible_devices", "2")
+
+    for name in [k for k in os.environ if k.startswith(("SLURM_", "OMPI_", "JAX_"))]:
+        monkeypatch.delenv(name)
+    slurm = {"SLURM_NTASKS": "2", "SLURM_PROCID": "1", "SLURM_LOCALID": "2", "SLURM_NODEID": "1"}
+    for name, value in {**slurm, "SLURM_STEP_TASKS_PER_NODE": tasks_per_node}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(jax.distributed, "initialize", as_jax_does)
+    monkeypatch.setattr(jax.distributed, "is_initialized", lambda: False)
+    before, said = jax.config.values["jax_cuda_visible_devices"], []
+    try:
+        assert distributed.initialize(dist(), log=said.append)
+        assert jax.config.values["jax_cuda_visible_devices"] == visible
+    finally:
+        jax.config.update("jax_cuda_visible_devices", before)
+    assert said[0].startswith("joining the run's processes (SLURM); waiting up to 300 s"), said
+
+
+def test_the_join_says_what_it_joins_and_how_long_it_waits_before_waiting():
+    """A wrong address, a repeated id or a missing process ended in a SIGABRT after 300 s naming nothing."""
+    arguments = {
+        "initialization_timeout": 20,
+        "coordinator_address": "h:1",
+        "num_processes": 2,
+        "process_id": 1,
+    }
+    note = distributed._joining_note(arguments, None)
+    assert note.startswith(
+        "joining the run's processes (coordinator_address=h:1, num_processes=2, process_id=1)"
+    )
+    assert "waiting up to 20 s (distributed.initialization_timeout_s)" in note and "DEADLINE_EXCEEDED" in note
 
 
 @pytest.mark.parametrize(
