@@ -62,12 +62,28 @@ def test_progress_samples_may_not_ask_for_more_ddim_steps_than_the_diffusion_has
     validate(config)
 
 
-def test_the_representation_choices_are_the_ones_datasets_know():
-    """config.py keeps its choices as plain tuples (it imports no jax); data.representation's must be the
-    names motion_text reads and writes."""
+def test_the_choices_are_the_ones_the_modules_know():
+    """config.py keeps its choices as plain tuples (it imports no jax): each must be the names the module
+    that reads the field knows (a name added to a module, e.g. a sampler, and not here, or the reverse,
+    would be refused by validation or reach a module that cannot run it)."""
+    from motion_ddpm_jax import diffusion, distributed, losses, model, sampling
     from motion_ddpm_jax.data import motion_text
 
-    assert CHOICES["data.representation"] == motion_text.REPRESENTATIONS
+    known = {
+        "data.representation": motion_text.REPRESENTATIONS,
+        "diffusion.schedule": diffusion.SCHEDULE_NAMES,
+        "diffusion.prediction": diffusion.PREDICTION_KINDS,
+        "loss.aux_weighting": losses.AUX_WEIGHTINGS,
+        "model.attention": model.ATTENTION_KINDS,
+        "model.compute_dtype": model.COMPUTE_DTYPES,
+        "model.kernels": model.KERNELS,
+        "sample.sampler": sampling.SAMPLERS,
+        "sample.ddim_spacing": diffusion.DDIM_SPACINGS,
+        "eval.split": motion_text.SPLITS,
+        "distributed.enabled": distributed.ENABLED_VALUES,
+    }
+    for field, names in known.items():
+        assert tuple(CHOICES[field]) == tuple(names), field
 
 
 def test_progress_captions_with_an_empty_one_are_refused_and_blank_means_the_validation_captions():
