@@ -6,6 +6,18 @@ motion_ddpm_jax/config.py's docstring for every other difference from the origin
 
 Point data.root at the folder holding new_joint_vecs/, texts/, Mean.npy, Std.npy and the split files.
 MotionDiffuse trains on the reconstruction term alone; its clips are 40 <= T < 200 frames, windows 196.
+
+Where this differs from MotionDiffuse's HumanML3D training, besides the tokenizer:
+- Normalisation: Mean.npy and Std.npy as they are (as MDM does; data.std_floor only guards zeros).
+  MotionDiffuse divides the std of the root features (0:4) and of the foot contacts (259:263) by
+  feat_bias = 25, which weighs those features 25x in its loss; this does not.
+- Optimisation: the base config's (AdamW at 1e-4, warmup then cosine to 1e-6, parameter EMA, batch 32 in
+  all, 100 epochs); MotionDiffuse trains Adam at a constant 2e-4 without EMA, 128 per GPU on 8 GPUs, 50
+  epochs of 200 passes over the clips.
+- Evaluation: `--mode eval` reports this project's metrics (Fréchet distances of per-clip feature
+  statistics and of its own autoencoder's latents), not the T2M evaluator's FID / R-precision /
+  MM-Dist / MultiModality; the 263 features are not decoded to joint positions here, so no positions,
+  BVH, animations or position metrics (jitter, bone error, speeds, diversity) come with this layout.
 """
 
 from motion_ddpm_jax.config import base_config
@@ -20,6 +32,7 @@ def get_config():
     config.data.max_motion_length = 196
     config.data.min_motion_length = 40
     config.data.max_clip_length = 200
+    config.data.std_floor = 1e-6  # in metres: only against a zero std (the base 1e-2 would raise real ones)
     config.loss.use_velocity_loss = False
     config.loss.use_acceleration_loss = False
     config.loss.use_geometric_loss = False  # no skeleton travels with the 263-feature layout

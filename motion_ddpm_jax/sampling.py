@@ -610,6 +610,11 @@ def _slug(caption: str, width: int = 40) -> str:
 
 def bvh_problem(loaded: LoadedModel) -> str | None:
     """Why `--mode sample` writes no .bvh files for this checkpoint (None: it writes them)."""
+    if loaded.representation == "humanml3d":
+        return (
+            "the humanml3d representation's joint rotations (6D, from inverse kinematics) come without the "
+            "skeleton offsets a BVH file needs"
+        )
     if loaded.representation != "axis_angle":
         return f"the {loaded.representation} representation has no joint rotations"
     if loaded.skeleton is None:

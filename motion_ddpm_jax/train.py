@@ -1018,6 +1018,11 @@ def _run(config, workdir: Path, stop: _PreemptionFlag, held: contextlib.ExitStac
     progress = None
     if sample_every and is_main and jax.process_count() == 1:
         progress = ProgressRenderer(config, workdir, metadata, progress_captions(config, dataset), log)
+        if dataset.skeleton is None:
+            log(
+                f"train.sample_every: the {dataset.representation} data have no skeleton to draw, so "
+                "progress/ gets the training curves only, no sample GIFs"
+            )
     elif sample_every and jax.process_count() > 1:
         log("train.sample_every: progress samples are rendered only in single-process runs")
     if progress is not None and resume_step and resume_step % sample_every == 0:

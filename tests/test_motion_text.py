@@ -227,8 +227,14 @@ def test_humanml3d_std_is_floored_at_the_configs_data_std_floor(tmp_path):
     config.data.representation = "humanml3d"
     for floor, expected in ((1e-4, 0.004), (1e-2, 0.01)):
         config.data.std_floor = floor
-        got = beat.dataset_from_config(config, log=lambda *_: None).std
+        said = []
+        got = beat.dataset_from_config(config, log=said.append).std
         np.testing.assert_allclose(got[:2], [expected, 0.5], rtol=1e-6)
+        raised = int((std < floor).sum())  # the floor had been applied without a word
+        floored = [line for line in said if line.startswith(f"data.std_floor ({floor:g}) raised")]
+        assert len(floored) == (raised > 0) and (
+            not raised or f"raised {raised} of the 263 entries" in floored[0]
+        )
 
 
 # ---------------------------------------------------------------- what loading leaves out, and why

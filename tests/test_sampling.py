@@ -576,9 +576,12 @@ def test_a_skeleton_a_bvh_file_cannot_hold_is_said_before_sampling_and_the_rest_
     assert len(list(out.glob("*_positions.npy"))) == len(CAPTIONS)
     none = types.SimpleNamespace(skeleton=None, representation="axis_angle")
     assert "have no skeleton (no skeleton.json)" in sampling.bvh_problem(none)
-    for kind in ("positions", "humanml3d"):  # no rotations: a skeleton would not help
-        flat = types.SimpleNamespace(skeleton=None, representation=kind)
-        assert sampling.bvh_problem(flat) == f"the {kind} representation has no joint rotations"
+    flat = types.SimpleNamespace(skeleton=None, representation="positions")  # a skeleton would not help
+    assert sampling.bvh_problem(flat) == "the positions representation has no joint rotations"
+    humanml3d = types.SimpleNamespace(skeleton=None, representation="humanml3d")  # rotations, no offsets
+    assert "joint rotations (6D, from inverse kinematics) come without the skeleton offsets" in (
+        sampling.bvh_problem(humanml3d)
+    )
 
 
 @pytest.mark.parametrize("failure", [OSError(28, "No space left on device"), KeyboardInterrupt()])

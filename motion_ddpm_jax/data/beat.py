@@ -709,6 +709,11 @@ def dataset_from_config(config, log=print) -> motion_text.MotionTextDataset:
         std_floor=data.std_floor,
     )
     _check_config_describes(dataset, data)
+    if floored := dataset.info.get("std_floored"):
+        log(
+            f"data.std_floor ({data.std_floor:g}) raised {floored} of the {dataset.feature_size} entries of "
+            f"{Path(data.root) / 'Std.npy'} to it (the features are standardized by the floored std)"
+        )
     return dataset
 
 

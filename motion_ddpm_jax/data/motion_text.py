@@ -298,7 +298,13 @@ def _load_motion(path: Path, feature_size: int) -> np.ndarray:
         raise DatasetError(
             f"{path}: motion has shape {motion.shape}; expected [frames, {feature_size}] as dataset.json says"
         )
-    return _finite_float32(path, motion, "motion", f"values [frames, {feature_size}]")
+    try:
+        return _finite_float32(path, motion, "motion", f"values [frames, {feature_size}]")
+    except DatasetError as error:  # locally built HumanML3D copies hold some (007975, M007975)
+        raise DatasetError(
+            f"{error}; to leave this clip out, remove its file or its id from the split files (a listed id "
+            "without a motion file is counted as dropped)"
+        ) from None
 
 
 def _load_stats(path: Path, feature_size: int, positive: bool = False) -> np.ndarray:
@@ -413,7 +419,9 @@ def _open_humanml3d(root: Path, fps, min_length, max_length, std_floor) -> Motio
         raise DatasetError(f"{mean_path}: shape {mean.shape}; expected the feature means, shape [D]")
     feature_size = int(mean.size)
     mean = _finite_float32(mean_path, mean, "the statistics", f"values [{feature_size}]")
-    std = np.maximum(_load_stats(std_path, feature_size), std_floor)
+    given = _load_stats(std_path, feature_size)
+    std = np.maximum(given, std_floor)
+    floored = int((given < std_floor).sum())  # said by the caller: the normalisation is not Std.npy's there
     return MotionTextDataset(
         root=root,
         layout="humanml3d",
@@ -423,7 +431,7 @@ def _open_humanml3d(root: Path, fps, min_length, max_length, std_floor) -> Motio
         mean=mean,
         std=std.astype(np.float32),
         skeleton=None,
-        info={"format": "humanml3d", "feature_size": feature_size},
+        info={"format": "humanml3d", "feature_size": feature_size, "std_floored": floored},
         min_length=min_length,
         max_length=max_length,
     )
