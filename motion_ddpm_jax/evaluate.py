@@ -1155,6 +1155,7 @@ def check_same_statistics(loaded, dataset, config, workdir) -> None:
     saved_data = saved.get("data") if isinstance(saved.get("data"), dict) else {}
     trained_root = metadata.get("data_root") or saved_data.get("root") or "(not recorded)"
     trained_seed = saved_data.get("split_seed", "(not recorded)")
+    trained_floor = saved_data.get("std_floor", "(not recorded)")
     seed_here = _split_seed(dataset)
     seed_here = (
         f"{int(config.data.split_seed)} (the config's; the dataset records none)"
@@ -1166,9 +1167,10 @@ def check_same_statistics(loaded, dataset, config, workdir) -> None:
         f"dataset's training-split statistics differ from the checkpoint's (mean by up to "
         f"{float(mean_gap.max()):.3g}, std by up to {100 * float(std_ratio.max()):.2g}%), so its "
         f"{config.eval.split} split may hold clips the checkpoint trained on. The checkpoint's run trained "
-        f"on data.root={trained_root} with data.split_seed={trained_seed}; here data.root={dataset.root}, "
-        f"data.split_seed={seed_here}. Evaluate without --config (the data the checkpoint's run trained "
-        f"on), or set --config.data.root (and --config.data.split_seed) to that run's data"
+        f"on data.root={trained_root} with data.split_seed={trained_seed} and data.std_floor="
+        f"{trained_floor}; here data.root={dataset.root}, data.split_seed={seed_here}, data.std_floor="
+        f"{config.data.std_floor:g}. Evaluate without --config (the data the checkpoint's run trained "
+        f"on), or set --config.data.root (and --config.data.split_seed, data.std_floor) to that run's"
     )
 
 
