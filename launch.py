@@ -254,10 +254,13 @@ def _to_stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
+PER_PROCESS = ("coordinator_address", "process_id", "local_device_ids")  # of distributed.*, not resumed
+
+
 def _resumed_config(record: Path, overrides: dict, note=_say):
-    """The config a run started with (its run record; fields added since at their defaults; distributed.*
-    at its defaults) with the command line's --config.* overrides applied; printed so the run's log says
-    where it came from."""
+    """The config a run started with (its run record; fields added since at their defaults; the
+    per-process fields of distributed.* at theirs) with the command line's --config.* overrides applied;
+    printed so the run's log says where it came from."""
     import ml_collections
 
     from motion_ddpm_jax import config as config_lib
@@ -265,10 +268,13 @@ def _resumed_config(record: Path, overrides: dict, note=_say):
     from motion_ddpm_jax.errors import UserError
 
     config = ml_collections.ConfigDict(config_lib.with_defaults(train.read_run_record(record)))
-    # distributed.* belongs to the machine and the process: the record holds process 0's (its process_id
-    # and coordinator), which every process of a requeue would otherwise take. The defaults, then this
-    # command line and the environment (JAX_*, SLURM) say it, as for a fresh start.
-    config.distributed = config_lib.base_config().distributed
+    # The record holds process 0's distributed.* settings: its process_id, its devices and the coordinator
+    # address of where it ran, which every process of a requeue (on other nodes, maybe) would otherwise
+    # take. Those come from this command line and the environment (JAX_*, SLURM), as at a fresh start;
+    # the settings of the run as a whole (enabled, num_processes, the timeout) are kept.
+    defaults = config_lib.base_config().distributed
+    for name in PER_PROCESS:
+        config.distributed[name] = defaults[name]
     for dotted, value in overrides.items():
         try:
             *parents, name = dotted.split(".")

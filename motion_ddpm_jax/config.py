@@ -342,6 +342,12 @@ def validate(config) -> None:
             f"({config.diffusion.steps}): train.sample_every's progress samples take that many DDIM steps; "
             f"set --config.sample.steps to at most {config.diffusion.steps}"
         )
+    if renders and config.sample.steps == 1 and config.sample.ddim_spacing == "leading":
+        raise UserError(
+            "config fields sample.steps=1 and sample.ddim_spacing=leading: train.sample_every's progress "
+            "samples would take their one DDIM step at t=0 (the starting noise returned as the sample); "
+            "set --config.sample.steps above 1 or --config.sample.ddim_spacing=trailing"
+        )
     from motion_ddpm_jax import diffusion
 
     try:

@@ -414,8 +414,9 @@ def ddim_timesteps(num_steps: int, num_sample_steps: int, spacing: str = "leadin
     range(0, num_steps, num_steps // num_sample_steps) reversed. Its first step is num_steps -
     num_steps / num_sample_steps, so with few steps the starting noise is read as partly signal (1 step:
     t = 0, pure noise taken for data).
-    'trailing' (Lin et al. 2024, "Common diffusion noise schedules and sample steps are flawed"):
-    num_steps - 1 - floor(i * num_steps / num_sample_steps), starting at num_steps - 1 whatever the count.
+    'trailing' (Lin et al. 2024, "Common diffusion noise schedules and sample steps are flawed", Table 2;
+    diffusers' 'trailing'): round(num_steps - i * num_steps / num_sample_steps) - 1 (numpy's round, half to
+    even, of numpy's arange), starting at num_steps - 1 whatever the count.
     """
     if not 1 <= num_sample_steps <= num_steps:
         raise ValueError(
@@ -423,9 +424,12 @@ def ddim_timesteps(num_steps: int, num_sample_steps: int, spacing: str = "leadin
         )
     if spacing not in DDIM_SPACINGS:
         raise ValueError(f"DDIM spacing must be one of {DDIM_SPACINGS}, got {spacing!r}")
-    offsets = np.arange(num_sample_steps, dtype=np.int64) * num_steps // num_sample_steps
     if spacing == "trailing":
-        return (num_steps - 1 - offsets).astype(np.int32)
+        # As diffusers computes it (its float steps decide the ties of round); arange can give one more
+        # than num_sample_steps for some counts (1000 and 61), which are not taken.
+        descending = np.arange(num_steps, 0, -num_steps / num_sample_steps)[:num_sample_steps]
+        return (np.round(descending) - 1).astype(np.int32)
+    offsets = np.arange(num_sample_steps, dtype=np.int64) * num_steps // num_sample_steps
     return offsets[::-1].astype(np.int32)
 
 

@@ -416,6 +416,12 @@ def devices_for(samples: int, batch_size: int | None = None) -> int:
     return max(1, min(jax.local_device_count(), per_call))
 
 
+def call_split(total: int, batch_size: int, devices: int) -> int:
+    """Samples per device of each compiled call: as few calls as `total` needs, never more than
+    `batch_size` samples in a call (devices <= batch_size, as `devices_for` gives)."""
+    return max(1, min(-(-int(total) // devices), int(batch_size) // devices))
+
+
 def sampler_settings(sample_config) -> dict[str, Any]:
     """generate()'s sampler keywords from a config's `sample` section (one place for every caller)."""
     return {
@@ -492,7 +498,7 @@ def generate(
     encoded = np.asarray(_encoder(loaded.model)(loaded.params, tokens, token_mask))  # [C + 1, L, W]
 
     devices = devices_for(total, batch_size)
-    per_device = -(-min(batch_size, total) // devices)
+    per_device = call_split(total, batch_size, devices)
     chunk = per_device * devices
     guided = float(guidance_scale) != 1.0
     if sampler == "ddpm":

@@ -520,8 +520,11 @@ def _holds_a_checkpoint(workdir: Path) -> bool:
 
 def _left_by_a_refused_start(path: Path) -> bool:
     """What a run refused or killed before its run record leaves in a new workdir: the lock file, a run
-    record cut short (.run.json.tmp) and an empty checkpoint folder (nothing of a user's)."""
+    record cut short (.run.json.tmp), the shared-folder check's file and an empty checkpoint folder
+    (nothing of a user's)."""
     if path.name in (LOCK, f".{RUN_RECORD}.tmp") and path.is_file():  # a run record cut short, too
+        return True
+    if path.name.startswith(SHARED_CHECK) and path.is_file():  # check_processes_agree's, left by a kill
         return True
     return path.name == "checkpoints" and path.is_dir() and not any(path.iterdir())
 
@@ -811,61 +814,66 @@ def bottleneck_warning(config, feature_size: int) -> str | None:
     return None
 
 
+SHARED_CHECK = ".shared-check-"  # the file check_processes_agree writes and removes (a kill may leave it)
+
+
 def _broadcast_text(text: str) -> str:
-    """Process 0's `text` on every process (a collective: every process calls it)."""
+    """Process 0's `text` on every process (a collective: every process calls it). A file name's
+    undecodable bytes (surrogate escapes) travel as they are."""
     from jax.experimental import multihost_utils
 
-    payload = np.frombuffer(text.encode(), np.uint8) if jax.process_index() == 0 else np.zeros(0, np.uint8)
+    payload = np.frombuffer(text.encode("utf-8", "surrogateescape"), np.uint8)
     length = int(multihost_utils.broadcast_one_to_all(np.int32(len(payload))))
     buffer = payload if jax.process_index() == 0 else np.zeros(length, np.uint8)
-    return bytes(np.asarray(multihost_utils.broadcast_one_to_all(buffer), np.uint8)).decode()
+    received = np.asarray(multihost_utils.broadcast_one_to_all(buffer), np.uint8)
+    return bytes(received).decode("utf-8", "surrogateescape")
 
 
 def check_processes_agree(config, workdir: Path) -> None:
-    """In a multi-process run (a collective: every process calls it, before any of them writes): UserError
-    unless every process was given process 0's config (distributed.* aside, which is each machine's own),
-    naming the fields that differ; WorkdirError unless `workdir` is one folder that every process sees,
-    checked by a file process 0 writes in it (or, before it exists, in its nearest existing parent).
-    Either had gone unnoticed: the processes trained different models under one checkpoint, or wrote
-    checkpoints nobody else could read (a requeue then took them for damaged)."""
+    """In a multi-process run (a collective: every process calls it, first of all): UserError unless every
+    process was given process 0's config (distributed.* aside, which is each machine's own), naming the
+    fields that differ; WorkdirError unless `workdir` is one folder that every process sees, checked by a
+    file process 0 writes in it (or, before it exists, in its nearest existing parent) and removes. Either
+    had gone unnoticed: the processes trained different models under one checkpoint, or wrote checkpoints
+    nobody else could read (a requeue then took them for damaged). Every process goes through every
+    collective whatever its file system says (an error between them would leave the others waiting)."""
     if jax.process_count() == 1:
         return
     from jax.experimental import multihost_utils
 
     mine = {k: repr(v) for k, v in config_lib.flatten(config).items() if not k.startswith("distributed.")}
-    theirs = json.loads(_broadcast_text(json.dumps(mine, sort_keys=True)))
+    theirs = json.loads(_broadcast_text(json.dumps(mine, sort_keys=True)))  # (ASCII: escapes as it must)
     differ = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
-    folder = next(p for p in (workdir.absolute(), *workdir.absolute().parents) if p.is_dir())
-    missing = str(workdir.absolute().relative_to(folder))  # '.' where the workdir exists
-    token = _broadcast_text(f".shared-check-{os.getpid()}-{time.time_ns()}")  # process 0's name
+    folder, missing = None, ""
+    with contextlib.suppress(OSError):  # (a folder that cannot be read: the file is not seen)
+        folder = next(p for p in (workdir.absolute(), *workdir.absolute().parents) if p.is_dir())
+        missing = str(workdir.absolute().relative_to(folder))  # '.' where the workdir exists
+    token = _broadcast_text(f"{SHARED_CHECK}{os.getpid()}-{time.time_ns()}")  # process 0's name
     same_place = _broadcast_text(missing) == missing  # (else another folder under a shared parent)
-    written = True
-    if jax.process_index() == 0:
-        try:
+    written = False
+    if jax.process_index() == 0 and folder is not None:
+        with contextlib.suppress(OSError):  # a folder process 0 cannot write in: nothing to compare
             (folder / token).write_bytes(b"")
-        except OSError:  # a folder process 0 cannot write in: nothing to compare
-            written = False
+            written = True
     multihost_utils.sync_global_devices("motion_ddpm_jax: shared-folder check written")
-    seen = (folder / token).is_file() and same_place
+    seen = False
+    with contextlib.suppress(OSError):
+        seen = folder is not None and same_place and (folder / token).is_file()
     flags = np.asarray(multihost_utils.process_allgather(np.array([bool(differ), seen, written], np.int32)))
     multihost_utils.sync_global_devices("motion_ddpm_jax: shared-folder check read")
-    if jax.process_index() == 0 and written:
-        (folder / token).unlink(missing_ok=True)
+    if written:
+        with contextlib.suppress(OSError):
+            (folder / token).unlink()
     flags = flags.reshape(jax.process_count(), 3)
     others = [int(p) for p in np.flatnonzero(flags[:, 0])]
     if others:
-        mine_shown = (
-            "; ".join(
-                f"{k}: {theirs.get(k, '(none)')} on process 0, {mine.get(k, '(none)')} here"
-                for k in differ[:8]
-            )
-            if differ
-            else "their logs name the fields"
+        shown = "; ".join(
+            f"{k}: {theirs.get(k, '(none)')} on process 0, {mine.get(k, '(none)')} here" for k in differ[:8]
         )
         raise UserError(
             f"process(es) {', '.join(map(str, others))} of this run were given another config than process 0 "
-            f"({mine_shown}); start every process with the same --config and --config.* overrides (only "
-            "distributed.* may differ)"
+            f"({shown or 'their logs name the fields'}); start every process with the same --config and "
+            "--config.* overrides (only distributed.* may differ)"
         )
     blind = [int(p) for p in np.flatnonzero(flags[:, 1] == 0)]
     if flags[0, 2] and blind:
@@ -877,17 +885,24 @@ def check_processes_agree(config, workdir: Path) -> None:
 
 
 def _dataset_once_per_run(config, log):
-    """The dataset; in a multi-process run, process 0 prepares a missing cache while the others wait."""
+    """The dataset; in a multi-process run, process 0 prepares a missing cache while the others wait, and
+    where it cannot (its UserError), every process raises it (the others had waited until JAX aborted)."""
     if jax.process_count() == 1:
         return beat.dataset_from_config(config, log=log)
-    from jax.experimental import multihost_utils
-
+    dataset, error = None, None
     if jax.process_index() == 0:
-        dataset = beat.dataset_from_config(config, log=log)
-        multihost_utils.sync_global_devices("motion_ddpm_jax: dataset ready")
-        return dataset
-    multihost_utils.sync_global_devices("motion_ddpm_jax: dataset ready")
-    return beat.dataset_from_config(config, log=lambda *_: None)
+        try:
+            dataset = beat.dataset_from_config(config, log=log)
+        except UserError as raised:
+            error = raised
+    said = _broadcast_text("" if error is None else str(error))  # also the barrier: the cache is ready
+    if error is not None:
+        raise error
+    if said:
+        raise UserError(f"process 0 could not open the data: {said}")
+    if dataset is None:
+        dataset = beat.dataset_from_config(config, log=lambda *_: None)
+    return dataset
 
 
 def run(config, workdir: str | os.PathLike, log=print) -> dict[str, Any]:
@@ -906,12 +921,12 @@ def run(config, workdir: str | os.PathLike, log=print) -> dict[str, Any]:
 
 def _run(config, workdir: Path, stop: _PreemptionFlag, held: contextlib.ExitStack, log) -> dict[str, Any]:
     is_main = jax.process_index() == 0
+    check_processes_agree(config, workdir)  # first: a config refused below would be refused by all
     needs_record = claim_workdir(workdir, config)
     if jax.process_count() > 1:  # every process has checked the workdir before any of them writes to it
         from jax.experimental import multihost_utils
 
         multihost_utils.sync_global_devices("motion_ddpm_jax: workdir checked")
-        check_processes_agree(config, workdir)
 
     # What the config can get wrong against the data and the machine is checked before the workdir is
     # written to: its run record would otherwise tie the workdir to a config that never trained a step,

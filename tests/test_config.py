@@ -60,6 +60,11 @@ def test_progress_samples_may_not_ask_for_more_ddim_steps_than_the_diffusion_has
         validate(config)
     config.train.sample_every = 0  # no progress samples: --mode sample checks against the checkpoint
     validate(config)
+    config.diffusion.steps, config.sample.steps, config.train.sample_every = 100, 1, 100
+    with pytest.raises(UserError, match=r"sample.steps=1 and sample.ddim_spacing=leading: .* t=0"):
+        validate(config)
+    config.sample.ddim_spacing = "trailing"  # its one step is t = 99
+    validate(config)
 
 
 def test_the_choices_are_the_ones_the_modules_know():

@@ -474,16 +474,27 @@ def test_ddim_timesteps_use_uniform_spacing_when_the_count_divides():
 @pytest.mark.parametrize(
     ("num_steps", "num_sample_steps"), [(1000, 50), (1000, 30), (1000, 1000), (100, 7), (50, 1)]
 )
-def test_trailing_ddim_timesteps_start_at_the_last_step_and_mirror_the_leading_ones(
-    num_steps, num_sample_steps
-):
-    """Trailing spacing (Lin et al.): the first step is num_steps - 1 whatever the count, the spacing that
-    of leading's, mirrored: t_trailing = num_steps - 1 - t_leading, ascending order reversed."""
+def test_trailing_ddim_timesteps_start_at_the_last_step(num_steps, num_sample_steps):
     steps = diffusion.ddim_timesteps(num_steps, num_sample_steps, "trailing")
     assert steps.dtype == np.int32 and steps.shape == (num_sample_steps,)
     assert np.all(np.diff(steps) < 0) and steps[0] == num_steps - 1 and steps[-1] >= 0
-    leading = [i * num_steps // num_sample_steps for i in range(num_sample_steps)]
-    np.testing.assert_array_equal(steps, [num_steps - 1 - t for t in leading])
+
+
+@pytest.mark.parametrize(
+    "num_steps, num_sample_steps, expected",
+    [(1000, 10, [999, 899, 799, 699, 599, 499, 399, 299, 199, 99]),  # Lin et al. 2024, Table 2
+     (1000, 3, [999, 666, 332]),  # diffusers' DDIMScheduler, timestep_spacing="trailing"
+     (100, 7, [99, 85, 70, 56, 42, 28, 13]),
+     (1000, 48, None)],  # a tie of round (937.5 as numpy's arange gives it, 937.4999...)
+)  # fmt: skip
+def test_trailing_ddim_timesteps_are_lin_et_al_and_diffusers(num_steps, num_sample_steps, expected):
+    """The values the paper lists and diffusers gives; a first version (num_steps - 1 - the leading
+    steps) was one step off for counts that do not divide the schedule (666, 333 for 3)."""
+    steps = diffusion.ddim_timesteps(num_steps, num_sample_steps, "trailing")
+    if expected is None:
+        assert steps[3] == 936  # diffusers: round(np.arange(1000, 0, -1000 / 48))[3] - 1
+    else:
+        np.testing.assert_array_equal(steps, expected)
 
 
 def test_trailing_ddim_timesteps_when_the_count_divides_and_an_unknown_spacing():

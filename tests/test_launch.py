@@ -179,7 +179,7 @@ def test_prepare_mode_reads_a_prepared_or_humanml3d_folder_as_it_is(tmp_path):
 def test_a_resume_without_config_takes_distributed_from_this_process_not_the_record(tmp_path, monkeypatch):
     """run.json holds process 0's distributed.* (its process_id, its coordinator): a requeue without
     --config had every process join as process 0, and a lone resume waited for a coordinator that was
-    gone; the defaults, the command line and the environment say it now, as for a fresh start."""
+    gone; the command line and the environment say those now, as at a fresh start."""
     monkeypatch.syspath_prepend(str(ROOT))
     import launch as launch_module
     from motion_ddpm_jax import train
@@ -190,7 +190,11 @@ def test_a_resume_without_config_takes_distributed_from_this_process_not_the_rec
     started.distributed.process_id, started.train.num_steps = 0, 77
     train.write_run_record(tmp_path, started)
     resumed = launch_module._resumed_config(tmp_path / train.RUN_RECORD, {}, note=lambda _: None)
-    assert resumed.distributed.to_dict() == base_config().distributed.to_dict()
+    defaults = base_config().distributed
+    assert [resumed.distributed[name] for name in launch_module.PER_PROCESS] == [
+        defaults[name] for name in launch_module.PER_PROCESS
+    ]
+    assert resumed.distributed.num_processes == 2  # the run's own, kept
     assert resumed.train.num_steps == 77  # the rest as recorded
     given = launch_module._resumed_config(
         tmp_path / train.RUN_RECORD, {"distributed.process_id": 1}, note=lambda _: None

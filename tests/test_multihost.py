@@ -126,7 +126,15 @@ def test_a_set_up_error_of_one_process_ends_that_process_at_once(tmp_path):
             process.wait()
 
 
-@pytest.mark.parametrize("case", ["another config", "unshared workdir"])
+def test_a_shared_check_file_left_by_a_kill_leaves_the_workdir_free(tmp_path):
+    from motion_ddpm_jax import train
+
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / f"{train.SHARED_CHECK}4242-1").write_bytes(b"")  # a kill between write and removal
+    assert train.claim_workdir(tmp_path / "w", base_config())  # free (it had been "not empty")
+
+
+@pytest.mark.parametrize("case", ["another config", "unshared workdir", "undecodable workdir name"])
 def test_processes_given_another_config_or_workdir_are_refused_before_training(tmp_path, case):
     """A process started with another --config.seed trained a different model beside process 0's, and
     workdirs that were not one shared folder left process 1's checkpoints nowhere (a requeue then called
@@ -136,6 +144,8 @@ def test_processes_given_another_config_or_workdir_are_refused_before_training(t
     processes = []
     for rank in (0, 1):
         workdir = tmp_path / (f"w{rank}" if case == "unshared workdir" else "w")
+        if case == "undecodable workdir name":  # (its name crossed the collectives: process 0 had raised)
+            workdir = tmp_path / os.fsdecode(b"w\xff")
         extra = ["--config.seed=1"] if case == "another config" and rank == 1 else []
         processes.append(launch(workdir, [*data, *extra], devices=1, extra_env=joining(port, rank)))
     try:
@@ -143,12 +153,15 @@ def test_processes_given_another_config_or_workdir_are_refused_before_training(t
             process.wait(timeout=120)
         said = [output(p) for p in processes]
         assert [p.returncode for p in processes] == [1, 1], said
-        if case == "another config":
+        if case == "undecodable workdir name":  # through the check, then both refused the missing data
+            assert all("dataset folder not found" in s and "UnicodeEncodeError" not in s for s in said), said
+            assert "process 0 could not open the data: " in said[1]
+        elif case == "another config":
             assert "process(es) 1 of this run were given another config than process 0" in said[0]
             assert "seed: 0 on process 0, 1 here" in said[1]
         else:
             assert "is not one folder shared by the run's processes: process(es) 1 do not see" in said[0]
-        assert not any((tmp_path / name).exists() for name in ("w", "w0", "w1", "data"))
+        assert not [p for p in tmp_path.iterdir() if p.suffix != ".log"]
         assert not list(tmp_path.glob(".shared-check-*"))
     finally:
         for process in processes:

@@ -5,6 +5,7 @@ the BVH reader, and a 1-device run against a 2-device one in a fresh process."""
 import dataclasses
 import functools
 import importlib.util
+import itertools
 import json
 import os
 import re
@@ -263,8 +264,9 @@ def reference_ddim(loaded, caption, length, frames, seed, index, steps, scale, s
     x = np.asarray(jax.random.normal(key, (frames, loaded.model.input_feats)), np.float64)[None]
     abar = np.cumprod(1 - np.asarray(loaded.schedule.betas, np.float64))
     times = [int(np.floor(i * STEPS / steps)) for i in reversed(range(steps))]
-    if spacing == "trailing":  # the same gaps, from the last step down
-        times = [STEPS - 1 - int(np.floor(i * STEPS / steps)) for i in range(steps)]
+    if spacing == "trailing":  # (written out for STEPS = 12, 3 steps: Lin et al.'s round(12 - 4 i) - 1)
+        assert (STEPS, steps) == (12, 3)
+        times = [11, 7, 3]
     apply = jitted_apply(loaded.model)
     for t, t_prev in zip(times, times[1:] + [-1], strict=True):
 
@@ -438,6 +440,17 @@ def test_samples_do_not_depend_on_the_batch_size_and_chunks_share_one_compilatio
     with monkeypatch.context() as patched:
         patched.setattr(sampling.jax, "local_device_count", lambda: 4)
         assert [sampling.devices_for(2, batch) for batch in (1, 2, 64)] == [1, 2, 2]
+    # ... and a batch_size that is no multiple of the devices: 10 samples, batch 5, on 4 devices had run
+    # calls of 8 (ceil(5 / 4) = 2 a device); never more than batch_size a call, as few calls as that allows
+    assert [
+        sampling.call_split(10, 5, 4),
+        sampling.call_split(10, 64, 8),
+        sampling.call_split(10, 12, 8),
+    ] == [1, 2, 1]
+    for total, batch, local in itertools.product(range(1, 13), range(1, 13), range(1, 6)):
+        devices = min(local, total, batch)
+        chunk = sampling.call_split(total, batch, devices) * devices
+        assert chunk <= batch and (chunk >= min(total, batch) - devices + 1), (total, batch, local)
     asked, devices_for = [], sampling.devices_for
     monkeypatch.setattr(sampling, "devices_for", lambda *args: asked.append(args) or devices_for(*args))
     sampling.generate(loaded, CAPTIONS, [8, 5], batch_size=1, **settings)
