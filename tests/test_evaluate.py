@@ -1109,3 +1109,15 @@ def test_write_new_json_never_overwrites_even_without_hard_links(tmp_path, monke
     assert path.read_text() == "a user's"
     assert [json.loads((tmp_path / f"metrics_{i}.json").read_text())["a"] for i in (1, 2)] == [1, 2]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json", "metrics_1.json", "metrics_2.json"]
+
+
+def test_the_train_split_reference_leaves_out_sub_clips_and_mirrors_of_the_evaluated_clips():
+    """HumanML3D's 'M' copies are the same motion mirrored and `<id>#from-to` its sub-clips: with only the
+    evaluated clips left out, 9 of 16 reference clips of an eval on the training split were such twins."""
+    ids = ["000001", "000001#0.5-3.0", "M000001", "M000001#1-2", "000002", "M000003", "M000002"]
+    assert evaluate.related_clips(ids, [0]).tolist() == [0, 1, 2, 3]
+    assert evaluate.related_clips(ids, [3]).tolist() == [0, 1, 2, 3]  # from the mirror's sub-clip too
+    assert evaluate.related_clips(ids, [4]).tolist() == [4, 6]
+    assert evaluate.related_clips(ids, [5]).tolist() == [5]  # no 000003 here: an id of its own
+    windows = ["1_ada_0_1_1_000", "1_ada_0_1_1_001"]  # the prepared layout: each clip for itself
+    assert evaluate.related_clips(windows, [1]).tolist() == [1]
