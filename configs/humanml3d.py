@@ -16,8 +16,9 @@ Where this differs from MotionDiffuse's HumanML3D training, besides the tokenize
   epochs of 200 passes over the clips.
 - Evaluation: `--mode eval` reports this project's metrics (Fréchet distances of per-clip feature
   statistics and of its own autoencoder's latents), not the T2M evaluator's FID / R-precision /
-  MM-Dist / MultiModality; the 263 features are not decoded to joint positions here, so no positions,
-  BVH, animations or position metrics (jitter, bone error, speeds, diversity) come with this layout.
+  MM-Dist / MultiModality, and it does not decode the 263 features yet, so no position metrics
+  (jitter, bone error, speeds, diversity) come with this layout. `--mode sample` decodes them to the 22
+  joints (`motion_ddpm_jax/humanml3d.py`) for its positions and animation; no BVH.
 """
 
 from motion_ddpm_jax.config import base_config

@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from motion_ddpm_jax import checkpoint, diffusion, kinematics, representation, text
+from motion_ddpm_jax import checkpoint, diffusion, humanml3d, kinematics, representation, text
 from motion_ddpm_jax import config as config_lib
 from motion_ddpm_jax import files as files_lib
 from motion_ddpm_jax import model as model_lib
@@ -404,9 +404,21 @@ def _encoder(model: model_lib.MotionTransformer) -> Callable:
 
 
 @functools.lru_cache(maxsize=8)
-def _decoder(skeleton: Skeleton, kind: str) -> Callable:
+def _decoder(skeleton: Skeleton | None, kind: str) -> Callable:
     """features f32[N, T, D] -> global joint positions f32[N, T, J, 3], compiled."""
+    if kind == "humanml3d":
+        return jax.jit(humanml3d.recover_from_ric)
     return jax.jit(lambda features: representation.decode(features, skeleton, kind))
+
+
+def joint_parents(loaded: LoadedModel) -> tuple[int, ...] | None:
+    """The parent of each joint of `generate`'s positions (-1 for the root), None where it gives none:
+    the data's skeleton, or HumanML3D's 22-joint tree for its 263-feature layout."""
+    if loaded.representation == "humanml3d" and loaded.model.input_feats == humanml3d.FEATURES:
+        return humanml3d.PARENTS
+    if loaded.skeleton is not None and loaded.representation in representation.REPRESENTATIONS:
+        return tuple(int(p) for p in loaded.skeleton.parents)
+    return None
 
 
 def devices_for(samples: int, batch_size: int | None = None) -> int:
@@ -479,7 +491,8 @@ def generate(
 
     Returns (N = len(captions) * num_samples, caption-major; T = the longest length):
       motion f32[N, T, D] de-standardized features, zero past each sample's length;
-      positions f32[N, T, J, 3] global joint positions, zero past the length (None without a skeleton),
+      positions f32[N, T, J, 3] global joint positions, zero past the length (None where `joint_parents`
+        is: data without a skeleton; HumanML3D's 263 features decode to its 22 joints, in metres),
         as decoded: the root starts at the origin (`ground_offset` gives the shift to stand a sample
         on the ground, which `run` adds to the files it writes);
       lengths i32[N]; captions list[str] of length N.
@@ -528,7 +541,7 @@ def generate(
     motion = np.where(valid[..., None], pipeline.destandardize(standardized, loaded.mean, loaded.std), 0.0)
     motion = motion.astype(np.float32)
     positions = None
-    if loaded.skeleton is not None and loaded.representation in representation.REPRESENTATIONS:
+    if joint_parents(loaded) is not None:
         decoded = np.asarray(_decoder(loaded.skeleton, loaded.representation)(motion))
         positions = np.where(valid[..., None, None], decoded, 0.0).astype(np.float32)
     return {
@@ -866,7 +879,8 @@ def _sample_into(
         names = {"motion": f"{stem}.npy"}
         lift = np.zeros(3)
         if result["positions"] is not None:
-            lift = ground_offset(result["positions"][i, :length])
+            if loaded.representation != "humanml3d":  # (its features hold the root's height: kept)
+                lift = ground_offset(result["positions"][i, :length])
             _save_npy(
                 out / f"{stem}_positions.npy",
                 (result["positions"][i, :length] + lift).astype(np.float32),
@@ -891,7 +905,7 @@ def _sample_into(
             try:  # the arrays are what was asked for: a picture that fails costs only itself
                 path = render.animate_skeletons(
                     positions,
-                    loaded.skeleton.parents,
+                    joint_parents(loaded),
                     out / f"samples.{s.render_format}",
                     fps=loaded.fps,
                     titles=result["captions"],

@@ -736,15 +736,17 @@ class ProgressRenderer:
             self.folder.mkdir(exist_ok=True)
             if self.metrics.is_file():
                 render.plot_training_curves(self.metrics, self.folder / "curves.png", overwrite=True)
-            if gif.exists() or self.metadata.get("skeleton") is None or not self.captions:
-                return  # rendered before this run was resumed, or nothing to draw
+            if gif.exists() or not self.captions:
+                return  # rendered before this run was resumed
             loaded = sampling.loaded_from_params(ema, self.metadata, step, "the training run's EMA")
+            if sampling.joint_parents(loaded) is None:
+                return  # nothing to draw (said at the start)
             sample = self.config.sample
             frames = min(int(sample.num_frames), loaded.max_motion_length)
             out = sampling.generate(loaded, self.captions, frames, **sampling.sampler_settings(sample))
             positions = [p[:n] for p, n in zip(out["positions"], out["lengths"], strict=True)]
             render.animate_skeletons(
-                positions, loaded.skeleton.parents, gif, fps=loaded.fps, titles=self.captions
+                positions, sampling.joint_parents(loaded), gif, fps=loaded.fps, titles=self.captions
             )
         except Exception as error:  # noqa: BLE001 -- a picture must never cost a run
             self.log(f"step {step}: rendering progress samples failed ({type(error).__name__}: {error})")
@@ -1033,7 +1035,7 @@ def _run(config, workdir: Path, stop: _PreemptionFlag, held: contextlib.ExitStac
     progress = None
     if sample_every and is_main and jax.process_count() == 1:
         progress = ProgressRenderer(config, workdir, metadata, progress_captions(config, dataset), log)
-        if dataset.skeleton is None:
+        if dataset.skeleton is None and dataset.representation != "humanml3d":
             log(
                 f"train.sample_every: the {dataset.representation} data have no skeleton to draw, so "
                 "progress/ gets the training curves only, no sample GIFs"

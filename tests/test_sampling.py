@@ -42,7 +42,11 @@ SKELETON = Skeleton(
     offsets=np.array([[1, 2, 3], [0, 10, 0], [0, 8, 1], [0, 5, 0], [6, 1, 0], [9, 0, 0]], np.float32),
     end_sites=np.array([False, False, False, True, False, True]),
 )
-FEATURES = {"positions": 3 * SKELETON.num_joints, "axis_angle": 3 + 3 * len(SKELETON.rotation_joints)}
+FEATURES = {
+    "positions": 3 * SKELETON.num_joints,
+    "axis_angle": 3 + 3 * len(SKELETON.rotation_joints),
+    "humanml3d": 263,
+}
 
 
 def tiny_config(prediction="epsilon"):
@@ -102,7 +106,7 @@ def write_checkpoint(
         "tokenizer": tokenizer.to_dict(),
         "mean": rng.normal(0, 2, size).tolist(),
         "std": rng.uniform(0.5, 3, size).tolist(),
-        "skeleton": SKELETON.to_dict(),
+        "skeleton": None if representation == "humanml3d" else SKELETON.to_dict(),
         "dataset": {},
         "representation": representation,
         "feature_size": size,
@@ -643,6 +647,33 @@ def test_a_sample_array_is_never_under_its_name_half_written_nor_over_a_file(tmp
         sampling._save_npy(tmp_path / "001_mine.npy", array, written)
     assert (tmp_path / "001_mine.npy").read_bytes() == b"mine" and len(written) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["000_wave.npy", "001_mine.npy"]
+
+
+def test_humanml3d_samples_get_positions_and_an_animation_of_its_22_joints(tmp_path):
+    """HumanML3D's 263 features had come out as features alone (no positions, no picture): generate now
+    decodes them (humanml3d.recover_from_ric, tested against its own float64 reference) and run writes
+    the positions and the animation; BVH stays refused (no skeleton offsets)."""
+    from motion_ddpm_jax import humanml3d
+
+    write_checkpoint(tmp_path / "run", representation="humanml3d")
+    loaded = sampling.load_model(tmp_path / "run")
+    assert sampling.joint_parents(loaded) == humanml3d.PARENTS
+    out = sampling.generate(loaded, CAPTIONS, [6, 9], steps=3, seed=2)
+    assert out["positions"].shape == (2, 9, 22, 3)
+    for i, length in enumerate(out["lengths"]):
+        expected = np.asarray(humanml3d.recover_from_ric(out["motion"][i, :length]))
+        np.testing.assert_allclose(out["positions"][i, :length], expected, rtol=1e-5, atol=1e-5)
+        assert not out["positions"][i, length:].any()
+    lines = []
+    summary = sampling.run(
+        run_config(render=True, output_dir=str(tmp_path / "o")), tmp_path / "run", log=lines.append
+    )
+    names = set(summary["files"])
+    assert {"samples.gif", "000_wave_hello_0_positions.npy"} <= names and not any(".bvh" in n for n in names)
+    positions = np.load(tmp_path / "o" / "000_wave_hello_0_positions.npy")  # as decoded: heights are data
+    again = sampling.generate(loaded, CAPTIONS[:1], 10, steps=3)["positions"][0]
+    np.testing.assert_allclose(positions, again, rtol=1e-5, atol=1e-5)
+    assert any("no .bvh files: the humanml3d representation's joint rotations" in line for line in lines)
 
 
 def test_a_folder_left_by_a_killed_sampling_is_named_as_such(workdirs, tmp_path):
