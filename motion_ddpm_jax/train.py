@@ -28,7 +28,7 @@ import optax
 from flax import struct
 from tensorboardX import SummaryWriter
 
-from motion_ddpm_jax import checkpoint, diffusion, files, losses, text
+from motion_ddpm_jax import checkpoint, diffusion, files, humanml3d, losses, text
 from motion_ddpm_jax import config as config_lib
 from motion_ddpm_jax import model as model_lib
 from motion_ddpm_jax.data import beat, motion_text, pipeline
@@ -887,23 +887,34 @@ def check_processes_agree(config, workdir: Path) -> None:
 
 
 def _dataset_once_per_run(config, log):
-    """The dataset; in a multi-process run, process 0 prepares a missing cache while the others wait, and
-    where it cannot (its UserError), every process raises it (the others had waited until JAX aborted)."""
+    """The dataset; in a multi-process run, process 0 prepares a missing cache while the others wait. Where
+    a process cannot open it (any error: a missing folder, a full disk), every process raises: each goes
+    through the same two collectives whatever happened (the others had waited until JAX aborted)."""
     if jax.process_count() == 1:
         return beat.dataset_from_config(config, log=log)
+    from jax.experimental import multihost_utils
+
     dataset, error = None, None
     if jax.process_index() == 0:
         try:
             dataset = beat.dataset_from_config(config, log=log)
-        except UserError as raised:
+        except Exception as raised:  # noqa: BLE001 - said to the others, then raised as it is
             error = raised
-    said = _broadcast_text("" if error is None else str(error))  # also the barrier: the cache is ready
+    failed_first = "" if error is None else (str(error) or type(error).__name__)
+    said = _broadcast_text(failed_first)  # also the barrier: the cache is ready
+    if dataset is None and not said and error is None:
+        try:
+            dataset = beat.dataset_from_config(config, log=lambda *_: None)
+        except Exception as raised:  # noqa: BLE001
+            error = raised
+    failed = np.asarray(multihost_utils.process_allgather(np.int32(error is not None))).reshape(-1)
     if error is not None:
         raise error
     if said:
         raise UserError(f"process 0 could not open the data: {said}")
-    if dataset is None:
-        dataset = beat.dataset_from_config(config, log=lambda *_: None)
+    if failed.any():
+        others = ", ".join(str(int(p)) for p in np.flatnonzero(failed))
+        raise UserError(f"process(es) {others} could not open the data (their logs say why)")
     return dataset
 
 
@@ -1035,7 +1046,9 @@ def _run(config, workdir: Path, stop: _PreemptionFlag, held: contextlib.ExitStac
     progress = None
     if sample_every and is_main and jax.process_count() == 1:
         progress = ProgressRenderer(config, workdir, metadata, progress_captions(config, dataset), log)
-        if dataset.skeleton is None and dataset.representation != "humanml3d":
+        if dataset.skeleton is None and not (
+            dataset.representation == "humanml3d" and dataset.feature_size == humanml3d.FEATURES
+        ):
             log(
                 f"train.sample_every: the {dataset.representation} data have no skeleton to draw, so "
                 "progress/ gets the training curves only, no sample GIFs"

@@ -126,6 +126,53 @@ def test_a_set_up_error_of_one_process_ends_that_process_at_once(tmp_path):
             process.wait()
 
 
+@pytest.mark.parametrize("failing", [None, 0, 1])
+@pytest.mark.parametrize("error", [OSError(28, "No space left on device"), UserError("data.root missing")])
+def test_every_process_goes_through_the_same_collectives_when_one_cannot_open_the_data(
+    monkeypatch, failing, error
+):
+    """Process 0 caught only a UserError: a full disk while it wrote the cache (an OSError) left the
+    others in the broadcast until JAX aborted. Each process now calls the same collectives, in order, and
+    raises when any of them failed. Simulated per process: the collectives are recorded, not run."""
+    import jax
+    from jax.experimental import multihost_utils
+
+    from motion_ddpm_jax import train
+
+    outcomes, flags = {}, np.array([failing == 0, failing == 1], np.int32)
+    for rank in (0, 1):
+        calls = []
+        first = str(error) if failing == 0 else ""  # what process 0 broadcasts
+
+        def broadcast(text, calls=calls, first=first):
+            calls.append("broadcast")
+            return first
+
+        def opened(config, log, rank=rank):
+            if failing == rank:
+                raise error
+            return "dataset"
+
+        monkeypatch.setattr(jax, "process_count", lambda: 2)
+        monkeypatch.setattr(jax, "process_index", lambda rank=rank: rank)
+        monkeypatch.setattr(train, "_broadcast_text", broadcast)
+        monkeypatch.setattr(train.beat, "dataset_from_config", opened)
+        monkeypatch.setattr(
+            multihost_utils, "process_allgather", lambda x, calls=calls: calls.append("allgather") or flags
+        )
+        try:
+            outcomes[rank] = train._dataset_once_per_run(None, log=lambda _: None)
+        except (UserError, OSError) as raised:
+            outcomes[rank] = raised
+        assert calls == ["broadcast", "allgather"], (rank, calls)
+    if failing is None:
+        assert outcomes == {0: "dataset", 1: "dataset"}
+    else:
+        assert outcomes[failing] is error
+        other = outcomes[1 - failing]
+        assert isinstance(other, UserError) and "could not open the data" in str(other), other
+
+
 def test_a_shared_check_file_left_by_a_kill_leaves_the_workdir_free(tmp_path):
     from motion_ddpm_jax import train
 
