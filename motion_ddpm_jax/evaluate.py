@@ -1215,23 +1215,6 @@ def related_clips(ids: Sequence[str], chosen: Sequence[int]) -> np.ndarray:
     return np.array([i for i, r in enumerate(recordings) if r in wanted], np.int64)
 
 
-def sampler_record(settings: dict[str, Any], loaded, use_ema: bool) -> dict[str, Any]:
-    """The sampler settings a generation used, for the report: `sampling.sampler_settings` keywords as
-    `generate` applies them. DDPM takes every diffusion step whatever sample.steps says, and reads neither
-    eta nor ddim_spacing (None here); the checkpoint step is the one restored."""
-    ddim = settings["sampler"] == "ddim"
-    return {
-        "sampler": settings["sampler"],
-        "steps": int(settings["steps"]) if ddim else int(loaded.schedule.num_steps),
-        "eta": float(settings["eta"]) if ddim else None,
-        "ddim_spacing": str(settings["spacing"]) if ddim else None,
-        "guidance_scale": float(settings["guidance_scale"]),
-        "seed": int(settings["seed"]),
-        "use_ema": bool(use_ema),
-        "checkpoint_step": int(loaded.step),
-    }
-
-
 def run(
     config,
     workdir: str | os.PathLike,
@@ -1288,7 +1271,7 @@ def run(
     captions = [split.captions[i][0] for i in indices]
     lengths = [len(m) for m in motions]
     settings = sampling.sampler_settings(config.sample)
-    used = sampler_record(settings, loaded, bool(config.sample.use_ema))
+    used = sampling.settings_used(settings, loaded, bool(config.sample.use_ema))
     log(
         f"evaluating step {loaded.step}: {len(motions)} {config.eval.split} clips, one sample each "
         f"({used['sampler']}, {used['steps']} steps, guidance {used['guidance_scale']:g})"

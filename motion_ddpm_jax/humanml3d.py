@@ -76,6 +76,11 @@ FOOT_CONTACTS = slice(LOCAL_VELOCITIES.stop, LOCAL_VELOCITIES.stop + 4)  # 259:2
 assert FOOT_CONTACTS.stop == FEATURES
 
 
+def is_layout(representation: str, feature_size: int) -> bool:
+    """Whether data of `representation` and `feature_size` are read as this layout (and decoded)."""
+    return representation == "humanml3d" and int(feature_size) == FEATURES
+
+
 def _rotate_to_world(angle: jax.Array, x: jax.Array, z: jax.Array) -> tuple[jax.Array, jax.Array]:
     """qrot(qinv(q), (x, 0, z)) for q = (cos a, 0, sin a, 0): a rotation by -2a about +y, in closed form."""
     cos, sin = jnp.cos(2 * angle), jnp.sin(2 * angle)

@@ -414,7 +414,7 @@ def _decoder(skeleton: Skeleton | None, kind: str) -> Callable:
 def joint_parents(loaded: LoadedModel) -> tuple[int, ...] | None:
     """The parent of each joint of `generate`'s positions (-1 for the root), None where it gives none:
     the data's skeleton, or HumanML3D's 22-joint tree for its 263-feature layout."""
-    if loaded.representation == "humanml3d" and loaded.model.input_feats == humanml3d.FEATURES:
+    if humanml3d.is_layout(loaded.representation, loaded.model.input_feats):
         return humanml3d.PARENTS
     if loaded.skeleton is not None and loaded.representation in representation.REPRESENTATIONS:
         return tuple(int(p) for p in loaded.skeleton.parents)
@@ -444,6 +444,23 @@ def sampler_settings(sample_config) -> dict[str, Any]:
         "guidance_scale": float(sample_config.guidance_scale),
         "seed": int(sample_config.seed),
         "batch_size": int(sample_config.batch_size),
+    }
+
+
+def settings_used(settings: dict[str, Any], loaded: LoadedModel, use_ema: bool) -> dict[str, Any]:
+    """The sampler settings a generation used, for index.json and eval's report: `sampler_settings`
+    keywords as `generate` applies them. DDPM takes every diffusion step whatever sample.steps says, and
+    reads neither eta nor ddim_spacing (None here); the checkpoint step is the one restored."""
+    ddim = settings["sampler"] == "ddim"
+    return {
+        "sampler": settings["sampler"],
+        "steps": int(settings["steps"]) if ddim else int(loaded.schedule.num_steps),
+        "eta": float(settings["eta"]) if ddim else None,
+        "ddim_spacing": str(settings["spacing"]) if ddim else None,
+        "guidance_scale": float(settings["guidance_scale"]),
+        "seed": int(settings["seed"]),
+        "use_ema": bool(use_ema),
+        "checkpoint_step": int(loaded.step),
     }
 
 
@@ -815,14 +832,7 @@ def run(config, workdir: str | os.PathLike, log=print) -> dict[str, Any]:
     step = None if int(s.checkpoint_step) < 0 else int(s.checkpoint_step)
     loaded = load_model(workdir, step, use_ema=bool(s.use_ema))
     settings = {
-        "checkpoint_step": loaded.step,
-        "use_ema": bool(s.use_ema),
-        "sampler": str(s.sampler),
-        "steps": int(s.steps) if s.sampler == "ddim" else loaded.schedule.num_steps,
-        "eta": float(s.eta) if s.sampler == "ddim" else 1.0,
-        "ddim_spacing": str(s.ddim_spacing) if s.sampler == "ddim" else None,
-        "guidance_scale": float(s.guidance_scale),
-        "seed": int(s.seed),
+        **settings_used(sampler_settings(s), loaded, bool(s.use_ema)),
         "num_samples": int(s.num_samples),
         "representation": loaded.representation,
         "fps": loaded.fps,

@@ -1046,9 +1046,7 @@ def _run(config, workdir: Path, stop: _PreemptionFlag, held: contextlib.ExitStac
     progress = None
     if sample_every and is_main and jax.process_count() == 1:
         progress = ProgressRenderer(config, workdir, metadata, progress_captions(config, dataset), log)
-        if dataset.skeleton is None and not (
-            dataset.representation == "humanml3d" and dataset.feature_size == humanml3d.FEATURES
-        ):
+        if dataset.skeleton is None and not humanml3d.is_layout(dataset.representation, dataset.feature_size):
             log(
                 f"train.sample_every: the {dataset.representation} data have no skeleton to draw, so "
                 "progress/ gets the training curves only, no sample GIFs"

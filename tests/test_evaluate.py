@@ -488,12 +488,13 @@ class FakeSampling:
 
 
 def install(monkeypatch, fake):
-    from motion_ddpm_jax.sampling import check_finite, sampler_settings, spacing_note
+    from motion_ddpm_jax.sampling import check_finite, sampler_settings, settings_used, spacing_note
 
     module = types.ModuleType("motion_ddpm_jax.sampling")
     module.load_model, module.generate = fake.load_model, fake.generate
     module.sampler_settings = sampler_settings  # the real config -> keywords mapping
     module.spacing_note = spacing_note  # the real note on few leading DDIM steps
+    module.settings_used = settings_used  # the real record of what the sampling used
     module.check_finite = check_finite  # the real check of the generated motion
     monkeypatch.setitem(sys.modules, "motion_ddpm_jax.sampling", module)
     monkeypatch.setattr(motion_ddpm_jax, "sampling", module, raising=False)
