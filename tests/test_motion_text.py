@@ -400,6 +400,143 @@ def test_humanml3d_infinite_negative_or_garbled_from_to_is_refused(tmp_path, val
         motion_text.open_dataset(tmp_path, fps=20).split("train")
 
 
+# ---------------------------------------------------------------- HumanML3D sub-clips: unique ids, 20 fps
+
+
+def write_tiny_humanml3d(root, texts, listed=None, frames=100):
+    """A HumanML3D folder of 4 features: clip <id> is frame i = [i, i, i, i] + 1000 * its number (so a
+    slice shows which frames it holds), with the caption lines `texts[<id>]`; train.txt lists `listed`
+    (default: every clip of `texts`)."""
+    (root / "new_joint_vecs").mkdir(parents=True)
+    (root / "texts").mkdir()
+    for number, (clip_id, lines) in enumerate(texts.items()):
+        motion = np.repeat(np.arange(frames, dtype=np.float32)[:, None], 4, axis=1) + 1000 * number
+        np.save(root / "new_joint_vecs" / f"{clip_id}.npy", motion)
+        (root / "texts" / f"{clip_id}.txt").write_text("".join(f"{line}\n" for line in lines))
+    (root / "train.txt").write_text("".join(f"{i}\n" for i in (listed or texts)))
+    np.save(root / "Mean.npy", np.zeros(4, np.float32))
+    np.save(root / "Std.npy", np.ones(4, np.float32))
+
+
+def frame_numbers(motion):
+    return motion[:, 0].astype(int) % 1000
+
+
+def test_humanml3d_spans_that_cut_the_same_frames_make_one_sub_clip_holding_each_caption(tmp_path):
+    """Two caption lines of one span describe one sub-motion: one clip (one id) with both captions, as a
+    clip's several whole-motion lines make one clip. They once made two clips of the same id."""
+    write_tiny_humanml3d(
+        tmp_path,
+        {
+            "000001": [  # 100 frames (5 s at 20 fps)
+                "a person walks.#a/DET#0.0#0.0",
+                "a person waves.#a/DET#1.0#3.5",  # frames 20:70
+                "a person bows.#a/DET#2.0#4.0",  # frames 40:80
+                "someone waves a hand#someone/PRON#1.0#3.5",  # 20:70 again
+                "a nod#a/DET#0.5#1.0",  # frames 10:20, under min_length 15
+                "a person waves once more#a/DET#1.02#3.51",  # int(20.4):int(70.2), 20:70 again
+                "a short nod#a/DET#0.5#1.0",  # 10:20 again: dropped, and counted, once
+                "the whole walk#the/DET#0#5",  # frames 0:100, the whole motion
+                "the walk, all of it#the/DET#0.0#9.0",  # 0:180, cut at the motion's 100: the whole too
+            ],
+            "000002": ["jumps#t#1.0#3.5", "leaps#t#1.0#3.5"],  # the same span as 000001's, no whole caption
+        },
+    )
+    split = motion_text.open_dataset(tmp_path, fps=20, min_length=15).split("train")
+    assert split.ids == ("000001#1-3.5", "000001#2-4", "000001", "000002#1-3.5")
+    assert split.captions == (
+        ("a person waves.", "someone waves a hand", "a person waves once more"),
+        ("a person bows.",),
+        ("a person walks.", "the whole walk", "the walk, all of it"),
+        ("jumps", "leaps"),
+    )
+    expected_frames = (range(20, 70), range(40, 80), range(100), range(20, 70))
+    for motion, expected in zip(split.motions, expected_frames, strict=True):
+        np.testing.assert_array_equal(frame_numbers(motion), list(expected))
+    np.testing.assert_array_equal(split.motions[3][:, 0], np.arange(1020, 1070))  # 000002's frames
+    assert dict(split.dropped) == {"short_sub_clip": ("000001#0.5-1",)}
+
+
+def test_humanml3d_spans_that_cut_other_frames_keep_ids_apart_where_short_forms_agree(tmp_path):
+    """1.0499999 s and 1.05 s both read "1.05" at 6 digits but start at frames 20 and 21: two sub-clips,
+    whose ids give the seconds exactly where the short form would make them one."""
+    write_tiny_humanml3d(tmp_path, {"000001": ["early#t#1.0499999#3", "late#t#1.05#3", "whole#t#0#0"]})
+    split = motion_text.open_dataset(tmp_path, fps=20, min_length=15).split("train")
+    assert split.ids == ("000001#1.0499999-3", "000001#1.05-3", "000001")
+    assert split.captions == (("early",), ("late",), ("whole",))
+    assert [len(m) for m in split.motions] == [40, 39, 100]
+    np.testing.assert_array_equal(frame_numbers(split.motions[1]), np.arange(21, 60))
+
+
+@pytest.mark.parametrize(
+    "listed, message",
+    [
+        (["000001", "000002", "000001"], r"lists '000001' \(2 times\); expected each clip id once"),
+        (["000001", "000001#1-3.5"], r"clip id '000001#1-3.5' holds '#', which names sub-clips"),
+    ],
+)
+def test_humanml3d_split_file_listing_an_id_twice_or_a_sub_clip_id_is_refused(tmp_path, listed, message):
+    """Either would give the split two clips of one id (a repeat loads its clip twice)."""
+    write_tiny_humanml3d(tmp_path, {"000001": ["waves#t#1.0#3.5", "walks#t#0#0"], "000002": ["bows#t#0#0"]})
+    (tmp_path / "train.txt").write_text("".join(f"{i}\n" for i in listed))
+    with pytest.raises(DatasetError, match=rf"^{re.escape(str(tmp_path / 'train.txt'))}: {message}"):
+        motion_text.open_dataset(tmp_path, fps=20).split("train")
+
+
+def test_humanml3d_caption_spans_refuse_an_fps_other_than_20_naming_data_fps(tmp_path):
+    """The spans are seconds at HumanML3D's 20 fps: at data.fps=30 the 1-3.5 s sub-clip was cut as frames
+    30:105 (of a 100-frame motion), not 20:70."""
+    write_tiny_humanml3d(tmp_path, {"000001": ["a person walks.#a/DET#0.0#0.0", "waves#t#1.0#3.5"]})
+    path = tmp_path / "texts" / "000001.txt"
+    for fps, given in ((30, "30"), (12.5, "12.5"), (20.5, "20.5")):
+        with pytest.raises(DatasetError) as info:
+            motion_text.open_dataset(tmp_path, fps=fps).split("train")
+        assert str(info.value).startswith(
+            f"{path}:2: data.fps is {given}, but this caption spans 1-3.5 s of its motion; expected "
+            "data.fps=20 for the HumanML3D layout: the spans of its caption files are seconds at HumanML3D's "
+            "20 fps"
+        ), str(info.value)
+        assert "--config.data.fps=20" in str(info.value)
+    for fps in (None, 20, 20.0000001):  # the default is HumanML3D's 20; float rounding of 20 is 20
+        assert motion_text.open_dataset(tmp_path, fps=fps).split("train").ids == ("000001#1-3.5", "000001")
+
+
+def test_humanml3d_config_with_another_data_fps_is_refused(tmp_path):
+    """configs/humanml3d.py with --config.data.fps=30 on a folder with caption spans: a DatasetError (a
+    UserError, printed as one paragraph by launch.py) naming data.fps, what it is and what it should be."""
+    import importlib.util
+    from pathlib import Path
+
+    from motion_ddpm_jax.data import beat
+    from motion_ddpm_jax.errors import UserError
+
+    path = Path(__file__).resolve().parents[1] / "configs" / "humanml3d.py"
+    spec = importlib.util.spec_from_file_location("humanml3d_config", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config()
+    config.data.root, config.data.fps = str(tmp_path), 30.0
+    config.data.min_motion_length = 15
+    write_tiny_humanml3d(tmp_path, {"000001": ["walks#t#0#0", "waves#t#1.0#3.5"]})
+    with pytest.raises(
+        UserError, match=r"data\.fps is 30, .* expected data\.fps=20 for the HumanML3D layout"
+    ):
+        beat.dataset_from_config(config).split("train")
+    config.data.fps = 20.0
+    assert beat.dataset_from_config(config).split("train").ids == ("000001#1-3.5", "000001")
+
+
+def test_humanml3d_layout_without_caption_spans_loads_at_any_fps(tmp_path):
+    """KIT-ML comes in this layout at 12.5 fps, every caption of the whole clip (`#0.0#0.0`): nothing is cut
+    at 20 fps, so its own rate is taken as given."""
+    write_tiny_humanml3d(tmp_path, {"00001": ["a person walks#t#0.0#0.0", "walking#t#0.0#0.0"]}, frames=50)
+    dataset = motion_text.open_dataset(tmp_path, fps=12.5)
+    split = dataset.split("train")
+    assert dataset.fps == 12.5
+    assert split.ids == ("00001",) and split.captions == (("a person walks", "walking"),)
+    np.testing.assert_array_equal(frame_numbers(split.motions[0]), np.arange(50))
+
+
 # ---------------------------------------------------------------- write_dataset checks before writing
 
 

@@ -103,7 +103,7 @@ def test_a_config_refused_at_startup_leaves_the_workdir_unclaimed(tmp_path):
     humanml3d = tmp_path / "humanml3d"
     write_humanml3d(humanml3d, np.random.default_rng(0))
     config.data.source, config.data.root, config.model.input_feats = "prepared", str(humanml3d), 0
-    config.data.representation = "humanml3d"
+    config.data.representation, config.data.fps = "humanml3d", 20.0
     with pytest.raises(UserError, match="use_geometric_loss"):
         train.run(config, workdir, log=lambda *_: None)
     assert not workdir.exists()

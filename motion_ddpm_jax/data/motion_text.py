@@ -11,8 +11,14 @@ Our layout (written by `write_dataset`, read by `open_dataset`):
 ```
 The HumanML3D layout (`new_joint_vecs/<id>.npy`, `texts/<id>.txt` with lines
 `caption#word/POS ...#from#to`, `Mean.npy`, `Std.npy`, `train.txt` ...) is read as it is: a caption
-with non-zero `from`/`to` (seconds) makes a sub-clip of its own, as MotionDiffuse does (a NaN `from`/`to`,
-in any spelling, reads as 0). What it leaves out (listed ids without a motion file, clips and sub-clips
+with non-zero `from`/`to` (seconds) makes a sub-clip `<id>#<from>-<to>` of frames
+int(from * 20):int(to * 20), as MotionDiffuse does (a NaN `from`/`to`, in any spelling, reads as 0).
+Captions whose spans cut the same frames describe the same sub-motion: they make one sub-clip holding
+each of them, as a clip's whole-motion captions make one clip (MotionDiffuse makes a clip per caption line,
+named with a random letter; here every id is unique and the same on every load), and a span that cuts the
+whole motion is one of the whole clip's captions. The spans are seconds at HumanML3D's 20 fps, so a split
+with a span is refused under another `fps` (data.fps); a folder whose captions have none (KIT-ML's, 12.5
+fps) is read at the fps given. What it leaves out (listed ids without a motion file, clips and sub-clips
 outside the length limits, clips without a caption) is recorded in `Split.dropped`, and `describe_dropped`
 words it for a log.
 
@@ -54,6 +60,8 @@ DROP_REASONS = {
     "too_long": ("clip", "of {max} frames or more, sub-clips and all"),
     "short_sub_clip": ("sub-clip", "shorter than {min} frames"),
 }
+# The frame rate of HumanML3D's motions, at which its caption spans (seconds) are cut into frames.
+HUMANML3D_FPS = 20.0
 _NPY_MAGIC = b"\x93NUMPY"
 _ZIP_MAGIC = b"PK\x03\x04"
 
@@ -72,7 +80,8 @@ class Split:
 
     motions: float32 [T_i, D] per clip, physical features; captions: one or more per clip.
     dropped: what loading left out, reason (a key of DROP_REASONS) -> the ids, in the split file's order
-    (a sub-clip as `<id>#<from>-<to>`); empty where nothing was (the prepared layout is loaded whole).
+    (a sub-clip as `<id>#<from>-<to>`, once for all the spans that cut its frames); empty where nothing was
+    (the prepared layout is loaded whole).
     """
 
     name: str
@@ -338,8 +347,10 @@ def open_dataset(
     """Open a prepared dataset folder, or a HumanML3D-layout folder as published.
 
     fps, min_length, max_length: for the HumanML3D layout, which does not record them (HumanML3D: 20 fps,
-    MotionDiffuse keeps 40 <= T < 200; KIT: 12.5 fps). A prepared dataset records its fps and is loaded
-    whole: min_length / max_length are kept only for `describe_dropped` to say what training leaves out.
+    MotionDiffuse keeps 40 <= T < 200; KIT: 12.5 fps); None: 20 fps. Its caption spans are seconds at 20
+    fps, so loading a split with a span under another fps raises DatasetError (data.fps); a folder without
+    spans (KIT-ML's) loads at any. A prepared dataset records its fps and is loaded whole: min_length /
+    max_length are kept only for `describe_dropped` to say what training leaves out.
     """
     root = Path(root)
     if not root.is_dir():
@@ -426,7 +437,7 @@ def _open_humanml3d(root: Path, fps, min_length, max_length, std_floor) -> Motio
         root=root,
         layout="humanml3d",
         representation="humanml3d",
-        fps=20.0 if fps is None else float(fps),
+        fps=HUMANML3D_FPS if fps is None else float(fps),
         feature_size=feature_size,
         mean=mean,
         std=std.astype(np.float32),
@@ -460,6 +471,50 @@ def _parse_humanml3d_caption(line: str, path: Path, number: int) -> tuple[str, f
     return parts[0].strip(), start, end
 
 
+def _span_id(clip_id: str, start: float, end: float) -> str:
+    """`<id>#<from>-<to>`, the seconds as short as they read back exactly (1 s as `1`, not `1.0`), so that
+    spans that differ give ids that differ."""
+
+    def seconds(value: float) -> str:
+        short = f"{value:g}"
+        return short if float(short) == value else repr(value)
+
+    return f"{clip_id}#{seconds(start)}-{seconds(end)}"
+
+
+def _check_span_fps(dataset: MotionTextDataset, path: Path, number: int, start: float, end: float) -> None:
+    """DatasetError unless `dataset.fps` is HumanML3D's 20, at which the span of caption line `number`
+    (seconds) is cut into frames."""
+    if math.isclose(dataset.fps, HUMANML3D_FPS, rel_tol=1e-6):
+        return
+    raise DatasetError(
+        f"{path}:{number}: data.fps is {dataset.fps:g}, but this caption spans {start:g}-{end:g} s of its "
+        f"motion; expected data.fps={HUMANML3D_FPS:g} for the HumanML3D layout: the spans of its caption "
+        f"files are seconds at HumanML3D's {HUMANML3D_FPS:g} fps (its loaders cut frames int(from * 20) to "
+        f"int(to * 20)). Set --config.data.fps={HUMANML3D_FPS:g} (a folder whose captions all describe whole "
+        "clips, `#0.0#0.0`, as KIT-ML's at 12.5 fps, loads at its own data.fps)"
+    )
+
+
+def _check_listed_ids(path: Path, listed: Sequence[str]) -> None:
+    """DatasetError unless every id of split file `path` is listed once and holds no '#' (sub-clip ids are
+    `<id>#<from>-<to>`): the split's clip ids are then unique."""
+    counts: dict[str, int] = {}
+    for clip_id in listed:
+        if "#" in clip_id:
+            raise DatasetError(
+                f"{path}: clip id {clip_id!r} holds '#', which names sub-clips in this layout "
+                "(<id>#<from>-<to>); expected HumanML3D's ids, the names of new_joint_vecs/<id>.npy"
+            )
+        counts[clip_id] = counts.get(clip_id, 0) + 1
+    repeated = [f"{clip_id!r} ({n} times)" for clip_id, n in counts.items() if n > 1]
+    if repeated:
+        raise DatasetError(
+            f"{path}: lists {', '.join(repeated[:3])}{', ...' if len(repeated) > 3 else ''}; expected each "
+            "clip id once (a repeat would load the clip twice under one id)"
+        )
+
+
 def _load_humanml3d_split(dataset: MotionTextDataset, name: str) -> Split:
     root = dataset.root
     ids, motions, captions = [], [], []
@@ -472,6 +527,7 @@ def _load_humanml3d_split(dataset: MotionTextDataset, name: str) -> Split:
     listed = _read_ids(split_path)
     if not listed:
         raise _empty_split_error(dataset, split_path, name)
+    _check_listed_ids(split_path, listed)
     for clip_id in listed:
         motion_path = root / "new_joint_vecs" / f"{clip_id}.npy"
         if not motion_path.is_file():
@@ -491,11 +547,15 @@ def _load_humanml3d_split(dataset: MotionTextDataset, name: str) -> Split:
                 f"{text_path}: caption file missing for clip {clip_id!r} (expected this file, one "
                 "'caption#tokens#from#to' a line)"
             )
-        whole = []
         lines = _read_text(text_path, f"the captions of clip {clip_id!r}").splitlines()
         if not any(line.strip() for line in lines):
             dropped["no_captions"].append(clip_id)
             continue
+        whole: list[str] = []
+        # The sub-clips by the frames they cut, in the order the file first names them: (id, captions),
+        # or None for one shorter than min_length (dropped, and counted once).
+        subs: dict[tuple[int, int], tuple[str, list[str]] | None] = {}
+        frames = len(motion)
         for number, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
@@ -503,14 +563,26 @@ def _load_humanml3d_split(dataset: MotionTextDataset, name: str) -> Split:
             if start == 0.0 and end == 0.0:
                 whole.append(caption)
                 continue
-            sub_id = f"{clip_id}#{start:g}-{end:g}"
-            sub = motion[int(start * dataset.fps) : int(end * dataset.fps)]
-            if len(sub) < dataset.min_length:  # (never too long: the motion it is cut from is not)
-                dropped["short_sub_clip"].append(sub_id)
+            _check_span_fps(dataset, text_path, number, start, end)
+            first = min(int(start * HUMANML3D_FPS), frames)  # motion[first:last], as sliced
+            last = max(first, min(int(end * HUMANML3D_FPS), frames))
+            if (first, last) == (0, frames):  # the whole motion: one of the whole clip's captions
+                whole.append(caption)
                 continue
-            ids.append(sub_id)
-            motions.append(sub)
-            captions.append((caption,))
+            if (first, last) not in subs:
+                sub_id = _span_id(clip_id, start, end)
+                if last - first < dataset.min_length:  # (never too long: the motion it is cut from is not)
+                    dropped["short_sub_clip"].append(sub_id)
+                    subs[first, last] = None
+                else:
+                    subs[first, last] = (sub_id, [])
+            if (sub := subs[first, last]) is not None:
+                sub[1].append(caption)
+        for (first, last), sub in subs.items():
+            if sub is not None:
+                ids.append(sub[0])
+                motions.append(motion[first:last])
+                captions.append(tuple(sub[1]))
         if whole:
             ids.append(clip_id)
             motions.append(motion)
