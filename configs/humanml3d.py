@@ -14,11 +14,14 @@ Where this differs from MotionDiffuse's HumanML3D training, besides the tokenize
 - Optimisation: the base config's (AdamW at 1e-4, warmup then cosine to 1e-6, parameter EMA, batch 32 in
   all, 100 epochs); MotionDiffuse trains Adam at a constant 2e-4 without EMA, 128 per GPU on 8 GPUs, 50
   epochs of 200 passes over the clips.
-- Evaluation: `--mode eval` reports this project's metrics (Fréchet distances of per-clip feature
-  statistics and of its own autoencoder's latents), not the T2M evaluator's FID / R-precision /
-  MM-Dist / MultiModality, and it does not decode the 263 features yet, so no position metrics
-  (jitter, bone error, speeds, diversity) come with this layout. `--mode sample` decodes them to the 22
-  joints (`motion_ddpm_jax/humanml3d.py`) for its positions and animation; no BVH.
+- Evaluation: `--mode eval` reports this project's metrics, not the T2M evaluator's FID / R-precision /
+  MM-Dist / MultiModality: position metrics of the 22 joints decoded from the 263 features
+  (`motion_ddpm_jax/humanml3d.py`; jitter in m/s^2 and m/s^3, wrist and ankle/foot speeds in m/s,
+  diversity in m, the bone error relative to the training clips' mean bone lengths), and Fréchet
+  distances of per-clip statistics of those positions and of its own autoencoder's latents.
+  `--mode sample` decodes them the same way for its positions and animation; no BVH.
+- Data: caption spans are seconds at 20 fps (`data.fps` must be 20 where a caption has one); captions
+  with the same span make one sub-clip holding each of them (MotionDiffuse makes one clip per line).
 """
 
 from motion_ddpm_jax.config import base_config

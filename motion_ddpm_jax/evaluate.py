@@ -1,8 +1,9 @@
 """Metrics of generated motion against real motion: `launch.py --mode eval` and `--mode train_autoencoder`.
 
 The metric functions are pure numpy (float64 inside). Those on joint positions take `positions [N, T, J, 3]`
-(global, the data's unit: BEAT centimetres) and `lengths [N]`; frames at and past a clip's length are
-ignored, so padded batches can be passed as they are.
+(global, the data's unit: BEAT centimetres, HumanML3D metres) and `lengths [N]`; frames at and past a clip's
+length are ignored, so padded batches can be passed as they are. Those that need the joints' hierarchy take
+a `Skeleton` or a `JointTree` (names and parents alone: HumanML3D's 22-joint T2M tree has no offsets).
 
 - `jitter`: mean acceleration and jerk magnitude (finite differences, units/s^2 and units/s^3).
 - `bone_length_error`: per bone the mean relative deviation from a reference length; mean and worst bone.
@@ -16,9 +17,12 @@ ignored, so padded batches can be passed as they are.
 `run(config, workdir)` restores a checkpoint, refuses data whose training-split statistics are not the
 checkpoint's (its eval split could hold clips it trained on), generates one sample per real clip of
 `config.eval.split` (its caption, its length) and writes the table of metrics (real | generated) as JSON,
-with what identifies the evaluation: the clips, the sampler settings used, the FGD autoencoder, versions;
-the real column of the Fréchet distances compares training clips of the real clips' classes and lengths
-(never the real clips themselves) with them.
+with what identifies the evaluation: the clips, the sampler settings used, the FGD autoencoder, versions,
+the unit of the positions; the real column of the Fréchet distances compares training clips of the real
+clips' classes and lengths (never the real clips themselves) with them. Positions are those of the data's
+skeleton (positions, axis_angle) or, for HumanML3D's 263-feature layout, its 22 joints as
+`humanml3d.recover_from_ric` decodes them (real and generated alike); other layouts (KIT-ML's 251
+features) get no position metrics.
 `train_autoencoder(config)` trains the FGD autoencoder on the training split and saves it.
 """
 
@@ -45,10 +49,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from motion_ddpm_jax import __version__, files, kinematics
+from motion_ddpm_jax import __version__, files, humanml3d, kinematics
 from motion_ddpm_jax import representation as layouts
 from motion_ddpm_jax.errors import UserError
-from motion_ddpm_jax.skeleton import Skeleton
+from motion_ddpm_jax.skeleton import Skeleton, beat_skeleton
 
 HAND_NAMES = re.compile(r"hand|wrist|finger|thumb|pinky", re.IGNORECASE)
 FOOT_NAMES = re.compile(r"foot|toe|ankle|heel", re.IGNORECASE)
@@ -109,35 +113,79 @@ def jitter(positions, lengths, fps: float) -> dict[str, float]:
     return out
 
 
-def _bones(skeleton: Skeleton) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    children = kinematics.bone_children(skeleton.parents)
-    parents = skeleton.parents[children]
+@dataclasses.dataclass(frozen=True)
+class JointTree:
+    """The joints of decoded positions as the position metrics need them, without offsets: names (J) and
+    parents (J, -1 for the root). A `Skeleton` serves wherever a JointTree does."""
+
+    names: tuple[str, ...]
+    parents: tuple[int, ...]
+
+    def __post_init__(self):
+        object.__setattr__(self, "names", tuple(str(name) for name in self.names))
+        object.__setattr__(self, "parents", tuple(int(parent) for parent in self.parents))
+        if len(self.names) != len(self.parents):
+            raise ValueError(f"{len(self.names)} joint names but {len(self.parents)} parents")
+        kinematics.joint_depths(np.asarray(self.parents))  # ValueError on a cycle
+
+    @property
+    def root(self) -> int:
+        """Index of the single root joint; ValueError for a forest."""
+        roots = [j for j, parent in enumerate(self.parents) if parent < 0]
+        if len(roots) != 1:
+            raise ValueError(f"the joint tree has {len(roots)} roots ({roots[:10]}); expected exactly one")
+        return roots[0]
+
+
+HUMANML3D_TREE = JointTree(humanml3d.NAMES, humanml3d.PARENTS)  # the T2M tree of the 263-feature layout
+
+
+def joint_tree(skeleton: Skeleton | None, representation: str, feature_size: int) -> JointTree | None:
+    """The joints of `decode_positions`' positions for data of `representation` with `feature_size`
+    features: HumanML3D's 22-joint T2M tree for its 263-feature layout, the data's skeleton for the
+    positions and axis_angle layouts, None where nothing decodes them (no skeleton, or the humanml3d
+    representation of another size, such as KIT-ML's 251 features: no tree of it comes with this project)."""
+    if humanml3d.is_layout(representation, feature_size):
+        return HUMANML3D_TREE
+    if skeleton is None or representation not in layouts.REPRESENTATIONS:
+        return None
+    return JointTree(skeleton.names, skeleton.parents)
+
+
+def _bones(skeleton: Skeleton | JointTree) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    all_parents = np.asarray(skeleton.parents)
+    children = kinematics.bone_children(all_parents)
+    parents = all_parents[children]
     names = [f"{skeleton.names[p]}->{skeleton.names[c]}" for p, c in zip(parents, children, strict=True)]
     return parents, children, names
 
 
-def frame_bone_lengths(positions, skeleton: Skeleton) -> np.ndarray:
-    """Bone lengths [..., B] of positions [..., J, 3], bones in `skeleton.bones` order (float64)."""
+def frame_bone_lengths(positions, skeleton: Skeleton | JointTree) -> np.ndarray:
+    """Bone lengths [..., B] of positions [..., J, 3], one per non-root joint in increasing joint order
+    (`skeleton.bones` order), float64."""
     parents, children, _ = _bones(skeleton)
     p = np.asarray(positions, dtype=np.float64)
     return np.linalg.norm(p[..., children, :] - p[..., parents, :], axis=-1)
 
 
-def mean_bone_lengths(positions, lengths, skeleton: Skeleton) -> np.ndarray:
+def mean_bone_lengths(positions, lengths, skeleton: Skeleton | JointTree) -> np.ndarray:
     """Mean length of every bone [B] over the valid frames of positions [N, T, J, 3] (a data reference)."""
     p, lengths = _batch(positions, lengths)
     return frame_bone_lengths(p, skeleton)[_valid(lengths, p.shape[1], 0)].mean(axis=0)
 
 
-def bone_length_error(positions, lengths, skeleton: Skeleton, reference=None) -> dict[str, Any]:
+def bone_length_error(positions, lengths, skeleton: Skeleton | JointTree, reference=None) -> dict[str, Any]:
     """Relative bone-length error: per bone the mean over valid frames of |length - ref| / ref.
 
-    reference: [B] lengths in `skeleton.bones` order; default the skeleton's offsets (`bone_lengths()`).
+    reference: [B] lengths in `frame_bone_lengths` order; default the skeleton's offsets (`bone_lengths()`;
+    a JointTree has none: pass the data's, e.g. `mean_bone_lengths` of real clips).
     Bones whose reference length is ~0 (below 1e-6 of the longest) have no relative error and are left out.
     Returns mean (over bones), worst (the largest), worst_bone ('Parent->Child') and per_bone {name: error}.
     """
     p, lengths = _batch(positions, lengths)
     _, _, names = _bones(skeleton)
+    if reference is None and not hasattr(skeleton, "bone_lengths"):
+        raise ValueError("a JointTree has no rest bone lengths: pass the reference lengths")
     reference = np.asarray(skeleton.bone_lengths() if reference is None else reference, dtype=np.float64)
     if reference.shape != (len(names),):
         raise ValueError(f"reference must hold {len(names)} bone lengths, got shape {reference.shape}")
@@ -764,7 +812,8 @@ class Clips:
     """Clips of one side of the comparison.
 
     motion: [N, T, D] physical features, zero past each length; lengths: [N]; captions: N;
-    positions: [N, T, J, 3] global joint positions, or None where the data has no skeleton.
+    positions: [N, T, J, 3] global joint positions (the joints of `joint_tree`), or None where the data
+    decode to none (`decode_positions`).
     """
 
     motion: np.ndarray
@@ -788,14 +837,20 @@ def _pad(motions: Sequence[np.ndarray], rows: int = 0, multiple: int = 1) -> tup
 
 
 @functools.partial(jax.jit, static_argnames=("skeleton", "representation"))
-def _decode(motion, skeleton: Skeleton, representation: str):
+def _decode(motion, skeleton: Skeleton | None, representation: str):
+    if representation == "humanml3d":
+        return humanml3d.recover_from_ric(motion)
     return layouts.decode(motion, skeleton, representation)
 
 
 def decode_positions(motion, skeleton: Skeleton | None, representation: str) -> np.ndarray | None:
-    """Global joint positions [N, T, J, 3] of physical features [N, T, D], or None without a skeleton."""
-    if skeleton is None or representation not in layouts.REPRESENTATIONS:
+    """Global joint positions [N, T, J, 3] of physical features [N, T, D] (the joints of `joint_tree`:
+    the skeleton's, or HumanML3D's 22 for its 263-feature layout, decoded by `humanml3d.recover_from_ric`
+    as sampling decodes generated motion), or None where `joint_tree` is None."""
+    if joint_tree(skeleton, representation, np.shape(motion)[-1]) is None:
         return None
+    if representation == "humanml3d":
+        skeleton = None  # (the 263 features decode without one: one compiled program whatever it is)
     return np.asarray(_decode(jnp.asarray(motion, jnp.float32), skeleton, representation))
 
 
@@ -848,36 +903,67 @@ def matched_reference(
     return np.asarray(chosen, np.int64)
 
 
-def _metrics_of(clips: Clips, skeleton, fps: float, effectors) -> dict[str, Any]:
+def _metrics_of(clips: Clips, tree: JointTree, fps: float, effectors, bone_reference) -> dict[str, Any]:
+    """The position metrics of `clips` (none where they have no positions); bone_reference: [B] lengths."""
     out: dict[str, Any] = {}
     if clips.positions is None:
         return out
     p, n = clips.positions, clips.lengths
     for name, value in jitter(p, n, fps).items():
         out[f"jitter/{name}"] = value
-    bones = bone_length_error(p, n, skeleton)
+    bones = bone_length_error(p, n, tree, bone_reference)
     out["bone_error/mean"], out["bone_error/worst"] = bones["mean"], bones["worst"]
     out["bone_error/worst_bone"] = bones["worst_bone"]
     for group, joints in effectors.items():
         speed = effector_speed(p, n, fps, joints)
         out[f"speed/{group}_mean"], out[f"speed/{group}_p95"] = speed["mean"], speed["p95"]
-    out["diversity"] = diversity(p, n, root=skeleton.root)
+    out["diversity"] = diversity(p, n, root=tree.root)
     return out
 
 
-def _features(motions: Sequence[np.ndarray], skeleton, representation: str, fps: float) -> np.ndarray:
-    """`motion_features` (or, without a skeleton, `summary_features` of the raw features) of clips
-    [T_i, D], decoded a chunk at a time."""
-    parts = []
+def _features(
+    motions: Sequence[np.ndarray], skeleton, representation: str, fps: float
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """`motion_features` (or, where `joint_tree` is None, `summary_features` of the raw features) of clips
+    [T_i, D], decoded a chunk at a time, and the mean length of every bone [B] over all their frames
+    (as `mean_bone_lengths`; None without a joint tree)."""
+    tree = joint_tree(skeleton, representation, motions[0].shape[-1])
+    parts, bone_sums, frames = [], 0.0, 0
     for i in range(0, len(motions), FEATURE_CHUNK):
         chunk = motions[i : i + FEATURE_CHUNK]
         motion, lengths = _pad(chunk, rows=FEATURE_CHUNK, multiple=32)  # few shapes: few compilations
         positions = decode_positions(motion, skeleton, representation)
         if positions is None:
             parts.append(summary_features(motion[: len(chunk)], lengths, fps))
-        else:
-            parts.append(motion_features(positions[: len(chunk)], lengths, fps, skeleton.root))
-    return np.concatenate(parts)
+            continue
+        positions = positions[: len(chunk)]
+        parts.append(motion_features(positions, lengths, fps, tree.root))
+        valid = _valid(lengths, positions.shape[1], 0)
+        bone_sums = bone_sums + frame_bone_lengths(positions, tree)[valid].sum(axis=0)
+        frames += int(valid.sum())
+    bones = None if tree is None or frames == 0 else np.asarray(bone_sums) / frames
+    return np.concatenate(parts), bones
+
+
+def position_unit(skeleton: Skeleton | None, representation: str, feature_size: int) -> str | None:
+    """The unit of the decoded positions where it is known: 'm' for HumanML3D's 263-feature layout (its
+    joints in metres), 'cm' for BEAT's skeleton (its BVH files and the demo's are in centimetres); None
+    otherwise (the data's own unit, as its offsets or arrays hold it)."""
+    if humanml3d.is_layout(representation, feature_size):
+        return "m"
+    if skeleton is not None and representation in layouts.REPRESENTATIONS:
+        return "cm" if skeleton.names == beat_skeleton().names else None
+    return None
+
+
+def units_text(unit: str | None) -> str:
+    """What the report's `units` says for positions in `unit` (`position_unit`; None: the data's own)."""
+    where = {"m": "metres (m)", "cm": "centimetres (cm)"}.get(unit or "", "the data's own unit")
+    u = unit or "unit"
+    return (
+        f"positions and diversity in {where}; speeds in {u}/s, jitter/acceleration in {u}/s^2 and "
+        f"jitter/jerk in {u}/s^3; bone errors relative"
+    )
 
 
 def _fit_notes(metric: str, dims: int, counts: dict[str, int], what: str) -> list[str]:
@@ -914,26 +1000,53 @@ def compare(
     (`matched_reference`), with the real clips: what other real motion of the same kind scores.
     reference_pool: the indices of the training clips that real column may take (default all; without
     the real clips themselves when they come from the training split).
+    The position metrics take the joints of `joint_tree` (the skeleton's, or HumanML3D's 22 for its
+    263-feature layout); the bone-length error is relative to the skeleton's offsets, or without offsets
+    (HumanML3D) to the mean bone lengths of the training clips (`mean_bone_lengths` over all their frames).
     """
     notes: list[str] = []
-    effectors = end_effectors(skeleton.names, skeleton.parents) if skeleton is not None else {}
-    sides = {
-        side: _metrics_of(clips, skeleton, fps, effectors)
-        for side, clips in (("real", real), ("generated", generated))
-    }
-    if skeleton is None or real.positions is None:
-        notes.append(
-            f"no skeleton for {representation} data: position metrics (jitter, bones, speed, diversity) "
-            "skipped"
-        )
+    tree = joint_tree(skeleton, representation, real.motion.shape[-1])
+    train_features, train_bones = _features(list(train_motions), skeleton, representation, fps)
+    if tree is None or real.positions is None:
+        if representation == "humanml3d" and tree is None:
+            size = real.motion.shape[-1]
+            kit = (
+                " (KIT-ML's layout: no tree of its 21 joints comes with this project)" if size == 251 else ""
+            )
+            notes.append(
+                f"no joint tree for the humanml3d representation's {size} features{kit}: only HumanML3D's "
+                f"{humanml3d.FEATURES}-feature layout decodes to joint positions here, so the position "
+                "metrics (jitter, bones, speed, diversity) are skipped and frechet/features compares "
+                "statistics of the raw features"
+            )
+        else:
+            notes.append(
+                f"no skeleton for {representation} data: position metrics (jitter, bones, speed, "
+                "diversity) skipped"
+            )
+        sides = {"real": {}, "generated": {}}
+    else:
+        effectors = end_effectors(tree.names, tree.parents)
+        if humanml3d.is_layout(representation, real.motion.shape[-1]):
+            bone_reference = train_bones
+            notes.append(
+                f"bone_error: relative to the mean bone lengths of the {len(train_motions)} training clips "
+                "(HumanML3D's 22 joints come without skeleton offsets)"
+            )
+        else:
+            bone_reference = skeleton.bone_lengths()
+        sides = {
+            side: _metrics_of(clips, tree, fps, effectors, bone_reference)
+            for side, clips in (("real", real), ("generated", generated))
+        }
 
     labels = label_function(list(train_captions))
     to_class = labels[0] if labels is not None else (lambda caption: None)
     train_labels = [to_class(c) for c in train_captions]
     real_labels = [to_class(c) for c in real.captions]  # the generated clips share these captions
     features = {
-        "real": _features(real.clip_motions(), skeleton, representation, fps),
-        "generated": _features(generated.clip_motions(), skeleton, representation, fps),
+        "real": _features(real.clip_motions(), skeleton, representation, fps)[0],
+        "generated": _features(generated.clip_motions(), skeleton, representation, fps)[0],
     }
     pool = (
         np.arange(len(train_motions), dtype=np.int64)
@@ -946,7 +1059,6 @@ def compare(
             real.lengths, real_labels, [len(train_motions[i]) for i in pool], [train_labels[i] for i in pool]
         )
         reference = pool[picks]
-    train_features = _features(list(train_motions), skeleton, representation, fps)
     sides["real"]["frechet/features"] = frechet_distance_of(features["real"], train_features[reference])
     sides["generated"]["frechet/features"] = frechet_distance_of(features["real"], features["generated"])
     matched = (
@@ -1324,7 +1436,12 @@ def run(
         reference_pool=pool,
     )
     notes += compare_notes
+    unit, units = None, "no joint positions: no position metrics"
+    if real.positions is not None:
+        unit = position_unit(dataset.skeleton, dataset.representation, dataset.feature_size)
+        units = units_text(unit)
     log(format_table(table))
+    log(f"units: {units}")
     for note in notes:
         log(f"note: {note}")
     record = {
@@ -1336,7 +1453,8 @@ def run(
         "num_clips": len(motions),
         "clips": clips_fingerprint([split.ids[i] for i in indices], lengths),
         "fps": float(dataset.fps),
-        "units": "positions in the data's unit; speeds per second; bone errors relative",
+        "position_unit": unit,
+        "units": units,
         "metrics": table,
         "notes": notes,
         "sample": used,

@@ -950,7 +950,8 @@ def test_the_report_records_absolute_paths_the_clips_versions_device_and_time(
 ):
     """workdir and data_root as absolute paths (given relative here); the evaluated clips' ids, lengths
     (cut at max_motion_length 40) and sha256 of their [id, length] list; the split seed the data records
-    (none here); package versions, the device and the UTC time."""
+    (none here); the positions' unit (the toy skeleton's own, unknown: not BEAT's cm nor HumanML3D's m);
+    package versions, the device and the UTC time."""
     monkeypatch.chdir(tmp_path)
     config = toy_config(toy_dataset, tmp_path)
     config.data.root = os.path.relpath(toy_dataset.root, tmp_path)
@@ -970,6 +971,7 @@ def test_the_report_records_absolute_paths_the_clips_versions_device_and_time(
         "lengths": lengths,
     }
     assert record["split_seed"] is None
+    assert record["position_unit"] is None and "in the data's own unit" in record["units"]
     assert record["versions"] == {
         "motion_ddpm_jax": motion_ddpm_jax.__version__,
         "jax": jax.__version__,
