@@ -119,11 +119,12 @@ def base_config() -> ml_collections.ConfigDict:
     config.sample.text_file = ""  # or a file with one caption per line (blank lines skipped)
     config.sample.num_frames = 60  # per caption, at most data.max_motion_length
     config.sample.num_samples = 1  # per caption
-    config.sample.sampler = "ddim"  # ddpm (ancestral, all diffusion.steps) | ddim
-    config.sample.steps = 50  # DDIM steps (ddpm always takes diffusion.steps)
-    config.sample.eta = 0.0  # DDIM: 0 deterministic, 1 = DDPM's noise level
-    # DDIM's steps: leading = the DDIM paper's (and MDM's) 0, k, 2k, ...; trailing = ..., T-1-k, T-1, which
-    # starts from pure noise however few the steps (leading's first step is T - k)
+    # ddpm (ancestral, all diffusion.steps) | ddim | dpmpp_2m (DPM-Solver++(2M): second order, deterministic)
+    config.sample.sampler = "ddim"
+    config.sample.steps = 50  # DDIM / DPM-Solver++ steps (ddpm always takes diffusion.steps)
+    config.sample.eta = 0.0  # DDIM: 0 deterministic, 1 = DDPM's noise level (dpmpp_2m takes 0 only)
+    # the steps of ddim and dpmpp_2m: leading = the DDIM paper's (and MDM's) 0, k, 2k, ...; trailing =
+    # ..., T-1-k, T-1, which starts from pure noise however few the steps (leading's first step is T - k)
     config.sample.ddim_spacing = "leading"
     config.sample.guidance_scale = 1.0  # classifier-free guidance; 1 = off
     config.sample.use_ema = True  # sample with the EMA parameters (False: the raw ones)
@@ -165,7 +166,7 @@ CHOICES = {
     "model.attention": ("efficient", "softmax"),
     "model.compute_dtype": ("auto", "bfloat16", "float32"),
     "model.kernels": ("xla", "pallas"),
-    "sample.sampler": ("ddpm", "ddim"),
+    "sample.sampler": ("ddpm", "ddim", "dpmpp_2m"),
     "sample.ddim_spacing": ("leading", "trailing"),
     "sample.render_format": ("gif", "mp4"),
     "eval.split": ("train", "val", "test"),
@@ -335,18 +336,23 @@ def validate(config) -> None:
         )
     if str(config.train.sample_captions).strip():
         split_captions(config.train.sample_captions, "config field train.sample_captions")
-    renders = config.train.sample_every > 0 and config.sample.sampler == "ddim"
+    renders = config.train.sample_every > 0 and config.sample.sampler in ("ddim", "dpmpp_2m")
     if renders and config.sample.steps > config.diffusion.steps:
         raise UserError(
             f"config field sample.steps is {config.sample.steps}, more than diffusion.steps "
-            f"({config.diffusion.steps}): train.sample_every's progress samples take that many DDIM steps; "
-            f"set --config.sample.steps to at most {config.diffusion.steps}"
+            f"({config.diffusion.steps}): train.sample_every's progress samples take that many "
+            f"{config.sample.sampler} steps; set --config.sample.steps to at most {config.diffusion.steps}"
         )
     if renders and config.sample.steps == 1 and config.sample.ddim_spacing == "leading":
         raise UserError(
             "config fields sample.steps=1 and sample.ddim_spacing=leading: train.sample_every's progress "
-            "samples would take their one DDIM step at t=0 (the starting noise returned as the sample); "
+            "samples would take their one step at t=0 (the starting noise returned as the sample); "
             "set --config.sample.steps above 1 or --config.sample.ddim_spacing=trailing"
+        )
+    if renders and config.sample.sampler == "dpmpp_2m" and config.sample.eta != 0:
+        raise UserError(
+            f"config field sample.eta is {config.sample.eta} but sample.sampler=dpmpp_2m is deterministic "
+            "(train.sample_every's progress samples would be refused): set --config.sample.eta=0"
         )
     from motion_ddpm_jax import diffusion
 

@@ -1,4 +1,5 @@
-"""Gaussian diffusion maths: schedules, forward noising, prediction conversions, DDPM and DDIM sampling.
+"""Gaussian diffusion maths: schedules, forward noising, prediction conversions, DDPM, DDIM and
+DPM-Solver++(2M) sampling.
 
 Pure functions of float32 arrays. Conventions (Ho et al. 2020; Nichol & Dhariwal 2021; Song et al. 2021):
   x_t = sqrt(abar_t) * x0 + sqrt(1 - abar_t) * eps,   t in [0, num_steps), abar_t = prod_{s<=t} (1 - beta_s)
@@ -52,24 +53,27 @@ def _chunking(num_steps: int, chunk: int) -> tuple[int, int]:
     return chunks, -(-num_steps // chunks)
 
 
-def _run_steps(denoise_fn, update, x_T: jax.Array, per_step: tuple[np.ndarray, ...]) -> jax.Array:
-    """x <- update(x, model_output, *inputs_i) over the steps i, in `lax.scan`s.
+def _run_steps(denoise_fn, update, state: Any, per_step: tuple[np.ndarray, ...], x_of=None) -> Any:
+    """state <- update(state, model_output, *inputs_i) over the steps i, in `lax.scan`s.
 
-    per_step: numpy arrays [N] (the step index, the timestep, then whatever `update` takes); the model
-    output is denoise_fn(x, full(B, timestep)). A PreparedDenoiser runs as an outer scan over chunks
-    (`prepare` on each chunk's timesteps) around an inner scan over the chunk's steps.
+    state: the loop's carry: x itself, or a pytree holding it (a multistep solver keeps earlier estimates
+    beside x) from which x_of(state) takes x [B, ...]. per_step: numpy arrays [N] (the step index, the
+    timestep, then whatever `update` takes); the model output is denoise_fn(x, full(B, timestep)).
+    A PreparedDenoiser runs as an outer scan over chunks (`prepare` on each chunk's timesteps) around an
+    inner scan over the chunk's steps. Returns the final state.
     """
-    batch = x_T.shape[0]
+    x_of = x_of or (lambda carried: carried)
+    batch = x_of(state).shape[0]
 
     def timestep(inputs):
         return jnp.full((batch,), inputs[1], jnp.int32)
 
     if not isinstance(denoise_fn, PreparedDenoiser):
 
-        def step(x, inputs):
-            return update(x, denoise_fn(x, timestep(inputs)), *inputs), None
+        def step(carried, inputs):
+            return update(carried, denoise_fn(x_of(carried), timestep(inputs)), *inputs), None
 
-        return jax.lax.scan(step, x_T, per_step)[0]
+        return jax.lax.scan(step, state, per_step)[0]
 
     num_steps = len(per_step[0])
     chunks, size = _chunking(num_steps, denoise_fn.chunk)
@@ -77,21 +81,21 @@ def _run_steps(denoise_fn, update, x_T: jax.Array, per_step: tuple[np.ndarray, .
     chunked = tuple(np.concatenate([a, np.repeat(a[-1:], padding)]).reshape(chunks, size) for a in per_step)
     real = (np.arange(chunks * size) < num_steps).reshape(chunks, size)
 
-    def chunk_step(x, chunk_inputs):
+    def chunk_step(carried, chunk_inputs):
         inputs, real_steps = chunk_inputs
         prepared = denoise_fn.prepare(jnp.asarray(inputs[1], jnp.int32))
 
-        def step(x, step_inputs):
+        def step(carried, step_inputs):
             inputs, is_real, this = step_inputs
 
-            def run(x):
-                return update(x, denoise_fn.apply(x, timestep(inputs), this), *inputs)
+            def run(carried):
+                return update(carried, denoise_fn.apply(x_of(carried), timestep(inputs), this), *inputs)
 
-            return jax.lax.cond(is_real, run, lambda x: x, x) if padding else run(x)
+            return jax.lax.cond(is_real, run, lambda kept: kept, carried) if padding else run(carried)
 
-        return _scan_slices_ahead(step, x, (inputs, real_steps, prepared)), None
+        return _scan_slices_ahead(step, carried, (inputs, real_steps, prepared)), None
 
-    return jax.lax.scan(chunk_step, x_T, (chunked, real))[0]
+    return jax.lax.scan(chunk_step, state, (chunked, real))[0]
 
 
 def _scan_slices_ahead(body: Callable[[Any, Any], Any], carry: Any, xs: Any) -> Any:
@@ -234,6 +238,19 @@ def _check_timesteps(
     return t
 
 
+def _check_step_pair(schedule: Schedule, t, t_prev, x: jax.Array, where: str) -> tuple[jax.Array, jax.Array]:
+    """(t, t_prev) as i32[B] after `_check_timesteps` (t_prev may be -1: the clean data) and, where both
+    are host values, t_prev < t for every example."""
+    t_values, prev_values = _concrete(t), _concrete(t_prev)
+    t = _check_timesteps(schedule, t, x, where)
+    t_prev = _check_timesteps(schedule, t_prev, x, where, "t_prev", low=-1)
+    if t_values is not None and prev_values is not None and np.any(prev_values >= t_values):
+        raise ValueError(
+            f"{where}: t_prev must be below t for every example; got t {t_values}, t_prev {prev_values}"
+        )
+    return t, t_prev
+
+
 def _check_kind(kind: str) -> None:
     if kind not in PREDICTION_KINDS:
         raise ValueError(f"Unknown prediction kind {kind!r}; expected one of {PREDICTION_KINDS}.")
@@ -364,13 +381,7 @@ def ddim_step(
     is then recomputed from the clipped x0). Returns (x_prev f32[B, ...], x0_hat f32[B, ...]).
     """
     x_t = _f32(x_t)
-    t_values, prev_values = _concrete(t), _concrete(t_prev)
-    t = _check_timesteps(schedule, t, x_t, "ddim_step")
-    t_prev = _check_timesteps(schedule, t_prev, x_t, "ddim_step", "t_prev", low=-1)
-    if t_values is not None and prev_values is not None and np.any(prev_values >= t_values):
-        raise ValueError(
-            f"ddim_step: t_prev must be below t for every example; got t {t_values}, t_prev {prev_values}"
-        )
+    t, t_prev = _check_step_pair(schedule, t, t_prev, x_t, "ddim_step")
     _check_eta(eta, "ddim_step")
     x0_hat = _x0_hat(schedule, x_t, t, model_output, kind, clip_x0)
     if clip_x0 is None:
@@ -496,3 +507,118 @@ def ddim_sample_loop(
 
     indices = np.arange(num_sample_steps, dtype=np.int32)
     return _run_steps(denoise_fn, update, x_T, (indices, timesteps, previous))
+
+
+def _log_snr_half(schedule: Schedule, t: jax.Array, x: jax.Array) -> jax.Array:
+    """lambda_t = log(sqrt(abar_t) / sqrt(1 - abar_t)) (half the log signal-to-noise ratio), [B, 1, ...];
+    t must be in [0, num_steps)."""
+    signal_scale, noise_scale = _scales(schedule, t, x)
+    return jnp.log(signal_scale) - jnp.log(noise_scale)
+
+
+def dpmpp_2m_step(
+    schedule: Schedule,
+    x_t: jax.Array,
+    t: jax.Array,
+    t_prev: jax.Array,
+    model_output: jax.Array,
+    kind: str,
+    previous_x0: jax.Array | None = None,
+    t_before: jax.Array | None = None,
+    clip_x0: float | None = None,
+) -> tuple[jax.Array, jax.Array]:
+    """One step x_t -> x_{t_prev} of DPM-Solver++(2M) (Lu et al. 2022, "DPM-Solver++: Fast Solver for Guided
+    Sampling of Diffusion Probabilistic Models", Algorithm 2): the probability-flow ODE solved in
+    lambda = log(alpha / sigma) (alpha = sqrt(abar), sigma = sqrt(1 - abar)) with the x0 estimate D:
+
+      x_{t_prev} = (sigma_prev / sigma_t) x_t - alpha_prev * expm1(-h) * D,   h = lambda_prev - lambda_t,
+
+    D = x0_hat (first order: the step is DDIM's with eta = 0) where there is no earlier estimate, else
+    D = x0_hat + (x0_hat - previous_x0) / (2 r) with r = (lambda_t - lambda_before) / h: the linear
+    extrapolation in lambda through the estimate at t_before, the step before t.
+
+    x_t, model_output, previous_x0: [B, ...]; t, t_prev, t_before: i32[B]. t_prev < 0 marks the final
+    step to the clean data (lambda = inf: x_prev = x0_hat, first order, as diffusers' solver ends with
+    final_sigmas_type='zero'); t_before < 0 (or previous_x0 None) marks the first step. t_prev < t < t_before
+    elsewhere. clip_x0: None, or c to clip the x0 estimate to [-c, c] (before it enters D).
+    Returns (x_prev f32[B, ...], x0_hat f32[B, ...]): x0_hat is the next step's previous_x0.
+    """
+    x_t = _f32(x_t)
+    t_values = _concrete(t)
+    t, t_prev = _check_step_pair(schedule, t, t_prev, x_t, "dpmpp_2m_step")
+    x0_hat = _x0_hat(schedule, x_t, t, model_output, kind, clip_x0)
+    if previous_x0 is None or t_before is None:
+        derivative_term = jnp.zeros_like(x0_hat)
+        has_before = jnp.zeros(_per_example(t, x_t).shape, bool)
+        before = t
+    else:
+        before_values = _concrete(t_before)
+        t_before = _check_timesteps(schedule, t_before, x_t, "dpmpp_2m_step", "t_before", low=-1)
+        if before_values is not None and t_values is not None:
+            bad = (before_values >= 0) & (before_values <= t_values)
+            if np.any(bad):
+                raise ValueError(
+                    "dpmpp_2m_step: t_before (the previous estimate's step) must be above t, or -1 for "
+                    f"none; got t {t_values}, t_before {before_values}"
+                )
+        has_before = _per_example(t_before, x_t) >= 0
+        before = jnp.where(t_before >= 0, t_before, t)
+        derivative_term = x0_hat - _f32(previous_x0)
+    has_prev = _per_example(t_prev, x_t) >= 0
+    prev = jnp.maximum(t_prev, 0)
+    lam_t = _log_snr_half(schedule, t, x_t)
+    lam_prev = _log_snr_half(schedule, prev, x_t)
+    lam_before = _log_snr_half(schedule, before, x_t)
+    h = jnp.where(has_prev, lam_prev - lam_t, 1.0)  # 1.0: a placeholder where the step is final
+    r = (lam_t - lam_before) / h
+    second_order = has_prev & has_before
+    safe_r = jnp.where(second_order, r, 1.0)
+    d = x0_hat + jnp.where(second_order, derivative_term / (2.0 * safe_r), 0.0)
+    signal_prev, noise_prev = _scales(schedule, prev, x_t)
+    noise_t = _at(schedule.sqrt_one_minus_alphas_cumprod, t, x_t)
+    stepped = (noise_prev / noise_t) * x_t - signal_prev * jnp.expm1(-h) * d
+    return jnp.where(has_prev, stepped, x0_hat), x0_hat
+
+
+def dpmpp_2m_sample_loop(
+    schedule: Schedule,
+    denoise_fn: DenoiseFn | PreparedDenoiser,
+    x_T: jax.Array,
+    kind: str,
+    num_sample_steps: int,
+    clip_x0: float | None = None,
+    spacing: str = "leading",
+) -> jax.Array:
+    """DPM-Solver++(2M) over ddim_timesteps(num_steps, num_sample_steps, spacing) in one `lax.scan` (two for
+    a PreparedDenoiser): deterministic (no noise is drawn), second order but for the first step (no
+    earlier estimate), the step into t = 0 and the final one (to the clean data), which are first order
+    (DDIM's steps with eta = 0; 2 steps are DDIM's 2 steps). The step into t = 0 is DPM-Solver's "lower
+    order final": lambda jumps there (leading spacing: from lambda(T / steps) to lambda(0), 3.5 of the
+    linear schedule's 13 at 10 steps) while the x0 estimate has settled, and extrapolating it linearly over
+    that interval overshoots. Measured on Gaussian data (tests/test_diffusion.py), leading spacing, 10
+    steps: errors 0.064 (linear) and 0.024 (cosine) with it, 0.27 and 0.10 without, DDIM's 0.17 and 0.11.
+
+    x_T: [B, ...] starting noise (the caller draws it); num_sample_steps: static int.
+    Returns the x0 sample f32[B, ...].
+    """
+    _check_kind(kind)
+    x_T = _f32(x_T)
+    timesteps = ddim_timesteps(schedule.num_steps, num_sample_steps, spacing)
+    previous = np.append(timesteps[1:], -1).astype(np.int32)
+    before = np.insert(timesteps[:-1], 0, -1).astype(np.int32)
+    before[previous == 0] = -1  # the step into t = 0: first order (see the docstring)
+
+    def update(state, model_output, i, t, t_prev, t_before):
+        x_t, previous_x0 = state
+        batch = x_t.shape[0]
+        t_batch, t_prev_batch, t_before_batch = (
+            jnp.full((batch,), value, jnp.int32) for value in (t, t_prev, t_before)
+        )
+        return dpmpp_2m_step(
+            schedule, x_t, t_batch, t_prev_batch, model_output, kind, previous_x0, t_before_batch, clip_x0
+        )
+
+    indices = np.arange(num_sample_steps, dtype=np.int32)
+    state = (x_T, jnp.zeros_like(x_T))
+    per_step = (indices, timesteps, previous, before)
+    return _run_steps(denoise_fn, update, state, per_step, x_of=lambda carried: carried[0])[0]

@@ -43,7 +43,9 @@ from motion_ddpm_jax.data import bvh, pipeline
 from motion_ddpm_jax.errors import UserError
 from motion_ddpm_jax.skeleton import Skeleton
 
-SAMPLERS = ("ddpm", "ddim")
+SAMPLERS = ("ddpm", "ddim", "dpmpp_2m")
+STEPPED = ("ddim", "dpmpp_2m")  # the samplers that take sample.steps steps spaced by sample.ddim_spacing
+SAMPLER_NAMES = {"ddpm": "DDPM", "ddim": "DDIM", "dpmpp_2m": "DPM-Solver++(2M)"}
 BVH_ORDER = "ZXY"  # the Euler channel order of BEAT's BVH files (and of the synthetic demo set)
 _METADATA_KEYS = ("config", "tokenizer", "mean", "std", "representation", "feature_size", "fps")
 
@@ -234,21 +236,28 @@ def _check_request(
         raise SampleError(f"sample.num_samples must be an integer >= 1, got {num_samples!r}")
     if sampler not in SAMPLERS:
         raise SampleError(f"sample.sampler must be one of {SAMPLERS}, got {sampler!r}")
-    if sampler == "ddim" and not (_is_int(steps) and 1 <= steps <= loaded.schedule.num_steps):
+    stepped = sampler in STEPPED
+    if stepped and not (_is_int(steps) and 1 <= steps <= loaded.schedule.num_steps):
         raise SampleError(
             f"sample.steps must be an integer in [1, {loaded.schedule.num_steps}] (diffusion.steps of the "
             f"checkpoint's run), got {steps!r}"
         )
-    if sampler == "ddim" and spacing not in diffusion.DDIM_SPACINGS:
-        raise SampleError(f"sample.ddim_spacing must be one of {diffusion.DDIM_SPACINGS}, got {spacing!r}")
-    if sampler == "ddim" and spacing == "leading" and steps == 1:
+    field = "sample.ddim_spacing"
+    if stepped and spacing not in diffusion.DDIM_SPACINGS:
+        raise SampleError(f"{field} must be one of {diffusion.DDIM_SPACINGS}, got {spacing!r}")
+    if stepped and spacing == "leading" and steps == 1:
         raise SampleError(
-            "sample.steps=1 with sample.ddim_spacing=leading takes its one DDIM step at t=0: the starting "
-            "noise would be returned as the sample. Take more steps, or sample.ddim_spacing=trailing (its "
-            f"one step is t={loaded.schedule.num_steps - 1})"
+            f"sample.steps=1 with {field}=leading takes its one step at t=0: the starting noise would be "
+            f"returned as the sample. Take more steps, or {field}=trailing (its one step is "
+            f"t={loaded.schedule.num_steps - 1})"
         )
     if not (_is_number(eta) and 0 <= eta <= 1):
         raise SampleError(f"sample.eta must be a number in [0, 1], got {eta!r}")
+    if sampler == "dpmpp_2m" and eta != 0:
+        raise SampleError(
+            f"sample.eta is {eta!r} but sample.sampler=dpmpp_2m is deterministic (it solves the probability "
+            "flow ODE, drawing no noise); eta is DDIM's: set sample.eta=0, or sample.sampler=ddim"
+        )
     if not (_is_number(guidance_scale) and math.isfinite(guidance_scale) and guidance_scale >= 0):
         raise SampleError(
             f"sample.guidance_scale must be a finite number >= 0 (0: the unconditional model, 1: the "
@@ -308,6 +317,8 @@ def _sample_function(
             x0 = diffusion.ddim_sample_loop(
                 schedule, denoise, x_T, loop_rng, kind, steps, eta, clip_x0, spacing
             )
+        elif sampler == "dpmpp_2m":
+            x0 = diffusion.dpmpp_2m_sample_loop(schedule, denoise, x_T, kind, steps, clip_x0, spacing)
         else:  # a name added to SAMPLERS without its loop here
             raise ValueError(f"sampler {sampler!r} has no sampling loop in _sample_function")
         return x0[0]
@@ -449,14 +460,16 @@ def sampler_settings(sample_config) -> dict[str, Any]:
 
 def settings_used(settings: dict[str, Any], loaded: LoadedModel, use_ema: bool) -> dict[str, Any]:
     """The sampler settings a generation used, for index.json and eval's report: `sampler_settings`
-    keywords as `generate` applies them. DDPM takes every diffusion step whatever sample.steps says, and
-    reads neither eta nor ddim_spacing (None here); the checkpoint step is the one restored."""
-    ddim = settings["sampler"] == "ddim"
+    keywords as `generate` applies them, under the config's field names. DDPM takes every diffusion step
+    whatever sample.steps says and reads no ddim_spacing; only DDIM reads eta (the settings a sampler
+    does not read are None); the checkpoint step is the one restored."""
+    sampler = settings["sampler"]
+    stepped = sampler in STEPPED
     return {
-        "sampler": settings["sampler"],
-        "steps": int(settings["steps"]) if ddim else int(loaded.schedule.num_steps),
-        "eta": float(settings["eta"]) if ddim else None,
-        "ddim_spacing": str(settings["spacing"]) if ddim else None,
+        "sampler": sampler,
+        "steps": int(settings["steps"]) if stepped else int(loaded.schedule.num_steps),
+        "eta": float(settings["eta"]) if sampler == "ddim" else None,
+        "ddim_spacing": str(settings["spacing"]) if stepped else None,
         "guidance_scale": float(settings["guidance_scale"]),
         "seed": int(settings["seed"]),
         "use_ema": bool(use_ema),
@@ -465,9 +478,9 @@ def settings_used(settings: dict[str, Any], loaded: LoadedModel, use_ema: bool) 
 
 
 def spacing_note(loaded: LoadedModel, settings: dict[str, Any]) -> str | None:
-    """A note where DDIM's first step (`sampler_settings` keywords) reads the starting noise as more
-    than 10% signal: leading spacing with few steps of a schedule (cosine's, 10 steps: 0.15)."""
-    if settings["sampler"] != "ddim" or settings["spacing"] != "leading":
+    """A note where a stepped sampler's first step (`sampler_settings` keywords) reads the starting noise
+    as more than 10% signal: leading spacing with few steps of a schedule (cosine's, 10 steps: 0.15)."""
+    if settings["sampler"] not in STEPPED or settings["spacing"] != "leading":
         return None
     num_steps = loaded.schedule.num_steps
     first = int(diffusion.ddim_timesteps(num_steps, min(max(settings["steps"], 1), num_steps))[0])
@@ -475,9 +488,9 @@ def spacing_note(loaded: LoadedModel, settings: dict[str, Any]) -> str | None:
     if signal <= 0.1:
         return None
     return (
-        f"note: {settings['steps']} DDIM steps with sample.ddim_spacing=leading start at t={first}, which "
-        f"takes the starting noise for {signal:.0%} signal (sqrt of alpha-bar); "
-        f"sample.ddim_spacing=trailing starts at t={num_steps - 1}"
+        f"note: {settings['steps']} {SAMPLER_NAMES[settings['sampler']]} steps with sample.ddim_spacing="
+        f"leading start at t={first}, which takes the starting noise for {signal:.0%} signal (sqrt of "
+        f"alpha-bar); sample.ddim_spacing=trailing starts at t={num_steps - 1}"
     )
 
 
@@ -499,8 +512,10 @@ def generate(
 
     num_frames: one length for all captions, or one per caption (a sequence or a 1-D integer array), each
       in [1, max_motion_length].
-    sampler: 'ddpm' (ancestral over every diffusion step; `steps` and `eta` unused) or 'ddim' (`steps`
-    steps, noise level `eta`, `spacing` 'leading' or 'trailing': diffusion.ddim_timesteps).
+    sampler: 'ddpm' (ancestral over every diffusion step; `steps`, `eta` and `spacing` unused), 'ddim'
+    (`steps` steps, noise level `eta`) or 'dpmpp_2m' (DPM-Solver++(2M): `steps` steps of the second-order
+    ODE solver, deterministic: eta must be 0). spacing: the steps of ddim and dpmpp_2m, 'leading' or
+    'trailing' (diffusion.ddim_timesteps).
     guidance_scale s: classifier-free guidance, output = u + s * (c - u) with u the model's output for
     the empty caption; s == 1 runs the conditional model alone. batch_size: samples per compiled call
     (at most), split over min(local devices, batch_size, samples) devices (on a CPU, launch.py's
@@ -924,6 +939,13 @@ def _sample_into(
                 written.append(Path(path))
             except (UserError, OSError, ValueError) as error:
                 log(f"no animation: {error}")
+            except MemoryError:  # a GIF holds every frame of all panels in memory until it is written
+                log(
+                    f"no animation: out of memory drawing {len(positions)} samples of up to "
+                    f"{max(len(p) for p in positions)} frames in one animation (a GIF keeps every frame "
+                    "of all panels until it is written); sample fewer at a time, or set "
+                    "sample.render=false (the arrays are written)"
+                )
     index = {"settings": settings, "samples": entries}
     with (
         files_lib.staged_file(out / "index.json") as temporary,

@@ -419,6 +419,7 @@ def test_variants_benchmark_times_the_sampler_and_compares_a_denoiser_output(tmp
         "bench_bvh.py",
         "bench_products.py",
         "gpu_summary.py",
+        "bench_solvers.py",
     ],
 )
 def test_benchmark_help_describes_it(script):
@@ -446,6 +447,11 @@ SUMMARY_COLUMNS = ["case", "s/step", "samples/s", "x twin32", "x twin16", "x tc1
         ("bench_train_step", "HEADER", TRAIN_COLUMNS),
         ("bench_sampling", "HEADER", SAMPLING_COLUMNS),
         ("gpu_summary", None, SUMMARY_COLUMNS),
+        (
+            "bench_solvers",
+            "HEADER",
+            ["sampler", "spacing", "steps", "rms feat", "rms pos", "s/call", "compile s"],
+        ),
     ],
 )
 def test_the_help_explains_every_column_of_the_tables(script, header, columns):
@@ -969,3 +975,36 @@ def test_gpu_check_answers_help_without_running_anything(tmp_path):
         env=env,
     )
     assert refused.returncode == 2 and "unknown argument '--budget'" in refused.stderr and not out.exists()
+
+
+def test_solver_benchmark_measures_each_sampler_against_the_all_step_solution(tmp_path):
+    """On an untrained tiny checkpoint (12 diffusion steps): DPM-Solver++ over all steps is the reference
+    (distance 0), DDIM over all steps is the `ref gap` row, and a 3-step row's distance is the one
+    computed here from `generate`'s samples (standardized, over the valid frames)."""
+    from test_sampling import STEPS, write_checkpoint
+
+    from motion_ddpm_jax import sampling
+
+    write_checkpoint(tmp_path / "run")
+    captions = "wave hello|point left"
+    record, printed = run_benchmark(
+        "bench_solvers.py",
+        tmp_path,
+        *("--workdir", str(tmp_path / "run"), "--steps", f"3,{STEPS}", "--captions", captions),
+        *("--num-samples", "2", "--frames", "8", "--repeats", "0"),
+    )
+    rows = {(r["sampler"], r["spacing"], r["steps"]): r for r in record["rows"]}
+    assert len(rows) == 1 + 2 * 4 and "rms feat" in printed
+    assert rows["dpmpp_2m", "trailing", STEPS]["rms_features"] == 0.0
+    assert rows["dpmpp_2m", "trailing", STEPS]["rms_positions"] == 0.0
+    gap = rows["ref gap", "all", STEPS]
+    assert gap["rms_features"] == rows["ddim", "leading", STEPS]["rms_features"] > 0
+
+    loaded = sampling.load_model(tmp_path / "run")
+    request = dict(captions=captions.split("|"), num_frames=8, num_samples=2)
+    reference = sampling.generate(loaded, **request, sampler="dpmpp_2m", steps=STEPS, spacing="trailing")
+    three = sampling.generate(loaded, **request, sampler="ddim", steps=3, spacing="trailing")
+    std = np.asarray(loaded.std, np.float64)
+    difference = (three["motion"].astype(np.float64) - reference["motion"]) / std  # [N, T, D], all valid
+    expected = np.sqrt(np.mean(difference**2))
+    assert rows["ddim", "trailing", 3]["rms_features"] == pytest.approx(expected, rel=1e-5)

@@ -65,6 +65,14 @@ def test_progress_samples_may_not_ask_for_more_ddim_steps_than_the_diffusion_has
         validate(config)
     config.sample.ddim_spacing = "trailing"  # its one step is t = 99
     validate(config)
+    config.sample.sampler, config.sample.ddim_spacing = "dpmpp_2m", "leading"  # its steps too
+    with pytest.raises(UserError, match=r"sample.steps=1 and sample.ddim_spacing=leading: .* t=0"):
+        validate(config)
+    config.sample.ddim_spacing, config.sample.eta = "trailing", 0.5
+    with pytest.raises(UserError, match=r"sample.eta is 0.5 but sample.sampler=dpmpp_2m is deterministic"):
+        validate(config)
+    config.sample.eta = 0.0
+    validate(config)
 
 
 def test_the_choices_are_the_ones_the_modules_know():
