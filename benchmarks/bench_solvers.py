@@ -6,10 +6,10 @@ deterministic sample of a trained checkpoint, and what each costs.
 
 DDIM (eta 0) and DPM-Solver++(2M) both solve the probability-flow ODE from the same starting noise (the
 same seed), so with more steps both approach one sample: the reference here is DPM-Solver++(2M) over every
-diffusion step of the run (trailing spacing), and the `ref gap` row DDIM over every step as well, which
-says how far the reference itself is from the ODE's solution (first against second order, both at the
-finest steps the schedule has). The DDPM sampler (ancestral, new noise each step) has no such limit and is
-not compared.
+diffusion step of the run (trailing spacing), and the `ref gap` row DDIM over every step as well: the
+first-order solver against the second-order one, both at the finest steps the schedule has, mostly
+DDIM's own error there (a loose upper bound of the reference's). The DDPM sampler (ancestral, new noise
+each step) has no such limit and is not compared.
 
 Columns: `sampler`, `spacing` (diffusion.ddim_timesteps), `steps`, `rms feat` the root mean square
 difference from the reference of the standardized features over the valid frames (1 = the data's

@@ -1,4 +1,5 @@
-"""Sampling: a checkpoint folder -> motion for captions, with classifier-free guidance and DDPM or DDIM.
+"""Sampling: a checkpoint folder -> motion for captions, with classifier-free guidance and DDPM, DDIM or
+DPM-Solver++(2M).
 
 `load_model(workdir)` rebuilds the model from the checkpoint alone (config, statistics, tokenizer and
 skeleton travel in its metadata); `generate(loaded, captions, ...)` runs the whole sampling loop as one
@@ -791,6 +792,14 @@ def _unfinished(folder: Path) -> str:
     return f" (the unfinished files of a sampling killed before it finished, pid {pid}: delete them)"
 
 
+def panel_titles(captions: Sequence[str], num_samples: int) -> list[str]:
+    """The animation's panel titles: each caption, and with several samples per caption (caption-major,
+    as `generate` returns them) its draw, as the file names count it: 'wave (draw 0 of 3)'."""
+    if num_samples <= 1:
+        return list(captions)
+    return [f"{caption} (draw {i % num_samples} of {num_samples})" for i, caption in enumerate(captions)]
+
+
 def _save_npy(path: Path, array: np.ndarray, written: list[Path]) -> None:
     """np.save into a new file `path` (never replacing one), added to `written` once it is there. Written
     under a staging name and linked into place, so that `path` never holds part of the array, even after
@@ -933,7 +942,7 @@ def _sample_into(
                     joint_parents(loaded),
                     out / f"samples.{s.render_format}",
                     fps=loaded.fps,
-                    titles=result["captions"],
+                    titles=panel_titles(result["captions"], int(s.num_samples)),
                 )
                 files.append(Path(path).name)
                 written.append(Path(path))

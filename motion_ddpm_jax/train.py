@@ -745,8 +745,9 @@ class ProgressRenderer:
             frames = min(int(sample.num_frames), loaded.max_motion_length)
             out = sampling.generate(loaded, self.captions, frames, **sampling.sampler_settings(sample))
             positions = [p[:n] for p, n in zip(out["positions"], out["lengths"], strict=True)]
+            titles = [f"{caption} (step {step})" for caption in self.captions]  # figures leave the folder
             render.animate_skeletons(
-                positions, sampling.joint_parents(loaded), gif, fps=loaded.fps, titles=self.captions
+                positions, sampling.joint_parents(loaded), gif, fps=loaded.fps, titles=titles
             )
         except Exception as error:  # noqa: BLE001 -- a picture must never cost a run
             self.log(f"step {step}: rendering progress samples failed ({type(error).__name__}: {error})")

@@ -492,9 +492,19 @@ def test_ctrl_c_while_training_saves_a_checkpoint_and_a_second_stops_at_once(mon
     assert installed == [signal.SIGTERM]
 
 
-def test_progress_samples_and_curves_are_rendered_during_training(tmp_path, data_args):
+def test_progress_samples_and_curves_are_rendered_during_training(tmp_path, data_args, monkeypatch):
     from PIL import Image
 
+    from motion_ddpm_jax import render
+
+    titles = []
+    real_animate = render.animate_skeletons
+
+    def animate(*args, **kwargs):
+        titles.append(kwargs["titles"])
+        return real_animate(*args, **kwargs)
+
+    monkeypatch.setattr(render, "animate_skeletons", animate)
     config = tiny_config(tmp_path, data_args, num_steps=4, sample_every=2, save_every_steps=0, log_every=1)
     config.train.sample_captions = "wave both hands|point to the left"
     config.sample.num_frames = 12
@@ -510,6 +520,10 @@ def test_progress_samples_and_curves_are_rendered_during_training(tmp_path, data
     ]
     with Image.open(progress / "step_0000004.gif") as gif:
         assert gif.n_frames == 12
+    assert titles == [  # each panel says the step it shows (a GIF copied into a figure keeps no file name)
+        ["wave both hands (step 2)", "point to the left (step 2)"],
+        ["wave both hands (step 4)", "point to the left (step 4)"],
+    ]
     with Image.open(progress / "curves.png") as png:
         assert png.format == "PNG"
     # Killed while drawing step 4's samples (after its checkpoint): resuming from step 4 draws them, and

@@ -365,6 +365,23 @@ def test_one_leading_ddim_step_is_refused_and_few_steps_are_noted(loaded):
             assert f"start at t={first}, which takes the starting noise for" in note
         assert sampling.spacing_note(loaded, {**settings, "spacing": "trailing"}) is None
     assert sampling.spacing_note(loaded, {"sampler": "ddpm", "steps": 1, "spacing": "leading"}) is None
+    dpm = sampling.spacing_note(loaded, {"sampler": "dpmpp_2m", "steps": 2, "spacing": "leading"})
+    assert dpm.startswith("note: 2 DPM-Solver++(2M) steps with sample.ddim_spacing=leading start at t=6")
+
+
+def test_the_settings_used_are_those_each_sampler_reads(loaded):
+    """index.json and eval's report record what a sampler read: DDIM's eta and spacing, DPM-Solver++'s
+    spacing (it reads no eta), and neither for DDPM, which takes every diffusion step."""
+    settings = {"steps": 5, "eta": 0.5, "spacing": "trailing", "guidance_scale": 2.0, "seed": 3}
+    expected = {
+        "ddim": (5, 0.5, "trailing"),
+        "dpmpp_2m": (5, None, "trailing"),
+        "ddpm": (STEPS, None, None),
+    }
+    for sampler, (steps, eta, spacing) in expected.items():
+        used = sampling.settings_used({**settings, "sampler": sampler}, loaded, use_ema=True)
+        assert (used["steps"], used["eta"], used["ddim_spacing"]) == (steps, eta, spacing), sampler
+        assert used["sampler"] == sampler and used["guidance_scale"] == 2.0 and used["seed"] == 3
 
 
 def test_step_modulations_computed_in_padded_chunks_give_the_same_samples(loaded, monkeypatch):
@@ -1156,6 +1173,30 @@ def test_an_animation_that_fails_costs_only_itself(workdirs, tmp_path, monkeypat
     assert "index.json" in names and len([n for n in names if n.endswith(".npy")]) == 2 * len(CAPTIONS)
     assert not [n for n in names if n.endswith(".mp4")] and "samples.mp4" not in summary["files"]
     assert [line for line in lines if line.startswith("no animation: ")], lines
+
+
+def test_panels_of_several_draws_of_a_caption_are_told_apart_as_the_files_are(
+    workdirs, tmp_path, monkeypatch
+):
+    """Two samples of one caption had the same panel title; each panel names its draw as its files do."""
+    drawn = []
+
+    def animate_skeletons(positions, parents, path, *, fps, titles=None):
+        drawn.extend(titles)
+        Path(path).write_bytes(b"GIF89a")
+        return Path(path)
+
+    monkeypatch.setattr(render_lib, "animate_skeletons", animate_skeletons)
+    config = run_config(num_samples=2, output_dir=str(tmp_path / "out"), render=True)
+    summary = sampling.run(config, workdirs["positions"], log=lambda _: None)
+    assert drawn == [
+        "wave hello (draw 0 of 2)",
+        "wave hello (draw 1 of 2)",
+        "point left (draw 0 of 2)",
+        "point left (draw 1 of 2)",
+    ]
+    assert "000_wave_hello_1.npy" in summary["files"] and "001_point_left_0.npy" in summary["files"]
+    assert sampling.panel_titles(CAPTIONS, 1) == CAPTIONS
 
 
 def test_an_animation_out_of_memory_costs_only_itself(workdirs, tmp_path, monkeypatch):
