@@ -1,9 +1,10 @@
 """Metrics of generated motion against real motion: `launch.py --mode eval` and `--mode train_autoencoder`.
 
 The metric functions are pure numpy (float64 inside). Those on joint positions take `positions [N, T, J, 3]`
-(global, the data's unit: BEAT centimetres, HumanML3D metres) and `lengths [N]`; frames at and past a clip's
-length are ignored, so padded batches can be passed as they are. Those that need the joints' hierarchy take
-a `Skeleton` or a `JointTree` (names and parents alone: HumanML3D's 22-joint T2M tree has no offsets).
+(global, the data's unit: BEAT centimetres, HumanML3D metres, KIT-ML millimetres) and `lengths [N]`; frames at
+and past a clip's length are ignored, so padded batches can be passed as they are. Those that need the
+joints' hierarchy take a `Skeleton` or a `JointTree` (names and parents alone: the trees of the HumanML3D
+layout, HumanML3D's 22 T2M joints and KIT-ML's 21 MMM joints, have no offsets).
 
 - `jitter`: mean acceleration and jerk magnitude (finite differences, units/s^2 and units/s^3).
 - `bone_length_error`: per bone the mean relative deviation from a reference length; mean and worst bone.
@@ -20,9 +21,9 @@ checkpoint's (its eval split could hold clips it trained on), generates one samp
 with what identifies the evaluation: the clips, the sampler settings used, the FGD autoencoder, versions,
 the unit of the positions; the real column of the Fréchet distances compares training clips of the real
 clips' classes and lengths (never the real clips themselves) with them. Positions are those of the data's
-skeleton (positions, axis_angle) or, for HumanML3D's 263-feature layout, its 22 joints as
-`humanml3d.recover_from_ric` decodes them (real and generated alike); other layouts (KIT-ML's 251
-features) get no position metrics.
+skeleton (positions, axis_angle) or, for the HumanML3D layout, the joints `humanml3d.recover_from_ric`
+decodes (real and generated alike): HumanML3D's 22 for its 263 features, KIT-ML's 21 for its 251; the
+humanml3d representation of another size gets no position metrics.
 `train_autoencoder(config)` trains the FGD autoencoder on the training split and saves it.
 """
 
@@ -137,16 +138,21 @@ class JointTree:
         return roots[0]
 
 
-HUMANML3D_TREE = JointTree(humanml3d.NAMES, humanml3d.PARENTS)  # the T2M tree of the 263-feature layout
+# The trees of the HumanML3D layout by feature size (263: HumanML3D's T2M joints; 251: KIT-ML's MMM joints).
+_LAYOUT_TREES = {size: JointTree(lay.names, lay.parents) for size, lay in humanml3d.LAYOUTS.items()}
+HUMANML3D_TREE = _LAYOUT_TREES[humanml3d.T2M.features]
+KIT_TREE = _LAYOUT_TREES[humanml3d.KIT.features]
 
 
 def joint_tree(skeleton: Skeleton | None, representation: str, feature_size: int) -> JointTree | None:
     """The joints of `decode_positions`' positions for data of `representation` with `feature_size`
-    features: HumanML3D's 22-joint T2M tree for its 263-feature layout, the data's skeleton for the
-    positions and axis_angle layouts, None where nothing decodes them (no skeleton, or the humanml3d
-    representation of another size, such as KIT-ML's 251 features: no tree of it comes with this project)."""
-    if humanml3d.is_layout(representation, feature_size):
-        return HUMANML3D_TREE
+    features: for the HumanML3D layout its tree (`humanml3d.layout`: HumanML3D's 22 T2M joints for 263
+    features, KIT-ML's 21 MMM joints for 251), the data's skeleton for the positions and axis_angle
+    layouts, None where nothing decodes them (no skeleton, or the humanml3d representation of another
+    size)."""
+    found = humanml3d.layout(representation, feature_size)
+    if found is not None:
+        return _LAYOUT_TREES[found.features]
     if skeleton is None or representation not in layouts.REPRESENTATIONS:
         return None
     return JointTree(skeleton.names, skeleton.parents)
@@ -845,12 +851,13 @@ def _decode(motion, skeleton: Skeleton | None, representation: str):
 
 def decode_positions(motion, skeleton: Skeleton | None, representation: str) -> np.ndarray | None:
     """Global joint positions [N, T, J, 3] of physical features [N, T, D] (the joints of `joint_tree`:
-    the skeleton's, or HumanML3D's 22 for its 263-feature layout, decoded by `humanml3d.recover_from_ric`
-    as sampling decodes generated motion), or None where `joint_tree` is None."""
+    the skeleton's, or for the HumanML3D layout HumanML3D's 22 or KIT-ML's 21, decoded by
+    `humanml3d.recover_from_ric` as sampling decodes generated motion), or None where `joint_tree` is
+    None."""
     if joint_tree(skeleton, representation, np.shape(motion)[-1]) is None:
         return None
     if representation == "humanml3d":
-        skeleton = None  # (the 263 features decode without one: one compiled program whatever it is)
+        skeleton = None  # (the layout decodes without one: one compiled program whatever it is)
     return np.asarray(_decode(jnp.asarray(motion, jnp.float32), skeleton, representation))
 
 
@@ -946,11 +953,12 @@ def _features(
 
 
 def position_unit(skeleton: Skeleton | None, representation: str, feature_size: int) -> str | None:
-    """The unit of the decoded positions where it is known: 'm' for HumanML3D's 263-feature layout (its
-    joints in metres), 'cm' for BEAT's skeleton (its BVH files and the demo's are in centimetres); None
-    otherwise (the data's own unit, as its offsets or arrays hold it)."""
-    if humanml3d.is_layout(representation, feature_size):
-        return "m"
+    """The unit of the decoded positions where it is known: the HumanML3D layout's (`humanml3d.Layout.unit`:
+    'm' for HumanML3D's 263 features, 'mm' for KIT-ML's 251), 'cm' for BEAT's skeleton (its BVH files and
+    the demo's are in centimetres); None otherwise (the data's own unit, as its offsets or arrays hold it)."""
+    found = humanml3d.layout(representation, feature_size)
+    if found is not None:
+        return found.unit
     if skeleton is not None and representation in layouts.REPRESENTATIONS:
         return "cm" if skeleton.names == beat_skeleton().names else None
     return None
@@ -958,7 +966,9 @@ def position_unit(skeleton: Skeleton | None, representation: str, feature_size: 
 
 def units_text(unit: str | None) -> str:
     """What the report's `units` says for positions in `unit` (`position_unit`; None: the data's own)."""
-    where = {"m": "metres (m)", "cm": "centimetres (cm)"}.get(unit or "", "the data's own unit")
+    where = {"m": "metres (m)", "cm": "centimetres (cm)", "mm": "millimetres (mm)"}.get(
+        unit or "", "the data's own unit"
+    )
     u = unit or "unit"
     return (
         f"positions and diversity in {where}; speeds in {u}/s, jitter/acceleration in {u}/s^2 and "
@@ -1000,24 +1010,21 @@ def compare(
     (`matched_reference`), with the real clips: what other real motion of the same kind scores.
     reference_pool: the indices of the training clips that real column may take (default all; without
     the real clips themselves when they come from the training split).
-    The position metrics take the joints of `joint_tree` (the skeleton's, or HumanML3D's 22 for its
-    263-feature layout); the bone-length error is relative to the skeleton's offsets, or without offsets
-    (HumanML3D) to the mean bone lengths of the training clips (`mean_bone_lengths` over all their frames).
+    The position metrics take the joints of `joint_tree` (the skeleton's, or those of the HumanML3D layout:
+    HumanML3D's 22, KIT-ML's 21); the bone-length error is relative to the skeleton's offsets, or without
+    offsets (the HumanML3D layout) to the mean bone lengths of the training clips (`mean_bone_lengths`
+    over all their frames).
     """
     notes: list[str] = []
     tree = joint_tree(skeleton, representation, real.motion.shape[-1])
     train_features, train_bones = _features(list(train_motions), skeleton, representation, fps)
     if tree is None or real.positions is None:
         if representation == "humanml3d" and tree is None:
-            size = real.motion.shape[-1]
-            kit = (
-                " (KIT-ML's layout: no tree of its 21 joints comes with this project)" if size == 251 else ""
-            )
+            sizes = " and ".join(f"{lay.dataset}'s {f}" for f, lay in humanml3d.LAYOUTS.items())
             notes.append(
-                f"no joint tree for the humanml3d representation's {size} features{kit}: only HumanML3D's "
-                f"{humanml3d.FEATURES}-feature layout decodes to joint positions here, so the position "
-                "metrics (jitter, bones, speed, diversity) are skipped and frechet/features compares "
-                "statistics of the raw features"
+                f"no joint tree for the humanml3d representation's {real.motion.shape[-1]} features: only "
+                f"{sizes} decode to joint positions here, so the position metrics (jitter, bones, speed, "
+                "diversity) are skipped and frechet/features compares statistics of the raw features"
             )
         else:
             notes.append(
@@ -1027,11 +1034,12 @@ def compare(
         sides = {"real": {}, "generated": {}}
     else:
         effectors = end_effectors(tree.names, tree.parents)
-        if humanml3d.is_layout(representation, real.motion.shape[-1]):
+        found = humanml3d.layout(representation, real.motion.shape[-1])
+        if found is not None:
             bone_reference = train_bones
             notes.append(
                 f"bone_error: relative to the mean bone lengths of the {len(train_motions)} training clips "
-                "(HumanML3D's 22 joints come without skeleton offsets)"
+                f"({found.dataset}'s {found.joints} joints come without skeleton offsets)"
             )
         else:
             bone_reference = skeleton.bone_lengths()

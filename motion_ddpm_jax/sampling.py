@@ -417,7 +417,8 @@ def _encoder(model: model_lib.MotionTransformer) -> Callable:
 
 @functools.lru_cache(maxsize=8)
 def _decoder(skeleton: Skeleton | None, kind: str) -> Callable:
-    """features f32[N, T, D] -> global joint positions f32[N, T, J, 3], compiled."""
+    """features f32[N, T, D] -> global joint positions f32[N, T, J, 3], compiled (the humanml3d kind:
+    HumanML3D's 263 features or KIT-ML's 251, the joint count from D)."""
     if kind == "humanml3d":
         return jax.jit(humanml3d.recover_from_ric)
     return jax.jit(lambda features: representation.decode(features, skeleton, kind))
@@ -425,9 +426,11 @@ def _decoder(skeleton: Skeleton | None, kind: str) -> Callable:
 
 def joint_parents(loaded: LoadedModel) -> tuple[int, ...] | None:
     """The parent of each joint of `generate`'s positions (-1 for the root), None where it gives none:
-    the data's skeleton, or HumanML3D's 22-joint tree for its 263-feature layout."""
-    if humanml3d.is_layout(loaded.representation, loaded.model.input_feats):
-        return humanml3d.PARENTS
+    the data's skeleton, or the HumanML3D layout's tree (`humanml3d.layout`: HumanML3D's 22 T2M joints
+    for 263 features, KIT-ML's 21 MMM joints for 251)."""
+    found = humanml3d.layout(loaded.representation, loaded.model.input_feats)
+    if found is not None:
+        return found.parents
     if loaded.skeleton is not None and loaded.representation in representation.REPRESENTATIONS:
         return tuple(int(p) for p in loaded.skeleton.parents)
     return None
@@ -525,9 +528,9 @@ def generate(
     Returns (N = len(captions) * num_samples, caption-major; T = the longest length):
       motion f32[N, T, D] de-standardized features, zero past each sample's length;
       positions f32[N, T, J, 3] global joint positions, zero past the length (None where `joint_parents`
-        is: data without a skeleton; HumanML3D's 263 features decode to its 22 joints, in metres),
-        as decoded: the root starts at the origin (`ground_offset` gives the shift to stand a sample
-        on the ground, which `run` adds to the files it writes);
+        is: data without a skeleton; HumanML3D's 263 features decode to its 22 joints in metres, KIT-ML's
+        251 to its 21 in millimetres), as decoded: the root starts at the origin (`ground_offset` gives
+        the shift to stand a sample on the ground, which `run` adds to the files it writes);
       lengths i32[N]; captions list[str] of length N.
     """
     _check_request(

@@ -1,20 +1,30 @@
-"""--mode eval on HumanML3D's 263-feature layout: its features decode to the 22 T2M joints (real and
-generated alike) and the position metrics of the report equal closed forms of figures whose motion is known
-exactly (a rigid body walking straight ahead, one turning in place), encoded the way HumanML3D's
-process_file encodes positions (test_humanml3d.encode); the 251-feature KIT-ML layout gets a note instead.
+"""--mode eval on the HumanML3D layout: HumanML3D's 263 features decode to the 22 T2M joints and KIT-ML's 251
+to its 21 MMM joints (real and generated alike), and the position metrics of the report equal closed forms
+of figures whose motion is known exactly (a rigid body walking straight ahead, one turning in place),
+encoded the way the T2M code's process_file encodes positions (test_humanml3d.encode, with HumanML3D's or
+KIT-ML's settings); the humanml3d representation of another size gets a note instead.
 
-The references never call the code under test: closed forms in float64 numpy, the T2M joint names read by
-eye, and (end to end with the real sampler) the float64 decoder of test_humanml3d with the metrics written
-out from their definitions.
+The references never call the code under test: closed forms in float64 numpy, the joint names read by
+eye, KIT-ML's tree from the T2M code's kit_kinematic_chain (test_humanml3d.KIT_CHAIN), and (end to end with
+the real sampler) the float64 decoder of test_humanml3d with the metrics written out from their
+definitions.
 """
 
+import dataclasses
 import json
 
 import jax
 import numpy as np
 import pytest
 from test_evaluate import FakeSampling, install
-from test_humanml3d import REST, encode, reference_recover_from_ric
+from test_humanml3d import (
+    KIT_CHAIN,
+    KIT_FIGURE,
+    T2M_FIGURE,
+    Figure,
+    kit_parents_from_chain,
+    reference_recover_from_ric,
+)
 
 from motion_ddpm_jax import evaluate, humanml3d
 from motion_ddpm_jax.config import base_config
@@ -28,59 +38,83 @@ GENERATED = {WALK: {"speed": 0.9, "scale": 1.1}, TURN: {"turn": 2.0, "scale": 1.
 HANDS, FEET = [20, 21], [7, 8, 10, 11]  # left/right_wrist; left/right_ankle, left/right_foot
 
 
-def figure(frames, speed=0.0, turn=0.0, scale=1.0, heading=0.4, start=(0.7, 0.0, -1.3)):
-    """Global positions [frames, 22, 3] (metres, FPS) of the rest pose REST scaled by `scale` about the
-    pelvis, walking straight ahead at `speed` m/s or turning about the vertical through the pelvis at
-    `turn` rad/s; it faces `heading` (about +y, from +z) at frame 0."""
-    t = np.arange(frames) / FPS
-    body = scale * (REST - REST[0]) + REST[0] * np.array([0.0, 1.0, 0.0])
+@dataclasses.dataclass(frozen=True)
+class Kind:
+    """A dataset of the layout: its figure (rest pose, unit, fps, encoder settings), feature count, and
+    the joints its names make hands and feet (read by eye)."""
+
+    figure: Figure
+    size: int
+    hands: list
+    feet: list
+
+    @property
+    def fps(self) -> float:
+        return self.figure.fps
+
+
+T2M_KIND = Kind(T2M_FIGURE, 263, HANDS, FEET)
+# KIT-ML: left/right_wrist (MMM LW, RW); left_ankle, left_midfoot, left_foot (LA, LMrot, LF), and the right's
+KIT_KIND = Kind(KIT_FIGURE, 251, [7, 10], [13, 14, 15, 18, 19, 20])
+
+
+def figure(frames, speed=0.0, turn=0.0, scale=1.0, heading=0.4, start=(0.7, 0.0, -1.3), kind=T2M_KIND):
+    """Global positions [frames, J, 3] (the kind's unit, at its fps) of its rest pose scaled by `scale`
+    about the pelvis, walking straight ahead at `speed` m/s or turning about the vertical through the
+    pelvis at `turn` rad/s; it faces `heading` (about +y, from +z) at frame 0; `start` in metres."""
+    rest, unit = kind.figure.rest, kind.figure.scale
+    t = np.arange(frames) / kind.fps
+    body = scale * (rest - rest[0]) + rest[0] * np.array([0.0, 1.0, 0.0])
     yaw = (heading + turn * t)[:, None]
     c, s = np.cos(yaw), np.sin(yaw)
     x, y, z = body[None, :, 0], body[None, :, 1], body[None, :, 2]
     world = np.stack([c * x + s * z, np.broadcast_to(y, (frames, len(body))), -s * x + c * z], -1)
     forward = np.array([np.sin(heading), 0.0, np.cos(heading)])
-    return world + np.asarray(start) + speed * t[:, None, None] * forward
+    return world + unit * np.asarray(start) + unit * speed * t[:, None, None] * forward
 
 
-def features_of(positions, seed=0):
-    """HumanML3D's 263 features [T - 1, 263] (float32) of global positions [T, 22, 3]."""
-    features, _ = encode(positions, np.random.default_rng(seed))
+def features_of(positions, seed=0, kind=T2M_KIND):
+    """The layout's features [T - 1, D] (float32) of global positions [T, J, 3]."""
+    features, _ = kind.figure.encode(positions, np.random.default_rng(seed))
+    assert features.shape[-1] == kind.size
     return features.astype(np.float32)
 
 
-def radii(scale=1.0):
-    """Each joint's distance [22] from the vertical through the pelvis: the radius it turns on."""
-    return scale * np.hypot(REST[:, 0] - REST[0, 0], REST[:, 2] - REST[0, 2])
+def radii(scale=1.0, kind=T2M_KIND):
+    """Each joint's distance [J] from the vertical through the pelvis: the radius it turns on."""
+    rest = kind.figure.rest
+    return scale * np.hypot(rest[:, 0] - rest[0, 0], rest[:, 2] - rest[0, 2])
 
 
-def chord(rate, order):
-    """|k-th difference| / radius of points turning at `rate` rad/s, sampled at FPS, per second^k:
-    |e^(i theta) - 1|^k FPS^k with theta = rate / FPS."""
-    return (2.0 * np.sin(rate / FPS / 2.0)) ** order * FPS**order
+def chord(rate, order, fps=FPS):
+    """|k-th difference| / radius of points turning at `rate` rad/s, sampled at fps, per second^k:
+    |e^(i theta) - 1|^k fps^k with theta = rate / fps."""
+    return (2.0 * np.sin(rate / fps / 2.0)) ** order * fps**order
 
 
-def expected_position_metrics(speed, rate, scale):
-    """Closed forms of the metrics of two clips of FRAMES frames: a walk at `speed` and a turn in place
-    at `rate`, both of the rest pose scaled by `scale`."""
-    r = radii(scale)
+def expected_position_metrics(speed, rate, scale, kind=T2M_KIND):
+    """Closed forms of the metrics of two clips of FRAMES frames: a walk at `speed` m/s and a turn in
+    place at `rate`, both of the kind's rest pose scaled by `scale`, in the kind's unit."""
+    r, fps = radii(scale, kind), kind.fps
+    speed = speed * kind.figure.scale
     joints = len(r)
     return {
         # the walk's acceleration and jerk are 0; the turn's are r_j chord(rate, k), over equal frame counts
-        "jitter/acceleration": r.sum() * chord(rate, 2) / (2 * joints),
-        "jitter/jerk": r.sum() * chord(rate, 3) / (2 * joints),
-        "speed/hands_mean": (speed + r[HANDS].mean() * chord(rate, 1)) / 2,
-        "speed/hands_p95": max(speed, r[HANDS].max() * chord(rate, 1)),  # both wrists on one radius
-        "speed/feet_mean": (speed + r[FEET].mean() * chord(rate, 1)) / 2,
+        "jitter/acceleration": r.sum() * chord(rate, 2, fps) / (2 * joints),
+        "jitter/jerk": r.sum() * chord(rate, 3, fps) / (2 * joints),
+        "speed/hands_mean": (speed + r[kind.hands].mean() * chord(rate, 1, fps)) / 2,
+        "speed/hands_p95": max(speed, r[kind.hands].max() * chord(rate, 1, fps)),  # wrists on one radius
+        "speed/feet_mean": (speed + r[kind.feet].mean() * chord(rate, 1, fps)) / 2,
         # a root-relative pose turned by phi is |P - R(phi) P|^2 = sum_j r_j^2 |1 - e^(i phi)|^2 away
         "diversity": np.sqrt(
-            np.mean(4 * np.sin(rate * np.arange(FRAMES) / FPS / 2) ** 2) * np.square(r).sum()
+            np.mean(4 * np.sin(rate * np.arange(FRAMES) / fps / 2) ** 2) * np.square(r).sum()
         ),
     }
 
 
-def write_humanml3d(root, clips, feature_size=humanml3d.FEATURES):
-    """A HumanML3D-layout folder: clips {split: [(id, caption, features [T, D])]}, Mean.npy / Std.npy of
-    the training clips."""
+def write_humanml3d(root, clips, feature_size=None):
+    """A HumanML3D-layout folder: clips {split: [(id, caption, features [T, D])]} (cut to `feature_size`
+    features where given), Mean.npy / Std.npy of the training clips."""
     (root / "new_joint_vecs").mkdir(parents=True)
     (root / "texts").mkdir()
     for split, items in clips.items():
@@ -94,18 +128,22 @@ def write_humanml3d(root, clips, feature_size=humanml3d.FEATURES):
     return root
 
 
-def clip_set(seed=0):
-    """{split: [(id, caption, features)]}: walks and turns of the rest pose; the val split is the walk at
-    SPEED and the turn at RATE, FRAMES frames each."""
+def clip_set(seed=0, kind=T2M_KIND):
+    """{split: [(id, caption, features)]}: walks and turns of the kind's rest pose; the val split is the
+    walk at SPEED and the turn at RATE, FRAMES frames each."""
     train = [
-        (f"00000{i}", caption, features_of(figure(41, **motion, heading=i), seed + i))
+        (f"00000{i}", caption, features_of(figure(41, **motion, heading=i, kind=kind), seed + i, kind))
         for i, (caption, motion) in enumerate(
             [(WALK, {"speed": 1.0}), (TURN, {"turn": 1.0}), (WALK, {"speed": 1.4}), (TURN, {"turn": 2.0})]
         )
     ]
     val = [
-        ("000010", WALK, features_of(figure(FRAMES + 1, speed=SPEED), seed + 10)),
-        ("000011", TURN, features_of(figure(FRAMES + 1, turn=RATE, heading=-2.0), seed + 11)),
+        ("000010", WALK, features_of(figure(FRAMES + 1, speed=SPEED, kind=kind), seed + 10, kind)),
+        (
+            "000011",
+            TURN,
+            features_of(figure(FRAMES + 1, turn=RATE, heading=-2.0, kind=kind), seed + 11, kind),
+        ),
     ]
     return {"train": train, "val": val, "test": val[:1]}
 
@@ -118,32 +156,43 @@ def humanml3d_dataset(tmp_path_factory):
     return motion_text.open_dataset(root, fps=FPS, std_floor=1e-6)
 
 
+@pytest.fixture(scope="module")
+def kit_dataset(tmp_path_factory):
+    from motion_ddpm_jax.data import motion_text
+
+    root = write_humanml3d(tmp_path_factory.mktemp("data") / "KIT-ML", clip_set(kind=KIT_KIND))
+    return motion_text.open_dataset(root, fps=KIT_KIND.fps, std_floor=1e-6)
+
+
 def humanml3d_config(dataset, tmp_path):
     config = base_config()
     config.data.source, config.data.root = "prepared", str(dataset.root)
-    config.data.representation, config.data.fps, config.data.std_floor = "humanml3d", FPS, 1e-6
+    config.data.representation, config.data.fps, config.data.std_floor = "humanml3d", dataset.fps, 1e-6
     config.eval.autoencoder_dir = str(tmp_path / "fgd")  # none there: FGD skipped
     config.eval.num_clips = 0
     return config
 
 
 class FakeHumanML3DSampling(FakeSampling):
-    """Stands in for sampling on HumanML3D data: 'generates' for each caption the GENERATED figure (or the
-    real clip, `perfect`), and its positions as `sampling.generate` gives them for this layout:
-    recover_from_ric of the features, zero past the length (None for another feature size)."""
+    """Stands in for sampling on HumanML3D-layout data: 'generates' for each caption the GENERATED figure
+    (or the real clip, `perfect`), and its positions as `sampling.generate` gives them for this layout:
+    recover_from_ric of the features, zero past the length (None for a size that is neither layout's)."""
 
-    def __init__(self, dataset, perfect=False):
+    def __init__(self, dataset, perfect=False, kind=T2M_KIND):
         super().__init__(dataset, max_motion_length=196)
+        self.fps = float(dataset.fps)
         if not perfect:
             headings = {WALK: 1.0, TURN: 2.5}
             self.by_caption = {
-                caption: features_of(figure(FRAMES + 1, **motion, heading=headings[caption]), 20)
+                caption: features_of(
+                    figure(FRAMES + 1, **motion, heading=headings[caption], kind=kind), 20, kind
+                )
                 for caption, motion in GENERATED.items()
             }
 
     def load_model(self, workdir, step=None, use_ema=True):
         loaded = super().load_model(workdir, step, use_ema)
-        loaded.representation, loaded.fps, loaded.skeleton = "humanml3d", FPS, None
+        loaded.representation, loaded.fps, loaded.skeleton = "humanml3d", self.fps, None
         return loaded
 
     def generate(self, loaded, captions, num_frames, **options):
@@ -152,7 +201,7 @@ class FakeHumanML3DSampling(FakeSampling):
             [self.by_caption[c][:n] for c, n in zip(captions, num_frames, strict=True)]
         )
         positions = None
-        if motion.shape[-1] == humanml3d.FEATURES:
+        if motion.shape[-1] in (263, 251):
             valid = np.arange(motion.shape[1])[None, :] < lengths[:, None]
             decoded = np.asarray(jax.jit(humanml3d.recover_from_ric)(motion))
             positions = np.where(valid[..., None, None], decoded, 0.0).astype(np.float32)
@@ -173,24 +222,50 @@ def test_the_t2m_tree_picks_its_wrists_as_hands_and_its_ankles_and_feet_as_feet(
     assert groups["hands"].tolist() == HANDS and groups["feet"].tolist() == FEET
 
 
-def test_only_the_263_feature_layout_and_skeletons_have_a_joint_tree():
+def test_the_kit_tree_picks_its_wrists_as_hands_and_its_ankles_midfeet_and_feet_as_feet():
+    """KIT-ML's tree is the T2M code's kit_kinematic_chain; its names read by eye: the wrists (MMM LW, RW)
+    end the arms, and each leg ends in ankle, midfoot and foot (LA, LMrot, LF: KIT-ML's foot contacts
+    are the midfoot and foot joints); the trunk, shoulders, elbows, hips and knees are neither."""
+    tree = evaluate.joint_tree(None, "humanml3d", 251)
+    assert tree == evaluate.JointTree(humanml3d.KIT.names, kit_parents_from_chain(KIT_CHAIN, 21))
+    assert tree.root == 0 and tree.parents[7] == 6 and tree.parents[15] == 14
+    groups = evaluate.end_effectors(tree.names, tree.parents)
+    assert sorted(groups) == ["feet", "hands"]
+    assert [tree.names[j] for j in groups["hands"]] == ["left_wrist", "right_wrist"]
+    assert [tree.names[j] for j in groups["feet"]] == [
+        "left_ankle", "left_midfoot", "left_foot", "right_ankle", "right_midfoot", "right_foot"
+    ]  # fmt: skip
+    assert groups["hands"].tolist() == KIT_KIND.hands and groups["feet"].tolist() == KIT_KIND.feet
+
+
+def test_the_layouts_of_either_size_and_skeletons_have_a_joint_tree():
     skeleton = Skeleton(("root", "arm", "hand"), np.array([-1, 0, 1]), np.ones((3, 3), np.float32))
-    assert evaluate.joint_tree(None, "humanml3d", 251) is None  # KIT-ML: no tree of its 21 joints here
+    assert evaluate.joint_tree(None, "humanml3d", 263) == evaluate.HUMANML3D_TREE
+    assert evaluate.joint_tree(None, "humanml3d", 251) == evaluate.KIT_TREE
+    assert evaluate.joint_tree(None, "humanml3d", 262) is None
     assert evaluate.joint_tree(None, "positions", 9) is None
     assert evaluate.joint_tree(skeleton, "positions", 9) == evaluate.JointTree(skeleton.names, (-1, 0, 1))
-    assert evaluate.decode_positions(np.zeros((1, 4, 251), np.float32), None, "humanml3d") is None
+    assert evaluate.decode_positions(np.zeros((1, 4, 251), np.float32), None, "humanml3d").shape == (
+        1,
+        4,
+        21,
+        3,
+    )
+    assert evaluate.decode_positions(np.zeros((1, 4, 262), np.float32), None, "humanml3d") is None
 
 
-def test_the_report_names_metres_for_humanml3d_centimetres_for_beat_else_the_datas_own_unit():
+def test_the_report_names_metres_for_humanml3d_millimetres_for_kit_centimetres_for_beat():
     toy = Skeleton(("root", "arm", "hand"), np.array([-1, 0, 1]), np.ones((3, 3), np.float32))
     assert evaluate.position_unit(None, "humanml3d", 263) == "m"
+    assert evaluate.position_unit(None, "humanml3d", 251) == "mm"
     assert evaluate.position_unit(beat_skeleton(), "positions", 264) == "cm"  # BEAT's BVH and the demo
     assert evaluate.position_unit(beat_skeleton(), "axis_angle", 228) == "cm"
     assert (
         evaluate.position_unit(toy, "positions", 9) is None
-        and evaluate.position_unit(None, "humanml3d", 251) is None
+        and evaluate.position_unit(None, "humanml3d", 262) is None
     )
     assert "jitter/acceleration in m/s^2" in evaluate.units_text("m")
+    assert "positions and diversity in millimetres (mm); speeds in mm/s" in evaluate.units_text("mm")
     assert "speeds in cm/s" in evaluate.units_text("cm") and "the data's own unit" in evaluate.units_text(
         None
     )
@@ -209,52 +284,88 @@ def test_bone_error_of_a_joint_tree_is_relative_to_the_reference_it_is_given():
         evaluate.bone_length_error(positions, [5], tree)
 
 
-def test_decode_positions_of_the_layout_matches_the_float64_decoder():
-    features = np.random.default_rng(3).normal(size=(2, 9, 263))
+@pytest.mark.parametrize("size", [263, 251])
+def test_decode_positions_of_the_layout_matches_the_float64_decoder(size):
+    features = np.random.default_rng(3).normal(size=(2, 9, size))
     features[..., 0] *= 0.3
     positions = evaluate.decode_positions(features.astype(np.float32), None, "humanml3d")
-    assert positions.shape == (2, 9, 22, 3)
+    assert positions.shape == (2, 9, (size + 1) // 12, 3)
     np.testing.assert_allclose(positions, reference_recover_from_ric(features), rtol=1e-5, atol=1e-5)
 
 
 # ------------------------------------------------------------------------------------------ --mode eval
-def test_eval_of_humanml3d_reports_the_known_motion_of_real_and_generated_clips(
-    humanml3d_dataset, tmp_path, monkeypatch
-):
-    """The real clips (a walk at 1.2 m/s, a turn at 1.5 rad/s) and the fake's (the body 1.1 times as
-    large, walking at 0.9 m/s and turning at 2 rad/s): jitter, hand and foot speeds and diversity equal
-    their closed forms in metres; bone errors are 0 and 0.1 against the training clips' bones (the rest
-    pose's); the report says metres."""
-    config = humanml3d_config(humanml3d_dataset, tmp_path)
-    install(monkeypatch, FakeHumanML3DSampling(humanml3d_dataset))
-    messages = []
-    record = evaluate.run(config, tmp_path / "run", log=messages.append)
+def check_known_motion(record, kind, unit_words, dimensions):
+    """The report of FakeHumanML3DSampling's known clips against the real ones: every position metric at
+    its closed form in the kind's unit, bone errors 0 and 0.1, and the notes and units that go with it."""
     metrics = record["metrics"]
-    assert record["position_unit"] == "m" and "metres (m)" in record["units"]
-    assert "m/s^2" in record["units"] and any(
-        m.startswith("units: positions and diversity in metres") for m in messages
-    )
-    assert json.loads((tmp_path / "run" / "eval" / "metrics_step7.json").read_text())["position_unit"] == "m"
-
-    real = expected_position_metrics(SPEED, RATE, 1.0)
+    unit = kind.figure.scale
+    real = expected_position_metrics(SPEED, RATE, 1.0, kind)
     walk, turn = GENERATED[WALK], GENERATED[TURN]
-    generated = expected_position_metrics(walk["speed"], turn["turn"], walk["scale"])
+    generated = expected_position_metrics(walk["speed"], turn["turn"], walk["scale"], kind)
     tolerance = {"jitter/jerk": 2e-2, "jitter/acceleration": 2e-3}  # float32 positions, differenced
     for side, expected in (("real", real), ("generated", generated)):
         for name, value in expected.items():
             got = metrics[name][side]
-            assert got == pytest.approx(value, rel=1e-3, abs=tolerance.get(name, 1e-4)), (side, name)
+            assert got == pytest.approx(value, rel=1e-3, abs=tolerance.get(name, 1e-4) * unit), (side, name)
     assert metrics["bone_error/mean"]["real"] == pytest.approx(0.0, abs=1e-5)
     assert metrics["bone_error/worst"]["real"] == pytest.approx(0.0, abs=1e-5)
     assert metrics["bone_error/mean"]["generated"] == pytest.approx(0.1, abs=1e-5)
     assert metrics["bone_error/worst"]["generated"] == pytest.approx(0.1, abs=1e-5)
+    assert unit_words in record["units"]
+    assert not any("position metrics" in n and "skipped" in n for n in record["notes"])
+    # Position summaries (4 x 3 x (J + 1) numbers), not the raw ones, fitted to 2 clips a side: noted
     assert any(
-        n.startswith("bone_error: relative to the mean bone lengths of the 4 training")
+        n.startswith(f"frechet/features: Gaussians in {dimensions} dimensions") for n in record["notes"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("dataset", "kind", "unit", "name", "jitter", "dimensions", "tree"),
+    [
+        (
+            "humanml3d_dataset",
+            "t2m",
+            "m",
+            "metres",
+            "jitter/acceleration in m/s^2",
+            276,
+            "HumanML3D's 22 joints",
+        ),
+        (
+            "kit_dataset",
+            "kit",
+            "mm",
+            "millimetres",
+            "jitter/acceleration in mm/s^2",
+            264,
+            "KIT-ML's 21 joints",
+        ),
+    ],
+)
+def test_eval_reports_the_known_motion_of_real_and_generated_clips(
+    request, tmp_path, monkeypatch, dataset, kind, unit, name, jitter, dimensions, tree
+):
+    """The real clips (a walk at 1.2 m/s, a turn at 1.5 rad/s) and the fake's (the body 1.1 times as
+    large, walking at 0.9 m/s and turning at 2 rad/s): jitter, hand and foot speeds and diversity equal
+    their closed forms in the layout's unit; bone errors are 0 and 0.1 against the training clips' bones
+    (the rest pose's); the report says the unit. HumanML3D's 22 joints in metres at 20 fps (263
+    features); KIT-ML's 21 in millimetres at 12.5 fps (251), the wrists and the ankles, midfeet and feet
+    being the hands and feet."""
+    data = request.getfixturevalue(dataset)
+    layout = {"t2m": T2M_KIND, "kit": KIT_KIND}[kind]
+    config = humanml3d_config(data, tmp_path)
+    install(monkeypatch, FakeHumanML3DSampling(data, kind=layout))
+    messages = []
+    record = evaluate.run(config, tmp_path / "run", log=messages.append)
+    assert record["position_unit"] == unit and f"{name} ({unit})" in record["units"]
+    assert any(m.startswith(f"units: positions and diversity in {name}") for m in messages)
+    written = json.loads((tmp_path / "run" / "eval" / "metrics_step7.json").read_text())
+    assert written["position_unit"] == unit
+    check_known_motion(record, layout, jitter, dimensions)
+    assert any(
+        n.startswith("bone_error: relative to the mean bone lengths of the 4 training") and tree in n
         for n in record["notes"]
     )
-    assert not any("position metrics" in n and "skipped" in n for n in record["notes"])
-    # Position summaries (4 x 3 x 23 numbers), not the 4 x 263 raw ones, fitted to 2 clips a side: noted
-    assert any(n.startswith("frechet/features: Gaussians in 276 dimensions") for n in record["notes"])
 
 
 def test_eval_of_a_perfect_humanml3d_generator_scores_as_the_real_clips(
@@ -268,26 +379,28 @@ def test_eval_of_a_perfect_humanml3d_generator_scores_as_the_real_clips(
     assert metrics["frechet/features"]["generated"] == pytest.approx(0.0, abs=1e-6)
 
 
-def test_eval_of_kit_mls_251_features_has_no_position_metrics_and_says_why(tmp_path, monkeypatch):
-    """The same layout for KIT-ML's 21 joints (251 features): no tree of it here, so no positions on
-    either side; the metrics of the raw features are still reported, and a note names the layout."""
+def test_eval_of_another_feature_size_has_no_position_metrics_and_says_why(tmp_path, monkeypatch):
+    """The humanml3d representation with a feature count of neither layout (262): no tree of it, so no
+    positions on either side; the metrics of the raw features are still reported, and a note names the
+    layouts that decode."""
     from motion_ddpm_jax.data import motion_text
 
-    root = write_humanml3d(tmp_path / "KIT-ML", clip_set(), feature_size=251)
+    root = write_humanml3d(tmp_path / "other", clip_set(), feature_size=262)
     dataset = motion_text.open_dataset(root, fps=FPS, std_floor=1e-6)
-    assert dataset.feature_size == 251
+    assert dataset.feature_size == 262
     config = humanml3d_config(dataset, tmp_path)
     install(monkeypatch, FakeHumanML3DSampling(dataset, perfect=True))
-    fitted = []  # the Fréchet distances' features, not fitted: 1004 dimensions take seconds to fit
+    fitted = []  # the Fréchet distances' features, not fitted: 1048 dimensions take seconds to fit
     monkeypatch.setattr(evaluate, "frechet_distance_of", lambda a, b: fitted.append((a, b)) or 0.0)
     record = evaluate.run(config, tmp_path / "run", log=lambda _: None)
     metrics = record["metrics"]
     assert not any(name.startswith(("jitter", "bone_error", "speed", "diversity")) for name in metrics)
     real, generated = fitted[1]  # the per-channel statistics of the raw features
-    assert real.shape == (2, 4 * 251) and np.array_equal(real, generated)
+    assert real.shape == (2, 4 * 262) and np.array_equal(real, generated)
     assert record["position_unit"] is None and record["units"].startswith("no joint positions")
     (note,) = [n for n in record["notes"] if "position metrics" in n]
-    assert "251 features (KIT-ML's layout" in note and "skipped" in note
+    assert note.startswith("no joint tree for the humanml3d representation's 262 features")
+    assert "HumanML3D's 263 and KIT-ML's 251 decode" in note and "skipped" in note
 
 
 # ---------------------------------------------------------------------------- with the real sampler

@@ -702,17 +702,23 @@ def test_a_sample_array_is_never_under_its_name_half_written_nor_over_a_file(tmp
     assert sorted(p.name for p in tmp_path.iterdir()) == ["000_wave.npy", "001_mine.npy"]
 
 
-def test_humanml3d_samples_get_positions_and_an_animation_of_its_22_joints(tmp_path):
-    """HumanML3D's 263 features had come out as features alone (no positions, no picture): generate now
-    decodes them (humanml3d.recover_from_ric, tested against its own float64 reference) and run writes
-    the positions and the animation; BVH stays refused (no skeleton offsets)."""
+@pytest.mark.parametrize(("features", "joints"), [(263, 22), (251, 21)])
+def test_humanml3d_layout_samples_get_positions_and_an_animation_of_their_joints(
+    tmp_path, monkeypatch, features, joints
+):
+    """HumanML3D's 263 features (and KIT-ML's 251) had come out as features alone (no positions, no
+    picture): generate now decodes them (humanml3d.recover_from_ric, tested against its own float64
+    reference) to HumanML3D's 22 T2M joints or KIT-ML's 21 MMM joints, and run writes the positions and
+    the animation; BVH stays refused (no skeleton offsets)."""
     from motion_ddpm_jax import humanml3d
 
+    monkeypatch.setitem(FEATURES, "humanml3d", features)
     write_checkpoint(tmp_path / "run", representation="humanml3d")
     loaded = sampling.load_model(tmp_path / "run")
-    assert sampling.joint_parents(loaded) == humanml3d.PARENTS
+    tree = {263: humanml3d.PARENTS, 251: humanml3d.KIT_PARENTS}[features]
+    assert sampling.joint_parents(loaded) == tree and len(tree) == joints
     out = sampling.generate(loaded, CAPTIONS, [6, 9], steps=3, seed=2)
-    assert out["positions"].shape == (2, 9, 22, 3)
+    assert out["positions"].shape == (2, 9, joints, 3)
     for i, length in enumerate(out["lengths"]):
         expected = np.asarray(humanml3d.recover_from_ric(out["motion"][i, :length]))
         np.testing.assert_allclose(out["positions"][i, :length], expected, rtol=1e-5, atol=1e-5)
