@@ -9,22 +9,33 @@ and a curve plot does so only when asked (`overwrite=True`).
 
 Plot coordinates: matplotlib's 3D axes keep their vertical axis on z, so data whose up axis is y (BEAT) are
 turned by a proper rotation, (x, y, z) -> (x, -z, y); a BEAT character facing +Z then faces the camera.
+
+Panels share one scale: by default each panel's camera follows its own figure's root over the ground (the
+grid scrolls beneath it), so that one sample walking far does not shrink the others (`camera="fixed"`: one
+cube of the world for all). Titles draw characters their font lacks (CJK, emoji) from other installed fonts
+(`title_fonts`); characters no installed font has are reported once, naming the caption.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
+import sys
+import unicodedata
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import matplotlib as mpl
 import numpy as np
+from matplotlib import font_manager, ft2font
 from matplotlib.animation import FFMpegWriter, PillowWriter
 from matplotlib.artist import Artist
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -50,6 +61,7 @@ TITLE_SIDE_INCHES = 0.04  # kept clear at each side of a title, so neighbouring 
 GROUND_CELLS = 8
 BONE_COLOR, JOINT_COLOR, GROUND_COLOR, GROUND_FILL = "#1f4e8c", "#c0392b", "#9aa5b1", "#eef1f4"
 ANIMATION_SUFFIXES = (".gif", ".mp4")
+CAMERAS = ("follow", "fixed")
 
 
 # ------------------------------------------------------------------------------------------ geometry
@@ -136,6 +148,219 @@ def _cut_lines(lines: list[str], max_lines: int, width: float, measure: Callable
     return [*lines[: max_lines - 1], last[:kept].rstrip() + "..."]
 
 
+# ------------------------------------------------------------------------------------------ title fonts
+# Font families tried first, in this order, for caption characters that the title font (matplotlib's
+# rcParams["font.family"]: DejaVu Sans by default) lacks; matplotlib (>= 3.6) draws each character from the
+# first font of a family list that has it. Only installed ones are used, and after them any other installed
+# font that has the characters. Chinese, Japanese and Korean first (Simplified Chinese forms first), then
+# fonts of symbols and emoji: monochrome ones, as matplotlib cannot draw colour emoji fonts.
+FALLBACK_FAMILIES = (
+    *(f"Noto Sans CJK {region}" for region in ("SC", "JP", "TC", "KR", "HK")),
+    *("Source Han Sans SC", "Source Han Sans CN", "Source Han Sans", "WenQuanYi Zen Hei"),
+    *("WenQuanYi Micro Hei", "Droid Sans Fallback", "PingFang SC", "Hiragino Sans GB", "Hiragino Sans"),
+    *("Microsoft YaHei", "SimHei", "Yu Gothic", "Malgun Gothic", "Arial Unicode MS"),
+    *("Noto Sans Symbols", "Noto Sans Symbols 2", "Noto Emoji", "Symbola", "Segoe UI Symbol", "STIXGeneral"),
+)
+# Fonts of matplotlib's own that are no fallback for free text: TeX's (their character codes are TeX's),
+# STIX's size variants and private-use glyphs, and Last Resort (a box for every character).
+_NOT_FALLBACKS = re.compile(r"cm[a-z]+10|STIXNonUnicode.*|STIXSize.*|Last Resort.*")
+_FT_SCALABLE, _FT_COLOR = 1 << 0, 1 << 14  # FreeType's FT_FACE_FLAG_SCALABLE and FT_FACE_FLAG_COLOR
+MAX_LISTED_TITLES, MAX_LISTED_CHARACTERS = 4, 12  # in the message about characters no font has
+
+
+class MissingGlyphWarning(UserWarning):
+    """Titles hold characters that no installed font (that matplotlib can draw with) has: they are drawn
+    as boxes. Issued, once per picture, where the caller passes no `log`."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TitleFonts:
+    """families: the font family list for the titles: rcParams["font.family"], then the installed fonts
+    that have the captions' other characters. unshown: caption index -> its characters (in order, each
+    once) that no installed font matplotlib can draw with has; drawn as boxes."""
+
+    families: tuple[str, ...]
+    unshown: dict[int, str]
+
+
+def title_fonts(captions: Sequence[str]) -> TitleFonts:
+    """The fonts to draw `captions` with: the title font, then, for the characters it lacks, installed
+    fonts that have them (those of FALLBACK_FAMILIES first, in order, then any other font matplotlib
+    lists, font_manager.fontManager.ttflist), each added only for characters not covered yet. Fonts
+    matplotlib cannot draw with (bitmap-only or colour ones: Noto Color Emoji) are passed over.
+    Whitespace and invisible format characters (joiners, variation selectors) are not looked for."""
+    main = tuple(mpl.rcParams["font.family"])
+    wanted = [_drawn_characters(caption) for caption in captions]
+    main_faces = [_face_characters(path, index) for path, index in _main_faces(main)]
+    lacking = "".join(dict.fromkeys(c for characters in wanted for c in characters))
+    for covered in main_faces:
+        lacking = _lacking(lacking, covered)
+    families = list(main)
+    if lacking:
+        faces = _installed_faces()
+        others = sorted(
+            (name for name in faces if name not in FALLBACK_FAMILIES), key=lambda n: ("Mono" in n, n)
+        )
+        for name in [name for name in FALLBACK_FAMILIES if name in faces] + others:
+            still = _lacking(lacking, _face_characters(*faces[name]))
+            if len(still) < len(lacking) and name not in families:
+                families.append(name)
+                lacking = still
+            if not lacking:
+                break
+    unshown = {i: "".join(c for c in characters if c in lacking) for i, characters in enumerate(wanted)}
+    return TitleFonts(tuple(families), {i: chars for i, chars in unshown.items() if chars})
+
+
+def _drawn_characters(caption: str) -> str:
+    """The characters of `caption` a title draws, each once, in order: no whitespace (titles break lines
+    there), controls, format characters (zero-width joiners) or variation selectors."""
+    return "".join(
+        dict.fromkeys(
+            c
+            for c in str(caption)
+            if not c.isspace()
+            and unicodedata.category(c) not in ("Cc", "Cf")
+            and not (0xFE00 <= ord(c) <= 0xFE0F or 0xE0100 <= ord(c) <= 0xE01EF)
+        )
+    )
+
+
+def _lacking(characters: str, covered: np.ndarray | None) -> str:
+    """The characters of `characters` whose code points `covered` (sorted) does not hold (all for None)."""
+    if covered is None or not characters:
+        return characters
+    codes = np.fromiter(map(ord, characters), dtype=np.int64, count=len(characters))
+    found = np.isin(codes, covered, assume_unique=True)
+    return "".join(c for c, has in zip(characters, found, strict=True) if not has)
+
+
+@functools.lru_cache(maxsize=128)
+def _face_characters(path: str, index: int = 0) -> np.ndarray | None:
+    """The code points (sorted int64) the font face at `path` (`index` in a collection) has glyphs for;
+    None for a face matplotlib cannot draw text with: bitmap-only (it cannot scale Noto Color Emoji's),
+    colour (drawn without its colours: blank or wrong), or one that does not open."""
+    try:
+        face = ft2font.FT2Font(path, face_index=index) if index else ft2font.FT2Font(path)
+        flags = int(getattr(face.face_flags, "value", face.face_flags))
+        if not flags & _FT_SCALABLE or flags & _FT_COLOR:
+            return None
+        return np.array(sorted(face.get_charmap()), dtype=np.int64)
+    except Exception:  # noqa: BLE001 -- a font that does not open is a font not used, never a failure
+        return None
+
+
+def _main_faces(families: Sequence[str]) -> list[tuple[str, int]]:
+    """The font files (path, face index) matplotlib draws text of `families` with, as its renderer finds
+    them (each family's best match; its default font where none is found)."""
+    prop = font_manager.FontProperties(family=list(families))
+    find = getattr(font_manager.fontManager, "_find_fonts_by_props", None)  # matplotlib >= 3.6
+    try:
+        paths = find(prop) if find is not None else [font_manager.findfont(prop)]
+    except Exception:  # noqa: BLE001 -- then every character is looked for in the other fonts
+        return []
+    return [(str(getattr(path, "path", path)), int(getattr(path, "face_index", 0))) for path in paths]
+
+
+def _installed_faces() -> dict[str, tuple[str, int]]:
+    """Each font family matplotlib lists (font_manager.fontManager.ttflist) -> (path, face index) of its
+    most regular face (upright, weight nearest 400, normal width); not matplotlib's _NOT_FALLBACKS."""
+    best: dict[str, tuple[tuple, tuple[str, int]]] = {}
+    for entry in font_manager.fontManager.ttflist:
+        if _NOT_FALLBACKS.fullmatch(entry.name):
+            continue
+        weight = entry.weight
+        if not isinstance(weight, int | float):
+            weight = font_manager.weight_dict.get(str(weight).lower(), 400)
+        rank = (entry.style != "normal", abs(float(weight) - 400.0), entry.stretch != "normal")
+        face = (str(entry.fname), int(getattr(entry, "index", 0)))
+        if entry.name not in best or rank < best[entry.name][0]:
+            best[entry.name] = (rank, face)
+    return {name: face for name, (_, face) in best.items()}
+
+
+@contextlib.contextmanager
+def _quiet_glyph_warnings(characters: str) -> Iterator[None]:
+    """Within the block matplotlib's warnings that glyphs of `characters` are missing from its fonts are
+    dropped (they come dozens of times, one per measurement; `unshown_message` says it once instead).
+    Every other warning, one about another character included, passes."""
+    with warnings.catch_warnings():
+        if characters:
+            codes = "|".join(str(ord(c)) for c in sorted(set(characters)))
+            warnings.filterwarnings("ignore", message=rf"Glyph ({codes}) \(", category=UserWarning)
+        yield
+
+
+def unshown_message(titles: Sequence[str], unshown: dict[int, str]) -> str:
+    """One message about titles with characters no installed font has (`TitleFonts.unshown`): which titles
+    (by panel number, from 1, and text), which characters, that they show as boxes, and what to install."""
+    panels: dict[str, list[int]] = {}  # a caption drawn several times is named once
+    for i in sorted(unshown):
+        panels.setdefault(titles[i], []).append(i + 1)
+    listed = []
+    for title, numbers in list(panels.items())[:MAX_LISTED_TITLES]:
+        shown = title if len(title) <= 40 else title[:39] + "\u2026"
+        where = f"panel{'s' if len(numbers) > 1 else ''} {', '.join(map(str, numbers))}"
+        listed.append(f"{where} {shown!r}: {_describe_characters(unshown[numbers[0] - 1])}")
+    if len(panels) > MAX_LISTED_TITLES:
+        listed.append(f"and {len(panels) - MAX_LISTED_TITLES} more caption(s)")
+    characters = "".join(dict.fromkeys("".join(unshown.values())))
+    return (
+        f"no installed font that matplotlib can draw with has these characters of the titles, so the "
+        f"picture shows them as boxes: {'; '.join(listed)}. Only the picture lacks them: the captions are "
+        f"kept as written. To draw them, install a font that has them ({_font_advice(characters)}), then "
+        f"delete matplotlib's font list cache ({Path(mpl.get_cachedir()) / 'fontlist-v*.json'}) so that "
+        "it finds the new font."
+    )
+
+
+def _describe_characters(characters: str) -> str:
+    """'你 好' for letters; 'U+270B RAISED HAND' added for symbols (emoji), which a terminal may not show."""
+
+    def one(c: str) -> str:
+        if unicodedata.category(c).startswith("S") or ord(c) >= 0x1F000:
+            return f"{c} (U+{ord(c):04X} {unicodedata.name(c, 'unnamed')})"
+        return c
+
+    text = " ".join(one(c) for c in characters[:MAX_LISTED_CHARACTERS])
+    more = len(characters) - MAX_LISTED_CHARACTERS
+    return text + (f" and {more} more" if more > 0 else "")
+
+
+def _font_advice(characters: str) -> str:
+    """Which fonts to install for `characters`: CJK, symbols and emoji, other scripts."""
+    cjk = ("CJK", "HIRAGANA", "KATAKANA", "HANGUL", "BOPOMOFO", "IDEOGRAPHIC", "FULLWIDTH", "HALFWIDTH")
+    kinds = set()
+    for c in characters:
+        name = unicodedata.name(c, "")
+        if any(word in name for word in cjk):
+            kinds.add("cjk")
+        elif unicodedata.category(c).startswith("S") or ord(c) >= 0x1F000:
+            kinds.add("symbols")
+        else:
+            kinds.add("script")
+    advice = {
+        "cjk": "for Chinese, Japanese and Korean: Noto Sans CJK, Debian/Ubuntu package fonts-noto-cjk, or "
+        "WenQuanYi Zen Hei, fonts-wqy-zenhei",
+        "symbols": "for emoji and symbols: a monochrome font such as Symbola, package fonts-symbola, or Noto "
+        "Emoji; matplotlib cannot draw colour emoji fonts such as Noto Color Emoji",
+        "script": "for other scripts: the Noto font of the script, package fonts-noto-core",
+    }
+    return "; ".join(advice[kind] for kind in ("cjk", "symbols", "script") if kind in kinds)
+
+
+def _say(message: str, log: Callable[[str], None] | None) -> None:
+    """`log(message)`, or where there is no log a MissingGlyphWarning, attributed to the first caller
+    outside this module."""
+    if log is not None:
+        log(message)
+        return
+    frame, level = sys._getframe(), 1
+    while frame.f_back is not None and frame.f_code.co_filename == __file__:
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, MissingGlyphWarning, stacklevel=level)
+
+
 # ------------------------------------------------------------------------------------- validation
 def _check_positions(positions) -> list[np.ndarray]:
     """A list of float64 [T_i, J, 3] arrays (one J for all), or ValueError naming `positions`."""
@@ -188,11 +413,13 @@ def _check_parents(parents, num_joints: int) -> np.ndarray:
     return array.astype(np.int64)
 
 
-def _check_options(fps, titles, num_samples: int, up_axis: str, max_columns) -> list[str]:
+def _check_options(fps, titles, num_samples: int, up_axis: str, max_columns, camera) -> list[str]:
     if isinstance(fps, bool) or not isinstance(fps, int | float) or not math.isfinite(fps) or fps <= 0:
         raise ValueError(f"fps must be a positive number, got {fps!r}")
     if up_axis not in UP_AXES:
         raise ValueError(f"up_axis must be one of {UP_AXES}, got {up_axis!r}")
+    if camera not in CAMERAS:
+        raise ValueError(f"camera must be one of {CAMERAS}, got {camera!r}")
     if isinstance(max_columns, bool) or not isinstance(max_columns, int) or max_columns < 1:
         raise ValueError(f"max_columns must be a positive integer, got {max_columns!r}")
     if titles is None:
@@ -210,8 +437,13 @@ class SkeletonScene:
     """N stick figures on one figure, one 3D panel each, ready to show any frame.
 
     samples: plot coordinates, [T_i, J, 3] each; a sample shorter than `num_frames` holds its last frame.
-    Drawing a frame redraws only what moves (bones, joints, clock) over a cached image of the rest (panels,
-    titles, ground): the same pixels as a full draw, several times faster.
+    offsets: [T_i, 3] each, what frame t of a sample is drawn shifted by (minus): its root's horizontal
+        position where the camera follows it (`camera="follow"`), else zeros; the ground grid is drawn
+        shifted by as much, so that it stays put under the figure's feet.
+    bounds: (lo, hi) [3] each, the cube every panel shows; ground_height: the ground grid's height.
+    unshown: panel index -> the characters of its title no installed font has (drawn as boxes).
+    Drawing a frame redraws only what moves (bones, joints, clock, and a followed sample's ground grid) over
+    a cached image of the rest (panels, titles, ground): the same pixels as a full draw, several times faster.
     """
 
     figure: Figure
@@ -223,6 +455,11 @@ class SkeletonScene:
     samples: list[np.ndarray]
     parents: np.ndarray
     fps: float
+    offsets: list[np.ndarray]
+    bounds: tuple[np.ndarray, np.ndarray]
+    ground_height: float
+    camera: str = "follow"
+    unshown: dict[int, str] = dataclasses.field(default_factory=dict)
     _background: object = dataclasses.field(default=None, init=False, repr=False)
 
     @property
@@ -231,14 +468,20 @@ class SkeletonScene:
 
     @property
     def moving_artists(self) -> list[Artist]:
-        return [*self.bones, *self.joints, self.clock]
+        """What changes from frame to frame, in drawing order (each panel's grid under its figure)."""
+        grids = self.ground if self.camera == "follow" else []
+        return [*grids, *self.bones, *self.joints, self.clock]
 
     def show_frame(self, t: int) -> None:
         """Move every artist to frame `t` (samples that ended hold their last frame); nothing is drawn."""
-        for sample, bones, joints in zip(self.samples, self.bones, self.joints, strict=True):
-            frame = sample[min(t, len(sample) - 1)]
+        parts = zip(self.samples, self.offsets, self.bones, self.joints, self.ground, strict=True)
+        for sample, offsets, bones, joints, ground in parts:
+            k = min(t, len(sample) - 1)
+            frame = sample[k] - offsets[k]
             bones.set_data_3d(*bone_polyline(frame, self.parents).T)
             joints.set_data_3d(*frame.T)
+            if self.camera == "follow":
+                ground.set_data_3d(*_ground_polyline(*self.bounds, self.ground_height, offsets[k]).T)
         self.clock.set_text(f"{t / self.fps:6.2f} s  ({t + 1}/{self.num_frames})")
 
     def draw(self) -> np.ndarray:
@@ -247,7 +490,8 @@ class SkeletonScene:
         if self._background is None:
             for artist in self.moving_artists:
                 artist.set_visible(False)
-            canvas.draw()  # also fixes each panel's projection, which the moving artists reuse
+            with _quiet_glyph_warnings("".join(self.unshown.values())):  # said once, by skeleton_scene
+                canvas.draw()  # also fixes each panel's projection, which the moving artists reuse
             self._background = canvas.copy_from_bbox(self.figure.bbox)
             for artist in self.moving_artists:
                 artist.set_visible(True)
@@ -270,17 +514,39 @@ def skeleton_scene(
     titles: Sequence[str] | None = None,
     up_axis: str = "y",
     max_columns: int = 4,
+    camera: str = "follow",
+    note: str = "",
+    log: Callable[[str], None] | None = None,
 ) -> SkeletonScene:
     """Lay out `positions` (a list of [T_i, J, 3] arrays, or one [N, T, J, 3] array; data coordinates with
     `up_axis` up) as stick figures in a grid of at most `max_columns` panels a row, each titled with its
-    entry of `titles`, all seen from the same angle within the same cube (`scene_bounds`), over a ground
-    grid at the lowest point of all samples and frames. Shows frame 0."""
+    entry of `titles`, all seen from the same angle at the same scale, over a ground grid at the lowest
+    point of all samples and frames. Shows frame 0.
+
+    camera: "follow" (default): each panel's camera moves with its figure's root (the first joint without
+        a parent) over the ground, horizontally: the figure stays in the middle while the grid scrolls
+        beneath it, at the speed it travels. The shared cube holds every sample's pose about its root, so a
+        sample that walks 5 m is drawn as large as one standing still, and heights compare across panels.
+        "fixed": every panel shows one cube of the world that holds all samples' whole paths (where each
+        went; a sample that travels far then makes every figure small).
+    note: a short text at the bottom left, beside the clock (e.g. "step 2000"), cut with '...' to fit.
+    log: where the one message about title characters no installed font has goes (`unshown_message`);
+        None: a MissingGlyphWarning. Characters the title font lacks are drawn from other installed fonts
+        (`title_fonts`)."""
     samples = _check_positions(positions)
     parents = _check_parents(parents, samples[0].shape[1])
-    titles = _check_options(fps, titles, len(samples), up_axis, max_columns)
+    titles = _check_options(fps, titles, len(samples), up_axis, max_columns, camera)
     samples = [to_plot_coordinates(sample, up_axis) for sample in samples]
-    lo, hi = scene_bounds(samples, up_axis="z")
+    root = int(np.argmax(parents < 0))  # the first joint without a parent (joint 0 if none)
+    offsets = [np.zeros((len(sample), 3)) for sample in samples]
+    if camera == "follow":
+        for sample, offset in zip(samples, offsets, strict=True):
+            offset[:, :2] = sample[:, root, :2]
+    lo, hi = scene_bounds([s - o[:, None] for s, o in zip(samples, offsets, strict=True)], up_axis="z")
     ground_height = min(float(sample[..., 2].min()) for sample in samples)
+    fonts = title_fonts(titles)
+    if fonts.unshown:
+        _say(unshown_message(titles, fonts.unshown), log)
 
     columns = min(len(samples), max_columns)
     rows = math.ceil(len(samples) / columns)
@@ -288,24 +554,60 @@ def skeleton_scene(
     figure = Figure(figsize=(width, height), dpi=DPI, facecolor="white")
     FigureCanvasAgg(figure)
     panels = []
-    for i, title in enumerate(titles):  # each row: a title band above a square panel; the clock below all
-        row, column = divmod(i, columns)
-        bottom = CLOCK_INCHES + (rows - 1 - row) * (PANEL_INCHES + TITLE_INCHES)
-        rect = (column / columns, bottom / height, 1.0 / columns, PANEL_INCHES / height)
-        panels.append(_add_panel(figure, rect, title, lo, hi, ground_height))
+    with _quiet_glyph_warnings("".join(fonts.unshown.values())):  # said once, above
+        for i, title in enumerate(titles):  # each row: a title band over a square panel; the clock below
+            row, column = divmod(i, columns)
+            bottom = CLOCK_INCHES + (rows - 1 - row) * (PANEL_INCHES + TITLE_INCHES)
+            rect = (column / columns, bottom / height, 1.0 / columns, PANEL_INCHES / height)
+            panels.append(_add_panel(figure, rect, title, fonts.families, lo, hi, ground_height))
     axes, bones, joints, ground = (list(artists) for artists in zip(*panels, strict=True))
-    clock = figure.text(
-        0.995, CLOCK_INCHES / 2 / height, "", ha="right", va="center", fontsize=7, color="#555"
+    strip = dict(y=CLOCK_INCHES / 2 / height, va="center", fontsize=7, color="#555")
+    clock = figure.text(0.995, s="", ha="right", **strip)
+    if note:
+        _add_note(figure, str(note), strip, max(len(sample) for sample in samples), float(fps))
+    scene = SkeletonScene(
+        figure,
+        axes,
+        bones,
+        joints,
+        ground,
+        clock,
+        samples,
+        parents,
+        float(fps),
+        offsets,
+        (lo, hi),
+        ground_height,
+        camera,
+        fonts.unshown,
     )
-    scene = SkeletonScene(figure, axes, bones, joints, ground, clock, samples, parents, float(fps))
     scene.show_frame(0)
     return scene
 
 
-def _add_panel(figure: Figure, rect, title: str, lo: np.ndarray, hi: np.ndarray, ground_height: float):
-    """One 3D panel at `rect` (figure fractions) with limits [lo, hi], the common camera, its title, the
-    ground (a shaded square and a grid at z = ground_height) and empty bone and joint lines.
-    Returns (axes, bones, joints, ground grid)."""
+def _add_note(figure: Figure, note: str, strip: dict, num_frames: int, fps: float) -> None:
+    """`note` at the left of the clock strip, cut with '...' to the width the longest clock leaves."""
+    renderer = figure.canvas.get_renderer()
+    text = figure.text(0.005, s="", ha="left", parse_math=False, **strip)
+    font = text.get_fontproperties()
+
+    def measure(line: str) -> float:
+        return renderer.get_text_width_height_descent(line, font, ismath=False)[0]
+
+    longest_clock = f"{(num_frames - 1) / fps:6.2f} s  ({num_frames}/{num_frames})"
+    width = figure.bbox.width * 0.99 - measure(longest_clock) - 2 * TITLE_SIDE_INCHES * figure.dpi
+    line = " ".join(note.split())
+    if measure(line) > width:
+        line = line[: _longest_fit(len(line), lambda n: measure(line[:n] + "...") <= width)].rstrip() + "..."
+    text.set_text(line)
+
+
+def _add_panel(
+    figure: Figure, rect, title: str, families, lo: np.ndarray, hi: np.ndarray, ground_height: float
+):
+    """One 3D panel at `rect` (figure fractions) with limits [lo, hi], the common camera, its title (in the
+    font `families`), the ground (a shaded square and a grid at z = ground_height) and empty bone and
+    joint lines. Returns (axes, bones, joints, ground grid)."""
     ax = figure.add_axes(rect, projection="3d", computed_zorder=False)
     ax.set_proj_type("persp")
     ax.view_init(elev=VIEW_ELEVATION, azim=VIEW_AZIMUTH)
@@ -318,7 +620,7 @@ def _add_panel(figure: Figure, rect, title: str, lo: np.ndarray, hi: np.ndarray,
     # matplotlib from re-measuring the (hidden) axes for it on every frame, and set_y undoes the 0.92 that
     # 3D axes apply to a title's y (which pushed titles ~28 px into the panel). Captions are free text: a
     # '$' must not start mathtext, which would also be measured differently (or fail to parse).
-    ax.set_title("", y=1.0, pad=0.0, va="bottom", parse_math=False, usetex=False)
+    ax.set_title("", y=1.0, pad=0.0, va="bottom", parse_math=False, usetex=False, fontfamily=list(families))
     ax.title.set_y(1.0)
     width = (PANEL_INCHES - 2 * TITLE_SIDE_INCHES) * figure.dpi
     _fit_title(ax.title, title, figure.canvas.get_renderer(), width, TITLE_INCHES * figure.dpi)
@@ -369,13 +671,21 @@ def _fit_title(title: Text, caption: str, renderer, width: float, height: float)
     title.set_text(texts[small])
 
 
-def _ground_polyline(lo: np.ndarray, hi: np.ndarray, height: float) -> np.ndarray:
-    """[P, 3] grid lines over the square [lo, hi] (x, y) at z = height, NaN between lines."""
+def _ground_polyline(lo: np.ndarray, hi: np.ndarray, height: float, shift=(0.0, 0.0)) -> np.ndarray:
+    """[P, 3] grid lines over the square [lo, hi] (x, y) at z = height, NaN between lines: the lines, within
+    the square, of a grid of GROUND_CELLS cells a side fixed on the ground and seen shifted by -shift (x, y)
+    (a camera following a figure that has moved by `shift`); no shift: GROUND_CELLS + 1 lines each way,
+    the square's edges included."""
     points = []
-    for s in np.linspace(0.0, 1.0, GROUND_CELLS + 1):
-        x = lo[0] + s * (hi[0] - lo[0])
-        y = lo[1] + s * (hi[1] - lo[1])
-        points += [(x, lo[1]), (x, hi[1]), (np.nan, np.nan), (lo[0], y), (hi[0], y), (np.nan, np.nan)]
+    for axis in (0, 1):
+        cell = (hi[axis] - lo[axis]) / GROUND_CELLS
+        phase = float(np.mod(-shift[axis], cell))
+        if cell - phase <= 1e-9 * cell:  # a line on the far edge, by rounding: on the near one
+            phase = 0.0
+        for k in range(int(np.floor((hi[axis] - lo[axis] - phase) / cell + 1e-9)) + 1):
+            at = lo[axis] + phase + k * cell
+            ends = [(at, lo[1]), (at, hi[1])] if axis == 0 else [(lo[0], at), (hi[0], at)]
+            points += [*ends, (np.nan, np.nan)]
     xy = np.array(points)
     return np.column_stack([xy, np.where(np.isnan(xy[:, 0]), np.nan, height)])
 
@@ -523,6 +833,9 @@ def animate_skeletons(
     titles: Sequence[str] | None = None,
     up_axis: str = "y",
     max_columns: int = 4,
+    camera: str = "follow",
+    note: str = "",
+    log: Callable[[str], None] | None = None,
 ) -> Path:
     """Write an animation of N stick figures side by side to `path` (.gif, or .mp4 where ffmpeg exists:
     see `find_ffmpeg`).
@@ -530,7 +843,11 @@ def animate_skeletons(
     positions: a list of [T_i, J, 3] arrays or one [N, T, J, 3] array, data coordinates with `up_axis` up.
     parents: int [J], parent of each joint, -1 for a root; a bone is drawn from each joint to its parent.
     titles: N captions (wrapped to fit above their panels, in a smaller font or cut with '...' where too
-        long), or None.
+        long), or None. Characters the title font lacks are drawn from other installed fonts; those no
+        installed font has show as boxes, said in one message, `"{path}: ..."`, to `log` (where None, a
+        MissingGlyphWarning).
+    camera, note: as `skeleton_scene` says (by default each panel's camera follows its figure's root,
+        all panels at one scale).
     The animation has max_i T_i frames at `fps` (a GIF: every frame up to 50 fps, above that every
     `gif_timing` step-th, since a GIF stores whole hundredths of a second per frame and players honour no
     delay under 2); shorter samples hold their last frame. Never overwrites: an existing `path` raises
@@ -545,7 +862,15 @@ def animate_skeletons(
             "Python package that bundles it (pip install imageio-ffmpeg), or ask for a .gif instead"
         )
     scene = skeleton_scene(
-        positions, parents, fps=fps, titles=titles, up_axis=up_axis, max_columns=max_columns
+        positions,
+        parents,
+        fps=fps,
+        titles=titles,
+        up_axis=up_axis,
+        max_columns=max_columns,
+        camera=camera,
+        note=note,
+        log=lambda message: _say(f"{path}: {message}", log),
     )
     writer = _SceneMp4Writer(scene, fps=fps) if mp4 else _SharedPaletteGifWriter(scene, fps=fps)
     step = 1 if mp4 else writer.step

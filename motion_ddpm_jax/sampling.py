@@ -797,10 +797,11 @@ def _unfinished(folder: Path) -> str:
 
 def panel_titles(captions: Sequence[str], num_samples: int) -> list[str]:
     """The animation's panel titles: each caption, and with several samples per caption (caption-major,
-    as `generate` returns them) its draw, as the file names count it: 'wave (draw 0 of 3)'."""
+    as `generate` returns them) its draw first, as the file names count it: 'draw 0 of 3: wave' (first:
+    a title too long for its panel is cut at its end)."""
     if num_samples <= 1:
         return list(captions)
-    return [f"{caption} (draw {i % num_samples} of {num_samples})" for i, caption in enumerate(captions)]
+    return [f"draw {i % num_samples} of {num_samples}: {caption}" for i, caption in enumerate(captions)]
 
 
 def _save_npy(path: Path, array: np.ndarray, written: list[Path]) -> None:
@@ -946,6 +947,7 @@ def _sample_into(
                     out / f"samples.{s.render_format}",
                     fps=loaded.fps,
                     titles=panel_titles(result["captions"], int(s.num_samples)),
+                    log=log,  # (title characters no installed font has: one line)
                 )
                 files.append(Path(path).name)
                 written.append(Path(path))

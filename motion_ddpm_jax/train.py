@@ -727,6 +727,15 @@ class ProgressRenderer:
         self.config, self.metadata, self.captions, self.log = config, metadata, captions, log
         self.folder = workdir / "progress"
         self.metrics = workdir / "metrics.jsonl"
+        self._said: set[str] = set()  # renderer messages already logged
+
+    def _log_once(self, message: str) -> None:
+        """A renderer message (title characters no font has), logged the first time only: every progress
+        GIF draws the same captions (the GIF's path, which changes, is left out of the comparison)."""
+        key = message.split(": ", 1)[-1]
+        if key not in self._said:
+            self._said.add(key)
+            self.log(message)
 
     def __call__(self, step: int, ema: Any) -> None:
         from motion_ddpm_jax import render, sampling
@@ -745,9 +754,12 @@ class ProgressRenderer:
             frames = min(int(sample.num_frames), loaded.max_motion_length)
             out = sampling.generate(loaded, self.captions, frames, **sampling.sampler_settings(sample))
             positions = [p[:n] for p, n in zip(out["positions"], out["lengths"], strict=True)]
-            titles = [f"{caption} (step {step})" for caption in self.captions]  # figures leave the folder
+            # the step in each panel's title (a figure leaves the file name behind), first: a title too long
+            # for its panel is cut at its end
+            titles = [f"step {step}: {caption}" for caption in self.captions]
+            parents = sampling.joint_parents(loaded)
             render.animate_skeletons(
-                positions, sampling.joint_parents(loaded), gif, fps=loaded.fps, titles=titles
+                positions, parents, gif, fps=loaded.fps, titles=titles, log=self._log_once
             )
         except Exception as error:  # noqa: BLE001 -- a picture must never cost a run
             self.log(f"step {step}: rendering progress samples failed ({type(error).__name__}: {error})")

@@ -9,10 +9,10 @@ import subprocess
 import sys
 import warnings
 
+import matplotlib as mpl
 import numpy as np
 import pytest
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
+from matplotlib import font_manager
 from PIL import Image
 
 from motion_ddpm_jax import render
@@ -46,6 +46,22 @@ def crop(image: np.ndarray, ax) -> np.ndarray:
     box = ax.get_window_extent()
     height = image.shape[0]
     return image[height - int(box.y1) : height - int(box.y0), int(box.x0) : int(box.x1)]
+
+
+def drawn_height(image: np.ndarray, ax) -> int:
+    """The height in pixels of the stick figure drawn in panel `ax` of `image`: the rows holding bone-blue
+    pixels (not the grey ground, nor the red joints)."""
+    pixels = crop(image, ax)[..., :3].astype(np.int64)
+    bone = (pixels[..., 2] - pixels[..., 0] > 60) & (pixels[..., 0] < 120)
+    rows = np.nonzero(bone.any(axis=1))[0]
+    return int(rows[-1] - rows[0] + 1) if rows.size else 0
+
+
+def root_shift(sample: np.ndarray, t: int, up_axis: str = "y") -> np.ndarray:
+    """[3]: the horizontal position (plot coordinates, z up) of the root of `sample` at frame t: what a
+    camera following it moves by."""
+    root = y_up_to_z_up(sample[t, 0]) if up_axis == "y" else sample[t, 0].astype(np.float64)
+    return np.array([root[0], root[1], 0.0])
 
 
 # ------------------------------------------------------------------------------------------ geometry
@@ -120,11 +136,17 @@ def test_scene_has_one_panel_per_sample_titled_with_its_caption():
     assert scene.num_frames == 4
 
 
-def test_panels_share_one_camera_and_limits_that_hold_every_point():
+@pytest.mark.parametrize("camera", ["follow", "fixed"])
+def test_panels_share_one_camera_and_limits_that_hold_every_point(camera):
+    """fixed: one cube of the world holds every point; follow: every point about its root at that frame."""
     samples = [walking(6), standing(3) * 2.0]
-    scene = render.skeleton_scene(samples, PARENTS, fps=10, up_axis="y")
+    scene = render.skeleton_scene(samples, PARENTS, fps=10, up_axis="y", camera=camera)
 
-    points = np.concatenate([y_up_to_z_up(s).reshape(-1, 3) for s in samples])
+    points = []
+    for sample in samples:
+        shifts = [root_shift(sample, t) if camera == "follow" else np.zeros(3) for t in range(len(sample))]
+        points.append((y_up_to_z_up(sample) - np.array(shifts)[:, None]).reshape(-1, 3))
+    points = np.concatenate(points)
     limits = [np.array([ax.get_xlim3d(), ax.get_ylim3d(), ax.get_zlim3d()]) for ax in scene.axes]
     for other, ax in zip(limits[1:], scene.axes[1:], strict=True):
         np.testing.assert_array_equal(other, limits[0])
@@ -147,17 +169,67 @@ def test_ground_grid_lies_at_the_lowest_point_of_all_samples():
         np.testing.assert_array_equal(heights, -12.5)
 
 
-def test_each_frame_draws_its_bones_and_short_samples_hold_their_last_frame():
+@pytest.mark.parametrize("camera", ["follow", "fixed"])
+def test_each_frame_draws_its_bones_and_short_samples_hold_their_last_frame(camera):
     long, short = walking(5), walking(2, speed=-1.0)
-    scene = render.skeleton_scene([long, short], PARENTS, fps=10, up_axis="z")
+    scene = render.skeleton_scene([long, short], PARENTS, fps=10, up_axis="z", camera=camera)
     for t in (0, 1, 4):
         scene.show_frame(t)
         for sample, bones in zip((long, short), scene.bones, strict=True):
-            frame = sample[min(t, len(sample) - 1)]
+            shown = min(t, len(sample) - 1)
+            frame = sample[shown] - (root_shift(sample, shown, "z") if camera == "follow" else 0.0)
             drawn = np.stack(bones.get_data_3d(), axis=-1)
             finite = drawn[np.isfinite(drawn[:, 0])]
             expected = [frame[j] if k == 0 else frame[PARENTS[j]] for j in (1, 2, 3) for k in (0, 1)]
             np.testing.assert_allclose(finite, expected)
+
+
+def heights_beside_a_walker(speed: float, camera: str) -> tuple[int, int]:
+    """The drawn heights (pixels) of a figure standing still and of one walking `speed` cm a frame beside
+    it, at the last of 11 frames."""
+    scene = render.skeleton_scene([standing(11), walking(11, speed)], PARENTS, fps=10, camera=camera)
+    image = scene.render(10)
+    return drawn_height(image, scene.axes[0]), drawn_height(image, scene.axes[1])
+
+
+def test_a_sample_walking_far_does_not_shrink_the_figure_beside_it():
+    """A figure standing still beside one that walks 5 m is drawn as tall as beside one walking on the
+    spot (180 pixels); one cube of the world for all panels (camera="fixed") drew it 24 pixels tall."""
+    reference = heights_beside_a_walker(0.0, "follow")
+    far = heights_beside_a_walker(50.0, "follow")  # 5 m along x in 10 steps
+    assert reference[0] > 150  # pixels, of a 300-pixel panel
+    assert far == pytest.approx(reference, rel=0.02)
+    assert heights_beside_a_walker(50.0, "fixed")[0] < 0.4 * reference[0]
+
+
+def test_a_followed_panel_keeps_the_scale_of_the_others():
+    """Following each figure keeps one scale for all panels: a figure twice as tall is drawn twice as tall."""
+    scene = render.skeleton_scene([standing(2), standing(2) * 2.0], PARENTS, fps=10)
+    image = scene.render(0)
+    ratio = drawn_height(image, scene.axes[1]) / drawn_height(image, scene.axes[0])
+    assert ratio == pytest.approx(2.0, rel=0.1)
+
+
+def test_a_followed_figures_ground_grid_stays_on_the_ground():
+    """The camera moves with the walker; the grid lines, shifted back by its root, lie where they lay."""
+    walker = walking(6, speed=7.0)
+    scene = render.skeleton_scene([walker, standing(6)], PARENTS, fps=10, up_axis="y")
+    lo, hi = scene.bounds
+    cell = (hi[0] - lo[0]) / render.GROUND_CELLS
+    lines = []
+    for t in range(6):
+        scene.show_frame(t)
+        points = np.stack([np.asarray(a, dtype=np.float64) for a in scene.ground[0].get_data_3d()], axis=-1)
+        segments = points.reshape(-1, 3, 3)[:, :2]  # each line: two ends, then NaN
+        across = segments[:, 0, 0] == segments[:, 1, 0]  # lines of constant x (and those of constant y)
+        for axis, chosen in ((0, across), (1, ~across)):
+            at = segments[chosen, 0, axis]
+            assert np.all((lo[axis] - 1e-9 <= at) & (at <= hi[axis] + 1e-9))
+            assert len(at) >= render.GROUND_CELLS
+            on_ground = (at + root_shift(walker, t)[axis] - lo[axis]) / cell
+            np.testing.assert_allclose(on_ground, np.round(on_ground), atol=1e-6)
+        lines.append(points)
+    assert not np.array_equal(lines[0], lines[1], equal_nan=True)  # it scrolled
 
 
 def test_moving_figure_changes_pixels_and_a_static_one_does_not():
@@ -192,17 +264,6 @@ HOSTILE_CAPTIONS = {
 }
 
 
-def font_draws(text: str) -> bool:
-    """Whether matplotlib's default font (or a fallback of it) has a glyph for every character of `text`."""
-    figure = Figure()
-    FigureCanvasAgg(figure)
-    figure.text(0.0, 0.0, text, parse_math=False)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        figure.canvas.draw()
-    return not any("missing from font" in str(warning.message) for warning in caught)
-
-
 def layout_bounds(num_panels: int, columns: int):
     """For each panel, in pixels from the figure's bottom left: its column (x0, x1) and its title band
     (y0, y1), from the layout's constants: rows of a title band over a square panel, a clock strip below."""
@@ -223,7 +284,10 @@ def assert_titles_inside_their_bands(captions: list[str], columns: int) -> None:
     """Draw a scene titled `captions`; each title must lie in its column and title band, clear of the others,
     and show the start of its caption (all of it, or cut with '...') at a legible size."""
     samples = [walking(2) if i % 2 else standing(2) for i in range(len(captions))]
-    scene = render.skeleton_scene(samples, PARENTS, fps=10, titles=captions, max_columns=columns)
+    said = []  # characters no font here has are drawn as boxes, which have widths too
+    scene = render.skeleton_scene(
+        samples, PARENTS, fps=10, titles=captions, max_columns=columns, log=said.append
+    )
     scene.render(1)
     size, bounds = layout_bounds(len(captions), columns)
     assert scene.figure.canvas.get_width_height() == size
@@ -249,15 +313,24 @@ def assert_titles_inside_their_bands(captions: list[str], columns: int) -> None:
 
 @pytest.mark.parametrize("name", HOSTILE_CAPTIONS)
 def test_every_title_stays_in_its_column_and_title_band(name):
-    caption = HOSTILE_CAPTIONS[name]
-    if not font_draws(caption):
-        pytest.skip(f"matplotlib's fonts here lack glyphs of the {name} caption")
-    assert_titles_inside_their_bands([caption] * 3, columns=2)  # two side by side, one below
+    assert_titles_inside_their_bands([HOSTILE_CAPTIONS[name]] * 3, columns=2)  # two side by side, one below
 
 
 def test_titles_of_all_kinds_side_by_side_stay_apart():
-    captions = [caption for caption in HOSTILE_CAPTIONS.values() if font_draws(caption)]
-    assert_titles_inside_their_bands(captions, columns=3)
+    assert_titles_inside_their_bands(list(HOSTILE_CAPTIONS.values()), columns=3)
+
+
+def test_a_note_sits_left_of_the_clock_and_is_cut_to_fit():
+    scene = render.skeleton_scene([walking(3)], PARENTS, fps=10, note="step 2000")
+    renderer = scene.figure.canvas.get_renderer()
+    (note,) = [text for text in scene.figure.texts if text is not scene.clock]
+    assert note.get_text() == "step 2000"
+    long = render.skeleton_scene([walking(300)], PARENTS, fps=60, note="step 2000 " + "x" * 200)
+    (note,) = [text for text in long.figure.texts if text is not long.clock]
+    assert note.get_text().startswith("step 2000 x") and note.get_text().endswith("...")
+    long.show_frame(299)  # the widest clock
+    assert note.get_window_extent(renderer).x1 < long.clock.get_window_extent(renderer).x0
+    assert note.get_window_extent(renderer).x0 >= 0
 
 
 def test_an_ordinary_caption_is_shown_whole_at_the_title_font_size():
@@ -265,6 +338,145 @@ def test_an_ordinary_caption_is_shown_whole_at_the_title_font_size():
     scene = render.skeleton_scene([walking(2)], PARENTS, fps=10, titles=[caption])
     assert scene.axes[0].get_title().replace("\n", " ") == caption
     assert scene.axes[0].title.get_fontsize() == render.TITLE_FONT_SIZE
+
+
+# ---------------------------------------------------------------------------------------- title fonts
+def font_entry(name: str, path: str, **properties) -> font_manager.FontEntry:
+    return font_manager.FontEntry(fname=path, name=name, **properties)
+
+
+def test_fallback_fonts_are_chosen_from_what_font_manager_lists(monkeypatch):
+    """Families matplotlib lists, the preferred ones first, each only for characters still lacking; not
+    one that cannot be drawn with, nor TeX's fonts; characters none has are said per caption."""
+    covers = {  # font file -> the characters it has (None: one matplotlib cannot draw with)
+        "/fonts/main.ttf": "abcdefghijklmnopqrstuvwxyz",
+        "/fonts/cjk.ttc": "你好世界",
+        "/fonts/wqy.ttc": "你好世界挥手",
+        "/fonts/symbols.ttf": "✋",
+        "/fonts/color.ttf": None,
+        "/fonts/cmsy10.ttf": "✋ɐ",
+        "/fonts/zeta.ttf": "ɐ",
+        "/fonts/zeta-bold.ttf": "ɐ你",
+    }
+    listed = [
+        font_entry("Zeta Sans", "/fonts/zeta-bold.ttf", weight=700),
+        font_entry("Zeta Sans", "/fonts/zeta.ttf"),
+        font_entry("cmsy10", "/fonts/cmsy10.ttf"),
+        font_entry("Noto Color Emoji", "/fonts/color.ttf"),
+        font_entry("Symbola", "/fonts/symbols.ttf"),
+        font_entry("WenQuanYi Zen Hei", "/fonts/wqy.ttc"),
+        font_entry("Noto Sans CJK JP", "/fonts/cjk.ttc", index=2),
+    ]
+    looked_up = []
+
+    def face_characters(path, index=0):
+        looked_up.append((path, index))
+        chars = covers[path]
+        return None if chars is None else np.array(sorted(map(ord, chars)), dtype=np.int64)
+
+    monkeypatch.setattr(font_manager.fontManager, "ttflist", listed)
+    monkeypatch.setattr(render, "_face_characters", face_characters)
+    monkeypatch.setattr(render, "_main_faces", lambda families: [("/fonts/main.ttf", 0)])
+    fonts = render.title_fonts(["wave ✋", "你好 世界 挥手", "walk", "sit \U00013000 ɐ\u200d\ufe0f"])
+
+    main = tuple(mpl.rcParams["font.family"])
+    assert fonts.families == (*main, "Noto Sans CJK JP", "WenQuanYi Zen Hei", "Symbola", "Zeta Sans")
+    assert fonts.unshown == {3: "\U00013000"}  # not the joiner nor the variation selector
+    assert ("/fonts/cjk.ttc", 2) in looked_up and ("/fonts/zeta-bold.ttf", 0) not in looked_up
+
+    monkeypatch.setattr(font_manager.fontManager, "ttflist", [])  # nothing else installed: no failure
+    fonts = render.title_fonts(["wave ✋", "walk"])
+    assert fonts == render.TitleFonts(main, {0: "✋"})
+
+
+def without_glyphs(monkeypatch):
+    """Make every font report only ASCII letters, as on a machine without fonts for anything else."""
+    ascii_only = np.arange(0x20, 0x7F, dtype=np.int64)
+    monkeypatch.setattr(render, "_face_characters", lambda path, index=0: ascii_only)
+
+
+def test_characters_no_font_has_are_said_once_naming_the_captions(tmp_path, monkeypatch):
+    """One message from the project, to the caller's log, instead of matplotlib's warnings per glyph."""
+    without_glyphs(monkeypatch)
+    captions = ["walk", "wave ✋", "你好 世界 挥手", "wave ✋"]
+    said, path = [], tmp_path / "samples.gif"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        render.animate_skeletons([standing(3)] * 4, PARENTS, path, fps=10, titles=captions, log=said.append)
+    assert [str(warning.message) for warning in caught] == []
+    assert len(said) == 1
+    message = said[0]
+    assert message.startswith(f"{path}: ")
+    assert "panels 2, 4 'wave ✋': ✋ (U+270B RAISED HAND)" in message
+    assert "panel 3 '你好 世界 挥手': 你 好 世 界 挥 手" in message
+    assert "'walk'" not in message
+    assert "boxes" in message and "captions are kept as written" in message
+    assert "fonts-noto-cjk" in message and "Symbola" in message and "fontlist-v*.json" in message
+    with Image.open(path) as gif:
+        assert gif.n_frames == 3
+
+
+def test_without_a_log_characters_no_font_has_raise_one_warning(monkeypatch):
+    without_glyphs(monkeypatch)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        scene = render.skeleton_scene([standing(2)], PARENTS, fps=10, titles=["挥手"])
+        scene.render(1)
+        scene.render(0)
+    assert [(warning.category, str(warning.message)[:36]) for warning in caught] == [
+        (render.MissingGlyphWarning, "no installed font that matplotlib ca")
+    ]
+    assert scene.unshown == {0: "挥手"}
+
+
+def make_font(path, family: str, characters: str) -> None:
+    """A TrueType font of `family` whose every glyph (for `characters` and a space) is a filled square."""
+    from fontTools.fontBuilder import FontBuilder
+    from fontTools.pens.ttGlyphPen import TTGlyphPen
+
+    def square(size: int):
+        pen = TTGlyphPen(None)
+        if size:
+            pen.moveTo((50, -50))
+            pen.lineTo((50, size))
+            pen.lineTo((size, size))
+            pen.lineTo((size, -50))
+            pen.closePath()
+        return pen.glyph()
+
+    names = {ord(c): f"uni{ord(c):04X}" for c in characters}
+    order = [".notdef", "space", *names.values()]
+    builder = FontBuilder(1000, isTTF=True)
+    builder.setupGlyphOrder(order)
+    builder.setupCharacterMap({0x20: "space", **names})
+    builder.setupGlyf({name: square(0 if name == "space" else 850) for name in order})
+    builder.setupHorizontalMetrics({name: (900, 50) for name in order})
+    builder.setupHorizontalHeader(ascent=900, descent=-100)
+    builder.setupNameTable({"familyName": family, "styleName": "Regular"})
+    builder.setupOS2(sTypoAscender=900, sTypoDescender=-100, usWinAscent=900, usWinDescent=100)
+    builder.setupPost()
+    builder.save(str(path))
+
+
+def test_a_font_that_has_the_characters_draws_them(tmp_path, monkeypatch):
+    """Installed (here: listed by font_manager), a font with the title's CJK and emoji is drawn with: no
+    message, no warning of matplotlib's, and its glyphs (filled squares) in the title band."""
+    path = tmp_path / "CaptionTestGlyphs.ttf"
+    make_font(path, "Caption Test Glyphs", "你好✋")
+    monkeypatch.setattr(font_manager.fontManager, "ttflist", list(font_manager.fontManager.ttflist))
+    font_manager.fontManager.addfont(str(path))
+    said = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        scene = render.skeleton_scene([standing(2)], PARENTS, fps=10, titles=["你好 ✋"], log=said.append)
+        image = scene.render(1)
+    assert said == [] and scene.unshown == {}
+    assert [str(warning.message) for warning in caught] == []
+    assert "Caption Test Glyphs" in scene.axes[0].title.get_fontfamily()
+    box = scene.axes[0].title.get_window_extent(scene.figure.canvas.get_renderer())
+    title = image[image.shape[0] - int(box.y1) : image.shape[0] - int(box.y0), int(box.x0) : int(box.x1)]
+    dark = title[..., :3].max(axis=-1) < 100
+    assert dark.mean() > 0.5  # three filled squares, not the outlines of boxes
 
 
 # ----------------------------------------------------------------------------------------- animation
@@ -484,6 +696,7 @@ def test_mp4_when_ffmpeg_fails_reports_what_it_said(tmp_path, monkeypatch):
         ([walking(3)], PARENTS, {"up_axis": "up"}, "up_axis"),
         ([walking(3)], PARENTS, {"fps": 0}, "fps"),
         ([walking(3)], PARENTS, {"max_columns": 0}, "max_columns"),
+        ([walking(3)], PARENTS, {"camera": "orbit"}, "camera"),
     ],
 )
 def test_bad_input_raises_value_error_naming_the_argument(tmp_path, positions, parents, options, named):

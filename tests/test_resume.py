@@ -521,8 +521,8 @@ def test_progress_samples_and_curves_are_rendered_during_training(tmp_path, data
     with Image.open(progress / "step_0000004.gif") as gif:
         assert gif.n_frames == 12
     assert titles == [  # each panel says the step it shows (a GIF copied into a figure keeps no file name)
-        ["wave both hands (step 2)", "point to the left (step 2)"],
-        ["wave both hands (step 4)", "point to the left (step 4)"],
+        ["step 2: wave both hands", "step 2: point to the left"],
+        ["step 4: wave both hands", "step 4: point to the left"],
     ]
     with Image.open(progress / "curves.png") as png:
         assert png.format == "PNG"

@@ -783,7 +783,7 @@ def test_run_renders_an_mp4_when_asked(workdirs, tmp_path):
 def test_run_writes_npy_and_index_and_never_overwrites(workdirs, monkeypatch):
     calls = []
 
-    def animate_skeletons(positions, parents, path, *, fps, titles=None):
+    def animate_skeletons(positions, parents, path, *, fps, titles=None, **options):
         calls.append((positions, parents, fps, titles))
         Path(path).write_bytes(b"GIF89a")
         return Path(path)
@@ -1187,19 +1187,24 @@ def test_panels_of_several_draws_of_a_caption_are_told_apart_as_the_files_are(
     """Two samples of one caption had the same panel title; each panel names its draw as its files do."""
     drawn = []
 
-    def animate_skeletons(positions, parents, path, *, fps, titles=None):
+    def animate_skeletons(positions, parents, path, *, fps, titles=None, **options):
         drawn.extend(titles)
+        options["log"](f"{path}: no installed font has these characters")  # the renderer's one message
         Path(path).write_bytes(b"GIF89a")
         return Path(path)
 
     monkeypatch.setattr(render_lib, "animate_skeletons", animate_skeletons)
     config = run_config(num_samples=2, output_dir=str(tmp_path / "out"), render=True)
-    summary = sampling.run(config, workdirs["positions"], log=lambda _: None)
+    lines = []
+    summary = sampling.run(config, workdirs["positions"], log=lines.append)
+    assert [line for line in lines if "no installed font" in line] == [
+        f"{tmp_path / 'out' / 'samples.gif'}: no installed font has these characters"
+    ]
     assert drawn == [
-        "wave hello (draw 0 of 2)",
-        "wave hello (draw 1 of 2)",
-        "point left (draw 0 of 2)",
-        "point left (draw 1 of 2)",
+        "draw 0 of 2: wave hello",
+        "draw 1 of 2: wave hello",
+        "draw 0 of 2: point left",
+        "draw 1 of 2: point left",
     ]
     assert "000_wave_hello_1.npy" in summary["files"] and "001_point_left_0.npy" in summary["files"]
     assert sampling.panel_titles(CAPTIONS, 1) == CAPTIONS
