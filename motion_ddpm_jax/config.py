@@ -209,11 +209,33 @@ MINIMUM = {
     "sample.eta": 0.0,
     "sample.guidance_scale": 0.0,
     "sample.batch_size": 1,
+    "sample.checkpoint_step": -1,  # -1 = the latest
+    "sample.seed": 0,
+    "seed": 0,
+    "train.save_every_epochs": 0,  # 0 = off
+    "train.max_consecutive_nonfinite": 1,  # 0 stopped a run at its first log, blaming 0 bad steps
+    "data.std_floor": 0.0,
+    "data.min_motion_length": 1,
+    "data.max_clip_length": 0,  # 0 = keep every clip
+    "data.min_pause_s": 0.0,
+    "data.min_clip_s": 0.0,
+    "diffusion.clip_x0": 0.0,  # 0 = off
+    "model.input_feats": 0,  # 0 = the data's
+    "model.text_vocab_size": 0,  # 0 = the tokenizer's
+    "eval.num_clips": 0,  # 0 = the whole split
+    "eval.autoencoder_steps": 1,
+    "distributed.num_processes": 0,  # 0 = from the environment
+    "distributed.process_id": -1,  # -1 = from the environment
+    "distributed.initialization_timeout_s": 1,
 }
 RANGES = {  # both bounds inclusive
     "model.cond_drop_prob": (0.0, 1.0),
     "sample.eta": (0.0, 1.0),
     "data.spell_prob": (0.0, 1.0),
+    # the warmup rises from this fraction of optim.lr to optim.lr (-2 had trained at lr -0.002: ascent)
+    "optim.warmup_start_factor": (0.0, 1.0),
+    "data.val_fraction": (0.0, 1.0),
+    "data.test_fraction": (0.0, 1.0),
 }
 # Numeric fields in [low, high): optim.ema_decay = 1 would never move the average, and its debiasing
 # divides by 1 - decay ** count = 0 (NaN parameters, which sampling reads by default).

@@ -9,8 +9,9 @@ first found wins, per field:
   be set. Where the installed jax cannot configure such a launch (Open MPI 5 needs a recent jax and
   mpi4py), the error names the settings to give instead.
 `distributed.enabled`: `auto` joins when a coordinator address is given or a multi-process SLURM / Open MPI
-launch is detected, and otherwise trains as one process; `true` always joins (an error when no setting says
-how); `false` never does.
+launch is detected, refuses a process count above 1 or a process id above 0 given without a coordinator
+address (naming what is missing), and otherwise trains as one process; `true` always joins (an error when
+no setting says how); `false` never does.
 """
 
 from __future__ import annotations
@@ -67,7 +68,10 @@ def initialize_arguments(dist_config, environ: Mapping[str, str] | None = None) 
     process_id = _int_setting(dist_config.process_id, -1, "JAX_PROCESS_ID", environ)
     device_ids = str(dist_config.local_device_ids) or environ.get("JAX_LOCAL_DEVICE_IDS", "")
     cluster = _cluster_launch(environ)
-    if enabled == "auto" and not address and cluster is None:
+    # auto: one process unless a coordinator or a cluster manager is named, or the settings ask for more
+    # (JAX_NUM_PROCESSES=2 without an address had trained alone, as a second process 0, in silence)
+    asks_for_more = (num_processes or 1) > 1 or (process_id or 0) > 0
+    if enabled == "auto" and not address and cluster is None and not asks_for_more:
         return None
     if cluster is None:
         missing = [

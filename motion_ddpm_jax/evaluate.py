@@ -1477,5 +1477,7 @@ def run(
     if jax.process_index() != 0:
         return record
     written = write_new_json(output, record)
+    if Path(written) != Path(output):  # as --mode sample says of a folder that holds files
+        log(f"{output} exists already (kept as it is); writing the metrics to {written} instead")
     log(f"wrote {written}")
     return {**record, "output": str(written)}

@@ -27,7 +27,7 @@ Call it before jax starts its threads (before the first jax computation; launch.
 the tests do it first thing). It does nothing where the C library is not glibc, where the process's malloc
 is not glibc's (an allocator preloaded with LD_PRELOAD, e.g. jemalloc or tcmalloc: the settings would
 reach an allocator nobody uses), where the user's own GLIBC_TUNABLES already set glibc.malloc.* (theirs
-win), with MOTION_DDPM_JAX_MALLOC=default, or where jax
+win), with MOTION_DDPM_JAX_MALLOC=default (or off, 0, false, no, none), or where jax
 will run on an accelerator (`accelerator_in_use`). There the big buffers live on the device, and the
 host's heap serves XLA's compiler, which runs on many threads: one arena serialises them. On an H100
 machine with 16 cores our bf16 train step had not finished compiling after 156 s with these settings, and
@@ -46,6 +46,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 
 OPT_OUT_VARIABLE = "MOTION_DDPM_JAX_MALLOC"
+OPT_OUT_VALUES = ("default", "off", "0", "false", "no", "none")  # any case; anything else leaves it on
 _M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8  # glibc's malloc.h
 _SETTINGS = ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, -1))  # -1: SIZE_MAX in glibc
 _state: str | None = None
@@ -110,8 +111,16 @@ def malloc_is_glibcs(libc: ctypes.CDLL) -> bool:
 
 
 def _apply() -> str:
-    if os.environ.get(OPT_OUT_VARIABLE, "").strip().lower() == "default":
-        return f"glibc defaults ({OPT_OUT_VARIABLE}=default)"
+    asked = os.environ.get(OPT_OUT_VARIABLE, "").strip()
+    if asked.lower() in OPT_OUT_VALUES:
+        return f"glibc defaults ({OPT_OUT_VARIABLE}={asked})"
+    if asked:  # a value that opts out of nothing: said in what `describe` returns
+        choices = ", ".join(OPT_OUT_VALUES)
+        return f"{_try_settings()} ({OPT_OUT_VARIABLE}={asked!r} is none of {choices}: left on)"
+    return _try_settings()
+
+
+def _try_settings() -> str:
     accelerator = accelerator_in_use()
     if accelerator is not None:
         return f"glibc defaults (jax runs on an accelerator: {accelerator})"

@@ -205,3 +205,37 @@ def test_the_textgrid_fields_reach_prepare_and_default_to_blank_labels_only_and_
     saved = base_config().to_dict()
     del saved["data"]["pause_labels"], saved["data"]["textgrid_tier"]
     assert beat.options_from_config(with_defaults(saved)["data"]) == beat.PrepareOptions()
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("train.max_consecutive_nonfinite", 0),
+        ("optim.warmup_start_factor", -2.0),
+        ("optim.warmup_start_factor", 1.5),
+        ("data.std_floor", -1.0),
+        ("diffusion.clip_x0", -1.0),
+        ("sample.checkpoint_step", -5),
+        ("train.save_every_epochs", -1),
+        ("model.input_feats", -3),
+        ("model.text_vocab_size", -1),
+        ("distributed.initialization_timeout_s", -5),
+        ("eval.num_clips", -1),
+        ("eval.autoencoder_steps", 0),
+        ("data.val_fraction", 1.5),
+        ("data.test_fraction", -0.1),
+    ],
+)
+def test_values_that_would_break_a_run_later_are_refused_at_once(field, value):
+    """A user's journey: each was printed by --mode config without complaint and then broke the run
+    (training stopped at its first log, a negative learning rate, a std floor below real stds) or was
+    read as something else (a negative clip as none, -5 as the latest checkpoint)."""
+    config = base_config()
+    section, name = field.split(".")
+    config[section][name] = value
+    with pytest.raises(
+        UserError, match=rf"config field {re.escape(field)} is {re.escape(repr(value))}; expected"
+    ):
+        validate(config)
+    config[section][name] = base_config()[section][name]
+    validate(config)

@@ -537,8 +537,11 @@ def test_run_of_a_perfect_generator_matches_the_real_clips(toy_dataset, tmp_path
     assert any("train_autoencoder" in n for n in record["notes"]) and record["fgd_autoencoder"] is None
     assert any("metric" in m and "generated" in m for m in messages)  # the printed table
 
-    evaluate.run(config, tmp_path / "run", log=messages.append)  # never overwrites: a suffix
-    assert (tmp_path / "run" / "eval" / "metrics_step7_1.json").is_file()
+    evaluate.run(config, tmp_path / "run", log=messages.append)  # never overwrites: a suffix, said
+    folder = tmp_path / "run" / "eval"
+    assert (folder / "metrics_step7_1.json").is_file()
+    said = f"{folder / 'metrics_step7.json'} exists already (kept as it is); writing the metrics to "
+    assert said + f"{folder / 'metrics_step7_1.json'} instead" in messages
 
 
 def test_an_eval_output_that_cannot_be_written_fails_before_sampling(toy_dataset, tmp_path, monkeypatch):

@@ -75,6 +75,20 @@ def test_tuned_malloc_reuses_a_freed_block_without_page_faults():
     assert tuned["faults"][1] < 0.02 * PAGES[1], tuned  # the second block reuses them
 
 
+@pytest.mark.parametrize("value", ["off", "0", "False", " no "])
+def test_natural_off_values_opt_out_and_another_value_is_named_as_left_on(value):
+    """Only 'default' had opted out: 'off', '0' and 'false' left the tuning on, in silence."""
+    assert (
+        run(MOTION_DDPM_JAX_MALLOC=value)["state"]
+        == f"glibc defaults (MOTION_DDPM_JAX_MALLOC={value.strip()})"
+    )
+
+
+def test_a_value_that_opts_out_of_nothing_is_named_in_the_state():
+    state = run(MOTION_DDPM_JAX_MALLOC="yes")["state"]
+    assert state.startswith("tuned") and "MOTION_DDPM_JAX_MALLOC='yes' is none of default, off" in state
+
+
 def test_glibc_defaults_fault_the_whole_block_again():
     """The reference the fix is measured against: with glibc's defaults the block is unmapped on free."""
     default = run(MOTION_DDPM_JAX_MALLOC="default")

@@ -353,6 +353,9 @@ def test_the_join_says_what_it_joins_and_how_long_it_waits_before_waiting():
         (dict(enabled="yes"), {}, "distributed.enabled"),
         (dict(enabled="true"), {}, "JAX_COORDINATOR_ADDRESS"),
         (dict(coordinator_address="h:1"), {}, "JAX_NUM_PROCESSES"),
+        ({}, {"JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "1"}, "JAX_COORDINATOR_ADDRESS"),  # not alone
+        (dict(num_processes=2), {}, "JAX_COORDINATOR_ADDRESS"),
+        ({}, {"JAX_PROCESS_ID": "1"}, "JAX_COORDINATOR_ADDRESS"),
         (dict(coordinator_address="h:1", num_processes=2), {}, "JAX_PROCESS_ID"),
         (dict(coordinator_address="nohostport", num_processes=2, process_id=0), {}, "host:port"),
         (dict(coordinator_address="h:1", num_processes=2, process_id=2), {}, "process_id=2"),
