@@ -239,3 +239,22 @@ def test_values_that_would_break_a_run_later_are_refused_at_once(field, value):
         validate(config)
     config[section][name] = base_config()[section][name]
     validate(config)
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        # MotionDiffuse's text2motion/datasets/dataset.py and tools/train.py: HumanML3D at 20 fps with
+        # clips of 40 <= T < 200, KIT-ML at 12.5 fps with 24 <= T < 200, both in windows of 196 frames
+        (
+            "humanml3d",
+            {"fps": 20.0, "min_motion_length": 40, "max_clip_length": 200, "max_motion_length": 196},
+        ),
+        ("kit", {"fps": 12.5, "min_motion_length": 24, "max_clip_length": 200, "max_motion_length": 196}),
+    ],
+)
+def test_the_motiondiffuse_layout_configs_read_their_data_as_motiondiffuse_does(name, expected):
+    config = load(ROOT / "configs" / f"{name}.py")
+    assert config.data.representation == "humanml3d" and config.data.source == "prepared"
+    assert {field: config.data[field] for field in expected} == expected
+    assert not config.loss.use_geometric_loss  # no skeleton offsets come with the layout
