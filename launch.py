@@ -4,7 +4,8 @@ Modes:
 - `train` (the default): train, resuming from the workdir's latest checkpoint (without `--config`, a
   `--workdir` that holds a run goes on with the config that run started with, its run.json, with the
   train.* / sample.* / eval.* and data paths of its latest checkpoint, plus the `--config.*` overrides
-  given: e.g. a larger `train.num_steps`);
+  given: e.g. a larger `train.num_steps`; with `--config`, the file's and the overrides' train.* /
+  sample.* / eval.* and data paths, each that differs from the latest checkpoint's logged, old -> new);
 - `sample`: generate motion from the workdir's checkpoint (`--config.sample.*`; the model, data statistics
   and tokenizer come from the checkpoint, so `--config` may be left out, and an override of another
   section that differs from the checkpoint's is refused);
@@ -20,11 +21,16 @@ Modes:
 - `config`: print the config as `train` would use it (the file, or a resumed run's record and latest
   checkpoint, and the overrides), checked as train checks it before loading data (its fields, and
   against the --workdir's run), one `name = value` per line on stdout; writes nothing.
+`--config` takes a config file (configs/<name>.py) or a run's record (<workdir>/run.json: the config that
+run started with, checked and overridden as a file's; the new run needs its own --workdir). A `~` that
+starts --workdir or a path field of the config (`PATH_FIELDS`) is the user's home folder.
 The workdir defaults to runs/<config file name>. Several hosts join through `jax.distributed` when the
 config (`distributed.*`) or the environment asks for it (see README, "Training on a cluster").
 """
 
+import difflib
 import errno
+import json
 import os
 import signal
 import sys
@@ -33,20 +39,168 @@ from pathlib import Path
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-_BASE_CONFIG = str(Path(__file__).resolve().parent / "configs" / "base.py")
+ROOT = Path(__file__).resolve().parent
+_BASE_CONFIG = str(ROOT / "configs" / "base.py")
 MODES = ["train", "sample", "eval", "train_autoencoder", "prepare", "smoke", "config"]
 CHECKPOINT_MODES = ("sample", "eval")  # the checkpoint stands in for the config: --config is optional
+
+
+class ConfigSourceError(Exception):
+    """A --config that names no config: a missing file, a folder, a .json that is no run record. Not a
+    ValueError, which absl would print after its usage text; `parse_flags` prints it as one line."""
+
+
+class ConfigSourceParser(flags.ArgumentParser):
+    """--config's parser: a config file as ml_collections' own parser (`file_parser`) loads it, `~`
+    expanded, a path that names no file refused in one line saying what was probably meant, and a run
+    record (run.json) read as the config that run started with."""
+
+    def __init__(self, file_parser):
+        self.file_parser = file_parser
+
+    def flag_type(self):
+        return self.file_parser.flag_type()
+
+    def parse(self, path):
+        file, colon, argument = str(path).partition(":")
+        file = os.path.expanduser(file)
+        problem = _config_source_problem(file)
+        if problem:
+            raise ConfigSourceError(f"--config {path}: {problem}")
+        if _is_run_record(file):
+            config = _config_of_record(_read_record(file), f"--config {path}")
+            config.lock()
+            return config
+        config = self.file_parser.parse(file + colon + argument)
+        if type(config).__name__ == "_ErrorConfig":  # an OSError inside the file (one it opens, say)
+            raise ConfigSourceError(f"--config {path}: loading it failed: {vars(config)['_error']}")
+        return config
+
+
+def _is_run_record(file: str) -> bool:
+    return file.endswith(".json")
+
+
+def _shown(path: Path) -> str:
+    """`path` as the user would type it here: relative to the working directory where it lies under it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path.resolve())
+
+
+def _config_source_problem(file: str) -> str | None:
+    """What is wrong with --config's path, or None where it names a file: it is missing (relative to
+    which folder, and what was probably meant: the name with .py, the same path from the repository's
+    root, a config file of the repository with a close name) or a folder (a run's: what to give)."""
+    path = Path(file)
+    if not file:
+        return "an empty path; give a config file (configs/<name>.py) or a run's run.json"
+    if path.exists() and not path.is_dir():  # a file (or a device, a pipe): ml_collections loads it
+        return None
+    if path.is_dir():
+        if (path / RUN_RECORD).is_file():
+            return (
+                f"is a run's folder, not a config: --workdir {file} resumes that run, --config "
+                f"{path / RUN_RECORD} starts a new run (its own --workdir) with the config it started with"
+            )
+        return "is a folder, not a config file (configs/<name>.py, or a run's run.json)"
+    where = "" if path.is_absolute() else f" (relative to the current directory, {Path.cwd()})"
+    guesses = [path.with_name(path.name + ".py")] if path.suffix != ".py" else []
+    if not path.is_absolute():
+        guesses += [ROOT / guess for guess in (path, *guesses)]
+    meant = next((guess for guess in guesses if guess.is_file()), None)
+    if meant is None:  # a config of the repository with a close name, else the repository's configs
+        configs = sorted((ROOT / "configs").glob("*.py"))
+        close = difflib.get_close_matches(path.stem, [c.stem for c in configs], n=1)
+        if close:
+            meant = ROOT / "configs" / f"{close[0]}.py"
+        elif path.suffix in ("", ".py") and configs:
+            listed = ", ".join(_shown(c) for c in configs)
+            return f"no such file{where}; the repository's config files are {listed}"
+    if meant is None:
+        return f"no such file{where}"
+    elsewhere = meant.is_relative_to(ROOT) and Path.cwd().resolve() != ROOT
+    return f"no such file{where}; did you mean {_shown(meant)}?" + (
+        f" (the repository's configs name their data relative to the current directory too: run launch.py "
+        f"from {ROOT})"
+        if elsewhere
+        else ""
+    )
+
+
+RUN_RECORD = "run.json"  # train.RUN_RECORD, named here without importing train (and jax) to parse flags
+
+
+def _read_record(file: str) -> dict:
+    """The config dict of a run record given as --config, or ConfigSourceError saying what it is not."""
+    try:
+        saved = json.loads(Path(file).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise ConfigSourceError(
+            f"--config {file}: a .json config is a run's record (<workdir>/{RUN_RECORD}), read as JSON; this "
+            f"one is not ({type(error).__name__}: {error})"
+        ) from None
+    if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict):
+        raise ConfigSourceError(
+            f"--config {file}: a .json config is a run's record (<workdir>/{RUN_RECORD}): a JSON object "
+            "whose 'config' holds the config the run started with; this one has no such 'config'"
+        )
+    return saved["config"]
+
+
+PER_PROCESS = ("coordinator_address", "process_id", "local_device_ids")  # of distributed.*, not resumed
+
+
+def _config_of_record(saved: dict, source: str):
+    """The ConfigDict of a run record's config (fields added since at their defaults), with the
+    per-process fields of distributed.* at their defaults: the record holds process 0's (its process_id,
+    devices and coordinator address, where it ran), which every process of a requeue or a new run would
+    otherwise take; those come from this command line and the environment, as at a fresh start, and the
+    run-wide settings (enabled, num_processes, the timeout) are kept."""
+    import ml_collections
+
+    from motion_ddpm_jax import config as config_lib
+
+    try:
+        config = ml_collections.ConfigDict(config_lib.with_defaults(saved))
+    except (TypeError, ValueError) as error:  # a value ConfigDict takes no field from
+        raise ConfigSourceError(f"{source}: its config cannot be read ({error})") from None
+    defaults = config_lib.base_config().distributed
+    if isinstance(config.get("distributed"), ml_collections.ConfigDict):
+        for name in PER_PROCESS:
+            config.distributed[name] = defaults[name]
+    return config
+
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config",
     _BASE_CONFIG,
-    "A config file (configs/*.py); --config.a.b=value overrides one field. Needed by every mode but sample "
+    "A config file (configs/*.py), or a run's <workdir>/run.json (the config it started with; a new run "
+    "from it needs --workdir); --config.a.b=value overrides one field. Needed by every mode but sample "
     "and eval (which take the checkpoint's), train and config given a --workdir that holds a run (its "
     "run.json), and train_autoencoder given a --workdir of a trained run; the default shown is only where "
     "the overrides' types come from.",
     lock_config=True,
 )
-_WORKDIR = flags.DEFINE_string("workdir", None, "Run folder (checkpoints, logs); default runs/<config name>.")
+# absl parses --config's value with the flag's parser (the default above, which exists, parsed already).
+flags.FLAGS["config"].parser = ConfigSourceParser(flags.FLAGS["config"].parser)
+
+
+class HomePathParser(flags.ArgumentParser):
+    """A path flag with a leading `~` expanded: a shell leaves `--workdir=~/x` as it is (it expands `~`
+    only at the start of a word), and a folder named `~` would be made in the working directory."""
+
+    def parse(self, argument):
+        return os.path.expanduser(argument) if isinstance(argument, str) else argument
+
+    def flag_type(self):
+        return "string"
+
+
+_WORKDIR = flags.DEFINE(
+    HomePathParser(), "workdir", None, "Run folder (checkpoints, logs); default runs/<config name>."
+)
 _MODE = flags.DEFINE_enum("mode", "train", MODES, "What to do.")
 _HOST_DEVICES = flags.DEFINE_integer(
     "host_devices",
@@ -69,7 +223,48 @@ def _workdir(config_given: bool) -> str:
         return _WORKDIR.value
     if not config_given:
         raise app.UsageError(f"--mode {_MODE.value} needs --workdir (the run folder) or --config")
-    return str(Path("runs") / Path(config_flags.get_config_filename(flags.FLAGS["config"])).stem)
+    file = _config_file()
+    if _is_run_record(file):  # runs/run would be no one's: the new run names its folder
+        from motion_ddpm_jax.errors import UserError
+
+        if _MODE.value in CHECKPOINT_MODES:
+            raise UserError(f"--mode {_MODE.value} needs --workdir, the run whose checkpoint it reads")
+        raise UserError(
+            f"--config {file} starts a new run with the config its run started with: give it a --workdir "
+            f"(--workdir {Path(file).parent} without --config resumes that run instead)"
+        )
+    return str(Path("runs") / Path(file).stem)
+
+
+def _config_file() -> str:
+    """--config's file as given (`~` expanded; without a `:argument` for get_config)."""
+    return os.path.expanduser(config_flags.get_config_filename(flags.FLAGS["config"]).partition(":")[0])
+
+
+# The config fields that name files or folders: a leading `~` in them is the user's home (`_home_paths`).
+PATH_FIELDS = (
+    "data.raw_root",
+    "data.root",
+    "sample.text_file",
+    "sample.output_dir",
+    "eval.output",
+    "eval.autoencoder_dir",
+)
+
+
+def _home_paths(config, overrides: dict) -> dict:
+    """`config`'s path fields (`PATH_FIELDS`) with a leading `~` expanded to the user's home, as a shell
+    does at the start of a word but not after `--config.data.root=` (nor in a config file); and the
+    overrides so (they are compared with checkpoints' values and applied to run records)."""
+    for name in PATH_FIELDS:
+        section, field = name.split(".")
+        value = config[section][field] if section in config and field in config[section] else None
+        if isinstance(value, str) and value.startswith("~"):
+            config[section][field] = os.path.expanduser(value)
+    return {
+        name: os.path.expanduser(value) if name in PATH_FIELDS and isinstance(value, str) else value
+        for name, value in overrides.items()
+    }
 
 
 def main(argv):
@@ -106,11 +301,20 @@ def main(argv):
     from motion_ddpm_jax import config as config_lib
     from motion_ddpm_jax.errors import UserError
 
-    overrides = config_flags.get_override_values(flags.FLAGS["config"])
+    overrides = _home_paths(config, config_flags.get_override_values(flags.FLAGS["config"]))
+    from_record = config_given and _is_run_record(_config_file())
     try:
         note = _to_stderr if mode == "config" else _say  # config's stdout holds the fields alone
         if resumed is not None:
             config = _resumed_config(resumed, overrides, note)
+        elif from_record:
+            if mode in ("train", "config", *CHECKPOINT_MODES):
+                _workdir(config_given)  # refused first where none is given
+            shown = ", ".join(f"{k}={v!r}" for k, v in overrides.items())
+            note(
+                f"config: the one {_config_file()} records (the config its run started with)"
+                + (f", with {shown}" if shown else "")
+            )
         from motion_ddpm_jax import distributed
 
         # Both before anything touches a jax backend.
@@ -125,13 +329,21 @@ def main(argv):
             compile_cache.enable(_COMPILE_CACHE.value)
         if resumed is not None:  # opens the checkpoint, which starts jax: after the device settings above
             config = _latest_settings(config, _workdir(config_given), overrides, note)
+        if from_record and mode in ("train", "config"):
+            _settings_after_record(
+                config, Path(_config_file()), Path(_workdir(config_given)), overrides, note
+            )
         if mode in CHECKPOINT_MODES:
             _unused_overrides(config, overrides, mode, _workdir(config_given))
         config_lib.validate(config)
         if mode == "config":
             from motion_ddpm_jax import train
 
-            train.claim_workdir(Path(_workdir(config_given)), config)  # reads only: what train would refuse
+            workdir = Path(_workdir(config_given))
+            train.claim_workdir(workdir, config)  # reads only: what train would refuse
+            recorded = train.last_trained_config(workdir)  # and what it would change, as train logs it
+            if recorded is not None and (changes := train.changed_settings(recorded[1], config)):
+                note(train.changes_line(recorded[0], changes))
             for name, value in config_lib.flatten(config).items():
                 print(f"{name} = {value!r}")
         elif mode == "smoke":
@@ -212,10 +424,12 @@ def _interrupted_note(mode: str, config_given: bool) -> str:
     """What an interrupted mode leaves: for train, its checkpoints (read from the folder names alone)."""
     if mode != "train":
         return "nothing half-written is left under the names it writes"
+    from motion_ddpm_jax.errors import UserError
+
     try:
         folder = Path(_workdir(config_given)) / "checkpoints"
         steps = sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit())
-    except (OSError, app.UsageError):
+    except (OSError, app.UsageError, UserError):
         steps = []
     if not steps:
         return "no checkpoint was written"
@@ -254,27 +468,17 @@ def _to_stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-PER_PROCESS = ("coordinator_address", "process_id", "local_device_ids")  # of distributed.*, not resumed
-
-
 def _resumed_config(record: Path, overrides: dict, note=_say):
     """The config a run started with (its run record; fields added since at their defaults; the
-    per-process fields of distributed.* at theirs) with the command line's --config.* overrides applied;
-    printed so the run's log says where it came from."""
-    import ml_collections
-
-    from motion_ddpm_jax import config as config_lib
+    per-process fields of distributed.* at theirs: `_config_of_record`) with the command line's
+    --config.* overrides applied; printed so the run's log says where it came from."""
     from motion_ddpm_jax import train
     from motion_ddpm_jax.errors import UserError
 
-    config = ml_collections.ConfigDict(config_lib.with_defaults(train.read_run_record(record)))
-    # The record holds process 0's distributed.* settings: its process_id, its devices and the coordinator
-    # address of where it ran, which every process of a requeue (on other nodes, maybe) would otherwise
-    # take. Those come from this command line and the environment (JAX_*, SLURM), as at a fresh start;
-    # the settings of the run as a whole (enabled, num_processes, the timeout) are kept.
-    defaults = config_lib.base_config().distributed
-    for name in PER_PROCESS:
-        config.distributed[name] = defaults[name]
+    try:
+        config = _config_of_record(train.read_run_record(record), str(record))
+    except ConfigSourceError as error:
+        raise UserError(str(error)) from None
     for dotted, value in overrides.items():
         try:
             *parents, name = dotted.split(".")
@@ -290,6 +494,28 @@ def _resumed_config(record: Path, overrides: dict, note=_say):
     shown = ", ".join(f"{k}={v!r}" for k, v in overrides.items())
     note(f"config: the one {record} records" + (f", with {shown}" if shown else ""))
     return config
+
+
+def _settings_after_record(config, record: Path, workdir: Path, overrides: dict, note=_say) -> None:
+    """A new run from a run's record (--config <run>/run.json) takes the config that run started with; a
+    later resume of it may have changed its train.*, sample.*, eval.* or data paths (a longer
+    train.num_steps), which only its checkpoints hold: say those that the new run's config has otherwise,
+    but for the overrides given, and how to take them (resuming that run in its own folder, training
+    says what it changes)."""
+    from motion_ddpm_jax import train
+
+    if workdir.resolve() == record.parent.resolve():
+        return
+    recorded = train.last_trained_config(record.parent)
+    if recorded is None or not recorded[0].startswith("latest checkpoint"):
+        return
+    later = [c for c in train.changed_settings(recorded[1], config) if c[0] not in overrides]
+    if later:
+        shown = ", ".join(f"{name}={was!r} (here {now!r})" for name, was, now in later)
+        note(
+            f"config: {record} holds the config its run started with; that run's {recorded[0]} trained "
+            f"with {shown}: give --config.<field>=<value> for those to take"
+        )
 
 
 # The config sections --mode sample and eval read; everything else comes from the checkpoint.
@@ -467,6 +693,8 @@ def parse_flags(argv: list[str]) -> list[str]:
         sys.exit(
             f"launch.py: --config {error.filename}, line {error.lineno}: {error.msg} (a Python syntax error)"
         )
+    except ConfigSourceError as error:
+        sys.exit(f"launch.py: {error}")
     except (AttributeError, KeyError, TypeError, ValueError) as error:
         message = " ".join(str(error).replace("\\n", " ").replace("\\", "").replace("'", "").split())
         file = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)

@@ -29,6 +29,9 @@ def base_config() -> ml_collections.ConfigDict:
     config.seed = 0
 
     config.data = ml_collections.ConfigDict()
+    # Path fields (data.raw_root, data.root, sample.text_file, sample.output_dir, eval.output,
+    # eval.autoencoder_dir) are relative to the current directory; a leading ~ is the home folder
+    # (launch.py's PATH_FIELDS: a new path field belongs there too).
     config.data.source = "beat"  # beat (raw BEAT under raw_root) | synthetic (the demo set) | prepared
     config.data.raw_root = ""  # raw recordings: BEAT's release, or any skeleton's BVH + TextGrid pairs
     config.data.root = ""  # the prepared dataset (a cache written by --mode prepare), or a HumanML3D folder

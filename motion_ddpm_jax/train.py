@@ -398,6 +398,58 @@ def incompatible_fields(saved: dict[str, Any], current) -> list[str]:
     )
 
 
+# What a resume may change that says how the run trains, samples and evaluates: RESUMABLE_CHANGES less
+# distributed.*, which belongs to the machine. A resume logs each of them it changes (`changed_settings`).
+SETTINGS = tuple(prefix for prefix in RESUMABLE_CHANGES if prefix != "distributed.")
+
+
+def changed_settings(saved: dict[str, Any], current) -> list[tuple[str, Any, Any]]:
+    """(field, saved value, current value) of each field of `SETTINGS` whose value differs between a run's
+    saved config (a checkpoint's or run record's; a field it lacks counts as its default) and `current`:
+    what a resume changes, e.g. a train.batch_size a config file gives where the run's first command line
+    had overridden it. A data path that names the same folder is no change."""
+    old, new = config_lib.flatten(config_lib.with_defaults(saved)), config_lib.flatten(current)
+    changes = []
+    for name in sorted(new):
+        was, now = old.get(name), new[name]
+        if not name.startswith(SETTINGS) or was == (list(now) if isinstance(now, tuple) else now):
+            continue
+        path = name in ("data.root", "data.raw_root") and bool(was) and bool(now)
+        if path and Path(was).resolve() == Path(now).resolve():
+            continue
+        changes.append((name, was, now))
+    return changes
+
+
+def changes_line(where: str, changes: list[tuple[str, Any, Any]]) -> str:
+    """The log line of `changed_settings`: 'config: changed from the run's <where>: name old -> new, ...'."""
+    shown = ", ".join(f"{name} {was!r} -> {now!r}" for name, was, now in changes)
+    return f"config: changed from the run's {where}: {shown}"
+
+
+def last_trained_config(workdir: Path) -> tuple[str, dict[str, Any]] | None:
+    """(where, config) of what the run in `workdir` last trained with: its latest checkpoint's config
+    ("latest checkpoint (step N)"), or where it holds none, its run record's ("run record (run.json; no
+    checkpoint yet)"); None where it has neither, or they cannot be read (training says why). Reads only."""
+    try:
+        if _holds_a_checkpoint(workdir):
+            reader = checkpoint.Checkpointer(workdir, read_only=True)
+            try:
+                step = reader.latest_step()
+                saved = reader.restore_metadata(step) if step is not None else {}
+            finally:
+                reader.close()
+            if isinstance(saved.get("config"), dict):
+                return f"latest checkpoint (step {step})", saved["config"]
+            return None
+        record = workdir / RUN_RECORD
+        if record.is_file():
+            return f"run record ({RUN_RECORD}; no checkpoint yet)", read_run_record(record)
+    except (OSError, UserError):
+        pass
+    return None
+
+
 def total_steps(train_config, steps_per_epoch: int) -> int:
     """train.num_steps when > 0, else train.num_epochs epochs."""
     if train_config.num_steps > 0:
@@ -730,12 +782,12 @@ class ProgressRenderer:
         self._said: set[str] = set()  # renderer messages already logged
 
     def _log_once(self, message: str) -> None:
-        """A renderer message (title characters no font has), logged the first time only: every progress
-        GIF draws the same captions (the GIF's path, which changes, is left out of the comparison)."""
-        key = message.split(": ", 1)[-1]
-        if key not in self._said:
-            self._said.add(key)
-            self.log(message)
+        """The renderer's message (title characters no font has), logged for the first GIF only: every
+        progress GIF draws the same captions (its path and the step in its titles differ; a key of the
+        message's text had logged it for every GIF)."""
+        if not self._said:
+            self._said.add(message)
+            self.log(f"{message} (said for the first progress GIF only: they all draw these captions)")
 
     def __call__(self, step: int, ema: Any) -> None:
         from motion_ddpm_jax import render, sampling
@@ -986,6 +1038,18 @@ def _run(config, workdir: Path, stop: _PreemptionFlag, held: contextlib.ExitStac
         tokenizer = text.Tokenizer.from_dict(saved["tokenizer"], source=f"{workdir} checkpoint metadata")
     else:
         tokenizer = text.Tokenizer.build(c for captions in split.captions for c in captions)
+    # What this start changes of the run's settings (train.*, sample.*, eval.*, data paths), old -> new:
+    # a resume with --config takes them from the file, which may lack the first command line's overrides.
+    if is_main and (saved is not None or not needs_record):
+        if saved is not None:
+            where, recorded = f"latest checkpoint (step {resume_step})", saved["config"]
+        else:
+            where, recorded = (
+                f"run record ({RUN_RECORD}; no checkpoint yet)",
+                read_run_record(workdir / RUN_RECORD),
+            )
+        if changes := changed_settings(recorded, config):
+            log(changes_line(where, changes))
     try:  # the config against the data: refused here, before the run record ties the workdir to it
         source = pipeline.BatchSource(
             split,

@@ -534,3 +534,13 @@ def test_progress_samples_and_curves_are_rendered_during_training(tmp_path, data
     train.run(config, tmp_path, log=logged.append)
     assert (progress / "step_0000004.gif").is_file() and (progress / "step_0000005.gif").is_file()
     assert (progress / "step_0000002.gif").stat().st_mtime_ns == before
+
+
+def test_the_renderers_missing_glyph_message_is_logged_for_the_first_progress_gif_only(tmp_path):
+    """Its text holds the GIF's path and the titles, which start with the step: a key of the text had
+    logged it again for every progress GIF."""
+    logged = []
+    renderer = train.ProgressRenderer(None, tmp_path, {}, ["挥手 wave"], log=logged.append)
+    for step in (100, 200, 300):
+        renderer._log_once(f"{tmp_path}/step_{step:07d}.gif: panel 1 'step {step}: 挥手 wave': 挥 手")
+    assert len(logged) == 1 and logged[0].startswith(f"{tmp_path}/step_0000100.gif: panel 1 'step 100")

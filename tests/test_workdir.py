@@ -181,7 +181,11 @@ def test_no_mode_touches_files_outside_the_folders_it_owns(tmp_path):
     steps = [
         ("prepare", ["--mode", "prepare", *common]),
         ("train", ["--workdir", str(workdir), *common]),
-        ("train again (complete: nothing to do)", ["--workdir", str(workdir), *common]),
+        # complete: nothing to do; train.* / sample.* may change, and the log says which changed
+        (
+            "train again",
+            ["--workdir", str(workdir), *common, "--config.train.log_every=2", "--config.sample.steps=5"],
+        ),
         (
             "sample",
             ["--mode", "sample", "--workdir", str(workdir), *common, "--config.sample.text=wave|clap"],
@@ -200,9 +204,13 @@ def test_no_mode_touches_files_outside_the_folders_it_owns(tmp_path):
             ["--mode", "train_autoencoder", "--workdir", str(workdir), "--config.eval.autoencoder_steps=2"],
         ),
     ]
+    outputs = {}
     for name, args in steps:
         result = launch(*args)
         assert result.returncode == 0, f"{name}: {result.stderr[-3000:]}"
+        outputs[name] = result.stdout
+    changed = "sample.steps 4 -> 5, train.log_every 3 -> 2"
+    assert f"config: changed from the run's latest checkpoint (step 6): {changed}" in outputs["train again"]
     after = snapshot(home)
     changed = [path for path, signature in before.items() if after.get(path) != signature]
     assert not changed, f"files the user had were changed or removed: {changed}"
