@@ -10,10 +10,12 @@ and a curve plot does so only when asked (`overwrite=True`).
 Plot coordinates: matplotlib's 3D axes keep their vertical axis on z, so data whose up axis is y (BEAT) are
 turned by a proper rotation, (x, y, z) -> (x, -z, y); a BEAT character facing +Z then faces the camera.
 
-Panels share one scale: by default each panel's camera follows its own figure's root over the ground (the
-grid scrolls beneath it), so that one sample walking far does not shrink the others (`camera="fixed"`: one
-cube of the world for all). Titles draw characters their font lacks (CJK, emoji) from other installed fonts
-(`title_fonts`); characters no installed font has are reported once, naming the caption.
+Panels share one scale. By default (`camera="auto"`) every panel shows one cube of the world, unless a
+sample travels so far that this cube would draw the figures at 2/3 of their size or less: then each panel's
+camera follows its own figure's root over the ground (the grid scrolls beneath it, in cells large enough
+never to seem to run backwards), so that one sample walking far does not shrink the others. Titles and the
+note draw characters their font lacks (CJK, emoji) from other installed fonts (`title_fonts`); characters
+no installed font has are reported once, naming the caption.
 """
 
 from __future__ import annotations
@@ -58,10 +60,20 @@ VIEW_ELEVATION, VIEW_AZIMUTH = 15.0, -70.0  # degrees; the camera sits in front 
 PANEL_INCHES, TITLE_INCHES, CLOCK_INCHES, DPI = 3.0, 0.5, 0.2, 100  # even pixel sizes for MP4
 TITLE_FONT_SIZE, TITLE_MIN_FONT_SIZE, TITLE_MAX_LINES = 9.0, 7.0, 3
 TITLE_SIDE_INCHES = 0.04  # kept clear at each side of a title, so neighbouring titles never touch
-GROUND_CELLS = 8
+GROUND_CELLS = 8  # cells along a side of the ground square, where no camera scrolls it
+# A scrolling grid's cell is at least this many times the largest step its camera makes between shown
+# frames (along x or y): a grid moving by more than half a cell a frame seems to move backwards or stand still
+# (the wagon-wheel effect; a planted foot then looks as if it slides), and 2.5 keeps every step within 0.4.
+GROUND_CELL_STEPS = 2.5
+# camera="auto" follows the figures where one cube of the world holding every sample's whole path would be
+# more than this many times the side of the cube that holds every pose about its root (about the tallest
+# figure's height): the figures would be drawn at about 1/1.5 = 2/3 of the size that following gives them,
+# or smaller (measured: 0.69 of it just below, 0.62 just above). Beside a figure 1.7 m tall that is another
+# one walking some 2 m (1.2 heights, 1.5 s at 1.4 m/s); a speaker gesturing on the spot stays well below.
+AUTO_FOLLOW_RATIO = 1.5
 BONE_COLOR, JOINT_COLOR, GROUND_COLOR, GROUND_FILL = "#1f4e8c", "#c0392b", "#9aa5b1", "#eef1f4"
 ANIMATION_SUFFIXES = (".gif", ".mp4")
-CAMERAS = ("follow", "fixed")
+CAMERAS = ("auto", "follow", "fixed")
 
 
 # ------------------------------------------------------------------------------------------ geometry
@@ -291,27 +303,36 @@ def _quiet_glyph_warnings(characters: str) -> Iterator[None]:
         yield
 
 
-def unshown_message(titles: Sequence[str], unshown: dict[int, str]) -> str:
+def unshown_message(titles: Sequence[str], unshown: dict[int, str], note: str = "") -> str:
     """One message about titles with characters no installed font has (`TitleFonts.unshown`): which titles
-    (by panel number, from 1, and text), which characters, that they show as boxes, and what to install."""
+    (by panel number, from 1, and text), which characters, that they show as boxes, and what to install.
+    Key len(titles) of `unshown`, where present, is the `note` (`skeleton_scene`)."""
     panels: dict[str, list[int]] = {}  # a caption drawn several times is named once
-    for i in sorted(unshown):
+    for i in sorted(i for i in unshown if i < len(titles)):
         panels.setdefault(titles[i], []).append(i + 1)
     listed = []
     for title, numbers in list(panels.items())[:MAX_LISTED_TITLES]:
-        shown = title if len(title) <= 40 else title[:39] + "\u2026"
         where = f"panel{'s' if len(numbers) > 1 else ''} {', '.join(map(str, numbers))}"
-        listed.append(f"{where} {shown!r}: {_describe_characters(unshown[numbers[0] - 1])}")
+        listed.append(f"{where} {_shown(title)!r}: {_describe_characters(unshown[numbers[0] - 1])}")
     if len(panels) > MAX_LISTED_TITLES:
         listed.append(f"and {len(panels) - MAX_LISTED_TITLES} more caption(s)")
+    if len(titles) in unshown:
+        listed.append(f"the note {_shown(note)!r}: {_describe_characters(unshown[len(titles)])}")
     characters = "".join(dict.fromkeys("".join(unshown.values())))
+    texts = " and the ".join([*(["titles"] if panels else []), *(["note"] if len(titles) in unshown else [])])
     return (
-        f"no installed font that matplotlib can draw with has these characters of the titles, so the "
-        f"picture shows them as boxes: {'; '.join(listed)}. Only the picture lacks them: the captions are "
-        f"kept as written. To draw them, install a font that has them ({_font_advice(characters)}), then "
+        f"no installed font that matplotlib can draw with has these characters of the {texts}, so the "
+        f"picture shows them as boxes: {'; '.join(listed)}. Only the picture lacks them: the "
+        f"{'captions are' if panels else 'note is'} kept as written. To draw them, install a font that has "
+        f"them ({_font_advice(characters)}), then "
         f"delete matplotlib's font list cache ({Path(mpl.get_cachedir()) / 'fontlist-v*.json'}) so that "
         "it finds the new font."
     )
+
+
+def _shown(text: str) -> str:
+    """`text`, cut to 40 characters (the last an ellipsis) for a message."""
+    return text if len(text) <= 40 else text[:39] + "\u2026"
 
 
 def _describe_characters(characters: str) -> str:
@@ -441,7 +462,9 @@ class SkeletonScene:
         position where the camera follows it (`camera="follow"`), else zeros; the ground grid is drawn
         shifted by as much, so that it stays put under the figure's feet.
     bounds: (lo, hi) [3] each, the cube every panel shows; ground_height: the ground grid's height.
-    unshown: panel index -> the characters of its title no installed font has (drawn as boxes).
+    camera: "follow" or "fixed" (what "auto" chose). ground_cell: the side of the ground grid's cells.
+    unshown: panel index -> the characters of its title no installed font has (drawn as boxes); index N
+        (the number of panels): those of the note.
     Drawing a frame redraws only what moves (bones, joints, clock, and a followed sample's ground grid) over
     a cached image of the rest (panels, titles, ground): the same pixels as a full draw, several times faster.
     """
@@ -460,6 +483,7 @@ class SkeletonScene:
     ground_height: float
     camera: str = "follow"
     unshown: dict[int, str] = dataclasses.field(default_factory=dict)
+    ground_cell: float | None = None  # None: the side of the cube / GROUND_CELLS
     _background: object = dataclasses.field(default=None, init=False, repr=False)
 
     @property
@@ -481,7 +505,8 @@ class SkeletonScene:
             bones.set_data_3d(*bone_polyline(frame, self.parents).T)
             joints.set_data_3d(*frame.T)
             if self.camera == "follow":
-                ground.set_data_3d(*_ground_polyline(*self.bounds, self.ground_height, offsets[k]).T)
+                grid = _ground_polyline(*self.bounds, self.ground_height, offsets[k], self.ground_cell)
+                ground.set_data_3d(*grid.T)
         self.clock.set_text(f"{t / self.fps:6.2f} s  ({t + 1}/{self.num_frames})")
 
     def draw(self) -> np.ndarray:
@@ -514,7 +539,7 @@ def skeleton_scene(
     titles: Sequence[str] | None = None,
     up_axis: str = "y",
     max_columns: int = 4,
-    camera: str = "follow",
+    camera: str = "auto",
     note: str = "",
     log: Callable[[str], None] | None = None,
 ) -> SkeletonScene:
@@ -523,30 +548,33 @@ def skeleton_scene(
     entry of `titles`, all seen from the same angle at the same scale, over a ground grid at the lowest
     point of all samples and frames. Shows frame 0.
 
-    camera: "follow" (default): each panel's camera moves with its figure's root (the first joint without
-        a parent) over the ground, horizontally: the figure stays in the middle while the grid scrolls
-        beneath it, at the speed it travels. The shared cube holds every sample's pose about its root, so a
-        sample that walks 5 m is drawn as large as one standing still, and heights compare across panels.
-        "fixed": every panel shows one cube of the world that holds all samples' whole paths (where each
-        went; a sample that travels far then makes every figure small).
-    note: a short text at the bottom left, beside the clock (e.g. "step 2000"), cut with '...' to fit.
-    log: where the one message about title characters no installed font has goes (`unshown_message`);
-        None: a MissingGlyphWarning. Characters the title font lacks are drawn from other installed fonts
-        (`title_fonts`)."""
+    camera: "fixed": every panel shows one cube of the world that holds all samples' whole paths (where
+        each went; a sample that travels far then makes every figure small), over a still grid.
+        "follow": each panel's camera moves with its figure's root (the first joint without a parent) over
+        the ground, horizontally: the figure stays in the middle while the grid scrolls beneath it, at the
+        speed it travels. The shared cube holds every sample's pose about its root, so a sample that walks
+        5 m is drawn as large as one standing still, and heights compare across panels. The grid's cells
+        are at least GROUND_CELL_STEPS times the largest step of any root between the frames a GIF shows
+        (`gif_timing`), so that it never seems to move backwards (and 1/GROUND_CELLS of the cube at least).
+        "auto" (default): "follow" where the "fixed" cube would be more than AUTO_FOLLOW_RATIO times the
+        side of the "follow" one (the figures drawn at ~2/3 of their size or less), else "fixed": figures that
+        stay near where they started (a speaker gesturing) get a still grid, which also keeps a GIF small
+        (a frame whose grid scrolls differs everywhere from the one before it: several times the bytes).
+    note: a short text at the bottom left, beside the clock (e.g. "step 2000"), cut with '...' to fit;
+        its characters are drawn from fallback fonts as the titles' are.
+    log: where the one message about title (or note) characters no installed font has goes
+        (`unshown_message`); None: a MissingGlyphWarning. Characters the title font lacks are drawn from
+        other installed fonts (`title_fonts`)."""
     samples = _check_positions(positions)
     parents = _check_parents(parents, samples[0].shape[1])
     titles = _check_options(fps, titles, len(samples), up_axis, max_columns, camera)
     samples = [to_plot_coordinates(sample, up_axis) for sample in samples]
-    root = int(np.argmax(parents < 0))  # the first joint without a parent (joint 0 if none)
-    offsets = [np.zeros((len(sample), 3)) for sample in samples]
-    if camera == "follow":
-        for sample, offset in zip(samples, offsets, strict=True):
-            offset[:, :2] = sample[:, root, :2]
-    lo, hi = scene_bounds([s - o[:, None] for s, o in zip(samples, offsets, strict=True)], up_axis="z")
+    camera, offsets, (lo, hi), cell = _camera(samples, parents, camera, float(fps))
     ground_height = min(float(sample[..., 2].min()) for sample in samples)
-    fonts = title_fonts(titles)
+    note = " ".join(str(note).split())
+    fonts = title_fonts([*titles, note] if note else titles)
     if fonts.unshown:
-        _say(unshown_message(titles, fonts.unshown), log)
+        _say(unshown_message(titles, fonts.unshown, note), log)
 
     columns = min(len(samples), max_columns)
     rows = math.ceil(len(samples) / columns)
@@ -554,17 +582,18 @@ def skeleton_scene(
     figure = Figure(figsize=(width, height), dpi=DPI, facecolor="white")
     FigureCanvasAgg(figure)
     panels = []
+    strip = dict(y=CLOCK_INCHES / 2 / height, va="center", fontsize=7, color="#555")
     with _quiet_glyph_warnings("".join(fonts.unshown.values())):  # said once, above
         for i, title in enumerate(titles):  # each row: a title band over a square panel; the clock below
             row, column = divmod(i, columns)
             bottom = CLOCK_INCHES + (rows - 1 - row) * (PANEL_INCHES + TITLE_INCHES)
             rect = (column / columns, bottom / height, 1.0 / columns, PANEL_INCHES / height)
-            panels.append(_add_panel(figure, rect, title, fonts.families, lo, hi, ground_height))
+            panels.append(_add_panel(figure, rect, title, fonts.families, lo, hi, ground_height, cell))
+        if note:
+            num_frames = max(len(sample) for sample in samples)
+            _add_note(figure, note, fonts.families, strip, num_frames, float(fps))
     axes, bones, joints, ground = (list(artists) for artists in zip(*panels, strict=True))
-    strip = dict(y=CLOCK_INCHES / 2 / height, va="center", fontsize=7, color="#555")
     clock = figure.text(0.995, s="", ha="right", **strip)
-    if note:
-        _add_note(figure, str(note), strip, max(len(sample) for sample in samples), float(fps))
     scene = SkeletonScene(
         figure,
         axes,
@@ -580,15 +609,42 @@ def skeleton_scene(
         ground_height,
         camera,
         fonts.unshown,
+        cell,
     )
     scene.show_frame(0)
     return scene
 
 
-def _add_note(figure: Figure, note: str, strip: dict, num_frames: int, fps: float) -> None:
-    """`note` at the left of the clock strip, cut with '...' to the width the longest clock leaves."""
+def _camera(
+    samples: list[np.ndarray], parents: np.ndarray, camera: str, fps: float
+) -> tuple[str, list[np.ndarray], tuple[np.ndarray, np.ndarray], float | None]:
+    """For samples in plot coordinates: (camera, offsets, bounds, ground cell) of `skeleton_scene`, the
+    camera "follow" or "fixed" ("auto" decided); ground cell None where the grid does not scroll."""
+    root = int(np.argmax(parents < 0))  # the first joint without a parent (joint 0 if none)
+    follows = [np.zeros((len(sample), 3)) for sample in samples]
+    for sample, offset in zip(samples, follows, strict=True):
+        offset[:, :2] = sample[:, root, :2]
+    about_root = scene_bounds([s - o[:, None] for s, o in zip(samples, follows, strict=True)], up_axis="z")
+    if camera != "follow":
+        world = scene_bounds(samples, up_axis="z")
+        side_world, side_root = world[1][0] - world[0][0], about_root[1][0] - about_root[0][0]
+        if camera == "fixed" or side_world <= AUTO_FOLLOW_RATIO * side_root:
+            return "fixed", [np.zeros((len(sample), 3)) for sample in samples], world, None
+    num_frames = max(len(sample) for sample in samples)
+    shown = np.arange(0, num_frames, gif_timing(num_frames, fps)[0])  # an MP4 shows more: smaller steps
+    largest_step = max(
+        float(np.abs(np.diff(offset[np.minimum(shown, len(offset) - 1), :2], axis=0)).max(initial=0.0))
+        for offset in follows
+    )
+    side = about_root[1][0] - about_root[0][0]
+    return "follow", follows, about_root, max(side / GROUND_CELLS, GROUND_CELL_STEPS * largest_step)
+
+
+def _add_note(figure: Figure, note: str, families, strip: dict, num_frames: int, fps: float) -> None:
+    """`note` at the left of the clock strip (in the font `families`), cut with '...' to the width the
+    longest clock leaves."""
     renderer = figure.canvas.get_renderer()
-    text = figure.text(0.005, s="", ha="left", parse_math=False, **strip)
+    text = figure.text(0.005, s="", ha="left", parse_math=False, fontfamily=list(families), **strip)
     font = text.get_fontproperties()
 
     def measure(line: str) -> float:
@@ -596,18 +652,25 @@ def _add_note(figure: Figure, note: str, strip: dict, num_frames: int, fps: floa
 
     longest_clock = f"{(num_frames - 1) / fps:6.2f} s  ({num_frames}/{num_frames})"
     width = figure.bbox.width * 0.99 - measure(longest_clock) - 2 * TITLE_SIDE_INCHES * figure.dpi
-    line = " ".join(note.split())
+    line = note
     if measure(line) > width:
         line = line[: _longest_fit(len(line), lambda n: measure(line[:n] + "...") <= width)].rstrip() + "..."
     text.set_text(line)
 
 
 def _add_panel(
-    figure: Figure, rect, title: str, families, lo: np.ndarray, hi: np.ndarray, ground_height: float
+    figure: Figure,
+    rect,
+    title: str,
+    families,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    ground_height: float,
+    cell: float | None = None,
 ):
     """One 3D panel at `rect` (figure fractions) with limits [lo, hi], the common camera, its title (in the
-    font `families`), the ground (a shaded square and a grid at z = ground_height) and empty bone and
-    joint lines. Returns (axes, bones, joints, ground grid)."""
+    font `families`), the ground (a shaded square and a grid of `cell`s at z = ground_height) and empty
+    bone and joint lines. Returns (axes, bones, joints, ground grid)."""
     ax = figure.add_axes(rect, projection="3d", computed_zorder=False)
     ax.set_proj_type("persp")
     ax.view_init(elev=VIEW_ELEVATION, azim=VIEW_AZIMUTH)
@@ -627,7 +690,8 @@ def _add_panel(
     corners = [(lo[0], lo[1]), (hi[0], lo[1]), (hi[0], hi[1]), (lo[0], hi[1])]
     quad = Poly3DCollection([[(x, y, ground_height) for x, y in corners]], facecolor=GROUND_FILL, zorder=0)
     ax.add_collection3d(quad)
-    (ground,) = ax.plot(*_ground_polyline(lo, hi, ground_height).T, color=GROUND_COLOR, lw=0.6, zorder=1)
+    grid = _ground_polyline(lo, hi, ground_height, cell=cell)
+    (ground,) = ax.plot(*grid.T, color=GROUND_COLOR, lw=0.6, zorder=1)
     (bones,) = ax.plot([], [], [], color=BONE_COLOR, linewidth=2.0, solid_capstyle="round", zorder=2)
     (joints,) = ax.plot([], [], [], linestyle="none", marker="o", markersize=2.5, color=JOINT_COLOR, zorder=3)
     return ax, bones, joints, ground
@@ -671,22 +735,24 @@ def _fit_title(title: Text, caption: str, renderer, width: float, height: float)
     title.set_text(texts[small])
 
 
-def _ground_polyline(lo: np.ndarray, hi: np.ndarray, height: float, shift=(0.0, 0.0)) -> np.ndarray:
+def _ground_polyline(
+    lo: np.ndarray, hi: np.ndarray, height: float, shift=(0.0, 0.0), cell: float | None = None
+) -> np.ndarray:
     """[P, 3] grid lines over the square [lo, hi] (x, y) at z = height, NaN between lines: the lines, within
-    the square, of a grid of GROUND_CELLS cells a side fixed on the ground and seen shifted by -shift (x, y)
-    (a camera following a figure that has moved by `shift`); no shift: GROUND_CELLS + 1 lines each way,
-    the square's edges included."""
+    the square, of a grid of square `cell`s (default: GROUND_CELLS a side) fixed on the ground, one line
+    through lo, seen shifted by -shift (x, y) (a camera following a figure that has moved by `shift`); no
+    shift and the default cell: GROUND_CELLS + 1 lines each way, the square's edges included."""
     points = []
     for axis in (0, 1):
-        cell = (hi[axis] - lo[axis]) / GROUND_CELLS
-        phase = float(np.mod(-shift[axis], cell))
-        if cell - phase <= 1e-9 * cell:  # a line on the far edge, by rounding: on the near one
+        size = (hi[axis] - lo[axis]) / GROUND_CELLS if cell is None else cell
+        phase = float(np.mod(-shift[axis], size))
+        if size - phase <= 1e-9 * size:  # a line on the far edge, by rounding: on the near one
             phase = 0.0
-        for k in range(int(np.floor((hi[axis] - lo[axis] - phase) / cell + 1e-9)) + 1):
-            at = lo[axis] + phase + k * cell
+        for k in range(int(np.floor((hi[axis] - lo[axis] - phase) / size + 1e-9)) + 1):
+            at = lo[axis] + phase + k * size
             ends = [(at, lo[1]), (at, hi[1])] if axis == 0 else [(lo[0], at), (hi[0], at)]
             points += [*ends, (np.nan, np.nan)]
-    xy = np.array(points)
+    xy = np.array(points, dtype=np.float64).reshape(-1, 2)  # no lines where a cell is wider than the square
     return np.column_stack([xy, np.where(np.isnan(xy[:, 0]), np.nan, height)])
 
 
@@ -767,12 +833,16 @@ class _SharedPaletteGifWriter(PillowWriter):
         super().__init__(fps=fps)
         self.scene = scene
         self.step, self.delays_ms = gif_timing(scene.num_frames, fps)
+        self.abandoned = False  # set where drawing the frames failed: finish then writes nothing
 
     def grab_frame(self, **savefig_kwargs):
         """Take the frame the scene shows now (drawn by the scene, faster than a full savefig)."""
         self._frames.append(Image.fromarray(self.scene.draw()[..., :3]))
 
     def finish(self):
+        if self.abandoned:  # matplotlib finishes a writer even then: the drawing's error goes on, unmasked
+            self._frames.clear()
+            return
         picks = [self._frames[i] for i in sorted({0, len(self._frames) // 2, len(self._frames) - 1})]
         strip = Image.new("RGB", (picks[0].width, picks[0].height * len(picks)))
         for i, frame in enumerate(picks):
@@ -833,7 +903,7 @@ def animate_skeletons(
     titles: Sequence[str] | None = None,
     up_axis: str = "y",
     max_columns: int = 4,
-    camera: str = "follow",
+    camera: str = "auto",
     note: str = "",
     log: Callable[[str], None] | None = None,
 ) -> Path:
@@ -846,8 +916,9 @@ def animate_skeletons(
         long), or None. Characters the title font lacks are drawn from other installed fonts; those no
         installed font has show as boxes, said in one message, `"{path}: ..."`, to `log` (where None, a
         MissingGlyphWarning).
-    camera, note: as `skeleton_scene` says (by default each panel's camera follows its figure's root,
-        all panels at one scale).
+    camera, note: as `skeleton_scene` says (all panels at one scale; by default one cube of the world,
+        unless a sample travels so far that it would shrink the figures: then each panel's camera follows
+        its figure's root).
     The animation has max_i T_i frames at `fps` (a GIF: every frame up to 50 fps, above that every
     `gif_timing` step-th, since a GIF stores whole hundredths of a second per frame and players honour no
     delay under 2); shorter samples hold their last frame. Never overwrites: an existing `path` raises
@@ -880,9 +951,13 @@ def animate_skeletons(
                 mpl.rc_context({"animation.ffmpeg_path": ffmpeg} if mp4 else {}),
                 writer.saving(scene.figure, str(temporary), dpi=DPI),
             ):
-                for t in range(0, scene.num_frames, step):
-                    scene.show_frame(t)
-                    writer.grab_frame()
+                try:
+                    for t in range(0, scene.num_frames, step):
+                        scene.show_frame(t)
+                        writer.grab_frame()
+                except BaseException:  # (out of memory, Ctrl-C): not masked by the GIF writer's own error
+                    writer.abandoned = True
+                    raise
         except subprocess.CalledProcessError as error:  # only the MP4 writer runs a process
             raise UserError(
                 f"{path}: {ffmpeg} failed (exit status {error.returncode}) writing the MP4: "

@@ -200,11 +200,12 @@ def test_a_sample_walking_far_does_not_shrink_the_figure_beside_it():
     assert reference[0] > 150  # pixels, of a 300-pixel panel
     assert far == pytest.approx(reference, rel=0.02)
     assert heights_beside_a_walker(50.0, "fixed")[0] < 0.4 * reference[0]
+    assert heights_beside_a_walker(50.0, "auto") == far
 
 
 def test_a_followed_panel_keeps_the_scale_of_the_others():
     """Following each figure keeps one scale for all panels: a figure twice as tall is drawn twice as tall."""
-    scene = render.skeleton_scene([standing(2), standing(2) * 2.0], PARENTS, fps=10)
+    scene = render.skeleton_scene([standing(2), standing(2) * 2.0], PARENTS, fps=10, camera="follow")
     image = scene.render(0)
     ratio = drawn_height(image, scene.axes[1]) / drawn_height(image, scene.axes[0])
     assert ratio == pytest.approx(2.0, rel=0.1)
@@ -213,9 +214,10 @@ def test_a_followed_panel_keeps_the_scale_of_the_others():
 def test_a_followed_figures_ground_grid_stays_on_the_ground():
     """The camera moves with the walker; the grid lines, shifted back by its root, lie where they lay."""
     walker = walking(6, speed=7.0)
-    scene = render.skeleton_scene([walker, standing(6)], PARENTS, fps=10, up_axis="y")
+    scene = render.skeleton_scene([walker, standing(6)], PARENTS, fps=10, up_axis="y", camera="follow")
     lo, hi = scene.bounds
-    cell = (hi[0] - lo[0]) / render.GROUND_CELLS
+    cell = scene.ground_cell
+    assert cell == pytest.approx(render.GROUND_CELL_STEPS * 7.0)  # 7 cm a frame: more than the cube's 1/8
     lines = []
     for t in range(6):
         scene.show_frame(t)
@@ -225,11 +227,144 @@ def test_a_followed_figures_ground_grid_stays_on_the_ground():
         for axis, chosen in ((0, across), (1, ~across)):
             at = segments[chosen, 0, axis]
             assert np.all((lo[axis] - 1e-9 <= at) & (at <= hi[axis] + 1e-9))
-            assert len(at) >= render.GROUND_CELLS
+            assert len(at) >= math.floor((hi[axis] - lo[axis]) / cell)
             on_ground = (at + root_shift(walker, t)[axis] - lo[axis]) / cell
             np.testing.assert_allclose(on_ground, np.round(on_ground), atol=1e-6)
         lines.append(points)
     assert not np.array_equal(lines[0], lines[1], equal_nan=True)  # it scrolled
+
+
+def walker(num_frames: int, velocity, fps: float = 10.0) -> np.ndarray:
+    """[T, 4, 3]: the rest pose swinging its arm, its root moving `velocity` (x, z: data units a second)."""
+    t = np.arange(num_frames, dtype=np.float64) / fps
+    positions = np.repeat(REST[None], num_frames, axis=0)
+    positions[:, :, 0] += velocity[0] * t[:, None]
+    positions[:, :, 2] += velocity[1] * t[:, None]
+    positions[:, 3, 1] += 20.0 * np.sin(2 * np.pi * t)
+    return positions
+
+
+def grid_lines(scene, panel: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The drawn ground grid of a panel: (x of its lines of constant x, y of its lines of constant y)."""
+    points = np.stack([np.asarray(a, dtype=np.float64) for a in scene.ground[panel].get_data_3d()], axis=-1)
+    segments = points.reshape(-1, 3, 3)[:, :2, :2]  # each line: two ends, then NaN
+    across = segments[:, 0, 0] == segments[:, 1, 0]
+    return np.sort(segments[across, 0, 0]), np.sort(segments[~across, 0, 1])
+
+
+def test_a_scrolling_grid_seems_to_move_as_far_and_the_way_the_ground_does():
+    """Walkers of several speeds, directions and frame rates: between the frames an animation shows (every
+    other one at 60 fps), the grid seems to move (its lines to their nearest lines before) by the root's step
+    backwards, never less, nor the wrong way (as a wheel in a film does). A grid of 1/8 of the cube (the old
+    one) showed several of these walkers moving backwards or standing still: a step over half its cell."""
+    cases = [  # (fps, data units a second along x and z); the figure is 80 units tall
+        (12.5, (50.0, 0.0)),
+        (12.5, (150.0, 0.0)),
+        (12.5, (-140.0, 140.0)),
+        (20.0, (0.0, -200.0)),
+        (60.0, (150.0, 0.0)),
+        (60.0, (0.0, 300.0)),
+    ]
+    aliased_before = 0
+    for fps, velocity in cases:
+        sample = walker(24, velocity, fps)
+        scene = render.skeleton_scene([sample, standing(24)], PARENTS, fps=fps, camera="follow")
+        lo, hi = scene.bounds
+        step = render.gif_timing(scene.num_frames, fps)[0]
+        shown = list(range(0, scene.num_frames, step))
+        for a, b in zip(shown[:-1], shown[1:], strict=True):
+            scene.show_frame(a)
+            before = grid_lines(scene)
+            scene.show_frame(b)
+            after = grid_lines(scene)
+            moved = root_shift(sample, b) - root_shift(sample, a)  # the root, so the camera, in plot axes
+            for axis in (0, 1):
+                assert len(before[axis]) >= 2, (fps, velocity)
+                cell = np.diff(before[axis])[0]  # as drawn
+                apparent = (after[axis][0] - before[axis][0] + cell / 2) % cell - cell / 2  # to the nearest
+                assert apparent == pytest.approx(-moved[axis], abs=1e-6), (fps, velocity, a, axis)
+                aliased_before += abs(moved[axis]) > (hi - lo)[axis] / render.GROUND_CELLS / 2
+    assert aliased_before > 10
+
+
+def test_a_still_grid_keeps_its_cells_and_ground_cells_are_shared():
+    """camera="fixed" keeps the grid of GROUND_CELLS cells a side; following, every panel's grid has the
+    same cells, sized by the fastest root."""
+    fixed = render.skeleton_scene([walking(4, 30.0), standing(4)], PARENTS, fps=10, camera="fixed")
+    lo, hi = fixed.bounds
+    assert fixed.ground_cell is None and fixed.camera == "fixed"
+    xs, ys = grid_lines(fixed, 1)
+    np.testing.assert_allclose(xs, np.linspace(lo[0], hi[0], render.GROUND_CELLS + 1))
+    np.testing.assert_allclose(ys, np.linspace(lo[1], hi[1], render.GROUND_CELLS + 1))
+    follow = render.skeleton_scene([walking(4, 30.0), walking(4, 10.0)], PARENTS, fps=10, camera="follow")
+    assert follow.ground_cell == pytest.approx(render.GROUND_CELL_STEPS * 30.0)
+    for panel in (0, 1):
+        np.testing.assert_allclose(np.diff(grid_lines(follow, panel)[0]), follow.ground_cell)
+
+
+def test_a_root_leaping_further_than_the_panel_each_frame_is_drawn(tmp_path):
+    """Cells sized by such leaps (an untrained model's samples) are wider than the panel: no grid line, or
+    one, at a frame; drawn without a failure."""
+    leaping = walking(5) + np.array([[300.0, 0.0, 0.0], [-200.0, 0.0, 250.0]] * 2 + [[0.0] * 3])[:, None]
+    scene = render.skeleton_scene([leaping], PARENTS, fps=20, camera="follow")
+    assert scene.ground_cell > scene.bounds[1][0] - scene.bounds[0][0]
+    for t in range(5):
+        scene.render(t)
+        assert sum(map(len, grid_lines(scene))) <= 2
+    render.animate_skeletons([leaping], PARENTS, tmp_path / "leaps.gif", fps=20, camera="follow")
+
+
+def test_the_camera_follows_the_first_joint_without_a_parent_wherever_it_is():
+    """Joints in another order (the hips, the root, third) and a second parentless joint (a prop) after it."""
+    order = [3, 1, 0, 2]  # arm, spine, hips, head
+    parents = np.array([1, 2, -1, 1, -1])
+    base = walking(5, speed=20.0)
+    sample = np.concatenate([base[:, order], base[:, :1] + [30.0, -60.0, 10.0]], axis=1)
+    scene = render.skeleton_scene([sample], parents, fps=10, camera="follow")
+    for t in range(5):
+        scene.show_frame(t)
+        root = y_up_to_z_up(sample[t, 2])
+        np.testing.assert_allclose(scene.offsets[0][t], [root[0], root[1], 0.0])
+        drawn = np.stack(scene.joints[0].get_data_3d(), axis=-1)
+        np.testing.assert_allclose(drawn, y_up_to_z_up(sample[t]) - [root[0], root[1], 0.0])
+
+
+def cube_ratio(samples) -> float:
+    """The side of one world cube holding `samples` over that of the cube holding their poses about the
+    root (joint 0), as render.scene_bounds draws them."""
+    lo, hi = render.scene_bounds(samples)
+    about = [s - np.array([1.0, 0.0, 1.0]) * s[:, :1] for s in samples]
+    lo_root, hi_root = render.scene_bounds(about)
+    return (hi - lo)[0] / (hi_root - lo_root)[0]
+
+
+def test_auto_follows_only_where_one_world_cube_would_shrink_the_figures():
+    """Beside a walker going further and further, the figure standing still stays at its size (one cube of
+    the world: a still grid) until that cube would be AUTO_FOLLOW_RATIO times the one about the roots; then
+    each camera follows its root. The standing figure is never drawn at less than 0.6 of its size."""
+    alone = render.skeleton_scene([walking(9, 0.0)] * 2, PARENTS, fps=10, camera="follow")
+    full = drawn_height(alone.render(8), alone.axes[0])
+    chosen = []
+    for speed in (0.0, 3.0, 6.0, 9.0, 9.5, 10.5, 13.0, 15.0, 30.0, 60.0):  # cm a frame, 8 frames
+        samples = [walking(9, 0.0), walking(9, speed)]  # both start at the same place
+        scene = render.skeleton_scene(samples, PARENTS, fps=10)
+        ratio = cube_ratio([y_up_to_z_up(s) for s in samples])
+        assert scene.camera == ("follow" if ratio > render.AUTO_FOLLOW_RATIO else "fixed"), speed
+        assert drawn_height(scene.render(8), scene.axes[0]) >= 0.6 * full, speed
+        chosen.append(scene.camera)
+    assert chosen == ["fixed"] * 5 + ["follow"] * 5  # fixed up to a walk of 76 cm (the figure: 80 cm tall)
+
+
+def test_auto_draws_figures_that_stay_put_as_a_fixed_camera_does(tmp_path):
+    """The default for figures near their place (a speaker gesturing) is one still cube of the world: the
+    same GIF, byte for byte, as camera="fixed", whose frames differ only where the figures move."""
+    samples = [walking(4, 0.0), walking(4, 3.0)]
+    auto = render.animate_skeletons(samples, PARENTS, tmp_path / "auto.gif", fps=10)
+    fixed = render.animate_skeletons(samples, PARENTS, tmp_path / "fixed.gif", fps=10, camera="fixed")
+    assert auto.read_bytes() == fixed.read_bytes()
+    scene = render.skeleton_scene(samples, PARENTS, fps=10)
+    assert scene.camera == "fixed" and scene.ground_cell is None
+    assert not any(ground in scene.moving_artists for ground in scene.ground)
 
 
 def test_moving_figure_changes_pixels_and_a_static_one_does_not():
@@ -458,13 +593,18 @@ def make_font(path, family: str, characters: str) -> None:
     builder.save(str(path))
 
 
+def install_font(tmp_path, monkeypatch, family: str, characters: str) -> None:
+    """A font `family` with filled squares for `characters`, listed by font_manager for this test only."""
+    path = tmp_path / f"{family.replace(' ', '')}.ttf"
+    make_font(path, family, characters)
+    monkeypatch.setattr(font_manager.fontManager, "ttflist", list(font_manager.fontManager.ttflist))
+    font_manager.fontManager.addfont(str(path))
+
+
 def test_a_font_that_has_the_characters_draws_them(tmp_path, monkeypatch):
     """Installed (here: listed by font_manager), a font with the title's CJK and emoji is drawn with: no
     message, no warning of matplotlib's, and its glyphs (filled squares) in the title band."""
-    path = tmp_path / "CaptionTestGlyphs.ttf"
-    make_font(path, "Caption Test Glyphs", "你好✋")
-    monkeypatch.setattr(font_manager.fontManager, "ttflist", list(font_manager.fontManager.ttflist))
-    font_manager.fontManager.addfont(str(path))
+    install_font(tmp_path, monkeypatch, "Caption Test Glyphs", "你好✋")
     said = []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -477,6 +617,105 @@ def test_a_font_that_has_the_characters_draws_them(tmp_path, monkeypatch):
     title = image[image.shape[0] - int(box.y1) : image.shape[0] - int(box.y0), int(box.x0) : int(box.x1)]
     dark = title[..., :3].max(axis=-1) < 100
     assert dark.mean() > 0.5  # three filled squares, not the outlines of boxes
+
+
+def note_ink(scene, image: np.ndarray) -> int:
+    """How many pixels of the note's box in `image` are dark."""
+    (note,) = [text for text in scene.figure.texts if text is not scene.clock]
+    box = note.get_window_extent(scene.figure.canvas.get_renderer())
+    drawn = image[image.shape[0] - int(box.y1) : image.shape[0] - int(box.y0), int(box.x0) : int(box.x1)]
+    return int((drawn[..., :3].max(axis=-1) < 100).sum())
+
+
+def test_the_note_draws_from_fallback_fonts_too(tmp_path, monkeypatch):
+    """A note's characters the title font lacks come from an installed font that has them (filled squares,
+    no warning); where none has them, one message names the note, and matplotlib's warnings stay quiet."""
+    install_font(tmp_path, monkeypatch, "Note Test Glyphs", "第步")
+    said = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        scene = render.skeleton_scene([standing(2)], PARENTS, fps=10, note="第 2000 步", log=said.append)
+        image = scene.render(1)
+    assert said == [] and scene.unshown == {}
+    assert [str(warning.message) for warning in caught] == []
+    (note,) = [text for text in scene.figure.texts if text is not scene.clock]
+    assert "Note Test Glyphs" in note.get_fontfamily()
+    filled = note_ink(scene, image)
+
+    without_glyphs(monkeypatch)
+    said = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        scene = render.skeleton_scene(
+            [standing(2)] * 2, PARENTS, fps=10, titles=["walk", "挥手"], note="第 2000 步", log=said.append
+        )
+        boxed = note_ink(scene, scene.render(1))
+    assert filled > 2 * boxed  # filled squares, not the outlines of boxes
+    assert [str(warning.message) for warning in caught] == []
+    assert scene.unshown == {1: "挥手", 2: "第步"}
+    (message,) = said
+    assert "of the titles and the note" in message
+    assert "panel 2 '挥手': 挥 手" in message and "the note '第 2000 步': 第 步" in message
+
+
+def test_other_warnings_while_drawing_reach_the_caller(monkeypatch):
+    """Only matplotlib's warnings about the glyphs no font has (said once instead) are dropped: one about
+    another character, or any other warning, raised while the scene is built or drawn, passes."""
+    without_glyphs(monkeypatch)
+    fit_title = render._fit_title
+
+    def noisy_fit_title(*args):
+        warnings.warn(
+            f"Glyph {ord('挥')} (\\N{{CJK UNIFIED IDEOGRAPH-6325}}) missing from font(s) X.",
+            UserWarning,
+            stacklevel=1,
+        )
+        warnings.warn(
+            f"Glyph {ord('あ')} (\\N{{HIRAGANA LETTER A}}) missing from font(s) X.", UserWarning, stacklevel=1
+        )
+        warnings.warn("something else, while building", UserWarning, stacklevel=1)
+        fit_title(*args)
+
+    monkeypatch.setattr(render, "_fit_title", noisy_fit_title)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        scene = render.skeleton_scene([standing(2)], PARENTS, fps=10, titles=["挥手"], log=lambda _: None)
+        draw_title = scene.axes[0].title.draw
+
+        def noisy_draw(renderer):
+            warnings.warn("something else, while drawing", RuntimeWarning, stacklevel=1)
+            return draw_title(renderer)
+
+        scene.axes[0].title.draw = noisy_draw
+        scene.render(1)
+    assert [str(warning.message)[:29] for warning in caught] == [
+        f"Glyph {ord('あ')} (\\N{{HIRAGANA LETT",
+        "something else, while buildin",
+        "something else, while drawing",
+    ]
+
+
+def test_a_colour_font_is_never_a_fallback(tmp_path, monkeypatch):
+    """matplotlib draws a colour font (COLR, as Noto Color Emoji's bitmaps) without its colours: a font
+    listed first that has the character, but in colour, is passed over for a monochrome one."""
+    from fontTools.colorLib.builder import buildCOLR, buildCPAL
+    from fontTools.ttLib import TTFont
+
+    character = "\U00013000"  # an Egyptian hieroglyph: not in DejaVu Sans
+    colour, plain = tmp_path / "colour.ttf", tmp_path / "plain.ttf"
+    make_font(colour, "Aaa Colour Test", character)
+    font = TTFont(str(colour))
+    font["COLR"] = buildCOLR({"uni13000": [("uni13000", 0)]})
+    font["CPAL"] = buildCPAL([[(1.0, 0.0, 0.0, 1.0)]])
+    font.save(str(colour))
+    make_font(plain, "Zzz Plain Test", character)
+    listed = [font_entry("Aaa Colour Test", str(colour)), font_entry("Zzz Plain Test", str(plain))]
+    monkeypatch.setattr(font_manager.fontManager, "ttflist", listed)
+    fonts = render.title_fonts([f"sit {character}"])
+    assert fonts.families == (*mpl.rcParams["font.family"], "Zzz Plain Test")
+    assert fonts.unshown == {}
+    monkeypatch.setattr(font_manager.fontManager, "ttflist", listed[:1])
+    assert render.title_fonts([f"sit {character}"]).unshown == {0: character}
 
 
 # ----------------------------------------------------------------------------------------- animation
@@ -544,6 +783,22 @@ def test_stacked_array_of_samples_is_accepted(tmp_path):
     path = render.animate_skeletons(stacked, PARENTS, tmp_path / "a.gif", fps=5)
     with Image.open(path) as gif:
         assert gif.n_frames == 3
+
+
+def test_an_error_while_drawing_the_frames_comes_out_as_it_is(tmp_path, monkeypatch):
+    """Out of memory at the third frame of a GIF: that error, not one of the writer's about the frames it
+    lacks (a caller handles running out of memory), and no file."""
+    show_frame = render.SkeletonScene.show_frame
+
+    def failing(scene, t):
+        if t == 2:
+            raise MemoryError("no room for frame 2")
+        show_frame(scene, t)
+
+    monkeypatch.setattr(render.SkeletonScene, "show_frame", failing)
+    with pytest.raises(MemoryError, match="frame 2"):
+        render.animate_skeletons([walking(5)], PARENTS, tmp_path / "a.gif", fps=10)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_animation_never_overwrites(tmp_path):
