@@ -243,14 +243,13 @@ def _check_request(
             f"sample.steps must be an integer in [1, {loaded.schedule.num_steps}] (diffusion.steps of the "
             f"checkpoint's run), got {steps!r}"
         )
-    field = "sample.ddim_spacing"
     if stepped and spacing not in diffusion.DDIM_SPACINGS:
-        raise SampleError(f"{field} must be one of {diffusion.DDIM_SPACINGS}, got {spacing!r}")
+        raise SampleError(f"sample.ddim_spacing must be one of {diffusion.DDIM_SPACINGS}, got {spacing!r}")
     if stepped and spacing == "leading" and steps == 1:
         raise SampleError(
-            f"sample.steps=1 with {field}=leading takes its one step at t=0: the starting noise would be "
-            f"returned as the sample. Take more steps, or {field}=trailing (its one step is "
-            f"t={loaded.schedule.num_steps - 1})"
+            "sample.steps=1 with sample.ddim_spacing=leading takes its one step at t=0: the starting noise "
+            "would be returned as the sample. Take more steps, or sample.ddim_spacing=trailing (its one "
+            f"step is t={loaded.schedule.num_steps - 1})"
         )
     if not (_is_number(eta) and 0 <= eta <= 1):
         raise SampleError(f"sample.eta must be a number in [0, 1], got {eta!r}")
