@@ -11,6 +11,7 @@ parameter update and the EMA's in one conditional on the gradients being finite.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -179,8 +180,15 @@ def ema_params(ema_state: optax.EmaState, optim_config, params: Any) -> Any:
     """The debiased EMA of the parameters (what sampling uses), from the EMA's state; `params` (the
     current parameters) where the average has not been fed yet (its count is 0: a checkpoint saved
     before the first step, on a SIGTERM during the set-up, or while every step so far was skipped or
-    came before the first of `optim.ema_every`), where the debiasing would divide by 1 - decay ** 0 = 0."""
-    decay = jnp.asarray(optim_config.ema_decay, jnp.float32)
+    came before the first of `optim.ema_every`), where the debiasing would divide by 1 - decay ** 0 = 0.
+    One compiled program (per parameter tree), not an eager division and selection per leaf, each of
+    which compiled on its first call (1.2 s of a tiny run's start-up on the CPU)."""
+    return _ema_params(ema_state, params, float(optim_config.ema_decay))
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _ema_params(ema_state: optax.EmaState, params: Any, decay: float) -> Any:
+    decay = jnp.asarray(decay, jnp.float32)
     # 1 - decay ** count, the weight the average has gathered, as -expm1(count * log1p(-(1 - decay))): in
     # float32 1 - decay ** count cancels near decay = 1 (0.9999: up to 1e-4 relative in the first steps,
     # which optax.tree.bias_correction keeps); 1 - decay itself is exact in float32 for decay >= 0.5.
@@ -1087,7 +1095,8 @@ def _run(config, workdir: Path, stop: _PreemptionFlag, held: contextlib.ExitStac
     if warning:
         log(warning)
     params = model_lib.init_params(model, jax.random.key(config.seed))
-    state = create_train_state(params, optimizer, ema, config.seed)
+    # One program for the optimizer's and the EMA's zeros, not one eager fill per leaf shape.
+    state = jax.jit(lambda p: create_train_state(p, optimizer, ema, config.seed))(params)
     if resume_step is not None:
         like = {"params": state.params, "train_state": state.replace(params=None)}
         _, restored = ckpt.restore_run(resume_step, like)

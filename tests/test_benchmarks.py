@@ -17,25 +17,26 @@ from pathlib import Path
 import numpy as np
 import pytest
 from central_differences import checked_against_central_differences, standardize64
+from tiny_run import fast_compile_flags
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 TINY = [
-    *("--latent", "16", "--layers", "2", "--ff", "32", "--heads", "2", "--text-width", "8"),
+    *("--latent", "16", "--layers", "1", "--ff", "32", "--heads", "2", "--text-width", "8"),
     *("--text-layers", "1", "--text-heads", "2", "--text-ff", "16", "--text-length", "5", "--vocab", "40"),
 ]
 HAVE_TORCH = importlib.util.find_spec("torch") is not None
 
 
 # The benchmarks' runs here check what they compute and report, not their speed, on models so small that
-# compiling is most of their time: XLA compiles them with LLVM's optimisations off (its HLO passes, which
-# choose the fusions and their arithmetic, run as ever): 18-36% less time per test (session 26).
-FAST_COMPILE = "--xla_backend_optimization_level=0"
+# compiling is most of their time: compiled as the tests' runs of launch.py are
+# (`tiny_run.fast_compile_flags`), with LLVM's optimisations off (18-36% less time per test, session 26)
+# and XLA:CPU's older fusion emitters (half the compile time again, session 34).
 
 
 def run_benchmark(script: str, tmp_path: Path, *args: str) -> tuple[dict, str]:
     out = tmp_path / f"{Path(script).stem}.json"
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {FAST_COMPILE}".strip()
+    env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {fast_compile_flags()}".strip()
     result = subprocess.run(
         [sys.executable, str(BENCHMARKS / script), *args, "--json", str(out)],
         capture_output=True,
@@ -785,7 +786,7 @@ def test_profile_step_profiles_a_variant(tmp_path):
     """--variant attention=block-diagonal reaches the profiled program: its products do the analytic
     count's FLOPs plus the block-diagonal ones' extra, (1 - 1/heads) x 2 B C^2 per frame, key and text token
     of each layer's context and read products, three times (forward and two gradients)."""
-    batch, frames, text, width, heads, layers = 2, 6, 5, 16, 8, 2
+    batch, frames, text, width, heads, layers = 2, 6, 5, 16, 8, 1
     record, _ = run_benchmark(
         "profile_step.py",
         tmp_path,
@@ -913,7 +914,7 @@ def test_gpu_check_moves_an_earlier_runs_results_aside_and_bundles_as_it_goes(tm
     env = {
         **os.environ,
         "JAX_PLATFORMS": "cpu",
-        "XLA_FLAGS": FAST_COMPILE,
+        "XLA_FLAGS": fast_compile_flags(),
         "OUT": str(out),
         "PYTHON": sys.executable,
         "BUDGET_S": "400",

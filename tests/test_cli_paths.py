@@ -4,13 +4,13 @@ started with), `~` in --workdir and the config's path fields (a shell leaves it 
 with --config saying which of the run's settings it changes."""
 
 import json
-import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 from test_launch import fake_run
+from tiny_run import launch_env
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def launch(*args, cwd=ROOT, home=None):
     """launch.py as a user runs it, from `cwd`; with `home`, HOME is that folder (the compilation cache
     off: nothing is written there but what the test asks for)."""
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    env = launch_env()
     if home is not None:
         env["HOME"] = str(home)
         args = (*args, "--compile_cache=off")

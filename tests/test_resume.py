@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-from tiny_run import ROOT, TINY_MODEL, finish, output, start_launch
+from tiny_run import ROOT, TINY_MODEL, finish, launch_env, output, start_launch
 
 from motion_ddpm_jax import checkpoint, train
 from motion_ddpm_jax.data import beat, pipeline, synthetic
@@ -176,7 +176,7 @@ def test_train_without_config_goes_on_with_the_runs_recorded_config(tmp_path, da
     shutil.copytree(ref_dir, resumed)
     finish(start(again, data_args, f"--config.train.num_steps={STEPS + 10}"))
     command = [sys.executable, "launch.py", f"--workdir={resumed}", f"--config.train.num_steps={STEPS + 10}"]
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    env = launch_env()
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     record = resumed / "run.json"
@@ -459,7 +459,7 @@ def test_a_sigterm_during_set_up_stops_cleanly_at_step_0(tmp_path, data_args, si
     )  # fmt: skip
     done = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
-        env={**os.environ, "JAX_PLATFORMS": "cpu"}, cwd=ROOT,
+        env=launch_env(), cwd=ROOT,
     )  # fmt: skip
     if signal_name == "SIGINT":
         assert done.returncode != 0 and "KeyboardInterrupt" in done.stderr, done.stderr[-3000:]

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from tiny_run import launch_env
 
 from motion_ddpm_jax import diffusion, train
 from motion_ddpm_jax import model as model_lib
@@ -188,7 +189,7 @@ def test_demo_trains_through_launch_writes_a_checkpoint_and_resumes(tmp_path):
             "--config.train.save_every_steps=2",
             "--config.model.latent_dim=32", "--config.model.num_layers=1", "--config.model.ff_size=64",
         ]  # fmt: skip
-        return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=900)
+        return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=900, env=launch_env())
 
     first = launch(4)
     assert first.returncode == 0, first.stderr[-4000:]
@@ -211,7 +212,7 @@ def test_demo_trains_through_launch_writes_a_checkpoint_and_resumes(tmp_path):
     changed = subprocess.run(
         [sys.executable, "launch.py", "--config", "configs/demo.py", "--workdir", str(tmp_path / "run"),
          f"--config.data.root={tmp_path / 'prepared'}", "--config.model.latent_dim=64"],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        cwd=ROOT, capture_output=True, text=True, timeout=600, env=launch_env(),
     )  # fmt: skip
     assert changed.returncode != 0
     assert "model.latent_dim" in changed.stderr

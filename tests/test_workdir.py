@@ -6,14 +6,12 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from test_motion_text import write_humanml3d
-from tiny_run import ROOT, TINY_MODEL
+from tiny_run import ROOT, TINY_MODEL, run_launch
 
 from motion_ddpm_jax import train
 from motion_ddpm_jax.config import base_config
@@ -140,16 +138,7 @@ def snapshot(root: Path) -> dict[str, tuple]:
     return found
 
 
-def launch(*args):
-    result = subprocess.run(
-        [sys.executable, "launch.py", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "JAX_PLATFORMS": "cpu"},
-    )
-    return result
+launch = run_launch
 
 
 EVAL_RECORDS = ("metrics_step6.json", "metrics_step6_1.json")  # the second never overwrites the first

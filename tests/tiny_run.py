@@ -1,7 +1,9 @@
 """What the tests that run launch.py as a user does (resume, preemption, multi-host, workdir ownership)
-share: command-line overrides of configs/demo.py that make a model small enough to train in seconds, and
-launch.py started in the background and awaited."""
+share: command-line overrides of configs/demo.py that make a model small enough to train in seconds,
+launch.py started in the background and awaited, and the environment those runs get."""
 
+import functools
+import os
 import subprocess
 import sys
 import time
@@ -24,14 +26,59 @@ TINY_MODEL = [
 ]
 
 
+# The runs of launch.py here check what a run does (its files, resumes, messages and bits, set against other
+# runs of launch.py), not how fast its compiled code runs, on models so small that compiling is most of
+# their time: XLA compiles them with LLVM's optimisations off and with XLA:CPU's older elemental emitters
+# for its fusions (the MLIR fusion emitters took twice as long to compile a tiny train step: 5.4 s against
+# 2.7 s, session 34); its HLO passes, which choose the fusions and their arithmetic, run as ever. A tiny
+# run of launch.py took 12.9 s from an empty compilation cache, against 21.5 s with XLA's defaults. The
+# tests' own process, and the runs a test sets against it (a sample drawn in the test), keep the
+# defaults: their roundings may differ. The benchmarks' tests compile their runs the same way.
+FAST_COMPILE = "--xla_backend_optimization_level=0"
+OLDER_EMITTERS = "--xla_cpu_use_fusion_emitters=false"
+
+
+@functools.cache
+def fast_compile_flags() -> str:
+    """FAST_COMPILE, and OLDER_EMITTERS where this jaxlib's XLA knows the option (XLA stops a process
+    whose XLA_FLAGS name an option it does not know: one that a later XLA drops is left out)."""
+    probe = subprocess.run(
+        [sys.executable, "-c", "import jax; jax.devices()"],
+        env={**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": OLDER_EMITTERS},
+        capture_output=True,
+        timeout=120,
+    )
+    return f"{FAST_COMPILE} {OLDER_EMITTERS}" if probe.returncode == 0 else FAST_COMPILE
+
+
+def launch_env(environ: Mapping[str, str] | None = None, **extra: str) -> dict[str, str]:
+    """The environment of a launch.py run: `environ` (default: this process's), on the CPU, compiling
+    with `fast_compile_flags()` added to its XLA_FLAGS, and `extra` (which may set XLA_FLAGS: the flags
+    are added to it too)."""
+    env = {**(os.environ if environ is None else environ), "JAX_PLATFORMS": "cpu", **extra}
+    env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {fast_compile_flags()}".strip()
+    return env
+
+
+def run_launch(*args: str) -> subprocess.CompletedProcess:
+    """`launch.py ARGS` run to its end in the repository root, in `launch_env()`: its exit code and its
+    output (stdout and stderr apart, as text)."""
+    return subprocess.run(
+        [sys.executable, "launch.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=600,
+        env=launch_env(),
+    )  # fmt: skip
+
+
 def start_launch(workdir: Path, args: Sequence[str], env: Mapping[str, str]) -> subprocess.Popen:
     """`launch.py --config configs/demo.py --workdir=WORKDIR ARGS` in the background, in the repository
-    root with exactly `env`. Its output goes to a log file beside the workdir, not to a pipe: a pipe that
-    nobody reads while the test waits (on this process or another) fills up and blocks the run."""
+    root with `env` (`launch_env` adds the fast-compile flags). Its output goes to a log file beside the
+    workdir, not to a pipe: a pipe that nobody reads while the test waits (on this process or another)
+    fills up and blocks the run."""
     command = [sys.executable, "launch.py", "--config", "configs/demo.py", f"--workdir={workdir}", *args]
     log_path = Path(f"{workdir}.launch-{time.monotonic_ns()}.log")
     with log_path.open("w") as log:
-        process = subprocess.Popen(command, cwd=ROOT, env=dict(env), stdout=log, stderr=subprocess.STDOUT)
+        env = launch_env(env)
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     process.log_path = log_path
     return process
 
