@@ -335,6 +335,8 @@ def main(argv):
             )
         if mode in CHECKPOINT_MODES:
             _unused_overrides(config, overrides, mode, _workdir(config_given))
+            if config_given:
+                _config_file_note(config, mode, _workdir(config_given), overrides)
         config_lib.validate(config)
         if mode == "config":
             from motion_ddpm_jax import train
@@ -562,6 +564,48 @@ def _unused_overrides(config, overrides: dict, mode: str, workdir: str) -> None:
         section, field = name.split(".", 1) if "." in name else (None, name)
         node = config if section is None else config[section]
         node[field] = given[name] if section is None else given[section][field]
+
+
+# What the network computes: taken from the checkpoint by --mode sample and eval whatever --config says.
+_FROM_CHECKPOINT = ("model.", "diffusion.")
+_SHOWN = 4
+
+
+def _config_file_note(config, mode: str, workdir: str, overrides: dict, note=_say) -> None:
+    """--mode sample or eval with --config: where the file's model.* or diffusion.* differ from those the
+    checkpoint trained with, one line naming them (the first few, with the checkpoint's values) and saying
+    that the checkpoint's are used: a file of another run's, or one edited since, does not change what is
+    sampled, and a user reading their own file would think it did. Overrides are `_unused_overrides`'s
+    concern; nothing is said where no checkpoint can be read (the mode says why)."""
+    from motion_ddpm_jax import checkpoint
+    from motion_ddpm_jax import config as config_lib
+
+    wanted = int(config.sample.checkpoint_step)
+    try:
+        step, saved = _checkpoint_metadata(workdir, None if wanted < 0 else wanted)
+    except checkpoint.CheckpointError:
+        return
+    if not isinstance(saved.get("config"), dict):
+        return
+    theirs = config_lib.flatten(config_lib.with_defaults(saved["config"]))
+    ours = config_lib.flatten(config)
+    differ = [
+        name
+        for name, value in ours.items()
+        if name.startswith(_FROM_CHECKPOINT)
+        and name not in overrides
+        and name in theirs
+        and _comparable(theirs[name]) != _comparable(value)
+    ]
+    if not differ:
+        return
+    shown = ", ".join(f"{name}={ours[name]!r} (checkpoint: {theirs[name]!r})" for name in differ[:_SHOWN])
+    more = f" and {len(differ) - _SHOWN} more" if len(differ) > _SHOWN else ""
+    note(
+        f"note: --mode {mode} takes the model and the diffusion from the checkpoint "
+        f"{checkpoint.checkpoint_dir(workdir)}/{step}, not from {_config_file()}, whose {shown}{more} "
+        "are not used"
+    )
 
 
 def _checkpoint_data(config, workdir: str, overrides: dict):

@@ -15,6 +15,7 @@ compiles it (tested).
 - a path: that folder, made if missing. A path that is a file, or a folder that cannot be made, is an
   error that names the flag. A remote address (`gs://bucket/jax-cache`, here or in
   JAX_COMPILATION_CACHE_DIR) is passed to jax as written.
+`auto` and `off` are read in any case (OFF is off, not a folder named OFF); a folder of that name is `./off`.
 In our own folder (`auto` without JAX_COMPILATION_CACHE_DIR) the cache keeps at most MAX_BYTES, unless
 JAX_COMPILATION_CACHE_MAX_SIZE says otherwise: jax evicts the least recently used programs beyond that,
 under a file lock (filelock), so that several processes can share the folder. A folder of the user's
@@ -63,9 +64,9 @@ def resolve(value: str, environ: Mapping[str, str] = os.environ) -> tuple[Path |
     value = value.strip()
     if not value:
         raise UserError(f"{FLAG} is empty: expected auto, off or a folder")
-    if value == "off":
+    if value.lower() == "off":  # OFF or Off is not a folder's name the user meant (./OFF is)
         return None, f"{FLAG}=off"
-    if value == "auto":
+    if value.lower() == "auto":
         if location := environ.get("JAX_COMPILATION_CACHE_DIR", "").strip():
             return location if is_remote(location) else Path(location), "JAX_COMPILATION_CACHE_DIR"
         return default_dir(environ), f"{FLAG}=auto"

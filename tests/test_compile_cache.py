@@ -39,6 +39,10 @@ from motion_ddpm_jax.errors import UserError
             "JAX_COMPILATION_CACHE_DIR",
         ),
         ("off", {"JAX_COMPILATION_CACHE_DIR": "/j"}, None, "--compile_cache=off"),
+        # In any case (it had made a folder named OFF); a folder of that name is ./off.
+        ("OFF", {}, None, "--compile_cache=off"),
+        ("Auto", {"XDG_CACHE_HOME": "/x"}, Path("/x/motion_ddpm_jax/jax"), "--compile_cache=auto"),
+        ("./off", {}, Path("off"), "--compile_cache"),
         (" /some/where ", {}, Path("/some/where"), "--compile_cache"),
         ("~/cc", {}, Path("~").expanduser() / "cc", "--compile_cache"),
         # A relative XDG_CACHE_HOME is ignored, as the XDG specification says (it put the cache in the cwd).

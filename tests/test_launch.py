@@ -8,14 +8,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from tiny_run import run_launch
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def launch(*args):
-    return subprocess.run(
-        [sys.executable, "launch.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=600
-    )
+launch = run_launch
 
 
 def table(stdout):
@@ -298,6 +296,49 @@ def test_sample_and_eval_refuse_overrides_the_checkpoint_overrules(tmp_path):
     assert same.returncode != 0  # this checkpoint holds no model: what fails is reading it
     assert "would be ignored" not in same.stderr and "must be divisible" not in same.stderr
     assert f"{tmp_path / 'run' / 'checkpoints'}/3" in same.stderr, same.stderr[-2000:]
+
+
+def test_sample_with_a_config_file_says_which_of_its_model_fields_the_checkpoint_overrules(tmp_path):
+    """--mode sample --config FILE: the file's model.* and diffusion.* that differ from the checkpoint's are
+    named, with the checkpoint's values, as not used (the first four, and how many more); a file that
+    agrees with the checkpoint, or fields given on the command line, add no note."""
+    import importlib.util
+
+    import numpy as np
+
+    sys.path.insert(0, str(ROOT))
+    from motion_ddpm_jax import checkpoint
+    from motion_ddpm_jax.config import flatten
+
+    spec = importlib.util.spec_from_file_location("demo_config", ROOT / "configs" / "demo.py")
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    file_values = flatten(demo.get_config())
+    trained = demo.get_config()
+    trained.model.latent_dim = file_values["model.latent_dim"] * 2
+    trained.diffusion.steps = file_values["diffusion.steps"] + 7
+    tree = {"w": np.zeros(2, np.float32)}
+    for name, config in (("other", trained), ("same", demo.get_config())):
+        writer = checkpoint.Checkpointer(tmp_path / name)
+        writer.save(3, tree, tree, tree, {"config": config.to_dict()})
+        writer.close()
+    run = ["--mode", "sample", "--config", "configs/demo.py", "--config.sample.text=wave"]
+    other = launch(*run, "--workdir", str(tmp_path / "other"))
+    where = f"{tmp_path / 'other' / 'checkpoints'}/3"
+    expected = (
+        f"note: --mode sample takes the model and the diffusion from the checkpoint {where}, not from "
+        f"configs/demo.py, whose diffusion.steps={file_values['diffusion.steps']!r} (checkpoint: "
+        f"{trained.diffusion.steps!r}), model.latent_dim={file_values['model.latent_dim']!r} (checkpoint: "
+        f"{trained.model.latent_dim!r}) are not used"
+    )
+    assert expected in other.stdout, other.stdout[-2000:] + other.stderr[-2000:]
+    assert other.returncode != 0  # the checkpoint holds no model: what fails is reading it
+    given = launch(
+        *run, "--workdir", str(tmp_path / "other"), f"--config.diffusion.steps={trained.diffusion.steps}"
+    )
+    assert "whose model.latent_dim" in given.stdout and "diffusion.steps=" not in given.stdout
+    same = launch(*run, "--workdir", str(tmp_path / "same"))
+    assert "note: --mode sample takes the model" not in same.stdout + same.stderr
 
 
 def test_mode_config_prints_the_checked_config_and_writes_nothing(tmp_path):
