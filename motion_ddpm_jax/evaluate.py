@@ -50,7 +50,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from motion_ddpm_jax import __version__, files, humanml3d, kinematics
+from motion_ddpm_jax import __version__, files, humanml3d, kinematics, provenance
 from motion_ddpm_jax import representation as layouts
 from motion_ddpm_jax.errors import UserError
 from motion_ddpm_jax.skeleton import Skeleton, beat_skeleton
@@ -1471,6 +1471,7 @@ def run(
         "fgd_autoencoder": None if encoder is None else autoencoder_record(autoencoder_dir(config), encoder),
         "versions": {"motion_ddpm_jax": __version__, "jax": jax.__version__, "numpy": np.__version__},
         "device": f"{jax.default_backend()}: {jax.devices()[0].device_kind}",
+        "software": provenance.software(jax.devices()[0]),  # all of it, as run.json and checkpoints hold
         "created_utc": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "sample_seconds": round(sample_seconds, 2),
     }

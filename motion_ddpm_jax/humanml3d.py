@@ -23,7 +23,11 @@ Two skeletons use it (`LAYOUTS`, keyed by feature size; `layout` looks one up):
   mirrored with respect to HumanML3D's: MMM's left joints lie at -x (T2M's KIT processing takes them as
   the right side: face_joint_indx = [11, 16, 5, 8] = "r_hip, l_hip, sdr_r, sdr_l" in text-to-motion's
   scripts/motion_process.py), because KIT-ML's joint positions swap MMM's y (forward) and z (up) axes,
-  a reflection (Language2Pose's src/data/data.py, "switch y and z axis", which made them).
+  a reflection (Language2Pose's src/data/data.py, "switch y and z axis", which made them). The positions
+  `recover_from_ric` gives stay in those coordinates (KIT-ML's tools read them so: sampling's
+  `*_positions.npy`, eval's inputs), but a picture of them would show the mirror image of the motion (a
+  caption's left hand drawn as the figure's right): `KIT.mirrored` says so, and the drawings (sampling's
+  animation, training's progress GIFs: `render.skeleton_scene(..., mirrored=True)`) reflect x back.
 
 `recover_from_ric` turns features of either layout back into global joint positions exactly as the original
 code's `recover_root_rot_pos` + `recover_from_ric(data, joints_num)` do, the joint count from the feature
@@ -59,7 +63,12 @@ class Layout:
     unit and frame rate of its published data, and the joints the original processing reads (both as
     indices into `names`): `facing_joints` (right hip, left hip, right shoulder, left shoulder as the T2M
     code names them: the body faces cross(+y, (right - left hips) + (right - left shoulders)) there) and
-    `contact_joints` (those of the 4 foot-contact features, in order)."""
+    `contact_joints` (those of the 4 foot-contact features, in order).
+
+    mirrored: the data's joint positions are a mirror image of the motion as performed (KIT-ML's: with y
+    up and the figure facing +z, MMM's left joints lie at -x, where HumanML3D's right-handed figure has
+    its right); a drawing reflects x (x -> -x) to show the motion itself. The positions are left as the
+    data have them."""
 
     dataset: str
     names: tuple[str, ...]
@@ -68,6 +77,7 @@ class Layout:
     fps: float
     facing_joints: tuple[int, int, int, int]
     contact_joints: tuple[int, int, int, int]
+    mirrored: bool = False
 
     def __post_init__(self):
         if len(self.names) != len(self.parents) or len(set(self.names)) != len(self.names):
@@ -178,6 +188,7 @@ KIT = Layout(
     fps=12.5,
     facing_joints=(11, 16, 5, 8),  # face_joint_indx: MMM's left hip and shoulder as "right" (mirrored data)
     contact_joints=(19, 20, 14, 15),  # fid_l = [19, 20] (MMM's right foot), then fid_r = [14, 15]
+    mirrored=True,  # MMM's y and z swapped: a reflection, undone only for drawing
 )
 
 LAYOUTS = {lay.features: lay for lay in (T2M, KIT)}  # 263 -> T2M, 251 -> KIT
@@ -211,6 +222,15 @@ def is_layout(representation: str, feature_size: int) -> bool:
     """Whether data of `representation` and `feature_size` are read as this layout (and decoded): the
     humanml3d representation with 263 (HumanML3D) or 251 (KIT-ML) features."""
     return layout(representation, feature_size) is not None
+
+
+def is_mirrored(representation: str, feature_size: int) -> bool:
+    """Whether the joint positions decoded from data of `representation` and `feature_size` are a mirror
+    image of the motion (`Layout.mirrored`): KIT-ML's 251 features; False for HumanML3D's 263 and for
+    data that are not of this layout. What a drawing of them passes as `render.skeleton_scene`'s
+    `mirrored`."""
+    found = layout(representation, feature_size)
+    return found is not None and found.mirrored
 
 
 def _rotate_to_world(angle: jax.Array, x: jax.Array, z: jax.Array) -> tuple[jax.Array, jax.Array]:

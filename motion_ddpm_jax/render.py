@@ -9,6 +9,10 @@ and a curve plot does so only when asked (`overwrite=True`).
 
 Plot coordinates: matplotlib's 3D axes keep their vertical axis on z, so data whose up axis is y (BEAT) are
 turned by a proper rotation, (x, y, z) -> (x, -z, y); a BEAT character facing +Z then faces the camera.
+Positions that are a mirror image of the motion (KIT-ML's, `humanml3d.Layout.mirrored`) are drawn with the
+plot's x negated (`mirrored=True`: the data's x, or y where x is up), so that the picture shows the motion
+as performed; everything else (camera, ground, bounds) is computed from the reflected figures. The arrays
+passed in are never changed.
 
 Panels share one scale. By default (`camera="auto"`) every panel shows one cube of the world, unless a
 sample travels so far that this cube would draw the figures at 2/3 of their size or less: then each panel's
@@ -457,7 +461,8 @@ def _check_options(fps, titles, num_samples: int, up_axis: str, max_columns, cam
 class SkeletonScene:
     """N stick figures on one figure, one 3D panel each, ready to show any frame.
 
-    samples: plot coordinates, [T_i, J, 3] each; a sample shorter than `num_frames` holds its last frame.
+    samples: plot coordinates, [T_i, J, 3] each (reflected where `mirrored`); a sample shorter than
+        `num_frames` holds its last frame.
     offsets: [T_i, 3] each, what frame t of a sample is drawn shifted by (minus): its root's horizontal
         position where the camera follows it (`camera="follow"`), else zeros; the ground grid is drawn
         shifted by as much, so that it stays put under the figure's feet.
@@ -484,6 +489,7 @@ class SkeletonScene:
     camera: str = "follow"
     unshown: dict[int, str] = dataclasses.field(default_factory=dict)
     ground_cell: float | None = None  # None: the side of the cube / GROUND_CELLS
+    mirrored: bool = False  # samples were reflected (plot x -> -x) from the positions given
     _background: object = dataclasses.field(default=None, init=False, repr=False)
 
     @property
@@ -542,6 +548,7 @@ def skeleton_scene(
     camera: str = "auto",
     note: str = "",
     log: Callable[[str], None] | None = None,
+    mirrored: bool = False,
 ) -> SkeletonScene:
     """Lay out `positions` (a list of [T_i, J, 3] arrays, or one [N, T, J, 3] array; data coordinates with
     `up_axis` up) as stick figures in a grid of at most `max_columns` panels a row, each titled with its
@@ -564,11 +571,18 @@ def skeleton_scene(
         its characters are drawn from fallback fonts as the titles' are.
     log: where the one message about title (or note) characters no installed font has goes
         (`unshown_message`); None: a MissingGlyphWarning. Characters the title font lacks are drawn from
-        other installed fonts (`title_fonts`)."""
+        other installed fonts (`title_fonts`).
+    mirrored: the positions are a mirror image of the motion performed (KIT-ML's decoded joints:
+        `humanml3d.is_mirrored`); they are drawn reflected across the vertical plane x = 0 of the plot (the
+        data's x, for up_axis "x" its y), so that a figure's left limbs show on its left. The camera, its
+        following and the ground are those of the reflected figures; `positions` are not changed."""
     samples = _check_positions(positions)
     parents = _check_parents(parents, samples[0].shape[1])
     titles = _check_options(fps, titles, len(samples), up_axis, max_columns, camera)
-    samples = [to_plot_coordinates(sample, up_axis) for sample in samples]
+    if not isinstance(mirrored, bool | np.bool_):
+        raise ValueError(f"mirrored must be True or False, got {mirrored!r:.100}")
+    reflection = np.array([-1.0, 1.0, 1.0]) if mirrored else np.ones(3)
+    samples = [to_plot_coordinates(sample, up_axis) * reflection for sample in samples]
     camera, offsets, (lo, hi), cell = _camera(samples, parents, camera, float(fps))
     ground_height = min(float(sample[..., 2].min()) for sample in samples)
     note = " ".join(str(note).split())
@@ -610,6 +624,7 @@ def skeleton_scene(
         camera,
         fonts.unshown,
         cell,
+        bool(mirrored),
     )
     scene.show_frame(0)
     return scene
@@ -906,6 +921,7 @@ def animate_skeletons(
     camera: str = "auto",
     note: str = "",
     log: Callable[[str], None] | None = None,
+    mirrored: bool = False,
 ) -> Path:
     """Write an animation of N stick figures side by side to `path` (.gif, or .mp4 where ffmpeg exists:
     see `find_ffmpeg`).
@@ -919,6 +935,8 @@ def animate_skeletons(
     camera, note: as `skeleton_scene` says (all panels at one scale; by default one cube of the world,
         unless a sample travels so far that it would shrink the figures: then each panel's camera follows
         its figure's root).
+    mirrored: the positions are a mirror image of the motion (KIT-ML's: `humanml3d.is_mirrored`): drawn
+        reflected in x, as `skeleton_scene` says, so that the animation shows the motion as performed.
     The animation has max_i T_i frames at `fps` (a GIF: every frame up to 50 fps, above that every
     `gif_timing` step-th, since a GIF stores whole hundredths of a second per frame and players honour no
     delay under 2); shorter samples hold their last frame. Never overwrites: an existing `path` raises
@@ -942,6 +960,7 @@ def animate_skeletons(
         camera=camera,
         note=note,
         log=lambda message: _say(f"{path}: {message}", log),
+        mirrored=mirrored,
     )
     writer = _SceneMp4Writer(scene, fps=fps) if mp4 else _SharedPaletteGifWriter(scene, fps=fps)
     step = 1 if mp4 else writer.step

@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from motion_ddpm_jax import checkpoint, diffusion, humanml3d, kinematics, representation, text
+from motion_ddpm_jax import checkpoint, diffusion, humanml3d, kinematics, provenance, representation, text
 from motion_ddpm_jax import config as config_lib
 from motion_ddpm_jax import files as files_lib
 from motion_ddpm_jax import model as model_lib
@@ -947,6 +947,7 @@ def _sample_into(
                     fps=loaded.fps,
                     titles=panel_titles(result["captions"], int(s.num_samples)),
                     log=log,  # (title characters no installed font has: one line)
+                    mirrored=humanml3d.is_mirrored(loaded.representation, loaded.model.input_feats),
                 )
                 files.append(Path(path).name)
                 written.append(Path(path))
@@ -959,7 +960,11 @@ def _sample_into(
                     "of all panels until it is written); sample fewer at a time, or set "
                     "sample.render=false (the arrays are written)"
                 )
-    index = {"settings": settings, "samples": entries}
+    index = {
+        "settings": settings,
+        "software": provenance.software(jax.local_devices()[0]),  # what drew these samples
+        "samples": entries,
+    }
     with (
         files_lib.staged_file(out / "index.json") as temporary,
         files_lib.writing(out / "index.json", temporary),

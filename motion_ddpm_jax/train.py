@@ -29,7 +29,7 @@ import optax
 from flax import struct
 from tensorboardX import SummaryWriter
 
-from motion_ddpm_jax import checkpoint, diffusion, files, humanml3d, losses, text
+from motion_ddpm_jax import checkpoint, diffusion, files, humanml3d, losses, provenance, text
 from motion_ddpm_jax import config as config_lib
 from motion_ddpm_jax import model as model_lib
 from motion_ddpm_jax.data import beat, motion_text, pipeline
@@ -713,9 +713,15 @@ def read_run_record(record: Path) -> dict[str, Any]:
 
 
 def write_run_record(workdir: Path, config) -> None:
-    """<workdir>/run.json: the config this workdir's run started with (see `claim_workdir`)."""
+    """<workdir>/run.json: the config this workdir's run started with (see `claim_workdir`), and the software
+    and command line that started it (`provenance`)."""
     record = workdir / RUN_RECORD
-    payload = {"config": config.to_dict(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    payload = {
+        "config": config.to_dict(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "software": provenance.software(jax.local_devices()[0]),
+        "command": provenance.command_line(),
+    }
     tmp = record.with_name(f".{RUN_RECORD}.tmp")
     try:
         tmp.write_text(json.dumps(payload, indent=1, sort_keys=True) + "\n", encoding="utf-8")
@@ -745,7 +751,8 @@ def make_geometry(config, dataset) -> losses.Geometry | None:
 
 
 def run_metadata(config, dataset, tokenizer, steps: int, steps_per_epoch: int) -> dict[str, Any]:
-    """Everything sampling needs besides the parameters: a checkpoint folder alone is enough."""
+    """Everything sampling needs besides the parameters: a checkpoint folder alone is enough. With the
+    software and command line of the process that saves it (`provenance`), which a resume compares."""
     return {
         "config": config.to_dict(),
         "total_steps": steps,
@@ -759,6 +766,8 @@ def run_metadata(config, dataset, tokenizer, steps: int, steps_per_epoch: int) -
         "representation": dataset.representation,
         "feature_size": dataset.feature_size,
         "fps": dataset.fps,
+        "software": provenance.software(jax.local_devices()[0]),
+        "command": provenance.command_line(),
     }
 
 
@@ -818,8 +827,9 @@ class ProgressRenderer:
             # for its panel is cut at its end
             titles = [f"step {step}: {caption}" for caption in self.captions]
             parents = sampling.joint_parents(loaded)
+            mirrored = humanml3d.is_mirrored(loaded.representation, loaded.model.input_feats)  # KIT-ML
             render.animate_skeletons(
-                positions, parents, gif, fps=loaded.fps, titles=titles, log=self._log_once
+                positions, parents, gif, fps=loaded.fps, titles=titles, log=self._log_once, mirrored=mirrored
             )
         except Exception as error:  # noqa: BLE001 -- a picture must never cost a run
             self.log(f"step {step}: rendering progress samples failed ({type(error).__name__}: {error})")
@@ -1102,6 +1112,9 @@ def _run(config, workdir: Path, stop: _PreemptionFlag, held: contextlib.ExitStac
         _, restored = ckpt.restore_run(resume_step, like)
         state = restored["train_state"].replace(params=restored["params"])
         log(f"resumed from {ckpt.directory}/{resume_step} (step {int(state.step)} of {steps})")
+        now = provenance.software(jax.local_devices()[0])
+        if changed := provenance.changed_software(saved.get("software"), now, f"checkpoint {resume_step}"):
+            log(changed)  # (a checkpoint from before the record says nothing)
         if saved.get("total_steps") != steps:
             log(
                 f"the run's length changed from {saved.get('total_steps')} to {steps} steps: the learning"

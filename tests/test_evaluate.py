@@ -19,7 +19,7 @@ import pytest
 import scipy.linalg
 
 import motion_ddpm_jax
-from motion_ddpm_jax import evaluate
+from motion_ddpm_jax import evaluate, provenance
 from motion_ddpm_jax.config import base_config
 from motion_ddpm_jax.data import motion_text
 from motion_ddpm_jax.errors import UserError
@@ -981,6 +981,7 @@ def test_the_report_records_absolute_paths_the_clips_versions_device_and_time(
         "numpy": np.__version__,
     }
     assert jax.devices()[0].device_kind in record["device"]
+    assert record["software"] == provenance.software(jax.devices()[0])
     created = datetime.datetime.strptime(record["created_utc"], "%Y-%m-%dT%H:%M:%SZ")
     assert before <= created.replace(tzinfo=datetime.UTC) <= after
 

@@ -521,6 +521,46 @@ def test_kit_data_decode_mirrored_facing_plus_z_with_mmms_left_joints_at_minus_x
     assert pose[15, 2] < pose[13, 2] - 50 and pose[20, 2] < pose[18, 2] - 50  # toes behind the ankles
 
 
+@pytest.mark.parametrize(
+    ("lay", "figure"), [(humanml3d.T2M, T2M_FIGURE), (humanml3d.KIT, KIT_FIGURE)], ids=["T2M", "KIT"]
+)
+def test_layout_mirrored_says_whose_decoded_figures_are_a_mirror_image(lay, figure):
+    """A body's left is cross(up, forward): +x for a right-handed y-up figure facing +z. Decoded KIT-ML
+    figures have their left_* joints (MMM's L) on the other side, so KIT.mirrored; reflected in x, as a
+    drawing of them is (render's `mirrored`), their left joints lie on their left, as HumanML3D's do
+    unreflected. The decoded positions stay as the data hold them."""
+    features, _ = figure.encode(standing(figure.rest), np.random.default_rng(0))
+    pose = np.asarray(jax.jit(recover_from_ric)(features.astype(np.float32)), np.float64)[0]
+    index = {name: j for j, name in enumerate(lay.names)}
+    toes = sum(pose[index[f"{s}_foot"]] - pose[index[f"{s}_ankle"]] for s in ("left", "right"))
+    forward = toes * [1.0, 0.0, 1.0] / np.linalg.norm(toes * [1.0, 0.0, 1.0])
+    assert forward[2] > 0.9  # (both face +z: the first frame's facing)
+
+    left = np.cross([0.0, 1.0, 0.0], forward)
+    named_left = [j for name, j in index.items() if name.startswith("left_")]
+    named_right = [j for name, j in index.items() if name.startswith("right_")]
+
+    def on_their_sides(points) -> bool:
+        """Whether every left_* joint lies to the body's left of the root, every right_* to its right."""
+        away = (points - points[0]) @ left
+        return bool(np.all(away[named_left] > 0) and np.all(away[named_right] < 0))
+
+    def on_the_other_sides(points) -> bool:
+        return on_their_sides(points * [-1.0, 1.0, 1.0])
+
+    assert on_the_other_sides(pose) if lay.mirrored else on_their_sides(pose)
+    assert humanml3d.is_mirrored("humanml3d", lay.features) == lay.mirrored
+    shown = pose * ([-1.0, 1.0, 1.0] if lay.mirrored else 1.0)  # what a drawing shows
+    assert on_their_sides(shown)
+
+
+def test_is_mirrored_is_kit_mls_layout_only():
+    assert humanml3d.KIT.mirrored and not humanml3d.T2M.mirrored
+    assert humanml3d.is_mirrored("humanml3d", 251) and humanml3d.is_mirrored("humanml3d", np.int64(251))
+    for representation, size in (("humanml3d", 263), ("humanml3d", 250), ("positions", 251), ("x", 251)):
+        assert not humanml3d.is_mirrored(representation, size)
+
+
 def test_original_encoder_flips_the_turn_when_facing_backwards():
     """Not the decoder's doing, but worth knowing about the data: HumanML3D's process_file takes the arcsin
     of the y part of r_rot[t + 1] * inv(r_rot[t]) without making w >= 0, so on the frame where the facing

@@ -537,6 +537,63 @@ def test_humanml3d_layout_without_caption_spans_loads_at_any_fps(tmp_path):
     np.testing.assert_array_equal(frame_numbers(split.motions[0]), np.arange(50))
 
 
+def write_layout_folder(root, features, frames=30):
+    """A HumanML3D-layout folder of one 30-frame clip of `features` features, captioned as a whole."""
+    (root / "new_joint_vecs").mkdir(parents=True)
+    (root / "texts").mkdir()
+    np.save(root / "new_joint_vecs" / "000001.npy", np.zeros((frames, features), np.float32))
+    (root / "texts" / "000001.txt").write_text("a person walks#a/DET person/NOUN walk/VERB#0.0#0.0\n")
+    (root / "train.txt").write_text("000001\n")
+    np.save(root / "Mean.npy", np.zeros(features, np.float32))
+    np.save(root / "Std.npy", np.ones(features, np.float32))
+
+
+@pytest.mark.parametrize(
+    ("features", "given", "said", "layout", "speed"),
+    [
+        (251, 20, "data.fps is 20", "KIT-ML's layout, whose motions are 12.5 fps", "1.6x too fast"),
+        (251, None, "no data.fps was given (the default 20)", "KIT-ML's layout, whose motions are 12.5 fps",
+         "1.6x too fast"),
+        (251, 25.0, "data.fps is 25", "KIT-ML's layout, whose motions are 12.5 fps", "2x too fast"),
+        (263, 12.5, "data.fps is 12.5", "HumanML3D's layout, whose motions are 20 fps", "1.6x too slow"),
+        (263, 30, "data.fps is 30", "HumanML3D's layout, whose motions are 20 fps", "1.5x too fast"),
+    ],
+)  # fmt: skip
+def test_a_layout_folder_read_at_another_fps_than_its_layouts_warns_and_loads(
+    tmp_path, features, given, said, layout, speed
+):
+    """A KIT-ML folder (251 features) read at the default 20 fps had trained and drawn at 1.6x its speed
+    without a word: a UserWarning names data.fps, the rate used and the layout's, and the fix; the folder
+    loads all the same, at the rate asked for (the clips may have been resampled)."""
+    write_layout_folder(tmp_path, features)
+    with pytest.warns(UserWarning) as caught:
+        dataset = motion_text.open_dataset(tmp_path, fps=given)
+    assert len(caught) == 1
+    message = str(caught[0].message)
+    assert message.startswith(f"{tmp_path}: {said}, but its {features} features per frame are {layout}")
+    own = {251: "12.5", 263: "20"}[features]
+    assert f"animations play them {speed}" in message and f"--config.data.fps={own} for" in message
+    assert caught[0].filename == __file__  # attributed to open_dataset's caller
+    assert dataset.fps == (20.0 if given is None else given)
+    assert dataset.split("train").ids == ("000001",)
+
+
+@pytest.mark.parametrize(
+    ("features", "fps"), [(251, 12.5), (263, 20), (263, None), (263, 20.0000001), (4, 12.5), (4, 30)]
+)
+def test_a_layout_folder_read_at_its_layouts_own_fps_or_of_no_layout_loads_without_a_warning(
+    tmp_path, features, fps
+):
+    """KIT-ML at 12.5 fps, HumanML3D at 20 (its default): no warning; nor for a feature size that names no
+    layout (nothing to compare data.fps with)."""
+    import warnings
+
+    write_layout_folder(tmp_path, features)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert motion_text.open_dataset(tmp_path, fps=fps).split("train").ids == ("000001",)
+
+
 # ---------------------------------------------------------------- write_dataset checks before writing
 
 

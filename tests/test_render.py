@@ -383,6 +383,115 @@ def test_fast_frame_drawing_matches_a_full_redraw():
     np.testing.assert_array_equal(fast, np.asarray(scene.figure.canvas.buffer_rgba()))
 
 
+# ------------------------------------------------------------------------- mirrored data (KIT-ML)
+# Where each body part of a figure facing +z with y up lies: (distance to the body's side, height, ahead),
+# in metres; "left_"/"right_" joints take the part after the prefix. Both layouts' joints are named here.
+BODY_PARTS = {
+    "pelvis": (0.0, 0.95, 0.0), "lower_spine": (0.0, 1.05, -0.01), "spine1": (0.0, 1.05, -0.01),
+    "spine2": (0.0, 1.18, -0.01), "upper_spine": (0.0, 1.25, -0.02), "spine3": (0.0, 1.25, -0.02),
+    "neck": (0.0, 1.45, -0.02), "lower_neck": (0.0, 1.45, -0.02), "upper_neck": (0.0, 1.5, 0.0),
+    "head": (0.0, 1.6, 0.03), "collar": (0.07, 1.37, -0.01), "shoulder": (0.18, 1.4, -0.02),
+    "elbow": (0.2, 1.1, -0.04), "wrist": (0.22, 0.85, -0.01), "hip": (0.09, 0.9, 0.0),
+    "knee": (0.1, 0.5, 0.01), "ankle": (0.1, 0.08, -0.03), "midfoot": (0.1, 0.04, 0.02),
+    "foot": (0.1, 0.02, 0.12),
+}  # fmt: skip
+RAISED = {"elbow": (0.22, 1.65, -0.02), "wrist": (0.25, 1.9, 0.0)}  # the left arm straight up
+
+
+def left_arm_raised(names, left_at: float, frames: int = 3, step=(0.0, 0.0, 0.0)) -> np.ndarray:
+    """[frames, J, 3]: joints `names` standing, the left arm raised, facing +z with y up, the joints named
+    left_* at x = left_at * their side distance (+1: HumanML3D's right-handed data, -1: KIT-ML's mirrored
+    data, MMM's left joints at -x), moving `step` (x, y, z) a frame."""
+    pose = []
+    for name in names:
+        side, part = name.split("_", 1) if name.startswith(("left_", "right_")) else ("", name)
+        x, y, z = RAISED[part] if side == "left" and part in RAISED else BODY_PARTS[part]
+        pose.append([{"left": left_at, "right": -left_at, "": 1.0}[side] * x, y, z])
+    return np.asarray(pose)[None] + np.arange(frames)[:, None, None] * np.asarray(step)
+
+
+def drawn_sides(scene, names) -> tuple[float, float, float]:
+    """For panel 0's figure (joints `names`) at the frame shown: (screen x of its left wrist minus that of
+    its right wrist, in pixels; the same for the left and right shoulders; how far its toes point at the
+    camera). The screen x are of the 2-D points matplotlib projected the joints to when it drew them; the
+    toes' direction is the drawn 3D data's toe minus ankle (both feet) dotted with the horizontal part of
+    the direction from the scene to the camera, written out from the view angles."""
+    scene.draw()
+    ax, joints = scene.axes[0], scene.joints[0]
+    screen = ax.transData.transform(np.column_stack(joints.get_data()))[:, 0]
+    drawn = np.stack(joints.get_data_3d(), axis=-1)
+    index = {name: i for i, name in enumerate(names)}
+    elevation, azimuth = np.radians(render.VIEW_ELEVATION), np.radians(render.VIEW_AZIMUTH)
+    to_camera = np.array([np.cos(elevation) * np.cos(azimuth), np.cos(elevation) * np.sin(azimuth), 0.0])
+    toes = sum(drawn[index[f"{s}_foot"]] - drawn[index[f"{s}_ankle"]] for s in ("left", "right"))
+    return (
+        screen[index["left_wrist"]] - screen[index["right_wrist"]],
+        screen[index["left_shoulder"]] - screen[index["right_shoulder"]],
+        float(toes @ to_camera),
+    )
+
+
+def sides_drawn(names, parents, positions, **options) -> tuple[float, float, float]:
+    """`drawn_sides` of the figure `positions` [T, J, 3] (joints `names`, `parents`) at frame 0."""
+    return drawn_sides(render.skeleton_scene([positions], np.asarray(parents), fps=10, **options), names)
+
+
+def test_kit_figures_are_drawn_as_performed_with_the_left_arm_on_their_left():
+    """KIT-ML's positions are a mirror image of the motion (MMM's left joints at -x, facing +z): drawn as
+    they are, a figure raising its left arm faces the camera with that arm on the viewer's left, its right
+    side. Drawn `mirrored` as its layout says (humanml3d.is_mirrored), it faces the camera with the arm
+    on the viewer's right, the figure's own left, as HumanML3D's right-handed figure is drawn."""
+    from motion_ddpm_jax import humanml3d
+
+    assert humanml3d.is_mirrored("humanml3d", humanml3d.KIT.features)
+    kit = left_arm_raised(humanml3d.KIT_NAMES, left_at=-1.0)
+    wrists, shoulders, facing = sides_drawn(humanml3d.KIT_NAMES, humanml3d.KIT_PARENTS, kit, mirrored=True)
+    assert facing > 0.1 and wrists > 20 and shoulders > 20  # pixels, of a 300-pixel panel
+    wrists, shoulders, facing = sides_drawn(humanml3d.KIT_NAMES, humanml3d.KIT_PARENTS, kit)
+    assert facing > 0.1 and wrists < -20 and shoulders < -20  # drawn as stored: the mirror image
+
+    assert not humanml3d.is_mirrored("humanml3d", humanml3d.T2M.features)
+    t2m = left_arm_raised(humanml3d.NAMES, left_at=1.0)
+    wrists, shoulders, facing = sides_drawn(humanml3d.NAMES, humanml3d.PARENTS, t2m)
+    assert facing > 0.1 and wrists > 20 and shoulders > 20
+
+
+def test_mirrored_draws_the_reflected_motion_camera_and_ground_and_leaves_the_positions_alone(tmp_path):
+    """A KIT figure walking (far enough for the camera to follow it) drawn `mirrored` is the animation of
+    its positions with x negated by hand, byte for byte: the figure, the camera following its root and the
+    scrolling ground all reflected. The arrays passed in are not changed (sampling writes them as they
+    are, after drawing them or not)."""
+    from motion_ddpm_jax import humanml3d
+
+    kit = left_arm_raised(humanml3d.KIT_NAMES, -1.0, frames=6, step=(0.6, 0.0, 0.3)) * 1000.0  # millimetres
+    given = kit.copy()
+    mirrored = render.animate_skeletons(
+        [kit], humanml3d.KIT_PARENTS, tmp_path / "mirrored.gif", fps=12.5, mirrored=True
+    )
+    np.testing.assert_array_equal(kit, given)
+    by_hand = render.animate_skeletons(
+        [kit * [-1.0, 1.0, 1.0]], humanml3d.KIT_PARENTS, tmp_path / "by_hand.gif", fps=12.5
+    )
+    assert mirrored.read_bytes() == by_hand.read_bytes()
+    scene = render.skeleton_scene([kit], np.asarray(humanml3d.KIT_PARENTS), fps=12.5, mirrored=True)
+    assert scene.camera == "follow" and scene.mirrored
+    np.testing.assert_allclose(scene.samples[0], y_up_to_z_up(kit * [-1.0, 1.0, 1.0]))
+    np.testing.assert_allclose(scene.offsets[0][:, 0], -kit[:, 0, 0])  # the camera follows the reflected root
+    np.testing.assert_array_equal(kit, given)
+
+
+def test_humanml3ds_drawing_is_what_it_was():
+    """HumanML3D's data are not mirrored: its figures are drawn as before, pixel for pixel."""
+    from motion_ddpm_jax import humanml3d
+
+    t2m = left_arm_raised(humanml3d.NAMES, 1.0, frames=4, step=(0.2, 0.0, 0.1))
+    flag = humanml3d.is_mirrored("humanml3d", 263)
+    drawn = render.skeleton_scene([t2m], np.asarray(humanml3d.PARENTS), fps=20, mirrored=flag)
+    before = render.skeleton_scene([t2m], np.asarray(humanml3d.PARENTS), fps=20)
+    assert not drawn.mirrored
+    np.testing.assert_array_equal(drawn.render(3), before.render(3))
+
+
 # Captions that once ran out of their title band: into the neighbouring title, the panel, or the row above.
 HOSTILE_CAPTIONS = {
     "long sentence": (
@@ -952,6 +1061,7 @@ def test_mp4_when_ffmpeg_fails_reports_what_it_said(tmp_path, monkeypatch):
         ([walking(3)], PARENTS, {"fps": 0}, "fps"),
         ([walking(3)], PARENTS, {"max_columns": 0}, "max_columns"),
         ([walking(3)], PARENTS, {"camera": "orbit"}, "camera"),
+        ([walking(3)], PARENTS, {"mirrored": "yes"}, "mirrored must be True or False, got 'yes'"),
     ],
 )
 def test_bad_input_raises_value_error_naming_the_argument(tmp_path, positions, parents, options, named):

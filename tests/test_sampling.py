@@ -22,7 +22,7 @@ import pytest
 from jaxpr_walk import equations
 from scipy.spatial.transform import Rotation
 
-from motion_ddpm_jax import checkpoint, files, sampling, text
+from motion_ddpm_jax import checkpoint, files, provenance, sampling, text
 from motion_ddpm_jax import model as model_lib
 from motion_ddpm_jax import render as render_lib
 from motion_ddpm_jax.config import base_config
@@ -710,7 +710,7 @@ def test_humanml3d_layout_samples_get_positions_and_an_animation_of_their_joints
     picture): generate now decodes them (humanml3d.recover_from_ric, tested against its own float64
     reference) to HumanML3D's 22 T2M joints or KIT-ML's 21 MMM joints, and run writes the positions and
     the animation; BVH stays refused (no skeleton offsets)."""
-    from motion_ddpm_jax import humanml3d
+    from motion_ddpm_jax import humanml3d, render
 
     monkeypatch.setitem(FEATURES, "humanml3d", features)
     write_checkpoint(tmp_path / "run", representation="humanml3d")
@@ -723,12 +723,21 @@ def test_humanml3d_layout_samples_get_positions_and_an_animation_of_their_joints
         expected = np.asarray(humanml3d.recover_from_ric(out["motion"][i, :length]))
         np.testing.assert_allclose(out["positions"][i, :length], expected, rtol=1e-5, atol=1e-5)
         assert not out["positions"][i, length:].any()
-    lines = []
+    lines, drawn = [], []
+    real_animate = render.animate_skeletons
+
+    def animate(*args, **kwargs):
+        drawn.append(kwargs.get("mirrored", False))
+        return real_animate(*args, **kwargs)
+
+    monkeypatch.setattr(render, "animate_skeletons", animate)
     summary = sampling.run(
         run_config(render=True, output_dir=str(tmp_path / "o")), tmp_path / "run", log=lines.append
     )
     names = set(summary["files"])
     assert {"samples.gif", "000_wave_hello_0_positions.npy"} <= names and not any(".bvh" in n for n in names)
+    # KIT-ML's positions are a reflection of the MMM model's: drawn reflected back, saved as decoded.
+    assert drawn == [features == 251]
     positions = np.load(tmp_path / "o" / "000_wave_hello_0_positions.npy")  # as decoded: heights are data
     again = sampling.generate(loaded, CAPTIONS[:1], 10, steps=3)["positions"][0]
     np.testing.assert_allclose(positions, again, rtol=1e-5, atol=1e-5)
@@ -806,6 +815,7 @@ def test_run_writes_npy_and_index_and_never_overwrites(workdirs, monkeypatch):
         == index["settings"]
     )
     assert index["settings"]["guidance_scale"] == 2.0
+    assert index["software"] == provenance.software(jax.local_devices()[0])  # what drew them
     for i, name in enumerate(["000_wave_hello_0.npy", "001_point_left_0.npy"]):
         assert index["samples"][name]["caption"] == CAPTIONS[i] and index["samples"][name]["length"] == 10
         np.testing.assert_array_equal(np.load(out / name), expected["motion"][i])

@@ -18,7 +18,10 @@ each of them, as a clip's whole-motion captions make one clip (MotionDiffuse mak
 named with a random letter; here every id is unique and the same on every load), and a span that cuts the
 whole motion is one of the whole clip's captions. The spans are seconds at HumanML3D's 20 fps, so a split
 with a span is refused under another `fps` (data.fps); a folder whose captions have none (KIT-ML's, 12.5
-fps) is read at the fps given. What it leaves out (listed ids without a motion file, clips and sub-clips
+fps) is read at the fps given, with a warning where its feature size names a layout of another frame rate
+(`humanml3d.layout`: 263 features at 20 fps, 251 at 12.5): a KIT-ML folder read at the default 20 fps
+would play 1.6x too fast, its seconds all wrong, and nothing else would say so (resampled data may
+mean it, so it is not refused). What it leaves out (listed ids without a motion file, clips and sub-clips
 outside the length limits, clips without a caption) is recorded in `Split.dropped`, and `describe_dropped`
 words it for a log.
 
@@ -42,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from motion_ddpm_jax import files
+from motion_ddpm_jax import files, humanml3d
 from motion_ddpm_jax import representation as representation_lib
 from motion_ddpm_jax.errors import UserError
 from motion_ddpm_jax.skeleton import Skeleton
@@ -349,8 +352,10 @@ def open_dataset(
     fps, min_length, max_length: for the HumanML3D layout, which does not record them (HumanML3D: 20 fps,
     MotionDiffuse keeps 40 <= T < 200; KIT: 12.5 fps); None: 20 fps. Its caption spans are seconds at 20
     fps, so loading a split with a span under another fps raises DatasetError (data.fps); a folder without
-    spans (KIT-ML's) loads at any. A prepared dataset records its fps and is loaded whole: min_length /
-    max_length are kept only for `describe_dropped` to say what training leaves out.
+    spans (KIT-ML's) loads at any, with a UserWarning where the feature size names a layout recorded at
+    another rate (`humanml3d.layout`: 20 fps for 263 features, 12.5 for 251). A prepared dataset records
+    its fps and is loaded whole: min_length / max_length are kept only for `describe_dropped` to say what
+    training leaves out.
     """
     root = Path(root)
     if not root.is_dir():
@@ -433,11 +438,13 @@ def _open_humanml3d(root: Path, fps, min_length, max_length, std_floor) -> Motio
     given = _load_stats(std_path, feature_size)
     std = np.maximum(given, std_floor)
     floored = int((given < std_floor).sum())  # said by the caller: the normalisation is not Std.npy's there
+    used = HUMANML3D_FPS if fps is None else float(fps)
+    _warn_of_another_fps(root, feature_size, fps, used)
     return MotionTextDataset(
         root=root,
         layout="humanml3d",
         representation="humanml3d",
-        fps=HUMANML3D_FPS if fps is None else float(fps),
+        fps=used,
         feature_size=feature_size,
         mean=mean,
         std=std.astype(np.float32),
@@ -445,6 +452,28 @@ def _open_humanml3d(root: Path, fps, min_length, max_length, std_floor) -> Motio
         info={"format": "humanml3d", "feature_size": feature_size, "std_floored": floored},
         min_length=min_length,
         max_length=max_length,
+    )
+
+
+def _warn_of_another_fps(root: Path, feature_size: int, fps: float | None, used: float) -> None:
+    """A UserWarning (attributed to open_dataset's caller) where a HumanML3D-layout folder whose
+    `feature_size` names a layout (HumanML3D's 263, KIT-ML's 251) is read at `used` fps, not that layout's:
+    every duration in seconds (animations, eval's rates, the clock) would be off by their ratio, while
+    the per-frame losses train as before. Not an error: the clips may have been resampled to `used`."""
+    found = humanml3d.layout("humanml3d", feature_size)
+    if found is None or math.isclose(used, found.fps, rel_tol=1e-6):
+        return
+    given = f"data.fps is {used:g}" if fps is not None else f"no data.fps was given (the default {used:g})"
+    ratio = used / found.fps
+    speed = f"{ratio:.3g}x too fast" if ratio > 1 else f"{1 / ratio:.3g}x too slow"
+    warnings.warn(
+        f"{root}: {given}, but its {feature_size} features per frame are {found.dataset}'s layout, whose "
+        f"motions are {found.fps:g} fps: its clips are read as {used:g} fps motion, so animations play them "
+        f"{speed} and every time in seconds (eval's rates, clip durations) is off by that factor. Set "
+        f"--config.data.fps={found.fps:g} for {found.dataset}'s own rate, or keep {used:g} if the clips "
+        "were resampled to it",
+        UserWarning,
+        stacklevel=4,  # this, _open_humanml3d, open_dataset, its caller
     )
 
 
