@@ -1300,18 +1300,22 @@ def with_checkpoint_data(
     """A copy of `config` whose data.* are those the checkpoint's run trained on (`saved`: its config, as
     the checkpoint's metadata holds it), but for the data fields named in `keep` (those a user set on the
     command line: config's values stay). A data field the saved config lacks counts as its default, as
-    when the run resumes (`config.with_defaults`). A relative data.root that does not exist from the
-    current folder becomes `trained_root` (the absolute folder the run trained on, as its checkpoint
-    records it) where that exists: evaluating from another folder reads the run's data, rather than
-    preparing it anew there."""
+    when the run resumes (`config.with_defaults`). A relative data.root becomes `trained_root` (the
+    absolute folder the run trained on, as its checkpoint records it) where that exists, unless the
+    relative one names that same folder from here: evaluating from another folder reads the run's data,
+    rather than preparing it anew there, or reading another folder of the same relative name there (a
+    demo set prepared in another clone had been read, without its FGD autoencoder). The relative one
+    stays where the trained folder is gone (data moved, or an older checkpoint that records none)."""
     import ml_collections
 
     from motion_ddpm_jax import config as config_lib
 
     data = config_lib.with_defaults(saved)["data"]
     root = Path(str(data["root"]))
-    if trained_root and not root.is_absolute() and not root.exists() and Path(trained_root).is_dir():
-        data["root"] = str(trained_root)
+    if trained_root and not root.is_absolute() and Path(trained_root).is_dir():
+        same = root.exists() and root.resolve() == Path(trained_root).resolve()
+        if not same:
+            data["root"] = str(trained_root)
     data.update({name: config.data[name] for name in keep})
     out = ml_collections.ConfigDict(config.to_dict())
     out.data = ml_collections.ConfigDict(data)
@@ -1394,11 +1398,11 @@ def run(
     used = sampling.settings_used(settings, loaded, bool(config.sample.use_ema))
     log(
         f"evaluating step {loaded.step}: {len(motions)} {config.eval.split} clips, one sample each "
-        f"({used['sampler']}, {used['steps']} steps, guidance {used['guidance_scale']:g})"
+        f"({sampling.settings_text(used)})"
     )
-    note = sampling.spacing_note(loaded, settings)
-    if note:
-        log(note)
+    for note in (sampling.spacing_note(loaded, settings), sampling.unread_settings_note(settings, loaded)):
+        if note:
+            log(note)
     start = time.perf_counter()
     out = sampling.generate(loaded, captions, lengths, num_samples=1, **settings)
     sample_seconds = time.perf_counter() - start

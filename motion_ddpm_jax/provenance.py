@@ -15,6 +15,7 @@ caller has devices already.
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import platform
 import shlex
 import subprocess
@@ -39,7 +40,7 @@ PACKAGES = (
 # commit is not this code's.
 SOURCE = Path(__file__).resolve().parents[1]
 # What may change the bits of a resumed run (`changed_software`); the rest is recorded, not compared.
-COMPARED = ("jax", "jaxlib", "device_kind")
+COMPARED = ("jax", "jaxlib", "device_kind", "xla_flags")
 GIT_TIMEOUT_S = 2.0  # `git status` on a tree of this size takes milliseconds; a stuck one is not waited for
 
 
@@ -140,7 +141,8 @@ def git_dirty(root: Path = SOURCE) -> bool | None:
 def software(device: Any = None, source: Path = SOURCE) -> dict[str, Any]:
     """The software, and the device where given, that this process computes with:
     {"python", one entry per PACKAGES name (version or None), "git_commit", "git_dirty" (of `source`, a
-    checkout's root, or None), "backend" (the device's platform: "cpu", "gpu", "tpu"), "device_kind"}.
+    checkout's root, or None), "backend" (the device's platform: "cpu", "gpu", "tpu"), "device_kind",
+    "xla_flags" (the XLA_FLAGS environment variable, "" where unset)}.
     `device` is a jax.Device the caller has (jax.local_devices()[0]); without one, backend and device_kind
     are None (reading them here would initialise a backend)."""
     return {
@@ -150,6 +152,7 @@ def software(device: Any = None, source: Path = SOURCE) -> dict[str, Any]:
         "git_dirty": git_dirty(source),
         "backend": None if device is None else str(device.platform),
         "device_kind": None if device is None else str(device.device_kind),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),  # XLA's options change its roundings too
     }
 
 
@@ -172,7 +175,7 @@ def changed_software(saved: Any, current: dict[str, Any], where: str = "the chec
     if not changes:
         return None
     return (
-        f"the software changed since {where} was saved: {', '.join(changes)}; the continuation is exact to "
-        "the float32 rounding of each step, but may differ in the last bits from an uninterrupted run "
-        "(XLA's fusions, and so its roundings, follow its version and the device)"
+        f"the software changed since {where} was saved: {', '.join(changes)}; each step computes what it "
+        "computed before, but its roundings may differ, so the run may differ in the last bits from an "
+        "uninterrupted one (XLA's fusions, and so its roundings, follow its version, options and device)"
     )

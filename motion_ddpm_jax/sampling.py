@@ -480,11 +480,45 @@ def settings_used(settings: dict[str, Any], loaded: LoadedModel, use_ema: bool) 
     }
 
 
+def settings_text(used: dict[str, Any]) -> str:
+    """`settings_used`'s settings as a log line says them, those the sampler does not read left out:
+    'ddim, 50 steps, eta 0, leading spacing, guidance 1, seed 0, EMA parameters'."""
+    parts = [used["sampler"], f"{used['steps']} steps"]
+    if used["eta"] is not None:
+        parts.append(f"eta {used['eta']:g}")
+    if used["ddim_spacing"] is not None:
+        parts.append(f"{used['ddim_spacing']} spacing")
+    parts += [f"guidance {used['guidance_scale']:g}", f"seed {used['seed']}"]
+    parts.append("EMA parameters" if used["use_ema"] else "raw parameters")
+    return ", ".join(parts)
+
+
+def unread_settings_note(settings: dict[str, Any], loaded: LoadedModel) -> str | None:
+    """A note where sample.sampler=ddpm is given a DDIM / DPM-Solver++ setting (`sampler_settings`
+    keywords) other than its default: ddpm takes every diffusion step, with the posterior's noise, so
+    sample.steps, sample.eta and sample.ddim_spacing change nothing (a sweep over them would repeat one
+    sample without a word)."""
+    if settings["sampler"] != "ddpm":
+        return None
+    default = config_lib.base_config().sample
+    given = {"steps": "steps", "eta": "eta", "spacing": "ddim_spacing"}
+    unread = [
+        f"sample.{field}={settings[key]!r}" for key, field in given.items() if settings[key] != default[field]
+    ]
+    if not unread:
+        return None
+    return (
+        f"note: sample.sampler=ddpm takes all {loaded.schedule.num_steps} diffusion steps, drawing the "
+        f"posterior's noise at each: {', '.join(unread)} {'is' if len(unread) == 1 else 'are'} not used "
+        "(ddim's and dpmpp_2m's settings)"
+    )
+
+
 def spacing_note(loaded: LoadedModel, settings: dict[str, Any]) -> str | None:
     """A note where a stepped sampler's first step (`sampler_settings` keywords) reads the starting noise
     as more than 10% signal: leading spacing with few steps of a schedule (cosine's, 10 steps: 0.15)."""
-    if settings["sampler"] not in STEPPED or settings["spacing"] != "leading":
-        return None
+    if settings["sampler"] not in STEPPED or settings["spacing"] != "leading" or settings["steps"] == 1:
+        return None  # (one leading step is refused, saying why)
     num_steps = loaded.schedule.num_steps
     first = int(diffusion.ddim_timesteps(num_steps, min(max(settings["steps"], 1), num_steps))[0])
     signal = float(np.sqrt(np.asarray(loaded.schedule.alphas_cumprod, np.float64)[first]))
@@ -866,12 +900,13 @@ def run(config, workdir: str | os.PathLike, log=print) -> dict[str, Any]:
     }
     log(
         f"sampling {len(captions)} caption(s) x {s.num_samples} from {checkpoint.checkpoint_dir(workdir)}/"
-        f"{loaded.step} ({settings['sampler']}, {settings['steps']} steps, guidance {s.guidance_scale:g}) "
+        f"{loaded.step} ({settings_text(settings)}) "
         f"on {devices_for(len(captions) * s.num_samples, s.batch_size)} {jax.default_backend()} device(s)"
     )
-    note = spacing_note(loaded, sampler_settings(s))
-    if note:
-        log(note)
+    asked = sampler_settings(s)
+    for note in (spacing_note(loaded, asked), unread_settings_note(asked, loaded)):
+        if note:
+            log(note)
     unseen = [word for caption in captions for word in loaded.tokenizer.unseen_words(caption)]
     if unseen:
         log(f"words no training caption held: {', '.join(dict.fromkeys(unseen))}; {_unseen_note(loaded)}")

@@ -488,12 +488,21 @@ class FakeSampling:
 
 
 def install(monkeypatch, fake):
-    from motion_ddpm_jax.sampling import check_finite, sampler_settings, settings_used, spacing_note
+    from motion_ddpm_jax.sampling import (
+        check_finite,
+        sampler_settings,
+        settings_text,
+        settings_used,
+        spacing_note,
+        unread_settings_note,
+    )
 
     module = types.ModuleType("motion_ddpm_jax.sampling")
     module.load_model, module.generate = fake.load_model, fake.generate
     module.sampler_settings = sampler_settings  # the real config -> keywords mapping
     module.spacing_note = spacing_note  # the real note on few leading DDIM steps
+    module.unread_settings_note = unread_settings_note  # the real note on DDIM's settings under ddpm
+    module.settings_text = settings_text  # the real words of the log line
     module.settings_used = settings_used  # the real record of what the sampling used
     module.check_finite = check_finite  # the real check of the generated motion
     monkeypatch.setitem(sys.modules, "motion_ddpm_jax.sampling", module)
@@ -698,10 +707,10 @@ def test_run_without_a_config_reads_the_data_the_checkpoint_was_trained_on(
 
 
 def test_a_relative_data_root_missing_from_here_is_the_folder_the_run_trained_on(tmp_path, monkeypatch):
-    """Evaluating without a config from another folder: the checkpoint's relative data.root does not exist
-    there, so the absolute folder the run recorded is read (not a new dataset prepared in the current
-    folder); where the relative one exists it is the one read, and a data.root given on the command line
-    stays the user's."""
+    """Evaluating without a config from another folder: the checkpoint's relative data.root means another
+    folder there (or none), so the absolute folder the run recorded is read (not a new dataset prepared
+    in the current folder, nor another folder of that name); the relative one where it names the trained
+    folder, or where that is gone; a data.root given on the command line stays the user's."""
     trained = tmp_path / "project" / "data" / "demo"
     trained.mkdir(parents=True)
     saved = {"data": {**base_config().data.to_dict(), "root": "data/demo"}}
@@ -717,6 +726,11 @@ def test_a_relative_data_root_missing_from_here_is_the_folder_the_run_trained_on
     assert evaluate.with_checkpoint_data(config, saved, ["root"], str(trained)).data.root == "mine"
     monkeypatch.chdir(tmp_path / "project")
     assert evaluate.with_checkpoint_data(base_config(), saved, (), str(trained)).data.root == "data/demo"
+    # Another folder with a data/demo of its own (a demo set prepared in another clone): the run's, not it.
+    (tmp_path / "clone" / "data" / "demo").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "clone")
+    assert evaluate.with_checkpoint_data(base_config(), saved, (), str(trained)).data.root == str(trained)
+    assert evaluate.with_checkpoint_data(base_config(), saved, (), gone).data.root == "data/demo"
 
 
 def test_an_eval_output_that_is_a_folder_is_refused(tmp_path, monkeypatch):

@@ -360,13 +360,41 @@ def test_one_leading_ddim_step_is_refused_and_few_steps_are_noted(loaded):
         first = (steps - 1) * STEPS // steps
         settings = {"sampler": "ddim", "steps": steps, "spacing": "leading"}
         note = sampling.spacing_note(loaded, settings)
-        assert (note is not None) == (np.sqrt(abar[first]) > 0.1), (steps, note)
+        # (one leading step is refused: no note before the refusal)
+        assert (note is not None) == (steps > 1 and np.sqrt(abar[first]) > 0.1), (steps, note)
         if note:
             assert f"start at t={first}, which takes the starting noise for" in note
         assert sampling.spacing_note(loaded, {**settings, "spacing": "trailing"}) is None
     assert sampling.spacing_note(loaded, {"sampler": "ddpm", "steps": 1, "spacing": "leading"}) is None
     dpm = sampling.spacing_note(loaded, {"sampler": "dpmpp_2m", "steps": 2, "spacing": "leading"})
     assert dpm.startswith("note: 2 DPM-Solver++(2M) steps with sample.ddim_spacing=leading start at t=6")
+
+
+def test_ddpm_given_ddims_settings_says_they_are_not_used_and_the_log_names_every_setting(loaded):
+    """sample.sampler=ddpm with sample.steps / eta / ddim_spacing other than their defaults had sampled
+    the same motion without a word (a sweep over them repeats one sample): a note names them. The log
+    line names every setting the sampler reads (eta and spacing too), and none it does not."""
+    from motion_ddpm_jax.config import base_config
+
+    default = base_config().sample
+    plain = {"sampler": "ddpm", "steps": default.steps, "eta": default.eta, "spacing": default.ddim_spacing}
+    assert sampling.unread_settings_note(plain, loaded) is None
+    note = sampling.unread_settings_note({**plain, "steps": 10, "spacing": "trailing"}, loaded)
+    assert note == (
+        f"note: sample.sampler=ddpm takes all {STEPS} diffusion steps, drawing the posterior's noise at "
+        "each: sample.steps=10, sample.ddim_spacing='trailing' are not used (ddim's and dpmpp_2m's settings)"
+    )
+    assert "sample.eta=0.5 is not used" in sampling.unread_settings_note({**plain, "eta": 0.5}, loaded)
+    for sampler in ("ddim", "dpmpp_2m"):
+        assert sampling.unread_settings_note({**plain, "sampler": sampler, "steps": 10}, loaded) is None
+    settings = {"steps": 5, "eta": 0.5, "spacing": "trailing", "guidance_scale": 2.0, "seed": 3}
+    used = {s: sampling.settings_used({**settings, "sampler": s}, loaded, False) for s in sampling.SAMPLERS}
+    said = {sampler: sampling.settings_text(settings) for sampler, settings in used.items()}
+    assert said == {
+        "ddpm": f"ddpm, {STEPS} steps, guidance 2, seed 3, raw parameters",
+        "ddim": "ddim, 5 steps, eta 0.5, trailing spacing, guidance 2, seed 3, raw parameters",
+        "dpmpp_2m": "dpmpp_2m, 5 steps, trailing spacing, guidance 2, seed 3, raw parameters",
+    }
 
 
 def test_the_settings_used_are_those_each_sampler_reads(loaded):

@@ -42,13 +42,18 @@ OLDER_EMITTERS = "--xla_cpu_use_fusion_emitters=false"
 def fast_compile_flags() -> str:
     """FAST_COMPILE, and OLDER_EMITTERS where this jaxlib's XLA knows the option (XLA stops a process
     whose XLA_FLAGS name an option it does not know: one that a later XLA drops is left out)."""
-    probe = subprocess.run(
-        [sys.executable, "-c", "import jax; jax.devices()"],
-        env={**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": OLDER_EMITTERS},
-        capture_output=True,
-        timeout=120,
-    )
-    return f"{FAST_COMPILE} {OLDER_EMITTERS}" if probe.returncode == 0 else FAST_COMPILE
+    try:
+        probe = subprocess.run(
+            [sys.executable, "-c", "import jax; jax.devices()"],
+            env={**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": OLDER_EMITTERS},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    except subprocess.TimeoutExpired:  # a stalled machine: compile as XLA's defaults would, and go on
+        return FAST_COMPILE
+    unknown = probe.returncode != 0 and "Unknown flag" in probe.stderr
+    return FAST_COMPILE if unknown else f"{FAST_COMPILE} {OLDER_EMITTERS}"
 
 
 def launch_env(environ: Mapping[str, str] | None = None, **extra: str) -> dict[str, str]:
