@@ -73,6 +73,11 @@ def _git_dir(root: Path) -> Path | None:
     return None
 
 
+# Variables of the user's environment that would point git at another repository, index or tree than
+# root's (they override -C).
+_GIT_PLACES = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_COMMON_DIR", "GIT_OBJECT_DIRECTORY")
+
+
 def _git(root: Path, *args: str) -> str | None:
     """`git ARGS`'s output in root; None where git is missing, fails or takes longer than GIT_TIMEOUT_S.
     --no-optional-locks: `git status` would otherwise refresh the index under its lock, which a git
@@ -80,6 +85,7 @@ def _git(root: Path, *args: str) -> str | None:
     try:
         done = subprocess.run(
             ["git", "--no-optional-locks", "-C", str(root), *args],
+            env={k: v for k, v in os.environ.items() if k not in _GIT_PLACES},
             capture_output=True,
             text=True,
             timeout=GIT_TIMEOUT_S,
@@ -134,7 +140,7 @@ def git_dirty(root: Path = SOURCE) -> bool | None:
             return None
     except (OSError, UnicodeDecodeError):
         return None
-    listed = _git(root, "status", "--porcelain")
+    listed = _git(root, "status", "--porcelain", "--ignore-submodules")
     return None if listed is None else bool(listed.strip())
 
 
@@ -168,7 +174,7 @@ def changed_software(saved: Any, current: dict[str, Any], where: str = "the chec
     if not isinstance(saved, dict):
         return None
     changes = [
-        f"{key} {saved[key]} -> {current[key]}"
+        f"{key} {saved[key] or '(none)'} -> {current[key] or '(none)'}"
         for key in COMPARED
         if saved.get(key) is not None and current.get(key) is not None and saved[key] != current[key]
     ]

@@ -766,6 +766,14 @@ def test_humanml3d_layout_samples_get_positions_and_an_animation_of_their_joints
     assert {"samples.gif", "000_wave_hello_0_positions.npy"} <= names and not any(".bvh" in n for n in names)
     # KIT-ML's positions are a reflection of the MMM model's: drawn reflected back, saved as decoded.
     assert drawn == [features == 251]
+    # So are the training run's progress GIFs (train.ProgressRenderer, here fed this checkpoint's model).
+    from motion_ddpm_jax import train
+
+    monkeypatch.setattr(sampling, "loaded_from_params", lambda *args: loaded)
+    logged = []
+    train.ProgressRenderer(run_config(), tmp_path / "run", {}, CAPTIONS, log=logged.append)(7, None)
+    assert (tmp_path / "run" / "progress" / "step_0000007.gif").is_file(), logged
+    assert drawn == [features == 251] * 2
     positions = np.load(tmp_path / "o" / "000_wave_hello_0_positions.npy")  # as decoded: heights are data
     again = sampling.generate(loaded, CAPTIONS[:1], 10, steps=3)["positions"][0]
     np.testing.assert_allclose(positions, again, rtol=1e-5, atol=1e-5)
@@ -843,7 +851,8 @@ def test_run_writes_npy_and_index_and_never_overwrites(workdirs, monkeypatch):
         == index["settings"]
     )
     assert index["settings"]["guidance_scale"] == 2.0
-    assert index["software"] == provenance.software(jax.local_devices()[0])  # what drew them
+    drew = provenance.software(jax.local_devices()[0])  # what drew them (git_dirty may change meanwhile)
+    assert {**index["software"], "git_dirty": None} == {**drew, "git_dirty": None}
     for i, name in enumerate(["000_wave_hello_0.npy", "001_point_left_0.npy"]):
         assert index["samples"][name]["caption"] == CAPTIONS[i] and index["samples"][name]["length"] == 10
         np.testing.assert_array_equal(np.load(out / name), expected["motion"][i])
