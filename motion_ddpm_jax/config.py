@@ -311,6 +311,11 @@ def split_captions(value: str, field: str) -> list[str]:
     return captions
 
 
+def _kind(value) -> str:
+    """'an integer' for a field holding one (steps, counts, sizes), else 'a number'."""
+    return "an integer" if isinstance(value, int) and not isinstance(value, bool) else "a number"
+
+
 def validate(config) -> None:
     """Raise errors.UserError naming the first config field whose value is not allowed."""
     from motion_ddpm_jax.errors import UserError
@@ -340,19 +345,19 @@ def validate(config) -> None:
     for name, low in MINIMUM.items():
         value = _field(config, name)
         if value is not None and not value >= low:
-            raise UserError(f"config field {name} is {value!r}; expected a number >= {low}")
+            raise UserError(f"config field {name} is {value!r}; expected {_kind(value)} >= {low}")
     for name, low in ABOVE.items():
         value = _field(config, name)
         if value is not None and not value > low:
-            raise UserError(f"config field {name} is {value!r}; expected a number > {low}")
+            raise UserError(f"config field {name} is {value!r}; expected {_kind(value)} > {low}")
     for name, (low, high) in RANGES.items():
         value = _field(config, name)
         if value is not None and not low <= value <= high:
-            raise UserError(f"config field {name} is {value!r}; expected a number in [{low}, {high}]")
+            raise UserError(f"config field {name} is {value!r}; expected {_kind(value)} in [{low}, {high}]")
     for name, (low, high) in BELOW.items():
         value = _field(config, name)
         if value is not None and not low <= value < high:
-            raise UserError(f"config field {name} is {value!r}; expected a number in [{low}, {high})")
+            raise UserError(f"config field {name} is {value!r}; expected {_kind(value)} in [{low}, {high})")
     if not (config.train.num_steps > 0 or config.train.num_epochs > 0):
         raise UserError(
             f"config fields train.num_steps ({config.train.num_steps}) and train.num_epochs "

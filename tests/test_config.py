@@ -168,7 +168,8 @@ def test_a_schedule_the_step_count_cannot_support_is_refused():
         ("optim.min_lr", -1.0, r"optim.min_lr is -1.0; expected a number >= 0.0"),
         ("model.dropout", 1.5, r"model.dropout is 1.5; expected a number in \[0.0, 1.0\)"),
         ("data.split_seed", -3, r"data.split_seed is -3"),
-        ("eval.autoencoder_latent", 0, r"eval.autoencoder_latent is 0"),
+        ("eval.autoencoder_latent", 0, r"eval.autoencoder_latent is 0; expected an integer >= 1"),
+        ("sample.steps", 0, r"sample.steps is 0; expected an integer >= 1"),  # (had said "a number")
     ],
 )
 def test_values_that_would_train_nan_or_upside_down_are_refused(field, value, expected):
