@@ -337,6 +337,8 @@ def main(argv):
             _unused_overrides(config, overrides, mode, _workdir(config_given))
             if config_given:
                 _config_file_note(config, mode, _workdir(config_given), overrides)
+            if mode == "eval" and (line := _eval_unread_sample(overrides)):
+                _say(line)
         config_lib.validate(config)
         if mode == "config":
             from motion_ddpm_jax import train
@@ -564,6 +566,27 @@ def _unused_overrides(config, overrides: dict, mode: str, workdir: str) -> None:
         section, field = name.split(".", 1) if "." in name else (None, name)
         node = config if section is None else config[section]
         node[field] = given[name] if section is None else given[section][field]
+
+
+# The sample.* fields --mode eval reads: it draws one sample per clip, of the clip's caption and length.
+_EVAL_READS = (
+    *("sampler", "steps", "eta", "ddim_spacing", "guidance_scale", "seed", "batch_size"),  # sampler_settings
+    *("use_ema", "checkpoint_step"),
+)
+
+
+def _eval_unread_sample(overrides: dict) -> str | None:
+    """A note naming the sample.* overrides --mode eval does not read (sample.num_samples=4 drew one sample
+    per clip without a word): the captions, lengths and count are the clips', and it writes no sample
+    files; None where there are none."""
+    unread = [name for name in overrides if name.startswith("sample.") and name[7:] not in _EVAL_READS]
+    if not unread:
+        return None
+    shown = ", ".join(f"{name}={overrides[name]!r}" for name in unread)
+    return (
+        f"note: --mode eval draws one sample per clip, of its caption and length, and writes no sample "
+        f"files: {shown} {'is' if len(unread) == 1 else 'are'} not used (they are --mode sample's)"
+    )
 
 
 # What the network computes: taken from the checkpoint by --mode sample and eval whatever --config says.

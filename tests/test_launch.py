@@ -341,6 +341,33 @@ def test_sample_with_a_config_file_says_which_of_its_model_fields_the_checkpoint
     assert "note: --mode sample takes the model" not in same.stdout + same.stderr
 
 
+def test_eval_names_the_sample_overrides_it_does_not_read(monkeypatch):
+    """--mode eval draws one sample per clip, of its caption and length: --config.sample.num_samples=4
+    (or num_frames, text, output_dir) had been dropped without a word. The fields eval reads are those
+    sampling.sampler_settings reads, use_ema and checkpoint_step."""
+    sys.path.insert(0, str(ROOT))
+    import launch
+    from motion_ddpm_jax import sampling
+
+    class Reads:
+        def __init__(self):
+            self.names = []
+
+        def __getattr__(self, name):
+            self.names.append(name)
+            return 1
+
+    reads = Reads()
+    sampling.sampler_settings(reads)
+    assert set(launch._EVAL_READS) == {*reads.names, "use_ema", "checkpoint_step"}
+    assert launch._eval_unread_sample({"sample.steps": 5, "eval.num_clips": 3}) is None
+    line = launch._eval_unread_sample({"sample.num_samples": 4, "sample.seed": 2, "sample.num_frames": 30})
+    assert line == (
+        "note: --mode eval draws one sample per clip, of its caption and length, and writes no sample files: "
+        "sample.num_samples=4, sample.num_frames=30 are not used (they are --mode sample's)"
+    )
+
+
 def test_mode_config_prints_the_checked_config_and_writes_nothing(tmp_path):
     """--mode config prints every field as training would use it (the file and the overrides), refuses
     what validate refuses, and writes nothing: no workdir, no compilation cache."""
