@@ -533,19 +533,13 @@ def _unused_overrides(config, overrides: dict, mode: str, workdir: str) -> None:
     accepted, and set back to the config file's value in `config`: validation checks what was given
     against the file's other fields, and the checkpoint's config passed when it trained."""
     from motion_ddpm_jax import checkpoint
-    from motion_ddpm_jax import config as config_lib
     from motion_ddpm_jax.errors import UserError
 
     unused = [name for name in overrides if name.split(".", 1)[0] not in READ_BY[mode]]
     if not unused:
         return
-    wanted = int(config.sample.checkpoint_step)
-    try:
-        step, saved = _checkpoint_metadata(workdir, None if wanted < 0 else wanted)
-    except checkpoint.CheckpointError:  # the mode itself says what is wrong with the checkpoint
-        step, saved = wanted, {}
-    if isinstance(saved.get("config"), dict):
-        theirs = config_lib.flatten(config_lib.with_defaults(saved["config"]))
+    step, theirs = _trained_config(config, workdir)
+    if theirs is not None:
         differ = [
             name
             for name in unused
@@ -603,14 +597,9 @@ def _config_file_note(config, mode: str, workdir: str, overrides: dict, note=_sa
     from motion_ddpm_jax import checkpoint
     from motion_ddpm_jax import config as config_lib
 
-    wanted = int(config.sample.checkpoint_step)
-    try:
-        step, saved = _checkpoint_metadata(workdir, None if wanted < 0 else wanted)
-    except checkpoint.CheckpointError:
+    step, theirs = _trained_config(config, workdir)
+    if theirs is None:
         return
-    if not isinstance(saved.get("config"), dict):
-        return
-    theirs = config_lib.flatten(config_lib.with_defaults(saved["config"]))
     ours = config_lib.flatten(config)
     differ = [
         name
@@ -658,6 +647,23 @@ def _checkpoint_data(config, workdir: str, overrides: dict):
             (config[section] if section else config)[field] = theirs[name]
     print(f"data: the one the run in {workdir} trained on, data.root={config.data.root}", flush=True)
     return config
+
+
+def _trained_config(config, workdir: str) -> tuple[int | None, dict | None]:
+    """(step, flattened config) of the checkpoint --mode sample / eval will read (sample.checkpoint_step, -1:
+    the latest), its missing fields at their defaults; config None where it cannot be read (the mode
+    itself says what is wrong with the checkpoint)."""
+    from motion_ddpm_jax import checkpoint
+    from motion_ddpm_jax import config as config_lib
+
+    wanted = int(config.sample.checkpoint_step)
+    try:
+        step, saved = _checkpoint_metadata(workdir, None if wanted < 0 else wanted)
+    except checkpoint.CheckpointError:
+        return wanted, None
+    if not isinstance(saved.get("config"), dict):
+        return step, None
+    return step, config_lib.flatten(config_lib.with_defaults(saved["config"]))
 
 
 def _checkpoint_metadata(workdir: str, step: int | None = None) -> tuple[int | None, dict]:
