@@ -1,8 +1,15 @@
 """Sampler accuracy per step: how close DDIM and DPM-Solver++(2M) get, at a few steps, to the exact
 deterministic sample of a trained checkpoint, and what each costs.
 
-    .venv/bin/python benchmarks/bench_solvers.py --workdir runs/demo [--steps 5,10,20,50]
-        [--captions 'wave|nod'] [--num-samples 4] [--frames 60] [--guidance 1] [--json FILE]
+    .venv/bin/python benchmarks/bench_solvers.py --workdir runs/demo [--checkpoint-step -1]
+        [--use-ema | --no-use-ema] [--steps 5,10,20,50] [--captions 'wave|nod'] [--num-samples 4]
+        [--frames 60] [--guidance 1] [--seed 0] [--json FILE]
+
+The checkpoint is the workdir's latest with its EMA parameters, as --mode sample reads it
+(--checkpoint-step and --no-use-ema: launch.py's sample.checkpoint_step and sample.use_ema=False). The
+header and the JSON say what was measured: the workdir, the checkpoint's step, EMA or raw parameters,
+its diffusion steps and schedule, the captions, frames, guidance and seed, and the software (the
+`software` record that run.json and --mode eval's metrics hold: versions, git commit, device).
 
 DDIM (eta 0) and DPM-Solver++(2M) both solve the probability-flow ODE from the same starting noise (the
 same seed), so with more steps both approach one sample: the reference here is DPM-Solver++(2M) over every
@@ -24,14 +31,16 @@ sample a user asked for.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from pathlib import Path
 
 import common  # noqa: F401 - sets up jax's allocation and the path before jax loads
+import jax
 import numpy as np
 
-from motion_ddpm_jax import sampling
+from motion_ddpm_jax import checkpoint, provenance, sampling
 
 HEADER = (
     f"{'sampler':<10}{'spacing':<10}{'steps':>6}{'rms feat':>10}{'rms pos':>10}{'s/call':>9}{'compile s':>10}"
@@ -62,11 +71,73 @@ def measure(loaded, request: dict, sampler: str, steps: int, spacing: str, repea
     return out, timing
 
 
+def _load(parser: argparse.ArgumentParser, args: argparse.Namespace) -> sampling.LoadedModel:
+    """The checkpoint the flags name; a usage error (exit 2) naming the flag, the checkpoint folder and
+    the steps it holds where it cannot be read."""
+    step = None if args.checkpoint_step < 0 else args.checkpoint_step
+    try:
+        return sampling.load_model(args.workdir, step=step, use_ema=args.use_ema)
+    except checkpoint.CheckpointError as error:
+        flag = "--workdir" if step is None else f"--checkpoint-step {step}"
+        parser.error(f"{flag}: {error}")
+
+
+def what_was_measured(args: argparse.Namespace, loaded: sampling.LoadedModel, request: dict) -> dict:
+    """The record's account of the measurement, under the names --mode eval's metrics JSON and the
+    config use: workdir (absolute), step (the checkpoint's), use_ema, diffusion_steps, diffusion_schedule
+    and prediction (the run's diffusion.*), guidance_scale, seed, captions, num_samples, num_frames, and
+    the software record."""
+    diffusion = loaded.metadata["config"].get("diffusion", {})
+    return {
+        "workdir": os.path.abspath(args.workdir),
+        "step": int(loaded.step),
+        "use_ema": bool(args.use_ema),
+        "diffusion_steps": int(loaded.schedule.num_steps),
+        "diffusion_schedule": diffusion.get("schedule"),
+        "prediction": str(loaded.prediction),
+        "guidance_scale": float(request["guidance_scale"]),
+        "seed": int(request["seed"]),
+        "captions": list(request["captions"]),
+        "num_samples": int(request["num_samples"]),
+        "num_frames": int(request["num_frames"]),
+        "software": provenance.software(jax.devices()[0]),
+    }
+
+
+def header_line(measured: dict, machine: dict) -> str:
+    software = measured["software"]
+    commit = (software["git_commit"] or "no git commit")[:12]
+    if software["git_dirty"]:
+        commit += " + uncommitted changes"
+    steps = measured["diffusion_steps"]
+    return (
+        f"sampler accuracy: {measured['workdir']} step {measured['step']}, "
+        f"{'EMA' if measured['use_ema'] else 'raw'} parameters, {steps} diffusion steps "
+        f"({measured['diffusion_schedule']} schedule, {measured['prediction']} prediction); "
+        f"{len(measured['captions'])} captions x {measured['num_samples']} samples x "
+        f"{measured['num_frames']} frames, guidance {measured['guidance_scale']:g}, seed {measured['seed']}; "
+        f"reference: dpmpp_2m over all {steps} steps; {machine['processor']}, jax {machine['jax']}, "
+        f"{software['backend']}: {software['device_kind']}, {commit}"
+    )
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--workdir", type=Path, required=True, help="a trained run (launch.py's workdir)")
+    parser.add_argument(
+        "--checkpoint-step",
+        type=int,
+        default=-1,
+        help="the checkpoint to measure (-1: the latest; launch.py's sample.checkpoint_step)",
+    )
+    parser.add_argument(
+        "--use-ema",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the EMA parameters (--no-use-ema: the raw ones; launch.py's sample.use_ema)",
+    )
     parser.add_argument("--steps", default="5,10,20,50", help="comma-separated step counts")
     parser.add_argument("--captions", default="wave|nod|clap|bow", help="'|'-separated")
     parser.add_argument("--num-samples", type=int, default=4, help="per caption")
@@ -81,8 +152,12 @@ def main(argv=None) -> None:
         step_counts = [int(s) for s in args.steps.split(",") if s.strip()]
     except ValueError:
         parser.error(f"--steps must be comma-separated integers, got {args.steps!r}")
+    if args.checkpoint_step < -1:
+        parser.error(
+            f"--checkpoint-step must be a checkpoint's step or -1 (the latest), got {args.checkpoint_step}"
+        )
 
-    loaded = sampling.load_model(args.workdir)
+    loaded = _load(parser, args)
     num_steps = loaded.schedule.num_steps
     if not step_counts or min(step_counts) < 2 or max(step_counts) > num_steps:
         parser.error(f"--steps must lie in [2, {num_steps}] (the run's diffusion steps), got {args.steps!r}")
@@ -94,13 +169,8 @@ def main(argv=None) -> None:
         seed=args.seed,
     )
     machine = common.machine_info()
-    print(
-        f"sampler accuracy: {args.workdir} (step {loaded.step}, {num_steps} diffusion steps), "
-        f"{len(request['captions'])} captions x {args.num_samples} samples x {args.frames} frames, guidance "
-        f"{args.guidance:g}; reference: dpmpp_2m over all {num_steps} steps; {machine['processor']}, "
-        f"jax {machine['jax']}" + common.warning_lines(machine),
-        flush=True,
-    )
+    measured = what_was_measured(args, loaded, request)
+    print(header_line(measured, machine) + common.warning_lines(machine), flush=True)
     print(HEADER, flush=True)
     reference, ref_timing = measure(loaded, request, "dpmpp_2m", num_steps, "trailing", 0)
     valid = np.arange(reference["motion"].shape[1])[None] < reference["lengths"][:, None]
@@ -125,7 +195,8 @@ def main(argv=None) -> None:
             f"{row['first_call_s']:>10.1f}",
             flush=True,
         )
-        common.write_json(args.json, {"machine": machine, "args": vars(args), "rows": rows}, quiet=True)
+        record = {**measured, "machine": machine, "args": vars(args), "rows": rows}
+        common.write_json(args.json, record, quiet=True)
 
     out, timing = measure(loaded, request, "ddim", num_steps, "leading", 0)
     add("ddim", "all", num_steps, out, timing, label="ref gap")
@@ -139,7 +210,7 @@ def main(argv=None) -> None:
             out, timing = measure(loaded, request, sampler, steps, spacing, args.repeats)
             add(sampler, spacing, steps, out, timing)
     common.check_load_at_end(machine)
-    common.write_json(args.json, {"machine": machine, "args": vars(args), "rows": rows})
+    common.write_json(args.json, {**measured, "machine": machine, "args": vars(args), "rows": rows})
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ ran and reported a time; the functions the benchmarks time are tested against re
 
 import argparse
 import importlib
+import importlib.metadata
 import importlib.util
 import json
 import mmap
@@ -1009,3 +1010,100 @@ def test_solver_benchmark_measures_each_sampler_against_the_all_step_solution(tm
     difference = (three["motion"].astype(np.float64) - reference["motion"]) / std  # [N, T, D], all valid
     expected = np.sqrt(np.mean(difference**2))
     assert rows["ddim", "trailing", 3]["rms_features"] == pytest.approx(expected, rel=1e-5)
+
+    # What was measured: the checkpoint's step as its folder is named, its diffusion settings as its saved
+    # config has them, EMA parameters (the default), and the request.
+    on_disk = checkpoint_steps(tmp_path / "run")
+    saved = json.loads((tmp_path / "run" / "checkpoints" / "3" / "metadata" / "metadata").read_text())
+    assert record["workdir"] == str(tmp_path / "run")
+    assert (record["step"], record["use_ema"]) == (on_disk[-1], True)
+    assert record["diffusion_steps"] == saved["config"]["diffusion"]["steps"] == STEPS
+    assert record["diffusion_schedule"] == saved["config"]["diffusion"]["schedule"] == "cosine"
+    assert (record["captions"], record["num_samples"], record["num_frames"]) == (captions.split("|"), 2, 8)
+    assert (record["guidance_scale"], record["seed"]) == (1.0, 0)
+    assert record["software"]["jax"] == importlib.metadata.version("jax")
+    assert {"git_commit", "git_dirty", "device_kind", "xla_flags"} <= set(record["software"])
+    assert f"{tmp_path / 'run'} step {on_disk[-1]}, EMA parameters, {STEPS} diffusion steps" in printed
+
+
+def checkpoint_steps(workdir: Path) -> list[int]:
+    """The steps of `workdir`'s checkpoints, as their folders are named."""
+    return sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+
+
+def test_solver_benchmark_measures_the_checkpoint_step_and_parameters_it_is_given(
+    tmp_path, monkeypatch, capsys
+):
+    """--checkpoint-step and --no-use-ema choose the parameters the samplers run (two checkpoints, four
+    distinct parameter trees: the one measured is the one written under that step and name), the record
+    and the header say which, and a step the workdir does not hold is a usage error that names the flag,
+    the checkpoint folder and the steps it holds. The samplers are not run (`measure` is replaced)."""
+    import jax
+    from test_sampling import STEPS, write_checkpoint
+
+    from motion_ddpm_jax import checkpoint
+
+    run = tmp_path / "run"
+    raw, ema, metadata = write_checkpoint(run, step=2)
+    written = {
+        "step 2 raw": raw,
+        "step 2 EMA": ema,
+        "step 3 raw": jax.tree.map(lambda a: np.asarray(a) + 1, ema),
+        "step 3 EMA": jax.tree.map(lambda a: np.asarray(a) - 1, ema),
+    }
+    writer = checkpoint.Checkpointer(run)
+    writer.save(3, written["step 3 raw"], written["step 3 EMA"], {"step": np.int32(3)}, metadata)
+    writer.close()
+    assert checkpoint_steps(run) == [2, 3]
+
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    bench_solvers = importlib.import_module("bench_solvers")
+    measured = []
+
+    def no_sampling(loaded, request, sampler, steps, spacing, repeats):
+        measured.append(loaded.params)
+        shape = (len(request["captions"]) * request["num_samples"], request["num_frames"], loaded.mean.size)
+        out = {
+            "motion": np.zeros(shape, np.float32),
+            "lengths": np.full(shape[0], shape[1]),
+            "positions": None,
+        }
+        return out, {"median_s": None, "first_call_s": 0.0}
+
+    monkeypatch.setattr(bench_solvers, "measure", no_sampling)
+
+    def which(params) -> list[str]:
+        return [
+            name
+            for name, tree in written.items()
+            if jax.tree.structure(tree) == jax.tree.structure(params)
+            and all(
+                np.array_equal(a, b)
+                for a, b in zip(jax.tree.leaves(tree), jax.tree.leaves(params), strict=True)
+            )
+        ]
+
+    request = ["--workdir", str(run), "--steps", "3", "--frames", "4", "--num-samples", "1", "--repeats", "0"]
+    for flags, name, step, use_ema in (
+        ([], "step 3 EMA", 3, True),
+        (["--no-use-ema"], "step 3 raw", 3, False),
+        (["--checkpoint-step", "2"], "step 2 EMA", 2, True),
+        (["--checkpoint-step", "2", "--no-use-ema"], "step 2 raw", 2, False),
+    ):
+        measured.clear()
+        out = tmp_path / f"{name.replace(' ', '_')}.json"
+        bench_solvers.main([*request, *flags, "--json", str(out)])
+        names = [which(params) for params in measured]  # one per sampler call
+        assert names and names == [[name]] * len(names), flags
+        record = json.loads(out.read_text())
+        assert (record["step"], record["use_ema"], record["diffusion_steps"]) == (step, use_ema, STEPS)
+        kind = "EMA" if use_ema else "raw"
+        assert f"{run} step {step}, {kind} parameters" in capsys.readouterr().out
+
+    out = tmp_path / "missing.json"
+    with pytest.raises(SystemExit) as stopped:
+        bench_solvers.main([*request, "--checkpoint-step", "7", "--json", str(out)])
+    error = capsys.readouterr().err
+    assert stopped.value.code == 2 and not out.exists()
+    assert f"--checkpoint-step 7: {run / 'checkpoints'}" in error
+    assert f"no checkpoint at step 7; available: {checkpoint_steps(run)}" in error
