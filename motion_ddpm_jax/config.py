@@ -147,6 +147,9 @@ def base_config() -> ml_collections.ConfigDict:
     config.eval.autoencoder_dir = ""  # the FGD motion autoencoder; default <data.root>/fgd_autoencoder
     config.eval.autoencoder_steps = 3000  # --mode train_autoencoder
     config.eval.autoencoder_latent = 32
+    # samplings of the generated set, repeat k with seed sample.seed + k: the generated column's mean and
+    # 95% confidence interval (Student's t) over them; 1 = one sampling
+    config.eval.repeats = 1
 
     config.distributed = ml_collections.ConfigDict()  # several hosts: jax.distributed.initialize
     config.distributed.enabled = "auto"  # auto (when the environment names a coordinator) | true | false
@@ -227,6 +230,7 @@ MINIMUM = {
     "model.text_vocab_size": 0,  # 0 = the tokenizer's
     "eval.num_clips": 0,  # 0 = the whole split
     "eval.autoencoder_steps": 1,
+    "eval.repeats": 1,
     "distributed.num_processes": 0,  # 0 = from the environment
     "distributed.process_id": -1,  # -1 = from the environment
     "distributed.initialization_timeout_s": 1,

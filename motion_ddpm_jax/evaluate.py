@@ -23,7 +23,10 @@ the unit of the positions; the real column of the Fréchet distances compares tr
 clips' classes and lengths (never the real clips themselves) with them. Positions are those of the data's
 skeleton (positions, axis_angle) or, for the HumanML3D layout, the joints `humanml3d.recover_from_ric`
 decodes (real and generated alike): HumanML3D's 22 for its 263 features, KIT-ML's 21 for its 251; the
-humanml3d representation of another size gets no position metrics.
+humanml3d representation of another size gets no position metrics. With eval.repeats > 1 it samples
+the generated clips that many times (seeds sample.seed + k) against one real column (`prepare_comparison`
+once, `Comparison.score` per repeat) and reports each generated metric's mean, std and 95% confidence
+half-width (`repeat_statistics`).
 `train_autoencoder(config)` trains the FGD autoencoder on the training split and saves it.
 """
 
@@ -783,7 +786,8 @@ def train_autoencoder(config, log=print) -> Path:
     motions = dataset.split("train").motions
     log(
         f"training the FGD autoencoder on {len(motions)} clips ({settings['window']}-frame windows, "
-        f"latent {settings['latent']}) for {settings['steps']} steps"
+        f"latent {settings['latent']}) for {settings['steps']} steps, to be saved in {directory} "
+        "(eval.autoencoder_dir)"
     )
     params, losses = fit_autoencoder(
         motions,
@@ -990,6 +994,270 @@ def _fit_notes(metric: str, dims: int, counts: dict[str, int], what: str) -> lis
     ]
 
 
+@dataclasses.dataclass(frozen=True)
+class Comparison:
+    """What `compare` computes once of the real clips, to score generated clips of their captions and
+    lengths (`score`) as often as they are sampled: eval.repeats scores several generated sets against
+    one real column, which does not depend on the sampling seed.
+
+    real_column: {metric: value} of the real clips; real_features: [N, F] (`_features`); tree and
+    effectors: the joints of the position metrics (None without positions); bone_reference: [B];
+    classifier / to_class: the conditioning classifier and caption -> class (None where skipped);
+    real_latents: [W, latent] FGD latents of the real clips' windows (None without an autoencoder);
+    head_notes / class_notes: the notes that precede the generated side's Fréchet note / FGD notes.
+    """
+
+    real: Clips
+    real_column: dict[str, Any]
+    skeleton: Skeleton | None
+    representation: str
+    fps: float
+    tree: JointTree | None
+    effectors: dict[str, np.ndarray] | None
+    bone_reference: np.ndarray | None
+    real_features: np.ndarray
+    reference_count: int
+    classifier: LinearClassifier | None
+    to_class: Callable[[str], str | None]
+    encoder: FgdEncoder | None
+    real_latents: np.ndarray | None
+    reference_windows: int
+    head_notes: tuple[str, ...]
+    class_notes: tuple[str, ...]
+
+    def score(self, generated: Clips) -> tuple[dict[str, Any], list[str]]:
+        """The generated column ({metric: value}, in the real column's order) of `generated` (the real
+        clips' captions and lengths), and every note of the comparison in `compare`'s order."""
+        column: dict[str, Any] = {}
+        if self.tree is not None:
+            column.update(_metrics_of(generated, self.tree, self.fps, self.effectors, self.bone_reference))
+        features = _features(generated.clip_motions(), self.skeleton, self.representation, self.fps)[0]
+        column["frechet/features"] = frechet_distance_of(self.real_features, features)
+        notes = list(self.head_notes)
+        notes += _fit_notes(
+            "frechet/features",
+            self.real_features.shape[1],
+            {"real": len(self.real_features), "generated": len(features), "reference": self.reference_count},
+            "clips",
+        )
+        if self.classifier is not None:
+            classes = [self.to_class(c) for c in generated.captions]
+            known = [i for i, label in enumerate(classes) if label in self.classifier.classes]
+            column["conditioning_accuracy"] = self.classifier.accuracy(
+                features[known], [classes[i] for i in known]
+            )
+        notes += self.class_notes
+        if self.encoder is None:
+            column["fgd"] = None
+            return column, notes
+        windows = motion_windows(generated.clip_motions(), self.encoder.window)
+        column["fgd"] = frechet_distance_of(self.real_latents, self.encoder.encode(windows))
+        notes.append(f"FGD on {len(self.real_latents)} real / {len(windows)} generated windows")
+        notes += _fit_notes(
+            "fgd",
+            int(self.encoder.model.latent),
+            {"real": len(self.real_latents), "generated": len(windows), "reference": self.reference_windows},
+            "windows",
+        )
+        if not len(self.real_latents) or not len(windows):
+            longest = max((len(m) for m in self.real.clip_motions()), default=0)
+            notes.append(
+                f"FGD is NaN: its autoencoder reads windows of {self.encoder.window} frames, and the "
+                f"compared clips are shorter (the longest real clip here: {longest} frames; clips are capped "
+                "at the model's data.max_motion_length)"
+            )
+        return column, notes
+
+    def table(self, generated_column: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        """{metric: {"real": v, "generated": v}} of the real column and a generated one (a metric missing
+        from a side is None there)."""
+        names = list(dict.fromkeys([*self.real_column, *generated_column]))
+        return {
+            name: {"real": self.real_column.get(name), "generated": generated_column.get(name)}
+            for name in names
+        }
+
+    def below_real_notes(self, table: dict[str, dict[str, Any]]) -> list[str]:
+        """A note for each Fréchet distance whose generated value is below the real column's: real motion
+        of the clips' kind (the matched training clips) scores the real column, which a generator of motion
+        as real as the data's matches on average; below it, at these counts the two differ by the
+        estimate's noise, or the samples vary less than real motion (a half-trained model had ranked
+        better than the data by FGD on 11 clips)."""
+        counts = {"frechet/features": (len(self.real_features), "clips")}
+        if self.real_latents is not None:
+            counts["fgd"] = (len(self.real_latents), "real windows")
+        notes = []
+        for metric, (count, what) in counts.items():
+            real, generated = (
+                (table.get(metric) or {}).get("real"),
+                (table.get(metric) or {}).get("generated"),
+            )
+            if not (_is_number(real) and _is_number(generated)) or not generated < real:
+                continue
+            notes.append(
+                f"{metric}: the generated clips score {generated:.4g}, below the real column's {real:.4g} "
+                f"(other real clips of their kind, which motion as real as the data's matches on average): "
+                f"at {count} {what} that is the estimate's noise, or samples of less variety than real "
+                "motion, not a model better than the data; compare models on more clips (eval.num_clips=0: "
+                "the whole split) and over eval.repeats"
+            )
+        return notes
+
+
+def prepare_comparison(
+    real: Clips,
+    train_motions: Sequence[np.ndarray],
+    train_captions: Sequence[str],
+    *,
+    skeleton: Skeleton | None,
+    representation: str,
+    fps: float,
+    encoder: FgdEncoder | None = None,
+    reference_pool: Sequence[int] | None = None,
+) -> Comparison:
+    """The real side of `compare` (its arguments but the generated clips), computed once."""
+    notes: list[str] = []
+    tree = joint_tree(skeleton, representation, real.motion.shape[-1])
+    train_features, train_bones = _features(list(train_motions), skeleton, representation, fps)
+    effectors, bone_reference = None, None
+    if tree is None or real.positions is None:
+        if representation == "humanml3d" and tree is None:
+            sizes = " and ".join(f"{lay.dataset}'s {f}" for f, lay in humanml3d.LAYOUTS.items())
+            notes.append(
+                f"no joint tree for the humanml3d representation's {real.motion.shape[-1]} features: only "
+                f"{sizes} decode to joint positions here, so the position metrics (jitter, bones, speed, "
+                "diversity) are skipped and frechet/features compares statistics of the raw features"
+            )
+        else:
+            notes.append(
+                f"no skeleton for {representation} data: position metrics (jitter, bones, speed, "
+                "diversity) skipped"
+            )
+        tree, column = None, {}
+    else:
+        effectors = end_effectors(tree.names, tree.parents)
+        found = humanml3d.layout(representation, real.motion.shape[-1])
+        if found is not None:
+            bone_reference = train_bones
+            notes.append(
+                f"bone_error: relative to the mean bone lengths of the {len(train_motions)} training clips "
+                f"({found.dataset}'s {found.joints} joints come without skeleton offsets)"
+            )
+        else:
+            bone_reference = skeleton.bone_lengths()
+        column = _metrics_of(real, tree, fps, effectors, bone_reference)
+
+    labels = label_function(list(train_captions))
+    to_class = labels[0] if labels is not None else (lambda caption: None)
+    train_labels = [to_class(c) for c in train_captions]
+    real_labels = [to_class(c) for c in real.captions]  # the generated clips share these captions
+    real_features = _features(real.clip_motions(), skeleton, representation, fps)[0]
+    pool = (
+        np.arange(len(train_motions), dtype=np.int64)
+        if reference_pool is None
+        else np.unique(np.asarray(list(reference_pool), np.int64))
+    )
+    reference = np.zeros(0, np.int64)
+    if len(pool):
+        picks = matched_reference(
+            real.lengths, real_labels, [len(train_motions[i]) for i in pool], [train_labels[i] for i in pool]
+        )
+        reference = pool[picks]
+    column["frechet/features"] = frechet_distance_of(real_features, train_features[reference])
+    matched = (
+        "of its real clip's class and nearest its length" if labels else "nearest its real clip's length"
+    )
+    notes.append(
+        "frechet/features and fgd: generated = real vs generated clips; real = real vs as many training "
+        f"clips, each {matched} (what two sets of real motion differ by at this sample size)"
+    )
+    left_out = len(train_motions) - len(pool)
+    outside = f" outside the {left_out} evaluated ones" if left_out else ""
+    if not len(pool):
+        notes.append(
+            f"the real column of frechet/features and fgd is NaN: no training clip is left{outside} to "
+            "compare the real clips with (evaluate fewer clips with eval.num_clips, or another eval.split)"
+        )
+    elif len(np.unique(reference)) < len(reference):
+        notes.append(
+            f"the real column of frechet/features and fgd reuses training clips: {len(pool)} training clips"
+            f"{outside} stand in for {len(reference)} real clips"
+        )
+
+    class_notes: list[str] = []
+    classifier = None
+    if labels is None:
+        distinct = sorted({c.strip().lower() for c in train_captions})
+        class_notes.append(
+            f"every training clip has the caption {distinct[0]!r}: one class, conditioning accuracy skipped"
+            if len(distinct) == 1
+            else f"captions are free text ({len(distinct)} distinct training captions, more than the "
+            f"{MAX_CLASSES} classes a caption may name): conditioning accuracy skipped"
+            if distinct
+            else "no training captions: conditioning accuracy skipped"
+        )
+    else:
+        how = labels[1]
+        keep = [i for i, label in enumerate(train_labels) if label is not None]
+        if len({train_labels[i] for i in keep}) < 2:
+            class_notes.append(
+                "fewer than two caption classes in the training split: conditioning accuracy skipped"
+            )
+        else:
+            classifier = fit_classifier(train_features[keep], [train_labels[i] for i in keep])
+            known = [i for i, label in enumerate(real_labels) if label in classifier.classes]
+            column["conditioning_accuracy"] = classifier.accuracy(
+                real_features[known], [real_labels[i] for i in known]
+            )
+            compared = [label for label in real_labels if label in classifier.classes]
+            if not compared:
+                class_notes.append(
+                    f"conditioning accuracy is NaN: none of the {len(real_labels)} compared clips has a "
+                    f"caption class ({how}) of the training split's {len(classifier.classes)}, so there "
+                    "is nothing to score (captions that are sentences rather than a small set of labels "
+                    "rarely repeat across splits)"
+                )
+            majority = max(collections.Counter(compared).values(), default=0) / max(len(compared), 1)
+            class_notes.append(
+                f"conditioning accuracy: a ridge classifier of motion features trained on {len(keep)} "
+                f"training clips, class = {how} ({len(classifier.classes)} classes, chance "
+                f"{1 / len(classifier.classes):.3f}; naming the most frequent class of the compared clips "
+                f"scores {majority:.3f})"
+            )
+
+    real_latents, reference_windows = None, 0
+    if encoder is not None:
+        real_latents = encoder.encode(motion_windows(real.clip_motions(), encoder.window))
+        train_windows = motion_windows([train_motions[i] for i in reference], encoder.window)
+        reference_windows = len(train_windows)
+        column["fgd"] = (
+            frechet_distance_of(real_latents, encoder.encode(train_windows))
+            if len(train_windows)
+            else math.nan
+        )
+    else:  # a row all the same (null in the JSON, '-' in the table), so that every report has the key
+        column["fgd"] = None
+    return Comparison(
+        real=real,
+        real_column=column,
+        skeleton=skeleton,
+        representation=representation,
+        fps=fps,
+        tree=tree,
+        effectors=effectors,
+        bone_reference=bone_reference,
+        real_features=real_features,
+        reference_count=len(reference),
+        classifier=classifier,
+        to_class=to_class,
+        encoder=encoder,
+        real_latents=real_latents,
+        reference_windows=reference_windows,
+        head_notes=tuple(notes),
+        class_notes=tuple(class_notes),
+    )
+
+
 def compare(
     real: Clips,
     generated: Clips,
@@ -1014,149 +1282,27 @@ def compare(
     HumanML3D's 22, KIT-ML's 21); the bone-length error is relative to the skeleton's offsets, or without
     offsets (the HumanML3D layout) to the mean bone lengths of the training clips (`mean_bone_lengths`
     over all their frames).
+    `prepare_comparison` computes the real side once and `Comparison.score` the generated one: this is
+    the two for one generated set.
     """
-    notes: list[str] = []
-    tree = joint_tree(skeleton, representation, real.motion.shape[-1])
-    train_features, train_bones = _features(list(train_motions), skeleton, representation, fps)
-    if tree is None or real.positions is None:
-        if representation == "humanml3d" and tree is None:
-            sizes = " and ".join(f"{lay.dataset}'s {f}" for f, lay in humanml3d.LAYOUTS.items())
-            notes.append(
-                f"no joint tree for the humanml3d representation's {real.motion.shape[-1]} features: only "
-                f"{sizes} decode to joint positions here, so the position metrics (jitter, bones, speed, "
-                "diversity) are skipped and frechet/features compares statistics of the raw features"
-            )
-        else:
-            notes.append(
-                f"no skeleton for {representation} data: position metrics (jitter, bones, speed, "
-                "diversity) skipped"
-            )
-        sides = {"real": {}, "generated": {}}
-    else:
-        effectors = end_effectors(tree.names, tree.parents)
-        found = humanml3d.layout(representation, real.motion.shape[-1])
-        if found is not None:
-            bone_reference = train_bones
-            notes.append(
-                f"bone_error: relative to the mean bone lengths of the {len(train_motions)} training clips "
-                f"({found.dataset}'s {found.joints} joints come without skeleton offsets)"
-            )
-        else:
-            bone_reference = skeleton.bone_lengths()
-        sides = {
-            side: _metrics_of(clips, tree, fps, effectors, bone_reference)
-            for side, clips in (("real", real), ("generated", generated))
-        }
-
-    labels = label_function(list(train_captions))
-    to_class = labels[0] if labels is not None else (lambda caption: None)
-    train_labels = [to_class(c) for c in train_captions]
-    real_labels = [to_class(c) for c in real.captions]  # the generated clips share these captions
-    features = {
-        "real": _features(real.clip_motions(), skeleton, representation, fps)[0],
-        "generated": _features(generated.clip_motions(), skeleton, representation, fps)[0],
-    }
-    pool = (
-        np.arange(len(train_motions), dtype=np.int64)
-        if reference_pool is None
-        else np.unique(np.asarray(list(reference_pool), np.int64))
+    comparison = prepare_comparison(
+        real,
+        train_motions,
+        train_captions,
+        skeleton=skeleton,
+        representation=representation,
+        fps=fps,
+        encoder=encoder,
+        reference_pool=reference_pool,
     )
-    reference = np.zeros(0, np.int64)
-    if len(pool):
-        picks = matched_reference(
-            real.lengths, real_labels, [len(train_motions[i]) for i in pool], [train_labels[i] for i in pool]
-        )
-        reference = pool[picks]
-    sides["real"]["frechet/features"] = frechet_distance_of(features["real"], train_features[reference])
-    sides["generated"]["frechet/features"] = frechet_distance_of(features["real"], features["generated"])
-    matched = (
-        "of its real clip's class and nearest its length" if labels else "nearest its real clip's length"
-    )
-    notes.append(
-        "frechet/features and fgd: generated = real vs generated clips; real = real vs as many training "
-        f"clips, each {matched} (what two sets of real motion differ by at this sample size)"
-    )
-    left_out = len(train_motions) - len(pool)
-    outside = f" outside the {left_out} evaluated ones" if left_out else ""
-    if not len(pool):
-        notes.append(
-            f"the real column of frechet/features and fgd is NaN: no training clip is left{outside} to "
-            "compare the real clips with (evaluate fewer clips with eval.num_clips, or another eval.split)"
-        )
-    elif len(np.unique(reference)) < len(reference):
-        notes.append(
-            f"the real column of frechet/features and fgd reuses training clips: {len(pool)} training clips"
-            f"{outside} stand in for {len(reference)} real clips"
-        )
-    notes += _fit_notes(
-        "frechet/features",
-        features["real"].shape[1],
-        {"real": len(features["real"]), "generated": len(features["generated"]), "reference": len(reference)},
-        "clips",
-    )
-
-    if labels is None:
-        notes.append("captions are free text (no finite set of classes): conditioning accuracy skipped")
-    else:
-        how = labels[1]
-        keep = [i for i, label in enumerate(train_labels) if label is not None]
-        if len({train_labels[i] for i in keep}) < 2:
-            notes.append(
-                "fewer than two caption classes in the training split: conditioning accuracy skipped"
-            )
-        else:
-            classifier = fit_classifier(train_features[keep], [train_labels[i] for i in keep])
-            for side, clips in (("real", real), ("generated", generated)):
-                classes = [to_class(c) for c in clips.captions]
-                known = [i for i, label in enumerate(classes) if label in classifier.classes]
-                sides[side]["conditioning_accuracy"] = classifier.accuracy(
-                    features[side][known], [classes[i] for i in known]
-                )
-            compared = [label for label in real_labels if label in classifier.classes]
-            if not compared:
-                notes.append(
-                    f"conditioning accuracy is NaN: none of the {len(real_labels)} compared clips has a "
-                    f"caption class ({how}) of the training split's {len(classifier.classes)}, so there "
-                    "is nothing to score (captions that are sentences rather than a small set of labels "
-                    "rarely repeat across splits)"
-                )
-            majority = max(collections.Counter(compared).values(), default=0) / max(len(compared), 1)
-            notes.append(
-                f"conditioning accuracy: a ridge classifier of motion features trained on {len(keep)} "
-                f"training clips, class = {how} ({len(classifier.classes)} classes, chance "
-                f"{1 / len(classifier.classes):.3f}; naming the most frequent class of the compared clips "
-                f"scores {majority:.3f})"
-            )
-
-    if encoder is not None:
-        real_windows = motion_windows(real.clip_motions(), encoder.window)
-        train_windows = motion_windows([train_motions[i] for i in reference], encoder.window)
-        generated_windows = motion_windows(generated.clip_motions(), encoder.window)
-        sides["real"]["fgd"] = fgd(encoder, real_windows, train_windows) if len(train_windows) else math.nan
-        sides["generated"]["fgd"] = fgd(encoder, real_windows, generated_windows)
-        notes.append(f"FGD on {len(real_windows)} real / {len(generated_windows)} generated windows")
-        notes += _fit_notes(
-            "fgd",
-            int(encoder.model.latent),
-            {"real": len(real_windows), "generated": len(generated_windows), "reference": len(train_windows)},
-            "windows",
-        )
-        if not len(real_windows) or not len(generated_windows):
-            longest = max((len(m) for m in real.clip_motions()), default=0)
-            notes.append(
-                f"FGD is NaN: its autoencoder reads windows of {encoder.window} frames, and the compared "
-                f"clips are shorter (the longest real clip here: {longest} frames; clips are capped at the "
-                "model's data.max_motion_length)"
-            )
-    else:  # a row all the same (null in the JSON, '-' in the table), so that every report has the key
-        sides["real"]["fgd"] = sides["generated"]["fgd"] = None
-    names = list(dict.fromkeys([*sides["real"], *sides["generated"]]))
-    table = {name: {side: sides[side].get(name) for side in sides} for name in names}
-    return table, notes
+    column, notes = comparison.score(generated)
+    table = comparison.table(column)
+    return table, notes + comparison.below_real_notes(table)
 
 
-def format_table(table: dict[str, dict[str, Any]]) -> str:
-    """The metrics as an aligned text table: metric | real | generated."""
+def format_table(table: dict[str, dict[str, Any]], half_widths: dict[str, float | None] | None = None) -> str:
+    """The metrics as an aligned text table: metric | real | generated. half_widths: {metric: the half-width
+    of the generated value's confidence interval} (eval.repeats > 1), shown as `mean ± half-width`."""
 
     def cell(value) -> str:
         if value is None:
@@ -1165,13 +1311,50 @@ def format_table(table: dict[str, dict[str, Any]]) -> str:
             return value
         return f"{value:.4g}"
 
+    def generated(name: str, value) -> str:
+        half = (half_widths or {}).get(name)
+        return cell(value) if half is None else f"{cell(value)} ± {half:.2g}"
+
     rows = [("metric", "real", "generated")] + [
-        (name, cell(v.get("real")), cell(v.get("generated"))) for name, v in table.items()
+        (name, cell(v.get("real")), generated(name, v.get("generated"))) for name, v in table.items()
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     lines = [" | ".join(text.ljust(width) for text, width in zip(row, widths, strict=True)) for row in rows]
     lines.insert(1, "-+-".join("-" * width for width in widths))
     return "\n".join(lines)
+
+
+CONFIDENCE = 0.95  # eval.repeats > 1: the level of the generated column's confidence intervals
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, int | float | np.number) and not isinstance(value, bool | np.bool_)
+
+
+def t_quantile(count: int, confidence: float = CONFIDENCE) -> float:
+    """Student's t quantile of a two-sided `confidence` interval of the mean of `count` values:
+    t_{(1 + confidence) / 2, count - 1}."""
+    import scipy.stats
+
+    return float(scipy.stats.t.ppf((1.0 + confidence) / 2.0, count - 1))
+
+
+def repeat_statistics(values: Sequence[Any], confidence: float = CONFIDENCE) -> dict[str, Any]:
+    """One metric of the generated column over n >= 2 repeats: {"values": the n values, "mean", "std",
+    "ci95"}. Numbers (float64): their mean, sample standard deviation (ddof=1) and the half-width of the
+    `confidence` interval of the mean, t_quantile(n) * std / sqrt(n) (a NaN value makes all three NaN).
+    Other values (bone_error/worst_bone's bone name; None where a metric is not computed): "mean" is the
+    most frequent value (the earliest repeat's on a tie), "std" and "ci95" None."""
+    values = list(values)
+    if len(values) < 2:
+        raise ValueError(f"repeat_statistics needs at least 2 values, got {len(values)}")
+    if not all(_is_number(v) for v in values):
+        mode = collections.Counter(values).most_common(1)[0][0]
+        return {"values": values, "mean": mode, "std": None, "ci95": None}
+    x = np.asarray(values, np.float64)
+    std = float(np.std(x, ddof=1))
+    half = t_quantile(len(x), confidence) * std / math.sqrt(len(x))
+    return {"values": [float(v) for v in x], "mean": float(np.mean(x)), "std": std, "ci95": half}
 
 
 def _refuse_a_folder(path: Path) -> None:
@@ -1339,6 +1522,21 @@ def related_clips(ids: Sequence[str], chosen: Sequence[int]) -> np.ndarray:
     return np.array([i for i, r in enumerate(recordings) if r in wanted], np.int64)
 
 
+def _repeat_seeds(config) -> list[int]:
+    """The sampling seeds of eval.repeats repeats: sample.seed + k for repeat k. EvaluationError naming
+    eval.repeats for a count below 1, or a last seed past the sampler's 2**32 - 1."""
+    repeats, seed = config.eval.repeats, config.sample.seed
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise EvaluationError(f"eval.repeats is {repeats!r}; expected an integer >= 1 (1 = one sampling)")
+    last = int(seed) + repeats - 1
+    if last >= 2**32:
+        raise EvaluationError(
+            f"eval.repeats={repeats} with sample.seed={seed} would sample with seeds up to {last}, past "
+            f"the largest, 2**32 - 1; lower sample.seed or eval.repeats"
+        )
+    return [int(seed) + k for k in range(repeats)]
+
+
 def run(
     config,
     workdir: str | os.PathLike,
@@ -1349,8 +1547,11 @@ def run(
     """`launch.py --mode eval`: metrics of a checkpoint's samples against real clips of eval.split.
 
     One sample per chosen real clip, with its first caption and its length (capped at the model's
-    max_motion_length), sampled with config.sample.*. Prints the table and writes it as JSON to
-    eval.output (default <workdir>/eval/metrics_step<step>.json; never overwritten: a suffix is added).
+    max_motion_length), sampled with config.sample.*: eval.repeats times, repeat k with seed
+    sample.seed + k, the real column computed once. Prints the table (with repeats, the generated
+    column's mean ± the half-width of its 95% confidence interval) and writes it as JSON to eval.output
+    (default <workdir>/eval/metrics_step<step>.json; never overwritten: a suffix is added); with repeats,
+    `metrics` holds the means and `repeats` each repeat's values (`repeat_statistics`).
     The real clips come from config.data.*, or with `data_from_checkpoint` (launch.py without --config)
     from the data the checkpoint's run trained on, but for the data fields named in `data_set` (set on
     the command line: `with_checkpoint_data`).
@@ -1360,6 +1561,7 @@ def run(
 
     if config.eval.split not in ("train", "val", "test"):
         raise EvaluationError(f"eval.split is {config.eval.split!r}; expected train, val or test")
+    seeds = _repeat_seeds(config)
     if config.eval.output:
         _refuse_a_folder(Path(config.eval.output))  # before loading, as every check of the request
     step = int(config.sample.checkpoint_step)
@@ -1396,36 +1598,20 @@ def run(
     lengths = [len(m) for m in motions]
     settings = sampling.sampler_settings(config.sample)
     used = sampling.settings_used(settings, loaded, bool(config.sample.use_ema))
+    times = "" if len(seeds) == 1 else f", {len(seeds)} times: seeds {seeds[0]}..{seeds[-1]}"
     log(
-        f"evaluating step {loaded.step}: {len(motions)} {config.eval.split} clips, one sample each "
+        f"evaluating step {loaded.step}: {len(motions)} {config.eval.split} clips, one sample each{times} "
         f"({sampling.settings_text(used)})"
     )
     for note in (sampling.spacing_note(loaded, settings), sampling.unread_settings_note(settings, loaded)):
         if note:
             log(note)
-    start = time.perf_counter()
-    out = sampling.generate(loaded, captions, lengths, num_samples=1, **settings)
-    sample_seconds = time.perf_counter() - start
-    sampling.check_finite(out, loaded, workdir)
-    generated_lengths = np.asarray(out["lengths"], np.int64)
-    if not np.array_equal(generated_lengths, lengths):
-        raise RuntimeError(
-            f"sampling returned lengths {generated_lengths[:8]}..., asked for {lengths[:8]}..."
-        )
     real_motion, real_lengths = _pad(motions)
     real = Clips(
         real_motion,
         real_lengths,
         tuple(captions),
         decode_positions(real_motion, dataset.skeleton, dataset.representation),
-    )
-    generated_motion = np.asarray(out["motion"], np.float32)
-    generated_positions = out.get("positions")
-    generated = Clips(
-        generated_motion,
-        generated_lengths,
-        tuple(captions),
-        None if real.positions is None or generated_positions is None else np.asarray(generated_positions),
     )
     train = dataset.split("train")
     encoder, notes = _fgd_encoder(config, dataset)
@@ -1436,9 +1622,8 @@ def run(
             "eval.split=train: the conditioning classifier was trained on the training split, these clips "
             "among them, so the real column's accuracy is its accuracy on its own training clips"
         )
-    table, compare_notes = compare(
+    comparison = prepare_comparison(  # the real column: once, whatever the seed
         real,
-        generated,
         [m[: int(loaded.max_motion_length)] for m in train.motions],
         [c[0] for c in train.captions],
         skeleton=dataset.skeleton,
@@ -1447,12 +1632,62 @@ def run(
         encoder=encoder,
         reference_pool=pool,
     )
+    columns, sample_seconds, compare_notes = [], [], []
+    for repeat, seed in enumerate(seeds):
+        start = time.perf_counter()
+        out = sampling.generate(loaded, captions, lengths, num_samples=1, **{**settings, "seed": seed})
+        sample_seconds.append(time.perf_counter() - start)
+        sampling.check_finite(out, loaded, workdir)
+        generated_lengths = np.asarray(out["lengths"], np.int64)
+        if not np.array_equal(generated_lengths, lengths):
+            raise RuntimeError(
+                f"sampling returned lengths {generated_lengths[:8]}..., asked for {lengths[:8]}..."
+            )
+        generated_positions = out.get("positions")
+        generated = Clips(
+            np.asarray(out["motion"], np.float32),
+            generated_lengths,
+            tuple(captions),
+            None
+            if real.positions is None or generated_positions is None
+            else np.asarray(generated_positions),
+        )
+        column, repeat_notes = comparison.score(generated)
+        columns.append(column)
+        compare_notes += [note for note in repeat_notes if repeat == 0 or note not in compare_notes]
+        if len(seeds) > 1:
+            log(f"repeat {repeat + 1}/{len(seeds)} (seed {seed}): sampled in {sample_seconds[-1]:.1f}s")
     notes += compare_notes
+    repeats = None
+    if len(seeds) == 1:
+        table, half_widths = comparison.table(columns[0]), None
+    else:
+        names = list(dict.fromkeys(name for column in columns for name in column))
+        statistics = {name: repeat_statistics([c.get(name) for c in columns]) for name in names}
+        table = comparison.table({name: stats["mean"] for name, stats in statistics.items()})
+        half_widths = {name: stats["ci95"] for name, stats in statistics.items()}
+        quantile, freedom = t_quantile(len(seeds)), len(seeds) - 1
+        notes.insert(
+            0,
+            f"generated = mean ± the half-width of its {100 * CONFIDENCE:g}% confidence interval over "
+            f"{len(seeds)} repeats of the sampling, seeds {seeds[0]}..{seeds[-1]} (Student's t, {freedom} "
+            f"degree{'s' * (freedom != 1)} of freedom: {quantile:.4g} x std / sqrt({len(seeds)}), std the "
+            "sample standard deviation); the real column does not depend on the seed",
+        )
+        repeats = {
+            "count": len(seeds),
+            "seeds": seeds,
+            "confidence": CONFIDENCE,
+            "t_quantile": quantile,
+            "sample_seconds": [round(s, 2) for s in sample_seconds],
+            "generated": statistics,
+        }
+    notes += comparison.below_real_notes(table)  # (of the means, with repeats)
     unit, units = None, "no joint positions: no position metrics"
     if real.positions is not None:
         unit = position_unit(dataset.skeleton, dataset.representation, dataset.feature_size)
         units = units_text(unit)
-    log(format_table(table))
+    log(format_table(table, half_widths))
     log(f"units: {units}")
     for note in notes:
         log(f"note: {note}")
@@ -1477,12 +1712,15 @@ def run(
         "device": f"{jax.default_backend()}: {jax.devices()[0].device_kind}",
         "software": provenance.software(jax.devices()[0]),  # all of it, as run.json and checkpoints hold
         "created_utc": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "sample_seconds": round(sample_seconds, 2),
+        "sample_seconds": round(sample_seconds[0], 2),  # the first sampling: compiling included
     }
+    if repeats is not None:
+        record["repeats"] = repeats
     if jax.process_index() != 0:
         return record
     written = write_new_json(output, record)
-    if Path(written) != Path(output):  # as --mode sample says of a folder that holds files
+    # (written is absolute: a relative workdir's first eval had been said to keep a file that did not exist)
+    if Path(written) != Path(os.path.abspath(output)):  # as --mode sample says of a folder that holds files
         log(f"{output} exists already (kept as it is); writing the metrics to {written} instead")
     log(f"wrote {written}")
     return {**record, "output": str(written)}

@@ -370,7 +370,14 @@ def toy_config(dataset, tmp_path):
 def toy_autoencoder(toy_dataset, tmp_path_factory):
     """(config, folder) of an FGD autoencoder trained on the toy dataset by `train_autoencoder`."""
     config = toy_config(toy_dataset, tmp_path_factory.mktemp("ae"))
-    return config, evaluate.train_autoencoder(config, log=lambda _: None)
+    messages = []
+    directory = evaluate.train_autoencoder(config, log=messages.append)
+    # Where it goes is said as it starts (by default the dataset's folder), not only once it is saved.
+    assert [m for m in messages if m.startswith("training the FGD autoencoder on 18 clips")] == [
+        "training the FGD autoencoder on 18 clips (28-frame windows, latent 8) for 150 steps, to be saved "
+        f"in {directory} (eval.autoencoder_dir)"
+    ]
+    return config, directory
 
 
 def test_train_autoencoder_reconstruction_error_falls(toy_autoencoder, toy_dataset):
@@ -775,6 +782,58 @@ def test_conditioning_accuracy_says_why_it_is_nan_when_no_compared_caption_is_a_
     assert not [n for n in notes if "is NaN" in n]
 
 
+@pytest.mark.parametrize(
+    ("captions", "said"),
+    [
+        (["a person walks"] * 12, "every training clip has the caption 'a person walks': one class"),
+        ([f"a person walks {i} steps" for i in range(70)], "captions are free text (70 distinct training"),
+    ],
+)
+def test_a_skipped_conditioning_accuracy_says_why(captions, said):
+    """One caption for every training clip (a KIT-like set) had been called free text; it is one class.
+    Free text names how many distinct captions there are, against the classes a caption may name."""
+    rng = np.random.default_rng(0)
+    train = [rng.standard_normal((30, 6)).astype(np.float32) for _ in captions]
+    real = evaluate.Clips(
+        rng.standard_normal((2, 30, 6)).astype(np.float32), np.full(2, 30), ("a", "b"), None
+    )
+    table, notes = evaluate.compare(
+        real, real, train, captions, skeleton=None, representation="humanml3d", fps=20.0
+    )
+    assert "conditioning_accuracy" not in table
+    assert [n for n in notes if n.startswith(said) and n.endswith("conditioning accuracy skipped")], notes
+
+
+def test_a_frechet_distance_below_the_real_columns_is_noted_as_noise_not_a_better_model():
+    """The generated clips scoring closer to the real ones than other real clips do (here: the real clips
+    themselves, distance 0) is noted as the estimate's noise or a lack of variety; clips far from the real
+    ones (shifted by 10 standard deviations) get no such note."""
+    rng = np.random.default_rng(1)
+    captions = [f"a person walks {i} steps" for i in range(70)]
+    train = [rng.standard_normal((30, 6)).astype(np.float32) for _ in captions]
+    motion = rng.standard_normal((12, 30, 6)).astype(np.float32)
+    real = evaluate.Clips(motion, np.full(12, 30), tuple(captions[:12]), None)
+    table, notes = evaluate.compare(
+        real, real, train, captions, skeleton=None, representation="humanml3d", fps=20.0
+    )
+    real_value = table["frechet/features"]["real"]
+    assert table["frechet/features"]["generated"] == pytest.approx(0.0, abs=1e-6) and real_value > 0
+    below = [n for n in notes if n.startswith("frechet/features: the generated clips score")]
+    assert below == [
+        f"frechet/features: the generated clips score {table['frechet/features']['generated']:.4g}, "
+        f"below the real column's {real_value:.4g} (other real clips of their kind, which motion as real as "
+        "the data's matches on average): at 12 clips that is the estimate's noise, or samples of less "
+        "variety than real motion, not a model better than the data; compare models on more clips "
+        "(eval.num_clips=0: the whole split) and over eval.repeats"
+    ]
+    far = evaluate.Clips(motion + 10.0, np.full(12, 30), real.captions, None)
+    table, notes = evaluate.compare(
+        real, far, train, captions, skeleton=None, representation="humanml3d", fps=20.0
+    )
+    assert table["frechet/features"]["generated"] > table["frechet/features"]["real"]
+    assert not [n for n in notes if "below the real column" in n]
+
+
 # ------------------------------------------------------------------------------------------ the report
 def resplit(dataset, root):
     """`dataset`'s clips split otherwise (as another data.split_seed would): its val clips and the last 9
@@ -974,8 +1033,12 @@ def test_the_report_records_absolute_paths_the_clips_versions_device_and_time(
     config.data.root = os.path.relpath(toy_dataset.root, tmp_path)
     install(monkeypatch, FakeSampling(toy_dataset))
     before = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
-    evaluate.run(config, "run", log=lambda _: None)
+    messages = []
+    evaluate.run(config, "run", log=messages.append)
     after = datetime.datetime.now(datetime.UTC)
+    # The first eval of a relative workdir: written under its name, no "exists already" said of it.
+    assert not [m for m in messages if "exists already" in m], messages
+    assert messages[-1] == f"wrote {tmp_path / 'run' / 'eval' / 'metrics_step7.json'}"
     record = json.loads((tmp_path / "run" / "eval" / "metrics_step7.json").read_text())
     assert record["workdir"] == str(tmp_path / "run")
     assert record["data_root"] == str(toy_dataset.root)
