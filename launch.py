@@ -11,7 +11,8 @@ Modes:
   section that differs from the checkpoint's is refused);
 - `eval`: metrics of generated vs real motion (`--config.eval.*`, sampler settings from `sample.*`; the
   model from the checkpoint, the real motion from the config's `data.*`, or without `--config` from the
-  data the checkpoint's run trained on, less the `--config.data.*` given);
+  data the checkpoint's run trained on, less the `--config.data.*` given; `eval.repeats` > 1 samples n
+  times, seeds sample.seed + k, and reports each generated metric's mean ± its 95% interval);
 - `train_autoencoder`: train the motion autoencoder that eval's FGD uses, saved beside the dataset (without
   `--config`, `--workdir` of a trained run: the data, eval.autoencoder_* and seed its checkpoint holds);
 - `prepare`: raw BVH + TextGrid recordings (BEAT's, or any skeleton's) at data.raw_root -> the prepared
@@ -34,6 +35,7 @@ import json
 import os
 import signal
 import sys
+import warnings
 from pathlib import Path
 
 from absl import app, flags, logging
@@ -303,8 +305,9 @@ def main(argv):
 
     overrides = _home_paths(config, config_flags.get_override_values(flags.FLAGS["config"]))
     from_record = config_given and _is_run_record(_config_file())
+    note = _to_stderr if mode == "config" else _say  # config's stdout holds the fields alone
+    warnings.showwarning = _warnings_to(note)
     try:
-        note = _to_stderr if mode == "config" else _say  # config's stdout holds the fields alone
         if resumed is not None:
             config = _resumed_config(resumed, overrides, note)
         elif from_record:
@@ -472,6 +475,26 @@ def _to_stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
+_OURS = (Path(__file__).resolve().parent / "motion_ddpm_jax", Path(__file__).resolve())
+
+
+def _warnings_to(say):
+    """Python's warnings.showwarning for this run: the project's own warnings (a HumanML3D-layout folder read
+    at another fps, a skeleton's oddity, a glyph a font lacks) become a `warning: ...` line through `say`,
+    where the run's other notes go (stdout: a log kept from stdout alone had lost them), rather than
+    Python's `file:line: UserWarning:` pair on stderr; other libraries' warnings keep Python's form."""
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        where = Path(filename).resolve()
+        if where == _OURS[1] or _OURS[0] in where.parents:
+            say(f"warning: {message}")
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    return show
+
+
 def _resumed_config(record: Path, overrides: dict, note=_say):
     """The config a run started with (its run record; fields added since at their defaults; the
     per-process fields of distributed.* at theirs: `_config_of_record`) with the command line's
@@ -578,21 +601,34 @@ def _eval_unread_sample(overrides: dict) -> str | None:
         return None
     shown = ", ".join(f"{name}={overrides[name]!r}" for name in unread)
     return (
-        f"note: --mode eval draws one sample per clip, of its caption and length, and writes no sample "
+        f"note: --mode eval draws one sample per clip (eval.repeats times), of its caption and length, and "
+        "writes no sample "
         f"files: {shown} {'is' if len(unread) == 1 else 'are'} not used (they are --mode sample's)"
     )
 
 
-# What the network computes: taken from the checkpoint by --mode sample and eval whatever --config says.
-_FROM_CHECKPOINT = ("model.", "diffusion.")
+# What --mode sample and eval take from the checkpoint whatever --config says (the network, and for sample
+# the motion's format: the frame rate its animations play at, the features it decodes), and how the note
+# names it.
+_FROM_CHECKPOINT = {
+    "sample": (
+        ("model.", "diffusion.", "data.fps", "data.representation", "data.max_motion_length"),
+        "the model, the diffusion and the motion's frame rate, representation and longest length",
+    ),
+    "eval": (
+        ("model.", "diffusion.", "data.max_motion_length"),
+        "the model, the diffusion and the longest length",
+    ),
+}
 _SHOWN = 4
 
 
 def _config_file_note(config, mode: str, workdir: str, overrides: dict, note=_say) -> None:
-    """--mode sample or eval with --config: where the file's model.* or diffusion.* differ from those the
-    checkpoint trained with, one line naming them (the first few, with the checkpoint's values) and saying
-    that the checkpoint's are used: a file of another run's, or one edited since, does not change what is
-    sampled, and a user reading their own file would think it did. Overrides are `_unused_overrides`'s
+    """--mode sample or eval with --config: where the file's model.*, diffusion.* (and the data.* fields
+    `_FROM_CHECKPOINT` names) differ from those the checkpoint trained with, one line naming them (the
+    first few, with the checkpoint's values) and saying that the checkpoint's are used: a file of another
+    run's, or one edited since, does not change what is sampled, and a user reading their own file would
+    think it did. Overrides are `_unused_overrides`'s
     concern; nothing is said where no checkpoint can be read (the mode says why)."""
     from motion_ddpm_jax import checkpoint
     from motion_ddpm_jax import config as config_lib
@@ -601,10 +637,11 @@ def _config_file_note(config, mode: str, workdir: str, overrides: dict, note=_sa
     if theirs is None:
         return
     ours = config_lib.flatten(config)
+    taken, what = _FROM_CHECKPOINT[mode]
     differ = [
         name
         for name, value in ours.items()
-        if name.startswith(_FROM_CHECKPOINT)
+        if name.startswith(taken)
         and name not in overrides
         and name in theirs
         and _comparable(theirs[name]) != _comparable(value)
@@ -614,7 +651,7 @@ def _config_file_note(config, mode: str, workdir: str, overrides: dict, note=_sa
     shown = ", ".join(f"{name}={ours[name]!r} (checkpoint: {theirs[name]!r})" for name in differ[:_SHOWN])
     more = f" and {len(differ) - _SHOWN} more" if len(differ) > _SHOWN else ""
     note(
-        f"note: --mode {mode} takes the model and the diffusion from the checkpoint "
+        f"note: --mode {mode} takes {what} from the checkpoint "
         f"{checkpoint.checkpoint_dir(workdir)}/{step}, not from {_config_file()}, whose {shown}{more} "
         "are not used"
     )
@@ -753,6 +790,14 @@ def _clip_counts(dataset) -> tuple[dict[str, object], str]:
         else:
             counts[split] = "no"
     lines = [motion_text.describe_dropped(dataset, loaded) if loaded else "", *empty]
+    # A caption span makes a clip of its own (`id#from-to`): the counts exceed the split files' ids.
+    spans = {split.name: sum("#" in clip_id for clip_id in split.ids) for split in loaded}
+    if any(spans.values()):
+        shown = ", ".join(f"{count} {name}" for name, count in spans.items() if count)
+        lines.append(
+            f"of these, clips of a caption's time span (id#from-to: each span a clip of its own, besides "
+            f"its whole recording where other captions describe that): {shown}"
+        )
     return counts, "\n".join(line for line in lines if line)
 
 

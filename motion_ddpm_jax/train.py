@@ -715,14 +715,15 @@ def read_run_record(record: Path) -> dict[str, Any]:
     return saved["config"]
 
 
-def write_run_record(workdir: Path, config) -> None:
+def write_run_record(workdir: Path, config, software: dict[str, Any] | None = None) -> None:
     """<workdir>/run.json: the config this workdir's run started with (see `claim_workdir`), and the software
-    and command line that started it (`provenance`)."""
+    and command line that started it (`provenance`; `software` as `provenance.software` gives it, read
+    here when not given)."""
     record = workdir / RUN_RECORD
     payload = {
         "config": config.to_dict(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "software": provenance.software(jax.local_devices()[0]),
+        "software": software or provenance.software(jax.local_devices()[0]),
         "command": provenance.command_line(),
     }
     tmp = record.with_name(f".{RUN_RECORD}.tmp")
@@ -753,9 +754,12 @@ def make_geometry(config, dataset) -> losses.Geometry | None:
     )
 
 
-def run_metadata(config, dataset, tokenizer, steps: int, steps_per_epoch: int) -> dict[str, Any]:
+def run_metadata(
+    config, dataset, tokenizer, steps: int, steps_per_epoch: int, software: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Everything sampling needs besides the parameters: a checkpoint folder alone is enough. With the
-    software and command line of the process that saves it (`provenance`), which a resume compares."""
+    software and command line of the process that saves it (`provenance`; `software` as
+    `provenance.software` gives it, read here when not given), which a resume compares."""
     return {
         "config": config.to_dict(),
         "total_steps": steps,
@@ -769,7 +773,7 @@ def run_metadata(config, dataset, tokenizer, steps: int, steps_per_epoch: int) -
         "representation": dataset.representation,
         "feature_size": dataset.feature_size,
         "fps": dataset.fps,
-        "software": provenance.software(jax.local_devices()[0]),
+        "software": software or provenance.software(jax.local_devices()[0]),
         "command": provenance.command_line(),
     }
 
@@ -1097,8 +1101,10 @@ def _run(config, workdir: Path, stop: _PreemptionFlag, held: contextlib.ExitStac
             f"split: every batch holds each clip about {global_batch / source.num_clips:.2g} times (other "
             "windows and captions), and an epoch (train.num_epochs) is one step"
         )
+    # Read once, at the start: the software this process runs (a later edit of the checkout is not its code).
+    software = provenance.software(jax.local_devices()[0])
     if is_main and needs_record:
-        write_run_record(workdir, config)
+        write_run_record(workdir, config, software)
         refused_start["recorded"] = True
     steps = total_steps(config.train, source.steps_per_epoch)
     warmup = warmup_steps(config.optim, source.steps_per_epoch)
@@ -1115,8 +1121,8 @@ def _run(config, workdir: Path, stop: _PreemptionFlag, held: contextlib.ExitStac
         _, restored = ckpt.restore_run(resume_step, like)
         state = restored["train_state"].replace(params=restored["params"])
         log(f"resumed from {ckpt.directory}/{resume_step} (step {int(state.step)} of {steps})")
-        now = provenance.software(jax.local_devices()[0])
-        if changed := provenance.changed_software(saved.get("software"), now, f"checkpoint {resume_step}"):
+        changed = provenance.changed_software(saved.get("software"), software, f"checkpoint {resume_step}")
+        if changed:
             log(changed)  # (a checkpoint from before the record says nothing)
         if saved.get("total_steps") != steps:
             log(
@@ -1143,7 +1149,7 @@ def _run(config, workdir: Path, stop: _PreemptionFlag, held: contextlib.ExitStac
     step_fn = make_train_step(model, config, schedule, lr_schedule, optimizer, ema, empty, geometry)
     p_step = jax.pmap(step_fn, axis_name="batch", donate_argnums=(0,))
 
-    metadata = run_metadata(config, dataset, tokenizer, steps, source.steps_per_epoch)
+    metadata = run_metadata(config, dataset, tokenizer, steps, source.steps_per_epoch, software)
     sample_every = int(config.train.sample_every)
     progress = None
     if sample_every and is_main and jax.process_count() == 1:

@@ -144,6 +144,10 @@ def test_prepare_mode_reads_a_prepared_or_humanml3d_folder_as_it_is(tmp_path):
         "train: 2 clips kept; left out 1 listed id with no motion file in new_joint_vecs/ (000404); 1 clip "
         "shorter than 40 frames, sub-clips and all (000002); 1 clip of 200 frames or more" in result.stdout
     )
+    assert (
+        "of these, clips of a caption's time span (id#from-to: each span a clip of its own" in result.stdout
+    )
+    assert "its whole recording where other captions describe that): 1 train\n" in result.stdout
     assert sorted(p.relative_to(humanml3d) for p in humanml3d.rglob("*")) == before  # nothing written
     (humanml3d / "val.txt").write_text("\n")  # a split that lists nothing is counted, and said why
     empty = launch(*args)
@@ -317,6 +321,7 @@ def test_sample_with_a_config_file_says_which_of_its_model_fields_the_checkpoint
     trained = demo.get_config()
     trained.model.latent_dim = file_values["model.latent_dim"] * 2
     trained.diffusion.steps = file_values["diffusion.steps"] + 7
+    trained.data.fps = file_values["data.fps"] * 2  # the rate its animations play at: the checkpoint's
     tree = {"w": np.zeros(2, np.float32)}
     for name, config in (("other", trained), ("same", demo.get_config())):
         writer = checkpoint.Checkpointer(tmp_path / name)
@@ -326,19 +331,21 @@ def test_sample_with_a_config_file_says_which_of_its_model_fields_the_checkpoint
     other = launch(*run, "--workdir", str(tmp_path / "other"))
     where = f"{tmp_path / 'other' / 'checkpoints'}/3"
     expected = (
-        f"note: --mode sample takes the model and the diffusion from the checkpoint {where}, not from "
-        f"configs/demo.py, whose diffusion.steps={file_values['diffusion.steps']!r} (checkpoint: "
-        f"{trained.diffusion.steps!r}), model.latent_dim={file_values['model.latent_dim']!r} (checkpoint: "
-        f"{trained.model.latent_dim!r}) are not used"
+        "note: --mode sample takes the model, the diffusion and the motion's frame rate, representation and "
+        f"longest length from the checkpoint {where}, not from configs/demo.py, whose "
+        f"data.fps={file_values['data.fps']!r} (checkpoint: {trained.data.fps!r}), "
+        f"diffusion.steps={file_values['diffusion.steps']!r} (checkpoint: {trained.diffusion.steps!r}), "
+        f"model.latent_dim={file_values['model.latent_dim']!r} (checkpoint: {trained.model.latent_dim!r}) "
+        "are not used"
     )
     assert expected in other.stdout, other.stdout[-2000:] + other.stderr[-2000:]
     assert other.returncode != 0  # the checkpoint holds no model: what fails is reading it
     given = launch(
         *run, "--workdir", str(tmp_path / "other"), f"--config.diffusion.steps={trained.diffusion.steps}"
     )
-    assert "whose model.latent_dim" in given.stdout and "diffusion.steps=" not in given.stdout
+    assert ", model.latent_dim=" in given.stdout and "diffusion.steps=" not in given.stdout
     same = launch(*run, "--workdir", str(tmp_path / "same"))
-    assert "note: --mode sample takes the model" not in same.stdout + same.stderr
+    assert "note: --mode sample takes" not in same.stdout + same.stderr
 
 
 def test_eval_names_the_sample_overrides_it_does_not_read(monkeypatch):
@@ -363,8 +370,9 @@ def test_eval_names_the_sample_overrides_it_does_not_read(monkeypatch):
     assert launch._eval_unread_sample({"sample.steps": 5, "eval.num_clips": 3}) is None
     line = launch._eval_unread_sample({"sample.num_samples": 4, "sample.seed": 2, "sample.num_frames": 30})
     assert line == (
-        "note: --mode eval draws one sample per clip, of its caption and length, and writes no sample files: "
-        "sample.num_samples=4, sample.num_frames=30 are not used (they are --mode sample's)"
+        "note: --mode eval draws one sample per clip (eval.repeats times), of its caption and length, and "
+        "writes no sample files: sample.num_samples=4, sample.num_frames=30 are not used (they are --mode "
+        "sample's)"
     )
 
 
@@ -479,3 +487,33 @@ def test_prepare_of_the_demo_writes_its_recordings_into_an_empty_raw_root(tmp_pa
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"{tmp_path / 'prepared'}: " in result.stdout and any((tmp_path / "raw").rglob("*.bvh"))
+
+
+def test_the_projects_warnings_are_lines_of_the_runs_output(tmp_path):
+    """The warning for a HumanML3D-layout folder read at another fps than its layout's (raised in the
+    package, attributed to dataset_from_config as in a run) is said through the run's output as
+    `warning: ...`, which a log kept from stdout keeps; another library's warning keeps Python's display."""
+    import warnings
+
+    from test_motion_text import write_layout_folder
+
+    import launch as launch_module
+    from motion_ddpm_jax.config import base_config
+    from motion_ddpm_jax.data import beat
+
+    write_layout_folder(tmp_path / "h3d", 263, frames=40)
+    config = base_config()
+    config.data.update(source="prepared", root=str(tmp_path / "h3d"), representation="humanml3d")
+    config.data.update(min_motion_length=10, std_floor=1e-6)
+    said, shown = [], []
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = lambda *args, **kwargs: shown.append(str(args[0]))
+        warnings.showwarning = launch_module._warnings_to(said.append)
+        for fps in (12.5, 20.0):  # HumanML3D's own rate: no warning
+            config.data.fps = fps
+            assert beat.dataset_from_config(config, log=said.append).fps == fps
+        warnings.warn_explicit("another library's", UserWarning, str(tmp_path / "elsewhere.py"), 3)
+    assert len(said) == 1 and said[0].startswith(f"warning: {tmp_path / 'h3d'}: data.fps is 12.5"), said
+    assert "1.6x too slow" in said[0]
+    assert shown == ["another library's"]
