@@ -27,7 +27,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import struct
-from tensorboardX import SummaryWriter
 
 from motion_ddpm_jax import checkpoint, diffusion, files, humanml3d, losses, provenance, text
 from motion_ddpm_jax import config as config_lib
@@ -479,6 +478,10 @@ class MetricsLog:
         self.path, self.total, self.enabled = workdir / "metrics.jsonl", total, enabled
         self.writer = None
         if enabled:
+            # Imported here: where torch is installed, tensorboardX imports it (1.4 s), which the modes that
+            # read train.py's helpers but write no TensorBoard log (config, sample, eval) need not pay.
+            from tensorboardX import SummaryWriter
+
             self._truncate(first_step)
             self.writer = SummaryWriter(str(workdir / "tensorboard"), purge_step=first_step + 1)
 
