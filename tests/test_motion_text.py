@@ -288,15 +288,20 @@ def test_describe_dropped_gives_a_line_per_split_with_counts_reasons_and_example
     assert motion_text.describe_dropped(dataset, [dataset.split("train")], examples=1) == expected
     # without splits: every split the folder lists is loaded (here train only: no val.txt / test.txt)
     assert motion_text.describe_dropped(dataset, examples=1) == expected
-    (tmp_path / "val.txt").write_text("000001\n000002\n")
+    for clip_id, copy in (("000001", "000011"), ("000002", "000012")):  # val's own ids: none of train's
+        for folder, suffix in (("new_joint_vecs", "npy"), ("texts", "txt")):
+            (tmp_path / folder / f"{copy}.{suffix}").write_bytes(
+                (tmp_path / folder / f"{clip_id}.{suffix}").read_bytes()
+            )
+    (tmp_path / "val.txt").write_text("000011\n000012\n")
     lines = motion_text.describe_dropped(dataset).splitlines()
     assert lines[0] == expected.replace("(e.g. 000404, ...)", "(000404, 000405)")
     assert lines[1] == (
-        "val: 2 clips kept; left out 1 clip shorter than 40 frames, sub-clips and all (000002); 1 sub-clip "
-        "shorter than 40 frames (000001#0.5-1)"
+        "val: 2 clips kept; left out 1 clip shorter than 40 frames, sub-clips and all (000012); 1 sub-clip "
+        "shorter than 40 frames (000011#0.5-1)"
     )
     unlimited = motion_text.open_dataset(tmp_path, fps=20)
-    (tmp_path / "val.txt").write_text("000001\n")
+    (tmp_path / "val.txt").write_text("000011\n")
     assert motion_text.describe_dropped(unlimited, [unlimited.split("val")]) == ""
 
 
@@ -592,6 +597,211 @@ def test_a_layout_folder_read_at_its_layouts_own_fps_or_of_no_layout_loads_witho
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert motion_text.open_dataset(tmp_path, fps=fps).split("train").ids == ("000001",)
+
+
+# ---------------------------------------------------------------- HumanML3D folders split or summed by hand
+
+
+def write_clips(root, clips, features=4, splits=None, frames=50):
+    """A HumanML3D-layout folder of `clips` (ids; clip n is `frames` frames of n + frame / 100 in every
+    feature), each captioned as a whole; splits: {name: ids} (default: train lists every clip); Mean.npy /
+    Std.npy of `features` zeros / ones."""
+    (root / "new_joint_vecs").mkdir(parents=True)
+    (root / "texts").mkdir()
+    for number, clip_id in enumerate(clips):
+        motion = np.full((frames, features), number, np.float32) + np.arange(frames)[:, None] / 100
+        np.save(root / "new_joint_vecs" / f"{clip_id}.npy", motion.astype(np.float32))
+        (root / "texts" / f"{clip_id}.txt").write_text(f"clip {clip_id}#clip/NOUN#0.0#0.0\n")
+    for name, ids in (splits or {"train": clips}).items():
+        (root / f"{name}.txt").write_text("".join(f"{i}\n" for i in ids))
+    np.save(root / "Mean.npy", np.zeros(features, np.float32))
+    np.save(root / "Std.npy", np.ones(features, np.float32))
+
+
+def test_humanml3d_clip_ids_in_train_and_in_an_eval_split_are_refused_naming_the_files_and_ids(tmp_path):
+    """000001 in train.txt and test.txt loaded without a word, and eval scored clips the model trained on:
+    opening the folder names train.txt, the other file, how many ids and the first few."""
+    clips = [f"{n:06d}" for n in range(1, 11)]
+    train, test = clips[:8], clips[1:2] + clips[8:]
+    write_clips(tmp_path, clips, splits={"train": train, "val": clips[8:], "test": test})
+    with pytest.raises(DatasetError) as info:
+        motion_text.open_dataset(tmp_path)
+    assert str(info.value).startswith(
+        f"{tmp_path / 'train.txt'}: lists clip ids that another split file lists: 1 in test.txt too "
+        "(000002); expected each clip in one split"
+    ), str(info.value)
+    (tmp_path / "val.txt").write_text("".join(f"{i}\n" for i in reversed(clips)))  # 8 shared: 5 shown
+    shown = r"8 in val\.txt too \(000001, 000002, 000003, 000004, 000005, \.\.\. \(8 in all\)\); 1 in test"
+    with pytest.raises(DatasetError, match=shown):
+        motion_text.open_dataset(tmp_path)
+    # val and test sharing a clip trains on neither: it loads, as before
+    (tmp_path / "val.txt").write_text("000009\n000010\n")
+    (tmp_path / "test.txt").write_text("000009\n")
+    assert motion_text.open_dataset(tmp_path).split("test").ids == ("000009",)
+
+
+def test_humanml3d_training_clip_whose_mirror_is_in_an_eval_split_warns_naming_the_pairs(tmp_path):
+    """HumanML3D's own split files keep <id> and its mirror M<id> in one split (its test.txt lists its
+    ids, then each again as M<id>): a folder split by hand that puts them apart loads, with a warning."""
+    clips = ["000001", "M000001", "000002", "M000002", "000003", "M000003"]
+    splits = {"train": ["000001", "M000002", "000003", "M000003"], "test": ["M000001", "000002"]}
+    write_clips(tmp_path, clips, splits=splits)
+    with pytest.warns(UserWarning) as caught:
+        dataset = motion_text.open_dataset(tmp_path, fps=20)
+    assert len(caught) == 1 and caught[0].filename == __file__
+    message = str(caught[0].message)
+    assert message.startswith(f"{tmp_path}: train.txt lists clips whose mirrored copy"), message
+    assert "another split file lists: 2 in test.txt (000001 / M000001, M000002 / 000002)" in message
+    assert dataset.split("test").ids == ("M000001", "000002")
+    # each clip with its mirror, in whichever split: no warning
+    (tmp_path / "train.txt").write_text("000001\nM000001\n000003\nM000003\n")
+    (tmp_path / "test.txt").write_text("000002\nM000002\n")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert motion_text.open_dataset(tmp_path, fps=20).split("test").ids == ("000002", "M000002")
+
+
+@pytest.mark.parametrize(
+    ("mean", "std", "start", "expected"),
+    [
+        (251, 251, "Mean.npy: 251 values (KIT-ML's layout), as Std.npy has", "in Mean.npy and Std.npy"),
+        (263, 251, "Std.npy: 251 values (KIT-ML's layout), where Mean.npy has 263", "in Std.npy,"),
+        (250, 263, "Mean.npy: 250 values, where Std.npy has 263", "in Mean.npy,"),
+        (250, 251, "Mean.npy: 250 values, and Std.npy 251 values (KIT-ML's layout)", "in Mean.npy and Std"),
+    ],
+)
+def test_humanml3d_statistics_of_another_size_than_the_clips_name_the_file_and_both_sizes(
+    tmp_path, mean, std, start, expected
+):
+    """Mean.npy / Std.npy of 251 values beside 263-feature clips said "motion has shape (30, 263); expected
+    [frames, 251] as dataset.json says" (a HumanML3D folder has no dataset.json): opening the folder
+    compares them with the first listed clip and names the file that disagrees."""
+    write_layout_folder(tmp_path, 263)
+    np.save(tmp_path / "Mean.npy", np.zeros(mean, np.float32))
+    np.save(tmp_path / "Std.npy", np.ones(std, np.float32))
+    with pytest.raises(DatasetError) as info:
+        motion_text.open_dataset(tmp_path)
+    message = str(info.value)
+    assert message.startswith(f"{tmp_path / start}, but the clips have 263 features per frame "), message
+    assert "(new_joint_vecs/000001.npy: shape (30, 263)); expected 263 values " + expected in message
+    assert "dataset.json" not in message and "python -c" in message
+
+
+def test_humanml3d_clip_of_another_size_than_the_statistics_says_where_the_size_comes_from(tmp_path):
+    write_clips(tmp_path, ["000001", "000002"], features=4)
+    np.save(tmp_path / "new_joint_vecs" / "000002.npy", np.zeros((50, 5), np.float32))
+    path = tmp_path / "new_joint_vecs" / "000002.npy"
+    with pytest.raises(DatasetError) as info:
+        motion_text.open_dataset(tmp_path).split("train")
+    assert str(info.value) == (
+        f"{path}: motion has shape (50, 5); expected [frames, 4] (the 4 values of Mean.npy and Std.npy: a "
+        "folder's clips share one size)"
+    )
+
+
+def recipe_of(message):
+    """The Python code of the `python -c "..."` command a message gives."""
+    found = re.search(r'`python -c "(.*?)"`', message)
+    assert found, message
+    return found.group(1)
+
+
+@pytest.mark.parametrize("missing", [("Mean.npy", "Std.npy"), ("Std.npy",)])
+def test_humanml3d_missing_statistics_say_how_to_make_them_and_the_recipe_makes_them(tmp_path, missing):
+    """A missing Mean.npy / Std.npy said only that the layout needs them: the message gives a command that
+    writes the missing ones, the per-feature mean and std over every frame of train.txt's clips (checked
+    here against float64 numpy), and nothing else (a Mean.npy that is there stays as it was)."""
+    clips = ["000001", "000002", "000003"]
+    write_clips(tmp_path, clips, splits={"train": ["000001", "000003", "000404"], "test": ["000002"]})
+    rng = np.random.default_rng(3)
+    motions = {i: rng.normal(i == "000003", 2.0, (40 + 7 * n, 4)) for n, i in enumerate(clips)}
+    for clip_id, motion in motions.items():
+        np.save(tmp_path / "new_joint_vecs" / f"{clip_id}.npy", motion.astype(np.float32))
+    before = {name: (tmp_path / name).read_bytes() for name in ("Mean.npy", "Std.npy")}
+    for name in missing:
+        (tmp_path / name).unlink()
+    with pytest.raises(DatasetError) as info:
+        motion_text.open_dataset(tmp_path)
+    message = str(info.value)
+    assert message.startswith(f"{tmp_path / missing[0]}: missing"), message
+    assert "per-feature mean and standard deviation" in message and "training split" in message
+    assert all(name in message for name in missing)
+    assert not any((tmp_path / name).exists() for name in missing)  # the folder is never written to
+    exec(recipe_of(message), {})
+    # train.txt's clips (000404 has no file), as saved (float32), in float64
+    frames = np.concatenate([np.float32(motions[i]).astype(np.float64) for i in ("000001", "000003")])
+    expected = {"Mean.npy": frames.mean(0), "Std.npy": frames.std(0)}
+    for name in ("Mean.npy", "Std.npy"):
+        if name in missing:
+            np.testing.assert_allclose(np.load(tmp_path / name), expected[name], rtol=1e-5)
+        else:
+            assert (tmp_path / name).read_bytes() == before[name]
+    assert motion_text.open_dataset(tmp_path).feature_size == 4
+
+
+def test_humanml3d_backwards_or_late_spans_are_dropped_with_their_reason_and_spans_past_the_end_counted(
+    tmp_path,
+):
+    """A span written backwards (3-1 s) was counted as a sub-clip shorter than min_length: it has a reason
+    of its own, as has a span that starts after its clip's end. A span that runs past the end is cut there
+    (T2M's motion[int(from * 20):int(to * 20)]), kept, and counted in the summary."""
+    write_tiny_humanml3d(  # 100 frames, 5 s at 20 fps
+        tmp_path,
+        {
+            "000001": [
+                "walks#t#0.0#0.0",
+                "backwards#t#3.0#1.0",
+                "backwards again#t#3#1",  # the same span: counted once
+                "after the end#t#6.0#7.0",  # frames 120:140 of 100
+                "to the end and past it#t#4.0#9.0",  # frames 80:180, cut to 80:100
+                "the whole, and more#t#0#12",  # frames 0:240, cut to the whole motion
+                "the whole, exactly#t#0#5",  # frames 0:100: not past the end
+            ]
+        },
+    )
+    split = motion_text.open_dataset(tmp_path, fps=20, min_length=15).split("train")
+    assert split.ids == ("000001#4-9", "000001")
+    np.testing.assert_array_equal(frame_numbers(split.motions[0]), np.arange(80, 100))
+    assert split.captions[1] == ("walks", "the whole, and more", "the whole, exactly")
+    assert dict(split.dropped) == {"backwards_span": ("000001#3-1",), "span_after_end": ("000001#6-7",)}
+    assert split.spans_past_end == ("000001#4-9", "000001#0-12")
+    dataset = motion_text.open_dataset(tmp_path, fps=20, min_length=15)
+    assert motion_text.describe_dropped(dataset) == (
+        "train: 2 clips kept; left out 1 sub-clip whose span runs backwards, its from after its to "
+        "(000001#3-1); 1 sub-clip whose span starts at or after its clip's end (000001#6-7). 2 caption "
+        "spans ran past their clip's end and were cut there, as HumanML3D's loaders slice (000001#4-9, "
+        "000001#0-12)"
+    )
+
+
+def test_humanml3d_split_ids_written_with_the_npy_suffix_name_the_path_looked_for(tmp_path):
+    """train.txt listing `000001.npy` said "2 have no motion in new_joint_vecs": the loader looked for
+    000001.npy.npy. Where 000001.npy is there, the id is refused naming both; where it is not, the
+    no-clips error shows the paths it looked for and says the ids should be bare."""
+    write_clips(tmp_path, ["000001", "000002"], splits={"train": ["000001.npy", "000002.npy"]})
+    path = tmp_path / "train.txt"
+    with pytest.raises(DatasetError) as info:
+        motion_text.open_dataset(tmp_path).split("train")
+    assert str(info.value) == (
+        f"{path}: lists '000001.npy' and 1 more ids with the motion file's '.npy' suffix; expected bare ids "
+        f"('000001'): the loader adds '.npy' and looks for {tmp_path / 'new_joint_vecs' / '000001.npy.npy'}, "
+        "which is not there. Remove '.npy' from the ids of train.txt"
+    )
+    path.write_text("000008.npy\n000009.npy\n000010\n")  # no file under either name
+    with pytest.raises(motion_text.EmptySplitError) as info:
+        motion_text.open_dataset(tmp_path).split("train")
+    message = str(info.value)
+    folder = tmp_path / "new_joint_vecs"
+    assert message.startswith(
+        f"{path}: the train split has no clips: of the 3 it lists, 3 have no motion in {folder} (no "
+        f"{folder / '000008.npy.npy'}, no {folder / '000009.npy.npy'}, ...)"
+    ), message
+    assert message.endswith(
+        "2 of the ids train.txt lists end in '.npy' ('000008.npy', ...): expected bare ids ('000008'), the "
+        "names of new_joint_vecs/<id>.npy without '.npy', which the loader adds"
+    )
 
 
 # ---------------------------------------------------------------- write_dataset checks before writing

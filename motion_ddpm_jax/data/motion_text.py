@@ -22,8 +22,14 @@ fps) is read at the fps given, with a warning where its feature size names a lay
 (`humanml3d.layout`: 263 features at 20 fps, 251 at 12.5): a KIT-ML folder read at the default 20 fps
 would play 1.6x too fast, its seconds all wrong, and nothing else would say so (resampled data may
 mean it, so it is not refused). What it leaves out (listed ids without a motion file, clips and sub-clips
-outside the length limits, clips without a caption) is recorded in `Split.dropped`, and `describe_dropped`
-words it for a log.
+outside the length limits, clips without a caption, spans written backwards or starting past their
+clip's end) is recorded in `Split.dropped`, the spans that run past their clip's end (cut there, as
+HumanML3D's loaders slice them) in `Split.spans_past_end`, and `describe_dropped` words both for a log.
+Opening the folder checks `Mean.npy` / `Std.npy` against the clips' feature size, refuses a clip id that
+train.txt lists and val.txt or test.txt lists too (eval would score motion the model trained on), and
+warns of a clip in train.txt whose mirrored copy (HumanML3D's `M<id>`) is in val.txt or test.txt:
+HumanML3D's own split files keep the two in one split (its repository's test.txt lists its ids, then the
+same ids as `M<id>`, as train_val.txt does), but a folder split by hand may not.
 
 Errors: a missing, unreadable, malformed or inconsistent file raises `DatasetError` (a `UserError`) naming
 the file (and line, where there is one) and what was expected. Arrays are read with `allow_pickle=False`:
@@ -62,6 +68,8 @@ DROP_REASONS = {
     "too_short": ("clip", "shorter than {min} frames, sub-clips and all"),
     "too_long": ("clip", "of {max} frames or more, sub-clips and all"),
     "short_sub_clip": ("sub-clip", "shorter than {min} frames"),
+    "backwards_span": ("sub-clip", "whose span runs backwards, its from after its to"),
+    "span_after_end": ("sub-clip", "whose span starts at or after its clip's end"),
 }
 # The frame rate of HumanML3D's motions, at which its caption spans (seconds) are cut into frames.
 HUMANML3D_FPS = 20.0
@@ -85,6 +93,9 @@ class Split:
     dropped: what loading left out, reason (a key of DROP_REASONS) -> the ids, in the split file's order
     (a sub-clip as `<id>#<from>-<to>`, once for all the spans that cut its frames); empty where nothing was
     (the prepared layout is loaded whole).
+    spans_past_end: the caption spans (`<id>#<from>-<to>`, in the split file's order) whose `to` lies past
+    their clip's last frame: cut at it, as HumanML3D's loaders slice motion[int(from * 20):int(to * 20)],
+    and kept (a span from 0 becomes one of the whole clip's captions).
     """
 
     name: str
@@ -92,6 +103,7 @@ class Split:
     motions: tuple[np.ndarray, ...]
     captions: tuple[tuple[str, ...], ...]
     dropped: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    spans_past_end: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -302,13 +314,14 @@ def _finite_float32(path: Path, values: np.ndarray, what: str, expected: str) ->
     return result
 
 
-def _load_motion(path: Path, feature_size: int) -> np.ndarray:
+def _load_motion(path: Path, feature_size: int, said_by: str = "as dataset.json says") -> np.ndarray:
+    """The motion [T, feature_size] of `path`, float32; `said_by` names where feature_size comes from."""
     if not path.is_file():
         raise DatasetError(f"{path}: motion file missing")
     motion = _load_array(path, f"a motion [frames, {feature_size}]")
     if motion.ndim != 2 or motion.shape[1] != feature_size:
         raise DatasetError(
-            f"{path}: motion has shape {motion.shape}; expected [frames, {feature_size}] as dataset.json says"
+            f"{path}: motion has shape {motion.shape}; expected [frames, {feature_size}] {said_by}"
         )
     try:
         return _finite_float32(path, motion, "motion", f"values [frames, {feature_size}]")
@@ -428,16 +441,16 @@ def _open_prepared(root: Path) -> MotionTextDataset:
 
 def _open_humanml3d(root: Path, fps, min_length, max_length, std_floor) -> MotionTextDataset:
     mean_path, std_path = root / "Mean.npy", root / "Std.npy"
-    if not mean_path.is_file():
-        raise DatasetError(f"{mean_path}: HumanML3D layout needs Mean.npy and Std.npy")
-    mean = _load_array(mean_path, "the feature means [D]")
-    if mean.ndim != 1 or mean.size == 0:
-        raise DatasetError(f"{mean_path}: shape {mean.shape}; expected the feature means, shape [D]")
-    feature_size = int(mean.size)
-    mean = _finite_float32(mean_path, mean, "the statistics", f"values [{feature_size}]")
-    given = _load_stats(std_path, feature_size)
+    missing = [path for path in (mean_path, std_path) if not path.is_file()]
+    if missing:
+        raise DatasetError(_missing_stats_message(root, missing))
+    mean = _load_humanml3d_stats(mean_path, "means")
+    given = _load_humanml3d_stats(std_path, "standard deviations")
+    listed = _listed_ids(root)
+    feature_size = _check_stats_size(root, mean, given, _first_listed_clip(root, listed))
     std = np.maximum(given, std_floor)
     floored = int((given < std_floor).sum())  # said by the caller: the normalisation is not Std.npy's there
+    _check_splits_apart(root, listed)
     used = HUMANML3D_FPS if fps is None else float(fps)
     _warn_of_another_fps(root, feature_size, fps, used)
     return MotionTextDataset(
@@ -453,6 +466,167 @@ def _open_humanml3d(root: Path, fps, min_length, max_length, std_floor) -> Motio
         min_length=min_length,
         max_length=max_length,
     )
+
+
+def _stats_recipe(root: Path, names: Sequence[str]) -> str:
+    """A shell command that writes `names` (Mean.npy and/or Std.npy) into `root`: the per-feature mean /
+    standard deviation over every frame of the training split's clips."""
+    saves = {"Mean.npy": "x.mean(0)", "Std.npy": "x.std(0)"}
+    save = "; ".join(f"np.save(r / '{name}', {saves[name]})" for name in names)
+    return (
+        f'python -c "import numpy as np, pathlib; r = pathlib.Path({str(root)!r}); '
+        "x = np.concatenate([np.load(p) for i in (r / 'train.txt').read_text().split() "
+        f"if (p := r / 'new_joint_vecs' / f'{{i}}.npy').is_file()]); {save}\""
+    )
+
+
+def _missing_stats_message(root: Path, missing: Sequence[Path]) -> str:
+    """What to say when Mean.npy and/or Std.npy (`missing`) are not in HumanML3D-layout folder `root`."""
+    names = [path.name for path in missing]
+    what = " and ".join(names)
+    return (
+        f"{missing[0]}: missing{f' (and {missing[1].name})' if len(missing) > 1 else ''}; the HumanML3D "
+        "layout needs Mean.npy and Std.npy, the per-feature mean and standard deviation [D] of its motions, "
+        f"which standardize the features. This folder is only read, never written to: make {what} over "
+        f"every frame of the training split's clips with `{_stats_recipe(root, names)}` (HumanML3D's own "
+        "cal_mean_variance.py takes every clip in new_joint_vecs/ and averages Std within each feature "
+        "group; data.std_floor floors tiny values either way)"
+    )
+
+
+def _load_humanml3d_stats(path: Path, what: str) -> np.ndarray:
+    """The float32 vector [D] of Mean.npy / Std.npy (`what`: means / standard deviations)."""
+    values = _load_array(path, f"the feature {what} [D]")
+    if values.ndim != 1 or values.size == 0:
+        raise DatasetError(f"{path}: shape {values.shape}; expected the feature {what}, shape [D]")
+    return _finite_float32(path, values, "the statistics", f"values [{values.size}]")
+
+
+def _listed_ids(root: Path) -> dict[str, list[str]]:
+    """The ids of each split file of `root` that reads; one that does not is left to loading that split,
+    which says what is wrong with it."""
+    listed = {}
+    for name in SPLITS:
+        path = root / f"{name}.txt"
+        if path.is_file():
+            try:
+                listed[name] = _read_ids(path)
+            except DatasetError:
+                continue
+    return listed
+
+
+def _first_listed_clip(
+    root: Path, listed: Mapping[str, Sequence[str]]
+) -> tuple[Path, tuple[int, ...]] | None:
+    """(path, shape) of the first listed clip (train.txt's first, then val.txt's, test.txt's) whose
+    new_joint_vecs/<id>.npy is there and reads as a .npy header; None if none does (loading says why)."""
+    for ids in listed.values():
+        for clip_id in ids:
+            path = root / "new_joint_vecs" / f"{clip_id}.npy"
+            if not path.is_file():
+                continue
+            try:
+                with open(path, "rb") as handle:
+                    shape, _, _ = _read_npy_header(handle)
+            except (OSError, *_HEADER_ERRORS):
+                continue
+            return path, shape
+    return None
+
+
+def _check_stats_size(
+    root: Path, mean: np.ndarray, std: np.ndarray, clip: tuple[Path, tuple[int, ...]] | None
+) -> int:
+    """The feature size D: the first listed clip's, which Mean.npy and Std.npy must have as many values as
+    (Mean.npy's where no clip reads); DatasetError naming the file that disagrees, and with what."""
+    sizes = {"Mean.npy": mean.size, "Std.npy": std.size}
+    if clip is None or len(clip[1]) != 2:  # nothing to compare with (loading the clip says what is wrong)
+        if std.size != mean.size:
+            raise DatasetError(
+                f"{root / 'Std.npy'}: {std.size} values, but Mean.npy has {mean.size}; expected one value "
+                f"per feature in each. {_stats_remedy(root, ['Mean.npy', 'Std.npy'])}"
+            )
+        return int(mean.size)
+    path, shape = clip
+    size = int(shape[1])
+    wrong = [name for name, n in sizes.items() if n != size]
+    if not wrong:
+        return size
+
+    def named(n: int) -> str:
+        found = humanml3d.layout("humanml3d", n)
+        return f"{n} values ({found.dataset}'s layout)" if found else f"{n} values"
+
+    shown = path.relative_to(root) if path.is_relative_to(root) else path
+    clips = f"the clips have {size} features per frame ({shown}: shape {shape})"
+    if len(wrong) == 1:
+        other = "Std.npy" if wrong[0] == "Mean.npy" else "Mean.npy"
+        where, have = root / wrong[0], f"{named(sizes[wrong[0]])}, where {other} has {size}"
+    elif mean.size == std.size:
+        where, have = root / "Mean.npy", f"{named(mean.size)}, as Std.npy has"
+    else:
+        where, have = root / "Mean.npy", f"{named(mean.size)}, and Std.npy {named(std.size)}"
+    raise DatasetError(
+        f"{where}: {have}, but {clips}; expected {size} values in {' and '.join(wrong)}, the per-feature "
+        f"statistics of these clips. {_stats_remedy(root, wrong)}"
+    )
+
+
+def _stats_remedy(root: Path, names: Sequence[str]) -> str:
+    """How to replace `names` (statistics of other data) by the clips' own."""
+    return (
+        f"If the clips are the data you mean, replace {' and '.join(names)} by their statistics over the "
+        f"training split (the folder is only read here), e.g. `{_stats_recipe(root, names)}`"
+    )
+
+
+def _mirror_id(clip_id: str) -> str:
+    """The id HumanML3D gives the mirrored copy of clip `clip_id` (M000001 for 000001), or the original's
+    id for a mirrored copy's."""
+    return clip_id[1:] if clip_id.startswith("M") else f"M{clip_id}"
+
+
+def _check_splits_apart(root: Path, listed: Mapping[str, Sequence[str]], examples: int = 5) -> None:
+    """DatasetError where train.txt lists an id that val.txt or test.txt lists too: eval would score a
+    clip the model trained on. A UserWarning where train.txt lists a clip whose mirrored copy (`M<id>`, or
+    the original of an `M<id>`) another split lists: motion the model trained on, in mirror image.
+    HumanML3D's own split files never do either. (val.txt and test.txt sharing a clip trains on neither;
+    it is let be.)"""
+    train = listed.get("train")
+    if not train:
+        return
+
+    def some(clip_ids: Sequence[str]) -> str:
+        shown = ", ".join(clip_ids[:examples])
+        return f"{shown}, ... ({len(clip_ids)} in all)" if len(clip_ids) > examples else shown
+
+    others = {name: set(listed[name]) for name in ("val", "test") if listed.get(name)}
+    shared = {name: [i for i in dict.fromkeys(train) if i in ids] for name, ids in others.items()}
+    shared = {name: ids for name, ids in shared.items() if ids}
+    if shared:
+        said = "; ".join(f"{len(ids)} in {name}.txt too ({some(ids)})" for name, ids in shared.items())
+        raise DatasetError(
+            f"{root / 'train.txt'}: lists clip ids that another split file lists: {said}; expected each clip "
+            "in one split (eval on a clip the model trained on scores what it memorised). Remove each from "
+            "train.txt or from the other file"
+        )
+    mirrored = {
+        name: [f"{i} / {_mirror_id(i)}" for i in dict.fromkeys(train) if _mirror_id(i) in ids]
+        for name, ids in others.items()
+    }
+    said = "; ".join(
+        f"{len(pairs)} in {name}.txt ({some(pairs)})" for name, pairs in mirrored.items() if pairs
+    )
+    if said:
+        warnings.warn(
+            f"{root}: train.txt lists clips whose mirrored copy (HumanML3D's M<id> for <id>, or <id> for "
+            f"M<id>) another split file lists: {said}; HumanML3D's own split files keep a clip and its "
+            "mirror in one split, and here eval scores motion the model trained on, in mirror image. If "
+            "these are mirrored copies, move each pair into one split file",
+            UserWarning,
+            stacklevel=4,  # this, _open_humanml3d, open_dataset, its caller
+        )
 
 
 def _warn_of_another_fps(root: Path, feature_size: int, fps: float | None, used: float) -> None:
@@ -548,6 +722,8 @@ def _load_humanml3d_split(dataset: MotionTextDataset, name: str) -> Split:
     root = dataset.root
     ids, motions, captions = [], [], []
     dropped: dict[str, list[str]] = {reason: [] for reason in DROP_REASONS}
+    past_end: list[str] = []
+    said_by = f"(the {dataset.feature_size} values of Mean.npy and Std.npy: a folder's clips share one size)"
 
     def too_long(motion: np.ndarray) -> bool:
         return dataset.max_length is not None and len(motion) >= dataset.max_length
@@ -557,12 +733,13 @@ def _load_humanml3d_split(dataset: MotionTextDataset, name: str) -> Split:
     if not listed:
         raise _empty_split_error(dataset, split_path, name)
     _check_listed_ids(split_path, listed)
+    _check_no_npy_suffix(split_path, listed)
     for clip_id in listed:
         motion_path = root / "new_joint_vecs" / f"{clip_id}.npy"
         if not motion_path.is_file():
             dropped["no_motion"].append(clip_id)  # the published split lists clips the processing dropped
             continue
-        motion = _load_motion(motion_path, dataset.feature_size)
+        motion = _load_motion(motion_path, dataset.feature_size, said_by)
         # as MotionDiffuse: a motion outside the limits goes with its sub-clips
         if len(motion) < dataset.min_length:
             dropped["too_short"].append(clip_id)
@@ -584,6 +761,7 @@ def _load_humanml3d_split(dataset: MotionTextDataset, name: str) -> Split:
         # The sub-clips by the frames they cut, in the order the file first names them: (id, captions),
         # or None for one shorter than min_length (dropped, and counted once).
         subs: dict[tuple[int, int], tuple[str, list[str]] | None] = {}
+        odd_spans: set[str] = set()  # backwards, after the end or past it: each counted once
         frames = len(motion)
         for number, line in enumerate(lines, start=1):
             if not line.strip():
@@ -593,18 +771,26 @@ def _load_humanml3d_split(dataset: MotionTextDataset, name: str) -> Split:
                 whole.append(caption)
                 continue
             _check_span_fps(dataset, text_path, number, start, end)
-            first = min(int(start * HUMANML3D_FPS), frames)  # motion[first:last], as sliced
+            span_id = _span_id(clip_id, start, end)
+            if start > end or int(start * HUMANML3D_FPS) >= frames:  # (T2M's loaders: an empty slice)
+                if span_id not in odd_spans:
+                    odd_spans.add(span_id)
+                    dropped["backwards_span" if start > end else "span_after_end"].append(span_id)
+                continue
+            if int(end * HUMANML3D_FPS) > frames and span_id not in odd_spans:
+                odd_spans.add(span_id)
+                past_end.append(span_id)  # cut at the motion's end, as T2M's loaders slice
+            first = int(start * HUMANML3D_FPS)  # motion[first:last], as sliced
             last = max(first, min(int(end * HUMANML3D_FPS), frames))
             if (first, last) == (0, frames):  # the whole motion: one of the whole clip's captions
                 whole.append(caption)
                 continue
             if (first, last) not in subs:
-                sub_id = _span_id(clip_id, start, end)
                 if last - first < dataset.min_length:  # (never too long: the motion it is cut from is not)
-                    dropped["short_sub_clip"].append(sub_id)
+                    dropped["short_sub_clip"].append(span_id)
                     subs[first, last] = None
                 else:
-                    subs[first, last] = (sub_id, [])
+                    subs[first, last] = (span_id, [])
             if (sub := subs[first, last]) is not None:
                 sub[1].append(caption)
         for (first, last), sub in subs.items():
@@ -618,15 +804,53 @@ def _load_humanml3d_split(dataset: MotionTextDataset, name: str) -> Split:
             captions.append(tuple(whole))
     if not ids:
         limit = "" if dataset.max_length is None else f" and fewer than {dataset.max_length}"
-        without_motion = len(dropped["no_motion"])
+        without_motion = dropped["no_motion"]
+        looked = ""
+        if without_motion:
+            paths = [str(root / "new_joint_vecs" / f"{i}.npy") for i in without_motion[:2]]
+            looked = f" (no {', no '.join(paths)}{', ...' if len(without_motion) > 2 else ''})"
         raise EmptySplitError(
-            f"{split_path}: the {name} split has no clips: of the {len(listed)} it lists, {without_motion} "
-            f"have no motion in {root / 'new_joint_vecs'} and none of the others gives a captioned clip of "
-            f"at least {dataset.min_length}{limit} frames; expected at least one clip (check the folder and "
-            "data.min_motion_length / data.max_clip_length)"
+            f"{split_path}: the {name} split has no clips: of the {len(listed)} it lists, "
+            f"{len(without_motion)} have no motion in {root / 'new_joint_vecs'}{looked} and none of the "
+            f"others gives a captioned clip of at least {dataset.min_length}{limit} frames; expected at "
+            "least one clip (check the folder and data.min_motion_length / data.max_clip_length)"
+            f"{_npy_suffix_hint(split_path, without_motion)}"
         )
     left_out = {reason: tuple(clips) for reason, clips in dropped.items() if clips}
-    return Split(name, tuple(ids), tuple(motions), tuple(captions), left_out)
+    return Split(name, tuple(ids), tuple(motions), tuple(captions), left_out, tuple(past_end))
+
+
+def _npy_suffix_hint(path: Path, clip_ids: Sequence[str]) -> str:
+    """A sentence for ids of split file `path` that end in '.npy' ("" if none does)."""
+    suffixed = [clip_id for clip_id in clip_ids if clip_id.endswith(".npy")]
+    if not suffixed:
+        return ""
+    return (
+        f". {len(suffixed)} of the ids {path.name} lists end in '.npy' ({suffixed[0]!r}, ...): expected bare "
+        f"ids ({suffixed[0][: -len('.npy')]!r}), the names of new_joint_vecs/<id>.npy without '.npy', which "
+        "the loader adds"
+    )
+
+
+def _check_no_npy_suffix(path: Path, listed: Sequence[str]) -> None:
+    """DatasetError where split file `path` lists a clip with its file's '.npy' suffix, `<id>.npy`, whose
+    new_joint_vecs/<id>.npy is there: the loader adds '.npy' and would look for <id>.npy.npy."""
+    folder = path.parent / "new_joint_vecs"
+    suffixed = [
+        clip_id
+        for clip_id in listed
+        if clip_id.endswith(".npy")
+        and not (folder / f"{clip_id}.npy").is_file()
+        and (folder / clip_id).is_file()
+    ]
+    if suffixed:
+        first = suffixed[0]
+        more = f" and {len(suffixed) - 1} more ids" if len(suffixed) > 1 else ""
+        raise DatasetError(
+            f"{path}: lists {first!r}{more} with the motion file's '.npy' suffix; expected bare ids "
+            f"({first[: -len('.npy')]!r}): the loader adds '.npy' and looks for {folder / f'{first}.npy'}, "
+            f"which is not there. Remove '.npy' from the ids of {path.name}"
+        )
 
 
 def describe_dropped(
@@ -637,9 +861,10 @@ def describe_dropped(
 
     splits: splits already loaded from `dataset` (nothing is loaded again); None loads every split the
     folder lists (the prepared layout: the train split only, the one with something to say). The HumanML3D
-    layout reports `Split.dropped`, `examples` ids a reason; the prepared layout is loaded whole, and its
-    train split reports the clips shorter than min_length that training leaves out, and the clips of
-    max_length frames or more that it keeps (that limit is the HumanML3D layout's).
+    layout reports `Split.dropped`, `examples` ids a reason, and `Split.spans_past_end`; the prepared
+    layout is loaded whole, and its train split reports the clips shorter than min_length that training
+    leaves out, and the clips of max_length frames or more that it keeps (that limit is the HumanML3D
+    layout's).
     """
     if splits is None:
         names = SPLITS if dataset.layout == "humanml3d" else ("train",)
@@ -659,8 +884,18 @@ def describe_dropped(
         for reason, clip_ids in split.dropped.items():
             noun, why = DROP_REASONS[reason]
             parts.append(f"{count(len(clip_ids), noun)} {why.format(**limits)} ({some(clip_ids)})")
+        line = f"{split.name}: {count(len(split), 'clip')} kept"
         if parts:
-            lines.append(f"{split.name}: {count(len(split), 'clip')} kept; left out {'; '.join(parts)}")
+            line += f"; left out {'; '.join(parts)}"
+        if split.spans_past_end:
+            n = len(split.spans_past_end)
+            line += (
+                f". {count(n, 'caption span')} ran past {'its' if n == 1 else 'their'} clip's end and "
+                f"{'was' if n == 1 else 'were'} cut there, as HumanML3D's loaders slice "
+                f"({some(split.spans_past_end)})"
+            )
+        if parts or split.spans_past_end:
+            lines.append(line)
         if dataset.layout != "prepared" or split.name != "train":
             continue
         lengths = [len(motion) for motion in split.motions]
