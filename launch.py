@@ -73,7 +73,18 @@ class ConfigSourceParser(flags.ArgumentParser):
             config = _config_of_record(_read_record(file), f"--config {path}")
             config.lock()
             return config
-        config = self.file_parser.parse(file + colon + argument)
+        try:
+            config = self.file_parser.parse(file + colon + argument)
+        except (TypeError, ValueError) as error:  # raised by get_config: the traceback's last line says it
+            lines = [line for line in str(error).splitlines() if line.strip()]
+            if not lines or "Error whilst parsing config file" not in lines[0]:
+                raise
+            said = lines[-1].strip()
+            if said.startswith("ValueError: "):  # get_config's own message
+                said = said.removeprefix("ValueError: ")
+            elif colon and "positional argument" in said:  # FILE:arg of a get_config() that takes none
+                said = f"its get_config() takes no argument, so ':{argument}' names nothing ({said})"
+            raise ConfigSourceError(f"--config {path}: {said}") from None
         if type(config).__name__ == "_ErrorConfig":  # an OSError inside the file (one it opens, say)
             raise ConfigSourceError(f"--config {path}: loading it failed: {vars(config)['_error']}")
         return config

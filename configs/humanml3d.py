@@ -24,10 +24,12 @@ Where this differs from MotionDiffuse's HumanML3D training, besides the tokenize
   with the same span make one sub-clip holding each of them (MotionDiffuse makes one clip per line).
 """
 
-from motion_ddpm_jax.config import base_config
+from motion_ddpm_jax.config import base_config, sized
 
 
-def get_config():
+def get_config(size: str = ""):
+    """`--config configs/humanml3d.py`: MotionDiffuse's sizes. `--config configs/humanml3d.py:small`: the
+    demo's small model (`config.small_model`), to check a HumanML3D folder and the pipeline on a CPU."""
     config = base_config()
     config.data.source = "prepared"
     config.data.root = "data/HumanML3D"
@@ -40,4 +42,4 @@ def get_config():
     config.loss.use_velocity_loss = False
     config.loss.use_acceleration_loss = False
     config.loss.use_geometric_loss = False  # no skeleton travels with the 263-feature layout
-    return config
+    return sized(config, size, "configs/humanml3d.py")

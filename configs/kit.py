@@ -20,10 +20,12 @@ speeds in mm/s, diversity in mm. KIT-ML's captions cover whole clips (`#0.0#0.0`
 taken as given.
 """
 
-from motion_ddpm_jax.config import base_config
+from motion_ddpm_jax.config import base_config, sized
 
 
-def get_config():
+def get_config(size: str = ""):
+    """`--config configs/kit.py`: MotionDiffuse's sizes. `--config configs/kit.py:small`: the
+    demo's small model (`config.small_model`), to check a KIT-ML folder and the pipeline on a CPU."""
     config = base_config()
     config.data.source = "prepared"
     config.data.root = "data/KIT-ML"
@@ -36,4 +38,4 @@ def get_config():
     config.loss.use_velocity_loss = False
     config.loss.use_acceleration_loss = False
     config.loss.use_geometric_loss = False  # no skeleton offsets travel with the 251-feature layout
-    return config
+    return sized(config, size, "configs/kit.py")

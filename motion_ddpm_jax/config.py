@@ -256,6 +256,42 @@ BELOW = {
 ABOVE = {"optim.eps": 0.0}
 
 
+def small_model(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """`config` with the demo's small model and its training (configs/demo.py; `configs/humanml3d.py:small`,
+    `configs/kit.py:small`): a 128-wide, 3-layer motion transformer with a 1-layer text encoder, 100
+    diffusion steps of x0 prediction, lr 1e-3 and EMA 0.999 for 2000 steps of 32 clips, a checkpoint and
+    progress GIFs every 500. Small enough to check a dataset and the whole pipeline on a CPU in minutes;
+    x0 rather than epsilon prediction, as a 128-wide latent cannot carry the noise of hundreds of features
+    (epsilon's loss stalls and its samples diverge; train.run warns of it). Returns `config`, changed."""
+    config.model.update(
+        latent_dim=128, num_layers=3, ff_size=256, num_heads=4,
+        text_latent_dim=64, text_num_layers=1, text_num_heads=2, text_ff_size=128,
+    )  # fmt: skip
+    config.diffusion.steps = 100
+    config.diffusion.prediction = "x0"
+    config.optim.lr = 1e-3
+    config.optim.ema_decay = 0.999
+    config.train.update(
+        batch_size=32,
+        num_steps=2000,
+        log_every=100,
+        save_every_steps=500,
+        save_every_epochs=0,
+        sample_every=500,
+    )
+    return config
+
+
+def sized(config: ml_collections.ConfigDict, size: str, where: str) -> ml_collections.ConfigDict:
+    """A config file's `get_config(size)`: `config` as the file gives it for "" (`--config FILE`), with
+    `small_model` for "small" (`--config FILE:small`); ValueError naming `where` (the file) otherwise."""
+    if size == "small":
+        return small_model(config)
+    if size:
+        raise ValueError(f"{where} takes ':small' (the demo's small model) or nothing, not ':{size}'")
+    return config
+
+
 def with_defaults(saved: dict) -> dict:
     """A saved run's config (a checkpoint's or run record's dict) with every field it lacks at its default
     (`base_config`): such a field was added to the config after that run started, and its default keeps

@@ -259,3 +259,28 @@ def test_the_motiondiffuse_layout_configs_read_their_data_as_motiondiffuse_does(
     assert config.data.representation == "humanml3d" and config.data.source == "prepared"
     assert {field: config.data[field] for field in expected} == expected
     assert not config.loss.use_geometric_loss  # no skeleton offsets come with the layout
+
+
+@pytest.mark.parametrize("name", ["humanml3d", "kit"])
+def test_a_layout_config_at_small_size_is_the_demos_model_on_that_data(name):
+    """`--config configs/<name>.py:small`: the data.* and loss.* of the file, the model, diffusion,
+    optimizer and training of configs/demo.py (which trains on 2 CPU cores in minutes), x0 prediction
+    (epsilon prediction with a 128-wide latent diverged on a researcher's 263-feature data); valid."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "configs" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    full, small = module.get_config(), module.get_config("small")
+    demo = load(ROOT / "configs" / "demo.py")
+    validate(small)
+    assert small.data.to_dict() == full.data.to_dict() and small.loss.to_dict() == full.loss.to_dict()
+    for section in ("diffusion", "optim", "train"):
+        assert small[section].to_dict() == demo[section].to_dict(), section
+    assert {**small.model.to_dict(), "text_max_length": 0} == {**demo.model.to_dict(), "text_max_length": 0}
+    assert small.model.text_max_length == full.model.text_max_length  # captions longer than the demo's
+    assert small.diffusion.prediction == "x0" and small.model.latent_dim == 128
+    assert full.model.latent_dim == 512 and full.diffusion.prediction == "epsilon"  # MotionDiffuse's
+    with pytest.raises(
+        ValueError,
+        match=rf"configs/{name}.py takes ':small' \(the demo's small model\) or nothing, not ':big'",
+    ):
+        module.get_config("big")

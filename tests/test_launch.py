@@ -517,3 +517,28 @@ def test_the_projects_warnings_are_lines_of_the_runs_output(tmp_path):
     assert len(said) == 1 and said[0].startswith(f"warning: {tmp_path / 'h3d'}: data.fps is 12.5"), said
     assert "1.6x too slow" in said[0]
     assert shown == ["another library's"]
+
+
+def test_a_config_files_argument_that_its_get_config_refuses_is_one_line(tmp_path):
+    """`--config FILE:ARG`: an argument get_config refuses, or one given to a get_config that takes none,
+    had been absl's 'FATAL Flags parsing error' with ml_collections' traceback; now one line naming the
+    --config value and what is wrong."""
+    from absl import flags
+
+    import launch as launch_module
+
+    parser = flags.FLAGS["config"].parser  # ml_collections' config-file parser, within launch's
+    assert isinstance(parser, launch_module.ConfigSourceParser)
+    with pytest.raises(launch_module.ConfigSourceError) as refused:
+        parser.parse(str(ROOT / "configs" / "humanml3d.py") + ":big")
+    assert str(refused.value) == (
+        f"--config {ROOT / 'configs' / 'humanml3d.py'}:big: configs/humanml3d.py takes ':small' (the demo's "
+        "small model) or nothing, not ':big'"
+    )
+    with pytest.raises(launch_module.ConfigSourceError) as refused:
+        parser.parse(str(ROOT / "configs" / "demo.py") + ":small")
+    assert str(refused.value).startswith(
+        f"--config {ROOT / 'configs' / 'demo.py'}:small: its get_config() takes no argument, so ':small' "
+        "names nothing (TypeError: get_config() takes 0 positional arguments but 1 was given)"
+    )
+    assert parser.parse(str(ROOT / "configs" / "kit.py") + ":small").model.latent_dim == 128
