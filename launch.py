@@ -486,19 +486,19 @@ def _to_stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-_OURS = (Path(__file__).resolve().parent / "motion_ddpm_jax", Path(__file__).resolve())
-
-
 def _warnings_to(say):
-    """Python's warnings.showwarning for this run: the project's own warnings (a HumanML3D-layout folder read
-    at another fps, a skeleton's oddity, a glyph a font lacks) become a `warning: ...` line through `say`,
-    where the run's other notes go (stdout: a log kept from stdout alone had lost them), rather than
-    Python's `file:line: UserWarning:` pair on stderr; other libraries' warnings keep Python's form."""
+    """Python's warnings.showwarning for this run: the project's own warnings (`errors.ProjectWarning`: a
+    HumanML3D-layout folder read at another fps or unit, a skeleton's oddity, a glyph a font lacks) become
+    a `warning: ...` line through `say`, where the run's other notes go (stdout: a log kept from stdout
+    alone had lost them), rather than Python's `file:line: UserWarning:` pair on stderr; every other
+    warning (numpy's, jax's, a deprecation), wherever it is raised, keeps Python's display. Filters still
+    apply first (`python -W error` raises)."""
+    from motion_ddpm_jax.errors import ProjectWarning
+
     shown = warnings.showwarning
 
     def show(message, category, filename, lineno, file=None, line=None):
-        where = Path(filename).resolve()
-        if where == _OURS[1] or _OURS[0] in where.parents:
+        if issubclass(category, ProjectWarning):
             say(f"warning: {message}")
         else:
             shown(message, category, filename, lineno, file, line)

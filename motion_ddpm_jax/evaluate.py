@@ -1344,14 +1344,16 @@ def repeat_statistics(values: Sequence[Any], confidence: float = CONFIDENCE) -> 
     "ci95"}. Numbers (float64): their mean, sample standard deviation (ddof=1) and the half-width of the
     `confidence` interval of the mean, t_quantile(n) * std / sqrt(n) (a NaN value makes all three NaN).
     Other values (bone_error/worst_bone's bone name; None where a metric is not computed): "mean" is the
-    most frequent value (the earliest repeat's on a tie), "std" and "ci95" None."""
+    most frequent value (the earliest repeat's on a tie), "std" and "ci95" None. Numbers mixed with other
+    values: those count as NaN."""
     values = list(values)
     if len(values) < 2:
         raise ValueError(f"repeat_statistics needs at least 2 values, got {len(values)}")
-    if not all(_is_number(v) for v in values):
+    if not any(_is_number(v) for v in values):
         mode = collections.Counter(values).most_common(1)[0][0]
         return {"values": values, "mean": mode, "std": None, "ci95": None}
-    x = np.asarray(values, np.float64)
+    # Numbers with a None among them (a metric one repeat could not compute): NaN, as a NaN value is.
+    x = np.asarray([v if _is_number(v) else math.nan for v in values], np.float64)
     std = float(np.std(x, ddof=1))
     half = t_quantile(len(x), confidence) * std / math.sqrt(len(x))
     return {"values": [float(v) for v in x], "mean": float(np.mean(x)), "std": std, "ci95": half}
@@ -1632,6 +1634,7 @@ def run(
         encoder=encoder,
         reference_pool=pool,
     )
+    quantile = t_quantile(len(seeds)) if len(seeds) > 1 else None  # (scipy) before the sampling, not after
     columns, sample_seconds, compare_notes = [], [], []
     for repeat, seed in enumerate(seeds):
         start = time.perf_counter()
@@ -1666,7 +1669,7 @@ def run(
         statistics = {name: repeat_statistics([c.get(name) for c in columns]) for name in names}
         table = comparison.table({name: stats["mean"] for name, stats in statistics.items()})
         half_widths = {name: stats["ci95"] for name, stats in statistics.items()}
-        quantile, freedom = t_quantile(len(seeds)), len(seeds) - 1
+        freedom = len(seeds) - 1
         notes.insert(
             0,
             f"generated = mean ± the half-width of its {100 * CONFIDENCE:g}% confidence interval over "

@@ -51,7 +51,7 @@ from mpl_toolkits.mplot3d.art3d import Line3D, Poly3DCollection
 from PIL import Image
 
 from motion_ddpm_jax import files
-from motion_ddpm_jax.errors import UserError
+from motion_ddpm_jax.errors import ProjectWarning, UserError
 
 UP_AXES = ("x", "y", "z")
 # Rows of the rotation taking data coordinates to plot coordinates (z up); each has determinant +1.
@@ -184,7 +184,7 @@ _FT_SCALABLE, _FT_COLOR = 1 << 0, 1 << 14  # FreeType's FT_FACE_FLAG_SCALABLE an
 MAX_LISTED_TITLES, MAX_LISTED_CHARACTERS = 4, 12  # in the message about characters no font has
 
 
-class MissingGlyphWarning(UserWarning):
+class MissingGlyphWarning(ProjectWarning):
     """Titles hold characters that no installed font (that matplotlib can draw with) has: they are drawn
     as boxes. Issued, once per picture, where the caller passes no `log`."""
 

@@ -17,7 +17,7 @@ def _compilation_cache(tmp_path_factory):
     """The tests' own process keeps its compiled programs in a persistent cache of its own (this worker's
     temporary folder, so no two processes write one file): a program compiled again in a later test (the
     same tiny train step, trained by one test after another) is loaded, not compiled. Loading gives the
-    same executable, so what the tests compute is unchanged. launch.py runs keep their own cache.
+    same compiled operations, so what the tests compute is unchanged. launch.py runs keep their own cache.
     test_resume, test_provenance, test_workdir and test_sampling (-n 2, empty caches): 381 s -> 354 s."""
     import jax
 

@@ -210,6 +210,8 @@ def test_repeat_statistics_by_hand():
     assert stats["ci95"] == pytest.approx(2.05426, rel=1e-5)
     assert evaluate.t_quantile(20) == pytest.approx(2.093024, rel=1e-6)  # MDM's 20 repeats: not 1.96
     assert all(np.isnan(evaluate.repeat_statistics([1.0, float("nan")])[k]) for k in ("mean", "std", "ci95"))
+    mixed = evaluate.repeat_statistics([1.0, None, 2.0])  # a None among numbers counts as NaN, not a mode
+    assert all(np.isnan(mixed[k]) for k in ("mean", "std", "ci95")) and np.isnan(mixed["values"][1])
     assert evaluate.repeat_statistics(["a", "b", "b"])["mean"] == "b"
     assert evaluate.repeat_statistics(["c", "a", "a", "c"])["mean"] == "c"
     assert evaluate.repeat_statistics([None, None]) == {

@@ -490,14 +490,16 @@ def test_prepare_of_the_demo_writes_its_recordings_into_an_empty_raw_root(tmp_pa
 
 
 def test_the_projects_warnings_are_lines_of_the_runs_output(tmp_path):
-    """The warning for a HumanML3D-layout folder read at another fps than its layout's (raised in the
-    package, attributed to dataset_from_config as in a run) is said through the run's output as
-    `warning: ...`, which a log kept from stdout keeps; another library's warning keeps Python's display."""
+    """The warning for a HumanML3D-layout folder read at another fps than its layout's (a ProjectWarning)
+    is said through the run's output as `warning: ...`, which a log kept from stdout keeps; any other
+    warning keeps Python's display, even one raised on a line of the package (numpy's RuntimeWarning in
+    evaluate.py, say). End to end: `--mode prepare` says it on stdout, nothing on stderr."""
     import warnings
 
     from test_motion_text import write_layout_folder
 
     import launch as launch_module
+    from motion_ddpm_jax import evaluate
     from motion_ddpm_jax.config import base_config
     from motion_ddpm_jax.data import beat
 
@@ -508,15 +510,24 @@ def test_the_projects_warnings_are_lines_of_the_runs_output(tmp_path):
     said, shown = [], []
     with warnings.catch_warnings():
         warnings.simplefilter("always")
-        warnings.showwarning = lambda *args, **kwargs: shown.append(str(args[0]))
+        warnings.showwarning = lambda *args, **kwargs: shown.append((str(args[0]), args[1]))
         warnings.showwarning = launch_module._warnings_to(said.append)
         for fps in (12.5, 20.0):  # HumanML3D's own rate: no warning
             config.data.fps = fps
             assert beat.dataset_from_config(config, log=said.append).fps == fps
         warnings.warn_explicit("another library's", UserWarning, str(tmp_path / "elsewhere.py"), 3)
+        warnings.warn_explicit("numpy's", RuntimeWarning, evaluate.__file__, 408)
     assert len(said) == 1 and said[0].startswith(f"warning: {tmp_path / 'h3d'}: data.fps is 12.5"), said
     assert "1.6x too slow" in said[0]
-    assert shown == ["another library's"]
+    assert shown == [("another library's", UserWarning), ("numpy's", RuntimeWarning)]
+
+    result = launch(
+        "--mode", "prepare", "--config", "configs/humanml3d.py", f"--config.data.root={tmp_path / 'h3d'}",
+        "--config.data.fps=12.5", "--config.data.min_motion_length=10",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"warning: {tmp_path / 'h3d'}: data.fps is 12.5" in result.stdout
+    assert "Warning" not in result.stderr, result.stderr[-2000:]
 
 
 def test_a_config_files_argument_that_its_get_config_refuses_is_one_line(tmp_path):

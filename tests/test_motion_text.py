@@ -13,6 +13,7 @@ import pytest
 
 from motion_ddpm_jax.data import motion_text
 from motion_ddpm_jax.data.motion_text import DatasetError, Split
+from motion_ddpm_jax.errors import ProjectWarning
 from motion_ddpm_jax.skeleton import Skeleton, beat_skeleton
 
 
@@ -1058,3 +1059,47 @@ def test_write_dataset_names_the_file_numpy_wrote_short(tmp_path):
     big = tmp_path / "ds" / "motions" / "big.npy"
     assert re.match(rf"writing {re.escape(str(big))}: \d+ requested and \d+ written", out), out
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("features", "height", "looks"),
+    [
+        (251, 0.98, "metres"),
+        (263, 984.0, "millimetres or centimetres"),
+        (263, 95.0, "millimetres or centimetres"),
+    ],
+)
+def test_a_layout_folder_whose_root_height_is_in_another_unit_warns(tmp_path, features, height, looks):
+    """KIT-ML's layout in metres (a researcher's copy: mean root height 0.98, where KIT-ML's is ~1000 mm)
+    loaded without a word, and eval and the pictures would label its metres millimetres: a warning names
+    Mean.npy, the height, the layout's unit and what the clips look like. The folder still loads."""
+    write_layout_folder(tmp_path, features)
+    mean = np.zeros(features, np.float32)
+    mean[3] = height  # the root height feature, in both layouts
+    np.save(tmp_path / "Mean.npy", mean)
+    fps = {251: 12.5, 263: 20.0}[features]
+    with pytest.warns(UserWarning) as caught:
+        dataset = motion_text.open_dataset(tmp_path, fps=fps)
+    assert len(caught) == 1 and issubclass(caught[0].category, ProjectWarning)
+    unit = {251: "mm", 263: "m"}[features]
+    assert str(caught[0].message).startswith(
+        f"{tmp_path / 'Mean.npy'}: the mean root height (feature 3) is {height:.3g}, but {features} features "
+        f"per frame are {'KIT-ML' if features == 251 else 'HumanML3D'}'s layout, in {unit}"
+    )
+    assert f"these clips look like {looks}. Eval's distances" in str(caught[0].message)
+    assert dataset.split("train").ids == ("000001",)
+
+
+@pytest.mark.parametrize(("features", "height"), [(251, 984.0), (251, 620.0), (263, 0.95), (263, 0.0)])
+def test_a_layout_folder_whose_root_height_fits_its_unit_loads_without_a_warning(tmp_path, features, height):
+    """KIT-ML's ~1000 mm, a child's 620 mm, HumanML3D's ~0.95 m; a mean of 0 (statistics not of motion,
+    as these tests' folders have) says nothing of the unit."""
+    import warnings
+
+    write_layout_folder(tmp_path, features)
+    mean = np.zeros(features, np.float32)
+    mean[3] = height
+    np.save(tmp_path / "Mean.npy", mean)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        motion_text.open_dataset(tmp_path, fps={251: 12.5, 263: 20.0}[features])

@@ -53,7 +53,7 @@ import numpy as np
 
 from motion_ddpm_jax import files, humanml3d
 from motion_ddpm_jax import representation as representation_lib
-from motion_ddpm_jax.errors import UserError
+from motion_ddpm_jax.errors import ProjectWarning, UserError
 from motion_ddpm_jax.skeleton import Skeleton
 
 FORMAT = "motion-ddpm-jax/1"
@@ -453,6 +453,7 @@ def _open_humanml3d(root: Path, fps, min_length, max_length, std_floor) -> Motio
     _check_splits_apart(root, listed)
     used = HUMANML3D_FPS if fps is None else float(fps)
     _warn_of_another_fps(root, feature_size, fps, used)
+    _warn_of_another_unit(root, feature_size, mean)
     return MotionTextDataset(
         root=root,
         layout="humanml3d",
@@ -624,7 +625,7 @@ def _check_splits_apart(root: Path, listed: Mapping[str, Sequence[str]], example
             f"M<id>) another split file lists: {said}; HumanML3D's own split files keep a clip and its "
             "mirror in one split, and here eval scores motion the model trained on, in mirror image. If "
             "these are mirrored copies, move each pair into one split file",
-            UserWarning,
+            ProjectWarning,
             stacklevel=4,  # this, _open_humanml3d, open_dataset, its caller
         )
 
@@ -646,7 +647,39 @@ def _warn_of_another_fps(root: Path, feature_size: int, fps: float | None, used:
         f"{speed} and every time in seconds (eval's rates, clip durations) is off by that factor. Set "
         f"--config.data.fps={found.fps:g} for {found.dataset}'s own rate, or keep {used:g} if the clips "
         "were resampled to it",
-        UserWarning,
+        ProjectWarning,
+        stacklevel=4,  # this, _open_humanml3d, open_dataset, its caller
+    )
+
+
+# A standing root's height in a layout's unit lies within these (HumanML3D's ~0.9-1 m, KIT-ML's ~1000 mm);
+# a mean root height 10x outside them is another unit.
+_ROOT_HEIGHTS = {"m": (0.3, 3.0), "mm": (300.0, 3000.0)}
+
+
+def _warn_of_another_unit(root: Path, feature_size: int, mean: np.ndarray) -> None:
+    """A UserWarning (attributed to open_dataset's caller) where Mean.npy's root height (feature 3, the
+    mean over the training frames) is 10x or more off what a standing person's is in the unit of the layout
+    the feature size names: KIT-ML's layout in metres (a root at 0.98) would be labelled millimetres by
+    eval and the pictures, every distance and speed 1000x off, and nothing else would say so."""
+    found = humanml3d.layout("humanml3d", feature_size)
+    if found is None or found.unit not in _ROOT_HEIGHTS:
+        return
+    height = abs(float(mean[found.root_height.start]))
+    low, high = _ROOT_HEIGHTS[found.unit]
+    if height == 0.0 or low / 10 <= height <= high * 10:  # (0: statistics not of motion, nothing to judge)
+        return
+    if height < low / 10:
+        looks = "metres" if found.unit == "mm" else "a unit larger than metres"
+    else:
+        looks = "millimetres or centimetres" if found.unit == "m" else "a unit smaller than millimetres"
+    warnings.warn(
+        f"{root / 'Mean.npy'}: the mean root height (feature 3) is {height:.3g}, but {feature_size} features "
+        f"per frame are {found.dataset}'s layout, in {found.unit} (a standing root at {low:g}-{high:g} "
+        f"{found.unit}): these clips look like {looks}. Eval's distances, speeds and jitter and the sampled "
+        f"positions are labelled {found.unit}, and would be off by that factor; convert the clips (and "
+        f"Mean.npy / Std.npy) to {found.unit} if so",
+        ProjectWarning,
         stacklevel=4,  # this, _open_humanml3d, open_dataset, its caller
     )
 
@@ -1077,7 +1110,7 @@ def write_dataset(
                 f"skeleton (representation.encode_{kind if kind == 'positions' else 'axis_angle'})"
             )
     for warning in _skeleton_warnings(kind, skeleton):
-        warnings.warn(f"{root}: {warning}", stacklevel=2)
+        warnings.warn(f"{root}: {warning}", ProjectWarning, stacklevel=2)
     mean, std = compute_stats(splits["train"].motions, std_floor)
     record = {
         "format": FORMAT,
