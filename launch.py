@@ -612,9 +612,9 @@ def _eval_unread_sample(overrides: dict) -> str | None:
         return None
     shown = ", ".join(f"{name}={overrides[name]!r}" for name in unread)
     return (
-        f"note: --mode eval draws one sample per clip (eval.repeats times), of its caption and length, and "
-        "writes no sample "
-        f"files: {shown} {'is' if len(unread) == 1 else 'are'} not used (they are --mode sample's)"
+        "note: --mode eval draws one sample per clip (eval.repeats times), of its caption and length, and "
+        f"writes no sample files: {shown} {'is' if len(unread) == 1 else 'are'} not used (they are --mode "
+        "sample's)"
     )
 
 
@@ -639,8 +639,8 @@ def _config_file_note(config, mode: str, workdir: str, overrides: dict, note=_sa
     `_FROM_CHECKPOINT` names) differ from those the checkpoint trained with, one line naming them (the
     first few, with the checkpoint's values) and saying that the checkpoint's are used: a file of another
     run's, or one edited since, does not change what is sampled, and a user reading their own file would
-    think it did. Overrides are `_unused_overrides`'s
-    concern; nothing is said where no checkpoint can be read (the mode says why)."""
+    think it did. Overrides are `_unused_overrides`'s concern; nothing is said where no checkpoint can be
+    read (the mode says why)."""
     from motion_ddpm_jax import checkpoint
     from motion_ddpm_jax import config as config_lib
 
