@@ -24,23 +24,3 @@ def _compilation_cache(tmp_path_factory):
 
     jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.getbasetemp() / "jax_cache"))
     yield
-
-
-# The modules whose tests take longest (launch.py runs, training; 20-67 s each on a 2-core Zen 3, session
-# 35's --durations), run first: pytest-xdist hands tests out in collection order, and these last (test_resume,
-# test_workdir sort late) had left one worker idle while the other finished them.
-SLOW_FIRST = (
-    "test_resume.py",
-    "test_workdir.py",
-    "test_benchmarks.py",
-    "test_train_step.py",
-    "test_sampling.py",
-    "test_multihost.py",
-    "test_compile_cache.py",
-    "test_provenance.py",
-)
-
-
-def pytest_collection_modifyitems(config, items):
-    rank = {name: i for i, name in enumerate(SLOW_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each module's order kept
