@@ -56,6 +56,7 @@ import optax
 from motion_ddpm_jax import __version__, files, humanml3d, kinematics, provenance
 from motion_ddpm_jax import representation as layouts
 from motion_ddpm_jax.errors import UserError
+from motion_ddpm_jax.sampling import _is_number  # a real number, not a bool
 from motion_ddpm_jax.skeleton import Skeleton, beat_skeleton
 
 HAND_NAMES = re.compile(r"hand|wrist|finger|thumb|pinky", re.IGNORECASE)
@@ -1325,10 +1326,6 @@ def format_table(table: dict[str, dict[str, Any]], half_widths: dict[str, float 
 
 
 CONFIDENCE = 0.95  # eval.repeats > 1: the level of the generated column's confidence intervals
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, int | float | np.number) and not isinstance(value, bool | np.bool_)
 
 
 def t_quantile(count: int, confidence: float = CONFIDENCE) -> float:
