@@ -6,6 +6,11 @@ import pytest
 
 # Tests run on the CPU; keep XLA from grabbing an accelerator if one happens to be visible.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Compiled with LLVM's optimisations off, as the tests' runs of launch.py are (tiny_run.py says why),
+# set before jax starts; pytest-xdist's workers inherit it from the first process.
+from tiny_run import with_fast_compile  # noqa: E402
+
+os.environ["XLA_FLAGS"] = with_fast_compile(os.environ.get("XLA_FLAGS", ""))
 
 from motion_ddpm_jax import host_malloc  # noqa: E402
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from central_differences import checked_against_central_differences, standardize64
-from tiny_run import fast_compile_flags
+from tiny_run import fast_compile_flags, with_fast_compile
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 TINY = [
@@ -29,15 +29,15 @@ HAVE_TORCH = importlib.util.find_spec("torch") is not None
 
 
 # The benchmarks' runs here check what they compute and report, not their speed, on models so small that
-# compiling is most of their time: compiled as the tests' runs of launch.py are
-# (`tiny_run.fast_compile_flags`), with LLVM's optimisations off (18-36% less time per test, session 26)
-# and XLA:CPU's older fusion emitters (half the compile time again, session 34).
+# compiling is most of their time: compiled as every process of the suite is (`tiny_run.fast_compile_flags`),
+# with LLVM's optimisations off (18-36% less time per test, session 26) and XLA:CPU's older fusion
+# emitters (half the compile time again, session 34).
 
 
 def run_benchmark(script: str, tmp_path: Path, *args: str) -> tuple[dict, str]:
     out = tmp_path / f"{Path(script).stem}.json"
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {fast_compile_flags()}".strip()
+    env["XLA_FLAGS"] = with_fast_compile(env.get("XLA_FLAGS", ""))
     result = subprocess.run(
         [sys.executable, str(BENCHMARKS / script), *args, "--json", str(out)],
         capture_output=True,

@@ -116,7 +116,6 @@ def test_a_second_run_loads_the_programs_and_computes_the_same_bits(tmp_path):
         "--config.train.num_steps=6",
         "--config.train.log_every=2",
         "--config.train.save_every_steps=6",
-        "--config.train.sample_every=0",
     ]
     lines = []
     for name in ("first", "second"):

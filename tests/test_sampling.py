@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 from jaxpr_walk import equations
 from scipy.spatial.transform import Rotation
+from tiny_run import with_fast_compile
 
 from motion_ddpm_jax import checkpoint, files, provenance, sampling, text
 from motion_ddpm_jax import model as model_lib
@@ -519,7 +520,9 @@ def test_samples_do_not_depend_on_the_batch_size_and_chunks_share_one_compilatio
     traces.clear()
     chunked = sampling.generate(loaded, CAPTIONS, [8, 5], batch_size=1, **settings)  # two calls of one
     assert len(traces) <= 1  # one trace for the new batch shape (none if compiled before), not one per call
-    np.testing.assert_allclose(chunked["motion"], whole["motion"], rtol=1e-5, atol=1e-5)
+    # Programs of other batch shapes round float32 differently, compounded over the loop's steps on this
+    # untrained model's motion of thousands; a sample that depended on its batch would differ by its size.
+    np.testing.assert_allclose(chunked["motion"], whole["motion"], rtol=1e-4, atol=1e-5)
     # batch_size below the device count: a call of batch_size samples on as many devices (it had split
     # ceil(batch / devices) >= 1 sample onto every device, so each call held one sample per device)
     with monkeypatch.context() as patched:
@@ -774,9 +777,10 @@ def test_humanml3d_layout_samples_get_positions_and_an_animation_of_their_joints
     train.ProgressRenderer(run_config(), tmp_path / "run", {}, CAPTIONS, log=logged.append)(7, None)
     assert (tmp_path / "run" / "progress" / "step_0000007.gif").is_file(), logged
     assert drawn == [features == 251] * 2
-    positions = np.load(tmp_path / "o" / "000_wave_hello_0_positions.npy")  # as decoded: heights are data
-    again = sampling.generate(loaded, CAPTIONS[:1], 10, steps=3)["positions"][0]
-    np.testing.assert_allclose(positions, again, rtol=1e-5, atol=1e-5)
+    # The positions written are the written features decoded (not put on the ground: heights are data).
+    positions = np.load(tmp_path / "o" / "000_wave_hello_0_positions.npy")
+    decoded = humanml3d.recover_from_ric(np.load(tmp_path / "o" / "000_wave_hello_0.npy"))
+    np.testing.assert_allclose(positions, decoded, rtol=1e-5, atol=1e-5)
     assert any("no .bvh files: the humanml3d representation's joint rotations" in line for line in lines)
 
 
@@ -982,6 +986,7 @@ def test_a_trained_checkpoint_samples_through_launch_on_host_devices_the_same_as
     train.run(config, tmp_path / "run", log=lambda *_: None)
     loaded = sampling.load_model(tmp_path / "run")
     env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_NUM_CPU_DEVICES")}
+    env["XLA_FLAGS"] = with_fast_compile("")  # as this process compiles; its host devices from --host_devices
     settings = {"num_frames": 12, "steps": 4, "seed": 7, "eta": 0.3, "guidance_scale": 2.0}
 
     for captions, num_samples, devices in ((["wave", "point at the sky", "nod"], 2, 2), (["nod"], 1, 1)):
@@ -1033,6 +1038,7 @@ def test_the_parameters_are_placed_once_per_device_count_and_replaced_when_it_ch
     placed on as many devices as the samples use), keeping one placement of each, not one per count
     ever used; the motion equals one device's."""
     env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_NUM_CPU_DEVICES")}
+    env["XLA_FLAGS"] = with_fast_compile("")  # as this process compiles; its host devices from --host_devices
     result = subprocess.run(
         [sys.executable, "-c", PLACEMENT_SCRIPT, str(workdirs["positions"])],
         env=dict(env, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT)),

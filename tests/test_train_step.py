@@ -65,7 +65,8 @@ def test_pmap_on_four_devices_equals_one_device_on_the_same_global_batch(tmp_pat
     script = textwrap.dedent(
         f"""
         import os, sys
-        os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+        flags = os.environ.get("XLA_FLAGS", "")  # as tests/conftest.py set them
+        os.environ["XLA_FLAGS"] = flags + " --xla_force_host_platform_device_count=4"
         os.environ["JAX_PLATFORMS"] = "cpu"
         sys.path.insert(0, {str(ROOT / "tests")!r})
         import jax, numpy as np
@@ -203,6 +204,10 @@ def test_demo_trains_through_launch_writes_a_checkpoint_and_resumes(tmp_path):
     ]
 
     assert "train step ready in" in first.stdout + first.stderr  # its compile time, logged once
+    assert sorted(p.name for p in (tmp_path / "run" / "progress").iterdir()) == [  # at the run's end
+        "curves.png",
+        "step_0000004.gif",
+    ]
     second = launch(6)
     assert second.returncode == 0, second.stderr[-4000:]
     assert "resumed from" in second.stdout + second.stderr

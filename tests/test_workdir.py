@@ -20,6 +20,7 @@ from motion_ddpm_jax.errors import UserError
 
 TINY = [
     *TINY_MODEL,
+    "--config.train.sample_every=500",  # progress GIFs as the demo's (at the run's end): inside the workdir
     "--config.train.num_steps=6",
     "--config.train.log_every=3",
     "--config.train.save_every_steps=3",

@@ -23,25 +23,39 @@ TINY_MODEL = [
     "--config.data.max_motion_length=16",
     "--config.diffusion.steps=50",
     "--config.train.batch_size=4",
+    # no progress GIF at the end of each run (3 s of a 10 s run); the demo's run through launch.py in
+    # test_train_step draws them, test_resume's in-process runs check them
+    "--config.train.sample_every=0",
 ]
 
 
-# The runs of launch.py here check what a run does (its files, resumes, messages and bits, set against other
-# runs of launch.py), not how fast its compiled code runs, on models so small that compiling is most of
-# their time: XLA compiles them with LLVM's optimisations off and with XLA:CPU's older elemental emitters
-# for its fusions (the MLIR fusion emitters took twice as long to compile a tiny train step: 5.4 s against
-# 2.7 s, session 34); its HLO passes, which choose the fusions and their arithmetic, run as ever. A tiny
-# run of launch.py took 12.9 s from an empty compilation cache, against 21.5 s with XLA's defaults. The
-# tests' own process, and the runs a test sets against it (a sample drawn in the test), keep the
-# defaults: their roundings may differ. The benchmarks' tests compile their runs the same way.
+# The tests check what the code computes and what a run does (its files, resumes, messages and bits, set
+# against float64 references and against other runs), not how fast its compiled code runs, on models so
+# small that compiling is most of their time. So every process of the suite (the tests' own, which
+# tests/conftest.py sets up, and each run of launch.py or of a benchmark started from a test) compiles with
+# LLVM's optimisations off and with XLA:CPU's older elemental emitters for its fusions (the MLIR fusion
+# emitters took twice as long to compile a tiny train step: 5.4 s against 2.7 s, session 34); XLA's HLO
+# passes, which choose the fusions and their arithmetic, run as ever. A tiny run of launch.py took 12.9 s
+# from an empty compilation cache, against 21.5 s with XLA's defaults; the whole suite on a 2-core Zen 3
+# EPYC, from empty caches, 738 s of tests against 946 s with the tests' own process at XLA's defaults
+# (session 36). MOTION_DDPM_JAX_TEST_XLA_DEFAULTS=1 runs every process with XLA's defaults, as users'
+# runs compile (the suite passes either way).
 FAST_COMPILE = "--xla_backend_optimization_level=0"
 OLDER_EMITTERS = "--xla_cpu_use_fusion_emitters=false"
+XLA_DEFAULTS = "MOTION_DDPM_JAX_TEST_XLA_DEFAULTS"
 
 
 @functools.cache
 def fast_compile_flags() -> str:
     """FAST_COMPILE, and OLDER_EMITTERS where this jaxlib's XLA knows the option (XLA stops a process
-    whose XLA_FLAGS name an option it does not know: one that a later XLA drops is left out)."""
+    whose XLA_FLAGS name an option it does not know: one that a later XLA drops is left out); empty where
+    MOTION_DDPM_JAX_TEST_XLA_DEFAULTS asks for XLA's defaults. A process whose XLA_FLAGS hold them already
+    (set by tests/conftest.py, which probed this XLA) keeps those."""
+    if os.environ.get(XLA_DEFAULTS, "").strip() not in ("", "0"):
+        return ""
+    inherited = os.environ.get("XLA_FLAGS", "").split()
+    if FAST_COMPILE in inherited:
+        return " ".join(flag for flag in (FAST_COMPILE, OLDER_EMITTERS) if flag in inherited)
     try:
         probe = subprocess.run(
             [sys.executable, "-c", "import jax; jax.devices()"],
@@ -56,12 +70,19 @@ def fast_compile_flags() -> str:
     return FAST_COMPILE if unknown else f"{FAST_COMPILE} {OLDER_EMITTERS}"
 
 
+def with_fast_compile(xla_flags: str) -> str:
+    """`xla_flags` with those of `fast_compile_flags()` that it lacks added."""
+    present = xla_flags.split()
+    missing = [flag for flag in fast_compile_flags().split() if flag not in present]
+    return " ".join([*present, *missing])
+
+
 def launch_env(environ: Mapping[str, str] | None = None, **extra: str) -> dict[str, str]:
     """The environment of a launch.py run: `environ` (default: this process's), on the CPU, compiling
     with `fast_compile_flags()` added to its XLA_FLAGS, and `extra` (which may set XLA_FLAGS: the flags
     are added to it too)."""
     env = {**(os.environ if environ is None else environ), "JAX_PLATFORMS": "cpu", **extra}
-    env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {fast_compile_flags()}".strip()
+    env["XLA_FLAGS"] = with_fast_compile(env.get("XLA_FLAGS", ""))
     return env
 
 
