@@ -777,6 +777,88 @@ def test_humanml3d_backwards_or_late_spans_are_dropped_with_their_reason_and_spa
     )
 
 
+def test_humanml3d_clips_holding_nan_or_inf_are_left_out_and_counted_with_where_the_first_lies(tmp_path):
+    """One clip holding a NaN stopped the whole load (a locally built HumanML3D copy holds some): such a
+    clip is left out with a reason of its own, its first bad value and place named, and every other clip
+    reads exactly as saved."""
+    clips = [f"00000{n}" for n in range(1, 7)]
+    write_clips(tmp_path, clips)
+    folder = tmp_path / "new_joint_vecs"
+    nan_clip = np.load(folder / "000002.npy")
+    nan_clip[3, 1] = np.nan
+    np.save(folder / "000002.npy", nan_clip)
+    inf_clip = np.load(folder / "000005.npy")
+    inf_clip[0, 2], inf_clip[10, 0] = np.inf, -np.inf
+    np.save(folder / "000005.npy", inf_clip)
+    dataset = motion_text.open_dataset(tmp_path, fps=20)
+    split = dataset.split("train")
+    kept = ("000001", "000003", "000004", "000006")
+    assert split.ids == kept
+    assert dict(split.dropped) == {"non_finite": ("000002", "000005")}
+    for clip_id, motion in zip(split.ids, split.motions, strict=True):
+        saved = np.load(folder / f"{clip_id}.npy")
+        assert motion.dtype == np.float32 and motion.tobytes() == saved.tobytes()
+    assert motion_text.describe_dropped(dataset) == (
+        "train: 4 clips kept; left out 2 clips whose motion in new_joint_vecs/ holds NaN, inf or values "
+        "beyond float32, sub-clips and all (000002 (nan at frame 3, feature 1), 000005 (inf at frame 0, "
+        "feature 2, 1 more))"
+    )
+    assert motion_text.describe_dropped(dataset, examples=1) == (
+        "train: 4 clips kept; left out 2 clips whose motion in new_joint_vecs/ holds NaN, inf or values "
+        "beyond float32, sub-clips and all (e.g. 000002 (nan at frame 3, feature 1), ...)"
+    )
+
+
+def test_humanml3d_split_whose_clips_all_hold_nan_or_inf_says_so_in_its_no_clips_error(tmp_path):
+    write_clips(tmp_path, ["000001", "000002", "000003"], splits={"train": ["000001", "000002"]})
+    for clip_id, bad in (("000001", np.nan), ("000002", np.inf)):
+        path = tmp_path / "new_joint_vecs" / f"{clip_id}.npy"
+        motion = np.load(path)
+        motion[7, 3] = bad
+        np.save(path, motion)
+    with pytest.raises(motion_text.EmptySplitError) as info:
+        motion_text.open_dataset(tmp_path, fps=20).split("train")
+    assert str(info.value).startswith(f"{tmp_path / 'train.txt'}: the train split has no clips: of the 2")
+    assert str(info.value).endswith(
+        ". Left out: 2 clips whose motion in new_joint_vecs/ holds NaN, inf or values beyond float32, "
+        "sub-clips and all (000001 (nan at frame 7, feature 3), 000002 (inf at frame 7, feature 3))"
+    )
+
+
+@pytest.mark.parametrize("name, bad", [("Mean.npy", np.nan), ("Std.npy", np.inf)])
+def test_humanml3d_statistics_holding_nan_or_inf_are_refused_naming_the_file(tmp_path, name, bad):
+    """Mean.npy / Std.npy standardize every clip: a non-finite entry is refused, not left out."""
+    write_clips(tmp_path, ["000001"])
+    values = np.load(tmp_path / name)
+    values[2] = bad
+    np.save(tmp_path / name, values)
+    with pytest.raises(DatasetError) as info:
+        motion_text.open_dataset(tmp_path, fps=20)
+    assert str(info.value) == (
+        f"{tmp_path / name}: the statistics has 1 non-finite values (NaN, inf or beyond float32), the "
+        f"first at feature 2 ({bad}); expected finite values [4]"
+    )
+
+
+def test_a_prepared_clip_holding_nan_is_refused_saying_how_to_leave_it_out(tmp_path):
+    """The prepared layout is loaded whole (its record counts its clips): a NaN there is refused."""
+    root = tmp_path / "ds"
+    motion_text.write_dataset(
+        root, make_splits(np.random.default_rng(5)), {"representation": "positions", "fps": 30}
+    )
+    path = root / "motions" / "val_01.npy"
+    motion = np.load(path)
+    motion[2, 5] = np.nan
+    np.save(path, motion)
+    with pytest.raises(DatasetError) as info:
+        motion_text.open_dataset(root).split("val")
+    assert str(info.value) == (
+        f"{path}: motion has 1 non-finite values (NaN, inf or beyond float32), the first at frame 2, feature "
+        "5 (nan); expected finite values [frames, 6]; to leave this clip out, remove its id from the split "
+        "file that lists it"
+    )
+
+
 def test_humanml3d_split_ids_written_with_the_npy_suffix_name_the_path_looked_for(tmp_path):
     """train.txt listing `000001.npy` said "2 have no motion in new_joint_vecs": the loader looked for
     000001.npy.npy. Where 000001.npy is there, the id is refused naming both; where it is not, the

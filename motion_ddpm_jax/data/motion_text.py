@@ -21,10 +21,11 @@ with a span is refused under another `fps` (data.fps); a folder whose captions h
 fps) is read at the fps given, with a warning where its feature size names a layout of another frame rate
 (`humanml3d.layout`: 263 features at 20 fps, 251 at 12.5): a KIT-ML folder read at the default 20 fps
 would play 1.6x too fast, its seconds all wrong, and nothing else would say so (resampled data may
-mean it, so it is not refused). What it leaves out (listed ids without a motion file, clips and sub-clips
-outside the length limits, clips without a caption, spans written backwards or starting past their
-clip's end) is recorded in `Split.dropped`, the spans that run past their clip's end (cut there, as
-HumanML3D's loaders slice them) in `Split.spans_past_end`, and `describe_dropped` words both for a log.
+mean it, so it is not refused). What it leaves out (listed ids without a motion file, clips whose motion
+holds NaN or inf, clips and sub-clips outside the length limits, clips without a caption, spans written
+backwards or starting past their clip's end) is recorded in `Split.dropped`, the spans that run past their
+clip's end (cut there, as HumanML3D's loaders slice them) in `Split.spans_past_end`, and `describe_dropped`
+words both for a log.
 Opening the folder checks `Mean.npy` / `Std.npy` against the clips' feature size, refuses a clip id that
 train.txt lists and val.txt or test.txt lists too (eval would score motion the model trained on), and
 warns of a clip in train.txt whose mirrored copy (HumanML3D's `M<id>`) is in val.txt or test.txt:
@@ -64,6 +65,10 @@ REPRESENTATIONS = (*representation_lib.REPRESENTATIONS, "humanml3d")
 # what `describe_dropped` counts and how it words the reason ({min} / {max}: the length limits in frames).
 DROP_REASONS = {
     "no_motion": ("listed id", "with no motion file in new_joint_vecs/"),
+    "non_finite": (
+        "clip",
+        "whose motion in new_joint_vecs/ holds NaN, inf or values beyond float32, sub-clips and all",
+    ),
     "no_captions": ("clip", "with an empty caption file"),
     "too_short": ("clip", "shorter than {min} frames, sub-clips and all"),
     "too_long": ("clip", "of {max} frames or more, sub-clips and all"),
@@ -96,6 +101,8 @@ class Split:
     spans_past_end: the caption spans (`<id>#<from>-<to>`, in the split file's order) whose `to` lies past
     their clip's last frame: cut at it, as HumanML3D's loaders slice motion[int(from * 20):int(to * 20)],
     and kept (a span from 0 becomes one of the whole clip's captions).
+    drop_notes: what `describe_dropped` says of a dropped id besides its reason, where there is more to say
+    (a motion holding NaN or inf: the first such value and where it lies), by id.
     """
 
     name: str
@@ -104,6 +111,7 @@ class Split:
     captions: tuple[tuple[str, ...], ...]
     dropped: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
     spans_past_end: tuple[str, ...] = ()
+    drop_notes: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -297,25 +305,48 @@ def _read_npy_header(handle) -> tuple[tuple[int, ...], np.dtype, int]:
     return tuple(shape), dtype, os.fstat(handle.fileno()).st_size - handle.tell()
 
 
-def _finite_float32(path: Path, values: np.ndarray, what: str, expected: str) -> np.ndarray:
-    """`values` as float32, or DatasetError naming the first non-finite entry (NaN, inf, float32 overflow)."""
+@dataclasses.dataclass(frozen=True)
+class _NonFinite:
+    """The entries of an array that are not finite in float32 (NaN, inf, float32 overflow): how many, the
+    first one's place ("frame 7, feature 4" / "feature 4") and its value as read."""
+
+    count: int
+    where: str
+    value: Any
+
+
+def _float32(
+    path: Path, values: np.ndarray, what: str, expected: str
+) -> tuple[np.ndarray, _NonFinite | None]:
+    """`values` as float32 and its non-finite entries (None where every one is finite); DatasetError unless
+    `values` is floating-point."""
     if not np.issubdtype(values.dtype, np.floating):
         raise DatasetError(f"{path}: {what} has dtype {values.dtype}; expected floating-point {expected}")
     with np.errstate(over="ignore"):
         result = values.astype(np.float32)
     bad = ~np.isfinite(result)
-    if bad.any():
-        first = tuple(int(i) for i in np.argwhere(bad)[0])
-        where = f"frame {first[0]}, feature {first[1]}" if len(first) == 2 else f"feature {first[0]}"
+    if not bad.any():
+        return result, None
+    first = tuple(int(i) for i in np.argwhere(bad)[0])
+    where = f"frame {first[0]}, feature {first[1]}" if len(first) == 2 else f"feature {first[0]}"
+    return result, _NonFinite(int(bad.sum()), where, values[first])
+
+
+def _finite_float32(path: Path, values: np.ndarray, what: str, expected: str, remedy: str = "") -> np.ndarray:
+    """`values` as float32, or DatasetError naming the first non-finite entry (NaN, inf, float32 overflow),
+    and then `remedy` where one is given."""
+    result, bad = _float32(path, values, what, expected)
+    if bad is not None:
         raise DatasetError(
-            f"{path}: {what} has {int(bad.sum())} non-finite values (NaN, inf or beyond float32), the first "
-            f"at {where} ({values[first]}); expected finite {expected}"
+            f"{path}: {what} has {bad.count} non-finite values (NaN, inf or beyond float32), the first "
+            f"at {bad.where} ({bad.value}); expected finite {expected}{remedy and f'; {remedy}'}"
         )
     return result
 
 
-def _load_motion(path: Path, feature_size: int, said_by: str = "as dataset.json says") -> np.ndarray:
-    """The motion [T, feature_size] of `path`, float32; `said_by` names where feature_size comes from."""
+def _read_motion(path: Path, feature_size: int, said_by: str) -> np.ndarray:
+    """The motion [T, feature_size] of `path` in the dtype it was saved in (`_float32` checks that and its
+    values); `said_by` names where feature_size comes from."""
     if not path.is_file():
         raise DatasetError(f"{path}: motion file missing")
     motion = _load_array(path, f"a motion [frames, {feature_size}]")
@@ -323,13 +354,17 @@ def _load_motion(path: Path, feature_size: int, said_by: str = "as dataset.json 
         raise DatasetError(
             f"{path}: motion has shape {motion.shape}; expected [frames, {feature_size}] {said_by}"
         )
-    try:
-        return _finite_float32(path, motion, "motion", f"values [frames, {feature_size}]")
-    except DatasetError as error:  # locally built HumanML3D copies hold some (007975, M007975)
-        raise DatasetError(
-            f"{error}; to leave this clip out, remove its file or its id from the split files (a listed id "
-            "without a motion file is counted as dropped)"
-        ) from None
+    return motion
+
+
+def _load_motion(path: Path, feature_size: int) -> np.ndarray:
+    """The motion [T, feature_size] of a prepared dataset's `path`, float32; DatasetError where a value is
+    not finite (the prepared layout is loaded whole, as its record counts it; the HumanML3D layout leaves
+    such a clip out instead)."""
+    motion = _read_motion(path, feature_size, "as dataset.json says")
+    expected = f"values [frames, {feature_size}]"
+    remedy = "to leave this clip out, remove its id from the split file that lists it"
+    return _finite_float32(path, motion, "motion", expected, remedy)
 
 
 def _load_stats(path: Path, feature_size: int, positive: bool = False) -> np.ndarray:
@@ -755,6 +790,7 @@ def _load_humanml3d_split(dataset: MotionTextDataset, name: str) -> Split:
     root = dataset.root
     ids, motions, captions = [], [], []
     dropped: dict[str, list[str]] = {reason: [] for reason in DROP_REASONS}
+    notes: dict[str, str] = {}
     past_end: list[str] = []
     said_by = f"(the {dataset.feature_size} values of Mean.npy and Std.npy: a folder's clips share one size)"
 
@@ -772,7 +808,12 @@ def _load_humanml3d_split(dataset: MotionTextDataset, name: str) -> Split:
         if not motion_path.is_file():
             dropped["no_motion"].append(clip_id)  # the published split lists clips the processing dropped
             continue
-        motion = _load_motion(motion_path, dataset.feature_size, said_by)
+        saved = _read_motion(motion_path, dataset.feature_size, said_by)
+        motion, bad = _float32(motion_path, saved, "motion", f"values [frames, {dataset.feature_size}]")
+        if bad is not None:  # locally built HumanML3D copies hold some (007975, M007975)
+            dropped["non_finite"].append(clip_id)
+            notes[clip_id] = f"{bad.value} at {bad.where}{f', {bad.count - 1} more' if bad.count > 1 else ''}"
+            continue
         # as MotionDiffuse: a motion outside the limits goes with its sub-clips
         if len(motion) < dataset.min_length:
             dropped["too_short"].append(clip_id)
@@ -842,15 +883,18 @@ def _load_humanml3d_split(dataset: MotionTextDataset, name: str) -> Split:
         if without_motion:
             paths = [str(root / "new_joint_vecs" / f"{i}.npy") for i in without_motion[:2]]
             looked = f" (no {', no '.join(paths)}{', ...' if len(without_motion) > 2 else ''})"
+        others = {reason: clips for reason, clips in dropped.items() if clips and reason != "no_motion"}
+        limits = {"min": dataset.min_length, "max": dataset.max_length}
+        why = f". Left out: {'; '.join(_dropped_parts(others, notes, limits))}" if others else ""
         raise EmptySplitError(
             f"{split_path}: the {name} split has no clips: of the {len(listed)} it lists, "
             f"{len(without_motion)} have no motion in {root / 'new_joint_vecs'}{looked} and none of the "
             f"others gives a captioned clip of at least {dataset.min_length}{limit} frames; expected at "
             "least one clip (check the folder and data.min_motion_length / data.max_clip_length)"
-            f"{_npy_suffix_hint(split_path, without_motion)}"
+            f"{why}{_npy_suffix_hint(split_path, without_motion)}"
         )
     left_out = {reason: tuple(clips) for reason, clips in dropped.items() if clips}
-    return Split(name, tuple(ids), tuple(motions), tuple(captions), left_out, tuple(past_end))
+    return Split(name, tuple(ids), tuple(motions), tuple(captions), left_out, tuple(past_end), notes)
 
 
 def _npy_suffix_hint(path: Path, clip_ids: Sequence[str]) -> str:
@@ -886,6 +930,34 @@ def _check_no_npy_suffix(path: Path, listed: Sequence[str]) -> None:
         )
 
 
+def _some(clip_ids: Sequence[str], examples: int, notes: Mapping[str, str] | None = None) -> str:
+    """The first `examples` of `clip_ids`, each with its note where `notes` has one, for a log."""
+    notes = notes or {}
+    shown = ", ".join(f"{i} ({notes[i]})" if i in notes else i for i in clip_ids[:examples])
+    return f"e.g. {shown}, ..." if len(clip_ids) > examples else shown
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _dropped_parts(
+    dropped: Mapping[str, Sequence[str]],
+    notes: Mapping[str, str],
+    limits: Mapping[str, Any],
+    examples: int = 3,
+) -> list[str]:
+    """What `dropped` (reason -> ids, as `Split.dropped`) left out, a phrase per reason: how many, why
+    (DROP_REASONS, with the length `limits` min / max) and the first `examples` ids with their `notes`."""
+    parts = []
+    for reason, clip_ids in dropped.items():
+        noun, why = DROP_REASONS[reason]
+        parts.append(
+            f"{_count(len(clip_ids), noun)} {why.format(**limits)} ({_some(clip_ids, examples, notes)})"
+        )
+    return parts
+
+
 def describe_dropped(
     dataset: MotionTextDataset, splits: Sequence[Split] | None = None, examples: int = 3
 ) -> str:
@@ -903,29 +975,19 @@ def describe_dropped(
         names = SPLITS if dataset.layout == "humanml3d" else ("train",)
         splits = [dataset.split(n) for n in names if (dataset.root / f"{n}.txt").is_file()]
 
-    def some(clip_ids: Sequence[str]) -> str:
-        shown = ", ".join(clip_ids[:examples])
-        return f"e.g. {shown}, ..." if len(clip_ids) > examples else shown
-
-    def count(n: int, noun: str) -> str:
-        return f"{n} {noun}{'' if n == 1 else 's'}"
-
     limits = {"min": dataset.min_length, "max": dataset.max_length}
     lines = []
     for split in splits:
-        parts = []
-        for reason, clip_ids in split.dropped.items():
-            noun, why = DROP_REASONS[reason]
-            parts.append(f"{count(len(clip_ids), noun)} {why.format(**limits)} ({some(clip_ids)})")
-        line = f"{split.name}: {count(len(split), 'clip')} kept"
+        parts = _dropped_parts(split.dropped, split.drop_notes, limits, examples)
+        line = f"{split.name}: {_count(len(split), 'clip')} kept"
         if parts:
             line += f"; left out {'; '.join(parts)}"
         if split.spans_past_end:
             n = len(split.spans_past_end)
             line += (
-                f". {count(n, 'caption span')} ran past {'its' if n == 1 else 'their'} clip's end and "
+                f". {_count(n, 'caption span')} ran past {'its' if n == 1 else 'their'} clip's end and "
                 f"{'was' if n == 1 else 'were'} cut there, as HumanML3D's loaders slice "
-                f"({some(split.spans_past_end)})"
+                f"({_some(split.spans_past_end, examples)})"
             )
         if parts or split.spans_past_end:
             lines.append(line)
@@ -942,15 +1004,15 @@ def describe_dropped(
         if short:
             notes.append(
                 f"leaves out {len(short)} shorter than {dataset.min_length} frames (data.min_motion_length: "
-                f"{some(short)})"
+                f"{_some(short, examples)})"
             )
         if long:
             notes.append(
                 f"keeps {len(long)} of {dataset.max_length} frames or more (data.max_clip_length applies to "
-                f"the HumanML3D layout only: {some(long)})"
+                f"the HumanML3D layout only: {_some(long, examples)})"
             )
         if notes:
-            lines.append(f"{split.name}: of {count(len(split), 'clip')}, training {' and '.join(notes)}")
+            lines.append(f"{split.name}: of {_count(len(split), 'clip')}, training {' and '.join(notes)}")
     return "\n".join(lines)
 
 
