@@ -27,6 +27,7 @@ import numbers
 import os
 import re
 import unicodedata
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,7 @@ from motion_ddpm_jax import config as config_lib
 from motion_ddpm_jax import files as files_lib
 from motion_ddpm_jax import model as model_lib
 from motion_ddpm_jax.data import bvh, pipeline
-from motion_ddpm_jax.errors import UserError
+from motion_ddpm_jax.errors import ProjectWarning, UserError
 from motion_ddpm_jax.skeleton import Skeleton
 
 SAMPLERS = ("ddpm", "ddim", "dpmpp_2m")
@@ -563,7 +564,8 @@ def generate(
       positions f32[N, T, J, 3] global joint positions, zero past the length (None where `joint_parents`
         is: data without a skeleton; HumanML3D's 263 features decode to its 22 joints in metres, KIT-ML's
         251 to its 21 in millimetres), as decoded: the root starts at the origin (`ground_offset` gives
-        the shift to stand a sample on the ground, which `run` adds to the files it writes);
+        the shift to stand a sample on the ground, which `run` adds to the files it writes;
+        `check_figure_size` compares their size with the data's);
       lengths i32[N]; captions list[str] of length N.
     """
     _check_request(
@@ -751,6 +753,140 @@ def check_finite(result: dict[str, Any], loaded: LoadedModel, workdir) -> None:
         )
 
 
+# ------------------------------------------------------------------------------------ the figures' size
+SIZE_FACTOR = 3.0  # a sample's bones summed this many times longer (or 1/this shorter) than the data's
+SPEED_FACTOR = 10.0  # an axis_angle sample's root moving this many times faster (RMS) than the data's
+
+
+class FigureSizeWarning(ProjectWarning):
+    """Sampled figures far larger or smaller than those of the data the checkpoint trained on (or, for
+    axis_angle data, whose root moves far faster): `check_figure_size`."""
+
+
+def summed_bone_lengths(positions: np.ndarray, parents: Sequence[int]) -> np.ndarray:
+    """The sum of every bone's length (float64) of joint positions [..., J, 3] on the tree `parents` [J]
+    (-1 for a root) -> [...]: a figure's size that does not depend on its pose."""
+    parents = np.asarray(parents)
+    children = kinematics.bone_children(parents)
+    positions = np.asarray(positions, np.float64)
+    bones = positions[..., children, :] - positions[..., parents[children], :]
+    return np.linalg.norm(bones, axis=-1).sum(axis=-1)
+
+
+def size_reference(loaded: LoadedModel) -> tuple[float, str] | None:
+    """The summed bone length (`summed_bone_lengths`, the data's unit) a figure of the checkpoint's data
+    has, and where it comes from (as a message says it); None where there is nothing to compare with.
+
+    Bone lengths, not a figure's height or extent: they do not change with the pose (a figure lying down
+    or crouching is as large as one standing), so a sample of the data's motion has about the reference's
+    size whatever it does. From what every checkpoint records, nothing added:
+    - `positions` data: the skeleton's rest offsets (`Skeleton.bone_lengths`), the bones themselves;
+    - the HumanML3D layout (no skeleton): the bones of the mean pose of the training statistics (root at
+      height mean[3], joint j at the mean of its rotation-invariant coordinates). Averaging the positions
+      of a swinging limb shortens it (a forearm most), so this is somewhat under the true sum (the same
+      construction on the demo's positions data gives 0.85 of its skeleton's); the trunk and legs, most of
+      it, move little in the root's facing frame.
+    - `axis_angle` data: None. Forward kinematics gives every sample the skeleton's own bones, so its
+      size is right by construction (`check_figure_size` compares the root's speed instead).
+    None also where the reference is 0 or not finite (statistics that are not of motion).
+    """
+    found = humanml3d.layout(loaded.representation, loaded.model.input_feats)
+    if found is not None:
+        mean = np.asarray(loaded.mean, np.float64)
+        root = [[0.0, mean[found.root_height.start], 0.0]]
+        pose = np.concatenate([root, mean[found.ric].reshape(found.joints - 1, 3)])
+        expected = float(summed_bone_lengths(pose, found.parents))
+        source = f"the bones of the mean pose of its training statistics ({found.dataset}'s layout)"
+    elif loaded.representation == "positions" and loaded.skeleton is not None:
+        expected = float(np.sum(loaded.skeleton.bone_lengths(), dtype=np.float64))
+        source = "its skeleton's rest pose"
+    else:
+        return None
+    return (expected, source) if math.isfinite(expected) and expected > 0 else None
+
+
+def root_step_reference(loaded: LoadedModel) -> float | None:
+    """The RMS length of the root's step per frame in the training data of an `axis_angle` checkpoint:
+    sqrt(sum over its 3 features of mean^2 + std^2), which is exactly the RMS of |delta| over the training
+    frames for the statistics `compute_stats` writes (the std floor, 0.01, adds at most 0.017 units).
+    None for other representations (their size is judged by `size_reference`)."""
+    if loaded.representation != "axis_angle":
+        return None
+    mean, std = (np.asarray(a, np.float64)[:3] for a in (loaded.mean, loaded.std))
+    rms = float(np.sqrt(np.sum(mean**2 + std**2)))
+    return rms if math.isfinite(rms) and rms > 0 else None
+
+
+def check_figure_size(
+    result: dict[str, Any], loaded: LoadedModel, names: Sequence[str] | None = None
+) -> list[dict[str, Any] | None]:
+    """Warn (`FigureSizeWarning`, one for all the samples it names) where `generate`'s figures are
+    implausibly sized for the checkpoint's data, and return each sample's size for index.json (None where
+    nothing is compared): {measure, value, expected, ratio, unit (None: the data's own), plausible}.
+    names: a name per sample for the message (its file), beside its index and caption.
+
+    The measure is a sample's summed bone length per frame, median over its frames (a few wild frames do
+    not decide it), against `size_reference`; beyond SIZE_FACTOR (3x) either way it is not a figure of the
+    data. 3x is far outside what a model of the data draws (the bones' own spread is a few percent, the
+    mean-pose reference 10-20% short; a demo run of 120 steps draws 0.93x) and well inside what goes
+    wrong: an undertrained or diverged epsilon-prediction model whose x0 estimates leave the data's range
+    (figures of 58-94 m from HumanML3D, ~40x), or statistics of data in another unit (10x, 100x, 1000x).
+    The animation scales itself to its figures, so only the arrays show it, and nothing else said so.
+    For axis_angle data (bones fixed by forward kinematics) the RMS root step per frame is compared with
+    `root_step_reference`, larger only (a motionless sample is plausible) and beyond SPEED_FACTOR (10x:
+    the data's RMS pools all their clips, and a fast clip of a mostly slow dataset can be a few times it).
+    """
+    count = len(result["lengths"])
+    names = names or [None] * count
+    reference, speed = size_reference(loaded), root_step_reference(loaded)
+    if reference is None and speed is None:  # (a reference of the size comes with decoded positions)
+        return [None] * count
+    evaluate = importlib.import_module("motion_ddpm_jax.evaluate")  # (it imports this module)
+    unit = evaluate.position_unit(loaded.skeleton, loaded.representation, loaded.model.input_feats)
+    suffix = f" {unit}" if unit else ""
+    sizes, odd = [], []
+    for i, length in enumerate(result["lengths"]):
+        if reference is not None:
+            expected, source = reference
+            per_frame = summed_bone_lengths(result["positions"][i, :length], joint_parents(loaded))
+            measured, what = float(np.median(per_frame)), "summed bone length per frame (median over frames)"
+            off = not 1 / SIZE_FACTOR <= measured / expected <= SIZE_FACTOR
+        else:
+            expected, source = speed, "the RMS root step of its training statistics"
+            steps = np.asarray(result["motion"][i, :length, :3], np.float64)
+            measured, what = float(np.sqrt(np.mean(np.sum(steps**2, axis=-1)))), "RMS root step per frame"
+            off = measured / expected > SPEED_FACTOR
+        sizes.append(
+            {
+                "measure": what,
+                "value": measured,
+                "expected": expected,
+                "ratio": measured / expected,
+                "unit": unit,
+                "plausible": not off,
+            }
+        )
+        if off:
+            shown = f"{result['captions'][i][:40]!r}" + (f", {names[i]}" if names[i] else "")
+            odd.append(f"sample {i} ({shown}): {measured:.3g}{suffix}, {measured / expected:.3g}x")
+    if odd:
+        kind = "sized" if reference is not None else "fast"
+        listed = "; ".join(odd[:5]) + (f"; and {len(odd) - 5} more" if len(odd) > 5 else "")
+        data_unit = " (in the data's unit)"
+        expected_text = f"{expected:.3g}{suffix or data_unit}"
+        warnings.warn(
+            f"{len(odd)} of {count} samples of the checkpoint of step {loaded.step} are implausibly {kind} "
+            f"for the data it trained on ({what}): {listed}; expected about {expected_text} ({source}). "
+            "This usually means an undertrained or diverged model (an epsilon-prediction run early in "
+            "training can give estimates far outside the data's range), or a checkpoint of other data than "
+            "its statistics describe; the animation scales itself to its figures and does not show it. "
+            "Sample from a later checkpoint (--config.sample.checkpoint_step) or train longer",
+            FigureSizeWarning,
+            stacklevel=2,
+        )
+    return sizes
+
+
 CLAIM = ".sampling"  # in a sample folder from when a process takes it until its index.json is written
 
 
@@ -884,8 +1020,9 @@ def run(config, workdir: str | os.PathLike, log=print) -> dict[str, Any]:
     Everything but `config.sample` comes from the checkpoint. Writes under sample.output_dir (default
     <workdir>/samples/step_<step>; a folder that already holds files is left alone for a fresh sibling):
     per sample `<caption index>_<slug>_<draw>.npy` (features [T_i, D]), `..._positions.npy` ([T_i, J, 3]),
-    `.bvh` for axis_angle data when sample.write_bvh, `index.json`, and `samples.gif`
-    (`.mp4`: sample.render_format) when sample.render.
+    `.bvh` for axis_angle data when sample.write_bvh, `index.json` (per sample its caption, length,
+    files and, where judged, its "size" against the data's: `check_figure_size`, which warns of figures
+    implausibly sized), and `samples.gif` (`.mp4`: sample.render_format) when sample.render.
     Returns {"output_dir", "files", "step", "num_samples"}.
     """
     s = config.sample
@@ -940,13 +1077,20 @@ def _sample_into(
     write_bvh = bool(s.write_bvh) and problem is None
     result = generate(loaded, captions, s.num_frames, num_samples=s.num_samples, **sampler_settings(s))
     check_finite(result, loaded, workdir)
+    stems = [
+        f"{i // int(s.num_samples):03d}_{_slug(caption)}_{i % int(s.num_samples)}"
+        for i, caption in enumerate(result["captions"])
+    ]
+    sizes = check_figure_size(result, loaded, [f"{stem}.npy" for stem in stems])
     if out != wanted:  # both absolute: a relative workdir said "holds files" of its own empty folder
         log(f"{wanted} already holds files{_unfinished(wanted)}; writing to {out} instead")
     files, entries = [], {}
     for i, (caption, length) in enumerate(zip(result["captions"], result["lengths"], strict=True)):
         caption_index, draw = divmod(i, int(s.num_samples))
-        stem = f"{caption_index:03d}_{_slug(caption)}_{draw}"
+        stem = stems[i]
         entry = {"caption": caption, "length": int(length), "caption_index": caption_index, "sample": draw}
+        if sizes[i] is not None:  # what check_figure_size measured: the figure's size against the data's
+            entry["size"] = sizes[i]
         _save_npy(out / f"{stem}.npy", result["motion"][i, :length], written)
         names = {"motion": f"{stem}.npy"}
         lift = np.zeros(3)

@@ -18,6 +18,7 @@ import signal
 import socket
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -832,6 +833,7 @@ class ProgressRenderer:
             sample = self.config.sample
             frames = min(int(sample.num_frames), loaded.max_motion_length)
             out = sampling.generate(loaded, self.captions, frames, **sampling.sampler_settings(sample))
+            self._say_size(step, loaded, out)
             positions = [p[:n] for p, n in zip(out["positions"], out["lengths"], strict=True)]
             # the step in each panel's title (a figure leaves the file name behind), first: a title too long
             # for its panel is cut at its end
@@ -843,6 +845,24 @@ class ProgressRenderer:
             )
         except Exception as error:  # noqa: BLE001 -- a picture must never cost a run
             self.log(f"step {step}: rendering progress samples failed ({type(error).__name__}: {error})")
+
+    def _say_size(self, step: int, loaded, out: dict[str, Any]) -> None:
+        """A line where the progress samples' figures are implausibly sized for the data (the GIF scales
+        itself to them): `sampling.check_figure_size`'s judgement, said as a note of the run's progress
+        (an early model's often are) rather than as its warning, which advises on a sampling."""
+        from motion_ddpm_jax import sampling
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", sampling.FigureSizeWarning)
+            sizes = [size for size in sampling.check_figure_size(out, loaded) if size is not None]
+        if sizes and not all(size["plausible"] for size in sizes):
+            ratios = [size["ratio"] for size in sizes]
+            low, high = f"{min(ratios):.3g}", f"{max(ratios):.3g}"
+            self.log(
+                f"step {step}: the progress samples' {sizes[0]['measure']} is "
+                f"{low if low == high else f'{low}-{high}'}x the data's (the GIF scales itself to its "
+                "figures): the model does not draw the data's figures yet"
+            )
 
 
 class _PreemptionFlag:
