@@ -76,7 +76,7 @@ def _load(parser: argparse.ArgumentParser, args: argparse.Namespace) -> sampling
     the steps it holds where it cannot be read."""
     step = None if args.checkpoint_step < 0 else args.checkpoint_step
     try:
-        return sampling.load_model(args.workdir, step=step, use_ema=args.use_ema)
+        return sampling.load_model(args.workdir, step, args.use_ema, step_option="--checkpoint-step")
     except checkpoint.CheckpointError as error:
         flag = "--workdir" if step is None else f"--checkpoint-step {step}"
         parser.error(f"{flag}: {error}")

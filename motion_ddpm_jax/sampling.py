@@ -87,11 +87,17 @@ class LoadedModel:
         return ml_collections.ConfigDict(self.metadata["config"])
 
 
-def load_model(workdir: str | os.PathLike, step: int | None = None, use_ema: bool = True) -> LoadedModel:
+def load_model(
+    workdir: str | os.PathLike,
+    step: int | None = None,
+    use_ema: bool = True,
+    step_option: str = "--config.sample.checkpoint_step",
+) -> LoadedModel:
     """Restore checkpoint `step` (None: the latest) of `workdir` for sampling.
 
     CheckpointError (naming the folder) when the folder is missing, empty, incomplete, or does not hold a
-    model this code can rebuild.
+    model this code can rebuild; where another checkpoint would do, it says so with `step_option`, the
+    caller's way to pick a step (launch.py's config field by default; bench_solvers.py its own flag).
     """
     requested = step
     for attempt in range(3):
@@ -112,12 +118,11 @@ def load_model(workdir: str | os.PathLike, step: int | None = None, use_ema: boo
                     raise checkpoint.CheckpointError(
                         f"{reader.directory}/{step} was removed while it was read: the run is still training "
                         "and keeps only its last train.max_to_keep checkpoints; sample from the latest (no "
-                        "sample.checkpoint_step) or from a copy"
+                        f"{step_option}) or from a copy"
                     ) from None
                 others = [s for s in reader.all_steps() if s != step]
                 way = (
-                    f"; the checkpoints {others} are untouched: sample from one with sample.checkpoint_step "
-                    f"(--config.sample.checkpoint_step={others[-1]})"
+                    f"; the checkpoints {others} are untouched: sample from one ({step_option}={others[-1]})"
                     if others
                     else ""
                 )

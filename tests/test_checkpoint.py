@@ -167,6 +167,10 @@ def test_sampling_from_a_damaged_checkpoint_names_the_intact_ones(tmp_path):
     )
     with pytest.raises(checkpoint.CheckpointError, match=expected):
         sampling.load_model(tmp_path, use_ema=False)
+    # bench_solvers.py picks a step with its own flag: the message names that one
+    with pytest.raises(checkpoint.CheckpointError) as caught:
+        sampling.load_model(tmp_path, use_ema=False, step_option="--checkpoint-step")
+    assert "(--checkpoint-step=10)" in str(caught.value) and "config.sample" not in str(caught.value)
 
 
 def test_a_full_disk_while_saving_is_one_error_that_says_the_earlier_checkpoints_are_intact(
