@@ -861,19 +861,22 @@ def check_figure_size(
             steps = np.asarray(result["motion"][i, :length, :3], np.float64)
             measured, what = float(np.sqrt(np.mean(np.sum(steps**2, axis=-1)))), "RMS root step per frame"
             off = measured / expected > SPEED_FACTOR
+        finite = math.isfinite(measured)  # positions overflowing float32 from finite features (index.json
+        # is JSON: it holds no NaN or Infinity)
         sizes.append(
             {
                 "measure": what,
-                "value": measured,
+                "value": measured if finite else None,
                 "expected": expected,
-                "ratio": measured / expected,
+                "ratio": measured / expected if finite else None,
                 "unit": unit,
-                "plausible": not off,
+                "plausible": finite and not off,
             }
         )
-        if off:
+        if off or not finite:
             shown = f"{result['captions'][i][:40]!r}" + (f", {names[i]}" if names[i] else "")
-            odd.append(f"sample {i} ({shown}): {measured:.3g}{suffix}, {measured / expected:.3g}x")
+            size = f"{measured:.3g}{suffix}, {measured / expected:.3g}x" if finite else "not finite"
+            odd.append(f"sample {i} ({shown}): {size}")
     if odd:
         kind = "sized" if reference is not None else "fast"
         listed = "; ".join(odd[:5]) + (f"; and {len(odd) - 5} more" if len(odd) > 5 else "")

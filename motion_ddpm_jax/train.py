@@ -833,7 +833,6 @@ class ProgressRenderer:
             sample = self.config.sample
             frames = min(int(sample.num_frames), loaded.max_motion_length)
             out = sampling.generate(loaded, self.captions, frames, **sampling.sampler_settings(sample))
-            self._say_size(step, loaded, out)
             positions = [p[:n] for p, n in zip(out["positions"], out["lengths"], strict=True)]
             # the step in each panel's title (a figure leaves the file name behind), first: a title too long
             # for its panel is cut at its end
@@ -843,6 +842,7 @@ class ProgressRenderer:
             render.animate_skeletons(
                 positions, parents, gif, fps=loaded.fps, titles=titles, log=self._log_once, mirrored=mirrored
             )
+            self._say_size(step, loaded, out)  # after the picture: nothing here may cost it
         except Exception as error:  # noqa: BLE001 -- a picture must never cost a run
             self.log(f"step {step}: rendering progress samples failed ({type(error).__name__}: {error})")
 
@@ -855,14 +855,25 @@ class ProgressRenderer:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", sampling.FigureSizeWarning)
             sizes = [size for size in sampling.check_figure_size(out, loaded) if size is not None]
-        if sizes and not all(size["plausible"] for size in sizes):
-            ratios = [size["ratio"] for size in sizes]
-            low, high = f"{min(ratios):.3g}", f"{max(ratios):.3g}"
+        if not sizes or all(size["plausible"] for size in sizes):
+            return
+        ratios = [size["ratio"] for size in sizes if size["ratio"] is not None]
+        low, high = (f"{min(ratios):.3g}", f"{max(ratios):.3g}") if ratios else ("", "")
+        said = f"{low if low == high else f'{low}-{high}'}x the data's" if ratios else "not finite"
+        if ratios and len(ratios) < len(sizes):
+            said += f" ({len(sizes) - len(ratios)} not finite)"
+        if sizes[0]["measure"].startswith("RMS root step"):  # axis_angle: its bones are the data's
+            off = sum(not size["plausible"] for size in sizes)
             self.log(
-                f"step {step}: the progress samples' {sizes[0]['measure']} is "
-                f"{low if low == high else f'{low}-{high}'}x the data's (the GIF scales itself to its "
-                "figures): the model does not draw the data's figures yet"
+                f"step {step}: the progress samples' {sizes[0]['measure']} is {said}, beyond "
+                f"{sampling.SPEED_FACTOR:g}x in {off} of {len(sizes)}: the model does not move as the data "
+                "do yet"
             )
+            return
+        self.log(
+            f"step {step}: the progress samples' {sizes[0]['measure']} is {said} (the GIF scales itself to "
+            "its figures): the model does not draw the data's figures yet"
+        )
 
 
 class _PreemptionFlag:

@@ -432,6 +432,9 @@ def test_a_lock_file_removed_between_its_open_and_its_lock_is_opened_again(tmp_p
 
 SIGTERM_IN_SETUP = """
 import os, signal, sys
+# as started from a terminal: a suite started in the background (`pytest &` in a script) passes SIGINT on
+# ignored, and a Ctrl-C ignored where a run starts stays so (test_ctrl_c_while_training_...)
+signal.signal(signal.SIGINT, signal.SIG_DFL)
 sys.path.insert(0, {root!r})
 from motion_ddpm_jax import train
 real = train._dataset_once_per_run

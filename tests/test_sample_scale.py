@@ -98,6 +98,21 @@ def test_figures_10x_or_a_twentieth_the_size_are_named_with_their_size_and_the_e
     assert "undertrained or diverged" in message
 
 
+def test_figures_whose_positions_overflow_are_named_not_finite_and_index_json_stays_json(loaded):
+    """Positions beyond float32 from finite features (the root's deltas summed): no ratio to give, the
+    sample named "not finite", and its size entry holds no NaN or Infinity (index.json is JSON)."""
+    rng = np.random.default_rng(2)
+    broken = posed(8, rng)
+    broken[3:, 0] = np.inf
+    with pytest.warns(
+        sampling.FigureSizeWarning, match=r"1 of 2 samples.*sample 1 \('caption 1'\): not finite"
+    ):
+        sizes = sampling.check_figure_size(result_of([posed(8, rng), broken], 18), loaded["positions"])
+    assert sizes[1]["value"] is None and sizes[1]["ratio"] is None and sizes[1]["plausible"] is False
+    assert sizes[0]["plausible"] is True
+    json.dumps(sizes, allow_nan=False)  # raises on NaN or Infinity
+
+
 def test_a_few_wild_frames_and_the_padding_do_not_decide_a_samples_size(loaded):
     rng = np.random.default_rng(2)
     wild = posed(10, rng)
@@ -214,6 +229,7 @@ def test_training_progress_samples_10x_the_datas_size_are_said_in_the_log(
     with warnings.catch_warnings():
         warnings.simplefilter("error", sampling.FigureSizeWarning)
         train.ProgressRenderer(run_config(), tmp_path, {}, CAPTIONS, log=logged.append)(7, None)
+    assert not [line for line in logged if "rendering progress samples failed" in line], logged
     said = [line for line in logged if "the data's" in line]
     if scale == 1.0:
         assert said == [], logged

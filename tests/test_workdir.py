@@ -213,6 +213,9 @@ def test_no_mode_touches_files_outside_the_folders_it_owns(tmp_path):
     samples = sorted(p.name for p in (workdir / "samples").iterdir())
     assert samples == ["step_6", "step_6_2"], samples  # the second sampling run did not replace the first
     assert (workdir / train.RUN_RECORD).is_file()
+    # the run's progress GIF, drawn at its end (a failed drawing is only logged)
+    assert (workdir / "progress" / "step_0000006.gif").is_file(), outputs["train"][-3000:]
+    assert "rendering progress samples failed" not in outputs["train"]
     autoencoder = json.loads((prepared / "fgd_autoencoder" / "autoencoder.json").read_text())
     assert autoencoder["settings"]["steps"] == 2
     with_config, without = (json.loads((workdir / "eval" / n).read_text()) for n in EVAL_RECORDS)

@@ -64,7 +64,7 @@ def fast_compile_flags() -> str:
             text=True,
             timeout=120,
         )
-    except subprocess.TimeoutExpired:  # a stalled machine: compile as XLA's defaults would, and go on
+    except subprocess.TimeoutExpired:  # a stalled machine: LLVM's optimisations off alone, and go on
         return FAST_COMPILE
     unknown = probe.returncode != 0 and "Unknown flag" in probe.stderr
     return FAST_COMPILE if unknown else f"{FAST_COMPILE} {OLDER_EMITTERS}"
