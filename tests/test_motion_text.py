@@ -74,6 +74,28 @@ def test_a_caption_with_a_line_break_is_refused_before_anything_is_written(tmp_p
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("split_name, bad", [("train", np.nan), ("val", np.inf), ("test", 1e39)])
+def test_a_clip_with_values_that_are_not_finite_is_refused_before_anything_is_written(
+    tmp_path, split_name, bad
+):
+    """A NaN in a training clip would have made the written statistics NaN, one in val/test would have
+    stopped that split's reading later: write_dataset names the clip and the first bad value instead."""
+    splits = make_splits(np.random.default_rng(3))
+    split = splits[split_name]
+    motion = np.array(split.motions[1], np.float64)
+    motion[2, 4] = motion[3, 0] = bad
+    splits[split_name] = Split(
+        split_name, split.ids, (split.motions[0], motion, *split.motions[2:]), split.captions
+    )
+    expected = (
+        rf"clip '{split.ids[1]}' of the {split_name} split has 2 non-finite values .* the first at frame 2, "
+        rf"feature 4 \({re.escape(str(motion[2, 4]))}\)"
+    )
+    with pytest.raises(DatasetError, match=expected):
+        motion_text.write_dataset(tmp_path / "ds", splits, {"representation": "positions", "fps": 60.0})
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_writing_over_a_non_empty_folder_is_refused_and_leaves_it_alone(tmp_path):
     target = tmp_path / "mine"
     target.mkdir()
