@@ -849,11 +849,11 @@ def check_figure_size(
     evaluate = importlib.import_module("motion_ddpm_jax.evaluate")  # (it imports this module)
     unit = evaluate.position_unit(loaded.skeleton, loaded.representation, loaded.model.input_feats)
     suffix = f" {unit}" if unit else ""
-    sizes, odd = [], []
+    sizes, odd, parents = [], [], joint_parents(loaded)
     for i, length in enumerate(result["lengths"]):
         if reference is not None:
             expected, source = reference
-            per_frame = summed_bone_lengths(result["positions"][i, :length], joint_parents(loaded))
+            per_frame = summed_bone_lengths(result["positions"][i, :length], parents)
             measured, what = float(np.median(per_frame)), "summed bone length per frame (median over frames)"
             off = not 1 / SIZE_FACTOR <= measured / expected <= SIZE_FACTOR
         else:

@@ -1164,17 +1164,10 @@ def write_dataset(
         raise DatasetError(f"clips disagree on the feature size: {sorted(feature_sizes)}")
     for split in splits.values():  # a value that is not finite would make the statistics NaN (train), or
         # stop the reading of its split later: refused before anything is written
+        shape = f"features [frames, {next(iter(feature_sizes))}]"
         for clip_id, motion in zip(split.ids, split.motions, strict=True):
-            with np.errstate(over="ignore", invalid="ignore"):
-                bad = ~np.isfinite(np.asarray(motion).astype(np.float32))
-            if bad.any():
-                frame, feature = (int(i) for i in np.argwhere(bad)[0])
-                raise DatasetError(
-                    f"{root}: clip {clip_id!r} of the {split.name} split has {int(bad.sum())} non-finite "
-                    f"values (NaN, inf or beyond float32), the first at frame {frame}, feature {feature} "
-                    f"({np.asarray(motion)[frame, feature]}); expected finite features: leave the clip out "
-                    "or correct its source"
-                )
+            what = f"clip {clip_id!r} of the {split.name} split"
+            _finite_float32(root, np.asarray(motion), what, shape, "leave the clip out or correct its source")
     kind = info["representation"]
     if skeleton is not None and kind in representation_lib.REPRESENTATIONS:
         expected = representation_lib.feature_size(skeleton, kind)
