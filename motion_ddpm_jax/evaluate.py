@@ -281,7 +281,12 @@ def diversity(
     if len(poses) < 2:
         return float("nan")
     first, second = _pairs(len(poses), max_pairs, seed)
-    return float(np.mean(np.linalg.norm(poses[first] - poses[second], axis=-1)) / np.sqrt(num_frames))
+    # 1024 pairs at a time (same values, bit for bit): all 20,000 at once held 3 x 1.35 GB at 88 joints
+    distances = [
+        np.linalg.norm(poses[first[i : i + 1024]] - poses[second[i : i + 1024]], axis=-1)
+        for i in range(0, len(first), 1024)
+    ]
+    return float(np.mean(np.concatenate(distances)) / np.sqrt(num_frames))
 
 
 def summary_features(values, lengths, fps: float) -> np.ndarray:

@@ -106,6 +106,33 @@ def test_jitter_of_clips_too_short_for_a_difference_is_nan():
     assert np.isnan(evaluate.jitter(positions, lengths, FPS)["acceleration"])
 
 
+def test_clips_of_one_to_three_frames_enter_only_the_differences_they_have():
+    """Clips of 1, 2 and 3 frames (padded with huge values): the 3-frame clip alone has a second
+    difference (and none a third: jerk NaN), the 2- and 3-frame ones their 1 + 2 steps of speed, and a
+    1-frame clip resampled for diversity is its one pose at every frame."""
+    rng = np.random.default_rng(13)
+    clips = [rng.normal(size=(n, 3, 3)) * 10.0 for n in (1, 2, 3)]
+    positions, lengths = padded(clips)
+    c = clips[2]
+    result = evaluate.jitter(positions, lengths, FPS)
+    assert result["acceleration"] == pytest.approx(
+        np.mean([np.linalg.norm(c[2, j] - 2 * c[1, j] + c[0, j]) * FPS**2 for j in range(3)]), rel=1e-12
+    )
+    assert np.isnan(result["jerk"])
+    steps = [clips[1][1] - clips[1][0], c[1] - c[0], c[2] - c[1]]
+    speeds = np.array([np.linalg.norm(step[j]) * FPS for step in steps for j in (0, 2)])
+    speed = evaluate.effector_speed(positions, lengths, FPS, [0, 2])
+    assert speed["mean"] == pytest.approx(speeds.mean(), rel=1e-12)
+    ordered = np.sort(speeds)  # 6 values: the 95th percentile lies 0.75 of the way from the 5th to the 6th
+    assert speed["p95"] == pytest.approx(ordered[4] + 0.75 * (ordered[5] - ordered[4]), rel=1e-12)
+    a, b = clips[0][0] - clips[0][0, 1], clips[1][1] - clips[1][1, 1]  # root-relative, root joint 1
+    one_frame, one_lengths = padded([clips[0], clips[1][1:]])  # two 1-frame clips
+    assert evaluate.diversity(one_frame, one_lengths, root=1) == pytest.approx(
+        np.linalg.norm(a - b), rel=1e-12
+    )
+    assert np.isnan(evaluate.diversity(positions[:1], lengths[:1]))
+
+
 # ------------------------------------------------------------------------------------------ bones
 def rigid_motion(pose, frames, seed):
     """[frames, J, 3]: `pose` turned by a random rotation and moved by a random translation per frame."""
@@ -239,6 +266,32 @@ def test_summary_features_of_linear_motion():
         np.testing.assert_allclose(row, np.concatenate(expected), atol=1e-9)
 
 
+def test_motion_features_are_the_statistics_of_the_root_relative_joints_and_the_roots_trajectory():
+    """README's 4 x 3 x (joints + 1) numbers, from how the clips were built rather than from their
+    global positions: per channel the mean and (population) std over the clip's frames of each joint's
+    position relative to the root (joint 1 here, not 0), then of the root's path from its first frame,
+    then the same of their velocities (units/s); a constant shift of the whole clip changes nothing, and
+    padding past the length (huge values) enters nothing."""
+    rng = np.random.default_rng(11)
+    fps, root = 25.0, 1
+    clips, expected = [], []
+    for n in (6, 2, 11):
+        relative = rng.normal(size=(n, 4, 3)) * 7.0  # joints around the root, moving
+        relative[:, root] = 0.0
+        path = np.cumsum(rng.normal(size=(n, 3)), axis=0) * 3.0  # the root's path
+        path -= path[0]
+        clips.append(relative + path[:, None] + rng.normal(size=3) * 500.0)  # anywhere in the world
+        series = np.concatenate([relative, path[:, None]], axis=1).reshape(n, 15)
+        velocity = np.diff(series, axis=0) * fps
+        expected.append(np.concatenate([series.mean(0), series.std(0), velocity.mean(0), velocity.std(0)]))
+    positions, lengths = padded(clips)
+    features = evaluate.motion_features(positions, lengths, fps, root=root)
+    assert features.shape == (3, 4 * 3 * (4 + 1))
+    np.testing.assert_allclose(features, np.array(expected), rtol=1e-9, atol=1e-9)
+    shifted = evaluate.motion_features(positions + np.array([40.0, -3.0, 9.0]), lengths, fps, root=root)
+    np.testing.assert_allclose(shifted, features, rtol=1e-9, atol=1e-9)
+
+
 # ------------------------------------------------------------------------------------------ classifier
 def clusters(count, seed, dims=40, classes=("a", "b", "c", "d"), spread=8.0):
     rng = np.random.default_rng(seed)
@@ -306,6 +359,25 @@ def test_frechet_distance_of_fitted_features():
     shifted = features + np.array([3.0, 0, 0, 0, 0])
     assert evaluate.frechet_distance_of(features, shifted) == pytest.approx(9.0, rel=1e-9)
     assert np.isnan(evaluate.frechet_distance_of(features[:1], features))
+
+
+def test_frechet_distance_of_fewer_clips_than_dimensions_matches_the_nuclear_norm_form():
+    """Eval fits 276-1068 dimensional Gaussians to a few hundred clips or fewer: singular covariances,
+    with columns of zero variance (the root's own relative position). With S = L L^T, L = the centred
+    rows / sqrt(n - 1), tr (S_a^1/2 S_b S_a^1/2)^1/2 is the sum of the singular values of L_a^T L_b, an
+    [n_a, n_b] product that needs no square root of a singular matrix."""
+    rng = np.random.default_rng(12)
+    for count_a, count_b, dims in ((6, 9, 20), (3, 3, 40), (2, 5, 8), (30, 12, 30)):
+        a = rng.normal(size=(count_a, dims)) * np.linspace(0.1, 50.0, dims)
+        b = rng.normal(size=(count_b, dims)) * np.linspace(0.1, 60.0, dims) + 2.0
+        a[:, :3], b[:, :3] = 0.0, 0.0
+        la = (a - a.mean(0)) / np.sqrt(count_a - 1)
+        lb = (b - b.mean(0)) / np.sqrt(count_b - 1)
+        cross = np.linalg.svd(la @ lb.T, compute_uv=False).sum()
+        expected = np.sum((a.mean(0) - b.mean(0)) ** 2) + np.sum(la**2) + np.sum(lb**2) - 2.0 * cross
+        assert evaluate.frechet_distance_of(a, b) == pytest.approx(expected, rel=1e-6), (count_a, dims)
+        scale = np.sum(la**2) + np.sum(lb**2)
+        assert evaluate.frechet_distance_of(a, a[::-1]) == pytest.approx(0.0, abs=1e-9 * scale)
 
 
 # ------------------------------------------------------------------------------------------ dataset + run
