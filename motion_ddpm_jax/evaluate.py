@@ -1476,8 +1476,9 @@ def check_same_statistics(loaded, dataset, config, workdir) -> None:
         f"{config.eval.split} split may hold clips the checkpoint trained on. The checkpoint's run trained "
         f"on data.root={trained_root} with data.split_seed={trained_seed} and data.std_floor="
         f"{trained_floor}; here data.root={dataset.root}, data.split_seed={seed_here}, data.std_floor="
-        f"{config.data.std_floor:g}. Evaluate without --config (the data the checkpoint's run trained "
-        f"on), or set --config.data.root (and --config.data.split_seed, data.std_floor) to that run's"
+        f"{config.data.std_floor:g}. Evaluate without --config and --config.data.* overrides (the data the "
+        f"checkpoint's run trained on), or set --config.data.root (and --config.data.split_seed, "
+        f"--config.data.std_floor) to that run's values"
     )
 
 
@@ -1580,7 +1581,12 @@ def run(
     if data_from_checkpoint:
         trained_root = loaded.metadata.get("data_root")
         config = with_checkpoint_data(config, loaded.metadata["config"], data_set, trained_root)
-        log(f"real clips from the data the checkpoint's run trained on: data.root={config.data.root}")
+        log(
+            f"real clips from data.root={config.data.root} (--config.data.root; the checkpoint's run trained "
+            f"on {trained_root or '(not recorded)'})"
+            if "root" in data_set
+            else f"real clips from the data the checkpoint's run trained on: data.root={config.data.root}"
+        )
     dataset = beat.dataset_from_config(config, log=log)
     if dataset.feature_size != np.asarray(loaded.mean).size:
         raise EvaluationError(

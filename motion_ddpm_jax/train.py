@@ -11,6 +11,7 @@ parameter update and the EMA's in one conditional on the gradients being finite.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import json
 import os
@@ -1084,9 +1085,20 @@ def _run(config, workdir: Path, stop: _PreemptionFlag, held: contextlib.ExitStac
     geometry = make_geometry(config, dataset)
 
     refused_start = {"made": not workdir.exists(), "recorded": not needs_record}
-    workdir.mkdir(parents=True, exist_ok=True)
-    if is_main:  # before the checkpointer, which removes unfinished checkpoints when it opens the folder
-        held.enter_context(workdir_lock(workdir))
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+        if is_main:  # before the checkpointer, which removes unfinished checkpoints when it opens the folder
+            held.enter_context(workdir_lock(workdir))
+    except OSError as error:  # a read-only copy of a run, a colleague's folder, a read-only mount
+        if not isinstance(error, PermissionError) and error.errno != errno.EROFS:
+            raise
+        raise WorkdirError(
+            f"--workdir {workdir}: cannot write there ({error.strerror}: {error.filename}); training writes "
+            "its lock, checkpoints and logs into the workdir: give a --workdir you can write to (to resume "
+            "a read-only run, cp -a it to a folder of yours first; sampling and eval read one as it is, "
+            "with --config.sample.output_dir or --config.eval.output)"
+        ) from None
+    if is_main:
         held.callback(_tidy_a_refused_start, workdir, refused_start)  # runs while the lock is still held
     ckpt = checkpoint.Checkpointer(workdir, max_to_keep=config.train.max_to_keep)
     resume_step = ckpt.latest_step()

@@ -779,10 +779,13 @@ def test_run_without_a_config_reads_the_data_the_checkpoint_was_trained_on(
     assert merged.eval.num_clips == 6 and elsewhere.data.root == str(tmp_path / "no_such_data")  # a copy
     kept = evaluate.with_checkpoint_data(elsewhere, {"data": saved}, keep=["root"])
     assert kept.data.root == str(tmp_path / "no_such_data") and kept.data.source == "prepared"
+    messages = []
     with pytest.raises(UserError, match="no_such_data"):
         evaluate.run(
-            elsewhere, tmp_path / "run", log=lambda _: None, data_from_checkpoint=True, data_set=["root"]
+            elsewhere, tmp_path / "run", log=messages.append, data_from_checkpoint=True, data_set=["root"]
         )
+    given = f"real clips from data.root={tmp_path / 'no_such_data'} (--config.data.root; the checkpoint's run"
+    assert any(m.startswith(given) for m in messages), messages  # the user's folder, not the trained one's
 
 
 def test_a_relative_data_root_missing_from_here_is_the_folder_the_run_trained_on(tmp_path, monkeypatch):

@@ -1,6 +1,7 @@
 """Reliability of a training run (issue 7): exact resume after SIGKILL, SIGTERM preemption, a checkpoint
 killed mid-write, non-finite batches. Runs go through launch.py in subprocesses, as a user's would."""
 
+import errno
 import json
 import os
 import shutil
@@ -288,6 +289,35 @@ def test_a_run_diverging_before_its_first_checkpoint_says_there_is_none(tmp_path
     with pytest.raises(FloatingPointError, match=r"step 5: .*\(no checkpoint was saved before them\)"):
         train.run(config, tmp_path, log=lambda *_: None)
     assert checkpoint.Checkpointer(tmp_path, read_only=True).all_steps() == []
+
+
+def test_a_workdir_it_cannot_write_is_named_with_what_to_do(tmp_path, data_args, monkeypatch):
+    """A read-only copy of a run (or a colleague's folder, or a read-only mount) given as --workdir: the
+    error names the flag and the folder and says what to do, not a bare [Errno 13]. (The suite may run as
+    root, whom file modes do not stop, so the lock's open is what fails here.) Other OS errors pass as
+    they are."""
+    config = tiny_config(tmp_path, data_args, num_steps=2, save_every_steps=2)
+    workdir = tmp_path / "copy_of_a_run"
+
+    def refuse(code):
+        def lock(folder):
+            raise OSError(code, os.strerror(code), str(folder / train.LOCK))
+
+        return lock
+
+    for code in (errno.EACCES, errno.EROFS):
+        monkeypatch.setattr(train, "workdir_lock", refuse(code))
+        with pytest.raises(
+            UserError,
+            match=r"--workdir .*copy_of_a_run: cannot write there \(.*\.train\.lock\)"
+            r".*give a --workdir you can write to",
+        ):
+            train.run(config, workdir, log=lambda *_: None)
+    monkeypatch.setattr(train, "workdir_lock", refuse(errno.EIO))
+    with pytest.raises(OSError) as raised:
+        train.run(config, workdir, log=lambda *_: None)
+    assert raised.value.errno == errno.EIO and not isinstance(raised.value, UserError)
+    assert not list(workdir.glob("checkpoints/*"))
 
 
 def test_resuming_checks_the_data_and_says_what_changed(tmp_path, data_args):
