@@ -1099,12 +1099,13 @@ def encode_text(
     )
 
 
-def resolve_compute_dtype(name: str) -> Any:
-    """'auto' -> bfloat16 on GPU/TPU, float32 elsewhere; 'bfloat16' / 'float32' as named."""
+def resolve_compute_dtype(name: str, backend: str | None = None) -> Any:
+    """'auto' -> bfloat16 on GPU/TPU, float32 elsewhere (on `backend`, by default jax's default backend);
+    'bfloat16' / 'float32' as named."""
     if name not in COMPUTE_DTYPES:
         raise ValueError(f"model.compute_dtype must be one of {COMPUTE_DTYPES}, got {name!r}")
     if name == "auto":
-        return jnp.bfloat16 if jax.default_backend() in ("gpu", "tpu") else jnp.float32
+        return jnp.bfloat16 if (backend or jax.default_backend()) in ("gpu", "tpu") else jnp.float32
     return jnp.bfloat16 if name == "bfloat16" else jnp.float32
 
 

@@ -529,12 +529,42 @@ class MetricsLog:
             self.writer.close()
 
 
+def differing(saved: dict[str, Any], current, names: list[str]) -> str:
+    """`names` with their values, run's -> this config's, e.g. `optim.lr (0.001 -> 0.0005)`: what a
+    refusal names, so that the command line that caused it can be corrected without opening run.json."""
+    old, new = config_lib.flatten(config_lib.with_defaults(saved)), config_lib.flatten(current)
+    return config_lib.listed([f"{name} ({old.get(name)!r} -> {new.get(name)!r})" for name in names])
+
+
+def _topology() -> dict[str, int]:
+    """The processes and devices a run trains on, as its checkpoints record them: the pmapped mean of the
+    gradients sums in an order that depends on them, so a resume on others is equal to rounding only."""
+    return {"process_count": jax.process_count(), "device_count": jax.device_count()}
+
+
+def precision_change(compute_dtype: str, saved_backend: str | None, backend: str, step: int) -> str | None:
+    """The note for a run whose model.compute_dtype=auto resolves to another dtype on this backend than on
+    the one its checkpoint `step` was trained on (a CPU run requeued on a GPU, say); None otherwise."""
+    if compute_dtype != "auto" or not saved_backend or saved_backend == backend:
+        return None
+    then = jnp.dtype(model_lib.resolve_compute_dtype("auto", saved_backend)).name
+    now = jnp.dtype(model_lib.resolve_compute_dtype("auto", backend)).name
+    if then == now:
+        return None
+    return (
+        f"model.compute_dtype=auto: the run computed in {then} on {saved_backend} up to checkpoint {step} "
+        f"and computes in {now} on {backend} from here, mixing precisions (a run that needs one sets "
+        "model.compute_dtype from its start)"
+    )
+
+
 def check_resumable(saved: dict[str, Any], config, workdir: Path) -> None:
     """Refuse to resume a run whose checkpoints came from a config that differs where it matters."""
     changed = incompatible_fields(saved["config"], config)
     if changed:
         raise checkpoint.CheckpointError(
-            f"{workdir} holds checkpoints of a run whose config differs in {config_lib.listed(changed)}; "
+            f"{workdir} holds checkpoints of a run whose config differs in "
+            f"{differing(saved['config'], config, changed)}; "
             f"resuming would mix two experiments. Use a new --workdir, or the same config"
         )
 
@@ -637,7 +667,8 @@ def claim_workdir(workdir: Path, config) -> bool:
                 f"{workdir} away (or delete it) to train this config there"
             )
             raise WorkdirError(
-                f"{workdir} belongs to a run whose config differs in {config_lib.listed(changed)} "
+                f"{workdir} belongs to a run whose config differs in "
+                f"{differing(saved_config, config, changed)} "
                 f"(see {record}); continuing it would mix two experiments. Use a new --workdir, or the "
                 f"same config{stopped}"
             )
@@ -778,6 +809,7 @@ def run_metadata(
         "representation": dataset.representation,
         "feature_size": dataset.feature_size,
         "fps": dataset.fps,
+        **_topology(),  # a resume on another one goes on equal to float rounding, not bitwise
         "software": software or provenance.software(jax.local_devices()[0]),
         "command": provenance.command_line(),
     }
@@ -1170,12 +1202,46 @@ def _run(config, workdir: Path, stop: _PreemptionFlag, held: contextlib.ExitStac
         changed = provenance.changed_software(saved.get("software"), software, f"checkpoint {resume_step}")
         if changed:
             log(changed)  # (a checkpoint from before the record says nothing)
+        saved_warmup = warmup_steps(config.optim, int(saved.get("steps_per_epoch", source.steps_per_epoch)))
+        at = int(state.step)
         if saved.get("total_steps") != steps:
+            jump = ""
+            if isinstance(saved.get("total_steps"), int) and saved["total_steps"] >= 1:
+                was = learning_rate_schedule(config.optim, saved["total_steps"], saved_warmup)
+                jump = (
+                    f", so step {at + 1} trains at lr {float(learning_rate_at(lr_schedule, at)):.3g} where "
+                    f"the run's schedule gave {float(learning_rate_at(was, at)):.3g}"
+                )
             log(
                 f"the run's length changed from {saved.get('total_steps')} to {steps} steps: the learning"
-                f"-rate schedule is recomputed for the new length"
+                f"-rate schedule is recomputed for the new length{jump}; the run will not equal one started "
+                f"with {steps} steps (to stop a run and resume it exactly, stop it with SIGTERM or Ctrl-C)"
             )
-        saved_warmup = warmup_steps(config.optim, int(saved.get("steps_per_epoch", source.steps_per_epoch)))
+        saved_batch = int(saved["config"].get("train", {}).get("batch_size", global_batch))
+        if saved_batch != global_batch:
+            seen = at * saved_batch / source.num_clips
+            epochs = (
+                f"; train.num_epochs={config.train.num_epochs} now counts steps of {global_batch}, so the "
+                f"run ends after about {seen + (steps - at) * global_batch / source.num_clips:.3g} epochs"
+                if config.train.num_steps <= 0
+                else ""
+            )
+            log(
+                f"train.batch_size changed from {saved_batch} to {global_batch}: a step's clips follow step "
+                f"x batch size, so step {at + 1} reads from epoch {at * global_batch / source.num_clips:.3g} "
+                f"of the data order where the run had reached epoch {seen:.3g}{epochs}"
+            )
+        topology = _topology()
+        if all(name in saved for name in topology) and any(saved[k] != v for k, v in topology.items()):
+            log(
+                f"the devices changed since checkpoint {resume_step} was saved: {saved['process_count']} "
+                f"process(es), {saved['device_count']} device(s) -> {topology['process_count']}, "
+                f"{topology['device_count']}; the batch's mean over devices sums in another order, so the "
+                "run goes on equal to float rounding, not bitwise (--host_devices, or the GPUs a job gets)"
+            )
+        backend = (saved.get("software") or {}).get("backend")
+        if note := precision_change(config.model.compute_dtype, backend, jax.default_backend(), resume_step):
+            log(note)
         if saved_warmup != warmup:
             log(
                 f"the warmup changed from {saved_warmup} to {warmup} steps: optim.warmup_steps=-1 follows "

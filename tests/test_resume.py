@@ -4,6 +4,7 @@ killed mid-write, non-finite batches. Runs go through launch.py in subprocesses,
 import errno
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -320,10 +321,12 @@ def test_a_workdir_it_cannot_write_is_named_with_what_to_do(tmp_path, data_args,
     assert not list(workdir.glob("checkpoints/*"))
 
 
-def test_resuming_checks_the_data_and_says_what_changed(tmp_path, data_args):
+def test_resuming_checks_the_data_and_says_what_changed(tmp_path, data_args, monkeypatch):
     """A run resumes on its own data wherever it lies now (a moved copy of the prepared folder), refuses
     other data behind the same fields (its parameters were trained under the first data's statistics),
-    says when the warmup follows a new epoch length, and trains nothing past its end."""
+    says when the warmup follows a new epoch length, how far the learning rate jumps with a new length,
+    where a new batch size reads in the data order and that other devices end its bitwise equality, and
+    trains nothing past its end."""
     workdir, lines = tmp_path / "run", []
     config = tiny_config(tmp_path, data_args, num_steps=10, save_every_steps=10)
     config.optim.warmup_steps = -1  # min(500, steps per epoch): the batch size decides it
@@ -351,9 +354,37 @@ def test_resuming_checks_the_data_and_says_what_changed(tmp_path, data_args):
     again.optim.warmup_steps = -1
     again.data.root, again.data.raw_root = str(moved), str(tmp_path / "raw_gone")
     lines.clear()
+    monkeypatch.setattr(train, "_topology", lambda: {"process_count": 1, "device_count": 3})
     train.run(again, workdir, log=lines.append)
     assert checkpoint.Checkpointer(workdir, read_only=True).all_steps() == [10, 12]
-    assert any(line.startswith("the warmup changed from ") for line in lines), lines
+    warmup = [line for line in lines if line.startswith("the warmup changed from ")]
+    assert len(warmup) == 1, lines
+    # The schedule's jump, against the schedule's formula: the 10-step run had ended its cosine at min_lr;
+    # step 11 of 12 (index 10) lies 10 - w of 12 - w steps into the new one's cosine (warmup w, capped at 11).
+    new_warmup = min(int(re.search(r"and (\d+) now", warmup[0]).group(1)), 11)
+    length = next(line for line in lines if line.startswith("the run's length changed from 10 to 12 steps"))
+    now, then = (
+        float(v)
+        for v in re.search(r"trains at lr (\S+) where the run's schedule gave (\S+);", length).groups()
+    )
+    lr, min_lr = again.optim.lr, again.optim.min_lr
+    assert then == pytest.approx(min_lr, rel=5e-3)
+    cosine = min_lr + (lr - min_lr) * 0.5 * (1 + np.cos(np.pi * (10 - new_warmup) / (12 - new_warmup)))
+    assert now == pytest.approx(cosine, rel=5e-3) and "will not equal one started with 12 steps" in length
+    # The data order follows step x batch size: step 11 at batch 2 reads where the run (batch 4) was at
+    # step 6, i.e. half as far into the epochs as the run had come.
+    batch = next(line for line in lines if line.startswith("train.batch_size changed from 4 to 2"))
+    reads, reached = (
+        float(v) for v in re.search(r"reads from epoch (\S+) of .* reached epoch (\S+)$", batch).groups()
+    )
+    clips = 10 * 4 / reached
+    assert clips == pytest.approx(round(clips), abs=1e-2) and reads == pytest.approx(
+        10 * 2 / round(clips), rel=5e-3
+    )
+    assert any(
+        "the devices changed since checkpoint 10 was saved: 1 process(es), 1 device(s) -> 1, 3" in line
+        for line in lines
+    ), lines
 
     lines.clear()
     metrics = (workdir / "metrics.jsonl").read_bytes()

@@ -342,6 +342,32 @@ def test_a_workdir_of_another_config_names_every_differing_field_or_how_many_mor
     changed.optim.lr, changed.seed, changed.diffusion.steps, changed.loss.velocity_weight = 1e-3, 7, 500, 1.0
     with pytest.raises(train.WorkdirError, match=r"differs in .*model\.num_layers.* and 2 more \(see"):
         train.claim_workdir(tmp_path, changed)
+    only_two = base_config()
+    only_two.optim.lr, only_two.model.num_layers = 1e-3, 3  # the run's values, then this config's
+    with pytest.raises(
+        train.WorkdirError,
+        match=r"differs in model\.num_layers \(8 -> 3\), optim\.lr \(0\.0001 -> 0\.001\) \(see",
+    ):
+        train.claim_workdir(tmp_path, only_two)
+
+
+def test_auto_precision_that_resolves_otherwise_on_a_resumes_backend_is_noted():
+    """model.compute_dtype=auto is bfloat16 on a GPU or TPU and float32 on a CPU: a CPU run requeued on a
+    GPU (or back) mixes precisions, and says so; a named dtype, the same backend or an unrecorded one
+    (a checkpoint from before the record) say nothing."""
+    note = train.precision_change("auto", "gpu", "cpu", 20)
+    assert note.startswith(
+        "model.compute_dtype=auto: the run computed in bfloat16 on gpu up to checkpoint 20"
+    )
+    assert "computes in float32 on cpu from here" in note
+    assert "in float32 on cpu up to" in train.precision_change("auto", "cpu", "tpu", 5)
+    for args in (
+        ("float32", "gpu", "cpu"),
+        ("auto", "cpu", "cpu"),
+        ("auto", "gpu", "tpu"),
+        ("auto", None, "cpu"),
+    ):
+        assert train.precision_change(*args, 1) is None, args
 
 
 def test_a_run_record_cut_short_leaves_the_workdir_to_the_rerun(tmp_path, monkeypatch):
