@@ -2,9 +2,12 @@
 
 import dataclasses
 import errno
+import hashlib
 import json
 import os
 import re
+import shutil
+import time
 
 import numpy as np
 import pytest
@@ -348,6 +351,20 @@ def test_an_empty_raw_root_is_refused_before_anything_is_written(tmp_path, monke
     assert list(tmp_path.iterdir()) == []
 
 
+def test_neither_a_prepared_root_nor_a_raw_folder_says_where_to_point(tmp_path):
+    """A resume or eval whose prepared data moved (and whose raw folder is elsewhere or gone): the error
+    names both fields and gives the moved data's flag first, then how to prepare BEAT."""
+    config = base_config()
+    config.data.source, config.data.raw_root = "beat", str(tmp_path / "raw_gone")
+    config.data.root = str(tmp_path / "prepared_moved")
+    with pytest.raises(beat.MissingInputError) as refused:
+        beat.dataset_from_config(config, log=lambda *_: None)
+    message = str(refused.value)
+    assert "prepared_moved is not prepared and data.raw_root" in message and "raw_gone" in message
+    assert "if the prepared data moved, give its new place with --config.data.root=<folder>" in message
+    assert "--mode prepare" in message and list(tmp_path.iterdir()) == []
+
+
 # ------------------------------------------------------------------------ a researcher's own recordings
 ONE_RECORDING = "1/1_spk0_0_1_1"  # make_raw's first recording, relative to the raw root
 ALONE = beat.PrepareOptions(val_fraction=0.0, test_fraction=0.0)  # every recording in train
@@ -507,6 +524,163 @@ def test_a_touched_input_is_compared_by_content(tmp_path, monkeypatch):
     ):
         beat.prepare_beat(raw, out, ALONE)
     assert (out / "dataset.json").read_bytes() == record
+
+
+OLD_NS = 1_600_000_000 * 10**9  # 2020: the times a copy of the raw folder is given, well before any run
+
+
+def copied_raw(raw, copy):
+    """A copy of the raw folder with the same bytes and new times (as `cp` without -p, a clone or a
+    download gives): each file's mtime OLD_NS + its index."""
+    shutil.copytree(raw, copy)
+    paths = sorted(p for p in copy.rglob("*") if p.is_file())
+    for k, path in enumerate(paths):
+        os.utime(path, ns=(OLD_NS, OLD_NS + k))
+    return paths
+
+
+def counting_hashes(monkeypatch):
+    hashed, sha256 = [], beat.sha256_of
+    monkeypatch.setattr(beat, "sha256_of", lambda path: hashed.append(path) or sha256(path))
+    return hashed
+
+
+def megabytes(paths):
+    return f"{sum(os.path.getsize(p) for p in paths) / 1e6:.1f} MB"
+
+
+def test_a_copied_raw_folder_is_read_once_then_known_by_its_times(tmp_path, monkeypatch):
+    """After raw BEAT is copied (new times, same bytes), the first run reads every file to compare its
+    sha256, then records the new times beside dataset.json; later runs read none. dataset.json and the
+    dataset (its evaluate.dataset_fingerprint: what an FGD autoencoder is tied to) stay as they were."""
+    from motion_ddpm_jax.evaluate import dataset_fingerprint
+
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    make_raw(raw, recordings=2)
+    expected = beat.prepare_beat(raw, out, ALONE, log=lambda *_: None)
+    record, before = (out / "dataset.json").read_bytes(), os.listdir(out)
+    paths = copied_raw(raw, tmp_path / "copy")
+    hashed = counting_hashes(monkeypatch)
+    logged = []
+    got = beat.prepare_beat(tmp_path / "copy", out, ALONE, log=logged.append)
+    assert sorted(hashed) == paths
+    seen = out / "inputs_seen.json"
+    assert logged == [
+        f"4 input files ({megabytes(paths)}) matched the prepared cache by content under new times (copied "
+        f"since it was prepared); their times are recorded in {seen}, so later runs do not read them again"
+    ]
+    files = json.loads(seen.read_text())["files"]
+    names = [str(p.relative_to(tmp_path / "copy")) for p in paths]
+    assert files == {
+        name: {
+            "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+            "times": [[os.stat(path).st_size, os.stat(path).st_mtime_ns]],
+        }
+        for name, path in zip(names, paths, strict=True)
+    }
+    assert (out / "dataset.json").read_bytes() == record
+    assert got.info == expected.info and dataset_fingerprint(got) == dataset_fingerprint(expected)
+    assert sorted(os.listdir(out)) == sorted([*before, "inputs_seen.json"])  # no staging copy left
+    hashed.clear(), logged.clear()
+    written = seen.read_bytes()
+    again = beat.prepare_beat(tmp_path / "copy", out, ALONE, log=logged.append)
+    assert hashed == [] and logged == [] and seen.read_bytes() == written
+    assert dataset_fingerprint(again) == dataset_fingerprint(expected)
+    # A second copy (another host's scratch) adds its times to those of the first: both are known after.
+    touched = raw / f"{ONE_RECORDING}.bvh"
+    os.utime(touched, ns=(OLD_NS, OLD_NS - 7))
+    beat.prepare_beat(raw, out, ALONE, log=logged.append)
+    assert hashed == [touched] and len(logged) == 1 and logged[0].startswith("1 input file (")
+    times = json.loads(seen.read_text())["files"][f"{ONE_RECORDING}.bvh"]["times"]
+    assert times[0] == [os.stat(touched).st_size, OLD_NS - 7] and len(times) == 2
+    hashed.clear()
+    for folder in (raw, tmp_path / "copy"):
+        beat.prepare_beat(folder, out, ALONE, log=lambda *_: None)
+    assert hashed == []
+    # A record that is not ours (damaged) is only a lost shortcut: the files are read again, it is rewritten.
+    seen.write_text("{not json")
+    beat.prepare_beat(tmp_path / "copy", out, ALONE, log=lambda *_: None)
+    assert sorted(hashed) == paths and set(json.loads(seen.read_text())["files"]) == set(names)
+
+
+def test_a_file_touched_within_the_clock_tick_of_its_reading_is_not_remembered(tmp_path, monkeypatch):
+    """A file whose mtime is within RACY_NS of its reading could be written again in the same tick with
+    its times unchanged: it is read, found unchanged, and read again next run rather than remembered."""
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    make_raw(raw, recordings=1)
+    beat.prepare_beat(raw, out, ALONE, log=lambda *_: None)
+    motion = raw / f"{ONE_RECORDING}.bvh"
+    os.utime(motion, ns=(OLD_NS, time.time_ns() - 5 * 10**8))  # half a second ago
+    hashed = counting_hashes(monkeypatch)
+    for _ in range(2):
+        beat.prepare_beat(raw, out, ALONE, log=lambda *_: None)
+    assert hashed == [motion, motion]
+    assert not (out / "inputs_seen.json").exists()
+    os.utime(motion, ns=(OLD_NS, OLD_NS))  # an old time: remembered
+    for _ in range(2):
+        beat.prepare_beat(raw, out, ALONE, log=lambda *_: None)
+    assert hashed == [motion] * 3
+
+
+def test_a_remembered_file_whose_content_changed_at_the_same_size_is_refused(tmp_path, monkeypatch):
+    """Times remembered for a copy vouch for those times only: the copy's file rewritten at the same size
+    (new content, its own new times) is read and refused, naming it, and both records are left as they
+    are."""
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    make_raw(raw, recordings=2)
+    beat.prepare_beat(raw, out, ALONE, log=lambda *_: None)
+    copied_raw(raw, tmp_path / "copy")
+    beat.prepare_beat(tmp_path / "copy", out, ALONE, log=lambda *_: None)
+    records = {name: (out / name).read_bytes() for name in ("dataset.json", "inputs_seen.json")}
+    text = tmp_path / "copy" / f"{ONE_RECORDING}.TextGrid"
+    original = text.read_text()
+    text.write_text(original.replace('"look"', '"lock"'))  # same size, other words
+    os.utime(text, ns=(OLD_NS, OLD_NS - 1))  # an old time, though not the remembered one
+    hashed = counting_hashes(monkeypatch)
+    with pytest.raises(
+        beat.OccupiedFolderError, match=rf"1 input file changed since it was prepared .*{ONE_RECORDING}"
+    ):
+        beat.prepare_beat(tmp_path / "copy", out, ALONE, log=lambda *_: None)
+    assert hashed == [text]
+    assert {name: (out / name).read_bytes() for name in records} == records
+
+
+@pytest.mark.parametrize(
+    "refusal", [(errno.EACCES, "Permission denied"), (errno.EROFS, "Read-only file system")]
+)
+def test_times_that_cannot_be_recorded_are_said_and_the_run_goes_on(tmp_path, monkeypatch, refusal):
+    """A cache folder the run cannot write (another user's, a read-only mount): the dataset is returned as
+    it would be otherwise, one line says the times were not recorded, why, what it costs and what to do,
+    and nothing is left in the folder; once it can be written, the next run records them."""
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    make_raw(raw, recordings=2)
+    expected = beat.prepare_beat(raw, out, ALONE, log=lambda *_: None)
+    before = sorted(os.listdir(out))
+    paths = copied_raw(raw, tmp_path / "copy")
+    code, reason = refusal
+
+    def refuse(source, target):
+        raise OSError(code, reason, str(target))
+
+    monkeypatch.setattr(beat.os, "replace", refuse)
+    hashed = counting_hashes(monkeypatch)
+    for run in range(2):
+        logged = []
+        got = beat.prepare_beat(tmp_path / "copy", out, ALONE, log=logged.append)
+        assert got.info == expected.info and np.array_equal(got.std, expected.std)
+        assert logged == [
+            f"warning: 4 input files ({megabytes(paths)}) matched the prepared cache by content under new "
+            f"times, but their times could not be recorded in {out / 'inputs_seen.json'} ({reason}): every "
+            f"run will read them again. Make {out} writable once (the next run records them), or prepare "
+            "again into a folder you own (--config.data.root=<new folder>)"
+        ]
+        assert sorted(os.listdir(out)) == before  # no staging copy, no record
+        assert sorted(hashed) == sorted(paths * (run + 1))  # read again by each run
+    monkeypatch.undo()
+    hashed = counting_hashes(monkeypatch)
+    beat.prepare_beat(tmp_path / "copy", out, ALONE, log=lambda *_: None)
+    beat.prepare_beat(tmp_path / "copy", out, ALONE, log=lambda *_: None)
+    assert sorted(hashed) == paths and sorted(os.listdir(out)) == sorted([*before, "inputs_seen.json"])
 
 
 def test_a_demo_set_that_cannot_be_written_names_the_data_fields(tmp_path):

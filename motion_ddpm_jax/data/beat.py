@@ -7,7 +7,8 @@ train/val/test by a seeded hash of their name, so no recording straddles two spl
 the first one's joints and parents; one that lists sibling joints in another order is read in the first
 one's order. Statistics come from the training clips only. The output folder is a cache: re-running with
 the same inputs and options is a no-op, and a folder made from other inputs or options is never
-overwritten.
+overwritten. Inputs found unchanged by content under new times (a copied raw folder) have those times
+remembered in the cache's `inputs_seen.json`, so the next run does not read them again.
 
 Errors: every problem with the raw files, the output folder or the `data` fields raises a `UserError`
 naming the file or field (a malformed BVH or TextGrid: `BvhError` / `TextGridError` with its line; a
@@ -35,11 +36,19 @@ from motion_ddpm_jax.config import listed
 from motion_ddpm_jax.data import bvh, motion_text, textgrid
 from motion_ddpm_jax.data.motion_text import DatasetError
 from motion_ddpm_jax.errors import UserError
-from motion_ddpm_jax.files import sha256_of
+from motion_ddpm_jax.files import sha256_of, staged_file
 from motion_ddpm_jax.skeleton import Skeleton
 
 FRAME_BUCKET = 1024  # encode recordings padded to a multiple of this many frames: one compile per bucket
 OVERRUN_WARNING_S = 1.0  # warn of a recording whose words run this far past the end of its motion
+# Beside dataset.json: [size, mtime_ns] of inputs found unchanged by their sha256 under new times (a copied
+# raw folder), so that later runs match them by their times alone. Apart from dataset.json, which
+# evaluate.dataset_fingerprint hashes whole: new times there would make a trained FGD autoencoder refuse
+# the data.
+SEEN_FILE = "inputs_seen.json"
+SEEN_FORMAT = "motion-ddpm-jax/inputs-seen/1"
+SEEN_PER_FILE = 8  # times kept per input: one per copy of the raw folder (each host's scratch copy)
+RACY_NS = 2 * 10**9  # a file modified this close to its hashing is read again next time (2 s: FAT's clock)
 
 
 class MissingInputError(UserError, FileNotFoundError):
@@ -229,9 +238,12 @@ def encode_recording(motion: bvh.BvhMotion, options: PrepareOptions) -> np.ndarr
 
 
 def _fingerprint_inputs(pairs: list[tuple[Path, Path]], raw_root: Path) -> dict[str, list[int]]:
-    return {
-        str(p.relative_to(raw_root)): [p.stat().st_size, p.stat().st_mtime_ns] for pair in pairs for p in pair
-    }
+    return {str(p.relative_to(raw_root)): _size_and_time(p) for pair in pairs for p in pair}
+
+
+def _size_and_time(path: Path) -> list[int]:
+    stat = path.stat()
+    return [stat.st_size, stat.st_mtime_ns]
 
 
 def _hierarchy_difference(skeleton: Skeleton, reference: Skeleton, reference_name: str) -> str | None:
@@ -346,7 +358,7 @@ def prepare_beat(
     pairs = find_recordings(raw_root)
     fingerprint = {"options": dataclasses.asdict(options), "inputs": _fingerprint_inputs(pairs, raw_root)}
     if out_root.exists() and (not out_root.is_dir() or any(out_root.iterdir())):
-        return _reuse(out_root, fingerprint, raw_root)
+        return _reuse(out_root, fingerprint, raw_root, log)
 
     start = time.perf_counter()
     names = [motion_path.stem for motion_path, _ in pairs]
@@ -567,7 +579,9 @@ def _warnings(options, tallies, counts, markers, first_tier_of, overruns, wordle
     return warnings
 
 
-def _reuse(out_root: Path, fingerprint: dict[str, Any], raw_root: Path) -> motion_text.MotionTextDataset:
+def _reuse(out_root: Path, fingerprint: dict[str, Any], raw_root: Path, log) -> motion_text.MotionTextDataset:
+    """The cache at `out_root` where it was prepared from these inputs and options, else an error saying
+    what differs. Inputs it had to read to know them unchanged (new times) are remembered (`_remember`)."""
     info_path = out_root / "dataset.json"
     if not info_path.is_file():
         raise OccupiedFolderError(
@@ -580,34 +594,57 @@ def _reuse(out_root: Path, fingerprint: dict[str, Any], raw_root: Path) -> motio
         changed_options = (
             _changed_options(recorded, fingerprint["options"]) if recorded else fingerprint["options"]
         )
-        what = _changed_inputs(previous, fingerprint["inputs"], raw_root)
+        seen = _read_seen(out_root / SEEN_FILE)
+        what, by_content = _changed_inputs(previous, fingerprint["inputs"], raw_root, seen)
         if changed_options:
             what.insert(0, "options " + ", ".join(f"data.{k}" for k in sorted(changed_options)) + " differ")
         if not what:
-            return motion_text.open_dataset(out_root)
+            dataset = motion_text.open_dataset(out_root)
     except DatasetError as error:
         raise DatasetError(
             f"{error}. {out_root} is a damaged prepared cache and is left as it is: delete it to prepare "
             "again, or point data.root at a new folder"
         ) from None
-    raise OccupiedFolderError(
-        f"{out_root} holds a dataset prepared from other inputs or options ({'; '.join(what)}); it is left "
-        "as it is. Point data.root at a new folder to prepare again, or delete that folder yourself"
-    )
+    if what:
+        raise OccupiedFolderError(
+            f"{out_root} holds a dataset prepared from other inputs or options ({'; '.join(what)}); it is "
+            "left as it is. Point data.root at a new folder to prepare again, or delete that folder yourself"
+        )
+    if by_content:
+        _remember(out_root, by_content, _mapping(previous.get("sha256")), log)
+    return dataset
 
 
-def _changed_inputs(previous: dict[str, Any], inputs: dict[str, list[int]], raw_root: Path) -> list[str]:
+def _changed_inputs(
+    previous: dict[str, Any],
+    inputs: dict[str, list[int]],
+    raw_root: Path,
+    seen: dict[str, tuple[str, list[list[int]]]],
+) -> tuple[list[str], dict[str, list[int]]]:
     """What differs between the input files a cache was prepared from (`previous`, its fingerprint) and
-    `inputs` ([size, mtime_ns] per file), as phrases; [] if nothing. A file of the recorded size but
-    another mtime (copied, cloned) is unchanged if its content has the recorded sha256."""
+    `inputs` ([size, mtime_ns] per file), as phrases ([] if nothing); and the files read to know that,
+    with their [size, mtime_ns], to remember. A file of the recorded size but another mtime (copied,
+    cloned) is unchanged if its content has the recorded sha256: known without reading it where `seen`
+    (`_read_seen`) holds its [size, mtime_ns] for that sha256, else read. A file read is not to be
+    remembered where its times moved while it was read or are within RACY_NS of it (a write in the same
+    clock tick would leave them as they are)."""
     recorded, hashes = _mapping(previous.get("inputs")), _mapping(previous.get("sha256"))
+    by_content: dict[str, list[int]] = {}
 
     def changed(name: str) -> bool:
         old, new = recorded[name], inputs[name]
         if old == new:
             return False
-        same_size = isinstance(old, list) and old[:1] == new[:1]
-        return not (same_size and name in hashes and hashes[name] == sha256_of(raw_root / name))
+        if not (isinstance(old, list) and old[:1] == new[:1] and name in hashes):
+            return True
+        if seen.get(name, ("", []))[0] == hashes[name] and new in seen[name][1]:
+            return False
+        reading = time.time_ns()
+        if hashes[name] != sha256_of(raw_root / name):
+            return True
+        if new[1] < reading - RACY_NS and _size_and_time(raw_root / name) == new:
+            by_content[name] = new
+        return False
 
     what = []
     for names, phrase in (
@@ -620,7 +657,66 @@ def _changed_inputs(previous: dict[str, Any], inputs: dict[str, list[int]], raw_
     ):
         if names:
             what.append(f"{len(names)} input file{'s' * (len(names) > 1)} {phrase} {min(names)})")
-    return what
+    return what, by_content
+
+
+def _read_seen(path: Path) -> dict[str, tuple[str, list[list[int]]]]:
+    """The record `path` (SEEN_FILE) as {input: (sha256, its [size, mtime_ns] seen with that content)};
+    {} where it is missing, unreadable or not ours: it only spares reading files again, so a damaged one
+    costs that read, never a wrong answer."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(record, dict) or record.get("format") != SEEN_FORMAT:
+        return {}
+    seen = {}
+    for name, entry in _mapping(record.get("files")).items():
+        sha, times = _mapping(entry).get("sha256"), _mapping(entry).get("times")
+        if isinstance(sha, str) and isinstance(times, list):
+            seen[name] = (sha, [t for t in times if isinstance(t, list) and len(t) == 2])
+    return seen
+
+
+def _remember(out_root: Path, by_content: dict[str, list[int]], hashes: dict[str, Any], log) -> None:
+    """Add the [size, mtime_ns] of the inputs `by_content` (read and found to have their recorded sha256,
+    `hashes`) to the cache's SEEN_FILE, so later runs know them unchanged without reading them.
+
+    dataset.json is left as it is (evaluate.dataset_fingerprint hashes it whole). Written to a staged file,
+    then os.replace: the record is whole or as it was, even where several processes write it at once (the
+    times one of them adds may then be lost: a later run reads those files again). A record that cannot be
+    written (a read-only folder or mount, no permission, a full disk) is said, and the run goes on."""
+    path = out_root / SEEN_FILE
+    seen = _read_seen(path)  # what other copies of the raw folder (other hosts) added: kept
+    for name, stat in by_content.items():
+        sha, times = seen.get(name, ("", []))
+        earlier = [t for t in times if t != stat] if sha == hashes[name] else []
+        seen[name] = (hashes[name], [stat, *earlier][:SEEN_PER_FILE])
+    files = {  # an entry for another sha256 than dataset.json records (stale) is dropped
+        name: {"sha256": sha, "times": times}
+        for name, (sha, times) in sorted(seen.items())
+        if hashes.get(name) == sha
+    }
+    record = {"format": SEEN_FORMAT, "files": files}
+    size = sum(stat[0] for stat in by_content.values())
+    shown = f"{size / 1e9:.2f} GB" if size >= 1e9 else f"{size / 1e6:.1f} MB"
+    count = f"{len(by_content)} input file{'s' * (len(by_content) > 1)} ({shown})"
+    try:
+        with staged_file(path) as staging:
+            staging.write_text(json.dumps(record, separators=(",", ":")) + "\n", encoding="utf-8")
+            os.replace(staging, path)
+    except OSError as error:
+        log(
+            f"warning: {count} matched the prepared cache by content under new times, but their times could "
+            f"not be recorded in {path} ({error.strerror or error}): every run will read them again. Make "
+            f"{out_root} writable once (the next run records them), or prepare again into a folder you own "
+            "(--config.data.root=<new folder>)"
+        )
+        return
+    log(
+        f"{count} matched the prepared cache by content under new times (copied since it was prepared); "
+        f"their times are recorded in {path}, so later runs do not read them again"
+    )
 
 
 def _recorded_option(recorded: dict[str, Any], name: str) -> Any:
@@ -693,8 +789,9 @@ def dataset_from_config(config, log=print) -> motion_text.MotionTextDataset:
         if data.source == "beat" and not (data.raw_root and Path(data.raw_root).is_dir()):
             raise MissingInputError(
                 f"data.root {data.root} is not prepared and data.raw_root {data.raw_root!r} is not a folder; "
-                f"download BEAT and run `python launch.py --mode prepare --config <config> "
-                f"--config.data.raw_root=<BEAT folder>`"
+                "if the prepared data moved, give its new place with --config.data.root=<folder>; else "
+                "download BEAT and run `python launch.py --mode prepare --config <config> "
+                "--config.data.raw_root=<BEAT folder>`"
             )
         prepare_from_config(data, log=log)
     elif data.source in ("synthetic", "beat"):

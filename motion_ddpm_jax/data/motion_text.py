@@ -8,6 +8,7 @@ Our layout (written by `write_dataset`, read by `open_dataset`):
 <root>/mean.npy std.npy      float32 [D], statistics of the training split (std floored)
 <root>/skeleton.json         the skeleton (positions / axis_angle data)
 <root>/dataset.json          format, representation, fps, feature_size, counts, and what made it
+<root>/inputs_seen.json      (a prepared BEAT cache) times of inputs matched by content; safe to delete
 ```
 The HumanML3D layout (`new_joint_vecs/<id>.npy`, `texts/<id>.txt` with lines
 `caption#word/POS ...#from#to`, `Mean.npy`, `Std.npy`, `train.txt` ...) is read as it is: a caption
