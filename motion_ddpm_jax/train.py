@@ -1297,6 +1297,9 @@ def _run(config, workdir: Path, stop: _PreemptionFlag, held: contextlib.ExitStac
     save_every = int(config.train.save_every_steps)
     save_epochs = int(config.train.save_every_epochs) * source.steps_per_epoch
     last_log_time, last_log_step = time.perf_counter(), first
+    # Seconds of the current log window spent compiling, saving and drawing progress samples: left out of
+    # its steps/s, which would otherwise swing with whether a window holds a checkpoint.
+    paused = 0.0
     last_saved = resume_step
     pending = None
     stop.training = True
@@ -1319,13 +1322,14 @@ def _run(config, workdir: Path, stop: _PreemptionFlag, held: contextlib.ExitStac
             started = time.perf_counter()
         replicated, metrics = p_step(replicated, batch, base_rng)
         if step == first:
+            paused += time.perf_counter() - started
             log(f"train step ready in {time.perf_counter() - started:.1f} s")
         done = step + 1
         if done % config.train.log_every == 0 or done == steps:
             pending = first_replica(metrics)
             now = time.perf_counter()
-            rate = (done - last_log_step) / max(now - last_log_time, 1e-9)
-            last_log_time, last_log_step = now, done
+            rate = (done - last_log_step) / max(now - last_log_time - paused, 1e-9)
+            last_log_time, last_log_step, paused = now, done, 0.0
             consecutive = int(first_replica(replicated.opt_state.notfinite_count))
             values = {k: float(v) for k, v in pending.items() if k not in ("skipped", "nonfinite_total")}
             values.update(
@@ -1349,11 +1353,17 @@ def _run(config, workdir: Path, stop: _PreemptionFlag, held: contextlib.ExitStac
             or (save_epochs and done % save_epochs == 0)
             or done == steps
         ):
+            jax.block_until_ready(replicated)  # the steps before it are training time, not the save's
+            began = time.perf_counter()
             save(replicated)
             last_saved = done
+            paused += time.perf_counter() - began
         if progress is not None and (done % sample_every == 0 or done == steps):
+            jax.block_until_ready(replicated)
+            began = time.perf_counter()
             ema_state, params = first_replica((replicated.ema_state, replicated.params))
             progress(done, ema_params(ema_state, config.optim, params))
+            paused += time.perf_counter() - began
     ckpt.close()
     metrics_log.close()
     return {"steps": steps, "stopped_at": None, "final_metrics": pending, "workdir": str(workdir)}

@@ -321,6 +321,30 @@ def test_a_workdir_it_cannot_write_is_named_with_what_to_do(tmp_path, data_args,
     assert not list(workdir.glob("checkpoints/*"))
 
 
+def test_steps_per_second_leaves_out_the_time_of_checkpoints(tmp_path, data_args, monkeypatch):
+    """steps/s (metrics.jsonl, the progress line) is the training's rate: a log window that holds a slow
+    checkpoint (here 1.5 s, a network file system's) is not slower for it, nor the first for compiling."""
+    saves = []
+    real_save = checkpoint.Checkpointer.save
+
+    def slow_save(self, step, *args, **kwargs):
+        time.sleep(1.5)
+        saves.append(step)
+        return real_save(self, step, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint.Checkpointer, "save", slow_save)
+    config = tiny_config(tmp_path, data_args, num_steps=6, save_every_steps=2, log_every=2)
+    started = time.perf_counter()
+    train.run(config, tmp_path / "run", log=lambda *_: None)
+    wall = time.perf_counter() - started
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert saves == [2, 4, 6] and [r["step"] for r in rows] == [2, 4, 6]
+    # Windows 2-4 and 4-6 each hold a 1.5 s save: counted, their rate could not exceed 2 / 1.5 = 1.33.
+    assert all(r["steps_per_s"] > 2.0 for r in rows), rows
+    assert 6 / wall < 2.0  # the run's wall time does hold the saves: the rate above left them out
+    assert all(r["samples_per_s"] == pytest.approx(4 * r["steps_per_s"]) for r in rows)
+
+
 def test_resuming_checks_the_data_and_says_what_changed(tmp_path, data_args, monkeypatch):
     """A run resumes on its own data wherever it lies now (a moved copy of the prepared folder), refuses
     other data behind the same fields (its parameters were trained under the first data's statistics),
