@@ -9,6 +9,7 @@ The model predicts one of PREDICTION_KINDS; every sampler converts it to an x0 e
 """
 
 import dataclasses
+import numbers
 from collections.abc import Callable
 from typing import Any
 
@@ -166,6 +167,8 @@ def make_schedule(name: str, num_steps: int) -> Schedule:
     """
     if name not in SCHEDULE_NAMES:
         raise ValueError(f"Unknown noise schedule {name!r}; expected one of {SCHEDULE_NAMES}.")
+    if isinstance(num_steps, bool) or not isinstance(num_steps, numbers.Integral):
+        raise ValueError(f"A diffusion schedule needs an integer num_steps, got {num_steps!r}.")
     if num_steps < 2:
         raise ValueError(f"A diffusion schedule needs num_steps >= 2, got {num_steps}.")
     betas = _linear_betas(num_steps) if name == "linear" else _cosine_betas(num_steps)
@@ -206,11 +209,15 @@ def _at(coefficients: jax.Array, t: jax.Array, x: jax.Array) -> jax.Array:
 
 
 def _concrete(value) -> np.ndarray | None:
-    """`value` as a numpy array where it is a host value (numpy, Python), else None: a jax.Array is
-    left alone, traced or not (reading it would wait for the device, and fails for one spread over
-    several processes)."""
+    """`value` as a numpy array where its values are known here (numpy, Python, or a jax.Array outside
+    jit, as a notebook passes `jnp.array([...])`), else None: a traced value, or one spread over several
+    processes, is left alone (the latter cannot be read by one process). Unchecked, an index outside the
+    schedule is clamped or wrapped by the gather without an error."""
     if isinstance(value, jax.Array):
-        return None
+        try:
+            return np.asarray(value) if value.is_fully_addressable else None
+        except (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError):
+            return None  # traced (jit, vmap, grad): checked where it is concrete, or not at all
     return np.asarray(value)
 
 
@@ -251,6 +258,15 @@ def _check_step_pair(schedule: Schedule, t, t_prev, x: jax.Array, where: str) ->
     return t, t_prev
 
 
+def _check_like(where: str, name: str, array: jax.Array, like: jax.Array, like_name: str) -> None:
+    """`array` must have `like`'s shape: broadcast one over the other (noise [T, D] for data [B, T, D]),
+    the examples would share it and the result be wrong without an error."""
+    if array.shape != like.shape:
+        raise ValueError(
+            f"{where}: {name} must have the shape of {like_name}, {list(like.shape)}; got {list(array.shape)}"
+        )
+
+
 def _check_kind(kind: str) -> None:
     if kind not in PREDICTION_KINDS:
         raise ValueError(f"Unknown prediction kind {kind!r}; expected one of {PREDICTION_KINDS}.")
@@ -268,6 +284,7 @@ def _scales(schedule: Schedule, t: jax.Array, x: jax.Array) -> tuple[jax.Array, 
 def q_sample(schedule: Schedule, x0: jax.Array, t: jax.Array, noise: jax.Array) -> jax.Array:
     """Draw x_t ~ q(x_t | x0). x0, noise: [B, ...]; t: i32[B] -> f32[B, ...]."""
     x0, noise = _f32(x0), _f32(noise)
+    _check_like("q_sample", "noise", noise, x0, "x0")
     t = _check_timesteps(schedule, t, x0, "q_sample")
     signal_scale, noise_scale = _scales(schedule, t, x0)
     return signal_scale * x0 + noise_scale * noise
@@ -281,6 +298,7 @@ def q_posterior_mean_variance(
     Returns (mean, variance, clipped log variance), each f32[B, ...] (variances repeat along the data axes).
     """
     x0, x_t = _f32(x0), _f32(x_t)
+    _check_like("q_posterior_mean_variance", "x0", x0, x_t, "x_t")
     t = _check_timesteps(schedule, t, x_t, "q_posterior_mean_variance")
     mean = _at(schedule.posterior_mean_coef1, t, x_t) * x0 + _at(schedule.posterior_mean_coef2, t, x_t) * x_t
     variance = jnp.broadcast_to(_at(schedule.posterior_variance, t, x_t), x_t.shape)
@@ -292,6 +310,7 @@ def training_target(schedule: Schedule, x0, noise, t: jax.Array, kind: str) -> j
     """What a `kind` model should output for x_t = q_sample(x0, t, noise). x0, noise: [B, ...]; t: i32[B]."""
     _check_kind(kind)
     x0, noise = _f32(x0), _f32(noise)
+    _check_like("training_target", "noise", noise, x0, "x0")
     t = _check_timesteps(schedule, t, x0, "training_target")
     if kind == "epsilon":
         return noise
@@ -310,6 +329,7 @@ def predict_x0(schedule: Schedule, x_t, t: jax.Array, model_output, kind: str) -
     """x0 estimate from a `kind` prediction. x_t, model_output: [B, ...] (any float); t: i32[B] -> f32."""
     _check_kind(kind)
     x_t, model_output = _f32(x_t), _f32(model_output)
+    _check_like("predict_x0", "model_output", model_output, x_t, "x_t")
     t = _check_timesteps(schedule, t, x_t, "predict_x0")
     if kind == "x0":
         return model_output
@@ -325,6 +345,7 @@ def predict_eps(schedule: Schedule, x_t, t: jax.Array, model_output, kind: str) 
     """Noise estimate from a `kind` prediction. x_t, model_output: [B, ...] (any float); t: i32[B] -> f32."""
     _check_kind(kind)
     x_t, model_output = _f32(x_t), _f32(model_output)
+    _check_like("predict_eps", "model_output", model_output, x_t, "x_t")
     t = _check_timesteps(schedule, t, x_t, "predict_eps")
     if kind == "epsilon":
         return model_output
@@ -359,7 +380,9 @@ def ddpm_step(
     x0_hat = _x0_hat(schedule, x_t, t, model_output, kind, clip_x0)
     mean, _, log_variance = q_posterior_mean_variance(schedule, x0_hat, x_t, t)
     noise_scale = jnp.where(_per_example(t, x_t) > 0, jnp.exp(0.5 * log_variance), 0.0)
-    return mean + noise_scale * _f32(noise), x0_hat
+    noise = _f32(noise)
+    _check_like("ddpm_step", "noise", noise, x_t, "x_t")
+    return mean + noise_scale * noise, x0_hat
 
 
 def ddim_step(
@@ -402,7 +425,9 @@ def ddim_step(
     signal_loss = jnp.where(abar_prev > 0.5, (noise_var - noise_var_prev) / abar_prev, 1.0 - abar / abar_prev)
     sigma = eta * jnp.sqrt(noise_var_prev / noise_var * signal_loss)
     direction_scale = jnp.sqrt(jnp.maximum(noise_var_prev - sigma**2, 0.0))
-    x_prev = jnp.sqrt(abar_prev) * x0_hat + direction_scale * eps_hat + sigma * _f32(noise)
+    noise = _f32(noise)
+    _check_like("ddim_step", "noise", noise, x_t, "x_t")
+    x_prev = jnp.sqrt(abar_prev) * x0_hat + direction_scale * eps_hat + sigma * noise
     return x_prev, x0_hat
 
 

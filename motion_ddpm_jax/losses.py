@@ -132,6 +132,14 @@ def acceleration_loss(
     return _difference_loss(pred, target, mask, weights, axis_name, order=2)
 
 
+def _check_statistics(where: str, mean, std, size: int) -> None:
+    if np.shape(mean) != (size,) or np.shape(std) != (size,):
+        raise ValueError(
+            f"{where}: mean and std must have shape ({size},) like the features, got "
+            f"{np.shape(mean)} and {np.shape(std)}"
+        )
+
+
 def _destandardize(x: jax.Array, mean: jax.Array, std: jax.Array) -> jax.Array:
     return x * jnp.asarray(std, jnp.float32) + jnp.asarray(mean, jnp.float32)
 
@@ -152,6 +160,7 @@ def bone_length_loss(
     pred, target: standardized `positions` features [B, T, J*3]; mean, std: [J*3].
     """
     pred, target, mask = _checked("bone_length_loss", pred, target, mask, weights)
+    _check_statistics("bone_length_loss", mean, std, pred.shape[-1])
     lengths = [
         kinematics.bone_lengths(relative_positions(_destandardize(x, mean, std), skeleton), skeleton.parents)
         for x in (pred, target)
@@ -178,6 +187,7 @@ def fk_position_loss(
     pred, target: standardized `axis_angle` features [B, T, 3+3K]; mean, std: [3+3K].
     """
     pred, target, mask = _checked("fk_position_loss", pred, target, mask, weights)
+    _check_statistics("fk_position_loss", mean, std, pred.shape[-1])
     positions = [relative_fk(_destandardize(x, mean, std), skeleton) for x in (pred, target)]
     per_frame = jnp.mean(jnp.square(positions[0] - positions[1]), axis=(-2, -1))
     return _masked_frame_mean(per_frame, mask, weights, axis_name)
@@ -214,12 +224,7 @@ def geometric_loss(
     axis_name: str | None = None,
 ) -> jax.Array:
     """Bone-length loss for `positions` data, FK position loss for `axis_angle` data."""
-    size = pred.shape[-1]
-    if np.shape(geometry.mean) != (size,) or np.shape(geometry.std) != (size,):
-        raise ValueError(
-            f"geometric loss: mean and std must have shape ({size},) like the features, got "
-            f"{np.shape(geometry.mean)} and {np.shape(geometry.std)}"
-        )
+    _check_statistics("geometric loss", geometry.mean, geometry.std, np.shape(pred)[-1])
     term = bone_length_loss if geometry.representation == "positions" else fk_position_loss
     return term(
         pred, target, mask, geometry.mean, geometry.std, geometry.skeleton, weights, axis_name=axis_name

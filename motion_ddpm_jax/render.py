@@ -439,7 +439,8 @@ def _check_parents(parents, num_joints: int) -> np.ndarray:
 
 
 def _check_options(fps, titles, num_samples: int, up_axis: str, max_columns, camera) -> list[str]:
-    if isinstance(fps, bool) or not isinstance(fps, int | float) or not math.isfinite(fps) or fps <= 0:
+    number = isinstance(fps, int | float | np.integer | np.floating) and not isinstance(fps, bool)
+    if not number or not math.isfinite(fps) or fps <= 0:
         raise ValueError(f"fps must be a positive number, got {fps!r}")
     if up_axis not in UP_AXES:
         raise ValueError(f"up_axis must be one of {UP_AXES}, got {up_axis!r}")

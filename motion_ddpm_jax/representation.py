@@ -95,6 +95,19 @@ def encode_axis_angle(
     local_rotations: jax.Array, root_translation: jax.Array, skeleton: Skeleton
 ) -> jax.Array:
     """Local rotations [..., T, J, 3, 3] and root translation [..., T, 3] -> `axis_angle` features."""
+    local_rotations, root_translation = jnp.asarray(local_rotations), jnp.asarray(root_translation)
+    joints = skeleton.num_joints
+    if local_rotations.ndim < 4 or local_rotations.shape[-3:] != (joints, 3, 3):
+        raise ValueError(
+            f"encode_axis_angle: expected local rotation matrices [..., T, {joints}, 3, 3] (the skeleton's "
+            f"{joints} joints, end sites included); got {list(local_rotations.shape)}"
+        )
+    if root_translation.shape != local_rotations.shape[:-3] + (3,):
+        raise ValueError(
+            f"encode_axis_angle: expected the root translation [..., T, 3] = "
+            f"{[*local_rotations.shape[:-3], 3]} (the rotations' leading axes); got "
+            f"{list(root_translation.shape)}"
+        )
     rotating = skeleton.rotation_joints
     axis_angle = kinematics.matrix_to_axis_angle(local_rotations[..., rotating, :, :])
     flat = axis_angle.reshape(*axis_angle.shape[:-2], 3 * len(rotating))

@@ -1,6 +1,7 @@
 """Tests of motion_ddpm_jax.diffusion against float64 numpy transcriptions of the published formulas."""
 
 import functools
+import re
 
 import jax
 import jax.numpy as jnp
@@ -147,6 +148,51 @@ def test_unknown_schedule_name_raises_and_names_the_choices():
 def test_degenerate_linear_schedule_raises(num_steps):
     with pytest.raises(ValueError, match="num_steps"):
         diffusion.make_schedule("linear", num_steps)
+
+
+@pytest.mark.parametrize("num_steps", [100.0, 1000.5, "100", True])
+def test_a_schedule_of_a_non_integer_step_count_is_refused(num_steps):
+    """1000.5 had made a 1001-step cosine schedule without a word, 100.0 and "100" numpy's errors."""
+    with pytest.raises(ValueError, match=r"integer num_steps, got " + re.escape(repr(num_steps))):
+        diffusion.make_schedule("cosine", num_steps)
+    assert diffusion.make_schedule("cosine", np.int64(100)).num_steps == 100
+
+
+@pytest.mark.parametrize(
+    "call, name",
+    [
+        (lambda s, x, t, y: diffusion.q_sample(s, x, t, y), "noise must have the shape of x0"),
+        (lambda s, x, t, y: diffusion.training_target(s, x, y, t, "v"), "noise must have the shape of x0"),
+        (
+            lambda s, x, t, y: diffusion.predict_x0(s, x, t, y, "epsilon"),
+            "model_output must have the shape of x_t",
+        ),
+        (
+            lambda s, x, t, y: diffusion.predict_eps(s, x, t, y, "v"),
+            "model_output must have the shape of x_t",
+        ),
+        (lambda s, x, t, y: diffusion.q_posterior_mean_variance(s, y, x, t), "x0 must have the shape of x_t"),
+        (
+            lambda s, x, t, y: diffusion.ddpm_step(s, x, t, x, y, "epsilon"),
+            "noise must have the shape of x_t",
+        ),
+        (
+            lambda s, x, t, y: diffusion.ddim_step(s, x, t, t - 1, x, y, "epsilon", eta=1.0),
+            "noise must have the shape of x_t",
+        ),
+    ],
+)
+def test_a_partner_array_that_would_broadcast_is_refused(call, name):
+    """noise = normal(key, x0.shape[1:]) (one draw shared by the batch) or [B, T, 1] broadcast without an
+    error: every example got the same noise. The pairs must have one shape; equal
+    shapes run as before."""
+    schedule = diffusion.make_schedule("linear", 100)
+    x = np.ones((3, 4, 2), np.float32)
+    t = np.array([5, 50, 99], np.int32)
+    for other in (x[0], x[..., :1]):
+        with pytest.raises(ValueError, match=re.escape(name) + r", \[3, 4, 2\]; got \["):
+            call(schedule, x, t, other)
+    call(schedule, x, t, x)
 
 
 # --- forward process and posterior ------------------------------------------------------------------
@@ -305,8 +351,9 @@ def test_timesteps_outside_the_schedule_or_of_another_shape_are_refused(call):
     schedule = diffusion.make_schedule("linear", 100)
     x = np.ones((3, 2, 2), np.float32)
     for bad in ([99, 100, 0], [-1, 0, 5]):
-        with pytest.raises(ValueError, match=r"t must lie in \[0, 100\).*got values from -?\d+ to \d+"):
-            call(schedule, x, np.array(bad, np.int32))
+        for array in (np.array, jnp.array):  # a notebook's jnp.array([...]) too: it is known here
+            with pytest.raises(ValueError, match=r"t must lie in \[0, 100\).*got values from -?\d+ to \d+"):
+                call(schedule, x, array(bad, np.int32))
     for t, shape in (
         (np.zeros((2,), np.int32), r"int32\[2\]"),
         (np.zeros((3,), np.float32), r"float32\[3\]"),

@@ -345,6 +345,11 @@ def test_feature_size_mismatch_names_the_expected_layout():
         losses.geometric_loss(np.zeros((1, 2, 10)), np.zeros((1, 2, 10)), np.ones((1, 2), bool), geo)
     with pytest.raises(ValueError, match=r"mean and std must have shape \(12,\)"):
         losses.geometric_loss(np.zeros((1, 2, 12)), np.zeros((1, 2, 12)), np.ones((1, 2), bool), geo)
+    # Each term alone too (it had failed inside jax's broadcasting): statistics per joint, [J, 3].
+    x, mask = np.zeros((1, 2, 3 * J)), np.ones((1, 2), bool)
+    for term in (losses.bone_length_loss, losses.fk_position_loss):
+        with pytest.raises(ValueError, match=rf"{term.__name__}: mean and std must have shape \({3 * J},\)"):
+            term(x, x, mask, np.zeros((J, 3)), np.ones((J, 3)), SKELETON)
     with pytest.raises(ValueError, match="representation"):
         geometry(np.zeros(10), np.ones(10), "humanml3d")
 

@@ -1059,6 +1059,8 @@ def test_mp4_when_ffmpeg_fails_reports_what_it_said(tmp_path, monkeypatch):
         ([walking(3)], PARENTS, {"titles": ["one", "two"]}, "titles"),
         ([walking(3)], PARENTS, {"up_axis": "up"}, "up_axis"),
         ([walking(3)], PARENTS, {"fps": 0}, "fps"),
+        ([walking(3)], PARENTS, {"fps": np.float32(-30)}, "fps"),
+        ([walking(3)], PARENTS, {"fps": True}, "fps"),
         ([walking(3)], PARENTS, {"max_columns": 0}, "max_columns"),
         ([walking(3)], PARENTS, {"camera": "orbit"}, "camera"),
         ([walking(3)], PARENTS, {"mirrored": "yes"}, "mirrored must be True or False, got 'yes'"),
@@ -1069,6 +1071,12 @@ def test_bad_input_raises_value_error_naming_the_argument(tmp_path, positions, p
     with pytest.raises(ValueError, match=named):
         render.animate_skeletons(positions, parents, path, **{"fps": 10, **options})
     assert not path.exists()
+
+
+def test_a_numpy_frame_rate_is_a_number(tmp_path):
+    """fps=loaded.fps or np.float32(30), as a notebook passes it, was refused as not a number."""
+    path = render.animate_skeletons([walking(2)], PARENTS, tmp_path / "a.gif", fps=np.float32(30))
+    assert path.is_file()
 
 
 def test_unknown_animation_suffix_is_refused(tmp_path):

@@ -72,6 +72,21 @@ def test_both_representations_rebuild_the_same_global_positions(skeleton_name):
     np.testing.assert_allclose(decoded, positions - root[:1], atol=2e-3)
 
 
+def test_axis_angle_encoding_refuses_rotations_of_another_joint_count():
+    """Rotations of 5 joints for a 6-joint skeleton had been encoded without an error, a joint's slot
+    holding its neighbour's rotation; a root translation of the wrong shape is named too."""
+    joints = SMALL.num_joints
+    for count in (joints - 1, joints + 1):
+        rotations = np.tile(np.eye(3, dtype=np.float32), (4, count, 1, 1))
+        with pytest.raises(ValueError, match=rf"\[\.\.\., T, {joints}, 3, 3\].*got \[4, {count}, 3, 3\]"):
+            representation.encode_axis_angle(rotations, np.zeros((4, 3), np.float32), SMALL)
+    rotations = np.tile(np.eye(3, dtype=np.float32), (4, joints, 1, 1))
+    with pytest.raises(ValueError, match=r"root translation \[\.\.\., T, 3\] = \[4, 3\].*got \[1, 4, 1, 3\]"):
+        representation.encode_axis_angle(rotations, np.zeros((1, 4, 1, 3), np.float32), SMALL)
+    with pytest.raises(ValueError, match=r"got \[4, 6, 3\]"):  # axis-angle vectors, not matrices
+        representation.encode_axis_angle(np.zeros((4, 6, 3), np.float32), np.zeros((4, 3), np.float32), SMALL)
+
+
 def test_positions_layout_puts_the_translation_delta_in_the_root_slot():
     skeleton = SMALL
     positions = np.random.default_rng(1).normal(size=(5, 7, 3)).astype(np.float32)
