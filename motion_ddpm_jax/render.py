@@ -910,6 +910,22 @@ def _tail(text, lines: int = 5) -> str:
     return " | ".join(line.strip() for line in text.strip().splitlines()[-lines:] if line.strip())
 
 
+def _cut_to_lengths(positions, lengths) -> list:
+    """positions (as `animate_skeletons` takes them) cut to `lengths`, checked against them."""
+    samples = _check_positions(positions)
+    counts = np.asarray(lengths)
+    if counts.shape != (len(samples),) or not np.issubdtype(counts.dtype, np.integer):
+        raise ValueError(
+            f"lengths must be {len(samples)} integers, one per sample of positions; got {lengths!r:.100}"
+        )
+    for i, (sample, count) in enumerate(zip(samples, counts.tolist(), strict=True)):
+        if not 1 <= count <= len(sample):
+            raise ValueError(
+                f"lengths[{i}] is {count}; positions[{i}] has {len(sample)} frames (expected 1 to that)"
+            )
+    return [sample[:count] for sample, count in zip(samples, counts.tolist(), strict=True)]
+
+
 def animate_skeletons(
     positions,
     parents,
@@ -923,11 +939,15 @@ def animate_skeletons(
     note: str = "",
     log: Callable[[str], None] | None = None,
     mirrored: bool = False,
+    lengths: Sequence[int] | None = None,
 ) -> Path:
     """Write an animation of N stick figures side by side to `path` (.gif, or .mp4 where ffmpeg exists:
     see `find_ffmpeg`).
 
     positions: a list of [T_i, J, 3] arrays or one [N, T, J, 3] array, data coordinates with `up_axis` up.
+    lengths: N frame counts, sample i drawn from its first lengths[i] frames (1 <= lengths[i] <= T_i), as
+        `sampling.generate` returns them beside its padded [N, T, J, 3] positions, whose frames past a
+        sample's length are zeros (drawn, they would shrink the figure to a point); None: every frame.
     parents: int [J], parent of each joint, -1 for a root; a bone is drawn from each joint to its parent.
     titles: N captions (wrapped to fit above their panels, in a smaller font or cut with '...' where too
         long), or None. Characters the title font lacks are drawn from other installed fonts; those no
@@ -943,6 +963,8 @@ def animate_skeletons(
     delay under 2); shorter samples hold their last frame. Never overwrites: an existing `path` raises
     FileExistsError. MP4 without any ffmpeg, or one that fails, raises UserError naming `path`.
     """
+    if lengths is not None:
+        positions = _cut_to_lengths(positions, lengths)
     path = _claim_path(path, ANIMATION_SUFFIXES, overwrite=False)
     mp4 = path.suffix.lower() == ".mp4"
     ffmpeg = find_ffmpeg() if mp4 else None

@@ -1073,6 +1073,34 @@ def test_bad_input_raises_value_error_naming_the_argument(tmp_path, positions, p
     assert not path.exists()
 
 
+def test_lengths_cut_padded_samples_as_generate_returns_them(tmp_path, monkeypatch):
+    """generate's positions are [N, T, J, 3] with zeros past each sample's length: lengths= draws each
+    from its own frames only (a 2-frame sample holds its last pose, not a point at the origin)."""
+    drawn = {}
+    real_scene = render.skeleton_scene
+
+    def scene(positions, *args, **kwargs):
+        drawn["samples"] = [np.asarray(p) for p in positions]
+        return real_scene(positions, *args, **kwargs)
+
+    monkeypatch.setattr(render, "skeleton_scene", scene)
+    short, long = walking(2), walking(4)
+    padded = np.zeros((2, 4, *long.shape[1:]))
+    padded[0, :2], padded[1] = short, long
+    render.animate_skeletons(padded, PARENTS, tmp_path / "a.gif", fps=10, lengths=np.array([2, 4]))
+    assert [s.shape[0] for s in drawn["samples"]] == [2, 4]
+    np.testing.assert_array_equal(drawn["samples"][0], short)
+    for bad, named in (
+        ([2], "lengths must be 2 integers"),
+        ([2, 5], r"lengths\[1\] is 5; positions\[1\] has 4"),
+        ([0, 4], r"lengths\[0\] is 0"),
+        ([2.0, 4.0], "integers"),
+    ):
+        with pytest.raises(ValueError, match=named):
+            render.animate_skeletons(padded, PARENTS, tmp_path / "b.gif", fps=10, lengths=bad)
+    assert not (tmp_path / "b.gif").exists()
+
+
 def test_a_numpy_frame_rate_is_a_number(tmp_path):
     """fps=loaded.fps or np.float32(30), as a notebook passes it, was refused as not a number."""
     path = render.animate_skeletons([walking(2)], PARENTS, tmp_path / "a.gif", fps=np.float32(30))
