@@ -396,7 +396,7 @@ def test_recordings_of_one_name_in_two_folders_are_refused(tmp_path, second):
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("fill", ["sil", "SIL"])
+@pytest.mark.parametrize("fill", ["sil", "SIL", "<eps>"])  # <eps>: Kaldi's empty label
 def test_silence_labels_are_pauses_when_named_and_warned_of_otherwise(tmp_path, fill):
     """A transcript whose silences are labelled (as MFA/Kaldi write 'sil') instead of blank: by default the
     labels are words (a one-sentence caption 'sil look sil here ...') and a warning names the label, its
@@ -411,10 +411,48 @@ def test_silence_labels_are_pauses_when_named_and_warned_of_otherwise(tmp_path, 
     (warning,) = warnings_in(logged)
     assert f"{fill!r} (8 intervals)" in warning and f"--config.data.pause_labels={fill}" in warning
     logged = []
-    options = dataclasses.replace(ALONE, pause_labels=" sil , sp")
+    options = dataclasses.replace(ALONE, pause_labels=f" {fill.lower()} , sp")
     as_pauses = beat.prepare_beat(raw, tmp_path / "named", options, log=logged.append)
     assert captions_of(as_pauses) == WORD_CAPTIONS
     assert warnings_in(logged) == []
+
+
+def in_metres(joints=JOINTS):
+    return [(name, parent, tuple(v / 100 for v in offset), order) for name, parent, offset, order in joints]
+
+
+def test_recordings_in_another_unit_and_a_floor_too_coarse_for_metres_are_warned_of(tmp_path):
+    """A folder mixing exporters in centimetres and metres is averaged into one skeleton and trained in two
+    units: prepare names the odd recording. All in metres: one unit, but data.std_floor (1e-2, meant for
+    centimetres) floors features that vary less than a centimetre; the warning counts them (against
+    float64 statistics of the written clips) and gives a floor 100x smaller, after which it is quiet."""
+    raw = tmp_path / "raw"
+    truth = make_raw(raw, recordings=3)
+    odd = "2_spk1_0_2_2"  # the last recording read: the first one's skeleton stays in centimetres
+    angles, root = truth[odd]
+    (raw / "2" / f"{odd}.bvh").write_text(bvh_text(angles, root / 100, joints=in_metres()))
+    logged = []
+    beat.prepare_beat(raw, tmp_path / "mixed", beat.PrepareOptions(), log=logged.append)
+    (mixed,) = [line for line in warnings_in(logged) if "median recording's" in line]
+    assert "1 recording(s) have bones 0.01x as long as the median" in mixed and f"{odd}.bvh" in mixed
+    assert not any("metres?" in line for line in logged)
+
+    for stem, (angles, root) in truth.items():
+        (raw / stem[0] / f"{stem}.bvh").write_text(bvh_text(angles, root / 100, joints=in_metres()))
+    logged = []
+    dataset = beat.prepare_beat(raw, tmp_path / "metres", beat.PrepareOptions(), log=logged.append)
+    spread = np.concatenate([np.asarray(m, np.float64) for m in dataset.split("train").motions]).std(axis=0)
+    below = int(((spread > 0) & (spread < 1e-2)).sum())
+    assert below > 0
+    (coarse,) = [line for line in warnings_in(logged) if "metres?" in line]
+    assert "rest pose spans 0.25 units (metres?)" in coarse
+    assert f"raised the std of {below} of the {spread.size} features" in coarse
+    assert "--config.data.std_floor=0.0001" in coarse
+    assert not any("median recording's" in line for line in logged)
+    logged = []
+    fine = dataclasses.replace(beat.PrepareOptions(), std_floor=1e-7)
+    beat.prepare_beat(raw, tmp_path / "metres_floored", fine, log=logged.append)
+    assert not any("metres?" in line for line in logged), logged
 
 
 def phones(words):

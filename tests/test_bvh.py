@@ -330,6 +330,20 @@ def test_resample_to_a_rate_that_does_not_divide_raises(fps):
         resample(parse_bvh(VALID), fps)
 
 
+@pytest.mark.parametrize("frame_time, rate", [("0.016683", "59.94"), ("0.0333667", "29.97")])
+def test_an_ntsc_rate_is_not_taken_for_the_round_one(frame_time, rate):
+    """59.94 fps (1/1001 below 60) had been read as 60 fps, the motion 0.1% fast against its transcript
+    (0.6 s of drift in 10 minutes), while 29.97 was refused: both are refused, named at 4 digits; a frame
+    time printed to 6 decimals (0.008333 for 120) still divides."""
+    motion = parse_bvh(bvh_text(frame_time=frame_time))
+    round_rate = 60 if rate == "59.94" else 30
+    with pytest.raises(
+        ValueError, match=rf"cannot resample {rate} fps to {round_rate} fps.*\(e\.g\. {rate}, "
+    ):
+        resample(motion, round_rate)
+    assert resample(parse_bvh(bvh_text(frame_time="0.008333")), 60).fps == 60.0
+
+
 def test_the_refusal_of_a_rate_suggests_the_source_rate_too():
     """The refusal's examples of a data.fps that works include the recording's own rate (no resampling)."""
     motion = parse_bvh(bvh_text(frame_time="0.0333333"))  # 30 fps
@@ -381,7 +395,11 @@ def _replace(old: str, new: str, needle: str | None = None, match: str = ""):
 
 def _too_many_frames():
     text = VALID + _lines(VALID)[-1]
-    return text, len(_lines(text)), "more frame lines than 'Frames: 4'"
+    return (
+        text,
+        len(_lines(text)),
+        r"is frame line 5, past the 4 that 'Frames: 4' declares \(5 frame lines in all\)",
+    )
 
 
 MALFORMED = {

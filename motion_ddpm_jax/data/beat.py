@@ -454,7 +454,48 @@ def prepare_beat(
     )
     for warning in _warnings(options, tallies, counts, markers, first_tier_of, overruns, wordless):
         log(f"warning: {warning}")
+    for warning in _unit_warnings(skeletons, [path for path, _ in pairs], splits["train"].motions, options):
+        log(f"warning: {warning}")
     return dataset
+
+
+def _unit_warnings(
+    skeletons: list[Skeleton], paths: list[Path], train_motions, options: PrepareOptions
+) -> list[str]:
+    """Recordings whose bones are more than 2x longer or shorter than the median recording's (a folder
+    mixing exporters in metres and centimetres would be averaged into one skeleton and trained in two
+    units), and a metre-sized skeleton (rest pose under 10 units across) some of whose features vary
+    less than data.std_floor over the training clips (in metres 1e-2 is a centimetre, more than a slow
+    root moves in a frame; a feature that does not vary at all is floored in any unit, and not counted)."""
+    warnings = []
+    sizes = np.array([np.linalg.norm(s.offsets, axis=-1).sum() for s in skeletons])
+    ratios = sizes / max(float(np.median(sizes)), 1e-30)
+    odd = [(path, ratio) for path, ratio in zip(paths, ratios, strict=True) if not 0.5 <= ratio <= 2.0]
+    if odd:
+        path, ratio = odd[0]
+        warnings.append(
+            f"{len(odd)} recording(s) have bones {ratio:.3g}x as long as the median recording's (e.g. "
+            f"{path}): recordings in different units (metres, centimetres, millimetres) are trained as "
+            "one; convert them to one unit (their OFFSETs and root position channels)"
+        )
+    skeleton = skeletons[0]
+    rest = np.zeros((skeleton.num_joints, 3))
+    for joint in skeleton.parents_first_order.tolist():
+        if skeleton.parents[joint] >= 0:
+            rest[joint] = rest[skeleton.parents[joint]] + skeleton.offsets[joint]
+    extent = float(np.ptp(rest, axis=0).max())
+    if extent >= 10:
+        return warnings
+    _, spread = motion_text.compute_stats(train_motions, 0.0)
+    floored = int(((spread > 0) & (spread < options.std_floor)).sum())
+    if floored:
+        warnings.append(
+            f"the skeleton's rest pose spans {extent:.3g} units (metres?) and data.std_floor "
+            f"({options.std_floor:g}, in the data's unit) raised the std of {floored} of the {spread.size} "
+            "features to it; for motion in metres prepare with "
+            f"--config.data.std_floor={options.std_floor / 100:g}"
+        )
+    return warnings
 
 
 def _read_words(

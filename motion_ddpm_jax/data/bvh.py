@@ -52,7 +52,10 @@ FK_CHUNK_FRAMES = 1024  # frames per jitted forward-kinematics call (one compile
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 # Non-root position channels that move less than this (relative to the skeleton's size) count as still.
 STATIC_OFFSET_TOLERANCE = 1e-5
-_RESAMPLE_TOLERANCE = 1e-3  # relative mismatch allowed between the rate ratio and an integer stride
+# Relative mismatch allowed between the rate ratio and an integer stride: frame times printed with 6 decimals
+# are off by < 2.5e-4 up to 500 fps (0.008333 for 120), while NTSC rates are 1/1001 = 1e-3 off theirs
+# (59.94 fps, printed 0.016683, is refused as 60 rather than read 0.1% fast: 0.6 s of drift in 10 min).
+_RESAMPLE_TOLERANCE = 5e-4
 
 
 class BvhError(UserError):
@@ -200,9 +203,9 @@ def resample(motion: BvhMotion, target_fps: float) -> BvhMotion:
     if stride < 1 or abs(ratio - stride) > _RESAMPLE_TOLERANCE * ratio:
         rate = motion.fps  # as the file means it: 0.008333 s is 120 fps, not 120.0048
         raise ValueError(
-            f"{motion.source}: cannot resample {rate:g} fps to {target_fps:g} fps by dropping frames; "
-            f"the target must divide the source rate (e.g. {rate:g}, {rate / 2:g}, {rate / 3:g}, "
-            f"{rate / 4:g} fps); interpolation is not supported"
+            f"{motion.source}: cannot resample {rate:.4g} fps to {target_fps:g} fps by dropping frames; "
+            f"the target must divide the source rate (e.g. {rate:.4g}, {rate / 2:.4g}, {rate / 3:.4g}, "
+            f"{rate / 4:.4g} fps); interpolation is not supported"
         )
     if stride == 1:
         return motion
@@ -544,7 +547,14 @@ def _locate_bad_frame(data: str, first_line: int, num_frames: int, num_channels:
             continue
         frame += 1
         if frame > num_frames:
-            raise BvhError(source, number, f"more frame lines than 'Frames: {num_frames}' declares")
+            total = frame + sum(1 for _, rest, _ in _lines(data, end) if rest.split())
+            raise BvhError(
+                source,
+                number,
+                f"{line.strip()[:40]!r} is frame line {frame}, past the {num_frames} that 'Frames: "
+                f"{num_frames}' declares ({total} frame lines in all); if they are all frames, set the "
+                "Frames line to their count, else remove what follows the last frame",
+            )
         if len(tokens) != num_channels:
             truncated = len(tokens) < num_channels and not data[end:].strip()
             hint = " (the file looks truncated)" if truncated else ""
@@ -564,7 +574,8 @@ def _locate_bad_frame(data: str, first_line: int, num_frames: int, num_channels:
         raise BvhError(  # at the file's last line (the Frame Time line when no frame line follows it)
             source,
             last_line,
-            f"file truncated: 'Frames: {num_frames}' declared but only {frame} frame lines found",
+            f"file truncated: 'Frames: {num_frames}' declared but only {frame} frame lines found; if the "
+            f"file is whole, set its Frames line to {frame}",
         )
 
 

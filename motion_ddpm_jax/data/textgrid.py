@@ -29,10 +29,12 @@ OVERLAP_TOLERANCE_S = 1e-6
 # A silence this much shorter than a minimum still reaches it: times written with a few decimals differ
 # in floating point (0.57 - 0.07 < 0.5).
 PAUSE_TOLERANCE_S = 1e-6
-# Labels aligners write on silent intervals instead of leaving them blank (Kaldi/MFA/HTK 'sil', 'sp', 'spn';
-# BAS MAUS '<p:>'; Festival 'pau'), compared in lower case: `load_words` takes them as words unless named.
+# Labels aligners write on silent intervals instead of leaving them blank (Kaldi/MFA/HTK 'sil', 'sp', 'spn',
+# Kaldi's epsilon '<eps>'; BAS MAUS '<p:>'; Festival 'pau'), compared in lower case: `load_words` takes them
+# as words unless named.
 SILENCE_MARKERS = frozenset(
     {"sil", "sp", "spn", "pau", "silence", "<sil>", "<sp>", "<spn>", "<p:>", "<p>", "<pau>", "<silence>"}
+    | {"<eps>"}
 )
 _TIER_CLASSES = ("IntervalTier", "TextTier")
 _TOKEN = re.compile(
