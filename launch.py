@@ -35,6 +35,7 @@ import json
 import os
 import signal
 import sys
+import traceback
 import warnings
 from pathlib import Path
 
@@ -162,15 +163,18 @@ def _read_record(file: str) -> dict:
     return saved["config"]
 
 
-PER_PROCESS = ("coordinator_address", "process_id", "local_device_ids")  # of distributed.*, not resumed
+# Of distributed.*, not resumed: the allocation's (a requeue may get another number of hosts, whose
+# address and ids come with it), taken from the command line and environment as at a start.
+PER_PROCESS = ("coordinator_address", "num_processes", "process_id", "local_device_ids")
 
 
 def _config_of_record(saved: dict, source: str):
     """The ConfigDict of a run record's config (fields added since at their defaults), with the
     per-process fields of distributed.* at their defaults: the record holds process 0's (its process_id,
     devices and coordinator address, where it ran), which every process of a requeue or a new run would
-    otherwise take; those come from this command line and the environment, as at a fresh start, and the
-    run-wide settings (enabled, num_processes, the timeout) are kept."""
+    otherwise take, and the process count, which a resume may change (checkpoints restore on any); those
+    come from this command line and the environment, as at a fresh start, and the run-wide settings
+    (enabled, the timeout) are kept."""
     import ml_collections
 
     from motion_ddpm_jax import config as config_lib
@@ -425,6 +429,21 @@ def main(argv):
         note = _interrupted_note(mode, config_given)
         print(f"launch.py --mode {mode}: interrupted; {note}", file=sys.stderr)
         sys.exit(128 + (signal.SIGTERM if interrupt.args == ("SIGTERM",) else signal.SIGINT))
+    except Exception:
+        if not _joined_others():
+            raise
+        # Any other error of a process joined to others (a collective that failed: another process of the
+        # run is gone, killed or its node crashed) ends it at once: Python's exit would wait at jax's
+        # shutdown barrier (~90 s) for processes that will not come, then abort without a word.
+        traceback.print_exc()
+        print(
+            f"launch.py --mode {mode}: stopped by the error above (where it names a collective, another "
+            f"process of this run is gone: its log says why); {_interrupted_note(mode, config_given)}",
+            file=sys.stderr,
+            flush=True,
+        )
+        sys.stdout.flush()
+        os._exit(1)
 
 
 def _joined_others() -> bool:

@@ -225,8 +225,8 @@ def _check_timesteps(
     schedule: Schedule, t, x: jax.Array, where: str, name: str = "t", low: int = 0
 ) -> jax.Array:
     """`t` as i32[B], after checking it is integer timesteps, one per example of x ([B], or one for all:
-    a scalar is broadcast) and, where given as a host value (numpy, Python), in [low, num_steps): an
-    index outside would otherwise be clamped silently."""
+    a scalar is broadcast) and, where its values are known here (numpy, Python, or a jax.Array outside
+    jit: `_concrete`), in [low, num_steps): an index outside would otherwise be clamped silently."""
     values = _concrete(t)
     t = jnp.asarray(t)
     batch = np.shape(x)[0] if np.ndim(x) else None
@@ -247,7 +247,7 @@ def _check_timesteps(
 
 def _check_step_pair(schedule: Schedule, t, t_prev, x: jax.Array, where: str) -> tuple[jax.Array, jax.Array]:
     """(t, t_prev) as i32[B] after `_check_timesteps` (t_prev may be -1: the clean data) and, where both
-    are host values, t_prev < t for every example."""
+    are known here (`_concrete`), t_prev < t for every example."""
     t_values, prev_values = _concrete(t), _concrete(t_prev)
     t = _check_timesteps(schedule, t, x, where)
     t_prev = _check_timesteps(schedule, t_prev, x, where, "t_prev", low=-1)
@@ -432,7 +432,8 @@ def ddim_step(
 
 
 def _check_eta(eta, where: str) -> None:
-    """eta must be in [0, 1] where given as a host value (a jax.Array eta is the caller's to check)."""
+    """eta must be in [0, 1] where its value is known here (`_concrete`; a traced eta is the caller's to
+    check)."""
     value = _concrete(eta)
     if value is not None and (value.shape != () or not 0.0 <= float(value) <= 1.0):
         raise ValueError(f"{where}: eta must be a number in [0, 1] (0: deterministic DDIM); got {eta!r}")
@@ -588,7 +589,9 @@ def dpmpp_2m_step(
                 )
         has_before = _per_example(t_before, x_t) >= 0
         before = jnp.where(t_before >= 0, t_before, t)
-        derivative_term = x0_hat - _f32(previous_x0)
+        previous_x0 = _f32(previous_x0)
+        _check_like("dpmpp_2m_step", "previous_x0", previous_x0, x_t, "x_t")
+        derivative_term = x0_hat - previous_x0
     has_prev = _per_example(t_prev, x_t) >= 0
     prev = jnp.maximum(t_prev, 0)
     lam_t = _log_snr_half(schedule, t, x_t)

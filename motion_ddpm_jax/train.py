@@ -1204,13 +1204,14 @@ def _run(config, workdir: Path, stop: _PreemptionFlag, held: contextlib.ExitStac
             log(changed)  # (a checkpoint from before the record says nothing)
         saved_warmup = warmup_steps(config.optim, int(saved.get("steps_per_epoch", source.steps_per_epoch)))
         at = int(state.step)
-        if saved.get("total_steps") != steps:
+        count = at - int(nonfinite_counts(state.opt_state)[1])  # the schedule's: skipped steps excluded
+        if is_main and saved.get("total_steps") != steps:
             jump = ""
             if isinstance(saved.get("total_steps"), int) and saved["total_steps"] >= 1:
                 was = learning_rate_schedule(config.optim, saved["total_steps"], saved_warmup)
                 jump = (
-                    f", so step {at + 1} trains at lr {float(learning_rate_at(lr_schedule, at)):.3g} where "
-                    f"the run's schedule gave {float(learning_rate_at(was, at)):.3g}"
+                    f", so step {at + 1} trains at lr {float(learning_rate_at(lr_schedule, count)):.3g} "
+                    f"where the run's schedule gave {float(learning_rate_at(was, count)):.3g}"
                 )
             log(
                 f"the run's length changed from {saved.get('total_steps')} to {steps} steps: the learning"
@@ -1218,7 +1219,7 @@ def _run(config, workdir: Path, stop: _PreemptionFlag, held: contextlib.ExitStac
                 f"with {steps} steps (to stop a run and resume it exactly, stop it with SIGTERM or Ctrl-C)"
             )
         saved_batch = int(saved["config"].get("train", {}).get("batch_size", global_batch))
-        if saved_batch != global_batch:
+        if is_main and saved_batch != global_batch:
             seen = at * saved_batch / source.num_clips
             epochs = (
                 f"; train.num_epochs={config.train.num_epochs} now counts steps of {global_batch}, so the "
@@ -1232,15 +1233,18 @@ def _run(config, workdir: Path, stop: _PreemptionFlag, held: contextlib.ExitStac
                 f"of the data order where the run had reached epoch {seen:.3g}{epochs}"
             )
         topology = _topology()
-        if all(name in saved for name in topology) and any(saved[k] != v for k, v in topology.items()):
+        if is_main and all(k in saved for k in topology) and any(saved[k] != v for k, v in topology.items()):
             log(
                 f"the devices changed since checkpoint {resume_step} was saved: {saved['process_count']} "
                 f"process(es), {saved['device_count']} device(s) -> {topology['process_count']}, "
-                f"{topology['device_count']}; the batch's mean over devices sums in another order, so the "
-                "run goes on equal to float rounding, not bitwise (--host_devices, or the GPUs a job gets)"
+                f"{topology['device_count']}; the batch's mean over devices may sum in another order, so the "
+                "run may go on equal to float rounding only, not bitwise (--host_devices, or the GPUs a job "
+                "gets)"
             )
         backend = (saved.get("software") or {}).get("backend")
-        if note := precision_change(config.model.compute_dtype, backend, jax.default_backend(), resume_step):
+        if is_main and (
+            note := precision_change(config.model.compute_dtype, backend, jax.default_backend(), resume_step)
+        ):
             log(note)
         if saved_warmup != warmup:
             log(

@@ -342,6 +342,9 @@ def test_an_ntsc_rate_is_not_taken_for_the_round_one(frame_time, rate):
     ):
         resample(motion, round_rate)
     assert resample(parse_bvh(bvh_text(frame_time="0.008333")), 60).fps == 60.0
+    # 1/240 printed with 5 decimals reads as 239.8 fps: refused, saying how to write it
+    with pytest.raises(ValueError, match=r"239\.8 fps to 60 fps.*if the recording is at 240 fps.*6 decimals"):
+        resample(parse_bvh(bvh_text(frame_time="0.00417")), 60)
 
 
 def test_the_refusal_of_a_rate_suggests_the_source_rate_too():

@@ -95,7 +95,9 @@ def test_a_runs_record_starts_a_new_run_with_the_config_that_run_started_with(tm
     assert fields["train.batch_size"] == "8"
     assert (fields["train.log_every"], fields["train.num_steps"]) == ("7", "0")
     assert (fields["distributed.process_id"], fields["distributed.coordinator_address"]) == ("-1", "''")
-    assert fields["distributed.num_processes"] == "4"  # the run's own, kept
+    assert fields["distributed.num_processes"] == str(
+        base_config().distributed.num_processes
+    )  # the allocation's
     assert result.stderr.splitlines() == [
         f"config: the one {record} records (the config its run started with), with train.log_every=7",
         f"config: {record} holds the config its run started with; that run's latest checkpoint (step 3) "

@@ -180,6 +180,12 @@ def test_a_schedule_of_a_non_integer_step_count_is_refused(num_steps):
             lambda s, x, t, y: diffusion.ddim_step(s, x, t, t - 1, x, y, "epsilon", eta=1.0),
             "noise must have the shape of x_t",
         ),
+        (
+            lambda s, x, t, y: diffusion.dpmpp_2m_step(
+                s, x, t - 1, t - 2, x, "x0", previous_x0=y, t_before=t
+            ),
+            "previous_x0 must have the shape of x_t",
+        ),
     ],
 )
 def test_a_partner_array_that_would_broadcast_is_refused(call, name):

@@ -10,6 +10,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -62,16 +63,25 @@ def launch(workdir, data_args, devices, extra_env=None):
     return start_launch(workdir, [*TINY, *data_args], env)
 
 
-def test_two_processes_with_two_devices_each_equal_one_process_with_four(tmp_path):
+def demo_data(folder, recordings_per_speaker: int = 2, sentences_per_recording: int = 4) -> list[str]:
+    """The demo set written raw under `folder`, as the arguments of data.source=beat: the run prepares it
+    (process 0, while the others wait at a barrier)."""
     synthetic.write_demo_dataset(
-        tmp_path / "raw", num_speakers=2, recordings_per_speaker=2, sentences_per_recording=4, fps=30
+        folder / "raw",
+        num_speakers=2,
+        recordings_per_speaker=recordings_per_speaker,
+        sentences_per_recording=sentences_per_recording,
+        fps=30,
     )
-    # data.source=beat: process 0 prepares the raw recordings while process 1 waits at a barrier.
-    data = [
+    return [
         "--config.data.source=beat",
-        f"--config.data.raw_root={tmp_path / 'raw'}",
-        f"--config.data.root={tmp_path / 'prepared'}",
+        f"--config.data.raw_root={folder / 'raw'}",
+        f"--config.data.root={folder / 'prepared'}",
     ]
+
+
+def test_two_processes_with_two_devices_each_equal_one_process_with_four(tmp_path):
+    data = demo_data(tmp_path)
     port = free_port()
     joined = [launch(tmp_path / "multi", data, devices=2, extra_env=joining(port, rank)) for rank in (0, 1)]
     outputs = [finish(p) for p in joined]
@@ -120,6 +130,36 @@ def test_a_set_up_error_of_one_process_ends_that_process_at_once(tmp_path):
         said = output(processes[1])
         assert processes[1].returncode == 1, said[-3000:]
         assert "nowhere" in said and "launch.py --mode train:" in said
+    finally:
+        for process in processes:
+            process.kill()
+            process.wait()
+
+
+def test_a_process_killed_mid_run_ends_the_others_at_once(tmp_path):
+    """A process of the run killed (SIGKILL, a crashed node): the others' next collective fails. They had
+    then waited about 90 s at jax's shutdown barrier and aborted with a page of C++ and no word of what
+    was kept; now each prints the error, says where it stopped and what is kept, and exits 1 at once."""
+    data = [
+        *demo_data(tmp_path, recordings_per_speaker=1, sentences_per_recording=2),
+        "--config.train.num_steps=100000",
+        "--config.train.save_every_steps=4",
+    ]
+    port = free_port()
+    processes = [launch(tmp_path / "run", data, devices=1, extra_env=joining(port, rank)) for rank in (0, 1)]
+    try:
+        deadline = time.monotonic() + 300
+        while not (tmp_path / "run" / "checkpoints" / "4").is_dir():  # training is under way
+            assert time.monotonic() < deadline and processes[1].poll() is None, output(processes[1])[-3000:]
+            time.sleep(0.2)
+        processes[1].kill()
+        killed = time.monotonic()
+        processes[0].wait(timeout=60)
+        said = output(processes[0])
+        assert processes[0].returncode == 1, said[-3000:]
+        assert time.monotonic() - killed < 45  # not the barrier's ~90 s
+        assert "launch.py --mode train: stopped by the error above" in said
+        assert "its checkpoints up to step " in said and "start it again to resume" in said
     finally:
         for process in processes:
             process.kill()

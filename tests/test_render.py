@@ -1102,7 +1102,8 @@ def test_lengths_cut_padded_samples_as_generate_returns_them(tmp_path, monkeypat
 
 
 def test_a_numpy_frame_rate_is_a_number(tmp_path):
-    """fps=loaded.fps or np.float32(30), as a notebook passes it, was refused as not a number."""
+    """fps=np.float32(30) (a rate read from a numpy array, as a notebook passes it) was refused as not a
+    number."""
     path = render.animate_skeletons([walking(2)], PARENTS, tmp_path / "a.gif", fps=np.float32(30))
     assert path.is_file()
 

@@ -18,7 +18,7 @@ import pytest
 from tiny_run import ROOT, TINY_MODEL, finish, launch_env, output, start_launch
 
 from motion_ddpm_jax import checkpoint, train
-from motion_ddpm_jax.data import beat, pipeline, synthetic
+from motion_ddpm_jax.data import beat, motion_text, pipeline, synthetic
 from motion_ddpm_jax.errors import UserError
 
 STEPS = 120
@@ -334,14 +334,11 @@ def test_steps_per_second_leaves_out_the_time_of_checkpoints(tmp_path, data_args
 
     monkeypatch.setattr(checkpoint.Checkpointer, "save", slow_save)
     config = tiny_config(tmp_path, data_args, num_steps=6, save_every_steps=2, log_every=2)
-    started = time.perf_counter()
     train.run(config, tmp_path / "run", log=lambda *_: None)
-    wall = time.perf_counter() - started
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert saves == [2, 4, 6] and [r["step"] for r in rows] == [2, 4, 6]
     # Windows 2-4 and 4-6 each hold a 1.5 s save: counted, their rate could not exceed 2 / 1.5 = 1.33.
     assert all(r["steps_per_s"] > 2.0 for r in rows), rows
-    assert 6 / wall < 2.0  # the run's wall time does hold the saves: the rate above left them out
     assert all(r["samples_per_s"] == pytest.approx(4 * r["steps_per_s"]) for r in rows)
 
 
@@ -401,9 +398,10 @@ def test_resuming_checks_the_data_and_says_what_changed(tmp_path, data_args, mon
     reads, reached = (
         float(v) for v in re.search(r"reads from epoch (\S+) of .* reached epoch (\S+)$", batch).groups()
     )
-    clips = 10 * 4 / reached
-    assert clips == pytest.approx(round(clips), abs=1e-2) and reads == pytest.approx(
-        10 * 2 / round(clips), rel=5e-3
+    lengths = [len(m) for m in motion_text.open_dataset(moved).split("train").motions]
+    clips = sum(n >= again.data.min_motion_length for n in lengths)  # the clips the batches draw from
+    assert reached == pytest.approx(10 * 4 / clips, rel=5e-3) and reads == pytest.approx(
+        10 * 2 / clips, rel=5e-3
     )
     assert any(
         "the devices changed since checkpoint 10 was saved: 1 process(es), 1 device(s) -> 1, 3" in line

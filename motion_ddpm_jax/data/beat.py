@@ -468,15 +468,17 @@ def _unit_warnings(
     less than data.std_floor over the training clips (in metres 1e-2 is a centimetre, more than a slow
     root moves in a frame; a feature that does not vary at all is floored in any unit, and not counted)."""
     warnings = []
-    sizes = np.array([np.linalg.norm(s.offsets, axis=-1).sum() for s in skeletons])
+    # (the root's OFFSET left out: exporters put anything there)
+    sizes = np.array([np.linalg.norm(s.offsets[s.parents >= 0], axis=-1).sum() for s in skeletons])
     ratios = sizes / max(float(np.median(sizes)), 1e-30)
     odd = [(path, ratio) for path, ratio in zip(paths, ratios, strict=True) if not 0.5 <= ratio <= 2.0]
     if odd:
         path, ratio = odd[0]
         warnings.append(
-            f"{len(odd)} recording(s) have bones {ratio:.3g}x as long as the median recording's (e.g. "
-            f"{path}): recordings in different units (metres, centimetres, millimetres) are trained as "
-            "one; convert them to one unit (their OFFSETs and root position channels)"
+            f"{len(odd)} recording(s) have bones more than 2x longer or shorter than the median "
+            f"recording's (e.g. {path}: {ratio:.3g}x): recordings in different units (metres, centimetres, "
+            "millimetres) are trained as one; convert them to one unit (their OFFSETs and root position "
+            "channels)"
         )
     skeleton = skeletons[0]
     rest = np.zeros((skeleton.num_joints, 3))

@@ -202,10 +202,18 @@ def resample(motion: BvhMotion, target_fps: float) -> BvhMotion:
     stride = round(ratio)
     if stride < 1 or abs(ratio - stride) > _RESAMPLE_TOLERANCE * ratio:
         rate = motion.fps  # as the file means it: 0.008333 s is 120 fps, not 120.0048
+        near = round(rate)
+        digits = (
+            f"; if the recording is at {near} fps, its Frame Time is printed with too few digits (e.g. "
+            "0.00417 for 1/240): write it with 6 decimals or more (NTSC rates such as 59.94 resample to NTSC "
+            "rates)"
+            if near and rate != near and abs(rate - near) < 5e-3 * rate
+            else ""
+        )
         raise ValueError(
             f"{motion.source}: cannot resample {rate:.4g} fps to {target_fps:g} fps by dropping frames; "
             f"the target must divide the source rate (e.g. {rate:.4g}, {rate / 2:.4g}, {rate / 3:.4g}, "
-            f"{rate / 4:.4g} fps); interpolation is not supported"
+            f"{rate / 4:.4g} fps); interpolation is not supported{digits}"
         )
     if stride == 1:
         return motion

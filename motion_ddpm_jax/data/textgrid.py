@@ -33,8 +33,21 @@ PAUSE_TOLERANCE_S = 1e-6
 # Kaldi's epsilon '<eps>'; BAS MAUS '<p:>'; Festival 'pau'), compared in lower case: `load_words` takes them
 # as words unless named.
 SILENCE_MARKERS = frozenset(
-    {"sil", "sp", "spn", "pau", "silence", "<sil>", "<sp>", "<spn>", "<p:>", "<p>", "<pau>", "<silence>"}
-    | {"<eps>"}
+    {
+        "sil",
+        "sp",
+        "spn",
+        "pau",
+        "silence",
+        "<sil>",
+        "<sp>",
+        "<spn>",
+        "<p:>",
+        "<p>",
+        "<pau>",
+        "<silence>",
+        "<eps>",
+    }
 )
 _TIER_CLASSES = ("IntervalTier", "TextTier")
 _TOKEN = re.compile(
