@@ -1008,6 +1008,7 @@ def check_processes_agree(config, workdir: Path) -> None:
         folder = next(p for p in (workdir.absolute(), *workdir.absolute().parents) if p.is_dir())
         missing = str(workdir.absolute().relative_to(folder))  # '.' where the workdir exists
     token = _broadcast_text(f"{SHARED_CHECK}{os.getpid()}-{time.time_ns()}")  # process 0's name
+    given = _broadcast_text(str(workdir.absolute()))  # process 0's --workdir: named where it differs
     same_place = _broadcast_text(missing) == missing  # (else another folder under a shared parent)
     written = False
     if jax.process_index() == 0 and folder is not None:
@@ -1036,10 +1037,16 @@ def check_processes_agree(config, workdir: Path) -> None:
         )
     blind = [int(p) for p in np.flatnonzero(flags[:, 1] == 0)]
     if flags[0, 2] and blind:
+        named = str(workdir.absolute())
+        other = (
+            f" (process 0 was given --workdir {given}, this process {named}: give every process the same one)"
+            if given != named
+            else ""
+        )
         raise WorkdirError(
             f"--workdir {workdir} is not one folder shared by the run's processes: process(es) "
-            f"{', '.join(map(str, blind))} do not see the file process 0 wrote in {folder}. Every process "
-            "reads and writes the same checkpoints: put the workdir on a file system all hosts mount"
+            f"{', '.join(map(str, blind))} do not see the file process 0 wrote in {folder}{other}. Every "
+            "process reads and writes the same checkpoints: put the workdir on a file system all hosts mount"
         )
 
 

@@ -248,6 +248,8 @@ def test_processes_given_another_config_or_workdir_are_refused_before_training(t
             assert "seed: 0 on process 0, 1 here" in said[1]
         else:
             assert "is not one folder shared by the run's processes: process(es) 1 do not see" in said[0]
+            given = f"(process 0 was given --workdir {tmp_path / 'w0'}, this process {tmp_path / 'w1'}: give"
+            assert given in said[1], said[1][-3000:]
         assert not [p for p in tmp_path.iterdir() if p.suffix != ".log"]
         assert not list(tmp_path.glob(".shared-check-*"))
     finally:
