@@ -538,7 +538,7 @@ def differing(saved: dict[str, Any], current, names: list[str]) -> str:
 
 def _topology() -> dict[str, int]:
     """The processes and devices a run trains on, as its checkpoints record them: the pmapped mean of the
-    gradients sums in an order that depends on them, so a resume on others is equal to rounding only."""
+    gradients sums in an order that may depend on them: a resume on others may match to rounding only."""
     return {"process_count": jax.process_count(), "device_count": jax.device_count()}
 
 
@@ -809,7 +809,7 @@ def run_metadata(
         "representation": dataset.representation,
         "feature_size": dataset.feature_size,
         "fps": dataset.fps,
-        **_topology(),  # a resume on another one goes on equal to float rounding, not bitwise
+        **_topology(),  # a resume on another one may go on equal to float rounding only, not bitwise
         "software": software or provenance.software(jax.local_devices()[0]),
         "command": provenance.command_line(),
     }
