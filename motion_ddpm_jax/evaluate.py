@@ -1144,10 +1144,22 @@ def prepare_comparison(
         effectors = end_effectors(tree.names, tree.parents)
         found = humanml3d.layout(representation, real.motion.shape[-1])
         if found is not None:
-            bone_reference = train_bones
+            bone_reference, counted = train_bones, len(train_motions)
+            if reference_pool is not None and len(set(reference_pool)) < len(train_motions):
+                # eval.split=train: the evaluated clips (and their relatives) left out, as for the Fréchet
+                # distances' pool: the real column is not measured against a mean it is part of
+                kept = sorted({int(i) for i in reference_pool})
+                if kept:  # (none left: all of them, as before)
+                    chosen = [train_motions[i] for i in kept]
+                    bone_reference, counted = _features(chosen, skeleton, representation, fps)[1], len(kept)
             notes.append(
-                f"bone_error: relative to the mean bone lengths of the {len(train_motions)} training clips "
-                f"({found.dataset}'s {found.joints} joints come without skeleton offsets)"
+                f"bone_error: relative to the mean bone lengths of the {counted} training clips "
+                f"({found.dataset}'s {found.joints} joints come without skeleton offsets"
+                + (
+                    f"; the {len(train_motions) - counted} evaluated ones and their relatives left out)"
+                    if counted < len(train_motions)
+                    else ")"
+                )
             )
         else:
             bone_reference = skeleton.bone_lengths()

@@ -368,6 +368,34 @@ def test_eval_reports_the_known_motion_of_real_and_generated_clips(
     )
 
 
+def test_an_evaluated_training_clip_is_left_out_of_the_bone_reference(humanml3d_dataset):
+    """eval.split=train: the Fréchet distances' pool leaves the evaluated clips out, and so now does the
+    bone reference (the training clips' mean bone lengths), as the real column is not to be measured
+    against a mean it is part of. Four training clips of the rest pose, the evaluated one at scale 1 and
+    the others at 2: its bone error is |1 - 2| / 2 = 0.5 against the three others, where all four (equal
+    lengths) gave |1 - 1.75| / 1.75."""
+    clips = [
+        features_of(figure(41, scale=scale, kind=T2M_KIND), seed, T2M_KIND)
+        for seed, scale in enumerate((1.0, 2.0, 2.0, 2.0))
+    ]
+    motion = clips[0][None]
+    real = evaluate.Clips(
+        motion,
+        np.array([len(clips[0])]),
+        ("a person walks",),
+        evaluate.decode_positions(motion, None, "humanml3d"),
+    )
+    common = dict(skeleton=None, representation="humanml3d", fps=FPS)
+    for pool, expected, left_out in ((None, 0.75 / 1.75, None), ([1, 2, 3], 0.5, 1)):
+        comparison = evaluate.prepare_comparison(
+            real, clips, ["a person walks"] * 4, reference_pool=pool, **common
+        )
+        assert comparison.real_column["bone_error/mean"] == pytest.approx(expected, rel=1e-4), pool
+        note = next(n for n in comparison.head_notes if n.startswith("bone_error: relative to the mean bone"))
+        assert f"of the {4 - (left_out or 0)} training clips" in note
+        assert (f"the {left_out} evaluated ones and their relatives left out" in note) == bool(left_out)
+
+
 def test_eval_of_a_perfect_humanml3d_generator_scores_as_the_real_clips(
     humanml3d_dataset, tmp_path, monkeypatch
 ):
