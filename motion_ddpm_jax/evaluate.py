@@ -982,7 +982,7 @@ def units_text(unit: str | None) -> str:
     u = unit or "unit"
     return (
         f"positions and diversity in {where}; speeds in {u}/s, jitter/acceleration in {u}/s^2 and "
-        f"jitter/jerk in {u}/s^3; bone errors relative"
+        f"jitter/jerk in {u}/s^3; bone errors relative (fractions of the reference bone lengths, no unit)"
     )
 
 

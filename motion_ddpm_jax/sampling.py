@@ -1022,6 +1022,22 @@ def _unseen_note(loaded: LoadedModel) -> str:
     return "the model reads them spelled in bytes, which its training never showed it (data.spell_prob 0)"
 
 
+def rate_note(loaded: LoadedModel) -> str | None:
+    """A warning where the run read HumanML3D-layout features (263 or 251 a frame) at another frame rate
+    than that layout's data (training warned of it; a run folder's sampler may never have seen that log):
+    the files record the run's rate, so the animation plays at the ratio of the two."""
+    found = humanml3d.layout(loaded.representation, np.asarray(loaded.mean).size)
+    if found is None or math.isclose(float(loaded.fps), found.fps, rel_tol=1e-6):
+        return None
+    ratio = float(loaded.fps) / found.fps
+    speed = f"{ratio:.3g}x too fast" if ratio > 1 else f"{1 / ratio:.3g}x too slow"
+    return (
+        f"warning: this run read its data at data.fps={float(loaded.fps):g}, but its {found.dataset}-layout "
+        f"features are {found.fps:g} fps motion: the animation and index.json's rate play them {speed}, "
+        "unless the clips were resampled to the run's rate"
+    )
+
+
 def run(config, workdir: str | os.PathLike, log=print) -> dict[str, Any]:
     """`launch.py --mode sample`: sample `config.sample.*` from the checkpoint in `workdir`, write files.
 
@@ -1049,7 +1065,7 @@ def run(config, workdir: str | os.PathLike, log=print) -> dict[str, Any]:
         f"on {devices_for(len(captions) * s.num_samples, s.batch_size)} {jax.default_backend()} device(s)"
     )
     asked = sampler_settings(s)
-    for note in (spacing_note(loaded, asked), unread_settings_note(asked, loaded)):
+    for note in (spacing_note(loaded, asked), unread_settings_note(asked, loaded), rate_note(loaded)):
         if note:
             log(note)
     unseen = [word for caption in captions for word in loaded.tokenizer.unseen_words(caption)]

@@ -145,7 +145,14 @@ def test_bvh_non_finite_value(tmp_path, token):
 
 def test_bvh_zero_frames_with_frame_lines_after_it(tmp_path):
     text = bvh_text(frames=0)
-    bvh_error(tmp_path, text, FIRST_FRAME_LINE, r"more frame lines than 'Frames: 0' declares")
+    lines = len(text.split("Frame Time:")[1].strip().splitlines()) - 1  # after the Frame Time line's own
+    bvh_error(
+        tmp_path,
+        text,
+        FIRST_FRAME_LINE,
+        rf"is frame line 1, past the 0 that 'Frames: 0' declares \({lines} frame lines in all\); if they are "
+        "all frames, set the Frames line to their count",
+    )
 
 
 def test_bvh_missing_motion_section(tmp_path):

@@ -299,12 +299,35 @@ def test_humanml3d_split_records_each_clip_it_leaves_out_with_the_reason(tmp_pat
     assert set(listed) <= accounted
 
 
+def test_humanml3d_captions_without_words_are_left_out_and_a_negative_std_refused(tmp_path):
+    """A caption line with nothing before its first '#' had been read as the empty caption, the one
+    classifier-free guidance trains as unconditional: such lines are left out and counted, and a clip with
+    no other caption is left out as captionless. A negative entry of Std.npy had been floored to
+    data.std_floor (that feature then scaled up a million times): refused, naming the file and feature."""
+    write_humanml3d_with_every_drop(tmp_path)
+    (tmp_path / "texts" / "000001.txt").write_text("a person walks.#a/DET#0.0#0.0\n#a/DET#0.0#0.0\n")
+    (tmp_path / "texts" / "000002.txt").write_text("#x/X#0.0#0.0\n")  # (also too short: counted so)
+    np.save(tmp_path / "new_joint_vecs" / "000002.npy", np.ones((60, 4), np.float32))
+    split = motion_text.open_dataset(tmp_path, fps=20, min_length=40, max_length=200).split("train")
+    assert split.ids == ("000001",) and split.captions == (("a person walks.",),)
+    assert split.dropped["empty_caption"] == ("texts/000001.txt:2",)
+    assert split.dropped["no_captions"] == ("000002", "000005")
+    std = np.ones(4, np.float32)
+    std[2] = -0.5
+    np.save(tmp_path / "Std.npy", std)
+    with pytest.raises(
+        DatasetError, match=r"Std\.npy: standard deviation -0\.5 at feature 2; expected values >= 0"
+    ):
+        motion_text.open_dataset(tmp_path, fps=20, min_length=40, max_length=200)
+
+
 def test_describe_dropped_gives_a_line_per_split_with_counts_reasons_and_examples(tmp_path):
     write_humanml3d_with_every_drop(tmp_path)
     dataset = motion_text.open_dataset(tmp_path, fps=20, min_length=40, max_length=200)
     expected = (
         "train: 2 clips kept; left out 2 listed ids with no motion file in new_joint_vecs/ (e.g. 000404, "
-        "...); 1 clip with an empty caption file (000005); 1 clip shorter than 40 frames, sub-clips and all "
+        "...); 1 clip with no caption (an empty caption file, or captions without words) (000005); 1 clip "
+        "shorter than 40 frames, sub-clips and all "
         "(000002); 1 clip of 200 frames or more, sub-clips and all (000003); 1 sub-clip shorter than 40 "
         "frames (000001#0.5-1)"
     )

@@ -1278,3 +1278,24 @@ def test_an_animation_out_of_memory_costs_only_itself(workdirs, tmp_path, monkey
     names = sorted(p.name for p in (tmp_path / "mine").iterdir())
     assert "index.json" in names and len([n for n in names if n.endswith(".npy")]) == 2 * len(CAPTIONS)
     assert [line for line in lines if line.startswith("no animation: out of memory drawing 2 samples")], lines
+
+
+def test_a_run_that_read_a_humanml3d_layout_at_another_rate_warns_when_it_samples():
+    """KIT-ML's 251 features (12.5 fps motion) trained with configs/humanml3d.py's data.fps=20: training
+    warned, but a run folder's sampler never saw that log; its animation plays 20 / 12.5 = 1.6x too fast."""
+    import types
+
+    def loaded(representation, features, fps):
+        return types.SimpleNamespace(representation=representation, mean=np.zeros(features), fps=fps)
+
+    note = sampling.rate_note(loaded("humanml3d", 251, 20.0))
+    assert note.startswith("warning: this run read its data at data.fps=20, but its KIT-ML-layout features")
+    assert "are 12.5 fps motion" in note and "1.6x too fast" in note
+    assert "2x too slow" in sampling.rate_note(loaded("humanml3d", 263, 10.0))
+    for args in (
+        ("humanml3d", 251, 12.5),
+        ("humanml3d", 263, 20.0),
+        ("positions", 264, 60.0),
+        ("humanml3d", 12, 7.0),
+    ):
+        assert sampling.rate_note(loaded(*args)) is None, args

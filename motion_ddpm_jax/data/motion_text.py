@@ -70,7 +70,8 @@ DROP_REASONS = {
         "clip",
         "whose motion in new_joint_vecs/ holds NaN, inf or values beyond float32, sub-clips and all",
     ),
-    "no_captions": ("clip", "with an empty caption file"),
+    "no_captions": ("clip", "with no caption (an empty caption file, or captions without words)"),
+    "empty_caption": ("caption line", "with no words before its first '#' (the unconditional caption)"),
     "too_short": ("clip", "shorter than {min} frames, sub-clips and all"),
     "too_long": ("clip", "of {max} frames or more, sub-clips and all"),
     "short_sub_clip": ("sub-clip", "shorter than {min} frames"),
@@ -482,6 +483,12 @@ def _open_humanml3d(root: Path, fps, min_length, max_length, std_floor) -> Motio
         raise DatasetError(_missing_stats_message(root, missing))
     mean = _load_humanml3d_stats(mean_path, "means")
     given = _load_humanml3d_stats(std_path, "standard deviations")
+    if np.any(given < 0):  # (a floor would make it 1e-6: that feature scaled up a million times)
+        feature = int(np.argmax(given < 0))
+        raise DatasetError(
+            f"{std_path}: standard deviation {given[feature]:g} at feature {feature}; expected values >= 0 "
+            "(a zero, a constant feature's, is raised to data.std_floor)"
+        )
     listed = _listed_ids(root)
     feature_size = _check_stats_size(root, mean, given, _first_listed_clip(root, listed))
     std = np.maximum(given, std_floor)
@@ -838,10 +845,14 @@ def _load_humanml3d_split(dataset: MotionTextDataset, name: str) -> Split:
         subs: dict[tuple[int, int], tuple[str, list[str]] | None] = {}
         odd_spans: set[str] = set()  # backwards, after the end or past it: each counted once
         frames = len(motion)
-        for number, line in enumerate(lines, start=1):
+        wordless: list[str] = []  # caption lines with no words: training them would train the unconditional
+        for number, line in enumerate(lines, start=1):  # caption of guidance, under a caption of its own
             if not line.strip():
                 continue
             caption, start, end = _parse_humanml3d_caption(line, text_path, number)
+            if not caption:
+                wordless.append(f"texts/{clip_id}.txt:{number}")
+                continue
             if start == 0.0 and end == 0.0:
                 whole.append(caption)
                 continue
@@ -868,6 +879,10 @@ def _load_humanml3d_split(dataset: MotionTextDataset, name: str) -> Split:
                     subs[first, last] = (span_id, [])
             if (sub := subs[first, last]) is not None:
                 sub[1].append(caption)
+        if wordless and len(wordless) == sum(1 for line in lines if line.strip()):
+            dropped["no_captions"].append(clip_id)
+            continue
+        dropped["empty_caption"].extend(wordless)
         for (first, last), sub in subs.items():
             if sub is not None:
                 ids.append(sub[0])
