@@ -988,12 +988,21 @@ def units_text(unit: str | None) -> str:
 
 def _fit_notes(metric: str, dims: int, counts: dict[str, int], what: str) -> list[str]:
     """A note where a Fréchet distance fits a Gaussian to no more samples than its dimensions (n <= d:
-    the covariance has rank at most n - 1 < d), naming the metric, the dimension and the counts."""
-    few = {side: n for side, n in counts.items() if 2 <= n <= dims}  # below 2 the value is NaN anyway
+    the covariance has rank at most n - 1 < d), naming the metric, the dimension and the counts; and one
+    where a side has a single sample, which makes it NaN (none: the caller says why)."""
+    notes = []
+    single = [side for side, n in counts.items() if n == 1]
+    if single:
+        notes.append(
+            f"{metric} is NaN: a Gaussian needs 2 or more {what} a side, and {' and '.join(single)} "
+            f"{'has' if len(single) == 1 else 'have'} 1; evaluate 2 or more clips (eval.num_clips; 0 = the "
+            "whole split)"
+        )
+    few = {side: n for side, n in counts.items() if 2 <= n <= dims}
     if not few:
-        return []
+        return notes
     shown = ", ".join(f"{n} {side}" for side, n in few.items())
-    return [
+    return notes + [
         f"{metric}: Gaussians in {dims} dimensions fitted to {shown} {what}, no more samples than "
         "dimensions (each covariance has rank at most n - 1 < d): the value depends strongly on the "
         "sample count; compare it only between evaluations of the same number of clips"
@@ -1164,6 +1173,11 @@ def prepare_comparison(
         else:
             bone_reference = skeleton.bone_lengths()
         column = _metrics_of(real, tree, fps, effectors, bone_reference)
+        if len(real.lengths) < 2:
+            notes.append(
+                "diversity is NaN: the mean distance between pairs of clips, and 1 clip makes no pair; "
+                "evaluate 2 or more clips (eval.num_clips; 0 = the whole split)"
+            )
 
     labels = label_function(list(train_captions))
     to_class = labels[0] if labels is not None else (lambda caption: None)
@@ -1424,7 +1438,13 @@ def _fgd_encoder(config, dataset) -> tuple[FgdEncoder | None, list[str]]:
     if not (directory / "autoencoder.json").is_file():
         return None, [
             f"FGD skipped: no autoencoder in {directory}; train one with `python launch.py --mode "
-            f"train_autoencoder --workdir <run>` (or --config <config>; eval.autoencoder_steps steps)"
+            f"train_autoencoder --workdir <run>` (or --config <config>; eval.autoencoder_steps steps"
+            + (
+                f"; with --config.eval.autoencoder_dir={directory}, as here"
+                if config.eval.autoencoder_dir
+                else ""
+            )
+            + ")"
         ]
     encoder = load_autoencoder(directory)
     if encoder.settings.get("dataset_fingerprint") != dataset_fingerprint(dataset):
@@ -1741,9 +1761,26 @@ def run(
         record["repeats"] = repeats
     if jax.process_index() != 0:
         return record
+    log(comparable_line(record))
     written = write_new_json(output, record)
     # (written is absolute: a relative workdir's first eval had been said to keep a file that did not exist)
     if Path(written) != Path(os.path.abspath(output)):  # as --mode sample says of a folder that holds files
         log(f"{output} exists already (kept as it is); writing the metrics to {written} instead")
     log(f"wrote {written}")
     return {**record, "output": str(written)}
+
+
+def comparable_line(record: dict[str, Any]) -> str:
+    """What two evaluations must share for their numbers to compare, as one line of the log: the clips
+    (their list's sha256) and the FGD autoencoder (folder, weights' sha256, steps, seed), as the report
+    holds them, so that two printed tables can be matched without opening their JSON."""
+    fgd = record.get("fgd_autoencoder")
+    if fgd is None:
+        used = "no FGD autoencoder"
+    else:
+        settings = fgd.get("settings", {})
+        used = (
+            f"FGD autoencoder {fgd['directory']} (weights sha256 {fgd['weights_sha256'][:12]}, "
+            f"{settings.get('steps', '?')} steps, seed {settings.get('seed', '?')})"
+        )
+    return f"compare with evaluations of the same clips (sha256 {record['clips']['sha256'][:12]}) and {used}"

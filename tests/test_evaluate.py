@@ -1056,6 +1056,38 @@ def test_the_report_identifies_the_fgd_autoencoder(toy_dataset, toy_autoencoder,
     )
     assert record["fgd_autoencoder"] is None and record["metrics"]["fgd"] == {"real": None, "generated": None}
     assert any(n.startswith("FGD skipped: no autoencoder in") for n in record["notes"])
+    # (the command it gives trains into the folder eval looks in, the one given, not the default)
+    assert any(f"--config.eval.autoencoder_dir={tmp_path / 'none'}, as here" in n for n in record["notes"])
+
+
+def test_the_log_names_what_two_evaluations_must_share_to_compare():
+    """The printed table alone did not say which clips and FGD autoencoder it measured with."""
+    clips = evaluate.clips_fingerprint(["a", "b"], [10, 12])
+    fgd = {"directory": "/data/fgd", "weights_sha256": "f" * 64, "settings": {"steps": 100, "seed": 3}}
+    line = evaluate.comparable_line({"clips": clips, "fgd_autoencoder": fgd})
+    digest = hashlib.sha256(b'[["a",10],["b",12]]').hexdigest()
+    assert line == (
+        f"compare with evaluations of the same clips (sha256 {digest[:12]}) and FGD autoencoder /data/fgd "
+        f"(weights sha256 {'f' * 12}, 100 steps, seed 3)"
+    )
+    assert line.split(" and ")[0] in evaluate.comparable_line({"clips": clips, "fgd_autoencoder": None})
+
+
+def test_one_clip_says_why_diversity_and_the_frechet_distances_are_nan(toy_dataset, tmp_path, monkeypatch):
+    """eval.num_clips=1 printed NaN for diversity and both Fréchet distances without a word of why."""
+    install(monkeypatch, FakeSampling(toy_dataset))
+    config = toy_config(toy_dataset, tmp_path)
+    config.eval.num_clips = 1
+    record = evaluate.run(config, tmp_path / "run", log=lambda _: None)
+    metrics, notes = record["metrics"], record["notes"]
+    assert np.isnan(metrics["diversity"]["real"]) and np.isnan(metrics["frechet/features"]["real"])
+    assert any(n.startswith("diversity is NaN: the mean distance between pairs of clips") for n in notes)
+    assert any(
+        n.startswith(
+            "frechet/features is NaN: a Gaussian needs 2 or more clips a side, and real and generated"
+        )
+        for n in notes
+    ), notes
 
 
 def test_eval_on_the_train_split_leaves_the_evaluated_clips_out_of_the_real_columns_reference(
@@ -1114,6 +1146,7 @@ def test_the_report_records_absolute_paths_the_clips_versions_device_and_time(
     # The first eval of a relative workdir: written under its name, no "exists already" said of it.
     assert not [m for m in messages if "exists already" in m], messages
     assert messages[-1] == f"wrote {tmp_path / 'run' / 'eval' / 'metrics_step7.json'}"
+    assert messages[-2].startswith("compare with evaluations of the same clips (sha256 ")
     record = json.loads((tmp_path / "run" / "eval" / "metrics_step7.json").read_text())
     assert record["workdir"] == str(tmp_path / "run")
     assert record["data_root"] == str(toy_dataset.root)
