@@ -489,6 +489,13 @@ def test_the_word_tier_is_chosen_by_textgrid_tier_and_a_fallback_is_warned_of(tm
         r"\['MAU', 'ORT-MAU'\]$",
     ):
         beat.prepare_beat(raw, tmp_path / "ort2", dataclasses.replace(ALONE, textgrid_tier="ORT"))
+    # The Montreal Forced Aligner's '<speaker> - phones' before '<speaker> - words': read, and no warning
+    text_path.write_text(
+        textgrid_text(None, SECONDS, tiers=[("spk0 - phones", phones(WORDS)), ("spk0 - words", WORDS)])
+    )
+    logged = []
+    assert captions_of(beat.prepare_beat(raw, tmp_path / "mfa", ALONE, log=logged.append)) == WORD_CAPTIONS
+    assert "words from tier 'spk0 - words'" in logged[0] and warnings_in(logged) == []
 
 
 def test_a_cache_recorded_before_the_textgrid_options_existed_is_reused_at_their_defaults(tmp_path):

@@ -13,6 +13,7 @@ from motion_ddpm_jax.data.textgrid import (
     Point,
     TextGridError,
     decode_textgrid_bytes,
+    is_word_tier_name,
     load_textgrid,
     load_words,
     parse_textgrid,
@@ -168,6 +169,12 @@ def test_tier_choice_by_name_index_and_default():
         grid.tier("nope")
     no_words = parse_textgrid(LONG.replace('"Words"', '"ortho"'))
     assert no_words.tier().name == "phones"  # no 'words' tier: the first interval tier
+    # The Montreal Forced Aligner names a speaker's tiers '<speaker> - words' / '<speaker> - phones'
+    mfa = parse_textgrid(LONG.replace('"Words"', '"spk01 - words"').replace('"phones"', '"spk01 - phones"'))
+    assert mfa.tier().name == "spk01 - words"
+    two = parse_textgrid(LONG.replace('"Words"', '"b - words"').replace('"phones"', '"a - words"'))
+    assert two.tier().name == "a - words"  # two speakers' word tiers: the first, as for any names
+    assert is_word_tier_name(" Spk 1 -  WORDS ") and not is_word_tier_name("swords")
 
 
 def test_load_words_with_an_explicit_tier(tmp_path):

@@ -449,7 +449,8 @@ def prepare_beat(
         f"{dropped} shorter than {options.min_clip_s}s{past} dropped, {dataset.feature_size} features at "
         f"{options.fps:g} fps, words from tier "
         + ", ".join(
-            f"{name!r}" + (f" ({n} recordings)" if len(tiers) > 1 else "") for name, n in tiers.items()
+            f"{name!r}" + (f" ({n} recording{'s' * (n > 1)})" if len(tiers) > 1 else "")
+            for name, n in tiers.items()
         )
     )
     for warning in _warnings(options, tallies, counts, markers, first_tier_of, overruns, wordless):
@@ -515,7 +516,9 @@ def _read_words(
             error.source, error.line, f"data.textgrid_tier: {error.detail}"
         ) from None
     interval_tiers = [t.name for t in grid.tiers if t.kind == "IntervalTier"]
-    fallback = not options.textgrid_tier and len(interval_tiers) > 1 and tier.name.strip().lower() != "words"
+    fallback = (
+        not options.textgrid_tier and len(interval_tiers) > 1 and not textgrid.is_word_tier_name(tier.name)
+    )
     words = textgrid.tier_words(tier, options.pause_label_set())
     return words, tier, interval_tiers if fallback else []
 

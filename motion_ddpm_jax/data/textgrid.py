@@ -110,7 +110,8 @@ class TextGrid:
 
     def tier(self, tier: str | int | None = None) -> Tier:
         """The word tier: by index or name (exact, else case-insensitive), or by default the interval tier
-        named 'words' (any case), else the first interval tier. KeyError if there is none."""
+        named 'words' (any case), else the one tier named '<speaker> - words' (the Montreal Forced
+        Aligner's name for a speaker's words), else the first interval tier. KeyError if there is none."""
         if isinstance(tier, int):
             if not -len(self.tiers) <= tier < len(self.tiers):
                 raise KeyError(f"{self.source}: tier index {tier} out of range ({len(self.tiers)} tiers)")
@@ -127,9 +128,18 @@ class TextGrid:
         for t in interval_tiers:
             if t.name.strip().lower() == "words":
                 return t
+        speakers = [t for t in interval_tiers if is_word_tier_name(t.name)]
+        if len(speakers) == 1:  # (several speakers' word tiers: the first interval tier, as for any name)
+            return speakers[0]
         if not interval_tiers:
             raise KeyError(f"{self.source}: no IntervalTier to read words from; tiers are {names}")
         return interval_tiers[0]
+
+
+def is_word_tier_name(name: str) -> bool:
+    """'words' or '<speaker> - words' (MFA's multi-speaker naming), in any case: a tier named for words."""
+    key = " ".join(name.split()).lower()
+    return key == "words" or key.endswith(" - words")
 
 
 # -------------------------------------------------------------------------------------------- decoding
