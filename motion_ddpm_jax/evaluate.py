@@ -1603,6 +1603,7 @@ def run(
         _refuse_a_folder(Path(config.eval.output))  # before loading, as every check of the request
     step = int(config.sample.checkpoint_step)
     loaded = sampling.load_model(workdir, step=None if step < 0 else step, use_ema=config.sample.use_ema)
+    sampling.check_settings(loaded, sampling.sampler_settings(config.sample))  # before the data, not after
     output = (
         Path(config.eval.output)
         if config.eval.output

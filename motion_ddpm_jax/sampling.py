@@ -467,6 +467,23 @@ def sampler_settings(sample_config) -> dict[str, Any]:
     }
 
 
+def check_settings(loaded: LoadedModel, settings: dict[str, Any]) -> None:
+    """Refuse `sampler_settings` that `generate` would refuse for this checkpoint (SampleError naming the
+    field), before a caller announces, loads or prepares anything for them."""
+    _check_request(
+        loaded,
+        ["caption"],
+        1,
+        settings["sampler"],
+        settings["steps"],
+        settings["eta"],
+        settings["spacing"],
+        settings["guidance_scale"],
+        settings["seed"],
+        settings["batch_size"],
+    )
+
+
 def settings_used(settings: dict[str, Any], loaded: LoadedModel, use_ema: bool) -> dict[str, Any]:
     """The sampler settings a generation used, for index.json and eval's report: `sampler_settings`
     keywords as `generate` applies them, under the config's field names. DDPM takes every diffusion step

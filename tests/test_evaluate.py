@@ -553,6 +553,7 @@ class FakeSampling:
             step=7,
             schedule=diffusion.make_schedule("linear", DIFFUSION_STEPS),
             metadata={"config": {"data": data}, "data_root": str(self.dataset.root)},
+            config=base_config(),  # (its model section, as sampling's checks read it)
         )
 
     def generate(self, loaded, captions, num_frames, **options):
@@ -569,6 +570,7 @@ class FakeSampling:
 def install(monkeypatch, fake):
     from motion_ddpm_jax.sampling import (
         check_finite,
+        check_settings,
         sampler_settings,
         settings_text,
         settings_used,
@@ -584,6 +586,7 @@ def install(monkeypatch, fake):
     module.settings_text = settings_text  # the real words of the log line
     module.settings_used = settings_used  # the real record of what the sampling used
     module.check_finite = check_finite  # the real check of the generated motion
+    module.check_settings = check_settings  # the real check of the sampler settings against the checkpoint
     monkeypatch.setitem(sys.modules, "motion_ddpm_jax.sampling", module)
     monkeypatch.setattr(motion_ddpm_jax, "sampling", module, raising=False)
 
@@ -1071,6 +1074,21 @@ def test_the_log_names_what_two_evaluations_must_share_to_compare():
         f"(weights sha256 {'f' * 12}, 100 steps, seed 3)"
     )
     assert line.split(" and ")[0] in evaluate.comparable_line({"clips": clips, "fgd_autoencoder": None})
+
+
+def test_sampler_settings_the_checkpoint_refuses_are_refused_before_the_data_is_read(
+    toy_dataset, tmp_path, monkeypatch
+):
+    """sample.steps above the checkpoint's diffusion steps had been refused by the sampler, after the data
+    was read and 'evaluating step 7: ...' announced the evaluation."""
+    fake = FakeSampling(toy_dataset)
+    install(monkeypatch, fake)
+    config = toy_config(toy_dataset, tmp_path)
+    config.sample.steps = DIFFUSION_STEPS + 1
+    messages = []
+    with pytest.raises(UserError, match=rf"sample\.steps must be an integer in \[1, {DIFFUSION_STEPS}\]"):
+        evaluate.run(config, tmp_path / "run", log=messages.append)
+    assert messages == [] and [call[0] for call in fake.calls] == ["load_model"]
 
 
 def test_one_clip_says_why_diversity_and_the_frechet_distances_are_nan(toy_dataset, tmp_path, monkeypatch):
