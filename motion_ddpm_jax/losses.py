@@ -259,7 +259,10 @@ def _field(config: Any, name: str, default: Any = None) -> Any:
     else:
         value = getattr(config, name, default)
     if value is None:
-        raise KeyError(f"loss config has no field {name!r}")
+        present = name in config if isinstance(config, Mapping) else hasattr(config, name)
+        raise KeyError(
+            f"loss config field {name!r} is None" if present else f"loss config has no field {name!r}"
+        )
     return value
 
 

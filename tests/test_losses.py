@@ -442,6 +442,13 @@ def test_unknown_aux_weighting_is_a_clear_error():
     config = loss_config(aux_weighting="snr", use_geometric_loss=False)
     with pytest.raises(ValueError, match="loss.aux_weighting is 'snr'"):
         losses.compute_losses(SCHEDULE, x0, x_t, x0, noise, t, mask, config, "x0")
+    # A field set to None is not a missing one (the error had said the config lacked it)
+    unset = dict(loss_config(use_geometric_loss=False), aux_weighting=None)
+    with pytest.raises(KeyError, match="loss config field 'aux_weighting' is None"):
+        losses.compute_losses(SCHEDULE, x0, x_t, x0, noise, t, mask, unset, "x0")
+    missing = {k: v for k, v in unset.items() if k != "velocity_weight"}
+    with pytest.raises(KeyError, match="loss config has no field 'velocity_weight'"):
+        losses.compute_losses(SCHEDULE, x0, x_t, x0, noise, t, mask, missing, "x0")
 
 
 def test_per_example_weights_scale_each_example():
