@@ -993,8 +993,19 @@ def _fit_notes(metric: str, dims: int, counts: dict[str, int], what: str) -> lis
     notes = []
     single = [side for side, n in counts.items() if n == 1]
     if single:
+        # real and generated: both columns compare the real clips' Gaussian; the reference: the real column
+        columns = (
+            {"real", "generated"}
+            if "real" in single
+            else {
+                column
+                for side, column in (("reference", "real"), ("generated", "generated"))
+                if side in single
+            }
+        )
+        which = "" if len(columns) == 2 else f"the {next(iter(columns))} column of "
         notes.append(
-            f"{metric} is NaN: a Gaussian needs 2 or more {what} a side, and {' and '.join(single)} "
+            f"{which}{metric} is NaN: a Gaussian needs 2 or more {what} a side, and {', '.join(single)} "
             f"{'has' if len(single) == 1 else 'have'} 1; evaluate 2 or more clips (eval.num_clips; 0 = the "
             "whole split)"
         )
@@ -1157,10 +1168,17 @@ def prepare_comparison(
             if reference_pool is not None and len(set(reference_pool)) < len(train_motions):
                 # eval.split=train: the evaluated clips (and their relatives) left out, as for the Fréchet
                 # distances' pool: the real column is not measured against a mean it is part of
-                kept = sorted({int(i) for i in reference_pool})
+                kept = {int(i) for i in reference_pool}
                 if kept:  # (none left: all of them, as before)
-                    chosen = [train_motions[i] for i in kept]
-                    bone_reference, counted = _features(chosen, skeleton, representation, fps)[1], len(kept)
+                    # The frame-weighted mean of all, less the few left out (decoding those alone, not the
+                    # whole split again)
+                    out = [train_motions[i] for i in range(len(train_motions)) if i not in kept]
+                    gone, total = sum(len(m) for m in out), sum(len(m) for m in train_motions)
+                    out_bones = _features(out, skeleton, representation, fps)[1]
+                    bone_reference = (np.asarray(train_bones) * total - np.asarray(out_bones) * gone) / (
+                        total - gone
+                    )
+                    counted = len(kept)
             notes.append(
                 f"bone_error: relative to the mean bone lengths of the {counted} training clips "
                 f"({found.dataset}'s {found.joints} joints come without skeleton offsets"

@@ -1196,7 +1196,7 @@ def _run(config, workdir: Path, stop: _PreemptionFlag, held: contextlib.ExitStac
     lr_schedule = learning_rate_schedule(config.optim, steps, warmup)
     optimizer, ema = make_optimizer(config.optim, lr_schedule), make_ema(config.optim)
     warning = bottleneck_warning(config, dataset.feature_size)
-    if warning:
+    if warning and is_main:
         log(warning)
     params = model_lib.init_params(model, jax.random.key(config.seed))
     # One program for the optimizer's and the EMA's zeros, not one eager fill per leaf shape.
@@ -1207,7 +1207,7 @@ def _run(config, workdir: Path, stop: _PreemptionFlag, held: contextlib.ExitStac
         state = restored["train_state"].replace(params=restored["params"])
         log(f"resumed from {ckpt.directory}/{resume_step} (step {int(state.step)} of {steps})")
         changed = provenance.changed_software(saved.get("software"), software, f"checkpoint {resume_step}")
-        if changed:
+        if changed and is_main:
             log(changed)  # (a checkpoint from before the record says nothing)
         saved_warmup = warmup_steps(config.optim, int(saved.get("steps_per_epoch", source.steps_per_epoch)))
         at = int(state.step)
@@ -1253,7 +1253,7 @@ def _run(config, workdir: Path, stop: _PreemptionFlag, held: contextlib.ExitStac
             note := precision_change(config.model.compute_dtype, backend, jax.default_backend(), resume_step)
         ):
             log(note)
-        if saved_warmup != warmup:
+        if is_main and saved_warmup != warmup:
             log(
                 f"the warmup changed from {saved_warmup} to {warmup} steps: optim.warmup_steps=-1 follows "
                 f"the epoch's length, {saved.get('steps_per_epoch')} steps then and {source.steps_per_epoch} "

@@ -496,6 +496,14 @@ def test_the_word_tier_is_chosen_by_textgrid_tier_and_a_fallback_is_warned_of(tm
     logged = []
     assert captions_of(beat.prepare_beat(raw, tmp_path / "mfa", ALONE, log=logged.append)) == WORD_CAPTIONS
     assert "words from tier 'spk0 - words'" in logged[0] and warnings_in(logged) == []
+    # Two speakers' word tiers: the first is read, and the guess is warned of as any other
+    text_path.write_text(
+        textgrid_text(None, SECONDS, tiers=[("spk0 - words", WORDS), ("spk1 - words", WORDS)])
+    )
+    logged = []
+    beat.prepare_beat(raw, tmp_path / "mfa2", ALONE, log=logged.append)
+    (warning,) = warnings_in(logged)
+    assert f"{text_path}: 'spk0 - words', 'spk1 - words'" in warning
 
 
 def test_a_cache_recorded_before_the_textgrid_options_existed_is_reused_at_their_defaults(tmp_path):

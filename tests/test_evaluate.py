@@ -1076,6 +1076,18 @@ def test_the_log_names_what_two_evaluations_must_share_to_compare():
     assert line.split(" and ")[0] in evaluate.comparable_line({"clips": clips, "fgd_autoencoder": None})
 
 
+def test_a_single_sample_names_the_column_it_makes_nan():
+    """One reference clip makes only the real column NaN (the generated one compares the real clips with
+    the generated ones); one real clip makes both; one generated clip the generated column."""
+    notes = evaluate._fit_notes("fgd", 16, {"real": 3, "generated": 3, "reference": 1}, "windows")
+    assert notes[0].startswith("the real column of fgd is NaN: a Gaussian needs 2 or more windows a side")
+    notes = evaluate._fit_notes("fgd", 16, {"real": 3, "generated": 1, "reference": 3}, "windows")
+    assert notes[0].startswith("the generated column of fgd is NaN") and "generated has 1" in notes[0]
+    notes = evaluate._fit_notes("fgd", 16, {"real": 1, "generated": 3, "reference": 3}, "windows")
+    assert notes[0].startswith("fgd is NaN") and "real has 1" in notes[0]
+    assert evaluate._fit_notes("fgd", 2, {"real": 30, "generated": 30, "reference": 30}, "windows") == []
+
+
 def test_sampler_settings_the_checkpoint_refuses_are_refused_before_the_data_is_read(
     toy_dataset, tmp_path, monkeypatch
 ):
@@ -1101,9 +1113,7 @@ def test_one_clip_says_why_diversity_and_the_frechet_distances_are_nan(toy_datas
     assert np.isnan(metrics["diversity"]["real"]) and np.isnan(metrics["frechet/features"]["real"])
     assert any(n.startswith("diversity is NaN: the mean distance between pairs of clips") for n in notes)
     assert any(
-        n.startswith(
-            "frechet/features is NaN: a Gaussian needs 2 or more clips a side, and real and generated"
-        )
+        n.startswith("frechet/features is NaN: a Gaussian needs 2 or more clips a side, and real, generated")
         for n in notes
     ), notes
 

@@ -516,9 +516,9 @@ def _read_words(
             error.source, error.line, f"data.textgrid_tier: {error.detail}"
         ) from None
     interval_tiers = [t.name for t in grid.tiers if t.kind == "IntervalTier"]
-    fallback = (
-        not options.textgrid_tier and len(interval_tiers) > 1 and not textgrid.is_word_tier_name(tier.name)
-    )
+    speakers = [n for n in interval_tiers if textgrid.is_word_tier_name(n) and n.strip().lower() != "words"]
+    guessed = not textgrid.is_word_tier_name(tier.name) or len(speakers) > 1  # (several speakers' words)
+    fallback = not options.textgrid_tier and len(interval_tiers) > 1 and guessed
     words = textgrid.tier_words(tier, options.pause_label_set())
     return words, tier, interval_tiers if fallback else []
 
