@@ -986,6 +986,9 @@ def units_text(unit: str | None) -> str:
     )
 
 
+MORE_CLIPS = "evaluate 2 or more clips (eval.num_clips; 0 = the whole split)"
+
+
 def _fit_notes(metric: str, dims: int, counts: dict[str, int], what: str) -> list[str]:
     """A note where a Fréchet distance fits a Gaussian to no more samples than its dimensions (n <= d:
     the covariance has rank at most n - 1 < d), naming the metric, the dimension and the counts; and one
@@ -1006,8 +1009,7 @@ def _fit_notes(metric: str, dims: int, counts: dict[str, int], what: str) -> lis
         which = "" if len(columns) == 2 else f"the {next(iter(columns))} column of "
         notes.append(
             f"{which}{metric} is NaN: a Gaussian needs 2 or more {what} a side, and {', '.join(single)} "
-            f"{'has' if len(single) == 1 else 'have'} 1; evaluate 2 or more clips (eval.num_clips; 0 = the "
-            "whole split)"
+            f"{'has' if len(single) == 1 else 'have'} 1; {MORE_CLIPS}"
         )
     few = {side: n for side, n in counts.items() if 2 <= n <= dims}
     if not few:
@@ -1165,20 +1167,18 @@ def prepare_comparison(
         found = humanml3d.layout(representation, real.motion.shape[-1])
         if found is not None:
             bone_reference, counted = train_bones, len(train_motions)
-            if reference_pool is not None and len(set(reference_pool)) < len(train_motions):
+            kept = set() if reference_pool is None else {int(i) for i in reference_pool}
+            if 0 < len(kept) < len(train_motions):  # (none left: all of them, as before)
                 # eval.split=train: the evaluated clips (and their relatives) left out, as for the Fréchet
-                # distances' pool: the real column is not measured against a mean it is part of
-                kept = {int(i) for i in reference_pool}
-                if kept:  # (none left: all of them, as before)
-                    # The frame-weighted mean of all, less the few left out (decoding those alone, not the
-                    # whole split again)
-                    out = [train_motions[i] for i in range(len(train_motions)) if i not in kept]
-                    gone, total = sum(len(m) for m in out), sum(len(m) for m in train_motions)
-                    out_bones = _features(out, skeleton, representation, fps)[1]
-                    bone_reference = (np.asarray(train_bones) * total - np.asarray(out_bones) * gone) / (
-                        total - gone
-                    )
-                    counted = len(kept)
+                # distances' pool: the real column is not measured against a mean it is part of. The
+                # frame-weighted mean of all, less the few left out (decoding those alone, not the split)
+                out = [train_motions[i] for i in range(len(train_motions)) if i not in kept]
+                gone, total = sum(len(m) for m in out), sum(len(m) for m in train_motions)
+                out_bones = _features(out, skeleton, representation, fps)[1]
+                bone_reference = (np.asarray(train_bones) * total - np.asarray(out_bones) * gone) / (
+                    total - gone
+                )
+                counted = len(kept)
             notes.append(
                 f"bone_error: relative to the mean bone lengths of the {counted} training clips "
                 f"({found.dataset}'s {found.joints} joints come without skeleton offsets"
@@ -1194,7 +1194,7 @@ def prepare_comparison(
         if len(real.lengths) < 2:
             notes.append(
                 "diversity is NaN: the mean distance between pairs of clips, and 1 clip makes no pair; "
-                "evaluate 2 or more clips (eval.num_clips; 0 = the whole split)"
+                + MORE_CLIPS
             )
 
     labels = label_function(list(train_captions))

@@ -46,6 +46,7 @@ clockwise seen from above (to its right in HumanML3D's right-handed data).
 """
 
 import dataclasses
+import math
 
 import jax
 import jax.numpy as jnp
@@ -216,6 +217,16 @@ def layout(representation: str, feature_size: int) -> Layout | None:
     if representation != "humanml3d":
         return None
     return LAYOUTS.get(int(feature_size))
+
+
+def other_rate(representation: str, feature_size: int, fps: float) -> tuple[Layout, str] | None:
+    """Where data of this layout are read at `fps`, not the layout's own rate: the layout and how their
+    motion then plays ("1.6x too fast", "2x too slow"); None where the rates agree or it is no layout."""
+    found = layout(representation, feature_size)
+    if found is None or math.isclose(float(fps), found.fps, rel_tol=1e-6):
+        return None
+    ratio = float(fps) / found.fps
+    return found, f"{ratio:.3g}x too fast" if ratio > 1 else f"{1 / ratio:.3g}x too slow"
 
 
 def is_layout(representation: str, feature_size: int) -> bool:

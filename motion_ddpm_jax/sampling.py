@@ -1043,11 +1043,10 @@ def rate_note(loaded: LoadedModel) -> str | None:
     """A warning where the run read HumanML3D-layout features (263 or 251 a frame) at another frame rate
     than that layout's data (training warned of it; a run folder's sampler may never have seen that log):
     the files record the run's rate, so the animation plays at the ratio of the two."""
-    found = humanml3d.layout(loaded.representation, np.asarray(loaded.mean).size)
-    if found is None or math.isclose(float(loaded.fps), found.fps, rel_tol=1e-6):
+    other = humanml3d.other_rate(loaded.representation, np.asarray(loaded.mean).size, loaded.fps)
+    if other is None:
         return None
-    ratio = float(loaded.fps) / found.fps
-    speed = f"{ratio:.3g}x too fast" if ratio > 1 else f"{1 / ratio:.3g}x too slow"
+    found, speed = other
     return (
         f"warning: this run read its data at data.fps={float(loaded.fps):g}, but its {found.dataset}-layout "
         f"features are {found.fps:g} fps motion: the animation and index.json's rate play them {speed}, "

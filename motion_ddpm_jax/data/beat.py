@@ -469,8 +469,7 @@ def _unit_warnings(
     less than data.std_floor over the training clips (in metres 1e-2 is a centimetre, more than a slow
     root moves in a frame; a feature that does not vary at all is floored in any unit, and not counted)."""
     warnings = []
-    # (the root's OFFSET left out: exporters put anything there)
-    sizes = np.array([np.linalg.norm(s.offsets[s.parents >= 0], axis=-1).sum() for s in skeletons])
+    sizes = np.array([s.bone_lengths().sum() for s in skeletons])  # (not the root's OFFSET: anything)
     ratios = sizes / max(float(np.median(sizes)), 1e-30)
     odd = [(path, ratio) for path, ratio in zip(paths, ratios, strict=True) if not 0.5 <= ratio <= 2.0]
     if odd:

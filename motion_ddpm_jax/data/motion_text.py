@@ -678,12 +678,10 @@ def _warn_of_another_fps(root: Path, feature_size: int, fps: float | None, used:
     `feature_size` names a layout (HumanML3D's 263, KIT-ML's 251) is read at `used` fps, not that layout's:
     every duration in seconds (animations, eval's rates, the clock) would be off by their ratio, while
     the per-frame losses train as before. Not an error: the clips may have been resampled to `used`."""
-    found = humanml3d.layout("humanml3d", feature_size)
-    if found is None or math.isclose(used, found.fps, rel_tol=1e-6):
+    if (other := humanml3d.other_rate("humanml3d", feature_size, used)) is None:
         return
+    found, speed = other
     given = f"data.fps is {used:g}" if fps is not None else f"no data.fps was given (the default {used:g})"
-    ratio = used / found.fps
-    speed = f"{ratio:.3g}x too fast" if ratio > 1 else f"{1 / ratio:.3g}x too slow"
     warnings.warn(
         f"{root}: {given}, but its {feature_size} features per frame are {found.dataset}'s layout, whose "
         f"motions are {found.fps:g} fps: its clips are read as {used:g} fps motion, so animations play them "
