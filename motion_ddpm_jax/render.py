@@ -29,6 +29,7 @@ import dataclasses
 import functools
 import json
 import math
+import numbers
 import os
 import re
 import shutil
@@ -315,9 +316,9 @@ def unshown_message(titles: Sequence[str], unshown: dict[int, str], note: str = 
     for i in sorted(i for i in unshown if i < len(titles)):
         panels.setdefault(titles[i], []).append(i + 1)
     listed = []
-    for title, numbers in list(panels.items())[:MAX_LISTED_TITLES]:
-        where = f"panel{'s' if len(numbers) > 1 else ''} {', '.join(map(str, numbers))}"
-        listed.append(f"{where} {_shown(title)!r}: {_describe_characters(unshown[numbers[0] - 1])}")
+    for title, panel_numbers in list(panels.items())[:MAX_LISTED_TITLES]:
+        where = f"panel{'s' if len(panel_numbers) > 1 else ''} {', '.join(map(str, panel_numbers))}"
+        listed.append(f"{where} {_shown(title)!r}: {_describe_characters(unshown[panel_numbers[0] - 1])}")
     if len(panels) > MAX_LISTED_TITLES:
         listed.append(f"and {len(panels) - MAX_LISTED_TITLES} more caption(s)")
     if len(titles) in unshown:
@@ -439,8 +440,7 @@ def _check_parents(parents, num_joints: int) -> np.ndarray:
 
 
 def _check_options(fps, titles, num_samples: int, up_axis: str, max_columns, camera) -> list[str]:
-    number = isinstance(fps, int | float | np.integer | np.floating) and not isinstance(fps, bool)
-    if not number or not math.isfinite(fps) or fps <= 0:
+    if not _is_number(fps) or not math.isfinite(fps) or fps <= 0:
         raise ValueError(f"fps must be a positive number, got {fps!r}")
     if up_axis not in UP_AXES:
         raise ValueError(f"up_axis must be one of {UP_AXES}, got {up_axis!r}")
@@ -1033,7 +1033,8 @@ def read_metrics(metrics_path: str | os.PathLike) -> list[dict]:
 
 
 def _is_number(value) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    """A real number (numpy's included), not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def _series(rows: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
