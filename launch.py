@@ -266,6 +266,7 @@ PATH_FIELDS = (
     "sample.output_dir",
     "eval.output",
     "eval.autoencoder_dir",
+    "train.init_from",
 )
 
 

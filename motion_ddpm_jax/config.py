@@ -30,8 +30,8 @@ def base_config() -> ml_collections.ConfigDict:
 
     config.data = ml_collections.ConfigDict()
     # Path fields (data.raw_root, data.root, sample.text_file, sample.output_dir, eval.output,
-    # eval.autoencoder_dir) are relative to the current directory; a leading ~ is the home folder
-    # (launch.py's PATH_FIELDS: a new path field belongs there too).
+    # eval.autoencoder_dir, train.init_from) are relative to the current directory; a leading ~ is the
+    # home folder (launch.py's PATH_FIELDS: a new path field belongs there too).
     config.data.source = "beat"  # beat (raw BEAT under raw_root) | synthetic (the demo set) | prepared
     config.data.raw_root = ""  # raw recordings: BEAT's release, or any skeleton's BVH + TextGrid pairs
     config.data.root = ""  # the prepared dataset (a cache written by --mode prepare), or a HumanML3D folder
@@ -116,6 +116,12 @@ def base_config() -> ml_collections.ConfigDict:
     config.train.max_consecutive_nonfinite = 20  # stop when this many steps in a row had non-finite gradients
     config.train.sample_every = 0  # every this many steps render a few samples to <workdir>/progress; 0 off
     config.train.sample_captions = ""  # '|'-separated captions for those; empty = the first few of val
+    # Fine-tuning: a new run starts from the weights of another run's checkpoint: that run's workdir (its
+    # latest checkpoint) or <workdir>/checkpoints/<step>. It takes that run's normalisation statistics and
+    # tokenizer too (the space its weights read and write); the model must have the same shapes. Read at a
+    # run's first start only: a resume goes on from the run's own checkpoints. Optimizer and EMA start anew.
+    config.train.init_from = ""
+    config.train.init_weights = "ema"  # ema | params: which of that checkpoint's parameters to start from
 
     config.sample = ml_collections.ConfigDict()  # launch.py --mode sample (and the defaults of --mode eval)
     config.sample.text = ""  # captions separated by '|'
@@ -172,6 +178,7 @@ CHOICES = {
     "model.attention": ("efficient", "softmax"),
     "model.compute_dtype": ("auto", "bfloat16", "float32"),
     "model.kernels": ("xla", "pallas"),
+    "train.init_weights": ("ema", "params"),
     "sample.sampler": ("ddpm", "ddim", "dpmpp_2m"),
     "sample.ddim_spacing": ("leading", "trailing"),
     "sample.render_format": ("gif", "mp4"),

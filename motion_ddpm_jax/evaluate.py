@@ -1499,15 +1499,18 @@ def check_same_statistics(loaded, dataset, config, workdir) -> None:
     """EvaluationError unless the dataset's training-split statistics (mean / std, as the dataset gives
     them) are the ones the checkpoint trained with (its metadata's mean / std), to a relative
     STATS_TOLERANCE. Other statistics mean another training split (another data.root, data.split_seed
-    or dataset), so the clips of eval.split may be clips the checkpoint trained on."""
+    or dataset), so the clips of eval.split may be clips the checkpoint trained on. A run started from
+    another's weights (train.init_from) normalises with that run's statistics: its own data's, which its
+    checkpoints record apart, are compared."""
     mean_here, std_here = np.asarray(dataset.mean, np.float64), np.asarray(dataset.std, np.float64)
-    mean_run, std_run = np.asarray(loaded.mean, np.float64), np.asarray(loaded.std, np.float64)
+    metadata = getattr(loaded, "metadata", None) or {}
+    own = (metadata.get("init_from") or {}).get("data_statistics") or {"mean": loaded.mean, "std": loaded.std}
+    mean_run, std_run = np.asarray(own["mean"], np.float64), np.asarray(own["std"], np.float64)
     mean_gap = np.abs(mean_here - mean_run)  # within the tolerance of the std or of the value
     mean_ok = mean_gap <= STATS_TOLERANCE * np.maximum(std_run, np.abs(mean_run))
     std_ratio = np.abs(std_here / std_run - 1.0)
     if mean_ok.all() and (std_ratio <= STATS_TOLERANCE).all():
         return
-    metadata = getattr(loaded, "metadata", None) or {}
     saved = metadata.get("config") if isinstance(metadata.get("config"), dict) else {}
     saved_data = saved.get("data") if isinstance(saved.get("data"), dict) else {}
     trained_root = metadata.get("data_root") or saved_data.get("root") or "(not recorded)"
@@ -1652,6 +1655,14 @@ def run(
             f"scaled by the wrong rate); point data.root at the data it was trained on"
         )
     check_same_statistics(loaded, dataset, config, workdir)  # before the sampling: other data is refused
+    started = (getattr(loaded, "metadata", None) or {}).get("init_from")
+    if isinstance(started, dict):
+        log(
+            f"the checkpoint's run started from the weights of {started.get('workdir')} (step "
+            f"{started.get('step')}), trained on data.root={started.get('data_root')}: the "
+            f"{config.eval.split} clips here may be clips that run trained on, unless the two datasets "
+            "split their recordings alike"
+        )
     split = dataset.split(config.eval.split)
     indices = chosen_indices(split, int(config.eval.num_clips))
     motions = [split.motions[i][: int(loaded.max_motion_length)] for i in indices]

@@ -13,7 +13,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import hashlib
 import json
+import math
 import os
 import signal
 import socket
@@ -580,7 +582,7 @@ def check_same_data(saved: dict[str, Any], dataset, workdir: Path) -> None:
     """Refuse to resume on other data than the run trained on: data.root and data.raw_root may move (a
     dataset copied or prepared again elsewhere), but the normalisation statistics the parameters were
     trained under must be the same, to float rounding (1e-4 of a feature's std)."""
-    mean, std = np.asarray(saved["mean"], np.float64), np.asarray(saved["std"], np.float64)
+    mean, std = data_statistics(saved)
     if mean.shape != dataset.mean.shape:
         raise checkpoint.CheckpointError(
             f"{workdir} holds checkpoints of a run trained on {mean.shape[-1]} features per frame; the "
@@ -601,6 +603,188 @@ def check_same_data(saved: dict[str, Any], dataset, workdir: Path) -> None:
             "statistics. Point data.root (and data.raw_root) at the data the run trained on, or use a new "
             "--workdir"
         )
+
+
+def data_statistics(saved: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, std) of the data a checkpoint's run trained on, as float64: its normalisation statistics, or
+    for a run started from another's weights (`train.init_from`), which normalises with that run's, those
+    of its own dataset, which its checkpoints record apart."""
+    own = (saved.get("init_from") or {}).get("data_statistics") or saved
+    return np.asarray(own["mean"], np.float64), np.asarray(own["std"], np.float64)
+
+
+# ---------------------------------------------------------------- starting from another run's weights
+
+# What of a source run's config may differ in a run started from its weights without a note: settings of
+# how the model computes (not what), and the caption dropout for guidance, which fine-tuning may change.
+INIT_FREE = ("model.compute_dtype", "model.remat", "model.kernels", "model.dropout", "model.cond_drop_prob")
+
+
+class InitFrom(NamedTuple):
+    """What a run started from another run's checkpoint takes from it (`load_init_from`)."""
+
+    params: Any  # float32 host arrays, shaped as this run's model
+    tokenizer: text.Tokenizer
+    mean: np.ndarray  # float32 [D]: the normalisation its weights were trained under
+    std: np.ndarray
+    record: dict[str, Any]  # what this run's checkpoints record of it (`run_metadata`'s "init_from")
+
+
+def init_source(value: str) -> tuple[Path, int | None]:
+    """(run folder, step: None for its latest) that train.init_from names: a run's workdir, or one of its
+    checkpoint folders, <workdir>/checkpoints/<step>."""
+    path = Path(value).expanduser()
+    if path.name.isdigit() and path.parent.name == "checkpoints":
+        return path.parent.parent, int(path.name)
+    return path, None
+
+
+def weights_sha256(params) -> str:
+    """sha256 of a parameter tree's names, shapes and float32 bytes, in tree order: which weights a run
+    started from, comparable across copies of the checkpoint."""
+    digest = hashlib.sha256()
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        array = np.ascontiguousarray(np.asarray(leaf, np.float32))
+        digest.update(f"{jax.tree_util.keystr(path)}{array.shape}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def load_init_from(config, dataset, workdir: Path, log=print) -> InitFrom:
+    """The weights, tokenizer and normalisation statistics of the checkpoint `config.train.init_from`
+    names, checked against this run's data and model; UserError naming train.init_from where they do not
+    fit. Notes (`log`) what differs that training can live with: the data's statistics or frame rate, the
+    captions' words the source's vocabulary lacks, config fields of the model and the diffusion."""
+    from motion_ddpm_jax import sampling  # sampling imports render, which train needs only here
+
+    value = str(config.train.init_from)
+    field = f"train.init_from={value}"
+    source, step = init_source(value)
+    if source.resolve() == workdir.resolve():
+        raise UserError(
+            f"{field} is this run's own --workdir: a run resumes from its own checkpoints by itself; "
+            "train.init_from names another run's workdir (or one of its checkpoints) to start a new run from"
+        )
+    if not source.is_dir():
+        raise UserError(
+            f"{field}: no such folder; expected a run's workdir (its latest checkpoint) or one of its "
+            "checkpoints, <workdir>/checkpoints/<step>"
+        )
+    use_ema = config.train.init_weights == "ema"
+    try:
+        loaded = sampling.load_model(
+            source, step, use_ema, "--config.train.init_from=<workdir>/checkpoints/<step>"
+        )
+    except checkpoint.CheckpointError as error:
+        raise checkpoint.CheckpointError(f"{field}: {error}") from None
+    where = f"{field} (checkpoint {loaded.step}, {config.train.init_weights} weights)"
+    features = int(loaded.metadata["feature_size"])
+    if loaded.representation != dataset.representation or features != dataset.feature_size:
+        raise UserError(
+            f"{where} was trained on {loaded.representation} data of {features} features per frame; the "
+            f"dataset at {dataset.root} holds {dataset.representation} data of {dataset.feature_size}: its "
+            "weights read and write another motion space. Start from a run on data of this layout"
+        )
+    if loaded.skeleton is not None and dataset.skeleton is not None:
+        if tuple(loaded.skeleton.parents) != tuple(dataset.skeleton.parents):
+            raise UserError(
+                f"{where} was trained on a skeleton of another hierarchy ({loaded.skeleton.num_joints} "
+                f"joints) than the dataset at {dataset.root} ({dataset.skeleton.num_joints} joints): a "
+                "feature's joint would not be the same joint. Start from a run on this skeleton"
+            )
+    saved_config = config_lib.flatten(config_lib.with_defaults(loaded.metadata["config"]))
+    current = config_lib.flatten(config)
+    shapes = model_lib.param_shapes(
+        model_lib.model_from_config(config, input_feats=features, text_vocab_size=loaded.tokenizer.vocab_size)
+    )
+    got = {path: leaf for path, leaf in jax.tree_util.tree_flatten_with_path(loaded.params)[0]}
+    mismatched = [
+        f"{jax.tree_util.keystr(path)}: "
+        + (
+            f"{np.shape(got[path])} there, {want.shape} here"
+            if path in got
+            else f"absent there, {want.shape} here"
+        )
+        for path, want in jax.tree_util.tree_flatten_with_path(shapes)[0]
+        if path not in got or np.shape(got[path]) != want.shape
+    ]
+    if mismatched or len(got) != len(jax.tree.leaves(shapes)):
+        fields = sorted(
+            name
+            for name in current
+            if (name.startswith("model.") or name == "data.max_motion_length")
+            and name not in INIT_FREE
+            and saved_config.get(name) != current[name]
+        )
+        because = (
+            f"; the configs differ in {differing(loaded.metadata['config'], config, fields)}: set them to "
+            "the source run's"
+            if fields
+            else ""
+        )
+        raise UserError(
+            f"{where}: its parameters do not fit this run's model ("
+            f"{'; '.join(mismatched[:3]) or 'parameters this model lacks'}){because}"
+        )
+    notes = []
+    changed = sorted(
+        name
+        for name in current
+        if name.startswith(("model.", "diffusion."))
+        and name not in INIT_FREE
+        and saved_config.get(name) != current[name]
+    )
+    if changed:
+        notes.append(
+            "this run's config differs from the source run's in "
+            + differing(loaded.metadata["config"], config, changed)
+        )
+    mean64, std64 = np.asarray(loaded.mean, np.float64), np.asarray(loaded.std, np.float64)
+    mean_shift = float(np.max(np.abs(dataset.mean - mean64) / std64))
+    std_change = float(np.max(np.abs(dataset.std / std64 - 1.0)))
+    if mean_shift > 1e-4 or std_change > 1e-4:
+        notes.append(
+            f"the dataset's normalisation statistics differ from the source run's "
+            f"({_statistics_change(mean_shift, std_change)}): this run normalises with the source's, "
+            "which its weights were trained under (sampling and eval read them from the checkpoints)"
+        )
+    if not math.isclose(loaded.fps, dataset.fps, rel_tol=1e-3):
+        notes.append(
+            f"the source run trained on {loaded.fps:g} fps data, these are {dataset.fps:g} fps: its motion's "
+            "speeds were learned per frame at the other rate"
+        )
+    words = {
+        w
+        for captions in dataset.split("train").captions
+        for c in captions
+        for w in loaded.tokenizer.unseen_words(c)
+    }
+    if words:
+        shown = ", ".join(sorted(words)[:5])
+        notes.append(
+            f"{len(words)} word(s) of the training captions are not in the source run's vocabulary "
+            f"({shown}{', ...' if len(words) > 5 else ''}): the model reads them spelled in bytes, as it "
+            "reads unseen words at sampling"
+        )
+    log(
+        f"starting from the {config.train.init_weights} weights of checkpoint {loaded.step} of "
+        f"{source.resolve()}, with its tokenizer ({loaded.tokenizer.vocab_size} ids) and normalisation "
+        "statistics too; the optimizer and the EMA start anew" + "".join(f"; {note}" for note in notes)
+    )
+    record = {
+        "workdir": str(source.resolve()),
+        "step": int(loaded.step),
+        "weights": str(config.train.init_weights),
+        "weights_sha256": weights_sha256(loaded.params),
+        "data_root": loaded.metadata.get("data_root"),
+        "data_statistics": {"mean": dataset.mean.tolist(), "std": dataset.std.tolist()},
+    }
+    # In this model's tree (the checkpoint's may come back as other mappings), float32 as the run trains.
+    leaves = [
+        np.asarray(got[path], np.float32) for path, _ in jax.tree_util.tree_flatten_with_path(shapes)[0]
+    ]
+    params = jax.tree.unflatten(jax.tree.structure(shapes), leaves)
+    return InitFrom(params, loaded.tokenizer, loaded.mean, loaded.std, record)
 
 
 RUN_RECORD = "run.json"  # written into a workdir by the run that owns it
@@ -771,8 +955,11 @@ def write_run_record(workdir: Path, config, software: dict[str, Any] | None = No
         raise OSError(error.errno, f"writing the run record {record}: {error.strerror}") from None
 
 
-def make_geometry(config, dataset) -> losses.Geometry | None:
-    """What the geometric loss needs (statistics, skeleton, representation), or None when it is off."""
+def make_geometry(
+    config, dataset, statistics: tuple[np.ndarray, np.ndarray] | None = None
+) -> losses.Geometry | None:
+    """What the geometric loss needs (statistics, skeleton, representation), or None when it is off.
+    statistics: (mean, std) the run normalises with, where not the dataset's (`train.init_from`)."""
     if not config.loss.use_geometric_loss:
         return None
     if dataset.skeleton is None or dataset.representation not in losses.REPRESENTATIONS:
@@ -782,27 +969,38 @@ def make_geometry(config, dataset) -> losses.Geometry | None:
             + (" without a skeleton (no skeleton.json)" if dataset.skeleton is None else "")
             + ". Set --config.loss.use_geometric_loss=False"
         )
+    mean, std = (dataset.mean, dataset.std) if statistics is None else statistics
     return losses.Geometry(
-        mean=jnp.asarray(dataset.mean),
-        std=jnp.asarray(dataset.std),
+        mean=jnp.asarray(mean),
+        std=jnp.asarray(std),
         skeleton=dataset.skeleton,
         representation=dataset.representation,
     )
 
 
 def run_metadata(
-    config, dataset, tokenizer, steps: int, steps_per_epoch: int, software: dict[str, Any] | None = None
+    config,
+    dataset,
+    tokenizer,
+    steps: int,
+    steps_per_epoch: int,
+    software: dict[str, Any] | None = None,
+    init_from: dict[str, Any] | None = None,
+    statistics: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """Everything sampling needs besides the parameters: a checkpoint folder alone is enough. With the
     software and command line of the process that saves it (`provenance`; `software` as
-    `provenance.software` gives it, read here when not given), which a resume compares."""
+    `provenance.software` gives it, read here when not given), which a resume compares. A run started from
+    another's weights records where from (`init_from`: `InitFrom.record`) and normalises with that run's
+    `statistics` (mean, std): those are the ones sampling needs."""
+    mean, std = (dataset.mean, dataset.std) if statistics is None else statistics
     return {
         "config": config.to_dict(),
         "total_steps": steps,
         "steps_per_epoch": steps_per_epoch,
         "tokenizer": tokenizer.to_dict(),
-        "mean": dataset.mean.tolist(),
-        "std": dataset.std.tolist(),
+        "mean": np.asarray(mean).tolist(),
+        "std": np.asarray(std).tolist(),
         "skeleton": None if dataset.skeleton is None else dataset.skeleton.to_dict(),
         "dataset": {k: v for k, v in dataset.info.items() if k != "fingerprint"},
         "data_root": str(Path(dataset.root).resolve()),  # where it was, for an eval given no config
@@ -812,6 +1010,7 @@ def run_metadata(
         **_topology(),  # a resume on another one may go on equal to float rounding only, not bitwise
         "software": software or provenance.software(jax.local_devices()[0]),
         "command": provenance.command_line(),
+        **({"init_from": init_from} if init_from else {}),
     }
 
 
@@ -1142,12 +1341,23 @@ def _run(config, workdir: Path, stop: _PreemptionFlag, held: contextlib.ExitStac
     ckpt = checkpoint.Checkpointer(workdir, max_to_keep=config.train.max_to_keep)
     resume_step = ckpt.latest_step()
     saved = ckpt.restore_metadata(resume_step) if resume_step is not None else None
+    init, statistics = (
+        None,
+        None,
+    )  # statistics: (mean, std) where the run normalises with others than the data's
     if saved is not None:
         check_resumable(saved, config, workdir)
         check_same_data(saved, dataset, workdir)
         tokenizer = text.Tokenizer.from_dict(saved["tokenizer"], source=f"{workdir} checkpoint metadata")
+        if saved.get("init_from"):  # it normalises with the statistics of the run it started from
+            statistics = (np.asarray(saved["mean"], np.float32), np.asarray(saved["std"], np.float32))
+    elif config.train.init_from:
+        init = load_init_from(config, dataset, workdir, log if is_main else lambda line: None)
+        tokenizer, statistics = init.tokenizer, (init.mean, init.std)
     else:
         tokenizer = text.Tokenizer.build(c for captions in split.captions for c in captions)
+    if statistics is not None and geometry is not None:
+        geometry = make_geometry(config, dataset, statistics)
     # What this start changes of the run's settings (train.*, sample.*, eval.*, data paths), old -> new:
     # a resume with --config takes them from the file, which may lack the first command line's overrides.
     if is_main and (saved is not None or not needs_record):
@@ -1160,11 +1370,15 @@ def _run(config, workdir: Path, stop: _PreemptionFlag, held: contextlib.ExitStac
             )
         if changes := changed_settings(recorded, config):
             log(changes_line(where, changes))
+            if saved is not None and {"train.init_from", "train.init_weights"} & {c[0] for c in changes}:
+                log(
+                    "train.init_from and train.init_weights are read at a run's first start only: this run "
+                    f"goes on from its own checkpoint {resume_step}"
+                )
     try:  # the config against the data: refused here, before the run record ties the workdir to it
         source = pipeline.BatchSource(
             split,
-            dataset.mean,
-            dataset.std,
+            *(statistics or (dataset.mean, dataset.std)),
             tokenizer,
             global_batch_size=global_batch,
             max_motion_length=config.data.max_motion_length,
@@ -1198,7 +1412,7 @@ def _run(config, workdir: Path, stop: _PreemptionFlag, held: contextlib.ExitStac
     warning = bottleneck_warning(config, dataset.feature_size)
     if warning and is_main:
         log(warning)
-    params = model_lib.init_params(model, jax.random.key(config.seed))
+    params = model_lib.init_params(model, jax.random.key(config.seed)) if init is None else init.params
     # One program for the optimizer's and the EMA's zeros, not one eager fill per leaf shape.
     state = jax.jit(lambda p: create_train_state(p, optimizer, ema, config.seed))(params)
     if resume_step is not None:
@@ -1272,7 +1486,11 @@ def _run(config, workdir: Path, stop: _PreemptionFlag, held: contextlib.ExitStac
     step_fn = make_train_step(model, config, schedule, lr_schedule, optimizer, ema, empty, geometry)
     p_step = jax.pmap(step_fn, axis_name="batch", donate_argnums=(0,))
 
-    metadata = run_metadata(config, dataset, tokenizer, steps, source.steps_per_epoch, software)
+    # A resumed run started from another's weights goes on recording where from (and its data's statistics).
+    started_from = init.record if init is not None else (saved or {}).get("init_from")
+    metadata = run_metadata(
+        config, dataset, tokenizer, steps, source.steps_per_epoch, software, started_from, statistics
+    )
     sample_every = int(config.train.sample_every)
     progress = None
     if sample_every and is_main and jax.process_count() == 1:

@@ -1,0 +1,168 @@
+"""Starting a new run from another run's weights (`train.init_from`, fine-tuning): the new run's first
+parameters are the source checkpoint's (read here straight from its files), it normalises with the
+source's statistics and reads captions with its tokenizer, records where it started from, resumes on its
+own data, and refuses a source that does not fit, naming train.init_from."""
+
+import types
+
+import numpy as np
+import pytest
+from test_resume import tiny_config
+
+from motion_ddpm_jax import checkpoint, evaluate, train
+from motion_ddpm_jax.data import motion_text, pipeline, synthetic
+from motion_ddpm_jax.errors import UserError
+
+
+def _data_args(root, seed):
+    synthetic.write_demo_dataset(
+        root / "raw", num_speakers=2, recordings_per_speaker=2, sentences_per_recording=4, fps=30, seed=seed
+    )
+    return [
+        "--config.data.source=beat",
+        f"--config.data.raw_root={root / 'raw'}",
+        f"--config.data.root={root / 'prepared'}",
+    ]
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    """A 6-step run on one synthetic dataset (its checkpoint at step 6), and the arguments of another
+    dataset, recorded by other speakers (other statistics) for the runs that start from it."""
+    root = tmp_path_factory.mktemp("init_from")
+    args_a, args_b = _data_args(root / "a", seed=0), _data_args(root / "b", seed=5)
+    workdir = root / "source"
+    train.run(tiny_config(root, args_a, num_steps=6, save_every_steps=6), workdir, log=lambda *_: None)
+    return types.SimpleNamespace(workdir=workdir, args_b=args_b, root=root)
+
+
+def _read(workdir, item):
+    """A checkpoint's `item` (params or ema_params) and metadata, from its files as sampling reads them."""
+    reader = checkpoint.Checkpointer(workdir, read_only=True)
+    try:
+        return reader.restore_params(use_ema=item == "ema_params")
+    finally:
+        reader.close()
+
+
+def _leaves(tree):
+    import jax
+
+    return {jax.tree_util.keystr(p): np.asarray(v) for p, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+@pytest.mark.parametrize("weights", ["ema", "params"])
+def test_a_run_starts_at_the_source_weights_with_its_statistics_and_tokenizer(
+    tmp_path, source, monkeypatch, weights
+):
+    """At lr 0 the new run's parameters stay its first ones: they equal, bit for bit, the source
+    checkpoint's EMA (or raw) parameters as its files hold them. Batches and the geometric loss are
+    normalised with the source's statistics, not the new data's; the checkpoints record the source and
+    the new data's own statistics, by which the run then resumes on its data."""
+    config = tiny_config(tmp_path, source.args_b, num_steps=2, save_every_steps=2)
+    config.optim.update(lr=0.0, min_lr=0.0)
+    config.train.init_from, config.train.init_weights = str(source.workdir), weights
+    if weights == "params":
+        config.diffusion.prediction = "v"  # another output: the run is told, not refused
+    given = {}
+    real_source, real_geometry = pipeline.BatchSource, train.make_geometry
+
+    def batch_source(split, mean, std, *args, **kwargs):
+        given["batches"] = (np.asarray(mean), np.asarray(std))
+        return real_source(split, mean, std, *args, **kwargs)
+
+    def make_geometry(config, dataset, statistics=None):
+        geometry = real_geometry(config, dataset, statistics)
+        given["geometry"] = (np.asarray(geometry.mean), np.asarray(geometry.std))
+        return geometry
+
+    monkeypatch.setattr(train.pipeline, "BatchSource", batch_source)
+    monkeypatch.setattr(train, "make_geometry", make_geometry)
+    lines = []
+    workdir = tmp_path / "finetune"
+    train.run(config, workdir, log=lines.append)
+
+    start, source_metadata = _read(source.workdir, "ema_params" if weights == "ema" else "params")
+    trained, metadata = _read(workdir, "params")
+    start, trained = _leaves(start), _leaves(trained)
+    assert start.keys() == trained.keys()
+    for name in start:
+        np.testing.assert_array_equal(trained[name], start[name], err_msg=name)
+
+    data_b = motion_text.open_dataset(config.data.root)
+    source_mean, source_std = np.asarray(source_metadata["mean"]), np.asarray(source_metadata["std"])
+    assert np.max(np.abs(data_b.mean - source_mean) / source_std) > 1e-3  # the two datasets' differ
+    for mean, std in (given["batches"], given["geometry"], (metadata["mean"], metadata["std"])):
+        np.testing.assert_array_equal(np.asarray(mean, np.float32), source_mean.astype(np.float32))
+        np.testing.assert_array_equal(np.asarray(std, np.float32), source_std.astype(np.float32))
+    assert metadata["tokenizer"] == source_metadata["tokenizer"]
+    record = metadata["init_from"]
+    assert record["workdir"] == str(source.workdir.resolve()) and record["step"] == 6
+    assert record["weights"] == weights and len(record["weights_sha256"]) == 64
+    np.testing.assert_allclose(record["data_statistics"]["mean"], data_b.mean, rtol=0, atol=0)
+    np.testing.assert_allclose(record["data_statistics"]["std"], data_b.std, rtol=0, atol=0)
+    said = " ".join(lines)
+    assert f"starting from the {weights} weights of checkpoint 6 of {source.workdir.resolve()}" in said
+    assert "normalisation statistics differ from the source run's" in said
+    if weights == "params":
+        assert "differs from the source run's in diffusion.prediction ('epsilon' -> 'v')" in said
+        return
+
+    # Resumed on its own data (whose statistics are not the ones its checkpoints normalise with), with
+    # init_from now naming a checkpoint folder: it goes on from its own checkpoint, and keeps its record.
+    config.train.num_steps = 4
+    config.train.init_from = str(source.workdir / "checkpoints" / "6")
+    lines.clear()
+    train.run(config, workdir, log=lines.append)
+    assert checkpoint.Checkpointer(workdir, read_only=True).all_steps() == [2, 4]
+    assert any("read at a run's first start only" in line for line in lines), lines
+    assert not any(line.startswith("starting from") for line in lines)
+    _, resumed = _read(workdir, "params")
+    assert resumed["init_from"] == record and resumed["mean"] == metadata["mean"]
+
+
+@pytest.mark.parametrize("case", ["own workdir", "no folder", "no such step", "other width"])
+def test_a_source_that_does_not_fit_is_refused_naming_init_from(tmp_path, source, case):
+    """Each refusal names train.init_from and what would fit, and leaves the new workdir to a corrected
+    config (no run record, no checkpoint)."""
+    config = tiny_config(tmp_path, source.args_b, num_steps=2, save_every_steps=2)
+    workdir = tmp_path / "finetune"
+    config.train.init_from = {
+        "own workdir": str(workdir),
+        "no folder": str(tmp_path / "nowhere"),
+        "no such step": str(source.workdir / "checkpoints" / "7"),
+        "other width": str(source.workdir),
+    }[case]
+    expected = {
+        "own workdir": r"is this run's own --workdir",
+        "no folder": r"no such folder; expected a run's workdir",
+        "no such step": r"no checkpoint at step 7; available: \[6\]",
+        "other width": r"do not fit this run's model .*model\.latent_dim \(16 -> 32\)",
+    }[case]
+    if case == "other width":
+        config.model.latent_dim = 32
+    with pytest.raises(UserError, match=expected) as refused:
+        train.run(config, workdir, log=lambda *_: None)
+    assert "train.init_from=" in str(refused.value)
+    assert not (workdir / train.RUN_RECORD).exists() and not (workdir / "checkpoints").exists()
+
+
+def test_eval_compares_a_fine_tuned_runs_own_data_statistics():
+    """An evaluation of a run started from another's weights compares the dataset with the statistics of
+    the data that run trained on (its record), not with the source's it normalises with."""
+    rng = np.random.default_rng(0)
+    source_mean, source_std = rng.normal(size=6), rng.uniform(0.5, 2.0, size=6)
+    own_mean, own_std = source_mean + 0.5, source_std * 1.3
+    dataset = types.SimpleNamespace(
+        mean=own_mean.astype(np.float32), std=own_std.astype(np.float32), info={}, root="data"
+    )
+    config = types.SimpleNamespace(
+        eval=types.SimpleNamespace(split="val"), data=types.SimpleNamespace(split_seed=0, std_floor=0.01)
+    )
+    started = {"init_from": {"data_statistics": {"mean": own_mean.tolist(), "std": own_std.tolist()}}}
+    loaded = types.SimpleNamespace(mean=source_mean, std=source_std, metadata=started)
+    evaluate.check_same_statistics(loaded, dataset, config, "run")
+    with pytest.raises(evaluate.EvaluationError, match="trained on other data"):
+        evaluate.check_same_statistics(
+            types.SimpleNamespace(mean=source_mean, std=source_std, metadata={}), dataset, config, "run"
+        )
