@@ -428,8 +428,12 @@ def main(argv):
         sys.exit(message)
     except KeyboardInterrupt as interrupt:  # Ctrl-C, or SIGTERM in prepare / train_autoencoder (`_interrupt`)
         note = _interrupted_note(mode, config_given)
-        print(f"launch.py --mode {mode}: interrupted; {note}", file=sys.stderr)
-        sys.exit(128 + (signal.SIGTERM if interrupt.args == ("SIGTERM",) else signal.SIGINT))
+        print(f"launch.py --mode {mode}: interrupted; {note}", file=sys.stderr, flush=True)
+        status = 128 + (signal.SIGTERM if interrupt.args == ("SIGTERM",) else signal.SIGINT)
+        if _joined_others():  # a normal exit would wait at jax's shutdown barrier for the other processes
+            sys.stdout.flush()
+            os._exit(status)
+        sys.exit(status)
     except Exception:
         if not _joined_others():
             raise

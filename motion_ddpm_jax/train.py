@@ -1419,7 +1419,8 @@ def _run(config, workdir: Path, stop: _PreemptionFlag, held: contextlib.ExitStac
         like = {"params": state.params, "train_state": state.replace(params=None)}
         _, restored = ckpt.restore_run(resume_step, like)
         state = restored["train_state"].replace(params=restored["params"])
-        log(f"resumed from {ckpt.directory}/{resume_step} (step {int(state.step)} of {steps})")
+        if is_main:
+            log(f"resumed from {ckpt.directory}/{resume_step} (step {int(state.step)} of {steps})")
         changed = provenance.changed_software(saved.get("software"), software, f"checkpoint {resume_step}")
         if changed and is_main:
             log(changed)  # (a checkpoint from before the record says nothing)
@@ -1474,10 +1475,11 @@ def _run(config, workdir: Path, stop: _PreemptionFlag, held: contextlib.ExitStac
                 "now (train.batch_size or the data changed)"
             )
         if int(state.step) >= steps:
-            log(
-                f"the run is already at step {int(state.step)}, at or past its {steps} steps: nothing to "
-                "train (raise --config.train.num_steps or num_epochs to continue it)"
-            )
+            if is_main:
+                log(
+                    f"the run is already at step {int(state.step)}, at or past its {steps} steps: nothing "
+                    "to train (raise --config.train.num_steps or num_epochs to continue it)"
+                )
             ckpt.close()
             return {"steps": steps, "stopped_at": None, "final_metrics": None, "workdir": str(workdir)}
 

@@ -90,6 +90,12 @@ def test_two_processes_with_two_devices_each_equal_one_process_with_four(tmp_pat
     # Only process 0 logs metrics.
     assert (tmp_path / "multi" / "metrics.jsonl").is_file()
     assert "loss" not in outputs[1].split("joined", 1)[1]
+    # Started again at its end: process 0 alone says where it resumed and that nothing is left to train.
+    port = free_port()
+    again = [launch(tmp_path / "multi", data, devices=2, extra_env=joining(port, rank)) for rank in (0, 1)]
+    again = [finish(p) for p in again]
+    assert f"already at step {STEPS}" in again[0] and "resumed from" in again[0]
+    assert "already at step" not in again[1] and "resumed from" not in again[1]
 
     finish(launch(tmp_path / "single", data, devices=4))
 
