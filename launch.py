@@ -86,9 +86,38 @@ class ConfigSourceParser(flags.ArgumentParser):
             elif colon and "positional argument" in said:  # FILE:arg of a get_config() that takes none
                 said = f"its get_config() takes no argument, so ':{argument}' names nothing ({said})"
             raise ConfigSourceError(f"--config {path}: {said}") from None
+        except (SyntaxError, ConfigSourceError):
+            raise  # parse_flags says a syntax error with its line
+        except Exception as error:  # noqa: BLE001 - the file's own code failed: its imports or get_config
+            # (an AttributeError or KeyError here had been said as "a --config override could not be
+            # applied", naming no file; an ImportError or NameError was a traceback)
+            if "has no attribute get_config" in str(error).replace("'", ""):
+                raise  # parse_flags says the file defines none
+            said = str(error)
+            if isinstance(error, (AttributeError, KeyError)):  # ml_collections' repr of a missing key
+                said = " ".join(said.replace("\\n", " ").replace("\\", "").replace("'", "").split())
+            raise ConfigSourceError(
+                f"--config {path}{_line_in(error, file)}: {type(error).__name__}: {said}"
+            ) from None
+        if config is None:  # ml_collections only warns; absl then raised IllegalFlagValueError (a traceback)
+            raise ConfigSourceError(
+                f"--config {path}: get_config() returned None; it must return the ConfigDict (a missing "
+                "`return config`?)"
+            )
         if type(config).__name__ == "_ErrorConfig":  # an OSError inside the file (one it opens, say)
             raise ConfigSourceError(f"--config {path}: loading it failed: {vars(config)['_error']}")
         return config
+
+
+def _line_in(error: BaseException, file: str) -> str:
+    """', line N' of the innermost line of `file` in `error`'s traceback ('' where it has none)."""
+    target = os.path.realpath(file)
+    lines = [
+        line
+        for frame, line in traceback.walk_tb(error.__traceback__)
+        if os.path.realpath(frame.f_code.co_filename) == target
+    ]
+    return f", line {lines[-1]}" if lines else ""
 
 
 def _is_run_record(file: str) -> bool:
@@ -209,6 +238,10 @@ class HomePathParser(flags.ArgumentParser):
     only at the start of a word), and a folder named `~` would be made in the working directory."""
 
     def parse(self, argument):
+        if isinstance(argument, str) and not argument.strip():  # `--workdir "$RUN"` with RUN unset
+            raise ValueError(
+                "an empty path; give the run folder, or leave --workdir out for runs/<config name>"
+            )
         return os.path.expanduser(argument) if isinstance(argument, str) else argument
 
     def flag_type(self):
@@ -855,10 +888,40 @@ def parse_flags(argv: list[str]) -> list[str]:
             file = argv[argv.index("--config") + 1]
         if "has no attribute get_config" in message:
             sys.exit(f"launch.py: --config {file} defines no get_config() (it returns the ConfigDict)")
+        if (
+            isinstance(error, AttributeError)
+            and "Did you mean" not in message
+            and (unknown := _unknown_override(argv))
+        ):  # ml_collections had said only the name: `"LR"`
+            sys.exit(f"launch.py: {unknown}")
         if isinstance(error, KeyError):  # a section of the config that does not exist
             sections = ", ".join(base_sections())
             message = f"no config section or field {message.strip(chr(34))!r}; the sections are {sections}"
         sys.exit(f"launch.py: a --config override could not be applied: {message}")
+
+
+def _unknown_override(argv: list[str]) -> str | None:
+    """The first --config.<name>=... of `argv` that names no field of the base config, with the field
+    probably meant: one of the same name but for case (`optim.LR`), else the closest name; None where
+    each names a field."""
+    from motion_ddpm_jax.config import base_config, flatten
+
+    known = list(flatten(base_config()))
+    for arg in argv[1:]:
+        if not arg.startswith("--config."):
+            continue
+        name = arg.removeprefix("--config.").split("=", 1)[0]
+        if name in known:
+            continue
+        leaf = name.rpartition(".")[2].lower()
+        close = [k for k in known if k.lower() == name.lower()] or [
+            k for k in known if k.rpartition(".")[2].lower() == leaf
+        ]
+        close = close or difflib.get_close_matches(name, known, n=1)
+        sections = f"the sections are {', '.join(base_sections())}"
+        hint = f"did you mean --config.{close[0]}?" if close else sections
+        return f"--config.{name} names no config field ({hint}); the fields are motion_ddpm_jax/config.py's"
+    return None
 
 
 def base_sections() -> list[str]:

@@ -11,9 +11,9 @@ Where this differs from MotionDiffuse's HumanML3D training, besides the tokenize
 - Normalisation: Mean.npy and Std.npy as they are (as MDM does; data.std_floor only guards zeros).
   MotionDiffuse divides the std of the root features (0:4) and of the foot contacts (259:263) by
   feat_bias = 25, which weighs those features 25x in its loss; this does not.
-- Optimisation: the base config's (AdamW at 1e-4, warmup then cosine to 1e-6, parameter EMA, batch 32 in
-  all, 100 epochs); MotionDiffuse trains Adam at a constant 2e-4 without EMA, 128 per GPU on 8 GPUs, 50
-  epochs of 200 passes over the clips.
+- Optimisation: the base config's (Adam, as MotionDiffuse: optim.weight_decay 0, at 1e-4, warmup then
+  cosine to 1e-6, parameter EMA, batch 32 in all, 100 epochs); MotionDiffuse trains at a constant 2e-4
+  without EMA, 128 per GPU on 8 GPUs, 50 epochs of 200 passes over the clips.
 - Evaluation: `--mode eval` reports this project's metrics, not the T2M evaluator's FID / R-precision /
   MM-Dist / MultiModality: position metrics of the 22 joints decoded from the 263 features
   (`motion_ddpm_jax/humanml3d.py`; jitter in m/s^2 and m/s^3, wrist and ankle/foot speeds in m/s,

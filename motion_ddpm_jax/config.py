@@ -363,6 +363,19 @@ def _kind(value) -> str:
     return "an integer" if isinstance(value, int) and not isinstance(value, bool) else "a number"
 
 
+def _type_of(default) -> tuple[str, tuple[type, ...]]:
+    """What a field whose base_config default is `default` must hold, said and as types: a bool field
+    true or false, an int field an integer (not a bool: True had trained at batch size 1), a float field
+    a number, a str field a string."""
+    if isinstance(default, bool):
+        return "true or false", (bool,)
+    if isinstance(default, int):
+        return "an integer", (int,)
+    if isinstance(default, float):
+        return "a number", (int, float)
+    return "a string", (str,)
+
+
 def validate(config) -> None:
     """Raise errors.UserError naming the first config field whose value is not allowed."""
     from motion_ddpm_jax.errors import UserError
@@ -386,6 +399,12 @@ def validate(config) -> None:
             f"config field(s) {', '.join(hints)} not known; a config sets only the fields of "
             "motion_ddpm_jax/config.py's base_config"
         )
+    # A config file's `= None` (None as "unset", as argparse defaults have it) or a run record's value of
+    # another type: the bounds below skip None, and a comparison with it had raised a bare TypeError.
+    for name, value in fields.items():
+        said, types = _type_of(known[name])
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            raise UserError(f"config field {name} is {value!r}; expected {said}")
     for name, value in fields.items():
         if isinstance(value, float) and not math.isfinite(value):
             raise UserError(f"config field {name} is {value!r}; expected a finite number")
@@ -411,6 +430,18 @@ def validate(config) -> None:
             f"({config.train.num_epochs}) give a run of no steps; set one of them > 0 (num_steps > 0 "
             "overrides num_epochs)"
         )
+    if config.optim.min_lr > config.optim.lr:
+        raise UserError(
+            f"config field optim.min_lr is {config.optim.min_lr!r}, above optim.lr ({config.optim.lr!r}): "
+            "the cosine would climb from lr to min_lr; set --config.optim.min_lr to at most optim.lr"
+        )
+    warmup, steps = config.optim.warmup_steps, config.train.num_steps
+    if steps > 0 and warmup >= steps:
+        raise UserError(
+            f"config field optim.warmup_steps is {warmup}, not shorter than train.num_steps ({steps}): the "
+            f"warmup would be cut to {steps - 1} steps and the cosine to optim.min_lr never run; set "
+            f"--config.optim.warmup_steps below {steps} (or -1: min(500, an epoch))"
+        )
     if str(config.train.sample_captions).strip():
         split_captions(config.train.sample_captions, "config field train.sample_captions")
     renders = config.train.sample_every > 0 and config.sample.sampler in ("ddim", "dpmpp_2m")
@@ -419,6 +450,12 @@ def validate(config) -> None:
             f"config field sample.steps is {config.sample.steps}, more than diffusion.steps "
             f"({config.diffusion.steps}): train.sample_every's progress samples take that many "
             f"{config.sample.sampler} steps; set --config.sample.steps to at most {config.diffusion.steps}"
+        )
+    if config.train.sample_every > 0 and config.sample.num_frames > config.data.max_motion_length:
+        raise UserError(
+            f"config field sample.num_frames is {config.sample.num_frames}, more than data.max_motion_length "
+            f"({config.data.max_motion_length}): train.sample_every's progress samples are at most that "
+            f"long; set --config.sample.num_frames to at most {config.data.max_motion_length}"
         )
     if renders and config.sample.steps == 1 and config.sample.ddim_spacing == "leading":
         raise UserError(

@@ -632,3 +632,70 @@ def test_prepared_cache_with_an_empty_val_split(tmp_path):
         DatasetError, match=rf"^{re.escape(str(out / 'val.txt'))}: the val split lists no clips"
     ):
         dataset.split("val")
+
+
+# ------------------------------------------------------------------------- launch.py: config and flags
+def launch_config(tmp_path, *args: str):
+    """`launch.py --mode config` (which writes nothing) as a user runs it, from the repository's root."""
+    from tiny_run import run_launch
+
+    return run_launch("--mode", "config", "--workdir", str(tmp_path / "run"), *args)
+
+
+def one_clean_line(result, expected: str) -> None:
+    assert result.returncode != 0, result.stdout[-2000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert expected in result.stderr.strip().splitlines()[-1], result.stderr[-3000:]
+
+
+@pytest.mark.parametrize(
+    ("override", "meant"),
+    [("optim.LR", "optim.lr"), ("lr", "optim.lr"), ("model.LATENT_DIM", "model.latent_dim")],
+)
+def test_an_override_of_no_field_names_it_and_the_field_meant(tmp_path, override, meant):
+    """ml_collections suggests a name only where difflib finds one: `--config.optim.LR=1` had said
+    `a --config override could not be applied: "LR"`, naming neither the section nor the field."""
+    result = launch_config(tmp_path, "--config", "configs/demo.py", f"--config.{override}=1")
+    one_clean_line(result, f"--config.{override} names no config field (did you mean --config.{meant}?)")
+
+
+CONFIG_HEAD = (
+    "from motion_ddpm_jax.config import base_config\n\n\ndef get_config():\n    config = base_config()\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        # a misspelt section: had been "a --config override could not be applied" with no override given
+        (
+            CONFIG_HEAD + "    config.modle.latent_dim = 256\n    return config\n",
+            ", line 6: AttributeError: modle",
+        ),
+        (CONFIG_HEAD + "    config['nosuch'].x = 1\n    return config\n", ", line 6: KeyError"),
+        # these were tracebacks
+        (
+            "import no_such_module_here\n" + CONFIG_HEAD + "    return config\n",
+            ", line 1: ModuleNotFoundError",
+        ),
+        (CONFIG_HEAD + "    return confg\n", ", line 6: NameError: name 'confg' is not defined"),
+        (CONFIG_HEAD + "    config.train.batch_size = 64\n", ": get_config() returned None"),  # no return
+    ],
+    ids=["attribute", "key", "import", "name", "no-return"],
+)
+def test_a_config_file_whose_code_fails_is_one_line_naming_the_file_and_line(tmp_path, body, expected):
+    path = tmp_path / "mine.py"
+    path.write_text(body)
+    result = launch_config(tmp_path, "--config", str(path))
+    one_clean_line(result, f"launch.py: --config {path}{expected}")
+
+
+def test_an_empty_workdir_is_refused_not_read_as_the_default(tmp_path):
+    """`--workdir "$RUN"` with RUN unset gave --workdir='': read as no --workdir, the run went to (or
+    resumed!) runs/<config name> in the current directory."""
+    from tiny_run import run_launch
+
+    for args in (["--workdir="], ["--workdir", ""], ["--workdir", "  "]):
+        result = run_launch("--mode", "config", "--config", "configs/demo.py", *args)
+        assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr[-2000:]
+        assert "flag --workdir=" in result.stderr and "an empty path" in result.stderr, result.stderr

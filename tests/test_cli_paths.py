@@ -182,7 +182,9 @@ def test_every_path_field_of_the_config_expands_a_tilde(monkeypatch):
     import launch as launch_module
     from motion_ddpm_jax.config import base_config, flatten
 
-    paths = {name for name in flatten(base_config()) if re.search(r"(root|_dir|_file|output|path)$", name)}
+    paths = {
+        name for name in flatten(base_config()) if re.search(r"(root|_dir|_file|output|path|_from)$", name)
+    }
     assert paths == set(launch_module.PATH_FIELDS)
 
 

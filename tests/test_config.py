@@ -284,3 +284,76 @@ def test_a_layout_config_at_small_size_is_the_demos_model_on_that_data(name):
         match=rf"configs/{name}.py takes ':small' \(the demo's small model\) or nothing, not ':big'",
     ):
         module.get_config("big")
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "expected"),
+    [
+        ("train.batch_size", None, "an integer"),  # had passed: every bound skips None
+        ("model.input_feats", None, "an integer"),  # (its "taken from the data" is 0)
+        ("optim.lr", None, "a number"),
+        ("train.num_steps", None, "an integer"),  # had raised a bare TypeError from num_steps > 0
+        ("model.latent_dim", None, "an integer"),  # and from the heads' divisibility
+        ("train.batch_size", True, "an integer"),  # a bool is an int to Python: a batch of 1
+        ("optim.lr", "1e-4", "a number"),  # a TypeError from its bound
+        ("loss.use_velocity_loss", "false", "true or false"),  # a non-empty string is true
+        ("data.root", 3, "a string"),
+    ],
+)
+def test_a_field_holding_another_type_is_refused_naming_it(field, value, expected):
+    """A config file's `config.train.batch_size = None` (None for "unset", as argparse defaults have it)
+    or `= True`, or a run record's (JSON) value of another type: ml_collections lets None and a bool into
+    an int field, and a run record's dict becomes a ConfigDict of whatever types it holds. Each had passed
+    validation (or raised TypeError from inside it) and failed or trained otherwise later."""
+    import ml_collections
+
+    saved = base_config().to_dict()
+    section, name = field.split(".")
+    saved[section][name] = value
+    with pytest.raises(
+        UserError, match=rf"config field {re.escape(field)} is {re.escape(repr(value))}; expected {expected}$"
+    ):
+        validate(ml_collections.ConfigDict(saved))
+    fine = base_config().to_dict()
+    fine["data"]["fps"], fine["optim"]["min_lr"] = 30, 0  # JSON's integers in float fields are numbers
+    validate(ml_collections.ConfigDict(fine))
+
+
+def test_a_min_lr_above_the_lr_is_refused():
+    """`--config.optim.lr=1e-7` (a fine-tuning rate) left the default min_lr 1e-6 above it: the schedule
+    (warmup to lr, then lr + (min_lr - lr)(1 - cos(pi p))/2) climbed to 10x the lr asked for."""
+    config = base_config()
+    config.optim.lr = 1e-7
+    with pytest.raises(UserError, match=r"optim.min_lr is 1e-06, above optim.lr \(1e-07\)"):
+        validate(config)
+    config.optim.min_lr = 1e-7  # a constant rate after the warmup
+    validate(config)
+    config.optim.lr = config.optim.min_lr = 0.0  # no step at all: allowed
+    validate(config)
+
+
+def test_a_warmup_not_shorter_than_the_run_is_refused():
+    """train.learning_rate_schedule cuts a warmup of the run's length or more to num_steps - 1 steps: the
+    rate climbs to optim.lr at the last step and the cosine to min_lr never runs, silently."""
+    config = base_config()
+    config.train.num_steps, config.optim.warmup_steps = 500, 500
+    expected = r"optim.warmup_steps is 500, not shorter than train.num_steps \(500\)"
+    with pytest.raises(UserError, match=expected):
+        validate(config)
+    config.optim.warmup_steps = 499
+    validate(config)
+    config.train.num_steps, config.optim.warmup_steps = 0, 5000  # counted in epochs: the data sets its length
+    validate(config)
+
+
+def test_progress_samples_longer_than_the_training_window_are_refused():
+    """ProgressRenderer cuts sample.num_frames to data.max_motion_length without a word, while the field
+    says 'at most data.max_motion_length' (and --mode sample refuses more)."""
+    config = base_config()
+    config.train.sample_every, config.data.max_motion_length, config.sample.num_frames = 100, 96, 200
+    with pytest.raises(UserError, match=r"sample.num_frames is 200, more than data.max_motion_length \(96\)"):
+        validate(config)
+    config.sample.num_frames = 96
+    validate(config)
+    config.sample.num_frames, config.train.sample_every = 200, 0  # --mode sample checks the checkpoint's
+    validate(config)
