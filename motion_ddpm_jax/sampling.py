@@ -9,9 +9,12 @@ the local devices; `run(config, workdir)` is `launch.py --mode sample`: it reads
 
 Determinism: sample i (caption-major: caption c, draw k is i = c * num_samples + k) draws everything from
 key_i = fold_in(key(seed), i): its starting noise x_T = normal(fold_in(key_i, 0), [T, D]) and its step
-noises from the loop key fold_in(key_i, 1). T is the longest requested length. So a sample's noise does
-not depend on the batch size or on the number of devices, and the sample itself only to float rounding
-(the products of a batch of another size may sum in another order: ~1e-6 relative).
+noises from the loop key fold_in(key_i, 1). T is the longest requested length of the call: the first n
+rows of such a draw are those of a draw of n rows in JAX's partitionable threefry, which `generate` sets
+for its sampler whatever jax_threefry_partitionable says (without it the rows change with T, and a sample
+with the lengths of the captions beside it). So a sample's noise does not depend on the batch size, the
+number of devices or the other captions, and the sample itself only to float rounding (the products of a
+batch of another size may sum in another order: ~1e-6 relative).
 """
 
 from __future__ import annotations
@@ -99,6 +102,13 @@ def load_model(
     model this code can rebuild; where another checkpoint would do, it says so with `step_option`, the
     caller's way to pick a step (launch.py's config field by default; bench_solvers.py its own flag).
     """
+    if step is not None and not (_is_int(step) and step >= 0):
+        # int() had read step=20.7 as checkpoint 20 without a word, and -1 (the config's "latest") as a
+        # step to look for
+        raise checkpoint.CheckpointError(
+            f"{checkpoint.checkpoint_dir(workdir)}: the checkpoint step to sample from must be an integer "
+            f">= 0, or None for the latest (the config's {step_option}=-1); got {step!r}"
+        )
     requested = step
     for attempt in range(3):
         reader = checkpoint.Checkpointer(workdir, read_only=True)
@@ -589,6 +599,12 @@ def generate(
         the shift to stand a sample on the ground, which `run` adds to the files it writes;
         `check_figure_size` compares their size with the data's);
       lengths i32[N]; captions list[str] of length N.
+
+    Compiling: one program per sampler setting (sampler, steps, eta, spacing, guided or not), samples per
+    call and longest length T. A call that repeats them (other captions, seed, guidance scale, or another
+    checkpoint of the same architecture) reuses it: 0.01-0.03 s for 10 DDIM steps of the demo's model on 2
+    CPU cores; a new T or sample count compiles again, 8-12 s there. For many captions of mixed lengths,
+    give them to one call (a list of lengths) rather than one call each.
     """
     _check_request(
         loaded, captions, num_samples, sampler, steps, eta, spacing, guidance_scale, seed, batch_size
@@ -617,6 +633,9 @@ def generate(
 
     shared = (np.uint32(seed), encoded[-1], token_mask[-1], np.float32(guidance_scale))
     outputs = []
+    # Traced in partitionable threefry (JAX's default since 0.5, which every sample of this project drew
+    # with): there normal(key, [T, D])[:n] == normal(key, [n, D]). A user's jax_threefry_partitionable=False
+    # would make a sample's noise change with the longest length beside it (0.1 std on the demo).
     for start in range(0, total, chunk):
         index = np.minimum(np.arange(start, start + chunk), total - 1)  # a short last chunk repeats a sample
         per_sample = (
@@ -626,7 +645,8 @@ def generate(
             token_mask[caption_of[index]],
         )
         per_sample = [a.reshape(devices, per_device, *a.shape[1:]) for a in per_sample]
-        x0 = function(params, schedule, shared[0], *per_sample, *shared[1:])
+        with _partitionable_threefry():
+            x0 = function(params, schedule, shared[0], *per_sample, *shared[1:])
         outputs.append(np.asarray(x0).reshape(chunk, frames, -1))
     standardized = np.concatenate(outputs)[:total]
 
@@ -738,14 +758,27 @@ def bvh_problem(loaded: LoadedModel) -> str | None:
     return None
 
 
+def _partitionable_threefry():
+    """JAX's partitionable threefry for what is traced inside (`generate`'s noise draws); a JAX that has
+    dropped the option draws that way always."""
+    switch = getattr(jax, "threefry_partitionable", None)
+    return contextlib.nullcontext() if switch is None else switch(True)
+
+
 def read_captions(sample_config) -> list[str]:
-    """The captions of `sample.text` ('|'-separated) or `sample.text_file` (one per line)."""
+    """The captions of `sample.text` ('|'-separated) or `sample.text_file` (one per line: a line ends at
+    LF, CRLF or CR only; blank lines are skipped).
+
+    Not str.splitlines, which also ends a line at a form feed, a vertical tab, U+0085, U+2028 or U+2029
+    (found in text pasted from web pages and word processors): that split one caption into two, and
+    shifted the index (the file names and the noise) of every caption after it without a word."""
     given, path = str(sample_config.text), str(sample_config.text_file)
     if given.strip() and path:
         raise SampleError("set one of sample.text and sample.text_file, not both")
     if path:
         try:
-            lines = Path(path).read_text(encoding="utf-8-sig").splitlines()  # a BOM is not a caption
+            # universal newlines: CRLF and CR become LF; a BOM is not a caption
+            lines = Path(path).read_text(encoding="utf-8-sig").split("\n")
         except (OSError, UnicodeDecodeError) as error:
             raise SampleError(f"sample.text_file {path!r} cannot be read ({error})") from None
         captions = [line.strip() for line in lines if line.strip()]
