@@ -46,6 +46,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.data.min_clip_s = 0.5  # shorter sentence clips are dropped (and counted)
     config.data.pause_labels = ""  # TextGrid labels that are pauses besides blank ones: "sil,sp" (any case)
     config.data.textgrid_tier = ""  # the words' TextGrid tier; "" = the IntervalTier 'words', else the first
+    config.data.up_axis = "y"  # the recordings' up axis (y | z | x); prepare turns z or x to Y up
     config.data.val_fraction = 0.1  # of the recordings
     config.data.test_fraction = 0.1
     config.data.split_seed = 0
@@ -172,6 +173,7 @@ def base_config() -> ml_collections.ConfigDict:
 CHOICES = {
     "data.source": ("beat", "synthetic", "prepared"),
     "data.representation": ("positions", "axis_angle", "humanml3d"),
+    "data.up_axis": ("y", "z", "x"),
     "diffusion.schedule": ("linear", "cosine"),
     "diffusion.prediction": ("epsilon", "x0", "v"),
     "loss.aux_weighting": ("auto", "none", "truncated_snr"),

@@ -456,6 +456,111 @@ def test_recordings_in_another_unit_and_a_floor_too_coarse_for_metres_are_warned
     assert not any("metres?" in line for line in logged), logged
 
 
+def test_a_metre_figure_is_told_the_geometric_weight_and_a_centimetre_equivalent_floor_is_kept(tmp_path):
+    """The geometric loss is in units^2: prepare tells a figure in metres (millimetres) the
+    loss.geometric_weight that weighs it as in centimetres, and a figure in centimetres nothing. The floor
+    it advises for metres (1e-4, the default's centimetre in metres) is not warned of again, although
+    features still vary less than it (float64 statistics of the written clips): it had advised 100x less
+    again at every floor, as long as one feature varied less."""
+    raw = tmp_path / "raw"
+    truth = make_raw(raw, recordings=3)
+    logged = []
+    beat.prepare_beat(raw, tmp_path / "cm", beat.PrepareOptions(), log=logged.append)
+    assert not any("geometric_weight" in line for line in logged), logged
+    # The rig spans 25 units: 0.25 reads as metres, 2500 as millimetres.
+    for scale, unit, weight in ((1 / 100, "metres", "100"), (100, "millimetres", "0.0001")):
+        for stem, (angles, root) in truth.items():
+            joints = [(n, parent, tuple(v * scale for v in offset), o) for n, parent, offset, o in JOINTS]
+            (raw / stem[0] / f"{stem}.bvh").write_text(bvh_text(angles, root * scale, joints=joints))
+        floor = 1e-4 if unit == "metres" else 1e-2
+        logged = []
+        options = dataclasses.replace(beat.PrepareOptions(), std_floor=floor)
+        dataset = beat.prepare_beat(raw, tmp_path / unit, options, log=logged.append)
+        (line,) = [line for line in warnings_in(logged) if "geometric_weight" in line]
+        assert f"as a figure in {unit} would" in line
+        assert f"--config.loss.geometric_weight={weight} " in line
+        motions = [np.asarray(m, np.float64) for m in dataset.split("train").motions]
+        spread = np.concatenate(motions).std(axis=0)
+        if unit == "metres":
+            assert ((spread > 0) & (spread < 1e-4)).any()
+        assert not any("std_floor" in line for line in logged), logged
+
+
+# The test rig's joints with Z up: Y-up (x, y, z) written as (x, -z, y), so that turning Z up to Y up,
+# (x, y, z) -> (x, z, -y), gives JOINTS back.
+JOINTS_Z_UP = [(n, parent, (x, -z, y), order) for n, parent, (x, y, z), order in JOINTS]
+
+
+def z_up_to_y_up(points):
+    """[..., 3] Z-up points as Y-up ones: (x, y, z) -> (x, z, -y), the figure's front from -Y to +Z."""
+    points = np.asarray(points, np.float64)
+    return np.stack([points[..., 0], points[..., 2], -points[..., 1]], axis=-1)
+
+
+@pytest.mark.parametrize("kind", ["positions", "axis_angle"])
+def test_recordings_with_z_up_are_warned_of_and_turned_to_y_up_by_data_up_axis(tmp_path, kind):
+    """Z-up recordings prepared as they are would be stood on the ground along y and drawn lying down by
+    sampling: prepare warns of a rest pose lying in y. With data.up_axis=z they are turned to Y up as they
+    are read: the clips decode to the float64 positions of the files turned (x, y, z) -> (x, z, -y), on a
+    skeleton whose offsets are turned alike, and the warning is gone."""
+    raw = tmp_path / "raw"
+    truth = make_raw(raw, recordings=3)
+    for stem, (angles, root) in truth.items():
+        (raw / stem[0] / f"{stem}.bvh").write_text(bvh_text(angles, root, joints=JOINTS_Z_UP))
+    logged = []
+    options = beat.PrepareOptions(representation=kind)
+    beat.prepare_beat(raw, tmp_path / "as_is", options, log=logged.append)
+    (lying,) = [line for line in warnings_in(logged) if "lies in y" in line]
+    assert "spans 18 x 1 x 25 units along x, y, z" in lying
+    assert "--config.data.up_axis=" in lying
+    logged = []
+    turned = dataclasses.replace(options, up_axis="z")
+    dataset = beat.prepare_beat(raw, tmp_path / "turned", turned, log=logged.append)
+    assert not any("lies in y" in line for line in logged), logged
+    np.testing.assert_allclose(dataset.skeleton.offsets, [offset for _, _, offset, _ in JOINTS], atol=1e-6)
+    sentences = beat.sentences(WORDS, 0.5)
+    for split in motion_text.SPLITS:
+        for clip_id, clip in zip(dataset.split(split).ids, dataset.split(split).motions, strict=True):
+            recording, k = clip_id.rsplit("_", 1)
+            positions = z_up_to_y_up(numpy_positions(*truth[recording], JOINTS_Z_UP)[::2])
+            first, last = clip_frames(sentences[int(k)].start_s, sentences[int(k)].end_s)
+            expected = positions[first:last] - positions[first, 0]
+            decoded = np.asarray(representation.decode(clip, dataset.skeleton, kind))
+            np.testing.assert_allclose(decoded - decoded[:1, :1], expected, atol=5e-3)
+    with pytest.raises(UserError, match=r"data.up_axis is 'Z'; expected .* y, z, x"):
+        beat.PrepareOptions(up_axis="Z")
+
+
+@pytest.mark.parametrize("axis", ["y", "z", "x"])
+def test_each_up_axis_is_turned_onto_y_by_a_rotation(axis):
+    """data.up_axis's turn takes that axis onto +Y and is a rotation (no mirror image of the figure)."""
+    turn = beat.TO_Y_UP[axis]
+    np.testing.assert_array_equal(turn @ np.eye(3)["xyz".index(axis)], [0.0, 1.0, 0.0])
+    np.testing.assert_allclose(turn @ turn.T, np.eye(3), atol=0)
+    assert np.linalg.det(turn) == pytest.approx(1.0)
+
+
+def test_positions_data_take_bones_from_the_position_channels_that_replace_offsets(tmp_path):
+    """An exporter writing six channels on every joint may leave OFFSET at 0: the positions come from the
+    channels, and so must the dataset's skeleton (eval's bone-length error and sampling's size check
+    measure against its bones): its bone lengths are those of the float64 positions of the files, not
+    the OFFSETs' (Spine's OFFSET 0 had made its bone 0 long)."""
+    raw = tmp_path / "raw"
+    truth = make_raw(raw, recordings=3)
+    spine = (0.5, 12.0, -1.0)
+    joints = [*JOINTS[:1], ("Spine", 0, (0, 0, 0), "ZXY"), *JOINTS[2:]]
+    for stem, (angles, root) in truth.items():
+        text = bvh_text(angles, root, joints=joints)
+        (raw / stem[0] / f"{stem}.bvh").write_text(with_spine_positions(text, np.tile(spine, (len(root), 1))))
+    dataset = beat.prepare_beat(raw, tmp_path / "pos", beat.PrepareOptions(), log=lambda *_: None)
+    positions = numpy_positions(
+        *next(iter(truth.values())), [*JOINTS[:1], ("Spine", 0, spine, "ZXY"), *JOINTS[2:]]
+    )
+    parents = [parent for _, parent, _, _ in JOINTS]
+    bones = [np.linalg.norm(positions[0, j] - positions[0, parents[j]]) for j in range(1, len(JOINTS))]
+    np.testing.assert_allclose(dataset.skeleton.bone_lengths(), bones, rtol=1e-6)
+
+
 def phones(words):
     """Each word's letters as phones splitting its span evenly (a MAUS-like phone tier)."""
     out = []

@@ -5,7 +5,9 @@ representation; its transcript is cut into sentences at pauses of at least `min_
 sentence becomes a clip whose caption is its words. Recordings (never clips) are assigned to
 train/val/test by a seeded hash of their name, so no recording straddles two splits. All recordings share
 the first one's joints and parents; one that lists sibling joints in another order is read in the first
-one's order. Statistics come from the training clips only. The output folder is a cache: re-running with
+one's order. Recordings whose up axis is not Y (`data.up_axis`) are turned to Y up as they are read, since
+sampling stands figures on the ground along Y and animations draw Y upwards. Statistics come from the
+training clips only. The output folder is a cache: re-running with
 the same inputs and options is a no-op, and a folder made from other inputs or options is never
 overwritten. Inputs found unchanged by content under new times (a copied raw folder) have those times
 remembered in the cache's `inputs_seen.json`, so the next run does not read them again.
@@ -49,6 +51,20 @@ SEEN_FILE = "inputs_seen.json"
 SEEN_FORMAT = "motion-ddpm-jax/inputs-seen/1"
 SEEN_PER_FILE = 8  # times kept per input: one per copy of the raw folder (each host's scratch copy)
 RACY_NS = 2 * 10**9  # a file modified this close to its hashing is read again next time (2 s: FAT's clock)
+# Rotations (proper, det +1) taking a recording whose up axis is the key to Y up, the axis sampling stands
+# figures on and animations draw upwards (BEAT's and the BVH convention): Z up (x, y, z) -> (x, z, -y), so a
+# figure facing -Y (Blender's front) faces +Z as BEAT's do; X up (x, y, z) -> (-y, x, z).
+TO_Y_UP = {
+    "y": np.eye(3),
+    "z": np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]]),
+    "x": np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]),
+}
+# A rest pose less deep than this fraction of its widest extent along y lies in y: y is not its up axis
+# (a standing figure's height is at least about half its arm span; BEAT's: 175 cm high, 194 cm wide).
+SHALLOW_UP_FRACTION = 0.5
+# Whole figures under this many units across are taken to be in metres, over the other in millimetres: the
+# geometric loss (units^2) and data.std_floor are set for centimetres (a human figure spans 150-200 cm).
+METRES_BELOW, MILLIMETRES_ABOVE = 10.0, 1000.0
 
 
 class MissingInputError(UserError, FileNotFoundError):
@@ -73,8 +89,14 @@ class PrepareOptions:
     std_floor: float = 1e-2
     pause_labels: str = ""  # labels of pauses besides blank ones, comma-separated, any case: "sil,sp"
     textgrid_tier: str = ""  # the word tier's name; "" = the IntervalTier named 'words', else the first one
+    up_axis: str = "y"  # the recordings' up axis; "z" or "x" turns them to Y up as they are read
 
     def __post_init__(self):
+        if self.up_axis not in TO_Y_UP:
+            raise UserError(
+                f"data.up_axis is {self.up_axis!r}; expected the recordings' up axis, one of "
+                f"{', '.join(TO_Y_UP)} (lower case; the data are turned to Y up as they are prepared)"
+            )
         for field in ("pause_labels", "textgrid_tier"):
             if not isinstance(getattr(self, field), str):
                 raise UserError(f"data.{field} is {getattr(self, field)!r}; expected a string")
@@ -203,6 +225,7 @@ def _pad_to_bucket(x: np.ndarray) -> np.ndarray:
 def encode_recording(motion: bvh.BvhMotion, options: PrepareOptions) -> np.ndarray:
     """One recording's features [T, D] at `options.fps` (padding frames at the end do not change them).
 
+    The motion is turned to Y up from `options.up_axis` (`TO_Y_UP`; the skeleton alike: `turned_skeleton`).
     Raises BvhError for a recording without frames, whose features are not finite in float32, or (axis_angle)
     with position channels on a non-root joint that move (`BvhMotion.with_static_offsets`), and UserError
     when data.fps does not divide the recording's frame rate.
@@ -215,11 +238,14 @@ def encode_recording(motion: bvh.BvhMotion, options: PrepareOptions) -> np.ndarr
         motion = motion.resampled(options.fps)
     except ValueError as error:
         raise UserError(f"{error} (data.fps is {options.fps:g})") from None
+    turn = TO_Y_UP[options.up_axis].astype(np.float32)
     if options.representation == "positions":
-        inputs = (motion.positions(),)
+        inputs = (motion.positions() @ turn.T,)
     else:  # rotations only: refuses non-root joints whose position channels move
         motion = motion.with_static_offsets()
-        inputs = (motion.local_rotations, motion.root_translation)
+        # Turning the world by M takes every global rotation G to M G M^T, hence every local one alike, and
+        # every offset and the root's translation to M v: forward kinematics then gives M p.
+        inputs = (turn @ motion.local_rotations @ turn.T, motion.root_translation @ turn.T)
     # Speakers differ in bone lengths only: zero offsets let them all share one compiled encoder.
     structure = dataclasses.replace(motion.skeleton, offsets=np.zeros_like(motion.skeleton.offsets))
     encode = _encoder(options.representation, structure)
@@ -235,6 +261,15 @@ def encode_recording(motion: bvh.BvhMotion, options: PrepareOptions) -> np.ndarr
             "whose joint positions fit in float32",
         )
     return features
+
+
+def turned_skeleton(motion: bvh.BvhMotion, options: PrepareOptions) -> Skeleton:
+    """The skeleton `encode_recording` encodes `motion` on: the offsets its forward kinematics uses
+    (`BvhMotion.skeleton_in_use`: position channels of non-root joints, not their OFFSETs) turned to Y up
+    from `options.up_axis`."""
+    skeleton = motion.skeleton_in_use()
+    offsets = skeleton.offsets.astype(np.float64) @ TO_Y_UP[options.up_axis].T
+    return dataclasses.replace(skeleton, offsets=offsets)
 
 
 def _fingerprint_inputs(pairs: list[tuple[Path, Path]], raw_root: Path) -> dict[str, list[int]]:
@@ -379,7 +414,7 @@ def prepare_beat(
             motion = motion.with_static_offsets()
         if skeletons:
             motion = _with_joints_of(motion, motion_path, skeletons[0], pairs[0][0])
-        skeletons.append(motion.skeleton)
+        skeletons.append(turned_skeleton(motion, options))
         features = encode_recording(motion, options)
         split = split_of(motion_path.stem, names, options)
         tally = tallies[split]
@@ -465,9 +500,13 @@ def _unit_warnings(
 ) -> list[str]:
     """Recordings whose bones are more than 2x longer or shorter than the median recording's (a folder
     mixing exporters in metres and centimetres would be averaged into one skeleton and trained in two
-    units), and a metre-sized skeleton (rest pose under 10 units across) some of whose features vary
-    less than data.std_floor over the training clips (in metres 1e-2 is a centimetre, more than a slow
-    root moves in a frame; a feature that does not vary at all is floored in any unit, and not counted)."""
+    units); a rest pose lying in y (the recordings' up axis is not `options.up_axis`); and a figure in
+    metres or millimetres (`METRES_BELOW`, `MILLIMETRES_ABOVE` units across), whose geometric loss
+    (units^2) loss.geometric_weight weighs 10^4 times less, or 100 times more, than in centimetres, and
+    in metres features that vary less than a data.std_floor above the centimetres' default in metres
+    (1e-4: in metres 1e-2 is a centimetre, more than a slow root moves in a frame; a feature that does not
+    vary at all is floored in any unit, and not counted; at 1e-4 or below it is floored as much as in
+    centimetres, so it is not warned of again)."""
     warnings = []
     sizes = np.array([s.bone_lengths().sum() for s in skeletons])  # (not the root's OFFSET: anything)
     ratios = sizes / max(float(np.median(sizes)), 1e-30)
@@ -485,8 +524,29 @@ def _unit_warnings(
     for joint in skeleton.parents_first_order.tolist():
         if skeleton.parents[joint] >= 0:
             rest[joint] = rest[skeleton.parents[joint]] + skeleton.offsets[joint]
-    extent = float(np.ptp(rest, axis=0).max())
-    if extent >= 10:
+    spans = np.ptp(rest, axis=0)
+    extent = float(spans.max())
+    if extent > 0 and spans[1] < SHALLOW_UP_FRACTION * extent:
+        turned = f" (data.up_axis={options.up_axis} turned to Y up)" if options.up_axis != "y" else ""
+        warnings.append(
+            f"the skeleton's rest pose spans {spans[0]:.3g} x {spans[1]:.3g} x {spans[2]:.3g} units along x, "
+            f"y, z{turned}: it lies in y, so the recordings' up axis is probably not "
+            f"{options.up_axis}. Samples are stood on the ground along y and animations draw y upwards: "
+            "prepare again (into a new data.root) with --config.data.up_axis=<the axis from the feet to the "
+            "head, z in most Z-up tools>"
+        )
+    if METRES_BELOW <= extent <= MILLIMETRES_ABOVE:
+        return warnings
+    metres = extent < METRES_BELOW
+    unit, weight = ("metres", "100") if metres else ("millimetres", "0.0001")
+    warnings.append(
+        f"the skeleton's rest pose spans {extent:.3g} units, as a figure in {unit} would: the geometric "
+        "loss (bone lengths, or FK positions for axis_angle) is in units^2 and loss.geometric_weight's "
+        f"default (0.01) is set for centimetres: train with --config.loss.geometric_weight={weight} to weigh "
+        "it as in centimetres"
+    )
+    cm_floor_in_metres = 1e-2 / 100  # data.std_floor's default, 1e-2 (cm), in metres
+    if not metres or options.std_floor <= cm_floor_in_metres * (1 + 1e-9):
         return warnings
     _, spread = motion_text.compute_stats(train_motions, 0.0)
     floored = int(((spread > 0) & (spread < options.std_floor)).sum())
@@ -495,7 +555,7 @@ def _unit_warnings(
             f"the skeleton's rest pose spans {extent:.3g} units (metres?) and data.std_floor "
             f"({options.std_floor:g}, in the data's unit) raised the std of {floored} of the {spread.size} "
             "features to it; for motion in metres prepare with "
-            f"--config.data.std_floor={options.std_floor / 100:g}"
+            f"--config.data.std_floor={cm_floor_in_metres:g}"
         )
     return warnings
 
@@ -785,9 +845,14 @@ def _mapping(value: Any) -> dict[str, Any]:
 
 
 def options_from_config(data_config) -> PrepareOptions:
-    """PrepareOptions from the config's `data` section."""
+    """PrepareOptions from the config's `data` section (an option the config does not hold yet takes its
+    default, as `_recorded_option` reads a cache recorded before the option existed)."""
     return PrepareOptions(
-        **{field.name: data_config[field.name] for field in dataclasses.fields(PrepareOptions)}
+        **{
+            field.name: data_config[field.name]
+            for field in dataclasses.fields(PrepareOptions)
+            if field.name in data_config
+        }
     )
 
 

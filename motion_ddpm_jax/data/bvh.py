@@ -158,6 +158,21 @@ class BvhMotion:
             joint_translations=np.zeros((self.num_frames, 0, 3), np.float32),
         )
 
+    def skeleton_in_use(self) -> Skeleton:
+        """The skeleton with the offsets the motion's forward kinematics uses: a non-root joint with position
+        channels takes their mean over the frames (their value, where they hold still) for its OFFSET.
+
+        Exporters that write six channels on every joint may leave OFFSET at 0, or at a pose the channels do
+        not use: a dataset's skeleton taken from the OFFSETs would then have bones its positions never have
+        (eval's bone-length error of the real clips and sampling's size check measure against it). The
+        skeleton itself where no non-root joint has position channels (or there are no frames).
+        """
+        if self.translated_joints.size == 0 or self.num_frames == 0:
+            return self.skeleton
+        offsets = self.skeleton.offsets.astype(np.float64)
+        offsets[self.translated_joints] = self.joint_translations.astype(np.float64).mean(axis=0)
+        return dataclasses.replace(self.skeleton, offsets=offsets)
+
     def positions(self, chunk_frames: int = FK_CHUNK_FRAMES) -> np.ndarray:
         """Global joint positions [T, J, 3] float32 by `kinematics.forward_kinematics`.
 
