@@ -1268,11 +1268,17 @@ def prepare_comparison(
                     "rarely repeat across splits)"
                 )
             majority = max(collections.Counter(compared).values(), default=0) / max(len(compared), 1)
+            scored = (
+                f"; scored on the {len(compared)} of the {len(real_labels)} compared clips whose class "
+                "the training split has"
+                if len(compared) < len(real_labels)
+                else ""
+            )
             class_notes.append(
                 f"conditioning accuracy: a ridge classifier of motion features trained on {len(keep)} "
                 f"training clips, class = {how} ({len(classifier.classes)} classes, chance "
                 f"{1 / len(classifier.classes):.3f}; naming the most frequent class of the compared clips "
-                f"scores {majority:.3f})"
+                f"scores {majority:.3f}){scored}"
             )
 
     real_latents, reference_windows = None, 0

@@ -1014,6 +1014,22 @@ def run_metadata(
     }
 
 
+def cut_captions_note(captions, tokenizer: text.Tokenizer, max_length: int) -> str | None:
+    """The note for training captions longer than model.text_max_length holds (bos and eos besides), whose
+    ends the model never reads (`Tokenizer.encode` cuts them); None where every one fits."""
+    room = max_length - 2
+    captions = list(captions)
+    long = [c for c in captions if len(tokenizer.ids(c)) > room]
+    if not long:
+        return None
+    shown = f"{long[0][:60]!r}{'...' if len(long[0]) > 60 else ''}"
+    return (
+        f"{len(long)} of the {len(captions)} training captions take more than the {room} tokens that "
+        f"model.text_max_length={max_length} holds besides bos and eos (e.g. {shown}): the model reads "
+        "their first tokens only; raise --config.model.text_max_length to train on them whole"
+    )
+
+
 def progress_captions(config, dataset, count: int = 4) -> list[str]:
     """train.sample_captions split on '|', or the first `count` distinct validation captions."""
     if str(config.train.sample_captions).strip():
@@ -1394,6 +1410,12 @@ def _run(config, workdir: Path, stop: _PreemptionFlag, held: contextlib.ExitStac
         )
     except ValueError as error:
         raise UserError(f"the config does not fit the data at {dataset.root}: {error}") from None
+    if is_main and (
+        cut := cut_captions_note(
+            (c for captions in split.captions for c in captions), tokenizer, config.model.text_max_length
+        )
+    ):
+        log(cut)
     if is_main and global_batch > source.num_clips:
         log(
             f"train.batch_size={global_batch} is more than the {source.num_clips} clips of the training "

@@ -858,6 +858,18 @@ def test_conditioning_accuracy_says_why_it_is_nan_when_no_compared_caption_is_a_
     )  # fmt: skip
     assert not np.isnan(table["conditioning_accuracy"]["real"])
     assert not [n for n in notes if "is NaN" in n]
+    # One of three compared clips has a training class: the accuracy is of that one, and the note says so
+    # (it had read as the accuracy over all three).
+    table, notes = evaluate.compare(
+        clips(["wave", "clap", "bow"]), clips(["wave", "clap", "bow"]), train, captions, skeleton=None,
+        representation="humanml3d", fps=20.0,
+    )  # fmt: skip
+    assert table["conditioning_accuracy"]["real"] in (0.0, 1.0)  # one clip scored
+    assert [
+        n
+        for n in notes
+        if n.endswith("scored on the 1 of the 3 compared clips whose class the training split has")
+    ]
 
 
 @pytest.mark.parametrize(

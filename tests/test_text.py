@@ -265,3 +265,16 @@ def test_encode_never_fails_and_keeps_its_invariants(texts, max_length):
     for row, original in zip(tokens, texts, strict=True):
         if len(tokenizer.ids(original)) <= max_length - 2:
             assert tokenizer.decode(row) == text.normalize(original)
+
+
+def test_training_says_how_many_captions_the_text_length_cuts():
+    """train.cut_captions_note counts the captions whose tokens (a known word one, an unseen word spelled:
+    one marker and one per UTF-8 byte) exceed model.text_max_length less bos and eos: counted by hand."""
+    from motion_ddpm_jax import train
+
+    tokenizer = Tokenizer.build(["a b c d e"])
+    assert train.cut_captions_note(["a b c", "e d"], tokenizer, 5) is None  # 3 and 2 tokens: room 3
+    # "a b c d e": 5 tokens; "a b zz": 2 + (1 + 2) = 5; "a b c": 3
+    note = train.cut_captions_note(["a b c", "a b c d e", "a b zz"], tokenizer, 5)
+    assert note.startswith("2 of the 3 training captions take more than the 3 tokens")
+    assert "model.text_max_length=5" in note and "(e.g. 'a b c d e')" in note
