@@ -319,6 +319,13 @@ def _home_paths(config, overrides: dict) -> dict:
 
 
 def main(argv):
+    try:
+        return _main(argv)
+    except app.UsageError as error:  # one line, as every other refusal: absl would print its usage first
+        sys.exit(f"launch.py: {error} (launch.py --help lists the flags)")
+
+
+def _main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     mode = _MODE.value

@@ -241,3 +241,14 @@ def test_changed_settings_are_the_resumable_ones_that_differ(tmp_path, monkeypat
     assert train.changes_line("latest checkpoint (step 4)", [("train.batch_size", 8, 32)]) == (
         "config: changed from the run's latest checkpoint (step 4): train.batch_size 8 -> 32"
     )
+
+
+def test_a_mode_given_too_little_is_one_line_not_the_usage_text(tmp_path):
+    """`--mode smoke` (or sample) without --config or --workdir had printed absl's 50-odd lines of usage
+    text before the line that said what was missing."""
+    line = one_line(launch("--mode", "smoke", cwd=tmp_path))
+    assert line == (
+        "launch.py: --mode smoke needs --config configs/<name>.py (launch.py --help lists the flags)"
+    )
+    line = one_line(launch("--mode", "sample", cwd=tmp_path))
+    assert line.startswith("launch.py: --mode sample needs --workdir (the run folder) or --config")
