@@ -219,18 +219,25 @@ def _config_of_record(saved: dict, source: str):
     return config
 
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config",
-    _BASE_CONFIG,
-    "A config file (configs/*.py), or a run's <workdir>/run.json (the config it started with; a new run "
-    "from it needs --workdir); --config.a.b=value overrides one field. Needed by every mode but sample "
-    "and eval (which take the checkpoint's), train and config given a --workdir that holds a run (its "
-    "run.json), and train_autoencoder given a --workdir of a trained run; the default shown is only where "
-    "the overrides' types come from.",
-    lock_config=True,
-)
-# absl parses --config's value with the flag's parser (the default above, which exists, parsed already).
-flags.FLAGS["config"].parser = ConfigSourceParser(flags.FLAGS["config"].parser)
+# Without --config, ml_collections applies the --config.* overrides to the default file as it defines the
+# flag, here: an override naming no field fails then (a traceback), so the error waits for parse_flags.
+_DEFINE_ERROR: Exception | None = None
+try:
+    _CONFIG = config_flags.DEFINE_config_file(
+        "config",
+        _BASE_CONFIG,
+        "A config file (configs/*.py), or a run's <workdir>/run.json (the config it started with; a new run "
+        "from it needs --workdir); --config.a.b=value overrides one field. Needed by every mode but sample "
+        "and eval (which take the checkpoint's), train and config given a --workdir that holds a run (its "
+        "run.json), and train_autoencoder given a --workdir of a trained run; the default shown is only "
+        "where the overrides' types come from.",
+        lock_config=True,
+    )
+except (AttributeError, KeyError) as error:  # parse_flags says it, as it says one given with --config
+    _DEFINE_ERROR, _CONFIG = error, None
+else:
+    # absl parses --config's value with the flag's parser (the default above, which exists, parsed already).
+    flags.FLAGS["config"].parser = ConfigSourceParser(flags.FLAGS["config"].parser)
 
 
 class HomePathParser(flags.ArgumentParser):
@@ -881,6 +888,8 @@ def parse_flags(argv: list[str]) -> list[str]:
     (ml_collections raises AttributeError / KeyError there, not a flags error, which absl would print as a
     traceback)."""
     try:
+        if _DEFINE_ERROR is not None:
+            raise _DEFINE_ERROR
         return app.parse_flags_with_usage(argv)
     except SyntaxError as error:
         sys.exit(

@@ -73,8 +73,11 @@ def base_config() -> ml_collections.ConfigDict:
 
     config.optim = ml_collections.ConfigDict()
     config.optim.lr = 1e-4
-    config.optim.min_lr = 1e-6  # the cosine ends here at the last step
-    config.optim.warmup_steps = -1  # linear from 0.1 * lr to lr; -1 = min(500, steps per epoch)
+    config.optim.min_lr = 1e-6  # the cosine reaches it at step num_steps, just after the last update
+    # linear from 0.1 * lr to lr; -1 = min(500, steps per epoch). A run of no more steps than its warmup
+    # (-1's, or one counted in epochs; validate refuses warmup_steps >= num_steps) warms up over its steps
+    # less one instead: its last update is at lr, with no cosine (train.py)
+    config.optim.warmup_steps = -1
     config.optim.warmup_start_factor = 0.1
     config.optim.clip_norm = 0.5  # global gradient norm
     config.optim.weight_decay = 0.0  # AdamW's decay of kernels/embeddings (0 = Adam, as MotionDiffuse)
@@ -452,12 +455,6 @@ def validate(config) -> None:
             f"config field sample.steps is {config.sample.steps}, more than diffusion.steps "
             f"({config.diffusion.steps}): train.sample_every's progress samples take that many "
             f"{config.sample.sampler} steps; set --config.sample.steps to at most {config.diffusion.steps}"
-        )
-    if config.train.sample_every > 0 and config.sample.num_frames > config.data.max_motion_length:
-        raise UserError(
-            f"config field sample.num_frames is {config.sample.num_frames}, more than data.max_motion_length "
-            f"({config.data.max_motion_length}): train.sample_every's progress samples are at most that "
-            f"long; set --config.sample.num_frames to at most {config.data.max_motion_length}"
         )
     if renders and config.sample.steps == 1 and config.sample.ddim_spacing == "leading":
         raise UserError(

@@ -29,6 +29,7 @@ import math
 import numbers
 import os
 import re
+import time
 import unicodedata
 import warnings
 from collections.abc import Callable, Sequence
@@ -90,6 +91,27 @@ class LoadedModel:
         return ml_collections.ConfigDict(self.metadata["config"])
 
 
+def _pick(step_option: str, step: int) -> str:
+    """The caller's way to pick checkpoint `step`: its option set to the step, or its `<step>` filled in
+    (train.init_from's had read `--config.train.init_from=<workdir>/checkpoints/<step>=10`)."""
+    return step_option.replace("<step>", str(step)) if "<step>" in step_option else f"{step_option}={step}"
+
+
+def _removed_while_read(directory: Path, step: int, wait_s: float = 2.0) -> bool:
+    """Whether checkpoint `step` failed to read because a run still training removes it (train.max_to_keep).
+    Orbax deletes a folder's files before the folder, so a read can fail while the folder is still there
+    (it had been called damaged, sampling or fine-tuning from a run in training): where a later checkpoint
+    exists, the folder is given `wait_s` to go."""
+    folder = directory / str(step)
+    later = folder.exists() and any(p.name.isdigit() and int(p.name) > step for p in directory.iterdir())
+    deadline = time.monotonic() + (wait_s if later else 0.0)
+    while folder.exists():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def load_model(
     workdir: str | os.PathLike,
     step: int | None = None,
@@ -100,7 +122,8 @@ def load_model(
 
     CheckpointError (naming the folder) when the folder is missing, empty, incomplete, or does not hold a
     model this code can rebuild; where another checkpoint would do, it says so with `step_option`, the
-    caller's way to pick a step (launch.py's config field by default; bench_solvers.py its own flag).
+    caller's way to pick a step (launch.py's config field by default; bench_solvers.py its own flag; a
+    path with `<step>` in it, filled in, for train.init_from's <workdir>/checkpoints/<step>).
     """
     if step is not None and not (_is_int(step) and step >= 0):
         # int() had read step=20.7 as checkpoint 20 without a word, and -1 (the config's "latest") as a
@@ -122,17 +145,18 @@ def load_model(
             except checkpoint.CheckpointError:
                 raise
             except (OSError, ValueError, KeyError, TypeError) as error:
-                if not (reader.directory / str(step)).exists():  # removed while read: a run still training
+                if _removed_while_read(reader.directory, step):
                     if requested is None and attempt < 2:
                         continue  # the latest one now
                     raise checkpoint.CheckpointError(
                         f"{reader.directory}/{step} was removed while it was read: the run is still training "
-                        "and keeps only its last train.max_to_keep checkpoints; sample from the latest (no "
-                        f"{step_option}) or from a copy"
+                        "and keeps only its last train.max_to_keep checkpoints; use the latest ("
+                        + (f"no {step_option}" if "<step>" not in step_option else "the workdir, no step")
+                        + ") or a copy"
                     ) from None
                 others = [s for s in reader.all_steps() if s != step]
                 way = (
-                    f"; the checkpoints {others} are untouched: sample from one ({step_option}={others[-1]})"
+                    f"; the checkpoints {others} are untouched: use one ({_pick(step_option, others[-1])})"
                     if others
                     else ""
                 )
@@ -1119,7 +1143,14 @@ def run(config, workdir: str | os.PathLike, log=print) -> dict[str, Any]:
             log(note)
     unseen = [word for caption in captions for word in loaded.tokenizer.unseen_words(caption)]
     if unseen:
-        log(f"words no training caption held: {', '.join(dict.fromkeys(unseen))}; {_unseen_note(loaded)}")
+        started = loaded.metadata.get("init_from")
+        whose = (
+            f"words the vocabulary lacks (that of {started.get('workdir')}, the run this one started from, "
+            "train.init_from)"
+            if isinstance(started, dict)
+            else "words no training caption held"
+        )
+        log(f"{whose}: {', '.join(dict.fromkeys(unseen))}; {_unseen_note(loaded)}")
     for note in _cut_captions(loaded, captions):
         log(note)
     wanted = Path(os.path.abspath(s.output_dir or Path(workdir) / "samples" / f"step_{loaded.step}"))

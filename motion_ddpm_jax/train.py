@@ -632,10 +632,15 @@ class InitFrom(NamedTuple):
 
 def init_source(value: str) -> tuple[Path, int | None]:
     """(run folder, step: None for its latest) that train.init_from names: a run's workdir, or one of its
-    checkpoint folders, <workdir>/checkpoints/<step>."""
+    checkpoint folders, <workdir>/checkpoints/<step>; its checkpoints/ folder or its run record (run.json)
+    name the workdir too (they had been read as workdirs, refused with a hint about --workdir)."""
     path = Path(value).expanduser()
     if path.name.isdigit() and path.parent.name == "checkpoints":
         return path.parent.parent, int(path.name)
+    if path.name == "checkpoints" and path.is_dir() and not (path / "checkpoints").is_dir():
+        return path.parent, None
+    if path.name == RUN_RECORD and path.is_file():
+        return path.parent, None
     return path, None
 
 
@@ -673,7 +678,7 @@ def load_init_from(config, dataset, workdir: Path, log=print) -> InitFrom:
     use_ema = config.train.init_weights == "ema"
     try:
         loaded = sampling.load_model(
-            source, step, use_ema, "--config.train.init_from=<workdir>/checkpoints/<step>"
+            source, step, use_ema, f"--config.train.init_from={source.resolve()}/checkpoints/<step>"
         )
     except checkpoint.CheckpointError as error:
         raise checkpoint.CheckpointError(f"{field}: {error}") from None
@@ -1014,9 +1019,12 @@ def run_metadata(
     }
 
 
-def cut_captions_note(captions, tokenizer: text.Tokenizer, max_length: int) -> str | None:
+def cut_captions_note(
+    captions, tokenizer: text.Tokenizer, max_length: int, fine_tuning: bool = False
+) -> str | None:
     """The note for training captions longer than model.text_max_length holds (bos and eos besides), whose
-    ends the model never reads (`Tokenizer.encode` cuts them); None where every one fits."""
+    ends the model never reads (`Tokenizer.encode` cuts them); None where every one fits. `fine_tuning`:
+    the run started from another's weights (train.init_from), whose text length it cannot change."""
     room = max_length - 2
     captions = list(captions)
     long = [c for c in captions if len(tokenizer.ids(c)) > room]
@@ -1026,7 +1034,13 @@ def cut_captions_note(captions, tokenizer: text.Tokenizer, max_length: int) -> s
     return (
         f"{len(long)} of the {len(captions)} training captions take more than the {room} tokens that "
         f"model.text_max_length={max_length} holds besides bos and eos (e.g. {shown}): the model reads "
-        "their first tokens only; raise --config.model.text_max_length to train on them whole"
+        "their first tokens only; "
+        + (
+            "model.text_max_length is the source run's (train.init_from), and each word its vocabulary "
+            "lacks takes 1 + its UTF-8 bytes"
+            if fine_tuning
+            else "raise --config.model.text_max_length to train on them whole"
+        )
     )
 
 
@@ -1337,6 +1351,13 @@ def _run(config, workdir: Path, stop: _PreemptionFlag, held: contextlib.ExitStac
             f"{devices * jax.process_count()}; set --config.train.batch_size to a multiple of it"
         )
     geometry = make_geometry(config, dataset)
+    # A first start's source (train.init_from) is read and checked before the workdir is written to: a
+    # refused one leaves nothing behind, and no checkpoint manager is opened on a folder that the refusal
+    # then removes (Orbax's background clean-up had listed the removed folder: a traceback under the
+    # refusal, in 2 of 10 starts).
+    init = None
+    if config.train.init_from and not _holds_a_checkpoint(workdir):
+        init = load_init_from(config, dataset, workdir, log if is_main else lambda line: None)
 
     refused_start = {"made": not workdir.exists(), "recorded": not needs_record}
     try:
@@ -1357,18 +1378,15 @@ def _run(config, workdir: Path, stop: _PreemptionFlag, held: contextlib.ExitStac
     ckpt = checkpoint.Checkpointer(workdir, max_to_keep=config.train.max_to_keep)
     resume_step = ckpt.latest_step()
     saved = ckpt.restore_metadata(resume_step) if resume_step is not None else None
-    init, statistics = (
-        None,
-        None,
-    )  # statistics: (mean, std) where the run normalises with others than the data's
+    statistics = None  # (mean, std) where the run normalises with others than the data's
     if saved is not None:
+        init = None  # (a checkpoint written since the source was read, by a run that shared the workdir)
         check_resumable(saved, config, workdir)
         check_same_data(saved, dataset, workdir)
         tokenizer = text.Tokenizer.from_dict(saved["tokenizer"], source=f"{workdir} checkpoint metadata")
         if saved.get("init_from"):  # it normalises with the statistics of the run it started from
             statistics = (np.asarray(saved["mean"], np.float32), np.asarray(saved["std"], np.float32))
-    elif config.train.init_from:
-        init = load_init_from(config, dataset, workdir, log if is_main else lambda line: None)
+    elif init is not None:
         tokenizer, statistics = init.tokenizer, (init.mean, init.std)
     else:
         tokenizer = text.Tokenizer.build(c for captions in split.captions for c in captions)
@@ -1412,7 +1430,10 @@ def _run(config, workdir: Path, stop: _PreemptionFlag, held: contextlib.ExitStac
         raise UserError(f"the config does not fit the data at {dataset.root}: {error}") from None
     if is_main and (
         cut := cut_captions_note(
-            (c for captions in split.captions for c in captions), tokenizer, config.model.text_max_length
+            (c for captions in split.captions for c in captions),
+            tokenizer,
+            config.model.text_max_length,
+            fine_tuning=init is not None or bool((saved or {}).get("init_from")),
         )
     ):
         log(cut)
@@ -1512,13 +1533,27 @@ def _run(config, workdir: Path, stop: _PreemptionFlag, held: contextlib.ExitStac
 
     # A resumed run started from another's weights goes on recording where from (and its data's statistics).
     started_from = init.record if init is not None else (saved or {}).get("init_from")
+    # ... and the train.init_from and train.init_weights it started with: a resume reads neither, and its
+    # checkpoints' config had named a source that gave none of their weights (`--mode config` showed it).
+    recorded = config
+    if saved is not None:
+        first = saved["config"].get("train", {})
+        recorded = config.copy_and_resolve_references()
+        recorded.train.init_from = str(first.get("init_from", ""))
+        recorded.train.init_weights = str(first.get("init_weights", "ema"))
     metadata = run_metadata(
-        config, dataset, tokenizer, steps, source.steps_per_epoch, software, started_from, statistics
+        recorded, dataset, tokenizer, steps, source.steps_per_epoch, software, started_from, statistics
     )
     sample_every = int(config.train.sample_every)
     progress = None
     if sample_every and is_main and jax.process_count() == 1:
         progress = ProgressRenderer(config, workdir, metadata, progress_captions(config, dataset), log)
+        if config.sample.num_frames > config.data.max_motion_length:
+            log(
+                f"train.sample_every: progress samples are {config.data.max_motion_length} frames long, "
+                f"the most the model takes (data.max_motion_length), not sample.num_frames="
+                f"{config.sample.num_frames}"
+            )
         if dataset.skeleton is None and not humanml3d.is_layout(dataset.representation, dataset.feature_size):
             log(
                 f"train.sample_every: the {dataset.representation} data have no skeleton to draw, so "
@@ -1574,14 +1609,20 @@ def _run(config, workdir: Path, stop: _PreemptionFlag, held: contextlib.ExitStac
             )
             started = time.perf_counter()
         replicated, metrics = p_step(replicated, batch, base_rng)
-        if step == first:
-            paused += time.perf_counter() - started
-            log(f"train step ready in {time.perf_counter() - started:.1f} s")
         done = step + 1
+        if step == first:
+            # Waited for: its first run sets up the program's buffers and threads (0.2 s of a tiny model's
+            # 7 ms steps on 2 CPU cores), no more training speed than the compiling is. The first window's
+            # steps/s counts the steps after it (none where log_every is 1: not a number then).
+            jax.block_until_ready(replicated)
+            ready = time.perf_counter()
+            log(f"train step ready in {ready - started:.1f} s")
+            last_log_time, last_log_step, paused = ready, done, 0.0
         if done % config.train.log_every == 0 or done == steps:
             pending = first_replica(metrics)
             now = time.perf_counter()
-            rate = (done - last_log_step) / max(now - last_log_time - paused, 1e-9)
+            measured = done - last_log_step
+            rate = measured / max(now - last_log_time - paused, 1e-9) if measured else float("nan")
             last_log_time, last_log_step, paused = now, done, 0.0
             consecutive = int(first_replica(replicated.opt_state.notfinite_count))
             values = {k: float(v) for k, v in pending.items() if k not in ("skipped", "nonfinite_total")}

@@ -252,3 +252,10 @@ def test_a_mode_given_too_little_is_one_line_not_the_usage_text(tmp_path):
     )
     line = one_line(launch("--mode", "sample", cwd=tmp_path))
     assert line.startswith("launch.py: --mode sample needs --workdir (the run folder) or --config")
+
+
+def test_an_override_of_no_field_without_config_is_one_line(tmp_path):
+    """Without --config, ml_collections applies the overrides to the default config as launch.py defines
+    the flag: one naming no field had been a traceback there (AttributeError: 'num_steps')."""
+    line = one_line(launch("--mode", "sample", "--workdir", str(tmp_path), "--config.sample.num_step=3"))
+    assert line.startswith("launch.py: --config.sample.num_step names no config field (did you mean")

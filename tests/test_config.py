@@ -344,16 +344,3 @@ def test_a_warmup_not_shorter_than_the_run_is_refused():
     validate(config)
     config.train.num_steps, config.optim.warmup_steps = 0, 5000  # counted in epochs: the data sets its length
     validate(config)
-
-
-def test_progress_samples_longer_than_the_training_window_are_refused():
-    """ProgressRenderer cuts sample.num_frames to data.max_motion_length without a word, while the field
-    says 'at most data.max_motion_length' (and --mode sample refuses more)."""
-    config = base_config()
-    config.train.sample_every, config.data.max_motion_length, config.sample.num_frames = 100, 96, 200
-    with pytest.raises(UserError, match=r"sample.num_frames is 200, more than data.max_motion_length \(96\)"):
-        validate(config)
-    config.sample.num_frames = 96
-    validate(config)
-    config.sample.num_frames, config.train.sample_every = 200, 0  # --mode sample checks the checkpoint's
-    validate(config)

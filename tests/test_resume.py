@@ -617,9 +617,14 @@ def test_progress_samples_and_curves_are_rendered_during_training(tmp_path, data
     (progress / "step_0000004.gif").unlink()
     before = (progress / "step_0000002.gif").stat().st_mtime_ns
     config.train.num_steps = 5
+    config.sample.num_frames = 40  # more than the model's 16 frames: drawn at 16, and said
+    logged.clear()
     train.run(config, tmp_path, log=logged.append)
     assert (progress / "step_0000004.gif").is_file() and (progress / "step_0000005.gif").is_file()
     assert (progress / "step_0000002.gif").stat().st_mtime_ns == before
+    with Image.open(progress / "step_0000005.gif") as gif:
+        assert gif.n_frames == 16
+    assert "train.sample_every: progress samples are 16 frames long" in " ".join(logged)
 
 
 def test_the_renderers_missing_glyph_message_is_logged_for_the_first_progress_gif_only(tmp_path):

@@ -1276,6 +1276,29 @@ def test_a_checkpoint_removed_while_it_is_read_is_not_called_damaged(tmp_path, m
         sampling.load_model(tmp_path / "run", step=7)
 
 
+def test_a_checkpoint_whose_files_are_being_removed_is_not_called_damaged(tmp_path, monkeypatch):
+    """Orbax removes a checkpoint's files before its folder: a read of the latest checkpoint of a run
+    still training (train.max_to_keep, or train.init_from naming it) can fail while the folder is still
+    there. That had been reported as a damaged checkpoint; now the folder is given a moment to go, and
+    the new latest one is read."""
+    import threading
+
+    write_checkpoint(tmp_path / "run", step=5)
+    real_restore, reads = checkpoint.Checkpointer.restore_params, []
+
+    def removed_by_the_trainer(self, step, **kwargs):
+        reads.append(step)
+        if step == 5:  # the trainer saves step 7 and removes step 5: its files first, its folder later
+            write_checkpoint(tmp_path / "run", step=7)
+            shutil.rmtree(self.directory / "5" / "ema_params")
+            threading.Timer(0.3, shutil.rmtree, [self.directory / "5"]).start()
+            raise FileNotFoundError("Metadata file (named _METADATA) does not exist")
+        return real_restore(self, step, **kwargs)
+
+    monkeypatch.setattr(checkpoint.Checkpointer, "restore_params", removed_by_the_trainer)
+    assert sampling.load_model(tmp_path / "run").step == 7 and reads == [5, 7]
+
+
 def test_an_animation_that_fails_costs_only_itself(workdirs, tmp_path, monkeypatch):
     """An mp4 asked for without ffmpeg failed after every array was written; removing a failed call's
     files then took the samples too. The arrays and index.json stay, and the log says why there is no

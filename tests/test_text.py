@@ -278,3 +278,8 @@ def test_training_says_how_many_captions_the_text_length_cuts():
     note = train.cut_captions_note(["a b c", "a b c d e", "a b zz"], tokenizer, 5)
     assert note.startswith("2 of the 3 training captions take more than the 3 tokens")
     assert "model.text_max_length=5" in note and "(e.g. 'a b c d e')" in note
+    assert note.endswith("raise --config.model.text_max_length to train on them whole")
+    tuned = train.cut_captions_note(["a b zz"], tokenizer, 5, fine_tuning=True)
+    assert tuned.endswith(
+        "is the source run's (train.init_from), and each word its vocabulary lacks takes 1 + its UTF-8 bytes"
+    )
