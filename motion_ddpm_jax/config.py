@@ -114,9 +114,10 @@ def base_config() -> ml_collections.ConfigDict:
     config.train.num_epochs = 100
     config.train.num_steps = 0  # > 0 overrides num_epochs
     config.train.log_every = 50
-    config.train.save_every_steps = 0  # 0 = off
+    # a checkpoint at every multiple of either (both may be set) and at the last step; 0 = off
+    config.train.save_every_steps = 0
     config.train.save_every_epochs = 10
-    config.train.max_to_keep = 3
+    config.train.max_to_keep = 3  # keep the newest this many checkpoints (>= 1): older ones are deleted
     config.train.max_consecutive_nonfinite = 20  # stop when this many steps in a row had non-finite gradients
     config.train.sample_every = 0  # every this many steps render a few samples to <workdir>/progress; 0 off
     config.train.sample_captions = ""  # '|'-separated captions for those; empty = the first few of val

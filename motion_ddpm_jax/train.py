@@ -560,13 +560,19 @@ def precision_change(compute_dtype: str, saved_backend: str | None, backend: str
     )
 
 
-def check_resumable(saved: dict[str, Any], config, workdir: Path) -> None:
-    """Refuse to resume a run whose checkpoints came from a config that differs where it matters."""
+def check_resumable(saved: dict[str, Any], config, workdir: Path, where: str | None = None) -> None:
+    """Refuse to resume a run whose checkpoints came from a config that differs where it matters; `where`
+    names the checkpoint read (its folder), where the workdir is not enough."""
     changed = incompatible_fields(saved["config"], config)
     if changed:
+        copied = (
+            " (copied from another run? move it out of checkpoints/ to resume from the one before)"
+            if where
+            else ""
+        )
         raise checkpoint.CheckpointError(
-            f"{workdir} holds checkpoints of a run whose config differs in "
-            f"{differing(saved['config'], config, changed)}; "
+            f"{where or workdir} holds a checkpoint of a run whose config differs in "
+            f"{differing(saved['config'], config, changed)}{copied}; "
             f"resuming would mix two experiments. Use a new --workdir, or the same config"
         )
 
@@ -1381,7 +1387,7 @@ def _run(config, workdir: Path, stop: _PreemptionFlag, held: contextlib.ExitStac
     statistics = None  # (mean, std) where the run normalises with others than the data's
     if saved is not None:
         init = None  # (a checkpoint written since the source was read, by a run that shared the workdir)
-        check_resumable(saved, config, workdir)
+        check_resumable(saved, config, workdir, f"{ckpt.directory}/{resume_step}")
         check_same_data(saved, dataset, workdir)
         tokenizer = text.Tokenizer.from_dict(saved["tokenizer"], source=f"{workdir} checkpoint metadata")
         if saved.get("init_from"):  # it normalises with the statistics of the run it started from
@@ -1462,6 +1468,12 @@ def _run(config, workdir: Path, stop: _PreemptionFlag, held: contextlib.ExitStac
         like = {"params": state.params, "train_state": state.replace(params=None)}
         _, restored = ckpt.restore_run(resume_step, like)
         state = restored["train_state"].replace(params=restored["params"])
+        if int(state.step) != resume_step:  # another run's checkpoint renamed, or copied under this name
+            raise ckpt.damaged(
+                resume_step,
+                ValueError(f"its train_state is at step {int(state.step)}"),
+                "is not the checkpoint its folder's name says",
+            )
         if is_main:
             log(f"resumed from {ckpt.directory}/{resume_step} (step {int(state.step)} of {steps})")
         changed = provenance.changed_software(saved.get("software"), software, f"checkpoint {resume_step}")

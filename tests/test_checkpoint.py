@@ -202,3 +202,161 @@ def test_a_full_disk_while_saving_is_one_error_that_says_the_earlier_checkpoints
         ckpt.save(4, params, ema, state, {"step": 4})
     ckpt.close()
     assert checkpoint.Checkpointer(tmp_path / "run", read_only=True).all_steps() == [2]
+
+
+def _swap_item(source_step, target_step, item):
+    """Put `item`'s folder of checkpoint `source_step` (another run's, same shapes) in place of the one of
+    `target_step`: the arrays' bytes change on disk while every file Orbax checks stays consistent."""
+    shutil.rmtree(target_step / item)
+    shutil.copytree(source_step / item, target_step / item)
+
+
+def _raw_restore(folder):
+    """What Orbax itself reads from an item folder, bypassing the Checkpointer (and its digests)."""
+    import orbax.checkpoint as ocp
+
+    return ocp.StandardCheckpointer().restore(folder.resolve())
+
+
+def _mine_and_another_runs(tmp_path, mine: int, another: int):
+    """Checkpoints 10 and 20 of trees(mine) in tmp_path/mine, 20 of trees(another) in tmp_path/other;
+    returns trees(mine)."""
+    params, ema, state = trees(mine)
+    ckpt = checkpoint.Checkpointer(tmp_path / "mine", max_to_keep=None)
+    for step in (10, 20):
+        ckpt.save(step, params, ema, state, {"step": step})
+    ckpt.close()
+    other = checkpoint.Checkpointer(tmp_path / "other")
+    other.save(20, *trees(another), {"step": 20})
+    other.close()
+    return params, ema, state
+
+
+@pytest.mark.parametrize("item", ["params", "train_state"])
+def test_arrays_changed_on_disk_are_refused_on_resume_not_restored_silently(tmp_path, item):
+    """Orbax checks its index files, not the arrays' bytes: an item's data replaced by other bytes of the
+    same shapes (here another run's; a flipped bit in a data file did the same) restored as other values,
+    and a resume from them went on without a word. Now the sha256 saved with each array is compared."""
+    params, ema, state = _mine_and_another_runs(tmp_path, 5, 6)
+    damaged = tmp_path / "mine" / "checkpoints" / "20"
+    _swap_item(tmp_path / "other" / "checkpoints" / "20", damaged, item)
+    # The damage is real: Orbax alone reads the other run's values from this checkpoint without an error.
+    raw = _raw_restore(damaged / item)
+    if item == "train_state":
+        assert not np.array_equal(raw["mu"], state["mu"])
+    else:
+        assert not np.array_equal(raw["dense"]["kernel"], params["dense"]["kernel"])
+    before = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+    reader = checkpoint.Checkpointer(tmp_path / "mine", max_to_keep=None)
+    expected = (
+        rf"checkpoints/20: its arrays are not those saved .*{item}: \d+ of \d+ arrays differ from the "
+        r"sha256 saved with them .*earlier checkpoints \[10\] are untouched"
+    )
+    with pytest.raises(checkpoint.CheckpointError, match=expected):
+        reader.restore_run(20, {"params": params, "train_state": state})
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == before  # nothing deleted
+    step, restored = reader.restore_run(10, {"params": params, "train_state": state})  # the way back
+    assert step == 10
+    assert_tree_equal(restored["params"], params)
+    assert_tree_equal(restored["train_state"], state)
+
+
+def test_sampling_refuses_parameters_changed_on_disk_and_names_the_intact_step(tmp_path):
+    from motion_ddpm_jax import sampling
+
+    params, _, _ = _mine_and_another_runs(tmp_path, 7, 8)
+    mine, theirs = tmp_path / "mine" / "checkpoints" / "20", tmp_path / "other" / "checkpoints" / "20"
+    _swap_item(theirs, mine, "ema_params")
+    expected = (
+        r"checkpoints/20: cannot be restored for sampling \(ChecksumMismatch: ema_params: \d+ of 2 arrays "
+        r"differ from the sha256 saved .*--config\.sample\.checkpoint_step=10"
+    )
+    with pytest.raises(checkpoint.CheckpointError, match=expected):
+        sampling.load_model(tmp_path / "mine")
+    reader = checkpoint.Checkpointer(tmp_path / "mine", read_only=True)
+    raw, metadata = reader.restore_params(step=20, use_ema=False)  # the raw parameters are intact
+    assert_tree_equal(raw, params)
+    assert metadata == {"step": 20}  # the digests stay inside the checkpoint
+
+
+def test_the_digest_of_an_array_changes_with_any_bit_dtype_or_shape():
+    """Independent of Orbax: one flipped bit of any element, a reinterpreted dtype or a reshape each change
+    the digest, the same values in another tree object do not."""
+    rng = np.random.default_rng(9)
+    base = rng.normal(size=(4, 3)).astype(np.float32)
+    digest = checkpoint.array_digests({"a": base})[0][1]
+    assert checkpoint.array_digests({"a": base.copy()}) == [["['a']", digest]]
+    for index in range(base.size):
+        flipped = base.copy().reshape(-1)
+        flipped.view(np.uint32)[index] ^= np.uint32(1)  # the lowest mantissa bit
+        assert checkpoint.array_digests({"a": flipped.reshape(4, 3)})[0][1] != digest
+    assert checkpoint.array_digests({"a": base.view(np.int32)})[0][1] != digest
+    assert checkpoint.array_digests({"a": base.reshape(3, 4)})[0][1] != digest
+    assert checkpoint.array_digests({"a": base.T})[0][1] != digest  # (C order)
+
+
+def test_a_checkpoint_written_before_digests_is_restored_unchecked(tmp_path, monkeypatch):
+    params, ema, state = trees(10)
+    ckpt = checkpoint.Checkpointer(tmp_path)
+    monkeypatch.setattr(checkpoint, "array_digests", lambda tree: None)  # as the save before digests
+    ckpt.save(4, params, ema, state, {"step": 4})
+    monkeypatch.undo()
+    metadata_file = tmp_path / "checkpoints" / "4" / "metadata" / "metadata"
+    import json
+
+    saved = json.loads(metadata_file.read_text())
+    saved.pop(checkpoint.DIGESTS)
+    metadata_file.write_text(json.dumps(saved))
+    step, restored = ckpt.restore_run(None, {"params": params, "train_state": state})
+    assert step == 4
+    assert_tree_equal(restored["params"], params)
+    assert ckpt.restore_params(4)[1] == {"step": 4}
+
+
+def test_reports_of_tensorstore_into_a_closed_event_loop_are_dropped_and_no_other(tmp_path, monkeypatch):
+    """A damaged file (or a full disk) made TensorStore's operations still in flight report `RuntimeError:
+    Event loop is closed` through sys.unraisablehook, from threads, before and after the failure reached
+    Python: 1 to 13 tracebacks around launch.py's one-line error (its run with a damaged checkpoint printed
+    79 lines). Once a Checkpointer exists those reports go; any other still reaches the hook."""
+    import sys
+    import types
+
+    seen = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda report: seen.append(report.exc_value))
+    checkpoint.Checkpointer(tmp_path).close()
+    closed, other = RuntimeError("Event loop is closed"), RuntimeError("something else")
+    for error in (closed, other, closed):
+        report = dict(exc_type=type(error), exc_value=error, exc_traceback=None, err_msg=None, object=None)
+        sys.unraisablehook(types.SimpleNamespace(**report))
+    assert seen == [other]
+
+
+def test_orbax_logs_of_a_full_disk_are_left_to_the_one_error(tmp_path, monkeypatch, caplog):
+    """Orbax's writer threads logged each write that found the disk full as an ERROR with its traceback,
+    about 100 lines before and after launch.py's one-line error; those go, and any other record stays."""
+    import errno
+    import logging
+
+    from absl import logging as absl_logging
+
+    params, ema, state = trees(12)
+    ckpt = checkpoint.Checkpointer(tmp_path / "run")
+
+    def full(*args, **kwargs):
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError as disk:
+            absl_logging.exception("_SignalingThread.run() raised an exception: %s", disk)
+            absl_logging.error("writing the index: RESOURCE_EXHAUSTED: No space left on device")
+            absl_logging.error("something else went wrong")
+            raise ValueError("RESOURCE_EXHAUSTED: Failed to write 12467 bytes") from disk
+
+    monkeypatch.setattr(ckpt.manager, "save", full)
+    try:
+        with caplog.at_level(logging.ERROR), pytest.raises(checkpoint.CheckpointError, match="no space left"):
+            ckpt.save(4, params, ema, state, {"step": 4})
+        absl_logging.error("a writer thread, late: No space left on device")  # after the save raised
+        absl_logging.error("a later, other error")
+    finally:
+        logging.getLogger("absl").removeFilter(checkpoint._OUT_OF_SPACE_REPORTS)
+    assert [r.getMessage() for r in caplog.records] == ["something else went wrong", "a later, other error"]

@@ -635,3 +635,32 @@ def test_the_renderers_missing_glyph_message_is_logged_for_the_first_progress_gi
     for step in (100, 200, 300):
         renderer._log_once(f"{tmp_path}/step_{step:07d}.gif: panel 1 'step {step}: 挥手 wave': 挥 手")
     assert len(logged) == 1 and logged[0].startswith(f"{tmp_path}/step_0000100.gif: panel 1 'step 100")
+
+
+def test_a_checkpoint_copied_in_from_another_run_or_renamed_is_named_not_resumed(tmp_path, data_args):
+    """Another run's checkpoint copied into checkpoints/ is named (the folder, not the whole workdir) as
+    a run of another config, possibly copied; a checkpoint renamed to another step (its train_state says
+    step 2, its folder 3) is refused as not the checkpoint its name says, rather than resumed at the
+    wrong step of the schedule and the data order."""
+    mine, theirs = tmp_path / "mine", tmp_path / "theirs"
+    config = tiny_config(tmp_path, data_args, num_steps=2, save_every_steps=2)
+    train.run(config, mine, log=lambda *_: None)
+    other = tiny_config(tmp_path, data_args, num_steps=2, save_every_steps=2)
+    other.seed = 1
+    train.run(other, theirs, log=lambda *_: None)
+    shutil.copytree(theirs / "checkpoints" / "2", mine / "checkpoints" / "4")
+    config.train.num_steps = 6
+    with pytest.raises(
+        checkpoint.CheckpointError,
+        match=r"checkpoints/4 holds a checkpoint of a run whose config differs in seed \(1 -> 0\) \(copied",
+    ):
+        train.run(config, mine, log=lambda *_: None)
+    shutil.rmtree(mine / "checkpoints" / "4")
+    (mine / "checkpoints" / "2").rename(mine / "checkpoints" / "3")
+    with pytest.raises(
+        checkpoint.CheckpointError,
+        match=r"checkpoints/3: is not the checkpoint its folder's name says \(ValueError: its train_state "
+        r"is at step 2\)",
+    ):
+        train.run(config, mine, log=lambda *_: None)
+    assert checkpoint.Checkpointer(mine, read_only=True).all_steps() == [3]  # nothing removed
