@@ -459,7 +459,13 @@ def _main(argv):
         else:
             from motion_ddpm_jax import train
 
-            train.run(config, _workdir(config_given))
+            workdir = _workdir(config_given)
+            if problem := config_lib.schedule_problem(config):
+                what, fix = problem
+                if train.last_trained_config(Path(workdir)) is None:  # a first start: refused
+                    raise UserError(f"{what}; {fix}")
+                note(f"{what}: this resume goes on so (optim.* cannot change on resume)")
+            train.run(config, workdir)
         if (line := compile_cache.summary()) is not None:
             import jax
 

@@ -382,6 +382,31 @@ def _type_of(default) -> tuple[str, tuple[type, ...]]:
     return "a string", (str,)
 
 
+def schedule_problem(config) -> tuple[str, str] | None:
+    """What makes the learning-rate schedule other than the one asked for: optim.min_lr above optim.lr
+    (the cosine would climb to it: `--config.optim.lr=1e-7`, a fine-tuning rate, left the default 1e-6
+    above it), or optim.warmup_steps not shorter than train.num_steps less one (the warmup is cut to the
+    run's steps less one, and the cosine to min_lr never runs), as (what, what to set); None otherwise.
+    Refused at a run's first
+    start (`train.run`); a run an earlier version let start so is told and goes on as it started (its
+    optim.* cannot change on resume)."""
+    if config.optim.min_lr > config.optim.lr:
+        return (
+            f"config field optim.min_lr is {config.optim.min_lr!r}, above optim.lr ({config.optim.lr!r}): "
+            "the cosine would climb from lr to min_lr",
+            "set --config.optim.min_lr to at most optim.lr",
+        )
+    warmup, steps = config.optim.warmup_steps, config.train.num_steps
+    if steps > 0 and warmup >= max(steps - 1, 1):
+        return (
+            f"config field optim.warmup_steps is {warmup}, not shorter than train.num_steps ({steps}) less "
+            f"one: the warmup would take the run's {steps - 1} updates after the first and the cosine to "
+            "optim.min_lr never run",
+            f"set --config.optim.warmup_steps below {max(steps - 1, 1)} (or -1: min(500, an epoch))",
+        )
+    return None
+
+
 def validate(config) -> None:
     """Raise errors.UserError naming the first config field whose value is not allowed."""
     from motion_ddpm_jax.errors import UserError
@@ -435,18 +460,6 @@ def validate(config) -> None:
             f"config fields train.num_steps ({config.train.num_steps}) and train.num_epochs "
             f"({config.train.num_epochs}) give a run of no steps; set one of them > 0 (num_steps > 0 "
             "overrides num_epochs)"
-        )
-    if config.optim.min_lr > config.optim.lr:
-        raise UserError(
-            f"config field optim.min_lr is {config.optim.min_lr!r}, above optim.lr ({config.optim.lr!r}): "
-            "the cosine would climb from lr to min_lr; set --config.optim.min_lr to at most optim.lr"
-        )
-    warmup, steps = config.optim.warmup_steps, config.train.num_steps
-    if steps > 0 and warmup >= steps:
-        raise UserError(
-            f"config field optim.warmup_steps is {warmup}, not shorter than train.num_steps ({steps}): the "
-            f"warmup would be cut to {steps - 1} steps and the cosine to optim.min_lr never run; set "
-            f"--config.optim.warmup_steps below {steps} (or -1: min(500, an epoch))"
         )
     if str(config.train.sample_captions).strip():
         split_captions(config.train.sample_captions, "config field train.sample_captions")

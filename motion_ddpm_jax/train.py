@@ -1387,7 +1387,10 @@ def _run(config, workdir: Path, stop: _PreemptionFlag, held: contextlib.ExitStac
     statistics = None  # (mean, std) where the run normalises with others than the data's
     if saved is not None:
         init = None  # (a checkpoint written since the source was read, by a run that shared the workdir)
-        check_resumable(saved, config, workdir, f"{ckpt.directory}/{resume_step}")
+        # Past claim_workdir, a checkpoint whose config differs from the run record's was put there from
+        # elsewhere; a run from before run records (needs_record) has none: its difference is this config's.
+        copied = None if needs_record else f"{ckpt.directory}/{resume_step}"
+        check_resumable(saved, config, workdir, copied)
         check_same_data(saved, dataset, workdir)
         tokenizer = text.Tokenizer.from_dict(saved["tokenizer"], source=f"{workdir} checkpoint metadata")
         if saved.get("init_from"):  # it normalises with the statistics of the run it started from

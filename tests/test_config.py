@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from motion_ddpm_jax.config import CHOICES, MINIMUM, base_config, validate, with_defaults
+from motion_ddpm_jax.config import CHOICES, MINIMUM, base_config, schedule_problem, validate, with_defaults
 from motion_ddpm_jax.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -319,28 +319,35 @@ def test_a_field_holding_another_type_is_refused_naming_it(field, value, expecte
     validate(ml_collections.ConfigDict(fine))
 
 
-def test_a_min_lr_above_the_lr_is_refused():
+def test_a_min_lr_above_the_lr_is_a_schedule_problem():
     """`--config.optim.lr=1e-7` (a fine-tuning rate) left the default min_lr 1e-6 above it: the schedule
     (warmup to lr, then lr + (min_lr - lr)(1 - cos(pi p))/2) climbed to 10x the lr asked for."""
     config = base_config()
     config.optim.lr = 1e-7
-    with pytest.raises(UserError, match=r"optim.min_lr is 1e-06, above optim.lr \(1e-07\)"):
-        validate(config)
+    what, fix = schedule_problem(config)
+    assert what == (
+        "config field optim.min_lr is 1e-06, above optim.lr (1e-07): the cosine would climb from lr to min_lr"
+    )
+    assert fix == "set --config.optim.min_lr to at most optim.lr"
     config.optim.min_lr = 1e-7  # a constant rate after the warmup
-    validate(config)
+    assert schedule_problem(config) is None
     config.optim.lr = config.optim.min_lr = 0.0  # no step at all: allowed
-    validate(config)
+    assert schedule_problem(config) is None
 
 
-def test_a_warmup_not_shorter_than_the_run_is_refused():
-    """train.learning_rate_schedule cuts a warmup of the run's length or more to num_steps - 1 steps: the
-    rate climbs to optim.lr at the last step and the cosine to min_lr never runs, silently."""
+def test_a_warmup_not_shorter_than_the_run_is_a_schedule_problem():
+    """train.learning_rate_schedule cuts a warmup of the run's length less one or more to num_steps - 1
+    steps: the rate climbs to optim.lr at the last step and the cosine to min_lr never runs (499, 500 and
+    5000 steps of warmup gave one schedule in a 500-step run)."""
     config = base_config()
-    config.train.num_steps, config.optim.warmup_steps = 500, 500
-    expected = r"optim.warmup_steps is 500, not shorter than train.num_steps \(500\)"
-    with pytest.raises(UserError, match=expected):
-        validate(config)
-    config.optim.warmup_steps = 499
-    validate(config)
+    for warmup in (499, 500, 5000):
+        config.train.num_steps, config.optim.warmup_steps = 500, warmup
+        what, fix = schedule_problem(config)
+        assert what.startswith(
+            f"config field optim.warmup_steps is {warmup}, not shorter than train.num_steps (500) less one"
+        )
+        assert fix.startswith("set --config.optim.warmup_steps below 499")
+    config.optim.warmup_steps = 498
+    assert schedule_problem(config) is None
     config.train.num_steps, config.optim.warmup_steps = 0, 5000  # counted in epochs: the data sets its length
-    validate(config)
+    assert schedule_problem(config) is None

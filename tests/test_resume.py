@@ -664,3 +664,24 @@ def test_a_checkpoint_copied_in_from_another_run_or_renamed_is_named_not_resumed
     ):
         train.run(config, mine, log=lambda *_: None)
     assert checkpoint.Checkpointer(mine, read_only=True).all_steps() == [3]  # nothing removed
+
+
+def test_a_schedule_problem_is_refused_at_a_first_start_and_told_on_a_resume(tmp_path, data_args, reference):
+    """A warmup not shorter than the run (less one) is refused before a new run writes anything; a run
+    that has one on a resume (a shorter train.num_steps, or a run an earlier version let start so: its
+    optim.* cannot change) is told and goes on."""
+    fresh = tmp_path / "fresh"
+    result = subprocess.run(
+        [sys.executable, "launch.py", "--config", "configs/demo.py", f"--workdir={fresh}", *TINY, *data_args,
+         "--config.train.num_steps=10"],
+        cwd=ROOT, capture_output=True, text=True, env=launch_env({**os.environ, "JAX_PLATFORMS": "cpu"}),
+    )  # fmt: skip
+    assert result.returncode == 1 and not fresh.exists(), result.stderr[-2000:]
+    assert "optim.warmup_steps is 10, not shorter than train.num_steps (10) less one" in result.stderr
+    ref_dir, _ = reference
+    workdir = tmp_path / "run"
+    shutil.copytree(ref_dir, workdir)
+    out = finish(start(workdir, data_args, "--config.train.num_steps=11"))
+    assert "optim.warmup_steps is 10, not shorter than train.num_steps (11) less one" in out
+    assert "this resume goes on so (optim.* cannot change on resume)" in out
+    assert f"already at step {STEPS}" in out
