@@ -405,7 +405,13 @@ def _main(argv):
                 _config_file_note(config, mode, _workdir(config_given), overrides)
             if mode == "eval" and (line := _eval_unread_sample(overrides)):
                 _say(line)
-        config_lib.validate(config)
+        trained = None  # what the run to resume last trained with: validate lets its values be
+        if mode in ("train", "config"):
+            from motion_ddpm_jax import train
+
+            recorded = train.last_trained_config(Path(_workdir(config_given)))
+            trained = None if recorded is None else recorded[1]
+        config_lib.validate(config, trained)
         if mode == "config":
             from motion_ddpm_jax import train
 

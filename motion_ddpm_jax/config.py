@@ -407,8 +407,14 @@ def schedule_problem(config) -> tuple[str, str] | None:
     return None
 
 
-def validate(config) -> None:
-    """Raise errors.UserError naming the first config field whose value is not allowed."""
+def validate(config, trained: dict | None = None) -> None:
+    """Raise errors.UserError naming the first config field whose value is not allowed.
+
+    trained: the config (a dict) that the run being resumed last trained with (`train.last_trained_config`),
+    None for a new run. A field of another type than base_config's is refused unless the run trained with
+    that very value: earlier versions let None in (a config file's "unset", e.g. data.max_clip_length,
+    which their code read as 0), and a resume changes no such field (`train.check_resumable`), so refusing
+    it had left the run with no way on."""
     from motion_ddpm_jax.errors import UserError
 
     for name, allowed in CHOICES.items():
@@ -432,9 +438,12 @@ def validate(config) -> None:
         )
     # A config file's `= None` (None as "unset", as argparse defaults have it) or a run record's value of
     # another type: the bounds below skip None, and a comparison with it had raised a bare TypeError.
+    before = flatten(with_defaults(trained)) if isinstance(trained, dict) else {}
     for name, value in fields.items():
         said, types = _type_of(known[name])
         if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            if name in before and type(before[name]) is type(value) and before[name] == value:
+                continue  # the resumed run trained with it (an earlier version let it in)
             raise UserError(f"config field {name} is {value!r}; expected {said}")
     for name, value in fields.items():
         if isinstance(value, float) and not math.isfinite(value):

@@ -1662,7 +1662,10 @@ def run(
         )
     check_same_statistics(loaded, dataset, config, workdir)  # before the sampling: other data is refused
     started = (getattr(loaded, "metadata", None) or {}).get("init_from")
-    if isinstance(started, dict):
+    source_root = started.get("data_root") if isinstance(started, dict) else None
+    # A source run on this very folder split it as here: its eval.split clips were not its training clips.
+    same_data = bool(source_root) and Path(str(source_root)).resolve() == Path(dataset.root).resolve()
+    if isinstance(started, dict) and not same_data:
         log(
             f"the checkpoint's run started from the weights of {started.get('workdir')} (step "
             f"{started.get('step')}), trained on data.root={started.get('data_root')}: the "

@@ -319,6 +319,32 @@ def test_a_field_holding_another_type_is_refused_naming_it(field, value, expecte
     validate(ml_collections.ConfigDict(fine))
 
 
+def test_a_resumed_run_keeps_a_value_of_another_type_it_trained_with():
+    """Earlier versions let a config file's None ("unset") into data.max_clip_length, read as 0; a resume
+    may change no data.* field but the paths (train.check_resumable), so refusing the value the run trained
+    with had left such a run with no way on (`--config.data.max_clip_length=0` was then refused as another
+    experiment). A new run, or a resume asking for a value the run did not train with, is refused still."""
+    import ml_collections
+
+    saved = base_config().to_dict()
+    saved["data"]["max_clip_length"] = None
+    config = ml_collections.ConfigDict(saved)
+    refused = r"config field data.max_clip_length is None; expected an integer$"
+    with pytest.raises(UserError, match=refused):
+        validate(config)  # a new run
+    validate(config, trained=saved)
+    del saved["data"]["up_axis"]  # a run from before data.up_axis: its default
+    validate(config, trained=saved)
+    with pytest.raises(UserError, match=refused):
+        validate(config, trained=base_config().to_dict())  # that run trained with 0, not None
+    ints = base_config().to_dict()
+    ints["train"]["batch_size"] = True  # equal to the 1 a run trained with, but not that value
+    trained = base_config().to_dict()
+    trained["train"]["batch_size"] = 1
+    with pytest.raises(UserError, match=r"train.batch_size is True; expected an integer$"):
+        validate(ml_collections.ConfigDict(ints), trained=trained)
+
+
 def test_a_min_lr_above_the_lr_is_a_schedule_problem():
     """`--config.optim.lr=1e-7` (a fine-tuning rate) left the default min_lr 1e-6 above it: the schedule
     (warmup to lr, then lr + (min_lr - lr)(1 - cos(pi p))/2) climbed to 10x the lr asked for."""

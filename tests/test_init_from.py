@@ -34,7 +34,7 @@ def source(tmp_path_factory):
     args_a, args_b = _data_args(root / "a", seed=0), _data_args(root / "b", seed=5)
     workdir = root / "source"
     train.run(tiny_config(root, args_a, num_steps=6, save_every_steps=6), workdir, log=lambda *_: None)
-    return types.SimpleNamespace(workdir=workdir, args_b=args_b, root=root)
+    return types.SimpleNamespace(workdir=workdir, args_a=args_a, args_b=args_b, root=root)
 
 
 def _read(workdir, item):
@@ -222,3 +222,19 @@ def test_a_damaged_source_checkpoint_names_the_intact_one_to_start_from(tmp_path
     with pytest.raises(UserError, match="damaged or incomplete") as refused:
         train.run(config, tmp_path / "finetune", log=lambda *_: None)
     assert f"(--config.train.init_from={copy.resolve()}/checkpoints/3)" in str(refused.value)
+
+
+def test_eval_names_the_source_runs_clips_only_where_it_trained_on_other_data(tmp_path, source):
+    """Fine-tuned on the source's own prepared folder, the run shares its splits: its val clips were never
+    the source's training clips (the note had said they might be, of every fine-tuned run). Fine-tuned on
+    another dataset (other recordings, split by their own names), the note is given."""
+    note = "clips here may be clips that run trained on"
+    for name, args, said in (("same", source.args_a, False), ("other", source.args_b, True)):
+        config = tiny_config(tmp_path, args, num_steps=2, save_every_steps=2)
+        config.train.init_from = str(source.workdir)
+        train.run(config, tmp_path / name, log=lambda *_: None)
+        config.sample.update(steps=2, render=False)
+        config.eval.update(num_clips=2, output=str(tmp_path / f"{name}.json"))
+        lines = []
+        evaluate.run(config, tmp_path / name, log=lines.append)
+        assert any(note in line for line in lines) == said, (name, lines)

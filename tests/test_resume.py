@@ -457,6 +457,31 @@ def test_a_config_refused_against_the_data_leaves_the_workdir_to_the_corrected_o
     )
 
 
+def test_a_run_an_earlier_version_let_start_with_none_in_a_field_resumes(tmp_path, data_args):
+    """A run whose config holds None in an integer field (a config file's "unset": earlier versions read
+    data.max_clip_length=None as 0 and trained) resumes through launch.py, without --config and with
+    its run.json; a new run from that run.json is refused, naming the field."""
+    workdir = tmp_path / "run"
+    config = tiny_config(tmp_path, data_args, num_steps=2, save_every_steps=2)
+    config.data.max_clip_length = None  # what validate now refuses; train.run itself trains with it
+    train.run(config, workdir, log=lambda *_: None)
+    env = launch_env()
+    resumed = subprocess.run(
+        [sys.executable, "launch.py", f"--workdir={workdir}", "--config.train.num_steps=3"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+    assert f"resumed from {workdir / 'checkpoints' / '2'} (step 2 of 3)" in resumed.stdout
+    assert checkpoint.Checkpointer(workdir, read_only=True).latest_step() == 3
+    new = subprocess.run(
+        [sys.executable, "launch.py", "--mode=config", f"--config={workdir / 'run.json'}",
+         f"--workdir={tmp_path / 'new'}"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert new.returncode != 0
+    assert "config field data.max_clip_length is None; expected an integer" in new.stderr
+
+
 HOLD_LOCK = """
 import fcntl, sys, time
 handle = open(sys.argv[1], "a+")
