@@ -299,6 +299,16 @@ def test_a_samples_noise_is_its_own_whatever_jaxs_threefry_mode(workdirs):
             np.testing.assert_allclose(out["motion"][i, :length], x * std + mean, rtol=1e-4, atol=1e-3)
 
 
+def test_a_jax_without_the_threefry_switch_samples_as_ever(workdirs, monkeypatch):
+    """Where a later JAX drops `jax.threefry_partitionable` (partitionable threefry being its only way),
+    generate draws without the switch rather than failing: the same samples as with it."""
+    loaded = sampling.load_model(workdirs["zero"])
+    want = sampling.generate(loaded, CAPTIONS, [5, 9], sampler="ddpm", seed=6)["motion"]
+    monkeypatch.delattr(jax, "threefry_partitionable")
+    got = sampling.generate(loaded, CAPTIONS, [5, 9], sampler="ddpm", seed=6)["motion"]
+    np.testing.assert_array_equal(got, want)
+
+
 @functools.cache
 def jitted_apply(model):
     return jax.jit(model.apply)
