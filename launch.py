@@ -932,7 +932,7 @@ def _unknown_override(argv: list[str]) -> str | None:
     """The first --config.<name>=... of `argv` that names no field of the base config, with the field
     probably meant: one of the same name but for case (`optim.LR`), else the closest name; None where
     each names a field."""
-    from motion_ddpm_jax.config import base_config, flatten
+    from motion_ddpm_jax.config import base_config, field_meant, flatten
 
     known = list(flatten(base_config()))
     for arg in argv[1:]:
@@ -941,13 +941,10 @@ def _unknown_override(argv: list[str]) -> str | None:
         name = arg.removeprefix("--config.").split("=", 1)[0]
         if name in known:
             continue
-        leaf = name.rpartition(".")[2].lower()
-        close = [k for k in known if k.lower() == name.lower()] or [
-            k for k in known if k.rpartition(".")[2].lower() == leaf
-        ]
-        close = close or difflib.get_close_matches(name, known, n=1)
-        sections = f"the sections are {', '.join(base_sections())}"
-        hint = f"did you mean --config.{close[0]}?" if close else sections
+        meant = field_meant(name, known)
+        hint = (
+            f"did you mean --config.{meant}?" if meant else f"the sections are {', '.join(base_sections())}"
+        )
         return f"--config.{name} names no config field ({hint}); the fields are motion_ddpm_jax/config.py's"
     return None
 

@@ -329,6 +329,19 @@ def _field(config, dotted: str):
     return node
 
 
+def field_meant(name: str, known) -> str | None:
+    """The field of `known` (dotted names) that `name`, which names none, probably means: one of the same
+    name but for case (`optim.LR`), else one whose last part is `name`'s in any case, else the closest
+    name (difflib); None where none is close."""
+    known = list(known)
+    leaf = name.rpartition(".")[2].lower()
+    close = [k for k in known if k.lower() == name.lower()] or [
+        k for k in known if k.rpartition(".")[2].lower() == leaf
+    ]
+    close = close or difflib.get_close_matches(name, known, n=1)
+    return close[0] if close else None
+
+
 def listed(names: list[str], most: int = 8) -> str:
     """The first `most` names, and how many more there are."""
     return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
@@ -430,8 +443,8 @@ def validate(config, trained: dict | None = None) -> None:
         )
     unknown = sorted(set(fields) - set(known))
     if unknown:
-        hints = [f"{name} (did you mean {', '.join(close)}?)" if (close := difflib.get_close_matches(
-            name, known, n=1)) else name for name in unknown]  # fmt: skip
+        hints = [f"{name} (did you mean {meant}?)" if (meant := field_meant(name, known)) else name
+                 for name in unknown]  # fmt: skip
         raise UserError(
             f"config field(s) {', '.join(hints)} not known; a config sets only the fields of "
             "motion_ddpm_jax/config.py's base_config"

@@ -577,6 +577,16 @@ def check_resumable(saved: dict[str, Any], config, workdir: Path, where: str | N
         )
 
 
+def statistics_gap(mean, std, reference_mean, reference_std) -> tuple[float, float]:
+    """(largest mean shift in units of the reference std, largest relative std change) of statistics
+    against reference ones: what check_same_data and a fine-tuning's note compare to 1e-4."""
+    reference_mean = np.asarray(reference_mean, np.float64)
+    reference_std = np.asarray(reference_std, np.float64)
+    mean_shift = float(np.max(np.abs(np.asarray(mean, np.float64) - reference_mean) / reference_std))
+    std_change = float(np.max(np.abs(np.asarray(std, np.float64) / reference_std - 1.0)))
+    return mean_shift, std_change
+
+
 def _statistics_change(mean_shift: float, std_change: float) -> str:
     """What differs, in words: only the parts above check_same_data's tolerance."""
     parts = [f"means by up to {mean_shift:.3g} std"] if mean_shift > 1e-4 else []
@@ -595,8 +605,7 @@ def check_same_data(saved: dict[str, Any], dataset, workdir: Path) -> None:
             f"dataset at {dataset.root} has {dataset.feature_size}. Point data.root at the data the run "
             "trained on, or use a new --workdir"
         )
-    mean_shift = float(np.max(np.abs(dataset.mean - mean) / std))
-    std_change = float(np.max(np.abs(dataset.std / std - 1.0)))
+    mean_shift, std_change = statistics_gap(dataset.mean, dataset.std, mean, std)
     if mean_shift > 1e-4 or std_change > 1e-4:
         counts = saved.get("dataset", {}).get("counts", {}).get("train")
         clips = (
@@ -661,11 +670,12 @@ def weights_sha256(params) -> str:
     return digest.hexdigest()
 
 
-def load_init_from(config, dataset, workdir: Path, log=print) -> InitFrom:
+def load_init_from(config, dataset, captions, workdir: Path, log=print) -> InitFrom:
     """The weights, tokenizer and normalisation statistics of the checkpoint `config.train.init_from`
     names, checked against this run's data and model; UserError naming train.init_from where they do not
     fit. Notes (`log`) what differs that training can live with: the data's statistics or frame rate, the
-    captions' words the source's vocabulary lacks, config fields of the model and the diffusion."""
+    words of the training `captions` (all of them, flat) that the source's vocabulary lacks, config fields
+    of the model and the diffusion."""
     from motion_ddpm_jax import sampling  # sampling imports render, which train needs only here
 
     value = str(config.train.init_from)
@@ -705,6 +715,7 @@ def load_init_from(config, dataset, workdir: Path, log=print) -> InitFrom:
             )
     saved_config = config_lib.flatten(config_lib.with_defaults(loaded.metadata["config"]))
     current = config_lib.flatten(config)
+    differs = sorted(n for n in current if n not in INIT_FREE and saved_config.get(n) != current[n])
     shapes = model_lib.param_shapes(
         model_lib.model_from_config(config, input_feats=features, text_vocab_size=loaded.tokenizer.vocab_size)
     )
@@ -720,13 +731,7 @@ def load_init_from(config, dataset, workdir: Path, log=print) -> InitFrom:
         if path not in got or np.shape(got[path]) != want.shape
     ]
     if mismatched or len(got) != len(jax.tree.leaves(shapes)):
-        fields = sorted(
-            name
-            for name in current
-            if (name.startswith("model.") or name == "data.max_motion_length")
-            and name not in INIT_FREE
-            and saved_config.get(name) != current[name]
-        )
+        fields = [n for n in differs if n.startswith("model.") or n == "data.max_motion_length"]
         because = (
             f"; the configs differ in {differing(loaded.metadata['config'], config, fields)}: set them to "
             "the source run's"
@@ -738,21 +743,13 @@ def load_init_from(config, dataset, workdir: Path, log=print) -> InitFrom:
             f"{'; '.join(mismatched[:3]) or 'parameters this model lacks'}){because}"
         )
     notes = []
-    changed = sorted(
-        name
-        for name in current
-        if name.startswith(("model.", "diffusion."))
-        and name not in INIT_FREE
-        and saved_config.get(name) != current[name]
-    )
+    changed = [n for n in differs if n.startswith(("model.", "diffusion."))]
     if changed:
         notes.append(
             "this run's config differs from the source run's in "
             + differing(loaded.metadata["config"], config, changed)
         )
-    mean64, std64 = np.asarray(loaded.mean, np.float64), np.asarray(loaded.std, np.float64)
-    mean_shift = float(np.max(np.abs(dataset.mean - mean64) / std64))
-    std_change = float(np.max(np.abs(dataset.std / std64 - 1.0)))
+    mean_shift, std_change = statistics_gap(dataset.mean, dataset.std, loaded.mean, loaded.std)
     if mean_shift > 1e-4 or std_change > 1e-4:
         notes.append(
             f"the dataset's normalisation statistics differ from the source run's "
@@ -764,12 +761,7 @@ def load_init_from(config, dataset, workdir: Path, log=print) -> InitFrom:
             f"the source run trained on {loaded.fps:g} fps data, these are {dataset.fps:g} fps: its motion's "
             "speeds were learned per frame at the other rate"
         )
-    words = {
-        w
-        for captions in dataset.split("train").captions
-        for c in captions
-        for w in loaded.tokenizer.unseen_words(c)
-    }
+    words = {word for caption in captions for word in loaded.tokenizer.unseen_words(caption)}
     if words:
         shown = ", ".join(sorted(words)[:5])
         notes.append(
@@ -1345,6 +1337,7 @@ def _run(config, workdir: Path, stop: _PreemptionFlag, held: contextlib.ExitStac
     # and refuse the corrected one (`claim_workdir`).
     dataset = _dataset_once_per_run(config, log)
     split = dataset.split("train")
+    captions = [caption for clip in split.captions for caption in clip]  # every caption, flat
     if is_main and (left_out := motion_text.describe_dropped(dataset, [split])):
         log(left_out)
     if config.model.input_feats:
@@ -1363,7 +1356,7 @@ def _run(config, workdir: Path, stop: _PreemptionFlag, held: contextlib.ExitStac
     # refusal, in 2 of 10 starts).
     init = None
     if config.train.init_from and not _holds_a_checkpoint(workdir):
-        init = load_init_from(config, dataset, workdir, log if is_main else lambda line: None)
+        init = load_init_from(config, dataset, captions, workdir, log if is_main else lambda line: None)
 
     refused_start = {"made": not workdir.exists(), "recorded": not needs_record}
     try:
@@ -1398,7 +1391,7 @@ def _run(config, workdir: Path, stop: _PreemptionFlag, held: contextlib.ExitStac
     elif init is not None:
         tokenizer, statistics = init.tokenizer, (init.mean, init.std)
     else:
-        tokenizer = text.Tokenizer.build(c for captions in split.captions for c in captions)
+        tokenizer = text.Tokenizer.build(captions)
     if statistics is not None and geometry is not None:
         geometry = make_geometry(config, dataset, statistics)
     # What this start changes of the run's settings (train.*, sample.*, eval.*, data paths), old -> new:
@@ -1439,7 +1432,7 @@ def _run(config, workdir: Path, stop: _PreemptionFlag, held: contextlib.ExitStac
         raise UserError(f"the config does not fit the data at {dataset.root}: {error}") from None
     if is_main and (
         cut := cut_captions_note(
-            (c for captions in split.captions for c in captions),
+            captions,
             tokenizer,
             config.model.text_max_length,
             fine_tuning=init is not None or bool((saved or {}).get("init_from")),
