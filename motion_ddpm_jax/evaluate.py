@@ -1501,22 +1501,36 @@ def _split_seed(dataset) -> int | None:
     return None if seed is None else int(seed)
 
 
-def check_same_statistics(loaded, dataset, config, workdir) -> None:
+def _same_statistics(mean_here, std_here, mean_run, std_run) -> tuple[bool, float, float]:
+    """(equal to a relative STATS_TOLERANCE, largest mean gap in units of the run's std, largest relative
+    std change) of a dataset's statistics against a run's."""
+    mean_run, std_run = np.asarray(mean_run, np.float64), np.asarray(std_run, np.float64)
+    mean_gap = np.abs(mean_here - mean_run)  # within the tolerance of the std or of the value
+    mean_ok = mean_gap <= STATS_TOLERANCE * np.maximum(std_run, np.abs(mean_run))
+    std_ratio = np.abs(std_here / std_run - 1.0)
+    same = bool(mean_ok.all() and (std_ratio <= STATS_TOLERANCE).all())
+    return same, float(np.max(mean_gap / std_run)), float(np.max(std_ratio))
+
+
+def check_same_statistics(loaded, dataset, config, workdir) -> str:
     """EvaluationError unless the dataset's training-split statistics (mean / std, as the dataset gives
     them) are the ones the checkpoint trained with (its metadata's mean / std), to a relative
     STATS_TOLERANCE. Other statistics mean another training split (another data.root, data.split_seed
     or dataset), so the clips of eval.split may be clips the checkpoint trained on. A run started from
     another's weights (train.init_from) normalises with that run's statistics: its own data's, which its
-    checkpoints record apart, are compared."""
+    checkpoints record apart, are compared, and those it normalises with, the source run's data, are
+    accepted too: evaluating a fine-tuned run on the data it started from shows what it kept of it (a
+    forgetting check), on clips that the source's run held out as well. Returns "own" or "source": the
+    data that matched."""
     mean_here, std_here = np.asarray(dataset.mean, np.float64), np.asarray(dataset.std, np.float64)
     metadata = getattr(loaded, "metadata", None) or {}
-    own = (metadata.get("init_from") or {}).get("data_statistics") or {"mean": loaded.mean, "std": loaded.std}
-    mean_run, std_run = np.asarray(own["mean"], np.float64), np.asarray(own["std"], np.float64)
-    mean_gap = np.abs(mean_here - mean_run)  # within the tolerance of the std or of the value
-    mean_ok = mean_gap <= STATS_TOLERANCE * np.maximum(std_run, np.abs(mean_run))
-    std_ratio = np.abs(std_here / std_run - 1.0)
-    if mean_ok.all() and (std_ratio <= STATS_TOLERANCE).all():
-        return
+    started = (metadata.get("init_from") or {}).get("data_statistics")
+    own = started or {"mean": loaded.mean, "std": loaded.std}
+    same, mean_gap, std_change = _same_statistics(mean_here, std_here, own["mean"], own["std"])
+    if same:
+        return "own"
+    if started and _same_statistics(mean_here, std_here, loaded.mean, loaded.std)[0]:
+        return "source"
     saved = metadata.get("config") if isinstance(metadata.get("config"), dict) else {}
     saved_data = saved.get("data") if isinstance(saved.get("data"), dict) else {}
     trained_root = metadata.get("data_root") or saved_data.get("root") or "(not recorded)"
@@ -1530,8 +1544,8 @@ def check_same_statistics(loaded, dataset, config, workdir) -> None:
     )
     raise EvaluationError(
         f"the checkpoint in {workdir} trained on other data than data.root={dataset.root} holds: that "
-        f"dataset's training-split statistics differ from the checkpoint's (mean by up to "
-        f"{float(mean_gap.max()):.3g}, std by up to {100 * float(std_ratio.max()):.2g}%), so its "
+        f"dataset's training-split statistics differ from the checkpoint's (means by up to "
+        f"{mean_gap:.3g} std, stds by up to {100 * std_change:.2g}%), so its "
         f"{config.eval.split} split may hold clips the checkpoint trained on. The checkpoint's run trained "
         f"on data.root={trained_root} with data.split_seed={trained_seed} and data.std_floor="
         f"{trained_floor}; here data.root={dataset.root}, data.split_seed={seed_here}, data.std_floor="
@@ -1660,12 +1674,20 @@ def run(
             f"at data.root={dataset.root} is at {float(dataset.fps):g} fps (every per-second metric would be "
             f"scaled by the wrong rate); point data.root at the data it was trained on"
         )
-    check_same_statistics(loaded, dataset, config, workdir)  # before the sampling: other data is refused
+    matched = check_same_statistics(loaded, dataset, config, workdir)  # before sampling: other data refused
     started = (getattr(loaded, "metadata", None) or {}).get("init_from")
     source_root = started.get("data_root") if isinstance(started, dict) else None
     # A source run on this very folder split it as here: its eval.split clips were not its training clips.
     same_data = bool(source_root) and Path(str(source_root)).resolve() == Path(dataset.root).resolve()
-    if isinstance(started, dict) and not same_data:
+    if matched == "source":
+        log(
+            f"data.root={dataset.root} is not the data the checkpoint's run trained on but that of the run "
+            f"whose weights it started from ({started.get('workdir')}, step {started.get('step')}, or of an "
+            f"earlier run that one started from): its training-split statistics are those the checkpoint "
+            f"normalises with, and its {config.eval.split} clips were held out of that run's training. The "
+            "metrics say what the fine-tuned run kept of that data"
+        )
+    elif isinstance(started, dict) and not same_data:
         log(
             f"the checkpoint's run started from the weights of {started.get('workdir')} (step "
             f"{started.get('step')}), trained on data.root={started.get('data_root')}: the "

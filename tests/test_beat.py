@@ -856,6 +856,28 @@ def test_a_demo_set_that_cannot_be_written_names_the_data_fields(tmp_path):
     assert (tmp_path / "a_file").read_text() == "mine"
 
 
+def test_a_raw_root_of_other_files_is_named_with_why_the_demo_set_is_not_written(tmp_path):
+    """A demo config whose data.raw_root holds other recordings (or another demo seed's set) is refused
+    with write_demo_dataset's reason: the message had read 'cannot write the demo set there (None)'."""
+    from motion_ddpm_jax.data import synthetic
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "take1.bvh").write_text("HIERARCHY")
+    other_seed = tmp_path / "seed5"
+    synthetic.write_demo_dataset(other_seed, num_speakers=1, recordings_per_speaker=1, seed=5)
+    for raw, reason in ((mine, "holds no readable synthetic.json"), (other_seed, "other options")):
+        config = base_config()
+        config.data.source, config.data.raw_root = "synthetic", str(raw)
+        config.data.root = str(tmp_path / "prepared")
+        with pytest.raises(UserError) as caught:
+            beat.dataset_from_config(config, log=lambda line: None)
+        message = str(caught.value)
+        assert reason in message and "None" not in message, message
+        assert f"data.raw_root {raw}" in message and "--config.data.raw_root" in message
+    assert (mine / "take1.bvh").read_text() == "HIERARCHY"
+
+
 def test_a_full_disk_while_the_demo_set_is_written_names_the_file_once(tmp_path, monkeypatch):
     """The error that files.writing words names the file already: the message had said the folder, then
     the same path again inside the parentheses."""

@@ -182,11 +182,22 @@ def test_eval_compares_a_fine_tuned_runs_own_data_statistics():
     )
     started = {"init_from": {"data_statistics": {"mean": own_mean.tolist(), "std": own_std.tolist()}}}
     loaded = types.SimpleNamespace(mean=source_mean, std=source_std, metadata=started)
-    evaluate.check_same_statistics(loaded, dataset, config, "run")
-    with pytest.raises(evaluate.EvaluationError, match="trained on other data"):
+    assert evaluate.check_same_statistics(loaded, dataset, config, "run") == "own"
+    with pytest.raises(evaluate.EvaluationError, match="trained on other data") as refused:
         evaluate.check_same_statistics(
             types.SimpleNamespace(mean=source_mean, std=source_std, metadata={}), dataset, config, "run"
         )
+    # The gap in units of the run's std, as resume's refusal gives it (it had been in the data's units).
+    gap = np.max(np.abs(own_mean.astype(np.float32) - source_mean) / source_std)
+    assert f"means by up to {gap:.3g} std" in str(refused.value)
+    # The source's data (a forgetting check): its statistics are those the run normalises with.
+    source_data = types.SimpleNamespace(
+        mean=source_mean.astype(np.float32), std=source_std.astype(np.float32), info={}, root="data"
+    )
+    assert evaluate.check_same_statistics(loaded, source_data, config, "run") == "source"
+    third = types.SimpleNamespace(mean=source_data.mean + 0.1, std=source_data.std, info={}, root="data")
+    with pytest.raises(evaluate.EvaluationError, match="trained on other data"):
+        evaluate.check_same_statistics(loaded, third, config, "run")
 
 
 def test_a_refused_source_is_refused_before_the_new_workdir_is_opened(tmp_path, source, monkeypatch):
@@ -244,3 +255,13 @@ def test_eval_names_the_source_runs_clips_only_where_it_trained_on_other_data(tm
         lines = []
         evaluate.run(config, tmp_path / name, log=lines.append)
         assert any(note in line for line in lines) == said, (name, lines)
+    # The run fine-tuned on the other data, evaluated on the source's (a forgetting check): evaluated,
+    # said so, without the note (the source held these val clips out).
+    config = tiny_config(tmp_path, source.args_a, num_steps=2, save_every_steps=2)
+    config.sample.update(steps=2, render=False)
+    config.eval.update(num_clips=2, output=str(tmp_path / "forgetting.json"))
+    lines = []
+    evaluate.run(config, tmp_path / "other", log=lines.append)
+    assert any("what the fine-tuned run kept of that data" in line for line in lines), lines
+    assert not any(note in line for line in lines), lines
+    assert (tmp_path / "forgetting.json").is_file()

@@ -889,6 +889,12 @@ def dataset_from_config(config, log=print) -> motion_text.MotionTextDataset:
         except OSError as error:
             if isinstance(error, UserError):  # its own message names the folder already
                 raise
+            if isinstance(error, FileExistsError) and error.strerror is None:  # a folder of other files
+                raise UserError(
+                    f"data.raw_root {data.raw_root} (where data.source=synthetic writes the demo set): "
+                    f"{error}. Set --config.data.raw_root to a new or empty folder, or data.root to the "
+                    "prepared data (--config.data.source=beat prepares recordings of your own there)"
+                ) from None
             where = "" if hasattr(error, "_written") else f"{error.filename or data.raw_root}: "  # (named)
             raise UserError(
                 f"{where}cannot write the demo set there ({error.strerror}); "
