@@ -264,6 +264,10 @@ BELOW = {
     "optim.b1": (0.0, 1.0),  # Adam's moment decays: 1 would divide by 1 - b ** count = 0 (NaN parameters)
     "optim.b2": (0.0, 1.0),
     "model.dropout": (0.0, 1.0),
+    # JAX keys take 32 bits of a seed where 64-bit numbers are off (the default): seed 2**32 trained as
+    # seed 0, silently; sampling's keys are folded from a uint32 seed.
+    "seed": (0, 2**32),
+    "sample.seed": (0, 2**32),
 }
 # Numeric fields > their bound: Adam's eps = 0 divides 0 by 0 where a gradient is 0.
 ABOVE = {"optim.eps": 0.0}

@@ -149,6 +149,27 @@ def test_an_ema_decay_of_one_and_a_run_of_no_steps_are_refused():
         validate(config)
 
 
+@pytest.mark.parametrize("field", ["seed", "sample.seed"])
+def test_a_seed_jax_would_cut_to_32_bits_is_refused(field):
+    """jax.random.key takes the low 32 bits of a seed while 64-bit numbers are off (JAX's default):
+    training with seed 2**32 gave the keys of seed 0, silently."""
+    import jax
+
+    section, _, name = field.rpartition(".")
+    node = base_config()
+    config = node
+    node = node[section] if section else node
+    node[name] = 2**32 - 1
+    validate(config)
+    node[name] = 2**32
+    # The aliasing the bound prevents, as JAX has it here (an x64 JAX would tell them apart).
+    if not jax.config.jax_enable_x64:
+        same = jax.random.key_data(jax.random.key(2**32)) == jax.random.key_data(jax.random.key(0))
+        assert bool(same.all())
+    with pytest.raises(UserError, match=rf"{field} is 4294967296; expected an integer in \[0, 4294967296\)"):
+        validate(config)
+
+
 def test_a_schedule_the_step_count_cannot_support_is_refused():
     config = base_config()
     config.diffusion.steps = 20
