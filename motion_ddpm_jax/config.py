@@ -479,6 +479,8 @@ def validate(config, trained: dict | None = None) -> None:
             raise UserError(f"config field {name} is {value!r}; expected {_kind(value)} in [{low}, {high}]")
     for name, (low, high) in BELOW.items():
         value = _field(config, name)
+        if name == "seed" and name in before and before[name] == value:
+            continue  # a run an earlier version let train with it (as seed % 2**32) goes on
         if value is not None and not low <= value < high:
             raise UserError(f"config field {name} is {value!r}; expected {_kind(value)} in [{low}, {high})")
     if not (config.train.num_steps > 0 or config.train.num_epochs > 0):

@@ -168,6 +168,8 @@ def test_a_seed_jax_would_cut_to_32_bits_is_refused(field):
         assert bool(same.all())
     with pytest.raises(UserError, match=rf"{field} is 4294967296; expected an integer in \[0, 4294967296\)"):
         validate(config)
+    if field == "seed":  # a run an earlier version let train with it resumes
+        validate(config, config.to_dict())
 
 
 def test_a_schedule_the_step_count_cannot_support_is_refused():
