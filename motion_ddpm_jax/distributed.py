@@ -103,14 +103,43 @@ def initialize_arguments(dist_config, environ: Mapping[str, str] | None = None) 
     if process_id is not None:
         arguments["process_id"] = process_id
     if device_ids:
-        try:
-            arguments["local_device_ids"] = [int(part) for part in device_ids.split(",") if part.strip()]
-        except ValueError:
-            raise UserError(
-                f"distributed.local_device_ids / JAX_LOCAL_DEVICE_IDS must be comma-separated integers, "
-                f"got {device_ids!r}"
-            ) from None
+        arguments["local_device_ids"] = _device_ids(device_ids)
     return arguments
+
+
+def _device_ids(device_ids: str) -> list[int]:
+    try:
+        return [int(part) for part in device_ids.split(",") if part.strip()]
+    except ValueError:
+        raise UserError(
+            f"distributed.local_device_ids / JAX_LOCAL_DEVICE_IDS must be comma-separated integers, "
+            f"got {device_ids!r}"
+        ) from None
+
+
+def _one_process_devices(dist_config, log, environ: Mapping[str, str] | None = None) -> None:
+    """A run of one process that names local_device_ids (or JAX_LOCAL_DEVICE_IDS) uses those GPUs only,
+    as a joined process does (jax.distributed passes them on as the visible devices): they had been
+    ignored, the run taking every GPU of the node. Before any backend starts."""
+    environ = os.environ if environ is None else environ
+    given = str(dist_config.local_device_ids) or environ.get("JAX_LOCAL_DEVICE_IDS", "")
+    if not given:
+        return
+    ids = _device_ids(given)
+    if not ids:
+        return
+    import jax
+
+    visible = ",".join(str(i) for i in ids)
+    for option in ("jax_cuda_visible_devices", "jax_rocm_visible_devices"):
+        try:
+            jax.config.update(option, visible)
+        except AttributeError:  # an option this jax does not have
+            pass
+    log(
+        f"one process on GPU(s) {visible} (distributed.local_device_ids / JAX_LOCAL_DEVICE_IDS); a CPU run "
+        "is not affected"
+    )
 
 
 def _slurm_tasks_on_this_node(environ: Mapping[str, str]) -> int | None:
@@ -154,6 +183,7 @@ def initialize(dist_config, log=print) -> bool:
     """
     arguments = initialize_arguments(dist_config)
     if arguments is None:
+        _one_process_devices(dist_config, log)
         return False
     import jax
 

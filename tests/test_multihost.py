@@ -380,6 +380,31 @@ def test_one_srun_task_per_node_keeps_every_gpu_of_the_node(tasks_per_node, visi
     assert said[0].startswith("joining the run's processes (SLURM); waiting up to 300 s"), said
 
 
+@pytest.mark.parametrize(
+    "config, environ", [({"local_device_ids": "0, 2"}, {}), ({}, {"JAX_LOCAL_DEVICE_IDS": "0,2"})]
+)
+def test_a_single_process_run_uses_the_gpus_local_device_ids_names(config, environ, monkeypatch):
+    """local_device_ids of a run of one process had been read only when joining others: the run took
+    every GPU of the node. It restricts the visible GPUs as jax.distributed does for a joined process."""
+    import jax
+
+    for name in [k for k in os.environ if k.startswith(("SLURM_", "OMPI_", "JAX_"))]:
+        monkeypatch.delenv(name)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    before, said = dict(jax.config.values), []
+    try:
+        assert not distributed.initialize(dist(**config), log=said.append)
+        assert jax.config.values["jax_cuda_visible_devices"] == "0,2"
+        assert jax.config.values["jax_rocm_visible_devices"] == "0,2"
+    finally:
+        for option in ("jax_cuda_visible_devices", "jax_rocm_visible_devices"):
+            jax.config.update(option, before[option])
+    assert said and "GPU(s) 0,2" in said[0], said
+    with pytest.raises(UserError, match="local_device_ids.*comma-separated integers"):
+        distributed.initialize(dist(local_device_ids="0;2"), log=said.append)
+
+
 def test_the_join_says_what_it_joins_and_how_long_it_waits_before_waiting():
     """A wrong address, a repeated id or a missing process ended in a SIGABRT after 300 s naming nothing."""
     arguments = {
