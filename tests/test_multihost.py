@@ -7,6 +7,7 @@ process with 4 devices on the same global batches. Their checkpoints then restor
 """
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -142,14 +143,19 @@ def test_a_set_up_error_of_one_process_ends_that_process_at_once(tmp_path):
             process.wait()
 
 
-def test_a_process_killed_mid_run_ends_the_others_at_once(tmp_path):
-    """A process of the run killed (SIGKILL, a crashed node): the others' next collective fails. They had
-    then waited about 90 s at jax's shutdown barrier and aborted with a page of C++ and no word of what
-    was kept; now each prints the error, says where it stopped and what is kept, and exits 1 at once."""
+@pytest.mark.parametrize("how", ["SIGKILL", "two Ctrl-Cs"])
+def test_a_process_killed_mid_run_ends_the_others_at_once(tmp_path, how):
+    """A process of the run killed (SIGKILL, a crashed node), or stopped at once by a second Ctrl-C: the
+    others' next collective fails. They had then waited about 90 s at jax's shutdown barrier and aborted
+    with a page of C++ and no word of what was kept; now each prints the error, says where it stopped and
+    what is kept, and exits 1 at once. The process given two Ctrl-Cs exits 130 at once too (its own exit
+    would wait at that barrier); its first Ctrl-C alone would stop both at the next step they compare the
+    flag at, every train.log_every steps: far away here."""
     data = [
         *demo_data(tmp_path, recordings_per_speaker=1, sentences_per_recording=2),
         "--config.train.num_steps=100000",
         "--config.train.save_every_steps=4",
+        "--config.train.log_every=50000",
     ]
     port = free_port()
     processes = [launch(tmp_path / "run", data, devices=1, extra_env=joining(port, rank)) for rank in (0, 1)]
@@ -158,8 +164,19 @@ def test_a_process_killed_mid_run_ends_the_others_at_once(tmp_path):
         while not (tmp_path / "run" / "checkpoints" / "4").is_dir():  # training is under way
             assert time.monotonic() < deadline and processes[1].poll() is None, output(processes[1])[-3000:]
             time.sleep(0.2)
-        processes[1].kill()
+        if how == "SIGKILL":
+            processes[1].kill()
+        else:
+            processes[1].send_signal(signal.SIGINT)
+            time.sleep(1.0)
+            processes[1].send_signal(signal.SIGINT)
         killed = time.monotonic()
+        if how != "SIGKILL":
+            processes[1].wait(timeout=30)
+            said = output(processes[1])
+            assert processes[1].returncode == 128 + signal.SIGINT, said[-3000:]
+            assert "Ctrl-C again stops at once" in said and "launch.py --mode train: interrupted" in said
+            assert time.monotonic() - killed < 20  # not the barrier's ~90 s
         processes[0].wait(timeout=60)
         said = output(processes[0])
         assert processes[0].returncode == 1, said[-3000:]
