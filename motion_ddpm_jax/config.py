@@ -335,13 +335,19 @@ def _field(config, dotted: str):
 
 def field_meant(name: str, known) -> str | None:
     """The field of `known` (dotted names) that `name`, which names none, probably means: one of the same
-    name but for case (`optim.LR`), else one whose last part is `name`'s in any case, else the closest
-    name (difflib); None where none is close."""
+    name but for case (`optim.LR`), else one of the same section whose last part is close to `name`'s
+    (`sample.num_steps` -> `sample.steps`, not train.num_steps: each section has its own step count),
+    else one whose last part is `name`'s in any case (`train.lr` -> `optim.lr`), else the closest name
+    (difflib); None where none is close."""
     known = list(known)
-    leaf = name.rpartition(".")[2].lower()
-    close = [k for k in known if k.lower() == name.lower()] or [
-        k for k in known if k.rpartition(".")[2].lower() == leaf
-    ]
+    section, _, leaf = name.lower().rpartition(".")
+    close = [k for k in known if k.lower() == name.lower()]
+    if not close and section:
+        in_section = {
+            k.rpartition(".")[2].lower(): k for k in known if k.rpartition(".")[0].lower() == section
+        }
+        close = [in_section[m] for m in difflib.get_close_matches(leaf, list(in_section), n=1)]
+    close = close or [k for k in known if k.rpartition(".")[2].lower() == leaf]
     close = close or difflib.get_close_matches(name, known, n=1)
     return close[0] if close else None
 

@@ -149,6 +149,26 @@ def test_an_ema_decay_of_one_and_a_run_of_no_steps_are_refused():
         validate(config)
 
 
+@pytest.mark.parametrize(
+    "name, meant",
+    [
+        ("sample.num_steps", "sample.steps"),  # had said train.num_steps: another section's count
+        ("diffusion.num_steps", "diffusion.steps"),
+        ("train.steps", "train.num_steps"),
+        ("train.lr", "optim.lr"),  # another section, the same last part
+        ("optm.lr", "optim.lr"),
+        ("optim.LR", "optim.lr"),
+        ("model.layers", "model.num_layers"),
+        ("train.batchsize", "train.batch_size"),
+        ("sample.n_samples", "sample.num_samples"),
+    ],
+)
+def test_the_field_meant_is_looked_for_in_its_own_section_first(name, meant):
+    from motion_ddpm_jax.config import field_meant, flatten
+
+    assert field_meant(name, flatten(base_config())) == meant
+
+
 @pytest.mark.parametrize("field", ["seed", "sample.seed"])
 def test_a_seed_jax_would_cut_to_32_bits_is_refused(field):
     """jax.random.key takes the low 32 bits of a seed while 64-bit numbers are off (JAX's default):
