@@ -1799,6 +1799,8 @@ def run(
         "step": int(loaded.step),
         "workdir": os.path.abspath(workdir),
         "data_root": os.path.abspath(dataset.root),
+        # "source": the data of the run whose weights a fine-tuned run started from (a forgetting check)
+        "data_trained_on": {"own": "this run's", "source": "init_from source's"}[matched],
         "split": config.eval.split,
         "split_seed": _split_seed(dataset),
         "num_clips": len(motions),

@@ -980,9 +980,9 @@ def test_run_refuses_a_checkpoint_that_trained_on_other_data(toy_dataset, tmp_pa
     assert "Evaluate without --config" in message and "--config.data.root" in message
     mean_here, std_here = float64_stats(toy_dataset.split("train").motions)
     mean_run, std_run = float64_stats(other.split("train").motions)
-    gap = float(re.search(r"mean by up to ([0-9.e+-]+)", message).group(1))
-    assert gap == pytest.approx(np.abs(mean_here - mean_run).max(), rel=5e-3)
-    percent = float(re.search(r"std by up to ([0-9.e+-]+)%", message).group(1))
+    gap = float(re.search(r"means by up to ([0-9.e+-]+) std", message).group(1))
+    assert gap == pytest.approx((np.abs(mean_here - mean_run) / std_run).max(), rel=5e-3)
+    percent = float(re.search(r"stds by up to ([0-9.e+-]+)%", message).group(1))
     assert percent == pytest.approx(100 * np.abs(std_here / std_run - 1).max(), rel=5e-2)
     assert [call[0] for call in fake.calls] == ["load_model"]  # nothing sampled
     assert not (tmp_path / "run").exists()

@@ -4,6 +4,7 @@ source's statistics and reads captions with its tokenizer, records where it star
 own data, and refuses a source that does not fit, naming train.init_from."""
 
 import hashlib
+import json
 import shutil
 import types
 
@@ -264,4 +265,5 @@ def test_eval_names_the_source_runs_clips_only_where_it_trained_on_other_data(tm
     evaluate.run(config, tmp_path / "other", log=lines.append)
     assert any("what the fine-tuned run kept of that data" in line for line in lines), lines
     assert not any(note in line for line in lines), lines
-    assert (tmp_path / "forgetting.json").is_file()
+    assert json.loads((tmp_path / "forgetting.json").read_text())["data_trained_on"] == "init_from source's"
+    assert json.loads((tmp_path / "other.json").read_text())["data_trained_on"] == "this run's"
