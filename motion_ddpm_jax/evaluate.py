@@ -229,6 +229,31 @@ def end_effectors(names: Sequence[str], parents) -> dict[str, np.ndarray]:
     return {"leaves": np.setdiff1d(np.arange(len(names)), parents[parents >= 0])}
 
 
+def effectors_note(names: Sequence[str], groups: dict[str, np.ndarray]) -> str | None:
+    """What `end_effectors` took as hands and feet, where it is not both groups: a skeleton of one's own
+    whose hands are named otherwise (e.g. `L_Palm`) had no `speed/hands_*` row, and nothing said why.
+    None where both groups were found by name (BEAT's skeleton, the HumanML3D and KIT-ML joints)."""
+    if set(groups) == {"hands", "feet"}:
+        return None
+
+    def listed(joints) -> str:
+        shown = [names[j] for j in joints[:8]]
+        return ", ".join(shown) + (f" and {len(joints) - 8} more" if len(joints) > 8 else "")
+
+    patterns = {"hands": HAND_NAMES.pattern.replace("|", "/"), "feet": FOOT_NAMES.pattern.replace("|", "/")}
+    if "leaves" in groups:
+        return (
+            f"speed: no joint name contains {patterns['hands']} (hands) or {patterns['feet']} (feet), so "
+            f"speed/leaves_* is the speed of the skeleton's {len(groups['leaves'])} leaf joints "
+            f"({listed(groups['leaves'])}); name a hand or foot joint so to have its own row"
+        )
+    found, missing = next(iter(groups)), ({"hands", "feet"} - set(groups)).pop()
+    return (
+        f"speed: {found} = the joints whose names contain {patterns[found]} ({listed(groups[found])}); no "
+        f"joint name contains {patterns[missing]}, so there is no speed/{missing}_* row"
+    )
+
+
 def effector_speed(positions, lengths, fps: float, joints) -> dict[str, float]:
     """Speed (units/s) of `joints` between consecutive valid frames: its mean and 95th percentile, pooled
     over clips, frames and joints. positions: [N, T, J, 3]."""
@@ -1164,6 +1189,8 @@ def prepare_comparison(
         tree, column = None, {}
     else:
         effectors = end_effectors(tree.names, tree.parents)
+        if note := effectors_note(tree.names, effectors):
+            notes.append(note)
         found = humanml3d.layout(representation, real.motion.shape[-1])
         if found is not None:
             bone_reference, counted = train_bones, len(train_motions)
@@ -1280,6 +1307,19 @@ def prepare_comparison(
                 f"{1 / len(classifier.classes):.3f}; naming the most frequent class of the compared clips "
                 f"scores {majority:.3f}){scored}"
             )
+            real_accuracy, chance = column["conditioning_accuracy"], 1 / len(classifier.classes)
+            if compared and real_accuracy < chance:
+                # Seen on one's own mocap: real 0.0, generated 1.0 (4 clips of a speaker the 20 training
+                # clips lack, one of them the only clip of its class): read as a model beating the data.
+                counts = collections.Counter(train_labels[i] for i in keep)
+                fewest = min(counts, key=lambda label: (counts[label], label))
+                class_notes.append(
+                    f"conditioning accuracy: the real clips score {real_accuracy:.3f}, below chance "
+                    f"({chance:.3f}): the classifier does not recognise this split's real motion (other "
+                    "recordings or performers than the training split's, or too few training clips per "
+                    f"class: {fewest!r} has {counts[fewest]}), so the generated column says how closely "
+                    "the samples resemble the training clips, not how well they follow their captions"
+                )
 
     real_latents, reference_windows = None, 0
     if encoder is not None:

@@ -184,6 +184,53 @@ def test_bone_error_leaves_out_zero_length_bones():
     assert list(result["per_bone"]) == ["b->c"] and result["mean"] == pytest.approx(1.0)
 
 
+def test_real_clips_the_classifier_does_not_recognise_are_said_to_score_below_chance():
+    """Real clips moving as another class's training clips do score 0 (by construction: 'a' trains on
+    motion along x, 'b' along y, and the real 'a' clips move along y); a generated 1.0 beside it had read
+    as a model better than the data. The note names the chance level and the class with fewest clips."""
+    skeleton = Skeleton(("root", "tip"), np.array([-1, 0]), np.array([[0, 0, 0], [0, 10, 0.0]], np.float32))
+    rng = np.random.default_rng(5)
+
+    def clip(axis, length):
+        t = np.arange(length) / FPS
+        positions = np.tile(rest_pose(skeleton), (length, 1, 1))
+        positions[:, 1, axis] += rng.uniform(4, 6) * np.sin(2 * np.pi * rng.uniform(0.8, 1.2) * t)
+        return positions
+
+    def features(positions):
+        f = positions - positions[:, :1]
+        f[1:, 0] = 0.0  # a still root: translation deltas of zero
+        return f.reshape(len(positions), -1).astype(np.float32)
+
+    train = [clip(0, 40) for _ in range(5)] + [clip(1, 40) for _ in range(2)]
+    labels = ["a"] * 5 + ["b"] * 2
+    real_clips = [clip(1, 40) for _ in range(3)]
+    motion, lengths = padded([features(c) for c in real_clips], garbage=0.0)
+    real = evaluate.Clips(motion, lengths, ("a", "a", "a"), np.stack(real_clips))
+    comparison = evaluate.prepare_comparison(
+        real, [features(c) for c in train], labels, skeleton=skeleton, representation="positions", fps=FPS
+    )
+    assert comparison.real_column["conditioning_accuracy"] == 0.0
+    said = [n for n in comparison.class_notes if "below chance" in n]
+    assert said == [
+        "conditioning accuracy: the real clips score 0.000, below chance (0.500): the classifier does not "
+        "recognise this split's real motion (other recordings or performers than the training split's, or "
+        "too few training clips per class: 'b' has 2), so the generated column says how closely the "
+        "samples resemble the training clips, not how well they follow their captions"
+    ]
+    recognised = evaluate.Clips(motion, lengths, ("b", "b", "b"), np.stack(real_clips))
+    comparison = evaluate.prepare_comparison(
+        recognised,
+        [features(c) for c in train],
+        labels,
+        skeleton=skeleton,
+        representation="positions",
+        fps=FPS,
+    )
+    assert comparison.real_column["conditioning_accuracy"] == 1.0
+    assert not [n for n in comparison.class_notes if "below chance" in n]
+
+
 # ------------------------------------------------------------------------------------------ end effectors
 def test_end_effectors_are_chosen_by_name_else_the_leaves():
     groups = evaluate.end_effectors(NAMES, PARENTS)
@@ -197,6 +244,42 @@ def test_end_effectors_are_chosen_by_name_else_the_leaves():
     assert "Head" not in hands | feet and "RightForeArm" not in hands
     leaves = evaluate.end_effectors(("root", "a", "b", "c"), (-1, 0, 1, 0))
     assert list(leaves) == ["leaves"] and leaves["leaves"].tolist() == [2, 3]
+
+
+def test_a_skeleton_without_hand_names_is_told_which_joints_its_speeds_take():
+    """A skeleton of one's own (`L_Palm`, not `LeftHand`) had no speed/hands row and no word of why."""
+    names = ("Pelvis", "Chest", "L_Palm", "R_Palm", "L_Ankle", "R_Ankle")
+    parents = np.array([-1, 0, 1, 1, 0, 0])
+    offsets = np.array([[0, 0, 0], [0, 30, 0], [50, 0, 0], [-50, 0, 0], [10, -80, 0], [-10, -80, 0.0]])
+    skeleton = Skeleton(names, parents, offsets.astype(np.float32))
+    rng = np.random.default_rng(3)
+    clips = []
+    for length in (40, 33, 37):  # rest pose plus a smooth wobble per joint
+        t = np.arange(length)[:, None, None] / FPS
+        clips.append(rest_pose(skeleton) + 5.0 * np.sin(2 * np.pi * rng.uniform(0.5, 2, (1, 6, 3)) * t))
+    features = []
+    for clip in clips:
+        f = clip - clip[:, :1]  # root-relative joints; the root slot: translation deltas (first: 0)
+        f[1:, 0] = np.diff(clip[:, 0], axis=0)
+        features.append(f.reshape(len(clip), -1).astype(np.float32))
+    motion, lengths = padded(features, garbage=0.0)
+    positions, _ = padded([c - c[:1, :1] for c in clips], garbage=0.0)
+    real = evaluate.Clips(motion.astype(np.float32), lengths, ("a", "b", "a"), positions)
+    comparison = evaluate.prepare_comparison(
+        real, features, ["a", "b", "a"], skeleton=skeleton, representation="positions", fps=FPS
+    )
+    column, notes = comparison.real_column, " ".join(comparison.head_notes)
+    assert "speed/hands_mean" not in column
+    assert "feet = the joints whose names contain foot/toe/ankle/heel (L_Ankle, R_Ankle)" in notes
+    assert "no speed/hands_* row" in notes and "hand/wrist/finger/thumb/pinky" in notes
+    # the feet row: float64 speeds of the two ankles over every frame pair, pooled
+    steps = [np.linalg.norm(np.diff(c[:, 4:6], axis=0), axis=-1).ravel() for c in clips]
+    speeds = np.concatenate(steps) * FPS
+    assert column["speed/feet_mean"] == pytest.approx(speeds.mean(), rel=1e-5)
+    assert evaluate.effectors_note(NAMES, evaluate.end_effectors(NAMES, PARENTS)) is None  # both found
+    plain = ("root", "a", "b", "c")
+    leaves = evaluate.effectors_note(plain, evaluate.end_effectors(plain, (-1, 0, 1, 0)))
+    assert "speed/leaves_* is the speed of the skeleton's 2 leaf joints (b, c)" in leaves
 
 
 def test_effector_speed_of_circular_motion():
