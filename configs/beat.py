@@ -3,10 +3,12 @@
 Prepare once: python launch.py --mode prepare --config configs/beat.py --config.data.raw_root=/path/to/beat
 """
 
-from motion_ddpm_jax.config import base_config
+from motion_ddpm_jax.config import base_config, sized
 
 
-def get_config():
+def get_config(size: str = ""):
+    """`--config configs/beat.py`: the original trainer's sizes. `--config configs/beat.py:small`: the demo's
+    small model (`config.small_model`), to check your recordings and the pipeline on a CPU first."""
     config = base_config()
     config.data.source = "beat"
     config.data.raw_root = "data/beat"
@@ -14,4 +16,4 @@ def get_config():
     config.data.representation = "positions"
     config.data.fps = 60.0
     config.data.max_motion_length = 360
-    return config
+    return sized(config, size, "configs/beat.py")

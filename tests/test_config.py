@@ -304,7 +304,7 @@ def test_the_motiondiffuse_layout_configs_read_their_data_as_motiondiffuse_does(
     assert not config.loss.use_geometric_loss  # no skeleton offsets come with the layout
 
 
-@pytest.mark.parametrize("name", ["humanml3d", "kit"])
+@pytest.mark.parametrize("name", ["humanml3d", "kit", "beat", "beat_rot"])
 def test_a_layout_config_at_small_size_is_the_demos_model_on_that_data(name):
     """`--config configs/<name>.py:small`: the data.* and loss.* of the file, the model, diffusion,
     optimizer and training of configs/demo.py (which trains on 2 CPU cores in minutes), x0 prediction
