@@ -843,7 +843,11 @@ def train_autoencoder(config, log=print) -> Path:
         "train_clips": len(motions),
     }
     save_autoencoder(directory, params, dataset.mean, dataset.std, settings, trained)
-    log(f"saved the FGD autoencoder to {directory} ({seconds:.1f}s, final MSE {trained['final_loss']:.4f})")
+    log(
+        f"saved the FGD autoencoder to {directory} ({seconds:.1f}s; reconstruction MSE "
+        f"{trained['final_loss']:.4f} over its last {tail} steps, {trained['initial_loss']:.4f} over its "
+        "first)"
+    )
     return directory
 
 

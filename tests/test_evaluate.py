@@ -532,6 +532,9 @@ def toy_autoencoder(toy_dataset, tmp_path_factory):
         "training the FGD autoencoder on 18 clips (28-frame windows, latent 8) for 150 steps, to be saved "
         f"in {directory} (eval.autoencoder_dir)"
     ]
+    # The last line's MSE is the mean over the last 5% of steps (7 of 150), not the last step's, and says so.
+    stored = json.loads((directory / "autoencoder.json").read_text())["trained"]
+    assert f"reconstruction MSE {stored['final_loss']:.4f} over its last 7 steps" in messages[-1], messages
     return config, directory
 
 
