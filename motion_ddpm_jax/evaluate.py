@@ -1575,6 +1575,9 @@ def check_same_statistics(loaded, dataset, config, workdir) -> str:
         return "own"
     if started and _same_statistics(mean_here, std_here, loaded.mean, loaded.std)[0]:
         return "source"
+    from motion_ddpm_jax.train import statistics_change
+
+    gaps = statistics_change(mean_gap, std_change, STATS_TOLERANCE)
     saved = metadata.get("config") if isinstance(metadata.get("config"), dict) else {}
     saved_data = saved.get("data") if isinstance(saved.get("data"), dict) else {}
     trained_root = metadata.get("data_root") or saved_data.get("root") or "(not recorded)"
@@ -1588,8 +1591,8 @@ def check_same_statistics(loaded, dataset, config, workdir) -> str:
     )
     raise EvaluationError(
         f"the checkpoint in {workdir} trained on other data than data.root={dataset.root} holds: that "
-        f"dataset's training-split statistics differ from the checkpoint's (means by up to "
-        f"{mean_gap:.3g} std, stds by up to {100 * std_change:.2g}%), so its "
+        f"dataset's training-split statistics differ from the checkpoint's ({gaps}), "
+        "so its "
         f"{config.eval.split} split may hold clips the checkpoint trained on. The checkpoint's run trained "
         f"on data.root={trained_root} with data.split_seed={trained_seed} and data.std_floor="
         f"{trained_floor}; here data.root={dataset.root}, data.split_seed={seed_here}, data.std_floor="

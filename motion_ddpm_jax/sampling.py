@@ -1111,6 +1111,19 @@ def rate_note(loaded: LoadedModel) -> str | None:
     )
 
 
+def short_length_note(loaded: LoadedModel, num_frames: int) -> str | None:
+    """A note where sample.num_frames is below the shortest clip the run trained on
+    (data.min_motion_length: HumanML3D's 40 frames): training left such clips out and windows longer ones
+    at data.max_motion_length, so the model never drew motion this short."""
+    shortest = int(loaded.config.data.get("min_motion_length", 1) or 1)
+    if int(num_frames) >= shortest:
+        return None
+    return (
+        f"note: sample.num_frames={int(num_frames)} is below the shortest clip the run trained on "
+        f"(data.min_motion_length={shortest} frames): the model never drew motion this short"
+    )
+
+
 def run(config, workdir: str | os.PathLike, log=print) -> dict[str, Any]:
     """`launch.py --mode sample`: sample `config.sample.*` from the checkpoint in `workdir`, write files.
 
@@ -1138,7 +1151,8 @@ def run(config, workdir: str | os.PathLike, log=print) -> dict[str, Any]:
         f"on {devices_for(len(captions) * s.num_samples, s.batch_size)} {jax.default_backend()} device(s)"
     )
     asked = sampler_settings(s)
-    for note in (spacing_note(loaded, asked), unread_settings_note(asked, loaded), rate_note(loaded)):
+    notes = (spacing_note(loaded, asked), unread_settings_note(asked, loaded), rate_note(loaded))
+    for note in (*notes, short_length_note(loaded, s.num_frames)):
         if note:
             log(note)
     unseen = [word for caption in captions for word in loaded.tokenizer.unseen_words(caption)]

@@ -587,10 +587,11 @@ def statistics_gap(mean, std, reference_mean, reference_std) -> tuple[float, flo
     return mean_shift, std_change
 
 
-def _statistics_change(mean_shift: float, std_change: float) -> str:
-    """What differs, in words: only the parts above check_same_data's tolerance."""
-    parts = [f"means by up to {mean_shift:.3g} std"] if mean_shift > 1e-4 else []
-    parts += [f"stds by up to {100 * std_change:.3g}%"] if std_change > 1e-4 else []
+def statistics_change(mean_shift: float, std_change: float, tolerance: float = 1e-4) -> str:
+    """What differs, in words (`statistics_gap`'s two numbers): only the parts above `tolerance`
+    (check_same_data's; eval's check has its own), three significant digits ('stds by up to 772%')."""
+    parts = [f"means by up to {mean_shift:.3g} std"] if mean_shift > tolerance else []
+    parts += [f"stds by up to {100 * std_change:.3g}%"] if std_change > tolerance else []
     return ", ".join(parts)
 
 
@@ -611,12 +612,23 @@ def check_same_data(saved: dict[str, Any], dataset, workdir: Path) -> None:
         clips = (
             "" if counts is None else f" (train clips: {counts} then, {len(dataset.split('train').ids)} now)"
         )
+        started = saved.get("init_from") or {}
+        if started:  # it normalises with its source's statistics whatever it reads: the data differ
+            why = (
+                f"the training-split statistics of the data it fine-tuned on differ "
+                f"({statistics_change(mean_shift, std_change)}; it normalises with the statistics of "
+                f"{started.get('workdir')}, the run it started from, whatever data it reads), and resuming "
+                "would go on fine-tuning on other data"
+            )
+        else:
+            why = (
+                f"its normalisation statistics differ ({statistics_change(mean_shift, std_change)}), and "
+                "resuming would go on training the parameters under other statistics"
+            )
         raise checkpoint.CheckpointError(
             f"{workdir} holds checkpoints of a run trained on other data than the dataset at {dataset.root}"
-            f"{clips}: its normalisation statistics differ ({_statistics_change(mean_shift, std_change)}), "
-            "and resuming would go on training the parameters under other "
-            "statistics. Point data.root (and data.raw_root) at the data the run trained on, or use a new "
-            "--workdir"
+            f"{clips}: {why}. Point data.root (and data.raw_root) at the data the run trained on, or use a "
+            "new --workdir"
         )
 
 
@@ -753,7 +765,7 @@ def load_init_from(config, dataset, captions, workdir: Path, log=print) -> InitF
     if mean_shift > 1e-4 or std_change > 1e-4:
         notes.append(
             f"the dataset's normalisation statistics differ from the source run's "
-            f"({_statistics_change(mean_shift, std_change)}): this run normalises with the source's, "
+            f"({statistics_change(mean_shift, std_change)}): this run normalises with the source's, "
             "which its weights were trained under (sampling and eval read them from the checkpoints)"
         )
     if not math.isclose(loaded.fps, dataset.fps, rel_tol=1e-3):

@@ -1440,3 +1440,24 @@ def test_the_train_split_reference_leaves_out_sub_clips_and_mirrors_of_the_evalu
     assert evaluate.related_clips(ids, [5]).tolist() == [5]  # no 000003 here: an id of its own
     windows = ["1_ada_0_1_1_000", "1_ada_0_1_1_001"]  # the prepared layout: each clip for itself
     assert evaluate.related_clips(windows, [1]).tolist() == [1]
+
+
+def test_the_refusal_of_other_data_writes_its_gaps_in_plain_percent_and_names_only_what_differs(tmp_path):
+    """Stds 8.716 times the run's (float64: 100 * (8.716 - 1) = 771.6%) were written '7.7e+02%'; means equal
+    to the run's were written 'means by up to 0 std'."""
+    run_mean, run_std = np.array([0.5, -1.0, 2.0]), np.array([1.0, 0.25, 2.0])
+    loaded = types.SimpleNamespace(mean=run_mean, std=run_std, metadata={})
+    config = types.SimpleNamespace(
+        data=types.SimpleNamespace(split_seed=0, std_floor=1e-6), eval=types.SimpleNamespace(split="val")
+    )
+
+    def refusal(mean, std):
+        here = types.SimpleNamespace(root=tmp_path / "other", mean=mean, std=std, info={})
+        with pytest.raises(evaluate.EvaluationError) as refused:
+            evaluate.check_same_statistics(loaded, here, config, tmp_path / "run")
+        return str(refused.value)
+
+    said = refusal(run_mean, run_std * np.array([1.0, 8.716, 1.0]))
+    assert "(stds by up to 772%)" in said and "means by up to" not in said
+    said = refusal(run_mean + np.array([0.0, 0.75, 0.0]), run_std)  # 0.75 / 0.25 = 3 std
+    assert "(means by up to 3 std)" in said and "stds by up to" not in said

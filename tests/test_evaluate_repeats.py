@@ -22,7 +22,8 @@ STEP = 5
 SEED = 5  # sample.seed: the repeats sample with seeds 5, 6, 7
 # The keys of a report before eval.repeats (and of every report of one repeat): nothing added or changed.
 SINGLE_RUN_KEYS = [
-    *("step", "workdir", "data_root", "split", "split_seed", "num_clips", "clips", "fps", "position_unit"),
+    *("step", "workdir", "data_root", "data_trained_on", "split", "split_seed", "num_clips", "clips"),
+    *("fps", "position_unit"),
     *("units", "metrics", "notes", "sample", "diffusion_steps", "eval", "fgd_autoencoder", "versions"),
     *("device", "software", "created_utc", "sample_seconds"),
 ]

@@ -1391,3 +1391,18 @@ def test_a_run_that_read_a_humanml3d_layout_at_another_rate_warns_when_it_sample
         ("humanml3d", 12, 7.0),
     ):
         assert sampling.rate_note(loaded(*args)) is None, args
+
+
+def test_a_length_below_the_runs_shortest_training_clip_is_noted():
+    """HumanML3D's runs train on clips of 40 frames or more (data.min_motion_length); sampling 10 frames
+    said nothing of it. At or above the limit, or for a run without one (1), there is no note."""
+    import ml_collections
+
+    def loaded(shortest):
+        data = ml_collections.ConfigDict({"min_motion_length": shortest})
+        return types.SimpleNamespace(config=ml_collections.ConfigDict({"data": data}))
+
+    note = sampling.short_length_note(loaded(40), 10)
+    assert "sample.num_frames=10" in note and "data.min_motion_length=40" in note
+    assert sampling.short_length_note(loaded(40), 40) is None
+    assert sampling.short_length_note(loaded(1), 1) is None

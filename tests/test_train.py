@@ -331,6 +331,35 @@ def test_resuming_on_other_statistics_names_only_what_differs(tmp_path):
     train.check_same_data(saved, dataset(mean + 1e-6, std * (1 + 1e-6)), tmp_path)
 
 
+def test_resuming_a_fine_tuned_run_on_other_data_does_not_blame_its_normalisation(tmp_path):
+    """A run started from another's weights normalises with the source's statistics whatever data it reads;
+    resumed on other data (here the source's own, whose statistics are exactly those it normalises with),
+    the refusal said its "normalisation statistics differ" and that it would train "under other
+    statistics", neither of which holds: it names the data it fine-tuned on instead, measured against them
+    (float64 numpy: |1 - 3| / 0.5 = 4 std)."""
+    from types import SimpleNamespace
+
+    from motion_ddpm_jax import checkpoint
+
+    source_mean, source_std = np.array([1.0, 2.0]), np.array([1.0, 1.0])
+    own_mean, own_std = np.array([3.0, 2.0]), np.array([0.5, 1.0])
+    saved = {
+        "mean": source_mean.tolist(),
+        "std": source_std.tolist(),
+        "init_from": {
+            "workdir": "/runs/source",
+            "data_statistics": {"mean": own_mean.tolist(), "std": own_std.tolist()},
+        },
+    }
+    on_source_data = SimpleNamespace(root=tmp_path / "source_data", mean=source_mean, std=source_std)
+    with pytest.raises(checkpoint.CheckpointError) as refused:
+        train.check_same_data(saved, on_source_data, tmp_path)
+    said = str(refused.value)
+    assert "data it fine-tuned on differ (means by up to 4 std, stds by up to 100%" in said
+    assert "/runs/source" in said and "under other statistics" not in said
+    train.check_same_data(saved, SimpleNamespace(root=tmp_path / "own", mean=own_mean, std=own_std), tmp_path)
+
+
 def test_a_workdir_of_another_config_names_every_differing_field_or_how_many_more(tmp_path):
     """The refusal listed the first 8 differing fields and dropped the rest without a word."""
     from motion_ddpm_jax.config import base_config
