@@ -43,6 +43,7 @@ import math
 import os
 import re
 import time
+import zipfile
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
@@ -733,7 +734,11 @@ def _read_settings(directory: Path) -> dict[str, Any]:
         record = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
         raise EvaluationError(f"{path}: not valid JSON ({error})") from None
-    if record.get("settings", {}).get("format") != AUTOENCODER_FORMAT:
+    if not isinstance(record, dict) or not isinstance(record.get("settings"), dict):
+        raise EvaluationError(
+            f"{path}: expected a JSON object with a 'settings' object, as --mode train_autoencoder writes"
+        )
+    if record["settings"].get("format") != AUTOENCODER_FORMAT:
         raise EvaluationError(f"{path}: format is not {AUTOENCODER_FORMAT!r}")
     return record
 
@@ -771,10 +776,23 @@ def load_autoencoder(directory) -> FgdEncoder:
     and the sha256 of the very bytes of autoencoder.npz its weights were read from (`weights_sha256`)."""
     directory = Path(directory)
     record = _read_settings(directory)
-    weights = (directory / "autoencoder.npz").read_bytes()
-    with np.load(io.BytesIO(weights), allow_pickle=False) as data:
-        flat = {key[len("params/") :]: data[key] for key in data.files if key.startswith("params/")}
-        mean, std = data["mean"], data["std"]
+    path = directory / "autoencoder.npz"
+    redo = (
+        "train the autoencoder again into a new folder (--mode train_autoencoder with "
+        "--config.eval.autoencoder_dir=<new folder>), or copy the whole folder it was saved in"
+    )
+    if not path.is_file():
+        raise EvaluationError(f"{path}: missing (autoencoder.json is there without its weights); {redo}")
+    weights = path.read_bytes()
+    try:  # a damaged or foreign file had said "pickled (object) data", or a bare KeyError
+        with np.load(io.BytesIO(weights), allow_pickle=False) as data:
+            flat = {key[len("params/") :]: data[key] for key in data.files if key.startswith("params/")}
+            mean, std = data["mean"], data["std"]
+    except (ValueError, KeyError, EOFError, OSError, zipfile.BadZipFile) as error:
+        raise EvaluationError(
+            f"{path}: not the weights --mode train_autoencoder writes (an .npz of params/*, mean and std): "
+            f"{error}; {redo}"
+        ) from None
     trained = record.get("trained")
     return FgdEncoder(
         _unflatten(flat),
@@ -1264,6 +1282,18 @@ def prepare_comparison(
             f"the real column of frechet/features and fgd reuses training clips: {len(pool)} training clips"
             f"{outside} stand in for {len(reference)} real clips"
         )
+    if labels and len(pool):
+        # matched_reference takes a clip of any class where none of the real clip's is left (or it has
+        # none): the note above says "of its real clip's class", so say where that did not hold.
+        paired = zip(reference, real_labels, strict=True)
+        other = sum(label is None or train_labels[i] != label for i, label in paired)
+        if other:
+            notes.append(
+                f"the real column of frechet/features and fgd: for {other} of the {len(reference)} real "
+                f"clips no unused training clip of their class was left{outside} (or the caption names "
+                "no class), so a training clip of another class stands in for it: that real column "
+                "compares another mix of classes than the generated one"
+            )
 
     class_notes: list[str] = []
     classifier = None
@@ -1515,8 +1545,18 @@ def _fgd_encoder(config, dataset) -> tuple[FgdEncoder | None, list[str]]:
             + ")"
         ]
     encoder = load_autoencoder(directory)
-    if encoder.settings.get("dataset_fingerprint") != dataset_fingerprint(dataset):
-        return None, [f"FGD skipped: the autoencoder in {directory} was trained on another dataset"]
+    here = dataset_fingerprint(dataset)
+    if encoder.settings.get("dataset_fingerprint") != here:
+        # (the fingerprint hashes dataset.json and the statistics: another preparation of the same
+        # recordings, elsewhere, differs too; the note says which data and what to do)
+        return None, [
+            f"FGD skipped: the autoencoder in {directory} was trained on other data (data.root="
+            f"{encoder.trained.get('dataset_root') or '(not recorded)'}, dataset fingerprint "
+            f"{encoder.settings.get('dataset_fingerprint')}) than data.root={dataset.root} (fingerprint "
+            f"{here}: its dataset.json or mean/std differ); train one for this data with `python launch.py "
+            "--mode train_autoencoder` and --config.eval.autoencoder_dir=<a new folder>, then evaluate "
+            "with that eval.autoencoder_dir"
+        ]
     return encoder, []
 
 

@@ -242,6 +242,9 @@ def test_end_effectors_are_chosen_by_name_else_the_leaves():
     assert {"RightHand", "LeftHand", "RightHandIndex4_Nub", "LeftHandThumb1"} <= hands
     assert {"RightFoot", "LeftToeBase"} <= feet and not hands & feet
     assert "Head" not in hands | feet and "RightForeArm" not in hands
+    # README: for BEAT and the demo, 58 of the 88 joints are hands (hands, fingers, end sites), 10 feet
+    assert (len(beat.names), len(hands), len(feet)) == (88, 58, 10)
+    assert all(name.startswith(("RightHand", "LeftHand")) for name in hands)
     leaves = evaluate.end_effectors(("root", "a", "b", "c"), (-1, 0, 1, 0))
     assert list(leaves) == ["leaves"] and leaves["leaves"].tolist() == [2, 3]
 
@@ -601,6 +604,67 @@ def test_autoencoder_saves_and_reloads_to_the_same_encodings(toy_autoencoder, to
         evaluate.save_autoencoder(copy, encoder.params, encoder.mean, encoder.std, encoder.settings, {})
 
 
+def small_autoencoder_folder(directory, fingerprint="f" * 16, dataset_root="/elsewhere/data"):
+    """An FGD autoencoder folder as save_autoencoder writes it: untrained weights of a tiny model."""
+    model = evaluate.MotionAutoencoder(3, 8, 4)
+    settings = {"format": evaluate.AUTOENCODER_FORMAT, "feature_size": 3, "window": 8, "hidden": 8}
+    settings |= {"latent": 4, "dataset_fingerprint": fingerprint}
+    params = evaluate.init_autoencoder(model, 8, 0)
+    trained = {"dataset_root": dataset_root, "final_loss": 0.5}
+    return evaluate.save_autoencoder(directory, params, np.zeros(3), np.ones(3), settings, trained)
+
+
+@pytest.mark.parametrize(
+    ("damage", "said"),
+    [
+        ("no weights", r"autoencoder.npz: missing \(autoencoder.json is there without its weights\)"),
+        ("garbage weights", r"autoencoder.npz: not the weights --mode train_autoencoder writes"),
+        ("empty weights", r"autoencoder.npz: not the weights --mode train_autoencoder writes"),
+        ("no mean", r"autoencoder.npz: not the weights --mode train_autoencoder writes"),
+        ("json list", r"autoencoder.json: expected a JSON object with a 'settings' object"),
+    ],
+)
+def test_a_damaged_autoencoder_folder_is_named_with_what_to_do(tmp_path, damage, said):
+    """A folder cut short or overwritten had failed with a bare FileNotFoundError, numpy's 'contains
+    pickled (object) data', a KeyError or an AttributeError: now an EvaluationError naming the file,
+    what it should hold and how to get a good one."""
+    folder = small_autoencoder_folder(tmp_path / "fgd")
+    weights = folder / "autoencoder.npz"
+    if damage == "no weights":
+        weights.unlink()
+    elif damage == "garbage weights":
+        weights.write_bytes(b"not an npz at all")
+    elif damage == "empty weights":
+        weights.write_bytes(b"")
+    elif damage == "no mean":
+        np.savez(weights, std=np.ones(3))
+    else:
+        (folder / "autoencoder.json").write_text("[1, 2]")
+    with pytest.raises(evaluate.EvaluationError, match=said) as refused:
+        evaluate.load_autoencoder(folder)
+    assert str(folder) in str(refused.value)
+    if damage != "json list":
+        assert "--config.eval.autoencoder_dir=<new folder>" in str(refused.value)
+
+
+def test_fgd_of_an_autoencoder_of_other_data_is_skipped_naming_both_and_what_to_do(tmp_path):
+    folder = small_autoencoder_folder(tmp_path / "fgd")
+    dataset = types.SimpleNamespace(
+        info={"fps": 30.0}, mean=np.zeros(3), std=np.ones(3), root=tmp_path / "data"
+    )
+    config = base_config()
+    config.eval.autoencoder_dir = str(folder)
+    encoder, notes = evaluate._fgd_encoder(config, dataset)
+    assert encoder is None and len(notes) == 1
+    assert notes[0].startswith(f"FGD skipped: the autoencoder in {folder} was trained on other data")
+    assert "data.root=/elsewhere/data" in notes[0] and f"than data.root={tmp_path / 'data'}" in notes[0]
+    assert "--config.eval.autoencoder_dir=<a new folder>" in notes[0]
+    here = evaluate.dataset_fingerprint(dataset)  # an autoencoder of this very data: used, no note
+    config.eval.autoencoder_dir = str(small_autoencoder_folder(tmp_path / "fgd_same", fingerprint=here))
+    encoder, notes = evaluate._fgd_encoder(config, dataset)
+    assert notes == [] and encoder.settings["dataset_fingerprint"] == here
+
+
 def test_fgd_of_real_against_itself_is_zero_and_grows_with_a_shift(toy_autoencoder, toy_dataset):
     encoder = evaluate.load_autoencoder(toy_autoencoder[1])
     real = evaluate.motion_windows(toy_dataset.split("train").motions, 28)
@@ -760,6 +824,25 @@ def test_the_real_columns_reference_clips_match_each_real_clips_class_then_lengt
     # 50 wave: 48 and 52 tie -> 0; 60 clap: 59 -> 4; 55 wave: 52 -> 2; 56 wave: none left -> 61 (bow) -> 3;
     # 65 no class: 70 -> 1; then all are used: 40 shrug -> 48 -> 0; 66 bow: 61 -> 3.
     assert picks.tolist() == [0, 4, 2, 3, 1, 0, 3]
+
+
+def test_a_real_column_reference_of_another_class_is_noted():
+    """Three real 'wave' clips and one training 'wave' clip: matched_reference takes it for the first and
+    'nod' clips for the other two (worked by hand), so the note that the reference shares each real clip's
+    class does not hold for 2 of 3, and a note says so; with a 'wave' clip for each, no such note."""
+    rng = np.random.default_rng(0)
+    real_motion, lengths = evaluate._pad([rng.normal(size=(40, 6)).astype(np.float32) for _ in range(3)])
+    real = evaluate.Clips(real_motion, lengths, ("wave a", "wave b", "wave c"), None)
+    train = [rng.normal(size=(40, 6)).astype(np.float32) for _ in range(6)]
+    common = dict(skeleton=None, representation="positions", fps=FPS)
+    for captions, expected in (
+        (["so wave"] + ["so nod"] * 5, "for 2 of the 3 real clips no unused training clip of their class"),
+        (["so wave"] * 3 + ["so nod"] * 3, None),
+    ):
+        notes = evaluate.prepare_comparison(real, train, captions, **common).head_notes
+        other = [n for n in notes if "another class stands in" in n]
+        assert len(other) == (expected is not None), notes
+        assert expected is None or expected in other[0]
 
 
 def test_the_real_column_compares_like_with_like(toy_dataset, tmp_path, monkeypatch):
