@@ -1805,6 +1805,15 @@ def run(
     )
     train = dataset.split("train")
     encoder, notes = _fgd_encoder(config, dataset)
+    other_rate = humanml3d.other_rate(dataset.representation, dataset.feature_size, float(dataset.fps))
+    if other_rate is not None:  # (a load-time warning alone had not reached the report)
+        found, _ = other_rate
+        notes.append(
+            f"the data were read at data.fps={float(dataset.fps):g}, but {found.dataset}-layout features "
+            f"are {found.fps:g} fps motion: every per-second metric (speeds, jitter) is scaled by "
+            f"{float(dataset.fps) / found.fps:g}, its square or its cube, in both columns, unless the clips "
+            "were resampled to that rate"
+        )
     pool = None
     if config.eval.split == "train":  # the real column's reference: training clips other than these
         pool = np.setdiff1d(np.arange(len(train)), related_clips(train.ids, indices))

@@ -368,6 +368,33 @@ def test_eval_reports_the_known_motion_of_real_and_generated_clips(
     )
 
 
+@pytest.mark.filterwarnings("ignore:.*are KIT-ML's layout, whose motions are 12.5 fps")  # (expected)
+def test_kit_ml_read_at_another_rate_is_noted_in_the_report(kit_dataset, tmp_path, monkeypatch):
+    """KIT-ML's 12.5 fps features read at 20 fps: every per-second metric is 1.6x (speeds), 1.6^2 (accel-
+    eration) too large, which only a load-time warning had said; the report's notes say it, and the
+    speeds are those at 12.5 fps times 1.6 (the same frames, another rate)."""
+    from motion_ddpm_jax.data import motion_text
+
+    records = {}
+    for fps in (KIT_KIND.fps, 20.0):
+        data = motion_text.open_dataset(kit_dataset.root, fps=fps, std_floor=1e-6)
+        config = humanml3d_config(data, tmp_path / str(fps))
+        config.eval.output = str(tmp_path / f"kit_{fps}.json")
+        install(monkeypatch, FakeHumanML3DSampling(data, kind=KIT_KIND))
+        records[fps] = evaluate.run(config, tmp_path / "run", log=lambda _: None)
+    slow, fast = records[KIT_KIND.fps], records[20.0]
+    said = [n for n in fast["notes"] if "every per-second metric" in n]
+    assert len(said) == 1 and "data.fps=20, but KIT-ML-layout features are 12.5 fps" in said[0]
+    assert "scaled by 1.6" in said[0]
+    assert not [n for n in slow["notes"] if "every per-second metric" in n]
+    for side in ("real", "generated"):
+        speed = fast["metrics"]["speed/hands_mean"][side] / slow["metrics"]["speed/hands_mean"][side]
+        acceleration = (
+            fast["metrics"]["jitter/acceleration"][side] / slow["metrics"]["jitter/acceleration"][side]
+        )
+        assert speed == pytest.approx(1.6, rel=1e-5) and acceleration == pytest.approx(2.56, rel=1e-5)
+
+
 def test_an_evaluated_training_clip_is_left_out_of_the_bone_reference(humanml3d_dataset):
     """eval.split=train: the Fréchet distances' pool leaves the evaluated clips out, and so now does the
     bone reference (the training clips' mean bone lengths), as the real column is not to be measured
