@@ -190,7 +190,8 @@ def bone_length_error(positions, lengths, skeleton: Skeleton | JointTree, refere
 
     reference: [B] lengths in `frame_bone_lengths` order; default the skeleton's offsets (`bone_lengths()`;
     a JointTree has none: pass the data's, e.g. `mean_bone_lengths` of real clips).
-    Bones whose reference length is ~0 (below 1e-6 of the longest) have no relative error and are left out.
+    Bones whose reference length is ~0 (below 1e-6 of the longest) have no relative error and are left out
+    (all of them, NaN: a reference of zero lengths).
     Returns mean (over bones), worst (the largest), worst_bone ('Parent->Child') and per_bone {name: error}.
     """
     p, lengths = _batch(positions, lengths)
@@ -203,7 +204,7 @@ def bone_length_error(positions, lengths, skeleton: Skeleton | JointTree, refere
     kept = reference > 1e-6 * reference.max()
     deviation = np.abs(frame_bone_lengths(p, skeleton)[..., kept] / reference[kept] - 1.0)
     mask = _valid(lengths, p.shape[1], 0)
-    if not mask.any():
+    if not mask.any() or not kept.any():  # no frame, or no bone of any length (every offset 0)
         return {"mean": float("nan"), "worst": float("nan"), "worst_bone": None, "per_bone": {}}
     per_bone = deviation[mask].mean(axis=0)
     kept_names = [name for name, keep in zip(names, kept, strict=True) if keep]

@@ -182,6 +182,10 @@ def test_bone_error_leaves_out_zero_length_bones():
     positions, lengths = padded([np.tile(rest_pose(skeleton), (3, 1, 1)) * 2.0])
     result = evaluate.bone_length_error(positions, lengths, skeleton)
     assert list(result["per_bone"]) == ["b->c"] and result["mean"] == pytest.approx(1.0)
+    # Every bone of zero length (a skeleton of zero offsets): no bone to measure, NaN (it had raised
+    # numpy's "attempt to get argmax of an empty sequence").
+    result = evaluate.bone_length_error(positions, lengths, skeleton, reference=np.zeros(2))
+    assert np.isnan(result["mean"]) and result["worst_bone"] is None and result["per_bone"] == {}
 
 
 def test_real_clips_the_classifier_does_not_recognise_are_said_to_score_below_chance():
