@@ -1089,10 +1089,18 @@ def _unseen_note(loaded: LoadedModel) -> str:
     if not loaded.tokenizer.byte_fallback:
         return "the model reads each as <unk>"
     spelled = loaded.config.data.get("spell_prob")  # None: a run from before data.spell_prob
+    # A run fine-tuned from another's weights reads with the source's vocabulary: every word of its own
+    # captions that the source never saw was spelled so too, each time.
+    fine_tuned = isinstance((getattr(loaded, "metadata", None) or {}).get("init_from"), dict)
+    own = "every word of its fine-tuning captions that the vocabulary of the run it started from lacks"
     if spelled:
+        also = f" (and {own})" if fine_tuned else ""
         return (
-            f"the model reads them spelled in bytes, as training gave it {spelled:.0%} of its caption words"
+            f"the model reads them spelled in bytes, as training gave it {spelled:.0%} of its caption "
+            f"words{also}"
         )
+    if fine_tuned:
+        return f"the model reads them spelled in bytes, as training gave it {own}"
     return "the model reads them spelled in bytes, which its training never showed it (data.spell_prob 0)"
 
 

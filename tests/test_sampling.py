@@ -1217,6 +1217,25 @@ def test_run_names_the_words_no_training_caption_held(workdirs, loaded, tmp_path
     assert not [m for m in messages if "no training caption" in m]
 
 
+def test_a_fine_tuned_runs_unseen_word_note_says_its_own_captions_were_spelled_too():
+    """A run fine-tuned from another's weights reads with the source's vocabulary: its own captions' words
+    that the source lacked were spelled in bytes every time (helper 102's run: 100% of 'jumps'), which
+    the note's '5% of its caption words' had left out."""
+    import ml_collections
+
+    def loaded(spell_prob, init_from):
+        config = ml_collections.ConfigDict({"data": {"spell_prob": spell_prob}})
+        metadata = {"init_from": {"workdir": "runs/source"}} if init_from else {}
+        tokenizer = types.SimpleNamespace(byte_fallback=True)
+        return types.SimpleNamespace(config=config, metadata=metadata, tokenizer=tokenizer)
+
+    own = "every word of its fine-tuning captions that the vocabulary of the run it started from lacks"
+    assert sampling._unseen_note(loaded(0.05, False)).endswith("as training gave it 5% of its caption words")
+    assert sampling._unseen_note(loaded(0.05, True)).endswith(f"5% of its caption words (and {own})")
+    assert sampling._unseen_note(loaded(0.0, True)).endswith(f"as training gave it {own}")
+    assert "never showed it" in sampling._unseen_note(loaded(0.0, False))
+
+
 def test_a_relative_workdir_samples_into_its_folder_without_a_false_already_holds_files(
     workdirs, tmp_path, monkeypatch
 ):
