@@ -500,3 +500,35 @@ def test_the_first_rows_steps_per_second_leaves_out_the_first_run_of_the_step(tm
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [2, 4, 6]
     assert all(r["steps_per_s"] > 2.0 for r in rows), rows
+
+
+def test_a_log_row_holds_the_means_of_its_steps_and_leaves_out_skipped_ones(tmp_path, monkeypatch):
+    """Each row's loss terms and grad_norm are the means (float64, here) of the per-step values of the steps
+    since the row before, as a run logging every step gives them (the same steps: log_every changes no
+    training); a step skipped for non-finite gradients (a NaN batch) is left out of its row's means and
+    counted in skipped_steps; lr is the row's step's own. The last row may hold fewer steps (7: 3 + 3 + 1)."""
+    from motion_ddpm_jax.data import pipeline
+
+    real_batch = pipeline.BatchSource.batch
+
+    def batch(self, step):
+        out = real_batch(self, step)
+        return {**out, "motion": np.full_like(out["motion"], np.nan)} if step == 4 else out
+
+    monkeypatch.setattr(pipeline.BatchSource, "batch", batch)
+    rows = {}
+    for every in (1, 3):
+        config = tiny_run_config(tmp_path / str(every), num_steps=7, log_every=every, save_every_steps=0)
+        train.run(config, tmp_path / str(every) / "run", log=lambda *_: None)
+        lines = (tmp_path / str(every) / "run" / "metrics.jsonl").read_text().splitlines()
+        rows[every] = [json.loads(line) for line in lines]
+    single, windows = rows[1], rows[3]
+    assert [r["step"] for r in single] == list(range(1, 8)) and [r["step"] for r in windows] == [3, 6, 7]
+    assert single[4]["loss"] is None and single[4]["skipped_steps"] == 1.0  # step 5 ran batch 4
+    names = [k for k in single[0] if k.startswith("loss")] + ["grad_norm"]
+    for row, steps in zip(windows, ([1, 2, 3], [4, 5, 6], [7]), strict=True):
+        for name in names:
+            values = [single[s - 1][name] for s in steps if single[s - 1][name] is not None]
+            assert row[name] == pytest.approx(float(np.mean(np.asarray(values, np.float64))), rel=1e-6), name
+        assert row["lr"] == single[steps[-1] - 1]["lr"]
+        assert row["skipped_steps"] == single[steps[-1] - 1]["skipped_steps"]
