@@ -1217,6 +1217,22 @@ def test_run_names_the_words_no_training_caption_held(workdirs, loaded, tmp_path
     assert not [m for m in messages if "no training caption" in m]
 
 
+def test_a_length_past_the_models_window_is_refused_before_anything_is_said_or_written(
+    workdirs, loaded, tmp_path
+):
+    """sample.num_frames above the run's data.max_motion_length had been refused only after the
+    'sampling ...' line and the notes were printed, as if sampling had begun."""
+    messages = []
+    too_long = int(loaded.max_motion_length) + 1
+    with pytest.raises(sampling.SampleError, match=rf"must be in \[1, {too_long - 1}\].*got {too_long}"):
+        sampling.run(
+            run_config(num_frames=too_long, output_dir=str(tmp_path / "out")),
+            workdirs["positions"],
+            log=messages.append,
+        )
+    assert messages == [] and not (tmp_path / "out").exists()
+
+
 def test_a_fine_tuned_runs_unseen_word_note_says_its_own_captions_were_spelled_too():
     """A run fine-tuned from another's weights reads with the source's vocabulary: its own captions' words
     that the source lacked were spelled in bytes every time (helper 102's run: 100% of 'jumps'), which
