@@ -304,9 +304,7 @@ def window_record(window: list[dict[str, Any]]) -> dict[str, list[float | None]]
     float32 values, the same float64 mean). Non-finite values (left out of the means) as None."""
     rows = [first_replica(metrics) for metrics in jax.device_get(window)]
     names = [name for name in (rows[0] if rows else {}) if name not in ("skipped", "nonfinite_total", "lr")]
-    return {
-        name: [float(row[name]) if np.isfinite(row[name]) else None for row in rows] for name in names
-    }
+    return {name: [float(row[name]) if np.isfinite(row[name]) else None for row in rows] for name in names}
 
 
 def restored_window(saved: dict[str, Any] | None) -> list[dict[str, np.ndarray]]:
