@@ -149,6 +149,9 @@ def base_config() -> ml_collections.ConfigDict:
     config.sample.render = True  # write an animation of the samples, samples.<render_format>
     # gif | mp4 (mp4 needs ffmpeg: on the PATH, or the bundled one of `pip install imageio-ffmpeg`)
     config.sample.render_format = "gif"
+    # the animation's camera: auto = one cube of the world, or following each figure where a sample travels
+    # so far that the cube would draw it at 2/3 of its size or less; fixed; follow (render.animate_skeletons)
+    config.sample.camera = "auto"
     config.sample.write_bvh = True  # write .bvh files where the representation has rotations
 
     config.eval = ml_collections.ConfigDict()  # launch.py --mode eval: generated vs real motion
@@ -188,6 +191,7 @@ CHOICES = {
     "sample.sampler": ("ddpm", "ddim", "dpmpp_2m"),
     "sample.ddim_spacing": ("leading", "trailing"),
     "sample.render_format": ("gif", "mp4"),
+    "sample.camera": ("auto", "fixed", "follow"),
     "eval.split": ("train", "val", "test"),
     "distributed.enabled": ("auto", "true", "false"),
 }

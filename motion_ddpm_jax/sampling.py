@@ -1254,6 +1254,7 @@ def _sample_into(
                     titles=panel_titles(result["captions"], int(s.num_samples)),
                     log=log,  # (title characters no installed font has: one line)
                     mirrored=humanml3d.is_mirrored(loaded.representation, loaded.model.input_feats),
+                    camera=str(s.get("camera", "auto")),
                 )
                 files.append(Path(path).name)
                 written.append(Path(path))

@@ -1150,7 +1150,14 @@ class ProgressRenderer:
             parents = sampling.joint_parents(loaded)
             mirrored = humanml3d.is_mirrored(loaded.representation, loaded.model.input_feats)  # KIT-ML
             render.animate_skeletons(
-                positions, parents, gif, fps=loaded.fps, titles=titles, log=self._log_once, mirrored=mirrored
+                positions,
+                parents,
+                gif,
+                fps=loaded.fps,
+                titles=titles,
+                log=self._log_once,
+                mirrored=mirrored,
+                camera=str(sample.get("camera", "auto")),
             )
             self._say_size(step, loaded, out)  # after the picture: nothing here may cost it
         except Exception as error:  # noqa: BLE001 -- a picture must never cost a run

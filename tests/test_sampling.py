@@ -1233,6 +1233,30 @@ def test_a_length_past_the_models_window_is_refused_before_anything_is_said_or_w
     assert messages == [] and not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("camera", ["fixed", "follow"])
+def test_the_animations_camera_is_the_configs(workdirs, tmp_path, monkeypatch, camera):
+    """sample.camera reaches the animation (render.animate_skeletons' `camera`): it had been reachable only
+    from Python, the CLI always drawing "auto"'s choice. validate names the field for another value."""
+    from motion_ddpm_jax import render
+    from motion_ddpm_jax.config import validate
+    from motion_ddpm_jax.errors import UserError
+
+    seen = []
+
+    def spy(positions, parents, path, **options):
+        seen.append(options.get("camera"))
+        Path(path).write_bytes(b"GIF89a")
+        return Path(path)
+
+    monkeypatch.setattr(render, "animate_skeletons", spy)
+    config = run_config(output_dir=str(tmp_path / "out"), camera=camera, render=True)
+    sampling.run(config, workdirs["positions"], log=lambda _: None)
+    assert seen == [camera]
+    config.sample.camera = "moving"
+    with pytest.raises(UserError, match="sample.camera"):
+        validate(config)
+
+
 def test_a_fine_tuned_runs_unseen_word_note_says_its_own_captions_were_spelled_too():
     """A run fine-tuned from another's weights reads with the source's vocabulary: its own captions' words
     that the source lacked were spelled in bytes every time (helper 102's run: 100% of 'jumps'), which
