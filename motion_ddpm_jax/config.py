@@ -20,6 +20,7 @@ on purpose:
 
 import difflib
 import math
+import re
 
 import ml_collections
 
@@ -339,21 +340,29 @@ def _field(config, dotted: str):
 
 def field_meant(name: str, known) -> str | None:
     """The field of `known` (dotted names) that `name`, which names none, probably means: one of the same
-    name but for case (`optim.LR`), else one of the same section whose last part is close to `name`'s
-    (`sample.num_steps` -> `sample.steps`, not train.num_steps: each section has its own step count),
-    else one whose last part is `name`'s in any case (`train.lr` -> `optim.lr`), else the closest name
-    (difflib); None where none is close."""
+    name but for case (`optim.LR`), else one of the same section that is the same count (`sample.num_steps`
+    -> `sample.steps`, not train.num_steps: each section has its own step count; `model.layers` ->
+    `model.num_layers`), else one whose last part is `name`'s in any case (`train.lr` -> `optim.lr`,
+    `train.warmup_steps` -> `optim.warmup_steps`, not train.num_steps: another setting that spells
+    close), else one of the same section whose last part is close to `name`'s (`train.batchsize`), else
+    the closest name (difflib); None where none is close."""
     known = list(known)
     section, _, leaf = name.lower().rpartition(".")
+    in_section = {
+        k.rpartition(".")[2].lower(): k for k in known if section and k.rpartition(".")[0].lower() == section
+    }
     close = [k for k in known if k.lower() == name.lower()]
-    if not close and section:
-        in_section = {
-            k.rpartition(".")[2].lower(): k for k in known if k.rpartition(".")[0].lower() == section
-        }
-        close = [in_section[m] for m in difflib.get_close_matches(leaf, list(in_section), n=1)]
+    close = close or [k for part, k in in_section.items() if _count_of(part) == _count_of(leaf)]
     close = close or [k for k in known if k.rpartition(".")[2].lower() == leaf]
+    close = close or [in_section[m] for m in difflib.get_close_matches(leaf, list(in_section), n=1)]
     close = close or difflib.get_close_matches(name, known, n=1)
     return close[0] if close else None
+
+
+def _count_of(leaf: str) -> str:
+    """What a field name counts, as `field_meant` compares them: `num_steps`, `n_steps` and `steps` alike."""
+    leaf = re.sub(r"^(num|n|number_of)_", "", leaf)
+    return leaf[:-1] if leaf.endswith("s") else leaf
 
 
 def listed(names: list[str], most: int = 8) -> str:

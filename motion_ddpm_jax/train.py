@@ -283,8 +283,9 @@ def replicate(tree, devices: int):
 def window_means(window: list[dict[str, Any]]) -> dict[str, float]:
     """A log row's loss terms and grad_norm: the means over the steps of `window` (the step metrics since
     the row before, as the step returned them: fetched here, at the row, not at every step) of their
-    finite values (a step skipped for non-finite gradients has none: `skipped_steps` counts it); NaN where
-    no step of the window has one. `lr` is the window's last step's (the schedule's rate, not a mean).
+    finite values, less those of steps skipped for non-finite gradients (`skipped_steps` counts them;
+    their loss terms may be finite); NaN where no step of the window has one. `lr` is the window's last
+    step's (the schedule's rate, not a mean).
     MotionDiffuse's trainer logs such means too: one step's values swing with its batch and noise levels
     (the demo's loss_mot_rec 0.017-0.077 between rows 200 steps apart, late in a run)."""
     rows = [first_replica(metrics) for metrics in jax.device_get(window)]
@@ -292,7 +293,7 @@ def window_means(window: list[dict[str, Any]]) -> dict[str, float]:
     for name, last in rows[-1].items():
         if name in ("skipped", "nonfinite_total"):
             continue
-        values = np.array([float(row[name]) for row in rows if name in row], np.float64)
+        values = np.array([_step_value(row, name) for row in rows if name in row], np.float64)
         finite = values[np.isfinite(values)]
         out[name] = float(last) if name == "lr" else float(finite.mean()) if finite.size else math.nan
     return out
@@ -301,10 +302,21 @@ def window_means(window: list[dict[str, Any]]) -> dict[str, float]:
 def window_record(window: list[dict[str, Any]]) -> dict[str, list[float | None]]:
     """The step values of a log row not yet written, for a checkpoint's metadata (`log_window`): a run
     stopped between two rows and resumed writes the row an uninterrupted run writes, to the bit (the same
-    float32 values, the same float64 mean). Non-finite values (left out of the means) as None."""
+    float32 values, the same float64 mean). Values left out of the means (non-finite ones, and those of
+    a skipped step) as None."""
     rows = [first_replica(metrics) for metrics in jax.device_get(window)]
     names = [name for name in (rows[0] if rows else {}) if name not in ("skipped", "nonfinite_total", "lr")]
-    return {name: [float(row[name]) if np.isfinite(row[name]) else None for row in rows] for name in names}
+    return {
+        name: [value if math.isfinite(value := _step_value(row, name)) else None for row in rows]
+        for name in names
+    }
+
+
+def _step_value(row: dict[str, Any], name: str) -> float:
+    """A step's value of `name` for its row's mean: NaN (left out) where the step was skipped for
+    non-finite gradients, whose loss terms may well be finite (gradients alone overflowing float32); a
+    restored entry (`restored_window`) has no `skipped`: its record holds such a step's values as None."""
+    return math.nan if float(row.get("skipped", 0.0)) > 0 else float(row[name])
 
 
 def restored_window(saved: dict[str, Any] | None) -> list[dict[str, np.ndarray]]:

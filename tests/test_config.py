@@ -161,6 +161,12 @@ def test_an_ema_decay_of_one_and_a_run_of_no_steps_are_refused():
         ("model.layers", "model.num_layers"),
         ("train.batchsize", "train.batch_size"),
         ("sample.n_samples", "sample.num_samples"),
+        ("sample.num_step", "sample.steps"),  # had said sample.num_samples, a closer spelling
+        # a field of that very name elsewhere beats a near spelling in the section (it had said
+        # train.num_steps, train.sample_every and optim.warmup_steps: other settings, which run)
+        ("train.warmup_steps", "optim.warmup_steps"),
+        ("train.ema_every", "optim.ema_every"),
+        ("optim.num_steps", "train.num_steps"),
     ],
 )
 def test_the_field_meant_is_looked_for_in_its_own_section_first(name, meant):

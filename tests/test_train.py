@@ -532,3 +532,31 @@ def test_a_log_row_holds_the_means_of_its_steps_and_leaves_out_skipped_ones(tmp_
             assert row[name] == pytest.approx(float(np.mean(np.asarray(values, np.float64))), rel=1e-6), name
         assert row["lr"] == single[steps[-1] - 1]["lr"]
         assert row["skipped_steps"] == single[steps[-1] - 1]["skipped_steps"]
+
+
+def test_a_skipped_step_is_left_out_of_its_rows_means_even_where_its_losses_are_finite():
+    """A step whose gradients alone are non-finite (their float32 norm overflowing) is skipped with finite
+    loss terms: the row's loss had averaged it in (the README says skipped steps are left out) while its
+    grad_norm left it out, one row of means over different steps. So too across a checkpoint between two
+    rows (`log_window`), where the record keeps no `skipped`. Reference: float64 numpy means of the
+    steps that were not skipped."""
+
+    def step(loss, grad_norm, skipped):
+        metrics = {
+            "loss": loss,
+            "grad_norm": grad_norm,
+            "lr": 1e-3,
+            "skipped": skipped,
+            "nonfinite_total": 0.0,
+        }
+        return {k: np.array([v, v], np.float32) for k, v in metrics.items()}  # two replicas, as pmap gives
+
+    window = [step(0.25, 2.0, 0.0), step(7.0, np.inf, 1.0), step(0.5, 4.0, 0.0), step(9.0, 1e30, 1.0)]
+    kept = [0, 2]
+    means = train.window_means(window)
+    for name in ("loss", "grad_norm"):
+        want = np.mean([np.float64(window[i][name][0]) for i in kept])
+        assert means[name] == want, (name, means[name], want)
+    for cut in range(1, len(window)):  # a checkpoint after step `cut`, its metadata through JSON, resumed
+        record = json.loads(json.dumps({"log_window": train.window_record(window[:cut])}, allow_nan=False))
+        assert train.window_means(train.restored_window(record) + window[cut:]) == means, cut
