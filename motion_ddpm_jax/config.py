@@ -501,7 +501,17 @@ def validate(config, trained: dict | None = None) -> None:
         if name == "seed" and name in before and before[name] == value:
             continue  # a run an earlier version let train with it (as seed % 2**32) goes on
         if value is not None and not low <= value < high:
-            raise UserError(f"config field {name} is {value!r}; expected {_kind(value)} in [{low}, {high})")
+            # A resumed run's record that an earlier version let in (sample.seed 2**32, say) had left the
+            # run refused with no word of the way on: sample.* may change between a run's starts.
+            kept = name.startswith("sample.") and name in before and before[name] == value
+            on = (
+                f" (the run's record holds it; resume with --config.{name}=<a value in that range>)"
+                if kept
+                else ""
+            )
+            raise UserError(
+                f"config field {name} is {value!r}; expected {_kind(value)} in [{low}, {high}){on}"
+            )
     if not (config.train.num_steps > 0 or config.train.num_epochs > 0):
         raise UserError(
             f"config fields train.num_steps ({config.train.num_steps}) and train.num_epochs "

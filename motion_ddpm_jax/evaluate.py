@@ -1678,6 +1678,27 @@ def _recording_of(clip_id: str, ids: Collection[str]) -> str:
     return base[1:] if base.startswith("M") and base[1:] in ids else base
 
 
+def fine_tuned_on(metadata: dict[str, Any], evaluated: Sequence[str]) -> tuple[list[str] | None, Path | None]:
+    """(the clips of `evaluated` that the run whose checkpoint `metadata` is trained on, its split file:
+    `<its data_root>/train.txt`) for eval of a fine-tuned run on its source's data (a forgetting check): the
+    source held those clips out, but data that split the same recordings otherwise may have fine-tuned on
+    them (on 12 of 12 here: the demo prepared with split_seed 0 and 2), and the metrics would then say what
+    the run learned of them, not what it kept. A clip counts by its motion (`_recording_of`: a sub-clip's
+    or mirrored copy's id is its clip's). (None, the file) where that split file cannot be read; (None,
+    None) where the checkpoint records no data_root."""
+    root = metadata.get("data_root")
+    if not root:
+        return None, None
+    path = Path(str(root)) / "train.txt"
+    try:
+        trained = {line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()}
+    except (OSError, UnicodeDecodeError):
+        return None, path
+    bases = {clip_id.split("#", 1)[0] for clip_id in trained} | {c.split("#", 1)[0] for c in evaluated}
+    motions = {_recording_of(clip_id, bases) for clip_id in trained}
+    return [clip_id for clip_id in evaluated if _recording_of(clip_id, bases) in motions], path
+
+
 def related_clips(ids: Sequence[str], chosen: Sequence[int]) -> np.ndarray:
     """Indices of the clips of `ids` that show the motion of a `chosen` one: itself, and in the
     HumanML3D layout its sub-clips and its mirrored copy ('M' ids), which would otherwise stand in for it
@@ -1767,6 +1788,27 @@ def run(
     source_root = started.get("data_root") if isinstance(started, dict) else None
     # A source run on this very folder split it as here: its eval.split clips were not its training clips.
     same_data = bool(source_root) and Path(str(source_root)).resolve() == Path(dataset.root).resolve()
+    split = dataset.split(config.eval.split)
+    indices = chosen_indices(split, int(config.eval.num_clips))
+    forgetting_notes = []
+    if matched == "source":
+        evaluated = [split.ids[i] for i in indices]
+        seen, listed = fine_tuned_on(loaded.metadata, evaluated)
+        if seen is None:
+            forgetting_notes.append(
+                f"data_trained_on: the training split of the data the fine-tuned run trained on "
+                f"({listed or 'its data.root: not recorded'}) cannot be read here, so whether it fine-tuned "
+                f"on some of these {len(evaluated)} {config.eval.split} clips (data that split the same "
+                "recordings otherwise) is not known"
+            )
+        elif seen:
+            shown = ", ".join(seen[:3]) + (f" and {len(seen) - 3} more" if len(seen) > 3 else "")
+            forgetting_notes.append(
+                f"data_trained_on: {len(seen)} of the {len(evaluated)} {config.eval.split} clips evaluated "
+                f"({shown}) are clips the fine-tuned run trained on ({listed} lists them: its data split "
+                "the recordings otherwise): on those the metrics say what it learned of them, not what it "
+                "kept; evaluate a forgetting check on recordings its fine-tuning data left out"
+            )
     if matched == "source":
         log(
             f"data.root={dataset.root} is not the data the checkpoint's run trained on but that of the run "
@@ -1774,6 +1816,7 @@ def run(
             f"earlier run that one started from): its training-split statistics are those the checkpoint "
             f"normalises with, and its {config.eval.split} clips were held out of that run's training. The "
             "metrics say what the fine-tuned run kept of that data"
+            + (" (but see the note on data_trained_on below)" if forgetting_notes else "")
         )
     elif isinstance(started, dict) and not same_data:
         log(
@@ -1782,8 +1825,6 @@ def run(
             f"{config.eval.split} clips here may be clips that run trained on, unless the two datasets "
             "split their recordings alike"
         )
-    split = dataset.split(config.eval.split)
-    indices = chosen_indices(split, int(config.eval.num_clips))
     motions = [split.motions[i][: int(loaded.max_motion_length)] for i in indices]
     captions = [split.captions[i][0] for i in indices]
     lengths = [len(m) for m in motions]
@@ -1806,6 +1847,7 @@ def run(
     )
     train = dataset.split("train")
     encoder, notes = _fgd_encoder(config, dataset)
+    notes = forgetting_notes + notes
     other_rate = humanml3d.other_rate(dataset.representation, dataset.feature_size, float(dataset.fps))
     if other_rate is not None:  # (a load-time warning alone had not reached the report)
         found, _ = other_rate

@@ -330,6 +330,36 @@ def restored_window(saved: dict[str, Any] | None) -> list[dict[str, np.ndarray]]
     ]
 
 
+def earlier_rows_note(saved: dict[str, Any] | None, first: int, metrics: Path) -> str | None:
+    """The note for a resumed run whose checkpoint an earlier version wrote (no `log_window` in its
+    metadata: that version logged one step's values per row): its metrics.jsonl rows so far hold one
+    step's loss terms and grad_norm each, the rows to come means over several steps, and nothing in the
+    file says which row is which (a curve across the two reads as suddenly smoother). None for a new run,
+    a checkpoint of this version, or a file with no row."""
+    if not saved or "log_window" in saved or not metrics.is_file():
+        return None
+    steps = []
+    for line in metrics.read_text(encoding="utf-8").splitlines():
+        try:
+            steps.append(int(json.loads(line)["step"]))
+        except (ValueError, KeyError, TypeError):
+            continue
+    if not steps:
+        return None
+    last = max(steps)
+    lost = (
+        f" (the first over the steps after {first} only: the earlier version's checkpoint kept no values "
+        f"of steps {last + 1}-{first})"
+        if first > last
+        else ""
+    )
+    return (
+        f"{metrics}: its rows up to step {last} were written by an earlier version and hold one step's loss "
+        f"terms and grad_norm each; the rows from here on hold their means over the steps since the row "
+        f"before{lost}"
+    )
+
+
 def first_replica(tree):
     """Host (numpy) copy of device 0's replica of every leaf of a pmapped tree, without compiling an
     indexing program per leaf (as `x[0]` on a device array would)."""
@@ -1659,6 +1689,8 @@ def _run(config, workdir: Path, stop: _PreemptionFlag, held: contextlib.ExitStac
     base_rng = replicate(state.rng, devices)
     first = int(state.step)
     metrics_log = MetricsLog(workdir, steps, is_main, first_step=first)
+    if is_main and resume_step is not None and (note := earlier_rows_note(saved, first, metrics_log.path)):
+        log(note)
     save_every = int(config.train.save_every_steps)
     save_epochs = int(config.train.save_every_epochs) * source.steps_per_epoch
     last_log_time, last_log_step = time.perf_counter(), first

@@ -196,6 +196,9 @@ def test_a_seed_jax_would_cut_to_32_bits_is_refused(field):
         validate(config)
     if field == "seed":  # a run an earlier version let train with it resumes
         validate(config, config.to_dict())
+    else:  # the refusal of a resume says how to go on: sample.* may change on a resume
+        with pytest.raises(UserError, match=r"record holds it; resume with --config.sample.seed=<a value"):
+            validate(config, config.to_dict())
 
 
 def test_a_schedule_the_step_count_cannot_support_is_refused():

@@ -265,5 +265,22 @@ def test_eval_names_the_source_runs_clips_only_where_it_trained_on_other_data(tm
     evaluate.run(config, tmp_path / "other", log=lines.append)
     assert any("what the fine-tuned run kept of that data" in line for line in lines), lines
     assert not any(note in line for line in lines), lines
+    assert not any("data_trained_on:" in line for line in lines), lines  # other recordings: none trained on
     assert json.loads((tmp_path / "forgetting.json").read_text())["data_trained_on"] == "init_from source's"
     assert json.loads((tmp_path / "other.json").read_text())["data_trained_on"] == "this run's"
+
+
+def test_a_forgetting_check_names_the_clips_the_fine_tuned_run_trained_on(tmp_path):
+    """The source's held-out clips may be training clips of the fine-tuned run where its data split the
+    same recordings otherwise (the demo prepared with split_seed 0 and 2: 12 of 12); such a forgetting
+    check scores what the run learned, not what it kept, and said nothing. A clip counts by its motion:
+    a HumanML3D sub-clip by its clip, a clip by its mirrored copy (M<id>) in the training split."""
+    (tmp_path / "train.txt").write_text("a_000\nb_001\n\n000004\nM000007\n", encoding="utf-8")
+    evaluated = ["a_000", "a_001", "000004#0.5-3", "000007", "c_000"]
+    seen, listed = evaluate.fine_tuned_on({"data_root": str(tmp_path)}, evaluated)
+    assert seen == ["a_000", "000004#0.5-3", "000007"] and listed == tmp_path / "train.txt"
+    assert evaluate.fine_tuned_on({"data_root": str(tmp_path / "gone")}, evaluated) == (
+        None,
+        tmp_path / "gone" / "train.txt",
+    )
+    assert evaluate.fine_tuned_on({}, evaluated) == (None, None)

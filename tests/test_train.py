@@ -560,3 +560,38 @@ def test_a_skipped_step_is_left_out_of_its_rows_means_even_where_its_losses_are_
     for cut in range(1, len(window)):  # a checkpoint after step `cut`, its metadata through JSON, resumed
         record = json.loads(json.dumps({"log_window": train.window_record(window[:cut])}, allow_nan=False))
         assert train.window_means(train.restored_window(record) + window[cut:]) == means, cut
+
+
+def test_resuming_a_run_an_earlier_version_logged_says_which_rows_hold_one_steps_values(tmp_path):
+    """A version before the rows' means (its checkpoints hold no `log_window`) wrote one step's values per
+    row; resumed here, the rows to come are means and nothing in metrics.jsonl told the two apart. Here
+    such a run: this version's run of 5 steps (rows 3 and 5) with `log_window` taken out of its last
+    checkpoint's metadata and its last row out of the file, as the earlier version left a run that a
+    SIGTERM stopped at step 5. Extended to 7 steps, it notes the last one-step row (3) and the steps whose
+    values no checkpoint kept (4-5); a run of this version resumed so gives no note."""
+    import copy
+
+    notes = {}
+    for earlier in (True, False):
+        base = tmp_path / str(earlier)
+        config = tiny_run_config(base, num_steps=5, log_every=3, save_every_steps=0)
+        run = base / "run"
+        train.run(config, run, log=lambda *_: None)
+        if earlier:
+            path = run / "checkpoints" / "5" / "metadata" / "metadata"
+            metadata = json.loads(path.read_text())
+            del metadata["log_window"]
+            path.write_text(json.dumps(metadata))
+            rows = (run / "metrics.jsonl").read_text().splitlines()
+            assert [json.loads(row)["step"] for row in rows] == [3, 5]
+            (run / "metrics.jsonl").write_text(rows[0] + "\n")
+        longer = copy.deepcopy(config)
+        longer.train.num_steps = 7
+        said = []
+        train.run(longer, run, log=said.append)
+        notes[earlier] = [line for line in said if "earlier version" in line]
+        rows = [json.loads(row) for row in (run / "metrics.jsonl").read_text().splitlines()]
+        assert [r["step"] for r in rows] == ([3, 6, 7] if earlier else [3, 5, 6, 7])
+    assert len(notes[True]) == 1 and not notes[False], notes
+    assert "rows up to step 3 were written by an earlier version" in notes[True][0]
+    assert "no values of steps 4-5" in notes[True][0]
