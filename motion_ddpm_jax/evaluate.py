@@ -1588,13 +1588,15 @@ def _split_seed(dataset) -> int | None:
 
 def _same_statistics(mean_here, std_here, mean_run, std_run) -> tuple[bool, float, float]:
     """(equal to a relative STATS_TOLERANCE, largest mean gap in units of the run's std, largest relative
-    std change) of a dataset's statistics against a run's."""
+    std change) of a dataset's statistics against a run's. The mean gap is that of the features whose
+    means differ (0 where none does): a mean within the tolerance of its value (a feature far from 0 with
+    a small std) had been named as a gap of several std beside stds that did differ."""
     mean_run, std_run = np.asarray(mean_run, np.float64), np.asarray(std_run, np.float64)
     mean_gap = np.abs(mean_here - mean_run)  # within the tolerance of the std or of the value
     mean_ok = mean_gap <= STATS_TOLERANCE * np.maximum(std_run, np.abs(mean_run))
     std_ratio = np.abs(std_here / std_run - 1.0)
     same = bool(mean_ok.all() and (std_ratio <= STATS_TOLERANCE).all())
-    return same, float(np.max(mean_gap / std_run)), float(np.max(std_ratio))
+    return same, float(np.max(np.where(mean_ok, 0.0, mean_gap / std_run))), float(np.max(std_ratio))
 
 
 def check_same_statistics(loaded, dataset, config, workdir) -> str:
@@ -1810,12 +1812,16 @@ def run(
                 "kept; evaluate a forgetting check on recordings its fine-tuning data left out"
             )
     if matched == "source":
+        held = (
+            "its train clips are those that run trained on (eval.split=train)"
+            if config.eval.split == "train"
+            else f"its {config.eval.split} clips were held out of that run's training"
+        )
         log(
             f"data.root={dataset.root} is not the data the checkpoint's run trained on but that of the run "
             f"whose weights it started from ({started.get('workdir')}, step {started.get('step')}, or of an "
             f"earlier run that one started from): its training-split statistics are those the checkpoint "
-            f"normalises with, and its {config.eval.split} clips were held out of that run's training. The "
-            "metrics say what the fine-tuned run kept of that data"
+            f"normalises with, and {held}. The metrics say what the fine-tuned run kept of that data"
             + (" (but see the note on data_trained_on below)" if forgetting_notes else "")
         )
     elif isinstance(started, dict) and not same_data:

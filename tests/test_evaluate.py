@@ -1548,3 +1548,12 @@ def test_the_refusal_of_other_data_writes_its_gaps_in_plain_percent_and_names_on
     assert "(stds by up to 772%)" in said and "means by up to" not in said
     said = refusal(run_mean + np.array([0.0, 0.75, 0.0]), run_std)  # 0.75 / 0.25 = 3 std
     assert "(means by up to 3 std)" in said and "stds by up to" not in said
+    # A mean far from 0 with a small std, within the tolerance of its value (5e-4 <= 1e-5 * 100, accepted
+    # alone), is no gap beside a std that differs: it had read "means by up to 5 std, stds by up to 50%".
+    run_mean, run_std = np.array([100.0, 0.0]), np.array([1e-4, 1.0])
+    loaded.mean, loaded.std = run_mean, run_std
+    close = run_mean + np.array([5e-4, 0.0])
+    here = types.SimpleNamespace(root=tmp_path / "other", mean=close, std=run_std, info={})
+    assert evaluate.check_same_statistics(loaded, here, config, tmp_path / "run") == "own"
+    said = refusal(close, run_std * np.array([1.0, 1.5]))
+    assert "(stds by up to 50%)" in said and "means by up to" not in said

@@ -268,6 +268,15 @@ def test_eval_names_the_source_runs_clips_only_where_it_trained_on_other_data(tm
     assert not any("data_trained_on:" in line for line in lines), lines  # other recordings: none trained on
     assert json.loads((tmp_path / "forgetting.json").read_text())["data_trained_on"] == "init_from source's"
     assert json.loads((tmp_path / "other.json").read_text())["data_trained_on"] == "this run's"
+    assert any("its val clips were held out of that run's training" in line for line in lines), lines
+    # On the source's training clips (eval.split=train) the log had said they were held out of its training.
+    config.eval.update(split="train", output=str(tmp_path / "forgetting_train.json"))
+    lines = []
+    evaluate.run(config, tmp_path / "other", log=lines.append)
+    said = [line for line in lines if "what the fine-tuned run kept of that data" in line]
+    assert (
+        said and "held out" not in said[0] and "its train clips are those that run trained on" in said[0]
+    ), lines
 
 
 def test_a_forgetting_check_names_the_clips_the_fine_tuned_run_trained_on(tmp_path):
