@@ -40,6 +40,7 @@ import hashlib
 import io
 import json
 import math
+import numbers
 import os
 import re
 import time
@@ -94,6 +95,24 @@ def _batch(positions, lengths) -> tuple[np.ndarray, np.ndarray]:
     return positions, lengths.astype(np.int64)
 
 
+def _rate(fps, where: str) -> float:
+    """`fps` checked: a metric per second of a rate of 0 (or NaN) would read as still motion, not an error."""
+    if not (isinstance(fps, numbers.Real) and not isinstance(fps, bool) and math.isfinite(fps) and fps > 0):
+        raise ValueError(f"{where}: fps must be a positive number of frames per second, got {fps!r}")
+    return float(fps)
+
+
+def _joint_count(positions: np.ndarray, skeleton: Skeleton | JointTree, where: str) -> None:
+    """positions [..., J, 3] must hold the skeleton's J joints: with more, the bones would be measured
+    between the first J of them without a word."""
+    joints = len(skeleton.parents)
+    if positions.ndim < 2 or positions.shape[-2:] != (joints, 3):
+        raise ValueError(
+            f"{where}: positions must be [..., {joints}, 3], the skeleton's {joints} joints; got shape "
+            f"{positions.shape}"
+        )
+
+
 def _valid(lengths: np.ndarray, num: int, order: int) -> np.ndarray:
     """bool [N, num]: entry t of an order-`order` difference is valid when frames t..t+order all are."""
     return np.arange(num)[None, :] < (lengths - order)[:, None]
@@ -112,9 +131,10 @@ def jitter(positions, lengths, fps: float) -> dict[str, float]:
     positions: [N, T, J, 3]; acceleration = second difference * fps^2, jerk = third difference * fps^3.
     """
     p, lengths = _batch(positions, lengths)
+    fps = _rate(fps, "jitter")
     out = {}
     for name, order in (("acceleration", 2), ("jerk", 3)):
-        magnitude = np.linalg.norm(np.diff(p, n=order, axis=1), axis=-1) * float(fps) ** order
+        magnitude = np.linalg.norm(np.diff(p, n=order, axis=1), axis=-1) * fps**order
         out[name] = _masked_mean(magnitude, _valid(lengths, magnitude.shape[1], order))
     return out
 
@@ -176,6 +196,7 @@ def frame_bone_lengths(positions, skeleton: Skeleton | JointTree) -> np.ndarray:
     (`skeleton.bones` order), float64."""
     parents, children, _ = _bones(skeleton)
     p = np.asarray(positions, dtype=np.float64)
+    _joint_count(p, skeleton, "frame_bone_lengths")
     return np.linalg.norm(p[..., children, :] - p[..., parents, :], axis=-1)
 
 
@@ -260,8 +281,19 @@ def effector_speed(positions, lengths, fps: float, joints) -> dict[str, float]:
     """Speed (units/s) of `joints` between consecutive valid frames: its mean and 95th percentile, pooled
     over clips, frames and joints. positions: [N, T, J, 3]."""
     p, lengths = _batch(positions, lengths)
-    joints = np.asarray(joints, dtype=np.int64)
-    speed = np.linalg.norm(np.diff(p[:, :, joints], axis=1), axis=-1) * float(fps)  # [N, T-1, K]
+    fps = _rate(fps, "effector_speed")
+    joints = np.asarray(joints) if np.size(joints) else np.zeros(0, np.int64)
+    if (
+        joints.ndim != 1
+        or not np.issubdtype(joints.dtype, np.integer)
+        or np.any(joints < 0)
+        or np.any(joints >= p.shape[2])
+    ):
+        raise ValueError(
+            f"effector_speed: joints must be joint indices in [0, {p.shape[2]}) (positions' J axis), got "
+            f"{joints.tolist()!r:.100}"
+        )
+    speed = np.linalg.norm(np.diff(p[:, :, joints], axis=1), axis=-1) * fps  # [N, T-1, K]
     pooled = speed[_valid(lengths, speed.shape[1], 1)].ravel()
     if not pooled.size:
         return {"mean": float("nan"), "p95": float("nan")}
@@ -435,6 +467,13 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
         np.atleast_2d(np.asarray(sigma1, np.float64)),
         np.atleast_2d(np.asarray(sigma2, np.float64)),
     )
+    size = mu1.shape[0]
+    shapes = {"mu1": mu1.shape, "mu2": mu2.shape, "sigma1": sigma1.shape, "sigma2": sigma2.shape}
+    if mu1.ndim != 1 or mu2.shape != (size,) or sigma1.shape != (size, size) or sigma2.shape != (size, size):
+        raise ValueError(
+            "frechet_distance: expected means [F] and covariances [F, F] of one F; got "
+            + ", ".join(f"{name} {list(shape)}" for name, shape in shapes.items())
+        )
     root = sqrtm_psd(sigma1)
     middle = root @ sigma2 @ root
     cross = np.sqrt(np.clip(np.linalg.eigvalsh((middle + middle.T) / 2.0), 0.0, None)).sum()
@@ -446,6 +485,11 @@ def frechet_distance_of(features_a, features_b) -> float:
     """Fréchet distance between Gaussians fitted to features_a [N, F] and features_b [M, F] (nan when
     either has fewer than two rows)."""
     a, b = np.asarray(features_a, np.float64), np.asarray(features_b, np.float64)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
+        raise ValueError(
+            f"frechet_distance_of: features_a and features_b must be [N, F] and [M, F] of one F; got "
+            f"{list(a.shape)} and {list(b.shape)}"
+        )
     if len(a) < 2 or len(b) < 2:
         return float("nan")
     return frechet_distance(a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False))

@@ -93,7 +93,10 @@ def masked_mse(
     *,
     axis_name: str | None = None,
 ) -> jax.Array:
-    """Mean over valid frames of the per-frame mean squared error. pred, target: [B, T, D]."""
+    """Mean over valid frames of the per-frame mean squared error. pred, target: [B, T, D]; mask:
+    bool[B, T] (True = a real frame). weights: None, or f32[B] multiplying each example's frames while
+    the divisor stays the count of valid frames (sum_b w_b * sum_t e_bt / sum_bt mask_bt: a weight scales
+    its example's share, the term is not renormalised; `auxiliary_weights` makes them). Returns f32[]."""
     pred, target, mask = _checked("masked_mse", pred, target, mask, weights)
     return _masked_frame_mean(jnp.mean(jnp.square(pred - target), axis=-1), mask, weights, axis_name)
 
@@ -116,7 +119,8 @@ def velocity_loss(
     *,
     axis_name: str | None = None,
 ) -> jax.Array:
-    """MSE of first differences over pairs of consecutive valid frames. pred, target: [B, T, D]."""
+    """MSE of first differences over pairs of consecutive valid frames (mean over D, then over the pairs
+    whose two frames are valid). pred, target: [B, T, D]; mask, weights: as `masked_mse`."""
     return _difference_loss(pred, target, mask, weights, axis_name, order=1)
 
 
@@ -128,7 +132,8 @@ def acceleration_loss(
     *,
     axis_name: str | None = None,
 ) -> jax.Array:
-    """MSE of second differences over triples of consecutive valid frames. pred, target: [B, T, D]."""
+    """MSE of second differences over triples of consecutive valid frames (mean over D, then over the
+    triples whose three frames are valid). pred, target: [B, T, D]; mask, weights: as `masked_mse`."""
     return _difference_loss(pred, target, mask, weights, axis_name, order=2)
 
 

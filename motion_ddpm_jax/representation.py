@@ -82,7 +82,8 @@ def relative_positions(features: jax.Array, skeleton: Skeleton) -> jax.Array:
 
 
 def decode_positions(features: jax.Array, skeleton: Skeleton) -> jax.Array:
-    """`positions` features [..., T, J*3] -> global joint positions [..., T, J, 3]."""
+    """`positions` features [..., T, J*3] -> global joint positions [..., T, J, 3], the root's first frame
+    at the origin: the features hold the root's per-frame deltas, not where it started."""
     features = _check_size(features, skeleton, "positions")
     root = integrate_deltas(features[..., 3 * skeleton.root : 3 * skeleton.root + 3])
     return relative_positions(features, skeleton) + root[..., None, :]
@@ -141,7 +142,9 @@ def relative_fk(features: jax.Array, skeleton: Skeleton) -> jax.Array:
 
 
 def decode_axis_angle(features: jax.Array, skeleton: Skeleton) -> jax.Array:
-    """`axis_angle` features [..., T, 3+3K] -> global joint positions [..., T, J, 3] (forward kinematics)."""
+    """`axis_angle` features [..., T, 3+3K] -> global joint positions [..., T, J, 3] (forward kinematics),
+    the root's first frame at the origin: the features hold the root's per-frame deltas, not where it
+    started."""
     features = _check_size(features, skeleton, "axis_angle")
     return _fk(features, skeleton, integrate_deltas(features[..., :3]))
 

@@ -738,7 +738,13 @@ def unwrap_euler(angles: np.ndarray) -> np.ndarray:
 def bvh_channels(features: np.ndarray, skeleton: Skeleton, order: str = BVH_ORDER):
     """`axis_angle` features [T, D] -> (Euler degrees [T, R, 3] of the rotation joints, continuous over
     the frames (`unwrap_euler`), root translation [T, 3]) as `data.bvh.format_bvh` takes them. The root
-    starts at the origin: the features keep its motion, not its place (`place_on_ground`)."""
+    starts at the origin: the features keep its motion, not its place (`ground_offset` gives the shift
+    that stands it on the ground). One sample at a time: `generate`'s motion[i, :lengths[i]]."""
+    if np.ndim(features) != 2:
+        raise ValueError(
+            f"bvh_channels: features must be one sample's axis_angle features [T, D]; got shape "
+            f"{list(np.shape(features))} (for generate's [N, T, D] motion, pass motion[i, :lengths[i]])"
+        )
     rotations = np.asarray(representation.local_rotations(features, skeleton))[:, skeleton.rotation_joints]
     translation = np.cumsum(np.asarray(features, np.float64)[:, :3], axis=0)
     return unwrap_euler(matrix_to_euler(rotations, order)), translation
@@ -749,6 +755,12 @@ def ground_offset(positions: np.ndarray) -> np.ndarray:
     on the Y axis (up in BVH files and in BEAT), nothing across. positions: [T, J, 3]. The features keep
     the root's motion, not its height, so a decoded sample starts with its root at the origin, half
     under the floor in a tool that shows one."""
+    if np.ndim(positions) != 3 or np.shape(positions)[-1] != 3 or not np.shape(positions)[0]:
+        raise ValueError(
+            f"ground_offset: positions must be one sample's joint positions [T, J, 3]; got shape "
+            f"{list(np.shape(positions))} (for generate's [N, T, J, 3] positions, pass "
+            "positions[i, :lengths[i]])"
+        )
     return np.array([0.0, -float(np.min(positions[0, :, 1])), 0.0])
 
 

@@ -19,6 +19,7 @@ import math
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 import warnings
@@ -556,10 +557,14 @@ class MetricsLog:
     null: strict JSON), TensorBoard scalars in <workdir>/tensorboard, and a progress line on the console.
     Silent on processes other than 0."""
 
-    def __init__(self, workdir: Path, total: int, enabled: bool, first_step: int = 0):
+    def __init__(
+        self, workdir: Path, total: int, enabled: bool, first_step: int = 0, log: Callable[[str], Any] = print
+    ):
         """`first_step`: the step the run starts (or resumes) from. Rows logged after it by an earlier,
-        interrupted attempt (and a line cut short by a kill) are dropped: the resumed run logs them again."""
-        self.path, self.total, self.enabled = workdir / "metrics.jsonl", total, enabled
+        interrupted attempt (and a line cut short by a kill) are dropped: the resumed run logs them again.
+        `log`: where the progress line goes (`run`'s own log: a caller that silences or collects the run's
+        lines gets these too), followed by a flush of stdout, as a scheduler's log file needs."""
+        self.path, self.total, self.enabled, self.log = workdir / "metrics.jsonl", total, enabled, log
         self.writer = None
         if enabled:
             # Imported here: where torch is installed, tensorboardX imports it (1.4 s), which the modes that
@@ -599,12 +604,12 @@ class MetricsLog:
         width = len(str(self.total))
         bar = "#" * int(20 * step / max(self.total, 1))
         terms = " ".join(f"{k}={v:.4g}" for k, v in values.items() if k.startswith("loss"))
-        print(
+        self.log(
             f"[{bar:<20}] step {step:>{width}}/{self.total} {terms} lr={values['lr']:.3g} "
             f"grad_norm={values['grad_norm']:.3g} skipped={values['skipped_steps']:.0f} "
-            f"{values['steps_per_s']:.2f} steps/s {values['samples_per_s']:.1f} samples/s",
-            flush=True,
+            f"{values['steps_per_s']:.2f} steps/s {values['samples_per_s']:.1f} samples/s"
         )
+        sys.stdout.flush()
 
     def close(self) -> None:
         if self.writer is not None:
@@ -1412,7 +1417,15 @@ def run(config, workdir: str | os.PathLike, log=print) -> dict[str, Any]:
     """Train `config` in `workdir` (resuming from its latest checkpoint); returns a summary.
 
     Data-parallel over the local devices with `jax.pmap`; every process of a multi-host run feeds its
-    own shard of the global batch, and only process 0 writes logs.
+    own shard of the global batch, and only process 0 writes logs. The config is checked first
+    (`config.validate`, as launch.py does): a field out of its bounds raises UserError naming it before the
+    workdir is touched (unchecked, it failed inside jax after run.json had recorded it, and that record
+    then refused the corrected config in the same workdir).
+
+    The summary: `steps` (the run's length, train.num_steps), `stopped_at` (the step a SIGTERM or Ctrl-C
+    stopped it at, None where it ran to the end), `workdir`, and `final_metrics`: the last row this call
+    wrote to metrics.jsonl, as floats without its `step` (the means over the row's steps, as the console
+    and TensorBoard show them; None where the call trained no step).
     """
     stop = _PreemptionFlag()  # from the start: a SIGTERM during set-up stops at the first step boundary
     try:
@@ -1424,6 +1437,8 @@ def run(config, workdir: str | os.PathLike, log=print) -> dict[str, Any]:
 
 def _run(config, workdir: Path, stop: _PreemptionFlag, held: contextlib.ExitStack, log) -> dict[str, Any]:
     is_main = jax.process_index() == 0
+    recorded = last_trained_config(workdir)  # its values pass as they are (validate's `trained`)
+    config_lib.validate(config, None if recorded is None else recorded[1])
     check_processes_agree(config, workdir)  # first: a config refused below would be refused by all
     needs_record = claim_workdir(workdir, config)
     if jax.process_count() > 1:  # every process has checked the workdir before any of them writes to it
@@ -1688,7 +1703,7 @@ def _run(config, workdir: Path, stop: _PreemptionFlag, held: contextlib.ExitStac
     replicated = jax.pmap(lambda tree: tree, axis_name="batch")(replicate(state, devices))
     base_rng = replicate(state.rng, devices)
     first = int(state.step)
-    metrics_log = MetricsLog(workdir, steps, is_main, first_step=first)
+    metrics_log = MetricsLog(workdir, steps, is_main, first_step=first, log=log)
     if is_main and resume_step is not None and (note := earlier_rows_note(saved, first, metrics_log.path)):
         log(note)
     save_every = int(config.train.save_every_steps)
@@ -1699,6 +1714,7 @@ def _run(config, workdir: Path, stop: _PreemptionFlag, held: contextlib.ExitStac
     paused = 0.0
     last_saved = resume_step
     pending = None
+    last_row = None  # the last metrics.jsonl row written: what the summary returns
     # The step metrics since the last row (on the devices until the row: no wait per step); a resume
     # between two rows starts with those its checkpoint kept.
     window = restored_window(saved) if resume_step is not None else []
@@ -1711,7 +1727,7 @@ def _run(config, workdir: Path, stop: _PreemptionFlag, held: contextlib.ExitStac
             log(f"stopped by {by} at step {step} of {steps}: checkpoint saved in {ckpt.directory}/{step}")
             ckpt.close()
             metrics_log.close()
-            return {"steps": steps, "stopped_at": step, "final_metrics": pending, "workdir": str(workdir)}
+            return {"steps": steps, "stopped_at": step, "final_metrics": last_row, "workdir": str(workdir)}
         batch = pipeline.shard_for_devices(source.batch(step), devices)
         batch = {k: batch[k] for k in ("motion", "mask", "tokens", "text_mask")}
         if step == first:  # the call returns once the step is compiled; it runs asynchronously
@@ -1745,6 +1761,7 @@ def _run(config, workdir: Path, stop: _PreemptionFlag, held: contextlib.ExitStac
                 samples_per_s=rate * global_batch,
             )
             metrics_log.write(done, values)
+            last_row = values
             if consecutive >= config.train.max_consecutive_nonfinite:
                 kept = (
                     "no checkpoint was saved before them"
@@ -1773,4 +1790,4 @@ def _run(config, workdir: Path, stop: _PreemptionFlag, held: contextlib.ExitStac
             paused += time.perf_counter() - began
     ckpt.close()
     metrics_log.close()
-    return {"steps": steps, "stopped_at": None, "final_metrics": pending, "workdir": str(workdir)}
+    return {"steps": steps, "stopped_at": None, "final_metrics": last_row, "workdir": str(workdir)}

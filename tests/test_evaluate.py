@@ -1557,3 +1557,35 @@ def test_the_refusal_of_other_data_writes_its_gaps_in_plain_percent_and_names_on
     assert evaluate.check_same_statistics(loaded, here, config, tmp_path / "run") == "own"
     said = refusal(close, run_std * np.array([1.0, 1.5]))
     assert "(stds by up to 50%)" in said and "means by up to" not in said
+
+
+def test_metric_functions_refuse_inputs_that_gave_numbers_without_an_error():
+    """Called from Python on a researcher's own arrays: a rate of 0 read as still motion (jitter 0), positions
+    with more joints than the skeleton had their bones measured between the first J, and mismatched
+    Gaussians failed inside numpy's matmul without naming the argument. Each is refused, named."""
+    rng = np.random.default_rng(3)
+    positions = rng.normal(size=(2, 6, 3, 3))
+    lengths = np.array([6, 4])
+    for fps in (0.0, -30.0, float("nan")):
+        with pytest.raises(ValueError, match=r"jitter: fps must be a positive number"):
+            evaluate.jitter(positions, lengths, fps)
+        with pytest.raises(ValueError, match=r"effector_speed: fps must be a positive number"):
+            evaluate.effector_speed(positions, lengths, fps, [0])
+    with pytest.raises(ValueError, match=r"joints must be joint indices in \[0, 3\).*\[3\]"):
+        evaluate.effector_speed(positions, lengths, 30.0, [3])
+    # One joint moving 0.5 units per frame along x at 30 fps: 15 units/s (an analytic case).
+    moving = np.zeros((1, 4, 3, 3))
+    moving[0, :, 2, 0] = 0.5 * np.arange(4)
+    assert evaluate.effector_speed(moving, np.array([4]), np.float32(30.0), np.array([2]))["mean"] == 15.0
+    assert np.isnan(evaluate.effector_speed(moving, np.array([4]), 30.0, [])["mean"])
+    skeleton = Skeleton(names=("a", "b"), parents=np.array([-1, 0]), offsets=np.zeros((2, 3), np.float32))
+    with pytest.raises(
+        ValueError, match=r"frame_bone_lengths: positions must be \[\.\.\., 2, 3\].*\(2, 6, 3, 3\)"
+    ):
+        evaluate.bone_length_error(positions, lengths, skeleton, reference=np.ones(1))
+    with pytest.raises(ValueError, match=r"mu1 \[2\], mu2 \[3\], sigma1 \[2, 2\], sigma2 \[3, 3\]"):
+        evaluate.frechet_distance(np.zeros(2), np.eye(2), np.zeros(3), np.eye(3))
+    with pytest.raises(ValueError, match=r"features_a and features_b .*\[5, 3\] and \[5, 2\]"):
+        evaluate.frechet_distance_of(rng.normal(size=(5, 3)), rng.normal(size=(5, 2)))
+    # 1-D Gaussians: (mu1 - mu2)^2 + (s1 - s2)^2 with s the standard deviations.
+    assert evaluate.frechet_distance([1.0], [[4.0]], [3.0], [[1.0]]) == pytest.approx(5.0, rel=1e-12)

@@ -342,6 +342,33 @@ def test_steps_per_second_leaves_out_the_time_of_checkpoints(tmp_path, data_args
     assert all(r["samples_per_s"] == pytest.approx(4 * r["steps_per_s"]) for r in rows)
 
 
+def test_run_summary_holds_the_last_metrics_row(tmp_path, data_args, monkeypatch, capsys):
+    """train.run's `final_metrics` is the last metrics.jsonl row (the means over its steps), not the one
+    step's values that ended it: a notebook reading the summary sees the numbers the log shows. The
+    progress line goes to run's `log` with its other lines (it was printed whatever `log` was)."""
+    losses = []
+    real_means = train.window_means
+
+    def recording_means(window):  # each step's own loss, as the train step returned it
+        losses.extend(float(np.asarray(metrics["loss"]).reshape(-1)[0]) for metrics in window)
+        return real_means(window)
+
+    monkeypatch.setattr(train, "window_means", recording_means)
+    config = tiny_config(tmp_path, data_args, num_steps=3, log_every=3, save_every_steps=3)
+    capsys.readouterr()
+    lines = []
+    summary = train.run(config, tmp_path / "run", log=lines.append)
+    assert "step 3/3" not in capsys.readouterr().out
+    assert any(line.startswith("[####################] step 3/3 loss=") for line in lines), lines
+    row = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert len(losses) == 3 and row["step"] == 3
+    final = summary["final_metrics"]
+    assert all(type(value) is float for value in final.values()), final
+    # The mean of the three steps' losses, summed here in float64 (the last alone differs from it).
+    assert final["loss"] == pytest.approx(np.mean(np.array(losses, np.float64)), rel=1e-6)
+    assert final == pytest.approx({k: v for k, v in row.items() if k != "step"}, rel=1e-12)
+
+
 def test_resuming_checks_the_data_and_says_what_changed(tmp_path, data_args, monkeypatch):
     """A run resumes on its own data wherever it lies now (a moved copy of the prepared folder), refuses
     other data behind the same fields (its parameters were trained under the first data's statistics),
@@ -457,14 +484,18 @@ def test_a_config_refused_against_the_data_leaves_the_workdir_to_the_corrected_o
     )
 
 
-def test_a_run_an_earlier_version_let_start_with_none_in_a_field_resumes(tmp_path, data_args):
+def test_a_run_an_earlier_version_let_start_with_none_in_a_field_resumes(tmp_path, data_args, monkeypatch):
     """A run whose config holds None in an integer field (a config file's "unset": earlier versions read
     data.max_clip_length=None as 0 and trained) resumes through launch.py, without --config and with
     its run.json; a new run from that run.json is refused, naming the field."""
+    from motion_ddpm_jax import config as config_lib
+
     workdir = tmp_path / "run"
     config = tiny_config(tmp_path, data_args, num_steps=2, save_every_steps=2)
-    config.data.max_clip_length = None  # what validate now refuses; train.run itself trains with it
-    train.run(config, workdir, log=lambda *_: None)
+    config.data.max_clip_length = None  # what validate now refuses: the earlier version, which did not
+    with monkeypatch.context() as earlier:
+        earlier.setattr(config_lib, "validate", lambda *args, **kwargs: None)
+        train.run(config, workdir, log=lambda *_: None)
     env = launch_env()
     resumed = subprocess.run(
         [sys.executable, "launch.py", f"--workdir={workdir}", "--config.train.num_steps=3"],

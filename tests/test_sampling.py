@@ -23,13 +23,13 @@ from jaxpr_walk import equations
 from scipy.spatial.transform import Rotation
 from tiny_run import with_fast_compile
 
-from motion_ddpm_jax import checkpoint, files, provenance, sampling, text
+from motion_ddpm_jax import checkpoint, files, provenance, representation, sampling, text
 from motion_ddpm_jax import model as model_lib
 from motion_ddpm_jax import render as render_lib
 from motion_ddpm_jax.config import base_config
 from motion_ddpm_jax.data import bvh
 from motion_ddpm_jax.errors import UserError
-from motion_ddpm_jax.skeleton import Skeleton
+from motion_ddpm_jax.skeleton import Skeleton, beat_skeleton
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 12  # diffusion steps of the tiny models
@@ -1051,7 +1051,7 @@ def test_a_trained_checkpoint_samples_through_launch_on_host_devices_the_same_as
     config.loss.use_geometric_loss = False
     config.diffusion.steps, config.diffusion.schedule = 20, "cosine"
     config.train.batch_size, config.train.num_steps, config.train.log_every = 4, 2, 1
-    config.train.save_every_steps = 0
+    config.train.save_every_steps = config.train.sample_every = 0  # (no progress GIF: 50 DDIM steps of 20)
     train.run(config, tmp_path / "run", log=lambda *_: None)
     loaded = sampling.load_model(tmp_path / "run")
     env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_NUM_CPU_DEVICES")}
@@ -1465,3 +1465,23 @@ def test_a_length_below_the_runs_shortest_training_clip_is_noted():
     assert "sample.num_frames=10" in note and "data.min_motion_length=40" in note
     assert sampling.short_length_note(loaded(40), 40) is None
     assert sampling.short_length_note(loaded(1), 1) is None
+
+
+def test_ground_offset_and_bvh_channels_take_one_sample_and_refuse_a_batch():
+    """generate returns batches ([N, T, J, 3], [N, T, D]); ground_offset and bvh_channels take one sample.
+    A batch given by mistake was read as one sample (ground_offset took the first sample's joint 1 over
+    all its frames: a wrong shift without an error); it is refused, saying what to pass."""
+    positions = np.zeros((4, 3, 3))
+    positions[0, :, 1] = [-2.0, 5.0, 1.0]  # the first frame's lowest joint at y = -2
+    positions[1:, :, 1] = -9.0  # later frames are not read
+    np.testing.assert_array_equal(sampling.ground_offset(positions), [0.0, 2.0, 0.0])
+    batch = np.stack([positions, positions + 1.0])
+    with pytest.raises(ValueError, match=r"\[T, J, 3\].*\[2, 4, 3, 3\].*positions\[i, :lengths\[i\]\]"):
+        sampling.ground_offset(batch)
+    skeleton = beat_skeleton()
+    features = np.zeros((2, 5, representation.feature_size(skeleton, "axis_angle")), np.float32)
+    with pytest.raises(ValueError, match=r"\[T, D\].*motion\[i, :lengths\[i\]\]"):
+        sampling.bvh_channels(features, skeleton)
+    euler, translation = sampling.bvh_channels(features[0], skeleton)
+    assert euler.shape == (5, int((~skeleton.end_sites).sum()), 3) and translation.shape == (5, 3)
+    np.testing.assert_array_equal(euler, 0.0)  # zero rotations: zero angles

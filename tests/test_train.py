@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 import subprocess
 import sys
 import time
@@ -595,3 +596,26 @@ def test_resuming_a_run_an_earlier_version_logged_says_which_rows_hold_one_steps
     assert len(notes[True]) == 1 and not notes[False], notes
     assert "rows up to step 3 were written by an earlier version" in notes[True][0]
     assert "no values of steps 4-5" in notes[True][0]
+
+
+@pytest.mark.parametrize(
+    "section, field, value, named",
+    [
+        ("diffusion", "prediction", "x_0", "diffusion.prediction is 'x_0'"),
+        ("model", "latent_dim", -4, "model.latent_dim is -4"),
+    ],
+)
+def test_run_from_python_checks_the_config_before_touching_the_workdir(
+    tmp_path, section, field, value, named
+):
+    """train.run called from Python (a notebook, not launch.py) checks the config as launch.py does: these
+    had failed inside jax (a shape error for the latent size) after run.json recorded them, and that record
+    then refused the corrected config in the same workdir."""
+    from motion_ddpm_jax.errors import UserError
+
+    config = base_config()
+    config.data.root = str(tmp_path / "no_data_needed")
+    config[section][field] = value
+    with pytest.raises(UserError, match=re.escape(named)):
+        train.run(config, tmp_path / "run", log=lambda *_: None)
+    assert not (tmp_path / "run").exists() and not (tmp_path / "no_data_needed").exists()
