@@ -40,7 +40,6 @@ import hashlib
 import io
 import json
 import math
-import numbers
 import os
 import re
 import time
@@ -96,10 +95,18 @@ def _batch(positions, lengths) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _rate(fps, where: str) -> float:
-    """`fps` checked: a metric per second of a rate of 0 (or NaN) would read as still motion, not an error."""
-    if not (isinstance(fps, numbers.Real) and not isinstance(fps, bool) and math.isfinite(fps) and fps > 0):
+    """`fps` checked: a metric per second of a rate of 0 (or NaN) would read as still motion, not an error.
+    A number of any kind float() takes (a 0-d array as np.load gives one, a jax scalar: the metrics had
+    taken them), not a bool."""
+    value = None if isinstance(fps, bool) else np.asarray(fps)
+    if (
+        value is None
+        or value.ndim
+        or value.dtype.kind not in "iuf"
+        or not (math.isfinite(value) and value > 0)
+    ):
         raise ValueError(f"{where}: fps must be a positive number of frames per second, got {fps!r}")
-    return float(fps)
+    return float(value)
 
 
 def _joint_count(positions: np.ndarray, skeleton: Skeleton | JointTree, where: str) -> None:
@@ -1724,14 +1731,18 @@ def _recording_of(clip_id: str, ids: Collection[str]) -> str:
     return base[1:] if base.startswith("M") and base[1:] in ids else base
 
 
-def fine_tuned_on(metadata: dict[str, Any], evaluated: Sequence[str]) -> tuple[list[str] | None, Path | None]:
+def fine_tuned_on(
+    metadata: dict[str, Any], evaluated: Sequence[str], here: str | os.PathLike | None = None
+) -> tuple[list[str] | None, Path | None]:
     """(the clips of `evaluated` that the run whose checkpoint `metadata` is trained on, its split file:
     `<its data_root>/train.txt`) for eval of a fine-tuned run on its source's data (a forgetting check): the
     source held those clips out, but data that split the same recordings otherwise may have fine-tuned on
     them (on 12 of 12 here: the demo prepared with split_seed 0 and 2), and the metrics would then say what
     the run learned of them, not what it kept. A clip counts by its motion (`_recording_of`: a sub-clip's
-    or mirrored copy's id is its clip's). (None, the file) where that split file cannot be read; (None,
-    None) where the checkpoint records no data_root."""
+    or mirrored copy's id is its clip's). `here`: the evaluated data's folder; an id of both whose motion
+    file reads in both folders and differs is another recording of the same name (two datasets that number
+    their clips alike: one's own data fine-tuned from HumanML3D), not counted. (None, the file) where that
+    split file cannot be read; (None, None) where the checkpoint records no data_root."""
     root = metadata.get("data_root")
     if not root:
         return None, None
@@ -1741,8 +1752,34 @@ def fine_tuned_on(metadata: dict[str, Any], evaluated: Sequence[str]) -> tuple[l
     except (OSError, UnicodeDecodeError):
         return None, path
     bases = {clip_id.split("#", 1)[0] for clip_id in trained} | {c.split("#", 1)[0] for c in evaluated}
-    motions = {_recording_of(clip_id, bases) for clip_id in trained}
-    return [clip_id for clip_id in evaluated if _recording_of(clip_id, bases) in motions], path
+    motions: dict[str, list[str]] = {}
+    for clip_id in sorted(trained):
+        motions.setdefault(_recording_of(clip_id, bases), []).append(clip_id)
+    seen = []
+    for clip_id in evaluated:
+        named = motions.get(_recording_of(clip_id, bases), [])
+        if any(here is None or _same_motion(Path(str(root)), Path(here), other) for other in named):
+            seen.append(clip_id)
+    return seen, path
+
+
+def _same_motion(root: Path, here: Path, clip_id: str) -> bool:
+    """Whether clip `clip_id` of the datasets at `root` and `here` may be one motion: False only where its
+    motion file (the prepared layout's motions/<id>.npy, HumanML3D's new_joint_vecs/<id>.npy) reads in both
+    and the arrays differ."""
+    arrays = []
+    for folder in (root, here):
+        for sub in ("motions", "new_joint_vecs"):
+            file = folder / sub / f"{clip_id}.npy"
+            if file.is_file():
+                try:
+                    arrays.append(np.load(file, allow_pickle=False))
+                except (OSError, ValueError):
+                    return True
+                break
+        else:
+            return True
+    return arrays[0].shape == arrays[1].shape and bool(np.array_equal(arrays[0], arrays[1]))
 
 
 def related_clips(ids: Sequence[str], chosen: Sequence[int]) -> np.ndarray:
@@ -1839,7 +1876,7 @@ def run(
     forgetting_notes = []
     if matched == "source":
         evaluated = [split.ids[i] for i in indices]
-        seen, listed = fine_tuned_on(loaded.metadata, evaluated)
+        seen, listed = fine_tuned_on(loaded.metadata, evaluated, dataset.root)
         if seen is None:
             forgetting_notes.append(
                 f"data_trained_on: the training split of the data the fine-tuned run trained on "

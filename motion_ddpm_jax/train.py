@@ -1422,10 +1422,11 @@ def run(config, workdir: str | os.PathLike, log=print) -> dict[str, Any]:
     workdir is touched (unchecked, it failed inside jax after run.json had recorded it, and that record
     then refused the corrected config in the same workdir).
 
-    The summary: `steps` (the run's length, train.num_steps), `stopped_at` (the step a SIGTERM or Ctrl-C
-    stopped it at, None where it ran to the end), `workdir`, and `final_metrics`: the last row this call
-    wrote to metrics.jsonl, as floats without its `step` (the means over the row's steps, as the console
-    and TensorBoard show them; None where the call trained no step).
+    The summary: `steps` (the run's length: train.num_steps, or train.num_epochs' steps), `stopped_at`
+    (the step a SIGTERM or Ctrl-C stopped it at, None where it ran to the end), `workdir`, and
+    `final_metrics`: the last row this call wrote to metrics.jsonl, as floats without its `step` (the means
+    over the row's steps, as the console and TensorBoard show them; None where the call wrote no row: it
+    trained no step, or was stopped before its first train.log_every steps were done).
     """
     stop = _PreemptionFlag()  # from the start: a SIGTERM during set-up stops at the first step boundary
     try:
@@ -1437,9 +1438,9 @@ def run(config, workdir: str | os.PathLike, log=print) -> dict[str, Any]:
 
 def _run(config, workdir: Path, stop: _PreemptionFlag, held: contextlib.ExitStack, log) -> dict[str, Any]:
     is_main = jax.process_index() == 0
+    check_processes_agree(config, workdir)  # first: a config refused below would be refused by all
     recorded = last_trained_config(workdir)  # its values pass as they are (validate's `trained`)
     config_lib.validate(config, None if recorded is None else recorded[1])
-    check_processes_agree(config, workdir)  # first: a config refused below would be refused by all
     needs_record = claim_workdir(workdir, config)
     if jax.process_count() > 1:  # every process has checked the workdir before any of them writes to it
         from jax.experimental import multihost_utils

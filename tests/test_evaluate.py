@@ -1589,3 +1589,17 @@ def test_metric_functions_refuse_inputs_that_gave_numbers_without_an_error():
         evaluate.frechet_distance_of(rng.normal(size=(5, 3)), rng.normal(size=(5, 2)))
     # 1-D Gaussians: (mu1 - mu2)^2 + (s1 - s2)^2 with s the standard deviations.
     assert evaluate.frechet_distance([1.0], [[4.0]], [3.0], [[1.0]]) == pytest.approx(5.0, rel=1e-12)
+
+
+def test_metric_rates_take_a_0d_array_or_a_jax_scalar():
+    """fps as np.load returns a saved number (a 0-d array) or as a jax scalar: the metrics had taken them
+    (float(fps)) and the check of the rate refused them. One joint moving 0.5 units per frame along x at 30
+    fps: 15 units/s (an analytic case); a bool and an array of several rates stay refused."""
+    moving = np.zeros((1, 4, 3, 3))
+    moving[0, :, 2, 0] = 0.5 * np.arange(4)
+    for fps in (np.array(30.0), jax.numpy.float32(30.0), np.int64(30)):
+        assert evaluate.effector_speed(moving, np.array([4]), fps, [2])["mean"] == 15.0, fps
+        assert evaluate.jitter(moving, np.array([4]), fps)["acceleration"] == 0.0, fps
+    for fps in (True, np.array([30.0]), "30"):
+        with pytest.raises(ValueError, match=r"jitter: fps must be a positive number"):
+            evaluate.jitter(moving, np.array([4]), fps)

@@ -293,3 +293,26 @@ def test_a_forgetting_check_names_the_clips_the_fine_tuned_run_trained_on(tmp_pa
         tmp_path / "gone" / "train.txt",
     )
     assert evaluate.fine_tuned_on({}, evaluated) == (None, None)
+
+
+def test_a_forgetting_check_tells_another_recording_of_the_same_name_from_a_clip_trained_on(tmp_path):
+    """Two datasets that number their clips alike (one's own data fine-tuned from a HumanML3D run, the demo
+    written with another seed) share ids, not motions: the note had called every evaluated clip whose id
+    the fine-tuned run's train.txt lists a clip it trained on. A clip whose motion file reads in both
+    folders and differs is another recording; one of equal motion, or with no file to compare, counts."""
+    rng = np.random.default_rng(0)
+    tuned, here = tmp_path / "tuned", tmp_path / "here"
+    for root, sub in ((tuned, "motions"), (here, "new_joint_vecs")):  # either layout's motion folder
+        (root / sub).mkdir(parents=True)
+    (tuned / "train.txt").write_text("000001\n000002\nM000003\n000004\n", encoding="utf-8")
+    same, other = rng.normal(size=(5, 4)), rng.normal(size=(5, 4))
+    np.save(tuned / "motions" / "000001.npy", same)
+    np.save(here / "new_joint_vecs" / "000001.npy", same)  # the same recording: trained on
+    np.save(tuned / "motions" / "000002.npy", other)
+    np.save(here / "new_joint_vecs" / "000002.npy", same)  # another recording named alike
+    np.save(tuned / "motions" / "M000003.npy", same)
+    np.save(here / "new_joint_vecs" / "M000003.npy", same)  # its mirror trained on, as the mirror here
+    evaluated = ["000001#0.5-2", "000002", "000003", "000004", "000005"]  # 000004: nothing to compare
+    seen, _ = evaluate.fine_tuned_on({"data_root": str(tuned)}, evaluated, here)
+    assert seen == ["000001#0.5-2", "000003", "000004"]
+    assert evaluate.fine_tuned_on({"data_root": str(tuned)}, evaluated)[0] == evaluated[:4]  # by id alone
