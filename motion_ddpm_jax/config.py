@@ -269,8 +269,8 @@ BELOW = {
     "optim.b1": (0.0, 1.0),  # Adam's moment decays: 1 would divide by 1 - b ** count = 0 (NaN parameters)
     "optim.b2": (0.0, 1.0),
     "model.dropout": (0.0, 1.0),
-    # JAX keys take 32 bits of a seed where 64-bit numbers are off (the default): seed 2**32 trained as
-    # seed 0, silently; sampling's keys are folded from a uint32 seed.
+    # JAX keys take the low 32 bits of a seed where 64-bit numbers are off (the default): seed 2**32 drew
+    # seed 0's initial parameters, noise and caption dropout, silently; sampling's keys fold a uint32 seed.
     "seed": (0, 2**32),
     "sample.seed": (0, 2**32),
 }
@@ -499,7 +499,7 @@ def validate(config, trained: dict | None = None) -> None:
     for name, (low, high) in BELOW.items():
         value = _field(config, name)
         if name == "seed" and name in before and before[name] == value:
-            continue  # a run an earlier version let train with it (as seed % 2**32) goes on
+            continue  # a run an earlier version let train with it (its keys: seed % 2**32) goes on
         if value is not None and not low <= value < high:
             # A resumed run's record that an earlier version let in (sample.seed 2**32, say) had left the
             # run refused with no word of the way on: sample.* may change between a run's starts.

@@ -602,7 +602,8 @@ def generate(
     seed: int = 0,
     batch_size: int = 64,
 ) -> dict[str, Any]:
-    """Sample `num_samples` motions per caption.
+    """Sample `num_samples` motions per caption (an empty caption, "", samples the unconditional model
+    that guidance uses; `--mode sample` refuses one, as a slip of `a||b`).
 
     num_frames: one length for all captions, or one per caption (a sequence or a 1-D integer array), each
       in [1, max_motion_length].

@@ -1587,6 +1587,12 @@ def _run(config, workdir: Path, stop: _PreemptionFlag, held: contextlib.ExitStac
             )
         if is_main:
             log(f"resumed from {ckpt.directory}/{resume_step} (step {int(state.step)} of {steps})")
+            if int(config.seed) >= 2**32:  # validate lets such a run go on (an earlier version started it)
+                log(
+                    f"seed {int(config.seed)} draws the JAX keys (initial parameters, noise, caption "
+                    f"dropout) of seed {int(config.seed) % 2**32}: JAX takes a seed's low 32 bits (64-bit "
+                    "numbers off), as this run has since its start; its batches follow the whole seed"
+                )
         changed = provenance.changed_software(saved.get("software"), software, f"checkpoint {resume_step}")
         if changed and is_main:
             log(changed)  # (a checkpoint from before the record says nothing)

@@ -178,7 +178,7 @@ def test_the_field_meant_is_looked_for_in_its_own_section_first(name, meant):
 @pytest.mark.parametrize("field", ["seed", "sample.seed"])
 def test_a_seed_jax_would_cut_to_32_bits_is_refused(field):
     """jax.random.key takes the low 32 bits of a seed while 64-bit numbers are off (JAX's default):
-    training with seed 2**32 gave the keys of seed 0, silently."""
+    training with seed 2**32 drew seed 0's initial parameters and noise, silently."""
     import jax
 
     section, _, name = field.rpartition(".")

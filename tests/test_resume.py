@@ -513,6 +513,32 @@ def test_a_run_an_earlier_version_let_start_with_none_in_a_field_resumes(tmp_pat
     assert "config field data.max_clip_length is None; expected an integer" in new.stderr
 
 
+def test_a_run_an_earlier_version_let_start_with_a_seed_past_32_bits_resumes_saying_its_seed(
+    tmp_path, data_args, monkeypatch
+):
+    """seed 2**32 + 5 (which validate now refuses for a new run) trained, under an earlier version, with
+    the JAX keys of seed 5 while its batches followed the whole seed; a resume says so."""
+    import jax
+
+    from motion_ddpm_jax import config as config_lib
+
+    config = tiny_config(tmp_path, data_args, num_steps=2, save_every_steps=2)
+    config.seed = 2**32 + 5
+    with monkeypatch.context() as earlier:
+        earlier.setattr(config_lib, "validate", lambda *args, **kwargs: None)
+        train.run(config, tmp_path / "run", log=lambda *_: None)
+    # What the claim rests on, here: the keys of both seeds are one key.
+    assert np.array_equal(
+        jax.random.key_data(jax.random.key(2**32 + 5)), jax.random.key_data(jax.random.key(5))
+    )
+    config.train.num_steps = 3
+    said = []
+    train.run(config, tmp_path / "run", log=said.append)
+    assert any(
+        line.startswith("seed 4294967301 draws the JAX keys") and "of seed 5:" in line for line in said
+    )
+
+
 HOLD_LOCK = """
 import fcntl, sys, time
 handle = open(sys.argv[1], "a+")
