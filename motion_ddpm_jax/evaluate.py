@@ -265,10 +265,10 @@ def effectors_note(names: Sequence[str], groups: dict[str, np.ndarray]) -> str |
     None where both groups were found by name (BEAT's skeleton, the HumanML3D and KIT-ML joints)."""
     if set(groups) == {"hands", "feet"}:
         return None
+    from motion_ddpm_jax.config import listed as listed_names
 
     def listed(joints) -> str:
-        shown = [names[j] for j in joints[:8]]
-        return ", ".join(shown) + (f" and {len(joints) - 8} more" if len(joints) > 8 else "")
+        return listed_names([names[j] for j in joints])
 
     patterns = {"hands": HAND_NAMES.pattern.replace("|", "/"), "feet": FOOT_NAMES.pattern.replace("|", "/")}
     if "leaves" in groups:
@@ -1885,7 +1885,9 @@ def run(
                 "recordings otherwise) is not known"
             )
         elif seen:
-            shown = ", ".join(seen[:3]) + (f" and {len(seen) - 3} more" if len(seen) > 3 else "")
+            from motion_ddpm_jax.config import listed
+
+            shown = listed(seen, 3)
             forgetting_notes.append(
                 f"data_trained_on: {len(seen)} of the {len(evaluated)} {config.eval.split} clips evaluated "
                 f"({shown}) are clips the fine-tuned run trained on ({listed} lists them: its data split "

@@ -1173,8 +1173,12 @@ def run(config, workdir: str | os.PathLike, log=print) -> dict[str, Any]:
         f"on {devices_for(len(captions) * s.num_samples, s.batch_size)} {jax.default_backend()} device(s)"
     )
     asked = sampler_settings(s)
-    notes = (spacing_note(loaded, asked), unread_settings_note(asked, loaded), rate_note(loaded))
-    for note in (*notes, short_length_note(loaded, s.num_frames)):
+    for note in (
+        spacing_note(loaded, asked),
+        unread_settings_note(asked, loaded),
+        rate_note(loaded),
+        short_length_note(loaded, s.num_frames),
+    ):
         if note:
             log(note)
     unseen = [word for caption in captions for word in loaded.tokenizer.unseen_words(caption)]

@@ -289,15 +289,24 @@ def window_means(window: list[dict[str, Any]]) -> dict[str, float]:
     step's (the schedule's rate, not a mean).
     MotionDiffuse's trainer logs such means too: one step's values swing with its batch and noise levels
     (the demo's loss_mot_rec 0.017-0.077 between rows 200 steps apart, late in a run)."""
-    rows = [first_replica(metrics) for metrics in jax.device_get(window)]
+    rows = _host_rows(window)
     out = {}
     for name, last in rows[-1].items():
-        if name in ("skipped", "nonfinite_total"):
+        if name in _COUNTS:
             continue
         values = np.array([_step_value(row, name) for row in rows if name in row], np.float64)
         finite = values[np.isfinite(values)]
         out[name] = float(last) if name == "lr" else float(finite.mean()) if finite.size else math.nan
+    out["skipped_steps"] = float(rows[-1]["nonfinite_total"])  # the run's count so far, at the row's step
     return out
+
+
+_COUNTS = ("skipped", "nonfinite_total")  # step metrics that are counts, not means of a row
+
+
+def _host_rows(window: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The window's step metrics on the host, device 0's replica of each, in one transfer."""
+    return [first_replica(metrics) for metrics in jax.device_get(window)]
 
 
 def window_record(window: list[dict[str, Any]]) -> dict[str, list[float | None]]:
@@ -305,8 +314,8 @@ def window_record(window: list[dict[str, Any]]) -> dict[str, list[float | None]]
     stopped between two rows and resumed writes the row an uninterrupted run writes, to the bit (the same
     float32 values, the same float64 mean). Values left out of the means (non-finite ones, and those of
     a skipped step) as None."""
-    rows = [first_replica(metrics) for metrics in jax.device_get(window)]
-    names = [name for name in (rows[0] if rows else {}) if name not in ("skipped", "nonfinite_total", "lr")]
+    rows = _host_rows(window)
+    names = [name for name in (rows[0] if rows else {}) if name not in (*_COUNTS, "lr")]
     return {
         name: [value if math.isfinite(value := _step_value(row, name)) else None for row in rows]
         for name in names
@@ -1439,8 +1448,8 @@ def run(config, workdir: str | os.PathLike, log=print) -> dict[str, Any]:
 def _run(config, workdir: Path, stop: _PreemptionFlag, held: contextlib.ExitStack, log) -> dict[str, Any]:
     is_main = jax.process_index() == 0
     check_processes_agree(config, workdir)  # first: a config refused below would be refused by all
-    recorded = last_trained_config(workdir)  # its values pass as they are (validate's `trained`)
-    config_lib.validate(config, None if recorded is None else recorded[1])
+    trained_before = last_trained_config(workdir)  # its values pass as they are (validate's `trained`)
+    config_lib.validate(config, None if trained_before is None else trained_before[1])
     needs_record = claim_workdir(workdir, config)
     if jax.process_count() > 1:  # every process has checked the workdir before any of them writes to it
         from jax.experimental import multihost_utils
@@ -1720,7 +1729,6 @@ def _run(config, workdir: Path, stop: _PreemptionFlag, held: contextlib.ExitStac
     # its steps/s, which would otherwise swing with whether a window holds a checkpoint.
     paused = 0.0
     last_saved = resume_step
-    pending = None
     last_row = None  # the last metrics.jsonl row written: what the summary returns
     # The step metrics since the last row (on the devices until the row: no wait per step); a resume
     # between two rows starts with those its checkpoint kept.
@@ -1755,18 +1763,13 @@ def _run(config, workdir: Path, stop: _PreemptionFlag, held: contextlib.ExitStac
             log(f"train step ready in {ready - started:.1f} s")
             last_log_time, last_log_step, paused = ready, done, 0.0
         if done % config.train.log_every == 0 or done == steps:
-            pending = first_replica(metrics)
             now = time.perf_counter()
             measured = done - last_log_step
             rate = measured / max(now - last_log_time - paused, 1e-9) if measured else float("nan")
             last_log_time, last_log_step, paused = now, done, 0.0
             consecutive = int(first_replica(replicated.opt_state.notfinite_count))
             values, window = window_means(window), []
-            values.update(
-                skipped_steps=float(pending["nonfinite_total"]),
-                steps_per_s=rate,
-                samples_per_s=rate * global_batch,
-            )
+            values.update(steps_per_s=rate, samples_per_s=rate * global_batch)
             metrics_log.write(done, values)
             last_row = values
             if consecutive >= config.train.max_consecutive_nonfinite:
