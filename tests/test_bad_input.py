@@ -552,7 +552,7 @@ def long_bvh(seconds: float = 2.0, fps: int = 60, scale: float = 10.0) -> str:
 def test_prepare_a_recording_with_zero_frames(tmp_path):
     path = write_recording(tmp_path / "raw", "1_a_0_1_1", bvh_text(FRAMES[:0]))
     with pytest.raises(
-        BvhError, match=rf"^{re.escape(str(path))}:0: 'Frames: 0': the recording has no motion"
+        DatasetError, match=rf"^{re.escape(str(path))}:0: 'Frames: 0': the recording has no motion"
     ):
         beat.prepare_beat(tmp_path / "raw", tmp_path / "out", beat.PrepareOptions(), log=lambda *_: None)
     assert not (tmp_path / "out").exists()
@@ -567,7 +567,9 @@ def test_prepare_a_recording_whose_positions_overflow_float32(tmp_path):
         values[0] = "3e38" if n % 2 else "-3e38"
         lines[n] = " ".join(values)
     path = write_recording(tmp_path / "raw", "1_a_0_1_1", "\n".join(lines) + "\n")
-    with pytest.raises(BvhError, match=rf"^{re.escape(str(path))}:0: its positions features are not finite"):
+    with pytest.raises(
+        DatasetError, match=rf"^{re.escape(str(path))}:0: its positions features are not finite"
+    ):
         beat.prepare_beat(tmp_path / "raw", tmp_path / "out", beat.PrepareOptions(), log=lambda *_: None)
 
 

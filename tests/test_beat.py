@@ -305,7 +305,7 @@ def test_axis_angle_folds_still_joint_position_channels_and_refuses_moving_ones(
     drift = np.tile(spine, (frames, 1)) + np.linspace(0, 2, frames)[:, None] * [1, 0, 0]
     moving.write_text(with_spine_positions(bvh_text(*truth[moving.stem]), drift))
     with pytest.raises(
-        beat.bvh.BvhError, match=rf"{moving.name}.*Spine.*move.*data.representation=positions"
+        beat.DatasetError, match=rf"{moving.name}.*Spine.*move.*data.representation=positions"
     ):
         beat.prepare_beat(raw, tmp_path / "moving", beat.PrepareOptions(representation="axis_angle"))
     assert not (tmp_path / "moving").exists()
@@ -589,7 +589,7 @@ def test_the_word_tier_is_chosen_by_textgrid_tier_and_a_fallback_is_warned_of(tm
     assert captions_of(beat.prepare_beat(raw, tmp_path / "ort", options, log=logged.append)) == WORD_CAPTIONS
     assert "words from tier 'ORT-MAU'" in logged[0] and warnings_in(logged) == []
     with pytest.raises(
-        beat.textgrid.TextGridError,
+        beat.DatasetError,
         match=rf"^{re.escape(str(text_path))}:0: data.textgrid_tier: no tier named 'ORT'; tiers are "
         r"\['MAU', 'ORT-MAU'\]$",
     ):
@@ -1164,6 +1164,63 @@ def test_a_recording_of_another_hierarchy_is_refused_naming_the_first_difference
         beat.prepare_beat(raw, tmp_path / "out", beat.PrepareOptions(), log=lambda *_: None)
     assert str(refused.value) == (
         f"{path}: its joint hierarchy differs from {raw / ONE_RECORDING}.bvh's: {difference}; all recordings "
-        "of one dataset must share the skeleton's joints and parents (siblings may be listed in any order)"
+        "of one dataset must share the skeleton's joints and parents (siblings may be listed in any order) "
+        f"(the one recording of the 3 under data.raw_root={raw} that cannot be prepared: fix it, or move it "
+        "and its TextGrid out of data.raw_root)"
     )
     assert not (tmp_path / "out").exists()
+
+
+def test_prepare_reads_every_recording_and_names_all_it_cannot_read_in_one_error(tmp_path, monkeypatch):
+    """Prepare had stopped at the first recording it could not read: on a large release, one attempt per
+    broken file, each after reading all the recordings before it. It reads on and names every one (a
+    malformed BVH with its line, a malformed TextGrid, another hierarchy: compared with the first
+    recording it could read, as the first one is broken), writes nothing, and prepares the rest once they
+    are moved out."""
+    raw = tmp_path / "raw"
+    truth = make_raw(raw, recordings=5)  # sorted: 1/..._1_1, 1/..._3_3, 1/..._5_5, 2/..._2_2, 2/..._4_4
+    broken_bvh = raw / "1" / "1_spk0_0_1_1.bvh"
+    text = broken_bvh.read_text()
+    broken_bvh.write_text(text.replace("Frame Time:", "Frame Tim:", 1))
+    line = text.splitlines().index(next(s for s in text.splitlines() if s.startswith("Frame Time:"))) + 1
+    broken_grid = raw / "2" / "2_spk1_0_2_2.TextGrid"
+    broken_grid.write_text('File type = "ooTextFile"\nObject class = "TextGrid"\n\nxmin = 0\nxmax = oops\n')
+    other = raw / "2" / "2_spk1_0_4_4.bvh"
+    other.write_text(bvh_text(*truth[other.stem], JOINTS[:5]))
+    with pytest.raises(beat.DatasetError) as refused:
+        beat.prepare_beat(raw, tmp_path / "out", beat.PrepareOptions(), log=lambda *_: None)
+    message = str(refused.value)
+    assert message.startswith(
+        f"3 of the 5 recordings under data.raw_root={raw} cannot be prepared (fix them, or move them and "
+        "their TextGrids out of data.raw_root):\n"
+    ), message
+    lines = message.splitlines()[1:]
+    assert len(lines) == 3, message
+    assert lines[0].startswith(f"  {broken_bvh}:{line}: "), lines[0]
+    assert lines[1].startswith(f"  {broken_grid}:5: "), lines[1]
+    assert lines[2] == (
+        f"  {other}: its joint hierarchy differs from {raw / '1' / '1_spk0_0_3_3.bvh'}'s: it has 5 joints, "
+        "1_spk0_0_3_3.bvh 6; 1_spk0_0_3_3.bvh's joint 5 'Arm_Nub' is not among its joints; all recordings "
+        "of one dataset must share the skeleton's joints and parents (siblings may be listed in any order)"
+    ), lines[2]
+    assert not (tmp_path / "out").exists()
+
+    # At MAX_UNREADABLE failures it stops reading (a systematic mistake would fail every recording).
+    monkeypatch.setattr(beat, "MAX_UNREADABLE", 2)
+    with pytest.raises(beat.DatasetError) as refused:
+        beat.prepare_beat(raw, tmp_path / "out", beat.PrepareOptions(), log=lambda *_: None)
+    assert str(refused.value).startswith(
+        f"the first 2 found of the 5 recordings under data.raw_root={raw} that cannot be prepared (reading "
+        "stopped there; fix them"
+    ), str(refused.value)
+    assert len(str(refused.value).splitlines()) == 3 and str(other) not in str(refused.value)
+
+    aside = tmp_path / "aside"
+    aside.mkdir()
+    for path in (broken_bvh, broken_grid, other):
+        for twin in (path.with_suffix(".bvh"), path.with_suffix(".TextGrid")):
+            twin.rename(aside / twin.name)
+    dataset = beat.prepare_beat(raw, tmp_path / "out", beat.PrepareOptions(), log=lambda *_: None)
+    assert dataset.info["recordings"] == 2
+    trained = {clip_id.rsplit("_", 1)[0] for clip_id in dataset.split("train").ids}
+    assert trained and trained <= {"1_spk0_0_3_3", "1_spk0_0_5_5"}

@@ -13,9 +13,11 @@ overwritten. Inputs found unchanged by content under new times (a copied raw fol
 remembered in the cache's `inputs_seen.json`, so the next run does not read them again.
 
 Errors: every problem with the raw files, the output folder or the `data` fields raises a `UserError`
-naming the file or field (a malformed BVH or TextGrid: `BvhError` / `TextGridError` with its line; a
-missing input: `MissingInputError`, also a FileNotFoundError; an output folder that is not our cache:
-`OccupiedFolderError`, also a FileExistsError; a damaged cache or inconsistent recordings: `DatasetError`).
+naming the file or field (a missing input: `MissingInputError`, also a FileNotFoundError; an output
+folder that is not our cache: `OccupiedFolderError`, also a FileExistsError; a damaged cache or
+inconsistent recordings: `DatasetError`). Recordings that cannot be read (a malformed BVH or TextGrid:
+`BvhError` / `TextGridError` with its line; another hierarchy) do not stop the reading of the others: one
+`DatasetError` names them all (up to MAX_UNREADABLE) and nothing is written.
 """
 
 from __future__ import annotations
@@ -65,6 +67,11 @@ SHALLOW_UP_FRACTION = 0.5
 # Whole figures under this many units across are taken to be in metres, over the other in millimetres: the
 # geometric loss (units^2) and data.std_floor are set for centimetres (a human figure spans 150-200 cm).
 METRES_BELOW, MILLIMETRES_ABOVE = 10.0, 1000.0
+
+
+# Preparation reads on past a recording it cannot read, naming all in one error; at this many it stops
+# (a systematic mistake, a wrong data.textgrid_tier say, would otherwise read every recording first).
+MAX_UNREADABLE = 10
 
 
 class MissingInputError(UserError, FileNotFoundError):
@@ -406,20 +413,32 @@ def prepare_beat(
     first_tier_of: list[tuple[Path, list[str]]] = []  # TextGrids read by the fallback: their interval tiers
     overruns: list[tuple[Path, float, float]] = []  # recordings whose words run past the motion's end
     wordless: list[tuple[Path, textgrid.Tier]] = []  # TextGrids whose word tier gives no words
+    failed: list[tuple[Path, str]] = []  # recordings that could not be read, and why
+    reference: tuple[Skeleton, Path] | None = None  # the first readable recording's joints, and its file
     for motion_path, text_path in pairs:
-        for path in (motion_path, text_path):  # before reading: the hash is of no later content
-            hashes[str(path.relative_to(raw_root))] = sha256_of(path)
-        motion = bvh.load_bvh(motion_path)
-        if options.representation != "positions":  # still position channels become the joints' offsets
-            motion = motion.with_static_offsets()
-        if skeletons:
-            motion = _with_joints_of(motion, motion_path, skeletons[0], pairs[0][0])
-        skeletons.append(turned_skeleton(motion, options))
-        features = encode_recording(motion, options)
+        try:
+            for path in (motion_path, text_path):  # before reading: the hash is of no later content
+                hashes[str(path.relative_to(raw_root))] = sha256_of(path)
+            motion = bvh.load_bvh(motion_path)
+            if options.representation != "positions":  # still position channels become the joints' offsets
+                motion = motion.with_static_offsets()
+            if reference is not None:
+                motion = _with_joints_of(motion, motion_path, *reference)
+            skeleton_here = turned_skeleton(motion, options)
+            features = encode_recording(motion, options)
+            words, tier, fallback = _read_words(text_path, options)
+        except (bvh.BvhError, textgrid.TextGridError, DatasetError, OSError) as error:  # (data.fps: stop)
+            # Read on: one pass names every recording that cannot be read, not one per attempt.
+            failed.append((motion_path, _reading_error(error, motion_path)))
+            if len(failed) >= MAX_UNREADABLE:
+                break
+            continue
+        if reference is None:
+            reference = (motion.skeleton, motion_path)
+        skeletons.append(skeleton_here)
         split = split_of(motion_path.stem, names, options)
         tally = tallies[split]
         tally.recordings.append(motion_path.stem)
-        words, tier, fallback = _read_words(text_path, options)
         tiers[tier.name] += 1
         if fallback:
             first_tier_of.append((text_path, fallback))
@@ -444,6 +463,8 @@ def prepare_beat(
             clips[split].append(
                 (f"{motion_path.stem}_{k:03d}", features[first:last], (" ".join(sentence.words),))
             )
+    if failed:
+        _raise_unreadable(failed, len(pairs), raw_root)
     now = _fingerprint_inputs(pairs, raw_root)
     changed = sorted(name for name, stat in now.items() if fingerprint["inputs"][name] != stat)
     if changed:
@@ -493,6 +514,39 @@ def prepare_beat(
     for warning in _unit_warnings(skeletons, [path for path, _ in pairs], splits["train"].motions, options):
         log(f"warning: {warning}")
     return dataset
+
+
+def _reading_error(error: BaseException, motion_path: Path) -> str:
+    """What went wrong reading one recording, naming its file (an error of this project names it
+    already; an OSError names the file it could not open)."""
+    if isinstance(error, OSError):
+        return f"{error.filename or motion_path}: cannot be read: {error.strerror or error}"
+    return str(error)
+
+
+def _raise_unreadable(failed: list[tuple[Path, str]], total: int, raw_root: Path) -> None:
+    """The error of a preparation that found recordings it cannot read (`failed`: file, why), raised
+    after reading the others (up to MAX_UNREADABLE failures), so that one attempt names them all: each
+    with its own error's message (a BvhError's or TextGridError's file and line)."""
+    if len(failed) == 1:
+        why = failed[0][1]
+        if total == 1:
+            raise DatasetError(why)
+        raise DatasetError(
+            f"{why} (the one recording of the {total} under data.raw_root={raw_root} that cannot be "
+            f"prepared: fix it, or move it and its TextGrid out of data.raw_root)"
+        )
+    counted = (
+        f"the first {len(failed)} found of the {total} recordings under data.raw_root={raw_root} that "
+        "cannot be prepared (reading stopped there"
+        if len(failed) >= MAX_UNREADABLE
+        else f"{len(failed)} of the {total} recordings under data.raw_root={raw_root} cannot be prepared ("
+    )
+    shown = "\n".join(f"  {why}" for _, why in failed)
+    raise DatasetError(
+        f"{counted}{'; ' if len(failed) >= MAX_UNREADABLE else ''}fix them, or move them and their TextGrids "
+        f"out of data.raw_root):\n{shown}"
+    )
 
 
 def _unit_warnings(
