@@ -1650,25 +1650,45 @@ def _same_statistics(mean_here, std_here, mean_run, std_run) -> tuple[bool, floa
     return same, float(np.max(np.where(mean_ok, 0.0, mean_gap / std_run))), float(np.max(std_ratio))
 
 
-def check_same_statistics(loaded, dataset, config, workdir) -> str:
+def init_chain(metadata: dict[str, Any], mean, std) -> list[dict[str, Any]]:
+    """The runs whose weights led to a checkpoint, newest first: its own run, the run its train.init_from
+    named, that run's own source, and so on (as far as the checkpoints record: versions before 2026-12-07
+    recorded the first source only), each {"workdir", "step", "data_root", "mean", "std"}: where it is (None
+    for the checkpoint's own run), the data it trained on and that data's training-split statistics. A
+    fine-tuned run's own data's statistics are in its record (`data_statistics`, or where a record lacks
+    them the checkpoint's); the first run's are those every later one normalises with (`mean`, `std`: the
+    checkpoint's)."""
+    runs = []
+    here = {"workdir": None, "step": None, "data_root": metadata.get("data_root")}
+    record = metadata.get("init_from")
+    while isinstance(record, dict):
+        own = record.get("data_statistics") or {"mean": mean, "std": std}
+        runs.append({**here, "mean": own["mean"], "std": own["std"]})
+        here = {key: record.get(key) for key in ("workdir", "step", "data_root")}
+        record = record.get("init_from")
+    runs.append({**here, "mean": mean, "std": std})
+    return runs
+
+
+def check_same_statistics(loaded, dataset, config, workdir) -> int:
     """EvaluationError unless the dataset's training-split statistics (mean / std, as the dataset gives
     them) are the ones the checkpoint trained with (its metadata's mean / std), to a relative
     STATS_TOLERANCE. Other statistics mean another training split (another data.root, data.split_seed
     or dataset), so the clips of eval.split may be clips the checkpoint trained on. A run started from
     another's weights (train.init_from) normalises with that run's statistics: its own data's, which its
-    checkpoints record apart, are compared, and those it normalises with, the source run's data, are
-    accepted too: evaluating a fine-tuned run on the data it started from shows what it kept of it (a
-    forgetting check), on clips that the source's run held out as well. Returns "own" or "source": the
-    data that matched."""
+    checkpoints record apart, are compared, and those of the data of the runs it descends from
+    (`init_chain`) are accepted too: evaluating a fine-tuned run on the data it started from shows what it
+    kept of it (a forgetting check), on clips that the source's run held out as well. Returns the
+    position in `init_chain` of the run whose data matched: 0 for the checkpoint's own."""
     mean_here, std_here = np.asarray(dataset.mean, np.float64), np.asarray(dataset.std, np.float64)
     metadata = getattr(loaded, "metadata", None) or {}
-    started = (metadata.get("init_from") or {}).get("data_statistics")
-    own = started or {"mean": loaded.mean, "std": loaded.std}
-    same, mean_gap, std_change = _same_statistics(mean_here, std_here, own["mean"], own["std"])
-    if same:
-        return "own"
-    if started and _same_statistics(mean_here, std_here, loaded.mean, loaded.std)[0]:
-        return "source"
+    chain = init_chain(metadata, loaded.mean, loaded.std)
+    for position, run in enumerate(chain):
+        same, gap, change = _same_statistics(mean_here, std_here, run["mean"], run["std"])
+        if same:
+            return position
+        if position == 0:
+            mean_gap, std_change = gap, change
     from motion_ddpm_jax.train import statistics_change
 
     gaps = statistics_change(mean_gap, std_change, STATS_TOLERANCE)
@@ -1732,35 +1752,47 @@ def _recording_of(clip_id: str, ids: Collection[str]) -> str:
 
 
 def fine_tuned_on(
-    metadata: dict[str, Any], evaluated: Sequence[str], here: str | os.PathLike | None = None
-) -> tuple[list[str] | None, Path | None]:
-    """(the clips of `evaluated` that the run whose checkpoint `metadata` is trained on, its split file:
-    `<its data_root>/train.txt`) for eval of a fine-tuned run on its source's data (a forgetting check): the
-    source held those clips out, but data that split the same recordings otherwise may have fine-tuned on
-    them (on 12 of 12 here: the demo prepared with split_seed 0 and 2), and the metrics would then say what
-    the run learned of them, not what it kept. A clip counts by its motion (`_recording_of`: a sub-clip's
-    or mirrored copy's id is its clip's). `here`: the evaluated data's folder; an id of both whose motion
-    file reads in both folders and differs is another recording of the same name (two datasets that number
-    their clips alike: one's own data fine-tuned from HumanML3D), not counted. (None, the file) where that
-    split file cannot be read; (None, None) where the checkpoint records no data_root."""
-    root = metadata.get("data_root")
-    if not root:
-        return None, None
-    path = Path(str(root)) / "train.txt"
-    try:
-        trained = {line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()}
-    except (OSError, UnicodeDecodeError):
-        return None, path
-    bases = {clip_id.split("#", 1)[0] for clip_id in trained} | {c.split("#", 1)[0] for c in evaluated}
-    motions: dict[str, list[str]] = {}
-    for clip_id in sorted(trained):
-        motions.setdefault(_recording_of(clip_id, bases), []).append(clip_id)
-    seen = []
-    for clip_id in evaluated:
-        named = motions.get(_recording_of(clip_id, bases), [])
-        if any(here is None or _same_motion(Path(str(root)), Path(here), other) for other in named):
-            seen.append(clip_id)
-    return seen, path
+    roots: Sequence[str | os.PathLike | None],
+    evaluated: Sequence[str],
+    here: str | os.PathLike | None = None,
+) -> tuple[list[str] | None, list[Path]]:
+    """(the clips of `evaluated` that runs trained on the data at `roots` trained on, by their split files
+    `<root>/train.txt`; the split files that list any) for eval of a fine-tuned run on the data of a run it
+    descends from (a forgetting check): that run held those clips out, but the later runs' data (`roots`:
+    the fine-tuned run's, and those of the runs between) may split the same recordings otherwise (on 12 of
+    12 here: the demo prepared with split_seed 0 and 2), and the metrics would then say what they learned
+    of them, not what was kept. A clip counts by its motion (`_recording_of`: a sub-clip's or mirrored
+    copy's id is its clip's). `here`: the evaluated data's folder; an id of both whose motion file reads in
+    both folders and differs is another recording of the same name (two datasets that number their clips
+    alike: one's own data fine-tuned from HumanML3D), not counted. (None, [the file]) where a split file
+    cannot be read; (None, []) where a root is not recorded (None)."""
+    seen: set[str] = set()
+    files = []
+    for root in roots:
+        if not root:
+            return None, []
+        path = Path(str(root)) / "train.txt"
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return None, [path]
+        trained = {line.strip() for line in text.splitlines() if line.strip()}
+        bases = {clip_id.split("#", 1)[0] for clip_id in trained} | {c.split("#", 1)[0] for c in evaluated}
+        motions: dict[str, list[str]] = {}
+        for clip_id in sorted(trained):
+            motions.setdefault(_recording_of(clip_id, bases), []).append(clip_id)
+        found = {
+            clip_id
+            for clip_id in evaluated
+            if any(
+                here is None or _same_motion(Path(str(root)), Path(here), other)
+                for other in motions.get(_recording_of(clip_id, bases), [])
+            )
+        }
+        if found:
+            files.append(path)
+        seen |= found
+    return [clip_id for clip_id in evaluated if clip_id in seen], files
 
 
 def _same_motion(root: Path, here: Path, clip_id: str) -> bool:
@@ -1867,53 +1899,75 @@ def run(
             f"scaled by the wrong rate); point data.root at the data it was trained on"
         )
     matched = check_same_statistics(loaded, dataset, config, workdir)  # before sampling: other data refused
-    started = (getattr(loaded, "metadata", None) or {}).get("init_from")
-    source_root = started.get("data_root") if isinstance(started, dict) else None
-    # A source run on this very folder split it as here: its eval.split clips were not its training clips.
-    same_data = bool(source_root) and Path(str(source_root)).resolve() == Path(dataset.root).resolve()
+    chain = init_chain(getattr(loaded, "metadata", None) or {}, loaded.mean, loaded.std)
     split = dataset.split(config.eval.split)
     indices = chosen_indices(split, int(config.eval.num_clips))
     forgetting_notes = []
-    if matched == "source":
+    if matched:  # the data of a run it descends from: a forgetting check
         evaluated = [split.ids[i] for i in indices]
-        seen, listed = fine_tuned_on(loaded.metadata, evaluated, dataset.root)
+        # The runs since that one trained on their own data, which may hold these clips.
+        seen, files = fine_tuned_on([run["data_root"] for run in chain[:matched]], evaluated, dataset.root)
+        runs = "the fine-tuned run" if matched == 1 else f"the {matched} fine-tuned runs since"
         if seen is None:
             forgetting_notes.append(
-                f"data_trained_on: the training split of the data the fine-tuned run trained on "
-                f"({listed or 'its data.root: not recorded'}) cannot be read here, so whether it fine-tuned "
-                f"on some of these {len(evaluated)} {config.eval.split} clips (data that split the same "
-                "recordings otherwise) is not known"
+                f"data_trained_on: the training split of data {runs} trained on "
+                f"({files[0] if files else 'a data.root not recorded'}) cannot be read here, so whether "
+                f"it fine-tuned on some of these {len(evaluated)} {config.eval.split} clips (data that "
+                "split the same recordings otherwise) is not known"
             )
         elif seen:
             from motion_ddpm_jax.config import listed
 
-            shown = listed(seen, 3)
             forgetting_notes.append(
                 f"data_trained_on: {len(seen)} of the {len(evaluated)} {config.eval.split} clips evaluated "
-                f"({shown}) are clips the fine-tuned run trained on ({listed} lists them: its data split "
-                "the recordings otherwise): on those the metrics say what it learned of them, not what it "
-                "kept; evaluate a forgetting check on recordings its fine-tuning data left out"
+                f"({listed(seen, 3)}) are clips {runs} trained on ({' and '.join(map(str, files))} "
+                f"list{'s' * (len(files) == 1)} them: data that split the recordings otherwise): on those "
+                "the metrics say what was learned of them, not what was kept; evaluate a forgetting check "
+                "on recordings its fine-tuning data left out"
             )
-    if matched == "source":
         held = (
             "its train clips are those that run trained on (eval.split=train)"
             if config.eval.split == "train"
             else f"its {config.eval.split} clips were held out of that run's training"
         )
+        run = chain[matched]
+        who = (
+            f"the run whose weights it started from ({run['workdir']}, step {run['step']})"
+            if matched == 1
+            else f"a run it descends from through train.init_from ({run['workdir']}, step {run['step']}), "
+            f"by way of {chain[1]['workdir']}, the run it started from"
+        )
+        statistics = (
+            "those the checkpoint normalises with"
+            if matched == len(chain) - 1
+            else "those its checkpoints record of that run's data"
+        )
         log(
-            f"data.root={dataset.root} is not the data the checkpoint's run trained on but that of the run "
-            f"whose weights it started from ({started.get('workdir')}, step {started.get('step')}, or of an "
-            f"earlier run that one started from): its training-split statistics are those the checkpoint "
-            f"normalises with, and {held}. The metrics say what the fine-tuned run kept of that data"
+            f"data.root={dataset.root} is not the data the checkpoint's run trained on but that of {who}: "
+            f"its training-split statistics are {statistics}, and {held}. The metrics say what the "
+            "fine-tuned run kept of that data"
             + (" (but see the note on data_trained_on below)" if forgetting_notes else "")
         )
-    elif isinstance(started, dict) and not same_data:
-        log(
-            f"the checkpoint's run started from the weights of {started.get('workdir')} (step "
-            f"{started.get('step')}), trained on data.root={started.get('data_root')}: the "
-            f"{config.eval.split} clips here may be clips that run trained on, unless the two datasets "
-            "split their recordings alike"
-        )
+    else:
+        # A run on this very folder split it as here: its eval.split clips were not its training clips.
+        here = Path(dataset.root).resolve()
+        elsewhere = [
+            run
+            for run in chain[1:]
+            if not (run["data_root"] and Path(str(run["data_root"])).resolve() == here)
+        ]
+        if elsewhere:
+            first, *before = elsewhere
+            more = "".join(
+                f" (and before it {run['workdir']}, step {run['step']}, on data.root={run['data_root']})"
+                for run in before
+            )
+            log(
+                f"the checkpoint's run started from the weights of {first['workdir']} (step "
+                f"{first['step']}), trained on data.root={first['data_root']}{more}: the "
+                f"{config.eval.split} clips here may be clips {'that run' if not before else 'those runs'} "
+                "trained on, unless the datasets split their recordings alike"
+            )
     motions = [split.motions[i][: int(loaded.max_motion_length)] for i in indices]
     captions = [split.captions[i][0] for i in indices]
     lengths = [len(m) for m in motions]
@@ -2027,8 +2081,11 @@ def run(
         "step": int(loaded.step),
         "workdir": os.path.abspath(workdir),
         "data_root": os.path.abspath(dataset.root),
-        # "source": the data of the run whose weights a fine-tuned run started from (a forgetting check)
-        "data_trained_on": {"own": "this run's", "source": "init_from source's"}[matched],
+        # not "this run's": the data of a run it descends from through train.init_from (a forgetting check)
+        "data_trained_on": (
+            {0: "this run's", 1: "init_from source's"}.get(matched)
+            or f"an earlier run's in its init_from chain: {chain[matched]['workdir']}"
+        ),
         "split": config.eval.split,
         "split_seed": _split_seed(dataset),
         "num_clips": len(motions),

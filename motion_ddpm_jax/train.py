@@ -888,6 +888,9 @@ def load_init_from(config, dataset, captions, workdir: Path, log=print) -> InitF
         "data_root": loaded.metadata.get("data_root"),
         "data_statistics": {"mean": dataset.mean.tolist(), "std": dataset.std.tolist()},
     }
+    earlier = loaded.metadata.get("init_from")
+    if isinstance(earlier, dict):  # the source was fine-tuned too: its record, so the chain stays whole
+        record["init_from"] = earlier
     # In this model's tree (the checkpoint's may come back as other mappings), float32 as the run trains.
     leaves = [
         np.asarray(got[path], np.float32) for path, _ in jax.tree_util.tree_flatten_with_path(shapes)[0]

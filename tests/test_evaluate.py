@@ -1554,7 +1554,7 @@ def test_the_refusal_of_other_data_writes_its_gaps_in_plain_percent_and_names_on
     loaded.mean, loaded.std = run_mean, run_std
     close = run_mean + np.array([5e-4, 0.0])
     here = types.SimpleNamespace(root=tmp_path / "other", mean=close, std=run_std, info={})
-    assert evaluate.check_same_statistics(loaded, here, config, tmp_path / "run") == "own"
+    assert evaluate.check_same_statistics(loaded, here, config, tmp_path / "run") == 0  # its own data
     said = refusal(close, run_std * np.array([1.0, 1.5]))
     assert "(stds by up to 50%)" in said and "means by up to" not in said
 

@@ -183,7 +183,7 @@ def test_eval_compares_a_fine_tuned_runs_own_data_statistics():
     )
     started = {"init_from": {"data_statistics": {"mean": own_mean.tolist(), "std": own_std.tolist()}}}
     loaded = types.SimpleNamespace(mean=source_mean, std=source_std, metadata=started)
-    assert evaluate.check_same_statistics(loaded, dataset, config, "run") == "own"
+    assert evaluate.check_same_statistics(loaded, dataset, config, "run") == 0  # its own data
     with pytest.raises(evaluate.EvaluationError, match="trained on other data") as refused:
         evaluate.check_same_statistics(
             types.SimpleNamespace(mean=source_mean, std=source_std, metadata={}), dataset, config, "run"
@@ -195,7 +195,7 @@ def test_eval_compares_a_fine_tuned_runs_own_data_statistics():
     source_data = types.SimpleNamespace(
         mean=source_mean.astype(np.float32), std=source_std.astype(np.float32), info={}, root="data"
     )
-    assert evaluate.check_same_statistics(loaded, source_data, config, "run") == "source"
+    assert evaluate.check_same_statistics(loaded, source_data, config, "run") == 1  # its source's data
     third = types.SimpleNamespace(mean=source_data.mean + 0.1, std=source_data.std, info={}, root="data")
     with pytest.raises(evaluate.EvaluationError, match="trained on other data"):
         evaluate.check_same_statistics(loaded, third, config, "run")
@@ -286,13 +286,22 @@ def test_a_forgetting_check_names_the_clips_the_fine_tuned_run_trained_on(tmp_pa
     a HumanML3D sub-clip by its clip, a clip by its mirrored copy (M<id>) in the training split."""
     (tmp_path / "train.txt").write_text("a_000\nb_001\n\n000004\nM000007\n", encoding="utf-8")
     evaluated = ["a_000", "a_001", "000004#0.5-3", "000007", "c_000"]
-    seen, listed = evaluate.fine_tuned_on({"data_root": str(tmp_path)}, evaluated)
-    assert seen == ["a_000", "000004#0.5-3", "000007"] and listed == tmp_path / "train.txt"
-    assert evaluate.fine_tuned_on({"data_root": str(tmp_path / "gone")}, evaluated) == (
+    seen, listed = evaluate.fine_tuned_on([str(tmp_path)], evaluated)
+    assert seen == ["a_000", "000004#0.5-3", "000007"] and listed == [tmp_path / "train.txt"]
+    assert evaluate.fine_tuned_on([str(tmp_path), str(tmp_path / "gone")], evaluated) == (
         None,
-        tmp_path / "gone" / "train.txt",
+        [tmp_path / "gone" / "train.txt"],
     )
-    assert evaluate.fine_tuned_on({}, evaluated) == (None, None)
+    assert evaluate.fine_tuned_on([None], evaluated) == (None, [])  # a data_root not recorded
+    # Several fine-tuned runs since (a chain of init_from): each one's training split counts, in
+    # `evaluated`'s order, and only the split files that list one are named.
+    for name, ids in (("b", "c_000\na_001\n"), ("c", "zz\n")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "train.txt").write_text(ids, encoding="utf-8")
+    assert evaluate.fine_tuned_on([tmp_path, tmp_path / "b", tmp_path / "c"], evaluated) == (
+        ["a_000", "a_001", "000004#0.5-3", "000007", "c_000"],
+        [tmp_path / "train.txt", tmp_path / "b" / "train.txt"],
+    )
 
 
 def test_a_forgetting_check_tells_another_recording_of_the_same_name_from_a_clip_trained_on(tmp_path):
@@ -313,6 +322,68 @@ def test_a_forgetting_check_tells_another_recording_of_the_same_name_from_a_clip
     np.save(tuned / "motions" / "M000003.npy", same)
     np.save(here / "new_joint_vecs" / "M000003.npy", same)  # its mirror trained on, as the mirror here
     evaluated = ["000001#0.5-2", "000002", "000003", "000004", "000005"]  # 000004: nothing to compare
-    seen, _ = evaluate.fine_tuned_on({"data_root": str(tuned)}, evaluated, here)
+    seen, _ = evaluate.fine_tuned_on([str(tuned)], evaluated, here)
     assert seen == ["000001#0.5-2", "000003", "000004"]
-    assert evaluate.fine_tuned_on({"data_root": str(tuned)}, evaluated)[0] == evaluated[:4]  # by id alone
+    assert evaluate.fine_tuned_on([str(tuned)], evaluated)[0] == evaluated[:4]  # by id alone
+
+
+def test_a_chain_of_fine_tuning_keeps_every_source_and_evaluates_on_each_ones_data(tmp_path, source):
+    """A run fine-tuned from a fine-tuned run (A -> B -> C) had recorded B alone: its checkpoints now
+    hold the whole chain (B's record inside C's), and eval takes the data of any run of it: C on B's data
+    (refused before: neither C's statistics nor the A statistics it normalises with) and on A's, whose
+    held-out clips B's data may hold for training (its split of A's recordings under another
+    split_seed: A's test recording is a training one of split_seed 2): the note names them, from B's
+    split file, as the split files and motion files say."""
+    args_a2 = [*source.args_a[:2], f"--config.data.root={tmp_path / 'a2'}", "--config.data.split_seed=2"]
+    runs = {"b": (args_a2, source.workdir), "c": (source.args_b, tmp_path / "b")}
+    for name, (args, start) in runs.items():
+        config = tiny_config(tmp_path, args, num_steps=2, save_every_steps=2)
+        config.train.init_from = str(start)
+        train.run(config, tmp_path / name, log=lambda *_: None)
+    _, b_metadata = _read(tmp_path / "b", "params")
+    _, c_metadata = _read(tmp_path / "c", "params")
+    assert c_metadata["init_from"]["workdir"] == str((tmp_path / "b").resolve())
+    assert c_metadata["init_from"]["init_from"] == b_metadata["init_from"]  # A, as B recorded it
+    assert b_metadata["init_from"]["workdir"] == str(source.workdir.resolve())
+
+    def evaluated(args, name):
+        config = tiny_config(tmp_path, args, num_steps=2)
+        config.sample.update(steps=2, render=False)
+        config.eval.update(num_clips=3, split="test", output=str(tmp_path / f"{name}.json"))
+        lines = []
+        evaluate.run(config, tmp_path / "c", log=lines.append)
+        return lines, json.loads((tmp_path / f"{name}.json").read_text())
+
+    lines, report = evaluated(args_a2, "on_b")
+    assert report["data_trained_on"] == "init_from source's", report["data_trained_on"]
+    said = [line for line in lines if "what the fine-tuned run kept of that data" in line]
+    assert said and f"the run whose weights it started from ({(tmp_path / 'b').resolve()}, step 2)" in said[0]
+    assert "those its checkpoints record of that run's data" in said[0], said
+
+    lines, report = evaluated(source.args_a, "on_a")
+    assert report["data_trained_on"] == (
+        f"an earlier run's in its init_from chain: {source.workdir.resolve()}"
+    ), report["data_trained_on"]
+    said = [line for line in lines if "what the fine-tuned run kept of that data" in line]
+    assert said and f"({source.workdir.resolve()}, step 6), by way of {(tmp_path / 'b').resolve()}" in said[0]
+    # The reference: the evaluated test clips of A's data (the report's ids) that B's or C's split files
+    # list with the same motion (C's data, other recordings, may reuse the names).
+    test_ids, a_root = report["clips"]["ids"], source.root / "a" / "prepared"
+    expected = [
+        clip_id
+        for clip_id in test_ids
+        if any(
+            clip_id in (root / "train.txt").read_text().split()
+            and np.array_equal(
+                np.load(root / "motions" / f"{clip_id}.npy"), np.load(a_root / "motions" / f"{clip_id}.npy")
+            )
+            for root in (tmp_path / "a2", source.root / "b" / "prepared")
+        )
+    ]
+    assert expected, "the split seeds chosen give no overlap: the test would not test the note"
+    notes = [line for line in lines if "data_trained_on:" in line]
+    assert len(notes) == 1 and f"{len(expected)} of the {len(test_ids)} test clips evaluated" in notes[0]
+    assert (
+        "the 2 fine-tuned runs since trained on" in notes[0]
+        and str(tmp_path / "a2" / "train.txt") in notes[0]
+    )
