@@ -411,7 +411,14 @@ def _main(argv):
 
             recorded = train.last_trained_config(Path(_workdir(config_given)))
             trained = None if recorded is None else recorded[1]
-        config_lib.validate(config, trained)
+        # sample.steps against diffusion.steps (and the other checks of train.sample_every's progress
+        # samples) are training's: --mode sample and eval take the diffusion from the checkpoint, not from
+        # the config file, and `sampling.generate` checks sample.* against that one.
+        checked = config
+        if mode in CHECKPOINT_MODES:
+            checked = config.copy_and_resolve_references()
+            checked.train.sample_every = 0
+        config_lib.validate(checked, trained)
         if mode == "config":
             from motion_ddpm_jax import train
 

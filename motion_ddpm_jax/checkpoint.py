@@ -8,7 +8,8 @@ Layout: `<workdir>/checkpoints/<step>/` with four items, so that each reader res
   the sha256 of every array of the three array items (`DIGESTS`).
 Arrays are saved unreplicated as host arrays, so a checkpoint restores on any number of devices. Orbax
 writes each step under a temporary name and renames it when complete: a run killed while saving leaves
-the previous checkpoint usable, and the partial one is removed when the folder is next opened.
+the previous checkpoint usable, and the partial one is removed when a run next opens the folder to write
+(readers, `read_only=True`, see past it and leave it).
 
 Orbax checks its own index and manifest files, not the arrays' bytes: a changed byte in a data file (a
 bad disk or copy, files of another checkpoint put in its place) restored silently as other values, and a
@@ -202,8 +203,9 @@ def _quiet_read_only_notice():
 
 
 class Checkpointer:
-    """Saves and restores the checkpoints of one run folder (only process 0 should call `save` logic that
-    writes files; Orbax coordinates the processes of a multi-host run itself)."""
+    """Saves and restores the checkpoints of one run folder. In a multi-host run every process makes one
+    and calls `save` with the same step, as train.run does: Orbax's save synchronises the processes (a
+    `save` on process 0 alone would wait for the others) and decides which of them writes what."""
 
     def __init__(self, workdir: str | os.PathLike, max_to_keep: int | None = 3, read_only: bool = False):
         self.directory = checkpoint_dir(workdir)

@@ -197,6 +197,21 @@ def loaded_from_params(params, metadata: Any, step: int, where: str) -> LoadedMo
                 f"diffusion.prediction {prediction!r} is not one of {diffusion.PREDICTION_KINDS}"
             )
         expected = model_lib.param_shapes(model)
+        clip_x0 = float(config.diffusion.clip_x0)
+        max_motion_length = int(config.data.max_motion_length)
+        text_max_length = int(config.model.text_max_length)
+        fps = float(metadata["fps"])
+        if not (math.isfinite(fps) and fps > 0):
+            raise ValueError(f"its fps is {metadata['fps']!r}, expected a frame rate > 0")
+        kind = str(metadata["representation"])
+        # A skeleton that does not fit the features failed only in decoding, after the whole sampler ran.
+        if skeleton is not None and kind in representation.REPRESENTATIONS:
+            needed = representation.feature_size(skeleton, kind)
+            if needed != feature_size:
+                raise ValueError(
+                    f"its {kind} features are {feature_size} a frame, but its skeleton of "
+                    f"{skeleton.num_joints} joints gives {needed}"
+                )
     except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise checkpoint.CheckpointError(f"{where}: cannot rebuild its model ({error})") from None
     got_structure, want_structure = jax.tree.structure(params), jax.tree.structure(expected)
@@ -212,7 +227,6 @@ def loaded_from_params(params, metadata: Any, step: int, where: str) -> LoadedMo
             f"{where}: its parameters do not match the model its own config describes "
             f"({'; '.join(mismatched[:3]) or 'different parameter names'})"
         )
-    clip_x0 = float(config.diffusion.clip_x0)
     return LoadedModel(
         model=model,
         params=jax.tree.map(lambda p: np.asarray(p, np.float32), params),
@@ -221,13 +235,13 @@ def loaded_from_params(params, metadata: Any, step: int, where: str) -> LoadedMo
         mean=mean,
         std=std,
         skeleton=skeleton,
-        representation=str(metadata["representation"]),
-        fps=float(metadata["fps"]),
+        representation=kind,
+        fps=fps,
         schedule=schedule,
         prediction=prediction,
         clip_x0=clip_x0 if clip_x0 > 0 else None,
-        max_motion_length=int(config.data.max_motion_length),
-        text_max_length=int(config.model.text_max_length),
+        max_motion_length=max_motion_length,
+        text_max_length=text_max_length,
         step=int(step),
     )
 
@@ -621,8 +635,9 @@ def generate(
       positions f32[N, T, J, 3] global joint positions, zero past the length (None where `joint_parents`
         is: data without a skeleton; HumanML3D's 263 features decode to its 22 joints in metres, KIT-ML's
         251 to its 21 in millimetres), as decoded: the root starts at the origin (`ground_offset` gives
-        the shift to stand a sample on the ground, which `run` adds to the files it writes;
-        `check_figure_size` compares their size with the data's);
+        the shift to stand a sample on the ground, which `run` adds to the files it writes), but for the
+        HumanML3D layout, whose root starts at the height its features hold (feature 3) and whose files
+        `run` writes as decoded; `check_figure_size` compares their size with the data's;
       lengths i32[N]; captions list[str] of length N.
 
     Compiling: one program per sampler setting (sampler, steps, eta, spacing, guided or not), samples per
@@ -753,9 +768,11 @@ def bvh_channels(features: np.ndarray, skeleton: Skeleton, order: str = BVH_ORDE
 
 def ground_offset(positions: np.ndarray) -> np.ndarray:
     """The shift [3] that stands a sample on the ground: its lowest joint of the first frame at height 0
-    on the Y axis (up in BVH files and in BEAT), nothing across. positions: [T, J, 3]. The features keep
-    the root's motion, not its height, so a decoded sample starts with its root at the origin, half
-    under the floor in a tool that shows one."""
+    on the Y axis (up in BVH files and in BEAT), nothing across. positions: [T, J, 3]. The positions and
+    axis_angle features keep the root's motion, not its height, so such a decoded sample starts with its
+    root at the origin, half under the floor in a tool that shows one. Not for the HumanML3D layout
+    (HumanML3D's 263 features, KIT-ML's 251): they hold the root's height, and `run` writes their
+    positions as decoded, without this shift."""
     if np.ndim(positions) != 3 or np.shape(positions)[-1] != 3 or not np.shape(positions)[0]:
         raise ValueError(
             f"ground_offset: positions must be one sample's joint positions [T, J, 3]; got shape "
@@ -836,7 +853,11 @@ def check_finite(result: dict[str, Any], loaded: LoadedModel, workdir) -> None:
     parameters have diverged (a run whose loss went to NaN or inf), and nothing of it should be written."""
     bad = [i for i, n in enumerate(result["lengths"]) if not np.isfinite(result["motion"][i, :n]).all()]
     if bad:
-        steps = checkpoint.Checkpointer(workdir, read_only=True).all_steps()
+        reader = checkpoint.Checkpointer(workdir, read_only=True)
+        try:
+            steps = reader.all_steps()
+        finally:
+            reader.close()
         raise SampleError(
             f"the checkpoint of step {loaded.step} in {workdir} generates motion that is not finite "
             f"({len(bad)} of {len(result['lengths'])} samples): its parameters have diverged (did its "

@@ -348,6 +348,37 @@ def test_sample_with_a_config_file_says_which_of_its_model_fields_the_checkpoint
     assert "note: --mode sample takes" not in same.stdout + same.stderr
 
 
+def test_sample_steps_are_checked_against_the_checkpoints_diffusion_not_the_config_files(tmp_path):
+    """--mode sample --config FILE takes the diffusion from the checkpoint: 120 DDIM steps of a checkpoint
+    trained with 150 diffusion steps were refused because configs/demo.py has 100 (a check of training's
+    progress samples), right after the note that the file's diffusion.steps is not used."""
+    import importlib.util
+
+    import numpy as np
+
+    sys.path.insert(0, str(ROOT))
+    from motion_ddpm_jax import checkpoint
+
+    spec = importlib.util.spec_from_file_location("demo_config", ROOT / "configs" / "demo.py")
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    trained = demo.get_config()
+    assert trained.train.sample_every > 0 and trained.diffusion.steps < 120
+    trained.diffusion.steps = 150
+    tree = {"w": np.zeros(2, np.float32)}
+    writer = checkpoint.Checkpointer(tmp_path / "run")
+    writer.save(3, tree, tree, tree, {"config": trained.to_dict()})
+    writer.close()
+    run = ["--config", "configs/demo.py", "--workdir", str(tmp_path / "run"), "--config.sample.text=wave"]
+    for mode in ("sample", "eval"):
+        result = launch("--mode", mode, *run, "--config.sample.steps=120")
+        assert "progress samples" not in result.stderr, result.stderr[-2000:]
+        # (this checkpoint holds no model: what fails is reading it, past the config's checks)
+        assert f"{tmp_path / 'run' / 'checkpoints'}/3" in result.stderr, result.stderr[-2000:]
+    trains = launch("--mode", "config", "--config", "configs/demo.py", "--config.sample.steps=120")
+    assert trains.returncode != 0 and "train.sample_every's progress samples" in trains.stderr  # kept
+
+
 def test_eval_names_the_sample_overrides_it_does_not_read(monkeypatch):
     """--mode eval draws one sample per clip, of its caption and length: --config.sample.num_samples=4
     (or num_frames, text, output_dir) had been dropped without a word. The fields eval reads are those

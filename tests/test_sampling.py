@@ -206,6 +206,34 @@ def test_missing_empty_or_incomplete_checkpoints_are_checkpoint_errors(tmp_path)
         sampling.load_model(tmp_path / "run")
 
 
+def test_metadata_a_model_cannot_be_sampled_from_is_a_checkpoint_error_naming_the_checkpoint(tmp_path):
+    """Metadata that train.run would not write (a config without diffusion.clip_x0, a frame rate that is
+    no number, a skeleton whose joints do not fit the features) had come out of load_model as a bare
+    AttributeError, ValueError or TypeError (a traceback from launch.py), the skeleton's only after the
+    whole sampler had run."""
+    _, ema, metadata = write_checkpoint(tmp_path / "run")
+    two_joints = Skeleton(
+        names=("Hips", "Head"),
+        parents=np.array([-1, 0]),
+        offsets=np.array([[0, 0, 0], [0, 10, 0]], np.float32),
+        end_sites=np.array([False, False]),
+    )
+    edits = {
+        "diffusion.clip_x0": lambda m: m["config"]["diffusion"].pop("clip_x0"),
+        "fps": lambda m: m.update(fps="thirty"),
+        "fps None": lambda m: m.update(fps=None),
+        "fps 0": lambda m: m.update(fps=0.0),
+        "skeleton": lambda m: m.update(skeleton=two_joints.to_dict()),
+    }
+    for edit in edits.values():
+        broken = json.loads(json.dumps(metadata))
+        edit(broken)
+        with pytest.raises(checkpoint.CheckpointError, match=r"^the folder/3: cannot rebuild its model"):
+            sampling.loaded_from_params(ema, broken, 3, "the folder/3")
+    loaded = sampling.loaded_from_params(ema, metadata, 3, "the folder/3")  # the metadata as written
+    assert loaded.fps == 30.0 and loaded.clip_x0 is None and loaded.representation == "positions"
+
+
 # ------------------------------------------------------------------------------------------ generate
 def test_zero_output_model_gives_the_analytic_ddim_sample_destandardized_and_masked(workdirs):
     """Epsilon prediction 0: every DDIM (eta 0) step scales x_t by sqrt(abar_prev / abar_t), so the sample
@@ -932,11 +960,22 @@ def test_run_writes_npy_and_index_and_never_overwrites(workdirs, monkeypatch):
     assert any("step_3_2" in line for line in logs)
 
 
-def test_a_diverged_checkpoint_is_refused_before_anything_is_written(tmp_path):
+def test_a_diverged_checkpoint_is_refused_before_anything_is_written(tmp_path, monkeypatch):
     write_checkpoint(tmp_path / "nan", diverged=True)
+    opened, closed = [], []
+    real_init, real_close = checkpoint.Checkpointer.__init__, checkpoint.Checkpointer.close
+    monkeypatch.setattr(
+        checkpoint.Checkpointer,
+        "__init__",
+        lambda self, *a, **k: opened.append(self) or real_init(self, *a, **k),
+    )
+    monkeypatch.setattr(
+        checkpoint.Checkpointer, "close", lambda self: closed.append(self) or real_close(self)
+    )
     with pytest.raises(UserError, match=r"step 3 .* not finite \(2 of 2 samples\).*Checkpoints there: \[3\]"):
         sampling.run(run_config(), tmp_path / "nan")
     assert not (tmp_path / "nan" / "samples").exists()
+    assert len(opened) == 2 and opened == closed  # load_model's reader and the one naming the steps
 
 
 def test_an_output_dir_of_dot_in_a_folder_with_files_writes_beside_it(workdirs, tmp_path, monkeypatch):

@@ -503,6 +503,47 @@ def test_the_first_rows_steps_per_second_leaves_out_the_first_run_of_the_step(tm
     assert all(r["steps_per_s"] > 2.0 for r in rows), rows
 
 
+def test_a_rows_steps_per_second_counts_steps_that_ran_not_steps_queued(tmp_path, monkeypatch):
+    """steps/s is the rate at which steps ran. The compiled step returns before it has run (jax dispatches
+    asynchronously), so a clock read when the last step of a window is queued, not done, overstates that
+    window's rate and understates the next one's: on 2 CPU cores a KIT-ML run's first row read 30-58 steps/s
+    against 5 for the later ones. Here every step multiplies matrices for at least `slow` seconds (as many as
+    took that long alone, timed first, and each step waits for the last): no row may read more than
+    1 / slow steps/s (2 / slow allowed, for a machine whose load changed since the timing)."""
+    matrix = jnp.asarray(np.random.default_rng(0).normal(size=(512, 512)) / 32, jnp.float32)
+
+    def busy(count):
+        return jax.lax.fori_loop(0, count, lambda _, x: jnp.tanh(x @ matrix), matrix)[0, 0]
+
+    timed, count = jax.jit(busy), 8
+    timed(count).block_until_ready()  # compiled
+    while True:
+        began = time.perf_counter()
+        timed(count).block_until_ready()
+        slow = time.perf_counter() - began
+        if slow >= 0.3:
+            break
+        count *= 2
+    real_make_train_step = train.make_train_step
+
+    def with_slow_steps(*args, **kwargs):
+        step_fn = real_make_train_step(*args, **kwargs)
+
+        def slow_step(state, batch, rng):
+            new_state, metrics = step_fn(state, batch, rng)
+            waited = jnp.isnan(busy(count)).astype(new_state.step.dtype)  # 0, which XLA cannot know
+            return new_state.replace(step=new_state.step + waited), metrics
+
+        return slow_step
+
+    monkeypatch.setattr(train, "make_train_step", with_slow_steps)
+    config = tiny_run_config(tmp_path, num_steps=7, log_every=3, save_every_steps=0)
+    train.run(config, tmp_path / "run", log=lambda *_: None)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [3, 6, 7]
+    assert all(0 < r["steps_per_s"] <= 2 / slow for r in rows), (slow, rows)
+
+
 def test_a_log_row_holds_the_means_of_its_steps_and_leaves_out_skipped_ones(tmp_path, monkeypatch):
     """Each row's loss terms and grad_norm are the means (float64, here) of the per-step values of the steps
     since the row before, as a run logging every step gives them (the same steps: log_every changes no
