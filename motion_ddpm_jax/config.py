@@ -538,6 +538,17 @@ def validate(config, trained: dict | None = None) -> None:
             f"config field sample.eta is {config.sample.eta} but sample.sampler=dpmpp_2m is deterministic "
             "(train.sample_every's progress samples would be refused): set --config.sample.eta=0"
         )
+    if (
+        config.train.sample_every > 0
+        and config.sample.guidance_scale != 1
+        and not config.model.cond_drop_prob > 0
+    ):
+        raise UserError(
+            f"config field sample.guidance_scale is {config.sample.guidance_scale:g} but "
+            f"model.cond_drop_prob is {config.model.cond_drop_prob}: the model learns no unconditional "
+            "prediction for guidance, so train.sample_every's progress samples would each be refused; set "
+            "--config.sample.guidance_scale=1 or --config.model.cond_drop_prob above 0 (0.1 is the default)"
+        )
     from motion_ddpm_jax import diffusion
 
     try:

@@ -1182,6 +1182,7 @@ def run(config, workdir: str | os.PathLike, log=print) -> dict[str, Any]:
     step = None if int(s.checkpoint_step) < 0 else int(s.checkpoint_step)
     loaded = load_model(workdir, step, use_ema=bool(s.use_ema))
     _frame_counts(s.num_frames, len(captions), loaded.max_motion_length)  # refused before any line of it
+    check_settings(loaded, sampler_settings(s))  # (sample.steps beyond the checkpoint's diffusion, ...)
     settings = {
         **settings_used(sampler_settings(s), loaded, bool(s.use_ema)),
         "num_samples": int(s.num_samples),

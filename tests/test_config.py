@@ -73,6 +73,14 @@ def test_progress_samples_may_not_ask_for_more_ddim_steps_than_the_diffusion_has
         validate(config)
     config.sample.eta = 0.0
     validate(config)
+    # Guidance from a model that never dropped its caption: every progress sample would be refused.
+    config.sample.guidance_scale, config.model.cond_drop_prob = 2.5, 0.0
+    with pytest.raises(UserError, match=r"guidance_scale is 2.5 but model.cond_drop_prob is 0.0: .*progress"):
+        validate(config)
+    config.train.sample_every = 0  # no progress samples: nothing to refuse
+    validate(config)
+    config.train.sample_every, config.sample.guidance_scale = 100, 1.0  # the conditional model alone
+    validate(config)
 
 
 def test_the_choices_are_the_ones_the_modules_know():

@@ -1260,16 +1260,19 @@ def test_a_length_past_the_models_window_is_refused_before_anything_is_said_or_w
     workdirs, loaded, tmp_path
 ):
     """sample.num_frames above the run's data.max_motion_length had been refused only after the
-    'sampling ...' line and the notes were printed, as if sampling had begun."""
-    messages = []
-    too_long = int(loaded.max_motion_length) + 1
-    with pytest.raises(sampling.SampleError, match=rf"must be in \[1, {too_long - 1}\].*got {too_long}"):
-        sampling.run(
-            run_config(num_frames=too_long, output_dir=str(tmp_path / "out")),
-            workdirs["positions"],
-            log=messages.append,
-        )
-    assert messages == [] and not (tmp_path / "out").exists()
+    'sampling ...' line and the notes were printed, as if sampling had begun; so had sampler settings the
+    checkpoint cannot take (more DDIM steps than its diffusion has), by `generate`, after the output
+    folder was made too."""
+    too_long, steps = int(loaded.max_motion_length) + 1, int(loaded.schedule.num_steps) + 1
+    for fields, refusal in (
+        ({"num_frames": too_long}, rf"must be in \[1, {too_long - 1}\].*got {too_long}"),
+        ({"steps": steps}, rf"sample.steps must be an integer in \[1, {steps - 1}\]"),
+    ):
+        messages = []
+        with pytest.raises(sampling.SampleError, match=refusal):
+            config = run_config(**fields, output_dir=str(tmp_path / "out"))
+            sampling.run(config, workdirs["positions"], log=messages.append)
+        assert messages == [] and not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("camera", ["fixed", "follow"])

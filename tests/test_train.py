@@ -462,6 +462,49 @@ def tiny_run_config(tmp_path: Path, **train_fields):
     return config
 
 
+def _spin_for(seconds: float):
+    """(spin, count, took): a function of products of a 512 x 512 matrix, `count` of them, that took `took`
+    >= `seconds` alone here (timed after compiling; the count traced, so one program for any count)."""
+    matrix = jnp.asarray(np.random.default_rng(0).normal(size=(512, 512)) / 32, jnp.float32)
+
+    def spin(count):
+        return jax.lax.fori_loop(0, count, lambda _, x: jnp.tanh(x @ matrix), matrix)[0, 0]
+
+    timed, count = jax.jit(spin), 8
+    timed(count).block_until_ready()  # compiled
+    while True:
+        began = time.perf_counter()
+        timed(count).block_until_ready()
+        took = time.perf_counter() - began
+        if took >= seconds:
+            return spin, count, took
+        count *= 2
+
+
+def _steps_that_also(monkeypatch, work):
+    """train.run's steps each followed by `work(state)` (a float32 scalar of the state before the step),
+    which the step waits for: its result feeds the new step number, adding 0, which XLA cannot know."""
+    real_make_train_step = train.make_train_step
+
+    def make_train_step(*args, **kwargs):
+        step_fn = real_make_train_step(*args, **kwargs)
+
+        def step(state, batch, rng):
+            new_state, metrics = step_fn(state, batch, rng)
+            waited = jnp.isnan(work(state)).astype(new_state.step.dtype)
+            return new_state.replace(step=new_state.step + waited), metrics
+
+        return step
+
+    monkeypatch.setattr(train, "make_train_step", make_train_step)
+
+
+def _steps_per_second(tmp_path, num_steps: int, log_every: int) -> list[dict]:
+    config = tiny_run_config(tmp_path, num_steps=num_steps, log_every=log_every, save_every_steps=0)
+    train.run(config, tmp_path / "run", log=lambda *_: None)
+    return [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+
+
 def test_the_first_rows_steps_per_second_leaves_out_the_first_run_of_the_step(tmp_path, monkeypatch):
     """The first row's steps/s is the training's rate like the others'. The first call of the compiled step
     returns once it is compiled, before the step has run, and that first run also sets up the program's
@@ -469,36 +512,12 @@ def test_the_first_rows_steps_per_second_leaves_out_the_first_run_of_the_step(tm
     ones, so the first row read 4.5 steps/s against 130 (log_every=1) and 38-65 against 150-190 (10).
     Here the first run also multiplies matrices for at least 1.5 s (as many as took that long here, timed
     first): counted, the first window of 2 steps could not exceed 2 / 1.5 = 1.33 steps/s."""
-    matrix = jnp.asarray(np.random.default_rng(0).normal(size=(512, 512)) / 32, jnp.float32)
-
-    def busy(count):
-        return jax.lax.fori_loop(0, count, lambda _, x: jnp.tanh(x @ matrix), matrix)[0, 0]
-
-    timed, count = jax.jit(busy), 16  # the count traced: one program for every count
-    timed(count).block_until_ready()  # compiled
-    while True:
-        began = time.perf_counter()
-        timed(count).block_until_ready()
-        if time.perf_counter() - began >= 1.5:
-            break
-        count *= 2
-    real_make_train_step = train.make_train_step
-
-    def with_a_slow_first_run(*args, **kwargs):
-        step_fn = real_make_train_step(*args, **kwargs)
-
-        def slow_first_step(state, batch, rng):
-            new_state, metrics = step_fn(state, batch, rng)
-            spun = jax.lax.cond(state.step == 0, lambda: busy(count), lambda: jnp.zeros((), jnp.float32))
-            waited = jnp.isnan(spun).astype(new_state.step.dtype)  # 0, which XLA cannot know: the step waits
-            return new_state.replace(step=new_state.step + waited), metrics
-
-        return slow_first_step
-
-    monkeypatch.setattr(train, "make_train_step", with_a_slow_first_run)
-    config = tiny_run_config(tmp_path, num_steps=6, log_every=2, save_every_steps=0)
-    train.run(config, tmp_path / "run", log=lambda *_: None)
-    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    spin, count, _ = _spin_for(1.5)
+    _steps_that_also(
+        monkeypatch,
+        lambda state: jax.lax.cond(state.step == 0, lambda: spin(count), lambda: jnp.zeros((), jnp.float32)),
+    )
+    rows = _steps_per_second(tmp_path, num_steps=6, log_every=2)
     assert [r["step"] for r in rows] == [2, 4, 6]
     assert all(r["steps_per_s"] > 2.0 for r in rows), rows
 
@@ -510,36 +529,9 @@ def test_a_rows_steps_per_second_counts_steps_that_ran_not_steps_queued(tmp_path
     against 5 for the later ones. Here every step multiplies matrices for at least `slow` seconds (as many as
     took that long alone, timed first, and each step waits for the last): no row may read more than
     1 / slow steps/s (2 / slow allowed, for a machine whose load changed since the timing)."""
-    matrix = jnp.asarray(np.random.default_rng(0).normal(size=(512, 512)) / 32, jnp.float32)
-
-    def busy(count):
-        return jax.lax.fori_loop(0, count, lambda _, x: jnp.tanh(x @ matrix), matrix)[0, 0]
-
-    timed, count = jax.jit(busy), 8
-    timed(count).block_until_ready()  # compiled
-    while True:
-        began = time.perf_counter()
-        timed(count).block_until_ready()
-        slow = time.perf_counter() - began
-        if slow >= 0.3:
-            break
-        count *= 2
-    real_make_train_step = train.make_train_step
-
-    def with_slow_steps(*args, **kwargs):
-        step_fn = real_make_train_step(*args, **kwargs)
-
-        def slow_step(state, batch, rng):
-            new_state, metrics = step_fn(state, batch, rng)
-            waited = jnp.isnan(busy(count)).astype(new_state.step.dtype)  # 0, which XLA cannot know
-            return new_state.replace(step=new_state.step + waited), metrics
-
-        return slow_step
-
-    monkeypatch.setattr(train, "make_train_step", with_slow_steps)
-    config = tiny_run_config(tmp_path, num_steps=7, log_every=3, save_every_steps=0)
-    train.run(config, tmp_path / "run", log=lambda *_: None)
-    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    spin, count, slow = _spin_for(0.3)
+    _steps_that_also(monkeypatch, lambda state: spin(count))
+    rows = _steps_per_second(tmp_path, num_steps=7, log_every=3)
     assert [r["step"] for r in rows] == [3, 6, 7]
     assert all(0 < r["steps_per_s"] <= 2 / slow for r in rows), (slow, rows)
 
