@@ -1579,6 +1579,13 @@ def _run(config, workdir: Path, stop: _PreemptionFlag, held: contextlib.ExitStac
         refused_start["recorded"] = True
     steps = total_steps(config.train, source.steps_per_epoch)
     warmup = warmup_steps(config.optim, source.steps_per_epoch)
+    if is_main:  # what is trained on, said once: prepare says it only when it prepares
+        log(
+            f"data: {dataset.root}: {source.num_clips} training clips of {dataset.representation} motion "
+            f"({dataset.feature_size} features at {float(dataset.fps):g} fps), windows of up to "
+            f"{config.data.max_motion_length} frames; {steps} steps of {global_batch}: about "
+            f"{steps * global_batch / source.num_clips:.3g} epochs, warmup {warmup} steps"
+        )
     lr_schedule = learning_rate_schedule(config.optim, steps, warmup)
     optimizer, ema = make_optimizer(config.optim, lr_schedule), make_ema(config.optim)
     warning = bottleneck_warning(config, dataset.feature_size)

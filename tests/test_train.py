@@ -462,6 +462,25 @@ def tiny_run_config(tmp_path: Path, **train_fields):
     return config
 
 
+def test_a_run_says_what_it_trains_on(tmp_path):
+    """A run on data already prepared said nothing of them (prepare's line comes only when it prepares):
+    it names the folder, its training clips, features and rate, the window, and the epochs its steps
+    make, counted here from the prepared files."""
+    lines = []
+    config = tiny_run_config(tmp_path, num_steps=3, batch_size=5, log_every=3, save_every_steps=0)
+    config.optim.warmup_steps = 2
+    train.run(config, tmp_path / "run", log=lines.append)
+    root = tmp_path / "prepared"
+    clips = [c for c in (root / "train.txt").read_text().split() if c]
+    features = np.load(root / "motions" / f"{clips[0]}.npy").shape[1]
+    said = [line for line in lines if line.startswith("data: ")]
+    assert said == [
+        f"data: {root}: {len(clips)} training clips of positions motion ({features} features at 30 fps), "
+        f"windows of up to {config.data.max_motion_length} frames; 3 steps of 5: about "
+        f"{3 * 5 / len(clips):.3g} epochs, warmup 2 steps"
+    ], lines
+
+
 def _spin_for(seconds: float):
     """(spin, count, took): a function of products of a 512 x 512 matrix, `count` of them, that took `took`
     >= `seconds` alone here (timed after compiling; the count traced, so one program for any count)."""
