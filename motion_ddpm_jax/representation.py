@@ -53,7 +53,8 @@ def translation_deltas(root: jax.Array) -> jax.Array:
 
 
 def integrate_deltas(deltas: jax.Array) -> jax.Array:
-    """[..., T, 3] per-frame deltas -> [..., T, 3] trajectory starting at the origin."""
+    """[..., T, 3] per-frame deltas -> [..., T, 3] trajectory: their running sum (frame 0 at the first
+    delta, the origin where that is 0)."""
     return jnp.cumsum(deltas, axis=-2)
 
 
@@ -143,8 +144,9 @@ def relative_fk(features: jax.Array, skeleton: Skeleton) -> jax.Array:
 
 def decode_axis_angle(features: jax.Array, skeleton: Skeleton) -> jax.Array:
     """`axis_angle` features [..., T, 3+3K] -> global joint positions [..., T, J, 3] (forward kinematics),
-    the root's first frame at the origin: the features hold the root's per-frame deltas, not where it
-    started."""
+    the root's first frame at its first delta from the origin: the features hold the root's per-frame
+    deltas, not where it started (a recording's first delta is 0; a clip cut from one starts with the
+    step from the frame before it, so its root starts that one step away from the origin)."""
     features = _check_size(features, skeleton, "axis_angle")
     return _fk(features, skeleton, integrate_deltas(features[..., :3]))
 

@@ -776,6 +776,31 @@ def weights_sha256(params) -> str:
     return digest.hexdigest()
 
 
+def joint_names_note(source, here, where: str, root) -> str | None:
+    """For a source skeleton and this data's with the same parents (`load_init_from` has checked them):
+    None where the joints' names agree in order; a note where they differ by name alone (a renamed
+    skeleton: its features are read joint for joint, by place); UserError where this data list the same
+    joints in another order, as an exporter that writes sibling joints in another order does (the right
+    arm's subtree before the left's gives the same parents): each feature would be read as another joint's,
+    a left arm as a right one, with nothing else to show it but a large gap in the statistics."""
+    if source is None or here is None or source.names == here.names:
+        return None
+    moved = [j for j, (a, b) in enumerate(zip(source.names, here.names, strict=True)) if a != b]
+    j = moved[0]
+    first = f"joint {j} is {here.names[j]!r} here, {source.names[j]!r} in the source's skeleton"
+    if sorted(source.names) == sorted(here.names):
+        raise UserError(
+            f"{where}: the dataset at {root} lists the source's joints in another order ({first}; "
+            f"{len(moved)} joints in other places): its features would be read as other joints' (e.g. a left "
+            "arm's as a right arm's). Prepare this data from recordings that list the joints in the source's "
+            "order (the first recording prepared sets a dataset's order), or start from a run on this data"
+        )
+    return (
+        f"the joints' names differ from the source's ({first}; {len(moved)} names in all): the hierarchy is "
+        "the same, so each joint takes the source's joint at its place"
+    )
+
+
 def load_init_from(config, dataset, captions, workdir: Path, log=print) -> InitFrom:
     """The weights, tokenizer and normalisation statistics of the checkpoint `config.train.init_from`
     names, checked against this run's data and model; UserError naming train.init_from where they do not
@@ -819,6 +844,7 @@ def load_init_from(config, dataset, captions, workdir: Path, log=print) -> InitF
                 f"joints) than the dataset at {dataset.root} ({dataset.skeleton.num_joints} joints): a "
                 "feature's joint would not be the same joint. Start from a run on this skeleton"
             )
+    renamed = joint_names_note(loaded.skeleton, dataset.skeleton, where, dataset.root)
     saved_config = config_lib.flatten(config_lib.with_defaults(loaded.metadata["config"]))
     current = config_lib.flatten(config)
     differs = sorted(n for n in current if n not in INIT_FREE and saved_config.get(n) != current[n])
@@ -848,7 +874,7 @@ def load_init_from(config, dataset, captions, workdir: Path, log=print) -> InitF
             f"{where}: its parameters do not fit this run's model ("
             f"{'; '.join(mismatched[:3]) or 'parameters this model lacks'}){because}"
         )
-    notes = []
+    notes = [renamed] if renamed else []
     changed = [n for n in differs if n.startswith(("model.", "diffusion."))]
     if changed:
         notes.append(
