@@ -202,6 +202,33 @@ def _quiet_read_only_notice():
         logger.removeFilter(drop)
 
 
+def _collective_barrier(*, key: str, timeout_ms: int) -> None:
+    """Orbax's barrier for its save-in-progress flag, which every save sets at its start and clears at its
+    end, as a device collective (Gloo on a CPU) instead of a barrier of the JAX coordination service.
+
+    A process killed just before such a barrier (the test's SIGKILL as a checkpoint appeared, a node lost
+    then) was noticed there only by the service's heartbeat timeout (100 s): the others then waited 80-100 s
+    and stopped with JAX's heartbeat error. A collective fails as soon as the dead process's connection
+    closes (at once on a CPU), as those of the train step do. Orbax keeps the coordination barrier for
+    saves finished on a background thread, where two collectives could run at once; these saves are
+    synchronous (`enable_async_checkpointing=False`), on the main thread. The timeout is the collective's
+    own (none on a CPU): a peer that lives but never comes is ended by JAX's heartbeat check as before.
+    """
+    from jax.experimental import multihost_utils
+
+    del timeout_ms
+    multihost_utils.sync_global_devices(key)
+
+
+def _joined_async_options() -> ocp.AsyncOptions | None:
+    """Orbax's options for a process joined to others (`_collective_barrier`); None (its defaults) for a run
+    of one process, whose barriers Orbax skips. Asks jax.distributed first, so that a reader of one process
+    does not start a backend here."""
+    if not jax.distributed.is_initialized() or jax.process_count() == 1:
+        return None
+    return ocp.AsyncOptions(barrier_sync_fn=_collective_barrier)
+
+
 class Checkpointer:
     """Saves and restores the checkpoints of one run folder. In a multi-host run every process makes one
     and calls `save` with the same step, as train.run does: Orbax's save synchronises the processes (a
@@ -229,6 +256,7 @@ class Checkpointer:
             # A checkpoint killed mid-write stays under a temporary name (Orbax renames it when complete):
             # the next writer removes it. Readers leave it alone.
             cleanup_tmp_directories=not read_only,
+            async_options=_joined_async_options(),
         )
         with _quiet_read_only_notice():  # a reader asked for it: not worth a WARNING on the user's console
             self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=ITEMS)

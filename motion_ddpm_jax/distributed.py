@@ -174,6 +174,21 @@ def _joining_note(arguments: dict[str, Any], cluster: str | None) -> str:
     )
 
 
+def _without_jax_preemption_notifier() -> None:
+    """Keep JAX's preemption service off: joining starts it, and it catches SIGTERM in C++ from then on for
+    `multihost_utils.reached_preemption_sync_point`, which this trainer does not call (train.run's own
+    handler stops the run at a step the processes agree on). A SIGTERM after the join and before that
+    handler was installed (the set-up's first seconds) was taken by JAX's and dropped: the run trained on
+    to its end and a scheduler's SIGKILL then lost every step since the last checkpoint. Off, such an early
+    SIGTERM ends the process at once (status 143), as before the join. Before `jax.distributed.initialize`."""
+    import jax
+
+    try:
+        jax.config.update("jax_enable_preemption_service", False)
+    except AttributeError:  # a jax without the option (or without the service)
+        pass
+
+
 def initialize(dist_config, log=print) -> bool:
     """Join the run's processes when the settings ask for it (see the module doc); True if it did.
 
@@ -191,6 +206,7 @@ def initialize(dist_config, log=print) -> bool:
         return True
     cluster = _cluster_launch(os.environ)
     log(_joining_note(arguments, cluster))
+    _without_jax_preemption_notifier()
     try:
         jax.distributed.initialize(**arguments)
     except (RuntimeError, ValueError) as error:

@@ -6,11 +6,13 @@ their half of every global batch, and write one checkpoint into the shared workd
 process with 4 devices on the same global batches. Their checkpoints then restore in this process.
 """
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -143,14 +145,40 @@ def test_a_set_up_error_of_one_process_ends_that_process_at_once(tmp_path):
             process.wait()
 
 
-@pytest.mark.parametrize("how", ["SIGKILL", "two Ctrl-Cs"])
+# Loaded into one process of a run (its PYTHONPATH): it dies (SIGKILL) as soon as checkpoint DIE_AT is
+# complete, before the barrier that ends Orbax's save. The others had waited there for JAX's heartbeat
+# timeout (80-100 s) and stopped with its error; a process killed as the test saw that checkpoint's folder
+# appear did the same now and then (the "Gloo flake": 1 run in 7 outwaited 60 s).
+DIE_AT = 4
+DIE_AFTER_SAVE = f"""
+import os, signal, sys
+
+from orbax.checkpoint import checkpoint_manager
+
+finalize = checkpoint_manager.CheckpointManager._finalize_checkpoint
+
+
+def _finalize_checkpoint(self, step):
+    finalize(self, step)
+    if step == {DIE_AT}:
+        print("test: dying as checkpoint {DIE_AT} is complete", file=sys.stderr, flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+checkpoint_manager.CheckpointManager._finalize_checkpoint = _finalize_checkpoint
+"""
+
+
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGKILL as a save ends", "two Ctrl-Cs"])
 def test_a_process_killed_mid_run_ends_the_others_at_once(tmp_path, how):
     """A process of the run killed (SIGKILL, a crashed node), or stopped at once by a second Ctrl-C: the
     others' next collective fails. They had then waited about 90 s at jax's shutdown barrier and aborted
     with a page of C++ and no word of what was kept; now each prints the error, says where it stopped and
     what is kept, and exits 1 at once. The process given two Ctrl-Cs exits 130 at once (its own exit would
     wait at that barrier); its first Ctrl-C alone would stop both at the next step they compare the flag
-    at, every train.log_every steps: far away here."""
+    at, every train.log_every steps: far away here. Killed as a checkpoint is complete, before the barrier
+    that ends Orbax's save: that barrier had been the JAX coordination service's, which notices a dead
+    process only by its heartbeat timeout (100 s)."""
     data = [
         *demo_data(tmp_path, recordings_per_speaker=1, sentences_per_recording=2),
         "--config.train.num_steps=100000",
@@ -158,28 +186,42 @@ def test_a_process_killed_mid_run_ends_the_others_at_once(tmp_path, how):
         "--config.train.log_every=50000",
     ]
     port = free_port()
-    processes = [launch(tmp_path / "run", data, devices=1, extra_env=joining(port, rank)) for rank in (0, 1)]
+    extra = [joining(port, rank) for rank in (0, 1)]
+    if how == "SIGKILL as a save ends":
+        (tmp_path / "inject").mkdir()
+        (tmp_path / "inject" / "sitecustomize.py").write_text(DIE_AFTER_SAVE)
+        given = os.environ.get("PYTHONPATH")
+        extra[1]["PYTHONPATH"] = os.pathsep.join([str(tmp_path / "inject"), *([given] if given else [])])
+    # (SIGINT as a terminal gives it: a test run started in the background, `pytest &`, starts its children
+    # with SIGINT ignored, which launch.py keeps.)
+    with _sigint_default():
+        processes = [launch(tmp_path / "run", data, devices=1, extra_env=extra[rank]) for rank in (0, 1)]
     try:
         deadline = time.monotonic() + 300
+        if how == "SIGKILL as a save ends":
+            try:
+                processes[1].wait(timeout=300)
+            except subprocess.TimeoutExpired:
+                raise AssertionError(f"process 1 did not die:\n{output(processes[1])[-3000:]}") from None
+            said = output(processes[1])
+            assert processes[1].returncode == -signal.SIGKILL, said[-3000:]
+            assert f"test: dying as checkpoint {DIE_AT} is complete" in said
         while not (tmp_path / "run" / "checkpoints" / "4").is_dir():  # training is under way
             assert time.monotonic() < deadline and processes[1].poll() is None, output(processes[1])[-3000:]
             time.sleep(0.2)
         if how == "SIGKILL":
             processes[1].kill()
-        else:
+        elif how == "two Ctrl-Cs":
             processes[1].send_signal(signal.SIGINT)
             time.sleep(1.0)
             processes[1].send_signal(signal.SIGINT)
         killed = time.monotonic()
-        if how != "SIGKILL":
+        if how == "two Ctrl-Cs":
             processes[1].wait(timeout=30)
             said = output(processes[1])
             assert processes[1].returncode == 128 + signal.SIGINT, said[-3000:]
             assert "Ctrl-C again stops at once" in said and "launch.py --mode train: interrupted" in said
             assert time.monotonic() - killed < 20  # not the barrier's ~90 s
-            # (The other process's stop when its peer is gone is the SIGKILL case's subject: waiting for it
-            # here too doubled the known Gloo flake, a collective that now and then outwaits 60 s under load.)
-            return
         try:
             processes[0].wait(timeout=60)
         except subprocess.TimeoutExpired:
@@ -188,13 +230,27 @@ def test_a_process_killed_mid_run_ends_the_others_at_once(tmp_path, how):
             raise AssertionError(f"process 0 still ran 60 s on:\n{output(processes[0])[-4000:]}") from None
         said = output(processes[0])
         assert processes[0].returncode == 1, said[-3000:]
-        assert time.monotonic() - killed < 45  # not the barrier's ~90 s
+        assert time.monotonic() - killed < 30  # not the heartbeat's 100 s nor the barrier's ~90 s
         assert "launch.py --mode train: stopped by the error above" in said
         assert "its checkpoints up to step " in said and "start it again to resume" in said
+        assert "heartbeat" not in said, said[-3000:]
     finally:
         for process in processes:
             process.kill()
             process.wait()
+
+
+@contextlib.contextmanager
+def _sigint_default():
+    """SIGINT at its default while children are started, as a terminal starts them."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @pytest.mark.parametrize("failing", [None, 0, 1])
@@ -403,6 +459,32 @@ def test_one_srun_task_per_node_keeps_every_gpu_of_the_node(tasks_per_node, visi
     finally:
         jax.config.update("jax_cuda_visible_devices", before)
     assert said[0].startswith("joining the run's processes (SLURM); waiting up to 300 s"), said
+
+
+def test_joining_leaves_sigterm_to_the_trainer(monkeypatch):
+    """jax.distributed.initialize started JAX's preemption service, whose C++ handler took a SIGTERM sent
+    after the join and before train.run installed its own, and dropped it: the run trained on to its end."""
+    import jax
+
+    for name in [k for k in os.environ if k.startswith(("SLURM_", "OMPI_", "JAX_"))]:
+        monkeypatch.delenv(name)
+    seen = []
+    monkeypatch.setattr(
+        jax.distributed,
+        "initialize",
+        lambda **_: seen.append(jax.config.values["jax_enable_preemption_service"]),
+    )
+    monkeypatch.setattr(jax.distributed, "is_initialized", lambda: False)
+    monkeypatch.setattr(jax, "process_index", lambda: 1)
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    before = jax.config.values["jax_enable_preemption_service"]
+    try:
+        assert distributed.initialize(
+            dist(coordinator_address="h:1", num_processes=2, process_id=1), log=lambda *_: None
+        )
+    finally:
+        jax.config.update("jax_enable_preemption_service", before)
+    assert seen == [False]
 
 
 @pytest.mark.parametrize(
