@@ -48,6 +48,9 @@ def base_config() -> ml_collections.ConfigDict:
     config.data.pause_labels = ""  # TextGrid labels that are pauses besides blank ones: "sil,sp" (any case)
     config.data.textgrid_tier = ""  # the words' TextGrid tier; "" = the IntervalTier 'words', else the first
     config.data.up_axis = "y"  # the recordings' up axis (y | z | x); prepare turns z or x to Y up
+    # The joint order prepare reads recordings in: a skeleton.json (a prepared dataset's, or its data.root
+    # folder), e.g. to fine-tune on data whose exporter lists sibling joints otherwise; "" = the first's
+    config.data.joint_order = ""
     config.data.val_fraction = 0.1  # of the recordings
     config.data.test_fraction = 0.1
     config.data.split_seed = 0

@@ -776,24 +776,31 @@ def weights_sha256(params) -> str:
     return digest.hexdigest()
 
 
-def joint_names_note(source, here, where: str, root) -> str | None:
+def joint_names_note(source, here, where: str, root, source_root=None) -> str | None:
     """For a source skeleton and this data's with the same parents (`load_init_from` has checked them):
     None where the joints' names agree in order; a note where they differ by name alone (a renamed
     skeleton: its features are read joint for joint, by place); UserError where this data list the same
     joints in another order, as an exporter that writes sibling joints in another order does (the right
     arm's subtree before the left's gives the same parents): each feature would be read as another joint's,
-    a left arm as a right one, with nothing else to show it but a large gap in the statistics."""
+    a left arm as a right one, with nothing else to show it but a large gap in the statistics. The refusal
+    names the way on: the data prepared again in the source's order (data.joint_order: the skeleton.json
+    of the source's data, at `source_root`, where it is there)."""
     if source is None or here is None or source.names == here.names:
         return None
     moved = [j for j, (a, b) in enumerate(zip(source.names, here.names, strict=True)) if a != b]
     j = moved[0]
     first = f"joint {j} is {here.names[j]!r} here, {source.names[j]!r} in the source's skeleton"
     if sorted(source.names) == sorted(here.names):
+        listed = Path(str(source_root)) / "skeleton.json" if source_root else None
+        order = (
+            listed if listed is not None and listed.is_file() else "<a skeleton.json of the source's joints>"
+        )
         raise UserError(
             f"{where}: the dataset at {root} lists the source's joints in another order ({first}; "
-            f"{len(moved)} joints in other places): its features would be read as other joints' (e.g. a left "
-            "arm's as a right arm's). Prepare this data from recordings that list the joints in the source's "
-            "order (the first recording prepared sets a dataset's order), or start from a run on this data"
+            f"{len(moved)} joints in other places): its features would be read as other joints' (e.g. a "
+            "left arm's as a right arm's). Prepare the data again, into a new data.root, in the source's "
+            f"joint order: --mode prepare with --config.data.joint_order={order} (and the same on the "
+            "training command)"
         )
     return (
         f"the joints' names differ from the source's ({first}; {len(moved)} names in all): the hierarchy is "
@@ -844,7 +851,9 @@ def load_init_from(config, dataset, captions, workdir: Path, log=print) -> InitF
                 f"joints) than the dataset at {dataset.root} ({dataset.skeleton.num_joints} joints): a "
                 "feature's joint would not be the same joint. Start from a run on this skeleton"
             )
-    renamed = joint_names_note(loaded.skeleton, dataset.skeleton, where, dataset.root)
+    renamed = joint_names_note(
+        loaded.skeleton, dataset.skeleton, where, dataset.root, loaded.metadata.get("data_root")
+    )
     saved_config = config_lib.flatten(config_lib.with_defaults(loaded.metadata["config"]))
     current = config_lib.flatten(config)
     differs = sorted(n for n in current if n not in INIT_FREE and saved_config.get(n) != current[n])

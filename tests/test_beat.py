@@ -17,6 +17,7 @@ from motion_ddpm_jax import representation
 from motion_ddpm_jax.config import base_config
 from motion_ddpm_jax.data import beat, motion_text
 from motion_ddpm_jax.errors import UserError
+from motion_ddpm_jax.skeleton import Skeleton
 
 FPS_IN = 120
 SECONDS = 8.0
@@ -1224,3 +1225,43 @@ def test_prepare_reads_every_recording_and_names_all_it_cannot_read_in_one_error
     assert dataset.info["recordings"] == 2
     trained = {clip_id.rsplit("_", 1)[0] for clip_id in dataset.split("train").ids}
     assert trained and trained <= {"1_spk0_0_3_3", "1_spk0_0_5_5"}
+
+
+def test_data_joint_order_reads_every_recording_in_a_given_skeletons_order(tmp_path):
+    """A run fine-tuned on data whose exporter lists sibling joints otherwise than the source's is refused
+    (train.init_from): data.joint_order prepares them in the source's order, named by a skeleton.json or
+    the prepared folder holding one. Every joint's positions are then those of the same joint prepared in
+    the recordings' own order, joint for joint by name; the order is an option of the cache like the
+    others; a file that does not read is refused naming the field."""
+    raw = tmp_path / "raw"
+    make_raw(raw, recordings=3)
+    own = beat.prepare_beat(raw, tmp_path / "own", beat.PrepareOptions(), log=lambda *_: None)
+    swapped_names = tuple(j[0] for j in SIBLINGS_SWAPPED)
+    order = Skeleton(
+        swapped_names,
+        np.array([j[1] for j in SIBLINGS_SWAPPED]),
+        np.array([j[2] for j in SIBLINGS_SWAPPED], np.float32),
+        np.array([not j[3] for j in SIBLINGS_SWAPPED]),
+    )
+    order.save_json(tmp_path / "order" / "skeleton.json")
+    for given in (tmp_path / "order" / "skeleton.json", tmp_path / "order"):
+        out = tmp_path / f"ordered_{given.name}"
+        options = beat.PrepareOptions(joint_order=str(given))
+        ordered = beat.prepare_beat(raw, out, options, log=lambda *_: None)
+        assert ordered.skeleton.names == swapped_names != own.skeleton.names
+        where = [own.skeleton.names.index(name) for name in swapped_names]  # own joint of each ordered one
+        np.testing.assert_array_equal(ordered.skeleton.offsets, own.skeleton.offsets[where])
+        for split in motion_text.SPLITS:
+            a, b = ordered.split(split), own.split(split)
+            assert a.ids == b.ids
+            for motion, reference in zip(a.motions, b.motions, strict=True):
+                positions = np.asarray(motion).reshape(len(motion), -1, 3)
+                expected = np.asarray(reference).reshape(len(reference), -1, 3)[:, where]
+                np.testing.assert_array_equal(positions, expected)
+    with pytest.raises(beat.OccupiedFolderError, match=r"options data.joint_order differ"):  # the cache's
+        beat.prepare_beat(raw, tmp_path / "ordered_order", beat.PrepareOptions(), log=lambda *_: None)
+    with pytest.raises(UserError, match=rf"data.joint_order={re.escape(str(tmp_path))}/nowhere: .*skeleton"):
+        beat.prepare_beat(
+            raw, tmp_path / "x", beat.PrepareOptions(joint_order=str(tmp_path / "nowhere")), log=print
+        )
+    assert not (tmp_path / "x").exists()

@@ -446,6 +446,8 @@ def test_a_source_whose_joints_this_data_lists_in_another_order_is_refused(tmp_p
         train.load_init_from(config, data(swapped), [], tmp_path / "finetune", log=lambda *_: None)
     assert f"joint {j} is {swapped.names[j]!r} here, {loaded.skeleton.names[j]!r}" in str(refused.value)
     assert "train.init_from=" in str(refused.value)
+    listed = f"{loaded.metadata['data_root']}/skeleton.json"  # the way on: the data in the source's order
+    assert f"--mode prepare with --config.data.joint_order={listed} " in str(refused.value), refused.value
 
     from motion_ddpm_jax.skeleton import Skeleton
 

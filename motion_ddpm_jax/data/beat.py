@@ -97,6 +97,7 @@ class PrepareOptions:
     pause_labels: str = ""  # labels of pauses besides blank ones, comma-separated, any case: "sil,sp"
     textgrid_tier: str = ""  # the word tier's name; "" = the IntervalTier named 'words', else the first one
     up_axis: str = "y"  # the recordings' up axis; "z" or "x" turns them to Y up as they are read
+    joint_order: str = ""  # a skeleton.json (or a prepared folder holding it): the joints' order
 
     def __post_init__(self):
         if self.up_axis not in TO_Y_UP:
@@ -104,7 +105,7 @@ class PrepareOptions:
                 f"data.up_axis is {self.up_axis!r}; expected the recordings' up axis, one of "
                 f"{', '.join(TO_Y_UP)} (lower case; the data are turned to Y up as they are prepared)"
             )
-        for field in ("pause_labels", "textgrid_tier"):
+        for field in ("pause_labels", "textgrid_tier", "joint_order"):
             if not isinstance(getattr(self, field), str):
                 raise UserError(f"data.{field} is {getattr(self, field)!r}; expected a string")
         if self.representation not in representation.REPRESENTATIONS:
@@ -414,7 +415,8 @@ def prepare_beat(
     overruns: list[tuple[Path, float, float]] = []  # recordings whose words run past the motion's end
     wordless: list[tuple[Path, textgrid.Tier]] = []  # TextGrids whose word tier gives no words
     failed: list[tuple[Path, str]] = []  # recordings that could not be read, and why
-    reference: tuple[Skeleton, Path] | None = None  # the first readable recording's joints, and its file
+    # The joints' order: data.joint_order's, else the first readable recording's; and its file.
+    reference: tuple[Skeleton, Path] | None = _joint_order(options.joint_order)
     for motion_path, text_path in pairs:
         try:
             for path in (motion_path, text_path):  # before reading: the hash is of no later content
@@ -514,6 +516,25 @@ def prepare_beat(
     for warning in _unit_warnings(skeletons, [path for path, _ in pairs], splits["train"].motions, options):
         log(f"warning: {warning}")
     return dataset
+
+
+def _joint_order(value: str) -> tuple[Skeleton, Path] | None:
+    """The skeleton whose joint order data.joint_order names (a skeleton.json, or a prepared data.root
+    holding one), and its file; None for "" (the first recording's order). UserError naming the field where
+    it does not read."""
+    if not value:
+        return None
+    path = Path(value).expanduser()
+    if path.is_dir():
+        path = path / "skeleton.json"
+    try:
+        return Skeleton.load_json(path), path
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise UserError(
+            f"data.joint_order={value}: {error}; expected a skeleton.json (a prepared dataset's: "
+            "<data.root>/skeleton.json) or a prepared data.root folder holding one, whose joint order the "
+            "recordings are read in"
+        ) from None
 
 
 def _reading_error(error: BaseException, motion_path: Path) -> str:
