@@ -151,8 +151,14 @@ def _host(tree) -> Any:
     return jax.tree.map(lambda x: np.asarray(jax.device_get(x)), tree)
 
 
+def _dtype(leaf) -> np.dtype:
+    """A leaf's dtype without copying it: np.asarray of a device array had fetched the whole training state
+    to the host on each resume, for its dtypes alone."""
+    return leaf.dtype if hasattr(leaf, "dtype") else np.asarray(leaf).dtype
+
+
 def _abstract(tree) -> Any:
-    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype), tree)
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), _dtype(x)), tree)
 
 
 class _DropReadOnlyNotice(logging.Filter):
@@ -361,12 +367,12 @@ class Checkpointer:
         out = {name: restored[name] for name in like}
         for name, tree in like.items():
             mismatched = [
-                f"{jax.tree_util.keystr(path)}: saved {np.shape(got)} {np.asarray(got).dtype}, "
-                f"expected {np.shape(want)} {np.asarray(want).dtype}"
+                f"{jax.tree_util.keystr(path)}: saved {np.shape(got)} {_dtype(got)}, "
+                f"expected {np.shape(want)} {_dtype(want)}"
                 for (path, want), got in zip(
                     jax.tree_util.tree_flatten_with_path(tree)[0], jax.tree.leaves(out[name]), strict=True
                 )
-                if np.shape(got) != np.shape(want) or np.asarray(got).dtype != np.asarray(want).dtype
+                if np.shape(got) != np.shape(want) or _dtype(got) != _dtype(want)
             ]
             if mismatched:
                 raise CheckpointError(
