@@ -11,7 +11,8 @@ Modes:
   section that differs from the checkpoint's is refused);
 - `eval`: metrics of generated vs real motion (`--config.eval.*`, sampler settings from `sample.*`; the
   model from the checkpoint, the real motion from the config's `data.*`, or without `--config` from the
-  data the checkpoint's run trained on, less the `--config.data.*` given; `eval.repeats` > 1 samples n
+  data the checkpoint's run trained on, less the `--config.data.*` given, and the FGD autoencoder in that
+  run's eval.autoencoder_dir unless given; `eval.repeats` > 1 samples n
   times, seeds sample.seed + k, and reports each generated metric's mean ± its 95% interval);
 - `train_autoencoder`: train the motion autoencoder that eval's FGD uses, saved beside the dataset (without
   `--config`, `--workdir` of a trained run: the data, eval.autoencoder_* and seed its checkpoint holds);
@@ -25,8 +26,9 @@ Modes:
 `--config` takes a config file (configs/<name>.py) or a run's record (<workdir>/run.json: the config that
 run started with, checked and overridden as a file's; the new run needs its own --workdir). A `~` that
 starts --workdir or a path field of the config (`PATH_FIELDS`) is the user's home folder.
-The workdir defaults to runs/<config file name>. Several hosts join through `jax.distributed` when the
-config (`distributed.*`) or the environment asks for it (see README, "Training on a cluster").
+The workdir defaults to runs/<config file name> (runs/<name>_small for `FILE:small`). Several hosts join
+through `jax.distributed` when the config (`distributed.*`) or the environment asks for it (see README,
+"Training on a cluster").
 """
 
 import difflib
@@ -290,7 +292,10 @@ def _workdir(config_given: bool) -> str:
             f"--config {file} starts a new run with the config its run started with: give it a --workdir "
             f"(--workdir {Path(file).parent} without --config resumes that run instead)"
         )
-    return str(Path("runs") / Path(file).stem)
+    # `FILE:small` has a folder of its own: the small model's check run in runs/<name> had been resumed by
+    # (and refused) the full-size config's run, and sampled by --mode sample --config FILE.
+    argument = config_flags.get_config_filename(flags.FLAGS["config"]).partition(":")[2]
+    return str(Path("runs") / (Path(file).stem + (f"_{argument}" if argument else "")))
 
 
 def _config_file() -> str:
@@ -427,6 +432,7 @@ def _main(argv):
             recorded = train.last_trained_config(workdir)  # and what it would change, as train logs it
             if recorded is not None and (changes := train.changed_settings(recorded[1], config)):
                 note(train.changes_line(recorded[0], changes))
+            _check_schedule(config, workdir, note)  # refused by train before it loads data
             for name, value in config_lib.flatten(config).items():
                 print(f"{name} = {value!r}")
         elif mode == "smoke":
@@ -457,6 +463,8 @@ def _main(argv):
         elif mode == "eval":
             from motion_ddpm_jax import evaluate
 
+            if not config_given:
+                config = _checkpoint_autoencoder(config, _workdir(config_given), overrides)
             evaluate.run(
                 config,
                 _workdir(config_given),
@@ -473,11 +481,7 @@ def _main(argv):
             from motion_ddpm_jax import train
 
             workdir = _workdir(config_given)
-            if problem := config_lib.schedule_problem(config):
-                what, fix = problem
-                if train.last_trained_config(Path(workdir)) is None:  # a first start: refused
-                    raise UserError(f"{what}; {fix}")
-                note(f"{what}: this resume goes on so (optim.* cannot change on resume)")
+            _check_schedule(config, Path(workdir), note)
             train.run(config, workdir)
         if (line := compile_cache.summary()) is not None:
             import jax
@@ -515,6 +519,21 @@ def _main(argv):
         )
         sys.stdout.flush()
         os._exit(1)
+
+
+def _check_schedule(config, workdir: Path, note) -> None:
+    """`config.schedule_problem` as training takes it: a first start is refused (UserError with the fix), a
+    resume of a run an earlier version let start so is told and goes on. One function for --mode train
+    and --mode config, which must refuse what training refuses (it had printed such a config, exit 0)."""
+    from motion_ddpm_jax import config as config_lib
+    from motion_ddpm_jax import train
+    from motion_ddpm_jax.errors import UserError
+
+    if problem := config_lib.schedule_problem(config):
+        what, fix = problem
+        if train.last_trained_config(workdir) is None:  # a first start: refused
+            raise UserError(f"{what}; {fix}")
+        note(f"{what}: this resume goes on so (optim.* cannot change on resume)")
 
 
 def _joined_others() -> bool:
@@ -659,7 +678,10 @@ def _unused_overrides(config, overrides: dict, mode: str, workdir: str) -> None:
     from motion_ddpm_jax import checkpoint
     from motion_ddpm_jax.errors import UserError
 
-    unused = [name for name in overrides if name.split(".", 1)[0] not in READ_BY[mode]]
+    # Within the sections it reads, the fields `_FROM_CHECKPOINT` names are the checkpoint's too (eval's
+    # data.max_motion_length: each clip is cut at the model's; an override had been dropped without a word).
+    taken = tuple(prefix for prefix in _FROM_CHECKPOINT[mode][0] if not prefix.endswith("."))
+    unused = [name for name in overrides if name.split(".", 1)[0] not in READ_BY[mode] or name in taken]
     if not unused:
         return
     step, theirs = _trained_config(config, workdir)
@@ -672,9 +694,12 @@ def _unused_overrides(config, overrides: dict, mode: str, workdir: str) -> None:
         if differ:
             shown = "; ".join(f"--config.{n}={overrides[n]!r} (it has {theirs[n]!r})" for n in differ)
             read = ", ".join(f"{section}.*" for section in READ_BY[mode])
+            also = [name for name in differ if name.split(".", 1)[0] in READ_BY[mode]]
+            also = f" (and its {', '.join(also)}, which the model was built for)" if also else ""
             raise UserError(
                 f"--mode {mode} takes everything but {read} from the checkpoint "
-                f"{checkpoint.checkpoint_dir(workdir)}/{step}, so these overrides would be ignored: {shown}. "
+                f"{checkpoint.checkpoint_dir(workdir)}/{step}{also}, so these overrides would be ignored: "
+                f"{shown}. "
                 "Drop them: a different model, diffusion or loss needs a run trained with it (and the "
                 "sampling noise's seed is sample.seed)"
             )
@@ -784,6 +809,22 @@ def _checkpoint_data(config, workdir: str, overrides: dict):
             section, _, field = name.rpartition(".")
             (config[section] if section else config)[field] = theirs[name]
     print(f"data: the one the run in {workdir} trained on, data.root={config.data.root}", flush=True)
+    return config
+
+
+def _checkpoint_autoencoder(config, workdir: str, overrides: dict):
+    """--mode eval without --config: `config` with the FGD autoencoder's folder (eval.autoencoder_dir) of
+    the run whose checkpoint it evaluates, unless given on the command line. `--mode train_autoencoder
+    --workdir` saves the autoencoder there (`_checkpoint_data`), as FGD-skipped notes advise; eval had
+    looked in <data.root>/fgd_autoencoder instead, and skipped the FGD after that very advice was taken (or
+    used another autoencoder it found there). The other eval.* fields stay the defaults."""
+    if "eval.autoencoder_dir" in overrides:
+        return config
+    _, theirs = _trained_config(config, workdir)
+    folder = (theirs or {}).get("eval.autoencoder_dir")
+    if isinstance(folder, str) and folder:
+        config.eval.autoencoder_dir = os.path.expanduser(folder)
+        print(f"eval: the FGD autoencoder in eval.autoencoder_dir={folder}, as the run in {workdir} names it")
     return config
 
 

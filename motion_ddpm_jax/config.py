@@ -515,6 +515,14 @@ def validate(config, trained: dict | None = None) -> None:
             raise UserError(
                 f"config field {name} is {value!r}; expected {_kind(value)} in [{low}, {high}){on}"
             )
+    # The diffusion first: the checks of sample.* below compare with diffusion.steps, and a fix they gave
+    # (`diffusion.steps=10` had been told to set sample.steps to at most 10) was refused by this one next.
+    from motion_ddpm_jax import diffusion
+
+    try:
+        diffusion.make_schedule(config.diffusion.schedule, config.diffusion.steps)
+    except ValueError as error:
+        raise UserError(f"config fields diffusion.schedule / diffusion.steps: {error}") from None
     if not (config.train.num_steps > 0 or config.train.num_epochs > 0):
         raise UserError(
             f"config fields train.num_steps ({config.train.num_steps}) and train.num_epochs "
@@ -552,12 +560,6 @@ def validate(config, trained: dict | None = None) -> None:
             "prediction for guidance, so train.sample_every's progress samples would each be refused; set "
             "--config.sample.guidance_scale=1 or --config.model.cond_drop_prob above 0 (0.1 is the default)"
         )
-    from motion_ddpm_jax import diffusion
-
-    try:
-        diffusion.make_schedule(config.diffusion.schedule, config.diffusion.steps)
-    except ValueError as error:
-        raise UserError(f"config fields diffusion.schedule / diffusion.steps: {error}") from None
     model = config.model
     for heads, width in (("num_heads", "latent_dim"), ("text_num_heads", "text_latent_dim")):
         if model[width] % model[heads]:

@@ -214,6 +214,11 @@ def test_a_schedule_the_step_count_cannot_support_is_refused():
     config.diffusion.steps = 20
     with pytest.raises(UserError, match="diffusion.steps: The 'linear' schedule with num_steps=20"):
         validate(config)
+    # With progress samples on, the schedule is named first: "set sample.steps to at most 10" had come
+    # first, and the config so fixed was refused for the schedule next.
+    config.diffusion.steps, config.train.sample_every = 10, 100
+    with pytest.raises(UserError, match="diffusion.steps: The 'linear' schedule with num_steps=10"):
+        validate(config)
 
 
 @pytest.mark.parametrize(

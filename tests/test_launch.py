@@ -302,6 +302,33 @@ def test_sample_and_eval_refuse_overrides_the_checkpoint_overrules(tmp_path):
     assert f"{tmp_path / 'run' / 'checkpoints'}/3" in same.stderr, same.stderr[-2000:]
 
 
+def test_eval_refuses_a_longest_length_other_than_the_checkpoints(tmp_path):
+    """--mode eval reads data.* for its real clips but cuts each at the model's data.max_motion_length:
+    --config.data.max_motion_length=50 had evaluated the clips at up to 360 frames without a word. One
+    that differs from the checkpoint's is refused, naming it; one equal to it is not."""
+    import numpy as np
+
+    sys.path.insert(0, str(ROOT))
+    from motion_ddpm_jax import checkpoint
+    from motion_ddpm_jax.config import base_config
+
+    tree = {"w": np.zeros(2, np.float32)}
+    writer = checkpoint.Checkpointer(tmp_path / "run")
+    writer.save(3, tree, tree, tree, {"config": base_config().to_dict()})  # data.max_motion_length 360
+    writer.close()
+    run = ["--mode", "eval", "--workdir", str(tmp_path / "run")]
+    result = launch(*run, "--config.data.max_motion_length=50")
+    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert (
+        f"from the checkpoint {tmp_path / 'run' / 'checkpoints'}/3 (and its data.max_motion_length, which "
+        "the model was built for), so these overrides would be ignored: "
+        "--config.data.max_motion_length=50 (it has 360)"
+    ) in result.stderr, result.stderr[-2000:]
+    same = launch(*run, "--config.data.max_motion_length=360")
+    assert same.returncode != 0  # this checkpoint holds no model: what fails is reading it
+    assert "would be ignored" not in same.stderr, same.stderr[-2000:]
+
+
 def test_sample_with_a_config_file_says_which_of_its_model_fields_the_checkpoint_overrules(tmp_path):
     """--mode sample --config FILE: the file's model.* and diffusion.* that differ from the checkpoint's are
     named, with the checkpoint's values, as not used (the first four, and how many more); a file that
@@ -428,6 +455,24 @@ def test_mode_config_prints_the_checked_config_and_writes_nothing(tmp_path):
     assert refused.returncode != 0 and "model.latent_dim=63 must be divisible" in refused.stderr
 
 
+def test_mode_config_refuses_the_schedules_that_training_refuses(tmp_path):
+    """--mode config promises the checks training makes before it loads data: a learning rate below
+    optim.min_lr (the cosine would climb) or a warmup as long as the run had been printed with exit 0,
+    while --mode train refused the same command line at once."""
+    demo = ["--config", "configs/demo.py", f"--workdir={tmp_path / 'run'}"]
+    low = launch("--mode", "config", *demo, "--config.optim.lr=1e-7")
+    assert low.returncode != 0 and "Traceback" not in low.stderr, low.stderr[-2000:]
+    assert (
+        "launch.py --mode config: config field optim.min_lr is 1e-06, above optim.lr (1e-07): the cosine "
+        "would climb from lr to min_lr; set --config.optim.min_lr to at most optim.lr"
+    ) in low.stderr
+    long = launch("--mode", "config", *demo, "--config.optim.warmup_steps=2000")
+    assert long.returncode != 0 and "set --config.optim.warmup_steps below 1999" in long.stderr
+    fixed = launch("--mode", "config", *demo, "--config.optim.lr=1e-7", "--config.optim.min_lr=1e-8")
+    assert fixed.returncode == 0, fixed.stderr[-2000:]  # the fix the message gives is taken
+    assert not (tmp_path / "run").exists()
+
+
 def fake_run(workdir, **changes):
     """A workdir as a run leaves it: run.json of base_config and a checkpoint (no parameters of a model)
     whose metadata holds the config with `changes` ({"train.num_steps": 900, ...})."""
@@ -448,6 +493,24 @@ def fake_run(workdir, **changes):
     writer = checkpoint.Checkpointer(workdir)
     writer.save(3, tree, tree, tree, {"config": saved.to_dict()})
     writer.close()
+
+
+def test_a_small_config_has_a_default_workdir_of_its_own(tmp_path):
+    """Without --workdir, `--config configs/kit.py:small` (the README's pipeline check before a GPU run)
+    and `--config configs/kit.py` had both defaulted to runs/kit: the full-size run was refused there
+    ("belongs to a run whose config differs in ...") and --mode sample --config FILE read the other one's
+    checkpoint. The small one's folder is runs/kit_small."""
+    from tiny_run import launch_env
+
+    fake_run(tmp_path / "runs" / "kit")  # a run of another config in runs/kit
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "launch.py"), "--mode", "config", "--config",
+         f"{ROOT}/configs/kit.py:small"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600, env=launch_env(),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "model.latent_dim = 128" in result.stdout.splitlines()
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["kit"]  # --mode config writes nothing
 
 
 def test_a_resume_reads_its_checkpoint_after_setting_the_host_devices(tmp_path):
@@ -484,6 +547,35 @@ def test_train_autoencoder_given_a_run_takes_what_the_autoencoder_depends_on_fro
         given, str(tmp_path / "run"), {"eval.autoencoder_steps": 5, "data.fps": 30.0}
     )
     assert (config.eval.autoencoder_steps, config.eval.autoencoder_latent, config.data.fps) == (5, 16, 30.0)
+
+
+def test_eval_without_config_reads_the_autoencoder_where_train_autoencoder_of_the_run_saves_it(
+    tmp_path, monkeypatch
+):
+    """A run trained with eval.autoencoder_dir: `--mode train_autoencoder --workdir RUN` (the fix the
+    FGD-skipped note gives) saved the autoencoder there, while `--mode eval --workdir RUN` looked in
+    <data.root>/fgd_autoencoder and skipped the FGD again. Both now take the run's folder; one given on
+    the command line wins."""
+    monkeypatch.syspath_prepend(str(ROOT))
+    import ml_collections
+
+    import launch as launch_module
+    from motion_ddpm_jax.config import base_config
+
+    fake_run(tmp_path / "run", **{"eval.autoencoder_dir": "/shared/fgd/demo"})
+    run = str(tmp_path / "run")
+    trains = launch_module._checkpoint_data(base_config(), run, {}).eval.autoencoder_dir
+    reads = launch_module._checkpoint_autoencoder(base_config(), run, {}).eval.autoencoder_dir
+    assert trains == reads == "/shared/fgd/demo"
+    given = ml_collections.ConfigDict(base_config().to_dict())
+    given.eval.autoencoder_dir = "/mine"
+    mine = launch_module._checkpoint_autoencoder(given, run, {"eval.autoencoder_dir": "/mine"})
+    assert mine.eval.autoencoder_dir == "/mine"
+    fake_run(tmp_path / "plain")  # a run that named none: <data.root>/fgd_autoencoder, as before
+    assert (
+        launch_module._checkpoint_autoencoder(base_config(), str(tmp_path / "plain"), {}).eval.autoencoder_dir
+        == ""
+    )
 
 
 def test_a_full_disk_and_an_interruption_are_one_line(monkeypatch):
