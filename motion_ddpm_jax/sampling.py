@@ -711,6 +711,12 @@ def matrix_to_euler(matrix: np.ndarray, order: str) -> np.ndarray:
 
     The inverse of `kinematics.euler_to_matrix` (R = R_{order[0]}(a0) @ R_{order[1]}(a1) @ R_{order[2]}(a2)):
     a1 in [-90, 90], a0 and a2 in (-180, 180]. At gimbal lock (|a1| = 90) a2 is set to 0.
+
+    a1 and a2 are read from the matrix with a0's rotation taken off it, not each from the matrix itself:
+    near lock (|a1| within ~0.01 degrees of 90) the entries that fix a0 and a2 alone are cos(a1) times
+    their sines and cosines, so a float32 matrix's rounding (1e-7) picks them at random; each was then
+    right for a different a0, and their sum (all that the matrix fixes there) was wrong by up to 180
+    degrees. Taken off, whatever a0 came out, a1 and a2 make the product the matrix again.
     """
     if order not in kinematics.EULER_ORDERS:
         raise ValueError(
@@ -719,16 +725,22 @@ def matrix_to_euler(matrix: np.ndarray, order: str) -> np.ndarray:
     m = np.asarray(matrix, np.float64)
     i, j, k = ("XYZ".index(axis) for axis in order)
     sign = 1.0 if (j - i) % 3 == 1 else -1.0  # +1 for the cyclic orders XYZ, YZX, ZXY
-    sin_middle = np.clip(sign * m[..., i, k], -1.0, 1.0)
-    middle = np.arcsin(sin_middle)
-    cos_middle = np.sqrt(np.maximum(1.0 - sin_middle**2, 0.0))
+    # |cos a1| from the entries it scales, not sqrt(1 - sin^2): float32 rounds sin(a1) to 1 within 0.014 deg
+    cos_middle = np.hypot(m[..., j, k], m[..., k, k])
     locked = cos_middle < 1e-6
     first = np.where(
         locked,
         np.arctan2(sign * m[..., k, j], m[..., j, j]),
         np.arctan2(-sign * m[..., j, k], m[..., k, k]),
     )
-    last = np.where(locked, 0.0, np.arctan2(-sign * m[..., i, j], m[..., i, i]))
+    # n = R_{order[0]}(a0)^T m = R_{order[1]}(a1) R_{order[2]}(a2): its column k is R_{order[1]}(a1)'s, its
+    # row j R_{order[2]}(a2)'s.
+    c, s = np.cos(first), np.sin(first)
+    n_kk = c * m[..., k, k] - sign * s * m[..., j, k]
+    n_ji = c * m[..., j, i] + sign * s * m[..., k, i]
+    n_jj = c * m[..., j, j] + sign * s * m[..., k, j]
+    middle = np.arctan2(sign * m[..., i, k], np.maximum(n_kk, 0.0))  # (a float32 rounding below 0: a1 = +-90)
+    last = np.arctan2(sign * n_ji, n_jj)
     return np.degrees(np.stack([first, middle, last], axis=-1))
 
 

@@ -685,6 +685,23 @@ def test_matrix_to_euler_matches_scipy_and_survives_gimbal_lock(order):
     np.testing.assert_allclose(back, locked, atol=1e-6)
 
 
+@pytest.mark.parametrize("order", ["XYZ", "XZY", "YXZ", "YZX", "ZXY", "ZYX"])
+def test_matrix_to_euler_of_float32_matrices_near_gimbal_lock_gives_back_the_rotation(order):
+    """The sampler's rotations are float32: within ~0.02 degrees of a1 = +-90 their rounding (1e-7) is as
+    large as the entries that fix a0 and a2 apart (cos(a1) times their sines). The angles must still give
+    back the matrix to float32 precision (scipy, float64), not a rotation up to 180 degrees off."""
+    rng = np.random.default_rng(0)
+    middles = np.repeat([90.0, -90.0, 89.99999, -89.9999, 89.99, 89.9], 50)
+    angles = np.stack(
+        [rng.uniform(-180, 180, middles.size), middles, rng.uniform(-180, 180, middles.size)], -1
+    )
+    matrices = Rotation.from_euler(order, angles, degrees=True).as_matrix().astype(np.float32)
+    euler = sampling.matrix_to_euler(matrices, order)
+    back = Rotation.from_euler(order, euler, degrees=True).as_matrix()
+    np.testing.assert_allclose(back, matrices.astype(np.float64), atol=2e-6)
+    assert np.all(np.abs(euler[:, 1]) <= 90.0)
+
+
 @pytest.mark.parametrize("order", ["ZXY", "XYZ", "ZYX"])
 def test_bvh_euler_channels_are_continuous_over_frames_and_the_same_rotations(order):
     """A smooth path whose first angle turns past 180 degrees and whose middle one passes 90: frame by
