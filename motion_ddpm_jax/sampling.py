@@ -643,7 +643,7 @@ def generate(
     Compiling: one program per sampler setting (sampler, steps, eta, spacing, guided or not), samples per
     call and longest length T. A call that repeats them (other captions, seed, guidance scale, or another
     checkpoint of the same architecture) reuses it: 0.01-0.03 s for 10 DDIM steps of the demo's model on 2
-    CPU cores; a new T or sample count compiles again, 8-12 s there. For many captions of mixed lengths,
+    CPU cores; a new T or sample count compiles again, 3-5 s there. For many captions of mixed lengths,
     give them to one call (a list of lengths) rather than one call each.
     """
     _check_request(

@@ -726,6 +726,37 @@ def check_same_data(saved: dict[str, Any], dataset, workdir: Path) -> None:
         )
 
 
+def train_clips_record(source: pipeline.BatchSource, split) -> dict[str, Any]:
+    """What the data order follows besides the seed and batch size: the count of the clips training reads
+    and the sha256 of their [id, frames, captions] in order (JSON, compact separators). Recorded with each
+    checkpoint: a HumanML3D folder's statistics are its Mean.npy and Std.npy, which an edited train.txt or
+    new motion files leave as they are, so `check_same_data` cannot see such a change."""
+    clips = [
+        [str(split.ids[i]), int(len(split.motions[i])), list(split.captions[i])]
+        for i in source.clip_indices.tolist()
+    ]
+    digest = hashlib.sha256(json.dumps(clips, separators=(",", ":")).encode()).hexdigest()
+    return {"count": len(clips), "sha256": digest}
+
+
+def train_clips_note(saved: dict[str, Any], now: dict[str, Any], step: int) -> str | None:
+    """The line a resume logs where the training clips differ from those its checkpoint's run read
+    (`train_clips_record`), None where they are the same or the checkpoint predates the record."""
+    was = saved.get("train_clips")
+    if not isinstance(was, dict) or was.get("sha256") == now["sha256"]:
+        return None
+    counts = (
+        f"{was.get('count')} clips then, {now['count']} now"
+        if was.get("count") != now["count"]
+        else f"{now['count']} clips then and now, not the same ones"
+    )
+    return (
+        f"the training clips changed since the checkpoint was saved ({counts}: the split file, the motion "
+        f"files or their captions differ): from step {step + 1} the run reads another data order than it "
+        "would have, and it will not equal an uninterrupted run on either set of clips"
+    )
+
+
 def data_statistics(saved: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     """(mean, std) of the data a checkpoint's run trained on, as float64: its normalisation statistics, or
     for a run started from another's weights (`train.init_from`), which normalises with that run's, those
@@ -1134,6 +1165,7 @@ def run_metadata(
     software: dict[str, Any] | None = None,
     init_from: dict[str, Any] | None = None,
     statistics: tuple[np.ndarray, np.ndarray] | None = None,
+    train_clips: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Everything sampling needs besides the parameters: a checkpoint folder alone is enough. With the
     software and command line of the process that saves it (`provenance`; `software` as
@@ -1158,6 +1190,7 @@ def run_metadata(
         "software": software or provenance.software(jax.local_devices()[0]),
         "command": provenance.command_line(),
         **({"init_from": init_from} if init_from else {}),
+        **({"train_clips": train_clips} if train_clips else {}),
     }
 
 
@@ -1680,6 +1713,8 @@ def _run(config, workdir: Path, stop: _PreemptionFlag, held: contextlib.ExitStac
                 f"x batch size, so step {at + 1} reads from epoch {at * global_batch / source.num_clips:.3g} "
                 f"of the data order where the run had reached epoch {seen:.3g}{epochs}"
             )
+        if is_main and (note := train_clips_note(saved, train_clips_record(source, split), at)):
+            log(note)
         topology = _topology()
         if is_main and all(k in saved for k in topology) and any(saved[k] != v for k, v in topology.items()):
             log(
@@ -1725,7 +1760,15 @@ def _run(config, workdir: Path, stop: _PreemptionFlag, held: contextlib.ExitStac
         recorded.train.init_from = str(first.get("init_from", ""))
         recorded.train.init_weights = str(first.get("init_weights", "ema"))
     metadata = run_metadata(
-        recorded, dataset, tokenizer, steps, source.steps_per_epoch, software, started_from, statistics
+        recorded,
+        dataset,
+        tokenizer,
+        steps,
+        source.steps_per_epoch,
+        software,
+        started_from,
+        statistics,
+        train_clips_record(source, split),
     )
     sample_every = int(config.train.sample_every)
     progress = None

@@ -338,6 +338,29 @@ def test_spelled_words_are_drawn_at_spell_prob_and_decode_to_the_caption():
     assert abs(hits - p * words) < spread, (hits, words)
 
 
+def test_spelling_never_cuts_a_caption_that_fits_in_vocabulary_ids():
+    """A caption "clip i caption j" is 4 vocabulary ids; spelled, "caption" alone takes 8 (spell + 7
+    bytes, counted by hand). At max_text_length 12 (10 ids besides bos and eos) spelling "i", "j" or
+    "clip" fits and is given, spelling "caption" would cut the caption and is not: every row decodes to a
+    whole caption of its clip. At 6 (4 ids, the caption exactly) no spelling fits, so every row is the
+    unspelled one; at 4 the caption is cut anyway (as cut_captions_note says), and words are spelled."""
+    split = make_split(LENGTHS)
+    tokenizer = Tokenizer.build(c for group in split.captions for c in group)
+    assert len(tokenizer.ids("clip 1 caption 0", [False, False, True, False])) == 11  # 3 + 8
+    spelled_rows = 0
+    for step in range(100):
+        batch = make_source(split, max_text_length=12, spell_prob=0.5).batch(step)
+        for tokens, clip in zip(batch["tokens"], batch["clip_index"], strict=True):
+            assert tokenizer.decode(tokens) in {text.normalize(c) for c in split.captions[clip]}
+            spelled_rows += int(np.any(tokens == text.SPELL_ID))
+    assert spelled_rows > 100
+    for step in range(20):
+        exact = make_source(split, max_text_length=6, spell_prob=0.5).batch(step)
+        assert_batches_equal(exact, make_source(split, max_text_length=6).batch(step))
+    cut = [make_source(split, max_text_length=4, spell_prob=0.5).batch(step)["tokens"] for step in range(5)]
+    assert np.any(np.asarray(cut) == text.SPELL_ID)
+
+
 @pytest.mark.parametrize("process_count", [2, 4])
 def test_spelled_words_are_a_function_of_the_global_slot_and_step(process_count):
     """The processes' shares of a batch with spelled words join into the single-process batch, and a step

@@ -767,3 +767,52 @@ def test_a_schedule_problem_is_refused_at_a_first_start_and_told_on_a_resume(tmp
     assert "optim.warmup_steps is 10, not shorter than train.num_steps (11) less one" in out
     assert "this resume goes on so (optim.* cannot change on resume)" in out
     assert f"already at step {STEPS}" in out
+
+
+def write_humanml3d_clips(root, listed):
+    """A HumanML3D folder of 9 clips (263 features, 60 + 5 i frames, one whole-clip caption each) whose
+    train.txt lists the first `listed`; Mean.npy and Std.npy do not depend on it, as HumanML3D's."""
+    (root / "new_joint_vecs").mkdir(parents=True, exist_ok=True)
+    (root / "texts").mkdir(exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(9):
+        motion = 0.1 * rng.normal(size=(60 + 5 * i, 263))
+        np.save(root / "new_joint_vecs" / f"{i:06d}.npy", motion.astype(np.float32))
+        (root / "texts" / f"{i:06d}.txt").write_text(f"a person moves {i}#a/DET#0.0#0.0\n")
+    mean = np.zeros(263, np.float32)
+    mean[3] = 0.95  # a standing root's height in metres
+    np.save(root / "Mean.npy", mean)
+    np.save(root / "Std.npy", np.ones(263, np.float32))
+    (root / "train.txt").write_text("".join(f"{i:06d}\n" for i in range(listed)))
+    (root / "val.txt").write_text("000008\n")
+
+
+def test_a_resume_on_other_clips_behind_the_same_statistics_says_the_data_order_changed(tmp_path):
+    """A HumanML3D folder normalises with its Mean.npy and Std.npy, which an edited train.txt leaves as
+    they are, so check_same_data lets the resume go on: it says that the clips, counted here by hand, and
+    so the data order differ from the checkpoint's run; a resume on the same clips says nothing of it."""
+    data = tmp_path / "hml"
+    write_humanml3d_clips(data, listed=6)
+    config = tiny_config(tmp_path, [], num_steps=2, save_every_steps=2, log_every=1)
+    config.data.source, config.data.root, config.data.representation = "prepared", str(data), "humanml3d"
+    config.data.fps, config.data.min_motion_length, config.data.std_floor = 20.0, 1, 1e-6
+    config.loss.use_velocity_loss = config.loss.use_acceleration_loss = False
+    config.loss.use_geometric_loss = False
+    workdir, lines = tmp_path / "run", []
+    train.run(config, workdir, log=lines.append)
+    config.train.num_steps = 3
+    train.run(config, workdir, log=lines.append)
+    assert not [line for line in lines if "training clips changed" in line], lines
+
+    write_humanml3d_clips(data, listed=7)
+    config.train.num_steps = 4
+    lines.clear()
+    train.run(config, workdir, log=lines.append)
+    changed = [line for line in lines if line.startswith("the training clips changed")]
+    assert len(changed) == 1 and "(6 clips then, 7 now:" in changed[0] and "from step 4 " in changed[0], lines
+
+    (data / "train.txt").write_text("".join(f"{i:06d}\n" for i in (0, 1, 2, 3, 4, 5, 7)))  # 7 others
+    config.train.num_steps = 5
+    lines.clear()
+    train.run(config, workdir, log=lines.append)
+    assert any("(7 clips then and now, not the same ones:" in line for line in lines), lines

@@ -242,7 +242,9 @@ class BatchSource:
     def _spell_some_words(self, step: int, first: int, caption, tokens, text_mask) -> None:
         """Re-encode in place the rows whose caption has words drawn for spelling: word w of global slot j
         is spelled where uniform [j, w] of (seed, step) is below spell_prob (words past the token length,
-        which truncation drops anyway, draw nothing)."""
+        which truncation drops anyway, draw nothing). A caption that fits in vocabulary ids but would not
+        once spelled keeps its ids: spelled, it would lose its last words and end inside a word's bytes,
+        a cut that `cut_captions_note`, which counts vocabulary ids, never reports."""
         width = tokens.shape[1]
         draws = np.random.default_rng([self.seed, _SPELL_STREAM, step]).random(
             (self.global_batch_size, width)
@@ -250,9 +252,11 @@ class BatchSource:
         words = np.arange(width) < self._caption_words[caption][:, None]
         spelled = (draws[first : first + len(caption)] < self.spell_prob) & words
         for row in np.nonzero(spelled.any(axis=1))[0].tolist():
-            row_tokens, row_mask = self._tokenizer.encode(
-                [self._captions[caption[row]]], width, [spelled[row]]
-            )
+            text = self._captions[caption[row]]
+            room = width - 2  # besides bos and eos
+            if len(self._tokenizer.ids(text, spelled[row])) > room >= len(self._tokenizer.ids(text)):
+                continue
+            row_tokens, row_mask = self._tokenizer.encode([text], width, [spelled[row]])
             tokens[row], text_mask[row] = row_tokens[0], row_mask[0]
 
     def iterate(self, start_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
