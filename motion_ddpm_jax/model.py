@@ -51,6 +51,13 @@ class Initializer:
     kind: str
     std: float = 1.0
 
+    KINDS = ("zeros", "ones", "normal", "fan_in_uniform")
+
+    def __post_init__(self):
+        # Any other name had fallen through to fan_in_uniform: Initializer("zero") drew weights, not zeros.
+        if self.kind not in self.KINDS:
+            raise ValueError(f"Initializer kind {self.kind!r}; expected one of {self.KINDS}")
+
     def __call__(self, key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
         if self.kind == "zeros":
             return jnp.zeros(shape, dtype)

@@ -329,6 +329,65 @@ def ref_layer(p, h, emb, mask, text, text_mask, num_heads):
     return ref_block("ffn", p["ffn"], h, emb, mask, text, text_mask, num_heads)
 
 
+def ref_text_encoder(p, tokens, text_mask, num_layers, num_heads):
+    """Token embedding + positions, post-norm encoder layers over the valid tokens, final LayerNorm."""
+    x = np.asarray(p["token_embedding"]["embedding"], np.float64)[tokens]
+    x = x + np.asarray(p["positions"]["embedding"], np.float64)[: tokens.shape[1]]
+    for i in range(num_layers):
+        q = p[f"layers_{i}"]
+        attended = ref_softmax_attention(
+            ref_dense(q["query"], x), ref_dense(q["key"], x), ref_dense(q["value"], x), text_mask, num_heads
+        )
+        x = ref_layer_norm(q["norm1"], x + ref_dense(q["attention_out"], attended))
+        x = ref_layer_norm(q["norm2"], x + ref_dense(q["linear2"], ref_gelu(ref_dense(q["linear1"], x))))
+    return ref_layer_norm(p["norm"], x)
+
+
+def ref_network(model, p, x, t, tokens, text_mask, mask):
+    """The whole MotionTransformer in float64, as ../shared/REFERENCE.md describes MotionDiffuse: the
+    caption's end token (its last valid one) through text_proj added to MLP(cos/sin(t)), Dense(x) plus
+    the position table, the layers' three blocks, the output Dense."""
+    text = ref_text_encoder(p["text_encoder"], tokens, text_mask, model.text_num_layers, model.text_num_heads)
+    pooled = text[np.arange(len(tokens)), text_mask.sum(1) - 1]
+    half = model.latent_dim // 2
+    angles = np.asarray(t, np.float64)[:, None] * np.exp(-math.log(10000.0) * np.arange(half) / half)
+    steps = np.concatenate([np.cos(angles), np.sin(angles)], axis=1)
+    emb = ref_dense(p["time_embed_2"], ref_silu(ref_dense(p["time_embed_1"], steps)))
+    emb = emb + ref_dense(p["text_proj"], pooled)
+    h = ref_dense(p["joint_embed"], np.asarray(x, np.float64))
+    h = h + np.asarray(p["motion_positions"]["embedding"], np.float64)[: x.shape[1]]
+    attend = {"efficient": ref_efficient_attention, "softmax": ref_softmax_attention}[model.attention]
+    for i in range(model.num_layers):
+        layer = p[f"layers_{i}"]
+        blocks = (("self_attention", None, mask), ("cross_attention", text, text_mask))
+        for name, source, source_mask in blocks:
+            q = layer[name]
+            normed = ref_layer_norm(q["norm"], h)
+            source = normed if source is None else ref_layer_norm(q["text_norm"], source)
+            y = attend(
+                ref_dense(q["query"], normed),
+                ref_dense(q["key"], source),
+                ref_dense(q["value"], source),
+                source_mask,
+                model.num_heads,
+            )
+            h = h + ref_stylization(q["style"], y, emb)
+        h = ref_block("ffn", layer["ffn"], h, emb, mask, text, text_mask, model.num_heads)
+    return ref_dense(p["out"], h)
+
+
+@pytest.mark.parametrize("overrides", [{}, {"attention": "softmax"}, {"remat": True}])
+def test_the_whole_network_matches_a_float64_reference(overrides):
+    """The blocks composed: text encoder, pooling, step embedding, positions and layers at once, against
+    float64 numpy (the block tests above check each part alone; this one, how they are wired)."""
+    model = small_model(**overrides)
+    params = params_of(model)
+    x, t, tokens, text_mask, mask = make_batch()
+    out = np.asarray(forward(model)(params, x, t, tokens, text_mask, mask))
+    expected = ref_network(model, jax.tree.map(np.asarray, params), x, t, tokens, text_mask, mask)
+    np.testing.assert_allclose(out[mask], expected[mask], rtol=1e-4, atol=1e-4)
+
+
 def test_layer_gradients_match_float64_finite_differences():
     """The gradient of our float32 layer (as jit compiles it for this backend) of sum(layer(...) * R),
     against central differences of the float64 numpy reference: one random direction per parameter and
@@ -461,6 +520,12 @@ def test_host_and_jax_initializers_draw_the_same_distribution(kind, std):
         assert abs(sample.mean()) < 0.01 * std and abs(sample.std() / std - 1) < 0.01
     if kind == "fan_in_uniform":
         assert np.abs(host).max() <= 1 / 16 and np.abs(device).max() <= 1 / 16
+
+
+def test_an_initializer_of_an_unknown_kind_is_refused():
+    """A misspelt kind had fallen through to fan_in_uniform: Initializer("zero") drew weights."""
+    with pytest.raises(ValueError, match=r"'zero'; expected one of \('zeros'"):
+        model_lib.Initializer("zero")
 
 
 def test_bfloat16_compute_keeps_float32_parameters_and_output():
