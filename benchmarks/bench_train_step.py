@@ -656,6 +656,14 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.pipeline < 1:
         parser.error(f"--pipeline must be at least 1, got {args.pipeline}")
+    # `on` where no --features count is BEAT's positions would time every case without the term, each
+    # row named as a plain step: refused, so that a run asked for the term's overhead never lacks it.
+    skeleton_features = 3 * beat_skeleton().num_joints
+    if args.geometric == "on" and str(skeleton_features) not in args.features.replace(" ", "").split(","):
+        parser.error(
+            f"--geometric on: the bone-length term needs BEAT positions (--features {skeleton_features}, "
+            f"88 joints x 3); --features {args.features} has none"
+        )
     common.check_new_json(parser, args.json)
     return args
 

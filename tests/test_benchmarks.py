@@ -106,6 +106,19 @@ def test_train_step_benchmark_runs_every_case(tmp_path, processes):
     assert len({row["process_id"] for row in rows}) == (len(process) if processes == "separate" else 1)
 
 
+def test_train_step_benchmark_refuses_a_bone_length_term_it_cannot_add(capsys):
+    """--geometric on with no BEAT-position feature count (264) once timed plain steps, unnoted."""
+    sys.path.insert(0, str(BENCHMARKS))
+    import bench_train_step
+
+    with pytest.raises(SystemExit) as refused:
+        bench_train_step.parse_args(["--features", "12", "--geometric", "on"])
+    assert refused.value.code == 2
+    assert "--geometric on" in capsys.readouterr().err
+    # Where one count can take the term, the others run without it, as the help says.
+    assert bench_train_step.parse_args(["--features", "12,264", "--geometric", "on"]).geometric == "on"
+
+
 def test_train_step_benchmark_warms_every_case_up_before_it_times_any_and_counts_page_faults():
     sys.path.insert(0, str(BENCHMARKS))
     import bench_train_step
@@ -422,6 +435,7 @@ def test_variants_benchmark_times_the_sampler_and_compares_a_denoiser_output(tmp
         "bench_products.py",
         "gpu_summary.py",
         "bench_solvers.py",
+        "bench_optimizer.py",
     ],
 )
 def test_benchmark_help_describes_it(script):
@@ -732,6 +746,24 @@ def test_a_hoisted_sampler_step_is_counted_without_the_captions_once_per_call_wo
     assert hoisted["forward"] / full["forward"] == pytest.approx(12.02 / 13.48, abs=1e-3)
     with pytest.raises(ValueError, match="encode_text=False"):
         common.model_flops(b, frames, d, text, model, hoisted=True)
+
+
+def test_optimizer_benchmark_times_every_spelling_and_optax_agrees_with_ours(tmp_path):
+    """bench_optimizer.py, which no other test runs: every implementation is timed in every round, and
+    optax's own spelling of the update (an independent implementation of clipping, AdamW and the EMA's
+    inputs) leaves the parameters where ours does after one update. A wrong update is off by about a
+    step's size (AdamW's first step at the warm-up's learning rate: ~1e-5 per parameter); float32
+    rounding of the same update by 1e-7 at most."""
+    impls = ["jax", "jax-optax"] + (["torch"] if HAVE_TORCH else [])
+    record, stdout = run_benchmark(
+        "bench_optimizer.py", tmp_path, "--impls", ",".join(impls), "--rounds", "2", "--features", "12", *TINY
+    )
+    rows = {row["impl"]: row for row in record["rows"]}
+    assert list(rows) == impls and record["num_params"] > 0
+    assert all(len(row["seconds"]) == 2 and row["median_s"] > 0 for row in rows.values())
+    assert rows["jax"]["max_param_difference"] == 0.0
+    assert rows["jax-optax"]["max_param_difference"] < 1e-6
+    assert "max |dparam|" in stdout and all(f"\n{impl} " in stdout for impl in impls)
 
 
 def test_pipeline_benchmark_times_every_way_of_batching(tmp_path):
