@@ -1194,9 +1194,10 @@ def run(config, workdir: str | os.PathLike, log=print) -> dict[str, Any]:
     step = None if int(s.checkpoint_step) < 0 else int(s.checkpoint_step)
     loaded = load_model(workdir, step, use_ema=bool(s.use_ema))
     _frame_counts(s.num_frames, len(captions), loaded.max_motion_length)  # refused before any line of it
-    check_settings(loaded, sampler_settings(s))  # (sample.steps beyond the checkpoint's diffusion, ...)
+    asked = sampler_settings(s)
+    check_settings(loaded, asked)  # (sample.steps beyond the checkpoint's diffusion, ...)
     settings = {
-        **settings_used(sampler_settings(s), loaded, bool(s.use_ema)),
+        **settings_used(asked, loaded, bool(s.use_ema)),
         "num_samples": int(s.num_samples),
         "representation": loaded.representation,
         "fps": loaded.fps,
@@ -1206,7 +1207,6 @@ def run(config, workdir: str | os.PathLike, log=print) -> dict[str, Any]:
         f"{loaded.step} ({settings_text(settings)}) "
         f"on {devices_for(len(captions) * s.num_samples, s.batch_size)} {jax.default_backend()} device(s)"
     )
-    asked = sampler_settings(s)
     for note in (
         spacing_note(loaded, asked),
         unread_settings_note(asked, loaded),

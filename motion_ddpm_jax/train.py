@@ -1647,6 +1647,7 @@ def _run(config, workdir: Path, stop: _PreemptionFlag, held: contextlib.ExitStac
         refused_start["recorded"] = True
     steps = total_steps(config.train, source.steps_per_epoch)
     warmup = warmup_steps(config.optim, source.steps_per_epoch)
+    train_clips = train_clips_record(source, split)  # (each checkpoint records it; a resume compares)
     if is_main:  # what is trained on, said once: prepare says it only when it prepares
         log(
             f"data: {dataset.root}: {source.num_clips} training clips of {dataset.representation} motion "
@@ -1713,7 +1714,7 @@ def _run(config, workdir: Path, stop: _PreemptionFlag, held: contextlib.ExitStac
                 f"x batch size, so step {at + 1} reads from epoch {at * global_batch / source.num_clips:.3g} "
                 f"of the data order where the run had reached epoch {seen:.3g}{epochs}"
             )
-        if is_main and (note := train_clips_note(saved, train_clips_record(source, split), at)):
+        if is_main and (note := train_clips_note(saved, train_clips, at)):
             log(note)
         topology = _topology()
         if is_main and all(k in saved for k in topology) and any(saved[k] != v for k, v in topology.items()):
@@ -1768,7 +1769,7 @@ def _run(config, workdir: Path, stop: _PreemptionFlag, held: contextlib.ExitStac
         software,
         started_from,
         statistics,
-        train_clips_record(source, split),
+        train_clips,
     )
     sample_every = int(config.train.sample_every)
     progress = None

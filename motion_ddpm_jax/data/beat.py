@@ -559,15 +559,12 @@ def _raise_unreadable(failed: list[tuple[Path, str]], total: int, raw_root: Path
         )
     counted = (
         f"the first {len(failed)} found of the {total} recordings under data.raw_root={raw_root} that "
-        "cannot be prepared (reading stopped there"
+        "cannot be prepared (reading stopped there; "
         if len(failed) >= MAX_UNREADABLE
         else f"{len(failed)} of the {total} recordings under data.raw_root={raw_root} cannot be prepared ("
     )
     shown = "\n".join(f"  {why}" for _, why in failed)
-    raise DatasetError(
-        f"{counted}{'; ' if len(failed) >= MAX_UNREADABLE else ''}fix them, or move them and their TextGrids "
-        f"out of data.raw_root):\n{shown}"
-    )
+    raise DatasetError(f"{counted}fix them, or move them and their TextGrids out of data.raw_root):\n{shown}")
 
 
 def _unit_warnings(
