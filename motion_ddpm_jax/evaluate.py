@@ -1585,6 +1585,16 @@ def write_new_json(path: Path, payload: Any) -> Path:
 def _fgd_encoder(config, dataset) -> tuple[FgdEncoder | None, list[str]]:
     """The FGD autoencoder trained on `dataset`, or None and a note that says why not."""
     directory = autoencoder_dir(config)
+    if not (directory / "autoencoder.json").is_file() and directory.exists():
+        if not directory.is_dir() or any(directory.iterdir()):
+            # (the note below had advised training into it, which train_autoencoder refuses)
+            what = "a folder of other files" if directory.is_dir() else "a file"
+            return None, [
+                f"FGD skipped: eval.autoencoder_dir {directory} is {what}, not an FGD autoencoder (no "
+                "autoencoder.json); set --config.eval.autoencoder_dir to the folder `python launch.py --mode "
+                "train_autoencoder` saved one in, or train one into a new folder (that mode with "
+                "--config.eval.autoencoder_dir=<a new folder>) and evaluate with that folder"
+            ]
     if not (directory / "autoencoder.json").is_file():
         return None, [
             f"FGD skipped: no autoencoder in {directory}; train one with `python launch.py --mode "
@@ -1909,17 +1919,27 @@ def run(
             else f"real clips from the data the checkpoint's run trained on: data.root={config.data.root}"
         )
     dataset = beat.dataset_from_config(config, log=log)
-    if dataset.feature_size != np.asarray(loaded.mean).size:
+    # Both refusals name the data the run trained on and how to evaluate on it: "point data.root at the
+    # data it was trained on" had left the user to find which that was.
+    trained_root = (getattr(loaded, "metadata", None) or {}).get("data_root") or "(not recorded)"
+    trained_on = f"its run trained on data.root={trained_root}"
+    way_on = (
+        "evaluate without --config and --config.data.* overrides (the data the checkpoint's run trained "
+        "on), or set --config.data.root to data of its skeleton, representation and rate"
+    )
+    size, representation = np.asarray(loaded.mean).size, getattr(loaded, "representation", "")
+    if dataset.feature_size != size:
         raise EvaluationError(
-            f"the checkpoint in {workdir} has {np.asarray(loaded.mean).size} features per frame but the "
-            f"dataset at data.root={dataset.root} has {dataset.feature_size}; point data.root at the data "
-            f"it was trained on"
+            f"the checkpoint in {workdir} takes {size} {representation} features per frame "
+            f"({trained_on}) but the dataset at data.root={dataset.root} holds {dataset.feature_size} "
+            f"{dataset.representation} features per frame (data of another skeleton or representation); "
+            f"{way_on}"
         )
     if not math.isclose(float(loaded.fps), float(dataset.fps), rel_tol=1e-6):
         raise EvaluationError(
-            f"the checkpoint in {workdir} was trained on motion at {float(loaded.fps):g} fps but the dataset "
-            f"at data.root={dataset.root} is at {float(dataset.fps):g} fps (every per-second metric would be "
-            f"scaled by the wrong rate); point data.root at the data it was trained on"
+            f"the checkpoint in {workdir} was trained on motion at {float(loaded.fps):g} fps ({trained_on}) "
+            f"but the dataset at data.root={dataset.root} is at {float(dataset.fps):g} fps (every "
+            f"per-second metric would be scaled by the wrong rate); {way_on}"
         )
     matched = check_same_statistics(loaded, dataset, config, workdir)  # before sampling: other data refused
     chain = init_chain(getattr(loaded, "metadata", None) or {}, loaded.mean, loaded.std)

@@ -669,6 +669,101 @@ def test_fgd_of_an_autoencoder_of_other_data_is_skipped_naming_both_and_what_to_
     assert notes == [] and encoder.settings["dataset_fingerprint"] == here
 
 
+@pytest.mark.parametrize("kind", ["folder of other files", "file"])
+def test_fgd_skipped_for_an_autoencoder_dir_of_other_things_does_not_advise_training_into_it(tmp_path, kind):
+    """eval.autoencoder_dir naming a folder of other files (or a file): FGD is skipped with a note that says
+    what is there. It had said "no autoencoder in <it>; train one ... with --config.eval.autoencoder_dir=<it>,
+    as here", advice that --mode train_autoencoder refuses (it never writes into another's folder)."""
+    target = tmp_path / "mine"
+    if kind == "file":
+        target.write_text("notes\n")
+    else:
+        target.mkdir()
+        (target / "notes.txt").write_text("notes\n")
+    config = base_config()
+    config.eval.autoencoder_dir = str(target)
+    dataset = types.SimpleNamespace(info={}, mean=np.zeros(3), std=np.ones(3), root=tmp_path / "data")
+    encoder, notes = evaluate._fgd_encoder(config, dataset)
+    assert encoder is None and len(notes) == 1, notes
+    assert notes[0].startswith(f"FGD skipped: eval.autoencoder_dir {target} is a {kind}"), notes[0]
+    assert "as here" not in notes[0] and "--config.eval.autoencoder_dir=<a new folder>" in notes[0]
+    # an empty or missing folder is where train_autoencoder saves one: the note advises it, as before
+    for free in (tmp_path / "empty", tmp_path / "missing"):
+        if free.name == "empty":
+            free.mkdir()
+        config.eval.autoencoder_dir = str(free)
+        (note,) = evaluate._fgd_encoder(config, dataset)[1]
+        assert note.startswith(f"FGD skipped: no autoencoder in {free}") and "as here" in note, note
+
+
+def _autoencoder_reference(params, windows, mean, std):
+    """(latent means [N, L], reconstructions [N, W, F]) of the FGD autoencoder in float64 numpy, written
+    from its description: per-frame projections, kernel-k convolutions over time with (k - 1) // 2 zero
+    frames before and k // 2 after, strided by 2 twice, leaky ReLU 0.2, upsampling that splits each frame
+    of a 2F-wide convolution into two frames of F."""
+    p = jax.tree.map(lambda a: np.asarray(a, np.float64), params)
+
+    def dense(x, layer):
+        return x @ layer["kernel"] + layer["bias"]
+
+    def conv(x, layer, kernel=3, stride=1):
+        weights = layer["Dense_0"]["kernel"].reshape(kernel, x.shape[-1], -1)  # [k, C_in, C_out]
+        padded = np.pad(x, ((0, 0), ((kernel - 1) // 2, kernel // 2), (0, 0)))
+        frames = -(-x.shape[1] // stride)
+        out = np.zeros((x.shape[0], frames, weights.shape[-1]))
+        for t in range(frames):
+            for i in range(kernel):
+                out[:, t] += padded[:, t * stride + i] @ weights[i]
+        return out + layer["Dense_0"]["bias"]
+
+    def leaky(x):
+        return np.where(x > 0, x, 0.2 * x)
+
+    def upsample(x, layer):
+        y = conv(x, layer["TemporalConv_0"])
+        half = y.shape[-1] // 2
+        out = np.zeros((x.shape[0], 2 * x.shape[1], half))
+        out[:, 0::2], out[:, 1::2] = y[..., :half], y[..., half:]
+        return out
+
+    e, d = p["encoder"], p["decoder"]
+    x = (np.asarray(windows, np.float64) - mean) / std
+    x = leaky(dense(x, e["Dense_0"]))
+    x = leaky(conv(x, e["TemporalConv_0"]))
+    x = leaky(conv(x, e["TemporalConv_1"], 4, 2))
+    x = leaky(conv(x, e["TemporalConv_2"], 4, 2))
+    z = conv(x, e["TemporalConv_3"])
+    y = leaky(conv(z, d["TemporalConv_0"]))
+    y = leaky(upsample(y, d["Upsample_0"]))
+    y = leaky(upsample(y, d["Upsample_1"]))
+    y = leaky(conv(y, d["TemporalConv_1"]))
+    return z.mean(axis=1), dense(y, d["Dense_0"])
+
+
+def test_the_fgd_autoencoder_is_the_network_it_describes_against_float64_numpy():
+    """FgdEncoder.encode (FGD's features) and the autoencoder's reconstruction (its training loss) equal a
+    float64 numpy network written from the docstrings, with random weights and biases: the FGD numbers are
+    otherwise checked only against the same code (a save and reload, a shift that raises the distance),
+    which a convolution padded on the wrong side or an upsampling that interleaves the wrong halves
+    passes."""
+    rng = np.random.default_rng(4)
+    features, window, hidden, latent = 5, 12, 6, 3
+    model = evaluate.MotionAutoencoder(features, hidden, latent)
+    params = jax.tree.map(
+        lambda a: a + rng.normal(0.0, 0.3, a.shape).astype(np.float32),
+        evaluate.init_autoencoder(model, window, seed=1),
+    )
+    mean, std = rng.normal(size=features), rng.uniform(0.5, 2.0, features)
+    settings = {"feature_size": features, "hidden": hidden, "latent": latent, "window": window}
+    encoder = evaluate.FgdEncoder(params, mean, std, settings)
+    windows = rng.normal(size=(7, window, features)) * std + mean
+    expected_latents, expected_output = _autoencoder_reference(params, windows, mean, std)
+    np.testing.assert_allclose(encoder.encode(windows, chunk=4), expected_latents, rtol=1e-4, atol=1e-5)
+    standardized = ((windows - mean) / std).astype(np.float32)
+    output = np.asarray(model.apply({"params": params}, standardized))
+    np.testing.assert_allclose(output, expected_output, rtol=1e-4, atol=1e-5)
+
+
 def test_fgd_of_real_against_itself_is_zero_and_grows_with_a_shift(toy_autoencoder, toy_dataset):
     encoder = evaluate.load_autoencoder(toy_autoencoder[1])
     real = evaluate.motion_windows(toy_dataset.split("train").motions, 28)
@@ -896,8 +991,41 @@ def test_run_rejects_a_dataset_of_another_feature_size(toy_dataset, tmp_path, mo
         **{**vars(original(*a, **k)), "mean": np.zeros(7)}
     )
     install(monkeypatch, fake)
-    with pytest.raises(UserError, match="7 features.*data.root"):
+    with pytest.raises(UserError, match="takes 7 positions features per frame.*data.root"):
         evaluate.run(config, tmp_path / "run", log=lambda _: None)
+
+
+@pytest.mark.parametrize("change", ["features", "fps"])
+def test_a_refusal_of_other_data_names_the_data_the_run_trained_on_and_the_way_on(
+    toy_dataset, tmp_path, monkeypatch, change
+):
+    """A data.root of another skeleton or representation (other features per frame), or of another rate:
+    the refusal names both layouts, the data the checkpoint's run trained on and how to evaluate on it
+    (it had said "point data.root at the data it was trained on", leaving the user to find which)."""
+    config = toy_config(toy_dataset, tmp_path)
+    fake = FakeSampling(toy_dataset)
+    original = fake.load_model
+    trained = str(tmp_path / "where_it_trained")
+    changed = (
+        {"mean": np.zeros(228), "representation": "axis_angle"} if change == "features" else {"fps": 60.0}
+    )
+
+    def load_model(*args, **kwargs):
+        loaded = vars(original(*args, **kwargs))
+        metadata = {**loaded["metadata"], "data_root": trained}
+        return types.SimpleNamespace(**{**loaded, **changed, "metadata": metadata})
+
+    fake.load_model = load_model
+    install(monkeypatch, fake)
+    with pytest.raises(UserError) as error:
+        evaluate.run(config, tmp_path / "run", log=lambda _: None)
+    message = str(error.value)
+    assert f"its run trained on data.root={trained}" in message, message
+    assert "evaluate without --config and --config.data.* overrides" in message, message
+    if change == "features":
+        assert "takes 228 axis_angle features per frame" in message, message
+        assert f"data.root={toy_dataset.root} holds 18 positions features per frame" in message, message
+    assert not (tmp_path / "run" / "eval").exists()
 
 
 def test_run_rejects_a_dataset_at_another_frame_rate(toy_dataset, tmp_path, monkeypatch):
@@ -909,7 +1037,7 @@ def test_run_rejects_a_dataset_at_another_frame_rate(toy_dataset, tmp_path, monk
     original = fake.load_model
     fake.load_model = lambda *a, **k: types.SimpleNamespace(**{**vars(original(*a, **k)), "fps": 2 * FPS})
     install(monkeypatch, fake)
-    with pytest.raises(UserError, match=rf"at {2 * FPS:g} fps but the dataset .* at {FPS:g} fps"):
+    with pytest.raises(UserError, match=rf"at {2 * FPS:g} fps \(.*\) but the dataset .* at {FPS:g} fps"):
         evaluate.run(config, tmp_path / "run", log=lambda _: None)
     assert not (tmp_path / "run" / "eval").exists()
 
