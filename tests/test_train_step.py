@@ -178,6 +178,91 @@ def test_metrics_report_the_schedule_and_a_skipped_step():
     after, metrics = jit_step(state, bad, state.rng)
     assert float(metrics["skipped"]) == 1.0 and float(metrics["nonfinite_total"]) == 1.0
     jax.tree.map(np.testing.assert_array_equal, after.params, state.params)
+    # The skipped step did not advance the schedule: the next update is the second one, at warmup step 1
+    # of 2 (0.1 + 0.9 / 2 of lr), not at step 2's lr, and its logged lr says so.
+    _, metrics = jit_step(after, batch, state.rng)
+    assert float(metrics["lr"]) == pytest.approx(1e-4 * (0.1 + 0.9 / 2), rel=1e-6)
+
+
+def test_one_step_equals_a_float64_reference_of_its_loss_norm_and_update():
+    """The step's wiring, from its own draws (t, noise): the network reads x_t = sqrt(abar) x0 +
+    sqrt(1 - abar) noise (abar from betas computed here); the logged terms are the float64 masked means of
+    the prediction's target and of the x0 estimate's differences (min(SNR, 1) per example for epsilon);
+    grad_norm is the norm before clipping; and the first update is -lr0 * g_c / (|g_c| + eps), Adam's
+    first step, g_c the gradient clipped to 0.5. A network fed x0 in place of x_t, or a norm logged after
+    clipping, passed every other train-step test."""
+    config = tiny_config(
+        diffusion=dict(prediction="epsilon"),
+        model=dict(cond_drop_prob=0.0),
+        loss=dict(velocity_weight=0.7, acceleration_weight=0.3, aux_weighting="auto"),
+        optim=dict(lr=1e-3),
+    )
+    state, step = build(config, axis_name=None)
+    batch = random_batch(3, 6)
+    new, metrics = jax.jit(step)(state, batch, state.rng)
+
+    # The step's draws: one key per example, split into (t, noise, caption drop, dropout).
+    keys = train._per_example_keys(jax.random.wrap_key_data(state.rng), state.step, 6, None)
+    draws = [jax.random.split(k, 4) for k in keys]
+    t = np.array([int(jax.random.randint(d[0], (), 0, 50)) for d in draws])
+    noise = np.stack([np.asarray(jax.random.normal(d[1], (T, D)), np.float64) for d in draws])
+    betas = np.linspace(20 * 1e-4, 20 * 0.02, 50)  # the linear schedule at 50 steps
+    abar = np.cumprod(1.0 - betas)[t]
+    signal, sigma = np.sqrt(abar)[:, None, None], np.sqrt(1.0 - abar)[:, None, None]
+    x0, mask = batch["motion"].astype(np.float64), batch["mask"]
+    x_t = signal * x0 + sigma * noise
+    model = model_lib.model_from_config(config, input_feats=D, text_vocab_size=VOCAB)
+
+    def output(params):
+        inputs = (x_t.astype(np.float32), t, batch["tokens"], batch["text_mask"], mask)
+        return model.apply({"params": params}, *map(jnp.asarray, inputs), deterministic=True)
+
+    out = np.asarray(jax.jit(output)(state.params), np.float64)
+    target, x0_hat, weights = noise, (x_t - sigma * out) / signal, np.minimum(abar / (1 - abar), 1.0)
+
+    def masked_mean(per_frame, valid, w):
+        return float((per_frame * w[:, None] * valid).sum() / valid.sum())
+
+    error = x0_hat - x0
+    pairs, triples = mask[:, 1:] & mask[:, :-1], mask[:, 2:] & mask[:, 1:-1] & mask[:, :-2]
+    want = {
+        "loss_mot_rec": masked_mean(((out - target) ** 2).mean(-1), mask, np.ones(6)),
+        "loss_vel": masked_mean((np.diff(error, axis=1) ** 2).mean(-1), pairs, weights),
+        "loss_acc": masked_mean((np.diff(error, n=2, axis=1) ** 2).mean(-1), triples, weights),
+    }
+    want["loss"] = want["loss_mot_rec"] + 0.7 * want["loss_vel"] + 0.3 * want["loss_acc"]
+    for name, value in want.items():
+        np.testing.assert_allclose(float(metrics[name]), value, rtol=2e-5, err_msg=name)
+
+    # The gradient of the same loss, spelled here in jnp (float32), through the network.
+    m, w32 = jnp.asarray(mask), jnp.asarray(weights, jnp.float32)
+    f32 = lambda a: jnp.asarray(a, jnp.float32)  # noqa: E731
+
+    def mean_over(per_frame, valid, w):
+        return jnp.sum(jnp.where(valid, per_frame * w[:, None], 0.0)) / jnp.sum(valid)
+
+    def loss(params):
+        o = output(params).astype(jnp.float32)
+        estimate = (f32(x_t) - f32(sigma) * o) / f32(signal)
+        e = jnp.where(m[..., None], estimate - f32(x0), 0.0)
+        rec = mean_over(jnp.mean(jnp.where(m[..., None], o - f32(target), 0.0) ** 2, -1), m, jnp.ones(6))
+        vel = mean_over(jnp.mean(jnp.diff(e, axis=1) ** 2, -1), jnp.asarray(pairs), w32)
+        acc = mean_over(jnp.mean(jnp.diff(e, n=2, axis=1) ** 2, -1), jnp.asarray(triples), w32)
+        return rec + 0.7 * vel + 0.3 * acc
+
+    grads = jax.tree.map(lambda g: np.asarray(g, np.float64), jax.jit(jax.grad(loss))(state.params))
+    norm = float(np.sqrt(sum(np.sum(g**2) for g in jax.tree.leaves(grads))))
+    assert norm > 0.5  # clipping acts
+    np.testing.assert_allclose(float(metrics["grad_norm"]), norm, rtol=1e-4)
+    lr0 = 0.1 * 1e-3
+    assert float(metrics["lr"]) == pytest.approx(lr0, rel=1e-6)
+
+    def first_adam_step(p, g):
+        clipped = g * 0.5 / norm
+        return np.asarray(p, np.float64) - lr0 * clipped / (np.abs(clipped) + 1e-8)
+
+    expected = jax.tree.map(first_adam_step, state.params, grads)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=0, atol=1e-4 * lr0), new.params, expected)
 
 
 @pytest.mark.skipif(os.environ.get("MOTION_DDPM_SKIP_SLOW") == "1", reason="slow end-to-end run")
