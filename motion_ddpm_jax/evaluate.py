@@ -885,6 +885,14 @@ def train_autoencoder(config, log=print) -> Path:
         raise EvaluationError(f"eval.autoencoder_steps must be >= 1, got {settings['steps']}")
     start = time.perf_counter()
     motions = dataset.split("train").motions
+    if not any(len(m) >= settings["window"] for m in motions):
+        longest = max((len(m) for m in motions), default=0)
+        raise EvaluationError(
+            f"no training clip of data.root={dataset.root} is at least {settings['window']} frames long, "
+            f"the FGD autoencoder's window ({AUTOENCODER_WINDOW_S:g} s at {float(dataset.fps):g} fps; the "
+            f"longest of its {len(motions)} training clips has {longest}): FGD needs data of clips of a "
+            "second or more"
+        )
     log(
         f"training the FGD autoencoder on {len(motions)} clips ({settings['window']}-frame windows, "
         f"latent {settings['latent']}) for {settings['steps']} steps, to be saved in {directory} "

@@ -569,6 +569,25 @@ def test_train_autoencoder_never_overwrites(toy_autoencoder):
     assert (directory / "autoencoder.npz").stat().st_mtime_ns == before
 
 
+def test_train_autoencoder_on_clips_shorter_than_its_window_names_the_data_and_the_window(
+    toy_dataset, tmp_path, monkeypatch
+):
+    """Clips all shorter than the window (a 2 s window here; the toy clips have 30-49 frames at 30 fps):
+    the error names data.root, the window in frames and seconds at the data's rate, and the longest clip
+    (it had said only "no training clip is at least N frames long"); nothing is written."""
+    monkeypatch.setattr(evaluate, "AUTOENCODER_WINDOW_S", 2.0)
+    config = toy_config(toy_dataset, tmp_path)
+    longest = max(len(m) for m in toy_dataset.split("train").motions)
+    window = evaluate.window_frames(FPS)
+    assert longest < window
+    with pytest.raises(UserError) as refused:
+        evaluate.train_autoencoder(config, log=lambda *_: None)
+    said = str(refused.value)
+    assert f"data.root={toy_dataset.root}" in said and f"at least {window} frames long" in said, said
+    assert f"2 s at {FPS:g} fps" in said and f"has {longest})" in said, said
+    assert not (tmp_path / "fgd").exists()
+
+
 def test_train_autoencoder_into_someone_elses_folder_is_refused_with_no_circular_hint(toy_dataset, tmp_path):
     """A non-empty folder (or a file) without autoencoder.json: the error names it and asks for a new or
     empty folder (it said "train one with --mode train_autoencoder", the command just run); nothing in it
