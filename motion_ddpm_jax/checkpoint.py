@@ -235,6 +235,11 @@ def _joined_async_options() -> ocp.AsyncOptions | None:
     return ocp.AsyncOptions(barrier_sync_fn=_collective_barrier)
 
 
+def _is_step_folder(folder: Path) -> bool:
+    """Whether `folder` looks like one checkpoint's own folder: its metadata item and an array item."""
+    return (folder / "metadata").is_dir() and any((folder / item).is_dir() for item in ARRAY_ITEMS)
+
+
 class Checkpointer:
     """Saves and restores the checkpoints of one run folder. In a multi-host run every process makes one
     and calls `save` with the same step, as train.run does: Orbax's save synchronises the processes (a
@@ -246,11 +251,31 @@ class Checkpointer:
             given = Path(os.path.abspath(workdir))
             held = next((p for p in (given, given.parent) if p.name == "checkpoints" and p.is_dir()), None)
             steps = held is not None and any(p.name.isdigit() and p.is_dir() for p in held.iterdir())
-            hint = (
-                f"--workdir names the run folder that holds checkpoints/: {held.parent}"
-                if steps
-                else "train a model into this workdir first"
-            )
+            # A checkpoint's folder copied on its own (`cp -r runs/demo/checkpoints/2000 ~/model`), or a
+            # folder of them, had been told to train a model first.
+            loose = [] if steps or not given.is_dir() else [p for p in given.iterdir() if _is_step_folder(p)]
+            if steps:
+                hint = f"--workdir names the run folder that holds checkpoints/: {held.parent}"
+            elif _is_step_folder(given):
+                step = given.name if given.name.isdigit() else "<step>"
+                hint = (
+                    "this is one checkpoint's own folder; sampling reads a run folder, which holds it as "
+                    f"checkpoints/<step>/: copy it to <run>/checkpoints/{step} and give <run>"
+                )
+            elif loose:
+                names = sorted((p.name for p in loose), key=lambda name: (len(name), name))
+                hint = (
+                    f"it holds checkpoint folders ({', '.join(names[:5])}) directly; a run folder holds them "
+                    f"in checkpoints/: move them into {self.directory}"
+                )
+            elif str(workdir).startswith("~") and checkpoint_dir(os.path.expanduser(workdir)).is_dir():
+                # launch.py expands it (as a shell would); a path given from Python is taken as written
+                hint = (
+                    f"a leading ~ is not your home folder in a path given from Python: pass "
+                    f"os.path.expanduser({str(workdir)!r})"
+                )
+            else:
+                hint = "train a model into this workdir first"
             raise CheckpointError(f"{self.directory}: no checkpoint folder ({hint})")
         options = ocp.CheckpointManagerOptions(
             # A reader keeps and saves nothing (Orbax warns where these say otherwise).

@@ -60,12 +60,21 @@ class SampleError(UserError):
     """A bad sampling request: names the `sample.*` field and what it accepts."""
 
 
+class CaptionCutWarning(ProjectWarning):
+    """Captions `generate` was given that take more tokens than the model reads (model.text_max_length
+    less bos and eos): it samples from their first tokens only, as training read its captions."""
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class LoadedModel:
     """Everything sampling needs, restored from one checkpoint.
 
     mean, std: f32[D] normalisation statistics; skeleton: None when the data have none (HumanML3D);
     schedule: the training run's diffusion schedule; step: the checkpoint's step.
+
+    Other weights (edited or averaged parameters): `dataclasses.replace(loaded, params=new)`. Changing
+    `loaded.params` in place after a first `generate` mixes old and new: the sampler keeps the device copy
+    it made of them, while the text encoder reads the new ones.
     """
 
     model: model_lib.MotionTransformer
@@ -356,7 +365,9 @@ def _sample_function(
         """Sample `index`: seed u32[], index i32[], frame_mask bool[T], caption f32[L, W] (encoded) and
         caption_mask bool[L], the empty caption's encoding and mask, scale f32[] -> x0 f32[T, D]."""
         sample_key = jax.random.fold_in(jax.random.key(seed), index)
-        x_T = jax.random.normal(jax.random.fold_in(sample_key, 0), (frame_mask.shape[0], model.input_feats))
+        x_T = jax.random.normal(
+            jax.random.fold_in(sample_key, 0), (frame_mask.shape[0], model.input_feats), jnp.float32
+        )
         x_T, mask = x_T[None], frame_mask[None]  # a batch of one: [1, T, D], [1, T]
         loop_rng = jax.random.fold_in(sample_key, 1)
         if guided:  # one forward pass of [conditional; unconditional]
@@ -617,7 +628,8 @@ def generate(
     batch_size: int = 64,
 ) -> dict[str, Any]:
     """Sample `num_samples` motions per caption (an empty caption, "", samples the unconditional model
-    that guidance uses; `--mode sample` refuses one, as a slip of `a||b`).
+    that guidance uses; `--mode sample` refuses one, as a slip of `a||b`). A caption of more tokens than
+    model.text_max_length holds (bos and eos besides) is read up to there: a CaptionCutWarning says so.
 
     num_frames: one length for all captions, or one per caption (a sequence or a 1-D integer array), each
       in [1, max_motion_length].
@@ -651,6 +663,15 @@ def generate(
     )
     lengths_per_caption = _frame_counts(num_frames, len(captions), loaded.max_motion_length)
     captions = list(captions)
+    cut = _cut_captions(loaded, captions)
+    if cut:  # `run` logs these notes itself; from Python nothing had said that a caption's end was unread
+        more = f"; and {len(cut) - 3} more" if len(cut) > 3 else ""
+        warnings.warn(
+            f"{'; '.join(cut[:3])}{more}: the rest of such a caption is not read (training read its captions "
+            "so too)",
+            CaptionCutWarning,
+            stacklevel=2,
+        )
     total = len(captions) * num_samples
     caption_of = np.repeat(np.arange(len(captions)), num_samples)  # sample -> caption, caption-major
     lengths = np.asarray(lengths_per_caption, np.int32)[caption_of]
@@ -1253,7 +1274,9 @@ def _sample_into(
     if problem:  # said before the sampler runs; the other files are written all the same
         log(f"no .bvh files: {problem}")
     write_bvh = bool(s.write_bvh) and problem is None
-    result = generate(loaded, captions, s.num_frames, num_samples=s.num_samples, **sampler_settings(s))
+    with warnings.catch_warnings():  # (run logged each cut caption before sampling)
+        warnings.simplefilter("ignore", CaptionCutWarning)
+        result = generate(loaded, captions, s.num_frames, num_samples=s.num_samples, **sampler_settings(s))
     check_finite(result, loaded, workdir)
     stems = [
         f"{i // int(s.num_samples):03d}_{_slug(caption)}_{i % int(s.num_samples)}"

@@ -1269,7 +1269,9 @@ class ProgressRenderer:
                 return  # nothing to draw (said at the start)
             sample = self.config.sample
             frames = min(int(sample.num_frames), loaded.max_motion_length)
-            out = sampling.generate(loaded, self.captions, frames, **sampling.sampler_settings(sample))
+            with warnings.catch_warnings():  # progress pictures: not a warning at each of them
+                warnings.simplefilter("ignore", sampling.CaptionCutWarning)
+                out = sampling.generate(loaded, self.captions, frames, **sampling.sampler_settings(sample))
             positions = [p[:n] for p, n in zip(out["positions"], out["lengths"], strict=True)]
             # the step in each panel's title (a figure leaves the file name behind), first: a title too long
             # for its panel is cut at its end

@@ -86,6 +86,36 @@ def test_missing_or_empty_checkpoint_folders_are_clear_errors(tmp_path):
         reader.restore_params()
 
 
+def test_a_checkpoint_folder_copied_out_of_its_run_is_named_as_such(tmp_path, monkeypatch):
+    """`cp -r runs/demo/checkpoints/60 ~/model` (or a folder of such step folders) then sampling from it:
+    the error had said "train a model into this workdir first" of a folder holding a whole checkpoint, and
+    of "~/run" from Python (not expanded there, unlike launch.py's --workdir)."""
+    params, ema, state = trees(1)
+    writer = checkpoint.Checkpointer(tmp_path / "run")
+    writer.save(60, params, ema, state, {"step": 60})
+    writer.close()
+    shutil.copytree(tmp_path / "run" / "checkpoints" / "60", tmp_path / "model")
+    with pytest.raises(
+        checkpoint.CheckpointError, match=r"one checkpoint's own folder.*<run>/checkpoints/<step>"
+    ):
+        checkpoint.Checkpointer(tmp_path / "model", read_only=True)
+    shutil.copytree(tmp_path / "run" / "checkpoints" / "60", tmp_path / "steps" / "60")
+    with pytest.raises(
+        checkpoint.CheckpointError,
+        match=rf"holds checkpoint folders \(60\) directly.*into {tmp_path / 'steps' / 'checkpoints'}\)",
+    ):
+        checkpoint.Checkpointer(tmp_path / "steps", read_only=True)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path / "steps")
+    with pytest.raises(checkpoint.CheckpointError, match=r"pass os.path.expanduser\('~/run'\)"):
+        checkpoint.Checkpointer("~/run", read_only=True)
+    (tmp_path / "steps" / "checkpoints").mkdir()  # as the message says: then it reads
+    (tmp_path / "steps" / "60").rename(tmp_path / "steps" / "checkpoints" / "60")
+    reader = checkpoint.Checkpointer(tmp_path / "steps", read_only=True)
+    assert_tree_equal(reader.restore_params(60, use_ema=False)[0], params)
+    reader.close()
+
+
 def test_unknown_step_and_mismatched_structure_are_clear_errors(tmp_path):
     params, ema, state = trees(1)
     ckpt = checkpoint.Checkpointer(tmp_path)

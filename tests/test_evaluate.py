@@ -837,6 +837,7 @@ class FakeSampling:
 
 def install(monkeypatch, fake):
     from motion_ddpm_jax.sampling import (
+        CaptionCutWarning,
         check_finite,
         check_settings,
         sampler_settings,
@@ -855,6 +856,7 @@ def install(monkeypatch, fake):
     module.settings_used = settings_used  # the real record of what the sampling used
     module.check_finite = check_finite  # the real check of the generated motion
     module.check_settings = check_settings  # the real check of the sampler settings against the checkpoint
+    module.CaptionCutWarning = CaptionCutWarning  # the real warning, which eval's sampling silences
     monkeypatch.setitem(sys.modules, "motion_ddpm_jax.sampling", module)
     monkeypatch.setattr(motion_ddpm_jax, "sampling", module, raising=False)
 

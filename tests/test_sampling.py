@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import types
+import warnings
 from pathlib import Path
 
 import jax
@@ -325,6 +326,29 @@ def test_a_samples_noise_is_its_own_whatever_jaxs_threefry_mode(workdirs):
                         noise, np.float64
                     )
             np.testing.assert_allclose(out["motion"][i, :length], x * std + mean, rtol=1e-4, atol=1e-3)
+
+
+def test_a_samples_noise_is_the_documented_float32_draw_with_jax_enable_x64(workdirs):
+    """A notebook that turned on jax_enable_x64 (for float64 references, say) drew the starting noise
+    x_T in float64 (jax.random.normal's default dtype there): other numbers for the same key, so the same
+    seed gave another sample (5.8 on the demo's 88-cm figures). Against the analytic DDIM sample of a
+    zero-output model (x_T / sqrt(abar at the first step)), x_T drawn in float32 as documented."""
+    loaded = sampling.load_model(workdirs["zero"])
+    steps, seed, lengths = 3, 13, [7, 10]
+    previous = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", True)
+    try:
+        out = sampling.generate(loaded, CAPTIONS, lengths, steps=steps, seed=seed)
+    finally:
+        jax.config.update("jax_enable_x64", previous)
+    first_t = (steps - 1) * STEPS // steps
+    abar = np.cumprod(1 - np.asarray(loaded.schedule.betas, np.float64))[first_t]
+    mean, std = np.asarray(loaded.metadata["mean"]), np.asarray(loaded.metadata["std"])
+    for i, length in enumerate(lengths):
+        key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), i), 0)
+        x_T = np.asarray(jax.random.normal(key, (10, 18), jnp.float32), np.float64)
+        expected = x_T[:length] / np.sqrt(abar) * std + mean
+        np.testing.assert_allclose(out["motion"][i, :length], expected, rtol=1e-5, atol=1e-4)
 
 
 def test_a_jax_without_the_threefry_switch_samples_as_ever(workdirs, monkeypatch):
@@ -1135,7 +1159,9 @@ def test_a_trained_checkpoint_samples_through_launch_on_host_devices_the_same_as
         ]
         assert len(list(out.glob("*.bvh"))) == len(captions) * num_samples
 
-        one_device = sampling.generate(loaded, captions, num_samples=num_samples, **settings)
+        with warnings.catch_warnings():  # ('point at the sky': its unseen words spelled take 17 tokens)
+            warnings.simplefilter("ignore", sampling.CaptionCutWarning)
+            one_device = sampling.generate(loaded, captions, num_samples=num_samples, **settings)
         for i, (name, entry) in enumerate(index["samples"].items()):
             motion = np.load(out / name)
             assert entry["length"] == 12 and motion.shape == (12, 228) and np.all(np.isfinite(motion))
@@ -1271,6 +1297,36 @@ def test_run_names_the_words_no_training_caption_held(workdirs, loaded, tmp_path
         run_config(text=known, output_dir=str(tmp_path / "b")), workdirs["positions"], log=messages.append
     )
     assert not [m for m in messages if "no training caption" in m]
+
+
+def test_a_caption_longer_than_the_model_reads_is_a_warning_from_python_and_a_note_from_run(
+    workdirs, loaded, tmp_path
+):
+    """model.text_max_length 8 leaves 6 tokens for words: generate had sampled a 7-word caption from its
+    first 6 words without a word (only `run`'s log said so). Counted by hand: every word of these
+    captions is one of the training captions', one token each."""
+    assert loaded.text_max_length == 8
+    six, seven = "wave hello point left wave hello", "wave hello point left wave hello point"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", sampling.CaptionCutWarning)
+        sampling.generate(loaded, [six], 4, steps=2)  # fits: nothing said
+    with pytest.warns(sampling.CaptionCutWarning) as caught:
+        sampling.generate(loaded, [six, seven], 4, steps=2)
+    assert len(caught) == 1 and str(caught[0].message).startswith(
+        "caption 1 ('wave hello point left wave hello point') takes 7 tokens; the model reads its first 6"
+    )
+    messages = []
+    with warnings.catch_warnings():  # run says it once, in its log
+        warnings.simplefilter("error", sampling.CaptionCutWarning)
+        sampling.run(
+            run_config(text=f"{six}|{seven}", num_frames=4, steps=2, output_dir=str(tmp_path / "a")),
+            workdirs["positions"],
+            log=messages.append,
+        )
+    assert [m for m in messages if "takes 7 tokens" in m] == [
+        "caption 1 ('wave hello point left wave hello point') takes 7 tokens; the model reads its first 6 "
+        "(model.text_max_length 8 less bos and eos)"
+    ]
 
 
 def test_a_length_past_the_models_window_is_refused_before_anything_is_said_or_written(
