@@ -394,6 +394,7 @@ def _main(argv):
         )
         if mode == "train":
             distributed.initialize(config.distributed)
+            distributed.hold_sigterm()  # from the join on, a SIGTERM stops train.run at its first step
         from motion_ddpm_jax import compile_cache
 
         if mode != "config":

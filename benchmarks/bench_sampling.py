@@ -202,8 +202,9 @@ def parse_cases(args) -> list[tuple[str, int, int]]:
 
 def describe(args, machine: dict) -> str:
     return (
-        f"sampling: D={args.features}, {args.layers} layers x {args.latent}, L={args.text_length}; "
-        f"median of {args.repeats} interleaved repeats after {args.warmup} untimed calls of ours; "
+        f"sampling: D={args.features}, {common.counted(args.layers, 'layer')} x {args.latent}, "
+        f"L={args.text_length}; median of {common.counted(args.repeats, 'interleaved repeat')} after "
+        f"{common.counted(args.warmup, 'untimed call')} of ours; "
         f"{machine['host_cpus']} CPUs ({machine['processor']}), "
         f"{machine.get('torch_device_name') or machine['jax_device']}, jax {machine['jax']}"
         f"{', torch ' + machine['torch'] if 'torch' in machine else ''}, "

@@ -520,9 +520,10 @@ def build_rows(args, results: dict[Case, dict], floors: dict[str, float]) -> lis
 def describe(args, machine: dict) -> str:
     device = machine.get("torch_device_name") or machine["jax_device"]
     return (
-        f"train step: B={args.batch} T={args.frames} L={args.text_length}, {args.layers} layers x "
-        f"{args.latent} (vocab {args.vocab}); median of {args.repeats} interleaved repeats after "
-        f"{args.warmup} warm-up steps, "
+        f"train step: B={args.batch} T={args.frames} L={args.text_length}, "
+        f"{common.counted(args.layers, 'layer')} x {args.latent} (vocab {args.vocab}); median of "
+        f"{common.counted(args.repeats, 'interleaved repeat')} after "
+        f"{common.counted(args.warmup, 'warm-up step')}, "
         + (f"{args.pipeline} steps per timed call (waited for once), " if args.pipeline > 1 else "")
         + ("each framework in a process of its own" if args.processes == "separate" else "all in one process")
         + "\n"

@@ -359,6 +359,12 @@ def human(value: float | None, unit: str = "") -> str:
     return f"{value:.3g} {unit}"
 
 
+def counted(count: int, noun: str) -> str:
+    """'1 layer', '2 layers': a header's count with its noun in the number it takes (nouns with a plain
+    -s plural: "warm-up step", "untimed call")."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def fmt(value, pattern: str) -> str:
     """`value` formatted with `pattern`, or "-" for None (a table cell with nothing measured)."""
     return "-" if value is None else format(value, pattern)

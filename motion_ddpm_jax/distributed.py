@@ -17,6 +17,8 @@ no setting says how); `false` never does.
 from __future__ import annotations
 
 import os
+import signal
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -180,13 +182,52 @@ def _without_jax_preemption_notifier() -> None:
     handler stops the run at a step the processes agree on). A SIGTERM after the join and before that
     handler was installed (the set-up's first seconds) was taken by JAX's and dropped: the run trained on
     to its end and a scheduler's SIGKILL then lost every step since the last checkpoint. Off, such an early
-    SIGTERM ends the process at once (status 143), as before the join. Before `jax.distributed.initialize`."""
+    SIGTERM goes to `hold_sigterm`'s handler, which launch.py installs after the join (during the join, the
+    default ends the process at once, status 143). Before `jax.distributed.initialize`."""
     import jax
 
     try:
         jax.config.update("jax_enable_preemption_service", False)
     except AttributeError:  # a jax without the option (or without the service)
         pass
+
+
+_held_sigterms: list[int] = []  # SIGTERMs `_hold_sigterm` took since `hold_sigterm`
+
+
+def _hold_sigterm(signum, frame) -> None:
+    _held_sigterms.append(signum)
+
+
+def hold_sigterm() -> None:
+    """Keep a SIGTERM from here until train.run installs its own handler, which then stops the run at its
+    first step with a checkpoint and exit status 0, as a SIGTERM during train.run's set-up does
+    (`take_held_sigterm`). Without it such a SIGTERM (a scheduler preempting a job whose processes have just
+    joined) ended the process with status 143, and the others then stopped as when a process is killed.
+
+    launch.py calls it right after `initialize`, not before: a Python handler runs only once the join's
+    C++ call returns, so a SIGTERM while the processes wait for each other would have waited with them (up
+    to distributed.initialization_timeout_s) and then been lost in the join's abort; before and during the
+    join the default still ends the process at once. A SIGTERM ignored where the process started, or a
+    handler the calling program set, is left as it is."""
+    if (
+        threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    ):
+        signal.signal(signal.SIGTERM, _hold_sigterm)
+
+
+def take_held_sigterm() -> bool:
+    """Whether `hold_sigterm`'s handler took a SIGTERM (forgotten once said: a later run in this process
+    does not stop on it)."""
+    taken = bool(_held_sigterms)
+    _held_sigterms.clear()
+    return taken
+
+
+def is_sigterm_holder(handler) -> bool:
+    """Whether `handler` (a signal.getsignal value) is `hold_sigterm`'s."""
+    return handler is _hold_sigterm
 
 
 def initialize(dist_config, log=print) -> bool:

@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
+from motion_ddpm_jax import diffusion
 from motion_ddpm_jax import kernels as pallas  # loads no Pallas until a kernel runs
 
 ATTENTION_KINDS = ("efficient", "softmax")
@@ -1070,6 +1071,17 @@ class MotionTransformer(nn.Module):
             raise ValueError("pass exactly one of tokens [B, L] and text_features [B, L, F]")
         if tokens is not None and tokens.shape[1] > self.text_max_length:
             raise ValueError(f"{tokens.shape[1]} tokens exceed text_max_length={self.text_max_length}")
+        # An id outside the vocabulary reads nn.Embed's out-of-range fill, NaN: the whole sample turns NaN
+        # without an error. Our tokenizer never makes one; ids a caller made may. Checked where the values
+        # are known here (outside jit), as diffusion checks timesteps.
+        ids = None if tokens is None else diffusion._concrete(tokens)
+        if ids is not None and ids.size and (ids.min() < 0 or ids.max() >= self.text_vocab_size):
+            bad = ids[(ids < 0) | (ids >= self.text_vocab_size)]
+            raise ValueError(
+                f"tokens hold id {int(bad[0])}, outside the text vocabulary [0, {self.text_vocab_size}) "
+                "(model.text_vocab_size, the tokenizer's vocab_size): encode captions with the tokenizer "
+                "the model was trained with"
+            )
 
     def _check_motion(self, x):
         if x.ndim != 3 or x.shape[-1] != self.input_feats:

@@ -33,7 +33,7 @@ import numpy as np
 import optax
 from flax import struct
 
-from motion_ddpm_jax import checkpoint, diffusion, files, humanml3d, losses, provenance, text
+from motion_ddpm_jax import checkpoint, diffusion, distributed, files, humanml3d, losses, provenance, text
 from motion_ddpm_jax import config as config_lib
 from motion_ddpm_jax import model as model_lib
 from motion_ddpm_jax.data import beat, motion_text, pipeline
@@ -559,6 +559,28 @@ def total_steps(train_config, steps_per_epoch: int) -> int:
     if train_config.num_steps > 0:
         return int(train_config.num_steps)
     return int(train_config.num_epochs * steps_per_epoch)
+
+
+# A share of each epoch's clips past its last whole batch above which `epoch_count_note` speaks.
+EPOCH_REMAINDER_NOTED = 0.1
+
+
+def epoch_count_note(train_config, num_clips: int, global_batch: int) -> str:
+    """For the run's `data:` line: where train.num_epochs sets its length and a tenth or more of the clips
+    lie past an epoch's last whole batch, why its steps make fewer epochs than asked (each epoch counts
+    num_clips // batch steps, as the original's loader that drops its last partial batch; the batches
+    themselves run on into the next epoch's clips, dropping none) and the train.num_steps that makes them;
+    else ''. A batch larger than the split has its own warning."""
+    epochs = train_config.num_epochs
+    left = num_clips % global_batch
+    if train_config.num_steps > 0 or global_batch > num_clips or left <= EPOCH_REMAINDER_NOTED * num_clips:
+        return ""
+    per_epoch = num_clips // global_batch
+    return (
+        f" (train.num_epochs={epochs:g} counts {per_epoch} step{'s' if per_epoch != 1 else ''} an epoch, "
+        f"{num_clips} clips // {global_batch}, as a loader that drops each epoch's last partial batch; "
+        f"--config.train.num_steps={math.ceil(epochs * num_clips / global_batch)} makes {epochs:g} epochs)"
+    )
 
 
 class MetricsLog:
@@ -1341,6 +1363,8 @@ class _PreemptionFlag:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 if signal.getsignal(sig) != signal.SIG_IGN:  # ignored where started (`cmd &`): left so
                     self.previous[sig] = signal.signal(sig, self._handle)
+        if distributed.take_held_sigterm():  # sent since launch.py's join (`distributed.hold_sigterm`)
+            self.raised, self.name = True, "SIGTERM"
 
     def _handle(self, signum, frame):
         if signum == signal.SIGINT:  # the next Ctrl-C stops at once, without a checkpoint
@@ -1366,6 +1390,8 @@ class _PreemptionFlag:
 
     def restore(self) -> None:
         for sig, previous in self.previous.items():
+            if distributed.is_sigterm_holder(previous):  # launch.py's, for the set-up only
+                previous = signal.SIG_DFL
             if previous is not None:
                 signal.signal(sig, previous)
         self.previous = {}
@@ -1656,6 +1682,7 @@ def _run(config, workdir: Path, stop: _PreemptionFlag, held: contextlib.ExitStac
             f"({dataset.feature_size} features at {float(dataset.fps):g} fps), windows of up to "
             f"{config.data.max_motion_length} frames; {steps} steps of {global_batch}: about "
             f"{steps * global_batch / source.num_clips:.3g} epochs, warmup {warmup} steps"
+            + epoch_count_note(config.train, source.num_clips, global_batch)
         )
     lr_schedule = learning_rate_schedule(config.optim, steps, warmup)
     optimizer, ema = make_optimizer(config.optim, lr_schedule), make_ema(config.optim)
@@ -1830,7 +1857,11 @@ def _run(config, workdir: Path, stop: _PreemptionFlag, held: contextlib.ExitStac
             if last_saved != step:
                 save(replicated)
             by = stop.name or "another process's SIGTERM or Ctrl-C"
-            log(f"stopped by {by} at step {step} of {steps}: checkpoint saved in {ckpt.directory}/{step}")
+            before = ", before training a step" if step == first else ""
+            log(
+                f"stopped by {by} at step {step} of {steps}{before}: checkpoint saved in "
+                f"{ckpt.directory}/{step}"
+            )
             ckpt.close()
             metrics_log.close()
             return {"steps": steps, "stopped_at": step, "final_metrics": last_row, "workdir": str(workdir)}

@@ -859,7 +859,8 @@ def test_a_demo_set_that_cannot_be_written_names_the_data_fields(tmp_path):
 
 def test_a_raw_root_of_other_files_is_named_with_why_the_demo_set_is_not_written(tmp_path):
     """A demo config whose data.raw_root holds other recordings (or another demo seed's set) is refused
-    with write_demo_dataset's reason: the message had read 'cannot write the demo set there (None)'."""
+    with write_demo_dataset's reason: the message had read 'cannot write the demo set there (None)'. The
+    line before it had said "writing the demo set into data.raw_root" of a folder that is never written."""
     from motion_ddpm_jax.data import synthetic
 
     mine = tmp_path / "mine"
@@ -871,10 +872,16 @@ def test_a_raw_root_of_other_files_is_named_with_why_the_demo_set_is_not_written
         config = base_config()
         config.data.source, config.data.raw_root = "synthetic", str(raw)
         config.data.root = str(tmp_path / "prepared")
+        logged = []
         with pytest.raises(UserError) as caught:
-            beat.dataset_from_config(config, log=lambda line: None)
+            beat.dataset_from_config(config, log=logged.append)
         message = str(caught.value)
         assert reason in message and "None" not in message, message
+        # nothing is written there, and the run's line does not say it writes the demo set
+        assert logged == [
+            f"data.root {config.data.root} is not prepared: preparing it from data.raw_root {raw}, which is "
+            "not empty (a demo set written there before is checked and read as it is, not rewritten)"
+        ]
         assert f"data.raw_root {raw}" in message and "--config.data.raw_root" in message
     assert (mine / "take1.bvh").read_text() == "HIERARCHY"
 

@@ -601,6 +601,25 @@ def test_a_benchmark_refuses_an_existing_json_file_before_it_runs(tmp_path, caps
     assert "BVH reader" not in result.stdout and existing.read_text() == "{}\n"
 
 
+def test_the_headers_say_one_layer_repeat_and_warm_up_in_the_singular():
+    """The headers read "1 layers x 16", "median of 1 interleaved repeats after 1 untimed calls"."""
+    sys.path.insert(0, str(BENCHMARKS))
+    import bench_sampling
+    import bench_train_step
+
+    machine = {"host_cpus": 2, "processor": "x", "jax_device": "cpu", "jax": "0", "load_average_1m": 0.1,
+               "host_malloc": "default"}  # fmt: skip
+    for n, s in ((1, ""), (2, "s")):
+        sampling = argparse.Namespace(features=6, layers=n, latent=16, text_length=5, repeats=n, warmup=n)
+        header = bench_sampling.describe(sampling, machine)
+        assert f"D=6, {n} layer{s} x 16, L=5; median of {n} interleaved repeat{s} after {n} untimed" in header
+        assert f" untimed call{s} of ours" in header, header
+        train = bench_train_step.parse_args(["--layers", str(n), "--repeats", str(n), "--warmup", str(n)])
+        said = " ".join(bench_train_step.describe(train, machine).split())
+        assert f", {n} layer{s} x " in said, said
+        assert f"median of {n} interleaved repeat{s} after {n} warm-up step{s}," in said, said
+
+
 def test_train_step_rows_without_a_warm_up_are_marked_and_the_help_shows_the_defaults(capsys):
     """--warmup 0: the header says the first timed steps may not be at steady state and each row ends in
     `(no warm-up)`; with a warm-up neither. --help gives --geometric's and --memory's defaults."""

@@ -207,6 +207,25 @@ def test_the_pooled_text_feature_is_the_last_valid_token():
             assert differs == (position == last[b]), (b, position)
 
 
+@pytest.mark.parametrize("bad", [SMALL["text_vocab_size"], -1])
+def test_a_token_id_outside_the_vocabulary_is_refused_rather_than_sampled_as_nan(bad):
+    """nn.Embed reads an id outside [0, vocab) as a row of NaN: every output of that caption's sample
+    turned NaN without an error (ids of a caller's own making; our tokenizer never makes one). Where the
+    ids are known (outside jit) they are refused, naming the id and the vocabulary; the largest id in
+    range still gives a finite output."""
+    model = small_model(num_layers=1)
+    params = params_of(model)
+    x, t, tokens, text_mask, mask = make_batch()
+    tokens[1, 2] = SMALL["text_vocab_size"] - 1
+    assert np.isfinite(np.asarray(model.apply({"params": params}, x, t, tokens, text_mask, mask))).all()
+    tokens[1, 2] = bad
+    said = rf"tokens hold id {bad}, outside the text vocabulary \[0, {SMALL['text_vocab_size']}\)"
+    with pytest.raises(ValueError, match=said):
+        model.apply({"params": params}, x, t, tokens, text_mask, mask)
+    with pytest.raises(ValueError, match=said):
+        model_lib.encode_text(model, params, jnp.asarray(tokens), text_mask)
+
+
 def test_text_features_replace_the_token_embedding():
     model = small_model(num_layers=1, text_num_layers=0)
     params = params_of(model, perturb=False)

@@ -638,6 +638,39 @@ def test_a_sigterm_during_set_up_stops_cleanly_at_step_0(tmp_path, data_args, si
     assert checkpoint.Checkpointer(tmp_path / "run", read_only=True).all_steps() == [0]
 
 
+SIGTERM_AFTER_THE_JOIN = """
+import os, signal, sys
+sys.path.insert(0, {root!r})
+from motion_ddpm_jax import compile_cache
+real = compile_cache.enable
+def enable_after_a_sigterm(*args, **kwargs):  # launch.py's next call after the join
+    os.kill(os.getpid(), signal.SIGTERM)  # the scheduler preempts the job as its processes have joined
+    return real(*args, **kwargs)
+compile_cache.enable = enable_after_a_sigterm
+"""
+
+
+def test_a_sigterm_between_the_join_and_the_trainer_stops_cleanly_at_step_0(tmp_path, data_args):
+    """A SIGTERM after launch.py's join (jax.distributed) and before train.run installs its handler ended
+    the process with status 143 (the others of the run then stopped as when a process is killed): it is
+    held from the join on, and the run stops at its first step with a checkpoint and status 0, as on a
+    SIGTERM during train.run's set-up. One process here: launch.py takes the same path with or without
+    others to join."""
+    (tmp_path / "inject").mkdir()
+    (tmp_path / "inject" / "sitecustomize.py").write_text(SIGTERM_AFTER_THE_JOIN.format(root=str(ROOT)))
+    given = os.environ.get("PYTHONPATH")
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(tmp_path / "inject"), *([given] if given else [])]),
+    }
+    process = start_launch(tmp_path / "run", [*TINY, *data_args], env)
+    process.wait(timeout=300)
+    out = output(process)
+    assert process.returncode == 0, out[-3000:]
+    assert f"stopped by SIGTERM at step 0 of {STEPS}, before training a step" in out, out[-3000:]
+    assert checkpoint.Checkpointer(tmp_path / "run", read_only=True).all_steps() == [0]
+
+
 def test_ctrl_c_while_training_saves_a_checkpoint_and_a_second_stops_at_once(monkeypatch):
     """The flag's handling of SIGINT, driven directly: once the loop runs, a first Ctrl-C asks for a
     checkpoint and a stop (it had raised wherever it came, once inside a callback that swallowed it);

@@ -481,6 +481,33 @@ def test_a_run_says_what_it_trains_on(tmp_path):
     ], lines
 
 
+def test_a_run_of_epochs_that_leave_many_clips_past_the_last_whole_batch_says_why(tmp_path):
+    """train.num_epochs counts num_clips // batch steps an epoch: with a batch of about half the clips an
+    epoch is one step and the run read about half the epochs asked, which its `data:` line showed (about
+    E epochs) without a word of why. Counted here from the prepared files: N clips, batch N // 2 + 1."""
+    from motion_ddpm_jax.data import beat
+
+    lines = []
+    config = tiny_run_config(tmp_path, num_steps=0, num_epochs=2, log_every=1, save_every_steps=0)
+    config.optim.warmup_steps = 0
+    beat.prepare_from_config(config.data, log=lambda *_: None)
+    root = tmp_path / "prepared"
+    clips = len([c for c in (root / "train.txt").read_text().split() if c])
+    batch = clips // 2 + 1  # one whole batch an epoch; clips - batch (about half) past it
+    config.train.batch_size = batch
+    summary = train.run(config, tmp_path / "run", log=lines.append)
+    assert summary["steps"] == 2
+    (said,) = [line for line in lines if line.startswith("data: ")]
+    assert said.endswith(
+        f"2 steps of {batch}: about {2 * batch / clips:.3g} epochs, warmup 0 steps (train.num_epochs=2 "
+        f"counts 1 step an epoch, {clips} clips // {batch}, as a loader that drops each epoch's last "
+        f"partial batch; --config.train.num_steps={-(-2 * clips // batch)} makes 2 epochs)"
+    ), said
+    assert train.epoch_count_note(config.train, 2 * batch, batch) == ""  # no clip past the whole batches
+    config.train.num_steps = 7
+    assert train.epoch_count_note(config.train, clips, batch) == ""  # a length in steps: nothing to say
+
+
 def _spin_for(seconds: float):
     """(spin, count, took): a function of products of a 512 x 512 matrix, `count` of them, that took `took`
     >= `seconds` alone here (timed after compiling; the count traced, so one program for any count)."""

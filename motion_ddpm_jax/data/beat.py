@@ -955,7 +955,18 @@ def dataset_from_config(config, log=print) -> motion_text.MotionTextDataset:
     if data.source == "synthetic" and not prepared:
         from motion_ddpm_jax.data import synthetic
 
-        log(f"data.root {data.root} is not prepared: writing the demo set into data.raw_root {data.raw_root}")
+        raw = Path(data.raw_root)
+        if raw.is_dir() and any(raw.iterdir()):  # write_demo_dataset checks it and writes nothing there
+            log(
+                f"data.root {data.root} is not prepared: preparing it from data.raw_root {data.raw_root}, "
+                "which is not empty (a demo set written there before is checked and read as it is, not "
+                "rewritten)"
+            )
+        else:
+            log(
+                f"data.root {data.root} is not prepared: writing the demo set into data.raw_root "
+                f"{data.raw_root}, then preparing it"
+            )
         try:
             synthetic.write_demo_dataset(data.raw_root, seed=data.split_seed)
         except OSError as error:
