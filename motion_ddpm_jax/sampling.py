@@ -646,10 +646,11 @@ def generate(
       motion f32[N, T, D] de-standardized features, zero past each sample's length;
       positions f32[N, T, J, 3] global joint positions, zero past the length (None where `joint_parents`
         is: data without a skeleton; HumanML3D's 263 features decode to its 22 joints in metres, KIT-ML's
-        251 to its 21 in millimetres), as decoded: the root starts at the origin (`ground_offset` gives
-        the shift to stand a sample on the ground, which `run` adds to the files it writes), but for the
-        HumanML3D layout, whose root starts at the height its features hold (feature 3) and whose files
-        `run` writes as decoded; `check_figure_size` compares their size with the data's;
+        251 to its 21 in millimetres), as decoded: the root starts at the origin (at its skeleton offset
+        for axis_angle; `ground_offset` gives the shift to stand a sample on the ground, which `run` adds
+        to the files it writes), but for the HumanML3D layout, whose root starts at the height its features
+        hold (feature 3) and whose files `run` writes as decoded; `check_figure_size` compares their size
+        with the data's;
       lengths i32[N]; captions list[str] of length N.
 
     Compiling: one program per sampler setting (sampler, steps, eta, spacing, guided or not), samples per
