@@ -473,11 +473,11 @@ def _main(argv):
                 data_set=[name.split(".", 1)[1] for name in overrides if name.startswith("data.")],
             )
         elif mode == "train_autoencoder":
-            from motion_ddpm_jax import evaluate
+            from motion_ddpm_jax import fgd
 
             if not config_given:
                 config = _checkpoint_data(config, _workdir(config_given), overrides)
-            evaluate.train_autoencoder(config)
+            fgd.train_autoencoder(config)
         else:
             from motion_ddpm_jax import train
 
@@ -788,7 +788,7 @@ def _checkpoint_data(config, workdir: str, overrides: dict):
     """`config` with what the FGD autoencoder depends on -- data.*, eval.autoencoder_* and seed -- as the run
     whose latest checkpoint is in `workdir` had them (data.* as --mode eval without --config takes them),
     but for those given on the command line: the same autoencoder as `--config <that run's config>`."""
-    from motion_ddpm_jax import checkpoint, evaluate
+    from motion_ddpm_jax import checkpoint, lineage
     from motion_ddpm_jax import config as config_lib
 
     step, saved = _checkpoint_metadata(workdir)
@@ -803,7 +803,7 @@ def _checkpoint_data(config, workdir: str, overrides: dict):
             "train.run); give --config instead"
         )
     given = [name.split(".", 1)[1] for name in overrides if name.startswith("data.")]
-    config = evaluate.with_checkpoint_data(config, saved["config"], given, saved.get("data_root"))
+    config = lineage.with_checkpoint_data(config, saved["config"], given, saved.get("data_root"))
     theirs = config_lib.flatten(config_lib.with_defaults(saved["config"]))
     for name in [n for n in theirs if n.startswith("eval.autoencoder_") or n == "seed"]:
         if name not in overrides:

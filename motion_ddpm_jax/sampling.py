@@ -47,6 +47,7 @@ from motion_ddpm_jax import files as files_lib
 from motion_ddpm_jax import model as model_lib
 from motion_ddpm_jax.data import bvh, pipeline
 from motion_ddpm_jax.errors import ProjectWarning, UserError
+from motion_ddpm_jax.metrics import position_unit
 from motion_ddpm_jax.skeleton import Skeleton
 
 SAMPLERS = ("ddpm", "ddim", "dpmpp_2m")
@@ -988,8 +989,7 @@ def check_figure_size(
     reference, speed = size_reference(loaded), root_step_reference(loaded)
     if reference is None and speed is None:  # (a reference of the size comes with decoded positions)
         return [None] * count
-    evaluate = importlib.import_module("motion_ddpm_jax.evaluate")  # (it imports this module)
-    unit = evaluate.position_unit(loaded.skeleton, loaded.representation, loaded.model.input_feats)
+    unit = position_unit(loaded.skeleton, loaded.representation, loaded.model.input_feats)
     suffix = f" {unit}" if unit else ""
     sizes, odd, parents = [], [], joint_parents(loaded)
     for i, length in enumerate(result["lengths"]):

@@ -712,8 +712,8 @@ def megabytes(paths):
 def test_a_copied_raw_folder_is_read_once_then_known_by_its_times(tmp_path, monkeypatch):
     """After raw BEAT is copied (new times, same bytes), the first run reads every file to compare its
     sha256, then records the new times beside dataset.json; later runs read none. dataset.json and the
-    dataset (its evaluate.dataset_fingerprint: what an FGD autoencoder is tied to) stay as they were."""
-    from motion_ddpm_jax.evaluate import dataset_fingerprint
+    dataset (its fgd.dataset_fingerprint: what an FGD autoencoder is tied to) stay as they were."""
+    from motion_ddpm_jax.fgd import dataset_fingerprint
 
     raw, out = tmp_path / "raw", tmp_path / "out"
     make_raw(raw, recordings=2)

@@ -19,7 +19,7 @@ import pytest
 import scipy.linalg
 
 import motion_ddpm_jax
-from motion_ddpm_jax import evaluate, provenance
+from motion_ddpm_jax import errors, evaluate, fgd, lineage, metrics, provenance
 from motion_ddpm_jax.config import base_config
 from motion_ddpm_jax.data import motion_text
 from motion_ddpm_jax.errors import UserError
@@ -79,7 +79,7 @@ def polynomial_clips(coefficients, lengths, fps=FPS, seed=0):
 def test_jitter_of_constant_velocity_motion_is_zero():
     velocity = np.random.default_rng(1).normal(size=(1, 4, 3)) * 50.0
     positions, lengths = polynomial_clips(velocity, [12, 7, 20])
-    result = evaluate.jitter(positions, lengths, FPS)
+    result = metrics.jitter(positions, lengths, FPS)
     assert result["acceleration"] == pytest.approx(0.0, abs=1e-6)
     assert result["jerk"] == pytest.approx(0.0, abs=1e-4)
 
@@ -88,7 +88,7 @@ def test_jitter_of_a_quadratic_trajectory_is_its_acceleration():
     rng = np.random.default_rng(2)
     velocity, acceleration = rng.normal(size=(2, 1, 5, 3)) * 20.0
     positions, lengths = polynomial_clips(np.concatenate([velocity, acceleration]), [9, 15, 4])
-    result = evaluate.jitter(positions, lengths, FPS)
+    result = metrics.jitter(positions, lengths, FPS)
     assert result["acceleration"] == pytest.approx(np.linalg.norm(acceleration[0], axis=-1).mean(), rel=1e-7)
     assert result["jerk"] == pytest.approx(0.0, abs=1e-3)
 
@@ -97,13 +97,13 @@ def test_jitter_of_a_cubic_trajectory_has_its_constant_jerk():
     rng = np.random.default_rng(3)
     coefficients = np.concatenate([np.zeros((2, 3, 3)), rng.normal(size=(1, 3, 3)) * 100.0])
     positions, lengths = polynomial_clips(coefficients, [10, 6], fps=60.0)
-    result = evaluate.jitter(positions, lengths, 60.0)
+    result = metrics.jitter(positions, lengths, 60.0)
     assert result["jerk"] == pytest.approx(np.linalg.norm(coefficients[2], axis=-1).mean(), rel=1e-6)
 
 
 def test_jitter_of_clips_too_short_for_a_difference_is_nan():
     positions, lengths = padded([np.zeros((2, 3, 3))])
-    assert np.isnan(evaluate.jitter(positions, lengths, FPS)["acceleration"])
+    assert np.isnan(metrics.jitter(positions, lengths, FPS)["acceleration"])
 
 
 def test_clips_of_one_to_three_frames_enter_only_the_differences_they_have():
@@ -114,23 +114,23 @@ def test_clips_of_one_to_three_frames_enter_only_the_differences_they_have():
     clips = [rng.normal(size=(n, 3, 3)) * 10.0 for n in (1, 2, 3)]
     positions, lengths = padded(clips)
     c = clips[2]
-    result = evaluate.jitter(positions, lengths, FPS)
+    result = metrics.jitter(positions, lengths, FPS)
     assert result["acceleration"] == pytest.approx(
         np.mean([np.linalg.norm(c[2, j] - 2 * c[1, j] + c[0, j]) * FPS**2 for j in range(3)]), rel=1e-12
     )
     assert np.isnan(result["jerk"])
     steps = [clips[1][1] - clips[1][0], c[1] - c[0], c[2] - c[1]]
     speeds = np.array([np.linalg.norm(step[j]) * FPS for step in steps for j in (0, 2)])
-    speed = evaluate.effector_speed(positions, lengths, FPS, [0, 2])
+    speed = metrics.effector_speed(positions, lengths, FPS, [0, 2])
     assert speed["mean"] == pytest.approx(speeds.mean(), rel=1e-12)
     ordered = np.sort(speeds)  # 6 values: the 95th percentile lies 0.75 of the way from the 5th to the 6th
     assert speed["p95"] == pytest.approx(ordered[4] + 0.75 * (ordered[5] - ordered[4]), rel=1e-12)
     a, b = clips[0][0] - clips[0][0, 1], clips[1][1] - clips[1][1, 1]  # root-relative, root joint 1
     one_frame, one_lengths = padded([clips[0], clips[1][1:]])  # two 1-frame clips
-    assert evaluate.diversity(one_frame, one_lengths, root=1) == pytest.approx(
+    assert metrics.diversity(one_frame, one_lengths, root=1) == pytest.approx(
         np.linalg.norm(a - b), rel=1e-12
     )
-    assert np.isnan(evaluate.diversity(positions[:1], lengths[:1]))
+    assert np.isnan(metrics.diversity(positions[:1], lengths[:1]))
 
 
 # ------------------------------------------------------------------------------------------ bones
@@ -149,7 +149,7 @@ def rigid_motion(pose, frames, seed):
 def test_bone_error_of_a_rigidly_moved_skeleton_is_zero():
     skeleton = toy_skeleton()
     positions, lengths = padded([rigid_motion(rest_pose(skeleton), n, n) for n in (5, 9)])
-    result = evaluate.bone_length_error(positions, lengths, skeleton)
+    result = metrics.bone_length_error(positions, lengths, skeleton)
     assert result["mean"] == pytest.approx(0.0, abs=1e-12)
     assert result["worst"] == pytest.approx(0.0, abs=1e-12)
     assert len(result["per_bone"]) == 5
@@ -158,12 +158,12 @@ def test_bone_error_of_a_rigidly_moved_skeleton_is_zero():
 def test_bone_error_of_a_scaled_skeleton_is_the_scale_minus_one():
     skeleton = toy_skeleton()
     positions, lengths = padded([1.25 * rigid_motion(rest_pose(skeleton), 6, 0)])
-    result = evaluate.bone_length_error(positions, lengths, skeleton)
+    result = metrics.bone_length_error(positions, lengths, skeleton)
     assert result["mean"] == pytest.approx(0.25, rel=1e-9)
     assert list(result["per_bone"].values()) == pytest.approx([0.25] * 5, rel=1e-9)
-    reference = evaluate.mean_bone_lengths(positions, lengths, skeleton)
+    reference = metrics.mean_bone_lengths(positions, lengths, skeleton)
     assert reference == pytest.approx(1.25 * np.linalg.norm(np.array(OFFSETS[1:]), axis=-1))
-    assert evaluate.bone_length_error(positions, lengths, skeleton, reference)["mean"] == pytest.approx(0.0)
+    assert metrics.bone_length_error(positions, lengths, skeleton, reference)["mean"] == pytest.approx(0.0)
 
 
 def test_bone_error_names_the_worst_bone():
@@ -171,7 +171,7 @@ def test_bone_error_names_the_worst_bone():
     pose = rest_pose(skeleton)
     pose[NAMES.index("RightHand")] += [-3.6, 0.0, 0.0]  # Spine->RightHand 30% longer
     positions, lengths = padded([rigid_motion(pose, 4, 1)])
-    result = evaluate.bone_length_error(positions, lengths, skeleton)
+    result = metrics.bone_length_error(positions, lengths, skeleton)
     assert result["worst_bone"] == "Spine->RightHand"
     assert result["worst"] == pytest.approx(0.3, rel=1e-9)
     assert result["mean"] == pytest.approx(0.3 / 5, rel=1e-9)
@@ -180,11 +180,11 @@ def test_bone_error_names_the_worst_bone():
 def test_bone_error_leaves_out_zero_length_bones():
     skeleton = Skeleton(("a", "b", "c"), np.array([-1, 0, 1]), np.array([[0, 0, 0], [0, 0, 0], [1, 0, 0.0]]))
     positions, lengths = padded([np.tile(rest_pose(skeleton), (3, 1, 1)) * 2.0])
-    result = evaluate.bone_length_error(positions, lengths, skeleton)
+    result = metrics.bone_length_error(positions, lengths, skeleton)
     assert list(result["per_bone"]) == ["b->c"] and result["mean"] == pytest.approx(1.0)
     # Every bone of zero length (a skeleton of zero offsets): no bone to measure, NaN (it had raised
     # numpy's "attempt to get argmax of an empty sequence").
-    result = evaluate.bone_length_error(positions, lengths, skeleton, reference=np.zeros(2))
+    result = metrics.bone_length_error(positions, lengths, skeleton, reference=np.zeros(2))
     assert np.isnan(result["mean"]) and result["worst_bone"] is None and result["per_bone"] == {}
 
 
@@ -237,10 +237,10 @@ def test_real_clips_the_classifier_does_not_recognise_are_said_to_score_below_ch
 
 # ------------------------------------------------------------------------------------------ end effectors
 def test_end_effectors_are_chosen_by_name_else_the_leaves():
-    groups = evaluate.end_effectors(NAMES, PARENTS)
+    groups = metrics.end_effectors(NAMES, PARENTS)
     assert {k: v.tolist() for k, v in groups.items()} == {"hands": [3, 4], "feet": [5]}
     beat = beat_skeleton()
-    groups = evaluate.end_effectors(beat.names, beat.parents)
+    groups = metrics.end_effectors(beat.names, beat.parents)
     hands = {beat.names[j] for j in groups["hands"]}
     feet = {beat.names[j] for j in groups["feet"]}
     assert {"RightHand", "LeftHand", "RightHandIndex4_Nub", "LeftHandThumb1"} <= hands
@@ -249,7 +249,7 @@ def test_end_effectors_are_chosen_by_name_else_the_leaves():
     # README: for BEAT and the demo, 58 of the 88 joints are hands (hands, fingers, end sites), 10 feet
     assert (len(beat.names), len(hands), len(feet)) == (88, 58, 10)
     assert all(name.startswith(("RightHand", "LeftHand")) for name in hands)
-    leaves = evaluate.end_effectors(("root", "a", "b", "c"), (-1, 0, 1, 0))
+    leaves = metrics.end_effectors(("root", "a", "b", "c"), (-1, 0, 1, 0))
     assert list(leaves) == ["leaves"] and leaves["leaves"].tolist() == [2, 3]
 
 
@@ -283,9 +283,9 @@ def test_a_skeleton_without_hand_names_is_told_which_joints_its_speeds_take():
     steps = [np.linalg.norm(np.diff(c[:, 4:6], axis=0), axis=-1).ravel() for c in clips]
     speeds = np.concatenate(steps) * FPS
     assert column["speed/feet_mean"] == pytest.approx(speeds.mean(), rel=1e-5)
-    assert evaluate.effectors_note(NAMES, evaluate.end_effectors(NAMES, PARENTS)) is None  # both found
+    assert metrics.effectors_note(NAMES, metrics.end_effectors(NAMES, PARENTS)) is None  # both found
     plain = ("root", "a", "b", "c")
-    leaves = evaluate.effectors_note(plain, evaluate.end_effectors(plain, (-1, 0, 1, 0)))
+    leaves = metrics.effectors_note(plain, metrics.end_effectors(plain, (-1, 0, 1, 0)))
     assert "speed/leaves_* is the speed of the skeleton's 2 leaf joints (b, c)" in leaves
 
 
@@ -297,10 +297,10 @@ def test_effector_speed_of_circular_motion():
     positions, lengths = padded([clip, clip[:20]])
     chord_speed = 2.0 * radius * np.sin(omega / (2.0 * fps)) * fps  # exact for consecutive frames
     assert chord_speed == pytest.approx(radius * omega, rel=1e-3)
-    moving = evaluate.effector_speed(positions, lengths, fps, [0])
+    moving = metrics.effector_speed(positions, lengths, fps, [0])
     assert moving["mean"] == pytest.approx(chord_speed, rel=1e-9)
     assert moving["p95"] == pytest.approx(chord_speed, rel=1e-9)
-    both = evaluate.effector_speed(positions, lengths, fps, [0, 1])
+    both = metrics.effector_speed(positions, lengths, fps, [0, 1])
     assert both["mean"] == pytest.approx(chord_speed / 2.0, rel=1e-9)
     assert both["p95"] == pytest.approx(chord_speed, rel=1e-9)
 
@@ -311,7 +311,7 @@ def test_diversity_of_identical_samples_is_zero_whatever_the_root_path():
     clip = rng.normal(size=(20, 4, 3))
     moved = clip + rng.normal(size=(20, 1, 3)) * 100.0  # another root trajectory, same relative poses
     positions, lengths = padded([clip, moved, clip])
-    assert evaluate.diversity(positions, lengths, root=0) == pytest.approx(0.0, abs=1e-9)
+    assert metrics.diversity(positions, lengths, root=0) == pytest.approx(0.0, abs=1e-9)
 
 
 def test_diversity_of_known_samples_is_their_pose_distance():
@@ -321,9 +321,9 @@ def test_diversity_of_known_samples_is_their_pose_distance():
     shift_b[2] = [3.0, 4.0, 0.0]  # distance 5 from clip at every frame
     shift_c[1] = [0.0, 0.0, 12.0]  # 12 from clip; from b: sqrt(5^2 + 12^2) = 13
     positions, lengths = padded([clip, clip + shift_b])
-    assert evaluate.diversity(positions, lengths) == pytest.approx(5.0, rel=1e-9)
+    assert metrics.diversity(positions, lengths) == pytest.approx(5.0, rel=1e-9)
     positions, lengths = padded([clip, clip + shift_b, clip + shift_c])
-    assert evaluate.diversity(positions, lengths) == pytest.approx((5.0 + 12.0 + 13.0) / 3.0, rel=1e-9)
+    assert metrics.diversity(positions, lengths) == pytest.approx((5.0 + 12.0 + 13.0) / 3.0, rel=1e-9)
 
 
 def test_diversity_resamples_clips_of_other_lengths():
@@ -332,16 +332,16 @@ def test_diversity_resamples_clips_of_other_lengths():
     short = np.concatenate([np.zeros((11, 1, 3)), ramp(t_short)], axis=1)
     long = np.concatenate([np.zeros((41, 1, 3)), ramp(t_long)], axis=1)
     positions, lengths = padded([short, long])
-    assert evaluate.diversity(positions, lengths) == pytest.approx(0.0, abs=1e-9)  # the same linear ramp
+    assert metrics.diversity(positions, lengths) == pytest.approx(0.0, abs=1e-9)  # the same linear ramp
 
 
 def test_diversity_subsamples_pairs_deterministically():
     rng = np.random.default_rng(6)
     positions, lengths = padded([rng.normal(size=(8, 3, 3)) for _ in range(120)])
-    full = evaluate.diversity(positions, lengths, max_pairs=10**6)
-    first = evaluate.diversity(positions, lengths, max_pairs=2000, seed=3)
-    assert first == evaluate.diversity(positions, lengths, max_pairs=2000, seed=3)
-    assert first != evaluate.diversity(positions, lengths, max_pairs=2000, seed=4)
+    full = metrics.diversity(positions, lengths, max_pairs=10**6)
+    first = metrics.diversity(positions, lengths, max_pairs=2000, seed=3)
+    assert first == metrics.diversity(positions, lengths, max_pairs=2000, seed=3)
+    assert first != metrics.diversity(positions, lengths, max_pairs=2000, seed=4)
     assert first == pytest.approx(full, rel=0.02)
 
 
@@ -349,7 +349,7 @@ def test_summary_features_of_linear_motion():
     a, b = np.array([1.0, -2.0]), np.array([3.0, 0.5])  # per channel: x(t) = a + b * frame
     clips = [a + b * np.arange(n)[:, None] for n in (5, 8)]
     values, lengths = padded(clips)
-    features = evaluate.summary_features(values, lengths, fps=10.0)
+    features = metrics.summary_features(values, lengths, fps=10.0)
     for row, n in zip(features, (5, 8), strict=True):
         frames = np.arange(n)
         expected = [a + b * frames.mean(), np.abs(b) * frames.std(), b * 10.0, np.zeros(2)]
@@ -375,10 +375,10 @@ def test_motion_features_are_the_statistics_of_the_root_relative_joints_and_the_
         velocity = np.diff(series, axis=0) * fps
         expected.append(np.concatenate([series.mean(0), series.std(0), velocity.mean(0), velocity.std(0)]))
     positions, lengths = padded(clips)
-    features = evaluate.motion_features(positions, lengths, fps, root=root)
+    features = metrics.motion_features(positions, lengths, fps, root=root)
     assert features.shape == (3, 4 * 3 * (4 + 1))
     np.testing.assert_allclose(features, np.array(expected), rtol=1e-9, atol=1e-9)
-    shifted = evaluate.motion_features(positions + np.array([40.0, -3.0, 9.0]), lengths, fps, root=root)
+    shifted = metrics.motion_features(positions + np.array([40.0, -3.0, 9.0]), lengths, fps, root=root)
     np.testing.assert_allclose(shifted, features, rtol=1e-9, atol=1e-9)
 
 
@@ -392,7 +392,7 @@ def clusters(count, seed, dims=40, classes=("a", "b", "c", "d"), spread=8.0):
 
 def test_classifier_is_exact_on_well_separated_classes():
     features, labels = clusters(200, 0)
-    classifier = evaluate.fit_classifier(features, labels)
+    classifier = metrics.fit_classifier(features, labels)
     assert classifier.classes == ("a", "b", "c", "d")
     test_features, test_labels = clusters(500, 1)
     assert classifier.accuracy(test_features, test_labels) == 1.0
@@ -400,7 +400,7 @@ def test_classifier_is_exact_on_well_separated_classes():
 
 def test_classifier_is_at_chance_on_shuffled_labels():
     features, labels = clusters(200, 0)
-    classifier = evaluate.fit_classifier(features, labels)
+    classifier = metrics.fit_classifier(features, labels)
     test_features, test_labels = clusters(4000, 2)
     shuffled = list(np.random.default_rng(3).permutation(np.array(test_labels, dtype=object)))
     assert classifier.accuracy(test_features, shuffled) == pytest.approx(0.25, abs=0.04)
@@ -408,17 +408,17 @@ def test_classifier_is_at_chance_on_shuffled_labels():
 
 def test_classifier_with_more_features_than_clips_uses_the_dual_form():
     features, labels = clusters(30, 0, dims=500, spread=3.0)
-    classifier = evaluate.fit_classifier(features, labels)
+    classifier = metrics.fit_classifier(features, labels)
     test_features, test_labels = clusters(300, 1, dims=500, spread=3.0)
     assert classifier.accuracy(test_features, test_labels) == 1.0
 
 
 def test_label_function_reads_gesture_words_or_finite_captions():
-    to_class, _ = evaluate.label_function(["so wave okay", "nod", "and bow there"])
+    to_class, _ = metrics.label_function(["so wave okay", "nod", "and bow there"])
     assert [to_class(c) for c in ("now wave", "clap right", "hello")] == ["wave", "clap", None]
-    to_class, how = evaluate.label_function(["walk", "run", "Walk "])
+    to_class, how = metrics.label_function(["walk", "run", "Walk "])
     assert how == "the caption" and to_class(" RUN") == "run" and to_class("jump") is None
-    assert evaluate.label_function([f"free text number {i}" for i in range(100)]) is None
+    assert metrics.label_function([f"free text number {i}" for i in range(100)]) is None
 
 
 # ------------------------------------------------------------------------------------------ Fréchet
@@ -433,22 +433,22 @@ def test_frechet_distance_matches_scipy():
         mu1, mu2 = rng.normal(size=(2, dims))
         s1, s2 = random_spd(rng, dims), random_spd(rng, dims)
         reference = np.sum((mu1 - mu2) ** 2) + np.trace(s1 + s2 - 2.0 * scipy.linalg.sqrtm(s1 @ s2).real)
-        assert evaluate.frechet_distance(mu1, s1, mu2, s2) == pytest.approx(reference, rel=1e-8)
-        assert evaluate.sqrtm_psd(s1) == pytest.approx(scipy.linalg.sqrtm(s1).real, rel=1e-8, abs=1e-10)
+        assert metrics.frechet_distance(mu1, s1, mu2, s2) == pytest.approx(reference, rel=1e-8)
+        assert metrics.sqrtm_psd(s1) == pytest.approx(scipy.linalg.sqrtm(s1).real, rel=1e-8, abs=1e-10)
 
 
 def test_frechet_distance_in_one_dimension():
     # N(m1, v1) vs N(m2, v2): (m1 - m2)^2 + (sqrt v1 - sqrt v2)^2
-    assert evaluate.frechet_distance(1.0, 4.0, 3.0, 9.0) == pytest.approx(4.0 + 1.0)
-    assert evaluate.frechet_distance([0.5], [[2.25]], [0.5], [[2.25]]) == pytest.approx(0.0, abs=1e-12)
+    assert metrics.frechet_distance(1.0, 4.0, 3.0, 9.0) == pytest.approx(4.0 + 1.0)
+    assert metrics.frechet_distance([0.5], [[2.25]], [0.5], [[2.25]]) == pytest.approx(0.0, abs=1e-12)
 
 
 def test_frechet_distance_of_fitted_features():
     features = np.random.default_rng(8).normal(size=(300, 5))
-    assert evaluate.frechet_distance_of(features, features) == pytest.approx(0.0, abs=1e-9)
+    assert metrics.frechet_distance_of(features, features) == pytest.approx(0.0, abs=1e-9)
     shifted = features + np.array([3.0, 0, 0, 0, 0])
-    assert evaluate.frechet_distance_of(features, shifted) == pytest.approx(9.0, rel=1e-9)
-    assert np.isnan(evaluate.frechet_distance_of(features[:1], features))
+    assert metrics.frechet_distance_of(features, shifted) == pytest.approx(9.0, rel=1e-9)
+    assert np.isnan(metrics.frechet_distance_of(features[:1], features))
 
 
 def test_frechet_distance_of_fewer_clips_than_dimensions_matches_the_nuclear_norm_form():
@@ -465,9 +465,9 @@ def test_frechet_distance_of_fewer_clips_than_dimensions_matches_the_nuclear_nor
         lb = (b - b.mean(0)) / np.sqrt(count_b - 1)
         cross = np.linalg.svd(la @ lb.T, compute_uv=False).sum()
         expected = np.sum((a.mean(0) - b.mean(0)) ** 2) + np.sum(la**2) + np.sum(lb**2) - 2.0 * cross
-        assert evaluate.frechet_distance_of(a, b) == pytest.approx(expected, rel=1e-6), (count_a, dims)
+        assert metrics.frechet_distance_of(a, b) == pytest.approx(expected, rel=1e-6), (count_a, dims)
         scale = np.sum(la**2) + np.sum(lb**2)
-        assert evaluate.frechet_distance_of(a, a[::-1]) == pytest.approx(0.0, abs=1e-9 * scale)
+        assert metrics.frechet_distance_of(a, a[::-1]) == pytest.approx(0.0, abs=1e-9 * scale)
 
 
 # ------------------------------------------------------------------------------------------ dataset + run
@@ -533,7 +533,7 @@ def toy_autoencoder(toy_dataset, tmp_path_factory):
     """(config, folder) of an FGD autoencoder trained on the toy dataset by `train_autoencoder`."""
     config = toy_config(toy_dataset, tmp_path_factory.mktemp("ae"))
     messages = []
-    directory = evaluate.train_autoencoder(config, log=messages.append)
+    directory = fgd.train_autoencoder(config, log=messages.append)
     # Where it goes is said as it starts (by default the dataset's folder), not only once it is saved.
     assert [m for m in messages if m.startswith("training the FGD autoencoder on 18 clips")] == [
         "training the FGD autoencoder on 18 clips (28-frame windows, latent 8) for 150 steps, to be saved "
@@ -551,7 +551,7 @@ def test_train_autoencoder_reconstruction_error_falls(toy_autoencoder, toy_datas
     settings, trained = record["settings"], record["trained"]
     assert settings["window"] == 28 and settings["latent"] == 8 and settings["feature_size"] == 18
     assert settings["steps"] == config.eval.autoencoder_steps and trained["train_clips"] == 18
-    assert settings["dataset_fingerprint"] == evaluate.dataset_fingerprint(toy_dataset)
+    assert settings["dataset_fingerprint"] == fgd.dataset_fingerprint(toy_dataset)
     assert trained["final_loss"] < 0.2 * trained["initial_loss"]
 
 
@@ -559,13 +559,13 @@ def test_train_autoencoder_never_overwrites(toy_autoencoder):
     config, directory = toy_autoencoder
     before = (directory / "autoencoder.npz").stat().st_mtime_ns
     messages = []
-    assert evaluate.train_autoencoder(config, log=messages.append) == directory
+    assert fgd.train_autoencoder(config, log=messages.append) == directory
     assert any("exists already" in m for m in messages)
     assert (directory / "autoencoder.npz").stat().st_mtime_ns == before
     other = config.copy_and_resolve_references()
     other.eval.autoencoder_latent = 16
     with pytest.raises(UserError, match=f"{directory}.*latent"):
-        evaluate.train_autoencoder(other, log=messages.append)
+        fgd.train_autoencoder(other, log=messages.append)
     assert (directory / "autoencoder.npz").stat().st_mtime_ns == before
 
 
@@ -575,13 +575,13 @@ def test_train_autoencoder_on_clips_shorter_than_its_window_names_the_data_and_t
     """Clips all shorter than the window (a 2 s window here; the toy clips have 30-49 frames at 30 fps):
     the error names data.root, the window in frames and seconds at the data's rate, and the longest clip
     (it had said only "no training clip is at least N frames long"); nothing is written."""
-    monkeypatch.setattr(evaluate, "AUTOENCODER_WINDOW_S", 2.0)
+    monkeypatch.setattr(fgd, "AUTOENCODER_WINDOW_S", 2.0)
     config = toy_config(toy_dataset, tmp_path)
     longest = max(len(m) for m in toy_dataset.split("train").motions)
-    window = evaluate.window_frames(FPS)
+    window = fgd.window_frames(FPS)
     assert longest < window
     with pytest.raises(UserError) as refused:
-        evaluate.train_autoencoder(config, log=lambda *_: None)
+        fgd.train_autoencoder(config, log=lambda *_: None)
     said = str(refused.value)
     assert f"data.root={toy_dataset.root}" in said and f"at least {window} frames long" in said, said
     assert f"2 s at {FPS:g} fps" in said and f"has {longest})" in said, said
@@ -600,7 +600,7 @@ def test_train_autoencoder_into_someone_elses_folder_is_refused_with_no_circular
         config.eval.autoencoder_dir = str(target)
         messages = []
         with pytest.raises(UserError) as refused:
-            evaluate.train_autoencoder(config, log=messages.append)
+            fgd.train_autoencoder(config, log=messages.append)
         assert f"{target} is {what}" in str(refused.value) and "new or empty folder" in str(refused.value)
         assert "--mode train_autoencoder" not in str(refused.value)
         assert not any("training the FGD autoencoder" in m for m in messages)
@@ -610,31 +610,31 @@ def test_train_autoencoder_into_someone_elses_folder_is_refused_with_no_circular
 
 
 def test_autoencoder_saves_and_reloads_to_the_same_encodings(toy_autoencoder, toy_dataset, tmp_path):
-    encoder = evaluate.load_autoencoder(toy_autoencoder[1])
-    copy = evaluate.save_autoencoder(
+    encoder = fgd.load_autoencoder(toy_autoencoder[1])
+    copy = fgd.save_autoencoder(
         tmp_path / "copy", encoder.params, encoder.mean, encoder.std, encoder.settings, {}
     )
-    reloaded = evaluate.load_autoencoder(copy)
+    reloaded = fgd.load_autoencoder(copy)
     motions = toy_dataset.split("val").motions
-    windows = evaluate.motion_windows(motions, 28)
+    windows = fgd.motion_windows(motions, 28)
     assert len(windows) == sum((len(m) - 28) // 14 + 1 for m in motions)
     np.testing.assert_array_equal(windows[0], motions[0][:28])
     encodings = reloaded.encode(windows, chunk=4)
     assert encodings.shape == (len(windows), 8) and np.all(np.isfinite(encodings))
     np.testing.assert_allclose(encodings, encoder.encode(windows), rtol=1e-6, atol=1e-6)
     assert np.ptp(encodings, axis=0).min() > 0.0  # not a constant map
-    with pytest.raises(evaluate.EvaluationError, match="not empty"):
-        evaluate.save_autoencoder(copy, encoder.params, encoder.mean, encoder.std, encoder.settings, {})
+    with pytest.raises(errors.EvaluationError, match="not empty"):
+        fgd.save_autoencoder(copy, encoder.params, encoder.mean, encoder.std, encoder.settings, {})
 
 
 def small_autoencoder_folder(directory, fingerprint="f" * 16, dataset_root="/elsewhere/data"):
     """An FGD autoencoder folder as save_autoencoder writes it: untrained weights of a tiny model."""
-    model = evaluate.MotionAutoencoder(3, 8, 4)
-    settings = {"format": evaluate.AUTOENCODER_FORMAT, "feature_size": 3, "window": 8, "hidden": 8}
+    model = fgd.MotionAutoencoder(3, 8, 4)
+    settings = {"format": fgd.AUTOENCODER_FORMAT, "feature_size": 3, "window": 8, "hidden": 8}
     settings |= {"latent": 4, "dataset_fingerprint": fingerprint}
-    params = evaluate.init_autoencoder(model, 8, 0)
+    params = fgd.init_autoencoder(model, 8, 0)
     trained = {"dataset_root": dataset_root, "final_loss": 0.5}
-    return evaluate.save_autoencoder(directory, params, np.zeros(3), np.ones(3), settings, trained)
+    return fgd.save_autoencoder(directory, params, np.zeros(3), np.ones(3), settings, trained)
 
 
 @pytest.mark.parametrize(
@@ -663,8 +663,8 @@ def test_a_damaged_autoencoder_folder_is_named_with_what_to_do(tmp_path, damage,
         np.savez(weights, std=np.ones(3))
     else:
         (folder / "autoencoder.json").write_text("[1, 2]")
-    with pytest.raises(evaluate.EvaluationError, match=said) as refused:
-        evaluate.load_autoencoder(folder)
+    with pytest.raises(errors.EvaluationError, match=said) as refused:
+        fgd.load_autoencoder(folder)
     assert str(folder) in str(refused.value)
     if damage != "json list":
         assert "--config.eval.autoencoder_dir=<new folder>" in str(refused.value)
@@ -677,14 +677,14 @@ def test_fgd_of_an_autoencoder_of_other_data_is_skipped_naming_both_and_what_to_
     )
     config = base_config()
     config.eval.autoencoder_dir = str(folder)
-    encoder, notes = evaluate._fgd_encoder(config, dataset)
+    encoder, notes = fgd.fgd_encoder(config, dataset)
     assert encoder is None and len(notes) == 1
     assert notes[0].startswith(f"FGD skipped: the autoencoder in {folder} was trained on other data")
     assert "data.root=/elsewhere/data" in notes[0] and f"than data.root={tmp_path / 'data'}" in notes[0]
     assert "--config.eval.autoencoder_dir=<a new folder>" in notes[0]
-    here = evaluate.dataset_fingerprint(dataset)  # an autoencoder of this very data: used, no note
+    here = fgd.dataset_fingerprint(dataset)  # an autoencoder of this very data: used, no note
     config.eval.autoencoder_dir = str(small_autoencoder_folder(tmp_path / "fgd_same", fingerprint=here))
-    encoder, notes = evaluate._fgd_encoder(config, dataset)
+    encoder, notes = fgd.fgd_encoder(config, dataset)
     assert notes == [] and encoder.settings["dataset_fingerprint"] == here
 
 
@@ -702,7 +702,7 @@ def test_fgd_skipped_for_an_autoencoder_dir_of_other_things_does_not_advise_trai
     config = base_config()
     config.eval.autoencoder_dir = str(target)
     dataset = types.SimpleNamespace(info={}, mean=np.zeros(3), std=np.ones(3), root=tmp_path / "data")
-    encoder, notes = evaluate._fgd_encoder(config, dataset)
+    encoder, notes = fgd.fgd_encoder(config, dataset)
     assert encoder is None and len(notes) == 1, notes
     assert notes[0].startswith(f"FGD skipped: eval.autoencoder_dir {target} is a {kind}"), notes[0]
     assert "as here" not in notes[0] and "--config.eval.autoencoder_dir=<a new folder>" in notes[0]
@@ -711,7 +711,7 @@ def test_fgd_skipped_for_an_autoencoder_dir_of_other_things_does_not_advise_trai
         if free.name == "empty":
             free.mkdir()
         config.eval.autoencoder_dir = str(free)
-        (note,) = evaluate._fgd_encoder(config, dataset)[1]
+        (note,) = fgd.fgd_encoder(config, dataset)[1]
         assert note.startswith(f"FGD skipped: no autoencoder in {free}") and "as here" in note, note
 
 
@@ -767,14 +767,14 @@ def test_the_fgd_autoencoder_is_the_network_it_describes_against_float64_numpy()
     passes."""
     rng = np.random.default_rng(4)
     features, window, hidden, latent = 5, 12, 6, 3
-    model = evaluate.MotionAutoencoder(features, hidden, latent)
+    model = fgd.MotionAutoencoder(features, hidden, latent)
     params = jax.tree.map(
         lambda a: a + rng.normal(0.0, 0.3, a.shape).astype(np.float32),
-        evaluate.init_autoencoder(model, window, seed=1),
+        fgd.init_autoencoder(model, window, seed=1),
     )
     mean, std = rng.normal(size=features), rng.uniform(0.5, 2.0, features)
     settings = {"feature_size": features, "hidden": hidden, "latent": latent, "window": window}
-    encoder = evaluate.FgdEncoder(params, mean, std, settings)
+    encoder = fgd.FgdEncoder(params, mean, std, settings)
     windows = rng.normal(size=(7, window, features)) * std + mean
     expected_latents, expected_output = _autoencoder_reference(params, windows, mean, std)
     np.testing.assert_allclose(encoder.encode(windows, chunk=4), expected_latents, rtol=1e-4, atol=1e-5)
@@ -784,10 +784,10 @@ def test_the_fgd_autoencoder_is_the_network_it_describes_against_float64_numpy()
 
 
 def test_fgd_of_real_against_itself_is_zero_and_grows_with_a_shift(toy_autoencoder, toy_dataset):
-    encoder = evaluate.load_autoencoder(toy_autoencoder[1])
-    real = evaluate.motion_windows(toy_dataset.split("train").motions, 28)
-    assert evaluate.fgd(encoder, real, real) == pytest.approx(0.0, abs=1e-6)
-    distances = [evaluate.fgd(encoder, real, real + shift * encoder.std) for shift in (0.25, 0.5, 1.0, 2.0)]
+    encoder = fgd.load_autoencoder(toy_autoencoder[1])
+    real = fgd.motion_windows(toy_dataset.split("train").motions, 28)
+    assert fgd.fgd(encoder, real, real) == pytest.approx(0.0, abs=1e-6)
+    distances = [fgd.fgd(encoder, real, real + shift * encoder.std) for shift in (0.25, 0.5, 1.0, 2.0)]
     assert distances[0] > 1e-3
     assert all(a < b for a, b in zip(distances, distances[1:], strict=False))
 
@@ -913,18 +913,14 @@ def test_an_eval_output_that_cannot_be_written_fails_before_sampling(toy_dataset
     config.eval.output = str(tmp_path / "a_file" / "metrics.json")
     fake = FakeSampling(toy_dataset)
     install(monkeypatch, fake)
-    with pytest.raises(
-        evaluate.EvaluationError, match=r"a_file: cannot write the metrics there \(not a fold"
-    ):
+    with pytest.raises(errors.EvaluationError, match=r"a_file: cannot write the metrics there \(not a fold"):
         evaluate.run(config, tmp_path / "run", log=lambda _: None)
     assert [call[0] for call in fake.calls] == ["load_model"]
     config.eval.output = str(tmp_path / "run" / "eval" / "metrics.json")
     monkeypatch.setattr(
         evaluate.os, "access", lambda *args: False
     )  # as a read-only folder (root ignores modes)
-    with pytest.raises(
-        evaluate.EvaluationError, match=r": cannot write the metrics there \(permission denied"
-    ):
+    with pytest.raises(errors.EvaluationError, match=r": cannot write the metrics there \(permission denied"):
         evaluate.run(config, tmp_path / "run", log=lambda _: None)
     assert not (tmp_path / "run" / "eval").exists()
 
@@ -1000,7 +996,7 @@ def test_fgd_of_clips_shorter_than_its_window_says_why_it_is_nan(
     install(monkeypatch, FakeSampling(toy_dataset, max_motion_length=10))
     result = evaluate.run(config, tmp_path / "run", log=lambda _: None)
     assert np.isnan(result["metrics"]["fgd"]["generated"])
-    window = evaluate.load_autoencoder(toy_autoencoder[1]).window
+    window = fgd.load_autoencoder(toy_autoencoder[1]).window
     assert any(f"FGD is NaN: its autoencoder reads windows of {window} frames" in n for n in result["notes"])
 
 
@@ -1099,10 +1095,10 @@ def test_run_without_a_config_reads_the_data_the_checkpoint_was_trained_on(
     result = evaluate.run(elsewhere, tmp_path / "run", log=messages.append, data_from_checkpoint=True)
     assert result["metrics"] == expected
     assert any(f"data.root={toy_dataset.root}" in m for m in messages)
-    merged = evaluate.with_checkpoint_data(elsewhere, {"data": saved})
+    merged = lineage.with_checkpoint_data(elsewhere, {"data": saved})
     assert merged.data.std_floor == base_config().data.std_floor and merged.data.root == str(toy_dataset.root)
     assert merged.eval.num_clips == 6 and elsewhere.data.root == str(tmp_path / "no_such_data")  # a copy
-    kept = evaluate.with_checkpoint_data(elsewhere, {"data": saved}, keep=["root"])
+    kept = lineage.with_checkpoint_data(elsewhere, {"data": saved}, keep=["root"])
     assert kept.data.root == str(tmp_path / "no_such_data") and kept.data.source == "prepared"
     messages = []
     with pytest.raises(UserError, match="no_such_data"):
@@ -1125,32 +1121,32 @@ def test_a_relative_data_root_missing_from_here_is_the_folder_the_run_trained_on
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
     config = base_config()
-    assert evaluate.with_checkpoint_data(config, saved, (), str(trained)).data.root == str(trained)
-    assert evaluate.with_checkpoint_data(config, saved).data.root == "data/demo"  # an older checkpoint
+    assert lineage.with_checkpoint_data(config, saved, (), str(trained)).data.root == str(trained)
+    assert lineage.with_checkpoint_data(config, saved).data.root == "data/demo"  # an older checkpoint
     gone = str(tmp_path / "gone")
-    assert evaluate.with_checkpoint_data(config, saved, (), gone).data.root == "data/demo"
+    assert lineage.with_checkpoint_data(config, saved, (), gone).data.root == "data/demo"
     config.data.root = "mine"
-    assert evaluate.with_checkpoint_data(config, saved, ["root"], str(trained)).data.root == "mine"
+    assert lineage.with_checkpoint_data(config, saved, ["root"], str(trained)).data.root == "mine"
     monkeypatch.chdir(tmp_path / "project")
-    assert evaluate.with_checkpoint_data(base_config(), saved, (), str(trained)).data.root == "data/demo"
+    assert lineage.with_checkpoint_data(base_config(), saved, (), str(trained)).data.root == "data/demo"
     # Another folder with a data/demo of its own (a demo set prepared in another clone): the run's, not it.
     (tmp_path / "clone" / "data" / "demo").mkdir(parents=True)
     monkeypatch.chdir(tmp_path / "clone")
-    assert evaluate.with_checkpoint_data(base_config(), saved, (), str(trained)).data.root == str(trained)
-    assert evaluate.with_checkpoint_data(base_config(), saved, (), gone).data.root == "data/demo"
+    assert lineage.with_checkpoint_data(base_config(), saved, (), str(trained)).data.root == str(trained)
+    assert lineage.with_checkpoint_data(base_config(), saved, (), gone).data.root == "data/demo"
 
 
 def test_an_eval_output_that_is_a_folder_is_refused(tmp_path, monkeypatch):
     """eval.output names a file: a folder is refused (at the start of a run, before its sampling), and
     '.' or '..' never become a file named '_1' beside the folder."""
-    with pytest.raises(evaluate.EvaluationError, match=r"is a folder; eval.output names the metrics file"):
+    with pytest.raises(errors.EvaluationError, match=r"is a folder; eval.output names the metrics file"):
         evaluate.write_new_json(tmp_path, {"a": 1})
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(evaluate.EvaluationError, match="is a folder"):
+    with pytest.raises(errors.EvaluationError, match="is a folder"):
         evaluate.write_new_json(Path("."), {"a": 1})
     config = base_config()
     config.eval.output = str(tmp_path)
-    with pytest.raises(evaluate.EvaluationError, match=r"eval.output .* is a folder"):
+    with pytest.raises(errors.EvaluationError, match=r"eval.output .* is a folder"):
         evaluate.run(config, tmp_path / "no_run", log=lambda _: None)
     assert list(tmp_path.iterdir()) == []
 
@@ -1463,7 +1459,7 @@ def test_eval_on_the_train_split_leaves_the_evaluated_clips_out_of_the_real_colu
     config.eval.split, config.eval.output = "train", str(tmp_path / "train.json")
     install(monkeypatch, FakeSampling(toy_dataset, split="train"))
     compared = []
-    original = evaluate.frechet_distance_of
+    original = metrics.frechet_distance_of
     monkeypatch.setattr(
         evaluate, "frechet_distance_of", lambda a, b: compared.append((a, b)) or original(a, b)
     )
@@ -1536,8 +1532,8 @@ def test_the_report_records_absolute_paths_the_clips_versions_device_and_time(
 
 def test_the_split_seed_is_the_one_the_dataset_records():
     recorded = types.SimpleNamespace(info={"fingerprint": {"options": {"split_seed": 4}}})
-    assert evaluate._split_seed(recorded) == 4
-    assert evaluate._split_seed(types.SimpleNamespace(info={"source": "test"})) is None
+    assert lineage.split_seed(recorded) == 4
+    assert lineage.split_seed(types.SimpleNamespace(info={"source": "test"})) is None
 
 
 @pytest.mark.parametrize(("clips", "noted"), [(7, True), (8, True), (9, False)])
@@ -1569,16 +1565,16 @@ def test_save_autoencoder_on_a_full_disk_leaves_no_staging_folder_and_names_the_
 ):
     from test_files import ENOSPC_TEXT, full_disk
 
-    encoder = evaluate.load_autoencoder(toy_autoencoder[1])
+    encoder = fgd.load_autoencoder(toy_autoencoder[1])
     saving = (encoder.params, encoder.mean, encoder.std, encoder.settings, {})
     full_disk(monkeypatch, tmp_path, room=2000)
     with pytest.raises(OSError) as caught:
-        evaluate.save_autoencoder(tmp_path / "fgd", *saving)
+        fgd.save_autoencoder(tmp_path / "fgd", *saving)
     assert list(tmp_path.iterdir()) == []
     assert caught.value.errno == errno.ENOSPC
     assert str(caught.value).endswith(f"writing {tmp_path / 'fgd' / 'autoencoder.npz'}: {ENOSPC_TEXT}")
     monkeypatch.undo()
-    evaluate.save_autoencoder(tmp_path / "fgd", *saving)
+    fgd.save_autoencoder(tmp_path / "fgd", *saving)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fgd"]
 
 
@@ -1587,12 +1583,10 @@ def test_save_autoencoder_removes_the_staging_folder_a_killed_process_left(toy_a
 
     names = leftover_names("fgd", "partial")
     make_leftovers(tmp_path, names, as_folders=True)
-    encoder = evaluate.load_autoencoder(toy_autoencoder[1])
-    evaluate.save_autoencoder(
-        tmp_path / "fgd", encoder.params, encoder.mean, encoder.std, encoder.settings, {}
-    )
+    encoder = fgd.load_autoencoder(toy_autoencoder[1])
+    fgd.save_autoencoder(tmp_path / "fgd", encoder.params, encoder.mean, encoder.std, encoder.settings, {})
     assert_only_the_dead_ones_removed(tmp_path, names)
-    assert evaluate.load_autoencoder(tmp_path / "fgd").settings == encoder.settings
+    assert fgd.load_autoencoder(tmp_path / "fgd").settings == encoder.settings
 
 
 def test_write_new_json_on_a_full_disk_leaves_no_file_and_the_rerun_takes_the_name(tmp_path, monkeypatch):
@@ -1670,12 +1664,12 @@ def test_the_train_split_reference_leaves_out_sub_clips_and_mirrors_of_the_evalu
     """HumanML3D's 'M' copies are the same motion mirrored and `<id>#from-to` its sub-clips: with only the
     evaluated clips left out, 9 of 16 reference clips of an eval on the training split were such twins."""
     ids = ["000001", "000001#0.5-3.0", "M000001", "M000001#1-2", "000002", "M000003", "M000002"]
-    assert evaluate.related_clips(ids, [0]).tolist() == [0, 1, 2, 3]
-    assert evaluate.related_clips(ids, [3]).tolist() == [0, 1, 2, 3]  # from the mirror's sub-clip too
-    assert evaluate.related_clips(ids, [4]).tolist() == [4, 6]
-    assert evaluate.related_clips(ids, [5]).tolist() == [5]  # no 000003 here: an id of its own
+    assert lineage.related_clips(ids, [0]).tolist() == [0, 1, 2, 3]
+    assert lineage.related_clips(ids, [3]).tolist() == [0, 1, 2, 3]  # from the mirror's sub-clip too
+    assert lineage.related_clips(ids, [4]).tolist() == [4, 6]
+    assert lineage.related_clips(ids, [5]).tolist() == [5]  # no 000003 here: an id of its own
     windows = ["1_ada_0_1_1_000", "1_ada_0_1_1_001"]  # the prepared layout: each clip for itself
-    assert evaluate.related_clips(windows, [1]).tolist() == [1]
+    assert lineage.related_clips(windows, [1]).tolist() == [1]
 
 
 def test_the_refusal_of_other_data_writes_its_gaps_in_plain_percent_and_names_only_what_differs(tmp_path):
@@ -1689,8 +1683,8 @@ def test_the_refusal_of_other_data_writes_its_gaps_in_plain_percent_and_names_on
 
     def refusal(mean, std):
         here = types.SimpleNamespace(root=tmp_path / "other", mean=mean, std=std, info={})
-        with pytest.raises(evaluate.EvaluationError) as refused:
-            evaluate.check_same_statistics(loaded, here, config, tmp_path / "run")
+        with pytest.raises(errors.EvaluationError) as refused:
+            lineage.check_same_statistics(loaded, here, config, tmp_path / "run")
         return str(refused.value)
 
     said = refusal(run_mean, run_std * np.array([1.0, 8.716, 1.0]))
@@ -1703,7 +1697,7 @@ def test_the_refusal_of_other_data_writes_its_gaps_in_plain_percent_and_names_on
     loaded.mean, loaded.std = run_mean, run_std
     close = run_mean + np.array([5e-4, 0.0])
     here = types.SimpleNamespace(root=tmp_path / "other", mean=close, std=run_std, info={})
-    assert evaluate.check_same_statistics(loaded, here, config, tmp_path / "run") == 0  # its own data
+    assert lineage.check_same_statistics(loaded, here, config, tmp_path / "run") == 0  # its own data
     said = refusal(close, run_std * np.array([1.0, 1.5]))
     assert "(stds by up to 50%)" in said and "means by up to" not in said
 
@@ -1717,27 +1711,27 @@ def test_metric_functions_refuse_inputs_that_gave_numbers_without_an_error():
     lengths = np.array([6, 4])
     for fps in (0.0, -30.0, float("nan")):
         with pytest.raises(ValueError, match=r"jitter: fps must be a positive number"):
-            evaluate.jitter(positions, lengths, fps)
+            metrics.jitter(positions, lengths, fps)
         with pytest.raises(ValueError, match=r"effector_speed: fps must be a positive number"):
-            evaluate.effector_speed(positions, lengths, fps, [0])
+            metrics.effector_speed(positions, lengths, fps, [0])
     with pytest.raises(ValueError, match=r"joints must be joint indices in \[0, 3\).*\[3\]"):
-        evaluate.effector_speed(positions, lengths, 30.0, [3])
+        metrics.effector_speed(positions, lengths, 30.0, [3])
     # One joint moving 0.5 units per frame along x at 30 fps: 15 units/s (an analytic case).
     moving = np.zeros((1, 4, 3, 3))
     moving[0, :, 2, 0] = 0.5 * np.arange(4)
-    assert evaluate.effector_speed(moving, np.array([4]), np.float32(30.0), np.array([2]))["mean"] == 15.0
-    assert np.isnan(evaluate.effector_speed(moving, np.array([4]), 30.0, [])["mean"])
+    assert metrics.effector_speed(moving, np.array([4]), np.float32(30.0), np.array([2]))["mean"] == 15.0
+    assert np.isnan(metrics.effector_speed(moving, np.array([4]), 30.0, [])["mean"])
     skeleton = Skeleton(names=("a", "b"), parents=np.array([-1, 0]), offsets=np.zeros((2, 3), np.float32))
     with pytest.raises(
         ValueError, match=r"frame_bone_lengths: positions must be \[\.\.\., 2, 3\].*\(2, 6, 3, 3\)"
     ):
-        evaluate.bone_length_error(positions, lengths, skeleton, reference=np.ones(1))
+        metrics.bone_length_error(positions, lengths, skeleton, reference=np.ones(1))
     with pytest.raises(ValueError, match=r"mu1 \[2\], mu2 \[3\], sigma1 \[2, 2\], sigma2 \[3, 3\]"):
-        evaluate.frechet_distance(np.zeros(2), np.eye(2), np.zeros(3), np.eye(3))
+        metrics.frechet_distance(np.zeros(2), np.eye(2), np.zeros(3), np.eye(3))
     with pytest.raises(ValueError, match=r"features_a and features_b .*\[5, 3\] and \[5, 2\]"):
-        evaluate.frechet_distance_of(rng.normal(size=(5, 3)), rng.normal(size=(5, 2)))
+        metrics.frechet_distance_of(rng.normal(size=(5, 3)), rng.normal(size=(5, 2)))
     # 1-D Gaussians: (mu1 - mu2)^2 + (s1 - s2)^2 with s the standard deviations.
-    assert evaluate.frechet_distance([1.0], [[4.0]], [3.0], [[1.0]]) == pytest.approx(5.0, rel=1e-12)
+    assert metrics.frechet_distance([1.0], [[4.0]], [3.0], [[1.0]]) == pytest.approx(5.0, rel=1e-12)
 
 
 def test_metric_rates_take_a_0d_array_or_a_jax_scalar():
@@ -1747,8 +1741,8 @@ def test_metric_rates_take_a_0d_array_or_a_jax_scalar():
     moving = np.zeros((1, 4, 3, 3))
     moving[0, :, 2, 0] = 0.5 * np.arange(4)
     for fps in (np.array(30.0), jax.numpy.float32(30.0), np.int64(30)):
-        assert evaluate.effector_speed(moving, np.array([4]), fps, [2])["mean"] == 15.0, fps
-        assert evaluate.jitter(moving, np.array([4]), fps)["acceleration"] == 0.0, fps
+        assert metrics.effector_speed(moving, np.array([4]), fps, [2])["mean"] == 15.0, fps
+        assert metrics.jitter(moving, np.array([4]), fps)["acceleration"] == 0.0, fps
     for fps in (True, np.array([30.0]), "30"):
         with pytest.raises(ValueError, match=r"jitter: fps must be a positive number"):
-            evaluate.jitter(moving, np.array([4]), fps)
+            metrics.jitter(moving, np.array([4]), fps)

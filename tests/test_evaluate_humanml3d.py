@@ -26,7 +26,7 @@ from test_humanml3d import (
     reference_recover_from_ric,
 )
 
-from motion_ddpm_jax import evaluate, humanml3d
+from motion_ddpm_jax import evaluate, humanml3d, metrics
 from motion_ddpm_jax.config import base_config
 from motion_ddpm_jax.skeleton import Skeleton, beat_skeleton
 
@@ -213,9 +213,9 @@ def test_the_t2m_tree_picks_its_wrists_as_hands_and_its_ankles_and_feet_as_feet(
     """The T2M names read by eye: 'left_wrist' / 'right_wrist' end the arms (SMPL's hands are not among
     the 22), HumanML3D's own foot contacts are the ankles and feet; no other name (hips, knees, collars,
     shoulders, elbows) is taken for either."""
-    tree = evaluate.joint_tree(None, "humanml3d", 263)
+    tree = metrics.joint_tree(None, "humanml3d", 263)
     assert tree.names == humanml3d.NAMES and tree.parents == humanml3d.PARENTS and tree.root == 0
-    groups = evaluate.end_effectors(tree.names, tree.parents)
+    groups = metrics.end_effectors(tree.names, tree.parents)
     assert sorted(groups) == ["feet", "hands"]
     assert [tree.names[j] for j in groups["hands"]] == ["left_wrist", "right_wrist"]
     assert [tree.names[j] for j in groups["feet"]] == ["left_ankle", "right_ankle", "left_foot", "right_foot"]
@@ -226,10 +226,10 @@ def test_the_kit_tree_picks_its_wrists_as_hands_and_its_ankles_midfeet_and_feet_
     """KIT-ML's tree is the T2M code's kit_kinematic_chain; its names read by eye: the wrists (MMM LW, RW)
     end the arms, and each leg ends in ankle, midfoot and foot (LA, LMrot, LF: KIT-ML's foot contacts
     are the midfoot and foot joints); the trunk, shoulders, elbows, hips and knees are neither."""
-    tree = evaluate.joint_tree(None, "humanml3d", 251)
-    assert tree == evaluate.JointTree(humanml3d.KIT.names, kit_parents_from_chain(KIT_CHAIN, 21))
+    tree = metrics.joint_tree(None, "humanml3d", 251)
+    assert tree == metrics.JointTree(humanml3d.KIT.names, kit_parents_from_chain(KIT_CHAIN, 21))
     assert tree.root == 0 and tree.parents[7] == 6 and tree.parents[15] == 14
-    groups = evaluate.end_effectors(tree.names, tree.parents)
+    groups = metrics.end_effectors(tree.names, tree.parents)
     assert sorted(groups) == ["feet", "hands"]
     assert [tree.names[j] for j in groups["hands"]] == ["left_wrist", "right_wrist"]
     assert [tree.names[j] for j in groups["feet"]] == [
@@ -240,11 +240,11 @@ def test_the_kit_tree_picks_its_wrists_as_hands_and_its_ankles_midfeet_and_feet_
 
 def test_the_layouts_of_either_size_and_skeletons_have_a_joint_tree():
     skeleton = Skeleton(("root", "arm", "hand"), np.array([-1, 0, 1]), np.ones((3, 3), np.float32))
-    assert evaluate.joint_tree(None, "humanml3d", 263) == evaluate.HUMANML3D_TREE
-    assert evaluate.joint_tree(None, "humanml3d", 251) == evaluate.KIT_TREE
-    assert evaluate.joint_tree(None, "humanml3d", 262) is None
-    assert evaluate.joint_tree(None, "positions", 9) is None
-    assert evaluate.joint_tree(skeleton, "positions", 9) == evaluate.JointTree(skeleton.names, (-1, 0, 1))
+    assert metrics.joint_tree(None, "humanml3d", 263) == metrics.HUMANML3D_TREE
+    assert metrics.joint_tree(None, "humanml3d", 251) == metrics.KIT_TREE
+    assert metrics.joint_tree(None, "humanml3d", 262) is None
+    assert metrics.joint_tree(None, "positions", 9) is None
+    assert metrics.joint_tree(skeleton, "positions", 9) == metrics.JointTree(skeleton.names, (-1, 0, 1))
     assert evaluate.decode_positions(np.zeros((1, 4, 251), np.float32), None, "humanml3d").shape == (
         1,
         4,
@@ -256,32 +256,30 @@ def test_the_layouts_of_either_size_and_skeletons_have_a_joint_tree():
 
 def test_the_report_names_metres_for_humanml3d_millimetres_for_kit_centimetres_for_beat():
     toy = Skeleton(("root", "arm", "hand"), np.array([-1, 0, 1]), np.ones((3, 3), np.float32))
-    assert evaluate.position_unit(None, "humanml3d", 263) == "m"
-    assert evaluate.position_unit(None, "humanml3d", 251) == "mm"
-    assert evaluate.position_unit(beat_skeleton(), "positions", 264) == "cm"  # BEAT's BVH and the demo
-    assert evaluate.position_unit(beat_skeleton(), "axis_angle", 228) == "cm"
+    assert metrics.position_unit(None, "humanml3d", 263) == "m"
+    assert metrics.position_unit(None, "humanml3d", 251) == "mm"
+    assert metrics.position_unit(beat_skeleton(), "positions", 264) == "cm"  # BEAT's BVH and the demo
+    assert metrics.position_unit(beat_skeleton(), "axis_angle", 228) == "cm"
     assert (
-        evaluate.position_unit(toy, "positions", 9) is None
-        and evaluate.position_unit(None, "humanml3d", 262) is None
+        metrics.position_unit(toy, "positions", 9) is None
+        and metrics.position_unit(None, "humanml3d", 262) is None
     )
-    assert "jitter/acceleration in m/s^2" in evaluate.units_text("m")
-    assert "positions and diversity in millimetres (mm); speeds in mm/s" in evaluate.units_text("mm")
-    assert "speeds in cm/s" in evaluate.units_text("cm") and "the data's own unit" in evaluate.units_text(
-        None
-    )
+    assert "jitter/acceleration in m/s^2" in metrics.units_text("m")
+    assert "positions and diversity in millimetres (mm); speeds in mm/s" in metrics.units_text("mm")
+    assert "speeds in cm/s" in metrics.units_text("cm") and "the data's own unit" in metrics.units_text(None)
 
 
 def test_bone_error_of_a_joint_tree_is_relative_to_the_reference_it_is_given():
     """A chain of three joints whose bones are 2 and 3 long against a reference of 2 and 2.5: errors 0 and
     0.2; a JointTree has no offsets, so a missing reference is an error."""
-    tree = evaluate.JointTree(("a", "b", "c"), (-1, 0, 1))
+    tree = metrics.JointTree(("a", "b", "c"), (-1, 0, 1))
     pose = np.array([[0.0, 0.0, 0.0], [0.0, 2.0, 0.0], [3.0, 2.0, 0.0]])
     positions = np.broadcast_to(pose, (1, 5, 3, 3))
-    error = evaluate.bone_length_error(positions, [5], tree, reference=[2.0, 2.5])
+    error = metrics.bone_length_error(positions, [5], tree, reference=[2.0, 2.5])
     assert error["per_bone"] == pytest.approx({"a->b": 0.0, "b->c": 0.2})
     assert error["worst_bone"] == "b->c" and error["mean"] == pytest.approx(0.1)
     with pytest.raises(ValueError, match="no rest bone lengths"):
-        evaluate.bone_length_error(positions, [5], tree)
+        metrics.bone_length_error(positions, [5], tree)
 
 
 @pytest.mark.parametrize("size", [263, 251])

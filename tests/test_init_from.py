@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from test_resume import tiny_config
 
-from motion_ddpm_jax import checkpoint, evaluate, sampling, train
+from motion_ddpm_jax import checkpoint, errors, evaluate, lineage, sampling, train
 from motion_ddpm_jax.data import motion_text, pipeline, synthetic
 from motion_ddpm_jax.errors import UserError
 
@@ -184,9 +184,9 @@ def test_eval_compares_a_fine_tuned_runs_own_data_statistics():
     )
     started = {"init_from": {"data_statistics": {"mean": own_mean.tolist(), "std": own_std.tolist()}}}
     loaded = types.SimpleNamespace(mean=source_mean, std=source_std, metadata=started)
-    assert evaluate.check_same_statistics(loaded, dataset, config, "run") == 0  # its own data
-    with pytest.raises(evaluate.EvaluationError, match="trained on other data") as refused:
-        evaluate.check_same_statistics(
+    assert lineage.check_same_statistics(loaded, dataset, config, "run") == 0  # its own data
+    with pytest.raises(errors.EvaluationError, match="trained on other data") as refused:
+        lineage.check_same_statistics(
             types.SimpleNamespace(mean=source_mean, std=source_std, metadata={}), dataset, config, "run"
         )
     # The gap in units of the run's std, as resume's refusal gives it (it had been in the data's units).
@@ -196,10 +196,10 @@ def test_eval_compares_a_fine_tuned_runs_own_data_statistics():
     source_data = types.SimpleNamespace(
         mean=source_mean.astype(np.float32), std=source_std.astype(np.float32), info={}, root="data"
     )
-    assert evaluate.check_same_statistics(loaded, source_data, config, "run") == 1  # its source's data
+    assert lineage.check_same_statistics(loaded, source_data, config, "run") == 1  # its source's data
     third = types.SimpleNamespace(mean=source_data.mean + 0.1, std=source_data.std, info={}, root="data")
-    with pytest.raises(evaluate.EvaluationError, match="trained on other data"):
-        evaluate.check_same_statistics(loaded, third, config, "run")
+    with pytest.raises(errors.EvaluationError, match="trained on other data"):
+        lineage.check_same_statistics(loaded, third, config, "run")
 
 
 def test_a_refused_source_is_refused_before_the_new_workdir_is_opened(tmp_path, source, monkeypatch):
@@ -287,19 +287,19 @@ def test_a_forgetting_check_names_the_clips_the_fine_tuned_run_trained_on(tmp_pa
     a HumanML3D sub-clip by its clip, a clip by its mirrored copy (M<id>) in the training split."""
     (tmp_path / "train.txt").write_text("a_000\nb_001\n\n000004\nM000007\n", encoding="utf-8")
     evaluated = ["a_000", "a_001", "000004#0.5-3", "000007", "c_000"]
-    seen, listed = evaluate.fine_tuned_on([str(tmp_path)], evaluated)
+    seen, listed = lineage.fine_tuned_on([str(tmp_path)], evaluated)
     assert seen == ["a_000", "000004#0.5-3", "000007"] and listed == [tmp_path / "train.txt"]
-    assert evaluate.fine_tuned_on([str(tmp_path), str(tmp_path / "gone")], evaluated) == (
+    assert lineage.fine_tuned_on([str(tmp_path), str(tmp_path / "gone")], evaluated) == (
         None,
         [tmp_path / "gone" / "train.txt"],
     )
-    assert evaluate.fine_tuned_on([None], evaluated) == (None, [])  # a data_root not recorded
+    assert lineage.fine_tuned_on([None], evaluated) == (None, [])  # a data_root not recorded
     # Several fine-tuned runs since (a chain of init_from): each one's training split counts, in
     # `evaluated`'s order, and only the split files that list one are named.
     for name, ids in (("b", "c_000\na_001\n"), ("c", "zz\n")):
         (tmp_path / name).mkdir()
         (tmp_path / name / "train.txt").write_text(ids, encoding="utf-8")
-    assert evaluate.fine_tuned_on([tmp_path, tmp_path / "b", tmp_path / "c"], evaluated) == (
+    assert lineage.fine_tuned_on([tmp_path, tmp_path / "b", tmp_path / "c"], evaluated) == (
         ["a_000", "a_001", "000004#0.5-3", "000007", "c_000"],
         [tmp_path / "train.txt", tmp_path / "b" / "train.txt"],
     )
@@ -323,9 +323,9 @@ def test_a_forgetting_check_tells_another_recording_of_the_same_name_from_a_clip
     np.save(tuned / "motions" / "M000003.npy", same)
     np.save(here / "new_joint_vecs" / "M000003.npy", same)  # its mirror trained on, as the mirror here
     evaluated = ["000001#0.5-2", "000002", "000003", "000004", "000005"]  # 000004: nothing to compare
-    seen, _ = evaluate.fine_tuned_on([str(tuned)], evaluated, here)
+    seen, _ = lineage.fine_tuned_on([str(tuned)], evaluated, here)
     assert seen == ["000001#0.5-2", "000003", "000004"]
-    assert evaluate.fine_tuned_on([str(tuned)], evaluated)[0] == evaluated[:4]  # by id alone
+    assert lineage.fine_tuned_on([str(tuned)], evaluated)[0] == evaluated[:4]  # by id alone
 
 
 def test_a_chain_of_fine_tuning_keeps_every_source_and_evaluates_on_each_ones_data(tmp_path, source):

@@ -47,7 +47,7 @@ FRAME_BUCKET = 1024  # encode recordings padded to a multiple of this many frame
 OVERRUN_WARNING_S = 1.0  # warn of a recording whose words run this far past the end of its motion
 # Beside dataset.json: [size, mtime_ns] of inputs found unchanged by their sha256 under new times (a copied
 # raw folder), so that later runs match them by their times alone. Apart from dataset.json, which
-# evaluate.dataset_fingerprint hashes whole: new times there would make a trained FGD autoencoder refuse
+# fgd.dataset_fingerprint hashes whole: new times there would make a trained FGD autoencoder refuse
 # the data.
 SEEN_FILE = "inputs_seen.json"
 SEEN_FORMAT = "motion-ddpm-jax/inputs-seen/1"
@@ -859,7 +859,7 @@ def _remember(out_root: Path, by_content: dict[str, list[int]], hashes: dict[str
     """Add the [size, mtime_ns] of the inputs `by_content` (read and found to have their recorded sha256,
     `hashes`) to the cache's SEEN_FILE, so later runs know them unchanged without reading them.
 
-    dataset.json is left as it is (evaluate.dataset_fingerprint hashes it whole). Written to a staged file,
+    dataset.json is left as it is (fgd.dataset_fingerprint hashes it whole). Written to a staged file,
     then os.replace: the record is whole or as it was, even where several processes write it at once (the
     times one of them adds may then be lost: a later run reads those files again). A record that cannot be
     written (a read-only folder or mount, no permission, a full disk) is said, and the run goes on."""
