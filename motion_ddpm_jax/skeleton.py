@@ -225,20 +225,25 @@ class Skeleton:
                 raise ValueError(f"{source}: {key!r} must be a list with one entry per joint")
             if value is not None and len(value) != len(names):
                 raise ValueError(f"{source}: {key!r} has {len(value)} entries but 'names' has {len(names)}")
-        parents = np.asarray(d["parents"])
-        if parents.size and not (np.issubdtype(parents.dtype, np.integer) and parents.ndim == 1):
-            raise ValueError(f"{source}: 'parents' must be a list of integers (-1 for a root)")
-        try:
-            offsets = np.asarray(d["offsets"], dtype=np.float64)
-        except (TypeError, ValueError) as error:
-            raise ValueError(f"{source}: 'offsets' must be a list of [x, y, z] numbers ({error})") from None
+        # Element by element: numpy would read a JSON true as the index 1, and "1.5" or true as offsets.
+        for j, parent in enumerate(d["parents"]):
+            if not _is_number(parent, integer=True):
+                raise ValueError(
+                    f"{source}: 'parents' must be a list of integers (-1 for a root); entry {j}: {parent!r}"
+                )
+        for j, row in enumerate(d["offsets"]):
+            is_triple = isinstance(row, Sequence) and not isinstance(row, str) and len(row) == 3
+            if not (is_triple and all(_is_number(v) for v in row)):
+                raise ValueError(f"{source}: 'offsets' must be a list of [x, y, z] numbers; entry {j}: {row}")
+        parents = np.asarray(d["parents"], dtype=np.int64) if len(d["parents"]) else np.zeros(0, np.int64)
+        offsets = np.asarray(d["offsets"], dtype=np.float64)
         end_sites = d.get("end_sites")
         if end_sites is not None:
             if not all(isinstance(e, bool | np.bool_) for e in end_sites):
                 raise ValueError(f"{source}: 'end_sites' must be a list of booleans")
             end_sites = np.asarray(end_sites, dtype=bool)
         try:
-            return cls(tuple(names), parents.astype(np.int64, copy=False), offsets, end_sites)
+            return cls(tuple(names), parents, offsets, end_sites)
         except ValueError as error:
             raise ValueError(f"{source}: {error}") from error
 
@@ -257,6 +262,15 @@ class Skeleton:
         except json.JSONDecodeError as error:
             raise ValueError(f"{path}: not valid JSON ({error})") from None
         return cls.from_dict(d, source=str(path))
+
+
+def _is_number(value: Any, integer: bool = False) -> bool:
+    """Whether a JSON value is a number (an integer where `integer`): not a bool, a string or null."""
+    if isinstance(value, bool | np.bool_):
+        return False
+    if integer:
+        return isinstance(value, int | np.integer) and -(2**31) <= value < 2**31
+    return isinstance(value, int | float | np.integer | np.floating)
 
 
 def _joints_on_cycles(parents: np.ndarray) -> list[int]:

@@ -202,6 +202,12 @@ def test_from_dict_without_end_sites_and_with_extra_keys():
         (lambda d: d["end_sites"].__setitem__(0, 1), "my.json: 'end_sites' must be a list of booleans"),
         (lambda d: d["parents"].__setitem__(0, 0), r"my.json: joint 0 \('spine'\) is its own parent"),
         (lambda d: d["parents"].__setitem__(0, 0.5), "my.json: 'parents' must be a list of integers"),
+        # JSON true, "1.5" and null are no numbers (numpy had read them as 1, 1.5 and NaN)
+        (lambda d: d["parents"].__setitem__(2, True), "my.json: 'parents' must be .*; entry 2: True"),
+        (lambda d: d["offsets"].__setitem__(1, ["1.5", 0, 0]), "my.json: 'offsets' must be .*; entry 1"),
+        (lambda d: d["offsets"].__setitem__(1, [True, 0, 0]), "my.json: 'offsets' must be .*; entry 1"),
+        (lambda d: d["offsets"].__setitem__(4, [None, 0, 0]), "my.json: 'offsets' must be .*; entry 4"),
+        (lambda d: d["offsets"].__setitem__(3, [1.0, 2.0]), "my.json: 'offsets' must be .*; entry 3"),
     ],
 )
 def test_from_dict_errors_name_the_source(edit, message):
