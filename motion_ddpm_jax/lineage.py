@@ -4,7 +4,7 @@ The statistics check (`check_same_statistics`: other statistics mean another tra
 split may hold clips the checkpoint trained on), the chain of train.init_from sources (`init_chain`), the
 data a checkpoint's run trained on (`with_checkpoint_data`), and what a forgetting check (a fine-tuned run
 evaluated on the data of a run it descends from) must say: the clips its fine-tuning data held
-(`fine_tuned_on`, `forgetting_notes`), the clips of one motion (`related_clips`), the skeleton its
+(`fine_tuned_on`, `init_from_notes`), the clips of one motion (`related_clips`), the skeleton its
 rotations are posed on (`rotations_posed_on_the_data`).
 
 Apart from `evaluate` because these read checkpoints' records and dataset folders, not motion, and

@@ -1071,9 +1071,10 @@ class MotionTransformer(nn.Module):
             raise ValueError("pass exactly one of tokens [B, L] and text_features [B, L, F]")
         if tokens is not None and tokens.shape[1] > self.text_max_length:
             raise ValueError(f"{tokens.shape[1]} tokens exceed text_max_length={self.text_max_length}")
-        # An id outside the vocabulary reads nn.Embed's out-of-range fill, NaN: the whole sample turns NaN
-        # without an error. Our tokenizer never makes one; ids a caller made may. Checked where the values
-        # are known here (outside jit), as diffusion checks timesteps.
+        # An id past the vocabulary reads nn.Embed's out-of-range fill, NaN: the whole sample turns NaN
+        # without an error; a negative one wraps to another token's row (-1: the last). Our tokenizer never
+        # makes either; ids a caller made may. Checked where the values are known here (outside jit), as
+        # diffusion checks timesteps.
         ids = None if tokens is None else diffusion._concrete(tokens)
         if ids is not None and ids.size and (ids.min() < 0 or ids.max() >= self.text_vocab_size):
             bad = ids[(ids < 0) | (ids >= self.text_vocab_size)]

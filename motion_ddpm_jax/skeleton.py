@@ -232,7 +232,11 @@ class Skeleton:
                     f"{source}: 'parents' must be a list of integers (-1 for a root); entry {j}: {parent!r}"
                 )
         for j, row in enumerate(d["offsets"]):
-            is_triple = isinstance(row, Sequence) and not isinstance(row, str) and len(row) == 3
+            # A row may be a 1-D array: `list(offsets)` of an [J, 3] array, as a Python caller builds one.
+            listlike = (isinstance(row, Sequence) and not isinstance(row, str)) or (
+                isinstance(row, np.ndarray) and row.ndim == 1
+            )
+            is_triple = listlike and len(row) == 3
             if not (is_triple and all(_is_number(v) for v in row)):
                 raise ValueError(f"{source}: 'offsets' must be a list of [x, y, z] numbers; entry {j}: {row}")
         parents = np.asarray(d["parents"], dtype=np.int64) if len(d["parents"]) else np.zeros(0, np.int64)

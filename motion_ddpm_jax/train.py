@@ -566,7 +566,7 @@ EPOCH_REMAINDER_NOTED = 0.1
 
 
 def epoch_count_note(train_config, num_clips: int, global_batch: int) -> str:
-    """For the run's `data:` line: where train.num_epochs sets its length and a tenth or more of the clips
+    """For the run's `data:` line: where train.num_epochs sets its length and more than a tenth of the clips
     lie past an epoch's last whole batch, why its steps make fewer epochs than asked (each epoch counts
     num_clips // batch steps, as the original's loader that drops its last partial batch; the batches
     themselves run on into the next epoch's clips, dropping none) and the train.num_steps that makes them;
@@ -1241,6 +1241,27 @@ def cut_captions_note(
     )
 
 
+def progress_cut_note(captions, tokenizer: text.Tokenizer, max_length: int) -> str | None:
+    """The note for progress captions (train.sample_captions, or the validation captions drawn in their
+    place) longer than model.text_max_length holds besides bos and eos; None where each fits. Each
+    progress GIF samples with generate's CaptionCutWarning silenced (not a warning at every GIF), so
+    without this line nothing said that a picture shows its caption's first words only."""
+    room = max_length - 2
+    counts = [len(tokenizer.ids(caption)) for caption in captions]
+    long = [(i, caption, n) for i, (caption, n) in enumerate(zip(captions, counts, strict=True)) if n > room]
+    if not long:
+        return None
+    said = "; ".join(
+        f"caption {i} ({caption[:40]!r}{'...' if len(caption) > 40 else ''}) takes {n} tokens"
+        for i, caption, n in long[:3]
+    )
+    more = f"; and {len(long) - 3} more" if len(long) > 3 else ""
+    return (
+        f"train.sample_every: progress {said}{more}; the progress samples read the first {room} "
+        f"(model.text_max_length {max_length} less bos and eos)"
+    )
+
+
 def progress_captions(config, dataset, count: int = 4) -> list[str]:
     """train.sample_captions split on '|', or the first `count` distinct validation captions."""
     if str(config.train.sample_captions).strip():
@@ -1804,6 +1825,8 @@ def _run(config, workdir: Path, stop: _PreemptionFlag, held: contextlib.ExitStac
     progress = None
     if sample_every and is_main and jax.process_count() == 1:
         progress = ProgressRenderer(config, workdir, metadata, progress_captions(config, dataset), log)
+        if cut := progress_cut_note(progress.captions, tokenizer, int(config.model.text_max_length)):
+            log(cut)
         if config.sample.num_frames > config.data.max_motion_length:
             log(
                 f"train.sample_every: progress samples are {config.data.max_motion_length} frames long, "

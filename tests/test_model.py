@@ -209,8 +209,9 @@ def test_the_pooled_text_feature_is_the_last_valid_token():
 
 @pytest.mark.parametrize("bad", [SMALL["text_vocab_size"], -1])
 def test_a_token_id_outside_the_vocabulary_is_refused_rather_than_sampled_as_nan(bad):
-    """nn.Embed reads an id outside [0, vocab) as a row of NaN: every output of that caption's sample
-    turned NaN without an error (ids of a caller's own making; our tokenizer never makes one). Where the
+    """nn.Embed reads an id past the vocabulary as a row of NaN: every output of that caption's sample
+    turned NaN without an error; -1 read the last token's row, silently another caption (ids of a
+    caller's own making; our tokenizer never makes one). Where the
     ids are known (outside jit) they are refused, naming the id and the vocabulary; the largest id in
     range still gives a finite output."""
     model = small_model(num_layers=1)

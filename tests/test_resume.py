@@ -708,6 +708,7 @@ def test_progress_samples_and_curves_are_rendered_during_training(tmp_path, data
     monkeypatch.setattr(render, "animate_skeletons", animate)
     config = tiny_config(tmp_path, data_args, num_steps=4, sample_every=2, save_every_steps=0, log_every=1)
     config.train.sample_captions = "wave both hands|point to the left"
+    config.model.text_max_length = 12  # the demo's: 10 tokens for a caption's words (see below)
     config.sample.num_frames = 12
     config.sample.steps = 5
     logged = []
@@ -730,11 +731,27 @@ def test_progress_samples_and_curves_are_rendered_during_training(tmp_path, data
     # Killed while drawing step 4's samples (after its checkpoint): resuming from step 4 draws them, and
     # leaves step 2's as they were.
     (progress / "step_0000004.gif").unlink()
+    logged_first = list(logged)
     before = (progress / "step_0000002.gif").stat().st_mtime_ns
     config.train.num_steps = 5
     config.sample.num_frames = 40  # more than the model's 16 frames: drawn at 16, and said
+    # Progress captions longer than the model reads (text_max_length 12: 10 tokens for words): each
+    # GIF silences generate's warning, so the run says it once, at its start (nothing had). Words the
+    # vocabulary lacks take 1 + their bytes: "both hands" alone takes 11, "to the left" 12 (the demo's
+    # captions are gesture and filler words), so the first run's two captions were cut; here one made-up
+    # word of 10 letters takes 11 tokens, and "wave" fits whether the vocabulary has it or not (1 or 5).
+    (said,) = [line for line in logged_first if "progress caption" in line]
+    assert said.startswith("train.sample_every: progress caption 0 ('wave both hands') takes "), said
+    assert "; caption 1 ('point to the left') takes " in said and said.endswith(
+        "; the progress samples read the first 10 (model.text_max_length 12 less bos and eos)"
+    ), said
+    config.train.sample_captions = "wave|qwxzvbnmkj"
     logged.clear()
     train.run(config, tmp_path, log=logged.append)
+    assert [line for line in logged if "progress caption" in line] == [
+        "train.sample_every: progress caption 1 ('qwxzvbnmkj') takes 11 tokens; the progress samples read "
+        "the first 10 (model.text_max_length 12 less bos and eos)"
+    ], logged
     assert (progress / "step_0000004.gif").is_file() and (progress / "step_0000005.gif").is_file()
     assert (progress / "step_0000002.gif").stat().st_mtime_ns == before
     with Image.open(progress / "step_0000005.gif") as gif:

@@ -191,6 +191,20 @@ def test_from_dict_without_end_sites_and_with_extra_keys():
     assert Skeleton.from_dict(d) == small_skeleton(end_sites=None)
 
 
+def test_from_dict_takes_offset_rows_of_an_array_as_the_numbers_they_hold():
+    """`list(offsets)` of an [J, 3] float array (rows are 1-D arrays, parents numpy integers), as a Python
+    caller builds a dict: the entry checks of the skeleton.json fields had refused each such row as "not a
+    list of [x, y, z] numbers" (numpy had read them before). A row of booleans or strings stays refused."""
+    offsets = np.array([[0.0, 0.0, 0.0], [0.0, 1.5, 0.0], [0.25, 0.0, -2.0]])
+    d = {"names": ["root", "spine", "head"], "parents": list(np.array([-1, 0, 1])), "offsets": list(offsets)}
+    skeleton = Skeleton.from_dict(d)
+    assert skeleton.parents.tolist() == [-1, 0, 1]
+    np.testing.assert_array_equal(skeleton.offsets, [[0, 0, 0], [0, 1.5, 0], [0.25, 0, -2]])
+    for bad in (np.array([True, False, True]), np.array(["1", "0", "0"]), np.zeros(4)):
+        with pytest.raises(ValueError, match=r"my.json: 'offsets' must be .*; entry 1"):
+            Skeleton.from_dict({**d, "offsets": [offsets[0], bad, offsets[2]]}, source="my.json")
+
+
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
