@@ -1,7 +1,8 @@
 """The metrics of motion, pure numpy (float64 inside): what `evaluate` reports, apart from the FGD.
 
-Here because they need no model, no checkpoint and no jax (sampling reads `position_unit` without
-importing the evaluation, and a user can score arrays of their own). Those on joint positions take
+Here because they need no model, no checkpoint and no jax of their own (jax loads with the HumanML3D
+layout's decoder they import; sampling reads `position_unit` without importing the evaluation, and a
+user can score arrays of their own). Those on joint positions take
 `positions [N, T, J, 3]` (global, the data's unit: BEAT centimetres, HumanML3D metres, KIT-ML
 millimetres) and `lengths [N]`; frames at and past a clip's length are ignored, so padded batches can be
 passed as they are. Those that need the joints' hierarchy take a `Skeleton` or a `JointTree` (names and
