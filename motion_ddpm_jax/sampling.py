@@ -1139,17 +1139,20 @@ def _cut_captions(loaded: LoadedModel, captions: Sequence[str]) -> list[str]:
     tokens only, as training did)."""
     room = loaded.text_max_length - 2  # bos and eos
     notes = []
-    for index, caption in enumerate(captions):
-        count = len(loaded.tokenizer.ids(caption))
-        if count > room:
-            shown = f"{caption[:40]!r}{'...' if len(caption) > 40 else ''}"
-            spelled = loaded.tokenizer.byte_fallback and loaded.tokenizer.unseen_words(caption)
-            notes.append(
-                f"caption {index} ({shown}) takes {count} tokens; the model reads its first {room} "
-                f"(model.text_max_length {loaded.text_max_length} less bos and eos)"
-                + ("; each word the vocabulary lacks takes 1 + its UTF-8 bytes" if spelled else "")
-            )
+    for index, count in loaded.tokenizer.overlong(captions, loaded.text_max_length):
+        caption = captions[index]
+        spelled = loaded.tokenizer.byte_fallback and loaded.tokenizer.unseen_words(caption)
+        notes.append(
+            f"caption {index} ({shown_caption(caption)}) takes {count} tokens; the model reads its first "
+            f"{room} (model.text_max_length {loaded.text_max_length} less bos and eos)"
+            + ("; each word the vocabulary lacks takes 1 + its UTF-8 bytes" if spelled else "")
+        )
     return notes
+
+
+def shown_caption(caption: str) -> str:
+    """A caption as notes quote it: its first 40 characters, and '...' where it goes on."""
+    return f"{caption[:40]!r}{'...' if len(caption) > 40 else ''}"
 
 
 def _unseen_note(loaded: LoadedModel) -> str:

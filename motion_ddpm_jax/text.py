@@ -178,6 +178,12 @@ class Tokenizer:
         """The words of `text` that the vocabulary lacks (spelled in bytes, or unk), each once, in order."""
         return list(dict.fromkeys(word for word in self.split(text) if word not in self._ids))
 
+    def overlong(self, texts: Sequence[str], max_length: int) -> list[tuple[int, int]]:
+        """(index, token count) of each text whose ids do not all fit `max_length` beside bos and eos:
+        `encode` keeps its first max_length - 2 (the notes of training, sampling and progress pictures)."""
+        counts = ((index, len(self.ids(text))) for index, text in enumerate(texts))
+        return [(index, count) for index, count in counts if count > max_length - 2]
+
     def encode(
         self, texts: Sequence[str], max_length: int, spell: Sequence[Sequence[bool] | None] | None = None
     ) -> tuple[np.ndarray, np.ndarray]:

@@ -1224,7 +1224,7 @@ def cut_captions_note(
     the run started from another's weights (train.init_from), whose text length it cannot change."""
     room = max_length - 2
     captions = list(captions)
-    long = [c for c in captions if len(tokenizer.ids(c)) > room]
+    long = [captions[index] for index, _ in tokenizer.overlong(captions, max_length)]
     if not long:
         return None
     shown = f"{long[0][:60]!r}{'...' if len(long[0]) > 60 else ''}"
@@ -1246,14 +1246,14 @@ def progress_cut_note(captions, tokenizer: text.Tokenizer, max_length: int) -> s
     place) longer than model.text_max_length holds besides bos and eos; None where each fits. Each
     progress GIF samples with generate's CaptionCutWarning silenced (not a warning at every GIF), so
     without this line nothing said that a picture shows its caption's first words only."""
+    from motion_ddpm_jax import sampling
+
     room = max_length - 2
-    counts = [len(tokenizer.ids(caption)) for caption in captions]
-    long = [(i, caption, n) for i, (caption, n) in enumerate(zip(captions, counts, strict=True)) if n > room]
+    long = tokenizer.overlong(captions, max_length)
     if not long:
         return None
     said = "; ".join(
-        f"caption {i} ({caption[:40]!r}{'...' if len(caption) > 40 else ''}) takes {n} tokens"
-        for i, caption, n in long[:3]
+        f"caption {i} ({sampling.shown_caption(captions[i])}) takes {n} tokens" for i, n in long[:3]
     )
     more = f"; and {len(long) - 3} more" if len(long) > 3 else ""
     return (
