@@ -1,4 +1,9 @@
-"""BEAT as root translation deltas + axis-angle joint rotations (228 features), FK position loss on."""
+"""BEAT as root translation deltas + 6D joint rotations (453 features), FK position loss on.
+
+The 6D layout (`representation.py`: the first two columns of each local rotation matrix) is continuous
+where axis-angle jumps by about 2 pi at half turns. A cache and the runs of the axis_angle layout this file
+named before (`data/prepared/beat_axis_angle_60fps`, 228 features) keep working with
+`--config.data.representation=axis_angle --config.data.root=data/prepared/beat_axis_angle_60fps`."""
 
 from motion_ddpm_jax.config import base_config, sized
 
@@ -9,6 +14,6 @@ def get_config(size: str = ""):
     config = base_config()
     config.data.source = "beat"
     config.data.raw_root = "data/beat"
-    config.data.root = "data/prepared/beat_axis_angle_60fps"
-    config.data.representation = "axis_angle"
+    config.data.root = "data/prepared/beat_rotation_6d_60fps"
+    config.data.representation = "rotation_6d"
     return sized(config, size, "configs/beat_rot.py")

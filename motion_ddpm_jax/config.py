@@ -36,7 +36,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.data.source = "beat"  # beat (raw BEAT under raw_root) | synthetic (the demo set) | prepared
     config.data.raw_root = ""  # raw recordings: BEAT's release, or any skeleton's BVH + TextGrid pairs
     config.data.root = ""  # the prepared dataset (a cache written by --mode prepare), or a HumanML3D folder
-    config.data.representation = "positions"  # positions | axis_angle | humanml3d
+    config.data.representation = "positions"  # positions | rotation_6d | axis_angle | humanml3d
     config.data.fps = 60.0
     config.data.max_motion_length = 360  # training window (frames); also the positional table's size
     config.data.min_motion_length = 1  # clips shorter than this are left out of training
@@ -183,7 +183,7 @@ def base_config() -> ml_collections.ConfigDict:
 # `validate` before any work starts, so a typo on the command line fails in a second, naming the field.
 CHOICES = {
     "data.source": ("beat", "synthetic", "prepared"),
-    "data.representation": ("positions", "axis_angle", "humanml3d"),
+    "data.representation": ("positions", "axis_angle", "rotation_6d", "humanml3d"),
     "data.up_axis": ("y", "z", "x"),
     "diffusion.schedule": ("linear", "cosine"),
     "diffusion.prediction": ("epsilon", "x0", "v"),

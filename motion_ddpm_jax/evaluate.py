@@ -12,7 +12,7 @@ checkpoint's (its eval split could hold clips it trained on), generates one samp
 with what identifies the evaluation: the clips, the sampler settings used, the FGD autoencoder, versions,
 the unit of the positions; the real column of the Fréchet distances compares training clips of the real
 clips' classes and lengths (never the real clips themselves) with them. Positions are those of the data's
-skeleton (positions, axis_angle) or, for the HumanML3D layout, the joints `humanml3d.recover_from_ric`
+skeleton (positions, rotations) or, for the HumanML3D layout, the joints `humanml3d.recover_from_ric`
 decodes (real and generated alike): HumanML3D's 22 for its 263 features, KIT-ML's 21 for its 251; the
 humanml3d representation of another size gets no position metrics. With eval.repeats > 1 it samples
 the generated clips that many times (seeds sample.seed + k) against one real column (`prepare_comparison`

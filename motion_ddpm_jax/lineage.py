@@ -223,15 +223,22 @@ def related_clips(ids: Sequence[str], chosen: Sequence[int]) -> np.ndarray:
 
 def rotations_posed_on_the_data(loaded, dataset) -> tuple[bool, str | None]:
     """(whether to pose the generated motion on the evaluated data's skeleton, a note saying so) for
-    axis_angle data. Rotations carry no bone lengths: sampling poses them on the skeleton of the data the
-    checkpoint's run trained on, and the real clips are posed on the evaluated data's. Those differ in a
-    forgetting check (a run fine-tuned on a taller speaker, evaluated on its source's data), where the
-    generated column had measured the two skeletons' difference as the model's: a 5.5% bone error where
-    rotations can have none, and speeds and distances scaled by the other figure's size. Posed on the
-    data's skeleton, both columns measure the motion on one figure. (False, None) for other data, or
-    where the skeletons are the same."""
+    rotation data (`representation.ROTATION_REPRESENTATIONS`). Rotations carry no bone lengths: sampling poses
+    them on the skeleton of the data the checkpoint's run trained on, and the real clips are posed on the
+    evaluated data's. Those differ in a forgetting check (a run fine-tuned on a taller speaker, evaluated on
+    its source's data), where the generated column had measured the two skeletons' difference as the model's:
+    a 5.5% bone error where rotations can have none, and speeds and distances scaled by the other figure's
+    size. Posed on the data's skeleton, both columns measure the motion on one figure. (False, None) for other
+    data, or where the skeletons are the same."""
+    from motion_ddpm_jax.representation import ROTATION_REPRESENTATIONS  # (jax: imported when needed)
+
     mine, theirs = getattr(loaded, "skeleton", None), dataset.skeleton
-    if dataset.representation != "axis_angle" or mine is None or theirs is None or mine == theirs:
+    if (
+        dataset.representation not in ROTATION_REPRESENTATIONS
+        or mine is None
+        or theirs is None
+        or mine == theirs
+    ):
         return False, None
     if tuple(mine.parents) != tuple(theirs.parents):  # (train.load_init_from refuses these)
         return False, None

@@ -184,16 +184,18 @@ def fk_position_loss(
     weights: jax.Array | None = None,
     *,
     axis_name: str | None = None,
+    representation: str = "axis_angle",
 ) -> jax.Array:
     """Squared error of root-relative joint positions after forward kinematics (physical units^2).
 
     Mean over the J*3 coordinates and the valid frames. The root trajectory is left out: it is already
     in the feature-space reconstruction term, and integrating its deltas would weigh early frames more.
-    pred, target: standardized `axis_angle` features [B, T, 3+3K]; mean, std: [3+3K].
+    pred, target: standardized features [B, T, 3+WK] of the rotation layout `representation`
+    (`axis_angle`, W = 3, or `rotation_6d`, W = 6); mean, std: [3+WK].
     """
     pred, target, mask = _checked("fk_position_loss", pred, target, mask, weights)
     _check_statistics("fk_position_loss", mean, std, pred.shape[-1])
-    positions = [relative_fk(_destandardize(x, mean, std), skeleton) for x in (pred, target)]
+    positions = [relative_fk(_destandardize(x, mean, std), skeleton, representation) for x in (pred, target)]
     per_frame = jnp.mean(jnp.square(positions[0] - positions[1]), axis=(-2, -1))
     return _masked_frame_mean(per_frame, mask, weights, axis_name)
 
@@ -202,8 +204,9 @@ def fk_position_loss(
 class Geometry:
     """What the geometric loss needs besides the motion: dataset statistics and skeleton.
 
-    mean, std: float32 [D] (the normalisation of the features); representation: `positions` or
-    `axis_angle`; skeleton: the dataset's skeleton (static: it shapes the computation).
+    mean, std: float32 [D] (the normalisation of the features); representation: `positions` or a rotation
+    layout (`axis_angle`, `rotation_6d`); skeleton: the dataset's skeleton (static: it shapes the
+    computation).
     """
 
     mean: jax.Array
@@ -228,12 +231,13 @@ def geometric_loss(
     *,
     axis_name: str | None = None,
 ) -> jax.Array:
-    """Bone-length loss for `positions` data, FK position loss for `axis_angle` data."""
+    """Bone-length loss for `positions` data, FK position loss for rotation data (`axis_angle`,
+    `rotation_6d`: forward kinematics of the decoded rotations)."""
     _check_statistics("geometric loss", geometry.mean, geometry.std, np.shape(pred)[-1])
-    term = bone_length_loss if geometry.representation == "positions" else fk_position_loss
-    return term(
-        pred, target, mask, geometry.mean, geometry.std, geometry.skeleton, weights, axis_name=axis_name
-    )
+    args = (pred, target, mask, geometry.mean, geometry.std, geometry.skeleton, weights)
+    if geometry.representation == "positions":
+        return bone_length_loss(*args, axis_name=axis_name)
+    return fk_position_loss(*args, axis_name=axis_name, representation=geometry.representation)
 
 
 AUX_WEIGHTINGS = ("auto", "none", "truncated_snr")
@@ -314,7 +318,7 @@ def compute_losses(
     if "loss_geom" in dict(enabled) and geometry is None:
         raise ValueError(
             "loss.use_geometric_loss is True but no geometry (dataset mean/std and skeleton) was given; "
-            "it needs a `positions` or `axis_angle` dataset"
+            "it needs a `positions`, `axis_angle` or `rotation_6d` dataset"
         )
     x0_pred = diffusion.predict_x0(schedule, x_t, t, model_output, prediction)
     weights = auxiliary_weights(schedule, t, _field(config, "aux_weighting", "auto"), prediction)

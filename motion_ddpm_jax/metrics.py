@@ -142,7 +142,7 @@ KIT_TREE = _LAYOUT_TREES[humanml3d.KIT.features]
 def joint_tree(skeleton: Skeleton | None, representation: str, feature_size: int) -> JointTree | None:
     """The joints of `decode_positions`' positions for data of `representation` with `feature_size`
     features: for the HumanML3D layout its tree (`humanml3d.layout`: HumanML3D's 22 T2M joints for 263
-    features, KIT-ML's 21 MMM joints for 251), the data's skeleton for the positions and axis_angle
+    features, KIT-ML's 21 MMM joints for 251), the data's skeleton for the positions and rotation
     layouts, None where nothing decodes them (no skeleton, or the humanml3d representation of another
     size)."""
     found = humanml3d.layout(representation, feature_size)

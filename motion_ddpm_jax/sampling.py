@@ -647,11 +647,11 @@ def generate(
       motion f32[N, T, D] de-standardized features, zero past each sample's length;
       positions f32[N, T, J, 3] global joint positions, zero past the length (None where `joint_parents`
         is: data without a skeleton; HumanML3D's 263 features decode to its 22 joints in metres, KIT-ML's
-        251 to its 21 in millimetres), as decoded: the root starts at the origin (at its skeleton offset
-        for axis_angle; `ground_offset` gives the shift to stand a sample on the ground, which `run` adds
-        to the files it writes), but for the HumanML3D layout, whose root starts at the height its features
-        hold (feature 3) and whose files `run` writes as decoded; `check_figure_size` compares their size
-        with the data's;
+        251 to its 21 in millimetres), as decoded: the root starts at the origin (at its skeleton offset for
+        the rotation layouts; `ground_offset` gives the shift to stand a sample on the ground, which `run`
+        adds to the files it writes), but for the HumanML3D layout, whose root starts at the height its
+        features hold (feature 3) and whose files `run` writes as decoded; `check_figure_size` compares their
+        size with the data's;
       lengths i32[N]; captions list[str] of length N.
 
     Compiling: one program per sampler setting (sampler, steps, eta, spacing, guided or not), samples per
@@ -786,17 +786,19 @@ def unwrap_euler(angles: np.ndarray) -> np.ndarray:
     return out
 
 
-def bvh_channels(features: np.ndarray, skeleton: Skeleton, order: str = BVH_ORDER):
-    """`axis_angle` features [T, D] -> (Euler degrees [T, R, 3] of the rotation joints, continuous over
-    the frames (`unwrap_euler`), root translation [T, 3]) as `data.bvh.format_bvh` takes them. The root
-    starts at the origin: the features keep its motion, not its place (`ground_offset` gives the shift
-    that stands it on the ground). One sample at a time: `generate`'s motion[i, :lengths[i]]."""
+def bvh_channels(features: np.ndarray, skeleton: Skeleton, order: str = BVH_ORDER, kind: str = "axis_angle"):
+    """Features [T, D] of the rotation layout `kind` (`axis_angle`, `rotation_6d`) -> (Euler degrees [T, R, 3]
+    of the rotation joints, continuous over the frames (`unwrap_euler`), root translation [T, 3]) as
+    `data.bvh.format_bvh` takes them. The root starts at the origin: the features keep its motion, not its
+    place (`ground_offset` gives the shift that stands it on the ground). One sample at a time: `generate`'s
+    motion[i, :lengths[i]]."""
     if np.ndim(features) != 2:
         raise ValueError(
-            f"bvh_channels: features must be one sample's axis_angle features [T, D]; got shape "
+            f"bvh_channels: features must be one sample's {kind} features [T, D]; got shape "
             f"{list(np.shape(features))} (for generate's [N, T, D] motion, pass motion[i, :lengths[i]])"
         )
-    rotations = np.asarray(representation.local_rotations(features, skeleton))[:, skeleton.rotation_joints]
+    rotations = np.asarray(representation.local_rotations(features, skeleton, kind))
+    rotations = rotations[:, skeleton.rotation_joints]
     translation = np.cumsum(np.asarray(features, np.float64)[:, :3], axis=0)
     return unwrap_euler(matrix_to_euler(rotations, order)), translation
 
@@ -804,7 +806,7 @@ def bvh_channels(features: np.ndarray, skeleton: Skeleton, order: str = BVH_ORDE
 def ground_offset(positions: np.ndarray) -> np.ndarray:
     """The shift [3] that stands a sample on the ground: its lowest joint of the first frame at height 0
     on the Y axis (up in BVH files and in BEAT), nothing across. positions: [T, J, 3]. The positions and
-    axis_angle features keep the root's motion, not its height, so such a decoded sample starts with its
+    rotation features keep the root's motion, not its height, so such a decoded sample starts with its
     root at the origin, half under the floor in a tool that shows one. Not for the HumanML3D layout
     (HumanML3D's 263 features, KIT-ML's 251): they hold the root's height, and `run` writes their
     positions as decoded, without this shift."""
@@ -836,7 +838,7 @@ def bvh_problem(loaded: LoadedModel) -> str | None:
             "the humanml3d representation's joint rotations (6D, from inverse kinematics) come without the "
             "skeleton offsets a BVH file needs"
         )
-    if loaded.representation != "axis_angle":
+    if loaded.representation not in representation.ROTATION_REPRESENTATIONS:
         return f"the {loaded.representation} representation has no joint rotations"
     if loaded.skeleton is None:
         return f"the {loaded.representation} data this model trained on have no skeleton (no skeleton.json)"
@@ -903,12 +905,12 @@ def check_finite(result: dict[str, Any], loaded: LoadedModel, workdir) -> None:
 
 # ------------------------------------------------------------------------------------ the figures' size
 SIZE_FACTOR = 3.0  # a sample's bones summed this many times longer (or 1/this shorter) than the data's
-SPEED_FACTOR = 10.0  # an axis_angle sample's root moving this many times faster (RMS) than the data's
+SPEED_FACTOR = 10.0  # a rotation sample's root moving this many times faster (RMS) than the data's
 
 
 class FigureSizeWarning(ProjectWarning):
     """Sampled figures far larger or smaller than those of the data the checkpoint trained on (or, for
-    axis_angle data, whose root moves far faster): `check_figure_size`."""
+    rotation data, whose root moves far faster): `check_figure_size`."""
 
 
 def summed_bone_lengths(positions: np.ndarray, parents: Sequence[int]) -> np.ndarray:
@@ -934,8 +936,8 @@ def size_reference(loaded: LoadedModel) -> tuple[float, str] | None:
       of a swinging limb shortens it (a forearm most), so this is somewhat under the true sum (the same
       construction on the demo's positions data gives 0.85 of its skeleton's); the trunk and legs, most of
       it, move little in the root's facing frame.
-    - `axis_angle` data: None. Forward kinematics gives every sample the skeleton's own bones, so its
-      size is right by construction (`check_figure_size` compares the root's speed instead).
+    - rotation data (`axis_angle`, `rotation_6d`): None. Forward kinematics gives every sample the skeleton's
+      own bones, so its size is right by construction (`check_figure_size` compares the root's speed instead).
     None also where the reference is 0 or not finite (statistics that are not of motion).
     """
     found = humanml3d.layout(loaded.representation, loaded.model.input_feats)
@@ -954,11 +956,12 @@ def size_reference(loaded: LoadedModel) -> tuple[float, str] | None:
 
 
 def root_step_reference(loaded: LoadedModel) -> float | None:
-    """The RMS length of the root's step per frame in the training data of an `axis_angle` checkpoint:
+    """The RMS length of the root's step per frame in the training data of a rotation checkpoint
+    (`axis_angle`, `rotation_6d`: their first 3 features are the root's step):
     sqrt(sum over its 3 features of mean^2 + std^2), which is exactly the RMS of |delta| over the training
     frames for the statistics `compute_stats` writes (the std floor, 0.01, adds at most 0.017 units).
     None for other representations (their size is judged by `size_reference`)."""
-    if loaded.representation != "axis_angle":
+    if loaded.representation not in representation.ROTATION_REPRESENTATIONS:
         return None
     mean, std = (np.asarray(a, np.float64)[:3] for a in (loaded.mean, loaded.std))
     rms = float(np.sqrt(np.sum(mean**2 + std**2)))
@@ -980,7 +983,7 @@ def check_figure_size(
     wrong: an undertrained or diverged epsilon-prediction model whose x0 estimates leave the data's range
     (figures of 58-94 m from HumanML3D, ~40x), or statistics of data in another unit (10x, 100x, 1000x).
     The animation scales itself to its figures, so only the arrays show it, and nothing else said so.
-    For axis_angle data (bones fixed by forward kinematics) the RMS root step per frame is compared with
+    For rotation data (bones fixed by forward kinematics) the RMS root step per frame is compared with
     `root_step_reference`, larger only (a motionless sample is plausible) and beyond SPEED_FACTOR (10x:
     the data's RMS pools all their clips, and a fast clip of a mostly slow dataset can be a few times it).
     """
@@ -1209,9 +1212,9 @@ def run(config, workdir: str | os.PathLike, log=print) -> dict[str, Any]:
     Everything but `config.sample` comes from the checkpoint. Writes under sample.output_dir (default
     <workdir>/samples/step_<step>; a folder that already holds files is left alone for a fresh sibling):
     per sample `<caption index>_<slug>_<draw>.npy` (features [T_i, D]), `..._positions.npy` ([T_i, J, 3]),
-    `.bvh` for axis_angle data when sample.write_bvh, `index.json` (per sample its caption, length,
-    files and, where judged, its "size" against the data's: `check_figure_size`, which warns of figures
-    implausibly sized), and `samples.gif` (`.mp4`: sample.render_format) when sample.render.
+    `.bvh` for rotation data (axis_angle, rotation_6d) when sample.write_bvh, `index.json` (per sample its
+    caption, length, files and, where judged, its "size" against the data's: `check_figure_size`, which warns
+    of figures implausibly sized), and `samples.gif` (`.mp4`: sample.render_format) when sample.render.
     Returns {"output_dir", "files", "step", "num_samples"}.
     """
     s = config.sample
@@ -1309,7 +1312,9 @@ def _sample_into(
             )
             names["positions"] = f"{stem}_positions.npy"
         if write_bvh:
-            euler, translation = bvh_channels(result["motion"][i, :length], loaded.skeleton)
+            euler, translation = bvh_channels(
+                result["motion"][i, :length], loaded.skeleton, kind=loaded.representation
+            )
             bvh.write_bvh(  # exclusively; a failed write removes its own file
                 out / f"{stem}.bvh", loaded.skeleton, euler, translation + lift, 1.0 / loaded.fps, BVH_ORDER
             )

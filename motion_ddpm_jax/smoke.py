@@ -49,7 +49,7 @@ def run(config: ml_collections.ConfigDict) -> dict[str, float]:
     if kind == "positions":
         features = representation.encode_positions(positions, skeleton)
     else:
-        features = representation.encode_axis_angle(rotations, root, skeleton)
+        features = representation.encode_rotations(rotations, root, skeleton, kind)
     mean = jnp.mean(features, axis=(0, 1))
     std = jnp.maximum(jnp.std(features, axis=(0, 1)), 1e-2)
     x0 = (features - mean) / std

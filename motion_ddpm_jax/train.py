@@ -1164,8 +1164,8 @@ def make_geometry(
         return None
     if dataset.skeleton is None or dataset.representation not in losses.REPRESENTATIONS:
         raise UserError(
-            f"loss.use_geometric_loss needs a skeleton and positions/axis_angle data; {dataset.root} holds "
-            f"{dataset.representation} data"
+            "loss.use_geometric_loss needs a skeleton and positions/axis_angle/rotation_6d data; "
+            f"{dataset.root} holds {dataset.representation} data"
             + (" without a skeleton (no skeleton.json)" if dataset.skeleton is None else "")
             + ". Set --config.loss.use_geometric_loss=False"
         )
@@ -1351,7 +1351,7 @@ class ProgressRenderer:
         said = f"{low if low == high else f'{low}-{high}'}x the data's" if ratios else "not finite"
         if ratios and len(ratios) < len(sizes):
             said += f" ({len(sizes) - len(ratios)} not finite)"
-        if sizes[0]["measure"].startswith("RMS root step"):  # axis_angle: its bones are the data's
+        if sizes[0]["measure"].startswith("RMS root step"):  # rotation data: its bones are the data's
             off = sum(not size["plausible"] for size in sizes)
             self.log(
                 f"step {step}: the progress samples' {sizes[0]['measure']} is {said}, beyond "

@@ -128,10 +128,10 @@ def test_broken_files_give_errors_naming_the_file(tmp_path):
     with pytest.raises(DatasetError, match="missing field 'feature_size'"):
         motion_text.open_dataset(root)
     # A representation this package does not know is named on reading, not left to training's checks.
-    info["feature_size"], info["representation"] = 6, "rotation_6d"
+    info["feature_size"], info["representation"] = 6, "quaternions"
     (root / "dataset.json").write_text(json.dumps(info))
     with pytest.raises(
-        DatasetError, match=r"dataset\.json: field 'representation' is 'rotation_6d'; expected one"
+        DatasetError, match=r"dataset\.json: field 'representation' is 'quaternions'; expected one"
     ):
         motion_text.open_dataset(root)
 
@@ -944,7 +944,7 @@ def test_write_dataset_refuses_an_unknown_representation_before_writing(tmp_path
         )
     message = str(info.value)
     assert message.startswith(f"{root}: write_dataset's info field 'representation' is {representation!r}")
-    assert "('positions', 'axis_angle', 'humanml3d')" in message
+    assert "('positions', 'axis_angle', 'rotation_6d', 'humanml3d')" in message
     assert list(tmp_path.iterdir()) == []
 
 

@@ -98,10 +98,11 @@ def test_positions_layout_puts_the_translation_delta_in_the_root_slot():
     np.testing.assert_allclose(features[:, others], positions[:, others] - positions[:, [root]], atol=1e-6)
 
 
-def test_beat_feature_sizes_are_264_and_228():
+def test_beat_feature_sizes_are_264_228_and_453():
     skeleton = beat_skeleton()
     assert representation.feature_size(skeleton, "positions") == 264
     assert representation.feature_size(skeleton, "axis_angle") == 228
+    assert representation.feature_size(skeleton, "rotation_6d") == 3 + 6 * 75 == 453
 
 
 def test_end_sites_get_identity_rotations():

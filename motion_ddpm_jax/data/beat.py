@@ -222,7 +222,7 @@ def _encoder(kind: str, structure: Skeleton):
     """A compiled encoder per representation and joint structure (offsets play no part in encoding)."""
     if kind == "positions":
         return jax.jit(lambda positions: representation.encode_positions(positions, structure))
-    return jax.jit(lambda rotations, root: representation.encode_axis_angle(rotations, root, structure))
+    return jax.jit(lambda rotations, root: representation.encode_rotations(rotations, root, structure, kind))
 
 
 def _pad_to_bucket(x: np.ndarray) -> np.ndarray:
@@ -234,9 +234,9 @@ def encode_recording(motion: bvh.BvhMotion, options: PrepareOptions) -> np.ndarr
     """One recording's features [T, D] at `options.fps` (padding frames at the end do not change them).
 
     The motion is turned to Y up from `options.up_axis` (`TO_Y_UP`; the skeleton alike: `turned_skeleton`).
-    Raises BvhError for a recording without frames, whose features are not finite in float32, or (axis_angle)
-    with position channels on a non-root joint that move (`BvhMotion.with_static_offsets`), and UserError
-    when data.fps does not divide the recording's frame rate.
+    Raises BvhError for a recording without frames, whose features are not finite in float32, or (rotation
+    layouts) with position channels on a non-root joint that move (`BvhMotion.with_static_offsets`), and
+    UserError when data.fps does not divide the recording's frame rate.
     """
     if motion.num_frames == 0:
         raise bvh.BvhError(
@@ -414,6 +414,7 @@ def prepare_beat(
     first_tier_of: list[tuple[Path, list[str]]] = []  # TextGrids read by the fallback: their interval tiers
     overruns: list[tuple[Path, float, float]] = []  # recordings whose words run past the motion's end
     wordless: list[tuple[Path, textgrid.Tier]] = []  # TextGrids whose word tier gives no words
+    half_turns: list[tuple[Path, list[str]]] = []  # axis_angle: recordings with joints jumping by > pi
     failed: list[tuple[Path, str]] = []  # recordings that could not be read, and why
     # The joints' order: data.joint_order's, else the first readable recording's; and its file.
     reference: tuple[Skeleton, Path] | None = _joint_order(options.joint_order)
@@ -437,6 +438,10 @@ def prepare_beat(
             continue
         if reference is None:
             reference = (motion.skeleton, motion_path)
+        if options.representation == "axis_angle":
+            jumping = half_turn_joints(features, motion.skeleton)
+            if jumping:
+                half_turns.append((motion_path, jumping))
         skeletons.append(skeleton_here)
         split = split_of(motion_path.stem, names, options)
         tally = tallies[split]
@@ -515,7 +520,36 @@ def prepare_beat(
         log(f"warning: {warning}")
     for warning in _unit_warnings(skeletons, [path for path, _ in pairs], splits["train"].motions, options):
         log(f"warning: {warning}")
+    if half_turns:
+        log(f"warning: {_half_turn_warning(half_turns, len(pairs))}")
     return dataset
+
+
+def half_turn_joints(features: np.ndarray, skeleton: Skeleton) -> list[str]:
+    """The rotation joints of `skeleton` whose `axis_angle` features [T, 3 + 3K] jump by more than pi
+    (the length of the 3-vector's change) between two consecutive frames. Axis-angle keeps each angle in
+    [0, pi]: a joint turning through a half turn flips to the opposite axis, a change of about 2 pi, where
+    a real rotation at any capture rate moves far less than pi in a frame."""
+    if len(features) < 2:
+        return []
+    rotations = np.asarray(features, np.float64)[:, 3:].reshape(len(features), -1, 3)
+    steps = np.linalg.norm(np.diff(rotations, axis=0), axis=-1).max(axis=0)
+    return [
+        skeleton.names[j] for j, step in zip(skeleton.rotation_joints, steps, strict=True) if step > np.pi
+    ]
+
+
+def _half_turn_warning(half_turns: list[tuple[Path, list[str]]], recordings: int) -> str:
+    joints = sorted({name for _, names in half_turns for name in names})
+    path, names = half_turns[0]
+    return (
+        f"{len(half_turns)} of {recordings} recordings have joints whose axis_angle features jump by more "
+        f"than pi between two frames ({len(joints)} joint(s) in all: {', '.join(joints[:5])}"
+        f"{', ...' if len(joints) > 5 else ''}; e.g. {path}: {', '.join(names[:5])}): axis-angle keeps each "
+        "angle in [0, pi], so a joint turning through a half turn jumps by about 2 pi in feature space. The "
+        "rotations decode right, but the losses and the normalisation statistics see the jump; prepare "
+        "continuous features with --config.data.representation=rotation_6d (into a new data.root)"
+    )
 
 
 def _joint_order(value: str) -> tuple[Skeleton, Path] | None:
@@ -613,7 +647,7 @@ def _unit_warnings(
     unit, weight = ("metres", "100") if metres else ("millimetres", "0.0001")
     warnings.append(
         f"the skeleton's rest pose spans {extent:.3g} units, as a figure in {unit} would: the geometric "
-        "loss (bone lengths, or FK positions for axis_angle) is in units^2 and loss.geometric_weight's "
+        "loss (bone lengths, or FK positions for rotation data) is in units^2 and loss.geometric_weight's "
         f"default (0.01) is set for centimetres: train with --config.loss.geometric_weight={weight} to weigh "
         "it as in centimetres"
     )

@@ -122,7 +122,7 @@ class BvhMotion:
 
     def with_static_offsets(self) -> BvhMotion:
         """This motion with the position channels of its non-root joints folded into the skeleton's offsets,
-        for a representation that keeps each joint's rotation only (axis_angle).
+        for a representation that keeps each joint's rotation only (axis_angle, rotation_6d).
 
         Channels that hold still over the frames (exporters that write six channels for every joint) become
         those joints' OFFSETs, so forward kinematics of the rotations with the new skeleton gives the same
@@ -145,9 +145,10 @@ class BvhMotion:
                     self.source,
                     0,
                     f"joint(s) {', '.join(names)} have position channels that move over the frames (by up "
-                    f"to {float(travel[moving].max()):g} file units); the axis_angle representation keeps "
-                    "each joint's rotation only and would drop that motion; expected position channels on "
-                    "the root alone (or constant on the other joints), or data.representation=positions",
+                    f"to {float(travel[moving].max()):g} file units); the rotation representations "
+                    "(axis_angle, rotation_6d) keep each joint's rotation only and would drop that motion; "
+                    "expected position channels on the root alone (or constant on the other joints), or "
+                    "data.representation=positions",
                 )
         offsets = self.skeleton.offsets.copy()
         offsets[self.translated_joints] = values

@@ -6,7 +6,7 @@ Our layout (written by `write_dataset`, read by `open_dataset`):
 <root>/texts/<id>.txt        one caption per line (an empty file = one empty caption)
 <root>/train.txt val.txt test.txt   one clip id per line
 <root>/mean.npy std.npy      float32 [D], statistics of the training split (std floored)
-<root>/skeleton.json         the skeleton (positions / axis_angle data)
+<root>/skeleton.json         the skeleton (positions / axis_angle / rotation_6d data)
 <root>/dataset.json          format, representation, fps, feature_size, counts, and what made it
 <root>/inputs_seen.json      (a prepared BEAT cache) times of inputs matched by content; safe to delete
 ```
@@ -125,7 +125,7 @@ class MotionTextDataset:
 
     root: Path
     layout: str  # "prepared" | "humanml3d"
-    representation: str  # positions | axis_angle | humanml3d
+    representation: str  # positions | axis_angle | rotation_6d | humanml3d
     fps: float
     feature_size: int
     mean: np.ndarray
@@ -1046,7 +1046,7 @@ def _check_info(root: Path, info: Mapping[str, Any]) -> None:
         found = f"is {info['representation']!r}" if "representation" in info else "lacks it"
         raise DatasetError(
             f"{where} field 'representation' {found}; expected one of {REPRESENTATIONS} (positions / "
-            "axis_angle: the layouts of motion_ddpm_jax.representation; humanml3d: HumanML3D's "
+            "axis_angle / rotation_6d: the layouts of motion_ddpm_jax.representation; humanml3d: HumanML3D's "
             "new_joint_vecs features)"
         )
     fps = info.get("fps")
@@ -1126,7 +1126,7 @@ def _skeleton_warnings(kind: str, skeleton: Skeleton | None) -> list[str]:
             "metrics or geometric loss (loss.use_geometric_loss=false) for this data; give write_dataset "
             "the skeleton the features were encoded on"
         ]
-    if kind == "axis_angle":
+    if kind in representation_lib.ROTATION_REPRESENTATIONS:
         from motion_ddpm_jax.data import bvh
 
         try:
@@ -1189,7 +1189,7 @@ def write_dataset(
             raise DatasetError(
                 f"{root}: the clips have {next(iter(feature_sizes))} features per frame, but {kind} on the "
                 f"skeleton's {skeleton.num_joints} joints has {expected}; expected features encoded on that "
-                f"skeleton (representation.encode_{kind if kind == 'positions' else 'axis_angle'})"
+                f"skeleton (representation.encode_{kind})"
             )
     for warning in _skeleton_warnings(kind, skeleton):
         warnings.warn(f"{root}: {warning}", ProjectWarning, stacklevel=2)
