@@ -159,24 +159,19 @@ def test_sigterm_saves_the_current_step_exits_0_and_the_restart_continues(tmp_pa
     assert_bitwise_equal(items, ref_items)
 
 
-def test_raising_num_steps_on_a_finished_run_continues_it(tmp_path, data_args, reference):
-    ref_dir, _ = reference
-    workdir = tmp_path / "run"
-    shutil.copytree(ref_dir, workdir)
-    out = finish(start(workdir, data_args, f"--config.train.num_steps={STEPS + 20}"))
-    assert f"the run's length changed from {STEPS} to {STEPS + 20} steps" in out
-    assert checkpoint.Checkpointer(workdir, read_only=True).latest_step() == STEPS + 20
-
-
 def test_train_without_config_goes_on_with_the_runs_recorded_config(tmp_path, data_args, reference):
     """`launch.py --workdir RUN --config.train.num_steps=N`, no --config: the run's own config (run.json)
     with that override, the same training as when every override is given again with --config; a
-    folder that holds no run still asks for --config."""
+    folder that holds no run still asks for --config. The run given every override again is also the
+    check that raising num_steps on a finished run continues it (one launch.py run serves both)."""
     ref_dir, _ = reference
     again, resumed = tmp_path / "again", tmp_path / "resumed"
     shutil.copytree(ref_dir, again)
     shutil.copytree(ref_dir, resumed)
-    finish(start(again, data_args, f"--config.train.num_steps={STEPS + 10}"))
+    out = finish(start(again, data_args, f"--config.train.num_steps={STEPS + 10}"))
+    # Raising num_steps on a finished run continues it.
+    assert f"the run's length changed from {STEPS} to {STEPS + 10} steps" in out
+    assert checkpoint.Checkpointer(again, read_only=True).latest_step() == STEPS + 10
     command = [sys.executable, "launch.py", f"--workdir={resumed}", f"--config.train.num_steps={STEPS + 10}"]
     env = launch_env()
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
