@@ -277,6 +277,26 @@ class Dense(nn.Module):
         return dense(x, kernel, bias, self.dtype, self.out_dtype)
 
 
+class Dropout(nn.Module):
+    """nn.Dropout's function with its keep mask drawn in float32: nn.Dropout draws it in the dtype of
+    its Python-float rate, float64 under jax_enable_x64, which gives other masks for the same key (such
+    a session trained another run from the same seed). Otherwise the same masks as nn.Dropout's: the
+    same key (flax names this module as it names nn.Dropout, `Dropout_<i>` or its attribute) and the
+    same float32 comparison."""
+
+    rate: float
+
+    @nn.compact
+    def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
+        if deterministic or self.rate == 0:
+            return x
+        if self.rate == 1:
+            return jnp.zeros_like(x)  # no x / 0 (its gradient would be 0 / 0 where masked)
+        keep = 1.0 - self.rate
+        mask = jax.random.bernoulli(self.make_rng("dropout"), np.float32(keep), x.shape)
+        return jax.lax.select(mask, x / keep, jnp.zeros_like(x))
+
+
 def _layer_norm(name: str | None = None) -> nn.LayerNorm:
     """LayerNorm in float32 (statistics and output), torch's epsilon."""
     return nn.LayerNorm(
@@ -720,7 +740,7 @@ class StylizationBlock(nn.Module):
         self.emb = Dense(2 * self.latent_dim, self.dtype, out_dtype=jnp.float32)
         self.norm = _LayerNormParams(self.latent_dim)
         self.out = Dense(self.latent_dim, self.dtype, zero_init=True, out_dtype=jnp.float32)
-        self.drop = nn.Dropout(self.dropout)
+        self.drop = Dropout(self.dropout)
 
     def modulation(self, emb: jax.Array) -> jax.Array:
         """emb [N, E] -> (scale, shift) concatenated, float32 [N, 2C]."""
@@ -844,7 +864,7 @@ class FeedForward(nn.Module):
         self.linear1 = Dense(self.ff_size, self.dtype)
         output_dtype = _feed_forward_output_dtype(self.dtype)
         self.linear2 = Dense(self.latent_dim, self.dtype, zero_init=True, out_dtype=output_dtype)
-        self.drop = nn.Dropout(self.dropout)
+        self.drop = Dropout(self.dropout)
         self.style = StylizationBlock(self.latent_dim, self.dropout, self.dtype, self.kernels)
 
     def modulation(self, emb: jax.Array) -> jax.Array:
@@ -909,12 +929,12 @@ class TextEncoderLayer(nn.Module):
         q, k, v = (Dense(width, self.dtype, name=name)(x) for name in ("query", "key", "value"))
         attended = softmax_attention(q, k, v, text_mask, self.num_heads)
         a = Dense(width, self.dtype, name="attention_out", out_dtype=jnp.float32)(attended)
-        a = nn.Dropout(self.dropout)(a, deterministic=self.deterministic)
+        a = Dropout(self.dropout)(a, deterministic=self.deterministic)
         x = _layer_norm("norm1")(x + a)
         f = gelu(Dense(self.ff_size, self.dtype, name="linear1")(x))
-        f = nn.Dropout(self.dropout)(f, deterministic=self.deterministic)
+        f = Dropout(self.dropout)(f, deterministic=self.deterministic)
         f = Dense(width, self.dtype, name="linear2", out_dtype=jnp.float32)(f)
-        f = nn.Dropout(self.dropout)(f, deterministic=self.deterministic)
+        f = Dropout(self.dropout)(f, deterministic=self.deterministic)
         return _layer_norm("norm2")(x + f)
 
 

@@ -58,8 +58,9 @@ def run(config: ml_collections.ConfigDict) -> dict[str, float]:
     schedule = diffusion.make_schedule(config.diffusion.schedule, config.diffusion.steps)
     prediction = config.diffusion.prediction
     rng = jax.random.key(config.seed)
-    noise = jax.random.normal(jax.random.fold_in(rng, 0), x0.shape)
-    t = jax.random.randint(jax.random.fold_in(rng, 1), (x0.shape[0],), 0, schedule.num_steps)
+    # float32 and int32 draws, as training's: jax_enable_x64's 64-bit defaults give other numbers per key.
+    noise = jax.random.normal(jax.random.fold_in(rng, 0), x0.shape, jnp.float32)
+    t = jax.random.randint(jax.random.fold_in(rng, 1), (x0.shape[0],), 0, schedule.num_steps, jnp.int32)
     x_t = diffusion.q_sample(schedule, x0, t, noise)
     geometry = losses.Geometry(mean=mean, std=std, skeleton=skeleton, representation=kind)
 
@@ -69,7 +70,7 @@ def run(config: ml_collections.ConfigDict) -> dict[str, float]:
         )
 
     perfect = diffusion.training_target(schedule, x0, noise, t, prediction)
-    wrong = perfect + 0.1 * jax.random.normal(jax.random.fold_in(rng, 2), x0.shape)
+    wrong = perfect + 0.1 * jax.random.normal(jax.random.fold_in(rng, 2), x0.shape, jnp.float32)
     perfect_losses, wrong_losses = loss_of(perfect), loss_of(wrong)
 
     def oracle(x, step_t):
@@ -77,7 +78,7 @@ def run(config: ml_collections.ConfigDict) -> dict[str, float]:
             schedule, x0, diffusion.predict_eps(schedule, x, step_t, x0, "x0"), step_t, prediction
         )
 
-    x_T = jax.random.normal(jax.random.fold_in(rng, 3), x0.shape)
+    x_T = jax.random.normal(jax.random.fold_in(rng, 3), x0.shape, jnp.float32)
     sample = jax.jit(
         lambda x, r: diffusion.ddim_sample_loop(
             schedule, oracle, x, r, prediction, min(50, schedule.num_steps)

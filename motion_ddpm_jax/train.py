@@ -434,9 +434,11 @@ def make_train_step(
         size = x0.shape[0]
         keys = _per_example_keys(jax.random.wrap_key_data(rng), state.step, size, axis_name)
         draws = jax.vmap(lambda k: jax.random.split(k, 4))(keys)
-        t = jax.vmap(lambda k: jax.random.randint(k, (), 0, schedule.num_steps))(draws[:, 0])
-        noise = jax.vmap(lambda k: jax.random.normal(k, x0.shape[1:]))(draws[:, 1])
-        drop = jax.vmap(lambda k: jax.random.bernoulli(k, drop_prob))(draws[:, 2])
+        # Each draw's dtype is explicit: under jax_enable_x64 the defaults are 64-bit, other numbers for
+        # the same key (a notebook's x64 would train another run from the same seed).
+        t = jax.vmap(lambda k: jax.random.randint(k, (), 0, schedule.num_steps, jnp.int32))(draws[:, 0])
+        noise = jax.vmap(lambda k: jax.random.normal(k, x0.shape[1:], jnp.float32))(draws[:, 1])
+        drop = jax.vmap(lambda k: jax.random.bernoulli(k, np.float32(drop_prob)))(draws[:, 2])
         tokens = jnp.where(drop[:, None], empty_tokens[None], batch["tokens"])
         text_mask = jnp.where(drop[:, None], empty_mask[None], batch["text_mask"])
         dropout_key = draws[0, 3]  # one per device: dropout (0 by default) is the one draw tied to the split

@@ -265,6 +265,39 @@ def test_one_step_equals_a_float64_reference_of_its_loss_norm_and_update():
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=0, atol=1e-4 * lr0), new.params, expected)
 
 
+def test_a_step_under_jax_enable_x64_draws_what_it_draws_without():
+    """A notebook that turned on jax_enable_x64 (for float64 references, say) drew the step's t, noise,
+    caption drop and the model's dropout masks in 64 bits (jax.random's defaults there, and nn.Dropout's
+    Python-float rate): other numbers for the same key, so the same seed trained another run (loss 563
+    for 280 here). The draws are int32 and float32 as documented: the same step to float32 rounding (bit
+    for bit compiled with XLA's default optimisations; the tests' fast compile rounds a few values one
+    bit apart, and optax computes Adam's bias correction 1 - b2**t in float64 under x64)."""
+    config = tiny_config(model=dict(cond_drop_prob=0.5, dropout=0.3))
+
+    def one_step():
+        state, step = build(config, axis_name=None)
+        leaves, tree = jax.tree.flatten(state.params)  # perturbed: at initialisation no dropout shows
+        rng = np.random.default_rng(5)
+        moved = [p + np.float32(0.3) * rng.standard_normal(p.shape).astype(np.float32) for p in leaves]
+        state = state.replace(params=jax.tree.unflatten(tree, moved))
+        return jax.device_get(jax.jit(step)(state, random_batch(0, 4), state.rng))
+
+    state32, metrics32 = one_step()
+    previous = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", True)
+    try:
+        state64, metrics64 = one_step()
+    finally:
+        jax.config.update("jax_enable_x64", previous)
+    assert jax.tree.map(lambda a: a.dtype, state64) == jax.tree.map(lambda a: a.dtype, state32)
+    for name, value in metrics32.items():
+        np.testing.assert_allclose(metrics64[name], value, rtol=1e-6, err_msg=name)
+    # Adam's first update is lr g / (|g| + eps), +-lr (1e-5) where |g| >> eps; where a gradient sums to
+    # nearly 0, a bit of rounding moves its update by a fraction of lr (<= 0.1 lr seen); other draws, by 2 lr.
+    close = lambda a, b: np.testing.assert_allclose(a, b, rtol=0, atol=0.25 * 1e-5)  # noqa: E731
+    jax.tree.map(close, state64.params, state32.params)
+
+
 @pytest.mark.skipif(os.environ.get("MOTION_DDPM_SKIP_SLOW") == "1", reason="slow end-to-end run")
 def test_demo_trains_through_launch_writes_a_checkpoint_and_resumes(tmp_path):
     def launch(steps):
