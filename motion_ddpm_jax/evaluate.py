@@ -717,6 +717,29 @@ def write_new_json(path: Path, payload: Any) -> Path:
     raise EvaluationError(f"{path}: too many files of this name already; set eval.output to a new file")
 
 
+def check_given_data_root(config, trained_root: str | None, data_set: Collection[str]) -> None:
+    """EvaluationError for a data.root given on the command line (`data_set` names it) that holds no
+    prepared data and is not the folder the checkpoint's run trained on: most likely a slip of the path,
+    which data.source synthetic or beat would fill from data.raw_root without a word before it starts (a
+    long build, of a copy at best: eval compares with the data the run trained on). Training prepares a
+    missing data.root, as a first run must; here a data.raw_root given on the command line too asks for
+    that, and the run's own data.root, gone since, is prepared again as training would."""
+    root = str(config.data.root)
+    if "root" not in data_set or "raw_root" in data_set or not root:
+        return
+    if config.data.source not in ("synthetic", "beat") or (Path(root) / "dataset.json").is_file():
+        return
+    if trained_root and Path(trained_root).resolve() == Path(root).resolve():
+        return
+    raise EvaluationError(
+        f"--config.data.root={root}: no prepared data there (no dataset.json), and not the data the "
+        f"checkpoint's run trained on (data.root={trained_root or '(not recorded)'}); eval does not prepare "
+        "a data.root given on the command line: check the path, leave --config.data.root out to read the "
+        f"run's data, or prepare it first (`python launch.py --mode prepare --config <config> "
+        f"--config.data.root={root}`, or give --config.data.raw_root too)"
+    )
+
+
 def _repeat_seeds(config) -> list[int]:
     """The sampling seeds of eval.repeats repeats: sample.seed + k for repeat k. EvaluationError naming
     eval.repeats for a count below 1, or a last seed past the sampler's 2**32 - 1."""
@@ -778,6 +801,7 @@ def run(
             if "root" in data_set
             else f"real clips from the data the checkpoint's run trained on: data.root={config.data.root}"
         )
+    check_given_data_root(config, (getattr(loaded, "metadata", None) or {}).get("data_root"), data_set)
     dataset = beat.dataset_from_config(config, log=log)
     # Both refusals name the data the run trained on and how to evaluate on it: "point data.root at the
     # data it was trained on" had left the user to find which that was.

@@ -1109,6 +1109,54 @@ def test_run_without_a_config_reads_the_data_the_checkpoint_was_trained_on(
     assert any(m.startswith(given) for m in messages), messages  # the user's folder, not the trained one's
 
 
+def test_a_data_root_given_that_holds_no_data_is_refused_not_prepared(toy_dataset, tmp_path, monkeypatch):
+    """`--mode eval --config.data.root=<a slip of the path>` of a run whose data.source prepares (synthetic
+    or beat): eval had written the demo set into data.raw_root and prepared the slip's folder from it (a
+    long build for BEAT, a copy of the run's data at best). Refused before anything is written, naming the
+    folder, the run's data and --mode prepare. Prepared as before: the run's own data.root gone since (as
+    training would), or with a data.raw_root given too."""
+    fake = FakeSampling(toy_dataset)
+    original = fake.load_model
+    raw = tmp_path / "raw"
+    saved = {**toy_config(toy_dataset, tmp_path).data.to_dict(), "source": "synthetic", "raw_root": str(raw)}
+
+    def load_model(*args, **kwargs):
+        loaded = original(*args, **kwargs)
+        return types.SimpleNamespace(
+            **{**vars(loaded), "metadata": {**loaded.metadata, "config": {"data": saved}}}
+        )
+
+    fake.load_model = load_model
+    install(monkeypatch, fake)
+    config = toy_config(toy_dataset, tmp_path)
+    config.data.root = str(tmp_path / "prepard")
+    for from_checkpoint in (True, False):
+        if not from_checkpoint:  # --config of the run's data.*, and the slip on the command line
+            config.data.source, config.data.raw_root = "synthetic", str(raw)
+        with pytest.raises(errors.EvaluationError) as caught:
+            evaluate.run(
+                config,
+                tmp_path / "run",
+                lambda _: None,
+                data_from_checkpoint=from_checkpoint,
+                data_set=["root"],
+            )
+        assert str(caught.value).startswith(
+            f"--config.data.root={tmp_path / 'prepard'}: no prepared data there (no dataset.json), and not "
+            f"the data the checkpoint's run trained on (data.root={toy_dataset.root}); "
+        ), caught.value
+        prepare = f"--mode prepare --config <config> --config.data.root={tmp_path / 'prepard'}`"
+        assert prepare in str(caught.value)
+        assert not (tmp_path / "prepard").exists() and not raw.exists()
+    # What stays as it was: the run's own folder; a raw_root given too; a data.root from a config file.
+    check = evaluate.check_given_data_root
+    check(config, str(tmp_path / "prepard"), ["root"])
+    check(config, str(toy_dataset.root), ["root", "raw_root"])
+    check(config, str(toy_dataset.root), [])
+    config.data.source = "prepared"  # (reading it says what is missing)
+    check(config, str(toy_dataset.root), ["root"])
+
+
 def test_a_relative_data_root_missing_from_here_is_the_folder_the_run_trained_on(tmp_path, monkeypatch):
     """Evaluating without a config from another folder: the checkpoint's relative data.root means another
     folder there (or none), so the absolute folder the run recorded is read (not a new dataset prepared
