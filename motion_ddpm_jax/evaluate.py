@@ -852,7 +852,7 @@ def run(
         decode_positions(real_motion, dataset.skeleton, dataset.representation),
     )
     train = dataset.split("train")
-    encoder, notes = fgd_encoder(config, dataset)
+    encoder, notes = fgd_encoder(config, dataset, workdir)
     notes = forgetting_notes + notes
     other_rate = humanml3d.other_rate(dataset.representation, dataset.feature_size, float(dataset.fps))
     if other_rate is not None:  # (a load-time warning alone had not reached the report)
@@ -863,6 +863,8 @@ def run(
             f"{float(dataset.fps) / found.fps:g}, its square or its cube, in both columns, unless the clips "
             "were resampled to that rate"
         )
+    if cut := cut_captions_note(loaded, captions, evaluated, config.eval.split):
+        notes.append(cut)
     pool = None
     if config.eval.split == "train":  # the real column's reference: training clips other than these
         pool = np.setdiff1d(np.arange(len(train)), related_clips(train.ids, indices))
@@ -986,6 +988,29 @@ def run(
         log(f"{output} exists already (kept as it is); writing the metrics to {written} instead")
     log(f"wrote {written}")
     return {**record, "output": str(written)}
+
+
+def cut_captions_note(loaded, captions: Sequence[str], ids: Sequence[str], split: str) -> str | None:
+    """The report's note of evaluated captions (of the clips `ids`) longer than model.text_max_length
+    holds besides bos and eos, whose first tokens alone condition their samples (as training read its
+    own; generate's CaptionCutWarning is silenced here: one note, not a warning per repeat); None where
+    each fits."""
+    tokenizer = getattr(loaded, "tokenizer", None)  # (the tests' stand-in models have none)
+    if tokenizer is None:
+        return None
+    max_length = int(loaded.text_max_length)
+    long = tokenizer.overlong(captions, max_length)
+    if not long:
+        return None
+    from motion_ddpm_jax.sampling import shown_caption
+
+    index, count = long[0]
+    return (
+        f"{len(long)} of the {len(captions)} {split} captions evaluated take more than the {max_length - 2} "
+        f"tokens that model.text_max_length={max_length} holds besides bos and eos (e.g. clip {ids[index]}'s "
+        f"{shown_caption(captions[index])}, {count} tokens): their samples are of their first "
+        f"{max_length - 2} tokens, as training read its captions"
+    )
 
 
 def comparable_line(record: dict[str, Any]) -> str:

@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import os
+import shlex
 import time
 import zipfile
 from collections.abc import Sequence
@@ -463,9 +464,13 @@ def train_autoencoder(config, log=print) -> Path:
     return directory
 
 
-def fgd_encoder(config, dataset) -> tuple[FgdEncoder | None, list[str]]:
-    """The FGD autoencoder trained on `dataset`, or None and a note that says why not."""
+def fgd_encoder(
+    config, dataset, workdir: str | os.PathLike | None = None
+) -> tuple[FgdEncoder | None, list[str]]:
+    """The FGD autoencoder trained on `dataset`, or None and a note that says why not; where there is none,
+    the note's command trains it for the run in `workdir` (the one evaluated; None: `<run>`)."""
     directory = autoencoder_dir(config)
+    run = "<run>" if workdir is None else shlex.quote(os.fspath(workdir))
     if not (directory / "autoencoder.json").is_file() and directory.exists():
         if not directory.is_dir() or any(directory.iterdir()):
             # (the note below had advised training into it, which train_autoencoder refuses)
@@ -479,7 +484,7 @@ def fgd_encoder(config, dataset) -> tuple[FgdEncoder | None, list[str]]:
     if not (directory / "autoencoder.json").is_file():
         return None, [
             f"FGD skipped: no autoencoder in {directory}; train one with `python launch.py --mode "
-            f"train_autoencoder --workdir <run>` (or --config <config>; eval.autoencoder_steps steps"
+            f"train_autoencoder --workdir {run}` (or --config <config>; eval.autoencoder_steps steps"
             + (
                 f"; with --config.eval.autoencoder_dir={directory}, as here"
                 if config.eval.autoencoder_dir

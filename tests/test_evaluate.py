@@ -715,6 +715,24 @@ def test_fgd_skipped_for_an_autoencoder_dir_of_other_things_does_not_advise_trai
         assert note.startswith(f"FGD skipped: no autoencoder in {free}") and "as here" in note, note
 
 
+def test_fgd_skipped_for_want_of_an_autoencoder_names_the_evaluated_runs_folder(tmp_path):
+    """The note's command trains the autoencoder for the run evaluated: `--workdir <run>` had left the user
+    to fill in the folder they had just given; a folder with a space is quoted for the shell."""
+    config = base_config()
+    config.eval.autoencoder_dir = str(tmp_path / "missing")
+    dataset = types.SimpleNamespace(info={}, mean=np.zeros(3), std=np.ones(3), root=tmp_path / "data")
+    for run, shown in (
+        (tmp_path / "runs" / "demo", str(tmp_path / "runs" / "demo")),
+        (tmp_path / "my run", f"'{tmp_path / 'my run'}'"),
+    ):
+        (note,) = fgd.fgd_encoder(config, dataset, run)[1]
+        assert (
+            f"`python launch.py --mode train_autoencoder --workdir {shown}` (or --config <config>" in note
+        ), note
+    (note,) = fgd.fgd_encoder(config, dataset)[1]  # no run given (the Python API's other callers)
+    assert "--workdir <run>`" in note, note
+
+
 def _autoencoder_reference(params, windows, mean, std):
     """(latent means [N, L], reconstructions [N, W, F]) of the FGD autoencoder in float64 numpy, written
     from its description: per-frame projections, kernel-k convolutions over time with (k - 1) // 2 zero
@@ -843,6 +861,7 @@ def install(monkeypatch, fake):
         sampler_settings,
         settings_text,
         settings_used,
+        shown_caption,
         spacing_note,
         unread_settings_note,
     )
@@ -857,6 +876,7 @@ def install(monkeypatch, fake):
     module.check_finite = check_finite  # the real check of the generated motion
     module.check_settings = check_settings  # the real check of the sampler settings against the checkpoint
     module.CaptionCutWarning = CaptionCutWarning  # the real warning, which eval's sampling silences
+    module.shown_caption = shown_caption  # the real quoting of a caption in a note
     monkeypatch.setitem(sys.modules, "motion_ddpm_jax.sampling", module)
     monkeypatch.setattr(motion_ddpm_jax, "sampling", module, raising=False)
 
@@ -1069,6 +1089,42 @@ def test_run_names_a_bad_eval_field(toy_dataset, tmp_path, monkeypatch, field, v
     with pytest.raises(UserError, match=message):
         evaluate.run(config, tmp_path / "run", log=lambda _: None)
     assert not (tmp_path / "run" / "eval").exists()
+
+
+def test_evaluated_captions_longer_than_the_model_reads_are_noted_once(toy_dataset, tmp_path, monkeypatch):
+    """Eval samples each clip's caption with generate's CaptionCutWarning silenced (not a warning per
+    repeat), and had said nothing of captions cut to model.text_max_length, as training and sampling say
+    of theirs. One note in the report. Counted by hand: a vocabulary of every toy caption's words reads
+    "so wave number 0 of val" as 6 tokens, 5 of which fit text_max_length 7 besides bos and eos."""
+    from motion_ddpm_jax import text
+
+    words = [c[0] for name in ("train", "val", "test") for c in toy_dataset.split(name).captions]
+    fake = FakeSampling(toy_dataset)
+    original = fake.load_model
+    reads = {}
+
+    def load_model(*args, **kwargs):
+        loaded = vars(original(*args, **kwargs))
+        return types.SimpleNamespace(
+            **loaded, tokenizer=text.Tokenizer.build(words), text_max_length=reads["length"]
+        )
+
+    fake.load_model = load_model
+    install(monkeypatch, fake)
+    config = toy_config(toy_dataset, tmp_path)
+    config.eval.repeats = 2
+    for length, expected in ((8, 0), (7, 1)):
+        reads["length"] = length
+        config.eval.output = str(tmp_path / f"reads_{length}.json")
+        notes = evaluate.run(config, tmp_path / "run", log=lambda _: None)["notes"]
+        cut = [n for n in notes if "captions evaluated take more than" in n]
+        assert len(cut) == expected, notes
+    assert re.fullmatch(
+        r"6 of the 6 val captions evaluated take more than the 5 tokens that model.text_max_length=7 holds "
+        r"besides bos and eos \(e.g. clip val_(\w+)_(\d)'s 'so \1 number \2 of val', 6 tokens\): their "
+        r"samples are of their first 5 tokens, as training read its captions",
+        cut[0],
+    ), cut[0]
 
 
 def test_run_without_a_config_reads_the_data_the_checkpoint_was_trained_on(
@@ -1437,6 +1493,7 @@ def test_the_report_identifies_the_fgd_autoencoder(toy_dataset, toy_autoencoder,
     )
     assert record["fgd_autoencoder"] is None and record["metrics"]["fgd"] == {"real": None, "generated": None}
     assert any(n.startswith("FGD skipped: no autoencoder in") for n in record["notes"])
+    assert any(f"--mode train_autoencoder --workdir {tmp_path / 'run'}`" in n for n in record["notes"])
     # (the command it gives trains into the folder eval looks in, the one given, not the default)
     assert any(f"--config.eval.autoencoder_dir={tmp_path / 'none'}, as here" in n for n in record["notes"])
 
