@@ -246,6 +246,21 @@ class Checkpointer:
     `save` on process 0 alone would wait for the others) and decides which of them writes what."""
 
     def __init__(self, workdir: str | os.PathLike, max_to_keep: int | None = 3, read_only: bool = False):
+        try:
+            self._open(workdir, max_to_keep, read_only)
+        except PermissionError as error:  # from the folder, its listing for the hints, or Orbax's
+            directory = checkpoint_dir(workdir)
+            way_on = (
+                "give a --workdir you can read, or have its owner grant read access (chmod -R a+rX on it)"
+                if read_only
+                else "give a --workdir you can write to"
+            )
+            raise CheckpointError(
+                f"{error.filename or directory}: {error.strerror or 'permission denied'}: the checkpoints in "
+                f"{directory} cannot be {'read' if read_only else 'read and written'} here; {way_on}"
+            ) from None
+
+    def _open(self, workdir: str | os.PathLike, max_to_keep: int | None, read_only: bool) -> None:
         self.directory = checkpoint_dir(workdir)
         if read_only and not self.directory.is_dir():
             given = Path(os.path.abspath(workdir))

@@ -1,7 +1,10 @@
 """Orbax checkpoints: round trips, sampling's partial restore, relative workdirs, clear errors."""
 
+import errno
+import os
 import re
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -114,6 +117,64 @@ def test_a_checkpoint_folder_copied_out_of_its_run_is_named_as_such(tmp_path, mo
     reader = checkpoint.Checkpointer(tmp_path / "steps", read_only=True)
     assert_tree_equal(reader.restore_params(60, use_ema=False)[0], params)
     reader.close()
+
+
+def test_a_folder_that_cannot_be_read_is_a_checkpoint_error_naming_it(tmp_path, monkeypatch):
+    """A run folder another user keeps unreadable (chmod 700): the hints that list a folder without
+    checkpoints/ (and the check before them) raised PermissionError, not the CheckpointError naming the
+    folder that sampling and eval say in one line. Denied here by the listing (root reads any folder)."""
+    (tmp_path / "shut").mkdir()  # no checkpoints/: the hints list it
+    params, ema, state = trees(2)
+    writer = checkpoint.Checkpointer(tmp_path / "run")
+    writer.save(3, params, ema, state, {"step": 3})
+    writer.close()
+    denied = {tmp_path / "shut", tmp_path / "run" / "checkpoints"}
+    real_iterdir, real_is_dir = Path.iterdir, Path.is_dir
+
+    def guarded(real):
+        def method(self):
+            if self in denied:
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self))
+            return real(self)
+
+        return method
+
+    monkeypatch.setattr(Path, "iterdir", guarded(real_iterdir))
+    monkeypatch.setattr(Path, "is_dir", guarded(real_is_dir))
+    for given, named in (
+        (tmp_path / "shut", tmp_path / "shut"),
+        (tmp_path / "run", tmp_path / "run" / "checkpoints"),
+    ):
+        with pytest.raises(checkpoint.CheckpointError) as caught:
+            checkpoint.Checkpointer(given, read_only=True)
+        assert str(caught.value).startswith(
+            f"{named}: {os.strerror(errno.EACCES)}: the checkpoints in {given / 'checkpoints'} cannot be "
+            "read here; give a --workdir you can read"
+        ), caught.value
+
+
+def test_a_folder_without_read_permission_is_a_checkpoint_error_naming_it(tmp_path):
+    """As above, with the folders' permissions (where they hold: not for root): a run folder, and a
+    checkpoints/ folder that Orbax lists."""
+    params, ema, state = trees(3)
+    writer = checkpoint.Checkpointer(tmp_path / "run")
+    writer.save(3, params, ema, state, {"step": 3})
+    writer.close()
+    (tmp_path / "shut").mkdir()
+    shut = [tmp_path / "shut", tmp_path / "run" / "checkpoints"]
+    for folder in shut:
+        folder.chmod(0)
+    try:
+        if os.access(shut[0], os.R_OK):
+            pytest.skip("this user reads a folder of mode 000 (root)")
+        for given, named in ((shut[0], shut[0] / "checkpoints"), (tmp_path / "run", shut[1])):
+            with pytest.raises(
+                checkpoint.CheckpointError, match=rf"^{re.escape(str(named))}: .*cannot be read"
+            ):
+                checkpoint.Checkpointer(given, read_only=True)
+    finally:
+        for folder in shut:
+            folder.chmod(0o755)
 
 
 def test_unknown_step_and_mismatched_structure_are_clear_errors(tmp_path):
