@@ -368,9 +368,12 @@ def _count_of(leaf: str) -> str:
     return leaf[:-1] if leaf.endswith("s") else leaf
 
 
-def listed(names: list[str], most: int = 8) -> str:
-    """The first `most` names, and how many more there are."""
-    return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
+def listed(names: list[str], most: int = 8, separator: str = ", ") -> str:
+    """The first `most` names, and how many more there are: "a, b and 3 more"; with separator "; ", for
+    items that hold commas themselves (notes on captions, on samples), "a; b; and 3 more"."""
+    more = len(names) - most
+    tail = "" if more <= 0 else f" and {more} more" if separator == ", " else f"{separator}and {more} more"
+    return separator.join(names[:most]) + tail
 
 
 def flatten(config) -> dict:

@@ -208,11 +208,12 @@ def _at(coefficients: jax.Array, t: jax.Array, x: jax.Array) -> jax.Array:
     return _per_example(coefficients[t], x)
 
 
-def _concrete(value) -> np.ndarray | None:
+def concrete_values(value) -> np.ndarray | None:
     """`value` as a numpy array where its values are known here (numpy, Python, or a jax.Array outside
     jit, as a notebook passes `jnp.array([...])`), else None: a traced value, or one spread over several
-    processes, is left alone (the latter cannot be read by one process). Unchecked, an index outside the
-    schedule is clamped or wrapped by the gather without an error."""
+    processes, is left alone (the latter cannot be read by one process). For checks of indices that a
+    gather would clamp or wrap without an error where unchecked: this module's timesteps, the model's
+    token ids (`model.MotionTransformer`); a traced value is checked where it is concrete, or not at all."""
     if isinstance(value, jax.Array):
         try:
             return np.asarray(value) if value.is_fully_addressable else None
@@ -226,8 +227,8 @@ def _check_timesteps(
 ) -> jax.Array:
     """`t` as i32[B], after checking it is integer timesteps, one per example of x ([B], or one for all:
     a scalar is broadcast) and, where its values are known here (numpy, Python, or a jax.Array outside
-    jit: `_concrete`), in [low, num_steps): an index outside would otherwise be clamped silently."""
-    values = _concrete(t)
+    jit: `concrete_values`), in [low, num_steps): an index outside would otherwise be clamped silently."""
+    values = concrete_values(t)
     t = jnp.asarray(t)
     batch = np.shape(x)[0] if np.ndim(x) else None
     if batch is None or t.shape not in ((), (batch,)) or not jnp.issubdtype(t.dtype, jnp.integer):
@@ -247,8 +248,8 @@ def _check_timesteps(
 
 def _check_step_pair(schedule: Schedule, t, t_prev, x: jax.Array, where: str) -> tuple[jax.Array, jax.Array]:
     """(t, t_prev) as i32[B] after `_check_timesteps` (t_prev may be -1: the clean data) and, where both
-    are known here (`_concrete`), t_prev < t for every example."""
-    t_values, prev_values = _concrete(t), _concrete(t_prev)
+    are known here (`concrete_values`), t_prev < t for every example."""
+    t_values, prev_values = concrete_values(t), concrete_values(t_prev)
     t = _check_timesteps(schedule, t, x, where)
     t_prev = _check_timesteps(schedule, t_prev, x, where, "t_prev", low=-1)
     if t_values is not None and prev_values is not None and np.any(prev_values >= t_values):
@@ -432,9 +433,9 @@ def ddim_step(
 
 
 def _check_eta(eta, where: str) -> None:
-    """eta must be in [0, 1] where its value is known here (`_concrete`; a traced eta is the caller's to
+    """eta must be in [0, 1] where its value is known here (`concrete_values`; a traced eta is the caller's to
     check)."""
-    value = _concrete(eta)
+    value = concrete_values(eta)
     if value is not None and (value.shape != () or not 0.0 <= float(value) <= 1.0):
         raise ValueError(f"{where}: eta must be a number in [0, 1] (0: deterministic DDIM); got {eta!r}")
 
@@ -570,7 +571,7 @@ def dpmpp_2m_step(
     Returns (x_prev f32[B, ...], x0_hat f32[B, ...]): x0_hat is the next step's previous_x0.
     """
     x_t = _f32(x_t)
-    t_values = _concrete(t)
+    t_values = concrete_values(t)
     t, t_prev = _check_step_pair(schedule, t, t_prev, x_t, "dpmpp_2m_step")
     x0_hat = _x0_hat(schedule, x_t, t, model_output, kind, clip_x0)
     if previous_x0 is None or t_before is None:
@@ -578,7 +579,7 @@ def dpmpp_2m_step(
         has_before = jnp.zeros(_per_example(t, x_t).shape, bool)
         before = t
     else:
-        before_values = _concrete(t_before)
+        before_values = concrete_values(t_before)
         t_before = _check_timesteps(schedule, t_before, x_t, "dpmpp_2m_step", "t_before", low=-1)
         if before_values is not None and t_values is not None:
             bad = (before_values >= 0) & (before_values <= t_values)

@@ -1095,7 +1095,7 @@ class MotionTransformer(nn.Module):
         # without an error; a negative one wraps to another token's row (-1: the last). Our tokenizer never
         # makes either; ids a caller made may. Checked where the values are known here (outside jit), as
         # diffusion checks timesteps.
-        ids = None if tokens is None else diffusion._concrete(tokens)
+        ids = None if tokens is None else diffusion.concrete_values(tokens)
         if ids is not None and ids.size and (ids.min() < 0 or ids.max() >= self.text_vocab_size):
             bad = ids[(ids < 0) | (ids >= self.text_vocab_size)]
             raise ValueError(

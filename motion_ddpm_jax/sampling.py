@@ -667,10 +667,9 @@ def generate(
     captions = list(captions)
     cut = _cut_captions(loaded, captions)
     if cut:  # `run` logs these notes itself; from Python nothing had said that a caption's end was unread
-        more = f"; and {len(cut) - 3} more" if len(cut) > 3 else ""
         warnings.warn(
-            f"{'; '.join(cut[:3])}{more}: the rest of such a caption is not read (training read its captions "
-            "so too)",
+            f"{config_lib.listed(cut, 3, '; ')}: the rest of such a caption is not read (training read its "
+            "captions so too)",
             CaptionCutWarning,
             stacklevel=2,
         )
@@ -1024,7 +1023,7 @@ def check_figure_size(
             odd.append(f"sample {i} ({shown}): {size}")
     if odd:
         kind = "sized" if reference is not None else "fast"
-        listed = "; ".join(odd[:5]) + (f"; and {len(odd) - 5} more" if len(odd) > 5 else "")
+        listed = config_lib.listed(odd, 5, "; ")
         data_unit = " (in the data's unit)"
         expected_text = f"{expected:.3g}{suffix or data_unit}"
         warnings.warn(

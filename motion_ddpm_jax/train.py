@@ -1254,12 +1254,11 @@ def progress_cut_note(captions, tokenizer: text.Tokenizer, max_length: int) -> s
     long = tokenizer.overlong(captions, max_length)
     if not long:
         return None
-    said = "; ".join(
-        f"caption {i} ({sampling.shown_caption(captions[i])}) takes {n} tokens" for i, n in long[:3]
+    said = config_lib.listed(
+        [f"caption {i} ({sampling.shown_caption(captions[i])}) takes {n} tokens" for i, n in long], 3, "; "
     )
-    more = f"; and {len(long) - 3} more" if len(long) > 3 else ""
     return (
-        f"train.sample_every: progress {said}{more}; the progress samples read the first {room} "
+        f"train.sample_every: progress {said}; the progress samples read the first {room} "
         f"(model.text_max_length {max_length} less bos and eos)"
     )
 

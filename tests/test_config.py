@@ -6,7 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from motion_ddpm_jax.config import CHOICES, MINIMUM, base_config, schedule_problem, validate, with_defaults
+from motion_ddpm_jax.config import (
+    CHOICES,
+    MINIMUM,
+    base_config,
+    listed,
+    schedule_problem,
+    validate,
+    with_defaults,
+)
 from motion_ddpm_jax.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -442,3 +450,13 @@ def test_a_warmup_not_shorter_than_the_run_is_a_schedule_problem():
     assert schedule_problem(config) is None
     config.train.num_steps, config.optim.warmup_steps = 0, 5000  # counted in epochs: the data sets its length
     assert schedule_problem(config) is None
+
+
+def test_listed_names_the_first_few_and_counts_the_rest_with_either_separator():
+    """One spelling of "the first few, and how many more" (generate's and the progress note's caption
+    lists and the implausible-samples warning had each spelled the '; ' form themselves)."""
+    names = ["a", "b", "c", "d", "e"]
+    assert listed(names, 3) == "a, b, c and 2 more"
+    assert listed(names, 3, "; ") == "a; b; c; and 2 more"
+    assert listed(names[:3], 3, "; ") == listed(names[:3], 5, "; ") == "a; b; c"
+    assert listed(names, 4, "; ") == "a; b; c; d; and 1 more" and listed([], 3, "; ") == ""

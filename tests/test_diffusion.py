@@ -386,6 +386,21 @@ def test_one_timestep_for_all_and_vmap_over_examples_equal_the_batched_call():
     np.testing.assert_allclose(batched, (np.sqrt(abar) + np.sqrt(1 - abar)) * x, rtol=1e-5)
 
 
+def test_concrete_values_are_read_where_known_and_left_alone_where_traced():
+    """`concrete_values`, public for the model's token-id check too (model.py had read diffusion's
+    private `_concrete`): numpy, Python and a jax.Array outside jit are read; a value traced under jit,
+    vmap or grad is None (checked where it is concrete, or not at all), without an error."""
+    for value in ([3, -1], np.array([3, -1], np.int32), jnp.array([3, -1])):
+        values = diffusion.concrete_values(value)
+        assert isinstance(values, np.ndarray), type(values)
+        np.testing.assert_array_equal(values, [3, -1])
+    seen = []
+    jax.jit(lambda v: seen.append(diffusion.concrete_values(v)) or v)(jnp.array([1, 2]))
+    jax.vmap(lambda v: seen.append(diffusion.concrete_values(v)) or v)(jnp.array([1, 2]))
+    jax.grad(lambda v: seen.append(diffusion.concrete_values(v)) or v)(1.0)
+    assert seen == [None, None, None], seen
+
+
 def test_ddim_step_refuses_a_previous_step_not_below_t_and_eta_outside_0_1():
     """t_prev > t had given NaN (a negative variance under the square root) and eta = 2 a formula clipped
     without a word; `generate` refused both already, the step itself now does where they are known."""

@@ -698,3 +698,28 @@ def test_run_from_python_checks_the_config_before_touching_the_workdir(
     with pytest.raises(UserError, match=re.escape(named)):
         train.run(config, tmp_path / "run", log=lambda *_: None)
     assert not (tmp_path / "run").exists() and not (tmp_path / "no_data_needed").exists()
+
+
+def test_the_progress_note_names_three_long_captions_and_counts_the_rest():
+    """train.sample_every's note of progress captions longer than the model reads: the first three, each
+    with its token count (bos and eos aside), and how many more; counted here by hand (each caption's
+    words are in the vocabulary: one token a word)."""
+    from motion_ddpm_jax import text
+
+    tokenizer = text.Tokenizer.build(["one two three four five six"])
+    captions = [
+        "one two",
+        "one two three four five",
+        "two three four five six one",
+        "one",
+        "six five four three two",
+        "one two three four five six",
+        "three four five six two",
+    ]
+    note = train.progress_cut_note(captions, tokenizer, 6)  # 4 tokens besides bos and eos
+    assert note == (
+        "train.sample_every: progress caption 1 ('one two three four five') takes 5 tokens; caption 2 "
+        "('two three four five six one') takes 6 tokens; caption 4 ('six five four three two') takes 5 "
+        "tokens; and 2 more; the progress samples read the first 4 (model.text_max_length 6 less bos and eos)"
+    )
+    assert train.progress_cut_note(captions[:1], tokenizer, 6) is None
