@@ -802,8 +802,7 @@ def run(
             else f"real clips from the data the checkpoint's run trained on: data.root={config.data.root}"
         )
     check_given_data_root(config, (getattr(loaded, "metadata", None) or {}).get("data_root"), data_set)
-    dataset = beat.dataset_from_config(config, log=log)
-    # Both refusals name the data the run trained on and how to evaluate on it: "point data.root at the
+    # The refusals name the data the run trained on and how to evaluate on it: "point data.root at the
     # data it was trained on" had left the user to find which that was.
     trained_root = (getattr(loaded, "metadata", None) or {}).get("data_root") or "(not recorded)"
     trained_on = f"its run trained on data.root={trained_root}"
@@ -812,6 +811,20 @@ def run(
         "on), or set --config.data.root to data of its skeleton, representation and rate"
     )
     size, representation = np.asarray(loaded.mean).size, getattr(loaded, "representation", "")
+    unprepared = not (Path(config.data.root) / "dataset.json").is_file()
+    if (
+        unprepared
+        and config.data.source in ("synthetic", "beat")
+        and config.data.representation != representation
+    ):
+        # Refused before preparing: a config naming another layout (configs/beat_rot.py, which named
+        # axis_angle before rotation_6d, given with a run of that time) had built the whole dataset first.
+        raise EvaluationError(
+            f"the checkpoint in {workdir} takes {representation} features ({trained_on}) but the config "
+            f"names data.representation={config.data.representation!r}, and data.root={config.data.root} "
+            f"is not prepared: preparing it would build data this checkpoint cannot be evaluated on; {way_on}"
+        )
+    dataset = beat.dataset_from_config(config, log=log)
     if dataset.feature_size != size:
         raise EvaluationError(
             f"the checkpoint in {workdir} takes {size} {representation} features per frame "

@@ -59,10 +59,14 @@ def _check_size(features: jax.Array, skeleton: Skeleton, representation: str) ->
             if representation == "positions"
             else f"root translation delta 3 + {ROTATION_WIDTHS[representation]} per rotation joint"
         )
+        # Functions that default to axis_angle (local_rotations, relative_fk, sampling.bvh_channels) given
+        # rotation_6d features: say which layout the size fits, as the caller may not know it has a choice.
+        fits = [name for name in REPRESENTATIONS if feature_size(skeleton, name) == features.shape[-1]]
+        hint = f"; {features.shape[-1]} is the size of {' or '.join(fits)} features on it" if fits else ""
         raise ValueError(
             f"{representation} features have {features.shape[-1]} values per frame, but the skeleton has "
             f"{skeleton.num_joints} joints ({len(skeleton.rotation_joints)} rotation joints) and needs "
-            f"{expected} ({layout})"
+            f"{expected} ({layout}){hint}"
         )
     return jnp.asarray(features)
 

@@ -1047,7 +1047,9 @@ def claim_workdir(workdir: Path, config) -> bool:
         changed = incompatible_fields(saved_config, config)
         if changed:
             stopped = (
-                ""
+                # A config file changed since the run started (configs/beat_rot.py's representation) is
+                # no longer "the same config": the record is.
+                f" (launch.py --workdir {workdir} without --config resumes it with its own)"
                 if _holds_a_checkpoint(workdir)
                 else ". It holds no checkpoint: if that run has stopped, it left nothing to resume; move "
                 f"{workdir} away (or delete it) to train this config there"

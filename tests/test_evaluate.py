@@ -1065,6 +1065,32 @@ def test_a_refusal_of_other_data_names_the_data_the_run_trained_on_and_the_way_o
     assert not (tmp_path / "run" / "eval").exists()
 
 
+def test_a_config_of_another_representation_is_refused_before_preparing_its_data(
+    toy_dataset, tmp_path, monkeypatch
+):
+    """`--mode eval --config configs/beat_rot.py` (rotation_6d now) with a run trained when that file named
+    axis_angle, its data.root not prepared: the refusal comes before preparation (it had prepared the whole
+    dataset from data.raw_root, then refused the checkpoint's 228 features), naming both layouts and the
+    way on; nothing is written."""
+    config = toy_config(toy_dataset, tmp_path)
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    config.data.source, config.data.raw_root = "beat", str(raw)
+    config.data.root, config.data.representation = str(tmp_path / "beat_rotation_6d"), "rotation_6d"
+    fake = FakeSampling(toy_dataset)
+    original = fake.load_model
+    fake.load_model = lambda *a, **k: types.SimpleNamespace(
+        **{**vars(original(*a, **k)), "mean": np.zeros(228), "representation": "axis_angle"}
+    )
+    install(monkeypatch, fake)
+    with pytest.raises(UserError) as error:
+        evaluate.run(config, tmp_path / "run", log=lambda _: None)
+    message = str(error.value)
+    assert "takes axis_angle features" in message and "data.representation='rotation_6d'" in message, message
+    assert "is not prepared" in message and "evaluate without --config" in message, message
+    assert not (tmp_path / "beat_rotation_6d").exists() and not (tmp_path / "run" / "eval").exists()
+
+
 def test_run_rejects_a_dataset_at_another_frame_rate(toy_dataset, tmp_path, monkeypatch):
     """Same features, another rate (BEAT positions at 30 and at 60 fps are both 264 wide): every per-second
     metric would be scaled by the dataset's rate, not the checkpoint's; refused, naming both, nothing

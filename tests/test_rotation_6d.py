@@ -63,6 +63,23 @@ def test_wrong_sizes_and_layouts_are_named():
         representation.rotation_6d_to_matrix(np.zeros((4, 3)))
 
 
+def test_rotation_6d_features_where_axis_angle_is_the_default_name_the_layout_their_size_fits():
+    """local_rotations, relative_fk and sampling.bvh_channels take axis_angle unless told: 6D features given
+    without the layout are refused with the sizes and the layout they fit (SMALL: 6 rotation joints, 7
+    joints: axis_angle and positions take 3 * 7 = 3 + 3 * 6 = 21, rotation_6d 3 + 6 * 6 = 39)."""
+    from motion_ddpm_jax import sampling
+
+    six = np.zeros((2, 39))
+    with pytest.raises(ValueError, match=r"needs 21 .*; 39 is the size of rotation_6d features on it"):
+        representation.local_rotations(six, SMALL)
+    with pytest.raises(ValueError, match=r"39 is the size of rotation_6d features on it"):
+        sampling.bvh_channels(six, SMALL)
+    with pytest.raises(ValueError, match=r"needs 39 .*; 21 is the size of positions or axis_angle features"):
+        representation.relative_fk(np.zeros((2, 21)), SMALL, "rotation_6d")
+    with pytest.raises(ValueError, match=r"needs 39 \(root translation delta 3 \+ 6 per rotation joint\)$"):
+        representation.local_rotations(np.zeros((2, 40)), SMALL, "rotation_6d")  # (fits none: no hint)
+
+
 def yawing_root(degrees):
     """Local rotations [T, J, 3, 3] of SMALL whose root turns about the vertical axis by `degrees` [T] and
     whose other joints hold still, and a still root translation."""
@@ -235,3 +252,28 @@ def test_raw_beat_prepared_as_rotation_6d_trains_with_the_fk_loss_and_samples_bv
     np.testing.assert_allclose(motion.positions(), positions, atol=2e-3)
     index = json.loads((out / "index.json").read_text())
     assert index["samples"][f"{path.stem}.npy"]["files"]["bvh"] == path.name
+
+
+def test_preparing_rotation_6d_into_an_axis_angle_cache_names_both_values_and_the_way_on(tmp_path):
+    """configs/beat_rot.py now prepares rotation_6d; `--mode prepare` pointed at the axis_angle cache it
+    named before is refused with both values (as training's refusal gives them) and the flags that keep the
+    old layout; with changed inputs as well, setting the options alone would not do, and is not advised."""
+    raw, out = tmp_path / "raw", tmp_path / "aa"
+    turning_raw(raw, recordings=1)
+    beat.prepare_beat(
+        raw, out, beat.PrepareOptions(representation="axis_angle", **FRACTIONS), log=lambda *_: None
+    )
+    six = beat.PrepareOptions(representation="rotation_6d", **FRACTIONS)
+    with pytest.raises(beat.OccupiedFolderError) as refused:
+        beat.prepare_beat(raw, out, six, log=lambda *_: None)
+    said = str(refused.value)
+    assert "options data.representation differ" in said
+    assert "data.representation 'axis_angle' (the config: 'rotation_6d')" in said
+    assert "Set those data.* fields to the prepared values" in said
+    (recording,) = raw.glob("*/*.bvh")
+    recording.write_text(recording.read_text() + "\n")  # other bytes: an input changed too
+    with pytest.raises(beat.OccupiedFolderError) as refused:
+        beat.prepare_beat(raw, out, six, log=lambda *_: None)
+    said = str(refused.value)
+    assert "data.representation 'axis_angle' (the config: 'rotation_6d')" in said
+    assert "changed since it was prepared" in said and "Set those data.* fields" not in said

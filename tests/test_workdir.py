@@ -72,6 +72,25 @@ def test_another_runs_workdir_is_refused_even_before_its_first_checkpoint(tmp_pa
     assert train.claim_workdir(tmp_path, longer) is False
 
 
+def test_a_run_whose_config_file_changed_since_is_refused_with_the_way_to_resume_it(tmp_path):
+    """configs/beat_rot.py named axis_angle when a run started and names rotation_6d now: resuming with
+    that file is refused naming the field, and says that launch.py without --config resumes the run with
+    its own config (the one run.json records)."""
+    from motion_ddpm_jax import checkpoint
+
+    started = base_config()
+    started.data.representation = "axis_angle"
+    train.write_run_record(tmp_path, started)
+    now = copy.deepcopy(started)
+    now.data.representation = "rotation_6d"
+    (checkpoint.checkpoint_dir(tmp_path) / "30").mkdir(parents=True)  # a complete step
+    with pytest.raises(train.WorkdirError) as refused:
+        train.claim_workdir(tmp_path, now)
+    said = str(refused.value)
+    assert "data.representation ('axis_angle' -> 'rotation_6d')" in said
+    assert f"launch.py --workdir {tmp_path} without --config resumes it with its own" in said
+
+
 def test_a_field_added_to_the_config_after_a_run_started_counts_as_its_default(tmp_path):
     """A run record (or checkpoint) written before a config field existed names no value for it: it
     counts as the field's default, which keeps the behaviour of before, so the run stays resumable;

@@ -808,7 +808,14 @@ def _reuse(out_root: Path, fingerprint: dict[str, Any], raw_root: Path, log) -> 
         seen = _read_seen(out_root / SEEN_FILE)
         what, by_content = _changed_inputs(previous, fingerprint["inputs"], raw_root, seen)
         if changed_options:
-            what.insert(0, "options " + ", ".join(f"data.{k}" for k in sorted(changed_options)) + " differ")
+            named = "options " + ", ".join(f"data.{k}" for k in sorted(changed_options)) + " differ"
+            if recorded:  # both values, as training's refusal names them (`_check_prepared_options`)
+                wanted = json.loads(json.dumps(fingerprint["options"]))
+                named += ": prepared with " + ", ".join(
+                    f"data.{k} {_recorded_option(recorded, k)!r} (the config: {wanted[k]!r})"
+                    for k in sorted(changed_options)
+                )
+            what.insert(0, named)
         if not what:
             dataset = motion_text.open_dataset(out_root)
     except DatasetError as error:
@@ -819,7 +826,13 @@ def _reuse(out_root: Path, fingerprint: dict[str, Any], raw_root: Path, log) -> 
     if what:
         raise OccupiedFolderError(
             f"{out_root} holds a dataset prepared from other inputs or options ({'; '.join(what)}); it is "
-            "left as it is. Point data.root at a new folder to prepare again, or delete that folder yourself"
+            "left as it is. "
+            + (  # options alone: the config can name the prepared ones (README: beat_rot's axis_angle)
+                "Set those data.* fields to the prepared values to use it as it is, or point"
+                if recorded and changed_options and len(what) == 1
+                else "Point"
+            )
+            + " data.root at a new folder to prepare again, or delete that folder yourself"
         )
     if by_content:
         _remember(out_root, by_content, _mapping(previous.get("sha256")), log)
