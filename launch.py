@@ -21,8 +21,9 @@ Modes:
   the clips its loading leaves out);
 - `smoke`: a quick end-to-end check of the pure core;
 - `config`: print the config as `train` would use it (the file, or a resumed run's record and latest
-  checkpoint, and the overrides), checked as train checks it before loading data (its fields, and
-  against the --workdir's run), one `name = value` per line on stdout; writes nothing.
+  checkpoint, and the overrides), checked as train checks it before loading data (its fields, against
+  the --workdir's run, and train.batch_size against this machine's devices), one `name = value` per line
+  on stdout; writes nothing.
 `--config` takes a config file (configs/<name>.py) or a run's record (<workdir>/run.json: the config that
 run started with, checked and overridden as a file's; the new run needs its own --workdir). A `~` that
 starts --workdir or a path field of the config (`PATH_FIELDS`) is the user's home folder.
@@ -434,6 +435,13 @@ def _main(argv):
             if recorded is not None and (changes := train.changed_settings(recorded[1], config)):
                 note(train.changes_line(recorded[0], changes))
             _check_schedule(config, workdir, note)  # refused by train before it loads data
+            # Refused by train before it loads data too: against this machine's devices (--host_devices's
+            # on a CPU), as train here would count them; counted without taking a GPU's memory, which
+            # jax would otherwise reserve most of for a run that never comes.
+            os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+            import jax
+
+            train.check_batch_divides(int(config.train.batch_size), jax.device_count(), " on this machine")
             for name, value in config_lib.flatten(config).items():
                 print(f"{name} = {value!r}")
         elif mode == "smoke":

@@ -331,9 +331,9 @@ def _optax_spelled():
 
 
 _standardize_fused = jax.custom_vjp(model_lib._standardize.fun, nondiff_argnums=(1,))
-_standardize_fused.defvjp(*model_lib._differentiated_as(model_lib._standardize_two_pass))
+_standardize_fused.defvjp(*model_lib._differentiated_as(model_lib.standardize_two_pass))
 
-_standardize_saved_statistics = jax.custom_vjp(model_lib._standardize_two_pass, nondiff_argnums=(1,))
+_standardize_saved_statistics = jax.custom_vjp(model_lib.standardize_two_pass, nondiff_argnums=(1,))
 
 
 def _standardize_saved_forward(x, epsilon):
@@ -427,7 +427,7 @@ VARIANTS = {
     "transpose=plain": lambda: _replaced("_rows_last", model_lib._plain_transpose),
     "transpose=none": lambda: _replaced("_rows_last", _no_transpose),
     "transpose=block16-wide": lambda: _replaced("_rows_last", _rows_last_block16_wide),
-    "standardize=twopass": lambda: _replaced("_standardize", model_lib._standardize_two_pass),
+    "standardize=twopass": lambda: _replaced("_standardize", model_lib.standardize_two_pass),
     "attention=einsum": lambda: _replaced("low_precision_matmul", _einsum("...mk,...kn->...mn")),
     "read=heads-first": lambda: _replaced("linear_attention_read", model_lib._read_heads_first),
     "context=heads-first": lambda: _replaced("linear_attention_context", _context_heads_first),

@@ -390,6 +390,22 @@ class Checkpointer:
         _check_digests(item, restored[item], digests.get(item))
         return restored[item], metadata
 
+    def recorded_step(self, step: int) -> int | None:
+        """The step that checkpoint `step`'s train_state holds: the one training had reached when it saved
+        it, which Orbax does not compare with the folder's name (a folder copied or renamed to another
+        step restores as that step). None where it holds none that can be read (no train_state, or one
+        without a step): sampling needs only the parameters, so that is no error here. Restores that one
+        scalar alone (milliseconds), not the optimizer's and EMA's states."""
+        args = ocp.args.PyTreeRestore(item={"step": 0}, partial_restore=True)
+        try:
+            restored = self.manager.restore(step, args=ocp.args.Composite(train_state=args))
+            value = restored["train_state"]["step"]
+        except Exception:  # noqa: BLE001 -- orbax and tensorstore raise many kinds; unknown is None
+            return None
+        # A train_state without a step comes back with the request's placeholder (the Python 0), not an array
+        read = isinstance(value, np.ndarray) and value.shape == () and np.issubdtype(value.dtype, np.integer)
+        return int(value) if read else None
+
     def restore_run(self, step: int | None, like: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         """(step, {item: tree}) for resuming: every array item restored into the structure of `like`
         (a dict with params, ema_params and train_state trees of the right shapes and dtypes)."""

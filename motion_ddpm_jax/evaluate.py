@@ -74,7 +74,7 @@ from motion_ddpm_jax.metrics import (
     units_text,
     valid_mask,
 )
-from motion_ddpm_jax.sampling import _is_number  # a real number, not a bool
+from motion_ddpm_jax.sampling import is_number
 from motion_ddpm_jax.skeleton import Skeleton
 
 FEATURE_CHUNK = 64  # clips decoded and summarised at a time (bounds memory on large splits)
@@ -354,7 +354,7 @@ class Comparison:
                 (table.get(metric) or {}).get("real"),
                 (table.get(metric) or {}).get("generated"),
             )
-            if not (_is_number(real) and _is_number(generated)) or not generated < real:
+            if not (is_number(real) and is_number(generated)) or not generated < real:
                 continue
             notes.append(
                 f"{metric}: the generated clips score {generated:.4g}, below the real column's {real:.4g} "
@@ -662,11 +662,11 @@ def repeat_statistics(values: Sequence[Any], confidence: float = CONFIDENCE) -> 
     values = list(values)
     if len(values) < 2:
         raise ValueError(f"repeat_statistics needs at least 2 values, got {len(values)}")
-    if not any(_is_number(v) for v in values):
+    if not any(is_number(v) for v in values):
         mode = collections.Counter(values).most_common(1)[0][0]
         return {"values": values, "mean": mode, "std": None, "ci95": None}
     # Numbers with a None among them (a metric one repeat could not compute): NaN, as a NaN value is.
-    x = np.asarray([v if _is_number(v) else math.nan for v in values], np.float64)
+    x = np.asarray([v if is_number(v) else math.nan for v in values], np.float64)
     std = float(np.std(x, ddof=1))
     half = t_quantile(len(x), confidence) * std / math.sqrt(len(x))
     return {"values": [float(v) for v in x], "mean": float(np.mean(x)), "std": std, "ci95": half}

@@ -471,6 +471,14 @@ def fgd_encoder(
     the note's command trains it for the run in `workdir` (the one evaluated; None: `<run>`)."""
     directory = autoencoder_dir(config)
     run = "<run>" if workdir is None else shlex.quote(os.fspath(workdir))
+    # Into a new folder, for the data evaluated (--workdir alone would take the data of the run's checkpoint,
+    # which an evaluation given another data.root does not evaluate on): a command to run as it is shown,
+    # but for the folder's name. The note's `--mode train_autoencoder` alone had left out both.
+    into_new_folder = (
+        f"`python launch.py --mode train_autoencoder --workdir {run} --config.data.root="
+        f"{shlex.quote(os.fspath(dataset.root))} --config.eval.autoencoder_dir=<a new folder>` (or --config "
+        "<config> in place of --workdir)"
+    )
     if not (directory / "autoencoder.json").is_file() and directory.exists():
         if not directory.is_dir() or any(directory.iterdir()):
             # (the note below had advised training into it, which train_autoencoder refuses)
@@ -478,8 +486,8 @@ def fgd_encoder(
             return None, [
                 f"FGD skipped: eval.autoencoder_dir {directory} is {what}, not an FGD autoencoder (no "
                 "autoencoder.json); set --config.eval.autoencoder_dir to the folder `python launch.py --mode "
-                "train_autoencoder` saved one in, or train one into a new folder (that mode with "
-                "--config.eval.autoencoder_dir=<a new folder>) and evaluate with that folder"
+                f"train_autoencoder` saved one in, or train one into a new folder with {into_new_folder} and "
+                "evaluate with that folder"
             ]
     if not (directory / "autoencoder.json").is_file():
         return None, [
@@ -501,9 +509,8 @@ def fgd_encoder(
             f"FGD skipped: the autoencoder in {directory} was trained on other data (data.root="
             f"{encoder.trained.get('dataset_root') or '(not recorded)'}, dataset fingerprint "
             f"{encoder.settings.get('dataset_fingerprint')}) than data.root={dataset.root} (fingerprint "
-            f"{here}: its dataset.json or mean/std differ); train one for this data with `python launch.py "
-            "--mode train_autoencoder` and --config.eval.autoencoder_dir=<a new folder>, then evaluate "
-            "with that eval.autoencoder_dir"
+            f"{here}: its dataset.json or mean/std differ); train one for this data with {into_new_folder}, "
+            "then evaluate with that eval.autoencoder_dir"
         ]
     return encoder, []
 

@@ -71,7 +71,7 @@ def modulated_silu_reference(h: jax.Array, multiplier: jax.Array, offset: jax.Ar
     (the model's two-pass statistics, the variance of the centred h, as under differentiation)."""
     from motion_ddpm_jax import model  # here: the model module is the kernels' user, not their dependency
 
-    z = model._standardize_two_pass(h, EPSILON)
+    z = model.standardize_two_pass(h, EPSILON)
     return jax.nn.silu(z * multiplier[:, None, :] + offset[:, None, :])
 
 

@@ -28,12 +28,13 @@ _SMALL_ANGLE_SQ = 1e-4
 
 
 # ----------------------------------------------------------------------------------------------- dtypes
-def _compute_dtype(*arrays) -> jnp.dtype:
-    """The dtype the maths runs in: the inputs' common float type, at least float32."""
+def compute_dtype(*arrays) -> jnp.dtype:
+    """The dtype the maths runs in: the inputs' common float type, at least float32. With `output_dtype`
+    the module's dtype convention, public so that `representation`'s 6D rotations follow the same one."""
     return jnp.result_type(*(jnp.asarray(a).dtype for a in arrays), jnp.float32)
 
 
-def _output_dtype(x) -> jnp.dtype:
+def output_dtype(x) -> jnp.dtype:
     """The dtype returned for input `x`: its own if floating, else float32."""
     dtype = jnp.asarray(x).dtype
     return dtype if jnp.issubdtype(dtype, jnp.floating) else jnp.dtype(jnp.float32)
@@ -73,8 +74,8 @@ def axis_angle_to_quaternion(axis_angle: jax.Array) -> jax.Array:
     """Axis-angle [..., 3] -> unit quaternion (w, x, y, z) [..., 4], w = cos(angle / 2)."""
     axis_angle = jnp.asarray(axis_angle)
     _check_last_dims(axis_angle, (3,), "axis_angle_to_quaternion", "axis-angle vectors")
-    out_dtype = _output_dtype(axis_angle)
-    aa = axis_angle.astype(_compute_dtype(axis_angle))
+    out_dtype = output_dtype(axis_angle)
+    aa = axis_angle.astype(compute_dtype(axis_angle))
     theta_sq = jnp.sum(jnp.square(aa), axis=-1, keepdims=True)
     small = theta_sq < _SMALL_ANGLE_SQ
     theta = jnp.sqrt(jnp.where(small, 1.0, theta_sq))
@@ -92,8 +93,8 @@ def quaternion_to_matrix(quaternion: jax.Array) -> jax.Array:
     """
     quaternion = jnp.asarray(quaternion)
     _check_last_dims(quaternion, (4,), "quaternion_to_matrix", "quaternions")
-    out_dtype = _output_dtype(quaternion)
-    q = quaternion.astype(_compute_dtype(quaternion))
+    out_dtype = output_dtype(quaternion)
+    q = quaternion.astype(compute_dtype(quaternion))
     norm_sq = jnp.sum(jnp.square(q), axis=-1)
     is_zero = norm_sq == 0
     s = jnp.where(is_zero, 0.0, 2.0 / jnp.where(is_zero, 1.0, norm_sq))
@@ -111,8 +112,8 @@ def axis_angle_to_matrix(axis_angle: jax.Array) -> jax.Array:
     """Axis-angle [..., 3] -> rotation matrix [..., 3, 3] (Rodrigues: I + A K + B K^2, K = skew(aa))."""
     axis_angle = jnp.asarray(axis_angle)
     _check_last_dims(axis_angle, (3,), "axis_angle_to_matrix", "axis-angle vectors")
-    out_dtype = _output_dtype(axis_angle)
-    aa = axis_angle.astype(_compute_dtype(axis_angle))
+    out_dtype = output_dtype(axis_angle)
+    aa = axis_angle.astype(compute_dtype(axis_angle))
     theta_sq = jnp.sum(jnp.square(aa), axis=-1)[..., None, None]
     small = theta_sq < _SMALL_ANGLE_SQ
     theta = jnp.sqrt(jnp.where(small, 1.0, theta_sq))
@@ -135,8 +136,8 @@ def matrix_to_quaternion(matrix: jax.Array) -> jax.Array:
     """
     matrix = jnp.asarray(matrix)
     _check_last_dims(matrix, (3, 3), "matrix_to_quaternion", "rotation matrices")
-    out_dtype = _output_dtype(matrix)
-    m = matrix.astype(_compute_dtype(matrix))
+    out_dtype = output_dtype(matrix)
+    m = matrix.astype(compute_dtype(matrix))
     m00, m01, m02 = m[..., 0, 0], m[..., 0, 1], m[..., 0, 2]
     m10, m11, m12 = m[..., 1, 0], m[..., 1, 1], m[..., 1, 2]
     m20, m21, m22 = m[..., 2, 0], m[..., 2, 1], m[..., 2, 2]
@@ -162,8 +163,8 @@ def quaternion_to_axis_angle(quaternion: jax.Array) -> jax.Array:
     """Quaternion (w, x, y, z) [..., 4] (any non-zero norm) -> axis-angle [..., 3] with angle in [0, pi]."""
     quaternion = jnp.asarray(quaternion)
     _check_last_dims(quaternion, (4,), "quaternion_to_axis_angle", "quaternions")
-    out_dtype = _output_dtype(quaternion)
-    q = quaternion.astype(_compute_dtype(quaternion))
+    out_dtype = output_dtype(quaternion)
+    q = quaternion.astype(compute_dtype(quaternion))
     q = jnp.where(q[..., :1] < 0, -q, q)  # q and -q are the same rotation; w >= 0 gives angle <= pi
     w, v = q[..., :1], q[..., 1:]
     sin_sq = jnp.sum(jnp.square(v), axis=-1, keepdims=True)  # |v|^2 = |q|^2 sin^2(angle / 2)
@@ -193,8 +194,8 @@ def quaternion_multiply(a: jax.Array, b: jax.Array) -> jax.Array:
     a, b = jnp.asarray(a), jnp.asarray(b)
     _check_last_dims(a, (4,), "quaternion_multiply", "quaternions")
     _check_last_dims(b, (4,), "quaternion_multiply", "quaternions")
-    out_dtype = jnp.result_type(_output_dtype(a), _output_dtype(b))
-    dtype = _compute_dtype(a, b)
+    out_dtype = jnp.result_type(output_dtype(a), output_dtype(b))
+    dtype = compute_dtype(a, b)
     aw, ax, ay, az = jnp.moveaxis(a.astype(dtype), -1, 0)
     bw, bx, by, bz = jnp.moveaxis(b.astype(dtype), -1, 0)
     product = [
@@ -238,8 +239,8 @@ def euler_to_matrix(angles_degrees: jax.Array, order: str) -> jax.Array:
 def _euler_to_matrix(angles_degrees: jax.Array, order: str) -> jax.Array:
     angles_degrees = jnp.asarray(angles_degrees)
     _check_last_dims(angles_degrees, (3,), "euler_to_matrix", "Euler angles")
-    out_dtype = _output_dtype(angles_degrees)
-    radians = jnp.deg2rad(angles_degrees.astype(_compute_dtype(angles_degrees)))
+    out_dtype = output_dtype(angles_degrees)
+    radians = jnp.deg2rad(angles_degrees.astype(compute_dtype(angles_degrees)))
     r0, r1, r2 = (_elementary_rotation(axis, radians[..., i]) for i, axis in enumerate(order))
     return (r0 @ r1 @ r2).astype(out_dtype)
 
@@ -336,9 +337,9 @@ def forward_kinematics_with_rotations(
 def _forward_kinematics(local_rotations, offsets, root_translation, *, parents: tuple[int, ...]):
     """forward_kinematics_with_rotations on validated inputs (parents a tuple, so it can be static)."""
     out_dtype = jnp.result_type(
-        _output_dtype(local_rotations), _output_dtype(offsets), _output_dtype(root_translation)
+        output_dtype(local_rotations), output_dtype(offsets), output_dtype(root_translation)
     )
-    dtype = _compute_dtype(local_rotations, offsets, root_translation)
+    dtype = compute_dtype(local_rotations, offsets, root_translation)
     local_rotations = local_rotations.astype(dtype)
     offsets = offsets.astype(dtype)
     root_translation = root_translation.astype(dtype)
@@ -408,8 +409,8 @@ def bone_lengths(positions: jax.Array, parents) -> jax.Array:
 
 @functools.partial(jax.jit, static_argnames=("children", "parents"))
 def _bone_lengths(positions, *, children: tuple[int, ...], parents: tuple[int, ...]):
-    out_dtype = _output_dtype(positions)
-    positions = positions.astype(_compute_dtype(positions))
+    out_dtype = output_dtype(positions)
+    positions = positions.astype(compute_dtype(positions))
     bones = (
         positions[..., np.asarray(children, np.int64), :] - positions[..., np.asarray(parents, np.int64), :]
     )

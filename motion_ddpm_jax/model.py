@@ -612,8 +612,10 @@ def _standardize(x: jax.Array, epsilon: float = 1e-5) -> jax.Array:
     return (x - mean) * jax.lax.rsqrt(variance + epsilon)
 
 
-def _standardize_two_pass(x: jax.Array, epsilon: float = 1e-5) -> jax.Array:
-    """`_standardize` as the variance of the centred x: its value under differentiation."""
+def standardize_two_pass(x: jax.Array, epsilon: float = 1e-5) -> jax.Array:
+    """`_standardize` as the variance of the centred x: its value under differentiation. Public as the
+    function the Pallas kernels' references compute (`kernels.modulated_silu_reference`): a kernel must
+    equal the model's own LayerNorm statistics, not a copy of them."""
     x = x.astype(jnp.float32)
     centered = x - jnp.mean(x, axis=-1, keepdims=True)
     return centered * jax.lax.rsqrt(jnp.mean(jnp.square(centered), axis=-1, keepdims=True) + epsilon)
@@ -637,7 +639,7 @@ def _apart_from_products(cotangent: jax.Array) -> jax.Array:
     return jax.lax.reduce_precision(cotangent, exponent_bits=bits.nexp, mantissa_bits=bits.nmant)
 
 
-_standardize.defvjp(*_differentiated_as(_standardize_two_pass, _apart_from_products))
+_standardize.defvjp(*_differentiated_as(standardize_two_pass, _apart_from_products))
 
 
 def _norm_then_dense(standardized, norm, dense_params, dtype, out_dtype=None):

@@ -147,8 +147,8 @@ def rotation_6d_to_matrix(six: jax.Array) -> jax.Array:
     six = jnp.asarray(six)
     if six.ndim < 1 or six.shape[-1] != 6:
         raise ValueError(f"rotation_6d_to_matrix: expected 6D rotations [..., 6]; got shape {six.shape}")
-    dtype = kinematics._output_dtype(six)
-    six = six.astype(kinematics._compute_dtype(six))
+    dtype = kinematics.output_dtype(six)
+    six = six.astype(kinematics.compute_dtype(six))
     a, b = six[..., :3], six[..., 3:]
     eye = jnp.eye(3, dtype=six.dtype)
     x = _unit(a, jnp.sum(jnp.square(a), axis=-1) > _DEGENERATE**2, eye[0])

@@ -71,7 +71,9 @@ class LoadedModel:
     """Everything sampling needs, restored from one checkpoint.
 
     mean, std: f32[D] normalisation statistics; skeleton: None when the data have none (HumanML3D);
-    schedule: the training run's diffusion schedule; step: the checkpoint's step.
+    schedule: the training run's diffusion schedule; step: the training step the checkpoint was saved at
+    (its train_state's, which a folder copied or renamed to another step keeps; the folder's name where it
+    holds none).
 
     Other weights (edited or averaged parameters): `dataclasses.replace(loaded, params=new)`. Changing
     `loaded.params` in place after a first `generate` mixes old and new: the sampler keeps the device copy
@@ -151,6 +153,7 @@ def load_model(
                 raise checkpoint.CheckpointError(f"{reader.directory}: holds no complete checkpoint")
             try:
                 params, metadata = reader.restore_params(step, use_ema=use_ema)
+                recorded = reader.recorded_step(step)
                 break
             except checkpoint.CheckpointError:
                 raise
@@ -177,6 +180,17 @@ def load_model(
         finally:
             reader.close()
     where = f"{reader.directory}/{step}"
+    if recorded is not None and recorded != step:
+        # A folder copied or renamed to another step (Orbax reads the step from the name) had put its
+        # samples in samples/step_<name>, its index.json, eval's metrics file and a fine-tune's record
+        # under a step the model never trained to: they name the step it holds, and this says so.
+        warnings.warn(
+            f"{where} holds the checkpoint of training step {recorded} (its train_state's step), not "
+            f"{step}: a copy or renaming of checkpoint {recorded}? Its outputs are named step {recorded}",
+            ProjectWarning,
+            stacklevel=2,
+        )
+        step = recorded
     return loaded_from_params(params, metadata, step, where)
 
 
@@ -257,7 +271,9 @@ def loaded_from_params(params, metadata: Any, step: int, where: str) -> LoadedMo
 
 
 # ------------------------------------------------------------------------------------------ generation
-def _is_number(value) -> bool:
+def is_number(value) -> bool:
+    """A real number (numpy's included), not a bool (a bool is an int to Python): what sampling's eta and
+    guidance_scale must be, and what evaluate reads as a metric's value."""
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
@@ -315,14 +331,14 @@ def _check_request(
             "would be returned as the sample. Take more steps, or sample.ddim_spacing=trailing (its one "
             f"step is t={loaded.schedule.num_steps - 1})"
         )
-    if not (_is_number(eta) and 0 <= eta <= 1):
+    if not (is_number(eta) and 0 <= eta <= 1):
         raise SampleError(f"sample.eta must be a number in [0, 1], got {eta!r}")
     if sampler == "dpmpp_2m" and eta != 0:
         raise SampleError(
             f"sample.eta is {eta!r} but sample.sampler=dpmpp_2m is deterministic (it solves the probability "
             "flow ODE, drawing no noise); eta is DDIM's: set sample.eta=0, or sample.sampler=ddim"
         )
-    if not (_is_number(guidance_scale) and math.isfinite(guidance_scale) and guidance_scale >= 0):
+    if not (is_number(guidance_scale) and math.isfinite(guidance_scale) and guidance_scale >= 0):
         raise SampleError(
             f"sample.guidance_scale must be a finite number >= 0 (0: the unconditional model, 1: the "
             f"conditional one), got {guidance_scale!r}"

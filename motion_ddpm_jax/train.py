@@ -1513,6 +1513,17 @@ def check_processes_agree(config, workdir: Path) -> None:
         )
 
 
+def check_batch_divides(batch_size: int, device_count: int, whose: str = "") -> None:
+    """UserError where train.batch_size does not split evenly over the devices of every process: each
+    device trains on an equal share of a step's batch. `whose` says whose devices were counted (--mode
+    config counts those of the machine it runs on)."""
+    if batch_size % device_count:
+        raise UserError(
+            f"train.batch_size={batch_size} must be divisible by the number of devices, {device_count}"
+            f"{whose}; set --config.train.batch_size to a multiple of it"
+        )
+
+
 def _dataset_once_per_run(config, log):
     """The dataset; in a multi-process run, process 0 prepares a missing cache while the others wait. Where
     a process cannot open it (any error: a missing folder, a full disk), every process raises: each goes
@@ -1582,6 +1593,9 @@ def _run(config, workdir: Path, stop: _PreemptionFlag, held: contextlib.ExitStac
     # What the config can get wrong against the data and the machine is checked before the workdir is
     # written to: its run record would otherwise tie the workdir to a config that never trained a step,
     # and refuse the corrected one (`claim_workdir`).
+    devices = jax.local_device_count()
+    global_batch = int(config.train.batch_size)
+    check_batch_divides(global_batch, devices * jax.process_count())  # before the data: no minutes of it
     dataset = _dataset_once_per_run(config, log)
     split = dataset.split("train")
     captions = [caption for clip in split.captions for caption in clip]  # every caption, flat
@@ -1589,13 +1603,6 @@ def _run(config, workdir: Path, stop: _PreemptionFlag, held: contextlib.ExitStac
         log(left_out)
     if config.model.input_feats:
         dataset.check_feature_size(config.model.input_feats)
-    devices = jax.local_device_count()
-    global_batch = int(config.train.batch_size)
-    if global_batch % (devices * jax.process_count()):
-        raise UserError(
-            f"train.batch_size={global_batch} must be divisible by the number of devices, "
-            f"{devices * jax.process_count()}; set --config.train.batch_size to a multiple of it"
-        )
     geometry = make_geometry(config, dataset)
     # A first start's source (train.init_from) is read and checked before the workdir is written to: a
     # refused one leaves nothing behind, and no checkpoint manager is opened on a folder that the refusal

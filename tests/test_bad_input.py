@@ -661,6 +661,25 @@ def test_an_override_of_no_field_names_it_and_the_field_meant(tmp_path, override
     one_clean_line(result, f"--config.{override} names no config field (did you mean --config.{meant}?)")
 
 
+def test_a_batch_the_devices_do_not_divide_is_refused_before_the_data_and_by_mode_config(tmp_path):
+    """train.batch_size=3 on 2 devices: training had refused it only after writing and preparing the data
+    (minutes for a real dataset), and --mode config, run to check a config before a job, printed it as
+    good."""
+    from tiny_run import run_launch
+
+    two = ["--config", "configs/demo.py", "--host_devices=2"]
+    data = [f"--config.data.raw_root={tmp_path / 'raw'}", f"--config.data.root={tmp_path / 'data'}"]
+    expected = "train.batch_size=3 must be divisible by the number of devices, 2"
+    checked = launch_config(tmp_path, *two, "--config.train.batch_size=3")
+    one_clean_line(checked, f"{expected} on this machine; set --config.train.batch_size to a multiple of it")
+    assert launch_config(tmp_path, *two, "--config.train.batch_size=4").returncode == 0
+    trained = run_launch(
+        "--mode", "train", *two, f"--workdir={tmp_path / 'run'}", *data, "--config.train.batch_size=3"
+    )
+    one_clean_line(trained, f"{expected}; set --config.train.batch_size to a multiple of it")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no data written, prepared, nor a workdir
+
+
 CONFIG_HEAD = (
     "from motion_ddpm_jax.config import base_config\n\n\ndef get_config():\n    config = base_config()\n"
 )

@@ -207,6 +207,39 @@ def test_missing_empty_or_incomplete_checkpoints_are_checkpoint_errors(tmp_path)
         sampling.load_model(tmp_path / "run")
 
 
+def test_a_checkpoint_copied_to_another_steps_folder_is_reported_as_the_step_it_holds(tmp_path):
+    """checkpoints/3 copied as checkpoints/9: Orbax reads the step from the folder's name, and its samples,
+    index.json and eval metrics had been named step 9 without a word. The train_state's step (written as
+    3 here) names it, and a warning names both. A checkpoint whose train_state holds no step, or that has
+    no train_state, keeps its folder's step without a warning."""
+    _, ema, _ = write_checkpoint(tmp_path / "run", step=3)
+    folders = checkpoint.checkpoint_dir(tmp_path / "run")
+    shutil.copytree(folders / "3", folders / "9")
+    with pytest.warns(sampling.ProjectWarning) as said:
+        loaded = sampling.load_model(tmp_path / "run", step=9)
+    assert loaded.step == 3
+    np.testing.assert_array_equal(loaded.params["out"]["kernel"], ema["out"]["kernel"])
+    assert [str(w.message) for w in said] == [
+        f"{folders}/9 holds the checkpoint of training step 3 (its train_state's step), not 9: a copy or "
+        "renaming of checkpoint 3? Its outputs are named step 3"
+    ]
+    with pytest.warns(sampling.ProjectWarning, match="training step 3"):
+        assert sampling.load_model(tmp_path / "run").step == 3  # the latest folder, 9
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert sampling.load_model(tmp_path / "run", step=3).step == 3
+
+    _, _, metadata = write_checkpoint(tmp_path / "stepless", step=4)
+    ckpt = checkpoint.Checkpointer(tmp_path / "stepless")
+    ckpt.save(5, ema, ema, {"rng": np.zeros(2, np.uint32)}, metadata)
+    ckpt.close()
+    shutil.rmtree(checkpoint.checkpoint_dir(tmp_path / "stepless") / "4" / "train_state")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert sampling.load_model(tmp_path / "stepless", step=5).step == 5
+        assert sampling.load_model(tmp_path / "stepless", step=4).step == 4
+
+
 def test_metadata_a_model_cannot_be_sampled_from_is_a_checkpoint_error_naming_the_checkpoint(tmp_path):
     """Metadata that train.run would not write (a config without diffusion.clip_x0, a frame rate that is
     no number, a skeleton whose joints do not fit the features) had come out of load_model as a bare
