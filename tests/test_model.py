@@ -588,6 +588,44 @@ def test_dropout_draws_from_the_dropout_rng():
     np.testing.assert_array_equal(np.asarray(run(jax.random.key(0))), first)
 
 
+@pytest.mark.parametrize("rate", [0.1, 1 / 3, 0.5, 0.9])
+def test_dropout_draws_the_masks_of_flax_nn_dropout_and_the_same_under_x64(rate):
+    """model.Dropout stands in for flax's nn.Dropout only to draw its mask in float32 under jax_enable_x64.
+    Without x64 it must draw nn.Dropout's masks (the same key, from the name flax gives it, auto or
+    attribute, and the same comparison): a flax release that changed nn.Dropout's draw or naming would
+    otherwise give runs from the same seed other masks on one version than on another, unnoticed."""
+
+    def masks(dropout_class):
+        class Three(nn.Module):
+            def setup(self):
+                self.drop = dropout_class(rate)
+
+            @nn.compact
+            def __call__(self, x):
+                auto = [dropout_class(rate)(x, deterministic=False) for _ in range(2)]
+                return np.asarray(jnp.stack([*auto, self.drop(x, deterministic=False)]))
+
+        x = jnp.ones((2, 30, 40), jnp.float32)
+        return Three().apply({}, x, rngs={"dropout": jax.random.key(3)})
+
+    expected = masks(nn.Dropout)
+    assert not np.array_equal(expected[0], expected[1])  # two modules, two keys
+    np.testing.assert_array_equal(masks(model_lib.Dropout), expected)
+    with jax.enable_x64(True):
+        np.testing.assert_array_equal(masks(model_lib.Dropout), expected)
+    # The whole model, in training mode, as it would run with nn.Dropout in each place.
+    model = small_model(dropout=rate, num_layers=2, text_num_layers=1)
+    params, batch = params_of(model), make_batch()
+
+    def train_mode_output():
+        rngs = {"dropout": jax.random.key(4)}
+        return np.asarray(model.apply({"params": params}, *batch, deterministic=False, rngs=rngs))
+
+    ours = train_mode_output()
+    with mock.patch.object(model_lib, "Dropout", nn.Dropout):
+        np.testing.assert_array_equal(train_mode_output(), ours)
+
+
 # ---------------------------------------------------------------- model_from_config
 
 
