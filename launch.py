@@ -389,7 +389,11 @@ def _main(argv):
             )
         from motion_ddpm_jax import distributed
 
-        # Both before anything touches a jax backend.
+        # All before anything touches a jax backend (opening a checkpoint does: Orbax asks jax for the
+        # process index). --mode config counts the devices (train.batch_size) without taking a GPU's
+        # memory, which jax would otherwise reserve most of for a run that never comes.
+        if mode == "config":
+            os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
         distributed.use_host_devices(
             distributed.host_device_count(mode, _HOST_DEVICES.value, distributed.usable_cores())
         )
@@ -436,9 +440,7 @@ def _main(argv):
                 note(train.changes_line(recorded[0], changes))
             _check_schedule(config, workdir, note)  # refused by train before it loads data
             # Refused by train before it loads data too: against this machine's devices (--host_devices's
-            # on a CPU), as train here would count them; counted without taking a GPU's memory, which
-            # jax would otherwise reserve most of for a run that never comes.
-            os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+            # on a CPU), as train here would count them (without preallocating a GPU's memory: above).
             import jax
 
             train.check_batch_divides(int(config.train.batch_size), jax.device_count(), " on this machine")

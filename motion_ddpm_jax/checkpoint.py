@@ -396,8 +396,10 @@ class Checkpointer:
         step restores as that step). None where it holds none that can be read (no train_state, or one
         without a step): sampling needs only the parameters, so that is no error here. Restores that one
         scalar alone (milliseconds), not the optimizer's and EMA's states."""
-        args = ocp.args.PyTreeRestore(item={"step": 0}, partial_restore=True)
         try:
+            # (in the try too: an Orbax of pyproject's range without `partial_restore` raises TypeError here,
+            # which load_model would report as a damaged checkpoint)
+            args = ocp.args.PyTreeRestore(item={"step": 0}, partial_restore=True)
             restored = self.manager.restore(step, args=ocp.args.Composite(train_state=args))
             value = restored["train_state"]["step"]
         except Exception:  # noqa: BLE001 -- orbax and tensorstore raise many kinds; unknown is None

@@ -30,6 +30,7 @@ import hashlib
 import json
 import math
 import os
+import shlex
 import time
 import warnings
 from collections.abc import Callable, Collection, Sequence
@@ -734,9 +735,10 @@ def check_given_data_root(config, trained_root: str | None, data_set: Collection
     raise EvaluationError(
         f"--config.data.root={root}: no prepared data there (no dataset.json), and not the data the "
         f"checkpoint's run trained on (data.root={trained_root or '(not recorded)'}); eval does not prepare "
-        "a data.root given on the command line: check the path, leave --config.data.root out to read the "
-        f"run's data, or prepare it first (`python launch.py --mode prepare --config <config> "
-        f"--config.data.root={root}`, or give --config.data.raw_root too)"
+        "a data.root given on the command line: check the path, evaluate without --config.data.root (and "
+        "without --config, whose data.root is the file's) to read the run's data, or prepare it first "
+        f"(`python launch.py --mode prepare --config <config> --config.data.root={shlex.quote(root)}`, or "
+        "give --config.data.raw_root too)"
     )
 
 
@@ -811,7 +813,8 @@ def run(
         "on), or set --config.data.root to data of its skeleton, representation and rate"
     )
     size, representation = np.asarray(loaded.mean).size, getattr(loaded, "representation", "")
-    unprepared = not (Path(config.data.root) / "dataset.json").is_file()
+    # (An empty data.root is no folder: `dataset_from_config` names the field, not ./dataset.json's absence.)
+    unprepared = bool(config.data.root) and not (Path(config.data.root) / "dataset.json").is_file()
     if (
         unprepared
         and config.data.source in ("synthetic", "beat")

@@ -471,13 +471,16 @@ def fgd_encoder(
     the note's command trains it for the run in `workdir` (the one evaluated; None: `<run>`)."""
     directory = autoencoder_dir(config)
     run = "<run>" if workdir is None else shlex.quote(os.fspath(workdir))
-    # Into a new folder, for the data evaluated (--workdir alone would take the data of the run's checkpoint,
-    # which an evaluation given another data.root does not evaluate on): a command to run as it is shown,
-    # but for the folder's name. The note's `--mode train_autoencoder` alone had left out both.
-    into_new_folder = (
+    # For the data evaluated: --workdir alone would take the data of the run's checkpoint (and save into
+    # its <data.root>/fgd_autoencoder), which an evaluation given another data.root does not evaluate on
+    # nor look in. A command to run as it is shown, but for a new folder's name.
+    for_this_data = (
         f"`python launch.py --mode train_autoencoder --workdir {run} --config.data.root="
-        f"{shlex.quote(os.fspath(dataset.root))} --config.eval.autoencoder_dir=<a new folder>` (or --config "
-        "<config> in place of --workdir)"
+        f"{shlex.quote(os.fspath(dataset.root))}"
+    )
+    into_new_folder = (
+        f"{for_this_data} --config.eval.autoencoder_dir=<a new folder>` (or --config <config> in place of "
+        "--workdir)"
     )
     if not (directory / "autoencoder.json").is_file() and directory.exists():
         if not directory.is_dir() or any(directory.iterdir()):
@@ -491,8 +494,8 @@ def fgd_encoder(
             ]
     if not (directory / "autoencoder.json").is_file():
         return None, [
-            f"FGD skipped: no autoencoder in {directory}; train one with `python launch.py --mode "
-            f"train_autoencoder --workdir {run}` (or --config <config>; eval.autoencoder_steps steps"
+            f"FGD skipped: no autoencoder in {directory}; train one with {for_this_data}` (or --config "
+            "<config> in place of --workdir; eval.autoencoder_steps steps"
             + (
                 f"; with --config.eval.autoencoder_dir={directory}, as here"
                 if config.eval.autoencoder_dir

@@ -140,9 +140,10 @@ def rotation_6d_to_matrix(six: jax.Array) -> jax.Array:
 
     Degenerate input (what an untrained or diverging model can output) gives a rotation, finite values and
     finite gradients, never NaN: where |a| < 1e-6 the first column is the x axis (1, 0, 0); where the part
-    of b across the first column is shorter than 1e-6 (b zero or parallel to a) the second column is the
-    unit vector across the first toward the coordinate axis least aligned with it. Such an input's
-    gradient through the replaced column is zero.
+    of b across the first column is shorter than 1e-6 (times |b| where |b| > 1: b zero, or parallel to a
+    to float32's rounding) the second column is the unit vector across the first toward the coordinate
+    axis least aligned with it. Such an input's gradient through the replaced column is zero. The part
+    across is projected twice, so the columns are orthonormal to float32 rounding (~5e-7) at any size.
     """
     six = jnp.asarray(six)
     if six.ndim < 1 or six.shape[-1] != 6:
@@ -153,11 +154,18 @@ def rotation_6d_to_matrix(six: jax.Array) -> jax.Array:
     eye = jnp.eye(3, dtype=six.dtype)
     x = _unit(a, jnp.sum(jnp.square(a), axis=-1) > _DEGENERATE**2, eye[0])
     across = b - jnp.sum(x * b, axis=-1, keepdims=True) * x
+    # Twice ("twice is enough"): for b nearly along x the first pass leaves b's rounding error (|b| times
+    # float32's epsilon, not across x), which normalised would be a second column far from orthogonal to
+    # the first: no rotation. The second pass leaves a part across x whatever the first left.
+    across = across - jnp.sum(x * across, axis=-1, keepdims=True) * x
     # The coordinate axis least aligned with x, made orthogonal to it: at least sqrt(2/3) long.
     axis = eye[jnp.argmin(jnp.abs(jax.lax.stop_gradient(x)), axis=-1)]
     spare = axis - jnp.sum(x * axis, axis=-1, keepdims=True) * x
     spare = spare / jnp.sqrt(jnp.sum(jnp.square(spare), axis=-1, keepdims=True))
-    y = _unit(across, jnp.sum(jnp.square(across), axis=-1) > _DEGENERATE**2, spare)
+    # Degenerate relative to |b| too (where |b| > 1): what is left across x after the passes is b's rounding
+    # times float32's epsilon twice over, so at most ~1e-14 |b| is noise, far under 1e-6 |b|.
+    floor = jnp.maximum(1.0, jax.lax.stop_gradient(jnp.sum(jnp.square(b), axis=-1)))
+    y = _unit(across, jnp.sum(jnp.square(across), axis=-1) > _DEGENERATE**2 * floor, spare)
     z = jnp.cross(x, y)
     return jnp.stack([x, y, z], axis=-1).astype(dtype)
 

@@ -366,20 +366,25 @@ def test_fgd_skipped_for_an_autoencoder_dir_of_other_things_does_not_advise_trai
 
 def test_fgd_skipped_for_want_of_an_autoencoder_names_the_evaluated_runs_folder(tmp_path):
     """The note's command trains the autoencoder for the run evaluated: `--workdir <run>` had left the user
-    to fill in the folder they had just given; a folder with a space is quoted for the shell."""
+    to fill in the folder they had just given; a folder with a space is quoted for the shell. It names the
+    data evaluated too: `--workdir` alone trains on the checkpoint's data.root and saves into that folder's
+    fgd_autoencoder, where an evaluation given another --config.data.root (a forgetting check) does not
+    look, and its FGD stayed skipped after the advice was taken."""
     config = base_config()
     config.eval.autoencoder_dir = str(tmp_path / "missing")
-    dataset = types.SimpleNamespace(info={}, mean=np.zeros(3), std=np.ones(3), root=tmp_path / "data")
+    dataset = types.SimpleNamespace(info={}, mean=np.zeros(3), std=np.ones(3), root=tmp_path / "my data")
+    data = f"--config.data.root='{tmp_path / 'my data'}'"
     for run, shown in (
         (tmp_path / "runs" / "demo", str(tmp_path / "runs" / "demo")),
         (tmp_path / "my run", f"'{tmp_path / 'my run'}'"),
     ):
         (note,) = fgd.fgd_encoder(config, dataset, run)[1]
         assert (
-            f"`python launch.py --mode train_autoencoder --workdir {shown}` (or --config <config>" in note
+            f"`python launch.py --mode train_autoencoder --workdir {shown} {data}` (or --config <config>"
+            in note
         ), note
     (note,) = fgd.fgd_encoder(config, dataset)[1]  # no run given (the Python API's other callers)
-    assert "--workdir <run>`" in note, note
+    assert f"--workdir <run> {data}`" in note, note
 
 
 def test_fgd_skipped_for_an_autoencoder_of_other_data_or_of_other_things_gives_a_command_to_run(tmp_path):
@@ -924,6 +929,29 @@ def test_a_data_root_given_that_holds_no_data_is_refused_not_prepared(toy_datase
     check(config, str(toy_dataset.root), ["root"])
 
 
+def test_the_refusals_before_preparing_quote_the_folder_and_leave_an_empty_data_root_to_its_own_error(
+    toy_dataset, tmp_path, monkeypatch
+):
+    """The --mode prepare command of a data.root given that holds nothing runs as shown (a folder with a
+    space quoted for the shell); and an empty data.root with another representation is the empty field's
+    error, not a refusal of a folder "data.root= is not prepared" (./dataset.json looked for)."""
+    config = toy_config(toy_dataset, tmp_path)
+    config.data.source, config.data.root = "synthetic", str(tmp_path / "my data")
+    with pytest.raises(errors.EvaluationError) as caught:
+        evaluate.check_given_data_root(config, str(toy_dataset.root), ["root"])
+    assert f"--config.data.root='{tmp_path / 'my data'}'`" in str(caught.value), caught.value
+    fake = FakeSampling(toy_dataset)
+    original = fake.load_model
+    fake.load_model = lambda *a, **k: types.SimpleNamespace(
+        **{**vars(original(*a, **k)), "representation": "axis_angle"}
+    )
+    install(monkeypatch, fake)
+    config.data.root, config.data.raw_root = "", str(tmp_path / "raw")
+    with pytest.raises(UserError, match=r"^data\.root is empty; set --config\.data\.root="):
+        evaluate.run(config, tmp_path / "run", log=lambda _: None)
+    assert not (tmp_path / "raw").exists()
+
+
 def test_a_relative_data_root_missing_from_here_is_the_folder_the_run_trained_on(tmp_path, monkeypatch):
     """Evaluating without a config from another folder: the checkpoint's relative data.root means another
     folder there (or none), so the absolute folder the run recorded is read (not a new dataset prepared
@@ -1204,7 +1232,10 @@ def test_the_report_identifies_the_fgd_autoencoder(toy_dataset, toy_autoencoder,
     )
     assert record["fgd_autoencoder"] is None and record["metrics"]["fgd"] == {"real": None, "generated": None}
     assert any(n.startswith("FGD skipped: no autoencoder in") for n in record["notes"])
-    assert any(f"--mode train_autoencoder --workdir {tmp_path / 'run'}`" in n for n in record["notes"])
+    assert any(
+        f"--mode train_autoencoder --workdir {tmp_path / 'run'} --config.data.root={toy_dataset.root}`" in n
+        for n in record["notes"]
+    ), record["notes"]
     # (the command it gives trains into the folder eval looks in, the one given, not the default)
     assert any(f"--config.eval.autoencoder_dir={tmp_path / 'none'}, as here" in n for n in record["notes"])
 

@@ -147,6 +147,24 @@ def test_degenerate_6d_gives_a_rotation_with_finite_values_and_gradients(six):
         np.testing.assert_allclose(matrix, np.eye(3), atol=0)
 
 
+@pytest.mark.parametrize("scale", [1.0, 100.0, 1000.0])
+def test_nearly_parallel_6d_of_any_size_gives_a_rotation_in_float32(scale):
+    """b along a but for 1e-7, and up to 1000 times longer (a diverging model's output): one projection
+    in float32 leaves b's rounding error, |b| eps, above the 1e-6 threshold, and its normalised direction
+    was the second column, not orthogonal to the first. Checked as a rotation should be, in float64 numpy:
+    orthonormal, determinant 1, its first column a / |a|."""
+    rng = np.random.default_rng(7)
+    a = rng.normal(size=(500, 3))
+    b = scale * a * rng.uniform(0.5, 2, size=(500, 1)) + 1e-7 * rng.normal(size=(500, 3))
+    six = jnp.asarray(np.concatenate([a, b], axis=1), jnp.float32)
+    m = np.asarray(representation.rotation_6d_to_matrix(six), np.float64)
+    eye = np.broadcast_to(np.eye(3), m.shape)
+    np.testing.assert_allclose(np.einsum("nji,njk->nik", m, m), eye, atol=2e-6)  # (was 1 apart)
+    np.testing.assert_allclose(np.linalg.det(m), 1.0, atol=2e-6)
+    first = np.asarray(six, np.float64)[:, :3]
+    np.testing.assert_allclose(m[:, :, 0], first / np.linalg.norm(first, axis=1, keepdims=True), atol=1e-6)
+
+
 def test_rotation_6d_and_axis_angle_give_the_same_positions_and_fk_loss_as_float64_numpy_fk():
     rotvecs, root = random_motion(SMALL, 12, seed=3)
     other, _ = random_motion(SMALL, 12, seed=4)

@@ -240,6 +240,31 @@ def test_a_checkpoint_copied_to_another_steps_folder_is_reported_as_the_step_it_
         assert sampling.load_model(tmp_path / "stepless", step=4).step == 4
 
 
+def test_a_checkpoint_loads_under_its_folders_step_where_orbax_cannot_restore_its_step_alone(
+    tmp_path, monkeypatch
+):
+    """pyproject allows orbax-checkpoint >= 0.11; one whose PyTreeRestore lacks `partial_restore` raised
+    TypeError from `recorded_step` before its try, which load_model reported as a damaged checkpoint: the
+    step is a check, the parameters are what sampling needs. Stood in for by a PyTreeRestore that refuses
+    the keyword."""
+    import orbax.checkpoint as ocp
+
+    _, ema, _ = write_checkpoint(tmp_path / "run", step=3)
+    real = ocp.args.PyTreeRestore
+
+    def older(*args, partial_restore=None, **kwargs):
+        if partial_restore is not None:
+            raise TypeError("__init__() got an unexpected keyword argument 'partial_restore'")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ocp.args, "PyTreeRestore", older)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loaded = sampling.load_model(tmp_path / "run", step=3)
+    assert loaded.step == 3
+    np.testing.assert_array_equal(loaded.params["out"]["kernel"], ema["out"]["kernel"])
+
+
 def test_metadata_a_model_cannot_be_sampled_from_is_a_checkpoint_error_naming_the_checkpoint(tmp_path):
     """Metadata that train.run would not write (a config without diffusion.clip_x0, a frame rate that is
     no number, a skeleton whose joints do not fit the features) had come out of load_model as a bare

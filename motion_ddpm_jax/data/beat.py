@@ -810,11 +810,7 @@ def _reuse(out_root: Path, fingerprint: dict[str, Any], raw_root: Path, log) -> 
         if changed_options:
             named = "options " + ", ".join(f"data.{k}" for k in sorted(changed_options)) + " differ"
             if recorded:  # both values, as training's refusal names them (`_check_prepared_options`)
-                wanted = json.loads(json.dumps(fingerprint["options"]))
-                named += ": prepared with " + ", ".join(
-                    f"data.{k} {_recorded_option(recorded, k)!r} (the config: {wanted[k]!r})"
-                    for k in sorted(changed_options)
-                )
+                named += ": prepared with " + _both_values(recorded, fingerprint["options"], changed_options)
             what.insert(0, named)
         if not what:
             dataset = motion_text.open_dataset(out_root)
@@ -949,6 +945,15 @@ def _recorded_option(recorded: dict[str, Any], name: str) -> Any:
     if name in recorded:
         return recorded[name]
     return json.loads(json.dumps(dataclasses.asdict(PrepareOptions())))[name]
+
+
+def _both_values(recorded: dict[str, Any], options: dict[str, Any], names) -> str:
+    """The options `names` with the cache's value and the config's (`options`, as JSON reads them back):
+    one spelling for preparing (`_reuse`) and for training on (`_check_prepared_options`) a cache."""
+    wanted = json.loads(json.dumps(options))
+    return ", ".join(
+        f"data.{k} {_recorded_option(recorded, k)!r} (the config: {wanted[k]!r})" for k in sorted(names)
+    )
 
 
 def _changed_options(recorded: dict[str, Any], options: dict[str, Any]) -> list[str]:
@@ -1088,9 +1093,7 @@ def _check_prepared_options(root: Path, options: PrepareOptions) -> None:
     wanted = dataclasses.asdict(options)
     changed = _changed_options(recorded, wanted)
     if changed:
-        shown = ", ".join(
-            f"data.{k} {_recorded_option(recorded, k)!r} (the config: {wanted[k]!r})" for k in changed
-        )
+        shown = _both_values(recorded, wanted, changed)
         raise OccupiedFolderError(
             f"data.root {root} holds a dataset prepared with other options: {shown}; it is left as it is. "
             "Set those fields to the prepared values, or point data.root at a new folder to prepare the "
