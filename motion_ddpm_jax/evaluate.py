@@ -725,10 +725,10 @@ def check_given_data_root(config, trained_root: str | None, data_set: Collection
     long build, of a copy at best: eval compares with the data the run trained on). Training prepares a
     missing data.root, as a first run must; here a data.raw_root given on the command line too asks for
     that, and the run's own data.root, gone since, is prepared again as training would."""
+    from motion_ddpm_jax.data import beat  # (as `run` imports it: the data readers load when needed)
+
     root = str(config.data.root)
-    if "root" not in data_set or "raw_root" in data_set or not root:
-        return
-    if config.data.source not in ("synthetic", "beat") or (Path(root) / "dataset.json").is_file():
+    if "root" not in data_set or "raw_root" in data_set or not beat.would_prepare(config.data):
         return
     if trained_root and Path(trained_root).resolve() == Path(root).resolve():
         return
@@ -814,12 +814,7 @@ def run(
     )
     size, representation = np.asarray(loaded.mean).size, getattr(loaded, "representation", "")
     # (An empty data.root is no folder: `dataset_from_config` names the field, not ./dataset.json's absence.)
-    unprepared = bool(config.data.root) and not (Path(config.data.root) / "dataset.json").is_file()
-    if (
-        unprepared
-        and config.data.source in ("synthetic", "beat")
-        and config.data.representation != representation
-    ):
+    if beat.would_prepare(config.data) and config.data.representation != representation:
         # Refused before preparing: a config naming another layout (configs/beat_rot.py, which named
         # axis_angle before rotation_6d, given with a run of that time) had built the whole dataset first.
         raise EvaluationError(

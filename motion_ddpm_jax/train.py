@@ -1168,7 +1168,7 @@ def make_geometry(
         return None
     if dataset.skeleton is None or dataset.representation not in losses.REPRESENTATIONS:
         raise UserError(
-            "loss.use_geometric_loss needs a skeleton and positions/axis_angle/rotation_6d data; "
+            f"loss.use_geometric_loss needs a skeleton and {'/'.join(losses.REPRESENTATIONS)} data; "
             f"{dataset.root} holds {dataset.representation} data"
             + (" without a skeleton (no skeleton.json)" if dataset.skeleton is None else "")
             + ". Set --config.loss.use_geometric_loss=False"

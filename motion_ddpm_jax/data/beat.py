@@ -988,6 +988,17 @@ def prepare_from_config(data_config, log=print) -> motion_text.MotionTextDataset
     return prepare_beat(data_config.raw_root, data_config.root, options_from_config(data_config), log=log)
 
 
+def would_prepare(data_config) -> bool:
+    """Whether `dataset_from_config` would prepare data.root before reading it (data.source synthetic or
+    beat, data.root given and not prepared yet): eval refuses such a build where it cannot be what it asks."""
+    root = str(data_config.root)
+    return (
+        bool(root)
+        and data_config.source in ("synthetic", "beat")
+        and not (Path(root) / "dataset.json").is_file()
+    )
+
+
 def dataset_from_config(config, log=print) -> motion_text.MotionTextDataset:
     """The dataset a run trains on, preparing it first where the config says how.
 
