@@ -113,8 +113,15 @@ def test_user_mistakes_in_the_mode_and_config_are_one_clean_message(tmp_path):
 
 def test_prepare_mode_writes_and_prepares_the_synthetic_demo_set(tmp_path):
     """`--mode prepare` with configs/demo.py (data.source synthetic) does what training would do first:
-    writes the demo set into data.raw_root and prepares it; run again, it changes nothing."""
+    writes the demo set into data.raw_root and prepares it; run again, it changes nothing.
+
+    data.raw_root is an empty folder: prepare had said 'no .bvh files under' it, where training in the
+    same state writes the demo set there; now prepare does as training does. (A raw_root that does not
+    exist yet, the other state training writes the demo into, is test_cli_paths' `~/raw`, prepared by
+    test_a_leading_tilde_in_the_workdir_and_the_config_paths_is_the_home_folder: one demo set written and
+    prepared per case, each a few seconds.)"""
     raw, prepared = tmp_path / "raw", tmp_path / "prepared"
+    raw.mkdir()
     args = ["--mode", "prepare", "--config", "configs/demo.py", f"--config.data.raw_root={raw}"]
     result = launch(*args, f"--config.data.root={prepared}")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -148,10 +155,22 @@ def test_prepare_mode_prepares_raw_beat_and_reports_bad_input(tmp_path):
     )
     assert missing.returncode != 0 and "data.raw_root" in missing.stderr and "Traceback" not in missing.stderr
 
+    # data.source=prepared: the folder prepared above (our layout) is read as it is, with no raw_root
+    # (none is needed), and a config whose fps is not the data's is refused (HumanML3D's layout: below)
+    ours = ["--mode", "prepare", "--config", "configs/beat.py", f"--config.data.root={tmp_path / 'prepared'}"]
+    as_is = launch(*ours, "--config.data.source=prepared")
+    assert as_is.returncode == 0, as_is.stderr[-3000:]
+    assert f"{tmp_path / 'prepared'}: " in as_is.stdout and "264 positions features at 60 fps" in as_is.stdout
+    other = launch(*ours, "--config.data.source=prepared", "--config.data.fps=30")
+    assert other.returncode != 0 and "data.fps is 30, the data 60" in other.stderr
+
 
 def test_prepare_mode_reads_a_prepared_or_humanml3d_folder_as_it_is(tmp_path):
     """data.source=prepared: `--mode prepare` asks for no raw data; it opens data.root (our layout or
-    HumanML3D's), says what it holds, and refuses a config whose representation or fps is not the data's."""
+    HumanML3D's), says what it holds, and refuses a config whose representation or fps is not the data's.
+    Our layout is read as it is, and its fps checked, on the folder that
+    test_prepare_mode_prepares_raw_beat_and_reports_bad_input prepares (one raw BEAT set prepared by
+    launch.py, not two)."""
     import numpy as np
     from test_motion_text import write_humanml3d
 
@@ -187,18 +206,6 @@ def test_prepare_mode_reads_a_prepared_or_humanml3d_folder_as_it_is(tmp_path):
     wrong = launch(*args, "--config.data.representation=positions")
     assert wrong.returncode != 0 and "Traceback" not in wrong.stderr
     assert "data.representation is 'positions', the data 'humanml3d'" in wrong.stderr
-
-    from motion_ddpm_jax.data import synthetic
-
-    raw, prepared = tmp_path / "raw", tmp_path / "prepared"
-    synthetic.write_demo_dataset(raw, num_speakers=2, recordings_per_speaker=1, sentences_per_recording=2)
-    beat_args = ["--mode", "prepare", "--config", "configs/beat.py", f"--config.data.root={prepared}"]
-    assert launch(*beat_args, f"--config.data.raw_root={raw}").returncode == 0
-    as_is = launch(*beat_args, "--config.data.source=prepared")  # no raw_root: none is needed
-    assert as_is.returncode == 0, as_is.stderr[-3000:]
-    assert f"{prepared}: " in as_is.stdout and "264 positions features at 60 fps" in as_is.stdout
-    other = launch(*beat_args, "--config.data.source=prepared", "--config.data.fps=30")
-    assert other.returncode != 0 and "data.fps is 30, the data 60" in other.stderr
 
 
 def test_a_resume_without_config_takes_distributed_from_this_process_not_the_record(tmp_path, monkeypatch):
@@ -621,18 +628,6 @@ def test_a_full_disk_and_an_interruption_are_one_line(monkeypatch):
     )
     with pytest.raises(KeyboardInterrupt, match="SIGTERM"):
         launch_module._interrupt(signal.SIGTERM, None)
-
-
-def test_prepare_of_the_demo_writes_its_recordings_into_an_empty_raw_root(tmp_path):
-    """--mode prepare of configs/demo.py with data.raw_root an empty folder said 'no .bvh files under'
-    it, where training in the same state writes the demo set there; now prepare does as training does."""
-    (tmp_path / "raw").mkdir()
-    result = launch(
-        "--mode", "prepare", "--config", "configs/demo.py", f"--config.data.raw_root={tmp_path / 'raw'}",
-        f"--config.data.root={tmp_path / 'prepared'}",
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert f"{tmp_path / 'prepared'}: " in result.stdout and any((tmp_path / "raw").rglob("*.bvh"))
 
 
 def test_the_projects_warnings_are_lines_of_the_runs_output(tmp_path):

@@ -529,6 +529,14 @@ def test_geometric_term_gradient_matches_float64_central_differences(representat
 # ---------------------------------------------------------------- property-based: masks and shapes
 
 
+# The three terms of one example in one compiled program: called op by op, each of the terms' dozens of
+# operations compiled anew for every shape hypothesis draws (15 s for 40 examples on CI); one program per
+# shape computes the same terms (the train step calls them compiled, too).
+_SIMPLE_TERMS_COMPILED = jax.jit(
+    lambda p, t, m: {name: term(p, t, m) for name, (term, _) in SIMPLE_TERMS.items()}
+)
+
+
 @settings(max_examples=40, deadline=None)
 @given(
     batch=st.integers(1, 4),
@@ -546,8 +554,9 @@ def test_terms_are_finite_nonnegative_scalars_for_any_mask(batch, frames, featur
         mask = random_mask(rng, batch, frames)
     else:
         mask = np.full((batch, frames), mask_kind == "full")
-    for name, (term, reference) in SIMPLE_TERMS.items():
-        value = term(pred, target, mask)
+    values = _SIMPLE_TERMS_COMPILED(pred, target, mask)
+    for name, (_, reference) in SIMPLE_TERMS.items():
+        value = values[name]
         assert value.shape == () and value.dtype == jnp.float32, name
         assert np.isfinite(float(value)) and float(value) >= 0.0, name
         np.testing.assert_allclose(float(value), reference(pred, target, mask), rtol=1e-5, atol=1e-7)
@@ -573,10 +582,13 @@ def test_device_shares_sum_to_the_global_batch_value_and_gradient():
         per_device = jax.vmap(one, axis_name="d")(*map(split, (out, x_t, x0, noise, t, jnp.asarray(mask))))
         return jax.tree.map(lambda v: jnp.sum(v, axis=0), per_device)
 
-    want, got = whole(output), shares(output)
+    def terms_and_gradient(terms):
+        # One compiled program per side, its terms and its loss's gradient (op by op, the vmapped
+        # collectives and their gradient took 16 s on CI).
+        return jax.jit(jax.grad(lambda o: (terms(o)["loss"], terms(o)), has_aux=True))(output)
+
+    (grad_whole, want), (grad_shares, got) = terms_and_gradient(whole), terms_and_gradient(shares)
     assert set(want) == set(got)
     for name in want:
         np.testing.assert_allclose(float(got[name]), float(want[name]), rtol=1e-5, err_msg=name)
-    grad_whole = jax.grad(lambda o: whole(o)["loss"])(output)
-    grad_shares = jax.grad(lambda o: shares(o)["loss"])(output)
     np.testing.assert_allclose(np.asarray(grad_shares), np.asarray(grad_whole), rtol=1e-4, atol=1e-9)
