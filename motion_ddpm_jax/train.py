@@ -47,6 +47,12 @@ def warmup_steps(optim_config, steps_per_epoch: int) -> int:
     return int(min(500, max(steps_per_epoch, 1)))
 
 
+def applied_warmup(warmup: int, total_steps: int) -> int:
+    """The warmup a run of `total_steps` gets: `warmup`, or total_steps - 1 where the run is no longer (its
+    updates climb to lr; schedule(total_steps), never used by an update, is min_lr)."""
+    return max(min(warmup, total_steps - 1), 0)
+
+
 def learning_rate_schedule(optim_config, total_steps: int, warmup: int) -> optax.Schedule:
     """Linear from warmup_start_factor * lr to lr over `warmup` steps, then cosine to min_lr at total_steps.
 
@@ -57,9 +63,7 @@ def learning_rate_schedule(optim_config, total_steps: int, warmup: int) -> optax
         raise UserError(
             f"the run has {total_steps} training steps; train.num_steps or train.num_epochs must give >= 1"
         )
-    # A run no longer than its warmup gets a warmup of total_steps - 1 steps: its updates climb to lr
-    # (schedule(total_steps), never used by an update, is min_lr).
-    warmup = max(min(warmup, total_steps - 1), 0)
+    warmup = applied_warmup(warmup, total_steps)
     return optax.warmup_cosine_decay_schedule(
         init_value=optim_config.warmup_start_factor * optim_config.lr,
         peak_value=optim_config.lr,
@@ -67,6 +71,14 @@ def learning_rate_schedule(optim_config, total_steps: int, warmup: int) -> optax
         decay_steps=total_steps,
         end_value=optim_config.min_lr,
     )
+
+
+def warmup_note(warmup: int, total_steps: int) -> str:
+    """The warmup in words, as the schedule applies it (a run shorter than optim.warmup_steps gets less)."""
+    applied = applied_warmup(warmup, total_steps)
+    if applied == warmup:
+        return f"warmup {warmup} steps"
+    return f"warmup {applied} steps (the run is shorter than its warmup of {warmup} steps)"
 
 
 def decay_mask(params) -> Any:
@@ -1712,7 +1724,7 @@ def _run(config, workdir: Path, stop: _PreemptionFlag, held: contextlib.ExitStac
             f"data: {dataset.root}: {source.num_clips} training clips of {dataset.representation} motion "
             f"({dataset.feature_size} features at {float(dataset.fps):g} fps), windows of up to "
             f"{config.data.max_motion_length} frames; {steps} steps of {global_batch}: about "
-            f"{steps * global_batch / source.num_clips:.3g} epochs, warmup {warmup} steps"
+            f"{steps * global_batch / source.num_clips:.3g} epochs, {warmup_note(warmup, steps)}"
             + epoch_count_note(config.train, source.num_clips, global_batch)
         )
     lr_schedule = learning_rate_schedule(config.optim, steps, warmup)

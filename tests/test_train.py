@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import jax
@@ -41,6 +42,24 @@ def test_learning_rate_follows_warmup_then_cosine(total, warmup):
         np.testing.assert_allclose(train.learning_rate_at(schedule, step), want, rtol=2e-5, err_msg=str(step))
     assert float(train.learning_rate_at(schedule, 0)) == pytest.approx(1e-5)
     assert float(train.learning_rate_at(schedule, total)) == pytest.approx(1e-6)
+
+
+@pytest.mark.parametrize("total,warmup", [(10, 30), (10, 9), (1, 5)])
+def test_a_run_shorter_than_its_warmup_climbs_to_lr_by_its_last_update_and_says_so(total, warmup):
+    """A run of `total` steps with a longer warmup warms up over total - 1 steps (its last update at lr),
+    and its `data:` line names that warmup, not the configured one (a 10-step run said "warmup 30 steps")."""
+    config = optim()
+    applied = max(min(warmup, total - 1), 0)
+    schedule = train.learning_rate_schedule(config, total, warmup)
+    for step in range(total + 1):
+        want = reference_lr(step, 1e-4, 1e-6, applied, total) if applied else (1e-4 if step < total else 1e-6)
+        np.testing.assert_allclose(train.learning_rate_at(schedule, step), want, rtol=2e-5, err_msg=str(step))
+    if applied == warmup:
+        assert train.warmup_note(warmup, total) == f"warmup {warmup} steps"
+    else:
+        assert train.warmup_note(warmup, total) == (
+            f"warmup {applied} steps (the run is shorter than its warmup of {warmup} steps)"
+        )
 
 
 def test_default_warmup_is_min_of_500_and_an_epoch():
@@ -440,58 +459,74 @@ def test_importing_train_loads_neither_tensorboardx_nor_torch():
     assert out.split() == ["False", "False"]
 
 
-def tiny_run_config(tmp_path: Path, **train_fields):
-    """The tiny model of tests/tiny_run.py on a small synthetic BEAT-format set (written here, prepared by
-    the run), for runs of `train.run` in this process."""
+def tiny_run_config(data: Path, **train_fields):
+    """The tiny model of tests/tiny_run.py on the small synthetic BEAT-format set of `tiny_data` (its raw
+    files and prepared folder under `data`), for runs of `train.run` in this process."""
     from tiny_run import TINY_MODEL
 
-    from motion_ddpm_jax.data import synthetic
-
-    raw = tmp_path / "raw"
-    synthetic.write_demo_dataset(
-        raw, num_speakers=2, recordings_per_speaker=2, sentences_per_recording=4, fps=30
-    )
     config = base_config()
     for arg in TINY_MODEL:
         key, value = arg.removeprefix("--config.").split("=", 1)
         section, field = key.split(".")
         config[section][field] = type(config[section][field])(value)
-    config.data.update(source="beat", raw_root=str(raw), root=str(tmp_path / "prepared"), fps=30.0)
+    config.data.update(source="beat", raw_root=str(data / "raw"), root=str(data / "prepared"), fps=30.0)
     config.diffusion.prediction = "x0"  # the tiny latent cannot carry epsilon (the run would warn)
     config.train.update(save_every_epochs=0, **train_fields)
     return config
 
 
-def test_a_run_says_what_it_trains_on(tmp_path):
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    """A small synthetic BEAT-format set, written and prepared once for this module's runs of `train.run`:
+    they read it and write only into their own workdirs (each run had written and prepared a set of its
+    own, the same one: 8 of them in this module)."""
+    from motion_ddpm_jax.data import beat, synthetic
+
+    data = tmp_path_factory.mktemp("tiny_data")
+    synthetic.write_demo_dataset(
+        data / "raw", num_speakers=2, recordings_per_speaker=2, sentences_per_recording=4, fps=30
+    )
+    beat.prepare_from_config(tiny_run_config(data).data, log=lambda *_: None)
+    return data
+
+
+@pytest.fixture(scope="module")
+def five_steps(tiny_data, tmp_path_factory):
+    """A run of 5 steps of 5 (warmup 2, rows at steps 3 and 5, its checkpoint at step 5) and what it said:
+    test_a_run_says_what_it_trains_on reads its `data:` line, and
+    test_resuming_a_run_an_earlier_version_logged_... resumes copies of it (one run where each had its
+    own)."""
+    config = tiny_run_config(tiny_data, num_steps=5, batch_size=5, log_every=3, save_every_steps=0)
+    config.optim.warmup_steps = 2
+    workdir, lines = tmp_path_factory.mktemp("five_steps") / "run", []
+    train.run(config, workdir, log=lines.append)
+    return types.SimpleNamespace(config=config, workdir=workdir, lines=lines)
+
+
+def test_a_run_says_what_it_trains_on(tiny_data, five_steps):
     """A run on data already prepared said nothing of them (prepare's line comes only when it prepares):
     it names the folder, its training clips, features and rate, the window, and the epochs its steps
     make, counted here from the prepared files."""
-    lines = []
-    config = tiny_run_config(tmp_path, num_steps=3, batch_size=5, log_every=3, save_every_steps=0)
-    config.optim.warmup_steps = 2
-    train.run(config, tmp_path / "run", log=lines.append)
-    root = tmp_path / "prepared"
+    config, lines = five_steps.config, five_steps.lines
+    root = tiny_data / "prepared"
     clips = [c for c in (root / "train.txt").read_text().split() if c]
     features = np.load(root / "motions" / f"{clips[0]}.npy").shape[1]
     said = [line for line in lines if line.startswith("data: ")]
     assert said == [
         f"data: {root}: {len(clips)} training clips of positions motion ({features} features at 30 fps), "
-        f"windows of up to {config.data.max_motion_length} frames; 3 steps of 5: about "
-        f"{3 * 5 / len(clips):.3g} epochs, warmup 2 steps"
+        f"windows of up to {config.data.max_motion_length} frames; 5 steps of 5: about "
+        f"{5 * 5 / len(clips):.3g} epochs, warmup 2 steps"
     ], lines
 
 
-def test_a_run_of_epochs_that_leave_many_clips_past_the_last_whole_batch_says_why(tmp_path):
+def test_a_run_of_epochs_that_leave_many_clips_past_the_last_whole_batch_says_why(tmp_path, tiny_data):
     """train.num_epochs counts num_clips // batch steps an epoch: with a batch of about half the clips an
     epoch is one step and the run read about half the epochs asked, which its `data:` line showed (about
     E epochs) without a word of why. Counted here from the prepared files: N clips, batch N // 2 + 1."""
-    from motion_ddpm_jax.data import beat
-
     lines = []
-    config = tiny_run_config(tmp_path, num_steps=0, num_epochs=2, log_every=1, save_every_steps=0)
+    config = tiny_run_config(tiny_data, num_steps=0, num_epochs=2, log_every=1, save_every_steps=0)
     config.optim.warmup_steps = 0
-    beat.prepare_from_config(config.data, log=lambda *_: None)
-    root = tmp_path / "prepared"
+    root = tiny_data / "prepared"
     clips = len([c for c in (root / "train.txt").read_text().split() if c])
     batch = clips // 2 + 1  # one whole batch an epoch; clips - batch (about half) past it
     config.train.batch_size = batch
@@ -545,13 +580,15 @@ def _steps_that_also(monkeypatch, work):
     monkeypatch.setattr(train, "make_train_step", make_train_step)
 
 
-def _steps_per_second(tmp_path, num_steps: int, log_every: int) -> list[dict]:
-    config = tiny_run_config(tmp_path, num_steps=num_steps, log_every=log_every, save_every_steps=0)
+def _steps_per_second(tmp_path, data, num_steps: int, log_every: int) -> list[dict]:
+    config = tiny_run_config(data, num_steps=num_steps, log_every=log_every, save_every_steps=0)
     train.run(config, tmp_path / "run", log=lambda *_: None)
     return [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_the_first_rows_steps_per_second_leaves_out_the_first_run_of_the_step(tmp_path, monkeypatch):
+def test_the_first_rows_steps_per_second_leaves_out_the_first_run_of_the_step(
+    tmp_path, tiny_data, monkeypatch
+):
     """The first row's steps/s is the training's rate like the others'. The first call of the compiled step
     returns once it is compiled, before the step has run, and that first run also sets up the program's
     buffers and threads: on 2 CPU cores a tiny model's first step took 0.2 s against 5-8 ms for the later
@@ -563,12 +600,12 @@ def test_the_first_rows_steps_per_second_leaves_out_the_first_run_of_the_step(tm
         monkeypatch,
         lambda state: jax.lax.cond(state.step == 0, lambda: spin(count), lambda: jnp.zeros((), jnp.float32)),
     )
-    rows = _steps_per_second(tmp_path, num_steps=6, log_every=2)
+    rows = _steps_per_second(tmp_path, tiny_data, num_steps=6, log_every=2)
     assert [r["step"] for r in rows] == [2, 4, 6]
     assert all(r["steps_per_s"] > 2.0 for r in rows), rows
 
 
-def test_a_rows_steps_per_second_counts_steps_that_ran_not_steps_queued(tmp_path, monkeypatch):
+def test_a_rows_steps_per_second_counts_steps_that_ran_not_steps_queued(tmp_path, tiny_data, monkeypatch):
     """steps/s is the rate at which steps ran. The compiled step returns before it has run (jax dispatches
     asynchronously), so a clock read when the last step of a window is queued, not done, overstates that
     window's rate and understates the next one's: on 2 CPU cores a KIT-ML run's first row read 30-58 steps/s
@@ -577,12 +614,12 @@ def test_a_rows_steps_per_second_counts_steps_that_ran_not_steps_queued(tmp_path
     1 / slow steps/s (2 / slow allowed, for a machine whose load changed since the timing)."""
     spin, count, slow = _spin_for(0.3)
     _steps_that_also(monkeypatch, lambda state: spin(count))
-    rows = _steps_per_second(tmp_path, num_steps=7, log_every=3)
+    rows = _steps_per_second(tmp_path, tiny_data, num_steps=7, log_every=3)
     assert [r["step"] for r in rows] == [3, 6, 7]
     assert all(0 < r["steps_per_s"] <= 2 / slow for r in rows), (slow, rows)
 
 
-def test_a_log_row_holds_the_means_of_its_steps_and_leaves_out_skipped_ones(tmp_path, monkeypatch):
+def test_a_log_row_holds_the_means_of_its_steps_and_leaves_out_skipped_ones(tmp_path, tiny_data, monkeypatch):
     """Each row's loss terms and grad_norm are the means (float64, here) of the per-step values of the steps
     since the row before, as a run logging every step gives them (the same steps: log_every changes no
     training); a step skipped for non-finite gradients (a NaN batch) is left out of its row's means and
@@ -598,7 +635,7 @@ def test_a_log_row_holds_the_means_of_its_steps_and_leaves_out_skipped_ones(tmp_
     monkeypatch.setattr(pipeline.BatchSource, "batch", batch)
     rows = {}
     for every in (1, 3):
-        config = tiny_run_config(tmp_path / str(every), num_steps=7, log_every=every, save_every_steps=0)
+        config = tiny_run_config(tiny_data, num_steps=7, log_every=every, save_every_steps=0)
         train.run(config, tmp_path / str(every) / "run", log=lambda *_: None)
         lines = (tmp_path / str(every) / "run" / "metrics.jsonl").read_text().splitlines()
         rows[every] = [json.loads(line) for line in lines]
@@ -642,21 +679,21 @@ def test_a_skipped_step_is_left_out_of_its_rows_means_even_where_its_losses_are_
         assert train.window_means(train.restored_window(record) + window[cut:]) == means, cut
 
 
-def test_resuming_a_run_an_earlier_version_logged_says_which_rows_hold_one_steps_values(tmp_path):
+def test_resuming_a_run_an_earlier_version_logged_says_which_rows_hold_one_steps_values(tmp_path, five_steps):
     """A version before the rows' means (its checkpoints hold no `log_window`) wrote one step's values per
     row; resumed here, the rows to come are means and nothing in metrics.jsonl told the two apart. Here
     such a run: this version's run of 5 steps (rows 3 and 5) with `log_window` taken out of its last
     checkpoint's metadata and its last row out of the file, as the earlier version left a run that a
     SIGTERM stopped at step 5. Extended to 7 steps, it notes the last one-step row (3) and the steps whose
-    values no checkpoint kept (4-5); a run of this version resumed so gives no note."""
+    values no checkpoint kept (4-5); a run of this version resumed so gives no note. Both resume a copy of
+    the one run of 5 steps (`five_steps`: the earlier version's differs by what is taken out of it)."""
     import copy
+    import shutil
 
     notes = {}
     for earlier in (True, False):
-        base = tmp_path / str(earlier)
-        config = tiny_run_config(base, num_steps=5, log_every=3, save_every_steps=0)
-        run = base / "run"
-        train.run(config, run, log=lambda *_: None)
+        run = tmp_path / str(earlier) / "run"
+        shutil.copytree(five_steps.workdir, run)
         if earlier:
             path = run / "checkpoints" / "5" / "metadata" / "metadata"
             metadata = json.loads(path.read_text())
@@ -665,7 +702,7 @@ def test_resuming_a_run_an_earlier_version_logged_says_which_rows_hold_one_steps
             rows = (run / "metrics.jsonl").read_text().splitlines()
             assert [json.loads(row)["step"] for row in rows] == [3, 5]
             (run / "metrics.jsonl").write_text(rows[0] + "\n")
-        longer = copy.deepcopy(config)
+        longer = copy.deepcopy(five_steps.config)
         longer.train.num_steps = 7
         said = []
         train.run(longer, run, log=said.append)
