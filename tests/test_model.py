@@ -1132,12 +1132,16 @@ def test_attention_read_matches_float64_evaluated_and_differentiated(frames):
 # ---------------------------------------------------------------- kernels="pallas"
 
 
-def _pallas_calls(function, *args):
-    """The names of the Pallas kernels in `function`'s program (differentiated: its backward's too)."""
-    jaxpr = jax.make_jaxpr(function)(*args)
+def _pallas_names(jaxpr) -> list[str]:
+    """The names of the Pallas kernels a traced program calls (differentiated: its backward's too)."""
     return sorted(
         {str(eqn.params.get("name", "")) for eqn in equations(jaxpr) if eqn.primitive.name == "pallas_call"}
     )
+
+
+def _pallas_calls(function, *args):
+    """The names of the Pallas kernels in `function`'s program."""
+    return _pallas_names(jax.make_jaxpr(function)(*args))
 
 
 def test_pallas_kernels_compute_the_models_function(monkeypatch):
@@ -1161,12 +1165,7 @@ def test_pallas_kernels_compute_the_models_function(monkeypatch):
             return out, jnp.sum(out * weights), pullback(jnp.asarray(weights))[0]
 
         traced = jax.jit(output_loss_and_gradients).trace(params)
-        names = {
-            str(e.params.get("name", ""))
-            for e in equations(traced.jaxpr)
-            if e.primitive.name == "pallas_call"
-        }
-        return sorted(names), traced.lower().compile()(params)
+        return _pallas_names(traced.jaxpr), traced.lower().compile()(params)
 
     names, (out, ours, our_grads) = run(pallas)
     assert names == sorted([
