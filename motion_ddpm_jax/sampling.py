@@ -530,6 +530,29 @@ def call_split(total: int, batch_size: int, devices: int) -> int:
     return max(1, min(-(-int(total) // devices), int(batch_size) // devices))
 
 
+LENGTH_BUCKET = 16  # frames: a call of `generate`'s several runs at a multiple of this (its samples' longest)
+
+
+def call_plan(lengths: np.ndarray, chunk: int, group_lengths: bool = True) -> list[tuple[np.ndarray, int]]:
+    """`generate`'s compiled calls for samples of `lengths` [N], `chunk` samples a call: [(the call's
+    sample indices [chunk], its frames)]. A short last call repeats its last sample. One call, or
+    `group_lengths` off: calls in sample order, each at the longest length T. Else the samples in order
+    of length (ties in sample order), each call at its own longest length rounded up to a multiple of
+    LENGTH_BUCKET, T at most: at most T / LENGTH_BUCKET + 1 programs, whatever the number of calls."""
+    total = len(lengths)
+    longest = int(np.max(lengths))
+    grouped = group_lengths and total > chunk
+    order = np.argsort(lengths, kind="stable") if grouped else np.arange(total)
+    plan = []
+    for start in range(0, total, chunk):
+        index = order[np.minimum(np.arange(start, start + chunk), total - 1)]
+        frames = longest
+        if grouped:
+            frames = min(longest, -(-int(lengths[index].max()) // LENGTH_BUCKET) * LENGTH_BUCKET)
+        plan.append((index, frames))
+    return plan
+
+
 def sampler_settings(sample_config) -> dict[str, Any]:
     """generate()'s sampler keywords from a config's `sample` section (one place for every caller)."""
     return {
@@ -643,6 +666,7 @@ def generate(
     guidance_scale: float = 1.0,
     seed: int = 0,
     batch_size: int = 64,
+    group_lengths: bool = True,
 ) -> dict[str, Any]:
     """Sample `num_samples` motions per caption (an empty caption, "", samples the unconditional model
     that guidance uses; `--mode sample` refuses one, as a slip of `a||b`). A caption of more tokens than
@@ -670,10 +694,19 @@ def generate(
         size with the data's;
       lengths i32[N]; captions list[str] of length N.
 
+    Samples of mixed lengths in more than one compiled call (more than `batch_size` of them): with
+    `group_lengths` (the default) the calls take the samples in order of length, and each call runs at
+    its own longest length rounded up to a multiple of LENGTH_BUCKET frames (the call's longest T at
+    most), not at T: a call of short samples computes no frames of the long ones. A sample is the same
+    either way (its noise is drawn per sample and its padded frames are masked out; float rounding of the
+    other program aside); `group_lengths=False` runs every call at T.
+
     Compiling: one program per sampler setting (sampler, steps, eta, spacing, guided or not), samples per
-    call and longest length T. A call that repeats them (other captions, seed, guidance scale, or another
-    checkpoint of the same architecture) reuses it: 0.01-0.03 s for 10 DDIM steps of the demo's model on 2
-    CPU cores; a new T or sample count compiles again, 3-5 s there. For many captions of mixed lengths,
+    call and frames per call (T where one call holds every sample; with `group_lengths`, T and the
+    multiples of LENGTH_BUCKET below it that the calls' lengths need). A call that repeats them (other
+    captions, seed, guidance scale, or another checkpoint of the same architecture) reuses it: 0.01-0.03 s
+    for 10 DDIM steps of the demo's model on 2 CPU cores; a new length or sample count compiles again,
+    3-5 s there (4.5 s for the full-size model at 4 x 60 frames). For many captions of mixed lengths,
     give them to one call (a list of lengths) rather than one call each.
     """
     _check_request(
@@ -710,23 +743,21 @@ def generate(
     schedule = _replicated(loaded, "schedule", lambda: loaded.schedule, devices)
 
     shared = (np.uint32(seed), encoded[-1], token_mask[-1], np.float32(guidance_scale))
-    outputs = []
+    standardized = np.zeros((total, frames, loaded.model.input_feats), np.float32)
     # Traced in partitionable threefry (JAX's default since 0.5, which every sample of this project drew
     # with): there normal(key, [T, D])[:n] == normal(key, [n, D]). A user's jax_threefry_partitionable=False
     # would make a sample's noise change with the longest length beside it (0.1 std on the demo).
-    for start in range(0, total, chunk):
-        index = np.minimum(np.arange(start, start + chunk), total - 1)  # a short last chunk repeats a sample
+    for index, call_frames in call_plan(lengths, chunk, group_lengths):
         per_sample = (
             index.astype(np.int32),
-            np.arange(frames)[None] < lengths[index][:, None],  # frame masks [chunk, T]
+            np.arange(call_frames)[None] < lengths[index][:, None],  # frame masks [chunk, call_frames]
             encoded[caption_of[index]],
             token_mask[caption_of[index]],
         )
         per_sample = [a.reshape(devices, per_device, *a.shape[1:]) for a in per_sample]
         with _partitionable_threefry():
             x0 = function(params, schedule, shared[0], *per_sample, *shared[1:])
-        outputs.append(np.asarray(x0).reshape(chunk, frames, -1))
-    standardized = np.concatenate(outputs)[:total]
+        standardized[index, :call_frames] = np.asarray(x0).reshape(chunk, call_frames, -1)
 
     valid = np.arange(frames)[None, :] < lengths[:, None]  # [N, T]
     motion = np.where(valid[..., None], pipeline.destandardize(standardized, loaded.mean, loaded.std), 0.0)

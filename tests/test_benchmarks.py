@@ -450,6 +450,7 @@ def test_variants_benchmark_times_the_sampler_and_compares_a_denoiser_output(tmp
         "gpu_summary.py",
         "bench_solvers.py",
         "bench_optimizer.py",
+        "bench_generate.py",
     ],
 )
 def test_benchmark_help_describes_it(script):
@@ -481,6 +482,11 @@ SUMMARY_COLUMNS = ["case", "s/step", "samples/s", "x twin32", "x twin16", "x tc1
             "bench_solvers",
             "HEADER",
             ["sampler", "spacing", "steps", "rms feat", "rms pos", "s/call", "compile s"],
+        ),
+        (
+            "bench_generate",
+            "HEADER",
+            ["mode", "calls", "programs", "frames run", "1st call s", "s", "x longest"],
         ),
     ],
 )
@@ -1176,3 +1182,41 @@ def test_solver_benchmark_measures_the_checkpoint_step_and_parameters_it_is_give
     assert stopped.value.code == 2 and not out.exists()
     assert f"--checkpoint-step 7: {run / 'checkpoints'}" in error
     assert f"no checkpoint at step 7; available: {checkpoint_steps(run)}" in error
+
+
+def test_generate_benchmark_counts_the_calls_programs_and_frames_of_each_mode(tmp_path, monkeypatch, capsys):
+    """bench_generate on a tiny model, 10 samples of lengths 3, 9, 5, 12, 7 (repeated), 4 a call, buckets
+    of 4 frames: the longest mode runs 3 calls of 12 frames (144 frames for the samples' 72); the grouped
+    one calls of [3, 3, 5, 5] at 8, [7, 7, 9, 9] at 12, [12, 12] (+2 repeats) at 12: 2 programs, 128
+    frames; the two modes' samples the same."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    bench_generate = importlib.import_module("bench_generate")
+    monkeypatch.setattr(bench_generate.sampling, "LENGTH_BUCKET", 4)
+    out = tmp_path / "generate.json"
+    flags = ["--samples", "10", "--batch-size", "4", "--lengths", "3,9,5,12,7", "--steps", "2"]
+    bench_generate.main(
+        [*flags, "--diffusion-steps", "30", "--features", "6", "--repeats", "1", *TINY, "--json", str(out)]
+    )
+    record = json.loads(out.read_text())
+    rows = {row["mode"]: row for row in record["rows"]}
+    assert record["lengths"] == [3, 9, 5, 12, 7] * 2
+    assert (rows["longest"]["calls"], rows["longest"]["programs"], rows["longest"]["frames_run"]) == (
+        3,
+        1,
+        144,
+    )
+    assert (rows["grouped"]["calls"], rows["grouped"]["programs"], rows["grouped"]["frames_run"]) == (
+        3,
+        2,
+        128,
+    )
+    assert rows["grouped"]["frames_run_over_own"] == pytest.approx(128 / 72)
+    assert all(row["median_s"] > 0 and row["first_call_s"] > 0 for row in rows.values())
+    assert rows["longest"]["x_longest"] == 1.0 and record["max_diff"] < 1e-4
+    printed = capsys.readouterr().out
+    assert bench_generate.HEADER in printed and "max diff" in printed
+    with pytest.raises(SystemExit) as stopped:
+        bench_generate.main([*flags, "--lengths", "uniform:9:3", *TINY])
+    assert (
+        stopped.value.code == 2 and "--lengths 'uniform:9:3': need 1 <= LO <= HI" in capsys.readouterr().err
+    )

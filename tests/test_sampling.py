@@ -713,6 +713,85 @@ def test_samples_do_not_depend_on_the_batch_size_and_chunks_share_one_compilatio
     np.testing.assert_array_equal(as_array["motion"], whole["motion"])  # lengths as a numpy array
 
 
+def test_call_plan_groups_samples_by_length_into_few_programs():
+    """`call_plan` against a brute-force account of what it promises, on random lengths: every sample in
+    some call (a short last call repeating its last), a call's frames cover its samples, round their
+    longest up to a bucket (the longest of all at most), calls in order of length, and at most
+    T / bucket + 1 programs; one call, or grouping off, runs all at the longest in sample order."""
+    rng = np.random.default_rng(0)
+    bucket = sampling.LENGTH_BUCKET
+    for _ in range(200):
+        total, chunk = int(rng.integers(1, 40)), int(rng.integers(1, 12))
+        lengths = rng.integers(1, 200, total)
+        longest = int(lengths.max())
+        plan = sampling.call_plan(lengths, chunk)
+        ungrouped = sampling.call_plan(lengths, chunk, group_lengths=False)
+        assert len(plan) == len(ungrouped) == -(-total // chunk)
+        for calls in (plan, ungrouped):
+            covered = np.concatenate([index for index, _ in calls])
+            assert sorted(set(covered.tolist())) == list(range(total))
+            assert all(len(index) == chunk for index, _ in calls)
+            assert len(covered) - total == len(covered) - len(set(covered.tolist()))  # repeats pad the end
+        assert [frames for _, frames in ungrouped] == [longest] * len(ungrouped)
+        np.testing.assert_array_equal(ungrouped[0][0][: min(chunk, total)], np.arange(min(chunk, total)))
+        if total <= chunk:
+            assert [f for _, f in plan] == [longest]
+            continue
+        previous = 0
+        for index, frames in plan:
+            own = int(lengths[index].max())
+            want = min(longest, (own + bucket - 1) // bucket * bucket)
+            assert frames == want and frames >= own
+            assert lengths[index].min() >= previous  # in order of length
+            previous = own
+        assert len({f for _, f in plan}) <= longest // bucket + 1
+
+
+def test_calls_of_mixed_lengths_run_at_their_own_lengths_and_give_each_sample(workdirs, loaded, monkeypatch):
+    """More samples than a call holds, of mixed lengths: the calls take them in order of length, each
+    at its samples' longest rounded up to LENGTH_BUCKET (4 here) frames, where they had all run at the
+    longest length of all (a call of 3- and 5-frame samples computed 16 frames each). Against the
+    analytic DDIM sample of a zero-output model (x_T / sqrt(abar at the first step), x_T drawn at the
+    sample's own length), in the order asked; and on a trained-like model, against the same call with
+    every call at the longest length (float rounding of other programs apart)."""
+    monkeypatch.setattr(sampling, "LENGTH_BUCKET", 4)
+    traced = []
+    real_loop = sampling.diffusion.ddim_sample_loop
+
+    def counting_loop(schedule, denoise, x_T, *args, **kwargs):
+        traced.append(x_T.shape[-2])
+        return real_loop(schedule, denoise, x_T, *args, **kwargs)
+
+    monkeypatch.setattr(sampling.diffusion, "ddim_sample_loop", counting_loop)
+    zero = sampling.load_model(workdirs["zero"])
+    captions, lengths = CAPTIONS + CAPTIONS + CAPTIONS[:1], [10, 3, 16, 5, 7]
+    steps, seed = 4, 8  # (a step count no other test compiles: every program traced here)
+    out = sampling.generate(zero, captions, lengths, steps=steps, seed=seed, batch_size=2)
+    # sorted 3, 5 | 7, 10 | 16 (+ a repeat): programs of 8, 12 and 16 frames, not three of 16
+    assert sorted(traced) == [8, 12, 16]
+    np.testing.assert_array_equal(out["lengths"], lengths)
+    assert out["captions"] == captions and out["motion"].shape == (5, 16, 18)
+    first_t = (steps - 1) * STEPS // steps
+    abar = np.cumprod(1 - np.asarray(zero.schedule.betas, np.float64))[first_t]
+    mean, std = np.asarray(zero.metadata["mean"]), np.asarray(zero.metadata["std"])
+    with jax.threefry_partitionable(True):
+        for i, length in enumerate(lengths):
+            key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), i), 0)
+            x_T = np.asarray(jax.random.normal(key, (length, 18)), np.float64)
+            np.testing.assert_allclose(
+                out["motion"][i, :length], x_T / np.sqrt(abar) * std + mean, rtol=1e-5, atol=1e-4
+            )
+            assert not out["motion"][i, length:].any()
+    traced.clear()
+    grouped = sampling.generate(loaded, captions, lengths, steps=steps, seed=seed, batch_size=2)
+    longest = sampling.generate(
+        loaded, captions, lengths, steps=steps, seed=seed, batch_size=2, group_lengths=False
+    )
+    assert traced == []  # the same architecture's programs again (longest: its 16-frame one for all)
+    np.testing.assert_allclose(grouped["motion"], longest["motion"], rtol=1e-4, atol=1e-5)
+    assert np.abs(grouped["motion"]).max() > 1  # (not the zero model's samples)
+
+
 @pytest.mark.parametrize(
     "kwargs, field",
     [
