@@ -1,5 +1,5 @@
 """Samples of mixed lengths through `sampling.generate`, in more calls than one: every call at the longest
-length (`group_lengths=False`) against calls that take the samples in order of length (the default),
+length (`group_lengths=False`) against calls that take the samples in order of length (the default on a CPU),
 side by side in one process.
 
     .venv/bin/python benchmarks/bench_generate.py [--samples 128] [--batch-size 64]

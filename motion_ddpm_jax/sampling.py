@@ -666,7 +666,7 @@ def generate(
     guidance_scale: float = 1.0,
     seed: int = 0,
     batch_size: int = 64,
-    group_lengths: bool = True,
+    group_lengths: bool | None = None,
 ) -> dict[str, Any]:
     """Sample `num_samples` motions per caption (an empty caption, "", samples the unconditional model
     that guidance uses; `--mode sample` refuses one, as a slip of `a||b`). A caption of more tokens than
@@ -695,19 +695,23 @@ def generate(
       lengths i32[N]; captions list[str] of length N.
 
     Samples of mixed lengths in more than one compiled call (more than `batch_size` of them): with
-    `group_lengths` (the default) the calls take the samples in order of length, and each call runs at
-    its own longest length rounded up to a multiple of LENGTH_BUCKET frames (the call's longest T at
-    most), not at T: a call of short samples computes no frames of the long ones. A sample is the same
-    either way (its noise is drawn per sample and its padded frames are masked out; float rounding of the
-    other program aside); `group_lengths=False` runs every call at T.
+    `group_lengths` the calls take the samples in order of length, and each call runs at its own longest
+    length rounded up to a multiple of LENGTH_BUCKET frames (the call's longest T at most), not at T: a
+    call of short samples computes no frames of the long ones, for a program per length it needs.
+    `group_lengths=False` runs every call at T (one program). None (the default): grouped on a CPU, where
+    a call's time follows the frames it computes (256 samples of 40-196 frames: 1.30x faster, 1.13x with
+    the extra programs' compiling; RESULTS.md, session 44), not on an accelerator, where a compile costs
+    more than the padded frames (H100: DDIM-50 of 32 x 196 in 0.14 s, its program compiled in 8 s). A
+    sample is the same either way (its noise is drawn per sample and its padded frames are masked out;
+    float rounding of the other program aside).
 
     Compiling: one program per sampler setting (sampler, steps, eta, spacing, guided or not), samples per
-    call and frames per call (T where one call holds every sample; with `group_lengths`, T and the
-    multiples of LENGTH_BUCKET below it that the calls' lengths need). A call that repeats them (other
-    captions, seed, guidance scale, or another checkpoint of the same architecture) reuses it: 0.01-0.03 s
-    for 10 DDIM steps of the demo's model on 2 CPU cores; a new length or sample count compiles again,
-    3-5 s there (4.5 s for the full-size model at 4 x 60 frames). For many captions of mixed lengths,
-    give them to one call (a list of lengths) rather than one call each.
+    call and frames per call (T where one call holds every sample or the calls are not grouped; grouped,
+    T and the multiples of LENGTH_BUCKET below it that the calls' lengths need). A call that repeats them
+    (other captions, seed, guidance scale, or another checkpoint of the same architecture) reuses it:
+    0.01-0.03 s for 10 DDIM steps of the demo's model on 2 CPU cores; a new length or sample count
+    compiles again, 3-5 s there (4.5 s for the full-size model at 4 x 60 frames). For many captions of
+    mixed lengths, give them to one call (a list of lengths) rather than one call each.
     """
     _check_request(
         loaded, captions, num_samples, sampler, steps, eta, spacing, guidance_scale, seed, batch_size
@@ -747,7 +751,9 @@ def generate(
     # Traced in partitionable threefry (JAX's default since 0.5, which every sample of this project drew
     # with): there normal(key, [T, D])[:n] == normal(key, [n, D]). A user's jax_threefry_partitionable=False
     # would make a sample's noise change with the longest length beside it (0.1 std on the demo).
-    for index, call_frames in call_plan(lengths, chunk, group_lengths):
+    if group_lengths is None:
+        group_lengths = jax.default_backend() == "cpu"
+    for index, call_frames in call_plan(lengths, chunk, bool(group_lengths)):
         per_sample = (
             index.astype(np.int32),
             np.arange(call_frames)[None] < lengths[index][:, None],  # frame masks [chunk, call_frames]

@@ -790,6 +790,15 @@ def test_calls_of_mixed_lengths_run_at_their_own_lengths_and_give_each_sample(wo
     assert traced == []  # the same architecture's programs again (longest: its 16-frame one for all)
     np.testing.assert_allclose(grouped["motion"], longest["motion"], rtol=1e-4, atol=1e-5)
     assert np.abs(grouped["motion"]).max() > 1  # (not the zero model's samples)
+    # By default grouped on a CPU only: on an accelerator a program's compile costs more than padded frames
+    asked, real_plan = [], sampling.call_plan
+    monkeypatch.setattr(sampling, "call_plan", lambda *args: asked.append(args[2]) or real_plan(*args))
+    sampling.generate(loaded, captions, lengths, steps=steps, seed=seed, batch_size=2)
+    with monkeypatch.context() as on_gpu:
+        on_gpu.setattr(sampling.jax, "default_backend", lambda: "gpu")
+        ungrouped = sampling.generate(loaded, captions, lengths, steps=steps, seed=seed, batch_size=2)
+    assert asked == [True, False]
+    np.testing.assert_array_equal(ungrouped["motion"], longest["motion"])
 
 
 @pytest.mark.parametrize(
