@@ -107,6 +107,10 @@
 #                  context's kernels' tiles too; 16 frames at the least).
 #                  The CPU-chosen spellings can be timed the same way:
 #                  GPU_VARIANTS=current,positions=autodiff,softmax=autodiff,standardize=twopass
+#   generate       sampling.generate over 256 samples of 40-196 frames (--mode eval's default clip count), DDIM
+#                  50 steps, bf16 (benchmarks/bench_generate.py): every call at the longest length (what
+#                  generate does on a GPU) against calls grouped by length (its default on a CPU, where it
+#                  samples 1.30x faster): whether the grouping's extra programs cost more than it saves here
 #   profile_variant  (only when named in CASES) B=$BIG_BATCH, 2 layers: profile_step.py of $PROFILE_VARIANT
 #                  (a variant of bench_variants.py; default current), its trace in $OUT/profile_variant_trace
 #                  (bundled with profile's in trace.tgz): where a variant's time and bytes went
@@ -129,7 +133,8 @@ PROFILE_VARIANT=${PROFILE_VARIANT:-current}
 GPU_VARIANTS=${GPU_VARIANTS:-current,read=pallas+style=pallas,context=pallas+read=pallas+style=pallas,standardize=saved-statistics,attention=tokens-major,xla:xla_disable_hlo_passes=triton-softmax-rewriter}
 read -r -a MODEL <<< "${MODEL_ARGS:-}"
 read -r -a BENCH <<< "${BENCH_ARGS:-}"
-CASES=${CASES:-train_step,big_batch,profile,pipelined,compile_flags,fp32,products,sampling,geometric,beat_window,autotune_off,torch_compile,variants}
+read -r -a GENERATE <<< "${GENERATE_ARGS:-}"  # added to the generate case's flags (a dry run's smaller request)
+CASES=${CASES:-train_step,big_batch,profile,pipelined,compile_flags,fp32,products,sampling,geometric,beat_window,autotune_off,torch_compile,variants,generate}
 if [[ -d $OUT ]] && [[ -n $(ls -A "$OUT") ]]; then  # an earlier run's results: kept, out of this run's way
   previous="$OUT.previous-$(date -u +%Y%m%dT%H%M%S)"
   mv "$OUT" "$previous" && echo "moved the earlier results in $OUT to $previous"
@@ -280,11 +285,14 @@ for case in ${CASES//,/ }; do
     variants)
       run variants 480 200 benchmarks/bench_variants.py --features 264 --frames 196 --batch "$BIG_BATCH" \
         --dtype bfloat16 --rounds 5 --variants "$GPU_VARIANTS" "${MODEL[@]}" --layers 2 ;;
+    generate)
+      run generate 200 90 benchmarks/bench_generate.py --features 264 --samples 256 --lengths uniform:40:196 \
+        --steps 50 --dtype bfloat16 --repeats 2 "${MODEL[@]}" "${GENERATE[@]}" ;;
     torch_compile)
       run torch_compile 300 150 "${train[@]}" --batch 32 --geometric off \
         --impls jax-bf16,torch-bf16,torch-compile-bf16 --torch-compile-mode reduce-overhead --repeats 10 --warmup 3 ;;
     *) echo "unknown case $case (known: train_step big_batch profile pipelined compile_flags fp32 products sampling" \
-      "geometric beat_window autotune_off torch_compile variants profile_variant)" ;;
+      "geometric beat_window autotune_off torch_compile variants generate profile_variant)" ;;
   esac
 done
 

@@ -43,7 +43,7 @@ GOAL_MFU = 0.40  # at the large batch
 TWIN_AMP = "speedup_vs_torch-bf16"
 CASES = (  # gpu_check.sh's benchmark cases with rows (the profile is read on its own)
     "train_step", "big_batch", "pipelined", "compile_flags", "fp32", "geometric", "beat_window", "sampling",
-    "autotune_off", "torch_compile", "products", "variants",
+    "autotune_off", "torch_compile", "products", "variants", "generate",
 )  # fmt: skip
 
 
@@ -334,6 +334,8 @@ def main(argv: list[str]) -> int:
         products_table(record, steps)
     if records["variants"]:
         variants_table(records["variants"])
+    if records["generate"]:
+        generate_table(records["generate"])
     for name, profile in profiles.items():
         if profile:
             profile_table(profile, title=name)
@@ -343,6 +345,31 @@ def main(argv: list[str]) -> int:
     if missing:
         print(f"\nno rows from: {', '.join(missing)}")
     return 0
+
+
+def generate_table(record: dict) -> None:
+    """bench_generate.py's two modes: every call at the longest length, calls grouped by length."""
+    args = record["args"]
+    lengths = record.get("lengths") or [0]
+    print(
+        f"\ngenerate: {args['samples']} samples of {args['lengths']} frames (longest {max(lengths)}), "
+        f"{args['batch_size']} a call, {args['sampler']} {args['steps']} steps, {args['dtype']}"
+        + status(record)
+    )
+    print(
+        f"  {'mode':<9}{'calls':>6}{'programs':>9}{'frames run':>11}{'1st call s':>11}{'s':>9}"
+        f"{'x longest':>10}"
+    )
+    for row in record["rows"]:
+        print(
+            f"  {row['mode']:<9}{row['calls']:>6}{row['programs']:>9}{row['frames_run_over_own']:>10.2f}x"
+            f"{row['first_call_s']:>11.1f}{fmt(row['median_s'], '.3f'):>9}"
+            f"{fmt(row['x_longest_first'], '.2f'):>6} / {fmt(row['x_longest'], '.2f')}"
+        )
+    print(
+        "  (x longest: first call, compiling included / later calls; generate groups by length by default "
+        "on a CPU only)"
+    )
 
 
 def variants_table(record: dict) -> None:

@@ -891,8 +891,9 @@ def test_gpu_check_runs_its_cases_and_summarises_them(tmp_path):
         "BUDGET_S": "2400",  # a busy machine ran the cases past 500 s and the last was skipped for time
         "BIG_BATCH": "4",
         "CASES": "train_step,big_batch,profile,pipelined,compile_flags,fp32,products,geometric,beat_window,"
-        "variants,profile_variant",
+        "variants,profile_variant,generate",
         "PROFILE_VARIANT": "attention=tokens-major",
+        "GENERATE_ARGS": "--samples 12 --batch-size 4 --steps 2",
         "MODEL_ARGS": " ".join(TINY),
         "BENCH_ARGS": "--matmul-size 64",
         "BUNDLE_DIR": str(tmp_path / "bundle"),
@@ -914,6 +915,7 @@ def test_gpu_check_runs_its_cases_and_summarises_them(tmp_path):
         "beat_window",
         "variants",
         "profile_variant",
+        "generate",
     ):
         assert f"{case}: exit 0" in summary, summary
     beat = json.loads((out / "beat_window.json").read_text())
@@ -975,6 +977,10 @@ def test_gpu_check_runs_its_cases_and_summarises_them(tmp_path):
     assert "profile_variant: attention=tokens-major, 2 layers" in report and "rel dgrad" in report
     # Without command buffers, so that a Pallas kernel's events name its op.
     assert variant["machine"]["xla_flags"] == "--xla_gpu_enable_command_buffer="
+    generate = json.loads((out / "generate.json").read_text())
+    assert [row["mode"] for row in generate["rows"]] == ["longest", "grouped"]
+    assert generate["args"]["samples"] == 12 and generate["args"]["lengths"] == "uniform:40:196"
+    assert "generate: 12 samples of uniform:40:196 frames" in report and "grouped       3" in report
 
 
 def test_gpu_check_moves_an_earlier_runs_results_aside_and_bundles_as_it_goes(tmp_path):
