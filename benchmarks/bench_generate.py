@@ -17,7 +17,9 @@ Columns: `mode` (`longest`: every call at the longest length; `grouped`: each ca
 longest rounded up to a multiple of `sampling.LENGTH_BUCKET` frames), `calls` compiled calls of one
 generate, `programs` distinct frame counts among them (each compiles once), `frames run` the frames the
 calls compute (samples x frames per call, summed) over the samples' own frames, `1st call s` the first
-generate's time (compiling its programs included), `s` the median of the later ones (compiled: the
+generate's time (compiling its programs included: each mode's first call starts with no compiled
+sampler, so that the grouped mode does not reuse the longest mode's program of the longest length, which
+both run; jax's persistent compilation cache is off), `s` the median of the later ones (compiled: the
 sampling alone), `x longest` the longest mode's time over this row's (above 1: faster), for the first
 call and for the later ones. `max diff` is the largest difference between the two modes' samples
 (standardized features over the valid frames): float rounding of programs of other shapes, not another
@@ -112,6 +114,9 @@ def main(argv=None) -> None:
         lengths = draw_lengths(args.lengths, args.samples, args.seed)
     except ValueError as error:
         parser.error(str(error))
+    # Compiling is part of what is measured: no program from an earlier run (JAX_COMPILATION_CACHE_DIR,
+    # as gpu_check.sh sets) or from the other mode
+    jax.config.update("jax_enable_compilation_cache", False)
     loaded = untrained_model(args, int(lengths.max()))
     captions = [CAPTIONS[i % len(CAPTIONS)] for i in range(args.samples)]
     request = dict(sampler=args.sampler, steps=args.steps, seed=args.seed, batch_size=args.batch_size)
@@ -138,6 +143,11 @@ def main(argv=None) -> None:
 
     first, outputs, seconds = {}, {}, {mode: [] for mode in MODES}
     for mode in MODES:
+        # Cold for each mode: otherwise the second mode's first call reuses the first's program of the
+        # longest length (both modes run a call there) and its compiling is not counted. A new sampler
+        # function (and text encoder) is a new jit cache; the persistent cache is off (main's start).
+        sampling._sample_function.cache_clear()
+        sampling._encoder.cache_clear()
         first[mode], outputs[mode] = call(mode)
         print(f"[{time.strftime('%H:%M:%S')}] {mode}: first call {first[mode]:.1f} s", flush=True)
     names = list(MODES)

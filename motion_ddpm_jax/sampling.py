@@ -694,16 +694,17 @@ def generate(
         size with the data's;
       lengths i32[N]; captions list[str] of length N.
 
-    Samples of mixed lengths in more than one compiled call (more than `batch_size` of them): with
-    `group_lengths` the calls take the samples in order of length, and each call runs at its own longest
-    length rounded up to a multiple of LENGTH_BUCKET frames (the call's longest T at most), not at T: a
-    call of short samples computes no frames of the long ones, for a program per length it needs.
-    `group_lengths=False` runs every call at T (one program). None (the default): grouped on a CPU, where
-    a call's time follows the frames it computes (256 samples of 40-196 frames: 1.30x faster, 1.13x with
-    the extra programs' compiling; RESULTS.md, session 44), not on an accelerator, where a compile costs
-    more than the padded frames (H100: DDIM-50 of 32 x 196 in 0.14 s, its program compiled in 8 s). A
-    sample is the same either way (its noise is drawn per sample and its padded frames are masked out;
-    float rounding of the other program aside).
+    Samples of mixed lengths in more than one compiled call (more than a call holds: `batch_size`, or
+    fewer where the local devices do not divide it): with `group_lengths` the calls take the samples in
+    order of length, and each call runs at its own longest length rounded up to a multiple of
+    LENGTH_BUCKET frames (the call's longest T at most), not at T: a call of short samples computes no
+    frames of the long ones, for a program per length it needs. `group_lengths=False` runs every call at
+    T (one program). None (the default): grouped on a CPU, where a call's time follows the frames it
+    computes (256 samples of 40-196 frames, DDIM-50, full-size model on 2 cores: 1.20x faster with the
+    extra programs' compiling; RESULTS.md, session 44), not on an accelerator, where a compile costs more
+    than the padded frames (H100: DDIM-50 of 32 x 196 in 0.14 s, its program compiled in 8 s). A sample
+    is the same either way (its noise is drawn per sample and its padded frames are masked out; float
+    rounding of the other program aside).
 
     Compiling: one program per sampler setting (sampler, steps, eta, spacing, guided or not), samples per
     call and frames per call (T where one call holds every sample or the calls are not grouped; grouped,

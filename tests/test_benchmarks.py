@@ -1198,13 +1198,40 @@ def test_generate_benchmark_counts_the_calls_programs_and_frames_of_each_mode(tm
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     bench_generate = importlib.import_module("bench_generate")
     monkeypatch.setattr(bench_generate.sampling, "LENGTH_BUCKET", 4)
+    traced = []  # the frames of each sampler program traced (one per program compiled)
+    real_loop = bench_generate.sampling.diffusion.ddim_sample_loop
+
+    def counting_loop(schedule, denoise, x_T, *args, **kwargs):
+        traced.append(x_T.shape[-2])
+        return real_loop(schedule, denoise, x_T, *args, **kwargs)
+
+    monkeypatch.setattr(bench_generate.sampling.diffusion, "ddim_sample_loop", counting_loop)
     out = tmp_path / "generate.json"
     flags = ["--samples", "10", "--batch-size", "4", "--lengths", "3,9,5,12,7", "--steps", "2"]
-    bench_generate.main(
-        [*flags, "--diffusion-steps", "30", "--features", "6", "--repeats", "1", *TINY, "--json", str(out)]
-    )
+    cache_was_on = bench_generate.jax.config.jax_enable_compilation_cache
+    try:  # (the benchmark turns jax's persistent cache off for its process: this one's is restored)
+        bench_generate.main(
+            [
+                *flags,
+                "--diffusion-steps",
+                "30",
+                "--features",
+                "6",
+                "--repeats",
+                "1",
+                *TINY,
+                "--json",
+                str(out),
+            ]
+        )
+        assert not bench_generate.jax.config.jax_enable_compilation_cache
+    finally:
+        bench_generate.jax.config.update("jax_enable_compilation_cache", cache_was_on)
     record = json.loads(out.read_text())
     rows = {row["mode"]: row for row in record["rows"]}
+    # each mode's first call compiles every program it runs (grouped: its 12-frame one too, not the
+    # longest mode's again); the timed calls after them none
+    assert traced == [12, 8, 12]
     assert record["lengths"] == [3, 9, 5, 12, 7] * 2
     assert (rows["longest"]["calls"], rows["longest"]["programs"], rows["longest"]["frames_run"]) == (
         3,

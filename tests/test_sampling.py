@@ -752,8 +752,8 @@ def test_calls_of_mixed_lengths_run_at_their_own_lengths_and_give_each_sample(wo
     at its samples' longest rounded up to LENGTH_BUCKET (4 here) frames, where they had all run at the
     longest length of all (a call of 3- and 5-frame samples computed 16 frames each). Against the
     analytic DDIM sample of a zero-output model (x_T / sqrt(abar at the first step), x_T drawn at the
-    sample's own length), in the order asked; and on a trained-like model, against the same call with
-    every call at the longest length (float rounding of other programs apart)."""
+    sample's own length), in the order asked; and on a trained-like model, unguided and guided, both
+    modes against numpy DDIM of each sample alone at its own length (`reference_ddim`)."""
     monkeypatch.setattr(sampling, "LENGTH_BUCKET", 4)
     traced = []
     real_loop = sampling.diffusion.ddim_sample_loop
@@ -788,7 +788,19 @@ def test_calls_of_mixed_lengths_run_at_their_own_lengths_and_give_each_sample(wo
         loaded, captions, lengths, steps=steps, seed=seed, batch_size=2, group_lengths=False
     )
     assert traced == []  # the same architecture's programs again (longest: its 16-frame one for all)
-    np.testing.assert_allclose(grouped["motion"], longest["motion"], rtol=1e-4, atol=1e-5)
+    # Both modes against numpy DDIM of each sample alone at its own length (no padded frame anywhere),
+    # unguided and guided (a guided call's rows are [conditional; unconditional], masks stacked likewise).
+    request = dict(steps=steps, seed=seed, batch_size=2, guidance_scale=2.5)
+    guided = {
+        group: sampling.generate(loaded, captions, lengths, **request, group_lengths=group)
+        for group in (True, False)
+    }
+    for scale, outs in ((1.0, (grouped, longest)), (2.5, tuple(guided.values()))):
+        for i, (caption, length) in enumerate(zip(captions, lengths, strict=True)):
+            expected = reference_ddim(loaded, caption, length, length, seed, i, steps, scale)
+            for out in outs:
+                np.testing.assert_allclose(out["motion"][i, :length], expected, rtol=1e-4, atol=1e-4)
+                assert not out["motion"][i, length:].any()
     assert np.abs(grouped["motion"]).max() > 1  # (not the zero model's samples)
     # By default grouped on a CPU only: on an accelerator a program's compile costs more than padded frames
     asked, real_plan = [], sampling.call_plan
