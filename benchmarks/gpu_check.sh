@@ -110,7 +110,8 @@
 #   generate       sampling.generate over 256 samples of 40-196 frames (--mode eval's default clip count), DDIM
 #                  50 steps, bf16 (benchmarks/bench_generate.py): every call at the longest length (what
 #                  generate does on a GPU) against calls grouped by length (its default on a CPU, where it
-#                  samples 1.30x faster): whether the grouping's extra programs cost more than it saves here
+#                  sampled this request 1.20x faster from cold, 541 -> 450 s on the 2-core EPYC): whether
+#                  the grouping's extra programs cost more than it saves here
 #   profile_variant  (only when named in CASES) B=$BIG_BATCH, 2 layers: profile_step.py of $PROFILE_VARIANT
 #                  (a variant of bench_variants.py; default current), its trace in $OUT/profile_variant_trace
 #                  (bundled with profile's in trace.tgz): where a variant's time and bytes went

@@ -293,6 +293,20 @@ def test_metadata_a_model_cannot_be_sampled_from_is_a_checkpoint_error_naming_th
     assert loaded.fps == 30.0 and loaded.clip_x0 is None and loaded.representation == "positions"
 
 
+def zero_model_ddim(loaded, seed: int, index: int, length: int, steps: int) -> np.ndarray:
+    """The analytic DDIM (eta 0, leading steps) sample of a zero-output epsilon model, de-standardized
+    (float64 [length, D]): every step scales x_t by sqrt(abar_prev / abar_t), so the sample is x_T /
+    sqrt(abar at the first step); x_T of sample `index` is normal(fold_in(fold_in(key(seed), index), 0))
+    in float32, drawn at the sample's own length (partitionable threefry: a prefix of a longer draw)."""
+    first_t = (steps - 1) * STEPS // steps
+    abar = np.cumprod(1 - np.asarray(loaded.schedule.betas, np.float64))[first_t]
+    key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), index), 0)
+    with jax.threefry_partitionable(True):
+        x_T = np.asarray(jax.random.normal(key, (length, loaded.model.input_feats), jnp.float32), np.float64)
+    mean, std = np.asarray(loaded.metadata["mean"]), np.asarray(loaded.metadata["std"])
+    return x_T / np.sqrt(abar) * std + mean
+
+
 # ------------------------------------------------------------------------------------------ generate
 def test_zero_output_model_gives_the_analytic_ddim_sample_destandardized_and_masked(workdirs):
     """Epsilon prediction 0: every DDIM (eta 0) step scales x_t by sqrt(abar_prev / abar_t), so the sample
@@ -305,13 +319,8 @@ def test_zero_output_model_gives_the_analytic_ddim_sample_destandardized_and_mas
     np.testing.assert_array_equal(out["lengths"], [6, 10])
     assert out["motion"].shape == (2, 10, 18) and out["motion"].dtype == np.float32
     assert out["positions"].shape == (2, 10, 6, 3)
-    first_t = (steps - 1) * STEPS // steps
-    abar = np.cumprod(1 - np.asarray(loaded.schedule.betas, np.float64))[first_t]
-    mean, std = np.asarray(loaded.metadata["mean"]), np.asarray(loaded.metadata["std"])
     for i, length in enumerate(out["lengths"]):
-        key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), i), 0)
-        x_T = np.asarray(jax.random.normal(key, (10, 18)), np.float64)
-        expected = x_T[:length] / np.sqrt(abar) * std + mean
+        expected = zero_model_ddim(loaded, seed, i, int(length), steps)
         np.testing.assert_allclose(out["motion"][i, :length], expected, rtol=1e-5, atol=1e-4)
         assert not out["motion"][i, length:].any() and not out["positions"][i, length:].any()
         np.testing.assert_allclose(
@@ -399,13 +408,8 @@ def test_a_samples_noise_is_the_documented_float32_draw_with_jax_enable_x64(work
         out = sampling.generate(loaded, CAPTIONS, lengths, steps=steps, seed=seed)
     finally:
         jax.config.update("jax_enable_x64", previous)
-    first_t = (steps - 1) * STEPS // steps
-    abar = np.cumprod(1 - np.asarray(loaded.schedule.betas, np.float64))[first_t]
-    mean, std = np.asarray(loaded.metadata["mean"]), np.asarray(loaded.metadata["std"])
     for i, length in enumerate(lengths):
-        key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), i), 0)
-        x_T = np.asarray(jax.random.normal(key, (10, 18), jnp.float32), np.float64)
-        expected = x_T[:length] / np.sqrt(abar) * std + mean
+        expected = zero_model_ddim(loaded, seed, i, length, steps)
         np.testing.assert_allclose(out["motion"][i, :length], expected, rtol=1e-5, atol=1e-4)
 
 
@@ -771,17 +775,10 @@ def test_calls_of_mixed_lengths_run_at_their_own_lengths_and_give_each_sample(wo
     assert sorted(traced) == [8, 12, 16]
     np.testing.assert_array_equal(out["lengths"], lengths)
     assert out["captions"] == captions and out["motion"].shape == (5, 16, 18)
-    first_t = (steps - 1) * STEPS // steps
-    abar = np.cumprod(1 - np.asarray(zero.schedule.betas, np.float64))[first_t]
-    mean, std = np.asarray(zero.metadata["mean"]), np.asarray(zero.metadata["std"])
-    with jax.threefry_partitionable(True):
-        for i, length in enumerate(lengths):
-            key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), i), 0)
-            x_T = np.asarray(jax.random.normal(key, (length, 18)), np.float64)
-            np.testing.assert_allclose(
-                out["motion"][i, :length], x_T / np.sqrt(abar) * std + mean, rtol=1e-5, atol=1e-4
-            )
-            assert not out["motion"][i, length:].any()
+    for i, length in enumerate(lengths):
+        expected = zero_model_ddim(zero, seed, i, length, steps)
+        np.testing.assert_allclose(out["motion"][i, :length], expected, rtol=1e-5, atol=1e-4)
+        assert not out["motion"][i, length:].any()
     traced.clear()
     grouped = sampling.generate(loaded, captions, lengths, steps=steps, seed=seed, batch_size=2)
     longest = sampling.generate(
