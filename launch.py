@@ -724,7 +724,7 @@ def _unused_overrides(config, overrides: dict, mode: str, workdir: str) -> None:
 
 # The sample.* fields --mode eval reads: it draws one sample per clip, of the clip's caption and length.
 _EVAL_READS = (
-    *("sampler", "steps", "eta", "ddim_spacing", "guidance_scale", "seed", "batch_size"),  # sampler_settings
+    *("sampler", "steps", "eta", "ddim_spacing", "guidance_scale", "seed", "batch_size", "group_lengths"),
     *("use_ema", "checkpoint_step"),
 )
 

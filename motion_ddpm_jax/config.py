@@ -149,6 +149,10 @@ def base_config() -> ml_collections.ConfigDict:
     config.sample.seed = 0
     config.sample.checkpoint_step = -1  # -1 = the latest checkpoint
     config.sample.batch_size = 64  # samples per compiled sampler call (over all local devices)
+    # more samples than one call holds (--mode eval's clips, say): auto = calls of samples of like length,
+    # each at its own longest length, on a CPU, one length for all calls elsewhere | true | false
+    # (sampling.generate's group_lengths; a sample is the same either way)
+    config.sample.group_lengths = "auto"
     config.sample.output_dir = ""  # default <workdir>/samples/step_<checkpoint step>
     config.sample.render = True  # write an animation of the samples, samples.<render_format>
     # gif | mp4 (mp4 needs ffmpeg: on the PATH, or the bundled one of `pip install imageio-ffmpeg`)
@@ -196,6 +200,7 @@ CHOICES = {
     "sample.ddim_spacing": ("leading", "trailing"),
     "sample.render_format": ("gif", "mp4"),
     "sample.camera": ("auto", "fixed", "follow"),
+    "sample.group_lengths": ("auto", "true", "false"),
     "eval.split": ("train", "val", "test"),
     "distributed.enabled": ("auto", "true", "false"),
 }

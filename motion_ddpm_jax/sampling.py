@@ -553,8 +553,17 @@ def call_plan(lengths: np.ndarray, chunk: int, group_lengths: bool = True) -> li
     return plan
 
 
+GROUP_LENGTHS = {"auto": None, "true": True, "false": False}  # sample.group_lengths -> generate's
+
+
 def sampler_settings(sample_config) -> dict[str, Any]:
     """generate()'s sampler keywords from a config's `sample` section (one place for every caller)."""
+    group = str(sample_config.group_lengths).lower()
+    if group not in GROUP_LENGTHS:
+        raise SampleError(
+            f"config field sample.group_lengths is {sample_config.group_lengths!r}; expected one of "
+            f"{', '.join(GROUP_LENGTHS)}"
+        )
     return {
         "sampler": str(sample_config.sampler),
         "steps": int(sample_config.steps),
@@ -563,6 +572,7 @@ def sampler_settings(sample_config) -> dict[str, Any]:
         "guidance_scale": float(sample_config.guidance_scale),
         "seed": int(sample_config.seed),
         "batch_size": int(sample_config.batch_size),
+        "group_lengths": GROUP_LENGTHS[group],
     }
 
 

@@ -108,6 +108,7 @@ def test_the_choices_are_the_ones_the_modules_know():
         "model.kernels": model.KERNELS,
         "sample.sampler": sampling.SAMPLERS,
         "sample.ddim_spacing": diffusion.DDIM_SPACINGS,
+        "sample.group_lengths": tuple(sampling.GROUP_LENGTHS),
         "eval.split": motion_text.SPLITS,
         "distributed.enabled": distributed.ENABLED_VALUES,
     }

@@ -1166,9 +1166,11 @@ def test_the_report_records_the_sampler_settings_used(toy_dataset, tmp_path, mon
     """The report's `sample` holds the settings the sampling used: DDPM takes every diffusion step (the
     checkpoint's DIFFUSION_STEPS, not sample.steps) and reads neither eta nor ddim_spacing; num_samples,
     num_frames and text (unused: one sample per clip at its length) are not recorded; `eval` holds no
-    autoencoder_* fields (the stored autoencoder's settings are in `fgd`)."""
+    autoencoder_* fields (the stored autoencoder's settings are in `fgd`). sample.group_lengths reaches
+    generate (auto: None, the backend's default) but is not recorded: a sample is the same either way."""
     config = toy_config(toy_dataset, tmp_path)
     config.sample.sampler, config.sample.steps, config.sample.eta = sampler, 20, 0.5
+    config.sample.group_lengths = "auto" if sampler == "ddpm" else "false"
     config.sample.ddim_spacing, config.sample.guidance_scale, config.sample.seed = "trailing", 2.5, 3
     config.sample.num_samples, config.sample.num_frames, config.sample.text = 5, 99, "never used"
     fake = FakeSampling(toy_dataset)
@@ -1191,6 +1193,7 @@ def test_the_report_records_the_sampler_settings_used(toy_dataset, tmp_path, mon
     options = fake.calls[1][3]
     assert (options["sampler"], options["seed"], options["guidance_scale"]) == (sampler, 3, 2.5)
     assert options["num_samples"] == 1
+    assert options["group_lengths"] is (None if sampler == "ddpm" else False)
 
 
 def test_the_report_identifies_the_fgd_autoencoder(toy_dataset, toy_autoencoder, tmp_path, monkeypatch):
