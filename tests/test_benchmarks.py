@@ -265,7 +265,9 @@ def test_variants_benchmark_takes_gpu_spellings_kernels_and_xla_options(tmp_path
     reported, and the others are still timed. (One run: the current step is compiled once.
     `attention=tokens-major` and `style=written-backward` run joined, not each alone as well: joined,
     each swaps every call it swaps alone (the attention blocks' read still calls the stylization), so
-    a difference in either shows in the joined row, one compile instead of three.)"""
+    a difference in either shows in the joined row, one compile instead of three; so do the three Pallas
+    spellings, which test_kernels checks one by one against float64 gradients and test_model together
+    against XLA's model.)"""
     from motion_ddpm_jax import kernels
 
     assert kernels.read_fused_available(np.zeros((2, 8, 32)), np.zeros((2, 2, 16, 16)), 2)
@@ -275,8 +277,6 @@ def test_variants_benchmark_takes_gpu_spellings_kernels_and_xla_options(tmp_path
         "standardize=saved-statistics",
         "attention=block-diagonal",
         "attention=tokens-major+style=written-backward",
-        "style=pallas",
-        "read=pallas",
         "context=pallas+read=pallas+style=pallas",
         "xla:xla_gpu_dot_merger_threshold_mb=0",
         "xla:xla_no_such_option=1",
