@@ -366,6 +366,12 @@ def generate_table(record: dict) -> None:
             f"{row['first_call_s']:>11.1f}{fmt(row['median_s'], '.3f'):>9}"
             f"{fmt(row['x_longest_first'], '.2f'):>6} / {fmt(row['x_longest'], '.2f')}"
         )
+    if record.get("max_diff") is not None:
+        largest = record.get("max_abs")
+        print(
+            f"  max diff between the modes' samples {record['max_diff']:.2e}"
+            + ("" if largest is None else f" (largest |value| {largest:.3g})")
+        )
     print(
         "  (x longest: first call, compiling included / later calls; generate groups by length by default "
         "on a CPU only)"

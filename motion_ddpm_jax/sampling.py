@@ -9,7 +9,7 @@ the local devices; `run(config, workdir)` is `launch.py --mode sample`: it reads
 
 Determinism: sample i (caption-major: caption c, draw k is i = c * num_samples + k) draws everything from
 key_i = fold_in(key(seed), i): its starting noise x_T = normal(fold_in(key_i, 0), [T, D]) and its step
-noises from the loop key fold_in(key_i, 1). T is the longest requested length of the call: the first n
+noises from the loop key fold_in(key_i, 1). T is the frames of the sample's compiled call: the first n
 rows of such a draw are those of a draw of n rows in JAX's partitionable threefry, which `generate` sets
 for its sampler whatever jax_threefry_partitionable says (without it the rows change with T, and a sample
 with the lengths of the captions beside it). So a sample's noise does not depend on the batch size, the
@@ -727,6 +727,12 @@ def generate(
     _check_request(
         loaded, captions, num_samples, sampler, steps, eta, spacing, guidance_scale, seed, batch_size
     )
+    if group_lengths is not None and not isinstance(group_lengths, (bool, np.bool_)):
+        # bool("false") is True: a config's string had grouped the calls it asked not to
+        raise SampleError(
+            f"group_lengths must be True, False or None (the backend's default), got {group_lengths!r} "
+            f"(the config's sample.group_lengths takes {', '.join(GROUP_LENGTHS)}: sampler_settings maps it)"
+        )
     lengths_per_caption = _frame_counts(num_frames, len(captions), loaded.max_motion_length)
     captions = list(captions)
     cut = _cut_captions(loaded, captions)

@@ -13,6 +13,7 @@ import re
 import subprocess
 import sys
 import tarfile
+import types
 from pathlib import Path
 
 import numpy as np
@@ -1245,7 +1246,17 @@ def test_generate_benchmark_counts_the_calls_programs_and_frames_of_each_mode(tm
     )
     assert rows["grouped"]["frames_run_over_own"] == pytest.approx(128 / 72)
     assert all(row["median_s"] > 0 and row["first_call_s"] > 0 for row in rows.values())
-    assert rows["longest"]["x_longest"] == 1.0 and record["max_diff"] < 1e-4
+    assert rows["longest"]["x_longest"] == 1.0
+    # The modes agree to float rounding, on a model that reads its frames: initial parameters output
+    # exactly 0 (every sample x_T / sqrt(abar), a max diff of 0 by construction), the benchmark's do not
+    assert record["max_diff"] <= 1e-5 * record["max_abs"]
+    args = types.SimpleNamespace(**record["args"])
+    loaded = bench_generate.untrained_model(args, 12)
+    tokens, token_mask = loaded.tokenizer.encode(["claps"], args.text_length)
+    x = np.random.default_rng(0).normal(size=(1, 12, 6)).astype(np.float32)
+    variables, mask = {"params": loaded.params}, np.ones((1, 12), bool)
+    output = loaded.model.apply(variables, x, np.array([7]), tokens, token_mask, mask)
+    assert np.abs(np.asarray(output)).max() > 1e-3
     printed = capsys.readouterr().out
     assert bench_generate.HEADER in printed and "max diff" in printed
     with pytest.raises(SystemExit) as stopped:

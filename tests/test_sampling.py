@@ -810,6 +810,15 @@ def test_calls_of_mixed_lengths_run_at_their_own_lengths_and_give_each_sample(wo
     np.testing.assert_array_equal(ungrouped["motion"], longest["motion"])
 
 
+def test_group_lengths_is_a_bool_or_none_not_a_string(loaded):
+    """generate's group_lengths is True, False or None: the string "false" (the config's spelling,
+    which sampler_settings maps to False) is refused, not read as True (a non-empty string)."""
+    for value in ("false", "true", 0, 1):
+        with pytest.raises(sampling.SampleError, match="group_lengths must be True, False or None"):
+            sampling.generate(loaded, CAPTIONS, 4, steps=2, group_lengths=value)
+    assert sampling.sampler_settings(base_config().sample)["group_lengths"] is None
+
+
 @pytest.mark.parametrize(
     "kwargs, field",
     [
