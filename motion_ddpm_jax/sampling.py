@@ -535,17 +535,23 @@ LENGTH_BUCKET = 16  # frames: a call of `generate`'s several runs at a multiple 
 
 def call_plan(lengths: np.ndarray, chunk: int, group_lengths: bool = True) -> list[tuple[np.ndarray, int]]:
     """`generate`'s compiled calls for samples of `lengths` [N], `chunk` samples a call: [(the call's
-    sample indices [chunk], its frames)]. A short last call repeats its last sample. One call, or
-    `group_lengths` off: calls in sample order, each at the longest length T. Else the samples in order
-    of length (ties in sample order), each call at its own longest length rounded up to a multiple of
-    LENGTH_BUCKET, T at most: at most T / LENGTH_BUCKET + 1 programs, whatever the number of calls."""
+    sample indices [chunk], its frames)]. A short call repeats its last sample. One call, or
+    `group_lengths` off: calls in sample order, each at the longest length T, the short call last. Else
+    the samples in order of length (ties in sample order), each call at its own longest length rounded
+    up to a multiple of LENGTH_BUCKET, T at most: at most T / LENGTH_BUCKET + 1 programs, whatever the
+    number of calls; the short call is the first, so that its repeats run at the shortest samples'
+    length, not at T (300 samples of 40-196 frames in calls of 64: 20 repeats at 64 frames, not 196)."""
     total = len(lengths)
     longest = int(np.max(lengths))
     grouped = group_lengths and total > chunk
     order = np.argsort(lengths, kind="stable") if grouped else np.arange(total)
+    starts = range(0, total, chunk)
+    if grouped and total % chunk:
+        starts = [total % chunk - chunk, *range(total % chunk, total, chunk)]
     plan = []
-    for start in range(0, total, chunk):
-        index = order[np.minimum(np.arange(start, start + chunk), total - 1)]
+    for start in starts:
+        taken = np.arange(max(start, 0), min(start + chunk, total))
+        index = order[np.concatenate([taken, np.full(chunk - len(taken), taken[-1])])]
         frames = longest
         if grouped:
             frames = min(longest, -(-int(lengths[index].max()) // LENGTH_BUCKET) * LENGTH_BUCKET)

@@ -1194,8 +1194,8 @@ def test_solver_benchmark_measures_the_checkpoint_step_and_parameters_it_is_give
 def test_generate_benchmark_counts_the_calls_programs_and_frames_of_each_mode(tmp_path, monkeypatch, capsys):
     """bench_generate on a tiny model, 10 samples of lengths 3, 9, 5, 12, 7 (repeated), 4 a call, buckets
     of 4 frames: the longest mode runs 3 calls of 12 frames (144 frames for the samples' 72); the grouped
-    one calls of [3, 3, 5, 5] at 8, [7, 7, 9, 9] at 12, [12, 12] (+2 repeats) at 12: 2 programs, 128
-    frames; the two modes' samples the same."""
+    one calls of [3, 3] (+2 repeats) at 4, [5, 5, 7, 7] at 8, [9, 9, 12, 12] at 12: 3 programs, 96
+    frames (the short call first, its repeats at 4 frames, not 12); the two modes' samples the same."""
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     bench_generate = importlib.import_module("bench_generate")
     monkeypatch.setattr(bench_generate.sampling, "LENGTH_BUCKET", 4)
@@ -1232,7 +1232,7 @@ def test_generate_benchmark_counts_the_calls_programs_and_frames_of_each_mode(tm
     rows = {row["mode"]: row for row in record["rows"]}
     # each mode's first call compiles every program it runs (grouped: its 12-frame one too, not the
     # longest mode's again); the timed calls after them none
-    assert traced == [12, 8, 12]
+    assert traced == [12, 4, 8, 12]
     assert record["lengths"] == [3, 9, 5, 12, 7] * 2
     assert (rows["longest"]["calls"], rows["longest"]["programs"], rows["longest"]["frames_run"]) == (
         3,
@@ -1241,10 +1241,10 @@ def test_generate_benchmark_counts_the_calls_programs_and_frames_of_each_mode(tm
     )
     assert (rows["grouped"]["calls"], rows["grouped"]["programs"], rows["grouped"]["frames_run"]) == (
         3,
-        2,
-        128,
+        3,
+        96,
     )
-    assert rows["grouped"]["frames_run_over_own"] == pytest.approx(128 / 72)
+    assert rows["grouped"]["frames_run_over_own"] == pytest.approx(96 / 72)
     assert all(row["median_s"] > 0 and row["first_call_s"] > 0 for row in rows.values())
     assert rows["longest"]["x_longest"] == 1.0
     # The modes agree to float rounding, on a model that reads its frames: initial parameters output

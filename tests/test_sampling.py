@@ -719,9 +719,10 @@ def test_samples_do_not_depend_on_the_batch_size_and_chunks_share_one_compilatio
 
 def test_call_plan_groups_samples_by_length_into_few_programs():
     """`call_plan` against a brute-force account of what it promises, on random lengths: every sample in
-    some call (a short last call repeating its last), a call's frames cover its samples, round their
-    longest up to a bucket (the longest of all at most), calls in order of length, and at most
-    T / bucket + 1 programs; one call, or grouping off, runs all at the longest in sample order."""
+    some call (a short call repeating its last sample: grouped, the first call, of the shortest samples;
+    else the last), a call's frames cover its samples, round their longest up to a bucket (the longest
+    of all at most), calls in order of length, and at most T / bucket + 1 programs; one call, or
+    grouping off, runs all at the longest in sample order."""
     rng = np.random.default_rng(0)
     bucket = sampling.LENGTH_BUCKET
     for _ in range(200):
@@ -735,7 +736,14 @@ def test_call_plan_groups_samples_by_length_into_few_programs():
             covered = np.concatenate([index for index, _ in calls])
             assert sorted(set(covered.tolist())) == list(range(total))
             assert all(len(index) == chunk for index, _ in calls)
-            assert len(covered) - total == len(covered) - len(set(covered.tolist()))  # repeats pad the end
+            assert len(covered) - total == len(covered) - len(set(covered.tolist()))  # repeats pad one call
+            short = total % chunk
+            padded = [i for i, (index, _) in enumerate(calls) if len(set(index.tolist())) < chunk]
+            first = calls is plan and total > chunk
+            assert padded == ([] if short == 0 else [0 if first else len(calls) - 1])
+            for index, _ in calls:  # a call's own samples, then repeats of its last
+                distinct = len(set(index.tolist()))
+                assert (index[distinct:] == index[distinct - 1]).all()
         assert [frames for _, frames in ungrouped] == [longest] * len(ungrouped)
         np.testing.assert_array_equal(ungrouped[0][0][: min(chunk, total)], np.arange(min(chunk, total)))
         if total <= chunk:
@@ -771,8 +779,8 @@ def test_calls_of_mixed_lengths_run_at_their_own_lengths_and_give_each_sample(wo
     captions, lengths = CAPTIONS + CAPTIONS + CAPTIONS[:1], [10, 3, 16, 5, 7]
     steps, seed = 4, 8  # (a step count no other test compiles: every program traced here)
     out = sampling.generate(zero, captions, lengths, steps=steps, seed=seed, batch_size=2)
-    # sorted 3, 5 | 7, 10 | 16 (+ a repeat): programs of 8, 12 and 16 frames, not three of 16
-    assert sorted(traced) == [8, 12, 16]
+    # sorted 3 (+ a repeat) | 5, 7 | 10, 16: programs of 4, 8 and 16 frames, not three of 16
+    assert sorted(traced) == [4, 8, 16]
     np.testing.assert_array_equal(out["lengths"], lengths)
     assert out["captions"] == captions and out["motion"].shape == (5, 16, 18)
     for i, length in enumerate(lengths):
