@@ -975,11 +975,9 @@ def parse_flags(argv: list[str]) -> list[str]:
             file = argv[argv.index("--config") + 1]
         if "has no attribute get_config" in message:
             sys.exit(f"launch.py: --config {file} defines no get_config() (it returns the ConfigDict)")
-        if (
-            isinstance(error, AttributeError)
-            and "Did you mean" not in message
-            and (unknown := _unknown_override(argv))
-        ):  # ml_collections had said only the name: `"LR"`
+        # ml_collections names the last part alone (`"LR"`, `txt Did you mean "text" instead of "txt"?`,
+        # a section's with its quotes unbalanced once cleaned): the override, in full, and the field meant
+        if isinstance(error, (AttributeError, KeyError)) and (unknown := _unknown_override(argv)):
             sys.exit(f"launch.py: {unknown}")
         if isinstance(error, KeyError):  # a section of the config that does not exist
             sections = ", ".join(base_sections())

@@ -1271,13 +1271,41 @@ def rate_note(loaded: LoadedModel) -> str | None:
 def short_length_note(loaded: LoadedModel, num_frames: int) -> str | None:
     """A note where sample.num_frames is below the shortest clip the run trained on
     (data.min_motion_length: HumanML3D's 40 frames): training left such clips out and windows longer ones
-    at data.max_motion_length, so the model never drew motion this short."""
-    shortest = int(loaded.config.data.get("min_motion_length", 1) or 1)
-    if int(num_frames) >= shortest:
+    at data.max_motion_length, so the model never drew motion this short. A run whose max_motion_length is
+    below its min_motion_length trained on windows of max_motion_length frames: that is its shortest."""
+    data = loaded.config.data
+    shortest = int(data.get("min_motion_length", 1) or 1)
+    window = int(data.get("max_motion_length", shortest) or shortest)
+    if int(num_frames) >= min(shortest, window):
         return None
+    what = (
+        f"data.min_motion_length={shortest} frames"
+        if shortest <= window
+        else f"its windows of data.max_motion_length={window} frames"
+    )
     return (
         f"note: sample.num_frames={int(num_frames)} is below the shortest clip the run trained on "
-        f"(data.min_motion_length={shortest} frames): the model never drew motion this short"
+        f"({what}): the model never drew motion this short"
+    )
+
+
+_CAPTION_LINE = re.compile(r"[^#]*#[^#]*#\s*[0-9.eE+-]*\s*#\s*[0-9.eE+-]*\s*")  # caption#tokens#from#to
+
+
+def caption_line_note(captions: Sequence[str]) -> str | None:
+    """A note where captions are whole lines of a HumanML3D-layout caption file (`texts/<id>.txt`:
+    `caption#tokens#from#to`), as when that file is given as sample.text_file: the model is asked for the
+    whole line, part-of-speech tags and seconds included, where training read the caption before the
+    first '#'; None where no caption has that form."""
+    lines = [i for i, caption in enumerate(captions) if _CAPTION_LINE.fullmatch(caption)]
+    if not lines:
+        return None
+    first = captions[lines[0]]
+    return (
+        f"note: {len(lines)} of the {len(captions)} captions read as lines of a HumanML3D caption file "
+        f"('caption#tokens#from#to'), e.g. number {lines[0] + 1}, {first!r:.80}: each is sampled whole, "
+        f"tags and seconds included; the run trained on the part before the first '#' "
+        f"({first.split('#', 1)[0].strip()!r:.60}): give the captions alone"
     )
 
 
@@ -1315,6 +1343,7 @@ def run(config, workdir: str | os.PathLike, log=print) -> dict[str, Any]:
         unread_settings_note(asked, loaded),
         rate_note(loaded),
         short_length_note(loaded, s.num_frames),
+        caption_line_note(captions),
     ):
         if note:
             log(note)

@@ -1759,6 +1759,14 @@ def _run(config, workdir: Path, stop: _PreemptionFlag, held: contextlib.ExitStac
         saved_warmup = warmup_steps(config.optim, int(saved.get("steps_per_epoch", source.steps_per_epoch)))
         at = int(state.step)
         count = at - int(nonfinite_counts(state.opt_state)[1])  # the schedule's: skipped steps excluded
+        if at >= steps:  # before the notes on how the steps to come train: none will
+            if is_main:
+                log(
+                    f"the run is already at step {at}, at or past its {steps} steps: nothing "
+                    "to train (raise --config.train.num_steps or num_epochs to continue it)"
+                )
+            ckpt.close()
+            return {"steps": steps, "stopped_at": None, "final_metrics": None, "workdir": str(workdir)}
         if is_main and saved.get("total_steps") != steps:
             jump = ""
             if isinstance(saved.get("total_steps"), int) and saved["total_steps"] >= 1:
@@ -1808,14 +1816,6 @@ def _run(config, workdir: Path, stop: _PreemptionFlag, held: contextlib.ExitStac
                 f"the epoch's length, {saved.get('steps_per_epoch')} steps then and {source.steps_per_epoch} "
                 "now (train.batch_size or the data changed)"
             )
-        if int(state.step) >= steps:
-            if is_main:
-                log(
-                    f"the run is already at step {int(state.step)}, at or past its {steps} steps: nothing "
-                    "to train (raise --config.train.num_steps or num_epochs to continue it)"
-                )
-            ckpt.close()
-            return {"steps": steps, "stopped_at": None, "final_metrics": None, "workdir": str(workdir)}
 
     schedule = diffusion.make_schedule(config.diffusion.schedule, config.diffusion.steps)
     empty = tuple(a[0] for a in tokenizer.encode([""], config.model.text_max_length))

@@ -434,11 +434,14 @@ def test_resuming_checks_the_data_and_says_what_changed(tmp_path, data_args, mon
 
     lines.clear()
     metrics = (workdir / "metrics.jsonl").read_bytes()
-    again.train.num_steps = 8
+    again.train.num_steps, again.train.batch_size = 8, 4
     summary = train.run(again, workdir, log=lines.append)
     assert any("already at step 12, at or past its 8 steps: nothing to train" in line for line in lines), (
         lines
     )
+    # No step trains, so nothing is said of how step 13 would (it had said "step 13 trains at lr ...").
+    said = ("the run's length changed", "train.batch_size changed", "the warmup changed", "the devices")
+    assert not [line for line in lines if line.startswith(said)], lines
     assert summary["final_metrics"] is None
     assert (workdir / "metrics.jsonl").read_bytes() == metrics
     assert checkpoint.Checkpointer(workdir, read_only=True).all_steps() == [10, 12]

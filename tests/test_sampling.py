@@ -1744,14 +1744,19 @@ def test_a_length_below_the_runs_shortest_training_clip_is_noted():
     said nothing of it. At or above the limit, or for a run without one (1), there is no note."""
     import ml_collections
 
-    def loaded(shortest):
-        data = ml_collections.ConfigDict({"min_motion_length": shortest})
+    def loaded(shortest, longest=196):
+        data = ml_collections.ConfigDict({"min_motion_length": shortest, "max_motion_length": longest})
         return types.SimpleNamespace(config=ml_collections.ConfigDict({"data": data}))
 
     note = sampling.short_length_note(loaded(40), 10)
     assert "sample.num_frames=10" in note and "data.min_motion_length=40" in note
     assert sampling.short_length_note(loaded(40), 40) is None
     assert sampling.short_length_note(loaded(1), 1) is None
+    # Windows of 30 frames cut from clips of 40 or more: every sample it trained on was 30 frames long,
+    # and it had said of 30 frames that "the model never drew motion this short".
+    assert sampling.short_length_note(loaded(40, 30), 30) is None
+    note = sampling.short_length_note(loaded(40, 30), 20)
+    assert "sample.num_frames=20" in note and "windows of data.max_motion_length=30 frames" in note
 
 
 def test_ground_offset_and_bvh_channels_take_one_sample_and_refuse_a_batch():
@@ -1772,3 +1777,21 @@ def test_ground_offset_and_bvh_channels_take_one_sample_and_refuse_a_batch():
     euler, translation = sampling.bvh_channels(features[0], skeleton)
     assert euler.shape == (5, int((~skeleton.end_sites).sum()), 3) and translation.shape == (5, 3)
     np.testing.assert_array_equal(euler, 0.0)  # zero rotations: zero angles
+
+
+def test_captions_that_are_lines_of_a_humanml3d_caption_file_are_noted():
+    """A HumanML3D texts/<id>.txt given as sample.text_file had been sampled line by line, tags and
+    seconds included ("a person walks.#a/DET person/NOUN walk/VERB#0.0#0.0"), said only as unseen words
+    ('#', '/', 'det', ...): training had read the caption before the first '#'."""
+    lines = [
+        "a person walks forward.#a/DET person/NOUN walk/VERB forward/ADV#0.0#0.0",
+        "wave",
+        "someone jumps.#someone/PRON jump/VERB#0.5#1.8",
+        "a man waves#a/DET man/NOUN wave/VERB##",  # empty spans: whole clips, as the loader reads them
+    ]
+    note = sampling.caption_line_note(lines)
+    assert note.startswith("note: 3 of the 4 captions read as lines of a HumanML3D caption file"), note
+    assert "e.g. number 1, 'a person walks forward.#a/DET" in note
+    assert "the part before the first '#' ('a person walks forward.')" in note
+    # Captions that hold a '#' but are not such lines: no note.
+    assert sampling.caption_line_note(["press button #1", "a#b#c#d", "wave", "walk # then # stop"]) is None
