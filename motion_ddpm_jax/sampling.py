@@ -564,7 +564,7 @@ GROUP_LENGTHS = {"auto": None, "true": True, "false": False}  # sample.group_len
 
 def sampler_settings(sample_config) -> dict[str, Any]:
     """generate()'s sampler keywords from a config's `sample` section (one place for every caller)."""
-    group = str(sample_config.group_lengths).lower()
+    group = str(sample_config.group_lengths)  # spelled as validate's CHOICES take it
     if group not in GROUP_LENGTHS:
         raise SampleError(
             f"config field sample.group_lengths is {sample_config.group_lengths!r}; expected one of "

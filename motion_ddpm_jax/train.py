@@ -1756,9 +1756,7 @@ def _run(config, workdir: Path, stop: _PreemptionFlag, held: contextlib.ExitStac
         changed = provenance.changed_software(saved.get("software"), software, f"checkpoint {resume_step}")
         if changed and is_main:
             log(changed)  # (a checkpoint from before the record says nothing)
-        saved_warmup = warmup_steps(config.optim, int(saved.get("steps_per_epoch", source.steps_per_epoch)))
         at = int(state.step)
-        count = at - int(nonfinite_counts(state.opt_state)[1])  # the schedule's: skipped steps excluded
         if at >= steps:  # before the notes on how the steps to come train: none will
             if is_main:
                 log(
@@ -1767,6 +1765,8 @@ def _run(config, workdir: Path, stop: _PreemptionFlag, held: contextlib.ExitStac
                 )
             ckpt.close()
             return {"steps": steps, "stopped_at": None, "final_metrics": None, "workdir": str(workdir)}
+        saved_warmup = warmup_steps(config.optim, int(saved.get("steps_per_epoch", source.steps_per_epoch)))
+        count = at - int(nonfinite_counts(state.opt_state)[1])  # the schedule's: skipped steps excluded
         if is_main and saved.get("total_steps") != steps:
             jump = ""
             if isinstance(saved.get("total_steps"), int) and saved["total_steps"] >= 1:
