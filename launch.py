@@ -403,7 +403,7 @@ def _main(argv):
         from motion_ddpm_jax import compile_cache
 
         if mode != "config":
-            compile_cache.enable(_COMPILE_CACHE.value)
+            compile_cache.enable(_COMPILE_CACHE.value, note=_say)
         if resumed is not None:  # opens the checkpoint, which starts jax: after the device settings above
             config = _latest_settings(config, _workdir(config_given), overrides, note)
         if from_record and mode in ("train", "config"):

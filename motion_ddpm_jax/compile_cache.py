@@ -23,6 +23,13 @@ keeps jax's own setting (unbounded by default): eviction there could delete what
 Only programs that took at least `jax_persistent_cache_min_compile_time_secs` (jax's default, 1 s) to
 compile are stored. On a GPU, jax also keeps XLA's per-fusion autotuning results there, which new
 programs with the same fusions reuse.
+
+A run of several processes on the CPU (jax.distributed with gloo collectives; the multi-host tests) keeps
+no persistent cache, whatever the flag says, and says so. jax gives each process of such a run its own cache
+key for the same program and only process 0 writes, so only process 0 could ever load a program, while the
+others compile it and the run waits for them at its first collective: nothing to gain. And with jax 0.12.1
+a program process 0 loads from the cache hangs in its first collective (gloo times out after 30 min;
+a two-process `pmap(psum)` alone shows it, jax 0.10.2 does not: session 46). Runs on GPUs keep the cache.
 """
 
 from __future__ import annotations
@@ -96,13 +103,21 @@ _folder: Path | str | None = None
 _source = ""
 
 
-def enable(value: str, environ: Mapping[str, str] = os.environ) -> str:
+def enable(value: str, environ: Mapping[str, str] = os.environ, note=None) -> str:
     """Point jax's persistent cache at the folder `value` resolves to (before the first compilation) and
-    start counting hits; returns what is in effect, in words."""
+    start counting hits; returns what is in effect, in words. Where a multi-process CPU run keeps no cache,
+    process 0 also says so through `note`."""
     global _counts, _folder, _source
     import jax
 
     folder, source = resolve(value, environ)
+    processes = 1 if folder is None else _cpu_processes()
+    if processes > 1:
+        folder = None
+        source = (
+            f"{source} is not used by a run of {processes} processes on the CPU, where only process 0 "
+            "could load a program (motion_ddpm_jax/compile_cache.py says why)"
+        )
     if folder is not None and not is_remote(folder):
         try:
             folder.mkdir(parents=True, exist_ok=True)
@@ -123,7 +138,18 @@ def enable(value: str, environ: Mapping[str, str] = os.environ) -> str:
         jax.monitoring.register_event_listener(_counts.on_event)
         jax.monitoring.register_event_duration_secs_listener(_counts.on_duration)
     _folder, _source = folder, source
+    if note is not None and processes > 1 and jax.process_index() == 0:
+        note(describe())
     return describe()
+
+
+def _cpu_processes() -> int:
+    """How many processes this run joined (jax.distributed) where its devices are CPUs; else 1."""
+    import jax
+
+    if not jax.distributed.is_initialized() or jax.process_count() == 1:
+        return 1
+    return jax.process_count() if jax.default_backend() == "cpu" else 1
 
 
 def describe() -> str:
