@@ -1395,7 +1395,8 @@ def _sample_into(
     ]
     sizes = check_figure_size(result, loaded, [f"{stem}.npy" for stem in stems])
     if out != wanted:  # both absolute: a relative workdir said "holds files" of its own empty folder
-        log(f"{wanted} already holds files{_unfinished(wanted)}; writing to {out} instead")
+        held = "is a file" if wanted.is_file() else f"already holds files{_unfinished(wanted)}"
+        log(f"{wanted} {held}; writing to {out} instead")
     files, entries = [], {}
     for i, (caption, length) in enumerate(zip(result["captions"], result["lengths"], strict=True)):
         caption_index, draw = divmod(i, int(s.num_samples))

@@ -1584,6 +1584,15 @@ def test_a_relative_workdir_samples_into_its_folder_without_a_false_already_hold
         f"{tmp_path}/runs/demo/samples/step_{step} already holds files; writing to "
         f"{second['output_dir']} instead"
     ]
+    # sample.output_dir naming a file: the file is kept, and the note says what is there.
+    (tmp_path / "notes.txt").write_text("mine")
+    messages.clear()
+    third = sampling.run(run_config(output_dir="notes.txt"), "runs/demo", log=messages.append)
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+    assert Path(third["output_dir"]).parent == tmp_path and Path(third["output_dir"]).is_dir()
+    assert [m for m in messages if "instead" in m] == [
+        f"{tmp_path}/notes.txt is a file; writing to {third['output_dir']} instead"
+    ]
 
 
 def test_a_caption_longer_than_the_text_window_is_named_with_its_token_count():

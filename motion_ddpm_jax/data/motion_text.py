@@ -531,7 +531,7 @@ def _missing_stats_message(root: Path, missing: Sequence[Path]) -> str:
     return (
         f"{missing[0]}: missing{f' (and {missing[1].name})' if len(missing) > 1 else ''}; the HumanML3D "
         "layout needs Mean.npy and Std.npy, the per-feature mean and standard deviation [D] of its motions, "
-        f"which standardize the features. This folder is only read, never written to: make {what} over "
+        f"which standardize the features. Nothing here writes them into this folder: make {what} over "
         f"every frame of the training split's clips with `{_stats_recipe(root, names)}` (HumanML3D's own "
         "cal_mean_variance.py takes every clip in new_joint_vecs/ and averages Std within each feature "
         "group; data.std_floor floors tiny values either way)"
@@ -621,7 +621,7 @@ def _stats_remedy(root: Path, names: Sequence[str]) -> str:
     """How to replace `names` (statistics of other data) by the clips' own."""
     return (
         f"If the clips are the data you mean, replace {' and '.join(names)} by their statistics over the "
-        f"training split (the folder is only read here), e.g. `{_stats_recipe(root, names)}`"
+        f"training split (nothing here writes or replaces them), e.g. `{_stats_recipe(root, names)}`"
     )
 
 
