@@ -174,6 +174,41 @@ class Skeleton:
         return np.argsort(self.depths, kind="stable")
 
     @property
+    def depth_first_order(self) -> np.ndarray:
+        """The joints in the order a BVH file lists them (`data.bvh.check_writable`): the root, then each of
+        its children's subtrees in turn, children in index order but an end site last; int [J]. A skeleton
+        listed otherwise (SMPL's and HumanML3D's 22 joints, children by depth) is written as BVH once
+        `reordered(depth_first_order)`, its features' or rotations' joint axis taken in the same order.
+        ValueError for a skeleton of several roots."""
+        children: list[list[int]] = [[] for _ in self.names]
+        for joint, parent in enumerate(self.parents.tolist()):
+            if parent >= 0:
+                children[parent].append(joint)
+        order, visit = [], [self.root]
+        while visit:
+            joint = visit.pop()
+            order.append(joint)
+            kids = sorted(children[joint], key=lambda kid: bool(self.end_sites[kid]))  # stable: sites last
+            visit.extend(reversed(kids))
+        return np.array(order, dtype=np.int64)
+
+    def reordered(self, order: Sequence[int] | np.ndarray) -> Skeleton:
+        """This skeleton with its joints listed in `order` (a permutation of its indices): joint i of the
+        result is joint order[i] here, its parent renumbered. Rotations, positions or offsets of this
+        skeleton take the same order along their joint axis (`rotations[..., order, :, :]`)."""
+        order = np.asarray(order)
+        if order.shape != (self.num_joints,) or sorted(order.tolist()) != list(range(self.num_joints)):
+            raise ValueError(
+                f"reordered: expected a permutation of the {self.num_joints} joint indices, got "
+                f"{order.tolist()!r:.200}"
+            )
+        new_index = np.argsort(order)
+        parents = np.array([-1 if self.parents[j] < 0 else new_index[self.parents[j]] for j in order])
+        return Skeleton(
+            tuple(self.names[j] for j in order), parents, self.offsets[order], self.end_sites[order]
+        )
+
+    @property
     def rotation_joints(self) -> np.ndarray:
         """Joints that carry a rotation (not end sites), increasing, int [J_rot] (BEAT: 75 of 88)."""
         return np.nonzero(~self.end_sites)[0]

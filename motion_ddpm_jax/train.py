@@ -1448,6 +1448,31 @@ def bottleneck_warning(config, feature_size: int) -> str | None:
     return None
 
 
+def geometric_unit_warning(config, dataset: motion_text.MotionTextDataset) -> str | None:
+    """A warning when the geometric loss (units^2) of a figure in metres or millimetres
+    (`motion_text.figure_unit`) is weighed by
+    loss.geometric_weight's default (0.01), which is set for centimetres: 10^4 times less, or 100 times
+    more, than in centimetres. Prepare and write_dataset say so once, when the data are written; a run
+    that trains with the default says it again. None where the weight was changed or nothing applies."""
+    default = config_lib.base_config().loss.geometric_weight
+    skeleton = dataset.skeleton
+    if (
+        skeleton is None
+        or dataset.representation == "humanml3d"  # (no skeleton: none of its features are posed)
+        or not config.loss.use_geometric_loss
+        or float(config.loss.geometric_weight) != default
+    ):
+        return None
+    extent, unit, weight = motion_text.figure_unit(skeleton)
+    if unit is None:
+        return None
+    return (
+        f"warning: the data's skeleton spans {extent:.3g} units, a figure in {unit}, and the geometric loss "
+        f"(units^2) is weighed by loss.geometric_weight={default:g}, set for centimetres: "
+        f"--config.loss.geometric_weight={weight} weighs it as in centimetres"
+    )
+
+
 SHARED_CHECK = ".shared-check-"  # the file check_processes_agree writes and removes (a kill may leave it)
 
 
@@ -1731,6 +1756,8 @@ def _run(config, workdir: Path, stop: _PreemptionFlag, held: contextlib.ExitStac
     optimizer, ema = make_optimizer(config.optim, lr_schedule), make_ema(config.optim)
     warning = bottleneck_warning(config, dataset.feature_size)
     if warning and is_main:
+        log(warning)
+    if (warning := geometric_unit_warning(config, dataset)) and is_main:
         log(warning)
     params = model_lib.init_params(model, jax.random.key(config.seed)) if init is None else init.params
     # One program for the optimizer's and the EMA's zeros, not one eager fill per leaf shape.

@@ -1272,3 +1272,40 @@ def test_data_joint_order_reads_every_recording_in_a_given_skeletons_order(tmp_p
             raw, tmp_path / "x", beat.PrepareOptions(joint_order=str(tmp_path / "nowhere")), log=print
         )
     assert not (tmp_path / "x").exists()
+
+
+def test_a_data_std_floor_that_a_folder_written_from_arrays_does_not_use_is_said(tmp_path):
+    """data.source=prepared reads a write_dataset folder's statistics as written (floored at its
+    dataset.json's std_floor): --config.data.std_floor=1e-4, as the README advises for metres, did nothing
+    and nothing said so. The std the run standardizes with is still the written floor's (float64 here),
+    and the note names both floors and how to write the data again; the default floor, or the folder's
+    own, says nothing."""
+    import warnings
+
+    rng = np.random.default_rng(4)
+    motions = tuple(
+        np.stack([rng.normal(0, 1, 30), rng.normal(0, 1e-3, 30), np.full(30, 0.5)], -1).astype(np.float32)
+        for _ in range(3)
+    )
+    splits = {"train": motion_text.Split("train", ("a", "b", "c"), motions, (("x",), ("y",), ("z",)))}
+    for name, floor in (("cm", 1e-2), ("m", 1e-4)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # (positions without a skeleton)
+            motion_text.write_dataset(
+                tmp_path / name, splits, {"representation": "positions", "fps": 20}, std_floor=floor
+            )
+    config = base_config()
+    config.data.update(source="prepared", root=str(tmp_path / "cm"), fps=20.0, std_floor=1e-4)
+    logged = []
+    dataset = beat.dataset_from_config(config, log=logged.append)
+    spread = np.concatenate(motions).astype(np.float64).std(axis=0)
+    np.testing.assert_allclose(dataset.std, np.maximum(spread, 1e-2), rtol=1e-5)  # not 1e-4's
+    (note,) = [line for line in logged if "std_floor" in line]
+    assert f"data.std_floor=0.0001 is not used: the statistics of data.root {tmp_path / 'cm'}" in note
+    assert "were floored at 0.01 when it was written" in note
+    assert "write_dataset(..., std_floor=0.0001)" in note
+    for root, floor in (("cm", 1e-2), ("m", 1e-2), ("m", 1e-4)):
+        config.data.update(root=str(tmp_path / root), std_floor=floor)
+        logged = []
+        beat.dataset_from_config(config, log=logged.append)
+        assert not [line for line in logged if "std_floor" in line], (root, floor, logged)

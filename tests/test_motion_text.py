@@ -1062,7 +1062,8 @@ def test_write_dataset_warns_of_what_a_dataset_will_lack_without_a_usable_skelet
     positions = {"representation": "positions", "fps": 30}
     with pytest.warns(UserWarning, match=r"positions features without a skeleton: no joint positions"):
         motion_text.write_dataset(tmp_path / "none", make_splits(rng), positions)
-    chain = dict(parents=np.array([-1, 0, 1]), offsets=np.ones((3, 3), np.float32),
+    # (bones of 50 units: a figure in centimetres, of which no unit is warned)
+    chain = dict(parents=np.array([-1, 0, 1]), offsets=np.full((3, 3), 50.0, np.float32),
                  end_sites=np.array([False, False, True]))  # fmt: skip
     named = Skeleton(names=("root", "neck", "Head_End"), **chain)
     info = {"representation": "axis_angle", "fps": 30}
@@ -1072,6 +1073,135 @@ def test_write_dataset_warns_of_what_a_dataset_will_lack_without_a_usable_skelet
         warnings.simplefilter("error")
         good = Skeleton(names=("root", "neck", "neck_Nub"), **chain)
         motion_text.write_dataset(tmp_path / "good", make_splits(rng, size=9), info, good)
+
+
+def _walking_rotation_6d(rng, skeleton, scale, clips=6):
+    """rotation_6d clips of a figure `scale` units per metre walking at 1-1.5 m/s at 20 fps, a bob of 1 cm
+    (amplitude), joints swaying by up to 0.3 rad, encoded here in float64: the root's step, then the first
+    two columns of each joint's local rotation matrix."""
+    joints = skeleton.num_joints
+    motions = []
+    for _ in range(clips):
+        frames = int(rng.integers(40, 80))
+        t = np.arange(frames) / 20.0
+        angles = 0.3 * np.sin(2 * np.pi * rng.uniform(0.3, 1.5, (1, joints)) * t[:, None])  # about x
+        c, s = np.cos(angles), np.sin(angles)
+        matrices = np.zeros((frames, joints, 3, 3))
+        matrices[..., 0, 0] = 1.0
+        matrices[..., 1, 1], matrices[..., 1, 2], matrices[..., 2, 1], matrices[..., 2, 2] = c, -s, s, c
+        root = np.stack([np.zeros(frames), 0.9 + 0.01 * np.sin(4 * np.pi * t), rng.uniform(1, 1.5) * t], -1)
+        step = np.diff(root * scale, axis=0, prepend=root[:1] * scale)
+        six = np.concatenate([matrices[..., :, 0], matrices[..., :, 1]], axis=-1).reshape(frames, -1)
+        motions.append(np.concatenate([step, six], axis=-1).astype(np.float32))
+    return motions
+
+
+@pytest.mark.parametrize("unit, scale", [("metres", 1.0), ("centimetres", 100.0), ("millimetres", 1000.0)])
+def test_write_dataset_tells_a_figure_in_metres_or_millimetres_its_geometric_weight_and_floor(
+    tmp_path, unit, scale
+):
+    """The geometric loss is in the data's unit squared and std_floor in its unit (both set for
+    centimetres): an SMPL-like figure in metres (1.6 units tall) written from arrays is told
+    loss.geometric_weight=100 and, where write_dataset's std_floor (1e-2) raised features above their
+    std, how many (counted here from float64 statistics of the clips) and the floor to write with (1e-4),
+    after which only the weight is said; in millimetres the weight 0.0001; in centimetres nothing.
+    --mode prepare said so for BVH recordings, write_dataset for arrays did not."""
+    import warnings
+
+    names = ("pelvis", "spine", "neck", "head", "left_hip", "left_knee", "left_ankle")
+    offsets = (
+        np.array(
+            [[0, 0, 0], [0, 0.25, 0], [0, 0.3, 0], [0, 0.15, 0], [0.1, -0.1, 0], [0, -0.4, 0], [0, -0.4, 0]]
+        )
+        * scale
+    )
+    skeleton = Skeleton(names=names, parents=np.array([-1, 0, 1, 2, 0, 4, 5]), offsets=offsets)
+    motions = _walking_rotation_6d(np.random.default_rng(5), skeleton, scale)
+    splits = {
+        "train": Split(
+            "train",
+            tuple(f"c{i}" for i in range(len(motions))),
+            motions,
+            tuple(("a person walks",) for _ in motions),
+        )
+    }
+    info = {"representation": "rotation_6d", "fps": 20.0}
+    spread = np.concatenate([m.astype(np.float64) for m in motions]).std(axis=0)
+    below = int(((spread > 0) & (spread < 1e-2)).sum())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        motion_text.write_dataset(tmp_path / "default", splits, info, skeleton)
+    said = [str(w.message) for w in caught]
+    if unit == "centimetres":
+        assert said == []
+        return
+    weight = "100" if unit == "metres" else "0.0001"
+    (line,) = [text for text in said if "geometric_weight" in text]
+    assert f"as a figure in {unit} would" in line and f"--config.loss.geometric_weight={weight} " in line
+    assert "spans 1.6 units" in line if unit == "metres" else "spans 1.6e+03 units" in line
+    floors = [text for text in said if "std_floor" in text]
+    if unit == "millimetres":
+        assert floors == []
+        return
+    assert below > 0  # the root's bob (and sideways step) vary by under a centimetre a frame
+    (floor,) = floors
+    assert f"raised the std of {below} of the {spread.size} features" in floor
+    assert "write_dataset(..., std_floor=0.0001)" in floor
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        motion_text.write_dataset(tmp_path / "fine", splits, info, skeleton, std_floor=1e-4)
+    said = [str(w.message) for w in caught]
+    assert len(said) == 1 and "geometric_weight=100 " in said[0], said
+
+
+def test_write_dataset_warns_of_a_figure_lying_in_y_and_its_advice_stands_it_up(tmp_path):
+    """Y is the up axis here (the ground, the animations): a Z-up figure (AMASS's convention) written from
+    arrays is warned of, with the turn that stands it up; the turn as the warning words it (offsets and
+    the root's translation v -> M v, local rotations R -> M R M^T) poses every joint at M p (float64
+    forward kinematics here), and the turned figure is written without the warning."""
+    import warnings
+
+    names = ("pelvis", "spine", "neck", "head", "left_hip", "left_knee", "left_ankle")
+    parents = [-1, 0, 1, 2, 0, 4, 5]
+    y_up = np.array([[0, 0, 0], [0, 25, 0], [0, 30, 0], [0, 15, 0], [10, -10, 0], [0, -40, 0], [0, -40, 0.0]])
+    turn = np.array([[1.0, 0, 0], [0, 0, 1], [0, -1, 0]])  # Z up -> Y up: (x, y, z) -> (x, z, -y)
+    z_up = y_up @ turn  # (turn.T's rows: the inverse turn)
+    rng = np.random.default_rng(8)
+    angles = rng.normal(0, 0.4, (20, len(names)))
+    c, s = np.cos(angles), np.sin(angles)
+    rotations = np.zeros((20, len(names), 3, 3))  # about each joint's local z
+    rotations[..., 0, 0], rotations[..., 0, 1], rotations[..., 1, 0], rotations[..., 1, 1] = c, -s, s, c
+    rotations[..., 2, 2] = 1.0
+    translation = np.stack([np.linspace(0, 50, 20), np.zeros(20), np.full(20, 90.0)], -1)  # Z up: z height
+
+    def fk(rotations, offsets, translation):
+        positions, world = np.zeros((20, len(names), 3)), np.zeros((20, len(names), 3, 3))
+        for j, p in enumerate(parents):
+            if p < 0:
+                world[:, j], positions[:, j] = rotations[:, j], translation + offsets[j]
+            else:
+                world[:, j] = world[:, p] @ rotations[:, j]
+                positions[:, j] = positions[:, p] + world[:, p] @ offsets[j]
+        return positions
+
+    turned = (turn @ rotations @ turn.T, y_up, translation @ turn.T)
+    np.testing.assert_allclose(fk(*turned), fk(rotations, z_up, translation) @ turn.T, atol=1e-9)
+    info = {"representation": "rotation_6d", "fps": 20.0}
+    for folder, (local, offsets, root) in (("z_up", (rotations, z_up, translation)), ("y_up", turned)):
+        skeleton = Skeleton(names=names, parents=np.array(parents), offsets=offsets)
+        six = np.concatenate([local[..., :, 0], local[..., :, 1]], -1).reshape(20, -1)
+        step = np.diff(root, axis=0, prepend=root[:1])
+        splits = {"train": Split("train", ("c0",), (np.concatenate([step, six], -1),), (("walks",),))}
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            motion_text.write_dataset(tmp_path / folder, splits, info, skeleton)
+        said = [str(w.message) for w in caught]
+        if folder == "z_up":
+            (line,) = said
+            assert "rest pose spans 10 x 0 x 160 units along x, y, z: it lies in y" in line
+            assert "every local rotation R -> M R M^T" in line
+        else:
+            assert said == []
 
 
 # ------------------------------------------------------------------------- a full disk, Ctrl-C, a kill

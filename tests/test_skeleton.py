@@ -269,3 +269,73 @@ def test_load_json_errors_name_the_file(tmp_path):
     path.write_text(json.dumps({"names": ["a"], "parents": [-1]}))
     with pytest.raises(ValueError, match=r"broken.json: missing key\(s\) \['offsets'\]"):
         Skeleton.load_json(path)
+
+
+# SMPL's (and HumanML3D's) 22 joints, listed by depth as their parents say: not depth-first
+SMPL_PARENTS = [-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19]
+
+
+def _fk64(rotations, offsets, parents):
+    """Float64 forward kinematics, each joint after its parent in any listing: positions [T, J, 3]."""
+    frames, joints = rotations.shape[:2]
+    positions, world = np.zeros((frames, joints, 3)), np.zeros((frames, joints, 3, 3))
+    done = set()
+    while len(done) < joints:
+        for j in range(joints):
+            p = parents[j]
+            if j in done or (p >= 0 and p not in done):
+                continue
+            if p < 0:
+                world[:, j], positions[:, j] = rotations[:, j], offsets[j]
+            else:
+                world[:, j] = world[:, p] @ rotations[:, j]
+                positions[:, j] = positions[:, p] + world[:, p] @ offsets[j]
+            done.add(j)
+    return positions
+
+
+def test_depth_first_order_and_reordered_give_a_bvh_writable_skeleton_posing_the_same_figure():
+    """An MDM user's SMPL-ordered skeleton is refused as BVH (not depth-first); its depth-first order, as
+    BVH lists the joints (worked by hand below), and `reordered` give a skeleton that is writable and, its
+    rotations taken in that order, poses each joint where the original poses it (float64 FK here)."""
+    from motion_ddpm_jax.data import bvh
+
+    names = tuple(f"j{j}" for j in range(22))
+    rng = np.random.default_rng(3)
+    offsets = rng.normal(0, 0.2, (22, 3))
+    smpl = Skeleton(names, np.array(SMPL_PARENTS), offsets)
+    with pytest.raises(ValueError, match=r"not where a depth-first listing puts it.*\[0, 1, 4, 7, 10, 2,"):
+        bvh.check_writable(smpl)
+    expected = [0, 1, 4, 7, 10, 2, 5, 8, 11, 3, 6, 9, 12, 15, 13, 16, 18, 20, 14, 17, 19, 21]
+    assert smpl.depth_first_order.tolist() == expected
+    ordered = smpl.reordered(expected)
+    bvh.check_writable(ordered)
+    assert ordered.names == tuple(f"j{j}" for j in expected)
+    parents = [-1, 0, 1, 2, 3, 0, 5, 6, 7, 0, 9, 10, 11, 12, 11, 14, 15, 16, 11, 18, 19, 20]  # by hand
+    assert ordered.parents.tolist() == parents
+    axes = rng.normal(size=(5, 22, 3))
+    angles = np.linalg.norm(axes, axis=-1)[..., None, None]
+    k = axes / np.linalg.norm(axes, axis=-1, keepdims=True)
+    cross = np.zeros((5, 22, 3, 3))
+    cross[..., 0, 1], cross[..., 0, 2], cross[..., 1, 2] = -k[..., 2], k[..., 1], -k[..., 0]
+    cross[..., 1, 0], cross[..., 2, 0], cross[..., 2, 1] = k[..., 2], -k[..., 1], k[..., 0]
+    rotations = np.eye(3) + np.sin(angles) * cross + (1 - np.cos(angles)) * cross @ cross
+    original = _fk64(rotations, smpl.offsets.astype(np.float64), SMPL_PARENTS)
+    moved = _fk64(rotations[:, expected], ordered.offsets.astype(np.float64), ordered.parents.tolist())
+    np.testing.assert_allclose(moved, original[:, expected], rtol=0, atol=1e-12)
+
+
+def test_depth_first_order_lists_an_end_site_last_among_its_siblings():
+    """A BVH end site is its parent's last child: one listed before a sibling joint is moved after it."""
+    from motion_ddpm_jax.data import bvh
+
+    skeleton = Skeleton(
+        ("hips", "hips_Nub", "spine", "spine_Nub"),
+        np.array([-1, 0, 0, 2]),
+        np.ones((4, 3)),
+        np.array([False, True, False, True]),
+    )
+    assert skeleton.depth_first_order.tolist() == [0, 2, 3, 1]
+    bvh.check_writable(skeleton.reordered(skeleton.depth_first_order))
+    with pytest.raises(ValueError, match="expected a permutation of the 4 joint indices"):
+        skeleton.reordered([0, 1, 1, 2])

@@ -287,6 +287,44 @@ def test_a_run_shorter_than_its_warmup_still_has_a_schedule(total):
     assert values[0] == pytest.approx(1e-4 if total > 1 else 1e-3, rel=1e-5)
 
 
+@pytest.mark.parametrize("metres_per_unit", [1.0, 0.01, 0.001])  # metres, centimetres, millimetres
+def test_training_with_the_centimetre_geometric_weight_on_a_figure_in_metres_or_millimetres_is_warned_of(
+    tmp_path, metres_per_unit
+):
+    """The geometric loss is in the data's unit squared and loss.geometric_weight's default (0.01) weighs a
+    centimetre figure's: a run on a 1.7 m figure written in metres (an SMPL user's arrays) or millimetres
+    is told the weight that weighs it as in centimetres, 0.01 x (centimetres per unit)^2; a run that set
+    the weight, or trains without the loss, or on centimetres, is told nothing."""
+    import warnings
+
+    from motion_ddpm_jax.config import base_config
+    from motion_ddpm_jax.data import motion_text
+    from motion_ddpm_jax.skeleton import Skeleton
+
+    offsets = np.array([[0, 0, 0], [0, 0.8, 0], [0, 0.7, 0], [0, -0.2, 0.0]]) / metres_per_unit  # 1.7 m
+    skeleton = Skeleton(("hips", "spine", "head", "toe"), np.array([-1, 0, 1, 0]), offsets)
+    motions = (np.random.default_rng(0).normal(size=(12, 3 + 6 * 4)).astype(np.float32),)
+    splits = {"train": motion_text.Split("train", ("a",), motions, (("walks",),))}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        info = {"representation": "rotation_6d", "fps": 20.0}
+        dataset = motion_text.write_dataset(tmp_path / "data", splits, info, skeleton)
+    config = base_config()
+    message = train.geometric_unit_warning(config, dataset)
+    if metres_per_unit == 0.01:
+        assert message is None
+        return
+    weight = 0.01 * (metres_per_unit * 100) ** 2  # 100 for metres, 0.0001 for millimetres
+    unit = "metres" if metres_per_unit == 1.0 else "millimetres"
+    extent = 1.7 / metres_per_unit
+    assert f"spans {extent:.3g} units, a figure in {unit}" in message
+    assert f"--config.loss.geometric_weight={weight:g} weighs it as in centimetres" in message
+    config.loss.geometric_weight = weight
+    assert train.geometric_unit_warning(config, dataset) is None
+    config.loss.geometric_weight, config.loss.use_geometric_loss = 0.01, False
+    assert train.geometric_unit_warning(config, dataset) is None
+
+
 def test_a_model_too_narrow_for_epsilon_prediction_is_warned_about():
     """Measured on the demo: latent 128 < 264 features with epsilon prediction stalled at loss ~0.54
     (= 136/264) and sampled motion ~500 std units off; x0 prediction is fine at the same width."""

@@ -61,12 +61,6 @@ TO_Y_UP = {
     "z": np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]]),
     "x": np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]),
 }
-# A rest pose less deep than this fraction of its widest extent along y lies in y: y is not its up axis
-# (a standing figure's height is at least about half its arm span; BEAT's: 175 cm high, 194 cm wide).
-SHALLOW_UP_FRACTION = 0.5
-# Whole figures under this many units across are taken to be in metres, over the other in millimetres: the
-# geometric loss (units^2) and data.std_floor are set for centimetres (a human figure spans 150-200 cm).
-METRES_BELOW, MILLIMETRES_ABOVE = 10.0, 1000.0
 
 
 # Preparation reads on past a recording it cannot read, naming all in one error; at this many it stops
@@ -503,7 +497,8 @@ def prepare_beat(
         "skeleton_offset_max_relative_deviation": deviation,
         "fingerprint": fingerprint,
     }
-    dataset = motion_text.write_dataset(out_root, splits, info, skeleton, options.std_floor)
+    # (its unit warnings are prepare's own, below: with the --config flags to set)
+    dataset = motion_text.write_dataset(out_root, splits, info, skeleton, options.std_floor, unit_check=False)
     counts = dataset.info["counts"]
     past = f", {past_end} past the motion's end" if past_end else ""
     log(
@@ -607,7 +602,7 @@ def _unit_warnings(
     """Recordings whose bones are more than 2x longer or shorter than the median recording's (a folder
     mixing exporters in metres and centimetres would be averaged into one skeleton and trained in two
     units); a rest pose lying in y (the recordings' up axis is not `options.up_axis`); and a figure in
-    metres or millimetres (`METRES_BELOW`, `MILLIMETRES_ABOVE` units across), whose geometric loss
+    metres or millimetres (`motion_text.figure_unit`), whose geometric loss
     (units^2) loss.geometric_weight weighs 10^4 times less, or 100 times more, than in centimetres, and
     in metres features that vary less than a data.std_floor above the centimetres' default in metres
     (1e-4: in metres 1e-2 is a centimetre, more than a slow root moves in a frame; a feature that does not
@@ -626,13 +621,7 @@ def _unit_warnings(
             "channels)"
         )
     skeleton = skeletons[0]
-    rest = np.zeros((skeleton.num_joints, 3))
-    for joint in skeleton.parents_first_order.tolist():
-        if skeleton.parents[joint] >= 0:
-            rest[joint] = rest[skeleton.parents[joint]] + skeleton.offsets[joint]
-    spans = np.ptp(rest, axis=0)
-    extent = float(spans.max())
-    if extent > 0 and spans[1] < SHALLOW_UP_FRACTION * extent:
+    if (spans := motion_text.lying_spans(skeleton)) is not None:
         turned = f" (data.up_axis={options.up_axis} turned to Y up)" if options.up_axis != "y" else ""
         warnings.append(
             f"the skeleton's rest pose spans {spans[0]:.3g} x {spans[1]:.3g} x {spans[2]:.3g} units along x, "
@@ -641,29 +630,9 @@ def _unit_warnings(
             "prepare again (into a new data.root) with --config.data.up_axis=<the axis from the feet to the "
             "head, z in most Z-up tools>"
         )
-    if METRES_BELOW <= extent <= MILLIMETRES_ABOVE:
-        return warnings
-    metres = extent < METRES_BELOW
-    unit, weight = ("metres", "100") if metres else ("millimetres", "0.0001")
-    warnings.append(
-        f"the skeleton's rest pose spans {extent:.3g} units, as a figure in {unit} would: the geometric "
-        "loss (bone lengths, or FK positions for rotation data) is in units^2 and loss.geometric_weight's "
-        f"default (0.01) is set for centimetres: train with --config.loss.geometric_weight={weight} to weigh "
-        "it as in centimetres"
-    )
-    cm_floor_in_metres = 1e-2 / 100  # data.std_floor's default, 1e-2 (cm), in metres
-    if not metres or options.std_floor <= cm_floor_in_metres * (1 + 1e-9):
-        return warnings
-    _, spread = motion_text.compute_stats(train_motions, 0.0)
-    floored = int(((spread > 0) & (spread < options.std_floor)).sum())
-    if floored:
-        warnings.append(
-            f"the skeleton's rest pose spans {extent:.3g} units (metres?) and data.std_floor "
-            f"({options.std_floor:g}, in the data's unit) raised the std of {floored} of the {spread.size} "
-            "features to it; for motion in metres prepare with "
-            f"--config.data.std_floor={cm_floor_in_metres:g}"
-        )
-    return warnings
+    fix = "prepare with --config.data.std_floor={floor}"
+    floor = options.std_floor
+    return warnings + motion_text.unit_warnings(skeleton, train_motions, floor, "data.std_floor", fix)
 
 
 def _read_words(
@@ -1068,6 +1037,8 @@ def dataset_from_config(config, log=print) -> motion_text.MotionTextDataset:
         std_floor=data.std_floor,
     )
     _check_config_describes(dataset, data)
+    if note := _unused_floor_note(dataset, data):
+        log(note)
     if floored := dataset.info.get("std_floored"):
         log(
             f"data.std_floor ({data.std_floor:g}) raised {floored} of the {dataset.feature_size} entries of "
@@ -1091,6 +1062,33 @@ def _check_config_describes(dataset: motion_text.MotionTextDataset, data) -> Non
             f"data.root {dataset.root} ({record}) does not hold what the config names: {'; '.join(wrong)}. "
             "Set those fields to the data's values, or point data.root at the data the config describes"
         )
+
+
+def _unused_floor_note(dataset: motion_text.MotionTextDataset, data) -> str | None:
+    """data.std_floor floors the statistics where they are computed: by --mode prepare (data.source beat or
+    synthetic, whose cache made with another floor is refused) and from a HumanML3D folder's Std.npy. A
+    folder of our layout opened with data.source=prepared (write_dataset's) is read as written, floored
+    at its dataset.json's std_floor: a data.std_floor set to another value than that and the default
+    (1e-2, which every config holds unless set) does nothing, which this note says."""
+    written = dataset.info.get("std_floor")
+    if dataset.layout != "prepared" or data.source != "prepared" or not isinstance(written, int | float):
+        return None
+    asked = float(data.std_floor)
+    if np.isclose(asked, PrepareOptions().std_floor, rtol=1e-9, atol=0) or np.isclose(
+        asked, float(written), rtol=1e-9, atol=0
+    ):
+        return None
+    again = (
+        "prepare it again (into a new data.root) with --config.data.source=beat "
+        f"--config.data.std_floor={asked:g}"
+        if dataset.info.get("source") == "beat"
+        else f"write it again with motion_text.write_dataset(..., std_floor={asked:g})"
+    )
+    return (
+        f"note: data.std_floor={asked:g} is not used: the statistics of data.root {dataset.root} (std.npy) "
+        f"were floored at {float(written):g} when it was written (its dataset.json's std_floor), and a "
+        f"prepared folder is read as written; to floor them at {asked:g}, {again}"
+    )
 
 
 def _check_prepared_options(root: Path, options: PrepareOptions) -> None:

@@ -858,7 +858,9 @@ def check_writable(skeleton: Skeleton) -> None:
             raise ValueError(
                 f"joint {position} ({names[position]!r}) is not where a depth-first listing puts it (joint "
                 f"{joint}, {names[joint]!r}, belongs there); a BVH file lists each joint right after its "
-                "parent's previous subtree: reorder the skeleton depth-first"
+                "parent's previous subtree: reorder the skeleton depth-first, "
+                "skeleton.reordered(skeleton.depth_first_order), with its features' joints in that order, "
+                f"{skeleton.depth_first_order.tolist()} (local rotations [..., order, :, :])"
             )
     for joint, kids in enumerate(children):
         sites = [kid for kid in kids if skeleton.end_sites[kid]]

@@ -1105,6 +1105,73 @@ def _check_clip_ids(splits: Mapping[str, Split]) -> None:
                 )
 
 
+# Whole figures under this many units across are taken to be in metres, over the other in millimetres: the
+# geometric loss (units^2) and data.std_floor are set for centimetres (a human figure spans 150-200 cm).
+METRES_BELOW, MILLIMETRES_ABOVE = 10.0, 1000.0
+CM_FLOOR_IN_METRES = 1e-2 / 100  # data.std_floor's default, 1e-2 (a centimetre), in metres
+# A rest pose less deep than this fraction of its widest extent along y lies in y: y is not its up axis
+# (a standing figure's height is at least about half its arm span; BEAT's: 175 cm high, 194 cm wide).
+SHALLOW_UP_FRACTION = 0.5
+
+
+def rest_pose(skeleton: Skeleton) -> np.ndarray:
+    """The skeleton's rest-pose joint positions [J, 3] (float64; the root at the origin)."""
+    rest = np.zeros((skeleton.num_joints, 3))
+    for joint in skeleton.parents_first_order.tolist():
+        if skeleton.parents[joint] >= 0:
+            rest[joint] = rest[skeleton.parents[joint]] + skeleton.offsets[joint]
+    return rest
+
+
+def lying_spans(skeleton: Skeleton) -> np.ndarray | None:
+    """The rest pose's extents along x, y, z [3] where it lies in y (less deep along y than
+    `SHALLOW_UP_FRACTION` of its widest extent: y is then probably not its up axis), else None."""
+    spans = np.ptp(rest_pose(skeleton), axis=0)
+    return spans if spans.max() > 0 and spans[1] < SHALLOW_UP_FRACTION * spans.max() else None
+
+
+def figure_unit(skeleton: Skeleton) -> tuple[float, str | None, str | None]:
+    """(the rest pose's widest extent, "metres" or "millimetres" where that extent is under
+    `METRES_BELOW` or over `MILLIMETRES_ABOVE` units, else None; the loss.geometric_weight, as written on
+    the command line, that weighs its geometric loss (units^2) as the default 0.01 weighs centimetres)."""
+    extent = float(np.ptp(rest_pose(skeleton), axis=0).max())
+    if extent <= 0 or METRES_BELOW <= extent <= MILLIMETRES_ABOVE:
+        return extent, None, None
+    return (extent, "metres", "100") if extent < METRES_BELOW else (extent, "millimetres", "0.0001")
+
+
+def unit_warnings(
+    skeleton: Skeleton, train_motions: Sequence[np.ndarray], std_floor: float, floor_name: str, floor_fix: str
+) -> list[str]:
+    """For a figure in metres or millimetres (its rest pose under `METRES_BELOW` or over `MILLIMETRES_ABOVE`
+    units across): the loss.geometric_weight that weighs its geometric loss (units^2) as in centimetres,
+    and in metres the features whose std a `std_floor` above `CM_FLOOR_IN_METRES` raised (a feature that
+    does not vary at all is floored in any unit, and not counted; at 1e-4 or below it is floored as much
+    as in centimetres, and not warned of). floor_name: how the floor is set (`data.std_floor`); floor_fix:
+    the advice, with `{floor}` for the floor to use."""
+    extent, unit, weight = figure_unit(skeleton)
+    if unit is None:
+        return []
+    metres = unit == "metres"
+    warnings_ = [
+        f"the skeleton's rest pose spans {extent:.3g} units, as a figure in {unit} would: the geometric "
+        "loss (bone lengths, or FK positions for rotation data) is in units^2 and loss.geometric_weight's "
+        f"default (0.01) is set for centimetres: train with --config.loss.geometric_weight={weight} to weigh "
+        "it as in centimetres"
+    ]
+    if not metres or std_floor <= CM_FLOOR_IN_METRES * (1 + 1e-9):
+        return warnings_
+    _, spread = compute_stats(train_motions, 0.0)
+    floored = int(((spread > 0) & (spread < std_floor)).sum())
+    if floored:
+        warnings_.append(
+            f"the skeleton's rest pose spans {extent:.3g} units (metres?) and {floor_name} "
+            f"({std_floor:g}, in the data's unit) raised the std of {floored} of the {spread.size} "
+            f"features to it; for motion in metres {floor_fix.format(floor=f'{CM_FLOOR_IN_METRES:g}')}"
+        )
+    return warnings_
+
+
 def compute_stats(motions: Sequence[np.ndarray], std_floor: float = 1e-2) -> tuple[np.ndarray, np.ndarray]:
     """Mean and std [D] over every frame of `motions` (float64 accumulation), std floored at `std_floor`."""
     if not motions:
@@ -1142,6 +1209,8 @@ def write_dataset(
     info: Mapping[str, Any],
     skeleton: Skeleton | None = None,
     std_floor: float = 1e-2,
+    *,
+    unit_check: bool = True,
 ) -> MotionTextDataset:
     """Write `splits` in our layout into `root`, which must not exist or be empty.
 
@@ -1153,6 +1222,11 @@ def write_dataset(
     never leaves a half-written dataset where a complete one is expected. A failed or interrupted write
     (a full disk: an OSError naming the file; Ctrl-C) removes that temporary folder, and one left by a
     killed process of this host is removed at the start of the next write of `root`.
+
+    std_floor is in the data's unit (its default, 1e-2, suits centimetres): a skeleton spanning a figure in
+    metres or millimetres is warned of (`unit_warnings`: the loss.geometric_weight to train with, and in
+    metres the features a std_floor above 1e-4 raised), unless `unit_check` is False (a caller that says
+    so itself: `--mode prepare`); so is one whose rest pose lies in y (Y is the up axis here).
     """
     root = Path(root)
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
@@ -1193,6 +1267,20 @@ def write_dataset(
             )
     for warning in _skeleton_warnings(kind, skeleton):
         warnings.warn(f"{root}: {warning}", ProjectWarning, stacklevel=2)
+    if unit_check and skeleton is not None and kind in representation_lib.REPRESENTATIONS:
+        if (spans := lying_spans(skeleton)) is not None:  # (Z-up data: AMASS's, say)
+            warnings.warn(
+                f"{root}: the skeleton's rest pose spans {spans[0]:.3g} x {spans[1]:.3g} x {spans[2]:.3g} "
+                "units along x, y, z: it lies in y, so y is probably not its up axis. Samples are stood on "
+                "the ground along y and animations draw y upwards: turn the data to Y up and write it again "
+                "(with M the turn, e.g. Z up to Y up (x, y, z) -> (x, z, -y): every offset and the root's "
+                "translation v -> M v, positions alike, every local rotation R -> M R M^T)",
+                ProjectWarning,
+                stacklevel=2,
+            )
+        fix = "write it with write_dataset(..., std_floor={floor})"
+        for warning in unit_warnings(skeleton, splits["train"].motions, std_floor, "std_floor", fix):
+            warnings.warn(f"{root}: {warning}", ProjectWarning, stacklevel=2)
     mean, std = compute_stats(splits["train"].motions, std_floor)
     record = {
         "format": FORMAT,
