@@ -240,6 +240,49 @@ def _is_step_folder(folder: Path) -> bool:
     return (folder / "metadata").is_dir() and any((folder / item).is_dir() for item in ARRAY_ITEMS)
 
 
+def _held_step(folder: Path) -> int | None:
+    """The step a checkpoint folder's train_state holds (that scalar alone restored), None where it cannot
+    be read."""
+    try:
+        args = ocp.args.PyTreeRestore(item={"step": 0}, partial_restore=True)
+        value = ocp.PyTreeCheckpointer().restore(folder / "train_state", args=args)["step"]
+    except Exception:  # noqa: BLE001 -- orbax and tensorstore raise many kinds; unknown is None
+        return None
+    read = isinstance(value, np.ndarray) and value.shape == () and np.issubdtype(value.dtype, np.integer)
+    return int(value) if read else None
+
+
+def misnamed_checkpoints(directory: str | os.PathLike, steps) -> list[tuple[Path, int | None]]:
+    """The folders of `directory` (a run's checkpoints/) that hold a checkpoint under a name Orbax does not
+    read as a step (`best`, `0020`, `20.bak`: a folder renamed, or copied in so), each with the step its
+    train_state holds (None where unreadable); `steps`: those Orbax lists. Orbax reads checkpoints/<step>
+    alone: such a folder is invisible to it, and a run holding no other had been resumed from step 0 (its
+    metrics.jsonl rows dropped) and sampled as 'holds no complete checkpoint'. Orbax's own folders of a
+    save cut off (`<step>.orbax-checkpoint-tmp-*`, which a writer removes) are not among them."""
+    named = {str(step) for step in steps}
+    try:
+        folders = sorted(p for p in Path(directory).iterdir() if p.is_dir())
+    except OSError:
+        return []
+    return [
+        (p, _held_step(p))
+        for p in folders
+        if p.name not in named and ".orbax-checkpoint-tmp" not in p.name and _is_step_folder(p)
+    ]
+
+
+def misnamed_note(directory: str | os.PathLike, found: list[tuple[Path, int | None]]) -> str:
+    """What `misnamed_checkpoints` found, and the renaming that makes each readable."""
+    shown = ", ".join(p.name + (f" (training step {s})" if s is not None else "") for p, s in found[:5])
+    more = f" and {len(found) - 5} more" if len(found) > 5 else ""
+    moves = [f"mv {p} {Path(directory) / str(s)}" for p, s in found[:3] if s is not None]
+    how = f" (`{'`, `'.join(moves)}`)" if moves else ""
+    return (
+        f"{directory} holds checkpoint folders under names that are not a step: {shown}{more}; a checkpoint "
+        f"is read from checkpoints/<step> alone, its step number as the folder's name: rename it so{how}"
+    )
+
+
 class Checkpointer:
     """Saves and restores the checkpoints of one run folder. In a multi-host run every process makes one
     and calls `save` with the same step, as train.run does: Orbax's save synchronises the processes (a
@@ -274,7 +317,8 @@ class Checkpointer:
             elif _is_step_folder(given):
                 step = given.name if given.name.isdigit() else "<step>"
                 hint = (
-                    "this is one checkpoint's own folder; sampling reads a run folder, which holds it as "
+                    "this is one checkpoint's own folder; sampling, eval and train.init_from read a run "
+                    "folder, which holds it as "
                     f"checkpoints/<step>/: copy it to <run>/checkpoints/{step} and give <run>"
                 )
             elif loose:

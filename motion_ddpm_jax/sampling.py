@@ -150,7 +150,11 @@ def load_model(
         try:
             step = reader.latest_step() if requested is None else int(requested)
             if step is None:
-                raise checkpoint.CheckpointError(f"{reader.directory}: holds no complete checkpoint")
+                misnamed = checkpoint.misnamed_checkpoints(reader.directory, reader.all_steps())
+                raise checkpoint.CheckpointError(
+                    f"{reader.directory}: holds no complete checkpoint"
+                    + (f"; {checkpoint.misnamed_note(reader.directory, misnamed)}" if misnamed else "")
+                )
             try:
                 params, metadata = reader.restore_params(step, use_ema=use_ema)
                 recorded = reader.recorded_step(step)
@@ -174,7 +178,7 @@ def load_model(
                     else ""
                 )
                 raise checkpoint.CheckpointError(
-                    f"{reader.directory}/{step}: cannot be restored for sampling ({type(error).__name__}: "
+                    f"{reader.directory}/{step}: cannot be restored ({type(error).__name__}: "
                     f"{str(error)[:300]}); it is damaged or incomplete (a copy cut short?){way}"
                 ) from None
         finally:

@@ -1660,13 +1660,35 @@ def _run(config, workdir: Path, stop: _PreemptionFlag, held: contextlib.ExitStac
         raise WorkdirError(
             f"--workdir {workdir}: cannot write there ({error.strerror}: {error.filename}); training writes "
             "its lock, checkpoints and logs into the workdir: give a --workdir you can write to (to resume "
-            "a read-only run, cp -a it to a folder of yours first; sampling and eval read one as it is, "
-            "with --config.sample.output_dir or --config.eval.output)"
+            f"a read-only run, copy it to a folder of yours and make the copy writable: `cp -a {workdir} "
+            "<copy> && chmod -R u+w <copy>`, as cp keeps the run's read-only modes, then --workdir <copy>; "
+            "sampling and eval read one as it is, with --config.sample.output_dir or --config.eval.output)"
         ) from None
     if is_main:
         held.callback(_tidy_a_refused_start, workdir, refused_start)  # runs while the lock is still held
     ckpt = checkpoint.Checkpointer(workdir, max_to_keep=config.train.max_to_keep)
     resume_step = ckpt.latest_step()
+    # A checkpoint folder renamed (checkpoints/20 -> best) is invisible to Orbax: resuming from an earlier
+    # step, or from step 0, would drop the run's metrics.jsonl rows and TensorBoard events past it and save
+    # its own checkpoints beside it. Refused before anything is written where it holds a later step (or
+    # its step cannot be read); a renamed copy of a step that is there (cp -r 20 best) is no matter.
+    misnamed = [
+        (folder, held)
+        for folder, held in checkpoint.misnamed_checkpoints(ckpt.directory, ckpt.all_steps())
+        if resume_step is None or held is None or held > resume_step
+    ]
+    if misnamed:
+        ckpt.close()
+        start = (
+            "no checkpoint to resume from"
+            if resume_step is None
+            else f"its latest checkpoint is step {resume_step}"
+        )
+        anew = "anew from step 0" if resume_step is None else f"from step {resume_step}"
+        raise WorkdirError(
+            f"--workdir {workdir}: {start}, but {checkpoint.misnamed_note(ckpt.directory, misnamed)}, to "
+            f"resume from it; or move it out of {ckpt.directory} to go on {anew}"
+        )
     saved = ckpt.restore_metadata(resume_step) if resume_step is not None else None
     statistics = None  # (mean, std) where the run normalises with others than the data's
     if saved is not None:

@@ -89,6 +89,38 @@ def test_missing_or_empty_checkpoint_folders_are_clear_errors(tmp_path):
         reader.restore_params()
 
 
+def test_a_checkpoint_folder_renamed_in_its_run_is_named_with_its_step(tmp_path):
+    """A run's checkpoint folder renamed (`checkpoints/best`, zero-padded `0020`) is invisible to Orbax,
+    which reads checkpoints/<step> alone: sampling had said "holds no complete checkpoint" of a folder
+    holding one. Now it names the folder, the training step its train_state holds (the 7 saved here, not
+    the folder's 60) and the renaming; Orbax's own leftover of a save cut off is not named. Renamed as
+    said, it restores the parameters saved."""
+    from motion_ddpm_jax import sampling
+
+    params, ema, state = trees(2)
+    writer = checkpoint.Checkpointer(tmp_path / "run")
+    writer.save(60, params, ema, state, {"step": 60})
+    writer.close()
+    folder = tmp_path / "run" / "checkpoints"
+    (folder / "60").rename(folder / "best")
+    shutil.copytree(folder / "best", folder / "70.orbax-checkpoint-tmp-1234")  # a save cut off: not named
+    with pytest.raises(checkpoint.CheckpointError) as caught:
+        sampling.load_model(tmp_path / "run")
+    message = str(caught.value)
+    assert "holds no complete checkpoint" in message and "best (training step 7)" in message
+    assert f"`mv {folder / 'best'} {folder / '7'}`" in message and "orbax-checkpoint-tmp" not in message
+    assert checkpoint.misnamed_checkpoints(folder, [60]) == [(folder / "best", 7)]
+    (folder / "best").rename(folder / "0007")
+    assert [(p.name, s) for p, s in checkpoint.misnamed_checkpoints(folder, [])] == [("0007", 7)]
+    (folder / "0007").rename(folder / "7")
+    assert checkpoint.misnamed_checkpoints(folder, [7]) == []
+    reader = checkpoint.Checkpointer(tmp_path / "run", read_only=True)
+    assert reader.latest_step() == 7
+    restored, _ = reader.restore_params(use_ema=False)
+    reader.close()
+    assert_tree_equal(restored, params)
+
+
 def test_a_checkpoint_folder_copied_out_of_its_run_is_named_as_such(tmp_path, monkeypatch):
     """`cp -r runs/demo/checkpoints/60 ~/model` (or a folder of such step folders) then sampling from it:
     the error had said "train a model into this workdir first" of a folder holding a whole checkpoint, and
@@ -99,7 +131,9 @@ def test_a_checkpoint_folder_copied_out_of_its_run_is_named_as_such(tmp_path, mo
     writer.close()
     shutil.copytree(tmp_path / "run" / "checkpoints" / "60", tmp_path / "model")
     with pytest.raises(
-        checkpoint.CheckpointError, match=r"one checkpoint's own folder.*<run>/checkpoints/<step>"
+        checkpoint.CheckpointError,
+        match=r"one checkpoint's own folder; sampling, eval and train\.init_from read a run folder"
+        r".*<run>/checkpoints/<step>",
     ):
         checkpoint.Checkpointer(tmp_path / "model", read_only=True)
     shutil.copytree(tmp_path / "run" / "checkpoints" / "60", tmp_path / "steps" / "60")
@@ -253,7 +287,7 @@ def test_sampling_from_a_damaged_checkpoint_names_the_intact_ones(tmp_path):
     ckpt.close()
     _damage(tmp_path / "checkpoints" / "20", "params cut")
     expected = (
-        r"checkpoints/20: cannot be restored for sampling .*damaged or incomplete.*checkpoints \[10\] are "
+        r"checkpoints/20: cannot be restored .*damaged or incomplete.*checkpoints \[10\] are "
         r"untouched.*--config\.sample\.checkpoint_step=10"
     )
     with pytest.raises(checkpoint.CheckpointError, match=expected):
@@ -359,7 +393,7 @@ def test_sampling_refuses_parameters_changed_on_disk_and_names_the_intact_step(t
     mine, theirs = tmp_path / "mine" / "checkpoints" / "20", tmp_path / "other" / "checkpoints" / "20"
     _swap_item(theirs, mine, "ema_params")
     expected = (
-        r"checkpoints/20: cannot be restored for sampling \(ChecksumMismatch: ema_params: \d+ of 2 arrays "
+        r"checkpoints/20: cannot be restored \(ChecksumMismatch: ema_params: \d+ of 2 arrays "
         r"differ from the sha256 saved .*--config\.sample\.checkpoint_step=10"
     )
     with pytest.raises(checkpoint.CheckpointError, match=expected):

@@ -309,7 +309,10 @@ def test_a_workdir_it_cannot_write_is_named_with_what_to_do(tmp_path, data_args,
         with pytest.raises(
             UserError,
             match=r"--workdir .*copy_of_a_run: cannot write there \(.*\.train\.lock\)"
-            r".*give a --workdir you can write to",
+            r".*give a --workdir you can write to"
+            # cp -a (as cp -r) keeps a read-only run's modes: the copy alone is refused as the original
+            # was, so the advice names the chmod that makes the copy writable
+            rf".*`cp -a {re.escape(str(workdir))} <copy> && chmod -R u\+w <copy>`",
         ):
             train.run(config, workdir, log=lambda *_: None)
     monkeypatch.setattr(train, "workdir_lock", refuse(errno.EIO))
@@ -317,6 +320,41 @@ def test_a_workdir_it_cannot_write_is_named_with_what_to_do(tmp_path, data_args,
         train.run(config, workdir, log=lambda *_: None)
     assert raised.value.errno == errno.EIO and not isinstance(raised.value, UserError)
     assert not list(workdir.glob("checkpoints/*"))
+
+
+def test_a_run_whose_checkpoint_folder_was_renamed_is_not_restarted_from_an_earlier_step(tmp_path, data_args):
+    """A run whose latest checkpoint was renamed (`mv checkpoints/4 checkpoints/best`, or copied in under
+    another name) had resumed from the step before it, or started anew from step 0 where it was the only
+    one, without a word, dropping its metrics.jsonl rows past that step: Orbax reads checkpoints/<step>
+    alone. It is refused before anything is written, naming the folder, the step it holds and the
+    renaming; a renamed copy of an earlier step is no matter; renamed as said, the run resumes from it."""
+    config = tiny_config(tmp_path, data_args, num_steps=4, save_every_steps=2, log_every=2)
+    workdir = tmp_path / "run"
+    train.run(config, workdir, log=lambda *_: None)
+    folder = workdir / "checkpoints"
+    assert sorted(p.name for p in folder.iterdir()) == ["2", "4"]
+    (folder / "4").rename(folder / "best")
+    shutil.copytree(folder / "2", folder / "copy_of_2")
+    rows = (workdir / "metrics.jsonl").read_bytes()
+    assert [json.loads(line)["step"] for line in rows.splitlines()] == [2, 4]
+    mv = rf"`mv {re.escape(str(folder))}/best {re.escape(str(folder))}/4`"
+    with pytest.raises(
+        UserError, match=rf"its latest checkpoint is step 2, but .*: best \(training step 4\); .*{mv}"
+    ):
+        train.run(config, workdir, log=lambda *_: None)
+    (folder / "2").rename(folder / "old")  # now no step folder at all: it had started from step 0
+    with pytest.raises(
+        UserError, match=rf"no checkpoint to resume from, but .*best \(training step 4\).*{mv}"
+    ):
+        train.run(config, workdir, log=lambda *_: None)
+    assert (workdir / "metrics.jsonl").read_bytes() == rows
+    assert sorted(p.name for p in folder.iterdir()) == ["best", "copy_of_2", "old"]
+    (folder / "best").rename(folder / "4")
+    (folder / "old").rename(folder / "2")
+    lines = []
+    config.train.num_steps = 6
+    train.run(config, workdir, log=lines.append)
+    assert any("resumed from" in line and "step 4 of 6" in line for line in lines)
 
 
 def test_steps_per_second_leaves_out_checkpoints_and_the_summary_holds_the_last_metrics_row(
