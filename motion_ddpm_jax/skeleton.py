@@ -197,7 +197,12 @@ class Skeleton:
         result is joint order[i] here, its parent renumbered. Rotations, positions or offsets of this
         skeleton take the same order along their joint axis (`rotations[..., order, :, :]`)."""
         order = np.asarray(order)
-        if order.shape != (self.num_joints,) or sorted(order.tolist()) != list(range(self.num_joints)):
+        integral = np.issubdtype(order.dtype, np.integer)  # (sorted([0.0, 1.0]) == [0, 1] too)
+        if (
+            not integral
+            or order.shape != (self.num_joints,)
+            or sorted(order.tolist()) != list(range(self.num_joints))
+        ):
             raise ValueError(
                 f"reordered: expected a permutation of the {self.num_joints} joint indices, got "
                 f"{order.tolist()!r:.200}"

@@ -150,3 +150,28 @@ def test_only_our_own_folder_is_bounded(tmp_path, monkeypatch, value, environ, b
     compile_cache.enable(value.replace("GIVEN", str(tmp_path / "given")), environ)
     assert Path(updates["jax_compilation_cache_dir"]).is_dir()
     assert updates.get("jax_compilation_cache_max_size") == (compile_cache.MAX_BYTES if bounded else None)
+
+
+@pytest.mark.parametrize(
+    ("backend", "index", "kept", "said"),
+    [("cpu", 0, False, True), ("cpu", 1, False, False), ("gpu", 0, True, False), ("gpu", 1, True, False)],
+)
+def test_only_a_multi_process_cpu_run_keeps_no_cache_and_only_its_process_0_says_so(
+    tmp_path, monkeypatch, backend, index, kept, said
+):
+    """jax.distributed joined by 2 processes: on CPUs (gloo) no cache, process 0 says so once and process 1
+    says nothing (each would print it); on GPUs the folder is used as in one process."""
+    monkeypatch.setattr(jax.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    monkeypatch.setattr(jax, "process_index", lambda: index)
+    monkeypatch.setattr(jax, "default_backend", lambda: backend)
+    updates = {}
+    monkeypatch.setattr(jax.config, "update", lambda name, v: updates.__setitem__(name, v))
+    notes = []
+    folder = tmp_path / "given"
+    described = compile_cache.enable(str(folder), {}, note=notes.append)
+    assert updates["jax_compilation_cache_dir"] == (str(folder) if kept else None)
+    assert folder.is_dir() == kept
+    expected = f"compilation cache: none ({compile_cache.FLAG} is not used by a run of 2 processes on the CPU"
+    assert described.startswith(f"compilation cache: {folder} (" if kept else expected)
+    assert notes == ([described] if said else [])

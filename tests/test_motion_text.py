@@ -1127,7 +1127,7 @@ def test_write_dataset_tells_a_figure_in_metres_or_millimetres_its_geometric_wei
     }
     info = {"representation": "rotation_6d", "fps": 20.0}
     spread = np.concatenate([m.astype(np.float64) for m in motions]).std(axis=0)
-    below = int(((spread > 0) & (spread < 1e-2)).sum())
+    below = int(((spread[:3] > 0) & (spread[:3] < 1e-2)).sum())  # (the root's steps: the 6D has no unit)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         motion_text.write_dataset(tmp_path / "default", splits, info, skeleton)
@@ -1145,13 +1145,61 @@ def test_write_dataset_tells_a_figure_in_metres_or_millimetres_its_geometric_wei
         return
     assert below > 0  # the root's bob (and sideways step) vary by under a centimetre a frame
     (floor,) = floors
-    assert f"raised the std of {below} of the {spread.size} features" in floor
+    assert f"raised the std of {below} of the 3 root translation features" in floor
     assert "write_dataset(..., std_floor=0.0001)" in floor
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         motion_text.write_dataset(tmp_path / "fine", splits, info, skeleton, std_floor=1e-4)
     said = [str(w.message) for w in caught]
     assert len(said) == 1 and "geometric_weight=100 " in said[0], said
+
+
+@pytest.mark.parametrize("root_step_std", [0.05, 0.002])  # metres a frame: over and under a centimetre
+def test_the_floor_warning_in_metres_counts_only_the_root_translation_of_rotation_data(
+    tmp_path, root_step_std
+):
+    """Of rotation_6d features only the root's 3 translation steps are in the data's unit; the 6D entries
+    have none and std_floor floors them alike in metres and centimetres. A figure in metres whose root
+    steps vary by more than a centimetre, whose joints turn by a few hundredths of a radian (6D entries
+    varying by about 1e-3, under the floor), is told only the geometric weight; with root steps varying
+    less, the count is that of the 3 root columns (float64 statistics here), not of the 6D entries."""
+    import warnings
+
+    names = ("pelvis", "spine", "head", "hip", "knee")
+    offsets = np.array([[0, 0, 0], [0, 0.5, 0], [0, 0.4, 0], [0.1, -0.1, 0], [0, -0.8, 0.0]])  # 1.7 m
+    skeleton = Skeleton(names=names, parents=np.array([-1, 0, 1, 0, 3]), offsets=offsets)
+    rng = np.random.default_rng(11)
+    motions = []
+    for _ in range(4):
+        axes = rng.normal(size=(60, len(names), 3))
+        k = axes / np.linalg.norm(axes, axis=-1, keepdims=True)
+        angle = rng.uniform(0.02, 0.06, (60, len(names)))[..., None, None]
+        cross = np.zeros((60, len(names), 3, 3))
+        cross[..., 0, 1], cross[..., 0, 2], cross[..., 1, 2] = -k[..., 2], k[..., 1], -k[..., 0]
+        cross[..., 1, 0], cross[..., 2, 0], cross[..., 2, 1] = k[..., 2], -k[..., 1], k[..., 0]
+        rotations = np.eye(3) + np.sin(angle) * cross + (1 - np.cos(angle)) * cross @ cross  # Rodrigues
+        six = np.concatenate([rotations[..., :, 0], rotations[..., :, 1]], -1).reshape(60, -1)
+        step = rng.normal(0.0, root_step_std, (60, 3))
+        motions.append(np.concatenate([step, six], -1).astype(np.float32))
+    spread = np.concatenate([m.astype(np.float64) for m in motions]).std(axis=0)
+    # 6D entries a centimetre's floor raises: each joint's R[0,0] and R[1,1] vary by about angle^2 / 2
+    assert ((spread[3:] > 0) & (spread[3:] < 1e-2)).sum() == 2 * len(names)
+    root_below = int(((spread[:3] > 0) & (spread[:3] < 1e-2)).sum())
+    assert root_below == (3 if root_step_std < 1e-2 else 0)
+    splits = {"train": Split("train", ("a", "b", "c", "d"), tuple(motions), (("walks",),) * 4)}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        motion_text.write_dataset(
+            tmp_path / "m", splits, {"representation": "rotation_6d", "fps": 20}, skeleton
+        )
+    said = [str(w.message) for w in caught]
+    assert any("--config.loss.geometric_weight=100 " in line for line in said), said
+    floors = [line for line in said if "std_floor" in line]
+    if not root_below:
+        assert floors == [], floors
+        return
+    (floor,) = floors
+    assert f"raised the std of {root_below} of the 3 root translation features to it" in floor
 
 
 def test_write_dataset_warns_of_a_figure_lying_in_y_and_its_advice_stands_it_up(tmp_path):
@@ -1202,6 +1250,43 @@ def test_write_dataset_warns_of_a_figure_lying_in_y_and_its_advice_stands_it_up(
             assert "every local rotation R -> M R M^T" in line
         else:
             assert said == []
+
+
+def test_beats_upper_body_standing_in_a_t_pose_is_not_taken_to_lie_in_y():
+    """BEAT's upper body alone (the legs left out, as co-speech gesture work often does), Y up in its T-pose,
+    is 87 cm high and 194 cm wide: less high than half its span, but far deeper than it is thin (13 cm),
+    so it stands; written Z up ((x, y, z) -> (x, -z, y)), it and the whole figure lie in y, their extents
+    those of a float64 rest pose here."""
+    full = beat_skeleton()
+    legs = {full.names.index(name) for name in ("RightUpLeg", "LeftUpLeg")}
+
+    def under_legs(joint):
+        while joint >= 0 and joint not in legs:
+            joint = int(full.parents[joint])
+        return joint >= 0
+
+    kept = [j for j in range(full.num_joints) if not under_legs(j)]
+    new_index = {j: i for i, j in enumerate(kept)}
+    parents = np.array([-1 if full.parents[j] < 0 else new_index[int(full.parents[j])] for j in kept])
+    offsets = full.offsets[kept].astype(np.float64)
+    upper = Skeleton(tuple(full.names[j] for j in kept), parents, offsets, full.end_sites[kept])
+
+    def extents(offsets, parents):
+        rest = np.zeros((len(parents), 3))
+        for j in range(len(parents)):  # (BEAT lists each joint after its parent)
+            rest[j] = offsets[j] if parents[j] < 0 else rest[parents[j]] + offsets[j]
+        return rest.max(axis=0) - rest.min(axis=0)
+
+    spans = extents(offsets, parents)
+    assert spans[1] < 0.5 * spans.max() and spans[2] < spans[1]  # (87 x 194; 13 deep)
+    assert motion_text.lying_spans(upper) is None
+    to_z_up = np.array([[1.0, 0, 0], [0, 0, -1], [0, 1, 0]])
+    for skeleton in (upper, full):
+        offsets = skeleton.offsets.astype(np.float64) @ to_z_up.T
+        lying = Skeleton(skeleton.names, skeleton.parents, offsets, skeleton.end_sites)
+        got = motion_text.lying_spans(lying)
+        assert got is not None, skeleton.num_joints
+        np.testing.assert_allclose(got, extents(offsets, skeleton.parents), rtol=1e-5)
 
 
 # ------------------------------------------------------------------------- a full disk, Ctrl-C, a kill

@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import pickle
+import re
 from pathlib import Path
 
 import jax
@@ -339,3 +340,29 @@ def test_depth_first_order_lists_an_end_site_last_among_its_siblings():
     bvh.check_writable(skeleton.reordered(skeleton.depth_first_order))
     with pytest.raises(ValueError, match="expected a permutation of the 4 joint indices"):
         skeleton.reordered([0, 1, 1, 2])
+    with pytest.raises(ValueError, match="expected a permutation of the 4 joint indices"):
+        skeleton.reordered(np.array([0.0, 2.0, 3.0, 1.0]))
+
+
+def test_a_bvh_order_error_for_a_late_root_or_an_early_end_site_gives_the_order_that_writes():
+    """A skeleton of one root listed after its child, or whose end site is listed before a sibling joint,
+    is refused as BVH with the depth-first order (worked by hand) that `reordered` writes, as the error
+    for children out of depth-first order gives it."""
+    from motion_ddpm_jax.data import bvh
+
+    late_root = Skeleton(
+        ("spine", "hips", "spine_Nub"), np.array([1, -1, 0]), np.ones((3, 3)), np.array([False, False, True])
+    )
+    sites = np.array([False, True, False, True])
+    early_site = Skeleton(
+        ("hips", "hips_Nub", "spine", "spine_Nub"), np.array([-1, 0, 0, 2]), np.ones((4, 3)), sites
+    )
+    for skeleton, order in ((late_root, [1, 0, 2]), (early_site, [0, 2, 3, 1])):
+        with pytest.raises(ValueError, match=re.escape("skeleton.reordered(skeleton.depth_first_order)")):
+            bvh.check_writable(skeleton)
+        with pytest.raises(ValueError, match=re.escape(f"in that order, {order} ")):
+            bvh.check_writable(skeleton)
+        bvh.check_writable(skeleton.reordered(order))
+    forest = Skeleton(("a", "b"), np.array([-1, -1]), np.ones((2, 3)))
+    with pytest.raises(ValueError, match=r"has roots at \[0, 1\]$"):  # no order to give
+        bvh.check_writable(forest)

@@ -602,12 +602,12 @@ def _unit_warnings(
     """Recordings whose bones are more than 2x longer or shorter than the median recording's (a folder
     mixing exporters in metres and centimetres would be averaged into one skeleton and trained in two
     units); a rest pose lying in y (the recordings' up axis is not `options.up_axis`); and a figure in
-    metres or millimetres (`motion_text.figure_unit`), whose geometric loss
-    (units^2) loss.geometric_weight weighs 10^4 times less, or 100 times more, than in centimetres, and
-    in metres features that vary less than a data.std_floor above the centimetres' default in metres
-    (1e-4: in metres 1e-2 is a centimetre, more than a slow root moves in a frame; a feature that does not
-    vary at all is floored in any unit, and not counted; at 1e-4 or below it is floored as much as in
-    centimetres, so it is not warned of again)."""
+    metres or millimetres (`motion_text.figure_unit`), whose geometric loss (units^2)
+    loss.geometric_weight weighs 10^4 times less, or 100 times more, than in centimetres, and in metres
+    features in the data's unit (`motion_text.unit_warnings`) that vary less than a data.std_floor above
+    the centimetres' default in metres (1e-4: in metres 1e-2 is a centimetre, more than a slow root moves
+    in a frame; a feature that does not vary at all is floored in any unit, and not counted; at 1e-4 or
+    below it is floored as much as in centimetres, so it is not warned of again)."""
     warnings = []
     sizes = np.array([s.bone_lengths().sum() for s in skeletons])  # (not the root's OFFSET: anything)
     ratios = sizes / max(float(np.median(sizes)), 1e-30)
@@ -632,7 +632,9 @@ def _unit_warnings(
         )
     fix = "prepare with --config.data.std_floor={floor}"
     floor = options.std_floor
-    return warnings + motion_text.unit_warnings(skeleton, train_motions, floor, "data.std_floor", fix)
+    return warnings + motion_text.unit_warnings(
+        skeleton, train_motions, floor, "data.std_floor", fix, options.representation
+    )
 
 
 def _read_words(

@@ -835,13 +835,24 @@ def _shortest_float32(value) -> str:
     return np.format_float_positional(np.float32(value), unique=True, trim="-")
 
 
+def _reorder_advice(skeleton: Skeleton) -> str:
+    """How to list a skeleton of one root as a BVH file does (`Skeleton.depth_first_order`)."""
+    return (
+        "reorder the skeleton depth-first, skeleton.reordered(skeleton.depth_first_order), with its "
+        f"features' joints in that order, {skeleton.depth_first_order.tolist()} (local rotations "
+        "[..., order, :, :])"
+    )
+
+
 def check_writable(skeleton: Skeleton) -> None:
     """ValueError unless the joints are in an order a BVH file can list, with writable names."""
     names, parents = skeleton.names, skeleton.parents.tolist()
     if parents[0] != -1 or parents.count(-1) != 1:
+        one = parents.count(-1) == 1  # (listed after other joints: reordering puts it first)
         raise ValueError(
             f"a BVH file holds one skeleton whose root comes first; this one has roots at "
             f"{[j for j, p in enumerate(parents) if p == -1]}"
+            + (f": {_reorder_advice(skeleton)}" if one else "")
         )
     if skeleton.end_sites[0]:
         raise ValueError(f"the root {names[0]!r} is marked as an end site; a BVH root must have channels")
@@ -858,16 +869,15 @@ def check_writable(skeleton: Skeleton) -> None:
             raise ValueError(
                 f"joint {position} ({names[position]!r}) is not where a depth-first listing puts it (joint "
                 f"{joint}, {names[joint]!r}, belongs there); a BVH file lists each joint right after its "
-                "parent's previous subtree: reorder the skeleton depth-first, "
-                "skeleton.reordered(skeleton.depth_first_order), with its features' joints in that order, "
-                f"{skeleton.depth_first_order.tolist()} (local rotations [..., order, :, :])"
+                f"parent's previous subtree: {_reorder_advice(skeleton)}"
             )
     for joint, kids in enumerate(children):
         sites = [kid for kid in kids if skeleton.end_sites[kid]]
         if sites and (len(sites) > 1 or sites[0] != kids[-1]):
+            listed = f": {_reorder_advice(skeleton)}" if len(sites) == 1 else ""  # (a site listed early)
             raise ValueError(
                 f"joint {joint} ({names[joint]!r}) must have at most one end site, as its last child; "
-                f"its children are {[names[kid] for kid in kids]}"
+                f"its children are {[names[kid] for kid in kids]}{listed}"
             )
         if sites and names[sites[0]] != names[joint] + END_SITE_SUFFIX:
             raise ValueError(

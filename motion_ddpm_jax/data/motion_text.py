@@ -1109,8 +1109,10 @@ def _check_clip_ids(splits: Mapping[str, Split]) -> None:
 # geometric loss (units^2) and data.std_floor are set for centimetres (a human figure spans 150-200 cm).
 METRES_BELOW, MILLIMETRES_ABOVE = 10.0, 1000.0
 CM_FLOOR_IN_METRES = 1e-2 / 100  # data.std_floor's default, 1e-2 (a centimetre), in metres
-# A rest pose less deep than this fraction of its widest extent along y lies in y: y is not its up axis
-# (a standing figure's height is at least about half its arm span; BEAT's: 175 cm high, 194 cm wide).
+# A rest pose less deep along y than this fraction of its widest extent, and than its other extents, lies
+# in y: y is not its up axis (a standing figure's height is at least about half its arm span; BEAT's: 175 cm
+# high, 194 cm wide). Its upper body alone in a T-pose is less high (BEAT's: 87 cm), but still higher than
+# it is deep (13 cm): a figure lying in y is thinnest along y.
 SHALLOW_UP_FRACTION = 0.5
 
 
@@ -1125,9 +1127,11 @@ def rest_pose(skeleton: Skeleton) -> np.ndarray:
 
 def lying_spans(skeleton: Skeleton) -> np.ndarray | None:
     """The rest pose's extents along x, y, z [3] where it lies in y (less deep along y than
-    `SHALLOW_UP_FRACTION` of its widest extent: y is then probably not its up axis), else None."""
+    `SHALLOW_UP_FRACTION` of its widest extent, and than along x and z: y is then probably not its up
+    axis), else None."""
     spans = np.ptp(rest_pose(skeleton), axis=0)
-    return spans if spans.max() > 0 and spans[1] < SHALLOW_UP_FRACTION * spans.max() else None
+    lying = spans.max() > 0 and spans[1] < SHALLOW_UP_FRACTION * spans.max() and spans[1] <= spans.min()
+    return spans if lying else None
 
 
 def figure_unit(skeleton: Skeleton) -> tuple[float, str | None, str | None]:
@@ -1141,14 +1145,21 @@ def figure_unit(skeleton: Skeleton) -> tuple[float, str | None, str | None]:
 
 
 def unit_warnings(
-    skeleton: Skeleton, train_motions: Sequence[np.ndarray], std_floor: float, floor_name: str, floor_fix: str
+    skeleton: Skeleton,
+    train_motions: Sequence[np.ndarray],
+    std_floor: float,
+    floor_name: str,
+    floor_fix: str,
+    representation: str,
 ) -> list[str]:
     """For a figure in metres or millimetres (its rest pose under `METRES_BELOW` or over `MILLIMETRES_ABOVE`
     units across): the loss.geometric_weight that weighs its geometric loss (units^2) as in centimetres,
-    and in metres the features whose std a `std_floor` above `CM_FLOOR_IN_METRES` raised (a feature that
-    does not vary at all is floored in any unit, and not counted; at 1e-4 or below it is floored as much
-    as in centimetres, and not warned of). floor_name: how the floor is set (`data.std_floor`); floor_fix:
-    the advice, with `{floor}` for the floor to use."""
+    and in metres the features in the data's unit whose std a `std_floor` above `CM_FLOOR_IN_METRES` raised
+    (every feature of `positions`, the root's 3 translation steps of a rotation layout, whose rotation
+    features have no unit and are floored alike in any; a feature that does not vary at all is floored in
+    any unit, and not counted; at 1e-4 or below it is floored as much as in centimetres, and not warned
+    of). floor_name: how the floor is set (`data.std_floor`); floor_fix: the advice, with `{floor}` for the
+    floor to use."""
     extent, unit, weight = figure_unit(skeleton)
     if unit is None:
         return []
@@ -1162,12 +1173,15 @@ def unit_warnings(
     if not metres or std_floor <= CM_FLOOR_IN_METRES * (1 + 1e-9):
         return warnings_
     _, spread = compute_stats(train_motions, 0.0)
+    if representation != "positions":  # (the root's translation steps; the rotations have no unit)
+        spread = spread[:3]
     floored = int(((spread > 0) & (spread < std_floor)).sum())
     if floored:
+        which = "features" if representation == "positions" else "root translation features"
         warnings_.append(
             f"the skeleton's rest pose spans {extent:.3g} units (metres?) and {floor_name} "
             f"({std_floor:g}, in the data's unit) raised the std of {floored} of the {spread.size} "
-            f"features to it; for motion in metres {floor_fix.format(floor=f'{CM_FLOOR_IN_METRES:g}')}"
+            f"{which} to it; for motion in metres {floor_fix.format(floor=f'{CM_FLOOR_IN_METRES:g}')}"
         )
     return warnings_
 
@@ -1279,7 +1293,7 @@ def write_dataset(
                 stacklevel=2,
             )
         fix = "write it with write_dataset(..., std_floor={floor})"
-        for warning in unit_warnings(skeleton, splits["train"].motions, std_floor, "std_floor", fix):
+        for warning in unit_warnings(skeleton, splits["train"].motions, std_floor, "std_floor", fix, kind):
             warnings.warn(f"{root}: {warning}", ProjectWarning, stacklevel=2)
     mean, std = compute_stats(splits["train"].motions, std_floor)
     record = {
