@@ -245,9 +245,16 @@ def _held_step(folder: Path) -> int | None:
     be read."""
     try:
         args = ocp.args.PyTreeRestore(item={"step": 0}, partial_restore=True)
-        value = ocp.PyTreeCheckpointer().restore(folder / "train_state", args=args)["step"]
+    except TypeError:  # an Orbax of pyproject's range before `partial_restore` (0.11): the whole train_state
+        args = ocp.args.PyTreeRestore()  # (had been None for every folder: a renamed copy of an earlier
+        # step, no matter, refused the resume)
+    reader = ocp.PyTreeCheckpointer()
+    try:
+        value = reader.restore(folder / "train_state", args=args)["step"]
     except Exception:  # noqa: BLE001 -- orbax and tensorstore raise many kinds; unknown is None
         return None
+    finally:
+        reader.close()
     read = isinstance(value, np.ndarray) and value.shape == () and np.issubdtype(value.dtype, np.integer)
     return int(value) if read else None
 
@@ -260,14 +267,22 @@ def misnamed_checkpoints(directory: str | os.PathLike, steps) -> list[tuple[Path
     metrics.jsonl rows dropped) and sampled as 'holds no complete checkpoint'. Orbax's own folders of a
     save cut off (`<step>.orbax-checkpoint-tmp-*`, which a writer removes) are not among them."""
     named = {str(step) for step in steps}
+
+    def holds_one(folder: Path) -> bool:
+        try:
+            return folder.is_dir() and _is_step_folder(folder)
+        except OSError:  # one this user cannot look into (chmod 000, another user's): not known to hold one
+            return False  # (Path.is_dir raises PermissionError of what is inside it: a traceback had ended
+            # every resume of such a run, and sampling's 'holds no complete checkpoint')
+
     try:
-        folders = sorted(p for p in Path(directory).iterdir() if p.is_dir())
+        folders = sorted(Path(directory).iterdir())
     except OSError:
         return []
     return [
         (p, _held_step(p))
         for p in folders
-        if p.name not in named and ".orbax-checkpoint-tmp" not in p.name and _is_step_folder(p)
+        if p.name not in named and ".orbax-checkpoint-tmp" not in p.name and holds_one(p)
     ]
 
 
@@ -275,7 +290,8 @@ def misnamed_note(directory: str | os.PathLike, found: list[tuple[Path, int | No
     """What `misnamed_checkpoints` found, and the renaming that makes each readable."""
     shown = ", ".join(p.name + (f" (training step {s})" if s is not None else "") for p, s in found[:5])
     more = f" and {len(found) - 5} more" if len(found) > 5 else ""
-    moves = [f"mv {p} {Path(directory) / str(s)}" for p, s in found[:3] if s is not None]
+    first = {s: p for p, s in reversed(found) if s is not None}  # one folder per step: mv's target is one
+    moves = [f"mv {p} {Path(directory) / str(s)}" for s, p in sorted(first.items(), reverse=True)[:3]]
     how = f" (`{'`, `'.join(moves)}`)" if moves else ""
     return (
         f"{directory} holds checkpoint folders under names that are not a step: {shown}{more}; a checkpoint "

@@ -1671,11 +1671,14 @@ def _run(config, workdir: Path, stop: _PreemptionFlag, held: contextlib.ExitStac
     # A checkpoint folder renamed (checkpoints/20 -> best) is invisible to Orbax: resuming from an earlier
     # step, or from step 0, would drop the run's metrics.jsonl rows and TensorBoard events past it and save
     # its own checkpoints beside it. Refused before anything is written where it holds a later step (or
-    # its step cannot be read); a renamed copy of a step that is there (cp -r 20 best) is no matter.
+    # its step cannot be read and there is no readable one); a renamed copy of a step that is there (cp -r
+    # 20 best) is no matter. One whose step cannot be read (no train_state: a sampling copy; a damaged one)
+    # cannot be resumed from either, renamed or not: beside a readable step it is noted, not refused.
+    found = checkpoint.misnamed_checkpoints(ckpt.directory, ckpt.all_steps())
     misnamed = [
-        (folder, held)
-        for folder, held in checkpoint.misnamed_checkpoints(ckpt.directory, ckpt.all_steps())
-        if resume_step is None or held is None or held > resume_step
+        (folder, step)
+        for folder, step in found
+        if resume_step is None or (step is not None and step > resume_step)
     ]
     if misnamed:
         ckpt.close()
@@ -1688,6 +1691,14 @@ def _run(config, workdir: Path, stop: _PreemptionFlag, held: contextlib.ExitStac
         raise WorkdirError(
             f"--workdir {workdir}: {start}, but {checkpoint.misnamed_note(ckpt.directory, misnamed)}, to "
             f"resume from it; or move it out of {ckpt.directory} to go on {anew}"
+        )
+    unread = [folder.name for folder, step in found if step is None]
+    if is_main and resume_step is not None and unread:
+        log(
+            f"note: {ckpt.directory} holds folders like a checkpoint under names that are not a step "
+            f"({', '.join(unread[:5])}{' ...' if len(unread) > 5 else ''}) whose train_state's step cannot "
+            f"be read (none saved, a damaged one, another program's): no step to resume from; this run goes "
+            f"on from its checkpoint {resume_step}"
         )
     saved = ckpt.restore_metadata(resume_step) if resume_step is not None else None
     statistics = None  # (mean, std) where the run normalises with others than the data's

@@ -89,6 +89,29 @@ def test_missing_or_empty_checkpoint_folders_are_clear_errors(tmp_path):
         reader.restore_params()
 
 
+def test_a_renamed_checkpoint_folders_step_is_read_by_an_orbax_without_partial_restore(tmp_path, monkeypatch):
+    """pyproject admits Orbax 0.11, whose PyTreeRestore has no `partial_restore` (a TypeError): the step a
+    renamed checkpoint folder holds had been None there for every folder, and a resume beside a renamed
+    copy of an earlier step, no matter, was refused. It restores the whole train_state there."""
+    import orbax.checkpoint as ocp
+
+    params, ema, state = trees(2)
+    writer = checkpoint.Checkpointer(tmp_path / "run")
+    writer.save(60, params, ema, state, {"step": 60})
+    writer.close()
+    folder = tmp_path / "run" / "checkpoints"
+    (folder / "60").rename(folder / "best")
+    current = ocp.args.PyTreeRestore
+
+    def orbax_0_11(*args, **kwargs):  # PyTreeRestoreArgs of orbax-checkpoint 0.11.0: no such field
+        if "partial_restore" in kwargs:
+            raise TypeError("__init__() got an unexpected keyword argument 'partial_restore'")
+        return current(*args, **kwargs)
+
+    monkeypatch.setattr(ocp.args, "PyTreeRestore", orbax_0_11)
+    assert checkpoint.misnamed_checkpoints(folder, []) == [(folder / "best", 7)]  # trees' step 7
+
+
 def test_a_checkpoint_folder_renamed_in_its_run_is_named_with_its_step(tmp_path):
     """A run's checkpoint folder renamed (`checkpoints/best`, zero-padded `0020`) is invisible to Orbax,
     which reads checkpoints/<step> alone: sampling had said "holds no complete checkpoint" of a folder
@@ -119,6 +142,43 @@ def test_a_checkpoint_folder_renamed_in_its_run_is_named_with_its_step(tmp_path)
     restored, _ = reader.restore_params(use_ema=False)
     reader.close()
     assert_tree_equal(restored, params)
+
+
+def test_a_folder_it_cannot_look_into_beside_the_checkpoints_is_passed_over(tmp_path, monkeypatch):
+    """A folder of checkpoints/ this user cannot look into (chmod 000, another user's) is not known to hold
+    a checkpoint: the search for renamed checkpoint folders had raised PermissionError of what is inside
+    it (Path.is_dir raises it), a traceback ending every resume of the run and sampling's 'holds no
+    complete checkpoint'. It is passed over; a renamed checkpoint beside it is still named."""
+    from motion_ddpm_jax import sampling
+
+    params, ema, state = trees(2)
+    writer = checkpoint.Checkpointer(tmp_path / "run")
+    writer.save(60, params, ema, state, {"step": 60})
+    writer.close()
+    folder = tmp_path / "run" / "checkpoints"
+    (folder / "60").rename(folder / "best")
+    locked = folder / "locked"
+    (locked / "metadata").mkdir(parents=True)
+    locked.chmod(0)
+    if os.geteuid() == 0:  # root looks into any folder: the kernel's refusal as another user gets it
+        real_stat = os.stat
+
+        def stat(path, *args, **kwargs):
+            if locked in Path(os.fspath(path)).parents:
+                raise PermissionError(errno.EACCES, "Permission denied", os.fspath(path))
+            return real_stat(path, *args, **kwargs)
+
+        monkeypatch.setattr(os, "stat", stat)
+    try:
+        with pytest.raises(PermissionError):  # what the folder does to a look inside it
+            (locked / "metadata").is_dir()
+        assert checkpoint.misnamed_checkpoints(folder, []) == [(folder / "best", 7)]  # trees' step 7
+        expected = r"holds no complete checkpoint; .*: best \(training step 7\); "  # locked: not named
+        with pytest.raises(checkpoint.CheckpointError, match=expected):
+            sampling.load_model(tmp_path / "run")
+    finally:
+        monkeypatch.undo()
+        locked.chmod(0o755)
 
 
 def test_a_checkpoint_folder_copied_out_of_its_run_is_named_as_such(tmp_path, monkeypatch):
@@ -485,3 +545,18 @@ def test_orbax_logs_of_a_full_disk_are_left_to_the_one_error(tmp_path, monkeypat
     finally:
         logging.getLogger("absl").removeFilter(checkpoint._OUT_OF_SPACE_REPORTS)
     assert [r.getMessage() for r in caplog.records] == ["something else went wrong", "a later, other error"]
+
+
+def test_the_renaming_advice_gives_one_mv_per_step_the_latest_first(tmp_path):
+    """Two renamed folders holding the same step (best, copy_of_best): a second `mv` to checkpoints/4 would
+    put the folder inside the first one moved there; the advice names one per step, the latest step first."""
+    found = [
+        (tmp_path / "best", 4),
+        (tmp_path / "copy_of_best", 4),
+        (tmp_path / "old", 2),
+        (tmp_path / "x", None),
+    ]
+    note = checkpoint.misnamed_note(tmp_path, found)
+    assert note.count("`mv ") == 2 and f"mv {tmp_path}/copy_of_best" not in note
+    assert note.index(f"mv {tmp_path}/best {tmp_path}/4") < note.index(f"mv {tmp_path}/old {tmp_path}/2")
+    assert note.count("(training step 4)") == 2

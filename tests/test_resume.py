@@ -357,6 +357,35 @@ def test_a_run_whose_checkpoint_folder_was_renamed_is_not_restarted_from_an_earl
     assert any("resumed from" in line and "step 4 of 6" in line for line in lines)
 
 
+def test_a_checkpoint_like_folder_without_a_readable_step_is_noted_beside_a_readable_checkpoint(
+    tmp_path, data_args
+):
+    """A folder of checkpoints/ under a name that is not a step, whose train_state's step cannot be read
+    (a sampling copy without train_state here), cannot be resumed from, renamed or not: a resume from the
+    run's readable checkpoint had been refused for it, with a 'rename it so' that names no step. It is
+    noted and the run goes on; with no readable checkpoint the resume is still refused (it would start
+    anew from step 0 beside it)."""
+    config = tiny_config(tmp_path, data_args, num_steps=2, save_every_steps=2, log_every=2)
+    workdir = tmp_path / "run"
+    train.run(config, workdir, log=lambda *_: None)
+    folder = workdir / "checkpoints"
+    shutil.copytree(folder / "2", folder / "for_sampling")
+    shutil.rmtree(folder / "for_sampling" / "train_state")
+    lines = []
+    config.train.num_steps = 4
+    train.run(config, workdir, log=lines.append)
+    assert any("resumed from" in line and "step 2 of 4" in line for line in lines), lines
+    assert any("note: " in line and "(for_sampling)" in line for line in lines), lines
+    assert [json.loads(line)["step"] for line in (workdir / "metrics.jsonl").read_text().splitlines()] == [
+        2,
+        4,
+    ]
+    for step in ("2", "4"):
+        shutil.move(folder / step, tmp_path / step)
+    with pytest.raises(UserError, match=r"no checkpoint to resume from, but .*for_sampling"):
+        train.run(config, workdir, log=lambda *_: None)
+
+
 def test_steps_per_second_leaves_out_checkpoints_and_the_summary_holds_the_last_metrics_row(
     tmp_path, data_args, monkeypatch, capsys
 ):
