@@ -89,18 +89,25 @@ def test_missing_or_empty_checkpoint_folders_are_clear_errors(tmp_path):
         reader.restore_params()
 
 
-def test_a_renamed_checkpoint_folders_step_is_read_by_an_orbax_without_partial_restore(tmp_path, monkeypatch):
-    """pyproject admits Orbax 0.11, whose PyTreeRestore has no `partial_restore` (a TypeError): the step a
-    renamed checkpoint folder holds had been None there for every folder, and a resume beside a renamed
-    copy of an earlier step, no matter, was refused. It restores the whole train_state there."""
-    import orbax.checkpoint as ocp
-
+def _renamed_to_best(tmp_path):
+    """A run's checkpoint of step 60 (its train_state holding trees' step 7) renamed checkpoints/best:
+    (the checkpoints folder, the saved trees)."""
     params, ema, state = trees(2)
     writer = checkpoint.Checkpointer(tmp_path / "run")
     writer.save(60, params, ema, state, {"step": 60})
     writer.close()
     folder = tmp_path / "run" / "checkpoints"
     (folder / "60").rename(folder / "best")
+    return folder, (params, ema, state)
+
+
+def test_a_renamed_checkpoint_folders_step_is_read_by_an_orbax_without_partial_restore(tmp_path, monkeypatch):
+    """pyproject admits Orbax 0.11, whose PyTreeRestore has no `partial_restore` (a TypeError): the step a
+    renamed checkpoint folder holds had been None there for every folder, and a resume beside a renamed
+    copy of an earlier step, no matter, was refused. It restores the whole train_state there."""
+    import orbax.checkpoint as ocp
+
+    folder, _ = _renamed_to_best(tmp_path)
     current = ocp.args.PyTreeRestore
 
     def orbax_0_11(*args, **kwargs):  # PyTreeRestoreArgs of orbax-checkpoint 0.11.0: no such field
@@ -120,12 +127,7 @@ def test_a_checkpoint_folder_renamed_in_its_run_is_named_with_its_step(tmp_path)
     said, it restores the parameters saved."""
     from motion_ddpm_jax import sampling
 
-    params, ema, state = trees(2)
-    writer = checkpoint.Checkpointer(tmp_path / "run")
-    writer.save(60, params, ema, state, {"step": 60})
-    writer.close()
-    folder = tmp_path / "run" / "checkpoints"
-    (folder / "60").rename(folder / "best")
+    folder, (params, _, _) = _renamed_to_best(tmp_path)
     shutil.copytree(folder / "best", folder / "70.orbax-checkpoint-tmp-1234")  # a save cut off: not named
     with pytest.raises(checkpoint.CheckpointError) as caught:
         sampling.load_model(tmp_path / "run")
@@ -151,12 +153,7 @@ def test_a_folder_it_cannot_look_into_beside_the_checkpoints_is_passed_over(tmp_
     complete checkpoint'. It is passed over; a renamed checkpoint beside it is still named."""
     from motion_ddpm_jax import sampling
 
-    params, ema, state = trees(2)
-    writer = checkpoint.Checkpointer(tmp_path / "run")
-    writer.save(60, params, ema, state, {"step": 60})
-    writer.close()
-    folder = tmp_path / "run" / "checkpoints"
-    (folder / "60").rename(folder / "best")
+    folder, _ = _renamed_to_best(tmp_path)
     locked = folder / "locked"
     (locked / "metadata").mkdir(parents=True)
     locked.chmod(0)
