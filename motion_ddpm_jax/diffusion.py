@@ -425,7 +425,13 @@ def ddim_step(
     abar = _at(schedule.alphas_cumprod, t, x_t)
     signal_loss = jnp.where(abar_prev > 0.5, (noise_var - noise_var_prev) / abar_prev, 1.0 - abar / abar_prev)
     sigma = eta * jnp.sqrt(noise_var_prev / noise_var * signal_loss)
-    direction_scale = jnp.sqrt(jnp.maximum(noise_var_prev - sigma**2, 0.0))
+    # (1 - abar_prev) - sigma^2 written as (1 - abar_prev) * ((1 - eta^2) + eta^2 * abar / abar_prev *
+    # (1 - abar_prev) / (1 - abar)), a sum of terms >= 0: the difference lost its digits where sigma^2
+    # nears 1 - abar_prev (eta = 1 and abar << abar_prev: cosine's last step, abar 2.4e-7, to t = 85 of 100
+    # kept 2 digits). At eta = 0 it is 1 - abar_prev exactly, as before.
+    ratio = abar / abar_prev * noise_var_prev / noise_var
+    direction_var = noise_var_prev * ((1 - eta**2) + eta**2 * ratio)
+    direction_scale = jnp.sqrt(jnp.maximum(direction_var, 0.0))
     noise = _f32(noise)
     _check_like("ddim_step", "noise", noise, x_t, "x_t")
     x_prev = jnp.sqrt(abar_prev) * x0_hat + direction_scale * eps_hat + sigma * noise

@@ -658,6 +658,116 @@ def test_the_pallas_kernels_sample_what_xla_samples(tmp_path, monkeypatch):
     np.testing.assert_allclose(ours["motion"], theirs["motion"], rtol=1e-4, atol=1e-4)
 
 
+def reference_stochastic(loaded, caption, length, seed, index, sampler, steps, eta, spacing, scale, clip):
+    """DDPM (Ho et al. 2020, the posterior q(x_{t-1} | x_t, x0) with its variance beta-tilde, no noise at
+    t = 0), DDIM (Song et al. 2021, eq. 12 with sigma of eq. 16) or DPM-Solver++(2M) (Lu et al. 2022,
+    Algorithm 2; the steps into t = 0 and to the data first order) in float64 numpy, for any prediction
+    kind: x0 = out (x0), (x - sqrt(1 - abar) out) / sqrt(abar) (epsilon), sqrt(abar) x - sqrt(1 - abar) out
+    (v), clipped to [-clip, clip] with the noise estimate recomputed from it. Separate conditional /
+    unconditional model calls, guidance u + s (c - u) on the model output. Sample `index`'s noises: x_T =
+    normal(fold_in(key_i, 0)), step j's normal(fold_in(fold_in(key_i, 1), j)), key_i =
+    fold_in(key(seed), index), drawn at the sample's own length. -> standardized x0 [length, D]."""
+    tokens, token_mask = loaded.tokenizer.encode([caption, ""], loaded.text_max_length)
+    mask = np.ones((1, length), bool)
+    feats, kind = loaded.model.input_feats, loaded.prediction
+    key_i = jax.random.fold_in(jax.random.key(seed), index)
+    with jax.threefry_partitionable(True):
+        x = np.asarray(jax.random.normal(jax.random.fold_in(key_i, 0), (length, feats)), np.float64)[None]
+
+        def noise(j):
+            draw = jax.random.normal(jax.random.fold_in(jax.random.fold_in(key_i, 1), j), (1, length, feats))
+            return np.asarray(draw, np.float64)
+
+    betas = np.asarray(loaded.schedule.betas, np.float64)  # (the schedule is checked in test_diffusion)
+    abar = np.cumprod(1 - betas)
+    lam = 0.5 * np.log(abar / (1 - abar))
+    if sampler == "ddpm":
+        times = list(range(STEPS - 1, -1, -1))
+    elif spacing == "leading":
+        times = [int(np.floor(i * STEPS / steps)) for i in reversed(range(steps))]
+    else:  # Lin et al. 2024: round(T - i T / S) - 1
+        times = [int(np.floor(STEPS - i * STEPS / steps + 0.5)) - 1 for i in range(steps)]
+    apply = jitted_apply(loaded.model)
+    previous_x0 = None
+    for j, (t, t_prev) in enumerate(zip(times, times[1:] + [-1], strict=True)):
+
+        def output(row, x=x, t=t):
+            out = apply(
+                {"params": loaded.params}, jnp.asarray(x, jnp.float32), jnp.array([t]),
+                tokens[row : row + 1], token_mask[row : row + 1], mask,
+            )  # fmt: skip
+            return np.asarray(out, np.float64)
+
+        out = output(0) if scale == 1 else output(1) + scale * (output(0) - output(1))
+        a, a_prev = abar[t], (abar[t_prev] if t_prev >= 0 else 1.0)
+        x0 = {
+            "x0": out,
+            "epsilon": (x - np.sqrt(1 - a) * out) / np.sqrt(a),
+            "v": np.sqrt(a) * x - np.sqrt(1 - a) * out,
+        }[kind]
+        if clip is not None:
+            x0 = np.clip(x0, -clip, clip)
+        eps = (x - np.sqrt(a) * x0) / np.sqrt(1 - a)
+        if sampler == "ddpm":
+            mean = (
+                np.sqrt(a_prev) * betas[t] / (1 - a) * x0 + np.sqrt(1 - betas[t]) * (1 - a_prev) / (1 - a) * x
+            )
+            x = mean + (np.sqrt(betas[t] * (1 - a_prev) / (1 - a)) * noise(j) if t > 0 else 0.0)
+        elif sampler == "ddim":
+            sigma = eta * np.sqrt((1 - a_prev) / (1 - a) * (1 - a / a_prev))
+            x = np.sqrt(a_prev) * x0 + np.sqrt(1 - a_prev - sigma**2) * eps + sigma * noise(j)
+        elif t_prev < 0:
+            x = x0
+        else:
+            h = lam[t_prev] - lam[t]
+            d = x0
+            if previous_x0 is not None and t_prev > 0:
+                r = (lam[t] - lam[times[j - 1]]) / h
+                d = (1 + 1 / (2 * r)) * x0 - previous_x0 / (2 * r)
+            x = np.sqrt((1 - a_prev) / (1 - a)) * x - np.sqrt(a_prev) * np.expm1(-h) * d
+        previous_x0 = x0
+    return x[0]
+
+
+@pytest.mark.parametrize(
+    ("prediction", "sampler", "steps", "eta", "spacing", "scale", "clip"),
+    [
+        ("epsilon", "ddpm", 0, 0.0, "leading", 2.0, None),
+        ("x0", "ddim", 4, 0.5, "trailing", 1.0, None),
+        ("v", "ddim", 5, 0.7, "leading", 2.5, 1.5),
+        ("x0", "ddpm", 0, 0.0, "leading", 0.0, 1.0),
+        ("v", "dpmpp_2m", 5, 0.0, "leading", 2.5, 1.5),
+    ],
+)
+def test_every_sampler_and_prediction_kind_matches_numpy_with_each_samples_step_noises(
+    tmp_path, prediction, sampler, steps, eta, spacing, scale, clip
+):
+    """generate's DDPM, stochastic DDIM and DPM-Solver++(2M) with a model that depends on x_t, of each
+    prediction kind, guided or not, with clip_x0 or not, against `reference_stochastic` (the other tests
+    check the stochastic samplers with a zero-output model only, and x0 / v prediction not at all here).
+    Two samples of one caption at lengths 6 and 10 (one call at 10 frames: the first is masked)."""
+    write_checkpoint(tmp_path / "run", prediction=prediction)
+    loaded = dataclasses.replace(sampling.load_model(tmp_path / "run"), clip_x0=clip)
+    captions = [CAPTIONS[0], CAPTIONS[1], CAPTIONS[0]]
+    out = sampling.generate(
+        loaded, captions, [6, 10, 10], sampler=sampler, steps=steps or 50, eta=eta, spacing=spacing,
+        guidance_scale=scale, seed=7,
+    )  # fmt: skip
+    worst = 0.0
+    for i, (caption, length) in enumerate(zip(out["captions"], out["lengths"], strict=True)):
+        expected = reference_stochastic(
+            loaded, caption, length, 7, i, sampler, steps, eta, spacing, scale, clip
+        )
+        got = (out["motion"][i, :length].astype(np.float64) - loaded.mean) / loaded.std
+        # float32 rounding through the steps; the de-standardized float32 motion adds ulp(mean) / std
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=2e-5 * max(1.0, np.abs(expected).max()))
+        worst = max(worst, np.abs(got).max())
+        assert not out["motion"][i, length:].any()
+    assert worst > 0.3  # (the model's output reached the samples)
+    if clip is not None:  # every sampler's last step returns the (clipped) x0 estimate
+        assert worst <= clip + 1e-5
+
+
 def test_ddim_with_every_step_and_eta_one_follows_the_ddpm_rule(loaded):
     ddpm = sampling.generate(loaded, CAPTIONS, 8, sampler="ddpm", seed=3)
     ddim = sampling.generate(loaded, CAPTIONS, 8, sampler="ddim", steps=STEPS, eta=1.0, seed=3)
