@@ -267,6 +267,8 @@ def misnamed_checkpoints(directory: str | os.PathLike, steps) -> list[tuple[Path
     metrics.jsonl rows dropped) and sampled as 'holds no complete checkpoint'. Orbax's own folders of a
     save cut off (`<step>.orbax-checkpoint-tmp-*`, which a writer removes) are not among them."""
     named = {str(step) for step in steps}
+    # (a folder named as a step that Orbax does not list, e.g. a copy cut short, is not renamed: what
+    # reads the run names it as damaged, or goes back to the earlier steps, as before)
 
     def holds_one(folder: Path) -> bool:
         try:
@@ -282,7 +284,10 @@ def misnamed_checkpoints(directory: str | os.PathLike, steps) -> list[tuple[Path
     return [
         (p, _held_step(p))
         for p in folders
-        if p.name not in named and ".orbax-checkpoint-tmp" not in p.name and holds_one(p)
+        if p.name not in named
+        and not (p.name.isdigit() and str(int(p.name)) == p.name)
+        and ".orbax-checkpoint-tmp" not in p.name
+        and holds_one(p)
     ]
 
 

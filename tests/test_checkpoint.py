@@ -557,3 +557,14 @@ def test_the_renaming_advice_gives_one_mv_per_step_the_latest_first(tmp_path):
     assert note.count("`mv ") == 2 and f"mv {tmp_path}/copy_of_best" not in note
     assert note.index(f"mv {tmp_path}/best {tmp_path}/4") < note.index(f"mv {tmp_path}/old {tmp_path}/2")
     assert note.count("(training step 4)") == 2
+
+
+def test_a_folder_named_as_a_step_is_not_taken_for_a_renamed_one(tmp_path):
+    """A folder whose name is a step that Orbax does not list (a copy cut short: what reads the run names
+    it as damaged) is not a renamed checkpoint, whose advice would be `mv checkpoints/60 checkpoints/60`;
+    the zero-padded 0060 is one."""
+    folder, _ = _renamed_to_best(tmp_path)
+    (folder / "best").rename(folder / "60")
+    assert checkpoint.misnamed_checkpoints(folder, []) == []
+    (folder / "60").rename(folder / "0060")
+    assert checkpoint.misnamed_checkpoints(folder, []) == [(folder / "0060", 7)]  # trees' step 7
