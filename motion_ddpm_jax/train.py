@@ -1450,10 +1450,10 @@ def bottleneck_warning(config, feature_size: int) -> str | None:
 
 def geometric_unit_warning(config, dataset: motion_text.MotionTextDataset) -> str | None:
     """A warning when the geometric loss (units^2) of a figure in metres or millimetres
-    (`motion_text.figure_unit`) is weighed by
-    loss.geometric_weight's default (0.01), which is set for centimetres: 10^4 times less, or 100 times
-    more, than in centimetres. Prepare and write_dataset say so once, when the data are written; a run
-    that trains with the default says it again. None where the weight was changed or nothing applies."""
+    (`motion_text.figure_unit`) is weighed by loss.geometric_weight's default (0.01), which is set for
+    centimetres: 10^4 times less, or 100 times more, than in centimetres. Prepare and write_dataset say so
+    once, when the data are written; a run that trains with the default says it again. None where the
+    weight was changed or nothing applies."""
     default = config_lib.base_config().loss.geometric_weight
     skeleton = dataset.skeleton
     if (
