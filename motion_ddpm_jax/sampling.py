@@ -155,6 +155,13 @@ def load_model(
                     f"{reader.directory}: holds no complete checkpoint"
                     + (f"; {checkpoint.misnamed_note(reader.directory, misnamed)}" if misnamed else "")
                 )
+            if requested is not None and step not in (steps := reader.all_steps()):
+                held = [f for f in checkpoint.misnamed_checkpoints(reader.directory, steps) if f[1] == step]
+                if held:  # (else restore_params says which steps there are)
+                    raise checkpoint.CheckpointError(
+                        f"{reader.directory}: no checkpoint at step {step}; available: {sorted(steps)}; "
+                        + checkpoint.misnamed_note(reader.directory, held)
+                    )
             try:
                 params, metadata = reader.restore_params(step, use_ema=use_ema)
                 recorded = reader.recorded_step(step)
@@ -184,6 +191,15 @@ def load_model(
         finally:
             reader.close()
     where = f"{reader.directory}/{step}"
+    if requested is None:
+        later = [f for f in checkpoint.misnamed_checkpoints(reader.directory, [step]) if (f[1] or -1) > step]
+        if later:  # the latest Orbax reads is not the run's latest
+            warnings.warn(
+                f"{where} is the latest checkpoint Orbax reads, but "
+                f"{checkpoint.misnamed_note(reader.directory, later)}",
+                ProjectWarning,
+                stacklevel=2,
+            )
     if recorded is not None and recorded != step:
         # A folder copied or renamed to another step (Orbax reads the step from the name) had put its
         # samples in samples/step_<name>, its index.json, eval's metrics file and a fine-tune's record

@@ -1914,3 +1914,26 @@ def test_captions_that_are_lines_of_a_humanml3d_caption_file_are_noted():
     assert "the part before the first '#' ('a person walks forward.')" in note
     # Captions that hold a '#' but are not such lines: no note.
     assert sampling.caption_line_note(["press button #1", "a#b#c#d", "wave", "walk # then # stop"]) is None
+
+
+def test_a_later_checkpoint_under_another_name_is_named_when_sampling(tmp_path):
+    """checkpoints/7 renamed `best` beside checkpoints/3: Orbax reads 3 as the latest, and sampling had
+    used it without a word; asked for step 7, it had listed [3] alone. Both now name the folder, the step
+    its train_state holds and the mv that makes it readable."""
+    from motion_ddpm_jax.errors import ProjectWarning
+
+    write_checkpoint(tmp_path / "run", step=3)
+    write_checkpoint(tmp_path / "run", step=7)
+    folder = tmp_path / "run" / "checkpoints"
+    (folder / "7").rename(folder / "best")
+    mv = re.escape(f"mv {folder}/best {folder}/7")
+    with pytest.warns(ProjectWarning, match=rf"checkpoints/3 is the latest .*best \(training step 7\).*{mv}"):
+        assert sampling.load_model(tmp_path / "run").step == 3
+    with pytest.raises(
+        checkpoint.CheckpointError, match=rf"no checkpoint at step 7; available: \[3\]; .*{mv}"
+    ):
+        sampling.load_model(tmp_path / "run", step=7)
+    (folder / "best").rename(folder / "7")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ProjectWarning)
+        assert sampling.load_model(tmp_path / "run").step == 7
